@@ -1,0 +1,1 @@
+"""Ingest: turning training servers' files into warehouse facts."""

@@ -1,0 +1,122 @@
+"""Applying a staged batch to the fact tables, by the replacement rules of inputs.md.
+
+A step seen again replaces the stored row when its timestamp is later; when either row has no
+timestamp, the later ingest wins. Within a batch, "later" is the ingest order: files in path
+order, entries in file order. The same rule picks a job's row (by ``updated_at``).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# The winning entry per (job, step) within the batch.
+BATCH_WINNERS = """
+CREATE OR REPLACE TEMP TABLE batch_winners AS
+SELECT * EXCLUDE (all_timed)
+FROM (
+    SELECT s.*, bool_and(s.ts IS NOT NULL) OVER (PARTITION BY s.job_id, s.step) AS all_timed
+    FROM batch_steps s
+    WHERE s.step IS NOT NULL
+)
+QUALIFY row_number() OVER (
+    PARTITION BY job_id, step
+    ORDER BY CASE WHEN all_timed THEN ts END DESC NULLS LAST, seq DESC, pos DESC
+) = 1
+"""
+
+# Winners that beat what is stored: replace those rows (and their GPU readings).
+BATCH_APPLIED = """
+CREATE OR REPLACE TEMP TABLE batch_applied AS
+SELECT w.*
+FROM batch_winners w
+LEFT JOIN steps s ON s.job_id = w.job_id AND s.step = w.step
+WHERE s.step IS NULL OR s.ts IS NULL OR w.ts IS NULL OR w.ts >= s.ts
+"""
+
+DELETE_REPLACED_STEPS = """
+DELETE FROM steps USING batch_applied a WHERE steps.job_id = a.job_id AND steps.step = a.step
+"""
+
+INSERT_STEPS = """
+INSERT INTO steps (job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time, samples)
+SELECT job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time, samples
+FROM batch_applied
+"""
+
+DELETE_REPLACED_GPUS = """
+DELETE FROM step_gpus USING batch_applied a WHERE step_gpus.job_id = a.job_id AND step_gpus.step = a.step
+"""
+
+# A GPU index repeated within one entry keeps its last reading.
+INSERT_GPUS = """
+INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
+                       memory_total_mb, temperature_c, power_w)
+SELECT g.job_id, g.step, g.gpu_index, g.gpu_uuid, g.utilization_percent, g.memory_used_mb,
+       g.memory_total_mb, g.temperature_c, g.power_w
+FROM batch_gpus g
+JOIN batch_applied a ON a.file_id = g.file_id AND a.pos = g.pos
+QUALIFY row_number() OVER (PARTITION BY g.job_id, g.step, g.gpu_index ORDER BY g.gpos DESC) = 1
+"""
+
+BATCH_JOB_WINNERS = """
+CREATE OR REPLACE TEMP TABLE batch_job_winners AS
+SELECT * EXCLUDE (all_timed)
+FROM (
+    SELECT j.*, bool_and(j.updated_at IS NOT NULL) OVER (PARTITION BY j.job_id) AS all_timed
+    FROM batch_jobs j
+)
+QUALIFY row_number() OVER (
+    PARTITION BY job_id
+    ORDER BY CASE WHEN all_timed THEN updated_at END DESC NULLS LAST, seq DESC
+) = 1
+"""
+
+DELETE_REPLACED_JOBS = """
+DELETE FROM jobs USING batch_job_winners w
+WHERE jobs.job_id = w.job_id
+  AND (jobs.updated_at IS NULL OR w.updated_at IS NULL OR w.updated_at >= jobs.updated_at)
+"""
+
+INSERT_JOBS = """
+INSERT INTO jobs (job_id, status, created_at, started_at, ended_at, updated_at, config, model_name,
+                  batch_size, save_steps, target_samples_per_second, gpu_count, current_step,
+                  total_steps, source_dir, source_file, ingested_at)
+SELECT w.job_id, w.status, w.created_at, w.started_at, w.ended_at, w.updated_at, w.config, w.model_name,
+       w.batch_size, w.save_steps, w.target_samples_per_second, w.gpu_count, w.current_step,
+       w.total_steps, w.source_dir, w.path, now()::TIMESTAMP
+FROM batch_job_winners w
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.job_id = w.job_id)
+"""
+
+# Checkpoints are only ever added or completed: a checkpoint once seen stays in C.
+UPSERT_CHECKPOINTS = """
+INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
+SELECT job_id, step, path, saved_at, eval_loss, 'list'
+FROM batch_checkpoints
+WHERE step IS NOT NULL
+QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY seq DESC, pos DESC) = 1
+ON CONFLICT (job_id, step) DO UPDATE SET
+    path = coalesce(excluded.path, checkpoints.path),
+    saved_at = coalesce(excluded.saved_at, checkpoints.saved_at),
+    eval_loss = coalesce(excluded.eval_loss, checkpoints.eval_loss),
+    source = 'list'
+"""
+
+APPLY = (
+    BATCH_WINNERS,
+    BATCH_APPLIED,
+    DELETE_REPLACED_STEPS,
+    INSERT_STEPS,
+    DELETE_REPLACED_GPUS,
+    INSERT_GPUS,
+    BATCH_JOB_WINNERS,
+    DELETE_REPLACED_JOBS,
+    INSERT_JOBS,
+    UPSERT_CHECKPOINTS,
+)
+
+
+def apply(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge the staged batch into the fact tables (inside the caller's transaction)."""
+    for statement in APPLY:
+        con.execute(statement)

@@ -1,0 +1,297 @@
+"""Reading ``progress.json`` files (inputs.md section 1) into batch tables, inside DuckDB.
+
+DuckDB's JSON reader parses a whole batch of files in parallel; the SQL below turns what it
+read into typed, checked rows and a warning for every value it had to drop. Python only
+decides which files to read and explains files that are not JSON at all.
+
+Batch tables (temporary, replaced per batch; ``batch_files`` is filled by the caller with
+``file_id``, ``seq`` (ingest order), ``path``, ``folder`` (the job directory's name) and
+``source_dir``):
+
+- ``raw_docs``       what the JSON reader returned, one row per file
+- ``batch_jobs``     one job row per file
+- ``batch_steps``    one row per step entry (history, latest, or the legacy flat snapshot)
+- ``batch_gpus``     one row per GPU reading of an entry
+- ``batch_checkpoints`` one row per ``checkpoints`` item
+- ``batch_warnings`` one row per dropped value or skipped entry
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+
+_GPU = (
+    'STRUCT("index" JSON, uuid JSON, utilization_percent JSON, memory_used_mb JSON, '
+    "memory_total_mb JSON, temperature_c JSON, power_w JSON)"
+)
+_ENTRY = (
+    "STRUCT(step JSON, timestamp JSON, loss JSON, eval_loss JSON, learning_rate JSON, "
+    f"samples_per_second JSON, iteration_time JSON, samples JSON, gpus {_GPU}[])"
+)
+
+# The columns the reader extracts; other keys are ignored (config is kept whole).
+COLUMNS: dict[str, str] = {
+    "job_id": "JSON",
+    "status": "JSON",
+    "created_at": "JSON",
+    "started_at": "JSON",
+    "ended_at": "JSON",
+    "updated_at": "JSON",
+    "config": "JSON",
+    "current_step": "JSON",
+    "total_steps": "JSON",
+    "max_steps": "JSON",
+    "history": f"{_ENTRY}[]",
+    "latest": _ENTRY,
+    "checkpoints": "STRUCT(step JSON, path JSON, saved_at JSON, eval_loss JSON)[]",
+    # the legacy flat snapshot
+    "step": "JSON",
+    "timestamp": "JSON",
+    "loss": "JSON",
+    "eval_loss": "JSON",
+    "learning_rate": "JSON",
+    "samples_per_second": "JSON",
+    "iteration_time": "JSON",
+    "samples": "JSON",
+    "gpu_utilization": "JSON",
+    "gpu_memory_mb": "JSON",
+    "gpu_temperature": "JSON",
+}
+
+MAX_FILE_BYTES = 1 << 30
+
+READ_DOCS = """
+CREATE OR REPLACE TEMP TABLE raw_docs AS
+SELECT * FROM read_json(
+    $files, columns = $columns, format = 'unstructured', filename = true,
+    maximum_object_size = $max_bytes
+)
+"""
+
+# One job row per file. A missing job_id is the job directory's name.
+BATCH_JOBS = """
+CREATE OR REPLACE TEMP TABLE batch_jobs AS
+SELECT f.file_id,
+       f.seq,
+       f.path,
+       f.source_dir,
+       coalesce(rl_string(d.job_id), CAST(rl_number(d.job_id, 0, 1e300, true) AS BIGINT)::VARCHAR, f.folder)
+           AS job_id,
+       CASE WHEN lower(trim(rl_string(d.status))) IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
+            THEN lower(trim(rl_string(d.status))) ELSE 'unknown' END AS status,
+       rl_timestamp(d.created_at) AS created_at,
+       rl_timestamp(d.started_at) AS started_at,
+       rl_timestamp(d.ended_at) AS ended_at,
+       rl_timestamp(d.updated_at) AS updated_at,
+       CASE WHEN json_type(d.config) = 'OBJECT' THEN d.config END AS config,
+       rl_string(d.config -> '$.model_name') AS model_name,
+       CASE WHEN rl_number(d.config -> '$.batch_size', 0, 1e300, false) > 0
+            THEN rl_number(d.config -> '$.batch_size', 0, 1e300, false) END AS batch_size,
+       CAST(rl_number(d.config -> '$.save_steps', 0, 1e18, true) AS BIGINT) AS save_steps,
+       rl_number(d.config -> '$.target_samples_per_second', 0, 1e300, false) AS target_samples_per_second,
+       CAST(rl_number(d.config -> '$.gpu_count', 0, 1e9, true) AS BIGINT) AS gpu_count,
+       CAST(rl_number(d.current_step, 0, 1e18, true) AS BIGINT) AS current_step,
+       CAST(coalesce(rl_number(d.total_steps, 0, 1e18, true), rl_number(d.max_steps, 0, 1e18, true),
+                     rl_number(d.config -> '$.max_steps', 0, 1e18, true)) AS BIGINT) AS total_steps,
+       concat_ws('; ',
+           CASE WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
+                     AND rl_number(d.job_id, 0, 1e300, true) IS NULL
+                THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is not a string: the folder name is used' END,
+           CASE WHEN d.status IS NULL THEN 'no status: kept as unknown'
+                WHEN lower(trim(coalesce(rl_string(d.status), ''))) NOT IN
+                     ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
+                THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' is not one of queued, running, paused, '
+                     || 'completed, failed, cancelled: kept as unknown' END,
+           rl_timestamp_problem('created_at', d.created_at),
+           rl_timestamp_problem('started_at', d.started_at),
+           rl_timestamp_problem('ended_at', d.ended_at),
+           rl_timestamp_problem('updated_at', d.updated_at),
+           CASE WHEN d.config IS NOT NULL AND json_type(d.config) <> 'OBJECT'
+                THEN 'config is not an object: dropped' END,
+           rl_number_problem('config.batch_size', d.config -> '$.batch_size', 0, 1e300, false),
+           rl_number_problem('config.save_steps', d.config -> '$.save_steps', 0, 1e18, true),
+           rl_number_problem('config.target_samples_per_second', d.config -> '$.target_samples_per_second',
+                             0, 1e300, false),
+           rl_number_problem('current_step', d.current_step, 0, 1e18, true),
+           rl_number_problem('total_steps', d.total_steps, 0, 1e18, true),
+           CASE WHEN d.history IS NULL AND d.latest IS NULL AND d.step IS NULL
+                THEN 'no step entries: no history list, latest object or legacy step' END
+       ) AS problems
+FROM raw_docs d
+JOIN batch_files f ON f.path = d.filename
+"""
+
+# Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
+# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at.
+BATCH_STEPS = """
+CREATE OR REPLACE TEMP TABLE batch_steps AS
+WITH entries AS (
+    SELECT filename, 'history[' || CAST(pos - 1 AS VARCHAR) || ']' AS place, pos, e
+    FROM (SELECT filename, unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM raw_docs)
+    UNION ALL
+    SELECT filename, 'latest', len(coalesce(history, [])) + 1,
+           struct_pack(step := latest.step, timestamp := coalesce(latest.timestamp, updated_at),
+                       loss := latest.loss, eval_loss := latest.eval_loss,
+                       learning_rate := latest.learning_rate,
+                       samples_per_second := latest.samples_per_second,
+                       iteration_time := latest.iteration_time, samples := latest.samples,
+                       gpus := latest.gpus)
+    FROM raw_docs WHERE latest IS NOT NULL
+    UNION ALL
+    SELECT filename, 'snapshot', 1,
+           struct_pack(step := step, timestamp := coalesce(timestamp, updated_at),
+                       loss := loss, eval_loss := eval_loss, learning_rate := learning_rate,
+                       samples_per_second := samples_per_second, iteration_time := iteration_time,
+                       samples := samples,
+                       gpus := CASE WHEN coalesce(gpu_utilization, gpu_memory_mb, gpu_temperature) IS NOT NULL
+                                    THEN [struct_pack("index" := CAST('0' AS JSON), uuid := CAST(NULL AS JSON),
+                                                      utilization_percent := gpu_utilization,
+                                                      memory_used_mb := gpu_memory_mb,
+                                                      memory_total_mb := CAST(NULL AS JSON),
+                                                      temperature_c := gpu_temperature,
+                                                      power_w := CAST(NULL AS JSON))] END)
+    FROM raw_docs WHERE history IS NULL AND latest IS NULL AND step IS NOT NULL
+)
+SELECT j.file_id,
+       j.seq,
+       j.job_id,
+       x.pos,
+       x.place,
+       CAST(rl_number(x.e.step, 0, 1e18, true) AS BIGINT) AS step,
+       rl_timestamp(x.e.timestamp) AS ts,
+       rl_number(x.e.loss, -1e308, 1e308, false) AS loss,
+       rl_number(x.e.eval_loss, -1e308, 1e308, false) AS eval_loss,
+       rl_number(x.e.learning_rate, -1e308, 1e308, false) AS learning_rate,
+       rl_number(x.e.samples_per_second, 0, 1e308, false) AS samples_per_second,
+       rl_number(x.e.iteration_time, 0, 1e308, false) AS iteration_time,
+       CAST(rl_number(x.e.samples, 0, 1e18, true) AS BIGINT) AS samples,
+       x.e.gpus AS gpus,
+       concat_ws('; ',
+           CASE WHEN x.e.step IS NULL THEN 'no step: entry skipped' END,
+           rl_number_problem('step', x.e.step, 0, 1e18, true) || ': entry skipped',
+           rl_timestamp_problem('timestamp', x.e.timestamp),
+           rl_number_problem('loss', x.e.loss, -1e308, 1e308, false),
+           rl_number_problem('eval_loss', x.e.eval_loss, -1e308, 1e308, false),
+           rl_number_problem('learning_rate', x.e.learning_rate, -1e308, 1e308, false),
+           rl_number_problem('samples_per_second', x.e.samples_per_second, 0, 1e308, false),
+           rl_number_problem('iteration_time', x.e.iteration_time, 0, 1e308, false),
+           rl_number_problem('samples', x.e.samples, 0, 1e18, true)
+       ) AS problems
+FROM entries x
+JOIN batch_jobs j ON j.path = x.filename
+"""
+
+# GPU readings of entries that have a step; a reading without an index takes its position.
+BATCH_GPUS = """
+CREATE OR REPLACE TEMP TABLE batch_gpus AS
+WITH readings AS (
+    SELECT file_id, seq, job_id, step, pos, place, unnest(gpus) AS g, generate_subscripts(gpus, 1) AS gpos
+    FROM batch_steps
+    WHERE step IS NOT NULL AND gpus IS NOT NULL
+)
+SELECT file_id, seq, job_id, step, pos, place, gpos,
+       CAST(coalesce(rl_number(g."index", 0, 1e6, true), gpos - 1) AS INTEGER) AS gpu_index,
+       rl_string(g.uuid) AS gpu_uuid,
+       rl_number(g.utilization_percent, 0, 100, false) AS utilization_percent,
+       rl_number(g.memory_used_mb, 0, 1e308, false) AS memory_used_mb,
+       rl_number(g.memory_total_mb, 0, 1e308, false) AS memory_total_mb,
+       rl_number(g.temperature_c, -273.15, 1e308, false) AS temperature_c,
+       rl_number(g.power_w, 0, 1e308, false) AS power_w,
+       concat_ws('; ',
+           rl_number_problem('index', g."index", 0, 1e6, true),
+           rl_number_problem('utilization_percent', g.utilization_percent, 0, 100, false),
+           rl_number_problem('memory_used_mb', g.memory_used_mb, 0, 1e308, false),
+           rl_number_problem('memory_total_mb', g.memory_total_mb, 0, 1e308, false),
+           rl_number_problem('temperature_c', g.temperature_c, -273.15, 1e308, false),
+           rl_number_problem('power_w', g.power_w, 0, 1e308, false)
+       ) AS problems
+FROM readings
+"""
+
+BATCH_CHECKPOINTS = """
+CREATE OR REPLACE TEMP TABLE batch_checkpoints AS
+WITH items AS (
+    SELECT filename, unnest(checkpoints) AS c, generate_subscripts(checkpoints, 1) AS pos
+    FROM raw_docs
+    WHERE checkpoints IS NOT NULL
+)
+SELECT j.file_id, j.seq, j.job_id, i.pos,
+       CAST(rl_number(i.c.step, 0, 1e18, true) AS BIGINT) AS step,
+       rl_string(i.c.path) AS path,
+       rl_timestamp(i.c.saved_at) AS saved_at,
+       rl_number(i.c.eval_loss, -1e308, 1e308, false) AS eval_loss,
+       concat_ws('; ',
+           CASE WHEN i.c.step IS NULL THEN 'no step: checkpoint skipped' END,
+           rl_number_problem('step', i.c.step, 0, 1e18, true) || ': checkpoint skipped',
+           rl_timestamp_problem('saved_at', i.c.saved_at),
+           rl_number_problem('eval_loss', i.c.eval_loss, -1e308, 1e308, false)
+       ) AS problems
+FROM items i
+JOIN batch_jobs j ON j.path = i.filename
+"""
+
+BATCH_WARNINGS = """
+CREATE OR REPLACE TEMP TABLE batch_warnings AS
+SELECT file_id, 0 AS pos, 0 AS sub, problems AS message FROM batch_jobs WHERE problems <> ''
+UNION ALL
+SELECT file_id, pos, 0, place || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || problems
+FROM batch_steps WHERE problems <> ''
+UNION ALL
+SELECT file_id, pos, gpos, place || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR)
+       || ']: ' || problems
+FROM batch_gpus WHERE problems <> ''
+UNION ALL
+SELECT file_id, 1000000000 + pos, 0, 'checkpoints[' || CAST(pos - 1 AS VARCHAR) || ']: ' || problems
+FROM batch_checkpoints WHERE problems <> ''
+"""
+
+STAGE = (BATCH_JOBS, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
+
+
+def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """Parse the files into ``raw_docs``; raises duckdb.Error naming a file that is not JSON."""
+    con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": MAX_FILE_BYTES})
+
+
+def stage(con: duckdb.DuckDBPyConnection) -> None:
+    """Build the batch tables from ``raw_docs`` and ``batch_files``."""
+    for statement in STAGE:
+        con.execute(statement)
+
+
+def diagnose(data: bytes) -> tuple[str, str]:
+    """Why bytes that DuckDB could not read as one JSON object are not usable.
+
+    Returns ``('pending', reason)`` for a file that looks cut short (empty, or ending
+    mid-value: a writer is probably still at it) and ``('failed', reason)`` otherwise.
+    """
+    text = data.decode("utf-8", errors="replace")
+    if not text.strip():
+        return "pending", "file is empty (being written?)"
+    if text.startswith("version https://git-lfs"):
+        return "failed", "not JSON: a Git LFS pointer was committed in place of the file"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        if error.pos >= len(text.rstrip()) - 1:
+            return "pending", f"JSON ends early at line {error.lineno} column {error.colno} (being written?)"
+        return "failed", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+    except RecursionError:
+        return "failed", "invalid JSON: nested too deeply"
+    if not isinstance(value, dict):
+        return "failed", f"top-level JSON value is {type(value).__name__}, not an object"
+    return "failed", "JSON could not be read by DuckDB"
+
+
+def looks_complete(path: Path, size: int) -> bool:
+    """Cheap check that a file starts with '{' and ends with '}' (ignoring whitespace)."""
+    if size == 0:
+        return False
+    with path.open("rb") as f:
+        head = f.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
+        f.seek(max(0, size - 64))
+        tail = f.read().rstrip()
+    return head.startswith(b"{") and tail.endswith(b"}")

@@ -1,0 +1,277 @@
+"""One ingest run: find the files, read what changed in batches, merge, record the outcome.
+
+Each batch is one transaction: its facts and its ledger rows commit together or not at all,
+so a run killed at any moment leaves the warehouse as the last committed batch left it, and
+the next run reads the rest. Runs are serialised by a lock file beside the warehouse.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from warehouse import db, migrate
+
+from . import ledger, merge, progress
+from .discover import JobFolder, discover
+from .lock import run_lock
+from .sql import install_macros
+
+BATCH_BYTES = 64 << 20
+BATCH_FILES = 500
+KIND_PROGRESS = "progress"
+
+ProgressCallback = Callable[[int, int], None]
+
+FILES_TABLE = """
+CREATE OR REPLACE TEMP TABLE batch_files (
+    file_id INTEGER, seq INTEGER, path VARCHAR, folder VARCHAR, source_dir VARCHAR,
+    size BIGINT, mtime_ns BIGINT, fingerprint VARCHAR
+)
+"""
+INSERT_FILE = "INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+DROP_DOC = "DELETE FROM raw_docs WHERE filename = ?"
+DROP_FILE = "DELETE FROM batch_files WHERE path = ?"
+MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
+
+# Checkpoint folders of every job folder seen, for jobs the warehouse knows.
+FOLDERS_TABLE = "CREATE OR REPLACE TEMP TABLE seen_folders (source_dir VARCHAR, step BIGINT, path VARCHAR)"
+INSERT_FOLDER = "INSERT INTO seen_folders VALUES (?, ?, ?)"
+ADD_FOLDER_CHECKPOINTS = """
+INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
+SELECT DISTINCT j.job_id, f.step, f.path, NULL, NULL, 'folder'
+FROM seen_folders f
+JOIN jobs j ON j.source_dir = f.source_dir
+ON CONFLICT (job_id, step) DO NOTHING
+"""
+
+_FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
+
+
+@dataclass
+class Summary:
+    files_seen: int = 0
+    ingested: int = 0
+    unchanged: int = 0
+    pending: int = 0
+    failed: int = 0
+    rows: int = 0
+    warnings: int = 0
+    seconds: float = 0.0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "files_seen": self.files_seen,
+            "ingested": self.ingested,
+            "unchanged": self.unchanged,
+            "pending": self.pending,
+            "failed": self.failed,
+            "rows": self.rows,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+            "problems": self.problems,
+        }
+
+
+@dataclass
+class Candidate:
+    path: Path
+    job: JobFolder
+    stat: ledger.Stat
+
+
+def ingest(
+    db_path: Path,
+    roots: list[Path],
+    *,
+    wait: float = db.DEFAULT_WAIT_SECONDS,
+    on_progress: ProgressCallback | None = None,
+) -> Summary:
+    """Ingest every job folder under ``roots`` into the warehouse at ``db_path``."""
+    started = time.monotonic()
+    migrate.ensure_current(db_path, wait=wait)
+    summary = Summary()
+    with run_lock(db_path, wait=wait):
+        jobs = discover(roots)
+        with db.connection(db_path, wait=wait) as con:
+            install_macros(con)
+            _ingest_progress_files(con, jobs, summary, on_progress)
+            _add_folder_checkpoints(con, jobs)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _ingest_progress_files(
+    con: duckdb.DuckDBPyConnection,
+    jobs: list[JobFolder],
+    summary: Summary,
+    on_progress: ProgressCallback | None,
+) -> None:
+    known = ledger.load(con, KIND_PROGRESS)
+    candidates: list[Candidate] = []
+    for job in jobs:
+        if job.progress is None:
+            continue
+        summary.files_seen += 1
+        try:
+            st = ledger.stat(job.progress)
+        except OSError:  # vanished between discovery and now: nothing to read
+            summary.files_seen -= 1
+            continue
+        if ledger.is_unchanged(known.get(str(job.progress)), st):
+            summary.unchanged += 1
+        else:
+            candidates.append(Candidate(job.progress, job, st))
+    done = 0
+    for batch in _batches(candidates):
+        _ingest_batch(con, batch, summary)
+        done += len(batch)
+        if on_progress:
+            on_progress(done, len(candidates))
+
+
+def _batches(candidates: list[Candidate]) -> list[list[Candidate]]:
+    batches: list[list[Candidate]] = []
+    current: list[Candidate] = []
+    size = 0
+    for c in candidates:
+        if current and (size + c.stat.size > BATCH_BYTES or len(current) >= BATCH_FILES):
+            batches.append(current)
+            current, size = [], 0
+        current.append(c)
+        size += c.stat.size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[Candidate], summary: Summary) -> None:
+    """Read, check and merge one batch in one transaction; isolate files that break it."""
+    rejected: list[Rejection] = []
+    readable = []
+    for c in batch:
+        if progress.looks_complete(c.path, c.stat.size):
+            readable.append(c)
+        else:
+            rejected.append(_explain(c))
+    if readable:
+        con.execute("BEGIN")
+        try:
+            staged = _stage(con, readable, rejected)
+            if staged:
+                merge.apply(con)
+                ledger.record_batch(con, KIND_PROGRESS)
+                _count_batch(con, summary)
+            con.execute("COMMIT")
+        except duckdb.Error as error:
+            con.execute("ROLLBACK")
+            if len(readable) > 1:
+                # Something in the batch broke a statement: retry file by file to find it.
+                for c in readable:
+                    _ingest_batch(con, [c], summary)
+                readable_paths = {c.path for c in readable}
+                rejected = [r for r in rejected if r.candidate.path not in readable_paths]
+            else:
+                rejected = [Rejection(readable[0], "failed", f"could not be ingested: {error}")]
+    for r in rejected:
+        _not_ingested(con, summary, r)
+
+
+@dataclass
+class Rejection:
+    candidate: Candidate
+    outcome: str  # 'pending' or 'failed'
+    reason: str
+
+
+def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: list[Rejection]) -> int:
+    """Fill the batch tables; returns how many files are staged. Drops files that can't be."""
+    con.execute(FILES_TABLE)
+    by_path = {str(c.path): c for c in batch}
+    for i, c in enumerate(batch):
+        st = c.stat
+        con.execute(
+            INSERT_FILE,
+            [i, i, str(c.path), c.job.path.name, str(c.job.path), st.size, st.mtime_ns, st.fingerprint],
+        )
+    while by_path:
+        try:
+            progress.read_docs(con, list(by_path))
+            break
+        except duckdb.InvalidInputException as error:
+            match = _FILE_IN_ERROR.search(str(error))
+            bad = match.group(1) if match else None
+            if bad not in by_path:
+                raise
+            rejected.append(_explain(by_path.pop(bad)))
+            con.execute(DROP_FILE, [bad])
+    if not by_path:
+        return 0
+    for (path,) in con.execute(MULTI_DOC_FILES).fetchall():
+        _drop(con, path)
+        rejected.append(Rejection(by_path.pop(path), "failed", "holds more than one JSON value"))
+    for path, c in list(by_path.items()):
+        if not _same_file(c):
+            _drop(con, path)
+            rejected.append(Rejection(by_path.pop(path), "pending", "changed while being read"))
+    if by_path:
+        progress.stage(con)
+    return len(by_path)
+
+
+def _drop(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    con.execute(DROP_DOC, [path])
+    con.execute(DROP_FILE, [path])
+
+
+def _same_file(c: Candidate) -> bool:
+    """True when the file still has the size and mtime it had before it was read."""
+    try:
+        now = ledger.stat(c.path)
+    except OSError:
+        return False
+    return (now.size, now.mtime_ns) == (c.stat.size, c.stat.mtime_ns)
+
+
+def _count_batch(con: duckdb.DuckDBPyConnection, summary: Summary) -> None:
+    files, rows, warnings = con.execute(
+        "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files "
+        "WHERE path IN (SELECT path FROM batch_files)"
+    ).fetchone()
+    summary.ingested += files
+    summary.rows += rows or 0
+    summary.warnings += warnings or 0
+
+
+def _explain(c: Candidate) -> Rejection:
+    """Why a file that is not one JSON object can't be ingested (yet)."""
+    try:
+        data = c.path.read_bytes()
+    except OSError as error:
+        return Rejection(c, "pending", f"cannot read: {error}")
+    outcome, reason = progress.diagnose(data)
+    return Rejection(c, outcome, reason)
+
+
+def _not_ingested(con: duckdb.DuckDBPyConnection, summary: Summary, r: Rejection) -> None:
+    stat = r.candidate.stat if r.outcome == "failed" else None
+    ledger.record(con, str(r.candidate.path), KIND_PROGRESS, stat, r.outcome, r.reason)
+    if r.outcome == "failed":
+        summary.failed += 1
+    else:
+        summary.pending += 1
+    summary.problems.append({"path": str(r.candidate.path), "outcome": r.outcome, "reason": r.reason})
+
+
+def _add_folder_checkpoints(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder]) -> None:
+    con.execute(FOLDERS_TABLE)
+    rows = [(str(j.path), step, str(p)) for j in jobs for step, p in j.checkpoints.items()]
+    if rows:
+        con.executemany(INSERT_FOLDER, rows)
+        con.execute(ADD_FOLDER_CHECKPOINTS)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the warehouse (see alembic.ini and warehouse/migrate.py)."""

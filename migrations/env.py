@@ -1,0 +1,47 @@
+"""Alembic environment: migrates one DuckDB warehouse file.
+
+The file is, in order: the connection handed over by ``warehouse.migrate`` (``runlytics db
+upgrade``), ``alembic -x db=PATH``, ``$RUNLYTICS_DB``, or ``./runlytics.duckdb``.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from alembic.ddl.impl import DefaultImpl
+from sqlalchemy import create_engine
+
+from warehouse.db import resolve_path
+from warehouse.schema import metadata
+
+
+class AlembicDuckDBImpl(DefaultImpl):
+    """Alembic has no DuckDB implementation of its own; DuckDB's DDL is transactional."""
+
+    __dialect__ = "duckdb"
+    transactional_ddl = True
+
+
+def run_migrations() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    path = resolve_path(context.get_x_argument(as_dictionary=True).get("db"))
+    engine = create_engine(f"duckdb:///{path}")
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _run(connection) -> None:
+    context.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported: run them against a warehouse file")
+run_migrations()

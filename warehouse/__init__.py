@@ -1,0 +1,1 @@
+"""The warehouse: schema, views, connections and migrations."""

@@ -1,0 +1,75 @@
+"""Where the warehouse lives and how to open it.
+
+DuckDB lets one process open a file for writing, and other processes open it only while no
+process writes. Every runlytics process therefore opens the file for as short a time as it
+can, and waits (retrying) while another process holds it. See docs/concurrency.md.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+DEFAULT_DB = "runlytics.duckdb"
+ENV_DB = "RUNLYTICS_DB"
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+class WarehouseError(Exception):
+    """A warehouse that can't be used as asked; the message says why and what to do."""
+
+
+class WarehouseBusy(WarehouseError):
+    """Another process held the warehouse for longer than we were willing to wait."""
+
+
+def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
+    """The warehouse file: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb."""
+    return Path(db or os.environ.get(ENV_DB) or DEFAULT_DB)
+
+
+def _is_lock_conflict(error: Exception) -> bool:
+    text = str(error)
+    return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
+
+
+def connect(
+    path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_SECONDS
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying while another process holds its lock (up to ``wait`` s)."""
+    if read_only and not path.exists():
+        raise WarehouseError(f"no warehouse at {path}: run `runlytics db upgrade` or `runlytics ingest` first")
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.Error as error:
+            if not _is_lock_conflict(error):
+                raise WarehouseError(f"cannot open warehouse {path}: {error}") from error
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"warehouse {path} is held by another process (waited {wait:g} s): {error}"
+                ) from error
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+@contextmanager
+def connection(
+    path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_SECONDS
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection, closed (and the file's lock released) on exit."""
+    con = connect(path, read_only=read_only, wait=wait)
+    try:
+        yield con
+    finally:
+        con.close()

@@ -1,0 +1,67 @@
+"""Every piece of SQL that differs between backends, in one place.
+
+The views in ``warehouse/views.py`` are written in portable SQL plus the placeholders below
+(``{finite(x)}`` style is avoided: each placeholder is a plain ``str.format`` field holding a
+template). A PostgreSQL backend would add a second mapping with the same keys.
+"""
+
+from __future__ import annotations
+
+DUCKDB: dict[str, str] = {
+    # true when x is a finite number (NULL, NaN and +-Infinity are not)
+    "finite": "isfinite({x})",
+    # seconds from timestamp a to timestamp b, as DOUBLE
+    "seconds_between": "(epoch({b}) - epoch({a}))",
+    # a TIMESTAMP from seconds since the Unix epoch
+    "from_epoch": "make_timestamp(CAST(round({x} * 1000000) AS BIGINT))",
+    # the median of a numeric column, as DOUBLE
+    "median": "median({x})",
+    # the value of the first row in the given order (NULLs of value included)
+    "first_by": "first({value} ORDER BY {order})",
+    # a list of strings without its NULL items
+    "compact_list": "list_filter([{items}], lambda w: w IS NOT NULL)",
+}
+
+
+def render(template: str, dialect: dict[str, str] = DUCKDB) -> str:
+    """Expand ``@name(arg; arg)`` macros of a view template with the dialect's snippets.
+
+    A macro's arguments are separated by ``;`` and may contain parentheses and commas.
+    """
+    out: list[str] = []
+    i = 0
+    while True:
+        at = template.find("@", i)
+        if at < 0:
+            out.append(template[i:])
+            return "".join(out)
+        out.append(template[i:at])
+        paren = template.index("(", at)
+        name = template[at + 1 : paren]
+        depth, j = 0, paren
+        while True:
+            ch = template[j]
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                break
+            j += 1
+        args = [render(a.strip(), dialect) for a in _split_args(template[paren + 1 : j])]
+        snippet = dialect[name]
+        fields = [f for f in ("x", "a", "b", "value", "order", "items") if "{" + f + "}" in snippet]
+        if len(fields) != len(args):
+            raise ValueError(f"@{name} takes {len(fields)} argument(s), got {len(args)}")
+        out.append(snippet.format(**dict(zip(fields, args, strict=True))))
+        i = j + 1
+
+
+def _split_args(text: str) -> list[str]:
+    args, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == ";" and depth == 0:
+            args.append(text[start:k])
+            start = k + 1
+    args.append(text[start:])
+    return args

@@ -1,0 +1,87 @@
+"""Building and upgrading the warehouse with alembic, and refusing files newer than the code."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import duckdb
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from . import db
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+@cache
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+@cache
+def known_revisions() -> frozenset[str]:
+    return frozenset(s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+
+
+def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The warehouse's alembic revision, or None for an empty file."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alembic_version'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = con.execute("SELECT version_num FROM alembic_version").fetchone()
+    return row[0] if row else None
+
+
+def check_revision(revision: str | None, path: Path) -> None:
+    """Refuse a warehouse written by a newer runlytics: guessing at its schema could lose data."""
+    if revision is not None and revision not in known_revisions():
+        raise db.WarehouseError(
+            f"warehouse {path} is at schema revision {revision!r}, which this runlytics does not know "
+            f"(its newest is {head_revision()!r}): it was written by a newer version. "
+            "Upgrade runlytics, or use another --db."
+        )
+
+
+def upgrade(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
+    """Build or upgrade the warehouse at ``path``; returns the revision it is at afterwards."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = db.connect(path, wait=wait)  # waits for other processes, and holds the file meanwhile
+    try:
+        check_revision(current_revision(con), path)
+    finally:
+        con.close()
+    engine = create_engine(f"duckdb:///{path}")
+    try:
+        with engine.connect() as conn:
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+            conn.commit()
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
+    finally:
+        engine.dispose()
+
+
+def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> None:
+    """Create or migrate the warehouse on first use; refuse one newer than the code."""
+    if path.exists():
+        with db.connection(path, read_only=True, wait=wait) as con:
+            revision = current_revision(con)
+        check_revision(revision, path)
+        if revision == head_revision():
+            return
+    upgrade(path, wait=wait)

@@ -1,0 +1,107 @@
+"""The warehouse's tables, as SQLAlchemy Core metadata (the schema at the head revision).
+
+Times are TIMESTAMP in UTC (no zone stored: every writer converts to UTC first).
+Floats are DOUBLE and keep NaN/Infinity as read; the views leave non-finite values out.
+Migrations under ``migrations/versions`` build this schema; ``tests/test_migrations.py``
+checks that the head revision and this module agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Double,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("status", String, nullable=False),  # the vocabulary of inputs.md, or 'unknown'
+    Column("created_at", DateTime),
+    Column("started_at", DateTime),
+    Column("ended_at", DateTime),
+    Column("updated_at", DateTime),
+    Column("config", JSON),  # kept whole, as written
+    Column("model_name", String),  # the known config keys, extracted for the views
+    Column("batch_size", Double),
+    Column("save_steps", BigInteger),
+    Column("target_samples_per_second", Double),
+    Column("gpu_count", BigInteger),
+    Column("current_step", BigInteger),
+    Column("total_steps", BigInteger),
+    Column("source_dir", String),
+    Column("source_file", String),
+    Column("ingested_at", DateTime, nullable=False),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("ts", DateTime),
+    Column("loss", Double),
+    Column("eval_loss", Double),
+    Column("learning_rate", Double),
+    Column("samples_per_second", Double),
+    Column("iteration_time", Double),
+    Column("samples", BigInteger),
+    PrimaryKeyConstraint("job_id", "step"),
+)
+
+step_gpus = Table(
+    "step_gpus",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("gpu_index", Integer, nullable=False),
+    Column("gpu_uuid", String),
+    Column("utilization_percent", Double),
+    Column("memory_used_mb", Double),
+    Column("memory_total_mb", Double),
+    Column("temperature_c", Double),
+    Column("power_w", Double),
+    PrimaryKeyConstraint("job_id", "step", "gpu_index"),
+)
+
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("path", String),
+    Column("saved_at", DateTime),
+    Column("eval_loss", Double),
+    Column("source", String, nullable=False),  # 'list', 'folder' or 'trainer_state'
+    PrimaryKeyConstraint("job_id", "step"),
+)
+
+ingest_files = Table(
+    "ingest_files",
+    metadata,
+    Column("path", String, primary_key=True),
+    Column("kind", String, nullable=False),  # 'progress'
+    Column("job_id", String),
+    Column("size", BigInteger),
+    Column("mtime_ns", BigInteger),
+    # size:mtime_ns of the bytes last read; NULL while the file was too fresh to trust it
+    Column("fingerprint", String),
+    Column("outcome", String, nullable=False),  # 'ingested', 'pending' or 'failed'
+    Column("rows", BigInteger, nullable=False),
+    Column("warning_count", BigInteger, nullable=False),
+    Column("warnings", JSON),  # the first warnings, as a list of strings
+    Column("error", String),
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_read_at", DateTime, nullable=False),
+)

@@ -1,0 +1,375 @@
+"""The analytics views: every figure of ``shared/spec/analytics.md``, computed in SQL.
+
+Each constant is one view. A migration that changes a view adds a new constant
+(``JOB_LOSSES_V2`` …) and creates it; older revisions keep referring to the versions they
+created, so upgrading from any revision replays history faithfully. ``CURRENT`` lists the
+views of the head revision in dependency order; ``docs/views.md`` documents their columns.
+
+Templates use the ``@macro(arg; arg)`` placeholders of ``warehouse/dialect.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .dialect import DUCKDB, render
+
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    template: str
+
+    def create_sql(self, dialect: dict[str, str] = DUCKDB) -> str:
+        return f"CREATE OR REPLACE VIEW {self.name} AS\n{render(self.template, dialect)}"
+
+    def drop_sql(self) -> str:
+        return f"DROP VIEW IF EXISTS {self.name}"
+
+
+# One row per step row, with what the row covers (analytics.md, "One job"):
+# delta = iterations since the previous row, seconds and samples as the rules derive them.
+STEP_METRICS_V1 = View(
+    "step_metrics",
+    """
+WITH ordered AS (
+    SELECT s.*,
+           s.step - coalesce(lag(s.step) OVER w, 0) AS delta,
+           lag(s.ts) OVER w AS prev_ts,
+           row_number() OVER w AS row_no,
+           count(*) OVER (PARTITION BY s.job_id) AS row_count
+    FROM steps s
+    WINDOW w AS (PARTITION BY s.job_id ORDER BY s.step)
+), timed AS (
+    SELECT o.*,
+           CASE
+               WHEN @finite(o.iteration_time) THEN o.iteration_time * o.delta
+               WHEN o.ts IS NOT NULL AND o.prev_ts IS NOT NULL AND o.ts >= o.prev_ts
+                   THEN @seconds_between(o.prev_ts; o.ts)
+           END AS seconds
+    FROM ordered o
+)
+SELECT t.job_id, t.step, t.ts, t.delta, t.seconds, t.row_no, t.row_count,
+       CASE
+           WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE)
+           WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta
+           WHEN @finite(t.samples_per_second) AND t.seconds IS NOT NULL
+               THEN t.samples_per_second * t.seconds
+       END AS samples,
+       t.loss, t.eval_loss, t.learning_rate, t.samples_per_second, t.iteration_time
+FROM timed t
+LEFT JOIN jobs j ON j.job_id = t.job_id
+""",
+)
+
+JOB_PERFORMANCE_V1 = View(
+    "job_performance",
+    """
+WITH agg AS (
+    SELECT j.job_id,
+           j.current_step,
+           max(m.step) AS max_step,
+           count(m.step) AS step_rows,
+           count(m.seconds) AS timed_rows,
+           sum(m.samples) AS total_samples,
+           sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS timed_samples,
+           sum(m.seconds) FILTER (WHERE m.samples IS NOT NULL) AS timed_seconds,
+           sum(m.seconds) AS known_seconds,
+           sum(m.delta) FILTER (WHERE m.seconds IS NOT NULL) AS timed_iterations,
+           avg(m.samples_per_second) FILTER (WHERE @finite(m.samples_per_second)) AS mean_samples_per_second,
+           max(m.samples_per_second) FILTER (WHERE @finite(m.samples_per_second)) AS peak_samples_per_second,
+           count(*) FILTER (WHERE m.samples_per_second IS NOT NULL
+                            AND NOT @finite(m.samples_per_second)) AS nonfinite_samples_per_second,
+           count(*) FILTER (WHERE m.iteration_time IS NOT NULL
+                            AND NOT @finite(m.iteration_time)) AS nonfinite_iteration_time
+    FROM jobs j
+    LEFT JOIN step_metrics m ON m.job_id = j.job_id
+    GROUP BY j.job_id, j.current_step
+)
+SELECT job_id,
+       step_rows,
+       timed_rows,
+       CASE WHEN max_step IS NULL THEN current_step
+            WHEN current_step IS NULL THEN max_step
+            ELSE greatest(max_step, current_step) END AS total_iterations,
+       total_samples,
+       CASE WHEN timed_seconds > 0 THEN timed_samples / timed_seconds
+            ELSE mean_samples_per_second END AS average_samples_per_second,
+       NOT coalesce(timed_seconds > 0, false) AND mean_samples_per_second IS NOT NULL
+           AS throughput_is_plain_mean,
+       peak_samples_per_second,
+       CASE WHEN timed_iterations > 0 THEN known_seconds / timed_iterations END AS average_iteration_time,
+       known_seconds,
+       nonfinite_samples_per_second,
+       nonfinite_iteration_time
+FROM agg
+""",
+)
+
+JOB_DURATION_V1 = View(
+    "job_duration",
+    """
+WITH edges AS (
+    SELECT job_id,
+           max(ts) FILTER (WHERE row_no = row_count) AS last_ts,
+           max(@seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) - seconds)
+               FILTER (WHERE row_no = 1) AS first_row_start_epoch,
+           sum(seconds) AS training_seconds
+    FROM step_metrics
+    GROUP BY job_id
+), bounds AS (
+    SELECT j.job_id,
+           CASE WHEN j.started_at IS NOT NULL
+                    THEN @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; j.started_at)
+                ELSE e.first_row_start_epoch END AS start_epoch,
+           CASE WHEN j.status IN ('completed', 'failed', 'cancelled') AND j.ended_at IS NOT NULL
+                    THEN j.ended_at
+                ELSE greatest(e.last_ts, j.updated_at) END AS end_ts,
+           e.training_seconds
+    FROM jobs j
+    LEFT JOIN edges e ON e.job_id = j.job_id
+)
+SELECT job_id,
+       @from_epoch(start_epoch) AS start_time,
+       end_ts AS end_time,
+       @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; end_ts) - start_epoch AS total_seconds,
+       training_seconds,
+       -- greatest() skips NULLs in DuckDB, so unknown parts are tested first
+       CASE WHEN end_ts IS NOT NULL AND start_epoch IS NOT NULL AND training_seconds IS NOT NULL
+            THEN greatest(0, @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; end_ts)
+                             - start_epoch - training_seconds) END AS overhead_seconds
+FROM bounds
+""",
+)
+
+JOB_LOSSES_V1 = View(
+    "job_losses",
+    """
+WITH agg AS (
+    SELECT j.job_id,
+           @first_by(s.loss; s.step) FILTER (WHERE @finite(s.loss)) AS initial_loss,
+           @first_by(s.loss; s.step DESC) FILTER (WHERE @finite(s.loss)) AS final_loss,
+           min(s.loss) FILTER (WHERE @finite(s.loss)) AS best_loss,
+           @first_by(s.eval_loss; s.step DESC) FILTER (WHERE @finite(s.eval_loss)) AS final_eval_loss,
+           min(s.eval_loss) FILTER (WHERE @finite(s.eval_loss)) AS best_eval_loss,
+           count(*) FILTER (WHERE s.loss IS NOT NULL AND NOT @finite(s.loss)) AS nonfinite_losses,
+           count(*) FILTER (WHERE s.eval_loss IS NOT NULL AND NOT @finite(s.eval_loss)) AS nonfinite_eval_losses
+    FROM jobs j
+    LEFT JOIN steps s ON s.job_id = j.job_id
+    GROUP BY j.job_id
+)
+SELECT job_id, initial_loss, final_loss, best_loss,
+       CASE WHEN initial_loss <> 0 THEN 100 * (initial_loss - final_loss) / initial_loss END
+           AS loss_reduction_percent,
+       final_eval_loss, best_eval_loss, nonfinite_losses, nonfinite_eval_losses
+FROM agg
+""",
+)
+
+# Until GPU samples exist (a later revision), the embedded per-step readings are the source.
+JOB_RESOURCES_V1 = View(
+    "job_resources",
+    """
+SELECT j.job_id,
+       CASE WHEN count(g.gpu_index) > 0 THEN 'step_readings' END AS gpu_source,
+       count(g.gpu_index) AS gpu_readings,
+       count(DISTINCT g.gpu_index) AS gpus_seen,
+       avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS average_gpu_utilization,
+       avg(g.memory_used_mb) FILTER (WHERE @finite(g.memory_used_mb)) AS average_gpu_memory_mb,
+       max(g.memory_used_mb) FILTER (WHERE @finite(g.memory_used_mb)) AS peak_gpu_memory_mb,
+       avg(g.temperature_c) FILTER (WHERE @finite(g.temperature_c)) AS average_gpu_temp_celsius,
+       max(g.temperature_c) FILTER (WHERE @finite(g.temperature_c)) AS peak_gpu_temp_celsius,
+       count(*) FILTER (WHERE (g.utilization_percent IS NOT NULL AND NOT @finite(g.utilization_percent))
+                           OR (g.memory_used_mb IS NOT NULL AND NOT @finite(g.memory_used_mb))
+                           OR (g.temperature_c IS NOT NULL AND NOT @finite(g.temperature_c)))
+           AS nonfinite_gpu_readings
+FROM jobs j
+LEFT JOIN step_gpus g ON g.job_id = j.job_id
+GROUP BY j.job_id
+""",
+)
+
+# Each checkpoint with what ranks it: its eval loss (its own entry's, else the step row's) and
+# the training loss of the last step at or before it that has a finite loss.
+CHECKPOINT_SCORES_V1 = View(
+    "checkpoint_scores",
+    """
+SELECT c.job_id,
+       c.step,
+       'checkpoint-' || CAST(c.step AS VARCHAR) AS name,
+       c.step - coalesce(lag(c.step) OVER (PARTITION BY c.job_id ORDER BY c.step), 0) AS gap,
+       CASE WHEN @finite(c.eval_loss) THEN c.eval_loss
+            WHEN @finite(s.eval_loss) THEN s.eval_loss END AS eval_loss,
+       (SELECT @first_by(t.loss; t.step DESC)
+          FROM steps t
+         WHERE t.job_id = c.job_id AND t.step <= c.step AND @finite(t.loss)) AS train_loss
+FROM checkpoints c
+LEFT JOIN steps s ON s.job_id = c.job_id AND s.step = c.step
+""",
+)
+
+JOB_CHECKPOINTS_V1 = View(
+    "job_checkpoints",
+    """
+WITH agg AS (
+    SELECT j.job_id,
+           j.save_steps,
+           count(c.step) AS total_checkpoints,
+           @median(c.gap) AS median_gap,
+           max(c.step) AS final_step,
+           @first_by(c.step; c.eval_loss, c.step) FILTER (WHERE c.eval_loss IS NOT NULL) AS best_eval_step,
+           @first_by(c.step; c.train_loss, c.step) FILTER (WHERE c.train_loss IS NOT NULL) AS best_train_step
+    FROM jobs j
+    LEFT JOIN checkpoint_scores c ON c.job_id = j.job_id
+    GROUP BY j.job_id, j.save_steps
+)
+SELECT job_id,
+       total_checkpoints,
+       CASE WHEN save_steps > 0 THEN CAST(save_steps AS DOUBLE) ELSE median_gap END
+           AS checkpoint_frequency_steps,
+       'checkpoint-' || CAST(final_step AS VARCHAR) AS final_checkpoint,
+       final_step AS final_checkpoint_step,
+       'checkpoint-' || CAST(coalesce(best_eval_step, best_train_step) AS VARCHAR) AS best_checkpoint,
+       coalesce(best_eval_step, best_train_step) AS best_checkpoint_step,
+       CASE WHEN best_eval_step IS NOT NULL THEN 'eval_loss'
+            WHEN best_train_step IS NOT NULL THEN 'training_loss' END AS best_checkpoint_by
+FROM agg
+""",
+)
+
+JOB_EFFICIENCY_V1 = View(
+    "job_efficiency",
+    """
+WITH scores AS (
+    SELECT j.job_id,
+           r.average_gpu_utilization AS gpu_utilization_score,
+           CASE WHEN j.target_samples_per_second > 0 THEN j.target_samples_per_second
+                WHEN p.peak_samples_per_second > 0 THEN p.peak_samples_per_second END AS reference,
+           CASE WHEN j.target_samples_per_second > 0 THEN 'target'
+                WHEN p.peak_samples_per_second > 0 THEN 'peak' END AS throughput_reference,
+           p.average_samples_per_second
+    FROM jobs j
+    JOIN job_performance p ON p.job_id = j.job_id
+    JOIN job_resources r ON r.job_id = j.job_id
+), scored AS (
+    SELECT job_id, gpu_utilization_score, throughput_reference, reference,
+           -- least() skips NULLs in DuckDB, so an unknown ratio is tested first
+           CASE WHEN reference IS NOT NULL AND average_samples_per_second IS NOT NULL
+                THEN least(100, 100 * average_samples_per_second / reference) END AS throughput_score
+    FROM scores
+)
+SELECT job_id,
+       gpu_utilization_score,
+       throughput_score,
+       CASE WHEN gpu_utilization_score IS NOT NULL AND throughput_score IS NOT NULL
+                THEN (gpu_utilization_score + throughput_score) / 2
+            ELSE coalesce(gpu_utilization_score, throughput_score) END AS overall_score,
+       throughput_reference,
+       reference AS throughput_reference_samples_per_second
+FROM scored
+""",
+)
+
+JOB_ANALYTICS_V1 = View(
+    "job_analytics",
+    """
+SELECT j.job_id,
+       j.status,
+       j.model_name,
+       j.created_at,
+       j.started_at,
+       j.ended_at,
+       j.updated_at,
+       -- duration
+       d.start_time,
+       d.end_time,
+       d.total_seconds,
+       d.training_seconds,
+       d.overhead_seconds,
+       -- performance
+       p.total_iterations,
+       p.total_samples,
+       p.average_samples_per_second,
+       p.peak_samples_per_second,
+       p.average_iteration_time,
+       -- losses
+       l.initial_loss,
+       l.final_loss,
+       l.best_loss,
+       l.loss_reduction_percent,
+       l.final_eval_loss,
+       l.best_eval_loss,
+       -- resource_utilization
+       r.average_gpu_utilization,
+       r.average_gpu_memory_mb,
+       r.peak_gpu_memory_mb,
+       r.average_gpu_temp_celsius,
+       r.peak_gpu_temp_celsius,
+       r.gpu_source,
+       -- checkpoints
+       c.total_checkpoints,
+       c.checkpoint_frequency_steps,
+       c.final_checkpoint,
+       c.best_checkpoint,
+       -- efficiency
+       e.gpu_utilization_score,
+       e.throughput_score,
+       e.overall_score,
+       -- counts behind the warnings
+       p.step_rows,
+       p.timed_rows,
+       l.nonfinite_losses,
+       @compact_list(
+           CASE WHEN p.step_rows = 0 THEN 'no step rows: performance, losses and durations are null' END,
+           CASE WHEN r.gpu_readings = 0
+                THEN 'no GPU readings: resource_utilization and gpu_utilization_score are null' END,
+           CASE WHEN p.step_rows > p.timed_rows
+                THEN 'training time partly unknown: ' || CAST(p.step_rows - p.timed_rows AS VARCHAR)
+                     || ' of ' || CAST(p.step_rows AS VARCHAR)
+                     || ' step rows have neither iteration_time nor timestamps to time them' END,
+           CASE WHEN p.throughput_is_plain_mean
+                THEN 'average_samples_per_second is the plain mean of samples_per_second:'
+                     || ' no step row has both samples and seconds' END,
+           CASE WHEN p.step_rows > 0 AND d.start_time IS NULL
+                THEN 'start unknown: no started_at, and the first step row has no timestamp or seconds' END,
+           CASE WHEN d.end_time IS NULL AND p.step_rows > 0
+                THEN 'end unknown: no ended_at, updated_at or step timestamps' END,
+           CASE WHEN l.nonfinite_losses > 0
+                THEN CAST(l.nonfinite_losses AS VARCHAR) || ' non-finite loss value(s) left out' END,
+           CASE WHEN l.nonfinite_eval_losses > 0
+                THEN CAST(l.nonfinite_eval_losses AS VARCHAR) || ' non-finite eval_loss value(s) left out' END,
+           CASE WHEN p.nonfinite_samples_per_second + p.nonfinite_iteration_time > 0
+                THEN CAST(p.nonfinite_samples_per_second + p.nonfinite_iteration_time AS VARCHAR)
+                     || ' non-finite samples_per_second or iteration_time value(s) left out' END,
+           CASE WHEN r.nonfinite_gpu_readings > 0
+                THEN CAST(r.nonfinite_gpu_readings AS VARCHAR) || ' GPU reading(s) with non-finite values left out' END,
+           CASE WHEN l.initial_loss = 0 THEN 'loss_reduction_percent is null: the initial loss is 0' END,
+           CASE WHEN p.step_rows > 0 AND l.initial_loss IS NULL THEN 'no finite loss values' END,
+           CASE WHEN c.total_checkpoints = 0 THEN 'no checkpoints' END,
+           CASE WHEN e.throughput_score IS NULL AND p.average_samples_per_second IS NOT NULL
+                THEN 'throughput_score is null: no positive target_samples_per_second or peak' END
+       ) AS warnings
+FROM jobs j
+JOIN job_duration d ON d.job_id = j.job_id
+JOIN job_performance p ON p.job_id = j.job_id
+JOIN job_losses l ON l.job_id = j.job_id
+JOIN job_resources r ON r.job_id = j.job_id
+JOIN job_checkpoints c ON c.job_id = j.job_id
+JOIN job_efficiency e ON e.job_id = j.job_id
+""",
+)
+
+CURRENT: tuple[View, ...] = (
+    STEP_METRICS_V1,
+    JOB_PERFORMANCE_V1,
+    JOB_DURATION_V1,
+    JOB_LOSSES_V1,
+    JOB_RESOURCES_V1,
+    CHECKPOINT_SCORES_V1,
+    JOB_CHECKPOINTS_V1,
+    JOB_EFFICIENCY_V1,
+    JOB_ANALYTICS_V1,
+)
