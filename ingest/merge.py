@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import duckdb
 
-# The winning entry per (job, step) within the batch.
+# The winning entry per (job, step) within the batch. Only keys seen more than once are ranked:
+# a batch of new steps (the usual case) skips the sort.
 BATCH_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
+WITH entries AS (
+    SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
+           iteration_time, samples
+    FROM batch_steps
+    WHERE step IS NOT NULL
+), repeated AS (
+    SELECT job_id, step FROM entries GROUP BY job_id, step HAVING count(*) > 1
+)
+SELECT e.* FROM entries e ANTI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
+UNION ALL
 SELECT * EXCLUDE (all_timed)
 FROM (
-    SELECT s.*, bool_and(s.ts IS NOT NULL) OVER (PARTITION BY s.job_id, s.step) AS all_timed
-    FROM batch_steps s
-    WHERE s.step IS NOT NULL
+    SELECT e.*, bool_and(e.ts IS NOT NULL) OVER (PARTITION BY e.job_id, e.step) AS all_timed
+    FROM entries e SEMI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
 )
 QUALIFY row_number() OVER (
     PARTITION BY job_id, step
@@ -24,38 +34,52 @@ QUALIFY row_number() OVER (
 ) = 1
 """
 
-# Winners that beat what is stored: replace those rows (and their GPU readings).
+# Winners that beat what is stored (by the rule above); `replaces` marks those with a stored row.
 BATCH_APPLIED = """
 CREATE OR REPLACE TEMP TABLE batch_applied AS
-SELECT w.*
+WITH stored AS (
+    SELECT job_id, step, ts FROM steps WHERE job_id IN (SELECT DISTINCT job_id FROM batch_jobs)
+)
+SELECT w.*, s.step IS NOT NULL AS replaces
 FROM batch_winners w
-LEFT JOIN steps s ON s.job_id = w.job_id AND s.step = w.step
+LEFT JOIN stored s ON s.job_id = w.job_id AND s.step = w.step
 WHERE s.step IS NULL OR s.ts IS NULL OR w.ts IS NULL OR w.ts >= s.ts
 """
 
+COUNT_REPLACED = "SELECT count(*) FROM batch_applied WHERE replaces"
+
 DELETE_REPLACED_STEPS = """
-DELETE FROM steps USING batch_applied a WHERE steps.job_id = a.job_id AND steps.step = a.step
+DELETE FROM steps USING batch_applied a
+WHERE a.replaces AND steps.job_id = a.job_id AND steps.step = a.step
 """
 
 INSERT_STEPS = """
-INSERT INTO steps (job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time, samples)
+INSERT INTO steps (job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time,
+                   samples)
 SELECT job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time, samples
 FROM batch_applied
 """
 
 DELETE_REPLACED_GPUS = """
-DELETE FROM step_gpus USING batch_applied a WHERE step_gpus.job_id = a.job_id AND step_gpus.step = a.step
+DELETE FROM step_gpus USING batch_applied a
+WHERE a.replaces AND step_gpus.job_id = a.job_id AND step_gpus.step = a.step
 """
 
 # A GPU index repeated within one entry keeps its last reading.
 INSERT_GPUS = """
 INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
                        memory_total_mb, temperature_c, power_w)
+WITH applied AS (
+    SELECT g.* FROM batch_gpus g SEMI JOIN batch_applied a ON a.file_id = g.file_id AND a.pos = g.pos
+), repeated AS (
+    SELECT file_id, pos, gpu_index, max(gpos) AS last_gpos
+    FROM applied GROUP BY file_id, pos, gpu_index HAVING count(*) > 1
+)
 SELECT g.job_id, g.step, g.gpu_index, g.gpu_uuid, g.utilization_percent, g.memory_used_mb,
        g.memory_total_mb, g.temperature_c, g.power_w
-FROM batch_gpus g
-JOIN batch_applied a ON a.file_id = g.file_id AND a.pos = g.pos
-QUALIFY row_number() OVER (PARTITION BY g.job_id, g.step, g.gpu_index ORDER BY g.gpos DESC) = 1
+FROM applied g
+LEFT JOIN repeated r ON r.file_id = g.file_id AND r.pos = g.pos AND r.gpu_index = g.gpu_index
+WHERE r.last_gpos IS NULL OR r.last_gpos = g.gpos
 """
 
 BATCH_JOB_WINNERS = """
@@ -103,11 +127,7 @@ ON CONFLICT (job_id, step) DO UPDATE SET
 """
 
 APPLY = (
-    BATCH_WINNERS,
-    BATCH_APPLIED,
-    DELETE_REPLACED_STEPS,
     INSERT_STEPS,
-    DELETE_REPLACED_GPUS,
     INSERT_GPUS,
     BATCH_JOB_WINNERS,
     DELETE_REPLACED_JOBS,
@@ -118,5 +138,10 @@ APPLY = (
 
 def apply(con: duckdb.DuckDBPyConnection) -> None:
     """Merge the staged batch into the fact tables (inside the caller's transaction)."""
+    con.execute(BATCH_WINNERS)
+    con.execute(BATCH_APPLIED)
+    if con.execute(COUNT_REPLACED).fetchone()[0]:
+        con.execute(DELETE_REPLACED_STEPS)
+        con.execute(DELETE_REPLACED_GPUS)
     for statement in APPLY:
         con.execute(statement)

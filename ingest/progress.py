@@ -155,11 +155,7 @@ WITH entries AS (
                                                       power_w := CAST(NULL AS JSON))] END)
     FROM raw_docs WHERE history IS NULL AND latest IS NULL AND step IS NOT NULL
 )
-SELECT j.file_id,
-       j.seq,
-       j.job_id,
-       x.pos,
-       x.place,
+SELECT j.file_id, j.seq, j.job_id, x.pos, x.place,
        CAST(rl_number(x.e.step, 0, 1e18, true) AS BIGINT) AS step,
        rl_timestamp(x.e.timestamp) AS ts,
        rl_number(x.e.loss, -1e308, 1e308, false) AS loss,
@@ -169,17 +165,16 @@ SELECT j.file_id,
        rl_number(x.e.iteration_time, 0, 1e308, false) AS iteration_time,
        CAST(rl_number(x.e.samples, 0, 1e18, true) AS BIGINT) AS samples,
        x.e.gpus AS gpus,
-       concat_ws('; ',
-           CASE WHEN x.e.step IS NULL THEN 'no step: entry skipped' END,
-           rl_number_problem('step', x.e.step, 0, 1e18, true) || ': entry skipped',
-           rl_timestamp_problem('timestamp', x.e.timestamp),
-           rl_number_problem('loss', x.e.loss, -1e308, 1e308, false),
-           rl_number_problem('eval_loss', x.e.eval_loss, -1e308, 1e308, false),
-           rl_number_problem('learning_rate', x.e.learning_rate, -1e308, 1e308, false),
-           rl_number_problem('samples_per_second', x.e.samples_per_second, 0, 1e308, false),
-           rl_number_problem('iteration_time', x.e.iteration_time, 0, 1e308, false),
-           rl_number_problem('samples', x.e.samples, 0, 1e18, true)
-       ) AS problems
+       -- the raw entry, kept only when a value was refused (for its warning)
+       CASE WHEN step IS NULL
+                 OR (x.e.timestamp IS NOT NULL AND ts IS NULL)
+                 OR (x.e.loss IS NOT NULL AND loss IS NULL)
+                 OR (x.e.eval_loss IS NOT NULL AND eval_loss IS NULL)
+                 OR (x.e.learning_rate IS NOT NULL AND learning_rate IS NULL)
+                 OR (x.e.samples_per_second IS NOT NULL AND samples_per_second IS NULL)
+                 OR (x.e.iteration_time IS NOT NULL AND iteration_time IS NULL)
+                 OR (x.e.samples IS NOT NULL AND samples IS NULL)
+            THEN x.e END AS refused
 FROM entries x
 JOIN batch_jobs j ON j.path = x.filename
 """
@@ -200,14 +195,13 @@ SELECT file_id, seq, job_id, step, pos, place, gpos,
        rl_number(g.memory_total_mb, 0, 1e308, false) AS memory_total_mb,
        rl_number(g.temperature_c, -273.15, 1e308, false) AS temperature_c,
        rl_number(g.power_w, 0, 1e308, false) AS power_w,
-       concat_ws('; ',
-           rl_number_problem('index', g."index", 0, 1e6, true),
-           rl_number_problem('utilization_percent', g.utilization_percent, 0, 100, false),
-           rl_number_problem('memory_used_mb', g.memory_used_mb, 0, 1e308, false),
-           rl_number_problem('memory_total_mb', g.memory_total_mb, 0, 1e308, false),
-           rl_number_problem('temperature_c', g.temperature_c, -273.15, 1e308, false),
-           rl_number_problem('power_w', g.power_w, 0, 1e308, false)
-       ) AS problems
+       CASE WHEN (g."index" IS NOT NULL AND rl_number(g."index", 0, 1e6, true) IS NULL)
+                 OR (g.utilization_percent IS NOT NULL AND utilization_percent IS NULL)
+                 OR (g.memory_used_mb IS NOT NULL AND memory_used_mb IS NULL)
+                 OR (g.memory_total_mb IS NOT NULL AND memory_total_mb IS NULL)
+                 OR (g.temperature_c IS NOT NULL AND temperature_c IS NULL)
+                 OR (g.power_w IS NOT NULL AND power_w IS NULL)
+            THEN g END AS refused
 FROM readings
 """
 
@@ -237,12 +231,29 @@ BATCH_WARNINGS = """
 CREATE OR REPLACE TEMP TABLE batch_warnings AS
 SELECT file_id, 0 AS pos, 0 AS sub, problems AS message FROM batch_jobs WHERE problems <> ''
 UNION ALL
-SELECT file_id, pos, 0, place || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || problems
-FROM batch_steps WHERE problems <> ''
+SELECT file_id, pos, 0,
+       place || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || concat_ws('; ',
+           CASE WHEN refused.step IS NULL THEN 'no step: entry skipped' END,
+           rl_number_problem('step', refused.step, 0, 1e18, true) || ': entry skipped',
+           rl_timestamp_problem('timestamp', refused.timestamp),
+           rl_number_problem('loss', refused.loss, -1e308, 1e308, false),
+           rl_number_problem('eval_loss', refused.eval_loss, -1e308, 1e308, false),
+           rl_number_problem('learning_rate', refused.learning_rate, -1e308, 1e308, false),
+           rl_number_problem('samples_per_second', refused.samples_per_second, 0, 1e308, false),
+           rl_number_problem('iteration_time', refused.iteration_time, 0, 1e308, false),
+           rl_number_problem('samples', refused.samples, 0, 1e18, true))
+FROM batch_steps WHERE refused IS NOT NULL
 UNION ALL
-SELECT file_id, pos, gpos, place || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR)
-       || ']: ' || problems
-FROM batch_gpus WHERE problems <> ''
+SELECT file_id, pos, gpos,
+       place || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR) || ']: '
+       || concat_ws('; ',
+           rl_number_problem('index', refused."index", 0, 1e6, true),
+           rl_number_problem('utilization_percent', refused.utilization_percent, 0, 100, false),
+           rl_number_problem('memory_used_mb', refused.memory_used_mb, 0, 1e308, false),
+           rl_number_problem('memory_total_mb', refused.memory_total_mb, 0, 1e308, false),
+           rl_number_problem('temperature_c', refused.temperature_c, -273.15, 1e308, false),
+           rl_number_problem('power_w', refused.power_w, 0, 1e308, false))
+FROM batch_gpus WHERE refused IS NOT NULL
 UNION ALL
 SELECT file_id, 1000000000 + pos, 0, 'checkpoints[' || CAST(pos - 1 AS VARCHAR) || ']: ' || problems
 FROM batch_checkpoints WHERE problems <> ''

@@ -34,7 +34,11 @@ CREATE OR REPLACE TEMP TABLE batch_files (
     size BIGINT, mtime_ns BIGINT, fingerprint VARCHAR
 )
 """
-INSERT_FILE = "INSERT INTO batch_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_FILES = """
+INSERT INTO batch_files
+SELECT unnest($file_id), unnest($seq), unnest($path), unnest($folder), unnest($source_dir),
+       unnest($size), unnest($mtime_ns), unnest($fingerprint)
+"""
 DROP_DOC = "DELETE FROM raw_docs WHERE filename = ?"
 DROP_FILE = "DELETE FROM batch_files WHERE path = ?"
 MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
@@ -194,12 +198,19 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: lis
     """Fill the batch tables; returns how many files are staged. Drops files that can't be."""
     con.execute(FILES_TABLE)
     by_path = {str(c.path): c for c in batch}
-    for i, c in enumerate(batch):
-        st = c.stat
-        con.execute(
-            INSERT_FILE,
-            [i, i, str(c.path), c.job.path.name, str(c.job.path), st.size, st.mtime_ns, st.fingerprint],
-        )
+    con.execute(
+        INSERT_FILES,
+        {
+            "file_id": list(range(len(batch))),
+            "seq": list(range(len(batch))),
+            "path": [str(c.path) for c in batch],
+            "folder": [c.job.path.name for c in batch],
+            "source_dir": [str(c.job.path) for c in batch],
+            "size": [c.stat.size for c in batch],
+            "mtime_ns": [c.stat.mtime_ns for c in batch],
+            "fingerprint": [c.stat.fingerprint for c in batch],
+        },
+    )
     while by_path:
         try:
             progress.read_docs(con, list(by_path))

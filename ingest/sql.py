@@ -10,45 +10,50 @@ from __future__ import annotations
 import duckdb
 
 MACROS = """
--- true when a raw JSON value is a number literal (NaN and +-Infinity included)
-CREATE OR REPLACE TEMP MACRO rl_is_number(x) AS
-    x IS NOT NULL AND left(CAST(x AS VARCHAR), 1) NOT IN ('"', 't', 'f', '[', '{', 'n')
-    AND TRY_CAST(x AS DOUBLE) IS NOT NULL;
+-- a raw JSON value as DOUBLE when it is a number literal (NaN and +-Infinity included);
+-- strings ('"1.5"'), booleans, arrays and objects give NULL
+CREATE OR REPLACE TEMP MACRO rl_double(x) AS TRY_CAST(CAST(x AS VARCHAR) AS DOUBLE);
 
--- why a raw JSON value can't be the number asked for, or NULL when it can (or is absent)
+-- the checked number: NULL when absent, not a number, out of [lo, hi], or not whole when it must be
+CREATE OR REPLACE TEMP MACRO rl_number(x, lo, hi, integral) AS
+    CASE
+        WHEN rl_double(x) IS NULL THEN NULL
+        WHEN isfinite(rl_double(x)) AND (rl_double(x) < lo OR rl_double(x) > hi) THEN NULL
+        WHEN integral AND NOT (isfinite(rl_double(x)) AND rl_double(x) = floor(rl_double(x))) THEN NULL
+        ELSE rl_double(x)
+    END;
+
+-- why rl_number refused a value that is present, or NULL
 CREATE OR REPLACE TEMP MACRO rl_number_problem(label, x, lo, hi, integral) AS
     CASE
         WHEN x IS NULL THEN NULL
-        WHEN NOT rl_is_number(x) THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a number, dropped'
-        WHEN isfinite(TRY_CAST(x AS DOUBLE))
-             AND (TRY_CAST(x AS DOUBLE) < lo OR TRY_CAST(x AS DOUBLE) > hi)
+        WHEN rl_double(x) IS NULL
+            THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a number, dropped'
+        WHEN isfinite(rl_double(x)) AND (rl_double(x) < lo OR rl_double(x) > hi)
             THEN label || ' ' || CAST(x AS VARCHAR) || ' is out of range, dropped'
-        WHEN integral AND (NOT isfinite(TRY_CAST(x AS DOUBLE))
-                           OR TRY_CAST(x AS DOUBLE) <> floor(TRY_CAST(x AS DOUBLE)))
+        WHEN integral AND NOT (isfinite(rl_double(x)) AND rl_double(x) = floor(rl_double(x)))
             THEN label || ' ' || CAST(x AS VARCHAR) || ' is not a whole number, dropped'
     END;
 
--- the checked number, NULL when absent or refused by rl_number_problem
-CREATE OR REPLACE TEMP MACRO rl_number(x, lo, hi, integral) AS
-    CASE WHEN rl_number_problem('', x, lo, hi, integral) IS NULL THEN TRY_CAST(x AS DOUBLE) END;
+-- a JSON string's text (unescaped only when it has escapes); other JSON values give NULL
+CREATE OR REPLACE TEMP MACRO rl_string(x) AS
+    CASE WHEN left(CAST(x AS VARCHAR), 1) <> '"' THEN NULL
+         WHEN contains(CAST(x AS VARCHAR), '\\') THEN x ->> '$'
+         ELSE substr(CAST(x AS VARCHAR), 2, length(CAST(x AS VARCHAR)) - 2) END;
 
 -- an ISO-8601 string (no offset = UTC) or Unix epoch seconds, as a UTC TIMESTAMP
 CREATE OR REPLACE TEMP MACRO rl_timestamp(x) AS
     CASE
         WHEN x IS NULL THEN NULL
-        WHEN left(CAST(x AS VARCHAR), 1) = '"' THEN CAST(TRY_CAST(x ->> '$' AS TIMESTAMPTZ) AS TIMESTAMP)
-        WHEN rl_is_number(x) AND isfinite(TRY_CAST(x AS DOUBLE))
-             AND abs(TRY_CAST(x AS DOUBLE)) < 1e11
-            THEN make_timestamp(CAST(round(TRY_CAST(x AS DOUBLE) * 1000000) AS BIGINT))
+        WHEN left(CAST(x AS VARCHAR), 1) = '"' THEN CAST(TRY_CAST(rl_string(x) AS TIMESTAMPTZ) AS TIMESTAMP)
+        WHEN isfinite(rl_double(x)) AND abs(rl_double(x)) < 1e11
+            THEN make_timestamp(CAST(round(rl_double(x) * 1000000) AS BIGINT))
     END;
 
 CREATE OR REPLACE TEMP MACRO rl_timestamp_problem(label, x) AS
     CASE WHEN x IS NOT NULL AND rl_timestamp(x) IS NULL
          THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a timestamp, dropped' END;
 
--- a JSON string's text; other JSON values give NULL
-CREATE OR REPLACE TEMP MACRO rl_string(x) AS
-    CASE WHEN left(CAST(x AS VARCHAR), 1) = '"' THEN x ->> '$' END;
 """
 
 

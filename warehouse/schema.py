@@ -57,7 +57,6 @@ steps = Table(
     Column("samples_per_second", Double),
     Column("iteration_time", Double),
     Column("samples", BigInteger),
-    PrimaryKeyConstraint("job_id", "step"),
 )
 
 step_gpus = Table(
@@ -72,7 +71,6 @@ step_gpus = Table(
     Column("memory_total_mb", Double),
     Column("temperature_c", Double),
     Column("power_w", Double),
-    PrimaryKeyConstraint("job_id", "step", "gpu_index"),
 )
 
 checkpoints = Table(

@@ -62,7 +62,6 @@ def upgrade() -> None:
         sa.Column("samples_per_second", sa.Double),
         sa.Column("iteration_time", sa.Double),
         sa.Column("samples", sa.BigInteger),
-        sa.PrimaryKeyConstraint("job_id", "step"),
     )
     op.create_table(
         "step_gpus",
@@ -75,7 +74,6 @@ def upgrade() -> None:
         sa.Column("memory_total_mb", sa.Double),
         sa.Column("temperature_c", sa.Double),
         sa.Column("power_w", sa.Double),
-        sa.PrimaryKeyConstraint("job_id", "step", "gpu_index"),
     )
     op.create_table(
         "checkpoints",

@@ -1,0 +1,186 @@
+"""The ``runlytics`` command.
+
+Exit codes (also in the README):
+  0   success (files left for the next run because they were being written count as success)
+  1   ingest: at least one file could not be ingested (see the summary; the rest was ingested)
+  2   usage error
+  3   the warehouse can't be used (written by a newer runlytics, unreadable, …)
+  4   ``sql``: the query failed; ``analytics``: no such job
+  75  the warehouse or the ingest lock stayed busy longer than --wait (try again later)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ingest.lock import IngestLocked
+from ingest.run import Summary, ingest
+from warehouse import db, migrate, queries
+
+EXIT_OK = 0
+EXIT_FILES_FAILED = 1
+EXIT_USAGE = 2
+EXIT_WAREHOUSE = 3
+EXIT_QUERY = 4
+EXIT_BUSY = 75
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except (IngestLocked, db.WarehouseBusy) as error:
+        print(f"runlytics: {error}", file=sys.stderr)
+        return EXIT_BUSY
+    except db.WarehouseError as error:
+        print(f"runlytics: {error}", file=sys.stderr)
+        return EXIT_WAREHOUSE
+    except FileNotFoundError as error:
+        print(f"runlytics: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runlytics", description="Training-run analytics warehouse.")
+    commands = parser.add_subparsers(title="commands")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
+        sub.add_argument(
+            "--wait",
+            type=float,
+            default=db.DEFAULT_WAIT_SECONDS,
+            help="seconds to wait for a busy warehouse before giving up (default: %(default)s)",
+        )
+        return sub
+
+    db_cmd = commands.add_parser("db", help="manage the warehouse schema")
+    db_sub = db_cmd.add_subparsers(title="db commands")
+    upgrade = db_sub.add_parser("upgrade", help="build or upgrade the warehouse to the newest schema")
+    upgrade.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
+    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.add_argument("--wait", type=float, default=db.DEFAULT_WAIT_SECONDS)
+    upgrade.set_defaults(run=_db_upgrade)
+
+    ing = add("ingest", "ingest every job folder found under the roots")
+    ing.add_argument("roots", nargs="+", type=Path, help="folders holding job folders (or job folders)")
+    out = ing.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
+    out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    ing.set_defaults(run=_ingest)
+
+    sql = add("sql", "run an analyst's SQL query against the warehouse (read-only)")
+    sql.add_argument("query", help='SQL, e.g. "SELECT * FROM job_analytics LIMIT 5"')
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.set_defaults(run=_sql)
+
+    show = add("analytics", "print one job's analytics as JSON")
+    show.add_argument("job_id")
+    show.set_defaults(run=_analytics)
+    return parser
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    path = db.resolve_path(args.db)
+    revision = migrate.upgrade(path, args.revision, wait=args.wait)
+    print(f"{path}: schema at revision {revision}")
+    return EXIT_OK
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    path = db.resolve_path(args.db)
+    interactive = sys.stderr.isatty() and not (args.quiet or args.json)
+    summary = ingest(path, args.roots, wait=args.wait, on_progress=_progress_bar if interactive else None)
+    if interactive:
+        print(file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.as_dict(), indent=2))
+    elif not args.quiet or summary.failed:
+        _print_summary(path, summary, verbose=not args.quiet)
+    return EXIT_FILES_FAILED if summary.failed else EXIT_OK
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    print(f"\ringest [{'#' * filled}{'.' * (width - filled)}] {done}/{total} files", end="", file=sys.stderr)
+
+
+def _print_summary(path: Path, s: Summary, verbose: bool) -> None:
+    print(
+        f"{path}: {s.files_seen} files seen, {s.ingested} ingested, {s.unchanged} unchanged, "
+        f"{s.pending} left for the next run, {s.failed} failed; {s.rows} step rows, "
+        f"{s.warnings} warnings, {s.seconds:.2f} s"
+    )
+    for problem in s.problems:
+        if verbose or problem["outcome"] == "failed":
+            print(f"  {problem['outcome']}: {problem['path']}: {problem['reason']}")
+
+
+def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    path = db.resolve_path(args.db)
+    migrate.ensure_current(path, wait=args.wait)
+    with db.connection(path, read_only=True, wait=args.wait) as con:
+        try:
+            cursor = con.execute(args.query)
+        except duckdb.Error as error:
+            print(f"runlytics sql: {error}", file=sys.stderr)
+            return EXIT_QUERY
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchall()
+    _write_rows(columns, rows, args.format)
+    return EXIT_OK
+
+
+def _write_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "json":
+        records = [{c: queries.plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+        print(json.dumps(records, indent=2, default=str, allow_nan=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        cells = [[_cell(v) for v in row] for row in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join("-" * w for w in widths))
+        for r in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _analytics(args: argparse.Namespace) -> int:
+    path = db.resolve_path(args.db)
+    migrate.ensure_current(path, wait=args.wait)
+    with db.connection(path, read_only=True, wait=args.wait) as con:
+        result = queries.job_analytics(con, args.job_id)
+    if result is None:
+        print(f"runlytics analytics: no job {args.job_id!r} in {path}", file=sys.stderr)
+        return EXIT_QUERY
+    print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())

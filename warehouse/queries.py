@@ -1,0 +1,67 @@
+"""Named queries over the views, and the shape of one job's analytics (shared by CLI and API)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import duckdb
+
+JOB_ANALYTICS = "SELECT * FROM job_analytics WHERE job_id = $job_id"
+
+# The sections of a job's analytics (analytics.md) and the view columns each holds.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "duration": ("start_time", "end_time", "total_seconds", "training_seconds", "overhead_seconds"),
+    "performance": (
+        "total_iterations",
+        "total_samples",
+        "average_samples_per_second",
+        "peak_samples_per_second",
+        "average_iteration_time",
+    ),
+    "losses": (
+        "initial_loss",
+        "final_loss",
+        "best_loss",
+        "loss_reduction_percent",
+        "final_eval_loss",
+        "best_eval_loss",
+    ),
+    "resource_utilization": (
+        "average_gpu_utilization",
+        "average_gpu_memory_mb",
+        "peak_gpu_memory_mb",
+        "average_gpu_temp_celsius",
+        "peak_gpu_temp_celsius",
+    ),
+    "checkpoints": ("total_checkpoints", "checkpoint_frequency_steps", "final_checkpoint", "best_checkpoint"),
+    "efficiency": ("gpu_utilization_score", "throughput_score", "overall_score"),
+}
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready value: ISO times with Z, non-finite floats as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):
+        text = value.isoformat()
+        return text + "Z" if getattr(value, "tzinfo", None) is None and "T" in text else text
+    return value
+
+
+def job_analytics(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | None:
+    """One job's analytics in sections, or None when the warehouse has no such job."""
+    cursor = con.execute(JOB_ANALYTICS, {"job_id": job_id})
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    record = dict(zip([d[0] for d in cursor.description], row, strict=True))
+    shaped: dict[str, Any] = {
+        "job_id": record["job_id"],
+        "status": record["status"],
+        "model_name": record["model_name"],
+    }
+    for section, columns in SECTIONS.items():
+        shaped[section] = {c: plain(record[c]) for c in columns}
+    shaped["warnings"] = list(record["warnings"] or [])
+    return shaped
