@@ -252,8 +252,7 @@ def _same_file(c: Candidate) -> bool:
 
 def _count_batch(con: duckdb.DuckDBPyConnection, summary: Summary) -> None:
     files, rows, warnings = con.execute(
-        "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files "
-        "WHERE path IN (SELECT path FROM batch_files)"
+        "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files WHERE path IN (SELECT path FROM batch_files)"
     ).fetchone()
     summary.ingested += files
     summary.rows += rows or 0

@@ -38,9 +38,7 @@ def _is_lock_conflict(error: Exception) -> bool:
     return "lock" in text.lower() and ("Conflicting" in text or "Could not set lock" in text)
 
 
-def connect(
-    path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_SECONDS
-) -> duckdb.DuckDBPyConnection:
+def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, retrying while another process holds its lock (up to ``wait`` s)."""
     if read_only and not path.exists():
         raise WarehouseError(f"no warehouse at {path}: run `runlytics db upgrade` or `runlytics ingest` first")
