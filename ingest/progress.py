@@ -99,7 +99,8 @@ SELECT f.file_id,
        concat_ws('; ',
            CASE WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
                      AND rl_number(d.job_id, 0, 1e300, true) IS NULL
-                THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is not a string: the folder name is used' END,
+                THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40)
+                     || ' is not a string: the folder name is used' END,
            CASE WHEN d.status IS NULL THEN 'no status: kept as unknown'
                 WHEN lower(trim(coalesce(rl_string(d.status), ''))) NOT IN
                      ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')

@@ -165,26 +165,33 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[Candidate], summar
         else:
             rejected.append(_explain(c))
     if readable:
-        con.execute("BEGIN")
         try:
-            staged = _stage(con, readable, rejected)
-            if staged:
-                merge.apply(con)
-                ledger.record_batch(con, KIND_PROGRESS)
+            if _stage(con, readable, rejected):
+                _merge(con)
                 _count_batch(con, summary)
-            con.execute("COMMIT")
         except duckdb.Error as error:
-            con.execute("ROLLBACK")
-            if len(readable) > 1:
-                # Something in the batch broke a statement: retry file by file to find it.
-                for c in readable:
-                    _ingest_batch(con, [c], summary)
-                readable_paths = {c.path for c in readable}
-                rejected = [r for r in rejected if r.candidate.path not in readable_paths]
-            else:
+            rejected_paths = {r.candidate.path for r in rejected}
+            retry = [c for c in readable if c.path not in rejected_paths]
+            if len(readable) == 1:
                 rejected = [Rejection(readable[0], "failed", f"could not be ingested: {error}")]
+            else:
+                # Something in the batch broke a statement: retry file by file to find it.
+                for c in retry:
+                    _ingest_batch(con, [c], summary)
     for r in rejected:
         _not_ingested(con, summary, r)
+
+
+def _merge(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply the staged batch and record its files in one transaction."""
+    con.execute("BEGIN")
+    try:
+        merge.apply(con)
+        ledger.record_batch(con, KIND_PROGRESS)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 @dataclass
@@ -195,7 +202,11 @@ class Rejection:
 
 
 def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: list[Rejection]) -> int:
-    """Fill the batch tables; returns how many files are staged. Drops files that can't be."""
+    """Fill the batch tables; returns how many files are staged. Drops files that can't be.
+
+    Reading and staging touch only temporary tables, outside any transaction: a file DuckDB
+    can't parse aborts its statement, and must not abort the batch's transaction.
+    """
     con.execute(FILES_TABLE)
     by_path = {str(c.path): c for c in batch}
     con.execute(

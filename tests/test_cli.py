@@ -1,0 +1,153 @@
+"""The runlytics command as cron and analysts run it: real processes, real warehouse files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingest.lock import run_lock
+from warehouse import db
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "jobs"
+
+
+def runlytics(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.entry()", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def samples(tmp_path: Path) -> Path:
+    root = tmp_path / "jobs"
+    shutil.copytree(SAMPLES, root)
+    for path in root.rglob("progress.json"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))  # settled files: not re-read when unchanged
+    return root
+
+
+def test_ingest_default_db_then_unchanged_rerun(tmp_path: Path, samples: Path) -> None:
+    first = runlytics("ingest", str(samples), "--json", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    summary = json.loads(first.stdout)
+    assert (summary["files_seen"], summary["ingested"], summary["failed"], summary["rows"]) == (3, 3, 0, 7)
+    assert (tmp_path / "runlytics.duckdb").exists()  # the default warehouse, created on first use
+
+    again = json.loads(runlytics("ingest", str(samples), "--json", cwd=tmp_path).stdout)
+    assert (again["ingested"], again["unchanged"], again["rows"]) == (0, 3, 0)
+
+
+def test_quiet_prints_nothing_on_success(tmp_path: Path, samples: Path) -> None:
+    result = runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_env_var_names_the_warehouse(tmp_path: Path, samples: Path) -> None:
+    target = tmp_path / "elsewhere.duckdb"
+    result = runlytics("ingest", str(samples), "--quiet", cwd=tmp_path, env={db.ENV_DB: str(target)})
+    assert result.returncode == 0
+    assert target.exists() and not (tmp_path / "runlytics.duckdb").exists()
+
+
+def test_analytics_of_the_worked_example(tmp_path: Path, samples: Path) -> None:
+    runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
+    result = runlytics("analytics", "llama-sft-001", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["performance"]["average_samples_per_second"] == pytest.approx(4.2)
+    assert job["efficiency"]["throughput_score"] == pytest.approx(84.0)
+    assert job["efficiency"]["overall_score"] == pytest.approx(91.25)
+    assert round(job["losses"]["loss_reduction_percent"], 1) == 86.9
+    assert job["checkpoints"] == {
+        "total_checkpoints": 2,
+        "checkpoint_frequency_steps": 10.0,
+        "final_checkpoint": "checkpoint-20",
+        "best_checkpoint": "checkpoint-20",
+    }
+
+
+def test_analytics_unknown_job_exits_4(tmp_path: Path, samples: Path) -> None:
+    runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
+    result = runlytics("analytics", "no-such-job", cwd=tmp_path)
+    assert result.returncode == 4
+    assert "no-such-job" in result.stderr
+
+
+def test_sql_formats(tmp_path: Path, samples: Path) -> None:
+    runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
+    query = "SELECT job_id, total_seconds FROM job_analytics ORDER BY job_id"
+    as_json = json.loads(runlytics("sql", query, "--format", "json", cwd=tmp_path).stdout)
+    assert as_json == [
+        {"job_id": "legacy-gpt2-003", "total_seconds": 300.0},
+        {"job_id": "llama-sft-001", "total_seconds": 25.0},
+        {"job_id": "mistral-lora-002", "total_seconds": 360.0},
+    ]
+    as_csv = list(csv.reader(io.StringIO(runlytics("sql", query, "--format", "csv", cwd=tmp_path).stdout)))
+    assert as_csv == [
+        ["job_id", "total_seconds"],
+        ["legacy-gpt2-003", "300.0"],
+        ["llama-sft-001", "25.0"],
+        ["mistral-lora-002", "360.0"],
+    ]
+    table = runlytics("sql", query, cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["job_id", "total_seconds"]
+    assert table[2].split() == ["legacy-gpt2-003", "300"]
+    assert table[-1] == "(3 rows)"
+
+
+def test_sql_is_read_only_and_errors_exit_4(tmp_path: Path, samples: Path) -> None:
+    runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
+    bad = runlytics("sql", "SELECT no_such_column FROM jobs", cwd=tmp_path)
+    assert bad.returncode == 4 and "no_such_column" in bad.stderr
+    write = runlytics("sql", "DELETE FROM steps", cwd=tmp_path)
+    assert write.returncode == 4 and "read-only" in write.stderr
+    count = runlytics("sql", "SELECT count(*) AS n FROM steps", "--format", "json", cwd=tmp_path)
+    assert json.loads(count.stdout) == [{"n": 6}]  # 7 entries, one step twice
+
+
+def test_a_failed_file_exits_1_and_names_it(tmp_path: Path, samples: Path) -> None:
+    bad = samples / "broken" / "progress.json"
+    bad.parent.mkdir()
+    bad.write_text('{"job_id": "broken", "history": [1, 2,, 3]}')
+    result = runlytics("ingest", str(samples), cwd=tmp_path)
+    assert result.returncode == 1
+    assert str(bad) in result.stdout and "invalid JSON at line 1" in result.stdout
+    assert "3 ingested" in result.stdout  # the others went in
+
+
+def test_busy_lock_exits_75(tmp_path: Path, samples: Path) -> None:
+    path = tmp_path / "runlytics.duckdb"
+    runlytics("db", "upgrade", cwd=tmp_path)
+    with run_lock(path, wait=0):
+        result = runlytics("ingest", str(samples), "--wait", "0.2", cwd=tmp_path)
+    assert result.returncode == 75
+    assert "another ingest" in result.stderr
+
+
+def test_newer_schema_exits_3(tmp_path: Path) -> None:
+    assert runlytics("db", "upgrade", cwd=tmp_path).returncode == 0
+    with db.connection(tmp_path / "runlytics.duckdb") as con:
+        con.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
+    result = runlytics("sql", "SELECT 1", cwd=tmp_path)
+    assert result.returncode == 3
+    assert "newer version" in result.stderr
+
+
+def test_missing_root_is_a_usage_error(tmp_path: Path) -> None:
+    result = runlytics("ingest", str(tmp_path / "nope"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "nope" in result.stderr
