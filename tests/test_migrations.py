@@ -120,3 +120,7 @@ def test_plain_alembic_upgrade_head(tmp_path: Path) -> None:
         assert migrate.current_revision(con) == migrate.head_revision()
     finally:
         con.close()
+
+
+def test_head_constant_matches_the_chain() -> None:
+    assert migrate.HEAD_REVISION == migrate.head_revision() == _revisions()[-1]

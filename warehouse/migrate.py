@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
 
 from . import db
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
+# Commands compare against it without loading alembic, which costs half a second of start-up.
+HEAD_REVISION = "0001"
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = PROJECT_ROOT / "migrations"
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -25,6 +31,8 @@ def alembic_config() -> Config:
 
 @cache
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
@@ -32,6 +40,8 @@ def head_revision() -> str:
 
 @cache
 def known_revisions() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
     return frozenset(s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions())
 
 
@@ -48,7 +58,7 @@ def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def check_revision(revision: str | None, path: Path) -> None:
     """Refuse a warehouse written by a newer runlytics: guessing at its schema could lose data."""
-    if revision is not None and revision not in known_revisions():
+    if revision is not None and revision != HEAD_REVISION and revision not in known_revisions():
         raise db.WarehouseError(
             f"warehouse {path} is at schema revision {revision!r}, which this runlytics does not know "
             f"(its newest is {head_revision()!r}): it was written by a newer version. "
@@ -64,6 +74,9 @@ def upgrade(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SE
         check_revision(current_revision(con), path)
     finally:
         con.close()
+    from alembic import command
+    from sqlalchemy import create_engine
+
     engine = create_engine(f"duckdb:///{path}")
     try:
         with engine.connect() as conn:
@@ -81,7 +94,7 @@ def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> None:
     if path.exists():
         with db.connection(path, read_only=True, wait=wait) as con:
             revision = current_revision(con)
-        check_revision(revision, path)
-        if revision == head_revision():
+        if revision == HEAD_REVISION:
             return
+        check_revision(revision, path)
     upgrade(path, wait=wait)

@@ -1,0 +1,1 @@
+"""The REST API over the warehouse views (see issue: REST API)."""
