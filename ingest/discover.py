@@ -53,13 +53,18 @@ def _job_folder(here: Path, dirnames: list[str], filenames: list[str]) -> JobFol
         job.progress = here / PROGRESS
     if TRAINER_STATE in filenames:
         job.trainer_states.append(here / TRAINER_STATE)
-    for name in dirnames:
+    for name in sorted(dirnames):
+        if name.startswith("."):
+            continue
         match = CHECKPOINT_DIR.match(name)
         if match:
             job.checkpoints[int(match.group(1))] = here / name
-            state = here / name / TRAINER_STATE
-            if state.is_file():
-                job.trainer_states.append(state)
+        # a checkpoint-<step>/ folder, or another checkpoint copy such as last-checkpoint/
+        state = here / name / TRAINER_STATE
+        if (match or job.progress or TRAINER_STATE in filenames) and state.is_file():
+            job.trainer_states.append(state)
     if job.progress is None and not job.trainer_states:
+        return None
+    if job.progress is None and TRAINER_STATE not in filenames and not job.checkpoints:
         return None
     return job

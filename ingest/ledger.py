@@ -91,8 +91,10 @@ def record(
     outcome: str,
     error: str | None = None,
     job_id: str | None = None,
+    rows: int = 0,
+    warnings: list[str] | None = None,
 ) -> None:
-    """Record a file that was not ingested (pending or failed), with the reason."""
+    """Record one file's outcome: ingested (rows, warnings), or pending/failed with the reason."""
     con.execute(
         UPSERT,
         {
@@ -101,11 +103,11 @@ def record(
             "job_id": job_id,
             "size": st.size if st else None,
             "mtime_ns": st.mtime_ns if st else None,
-            "fingerprint": st.fingerprint if st and outcome == "failed" else None,
+            "fingerprint": st.fingerprint if st and outcome != "pending" else None,
             "outcome": outcome,
-            "rows": 0,
-            "warning_count": 0,
-            "warnings": json.dumps([]),
+            "rows": rows,
+            "warning_count": len(warnings or []),
+            "warnings": json.dumps((warnings or [])[:MAX_STORED_WARNINGS]),
             "error": error,
         },
     )

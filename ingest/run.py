@@ -17,7 +17,7 @@ import duckdb
 
 from warehouse import db, migrate
 
-from . import ledger, merge, progress
+from . import ledger, merge, progress, trainer_state
 from .discover import JobFolder, discover
 from .lock import run_lock
 from .sql import install_macros
@@ -25,6 +25,7 @@ from .sql import install_macros
 BATCH_BYTES = 64 << 20
 BATCH_FILES = 500
 KIND_PROGRESS = "progress"
+KIND_TRAINER = "trainer_state"
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -106,6 +107,7 @@ def ingest(
         with db.connection(db_path, wait=wait) as con:
             install_macros(con)
             _ingest_progress_files(con, jobs, summary, on_progress)
+            _ingest_trainer_states(con, jobs, summary)
             _add_folder_checkpoints(con, jobs)
     summary.seconds = time.monotonic() - started
     return summary
@@ -280,14 +282,89 @@ def _explain(c: Candidate) -> Rejection:
     return Rejection(c, outcome, reason)
 
 
-def _not_ingested(con: duckdb.DuckDBPyConnection, summary: Summary, r: Rejection) -> None:
+def _not_ingested(con: duckdb.DuckDBPyConnection, summary: Summary, r: Rejection, kind: str = KIND_PROGRESS) -> None:
     stat = r.candidate.stat if r.outcome == "failed" else None
-    ledger.record(con, str(r.candidate.path), KIND_PROGRESS, stat, r.outcome, r.reason)
+    ledger.record(con, str(r.candidate.path), kind, stat, r.outcome, r.reason)
     if r.outcome == "failed":
         summary.failed += 1
     else:
         summary.pending += 1
     summary.problems.append({"path": str(r.candidate.path), "outcome": r.outcome, "reason": r.reason})
+
+
+PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
+
+
+def _ingest_trainer_states(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], summary: Summary) -> None:
+    """Read changed trainer_state.json files and merge them in one transaction."""
+    known = ledger.load(con, KIND_TRAINER)
+    progress_job_ids = dict(con.execute(PROGRESS_JOB_IDS).fetchall())
+    states: list[trainer_state.TrainerState] = []
+    folders: list[JobFolder] = []
+    stats: list[ledger.Stat] = []
+    rejected: list[Rejection] = []
+    for job in jobs:
+        # the job a folder's trainer states belong to: its progress.json's job_id, else the folder name
+        job_id = progress_job_ids.get(str(job.progress), job.path.name)
+        for path in job.trainer_states:
+            summary.files_seen += 1
+            try:
+                st = ledger.stat(path)
+            except OSError:
+                summary.files_seen -= 1
+                continue
+            if ledger.is_unchanged(known.get(str(path)), st):
+                summary.unchanged += 1
+                continue
+            candidate = Candidate(path, job, st)
+            try:
+                data = path.read_bytes()
+                if not _same_file(candidate):
+                    raise OSError("changed while being read")
+            except OSError as error:
+                rejected.append(Rejection(candidate, "pending", str(error)))
+                continue
+            try:
+                states.append(trainer_state.parse(path, job_id, data))
+            except trainer_state.NotATrainerState as error:
+                outcome = progress.diagnose(data)[0] if str(error).startswith("invalid JSON") else "failed"
+                rejected.append(Rejection(candidate, outcome, str(error)))
+                continue
+            folders.append(job)
+            stats.append(st)
+    if states:
+        _merge_trainer_states(con, states, folders, stats)
+        summary.ingested += len(states)
+        summary.rows += sum(len(s.rows) for s in states)
+        summary.warnings += sum(len(s.warnings) for s in states)
+    for r in rejected:
+        _not_ingested(con, summary, r, KIND_TRAINER)
+
+
+def _merge_trainer_states(
+    con: duckdb.DuckDBPyConnection,
+    states: list[trainer_state.TrainerState],
+    folders: list[JobFolder],
+    stats: list[ledger.Stat],
+) -> None:
+    checkpoints = [
+        (s.job_id, step, str(s.path.parent))
+        for s, job in zip(states, folders, strict=True)
+        if (step := trainer_state.checkpoint_step(s, job.path)) is not None
+    ]
+    trainer_state.stage(con, states, [str(job.path) for job in folders])
+    con.execute("BEGIN")
+    try:
+        trainer_state.merge(con)
+        if checkpoints:
+            job_ids, steps, paths = (list(column) for column in zip(*checkpoints, strict=True))
+            con.execute(trainer_state.CHECKPOINTS, {"job_id": job_ids, "step": steps, "path": paths})
+        for s, st in zip(states, stats, strict=True):
+            ledger.record(con, str(s.path), KIND_TRAINER, st, "ingested", None, s.job_id, len(s.rows), s.warnings)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _add_folder_checkpoints(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder]) -> None:

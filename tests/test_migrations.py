@@ -58,6 +58,13 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
             "final_checkpoint FROM job_analytics"
         ).fetchone()
     assert row == (30.0, 20.0, 2.0, 3000.0, "checkpoint-20")
+    with db.connection(path, read_only=True) as con:
+        # revision 0002: trainer-state tables, and the merged step rows with grad norm and epoch
+        assert con.execute("SELECT count(*) FROM trainer_steps").fetchone() == (0,)
+        assert con.execute("SELECT step, loss, grad_norm, epoch, source FROM step_facts ORDER BY step").fetchall() == [
+            (10, 2.0, None, None, "progress"),
+            (20, 1.0, None, None, "progress"),
+        ]
 
 
 def test_head_matches_schema_module(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Double,
@@ -102,4 +103,38 @@ ingest_files = Table(
     Column("error", String),
     Column("first_seen_at", DateTime, nullable=False),
     Column("last_read_at", DateTime, nullable=False),
+)
+
+# Hugging Face Trainer states (revision 0002). A step's trainer-log fields; where a
+# progress.json row has the same field for the same step, the progress value wins (view step_facts).
+trainer_steps = Table(
+    "trainer_steps",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("loss", Double),
+    Column("eval_loss", Double),
+    Column("learning_rate", Double),
+    Column("grad_norm", Double),
+    Column("epoch", Double),
+    Column("metrics", JSON),  # every other numeric key of the step's entries (eval_*, token accuracy, …)
+    Column("state_step", BigInteger),  # global_step of the trainer state the row was read from
+)
+
+trainer_runs = Table(
+    "trainer_runs",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("global_step", BigInteger),
+    Column("max_steps", BigInteger),
+    Column("save_steps", BigInteger),
+    Column("logging_steps", BigInteger),
+    Column("train_batch_size", BigInteger),
+    Column("best_model_checkpoint", String),
+    Column("best_metric", Double),
+    Column("completed", Boolean, nullable=False),  # a final summary seen, or global_step reached max_steps
+    Column("train_runtime", Double),
+    Column("train_samples_per_second", Double),
+    Column("train_loss", Double),
+    Column("source_file", String),
 )

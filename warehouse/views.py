@@ -362,14 +362,191 @@ JOIN job_efficiency e ON e.job_id = j.job_id
 """,
 )
 
-CURRENT: tuple[View, ...] = (
-    STEP_METRICS_V1,
-    JOB_PERFORMANCE_V1,
-    JOB_DURATION_V1,
-    JOB_LOSSES_V1,
-    JOB_RESOURCES_V1,
-    CHECKPOINT_SCORES_V1,
-    JOB_CHECKPOINTS_V1,
-    JOB_EFFICIENCY_V1,
-    JOB_ANALYTICS_V1,
+
+# --- revision 0002: Hugging Face Trainer states -------------------------------------------
+
+# A job's step rows from both sources, merged by (job, step): a progress.json field wins over
+# the same field from a trainer state.
+STEP_FACTS_V1 = View(
+    "step_facts",
+    """
+SELECT coalesce(s.job_id, t.job_id) AS job_id,
+       coalesce(s.step, t.step) AS step,
+       s.ts,
+       coalesce(s.loss, t.loss) AS loss,
+       coalesce(s.eval_loss, t.eval_loss) AS eval_loss,
+       coalesce(s.learning_rate, t.learning_rate) AS learning_rate,
+       s.samples_per_second,
+       s.iteration_time,
+       s.samples,
+       t.grad_norm,
+       t.epoch,
+       t.metrics,
+       CASE WHEN t.step IS NULL THEN 'progress' WHEN s.step IS NULL THEN 'trainer_state' ELSE 'both' END AS source
+FROM steps s
+FULL OUTER JOIN trainer_steps t ON t.job_id = s.job_id AND t.step = s.step
+""",
 )
+
+# Job settings with the trainer's own where the progress file has none.
+JOB_SETTINGS_V1 = View(
+    "job_settings",
+    """
+SELECT j.job_id,
+       coalesce(j.batch_size, CAST(r.train_batch_size AS DOUBLE)) AS batch_size,
+       coalesce(j.save_steps, r.save_steps) AS save_steps,
+       j.target_samples_per_second,
+       r.best_model_checkpoint AS trainer_best_checkpoint,
+       r.train_runtime,
+       r.train_samples_per_second
+FROM jobs j
+LEFT JOIN trainer_runs r ON r.job_id = j.job_id
+""",
+)
+
+STEP_METRICS_V2 = View(
+    "step_metrics",
+    STEP_METRICS_V1.template.replace("FROM steps s\n", "FROM step_facts s\n")
+    .replace("LEFT JOIN jobs j ON j.job_id = t.job_id", "LEFT JOIN job_settings j ON j.job_id = t.job_id")
+    .replace(
+        "t.loss, t.eval_loss, t.learning_rate, t.samples_per_second, t.iteration_time\n",
+        "t.loss, t.eval_loss, t.learning_rate, t.samples_per_second, t.iteration_time,\n"
+        "       t.grad_norm, t.epoch, t.metrics, t.source\n",
+    ),
+)
+
+# Without timed rows, a trainer's final summary gives the throughput (train_samples_per_second).
+JOB_PERFORMANCE_V2 = View(
+    "job_performance",
+    JOB_PERFORMANCE_V1.template.replace(
+        "    FROM jobs j\n    LEFT JOIN step_metrics m ON m.job_id = j.job_id\n    GROUP BY j.job_id, j.current_step\n",
+        "    FROM jobs j\n    LEFT JOIN step_metrics m ON m.job_id = j.job_id\n    GROUP BY j.job_id, j.current_step\n"
+        "), trained AS (\n"
+        "    SELECT a.*, s.train_samples_per_second FROM agg a LEFT JOIN job_settings s ON s.job_id = a.job_id\n",
+    )
+    .replace(
+        "       CASE WHEN timed_seconds > 0 THEN timed_samples / timed_seconds\n"
+        "            ELSE mean_samples_per_second END AS average_samples_per_second,\n"
+        "       NOT coalesce(timed_seconds > 0, false) AND mean_samples_per_second IS NOT NULL\n"
+        "           AS throughput_is_plain_mean,\n",
+        "       CASE WHEN timed_seconds > 0 THEN timed_samples / timed_seconds\n"
+        "            WHEN @finite(train_samples_per_second) THEN train_samples_per_second\n"
+        "            ELSE mean_samples_per_second END AS average_samples_per_second,\n"
+        "       NOT coalesce(timed_seconds > 0, false) AND NOT coalesce(@finite(train_samples_per_second), false)\n"
+        "           AND mean_samples_per_second IS NOT NULL AS throughput_is_plain_mean,\n"
+        "       NOT coalesce(timed_seconds > 0, false) AND coalesce(@finite(train_samples_per_second), false)\n"
+        "           AS throughput_from_trainer,\n",
+    )
+    .replace("FROM agg\n", "FROM trained\n"),
+)
+
+# Without any timed row, a trainer's train_runtime is the training time (and the total).
+JOB_DURATION_V2 = View(
+    "job_duration",
+    """
+WITH edges AS (
+    SELECT job_id,
+           max(ts) FILTER (WHERE row_no = row_count) AS last_ts,
+           max(@seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) - seconds)
+               FILTER (WHERE row_no = 1) AS first_row_start_epoch,
+           sum(seconds) AS timed_seconds
+    FROM step_metrics
+    GROUP BY job_id
+), bounds AS (
+    SELECT j.job_id,
+           CASE WHEN j.started_at IS NOT NULL
+                    THEN @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; j.started_at)
+                ELSE e.first_row_start_epoch END AS start_epoch,
+           CASE WHEN j.status IN ('completed', 'failed', 'cancelled') AND j.ended_at IS NOT NULL
+                    THEN j.ended_at
+                ELSE greatest(e.last_ts, j.updated_at) END AS end_ts,
+           e.timed_seconds,
+           CASE WHEN @finite(s.train_runtime) THEN s.train_runtime END AS train_runtime
+    FROM jobs j
+    LEFT JOIN edges e ON e.job_id = j.job_id
+    LEFT JOIN job_settings s ON s.job_id = j.job_id
+), spans AS (
+    SELECT job_id, start_epoch, end_ts,
+           @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; end_ts) - start_epoch AS span_seconds,
+           coalesce(timed_seconds, train_runtime) AS training_seconds,
+           timed_seconds IS NULL AND train_runtime IS NOT NULL AS from_trainer_runtime
+    FROM bounds
+)
+SELECT job_id,
+       @from_epoch(start_epoch) AS start_time,
+       end_ts AS end_time,
+       CASE WHEN span_seconds IS NOT NULL THEN span_seconds
+            WHEN from_trainer_runtime THEN training_seconds END AS total_seconds,
+       training_seconds,
+       -- greatest() skips NULLs in DuckDB, so unknown parts are tested first
+       CASE WHEN span_seconds IS NOT NULL AND training_seconds IS NOT NULL
+                THEN greatest(0, span_seconds - training_seconds)
+            WHEN from_trainer_runtime THEN 0 END AS overhead_seconds,
+       from_trainer_runtime
+FROM spans
+""",
+)
+
+JOB_LOSSES_V2 = View("job_losses", JOB_LOSSES_V1.template.replace("LEFT JOIN steps s ON", "LEFT JOIN step_facts s ON"))
+
+CHECKPOINT_SCORES_V2 = View(
+    "checkpoint_scores",
+    CHECKPOINT_SCORES_V1.template.replace("LEFT JOIN steps s ON", "LEFT JOIN step_facts s ON").replace(
+        "FROM steps t\n", "FROM step_facts t\n"
+    ),
+)
+
+# The trainer's own best_model_checkpoint wins when recorded.
+JOB_CHECKPOINTS_V2 = View(
+    "job_checkpoints",
+    JOB_CHECKPOINTS_V1.template.replace(
+        "    SELECT j.job_id,\n           j.save_steps,",
+        "    SELECT j.job_id,\n           j.save_steps,\n           j.trainer_best_checkpoint,",
+    )
+    .replace(
+        "    FROM jobs j\n    LEFT JOIN checkpoint_scores", "    FROM job_settings j\n    LEFT JOIN checkpoint_scores"
+    )
+    .replace("GROUP BY j.job_id, j.save_steps", "GROUP BY j.job_id, j.save_steps, j.trainer_best_checkpoint")
+    .replace(
+        "       'checkpoint-' || CAST(coalesce(best_eval_step, best_train_step) AS VARCHAR) AS best_checkpoint,\n"
+        "       coalesce(best_eval_step, best_train_step) AS best_checkpoint_step,\n"
+        "       CASE WHEN best_eval_step IS NOT NULL THEN 'eval_loss'\n",
+        "       coalesce(trainer_best_checkpoint,\n"
+        "                'checkpoint-' || CAST(coalesce(best_eval_step, best_train_step) AS VARCHAR))\n"
+        "           AS best_checkpoint,\n"
+        "       CASE WHEN trainer_best_checkpoint IS NOT NULL\n"
+        "                THEN TRY_CAST(regexp_extract(trainer_best_checkpoint, 'checkpoint-([0-9]+)$', 1) AS BIGINT)\n"
+        "            ELSE coalesce(best_eval_step, best_train_step) END AS best_checkpoint_step,\n"
+        "       CASE WHEN trainer_best_checkpoint IS NOT NULL THEN 'trainer'\n"
+        "            WHEN best_eval_step IS NOT NULL THEN 'eval_loss'\n",
+    ),
+)
+
+JOB_ANALYTICS_V2 = View(
+    "job_analytics",
+    JOB_ANALYTICS_V1.template.replace(
+        "           CASE WHEN p.step_rows > p.timed_rows\n",
+        "           CASE WHEN d.from_trainer_runtime\n"
+        "                THEN 'durations from the trainer''s train_runtime: its log has no timestamps' END,\n"
+        "           CASE WHEN p.throughput_from_trainer\n"
+        "                THEN 'average_samples_per_second is the trainer''s train_samples_per_second:'\n"
+        "                     || ' its log has no timestamps' END,\n"
+        "           CASE WHEN p.step_rows > p.timed_rows AND NOT d.from_trainer_runtime\n",
+    ),
+)
+
+# The views of the head revision, in dependency order.
+CURRENT_0002: tuple[View, ...] = (
+    STEP_FACTS_V1,
+    JOB_SETTINGS_V1,
+    STEP_METRICS_V2,
+    JOB_PERFORMANCE_V2,
+    JOB_DURATION_V2,
+    JOB_LOSSES_V2,
+    JOB_RESOURCES_V1,
+    CHECKPOINT_SCORES_V2,
+    JOB_CHECKPOINTS_V2,
+    JOB_EFFICIENCY_V1,
+    JOB_ANALYTICS_V2,
+)
+CURRENT = CURRENT_0002

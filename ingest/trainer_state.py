@@ -1,0 +1,260 @@
+"""Reading Hugging Face Trainer ``trainer_state.json`` files (inputs.md section 3).
+
+These files are small (the history of one run), so Python's ``json`` reads them; the rows are
+then merged in SQL like the progress facts. Every checkpoint's copy holds the history up to
+its step: a step is stored once, from the state with the highest ``global_step``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+# log_history keys with a column of their own; every other numeric key goes to `metrics`.
+COLUMNS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
+SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
+
+
+class NotATrainerState(ValueError):
+    """The file is not a trainer state; the message says why."""
+
+
+@dataclass
+class TrainerState:
+    path: Path
+    job_id: str
+    global_step: int | None
+    max_steps: int | None
+    save_steps: int | None
+    logging_steps: int | None
+    train_batch_size: int | None
+    best_model_checkpoint: str | None
+    best_metric: float | None
+    summary: dict[str, float] | None
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        reached = self.global_step is not None and self.max_steps is not None and self.global_step >= self.max_steps
+        return self.summary is not None or reached
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _whole(value: Any) -> int | None:
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number < 0 or number != int(number):
+        return None
+    return int(number)
+
+
+def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
+    """A trainer state from the file's bytes; raises NotATrainerState with the reason."""
+    text = data.decode("utf-8", errors="replace")
+    if text.startswith("version https://git-lfs"):
+        raise NotATrainerState("not JSON: a Git LFS pointer was committed in place of the file")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise NotATrainerState(f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    if not isinstance(doc, dict):
+        raise NotATrainerState(f"top-level JSON value is {type(doc).__name__}, not an object")
+    history = doc.get("log_history")
+    if not isinstance(history, list):
+        raise NotATrainerState("no log_history list: not a trainer_state.json")
+    best = doc.get("best_model_checkpoint")
+    state = TrainerState(
+        path=path,
+        job_id=job_id,
+        global_step=_whole(doc.get("global_step")),
+        max_steps=_whole(doc.get("max_steps")),
+        save_steps=_whole(doc.get("save_steps")),
+        logging_steps=_whole(doc.get("logging_steps")),
+        train_batch_size=_whole(doc.get("train_batch_size")),
+        best_model_checkpoint=best if isinstance(best, str) and best else None,
+        best_metric=_number(doc.get("best_metric")),
+        summary=None,
+    )
+    for i, entry in enumerate(history):
+        _read_entry(state, i, entry)
+    return state
+
+
+def _read_entry(state: TrainerState, i: int, entry: Any) -> None:
+    place = f"log_history[{i}]"
+    if not isinstance(entry, dict):
+        state.warnings.append(f"{place}: not an object, skipped")
+        return
+    step = _whole(entry.get("step"))
+    if step is None:
+        state.warnings.append(f"{place}: no valid step, skipped")
+        return
+    if any(key in entry for key in ("train_runtime", "train_samples_per_second")):
+        state.summary = {k: v for k in SUMMARY_KEYS if (v := _number(entry.get(k))) is not None}
+    row = state.rows.setdefault(step, {"metrics": {}})
+    for key, value in entry.items():
+        if key == "step" or key in SUMMARY_KEYS:
+            continue
+        number = _number(value)
+        if number is None:
+            if value is not None:
+                state.warnings.append(f"{place} (step {step}): {key} {str(value)[:40]!r} is not a number, dropped")
+            continue
+        if key in COLUMNS:
+            row[key] = number
+        else:
+            row["metrics"][key] = number
+
+
+def checkpoint_step(state: TrainerState, job_folder: Path) -> int | None:
+    """The checkpoint a state stands for: a state in a subfolder is the checkpoint at its step."""
+    if state.path.parent == job_folder:
+        return None
+    match = CHECKPOINT_NAME.search(state.path.parent.name)
+    return int(match.group(1)) if match else state.global_step
+
+
+def best_checkpoint_name(path: str | None) -> str | None:
+    """``checkpoint-2800`` from ``./results/checkpoint-2800`` (the trainer records a path)."""
+    if not path:
+        return None
+    return Path(path.rstrip("/\\").replace("\\", "/")).name or None
+
+
+STAGE_STEPS = """
+CREATE OR REPLACE TEMP TABLE batch_trainer_steps AS
+SELECT unnest($job_id) AS job_id, unnest($step) AS step, unnest($loss) AS loss, unnest($eval_loss) AS eval_loss,
+       unnest($learning_rate) AS learning_rate, unnest($grad_norm) AS grad_norm, unnest($epoch) AS epoch,
+       CAST(unnest($metrics) AS JSON) AS metrics, unnest($state_step) AS state_step, unnest($seq) AS seq
+"""
+
+STAGE_RUNS = """
+CREATE OR REPLACE TEMP TABLE batch_trainer_runs AS
+SELECT unnest($job_id) AS job_id, unnest($global_step) AS global_step, unnest($max_steps) AS max_steps,
+       unnest($save_steps) AS save_steps, unnest($logging_steps) AS logging_steps,
+       unnest($train_batch_size) AS train_batch_size, unnest($best_model_checkpoint) AS best_model_checkpoint,
+       unnest($best_metric) AS best_metric, unnest($completed) AS completed,
+       unnest($train_runtime) AS train_runtime, unnest($train_samples_per_second) AS train_samples_per_second,
+       unnest($train_loss) AS train_loss, unnest($source_file) AS source_file, unnest($source_dir) AS source_dir,
+       unnest($seq) AS seq
+"""
+
+# One row per (job, step) from the state with the highest global_step (then the later file).
+MERGE_STEPS = """
+CREATE OR REPLACE TEMP TABLE batch_trainer_winners AS
+SELECT * FROM batch_trainer_steps
+QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST, seq DESC) = 1;
+
+DELETE FROM trainer_steps USING batch_trainer_winners w
+WHERE trainer_steps.job_id = w.job_id AND trainer_steps.step = w.step
+  AND (trainer_steps.state_step IS NULL OR w.state_step IS NULL OR w.state_step >= trainer_steps.state_step);
+
+INSERT INTO trainer_steps (job_id, step, loss, eval_loss, learning_rate, grad_norm, epoch, metrics, state_step)
+SELECT w.job_id, w.step, w.loss, w.eval_loss, w.learning_rate, w.grad_norm, w.epoch, w.metrics, w.state_step
+FROM batch_trainer_winners w
+WHERE NOT EXISTS (SELECT 1 FROM trainer_steps t WHERE t.job_id = w.job_id AND t.step = w.step);
+"""
+
+# The run summary follows the state with the highest global_step; `completed` once seen stays.
+MERGE_RUNS = """
+CREATE OR REPLACE TEMP TABLE batch_trainer_run_winners AS
+SELECT * EXCLUDE (completed, train_runtime, train_samples_per_second, train_loss),
+       bool_or(completed) OVER (PARTITION BY job_id) AS completed,
+       max(train_runtime) OVER (PARTITION BY job_id) AS train_runtime,
+       max(train_samples_per_second) OVER (PARTITION BY job_id) AS train_samples_per_second,
+       max(train_loss) OVER (PARTITION BY job_id) AS train_loss
+FROM batch_trainer_runs
+QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, seq DESC) = 1;
+
+INSERT INTO trainer_runs (job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size,
+                          best_model_checkpoint, best_metric, completed, train_runtime,
+                          train_samples_per_second, train_loss, source_file)
+SELECT job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size, best_model_checkpoint,
+       best_metric, completed, train_runtime, train_samples_per_second, train_loss, source_file
+FROM batch_trainer_run_winners
+ON CONFLICT (job_id) DO UPDATE SET
+    global_step = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
+                       THEN excluded.global_step ELSE trainer_runs.global_step END,
+    max_steps = coalesce(excluded.max_steps, trainer_runs.max_steps),
+    save_steps = coalesce(excluded.save_steps, trainer_runs.save_steps),
+    logging_steps = coalesce(excluded.logging_steps, trainer_runs.logging_steps),
+    train_batch_size = coalesce(excluded.train_batch_size, trainer_runs.train_batch_size),
+    best_model_checkpoint = CASE WHEN excluded.global_step >= trainer_runs.global_step
+                                      OR trainer_runs.global_step IS NULL
+                                 THEN excluded.best_model_checkpoint ELSE trainer_runs.best_model_checkpoint END,
+    best_metric = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
+                       THEN excluded.best_metric ELSE trainer_runs.best_metric END,
+    completed = excluded.completed OR trainer_runs.completed,
+    train_runtime = coalesce(excluded.train_runtime, trainer_runs.train_runtime),
+    train_samples_per_second = coalesce(excluded.train_samples_per_second, trainer_runs.train_samples_per_second),
+    train_loss = coalesce(excluded.train_loss, trainer_runs.train_loss),
+    source_file = excluded.source_file;
+
+-- A job known only from trainer states gets its job row from them; a progress.json's row wins.
+DELETE FROM jobs
+WHERE job_id IN (SELECT job_id FROM batch_trainer_run_winners) AND source_file LIKE '%trainer_state.json';
+
+INSERT INTO jobs (job_id, status, config, batch_size, save_steps, current_step, total_steps, source_dir,
+                  source_file, ingested_at)
+SELECT r.job_id, CASE WHEN r.completed THEN 'completed' ELSE 'unknown' END, NULL, r.train_batch_size,
+       r.save_steps, r.global_step, r.max_steps, w.source_dir, r.source_file, now()::TIMESTAMP
+FROM trainer_runs r
+JOIN batch_trainer_run_winners w ON w.job_id = r.job_id
+WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = r.job_id);
+"""
+
+CHECKPOINTS = """
+INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
+SELECT DISTINCT unnest($job_id), unnest($step), unnest($path), NULL, NULL, 'trainer_state'
+ON CONFLICT (job_id, step) DO NOTHING
+"""
+
+
+def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dirs: list[str]) -> None:
+    """Load parsed states into the batch tables ``batch_trainer_steps`` and ``batch_trainer_runs``."""
+    steps: dict[str, list[Any]] = {k: [] for k in ("job_id", "step", *COLUMNS, "metrics", "state_step", "seq")}
+    for seq, state in enumerate(states):
+        for step, row in state.rows.items():
+            steps["job_id"].append(state.job_id)
+            steps["step"].append(step)
+            for key in COLUMNS:
+                steps[key].append(row.get(key))
+            steps["metrics"].append(json.dumps(row["metrics"]) if row["metrics"] else None)
+            steps["state_step"].append(state.global_step)
+            steps["seq"].append(seq)
+    con.execute(STAGE_STEPS, steps)
+    runs = {
+        "job_id": [s.job_id for s in states],
+        "global_step": [s.global_step for s in states],
+        "max_steps": [s.max_steps for s in states],
+        "save_steps": [s.save_steps for s in states],
+        "logging_steps": [s.logging_steps for s in states],
+        "train_batch_size": [s.train_batch_size for s in states],
+        "best_model_checkpoint": [best_checkpoint_name(s.best_model_checkpoint) for s in states],
+        "best_metric": [s.best_metric for s in states],
+        "completed": [s.completed for s in states],
+        "train_runtime": [(s.summary or {}).get("train_runtime") for s in states],
+        "train_samples_per_second": [(s.summary or {}).get("train_samples_per_second") for s in states],
+        "train_loss": [(s.summary or {}).get("train_loss") for s in states],
+        "source_file": [str(s.path) for s in states],
+        "source_dir": source_dirs,
+        "seq": list(range(len(states))),
+    }
+    con.execute(STAGE_RUNS, runs)
+
+
+def merge(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(MERGE_STEPS)
+    con.execute(MERGE_RUNS)
