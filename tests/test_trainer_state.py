@@ -1,0 +1,170 @@
+"""Hugging Face trainer_state.json: every real file in shared/realdata, checkpoints, mixed jobs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REALDATA, Lab
+
+HF = REALDATA / "hf_trainer_state"
+JOBS = sorted(p.name for p in HF.iterdir() if p.is_dir() and p.name != "lfs-pointer")
+
+
+def _states(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(folder.rglob("trainer_state.json"))]
+
+
+def _expected(folder: Path) -> dict[str, Any]:
+    """What the files themselves say: distinct steps, losses, best checkpoint, status."""
+    states = _states(folder)
+    entries = [e for s in states for e in s["log_history"]]
+    losses = {e["step"]: e["loss"] for e in entries if isinstance(e.get("loss"), float | int)}
+    finite = {step: loss for step, loss in losses.items() if math.isfinite(loss)}
+    latest = max(states, key=lambda s: s["global_step"])
+    best = latest.get("best_model_checkpoint")
+    done = any(
+        any("train_runtime" in e for e in s["log_history"]) or s["global_step"] >= s["max_steps"] for s in states
+    )
+    return {
+        "rows": len({e["step"] for e in entries}),
+        "initial_loss": finite[min(finite)] if finite else None,
+        "final_loss": finite[max(finite)] if finite else None,
+        "best_loss": min(finite.values()) if finite else None,
+        "best_checkpoint": best.rstrip("/").split("/")[-1] if best else None,
+        "status": "completed" if done else "unknown",
+    }
+
+
+@pytest.fixture(scope="module")
+def realdata(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    lab = Lab(tmp_path_factory.mktemp("hf"))
+    shutil.copytree(HF, lab.root, dirs_exist_ok=True)
+    summary = lab.ingest()
+    assert summary.failed == 1  # the Git LFS pointer, and only it
+    assert "Git LFS pointer" in summary.problems[0]["reason"]
+    return lab
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_real_trainer_state(realdata: Lab, job: str) -> None:
+    expected = _expected(HF / job)
+    (rows,) = realdata.query("SELECT count(*) FROM step_facts WHERE job_id = ?", [job])[0]
+    assert rows == expected["rows"]
+    (duplicates,) = realdata.query(
+        "SELECT count(*) FROM (SELECT step FROM trainer_steps WHERE job_id = ? GROUP BY step HAVING count(*) > 1)",
+        [job],
+    )[0]
+    assert duplicates == 0
+    analytics = realdata.analytics(job)
+    assert analytics is not None
+    for key in ("initial_loss", "final_loss", "best_loss"):
+        assert analytics["losses"][key] == pytest.approx(expected[key])
+    if expected["best_checkpoint"]:
+        assert analytics["checkpoints"]["best_checkpoint"] == expected["best_checkpoint"]
+    assert analytics["status"] == expected["status"]
+
+
+def test_mistral_checkpoints_and_runtime(realdata: Lab) -> None:
+    job = realdata.analytics("mistral-translator")
+    assert job is not None
+    assert job["checkpoints"]["total_checkpoints"] == 17
+    assert job["checkpoints"]["final_checkpoint"] == "checkpoint-8500"
+    assert job["checkpoints"]["checkpoint_frequency_steps"] == 500
+    assert job["duration"]["training_seconds"] == pytest.approx(20387.7129)
+    assert job["performance"]["average_samples_per_second"] == pytest.approx(6.796)
+    assert any("train_runtime" in w for w in job["warnings"])
+
+
+def test_whisper_last_checkpoint_folder(realdata: Lab) -> None:
+    job = realdata.analytics("whisper-ja-last-checkpoint")
+    assert job is not None
+    # last-checkpoint/ holds the state at global_step 5000; the trainer's best is checkpoint-3000
+    assert realdata.query("SELECT step, source FROM checkpoints WHERE job_id = 'whisper-ja-last-checkpoint'") == [
+        (5000, "trainer_state")
+    ]
+    assert job["checkpoints"]["best_checkpoint"] == "checkpoint-3000"
+    (metric,) = realdata.query(
+        "SELECT metrics ->> 'eval_wer' FROM step_facts WHERE job_id = 'whisper-ja-last-checkpoint' AND step = 1000"
+    )[0]
+    assert metric is not None  # eval metrics are kept for analysts
+
+
+def test_grad_norm_and_epoch_are_kept(realdata: Lab) -> None:
+    rows = realdata.query("SELECT grad_norm, epoch FROM step_facts WHERE job_id = 'tinyllama-sft' AND step = 15")
+    assert rows == [(pytest.approx(1.0048305988311768), pytest.approx(0.010690423162583519))]
+
+
+def _trainer_state(steps: list[int], global_step: int, max_steps: int) -> dict[str, Any]:
+    history = [{"step": s, "loss": round(3.0 - s / 100, 4), "learning_rate": 1e-4, "epoch": s / 100} for s in steps]
+    return {
+        "global_step": global_step,
+        "max_steps": max_steps,
+        "save_steps": 10,
+        "train_batch_size": 8,
+        "best_model_checkpoint": None,
+        "log_history": history,
+    }
+
+
+def test_ten_checkpoints_store_each_step_once_and_reingest_changes_nothing(lab: Lab) -> None:
+    job = lab.root / "run"
+    for ckpt in range(10, 101, 10):
+        folder = job / f"checkpoint-{ckpt}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps(_trainer_state(list(range(5, ckpt + 1, 5)), ckpt, 100)))
+    first = lab.ingest()
+    assert (first.ingested, first.failed) == (10, 0)
+    assert lab.query("SELECT count(*), count(DISTINCT step) FROM trainer_steps") == [(20, 20)]
+    before = lab.facts()
+    for path in job.rglob("trainer_state.json"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
+    lab.ingest()  # reads them again (their mtime changed), must change nothing
+    again = lab.ingest()
+    assert again.unchanged == 10 and again.ingested == 0
+    assert lab.facts() == before
+    analytics = lab.analytics("run")
+    assert analytics is not None
+    assert analytics["status"] == "completed"  # global_step 100 reached max_steps 100
+    assert analytics["checkpoints"]["total_checkpoints"] == 10
+    # samples from train_batch_size: 8 per iteration x 100 iterations
+    assert analytics["performance"]["total_samples"] == 800
+
+
+def test_mixed_job_merges_without_duplicates_and_progress_wins(lab: Lab) -> None:
+    lab.write_job(
+        "mixed",
+        {
+            "job_id": "mixed",
+            "status": "running",
+            "history": [
+                {"step": 5, "timestamp": 100, "loss": 9.0, "iteration_time": 1.0},
+                {"step": 10, "timestamp": 105, "loss": 8.0, "iteration_time": 1.0},
+            ],
+        },
+    )
+    folder = lab.root / "mixed" / "checkpoint-10"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(json.dumps(_trainer_state([5, 10, 15], 15, 100)))
+    lab.ingest()
+    rows = lab.query("SELECT step, loss, epoch, source FROM step_facts WHERE job_id = 'mixed' ORDER BY step")
+    assert rows == [(5, 9.0, 0.05, "both"), (10, 8.0, 0.1, "both"), (15, 2.85, 0.15, "trainer_state")]
+    job = lab.analytics("mixed")
+    assert job is not None
+    assert job["status"] == "running"  # the progress file's status wins
+    assert job["losses"]["final_loss"] == pytest.approx(2.85)
+
+
+def test_trainer_state_without_log_history_fails_clearly(lab: Lab) -> None:
+    folder = lab.root / "odd"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text('{"global_step": 3}')
+    summary = lab.ingest()
+    assert summary.failed == 1
+    assert "no log_history" in summary.problems[0]["reason"]
