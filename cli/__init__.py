@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ingest.lock import IngestLocked
 from ingest.run import Summary, ingest
-from warehouse import db, migrate, queries
+from warehouse import db, migrate, queries, snapshots
+from warehouse.lock import IngestLocked
 
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     ing.set_defaults(run=_ingest)
 
-    sql = add("sql", "run an analyst's SQL query against the warehouse (read-only)")
+    sql = add("sql", "run an analyst's SQL query against the newest snapshot of the warehouse (read-only)")
     sql.add_argument("query", help='SQL, e.g. "SELECT * FROM job_analytics LIMIT 5"')
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.set_defaults(run=_sql)
@@ -132,14 +132,16 @@ def _sql(args: argparse.Namespace) -> int:
 
     path = db.resolve_path(args.db)
     migrate.ensure_current(path, wait=args.wait)
-    with db.connection(path, read_only=True, wait=args.wait) as con:
-        try:
-            cursor = con.execute(args.query)
-        except duckdb.Error as error:
-            print(f"runlytics sql: {error}", file=sys.stderr)
-            return EXIT_QUERY
+    con = snapshots.connect_latest(path, wait=args.wait)
+    try:
+        cursor = con.execute(args.query)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
+    except duckdb.Error as error:
+        print(f"runlytics sql: {error}", file=sys.stderr)
+        return EXIT_QUERY
+    finally:
+        con.close()
     _write_rows(columns, rows, args.format)
     return EXIT_OK
 
@@ -173,8 +175,11 @@ def _cell(value: Any) -> str:
 def _analytics(args: argparse.Namespace) -> int:
     path = db.resolve_path(args.db)
     migrate.ensure_current(path, wait=args.wait)
-    with db.connection(path, read_only=True, wait=args.wait) as con:
+    con = snapshots.connect_latest(path, wait=args.wait)
+    try:
         result = queries.job_analytics(con, args.job_id)
+    finally:
+        con.close()
     if result is None:
         print(f"runlytics analytics: no job {args.job_id!r} in {path}", file=sys.stderr)
         return EXIT_QUERY

@@ -1,44 +1,5 @@
-"""One ingest at a time per warehouse: an advisory lock file beside it.
+"""Moved to warehouse/lock.py (schema upgrades take the same lock); kept for old imports."""
 
-A second run waits up to ``wait`` seconds for the first, then gives up with ``IngestLocked``
-(exit code 75, EX_TEMPFAIL, from the command line). The lock dies with its process, so a run
-killed with ``kill -9`` never leaves a stale lock behind.
-"""
+from warehouse.lock import IngestLocked, run_lock
 
-from __future__ import annotations
-
-import fcntl
-import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-
-from warehouse.db import WarehouseBusy
-
-
-class IngestLocked(WarehouseBusy):
-    """Another ingest into the same warehouse is still running."""
-
-
-@contextmanager
-def run_lock(db_path: Path, wait: float) -> Iterator[None]:
-    lock_path = db_path.with_name(db_path.name + ".ingest.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise IngestLocked(
-                        f"another ingest into {db_path} is running (waited {wait:g} s; lock {lock_path})"
-                    ) from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        os.close(fd)
+__all__ = ["IngestLocked", "run_lock"]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import db, migrate
+from warehouse import db, migrate, results, snapshots
+from warehouse.lock import run_lock
 
 from . import ledger, merge, progress, trainer_state
 from .discover import JobFolder, discover
-from .lock import run_lock
 from .sql import install_macros
 
 BATCH_BYTES = 64 << 20
@@ -46,13 +46,14 @@ MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(
 
 # Checkpoint folders of every job folder seen, for jobs the warehouse knows.
 FOLDERS_TABLE = "CREATE OR REPLACE TEMP TABLE seen_folders (source_dir VARCHAR, step BIGINT, path VARCHAR)"
-INSERT_FOLDER = "INSERT INTO seen_folders VALUES (?, ?, ?)"
+INSERT_FOLDERS = "INSERT INTO seen_folders SELECT unnest($source_dir), unnest($step), unnest($path)"
 ADD_FOLDER_CHECKPOINTS = """
 INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT j.job_id, f.step, f.path, NULL, NULL, 'folder'
 FROM seen_folders f
 JOIN jobs j ON j.source_dir = f.source_dir
 ON CONFLICT (job_id, step) DO NOTHING
+RETURNING job_id
 """
 
 _FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
@@ -69,6 +70,7 @@ class Summary:
     warnings: int = 0
     seconds: float = 0.0
     problems: list[dict[str, str]] = field(default_factory=list)
+    job_ids: set[str] = field(default_factory=set)  # jobs whose facts this run changed
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -79,6 +81,7 @@ class Summary:
             "failed": self.failed,
             "rows": self.rows,
             "warnings": self.warnings,
+            "jobs_changed": len(self.job_ids),
             "seconds": round(self.seconds, 3),
             "problems": self.problems,
         }
@@ -100,15 +103,20 @@ def ingest(
 ) -> Summary:
     """Ingest every job folder under ``roots`` into the warehouse at ``db_path``."""
     started = time.monotonic()
-    migrate.ensure_current(db_path, wait=wait)
     summary = Summary()
+    jobs = discover(roots)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(db_path, wait=wait):
-        jobs = discover(roots)
+        migrate.ensure_current(db_path, wait=wait, locked=True)
         with db.connection(db_path, wait=wait) as con:
             install_macros(con)
             _ingest_progress_files(con, jobs, summary, on_progress)
             _ingest_trainer_states(con, jobs, summary)
-            _add_folder_checkpoints(con, jobs)
+            _add_folder_checkpoints(con, jobs, summary)
+            results.refresh(con, summary.job_ids)
+            con.execute("CHECKPOINT")
+        if summary.ingested or summary.pending or summary.failed or snapshots.latest(db_path) is None:
+            snapshots.publish(db_path)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -263,7 +271,11 @@ def _same_file(c: Candidate) -> bool:
     return (now.size, now.mtime_ns) == (c.stat.size, c.stat.mtime_ns)
 
 
+BATCH_JOB_IDS = "SELECT DISTINCT job_id FROM batch_jobs"
+
+
 def _count_batch(con: duckdb.DuckDBPyConnection, summary: Summary) -> None:
+    summary.job_ids.update(job_id for (job_id,) in con.execute(BATCH_JOB_IDS).fetchall())
     files, rows, warnings = con.execute(
         "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files WHERE path IN (SELECT path FROM batch_files)"
     ).fetchone()
@@ -335,6 +347,7 @@ def _ingest_trainer_states(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder]
     if states:
         _merge_trainer_states(con, states, folders, stats)
         summary.ingested += len(states)
+        summary.job_ids.update(s.job_id for s in states)
         summary.rows += sum(len(s.rows) for s in states)
         summary.warnings += sum(len(s.warnings) for s in states)
     for r in rejected:
@@ -367,9 +380,11 @@ def _merge_trainer_states(
         raise
 
 
-def _add_folder_checkpoints(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder]) -> None:
-    con.execute(FOLDERS_TABLE)
+def _add_folder_checkpoints(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], summary: Summary) -> None:
     rows = [(str(j.path), step, str(p)) for j in jobs for step, p in j.checkpoints.items()]
-    if rows:
-        con.executemany(INSERT_FOLDER, rows)
-        con.execute(ADD_FOLDER_CHECKPOINTS)
+    if not rows:
+        return
+    con.execute(FOLDERS_TABLE)
+    source_dirs, steps, paths = (list(column) for column in zip(*rows, strict=True))
+    con.execute(INSERT_FOLDERS, {"source_dir": source_dirs, "step": steps, "path": paths})
+    summary.job_ids.update(job_id for (job_id,) in con.execute(ADD_FOLDER_CHECKPOINTS).fetchall())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.lock import run_lock
 from warehouse import db
+from warehouse.lock import run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "jobs"
@@ -140,8 +140,11 @@ def test_busy_lock_exits_75(tmp_path: Path, samples: Path) -> None:
 
 def test_newer_schema_exits_3(tmp_path: Path) -> None:
     assert runlytics("db", "upgrade", cwd=tmp_path).returncode == 0
-    with db.connection(tmp_path / "runlytics.duckdb") as con:
-        con.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
+    from warehouse import snapshots
+
+    for path in (tmp_path / "runlytics.duckdb", snapshots.latest(tmp_path / "runlytics.duckdb")):
+        with db.connection(path) as con:
+            con.execute("UPDATE alembic_version SET version_num = 'from_the_future'")
     result = runlytics("sql", "SELECT 1", cwd=tmp_path)
     assert result.returncode == 3
     assert "newer version" in result.stderr

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from alembic.script import ScriptDirectory
 
-from warehouse import db, migrate, schema
+from warehouse import db, migrate, schema, snapshots
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +75,8 @@ def test_head_matches_schema_module(tmp_path: Path) -> None:
         built = con.execute(
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_name IN (SELECT table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE') "
-            "AND table_name <> 'alembic_version'"
+            "AND table_name <> 'alembic_version' AND table_name NOT IN (SELECT unnest($derived))",
+            {"derived": list(schema.DERIVED_TABLES)},
         ).fetchall()
     declared = {(t.name, c.name) for t in schema.metadata.sorted_tables for c in t.columns}
     assert set(built) == declared
@@ -104,10 +105,13 @@ def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
 def test_newer_warehouse_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     migrate.upgrade(path)
-    with db.connection(path) as con:
-        con.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
+    for copy in (path, snapshots.latest(path)):  # a newer runlytics upgraded and published
+        with db.connection(copy) as con:
+            con.execute("UPDATE alembic_version SET version_num = '9999_from_the_future'")
     with pytest.raises(db.WarehouseError, match="9999_from_the_future.*newer version"):
         migrate.ensure_current(path)
+    with pytest.raises(db.WarehouseError, match="newer version"):
+        migrate.ensure_current(path, locked=True)
     with pytest.raises(db.WarehouseError, match="newer version"):
         migrate.upgrade(path)
     # and the file was left as it was

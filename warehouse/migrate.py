@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from . import db
+from . import db, snapshots
+from .lock import run_lock
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
 # Commands compare against it without loading alembic, which costs half a second of start-up.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = PROJECT_ROOT / "migrations"
@@ -67,8 +68,16 @@ def check_revision(revision: str | None, path: Path) -> None:
 
 
 def upgrade(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
-    """Build or upgrade the warehouse at ``path``; returns the revision it is at afterwards."""
+    """Build or upgrade the warehouse at ``path`` and publish a snapshot; returns its revision."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    with run_lock(path, wait=wait):
+        done = upgrade_locked(path, revision, wait)
+        snapshots.publish(path)
+    return done
+
+
+def upgrade_locked(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
+    """``upgrade`` for a caller that already holds the writer lock (no snapshot published)."""
     con = db.connect(path, wait=wait)  # waits for other processes, and holds the file meanwhile
     try:
         check_revision(current_revision(con), path)
@@ -84,17 +93,26 @@ def upgrade(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SE
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
             conn.commit()
+            conn.exec_driver_sql("CHECKPOINT")
             return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
 
 
-def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> None:
-    """Create or migrate the warehouse on first use; refuse one newer than the code."""
-    if path.exists():
-        with db.connection(path, read_only=True, wait=wait) as con:
+def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS, *, locked: bool = False) -> None:
+    """Create or migrate the warehouse on first use; refuse one newer than the code.
+
+    Readers check the newest snapshot (they never open the warehouse itself while it may be
+    written); a writer that holds the lock (``locked``) checks the warehouse.
+    """
+    source = path if locked else snapshots.latest(path) or path
+    if source.exists():
+        with db.connection(source, read_only=True, wait=wait) as con:
             revision = current_revision(con)
         if revision == HEAD_REVISION:
             return
         check_revision(revision, path)
-    upgrade(path, wait=wait)
+    if locked:
+        upgrade_locked(path, wait=wait)
+    else:
+        upgrade(path, wait=wait)

@@ -7,7 +7,8 @@ from typing import Any
 
 import duckdb
 
-JOB_ANALYTICS = "SELECT * FROM job_analytics WHERE job_id = $job_id"
+# job_results is job_analytics materialised (warehouse/results.py)
+JOB_ANALYTICS = "SELECT * FROM job_results WHERE job_id = $job_id"
 
 # The sections of a job's analytics (analytics.md) and the view columns each holds.
 SECTIONS: dict[str, tuple[str, ...]] = {

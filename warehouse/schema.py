@@ -138,3 +138,7 @@ trainer_runs = Table(
     Column("train_loss", Double),
     Column("source_file", String),
 )
+
+# Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are
+# the view's): job_results materialises job_analytics (warehouse/results.py).
+DERIVED_TABLES = ("job_results",)

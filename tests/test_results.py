@@ -1,0 +1,59 @@
+"""job_results (the materialised job_analytics) always equals the view, run after run."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from tests.conftest import Lab
+
+
+def _rows(lab: Lab, source: str) -> list[tuple[Any, ...]]:
+    rows = lab.query(f"SELECT * FROM {source} ORDER BY job_id")
+    return [tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows]
+
+
+def _job(step: int, loss: float) -> dict[str, Any]:
+    return {"status": "running", "config": {"batch_size": 2}, "history": [{"step": step, "loss": loss}]}
+
+
+def test_results_follow_every_run(lab: Lab) -> None:
+    lab.write_job("a", _job(10, 2.0))
+    lab.write_job("b", _job(5, 3.0))
+    lab.ingest()
+    assert _rows(lab, "job_results") == _rows(lab, "job_analytics")
+    assert lab.query("SELECT job_id, total_iterations FROM job_results ORDER BY job_id") == [("a", 10), ("b", 5)]
+
+    # a later snapshot of one job changes only that job's row; a new checkpoint folder counts too
+    lab.write_job("a", {**_job(20, 1.0), "history": [{"step": 10, "loss": 2.0}, {"step": 20, "loss": 1.0}]})
+    (lab.root / "b" / "checkpoint-5").mkdir()
+    summary = lab.ingest()
+    assert summary.job_ids == {"a", "b"}
+    assert _rows(lab, "job_results") == _rows(lab, "job_analytics")
+    assert lab.query("SELECT job_id, total_iterations, final_loss, total_checkpoints FROM job_results ORDER BY 1") == [
+        ("a", 20, 1.0, 0),
+        ("b", 5, 3.0, 1),
+    ]
+
+
+def test_readers_see_the_published_snapshot(lab: Lab) -> None:
+    from warehouse import snapshots
+
+    path = lab.write_job("a", _job(10, 2.0))
+    os.utime(path, (1_700_000_000, 1_700_000_000))  # settled: an unchanged re-run skips it
+    lab.ingest()
+    first = snapshots.latest(lab.db)
+    assert first is not None
+    unchanged = lab.ingest()
+    assert unchanged.ingested == 0 and snapshots.latest(lab.db) == first  # nothing new: no new copy
+    lab.write_job("a", json.loads(json.dumps(_job(30, 0.5))))
+    lab.ingest()
+    newer = snapshots.latest(lab.db)
+    assert newer is not None and newer != first
+    con = snapshots.connect_latest(lab.db)
+    try:
+        assert con.execute("SELECT total_iterations FROM job_results").fetchall() == [(30,)]
+    finally:
+        con.close()
