@@ -84,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sql.set_defaults(run=_sql)
 
+    serve = add("serve", "serve the REST API (OpenAPI at /openapi.json, docs at /docs)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.set_defaults(run=_serve)
+
     show = add("analytics", "print one job's analytics as JSON")
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
@@ -184,6 +189,17 @@ def _analytics(args: argparse.Namespace) -> int:
         print(f"runlytics analytics: no job {args.job_id!r} in {path}", file=sys.stderr)
         return EXIT_QUERY
     print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    path = db.resolve_path(args.db)
+    migrate.ensure_current(path, wait=args.wait)
+    uvicorn.run(create_app(path), host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -66,3 +67,37 @@ def job_analytics(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]
         shaped[section] = {c: plain(record[c]) for c in columns}
     shaped["warnings"] = list(record["warnings"] or [])
     return shaped
+
+
+JOB_RECORD = """
+SELECT j.job_id, j.status, j.model_name, j.created_at, j.started_at, j.ended_at, j.updated_at,
+       j.current_step, j.total_steps, j.config, j.source_dir,
+       l.step AS latest_step, l.ts AS latest_step_time, l.loss AS latest_loss
+FROM jobs j
+LEFT JOIN (SELECT step, ts, loss FROM step_facts WHERE job_id = $job_id ORDER BY step DESC LIMIT 1) l ON true
+WHERE j.job_id = $job_id
+"""
+
+
+def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | None:
+    """The job dimension row with its config and latest step, or None."""
+    cursor = con.execute(JOB_RECORD, {"job_id": job_id})
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    record = {d[0]: plain(v) for d, v in zip(cursor.description, row, strict=True)}
+    record["config"] = json.loads(record["config"]) if record["config"] else None
+    latest = {k: record.pop(k) for k in ("latest_step", "latest_step_time", "latest_loss")}
+    record["latest_step"] = (
+        {"step": latest["latest_step"], "timestamp": latest["latest_step_time"], "loss": latest["latest_loss"]}
+        if latest["latest_step"] is not None
+        else None
+    )
+    return record
+
+
+JOB_EXISTS = "SELECT count(*) FROM jobs WHERE job_id = $job_id"
+
+
+def job_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
+    return con.execute(JOB_EXISTS, {"job_id": job_id}).fetchone()[0] > 0

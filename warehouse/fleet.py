@@ -1,0 +1,211 @@
+"""Queries across jobs: the job list, the summary of analytics.md, and the comparison.
+
+All read ``job_results`` (job_analytics materialised). Filters are bound parameters; sort
+columns come from ``SORT_KEYS``, an allow-list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from . import pages
+from .queries import plain
+from .views import STATUSES
+
+# Sort keys of the job list: name -> column of job_results.
+SORT_KEYS: dict[str, str] = {
+    "start_time": "start_time",
+    "end_time": "end_time",
+    "job_id": "job_id",
+    "status": "status",
+    "model_name": "model_name",
+    "total_seconds": "total_seconds",
+    "total_iterations": "total_iterations",
+    "average_samples_per_second": "average_samples_per_second",
+    "final_loss": "final_loss",
+    "average_gpu_utilization": "average_gpu_utilization",
+    "overall_score": "overall_score",
+}
+
+FILTER = """
+    ($status IS NULL OR status = $status)
+    AND ($model IS NULL OR model_name = $model)
+    AND ($since IS NULL OR start_time >= $since)
+    AND ($until IS NULL OR start_time < $until)
+"""
+
+SUMMARY = f"""
+SELECT count(*) AS total_jobs,
+       avg(total_seconds) FILTER (WHERE status = 'completed') AS average_training_duration_seconds,
+       sum(training_seconds) / 3600 AS total_training_time_hours,
+       avg(average_samples_per_second) AS average_throughput_samples_per_sec,
+       avg(average_gpu_utilization) AS average_gpu_utilization,
+       avg(peak_gpu_memory_mb) AS average_peak_memory_mb
+FROM job_results
+WHERE {FILTER}
+"""
+
+BY_STATUS = f"SELECT status, count(*) FROM job_results WHERE {FILTER} GROUP BY status"
+
+# Jobs by throughput, highest first, ties by job id; jobs without a throughput come last.
+TOP_JOBS = f"""
+SELECT job_id, average_samples_per_second AS throughput, total_seconds AS duration
+FROM job_results
+WHERE {FILTER}
+  AND ($after_id IS NULL
+       OR ($after_null AND average_samples_per_second IS NULL AND job_id > $after_id)
+       OR (NOT $after_null AND (average_samples_per_second IS NULL
+                                OR average_samples_per_second < $after_value
+                                OR (average_samples_per_second = $after_value AND job_id > $after_id))))
+ORDER BY average_samples_per_second IS NULL, average_samples_per_second DESC, job_id
+LIMIT $limit OFFSET $offset
+"""
+
+# The job list: {column} and {direction} come from SORT_KEYS and ('ASC', 'DESC'); NULLs last.
+JOBS_PAGE = """
+SELECT job_id, status, model_name, start_time, end_time, total_seconds, total_iterations,
+       average_samples_per_second, final_loss, average_gpu_utilization, overall_score, updated_at
+FROM job_results
+WHERE {filter}
+  AND ($after_id IS NULL
+       OR ($after_null AND {column} IS NULL AND job_id > $after_id)
+       OR (NOT $after_null AND ({column} IS NULL
+                                OR {column} {beyond} $after_value
+                                OR ({column} = $after_value AND job_id > $after_id))))
+ORDER BY {column} IS NULL, {column} {direction}, job_id
+LIMIT $limit
+"""
+
+COUNT = f"SELECT count(*) FROM job_results WHERE {FILTER}"
+
+COMPARE = """
+SELECT job_id, total_seconds, average_samples_per_second, final_loss, average_gpu_utilization, overall_score
+FROM job_results
+WHERE job_id IN (SELECT unnest($job_ids))
+"""
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"status": self.status, "model": self.model, "since": self.since, "until": self.until}
+
+
+def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset: int, cursor: str | None) -> dict:
+    """The all-jobs summary of analytics.md; ``top_performing_jobs`` is one page."""
+    params = filters.params()
+    cur = con.execute(SUMMARY, params)
+    row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+    counts = dict(con.execute(BY_STATUS, params).fetchall())
+    by_status = {s: counts.get(s, 0) for s in STATUSES}
+    if counts.get("unknown"):
+        by_status["unknown"] = counts["unknown"]
+    after_null, after_value, after_id = False, None, None
+    if cursor:
+        after_value, after_id = pages.decode("top", cursor, 2)
+        after_null = after_value is None
+        offset = 0
+    top = con.execute(
+        TOP_JOBS,
+        {**params, "limit": limit + 1, "offset": offset, "after_null": after_null,
+         "after_value": after_value, "after_id": after_id},
+    ).fetchall()  # fmt: skip
+    more = len(top) > limit
+    top = top[:limit]
+    return {
+        "total_jobs": row["total_jobs"],
+        "jobs_by_status": by_status,
+        "average_training_duration_seconds": plain(row["average_training_duration_seconds"]),
+        "total_training_time_hours": plain(row["total_training_time_hours"]),
+        "average_throughput_samples_per_sec": plain(row["average_throughput_samples_per_sec"]),
+        "top_performing_jobs": [
+            {"job_id": job_id, "throughput": plain(throughput), "duration": plain(duration)}
+            for job_id, throughput, duration in top
+        ],
+        "top_performing_total": row["total_jobs"],
+        "next_cursor": pages.encode("top", [plain(top[-1][1]), top[-1][0]]) if more else None,
+        "resource_trends": {
+            "average_gpu_utilization": plain(row["average_gpu_utilization"]),
+            "average_peak_memory_mb": plain(row["average_peak_memory_mb"]),
+        },
+    }
+
+
+def jobs_page(
+    con: duckdb.DuckDBPyConnection, filters: Filters, sort: str, descending: bool, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None, int]:
+    """One page of the job list, the cursor of the next page (or None), and the total count."""
+    column = SORT_KEYS[sort]
+    sql = JOBS_PAGE.format(
+        filter=FILTER, column=column, direction="DESC" if descending else "ASC", beyond="<" if descending else ">"
+    )
+    after_null, after_value, after_id = False, None, None
+    if cursor:
+        after_value, after_id = pages.decode(f"jobs:{sort}:{int(descending)}", cursor, 2)
+        after_null = after_value is None
+    params = {**filters.params(), "after_null": after_null, "after_value": after_value, "after_id": after_id}
+    cur = con.execute(sql, {**params, "limit": limit + 1})
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+    (total,) = con.execute(COUNT, filters.params()).fetchone()
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = pages.encode(f"jobs:{sort}:{int(descending)}", [last[sort], last["job_id"]])
+    return rows, next_cursor, total
+
+
+class UnknownJobs(LookupError):
+    def __init__(self, job_ids: list[str]) -> None:
+        super().__init__(", ".join(job_ids))
+        self.job_ids = job_ids
+
+
+def compare(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> dict[str, Any]:
+    """The comparison of analytics.md for distinct ids in the order asked; raises UnknownJobs."""
+    found = {r[0]: r for r in con.execute(COMPARE, {"job_ids": job_ids}).fetchall()}
+    missing = [j for j in job_ids if j not in found]
+    if missing:
+        raise UnknownJobs(missing)
+    jobs = [
+        {
+            "job_id": j,
+            "duration_seconds": plain(found[j][1]),
+            "throughput": plain(found[j][2]),
+            "final_loss": plain(found[j][3]),
+            "gpu_utilization": plain(found[j][4]),
+        }
+        for j in job_ids
+    ]
+    scores = {j: plain(found[j][5]) for j in job_ids}
+    return {
+        "jobs": jobs,
+        "winners": {
+            "best_throughput": _winner(jobs, "throughput", highest=True),
+            "best_loss": _winner(jobs, "final_loss", highest=False),
+            "fastest": _winner(jobs, "duration_seconds", highest=False),
+            "most_efficient": _winner([{"job_id": j, "s": s} for j, s in scores.items()], "s", highest=True),
+        },
+    }
+
+
+def _winner(jobs: list[dict[str, Any]], key: str, highest: bool) -> str | None:
+    """The job with the best figure; ties go to the job asked first; None when none has it."""
+    best: dict[str, Any] | None = None
+    for job in jobs:
+        value = job[key]
+        if value is None:
+            continue
+        if best is None or (value > best[key] if highest else value < best[key]):
+            best = job
+    return best["job_id"] if best else None

@@ -1,0 +1,112 @@
+"""One job's histories: its step rows (paged, or downsampled for charts) and its GPU readings.
+
+Fields and columns come from allow-lists; values are bound parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from .queries import plain
+
+# Fields of a step row that a client may select (columns of step_metrics).
+STEP_FIELDS: tuple[str, ...] = (
+    "ts",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "samples_per_second",
+    "iteration_time",
+    "samples",
+    "seconds",
+    "delta",
+    "grad_norm",
+    "epoch",
+)
+# Fields whose min and max a downsampled chart keeps per bucket.
+NUMERIC_FIELDS = tuple(f for f in STEP_FIELDS if f != "ts")
+
+STEPS_PAGE = """
+SELECT step, {fields}
+FROM step_metrics
+WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
+ORDER BY step
+LIMIT $limit
+"""
+
+# Downsampling for charts: split the range into buckets of equal row counts; keep the first
+# and last step, and in each bucket the rows holding the min and max of every numeric field
+# asked for. Deterministic, and a spike is never averaged away.
+STEPS_DOWNSAMPLED = """
+WITH rows AS (
+    SELECT step, {fields}, ntile($buckets) OVER (ORDER BY step) AS bucket,
+           row_number() OVER (ORDER BY step) AS n, count(*) OVER () AS total
+    FROM step_metrics
+    WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
+), keep AS (
+    SELECT step FROM rows WHERE n = 1 OR n = total
+    {extremes}
+)
+SELECT step, {fields} FROM rows WHERE step IN (SELECT step FROM keep) ORDER BY step
+"""
+EXTREME = """
+    UNION SELECT arg_min(step, {f}) FROM rows WHERE isfinite({f}) GROUP BY bucket
+    UNION SELECT arg_max(step, {f}) FROM rows WHERE isfinite({f}) GROUP BY bucket"""
+
+GPUS_PAGE = """
+SELECT gpu_index, step, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c, power_w
+FROM step_gpus
+WHERE job_id = $job_id
+  AND ($gpu IS NULL OR gpu_index = $gpu)
+  AND (gpu_index > $after_gpu OR (gpu_index = $after_gpu AND step > $after_step))
+ORDER BY gpu_index, step
+LIMIT $limit
+"""
+
+
+def steps_page(
+    con: duckdb.DuckDBPyConnection, job_id: str, fields: list[str], after: int, to_step: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Up to ``limit`` step rows after step ``after``; and the last step when more follow."""
+    sql = STEPS_PAGE.format(fields=", ".join(_checked(fields)))
+    rows = _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "limit": limit + 1}))
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1]["step"]
+    return rows, None
+
+
+def steps_downsampled(
+    con: duckdb.DuckDBPyConnection, job_id: str, fields: list[str], after: int, to_step: int | None, max_points: int
+) -> list[dict[str, Any]]:
+    """At most about ``max_points`` rows that keep the first and last step and every extreme."""
+    numeric = [f for f in _checked(fields) if f in NUMERIC_FIELDS] or ["loss"]
+    buckets = max(1, (max_points - 2) // (2 * len(numeric)))
+    extremes = "".join(EXTREME.format(f=f) for f in numeric)
+    sql = STEPS_DOWNSAMPLED.format(fields=", ".join(_checked(fields)), extremes=extremes)
+    return _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
+
+
+def gpus_page(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, after: tuple[int, int], limit: int
+) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+    """GPU readings by GPU then step, after (gpu, step); and the key of the last row when more follow."""
+    params = {"job_id": job_id, "gpu": gpu, "after_gpu": after[0], "after_step": after[1], "limit": limit + 1}
+    rows = _records(con.execute(GPUS_PAGE, params))
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        return rows[:limit], (last["gpu_index"], last["step"])
+    return rows, None
+
+
+def _checked(fields: list[str]) -> list[str]:
+    unknown = [f for f in fields if f not in STEP_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}; known: {', '.join(STEP_FIELDS)}")
+    return fields
+
+
+def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, (plain(v) for v in row), strict=True)) for row in cursor.fetchall()]
