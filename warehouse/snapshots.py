@@ -84,7 +84,9 @@ class Reader:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         snapshot = latest(self.db_path)
         with self._lock:
-            if self._con is None or snapshot != self._snapshot:
+            # only ever move forward: a thread that listed the folder a moment earlier must not
+            # swap an older snapshot back in
+            if self._con is None or (snapshot is not None and (self._snapshot is None or snapshot > self._snapshot)):
                 if snapshot is None:
                     raise db.WarehouseError(
                         f"no snapshot of {self.db_path} yet: run `runlytics ingest` or `runlytics db upgrade`"
