@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import duckdb
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -289,7 +290,10 @@ def _filters(status: str | None, model: str | None, since: datetime | None, unti
 def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError as error:  # 9999-12-31T23:59-01:00 is in year 10000 in UTC
+        raise HTTPException(422, f"time {value.isoformat()} is out of range in UTC") from error
 
 
 def _fields(fields: str | None) -> list[str]:
@@ -306,8 +310,9 @@ def _next(request: Request, cursor: str | None, drop: tuple[str, ...] = ()) -> s
     """The URL of the next page: this request's, with the new cursor."""
     if cursor is None:
         return None
-    params = {k: v for k, v in request.query_params.items() if k not in ("cursor", *drop)}
-    return str(request.url.replace_query_params(**params, cursor=cursor))
+    # urlencode, not replace_query_params(**params): a parameter named "self" would clash
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", *drop)]
+    return str(request.url.replace(query=urlencode([*params, ("cursor", cursor)])))
 
 
 def _finite(value: Any) -> Any:

@@ -7,7 +7,7 @@ columns come from ``SORT_KEYS``, an allow-list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -30,6 +30,9 @@ SORT_KEYS: dict[str, str] = {
     "average_gpu_utilization": "average_gpu_utilization",
     "overall_score": "overall_score",
 }
+# Sort keys whose values are text or times; every other key is a number.
+TEXT_KEYS = frozenset({"job_id", "status", "model_name"})
+TIME_KEYS = frozenset({"start_time", "end_time"})
 
 FILTER = """
     ($status IS NULL OR status = $status)
@@ -111,7 +114,7 @@ def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset
         by_status["unknown"] = counts["unknown"]
     after_null, after_value, after_id = False, None, None
     if cursor:
-        after_value, after_id = pages.decode("top", cursor, 2)
+        after_value, after_id = _after(pages.decode("top", cursor, 2), "average_samples_per_second")
         after_null = after_value is None
         offset = 0
     top = con.execute(
@@ -150,7 +153,7 @@ def jobs_page(
     )
     after_null, after_value, after_id = False, None, None
     if cursor:
-        after_value, after_id = pages.decode(f"jobs:{sort}:{int(descending)}", cursor, 2)
+        after_value, after_id = _after(pages.decode(f"jobs:{sort}:{int(descending)}", cursor, 2), sort)
         after_null = after_value is None
     params = {**filters.params(), "after_null": after_null, "after_value": after_value, "after_id": after_id}
     cur = con.execute(sql, {**params, "limit": limit + 1})
@@ -163,6 +166,34 @@ def jobs_page(
         last = rows[-1]
         next_cursor = pages.encode(f"jobs:{sort}:{int(descending)}", [last[sort], last["job_id"]])
     return rows, next_cursor, total
+
+
+def _after(key: list[Any], sort: str) -> tuple[Any, str]:
+    """A decoded (value, job_id) cursor key, checked against the sort column's type.
+
+    A value of the wrong type would make the query fail (a warehouse error, not a bad cursor);
+    a time comes back as the naive UTC datetime the column holds.
+    """
+    value, job_id = key
+    if not isinstance(job_id, str):
+        raise pages.BadCursor("cursor is not one this API handed out")
+    if value is None:
+        return None, job_id
+    if sort in TEXT_KEYS:
+        if isinstance(value, str):
+            return value, job_id
+    elif sort in TIME_KEYS:
+        if isinstance(value, str):
+            try:
+                moment = datetime.fromisoformat(value)
+                if moment.tzinfo is not None:
+                    moment = moment.astimezone(UTC).replace(tzinfo=None)
+                return moment, job_id
+            except (ValueError, OverflowError):
+                pass
+    elif isinstance(value, int | float):
+        return value, job_id
+    raise pages.BadCursor("cursor is not one this API handed out")
 
 
 class UnknownJobs(LookupError):

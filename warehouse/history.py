@@ -41,7 +41,7 @@ LIMIT $limit
 # asked for. Deterministic, and a spike is never averaged away.
 STEPS_DOWNSAMPLED = """
 WITH rows AS (
-    SELECT step, {fields}, ntile($buckets) OVER (ORDER BY step) AS bucket,
+    SELECT step, {columns}, ntile($buckets) OVER (ORDER BY step) AS bucket,
            row_number() OVER (ORDER BY step) AS n, count(*) OVER () AS total
     FROM step_metrics
     WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
@@ -84,7 +84,9 @@ def steps_downsampled(
     numeric = [f for f in _checked(fields) if f in NUMERIC_FIELDS] or ["loss"]
     buckets = max(1, (max_points - 2) // (2 * len(numeric)))
     extremes = "".join(EXTREME.format(f=f) for f in numeric)
-    sql = STEPS_DOWNSAMPLED.format(fields=", ".join(_checked(fields)), extremes=extremes)
+    # the bucket extremes may be of a field not asked for (loss, when only ts is)
+    columns = list(dict.fromkeys([*fields, *numeric]))
+    sql = STEPS_DOWNSAMPLED.format(fields=", ".join(fields), columns=", ".join(columns), extremes=extremes)
     return _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
 
 

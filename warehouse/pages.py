@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from typing import Any
+
+# Cursor numbers must bind to a 64-bit column: a bigger int is no key this API handed out.
+INT64 = range(-(2**63), 2**63)
 
 
 class BadCursor(ValueError):
@@ -34,4 +38,20 @@ def decode(kind: str, cursor: str, arity: int) -> list[Any]:
     for value in values:
         if value is not None and not isinstance(value, str | int | float):
             raise BadCursor("cursor is not one this API handed out")
+        if (
+            isinstance(value, bool)
+            or (isinstance(value, int) and value not in INT64)
+            or (isinstance(value, float) and not math.isfinite(value))
+            or (isinstance(value, str) and not _utf8(value))
+        ):
+            raise BadCursor("cursor is not one this API handed out")
     return values
+
+
+def _utf8(text: str) -> bool:
+    """Whether the text can be bound as a query parameter (JSON may hold lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
