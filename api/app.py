@@ -241,14 +241,16 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         limit: Limit = 1_000,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """The job's GPU readings, by GPU then step, keyset-paginated."""
-        after = pages.decode("gpus", cursor, 2) if cursor else [-1, -1]
-        if not all(isinstance(v, int) for v in after):
-            raise pages.BadCursor("cursor is not one this API handed out")
+        """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated."""
         _require_job(con, job_id)
-        rows, last = history.gpus_page(con, job_id, gpu, (after[0], after[1]), limit)
-        next_cursor = pages.encode("gpus", list(last)) if last else None
-        return {"job_id": job_id, "readings": rows, "next_cursor": next_cursor, "next": _next(request, next_cursor)}
+        source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
+        return {
+            "job_id": job_id,
+            "source": source,
+            "readings": rows,
+            "next_cursor": next_cursor,
+            "next": _next(request, next_cursor),
+        }
 
     @app.get(
         "/api/training/{job_id}",

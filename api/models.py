@@ -53,6 +53,35 @@ class Efficiency(BaseModel):
     overall_score: float | None
 
 
+class Energy(BaseModel):
+    total_energy_wh: float | None
+    energy_per_1000_samples_wh: float | None
+    gpus_with_power: int | None
+    idle_gpus: int | None
+    average_throttled_share: float | None
+
+
+class GpuSummary(BaseModel):
+    """One GPU of a job, from its GPU samples."""
+
+    host: str
+    gpu_index: int
+    gpu_uuid: str | None
+    samples: int
+    first_sample: str | None
+    last_sample: str | None
+    average_utilization: float | None
+    average_memory_mb: float | None
+    peak_memory_mb: float | None
+    average_temp_celsius: float | None
+    peak_temp_celsius: float | None
+    average_power_w: float | None
+    energy_wh: float | None
+    throttled_share: float | None
+    idle_share: float | None
+    idle: bool | None
+
+
 class JobAnalytics(BaseModel):
     job_id: str
     status: str
@@ -63,6 +92,8 @@ class JobAnalytics(BaseModel):
     resource_utilization: ResourceUtilization
     checkpoints: Checkpoints
     efficiency: Efficiency
+    energy: Energy
+    gpus: list[GpuSummary]
     warnings: list[str]
 
 
@@ -163,18 +194,25 @@ class StepPage(BaseModel):
 
 
 class GpuReading(BaseModel):
+    """A GPU sample (``ts``, ``host``) or a reading logged with a step (``step``)."""
+
     gpu_index: int
-    step: int
+    host: str | None = None
+    ts: str | None = None
+    step: int | None = None
     gpu_uuid: str | None
     utilization_percent: float | None
     memory_used_mb: float | None
     memory_total_mb: float | None
     temperature_c: float | None
     power_w: float | None
+    sm_clock_mhz: float | None = None
+    clocks_event_reasons: int | None = None
 
 
 class GpuPage(BaseModel):
     job_id: str
+    source: str | None
     readings: list[GpuReading]
     next_cursor: str | None
     next: str | None

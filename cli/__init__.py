@@ -17,8 +17,9 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ingest.run import Summary, ingest
+from ingest.run import CsvImport, Summary, ingest
 from warehouse import db, migrate, queries, snapshots
 from warehouse.lock import IngestLocked
 
@@ -72,8 +73,17 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--wait", type=float, default=db.DEFAULT_WAIT_SECONDS)
     upgrade.set_defaults(run=_db_upgrade)
 
-    ing = add("ingest", "ingest every job folder found under the roots")
-    ing.add_argument("roots", nargs="+", type=Path, help="folders holding job folders (or job folders)")
+    ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs")
+    ing.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
+    ing.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
+    ing.add_argument(
+        "--nvidia-smi-csv", type=Path, action="append", default=[], metavar="FILE",
+        help="an nvidia-smi --query-gpu CSV log to import (needs --job-id)",
+    )  # fmt: skip
+    ing.add_argument("--job-id", help="the job the nvidia-smi logs belong to")
+    ing.add_argument("--timezone", default="UTC", help="zone of the nvidia-smi timestamps (default: UTC)")
+    ing.add_argument("--host", default="", help="host the nvidia-smi logs were written on")
+    ing.add_argument("--columns", help="column names of a csv,noheader log, comma-separated")
     out = ing.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
@@ -104,8 +114,26 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     path = db.resolve_path(args.db)
+    if not (args.roots or args.spool or args.nvidia_smi_csv):
+        print("runlytics ingest: name job roots, --spool folders or --nvidia-smi-csv files", file=sys.stderr)
+        return EXIT_USAGE
+    if args.nvidia_smi_csv and not args.job_id:
+        print("runlytics ingest: --nvidia-smi-csv needs --job-id (the job the log belongs to)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        print(
+            f"runlytics ingest: unknown --timezone {args.timezone!r} (an IANA name like Europe/Berlin)", file=sys.stderr
+        )
+        return EXIT_USAGE
+    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
+    csv_imports = [CsvImport(p, args.job_id, args.timezone, args.host, columns) for p in args.nvidia_smi_csv]
     interactive = sys.stderr.isatty() and not (args.quiet or args.json)
-    summary = ingest(path, args.roots, wait=args.wait, on_progress=_progress_bar if interactive else None)
+    summary = ingest(
+        path, args.roots, spools=args.spool, csv_imports=csv_imports, wait=args.wait,
+        on_progress=_progress_bar if interactive else None,
+    )  # fmt: skip
     if interactive:
         print(file=sys.stderr)
     if args.json:

@@ -20,17 +20,18 @@ FRESH_SECONDS = 2.0
 MAX_STORED_WARNINGS = 50
 
 LOAD = "SELECT path, fingerprint, outcome FROM ingest_files WHERE kind = $kind"
+LOAD_OFFSETS = "SELECT path, read_offset, rows FROM ingest_files WHERE kind = $kind"
 
 UPSERT = """
 INSERT INTO ingest_files (path, kind, job_id, size, mtime_ns, fingerprint, outcome, rows, warning_count,
-                          warnings, error, first_seen_at, last_read_at)
+                          warnings, error, read_offset, first_seen_at, last_read_at)
 VALUES ($path, $kind, $job_id, $size, $mtime_ns, $fingerprint, $outcome, $rows, $warning_count,
-        $warnings, $error, now()::TIMESTAMP, now()::TIMESTAMP)
+        $warnings, $error, $read_offset, now()::TIMESTAMP, now()::TIMESTAMP)
 ON CONFLICT (path) DO UPDATE SET
     kind = excluded.kind, job_id = coalesce(excluded.job_id, ingest_files.job_id), size = excluded.size,
     mtime_ns = excluded.mtime_ns, fingerprint = excluded.fingerprint, outcome = excluded.outcome,
     rows = excluded.rows, warning_count = excluded.warning_count, warnings = excluded.warnings,
-    error = excluded.error, last_read_at = excluded.last_read_at
+    error = excluded.error, read_offset = excluded.read_offset, last_read_at = excluded.last_read_at
 """
 
 # The outcome of every file of a staged batch, from the batch tables.
@@ -76,6 +77,12 @@ def load(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[str | Non
     return {path: (fingerprint, outcome) for path, fingerprint, outcome in rows}
 
 
+def load_offsets(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[int, int]]:
+    """path -> (bytes read, lines read) of every appended file of this kind."""
+    rows = con.execute(LOAD_OFFSETS, {"kind": kind}).fetchall()
+    return {path: (offset or 0, lines or 0) for path, offset, lines in rows}
+
+
 def is_unchanged(previous: tuple[str | None, str] | None, current: Stat) -> bool:
     if previous is None or current.fingerprint is None:
         return False
@@ -93,6 +100,7 @@ def record(
     job_id: str | None = None,
     rows: int = 0,
     warnings: list[str] | None = None,
+    read_offset: int | None = None,
 ) -> None:
     """Record one file's outcome: ingested (rows, warnings), or pending/failed with the reason."""
     con.execute(
@@ -109,6 +117,7 @@ def record(
             "warning_count": len(warnings or []),
             "warnings": json.dumps((warnings or [])[:MAX_STORED_WARNINGS]),
             "error": error,
+            "read_offset": read_offset,
         },
     )
 

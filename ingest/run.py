@@ -18,7 +18,7 @@ import duckdb
 from warehouse import db, migrate, results, snapshots
 from warehouse.lock import run_lock
 
-from . import ledger, merge, progress, trainer_state
+from . import gpu_samples, ledger, merge, progress, trainer_state
 from .discover import JobFolder, discover
 from .sql import install_macros
 
@@ -26,6 +26,8 @@ BATCH_BYTES = 64 << 20
 BATCH_FILES = 500
 KIND_PROGRESS = "progress"
 KIND_TRAINER = "trainer_state"
+KIND_SPOOL = "spool"
+KIND_NVIDIA_SMI = "nvidia_smi"
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -87,6 +89,17 @@ class Summary:
         }
 
 
+@dataclass(frozen=True)
+class CsvImport:
+    """An nvidia-smi CSV log to import for a job (its timestamps are local time in ``timezone``)."""
+
+    path: Path
+    job_id: str
+    timezone: str = "UTC"
+    host: str = ""
+    columns: tuple[str, ...] | None = None
+
+
 @dataclass
 class Candidate:
     path: Path
@@ -98,13 +111,19 @@ def ingest(
     db_path: Path,
     roots: list[Path],
     *,
+    spools: list[Path] | None = None,
+    csv_imports: list[CsvImport] | None = None,
     wait: float = db.DEFAULT_WAIT_SECONDS,
     on_progress: ProgressCallback | None = None,
 ) -> Summary:
-    """Ingest every job folder under ``roots`` into the warehouse at ``db_path``."""
+    """Ingest every job folder under ``roots``, GPU sample spools and nvidia-smi logs."""
     started = time.monotonic()
     summary = Summary()
     jobs = discover(roots)
+    spool_files = _spool_files(spools or [])
+    for item in csv_imports or []:
+        if not item.path.is_file():
+            raise FileNotFoundError(f"nvidia-smi CSV {item.path} is not a file")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(db_path, wait=wait):
         migrate.ensure_current(db_path, wait=wait, locked=True)
@@ -113,6 +132,10 @@ def ingest(
             _ingest_progress_files(con, jobs, summary, on_progress)
             _ingest_trainer_states(con, jobs, summary)
             _add_folder_checkpoints(con, jobs, summary)
+            for path in spool_files:
+                _ingest_spool_file(con, path, summary)
+            for item in csv_imports or []:
+                _import_nvidia_smi(con, item, summary)
             results.refresh(con, summary.job_ids)
             con.execute("CHECKPOINT")
         if summary.ingested or summary.pending or summary.failed or snapshots.latest(db_path) is None:
@@ -378,6 +401,81 @@ def _merge_trainer_states(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def _spool_files(spools: list[Path]) -> list[Path]:
+    files = []
+    for spool in spools:
+        if not spool.is_dir():
+            raise FileNotFoundError(f"spool {spool} is not a folder")
+        files.extend(sorted(p.resolve() for p in spool.rglob("*.jsonl") if p.is_file()))
+    return files
+
+
+def _ingest_spool_file(con: duckdb.DuckDBPyConnection, path: Path, summary: Summary) -> None:
+    """Read a spool file from where the last run stopped, up to its last complete line."""
+    summary.files_seen += 1
+    key = str(path)
+    offset, lines = ledger.load_offsets(con, KIND_SPOOL).get(key, (0, 0))
+    try:
+        st = ledger.stat(path)
+    except OSError:
+        summary.files_seen -= 1
+        return
+    if st.size < offset:  # replaced or truncated: read it from the start
+        offset, lines = 0, 0
+    if st.size == offset:
+        summary.unchanged += 1
+        return
+    chunk = gpu_samples.read_spool(path, offset, lines + 1)
+    if chunk.consumed == 0:  # only a line still being written
+        summary.unchanged += 1
+        return
+    con.execute("BEGIN")
+    try:
+        summary.job_ids |= gpu_samples.store(con, chunk.rows, "spool")
+        ledger.record(
+            con, key, KIND_SPOOL, st, "ingested", None, None, lines + chunk.lines, chunk.warnings,
+            read_offset=offset + chunk.consumed,
+        )  # fmt: skip
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    summary.ingested += 1
+    summary.rows += len(chunk.rows)
+    summary.warnings += len(chunk.warnings)
+
+
+def _import_nvidia_smi(con: duckdb.DuckDBPyConnection, item: CsvImport, summary: Summary) -> None:
+    """Import one nvidia-smi CSV log for a job (again only when it changed)."""
+    from . import nvidia_smi
+
+    summary.files_seen += 1
+    path = item.path.resolve()
+    st = ledger.stat(path)
+    if ledger.is_unchanged(ledger.load(con, KIND_NVIDIA_SMI).get(str(path)), st):
+        summary.unchanged += 1
+        return
+    candidate = Candidate(path, JobFolder(path.parent), st)
+    try:
+        columns = list(item.columns) if item.columns else None
+        parsed = nvidia_smi.parse(path.read_bytes(), timezone=item.timezone, columns=columns)
+    except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError) as error:
+        _not_ingested(con, summary, Rejection(candidate, "failed", str(error)), KIND_NVIDIA_SMI)
+        return
+    rows = [{**row, "job_id": item.job_id, "host": item.host} for row in parsed.rows]
+    con.execute("BEGIN")
+    try:
+        summary.job_ids |= gpu_samples.store(con, rows, "nvidia-smi")
+        ledger.record(con, str(path), KIND_NVIDIA_SMI, st, "ingested", None, item.job_id, len(rows), parsed.warnings)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    summary.ingested += 1
+    summary.rows += len(rows)
+    summary.warnings += len(parsed.warnings)
 
 
 def _add_folder_checkpoints(con: duckdb.DuckDBPyConnection, jobs: list[JobFolder], summary: Summary) -> None:

@@ -208,6 +208,15 @@ def test_job_analytics_every_section(client: TestClient) -> None:
             "throughput_score": 50.0,  # 100 × 5.0 / target 10.0
             "overall_score": 70.0,  # (90 + 50) / 2
         },
+        # no GPU samples: no energy, no per-GPU breakdown (the readings logged with steps have no times)
+        "energy": {
+            "total_energy_wh": None,
+            "energy_per_1000_samples_wh": None,
+            "gpus_with_power": 0,
+            "idle_gpus": 0,
+            "average_throttled_share": None,
+        },
+        "gpus": [],
         "warnings": [],
     }
 

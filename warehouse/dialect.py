@@ -1,8 +1,9 @@
 """Every piece of SQL that differs between backends, in one place.
 
 The views in ``warehouse/views.py`` are written in portable SQL plus the placeholders below
-(``{finite(x)}`` style is avoided: each placeholder is a plain ``str.format`` field holding a
-template). A PostgreSQL backend would add a second mapping with the same keys.
+(``@finite(x)``, ``@seconds_between(a; b)``; each snippet is a ``str.format`` template).
+A PostgreSQL backend would add a second mapping with the same keys. Whole constructs that are
+DuckDB's own (``ASOF JOIN`` in ``step_gpu_alignment``, ``QUALIFY``) are marked in the views.
 """
 
 from __future__ import annotations
@@ -38,14 +39,7 @@ def render(template: str, dialect: dict[str, str] = DUCKDB) -> str:
         out.append(template[i:at])
         paren = template.index("(", at)
         name = template[at + 1 : paren]
-        depth, j = 0, paren
-        while True:
-            ch = template[j]
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth == 0:
-                break
-            j += 1
+        j = paren + 1 + len("".join(_split_args(template[paren + 1 :], stop_at_close=True)))
         args = [render(a.strip(), dialect) for a in _split_args(template[paren + 1 : j])]
         snippet = dialect[name]
         fields = [f for f in ("x", "a", "b", "value", "order", "items") if "{" + f + "}" in snippet]
@@ -55,13 +49,25 @@ def render(template: str, dialect: dict[str, str] = DUCKDB) -> str:
         i = j + 1
 
 
-def _split_args(text: str) -> list[str]:
-    args, depth, start = [], 0, 0
+def _split_args(text: str, stop_at_close: bool = False) -> list[str]:
+    """Split on top-level ``;`` (not inside parentheses or SQL string literals).
+
+    With ``stop_at_close``, stop at the ``)`` that closes the macro and return the text before
+    it in one piece (its length locates the closing parenthesis).
+    """
+    args, depth, start, quoted = [], 0, 0, False
     for k, ch in enumerate(text):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == ";" and depth == 0:
-            args.append(text[start:k])
-            start = k + 1
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted:
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth < 0 and stop_at_close:
+                return [text[:k]]
+            if ch == ";" and depth == 0:
+                args.append(text[start:k])
+                start = k + 1
+    if stop_at_close:
+        raise ValueError(f"unclosed macro call: {text[:60]!r}")
     args.append(text[start:])
     return args

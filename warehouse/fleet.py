@@ -7,7 +7,7 @@ columns come from ``SORT_KEYS``, an allow-list.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -183,14 +183,7 @@ def _after(key: list[Any], sort: str) -> tuple[Any, str]:
         if isinstance(value, str):
             return value, job_id
     elif sort in TIME_KEYS:
-        if isinstance(value, str):
-            try:
-                moment = datetime.fromisoformat(value)
-                if moment.tzinfo is not None:
-                    moment = moment.astimezone(UTC).replace(tzinfo=None)
-                return moment, job_id
-            except (ValueError, OverflowError):
-                pass
+        return pages.timestamp(value), job_id
     elif isinstance(value, int | float):
         return value, job_id
     raise pages.BadCursor("cursor is not one this API handed out")

@@ -5,10 +5,12 @@ Fields and columns come from allow-lists; values are bound parameters.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import duckdb
 
+from . import pages
 from .queries import plain
 
 # Fields of a step row that a client may select (columns of step_metrics).
@@ -90,16 +92,51 @@ def steps_downsampled(
     return _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
 
 
-def gpus_page(
-    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, after: tuple[int, int], limit: int
-) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-    """GPU readings by GPU then step, after (gpu, step); and the key of the last row when more follow."""
-    params = {"job_id": job_id, "gpu": gpu, "after_gpu": after[0], "after_step": after[1], "limit": limit + 1}
+SAMPLES_PAGE = """
+SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
+       power_w, sm_clock_mhz, clocks_event_reasons
+FROM gpu_samples
+WHERE job_id = $job_id
+  AND ($gpu IS NULL OR gpu_index = $gpu)
+  AND (gpu_index > $after_gpu
+       OR (gpu_index = $after_gpu AND (host > $after_host OR (host = $after_host AND ts > $after_ts))))
+ORDER BY gpu_index, host, ts
+LIMIT $limit
+"""
+
+HAS_SAMPLES = "SELECT count(*) > 0 FROM (SELECT 1 FROM gpu_samples WHERE job_id = $job_id LIMIT 1)"
+
+
+def gpu_readings(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, cursor: str | None, limit: int
+) -> tuple[str, list[dict[str, Any]], str | None]:
+    """The job's GPU samples (or, without any, the readings logged with its steps), by GPU.
+
+    Returns the source (``gpu_samples`` or ``step_readings``), one page, and the next cursor.
+    """
+    if con.execute(HAS_SAMPLES, {"job_id": job_id}).fetchone()[0]:
+        gpu_after, host_after, ts_after = pages.decode("gpus:samples", cursor, 3) if cursor else (-1, "", None)
+        if not isinstance(gpu_after, int) or not isinstance(host_after, str):
+            raise pages.BadCursor("cursor is not one this API handed out")
+        params = {
+            "job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_host": host_after,
+            "after_ts": pages.timestamp(ts_after) if ts_after is not None else datetime.min, "limit": limit + 1,
+        }  # fmt: skip
+        rows = _records(con.execute(SAMPLES_PAGE, params))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if more else None
+        next_cursor = pages.encode("gpus:samples", [last["gpu_index"], last["host"], last["ts"]]) if last else None
+        return "gpu_samples", rows, next_cursor
+    gpu_after, step_after = pages.decode("gpus", cursor, 2) if cursor else (-1, -1)
+    if not isinstance(gpu_after, int) or not isinstance(step_after, int):
+        raise pages.BadCursor("cursor is not one this API handed out")
+    params = {"job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_step": step_after, "limit": limit + 1}
     rows = _records(con.execute(GPUS_PAGE, params))
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        return rows[:limit], (last["gpu_index"], last["step"])
-    return rows, None
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = pages.encode("gpus", [rows[-1]["gpu_index"], rows[-1]["step"]]) if more else None
+    return "step_readings", rows, next_cursor
 
 
 def _checked(fields: list[str]) -> list[str]:

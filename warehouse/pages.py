@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 # Cursor numbers must bind to a 64-bit column: a bigger int is no key this API handed out.
@@ -55,3 +56,14 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def timestamp(value: Any) -> datetime:
+    """A cursor's ISO time as the naive UTC datetime the warehouse holds; BadCursor otherwise."""
+    if not isinstance(value, str):
+        raise BadCursor("cursor is not one this API handed out")
+    try:
+        moment = datetime.fromisoformat(value)
+        return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+    except (ValueError, OverflowError) as error:
+        raise BadCursor("cursor is not one this API handed out") from error

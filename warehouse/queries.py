@@ -38,7 +38,24 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "checkpoints": ("total_checkpoints", "checkpoint_frequency_steps", "final_checkpoint", "best_checkpoint"),
     "efficiency": ("gpu_utilization_score", "throughput_score", "overall_score"),
+    "energy": (
+        "total_energy_wh",
+        "energy_per_1000_samples_wh",
+        "gpus_with_power",
+        "idle_gpus",
+        "average_throttled_share",
+    ),
 }
+
+# The per-GPU breakdown of a job (from its GPU samples).
+JOB_GPUS = """
+SELECT host, gpu_index, gpu_uuid, samples, first_sample, last_sample, average_utilization, average_memory_mb,
+       peak_memory_mb, average_temp_celsius, peak_temp_celsius, average_power_w, energy_wh, throttled_share,
+       idle_share, idle
+FROM job_gpus
+WHERE job_id = $job_id
+ORDER BY host, gpu_index
+"""
 
 
 def plain(value: Any) -> Any:
@@ -65,6 +82,9 @@ def job_analytics(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]
     }
     for section, columns in SECTIONS.items():
         shaped[section] = {c: plain(record[c]) for c in columns}
+    gpus = con.execute(JOB_GPUS, {"job_id": job_id})
+    names = [d[0] for d in gpus.description]
+    shaped["gpus"] = [{n: plain(v) for n, v in zip(names, r, strict=True)} for r in gpus.fetchall()]
     shaped["warnings"] = list(record["warnings"] or [])
     return shaped
 

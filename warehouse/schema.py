@@ -101,6 +101,7 @@ ingest_files = Table(
     Column("warning_count", BigInteger, nullable=False),
     Column("warnings", JSON),  # the first warnings, as a list of strings
     Column("error", String),
+    Column("read_offset", BigInteger),  # spool files: bytes read up to the last complete line (0004)
     Column("first_seen_at", DateTime, nullable=False),
     Column("last_read_at", DateTime, nullable=False),
 )
@@ -137,6 +138,27 @@ trainer_runs = Table(
     Column("train_samples_per_second", Double),
     Column("train_loss", Double),
     Column("source_file", String),
+)
+
+# GPU samples (revision 0004): NVML sampler spools and nvidia-smi CSV logs, tied to a job.
+# Keyed by (job, host, gpu, ts): a sample ingested twice is stored once. host is '' when unknown.
+gpu_samples = Table(
+    "gpu_samples",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("host", String, nullable=False),
+    Column("gpu_index", Integer, nullable=False),
+    Column("ts", DateTime, nullable=False),
+    Column("gpu_uuid", String),
+    Column("utilization_percent", Double),
+    Column("memory_used_mb", Double),
+    Column("memory_total_mb", Double),
+    Column("temperature_c", Double),
+    Column("power_w", Double),
+    Column("sm_clock_mhz", Double),
+    Column("clocks_event_reasons", BigInteger),  # NVML's clocks-event (throttle) reasons bitmask
+    Column("source", String, nullable=False),  # 'spool' or 'nvidia-smi'
+    PrimaryKeyConstraint("job_id", "host", "gpu_index", "ts"),
 )
 
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are

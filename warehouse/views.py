@@ -550,3 +550,201 @@ CURRENT_0002: tuple[View, ...] = (
     JOB_ANALYTICS_V2,
 )
 CURRENT = CURRENT_0002
+
+
+# --- revision 0004: GPU samples (NVML sampler spools, nvidia-smi logs) ----------------------
+
+# NVML clocks-event reasons that mean the GPU was held back: SW power cap (0x4), HW slowdown
+# (0x8), SW thermal (0x20), HW thermal (0x40), HW power brake (0x80). Idle (0x1), application
+# clocks (0x2), sync boost (0x10) and display clocks (0x100) are not throttling.
+THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+
+# Each sample stands for the time until the same GPU's next sample (the last one for none).
+GPU_SAMPLE_INTERVALS_V1 = View(
+    "gpu_sample_intervals",
+    """
+SELECT g.*,
+       @seconds_between(g.ts; lead(g.ts) OVER w) AS interval_seconds,
+       lead(g.power_w) OVER w AS next_power_w
+FROM gpu_samples g
+WINDOW w AS (PARTITION BY g.job_id, g.host, g.gpu_index ORDER BY g.ts)
+""",
+)
+
+# One row per GPU of a job (from its samples): averages, peaks, energy, throttling, idleness.
+JOB_GPUS_V1 = View(
+    "job_gpus",
+    f"""
+WITH per_gpu AS (
+    SELECT job_id, host, gpu_index,
+           max(gpu_uuid) AS gpu_uuid,
+           count(*) AS samples,
+           min(ts) AS first_sample,
+           max(ts) AS last_sample,
+           avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS average_utilization,
+           avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS average_memory_mb,
+           max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_memory_mb,
+           avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS average_temp_celsius,
+           max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp_celsius,
+           avg(power_w) FILTER (WHERE @finite(power_w)) AS average_power_w,
+           -- trapezoids between consecutive samples, in watt-hours
+           sum((power_w + next_power_w) / 2 * interval_seconds)
+               FILTER (WHERE @finite(power_w) AND @finite(next_power_w)) / 3600 AS energy_wh,
+           sum(interval_seconds) FILTER (WHERE clocks_event_reasons IS NOT NULL) AS reasons_seconds,
+           sum(interval_seconds) FILTER (WHERE (clocks_event_reasons & {THROTTLE_MASK}) <> 0) AS throttled_seconds,
+           sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
+           sum(interval_seconds) FILTER (WHERE utilization_percent < 10) AS idle_seconds
+    FROM gpu_sample_intervals
+    GROUP BY job_id, host, gpu_index
+)
+SELECT job_id, host, gpu_index, gpu_uuid, samples, first_sample, last_sample,
+       average_utilization, average_memory_mb, peak_memory_mb, average_temp_celsius, peak_temp_celsius,
+       average_power_w, energy_wh,
+       CASE WHEN reasons_seconds > 0 THEN coalesce(throttled_seconds, 0) / reasons_seconds END AS throttled_share,
+       CASE WHEN utilization_seconds > 0 THEN coalesce(idle_seconds, 0) / utilization_seconds END AS idle_share,
+       CASE WHEN utilization_seconds > 0 THEN coalesce(idle_seconds, 0) / utilization_seconds > 0.5 END AS idle
+FROM per_gpu
+""",
+)
+
+# Per figure: from the job's GPU samples when they carry it, else from the per-step readings.
+JOB_RESOURCES_V2 = View(
+    "job_resources",
+    """
+WITH sampled AS (
+    SELECT job_id,
+           count(*) AS n,
+           count(DISTINCT (host, gpu_index)) AS gpus,
+           avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
+           avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
+           max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,
+           avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
+           max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp,
+           count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
+                               OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
+                               OR (temperature_c IS NOT NULL AND NOT @finite(temperature_c))) AS nonfinite
+    FROM gpu_samples
+    GROUP BY job_id
+), logged AS (
+    SELECT job_id,
+           count(*) AS n,
+           count(DISTINCT gpu_index) AS gpus,
+           avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
+           avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
+           max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,
+           avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
+           max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp,
+           count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
+                               OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
+                               OR (temperature_c IS NOT NULL AND NOT @finite(temperature_c))) AS nonfinite
+    FROM step_gpus
+    GROUP BY job_id
+)
+SELECT j.job_id,
+       CASE WHEN s.n > 0 THEN 'gpu_samples' WHEN l.n > 0 THEN 'step_readings' END AS gpu_source,
+       coalesce(s.n, 0) + coalesce(l.n, 0) AS gpu_readings,
+       coalesce(s.n, 0) AS gpu_samples,
+       coalesce(s.gpus, l.gpus, 0) AS gpus_seen,
+       CASE WHEN s.util IS NOT NULL THEN s.util ELSE l.util END AS average_gpu_utilization,
+       CASE WHEN s.mem IS NOT NULL THEN s.mem ELSE l.mem END AS average_gpu_memory_mb,
+       CASE WHEN s.peak_mem IS NOT NULL THEN s.peak_mem ELSE l.peak_mem END AS peak_gpu_memory_mb,
+       CASE WHEN s.temp IS NOT NULL THEN s.temp ELSE l.temp END AS average_gpu_temp_celsius,
+       CASE WHEN s.peak_temp IS NOT NULL THEN s.peak_temp ELSE l.peak_temp END AS peak_gpu_temp_celsius,
+       CASE WHEN s.n > 0 THEN s.nonfinite ELSE coalesce(l.nonfinite, 0) END AS nonfinite_gpu_readings
+FROM jobs j
+LEFT JOIN sampled s ON s.job_id = j.job_id
+LEFT JOIN logged l ON l.job_id = j.job_id
+""",
+)
+
+# A job's energy (power integrated over its GPU samples) and its GPUs' throttling and idleness.
+JOB_ENERGY_V1 = View(
+    "job_energy",
+    """
+WITH gpus AS (
+    SELECT job_id,
+           sum(energy_wh) AS energy_wh,
+           count(*) FILTER (WHERE energy_wh IS NOT NULL) AS gpus_with_power,
+           count(*) FILTER (WHERE idle) AS idle_gpus,
+           sum(throttled_share * 1) FILTER (WHERE throttled_share IS NOT NULL)
+               / nullif(count(throttled_share), 0) AS average_throttled_share
+    FROM job_gpus
+    GROUP BY job_id
+)
+SELECT j.job_id,
+       g.energy_wh AS total_energy_wh,
+       CASE WHEN p.total_samples > 0 THEN g.energy_wh / (p.total_samples / 1000) END AS energy_per_1000_samples_wh,
+       coalesce(g.gpus_with_power, 0) AS gpus_with_power,
+       coalesce(g.idle_gpus, 0) AS idle_gpus,
+       g.average_throttled_share
+FROM jobs j
+JOIN job_performance p ON p.job_id = j.job_id
+LEFT JOIN gpus g ON g.job_id = j.job_id
+""",
+)
+
+# Each timed step row with every GPU's latest sample at or before the step's timestamp.
+# ASOF JOIN is DuckDB's own; a PostgreSQL backend would use a LATERAL subquery.
+STEP_GPU_ALIGNMENT_V1 = View(
+    "step_gpu_alignment",
+    """
+WITH gpus AS (SELECT DISTINCT job_id, host, gpu_index FROM gpu_samples),
+step_gpu AS (
+    SELECT s.job_id, s.step, s.ts, g.host, g.gpu_index
+    FROM step_facts s
+    JOIN gpus g ON g.job_id = s.job_id
+    WHERE s.ts IS NOT NULL
+)
+SELECT sg.job_id, sg.step, sg.ts, sg.host, sg.gpu_index,
+       x.ts AS sample_ts, x.utilization_percent, x.memory_used_mb, x.temperature_c, x.power_w,
+       x.sm_clock_mhz, x.clocks_event_reasons
+FROM step_gpu sg
+ASOF LEFT JOIN gpu_samples x
+    ON sg.job_id = x.job_id AND sg.host = x.host AND sg.gpu_index = x.gpu_index AND sg.ts >= x.ts
+""",
+)
+
+JOB_ANALYTICS_V3 = View(
+    "job_analytics",
+    JOB_ANALYTICS_V2.template.replace(
+        "       r.gpu_source,\n",
+        "       r.gpu_source,\n"
+        "       -- energy (GPU samples)\n"
+        "       en.total_energy_wh,\n"
+        "       en.energy_per_1000_samples_wh,\n"
+        "       en.gpus_with_power,\n"
+        "       en.idle_gpus,\n"
+        "       en.average_throttled_share,\n",
+    )
+    .replace(
+        "JOIN job_efficiency e ON e.job_id = j.job_id\n",
+        "JOIN job_efficiency e ON e.job_id = j.job_id\nJOIN job_energy en ON en.job_id = j.job_id\n",
+    )
+    .replace(
+        "           CASE WHEN l.initial_loss = 0 THEN",
+        "           CASE WHEN r.gpu_samples > 0 AND en.gpus_with_power = 0\n"
+        "                THEN 'energy is null: the GPU samples carry no power readings' END,\n"
+
+        "           CASE WHEN l.initial_loss = 0 THEN",
+    ),
+)
+
+# The views of the head revision, in dependency order.
+CURRENT_0004: tuple[View, ...] = (
+    STEP_FACTS_V1,
+    JOB_SETTINGS_V1,
+    STEP_METRICS_V2,
+    JOB_PERFORMANCE_V2,
+    JOB_DURATION_V2,
+    JOB_LOSSES_V2,
+    GPU_SAMPLE_INTERVALS_V1,
+    JOB_GPUS_V1,
+    JOB_RESOURCES_V2,
+    CHECKPOINT_SCORES_V2,
+    JOB_CHECKPOINTS_V2,
+    JOB_EFFICIENCY_V1,
+    JOB_ENERGY_V1,
+    STEP_GPU_ALIGNMENT_V1,
+    JOB_ANALYTICS_V3,
+)
+CURRENT = CURRENT_0004

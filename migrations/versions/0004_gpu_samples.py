@@ -1,0 +1,60 @@
+"""GPU samples from the NVML sampler's spool and nvidia-smi logs, and the views that use them.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from warehouse import results, views
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+VIEWS_BEFORE = views.CURRENT_0002
+VIEWS_AFTER = views.CURRENT_0004
+
+
+def upgrade() -> None:
+    op.create_table(
+        "gpu_samples",
+        sa.Column("job_id", sa.String, nullable=False),
+        sa.Column("host", sa.String, nullable=False),
+        sa.Column("gpu_index", sa.Integer, nullable=False),
+        sa.Column("ts", sa.DateTime, nullable=False),
+        sa.Column("gpu_uuid", sa.String),
+        sa.Column("utilization_percent", sa.Double),
+        sa.Column("memory_used_mb", sa.Double),
+        sa.Column("memory_total_mb", sa.Double),
+        sa.Column("temperature_c", sa.Double),
+        sa.Column("power_w", sa.Double),
+        sa.Column("sm_clock_mhz", sa.Double),
+        sa.Column("clocks_event_reasons", sa.BigInteger),
+        sa.Column("source", sa.String, nullable=False),
+        sa.PrimaryKeyConstraint("job_id", "host", "gpu_index", "ts"),
+    )
+    op.add_column("ingest_files", sa.Column("read_offset", sa.BigInteger))
+    _replace_views(VIEWS_BEFORE, VIEWS_AFTER)
+
+
+def downgrade() -> None:
+    _replace_views(VIEWS_AFTER, VIEWS_BEFORE)
+    op.drop_column("ingest_files", "read_offset")
+    op.drop_table("gpu_samples")
+
+
+def _replace_views(old: tuple[views.View, ...], new: tuple[views.View, ...]) -> None:
+    # job_results has the columns of job_analytics: rebuilt with it
+    op.execute("DROP TABLE job_results")
+    for view in reversed(old):
+        op.execute(view.drop_sql())
+    for view in new:
+        op.execute(view.create_sql())
+    op.execute(results.CREATE)
+    op.execute(results.REFILL)
