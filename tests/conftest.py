@@ -42,8 +42,9 @@ class Lab:
             path.write_text(data)
         return path
 
-    def ingest(self, *roots: Path) -> Summary:
-        return ingest(self.db, list(roots) or [self.root], wait=10)
+    def ingest(self, *roots: Path, spool_root: Path | None = None) -> Summary:
+        spools = [spool_root] if spool_root else None
+        return ingest(self.db, list(roots) or [self.root], spools=spools, wait=10)
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         con = duckdb.connect(str(self.db), read_only=True)
