@@ -212,6 +212,12 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
             raise pages.BadCursor("cursor is not one this API handed out")
         _require_job(con, job_id)
         if max_points is not None:
+            numeric = max(1, sum(f in history.NUMERIC_FIELDS for f in chosen))
+            if max_points < 2 + 2 * numeric:
+                raise HTTPException(
+                    422, f"max_points must be at least {2 + 2 * numeric} for {numeric} numeric field(s): "
+                    "the first and last step, and a minimum and a maximum of each field per bucket",
+                )  # fmt: skip
             rows = history.steps_downsampled(con, job_id, chosen, after, to_step, max_points)
             next_cursor = None
         else:

@@ -805,6 +805,14 @@ def test_steps_max_points_out_of_range_is_422(other: TestClient, max_points: int
     assert status_of(other, "/api/training/long/steps", max_points=max_points)[0] == 422
 
 
+def test_steps_max_points_too_small_for_the_fields_is_422(other: TestClient) -> None:
+    # every numeric field by default: 2 + 2 x 10 = 22 points at least, or extremes would be lost
+    status, body = status_of(other, "/api/training/long/steps", max_points=21)
+    assert status == 422 and "at least 22" in body["detail"]
+    assert status_of(other, "/api/training/long/steps", max_points=22)[0] == 200
+    assert len(ok(other, "/api/training/long/steps", max_points=22)["steps"]) <= 22
+
+
 # --- ids that collide with route names -----------------------------------------------------
 
 
