@@ -138,3 +138,21 @@ def test_step_alignment_takes_the_latest_sample_at_or_before_each_step(lab: Lab,
     lab.ingest(lab.root, spool_root=spool)
     rows = lab.query("SELECT step, utilization_percent FROM step_gpu_alignment WHERE job_id = 'j' ORDER BY step")
     assert rows == [(10, 60.0), (20, 70.0)]
+
+
+def test_nvidia_smi_logs_import_once_and_feed_the_job(lab: Lab, spool: Path) -> None:
+    from ingest.run import CsvImport, ingest
+    from tests.conftest import REALDATA
+
+    log = REALDATA / "nvidia_smi_csv" / "a6000x2-looped.csv"
+    first = ingest(lab.db, [lab.root], csv_imports=[CsvImport(log, "j", "UTC", "ws-1")])
+    assert first.failed == 0
+    assert lab.query("SELECT gpu_index, count(*) FROM gpu_samples GROUP BY 1 ORDER BY 1") == [(0, 473), (1, 473)]
+    again = ingest(lab.db, [lab.root], csv_imports=[CsvImport(log, "j", "UTC", "ws-1")])
+    assert again.unchanged == 2 and again.ingested == 0  # the progress file and the log
+    job = lab.analytics("j")
+    assert job is not None
+    (expected,) = lab.query("SELECT avg(utilization_percent) FROM gpu_samples WHERE job_id = 'j'")[0]
+    assert job["resource_utilization"]["average_gpu_utilization"] == pytest.approx(expected)
+    assert job["energy"]["total_energy_wh"] is None  # the log has no power.draw column
+    assert {g["gpu_index"]: g["idle"] for g in job["gpus"]} == {0: False, 1: True}
