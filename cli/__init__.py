@@ -4,9 +4,12 @@ Exit codes (also in the README):
   0   success (files left for the next run because they were being written count as success)
   1   ingest: at least one file could not be ingested (see the summary; the rest was ingested)
   2   usage error
-  3   the warehouse can't be used (written by a newer runlytics, unreadable, …)
+  3   the warehouse can't be used (written by a newer runlytics, unreadable, …);
+      ``sample``: NVML can't be used (no NVIDIA driver)
   4   ``sql``: the query failed; ``analytics``: no such job
   75  the warehouse or the ingest lock stayed busy longer than --wait (try again later)
+``sample -- CMD`` exits with CMD's exit code (128 + N when a signal N ended it; 127 when CMD
+can't be found, 126 when it can't be run).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,8 +32,10 @@ EXIT_OK = 0
 EXIT_FILES_FAILED = 1
 EXIT_USAGE = 2
 EXIT_WAREHOUSE = 3
+EXIT_NO_NVML = 3
 EXIT_QUERY = 4
 EXIT_BUSY = 75
+ENV_SPOOL = "RUNLYTICS_SPOOL"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +109,39 @@ def _parser() -> argparse.ArgumentParser:
     show = add("analytics", "print one job's analytics as JSON")
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
+
+    _add_sample(commands)
     return parser
+
+
+def _add_sample(commands: argparse._SubParsersAction) -> None:
+    help_text = "sample the GPUs through NVML into a spool of JSON Lines, until stopped or while CMD runs"
+    sample = commands.add_parser(
+        "sample",
+        help=help_text,
+        description=help_text + " (docs/sampler.md)",
+        usage="runlytics sample --job-id ID [--gpus 0,1] [--interval S] [--spool DIR] [--spool-max-mb MB] [-- CMD ...]",
+    )
+    sample.add_argument("--job-id", required=True, help="the job the samples belong to")
+    sample.add_argument(
+        "--gpus", help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else every GPU)"
+    )
+    sample.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default: %(default)s)")
+    sample.add_argument(
+        "--spool",
+        type=Path,
+        default=Path(os.environ.get(ENV_SPOOL, "spool")),
+        help=f"folder of the spool files (default: ${ENV_SPOOL} or ./spool)",
+    )
+    sample.add_argument(
+        "--spool-max-mb",
+        type=float,
+        default=512,
+        help="the oldest spool files are deleted beyond this size (default: %(default)s)",
+    )
+    sample.add_argument("--host", help="host name written in the samples (default: this machine's)")
+    sample.add_argument("command", nargs=argparse.REMAINDER, help="a command to run and sample while it runs")
+    sample.set_defaults(run=_sample)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -229,6 +268,32 @@ def _serve(args: argparse.Namespace) -> int:
     migrate.ensure_current(path, wait=args.wait)
     uvicorn.run(create_app(path), host=args.host, port=args.port, log_level="info")
     return EXIT_OK
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from sampler import run as sampler
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="runlytics sample: %(message)s")
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    options = sampler.Options(
+        job_id=args.job_id,
+        spool=args.spool,
+        interval=args.interval,
+        gpus=args.gpus,
+        spool_max_bytes=int(args.spool_max_mb * 2**20) if args.spool_max_mb > 0 else None,
+        command=command,
+    )
+    if args.host:
+        options.host = args.host
+    try:
+        return sampler.run(options)
+    except sampler.NvmlUnavailable as error:
+        print(f"runlytics sample: {error}", file=sys.stderr)
+        return EXIT_NO_NVML
+    except sampler.SamplerError as error:
+        print(f"runlytics sample: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def entry() -> None:
