@@ -132,8 +132,9 @@ def ingest(
             _ingest_progress_files(con, jobs, summary, on_progress)
             _ingest_trainer_states(con, jobs, summary)
             _add_folder_checkpoints(con, jobs, summary)
+            offsets = ledger.load_offsets(con, KIND_SPOOL)
             for path in spool_files:
-                _ingest_spool_file(con, path, summary)
+                _ingest_spool_file(con, path, offsets.get(str(path), (0, 0)), summary)
             for item in csv_imports or []:
                 _import_nvidia_smi(con, item, summary)
             results.refresh(con, summary.job_ids)
@@ -412,11 +413,13 @@ def _spool_files(spools: list[Path]) -> list[Path]:
     return files
 
 
-def _ingest_spool_file(con: duckdb.DuckDBPyConnection, path: Path, summary: Summary) -> None:
-    """Read a spool file from where the last run stopped, up to its last complete line."""
+def _ingest_spool_file(
+    con: duckdb.DuckDBPyConnection, path: Path, resume: tuple[int, int], summary: Summary
+) -> None:
+    """Read a spool file from where the last run stopped (bytes, lines), up to its last complete line."""
     summary.files_seen += 1
     key = str(path)
-    offset, lines = ledger.load_offsets(con, KIND_SPOOL).get(key, (0, 0))
+    offset, lines = resume
     try:
         st = ledger.stat(path)
     except OSError:
