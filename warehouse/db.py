@@ -58,6 +58,9 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
     con.execute("SET TimeZone = 'UTC'")
+    # DuckDB draws a progress bar on stdout for statements over 2 s, which would corrupt
+    # `--json` and `--format` outputs; commands report their own progress
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
