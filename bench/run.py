@@ -30,6 +30,7 @@ FLOOR = """
 import duckdb, glob, sys
 files = sorted(glob.glob(sys.argv[1] + '/*/progress.json'))
 con = duckdb.connect(sys.argv[2])
+con.execute("SET enable_progress_bar = false")
 con.execute("CREATE TABLE raw AS SELECT job_id, unnest(history, max_depth := 1) AS h "
             "FROM read_json(?, maximum_object_size = 1073741824)", [files])
 con.execute("CREATE TABLE steps AS SELECT job_id, h.step, h.timestamp, h.loss, h.learning_rate, "
