@@ -18,7 +18,7 @@ import duckdb
 from warehouse import db, migrate, results, snapshots
 from warehouse.lock import run_lock
 
-from . import gpu_samples, ledger, merge, progress, trainer_state
+from . import gpu_samples, ledger, merge, progress, runs, trainer_state
 from .discover import JobFolder, discover
 from .sql import install_macros
 
@@ -128,19 +128,31 @@ def ingest(
     with run_lock(db_path, wait=wait):
         migrate.ensure_current(db_path, wait=wait, locked=True)
         with db.connection(db_path, wait=wait) as con:
-            install_macros(con)
-            _ingest_progress_files(con, jobs, summary, on_progress)
-            _ingest_trainer_states(con, jobs, summary)
-            _add_folder_checkpoints(con, jobs, summary)
-            offsets = ledger.load_offsets(con, KIND_SPOOL)
-            for path in spool_files:
-                _ingest_spool_file(con, path, offsets.get(str(path), (0, 0)), summary)
-            for item in csv_imports or []:
-                _import_nvidia_smi(con, item, summary)
-            results.refresh(con, summary.job_ids)
+            run_id = runs.start(con)
+            try:
+                install_macros(con)
+                _ingest_progress_files(con, jobs, summary, on_progress)
+                _ingest_trainer_states(con, jobs, summary)
+                _add_folder_checkpoints(con, jobs, summary)
+                offsets = ledger.load_offsets(con, KIND_SPOOL)
+                for path in spool_files:
+                    _ingest_spool_file(con, path, offsets.get(str(path), (0, 0)), summary)
+                for item in csv_imports or []:
+                    _import_nvidia_smi(con, item, summary)
+                results.refresh(con, summary.job_ids)
+            except Exception as error:
+                summary.seconds = time.monotonic() - started
+                message = f"{type(error).__name__}: {error}"
+                runs.finish(con, run_id, summary.as_dict(), error=message)
+                runs.write_heartbeat(db_path, run_id, summary.as_dict(), error=message)
+                raise
+            summary.seconds = time.monotonic() - started
+            runs.finish(con, run_id, summary.as_dict())
             con.execute("CHECKPOINT")
-        if summary.ingested or summary.pending or summary.failed or snapshots.latest(db_path) is None:
+        changed = summary.ingested or summary.pending or summary.failed or summary.job_ids
+        if changed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
             snapshots.publish(db_path)
+        runs.write_heartbeat(db_path, run_id, summary.as_dict())
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -413,9 +425,7 @@ def _spool_files(spools: list[Path]) -> list[Path]:
     return files
 
 
-def _ingest_spool_file(
-    con: duckdb.DuckDBPyConnection, path: Path, resume: tuple[int, int], summary: Summary
-) -> None:
+def _ingest_spool_file(con: duckdb.DuckDBPyConnection, path: Path, resume: tuple[int, int], summary: Summary) -> None:
     """Read a spool file from where the last run stopped (bytes, lines), up to its last complete line."""
     summary.files_seen += 1
     key = str(path)

@@ -161,6 +161,29 @@ gpu_samples = Table(
     PrimaryKeyConstraint("job_id", "host", "gpu_index", "ts"),
 )
 
+# One row per ingest run (revision 0005): written when the run starts ('running') and completed
+# when it ends; a run killed on the way stays 'running' (shown as interrupted once its lock is free).
+ingest_runs = Table(
+    "ingest_runs",
+    metadata,
+    Column("run_id", BigInteger, primary_key=True, autoincrement=False),  # nanoseconds since the epoch at the start
+    Column("started_at", DateTime, nullable=False),
+    Column("ended_at", DateTime),
+    Column("outcome", String, nullable=False),  # 'running', 'ok', 'files_failed', 'error'
+    Column("files_seen", BigInteger),
+    Column("ingested", BigInteger),
+    Column("unchanged", BigInteger),
+    Column("pending", BigInteger),
+    Column("failed", BigInteger),
+    Column("rows", BigInteger),
+    Column("warnings", BigInteger),
+    Column("jobs_changed", BigInteger),
+    Column("seconds", Double),
+    Column("error", String),
+    Column("host", String),
+    Column("pid", BigInteger),
+)
+
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are
 # the view's): job_results materialises job_analytics (warehouse/results.py).
 DERIVED_TABLES = ("job_results",)

@@ -23,6 +23,9 @@ import duckdb
 from . import db
 
 KEEP = 3  # older copies stay a while for readers that still have them open
+# An ingest run that changed nothing still publishes when the newest copy is older than this,
+# so that readers' view of ingest_runs stays recent without a copy every cron minute.
+REFRESH_SECONDS = 600
 SUFFIX = ".duckdb"
 
 
@@ -37,6 +40,12 @@ def latest(db_path: Path) -> Path | None:
     except FileNotFoundError:
         return None
     return folder(db_path) / max(names) if names else None
+
+
+def age(db_path: Path) -> float:
+    """Seconds since the newest copy was published (infinite when there is none)."""
+    newest = latest(db_path)
+    return time.time() - int(newest.name.removesuffix(SUFFIX)) / 1e9 if newest else float("inf")
 
 
 def publish(db_path: Path) -> Path:

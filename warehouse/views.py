@@ -724,7 +724,6 @@ JOB_ANALYTICS_V3 = View(
         "           CASE WHEN l.initial_loss = 0 THEN",
         "           CASE WHEN r.gpu_samples > 0 AND en.gpus_with_power = 0\n"
         "                THEN 'energy is null: the GPU samples carry no power readings' END,\n"
-
         "           CASE WHEN l.initial_loss = 0 THEN",
     ),
 )

@@ -1,0 +1,75 @@
+"""The record of ingest runs (table ``ingest_runs``): started, then completed with its counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+START = """
+INSERT INTO ingest_runs (run_id, started_at, outcome, host, pid)
+VALUES ($run_id, now()::TIMESTAMP, 'running', $host, $pid)
+"""
+
+FINISH = """
+UPDATE ingest_runs SET
+    ended_at = now()::TIMESTAMP, outcome = $outcome, files_seen = $files_seen, ingested = $ingested,
+    unchanged = $unchanged, pending = $pending, failed = $failed, rows = $rows, warnings = $warnings,
+    jobs_changed = $jobs_changed, seconds = $seconds, error = $error
+WHERE run_id = $run_id
+"""
+
+
+def start(con: duckdb.DuckDBPyConnection) -> int:
+    """Record a run as started (committed at once, so a killed run leaves its trace)."""
+    run_id = time.time_ns()
+    con.execute(START, {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()})
+    return run_id
+
+
+def finish(con: duckdb.DuckDBPyConnection, run_id: int, summary: dict[str, Any], error: str | None = None) -> None:
+    """Complete the run's record: 'ok', 'files_failed' (some files could not be read) or 'error'."""
+    outcome = "error" if error else ("files_failed" if summary.get("failed") else "ok")
+    params = {k: summary.get(k) for k in (
+        "files_seen", "ingested", "unchanged", "pending", "failed", "rows", "warnings", "jobs_changed", "seconds",
+    )}  # fmt: skip
+    con.execute(FINISH, {**params, "run_id": run_id, "outcome": outcome, "error": error})
+
+
+def heartbeat_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".last-ingest.json")
+
+
+def write_heartbeat(db_path: Path, run_id: int, summary: dict[str, Any], error: str | None = None) -> None:
+    """The last run, in a small file readers can check without opening the warehouse.
+
+    It keeps the time of the last successful run across failed ones (for staleness checks).
+    """
+    path = heartbeat_path(db_path)
+    previous = read_heartbeat(db_path) or {}
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    ok = error is None
+    record = {
+        "run_id": run_id,
+        "ended_at": now,
+        "outcome": "error" if error else ("files_failed" if summary.get("failed") else "ok"),
+        "error": error,
+        "summary": {k: v for k, v in summary.items() if k != "problems"},
+        "last_success_at": now if ok else previous.get("last_success_at"),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)
+
+
+def read_heartbeat(db_path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(heartbeat_path(db_path).read_text())
+    except (OSError, ValueError):
+        return None
