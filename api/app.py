@@ -22,7 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from warehouse import db, fleet, history, migrate, pages, queries, snapshots
+from warehouse import db, fleet, history, migrate, pages, queries, runs, snapshots
 from warehouse.views import STATUSES
 
 from . import models
@@ -113,6 +113,17 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
             detail = f"schema at {revision}, code at {migrate.HEAD_REVISION}"
             return JSONResponse({"status": "unavailable", "detail": detail, "revision": revision}, status_code=503)
         return {"status": "ok", "revision": revision, "snapshot": snapshot}
+
+    @app.get("/api/ingest/runs", response_model=models.IngestRuns, dependencies=guarded, tags=["ingest"])
+    def ingest_runs(request: Request, con: Con, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+        """Ingest runs, newest first (keyset pages), and the files that are failing with their reasons."""
+        rows, next_cursor = runs.runs_page(con, limit, cursor)
+        return {
+            "runs": rows,
+            "problem_files": runs.problem_files(con),
+            "next_cursor": next_cursor,
+            "next": _next(request, next_cursor),
+        }
 
     @app.get("/api/training/jobs", response_model=models.JobList, dependencies=guarded, tags=["jobs"])
     def list_jobs(

@@ -218,6 +218,40 @@ class GpuPage(BaseModel):
     next: str | None
 
 
+class IngestRun(BaseModel):
+    run_id: int
+    started_at: str
+    ended_at: str | None
+    outcome: str
+    files_seen: int | None
+    ingested: int | None
+    unchanged: int | None
+    pending: int | None
+    failed: int | None
+    rows: int | None
+    warnings: int | None
+    jobs_changed: int | None
+    seconds: float | None
+    error: str | None
+    host: str | None
+    pid: int | None
+
+
+class IngestFile(BaseModel):
+    path: str
+    kind: str
+    outcome: str
+    error: str | None
+    last_read_at: str | None
+
+
+class IngestRuns(BaseModel):
+    runs: list[IngestRun]
+    problem_files: list[IngestFile]
+    next_cursor: str | None
+    next: str | None
+
+
 class Health(BaseModel):
     status: str
     detail: str | None = None

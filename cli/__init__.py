@@ -106,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     serve.set_defaults(run=_serve)
 
+    status = add("status", "the warehouse's size, schema, last ingest, and the files that keep failing")
+    status.add_argument("--json", action="store_true", help="print it as JSON")
+    status.set_defaults(run=_status)
+
     show = add("analytics", "print one job's analytics as JSON")
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
@@ -257,6 +261,55 @@ def _analytics(args: argparse.Namespace) -> int:
         return EXIT_QUERY
     print(json.dumps(result, indent=2))
     return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ingest import runs as ingest_runs
+    from warehouse import runs
+
+    path = db.resolve_path(args.db)
+    migrate.ensure_current(path, wait=args.wait)
+    con = snapshots.connect_latest(path, wait=args.wait)
+    try:
+        report = {
+            "warehouse": str(path),
+            "size_bytes": sum(p.stat().st_size for p in (path, Path(f"{path}.wal")) if p.exists()),
+            "schema_revision": migrate.current_revision(con),
+            "snapshot": str(snapshots.latest(path)),
+            **runs.counts(con),
+            "last_ingest": ingest_runs.read_heartbeat(path),
+            "recent_runs": runs.runs_page(con, 5, None)[0],
+            "problem_files": runs.problem_files(con),
+        }
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
+    return EXIT_OK
+
+
+def _print_status(r: dict[str, Any]) -> None:
+    print(f"warehouse   {r['warehouse']} ({r['size_bytes'] / 2**20:.1f} MiB), schema {r['schema_revision']}")
+    print(
+        f"contents    {r['jobs']} jobs, {r['step_rows']} step rows, {r['gpu_samples']} GPU samples, {r['files']} files"
+    )
+    last = r["last_ingest"]
+    if last:
+        s = last["summary"]
+        print(
+            f"last ingest {last['ended_at']}: {last['outcome']}; {s.get('ingested')} ingested, "
+            f"{s.get('unchanged')} unchanged, {s.get('failed')} failed, {s.get('rows')} rows, {s.get('seconds')} s"
+        )
+        print(f"last success {last.get('last_success_at')}")
+        if last.get("error"):
+            print(f"  error: {last['error']}")
+    else:
+        print("last ingest never")
+    print(f"problem files ({len(r['problem_files'])}):")
+    for f in r["problem_files"]:
+        print(f"  {f['outcome']}: {f['path']}: {f['error']}")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,58 @@
+"""The health of the ingest itself: recorded runs, `runlytics status`, /api/ingest/runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ingest import runs
+from tests.conftest import Lab
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _job(lab: Lab, name: str, step: int) -> None:
+    path = lab.write_job(name, {"status": "running", "history": [{"step": step, "loss": 1.0}]})
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+
+
+def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
+    _job(lab, "a", 1)
+    bad = lab.write_job("broken", None, raw="version https://git-lfs.github.com/spec/v1\noid sha256:00\n")
+    os.utime(bad, (1_700_000_000, 1_700_000_000))
+    lab.ingest()
+    _job(lab, "b", 2)
+    os.utime(lab.root / "b" / "progress.json", (1_700_000_100, 1_700_000_100))
+    lab.ingest()
+    recorded = lab.query("SELECT outcome, ingested, unchanged, failed FROM ingest_runs ORDER BY run_id")
+    assert recorded == [("files_failed", 1, 0, 1), ("ok", 1, 2, 0)]  # the bad file is not re-read unchanged
+
+    heartbeat = runs.read_heartbeat(lab.db)
+    assert heartbeat is not None and heartbeat["outcome"] == "ok" and heartbeat["summary"]["ingested"] == 1
+
+    result = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.entry()", "status", "--db", str(lab.db), "--json"],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["schema_revision"] == "0005" and status["jobs"] == 2
+    assert [(f["path"], f["outcome"]) for f in status["problem_files"]] == [(str(bad), "failed")]
+    assert "Git LFS pointer" in status["problem_files"][0]["error"]
+    assert [r["outcome"] for r in status["recent_runs"]] == ["ok", "files_failed"]
+
+    client = TestClient(create_app(lab.db, token=None))
+    first = client.get("/api/ingest/runs", params={"limit": 1})
+    assert first.status_code == 200
+    body = first.json()
+    assert [r["outcome"] for r in body["runs"]] == ["ok"]
+    assert body["problem_files"][0]["path"] == str(bad)
+    second = client.get(body["next"]).json()
+    assert [r["outcome"] for r in second["runs"]] == ["files_failed"] and second["next_cursor"] is None
+    assert client.get("/api/ingest/runs", params={"cursor": "nope"}).status_code == 422

@@ -1,0 +1,63 @@
+"""Queries on the ingest's own health: its runs, and the files that keep failing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from . import pages
+from .queries import plain
+
+RUNS_PAGE = """
+SELECT run_id, started_at, ended_at, outcome, files_seen, ingested, unchanged, pending, failed, rows, warnings,
+       jobs_changed, seconds, error, host, pid
+FROM ingest_runs
+WHERE $before IS NULL OR run_id < $before
+ORDER BY run_id DESC
+LIMIT $limit
+"""
+
+# Files not ingested as they are now: failed (read again when they change) or pending.
+PROBLEM_FILES = """
+SELECT path, kind, outcome, error, last_read_at
+FROM ingest_files
+WHERE outcome <> 'ingested'
+ORDER BY outcome, path
+"""
+
+COUNTS = """
+SELECT (SELECT count(*) FROM jobs) AS jobs,
+       (SELECT count(*) FROM steps) AS step_rows,
+       (SELECT count(*) FROM gpu_samples) AS gpu_samples,
+       (SELECT count(*) FROM ingest_files) AS files
+"""
+
+
+def runs_page(
+    con: duckdb.DuckDBPyConnection, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Ingest runs, newest first, one keyset page; and the next page's cursor."""
+    before = None
+    if cursor:
+        (before,) = pages.decode("runs", cursor, 1)
+        if not isinstance(before, int) or isinstance(before, bool):
+            raise pages.BadCursor("cursor is not one this API handed out")
+    cur = con.execute(RUNS_PAGE, {"before": before, "limit": limit + 1})
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, pages.encode("runs", [rows[-1]["run_id"]])
+    return rows, None
+
+
+def problem_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    cur = con.execute(PROBLEM_FILES)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+
+
+def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    cur = con.execute(COUNTS)
+    return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
