@@ -77,6 +77,7 @@ CREATE OR REPLACE TEMP TABLE batch_jobs AS
 SELECT f.file_id,
        f.seq,
        f.path,
+       f.read_path,
        f.source_dir,
        coalesce(rl_string(d.job_id), CAST(rl_number(d.job_id, 0, 1e300, true) AS BIGINT)::VARCHAR, f.folder)
            AS job_id,
@@ -122,7 +123,7 @@ SELECT f.file_id,
                 THEN 'no step entries: no history list, latest object or legacy step' END
        ) AS problems
 FROM raw_docs d
-JOIN batch_files f ON f.path = d.filename
+JOIN batch_files f ON f.read_path = d.filename
 """
 
 # Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
@@ -177,7 +178,7 @@ SELECT j.file_id, j.seq, j.job_id, x.pos, x.place,
                  OR (x.e.samples IS NOT NULL AND samples IS NULL)
             THEN x.e END AS refused
 FROM entries x
-JOIN batch_jobs j ON j.path = x.filename
+JOIN batch_jobs j ON j.read_path = x.filename
 """
 
 # GPU readings of entries that have a step; a reading without an index takes its position.
@@ -225,7 +226,7 @@ SELECT j.file_id, j.seq, j.job_id, i.pos,
            rl_number_problem('eval_loss', i.c.eval_loss, -1e308, 1e308, false)
        ) AS problems
 FROM items i
-JOIN batch_jobs j ON j.path = i.filename
+JOIN batch_jobs j ON j.read_path = i.filename
 """
 
 BATCH_WARNINGS = """
@@ -265,7 +266,13 @@ STAGE = (BATCH_JOBS, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
 
 def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Parse the files into ``raw_docs``; raises duckdb.Error naming a file that is not JSON."""
-    con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": MAX_FILE_BYTES})
+    try:
+        con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": MAX_FILE_BYTES})
+    except UnicodeDecodeError as error:
+        # DuckDB's message quotes the offending value cut short, possibly mid-character, and the
+        # Python binding then fails to decode it: raise the error DuckDB meant, file name intact
+        raw = error.object if isinstance(error.object, bytes) else bytes(error.object)
+        raise duckdb.InvalidInputException(raw.decode("utf-8", errors="replace")) from None
 
 
 def stage(con: duckdb.DuckDBPyConnection) -> None:
@@ -288,7 +295,7 @@ def diagnose(data: bytes) -> tuple[str, str]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        if error.pos >= len(text.rstrip()) - 1:
+        if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()) - 1:
             return "pending", f"JSON ends early at line {error.lineno} column {error.colno} (being written?)"
         return "failed", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
     except RecursionError:
@@ -296,6 +303,59 @@ def diagnose(data: bytes) -> tuple[str, str]:
     if not isinstance(value, dict):
         return "failed", f"top-level JSON value is {type(value).__name__}, not an object"
     return "failed", "JSON could not be read by DuckDB"
+
+
+def repair(data: bytes) -> tuple[str, list[str]] | None:
+    """A copy of a progress file whose lists and objects have the shapes DuckDB's reader needs.
+
+    DuckDB refuses a whole file when, say, a ``history`` item is a number or ``gpus`` is a
+    string. Such parts are removed here, each with a warning, so that the rest of the file is
+    ingested (inputs.md: skip what can't be read, say why, go on). None when the bytes are not
+    a JSON object at all.
+    """
+    try:
+        doc = json.loads(data.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    warnings: list[str] = []
+    history = doc.get("history")
+    if "history" in doc and not isinstance(history, list):
+        warnings.append("history is not a list: ignored")
+        del doc["history"]
+    elif isinstance(history, list):
+        for i, entry in enumerate(history):
+            history[i] = _repaired_entry(entry, f"history[{i}]", warnings)
+    if "latest" in doc and doc["latest"] is not None:
+        if isinstance(doc["latest"], dict):
+            doc["latest"] = _repaired_entry(doc["latest"], "latest", warnings)
+        else:
+            warnings.append("latest is not an object: ignored")
+            del doc["latest"]
+    checkpoints = doc.get("checkpoints")
+    if "checkpoints" in doc and not isinstance(checkpoints, list):
+        warnings.append("checkpoints is not a list: ignored")
+        del doc["checkpoints"]
+    elif isinstance(checkpoints, list):
+        doc["checkpoints"] = [c for c in checkpoints if isinstance(c, dict)]
+        if len(doc["checkpoints"]) < len(checkpoints):
+            warnings.append(f"checkpoints: {len(checkpoints) - len(doc['checkpoints'])} item(s) not objects, skipped")
+    return json.dumps(doc, allow_nan=True), warnings
+
+
+def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
+    if not isinstance(entry, dict):
+        return {}  # staged as an entry without a step: skipped with that warning
+    gpus = entry.get("gpus")
+    if "gpus" in entry and gpus is not None and not isinstance(gpus, list):
+        warnings.append(f"{place}: gpus is not a list: dropped")
+        del entry["gpus"]
+    elif isinstance(gpus, list):
+        entry["gpus"] = [g for g in gpus if isinstance(g, dict)]
+        if len(entry["gpus"]) < len(gpus):
+            warnings.append(f"{place}: {len(gpus) - len(entry['gpus'])} gpus item(s) not objects, dropped")
+    return entry
 
 
 def looks_complete(path: Path, size: int) -> bool:

@@ -8,6 +8,7 @@ the next run reads the rest. Runs are serialised by a lock file beside the wareh
 from __future__ import annotations
 
 import re
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,17 +34,22 @@ ProgressCallback = Callable[[int, int], None]
 
 FILES_TABLE = """
 CREATE OR REPLACE TEMP TABLE batch_files (
-    file_id INTEGER, seq INTEGER, path VARCHAR, folder VARCHAR, source_dir VARCHAR,
+    file_id INTEGER, seq INTEGER, path VARCHAR, read_path VARCHAR, folder VARCHAR, source_dir VARCHAR,
     size BIGINT, mtime_ns BIGINT, fingerprint VARCHAR
 )
 """
 INSERT_FILES = """
 INSERT INTO batch_files
-SELECT unnest($file_id), unnest($seq), unnest($path), unnest($folder), unnest($source_dir),
+SELECT unnest($file_id), unnest($seq), unnest($path), unnest($path), unnest($folder), unnest($source_dir),
        unnest($size), unnest($mtime_ns), unnest($fingerprint)
 """
 DROP_DOC = "DELETE FROM raw_docs WHERE filename = ?"
-DROP_FILE = "DELETE FROM batch_files WHERE path = ?"
+DROP_FILE = "DELETE FROM batch_files WHERE read_path = ?"
+REREAD_FROM = "UPDATE batch_files SET read_path = $read_path WHERE path = $path"
+ADD_WARNINGS = """
+INSERT INTO batch_warnings
+SELECT f.file_id, -1, 0, unnest($messages) FROM batch_files f WHERE f.path = $path
+"""
 MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
 
 # Checkpoint folders of every job folder seen, for jobs the warehouse knows.
@@ -212,7 +218,9 @@ def _ingest_batch(con: duckdb.DuckDBPyConnection, batch: list[Candidate], summar
             rejected.append(_explain(c))
     if readable:
         try:
-            if _stage(con, readable, rejected):
+            with tempfile.TemporaryDirectory(prefix="runlytics-") as scratch:
+                staged = _stage(con, readable, rejected, Path(scratch))
+            if staged:
                 _merge(con)
                 _count_batch(con, summary)
         except duckdb.Error as error:
@@ -247,7 +255,7 @@ class Rejection:
     reason: str
 
 
-def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: list[Rejection]) -> int:
+def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: list[Rejection], scratch: Path) -> int:
     """Fill the batch tables; returns how many files are staged. Drops files that can't be.
 
     Reading and staging touch only temporary tables, outside any transaction: a file DuckDB
@@ -268,6 +276,7 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: lis
             "fingerprint": [c.stat.fingerprint for c in batch],
         },
     )
+    repaired: dict[str, list[str]] = {}  # original path -> the warnings of its repair
     while by_path:
         try:
             progress.read_docs(con, list(by_path))
@@ -277,8 +286,13 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: lis
             bad = match.group(1) if match else None
             if bad not in by_path:
                 raise
-            rejected.append(_explain(by_path.pop(bad)))
-            con.execute(DROP_FILE, [bad])
+            c = by_path.pop(bad)
+            fixed = None if str(c.path) in repaired else _repair(con, c, repaired, scratch)
+            if fixed is None:
+                rejected.append(_explain(c))
+                con.execute(DROP_FILE, [bad])
+            else:
+                by_path[fixed] = c
     if not by_path:
         return 0
     for (path,) in con.execute(MULTI_DOC_FILES).fetchall():
@@ -290,7 +304,26 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: lis
             rejected.append(Rejection(by_path.pop(path), "pending", "changed while being read"))
     if by_path:
         progress.stage(con)
+        for path, messages in repaired.items():
+            if messages:
+                con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
     return len(by_path)
+
+
+def _repair(con: duckdb.DuckDBPyConnection, c: Candidate, repaired: dict[str, list[str]], scratch: Path) -> str | None:
+    """Have DuckDB read a reshaped copy of a file it refused (see progress.repair); its path."""
+    try:
+        result = progress.repair(c.path.read_bytes())
+    except OSError:
+        return None
+    if result is None:
+        return None
+    text, warnings = result
+    copy = str(scratch / f"repaired-{len(repaired)}.json")
+    Path(copy).write_text(text)
+    repaired[str(c.path)] = warnings
+    con.execute(REREAD_FROM, {"read_path": copy, "path": str(c.path)})
+    return copy
 
 
 def _drop(con: duckdb.DuckDBPyConnection, path: str) -> None:

@@ -1,0 +1,257 @@
+"""An ingest killed with SIGKILL loses nothing and half-applies nothing; concurrent ingests don't corrupt.
+
+The jobs come from bench/generate.py (150 jobs x 300 steps x 2 GPUs, about 23 MB); every ingest
+runs as its own process through the command line's entry point, as cron would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from conftest import REPO, Lab
+
+from warehouse.lock import run_lock
+
+JOBS, STEPS, GPUS = 150, 300, 2
+LEDGER_OUTCOMES = "SELECT outcome, count(*) FROM ingest_files WHERE kind = 'progress' GROUP BY outcome"
+EXIT_BUSY = 75
+ENTRY = "import cli; cli.entry()"
+# the same entry point, committing every 20 files instead of every 500: a kill can land between commits
+SMALL_BATCHES = "import ingest.run as run; run.BATCH_FILES = 20; import cli; cli.entry()"
+
+
+# The entry point with small batches and a SIGKILL sent to itself at a chosen moment: before or
+# after the n-th call of module.function (argv: "module:function:before|after" n)
+KILL_AT = """
+import importlib, os, signal, sys
+import ingest.run
+ingest.run.BATCH_FILES = 20
+target, nth = sys.argv.pop(1), int(sys.argv.pop(1))
+module_name, name, when = target.split(":")
+module = importlib.import_module(module_name)
+original, calls = getattr(module, name), [0]
+def hooked(*args, **kwargs):
+    calls[0] += 1
+    if when == "before" and calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = original(*args, **kwargs)
+    if when == "after" and calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(module, name, hooked)
+import cli
+cli.entry()
+"""
+
+
+def ingest_command(root: Path, db: Path, *options: str, code: str = ENTRY) -> list[str]:
+    return [sys.executable, "-c", code, "ingest", str(root), "--db", str(db), *options]
+
+
+def start(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_ingest(root: Path, db: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ingest_command(root, db, "--json", *options), cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+
+
+@dataclass
+class Reference:
+    root: Path
+    facts: dict[str, list[tuple[Any, ...]]]
+    seconds: float  # how long one clean ingest took, process start included
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """The generated jobs, and the facts of one clean ingest of them."""
+    lab = Lab(tmp_path_factory.mktemp("reference"))
+    generate = ["bench/generate.py", str(lab.root), "--jobs", str(JOBS), "--steps", str(STEPS), "--gpus", str(GPUS)]
+    subprocess.run([sys.executable, *generate], cwd=REPO, check=True, capture_output=True, timeout=120)
+    # written long ago as far as the ledger can tell: a file committed by a killed run is then
+    # trusted as unchanged, so the run after a kill reads only what the killed run did not commit
+    then = time.time() - 3600
+    for path in lab.root.glob("*/progress.json"):
+        os.utime(path, (then, then))
+    started = time.monotonic()
+    done = run_ingest(lab.root, lab.db)
+    seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["ingested"], summary["rows"], summary["failed"]) == (JOBS, JOBS * STEPS, 0)
+    facts = lab.facts()
+    assert (len(facts["jobs"]), len(facts["steps"]), len(facts["step_gpus"])) == (
+        JOBS,
+        JOBS * STEPS,
+        JOBS * STEPS * GPUS,
+    )
+    return Reference(lab.root, facts, seconds)
+
+
+def committed_state(db: Path, scratch: Path) -> tuple[int, int]:
+    """Open a copy of a killed run's warehouse (its WAL replayed on the copy, not on the original)
+    and check that every job in it is whole; returns (jobs, files recorded as ingested)."""
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir()
+    copy = scratch / db.name
+    shutil.copyfile(db, copy)
+    wal = db.with_name(db.name + ".wal")
+    if wal.exists():
+        shutil.copyfile(wal, copy.with_name(copy.name + ".wal"))
+    con = duckdb.connect(str(copy))
+    try:
+        tables = {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "jobs" not in tables:  # killed before the schema was committed
+            return 0, 0
+        per_job = con.execute(
+            "SELECT j.job_id, (SELECT count(*) FROM steps s WHERE s.job_id = j.job_id), "
+            "(SELECT count(*) FROM step_gpus g WHERE g.job_id = j.job_id) FROM jobs j"
+        ).fetchall()
+        assert all((steps, gpus) == (STEPS, STEPS * GPUS) for _, steps, gpus in per_job), "a job was half-applied"
+        orphans = con.execute("SELECT count(*) FROM steps WHERE job_id NOT IN (SELECT job_id FROM jobs)").fetchone()
+        assert orphans == (0,), "steps of a job that has no row"
+        (ingested,) = con.execute(
+            "SELECT count(*) FROM ingest_files WHERE kind = 'progress' AND outcome = 'ingested'"
+        ).fetchone()
+        assert ingested == len(per_job), "ledger and facts disagree"
+        return len(per_job), ingested
+    finally:
+        con.close()
+
+
+def test_kill_9_during_ingest_then_a_full_run_equals_one_clean_ingest(reference: Reference, tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    rng = random.Random()
+    seed = rng.randrange(1 << 30)
+    rng.seed(seed)
+    killed = 0
+    committed = 0
+    log: list[str] = [f"seed {seed}"]  # what happened, for the assertion messages
+    for attempt in range(3):
+        code = ENTRY if attempt == 0 else SMALL_BATCHES
+        delay = rng.uniform(0.3, 0.9) * reference.seconds
+        process = start(ingest_command(reference.root, lab.db, "--quiet", code=code))
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode in (-signal.SIGKILL, 0), (log, process.returncode, out[-2000:], err[-2000:])
+        killed += process.returncode == -signal.SIGKILL
+        if lab.db.exists():
+            jobs, _ = committed_state(lab.db, tmp_path / "scratch")
+            assert jobs >= committed, (log, "a commit was lost")
+            committed = jobs
+        log.append(f"run {attempt}: killed after {delay:.2f} s, rc {process.returncode}, {committed} jobs committed")
+    print("\n".join(log))
+    assert killed >= 1, f"{log}: every run finished before its kill; nothing was tested"
+
+    done = run_ingest(reference.root, lab.db)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["files_seen"], summary["failed"], summary["pending"]) == (JOBS, 0, 0)
+    # what the killed runs committed is not read again
+    assert summary["unchanged"] == committed
+    assert summary["ingested"] == JOBS - committed
+    assert lab.facts() == reference.facts, log
+    ledger = lab.query(LEDGER_OUTCOMES)
+    assert ledger == [("ingested", JOBS)]
+
+
+def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> None:
+    """Killed inside a batch's transaction (before and after the merge, after the ledger rows),
+    and while publishing the readers' snapshot; then a full run equals one clean ingest."""
+    lab = Lab(tmp_path)
+    committed = 0
+    for target, nth in [
+        ("ingest.merge:apply:before", 2),
+        ("ingest.merge:apply:after", 2),
+        ("ingest.ledger:record_batch:after", 1),
+        ("shutil:copyfile:after", 1),  # the snapshot's copy is written, not yet renamed into place
+    ]:
+        command = [sys.executable, "-c", KILL_AT, target, str(nth), "ingest", str(reference.root), "--db", str(lab.db)]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == -signal.SIGKILL, (target, done.returncode, done.stderr[-2000:])
+        jobs, _ = committed_state(lab.db, tmp_path / "scratch")
+        assert jobs >= committed, (target, "a commit was lost")
+        if not target.startswith("shutil"):  # exactly the batches before the n-th survive
+            assert jobs - committed == 20 * (nth - 1), (target, jobs, committed)
+        committed = jobs
+    assert committed == JOBS  # the last run died after its last commit, while publishing
+
+    done = run_ingest(reference.root, lab.db)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["files_seen"], summary["unchanged"], summary["ingested"]) == (JOBS, JOBS, 0)
+    assert lab.facts() == reference.facts
+    snapshots = sorted(p.name for p in lab.db.with_name(lab.db.name + ".snapshots").iterdir())
+    assert len(snapshots) == 1 and snapshots[0].endswith(".duckdb"), snapshots  # the torn copy was cleaned up
+
+
+def test_second_ingest_gives_up_with_75_while_the_lock_is_held(reference: Reference, tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    lab.write_job("one", {"job_id": "one", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
+    assert run_ingest(lab.root, lab.db).returncode == 0
+    before = lab.facts()
+
+    lab.write_job("one", {"job_id": "one", "status": "completed", "history": [{"step": 2, "loss": 0.5}]})
+    with run_lock(lab.db, wait=0):
+        started = time.monotonic()
+        done = run_ingest(lab.root, lab.db, "--wait", "1")
+        waited = time.monotonic() - started
+    assert done.returncode == EXIT_BUSY, done.stderr
+    assert "another ingest" in done.stderr
+    assert waited >= 1.0
+    assert lab.facts() == before
+
+    # once the lock is free the same run goes through
+    done = run_ingest(lab.root, lab.db, "--wait", "1")
+    assert done.returncode == 0, done.stderr
+    assert lab.query("SELECT step, loss FROM steps ORDER BY step") == [(1, 1.0), (2, 0.5)]
+    assert lab.query("SELECT status FROM jobs") == [("completed",)]
+
+
+def test_concurrent_ingests_wait_or_exit_75_and_never_corrupt(reference: Reference, tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    lock_file = lab.db.with_name(lab.db.name + ".ingest.lock")
+    first = start(ingest_command(reference.root, lab.db, "--json"))
+    deadline = time.monotonic() + 30
+    while not (lock_file.exists() and lock_file.read_text().strip() == str(first.pid)):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the first ingest never took the lock"
+        time.sleep(0.02)
+
+    impatient = start(ingest_command(reference.root, lab.db, "--json", "--wait", "0"))
+    patient = start(ingest_command(reference.root, lab.db, "--json", "--wait", "120"))
+    impatient_out, impatient_err = impatient.communicate(timeout=120)
+    first_running = first.poll() is None
+    if first_running:  # it found the lock taken and did not wait
+        assert impatient.returncode == EXIT_BUSY, impatient_err
+        assert "another ingest" in impatient_err
+    else:
+        assert impatient.returncode in (0, EXIT_BUSY), impatient_err
+    first_out, first_err = first.communicate(timeout=120)
+    patient_out, patient_err = patient.communicate(timeout=120)
+    assert first.returncode == 0, first_err
+    assert patient.returncode == 0, patient_err  # it waited its turn
+
+    first_summary, patient_summary = json.loads(first_out), json.loads(patient_out)
+    assert (first_summary["ingested"], first_summary["rows"]) == (JOBS, JOBS * STEPS)
+    assert patient_summary["files_seen"] == JOBS
+    assert patient_summary["unchanged"] + patient_summary["ingested"] == JOBS
+    assert lab.facts() == reference.facts
+    assert lab.query(LEDGER_OUTCOMES) == [("ingested", JOBS)]
