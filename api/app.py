@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from warehouse import db, fleet, history, migrate, pages, queries, runs, snapshots
 from warehouse.views import STATUSES
 
-from . import models
+from . import metrics, models
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
 MAX_COMPARE = 50
@@ -73,6 +73,9 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
     app.state.reader = reader
     app.state.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     guarded = [Depends(authorized)]
+    from .export import router as export_router  # here: api/export.py imports this module
+
+    app.include_router(export_router)  # first: /api/training/{job_id}/steps must not take export/steps
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -97,7 +100,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=models.Health, tags=["health"], responses={503: {"model": models.Health}})
+    @app.get("/readyz", response_model=models.Readiness, tags=["health"], responses={503: {"model": models.Readiness}})
     def readyz() -> Any:
         """The warehouse is reachable and its schema is at this code's head revision."""
         try:
@@ -112,7 +115,11 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         if revision != migrate.HEAD_REVISION:
             detail = f"schema at {revision}, code at {migrate.HEAD_REVISION}"
             return JSONResponse({"status": "unavailable", "detail": detail, "revision": revision}, status_code=503)
-        return {"status": "ok", "revision": revision, "snapshot": snapshot}
+        fresh = metrics.ingest_freshness(db_path)
+        if fresh.stale:
+            body = {"status": "stale", "detail": fresh.detail, "revision": revision, "snapshot": snapshot}
+            return JSONResponse({**body, "stale": True}, status_code=503)
+        return {"status": "ok", "revision": revision, "snapshot": snapshot, "stale": fresh.stale}
 
     @app.get("/api/ingest/runs", response_model=models.IngestRuns, dependencies=guarded, tags=["ingest"])
     def ingest_runs(request: Request, con: Con, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
@@ -280,6 +287,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         """The job record: status, times, config, latest step."""
         return _job_record(con, job_id)
 
+    app.include_router(metrics.router(reader), dependencies=guarded)
     return app
 
 

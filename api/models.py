@@ -259,6 +259,12 @@ class Health(BaseModel):
     snapshot: str | None = None
 
 
+class Readiness(Health):
+    """/readyz: Health, and whether the last successful ingest is older than RUNLYTICS_STALE_AFTER."""
+
+    stale: bool | None = None
+
+
 class Problem(BaseModel):
     """Every 4xx/5xx answer: a JSON body saying what was wrong."""
 

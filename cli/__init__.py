@@ -6,7 +6,8 @@ Exit codes (also in the README):
   2   usage error
   3   the warehouse can't be used (written by a newer runlytics, unreadable, …);
       ``sample``: NVML can't be used (no NVIDIA driver)
-  4   ``sql``: the query failed; ``analytics``: no such job
+  4   ``sql``: the query failed; ``analytics``: no such job; ``export``: an unknown job, or the
+      export could not be written
   75  the warehouse or the ingest lock stayed busy longer than --wait (try again later)
 ``sample -- CMD`` exits with CMD's exit code (128 + N when a signal N ended it; 127 when CMD
 can't be found, 126 when it can't be run).
@@ -113,6 +114,15 @@ def _parser() -> argparse.ArgumentParser:
     show = add("analytics", "print one job's analytics as JSON")
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
+
+    exp = add("export", "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)")
+    exp.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
+    exp.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
+    exp.add_argument("--jobs", help="only these jobs, comma-separated")
+    exp.add_argument("--since", help="only jobs started at or after this ISO 8601 time (UTC unless it has a zone)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    exp.add_argument("--quiet", action="store_true", help="print nothing on success")
+    exp.set_defaults(run=_export)
 
     _add_sample(commands)
     return parser
@@ -260,6 +270,43 @@ def _analytics(args: argparse.Namespace) -> int:
         print(f"runlytics analytics: no job {args.job_id!r} in {path}", file=sys.stderr)
         return EXIT_QUERY
     print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from warehouse import export
+    from warehouse.fleet import UnknownJobs
+
+    jobs = tuple(dict.fromkeys(j.strip() for j in args.jobs.split(",") if j.strip())) if args.jobs is not None else None
+    if jobs == ():
+        print("runlytics export: --jobs names no job", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        since = export.parse_time(args.since) if args.since is not None else None
+    except (ValueError, OverflowError):
+        print(f"runlytics export: --since {args.since!r} is not an ISO 8601 date or time", file=sys.stderr)
+        return EXIT_USAGE
+    path = db.resolve_path(args.db)
+    migrate.ensure_current(path, wait=args.wait)
+    con = snapshots.connect_latest(path, wait=args.wait)
+    try:
+        result = export.export(con, args.out, args.format, export.Selection(jobs, since), overwrite=args.overwrite)
+    except export.ExportError as error:
+        print(f"runlytics export: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except UnknownJobs as error:
+        print(f"runlytics export: no job(s) {', '.join(map(repr, error.job_ids))} in {path}", file=sys.stderr)
+        return EXIT_QUERY
+    except (duckdb.Error, OSError) as error:
+        print(f"runlytics export: failed, nothing written to {args.out}: {error}", file=sys.stderr)
+        return EXIT_QUERY
+    finally:
+        con.close()
+    if not args.quiet:
+        rows = ", ".join(f"{table} {n:,}" for table, n in result.rows.items())
+        print(f"{result.out}: {result.fmt} export of {result.jobs} jobs in {result.seconds:.2f} s; rows: {rows}")
     return EXIT_OK
 
 

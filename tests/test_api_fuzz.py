@@ -96,6 +96,8 @@ def test_schema_covers_every_endpoint(client: TestClient) -> None:
     assert paths == {
         "/healthz",
         "/readyz",
+        "/api/ingest/runs",
+        "/api/training/export/steps",
         "/api/training/jobs",
         "/api/training/jobs/{job_id}",
         "/api/training/analytics/summary",

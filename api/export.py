@@ -1,0 +1,111 @@
+"""The API's bulk export: ``GET /api/training/export/steps`` streams many jobs' step histories.
+
+CSV is sent as DuckDB writes it, a group of jobs at a time; Parquet is written by DuckDB to a
+temporary file that is streamed in chunks and gone once sent (warehouse/export.py). Neither
+holds the whole history in memory. Everything that can fail is checked before the first byte
+is sent, so an error is a JSON answer with a status code (never a broken 200).
+
+create_app includes this router before the ``/api/training/{job_id}/…`` routes: Starlette
+matches routes in order, and ``/api/training/{job_id}/steps`` would take ``export/steps``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator, Iterator
+from typing import Annotated, BinaryIO, Literal
+
+import duckdb
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+
+from warehouse import db, export
+
+from . import models
+from .app import authorized
+
+PATH = "/api/training/export/steps"
+MAX_EXPORT_JOBS = 1_000
+MAX_QUERY = 64_000  # characters of job_ids: about what clients and servers let through in a URL
+MAX_NAMED = 10  # unknown ids named in a 404 (and each cut to 200 characters)
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+
+router = APIRouter(dependencies=[Depends(authorized)], tags=["export"])
+
+
+@router.get(
+    PATH,
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "the step_facts rows of the jobs, by job and step, as a file",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+            },
+        },
+        404: {"model": models.Problem},
+    },
+)
+def export_steps(
+    request: Request,
+    job_ids: Annotated[
+        str,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY,
+            description=f"a,b,… (1 to {MAX_EXPORT_JOBS} distinct jobs)",
+        ),
+    ],
+    fmt: Annotated[Literal["csv", "parquet"], Query(alias="format", description="csv or parquet")] = "csv",
+) -> StreamingResponse:
+    """Many jobs' step histories (every column of step_facts), streamed as CSV or Parquet."""
+    ids = list(dict.fromkeys(j.strip() for j in job_ids.split(",") if j.strip()))
+    if not 1 <= len(ids) <= MAX_EXPORT_JOBS:
+        raise HTTPException(422, f"job_ids must name 1 to {MAX_EXPORT_JOBS} distinct jobs, got {len(ids)}")
+    cursor = _cursor(request)
+    try:
+        missing = export.unknown_jobs(cursor, ids)
+        if missing:
+            raise HTTPException(404, f"unknown job(s): {_named(missing)}")
+        headers = {"Content-Disposition": f'attachment; filename="steps.{fmt}"'}
+        if fmt == "parquet":
+            file = export.steps_parquet(cursor, ids)
+            cursor.close()
+            headers["Content-Length"] = str(os.fstat(file.fileno()).st_size)
+            return StreamingResponse(_file_chunks(file), media_type=MEDIA_TYPES[fmt], headers=headers)
+        chunks = export.steps_csv(cursor, ids)
+        first = next(chunks)  # runs the first queries now: a failure is still an error answer
+        return StreamingResponse(_then(first, chunks, cursor), media_type=MEDIA_TYPES[fmt], headers=headers)
+    except BaseException:
+        cursor.close()
+        raise
+
+
+def _cursor(request: Request) -> duckdb.DuckDBPyConnection:
+    """A cursor of our own: the stream outlives the handler (and any dependency's cleanup)."""
+    try:
+        return request.app.state.reader.cursor()
+    except db.WarehouseError as error:
+        raise HTTPException(503, f"warehouse unavailable: {error}") from error
+
+
+def _then(first: bytes, rest: Generator[bytes, None, None], cursor: duckdb.DuckDBPyConnection) -> Iterator[bytes]:
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()
+        cursor.close()
+
+
+def _file_chunks(file: BinaryIO) -> Iterator[bytes]:
+    with file:
+        while chunk := file.read(export.CHUNK_BYTES):
+            yield chunk
+
+
+def _named(job_ids: list[str]) -> str:
+    shown = [repr(j if len(j) <= 200 else j[:200] + "…") for j in job_ids[:MAX_NAMED]]
+    more = f" and {len(job_ids) - MAX_NAMED} more" if len(job_ids) > MAX_NAMED else ""
+    return ", ".join(shown) + more

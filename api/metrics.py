@@ -1,0 +1,299 @@
+"""``GET /metrics``: the warehouse's live figures in the Prometheus text format.
+
+A collector reads, on each scrape, the newest snapshot (one cursor) and the ingest heartbeat
+file (``<db>.last-ingest.json``, ingest/runs.py), and yields gauges; each app has a registry of
+its own (never the process-global one). Per-job series exist only for running jobs, so a job
+that finishes drops out and the series count stays bounded. A figure that is unknown (NULL,
+NaN, ±Infinity) has no series, never a 0. See docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ingest import runs
+from warehouse import db, health, snapshots
+from warehouse.views import STATUSES
+
+STALE_ENV = "RUNLYTICS_STALE_AFTER"
+DEFAULT_STALE_AFTER = 3600.0
+OUTCOMES = ("ok", "files_failed", "error")
+JOB = ("job_id",)
+GPU = ("job_id", "host", "gpu")
+
+# Every metric the endpoint can emit: name -> (help, label names).
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "runlytics_warehouse_up": ("1 when the newest snapshot could be read on this scrape, else 0", ()),
+    "runlytics_snapshot_timestamp_seconds": ("When the snapshot read was published (Unix time)", ()),
+    "runlytics_jobs": ("Jobs by status (every status, zeros included; 'unknown' when any)", ("status",)),
+    "runlytics_job_step": ("A running job's latest step", JOB),
+    "runlytics_job_total_steps": ("A running job's total steps, when known", JOB),
+    "runlytics_job_loss": ("A running job's latest finite training loss", JOB),
+    "runlytics_job_samples_per_second": ("A running job's latest throughput, in samples per second", JOB),
+    "runlytics_job_eta_seconds": (
+        f"A running job's remaining steps times its average seconds per step over its last "
+        f"{health.RECENT_ROWS} step rows",
+        JOB,
+    ),
+    "runlytics_gpu_utilization_percent": ("A running job's GPU's latest utilization, in percent", GPU),
+    "runlytics_gpu_memory_used_mb": ("A running job's GPU's latest memory used, in MB", GPU),
+    "runlytics_gpu_temperature_celsius": ("A running job's GPU's latest temperature, in degrees Celsius", GPU),
+    "runlytics_gpu_power_watts": ("A running job's GPU's latest power draw, in watts", GPU),
+    "runlytics_gpu_sample_timestamp_seconds": (
+        "When a running job's GPU's latest sample was taken (Unix time; none for step readings)",
+        GPU,
+    ),
+    "runlytics_last_ingest_timestamp_seconds": ("When the last ingest run ended (Unix time)", ()),
+    "runlytics_last_ingest_success": ("1 when the last ingest run completed (outcome ok or files_failed)", ()),
+    "runlytics_last_ingest_outcome": ("1 for the last ingest run's outcome, 0 for the others", ("outcome",)),
+    "runlytics_last_ingest_files_failed": ("Files the last ingest run could not read", ()),
+    "runlytics_last_ingest_rows": ("Rows the last ingest run wrote", ()),
+    "runlytics_last_ingest_duration_seconds": ("How long the last ingest run took", ()),
+    "runlytics_last_successful_ingest_timestamp_seconds": ("When the last successful ingest run ended", ()),
+    "runlytics_ingest_stale": (f"1 when the last successful ingest is older than {STALE_ENV} seconds", ()),
+    "runlytics_ingest_stale_after_seconds": (f"The staleness threshold ({STALE_ENV}); none when disabled", ()),
+}
+
+
+def _family(name: str) -> GaugeMetricFamily:
+    documentation, labels = METRICS[name]
+    return GaugeMetricFamily(name, documentation, labels=list(labels))
+
+
+def _number(value: Any) -> float | None:
+    """A finite number as float, else None (NULL, NaN, ±Infinity, bools and text are unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _epoch(text: Any) -> float | None:
+    """Unix time of an ISO-8601 time of the heartbeat (UTC when it names no zone)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+# --- staleness (also answered by /readyz) -------------------------------------------------
+
+
+def stale_after() -> float | None:
+    """The threshold in seconds from RUNLYTICS_STALE_AFTER (default 3600); None when 0 disables it."""
+    raw = os.environ.get(STALE_ENV, "").strip()
+    try:
+        value = float(raw) if raw else DEFAULT_STALE_AFTER
+    except ValueError:
+        value = DEFAULT_STALE_AFTER
+    if math.isnan(value):
+        value = DEFAULT_STALE_AFTER
+    return value if value > 0 else None
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether the ingest is stale: None when unknown (no heartbeat yet), False when disabled."""
+
+    stale: bool | None
+    threshold: float | None
+    last_success: float | None
+    detail: str | None = None
+
+
+def ingest_freshness(db_path: Path) -> Freshness:
+    """The freshness of the warehouse at ``db_path``, by its heartbeat file (for /readyz)."""
+    return freshness(runs.read_heartbeat(db_path))
+
+
+def freshness(heartbeat: Any, now: float | None = None) -> Freshness:
+    """Is the last successful ingest (by this heartbeat record) older than the threshold?"""
+    threshold = stale_after()
+    if not isinstance(heartbeat, dict):
+        return Freshness(None if threshold else False, threshold, None)
+    last_success = _epoch(heartbeat.get("last_success_at"))
+    if threshold is None:
+        return Freshness(False, None, last_success)
+    if last_success is None:
+        detail = f"no successful ingest recorded (last run: {heartbeat.get('outcome')} at {heartbeat.get('ended_at')})"
+        return Freshness(True, threshold, None, detail)
+    age = (time.time() if now is None else now) - last_success
+    if age > threshold:
+        detail = (
+            f"last successful ingest {age:.0f} s ago (at {heartbeat.get('last_success_at')}), "
+            f"over {STALE_ENV}={threshold:g} s"
+        )
+        return Freshness(True, threshold, last_success, detail)
+    return Freshness(False, threshold, last_success)
+
+
+# --- the collector -------------------------------------------------------------------------
+
+
+class WarehouseCollector(Collector):
+    """Reads the newest snapshot and the heartbeat on each scrape."""
+
+    def __init__(self, reader: snapshots.Reader) -> None:
+        self.reader = reader
+
+    def describe(self) -> list[Metric]:
+        return []  # nothing to read at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._warehouse()
+        yield from self._ingest()
+
+    def _warehouse(self) -> Iterator[Metric]:
+        up = _family("runlytics_warehouse_up")
+        try:
+            cursor = self.reader.cursor()
+            try:
+                live = health.running_job_ids(cursor)
+                jobs = health.running_jobs(cursor, live)
+                gpus = health.running_gpus(cursor, live)
+                by_status = health.jobs_by_status(cursor)
+            finally:
+                cursor.close()
+        except (db.WarehouseError, duckdb.Error):
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        published = _snapshot_time(self.reader.snapshot)
+        if published is not None:
+            family = _family("runlytics_snapshot_timestamp_seconds")
+            family.add_metric([], published)
+            yield family
+        yield from _status_families(by_status)
+        yield from _job_families(jobs)
+        yield from _gpu_families(gpus)
+
+    def _ingest(self) -> Iterator[Metric]:
+        heartbeat = runs.read_heartbeat(self.reader.db_path)
+        values: dict[str, float | None] = {}
+        outcome = None
+        if isinstance(heartbeat, dict):
+            summary = heartbeat.get("summary") if isinstance(heartbeat.get("summary"), dict) else {}
+            outcome = heartbeat.get("outcome")
+            values = {
+                "runlytics_last_ingest_timestamp_seconds": _epoch(heartbeat.get("ended_at")),
+                "runlytics_last_ingest_success": (
+                    float(outcome in ("ok", "files_failed")) if outcome in OUTCOMES else None
+                ),
+                "runlytics_last_ingest_files_failed": _number(summary.get("failed")),
+                "runlytics_last_ingest_rows": _number(summary.get("rows")),
+                "runlytics_last_ingest_duration_seconds": _number(summary.get("seconds")),
+                "runlytics_last_successful_ingest_timestamp_seconds": _epoch(heartbeat.get("last_success_at")),
+            }
+        fresh = freshness(heartbeat)
+        values["runlytics_ingest_stale"] = None if fresh.stale is None else float(fresh.stale)
+        values["runlytics_ingest_stale_after_seconds"] = fresh.threshold
+        for name, value in values.items():
+            family = _family(name)
+            if value is not None:
+                family.add_metric([], value)
+            yield family
+        outcomes = _family("runlytics_last_ingest_outcome")
+        if outcome in OUTCOMES:
+            for known in OUTCOMES:
+                outcomes.add_metric([known], float(known == outcome))
+        yield outcomes
+
+
+def _snapshot_time(path: Path | None) -> float | None:
+    if path is None:
+        return None
+    try:
+        return int(path.name.removesuffix(snapshots.SUFFIX)) / 1e9
+    except ValueError:
+        return None
+
+
+def _status_families(by_status: dict[str, int]) -> Iterator[Metric]:
+    family = _family("runlytics_jobs")
+    counts = {status: 0 for status in STATUSES}
+    for status, count in by_status.items():
+        key = status if status in counts else "unknown"
+        counts[key] = counts.get(key, 0) + count
+    for status, count in counts.items():
+        family.add_metric([status], count)
+    yield family
+
+
+def _job_families(jobs: list[dict[str, Any]]) -> Iterator[Metric]:
+    families = {
+        name: _family(name)
+        for name in (
+            "runlytics_job_step",
+            "runlytics_job_total_steps",
+            "runlytics_job_loss",
+            "runlytics_job_samples_per_second",
+            "runlytics_job_eta_seconds",
+        )
+    }
+    for job in jobs:
+        step, total = _number(job["step"]), _number(job["total_steps"])
+        per_step = _number(job["seconds_per_step"])
+        eta = None
+        if total is not None and per_step is not None:
+            eta = max(0.0, total - (step or 0.0)) * per_step
+        values = {
+            "runlytics_job_step": step,
+            "runlytics_job_total_steps": total,
+            "runlytics_job_loss": _number(job["loss"]),
+            "runlytics_job_samples_per_second": _number(job["samples_per_second"]),
+            "runlytics_job_eta_seconds": eta,
+        }
+        for name, value in values.items():
+            if value is not None:
+                families[name].add_metric([job["job_id"]], value)
+    yield from families.values()
+
+
+def _gpu_families(gpus: list[dict[str, Any]]) -> Iterator[Metric]:
+    columns = {
+        "runlytics_gpu_utilization_percent": "utilization_percent",
+        "runlytics_gpu_memory_used_mb": "memory_used_mb",
+        "runlytics_gpu_temperature_celsius": "temperature_c",
+        "runlytics_gpu_power_watts": "power_w",
+        "runlytics_gpu_sample_timestamp_seconds": "sample_epoch",
+    }
+    families = {name: _family(name) for name in columns}
+    for gpu in gpus:
+        labels = [gpu["job_id"], gpu["host"], str(gpu["gpu_index"])]
+        for name, column in columns.items():
+            value = _number(gpu[column])
+            if value is not None:
+                families[name].add_metric(labels, value)
+    yield from families.values()
+
+
+def router(reader: snapshots.Reader) -> APIRouter:
+    """The /metrics route over this reader, with a registry of its own."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WarehouseCollector(reader))
+    routes = APIRouter()
+
+    @routes.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """The Prometheus text format (docs/metrics.md)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return routes

@@ -1,0 +1,351 @@
+"""Bulk export: the fact tables and the per-job analytics, as Parquet partitioned by job, or CSV.
+
+``export(con, out, fmt, selection)`` writes each table of ``TABLES`` with DuckDB's own
+``COPY (SELECT …) TO``: Parquet as a folder per table, the fact tables partitioned by job
+(``OUT/steps/job_id=<id>/data_0.parquet``, Hive layout) and the per-job tables as one file
+(``OUT/jobs/data_0.parquet``), read as-is by DuckDB, pandas/pyarrow, polars and Spark; CSV as
+``OUT/<table>.csv``. It writes into a temporary folder beside OUT and renames it at the end, so
+a failed export leaves nothing behind. ``OUT/manifest.json`` lists what was written.
+
+``steps_csv`` and ``steps_parquet`` serve the API's streaming export of step histories.
+
+User values (job ids, times, paths) are always bound parameters; table and column names come
+from the lists below. See docs/export.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import duckdb
+
+from .fleet import UnknownJobs
+from .queries import SECTIONS
+
+FORMATS = ("parquet", "csv")
+LAYOUTS = {
+    "parquet": "a folder per table; the fact tables in Hive partitions by job_id",
+    "csv": "one CSV file per table, with a header",
+}
+MANIFEST = "manifest.json"
+SELECTED = "export_jobs"  # the temp table of the selected job ids
+
+# Exported table -> the warehouse relation it copies (each has a job_id column).
+SOURCES: dict[str, str] = {
+    "jobs": "jobs",
+    "steps": "step_facts",  # progress.json and trainer-state rows, merged by (job, step)
+    "step_gpus": "step_gpus",
+    "checkpoints": "checkpoints",
+    "gpu_samples": "gpu_samples",
+    "analytics": "job_results",  # one row per job: job_analytics, materialised
+}
+TABLES = (*SOURCES, "analytics_long")
+# The fact tables are partitioned by job in Parquet; the tables of one row (or a few) per job
+# are one file each: a thousand files of one row would take longer to write and to read.
+PARTITIONED = ("steps", "step_gpus", "checkpoints", "gpu_samples")
+# Numeric columns of job_results outside the sections of queries.SECTIONS.
+OTHER_SECTION = "coverage"
+NUMERIC_TYPES = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "HUGEINT", "UBIGINT")
+
+SELECT_JOBS = f"CREATE OR REPLACE TEMP TABLE {SELECTED} AS SELECT job_id FROM jobs WHERE true"
+BY_IDS = " AND job_id IN (SELECT unnest($job_ids))"
+BY_SINCE = " AND job_id IN (SELECT job_id FROM job_results WHERE start_time >= $since)"
+MISSING = "SELECT j FROM (SELECT unnest($job_ids) AS j) WHERE j NOT IN (SELECT job_id FROM jobs)"
+
+# The API's step export: every column of step_facts, by job then step.
+STEP_COUNTS = "SELECT job_id, count(*) FROM step_facts WHERE job_id IN (SELECT unnest($job_ids)) GROUP BY job_id"
+STEPS_OF = "SELECT * FROM step_facts WHERE job_id IN (SELECT unnest($job_ids)) ORDER BY job_id, step"
+GROUP_ROWS = 100_000  # the API's export writes jobs in groups of about this many rows
+PART_ROWS = 250_000  # a partitioned table is written a range of jobs of about this many rows at a time
+CHUNK_BYTES = 1 << 20  # bytes per chunk of a streamed answer
+
+
+class ExportError(Exception):
+    """An export that can't be done as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which jobs to export: these ids (None: all), started at or after ``since`` (naive UTC)."""
+
+    job_ids: tuple[str, ...] | None = None
+    since: datetime | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.job_ids is None and self.since is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_ids": list(self.job_ids) if self.job_ids is not None else None,
+            "since": self.since.isoformat() + "Z" if self.since else None,
+        }
+
+
+@dataclass
+class Result:
+    out: Path
+    fmt: str
+    jobs: int
+    rows: dict[str, int]
+    seconds: float
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 date or time as naive UTC (a time without a zone is UTC already)."""
+    value = datetime.fromisoformat(text.strip())
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def unknown_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[str]:
+    """The ids the warehouse has no job for, in the order given."""
+    missing = {r[0] for r in con.execute(MISSING, {"job_ids": list(job_ids)}).fetchall()}
+    return [j for j in job_ids if j in missing]
+
+
+def export(
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    fmt: str = "parquet",
+    selection: Selection | None = None,
+    *,
+    overwrite: bool = False,
+) -> Result:
+    """Write every table of TABLES under ``out``; raises ExportError or UnknownJobs first."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    selection = selection or Selection()
+    _check_target(out, overwrite)
+    started = time.monotonic()
+    try:
+        jobs = _select(con, selection)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:12]}"
+        work.mkdir()
+        try:
+            # rows need not keep the tables' order: lets DuckDB write in parallel, in less memory
+            con.execute("SET preserve_insertion_order = false")
+            rows = {table: _copy(con, table, selection, work, fmt) for table in TABLES}
+            manifest = {
+                "format": fmt,
+                "layout": LAYOUTS[fmt],
+                "tables": {t: {"path": t if fmt == "parquet" else f"{t}.csv", "rows": n} for t, n in rows.items()},
+                "jobs": jobs,
+                "selection": selection.as_dict(),
+                "exported_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z",
+            }
+            (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            _install(work, out)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    finally:  # the caller's connection as it was
+        with contextlib.suppress(duckdb.Error):
+            con.execute("RESET preserve_insertion_order")
+            con.execute(f"DROP TABLE IF EXISTS temp.{SELECTED}")
+    return Result(out, fmt, jobs, rows, time.monotonic() - started)
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir() or out.is_symlink():
+        raise ExportError(f"{out} exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ExportError(f"{out} exists and is not empty (use --overwrite to replace an earlier export)")
+    if not (out / MANIFEST).is_file():
+        raise ExportError(f"{out} is not empty and holds no earlier export ({MANIFEST}): not replacing it")
+
+
+def _select(con: duckdb.DuckDBPyConnection, selection: Selection) -> int:
+    """Fill the temp table of the selected jobs (bound values only); the number of jobs."""
+    if selection.everything:
+        return con.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    params: dict[str, Any] = {}
+    sql = SELECT_JOBS
+    if selection.job_ids is not None:
+        missing = unknown_jobs(con, selection.job_ids)
+        if missing:
+            raise UnknownJobs(missing)
+        sql += BY_IDS
+        params["job_ids"] = list(selection.job_ids)
+    if selection.since is not None:
+        sql += BY_SINCE
+        params["since"] = selection.since
+    con.execute(sql, params)
+    return con.execute(f"SELECT count(*) FROM {SELECTED}").fetchone()[0]
+
+
+def _query(con: duckdb.DuckDBPyConnection, table: str, selection: Selection) -> str:
+    where = "" if selection.everything else f" WHERE job_id IN (SELECT job_id FROM {SELECTED})"
+    if table != "analytics_long":
+        return f"SELECT * FROM {SOURCES[table]}{where}"
+    return _long_query(con, where)
+
+
+def _long_query(con: duckdb.DuckDBPyConnection, where: str) -> str:
+    """job_results in long form: job_id, section, metric, value (DOUBLE); null figures left out."""
+    section_of = {c: s for s, cols in SECTIONS.items() for c in cols}
+    numeric = [
+        name
+        for name, kind, *_ in con.execute("DESCRIBE job_results").fetchall()
+        if kind in NUMERIC_TYPES and name != "job_id"
+    ]
+    casts = ", ".join(f"CAST({_ident(c)} AS DOUBLE) AS {_ident(c)}" for c in numeric)
+    names = ", ".join(_ident(c) for c in numeric)
+    sections = ", ".join(f"({_literal(c)}, {_literal(section_of.get(c, OTHER_SECTION))})" for c in numeric)
+    return f"""
+SELECT u.job_id, m.section, u.metric, u.value
+FROM (UNPIVOT (SELECT job_id, {casts} FROM job_results{where}) ON {names} INTO NAME metric VALUE value) u
+JOIN (VALUES {sections}) m(metric, section) ON m.metric = u.metric"""
+
+
+def _copy(con: duckdb.DuckDBPyConnection, table: str, selection: Selection, work: Path, fmt: str) -> int:
+    if fmt == "parquet" and table in PARTITIONED:
+        return _copy_partitioned(con, table, selection, work / table)
+    query = _query(con, table, selection)
+    if fmt == "csv":
+        options, target = "FORMAT csv, HEADER", work / f"{table}.csv"
+    else:
+        (work / table).mkdir()
+        options, target = "FORMAT parquet", work / table / "data_0.parquet"
+    row = con.execute(f"COPY ({query}) TO $path ({options})", {"path": str(target)}).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _copy_partitioned(con: duckdb.DuckDBPyConnection, table: str, selection: Selection, target: Path) -> int:
+    """A fact table in Hive partitions by job, a range of jobs (about PART_ROWS rows) per COPY.
+
+    DuckDB buffers a partitioned write's rows until its end, so one COPY of a whole table
+    takes memory in proportion to it; ranges of jobs (disjoint partitions) bound that.
+    """
+    source = SOURCES[table]
+    chosen = "" if selection.everything else f" AND job_id IN (SELECT job_id FROM {SELECTED})"
+    counts = con.execute(f"SELECT job_id, count(*) FROM {source} WHERE true{chosen} GROUP BY job_id ORDER BY job_id")
+    target.mkdir()
+    copy = (
+        f"COPY (SELECT * FROM {source} WHERE job_id BETWEEN $first AND $last{chosen}) TO $path "
+        "(FORMAT parquet, PARTITION_BY (job_id), OVERWRITE_OR_IGNORE)"
+    )
+    rows = 0
+    for group in _groups(counts.fetchall(), PART_ROWS):
+        row = con.execute(copy, {"first": group[0], "last": group[-1], "path": str(target)}).fetchone()
+        rows += int(row[0]) if row else 0
+    if not rows:  # no row, no partition: one empty file keeps the table readable, with its columns
+        empty = f"COPY (SELECT * FROM {source} LIMIT 0) TO $path (FORMAT parquet)"
+        con.execute(empty, {"path": str(target / "data_0.parquet")})
+    return rows
+
+
+def _install(work: Path, out: Path) -> None:
+    """Move the finished export to ``out``; an earlier export there is replaced, not merged."""
+    if out.exists():
+        old = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
+        os.replace(out, old)
+        try:
+            os.replace(work, out)
+        except BaseException:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- the API's streaming export of step histories ----------------------------------------
+
+
+def steps_csv(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Iterator[bytes]:
+    """The step_facts rows of these jobs as CSV (a header, then by job and step), in chunks.
+
+    DuckDB writes the jobs a group of about GROUP_ROWS rows at a time to a temporary file
+    (the CSV dialect of ``export``), which is sent CHUNK_BYTES at a time and deleted: neither
+    DuckDB nor Python holds more than one group, whatever the number of jobs.
+    """
+    groups = _step_groups(con, job_ids)
+    header = [d[0] for d in con.execute("SELECT * FROM step_facts LIMIT 0").description]
+    yield (",".join(header) + "\n").encode()  # plain identifiers: nothing to quote
+    for group in groups:
+        with _copy_to_temp(con, STEPS_OF, {"job_ids": group}, "FORMAT csv, HEADER false", ".csv") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                yield chunk
+
+
+def steps_parquet(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> BinaryIO:
+    """The step_facts rows of these jobs (by job and step) as one Parquet file, open for reading.
+
+    Each group of jobs is sorted and written on its own, then the parts are joined in order
+    into one file by a private single-threaded DuckDB (which keeps the order of its input
+    without buffering): no sort of the whole answer, and memory bounded by a group. The file
+    is already deleted from its folder: it is gone once the caller closes it.
+    """
+    groups = _step_groups(con, job_ids)
+    if len(groups) <= 1:
+        return _copy_to_temp(con, STEPS_OF, {"job_ids": groups[0] if groups else []}, "FORMAT parquet", ".parquet")
+    folder = Path(tempfile.mkdtemp(prefix="runlytics-export-"))
+    try:
+        parts = [str(folder / f"{i:06d}.parquet") for i in range(len(groups))]
+        for group, part in zip(groups, parts, strict=True):
+            con.execute(f"COPY ({STEPS_OF}) TO $path (FORMAT parquet)", {"job_ids": group, "path": part})
+        joiner = duckdb.connect(config={"threads": 1})
+        try:
+            return _copy_to_temp(joiner, "FROM read_parquet($parts)", {"parts": parts}, "FORMAT parquet", ".parquet")
+        finally:
+            joiner.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _step_groups(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[list[str]]:
+    """The jobs that have step rows, sorted, in groups of about GROUP_ROWS rows."""
+    ordered = sorted(set(job_ids))
+    counts = dict(con.execute(STEP_COUNTS, {"job_ids": ordered}).fetchall())
+    return list(_groups(((j, counts[j]) for j in ordered if counts.get(j)), GROUP_ROWS))
+
+
+def _groups(counts: Iterable[tuple[str, int]], limit: int) -> Iterator[list[str]]:
+    """Consecutive job ids in groups of at most ``limit`` rows (a bigger job alone)."""
+    group: list[str] = []
+    rows = 0
+    for job_id, n in counts:
+        if group and rows + n > limit:
+            yield group
+            group, rows = [], 0
+        group.append(job_id)
+        rows += n
+    if group:
+        yield group
+
+
+def _copy_to_temp(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any], options: str, suffix: str
+) -> BinaryIO:
+    """COPY the query's rows to a new temporary file; that file opened, and unlinked."""
+    fd, name = tempfile.mkstemp(prefix="runlytics-export-", suffix=suffix)
+    os.close(fd)
+    try:
+        con.execute(f"COPY ({query}) TO $path ({options})", {**params, "path": name})
+        return open(name, "rb")  # noqa: SIM115 - the caller closes it
+    finally:
+        os.unlink(name)

@@ -1,0 +1,120 @@
+"""Live figures for monitoring (``GET /metrics``): running jobs' progress, their GPUs, jobs by status.
+
+Only jobs with status ``running`` get per-job rows, so the number of series a scrape returns
+is bounded by the jobs running now: a job that finishes (or pauses) leaves them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from .dialect import render
+
+LIVE_STATUS = "running"  # paused, queued and finished jobs have no per-job series
+
+# The running jobs' ids are read first and passed as a list: list_contains() is pushed below
+# step_metrics' window (PARTITION BY job_id), where an IN (subquery) join is not, so a scrape
+# reads the running jobs' rows only (about 4x faster on 1M step rows, 57 of 500 jobs running).
+
+# ETA: the average seconds per step over a job's last RECENT_ROWS step rows (those that are timed).
+RECENT_ROWS = 20
+
+# Per running job: the latest step (the step rows' or the job's current_step, whichever is
+# further), the latest finite loss, the latest throughput (the row's samples_per_second, else
+# its samples / seconds), total_steps, and the seconds per step of its recent timed rows.
+RUNNING_JOBS = render(
+    f"""
+WITH live AS (
+    SELECT job_id, current_step, total_steps FROM jobs WHERE list_contains($job_ids, job_id)
+), rows AS (
+    SELECT m.job_id, m.step, m.delta, m.seconds, m.loss,
+           CASE WHEN @finite(m.samples_per_second) THEN m.samples_per_second
+                WHEN m.seconds > 0 AND @finite(m.samples) THEN m.samples / m.seconds END AS throughput,
+           row_number() OVER (PARTITION BY m.job_id ORDER BY m.step DESC) AS back
+    FROM step_metrics m
+    WHERE list_contains($job_ids, m.job_id)
+), per_job AS (
+    SELECT job_id,
+           max(step) AS max_step,
+           @first_by(loss; step DESC) FILTER (WHERE @finite(loss)) AS loss,
+           @first_by(throughput; step DESC) FILTER (WHERE throughput IS NOT NULL) AS throughput,
+           sum(seconds) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0)
+               / sum(delta) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0)
+               AS seconds_per_step
+    FROM rows
+    GROUP BY job_id
+)
+SELECT l.job_id,
+       CASE WHEN p.max_step IS NULL THEN l.current_step
+            WHEN l.current_step IS NULL THEN p.max_step
+            ELSE greatest(p.max_step, l.current_step) END AS step,
+       p.loss,
+       p.throughput AS samples_per_second,
+       l.total_steps,
+       p.seconds_per_step
+FROM live l
+LEFT JOIN per_job p ON p.job_id = l.job_id
+ORDER BY l.job_id
+"""
+)
+
+# Per running job and GPU: the latest GPU sample; for a job without any samples, the reading
+# logged with its latest step that has one (host '').
+RUNNING_GPUS = render(
+    """
+WITH sampled AS (
+    SELECT job_id, host, gpu_index,
+           max(ts) AS ts,
+           @first_by(utilization_percent; ts DESC) AS utilization_percent,
+           @first_by(memory_used_mb; ts DESC) AS memory_used_mb,
+           @first_by(temperature_c; ts DESC) AS temperature_c,
+           @first_by(power_w; ts DESC) AS power_w
+    FROM gpu_samples
+    WHERE list_contains($job_ids, job_id)
+    GROUP BY job_id, host, gpu_index
+), logged AS (
+    SELECT job_id, '' AS host, gpu_index,
+           CAST(NULL AS TIMESTAMP) AS ts,
+           @first_by(utilization_percent; step DESC) AS utilization_percent,
+           @first_by(memory_used_mb; step DESC) AS memory_used_mb,
+           @first_by(temperature_c; step DESC) AS temperature_c,
+           @first_by(power_w; step DESC) AS power_w
+    FROM step_gpus
+    WHERE list_contains($job_ids, job_id) AND job_id NOT IN (SELECT job_id FROM sampled)
+    GROUP BY job_id, gpu_index
+)
+SELECT job_id, host, gpu_index, @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) AS sample_epoch,
+       utilization_percent, memory_used_mb, temperature_c, power_w
+FROM (SELECT * FROM sampled UNION ALL SELECT * FROM logged)
+ORDER BY job_id, host, gpu_index
+"""
+)
+
+JOBS_BY_STATUS = "SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status"
+
+LIVE_JOBS = f"SELECT job_id FROM jobs WHERE status = '{LIVE_STATUS}' ORDER BY job_id"
+
+
+def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def running_job_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [row[0] for row in con.execute(LIVE_JOBS).fetchall()]
+
+
+def running_jobs(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dict[str, Any]]:
+    """Per job (of the running ones): job_id, step, loss, samples_per_second, total_steps, seconds_per_step."""
+    return _records(con.execute(RUNNING_JOBS, {"job_ids": job_ids}))
+
+
+def running_gpus(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dict[str, Any]]:
+    """Per job (of the running ones) and GPU: job_id, host, gpu_index, sample_epoch and the latest reading."""
+    return _records(con.execute(RUNNING_GPUS, {"job_ids": job_ids}))
+
+
+def jobs_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return dict(con.execute(JOBS_BY_STATUS).fetchall())
