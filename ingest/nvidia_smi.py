@@ -21,20 +21,10 @@ from datetime import UTC, datetime, timedelta
 from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .gpu_samples import RANGES
+from .gpu_samples import COLUMNS, RANGES
 
-ROW_KEYS = (
-    "ts",
-    "gpu_index",
-    "gpu_uuid",
-    "utilization_percent",
-    "memory_used_mb",
-    "memory_total_mb",
-    "temperature_c",
-    "power_w",
-    "sm_clock_mhz",
-    "clocks_event_reasons",
-)
+# the keys of a parsed row: a GPU sample's columns, less the job and host named at import
+ROW_KEYS = tuple(c for c in COLUMNS if c not in ("job_id", "host"))
 
 # query field -> row key. utilization.memory is memory *bandwidth*, not memory use, and is not read.
 # clocks.sm and clocks.current.sm are two spellings nvidia-smi accepts for the same clock.
