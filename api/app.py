@@ -225,22 +225,11 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
     ) -> dict[str, Any]:
         """The step history by step; ``max_points`` downsamples for charts, keeping every extreme."""
         chosen = _fields(fields)
-        after = pages.decode("steps", cursor, 1)[0] if cursor else (from_step - 1 if from_step else -1)
-        if not isinstance(after, int):
-            raise pages.BadCursor("cursor is not one this API handed out")
         _require_job(con, job_id)
-        if max_points is not None:
-            numeric = max(1, sum(f in history.NUMERIC_FIELDS for f in chosen))
-            if max_points < 2 + 2 * numeric:
-                raise HTTPException(
-                    422, f"max_points must be at least {2 + 2 * numeric} for {numeric} numeric field(s): "
-                    "the first and last step, and a minimum and a maximum of each field per bucket",
-                )  # fmt: skip
-            rows = history.steps_downsampled(con, job_id, chosen, after, to_step, max_points)
-            next_cursor = None
-        else:
-            rows, last = history.steps_page(con, job_id, chosen, after, to_step, limit)
-            next_cursor = pages.encode("steps", [last]) if last is not None else None
+        try:
+            rows, next_cursor = history.step_history(con, job_id, chosen, cursor, from_step, to_step, limit, max_points)
+        except history.TooFewPoints as error:
+            raise HTTPException(422, str(error)) from error
         return {
             "job_id": job_id,
             "fields": chosen,

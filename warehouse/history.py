@@ -68,6 +68,37 @@ LIMIT $limit
 """
 
 
+class TooFewPoints(ValueError):
+    """``max_points`` too small to keep the first and last step and every extreme."""
+
+
+def step_history(
+    con: duckdb.DuckDBPyConnection,
+    job_id: str,
+    fields: list[str],
+    cursor: str | None,
+    from_step: int | None,
+    to_step: int | None,
+    limit: int,
+    max_points: int | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a job's steps (keyset by step), or with ``max_points`` the whole range
+    downsampled; and the next page's cursor."""
+    after = pages.decode("steps", cursor, 1)[0] if cursor else (from_step - 1 if from_step else -1)
+    if not isinstance(after, int) or isinstance(after, bool):
+        raise pages.BadCursor("cursor is not one this API handed out")
+    if max_points is not None:
+        numeric = max(1, sum(f in NUMERIC_FIELDS for f in fields))
+        if max_points < 2 + 2 * numeric:
+            raise TooFewPoints(
+                f"max_points must be at least {2 + 2 * numeric} for {numeric} numeric field(s): "
+                "the first and last step, and a minimum and a maximum of each field per bucket"
+            )
+        return steps_downsampled(con, job_id, fields, after, to_step, max_points), None
+    rows, last = steps_page(con, job_id, fields, after, to_step, limit)
+    return rows, pages.encode("steps", [last]) if last is not None else None
+
+
 def steps_page(
     con: duckdb.DuckDBPyConnection, job_id: str, fields: list[str], after: int, to_step: int | None, limit: int
 ) -> tuple[list[dict[str, Any]], int | None]:
