@@ -82,9 +82,11 @@ def job_analytics(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]
     }
     for section, columns in SECTIONS.items():
         shaped[section] = {c: plain(record[c]) for c in columns}
-    gpus = con.execute(JOB_GPUS, {"job_id": job_id})
-    names = [d[0] for d in gpus.description]
-    shaped["gpus"] = [{n: plain(v) for n, v in zip(names, r, strict=True)} for r in gpus.fetchall()]
+    shaped["gpus"] = []
+    if record["gpu_source"] == "gpu_samples":  # only samples have a per-GPU breakdown
+        gpus = con.execute(JOB_GPUS, {"job_id": job_id})
+        names = [d[0] for d in gpus.description]
+        shaped["gpus"] = [{n: plain(v) for n, v in zip(names, r, strict=True)} for r in gpus.fetchall()]
     shaped["warnings"] = list(record["warnings"] or [])
     return shaped
 
