@@ -22,10 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from warehouse import db, fleet, history, migrate, pages, queries, runs, snapshots
+from warehouse import db, fleet, history, migrate, pages, queries, runs, snapshots, trends
 from warehouse.views import STATUSES
 
-from . import metrics, models
+from . import dashboard, metrics, models
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
 MAX_COMPARE = 50
@@ -140,6 +140,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         model: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        id_prefix: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="job ids starting with")] = None,
         sort: Annotated[str, Query(description="a sort key; prefix '-' for descending")] = "-start_time",
         limit: Limit = 100,
         cursor: Cursor = None,
@@ -148,7 +149,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         key = sort.removeprefix("-")
         if key not in fleet.SORT_KEYS:
             raise HTTPException(422, f"unknown sort key {key!r}; known: {', '.join(fleet.SORT_KEYS)}")
-        filters = _filters(status, model, since, until)
+        filters = _filters(status, model, since, until, id_prefix)
         rows, next_cursor, total = fleet.jobs_page(con, filters, key, sort.startswith("-"), limit, cursor)
         return {"jobs": rows, "total": total, "next_cursor": next_cursor, "next": _next(request, next_cursor)}
 
@@ -173,6 +174,21 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         result = fleet.summary(con, _filters(status, model, since, until), limit, offset, cursor)
         result["next"] = _next(request, result["next_cursor"], drop=("offset",))
         return result
+
+    @app.get(
+        "/api/training/analytics/fleet", response_model=models.FleetTrends, dependencies=guarded, tags=["analytics"]
+    )
+    def fleet_trends(
+        con: Con,
+        status: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bins: Annotated[int, Query(ge=1, le=200, description="throughput histogram bins")] = 20,
+        buckets: Annotated[int, Query(ge=1, le=2_000, description="time buckets of GPU utilization")] = 120,
+    ) -> dict[str, Any]:
+        """Fleet trends for charts: GPU hours, the throughput distribution, GPU utilization over time."""
+        return trends.fleet_trends(con, _filters(status, model, since, until), bins, buckets)
 
     @app.get(
         "/api/training/analytics/compare",
@@ -253,9 +269,14 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         gpu: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
         limit: Limit = 1_000,
         cursor: Cursor = None,
+        max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE, description="per GPU, for charts")] = None,
     ) -> dict[str, Any]:
-        """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated."""
+        """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated;
+        ``max_points`` downsamples each GPU's readings for charts, keeping every extreme."""
         _require_job(con, job_id)
+        if max_points is not None:
+            source, rows = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
+            return {"job_id": job_id, "source": source, "readings": rows, "next_cursor": None, "next": None}
         source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
         return {
             "job_id": job_id,
@@ -264,6 +285,18 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
             "next_cursor": next_cursor,
             "next": _next(request, next_cursor),
         }
+
+    @app.get(
+        "/api/training/{job_id}/checkpoints",
+        response_model=models.CheckpointList,
+        dependencies=guarded,
+        tags=["jobs"],
+        responses={404: {"model": models.Problem}},
+    )
+    def job_checkpoints(job_id: JobId, con: Con) -> dict[str, Any]:
+        """The job's checkpoints by step, with the losses the best one is chosen by."""
+        _require_job(con, job_id)
+        return {"job_id": job_id, "checkpoints": queries.job_checkpoints(con, job_id)}
 
     @app.get(
         "/api/training/{job_id}",
@@ -277,6 +310,9 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         return _job_record(con, job_id)
 
     app.include_router(metrics.router(reader), dependencies=guarded)
+    # the pages carry no data (their scripts ask the API above), so they are not guarded
+    app.include_router(dashboard.router())
+    app.mount("/static", dashboard.static_files(), name="static")
     return app
 
 
@@ -297,10 +333,12 @@ def _quoted(job_id: str) -> str:
     return repr(job_id if len(job_id) <= 200 else job_id[:200] + "…")
 
 
-def _filters(status: str | None, model: str | None, since: datetime | None, until: datetime | None) -> fleet.Filters:
+def _filters(
+    status: str | None, model: str | None, since: datetime | None, until: datetime | None, id_prefix: str | None = None
+) -> fleet.Filters:
     if status is not None and status not in (*STATUSES, "unknown"):
         raise HTTPException(422, f"unknown status {status!r}; known: {', '.join((*STATUSES, 'unknown'))}")
-    return fleet.Filters(status=status, model=model, since=_utc(since), until=_utc(until))
+    return fleet.Filters(status=status, model=model, since=_utc(since), until=_utc(until), id_prefix=id_prefix)
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -193,6 +193,48 @@ class StepPage(BaseModel):
     next: str | None
 
 
+class Checkpoint(BaseModel):
+    step: int
+    name: str
+    eval_loss: float | None
+    train_loss: float | None
+
+
+class CheckpointList(BaseModel):
+    job_id: str
+    checkpoints: list[Checkpoint]
+
+
+class HistogramBin(BaseModel):
+    low: float | None
+    high: float | None
+    jobs: int
+
+
+class UtilizationBucket(BaseModel):
+    start: str
+    end: str
+    average_gpu_utilization: float | None
+    readings: int
+    jobs: int
+
+
+class ModelCount(BaseModel):
+    model_name: str
+    jobs: int
+
+
+class FleetTrends(BaseModel):
+    """Charts of the summary page: GPU hours = total_seconds x GPUs, summed over jobs."""
+
+    gpu_hours: float | None
+    gpu_hours_jobs: int
+    jobs: int
+    throughput_histogram: list[HistogramBin]
+    utilization_over_time: list[UtilizationBucket]
+    models: list[ModelCount]
+
+
 class GpuReading(BaseModel):
     """A GPU sample (``ts``, ``host``) or a reading logged with a step (``step``)."""
 

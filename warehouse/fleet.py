@@ -39,6 +39,7 @@ FILTER = """
     AND ($model IS NULL OR model_name = $model)
     AND ($since IS NULL OR start_time >= $since)
     AND ($until IS NULL OR start_time < $until)
+    AND ($id_prefix IS NULL OR starts_with(job_id, $id_prefix))
 """
 
 SUMMARY = f"""
@@ -98,9 +99,13 @@ class Filters:
     model: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    id_prefix: str | None = None
 
     def params(self) -> dict[str, Any]:
-        return {"status": self.status, "model": self.model, "since": self.since, "until": self.until}
+        return {
+            "status": self.status, "model": self.model, "since": self.since, "until": self.until,
+            "id_prefix": self.id_prefix,
+        }  # fmt: skip
 
 
 def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset: int, cursor: str | None) -> dict:

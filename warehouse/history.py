@@ -170,6 +170,58 @@ def gpu_readings(
     return "step_readings", rows, next_cursor
 
 
+# Charts of GPU readings: per GPU, buckets of equal row counts in time (or step) order; keep each
+# GPU's first and last reading and, per bucket, those holding the min and max of every figure.
+GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w")
+GPU_DOWNSAMPLED = """
+WITH source AS ({source}),
+rows AS (
+    SELECT *, row_number() OVER w AS n, count(*) OVER (PARTITION BY gpu_index, host) AS total,
+           ntile($buckets) OVER w AS bucket
+    FROM source
+    WINDOW w AS (PARTITION BY gpu_index, host ORDER BY {order})
+), keep AS (
+    SELECT gpu_index, host, n FROM rows WHERE n = 1 OR n = total
+    {extremes}
+)
+SELECT * EXCLUDE (n, total, bucket) FROM rows SEMI JOIN keep USING (gpu_index, host, n)
+ORDER BY gpu_index, host, {order}
+"""
+GPU_EXTREME = """
+    UNION SELECT gpu_index, host, arg_min(n, {f}) FROM rows WHERE isfinite({f}) GROUP BY gpu_index, host, bucket
+    UNION SELECT gpu_index, host, arg_max(n, {f}) FROM rows WHERE isfinite({f}) GROUP BY gpu_index, host, bucket"""
+SAMPLES_OF_JOB = """
+SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
+       power_w, sm_clock_mhz, clocks_event_reasons
+FROM gpu_samples WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu)
+"""
+# Readings logged with steps carry the step's timestamp, so that both sources chart over time.
+READINGS_OF_JOB = """
+SELECT g.gpu_index, '' AS host, g.step, s.ts, g.gpu_uuid, g.utilization_percent, g.memory_used_mb,
+       g.memory_total_mb, g.temperature_c, g.power_w
+FROM step_gpus g LEFT JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
+WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
+"""
+
+
+def gpu_readings_downsampled(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int
+) -> tuple[str, list[dict[str, Any]]]:
+    """About ``max_points`` readings per GPU, keeping each GPU's first, last and every extreme."""
+    sampled = con.execute(HAS_SAMPLES, {"job_id": job_id}).fetchone()[0]
+    buckets = max(1, (max_points - 2) // (2 * len(GPU_FIGURES)))
+    sql = GPU_DOWNSAMPLED.format(
+        source=SAMPLES_OF_JOB if sampled else READINGS_OF_JOB,
+        order="ts" if sampled else "step",
+        extremes="".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
+    )
+    rows = _records(con.execute(sql, {"job_id": job_id, "gpu": gpu, "buckets": buckets}))
+    if not sampled:
+        for row in rows:
+            row.pop("host")
+    return ("gpu_samples" if sampled else "step_readings"), rows
+
+
 def _checked(fields: list[str]) -> list[str]:
     unknown = [f for f in fields if f not in STEP_FIELDS]
     if unknown:

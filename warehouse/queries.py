@@ -123,3 +123,16 @@ JOB_EXISTS = "SELECT count(*) FROM jobs WHERE job_id = $job_id"
 
 def job_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
     return con.execute(JOB_EXISTS, {"job_id": job_id}).fetchone()[0] > 0
+
+
+# A job's checkpoints, by step, with the loss each is judged by (checkpoint_scores).
+JOB_CHECKPOINT_LIST = """
+SELECT step, name, eval_loss, train_loss FROM checkpoint_scores WHERE job_id = $job_id ORDER BY step
+"""
+
+
+def job_checkpoints(con: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str, Any]]:
+    """The job's checkpoints by step: ``step``, ``name``, ``eval_loss``, ``train_loss``."""
+    cursor = con.execute(JOB_CHECKPOINT_LIST, {"job_id": job_id})
+    names = [d[0] for d in cursor.description]
+    return [{n: plain(v) for n, v in zip(names, row, strict=True)} for row in cursor.fetchall()]

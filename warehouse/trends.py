@@ -1,0 +1,126 @@
+"""Fleet-wide trends for the dashboard's summary page: GPU hours, the throughput distribution,
+and GPU utilization over time across all jobs.
+
+Every query takes the job list's filters (status, model, start time) and reads ``job_results``
+for the jobs, then their GPU samples (or, for jobs without samples, the readings logged with
+their steps, timed by the step's timestamp).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from .dialect import render
+from .fleet import FILTER, Filters
+from .queries import plain
+
+# A job holds its GPUs for its whole duration: GPU hours = total_seconds x GPUs, the GPUs being
+# those seen in its samples or readings, else the config's gpu_count. Jobs with neither a
+# duration nor a GPU count are counted apart.
+GPU_HOURS = render(
+    f"""
+WITH chosen AS (SELECT job_id, total_seconds FROM job_results WHERE {FILTER}),
+counted AS (
+    SELECT c.job_id, c.total_seconds,
+           CASE WHEN r.gpus_seen > 0 THEN r.gpus_seen ELSE j.gpu_count END AS gpus
+    FROM chosen c
+    JOIN jobs j ON j.job_id = c.job_id
+    JOIN job_resources r ON r.job_id = c.job_id
+)
+SELECT sum(total_seconds * gpus) FILTER (WHERE @finite(total_seconds) AND gpus > 0) / 3600 AS gpu_hours,
+       count(*) FILTER (WHERE @finite(total_seconds) AND gpus > 0) AS jobs_counted,
+       count(*) AS jobs
+FROM counted
+"""
+)
+
+# Equal-width bins between the lowest and the highest average throughput (one bin when all
+# jobs have the same); jobs without a throughput are left out.
+THROUGHPUT_HISTOGRAM = render(
+    f"""
+WITH t AS (
+    SELECT average_samples_per_second AS x FROM job_results
+    WHERE {FILTER} AND @finite(average_samples_per_second)
+), span AS (
+    SELECT min(x) AS lo, max(x) AS hi, CASE WHEN max(x) > min(x) THEN $bins ELSE 1 END AS n FROM t
+), binned AS (
+    SELECT least(CAST(floor((x - lo) / nullif(hi - lo, 0) * n) AS BIGINT), n - 1) AS bin, count(*) AS jobs
+    FROM t, span
+    GROUP BY 1
+)
+SELECT b.bin,
+       lo + (hi - lo) * b.bin / n AS low,
+       CASE WHEN n = 1 THEN hi ELSE lo + (hi - lo) * (b.bin + 1) / n END AS high,
+       coalesce(binned.jobs, 0) AS jobs
+FROM span, range(0, (SELECT n FROM span)) b(bin)
+LEFT JOIN binned ON coalesce(binned.bin, 0) = b.bin
+WHERE lo IS NOT NULL
+ORDER BY b.bin
+"""
+)
+
+# Mean GPU utilization over every reading of the chosen jobs, in equal time buckets spanning
+# the first to the last reading.
+UTILIZATION_OVER_TIME = render(
+    f"""
+WITH chosen AS (SELECT job_id, gpu_source FROM job_results WHERE {FILTER}),
+readings AS (
+    SELECT g.job_id, g.ts, g.utilization_percent AS u
+    FROM gpu_samples g JOIN chosen c ON c.job_id = g.job_id AND c.gpu_source = 'gpu_samples'
+    UNION ALL
+    SELECT g.job_id, s.ts, g.utilization_percent
+    FROM step_gpus g
+    JOIN chosen c ON c.job_id = g.job_id AND c.gpu_source = 'step_readings'
+    JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
+), ok AS (
+    SELECT * FROM readings WHERE ts IS NOT NULL AND @finite(u)
+), span AS (
+    SELECT min(ts) AS lo, greatest(@seconds_between(min(ts); max(ts)), 1) / $buckets AS width FROM ok
+)
+SELECT least(CAST(floor(@seconds_between(lo; ts) / width) AS BIGINT), $buckets - 1) AS bucket,
+       min(lo) AS lo, min(width) AS width,
+       avg(u) AS average_gpu_utilization, count(*) AS readings, count(DISTINCT job_id) AS jobs
+FROM ok, span
+GROUP BY 1
+ORDER BY 1
+"""
+)
+
+MODELS = f"""
+SELECT model_name, count(*) AS jobs FROM job_results
+WHERE model_name IS NOT NULL AND {FILTER.replace("$model", "NULL")}
+GROUP BY model_name ORDER BY model_name
+"""
+
+
+def fleet_trends(con: duckdb.DuckDBPyConnection, filters: Filters, bins: int, buckets: int) -> dict[str, Any]:
+    """GPU hours, the throughput histogram, utilization over time, and the models seen."""
+    params = filters.params()
+    gpu_hours, jobs_counted, jobs = con.execute(GPU_HOURS, params).fetchone()
+    histogram = con.execute(THROUGHPUT_HISTOGRAM, {**params, "bins": bins}).fetchall()
+    over_time = con.execute(UTILIZATION_OVER_TIME, {**params, "buckets": buckets}).fetchall()
+    models = con.execute(MODELS, {k: v for k, v in params.items() if k != "model"}).fetchall()
+    return {
+        "gpu_hours": plain(gpu_hours),
+        "gpu_hours_jobs": jobs_counted,
+        "jobs": jobs,
+        "throughput_histogram": [{"low": plain(low), "high": plain(high), "jobs": n} for _, low, high, n in histogram],
+        "utilization_over_time": [
+            {
+                "start": plain(_moment(lo, width * bucket)),
+                "end": plain(_moment(lo, width * (bucket + 1))),
+                "average_gpu_utilization": plain(util),
+                "readings": readings,
+                "jobs": n_jobs,
+            }
+            for bucket, lo, width, util, readings, n_jobs in over_time
+        ],
+        "models": [{"model_name": m, "jobs": n} for m, n in models],
+    }
+
+
+def _moment(start: datetime, seconds: float) -> datetime:
+    return start + timedelta(seconds=seconds)
