@@ -848,6 +848,8 @@ GUARDED = [
     "/api/training/alpha/analytics",
     "/api/training/alpha/steps",
     "/api/training/alpha/gpus",
+    "/api/training/alpha/checkpoints",
+    "/api/training/analytics/fleet",
     "/api/training/alpha",
 ]
 
@@ -865,6 +867,12 @@ def test_token_guards_every_data_endpoint(guarded_client: TestClient, url: str) 
         assert response.json() == {"detail": "missing or wrong bearer token"}
         assert response.headers["www-authenticate"] == "Bearer"
     assert guarded_client.get(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_dashboard_pages_need_no_token_their_data_does(guarded_client: TestClient) -> None:
+    for path in ("/", "/job?id=alpha", "/compare?job_ids=alpha", "/summary", "/static/common.js"):
+        assert guarded_client.get(path).status_code == 200, path
+    assert guarded_client.get("/api/training/jobs").status_code == 401
 
 
 def test_health_endpoints_need_no_token(guarded_client: TestClient) -> None:
@@ -948,3 +956,102 @@ def test_runlytics_serve(server: str) -> None:
     assert response.json()["efficiency"]["overall_score"] == 70.0
     missing = httpx.get(f"{server}/api/training/nope/analytics", timeout=10)
     assert (missing.status_code, missing.json()) == (404, {"detail": "no job 'nope'"})
+
+
+# --- what the dashboard asks for: fleet trends, checkpoints, GPU charts, id prefixes ----------
+
+FLEET_API = "/api/training/analytics/fleet"
+
+
+def test_fleet_gpu_hours_throughput_histogram_and_utilization_over_time(client: TestClient) -> None:
+    trends = ok(client, FLEET_API, bins=2, buckets=3)
+    # total_seconds x GPUs seen: alpha 100 x 1, bravo 300 x 2, charlie 50 x 1, delta 60 x 1; echo has neither
+    assert trends["gpu_hours"] == pytest.approx((100 + 600 + 50 + 60) / 3600)
+    assert (trends["gpu_hours_jobs"], trends["jobs"]) == (4, 5)
+    # throughputs 5 (alpha), 10 (bravo), 10 (charlie): two bins over [5, 10]
+    assert trends["throughput_histogram"] == [
+        {"low": 5.0, "high": 7.5, "jobs": 1},
+        {"low": 7.5, "high": 10.0, "jobs": 2},
+    ]
+    # timed readings from at(10) to at(7220): three buckets of 7210 / 3 s; delta's steps have no time
+    width = 7210 / 3
+    buckets = trends["utilization_over_time"]
+    assert [(b["average_gpu_utilization"], b["readings"], b["jobs"]) for b in buckets] == [
+        (90.0, 2, 1),  # alpha, one GPU at two steps
+        (80.0, 4, 1),  # bravo, two GPUs at two steps
+        (70.0, 2, 1),  # charlie
+    ]
+    assert [b["start"] for b in buckets] == [at(10), at(10 + width), at(10 + 2 * width)]
+    assert buckets[-1]["end"] == at(7220)
+    assert trends["models"] == [
+        {"model_name": "gpt2", "jobs": 1},
+        {"model_name": "llama", "jobs": 2},
+        {"model_name": "mistral", "jobs": 2},
+    ]
+
+
+def test_fleet_trends_follow_the_filters(client: TestClient) -> None:
+    completed = ok(client, FLEET_API, status="completed", bins=1)
+    assert completed["gpu_hours"] == pytest.approx((100 + 600) / 3600)
+    assert completed["throughput_histogram"] == [{"low": 5.0, "high": 10.0, "jobs": 2}]
+    assert [b["jobs"] for b in completed["utilization_over_time"]] == [1, 1]  # the buckets with readings
+    # the models of the jobs matching every other filter, for a model picker
+    assert [m["model_name"] for m in ok(client, FLEET_API, model="llama")["models"]] == ["gpt2", "llama", "mistral"]
+    nothing = ok(client, FLEET_API, status="paused")
+    assert nothing == {
+        "gpu_hours": None, "gpu_hours_jobs": 0, "jobs": 0, "throughput_histogram": [],
+        "utilization_over_time": [], "models": [],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("params", [{"bins": 0}, {"bins": 201}, {"buckets": 0}, {"status": "nope"}])
+def test_fleet_rejects_invalid_parameters(client: TestClient, params: Json) -> None:
+    assert status_of(client, FLEET_API, **params)[0] == 422
+
+
+def test_checkpoints_of_a_job(client: TestClient) -> None:
+    assert ok(client, "/api/training/alpha/checkpoints") == {
+        "job_id": "alpha",
+        "checkpoints": [
+            {"step": 10, "name": "checkpoint-10", "eval_loss": None, "train_loss": 2.0},
+            {"step": 20, "name": "checkpoint-20", "eval_loss": 1.2, "train_loss": 1.0},  # eval_loss of step 20
+        ],
+    }
+    assert ok(client, "/api/training/echo/checkpoints")["checkpoints"] == []
+    assert status_of(client, "/api/training/nobody/checkpoints")[0] == 404
+
+
+def test_job_list_by_id_prefix(client: TestClient) -> None:
+    assert ids(ok(client, JOBS_API, id_prefix="b")["jobs"]) == ["bravo"]
+    assert ids(ok(client, JOBS_API, id_prefix="zz")["jobs"]) == []
+    assert ok(client, JOBS_API, id_prefix="", sort="job_id")["total"] == len(FLEET)
+
+
+def test_gpu_readings_for_charts_carry_step_times(client: TestClient) -> None:
+    page = ok(client, "/api/training/bravo/gpus", max_points=10)
+    assert page["source"] == "step_readings" and page["next_cursor"] is None
+    assert [(r["gpu_index"], r["step"], r["ts"], r["temperature_c"]) for r in page["readings"]] == [
+        (0, 10, at(HOUR + 5), 60.0),
+        (0, 20, at(HOUR + 10), 64.0),
+        (1, 10, at(HOUR + 5), 62.0),
+        (1, 20, at(HOUR + 10), 66.0),
+    ]
+
+
+def test_gpu_readings_downsampled_keep_every_extreme(lab: Lab) -> None:
+    def reading(step: int, g: int) -> Json:
+        temp = 99.0 if (step, g) == (321, 1) else 10.0 if (step, g) == (77, 0) else 50.0 + (step % 5)
+        return {"index": g, "utilization_percent": 50.0, "memory_used_mb": 100.0, "temperature_c": temp, "power_w": 1.0}
+
+    history = [
+        {"step": s, "timestamp": at(s), "loss": 1.0, "gpus": [reading(s, 0), reading(s, 1)]} for s in range(1, 501)
+    ]
+    lab.write_job("hot", {"job_id": "hot", "status": "completed", "history": history})
+    assert lab.ingest().failed == 0
+    rows = ok(make_client(lab.db), "/api/training/hot/gpus", max_points=42)["readings"]
+    for g in (0, 1):
+        steps = [r["step"] for r in rows if r["gpu_index"] == g]
+        assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 500
+        assert len(steps) <= 42 + 2 * 4  # per GPU: first, last, and a min and max of 4 figures per bucket
+    assert any(r["gpu_index"] == 1 and r["step"] == 321 and r["temperature_c"] == 99.0 for r in rows)
+    assert any(r["gpu_index"] == 0 and r["step"] == 77 and r["temperature_c"] == 10.0 for r in rows)

@@ -98,6 +98,8 @@ def test_schema_covers_every_endpoint(client: TestClient) -> None:
         "/readyz",
         "/api/ingest/runs",
         "/api/training/export/steps",
+        "/api/training/analytics/fleet",
+        "/api/training/{job_id}/checkpoints",
         "/api/training/jobs",
         "/api/training/jobs/{job_id}",
         "/api/training/analytics/summary",
