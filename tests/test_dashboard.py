@@ -132,6 +132,10 @@ def test_jobs_page_lists_the_first_page_newest_first(site: dict[str, Any], tab: 
 
 def test_jobs_page_filters_by_status_and_model(site: dict[str, Any], tab: Page) -> None:
     tab.open(site["base"] + "/")
+    tab.page.focus("#f-model")  # suggests the models of the warehouse
+    models = [m["model_name"] for m in site["api"].get("/api/training/analytics/fleet").json()["models"]]
+    tab.page.wait_for_function(f"document.querySelectorAll('#models option').length === {len(models)}")
+    assert tab.page.locator("#models option").evaluate_all("os => os.map(o => o.value)") == models
     tab.page.select_option("#f-status", "completed")
     tab.page.fill("#f-model", "gpt2")
     tab.page.click("form.filters button[type=submit]")

@@ -40,22 +40,23 @@ LIMIT $limit
 
 # Downsampling for charts: split the range into buckets of equal row counts; keep the first
 # and last step, and in each bucket the rows holding the min and max of every numeric field
-# asked for. Deterministic, and a spike is never averaged away.
+# asked for. Deterministic, and a spike is never averaged away. One aggregation pass finds
+# every extreme.
 STEPS_DOWNSAMPLED = """
-WITH rows AS (
-    SELECT step, {columns}, ntile($buckets) OVER (ORDER BY step) AS bucket,
-           row_number() OVER (ORDER BY step) AS n, count(*) OVER () AS total
+WITH rows AS MATERIALIZED (
+    SELECT step, {columns}, ntile($buckets) OVER (ORDER BY step) AS bucket
     FROM step_metrics
     WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
+), extremes AS (
+    SELECT [{extremes}] AS steps FROM rows GROUP BY bucket
 ), keep AS (
-    SELECT step FROM rows WHERE n = 1 OR n = total
-    {extremes}
+    SELECT min(step) AS step FROM rows
+    UNION SELECT max(step) FROM rows
+    UNION SELECT unnest(steps) FROM extremes
 )
 SELECT step, {fields} FROM rows WHERE step IN (SELECT step FROM keep) ORDER BY step
 """
-EXTREME = """
-    UNION SELECT arg_min(step, {f}) FROM rows WHERE isfinite({f}) GROUP BY bucket
-    UNION SELECT arg_max(step, {f}) FROM rows WHERE isfinite({f}) GROUP BY bucket"""
+EXTREME = "arg_min(step, {f}) FILTER (WHERE isfinite({f})), arg_max(step, {f}) FILTER (WHERE isfinite({f}))"
 
 GPUS_PAGE = """
 SELECT gpu_index, step, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c, power_w
@@ -116,7 +117,7 @@ def steps_downsampled(
     """At most about ``max_points`` rows that keep the first and last step and every extreme."""
     numeric = [f for f in _checked(fields) if f in NUMERIC_FIELDS] or ["loss"]
     buckets = max(1, (max_points - 2) // (2 * len(numeric)))
-    extremes = "".join(EXTREME.format(f=f) for f in numeric)
+    extremes = ", ".join(EXTREME.format(f=f) for f in numeric)
     # the bucket extremes may be of a field not asked for (loss, when only ts is)
     columns = list(dict.fromkeys([*fields, *numeric]))
     sql = STEPS_DOWNSAMPLED.format(fields=", ".join(fields), columns=", ".join(columns), extremes=extremes)
@@ -170,26 +171,27 @@ def gpu_readings(
     return "step_readings", rows, next_cursor
 
 
-# Charts of GPU readings: per GPU, buckets of equal row counts in time (or step) order; keep each
-# GPU's first and last reading and, per bucket, those holding the min and max of every figure.
+# Charts of GPU readings: per GPU, buckets of equal width in time (or step); keep each GPU's first
+# and last reading and, per bucket, those holding the min and max of every figure. One
+# aggregation pass computes all the extremes (a UNION per figure would scan the rows 8 times).
 GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w")
 GPU_DOWNSAMPLED = """
-WITH source AS ({source}),
-rows AS (
-    SELECT *, row_number() OVER w AS n, count(*) OVER (PARTITION BY gpu_index, host) AS total,
-           ntile($buckets) OVER w AS bucket
-    FROM source
-    WINDOW w AS (PARTITION BY gpu_index, host ORDER BY {order})
+WITH keyed AS (SELECT *, {x} AS x FROM ({source})),
+span AS (SELECT gpu_index, host, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host),
+rows AS MATERIALIZED (
+    SELECT k.*, least(CAST(floor((k.x - s.lo) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT), $buckets - 1) AS bucket
+    FROM keyed k JOIN span s USING (gpu_index, host)
+), extremes AS (
+    SELECT gpu_index, host, [{extremes}] AS xs FROM rows GROUP BY gpu_index, host, bucket
 ), keep AS (
-    SELECT gpu_index, host, n FROM rows WHERE n = 1 OR n = total
-    {extremes}
+    SELECT gpu_index, host, lo AS x FROM span
+    UNION SELECT gpu_index, host, hi FROM span
+    UNION SELECT gpu_index, host, unnest(xs) FROM extremes
 )
-SELECT * EXCLUDE (n, total, bucket) FROM rows SEMI JOIN keep USING (gpu_index, host, n)
-ORDER BY gpu_index, host, {order}
+SELECT * EXCLUDE (x, bucket) FROM rows SEMI JOIN keep USING (gpu_index, host, x)
+ORDER BY gpu_index, host, x
 """
-GPU_EXTREME = """
-    UNION SELECT gpu_index, host, arg_min(n, {f}) FROM rows WHERE isfinite({f}) GROUP BY gpu_index, host, bucket
-    UNION SELECT gpu_index, host, arg_max(n, {f}) FROM rows WHERE isfinite({f}) GROUP BY gpu_index, host, bucket"""
+GPU_EXTREME = "arg_min(x, {f}) FILTER (WHERE isfinite({f})), arg_max(x, {f}) FILTER (WHERE isfinite({f}))"
 SAMPLES_OF_JOB = """
 SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
        power_w, sm_clock_mhz, clocks_event_reasons
@@ -212,8 +214,8 @@ def gpu_readings_downsampled(
     buckets = max(1, (max_points - 2) // (2 * len(GPU_FIGURES)))
     sql = GPU_DOWNSAMPLED.format(
         source=SAMPLES_OF_JOB if sampled else READINGS_OF_JOB,
-        order="ts" if sampled else "step",
-        extremes="".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
+        x="epoch(ts)" if sampled else "step",
+        extremes=", ".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
     )
     rows = _records(con.execute(sql, {"job_id": job_id, "gpu": gpu, "buckets": buckets}))
     if not sampled:

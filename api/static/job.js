@@ -133,9 +133,12 @@ async function load() {
     return;
   }
   const path = `/api/training/${encodeURIComponent(jobId)}`;
-  let analytics;
+  let analytics, rows, checkpoints, gpus;
   try {
-    analytics = await api(`${path}/analytics`);
+    // all at once: the page waits for the slowest answer, not for their sum
+    [analytics, rows, checkpoints, gpus] = await Promise.all([
+      api(`${path}/analytics`), steps(null), api(`${path}/checkpoints`), api(`${path}/gpus`, { max_points: GPU_POINTS }),
+    ]);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       main(el("h1", {}, "Job not found"), el("p", {}, `The warehouse has no job named “${jobId}”. `, el("a", { href: "/" }, "All jobs")));
@@ -143,9 +146,6 @@ async function load() {
     }
     throw error;
   }
-  const [rows, checkpoints, gpus] = await Promise.all([
-    steps(null), api(`${path}/checkpoints`), api(`${path}/gpus`, { max_points: GPU_POINTS }),
-  ]);
   state.status = analytics.status;
   const best = analytics.checkpoints.best_checkpoint;
   state.markers = checkpoints.checkpoints.map((c) => ({ x: c.step, label: c.name, best: c.name === best }));

@@ -140,6 +140,7 @@ markNav("jobs");
 main(el("h1", {}, "Jobs"), filterForm(), el("div", { class: "toolbar" }, count, compare),
   el("div", { class: "scroll" }, table), el("div", { class: "pager" }, prev, next));
 load().then(ready).catch((error) => { showError(error); ready(); });
-fillModels().catch(() => {});
+// the model suggestions cost a fleet query: asked for when the reader goes to the model field
+document.getElementById("f-model").addEventListener("focus", () => fillModels().catch(() => {}), { once: true });
 // Running jobs change with every ingest: refresh the page in place while it shows any.
 every(() => load(), () => state.rows.some((job) => job.status === "running"));

@@ -1,0 +1,146 @@
+"""How fast each dashboard page loads and draws, in headless Chromium, on a large warehouse.
+
+    python bench/dashboard.py --data /tmp/bench-dashboard
+
+Defaults: 2,000 generated jobs x 200 steps x 2 GPUs (bench/generate.py, seed 0) plus one job of
+100,000 steps x 2 GPUs (``big-100k``). The warehouse is built once and kept in --data. Each page
+is opened --repeat times, each time in a new browser context (no cached scripts or API answers);
+the figure is the time from navigation start until the page has drawn every chart
+(``body[data-ready]``, set by the page's script after its charts are on the canvas).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from tests.browser import Page, launch, serve  # noqa: E402
+
+TARGET_MS = 1_000
+BIG = "big-100k"
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build(work: Path, jobs: int, steps: int, gpus: int, big_steps: int) -> Path:
+    """Generate the jobs (unless kept from an earlier run) and ingest them; the warehouse path."""
+    root, db = work / "jobs", work / "warehouse.duckdb"
+    if not root.exists():
+        generate = _generator()
+        started = time.perf_counter()
+        rng = random.Random(0)
+        for i in range(jobs):
+            _write(root, generate.make_job(i, steps, gpus, rng))
+        big = generate.make_job(jobs, big_steps, gpus, random.Random(1))
+        big.update(job_id=BIG, status="running")
+        big.pop("ended_at", None)
+        _write(root, big)
+        print(f"generated {jobs + 1} jobs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    started = time.perf_counter()
+    command = [sys.executable, "-c", "import cli; cli.entry()", "ingest", str(root), "--db", str(db), "--quiet"]
+    subprocess.run(command, cwd=REPO, check=True)
+    print(f"ingest {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return db
+
+
+def _write(root: Path, job: dict[str, Any]) -> None:
+    folder = root / job["job_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "progress.json").write_text(json.dumps(job))
+
+
+def measure(browser: Any, url: str, repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        page = Page(browser)
+        try:
+            times.append(page.open(url, timeout_ms=60_000))
+            if page.errors:
+                raise SystemExit(f"{url}: console errors {page.errors}")
+        finally:
+            page.close()
+    return times
+
+
+def zoom_times(browser: Any, url: str, repeat: int) -> list[float]:
+    """Milliseconds from the end of a drag over the loss chart until the finer range is drawn."""
+    times = []
+    page = Page(browser)
+    try:
+        page.open(url, timeout_ms=60_000)
+        for i in range(repeat):
+            box = page.page.locator("[data-chart=loss] .u-over").bounding_box()
+            y = box["y"] + box["height"] / 2
+            page.page.mouse.move(box["x"] + box["width"] * (0.2 + 0.1 * i), y)
+            page.page.mouse.down()
+            page.page.mouse.move(box["x"] + box["width"] * (0.25 + 0.1 * i), y, steps=4)
+            started = page.page.evaluate("performance.now()")
+            page.page.mouse.up()
+            page.page.wait_for_function("document.querySelector('#zoom-state').textContent.startsWith('Steps')")
+            times.append(page.page.evaluate("performance.now()") - started)
+            page.page.click("#reset-zoom")
+            page.page.wait_for_function("document.querySelector('#zoom-state').textContent === ''")
+    finally:
+        page.close()
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/bench-dashboard"))
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--big-steps", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    args.data.mkdir(parents=True, exist_ok=True)
+    db = build(args.data, args.jobs, args.steps, args.gpus, args.big_steps)
+    ten = ",".join([BIG, *(f"job-{i:06d}" for i in range(1, 10))])
+    pages = [
+        ("jobs page (first 50 of all jobs)", "/"),
+        ("jobs page sorted by throughput", "/?sort=-average_samples_per_second"),
+        (f"job page, {args.big_steps:,} steps x {args.gpus} GPUs", f"/job?id={BIG}"),
+        (f"job page, {args.steps} steps", "/job?id=job-000123"),
+        (f"compare page, 10 jobs incl. the {args.big_steps:,}-step one", f"/compare?job_ids={ten}"),
+        (f"summary page ({args.jobs + 1} jobs)", "/summary"),
+    ]
+    rows = []
+    with serve(db) as base, sync_playwright() as playwright:
+        browser = launch(playwright)
+        measure(browser, base + "/summary", 1)  # warm the server's snapshot and the OS page cache
+        for name, path in pages:
+            times = measure(browser, base + path, args.repeat)
+            rows.append((name, statistics.median(times), max(times)))
+        zoom = zoom_times(browser, f"{base}/job?id={BIG}", 3)
+        browser.close()
+    print(f"\n{args.jobs + 1} jobs; each page opened {args.repeat} times in a new browser context\n")
+    print("| page | median ms | max ms | target | met |")
+    print("|---|---:|---:|---|---|")
+    for name, median, worst in rows:
+        print(f"| {name} | {median:.0f} | {worst:.0f} | < {TARGET_MS} ms | {'yes' if worst < TARGET_MS else '**no**'} |")
+    print(f"| zoom into a range of the {args.big_steps:,}-step job (drag to redrawn) | {statistics.median(zoom):.0f} "
+          f"| {max(zoom):.0f} | | |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
