@@ -34,6 +34,7 @@ SHELL = """<!doctype html>
 <title>{title} · runlytics</title>
 <link rel="stylesheet" href="/static/vendor/uPlot.min.css">
 <link rel="stylesheet" href="/static/dashboard.css">
+<link rel="modulepreload" href="/static/common.js">
 <script src="/static/vendor/uPlot.iife.min.js"></script>
 <script type="module" src="/static/{page}.js"></script>
 </head>

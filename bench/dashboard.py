@@ -104,6 +104,17 @@ def zoom_times(browser: Any, url: str, repeat: int) -> list[float]:
     return times
 
 
+def screenshots(browser: Any, base: str, pages: dict[str, str], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in pages.items():
+        page = Page(browser, width=1280, height=1000)
+        try:
+            page.open(base + path, timeout_ms=60_000)
+            page.page.screenshot(path=str(folder / f"dashboard-{name}.png"))
+        finally:
+            page.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("/tmp/bench-dashboard"))
@@ -112,6 +123,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--big-steps", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--screenshots", type=Path, help="save a screenshot of each page here (docs/img)")
     args = parser.parse_args()
     args.data.mkdir(parents=True, exist_ok=True)
     db = build(args.data, args.jobs, args.steps, args.gpus, args.big_steps)
@@ -132,6 +144,9 @@ def main() -> None:
             times = measure(browser, base + path, args.repeat)
             rows.append((name, statistics.median(times), max(times)))
         zoom = zoom_times(browser, f"{base}/job?id={BIG}", 3)
+        if args.screenshots:
+            shots = {"jobs": "/", "job": f"/job?id={BIG}", "compare": f"/compare?job_ids={ten}", "summary": "/summary"}
+            screenshots(browser, base, shots, args.screenshots)
         browser.close()
     print(f"\n{args.jobs + 1} jobs; each page opened {args.repeat} times in a new browser context\n")
     print("| page | median ms | max ms | target | met |")
