@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import random
 import statistics
 import subprocess
@@ -44,22 +45,35 @@ def _generator() -> Any:
 def build(work: Path, jobs: int, steps: int, gpus: int, big_steps: int) -> Path:
     """Generate the jobs (unless kept from an earlier run) and ingest them; the warehouse path."""
     root, db = work / "jobs", work / "warehouse.duckdb"
+    generate = _generator()
     if not root.exists():
-        generate = _generator()
         started = time.perf_counter()
         rng = random.Random(0)
         for i in range(jobs):
             _write(root, generate.make_job(i, steps, gpus, rng))
-        big = generate.make_job(jobs, big_steps, gpus, random.Random(1))
-        big.update(job_id=BIG, status="running")
-        big.pop("ended_at", None)
-        _write(root, big)
-        print(f"generated {jobs + 1} jobs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        print(f"generated {jobs} jobs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    if not (root / BIG).exists():
+        _write(root, big_job(generate, jobs, big_steps, gpus))
     started = time.perf_counter()
     command = [sys.executable, "-c", "import cli; cli.entry()", "ingest", str(root), "--db", str(db), "--quiet"]
     subprocess.run(command, cwd=REPO, check=True)
     print(f"ingest {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return db
+
+
+def big_job(generate: Any, index: int, steps: int, gpus: int) -> dict[str, Any]:
+    """A long running job whose loss decays slowly, with an eval loss at each checkpoint."""
+    rng = random.Random(1)
+    job = generate.make_job(index, steps, gpus, rng)
+    job.update(job_id=BIG, status="running")
+    job.pop("ended_at", None)
+    evaluated = {c["step"] for c in job["checkpoints"]} | set(range(steps // 20, steps + 1, steps // 20))
+    for entry in job["history"]:
+        step = entry["step"]
+        entry["loss"] = round(0.35 + 2.2 * math.exp(-step / (steps / 6)) + rng.gauss(0, 0.04), 5)
+        if step in evaluated:
+            entry["eval_loss"] = round(0.42 + 2.0 * math.exp(-step / (steps / 6)) + 0.1 * (step / steps) ** 2, 5)
+    return job
 
 
 def _write(root: Path, job: dict[str, Any]) -> None:
@@ -145,7 +159,13 @@ def main() -> None:
             rows.append((name, statistics.median(times), max(times)))
         zoom = zoom_times(browser, f"{base}/job?id={BIG}", 3)
         if args.screenshots:
-            shots = {"jobs": "/", "job": f"/job?id={BIG}", "compare": f"/compare?job_ids={ten}", "summary": "/summary"}
+            six = ",".join(f"job-{i:06d}" for i in range(1, 7))  # of one length: their curves side by side
+            shots = {
+                "jobs": "/",
+                "job": f"/job?id={BIG}&log=1",
+                "compare": f"/compare?job_ids={six}",
+                "summary": "/summary",
+            }
             screenshots(browser, base, shots, args.screenshots)
         browser.close()
     print(f"\n{args.jobs + 1} jobs; each page opened {args.repeat} times in a new browser context\n")

@@ -199,6 +199,19 @@ def test_job_page_shows_the_analytics_and_draws_every_chart(site: dict[str, Any]
     assert tab.errors == []
 
 
+def test_job_page_draws_the_loss_on_a_log_scale(site: dict[str, Any], tab: Page) -> None:
+    tab.open(site["base"] + "/job?id=long-run")
+    title = "[data-chart=loss] .u-title"
+    assert tab.page.inner_text(title) == "Loss"
+    tab.page.check("#log-loss")
+    tab.page.wait_for_function(f"document.querySelector('{title}').textContent === 'Loss (log scale)'")
+    assert tab.page.locator("[data-chart=loss] .uplot").count() == 1  # redrawn, not drawn twice
+    assert coloured_pixels(tab.page, "[data-chart=loss] canvas") > 50
+    tab.page.set_viewport_size({"width": 900, "height": 900})  # the old chart's resize watcher is gone
+    tab.page.wait_for_timeout(200)
+    assert tab.errors == []
+
+
 def test_job_page_says_why_figures_are_missing(site: dict[str, Any], tab: Page) -> None:
     tab.open(site["base"] + "/job?id=sampled")
     warnings = site["api"].get("/api/training/sampled/analytics").json()["warnings"]

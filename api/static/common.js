@@ -139,16 +139,19 @@ export function jobLink(jobId) {
  * A uPlot line chart that fills its container's width.
  * series: [{label, color, scale?, dash?}]; data: [xs, ys1, ys2, ...].
  * opts.time: x is epoch seconds; opts.onSelect(min, max): a drag-selected x range;
- * opts.markers: [{x, label, best}] drawn as vertical lines; opts.axes: y axis labels by scale.
+ * opts.markers: [{x, label, best}] drawn as vertical lines; opts.axes: y axis labels by scale;
+ * opts.logY: the "y" scale is logarithmic.
  */
-export function lineChart(container, { title, series, data, time = false, onSelect, markers = [], axes = {}, height = 260, spanGaps = true }) {
+export function lineChart(container, { title, series, data, time = false, onSelect, markers = [], axes = {}, height = 260, spanGaps = true, logY = false }) {
+  // a log scale can't place zero or negative values: they become gaps
+  if (logY) data = [data[0], ...data.slice(1).map((ys) => ys.map((v) => (v != null && v > 0 ? v : null)))];
   const width = Math.max(280, container.clientWidth || 600);
   const scales = { x: { time } };
   const yAxes = [];
   for (const s of series) {
     const scale = s.scale || "y";
     if (!scales[scale]) {
-      scales[scale] = { auto: true };
+      scales[scale] = logY && scale === "y" ? { auto: true, distr: 3, log: 10 } : { auto: true };
       yAxes.push({ scale, label: axes[scale] || "", side: yAxes.length === 0 ? 3 : 1, grid: { show: yAxes.length === 0 }, size: 60 });
     }
   }
@@ -185,6 +188,7 @@ export function lineChart(container, { title, series, data, time = false, onSele
     },
     legend: { live: true },
   };
+  observers.get(container)?.disconnect(); // a chart drawn again in the same place
   container.replaceChildren();
   const chart = new uPlot(options, data, container);
   const resize = new ResizeObserver(() => {
@@ -192,8 +196,11 @@ export function lineChart(container, { title, series, data, time = false, onSele
     if (Math.abs(w - chart.width) > 4) chart.setSize({ width: w, height });
   });
   resize.observe(container);
+  observers.set(container, resize);
   return chart;
 }
+
+const observers = new WeakMap();
 
 function drawMarkers(u, markers) {
   if (!markers.length) return;

@@ -7,8 +7,9 @@ const STEP_FIELDS = ["loss", "eval_loss", "samples_per_second", "iteration_time"
 const MAX_POINTS = 1600; // per request: 4 fields -> about 200 buckets, each keeping its extremes
 const GPU_POINTS = 400; // per GPU
 
-const jobId = new URLSearchParams(location.search).get("id");
-const state = { zoom: null, charts: {}, markers: [], status: null };
+const query = new URLSearchParams(location.search);
+const jobId = query.get("id");
+const state = { zoom: null, charts: {}, markers: [], status: null, logLoss: query.get("log") === "1", rows: [] };
 
 function cards(a) {
   const d = a.duration, p = a.performance, l = a.losses, r = a.resource_utilization, c = a.checkpoints, e = a.efficiency;
@@ -72,13 +73,18 @@ function stepData(rows) {
   };
 }
 
-function drawStepCharts(rows, holders) {
-  const data = stepData(rows);
-  const onSelect = (min, max) => zoom([Math.max(0, Math.floor(min)), Math.ceil(max)]).catch(showError);
-  state.charts.loss = lineChart(holders.loss, {
-    title: "Loss", data: data.loss, onSelect, markers: state.markers,
+const onSelect = (min, max) => zoom([Math.max(0, Math.floor(min)), Math.ceil(max)]).catch(showError);
+
+function drawLossChart(rows, holder) {
+  state.charts.loss = lineChart(holder, {
+    title: state.logLoss ? "Loss (log scale)" : "Loss", data: stepData(rows).loss, onSelect, markers: state.markers, logY: state.logLoss,
     series: [{ label: "loss", color: PALETTE[0] }, { label: "eval loss", color: PALETTE[1], points: true }],
   });
+}
+
+function drawStepCharts(rows, holders) {
+  const data = stepData(rows);
+  drawLossChart(rows, holders.loss);
   state.charts.speed = lineChart(holders.speed, {
     title: "Throughput and iteration time", data: data.speed, onSelect, axes: { y: "samples/s", t: "seconds" },
     series: [{ label: "samples/s", color: PALETTE[2] }, { label: "iteration time (s)", color: PALETTE[3], scale: "t" }],
@@ -88,6 +94,7 @@ function drawStepCharts(rows, holders) {
 async function zoom(range) {
   state.zoom = range;
   const rows = await steps(range);
+  state.rows = rows;
   const data = stepData(rows);
   state.charts.loss.setData(data.loss);
   state.charts.speed.setData(data.speed);
@@ -164,10 +171,17 @@ async function load() {
     el("h2", {}, "Training curves"),
     el("p", { class: "muted" }, `Checkpoints are dashed lines${best ? `; the best, ${best}, is the solid green one` : ""}. Drag across a chart to zoom into those steps.`),
     el("div", { class: "toolbar" }, el("span", { id: "zoom-state", "aria-live": "polite" }),
+      el("label", {}, el("input", { type: "checkbox", id: "log-loss", checked: state.logLoss, onchange: (event) => {
+        state.logLoss = event.target.checked;
+        query.set("log", state.logLoss ? "1" : "0");
+        history.replaceState(null, "", `/job?${query}`);
+        drawLossChart(state.rows, holders.loss);
+      } }), " Loss on a log scale"),
       el("button", { type: "button", id: "reset-zoom", hidden: true, onclick: () => zoom(null).catch(showError) }, "Reset zoom")),
     holders.loss, holders.speed,
     el("h2", {}, "GPUs"), holders.gpu,
   );
+  state.rows = rows;
   drawStepCharts(rows, holders);
   gpuCharts(gpus, holders.gpu);
   for (const holder of [holders.loss, holders.speed]) holder.addEventListener("dblclick", () => zoom(null).catch(showError));
