@@ -973,16 +973,17 @@ def test_fleet_gpu_hours_throughput_histogram_and_utilization_over_time(client: 
         {"low": 5.0, "high": 7.5, "jobs": 1},
         {"low": 7.5, "high": 10.0, "jobs": 2},
     ]
-    # timed readings from at(10) to at(7220): three buckets of 7210 / 3 s; delta's steps have no time
-    width = 7210 / 3
+    # timed readings in the minutes 00:00 (alpha), 01:00 (bravo) and 02:00 (charlie); delta's steps
+    # have no time. From 00:00 to the end of 02:00: three buckets of 7260 / 3 = 2420 s
+    width = 2420
     buckets = trends["utilization_over_time"]
     assert [(b["average_gpu_utilization"], b["readings"], b["jobs"]) for b in buckets] == [
         (90.0, 2, 1),  # alpha, one GPU at two steps
         (80.0, 4, 1),  # bravo, two GPUs at two steps
         (70.0, 2, 1),  # charlie
     ]
-    assert [b["start"] for b in buckets] == [at(10), at(10 + width), at(10 + 2 * width)]
-    assert buckets[-1]["end"] == at(7220)
+    assert [b["start"] for b in buckets] == [at(0), at(width), at(2 * width)]
+    assert buckets[-1]["end"] == at(7260)
     assert trends["models"] == [
         {"model_name": "gpt2", "jobs": 1},
         {"model_name": "llama", "jobs": 2},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from datetime import datetime
 from typing import Any
 
 from tests.conftest import Lab
@@ -57,3 +58,33 @@ def test_readers_see_the_published_snapshot(lab: Lab) -> None:
         assert con.execute("SELECT total_iterations FROM job_results").fetchall() == [(30,)]
     finally:
         con.close()
+
+
+def test_utilization_minutes_follow_every_run(lab: Lab) -> None:
+    """utilization_minutes = gpu_utilization_readings summed per job and minute, after each run;
+    a job's step readings give way to its GPU samples when samples arrive."""
+    t0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+    def entry(step: int, seconds: float, util: float) -> dict[str, Any]:
+        return {"step": step, "timestamp": t0 + seconds, "gpus": [{"index": 0, "utilization_percent": util}]}
+
+    # three readings in minute 0 and one in minute 1; a NaN reading is left out
+    lab.write_job(
+        "a", {"history": [entry(1, 10, 50.0), entry(2, 20, 70.0), entry(3, 50, math.nan), entry(4, 70, 90.0)]}
+    )
+    lab.ingest()
+    expected = "SELECT job_id, minute, readings, utilization_sum FROM utilization_minutes ORDER BY ALL"
+    assert lab.query(expected) == [
+        ("a", datetime(2026, 1, 1, 0, 0), 2, 120.0),
+        ("a", datetime(2026, 1, 1, 0, 1), 1, 90.0),
+    ]
+    spool = lab.root.parent / "spool"
+    spool.mkdir()
+    sample = {"ts": t0 + 125, "host": "n1", "job_id": "a", "gpu_index": 0, "utilization_percent": 30.0}
+    (spool / "n1-2026010100.jsonl").write_text(json.dumps(sample) + "\n")
+    lab.ingest(lab.root, spool_root=spool)
+    assert lab.query(expected) == [("a", datetime(2026, 1, 1, 0, 2), 1, 30.0)]
+    assert lab.query(expected) == lab.query(
+        "SELECT job_id, date_trunc('minute', ts), count(*), sum(utilization_percent) FROM gpu_utilization_readings "
+        "WHERE isfinite(utilization_percent) GROUP BY ALL ORDER BY ALL"
+    )

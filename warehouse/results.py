@@ -1,4 +1,5 @@
-"""``job_results``: the ``job_analytics`` view materialised, one row per job.
+"""``job_results``: the ``job_analytics`` view materialised, one row per job; and
+``utilization_minutes``, the GPU utilization readings summed per job and minute.
 
 Computing the view for one job scans that job's steps; for a fleet summary it scans all of
 them. Ingest refreshes the rows of the jobs a run changed, so readers get a job's analytics
@@ -16,10 +17,28 @@ DELETE_JOBS = "DELETE FROM job_results WHERE job_id IN (SELECT unnest($job_ids))
 INSERT_JOBS = "INSERT INTO job_results SELECT * FROM job_analytics WHERE job_id IN (SELECT unnest($job_ids))"
 
 
+# utilization_minutes: gpu_utilization_readings summed per job and minute (revision 0006), so
+# that the fleet's GPU utilization over time reads thousands of rows, not millions.
+UTILIZATION_SELECT = """
+SELECT job_id, date_trunc('minute', ts) AS minute, count(*) AS readings, sum(utilization_percent) AS utilization_sum
+FROM gpu_utilization_readings
+WHERE isfinite(utilization_percent) {where}
+GROUP BY job_id, minute
+"""
+UTILIZATION_CREATE = "CREATE TABLE utilization_minutes AS " + UTILIZATION_SELECT.format(where="AND false")
+UTILIZATION_REFILL = "DELETE FROM utilization_minutes; INSERT INTO utilization_minutes " + UTILIZATION_SELECT.format(
+    where=""
+)
+UTILIZATION_DELETE_JOBS = "DELETE FROM utilization_minutes WHERE job_id IN (SELECT unnest($job_ids))"
+UTILIZATION_INSERT_JOBS = "INSERT INTO utilization_minutes " + UTILIZATION_SELECT.format(
+    where="AND job_id IN (SELECT unnest($job_ids))"
+)
+
+
 def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> None:
     """Recompute the rows of these jobs (in the caller's transaction, if any)."""
     if not job_ids:
         return
     params = {"job_ids": sorted(job_ids)}
-    con.execute(DELETE_JOBS, params)
-    con.execute(INSERT_JOBS, params)
+    for statement in (DELETE_JOBS, INSERT_JOBS, UTILIZATION_DELETE_JOBS, UTILIZATION_INSERT_JOBS):
+        con.execute(statement, params)

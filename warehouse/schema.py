@@ -185,5 +185,6 @@ ingest_runs = Table(
 )
 
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are
-# the view's): job_results materialises job_analytics (warehouse/results.py).
-DERIVED_TABLES = ("job_results",)
+# the view's): job_results materialises job_analytics, utilization_minutes sums
+# gpu_utilization_readings per job and minute (warehouse/results.py).
+DERIVED_TABLES = ("job_results", "utilization_minutes")

@@ -62,28 +62,22 @@ ORDER BY b.bin
 """
 )
 
-# Mean GPU utilization over every reading of the chosen jobs, in equal time buckets spanning
-# the first to the last reading.
+# Mean GPU utilization over every timed reading of the chosen jobs, in equal time buckets from
+# the first to the end of the last minute with readings; utilization_minutes holds the readings
+# summed per job and minute, so a bucket's edges fall on whole minutes.
 UTILIZATION_OVER_TIME = render(
     f"""
-WITH chosen AS (SELECT job_id, gpu_source FROM job_results WHERE {FILTER}),
-readings AS (
-    SELECT g.job_id, g.ts, g.utilization_percent AS u
-    FROM gpu_samples g JOIN chosen c ON c.job_id = g.job_id AND c.gpu_source = 'gpu_samples'
-    UNION ALL
-    SELECT g.job_id, s.ts, g.utilization_percent
-    FROM step_gpus g
-    JOIN chosen c ON c.job_id = g.job_id AND c.gpu_source = 'step_readings'
-    JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
-), ok AS (
-    SELECT * FROM readings WHERE ts IS NOT NULL AND @finite(u)
-), span AS (
-    SELECT min(ts) AS lo, greatest(@seconds_between(min(ts); max(ts)), 1) / $buckets AS width FROM ok
+WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER}),
+minutes AS (SELECT u.* FROM utilization_minutes u JOIN chosen c ON c.job_id = u.job_id),
+span AS (
+    SELECT min(minute) AS lo, greatest(@seconds_between(min(minute); max(minute)) + 60, 60) / $buckets AS width
+    FROM minutes
 )
-SELECT least(CAST(floor(@seconds_between(lo; ts) / width) AS BIGINT), $buckets - 1) AS bucket,
+SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
        min(lo) AS lo, min(width) AS width,
-       avg(u) AS average_gpu_utilization, count(*) AS readings, count(DISTINCT job_id) AS jobs
-FROM ok, span
+       sum(utilization_sum) / sum(readings) AS average_gpu_utilization,
+       sum(readings) AS readings, count(DISTINCT job_id) AS jobs
+FROM minutes, span
 GROUP BY 1
 ORDER BY 1
 """

@@ -1,0 +1,31 @@
+"""gpu_utilization_readings (view) and utilization_minutes (it, summed per job and minute).
+
+The dashboard's fleet summary charts GPU utilization over time across every job; summing the
+readings per job and minute at ingest makes that a scan of thousands of rows.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-29
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from warehouse import results, views
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(views.GPU_UTILIZATION_READINGS_V1.create_sql())
+    op.execute(results.UTILIZATION_CREATE)
+    op.execute(results.UTILIZATION_REFILL)
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE utilization_minutes")
+    op.execute(views.GPU_UTILIZATION_READINGS_V1.drop_sql())
