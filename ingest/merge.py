@@ -9,8 +9,23 @@ from __future__ import annotations
 
 import duckdb
 
-# The winning entry per (job, step) within the batch. Only keys seen more than once are ranked:
-# a batch of new steps (the usual case) skips the sort.
+# Whether some (job, step) occurs more than once in the batch. Usually none does (a batch of
+# new steps): the winners are then every entry, and the ranking below is skipped.
+HAS_REPEATED_STEPS = """
+SELECT EXISTS (
+    SELECT 1 FROM batch_steps WHERE step IS NOT NULL GROUP BY job_id, step HAVING count(*) > 1
+)
+"""
+
+ALL_WINNERS = """
+CREATE OR REPLACE TEMP TABLE batch_winners AS
+SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
+       iteration_time, samples
+FROM batch_steps
+WHERE step IS NOT NULL
+"""
+
+# The winning entry per (job, step) within the batch. Only keys seen more than once are ranked.
 BATCH_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
 WITH entries AS (
@@ -63,6 +78,24 @@ FROM batch_applied
 DELETE_REPLACED_GPUS = """
 DELETE FROM step_gpus USING batch_applied a
 WHERE a.replaces AND step_gpus.job_id = a.job_id AND step_gpus.step = a.step
+"""
+
+# Whether every staged entry with a step is applied (no repeat in the batch, nothing newer
+# stored): then every staged GPU reading belongs to an applied entry.
+ALL_APPLIED = """
+SELECT (SELECT count(*) FROM batch_applied) = (SELECT count(*) FROM batch_steps WHERE step IS NOT NULL)
+"""
+
+# Whether some entry holds two readings with one GPU index. An index equal to the reading's
+# position (the usual case) can't repeat.
+HAS_REPEATED_GPUS = "SELECT EXISTS (SELECT 1 FROM batch_gpus WHERE gpu_index IS DISTINCT FROM gpos - 1)"
+
+INSERT_ALL_GPUS = """
+INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
+                       memory_total_mb, temperature_c, power_w)
+SELECT job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb,
+       temperature_c, power_w
+FROM batch_gpus
 """
 
 # A GPU index repeated within one entry keeps its last reading.
@@ -126,9 +159,7 @@ ON CONFLICT (job_id, step) DO UPDATE SET
     source = 'list'
 """
 
-APPLY = (
-    INSERT_STEPS,
-    INSERT_GPUS,
+APPLY_JOBS = (
     BATCH_JOB_WINNERS,
     DELETE_REPLACED_JOBS,
     INSERT_JOBS,
@@ -138,10 +169,18 @@ APPLY = (
 
 def apply(con: duckdb.DuckDBPyConnection) -> None:
     """Merge the staged batch into the fact tables (inside the caller's transaction)."""
-    con.execute(BATCH_WINNERS)
+    repeated = _fetch_bool(con, HAS_REPEATED_STEPS)
+    con.execute(BATCH_WINNERS if repeated else ALL_WINNERS)
     con.execute(BATCH_APPLIED)
     if con.execute(COUNT_REPLACED).fetchone()[0]:
         con.execute(DELETE_REPLACED_STEPS)
         con.execute(DELETE_REPLACED_GPUS)
-    for statement in APPLY:
+    con.execute(INSERT_STEPS)
+    simple = _fetch_bool(con, ALL_APPLIED) and not _fetch_bool(con, HAS_REPEATED_GPUS)
+    con.execute(INSERT_ALL_GPUS if simple else INSERT_GPUS)
+    for statement in APPLY_JOBS:
         con.execute(statement)
+
+
+def _fetch_bool(con: duckdb.DuckDBPyConnection, query: str) -> bool:
+    return bool(con.execute(query).fetchone()[0])

@@ -10,7 +10,8 @@ Batch tables (temporary, replaced per batch; ``batch_files`` is filled by the ca
 
 - ``raw_docs``       what the JSON reader returned, one row per file
 - ``batch_jobs``     one job row per file
-- ``batch_steps``    one row per step entry (history, latest, or the legacy flat snapshot)
+- ``batch_entries``  (a view) every step entry as read: history, latest, or the legacy flat snapshot
+- ``batch_steps``    one row per step entry, typed and checked
 - ``batch_gpus``     one row per GPU reading of an entry
 - ``batch_checkpoints`` one row per ``checkpoints`` item
 - ``batch_warnings`` one row per dropped value or skipped entry
@@ -127,9 +128,11 @@ JOIN batch_files f ON f.read_path = d.filename
 """
 
 # Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
-# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at.
-BATCH_STEPS = """
-CREATE OR REPLACE TEMP TABLE batch_steps AS
+# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at. A view:
+# batch_steps and batch_gpus each read what they need of the entries, so that the entries'
+# GPU readings are never copied into a table of their own.
+BATCH_ENTRIES = """
+CREATE OR REPLACE TEMP VIEW batch_entries AS
 WITH entries AS (
     SELECT filename, 'history[' || CAST(pos - 1 AS VARCHAR) || ']' AS place, pos, e
     FROM (SELECT filename, unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM raw_docs)
@@ -157,7 +160,14 @@ WITH entries AS (
                                                       power_w := CAST(NULL AS JSON))] END)
     FROM raw_docs WHERE history IS NULL AND latest IS NULL AND step IS NOT NULL
 )
-SELECT j.file_id, j.seq, j.job_id, x.pos, x.place,
+SELECT j.file_id, j.seq, j.job_id, x.pos, x.place, x.e
+FROM entries x
+JOIN batch_jobs j ON j.read_path = x.filename
+"""
+
+BATCH_STEPS = """
+CREATE OR REPLACE TEMP TABLE batch_steps AS
+SELECT x.file_id, x.seq, x.job_id, x.pos, x.place,
        CAST(rl_number(x.e.step, 0, 1e18, true) AS BIGINT) AS step,
        rl_timestamp(x.e.timestamp) AS ts,
        rl_number(x.e.loss, -1e308, 1e308, false) AS loss,
@@ -166,7 +176,6 @@ SELECT j.file_id, j.seq, j.job_id, x.pos, x.place,
        rl_number(x.e.samples_per_second, 0, 1e308, false) AS samples_per_second,
        rl_number(x.e.iteration_time, 0, 1e308, false) AS iteration_time,
        CAST(rl_number(x.e.samples, 0, 1e18, true) AS BIGINT) AS samples,
-       x.e.gpus AS gpus,
        -- the raw entry, kept only when a value was refused (for its warning)
        CASE WHEN step IS NULL
                  OR (x.e.timestamp IS NOT NULL AND ts IS NULL)
@@ -177,16 +186,19 @@ SELECT j.file_id, j.seq, j.job_id, x.pos, x.place,
                  OR (x.e.iteration_time IS NOT NULL AND iteration_time IS NULL)
                  OR (x.e.samples IS NOT NULL AND samples IS NULL)
             THEN x.e END AS refused
-FROM entries x
-JOIN batch_jobs j ON j.read_path = x.filename
+FROM batch_entries x
 """
 
 # GPU readings of entries that have a step; a reading without an index takes its position.
 BATCH_GPUS = """
 CREATE OR REPLACE TEMP TABLE batch_gpus AS
-WITH readings AS (
+WITH stepped AS (
+    SELECT file_id, seq, job_id, CAST(rl_number(e.step, 0, 1e18, true) AS BIGINT) AS step, pos, place,
+           e.gpus AS gpus
+    FROM batch_entries
+), readings AS (
     SELECT file_id, seq, job_id, step, pos, place, unnest(gpus) AS g, generate_subscripts(gpus, 1) AS gpos
-    FROM batch_steps
+    FROM stepped
     WHERE step IS NOT NULL AND gpus IS NOT NULL
 )
 SELECT file_id, seq, job_id, step, pos, place, gpos,
@@ -261,7 +273,7 @@ SELECT file_id, 1000000000 + pos, 0, 'checkpoints[' || CAST(pos - 1 AS VARCHAR) 
 FROM batch_checkpoints WHERE problems <> ''
 """
 
-STAGE = (BATCH_JOBS, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
+STAGE = (BATCH_JOBS, BATCH_ENTRIES, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
 
 
 def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
