@@ -85,7 +85,7 @@ ORDER BY 1
 
 MODELS = f"""
 SELECT model_name, count(*) AS jobs FROM job_results
-WHERE model_name IS NOT NULL AND {FILTER.replace("$model", "NULL")}
+WHERE model_name IS NOT NULL AND {FILTER}
 GROUP BY model_name ORDER BY model_name
 """
 
@@ -96,7 +96,7 @@ def fleet_trends(con: duckdb.DuckDBPyConnection, filters: Filters, bins: int, bu
     gpu_hours, jobs_counted, jobs = con.execute(GPU_HOURS, params).fetchone()
     histogram = con.execute(THROUGHPUT_HISTOGRAM, {**params, "bins": bins}).fetchall()
     over_time = con.execute(UTILIZATION_OVER_TIME, {**params, "buckets": buckets}).fetchall()
-    models = con.execute(MODELS, {k: v for k, v in params.items() if k != "model"}).fetchall()
+    models = con.execute(MODELS, {**params, "model": None}).fetchall()  # every model, for a picker
     return {
         "gpu_hours": plain(gpu_hours),
         "gpu_hours_jobs": jobs_counted,
