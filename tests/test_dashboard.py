@@ -105,8 +105,13 @@ def tab(browser: Any) -> Iterator[Page]:
 
 
 def _shot(tab: Page, name: str) -> None:
+    """A screenshot of the page, and the time it took to draw (timings.json beside them)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     tab.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    timings = ARTIFACTS / "timings.json"
+    known = json.loads(timings.read_text()) if timings.exists() else {}
+    known[name] = round(float(tab.page.evaluate("window.runlyticsReadyMs")))
+    timings.write_text(json.dumps(known, indent=1, sort_keys=True))
 
 
 def _cells(tab: Page, column: str) -> list[str]:
