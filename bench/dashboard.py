@@ -12,7 +12,6 @@ the figure is the time from navigation start until the page has drawn every char
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import random
@@ -28,24 +27,16 @@ sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from bench import generate  # noqa: E402
 from tests.browser import Page, launch, serve  # noqa: E402
 
 TARGET_MS = 1_000
 BIG = "big-100k"
 
 
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def build(work: Path, jobs: int, steps: int, gpus: int, big_steps: int) -> Path:
     """Generate the jobs (unless kept from an earlier run) and ingest them; the warehouse path."""
     root, db = work / "jobs", work / "warehouse.duckdb"
-    generate = _generator()
     if not root.exists():
         started = time.perf_counter()
         rng = random.Random(0)
@@ -53,7 +44,7 @@ def build(work: Path, jobs: int, steps: int, gpus: int, big_steps: int) -> Path:
             _write(root, generate.make_job(i, steps, gpus, rng))
         print(f"generated {jobs} jobs in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if not (root / BIG).exists():
-        _write(root, big_job(generate, jobs, big_steps, gpus))
+        _write(root, big_job(jobs, big_steps, gpus))
     started = time.perf_counter()
     command = [sys.executable, "-c", "import cli; cli.entry()", "ingest", str(root), "--db", str(db), "--quiet"]
     subprocess.run(command, cwd=REPO, check=True)
@@ -61,7 +52,7 @@ def build(work: Path, jobs: int, steps: int, gpus: int, big_steps: int) -> Path:
     return db
 
 
-def big_job(generate: Any, index: int, steps: int, gpus: int) -> dict[str, Any]:
+def big_job(index: int, steps: int, gpus: int) -> dict[str, Any]:
     """A long running job whose loss decays slowly, with an eval loss at each checkpoint."""
     rng = random.Random(1)
     job = generate.make_job(index, steps, gpus, rng)

@@ -10,7 +10,6 @@ are skipped, except under CI (CI set), where they fail.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -22,6 +21,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
+from bench import generate
 from ingest.run import ingest
 from tests.browser import CHROMIUM, REPO, Page, coloured_pixels, launch, serve
 
@@ -39,14 +39,6 @@ LONG_STEPS = 6_000
 PALETTE = [(0x1F, 0x5F, 0xBF), (0xC2, 0x41, 0x0C), (0x15, 0x80, 0x3D), (0x93, 0x33, 0xEA)]
 
 
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _write(root: Path, job: dict[str, Any]) -> Path:
     path = root / job["job_id"] / "progress.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +52,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("dashboard")
     root, spool = tmp / "jobs", tmp / "spool"
     spool.mkdir()
-    generate = _generator()
     rng = random.Random(7)
     for i in range(60):
         _write(root, generate.make_job(i, 40 + i, 2, rng))

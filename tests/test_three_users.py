@@ -9,7 +9,6 @@ Run with ``pytest -s`` to see the counts.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench import generate
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-c", "import cli; cli.entry()"]
@@ -41,14 +42,6 @@ MAX_REQUESTS_PER_THREAD = 20_000
 JOBS_PER_ROUND = 5
 NEW_JOB_EVERY = 3  # rounds
 SUBPROCESS_TIMEOUT = 120
-
-
-def _generator() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_generate", REPO / "bench" / "generate.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -163,7 +156,6 @@ def _analyst(db: Path, stop: threading.Event, deadline: float, stats: Stats) -> 
 def _cron(root: Path, db: Path, docs: dict[str, dict[str, Any]], deadline: float, stats: Stats) -> None:
     """Every ~2 s: some jobs grow (a new job now and then), then `runlytics ingest` runs."""
     rng = random.Random(7)
-    generate = _generator()
     for round_no in range(1, MAX_INGESTS + 1):
         started = time.monotonic()
         for job_id in rng.sample(sorted(docs), JOBS_PER_ROUND):
