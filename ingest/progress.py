@@ -20,6 +20,7 @@ Batch tables (temporary, replaced per batch; ``batch_files`` is filled by the ca
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import duckdb
@@ -63,6 +64,10 @@ COLUMNS: dict[str, str] = {
 }
 
 MAX_FILE_BYTES = 1 << 30
+# DuckDB's JSON reader allocates a buffer of maximum_object_size per file it reads; at 1 GiB
+# that allocation, and handing it back, took half the time of a batch of ordinary files. A
+# batch asks for twice its largest file (a file may grow while being read), at least 16 MiB.
+MIN_BUFFER_BYTES = 16 << 20
 
 READ_DOCS = """
 CREATE OR REPLACE TEMP TABLE raw_docs AS
@@ -130,11 +135,12 @@ JOIN batch_files f ON f.read_path = d.filename
 # Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
 # `latest` and legacy snapshots without a timestamp take the snapshot's updated_at. A view:
 # batch_steps and batch_gpus each read what they need of the entries, so that the entries'
-# GPU readings are never copied into a table of their own.
+# GPU readings are never copied into a table of their own. `place` (for warnings) is NULL for
+# history entries, whose place follows from `pos`: building a string per entry costs seconds.
 BATCH_ENTRIES = """
 CREATE OR REPLACE TEMP VIEW batch_entries AS
 WITH entries AS (
-    SELECT filename, 'history[' || CAST(pos - 1 AS VARCHAR) || ']' AS place, pos, e
+    SELECT filename, CAST(NULL AS VARCHAR) AS place, pos, e
     FROM (SELECT filename, unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM raw_docs)
     UNION ALL
     SELECT filename, 'latest', len(coalesce(history, [])) + 1,
@@ -162,61 +168,85 @@ WITH entries AS (
 )
 SELECT j.file_id, j.seq, j.job_id, x.pos, x.place, x.e
 FROM entries x
-JOIN batch_jobs j ON j.read_path = x.filename
+JOIN (SELECT file_id, seq, job_id, read_path FROM batch_jobs) j ON j.read_path = x.filename
 """
 
+# Each value is parsed once (`parsed`), then checked once (`checked`); the layers keep DuckDB
+# from evaluating a macro's argument again in every branch of the checks.
 BATCH_STEPS = """
 CREATE OR REPLACE TEMP TABLE batch_steps AS
-SELECT x.file_id, x.seq, x.job_id, x.pos, x.place,
-       CAST(rl_number(x.e.step, 0, 1e18, true) AS BIGINT) AS step,
-       rl_timestamp(x.e.timestamp) AS ts,
-       rl_number(x.e.loss, -1e308, 1e308, false) AS loss,
-       rl_number(x.e.eval_loss, -1e308, 1e308, false) AS eval_loss,
-       rl_number(x.e.learning_rate, -1e308, 1e308, false) AS learning_rate,
-       rl_number(x.e.samples_per_second, 0, 1e308, false) AS samples_per_second,
-       rl_number(x.e.iteration_time, 0, 1e308, false) AS iteration_time,
-       CAST(rl_number(x.e.samples, 0, 1e18, true) AS BIGINT) AS samples,
+WITH parsed AS (
+    SELECT file_id, seq, job_id, pos, place, e,
+           rl_double(e.step) AS step, rl_timestamp(e.timestamp) AS ts, rl_double(e.loss) AS loss,
+           rl_double(e.eval_loss) AS eval_loss, rl_double(e.learning_rate) AS learning_rate,
+           rl_double(e.samples_per_second) AS samples_per_second,
+           rl_double(e.iteration_time) AS iteration_time, rl_double(e.samples) AS samples
+    FROM batch_entries
+), checked AS (
+    SELECT file_id, seq, job_id, pos, place, e, ts,
+           rl_checked(step, 0, 1e18, true) AS step,
+           rl_checked(loss, -1e308, 1e308, false) AS loss,
+           rl_checked(eval_loss, -1e308, 1e308, false) AS eval_loss,
+           rl_checked(learning_rate, -1e308, 1e308, false) AS learning_rate,
+           rl_checked(samples_per_second, 0, 1e308, false) AS samples_per_second,
+           rl_checked(iteration_time, 0, 1e308, false) AS iteration_time,
+           rl_checked(samples, 0, 1e18, true) AS samples
+    FROM parsed
+)
+SELECT file_id, seq, job_id, pos, place, CAST(step AS BIGINT) AS step, ts, loss, eval_loss, learning_rate,
+       samples_per_second, iteration_time, CAST(samples AS BIGINT) AS samples,
        -- the raw entry, kept only when a value was refused (for its warning)
        CASE WHEN step IS NULL
-                 OR (x.e.timestamp IS NOT NULL AND ts IS NULL)
-                 OR (x.e.loss IS NOT NULL AND loss IS NULL)
-                 OR (x.e.eval_loss IS NOT NULL AND eval_loss IS NULL)
-                 OR (x.e.learning_rate IS NOT NULL AND learning_rate IS NULL)
-                 OR (x.e.samples_per_second IS NOT NULL AND samples_per_second IS NULL)
-                 OR (x.e.iteration_time IS NOT NULL AND iteration_time IS NULL)
-                 OR (x.e.samples IS NOT NULL AND samples IS NULL)
-            THEN x.e END AS refused
-FROM batch_entries x
+                 OR (e.timestamp IS NOT NULL AND ts IS NULL)
+                 OR (e.loss IS NOT NULL AND loss IS NULL)
+                 OR (e.eval_loss IS NOT NULL AND eval_loss IS NULL)
+                 OR (e.learning_rate IS NOT NULL AND learning_rate IS NULL)
+                 OR (e.samples_per_second IS NOT NULL AND samples_per_second IS NULL)
+                 OR (e.iteration_time IS NOT NULL AND iteration_time IS NULL)
+                 OR (e.samples IS NOT NULL AND samples IS NULL)
+            THEN e END AS refused
+FROM checked
 """
 
 # GPU readings of entries that have a step; a reading without an index takes its position.
 BATCH_GPUS = """
 CREATE OR REPLACE TEMP TABLE batch_gpus AS
 WITH stepped AS (
-    SELECT file_id, seq, job_id, CAST(rl_number(e.step, 0, 1e18, true) AS BIGINT) AS step, pos, place,
+    SELECT file_id, seq, job_id, pos, place, CAST(rl_checked(rl_double(e.step), 0, 1e18, true) AS BIGINT) AS step,
            e.gpus AS gpus
     FROM batch_entries
 ), readings AS (
     SELECT file_id, seq, job_id, step, pos, place, unnest(gpus) AS g, generate_subscripts(gpus, 1) AS gpos
     FROM stepped
     WHERE step IS NOT NULL AND gpus IS NOT NULL
+), parsed AS (
+    SELECT file_id, seq, job_id, step, pos, place, gpos, g,
+           rl_double(g."index") AS gpu_index, rl_string(g.uuid) AS gpu_uuid,
+           rl_double(g.utilization_percent) AS utilization_percent,
+           rl_double(g.memory_used_mb) AS memory_used_mb, rl_double(g.memory_total_mb) AS memory_total_mb,
+           rl_double(g.temperature_c) AS temperature_c, rl_double(g.power_w) AS power_w
+    FROM readings
+), checked AS (
+    SELECT file_id, seq, job_id, step, pos, place, gpos, g, gpu_uuid,
+           rl_checked(gpu_index, 0, 1e6, true) AS gpu_index,
+           rl_checked(utilization_percent, 0, 100, false) AS utilization_percent,
+           rl_checked(memory_used_mb, 0, 1e308, false) AS memory_used_mb,
+           rl_checked(memory_total_mb, 0, 1e308, false) AS memory_total_mb,
+           rl_checked(temperature_c, -273.15, 1e308, false) AS temperature_c,
+           rl_checked(power_w, 0, 1e308, false) AS power_w
+    FROM parsed
 )
 SELECT file_id, seq, job_id, step, pos, place, gpos,
-       CAST(coalesce(rl_number(g."index", 0, 1e6, true), gpos - 1) AS INTEGER) AS gpu_index,
-       rl_string(g.uuid) AS gpu_uuid,
-       rl_number(g.utilization_percent, 0, 100, false) AS utilization_percent,
-       rl_number(g.memory_used_mb, 0, 1e308, false) AS memory_used_mb,
-       rl_number(g.memory_total_mb, 0, 1e308, false) AS memory_total_mb,
-       rl_number(g.temperature_c, -273.15, 1e308, false) AS temperature_c,
-       rl_number(g.power_w, 0, 1e308, false) AS power_w,
-       CASE WHEN (g."index" IS NOT NULL AND rl_number(g."index", 0, 1e6, true) IS NULL)
+       CAST(coalesce(gpu_index, gpos - 1) AS INTEGER) AS gpu_index, gpu_uuid, utilization_percent,
+       memory_used_mb, memory_total_mb, temperature_c, power_w,
+       CASE WHEN (g."index" IS NOT NULL AND gpu_index IS NULL)
                  OR (g.utilization_percent IS NOT NULL AND utilization_percent IS NULL)
                  OR (g.memory_used_mb IS NOT NULL AND memory_used_mb IS NULL)
                  OR (g.memory_total_mb IS NOT NULL AND memory_total_mb IS NULL)
                  OR (g.temperature_c IS NOT NULL AND temperature_c IS NULL)
                  OR (g.power_w IS NOT NULL AND power_w IS NULL)
             THEN g END AS refused
-FROM readings
+FROM checked
 """
 
 BATCH_CHECKPOINTS = """
@@ -246,7 +276,8 @@ CREATE OR REPLACE TEMP TABLE batch_warnings AS
 SELECT file_id, 0 AS pos, 0 AS sub, problems AS message FROM batch_jobs WHERE problems <> ''
 UNION ALL
 SELECT file_id, pos, 0,
-       place || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || concat_ws('; ',
+       coalesce(place, 'history[' || CAST(pos - 1 AS VARCHAR) || ']')
+       || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || concat_ws('; ',
            CASE WHEN refused.step IS NULL THEN 'no step: entry skipped' END,
            rl_number_problem('step', refused.step, 0, 1e18, true) || ': entry skipped',
            rl_timestamp_problem('timestamp', refused.timestamp),
@@ -259,7 +290,8 @@ SELECT file_id, pos, 0,
 FROM batch_steps WHERE refused IS NOT NULL
 UNION ALL
 SELECT file_id, pos, gpos,
-       place || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR) || ']: '
+       coalesce(place, 'history[' || CAST(pos - 1 AS VARCHAR) || ']')
+       || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR) || ']: '
        || concat_ws('; ',
            rl_number_problem('index', refused."index", 0, 1e6, true),
            rl_number_problem('utilization_percent', refused.utilization_percent, 0, 100, false),
@@ -276,15 +308,28 @@ FROM batch_checkpoints WHERE problems <> ''
 STAGE = (BATCH_JOBS, BATCH_ENTRIES, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
 
 
+def buffer_bytes(largest: int) -> int:
+    """The maximum_object_size for a batch whose largest file has ``largest`` bytes."""
+    return min(MAX_FILE_BYTES, max(MIN_BUFFER_BYTES, 2 * largest))
+
+
 def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Parse the files into ``raw_docs``; raises duckdb.Error naming a file that is not JSON."""
+    largest = max((_size(path) for path in paths), default=0)
     try:
-        con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": MAX_FILE_BYTES})
+        con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": buffer_bytes(largest)})
     except UnicodeDecodeError as error:
         # DuckDB's message quotes the offending value cut short, possibly mid-character, and the
         # Python binding then fails to decode it: raise the error DuckDB meant, file name intact
         raw = error.object if isinstance(error.object, bytes) else bytes(error.object)
         raise duckdb.InvalidInputException(raw.decode("utf-8", errors="replace")) from None
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def stage(con: duckdb.DuckDBPyConnection) -> None:

@@ -23,7 +23,7 @@ from . import gpu_samples, ledger, merge, progress, runs, trainer_state
 from .discover import JobFolder, discover
 from .sql import install_macros
 
-BATCH_BYTES = 64 << 20
+BATCH_BYTES = 128 << 20
 BATCH_FILES = 500
 KIND_PROGRESS = "progress"
 KIND_TRAINER = "trainer_state"

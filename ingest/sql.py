@@ -23,6 +23,14 @@ CREATE OR REPLACE TEMP MACRO rl_number(x, lo, hi, integral) AS
         ELSE rl_double(x)
     END;
 
+-- rl_number for a value already parsed by rl_double (so that it is parsed once)
+CREATE OR REPLACE TEMP MACRO rl_checked(d, lo, hi, integral) AS
+    CASE
+        WHEN isfinite(d) AND (d < lo OR d > hi) THEN NULL
+        WHEN integral AND NOT (isfinite(d) AND d = floor(d)) THEN NULL
+        ELSE d
+    END;
+
 -- why rl_number refused a value that is present, or NULL
 CREATE OR REPLACE TEMP MACRO rl_number_problem(label, x, lo, hi, integral) AS
     CASE
