@@ -153,7 +153,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         rows, next_cursor, total = fleet.jobs_page(con, filters, key, sort.startswith("-"), limit, cursor)
         return {"jobs": rows, "total": total, "next_cursor": next_cursor, "next": _next(request, next_cursor)}
 
-    @app.get("/api/training/jobs/{job_id}", response_model=models.JobRecord, dependencies=guarded, tags=["jobs"])
+    @app.get("/api/training/jobs/{job_id:path}", response_model=models.JobRecord, dependencies=guarded, tags=["jobs"])
     def job_by_id(job_id: JobId, con: Con) -> dict[str, Any]:
         """The job record (also reachable here when the id collides with a route name)."""
         return _job_record(con, job_id)
@@ -208,7 +208,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
             raise HTTPException(404, f"unknown job(s): {', '.join(error.job_ids)}") from error
 
     @app.get(
-        "/api/training/{job_id}/analytics",
+        "/api/training/{job_id:path}/analytics",
         response_model=models.JobAnalytics,
         dependencies=guarded,
         tags=["analytics"],
@@ -222,7 +222,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         return result
 
     @app.get(
-        "/api/training/{job_id}/steps",
+        "/api/training/{job_id:path}/steps",
         response_model=models.StepPage,
         dependencies=guarded,
         tags=["jobs"],
@@ -256,7 +256,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         }
 
     @app.get(
-        "/api/training/{job_id}/gpus",
+        "/api/training/{job_id:path}/gpus",
         response_model=models.GpuPage,
         dependencies=guarded,
         tags=["jobs"],
@@ -287,7 +287,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         }
 
     @app.get(
-        "/api/training/{job_id}/checkpoints",
+        "/api/training/{job_id:path}/checkpoints",
         response_model=models.CheckpointList,
         dependencies=guarded,
         tags=["jobs"],
@@ -299,7 +299,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
         return {"job_id": job_id, "checkpoints": queries.job_checkpoints(con, job_id)}
 
     @app.get(
-        "/api/training/{job_id}",
+        "/api/training/{job_id:path}",
         response_model=models.JobRecord,
         dependencies=guarded,
         tags=["jobs"],

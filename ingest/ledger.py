@@ -44,7 +44,7 @@ FROM batch_files f
 JOIN batch_jobs j ON j.file_id = f.file_id
 LEFT JOIN (SELECT file_id, count(*) AS rows FROM batch_steps WHERE step IS NOT NULL GROUP BY file_id) r
        ON r.file_id = f.file_id
-LEFT JOIN (SELECT file_id, count(*) AS n, list(message ORDER BY pos, sub)[1:$max_warnings] AS first
+LEFT JOIN (SELECT file_id, count(*) AS n, list(message ORDER BY pos, sub, message)[1:$max_warnings] AS first
            FROM batch_warnings GROUP BY file_id) w
        ON w.file_id = f.file_id
 ON CONFLICT (path) DO UPDATE SET

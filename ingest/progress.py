@@ -20,6 +20,7 @@ Batch tables (temporary, replaced per batch; ``batch_files`` is filled by the ca
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -413,6 +414,62 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
         if len(entry["gpus"]) < len(gpus):
             warnings.append(f"{place}: {len(gpus) - len(entry['gpus'])} gpus item(s) not objects, dropped")
     return entry
+
+
+# Numeric fields of a step entry, of a GPU reading, and of a legacy snapshot's flat entry (step
+# is left out: an entry without one is skipped with its own warning).
+ENTRY_NUMBERS = ("loss", "eval_loss", "learning_rate", "samples_per_second", "iteration_time", "samples")
+GPU_NUMBERS = ("index", "utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w")
+SNAPSHOT_NUMBERS = (*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_temperature")
+
+
+def null_warnings(data: bytes) -> list[tuple[int, int, str]]:
+    """Warnings for numeric fields holding ``null``, as (pos, sub, message) for batch_warnings.
+
+    DuckDB's reader makes a JSON null an SQL NULL, which the SQL can't tell from an absent
+    field; inputs.md asks for a warning. So a file that contains ``null`` at all is walked here,
+    entry by entry as BATCH_ENTRIES numbers them (history, then latest, else the snapshot).
+    """
+    if b"null" not in data:
+        return []
+    try:
+        doc = json.loads(data.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return []
+    if not isinstance(doc, dict):
+        return []
+    history, latest = doc.get("history"), doc.get("latest")
+    entries: list[tuple[str, int, dict, tuple[str, ...]]] = []
+    if isinstance(history, list):
+        entries += [(f"history[{i}]", i + 1, e, ENTRY_NUMBERS) for i, e in enumerate(history) if isinstance(e, dict)]
+    if isinstance(latest, dict):
+        entries.append(("latest", len(history) + 1 if isinstance(history, list) else 1, latest, ENTRY_NUMBERS))
+    elif history is None and latest is None and doc.get("step") is not None:
+        entries.append(("snapshot", 1, doc, SNAPSHOT_NUMBERS))
+    warnings = []
+    for place, pos, entry, fields in entries:
+        step = entry.get("step")
+        if not _is_step(step):
+            continue  # skipped with its own warning
+        label = f"{place} (step {int(step)})"
+        nulls = [name for name in fields if name in entry and entry[name] is None]
+        if nulls:
+            warnings.append((pos, 0, f"{label}: " + "; ".join(f"{name} is null, dropped" for name in nulls)))
+        gpus = entry.get("gpus") if fields is ENTRY_NUMBERS else None
+        readings = [g for g in gpus if isinstance(g, dict)] if isinstance(gpus, list) else []
+        for j, reading in enumerate(readings):
+            nulls = [name for name in GPU_NUMBERS if name in reading and reading[name] is None]
+            if nulls:
+                message = f"{label} gpus[{j}]: " + "; ".join(f"{name} is null, dropped" for name in nulls)
+                warnings.append((pos, j + 1, message))
+    return warnings
+
+
+def _is_step(value: object) -> bool:
+    """What rl_number(step, 0, 1e18, true) keeps."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= 1e18 and value == int(value)
 
 
 def looks_complete(path: Path, size: int) -> bool:

@@ -838,6 +838,22 @@ def test_jobs_named_like_routes_stay_reachable(other: TestClient) -> None:
     assert ids(ok(other, JOBS_API, status="unknown")["jobs"]) == ["summary"]
 
 
+def test_job_ids_with_slashes_are_reachable(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    history = [row(1, 0, loss=3.0, gpus=[gpu(0, 50.0, 1000.0, 60.0)]), row(2, 10, loss=2.0)]
+    lab.write_job("run-1", {"job_id": "team/run-1", "status": "completed", "history": history})
+    assert lab.ingest().ingested == 1
+    client = make_client(lab.db)
+    for job in ("team/run-1", "team%2Frun-1"):
+        assert ok(client, f"/api/training/{job}")["job_id"] == "team/run-1"
+        assert ok(client, f"/api/training/jobs/{job}")["job_id"] == "team/run-1"
+        assert ok(client, f"/api/training/{job}/analytics")["losses"]["final_loss"] == 2.0
+        assert [r["step"] for r in ok(client, f"/api/training/{job}/steps")["steps"]] == [1, 2]
+        assert ok(client, f"/api/training/{job}/gpus")["readings"][0]["utilization_percent"] == 50.0
+        assert ok(client, f"/api/training/{job}/checkpoints")["checkpoints"] == []
+    assert status_of(client, "/api/training/team/run-2/analytics") == (404, {"detail": "no job 'team/run-2'"})
+
+
 # --- auth and health -----------------------------------------------------------------------
 
 GUARDED = [

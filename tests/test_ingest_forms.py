@@ -749,14 +749,33 @@ def test_null_value_is_dropped_and_the_rest_of_the_entry_stays(lab: Lab) -> None
     assert reading["utilization_percent"] == 50.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec: a numeric field holding null is dropped *with a warning*; DuckDB's JSON reader turns a JSON "
-    "null into SQL NULL, so progress.py can't tell it from an absent field and warns about neither",
-)
 def test_null_value_is_warned_about(lab: Lab) -> None:
-    lab.write_job("n", {"job_id": "n", "status": "running", "history": [{**GOOD_ENTRY, "loss": None}]})
-    assert lab.ingest().warnings == 1
+    gpus = [{**GOOD_GPU, "temperature_c": None, "index": None}, {**GOOD_GPU, "index": 1, "power_w": None}]
+    history = [
+        {**GOOD_ENTRY, "loss": None, "eval_loss": None, "gpus": gpus},
+        {**GOOD_ENTRY, "step": None, "loss": None},  # skipped for its step alone
+        {**GOOD_ENTRY, "step": 4, "timestamp": None, "learning_rate": 1e-4},  # a null timestamp is no number
+    ]
+    lab.write_job("n", {"job_id": "n", "status": "running", "history": history, "latest": {"step": 5, "samples": None}})
+    lab.write_job("s", legacy(12, 1.0, 40.0) | {"loss": None, "gpu_temperature": None})
+    summary = lab.ingest()
+    assert ledger_row(lab, "n")["warnings"] == [
+        "history[0] (step 3): loss is null, dropped; eval_loss is null, dropped",
+        "history[0] (step 3) gpus[0]: index is null, dropped; temperature_c is null, dropped",
+        "history[0] (step 3) gpus[1]: power_w is null, dropped",
+        "history[1]: no step: entry skipped",
+        "latest (step 5): samples is null, dropped",
+    ]
+    assert ledger_row(lab, "s")["warnings"] == [
+        "snapshot (step 12): loss is null, dropped; gpu_temperature is null, dropped"
+    ]
+    assert summary.warnings == 6
+    assert sorted(gpu_rows(lab, "n")) == [(3, 0), (3, 1)]  # a null index takes the reading's position
+
+
+def test_null_in_a_string_is_no_null_value(lab: Lab) -> None:
+    lab.write_job("n", {"job_id": "n", "status": "running", "config": {"note": "null"}, "history": [GOOD_ENTRY]})
+    assert lab.ingest().warnings == 0
 
 
 def test_entry_with_bad_step_is_skipped_with_a_warning(lab: Lab) -> None:
