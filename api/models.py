@@ -127,6 +127,7 @@ class ComparedJob(BaseModel):
     throughput: float | None
     final_loss: float | None
     gpu_utilization: float | None
+    overall_score: float | None
 
 
 class Winners(BaseModel):

@@ -20,7 +20,6 @@ Batch tables (temporary, replaced per batch; ``batch_files`` is filled by the ca
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -416,60 +415,80 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
     return entry
 
 
-# Numeric fields of a step entry, of a GPU reading, and of a legacy snapshot's flat entry (step
-# is left out: an entry without one is skipped with its own warning).
-ENTRY_NUMBERS = ("loss", "eval_loss", "learning_rate", "samples_per_second", "iteration_time", "samples")
-GPU_NUMBERS = ("index", "utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w")
-SNAPSHOT_NUMBERS = (*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_temperature")
+# Numeric fields holding JSON null. DuckDB's reader makes a null an SQL NULL, which the SQL
+# above can't tell from an absent field; inputs.md asks for a warning. So the files that contain
+# `null` at all are read again, each entry as a MAP, which keeps a key whose value is null.
+# Entries are numbered as in BATCH_ENTRIES (history, then latest, else the legacy snapshot); a
+# step is left out (an entry without one is skipped with its own warning), so are entries
+# without a valid step (skipped).
+ENTRY_NUMBERS = ["loss", "eval_loss", "learning_rate", "samples_per_second", "iteration_time", "samples"]
+GPU_NUMBERS = ["index", "utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w"]
+SNAPSHOT_NUMBERS = [*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_temperature"]
+
+FILES_WITH_NULL = "SELECT filename FROM read_text($files) WHERE contains(content, 'null')"
+
+NULL_DOCS = """
+CREATE OR REPLACE TEMP TABLE null_docs AS
+WITH docs AS (
+    SELECT filename, json,
+           TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[], latest MAP(VARCHAR, JSON))) AS doc
+    FROM read_json_objects($files, format = 'unstructured', filename = true, maximum_object_size = $max_bytes)
+)
+SELECT f.file_id, d.doc.history AS history, d.doc.latest AS latest,
+       CASE WHEN d.doc.history IS NULL AND d.doc.latest IS NULL THEN TRY_CAST(d.json AS MAP(VARCHAR, JSON)) END
+           AS flat
+FROM docs d
+JOIN batch_files f ON f.read_path = d.filename
+"""
+
+NULL_WARNINGS = """
+INSERT INTO batch_warnings
+WITH entries AS (
+    SELECT file_id, 'history[' || CAST(pos - 1 AS VARCHAR) || ']' AS place, pos, m, false AS flat
+    FROM (SELECT file_id, unnest(history) AS m, generate_subscripts(history, 1) AS pos FROM null_docs)
+    UNION ALL
+    SELECT file_id, 'latest', len(coalesce(history, [])) + 1, latest, false FROM null_docs WHERE latest IS NOT NULL
+    UNION ALL
+    SELECT file_id, 'snapshot', 1, flat, true FROM null_docs WHERE flat['step'] IS NOT NULL
+), labelled AS (
+    SELECT file_id, pos, m, flat,
+           place || ' (step ' || CAST(CAST(rl_checked(rl_double(m['step']), 0, 1e18, true) AS BIGINT) AS VARCHAR) || ')'
+               AS label
+    FROM entries
+), found AS (
+    SELECT file_id, pos, 0 AS sub, label,
+           list_filter(CASE WHEN flat THEN $snapshot_fields ELSE $entry_fields END,
+                       lambda k: map_contains(m, k) AND m[k] IS NULL) AS nulls
+    FROM labelled
+    WHERE label IS NOT NULL
+    UNION ALL
+    SELECT file_id, pos, gpos, label || ' gpus[' || CAST(gpos - 1 AS VARCHAR) || ']',
+           list_filter($gpu_fields, lambda k: map_contains(g, k) AND g[k] IS NULL)
+    FROM (
+        SELECT file_id, pos, label, unnest(gpus) AS g, generate_subscripts(gpus, 1) AS gpos
+        FROM (SELECT file_id, pos, label, TRY_CAST(m['gpus'] AS MAP(VARCHAR, JSON)[]) AS gpus
+              FROM labelled WHERE label IS NOT NULL AND NOT flat AND contains(m['gpus'], 'null'))
+    )
+)
+SELECT file_id, pos, sub,
+       label || ': ' || array_to_string(list_transform(nulls, lambda k: k || ' is null, dropped'), '; ')
+FROM found
+WHERE len(nulls) > 0
+"""
 
 
-def null_warnings(data: bytes) -> list[tuple[int, int, str]]:
-    """Warnings for numeric fields holding ``null``, as (pos, sub, message) for batch_warnings.
-
-    DuckDB's reader makes a JSON null an SQL NULL, which the SQL can't tell from an absent
-    field; inputs.md asks for a warning. So a file that contains ``null`` at all is walked here,
-    entry by entry as BATCH_ENTRIES numbers them (history, then latest, else the snapshot).
-    """
-    if b"null" not in data:
-        return []
+def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """Add to ``batch_warnings`` a warning for every numeric field of these files holding null."""
     try:
-        doc = json.loads(data.decode("utf-8", errors="replace"))
-    except (ValueError, RecursionError):
-        return []
-    if not isinstance(doc, dict):
-        return []
-    history, latest = doc.get("history"), doc.get("latest")
-    entries: list[tuple[str, int, dict, tuple[str, ...]]] = []
-    if isinstance(history, list):
-        entries += [(f"history[{i}]", i + 1, e, ENTRY_NUMBERS) for i, e in enumerate(history) if isinstance(e, dict)]
-    if isinstance(latest, dict):
-        entries.append(("latest", len(history) + 1 if isinstance(history, list) else 1, latest, ENTRY_NUMBERS))
-    elif history is None and latest is None and doc.get("step") is not None:
-        entries.append(("snapshot", 1, doc, SNAPSHOT_NUMBERS))
-    warnings = []
-    for place, pos, entry, fields in entries:
-        step = entry.get("step")
-        if not _is_step(step):
-            continue  # skipped with its own warning
-        label = f"{place} (step {int(step)})"
-        nulls = [name for name in fields if name in entry and entry[name] is None]
-        if nulls:
-            warnings.append((pos, 0, f"{label}: " + "; ".join(f"{name} is null, dropped" for name in nulls)))
-        gpus = entry.get("gpus") if fields is ENTRY_NUMBERS else None
-        readings = [g for g in gpus if isinstance(g, dict)] if isinstance(gpus, list) else []
-        for j, reading in enumerate(readings):
-            nulls = [name for name in GPU_NUMBERS if name in reading and reading[name] is None]
-            if nulls:
-                message = f"{label} gpus[{j}]: " + "; ".join(f"{name} is null, dropped" for name in nulls)
-                warnings.append((pos, j + 1, message))
-    return warnings
-
-
-def _is_step(value: object) -> bool:
-    """What rl_number(step, 0, 1e18, true) keeps."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value) and 0 <= value <= 1e18 and value == int(value)
+        found = [path for (path,) in con.execute(FILES_WITH_NULL, {"files": paths}).fetchall()]
+    except (duckdb.Error, UnicodeDecodeError):  # not UTF-8, say: read them all
+        found = paths
+    if not found:
+        return
+    largest = max(_size(path) for path in found)
+    con.execute(NULL_DOCS, {"files": found, "max_bytes": buffer_bytes(largest)})
+    fields = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
+    con.execute(NULL_WARNINGS, fields)
 
 
 def looks_complete(path: Path, size: int) -> bool:

@@ -50,11 +50,6 @@ ADD_WARNINGS = """
 INSERT INTO batch_warnings
 SELECT f.file_id, -1, unnest(range(len($messages))), unnest($messages) FROM batch_files f WHERE f.path = $path
 """
-ADD_NULL_WARNINGS = """
-INSERT INTO batch_warnings
-SELECT f.file_id, unnest($pos), unnest($sub), unnest($messages) FROM batch_files f WHERE f.path = $path
-"""
-FILES_WITH_NULL = "SELECT filename FROM read_text($files) WHERE contains(content, 'null')"
 MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
 
 # Checkpoint folders of every job folder seen, for jobs the warehouse knows.
@@ -312,26 +307,8 @@ def _stage(con: duckdb.DuckDBPyConnection, batch: list[Candidate], rejected: lis
         for path, messages in repaired.items():
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
-        _add_null_warnings(con, by_path)
+        progress.add_null_warnings(con, list(by_path))
     return len(by_path)
-
-
-def _add_null_warnings(con: duckdb.DuckDBPyConnection, by_path: dict[str, Candidate]) -> None:
-    """Warn about numeric fields holding null, from the bytes DuckDB read (see progress.null_warnings)."""
-    try:
-        # DuckDB searches all the files on every core; Python's search alone took 10 % of an ingest
-        suspects = [path for (path,) in con.execute(FILES_WITH_NULL, {"files": list(by_path)}).fetchall()]
-    except (duckdb.Error, UnicodeDecodeError):  # not UTF-8, say: let Python look at every file
-        suspects = list(by_path)
-    for read_path in (path for path in suspects if path in by_path):
-        try:
-            warnings = progress.null_warnings(Path(read_path).read_bytes())
-        except OSError:
-            continue
-        if warnings:
-            pos, sub, messages = (list(column) for column in zip(*warnings, strict=True))
-            path = str(by_path[read_path].path)
-            con.execute(ADD_NULL_WARNINGS, {"path": path, "pos": pos, "sub": sub, "messages": messages})
 
 
 def _repair(con: duckdb.DuckDBPyConnection, c: Candidate, repaired: dict[str, list[str]], scratch: Path) -> str | None:

@@ -403,10 +403,13 @@ def compare(client: TestClient, job_ids: str) -> Json:
 def test_compare_in_the_order_asked(client: TestClient) -> None:
     result = compare(client, "charlie,alpha,bravo")
     assert result["jobs"] == [
-        {"job_id": "charlie", "duration_seconds": 50.0, "throughput": 10.0, "final_loss": 0.5, "gpu_utilization": 70.0},
-        {"job_id": "alpha", "duration_seconds": 100.0, "throughput": 5.0, "final_loss": 1.0, "gpu_utilization": 90.0},
-        {"job_id": "bravo", "duration_seconds": 300.0, "throughput": 10.0, "final_loss": 1.5, "gpu_utilization": 80.0},
-    ]
+        {"job_id": "charlie", "duration_seconds": 50.0, "throughput": 10.0, "final_loss": 0.5, "gpu_utilization": 70.0,
+         "overall_score": 60.0},
+        {"job_id": "alpha", "duration_seconds": 100.0, "throughput": 5.0, "final_loss": 1.0, "gpu_utilization": 90.0,
+         "overall_score": 70.0},
+        {"job_id": "bravo", "duration_seconds": 300.0, "throughput": 10.0, "final_loss": 1.5, "gpu_utilization": 80.0,
+         "overall_score": 90.0},
+    ]  # fmt: skip
     assert result["winners"] == {
         "best_throughput": "charlie",  # ties with bravo at 10.0; charlie was asked first
         "best_loss": "charlie",  # 0.5

@@ -260,6 +260,11 @@ def test_compare_page_from_a_shared_url_marks_the_winners(site: dict[str, Any], 
     winner_row = rows.nth(ids.index(comparison["winners"]["best_loss"]))
     assert winner_row.locator("td").nth(2).locator(".winner").count() == 1
     assert tab.page.locator("table.compare .winner").count() == 4
+    best = comparison["winners"]["most_efficient"]
+    score = next(j["overall_score"] for j in comparison["jobs"] if j["job_id"] == best)
+    overall = rows.nth(ids.index(best)).locator("td").nth(4).inner_text()
+    assert overall.startswith("★ "), overall  # the score it won by, not just a star
+    assert abs(float(overall.removeprefix("★ ").replace(",", "")) - score) <= 0.05, (overall, score)
     for colour in PALETTE[: len(ids)]:  # one curve per job, in the job's colour
         assert coloured_pixels(tab.page, "[data-chart=compare-loss] canvas", colour) > 50, colour
     _shot(tab, "compare")

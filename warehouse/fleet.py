@@ -213,17 +213,17 @@ def compare(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> dict[str, Any
             "throughput": plain(found[j][2]),
             "final_loss": plain(found[j][3]),
             "gpu_utilization": plain(found[j][4]),
+            "overall_score": plain(found[j][5]),  # what most_efficient is chosen by
         }
         for j in job_ids
     ]
-    scores = {j: plain(found[j][5]) for j in job_ids}
     return {
         "jobs": jobs,
         "winners": {
             "best_throughput": _winner(jobs, "throughput", highest=True),
             "best_loss": _winner(jobs, "final_loss", highest=False),
             "fastest": _winner(jobs, "duration_seconds", highest=False),
-            "most_efficient": _winner([{"job_id": j, "s": s} for j, s in scores.items()], "s", highest=True),
+            "most_efficient": _winner(jobs, "overall_score", highest=True),
         },
     }
 

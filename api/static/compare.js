@@ -52,10 +52,10 @@ function table(comparison) {
     el("td", {}, mark(job.job_id, "best_throughput", num(job.throughput))),
     el("td", {}, mark(job.job_id, "best_loss", num(job.final_loss, 4))),
     el("td", {}, pct(job.gpu_utilization)),
-    el("td", {}, winners.most_efficient === job.job_id ? el("strong", { class: "winner" }, "★ most efficient") : "")));
+    el("td", {}, mark(job.job_id, "most_efficient", num(job.overall_score, 1)))));
   return el("div", { class: "scroll" }, el("table", { class: "compare" },
     el("caption", {}, "★ marks the winner of each figure (analytics.md: a job without the figure does not compete)."),
-    el("thead", {}, el("tr", {}, ["Job", "Duration", "Samples/s", "Final loss", "GPU util.", "Overall"].map((h) => el("th", { scope: "col" }, h)))),
+    el("thead", {}, el("tr", {}, ["Job", "Duration", "Samples/s", "Final loss", "GPU util.", "Overall score"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, rows)));
 }
 
