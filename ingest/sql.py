@@ -15,21 +15,16 @@ MACROS = """
 CREATE OR REPLACE TEMP MACRO rl_double(x) AS TRY_CAST(CAST(x AS VARCHAR) AS DOUBLE);
 
 -- the checked number: NULL when absent, not a number, out of [lo, hi], or not whole when it must be
-CREATE OR REPLACE TEMP MACRO rl_number(x, lo, hi, integral) AS
-    CASE
-        WHEN rl_double(x) IS NULL THEN NULL
-        WHEN isfinite(rl_double(x)) AND (rl_double(x) < lo OR rl_double(x) > hi) THEN NULL
-        WHEN integral AND NOT (isfinite(rl_double(x)) AND rl_double(x) = floor(rl_double(x))) THEN NULL
-        ELSE rl_double(x)
-    END;
-
--- rl_number for a value already parsed by rl_double (so that it is parsed once)
+-- (d: a value parsed by rl_double; staging parses each value once, then checks it)
 CREATE OR REPLACE TEMP MACRO rl_checked(d, lo, hi, integral) AS
     CASE
         WHEN isfinite(d) AND (d < lo OR d > hi) THEN NULL
         WHEN integral AND NOT (isfinite(d) AND d = floor(d)) THEN NULL
         ELSE d
     END;
+
+-- rl_checked of a raw JSON value
+CREATE OR REPLACE TEMP MACRO rl_number(x, lo, hi, integral) AS rl_checked(rl_double(x), lo, hi, integral);
 
 -- why rl_number refused a value that is present, or NULL
 CREATE OR REPLACE TEMP MACRO rl_number_problem(label, x, lo, hi, integral) AS
