@@ -418,9 +418,9 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
 # Numeric fields holding JSON null. DuckDB's reader makes a null an SQL NULL, which the SQL
 # above can't tell from an absent field; inputs.md asks for a warning. So the files that contain
 # `null` at all are read again, each entry as a MAP, which keeps a key whose value is null.
-# Entries are numbered as in BATCH_ENTRIES (history, then latest, else the legacy snapshot); a
-# step is left out (an entry without one is skipped with its own warning), so are entries
-# without a valid step (skipped).
+# Entries are numbered as in BATCH_ENTRIES (history, then latest, else the legacy snapshot).
+# `step` is not among the fields, and entries without a valid step get no null warning: such an
+# entry is skipped, with a warning of its own.
 ENTRY_NUMBERS = ["loss", "eval_loss", "learning_rate", "samples_per_second", "iteration_time", "samples"]
 GPU_NUMBERS = ["index", "utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w"]
 SNAPSHOT_NUMBERS = [*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_temperature"]
