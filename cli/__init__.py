@@ -36,6 +36,7 @@ EXIT_WAREHOUSE = 3
 EXIT_NO_NVML = 3
 EXIT_QUERY = 4
 EXIT_BUSY = 75
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that stopped early
 ENV_SPOOL = "RUNLYTICS_SPOOL"
 
 
@@ -206,7 +207,7 @@ def _print_summary(path: Path, s: Summary, verbose: bool) -> None:
     print(
         f"{path}: {s.files_seen} files seen, {s.ingested} ingested, {s.unchanged} unchanged, "
         f"{s.pending} left for the next run, {s.failed} failed; {s.rows} step rows, "
-        f"{s.warnings} warnings, {s.seconds:.2f} s"
+        f"{s.warnings} warning{'' if s.warnings == 1 else 's'}, {s.seconds:.2f} s"
     )
     for problem in s.problems:
         if verbose or problem["outcome"] == "failed":
@@ -397,4 +398,11 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # the reader stopped reading (`runlytics sql … | head`): no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
+    sys.exit(code)

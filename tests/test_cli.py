@@ -154,3 +154,26 @@ def test_missing_root_is_a_usage_error(tmp_path: Path) -> None:
     result = runlytics("ingest", str(tmp_path / "nope"), cwd=tmp_path)
     assert result.returncode == 2
     assert "nope" in result.stderr
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, samples: Path) -> None:
+    assert runlytics("ingest", str(samples), "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path).returncode == 0
+    query = "SELECT range AS n FROM range(200000)"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import cli; cli.entry()", "sql", query, "--db", str(tmp_path / "w.duckdb")],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(100)
+    reader.stdout.close()  # like `| head`
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 141
+    assert "Traceback" not in stderr, stderr
+
+
+def test_one_warning_is_singular(tmp_path: Path, samples: Path) -> None:
+    result = runlytics("ingest", str(samples), "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path)
+    assert "; 7 step rows, 1 warning, " in result.stdout, result.stdout
