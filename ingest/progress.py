@@ -308,16 +308,16 @@ FROM batch_checkpoints WHERE problems <> ''
 STAGE = (BATCH_JOBS, BATCH_ENTRIES, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
 
 
-def buffer_bytes(largest: int) -> int:
-    """The maximum_object_size for a batch whose largest file has ``largest`` bytes."""
+def buffer_bytes(paths: list[str]) -> int:
+    """The maximum_object_size for reading these files: twice the largest, within the bounds."""
+    largest = max((_size(path) for path in paths), default=0)
     return min(MAX_FILE_BYTES, max(MIN_BUFFER_BYTES, 2 * largest))
 
 
 def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     """Parse the files into ``raw_docs``; raises duckdb.Error naming a file that is not JSON."""
-    largest = max((_size(path) for path in paths), default=0)
     try:
-        con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": buffer_bytes(largest)})
+        con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": buffer_bytes(paths)})
     except UnicodeDecodeError as error:
         # DuckDB's message quotes the offending value cut short, possibly mid-character, and the
         # Python binding then fails to decode it: raise the error DuckDB meant, file name intact
@@ -485,8 +485,7 @@ def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
         found = paths
     if not found:
         return
-    largest = max(_size(path) for path in found)
-    con.execute(NULL_DOCS, {"files": found, "max_bytes": buffer_bytes(largest)})
+    con.execute(NULL_DOCS, {"files": found, "max_bytes": buffer_bytes(found)})
     fields = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
     con.execute(NULL_WARNINGS, fields)
 
