@@ -247,6 +247,15 @@ def test_overhead_is_clamped_at_zero(lab: Lab) -> None:
     assert duration["overhead_seconds"] is not None
 
 
+def test_an_absurd_first_iteration_time_gives_no_start_time(lab: Lab) -> None:
+    # 1e308 s before the first row is no date at all: the job's start is unknown, and neither
+    # the ingest (which refreshes job_results) nor the view fails
+    result = analyze(lab, [{"step": 1, "timestamp": at(10), "iteration_time": 1e308}, {"step": 2, "timestamp": at(11)}])
+    duration = result["duration"]
+    assert duration["start_time"] is None
+    assert duration["training_seconds"] == pytest.approx(1e308)
+
+
 # --- losses --------------------------------------------------------------------------------
 
 

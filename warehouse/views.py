@@ -487,6 +487,16 @@ FROM spans
 """,
 )
 
+# A start epoch no timestamp can hold (a first row whose iteration_time is absurd, say 1e308
+# seconds, puts it before any date) gives no start_time, instead of failing every query.
+JOB_DURATION_V3 = View(
+    "job_duration",
+    JOB_DURATION_V2.template.replace(
+        "@from_epoch(start_epoch) AS start_time",
+        "@from_epoch(CASE WHEN abs(start_epoch) < 1e12 THEN start_epoch END) AS start_time",
+    ),
+)
+
 JOB_LOSSES_V2 = View("job_losses", JOB_LOSSES_V1.template.replace("LEFT JOIN steps s ON", "LEFT JOIN step_facts s ON"))
 
 CHECKPOINT_SCORES_V2 = View(
@@ -763,4 +773,5 @@ CURRENT_0004: tuple[View, ...] = (
     JOB_ANALYTICS_V3,
 )
 CURRENT_0006 = (*CURRENT_0004, GPU_UTILIZATION_READINGS_V1)
-CURRENT = CURRENT_0006
+CURRENT_0007 = tuple(JOB_DURATION_V3 if v is JOB_DURATION_V2 else v for v in CURRENT_0006)
+CURRENT = CURRENT_0007
