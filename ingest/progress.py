@@ -69,9 +69,15 @@ MAX_FILE_BYTES = 1 << 30
 # batch asks for twice its largest file (a file may grow while being read), at least 16 MiB.
 MIN_BUFFER_BYTES = 16 << 20
 
-READ_DOCS = """
+# The key fast.py adds to each document of its `rests` file (one file: DuckDB's reader costs
+# milliseconds per file it opens): `filename` becomes that file's name, '#', the file's id.
+REST_KEY = "__runlytics_file__"
+
+READ_DOCS = f"""
 CREATE OR REPLACE TEMP TABLE raw_docs AS
-SELECT * FROM read_json(
+SELECT * EXCLUDE (filename, {REST_KEY}),
+       CASE WHEN filename = $rests THEN filename || '#' || CAST({REST_KEY} AS VARCHAR) ELSE filename END AS filename
+FROM read_json(
     $files, columns = $columns, format = 'unstructured', filename = true,
     maximum_object_size = $max_bytes
 )
@@ -85,6 +91,7 @@ SELECT f.file_id,
        f.path,
        f.read_path,
        f.source_dir,
+       coalesce(f.history_entries, 0) AS history_entries,
        coalesce(rl_string(d.job_id), CAST(rl_number(d.job_id, 0, 1e300, true) AS BIGINT)::VARCHAR, f.folder)
            AS job_id,
        CASE WHEN lower(trim(rl_string(d.status))) IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
@@ -166,9 +173,11 @@ WITH entries AS (
                                                       power_w := CAST(NULL AS JSON))] END)
     FROM raw_docs WHERE history IS NULL AND latest IS NULL AND step IS NOT NULL
 )
-SELECT j.file_id, j.seq, j.job_id, x.pos, x.place, x.e
+SELECT j.file_id, j.seq, j.job_id,
+       -- history entries the fast road read (fast.py) are not in raw_docs; `latest` follows them
+       x.pos + CASE WHEN x.place = 'latest' THEN j.history_entries ELSE 0 END AS pos, x.place, x.e
 FROM entries x
-JOIN (SELECT file_id, seq, job_id, read_path FROM batch_jobs) j ON j.read_path = x.filename
+JOIN (SELECT file_id, seq, job_id, read_path, history_entries FROM batch_jobs) j ON j.read_path = x.filename
 """
 
 # Each value is parsed once (`parsed`), then checked once (`checked`); the layers keep DuckDB
@@ -314,10 +323,14 @@ def buffer_bytes(paths: list[str]) -> int:
     return min(MAX_FILE_BYTES, max(MIN_BUFFER_BYTES, 2 * largest))
 
 
-def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
-    """Parse the files into ``raw_docs``; raises duckdb.Error naming a file that is not JSON."""
+def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str], rests: str | None = None) -> None:
+    """Parse the files into ``raw_docs``; raises duckdb.Error naming a file that is not JSON.
+
+    ``rests`` (one of ``paths``) is fast.py's file of documents, each named by its REST_KEY.
+    """
+    params = {"files": paths, "rests": rests, "columns": {**COLUMNS, REST_KEY: "JSON"}}
     try:
-        con.execute(READ_DOCS, {"files": paths, "columns": COLUMNS, "max_bytes": buffer_bytes(paths)})
+        con.execute(READ_DOCS, {**params, "max_bytes": buffer_bytes(paths)})
     except UnicodeDecodeError as error:
         # DuckDB's message quotes the offending value cut short, possibly mid-character, and the
         # Python binding then fails to decode it: raise the error DuckDB meant, file name intact
@@ -427,18 +440,20 @@ SNAPSHOT_NUMBERS = [*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_tem
 
 FILES_WITH_NULL = "SELECT filename FROM read_text($files) WHERE contains(content, 'null')"
 
-NULL_DOCS = """
+NULL_DOCS = f"""
 CREATE OR REPLACE TEMP TABLE null_docs AS
 WITH docs AS (
     SELECT filename, json,
            TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[], latest MAP(VARCHAR, JSON))) AS doc
     FROM read_json_objects($files, format = 'unstructured', filename = true, maximum_object_size = $max_bytes)
 )
-SELECT f.file_id, d.doc.history AS history, d.doc.latest AS latest,
+SELECT f.file_id, coalesce(f.history_entries, 0) AS history_entries, d.doc.history AS history, d.doc.latest AS latest,
        CASE WHEN d.doc.history IS NULL AND d.doc.latest IS NULL THEN TRY_CAST(d.json AS MAP(VARCHAR, JSON)) END
            AS flat
 FROM docs d
-JOIN batch_files f ON f.read_path = d.filename
+JOIN batch_files f
+  ON f.read_path = CASE WHEN d.filename = $rests THEN d.filename || '#' || (d.json ->> '$.{REST_KEY}')
+                        ELSE d.filename END
 """
 
 NULL_WARNINGS = """
@@ -447,7 +462,8 @@ WITH entries AS (
     SELECT file_id, 'history[' || CAST(pos - 1 AS VARCHAR) || ']' AS place, pos, m, false AS flat
     FROM (SELECT file_id, unnest(history) AS m, generate_subscripts(history, 1) AS pos FROM null_docs)
     UNION ALL
-    SELECT file_id, 'latest', len(coalesce(history, [])) + 1, latest, false FROM null_docs WHERE latest IS NOT NULL
+    SELECT file_id, 'latest', len(coalesce(history, [])) + history_entries + 1, latest, false
+    FROM null_docs WHERE latest IS NOT NULL
     UNION ALL
     SELECT file_id, 'snapshot', 1, flat, true FROM null_docs WHERE flat['step'] IS NOT NULL
 ), labelled AS (
@@ -477,7 +493,7 @@ WHERE len(nulls) > 0
 """
 
 
-def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str], rests: str | None = None) -> None:
     """Add to ``batch_warnings`` a warning for every numeric field of these files holding null."""
     try:
         found = [path for (path,) in con.execute(FILES_WITH_NULL, {"files": paths}).fetchall()]
@@ -485,7 +501,7 @@ def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
         found = paths
     if not found:
         return
-    con.execute(NULL_DOCS, {"files": found, "max_bytes": buffer_bytes(found)})
+    con.execute(NULL_DOCS, {"files": found, "rests": rests, "max_bytes": buffer_bytes(found)})
     fields = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
     con.execute(NULL_WARNINGS, fields)
 

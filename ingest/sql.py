@@ -44,13 +44,19 @@ CREATE OR REPLACE TEMP MACRO rl_string(x) AS
          WHEN contains(CAST(x AS VARCHAR), '\\') THEN x ->> '$'
          ELSE substr(CAST(x AS VARCHAR), 2, length(CAST(x AS VARCHAR)) - 2) END;
 
--- an ISO-8601 string (no offset = UTC) or Unix epoch seconds, as a UTC TIMESTAMP
+-- an ISO-8601 string's text (no offset = UTC) as a UTC TIMESTAMP, or NULL
+CREATE OR REPLACE TEMP MACRO rl_iso(s) AS CAST(TRY_CAST(s AS TIMESTAMPTZ) AS TIMESTAMP);
+
+-- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite and under 1e11 in magnitude
+CREATE OR REPLACE TEMP MACRO rl_epoch(d) AS
+    CASE WHEN isfinite(d) AND abs(d) < 1e11 THEN make_timestamp(CAST(round(d * 1000000) AS BIGINT)) END;
+
+-- a raw JSON timestamp: an ISO-8601 string or epoch seconds
 CREATE OR REPLACE TEMP MACRO rl_timestamp(x) AS
     CASE
         WHEN x IS NULL THEN NULL
-        WHEN left(CAST(x AS VARCHAR), 1) = '"' THEN CAST(TRY_CAST(rl_string(x) AS TIMESTAMPTZ) AS TIMESTAMP)
-        WHEN isfinite(rl_double(x)) AND abs(rl_double(x)) < 1e11
-            THEN make_timestamp(CAST(round(rl_double(x) * 1000000) AS BIGINT))
+        WHEN left(CAST(x AS VARCHAR), 1) = '"' THEN rl_iso(rl_string(x))
+        ELSE rl_epoch(rl_double(x))
     END;
 
 CREATE OR REPLACE TEMP MACRO rl_timestamp_problem(label, x) AS

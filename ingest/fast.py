@@ -1,0 +1,178 @@
+"""The fast road for ``history`` lists: a C reader (``_history.c``) that keeps each value's type.
+
+DuckDB's JSON reader can give a value either as a number, casting ``"17200"`` and ``true``
+silently, or as JSON text, which must then be parsed again and costs more than reading the
+file. inputs.md wants a string or a boolean in a numeric field dropped *with a warning*, so
+the careful read (progress.py) takes every value as text. Most files hold no such value: the
+C reader proves that of a file's history (every known field has its JSON type and passes the
+checks of ``rl_checked``) and hands its entries and GPU readings over as typed columns. The
+rest of the document, with ``"history": []`` in place of the list, is then read by DuckDB as
+any file is (all rests of a batch from one file: see ``write_rests``), so ``latest``,
+checkpoints, the job's fields and their warnings have one reader.
+
+A file the C reader gives up on (for any reason: a value to warn about, an odd byte, an
+escape in a key) is read the careful way whole. So this module never writes a warning; it is
+only ever a faster way to the rows the careful read would give (tests/test_fast_path.py
+compares the two on generated files).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from .progress import REST_KEY
+
+try:
+    from . import _history
+except ImportError:  # built without a C compiler: every file takes the careful read
+    _history = None
+
+AVAILABLE = _history is not None
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+# The C reader's buffers, in its order (ENTRY_BUFFERS and GPU_BUFFERS in _history.c).
+ENTRY_COLUMNS = [
+    ("file_id", pa.int32(), False),
+    ("pos", pa.int32(), False),
+    ("step", pa.int64(), False),
+    ("ts", pa.timestamp("us"), True),
+    ("loss", pa.float64(), True),
+    ("eval_loss", pa.float64(), True),
+    ("learning_rate", pa.float64(), True),
+    ("samples_per_second", pa.float64(), True),
+    ("iteration_time", pa.float64(), True),
+    ("samples", pa.int64(), True),
+]
+GPU_COLUMNS = [
+    ("file_id", pa.int32(), False),
+    ("pos", pa.int32(), False),
+    ("gpos", pa.int32(), False),
+    ("step", pa.int64(), False),
+    ("gpu_index", pa.int64(), True),
+    ("gpu_uuid", pa.string(), True),
+    ("utilization_percent", pa.float64(), True),
+    ("memory_used_mb", pa.float64(), True),
+    ("memory_total_mb", pa.float64(), True),
+    ("temperature_c", pa.float64(), True),
+    ("power_w", pa.float64(), True),
+]
+
+
+@dataclass
+class Parsed:
+    """A file whose history the C reader took: its rest of the document and its typed rows."""
+
+    file_id: int
+    rest: bytes  # the document with "history": [] in place of its list
+    entries: pa.RecordBatch
+    gpus: pa.RecordBatch
+
+    @property
+    def history_entries(self) -> int:
+        return self.entries.num_rows
+
+
+def parse(data: bytes, file_id: int) -> Parsed | None:
+    """The typed rows of a document's history, or None when it needs the careful read."""
+    if _history is None:
+        return None
+    result = _history.parse(data, file_id)
+    if result is None:
+        return None
+    start, stop, n_entries, entry_buffers, n_gpus, gpu_buffers = result
+    return Parsed(
+        file_id,
+        data[:start] + b"[]" + data[stop:],
+        _batch(ENTRY_COLUMNS, n_entries, entry_buffers),
+        _batch(GPU_COLUMNS, n_gpus, gpu_buffers),
+    )
+
+
+def _batch(columns: list[tuple[str, pa.DataType, bool]], rows: int, buffers: tuple[bytes, ...]) -> pa.RecordBatch:
+    arrays = []
+    it = iter(buffers)
+    for _, type_, nullable in columns:
+        validity = pa.py_buffer(next(it)) if nullable else None
+        if type_ == pa.string():
+            parts = [validity, pa.py_buffer(next(it)), pa.py_buffer(next(it))]
+        else:
+            parts = [validity, pa.py_buffer(next(it))]
+        arrays.append(pa.Array.from_buffers(type_, rows, parts))
+    return pa.RecordBatch.from_arrays(arrays, schema=_schema(columns))
+
+
+def write_rests(parsed: dict[int, Parsed], path: Path) -> dict[int, str]:
+    """Write the rests of the documents into one file; the name of each (``path#file_id``).
+
+    Each rest gets the key ``progress.REST_KEY`` with its file's id (the C reader gives up on a
+    document that has that key already), so that one read of one file gives every document.
+    """
+    with path.open("wb") as out:
+        for file_id, p in parsed.items():
+            brace = p.rest.index(b"{")  # the C reader saw only whitespace before it
+            out.write(b'{"%s": %d, ' % (REST_KEY.encode(), file_id) + p.rest[brace + 1 :] + b"\n")
+    return {file_id: f"{path}#{file_id}" for file_id in parsed}
+
+
+def read(files: list[tuple[int, Path]]) -> dict[int, Parsed]:
+    """Read and parse these (file_id, path) files in threads; the ones the C reader took.
+
+    A file that can't be read is left out: the careful read meets the same error and says so.
+    """
+    if _history is None or not files:
+        return {}
+
+    def one(item: tuple[int, Path]) -> Parsed | None:
+        file_id, path = item
+        try:
+            return parse(path.read_bytes(), file_id)
+        except OSError:
+            return None
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return {p.file_id: p for p in pool.map(one, files) if p is not None}
+
+
+# Into the batch tables of progress.py, after its staging: rows as BATCH_STEPS and BATCH_GPUS
+# would have made them, none refused. The join leaves out files that left the batch.
+ADD_STEPS = """
+INSERT INTO batch_steps BY NAME
+SELECT j.file_id, j.seq, j.job_id, s.pos, s.step, s.ts, s.loss, s.eval_loss, s.learning_rate,
+       s.samples_per_second, s.iteration_time, s.samples
+FROM fast_entries s JOIN batch_jobs j ON j.file_id = s.file_id
+"""
+ADD_GPUS = """
+INSERT INTO batch_gpus BY NAME
+SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos,
+       CAST(coalesce(g.gpu_index, g.gpos - 1) AS INTEGER) AS gpu_index, g.gpu_uuid, g.utilization_percent,
+       g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
+FROM fast_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
+"""
+
+
+def add_to_batch(con: duckdb.DuckDBPyConnection, parsed: dict[int, Parsed]) -> None:
+    """Add these files' typed rows to ``batch_steps`` and ``batch_gpus``."""
+    if not parsed:
+        return
+    entries = pa.Table.from_batches([p.entries for p in parsed.values()], schema=_schema(ENTRY_COLUMNS))
+    gpus = pa.Table.from_batches([p.gpus for p in parsed.values()], schema=_schema(GPU_COLUMNS))
+    if hasattr(con, "complete"):  # DuckDB 2 registers nothing while an earlier result is unread
+        con.complete()
+    con.register("fast_entries", entries)
+    con.register("fast_gpus", gpus)
+    try:
+        con.execute(ADD_STEPS)
+        con.execute(ADD_GPUS)
+    finally:
+        con.unregister("fast_entries")
+        con.unregister("fast_gpus")
+
+
+def _schema(columns: list[tuple[str, pa.DataType, bool]]) -> pa.Schema:
+    return pa.schema([pa.field(name, type_, nullable) for name, type_, nullable in columns])

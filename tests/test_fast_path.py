@@ -1,0 +1,330 @@
+"""The fast road for histories (ingest/fast.py, ingest/_history.c) against the careful read.
+
+The fast road must only ever be a faster way to the same facts and warnings: every generated
+set of files is ingested twice, once as the ingester does and once with the C reader switched
+off, and the two warehouses must hold the same rows and the same ledger. The C reader's number
+and timestamp readings are also compared with DuckDB's own, and it is fed broken bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from conftest import Lab
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from ingest import fast
+from ingest.sql import install_macros
+
+pytestmark = pytest.mark.skipif(not fast.AVAILABLE and not os.environ.get("CI"), reason="C reader not built")
+
+
+def test_the_c_reader_is_built_under_ci() -> None:
+    # CI installs a compiler: there the fast road must exist, or the tests below prove nothing
+    assert fast.AVAILABLE
+
+
+# --- generated documents: mostly plausible, with the values that must take the careful read -----
+
+ODD = st.sampled_from(["1.5", "abc", True, False, None, [], {}, [1]])
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**6), 10**6),
+    st.sampled_from(
+        [0, -0.0, 1e308, 1.5e308, -1e308, 100, 100.0000001, -273.15, -273.16, 5e-324, 1e-320, 2**53 + 1, 1e22, 1e23]
+    ),
+)
+NUMBER = st.one_of(FLOATS, FLOATS, FLOATS, ODD)
+WHOLE = st.one_of(
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.sampled_from([-1, 1.0, 2.5, 10**18, 10**18 + 1, 2**53 + 1, 2**63, 1e18, "3"]),
+    ODD,
+)
+
+
+def iso(moment: dt.datetime, sep: str, zone: str, digits: int) -> str:
+    text = moment.strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+    if digits:
+        text += "." + f"{moment.microsecond:06d}{moment.microsecond % 7}"[:digits]
+    return text + zone
+
+
+ISO = st.builds(
+    iso,
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)),
+    st.sampled_from(["T", " "]),
+    st.sampled_from(["", "Z", "+00:00", "+05:30", "-08:00", "+0530", "+05", "+23:59", "-14:00"]),
+    st.sampled_from([0, 1, 3, 6, 7]),
+)
+TIMESTAMP = st.one_of(
+    ISO,
+    ISO,
+    st.floats(-2e11, 2e11),
+    st.integers(0, 4_000_000_000),
+    st.sampled_from(
+        [
+            "2026-02-30T00:00:00",
+            "2024-02-29T00:00:00",
+            "2023-02-29T00:00:00",
+            "2026-01-01",
+            "2026-01-01T24:00:00",
+            "2026-01-01T00:00:60",
+            "2026-01-01T00:00",
+            "0000-01-01T00:00:00",
+            "garbage",
+            1e11,
+            -1e11,
+        ]
+    ),
+    ODD,
+)
+GPU = st.fixed_dictionaries(
+    {},
+    optional={
+        "index": st.one_of(st.integers(0, 3), WHOLE),
+        "uuid": st.one_of(st.text(max_size=6), ODD),
+        "utilization_percent": NUMBER,
+        "memory_used_mb": NUMBER,
+        "memory_total_mb": NUMBER,
+        "temperature_c": NUMBER,
+        "power_w": NUMBER,
+        "clock_mhz": NUMBER,
+    },
+)
+FIELDS = {
+    "timestamp": TIMESTAMP,
+    "loss": NUMBER,
+    "eval_loss": NUMBER,
+    "learning_rate": NUMBER,
+    "samples_per_second": NUMBER,
+    "iteration_time": NUMBER,
+    "samples": WHOLE,
+    "gpus": st.one_of(st.lists(GPU, max_size=3), st.lists(GPU, max_size=3), ODD),
+    "grad_norm": NUMBER,  # a field the warehouse does not read
+    "note": st.one_of(st.text(max_size=5), st.dictionaries(st.text(max_size=3), NUMBER, max_size=2)),
+    "Loss": NUMBER,  # differs from a known key in case only
+}
+ENTRY = st.one_of(
+    st.fixed_dictionaries({"step": WHOLE}, optional=FIELDS),
+    st.fixed_dictionaries({"step": st.integers(0, 60)}, optional={k: FIELDS[k] for k in ("timestamp", "loss")}),
+    st.fixed_dictionaries({}, optional=FIELDS),
+)
+DOC = st.fixed_dictionaries(
+    {"history": st.one_of(st.lists(ENTRY, max_size=6), st.lists(ENTRY, max_size=6), ODD)},
+    optional={
+        "job_id": st.sampled_from(["a", "b", "team/c"]),
+        "status": st.sampled_from(["running", "completed", "RUNNING", "odd"]),
+        "updated_at": TIMESTAMP,
+        "current_step": WHOLE,
+        "latest": ENTRY,
+        "checkpoints": st.lists(st.fixed_dictionaries({"step": WHOLE}, optional={"eval_loss": NUMBER}), max_size=2),
+        "config": st.fixed_dictionaries({}, optional={"batch_size": NUMBER, "model_name": st.text(max_size=4)}),
+        "notes": st.text(max_size=8),
+    },
+)
+
+
+def dump(doc: Any, indent: int | None, ascii_only: bool) -> bytes:
+    return json.dumps(doc, allow_nan=True, indent=indent, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+
+
+FILE = st.builds(dump, DOC, st.sampled_from([None, 1]), st.booleans())
+
+
+def facts(lab: Lab) -> dict[str, list[tuple[Any, ...]]]:
+    """The lab's facts with its own folder's name taken out (jobs keep their source folder)."""
+    root = str(lab.root)
+    return {
+        table: [tuple(v.replace(root, "ROOT") if isinstance(v, str) else v for v in row) for row in rows]
+        for table, rows in lab.facts().items()
+    }
+
+
+def ledger(lab: Lab) -> list[tuple[Any, ...]]:
+    rows = lab.query("SELECT path, outcome, rows, warning_count, warnings FROM ingest_files ORDER BY path")
+    return [(Path(path).relative_to(lab.root).as_posix(), *rest) for path, *rest in rows]
+
+
+def both_ways(tmp: Path, files: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[Lab, Lab]:
+    """The files ingested with the fast road, and again (elsewhere) with the careful read only."""
+    labs = []
+    for name in ("fast", "careful"):
+        (tmp / name).mkdir()
+        lab = Lab(tmp / name)
+        for i, data in enumerate(files):
+            lab.write_job(f"job-{i}", None, raw=data)
+        labs.append(lab)
+    labs[0].ingest()
+    with monkeypatch.context() as m:
+        m.setattr(fast, "_history", None)
+        labs[1].ingest()
+    return labs[0], labs[1]
+
+
+def taken(files: list[bytes]) -> int:
+    return sum(fast.parse(data, 0) is not None for data in files)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(files=st.lists(FILE, min_size=1, max_size=3))
+def test_the_fast_road_gives_what_the_careful_read_gives(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, files: list[bytes]
+) -> None:
+    event(f"{taken(files)} of {len(files)} files on the fast road")
+    fast_lab, careful_lab = both_ways(tmp_path_factory.mktemp("both"), files, monkeypatch)
+    assert facts(fast_lab) == facts(careful_lab)
+    assert ledger(fast_lab) == ledger(careful_lab)
+
+
+# Documents whose bytes a dict can't express: each must come out of both roads the same.
+RAW = {
+    "plain": b'{"job_id": "j", "history": [{"step": 1, "loss": 2.5, "gpus": [{"index": 0, "power_w": 1}]}]}',
+    "history first, then latest": b'{"history": [{"step": 1}, {"step": 2}], "latest": {"step": 2, "loss": 9},'
+    b' "updated_at": "2026-01-01T00:00:00Z"}',
+    "duplicate entry key": b'{"history": [{"step": 1, "loss": 1, "loss": 2}]}',
+    "duplicate history": b'{"history": [{"step": 1}], "history": [{"step": 2}]}',
+    "escaped key": b'{"history": [{"step": 1, "lo\\u0073s": 3}]}',
+    "escaped history key": b'{"hist\\u006fry": [{"step": 1}]}',
+    "escaped timestamp": b'{"history": [{"step": 1, "timestamp": "2026-01-01T00:00:00\\u005a"}]}',
+    "escaped uuid": b'{"history": [{"step": 1, "gpus": [{"uuid": "G\\"1"}]}]}',
+    "unicode uuid": '{"history": [{"step": 1, "gpus": [{"uuid": "GPU-ü"}]}]}'.encode(),
+    "unicode elsewhere": '{"job_id": "jöb", "notes": "✓", "history": [{"step": 1}]}'.encode(),
+    "byte order mark": b'\xef\xbb\xbf{"history": [{"step": 1}]}',
+    "trailing value": b'{"history": [{"step": 1}]} {"history": []}',
+    "our own key": b'{"__runlytics_file__": 3, "history": [{"step": 1}]}',
+    "history null": b'{"history": null, "step": 4}',
+    "history empty": b'{"history": []}',
+    "numbers spelled oddly": b'{"history": [{"step": 1E1, "loss": 1e-3, "samples": 5.0, "learning_rate": -0}]}',
+    "leading zero": b'{"history": [{"step": 01}]}',
+    "plus sign": b'{"history": [{"step": +1}]}',
+    "lowercase nan": b'{"history": [{"step": 1, "loss": nan}]}',
+    "negative NaN": b'{"history": [{"step": 1, "loss": -NaN}]}',
+    "infinities": b'{"history": [{"step": 1, "loss": Infinity, "eval_loss": -Infinity, "power": NaN}]}',
+    "long mantissa": b'{"history": [{"step": 1, "loss": 0.30000000000000004441, "eval_loss": 123456789012345678901}]}',
+    "tiny and huge": b'{"history": [{"step": 1, "loss": 1e-310, "eval_loss": 1e309}]}',
+    "control byte in a string": b'{"history": [{"step": 1, "timestamp": "2026\x01"}]}',
+    "nested unknowns": b'{"history": [{"step": 1, "x": [[{"a": [1, {"b": null}]}]], "y": "}"}]}',
+    "whitespace everywhere": b' \n{ "history" :\t[ { "step" : 1 , "gpus" : [ { } ] } ] }\r\n',
+    "Z and offsets": b'{"history": [{"step": 1, "timestamp": "2026-06-01T10:00:00.5+02:00"},'
+    b' {"step": 2, "timestamp": "2026-06-01 10:00:00Z"}, {"step": 3, "timestamp": 1767225600.0000005}]}',
+    "truncated": b'{"history": [{"step": 1}',
+}
+
+
+@pytest.mark.parametrize("name", RAW)
+def test_odd_bytes_give_the_same_on_both_roads(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fast_lab, careful_lab = both_ways(tmp_path, [RAW[name]], monkeypatch)
+    assert facts(fast_lab) == facts(careful_lab)
+    assert ledger(fast_lab) == ledger(careful_lab)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("plain", True),
+        ("history first, then latest", True),
+        ("whitespace everywhere", True),
+        ("infinities", True),
+        ("duplicate entry key", False),
+        ("escaped key", False),
+        ("our own key", False),
+        ("unicode uuid", False),
+        ("lowercase nan", False),
+        ("truncated", False),
+        ("byte order mark", False),
+    ],
+)
+def test_which_documents_the_fast_road_takes(name: str, expected: bool) -> None:
+    assert (fast.parse(RAW[name], 0) is not None) is expected
+
+
+def test_a_clean_file_takes_the_fast_road(lab: Lab) -> None:
+    lab.write_job("j", {"history": [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}], "latest": {"step": 3}})
+    parsed = fast.read([(0, lab.root / "j" / "progress.json")])
+    assert parsed[0].history_entries == 2
+    assert parsed[0].rest == b'{"history": [], "latest": {"step": 3}}'
+    lab.ingest()
+    assert lab.query("SELECT step, loss FROM steps ORDER BY step") == [(1, 0.5), (2, 0.25), (3, None)]
+
+
+# --- the C reader's numbers and timestamps against DuckDB's ------------------------------------
+
+
+def c_reading(field: str, text: str) -> Any:
+    """What the C reader makes of one value of a history entry (None: it gives up)."""
+    parsed = fast.parse(b'{"history": [{"step": 0, "%s": %s}]}' % (field.encode(), text.encode()), 0)
+    column = "ts" if field == "timestamp" else field
+    return None if parsed is None else parsed.entries.column(column)[0].as_py()
+
+
+@pytest.fixture(scope="module")
+def duck() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    install_macros(con)
+    return con
+
+
+NUMBER_TEXT = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.17g}"),
+    st.builds(
+        lambda sign, whole, frac, exp: f"{sign}{whole}{'.' + frac if frac else ''}{exp}",
+        st.sampled_from(["", "-"]),
+        st.integers(0, 10**25),
+        st.text("0123456789", max_size=25),
+        st.sampled_from(["", "e5", "E-7", "e+22", "e-22", "e300", "e-300", "e-320"]),
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=NUMBER_TEXT)
+def test_numbers_read_as_duckdb_reads_them(duck: duckdb.DuckDBPyConnection, text: str) -> None:
+    mine = c_reading("loss", text)
+    theirs = duck.execute("SELECT rl_double(CAST($t AS JSON))", {"t": text}).fetchone()[0]
+    if mine is not None:  # where the C reader gives up, the careful read decides
+        assert mine == theirs, text
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=st.one_of(ISO, st.text("0123456789-:T .Z+", max_size=30)))
+def test_timestamps_read_as_duckdb_reads_them(duck: duckdb.DuckDBPyConnection, text: str) -> None:
+    mine = c_reading("timestamp", json.dumps(text))
+    theirs = duck.execute("SELECT rl_iso($t)", {"t": text}).fetchone()[0]
+    if mine is not None:
+        assert mine == theirs, text
+
+
+def test_plain_timestamps_take_the_fast_road() -> None:
+    assert c_reading("timestamp", '"2026-01-01T00:00:00.5+02:00"') == dt.datetime(2025, 12, 31, 22, 0, 0, 500000)
+    assert c_reading("timestamp", '"2024-02-29 23:59:59"') == dt.datetime(2024, 2, 29, 23, 59, 59)
+    assert c_reading("timestamp", "1767225600.25") == dt.datetime(2026, 1, 1, 0, 0, 0, 250000)
+
+
+# --- broken bytes never crash it -----------------------------------------------------------------
+
+
+@settings(max_examples=2000, deadline=None)
+@given(data=st.one_of(st.binary(max_size=200), FILE), cut=st.integers(0, 400), flip=st.integers(0, 400))
+def test_broken_bytes_never_crash_the_c_reader(data: bytes, cut: int, flip: int) -> None:
+    damaged = bytearray(data[: max(cut, len(data) // 2)])
+    if damaged:
+        damaged[flip % len(damaged)] ^= 0x55
+    for candidate in (bytes(damaged), data):
+        result = fast.parse(candidate, 1)
+        if result is not None:  # what it did take is consistent
+            assert result.entries.num_rows == result.history_entries
+            assert set(result.entries.column("file_id").to_pylist()) <= {1}
