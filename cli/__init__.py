@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ingest.run import CsvImport, Summary, ingest
+from ingest import quick
+from ingest.summary import Summary
 from warehouse import db, migrate, queries, snapshots
 from warehouse.lock import IngestLocked
 
@@ -181,6 +182,10 @@ def _ingest(args: argparse.Namespace) -> int:
             f"runlytics ingest: unknown --timezone {args.timezone!r} (an IANA name like Europe/Berlin)", file=sys.stderr
         )
         return EXIT_USAGE
+    if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
+        return _ingest_report(args, path, summary)
+    from ingest.run import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
+
     columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
     csv_imports = [CsvImport(p, args.job_id, args.timezone, args.host, columns) for p in args.nvidia_smi_csv]
     interactive = sys.stderr.isatty() and not (args.quiet or args.json)
@@ -190,6 +195,10 @@ def _ingest(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if interactive:
         print(file=sys.stderr)
+    return _ingest_report(args, path, summary)
+
+
+def _ingest_report(args: argparse.Namespace, path: Path, summary: Summary) -> int:
     if args.json:
         print(json.dumps(summary.as_dict(), indent=2))
     elif not args.quiet or summary.failed:

@@ -19,14 +19,19 @@ compares the two on generated files).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pyarrow as pa
 
 from .progress import REST_KEY
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 try:
     from . import _history
@@ -36,31 +41,33 @@ except ImportError:  # built without a C compiler: every file takes the careful 
 AVAILABLE = _history is not None
 THREADS = max(1, min(4, os.cpu_count() or 1))
 
-# The C reader's buffers, in its order (ENTRY_BUFFERS and GPU_BUFFERS in _history.c).
+# The C reader's buffers, in its order (ENTRY_BUFFERS and GPU_BUFFERS in _history.c): name,
+# Arrow type, nullable (a validity bitmap comes first). pyarrow is imported when first needed:
+# an ingest with nothing to read starts faster without it.
 ENTRY_COLUMNS = [
-    ("file_id", pa.int32(), False),
-    ("pos", pa.int32(), False),
-    ("step", pa.int64(), False),
-    ("ts", pa.timestamp("us"), True),
-    ("loss", pa.float64(), True),
-    ("eval_loss", pa.float64(), True),
-    ("learning_rate", pa.float64(), True),
-    ("samples_per_second", pa.float64(), True),
-    ("iteration_time", pa.float64(), True),
-    ("samples", pa.int64(), True),
+    ("file_id", "int32", False),
+    ("pos", "int32", False),
+    ("step", "int64", False),
+    ("ts", "timestamp[us]", True),
+    ("loss", "double", True),
+    ("eval_loss", "double", True),
+    ("learning_rate", "double", True),
+    ("samples_per_second", "double", True),
+    ("iteration_time", "double", True),
+    ("samples", "int64", True),
 ]
 GPU_COLUMNS = [
-    ("file_id", pa.int32(), False),
-    ("pos", pa.int32(), False),
-    ("gpos", pa.int32(), False),
-    ("step", pa.int64(), False),
-    ("gpu_index", pa.int64(), True),
-    ("gpu_uuid", pa.string(), True),
-    ("utilization_percent", pa.float64(), True),
-    ("memory_used_mb", pa.float64(), True),
-    ("memory_total_mb", pa.float64(), True),
-    ("temperature_c", pa.float64(), True),
-    ("power_w", pa.float64(), True),
+    ("file_id", "int32", False),
+    ("pos", "int32", False),
+    ("gpos", "int32", False),
+    ("step", "int64", False),
+    ("gpu_index", "int64", True),
+    ("gpu_uuid", "string", True),
+    ("utilization_percent", "double", True),
+    ("memory_used_mb", "double", True),
+    ("memory_total_mb", "double", True),
+    ("temperature_c", "double", True),
+    ("power_w", "double", True),
 ]
 
 
@@ -94,16 +101,18 @@ def parse(data: bytes, file_id: int) -> Parsed | None:
     )
 
 
-def _batch(columns: list[tuple[str, pa.DataType, bool]], rows: int, buffers: tuple[bytes, ...]) -> pa.RecordBatch:
+def _batch(columns: list[tuple[str, str, bool]], rows: int, buffers: tuple[bytes, ...]) -> pa.RecordBatch:
+    import pyarrow as pa
+
     arrays = []
     it = iter(buffers)
     for _, type_, nullable in columns:
         validity = pa.py_buffer(next(it)) if nullable else None
-        if type_ == pa.string():
+        if type_ == "string":  # offsets, then bytes
             parts = [validity, pa.py_buffer(next(it)), pa.py_buffer(next(it))]
         else:
             parts = [validity, pa.py_buffer(next(it))]
-        arrays.append(pa.Array.from_buffers(type_, rows, parts))
+        arrays.append(pa.Array.from_buffers(pa.type_for_alias(type_), rows, parts))
     return pa.RecordBatch.from_arrays(arrays, schema=_schema(columns))
 
 
@@ -139,27 +148,36 @@ def read(files: list[tuple[int, Path]]) -> dict[int, Parsed]:
         return {p.file_id: p for p in pool.map(one, files) if p is not None}
 
 
-# Into the batch tables of progress.py, after its staging: rows as BATCH_STEPS and BATCH_GPUS
-# would have made them, none refused. The join leaves out files that left the batch.
-ADD_STEPS = """
-INSERT INTO batch_steps BY NAME
+# The batch's rows as the merge reads them: the careful read's (progress.py's batch tables)
+# and the fast road's, which are never copied into those. The join leaves out files that left
+# the batch.
+STAGED_STEPS = """
+CREATE OR REPLACE TEMP VIEW staged_steps AS
+SELECT file_id, seq, job_id, pos, step, ts, loss, eval_loss, learning_rate, samples_per_second,
+       iteration_time, samples
+FROM batch_steps
+UNION ALL
 SELECT j.file_id, j.seq, j.job_id, s.pos, s.step, s.ts, s.loss, s.eval_loss, s.learning_rate,
        s.samples_per_second, s.iteration_time, s.samples
 FROM fast_entries s JOIN batch_jobs j ON j.file_id = s.file_id
 """
-ADD_GPUS = """
-INSERT INTO batch_gpus BY NAME
-SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos,
-       CAST(coalesce(g.gpu_index, g.gpos - 1) AS INTEGER) AS gpu_index, g.gpu_uuid, g.utilization_percent,
-       g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
+STAGED_GPUS = """
+CREATE OR REPLACE TEMP VIEW staged_gpus AS
+SELECT file_id, seq, job_id, step, pos, gpos, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
+       memory_total_mb, temperature_c, power_w
+FROM batch_gpus
+UNION ALL
+SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos, CAST(coalesce(g.gpu_index, g.gpos - 1) AS INTEGER),
+       g.gpu_uuid, g.utilization_percent, g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
 FROM fast_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
 """
 
 
-def add_to_batch(con: duckdb.DuckDBPyConnection, parsed: dict[int, Parsed]) -> None:
-    """Add these files' typed rows to ``batch_steps`` and ``batch_gpus``."""
-    if not parsed:
-        return
+@contextmanager
+def staged(con: duckdb.DuckDBPyConnection, parsed: dict[int, Parsed]) -> Iterator[None]:
+    """Within: ``staged_steps`` and ``staged_gpus`` hold the batch's rows, these files' included."""
+    import pyarrow as pa
+
     entries = pa.Table.from_batches([p.entries for p in parsed.values()], schema=_schema(ENTRY_COLUMNS))
     gpus = pa.Table.from_batches([p.gpus for p in parsed.values()], schema=_schema(GPU_COLUMNS))
     if hasattr(con, "complete"):  # DuckDB 2 registers nothing while an earlier result is unread
@@ -167,12 +185,17 @@ def add_to_batch(con: duckdb.DuckDBPyConnection, parsed: dict[int, Parsed]) -> N
     con.register("fast_entries", entries)
     con.register("fast_gpus", gpus)
     try:
-        con.execute(ADD_STEPS)
-        con.execute(ADD_GPUS)
+        con.execute(STAGED_STEPS)
+        con.execute(STAGED_GPUS)
+        yield
     finally:
+        if hasattr(con, "complete"):
+            con.complete()
         con.unregister("fast_entries")
         con.unregister("fast_gpus")
 
 
-def _schema(columns: list[tuple[str, pa.DataType, bool]]) -> pa.Schema:
-    return pa.schema([pa.field(name, type_, nullable) for name, type_, nullable in columns])
+def _schema(columns: list[tuple[str, str, bool]]) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(name, pa.type_for_alias(type_), nullable) for name, type_, nullable in columns])

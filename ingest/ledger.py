@@ -13,8 +13,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 FRESH_SECONDS = 2.0
 MAX_STORED_WARNINGS = 50
@@ -42,7 +44,7 @@ SELECT f.path, $kind, j.job_id, f.size, f.mtime_ns, f.fingerprint, 'ingested',
        coalesce(r.rows, 0), coalesce(w.n, 0), to_json(w.first), NULL, now()::TIMESTAMP, now()::TIMESTAMP
 FROM batch_files f
 JOIN batch_jobs j ON j.file_id = f.file_id
-LEFT JOIN (SELECT file_id, count(*) AS rows FROM batch_steps WHERE step IS NOT NULL GROUP BY file_id) r
+LEFT JOIN (SELECT file_id, count(*) AS rows FROM staged_steps WHERE step IS NOT NULL GROUP BY file_id) r
        ON r.file_id = f.file_id
 LEFT JOIN (SELECT file_id, count(*) AS n, list(message ORDER BY pos, sub, message)[1:$max_warnings] AS first
            FROM batch_warnings GROUP BY file_id) w

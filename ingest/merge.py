@@ -1,5 +1,7 @@
 """Applying a staged batch to the fact tables, by the replacement rules of inputs.md.
 
+The batch's rows are read from ``staged_steps`` and ``staged_gpus`` (see fast.staged).
+
 A step seen again replaces the stored row when its timestamp is later; when either row has no
 timestamp, the later ingest wins. Within a batch, "later" is the ingest order: files in path
 order, entries in file order. The same rule picks a job's row (by ``updated_at``).
@@ -13,7 +15,7 @@ import duckdb
 # new steps): the winners are then every entry, and the ranking below is skipped.
 HAS_REPEATED_STEPS = """
 SELECT EXISTS (
-    SELECT 1 FROM batch_steps WHERE step IS NOT NULL GROUP BY job_id, step HAVING count(*) > 1
+    SELECT 1 FROM staged_steps WHERE step IS NOT NULL GROUP BY job_id, step HAVING count(*) > 1
 )
 """
 
@@ -21,7 +23,7 @@ ALL_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
 SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
        iteration_time, samples
-FROM batch_steps
+FROM staged_steps
 WHERE step IS NOT NULL
 """
 
@@ -31,7 +33,7 @@ CREATE OR REPLACE TEMP TABLE batch_winners AS
 WITH entries AS (
     SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
            iteration_time, samples
-    FROM batch_steps
+    FROM staged_steps
     WHERE step IS NOT NULL
 ), repeated AS (
     SELECT job_id, step FROM entries GROUP BY job_id, step HAVING count(*) > 1
@@ -83,19 +85,19 @@ WHERE a.replaces AND step_gpus.job_id = a.job_id AND step_gpus.step = a.step
 # Whether every staged entry with a step is applied (no repeat in the batch, nothing newer
 # stored): then every staged GPU reading belongs to an applied entry.
 ALL_APPLIED = """
-SELECT (SELECT count(*) FROM batch_applied) = (SELECT count(*) FROM batch_steps WHERE step IS NOT NULL)
+SELECT (SELECT count(*) FROM batch_applied) = (SELECT count(*) FROM staged_steps WHERE step IS NOT NULL)
 """
 
 # Whether some entry holds two readings with one GPU index. An index equal to the reading's
 # position (the usual case) can't repeat.
-HAS_REPEATED_GPUS = "SELECT EXISTS (SELECT 1 FROM batch_gpus WHERE gpu_index IS DISTINCT FROM gpos - 1)"
+HAS_REPEATED_GPUS = "SELECT EXISTS (SELECT 1 FROM staged_gpus WHERE gpu_index IS DISTINCT FROM gpos - 1)"
 
 INSERT_ALL_GPUS = """
 INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
                        memory_total_mb, temperature_c, power_w)
 SELECT job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb,
        temperature_c, power_w
-FROM batch_gpus
+FROM staged_gpus
 """
 
 # A GPU index repeated within one entry keeps its last reading.
@@ -103,7 +105,7 @@ INSERT_GPUS = """
 INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
                        memory_total_mb, temperature_c, power_w)
 WITH applied AS (
-    SELECT g.* FROM batch_gpus g SEMI JOIN batch_applied a ON a.file_id = g.file_id AND a.pos = g.pos
+    SELECT g.* FROM staged_gpus g SEMI JOIN batch_applied a ON a.file_id = g.file_id AND a.pos = g.pos
 ), repeated AS (
     SELECT file_id, pos, gpu_index, max(gpos) AS last_gpos
     FROM applied GROUP BY file_id, pos, gpu_index HAVING count(*) > 1

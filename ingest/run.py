@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -19,9 +19,10 @@ import duckdb
 from warehouse import db, migrate, results, snapshots
 from warehouse.lock import run_lock
 
-from . import fast, gpu_samples, ledger, merge, progress, runs, trainer_state
+from . import fast, gpu_samples, ledger, merge, progress, quick, runs, trainer_state
 from .discover import JobFolder, discover
 from .sql import install_macros
+from .summary import Summary
 
 # A batch holds at most BATCH_BYTES of files for DuckDB's careful read (its memory is several
 # times the JSON's size), at most FAST_BATCH_BYTES in all (the fast road's typed rows take about
@@ -72,34 +73,6 @@ RETURNING job_id
 _FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
 
 
-@dataclass
-class Summary:
-    files_seen: int = 0
-    ingested: int = 0
-    unchanged: int = 0
-    pending: int = 0
-    failed: int = 0
-    rows: int = 0
-    warnings: int = 0
-    seconds: float = 0.0
-    problems: list[dict[str, str]] = field(default_factory=list)
-    job_ids: set[str] = field(default_factory=set)  # jobs whose facts this run changed
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "files_seen": self.files_seen,
-            "ingested": self.ingested,
-            "unchanged": self.unchanged,
-            "pending": self.pending,
-            "failed": self.failed,
-            "rows": self.rows,
-            "warnings": self.warnings,
-            "jobs_changed": len(self.job_ids),
-            "seconds": round(self.seconds, 3),
-            "problems": self.problems,
-        }
-
-
 @dataclass(frozen=True)
 class CsvImport:
     """An nvidia-smi CSV log to import for a job (its timestamps are local time in ``timezone``)."""
@@ -132,6 +105,7 @@ def ingest(
     summary = Summary()
     jobs = discover(roots)
     spool_files = _spool_files(spools or [])
+    state = None if spool_files or csv_imports else quick.state(jobs)
     for item in csv_imports or []:
         if not item.path.is_file():
             raise FileNotFoundError(f"nvidia-smi CSV {item.path} is not a file")
@@ -163,7 +137,7 @@ def ingest(
         changed = summary.ingested or summary.pending or summary.failed or summary.job_ids
         if changed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
             snapshots.publish(db_path)
-        runs.write_heartbeat(db_path, run_id, summary.as_dict())
+        runs.write_heartbeat(db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path))
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -242,12 +216,15 @@ def _ingest_batch(
         else:
             rejected.append(_explain(c))
     if readable:
+        if parsed is None:
+            parsed = fast.read([(file_id, c.path) for file_id, c in readable])
         try:
             with tempfile.TemporaryDirectory(prefix="runlytics-") as scratch:
                 staged = _stage(con, readable, rejected, Path(scratch), parsed)
             if staged:
-                _merge(con)
-                _count_batch(con, summary)
+                with fast.staged(con, parsed):
+                    _merge(con)
+                    _count_batch(con, summary)
         except duckdb.Error as error:
             rejected_paths = {r.candidate.path for r in rejected}
             retry = [c for _, c in readable if c.path not in rejected_paths]
@@ -285,15 +262,15 @@ def _stage(
     files: list[tuple[int, Candidate]],
     rejected: list[Rejection],
     scratch: Path,
-    parsed: dict[int, fast.Parsed] | None = None,
+    parsed: dict[int, fast.Parsed],
 ) -> int:
     """Fill the batch tables; returns how many files are staged. Drops files that can't be.
 
     Reading and staging touch only temporary tables, outside any transaction: a file DuckDB
-    can't parse aborts its statement, and must not abort the batch's transaction.
+    can't parse aborts its statement, and must not abort the batch's transaction. ``parsed``
+    holds the files whose history the fast road read; those sent back to the careful read
+    are removed from it.
     """
-    if parsed is None:
-        parsed = fast.read([(file_id, c.path) for file_id, c in files])
     rests = str(scratch / "rests.json")  # the fast road took their history: DuckDB reads the rest
     read_paths = {file_id: str(c.path) for file_id, c in files}
     read_paths.update(fast.write_rests(parsed, Path(rests)))
@@ -351,7 +328,6 @@ def _stage(
             rejected.append(Rejection(by_path.pop(path), "pending", "changed while being read"))
     if by_path:
         progress.stage(con)
-        fast.add_to_batch(con, parsed)
         for path, messages in repaired.items():
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})

@@ -8,9 +8,10 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 START = """
 INSERT INTO ingest_runs (run_id, started_at, outcome, host, pid)
@@ -46,10 +47,20 @@ def heartbeat_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".last-ingest.json")
 
 
-def write_heartbeat(db_path: Path, run_id: int, summary: dict[str, Any], error: str | None = None) -> None:
+def write_heartbeat(
+    db_path: Path,
+    run_id: int,
+    summary: dict[str, Any],
+    error: str | None = None,
+    *,
+    state: str | None = None,
+    warehouse: list[int] | None = None,
+) -> None:
     """The last run, in a small file readers can check without opening the warehouse.
 
     It keeps the time of the last successful run across failed ones (for staleness checks).
+    ``state`` and ``warehouse`` (the digest of the files the run found, and the warehouse
+    file's size and mtime after it) let the next run see that it has nothing to do (quick.py).
     """
     path = heartbeat_path(db_path)
     previous = read_heartbeat(db_path) or {}
@@ -62,6 +73,8 @@ def write_heartbeat(db_path: Path, run_id: int, summary: dict[str, Any], error: 
         "error": error,
         "summary": {k: v for k, v in summary.items() if k != "problems"},
         "last_success_at": now if ok else previous.get("last_success_at"),
+        "state": state,
+        "warehouse": warehouse,
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2))

@@ -177,3 +177,63 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, samples: Pa
 def test_one_warning_is_singular(tmp_path: Path, samples: Path) -> None:
     result = runlytics("ingest", str(samples), "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path)
     assert "; 7 step rows, 1 warning, " in result.stdout, result.stdout
+
+
+# --- a run with nothing to do (ingest/quick.py) ---------------------------------------------------
+
+RUNS = "SELECT count(*) FROM ingest_runs"
+QUICK = """
+import sys, cli
+code = cli.main(sys.argv[1:])
+print("duckdb imported" if "duckdb" in sys.modules else "duckdb not imported", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def quick_run(samples: Path, db_file: Path) -> tuple[dict[str, int], str]:
+    done = subprocess.run(
+        [sys.executable, "-c", QUICK, "ingest", str(samples), "--db", str(db_file), "--json"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr.strip().splitlines()[-1]
+
+
+def recorded_runs(db_file: Path) -> int:
+    return db.connect(db_file, read_only=True).execute(RUNS).fetchone()[0]
+
+
+def test_a_run_with_nothing_to_do_never_opens_the_warehouse(tmp_path: Path, samples: Path) -> None:
+    db_file = tmp_path / "w.duckdb"
+    first, imported = quick_run(samples, db_file)
+    assert first["ingested"] == 3 and imported == "duckdb imported"
+    again, imported = quick_run(samples, db_file)
+    assert (again["files_seen"], again["unchanged"], again["ingested"]) == (3, 3, 0)
+    assert imported == "duckdb not imported"
+    assert recorded_runs(db_file) == 1  # the heartbeat has it; ingest_runs holds runs that read
+    heartbeat = json.loads(db_file.with_name(db_file.name + ".last-ingest.json").read_text())
+    assert heartbeat["outcome"] == "ok" and heartbeat["summary"]["unchanged"] == 3
+
+
+@pytest.mark.parametrize("change", ["file rewritten", "checkpoint folder", "warehouse written"])
+def test_any_change_takes_the_full_road(tmp_path: Path, samples: Path, change: str) -> None:
+    db_file = tmp_path / "w.duckdb"
+    quick_run(samples, db_file)
+    job = next(p.parent for p in sorted(samples.rglob("progress.json")))
+    if change == "file rewritten":
+        path = job / "progress.json"
+        path.write_text(path.read_text())  # same bytes, new mtime
+        os.utime(path, (1_700_000_100, 1_700_000_100))
+    elif change == "checkpoint folder":
+        (job / "checkpoint-999999").mkdir()
+    else:
+        assert runlytics("db", "upgrade", "--db", str(db_file), cwd=tmp_path).returncode == 0
+        con = db.connect(db_file)
+        con.execute("CREATE TABLE analyst_notes (note VARCHAR)")
+        con.close()
+    summary, imported = quick_run(samples, db_file)
+    assert imported == "duckdb imported" and recorded_runs(db_file) == 2
+    assert summary["ingested"] == (1 if change == "file rewritten" else 0)
+    if change == "checkpoint folder":
+        con = db.connect(db_file, read_only=True)
+        assert con.execute("SELECT count(*) FROM checkpoints WHERE step = 999999").fetchone()[0] == 1

@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 DEFAULT_DB = "runlytics.duckdb"
 ENV_DB = "RUNLYTICS_DB"
@@ -40,6 +42,8 @@ def _is_lock_conflict(error: Exception) -> bool:
 
 def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, retrying while another process holds its lock (up to ``wait`` s)."""
+    import duckdb  # here, not above: `runlytics ingest` with nothing to do never needs it
+
     if read_only and not path.exists():
         raise WarehouseError(f"no warehouse at {path}: run `runlytics db upgrade` or `runlytics ingest` first")
     deadline = time.monotonic() + wait

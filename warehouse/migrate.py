@@ -6,12 +6,11 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import duckdb
-
 from . import db, snapshots
 from .lock import run_lock
 
 if TYPE_CHECKING:
+    import duckdb
     from alembic.config import Config
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 # job_results is job_analytics materialised (warehouse/results.py)
 JOB_ANALYTICS = "SELECT * FROM job_results WHERE job_id = $job_id"

@@ -1,0 +1,85 @@
+"""``runlytics ingest`` when nothing changed, told without opening the warehouse.
+
+A cron run every minute mostly finds every file as the last run left it. The last complete
+run writes into its heartbeat file a digest of what it found (every progress.json and
+trainer_state.json with its size and mtime, every checkpoint folder) and the warehouse file's
+size and mtime after it. A run that finds the same digest, the warehouse untouched since, no
+file being written and a recent snapshot has nothing to read: it rewrites the heartbeat and
+ends, without importing DuckDB (whose import alone costs a third of a second here). Such a
+run is in the heartbeat only, not in ``ingest_runs``. Runs with ``--spool`` or
+``--nvidia-smi-csv`` always take the full road.
+
+This module imports nothing that imports DuckDB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from warehouse import snapshots
+from warehouse.lock import IngestLocked, run_lock
+
+from . import runs
+from .discover import JobFolder, discover
+from .ledger import FRESH_SECONDS
+from .summary import Summary
+
+
+def state(jobs: list[JobFolder]) -> str | None:
+    """A digest of the job folders' files; None when one is being written or can't be read."""
+    digest = hashlib.sha256()
+    now = time.time()
+    for job in jobs:
+        digest.update(f"{job.path}\0".encode())
+        for path in [job.progress, *job.trainer_states]:
+            if path is None:
+                continue
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            if now - st.st_mtime_ns / 1e9 < FRESH_SECONDS:  # the full road reads fresh files again
+                return None
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        for step in sorted(job.checkpoints):
+            digest.update(f"checkpoint-{step}\0".encode())
+    return digest.hexdigest()
+
+
+def warehouse_stat(db_path: Path) -> list[int] | None:
+    try:
+        st = os.stat(db_path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
+    """The summary of a run that found nothing to read, or None when the full road must run."""
+    started = time.monotonic()
+    last = runs.read_heartbeat(db_path)
+    if not last or last.get("outcome") not in ("ok", "files_failed") or not last.get("state"):
+        return None
+    if last.get("summary", {}).get("pending") or last.get("warehouse") != warehouse_stat(db_path):
+        return None
+    if snapshots.age(db_path) > snapshots.REFRESH_SECONDS:  # the full road publishes a fresh one
+        return None
+    jobs = discover(roots)
+    if state(jobs) != last["state"]:
+        return None
+    seen = sum(job.progress is not None for job in jobs) + sum(len(job.trainer_states) for job in jobs)
+    summary = Summary(files_seen=seen, unchanged=seen)
+    try:
+        with run_lock(db_path, wait=0):
+            if runs.read_heartbeat(db_path) != last:  # another run ended meanwhile
+                return None
+            summary.seconds = time.monotonic() - started
+            runs.write_heartbeat(
+                db_path, last["run_id"], summary.as_dict(), state=last["state"], warehouse=last["warehouse"]
+            )
+    except IngestLocked:  # a run is going on: the full road waits for it
+        return None
+    return summary
