@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -111,12 +112,14 @@ def ingest(
             raise FileNotFoundError(f"nvidia-smi CSV {item.path} is not a file")
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(db_path, wait=wait):
+        # a new warehouse has read nothing yet: its first batch is read while migrations build it
+        first = _FirstBatch(_candidates({}, jobs, Summary())) if not db_path.exists() else None
         migrate.ensure_current(db_path, wait=wait, locked=True)
         with db.connection(db_path, wait=wait) as con:
             run_id = runs.start(con)
             try:
                 install_macros(con)
-                _ingest_progress_files(con, jobs, summary, on_progress)
+                _ingest_progress_files(con, jobs, summary, on_progress, first)
                 _ingest_trainer_states(con, jobs, summary)
                 _add_folder_checkpoints(con, jobs, summary)
                 offsets = ledger.load_offsets(con, KIND_SPOOL)
@@ -147,8 +150,20 @@ def _ingest_progress_files(
     jobs: list[JobFolder],
     summary: Summary,
     on_progress: ProgressCallback | None,
+    first: _FirstBatch | None = None,
 ) -> None:
-    known = ledger.load(con, KIND_PROGRESS)
+    candidates = _candidates(ledger.load(con, KIND_PROGRESS), jobs, summary)
+    batches = first.batches() if first and first.candidates == candidates else _read_batches(candidates)
+    done = 0
+    for batch, parsed in batches:
+        _ingest_batch(con, batch, summary, parsed)
+        done += len(batch)
+        if on_progress:
+            on_progress(done, len(candidates))
+
+
+def _candidates(known: dict[str, tuple[str | None, str]], jobs: list[JobFolder], summary: Summary) -> list[Candidate]:
+    """The progress files to read (changed since the ledger's record of them), counted in ``summary``."""
     candidates: list[Candidate] = []
     for job in jobs:
         if job.progress is None:
@@ -163,12 +178,33 @@ def _ingest_progress_files(
             summary.unchanged += 1
         else:
             candidates.append(Candidate(job.progress, job, st))
-    done = 0
-    for batch, parsed in _read_batches(candidates):
-        _ingest_batch(con, batch, summary, parsed)
-        done += len(batch)
-        if on_progress:
-            on_progress(done, len(candidates))
+    return candidates
+
+
+class _FirstBatch:
+    """The batches of these candidates, the first read in a thread from the start."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self.candidates = candidates
+        self._batches = _read_batches(candidates)
+        self._first: tuple[list[Candidate], dict[int, fast.Parsed]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read_first, name="runlytics-first-batch", daemon=True)
+        self._thread.start()
+
+    def _read_first(self) -> None:
+        try:
+            self._first = next(self._batches, None)
+        except BaseException as error:  # raised again where the batches are used
+            self._error = error
+
+    def batches(self) -> Iterator[tuple[list[Candidate], dict[int, fast.Parsed]]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._first is not None:
+            yield self._first
+            yield from self._batches
 
 
 def _read_batches(candidates: list[Candidate]) -> Iterator[tuple[list[Candidate], dict[int, fast.Parsed]]]:

@@ -174,11 +174,11 @@ def taken(files: list[bytes]) -> int:
 
 
 @settings(
-    max_examples=60,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(files=st.lists(FILE, min_size=1, max_size=3))
+@given(files=st.lists(FILE, min_size=1, max_size=6))
 def test_the_fast_road_gives_what_the_careful_read_gives(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, files: list[bytes]
 ) -> None:
@@ -317,7 +317,7 @@ def test_plain_timestamps_take_the_fast_road() -> None:
 # --- broken bytes never crash it -----------------------------------------------------------------
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(data=st.one_of(st.binary(max_size=200), FILE), cut=st.integers(0, 400), flip=st.integers(0, 400))
 def test_broken_bytes_never_crash_the_c_reader(data: bytes, cut: int, flip: int) -> None:
     damaged = bytearray(data[: max(cut, len(data) // 2)])
