@@ -306,11 +306,18 @@ static int key_index(const char *s, size_t n, const Key *keys, int count) {
     return -1;
 }
 
-static int scan_key(Cur *c, const char **s, size_t *n) {
+/* The next member's key of an entry or GPU reading: *k is which of the keys it is (-1: none).
+ * A key seen twice in the object, or one known but for its case, gives up. */
+static int next_key(Cur *c, const Key *keys, int count, int *seen, int *k) {
+    const char *s;
+    size_t n;
     int escaped;
     skip_ws(c);
-    if (scan_string(c, s, n, &escaped, 1) || escaped) return BAIL;
-    return expect(c, ':');
+    if (scan_string(c, &s, &n, &escaped, 1) || escaped || expect(c, ':')) return BAIL;
+    *k = key_index(s, n, keys, count);
+    if (*k == -2 || (*k >= 0 && (*seen & (1 << *k)))) return BAIL;
+    if (*k >= 0) *seen |= 1 << *k;
+    return 0;
 }
 
 static const Key GPU_KEYS[] = {KEY("utilization_percent"), KEY("memory_used_mb"), KEY("memory_total_mb"),
@@ -330,12 +337,8 @@ static int parse_gpu(Cur *c, Out *o, int32_t pos, int32_t gpos) {
         c->p++;
     } else {
         for (;;) {
-            const char *s;
-            size_t n;
-            if (scan_key(c, &s, &n)) return BAIL;
-            int k = key_index(s, n, GPU_KEYS, 7);
-            if (k == -2 || (k >= 0 && (seen & (1 << k)))) return BAIL;
-            if (k >= 0) seen |= 1 << k;
+            int k;
+            if (next_key(c, GPU_KEYS, 7, &seen, &k)) return BAIL;
             if (k >= 0 && k < G_DOUBLES) {
                 if (checked_number(c, GPU_LO[k], GPU_HI[k], 0, &nums[k])) return BAIL;
             } else if (k == 5) {
@@ -454,12 +457,8 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
     skip_ws(c);
     if (c->p < c->end && *c->p == '}') return BAIL; /* no step */
     for (;;) {
-        const char *s;
-        size_t n;
-        if (scan_key(c, &s, &n)) return BAIL;
-        int k = key_index(s, n, ENTRY_KEYS, 9);
-        if (k == -2 || (k >= 0 && (seen & (1 << k)))) return BAIL;
-        if (k >= 0) seen |= 1 << k;
+        int k;
+        if (next_key(c, ENTRY_KEYS, 9, &seen, &k)) return BAIL;
         if (k >= 0 && k < E_DOUBLES) {
             if (checked_number(c, ENTRY_LO[k], 1e308, 0, &nums[k])) return BAIL;
         } else if (k == 5) {
