@@ -15,6 +15,10 @@ Batch tables (temporary, replaced per batch; ``batch_files`` is filled by the ca
 - ``batch_gpus``     one row per GPU reading of an entry
 - ``batch_checkpoints`` one row per ``checkpoints`` item
 - ``batch_warnings`` one row per dropped value or skipped entry
+
+History entries the fast road read (fast.py) are in none of these: ``batch_files`` says how
+many a file had (``history_entries``), and the merge reads both kinds of rows through
+fast.py's ``staged_steps`` and ``staged_gpus``.
 """
 
 from __future__ import annotations
