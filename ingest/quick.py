@@ -22,28 +22,26 @@ from pathlib import Path
 from warehouse import snapshots
 from warehouse.lock import IngestLocked, run_lock
 
-from . import runs
+from . import ledger, runs
 from .discover import JobFolder, discover
-from .ledger import FRESH_SECONDS
 from .summary import Summary
 
 
 def state(jobs: list[JobFolder]) -> str | None:
     """A digest of the job folders' files; None when one is being written or can't be read."""
     digest = hashlib.sha256()
-    now = time.time()
     for job in jobs:
         digest.update(f"{job.path}\0".encode())
         for path in [job.progress, *job.trainer_states]:
             if path is None:
                 continue
             try:
-                st = os.stat(path)
+                st = ledger.stat(path)
             except OSError:
                 return None
-            if now - st.st_mtime_ns / 1e9 < FRESH_SECONDS:  # the full road reads fresh files again
+            if st.fresh:  # the full road reads fresh files again
                 return None
-            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            digest.update(f"{path}\0{st.size}\0{st.mtime_ns}\0".encode())
         for step in sorted(job.checkpoints):
             digest.update(f"checkpoint-{step}\0".encode())
     return digest.hexdigest()
