@@ -22,8 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from warehouse import db, fleet, history, migrate, pages, queries, runs, snapshots, trends
-from warehouse.views import STATUSES
+from runlytics.warehouse import db, fleet, history, migrate, pages, queries, runs, snapshots, trends
+from runlytics.warehouse.views import STATUSES
 
 from . import dashboard, metrics, models
 

@@ -12,14 +12,14 @@ matches routes in order, and ``/api/training/{job_id}/steps`` would take ``expor
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Annotated, BinaryIO, Literal
 
 import duckdb
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from warehouse import db, export
+from runlytics.warehouse import db, export
 
 from . import models
 from .app import authorized
@@ -90,12 +90,14 @@ def _cursor(request: Request) -> duckdb.DuckDBPyConnection:
         raise HTTPException(503, f"warehouse unavailable: {error}") from error
 
 
-def _then(first: bytes, rest: Generator[bytes, None, None], cursor: duckdb.DuckDBPyConnection) -> Iterator[bytes]:
+def _then(first: bytes, rest: Iterator[bytes], cursor: duckdb.DuckDBPyConnection) -> Iterator[bytes]:
     try:
         yield first
         yield from rest
     finally:
-        rest.close()
+        close = getattr(rest, "close", None)
+        if close is not None:
+            close()
         cursor.close()
 
 

@@ -24,9 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ingest import runs
-from warehouse import db, health, snapshots
-from warehouse.views import STATUSES
+from runlytics.ingest import runs
+from runlytics.warehouse import db, health, snapshots
+from runlytics.warehouse.views import STATUSES
 
 STALE_ENV = "RUNLYTICS_STALE_AFTER"
 DEFAULT_STALE_AFTER = 3600.0
@@ -190,7 +190,7 @@ class WarehouseCollector(Collector):
         values: dict[str, float | None] = {}
         outcome = None
         if isinstance(heartbeat, dict):
-            summary = heartbeat.get("summary") if isinstance(heartbeat.get("summary"), dict) else {}
+            summary = heartbeat["summary"] if isinstance(heartbeat.get("summary"), dict) else {}
             outcome = heartbeat.get("outcome")
             values = {
                 "runlytics_last_ingest_timestamp_seconds": _epoch(heartbeat.get("ended_at")),

@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "import cli; cli.entry()"]
+CLI = [sys.executable, "-m", "runlytics"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
 TERMINAL = ("completed", "failed", "cancelled")

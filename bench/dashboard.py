@@ -46,7 +46,7 @@ def build(work: Path, jobs: int, steps: int, gpus: int, big_steps: int) -> Path:
     if not (root / BIG).exists():
         _write(root, big_job(jobs, big_steps, gpus))
     started = time.perf_counter()
-    command = [sys.executable, "-c", "import cli; cli.entry()", "ingest", str(root), "--db", str(db), "--quiet"]
+    command = [sys.executable, "-m", "runlytics", "ingest", str(root), "--db", str(db), "--quiet"]
     subprocess.run(command, cwd=REPO, check=True)
     print(f"ingest {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return db

@@ -34,10 +34,10 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from warehouse import db as wdb  # noqa: E402
-from warehouse import export, snapshots  # noqa: E402
+from runlytics.warehouse import db as wdb  # noqa: E402
+from runlytics.warehouse import export, snapshots  # noqa: E402
 
-CLI = [sys.executable, "-c", "import cli; cli.entry()"]
+CLI = [sys.executable, "-m", "runlytics"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 DUCKDB = """
 import sys, duckdb
@@ -129,7 +129,7 @@ def serve_and_get(db: Path, params: dict[str, str]) -> tuple[float, float, int]:
 
 
 def export_path() -> str:
-    from api.export import PATH
+    from runlytics.api.export import PATH
 
     return PATH
 

@@ -42,7 +42,9 @@ con.execute("CREATE TABLE gpus AS SELECT job_id, h.step, unnest(h.gpus, max_dept
 print(con.execute("SELECT count(*) FROM steps").fetchone()[0])
 """
 
-INGEST = "import cli, sys; sys.exit(cli.main(['ingest', sys.argv[1], '--db', sys.argv[2], '--json']))"
+INGEST = (
+    "import sys; from runlytics import cli; sys.exit(cli.main(['ingest', sys.argv[1], '--db', sys.argv[2], '--json']))"
+)
 
 QUERIES = {
     "one job's analytics": "SELECT * FROM job_analytics WHERE job_id = 'job-000500'",

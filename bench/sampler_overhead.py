@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from fake_nvml import FakeNvml, gpus  # noqa: E402
 
-from sampler import run as sampler  # noqa: E402
+from runlytics.sampler import run as sampler  # noqa: E402
 
 TARGET_PERCENT = 1.0
 

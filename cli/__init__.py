@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ingest import quick
-from ingest.summary import Summary
-from warehouse import db, migrate, queries, snapshots
-from warehouse.lock import IngestLocked
+from runlytics.ingest import quick
+from runlytics.ingest.summary import Summary
+from runlytics.warehouse import db, migrate, queries, snapshots
+from runlytics.warehouse.lock import IngestLocked
 
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
@@ -60,8 +60,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def version_text() -> str:
+    """The version, and whether this install has the C reader of progress histories."""
+    import importlib.util
+
+    import runlytics
+
+    built = importlib.util.find_spec("runlytics.ingest._history") is not None
+    reader = "built" if built else "not built: every file takes DuckDB's JSON reader"
+    return f"runlytics {runlytics.__version__} (C history reader: {reader})"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="runlytics", description="Training-run analytics warehouse.")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_text(),
+        help="print the version and whether the C reader is built",
+    )
     commands = parser.add_subparsers(title="commands")
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -184,7 +201,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)
-    from ingest.run import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
+    from runlytics.ingest.run import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
 
     columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
     csv_imports = [CsvImport(p, args.job_id, args.timezone, args.host, columns) for p in args.nvidia_smi_csv]
@@ -286,8 +303,8 @@ def _analytics(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import duckdb
 
-    from warehouse import export
-    from warehouse.fleet import UnknownJobs
+    from runlytics.warehouse import export
+    from runlytics.warehouse.fleet import UnknownJobs
 
     jobs = tuple(dict.fromkeys(j.strip() for j in args.jobs.split(",") if j.strip())) if args.jobs is not None else None
     if jobs == ():
@@ -321,8 +338,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ingest import runs as ingest_runs
-    from warehouse import runs
+    from runlytics.ingest import runs as ingest_runs
+    from runlytics.warehouse import runs
 
     path = db.resolve_path(args.db)
     migrate.ensure_current(path, wait=args.wait)
@@ -372,7 +389,7 @@ def _print_status(r: dict[str, Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from runlytics.api.app import create_app
 
     path = db.resolve_path(args.db)
     migrate.ensure_current(path, wait=args.wait)
@@ -381,7 +398,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from sampler import run as sampler
+    from runlytics.sampler import run as sampler
 
     if not logging.getLogger().handlers:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="runlytics sample: %(message)s")

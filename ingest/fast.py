@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 try:
-    from . import _history
+    from . import _history  # type: ignore[attr-defined]  # a C extension, no stub
 except ImportError:  # built without a C compiler: every file takes the careful read
     _history = None
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import duckdb
 
+from runlytics.warehouse import db
+
 # Whether some (job, step) occurs more than once in the batch. Usually none does (a batch of
 # new steps): the winners are then every entry, and the ranking below is skipped.
 HAS_REPEATED_STEPS = """
@@ -174,7 +176,7 @@ def apply(con: duckdb.DuckDBPyConnection) -> None:
     repeated = _fetch_bool(con, HAS_REPEATED_STEPS)
     con.execute(BATCH_WINNERS if repeated else ALL_WINNERS)
     con.execute(BATCH_APPLIED)
-    if con.execute(COUNT_REPLACED).fetchone()[0]:
+    if db.one(con, COUNT_REPLACED)[0]:
         con.execute(DELETE_REPLACED_STEPS)
         con.execute(DELETE_REPLACED_GPUS)
     con.execute(INSERT_STEPS)
@@ -185,4 +187,4 @@ def apply(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _fetch_bool(con: duckdb.DuckDBPyConnection, query: str) -> bool:
-    return bool(con.execute(query).fetchone()[0])
+    return bool(db.one(con, query)[0])

@@ -19,8 +19,8 @@ import os
 import time
 from pathlib import Path
 
-from warehouse import snapshots
-from warehouse.lock import IngestLocked, run_lock
+from runlytics.warehouse import snapshots
+from runlytics.warehouse.lock import IngestLocked, run_lock
 
 from . import ledger, runs
 from .discover import JobFolder, discover

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse import db, migrate, results, snapshots
-from warehouse.lock import run_lock
+from runlytics.warehouse import db, migrate, results, snapshots
+from runlytics.warehouse.lock import run_lock
 
 from . import fast, gpu_samples, ledger, merge, progress, quick, runs, trainer_state
 from .discover import JobFolder, discover
@@ -410,13 +410,14 @@ def _same_file(c: Candidate) -> bool:
 
 
 BATCH_JOB_IDS = "SELECT DISTINCT job_id FROM batch_jobs"
+BATCH_COUNTS = (
+    "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files WHERE path IN (SELECT path FROM batch_files)"
+)
 
 
 def _count_batch(con: duckdb.DuckDBPyConnection, summary: Summary) -> None:
     summary.job_ids.update(job_id for (job_id,) in con.execute(BATCH_JOB_IDS).fetchall())
-    files, rows, warnings = con.execute(
-        "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files WHERE path IN (SELECT path FROM batch_files)"
-    ).fetchone()
+    files, rows, warnings = db.one(con, BATCH_COUNTS)
     summary.ingested += files
     summary.rows += rows or 0
     summary.warnings += warnings or 0

@@ -10,8 +10,8 @@ from alembic import context
 from alembic.ddl.impl import DefaultImpl
 from sqlalchemy import create_engine
 
-from warehouse.db import resolve_path
-from warehouse.schema import metadata
+from runlytics.warehouse.db import resolve_path
+from runlytics.warehouse.schema import metadata
 
 
 class AlembicDuckDBImpl(DefaultImpl):

@@ -34,8 +34,8 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from sampler.nvml import FIELDS, Nvml, NvmlUnavailable, Sample
-from sampler.spool import Spool
+from runlytics.sampler.nvml import FIELDS, Nvml, NvmlUnavailable, Sample
+from runlytics.sampler.spool import Spool
 
 log = logging.getLogger("runlytics.sampler")
 

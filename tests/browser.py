@@ -40,7 +40,7 @@ def free_port() -> int:
 def serve(db: Path, env: dict[str, str] | None = None) -> Iterator[str]:
     """`runlytics serve` on a free port in its own process; yields its base URL."""
     port = free_port()
-    command = [sys.executable, "-c", "import cli; cli.entry()", "serve", "--db", str(db), "--port", str(port)]
+    command = [sys.executable, "-m", "runlytics", "serve", "--db", str(db), "--port", str(port)]
     log = (db.parent / f"serve-{port}.log").open("w")
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"

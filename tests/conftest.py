@@ -10,8 +10,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from ingest.run import Summary, ingest
-from warehouse import queries
+from runlytics.ingest.run import Summary, ingest
+from runlytics.warehouse import queries
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -31,9 +31,9 @@ import pytest
 from conftest import REPO, Lab
 from fastapi.testclient import TestClient
 
-from api.app import MAX_COMPARE, TOKEN_ENV, create_app
-from warehouse import fleet, migrate
-from warehouse.views import STATUSES
+from runlytics.api.app import MAX_COMPARE, TOKEN_ENV, create_app
+from runlytics.warehouse import fleet, migrate
+from runlytics.warehouse.views import STATUSES
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 HOUR = 3600
@@ -940,7 +940,7 @@ def server(fleet_lab: Lab, tmp_path: Path) -> Iterator[str]:
     """`runlytics serve` in a subprocess; yields its base URL once /healthz answers."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    command = [sys.executable, "-c", "import cli; cli.entry()", "serve", "--db", str(fleet_lab.db), "--port", str(port)]
+    command = [sys.executable, "-m", "runlytics", "serve", "--db", str(fleet_lab.db), "--port", str(port)]
     log = tmp_path / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)

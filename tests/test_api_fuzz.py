@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from api.app import create_app
+from runlytics.api.app import create_app
 
 JOB = "fuzz-job"
 DOC = {

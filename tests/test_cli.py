@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from warehouse import db
-from warehouse.lock import run_lock
+from runlytics.warehouse import db
+from runlytics.warehouse.lock import run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "jobs"
@@ -22,7 +22,7 @@ SAMPLES = REPO / "samples" / "jobs"
 
 def runlytics(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.entry()", *args],
+        [sys.executable, "-m", "runlytics", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -140,7 +140,7 @@ def test_busy_lock_exits_75(tmp_path: Path, samples: Path) -> None:
 
 def test_newer_schema_exits_3(tmp_path: Path) -> None:
     assert runlytics("db", "upgrade", cwd=tmp_path).returncode == 0
-    from warehouse import snapshots
+    from runlytics.warehouse import snapshots
 
     for path in (tmp_path / "runlytics.duckdb", snapshots.latest(tmp_path / "runlytics.duckdb")):
         with db.connection(path) as con:
@@ -160,7 +160,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, samples: Pa
     assert runlytics("ingest", str(samples), "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path).returncode == 0
     query = "SELECT range AS n FROM range(200000)"
     reader = subprocess.Popen(
-        [sys.executable, "-c", "import cli; cli.entry()", "sql", query, "--db", str(tmp_path / "w.duckdb")],
+        [sys.executable, "-m", "runlytics", "sql", query, "--db", str(tmp_path / "w.duckdb")],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -22,22 +22,22 @@ import duckdb
 import pytest
 from conftest import REPO, Lab
 
-from warehouse.lock import run_lock
+from runlytics.warehouse.lock import run_lock
 
 JOBS, STEPS, GPUS = 150, 300, 2
 LEDGER_OUTCOMES = "SELECT outcome, count(*) FROM ingest_files WHERE kind = 'progress' GROUP BY outcome"
 EXIT_BUSY = 75
-ENTRY = "import cli; cli.entry()"
+ENTRY = "from runlytics import cli; cli.entry()"
 # the same entry point, committing every 20 files instead of every 500: a kill can land between commits
-SMALL_BATCHES = "import ingest.run as run; run.BATCH_FILES = 20; import cli; cli.entry()"
+SMALL_BATCHES = "import runlytics.ingest.run as run; run.BATCH_FILES = 20; from runlytics import cli; cli.entry()"
 
 
 # The entry point with small batches and a SIGKILL sent to itself at a chosen moment: before or
 # after the n-th call of module.function (argv: "module:function:before|after" n)
 KILL_AT = """
 import importlib, os, signal, sys
-import ingest.run
-ingest.run.BATCH_FILES = 20
+import runlytics.ingest.run
+runlytics.ingest.run.BATCH_FILES = 20
 target, nth = sys.argv.pop(1), int(sys.argv.pop(1))
 module_name, name, when = target.split(":")
 module = importlib.import_module(module_name)
@@ -51,7 +51,7 @@ def hooked(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return result
 setattr(module, name, hooked)
-import cli
+from runlytics import cli
 cli.entry()
 """
 
@@ -178,9 +178,9 @@ def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> No
     lab = Lab(tmp_path)
     committed = 0
     for target, nth in [
-        ("ingest.merge:apply:before", 2),
-        ("ingest.merge:apply:after", 2),
-        ("ingest.ledger:record_batch:after", 1),
+        ("runlytics.ingest.merge:apply:before", 2),
+        ("runlytics.ingest.merge:apply:after", 2),
+        ("runlytics.ingest.ledger:record_batch:after", 1),
         ("shutil:copyfile:after", 1),  # the snapshot's copy is written, not yet renamed into place
     ]:
         command = [sys.executable, "-c", KILL_AT, target, str(nth), "ingest", str(reference.root), "--db", str(lab.db)]

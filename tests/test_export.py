@@ -23,9 +23,9 @@ import pytest
 from conftest import REPO, Lab
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from warehouse import export, snapshots
-from warehouse.fleet import UnknownJobs
+from runlytics.api.app import create_app
+from runlytics.warehouse import export, snapshots
+from runlytics.warehouse.fleet import UnknownJobs
 
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
 DAY = 86_400
@@ -317,7 +317,7 @@ def test_a_failed_export_leaves_no_output(fleet: Lab, tmp_path: Path, monkeypatc
 def runlytics(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RUNLYTICS_DB", None)
-    command = [sys.executable, "-c", "import cli; cli.entry()", *args]
+    command = [sys.executable, "-m", "runlytics", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -20,8 +20,8 @@ from conftest import Lab
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from ingest import fast
-from ingest.sql import install_macros
+from runlytics.ingest import fast
+from runlytics.ingest.sql import install_macros
 
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE and not os.environ.get("CI"), reason="C reader not built")
 

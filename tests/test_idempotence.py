@@ -32,8 +32,8 @@ from conftest import REPO, Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import run
-from warehouse import migrate
+from runlytics.ingest import run
+from runlytics.warehouse import migrate
 
 SAMPLES = REPO / "samples" / "jobs"
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

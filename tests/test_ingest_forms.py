@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from conftest import Lab
 
-from warehouse import migrate
+from runlytics.warehouse import migrate
 
 T0 = datetime(2026, 3, 1, 12, 0, 0)  # naive: the warehouse stores UTC without a zone
 

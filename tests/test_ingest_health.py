@@ -10,10 +10,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from api.app import create_app
-from ingest import runs
+from runlytics.api.app import create_app
+from runlytics.ingest import runs
+from runlytics.warehouse import migrate
 from tests.conftest import Lab
-from warehouse import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
     assert heartbeat is not None and heartbeat["outcome"] == "ok" and heartbeat["summary"]["ingested"] == 1
 
     result = subprocess.run(
-        [sys.executable, "-c", "import cli; cli.entry()", "status", "--db", str(lab.db), "--json"],
+        [sys.executable, "-m", "runlytics", "status", "--db", str(lab.db), "--json"],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

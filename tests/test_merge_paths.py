@@ -18,7 +18,7 @@ from conftest import Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import merge
+from runlytics.ingest import merge
 
 TABLES = {
     "steps": "SELECT * FROM steps ORDER BY ALL",

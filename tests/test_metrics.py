@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api import metrics
-from api.app import TOKEN_ENV, create_app
-from ingest import runs
-from ingest.run import Summary
+from runlytics.api import metrics
+from runlytics.api.app import TOKEN_ENV, create_app
+from runlytics.ingest import runs
+from runlytics.ingest.run import Summary
 from tests.conftest import REPO, Lab
 
 T0 = 1_793_610_000  # 2026-11-02T09:00:00Z

@@ -10,7 +10,7 @@ import duckdb
 import pytest
 from alembic.script import ScriptDirectory
 
-from warehouse import db, migrate, schema, snapshots
+from runlytics.warehouse import db, migrate, schema, snapshots
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from conftest import Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import progress
+from runlytics.ingest import progress
 
 
 def expected_warnings(doc: dict[str, Any]) -> list[str]:

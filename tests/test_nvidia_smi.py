@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.nvidia_smi import ROW_KEYS, NotNvidiaSmiCsv, Parsed, parse
+from runlytics.ingest.nvidia_smi import ROW_KEYS, NotNvidiaSmiCsv, Parsed, parse
 from tests.conftest import REALDATA
 
 SMI = REALDATA / "nvidia_smi_csv"

@@ -40,7 +40,7 @@ def test_results_follow_every_run(lab: Lab) -> None:
 
 
 def test_readers_see_the_published_snapshot(lab: Lab) -> None:
-    from warehouse import snapshots
+    from runlytics.warehouse import snapshots
 
     path = lab.write_job("a", _job(10, 2.0))
     os.utime(path, (1_700_000_000, 1_700_000_000))  # settled: an unchanged re-run skips it

@@ -17,10 +17,10 @@ import pynvml
 import pytest
 from fake_nvml import FakeNvml, gpus
 
-import cli
-from sampler import run as sampler
-from sampler.nvml import Nvml
-from sampler.spool import Spool, file_name
+from runlytics import cli
+from runlytics.sampler import run as sampler
+from runlytics.sampler.nvml import Nvml
+from runlytics.sampler.spool import Spool, file_name
 
 KEYS = {
     "ts",
@@ -128,7 +128,7 @@ def test_each_line_is_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         writes.append(bytes(data))
         return real_write(fd, data)
 
-    monkeypatch.setattr("sampler.spool.os.write", recording_write)
+    monkeypatch.setattr("runlytics.sampler.spool.os.write", recording_write)
     code, lines = sample_for(0.3, options(tmp_path), FakeNvml(gpus(2)))
     assert code == 0 and lines
     assert len(writes) == len(lines)
@@ -144,7 +144,7 @@ def test_a_short_write_spoils_no_other_line(tmp_path: Path, monkeypatch: pytest.
     def flaky_write(fd: int, data: bytes) -> int:
         return real_write(fd, data if next(calls) else data[: len(data) // 2])
 
-    monkeypatch.setattr("sampler.spool.os.write", flaky_write)
+    monkeypatch.setattr("runlytics.sampler.spool.os.write", flaky_write)
     spool = Spool(tmp_path, "h", None)
     results = [spool.write({"ts": 1.0, "n": n}) for n in range(4)]
     spool.close()
@@ -170,7 +170,7 @@ def test_a_full_disk_loses_samples_not_the_sampler(
             raise OSError(28, "No space left on device")
         return real_write(fd, data)
 
-    monkeypatch.setattr("sampler.spool.os.write", enospc_write)
+    monkeypatch.setattr("runlytics.sampler.spool.os.write", enospc_write)
     spool = Spool(tmp_path, "h", None)
     with caplog.at_level(logging.ERROR, "runlytics.sampler"):
         results = [spool.write({"ts": 1.0, "n": n}) for n in range(5)]
@@ -395,7 +395,7 @@ def one_gpu_sampler(tmp_path: Path, fake: FakeNvml) -> tuple[sampler.GpuSampler,
 
 def test_the_schedule_does_not_drift(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("sampler.run.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("runlytics.sampler.run.time.monotonic", lambda: clock[0])
     schedule = sampler.Schedule(1.0)
     clock[0] = 100.001  # the thread starts a little after the schedule: tick 0 is still taken
     assert schedule.next(-1) == (0, 100.0)

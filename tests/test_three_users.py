@@ -26,7 +26,7 @@ import httpx
 from bench import generate
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-c", "import cli; cli.entry()"]
+CLI = [sys.executable, "-m", "runlytics"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 JOBS = 40

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import duckdb
@@ -66,6 +66,23 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
     # `--json` and `--format` outputs; commands report their own progress
     con.execute("SET enable_progress_bar = false")
     return con
+
+
+def one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    """The single row of a query that always returns one (an aggregate, a count)."""
+    row = con.execute(sql, params).fetchone()
+    if row is None:
+        raise AssertionError(f"query returned no row: {sql[:80]!r}")
+    return row
+
+
+def one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``one``'s row as a dict keyed by column name."""
+    cur = con.execute(sql, params)
+    row = cur.fetchone()
+    if row is None:
+        raise AssertionError(f"query returned no row: {sql[:80]!r}")
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
 @contextmanager

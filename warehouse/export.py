@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 
 import duckdb
 
+from . import db
 from .fleet import UnknownJobs
 from .queries import SECTIONS
 
@@ -173,7 +174,7 @@ def _check_target(out: Path, overwrite: bool) -> None:
 def _select(con: duckdb.DuckDBPyConnection, selection: Selection) -> int:
     """Fill the temp table of the selected jobs (bound values only); the number of jobs."""
     if selection.everything:
-        return con.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        return db.one(con, "SELECT count(*) FROM jobs")[0]
     params: dict[str, Any] = {}
     sql = SELECT_JOBS
     if selection.job_ids is not None:
@@ -186,7 +187,7 @@ def _select(con: duckdb.DuckDBPyConnection, selection: Selection) -> int:
         sql += BY_SINCE
         params["since"] = selection.since
     con.execute(sql, params)
-    return con.execute(f"SELECT count(*) FROM {SELECTED}").fetchone()[0]
+    return db.one(con, f"SELECT count(*) FROM {SELECTED}")[0]
 
 
 def _query(con: duckdb.DuckDBPyConnection, table: str, selection: Selection) -> str:

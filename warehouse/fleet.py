@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from . import pages
+from . import db, pages
 from .queries import plain
 from .views import STATUSES
 
@@ -111,8 +111,7 @@ class Filters:
 def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset: int, cursor: str | None) -> dict:
     """The all-jobs summary of analytics.md; ``top_performing_jobs`` is one page."""
     params = filters.params()
-    cur = con.execute(SUMMARY, params)
-    row = dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+    row = db.one_dict(con, SUMMARY, params)
     counts = dict(con.execute(BY_STATUS, params).fetchall())
     by_status = {s: counts.get(s, 0) for s in STATUSES}
     if counts.get("unknown"):
@@ -164,7 +163,7 @@ def jobs_page(
     cur = con.execute(sql, {**params, "limit": limit + 1})
     names = [d[0] for d in cur.description]
     rows = [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
-    (total,) = con.execute(COUNT, filters.params()).fetchone()
+    (total,) = db.one(con, COUNT, filters.params())
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

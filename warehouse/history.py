@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 
-from . import pages
+from . import db, pages
 from .queries import plain
 
 # Fields of a step row that a client may select (columns of step_metrics).
@@ -146,7 +146,7 @@ def gpu_readings(
 
     Returns the source (``gpu_samples`` or ``step_readings``), one page, and the next cursor.
     """
-    if con.execute(HAS_SAMPLES, {"job_id": job_id}).fetchone()[0]:
+    if db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]:
         gpu_after, host_after, ts_after = pages.decode("gpus:samples", cursor, 3) if cursor else (-1, "", None)
         if not isinstance(gpu_after, int) or not isinstance(host_after, str):
             raise pages.BadCursor("cursor is not one this API handed out")
@@ -210,7 +210,7 @@ def gpu_readings_downsampled(
     con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int
 ) -> tuple[str, list[dict[str, Any]]]:
     """About ``max_points`` readings per GPU, keeping each GPU's first, last and every extreme."""
-    sampled = con.execute(HAS_SAMPLES, {"job_id": job_id}).fetchone()[0]
+    sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
     buckets = max(1, (max_points - 2) // (2 * len(GPU_FIGURES)))
     sql = GPU_DOWNSAMPLED.format(
         source=SAMPLES_OF_JOB if sampled else READINGS_OF_JOB,

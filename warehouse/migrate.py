@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 # Commands compare against it without loading alembic, which costs half a second of start-up.
 HEAD_REVISION = "0007"
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MIGRATIONS = PROJECT_ROOT / "migrations"
+# runlytics.migrations, found without importing it (it is alembic's folder, not a library)
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config() -> Config:

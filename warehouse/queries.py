@@ -6,6 +6,8 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from . import db
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -123,7 +125,7 @@ JOB_EXISTS = "SELECT count(*) FROM jobs WHERE job_id = $job_id"
 
 
 def job_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
-    return con.execute(JOB_EXISTS, {"job_id": job_id}).fetchone()[0] > 0
+    return db.one(con, JOB_EXISTS, {"job_id": job_id})[0] > 0
 
 
 # A job's checkpoints, by step, with the loss each is judged by (checkpoint_scores).

@@ -6,7 +6,7 @@ from typing import Any
 
 import duckdb
 
-from . import pages
+from . import db, pages
 from .queries import plain
 
 RUNS_PAGE = """
@@ -59,5 +59,4 @@ def problem_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    cur = con.execute(COUNTS)
-    return dict(zip([d[0] for d in cur.description], cur.fetchone(), strict=True))
+    return db.one_dict(con, COUNTS)

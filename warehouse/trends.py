@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 
+from . import db
 from .dialect import render
 from .fleet import FILTER, Filters
 from .queries import plain
@@ -93,7 +94,7 @@ GROUP BY model_name ORDER BY model_name
 def fleet_trends(con: duckdb.DuckDBPyConnection, filters: Filters, bins: int, buckets: int) -> dict[str, Any]:
     """GPU hours, the throughput histogram, utilization over time, and the models seen."""
     params = filters.params()
-    gpu_hours, jobs_counted, jobs = con.execute(GPU_HOURS, params).fetchone()
+    gpu_hours, jobs_counted, jobs = db.one(con, GPU_HOURS, params)
     histogram = con.execute(THROUGHPUT_HISTOGRAM, {**params, "bins": bins}).fetchall()
     over_time = con.execute(UTILIZATION_OVER_TIME, {**params, "buckets": buckets}).fetchall()
     models = con.execute(MODELS, {**params, "model": None}).fetchall()  # every model, for a picker

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from warehouse import views
+from runlytics.warehouse import views
 
 revision = "0001"
 down_revision = None

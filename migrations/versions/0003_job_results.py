@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from warehouse import results
+from runlytics.warehouse import results
 
 revision = "0003"
 down_revision = "0002"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from warehouse import results, views
+from runlytics.warehouse import results, views
 
 revision = "0004"
 down_revision = "0003"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from warehouse import results, views
+from runlytics.warehouse import results, views
 
 revision = "0006"
 down_revision = "0005"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from warehouse import views
+from runlytics.warehouse import views
 
 revision = "0007"
 down_revision = "0006"
