@@ -201,7 +201,7 @@ def _ingest(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)
-    from runlytics.ingest.run import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
+    from runlytics.ingest.pipeline import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
 
     columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
     csv_imports = [CsvImport(p, args.job_id, args.timezone, args.host, columns) for p in args.nvidia_smi_csv]

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runlytics.warehouse import sidefiles
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -43,10 +45,6 @@ def finish(con: duckdb.DuckDBPyConnection, run_id: int, summary: dict[str, Any],
     con.execute(FINISH, {**params, "run_id": run_id, "outcome": outcome, "error": error})
 
 
-def heartbeat_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".last-ingest.json")
-
-
 def write_heartbeat(
     db_path: Path,
     run_id: int,
@@ -62,7 +60,7 @@ def write_heartbeat(
     ``state`` and ``warehouse`` (the digest of the files the run found, and the warehouse
     file's size and mtime after it) let the next run see that it has nothing to do (quick.py).
     """
-    path = heartbeat_path(db_path)
+    path = sidefiles.heartbeat(db_path)
     previous = read_heartbeat(db_path) or {}
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     ok = error is None
@@ -83,6 +81,6 @@ def write_heartbeat(
 
 def read_heartbeat(db_path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(heartbeat_path(db_path).read_text())
+        return json.loads(sidefiles.heartbeat(db_path).read_text())
     except (OSError, ValueError):
         return None

@@ -10,7 +10,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from runlytics.ingest.run import Summary, ingest
+from runlytics.ingest.pipeline import ingest
+from runlytics.ingest.summary import Summary
 from runlytics.warehouse import queries
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runlytics.warehouse import db
+from runlytics.warehouse import db, sidefiles
 from runlytics.warehouse.lock import run_lock
 
 REPO = Path(__file__).resolve().parent.parent
@@ -183,7 +183,8 @@ def test_one_warning_is_singular(tmp_path: Path, samples: Path) -> None:
 
 RUNS = "SELECT count(*) FROM ingest_runs"
 QUICK = """
-import sys, cli
+import sys
+from runlytics import cli
 code = cli.main(sys.argv[1:])
 print("duckdb imported" if "duckdb" in sys.modules else "duckdb not imported", file=sys.stderr)
 sys.exit(code)
@@ -211,7 +212,7 @@ def test_a_run_with_nothing_to_do_never_opens_the_warehouse(tmp_path: Path, samp
     assert (again["files_seen"], again["unchanged"], again["ingested"]) == (3, 3, 0)
     assert imported == "duckdb not imported"
     assert recorded_runs(db_file) == 1  # the heartbeat has it; ingest_runs holds runs that read
-    heartbeat = json.loads(db_file.with_name(db_file.name + ".last-ingest.json").read_text())
+    heartbeat = json.loads(sidefiles.heartbeat(db_file).read_text())
     assert heartbeat["outcome"] == "ok" and heartbeat["summary"]["unchanged"] == 3
 
 

@@ -22,6 +22,7 @@ import duckdb
 import pytest
 from conftest import REPO, Lab
 
+from runlytics.warehouse import sidefiles
 from runlytics.warehouse.lock import run_lock
 
 JOBS, STEPS, GPUS = 150, 300, 2
@@ -29,15 +30,17 @@ LEDGER_OUTCOMES = "SELECT outcome, count(*) FROM ingest_files WHERE kind = 'prog
 EXIT_BUSY = 75
 ENTRY = "from runlytics import cli; cli.entry()"
 # the same entry point, committing every 20 files instead of every 500: a kill can land between commits
-SMALL_BATCHES = "import runlytics.ingest.run as run; run.BATCH_FILES = 20; from runlytics import cli; cli.entry()"
+SMALL_BATCHES = (
+    "import runlytics.ingest.formats.progress as p; p.BATCH_FILES = 20; from runlytics import cli; cli.entry()"
+)
 
 
 # The entry point with small batches and a SIGKILL sent to itself at a chosen moment: before or
 # after the n-th call of module.function (argv: "module:function:before|after" n)
 KILL_AT = """
 import importlib, os, signal, sys
-import runlytics.ingest.run
-runlytics.ingest.run.BATCH_FILES = 20
+import runlytics.ingest.formats.progress
+runlytics.ingest.formats.progress.BATCH_FILES = 20
 target, nth = sys.argv.pop(1), int(sys.argv.pop(1))
 module_name, name, when = target.split(":")
 module = importlib.import_module(module_name)
@@ -198,7 +201,7 @@ def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> No
     summary = json.loads(done.stdout)
     assert (summary["files_seen"], summary["unchanged"], summary["ingested"]) == (JOBS, JOBS, 0)
     assert lab.facts() == reference.facts
-    snapshots = sorted(p.name for p in lab.db.with_name(lab.db.name + ".snapshots").iterdir())
+    snapshots = sorted(p.name for p in sidefiles.snapshots(lab.db).iterdir())
     assert len(snapshots) == 1 and snapshots[0].endswith(".duckdb"), snapshots  # the torn copy was cleaned up
 
 
@@ -227,7 +230,7 @@ def test_second_ingest_gives_up_with_75_while_the_lock_is_held(reference: Refere
 
 def test_concurrent_ingests_wait_or_exit_75_and_never_corrupt(reference: Reference, tmp_path: Path) -> None:
     lab = Lab(tmp_path)
-    lock_file = lab.db.with_name(lab.db.name + ".ingest.lock")
+    lock_file = sidefiles.lock(lab.db)
     first = start(ingest_command(reference.root, lab.db, "--json"))
     deadline = time.monotonic() + 30
     while not (lock_file.exists() and lock_file.read_text().strip() == str(first.pid)):

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from bench import generate
-from runlytics.ingest.run import ingest
+from runlytics.ingest.pipeline import ingest
 from tests.browser import CHROMIUM, REPO, Page, coloured_pixels, launch, serve
 
 if not Path(CHROMIUM).exists():

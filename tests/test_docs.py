@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runlytics.ingest.run import ingest
+from runlytics.ingest.pipeline import ingest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = re.compile(r"```sql\n(.*?)```", re.S)

@@ -141,7 +141,7 @@ def test_step_alignment_takes_the_latest_sample_at_or_before_each_step(lab: Lab,
 
 
 def test_nvidia_smi_logs_import_once_and_feed_the_job(lab: Lab, spool: Path) -> None:
-    from runlytics.ingest.run import CsvImport, ingest
+    from runlytics.ingest.pipeline import CsvImport, ingest
     from tests.conftest import REALDATA
 
     log = REALDATA / "nvidia_smi_csv" / "a6000x2-looped.csv"

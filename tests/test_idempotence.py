@@ -32,7 +32,7 @@ from conftest import REPO, Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runlytics.ingest import run
+from runlytics.ingest.formats import progress as progress_format
 from runlytics.warehouse import migrate
 
 SAMPLES = REPO / "samples" / "jobs"
@@ -250,7 +250,7 @@ def test_file_order_and_batching_do_not_matter(
         lab = new_lab(tmp_path / name, blank_warehouse)
         ingest_one_by_one(lab, order)
         results[name] = lab.facts()
-    monkeypatch.setattr(run, "BATCH_FILES", 2)
+    monkeypatch.setattr(progress_format, "BATCH_FILES", 2)
     lab = new_lab(tmp_path / "batches of 2", blank_warehouse)
     lab.ingest(root)
     results["batches of 2"] = lab.facts()

@@ -17,7 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from runlytics.api import metrics
 from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.ingest import runs
-from runlytics.ingest.run import Summary
+from runlytics.ingest.summary import Summary
+from runlytics.warehouse import sidefiles
 from tests.conftest import REPO, Lab
 
 T0 = 1_793_610_000  # 2026-11-02T09:00:00Z
@@ -215,7 +216,7 @@ def write_heartbeat(lab: Lab, last_success_at: str | None, outcome: str = "ok") 
         "summary": {"files_seen": 1, "ingested": 0, "failed": 0, "rows": 0, "seconds": 0.25},
         "last_success_at": last_success_at,
     }
-    runs.heartbeat_path(lab.db).write_text(json.dumps(record))
+    sidefiles.heartbeat(lab.db).write_text(json.dumps(record))
 
 
 def test_an_old_last_success_is_stale_in_metrics_and_readyz(
@@ -252,7 +253,7 @@ def test_an_old_last_success_is_stale_in_metrics_and_readyz(
     assert app.get("/readyz").json()["status"] == "stale"
 
     # no heartbeat (the ingest never ran on this warehouse): unknown, so no series and a null flag
-    runs.heartbeat_path(lab.db).unlink()
+    sidefiles.heartbeat(lab.db).unlink()
     assert not scrape(app).get("runlytics_ingest_stale")
     ready = app.get("/readyz")
     assert ready.status_code == 200 and ready.json()["stale"] is None

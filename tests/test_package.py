@@ -86,7 +86,7 @@ def test_installed_wheel_works_beside_a_users_own_packages(installed: Path, tmp_
     folder = user_folder(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(installed)}
     probe = (
-        "import runlytics, runlytics.warehouse.db, runlytics.api.app, runlytics.ingest.run; "
+        "import runlytics, runlytics.warehouse.db, runlytics.api.app, runlytics.ingest.pipeline; "
         "print(runlytics.__file__); print(runlytics.__version__)"
     )
     done = subprocess.run([sys.executable, "-c", probe], cwd=folder, env=env, capture_output=True, text=True)
@@ -133,3 +133,33 @@ def _version() -> str:
     namespace: dict[str, str] = {}
     exec((REPO / "runlytics" / "__init__.py").read_text(), namespace)
     return namespace["__version__"]
+
+
+FOLDERS = ("api", "cli", "ingest", "migrations", "sampler", "warehouse")
+
+
+def test_no_code_imports_the_folders_as_top_level_packages() -> None:
+    """Run from the checkout, ``import warehouse`` would work by accident and break once installed."""
+    import ast
+
+    offenders = []
+    for path in sorted(REPO.glob("*/**/*.py")):
+        if path.parts[len(REPO.parts)] in (".venv", "build", "runlytics"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(REPO)}:{node.lineno}" for n in names if n.split(".")[0] in FOLDERS]
+    # and in code run by subprocesses (`python -c "..."` strings)
+    for path in sorted(REPO.glob("*/**/*.py")):
+        if path.parts[len(REPO.parts)] in (".venv", "build", "runlytics"):
+            continue
+        for lineno, line in enumerate(path.read_text().splitlines(), 1):
+            stripped = line.strip().strip("\"'")
+            if any(stripped.startswith((f"import {f}", f"from {f} ", f"from {f}.")) for f in FOLDERS):
+                offenders.append(f"{path.relative_to(REPO)}:{lineno}")
+    assert not offenders, offenders

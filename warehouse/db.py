@@ -86,6 +86,18 @@ def one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | 
 
 
 @contextmanager
+def atomic(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back when it raises (or is killed)."""
+    con.execute("BEGIN")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+@contextmanager
 def connection(
     path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_SECONDS
 ) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import sidefiles
 from .db import WarehouseBusy
 
 
@@ -23,7 +24,7 @@ class IngestLocked(WarehouseBusy):
 
 @contextmanager
 def run_lock(db_path: Path, wait: float) -> Iterator[None]:
-    lock_path = db_path.with_name(db_path.name + ".ingest.lock")
+    lock_path = sidefiles.lock(db_path)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import duckdb
 
-from . import db
+from . import db, sidefiles
 
 KEEP = 3  # older copies stay a while for readers that still have them open
 # An ingest run that changed nothing still publishes when the newest copy is older than this,
@@ -32,7 +32,7 @@ SUFFIX = ".duckdb"
 
 
 def folder(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".snapshots")
+    return sidefiles.snapshots(db_path)
 
 
 def latest(db_path: Path) -> Path | None:

@@ -1,0 +1,321 @@
+"""progress.json files (inputs.md section 1): read in batches, each merged in one transaction.
+
+A batch's files are read by the fast road (the C reader of ``history`` lists, ``fast.py``) where
+it can prove there is nothing to warn about, and by DuckDB's JSON reader (``progress.py``, the
+careful road) otherwise; a file DuckDB refuses is repaired or diagnosed, and fails alone.
+Each batch's facts and its ledger rows commit together or not at all, so a run killed at any
+moment leaves the warehouse as the last committed batch left it, and the next run reads the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+
+from runlytics.ingest import fast, ledger, merge, progress
+from runlytics.ingest.discover import JobFolder
+from runlytics.warehouse import db
+
+from .base import Candidate, Context, Rejection, changed_files, not_ingested, same_file
+
+KIND = "progress"
+
+# A batch holds at most BATCH_BYTES of files for DuckDB's careful read (its memory is several
+# times the JSON's size), at most FAST_BATCH_BYTES in all (the fast road's typed rows take about
+# half the JSON's size) and at most BATCH_FILES files. Files are read CHUNK_BYTES at a time.
+BATCH_BYTES = 128 << 20
+FAST_BATCH_BYTES = 512 << 20
+BATCH_FILES = 2000
+CHUNK_BYTES = 32 << 20
+
+FILES_TABLE = """
+CREATE OR REPLACE TEMP TABLE batch_files (
+    file_id INTEGER, seq INTEGER, path VARCHAR, read_path VARCHAR, folder VARCHAR, source_dir VARCHAR,
+    size BIGINT, mtime_ns BIGINT, fingerprint VARCHAR, history_entries INTEGER
+)
+"""
+INSERT_FILES = """
+INSERT INTO batch_files
+SELECT unnest($file_id), unnest($seq), unnest($path), unnest($read_path), unnest($folder), unnest($source_dir),
+       unnest($size), unnest($mtime_ns), unnest($fingerprint), unnest($history_entries)
+"""
+DROP_DOC = "DELETE FROM raw_docs WHERE filename = ?"
+DROP_FILE = "DELETE FROM batch_files WHERE read_path = ?"
+REREAD_FROM = "UPDATE batch_files SET read_path = $read_path, history_entries = NULL WHERE path = $path"
+ADD_WARNINGS = """
+INSERT INTO batch_warnings
+SELECT f.file_id, -1, unnest(range(len($messages))), unnest($messages) FROM batch_files f WHERE f.path = $path
+"""
+MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
+
+_FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
+
+
+class ProgressFormat:
+    """Every job folder's progress.json."""
+
+    kind = KIND
+
+    def __init__(self) -> None:
+        self._first: FirstBatch | None = None
+
+    def files(self, job: JobFolder) -> list[Path]:
+        return [job.progress] if job.progress is not None else []
+
+    def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
+        candidates = self.candidates(ctx, jobs)
+        first, self._first = self._first, None
+        batches = first.batches() if first and first.candidates == candidates else _read_batches(candidates)
+        done = 0
+        for batch, parsed in batches:
+            _ingest_batch(ctx, batch, parsed)
+            done += len(batch)
+            if ctx.on_progress:
+                ctx.on_progress(done, len(candidates))
+
+    def candidates(self, ctx: Context, jobs: list[JobFolder]) -> list[Candidate]:
+        """The progress files to read (changed since the ledger's record of them)."""
+        return changed_files(ctx, KIND, [(job, path) for job in jobs for path in self.files(job)])
+
+    def prefetch(self, jobs: list[JobFolder]) -> None:
+        """Start reading the first batch, in a thread, while the migrations build a new warehouse."""
+        candidates = []
+        for job in jobs:
+            for path in self.files(job):
+                try:
+                    candidates.append(Candidate(path, job, ledger.stat(path)))
+                except OSError:  # vanished since discovery: ingest() skips it too
+                    continue
+        self._first = FirstBatch(candidates)
+
+
+class FirstBatch:
+    """The batches of these candidates, the first read in a thread from the start."""
+
+    def __init__(self, candidates: list[Candidate]) -> None:
+        self.candidates = candidates
+        self._batches = _read_batches(candidates)
+        self._first: tuple[list[Candidate], dict[int, fast.Parsed]] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read_first, name="runlytics-first-batch", daemon=True)
+        self._thread.start()
+
+    def _read_first(self) -> None:
+        try:
+            self._first = next(self._batches, None)
+        except BaseException as error:  # raised again where the batches are used
+            self._error = error
+
+    def batches(self) -> Iterator[tuple[list[Candidate], dict[int, fast.Parsed]]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._first is not None:
+            yield self._first
+            yield from self._batches
+
+
+def _read_batches(candidates: list[Candidate]) -> Iterator[tuple[list[Candidate], dict[int, fast.Parsed]]]:
+    """The candidates in batches, each with the files whose history the fast road read."""
+    batch: list[Candidate] = []
+    parsed: dict[int, fast.Parsed] = {}
+    careful = total = 0
+    rest = iter(candidates)
+    while chunk := _chunk(rest, BATCH_FILES - len(batch)):
+        read = fast.read([(len(batch) + i, c.path) for i, c in enumerate(chunk)])
+        for i, c in enumerate(chunk):
+            total += c.stat.size
+            careful += 0 if len(batch) + i in read else c.stat.size
+        parsed.update(read)
+        batch.extend(chunk)
+        if careful >= BATCH_BYTES or total >= FAST_BATCH_BYTES or len(batch) >= BATCH_FILES:
+            yield batch, parsed
+            batch, parsed, careful, total = [], {}, 0, 0
+    if batch:
+        yield batch, parsed
+
+
+def _chunk(candidates: Iterator[Candidate], most: int) -> list[Candidate]:
+    """The next candidates, up to CHUNK_BYTES (at least one) and ``most`` files."""
+    chunk: list[Candidate] = []
+    size = 0
+    while size < CHUNK_BYTES and len(chunk) < most and (c := next(candidates, None)) is not None:
+        chunk.append(c)
+        size += c.stat.size
+    return chunk
+
+
+def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.Parsed] | None = None) -> None:
+    """Read, check and merge one batch in one transaction; isolate files that break it."""
+    con = ctx.con
+    rejected: list[Rejection] = []
+    readable: list[tuple[int, Candidate]] = []  # with its file_id, its place in the batch
+    for file_id, c in enumerate(batch):
+        if progress.looks_complete(c.path, c.stat.size):
+            readable.append((file_id, c))
+        else:
+            rejected.append(_explain(c))
+    if readable:
+        if parsed is None:
+            parsed = fast.read([(file_id, c.path) for file_id, c in readable])
+        try:
+            with tempfile.TemporaryDirectory(prefix="runlytics-") as scratch:
+                staged = _stage(con, readable, rejected, Path(scratch), parsed)
+            if staged:
+                with fast.staged(con, parsed):
+                    _merge(con)
+                    _count_batch(ctx)
+        except duckdb.Error as error:
+            rejected_paths = {r.candidate.path for r in rejected}
+            retry = [c for _, c in readable if c.path not in rejected_paths]
+            if len(readable) == 1:
+                rejected = [Rejection(readable[0][1], "failed", f"could not be ingested: {error}")]
+            else:
+                # Something in the batch broke a statement: retry file by file to find it.
+                for c in retry:
+                    _ingest_batch(ctx, [c])
+    for r in rejected:
+        not_ingested(ctx, r, KIND)
+
+
+def _merge(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply the staged batch and record its files in one transaction."""
+    with db.atomic(con):
+        merge.apply(con)
+        ledger.record_batch(con, KIND)
+
+
+def _stage(
+    con: duckdb.DuckDBPyConnection,
+    files: list[tuple[int, Candidate]],
+    rejected: list[Rejection],
+    scratch: Path,
+    parsed: dict[int, fast.Parsed],
+) -> int:
+    """Fill the batch tables; returns how many files are staged. Drops files that can't be.
+
+    Reading and staging touch only temporary tables, outside any transaction: a file DuckDB
+    can't parse aborts its statement, and must not abort the batch's transaction. ``parsed``
+    holds the files whose history the fast road read; those sent back to the careful read
+    are removed from it.
+    """
+    rests = str(scratch / "rests.json")  # the fast road took their history: DuckDB reads the rest
+    read_paths = {file_id: str(c.path) for file_id, c in files}
+    read_paths.update(fast.write_rests(parsed, Path(rests)))
+    fast_ids = {read_paths[file_id]: file_id for file_id in parsed}
+    con.execute(FILES_TABLE)
+    by_path = {read_paths[file_id]: c for file_id, c in files}
+    con.execute(
+        INSERT_FILES,
+        {
+            "file_id": [file_id for file_id, _ in files],
+            "seq": [file_id for file_id, _ in files],
+            "path": [str(c.path) for _, c in files],
+            "read_path": [read_paths[file_id] for file_id, _ in files],
+            "folder": [c.job.path.name for _, c in files],
+            "source_dir": [str(c.job.path) for _, c in files],
+            "size": [c.stat.size for _, c in files],
+            "mtime_ns": [c.stat.mtime_ns for _, c in files],
+            "fingerprint": [c.stat.fingerprint for _, c in files],
+            "history_entries": [parsed[i].history_entries if i in parsed else None for i, _ in files],
+        },
+    )
+    repaired: dict[str, list[str]] = {}  # original path -> the warnings of its repair
+    while by_path:
+        try:
+            progress.read_docs(con, _files(by_path, fast_ids, rests), rests)
+            break
+        except duckdb.InvalidInputException as error:
+            match = _FILE_IN_ERROR.search(str(error))
+            bad = match.group(1) if match else None
+            if bad == rests:  # DuckDB refused a rest: every file of the fast road is read whole
+                for name, file_id in fast_ids.items():
+                    del parsed[file_id]
+                    c = by_path.pop(name)
+                    by_path[str(c.path)] = c
+                    con.execute(REREAD_FROM, {"read_path": str(c.path), "path": str(c.path)})
+                fast_ids.clear()
+                continue
+            if bad not in by_path:
+                raise
+            c = by_path.pop(bad)
+            fixed = None if str(c.path) in repaired else _repair(con, c, repaired, scratch)
+            if fixed is None:
+                rejected.append(_explain(c))
+                con.execute(DROP_FILE, [bad])
+            else:
+                by_path[fixed] = c
+    if not by_path:
+        return 0
+    for (path,) in con.execute(MULTI_DOC_FILES).fetchall():
+        _drop(con, path)
+        rejected.append(Rejection(by_path.pop(path), "failed", "holds more than one JSON value"))
+    for path, c in list(by_path.items()):
+        if not same_file(c):
+            _drop(con, path)
+            rejected.append(Rejection(by_path.pop(path), "pending", "changed while being read"))
+    if by_path:
+        progress.stage(con)
+        for path, messages in repaired.items():
+            if messages:
+                con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
+        progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
+    return len(by_path)
+
+
+def _files(by_path: dict[str, Candidate], fast_ids: dict[str, int], rests: str) -> list[str]:
+    """The files to read for the documents still in the batch (the rests are in one file)."""
+    files = [path for path in by_path if path not in fast_ids]
+    if any(name in by_path for name in fast_ids):
+        files.append(rests)
+    return files
+
+
+def _repair(con: duckdb.DuckDBPyConnection, c: Candidate, repaired: dict[str, list[str]], scratch: Path) -> str | None:
+    """Have DuckDB read a reshaped copy of a file it refused (see progress.repair); its path."""
+    try:
+        result = progress.repair(c.path.read_bytes())
+    except OSError:
+        return None
+    if result is None:
+        return None
+    text, warnings = result
+    copy = str(scratch / f"repaired-{len(repaired)}.json")
+    Path(copy).write_text(text)
+    repaired[str(c.path)] = warnings
+    con.execute(REREAD_FROM, {"read_path": copy, "path": str(c.path)})
+    return copy
+
+
+def _drop(con: duckdb.DuckDBPyConnection, path: str) -> None:
+    con.execute(DROP_DOC, [path])
+    con.execute(DROP_FILE, [path])
+
+
+BATCH_JOB_IDS = "SELECT DISTINCT job_id FROM batch_jobs"
+BATCH_COUNTS = (
+    "SELECT count(*), sum(rows), sum(warning_count) FROM ingest_files WHERE path IN (SELECT path FROM batch_files)"
+)
+
+
+def _count_batch(ctx: Context) -> None:
+    ctx.summary.job_ids.update(job_id for (job_id,) in ctx.con.execute(BATCH_JOB_IDS).fetchall())
+    files, rows, warnings = db.one(ctx.con, BATCH_COUNTS)
+    ctx.summary.ingested += files
+    ctx.summary.rows += rows or 0
+    ctx.summary.warnings += warnings or 0
+
+
+def _explain(c: Candidate) -> Rejection:
+    """Why a file that is not one JSON object can't be ingested (yet)."""
+    try:
+        data = c.path.read_bytes()
+    except OSError as error:
+        return Rejection(c, "pending", f"cannot read: {error}")
+    outcome, reason = progress.diagnose(data)
+    return Rejection(c, outcome, reason)

@@ -1,0 +1,75 @@
+"""Hugging Face ``trainer_state.json`` files (a job folder's and its checkpoints'), merged in one transaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runlytics.ingest import ledger, progress, trainer_state
+from runlytics.ingest.discover import JobFolder
+from runlytics.warehouse import db
+
+from .base import Candidate, Context, Rejection, changed_files, not_ingested, same_file
+
+KIND = "trainer_state"
+
+PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
+
+
+class TrainerStateFormat:
+    """The trainer states of every job folder: its own and its checkpoint folders'."""
+
+    kind = KIND
+
+    def files(self, job: JobFolder) -> list[Path]:
+        return list(job.trainer_states)
+
+    def prefetch(self, jobs: list[JobFolder]) -> None:
+        return None
+
+    def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
+        # the job a folder's trainer states belong to: its progress.json's job_id, else the folder name
+        progress_job_ids = dict(ctx.con.execute(PROGRESS_JOB_IDS).fetchall())
+        states: list[trainer_state.TrainerState] = []
+        read: list[Candidate] = []
+        rejected: list[Rejection] = []
+        for c in changed_files(ctx, KIND, [(job, path) for job in jobs for path in self.files(job)]):
+            try:
+                data = c.path.read_bytes()
+                if not same_file(c):
+                    raise OSError("changed while being read")
+            except OSError as error:
+                rejected.append(Rejection(c, "pending", str(error)))
+                continue
+            job_id = progress_job_ids.get(str(c.job.progress), c.job.path.name)
+            try:
+                states.append(trainer_state.parse(c.path, job_id, data))
+            except trainer_state.NotATrainerState as error:
+                outcome = progress.diagnose(data)[0] if str(error).startswith("invalid JSON") else "failed"
+                rejected.append(Rejection(c, outcome, str(error)))
+                continue
+            read.append(c)
+        if states:
+            _merge(ctx, states, read)
+            ctx.summary.ingested += len(states)
+            ctx.summary.job_ids.update(s.job_id for s in states)
+            ctx.summary.rows += sum(len(s.rows) for s in states)
+            ctx.summary.warnings += sum(len(s.warnings) for s in states)
+        for r in rejected:
+            not_ingested(ctx, r, KIND)
+
+
+def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Candidate]) -> None:
+    con = ctx.con
+    checkpoints = [
+        (s.job_id, step, str(s.path.parent))
+        for s, c in zip(states, read, strict=True)
+        if (step := trainer_state.checkpoint_step(s, c.job.path)) is not None
+    ]
+    trainer_state.stage(con, states, [str(c.job.path) for c in read])
+    with db.atomic(con):
+        trainer_state.merge(con)
+        if checkpoints:
+            job_ids, steps, paths = (list(column) for column in zip(*checkpoints, strict=True))
+            con.execute(trainer_state.CHECKPOINTS, {"job_id": job_ids, "step": steps, "path": paths})
+        for s, c in zip(states, read, strict=True):
+            ledger.record(con, str(s.path), KIND, c.stat, "ingested", None, s.job_id, len(s.rows), s.warnings)

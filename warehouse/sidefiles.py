@@ -1,0 +1,33 @@
+"""The files runlytics keeps beside a warehouse file, named in this one place.
+
+For a warehouse ``runlytics.duckdb``:
+
+- ``runlytics.duckdb.ingest.lock``: the writers' lock (``lock.py``);
+- ``runlytics.duckdb.snapshots/``: the read-only copies readers open (``snapshots.py``);
+- ``runlytics.duckdb.last-ingest.json``: the heartbeat of the last ingest run (``ingest/runs.py``);
+- ``runlytics.duckdb.wal``: DuckDB's own write-ahead log.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def lock(db_path: Path) -> Path:
+    return _beside(db_path, ".ingest.lock")
+
+
+def snapshots(db_path: Path) -> Path:
+    return _beside(db_path, ".snapshots")
+
+
+def heartbeat(db_path: Path) -> Path:
+    return _beside(db_path, ".last-ingest.json")
+
+
+def wal(db_path: Path) -> Path:
+    return _beside(db_path, ".wal")
+
+
+def _beside(db_path: Path, suffix: str) -> Path:
+    return db_path.with_name(db_path.name + suffix)
