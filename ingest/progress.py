@@ -29,6 +29,8 @@ from pathlib import Path
 
 import duckdb
 
+from runlytics.warehouse import db
+
 _GPU = (
     'STRUCT("index" JSON, uuid JSON, utilization_percent JSON, memory_used_mb JSON, '
     "memory_total_mb JSON, temperature_c JSON, power_w JSON)"
@@ -332,7 +334,7 @@ def read_docs(con: duckdb.DuckDBPyConnection, paths: list[str], rests: str | Non
 
     ``rests`` (one of ``paths``) is fast.py's file of documents, each named by its REST_KEY.
     """
-    params = {"files": paths, "rests": rests, "columns": {**COLUMNS, REST_KEY: "JSON"}}
+    params = {"files": db.exact_paths(paths), "rests": rests, "columns": {**COLUMNS, REST_KEY: "JSON"}}
     try:
         con.execute(READ_DOCS, {**params, "max_bytes": buffer_bytes(paths)})
     except UnicodeDecodeError as error:
@@ -500,12 +502,12 @@ WHERE len(nulls) > 0
 def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str], rests: str | None = None) -> None:
     """Add to ``batch_warnings`` a warning for every numeric field of these files holding null."""
     try:
-        found = [path for (path,) in con.execute(FILES_WITH_NULL, {"files": paths}).fetchall()]
+        found = [path for (path,) in con.execute(FILES_WITH_NULL, {"files": db.exact_paths(paths)}).fetchall()]
     except (duckdb.Error, UnicodeDecodeError):  # not UTF-8, say: read them all
         found = paths
     if not found:
         return
-    con.execute(NULL_DOCS, {"files": found, "rests": rests, "max_bytes": buffer_bytes(found)})
+    con.execute(NULL_DOCS, {"files": db.exact_paths(found), "rests": rests, "max_bytes": buffer_bytes(found)})
     fields = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
     con.execute(NULL_WARNINGS, fields)
 

@@ -68,6 +68,16 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
     return con
 
 
+# DuckDB reads every file name handed to read_json/read_text/read_parquet as a glob pattern; a
+# pattern character in brackets matches only itself (a backslash is no escape there).
+_GLOB_ESCAPES = str.maketrans({"[": "[[]", "*": "[*]", "?": "[?]"})
+
+
+def exact_paths(paths: list[str]) -> list[str]:
+    """These file names as glob patterns that match exactly those files, whatever their names hold."""
+    return [path.translate(_GLOB_ESCAPES) for path in paths]
+
+
 def one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
     """The single row of a query that always returns one (an aggregate, a count)."""
     row = con.execute(sql, params).fetchone()

@@ -311,7 +311,9 @@ def steps_parquet(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Bin
             con.execute(f"COPY ({STEPS_OF}) TO $path (FORMAT parquet)", {"job_ids": group, "path": part})
         joiner = duckdb.connect(config={"threads": 1})
         try:
-            return _copy_to_temp(joiner, "FROM read_parquet($parts)", {"parts": parts}, "FORMAT parquet", ".parquet")
+            return _copy_to_temp(
+                joiner, "FROM read_parquet($parts)", {"parts": db.exact_paths(parts)}, "FORMAT parquet", ".parquet"
+            )
         finally:
             joiner.close()
     finally:
