@@ -111,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--timezone", default="UTC", help="zone of the nvidia-smi timestamps (default: UTC)")
     ing.add_argument("--host", default="", help="host the nvidia-smi logs were written on")
     ing.add_argument("--columns", help="column names of a csv,noheader log, comma-separated")
+    ing.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=2048,
+        metavar="MB",
+        help="a file larger than this is not read: it fails, named in the summary (default: %(default)s)",
+    )
     out = ing.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
@@ -208,7 +215,7 @@ def _ingest(args: argparse.Namespace) -> int:
     interactive = sys.stderr.isatty() and not (args.quiet or args.json)
     summary = ingest(
         path, args.roots, spools=args.spool, csv_imports=csv_imports, wait=args.wait,
-        on_progress=_progress_bar if interactive else None,
+        on_progress=_progress_bar if interactive else None, max_file_mb=args.max_file_mb,
     )  # fmt: skip
     if interactive:
         print(file=sys.stderr)

@@ -20,6 +20,25 @@ class JobFolder:
     progress: Path | None = None
     checkpoints: dict[int, Path] = field(default_factory=dict)
     trainer_states: list[Path] = field(default_factory=list)
+    root: Path | None = None  # the (resolved) root it was found under: its files must not leave it
+
+    @property
+    def name_is_utf8(self) -> bool:
+        """False for a folder whose path holds bytes that are not UTF-8 (it can't be stored as text)."""
+        return is_utf8(self.path)
+
+
+def is_utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: Path) -> str:
+    """A path as text that can be stored and printed (bytes that are not UTF-8 replaced)."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
 
 
 def discover(roots: list[Path]) -> list[JobFolder]:
@@ -40,6 +59,7 @@ def discover(roots: list[Path]) -> list[JobFolder]:
             here = Path(dirpath)
             job = _job_folder(here, dirnames, filenames)
             if job is not None:
+                job.root = root
                 found.setdefault(here, job)
                 dirnames[:] = []
             else:

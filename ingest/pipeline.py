@@ -17,7 +17,7 @@ from runlytics.warehouse.lock import run_lock
 from . import quick, runs
 from .discover import discover
 from .formats import JOB_FORMATS, nvidia_smi, spool
-from .formats.base import Context, ProgressCallback
+from .formats.base import DEFAULT_MAX_FILE_MB, Context, ProgressCallback
 from .formats.nvidia_smi import CsvImport
 from .sql import install_macros
 from .summary import Summary
@@ -31,6 +31,7 @@ def ingest(
     csv_imports: list[CsvImport] | None = None,
     wait: float = db.DEFAULT_WAIT_SECONDS,
     on_progress: ProgressCallback | None = None,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
 ) -> Summary:
     """Ingest every job folder under ``roots``, GPU sample spools and nvidia-smi logs."""
     started = time.monotonic()
@@ -50,7 +51,7 @@ def ingest(
         migrate.ensure_current(db_path, wait=wait, locked=True)
         with db.connection(db_path, wait=wait) as con:
             run_id = runs.start(con)
-            ctx = Context(con, summary, on_progress)
+            ctx = Context(con, summary, on_progress, max_file_bytes=int(max_file_mb * 2**20))
             try:
                 install_macros(con)
                 # read, stage and merge, format by format

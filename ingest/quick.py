@@ -31,7 +31,7 @@ def state(jobs: list[JobFolder]) -> str | None:
     """A digest of the job folders' files; None when one is being written or can't be read."""
     digest = hashlib.sha256()
     for job in jobs:
-        digest.update(f"{job.path}\0".encode())
+        digest.update(os.fsencode(job.path) + b"\0")
         for path in [job.progress, *job.trainer_states]:
             if path is None:
                 continue
@@ -41,7 +41,7 @@ def state(jobs: list[JobFolder]) -> str | None:
                 return None
             if st.fresh:  # the full road reads fresh files again
                 return None
-            digest.update(f"{path}\0{st.size}\0{st.mtime_ns}\0".encode())
+            digest.update(os.fsencode(path) + f"\0{st.size}\0{st.mtime_ns}\0".encode())
         for step in sorted(job.checkpoints):
             digest.update(f"checkpoint-{step}\0".encode())
     return digest.hexdigest()
@@ -61,7 +61,8 @@ def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
     last = runs.read_heartbeat(db_path)
     if not last or last.get("outcome") not in ("ok", "files_failed") or not last.get("state"):
         return None
-    if last.get("summary", {}).get("pending") or last.get("warehouse") != warehouse_stat(db_path):
+    counts = last.get("summary", {})
+    if counts.get("pending") or counts.get("to_retry") or last.get("warehouse") != warehouse_stat(db_path):
         return None
     if snapshots.age(db_path) > snapshots.REFRESH_SECONDS:  # the full road publishes a fresh one
         return None

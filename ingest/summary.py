@@ -12,6 +12,7 @@ class Summary:
     unchanged: int = 0
     pending: int = 0
     failed: int = 0
+    to_retry: int = 0  # of the failed: failures of the moment, read again by the next run
     rows: int = 0
     warnings: int = 0
     seconds: float = 0.0
@@ -25,6 +26,7 @@ class Summary:
             "unchanged": self.unchanged,
             "pending": self.pending,
             "failed": self.failed,
+            "to_retry": self.to_retry,
             "rows": self.rows,
             "warnings": self.warnings,
             "jobs_changed": len(self.job_ids),

@@ -58,3 +58,91 @@ def test_odd_names_in_a_file_holding_null_values(tmp_path: Path) -> None:
     warnings = {job: json.loads(w) for job, w in lab.query("SELECT job_id, warnings FROM ingest_files")}
     expected = ["no status: kept as unknown", "history[0] (step 1): loss is null, dropped"]
     assert warnings == {"exp[1]": expected, "exp1": expected}
+
+
+# --- an entry fails alone ------------------------------------------------------------------------
+
+FAILED = "SELECT path, outcome, error FROM ingest_files WHERE outcome <> 'ingested' ORDER BY path"
+
+
+def good_jobs(lab: Lab, n: int = 2) -> None:
+    for i in range(n):
+        settled(lab.write_job(f"good-{i}", doc(f"good-{i}")))
+
+
+def problems(summary: Any) -> dict[str, str]:
+    return {Path(p["path"]).parent.name: p["reason"] for p in summary.problems}
+
+
+def test_special_files_are_never_opened(lab: Lab, tmp_path: Path) -> None:
+    """A FIFO would block a read forever, a link to /dev/zero never ends: neither is opened."""
+    good_jobs(lab)
+    (lab.root / "fifo").mkdir()
+    os.mkfifo(lab.root / "fifo" / "progress.json")
+    (lab.root / "zero").mkdir()
+    os.symlink("/dev/zero", lab.root / "zero" / "progress.json")
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(doc("outside")))
+    (lab.root / "escape").mkdir()
+    os.symlink(outside, lab.root / "escape" / "progress.json")
+    inside = lab.root / "good-0" / "progress.json"
+    (lab.root / "alias").mkdir()
+    os.symlink(inside, lab.root / "alias" / "progress.json")  # a link within the root is followed
+    summary = lab.ingest()
+    assert (summary.files_seen, summary.ingested, summary.failed, summary.to_retry) == (6, 3, 3, 3)
+    reasons = problems(summary)
+    assert reasons["fifo"] == "not a regular file (a FIFO): not read"
+    assert reasons["zero"] == "a symbolic link to /dev/zero, outside the ingest root " + str(lab.root.resolve())
+    assert reasons["escape"].startswith(f"a symbolic link to {outside.resolve()}, outside the ingest root")
+    assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["good-0", "good-1"]
+    # the failures are in the ledger (for `runlytics status` and /api/ingest/runs) and fail every run
+    assert [(Path(p).parent.name, o) for p, o, _ in lab.query(FAILED)] == [
+        ("escape", "failed"), ("fifo", "failed"), ("zero", "failed"),
+    ]  # fmt: skip
+    again = lab.ingest()
+    assert (again.failed, again.to_retry, again.unchanged, again.ingested) == (3, 3, 3, 0)
+
+
+def test_a_file_over_max_file_mb_fails_alone(lab: Lab) -> None:
+    good_jobs(lab)
+    big = doc("big")
+    big["config"] = {"padding": "x" * (1 << 20)}
+    lab.write_job("big", big)
+    from runlytics.ingest.pipeline import ingest
+
+    summary = ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5)
+    assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 0)
+    assert problems(summary)["big"] == "larger than --max-file-mb (1 MiB > 0 MiB): not read"
+    assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["good-0", "good-1"]
+
+
+def test_a_folder_name_that_is_not_utf8_fails_alone(lab: Lab) -> None:
+    good_jobs(lab)
+    folder = os.fsdecode(os.fsencode(lab.root) + b"/caf\xe9")
+    os.mkdir(folder)
+    Path(folder, "progress.json").write_text(json.dumps(doc("latin-1")))
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed) == (2, 1)
+    (problem,) = summary.problems
+    assert problem["path"] == str(lab.root.resolve()) + "/caf\ufffd/progress.json"
+    assert problem["reason"] == "its path is not valid UTF-8: rename the folder"
+    json.dumps(summary.as_dict())  # printable, storable
+
+
+def test_a_file_that_vanishes_mid_run_fails_alone(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted after discovery, before it is opened: that file fails (read again next run), not the run."""
+    from runlytics.ingest import progress
+
+    good_jobs(lab)
+    doomed = lab.write_job("doomed", doc("doomed"))
+    original = progress.looks_complete
+
+    def vanishing(path: Path, size: int) -> bool:
+        if path == doomed:
+            path.unlink()
+        return original(path, size)
+
+    monkeypatch.setattr(progress, "looks_complete", vanishing)
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 1)
+    assert problems(summary)["doomed"].startswith("cannot read: [Errno 2] No such file or directory")

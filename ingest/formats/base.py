@@ -9,19 +9,24 @@ of ``formats.JOB_FORMATS``.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from runlytics.ingest import ledger
-from runlytics.ingest.discover import JobFolder
+from runlytics.ingest.discover import JobFolder, is_utf8, shown
 from runlytics.ingest.summary import Summary
 
 if TYPE_CHECKING:
     import duckdb
 
 ProgressCallback = Callable[[int, int], None]
+
+
+DEFAULT_MAX_FILE_MB = 2048
 
 
 @dataclass
@@ -31,6 +36,7 @@ class Context:
     con: duckdb.DuckDBPyConnection
     summary: Summary
     on_progress: ProgressCallback | None = None
+    max_file_bytes: int = DEFAULT_MAX_FILE_MB << 20
 
 
 class JobFormat(Protocol):
@@ -65,6 +71,7 @@ class Rejection:
     candidate: Candidate
     outcome: str  # 'pending' (read again next run) or 'failed' (read again when it changes)
     reason: str
+    retry: bool = False  # a failure of the moment (permission, vanished, full disk): read again next run
 
 
 def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) -> list[Candidate]:
@@ -74,15 +81,55 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
     for job, path in files:
         ctx.summary.files_seen += 1
         try:
+            mode = os.stat(path).st_mode
             st = ledger.stat(path)
-        except OSError:  # vanished between discovery and now: nothing to read
+        except FileNotFoundError:  # vanished between discovery and now: nothing to read
             ctx.summary.files_seen -= 1
             continue
-        if ledger.is_unchanged(known.get(str(path)), st):
+        except OSError as error:
+            not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", f"cannot stat: {error}", True), kind)
+            continue
+        candidate = Candidate(path, job, st)
+        problem = entry_problem(path, job, mode, st.size, ctx.max_file_bytes)
+        if problem is not None:
+            # a bad name or a special file stays a failure as long as it is there; a file too large
+            # is read again once it changes
+            not_ingested(ctx, Rejection(candidate, "failed", problem, retry=not problem.startswith("larger")), kind)
+        elif ledger.is_unchanged(known.get(str(path)), st):
             ctx.summary.unchanged += 1
         else:
-            candidates.append(Candidate(path, job, st))
+            candidates.append(candidate)
     return candidates
+
+
+NO_STAT = ledger.Stat(0, 0, True)
+
+
+def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: int) -> str | None:
+    """Why a file of a job folder must not be opened at all, or None.
+
+    Checked before any read: a FIFO would block the run forever, a device (a link to /dev/zero)
+    never ends, and a name that is not UTF-8 can't be stored.
+    """
+    if not job.name_is_utf8 or not is_utf8(path):
+        return "its path is not valid UTF-8: rename the folder"
+    if job.root is not None:
+        real, root = os.path.realpath(path), os.path.realpath(job.root)
+        if os.path.commonpath([real, root]) != root:
+            return f"a symbolic link to {shown(Path(real))}, outside the ingest root {shown(job.root)}"
+    if not stat.S_ISREG(mode):
+        return f"not a regular file ({_file_type(mode)}): not read"
+    if size > max_bytes:
+        return f"larger than --max-file-mb ({size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB): not read"
+    return None
+
+
+def _file_type(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def same_file(c: Candidate) -> bool:
@@ -96,10 +143,12 @@ def same_file(c: Candidate) -> bool:
 
 def not_ingested(ctx: Context, r: Rejection, kind: str) -> None:
     """Record a file that was not ingested (failed or pending) in the ledger and the summary."""
-    stat = r.candidate.stat if r.outcome == "failed" else None
-    ledger.record(ctx.con, str(r.candidate.path), kind, stat, r.outcome, r.reason)
+    st = r.candidate.stat if r.outcome == "failed" and not r.retry else None
+    path = shown(r.candidate.path)
+    ledger.record(ctx.con, path, kind, st, r.outcome, r.reason)
     if r.outcome == "failed":
         ctx.summary.failed += 1
+        ctx.summary.to_retry += r.retry
     else:
         ctx.summary.pending += 1
-    ctx.summary.problems.append({"path": str(r.candidate.path), "outcome": r.outcome, "reason": r.reason})
+    ctx.summary.problems.append({"path": path, "outcome": r.outcome, "reason": r.reason})

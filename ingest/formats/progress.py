@@ -156,7 +156,12 @@ def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.P
     rejected: list[Rejection] = []
     readable: list[tuple[int, Candidate]] = []  # with its file_id, its place in the batch
     for file_id, c in enumerate(batch):
-        if progress.looks_complete(c.path, c.stat.size):
+        try:
+            complete = progress.looks_complete(c.path, c.stat.size)
+        except OSError as error:  # permission denied, vanished since: this file alone, again next run
+            rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
+            continue
+        if complete:
             readable.append((file_id, c))
         else:
             rejected.append(_explain(c))
