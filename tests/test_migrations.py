@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from alembic.script import ScriptDirectory
 
-from runlytics.warehouse import db, migrate, schema, snapshots
+from runlytics.warehouse import db, migrate, results, schema, snapshots, views
+from tests.conftest import REALDATA, Lab
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,3 +140,97 @@ def test_plain_alembic_upgrade_head(tmp_path: Path) -> None:
 
 def test_head_constant_matches_the_chain() -> None:
     assert migrate.HEAD_REVISION == migrate.head_revision() == _revisions()[-1]
+
+
+# --- an old warehouse with data, upgraded, computes what a new one does ----------------------
+
+SPOOL_T0 = 1_793_610_000  # 2026-11-02T09:00:00Z, when the sample job llama-sft-001 starts
+
+# The tables each revision adds, filled as soon as that revision exists (as ingest would have).
+FILLED_AT = {
+    "0001": ("jobs", "steps", "step_gpus", "checkpoints", "ingest_files"),
+    "0002": ("trainer_steps", "trainer_runs"),
+    "0004": ("gpu_samples",),
+    "0005": ("ingest_runs",),
+}
+
+
+def _filled_lab(lab: Lab) -> None:
+    """The sample jobs, every real trainer state, and GPU samples of two GPUs for one job."""
+    shutil.copytree(REPO / "samples" / "jobs", lab.root, dirs_exist_ok=True)
+    hf = REALDATA / "hf_trainer_state"
+    for job in hf.iterdir():
+        if job.is_dir() and job.name != "lfs-pointer":
+            shutil.copytree(job, lab.root / job.name)
+    spool = lab.root.parent / "spool"
+    spool.mkdir()
+    samples = [
+        {"ts": SPOOL_T0 + t, "host": "node-01", "job_id": "llama-sft-001", "gpu_index": gpu,
+         "utilization_percent": util, "memory_used_mb": 1000.0 + t, "temperature_c": 60.0 + gpu,
+         "power_w": 300.0 - 10 * t, "clocks_event_reasons": 0x4 if t == 10 else 0}
+        for t in (0, 5, 10, 15, 20, 25) for gpu, util in ((0, 90.0 - t), (1, 5.0))
+    ]  # fmt: skip
+    (spool / "node-01.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    summary = lab.ingest(lab.root, spool_root=spool)
+    assert summary.failed == 0
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def _copy(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> None:
+    """Copy these tables' rows from the attached warehouse ``src``, in the columns they have now."""
+    for table in tables:
+        cols = ", ".join(_columns(con, table))
+        con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM src.{table}")
+
+
+def _normal(value: Any) -> Any:
+    """A value comparable across warehouses: floats to 12 digits (summation order), NaN as text."""
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else float(f"{value:.12g}")
+    if isinstance(value, list | tuple):
+        return tuple(_normal(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _normal(v)) for k, v in value.items()))
+    return value
+
+
+def _contents(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
+    """Every view of the head revision, job_results and utilization_minutes: columns and rows."""
+    out = {}
+    with db.connection(path, read_only=True) as con:
+        for name in (*views.ORDER, "job_results", "utilization_minutes"):
+            cursor = con.execute(f"SELECT * FROM {name}")
+            rows = [_normal(row) for row in cursor.fetchall()]
+            out[name] = ([d[0] for d in cursor.description], sorted(rows, key=repr))
+    return out
+
+
+def test_upgrade_from_first_revision_with_data_equals_a_new_warehouse(lab: Lab, tmp_path: Path) -> None:
+    _filled_lab(lab)  # a new warehouse at head, filled by ingest
+    old = tmp_path / "old.duckdb"
+    for revision in _revisions():
+        assert migrate.upgrade(old, revision) == revision
+        tables = FILLED_AT.get(revision, ())
+        if not tables:
+            continue
+        with db.connection(old) as con:
+            con.execute(f"ATTACH '{lab.db}' AS src (READ_ONLY)")
+            _copy(con, tables)
+            if "gpu_samples" in tables:  # ingest refreshes the results of the jobs it gave samples
+                jobs = {"job_ids": [r[0] for r in con.execute("SELECT DISTINCT job_id FROM gpu_samples").fetchall()]}
+                con.execute(results.DELETE_JOBS, jobs)
+                con.execute(results.INSERT_JOBS, jobs)
+            con.execute("DETACH src")
+
+    new, upgraded = _contents(lab.db), _contents(old)
+    assert set(upgraded) == set(new)
+    for name in new:
+        assert upgraded[name] == new[name], name
+    # the data reaches every view: jobs of all three sources, GPU samples, trainer states
+    assert len(new["job_analytics"][1]) == 11
+    assert len(new["job_gpus"][1]) == 2
+    assert {r[0] for r in new["gpu_utilization_readings"][1]} >= {"llama-sft-001", "mistral-lora-002"}
+    assert len(new["step_facts"][1]) > 1000

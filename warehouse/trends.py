@@ -2,8 +2,8 @@
 and GPU utilization over time across all jobs.
 
 Every query takes the job list's filters (status, model, start time) and reads ``job_results``
-for the jobs, then their GPU samples (or, for jobs without samples, the readings logged with
-their steps, timed by the step's timestamp).
+for the jobs, then their GPU hours (the view ``job_gpu_hours``) or their GPU readings summed
+per minute (``utilization_minutes``).
 """
 
 from __future__ import annotations
@@ -18,25 +18,15 @@ from .dialect import render
 from .fleet import FILTER, Filters
 from .queries import plain
 
-# A job holds its GPUs for its whole duration: GPU hours = total_seconds x GPUs, the GPUs being
-# those seen in its samples or readings, else the config's gpu_count. Jobs with neither a
-# duration nor a GPU count are counted apart.
-GPU_HOURS = render(
-    f"""
-WITH chosen AS (SELECT job_id, total_seconds FROM job_results WHERE {FILTER}),
-counted AS (
-    SELECT c.job_id, c.total_seconds,
-           CASE WHEN r.gpus_seen > 0 THEN r.gpus_seen ELSE j.gpu_count END AS gpus
-    FROM chosen c
-    JOIN jobs j ON j.job_id = c.job_id
-    JOIN job_resources r ON r.job_id = c.job_id
-)
-SELECT sum(total_seconds * gpus) FILTER (WHERE @finite(total_seconds) AND gpus > 0) / 3600 AS gpu_hours,
-       count(*) FILTER (WHERE @finite(total_seconds) AND gpus > 0) AS jobs_counted,
-       count(*) AS jobs
-FROM counted
+# GPU hours of the chosen jobs: the view job_gpu_hours holds the one definition (total_seconds x
+# GPUs / 3600 per job; see docs/views.md), fleet_gpu_hours the same sum over every job. Jobs
+# with neither a duration nor a GPU count have no GPU hours and are counted apart.
+GPU_HOURS = f"""
+WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER})
+SELECT sum(g.gpu_hours) AS gpu_hours, count(g.gpu_hours) AS jobs_counted, count(*) AS jobs
+FROM job_gpu_hours g
+JOIN chosen c ON c.job_id = g.job_id
 """
-)
 
 # Equal-width bins between the lowest and the highest average throughput (one bin when all
 # jobs have the same); jobs without a throughput are left out.

@@ -10,23 +10,24 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runlytics.warehouse import views
+from runlytics.migrations import frozen
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
 
+# created from this revision's frozen texts, versions/views/0001/, in this order
 VIEWS = (
-    views.STEP_METRICS_V1,
-    views.JOB_PERFORMANCE_V1,
-    views.JOB_DURATION_V1,
-    views.JOB_LOSSES_V1,
-    views.JOB_RESOURCES_V1,
-    views.CHECKPOINT_SCORES_V1,
-    views.JOB_CHECKPOINTS_V1,
-    views.JOB_EFFICIENCY_V1,
-    views.JOB_ANALYTICS_V1,
+    "step_metrics",
+    "job_performance",
+    "job_duration",
+    "job_losses",
+    "job_resources",
+    "checkpoint_scores",
+    "job_checkpoints",
+    "job_efficiency",
+    "job_analytics",
 )
 
 
@@ -101,12 +102,12 @@ def upgrade() -> None:
         sa.Column("first_seen_at", sa.DateTime, nullable=False),
         sa.Column("last_read_at", sa.DateTime, nullable=False),
     )
-    for view in VIEWS:
+    for view in frozen.views("0001", VIEWS):
         op.execute(view.create_sql())
 
 
 def downgrade() -> None:
-    for view in reversed(VIEWS):
+    for view in reversed(frozen.views("0001", VIEWS)):
         op.execute(view.drop_sql())
     for table in ("ingest_files", "checkpoints", "step_gpus", "steps", "jobs"):
         op.drop_table(table)

@@ -10,25 +10,38 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runlytics.warehouse import views
+from runlytics.migrations import frozen
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+# the views of 0001 (versions/views/0001/) and those this revision creates (versions/views/0002/)
 VIEWS_BEFORE = (
-    views.STEP_METRICS_V1,
-    views.JOB_PERFORMANCE_V1,
-    views.JOB_DURATION_V1,
-    views.JOB_LOSSES_V1,
-    views.JOB_RESOURCES_V1,
-    views.CHECKPOINT_SCORES_V1,
-    views.JOB_CHECKPOINTS_V1,
-    views.JOB_EFFICIENCY_V1,
-    views.JOB_ANALYTICS_V1,
+    "step_metrics",
+    "job_performance",
+    "job_duration",
+    "job_losses",
+    "job_resources",
+    "checkpoint_scores",
+    "job_checkpoints",
+    "job_efficiency",
+    "job_analytics",
 )
-VIEWS_AFTER = views.CURRENT_0002
+VIEWS_AFTER = (
+    "step_facts",
+    "job_settings",
+    "step_metrics",
+    "job_performance",
+    "job_duration",
+    "job_losses",
+    "job_resources",
+    "checkpoint_scores",
+    "job_checkpoints",
+    "job_efficiency",
+    "job_analytics",
+)
 
 
 def upgrade() -> None:
@@ -60,16 +73,16 @@ def upgrade() -> None:
         sa.Column("train_loss", sa.Double),
         sa.Column("source_file", sa.String),
     )
-    for view in reversed(VIEWS_BEFORE):
+    for view in reversed(frozen.views("0001", VIEWS_BEFORE)):
         op.execute(view.drop_sql())
-    for view in VIEWS_AFTER:
+    for view in frozen.views("0002", VIEWS_AFTER):
         op.execute(view.create_sql())
 
 
 def downgrade() -> None:
-    for view in reversed(VIEWS_AFTER):
+    for view in reversed(frozen.views("0002", VIEWS_AFTER)):
         op.execute(view.drop_sql())
-    for view in VIEWS_BEFORE:
+    for view in frozen.views("0001", VIEWS_BEFORE):
         op.execute(view.create_sql())
     op.drop_table("trainer_runs")
     op.drop_table("trainer_steps")

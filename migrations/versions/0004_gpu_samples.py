@@ -10,15 +10,46 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runlytics.warehouse import results, views
+from runlytics.migrations import frozen
+from runlytics.warehouse import results
+from runlytics.warehouse.views import View
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-VIEWS_BEFORE = views.CURRENT_0002
-VIEWS_AFTER = views.CURRENT_0004
+# the views of 0002 (versions/views/0002/) and those this revision creates (versions/views/0004/)
+VIEWS_BEFORE = (
+    "step_facts",
+    "job_settings",
+    "step_metrics",
+    "job_performance",
+    "job_duration",
+    "job_losses",
+    "job_resources",
+    "checkpoint_scores",
+    "job_checkpoints",
+    "job_efficiency",
+    "job_analytics",
+)
+VIEWS_AFTER = (
+    "step_facts",
+    "job_settings",
+    "step_metrics",
+    "job_performance",
+    "job_duration",
+    "job_losses",
+    "gpu_sample_intervals",
+    "job_gpus",
+    "job_resources",
+    "checkpoint_scores",
+    "job_checkpoints",
+    "job_efficiency",
+    "job_energy",
+    "step_gpu_alignment",
+    "job_analytics",
+)
 
 
 def upgrade() -> None:
@@ -40,16 +71,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("job_id", "host", "gpu_index", "ts"),
     )
     op.add_column("ingest_files", sa.Column("read_offset", sa.BigInteger))
-    _replace_views(VIEWS_BEFORE, VIEWS_AFTER)
+    _replace_views(frozen.views("0002", VIEWS_BEFORE), frozen.views("0004", VIEWS_AFTER))
 
 
 def downgrade() -> None:
-    _replace_views(VIEWS_AFTER, VIEWS_BEFORE)
+    _replace_views(frozen.views("0004", VIEWS_AFTER), frozen.views("0002", VIEWS_BEFORE))
     op.drop_column("ingest_files", "read_offset")
     op.drop_table("gpu_samples")
 
 
-def _replace_views(old: tuple[views.View, ...], new: tuple[views.View, ...]) -> None:
+def _replace_views(old: tuple[View, ...], new: tuple[View, ...]) -> None:
     # job_results has the columns of job_analytics: rebuilt with it
     op.execute("DROP TABLE job_results")
     for view in reversed(old):

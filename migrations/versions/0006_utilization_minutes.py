@@ -12,20 +12,25 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.warehouse import results, views
+from runlytics.migrations import frozen
+from runlytics.warehouse import results
 
 revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
 
+VIEWS = ("gpu_utilization_readings",)  # versions/views/0006/
+
 
 def upgrade() -> None:
-    op.execute(views.GPU_UTILIZATION_READINGS_V1.create_sql())
+    for view in frozen.views("0006", VIEWS):
+        op.execute(view.create_sql())
     op.execute(results.UTILIZATION_CREATE)
     op.execute(results.UTILIZATION_REFILL)
 
 
 def downgrade() -> None:
     op.execute("DROP TABLE utilization_minutes")
-    op.execute(views.GPU_UTILIZATION_READINGS_V1.drop_sql())
+    for view in frozen.views("0006", VIEWS):
+        op.execute(view.drop_sql())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.warehouse import views
+from runlytics.migrations import frozen
 
 revision = "0007"
 down_revision = "0006"
@@ -22,8 +22,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(views.JOB_DURATION_V3.create_sql())
+    (view,) = frozen.views("0007", ("job_duration",))
+    op.execute(view.create_sql())
 
 
 def downgrade() -> None:
-    op.execute(views.JOB_DURATION_V2.create_sql())
+    (view,) = frozen.views("0004", ("job_duration",))  # as revision 0004 created it
+    op.execute(view.create_sql())

@@ -1,0 +1,22 @@
+"""The view texts each revision created, frozen: ``versions/views/<revision>/<view>.sql``.
+
+A revision that creates or replaces views reads its own copies, and its downgrade the copies of
+the revision that created the views before it; never ``warehouse/sql``, which holds the head's
+texts and changes. So every old revision replays the same SQL forever. The copies are whole
+texts written once, when their revision was; a later change to a view is a new revision with a
+new copy (``tests/test_views_sql.py`` checks the newest copy of each view against
+``warehouse/sql``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runlytics.warehouse.views import View
+
+FROZEN = Path(__file__).resolve().parent / "versions" / "views"
+
+
+def views(revision: str, names: tuple[str, ...]) -> tuple[View, ...]:
+    """The views ``names`` as ``revision`` created them, in the given order."""
+    return tuple(View.load(FROZEN / revision, name) for name in names)
