@@ -1,4 +1,5 @@
-"""``GET /metrics``: the warehouse's live figures in the Prometheus text format.
+"""The warehouse's live figures for ``GET /metrics`` (api/routes/metrics.py), in the Prometheus
+text format, and the ingest's staleness (also answered by ``/readyz``).
 
 A collector reads, on each scrape, the newest snapshot (one cursor) and the ingest heartbeat
 file (``<db>.last-ingest.json``, ingest/runs.py), and yields gauges; each app has a registry of
@@ -19,8 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -283,17 +282,3 @@ def _gpu_families(gpus: list[dict[str, Any]]) -> Iterator[Metric]:
             if value is not None:
                 families[name].add_metric(labels, value)
     yield from families.values()
-
-
-def router(reader: snapshots.Reader) -> APIRouter:
-    """The /metrics route over this reader, with a registry of its own."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(WarehouseCollector(reader))
-    routes = APIRouter()
-
-    @routes.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
-        """The Prometheus text format (docs/metrics.md)."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    return routes

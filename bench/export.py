@@ -129,7 +129,7 @@ def serve_and_get(db: Path, params: dict[str, str]) -> tuple[float, float, int]:
 
 
 def export_path() -> str:
-    from runlytics.api.export import PATH
+    from runlytics.api.routes.export import PATH
 
     return PATH
 

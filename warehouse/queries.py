@@ -71,6 +71,14 @@ def plain(value: Any) -> Any:
     return value
 
 
+class UnknownJob(LookupError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
 def job_analytics(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | None:
     """One job's analytics in sections, or None when the warehouse has no such job."""
     cursor = con.execute(JOB_ANALYTICS, {"job_id": job_id})

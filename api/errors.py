@@ -1,0 +1,82 @@
+"""Errors to answers, in one place: create_app registers ``HANDLERS``.
+
+Routes and the warehouse raise what went wrong in their own terms; each domain error becomes
+one status with a ``models.Problem`` body, ``{"detail": …}``:
+
+    queries.UnknownJob     404  no job 'x'
+    fleet.UnknownJobs      404  unknown job(s): a, b
+    pages.BadCursor        422  bad cursor: …
+    history.TooFewPoints   422  max_points must be at least …
+    db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened)
+
+Nothing else is mapped. A ``duckdb.Error`` out of a query is a bug (a view missing, SQL that
+does not bind), not an outage: it is a 500, and its traceback is logged (and raised in tests).
+The routes' own HTTPException (401, 422 for a parameter, 404 for unknown export ids) has
+FastAPI's handler, and Starlette's (a path that no route takes, a method not allowed) and request
+validation (422, the list of errors) have those below: all answer with the same body shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from runlytics.warehouse import db, fleet, history, pages, queries
+
+MAX_SHOWN_ID = 200  # characters of a job id echoed in a 404
+
+
+def quoted(job_id: str) -> str:
+    """A job id as a 404 names it: repr, and cut to MAX_SHOWN_ID characters."""
+    return repr(job_id if len(job_id) <= MAX_SHOWN_ID else job_id[:MAX_SHOWN_ID] + "…")
+
+
+def problem(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return problem(exc.status_code, exc.detail, exc.headers)
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in exc.errors()]  # fmt: skip
+    return problem(422, errors)
+
+
+async def unknown_job(request: Request, exc: queries.UnknownJob) -> JSONResponse:
+    return problem(404, f"no job {quoted(exc.job_id)}")
+
+
+async def unknown_jobs(request: Request, exc: fleet.UnknownJobs) -> JSONResponse:
+    return problem(404, f"unknown job(s): {', '.join(exc.job_ids)}")
+
+
+async def bad_cursor(request: Request, exc: pages.BadCursor) -> JSONResponse:
+    return problem(422, f"bad cursor: {exc}")
+
+
+async def too_few_points(request: Request, exc: history.TooFewPoints) -> JSONResponse:
+    return problem(422, str(exc))
+
+
+async def warehouse_unavailable(request: Request, exc: db.WarehouseError) -> JSONResponse:
+    return problem(503, f"warehouse unavailable: {exc}")
+
+
+# FastAPI(exception_handlers=HANDLERS); Starlette picks the handler of the nearest class in the MRO
+HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
+    StarletteHTTPException: http_error,
+    RequestValidationError: invalid_request,
+    queries.UnknownJob: unknown_job,
+    fleet.UnknownJobs: unknown_jobs,
+    pages.BadCursor: bad_cursor,
+    history.TooFewPoints: too_few_points,
+    db.WarehouseError: warehouse_unavailable,
+}

@@ -1,0 +1,75 @@
+"""The analytics of shared/spec/analytics.md: all jobs' summary, the fleet trends for charts, a
+comparison of jobs, and one job's analytics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from runlytics.warehouse import fleet, queries, trends
+
+from .. import models
+from ..deps import Con, Cursor, JobId, Limit
+from .common import distinct_ids, filters, next_url
+
+MAX_COMPARE = 50
+
+router = APIRouter(tags=["analytics"])
+
+
+@router.get("/api/training/analytics/summary", response_model=models.Summary)
+def summary(
+    request: Request,
+    con: Con,
+    status: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Limit = 10,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """All jobs' figures (analytics.md, "All jobs"), filtered by status, model and start time."""
+    result = fleet.summary(con, filters(status, model, since, until), limit, offset, cursor)
+    result["next"] = next_url(request, result["next_cursor"], drop=("offset",))
+    return result
+
+
+@router.get("/api/training/analytics/fleet", response_model=models.FleetTrends)
+def fleet_trends(
+    con: Con,
+    status: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bins: Annotated[int, Query(ge=1, le=200, description="throughput histogram bins")] = 20,
+    buckets: Annotated[int, Query(ge=1, le=2_000, description="time buckets of GPU utilization")] = 120,
+) -> dict[str, Any]:
+    """Fleet trends for charts: GPU hours, the throughput distribution, GPU utilization over time."""
+    return trends.fleet_trends(con, filters(status, model, since, until), bins, buckets)
+
+
+@router.get(
+    "/api/training/analytics/compare", response_model=models.Comparison, responses={404: {"model": models.Problem}}
+)
+def compare(con: Con, job_ids: Annotated[str, Query(max_length=60_000, description="a,b,…")]) -> dict:
+    """Side by side, with the winners of analytics.md ("Comparing jobs"); 1 to 50 distinct ids."""
+    ids = distinct_ids(job_ids)
+    if not 1 <= len(ids) <= MAX_COMPARE:
+        raise HTTPException(422, f"job_ids must name 1 to {MAX_COMPARE} distinct jobs, got {len(ids)}")
+    return fleet.compare(con, ids)  # fleet.UnknownJobs: 404
+
+
+@router.get(
+    "/api/training/{job_id:path}/analytics",
+    response_model=models.JobAnalytics,
+    responses={404: {"model": models.Problem}},
+)
+def job_analytics(job_id: JobId, con: Con) -> dict[str, Any]:
+    """One job's analytics: the six sections of analytics.md, and why any figure is null."""
+    result = queries.job_analytics(con, job_id)
+    if result is None:
+        raise queries.UnknownJob(job_id)
+    return result

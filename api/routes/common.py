@@ -1,0 +1,49 @@
+"""What several routers share: the fleet filters, the next page's URL, the existing-job check."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+import duckdb
+from fastapi import HTTPException, Request
+
+from runlytics.warehouse import fleet, queries
+from runlytics.warehouse.views import STATUSES
+
+
+def require_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
+    """queries.UnknownJob (a 404) unless the warehouse has the job."""
+    if not queries.job_exists(con, job_id):
+        raise queries.UnknownJob(job_id)
+
+
+def distinct_ids(job_ids: str) -> list[str]:
+    """The ids of ``a,b,…``, blanks dropped, each once, in the order given."""
+    return list(dict.fromkeys(j.strip() for j in job_ids.split(",") if j.strip()))
+
+
+def filters(
+    status: str | None, model: str | None, since: datetime | None, until: datetime | None, id_prefix: str | None = None
+) -> fleet.Filters:
+    if status is not None and status not in (*STATUSES, "unknown"):
+        raise HTTPException(422, f"unknown status {status!r}; known: {', '.join((*STATUSES, 'unknown'))}")
+    return fleet.Filters(status=status, model=model, since=_utc(since), until=_utc(until), id_prefix=id_prefix)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError as error:  # 9999-12-31T23:59-01:00 is in year 10000 in UTC
+        raise HTTPException(422, f"time {value.isoformat()} is out of range in UTC") from error
+
+
+def next_url(request: Request, cursor: str | None, drop: tuple[str, ...] = ()) -> str | None:
+    """The URL of the next page: this request's, with the new cursor."""
+    if cursor is None:
+        return None
+    # urlencode, not replace_query_params(**params): a parameter named "self" would clash
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", *drop)]
+    return str(request.url.replace(query=urlencode([*params, ("cursor", cursor)])))

@@ -1,0 +1,79 @@
+"""A job's histories: its steps and its GPU readings (warehouse/history.py), keyset-paginated,
+or downsampled for charts with ``max_points``, every extreme kept."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from runlytics.warehouse import history
+
+from .. import models
+from ..deps import MAX_PAGE, Con, Cursor, JobId, Limit
+from .common import next_url, require_job
+
+router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
+
+
+@router.get("/api/training/{job_id:path}/steps", response_model=models.StepPage)
+def job_steps(
+    request: Request,
+    job_id: JobId,
+    con: Con,
+    fields: Annotated[str | None, Query(max_length=1_000, description="comma-separated; default all")] = None,
+    limit: Limit = 1_000,
+    cursor: Cursor = None,
+    from_step: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    to_step: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE)] = None,
+) -> dict[str, Any]:
+    """The step history by step; ``max_points`` downsamples for charts, keeping every extreme."""
+    chosen = _fields(fields)
+    require_job(con, job_id)
+    # history.TooFewPoints (a max_points too small for the fields): 422
+    rows, next_cursor = history.step_history(con, job_id, chosen, cursor, from_step, to_step, limit, max_points)
+    return {
+        "job_id": job_id,
+        "fields": chosen,
+        "downsampled": max_points is not None,
+        "steps": rows,
+        "next_cursor": next_cursor,
+        "next": next_url(request, next_cursor, drop=("from_step",)),
+    }
+
+
+@router.get("/api/training/{job_id:path}/gpus", response_model=models.GpuPage)
+def job_gpus(
+    request: Request,
+    job_id: JobId,
+    con: Con,
+    gpu: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    limit: Limit = 1_000,
+    cursor: Cursor = None,
+    max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE, description="per GPU, for charts")] = None,
+) -> dict[str, Any]:
+    """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated;
+    ``max_points`` downsamples each GPU's readings for charts, keeping every extreme."""
+    require_job(con, job_id)
+    if max_points is not None:
+        source, rows = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
+        return {"job_id": job_id, "source": source, "readings": rows, "next_cursor": None, "next": None}
+    source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
+    return {
+        "job_id": job_id,
+        "source": source,
+        "readings": rows,
+        "next_cursor": next_cursor,
+        "next": next_url(request, next_cursor),
+    }
+
+
+def _fields(fields: str | None) -> list[str]:
+    if fields is None:
+        return list(history.STEP_FIELDS)
+    chosen = list(dict.fromkeys(f.strip() for f in fields.split(",") if f.strip()))
+    unknown = [f for f in chosen if f not in history.STEP_FIELDS]
+    if unknown or not chosen:
+        raise HTTPException(422, f"unknown field(s) {unknown}; known: {', '.join(history.STEP_FIELDS)}")
+    return chosen

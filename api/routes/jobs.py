@@ -1,0 +1,85 @@
+"""The jobs: the list, and one job's record and checkpoints.
+
+Two routers, for the order of routes (api/app.py): ``router`` (the list, and the record at
+``/api/training/jobs/{job_id}``) comes before every ``/api/training/{job_id}/…`` route, so that
+``/api/training/jobs/x/steps`` is the job ``x/steps``; ``job_router`` comes after every other
+``/api/training`` route, since its ``/api/training/{job_id}`` takes any path below it.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated, Any
+
+import duckdb
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from runlytics.warehouse import fleet, queries
+
+from .. import models
+from ..deps import MAX_ID_LENGTH, Con, Cursor, JobId, Limit
+from .common import filters, next_url, require_job
+
+router = APIRouter(tags=["jobs"])
+job_router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
+
+
+@router.get("/api/training/jobs", response_model=models.JobList)
+def list_jobs(
+    request: Request,
+    con: Con,
+    status: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    id_prefix: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="job ids starting with")] = None,
+    sort: Annotated[str, Query(description="a sort key; prefix '-' for descending")] = "-start_time",
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Every job, newest first by default; keyset pages never skip nor repeat a job."""
+    key = sort.removeprefix("-")
+    if key not in fleet.SORT_KEYS:
+        raise HTTPException(422, f"unknown sort key {key!r}; known: {', '.join(fleet.SORT_KEYS)}")
+    chosen = filters(status, model, since, until, id_prefix)
+    rows, next_cursor, total = fleet.jobs_page(con, chosen, key, sort.startswith("-"), limit, cursor)
+    return {"jobs": rows, "total": total, "next_cursor": next_cursor, "next": next_url(request, next_cursor)}
+
+
+@router.get("/api/training/jobs/{job_id:path}", response_model=models.JobRecord)
+def job_by_id(job_id: JobId, con: Con) -> dict[str, Any]:
+    """The job record (also reachable here when the id collides with a route name)."""
+    return _job_record(con, job_id)
+
+
+@job_router.get("/api/training/{job_id:path}/checkpoints", response_model=models.CheckpointList)
+def job_checkpoints(job_id: JobId, con: Con) -> dict[str, Any]:
+    """The job's checkpoints by step, with the losses the best one is chosen by."""
+    require_job(con, job_id)
+    return {"job_id": job_id, "checkpoints": queries.job_checkpoints(con, job_id)}
+
+
+@job_router.get("/api/training/{job_id:path}", response_model=models.JobRecord)
+def job(job_id: JobId, con: Con) -> dict[str, Any]:
+    """The job record: status, times, config, latest step."""
+    return _job_record(con, job_id)
+
+
+def _job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
+    record = queries.job_record(con, job_id)
+    if record is None:
+        raise queries.UnknownJob(job_id)
+    record["config"] = _finite(record["config"])
+    return record
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: non-finite floats of a free-form config become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
