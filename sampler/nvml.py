@@ -1,17 +1,29 @@
-"""The only module that calls NVML, through ``pynvml`` (package ``nvidia-ml-py``).
+"""The only module that calls NVML, through ``pynvml`` (package ``nvidia-ml-py``, 12.535 to 13.x).
 
-Thin on purpose: initialise and shut down, get a device handle by index or UUID, and read one
-GPU's sample into a dict. A field the GPU does not support (``NVMLError_NotSupported``, e.g. the
-utilization of a MIG-enabled GPU) is None, never 0; every other NVML error reaches the caller,
-which decides what to do about it (sampler/run.py). The ``pynvml`` module is a constructor
+Thin on purpose: initialise and shut down, get a device handle by index (never by UUID: NVML's
+UUID look-up fails for every GPU while any GPU of the node is lost), walk a GPU's MIG instances,
+and read one GPU's or MIG instance's sample into a dict. Each query has its own policy:
+
+- "not supported", "no permission" and "function not found" make that query's fields None,
+  never 0, and are reported to the caller (who logs them once); the rest of the sample stands.
+  A MIG-enabled GPU answers "no permission" to its memory query when the caller is not root.
+- Every other NVML error reaches the caller, who tells a lost handle (``is_lost``) from a
+  transient failure (sampler/run.py).
+
+Memory is NVML's v2 figure (``used`` without the driver's reserved memory, as nvidia-smi's
+``memory.used``), the v1 one only on drivers without it. The ``pynvml`` module is a constructor
 argument so that tests can hand in a fake.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+log = logging.getLogger("runlytics.sampler")
 
 MIB = 2**20
 # The measured fields of a sample, in the order they are written.
@@ -19,11 +31,24 @@ FIELDS = (
     "utilization_percent",
     "memory_used_mb",
     "memory_total_mb",
+    "memory_reserved_mb",
     "temperature_c",
     "power_w",
     "sm_clock_mhz",
     "clocks_event_reasons",
 )
+# The NVML queries of a reading and the fields each fills.
+QUERIES = {
+    "memory": ("memory_used_mb", "memory_total_mb", "memory_reserved_mb"),
+    "utilization": ("utilization_percent",),
+    "temperature": ("temperature_c",),
+    "power": ("power_w",),
+    "sm_clock": ("sm_clock_mhz",),
+    "clocks_event_reasons": ("clocks_event_reasons",),
+}
+# Errors that make one query's fields None: the GPU can't or won't answer that query, which
+# says nothing about the others.
+FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound")
 # Errors that mean the handle itself is no good (the GPU fell off the bus, was reset, or NVML
 # lost track of it): the handle is dropped and looked up again later, with back-off.
 LOST_ERRORS = (
@@ -35,14 +60,31 @@ LOST_ERRORS = (
     "NVMLError_NotFound",
     "NVMLError_Uninitialized",
 )
+# A versioned call the driver does not know: fall back to the older call.
+OLDER_CALL_ERRORS = ("NVMLError_FunctionNotFound", "NVMLError_ArgumentVersionMismatch")
 # Errors of nvmlInit that mean there is no usable NVIDIA driver on this machine.
 NO_DRIVER_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_LibRmVersionMismatch")
+MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
 
 Sample = dict[str, float | int | None]
 
 
 class NvmlUnavailable(Exception):
     """NVML can't be used: no pynvml, no driver, or nvmlInit failed."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A GPU, or one MIG instance of a GPU, as NVML shows it now."""
+
+    index: int  # NVML's index of the physical GPU (the parent's, for a MIG instance)
+    uuid: str  # its own UUID: GPU-… or, for a MIG instance, MIG-…
+    handle: Any
+    parent: Any = None  # a MIG instance's GPU handle; None for a whole GPU
+    parent_uuid: str | None = None
+    mig_index: int | None = None  # among the parent's MIG devices
+    gi_id: int | None = None  # GPU instance and compute instance IDs (nvidia-smi's "GI", "CI")
+    ci_id: int | None = None
 
 
 class Nvml:
@@ -53,11 +95,15 @@ class Nvml:
             module = _import_pynvml()
         self.module = module
         self.error: type[Exception] = module.NVMLError
+        self._field_errors = _classes(module, FIELD_ERRORS)
+        self._lost = _classes(module, LOST_ERRORS)
+        self._older_call = _classes(module, OLDER_CALL_ERRORS)
         self._not_supported: type[Exception] = module.NVMLError_NotSupported
-        self._lost = tuple(getattr(module, name) for name in LOST_ERRORS if hasattr(module, name))
-        # Drivers before R535 (and pynvml before 12.535) only know the older name of the
-        # clocks-event reasons call; found out on the first reading, then remembered.
-        self._throttle_api = not hasattr(module, "nvmlDeviceGetCurrentClocksEventReasons")
+        self._unknown = _classes(module, ("NVMLError_Unknown",))
+        # Each versioned call is tried first and given up, once, on a driver without it.
+        self._memory_v2 = hasattr(module, "nvmlMemory_v2")
+        self._temperature_v = hasattr(module, "nvmlDeviceGetTemperatureV")
+        self._events_api = hasattr(module, "nvmlDeviceGetCurrentClocksEventReasons")
 
     def init(self) -> None:
         """nvmlInit, turning its failure into NvmlUnavailable with a message a user can act on."""
@@ -74,66 +120,146 @@ class Nvml:
     def device_count(self) -> int:
         return int(self.module.nvmlDeviceGetCount())
 
-    def handle(self, key: int | str) -> Any:
-        """The handle of a GPU given by NVML index or UUID (a MIG UUID gives its parent GPU)."""
-        if isinstance(key, int):
-            return self.module.nvmlDeviceGetHandleByIndex(key)
-        handle = self.module.nvmlDeviceGetHandleByUUID(key)
-        if key.startswith("MIG-"):
-            # Samples are per physical GPU; a MIG instance's handle can't answer most queries.
-            handle = self.module.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
-        return handle
+    def handle(self, index: int) -> Any:
+        """The handle of the GPU at this NVML index."""
+        return self.module.nvmlDeviceGetHandleByIndex(index)
 
     def identity(self, handle: Any) -> tuple[int, str]:
-        """(NVML index, UUID) of a handle."""
+        """(NVML index, UUID) of a GPU's handle."""
         return int(self.module.nvmlDeviceGetIndex(handle)), _text(self.module.nvmlDeviceGetUUID(handle))
 
-    def uuids(self) -> list[str]:
-        """Every GPU's UUID in NVML index order (GPUs that can't be asked are left out)."""
-        found = []
-        for index in range(self.device_count()):
-            try:
-                found.append(self.identity(self.handle(index))[1])
-            except self.error:
-                continue
-        return found
+    def gpu(self, index: int) -> Device:
+        """The whole GPU at this NVML index."""
+        handle = self.handle(index)
+        return Device(index=index, uuid=_text(self.module.nvmlDeviceGetUUID(handle)), handle=handle)
+
+    def name(self, handle: Any) -> str:
+        return _text(self.module.nvmlDeviceGetName(handle))
+
+    def mig_enabled(self, gpu: Device) -> bool:
+        """Whether the GPU is in MIG mode now (a GPU without MIG is not)."""
+        try:
+            current, _pending = self.module.nvmlDeviceGetMigMode(gpu.handle)
+        except self._not_supported:
+            return False
+        return int(current) == MIG_ENABLED
+
+    def mig_count(self, gpu: Device) -> int:
+        """How many MIG device slots the GPU has (not all of them hold an instance)."""
+        return int(self.module.nvmlDeviceGetMaxMigDeviceCount(gpu.handle))
+
+    def mig(self, gpu: Device, mig_index: int) -> Device:
+        """The MIG instance in slot ``mig_index`` of the GPU; NotFound if the slot is empty."""
+        m = self.module
+        handle = m.nvmlDeviceGetMigDeviceHandleByIndex(gpu.handle, mig_index)
+        return Device(
+            index=gpu.index,
+            uuid=_text(m.nvmlDeviceGetUUID(handle)),
+            handle=handle,
+            parent=gpu.handle,
+            parent_uuid=gpu.uuid,
+            mig_index=mig_index,
+            gi_id=int(m.nvmlDeviceGetGpuInstanceId(handle)),
+            ci_id=int(m.nvmlDeviceGetComputeInstanceId(handle)),
+        )
 
     def is_lost(self, error: BaseException) -> bool:
         return isinstance(error, self._lost)
 
-    def read(self, handle: Any) -> Sample:
-        """One reading of one GPU: the FIELDS, converted to MiB, W, °C, MHz; None if unsupported."""
+    def is_absent(self, error: BaseException) -> bool:
+        """An error of a look-up that means there is nothing there (an empty MIG slot)."""
+        return type(error).__name__ in ("NVMLError_NotFound", "NVMLError_InvalidArgument")
+
+    def read(self, handle: Any, parent: Any = None, unavailable: dict[str, Exception] | None = None) -> Sample:
+        """One reading: the FIELDS, in MiB, W, °C, MHz; None where a query can't be answered.
+
+        ``parent``: the GPU of the MIG instance ``handle`` is. Memory and utilization are then the
+        instance's; temperature, SM clock and clocks-event reasons the card's (not additive);
+        power None, as the card's power is shared with the other instances. The queries that
+        gave None, and why, go into ``unavailable``.
+        """
         m = self.module
-        util = self._optional(m.nvmlDeviceGetUtilizationRates, handle)
-        memory = self._optional(m.nvmlDeviceGetMemoryInfo, handle)
-        temperature = self._optional(m.nvmlDeviceGetTemperature, handle, m.NVML_TEMPERATURE_GPU)
-        power_mw = self._optional(m.nvmlDeviceGetPowerUsage, handle)
-        sm_clock = self._optional(m.nvmlDeviceGetClockInfo, handle, m.NVML_CLOCK_SM)
-        reasons = self._optional(self._clocks_event_reasons, handle)
+        missing: dict[str, Exception] = {} if unavailable is None else unavailable
+        card = handle if parent is None else parent
+        # Memory first: the tests' fake counts a reading there.
+        memory, v2 = self._memory(handle, missing)
+        util = self._query(missing, "utilization", m.nvmlDeviceGetUtilizationRates, handle)
+        temperature = self._query(missing, "temperature", self._temperature, card)
+        power_mw = None if parent is not None else self._query(missing, "power", m.nvmlDeviceGetPowerUsage, handle)
+        sm_clock = self._query(missing, "sm_clock", m.nvmlDeviceGetClockInfo, card, m.NVML_CLOCK_SM)
+        reasons = self._query(missing, "clocks_event_reasons", self._clocks_event_reasons, card)
         return {
             "utilization_percent": None if util is None else float(util.gpu),
             "memory_used_mb": None if memory is None else memory.used / MIB,
             "memory_total_mb": None if memory is None else memory.total / MIB,
+            "memory_reserved_mb": None if memory is None or not v2 else memory.reserved / MIB,
             "temperature_c": None if temperature is None else float(temperature),
             "power_w": None if power_mw is None else power_mw / 1000,
             "sm_clock_mhz": None if sm_clock is None else float(sm_clock),
             "clocks_event_reasons": None if reasons is None else int(reasons),
         }
 
-    def _optional(self, call: Any, *args: Any) -> Any:
+    def _query(self, missing: dict[str, Exception], query: str, call: Any, *args: Any) -> Any:
         try:
             return call(*args)
-        except self._not_supported:
+        except self._field_errors as error:
+            missing[query] = error
             return None
 
-    def _clocks_event_reasons(self, handle: Any) -> int:
+    def _memory(self, handle: Any, missing: dict[str, Exception]) -> tuple[Any, bool]:
         m = self.module
-        if not self._throttle_api:
+        if self._memory_v2:
+            try:
+                return m.nvmlDeviceGetMemoryInfo(handle, version=m.nvmlMemory_v2), True
+            except self._older_call as error:
+                self._give_up_memory_v2(error)
+            except self._not_supported:
+                pass  # on this GPU only: its v1 answer may still come
+            except self._field_errors as error:
+                missing["memory"] = error
+                return None, True
+            except self._unknown as error:
+                # WSL's driver has the v2 call but fails it: v1 tells a broken call from a lost GPU.
+                memory = self._query(missing, "memory", m.nvmlDeviceGetMemoryInfo, handle)
+                self._give_up_memory_v2(error)
+                return memory, False
+        return self._query(missing, "memory", m.nvmlDeviceGetMemoryInfo, handle), False
+
+    def _give_up_memory_v2(self, error: Exception) -> None:
+        if self._memory_v2:
+            self._memory_v2 = False
+            log.warning(
+                "the driver can't answer NVML's v2 memory query (%s): memory_used_mb includes the "
+                "driver's reserved memory on this machine, as nvidia-smi's memory.used does",
+                type(error).__name__,
+            )
+
+    def _temperature(self, handle: Any) -> Any:
+        m = self.module
+        if self._temperature_v:
+            try:
+                value = m.nvmlDeviceGetTemperatureV(handle, m.NVML_TEMPERATURE_GPU)
+                # 13.x returns the temperature; a binding that returns the structure is read too.
+                return getattr(value, "temperature", value)
+            except self._older_call:
+                self._temperature_v = False
+        # Deprecated in NVML 13, still there in every driver this binding range supports.
+        return m.nvmlDeviceGetTemperature(handle, m.NVML_TEMPERATURE_GPU)
+
+    def _clocks_event_reasons(self, handle: Any) -> int:
+        # Drivers before R535 (and pynvml before 12.535) only know the older name of the call.
+        m = self.module
+        if self._events_api:
             try:
                 return m.nvmlDeviceGetCurrentClocksEventReasons(handle)
             except m.NVMLError_FunctionNotFound:
-                self._throttle_api = True
+                self._events_api = False
         return m.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+
+
+def _classes(module: Any, names: tuple[str, ...]) -> tuple[type[Exception], ...]:
+    # A binding may lack the newer classes (GpuNotFound, ArgumentVersionMismatch).
+    return tuple(getattr(module, name) for name in names if hasattr(module, name))
 
 
 def _import_pynvml() -> ModuleType:

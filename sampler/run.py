@@ -3,15 +3,20 @@
 One thread per GPU, each on the same drift-free schedule (ticks at start + k * interval; ticks
 missed because a reading was slow are skipped, not caught up), so that a GPU whose NVML calls
 hang or fail holds up no other GPU, and the main thread stays free to handle signals and the
-training command. Per GPU:
+training command. NVML's set-up (nvmlInit and the GPU look-ups) runs on a thread of its own too:
+with persistence mode off it takes seconds per GPU, and a driver call that hangs must hold up
+neither the command's start nor the sampler's exit. Per GPU:
 
-- a field the GPU does not support is null (sampler/nvml.py);
+- a query the GPU can't answer (not supported, no permission, no such function in this
+  driver) leaves its fields null, logged once per GPU and query (sampler/nvml.py);
 - a transient NVML error skips that reading only; after TRANSIENT_LIMIT in a row the GPU is
   backed off like a lost one;
-- a lost GPU (GpuIsLost, Unknown, …) has its handle dropped and looked up again later, after a
-  back-off that doubles from 2 intervals up to MAX_BACKOFF seconds;
+- a lost GPU (GpuIsLost, ResetRequired, …) has its handle dropped and looked up again later
+  (by index, checking its UUID), after a back-off that doubles from 2 intervals up to
+  MAX_BACKOFF seconds;
 - a reading slower than the interval (at least MIN_SLOW seconds) is skipped: its fields were
-  read too far apart to be one sample; a call that does not return at all is reported.
+  read too far apart to be one sample; a call that does not return at all is reported, and not
+  waited for at exit.
 
 Everything is logged to stderr through ``logging`` ("runlytics.sampler"); nothing stops the loop
 but a signal (SIGINT, SIGTERM, SIGHUP), the ``stop`` event, or the end of the command.
@@ -34,12 +39,23 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from runlytics.sampler.nvml import FIELDS, Nvml, NvmlUnavailable, Sample
+from runlytics.sampler.devices import (
+    Gpu,
+    Key,
+    NoSuchGpu,
+    SamplerError,
+    attach,
+    parse_devices,
+    resolve,
+    select_gpus,
+    warn_if_order_differs,
+)
+from runlytics.sampler.nvml import FIELDS, QUERIES, Device, Nvml, NvmlUnavailable, Sample
 from runlytics.sampler.spool import Spool
 
 log = logging.getLogger("runlytics.sampler")
 
-__all__ = ["NvmlUnavailable", "Options", "SamplerError", "run", "parse_devices", "select_gpus"]
+__all__ = ["NvmlUnavailable", "Options", "SamplerError", "run", "parse_devices", "resolve", "select_gpus"]
 
 DEFAULT_SPOOL_MAX_MB = 512
 MIN_INTERVAL = 0.01
@@ -49,19 +65,21 @@ MIN_SLOW = 0.5
 # A call still running after this many intervals (at least HUNG_MIN seconds) is reported.
 HUNG_INTERVALS = 10
 HUNG_MIN = 10.0
-# How long to wait for the GPU threads to finish their current line once told to stop.
+# With a command: how long nvmlInit may take, once called, before the command is started
+# anyway. Enough for a machine without a driver to say so (exit 3, the command not started);
+# not for nvmlInit to bring up every GPU with persistence mode off.
+STARTUP_GRACE = 0.5
+# How long to wait for the GPU threads to finish their current line once told to stop, and
+# for nvmlShutdown: neither a hung reading nor a hung shutdown keeps the sampler from exiting.
 JOIN_SECONDS = 2.0
+SHUTDOWN_SECONDS = 2.0
+# How often waiting threads look at the stop event.
+POLL = 0.02
 # Signals that stop the sampler, or that are passed on to the training command.
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A command that can't be run: the shell's exit codes.
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
-
-Key = int | str
-
-
-class SamplerError(Exception):
-    """A usage problem: a bad --gpus list, no GPU to sample, a bad interval."""
 
 
 @dataclass
@@ -88,36 +106,69 @@ def run(
     """
     if not options.interval >= MIN_INTERVAL:
         raise SamplerError(f"the interval must be at least {MIN_INTERVAL} s, not {options.interval}")
+    env = os.environ if env is None else env
+    keys = select_gpus(options.gpus, env)
     nvml = Nvml(nvml_module)
-    nvml.init()
     stop = stop or threading.Event()
+    # --gpus indexes are NVML's by definition; CUDA_VISIBLE_DEVICES indexes are CUDA's.
+    setup = Setup(nvml, keys, env if options.gpus is None else None)
     samplers: list[GpuSampler] = []
+    setup.start()
     try:
-        keys = select_gpus(options.gpus, os.environ if env is None else env)
-        try:
-            gpus = resolve(nvml, keys)
-        except nvml.error as error:  # nvmlDeviceGetCount failed: NVML is there but unusable
-            raise NvmlUnavailable(f"NVML could not list the GPUs ({type(error).__name__}: {error})") from error
-        if not gpus and not options.command:
-            raise SamplerError("no GPU to sample")
-        try:
-            spool = Spool(options.spool, options.host, options.spool_max_bytes)
-        except OSError as error:
-            raise SamplerError(f"can't use the spool folder {options.spool}: {error}") from error
-        try:
-            return _sample(options, nvml, spool, gpus, stop, samplers)
-        finally:
-            spool.close()
+        return _sample(options, nvml, setup, stop, samplers)
     finally:
-        if any(s.is_alive() for s in samplers):
-            log.warning("an NVML call has not returned; leaving NVML as it is")
-        else:
-            nvml.shutdown()
+        _shutdown(nvml, setup, samplers)
 
 
-def _sample(
-    options: Options, nvml: Nvml, spool: Spool, gpus: list[Gpu], stop: threading.Event, samplers: list[GpuSampler]
-) -> int:
+class Setup(threading.Thread):
+    """nvmlInit, then the GPUs looked up, off the main thread."""
+
+    def __init__(self, nvml: Nvml, keys: list[Key] | None, env: Mapping[str, str] | None) -> None:
+        super().__init__(name="sampler-setup", daemon=True)
+        self.nvml, self.keys, self.env = nvml, keys, env
+        self.calling = threading.Event()  # nvmlInit called
+        self.initialised = threading.Event()  # nvmlInit returned, or failed (init_error)
+        self.done = threading.Event()  # the GPUs looked up, or failed (error)
+        self.init_error: Exception | None = None
+        self.error: Exception | None = None
+        self.gpus: list[Gpu] = []
+
+    def run(self) -> None:
+        try:
+            self.calling.set()
+            try:
+                self.nvml.init()
+            except Exception as error:
+                self.init_error = self.error = error
+                return
+            finally:
+                self.initialised.set()
+            self.gpus = resolve(self.nvml, self.keys)
+            if self.env is not None:
+                warn_if_order_differs(self.nvml, self.keys, self.env)
+        except self.nvml.error as error:  # nvmlDeviceGetCount failed: NVML is there but unusable
+            self.error = NvmlUnavailable(f"NVML could not list the GPUs ({type(error).__name__}: {error})")
+        except Exception as error:  # a bug or a broken binding: reported by the main thread
+            self.error = error
+        finally:
+            self.done.set()
+
+    def wait_init(self, stop: threading.Event, grace: float | None) -> bool:
+        """Wait for nvmlInit to return, at most ``grace`` seconds from its call; False if it has not."""
+        if not wait(self.calling, stop):
+            return False
+        return wait(self.initialised, stop, None if grace is None else time.monotonic() + grace)
+
+
+def wait(event: threading.Event, stop: threading.Event, deadline: float | None = None) -> bool:
+    """Wait for ``event`` until ``stop`` or the monotonic ``deadline``; whether it came."""
+    while not event.wait(POLL if deadline is None else max(0.0, min(POLL, deadline - time.monotonic()))):
+        if stop.is_set() or (deadline is not None and time.monotonic() >= deadline):
+            return event.is_set()
+    return True
+
+
+def _sample(options: Options, nvml: Nvml, setup: Setup, stop: threading.Event, samplers: list[GpuSampler]) -> int:
     child: subprocess.Popen[bytes] | None = None
     pending: list[int] = []  # signals that came before the command started
 
@@ -133,124 +184,83 @@ def _sample(
             child.send_signal(signum)
 
     with _signals_handled(on_signal):
-        if options.command:
-            try:
-                child = _start(options.command)
-            except OSError as error:
-                log.error("can't run %s: %s", options.command[0], error)
-                return EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_NOT_EXECUTABLE
-            for signum in pending:
-                child.send_signal(signum)
-            threading.Thread(target=_wait_child, args=(child, stop), name="sampler-child", daemon=True).start()
-        schedule = Schedule(options.interval)
-        samplers.extend(GpuSampler(gpu, nvml, spool, options, schedule, stop) for gpu in gpus)
-        for sampler in samplers:
-            sampler.start()
-        log.info(
-            "sampling %s every %g s for job %s into %s",
-            ", ".join(s.label for s in samplers) or "no GPU",
-            options.interval,
-            options.job_id,
-            options.spool,
-        )
-        _supervise(samplers, stop, options.interval)
-        _join(samplers)
-        # Still handling signals: ``stop`` may have ended the sampling before the command.
-        code = 0 if child is None else child.wait()
+        # A command is started as soon as NVML is known to be there, or after STARTUP_GRACE;
+        # sampling alone has nothing to do before NVML has answered.
+        if setup.wait_init(stop, STARTUP_GRACE if options.command else None) and setup.init_error:
+            raise setup.init_error
+        gpus: list[Gpu] = []
+        if not options.command:
+            if not wait(setup.done, stop):
+                log.warning("stopped before NVML's set-up finished: nothing sampled")
+                return 0
+            if setup.error is not None:
+                raise setup.error
+            if not setup.gpus:
+                raise SamplerError("no GPU to sample")
+            gpus = setup.gpus
+        try:
+            spool = Spool(options.spool, options.host, options.spool_max_bytes)
+        except OSError as error:
+            raise SamplerError(f"can't use the spool folder {options.spool}: {error}") from error
+        try:
+            if options.command:
+                try:
+                    child = _start(options.command)
+                except OSError as error:
+                    log.error("can't run %s: %s", options.command[0], error)
+                    return EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_NOT_EXECUTABLE
+                for signum in pending:
+                    child.send_signal(signum)
+                threading.Thread(target=_wait_child, args=(child, stop), name="sampler-child", daemon=True).start()
+                gpus = _await_setup(setup, stop)
+            schedule = Schedule(options.interval)
+            samplers.extend(GpuSampler(gpu, nvml, spool, options, schedule, stop) for gpu in gpus)
+            for sampler in samplers:
+                sampler.start()
+            log.info(
+                "sampling %s every %g s for job %s into %s",
+                ", ".join(s.label for s in samplers) or "no GPU",
+                options.interval,
+                options.job_id,
+                options.spool,
+            )
+            _supervise(samplers, stop, options.interval)
+            _join(samplers)
+            # Still handling signals: ``stop`` may have ended the sampling before the command.
+            code = 0 if child is None else child.wait()
+        finally:
+            spool.close()
     # A command killed by signal N ends with 128 + N, as in a shell.
     return code if code >= 0 else 128 - code
 
 
-# --- choosing the GPUs ------------------------------------------------------------------------
+def _await_setup(setup: Setup, stop: threading.Event) -> list[Gpu]:
+    """The GPUs to sample once set-up is done; none if it failed or the command ended first."""
+    if not wait(setup.done, stop):
+        log.warning("the command ended before NVML's set-up finished: nothing sampled")
+        return []
+    if setup.error is not None:
+        log.error("%s; the command runs unsampled", setup.error)
+    elif not setup.gpus:
+        log.warning("no GPU to sample; the command runs unsampled")
+    return setup.gpus if setup.error is None else []
 
 
-def select_gpus(gpus: str | None, env: Mapping[str, str]) -> list[Key] | None:
-    """The GPUs asked for: --gpus, else $CUDA_VISIBLE_DEVICES; None (every GPU) when neither."""
-    if gpus is not None:
-        return parse_devices(gpus, strict=True)
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    return None if visible is None else parse_devices(visible)
-
-
-def parse_devices(text: str, strict: bool = False) -> list[Key]:
-    """NVML indexes (int) and UUIDs ("GPU-…", "MIG-…") of a CUDA_VISIBLE_DEVICES-style list.
-
-    Like CUDA, the list ends at its first entry that is neither (``-1`` hides every GPU); with
-    ``strict`` (a list the user typed) such an entry is an error instead. An index is taken as
-    NVML's (PCI bus order), which is CUDA's when CUDA_DEVICE_ORDER=PCI_BUS_ID or the GPUs are
-    all alike; a UUID is unambiguous.
-    """
-    keys: list[Key] = []
-    for entry in (e.strip() for e in text.split(",")):
-        if entry.isdigit():
-            keys.append(int(entry))
-        elif entry.startswith(("GPU-", "MIG-")):
-            keys.append(entry)
-        elif strict:
-            raise SamplerError(f"{entry!r} is neither a GPU index nor a UUID (GPU-…)")
-        else:
-            if entry:
-                log.warning("CUDA_VISIBLE_DEVICES=%s: GPUs from %r on are not sampled (CUDA ignores them)", text, entry)
-            break
-    return keys
-
-
-@dataclass
-class Gpu:
-    key: Key  # as asked for
-    index: int | None = None  # NVML's (physical) index, once known
-    uuid: str | None = None
-    handle: Any = None
-
-
-def resolve(nvml: Nvml, keys: list[Key] | None) -> list[Gpu]:
-    """A Gpu per key (every GPU when None). A GPU that does not exist is left out; one that
-    exists but can't be asked now (lost) is kept, to be tried again with back-off."""
-    if keys is None:
-        keys = list(range(nvml.device_count()))
-    gpus: list[Gpu] = []
-    seen: set[int | str] = set()
-    for key in keys:
-        gpu = _attach_first(nvml, key)
-        if gpu is None:
-            continue
-        ident = gpu.index if gpu.index is not None else gpu.key
-        if ident not in seen:
-            seen.add(ident)
-            gpus.append(gpu)
-    return gpus
-
-
-def _attach_first(nvml: Nvml, key: Key) -> Gpu | None:
-    gpu = Gpu(key)
-    try:
-        attach(nvml, gpu)
-    except nvml.error as error:
-        if isinstance(key, str) and not key.startswith("MIG-"):
-            full = _uuid_by_prefix(nvml, key)
-            if full is not None:
-                return _attach_first(nvml, full)
-        if type(error).__name__ in ("NVMLError_InvalidArgument", "NVMLError_NotFound"):
-            log.warning("GPU %s: no such GPU (%s); not sampled", key, error)
-            return None
-        log.warning("GPU %s: can't be read now (%s); trying again later", key, error)
-    return gpu
-
-
-def _uuid_by_prefix(nvml: Nvml, prefix: str) -> str | None:
-    # CUDA accepts a unique prefix of a UUID; NVML wants the whole of it.
-    try:
-        matches = [u for u in nvml.uuids() if u.startswith(prefix)]
-    except nvml.error:
-        return None
-    return matches[0] if len(matches) == 1 and matches[0] != prefix else None
-
-
-def attach(nvml: Nvml, gpu: Gpu) -> None:
-    """Look the GPU's handle up (by UUID once known: an index can change after a reset)."""
-    handle = nvml.handle(gpu.uuid or gpu.key)
-    gpu.index, gpu.uuid = nvml.identity(handle)
-    gpu.handle = handle
+def _shutdown(nvml: Nvml, setup: Setup, samplers: list[GpuSampler]) -> None:
+    if setup.done.is_set():
+        setup.join(SHUTDOWN_SECONDS)  # past its last NVML call, the thread is ending
+    if not setup.initialised.is_set() or setup.init_error is not None:
+        if setup.is_alive():
+            log.warning("nvmlInit has not returned; leaving NVML as it is")
+        return
+    if setup.is_alive() or any(s.is_alive() for s in samplers):
+        log.warning("an NVML call has not returned; leaving NVML as it is")
+        return
+    closer = threading.Thread(target=nvml.shutdown, name="sampler-shutdown", daemon=True)
+    closer.start()
+    closer.join(SHUTDOWN_SECONDS)
+    if closer.is_alive():
+        log.warning("nvmlShutdown has not returned after %g s; not waited for", SHUTDOWN_SECONDS)
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -290,11 +300,15 @@ class GpuSampler(threading.Thread):
         self.busy_since: float | None = None
         self.hung_reported = False
         self.written = 0
+        self.reported: set[str] = set()  # the queries whose None was logged
 
     @property
     def label(self) -> str:
-        gpu = self.gpu
-        return f"GPU {gpu.index if gpu.index is not None else gpu.key}" + (f" ({gpu.uuid})" if gpu.uuid else "")
+        gpu, device = self.gpu, self.gpu.device
+        where = f"GPU {gpu.index if gpu.index is not None else gpu.key}"
+        if device is not None and device.parent is not None:
+            where += f" MIG {device.gi_id}/{device.ci_id}"
+        return where + (f" ({gpu.uuid})" if gpu.uuid else "")
 
     def run(self) -> None:
         tick = -1
@@ -308,20 +322,22 @@ class GpuSampler(threading.Thread):
         """One reading, written to the spool unless it failed or was too slow."""
         if time.monotonic() < self.retry_at:
             return
-        if self.gpu.handle is None and not self._reattach():
+        device = self.gpu.device or self._reattach()
+        if device is None:
             return
         ts = time.time()
-        fields = self._read()
+        fields = self._read(device)
         if fields is None:
             return
         self._recovered()
-        if self.spool.write(self._line(ts, fields)):
+        if self.spool.write(self._line(ts, device, fields)):
             self.written += 1
 
-    def _read(self) -> Sample | None:
+    def _read(self, device: Device) -> Sample | None:
         self.busy_since = started = time.monotonic()
+        unavailable: dict[str, Exception] = {}
         try:
-            fields = self.nvml.read(self.gpu.handle)
+            fields = self.nvml.read(device.handle, device.parent, unavailable)
         except self.nvml.error as error:
             self._failed(error)
             return None
@@ -332,26 +348,45 @@ class GpuSampler(threading.Thread):
         finally:
             self.busy_since = None
             self.hung_reported = False
+        self._report(unavailable)
         took = time.monotonic() - started
         if took > self.slow_after:
             log.warning("%s: a reading took %.2f s (interval %g s); skipped", self.label, took, self.interval)
             return None
         return fields
 
-    def _line(self, ts: float, fields: Sample) -> dict[str, Any]:
+    def _report(self, unavailable: dict[str, Exception]) -> None:
+        # Once per GPU and query: a MIG GPU's "no permission" would otherwise fill the log.
+        for query, error in unavailable.items():
+            if query not in self.reported:
+                self.reported.add(query)
+                quiet = isinstance(error, self.nvml.module.NVMLError_NotSupported)
+                log.log(
+                    logging.INFO if quiet else logging.WARNING,
+                    "%s: %s null (%s: %s)",
+                    self.label,
+                    ", ".join(QUERIES[query]),
+                    type(error).__name__,
+                    error,
+                )
+
+    def _line(self, ts: float, device: Device, fields: Sample) -> dict[str, Any]:
         line: dict[str, Any] = {
             "ts": round(ts, 3),
             "host": self.host,
             "job_id": self.job_id,
-            "gpu_index": self.gpu.index,
-            "gpu_uuid": self.gpu.uuid,
+            "gpu_index": device.index,
+            "gpu_uuid": device.uuid,
         }
         line.update((name, fields[name]) for name in FIELDS)
+        line["mig_parent_uuid"] = device.parent_uuid
+        line["mig_gi_id"] = device.gi_id
+        line["mig_ci_id"] = device.ci_id
         return line
 
     def _failed(self, error: Exception) -> None:
         if self.nvml.is_lost(error):
-            self.gpu.handle = None
+            self.gpu.lose()
             self._back_off(f"lost ({type(error).__name__}: {error})")
             return
         self.transient += 1
@@ -366,13 +401,13 @@ class GpuSampler(threading.Thread):
         self.retry_at = time.monotonic() + delay
         log.warning("%s: %s; trying again in %.3g s", self.label, reason, delay)
 
-    def _reattach(self) -> bool:
+    def _reattach(self) -> Device | None:
         try:
             attach(self.nvml, self.gpu)
-        except self.nvml.error as error:
+        except (self.nvml.error, NoSuchGpu) as error:
             self._back_off(f"still unavailable ({type(error).__name__}: {error})")
-            return False
-        return True
+            return None
+        return self.gpu.device
 
     def _recovered(self) -> None:
         if self.failures:

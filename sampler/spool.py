@@ -64,6 +64,7 @@ class Spool:
         # fragment stays one bad line instead of spoiling the next good one.
         self._dangling = False
         self._complained: float | None = None
+        self._closed = False
         self._check_every = max(1, min(CHECK_MAX_BYTES, (max_bytes or CHECK_MAX_BYTES) // CHECK_SHARE))
         self.enforce_bound()
 
@@ -76,6 +77,8 @@ class Spool:
         """Append one sample (its ``ts`` picks the file); False if it could not be written."""
         line = encode(sample)
         with self._lock:
+            if self._closed:
+                return False  # a reading that outlived the sampler (a hung call, not waited for)
             try:
                 fd = self._file_for(float(sample["ts"]))
                 return self._append(fd, line)
@@ -85,6 +88,7 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._close()
 
     def enforce_bound(self) -> list[Path]:

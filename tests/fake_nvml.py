@@ -1,40 +1,82 @@
-"""A fake ``pynvml`` module for the sampler's tests and benchmark.
+"""A fake ``pynvml`` module for the sampler's tests and benchmark, held to the real one.
 
-It answers the calls sampler/nvml.py makes, with pynvml's own structures and error classes
-(``pynvml.NVMLError_NotSupported``, ``NVMLError_GpuIsLost``, … raised as the real binding raises
-them), and does what real GPUs do, on demand per GPU: fields that are not supported (power on
-some boards; utilization and clocks-event reasons of a MIG-enabled GPU), falling off the bus
-after some readings (and coming back later, or not), transient errors, slow calls. ``cost``
-makes every call burn that much CPU time, like the ioctl of a real NVML call, for the benchmark.
+Every function it offers exists in the installed ``pynvml`` with the same parameters, every
+error class it raises is pynvml's own, and its structures are pynvml's (test_sampler_nvml.py
+checks this). It behaves as the real NVML does where the sampler has been caught out:
 
-A "reading" is counted at nvmlDeviceGetUtilizationRates, the first call of Nvml.read; faults
-are placed by reading number (0-based).
+- every call but nvmlInit raises ``NVMLError_Uninitialized`` before nvmlInit (and after
+  nvmlShutdown);
+- the memory call takes ``version=``: v2 (``nvmlMemory_v2``) reports the allocated memory as
+  ``used`` and the driver's own as ``reserved``, as nvidia-smi's memory.used does; v1 counts
+  both in ``used``;
+- a GPU in MIG mode answers "no permission" to its own memory query unless the caller is root,
+  and "not supported" to utilization and clocks-event reasons; its MIG instances have their
+  own handles, UUIDs (MIG-…), GPU/compute instance IDs and memory;
+- the look-up by UUID fails with "GPU is lost" for every GPU while any GPU is lost;
+- ``missing``: NVML functions the driver's library lacks (``NVMLError_FunctionNotFound``, as
+  pynvml raises when it can't find the symbol); ``old_driver``: one without the v2 memory call,
+  the versioned temperature call and the clocks-event reasons name; ``old_binding``: a pynvml
+  without ``nvmlDeviceGetTemperatureV`` (12.535).
+
+Faults on demand, per GPU: unsupported fields, falling off the bus after some readings (and
+coming back later, or not), transient errors, slow calls; per function (``hang``): calls that
+block until the test sets the event, as a hung driver call does (``hanging`` is set when one
+starts). ``cost`` makes every call burn that much CPU time, like the ioctl of a real NVML call,
+for the benchmark.
+
+A "reading" is counted at nvmlDeviceGetMemoryInfo, the first call of Nvml.read; faults are
+placed by reading number (0-based).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
+from ctypes import c_uint
 from dataclasses import dataclass, field
 from typing import Any
 
 import pynvml
 
 MIB = 2**20
+MAX_MIG_DEVICES = 7
+HANG_LIMIT = 120.0  # a hung call gives up after this long, should a test forget to release it
+OLD_DRIVER = frozenset(
+    {"nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetTemperatureV", "nvmlDeviceGetCurrentClocksEventReasons"}
+)
+TEMPERATURE_V1 = getattr(pynvml, "nvmlTemperature_v1", 0x100000C)  # not in 12.535
+
+
+@dataclass
+class FakeMig:
+    """A MIG instance: its own UUID, IDs and memory; the rest is its GPU's."""
+
+    uuid: str
+    gi_id: int
+    ci_id: int = 0
+    memory_used: int = 9000 * MIB
+    memory_reserved: int = 14 * MIB
+    memory_total: int = 19968 * MIB
+    readings: int = 0
 
 
 @dataclass
 class FakeGpu:
     uuid: str
+    name: str = "NVIDIA H100 80GB HBM3"
     utilization: int = 97
-    memory_used: int = 17200 * MIB
+    memory_used: int = 17200 * MIB  # allocated: v2's "used", nvidia-smi's memory.used
+    memory_reserved: int = 523 * MIB  # the driver's: v1's "used" counts it too
     memory_total: int = 81559 * MIB
     temperature: int = 68
     power_mw: int | None = 301_200  # None: not supported
     sm_clock: int = 1980
     reasons: int = 0x4  # SW power cap
+    mig_capable: bool = True
     mig: bool = False  # MIG mode on: utilization and clocks-event reasons not supported
-    mig_uuids: tuple[str, ...] = ()
+    mig_uuids: tuple[str, ...] = ()  # shorthand for migs: GPU instances 1, 2, …, compute instance 0
+    migs: list[FakeMig] = field(default_factory=list)
     lost: bool = False
     lose_after: int | None = None  # falls off the bus when this reading starts
     recover_after: float | None = None  # seconds lost before it answers again (None: never)
@@ -49,6 +91,11 @@ class FakeGpu:
         if self.lost:
             raise pynvml.NVMLError_GpuIsLost()
 
+    def instances(self) -> list[FakeMig]:
+        if not self.migs and self.mig_uuids:
+            self.migs = [FakeMig(uuid=u, gi_id=i + 1) for i, u in enumerate(self.mig_uuids)]
+        return self.migs if self.mig else []
+
 
 @dataclass(frozen=True)
 class Handle:
@@ -57,7 +104,11 @@ class Handle:
 
 @dataclass(frozen=True)
 class MigHandle:
-    parent: FakeGpu
+    gpu: FakeGpu  # the parent
+    mig: FakeMig
+
+
+AnyHandle = Handle | MigHandle
 
 
 class FakeNvml:
@@ -65,100 +116,165 @@ class FakeNvml:
 
     NVML_TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
     NVML_CLOCK_SM = pynvml.NVML_CLOCK_SM
+    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
+    nvmlMemory_v2 = pynvml.nvmlMemory_v2
 
     def __init__(
         self,
         gpus: list[FakeGpu],
         init_error: type[pynvml.NVMLError] | None = None,
         old_driver: bool = False,
+        old_binding: bool = False,
+        root: bool = False,
+        missing: set[str] | frozenset[str] = frozenset(),
+        hang: dict[str, threading.Event] | None = None,
         cost: float = 0.0,
     ) -> None:
         for name in dir(pynvml):
             if name.startswith("NVMLError"):
                 setattr(self, name, getattr(pynvml, name))
+        if hasattr(pynvml, "nvmlDeviceGetTemperatureV") and not old_binding:
+            self.nvmlTemperature_v1 = pynvml.nvmlTemperature_v1
+            self.nvmlDeviceGetTemperatureV = self._temperature_v
         self.gpus = gpus
         self.init_error = init_error
-        self.old_driver = old_driver  # no nvmlDeviceGetCurrentClocksEventReasons in the driver
+        self.missing = set(missing) | (OLD_DRIVER if old_driver else set())
+        self.root = root
+        self.hang = hang or {}
+        self.hanging = threading.Event()
         self.cost = cost
         self.initialized = False
         self.lookups = 0  # handle look-ups, by index or UUID
         self.calls = 0
+        self.counts: Counter[str] = Counter()  # calls by function name
         self._lock = threading.Lock()
 
     # --- library -------------------------------------------------------------------------------
 
     def nvmlInit(self) -> None:
+        self._call("nvmlInit", initialized=False)
         if self.init_error is not None:
             raise self.init_error()
         self.initialized = True
 
     def nvmlShutdown(self) -> None:
-        self._call()
+        self._call("nvmlShutdown")
         self.initialized = False
 
     def nvmlDeviceGetCount(self) -> int:
-        self._call()
+        self._call("nvmlDeviceGetCount")
         return len(self.gpus)
 
     # --- handles -------------------------------------------------------------------------------
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
-        self._call()
+        self._call("nvmlDeviceGetHandleByIndex")
         self.lookups += 1
         if not 0 <= index < len(self.gpus):
             raise pynvml.NVMLError_InvalidArgument()
         self.gpus[index].check()
         return Handle(self.gpus[index])
 
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Handle | MigHandle:
-        self._call()
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> AnyHandle:
+        self._call("nvmlDeviceGetHandleByUUID")
         self.lookups += 1
+        # NVML walks every GPU to find the UUID: one fallen off the bus fails the look-up.
+        for gpu in self.gpus:
+            gpu.check()
         for gpu in self.gpus:
             if gpu.uuid == uuid:
-                gpu.check()
                 return Handle(gpu)
-            if uuid in gpu.mig_uuids:
-                return MigHandle(gpu)
+            for mig in gpu.instances():
+                if mig.uuid == uuid:
+                    return MigHandle(gpu, mig)
         raise pynvml.NVMLError_NotFound()
 
-    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, handle: MigHandle) -> Handle:
-        self._call()
-        return Handle(handle.parent)
+    def nvmlDeviceGetIndex(self, handle: AnyHandle) -> int:
+        return self.gpus.index(self._whole(handle, "nvmlDeviceGetIndex"))
 
-    def nvmlDeviceGetIndex(self, handle: Handle) -> int:
-        return self.gpus.index(self._gpu(handle))
+    def nvmlDeviceGetUUID(self, handle: AnyHandle) -> str:
+        gpu = self._gpu(handle, "nvmlDeviceGetUUID")
+        return handle.mig.uuid if isinstance(handle, MigHandle) else gpu.uuid
 
-    def nvmlDeviceGetUUID(self, handle: Handle) -> str:
-        return self._gpu(handle).uuid
+    def nvmlDeviceGetName(self, handle: AnyHandle) -> str:
+        return self._gpu(handle, "nvmlDeviceGetName").name
+
+    # --- MIG -----------------------------------------------------------------------------------
+
+    def nvmlDeviceGetMigMode(self, device: AnyHandle) -> list[int]:
+        gpu = self._whole(device, "nvmlDeviceGetMigMode")
+        if not gpu.mig_capable:
+            raise pynvml.NVMLError_NotSupported()
+        mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig else pynvml.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: AnyHandle) -> int:
+        gpu = self._whole(device, "nvmlDeviceGetMaxMigDeviceCount")
+        return MAX_MIG_DEVICES if gpu.mig_capable else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: AnyHandle, index: int) -> MigHandle:
+        gpu = self._whole(device, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if not gpu.mig or not 0 <= index < MAX_MIG_DEVICES:
+            raise pynvml.NVMLError_InvalidArgument()
+        instances = gpu.instances()
+        if index >= len(instances):
+            raise pynvml.NVMLError_NotFound()
+        return MigHandle(gpu, instances[index])
+
+    def nvmlDeviceIsMigDeviceHandle(self, device: AnyHandle) -> c_uint:
+        self._gpu(device, "nvmlDeviceIsMigDeviceHandle")
+        return c_uint(isinstance(device, MigHandle))
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, migDevice: AnyHandle) -> Handle:
+        return Handle(self._mig(migDevice, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle")[0])
+
+    def nvmlDeviceGetGpuInstanceId(self, device: AnyHandle) -> int:
+        return self._mig(device, "nvmlDeviceGetGpuInstanceId")[1].gi_id
+
+    def nvmlDeviceGetComputeInstanceId(self, device: AnyHandle) -> int:
+        return self._mig(device, "nvmlDeviceGetComputeInstanceId")[1].ci_id
 
     # --- readings ------------------------------------------------------------------------------
 
-    def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> pynvml.c_nvmlUtilization_t:
-        gpu = handle.gpu
-        n = gpu.readings
-        gpu.readings += 1
-        if gpu.lose_after is not None and n >= gpu.lose_after and gpu.lost_since is None:
-            gpu.lost, gpu.lost_since = True, time.monotonic()
-        gpu = self._gpu(handle)
+    def nvmlDeviceGetMemoryInfo(
+        self, handle: AnyHandle, version: int | None = None
+    ) -> pynvml.c_nvmlMemory_t | pynvml.c_nvmlMemory_v2_t:
+        # pynvml calls the C function nvmlDeviceGetMemoryInfo_v2 when given a version. A call
+        # refused before it reaches the GPU is not a reading: the sampler tries v1 next.
+        self._call("nvmlDeviceGetMemoryInfo_v2" if version else "nvmlDeviceGetMemoryInfo")
+        if version and version != pynvml.nvmlMemory_v2:
+            raise pynvml.NVMLError_ArgumentVersionMismatch()
+        gpu, n = self._reading(handle)
+        if n in gpu.transient_at:
+            raise pynvml.NVMLError_Timeout()
+        if isinstance(handle, MigHandle):
+            used, reserved, total = handle.mig.memory_used, handle.mig.memory_reserved, handle.mig.memory_total
+        elif gpu.mig and not self.root:
+            raise pynvml.NVMLError_NoPermission()
+        else:
+            used, reserved, total = gpu.memory_used, gpu.memory_reserved, gpu.memory_total
+        free = total - reserved - used
+        if not version:
+            return pynvml.c_nvmlMemory_t(total=total, free=free, used=used + reserved)
+        return pynvml.c_nvmlMemory_v2_t(version=version, total=total, reserved=reserved, free=free, used=used)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: AnyHandle) -> pynvml.c_nvmlUtilization_t:
+        gpu = self._gpu(handle, "nvmlDeviceGetUtilizationRates")
         if gpu.mig:
             raise pynvml.NVMLError_NotSupported()
         return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization, memory=40)
 
-    def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> pynvml.c_nvmlMemory_t:
-        gpu = self._gpu(handle)
-        if gpu.readings - 1 in gpu.transient_at:
-            raise pynvml.NVMLError_Timeout()
-        free = gpu.memory_total - gpu.memory_used
-        return pynvml.c_nvmlMemory_t(total=gpu.memory_total, free=free, used=gpu.memory_used)
+    def nvmlDeviceGetTemperature(self, handle: AnyHandle, sensor: int) -> int:
+        return self._temperature(handle, sensor, "nvmlDeviceGetTemperature")
 
-    def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
-        gpu = self._gpu(handle)
-        if sensor != pynvml.NVML_TEMPERATURE_GPU:
-            raise pynvml.NVMLError_InvalidArgument()
-        return gpu.temperature
+    def _temperature_v(self, handle: AnyHandle, sensor: int, version: int = TEMPERATURE_V1) -> int:
+        # nvmlDeviceGetTemperatureV, where the binding has it (13.x; not 12.535).
+        if version != TEMPERATURE_V1:
+            raise pynvml.NVMLError_ArgumentVersionMismatch()
+        return self._temperature(handle, sensor, "nvmlDeviceGetTemperatureV")
 
-    def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
-        gpu = self._gpu(handle)
+    def nvmlDeviceGetPowerUsage(self, handle: AnyHandle) -> int:
+        gpu = self._whole(handle, "nvmlDeviceGetPowerUsage")
         delay = gpu.slow_at.get(gpu.readings - 1)
         if delay:
             time.sleep(delay)  # a real NVML call blocks in the driver, without the GIL
@@ -166,40 +282,73 @@ class FakeNvml:
             raise pynvml.NVMLError_NotSupported()
         return gpu.power_mw
 
-    def nvmlDeviceGetClockInfo(self, handle: Handle, clock: int) -> int:
-        gpu = self._gpu(handle)
-        if clock != pynvml.NVML_CLOCK_SM:
+    def nvmlDeviceGetClockInfo(self, handle: AnyHandle, type: int) -> int:
+        gpu = self._whole(handle, "nvmlDeviceGetClockInfo")
+        if type != pynvml.NVML_CLOCK_SM:
             raise pynvml.NVMLError_InvalidArgument()
         return gpu.sm_clock
 
-    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Handle) -> int:
-        if self.old_driver:
-            self._call()
-            raise pynvml.NVMLError_FunctionNotFound()
-        return self._reasons(handle)
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: AnyHandle) -> int:
+        return self._reasons(handle, "nvmlDeviceGetCurrentClocksEventReasons")
 
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Handle) -> int:
-        return self._reasons(handle)
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: AnyHandle) -> int:
+        return self._reasons(handle, "nvmlDeviceGetCurrentClocksThrottleReasons")
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def _reasons(self, handle: Handle) -> int:
-        gpu = self._gpu(handle)
+    def _temperature(self, handle: AnyHandle, sensor: int, name: str) -> int:
+        gpu = self._whole(handle, name)
+        if sensor != pynvml.NVML_TEMPERATURE_GPU:
+            raise pynvml.NVMLError_InvalidArgument()
+        return gpu.temperature
+
+    def _reasons(self, handle: AnyHandle, name: str) -> int:
+        gpu = self._whole(handle, name)
         if gpu.mig:
             raise pynvml.NVMLError_NotSupported()
         return gpu.reasons
 
-    def _gpu(self, handle: Any) -> FakeGpu:
-        self._call()
-        if not self.initialized:
-            raise pynvml.NVMLError_Uninitialized()
+    def _reading(self, handle: AnyHandle) -> tuple[FakeGpu, int]:
+        """Count a reading of the GPU or MIG instance; the GPU and the reading's number."""
+        counted: FakeGpu | FakeMig = handle.mig if isinstance(handle, MigHandle) else handle.gpu
+        n = counted.readings
+        counted.readings += 1
         gpu = handle.gpu
+        if gpu.lose_after is not None and n >= gpu.lose_after and gpu.lost_since is None:
+            gpu.lost, gpu.lost_since = True, time.monotonic()
         gpu.check()
+        return gpu, n
+
+    def _gpu(self, handle: AnyHandle, name: str) -> FakeGpu:
+        self._call(name)
+        handle.gpu.check()
+        return handle.gpu
+
+    def _whole(self, handle: AnyHandle, name: str) -> FakeGpu:
+        """The GPU of a whole-GPU handle: a MIG instance can't answer card-wide queries."""
+        gpu = self._gpu(handle, name)
+        if isinstance(handle, MigHandle):
+            raise pynvml.NVMLError_NotSupported()
         return gpu
 
-    def _call(self) -> None:
+    def _mig(self, handle: AnyHandle, name: str) -> tuple[FakeGpu, FakeMig]:
+        gpu = self._gpu(handle, name)
+        if not isinstance(handle, MigHandle):
+            raise pynvml.NVMLError_InvalidArgument()
+        return gpu, handle.mig
+
+    def _call(self, name: str, initialized: bool = True) -> None:
         with self._lock:
             self.calls += 1
+            self.counts[name] += 1
+        if initialized and not self.initialized:
+            raise pynvml.NVMLError_Uninitialized()
+        if name in self.missing:
+            raise pynvml.NVMLError_FunctionNotFound()
+        gate = self.hang.get(name)
+        if gate is not None:
+            self.hanging.set()
+            gate.wait(HANG_LIMIT)  # blocks in the driver, without the GIL
         if self.cost:
             # Burn CPU, not wall time: a real NVML call's cost is mostly the driver's ioctl, which
             # counts as this process's (system) CPU time.

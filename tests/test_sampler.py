@@ -35,6 +35,10 @@ KEYS = {
     "power_w",
     "sm_clock_mhz",
     "clocks_event_reasons",
+    "memory_reserved_mb",
+    "mig_parent_uuid",
+    "mig_gi_id",
+    "mig_ci_id",
 }
 INTERVAL = 0.05
 
@@ -84,7 +88,7 @@ def by_gpu(lines: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
 def test_lines_follow_the_contract(tmp_path: Path) -> None:
     fleet = gpus(3)
     fleet[1].power_mw = None  # a board without power readings
-    fleet[2].mig = True  # MIG mode: no utilization, no clocks-event reasons
+    fleet[2].mig = True  # MIG mode: no utilization, no clocks-event reasons; memory for root only
     code, lines = sample_for(0.4, options(tmp_path), FakeNvml(fleet))
 
     assert code == 0
@@ -94,7 +98,9 @@ def test_lines_follow_the_contract(tmp_path: Path) -> None:
         assert isinstance(line["ts"], float) and abs(line["ts"] - time.time()) < 60
         assert (line["host"], line["job_id"]) == ("node-01", "job-1")
         assert line["gpu_uuid"] == fleet[line["gpu_index"]].uuid
-        assert line["memory_used_mb"] == 17200.0 and line["memory_total_mb"] == 81559.0
+        assert line["mig_parent_uuid"] is None and line["mig_gi_id"] is None and line["mig_ci_id"] is None
+        memory = (line["memory_used_mb"], line["memory_total_mb"], line["memory_reserved_mb"])
+        assert memory == ((None, None, None) if line["gpu_index"] == 2 else (17200.0, 81559.0, 523.0))
         assert line["temperature_c"] == 68.0 and line["sm_clock_mhz"] == 1980.0
     first = {i: rows[0] for i, rows in by_gpu(lines).items()}
     assert first[0]["power_w"] == pytest.approx(301.2) and first[0]["utilization_percent"] == 97.0
@@ -444,7 +450,11 @@ def test_cuda_visible_devices_picks_the_gpus(tmp_path: Path, visible: str, expec
     lines = spool_lines(tmp_path / "spool") if (tmp_path / "spool").exists() else []
     assert set(by_gpu(lines)) == expected
     for line in lines:
-        assert line["gpu_uuid"] == fleet[line["gpu_index"]].uuid
+        gpu = fleet[line["gpu_index"]]
+        if visible.startswith("MIG-"):  # the instance, under its own UUID
+            assert (line["gpu_uuid"], line["mig_parent_uuid"]) == ("MIG-7e57-0001", gpu.uuid)
+        else:
+            assert line["gpu_uuid"] == gpu.uuid
 
 
 def test_every_gpu_when_nothing_is_said(tmp_path: Path) -> None:

@@ -1,0 +1,234 @@
+"""Which GPUs and MIG instances to sample, and finding them in NVML.
+
+Every look-up goes by NVML index and checks the UUID: NVML's look-up by UUID fails for every
+GPU while any GPU of the node has fallen off the bus, so a degraded node would sample nothing.
+A UUID asked for is found by walking the indexes (and the MIG instances of MIG-enabled GPUs);
+a GPU that can't be asked now is skipped in the walk and found later.
+
+Samples are keyed by UUID: NVML's indexes start at 0 inside a container or a Slurm job's cgroup
+whatever GPUs it was given, so two jobs' samplers on one host can both see a "GPU 0".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from runlytics.sampler.nvml import Device, Nvml
+
+log = logging.getLogger("runlytics.sampler")
+
+Key = int | str
+# CUDA 11.0-11.3's MIG names: MIG-<GPU UUID>/<GPU instance ID>/<compute instance ID>.
+OLD_MIG = re.compile(r"MIG-(GPU-[^/]+)/(\d+)/(\d+)")
+
+
+class SamplerError(Exception):
+    """A usage problem: a bad --gpus list, no GPU to sample, a bad interval."""
+
+
+class NoSuchGpu(Exception):
+    """Every GPU answered, and none is the one asked for."""
+
+
+def select_gpus(gpus: str | None, env: Mapping[str, str]) -> list[Key] | None:
+    """The GPUs asked for: --gpus, else $CUDA_VISIBLE_DEVICES; None (every GPU) when neither."""
+    if gpus is not None:
+        return parse_devices(gpus, strict=True)
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    return None if visible is None else parse_devices(visible)
+
+
+def parse_devices(text: str, strict: bool = False) -> list[Key]:
+    """NVML indexes (int) and UUIDs ("GPU-…", "MIG-…", "MIG-GPU-…/gi/ci") of a CUDA_VISIBLE_DEVICES list.
+
+    Like CUDA, the list ends at its first entry that is neither (``-1`` hides every GPU); with
+    ``strict`` (a list the user typed) such an entry is an error instead. An index is taken as
+    NVML's (PCI bus order), which is CUDA's when CUDA_DEVICE_ORDER=PCI_BUS_ID or the GPUs are
+    all alike; a UUID is unambiguous.
+    """
+    keys: list[Key] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if entry.isdigit():
+            keys.append(int(entry))
+        elif entry.startswith(("GPU-", "MIG-")):
+            keys.append(entry)
+        elif strict:
+            raise SamplerError(f"{entry!r} is neither a GPU index nor a UUID (GPU-…, MIG-…)")
+        else:
+            if entry:
+                log.warning("CUDA_VISIBLE_DEVICES=%s: GPUs from %r on are not sampled (CUDA ignores them)", text, entry)
+            break
+    return keys
+
+
+@dataclass
+class Gpu:
+    """A GPU or MIG instance being sampled: what was asked for, and what NVML said it is."""
+
+    key: Key  # as asked for
+    device: Device | None = None  # None until found, and while lost
+    uuid: str | None = None  # kept while lost: the GPU found again must be this one
+    index: int | None = None  # NVML index of the physical GPU: where to look first
+
+    def found(self, device: Device) -> None:
+        self.device, self.uuid, self.index = device, device.uuid, device.index
+
+    def lose(self) -> None:
+        self.device = None
+
+
+class Listing:
+    """What NVML says, asked once per index and GPU during one look-up: a lost GPU's errors
+    are kept, so that a UUID not found can be told from a UUID on a GPU that can't answer."""
+
+    def __init__(self, nvml: Nvml) -> None:
+        self.nvml = nvml
+        self._count: int | None = None
+        self._gpus: dict[int, Device | Exception] = {}
+        self._migs: dict[int, list[Device]] = {}
+
+    def count(self) -> int:
+        if self._count is None:
+            self._count = self.nvml.device_count()
+        return self._count
+
+    def gpu(self, index: int) -> Device:
+        """The GPU at ``index``; its NVML error if it can't be asked (raised again each time)."""
+        if index >= self.count():
+            raise NoSuchGpu(f"there are {self.count()} GPUs")
+        if index not in self._gpus:
+            try:
+                self._gpus[index] = self.nvml.gpu(index)
+            except self.nvml.error as error:
+                self._gpus[index] = error
+        found = self._gpus[index]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def migs(self, gpu: Device) -> list[Device]:
+        """The MIG instances of a GPU (none unless it is in MIG mode)."""
+        if gpu.index not in self._migs:
+            found = []
+            if self.nvml.mig_enabled(gpu):
+                for slot in range(self.nvml.mig_count(gpu)):
+                    try:
+                        found.append(self.nvml.mig(gpu, slot))
+                    except self.nvml.error as error:
+                        if not self.nvml.is_absent(error):
+                            raise
+            self._migs[gpu.index] = found
+        return self._migs[gpu.index]
+
+    def every(self, mig: bool) -> tuple[list[Device], Exception | None]:
+        """Every GPU (or every MIG instance) that answers, and the error of one that did not."""
+        devices: list[Device] = []
+        failed: Exception | None = None
+        for index in range(self.count()):
+            try:
+                gpu = self.gpu(index)
+                devices.extend(self.migs(gpu) if mig else [gpu])
+            except self.nvml.error as error:
+                failed = error
+        return devices, failed
+
+
+def resolve(nvml: Nvml, keys: list[Key] | None) -> list[Gpu]:
+    """A Gpu per key (every GPU when None). A GPU that does not exist is left out; one that
+    exists but can't be asked now (lost) is kept, to be tried again with back-off."""
+    listing = Listing(nvml)
+    if keys is None:
+        keys = list(range(listing.count()))
+    gpus: list[Gpu] = []
+    seen: set[Key] = set()
+    for key in keys:
+        gpu = Gpu(key)
+        try:
+            attach(nvml, gpu, listing)
+        except NoSuchGpu as error:
+            log.warning("GPU %s: no such GPU (%s); not sampled", key, error)
+            continue
+        except nvml.error as error:
+            log.warning("GPU %s: can't be read now (%s: %s); trying again later", key, type(error).__name__, error)
+        ident = gpu.uuid or gpu.key
+        if ident not in seen:
+            seen.add(ident)
+            gpus.append(gpu)
+    return gpus
+
+
+def attach(nvml: Nvml, gpu: Gpu, listing: Listing | None = None) -> None:
+    """Find the GPU's device: at its known index if its UUID is still there, else by a walk.
+
+    Raises NoSuchGpu when every GPU answered and none is it, an NVML error when it may be on
+    a GPU that can't be asked now.
+    """
+    listing = listing or Listing(nvml)
+    key = gpu.key
+    if gpu.uuid is None and isinstance(key, int):
+        gpu.found(listing.gpu(key))
+        return
+    want = gpu.uuid or str(key)
+    if gpu.index is not None and gpu.index < listing.count():
+        try:
+            near = listing.gpu(gpu.index)
+            candidates = listing.migs(near) if _is_mig(want) else [near]
+        except nvml.error:
+            candidates = []  # lost, or moved: the walk below says which
+        for device in candidates:
+            if device.uuid == want:
+                gpu.found(device)
+                return
+    devices, failed = listing.every(mig=_is_mig(want))
+    match = _match(want, devices) if gpu.uuid is None else [d for d in devices if d.uuid == want]
+    if len(match) == 1:
+        gpu.found(match[0])
+        return
+    if len(match) > 1:
+        raise NoSuchGpu(f"{want} is the start of {len(match)} UUIDs")
+    if failed is not None:
+        raise failed
+    raise NoSuchGpu(f"no GPU has the UUID {want}")
+
+
+def _match(key: str, devices: list[Device]) -> list[Device]:
+    """The devices a CUDA_VISIBLE_DEVICES UUID entry names: the whole UUID, the old MIG form,
+    or (as CUDA allows) a unique start of a UUID."""
+    exact = [d for d in devices if d.uuid == key]
+    if exact:
+        return exact
+    old = OLD_MIG.fullmatch(key)
+    if old:
+        parent, gi, ci = old.group(1), int(old.group(2)), int(old.group(3))
+        return [d for d in devices if (d.parent_uuid, d.gi_id, d.ci_id) == (parent, gi, ci)]
+    return [d for d in devices if d.uuid.startswith(key)]
+
+
+def _is_mig(key: str) -> bool:
+    return key.startswith("MIG-")
+
+
+def warn_if_order_differs(nvml: Nvml, keys: list[Key] | None, env: Mapping[str, str]) -> None:
+    """CUDA numbers the GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID; NVML in PCI bus
+    order. Alike GPUs are numbered alike, so only a mixed node's indexes are in doubt."""
+    if not keys or not any(isinstance(k, int) for k in keys) or env.get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID":
+        return
+    listing = Listing(nvml)
+    names = set()
+    try:
+        for index in range(listing.count()):
+            with contextlib.suppress(nvml.error):
+                names.add(nvml.name(listing.gpu(index).handle))
+    except nvml.error:
+        return  # only advice: it never stops the sampling
+    if len(names) > 1:
+        log.warning(
+            "CUDA_VISIBLE_DEVICES holds indexes and the GPUs differ (%s): CUDA numbers them fastest first "
+            "unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML in PCI bus order, so the GPUs sampled may not be "
+            "the job's; set CUDA_DEVICE_ORDER=PCI_BUS_ID or give UUIDs",
+            ", ".join(sorted(names)),
+        )
