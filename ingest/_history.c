@@ -5,10 +5,10 @@
  * value back as JSON text, which costs more than reading the file. This reader takes the fast
  * road only when a file's history is plainly valid: every known field of every entry and GPU
  * reading has its right JSON type and passes the checks of ingest/sql.py (`rl_checked`). On
- * anything else (a string in a numeric field, null, a missing step, an escape in a key, a
- * number out of range, a byte it does not expect) it gives up and returns None, and the file
- * is read the careful way, which explains every value it drops. So it never decides what a
- * warning says: it only proves that there is none to say.
+ * anything else (a string in a numeric field, null, a missing step, an escape in a key, a \u
+ * escape DuckDB refuses, a number out of range, a byte it does not expect) it gives up and
+ * returns None, and the file is read the careful way, which explains every value it drops. So
+ * it never decides what a warning says: it only proves that there is none to say.
  *
  * parse(data: bytes, file_id: int) -> None | (start, end, n_entries, entry_buffers, n_gpus, gpu_buffers)
  *   start, end   the byte span of the top-level `history` value (the caller splices it out
@@ -44,6 +44,8 @@ static void buf_grow(Buf *b, size_t extra) {
 }
 
 static inline void buf_put(Buf *b, const void *src, size_t n) {
+    /* an empty string into a buffer not yet allocated: memcpy(NULL, src, 0) is undefined */
+    if (n == 0) return;
     if (b->len + n > b->cap) buf_grow(b, n);
     if (b->failed) return;
     memcpy(b->data + b->len, src, n);
@@ -133,6 +135,40 @@ static void init_tables(void) {
     }
 }
 
+/* The four hex digits of a \u escape at p, as a code unit. */
+static int hex4(const char *p, const char *end, unsigned *out) {
+    if (end - p < 4) return BAIL;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = p[i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0'
+              : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+              : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+              : -1;
+        if (d < 0) return BAIL;
+        v = v * 16 + (unsigned)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A \u escape at p (just after the "u"), as DuckDB's JSON reader takes them: four hex digits,
+ * and a surrogate only as a high one followed at once by an escaped low one. DuckDB refuses
+ * the file for anything else, so the reader must give up too, even on a value it would skip
+ * (the careful read then fails the file as DuckDB does). Returns the byte after the escape. */
+static const char *unicode_escape(const char *p, const char *end) {
+    unsigned unit, low;
+    if (hex4(p, end, &unit)) return NULL;
+    p += 4;
+    if (unit >= 0xDC00 && unit <= 0xDFFF) return NULL; /* a low surrogate alone */
+    if (unit >= 0xD800 && unit <= 0xDBFF) {
+        if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, end, &low) || low < 0xDC00 || low > 0xDFFF)
+            return NULL;
+        p += 6;
+    }
+    return p;
+}
+
 /* A string at c->p (the opening quote). Sets its raw content span; *escaped when it holds a
  * backslash. With ascii_only, any byte >= 0x80 gives up (history values must be plain). */
 static int scan_string(Cur *c, const char **s, size_t *n, int *escaped, int ascii_only) {
@@ -148,7 +184,12 @@ static int scan_string(Cur *c, const char **s, size_t *n, int *escaped, int asci
         *escaped = 1;
         p++;
         if (p >= end || !strchr("\"\\/bfnrtu", *p) || *p == 0) return BAIL;
-        p++;
+        if (*p == 'u') {
+            p = unicode_escape(p + 1, end);
+            if (!p) return BAIL;
+        } else {
+            p++;
+        }
     }
     *s = start;
     *n = (size_t)(p - start);
@@ -176,6 +217,8 @@ static int scan_number(Cur *c, double *out) {
         *out = NAN;
         return 0;
     }
+    /* digits and exp10 stop counting far beyond where the number gives up anyway (19 digits;
+     * 290 as exponent): a number of billions of digits must not overflow them */
     uint64_t mantissa = 0;
     int digits = 0, exp10 = 0;
     if (p >= end || *p < '0' || *p > '9') return BAIL;
@@ -183,8 +226,8 @@ static int scan_number(Cur *c, double *out) {
         p++;
     } else {
         while (p < end && *p >= '0' && *p <= '9') {
-            if (digits < 19) mantissa = mantissa * 10 + (uint64_t)(*p - '0'); else exp10++;
-            if (mantissa) digits++;
+            if (digits < 19) mantissa = mantissa * 10 + (uint64_t)(*p - '0'); else if (exp10 < 1000000) exp10++;
+            if (mantissa && digits < 20) digits++;
             p++;
         }
     }
@@ -192,8 +235,11 @@ static int scan_number(Cur *c, double *out) {
         p++;
         if (p >= end || *p < '0' || *p > '9') return BAIL;
         while (p < end && *p >= '0' && *p <= '9') {
-            if (digits < 19) { mantissa = mantissa * 10 + (uint64_t)(*p - '0'); exp10--; }
-            if (mantissa) digits++;
+            if (digits < 19) {
+                mantissa = mantissa * 10 + (uint64_t)(*p - '0');
+                if (exp10 > -1000000) exp10--;
+            }
+            if (mantissa && digits < 20) digits++;
             p++;
         }
     }

@@ -11,9 +11,9 @@ any file is (all rests of a batch from one file: see ``write_rests``), so ``late
 checkpoints, the job's fields and their warnings have one reader.
 
 A file the C reader gives up on (for any reason: a value to warn about, an odd byte, an
-escape in a key) is read the careful way whole. So this module never writes a warning; it is
-only ever a faster way to the rows the careful read would give (tests/test_fast_path.py
-compares the two on generated files).
+escape in a key, a ``\\u`` escape DuckDB refuses) is read the careful way whole. So this
+module never writes a warning; it is only ever a faster way to the rows the careful read would
+give (tests/test_fast_path.py compares the two on generated files).
 """
 
 from __future__ import annotations

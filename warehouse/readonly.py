@@ -1,0 +1,107 @@
+"""What ``runlytics sql`` lets an analyst run: one read-only statement on a locked-down connection.
+
+Opening the snapshot read-only protects only that one file: a statement could still ATTACH the
+live warehouse for writing, COPY or EXPORT to any path, read any file, install extensions,
+change settings or run several statements (issue #15). So there are two locks, either of which
+alone keeps the warehouse and its snapshots unwritten:
+
+- the statement is classified by DuckDB's own parser, and only one SELECT-kind statement passes
+  (to DuckDB, FROM, WITH, VALUES, TABLE, DESCRIBE, SHOW and SUMMARIZE are SELECTs too); EXPLAIN
+  is refused because EXPLAIN ANALYZE runs the statement it explains, whatever its kind;
+- the connection has external access off (no file but the snapshot, no ATTACH, no extension
+  install or load) except reading the folders an analyst opts into, extension autoloading off,
+  no spilling to a temporary folder beside the snapshot, and then its configuration locked, so
+  that no statement (nor a ``query()`` inside one) can turn any of it back on.
+
+The second lock alone would let ``COPY … TO`` write into an opted-in folder; the first alone
+would trust the parser's verdict on table functions. Together, nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import db, snapshots
+
+if TYPE_CHECKING:
+    import duckdb
+
+# the first keyword of a statement, after comments, blanks and opening parentheses
+_KEYWORD = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/|\()*([A-Za-z_]+)", re.S)
+
+
+class Refused(Exception):
+    """A query ``runlytics sql`` does not run; the message names what was refused, on one line."""
+
+
+def single_select(sql: str) -> duckdb.Statement:
+    """The one SELECT-kind statement of ``sql``; ``Refused`` for anything else.
+
+    Raises duckdb.ParserException (a query error, not a refusal) when ``sql`` does not parse.
+    """
+    import duckdb
+
+    statements = duckdb.extract_statements(sql)
+    if len(statements) != 1:
+        kinds = "; ".join(_kind(s) for s in statements)
+        raise Refused(_refusal(f"{len(statements)} statements ({kinds})" if statements else "no statement"))
+    statement = statements[0]
+    if _type(statement) != "SELECT":
+        raise Refused(_refusal(_kind(statement)))
+    return statement
+
+
+def connect(db_path: Path, allow_read: list[Path], wait: float = db.DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
+    """The newest snapshot, read-only, with external access off but for reading ``allow_read``.
+
+    Settings are global to a DuckDB database instance, and DuckDB shares one instance between
+    the connections of a process to the same file: use it in a process (or for a file) of its
+    own, as ``runlytics sql`` does.
+    """
+    con = snapshots.connect_latest(db_path, wait=wait)
+    try:
+        lock_down(con, allow_read)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, allow_read: list[Path]) -> None:
+    """Turn external access and autoloading off, allow reading ``allow_read``, lock the settings."""
+    folders = [str(folder.resolve()) for folder in allow_read]
+    con.execute("SET allowed_directories = $folders", {"folders": folders})
+    # spilling would create <snapshot>.tmp/ in the snapshots folder; not settable once access is off
+    con.execute("SET temp_directory = ''")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _refusal(what: str) -> str:
+    return f"only one read-only SELECT per call; refused: {what}"
+
+
+def _type(statement: duckdb.Statement) -> str:
+    try:
+        return statement.type.name
+    except ValueError:
+        # a kind newer than the Python binding's list of them (UPDATE EXTENSIONS in 2.0)
+        return "UNKNOWN"
+
+
+def _kind(statement: duckdb.Statement) -> str:
+    """What the analyst wrote, and DuckDB's kind for it when the keyword differs: PRAGMA (kind: SET)."""
+    kind = _type(statement).replace("_", " ")
+    word = _keyword(statement.query)
+    if word and word != "WITH" and word != kind.split()[0]:
+        return f"{word} (kind: {kind})"
+    return kind
+
+
+def _keyword(sql: str) -> str:
+    match = _KEYWORD.match(sql)
+    return match.group(1).upper() if match else ""
