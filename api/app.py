@@ -1,40 +1,62 @@
 """The REST API: thin handlers over the warehouse's views, served from published snapshots.
 
 ``create_app`` only wires: the routers of api/routes/ (one module per resource), the error
-handlers of api/errors.py, the bearer-token guard of api/deps.py, and the app's state (the
-snapshot reader and the token). Readers never open the warehouse file that ingest writes (see
+handlers of api/errors.py, the bearer-token guard of api/deps.py, the ``Host`` allow-list and
+security headers of api/security.py, and the app's state (the snapshot reader, the token, the
+base URL of links). Readers never open the warehouse file that ingest writes (see
 warehouse/snapshots.py), so requests are answered while cron ingests.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from runlytics.warehouse import snapshots
 
-from . import errors, models
-from .deps import GUARDED, TOKEN_ENV
-from .routes import analytics, dashboard, export, health, history, ingest, jobs, metrics
+from . import errors, models, security
+from .deps import GUARDED, TOKEN_ENV, configured_token
+from .routes import analytics, dashboard, docs, export, health, history, ingest, jobs, metrics
 from .routes.analytics import MAX_COMPARE
 
 __all__ = ["MAX_COMPARE", "TOKEN_ENV", "create_app"]
+TITLE = "runlytics"
 
 
-def create_app(db_path: Path, token: str | None = None) -> FastAPI:
-    """The API over the warehouse at ``db_path``; with a token, Bearer auth guards all but health."""
+def create_app(
+    db_path: Path,
+    token: str | None = None,
+    *,
+    allowed_hosts: Sequence[str] | None = None,
+    base_url: str | None = None,
+) -> FastAPI:
+    """The API over the warehouse at ``db_path``.
+
+    With a token (else ``$RUNLYTICS_API_TOKEN``), Bearer auth guards all but the probes and the
+    dashboard's pages; an empty token is a ValueError, never auth turned off. ``allowed_hosts``:
+    the ``Host`` names answered (None: any, as for a test client). ``base_url``: what ``next``
+    links start with (None: they are relative, never built from the request's ``Host``).
+    """
     reader = snapshots.Reader(db_path)
     app = FastAPI(
-        title="runlytics",
+        title=TITLE,
         version="0.1.0",
         description="Training-run analytics: durations, throughput, losses, GPU use, efficiency.",
         responses={401: {"model": models.Problem}, 422: {"model": models.Problem}, 503: {"model": models.Problem}},
         exception_handlers=errors.HANDLERS,
+        # api/routes/docs.py serves the schema and the docs behind the token, without any CDN
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.reader = reader
-    app.state.token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    app.state.token = configured_token(token)
+    app.state.base_url = base_url.rstrip("/") if base_url else ""
+    app.add_middleware(security.AllowedHosts, hosts=allowed_hosts)
+    app.add_middleware(security.SecurityHeaders)  # added last: outermost, so the 400s get them too
 
     # Starlette answers with the first route that matches, and `{job_id:path}` matches any path
     # (a job id may hold "/"): this order routes requests (and orders the schema's paths).
@@ -46,6 +68,7 @@ def create_app(db_path: Path, token: str | None = None) -> FastAPI:
     app.include_router(history.router, dependencies=GUARDED)
     app.include_router(jobs.job_router, dependencies=GUARDED)  # last: /api/training/{job_id} takes any path
     app.include_router(metrics.router(reader), dependencies=GUARDED)
+    app.include_router(docs.router(TITLE), dependencies=GUARDED)
     # the pages carry no data (their scripts ask the API above), so they are not guarded
     app.include_router(dashboard.router())
     app.mount("/static", dashboard.static_files(), name="static")

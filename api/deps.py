@@ -9,22 +9,54 @@ domain error.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import secrets
 from collections.abc import Iterator
 from typing import Annotated
 
 import duckdb
 from fastapi import Depends, HTTPException, Query, Request
+from pydantic import AfterValidator
 
-from runlytics.warehouse import snapshots
+from runlytics.warehouse import bounded_json, snapshots
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
 MAX_PAGE = 10_000
 MAX_ID_LENGTH = 1_000
+# The cursors this API hands out nest two levels ({"k": …, "v": [...]}); a deeper one is forged,
+# and decoding it (warehouse/pages.py) would recurse once per level.
+MAX_CURSOR_DEPTH = 4
+
+
+def _shallow(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode("ascii") + b"==").decode("utf-8")
+    except (ValueError, binascii.Error):
+        return cursor  # not base64 JSON: pages.decode says so (bad cursor, 422)
+    if bounded_json.depth(text) > MAX_CURSOR_DEPTH:
+        raise ValueError("cursor is not one this API handed out")
+    return cursor
+
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page")]
-Cursor = Annotated[str | None, Query(max_length=4_000, description="next_cursor of the previous page")]
+Cursor = Annotated[
+    str | None, Query(max_length=4_000, description="next_cursor of the previous page"), AfterValidator(_shallow)
+]
 JobId = Annotated[str, "a job id"]
+
+
+def configured_token(token: str | None) -> str | None:
+    """The token given, else ``$RUNLYTICS_API_TOKEN``, else None (no auth); ValueError when it is
+    empty: an empty variable is a mistake, never a way to turn auth off."""
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise ValueError(f"{TOKEN_ENV} is empty: set a token, or unset the variable to serve without one")
+    return token
 
 
 def get_reader(request: Request) -> snapshots.Reader:

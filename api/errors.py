@@ -7,7 +7,8 @@ one status with a ``models.Problem`` body, ``{"detail": …}``:
     fleet.UnknownJobs      404  unknown job(s): a, b
     pages.BadCursor        422  bad cursor: …
     history.TooFewPoints   422  max_points must be at least …
-    db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened)
+    db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened;
+                                the warehouse's folder left out of the paths it names)
 
 Nothing else is mapped. A ``duckdb.Error`` out of a query is a bug (a view missing, SQL that
 does not bind), not an outage: it is a 500, and its traceback is logged (and raised in tests).
@@ -18,7 +19,9 @@ validation (422, the list of errors) have those below: all answer with the same 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -34,6 +37,13 @@ MAX_SHOWN_ID = 200  # characters of a job id echoed in a 404
 def quoted(job_id: str) -> str:
     """A job id as a 404 names it: repr, and cut to MAX_SHOWN_ID characters."""
     return repr(job_id if len(job_id) <= MAX_SHOWN_ID else job_id[:MAX_SHOWN_ID] + "…")
+
+
+def without_paths(text: str, db_path: Path) -> str:
+    """A message as a client may read it: the warehouse's folder left out of every path in it."""
+    for folder in {str(db_path.parent), str(db_path.parent.resolve())} - {"."}:
+        text = text.replace(folder.rstrip(os.sep) + os.sep, "")
+    return text
 
 
 def problem(status: int, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -67,7 +77,7 @@ async def too_few_points(request: Request, exc: history.TooFewPoints) -> JSONRes
 
 
 async def warehouse_unavailable(request: Request, exc: db.WarehouseError) -> JSONResponse:
-    return problem(503, f"warehouse unavailable: {exc}")
+    return problem(503, f"warehouse unavailable: {without_paths(str(exc), request.app.state.reader.db_path)}")
 
 
 # FastAPI(exception_handlers=HANDLERS); Starlette picks the handler of the nearest class in the MRO

@@ -100,10 +100,10 @@ def zoom_times(browser: Any, url: str, repeat: int) -> list[float]:
             page.page.mouse.move(box["x"] + box["width"] * (0.25 + 0.1 * i), y, steps=4)
             started = page.page.evaluate("performance.now()")
             page.page.mouse.up()
-            page.page.wait_for_function("document.querySelector('#zoom-state').textContent.startsWith('Steps')")
+            page.page.wait_for_function("() => document.querySelector('#zoom-state').textContent.startsWith('Steps')")
             times.append(page.page.evaluate("performance.now()") - started)
             page.page.click("#reset-zoom")
-            page.page.wait_for_function("document.querySelector('#zoom-state').textContent === ''")
+            page.page.wait_for_function("() => document.querySelector('#zoom-state').textContent === ''")
     finally:
         page.close()
     return times

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from . import db
+from . import bounded_json, db
 
 if TYPE_CHECKING:
     import duckdb
@@ -102,6 +101,9 @@ def job_analytics(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]
     return shaped
 
 
+# A config nested deeper is cut (null below): a reader recursing per level would overflow.
+MAX_CONFIG_DEPTH = 64
+
 JOB_RECORD = """
 SELECT j.job_id, j.status, j.model_name, j.created_at, j.started_at, j.ended_at, j.updated_at,
        j.current_step, j.total_steps, j.config, j.source_dir,
@@ -119,7 +121,7 @@ def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | 
     if row is None:
         return None
     record = {d[0]: plain(v) for d, v in zip(cursor.description, row, strict=True)}
-    record["config"] = json.loads(record["config"]) if record["config"] else None
+    record["config"] = bounded_json.loads(record["config"], MAX_CONFIG_DEPTH) if record["config"] else None
     latest = {k: record.pop(k) for k in ("latest_step", "latest_step_time", "latest_loss")}
     record["latest_step"] = (
         {"step": latest["latest_step"], "timestamp": latest["latest_step_time"], "loss": latest["latest_loss"]}

@@ -8,6 +8,11 @@ the writer never waits for them, and they never wait for it. See docs/decisions.
 
 Each copy has a path of its own: DuckDB caches open databases by path, so a reused name could
 serve a stale copy to a process that still has the old one open.
+
+Names are nanosecond times, compared as numbers, and never go back: a copy is named after the
+newest one even when the clock says earlier (a clock that was ahead, then corrected), so a
+copy named in the future never pins readers to it. Its age is read from the file's mtime.
+Copies are created 0600 (less what the umask takes): they hold the whole warehouse.
 """
 
 from __future__ import annotations
@@ -29,41 +34,74 @@ KEEP = 3  # older copies stay a while for readers that still have them open
 # so that readers' view of ingest_runs stays recent without a copy every cron minute.
 REFRESH_SECONDS = 600
 SUFFIX = ".duckdb"
+SKEW_SECONDS = 60  # a copy whose mtime is further ahead of the clock than this is stale
 
 
 def folder(db_path: Path) -> Path:
     return sidefiles.snapshots(db_path)
 
 
+def _stamp(name: str) -> int | None:
+    """The number a copy is named by; None for any other file."""
+    digits = name.removesuffix(SUFFIX)
+    return int(digits) if name.endswith(SUFFIX) and digits.isascii() and digits.isdigit() else None
+
+
+def _published(target_dir: Path) -> list[tuple[int, Path]]:
+    """The copies in the folder, oldest first."""
+    try:
+        stamps = [(_stamp(e.name), e.name) for e in os.scandir(target_dir)]
+    except FileNotFoundError:
+        return []
+    return sorted((stamp, target_dir / name) for stamp, name in stamps if stamp is not None)
+
+
 def latest(db_path: Path) -> Path | None:
     """The newest published copy, or None when none was published yet."""
+    copies = _published(folder(db_path))
+    return copies[-1][1] if copies else None
+
+
+def published_at(snapshot: Path) -> float | None:
+    """When a copy was published (its mtime, Unix time); None once it is gone."""
     try:
-        names = [e.name for e in os.scandir(folder(db_path)) if e.name.endswith(SUFFIX)]
+        return snapshot.stat().st_mtime
     except FileNotFoundError:
         return None
-    return folder(db_path) / max(names) if names else None
 
 
 def age(db_path: Path) -> float:
-    """Seconds since the newest copy was published (infinite when there is none)."""
+    """Seconds since the newest copy was published (infinite when there is none, or when its time
+    is ahead of the clock: then a fresh copy is due)."""
     newest = latest(db_path)
-    return time.time() - int(newest.name.removesuffix(SUFFIX)) / 1e9 if newest else float("inf")
+    published = published_at(newest) if newest else None
+    if published is None or published > time.time() + SKEW_SECONDS:
+        return float("inf")
+    return max(0.0, time.time() - published)
 
 
 def publish(db_path: Path) -> Path:
     """Copy the (checkpointed, closed) warehouse to a new snapshot; the caller holds the ingest lock."""
     target_dir = folder(db_path)
-    target_dir.mkdir(exist_ok=True)
+    target_dir.mkdir(mode=0o700, exist_ok=True)
     for leftover in target_dir.glob("*.tmp"):
         leftover.unlink(missing_ok=True)
-    name = f"{time.time_ns():020d}{SUFFIX}"
+    copies = _published(target_dir)
+    stamp = max(time.time_ns(), copies[-1][0] + 1 if copies else 0)
+    name = f"{stamp:020d}{SUFFIX}"
     tmp = target_dir / (name + ".tmp")
-    shutil.copyfile(db_path, tmp)
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
     final = target_dir / name
-    os.replace(tmp, final)
-    for old in sorted(p for p in target_dir.iterdir() if p.name.endswith(SUFFIX))[:-KEEP]:
+    try:
+        # created 0600 (the umask may take more) before a byte is written; copyfile keeps the mode
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        shutil.copyfile(db_path, tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:  # a full disk: no half copy stays behind
+        tmp.unlink(missing_ok=True)
+        raise
+    for _, old in _published(target_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final
 
@@ -90,14 +128,16 @@ class Reader:
         self.db_path = db_path
         self._lock = threading.Lock()
         self._snapshot: Path | None = None
+        self._stamp = -1
         self._con: duckdb.DuckDBPyConnection | None = None
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         snapshot = latest(self.db_path)
+        stamp = _stamp(snapshot.name) if snapshot is not None else None
         with self._lock:
             # only ever move forward: a thread that listed the folder a moment earlier must not
             # swap an older snapshot back in
-            if self._con is None or (snapshot is not None and (self._snapshot is None or snapshot > self._snapshot)):
+            if self._con is None or (stamp is not None and stamp > self._stamp):
                 if snapshot is None:
                     raise db.WarehouseError(
                         f"no snapshot of {self.db_path} yet: run `runlytics ingest` or `runlytics db upgrade`"
@@ -105,6 +145,7 @@ class Reader:
                 # the old connection closes when its last cursor is gone
                 self._con = db.connect(snapshot, read_only=True, wait=5)
                 self._snapshot = snapshot
+                self._stamp = stamp if stamp is not None else -1
             cursor = self._con.cursor()
         cursor.execute("SET TimeZone = 'UTC'")
         return cursor

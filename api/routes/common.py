@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import duckdb
 from fastapi import HTTPException, Request
@@ -41,9 +41,13 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def next_url(request: Request, cursor: str | None, drop: tuple[str, ...] = ()) -> str | None:
-    """The URL of the next page: this request's, with the new cursor."""
+    """The URL of the next page: this request's path and parameters with the new cursor, after
+    the configured base URL (``app.state.base_url``; empty: a relative link). Never the request's
+    ``Host``: a client that sent another name would get links to it."""
     if cursor is None:
         return None
     # urlencode, not replace_query_params(**params): a parameter named "self" would clash
     params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("cursor", *drop)]
-    return str(request.url.replace(query=urlencode([*params, ("cursor", cursor)])))
+    raw_path = request.scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
+    return f"{request.app.state.base_url}{path}?{urlencode([*params, ('cursor', cursor)])}"

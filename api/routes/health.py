@@ -2,10 +2,13 @@
 
 ``/readyz`` answers for itself, with a ``models.Readiness`` body: any failure to read the
 snapshot (a ``duckdb.Error`` included) makes it 503, since a probe reports and never raises.
+It needs no token, so it names no path on the server: the snapshot relative to the
+warehouse's folder, and messages without that folder.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -16,6 +19,7 @@ from runlytics.warehouse import db, migrate
 
 from .. import metrics, models
 from ..deps import Reader
+from ..errors import without_paths
 
 router = APIRouter(tags=["health"])
 
@@ -36,8 +40,9 @@ def readyz(reader: Reader) -> Any:
         finally:
             cursor.close()
     except (db.WarehouseError, duckdb.Error) as error:
-        return JSONResponse({"status": "unavailable", "detail": str(error)}, status_code=503)
-    snapshot = str(reader.snapshot) if reader.snapshot else None
+        detail = without_paths(str(error), reader.db_path)
+        return JSONResponse({"status": "unavailable", "detail": detail}, status_code=503)
+    snapshot = _relative(reader.snapshot) if reader.snapshot else None
     if revision != migrate.HEAD_REVISION:
         detail = f"schema at {revision}, code at {migrate.HEAD_REVISION}"
         return JSONResponse({"status": "unavailable", "detail": detail, "revision": revision}, status_code=503)
@@ -46,3 +51,8 @@ def readyz(reader: Reader) -> Any:
         body = {"status": "stale", "detail": fresh.detail, "revision": revision, "snapshot": snapshot}
         return JSONResponse({**body, "stale": True}, status_code=503)
     return {"status": "ok", "revision": revision, "snapshot": snapshot, "stale": fresh.stale}
+
+
+def _relative(snapshot: Path) -> str:
+    """``<db name>.snapshots/<copy>``: where the copy is, seen from the warehouse's folder."""
+    return f"{snapshot.parent.name}/{snapshot.name}"

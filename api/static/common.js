@@ -58,6 +58,7 @@ export function el(tag, attrs = {}, ...children) {
     if (value === null || value === undefined || value === false) continue;
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "style") node.style.cssText = value; // CSSOM: the CSP allows no style attribute
     else node.setAttribute(key, value === true ? "" : value);
   }
   for (const child of children.flat()) {
