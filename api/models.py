@@ -99,7 +99,7 @@ class JobAnalytics(BaseModel):
 
 class TopJob(BaseModel):
     job_id: str
-    throughput: float | None
+    throughput: float
     duration: float | None
 
 
@@ -139,7 +139,7 @@ class Winners(BaseModel):
 
 class Comparison(BaseModel):
     jobs: list[ComparedJob]
-    winners: Winners
+    winner: Winners
 
 
 class JobRow(BaseModel):

@@ -14,6 +14,9 @@ from runlytics.ingest.pipeline import ingest
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import queries
 
+# a script (make mutations), not tests: never collected, whatever pytest's file patterns say
+collect_ignore = ["mutations.py"]
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 REALDATA = SHARED / "realdata"

@@ -163,6 +163,24 @@ def test_plain_mean_fallback_when_no_row_has_samples_and_seconds(lab: Lab) -> No
     assert result["efficiency"]["throughput_score"] == pytest.approx(50.0)  # 100 × 5.5 / 11
 
 
+def test_average_throughput_only_over_rows_with_both_samples_and_seconds(lab: Lab) -> None:
+    result = analyze(
+        lab,
+        [
+            {"step": 10, "iteration_time": 1.0, "samples": 100},  # 100 samples in 10 s: both known
+            {"step": 20, "samples": 300},  # 300 samples, seconds unknown
+            {"step": 30, "iteration_time": 2.0},  # 20 s, samples unknown
+        ],
+    )
+    perf = result["performance"]
+    assert perf["average_samples_per_second"] == pytest.approx(10.0)  # 100 / 10, not (100 + 300) / (10 + 20)
+    assert perf["total_samples"] == pytest.approx(400.0)  # 100 + 300: every known sample
+    assert perf["average_iteration_time"] == pytest.approx(1.5)  # (10 + 20) s / (10 + 10): Δ of timed rows only
+    assert result["duration"]["training_seconds"] == pytest.approx(30.0)  # 10 + 20: every known second
+    assert not has_warning(result, "plain mean")
+    assert has_warning(result, "training time partly unknown: 1 of 3")
+
+
 @pytest.mark.parametrize(
     ("current_step", "expected"),
     [(25, 25), (5, 20), (None, 20)],  # max(20, current_step) when that is higher
@@ -289,6 +307,23 @@ def test_initial_loss_zero_gives_null_reduction(lab: Lab) -> None:
     assert has_warning(result, "initial loss is 0")
 
 
+@pytest.mark.parametrize(
+    ("initial", "final", "expected"),
+    [
+        (-2.0, -1.0, 50.0),  # 100 × (−2 − (−1)) / −2 = 100 × −1 / −2: divided by initial, not |initial|
+        (-2.0, -3.0, -50.0),  # 100 × (−2 − (−3)) / −2 = 100 × 1 / −2
+        (4.0, 5.0, -25.0),  # 100 × (4 − 5) / 4: a loss that grew
+    ],
+)
+def test_loss_reduction_of_a_negative_or_growing_loss(lab: Lab, initial: float, final: float, expected: float) -> None:
+    # a negative initial loss (reward-style objectives log them) has a reduction: null only for 0
+    result = analyze(lab, [{"step": 10, "loss": initial}, {"step": 20, "loss": final}])
+    losses = result["losses"]
+    assert losses["initial_loss"] == initial and losses["final_loss"] == final
+    assert losses["loss_reduction_percent"] == pytest.approx(expected)
+    assert not has_warning(result, "loss_reduction_percent is null")
+
+
 # --- resource utilization ------------------------------------------------------------------
 
 
@@ -310,6 +345,27 @@ def test_resource_utilization_over_all_gpus_and_steps(lab: Lab) -> None:
     assert eff["gpu_utilization_score"] == pytest.approx(85.0)
     assert eff["throughput_score"] is None  # no samples_per_second at all
     assert eff["overall_score"] == pytest.approx(85.0)  # the mean of the one known score
+
+
+def test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima(lab: Lab) -> None:
+    result = analyze(
+        lab,
+        [
+            {"step": 10, "gpus": [gpu(0, 90, 3000, 80), gpu(1, 10, 500, 40)]},  # the peaks come first
+            {"step": 20, "gpus": [gpu(0, 70, 1000, 60), gpu(1, NAN, INF, NAN)]},  # GPU 1: nothing finite
+            {"step": 30, "gpus": [gpu(0, 50, 2000, 50)]},  # the last readings are not the peaks
+        ],
+    )
+    # the four finite readings, each weighing the same: GPU 0 three times, GPU 1 once
+    assert result["resource_utilization"] == {
+        "average_gpu_utilization": pytest.approx(55.0),  # (90 + 10 + 70 + 50) / 4, not (70 + 10) / 2 per GPU
+        "average_gpu_memory_mb": pytest.approx(1625.0),  # (3000 + 500 + 1000 + 2000) / 4
+        "peak_gpu_memory_mb": pytest.approx(3000.0),  # step 10's, not the last reading's 2000
+        "average_gpu_temp_celsius": pytest.approx(57.5),  # (80 + 40 + 60 + 50) / 4
+        "peak_gpu_temp_celsius": pytest.approx(80.0),  # step 10's, not the last reading's 50
+    }
+    assert has_warning(result, "1 GPU reading(s) with non-finite values left out")
+    assert result["efficiency"]["gpu_utilization_score"] == pytest.approx(55.0)
 
 
 def test_no_gpu_readings_gives_null_utilization(lab: Lab) -> None:

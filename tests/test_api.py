@@ -259,15 +259,13 @@ def test_summary_figures(client: TestClient) -> None:
         "average_gpu_utilization": pytest.approx(75.0),  # (90 + 80 + 70 + 60) / 4
         "average_peak_memory_mb": pytest.approx(2125.0),  # (1000 + 3000 + 4000 + 500) / 4
     }
-    assert summary["top_performing_total"] == 5
+    assert summary["top_performing_total"] == 3  # delta and echo have no throughput: not ranked
     assert summary["next_cursor"] is None and summary["next"] is None
-    # throughput desc; bravo and charlie tie at 10.0 and go by job id; no throughput last
+    # throughput desc; bravo and charlie tie at 10.0 and go by job id
     assert summary["top_performing_jobs"] == [
         {"job_id": "bravo", "throughput": 10.0, "duration": 300.0},
         {"job_id": "charlie", "throughput": 10.0, "duration": 50.0},
         {"job_id": "alpha", "throughput": 5.0, "duration": 100.0},
-        {"job_id": "delta", "throughput": None, "duration": 60.0},
-        {"job_id": "echo", "throughput": None, "duration": None},
     ]
 
 
@@ -290,7 +288,8 @@ def test_summary_filtered_by_model(client: TestClient) -> None:
     assert summary["total_training_time_hours"] == pytest.approx(60 / 3600)  # 20 + 40
     assert summary["average_throughput_samples_per_sec"] == pytest.approx(10.0)  # delta has none
     assert summary["resource_trends"] == {"average_gpu_utilization": 65.0, "average_peak_memory_mb": 2250.0}
-    assert ids(summary["top_performing_jobs"]) == ["charlie", "delta"]
+    assert ids(summary["top_performing_jobs"]) == ["charlie"]  # delta, without a throughput, is not ranked
+    assert summary["top_performing_total"] == 1
 
 
 def test_summary_with_no_matching_job(client: TestClient) -> None:
@@ -301,6 +300,7 @@ def test_summary_with_no_matching_job(client: TestClient) -> None:
     assert summary["total_training_time_hours"] is None
     assert summary["average_throughput_samples_per_sec"] is None
     assert summary["top_performing_jobs"] == []
+    assert summary["top_performing_total"] == 0
 
 
 @pytest.mark.parametrize(
@@ -365,27 +365,32 @@ def walk(client: TestClient, url: str, rows_key: str, **params: Any) -> list[Jso
 
 def test_summary_top_jobs_by_cursor(client: TestClient) -> None:
     first = ok(client, SUMMARY_API, limit=2)
-    assert ids(first["top_performing_jobs"]) == ["bravo", "charlie"]
+    assert ids(first["top_performing_jobs"]) == ["bravo", "charlie"]  # a tie at 10.0, by job id
     second = ok(client, SUMMARY_API, limit=2, cursor=first["next_cursor"])
-    assert ids(second["top_performing_jobs"]) == ["alpha", "delta"]
-    third = ok(client, SUMMARY_API, limit=2, cursor=second["next_cursor"])  # after a null throughput
-    assert ids(third["top_performing_jobs"]) == ["echo"]
-    assert third["next_cursor"] is None
-    for page in (first, second, third):
-        assert page["top_performing_total"] == 5
+    assert ids(second["top_performing_jobs"]) == ["alpha"]  # delta and echo are not ranked
+    assert second["next_cursor"] is None
+    for page in (first, second):
+        assert page["top_performing_total"] == 3
         assert page["total_jobs"] == 5  # the figures are the whole fleet's on every page
     for limit in (1, 2, 3, 5):
         walked = walk(client, SUMMARY_API, "top_performing_jobs", limit=limit)
-        assert ids(walked) == ["bravo", "charlie", "alpha", "delta", "echo"]
+        assert ids(walked) == ["bravo", "charlie", "alpha"]
+
+
+def test_summary_top_jobs_cursor_without_a_throughput_is_422(client: TestClient) -> None:
+    # no ranked job lacks a throughput, so no cursor handed out holds none
+    code, body = status_of(client, SUMMARY_API, cursor=cursor_of("top", [None, "delta"]))
+    assert code == 422 and "cursor" in body["detail"]
 
 
 def test_summary_top_jobs_by_offset(client: TestClient) -> None:
-    pages = [ids(ok(client, SUMMARY_API, limit=2, offset=offset)["top_performing_jobs"]) for offset in (0, 2, 4, 6)]
-    assert pages == [["bravo", "charlie"], ["alpha", "delta"], ["echo"], []]
+    pages = [ids(ok(client, SUMMARY_API, limit=2, offset=offset)["top_performing_jobs"]) for offset in (0, 2, 4)]
+    assert pages == [["bravo", "charlie"], ["alpha"], []]
     # the next link of an offset page continues by cursor, without the offset
-    page = ok(client, SUMMARY_API, limit=2, offset=2)
+    page = ok(client, SUMMARY_API, limit=1, offset=1)
+    assert ids(page["top_performing_jobs"]) == ["charlie"]
     assert "offset" not in page["next"]
-    assert ids(ok(client, page["next"])["top_performing_jobs"]) == ["echo"]
+    assert ids(ok(client, page["next"])["top_performing_jobs"]) == ["alpha"]
 
 
 def test_summary_top_jobs_pages_keep_the_filter(client: TestClient) -> None:
@@ -410,7 +415,8 @@ def test_compare_in_the_order_asked(client: TestClient) -> None:
         {"job_id": "bravo", "duration_seconds": 300.0, "throughput": 10.0, "final_loss": 1.5, "gpu_utilization": 80.0,
          "overall_score": 90.0},
     ]  # fmt: skip
-    assert result["winners"] == {
+    assert set(result) == {"jobs", "winner"}  # the key of analytics.md, no other spelling
+    assert result["winner"] == {
         "best_throughput": "charlie",  # ties with bravo at 10.0; charlie was asked first
         "best_loss": "charlie",  # 0.5
         "fastest": "charlie",  # 50 s
@@ -419,11 +425,11 @@ def test_compare_in_the_order_asked(client: TestClient) -> None:
 
 
 def test_compare_ties_go_to_the_job_asked_first(client: TestClient) -> None:
-    assert compare(client, "bravo,charlie")["winners"]["best_throughput"] == "bravo"
-    assert compare(client, "charlie,bravo")["winners"]["best_throughput"] == "charlie"
+    assert compare(client, "bravo,charlie")["winner"]["best_throughput"] == "bravo"
+    assert compare(client, "charlie,bravo")["winner"]["best_throughput"] == "charlie"
     # charlie and delta both have an overall score of 60
-    assert compare(client, "delta,charlie")["winners"]["most_efficient"] == "delta"
-    assert compare(client, "charlie,delta")["winners"]["most_efficient"] == "charlie"
+    assert compare(client, "delta,charlie")["winner"]["most_efficient"] == "delta"
+    assert compare(client, "charlie,delta")["winner"]["most_efficient"] == "charlie"
 
 
 def test_compare_repeated_id_counts_once(client: TestClient) -> None:
@@ -433,18 +439,18 @@ def test_compare_repeated_id_counts_once(client: TestClient) -> None:
 
 
 def test_compare_winner_is_null_when_no_job_has_the_figure(client: TestClient) -> None:
-    assert compare(client, "echo")["winners"] == dict.fromkeys(
+    assert compare(client, "echo")["winner"] == dict.fromkeys(
         ("best_throughput", "best_loss", "fastest", "most_efficient")
     )
     # delta has no throughput: it does not compete, and nobody else has one
-    assert compare(client, "echo,delta")["winners"] == {
+    assert compare(client, "echo,delta")["winner"] == {
         "best_throughput": None,
         "best_loss": "delta",
         "fastest": "delta",
         "most_efficient": "delta",
     }
     # a job without the figure loses to one with it, whatever the order
-    assert compare(client, "delta,alpha")["winners"]["best_throughput"] == "alpha"
+    assert compare(client, "delta,alpha")["winner"]["best_throughput"] == "alpha"
 
 
 def test_compare_unknown_job_is_404_naming_it(client: TestClient) -> None:
@@ -641,7 +647,7 @@ def test_job_record(client: TestClient, fleet_lab: Lab) -> None:
         "current_step": 20,
         "total_steps": 20,
         "config": {"model_name": "llama", "target_samples_per_second": 10.0},
-        "source_dir": str(fleet_lab.root / "alpha"),
+        "source_dir": "alpha",  # the folder's name: no path on the server
         "latest_step": {"step": 20, "timestamp": "2025-01-01T00:00:20Z", "loss": 1.0},
     }
     assert ok(client, "/api/training/jobs/alpha") == record

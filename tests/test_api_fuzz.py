@@ -62,7 +62,10 @@ def warehouse() -> Iterator[Lab]:
     try:
         lab = Lab(WAREHOUSE_DIR)
         lab.write_job(JOB, DOC)
-        lab.write_job("other", {"status": "running", "started_at": "2025-01-02T00:00:00Z"})
+        # a second job with a throughput: the summary's top jobs then have a second page
+        other = {"status": "running", "started_at": "2025-01-02T00:00:00Z",
+                 "history": [{"step": 10, "samples": 40, "iteration_time": 0.5}]}  # fmt: skip
+        lab.write_job("other", other)
         assert lab.ingest().failed == 0
         yield lab
     finally:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -12,6 +14,7 @@ import pytest
 from runlytics.ingest.pipeline import ingest
 
 REPO = Path(__file__).resolve().parent.parent
+NAN = float("nan")
 EXAMPLE = re.compile(r"```sql\n(.*?)```", re.S)
 EXAMPLES = [
     pytest.param(sql, id=f"{doc.name}:{i}")
@@ -22,10 +25,36 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def sample_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample jobs, plus what some examples look for: a job with a NaN loss, a file that can't
+    be ingested, and GPU samples from a sampler's spool (over llama-sft-001's run, at the
+    utilization its steps logged: the scores, and so the first example's answer, stay the same)."""
     tmp = tmp_path_factory.mktemp("docs")
     shutil.copytree(REPO / "samples" / "jobs", tmp / "jobs")
-    ingest(tmp / "w.duckdb", [tmp / "jobs"])
+    nan_loss = {
+        "job_id": "nan-loss",
+        "status": "failed",
+        "history": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": NAN}],
+    }
+    (tmp / "jobs" / "nan-loss").mkdir()
+    (tmp / "jobs" / "nan-loss" / "progress.json").write_text(json.dumps(nan_loss))
+    (tmp / "jobs" / "broken").mkdir()
+    (tmp / "jobs" / "broken" / "progress.json").write_text('{"job_id": "broken", "history": [')
+    (tmp / "spool").mkdir()
+    start = datetime.fromisoformat(_sample_start("llama-sft-001", tmp / "jobs")).timestamp()
+    samples = [
+        {"ts": start + 2 * i, "host": "node-1", "job_id": "llama-sft-001", "gpu_index": 0,
+         "utilization_percent": 98.5, "memory_used_mb": 61200.0, "temperature_c": 68.0, "power_w": 400.0,
+         "clocks_event_reasons": 4 if i % 2 else 0}
+        for i in range(10)
+    ]  # fmt: skip
+    (tmp / "spool" / "node-1.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    ingest(tmp / "w.duckdb", [tmp / "jobs"], spools=[tmp / "spool"])
     return tmp / "w.duckdb"
+
+
+def _sample_start(job_id: str, jobs: Path) -> str:
+    doc = json.loads((jobs / job_id / "progress.json").read_text())
+    return str(doc.get("started_at") or doc["history"][0]["timestamp"])
 
 
 def test_there_are_examples() -> None:
@@ -33,13 +62,19 @@ def test_there_are_examples() -> None:
 
 
 @pytest.mark.parametrize("sql", EXAMPLES)
-def test_example_runs(sample_warehouse: Path, sql: str) -> None:
+def test_example_runs_and_answers(sample_warehouse: Path, sql: str) -> None:
+    """Each example runs, and answers: rows, and no column that is null on every row (an
+    example reading a figure that never gets a value explains nothing)."""
     con = duckdb.connect(str(sample_warehouse), read_only=True)
     try:
-        rows = con.execute(sql).fetchall()
+        cursor = con.execute(sql)
+        names = [d[0] for d in cursor.description]
+        rows = cursor.fetchall()
     finally:
         con.close()
-    assert isinstance(rows, list)
+    assert rows, "the example answers no row on the sample warehouse"
+    empty = [name for i, name in enumerate(names) if all(row[i] is None for row in rows)]
+    assert not empty, f"columns null on every row: {empty}"
 
 
 def test_best_job_per_model_example(sample_warehouse: Path) -> None:

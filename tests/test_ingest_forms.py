@@ -6,6 +6,8 @@ import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Lab
+from conftest import REPO, Lab
 
 from runlytics.warehouse import migrate
 
@@ -529,16 +531,43 @@ def test_timestamps_are_stored_as_utc(lab: Lab) -> None:
         assert t.checkpoints[f"t{i}"][1][1] == stored, written
 
 
-def test_timestamps_without_offset_are_utc_whatever_the_host_zone(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "America/New_York")
-    time.tzset()
-    try:
-        lab.write_job("t", {"job_id": "t", "status": "running", "history": [entry(1, timestamp="2026-03-01T12:00:00")]})
-        lab.ingest()
-    finally:
-        monkeypatch.undo()
-        time.tzset()
-    assert step_rows(lab, "t")[1]["ts"] == T0
+# Ingest in a process of its own, started in New York's zone: DuckDB takes the host's zone when
+# it loads, so a zone set inside this process (TZ and time.tzset()) would come too late.
+INGEST_IN_NEW_YORK = """
+import sys, time
+from pathlib import Path
+from runlytics.ingest.pipeline import ingest
+print(time.strftime("%z", time.localtime(1772366400)))  # the host zone's offset on 2026-03-01
+ingest(Path(sys.argv[1]), [Path(sys.argv[2])])
+"""
+
+
+def test_timestamps_are_utc_whatever_the_host_zone(lab: Lab) -> None:
+    lab.write_job(
+        "t",
+        {
+            "job_id": "t",
+            "status": "completed",
+            "started_at": "2026-03-01T13:00:00+01:00",  # 12:00 UTC
+            "ended_at": "2026-03-01T07:02:00-05:00",  # 12:02 UTC
+            "history": [
+                entry(1, timestamp="2026-03-01T07:00:30-05:00"),  # 12:00:30 UTC, written in New York
+                entry(2, timestamp="2026-03-01T12:01:00"),  # no offset: UTC, not the host's zone
+                entry(3, timestamp="2026-03-01T12:01:30Z"),
+                entry(4, timestamp=NOON.timestamp() + 120),  # epoch seconds: 12:02 UTC
+            ],
+        },
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", INGEST_IN_NEW_YORK, str(lab.db), str(lab.root)],
+        cwd=REPO, env={**os.environ, "TZ": "America/New_York"}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "-0500"  # the ingest did run in a zone that is not UTC
+    seconds = {s: (r["ts"] - T0).total_seconds() for s, r in step_rows(lab, "t").items()}
+    assert seconds == {1: 30.0, 2: 60.0, 3: 90.0, 4: 120.0}
+    job = job_row(lab, "t")
+    assert (job["started_at"], job["ended_at"]) == (T0, datetime(2026, 3, 1, 12, 2))
 
 
 def test_unreadable_timestamp_is_dropped_with_a_warning(lab: Lab) -> None:

@@ -82,6 +82,20 @@ def test_mistral_checkpoints_and_runtime(realdata: Lab) -> None:
     assert any("train_runtime" in w for w in job["warnings"])
 
 
+def test_grpo_rewards_reduction_from_a_negative_initial_loss(realdata: Lab) -> None:
+    # the GRPO trainer logs a loss below zero: the file's first loss (step 5) and last (step 200)
+    initial, final = -0.007858997583389283, 4.723668098449707e-05
+    job = realdata.analytics("trl-grpo-rewards")
+    assert job is not None
+    assert job["losses"]["initial_loss"] == pytest.approx(initial)
+    assert job["losses"]["final_loss"] == pytest.approx(final)
+    # 100 × (−0.0078590 − 0.0000472) / −0.0078590 = 100 × −0.0079062 / −0.0078590 = 100.60 %:
+    # divided by the initial loss itself (not its absolute value), and null only for 0
+    assert job["losses"]["loss_reduction_percent"] == pytest.approx(100.60, abs=0.005)
+    assert job["losses"]["loss_reduction_percent"] == pytest.approx(100 * (initial - final) / initial)
+    assert not any("loss_reduction_percent" in w for w in job["warnings"])
+
+
 def test_whisper_last_checkpoint_folder(realdata: Lab) -> None:
     job = realdata.analytics("whisper-ja-last-checkpoint")
     assert job is not None

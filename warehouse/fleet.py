@@ -48,24 +48,25 @@ SELECT count(*) AS total_jobs,
        sum(training_seconds) / 3600 AS total_training_time_hours,
        avg(average_samples_per_second) AS average_throughput_samples_per_sec,
        avg(average_gpu_utilization) AS average_gpu_utilization,
-       avg(peak_gpu_memory_mb) AS average_peak_memory_mb
+       avg(peak_gpu_memory_mb) AS average_peak_memory_mb,
+       count(*) FILTER (WHERE isfinite(average_samples_per_second)) AS ranked_jobs
 FROM job_results
 WHERE {FILTER}
 """
 
 BY_STATUS = f"SELECT status, count(*) FROM job_results WHERE {FILTER} GROUP BY status"
 
-# Jobs by throughput, highest first, ties by job id; jobs without a throughput come last.
+# Jobs by throughput, highest first, ties by job id; a job without a (finite) throughput is
+# not ranked (analytics.md, "All jobs").
 TOP_JOBS = f"""
 SELECT job_id, average_samples_per_second AS throughput, total_seconds AS duration
 FROM job_results
 WHERE {FILTER}
+  AND isfinite(average_samples_per_second)
   AND ($after_id IS NULL
-       OR ($after_null AND average_samples_per_second IS NULL AND job_id > $after_id)
-       OR (NOT $after_null AND (average_samples_per_second IS NULL
-                                OR average_samples_per_second < $after_value
-                                OR (average_samples_per_second = $after_value AND job_id > $after_id))))
-ORDER BY average_samples_per_second IS NULL, average_samples_per_second DESC, job_id
+       OR average_samples_per_second < $after_value
+       OR (average_samples_per_second = $after_value AND job_id > $after_id))
+ORDER BY average_samples_per_second DESC, job_id
 LIMIT $limit OFFSET $offset
 """
 
@@ -116,16 +117,15 @@ def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset
     by_status = {s: counts.get(s, 0) for s in STATUSES}
     if counts.get("unknown"):
         by_status["unknown"] = counts["unknown"]
-    after_null, after_value, after_id = False, None, None
+    after_value, after_id = None, None
     if cursor:
         after_value, after_id = _after(pages.decode("top", cursor, 2), "average_samples_per_second")
-        after_null = after_value is None
+        if after_value is None:  # every ranked job has a throughput: no cursor of ours holds none
+            raise pages.BadCursor("cursor is not one this API handed out")
         offset = 0
     top = con.execute(
-        TOP_JOBS,
-        {**params, "limit": limit + 1, "offset": offset, "after_null": after_null,
-         "after_value": after_value, "after_id": after_id},
-    ).fetchall()  # fmt: skip
+        TOP_JOBS, {**params, "limit": limit + 1, "offset": offset, "after_value": after_value, "after_id": after_id}
+    ).fetchall()
     more = len(top) > limit
     top = top[:limit]
     return {
@@ -138,7 +138,7 @@ def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset
             {"job_id": job_id, "throughput": plain(throughput), "duration": plain(duration)}
             for job_id, throughput, duration in top
         ],
-        "top_performing_total": row["total_jobs"],
+        "top_performing_total": row["ranked_jobs"],
         "next_cursor": pages.encode("top", [plain(top[-1][1]), top[-1][0]]) if more else None,
         "resource_trends": {
             "average_gpu_utilization": plain(row["average_gpu_utilization"]),
@@ -218,7 +218,7 @@ def compare(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> dict[str, Any
     ]
     return {
         "jobs": jobs,
-        "winners": {
+        "winner": {
             "best_throughput": _winner(jobs, "throughput", highest=True),
             "best_loss": _winner(jobs, "final_loss", highest=False),
             "fastest": _winner(jobs, "duration_seconds", highest=False),

@@ -43,8 +43,8 @@ function picker() {
 }
 
 function table(comparison) {
-  const winners = comparison.winners;
-  const wins = (jobId, key) => winners[key] === jobId;
+  const winner = comparison.winner;
+  const wins = (jobId, key) => winner[key] === jobId;
   const mark = (jobId, key, text) => (wins(jobId, key) ? el("strong", { class: "winner", title: "winner" }, "★ ", text) : text);
   const rows = comparison.jobs.map((job, i) => el("tr", { dataset: { job: job.job_id } },
     el("th", { scope: "row" }, el("span", { class: "swatch", style: `background:${PALETTE[i % PALETTE.length]}` }), jobLink(job.job_id)),
@@ -59,8 +59,8 @@ function table(comparison) {
     el("tbody", {}, rows)));
 }
 
-function winnerList(winners) {
-  return el("ul", { class: "winners" }, WINNERS.map(([key, label]) => el("li", { dataset: { winner: key } }, `${label}: `, winners[key] ? jobLink(winners[key]) : "—")));
+function winnerList(winner) {
+  return el("ul", { class: "winners" }, WINNERS.map(([key, label]) => el("li", { dataset: { winner: key } }, `${label}: `, winner[key] ? jobLink(winner[key]) : "—")));
 }
 
 async function curves(holder) {
@@ -97,7 +97,7 @@ async function load() {
     throw error;
   }
   const holder = el("div", { class: "chart", dataset: { chart: "compare-loss" } });
-  main(el("h1", {}, `Compare ${ids.length} job${ids.length > 1 ? "s" : ""}`), picker(), winnerList(comparison.winners), table(comparison),
+  main(el("h1", {}, `Compare ${ids.length} job${ids.length > 1 ? "s" : ""}`), picker(), winnerList(comparison.winner), table(comparison),
     el("h2", {}, "Loss curves"), holder);
   await curves(holder);
 }

@@ -15,7 +15,12 @@ function byStatus(counts) {
 }
 
 function topJobs(summary) {
-  return el("section", { class: "card wide" }, el("h3", {}, "Top jobs by throughput"),
+  // analytics.md: a job without a throughput is not ranked
+  const section = { class: "card wide", "aria-label": "top jobs" };
+  if (!summary.top_performing_jobs.length) {
+    return el("section", section, el("h3", {}, "Top jobs by throughput"), el("p", { class: "muted" }, "No job has a throughput yet."));
+  }
+  return el("section", section, el("h3", {}, "Top jobs by throughput"),
     el("div", { class: "scroll" }, el("table", { class: "top" },
       el("thead", {}, el("tr", {}, ["#", "Job", "Samples/s", "Duration"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, summary.top_performing_jobs.map((j, i) => el("tr", {},
