@@ -1,8 +1,8 @@
-# One-word targets for contributors; .ci/run runs `check` and then the README's test command.
+# One-word targets for contributors; .ci/run runs `check`, `fuzz` and then the README's test command.
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup check lint typecheck test mutations
+.PHONY: setup check lint typecheck test fuzz mutations
 
 setup:
 	python3 -m venv $(VENV) && $(BIN)/pip install -q -e ".[test]"
@@ -18,3 +18,12 @@ typecheck:
 
 test:
 	$(BIN)/python -m pytest
+
+# the C history reader built with ASan + UBSan, fed mutated documents; any report fails
+FUZZ_SECONDS ?= 30
+fuzz:
+	$(BIN)/python tests/fuzz_history.py --seconds $(FUZZ_SECONDS)
+
+# each figure's rule changed on purpose must fail a test (docs/testing.md); about 5 minutes
+mutations:
+	$(BIN)/python tests/mutations.py

@@ -2,7 +2,7 @@
 text format, and the ingest's staleness (also answered by ``/readyz``).
 
 A collector reads, on each scrape, the newest snapshot (one cursor) and the ingest heartbeat
-file (``<db>.last-ingest.json``, ingest/runs.py), and yields gauges; each app has a registry of
+file (``<db>.last-ingest.json``, ingest/journal.py), and yields gauges; each app has a registry of
 its own (never the process-global one). Per-job series exist only for running jobs, so a job
 that finishes drops out and the series count stays bounded. A figure that is unknown (NULL,
 NaN, ±Infinity) has no series, never a 0. See docs/metrics.md.
@@ -23,7 +23,7 @@ import duckdb
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runlytics.ingest import runs
+from runlytics.ingest import journal
 from runlytics.warehouse import db, health, snapshots
 from runlytics.warehouse.views import STATUSES
 
@@ -118,7 +118,7 @@ class Freshness:
 
 def ingest_freshness(db_path: Path) -> Freshness:
     """The freshness of the warehouse at ``db_path``, by its heartbeat file (for /readyz)."""
-    return freshness(runs.read_heartbeat(db_path))
+    return freshness(journal.read_heartbeat(db_path))
 
 
 def freshness(heartbeat: Any, now: float | None = None) -> Freshness:
@@ -185,7 +185,7 @@ class WarehouseCollector(Collector):
         yield from _gpu_families(gpus)
 
     def _ingest(self) -> Iterator[Metric]:
-        heartbeat = runs.read_heartbeat(self.reader.db_path)
+        heartbeat = journal.read_heartbeat(self.reader.db_path)
         values: dict[str, float | None] = {}
         outcome = None
         if isinstance(heartbeat, dict):
@@ -217,12 +217,7 @@ class WarehouseCollector(Collector):
 
 
 def _snapshot_time(path: Path | None) -> float | None:
-    if path is None:
-        return None
-    try:
-        return int(path.name.removesuffix(snapshots.SUFFIX)) / 1e9
-    except ValueError:
-        return None
+    return snapshots.published_at(path) if path is not None else None
 
 
 def _status_families(by_status: dict[str, int]) -> Iterator[Metric]:

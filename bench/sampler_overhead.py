@@ -3,7 +3,7 @@
     .venv/bin/python bench/sampler_overhead.py [--seconds 20] [--gpus 8] [--interval 1] [--call-us 0 100]
     .venv/bin/python bench/sampler_overhead.py --real      # on a GPU machine: the real NVML, every GPU
 
-Runs the sampling loop (sampler.run.run, until-stopped mode, spool in a temporary folder) for
+Runs the sampling loop (sampler.loop.run, until-stopped mode, spool in a temporary folder) for
 ``--seconds`` against the tests' fake NVML (tests/fake_nvml.py) with ``--gpus`` GPUs, once per
 ``--call-us``: the CPU time every fake NVML call burns. A real NVML call is mostly the driver's
 ioctl, which counts as this process's (system) CPU time; 50-100 µs a call is the assumption, so
@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from fake_nvml import FakeNvml, gpus  # noqa: E402
 
-from runlytics.sampler import run as sampler  # noqa: E402
+from runlytics.sampler import loop as sampler  # noqa: E402
 
 TARGET_PERCENT = 1.0
 

@@ -6,8 +6,8 @@ Exit codes (also in the README):
   2   usage error
   3   the warehouse can't be used (written by a newer runlytics, unreadable, …);
       ``sample``: NVML can't be used (no NVIDIA driver)
-  4   ``sql``: the query failed; ``analytics``: no such job; ``export``: an unknown job, or the
-      export could not be written
+  4   ``sql``: the query failed, or was refused (anything but one read-only SELECT);
+      ``analytics``: no such job; ``export``: an unknown job, or the export could not be written
   75  the warehouse or the ingest lock stayed busy longer than --wait (try again later)
 ``sample -- CMD`` exits with CMD's exit code (128 + N when a signal N ended it; 127 when CMD
 can't be found, 126 when it can't be run).
@@ -97,7 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     upgrade = db_sub.add_parser("upgrade", help="build or upgrade the warehouse to the newest schema")
     upgrade.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
-    upgrade.add_argument("--wait", type=float, default=db.DEFAULT_WAIT_SECONDS)
+    upgrade.add_argument(
+        "--wait",
+        type=float,
+        default=db.DEFAULT_WAIT_SECONDS,
+        help="seconds to wait for a running ingest before giving up (default: %(default)s)",
+    )
     upgrade.set_defaults(run=_db_upgrade)
 
     ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs")
@@ -123,14 +128,31 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     ing.set_defaults(run=_ingest)
 
-    sql = add("sql", "run an analyst's SQL query against the newest snapshot of the warehouse (read-only)")
-    sql.add_argument("query", help='SQL, e.g. "SELECT * FROM job_analytics LIMIT 5"')
-    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql = add("sql", "run one read-only SELECT against the newest snapshot of the warehouse")
+    sql.add_argument("query", help='one SELECT (FROM, WITH, DESCRIBE, SHOW, SUMMARIZE too), e.g. "FROM jobs LIMIT 5"')
+    sql.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format (default: %(default)s)"
+    )
+    sql.add_argument(
+        "--allow-read", type=_readable_dir, action="append", default=[], metavar="DIR",
+        help="let the query read files (Parquet, CSV, JSON) in DIR and below (repeatable; it still writes "
+        "nothing), e.g. --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
+    )  # fmt: skip
     sql.set_defaults(run=_sql)
 
     serve = add("serve", "serve the REST API (OpenAPI at /openapi.json, docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--allowed-hosts", action="append", metavar="H,H",
+        help="the Host names answered, comma-separated (repeatable; '*.example.com' a domain, '*' any); "
+        "default: the --host address, localhost and the --base-url host",
+    )  # fmt: skip
+    serve.add_argument(
+        "--base-url", metavar="URL",
+        help="what next-page links start with, e.g. https://runs.example.com "
+        "(default: http://HOST:PORT; relative links when HOST is every address, 0.0.0.0 or ::)",
+    )  # fmt: skip
     serve.set_defaults(run=_serve)
 
     status = add("status", "the warehouse's size, schema, last ingest, and the files that keep failing")
@@ -247,16 +269,35 @@ def _print_summary(path: Path, s: Summary, verbose: bool) -> None:
             print(f"  {problem['outcome']}: {problem['path']}: {problem['reason']}")
 
 
+def _readable_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text}")
+    return path
+
+
 def _sql(args: argparse.Namespace) -> int:
     import duckdb
 
+    from runlytics.warehouse import readonly
+
+    try:
+        # before opening anything: a refused statement touches no file
+        statement = readonly.single_select(args.query)
+    except (readonly.Refused, duckdb.Error) as error:
+        print(f"runlytics sql: {error}", file=sys.stderr)
+        return EXIT_QUERY
     path = db.resolve_path(args.db)
     migrate.ensure_current(path, wait=args.wait)
-    con = snapshots.connect_latest(path, wait=args.wait)
+    con = readonly.connect(path, args.allow_read, wait=args.wait)
     try:
-        cursor = con.execute(args.query)
+        cursor = con.execute(statement)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
+    except duckdb.PermissionException as error:
+        # DuckDB adds the query with a caret below; the first line says it all
+        print(f"runlytics sql: {str(error).splitlines()[0]} (files: only under --allow-read folders)", file=sys.stderr)
+        return EXIT_QUERY
     except duckdb.Error as error:
         print(f"runlytics sql: {error}", file=sys.stderr)
         return EXIT_QUERY
@@ -345,8 +386,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from runlytics.ingest import runs as ingest_runs
-    from runlytics.warehouse import runs
+    from runlytics.ingest import journal
+    from runlytics.warehouse import ingest_status
 
     path = db.resolve_path(args.db)
     migrate.ensure_current(path, wait=args.wait)
@@ -357,10 +398,10 @@ def _status(args: argparse.Namespace) -> int:
             "size_bytes": sum(p.stat().st_size for p in (path, Path(f"{path}.wal")) if p.exists()),
             "schema_revision": migrate.current_revision(con),
             "snapshot": str(snapshots.latest(path)),
-            **runs.counts(con),
-            "last_ingest": ingest_runs.read_heartbeat(path),
-            "recent_runs": runs.runs_page(con, 5, None)[0],
-            "problem_files": runs.problem_files(con),
+            **ingest_status.counts(con),
+            "last_ingest": journal.read_heartbeat(path),
+            "recent_runs": ingest_status.runs_page(con, 5, None)[0],
+            "problem_files": ingest_status.problem_files(con),
         }
     finally:
         con.close()
@@ -394,18 +435,36 @@ def _print_status(r: dict[str, Any]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
     import uvicorn
 
-    from runlytics.api.app import create_app
+    from runlytics.api import security
+    from runlytics.api.app import TOKEN_ENV, create_app
 
     path = db.resolve_path(args.db)
+    try:
+        base_url = security.checked_base_url(args.base_url) if args.base_url else None
+        base_url = base_url or security.default_base_url(args.host, args.port)
+        hosts = [h.strip() for given in args.allowed_hosts or [] for h in given.split(",") if h.strip()]
+        hosts = hosts or security.default_hosts(args.host, urlsplit(base_url).hostname if base_url else None)
+        app = create_app(path, allowed_hosts=hosts, base_url=base_url)  # an empty token: ValueError
+    except ValueError as error:
+        print(f"runlytics serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if app.state.token is None and not security.is_loopback(args.host):
+        print(
+            f"runlytics serve: warning: listening on {args.host} without {TOKEN_ENV}: "
+            "anyone who can reach this port can read the warehouse",
+            file=sys.stderr,
+        )
     migrate.ensure_current(path, wait=args.wait)
-    uvicorn.run(create_app(path), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from runlytics.sampler import run as sampler
+    from runlytics.sampler import loop as sampler
 
     if not logging.getLogger().handlers:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="runlytics sample: %(message)s")

@@ -3,7 +3,8 @@
 A spool file is appended to while it is read: it is read up to its last complete line, and
 the next run resumes at that byte offset (kept in the ledger's ``read_offset``). A bad line
 is skipped with its line number; the others are kept. Samples are keyed by
-(job, host, gpu, ts): one ingested twice is stored once.
+(job, host, GPU, ts), the GPU being its UUID when the sample has one (schema.gpu_samples): one
+ingested twice is stored once.
 """
 
 from __future__ import annotations
@@ -55,17 +56,19 @@ SELECT unnest($job_id) AS job_id, unnest($host) AS host, CAST(unnest($gpu_index)
        CAST(unnest($clocks_event_reasons) AS BIGINT) AS clocks_event_reasons,
        unnest($seq) AS seq
 """
+# The GPU a sample belongs to: its UUID when it has one, else its index (schema.gpu_samples).
+GPU_KEY = "coalesce(gpu_uuid, '#' || CAST(gpu_index AS VARCHAR))"
 
 # A sample seen twice (re-ingest, or twice in one file) is stored once: the later one wins.
-UPSERT = """
+UPSERT = f"""
 INSERT INTO gpu_samples (job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb,
-                         memory_total_mb, temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, source)
+                         memory_total_mb, temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, source, gpu_key)
 SELECT job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb,
-       temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, $source
+       temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, $source, {GPU_KEY}
 FROM batch_gpu_samples
-QUALIFY row_number() OVER (PARTITION BY job_id, host, gpu_index, ts ORDER BY seq DESC) = 1
-ON CONFLICT (job_id, host, gpu_index, ts) DO UPDATE SET
-    gpu_uuid = excluded.gpu_uuid, utilization_percent = excluded.utilization_percent,
+QUALIFY row_number() OVER (PARTITION BY job_id, host, {GPU_KEY}, ts ORDER BY seq DESC) = 1
+ON CONFLICT (job_id, host, gpu_key, ts) DO UPDATE SET
+    gpu_index = excluded.gpu_index, gpu_uuid = excluded.gpu_uuid, utilization_percent = excluded.utilization_percent,
     memory_used_mb = excluded.memory_used_mb, memory_total_mb = excluded.memory_total_mb,
     temperature_c = excluded.temperature_c, power_w = excluded.power_w,
     sm_clock_mhz = excluded.sm_clock_mhz, clocks_event_reasons = excluded.clocks_event_reasons,

@@ -8,16 +8,18 @@ serialised by a lock file beside the warehouse.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from runlytics.warehouse import db, migrate, results, snapshots
 from runlytics.warehouse.lock import run_lock
 
-from . import quick, runs
-from .discover import discover
+from . import journal, quick
+from .discover import JobFolder, discover
 from .formats import JOB_FORMATS, nvidia_smi, spool
-from .formats.base import DEFAULT_MAX_FILE_MB, Context, ProgressCallback
+from .formats.base import DEFAULT_MAX_FILE_MB, Context, JobFormat, ProgressCallback
 from .formats.nvidia_smi import CsvImport
 from .sql import install_macros
 from .summary import Summary
@@ -44,36 +46,79 @@ def ingest(
     state = None if spool_files or csv_imports else quick.state(jobs)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     readers = [make() for make in JOB_FORMATS]
+    max_file_bytes = int(max_file_mb * 2**20)
     with run_lock(db_path, wait=wait):
         if not db_path.exists():  # a new warehouse has read nothing yet: read while migrations build it
             for reader in readers:
-                reader.prefetch(jobs)
-        migrate.ensure_current(db_path, wait=wait, locked=True)
-        with db.connection(db_path, wait=wait) as con:
-            run_id = runs.start(con)
-            ctx = Context(con, summary, on_progress, max_file_bytes=int(max_file_mb * 2**20))
-            try:
-                install_macros(con)
-                # read, stage and merge, format by format
-                for reader in readers:
-                    reader.ingest(ctx, jobs)
-                spool.ingest(ctx, spool_files)
-                nvidia_smi.ingest(ctx, csv_imports)
-                # refresh the derived tables of the jobs that changed
-                results.refresh(con, summary.job_ids)
-            except Exception as error:
-                summary.seconds = time.monotonic() - started
-                message = f"{type(error).__name__}: {error}"
-                runs.finish(con, run_id, summary.as_dict(), error=message)
-                runs.write_heartbeat(db_path, run_id, summary.as_dict(), error=message)
-                raise
-            summary.seconds = time.monotonic() - started
-            runs.finish(con, run_id, summary.as_dict())
-            con.execute("CHECKPOINT")
-        # publish
-        changed = summary.ingested or summary.pending or summary.failed or summary.job_ids
-        if changed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
-            snapshots.publish(db_path)
-        runs.write_heartbeat(db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path))
+                reader.prefetch(jobs, max_file_bytes)
+        try:
+            migrate.ensure_current(db_path, wait=wait, locked=True)
+            inputs = Inputs(jobs, spool_files, csv_imports)
+            run_id = _read_and_merge(db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started)
+            # publish
+            changed = summary.ingested or summary.pending or summary.failed or summary.job_ids
+            if changed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
+                snapshots.publish(db_path)
+            journal.write_heartbeat(
+                db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path)
+            )
+        except Exception as error:
+            if db.is_write_failure(error):
+                raise db.WarehouseWriteError(
+                    f"cannot write the warehouse {db_path}: {_first_line(error)}. Nothing stored was lost: "
+                    "free some space and run again; what this run could not store is read again then."
+                ) from error
+            raise
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a run reads: the job folders found, the spool files and nvidia-smi logs named."""
+
+    jobs: list[JobFolder]
+    spool_files: list[Path]
+    csv_imports: list[CsvImport]
+
+
+def _read_and_merge(
+    db_path: Path,
+    wait: float,
+    readers: list[JobFormat],
+    inputs: Inputs,
+    summary: Summary,
+    on_progress: ProgressCallback | None,
+    max_file_bytes: int,
+    started: float,
+) -> int:
+    """Read, stage and merge every format, refresh the derived tables, record the run; its id."""
+    with db.connection(db_path, wait=wait) as con:
+        run_id = journal.start(con)
+        ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes)
+        try:
+            install_macros(con)
+            # read, stage and merge, format by format
+            for reader in readers:
+                reader.ingest(ctx, inputs.jobs)
+            spool.ingest(ctx, inputs.spool_files)
+            nvidia_smi.ingest(ctx, inputs.csv_imports)
+            # refresh the derived tables of the jobs queued by this run and any killed before it
+            results.refresh_queued(con)
+            summary.seconds = time.monotonic() - started
+            journal.finish(con, run_id, summary.as_dict())
+            con.execute("CHECKPOINT")
+        except Exception as error:
+            summary.seconds = time.monotonic() - started
+            message = f"{type(error).__name__}: {_first_line(error)}"
+            # the record of a failed run must not hide why it failed (a full disk fails it too)
+            with contextlib.suppress(Exception):
+                journal.finish(con, run_id, summary.as_dict(), error=message)
+            with contextlib.suppress(OSError):
+                journal.write_heartbeat(db_path, run_id, summary.as_dict(), error=message)
+            raise
+    return run_id
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

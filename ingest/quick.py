@@ -22,7 +22,7 @@ from pathlib import Path
 from runlytics.warehouse import snapshots
 from runlytics.warehouse.lock import IngestLocked, run_lock
 
-from . import ledger, runs
+from . import journal, ledger
 from .discover import JobFolder, discover
 from .summary import Summary
 
@@ -58,7 +58,7 @@ def warehouse_stat(db_path: Path) -> list[int] | None:
 def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
     """The summary of a run that found nothing to read, or None when the full road must run."""
     started = time.monotonic()
-    last = runs.read_heartbeat(db_path)
+    last = journal.read_heartbeat(db_path)
     if not last or last.get("outcome") not in ("ok", "files_failed") or not last.get("state"):
         return None
     counts = last.get("summary", {})
@@ -73,10 +73,10 @@ def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
     summary = Summary(files_seen=seen, unchanged=seen)
     try:
         with run_lock(db_path, wait=0):
-            if runs.read_heartbeat(db_path) != last:  # another run ended meanwhile
+            if journal.read_heartbeat(db_path) != last:  # another run ended meanwhile
                 return None
             summary.seconds = time.monotonic() - started
-            runs.write_heartbeat(
+            journal.write_heartbeat(
                 db_path, last["run_id"], summary.as_dict(), state=last["state"], warehouse=last["warehouse"]
             )
     except IngestLocked:  # a run is going on: the full road waits for it

@@ -8,7 +8,7 @@ and read one GPU's or MIG instance's sample into a dict. Each query has its own 
   never 0, and are reported to the caller (who logs them once); the rest of the sample stands.
   A MIG-enabled GPU answers "no permission" to its memory query when the caller is not root.
 - Every other NVML error reaches the caller, who tells a lost handle (``is_lost``) from a
-  transient failure (sampler/run.py).
+  transient failure (sampler/loop.py).
 
 Memory is NVML's v2 figure (``used`` without the driver's reserved memory, as nvidia-smi's
 ``memory.used``), the v1 one only on drivers without it. The ``pynvml`` module is a constructor

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -139,40 +138,38 @@ def committed_state(db: Path, scratch: Path) -> tuple[int, int]:
 
 
 def test_kill_9_during_ingest_then_a_full_run_equals_one_clean_ingest(reference: Reference, tmp_path: Path) -> None:
+    """Runs killed at named points of each phase, one after another on the same warehouse (the
+    first two with the default batches, one for all 150 files; the others with batches of 20);
+    then a full run reads only what they did not commit, and equals one clean ingest."""
     lab = Lab(tmp_path)
-    rng = random.Random()
-    seed = rng.randrange(1 << 30)
-    rng.seed(seed)
-    killed = 0
+    one_batch = KILL_AT.replace("runlytics.ingest.formats.progress.BATCH_FILES = 20\n", "")
+    assert one_batch != KILL_AT
     committed = 0
-    log: list[str] = [f"seed {seed}"]  # what happened, for the assertion messages
-    for attempt in range(3):
-        code = ENTRY if attempt == 0 else SMALL_BATCHES
-        delay = rng.uniform(0.3, 0.9) * reference.seconds
-        process = start(ingest_command(reference.root, lab.db, "--quiet", code=code))
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        out, err = process.communicate(timeout=60)
-        assert process.returncode in (-signal.SIGKILL, 0), (log, process.returncode, out[-2000:], err[-2000:])
-        killed += process.returncode == -signal.SIGKILL
-        if lab.db.exists():
-            jobs, _ = committed_state(lab.db, tmp_path / "scratch")
-            assert jobs >= committed, (log, "a commit was lost")
-            committed = jobs
-        log.append(f"run {attempt}: killed after {delay:.2f} s, rc {process.returncode}, {committed} jobs committed")
-    print("\n".join(log))
-    assert killed >= 1, f"{log}: every run finished before its kill; nothing was tested"
+    for code, target, nth, jobs_after in [
+        # migrations done on a new warehouse (the first batch being read meanwhile), nothing merged
+        (one_batch, "runlytics.warehouse.migrate:ensure_current:after", 1, 0),
+        # every file read by the fast road, nothing staged
+        (one_batch, "runlytics.ingest.fast:read:after", 1, 0),
+        # checking the 50th file: inside the third batch of 20, so the first two stay committed
+        (KILL_AT, "runlytics.ingest.progress:looks_complete:before", 50, 40),
+        # before the third batch of the 110 files left is merged: 40 more committed
+        (KILL_AT, "runlytics.ingest.merge:apply:before", 3, 80),
+    ]:
+        command = [sys.executable, "-c", code, target, str(nth), "ingest", str(reference.root), "--db", str(lab.db)]
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == -signal.SIGKILL, (target, done.returncode, done.stderr[-2000:])
+        jobs, ingested = committed_state(lab.db, tmp_path / "scratch")
+        assert (jobs, ingested) == (jobs_after, jobs_after), (target, "committed", jobs, "expected", jobs_after)
+        committed = jobs
 
     done = run_ingest(reference.root, lab.db)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert (summary["files_seen"], summary["failed"], summary["pending"]) == (JOBS, 0, 0)
     # what the killed runs committed is not read again
-    assert summary["unchanged"] == committed
-    assert summary["ingested"] == JOBS - committed
-    assert lab.facts() == reference.facts, log
-    ledger = lab.query(LEDGER_OUTCOMES)
-    assert ledger == [("ingested", JOBS)]
+    assert (summary["unchanged"], summary["ingested"]) == (committed, JOBS - committed) == (80, 70)
+    assert lab.facts() == reference.facts
+    assert lab.query(LEDGER_OUTCOMES) == [("ingested", JOBS)]
 
 
 def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> None:
@@ -258,3 +255,100 @@ def test_concurrent_ingests_wait_or_exit_75_and_never_corrupt(reference: Referen
     assert patient_summary["unchanged"] + patient_summary["ingested"] == JOBS
     assert lab.facts() == reference.facts
     assert lab.query(LEDGER_OUTCOMES) == [("ingested", JOBS)]
+
+
+# --- killed at every phase boundary: facts and derived tables as one clean run -------------------
+
+# Every table a run writes, facts and derived, as compared between a killed-then-rerun warehouse
+# and a clean one (ingested_at and the ledger's times are the run's own).
+ALL_TABLES = {
+    "jobs": "* EXCLUDE (ingested_at)",
+    "steps": "*",
+    "step_gpus": "*",
+    "checkpoints": "*",
+    "trainer_steps": "*",
+    "trainer_runs": "*",
+    "gpu_samples": "*",
+    "job_results": "*",
+    "utilization_minutes": "*",
+    "refresh_queue": "*",
+    "ingest_files": "path, kind, job_id, size, mtime_ns, fingerprint, outcome, rows, warning_count, error",
+}
+
+# Named points (module:function:before|after, as KILL_AT reads them) at each phase boundary and
+# inside each kind of transaction; each run below is killed at the first call.
+PHASE_POINTS = [
+    "runlytics.warehouse.migrate:ensure_current:after",  # schema built, nothing read
+    "runlytics.ingest.merge:apply:after",  # progress batch: facts merged, not committed
+    "runlytics.ingest.ledger:record_batch:after",  # progress batch: ledger written, not committed
+    "runlytics.ingest.trainer_state:merge:after",  # trainer states merged, not committed
+    "runlytics.warehouse.results:enqueue:after",  # checkpoint folders / samples queued, not committed
+    "runlytics.ingest.gpu_samples:store:after",  # spool samples stored, not committed
+    "runlytics.warehouse.results:refresh_queued:before",  # every fact committed, nothing refreshed
+    "runlytics.warehouse.results:refresh:after",  # derived rows rewritten, not committed
+    "runlytics.warehouse.results:refresh_queued:after",  # refreshed and committed, run not finished
+    "runlytics.ingest.journal:finish:after",  # run recorded, not checkpointed or published
+    "runlytics.warehouse.snapshots:publish:before",  # checkpointed, no snapshot
+    "runlytics.ingest.journal:write_heartbeat:before",  # published, no heartbeat
+]
+
+
+def phase_root(tmp: Path) -> tuple[Path, Path]:
+    """20 generated jobs, five with checkpoint folders holding trainer states, and a GPU spool."""
+    root, spool = tmp / "jobs", tmp / "spool"
+    generate = ["bench/generate.py", str(root), "--jobs", "20", "--steps", "40", "--gpus", "2"]
+    subprocess.run([sys.executable, *generate], cwd=REPO, check=True, capture_output=True, timeout=120)
+    for i in range(5):
+        job = root / f"job-{i:06d}"
+        for step in (20, 40):
+            folder = job / f"checkpoint-{step}"
+            folder.mkdir(exist_ok=True)
+            log = [
+                {"step": s, "loss": 3.0 - s / 100, "grad_norm": 1.5, "learning_rate": 2e-5} for s in (10, 20, 30, 40)
+            ]
+            state = {"global_step": step, "max_steps": 40, "log_history": [e for e in log if e["step"] <= step]}
+            (folder / "trainer_state.json").write_text(json.dumps(state))
+    spool.mkdir()
+    lines = [
+        {"ts": 1767225600 + t, "host": "node-01", "job_id": f"job-{j:06d}", "gpu_index": g, "gpu_uuid": f"GPU-{j}-{g}",
+         "utilization_percent": 50.0 + t % 50, "memory_used_mb": 1000.0 + t, "power_w": 200.0 + g}
+        for j in range(3) for g in range(2) for t in range(0, 300, 5)
+    ]  # fmt: skip
+    (spool / "node-01-2026010100.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    then = time.time() - 3600  # settled: the ledger trusts what a killed run committed
+    for path in [*root.rglob("*.json"), *spool.iterdir()]:
+        os.utime(path, (then, then))
+    return root, spool
+
+
+def all_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {
+            table: sorted(tuple(repr(v) for v in row) for row in con.execute(f"SELECT {cols} FROM {table}").fetchall())
+            for table, cols in ALL_TABLES.items()
+        }
+    finally:
+        con.close()
+
+
+def test_killed_at_every_phase_boundary_then_rerun_equals_one_clean_run(tmp_path: Path) -> None:
+    root, spool = phase_root(tmp_path)
+    (tmp_path / "clean").mkdir()
+    clean = Lab(tmp_path / "clean")
+    done = run_ingest(root, clean.db, "--spool", str(spool))
+    assert done.returncode == 0, done.stderr
+    expected = all_tables(clean.db)
+    assert len(expected["trainer_steps"]) > 0 and len(expected["gpu_samples"]) == 3 * 2 * 60
+    assert len(expected["job_results"]) == 20 and expected["refresh_queue"] == []
+
+    for n, point in enumerate(PHASE_POINTS):
+        (tmp_path / f"lab-{n}").mkdir()
+        lab = Lab(tmp_path / f"lab-{n}")
+        command = [sys.executable, "-c", KILL_AT, point, "1", "ingest", str(root), "--db", str(lab.db),
+                   "--spool", str(spool), "--json"]  # fmt: skip
+        killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
+        rerun = run_ingest(root, lab.db, "--spool", str(spool))
+        assert rerun.returncode == 0, (point, rerun.stderr)
+        assert all_tables(lab.db) == expected, point

@@ -130,7 +130,7 @@ def test_jobs_page_filters_by_status_and_model(site: dict[str, Any], tab: Page) 
     tab.open(site["base"] + "/")
     tab.page.focus("#f-model")  # suggests the models of the warehouse
     models = [m["model_name"] for m in site["api"].get("/api/training/analytics/fleet").json()["models"]]
-    tab.page.wait_for_function(f"document.querySelectorAll('#models option').length === {len(models)}")
+    tab.page.wait_for_function(f"() => document.querySelectorAll('#models option').length === {len(models)}")
     assert tab.page.locator("#models option").evaluate_all("os => os.map(o => o.value)") == models
     tab.page.select_option("#f-status", "completed")
     tab.page.fill("#f-model", "gpt2")
@@ -138,7 +138,7 @@ def test_jobs_page_filters_by_status_and_model(site: dict[str, Any], tab: Page) 
     tab.page.wait_for_url("**/?status=completed&model=gpt2")
     params = {"status": "completed", "model": "gpt2", "limit": 50}
     expected = site["api"].get("/api/training/jobs", params=params).json()
-    tab.page.wait_for_function(f"document.querySelector('#count').textContent.endsWith('of {expected['total']}')")
+    tab.page.wait_for_function(f"() => document.querySelector('#count').textContent.endsWith('of {expected['total']}')")
     assert set(_cells(tab, "status")) == {"completed"}
     assert set(_cells(tab, "model_name")) == {"gpt2"}
     assert len(_cells(tab, "status")) == expected["total"] > 0
@@ -154,12 +154,12 @@ def test_jobs_page_sorts_by_a_column_and_pages_without_repeats(site: dict[str, A
     expected = site["api"].get("/api/training/jobs", params={"sort": "-final_loss", "limit": 50}).json()
     assert first_page == [j["job_id"] for j in expected["jobs"]]
     tab.page.click("text=Next →")
-    tab.page.wait_for_function("document.querySelector('#count').textContent.startsWith('Jobs 51–')")
+    tab.page.wait_for_function("() => document.querySelector('#count').textContent.startsWith('Jobs 51–')")
     second_page = tab.page.locator("table.jobs tbody tr").evaluate_all("rows => rows.map(r => r.dataset.job)")
     assert len(first_page) + len(second_page) == expected["total"]
     assert not set(first_page) & set(second_page)
     tab.page.click("text=← Previous")
-    tab.page.wait_for_function("document.querySelector('#count').textContent.startsWith('Jobs 1–')")
+    tab.page.wait_for_function("() => document.querySelector('#count').textContent.startsWith('Jobs 1–')")
     assert tab.errors == []
 
 
@@ -200,7 +200,7 @@ def test_job_page_draws_the_loss_on_a_log_scale(site: dict[str, Any], tab: Page)
     title = "[data-chart=loss] .u-title"
     assert tab.page.inner_text(title) == "Loss"
     tab.page.check("#log-loss")
-    tab.page.wait_for_function(f"document.querySelector('{title}').textContent === 'Loss (log scale)'")
+    tab.page.wait_for_function(f"() => document.querySelector('{title}').textContent === 'Loss (log scale)'")
     assert tab.page.locator("[data-chart=loss] .uplot").count() == 1  # redrawn, not drawn twice
     assert coloured_pixels(tab.page, "[data-chart=loss] canvas") > 50
     tab.page.set_viewport_size({"width": 900, "height": 900})  # the old chart's resize watcher is gone
@@ -226,7 +226,7 @@ def test_job_page_zooms_into_a_finer_range(site: dict[str, Any], tab: Page) -> N
     tab.page.mouse.down()
     tab.page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] / 2, steps=5)
     tab.page.mouse.up()
-    tab.page.wait_for_function("document.querySelector('#zoom-state').textContent.startsWith('Steps')")
+    tab.page.wait_for_function("() => document.querySelector('#zoom-state').textContent.startsWith('Steps')")
     zoomed = [u for u in tab.requests[before:] if "/steps?" in u]
     assert len(zoomed) == 1
     query = parse_qs(urlparse(zoomed[0]).query)
@@ -236,7 +236,7 @@ def test_job_page_zooms_into_a_finer_range(site: dict[str, Any], tab: Page) -> N
     state = tab.page.inner_text("#zoom-state")
     assert state == f"Steps {low}–{high} ({high - low + 1} points)"
     tab.page.click("#reset-zoom")
-    tab.page.wait_for_function("document.querySelector('#zoom-state').textContent === ''")
+    tab.page.wait_for_function("() => document.querySelector('#zoom-state').textContent === ''")
     assert tab.errors == []
 
 
@@ -256,11 +256,11 @@ def test_compare_page_from_a_shared_url_marks_the_winners(site: dict[str, Any], 
     rows = tab.page.locator("table.compare tbody tr")
     assert rows.evaluate_all("rows => rows.map(r => r.dataset.job)") == ids
     for key in ("best_throughput", "best_loss", "fastest", "most_efficient"):
-        assert tab.page.inner_text(f"[data-winner={key}] a") == comparison["winners"][key]
-    winner_row = rows.nth(ids.index(comparison["winners"]["best_loss"]))
+        assert tab.page.inner_text(f"[data-winner={key}] a") == comparison["winner"][key]
+    winner_row = rows.nth(ids.index(comparison["winner"]["best_loss"]))
     assert winner_row.locator("td").nth(2).locator(".winner").count() == 1
     assert tab.page.locator("table.compare .winner").count() == 4
-    best = comparison["winners"]["most_efficient"]
+    best = comparison["winner"]["most_efficient"]
     score = next(j["overall_score"] for j in comparison["jobs"] if j["job_id"] == best)
     overall = rows.nth(ids.index(best)).locator("td").nth(4).inner_text()
     assert overall.startswith("★ "), overall  # the score it won by, not just a star
@@ -313,6 +313,13 @@ def test_summary_page_shows_the_fleet(site: dict[str, Any], tab: Page) -> None:
     assert tab.errors == []
 
 
+def test_summary_page_ranks_only_jobs_with_a_throughput(site: dict[str, Any], tab: Page) -> None:
+    tab.open(site["base"] + "/summary?model=no-such-model")
+    assert tab.page.inner_text("[aria-label='top jobs'] p") == "No job has a throughput yet."
+    assert tab.page.locator("table.top").count() == 0
+    assert tab.errors == []
+
+
 # --- phone width
 
 
@@ -347,7 +354,7 @@ def test_a_running_jobs_row_updates_by_itself(site: dict[str, Any], tab: Page) -
     path.write_text(json.dumps(doc))
     assert ingest(site["db"], [site["root"]], spools=[site["spool"]]).failed == 0
     tab.page.wait_for_function(
-        f"document.querySelector(\"tr[data-job='{running['job_id']}'] td.c-total_iterations\").textContent"
+        f"() => document.querySelector(\"tr[data-job='{running['job_id']}'] td.c-total_iterations\").textContent"
         f" === '{last['step'] + 500:,}'",
         timeout=10_000,
     )

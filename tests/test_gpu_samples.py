@@ -77,6 +77,32 @@ def test_resource_utilization_comes_from_the_samples(lab: Lab, spool: Path) -> N
     assert gpus[1]["idle_share"] == 1.0 and gpus[1]["energy_wh"] == pytest.approx(200 / 3600)
 
 
+def test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out(lab: Lab, spool: Path) -> None:
+    nan, inf = float("nan"), float("inf")
+    (spool / "node-01-2026110209.jsonl").write_text(
+        lines(
+            sample(0, utilization_percent=90.0, memory_used_mb=3000.0, temperature_c=80.0),  # the peaks come first
+            sample(1, utilization_percent=80.0, memory_used_mb=2000.0, temperature_c=70.0),
+            sample(2, utilization_percent=70.0, memory_used_mb=1000.0, temperature_c=60.0),
+            sample(3, utilization_percent=nan, memory_used_mb=nan, temperature_c=inf),
+            sample(4, gpu=1, utilization_percent=10.0, memory_used_mb=500.0, temperature_c=40.0),  # latest finite
+            sample(5, gpu=1, utilization_percent=inf, memory_used_mb=inf, temperature_c=nan),  # latest of all
+        )
+    )
+    lab.ingest(lab.root, spool_root=spool)
+    job = lab.analytics("j")
+    assert job is not None
+    # four finite samples, each weighing the same: GPU 0 three times, GPU 1 once
+    assert job["resource_utilization"] == {
+        "average_gpu_utilization": pytest.approx(62.5),  # (90 + 80 + 70 + 10) / 4, not (80 + 10) / 2 per GPU
+        "average_gpu_memory_mb": pytest.approx(1625.0),  # (3000 + 2000 + 1000 + 500) / 4, not (2000 + 500) / 2
+        "peak_gpu_memory_mb": pytest.approx(3000.0),  # the first sample's, not the latest's 500
+        "average_gpu_temp_celsius": pytest.approx(62.5),  # (80 + 70 + 60 + 40) / 4, not (70 + 40) / 2
+        "peak_gpu_temp_celsius": pytest.approx(80.0),  # the first sample's, not the latest's 40
+    }
+    assert "2 GPU reading(s) with non-finite values left out" in job["warnings"]
+
+
 def test_throttle_share_is_time_weighted(lab: Lab, spool: Path) -> None:
     (spool / "a.jsonl").write_text(
         lines(
@@ -152,7 +178,65 @@ def test_nvidia_smi_logs_import_once_and_feed_the_job(lab: Lab, spool: Path) -> 
     assert again.unchanged == 2 and again.ingested == 0  # the progress file and the log
     job = lab.analytics("j")
     assert job is not None
-    (expected,) = lab.query("SELECT avg(utilization_percent) FROM gpu_samples WHERE job_id = 'j'")[0]
-    assert job["resource_utilization"]["average_gpu_utilization"] == pytest.approx(expected)
+    # worked out from the file in a shell, not by the warehouse:
+    #   grep -v '^timestamp' a6000x2-looped.csv | awk -F', ' '{sub(/ %/, "", $4); s += $4} END {print s, NR}'
+    # gives 43066 % over 946 samples; memory.used ($7) sums to 11866624 MiB, at most 25073
+    assert job["resource_utilization"]["average_gpu_utilization"] == pytest.approx(43066 / 946)
+    assert job["resource_utilization"]["average_gpu_memory_mb"] == pytest.approx(12544.0)
+    assert job["resource_utilization"]["peak_gpu_memory_mb"] == 25073.0
     assert job["energy"]["total_energy_wh"] is None  # the log has no power.draw column
     assert {g["gpu_index"]: g["idle"] for g in job["gpus"]} == {0: False, 1: True}
+
+
+def test_two_gpus_reported_under_the_same_index_stay_two_gpus(lab: Lab, tmp_path: Path) -> None:
+    """Two containers' samplers on one host both call their GPU 0: their UUIDs tell them apart."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = [
+        {"ts": 1767225600 + t, "host": "node-01", "job_id": "j", "gpu_index": 0, "gpu_uuid": uuid,
+         "utilization_percent": util, "memory_used_mb": memory}
+        for uuid, util, memory, count in (("GPU-aaaa", 90.0, 1000.0, 3), ("GPU-bbbb", 30.0, 5000.0, 1))
+        for t in range(count)
+    ]  # fmt: skip
+    lines.append({"ts": 1767225600, "host": "node-01", "job_id": "j", "gpu_index": 1, "utilization_percent": 60.0})
+    (spool / "node-01-2026010100.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    lab.write_job("j", {"job_id": "j", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
+    lab.ingest(lab.root, spool_root=spool)
+    gpus = lab.query("SELECT gpu_index, gpu_uuid, samples, average_utilization FROM job_gpus ORDER BY gpu_uuid")
+    assert gpus == [(0, "GPU-aaaa", 3, 90.0), (0, "GPU-bbbb", 1, 30.0), (1, None, 1, 60.0)]
+    # every sample weighs the same: (3 x 90 + 30 + 60) / 5; peak memory 5000 from the other GPU 0
+    (row,) = lab.query(
+        "SELECT gpus_seen, average_gpu_utilization, peak_gpu_memory_mb FROM job_resources WHERE job_id = 'j'"
+    )
+    assert row == (3, 72.0, 5000.0)
+    keys = lab.query("SELECT DISTINCT gpu_key FROM gpu_samples ORDER BY gpu_key")
+    assert keys == [("#1",), ("GPU-aaaa",), ("GPU-bbbb",)]
+
+
+def test_the_api_pages_and_charts_two_gpus_that_share_an_index_apart(lab: Lab, tmp_path: Path) -> None:
+    """Keyset pages over (index, host, GPU, ts): samples of two GPUs at the same times are all served."""
+    from fastapi.testclient import TestClient
+
+    from runlytics.api.app import create_app
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = [
+        {"ts": 1767225600 + t, "host": "node-01", "job_id": "j", "gpu_index": 0, "gpu_uuid": uuid,
+         "utilization_percent": float(t)}
+        for uuid in ("GPU-aaaa", "GPU-bbbb") for t in range(5)
+    ]  # fmt: skip
+    (spool / "node-01-2026010100.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    lab.write_job("j", {"job_id": "j", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
+    lab.ingest(lab.root, spool_root=spool)
+    client = TestClient(create_app(lab.db))
+    served, url = [], "/api/training/j/gpus?limit=3"
+    while url:
+        body = client.get(url).json()
+        served += [(r["gpu_uuid"], r["utilization_percent"]) for r in body["readings"]]
+        url = body.get("next")
+        if body.get("next_cursor") and not url:
+            url = f"/api/training/j/gpus?limit=3&cursor={body['next_cursor']}"
+    assert served == [(u, float(t)) for u in ("GPU-aaaa", "GPU-bbbb") for t in range(5)]
+    charted = client.get("/api/training/j/gpus?max_points=1000").json()["readings"]
+    assert sorted((r["gpu_uuid"], r["utilization_percent"]) for r in charted) == sorted(served)

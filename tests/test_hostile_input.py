@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Lab
+from conftest import REPO, Lab
 
 ODD_NAMES = ["*", "exp[1]", "exp1", "q?", "{a,b}", "a]b", "[!x]", "st*r", "back\\slash", "x**y"]
 
@@ -85,16 +89,22 @@ def test_special_files_are_never_opened(lab: Lab, tmp_path: Path) -> None:
     outside.write_text(json.dumps(doc("outside")))
     (lab.root / "escape").mkdir()
     os.symlink(outside, lab.root / "escape" / "progress.json")
-    inside = lab.root / "good-0" / "progress.json"
+    inside = lab.root / ".docs" / "alias.json"  # a hidden folder: not a job folder itself
+    inside.parent.mkdir()
+    settled(Path(shutil.copy(lab.root / "good-0" / "progress.json", inside)))
+    inside.write_text(json.dumps(doc("alias")))
+    settled(inside)
     (lab.root / "alias").mkdir()
     os.symlink(inside, lab.root / "alias" / "progress.json")  # a link within the root is followed
-    summary = lab.ingest()
+    summary = lab.ingest()  # a new warehouse: its first batch is read ahead, in a thread
+    reading = [t for t in threading.enumerate() if t.name == "runlytics-first-batch"]
+    assert not reading, "a read-ahead thread is still reading a FIFO or /dev/zero"
     assert (summary.files_seen, summary.ingested, summary.failed, summary.to_retry) == (6, 3, 3, 3)
     reasons = problems(summary)
     assert reasons["fifo"] == "not a regular file (a FIFO): not read"
     assert reasons["zero"] == "a symbolic link to /dev/zero, outside the ingest root " + str(lab.root.resolve())
     assert reasons["escape"].startswith(f"a symbolic link to {outside.resolve()}, outside the ingest root")
-    assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["good-0", "good-1"]
+    assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["alias", "good-0", "good-1"]
     # the failures are in the ledger (for `runlytics status` and /api/ingest/runs) and fail every run
     assert [(Path(p).parent.name, o) for p, o, _ in lab.query(FAILED)] == [
         ("escape", "failed"), ("fifo", "failed"), ("zero", "failed"),
@@ -146,3 +156,111 @@ def test_a_file_that_vanishes_mid_run_fails_alone(lab: Lab, monkeypatch: pytest.
     summary = lab.ingest()
     assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 1)
     assert problems(summary)["doomed"].startswith("cannot read: [Errno 2] No such file or directory")
+
+
+# --- a full disk -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A 24 MiB tmpfs: a real file system that runs out of space (needs root, as CI has)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr.decode()}")
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def cli_ingest(root: Path, db: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "runlytics", "ingest", str(root), "--db", str(db), "--json"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def long_job(lab: Lab, name: str, steps: int) -> None:
+    history = [
+        {"step": s, "loss": 1.0 / s, "iteration_time": 0.5, "timestamp": 1767225600 + s} for s in range(1, steps + 1)
+    ]
+    settled(lab.write_job(name, {"job_id": name, "status": "running", "history": history}))
+
+
+def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(small_disk: Path, tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    lab.db = small_disk / "w.duckdb"
+    for i in range(3):
+        long_job(lab, f"small-{i}", 50)
+    assert cli_ingest(lab.root, lab.db).returncode == 0
+    before = lab.facts()
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 200_000))
+    long_job(lab, "big", 100_000)
+
+    full = cli_ingest(lab.root, lab.db)
+    assert full.returncode == 3, full.stderr
+    (line,) = full.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith(f"runlytics: cannot write the warehouse {lab.db}: ") and "No space left on device" in line
+    assert "Nothing stored was lost" in line
+    assert lab.facts() == before
+    # no stray file: the warehouse, DuckDB's own log, the lock, the heartbeat, the snapshots
+    names = {p.name for p in small_disk.iterdir()} - {"filler"}
+    assert names <= {
+        "w.duckdb",
+        "w.duckdb.wal",
+        "w.duckdb.ingest.lock",
+        "w.duckdb.last-ingest.json",
+        "w.duckdb.snapshots",
+    }
+    assert not [p for p in (small_disk / "w.duckdb.snapshots").iterdir() if not p.name.endswith(".duckdb")]
+    # the big file was not blamed: once there is space again, the next run reads it
+    assert lab.query("SELECT count(*) FROM ingest_files WHERE outcome <> 'ingested'") == [(0,)]
+    filler.unlink()
+    again = cli_ingest(lab.root, lab.db)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert (summary["ingested"], summary["unchanged"], summary["failed"]) == (1, 3, 0)
+    assert lab.query("SELECT count(*) FROM steps WHERE job_id = 'big'") == [(100_000,)]
+
+
+# --- one folder per job id -------------------------------------------------------------------------
+
+
+def test_a_second_folder_claiming_a_job_id_is_a_conflict_and_changes_nothing(lab: Lab) -> None:
+    settled(lab.write_job("alpha", doc("shared", loss=1.0)))
+    assert lab.ingest().ingested == 1
+    before = lab.facts()
+    settled(lab.write_job("beta", doc("shared", loss=9.0)))  # claims alpha's job
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed, summary.unchanged) == (0, 1, 1)
+    alpha, beta = (str(lab.root.resolve() / name) for name in ("alpha", "beta"))
+    # reported on both: the failing file names the folder that holds the job
+    assert summary.problems == [
+        {"path": beta + "/progress.json", "outcome": "failed",
+         "reason": f"job id 'shared' belongs to the folder {alpha}: a second folder can't claim it "
+                   "(give one of them another job_id)"},
+    ]  # fmt: skip
+    assert lab.facts() == before  # alpha's steps, not beta's
+    # the conflict stays reported while both are there
+    assert lab.ingest().failed == 1
+
+
+def test_two_new_folders_claiming_one_job_id_the_first_keeps_it(lab: Lab) -> None:
+    settled(lab.write_job("b-second", doc("shared", loss=9.0)))
+    settled(lab.write_job("a-first", doc("shared", loss=1.0)))
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed) == (1, 1)
+    assert lab.query("SELECT source_dir FROM jobs") == [(str(lab.root.resolve() / "a-first"),)]
+    assert lab.query("SELECT loss FROM steps WHERE step = 1") == [(1.0,)]
+
+
+def test_a_moved_folder_is_not_a_conflict(lab: Lab) -> None:
+    settled(lab.write_job("old-place", doc("moved", loss=1.0)))
+    lab.ingest()
+    (lab.root / "old-place").rename(lab.root / "new-place")
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed) == (1, 0)
+    assert lab.query("SELECT source_dir FROM jobs") == [(str(lab.root.resolve() / "new-place"),)]

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
-from runlytics.ingest import runs
+from runlytics.ingest import journal
 from runlytics.warehouse import migrate
 from tests.conftest import Lab
 
@@ -34,7 +34,7 @@ def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
     recorded = lab.query("SELECT outcome, ingested, unchanged, failed FROM ingest_runs ORDER BY run_id")
     assert recorded == [("files_failed", 1, 0, 1), ("ok", 1, 2, 0)]  # the bad file is not re-read unchanged
 
-    heartbeat = runs.read_heartbeat(lab.db)
+    heartbeat = journal.read_heartbeat(lab.db)
     assert heartbeat is not None and heartbeat["outcome"] == "ok" and heartbeat["summary"]["ingested"] == 1
 
     result = subprocess.run(
@@ -43,7 +43,7 @@ def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert status["schema_revision"] == migrate.HEAD_REVISION == "0008" and status["jobs"] == 2
+    assert status["schema_revision"] == migrate.HEAD_REVISION == "0010" and status["jobs"] == 2
     assert [(f["path"], f["outcome"]) for f in status["problem_files"]] == [(str(bad), "failed")]
     assert "Git LFS pointer" in status["problem_files"][0]["error"]
     assert [r["outcome"] for r in status["recent_runs"]] == ["ok", "files_failed"]

@@ -26,7 +26,7 @@ from fake_nvml import FakeGpu, FakeMig, FakeNvml, gpus
 from packaging.requirements import Requirement
 
 from runlytics.sampler import devices
-from runlytics.sampler import run as sampler
+from runlytics.sampler import loop as sampler
 from runlytics.sampler.nvml import Nvml
 from runlytics.sampler.spool import Spool
 

@@ -7,6 +7,7 @@ can, and waits (retrying) while another process holds it. See docs/concurrency.m
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
@@ -30,6 +31,22 @@ class WarehouseBusy(WarehouseError):
     """Another process held the warehouse for longer than we were willing to wait."""
 
 
+class WarehouseWriteError(WarehouseError):
+    """The warehouse's file system refused a write (full, over quota, read-only)."""
+
+
+# How a refused write shows in OSError numbers and in DuckDB's messages (which carry no errno).
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_WRITE_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Could not write file")
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """True for an error that says the disk refused a write: the run must stop, not blame a file."""
+    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+        return True
+    return any(text in str(error) for text in _WRITE_MESSAGES)
+
+
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
     """The warehouse file: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb."""
     return Path(db or os.environ.get(ENV_DB) or DEFAULT_DB)
@@ -50,7 +67,7 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
     delay = 0.005
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = _connect_private(path) if not read_only else duckdb.connect(str(path), read_only=True)
             break
         except duckdb.Error as error:
             if not _is_lock_conflict(error):
@@ -66,6 +83,24 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
     # `--json` and `--format` outputs; commands report their own progress
     con.execute("SET enable_progress_bar = false")
     return con
+
+
+def _connect_private(path: Path) -> duckdb.DuckDBPyConnection:
+    """A writable connection; a warehouse it creates is 0600 (less what the umask takes).
+
+    DuckDB creates the file itself (it refuses an empty one made beforehand), so the umask is
+    tightened while it does: other threads meanwhile create private files, never open ones.
+    """
+    import duckdb
+
+    if path.exists():
+        return duckdb.connect(str(path))
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+    try:
+        return duckdb.connect(str(path))
+    finally:
+        os.umask(previous)
 
 
 # DuckDB reads every file name handed to read_json/read_text/read_parquet as a glob pattern; a

@@ -10,7 +10,8 @@ a failed export leaves nothing behind. ``OUT/manifest.json`` lists what was writ
 ``steps_csv`` and ``steps_parquet`` serve the API's streaming export of step histories.
 
 User values (job ids, times, paths) are always bound parameters; table and column names come
-from the lists below. See docs/export.md.
+from the lists below. In CSV, a text cell that a spreadsheet would run as a formula gets a
+leading ``'`` (``_csv_cells``). See docs/export.md.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ MISSING = "SELECT j FROM (SELECT unnest($job_ids) AS j) WHERE j NOT IN (SELECT j
 # The API's step export: every column of step_facts, by job then step.
 STEP_COUNTS = "SELECT job_id, count(*) FROM step_facts WHERE job_id IN (SELECT unnest($job_ids)) GROUP BY job_id"
 STEPS_OF = "SELECT * FROM step_facts WHERE job_id IN (SELECT unnest($job_ids)) ORDER BY job_id, step"
+STEP_ORDER = ("job_id", "step")
+# A CSV text cell starting with one of = + - @ tab CR is a formula to a spreadsheet (OWASP's list):
+# written with a leading ' it stays text.
+SAFE_CELL = "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || {c} ELSE {c} END AS {c}"
 GROUP_ROWS = 100_000  # the API's export writes jobs in groups of about this many rows
 PART_ROWS = 250_000  # a partitioned table is written a range of jobs of about this many rows at a time
 CHUNK_BYTES = 1 << 20  # bytes per chunk of a streamed answer
@@ -219,6 +224,7 @@ def _copy(con: duckdb.DuckDBPyConnection, table: str, selection: Selection, work
         return _copy_partitioned(con, table, selection, work / table)
     query = _query(con, table, selection)
     if fmt == "csv":
+        query = _csv_cells(con, query)
         options, target = "FORMAT csv, HEADER", work / f"{table}.csv"
     else:
         (work / table).mkdir()
@@ -266,6 +272,16 @@ def _install(work: Path, out: Path) -> None:
         os.replace(work, out)
 
 
+def _csv_cells(
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None, order: Sequence[str] = ()
+) -> str:
+    """The query with SAFE_CELL over each text column, in the query's order or by ``order``."""
+    columns = con.execute(f"SELECT * FROM ({query}) LIMIT 0", params).description
+    cells = ", ".join(SAFE_CELL.format(c=_ident(c[0])) if str(c[1]) == "VARCHAR" else _ident(c[0]) for c in columns)
+    by = f" ORDER BY {', '.join(f'src.{_ident(c)}' for c in order)}" if order else ""
+    return f"SELECT {cells} FROM ({query}) AS src{by}"
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -287,8 +303,9 @@ def steps_csv(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Iterato
     groups = _step_groups(con, job_ids)
     header = [d[0] for d in con.execute("SELECT * FROM step_facts LIMIT 0").description]
     yield (",".join(header) + "\n").encode()  # plain identifiers: nothing to quote
+    query = _csv_cells(con, STEPS_OF, {"job_ids": []}, order=STEP_ORDER)
     for group in groups:
-        with _copy_to_temp(con, STEPS_OF, {"job_ids": group}, "FORMAT csv, HEADER false", ".csv") as f:
+        with _copy_to_temp(con, query, {"job_ids": group}, "FORMAT csv, HEADER false", ".csv") as f:
             while chunk := f.read(CHUNK_BYTES):
                 yield chunk
 

@@ -124,15 +124,16 @@ def steps_downsampled(
     return _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
 
 
+# A GPU is its gpu_key (its UUID when known): two GPUs of a host may share an index (each
+# container numbers its GPUs from 0), so the keyset runs over (index, host, key, ts).
 SAMPLES_PAGE = """
 SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
-       power_w, sm_clock_mhz, clocks_event_reasons
+       power_w, sm_clock_mhz, clocks_event_reasons, gpu_key
 FROM gpu_samples
 WHERE job_id = $job_id
   AND ($gpu IS NULL OR gpu_index = $gpu)
-  AND (gpu_index > $after_gpu
-       OR (gpu_index = $after_gpu AND (host > $after_host OR (host = $after_host AND ts > $after_ts))))
-ORDER BY gpu_index, host, ts
+  AND (gpu_index, host, gpu_key, ts) > ($after_gpu, $after_host, $after_key, $after_ts)
+ORDER BY gpu_index, host, gpu_key, ts
 LIMIT $limit
 """
 
@@ -147,18 +148,22 @@ def gpu_readings(
     Returns the source (``gpu_samples`` or ``step_readings``), one page, and the next cursor.
     """
     if db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]:
-        gpu_after, host_after, ts_after = pages.decode("gpus:samples", cursor, 3) if cursor else (-1, "", None)
-        if not isinstance(gpu_after, int) or not isinstance(host_after, str):
+        start = (-1, "", "", None)
+        gpu_after, host_after, key_after, ts_after = pages.decode("gpus:samples", cursor, 4) if cursor else start
+        if not isinstance(gpu_after, int) or not isinstance(host_after, str) or not isinstance(key_after, str):
             raise pages.BadCursor("cursor is not one this API handed out")
         params = {
-            "job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_host": host_after,
+            "job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_host": host_after, "after_key": key_after,
             "after_ts": pages.timestamp(ts_after) if ts_after is not None else datetime.min, "limit": limit + 1,
         }  # fmt: skip
         rows = _records(con.execute(SAMPLES_PAGE, params))
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if more else None
-        next_cursor = pages.encode("gpus:samples", [last["gpu_index"], last["host"], last["ts"]]) if last else None
+        keyset = [last["gpu_index"], last["host"], last["gpu_key"], last["ts"]] if last else None
+        next_cursor = pages.encode("gpus:samples", keyset) if keyset else None
+        for row in rows:
+            row.pop("gpu_key")
         return "gpu_samples", rows, next_cursor
     gpu_after, step_after = pages.decode("gpus", cursor, 2) if cursor else (-1, -1)
     if not isinstance(gpu_after, int) or not isinstance(step_after, int):
@@ -177,30 +182,34 @@ def gpu_readings(
 GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w")
 GPU_DOWNSAMPLED = """
 WITH keyed AS (SELECT *, {x} AS x FROM ({source})),
-span AS (SELECT gpu_index, host, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host),
+span AS (SELECT gpu_index, host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host, gpu_key),
 rows AS MATERIALIZED (
     SELECT k.*, least(CAST(floor((k.x - s.lo) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT), $buckets - 1) AS bucket
-    FROM keyed k JOIN span s USING (gpu_index, host)
+    FROM keyed k JOIN span s USING (gpu_index, host, gpu_key)
 ), extremes AS (
-    SELECT gpu_index, host, [{extremes}] AS xs FROM rows GROUP BY gpu_index, host, bucket
+    SELECT gpu_index, host, gpu_key, [{extremes}] AS xs FROM rows GROUP BY gpu_index, host, gpu_key, bucket
 ), keep AS (
-    SELECT gpu_index, host, lo AS x FROM span
-    UNION SELECT gpu_index, host, hi FROM span
-    UNION SELECT gpu_index, host, unnest(xs) FROM extremes
+    SELECT gpu_index, host, gpu_key, lo AS x FROM span
+    UNION SELECT gpu_index, host, gpu_key, hi FROM span
+    {keep_extremes}
 )
-SELECT * EXCLUDE (x, bucket) FROM rows SEMI JOIN keep USING (gpu_index, host, x)
-ORDER BY gpu_index, host, x
+SELECT * EXCLUDE (x, bucket, gpu_key) FROM rows SEMI JOIN keep USING (gpu_index, host, gpu_key, x)
+ORDER BY gpu_index, host, gpu_key, x
+LIMIT $max_points
 """
+GPU_KEEP_EXTREMES = "UNION SELECT gpu_index, host, gpu_key, unnest(xs) FROM extremes"
+# The series (a GPU of a host: its key, its UUID when known) that share an answer's max_points.
+GPU_SERIES = "SELECT count(*) FROM (SELECT DISTINCT gpu_index, host, gpu_key FROM ({source}))"
 GPU_EXTREME = "arg_min(x, {f}) FILTER (WHERE isfinite({f})), arg_max(x, {f}) FILTER (WHERE isfinite({f}))"
 SAMPLES_OF_JOB = """
 SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
-       power_w, sm_clock_mhz, clocks_event_reasons
+       power_w, sm_clock_mhz, clocks_event_reasons, gpu_key
 FROM gpu_samples WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu)
 """
 # Readings logged with steps carry the step's timestamp, so that both sources chart over time.
 READINGS_OF_JOB = """
 SELECT g.gpu_index, '' AS host, g.step, s.ts, g.gpu_uuid, g.utilization_percent, g.memory_used_mb,
-       g.memory_total_mb, g.temperature_c, g.power_w
+       g.memory_total_mb, g.temperature_c, g.power_w, '' AS gpu_key
 FROM step_gpus g LEFT JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
 WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 """
@@ -209,15 +218,26 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 def gpu_readings_downsampled(
     con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int
 ) -> tuple[str, list[dict[str, Any]]]:
-    """About ``max_points`` readings per GPU, keeping each GPU's first, last and every extreme."""
+    """At most ``max_points`` readings in all, shared by the GPUs: each keeps its first and last
+    reading and, when its share allows buckets, the readings with every figure's extremes."""
     sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
-    buckets = max(1, (max_points - 2) // (2 * len(GPU_FIGURES)))
+    source = SAMPLES_OF_JOB if sampled else READINGS_OF_JOB
+    params: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "max_points": max_points}
+    series = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})[0]
+    share = max_points // max(1, series)
+    if share < 2:
+        raise TooFewPoints(
+            f"max_points must be at least {2 * series} for {series} GPU(s): the first and last reading of each"
+        )
+    # per bucket a minimum and a maximum of each figure; none fits a share under 2 + 2 x figures
+    buckets = (share - 2) // (2 * len(GPU_FIGURES))
     sql = GPU_DOWNSAMPLED.format(
-        source=SAMPLES_OF_JOB if sampled else READINGS_OF_JOB,
+        source=source,
         x="epoch(ts)" if sampled else "step",
         extremes=", ".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
+        keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
     )
-    rows = _records(con.execute(sql, {"job_id": job_id, "gpu": gpu, "buckets": buckets}))
+    rows = _records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
     if not sampled:
         for row in rows:
             row.pop("host")

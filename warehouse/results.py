@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import duckdb
 
+from . import db
+
 CREATE = "CREATE TABLE job_results AS SELECT * FROM job_analytics WHERE false"
 REFILL = "DELETE FROM job_results; INSERT INTO job_results SELECT * FROM job_analytics"
 DELETE_JOBS = "DELETE FROM job_results WHERE job_id IN (SELECT unnest($job_ids))"
@@ -35,6 +37,13 @@ UTILIZATION_INSERT_JOBS = "INSERT INTO utilization_minutes " + UTILIZATION_SELEC
 )
 
 
+# refresh_queue (revision 0009): the jobs owed a refresh, queued with the facts that changed them
+ENQUEUE = "INSERT INTO refresh_queue SELECT DISTINCT unnest($job_ids) ON CONFLICT DO NOTHING"
+ENQUEUE_BATCH = "INSERT INTO refresh_queue SELECT DISTINCT job_id FROM batch_jobs ON CONFLICT DO NOTHING"
+QUEUED = "SELECT job_id FROM refresh_queue ORDER BY job_id"
+DEQUEUE = "DELETE FROM refresh_queue WHERE job_id IN (SELECT unnest($job_ids))"
+
+
 def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> None:
     """Recompute the rows of these jobs (in the caller's transaction, if any)."""
     if not job_ids:
@@ -42,3 +51,18 @@ def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> None:
     params = {"job_ids": sorted(job_ids)}
     for statement in (DELETE_JOBS, INSERT_JOBS, UTILIZATION_DELETE_JOBS, UTILIZATION_INSERT_JOBS):
         con.execute(statement, params)
+
+
+def enqueue(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> None:
+    """Owe these jobs a refresh: call it in the transaction that changes their facts."""
+    if job_ids:
+        con.execute(ENQUEUE, {"job_ids": sorted(job_ids)})
+
+
+def refresh_queued(con: duckdb.DuckDBPyConnection) -> int:
+    """Refresh every queued job and empty the queue, in one transaction; the number of jobs."""
+    with db.atomic(con):
+        job_ids = {job_id for (job_id,) in con.execute(QUEUED).fetchall()}
+        refresh(con, job_ids)
+        con.execute(DEQUEUE, {"job_ids": sorted(job_ids)})
+    return len(job_ids)

@@ -141,7 +141,10 @@ trainer_runs = Table(
 )
 
 # GPU samples (revision 0004): NVML sampler spools and nvidia-smi CSV logs, tied to a job.
-# Keyed by (job, host, gpu, ts): a sample ingested twice is stored once. host is '' when unknown.
+# Keyed by (job, host, gpu_key, ts) (revision 0010): a sample ingested twice is stored once. host
+# is '' when unknown. gpu_key is the GPU's UUID (a MIG instance's own) when the sample has one,
+# else '#<index>': indexes are not unique on a host (containers and Slurm cgroups number their
+# GPUs from 0), UUIDs are.
 gpu_samples = Table(
     "gpu_samples",
     metadata,
@@ -158,7 +161,8 @@ gpu_samples = Table(
     Column("sm_clock_mhz", Double),
     Column("clocks_event_reasons", BigInteger),  # NVML's clocks-event (throttle) reasons bitmask
     Column("source", String, nullable=False),  # 'spool' or 'nvidia-smi'
-    PrimaryKeyConstraint("job_id", "host", "gpu_index", "ts"),
+    Column("gpu_key", String, nullable=False),
+    PrimaryKeyConstraint("job_id", "host", "gpu_key", "ts"),
 )
 
 # One row per ingest run (revision 0005): written when the run starts ('running') and completed
@@ -182,6 +186,14 @@ ingest_runs = Table(
     Column("error", String),
     Column("host", String),
     Column("pid", BigInteger),
+)
+
+# The jobs owed a refresh of their derived rows (revision 0009): queued in the transaction that
+# changes their facts, removed in the one that refreshes them, so a kill between loses nothing.
+refresh_queue = Table(
+    "refresh_queue",
+    metadata,
+    Column("job_id", String, primary_key=True),
 )
 
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are

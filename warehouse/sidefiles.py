@@ -4,7 +4,7 @@ For a warehouse ``runlytics.duckdb``:
 
 - ``runlytics.duckdb.ingest.lock``: the writers' lock (``lock.py``);
 - ``runlytics.duckdb.snapshots/``: the read-only copies readers open (``snapshots.py``);
-- ``runlytics.duckdb.last-ingest.json``: the heartbeat of the last ingest run (``ingest/runs.py``);
+- ``runlytics.duckdb.last-ingest.json``: the heartbeat of the last ingest run (``ingest/journal.py``);
 - ``runlytics.duckdb.wal``: DuckDB's own write-ahead log.
 """
 

@@ -51,10 +51,11 @@ def job_gpus(
     gpu: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
     limit: Limit = 1_000,
     cursor: Cursor = None,
-    max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE, description="per GPU, for charts")] = None,
+    max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE, description="in all, for charts")] = None,
 ) -> dict[str, Any]:
     """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated;
-    ``max_points`` downsamples each GPU's readings for charts, keeping every extreme."""
+    ``max_points`` downsamples for charts: at most that many readings, shared by the GPUs, each
+    keeping its first and last reading and, when its share allows, every extreme."""
     require_job(con, job_id)
     if max_points is not None:
         source, rows = history.gpu_readings_downsampled(con, job_id, gpu, max_points)

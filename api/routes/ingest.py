@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from runlytics.warehouse import runs
+from runlytics.warehouse import ingest_status
 
 from .. import models
 from ..deps import Con, Cursor, Limit
@@ -18,10 +18,10 @@ router = APIRouter(tags=["ingest"])
 @router.get("/api/ingest/runs", response_model=models.IngestRuns)
 def ingest_runs(request: Request, con: Con, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     """Ingest runs, newest first (keyset pages), and the files that are failing with their reasons."""
-    rows, next_cursor = runs.runs_page(con, limit, cursor)
+    rows, next_cursor = ingest_status.runs_page(con, limit, cursor)
     return {
         "runs": rows,
-        "problem_files": runs.problem_files(con),
+        "problem_files": ingest_status.problem_files(con),
         "next_cursor": next_cursor,
         "next": next_url(request, next_cursor),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from pathlib import PurePath
 from typing import Annotated, Any
 
 import duckdb
@@ -71,6 +72,8 @@ def _job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
     if record is None:
         raise queries.UnknownJob(job_id)
     record["config"] = _finite(record["config"])
+    # the job folder's name, not where it lies on the server
+    record["source_dir"] = PurePath(record["source_dir"]).name if record["source_dir"] else None
     return record
 
 

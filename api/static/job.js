@@ -5,7 +5,7 @@ import { api, el, main, showError, ready, markNav, num, pct, duration, when, sta
 
 const STEP_FIELDS = ["loss", "eval_loss", "samples_per_second", "iteration_time"];
 const MAX_POINTS = 1600; // per request: 4 fields -> about 200 buckets, each keeping its extremes
-const GPU_POINTS = 400; // per GPU
+const GPU_POINTS = 3200; // in all, shared by the GPUs: about 400 each for 8 GPUs
 
 const query = new URLSearchParams(location.search);
 const jobId = query.get("id");
@@ -110,7 +110,9 @@ function gpuCharts(page, holder) {
   const timed = page.readings.every((r) => r.ts);
   const byGpu = new Map();
   for (const r of page.readings) {
-    const key = r.host ? `${r.host} GPU ${r.gpu_index}` : `GPU ${r.gpu_index}`;
+    // a GPU is its UUID when known: two containers' GPUs may share an index on one host
+    const name = r.host ? `${r.host} GPU ${r.gpu_index}` : `GPU ${r.gpu_index}`;
+    const key = r.gpu_uuid && page.source === "gpu_samples" ? `${name} (${r.gpu_uuid.slice(0, 12)})` : name;
     if (!byGpu.has(key)) byGpu.set(key, []);
     byGpu.get(key).push(r);
   }

@@ -48,8 +48,11 @@ class JobFormat(Protocol):
         """The files of this job folder that this format reads."""
         ...
 
-    def prefetch(self, jobs: list[JobFolder]) -> None:
-        """A new warehouse (every file is new): start reading while the migrations build it, or do nothing."""
+    def prefetch(self, jobs: list[JobFolder], max_file_bytes: int) -> None:
+        """A new warehouse (every file is new): start reading while the migrations build it, or do nothing.
+
+        Only files that pass ``entry_problem`` may be opened here too.
+        """
         ...
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
@@ -103,6 +106,20 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
 
 
 NO_STAT = ledger.Stat(0, 0, True)
+
+
+def openable(files: list[tuple[JobFolder, Path]], max_file_bytes: int) -> list[Candidate]:
+    """The files that may be opened (no ``entry_problem``), for a read ahead of ``changed_files``."""
+    candidates = []
+    for job, path in files:
+        try:
+            mode = os.stat(path).st_mode
+            st = ledger.stat(path)
+        except OSError:  # changed_files reports it
+            continue
+        if entry_problem(path, job, mode, st.size, max_file_bytes) is None:
+            candidates.append(Candidate(path, job, st))
+    return candidates
 
 
 def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: int) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runlytics.ingest.discover import JobFolder
+from runlytics.warehouse import db, results
 
 from .base import Context
 
@@ -31,7 +32,7 @@ class CheckpointFolderFormat:
     def files(self, job: JobFolder) -> list[Path]:
         return []
 
-    def prefetch(self, jobs: list[JobFolder]) -> None:
+    def prefetch(self, jobs: list[JobFolder], max_file_bytes: int) -> None:
         return None
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
@@ -41,4 +42,7 @@ class CheckpointFolderFormat:
         ctx.con.execute(FOLDERS_TABLE)
         source_dirs, steps, paths = (list(column) for column in zip(*rows, strict=True))
         ctx.con.execute(INSERT_FOLDERS, {"source_dir": source_dirs, "step": steps, "path": paths})
-        ctx.summary.job_ids.update(job_id for (job_id,) in ctx.con.execute(ADD_FOLDER_CHECKPOINTS).fetchall())
+        with db.atomic(ctx.con):
+            changed = {job_id for (job_id,) in ctx.con.execute(ADD_FOLDER_CHECKPOINTS).fetchall()}
+            results.enqueue(ctx.con, changed)
+        ctx.summary.job_ids |= changed

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runlytics.ingest import gpu_samples, ledger, nvidia_smi
 from runlytics.ingest.discover import JobFolder
-from runlytics.warehouse import db
+from runlytics.warehouse import db, results
 
 from .base import Candidate, Context, Rejection, not_ingested
 
@@ -55,8 +55,10 @@ def _import(ctx: Context, item: CsvImport) -> None:
         return
     rows = [{**row, "job_id": item.job_id, "host": item.host} for row in parsed.rows]
     with db.atomic(ctx.con):
-        summary.job_ids |= gpu_samples.store(ctx.con, rows, "nvidia-smi")
+        changed = gpu_samples.store(ctx.con, rows, "nvidia-smi")
+        results.enqueue(ctx.con, changed)
         ledger.record(ctx.con, str(path), KIND, st, "ingested", None, item.job_id, len(rows), parsed.warnings)
+    summary.job_ids |= changed
     summary.ingested += 1
     summary.rows += len(rows)
     summary.warnings += len(parsed.warnings)

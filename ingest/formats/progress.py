@@ -9,6 +9,7 @@ moment leaves the warehouse as the last committed batch left it, and the next ru
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 import threading
@@ -19,9 +20,9 @@ import duckdb
 
 from runlytics.ingest import fast, ledger, merge, progress
 from runlytics.ingest.discover import JobFolder
-from runlytics.warehouse import db
+from runlytics.warehouse import db, results
 
-from .base import Candidate, Context, Rejection, changed_files, not_ingested, same_file
+from .base import Candidate, Context, Rejection, changed_files, not_ingested, openable, same_file
 
 KIND = "progress"
 
@@ -55,6 +56,21 @@ MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(
 
 _FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
 
+# Each staged file's job id, the folder the warehouse has for that job, and the first folder of the
+# batch (in path order) that claims it: one folder per job id (see _drop_conflicts).
+CLAIMS = """
+SELECT b.file_id, b.job_id, b.source_dir, j.source_dir AS stored_dir,
+       first_value(b.source_dir) OVER (PARTITION BY b.job_id ORDER BY b.source_dir) AS first_dir
+FROM batch_jobs b
+LEFT JOIN jobs j ON j.job_id = b.job_id
+ORDER BY b.file_id
+"""
+# A file taken out of a staged batch leaves every batch table (the fast road's rows follow batch_jobs).
+DROP_STAGED = [
+    f"DELETE FROM {table} WHERE file_id IN (SELECT unnest($file_ids))"
+    for table in ("batch_jobs", "batch_steps", "batch_gpus", "batch_checkpoints", "batch_warnings", "batch_files")
+]
+
 
 class ProgressFormat:
     """Every job folder's progress.json."""
@@ -82,16 +98,9 @@ class ProgressFormat:
         """The progress files to read (changed since the ledger's record of them)."""
         return changed_files(ctx, KIND, [(job, path) for job in jobs for path in self.files(job)])
 
-    def prefetch(self, jobs: list[JobFolder]) -> None:
+    def prefetch(self, jobs: list[JobFolder], max_file_bytes: int) -> None:
         """Start reading the first batch, in a thread, while the migrations build a new warehouse."""
-        candidates = []
-        for job in jobs:
-            for path in self.files(job):
-                try:
-                    candidates.append(Candidate(path, job, ledger.stat(path)))
-                except OSError:  # vanished since discovery: ingest() skips it too
-                    continue
-        self._first = FirstBatch(candidates)
+        self._first = FirstBatch(openable([(job, path) for job in jobs for path in self.files(job)], max_file_bytes))
 
 
 class FirstBatch:
@@ -176,6 +185,8 @@ def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.P
                     _merge(con)
                     _count_batch(ctx)
         except duckdb.Error as error:
+            if db.is_write_failure(error) or isinstance(error, duckdb.FatalException):
+                raise  # the disk, not a file: the run stops, and the batch is read again next run
             rejected_paths = {r.candidate.path for r in rejected}
             retry = [c for _, c in readable if c.path not in rejected_paths]
             if len(readable) == 1:
@@ -193,6 +204,7 @@ def _merge(con: duckdb.DuckDBPyConnection) -> None:
     with db.atomic(con):
         merge.apply(con)
         ledger.record_batch(con, KIND)
+        con.execute(results.ENQUEUE_BATCH)
 
 
 def _stage(
@@ -270,7 +282,29 @@ def _stage(
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
-    return len(by_path)
+        rejected.extend(_drop_conflicts(con, {file_id: c for file_id, c in files}))
+    return db.one(con, "SELECT count(*) FROM batch_jobs")[0]
+
+
+def _drop_conflicts(con: duckdb.DuckDBPyConnection, by_id: dict[int, Candidate]) -> list[Rejection]:
+    """Take out of the batch every file whose job id belongs to another folder.
+
+    A job id belongs to the folder the warehouse has for it while that folder exists (a folder
+    moved elsewhere takes its job along), else to the first folder of the batch, in path order,
+    that claims it. A second folder claiming it would replace the first one's steps.
+    """
+    conflicts: list[Rejection] = []
+    for file_id, job_id, source_dir, stored_dir, first_dir in con.execute(CLAIMS).fetchall():
+        owner = stored_dir if stored_dir and os.path.isdir(stored_dir) else first_dir
+        if owner != source_dir:
+            reason = (f"job id {job_id!r} belongs to the folder {owner}: a second folder can't claim it "
+                      "(give one of them another job_id)")  # fmt: skip
+            conflicts.append(Rejection(by_id[file_id], "failed", reason, retry=True))
+    if conflicts:
+        ids = [file_id for file_id, c in by_id.items() if any(r.candidate is c for r in conflicts)]
+        for statement in DROP_STAGED:
+            con.execute(statement, {"file_ids": ids})
+    return conflicts
 
 
 def _files(by_path: dict[str, Candidate], fast_ids: dict[str, int], rests: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from runlytics.ingest import gpu_samples, ledger
-from runlytics.warehouse import db
+from runlytics.warehouse import db, results
 
 from .base import Context
 
@@ -48,11 +48,13 @@ def _ingest_file(ctx: Context, path: Path, resume: tuple[int, int]) -> None:
         summary.unchanged += 1
         return
     with db.atomic(ctx.con):
-        summary.job_ids |= gpu_samples.store(ctx.con, chunk.rows, "spool")
+        changed = gpu_samples.store(ctx.con, chunk.rows, "spool")
+        results.enqueue(ctx.con, changed)
         ledger.record(
             ctx.con, str(path), KIND, st, "ingested", None, None, lines + chunk.lines, chunk.warnings,
             read_offset=offset + chunk.consumed,
         )  # fmt: skip
+    summary.job_ids |= changed
     summary.ingested += 1
     summary.rows += len(chunk.rows)
     summary.warnings += len(chunk.warnings)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from runlytics.ingest import ledger, progress, trainer_state
 from runlytics.ingest.discover import JobFolder
-from runlytics.warehouse import db
+from runlytics.warehouse import db, results
 
 from .base import Candidate, Context, Rejection, changed_files, not_ingested, same_file
 
@@ -23,7 +23,7 @@ class TrainerStateFormat:
     def files(self, job: JobFolder) -> list[Path]:
         return list(job.trainer_states)
 
-    def prefetch(self, jobs: list[JobFolder]) -> None:
+    def prefetch(self, jobs: list[JobFolder], max_file_bytes: int) -> None:
         return None
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
@@ -68,6 +68,7 @@ def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Ca
     trainer_state.stage(con, states, [str(c.job.path) for c in read])
     with db.atomic(con):
         trainer_state.merge(con)
+        results.enqueue(con, {s.job_id for s in states})
         if checkpoints:
             job_ids, steps, paths = (list(column) for column in zip(*checkpoints, strict=True))
             con.execute(trainer_state.CHECKPOINTS, {"job_id": job_ids, "step": steps, "path": paths})

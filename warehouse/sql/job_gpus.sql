@@ -1,7 +1,9 @@
 -- job_gpus: one row per GPU of a job (from its samples): averages, peaks, energy, throttling,
--- idleness.
+-- idleness. A GPU is its gpu_key (its UUID when known); gpu_index is the index it was last
+-- sampled under, for display (not unique: each container or cgroup numbers its GPUs from 0).
 WITH per_gpu AS (
-    SELECT job_id, host, gpu_index,
+    SELECT job_id, host, gpu_key,
+           @first_by(gpu_index; ts DESC) AS gpu_index,
            max(gpu_uuid) AS gpu_uuid,
            count(*) AS samples,
            min(ts) AS first_sample,
@@ -23,7 +25,7 @@ WITH per_gpu AS (
            sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
            sum(interval_seconds) FILTER (WHERE utilization_percent < 10) AS idle_seconds
     FROM gpu_sample_intervals
-    GROUP BY job_id, host, gpu_index
+    GROUP BY job_id, host, gpu_key
 )
 SELECT job_id, host, gpu_index, gpu_uuid, samples, first_sample, last_sample,
        average_utilization, average_memory_mb, peak_memory_mb, average_temp_celsius, peak_temp_celsius,

@@ -3,7 +3,7 @@
 WITH sampled AS (
     SELECT job_id,
            count(*) AS n,
-           count(DISTINCT (host, gpu_index)) AS gpus,
+           count(DISTINCT (host, gpu_key)) AS gpus,
            avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
            avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
            max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,

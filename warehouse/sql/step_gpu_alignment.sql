@@ -1,8 +1,8 @@
 -- step_gpu_alignment: each timed step row with every GPU's latest sample at or before the step's
--- timestamp. ASOF JOIN is DuckDB's own; a PostgreSQL backend would use a LATERAL subquery.
-WITH gpus AS (SELECT DISTINCT job_id, host, gpu_index FROM gpu_samples),
+-- timestamp (a GPU is its gpu_key, its UUID when known). ASOF JOIN is DuckDB's own; a PostgreSQL backend would use a LATERAL subquery.
+WITH gpus AS (SELECT job_id, host, gpu_key, max(gpu_index) AS gpu_index FROM gpu_samples GROUP BY ALL),
 step_gpu AS (
-    SELECT s.job_id, s.step, s.ts, g.host, g.gpu_index
+    SELECT s.job_id, s.step, s.ts, g.host, g.gpu_key, g.gpu_index
     FROM step_facts s
     JOIN gpus g ON g.job_id = s.job_id
     WHERE s.ts IS NOT NULL
@@ -12,4 +12,4 @@ SELECT sg.job_id, sg.step, sg.ts, sg.host, sg.gpu_index,
        x.sm_clock_mhz, x.clocks_event_reasons
 FROM step_gpu sg
 ASOF LEFT JOIN gpu_samples x
-    ON sg.job_id = x.job_id AND sg.host = x.host AND sg.gpu_index = x.gpu_index AND sg.ts >= x.ts
+    ON sg.job_id = x.job_id AND sg.host = x.host AND sg.gpu_key = x.gpu_key AND sg.ts >= x.ts

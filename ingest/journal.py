@@ -75,8 +75,12 @@ def write_heartbeat(
         "warehouse": warehouse,
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path)
+    except OSError:  # a full disk, say: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_heartbeat(db_path: Path) -> dict[str, Any] | None:
