@@ -61,6 +61,7 @@ def test_the_wheel_holds_one_top_level_package_and_the_c_reader(wheel: Path) -> 
     # the folders of the repository are its subpackages, data files included
     for expected in (
         "runlytics/__init__.py",
+        "runlytics/writer.py",
         "runlytics/cli/__init__.py",
         "runlytics/warehouse/db.py",
         "runlytics/migrations/env.py",
