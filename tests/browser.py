@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+from servers import serving
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("RUNLYTICS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,36 +26,11 @@ CHROMIUM_ARGS = [
 READY = "body[data-ready]"
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serve(db: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`runlytics serve` on a free port in its own process; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "runlytics", "serve", "--db", str(db), "--port", str(port)]
-    log = (db.parent / f"serve-{port}.log").open("w")
-    process = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"runlytics serve did not start: {(db.parent / f'serve-{port}.log').read_text()}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    """`runlytics serve` on a free port in its own process (servers.serving); yields its base URL."""
+    with serving(db, env=env, keep_token=True) as running:
+        yield running.url
 
 
 def launch(playwright: Any) -> Any:

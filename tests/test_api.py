@@ -16,11 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,8 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import REPO, Lab
+from conftest import Lab
 from fastapi.testclient import TestClient
+from servers import serving
 
 from runlytics.api.app import MAX_COMPARE, TOKEN_ENV, create_app
 from runlytics.warehouse import fleet, migrate
@@ -935,43 +931,11 @@ def test_without_a_warehouse_readyz_and_data_are_503(tmp_path: Path) -> None:
 # --- a real server -------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(fleet_lab: Lab, tmp_path: Path) -> Iterator[str]:
     """`runlytics serve` in a subprocess; yields its base URL once /healthz answers."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
-    command = [sys.executable, "-m", "runlytics", "serve", "--db", str(fleet_lab.db), "--port", str(port)]
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited with {process.returncode}: {log.read_text()}")
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not answer /healthz within 30 s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(fleet_lab.db) as running:
+        yield running.url
 
 
 def test_runlytics_serve(server: str) -> None:

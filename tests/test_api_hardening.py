@@ -27,9 +27,10 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
-from browser import CHROMIUM, Page, free_port, launch
+from browser import CHROMIUM, Page, launch
 from conftest import REPO, Lab
 from fastapi.testclient import TestClient
+from servers import Server, free_port, serving
 
 from runlytics.api import security
 from runlytics.api.app import TOKEN_ENV, create_app
@@ -82,41 +83,8 @@ def client(fleet: Lab) -> TestClient:
 # --- a real server ------------------------------------------------------------------------
 
 
-@contextmanager
-def serving(db: Path, *args: str, env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Iterator[Json]:
-    """`runlytics serve --db DB ARGS` on a free port; yields its URL, port and log once /healthz answers."""
-    port = free_port()
-    log_path = db.parent / f"serve-{port}.log"
-    environment = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | (env or {})
-    command = [sys.executable, "-m", "runlytics", "serve", "--db", str(db), "--port", str(port), "--host", host, *args]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"the server exited with {process.returncode}: {log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("the server did not answer /healthz within 30 s")
-            time.sleep(0.1)
-        yield {"url": url, "port": port, "log": log_path}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
-def server(fleet: Lab) -> Iterator[Json]:
+def server(fleet: Lab) -> Iterator[Server]:
     with serving(fleet.db) as running:
         yield running
 
@@ -181,9 +149,9 @@ def test_a_config_nested_thousands_of_levels_is_cut_not_a_500(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8000", "127.0.0.1.evil.example", "[::2]"])
-def test_a_host_not_on_the_list_is_a_400(server: Json, host: str) -> None:
+def test_a_host_not_on_the_list_is_a_400(server: Server, host: str) -> None:
     for path in ("/api/training/jobs", "/", "/docs", "/openapi.json", "/static/common.js"):
-        response = get(server["url"] + path, host=host)
+        response = get(server.url + path, host=host)
         assert response.status_code == 400, (path, host)
         assert response.json() == {"detail": "Host header not allowed"}
         assert response.headers["x-content-type-options"] == "nosniff"
@@ -196,8 +164,8 @@ def raw_status(port: int, request: bytes) -> int:
         return int(sock.recv(100).split(b" ")[1])
 
 
-def test_no_host_an_empty_one_or_two_are_a_400(server: Json) -> None:
-    port = server["port"]
+def test_no_host_an_empty_one_or_two_are_a_400(server: Server) -> None:
+    port = server.port
     assert raw_status(port, b"GET /api/training/jobs HTTP/1.0\r\n\r\n") == 400
     assert raw_status(port, b"GET /api/training/jobs HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n") == 400
     two = b"Host: localhost\r\nHost: evil.example\r\n"
@@ -206,19 +174,19 @@ def test_no_host_an_empty_one_or_two_are_a_400(server: Json) -> None:
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "LOCALHOST", "localhost.", "[::1]"])
-def test_the_bound_address_and_localhost_are_answered(server: Json, host: str) -> None:
-    response = get(server["url"] + "/api/training/jobs", host=f"{host}:{server['port']}")
+def test_the_bound_address_and_localhost_are_answered(server: Server, host: str) -> None:
+    response = get(server.url + "/api/training/jobs", host=f"{host}:{server.port}")
     assert response.status_code == 200, response.text
 
 
-def test_the_probes_answer_any_host(server: Json) -> None:
-    assert get(server["url"] + "/healthz", host="10.1.2.3:8000").status_code == 200
-    assert get(server["url"] + "/readyz", host="10.1.2.3:8000").status_code == 200
+def test_the_probes_answer_any_host(server: Server) -> None:
+    assert get(server.url + "/healthz", host="10.1.2.3:8000").status_code == 200
+    assert get(server.url + "/readyz", host="10.1.2.3:8000").status_code == 200
 
 
-def test_next_links_start_with_the_configured_base_not_the_host(server: Json) -> None:
-    base = f"http://127.0.0.1:{server['port']}"
-    page = get(server["url"] + "/api/training/jobs", host=f"localhost:{server['port']}", limit=1, sort="job_id").json()
+def test_next_links_start_with_the_configured_base_not_the_host(server: Server) -> None:
+    base = f"http://127.0.0.1:{server.port}"
+    page = get(server.url + "/api/training/jobs", host=f"localhost:{server.port}", limit=1, sort="job_id").json()
     assert page["next"] == f"{base}/api/training/jobs?limit=1&sort=job_id&cursor={page['next_cursor']}"
     assert get(page["next"]).json()["jobs"][0]["job_id"] == "bravo"
 
@@ -226,7 +194,7 @@ def test_next_links_start_with_the_configured_base_not_the_host(server: Json) ->
 def test_base_url_and_allowed_hosts_options(fleet: Lab) -> None:
     options = ("--base-url", "https://runs.example.com/analytics/", "--allowed-hosts", "*.corp.example,10.0.0.5")
     with serving(fleet.db, *options) as running:
-        url = running["url"] + "/api/training/jobs"
+        url = running.url + "/api/training/jobs"
         assert get(url, host="a.corp.example").status_code == 200
         assert get(url, host="deep.a.corp.example:443").status_code == 200
         assert get(url, host="10.0.0.5:8000").status_code == 200
@@ -236,8 +204,8 @@ def test_base_url_and_allowed_hosts_options(fleet: Lab) -> None:
         assert page["next"].startswith("https://runs.example.com/analytics/api/training/jobs?limit=2&cursor=")
     with serving(fleet.db, "--base-url", "https://runs.example.com") as running:
         # by default the base URL's host is answered too (a proxy passes it on)
-        assert get(running["url"] + "/api/training/jobs", host="runs.example.com").status_code == 200
-        assert get(running["url"] + "/api/training/jobs", host="other.example.com").status_code == 400
+        assert get(running.url + "/api/training/jobs", host="runs.example.com").status_code == 200
+        assert get(running.url + "/api/training/jobs", host="other.example.com").status_code == 400
 
 
 def test_a_bad_base_url_is_a_usage_error(fleet: Lab, capsys: pytest.CaptureFixture[str]) -> None:
@@ -280,13 +248,13 @@ def test_an_empty_token_is_a_startup_error(fleet: Lab) -> None:
 
 def test_a_non_loopback_address_without_a_token_warns(fleet: Lab) -> None:
     with serving(fleet.db, host="0.0.0.0") as running:
-        assert "warning: listening on 0.0.0.0 without RUNLYTICS_API_TOKEN" in running["log"].read_text()
+        assert "warning: listening on 0.0.0.0 without RUNLYTICS_API_TOKEN" in running.log.read_text()
     with serving(fleet.db, host="0.0.0.0", env={TOKEN_ENV: "s3cret"}) as running:
-        assert "warning" not in running["log"].read_text()
+        assert "warning" not in running.log.read_text()
 
 
-def test_no_warning_on_loopback(server: Json) -> None:
-    assert "warning" not in server["log"].read_text()
+def test_no_warning_on_loopback(server: Server) -> None:
+    assert "warning" not in server.log.read_text()
 
 
 # --- /docs and /openapi.json --------------------------------------------------------------
@@ -319,17 +287,17 @@ def test_docs_load_nothing_from_another_host(client: TestClient) -> None:
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed")
-def test_docs_render_in_chromium_under_the_csp(server: Json) -> None:
+def test_docs_render_in_chromium_under_the_csp(server: Server) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = launch(playwright)
         tab = Page(browser)
         try:
-            tab.page.goto(server["url"] + "/docs")
+            tab.page.goto(server.url + "/docs")
             tab.page.wait_for_selector(".opblock", timeout=20_000)
             operations = tab.page.locator(".opblock").count()
-            elsewhere = [u for u in tab.requests if not u.startswith((server["url"] + "/", "data:"))]
+            elsewhere = [u for u in tab.requests if not u.startswith((server.url + "/", "data:"))]
             assert elsewhere == []
             assert tab.errors == []  # a CSP violation is a console error
             assert operations >= 14
@@ -342,8 +310,8 @@ def test_docs_render_in_chromium_under_the_csp(server: Json) -> None:
 
 
 @pytest.mark.parametrize("path", ["/", "/job?id=alpha", "/summary", "/docs", "/static/common.js", "/api/training/jobs"])
-def test_answers_carry_the_security_headers(server: Json, path: str) -> None:
-    headers = get(server["url"] + path).headers
+def test_answers_carry_the_security_headers(server: Server, path: str) -> None:
+    headers = get(server.url + path).headers
     assert headers["content-security-policy"] == security.CONTENT_SECURITY_POLICY
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert "script-src 'self';" in headers["content-security-policy"]
@@ -351,8 +319,8 @@ def test_answers_carry_the_security_headers(server: Json, path: str) -> None:
     assert headers["x-frame-options"] == "DENY"
 
 
-def test_streamed_exports_carry_the_headers_too(server: Json) -> None:
-    response = get(server["url"] + "/api/training/export/steps", job_ids="alpha")
+def test_streamed_exports_carry_the_headers_too(server: Server) -> None:
+    response = get(server.url + "/api/training/export/steps", job_ids="alpha")
     assert response.status_code == 200 and response.headers["x-content-type-options"] == "nosniff"
     assert response.text.count("\n") == 6  # the header and five steps, whole
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from servers import free_port
 
 from bench import generate
 
@@ -42,12 +42,6 @@ MAX_REQUESTS_PER_THREAD = 20_000
 JOBS_PER_ROUND = 5
 NEW_JOB_EVERY = 3  # rounds
 SUBPROCESS_TIMEOUT = 120
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _runlytics(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -203,7 +197,7 @@ def test_ingest_api_and_sql_at_once(tmp_path: Path) -> None:
     first, _ = _runlytics("ingest", str(root), "--db", str(db), "--quiet")
     assert first.returncode == 0, first.stderr
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server_log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
