@@ -519,9 +519,10 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
                 int escaped;
                 if (scan_string(c, &text, &len, &escaped, 1) || escaped || iso_micros(text, len, &ts)) return BAIL;
             } else {
-                /* epoch seconds, as rl_epoch: finite, under 1e11 in magnitude, rounded to microseconds */
+                /* epoch seconds, as rl_epoch: finite, from year 1 (-62135596800) to under 1e11,
+                 * rounded to microseconds */
                 double epoch;
-                if (checked_number(c, -1e308, 1e308, 0, &epoch) || !isfinite(epoch) || fabs(epoch) >= 1e11)
+                if (checked_number(c, -1e308, 1e308, 0, &epoch) || !isfinite(epoch) || epoch < -62135596800.0 || epoch >= 1e11)
                     return BAIL;
                 ts = llround(epoch * 1000000);
             }

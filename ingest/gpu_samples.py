@@ -154,15 +154,19 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
 
 
 def parse_timestamp(value: Any) -> datetime:
-    """ISO-8601 (no offset = UTC) or Unix epoch seconds, as a naive UTC datetime."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
-    if isinstance(value, str):
-        try:
+    """ISO-8601 (no offset = UTC) or Unix epoch seconds, as a naive UTC datetime of years 1-9999.
+
+    ValueError for anything else, out-of-range times included (Python's own errors there are
+    OverflowError and OSError, which would stop the run instead of skipping the line).
+    """
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
+        if isinstance(value, str):
             parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"ts {value[:40]!r} is not a timestamp") from None
-        return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+            return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    except (ValueError, OverflowError, OSError):
+        pass
     raise ValueError(f"ts {str(value)[:40]!r} is not a timestamp")
 
 

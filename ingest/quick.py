@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from runlytics.warehouse import snapshots
+from runlytics.warehouse import sidefiles, snapshots
 from runlytics.warehouse.lock import IngestLocked, run_lock
 
 from . import journal, ledger
@@ -48,11 +48,18 @@ def state(jobs: list[JobFolder]) -> str | None:
 
 
 def warehouse_stat(db_path: Path) -> list[int] | None:
+    """Size and mtime of the warehouse file and of its write-ahead log: a commit may change only
+    the log (a run killed after committing facts still owes their refresh)."""
     try:
         st = os.stat(db_path)
     except OSError:
         return None
-    return [st.st_size, st.st_mtime_ns]
+    try:
+        wal = os.stat(sidefiles.wal(db_path))
+        logged = [wal.st_size, wal.st_mtime_ns]
+    except OSError:
+        logged = [0, 0]
+    return [st.st_size, st.st_mtime_ns, *logged]
 
 
 def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:

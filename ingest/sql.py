@@ -10,6 +10,11 @@ from __future__ import annotations
 import duckdb
 
 MACROS = """
+-- a timestamp of years 1 to 9999 (DuckDB takes more: year 0, BC dates, year 10000 and later,
+-- which Python, pandas and most readers can't hold); NULL outside them
+CREATE OR REPLACE TEMP MACRO rl_in_years(t) AS
+    CASE WHEN t >= TIMESTAMP '0001-01-01 00:00:00' AND t <= TIMESTAMP '9999-12-31 23:59:59.999999' THEN t END;
+
 -- a raw JSON value as DOUBLE when it is a number literal (NaN and +-Infinity included);
 -- strings ('"1.5"'), booleans, arrays and objects give NULL
 CREATE OR REPLACE TEMP MACRO rl_double(x) AS TRY_CAST(CAST(x AS VARCHAR) AS DOUBLE);
@@ -45,11 +50,12 @@ CREATE OR REPLACE TEMP MACRO rl_string(x) AS
          ELSE substr(CAST(x AS VARCHAR), 2, length(CAST(x AS VARCHAR)) - 2) END;
 
 -- an ISO-8601 string's text (no offset = UTC) as a UTC TIMESTAMP, or NULL
-CREATE OR REPLACE TEMP MACRO rl_iso(s) AS CAST(TRY_CAST(s AS TIMESTAMPTZ) AS TIMESTAMP);
+CREATE OR REPLACE TEMP MACRO rl_iso(s) AS rl_in_years(CAST(TRY_CAST(s AS TIMESTAMPTZ) AS TIMESTAMP));
 
--- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite and under 1e11 in magnitude
+-- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite, from year 1 on, and under 1e11
 CREATE OR REPLACE TEMP MACRO rl_epoch(d) AS
-    CASE WHEN isfinite(d) AND abs(d) < 1e11 THEN make_timestamp(CAST(round(d * 1000000) AS BIGINT)) END;
+    CASE WHEN isfinite(d) AND d >= -62135596800 AND d < 1e11
+         THEN make_timestamp(CAST(round(d * 1000000) AS BIGINT)) END;
 
 -- a raw JSON timestamp: an ISO-8601 string or epoch seconds
 CREATE OR REPLACE TEMP MACRO rl_timestamp(x) AS

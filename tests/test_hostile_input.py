@@ -121,7 +121,7 @@ def test_a_file_over_max_file_mb_fails_alone(lab: Lab) -> None:
     from runlytics.ingest.pipeline import ingest
 
     summary = ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5)
-    assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 0)
+    assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 1)  # checked again next run
     assert problems(summary)["big"] == "larger than --max-file-mb (1 MiB > 0 MiB): not read"
     assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["good-0", "good-1"]
 
@@ -203,7 +203,8 @@ def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(small_di
     full = cli_ingest(lab.root, lab.db)
     assert full.returncode == 3, full.stderr
     (line,) = full.stderr.strip().splitlines()  # one line, no traceback
-    assert line.startswith(f"runlytics: cannot write the warehouse {lab.db}: ") and "No space left on device" in line
+    assert line.startswith(f"runlytics: ingest of {lab.db} stopped, a write was refused: ")
+    assert "No space left on device" in line
     assert "Nothing stored was lost" in line
     assert lab.facts() == before
     # no stray file: the warehouse, DuckDB's own log, the lock, the heartbeat, the snapshots
@@ -264,3 +265,82 @@ def test_a_moved_folder_is_not_a_conflict(lab: Lab) -> None:
     summary = lab.ingest()
     assert (summary.ingested, summary.failed) == (1, 0)
     assert lab.query("SELECT source_dir FROM jobs") == [(str(lab.root.resolve() / "new-place"),)]
+
+
+def test_a_conflicting_folders_trainer_states_and_checkpoints_are_not_read(lab: Lab) -> None:
+    """The folder that lost the conflict adds nothing through its other files either."""
+    settled(lab.write_job("shared", doc("shared", loss=1.0)))
+    lab.ingest()
+    before = lab.facts()
+    other = lab.root / "elsewhere" / "shared"  # same folder name, another folder: its states would go to 'shared'
+    settled(lab.write_job("elsewhere/shared", doc("shared", loss=9.0)))
+    (other / "checkpoint-5").mkdir()
+    state = {"global_step": 5, "max_steps": 5, "log_history": [{"step": 5, "loss": 7.0}]}
+    (other / "checkpoint-5" / "trainer_state.json").write_text(json.dumps(state))
+    settled(other / "checkpoint-5" / "trainer_state.json")
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed) == (0, 2)  # the progress.json and its trainer state
+    assert lab.facts() == before
+    assert lab.query("SELECT count(*) FROM trainer_steps") == [(0,)]
+
+
+def test_a_file_once_too_large_is_read_once_allowed(lab: Lab) -> None:
+    from runlytics.ingest.pipeline import ingest
+
+    big = doc("big")
+    big["config"] = {"padding": "x" * (1 << 20)}
+    settled(lab.write_job("big", big))
+    assert ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5).failed == 1
+    assert ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5).failed == 1
+    assert ingest(lab.db, [lab.root], wait=10, max_file_mb=2).ingested == 1
+
+
+def test_a_path_named_like_a_disk_error_is_no_disk_error() -> None:
+    from runlytics.warehouse import db
+
+    assert not db.is_write_failure(RuntimeError('IO Error: No files found "/jobs/No space left on device/x.json"'))
+    assert db.is_write_failure(RuntimeError('Could not write file "/w.duckdb.wal": No space left on device'))
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            raise RuntimeError("cannot rollback") from None
+    except RuntimeError as hidden:
+        assert not db.is_write_failure(hidden)  # `from None`: no cause left to find
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError:
+            raise RuntimeError("cannot rollback")  # noqa: B904 - the context is what is checked
+    except RuntimeError as wrapped:
+        assert db.is_write_failure(wrapped)
+
+
+# --- times out of the years 1-9999 --------------------------------------------------------------
+
+
+def test_timestamps_outside_years_1_to_9999_are_dropped_with_a_warning(lab: Lab, tmp_path: Path) -> None:
+    history = [
+        {"step": 1, "timestamp": "10000-01-01T00:00:00Z", "loss": 1.0},
+        {"step": 2, "timestamp": -62135596801, "loss": 0.9},  # a second before year 1
+        {"step": 3, "timestamp": "0000-06-01T00:00:00Z", "loss": 0.8},
+        {"step": 4, "timestamp": -62135596800, "loss": 0.7},  # 0001-01-01T00:00:00Z
+        {"step": 5, "timestamp": "9999-12-31T23:59:59Z", "loss": 0.6},
+    ]
+    lab.write_job("j", {"job_id": "j", "status": "running", "history": history})
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = [{"ts": ts, "job_id": "j", "gpu_index": 0, "utilization_percent": 50.0} for ts in (1e20, -1e20, 1767225600)]
+    (spool / "h-2026010100.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    summary = lab.ingest(lab.root, spool_root=spool)
+    assert summary.failed == 0
+    assert lab.query("SELECT step, CAST(ts AS VARCHAR) FROM steps ORDER BY step") == [
+        (1, None), (2, None), (3, None), (4, "0001-01-01 00:00:00"), (5, "9999-12-31 23:59:59"),
+    ]  # fmt: skip
+    (warnings,) = lab.query("SELECT warnings FROM ingest_files WHERE kind = 'progress'")[0]
+    assert [w for w in json.loads(warnings) if "timestamp" in w] == [
+        'history[0] (step 1): timestamp "10000-01-01T00:00:00Z" is not a timestamp, dropped',
+        "history[1] (step 2): timestamp -62135596801 is not a timestamp, dropped",
+        'history[2] (step 3): timestamp "0000-06-01T00:00:00Z" is not a timestamp, dropped',
+    ]
+    assert lab.query("SELECT count(*) FROM gpu_samples") == [(1,)]  # the two absurd lines skipped, not the run

@@ -234,3 +234,47 @@ def test_upgrade_from_first_revision_with_data_equals_a_new_warehouse(lab: Lab, 
     assert len(new["job_gpus"][1]) == 2
     assert {r[0] for r in new["gpu_utilization_readings"][1]} >= {"llama-sft-001", "mistral-lora-002"}
     assert len(new["step_facts"][1]) > 1000
+
+
+def _derived_equal_their_views(path: Path) -> None:
+    with db.connection(path, read_only=True) as con:
+        for table, select in (
+            ("job_results", "SELECT * FROM job_analytics"),
+            ("utilization_minutes", results.UTILIZATION_SELECT.format(where="")),
+        ):
+            stored = sorted(map(repr, con.execute(f"SELECT * FROM {table}").fetchall()))
+            computed = sorted(map(repr, con.execute(select).fetchall()))
+            assert stored == computed, table
+
+
+def test_0010_down_and_up_with_two_gpus_under_one_index_keeps_derived_tables_equal(lab: Lab, tmp_path: Path) -> None:
+    """Keyed by index again, two GPUs' samples at the same times collapse: both derived tables follow."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = [
+        {"ts": 1767225600 + t, "host": "h", "job_id": "j", "gpu_index": 0, "gpu_uuid": uuid, "utilization_percent": u}
+        for uuid, u in (("GPU-aaaa", 90.0), ("GPU-bbbb", 10.0)) for t in range(0, 180, 10)
+    ]  # fmt: skip
+    (spool / "h-2026010100.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    lab.write_job("j", {"job_id": "j", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
+    lab.ingest(lab.root, spool_root=spool)
+    assert lab.query("SELECT gpus_seen FROM job_resources") == [(2,)]
+    _derived_equal_their_views(lab.db)
+
+    def alembic(action: str, revision: str) -> None:
+        engine = create_engine(f"duckdb:///{lab.db}")
+        with engine.connect() as conn:
+            config = migrate.alembic_config()
+            config.attributes["connection"] = conn
+            getattr(command, action)(config, revision)
+            conn.commit()
+        engine.dispose()
+
+    alembic("downgrade", "0009")
+    assert lab.query("SELECT count(*), count(DISTINCT gpu_index) FROM gpu_samples") == [(18, 1)]
+    _derived_equal_their_views(lab.db)
+    alembic("upgrade", "head")
+    _derived_equal_their_views(lab.db)

@@ -7,8 +7,10 @@ can, and waits (retrying) while another process holds it. See docs/concurrency.m
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,14 +39,28 @@ class WarehouseWriteError(WarehouseError):
 
 # How a refused write shows in OSError numbers and in DuckDB's messages (which carry no errno).
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_QUOTED = re.compile(r'"[^"]*"')
 _WRITE_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Could not write file")
 
 
 def is_write_failure(error: BaseException) -> bool:
-    """True for an error that says the disk refused a write: the run must stop, not blame a file."""
-    if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
-        return True
-    return any(text in str(error) for text in _WRITE_MESSAGES)
+    """True for an error that says the disk refused a write: the run must stop, not blame a file.
+
+    The error's causes count too (a failed rollback can hide the refused write). Quoted parts of
+    DuckDB's messages (file names) are left out, so a folder named after the message matches nothing.
+    """
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in _WRITE_ERRNOS:
+            return True
+        words = _QUOTED.sub('""', str(seen))
+        if any(text in words for text in _WRITE_MESSAGES):
+            return True
+        # the chain Python itself shows: the cause, else the context unless `from None` hid it
+        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
+    return False
 
 
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
@@ -80,8 +96,10 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
             delay = min(delay * 2, 0.1)
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout for statements over 2 s, which would corrupt
-    # `--json` and `--format` outputs; commands report their own progress
-    con.execute("SET enable_progress_bar = false")
+    # `--json` and `--format` outputs; commands report their own progress. Inside Jupyter without
+    # ipywidgets DuckDB refuses the setting (it draws no bar there anyway).
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
     return con
 
 

@@ -36,7 +36,12 @@ class CheckpointFolderFormat:
         return None
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
-        rows = [(str(j.path), step, str(p)) for j in jobs if j.name_is_utf8 for step, p in j.checkpoints.items()]
+        rows = [
+            (str(j.path), step, str(p))
+            for j in jobs
+            if j.name_is_utf8 and j.path not in ctx.conflicts
+            for step, p in j.checkpoints.items()
+        ]
         if not rows:
             return
         ctx.con.execute(FOLDERS_TABLE)

@@ -33,6 +33,9 @@ class TrainerStateFormat:
         read: list[Candidate] = []
         rejected: list[Rejection] = []
         for c in changed_files(ctx, KIND, [(job, path) for job in jobs for path in self.files(job)]):
+            if c.job.path in ctx.conflicts:  # its progress.json claims another folder's job
+                rejected.append(Rejection(c, "failed", ctx.conflicts[c.job.path], retry=True))
+                continue
             try:
                 data = c.path.read_bytes()
                 if not same_file(c):

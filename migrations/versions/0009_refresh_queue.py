@@ -15,6 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from runlytics.warehouse import results
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -23,9 +25,13 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table("refresh_queue", sa.Column("job_id", sa.String, primary_key=True))
-    # an older run killed before its refresh left some jobs' rows stale or missing: refresh every job once
-    op.execute("INSERT INTO refresh_queue SELECT job_id FROM jobs")
+    # an older run killed before its refresh left some jobs' rows stale or missing: refresh every job
+    # once (the jobs of GPU samples too: utilization_minutes covers them)
+    op.execute("INSERT INTO refresh_queue SELECT job_id FROM jobs UNION SELECT job_id FROM gpu_samples")
 
 
 def downgrade() -> None:
+    # the refreshes still owed are paid before the queue goes
+    op.execute(results.REFILL)
+    op.execute(results.UTILIZATION_REFILL)
     op.drop_table("refresh_queue")

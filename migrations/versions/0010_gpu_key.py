@@ -4,7 +4,7 @@ Inside containers and Slurm cgroups NVML numbers the visible GPUs from 0, so two
 host can report different GPUs under the same (job, host, gpu_index). gpu_key is the sample's
 GPU UUID (a MIG instance's own) when it has one, else '#<index>' (logs without UUIDs); the
 table is rebuilt with it in the primary key, and the views that tell GPUs apart group by it.
-job_results is refilled: a job's gpus_seen and averages may change.
+job_results and utilization_minutes are refilled: a job's gpus_seen and averages may change.
 
 Revision ID: 0010
 Revises: 0009
@@ -50,13 +50,16 @@ def upgrade() -> None:
     for view in frozen.views("0010", VIEWS):
         op.execute(view.create_sql())
     op.execute(results.REFILL)
+    op.execute(results.UTILIZATION_REFILL)
 
 
 def downgrade() -> None:
     _swap(BY_INDEX, FILL_BY_INDEX, "gpu_samples_by_index")
     for view in frozen.views(VIEWS_BEFORE, VIEWS):
         op.execute(view.create_sql())
+    # samples of GPUs that shared an index collapsed: both derived tables follow
     op.execute(results.REFILL)
+    op.execute(results.UTILIZATION_REFILL)
 
 
 def _swap(create: str, fill: str, name: str) -> None:
