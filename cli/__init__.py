@@ -4,7 +4,8 @@ Exit codes (also in the README):
   0   success (files left for the next run because they were being written count as success)
   1   ingest: at least one file could not be ingested (see the summary; the rest was ingested)
   2   usage error
-  3   the warehouse can't be used (written by a newer runlytics, unreadable, …);
+  3   the warehouse can't be used (written by a newer runlytics, unreadable, …), or a read
+      command (sql, analytics, status, export, serve) names one that does not exist;
       ``sample``: NVML can't be used (no NVIDIA driver)
   4   ``sql``: the query failed, or was refused (anything but one read-only SELECT);
       ``analytics``: no such job; ``export``: an unknown job, or the export could not be written
@@ -20,15 +21,22 @@ import csv
 import json
 import logging
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from runlytics.ingest import quick
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import db, migrate, queries, snapshots
 from runlytics.warehouse.lock import IngestLocked
+
+if TYPE_CHECKING:  # the readers import DuckDB: a run with nothing to do never needs it
+    from runlytics.ingest.formats.base import Phase
 
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
@@ -39,6 +47,12 @@ EXIT_QUERY = 4
 EXIT_BUSY = 75
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that stopped early
 ENV_SPOOL = "RUNLYTICS_SPOOL"
+LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists every one kept
+ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
+
+
+class NoWarehouse(db.WarehouseError):
+    """A read command named a warehouse that does not exist (only ingest and db upgrade create one)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return _guarded(args.run, args)
+
+
+def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``'s exit code, or the exit code of the error that stopped it (said on stderr)."""
     try:
-        return args.run(args)
+        return run(args)
     except (IngestLocked, db.WarehouseBusy) as error:
         print(f"runlytics: {error}", file=sys.stderr)
         return EXIT_BUSY
@@ -72,7 +91,12 @@ def version_text() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="runlytics", description="Training-run analytics warehouse.")
+    parser = argparse.ArgumentParser(
+        prog="runlytics",
+        description="Training-run analytics warehouse.",
+        epilog=_examples("runlytics ingest /data/runs", "runlytics status", 'runlytics sql "FROM job_analytics"'),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--version",
         action="version",
@@ -81,8 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, help_text: str, examples: list[str]) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, epilog=_examples(*examples),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
         sub.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
         sub.add_argument(
             "--wait",
@@ -92,9 +119,16 @@ def _parser() -> argparse.ArgumentParser:
         )
         return sub
 
-    db_cmd = commands.add_parser("db", help="manage the warehouse schema")
+    db_cmd = commands.add_parser(
+        "db", help="manage the warehouse schema", epilog=_examples("runlytics db upgrade --db /data/runlytics.duckdb"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     db_sub = db_cmd.add_subparsers(title="db commands")
-    upgrade = db_sub.add_parser("upgrade", help="build or upgrade the warehouse to the newest schema")
+    upgrade = db_sub.add_parser(
+        "upgrade", help="build or upgrade the warehouse to the newest schema",
+        epilog=_examples("runlytics db upgrade", "runlytics db upgrade --db /data/runlytics.duckdb --wait 600"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     upgrade.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
     upgrade.add_argument(
@@ -105,7 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     upgrade.set_defaults(run=_db_upgrade)
 
-    ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs")
+    ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs", [
+        "runlytics ingest /data/runs",
+        "runlytics ingest --quiet --db /data/runlytics.duckdb /data/runs   # from cron",
+        "runlytics ingest --every 300 /data/runs   # without cron: a run every 5 minutes until SIGTERM",
+        "runlytics ingest --spool /var/spool/runlytics /data/runs",
+        "runlytics ingest --nvidia-smi-csv gpu.csv --job-id run-42 --timezone Europe/Berlin",
+    ])  # fmt: skip
     ing.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
     ing.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
     ing.add_argument(
@@ -123,16 +163,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="a file larger than this is not read: it fails, named in the summary (default: %(default)s)",
     )
+    ing.add_argument(
+        "--every", type=_positive_seconds, metavar="SECONDS",
+        help="run again every SECONDS until SIGTERM or SIGINT, which end it between runs (exit code: the last run's)",
+    )  # fmt: skip
     out = ing.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
     ing.set_defaults(run=_ingest)
 
-    sql = add("sql", "run one read-only SELECT against the newest snapshot of the warehouse")
+    sql = add("sql", "run one read-only SELECT against the newest snapshot of the warehouse", [
+        'runlytics sql "FROM job_analytics LIMIT 5"',
+        "runlytics sql --format csv \"SELECT job_id, final_loss FROM job_analytics\" > jobs.csv",
+        "runlytics sql --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
+    ])  # fmt: skip
     sql.add_argument("query", help='one SELECT (FROM, WITH, DESCRIBE, SHOW, SUMMARIZE too), e.g. "FROM jobs LIMIT 5"')
     sql.add_argument(
-        "--format", choices=("table", "csv", "json"), default="table", help="output format (default: %(default)s)"
-    )
+        "--format", choices=("table", "csv", "json"),
+        help="output format (default: table; on a terminal, DuckDB's own box rendering)",
+    )  # fmt: skip
     sql.add_argument(
         "--allow-read", type=_readable_dir, action="append", default=[], metavar="DIR",
         help="let the query read files (Parquet, CSV, JSON) in DIR and below (repeatable; it still writes "
@@ -140,7 +189,10 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sql.set_defaults(run=_sql)
 
-    serve = add("serve", "serve the REST API (OpenAPI at /openapi.json, docs at /docs)")
+    serve = add("serve", "serve the REST API (OpenAPI at /openapi.json, docs at /docs)", [
+        "runlytics serve",
+        "runlytics serve --host 0.0.0.0 --base-url https://runs.example.com   # with $RUNLYTICS_API_TOKEN set",
+    ])  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     serve.add_argument(
@@ -155,15 +207,21 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.set_defaults(run=_serve)
 
-    status = add("status", "the warehouse's size, schema, last ingest, and the files that keep failing")
+    status = add("status", "the warehouse's size, schema, last ingest, the files that keep failing or warn", [
+        "runlytics status",
+        "runlytics status --json --db /data/runlytics.duckdb",
+    ])  # fmt: skip
     status.add_argument("--json", action="store_true", help="print it as JSON")
     status.set_defaults(run=_status)
 
-    show = add("analytics", "print one job's analytics as JSON")
+    show = add("analytics", "print one job's analytics as JSON", ["runlytics analytics run-42"])
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
 
-    exp = add("export", "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)")
+    exp = add("export", "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)", [
+        "runlytics export /data/export",
+        "runlytics export --format csv --jobs run-41,run-42 --since 2026-01-01 --overwrite /data/export",
+    ])  # fmt: skip
     exp.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
     exp.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
     exp.add_argument("--jobs", help="only these jobs, comma-separated")
@@ -183,6 +241,11 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
         help=help_text,
         description=help_text + " (docs/sampler.md)",
         usage="runlytics sample --job-id ID [--gpus 0,1] [--interval S] [--spool DIR] [--spool-max-mb MB] [-- CMD ...]",
+        epilog=_examples(
+            "runlytics sample --job-id run-42 -- python train.py",
+            "runlytics sample --job-id run-42 --gpus 0,1 --interval 5 --spool /var/spool/runlytics",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sample.add_argument("--job-id", required=True, help="the job the samples belong to")
     sample.add_argument(
@@ -206,6 +269,32 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     sample.set_defaults(run=_sample)
 
 
+def _examples(*lines: str) -> str:
+    """The "Examples:" block that ends a command's --help."""
+    return "Examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text}")
+    return seconds
+
+
+def _existing_warehouse(args: argparse.Namespace) -> Path:
+    """The warehouse a read command names; NoWarehouse when there is none (a read creates nothing)."""
+    path = db.resolve_path(args.db)
+    if not path.exists():
+        raise NoWarehouse(
+            f"no warehouse at {path}: create it with `runlytics ingest ROOT` (or `runlytics db upgrade`), "
+            f"or name another with --db or ${db.ENV_DB}"
+        )
+    return path
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     path = db.resolve_path(args.db)
     revision = migrate.upgrade(path, args.revision, wait=args.wait)
@@ -214,20 +303,56 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    path = db.resolve_path(args.db)
+    problem = _ingest_usage_problem(args)
+    if problem:
+        print(f"runlytics ingest: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.every is None:
+        return _ingest_once(args)
+    return _repeat(args.every, lambda: _guarded(_ingest_once, args))
+
+
+def _ingest_usage_problem(args: argparse.Namespace) -> str | None:
     if not (args.roots or args.spool or args.nvidia_smi_csv):
-        print("runlytics ingest: name job roots, --spool folders or --nvidia-smi-csv files", file=sys.stderr)
-        return EXIT_USAGE
+        return "name job roots, --spool folders or --nvidia-smi-csv files"
     if args.nvidia_smi_csv and not args.job_id:
-        print("runlytics ingest: --nvidia-smi-csv needs --job-id (the job the log belongs to)", file=sys.stderr)
-        return EXIT_USAGE
+        return "--nvidia-smi-csv needs --job-id (the job the log belongs to)"
     try:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        print(
-            f"runlytics ingest: unknown --timezone {args.timezone!r} (an IANA name like Europe/Berlin)", file=sys.stderr
-        )
-        return EXIT_USAGE
+        return f"unknown --timezone {args.timezone!r} (an IANA name like Europe/Berlin)"
+    return None
+
+
+def _repeat(seconds: float, run: Callable[[], int]) -> int:
+    """``run()`` every ``seconds`` (start to start) until SIGTERM or SIGINT; the last run's exit code.
+
+    A signal never cuts a run: it ends the loop once the current run has finished.
+    """
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            began = time.monotonic()
+            code = run()
+            sys.stdout.flush()
+            if code == EXIT_USAGE:  # a root that is gone, say: running again would not help
+                return code
+            while not stopping and (left := seconds - (time.monotonic() - began)) > 0:
+                time.sleep(min(left, 0.1))
+            if stopping:
+                return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ingest_once(args: argparse.Namespace) -> int:
+    path = db.resolve_path(args.db)
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)
     from runlytics.ingest.pipeline import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
@@ -237,7 +362,7 @@ def _ingest(args: argparse.Namespace) -> int:
     interactive = sys.stderr.isatty() and not (args.quiet or args.json)
     summary = ingest(
         path, args.roots, spools=args.spool, csv_imports=csv_imports, wait=args.wait,
-        on_progress=_progress_bar if interactive else None, max_file_mb=args.max_file_mb,
+        on_progress=ProgressLine(sys.stderr) if interactive else None, max_file_mb=args.max_file_mb,
     )  # fmt: skip
     if interactive:
         print(file=sys.stderr)
@@ -246,27 +371,59 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _ingest_report(args: argparse.Namespace, path: Path, summary: Summary) -> int:
     if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
+        print(json.dumps(summary.as_dict(warning_list=True), indent=2))
     elif not args.quiet or summary.failed:
         _print_summary(path, summary, verbose=not args.quiet)
     return EXIT_FILES_FAILED if summary.failed else EXIT_OK
 
 
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // max(total, 1)
-    print(f"\ringest [{'#' * filled}{'.' * (width - filled)}] {done}/{total} files", end="", file=sys.stderr)
+class ProgressLine:
+    """Draws an ingest run's progress on one terminal line: "read [###...] 12/40 files, ETA 0:12"."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.began = time.monotonic()
+
+    def __call__(self, phase: Phase, done: int, total: int) -> None:
+        filled = self.WIDTH * done // max(total, 1)
+        count = "" if phase == "publish" else f" {done}/{total} files"
+        elapsed = time.monotonic() - self.began
+        eta = (
+            f", ETA {_clock(elapsed * (total - done) / done)}"
+            if 0 < done < total and elapsed >= ETA_AFTER_SECONDS
+            else ""
+        )
+        # \x1b[K clears what a longer line before this one left
+        self.stream.write(f"\r{phase:<8} [{'#' * filled}{'.' * (self.WIDTH - filled)}]{count}{eta}\x1b[K")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def _print_summary(path: Path, s: Summary, verbose: bool) -> None:
     print(
         f"{path}: {s.files_seen} files seen, {s.ingested} ingested, {s.unchanged} unchanged, "
-        f"{s.pending} left for the next run, {s.failed} failed; {s.rows} step rows, "
-        f"{s.warnings} warning{'' if s.warnings == 1 else 's'}, {s.seconds:.2f} s"
+        f"{s.pending} left for the next run, {s.failed} failed; {_plural(s.rows, 'step row')}, "
+        f"{_plural(s.gpu_samples, 'GPU sample')}, {_plural(s.warnings, 'warning')}, {s.seconds:.2f} s"
     )
     for problem in s.problems:
         if verbose or problem["outcome"] == "failed":
             print(f"  {problem['outcome']}: {problem['path']}: {problem['reason']}")
+    if verbose and s.listed_warnings:
+        print("warnings:")
+        for file, message in s.listed_warnings[:LISTED_WARNINGS]:
+            print(f"  {file}: {message}")
+        if s.warnings > LISTED_WARNINGS:
+            print(f"  … and {s.warnings - LISTED_WARNINGS} more (--json for all)")
 
 
 def _readable_dir(text: str) -> Path:
@@ -287,10 +444,14 @@ def _sql(args: argparse.Namespace) -> int:
     except (readonly.Refused, duckdb.Error) as error:
         print(f"runlytics sql: {error}", file=sys.stderr)
         return EXIT_QUERY
-    path = db.resolve_path(args.db)
+    path = _existing_warehouse(args)
     migrate.ensure_current(path, wait=args.wait)
     con = readonly.connect(path, args.allow_read, wait=args.wait)
     try:
+        if args.format is None and sys.stdout.isatty():
+            # DuckDB's own box rendering, as its shell draws it (wide results elided to the terminal)
+            print(str(con.sql(statement)).rstrip("\n"))
+            return EXIT_OK
         cursor = con.execute(statement)
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
@@ -303,7 +464,7 @@ def _sql(args: argparse.Namespace) -> int:
         return EXIT_QUERY
     finally:
         con.close()
-    _write_rows(columns, rows, args.format)
+    _write_rows(columns, rows, args.format or "table")
     return EXIT_OK
 
 
@@ -334,7 +495,7 @@ def _cell(value: Any) -> str:
 
 
 def _analytics(args: argparse.Namespace) -> int:
-    path = db.resolve_path(args.db)
+    path = _existing_warehouse(args)
     migrate.ensure_current(path, wait=args.wait)
     con = snapshots.connect_latest(path, wait=args.wait)
     try:
@@ -363,7 +524,7 @@ def _export(args: argparse.Namespace) -> int:
     except (ValueError, OverflowError):
         print(f"runlytics export: --since {args.since!r} is not an ISO 8601 date or time", file=sys.stderr)
         return EXIT_USAGE
-    path = db.resolve_path(args.db)
+    path = _existing_warehouse(args)
     migrate.ensure_current(path, wait=args.wait)
     con = snapshots.connect_latest(path, wait=args.wait)
     try:
@@ -389,7 +550,7 @@ def _status(args: argparse.Namespace) -> int:
     from runlytics.ingest import journal
     from runlytics.warehouse import ingest_status
 
-    path = db.resolve_path(args.db)
+    path = _existing_warehouse(args)
     migrate.ensure_current(path, wait=args.wait)
     con = snapshots.connect_latest(path, wait=args.wait)
     try:
@@ -402,6 +563,7 @@ def _status(args: argparse.Namespace) -> int:
             "last_ingest": journal.read_heartbeat(path),
             "recent_runs": ingest_status.runs_page(con, 5, None)[0],
             "problem_files": ingest_status.problem_files(con),
+            "warning_files": ingest_status.warning_files(con),
         }
     finally:
         con.close()
@@ -422,7 +584,8 @@ def _print_status(r: dict[str, Any]) -> None:
         s = last["summary"]
         print(
             f"last ingest {last['ended_at']}: {last['outcome']}; {s.get('ingested')} ingested, "
-            f"{s.get('unchanged')} unchanged, {s.get('failed')} failed, {s.get('rows')} rows, {s.get('seconds')} s"
+            f"{s.get('unchanged')} unchanged, {s.get('failed')} failed, {s.get('rows')} step rows, "
+            f"{s.get('gpu_samples', 0)} GPU samples, {_plural(s.get('warnings') or 0, 'warning')}, {s.get('seconds')} s"
         )
         print(f"last success {last.get('last_success_at')}")
         if last.get("error"):
@@ -432,6 +595,23 @@ def _print_status(r: dict[str, Any]) -> None:
     print(f"problem files ({len(r['problem_files'])}):")
     for f in r["problem_files"]:
         print(f"  {f['outcome']}: {f['path']}: {f['error']}")
+    _print_warning_files(r["warning_files"])
+
+
+def _print_warning_files(files: list[dict[str, Any]]) -> None:
+    """The files whose last read warned, each with its first warnings, LISTED_WARNINGS lines at most."""
+    total = sum(f["warning_count"] for f in files)
+    print(f"warnings ({total} in {_plural(len(files), 'file')}):")
+    listed = 0
+    for f in files:
+        if listed >= LISTED_WARNINGS:
+            break
+        print(f"  {f['path']} ({_plural(f['warning_count'], 'warning')}):")
+        for message in f["warnings"][:3]:
+            print(f"    {message}")
+            listed += 1
+    if total > listed:
+        print(f"  … and {total - listed} more (--json for all)")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -442,7 +622,7 @@ def _serve(args: argparse.Namespace) -> int:
     from runlytics.api import security
     from runlytics.api.app import TOKEN_ENV, create_app
 
-    path = db.resolve_path(args.db)
+    path = _existing_warehouse(args)
     try:
         base_url = security.checked_base_url(args.base_url) if args.base_url else None
         base_url = base_url or security.default_base_url(args.host, args.port)

@@ -74,23 +74,32 @@ class Parsed:
 
     rows: list[dict[str, object]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    unterminated: bool = False  # a last line without its line end was left out (complete_only)
 
 
 class NotNvidiaSmiCsv(ValueError):
     """The whole file can't be read as an nvidia-smi CSV log (the message says why)."""
 
 
-def parse(data: bytes, *, timezone: str = "UTC", columns: list[str] | None = None) -> Parsed:
+def parse(
+    data: bytes, *, timezone: str = "UTC", columns: list[str] | None = None, complete_only: bool = False
+) -> Parsed:
     """Read an nvidia-smi ``--query-gpu`` CSV log into sample rows with naive UTC ``ts``.
 
     ``timezone`` is the IANA zone of the host that wrote the log (its timestamps carry none);
-    ``columns`` names the columns of a ``--format=csv,noheader`` log, in order.
+    ``columns`` names the columns of a ``--format=csv,noheader`` log, in order. With
+    ``complete_only``, a last line without its line end (the logger was mid-write) is left out
+    and ``unterminated`` says so.
     """
     zone = _zone(timezone)
     layout = _columns_layout(columns) if columns is not None else None
     parsed = Parsed()
+    text = _decode(data)
+    if complete_only and text and not text.endswith(("\n", "\r")):
+        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
+        parsed.unterminated = True
     previous: datetime | None = None
-    for number, line in _lines(_decode(data)):
+    for number, line in _lines(text):
         fields = _split(line)
         if _is_header(fields):
             new = tuple(_normalize(f) for f in fields)

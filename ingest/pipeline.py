@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runlytics.warehouse import db, migrate, results, snapshots
+from runlytics.warehouse import db, ingest_status, migrate, results, snapshots
 from runlytics.warehouse.lock import run_lock
 
 from . import journal, quick
@@ -42,10 +42,13 @@ def ingest(
     jobs = discover(roots)
     spool_files = spool.files(spools or [])
     csv_imports = csv_imports or []
+    readers = [make() for make in JOB_FORMATS]
+    if on_progress is not None:
+        found = sum(len(reader.files(job)) for reader in readers for job in jobs) + len(spool_files) + len(csv_imports)
+        on_progress("discover", found, found)
     nvidia_smi.check(csv_imports)
     state = None if spool_files or csv_imports else quick.state(jobs)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    readers = [make() for make in JOB_FORMATS]
     max_file_bytes = int(max_file_mb * 2**20)
     with run_lock(db_path, wait=wait):
         if not db_path.exists():  # a new warehouse has read nothing yet: read while migrations build it
@@ -57,16 +60,20 @@ def ingest(
             run_id = _read_and_merge(db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started)
             # publish
             changed = summary.ingested or summary.pending or summary.failed or summary.job_ids
+            if on_progress is not None:
+                on_progress("publish", 0, 1)
             if changed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
                 snapshots.publish(db_path)
+            if on_progress is not None:
+                on_progress("publish", 1, 1)
             journal.write_heartbeat(
                 db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path)
             )
         except Exception as error:
             if db.is_write_failure(error):
                 raise db.WarehouseWriteError(
-                    f"cannot write the warehouse {db_path}: {_first_line(error)}. Nothing stored was lost: "
-                    "free some space and run again; what this run could not store is read again then."
+                    f"ingest of {db_path} stopped, a write was refused: {_first_line(error)}. Nothing stored "
+                    "was lost: free some space and run again; what this run could not store is read again then."
                 ) from error
             raise
     summary.seconds = time.monotonic() - started
@@ -105,6 +112,7 @@ def _read_and_merge(
             nvidia_smi.ingest(ctx, inputs.csv_imports)
             # refresh the derived tables of the jobs queued by this run and any killed before it
             results.refresh_queued(con)
+            summary.listed_warnings = ingest_status.run_warnings(con, run_id, Summary.MAX_LISTED_WARNINGS)
             summary.seconds = time.monotonic() - started
             journal.finish(con, run_id, summary.as_dict())
             con.execute("CHECKPOINT")

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 @dataclass
 class Summary:
+    MAX_LISTED_WARNINGS: ClassVar[int] = 1000  # a run with millions of warnings keeps its summary small
+
     files_seen: int = 0
     ingested: int = 0
     unchanged: int = 0
     pending: int = 0
     failed: int = 0
     to_retry: int = 0  # of the failed: failures of the moment, read again by the next run
-    rows: int = 0
+    rows: int = 0  # step rows
+    gpu_samples: int = 0
     warnings: int = 0
     seconds: float = 0.0
     problems: list[dict[str, str]] = field(default_factory=list)
+    # (path, message) of this run's warnings, as the ledger keeps them (the first 50 of each file)
+    listed_warnings: list[tuple[str, str]] = field(default_factory=list)
     job_ids: set[str] = field(default_factory=set)  # jobs whose facts this run changed
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    def as_dict(self, *, warning_list: bool = False) -> dict[str, object]:
+        """The counts and problems; with ``warning_list``, the listed warnings too (not in the heartbeat)."""
+        counts: dict[str, object] = {
             "files_seen": self.files_seen,
             "ingested": self.ingested,
             "unchanged": self.unchanged,
@@ -28,8 +35,12 @@ class Summary:
             "failed": self.failed,
             "to_retry": self.to_retry,
             "rows": self.rows,
+            "gpu_samples": self.gpu_samples,
             "warnings": self.warnings,
             "jobs_changed": len(self.job_ids),
             "seconds": round(self.seconds, 3),
             "problems": self.problems,
         }
+        if warning_list:
+            counts["warning_list"] = [{"path": path, "message": message} for path, message in self.listed_warnings]
+        return counts

@@ -176,7 +176,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, samples: Pa
 
 def test_one_warning_is_singular(tmp_path: Path, samples: Path) -> None:
     result = runlytics("ingest", str(samples), "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path)
-    assert "; 7 step rows, 1 warning, " in result.stdout, result.stdout
+    assert "; 7 step rows, 0 GPU samples, 1 warning, " in result.stdout, result.stdout
 
 
 # --- a run with nothing to do (ingest/quick.py) ---------------------------------------------------

@@ -44,3 +44,13 @@ def test_every_command_is_listed() -> None:
 def test_every_option_has_help_and_is_documented(command: str, option: str, action: argparse.Action) -> None:
     assert action.help and action.help.strip(), f"{command} {option} has no help"
     assert option in DOCS, f"{command} {option} is not in README.md or docs/"
+
+
+@pytest.mark.parametrize("command", [command for command, _ in commands(cli._parser())])
+def test_every_help_ends_with_examples(command: str) -> None:
+    parser = dict(commands(cli._parser()))[command]
+    help_text = parser.format_help().rstrip("\n")
+    assert "\nExamples:\n" in help_text, f"{command} --help has no examples"
+    lines = help_text.rsplit("\nExamples:\n", 1)[1].splitlines()
+    # at least one, and every line an example of this command (or of one of its subcommands)
+    assert lines and all(f"{line} ".startswith(f"  {command} ") for line in lines), f"{command}: {lines}"

@@ -26,6 +26,24 @@ WHERE outcome <> 'ingested'
 ORDER BY outcome, path
 """
 
+# The warnings of the files this run read (the ledger keeps the first 50 of each file).
+RUN_WARNINGS = """
+SELECT f.path, w.message
+FROM ingest_files f, unnest(CAST(f.warnings AS VARCHAR[])) WITH ORDINALITY AS w(message, pos)
+WHERE f.warning_count > 0
+  AND f.last_read_at >= (SELECT started_at FROM ingest_runs WHERE run_id = $run_id)
+ORDER BY f.path, w.pos
+LIMIT $limit
+"""
+
+# Every file whose last read left warnings, with those the ledger keeps (the first 50).
+WARNING_FILES = """
+SELECT path, kind, warning_count, CAST(warnings AS VARCHAR[]) AS warnings, last_read_at
+FROM ingest_files
+WHERE outcome = 'ingested' AND warning_count > 0
+ORDER BY path
+"""
+
 COUNTS = """
 SELECT (SELECT count(*) FROM jobs) AS jobs,
        (SELECT count(*) FROM steps) AS step_rows,
@@ -54,6 +72,20 @@ def runs_page(
 
 def problem_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     cur = con.execute(PROBLEM_FILES)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+
+
+def run_warnings(con: duckdb.DuckDBPyConnection, run_id: int, limit: int) -> list[tuple[str, str]]:
+    """(path, message) of the warnings of the files the run ``run_id`` read, the first ``limit``."""
+    return [
+        (path, message) for path, message in con.execute(RUN_WARNINGS, {"run_id": run_id, "limit": limit}).fetchall()
+    ]
+
+
+def warning_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The files whose last read left warnings, each with the warnings kept."""
+    cur = con.execute(WARNING_FILES)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
 

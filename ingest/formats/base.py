@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from runlytics.ingest import ledger
 from runlytics.ingest.discover import JobFolder, is_utf8, shown
@@ -23,7 +23,9 @@ from runlytics.ingest.summary import Summary
 if TYPE_CHECKING:
     import duckdb
 
-ProgressCallback = Callable[[int, int], None]
+Phase = Literal["discover", "read", "merge", "publish"]
+# on_progress(phase, done, total): ``done`` of ``total`` files through ``phase`` so far
+ProgressCallback = Callable[[Phase, int, int], None]
 
 
 DEFAULT_MAX_FILE_MB = 2048
@@ -37,6 +39,13 @@ class Context:
     summary: Summary
     on_progress: ProgressCallback | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_MB << 20
+    # job folders whose progress.json claims another folder's job id (this run): their trainer
+    # states and checkpoint folders are not read either
+    conflicts: dict[Path, str] = field(default_factory=dict)
+
+    def progress(self, phase: Phase, done: int, total: int) -> None:
+        if self.on_progress is not None:
+            self.on_progress(phase, done, total)
 
 
 class JobFormat(Protocol):
@@ -75,6 +84,7 @@ class Rejection:
     outcome: str  # 'pending' (read again next run) or 'failed' (read again when it changes)
     reason: str
     retry: bool = False  # a failure of the moment (permission, vanished, full disk): read again next run
+    conflict: bool = False  # its job id belongs to another folder
 
 
 def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) -> list[Candidate]:
@@ -95,9 +105,9 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
         candidate = Candidate(path, job, st)
         problem = entry_problem(path, job, mode, st.size, ctx.max_file_bytes)
         if problem is not None:
-            # a bad name or a special file stays a failure as long as it is there; a file too large
-            # is read again once it changes
-            not_ingested(ctx, Rejection(candidate, "failed", problem, retry=not problem.startswith("larger")), kind)
+            # checked again every run (it is never opened, so that costs a stat): a failure as long as
+            # it is there, read once it is fixed, renamed, or (--max-file-mb raised) allowed
+            not_ingested(ctx, Rejection(candidate, "failed", problem, retry=True), kind)
         elif ledger.is_unchanged(known.get(str(path)), st):
             ctx.summary.unchanged += 1
         else:

@@ -49,16 +49,19 @@ def _import(ctx: Context, item: CsvImport) -> None:
     candidate = Candidate(path, JobFolder(path.parent), st)
     try:
         columns = list(item.columns) if item.columns else None
-        parsed = nvidia_smi.parse(path.read_bytes(), timezone=item.timezone, columns=columns)
+        parsed = nvidia_smi.parse(path.read_bytes(), timezone=item.timezone, columns=columns, complete_only=True)
     except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError) as error:
         not_ingested(ctx, Rejection(candidate, "failed", str(error)), KIND)
         return
     rows = [{**row, "job_id": item.job_id, "host": item.host} for row in parsed.rows]
+    # a log still being written (its last line cut short) is recorded without its size and time:
+    # the next run reads it again, whole (the samples already stored are the same rows again)
+    recorded = None if parsed.unterminated else st
     with db.atomic(ctx.con):
         changed = gpu_samples.store(ctx.con, rows, "nvidia-smi")
         results.enqueue(ctx.con, changed)
-        ledger.record(ctx.con, str(path), KIND, st, "ingested", None, item.job_id, len(rows), parsed.warnings)
+        ledger.record(ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), parsed.warnings)
     summary.job_ids |= changed
     summary.ingested += 1
-    summary.rows += len(rows)
+    summary.gpu_samples += len(rows)
     summary.warnings += len(parsed.warnings)

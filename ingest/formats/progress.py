@@ -89,10 +89,10 @@ class ProgressFormat:
         batches = first.batches() if first and first.candidates == candidates else _read_batches(candidates)
         done = 0
         for batch, parsed in batches:
+            ctx.progress("read", done + len(batch), len(candidates))
             _ingest_batch(ctx, batch, parsed)
             done += len(batch)
-            if ctx.on_progress:
-                ctx.on_progress(done, len(candidates))
+            ctx.progress("merge", done, len(candidates))
 
     def candidates(self, ctx: Context, jobs: list[JobFolder]) -> list[Candidate]:
         """The progress files to read (changed since the ledger's record of them)."""
@@ -190,12 +190,15 @@ def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.P
             rejected_paths = {r.candidate.path for r in rejected}
             retry = [c for _, c in readable if c.path not in rejected_paths]
             if len(readable) == 1:
-                rejected = [Rejection(readable[0][1], "failed", f"could not be ingested: {error}")]
+                of_the_moment = isinstance(error, duckdb.OutOfMemoryException)  # not the file's fault
+                rejected = [Rejection(readable[0][1], "failed", f"could not be ingested: {error}", of_the_moment)]
             else:
                 # Something in the batch broke a statement: retry file by file to find it.
                 for c in retry:
                     _ingest_batch(ctx, [c])
     for r in rejected:
+        if r.conflict:
+            ctx.conflicts[r.candidate.job.path] = r.reason
         not_ingested(ctx, r, KIND)
 
 
@@ -299,7 +302,7 @@ def _drop_conflicts(con: duckdb.DuckDBPyConnection, by_id: dict[int, Candidate])
         if owner != source_dir:
             reason = (f"job id {job_id!r} belongs to the folder {owner}: a second folder can't claim it "
                       "(give one of them another job_id)")  # fmt: skip
-            conflicts.append(Rejection(by_id[file_id], "failed", reason, retry=True))
+            conflicts.append(Rejection(by_id[file_id], "failed", reason, retry=True, conflict=True))
     if conflicts:
         ids = [file_id for file_id, c in by_id.items() if any(r.candidate is c for r in conflicts)]
         for statement in DROP_STAGED:

@@ -56,5 +56,5 @@ def _ingest_file(ctx: Context, path: Path, resume: tuple[int, int]) -> None:
         )  # fmt: skip
     summary.job_ids |= changed
     summary.ingested += 1
-    summary.rows += len(chunk.rows)
+    summary.gpu_samples += len(chunk.rows)
     summary.warnings += len(chunk.warnings)
