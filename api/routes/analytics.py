@@ -19,7 +19,7 @@ MAX_COMPARE = 50
 router = APIRouter(tags=["analytics"])
 
 
-@router.get("/api/training/analytics/summary", response_model=models.Summary)
+@router.get("/api/training/analytics/summary", response_model=models.Summary, operation_id="get_summary")
 def summary(
     request: Request,
     con: Con,
@@ -37,7 +37,7 @@ def summary(
     return result
 
 
-@router.get("/api/training/analytics/fleet", response_model=models.FleetTrends)
+@router.get("/api/training/analytics/fleet", response_model=models.FleetTrends, operation_id="get_fleet_trends")
 def fleet_trends(
     con: Con,
     status: str | None = None,
@@ -52,7 +52,10 @@ def fleet_trends(
 
 
 @router.get(
-    "/api/training/analytics/compare", response_model=models.Comparison, responses={404: {"model": models.Problem}}
+    "/api/training/analytics/compare",
+    response_model=models.Comparison,
+    responses={404: {"model": models.Problem}},
+    operation_id="compare_jobs",
 )
 def compare(con: Con, job_ids: Annotated[str, Query(max_length=60_000, description="a,b,…")]) -> dict:
     """Side by side, with the winners of analytics.md ("Comparing jobs"); 1 to 50 distinct ids."""
@@ -66,6 +69,7 @@ def compare(con: Con, job_ids: Annotated[str, Query(max_length=60_000, descripti
     "/api/training/{job_id:path}/analytics",
     response_model=models.JobAnalytics,
     responses={404: {"model": models.Problem}},
+    operation_id="get_job_analytics",
 )
 def job_analytics(job_id: JobId, con: Con) -> dict[str, Any]:
     """One job's analytics: the six sections of analytics.md, and why any figure is null."""

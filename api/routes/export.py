@@ -49,6 +49,7 @@ router = APIRouter(tags=["export"])
         },
         404: {"model": models.Problem},
     },
+    operation_id="export_steps",
 )
 def export_steps(
     reader: Reader,

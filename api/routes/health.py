@@ -24,13 +24,18 @@ from ..errors import without_paths
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=models.Health)
+@router.get("/healthz", response_model=models.Health, operation_id="get_health")
 def healthz() -> dict[str, Any]:
     """The process is up."""
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=models.Readiness, responses={503: {"model": models.Readiness}})
+@router.get(
+    "/readyz",
+    response_model=models.Readiness,
+    responses={503: {"model": models.Readiness}},
+    operation_id="get_readiness",
+)
 def readyz(reader: Reader) -> Any:
     """The warehouse is reachable and its schema is at this code's head revision."""
     try:

@@ -16,7 +16,7 @@ from .common import next_url, require_job
 router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
 
 
-@router.get("/api/training/{job_id:path}/steps", response_model=models.StepPage)
+@router.get("/api/training/{job_id:path}/steps", response_model=models.StepPage, operation_id="get_job_steps")
 def job_steps(
     request: Request,
     job_id: JobId,
@@ -43,7 +43,7 @@ def job_steps(
     }
 
 
-@router.get("/api/training/{job_id:path}/gpus", response_model=models.GpuPage)
+@router.get("/api/training/{job_id:path}/gpus", response_model=models.GpuPage, operation_id="get_job_gpus")
 def job_gpus(
     request: Request,
     job_id: JobId,

@@ -15,7 +15,7 @@ from .common import next_url
 router = APIRouter(tags=["ingest"])
 
 
-@router.get("/api/ingest/runs", response_model=models.IngestRuns)
+@router.get("/api/ingest/runs", response_model=models.IngestRuns, operation_id="list_ingest_runs")
 def ingest_runs(request: Request, con: Con, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     """Ingest runs, newest first (keyset pages), and the files that are failing with their reasons."""
     rows, next_cursor = ingest_status.runs_page(con, limit, cursor)

@@ -26,7 +26,7 @@ router = APIRouter(tags=["jobs"])
 job_router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
 
 
-@router.get("/api/training/jobs", response_model=models.JobList)
+@router.get("/api/training/jobs", response_model=models.JobList, operation_id="list_jobs")
 def list_jobs(
     request: Request,
     con: Con,
@@ -48,20 +48,22 @@ def list_jobs(
     return {"jobs": rows, "total": total, "next_cursor": next_cursor, "next": next_url(request, next_cursor)}
 
 
-@router.get("/api/training/jobs/{job_id:path}", response_model=models.JobRecord)
+@router.get("/api/training/jobs/{job_id:path}", response_model=models.JobRecord, operation_id="get_job_by_id")
 def job_by_id(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job record (also reachable here when the id collides with a route name)."""
     return _job_record(con, job_id)
 
 
-@job_router.get("/api/training/{job_id:path}/checkpoints", response_model=models.CheckpointList)
+@job_router.get(
+    "/api/training/{job_id:path}/checkpoints", response_model=models.CheckpointList, operation_id="list_job_checkpoints"
+)
 def job_checkpoints(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job's checkpoints by step, with the losses the best one is chosen by."""
     require_job(con, job_id)
     return {"job_id": job_id, "checkpoints": queries.job_checkpoints(con, job_id)}
 
 
-@job_router.get("/api/training/{job_id:path}", response_model=models.JobRecord)
+@job_router.get("/api/training/{job_id:path}", response_model=models.JobRecord, operation_id="get_job")
 def job(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job record: status, times, config, latest step."""
     return _job_record(con, job_id)
