@@ -133,19 +133,20 @@ def exact_paths(paths: list[str]) -> list[str]:
 
 def one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
     """The single row of a query that always returns one (an aggregate, a count)."""
-    row = con.execute(sql, params).fetchone()
-    if row is None:
-        raise AssertionError(f"query returned no row: {sql[:80]!r}")
-    return row
+    return _single_row(con.execute(sql, params), sql)
 
 
 def one_dict(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """``one``'s row as a dict keyed by column name."""
-    cur = con.execute(sql, params)
-    row = cur.fetchone()
+    cursor = con.execute(sql, params)
+    return dict(zip([d[0] for d in cursor.description], _single_row(cursor, sql), strict=True))
+
+
+def _single_row(cursor: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    row = cursor.fetchone()
     if row is None:
         raise AssertionError(f"query returned no row: {sql[:80]!r}")
-    return dict(zip([d[0] for d in cur.description], row, strict=True))
+    return row
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from . import db, pages
-from .queries import plain
+from .queries import plain, records
 from .views import STATUSES
 
 # Sort keys of the job list: name -> column of job_results.
@@ -160,9 +160,7 @@ def jobs_page(
         after_value, after_id = _after(pages.decode(f"jobs:{sort}:{int(descending)}", cursor, 2), sort)
         after_null = after_value is None
     params = {**filters.params(), "after_null": after_null, "after_value": after_value, "after_id": after_id}
-    cur = con.execute(sql, {**params, "limit": limit + 1})
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+    rows = records(con.execute(sql, {**params, "limit": limit + 1}))
     (total,) = db.one(con, COUNT, filters.params())
     next_cursor = None
     if len(rows) > limit:

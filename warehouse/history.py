@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 
 from . import db, pages
-from .queries import plain
+from .queries import records
 
 # Fields of a step row that a client may select (columns of step_metrics).
 STEP_FIELDS: tuple[str, ...] = (
@@ -105,7 +105,7 @@ def steps_page(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Up to ``limit`` step rows after step ``after``; and the last step when more follow."""
     sql = STEPS_PAGE.format(fields=", ".join(_checked(fields)))
-    rows = _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "limit": limit + 1}))
+    rows = records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "limit": limit + 1}))
     if len(rows) > limit:
         return rows[:limit], rows[limit - 1]["step"]
     return rows, None
@@ -121,7 +121,7 @@ def steps_downsampled(
     # the bucket extremes may be of a field not asked for (loss, when only ts is)
     columns = list(dict.fromkeys([*fields, *numeric]))
     sql = STEPS_DOWNSAMPLED.format(fields=", ".join(fields), columns=", ".join(columns), extremes=extremes)
-    return _records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
+    return records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
 
 
 # A GPU is its gpu_key (its UUID when known): two GPUs of a host may share an index (each
@@ -156,7 +156,7 @@ def gpu_readings(
             "job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_host": host_after, "after_key": key_after,
             "after_ts": pages.timestamp(ts_after) if ts_after is not None else datetime.min, "limit": limit + 1,
         }  # fmt: skip
-        rows = _records(con.execute(SAMPLES_PAGE, params))
+        rows = records(con.execute(SAMPLES_PAGE, params))
         more = len(rows) > limit
         rows = rows[:limit]
         last = rows[-1] if more else None
@@ -169,7 +169,7 @@ def gpu_readings(
     if not isinstance(gpu_after, int) or not isinstance(step_after, int):
         raise pages.BadCursor("cursor is not one this API handed out")
     params = {"job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_step": step_after, "limit": limit + 1}
-    rows = _records(con.execute(GPUS_PAGE, params))
+    rows = records(con.execute(GPUS_PAGE, params))
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = pages.encode("gpus", [rows[-1]["gpu_index"], rows[-1]["step"]]) if more else None
@@ -237,7 +237,7 @@ def gpu_readings_downsampled(
         extremes=", ".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
         keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
     )
-    rows = _records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
+    rows = records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
     if not sampled:
         for row in rows:
             row.pop("host")
@@ -249,8 +249,3 @@ def _checked(fields: list[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)}; known: {', '.join(STEP_FIELDS)}")
     return fields
-
-
-def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, (plain(v) for v in row), strict=True)) for row in cursor.fetchall()]

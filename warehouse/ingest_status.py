@@ -7,7 +7,7 @@ from typing import Any
 import duckdb
 
 from . import db, pages
-from .queries import plain
+from .queries import records
 
 RUNS_PAGE = """
 SELECT run_id, started_at, ended_at, outcome, files_seen, ingested, unchanged, pending, failed, rows, warnings,
@@ -61,9 +61,7 @@ def runs_page(
         (before,) = pages.decode("runs", cursor, 1)
         if not isinstance(before, int) or isinstance(before, bool):
             raise pages.BadCursor("cursor is not one this API handed out")
-    cur = con.execute(RUNS_PAGE, {"before": before, "limit": limit + 1})
-    names = [d[0] for d in cur.description]
-    rows = [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+    rows = records(con.execute(RUNS_PAGE, {"before": before, "limit": limit + 1}))
     if len(rows) > limit:
         rows = rows[:limit]
         return rows, pages.encode("runs", [rows[-1]["run_id"]])
@@ -71,9 +69,7 @@ def runs_page(
 
 
 def problem_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    cur = con.execute(PROBLEM_FILES)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+    return records(con.execute(PROBLEM_FILES))
 
 
 def run_warnings(con: duckdb.DuckDBPyConnection, run_id: int, limit: int) -> list[tuple[str, str]]:
@@ -85,9 +81,7 @@ def run_warnings(con: duckdb.DuckDBPyConnection, run_id: int, limit: int) -> lis
 
 def warning_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The files whose last read left warnings, each with the warnings kept."""
-    cur = con.execute(WARNING_FILES)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, (plain(v) for v in r), strict=True)) for r in cur.fetchall()]
+    return records(con.execute(WARNING_FILES))
 
 
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

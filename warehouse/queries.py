@@ -70,6 +70,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """The cursor's rows as dicts by column name, each value made ``plain``."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, (plain(v) for v in row), strict=True)) for row in cursor.fetchall()]
+
+
 class UnknownJob(LookupError):
     """No job has this id."""
 
@@ -146,6 +152,4 @@ SELECT step, name, eval_loss, train_loss FROM checkpoint_scores WHERE job_id = $
 
 def job_checkpoints(con: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str, Any]]:
     """The job's checkpoints by step: ``step``, ``name``, ``eval_loss``, ``train_loss``."""
-    cursor = con.execute(JOB_CHECKPOINT_LIST, {"job_id": job_id})
-    names = [d[0] for d in cursor.description]
-    return [{n: plain(v) for n, v in zip(names, row, strict=True)} for row in cursor.fetchall()]
+    return records(con.execute(JOB_CHECKPOINT_LIST, {"job_id": job_id}))

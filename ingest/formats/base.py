@@ -94,8 +94,7 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
     for job, path in files:
         ctx.summary.files_seen += 1
         try:
-            mode = os.stat(path).st_mode
-            st = ledger.stat(path)
+            st, problem = examine(path, job, ctx.max_file_bytes)
         except FileNotFoundError:  # vanished between discovery and now: nothing to read
             ctx.summary.files_seen -= 1
             continue
@@ -103,7 +102,6 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
             not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", f"cannot stat: {error}", True), kind)
             continue
         candidate = Candidate(path, job, st)
-        problem = entry_problem(path, job, mode, st.size, ctx.max_file_bytes)
         if problem is not None:
             # checked again every run (it is never opened, so that costs a stat): a failure as long as
             # it is there, read once it is fixed, renamed, or (--max-file-mb raised) allowed
@@ -123,16 +121,27 @@ def openable(files: list[tuple[JobFolder, Path]], max_file_bytes: int) -> list[C
     candidates = []
     for job, path in files:
         try:
-            mode = os.stat(path).st_mode
-            st = ledger.stat(path)
+            st, problem = examine(path, job, max_file_bytes)
         except OSError:  # changed_files reports it
             continue
-        if entry_problem(path, job, mode, st.size, max_file_bytes) is None:
+        if problem is None:
             candidates.append(Candidate(path, job, st))
     return candidates
 
 
-def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: int) -> str | None:
+def examine(path: Path, job: JobFolder, max_bytes: int) -> tuple[ledger.Stat, str | None]:
+    """A job folder's file, with one stat in the common case: its ledger stat, and why it must not
+    be opened at all (``entry_problem``), or None."""
+    st = os.lstat(path)
+    # discovery walks real folders under a resolved root: only a link, or a file in a subfolder
+    # (a checkpoint-<step>/ that may itself be a link), can lead outside the root
+    linked = stat.S_ISLNK(st.st_mode) or path.parent != job.path
+    if linked:
+        st = os.stat(path)
+    return ledger.stat_of(st), entry_problem(path, job, st.st_mode, st.st_size, max_bytes, linked)
+
+
+def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: int, linked: bool) -> str | None:
     """Why a file of a job folder must not be opened at all, or None.
 
     Checked before any read: a FIFO would block the run forever, a device (a link to /dev/zero)
@@ -140,9 +149,9 @@ def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: i
     """
     if not job.name_is_utf8 or not is_utf8(path):
         return "its path is not valid UTF-8: rename the folder"
-    if job.root is not None:
-        real, root = os.path.realpath(path), os.path.realpath(job.root)
-        if os.path.commonpath([real, root]) != root:
+    if linked and job.root is not None:  # job.root is resolved by discovery
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, str(job.root)]) != str(job.root):
             return f"a symbolic link to {shown(Path(real))}, outside the ingest root {shown(job.root)}"
     if not stat.S_ISREG(mode):
         return f"not a regular file ({_file_type(mode)}): not read"

@@ -56,14 +56,19 @@ MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(
 
 _FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
 
-# Each staged file's job id, the folder the warehouse has for that job, and the first folder of the
-# batch (in path order) that claims it: one folder per job id (see _drop_conflicts).
+# The staged files whose job id another folder may hold: the warehouse has the job from another
+# folder, or an earlier folder of the batch (in path order) claims it too (see _drop_conflicts).
 CLAIMS = """
-SELECT b.file_id, b.job_id, b.source_dir, j.source_dir AS stored_dir,
-       first_value(b.source_dir) OVER (PARTITION BY b.job_id ORDER BY b.source_dir) AS first_dir
-FROM batch_jobs b
-LEFT JOIN jobs j ON j.job_id = b.job_id
-ORDER BY b.file_id
+WITH claims AS (
+    SELECT b.file_id, b.job_id, b.source_dir, j.source_dir AS stored_dir,
+           first_value(b.source_dir) OVER (PARTITION BY b.job_id ORDER BY b.source_dir) AS first_dir
+    FROM batch_jobs b
+    LEFT JOIN jobs j ON j.job_id = b.job_id
+)
+SELECT file_id, job_id, source_dir, stored_dir, first_dir
+FROM claims
+WHERE stored_dir IS DISTINCT FROM source_dir OR first_dir <> source_dir
+ORDER BY file_id
 """
 # A file taken out of a staged batch leaves every batch table (the fast road's rows follow batch_jobs).
 DROP_STAGED = [
@@ -296,18 +301,17 @@ def _drop_conflicts(con: duckdb.DuckDBPyConnection, by_id: dict[int, Candidate])
     moved elsewhere takes its job along), else to the first folder of the batch, in path order,
     that claims it. A second folder claiming it would replace the first one's steps.
     """
-    conflicts: list[Rejection] = []
+    conflicts: dict[int, Rejection] = {}
     for file_id, job_id, source_dir, stored_dir, first_dir in con.execute(CLAIMS).fetchall():
         owner = stored_dir if stored_dir and os.path.isdir(stored_dir) else first_dir
         if owner != source_dir:
             reason = (f"job id {job_id!r} belongs to the folder {owner}: a second folder can't claim it "
                       "(give one of them another job_id)")  # fmt: skip
-            conflicts.append(Rejection(by_id[file_id], "failed", reason, retry=True, conflict=True))
+            conflicts[file_id] = Rejection(by_id[file_id], "failed", reason, retry=True, conflict=True)
     if conflicts:
-        ids = [file_id for file_id, c in by_id.items() if any(r.candidate is c for r in conflicts)]
         for statement in DROP_STAGED:
-            con.execute(statement, {"file_ids": ids})
-    return conflicts
+            con.execute(statement, {"file_ids": list(conflicts)})
+    return list(conflicts.values())
 
 
 def _files(by_path: dict[str, Candidate], fast_ids: dict[str, int], rests: str) -> list[str]:
