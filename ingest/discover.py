@@ -1,4 +1,10 @@
-"""Finding job folders under the roots given to ``runlytics ingest``."""
+"""Finding job folders under the roots given to ``runlytics ingest``.
+
+Two kinds of job folder: a folder holding ``progress.json`` or a Hugging Face
+``trainer_state.json`` (its job id comes from those files), and the run folder of a training
+tool's own logs (TensorBoard event files, Lightning ``metrics.csv``, an MLflow file-store run,
+LLaMA-Factory ``trainer_log.jsonl``), whose job id is its path relative to the root.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,23 @@ CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 PROGRESS = "progress.json"
 TRAINER_STATE = "trainer_state.json"
 
+# Tool logs (docs/ingest.md, "Trainers' own logs"): the kinds of ``JobFolder.tool_files``
+TENSORBOARD = "tensorboard"
+LIGHTNING_CSV = "lightning_csv"
+MLFLOW = "mlflow"
+LLAMAFACTORY = "llamafactory"
+TOOL_KINDS = (TENSORBOARD, LIGHTNING_CSV, MLFLOW, LLAMAFACTORY)
+
+EVENT_FILE_PREFIX = "events.out.tfevents."
+# written by TensorFlow's profiler next to the real event file: a header record and nothing else
+EVENT_FILE_SKIPPED_SUFFIXES = (".profile-empty",)
+LIGHTNING_METRICS = "metrics.csv"
+LIGHTNING_HPARAMS = "hparams.yaml"
+LLAMAFACTORY_LOG = "trainer_log.jsonl"
+MLFLOW_META = "meta.yaml"
+MLFLOW_RUN_FOLDERS = ("metrics", "params", "tags")
+HF_RUNS = "runs"  # a Hugging Face output folder's TensorBoard logging_dir: runs/<date>_<host>/
+
 
 @dataclass
 class JobFolder:
@@ -21,6 +44,19 @@ class JobFolder:
     checkpoints: dict[int, Path] = field(default_factory=dict)
     trainer_states: list[Path] = field(default_factory=list)
     root: Path | None = None  # the (resolved) root it was found under: its files must not leave it
+    # the files of trainers' own logs, by kind (TOOL_KINDS); event files sorted by name
+    tool_files: dict[str, list[Path]] = field(default_factory=dict)
+    # a run folder of tool logs only: its job id, the folder's path relative to the root
+    tool_job_id: str | None = None
+
+    @property
+    def is_tool_run(self) -> bool:
+        """A folder of tool logs only (no progress.json or trainer state names its job)."""
+        return self.progress is None and not self.trainer_states
+
+    def tool_paths(self) -> list[Path]:
+        """Every tool-log file of the folder, all kinds."""
+        return [path for kind in TOOL_KINDS for path in self.tool_files.get(kind, [])]
 
     @property
     def name_is_utf8(self) -> bool:
@@ -45,8 +81,12 @@ def discover(roots: list[Path]) -> list[JobFolder]:
     """Every job folder under the roots, each once, in path order.
 
     A job folder holds a ``progress.json`` or a ``trainer_state.json``, directly or in a
-    ``checkpoint-<step>/`` subfolder. A root may itself be a job folder or a progress.json.
-    Job folders are not searched further down; hidden folders are skipped.
+    ``checkpoint-<step>/`` subfolder; its tool logs (event files under ``runs/*/``, a
+    ``trainer_log.jsonl`` or ``metrics.csv`` beside them) are its own. Such folders are not
+    searched further down. Else a folder holding event files, ``metrics.csv`` or
+    ``trainer_log.jsonl``, or an MLflow run folder, is a tool-log run; subfolders of a tool-log
+    run (but not of an MLflow run) are searched too. A root may itself be a job folder or a
+    file in one. Hidden folders are skipped.
     """
     found: dict[Path, JobFolder] = {}
     for root in roots:
@@ -60,10 +100,19 @@ def discover(roots: list[Path]) -> list[JobFolder]:
             job = _job_folder(here, dirnames, filenames)
             if job is not None:
                 job.root = root
+                _attach_tool_logs(job, filenames)
                 found.setdefault(here, job)
                 dirnames[:] = []
-            else:
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                continue
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            run = _tool_run(here, dirnames, filenames)
+            if run is not None and here not in found:
+                run.root = root
+                rel = here.relative_to(root).as_posix()
+                run.tool_job_id = rel if rel != "." else here.name
+                found[here] = run
+                if MLFLOW in run.tool_files:
+                    dirnames[:] = []
     return [found[p] for p in sorted(found)]
 
 
@@ -88,3 +137,76 @@ def _job_folder(here: Path, dirnames: list[str], filenames: list[str]) -> JobFol
     if job.progress is None and TRAINER_STATE not in filenames and not job.checkpoints:
         return None
     return job
+
+
+def is_event_file(name: str) -> bool:
+    """A TensorBoard event file's name (not the profiler's header-only ``.profile-empty``)."""
+    return name.startswith(EVENT_FILE_PREFIX) and not name.endswith(EVENT_FILE_SKIPPED_SUFFIXES)
+
+
+def _event_files(folder: Path, filenames: list[str]) -> list[Path]:
+    return [folder / name for name in sorted(filenames) if is_event_file(name)]
+
+
+def _by_name(paths: list[Path]) -> list[Path]:
+    """Event files in the order their writers made them: by file name (it starts with the time)."""
+    return sorted(paths, key=lambda p: (p.name, str(p)))
+
+
+def _attach_tool_logs(job: JobFolder, filenames: list[str]) -> None:
+    """A progress/trainer-state job's own tool logs: event files in the folder and under runs/*/
+    (a running Hugging Face job logs to them after its last checkpoint), its trainer_log.jsonl."""
+    events = _event_files(job.path, filenames)
+    runs = job.path / HF_RUNS
+    if runs.is_dir():
+        try:
+            subfolders = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            subfolders = []
+        for sub in subfolders:
+            try:
+                events += _event_files(sub, [p.name for p in sub.iterdir() if p.is_file()])
+            except OSError:
+                continue
+    if events:
+        job.tool_files[TENSORBOARD] = _by_name(events)
+    if LLAMAFACTORY_LOG in filenames:
+        job.tool_files[LLAMAFACTORY] = [job.path / LLAMAFACTORY_LOG]
+    if LIGHTNING_METRICS in filenames:
+        job.tool_files[LIGHTNING_CSV] = _lightning_files(job.path, filenames)
+
+
+def _lightning_files(here: Path, filenames: list[str]) -> list[Path]:
+    files = [here / LIGHTNING_METRICS]
+    if LIGHTNING_HPARAMS in filenames:
+        files.append(here / LIGHTNING_HPARAMS)
+    return files
+
+
+def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
+    """The tool-log run this folder is, or None."""
+    run = JobFolder(here)
+    if MLFLOW_META in filenames and any(d in dirnames for d in MLFLOW_RUN_FOLDERS):
+        files = [here / MLFLOW_META]
+        for sub in MLFLOW_RUN_FOLDERS:
+            if sub in dirnames:
+                files += sorted(_files_under(here / sub))
+        run.tool_files[MLFLOW] = files
+        return run
+    events = _event_files(here, filenames)
+    if events:
+        run.tool_files[TENSORBOARD] = _by_name(events)
+    if LIGHTNING_METRICS in filenames:
+        run.tool_files[LIGHTNING_CSV] = _lightning_files(here, filenames)
+    if LLAMAFACTORY_LOG in filenames:
+        run.tool_files[LLAMAFACTORY] = [here / LLAMAFACTORY_LOG]
+    return run if run.tool_files else None
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every file under an MLflow run's metrics/, params/ or tags/ (a name with ``/`` is a subfolder)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath) / name for name in filenames if not name.startswith(".")]
+    return found

@@ -32,7 +32,7 @@ def state(jobs: list[JobFolder]) -> str | None:
     digest = hashlib.sha256()
     for job in jobs:
         digest.update(os.fsencode(job.path) + b"\0")
-        for path in [job.progress, *job.trainer_states]:
+        for path in [job.progress, *job.trainer_states, *job.tool_paths()]:
             if path is None:
                 continue
             try:
@@ -76,7 +76,9 @@ def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
     jobs = discover(roots)
     if state(jobs) != last["state"]:
         return None
-    seen = sum(job.progress is not None for job in jobs) + sum(len(job.trainer_states) for job in jobs)
+    seen = sum(job.progress is not None for job in jobs) + sum(
+        len(job.trainer_states) + len(job.tool_paths()) for job in jobs
+    )
     summary = Summary(files_seen=seen, unchanged=seen)
     try:
         with run_lock(db_path, wait=0):

@@ -14,6 +14,33 @@ KIND = "trainer_state"
 
 PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
 
+# Every value of the merged trainer steps of the batch's jobs under its own name (the columns and
+# the numeric keys of `metrics`), source 'trainer_state', into metric_values (revision 0012 copies
+# the rows stored before it the same way).
+METRIC_VALUES = [
+    """
+    DELETE FROM metric_values
+    WHERE source = 'trainer_state' AND job_id IN (SELECT DISTINCT job_id FROM batch_trainer_steps)
+    """,
+    """
+    INSERT INTO metric_values (job_id, name, step, ts, value, source)
+    SELECT job_id, name, step, NULL, value, 'trainer_state'
+    FROM (
+        SELECT job_id, step, 'loss' AS name, loss AS value FROM trainer_steps WHERE loss IS NOT NULL
+        UNION ALL SELECT job_id, step, 'eval_loss', eval_loss FROM trainer_steps WHERE eval_loss IS NOT NULL
+        UNION ALL SELECT job_id, step, 'learning_rate', learning_rate FROM trainer_steps WHERE learning_rate IS NOT NULL
+        UNION ALL SELECT job_id, step, 'grad_norm', grad_norm FROM trainer_steps WHERE grad_norm IS NOT NULL
+        UNION ALL SELECT job_id, step, 'epoch', epoch FROM trainer_steps WHERE epoch IS NOT NULL
+        UNION ALL
+        SELECT job_id, step, unnest(map_keys(m)), unnest(map_values(m))
+        FROM (SELECT job_id, step, CAST(metrics AS MAP(VARCHAR, DOUBLE)) AS m FROM trainer_steps
+              WHERE metrics IS NOT NULL)
+    )
+    WHERE job_id IN (SELECT DISTINCT job_id FROM batch_trainer_steps)
+    ON CONFLICT (job_id, name, step) DO UPDATE SET ts = excluded.ts, value = excluded.value, source = excluded.source
+    """,
+]
+
 
 class TrainerStateFormat:
     """The trainer states of every job folder: its own and its checkpoint folders'."""
@@ -71,6 +98,8 @@ def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Ca
     trainer_state.stage(con, states, [str(c.job.path) for c in read])
     with db.atomic(con):
         trainer_state.merge(con)
+        for statement in METRIC_VALUES:
+            con.execute(statement)
         results.enqueue(con, {s.job_id for s in states})
         if checkpoints:
             job_ids, steps, paths = (list(column) for column in zip(*checkpoints, strict=True))

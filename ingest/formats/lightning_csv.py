@@ -1,0 +1,254 @@
+"""PyTorch Lightning's CSVLogger: ``<save_dir>/<name>/version_N/metrics.csv`` and ``hparams.yaml``.
+
+``metrics.csv`` has a header of metric names, ``step`` and ``epoch`` among them, and one row per
+``log_metrics`` call: step rows, validation rows and epoch rows are separate sparse rows, an
+empty cell meaning "not logged in this row". Every column other than ``step`` is a metric under
+its name, ``epoch`` included; the row's ``step`` is its step. A row without a step is skipped
+with a warning. When a run logs a key it had not logged before, Lightning rewrites the file with
+the wider header; a header line met again further down (a writer that appends a new header
+instead) starts a new column layout from that line on.
+
+``hparams.yaml`` is the run's config. Lightning writes it with ``yaml.dump``, so it may carry
+Python tags (``!!python/object:neuralforecast.losses.pytorch.MAE``, ``OrderedDict``): they are
+read by a safe loader that builds no Python object, turning a tagged node into plain data.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runlytics.ingest.discover import LIGHTNING_CSV, JobFolder
+
+from .text_logs import Chunk, Point, complete_lines, utc_from_seconds, whole
+from .tool_log import ToolLogParser
+
+FILE_NAME = "metrics.csv"
+HPARAMS = "hparams.yaml"
+STEP = "step"
+MODEL_KEYS = ("model_name", "model_name_or_path", "model", "base_model", "pretrained_model_name_or_path")
+TAG = "__tag__"  # the key that keeps a tagged mapping's tag (``!!python/object:…``) in its plain form
+ORDERED_DICT = "tag:yaml.org,2002:python/object/apply:collections.OrderedDict"
+MAX_CONFIG_NODES = 100_000
+MAX_CONFIG_DEPTH = 100
+
+
+class LightningCsvParser(ToolLogParser):
+    """A version folder's ``metrics.csv`` (read on from the last complete row) and ``hparams.yaml``
+    (read whole when it changes: the config).
+
+    Neither file holds a clock time, and Lightning rewrites both at every flush: the run's start is
+    the earliest modification time of the folder and its two files (the folder's is set when
+    Lightning first writes into it, early in the run), its end the time of the last write to
+    ``metrics.csv`` (the latest flush while it runs: a CSV does not say whether the run ended, so
+    the status stays ``unknown``). Points have no time.
+    """
+
+    kind = LIGHTNING_CSV
+
+    def grows(self, path: Path) -> bool:
+        return path.name == FILE_NAME
+
+    def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
+        if path.name != FILE_NAME:
+            config, warnings = load_hparams(data)
+            chunk = Chunk(warnings=warnings, consumed=len(data))
+            chunk.info.config = config
+            chunk.info.model_name = model_name(config)
+            return chunk
+        header = header_before(path, offset) if offset else None
+        chunk, _ = parse(data, offset, lines + 1, header)
+        chunk.info.started_at, chunk.info.ended_at = _file_times(job.path, path)
+        return chunk
+
+
+def _file_times(folder: Path, metrics: Path) -> tuple[dt.datetime | None, dt.datetime | None]:
+    times = []
+    for path in (folder, folder / HPARAMS, metrics):
+        try:
+            times.append(os.stat(path).st_mtime)
+        except OSError:
+            continue
+    if not times:
+        return None, None
+    try:
+        last = os.stat(metrics).st_mtime
+    except OSError:
+        last = max(times)
+    return utc_from_seconds(min(times)), utc_from_seconds(last)
+
+
+def header_before(path: Path, offset: int) -> list[str] | None:
+    """The header in force at ``offset``: the last header line before it (the first line, unless a
+    writer appended another header further down)."""
+    with path.open("rb") as f:
+        prefix = f.read(offset)
+    end = len(prefix)
+    while (found := prefix.rfind(STEP.encode(), 0, end)) >= 0:
+        start = prefix.rfind(b"\n", 0, found) + 1
+        stop = prefix.find(b"\n", found)
+        line = prefix[start : stop if stop >= 0 else len(prefix)].removesuffix(b"\r")
+        try:
+            cells = next(csv.reader([line.decode("utf-8")]))
+        except (UnicodeDecodeError, csv.Error, StopIteration):
+            cells = []
+        if start == 0 or _is_header(cells):
+            return [c.strip() for c in cells] if cells else None
+        end = start
+    first = prefix.split(b"\n", 1)[0].removesuffix(b"\r")
+    try:
+        return [c.strip() for c in next(csv.reader([first.decode("utf-8")]))]
+    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return None
+
+
+def parse(
+    data: bytes, offset: int = 0, first_line: int = 1, header: list[str] | None = None
+) -> tuple[Chunk, list[str] | None]:
+    """The complete rows of ``data``, read from the file at ``offset`` (the header read before given
+    as ``header``; at offset 0 the first line is the header), and the header in force at the end."""
+    lines, consumed = complete_lines(data, offset)
+    chunk = Chunk(consumed=consumed, lines=len(lines))
+    current = -1
+    for number_, (position, line) in enumerate(lines, start=first_line):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+            # Lightning quotes nothing but names with commas or quotes: split the rest directly
+            cells = text.split(",") if '"' not in text else next(csv.reader([text]))
+        except (UnicodeDecodeError, csv.Error) as error:
+            chunk.warnings.append(f"line {number_}: not a CSV row ({error}), skipped")
+            continue
+        if header is None or _is_header(cells):
+            header = [c.strip() for c in cells]
+            if STEP not in header:
+                chunk.warnings.append(f"line {number_}: the header has no {STEP} column: its rows are skipped")
+            continue
+        if STEP not in header:
+            continue
+        if len(cells) != len(header):
+            chunk.warnings.append(f"line {number_}: {len(cells)} cells for {len(header)} columns, skipped")
+            continue
+        step = whole(_cell(cells[header.index(STEP)]))
+        if step is None:
+            chunk.warnings.append(f"line {number_}: step {cells[header.index(STEP)][:40]!r} is not a step, skipped")
+            continue
+        current = max(current, step)
+        for name, text in zip(header, cells, strict=True):
+            if not text or name == STEP or text.isspace():
+                continue
+            value = _cell(text)
+            if value is None:
+                chunk.warnings.append(f"line {number_}: {name} {text[:40]!r} is not a number, dropped")
+            else:
+                chunk.points.append(Point(name, step, None, value, position))
+    if current >= 0:
+        chunk.info.current_step = current
+    return chunk, header
+
+
+def _cell(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A header line met again: it names the step column and holds no number."""
+    return STEP in (c.strip() for c in cells) and all(_cell(c) is None for c in cells if c.strip())
+
+
+def load_hparams(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
+    """``hparams.yaml`` as plain JSON-ready data (None and a warning when it is not a YAML mapping)."""
+    try:
+        doc = load_yaml(data)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        return None, [f"{where}not YAML ({getattr(error, 'problem', None) or error}), config not read"]
+    if doc is None:
+        return {}, []
+    if not isinstance(doc, dict):
+        return None, [f"not a YAML mapping but {type(doc).__name__}, config not read"]
+    try:
+        return _plain(doc, [MAX_CONFIG_NODES], 0), []
+    except _TooLarge:
+        return None, [f"more than {MAX_CONFIG_NODES} values once its aliases are expanded, or nested "
+                      f"deeper than {MAX_CONFIG_DEPTH}: config not read"]  # fmt: skip
+
+
+def load_yaml(data: bytes) -> Any:
+    """A YAML document as plain data (``PlainDataLoader``); yaml.YAMLError when it is not one."""
+    try:
+        return yaml.load(data, Loader=PlainDataLoader)  # noqa: S506 - a SafeLoader that builds plain data only
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise yaml.YAMLError("nested too deeply") from None
+
+
+def model_name(config: dict[str, Any] | None) -> str | None:
+    for key in MODEL_KEYS:
+        value = (config or {}).get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class PlainDataLoader(yaml.SafeLoader):
+    """SafeLoader that reads any tag it doesn't know (``!!python/object…``, a custom ``!Tag``) as the
+    plain mapping, list or string under it, instead of refusing the file or building an object."""
+
+
+def _unknown(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return {TAG: _short(node.tag), **loader.construct_mapping(node, deep=True)}
+    if isinstance(node, yaml.SequenceNode):
+        items = loader.construct_sequence(node, deep=True)
+        if node.tag == ORDERED_DICT and len(items) == 1 and isinstance(items[0], list):
+            pairs = items[0]  # OrderedDict([[key, value], ...]): the mapping it was
+            if all(isinstance(p, list) and len(p) == 2 for p in pairs):
+                return {str(k): v for k, v in pairs}
+        return {TAG: _short(node.tag), "args": items}
+    text = loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    return text or _short(node.tag)  # ``!!python/name:module.function`` says all in its tag
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+PlainDataLoader.add_constructor(None, _unknown)
+
+
+class _TooLarge(ValueError):
+    pass
+
+
+def _plain(value: Any, budget: list[int], depth: int) -> Any:
+    """What JSON can hold: sets as sorted lists, times as ISO text, bytes as text, NaN as text.
+
+    YAML aliases share one object: a file of a few lines can name 10^9 values once expanded
+    (or itself), so the values written out are counted against ``budget``."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_CONFIG_DEPTH:
+        raise _TooLarge
+    if isinstance(value, dict):
+        return {str(k): _plain(v, budget, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, budget, depth + 1) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted((_plain(v, budget, depth + 1) for v in value), key=repr)
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

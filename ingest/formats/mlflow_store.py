@@ -1,0 +1,217 @@
+"""MLflow's file store: ``mlruns/<experiment_id>/<run_id>/`` as ``mlflow.tracking`` writes it.
+
+A run folder holds ``meta.yaml`` (run name, status, start and end in epoch milliseconds),
+``metrics/<name>`` (one ``<timestamp ms> <value> <step>`` line per logged value, appended;
+a name with ``/`` is a sub-folder path), ``params/<name>`` and ``tags/<name>`` (one value per
+file). The experiment's ``meta.yaml``, one folder up, names the experiment.
+
+MLflow stores the status as its ``RunStatus`` number (1 RUNNING, 2 SCHEDULED, 3 FINISHED,
+4 FAILED, 5 KILLED), older and hand-written stores as the name: both are mapped to inputs.md's
+vocabulary. A run folder whose ``meta.yaml`` is missing or unreadable (a copy that lost it, a
+run being created) still has its metrics read: its status is ``unknown``, with a warning.
+Params and tags are the job's config (``{"params": …, "tags": …, "mlflow": …}``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runlytics.ingest.discover import MLFLOW, JobFolder
+
+from .base import examine
+from .lightning_csv import MODEL_KEYS, load_yaml
+from .text_logs import MAX_STEP, Chunk, Point, RunInfo, complete_lines, number, utc_from_ms, whole
+from .tool_log import ToolLogParser
+
+META = "meta.yaml"
+METRICS = "metrics"
+PARAMS = "params"
+TAGS = "tags"
+RUN_NAME_TAG = "mlflow.runName"
+MAX_META_BYTES = 1 << 20
+MAX_VALUE_BYTES = 1 << 16  # MLflow itself caps a param at 6,000 characters and a tag at 8,000
+
+STATUSES: dict[object, str] = {
+    1: "running", 2: "queued", 3: "completed", 4: "failed", 5: "cancelled",
+    "RUNNING": "running", "SCHEDULED": "queued", "FINISHED": "completed", "FAILED": "failed", "KILLED": "cancelled",
+}  # fmt: skip
+
+
+class MlflowParser(ToolLogParser):
+    """An MLflow run folder: each metric file read on from its last complete line; ``meta.yaml``,
+    params, tags (and the experiment's ``meta.yaml``) read whole whenever a file of the run changed."""
+
+    kind = MLFLOW
+
+    def grows(self, path: Path) -> bool:
+        """A metric file: below the ``metrics/`` folder of the nearest folder holding a meta.yaml."""
+        for folder in path.parents:
+            if folder.name in (METRICS, PARAMS, TAGS) and (folder.parent / META).is_file():
+                return folder.name == METRICS
+        return False
+
+    def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
+        name = _name_under(job.path / METRICS, path)
+        if name is None:  # meta.yaml, a param or a tag: read in job_info
+            return Chunk(consumed=len(data))
+        return parse_metric(data, name, offset, lines + 1)
+
+    def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
+        warnings: list[str] = []
+        meta = experiment = None
+        data, problem = _read_checked(job, job.path / META, MAX_META_BYTES)
+        if data is not None:
+            meta, warnings = load_meta(data)
+        elif problem is not None:
+            warnings.append(f"{META}: {problem}")
+        if job.path != job.root:  # the experiment's meta.yaml, when the root holds it
+            data, _ = _read_checked(job, job.path.parent / META, MAX_META_BYTES)
+            if data is not None:
+                experiment, _ = load_meta(data)
+        values: dict[str, dict[str, str]] = {PARAMS: {}, TAGS: {}}
+        for path in job.tool_files.get(MLFLOW, []):
+            for kind, named in values.items():
+                name = _name_under(job.path / kind, path)
+                if name is None:
+                    continue
+                data, problem = _read_checked(job, path, MAX_VALUE_BYTES)
+                if data is not None:
+                    named[name] = data.decode("utf-8", errors="replace")
+                else:
+                    warnings.append(f"{kind}/{name}: {problem}")
+        info, more = run_info(meta, values[PARAMS], values[TAGS], experiment)
+        return info, warnings + more
+
+
+def _read_checked(job: JobFolder, path: Path, limit: int) -> tuple[bytes | None, str | None]:
+    """A small file of the run, or None and why it was not read (missing, not a plain file, a link
+    out of the root, larger than ``limit``: the checks every job file passes before it is opened)."""
+    try:
+        _, problem = examine(path, job, limit)
+        if problem is not None:
+            return None, problem
+        with path.open("rb") as f:
+            return f.read(limit), None
+    except FileNotFoundError:
+        return None, None if path.name == META and path.parent != job.path else "missing"
+    except OSError as error:
+        return None, f"cannot read ({error})"
+
+
+def _name_under(folder: Path, path: Path) -> str | None:
+    try:
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return None
+
+
+def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1) -> Chunk:
+    """The complete lines of metric file ``name``'s ``data``, read from the file at ``offset``.
+
+    A line is ``<timestamp ms> <value> <step>``; stores from before MLflow 1.0 wrote no step
+    (step 0, as MLflow reads them).
+    """
+    lines, consumed = complete_lines(data, offset)
+    chunk = Chunk(consumed=consumed, lines=len(lines))
+    current = -1
+    ms: float
+    for number_, (position, line) in enumerate(lines, start=first_line):
+        fields = line.split()
+        if not fields:
+            continue
+        try:  # MLflow writes `<int> <float repr> <int>`: the common case without the checks below
+            ms, value, step = int(fields[0]), float(fields[1]), int(fields[2])
+            if len(fields) != 3 or not 0 <= step <= MAX_STEP:
+                raise ValueError
+        except (ValueError, IndexError):
+            parsed = _metric_line(fields)
+            if parsed is None:
+                shown = line[:60].decode("utf-8", errors="replace")
+                chunk.warnings.append(f"line {number_}: {shown!r} is not '<timestamp ms> <value> <step>', skipped")
+                continue
+            ms, value, step = parsed
+        chunk.points.append(Point(name, step, utc_from_ms(ms), value, position))
+        current = max(current, step)
+    if current >= 0:
+        chunk.info.current_step = current
+    return chunk
+
+
+def _metric_line(fields: list[bytes]) -> tuple[float, float, int] | None:
+    if len(fields) not in (2, 3):
+        return None
+    ms, value = (number(f.decode("ascii", errors="replace"), numeric_text=True) for f in fields[:2])
+    step = whole(number(fields[2].decode("ascii", errors="replace"), numeric_text=True)) if len(fields) == 3 else 0
+    if ms is None or not math.isfinite(ms) or value is None or step is None:
+        return None
+    return ms, value, step
+
+
+def load_meta(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
+    """A ``meta.yaml`` as a mapping, or None and why not."""
+    try:
+        doc = load_yaml(data)
+    except yaml.YAMLError as error:
+        return None, [f"{META}: not YAML ({getattr(error, 'problem', None) or error})"]
+    if not isinstance(doc, dict):
+        return None, [f"{META}: not a YAML mapping"]
+    return doc, []
+
+
+def run_info(
+    meta: dict[str, Any] | None,
+    params: dict[str, str],
+    tags: dict[str, str],
+    experiment: dict[str, Any] | None,
+) -> tuple[RunInfo, list[str]]:
+    """The job's facts from its run's meta.yaml, params, tags and its experiment's meta.yaml."""
+    warnings = []
+    info = RunInfo(status="unknown")
+    if meta is None:
+        warnings.append(f"no readable {META}: status unknown")
+        meta = {}
+    else:
+        raw = meta.get("status")
+        status = STATUSES.get(raw.upper() if isinstance(raw, str) else raw)
+        if status is None:
+            warnings.append(f"{META}: status {str(raw)[:40]!r} is not an MLflow run status, kept as unknown")
+        info.status = status or "unknown"
+    info.started_at = _ms_time(meta.get("start_time"))
+    info.ended_at = _ms_time(meta.get("end_time"))
+    mlflow = {
+        "experiment_id": _text(meta.get("experiment_id")) or _text((experiment or {}).get("experiment_id")),
+        "experiment_name": _text((experiment or {}).get("name")),
+        "run_id": _text(meta.get("run_id") or meta.get("run_uuid")),
+        "run_name": _text(meta.get("run_name")) or tags.get(RUN_NAME_TAG),
+        "user_id": _text(meta.get("user_id")),
+        "lifecycle_stage": _text(meta.get("lifecycle_stage")),
+        "artifact_uri": _text(meta.get("artifact_uri")),
+    }
+    info.config = {"params": params, "tags": tags, "mlflow": {k: v for k, v in mlflow.items() if v is not None}}
+    info.model_name = next((params[k] for k in MODEL_KEYS if params.get(k)), None)
+    return info, warnings
+
+
+def _ms_time(value: object) -> Any:
+    figure = number(value)
+    return utc_from_ms(figure) if figure is not None and math.isfinite(figure) and figure > 0 else None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def named_files(folder: Path) -> dict[str, Path]:
+    """The files under a run's ``metrics/``, ``params/`` or ``tags/``: name (``/`` between sub-folders) -> path."""
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for file in sorted(filenames):
+            path = Path(dirpath, file)
+            found[path.relative_to(folder).as_posix()] = path
+    return found

@@ -1,0 +1,103 @@
+"""What the readers of trainers' own logs give: scalar points, run facts and warnings (``Chunk``).
+
+Every tool-log parser (TensorBoard's and the text logs') turns a file's new bytes into a Chunk;
+``tool_log.ToolLogFormat`` stores it. The text logs (LLaMA-Factory's ``trainer_log.jsonl``,
+Lightning's ``metrics.csv``, MLflow's metric files) only grow, one line at a time: each is read
+from the byte offset where the last run stopped up to its last complete line (a line without
+its newline is still being written and waits for the next run); the helpers for them are here.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+# a number written as text (LLaMA-Factory formats throughput as "%.2f"): spaces around it, but no "1_000", no hex
+NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+
+
+MAX_STEP = 2**63 - 1  # steps are BIGINT
+EPOCH = datetime(1970, 1, 1)  # naive UTC, like every time of the warehouse
+
+
+class Point(NamedTuple):  # a tuple, not a dataclass: three times cheaper to make, one per scalar
+    """One scalar: ``order`` is where it was written (the byte offset of its line in its file), so
+    that of a (name, step) logged twice the later line wins."""
+
+    name: str
+    step: int
+    ts: datetime | None
+    value: float
+    order: int
+
+
+@dataclass
+class RunInfo:
+    """What a file says of its run; None where it says nothing."""
+
+    status: str | None = None  # inputs.md's vocabulary
+    config: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    model_name: str | None = None
+    current_step: int | None = None
+    total_steps: int | None = None
+
+
+@dataclass
+class Chunk:
+    """One read of a growing file: its points, warnings (with line numbers), and where to resume."""
+
+    points: list[Point] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    consumed: int = 0  # bytes up to and including the last complete line
+    lines: int = 0  # complete lines read
+    info: RunInfo = field(default_factory=RunInfo)
+
+
+def complete_lines(data: bytes, offset: int) -> tuple[list[tuple[int, bytes]], int]:
+    """The complete lines of ``data``, read from a file at ``offset``: (the line's offset in the file,
+    the line without its LF or CRLF end), and the bytes they take."""
+    end = data.rfind(b"\n") + 1
+    lines, position = [], 0
+    while position < end:
+        newline = data.index(b"\n", position)
+        lines.append((offset + position, data[position:newline].removesuffix(b"\r")))
+        position = newline + 1
+    return lines, end
+
+
+def number(value: Any, numeric_text: bool = False) -> float | None:
+    """A JSON number (not a boolean) as a float, or with ``numeric_text`` a string that is one; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            return float(value)
+        except OverflowError:  # an integer too large for a double
+            return math.copysign(math.inf, value)
+    if numeric_text and isinstance(value, str) and NUMERIC_TEXT.fullmatch(value.strip()):
+        return float(value.strip())
+    return None
+
+
+def whole(value: float | None) -> int | None:
+    """A step: a finite, non-negative, integral number as an int, else None."""
+    if value is None or not math.isfinite(value) or not 0 <= value <= MAX_STEP or value != int(value):
+        return None
+    return int(value)
+
+
+def utc_from_ms(ms: float) -> datetime | None:
+    """Unix epoch milliseconds as a naive UTC datetime, None outside years 1-9999."""
+    try:
+        return EPOCH + timedelta(milliseconds=ms)
+    except (ValueError, OverflowError):
+        return None
+
+
+def utc_from_seconds(seconds: float) -> datetime | None:
+    return utc_from_ms(seconds * 1000)

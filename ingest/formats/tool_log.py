@@ -1,0 +1,519 @@
+"""What every reader of trainers' own logs shares (TensorBoard, Lightning CSV, MLflow, LLaMA-Factory).
+
+A tool's reader is a ``ToolLogParser``: which of a job folder's files it reads (discovery puts
+them in ``JobFolder.tool_files[kind]``), how it turns a file's new bytes into scalar points
+(``text_logs.Chunk``), and optionally what the run's own files say of the job. ``ToolLogFormat``
+does the rest, the same for every tool:
+
+- **Incremental.** A file that only grows is read from the ledger's ``read_offset`` up to its last
+  complete record or line; a record cut mid-write waits for the next run. A file that shrank, or
+  whose bytes before the offset changed (``read_digest``: it was replaced), is read whole again.
+  A file that does not grow (``grows`` False: a YAML file, an MLflow param) is read whole when
+  its size or time changes.
+- **Last written wins.** Of a (metric, step) logged twice the later record wins; across a job's
+  files of one tool (``overlapping``: several event files of one run) the file whose name sorts
+  later wins. When a file other than the last one grows, the job's points of that tool are read
+  again from all its files, so the winner never depends on the order in which runs saw the bytes.
+- **Crash-safe.** A batch's points, job rows, ledger rows (offsets) and queued refreshes commit in
+  one transaction: a run killed at any moment leaves the last batch's state, the next reads on.
+- **Jobs.** A run folder of tool logs only gets a ``jobs`` row (its job id is its path relative
+  to the root); the logs of a progress.json or trainer-state folder add points to that job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from runlytics.ingest import ledger
+from runlytics.ingest.discover import JobFolder
+from runlytics.warehouse import db, results
+
+from .base import Candidate, Context, Rejection, changed_files, entry_problem, not_ingested
+from .text_logs import Chunk, RunInfo
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+LFS_REASON = "a Git LFS pointer, not the file itself (the repository stores it in LFS: `git lfs pull` fetches it)"
+DIGEST_BYTES = 64  # the bytes before the read offset whose digest tells a replaced file
+BATCH_POINTS = 1_000_000  # points staged per transaction, at most (a job's points stay in one batch)
+ORDER_BITS = 40
+EPOCH = datetime(1970, 1, 1)  # a point's order within its file (a byte offset) takes the low bits of seq
+
+
+class NotAToolLog(ValueError):
+    """The file is not what its name says; the message says why (the file fails until it changes)."""
+
+
+class ToolLogParser:
+    """A tool's reader. Subclasses set ``kind`` and write ``parse``; the rest has defaults."""
+
+    kind: str = ""  # JobFolder.tool_files key, ingest_files.kind and metric_values.source
+    # a job's files of this tool may log the same (name, step): the file whose name sorts later wins
+    overlapping: bool = False
+
+    def grows(self, path: Path) -> bool:
+        """True for a file that is only ever appended to (read on from the offset)."""
+        return True
+
+    def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
+        """The points of ``data``, the file's bytes from ``offset`` on (``lines`` lines or records
+        before it); ``Chunk.consumed`` bytes of them are done with. Raise NotAToolLog to fail the file."""
+        raise NotImplementedError
+
+    def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
+        """What the run's own files say of the job (read whenever one of its files changed), and warnings."""
+        return None, []
+
+
+@dataclass
+class _Read:
+    """One file read this run: where it started, what came of it."""
+
+    candidate: Candidate
+    rank: int  # the file's place among the job's files of this tool (by name)
+    offset: int
+    lines: int
+    chunk: Chunk
+    digest: str | None  # None: a file that does not grow (no offset kept)
+
+
+@dataclass
+class _JobRead:
+    job: JobFolder
+    job_id: str
+    whole: bool  # this tool's stored points of the job are replaced, not added to
+    reads: list[_Read] = field(default_factory=list)
+    info: RunInfo = field(default_factory=RunInfo)
+    info_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def points(self) -> int:
+        return sum(len(r.chunk.points) for r in self.reads)
+
+
+JOB_IDS = """
+SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL
+"""
+OWNERS = "SELECT path, job_id FROM ingest_files WHERE kind = $kind AND job_id IS NOT NULL"
+STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
+# the batch's points, one per (job, name, step) (_stage_points keeps the last written)
+STAGE_WINNERS = """
+CREATE OR REPLACE TEMP TABLE batch_metric_winners AS
+SELECT job_id, name, step,
+       CASE WHEN NOT isnan(ts) THEN rl_in_years(make_timestamp(CAST(round(ts * 1e6) AS BIGINT))) END AS ts, value
+FROM staged_points
+"""
+DELETE_WHOLE = "DELETE FROM metric_values WHERE source = $source AND job_id IN (SELECT unnest($job_ids))"
+ANY_STORED = """
+SELECT 1 FROM metric_values WHERE job_id IN (SELECT DISTINCT job_id FROM batch_metric_winners) LIMIT 1
+"""
+INSERT_NEW_POINTS = """
+INSERT INTO metric_values (job_id, name, step, ts, value, source)
+SELECT job_id, name, step, ts, value, $source FROM batch_metric_winners
+"""
+# A stored (job, name, step) takes the new value; the others are added. (Faster than INSERT … ON
+# CONFLICT DO UPDATE, which costs twice as much on large batches.)
+UPDATE_POINTS = """
+UPDATE metric_values SET ts = w.ts, value = w.value, source = $source
+FROM batch_metric_winners w
+WHERE metric_values.job_id IN (SELECT DISTINCT job_id FROM batch_metric_winners)
+  AND metric_values.job_id = w.job_id AND metric_values.name = w.name AND metric_values.step = w.step
+"""
+INSERT_POINTS = """
+INSERT INTO metric_values (job_id, name, step, ts, value, source)
+SELECT w.job_id, w.name, w.step, w.ts, w.value, $source
+FROM batch_metric_winners w
+WHERE NOT EXISTS (
+    SELECT 1 FROM metric_values m
+    WHERE m.job_id IN (SELECT DISTINCT job_id FROM batch_metric_winners)
+      AND m.job_id = w.job_id AND m.name = w.name AND m.step = w.step
+)
+"""
+STAGE_RUNS = """
+CREATE OR REPLACE TEMP TABLE batch_tool_runs AS
+SELECT unnest($job_id) AS job_id, unnest($status) AS status, CAST(unnest($config) AS JSON) AS config,
+       unnest($model_name) AS model_name, rl_in_years(unnest($started_at)) AS started_at,
+       rl_in_years(unnest($ended_at)) AS ended_at, unnest($current_step) AS current_step,
+       unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir
+"""
+# A run folder of tool logs only: its job row, merged with what earlier runs and other tools'
+# files of the folder said (source_file is the folder: a row made from a progress.json or trainer
+# state is never touched). updated_at is the latest point's time.
+UPSERT_JOBS = """
+INSERT INTO jobs (job_id, status, config, model_name, started_at, ended_at, updated_at, current_step,
+                  total_steps, source_dir, source_file, ingested_at)
+SELECT r.job_id, coalesce(r.status, 'unknown'), r.config, r.model_name, r.started_at, r.ended_at, m.last_ts,
+       greatest(r.current_step, m.last_step), r.total_steps, r.source_dir, r.source_dir, now()::TIMESTAMP
+FROM batch_tool_runs r
+LEFT JOIN (
+    SELECT job_id, max(ts) AS last_ts, max(step) AS last_step
+    FROM metric_values WHERE job_id IN (SELECT job_id FROM batch_tool_runs) GROUP BY job_id
+) m ON m.job_id = r.job_id
+ON CONFLICT (job_id) DO UPDATE SET
+    status = CASE WHEN excluded.status <> 'unknown' OR jobs.status IS NULL THEN excluded.status ELSE jobs.status END,
+    config = CASE WHEN excluded.config IS NULL THEN jobs.config WHEN jobs.config IS NULL THEN excluded.config
+                  ELSE json_merge_patch(jobs.config, excluded.config) END,
+    model_name = coalesce(excluded.model_name, jobs.model_name),
+    started_at = least(excluded.started_at, jobs.started_at),
+    ended_at = coalesce(excluded.ended_at, jobs.ended_at),
+    updated_at = greatest(excluded.updated_at, jobs.updated_at),
+    current_step = greatest(excluded.current_step, jobs.current_step),
+    total_steps = coalesce(excluded.total_steps, jobs.total_steps),
+    ingested_at = excluded.ingested_at
+WHERE jobs.source_file = excluded.source_file
+"""
+
+
+def digest(data: bytes) -> str:
+    return format(google_crc32c.value(data), "08x")
+
+
+class ToolLogFormat:
+    """A JobFormat (``formats/base.py``) over a ToolLogParser: ledger, offsets, staging and merging."""
+
+    def __init__(self, parser: ToolLogParser) -> None:
+        self.parser = parser
+        self.kind = parser.kind
+
+    def files(self, job: JobFolder) -> list[Path]:
+        return list(job.tool_files.get(self.kind, []))
+
+    def prefetch(self, jobs: list[JobFolder], max_file_bytes: int) -> None:
+        return None
+
+    def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
+        owned = [job for job in jobs if self.files(job)]
+        if not owned:
+            return
+        candidates = changed_files(ctx, self.kind, [(job, path) for job in owned for path in self.files(job)])
+        job_ids = dict(ctx.con.execute(JOB_IDS).fetchall())
+        owners = dict(ctx.con.execute(OWNERS, {"kind": self.kind}).fetchall())
+        resume = _load_resume(ctx, self.kind)
+        rejected: list[Rejection] = []
+        ids = {job.path: _job_id(job, job_ids) for job in owned}
+        # files read before for another job (a run folder that became part of an HF job folder at
+        # its first checkpoint): read again from the start for the job they belong to now
+        seen = {c.path for c in candidates}
+        for job in owned:
+            for path in self.files(job):
+                if owners.get(str(path), ids[job.path]) != ids[job.path]:
+                    resume.pop(str(path), None)
+                    if path not in seen:
+                        candidates += _all_candidates(ctx, job, [path], [], rejected, self.kind)
+                        ctx.summary.unchanged -= 1
+        if not candidates:
+            return
+        by_job: dict[Path, list[Candidate]] = {}
+        for c in candidates:
+            by_job.setdefault(c.job.path, []).append(c)
+        plans: list[tuple[JobFolder, str, list[Candidate]]] = []
+        for job in owned:
+            changed = by_job.get(job.path)
+            if not changed:
+                continue
+            if job.path in ctx.conflicts:  # its progress.json claims another folder's job
+                rejected += [Rejection(c, "failed", ctx.conflicts[job.path], retry=True) for c in changed]
+                continue
+            plans.append((job, ids[job.path], changed))
+        plans, conflicts = _claims(ctx, plans)
+        rejected += conflicts
+        batch: list[_JobRead] = []
+        done = 0
+        for job, job_id, changed in plans:
+            read = self._read_job(ctx, job, job_id, changed, resume, rejected)
+            done += len(changed)
+            ctx.progress("read", done, len(candidates))
+            if read is None:
+                continue
+            batch.append(read)
+            if sum(r.points for r in batch) >= BATCH_POINTS:
+                self._merge(ctx, batch)
+                batch = []
+        if batch:
+            self._merge(ctx, batch)
+        for r in rejected:
+            not_ingested(ctx, r, self.kind)
+
+    def _read_job(
+        self,
+        ctx: Context,
+        job: JobFolder,
+        job_id: str,
+        changed: list[Candidate],
+        resume: dict[str, tuple[int, int, str | None]],
+        rejected: list[Rejection],
+    ) -> _JobRead | None:
+        files = self.files(job)
+        position = {path: i for i, path in enumerate(files)}
+        starts: dict[Path, tuple[int, int]] = {}
+        whole = False
+        for c in changed:
+            offset, lines, stored_digest = resume.get(str(c.path), (0, 0, None))
+            if not self.parser.grows(c.path):
+                offset, lines = 0, 0
+            elif offset > c.stat.size or (offset and not _same_prefix(c.path, offset, stored_digest)):
+                offset, lines, whole = 0, 0, True  # shrank or replaced
+            starts[c.path] = (offset, lines)
+        if self.parser.overlapping and not whole:
+            # a changed file that sorts before a file already read: the later file's points must keep winning
+            read_before = [position[p] for p in files if resume.get(str(p), (0, 0, None))[0] > 0]
+            whole = any(position[c.path] < max(read_before, default=-1) for c in changed)
+        if whole and self.parser.overlapping:
+            changed = _all_candidates(ctx, job, files, changed, rejected, self.kind)
+            starts = {c.path: (0, 0) for c in changed}
+        job_read = _JobRead(job, job_id, whole and self.parser.overlapping)
+        for c in sorted(changed, key=lambda c: position[c.path]):
+            offset, lines = starts[c.path]
+            read = self._read_file(c, position[c.path], offset, lines, rejected)
+            if read is not None:
+                job_read.reads.append(read)
+        if not job_read.reads:
+            return None
+        for read in job_read.reads:
+            _merge_info(job_read.info, read.chunk.info)
+        info, warnings = self.parser.job_info(job)
+        if info is not None:
+            _merge_info(job_read.info, info)
+        job_read.info_warnings = warnings
+        return job_read
+
+    def _read_file(self, c: Candidate, rank: int, offset: int, lines: int, rejected: list[Rejection]) -> _Read | None:
+        grows = self.parser.grows(c.path)
+        try:
+            with open(c.path, "rb") as f:
+                f.seek(offset)
+                data = f.read(max(0, c.stat.size - offset))  # what the run found: an append after is next run's
+        except OSError as error:
+            rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
+            return None
+        if offset == 0 and data.startswith(LFS_POINTER):
+            rejected.append(Rejection(c, "failed", LFS_REASON))
+            return None
+        try:
+            chunk = self.parser.parse(c.job, c.path, data, offset, lines)
+        except NotAToolLog as error:
+            rejected.append(Rejection(c, "failed", str(error)))
+            return None
+        if grows and chunk.consumed == 0 and offset > 0 and not chunk.warnings:
+            return None  # only a record still being written: the next run reads it whole
+        if not grows:
+            return _Read(c, rank, offset, lines, chunk, None)
+        if chunk.consumed >= DIGEST_BYTES or offset == 0:
+            before = data[max(0, chunk.consumed - DIGEST_BYTES) : chunk.consumed]
+        else:
+            try:
+                before = _bytes_before(c.path, offset + chunk.consumed)
+            except OSError as error:
+                rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
+                return None
+        return _Read(c, rank, offset, lines, chunk, digest(before))
+
+    def _merge(self, ctx: Context, batch: list[_JobRead]) -> None:
+        con = ctx.con
+        _stage_points(con, batch)
+        runs = [r for r in batch if r.job.is_tool_run]
+        with db.atomic(con):
+            whole = [r.job_id for r in batch if r.whole]
+            if whole:
+                con.execute(DELETE_WHOLE, {"source": self.kind, "job_ids": whole})
+            if con.execute(ANY_STORED).fetchone() is not None:
+                con.execute(UPDATE_POINTS, {"source": self.kind})
+                con.execute(INSERT_POINTS, {"source": self.kind})
+            else:  # the first points of these jobs (a first ingest): nothing to match
+                con.execute(INSERT_NEW_POINTS, {"source": self.kind})
+            if runs:
+                con.execute(STAGE_RUNS, _runs_columns(runs))
+                con.execute(UPSERT_JOBS)
+            results.enqueue(con, {r.job_id for r in batch})
+            ledger.record_many(
+                con,
+                self.kind,
+                [
+                    ledger.Outcome(
+                        str(read.candidate.path),
+                        read.candidate.stat,
+                        job_read.job_id,
+                        read.lines + read.chunk.lines,
+                        read.chunk.warnings + (job_read.info_warnings if i == 0 else []),
+                        read.offset + read.chunk.consumed if read.digest is not None else None,
+                        read.digest,
+                    )  # fmt: skip
+                    for job_read in batch
+                    for i, read in enumerate(job_read.reads)
+                ],
+            )
+        summary = ctx.summary
+        for job_read in batch:
+            summary.job_ids.add(job_read.job_id)
+            summary.ingested += len(job_read.reads)
+            summary.rows += job_read.points
+            summary.warnings += sum(len(r.chunk.warnings) for r in job_read.reads) + len(job_read.info_warnings)
+        ctx.progress("merge", summary.ingested, summary.ingested)
+
+
+def _job_id(job: JobFolder, progress_job_ids: dict[str, str]) -> str:
+    """A tool-log run's path below the root; a progress.json job's id; else the folder's name."""
+    if job.is_tool_run and job.tool_job_id:
+        return job.tool_job_id
+    return progress_job_ids.get(str(job.progress)) or job.path.name
+
+
+def _load_resume(ctx: Context, kind: str) -> dict[str, tuple[int, int, str | None]]:
+    return ledger.load_resume(ctx.con, kind)
+
+
+def _same_prefix(path: Path, offset: int, stored: str | None) -> bool:
+    """True when the bytes before ``offset`` are those read before (the file was not replaced)."""
+    if stored is None:
+        return True
+    try:
+        return digest(_bytes_before(path, offset)) == stored
+    except OSError:
+        return False
+
+
+def _bytes_before(path: Path, end: int) -> bytes:
+    start = max(0, end - DIGEST_BYTES)
+    with open(path, "rb") as f:
+        f.seek(start)
+        return f.read(end - start)
+
+
+def _all_candidates(
+    ctx: Context, job: JobFolder, files: list[Path], changed: list[Candidate], rejected: list[Rejection], kind: str
+) -> list[Candidate]:
+    """Every file of the job (this tool), to be read whole: the changed ones and the others."""
+    have = {c.path: c for c in changed}
+    out = []
+    for path in files:
+        if path in have:
+            out.append(have[path])
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        candidate = Candidate(path, job, ledger.stat_of(st))
+        problem = entry_problem(path, job, st.st_mode, st.st_size, ctx.max_file_bytes, True)
+        if problem is not None:
+            rejected.append(Rejection(candidate, "failed", problem, retry=True))
+            continue
+        out.append(candidate)
+    return out
+
+
+def _claims(
+    ctx: Context, plans: list[tuple[JobFolder, str, list[Candidate]]]
+) -> tuple[list[tuple[JobFolder, str, list[Candidate]]], list[Rejection]]:
+    """The plans of tool-log runs whose job id no other folder holds (the first in path order keeps a
+    new id); the others' files fail with the reason, read again every run."""
+    runs = [p for p in plans if p[0].is_tool_run]
+    if not runs:
+        return plans, []
+    stored = dict(ctx.con.execute(STORED_DIRS, {"job_ids": sorted({p[1] for p in runs})}).fetchall())
+    kept: list[tuple[JobFolder, str, list[Candidate]]] = []
+    rejected: list[Rejection] = []
+    first: dict[str, str] = {}
+    for plan in plans:
+        job, job_id, changed = plan
+        if job.is_tool_run:
+            holder = stored.get(job_id) or first.setdefault(job_id, str(job.path))
+            if holder != str(job.path):
+                reason = f"job id {job_id} belongs to another folder, {holder}: not read"
+                rejected += [Rejection(c, "failed", reason, retry=True, conflict=True) for c in changed]
+                continue
+        kept.append(plan)
+    return kept, rejected
+
+
+def _merge_info(into: RunInfo, new: RunInfo) -> None:
+    """``new``'s facts over ``into``'s: the later status and config keys, the earliest start."""
+    if new.status is not None and (new.status != "unknown" or into.status is None):
+        into.status = new.status
+    if new.config is not None:
+        into.config = {**(into.config or {}), **new.config}
+    into.model_name = new.model_name or into.model_name
+    if new.started_at is not None:
+        into.started_at = min(into.started_at or new.started_at, new.started_at)
+    into.ended_at = new.ended_at or into.ended_at
+    if new.current_step is not None:
+        into.current_step = max(into.current_step or 0, new.current_step)
+    into.total_steps = new.total_steps if new.total_steps is not None else into.total_steps
+
+
+def _stage_points(con: Any, batch: list[_JobRead]) -> None:
+    """The batch's points into ``batch_metric_winners``, one per (job, name, step): the last written.
+    Through numpy arrays: DuckDB scans them natively, ten times faster than unnesting Python lists,
+    and pyarrow would import pandas."""
+    job_ids: list[str] = []
+    names: list[str] = []
+    steps: list[int] = []
+    times: list[float] = []
+    values: list[float] = []
+    seqs: list[int] = []
+    nan = math.nan
+    for job_read in batch:
+        first = len(names)
+        for read in job_read.reads:
+            base = read.rank << ORDER_BITS
+            points = read.chunk.points
+            job_ids += [job_read.job_id] * len(points)
+            last_ts: datetime | None = None
+            seconds = nan
+            for point in points:
+                names.append(point.name)
+                steps.append(point.step)
+                if point.ts is not last_ts:  # the points of one event or line share their time
+                    last_ts = point.ts
+                    seconds = nan if last_ts is None else (last_ts - EPOCH).total_seconds()
+                times.append(seconds)
+                values.append(point.value)
+                seqs.append(base + point.order)
+        if len(set(zip(names[first:], steps[first:], strict=True))) < len(names) - first:
+            _keep_last_written(first, job_ids, names, steps, times, values, seqs)
+    staged_points = {  # noqa: F841 - read by DuckDB's replacement scan, by name
+        "job_id": np.array(job_ids, dtype=object),
+        "name": np.array(names, dtype=object),
+        "step": np.array(steps, dtype=np.int64),
+        "ts": np.array(times, dtype=np.float64),
+        "value": np.array(values, dtype=np.float64),
+        "seq": np.array(seqs, dtype=np.int64),
+    }
+    con.execute(STAGE_WINNERS)
+
+
+def _keep_last_written(first: int, *columns: list[Any]) -> None:
+    """Of the points from ``first`` on (one job's) logged twice at a (name, step), keep the one with
+    the highest seq (the later file, then the later record or line), in place."""
+    job_ids, names, steps, times, values, seqs = columns
+    best: dict[tuple[str, int], int] = {}
+    for i in range(first, len(names)):
+        key = (names[i], steps[i])
+        j = best.get(key)
+        if j is None or seqs[i] > seqs[j]:
+            best[key] = i
+    keep = sorted(best.values())
+    for column in columns:
+        column[first:] = [column[i] for i in keep]
+
+
+def _runs_columns(runs: list[_JobRead]) -> dict[str, list[Any]]:
+    return {
+        "job_id": [r.job_id for r in runs],
+        "status": [r.info.status for r in runs],
+        "config": [json.dumps(r.info.config, default=str) if r.info.config is not None else None for r in runs],
+        "model_name": [r.info.model_name for r in runs],
+        "started_at": [r.info.started_at for r in runs],
+        "ended_at": [r.info.ended_at for r in runs],
+        "current_step": [r.info.current_step for r in runs],
+        "total_steps": [r.info.total_steps for r in runs],
+        "source_dir": [str(r.job.path) for r in runs],
+    }
