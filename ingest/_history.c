@@ -16,6 +16,11 @@
  *   *_buffers    tuples of column buffers, in the order of ENTRY_BUFFERS and GPU_BUFFERS
  * Fixed-width columns are little-endian arrays; each nullable column comes with an Arrow
  * validity bitmap; strings are Arrow (int32 offsets, bytes).
+ *
+ * split(data: bytes) -> None | (start, end, spans)
+ *   the span of the top-level `history` value and, as int64 (begin, end) pairs, of each of its
+ *   entries, whatever they hold: a large file the fast road refused is read the careful way in
+ *   pieces of entries (ingest/fast.py, split), so that its memory stays bounded.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -678,8 +683,128 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* Skip any JSON value for split(): strings and nesting as skip_value, but a bare token (number,
+ * true, NaN, 1e400, ...) is any run of bytes up to a delimiter, left for DuckDB to judge. */
+static int skip_token_or_value(Cur *c, int depth) {
+    if (depth > MAX_DEPTH) return BAIL;
+    skip_ws(c);
+    if (c->p >= c->end) return BAIL;
+    const char *s;
+    size_t n;
+    int escaped;
+    switch (*c->p) {
+    case '"':
+        return scan_string(c, &s, &n, &escaped, 0);
+    case '{':
+        c->p++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == '}') { c->p++; return 0; }
+        for (;;) {
+            skip_ws(c);
+            if (scan_string(c, &s, &n, &escaped, 0) || expect(c, ':') || skip_token_or_value(c, depth + 1))
+                return BAIL;
+            skip_ws(c);
+            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+            return expect(c, '}');
+        }
+    case '[':
+        c->p++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ']') { c->p++; return 0; }
+        for (;;) {
+            if (skip_token_or_value(c, depth + 1)) return BAIL;
+            skip_ws(c);
+            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+            return expect(c, ']');
+        }
+    default: {
+        const char *start = c->p;
+        while (c->p < c->end && !strchr(",]}:[{\" \t\r\n", *c->p) && *c->p != 0) c->p++;
+        return c->p > start ? 0 : BAIL;
+    }
+    }
+}
+
+/* The byte spans of a document's `history` entries, for reading a large file the careful way in
+ * pieces (ingest/fast.py, split). Any value is skipped, not checked; the layout is that of
+ * parse_document (one top-level object, keys without escapes, one `history`, a list).
+ * Returns BAIL where a piece-wise read could differ from reading the whole: the caller then
+ * reads it whole. */
+static int split_document(Cur *c, const char *base, Py_ssize_t *start, Py_ssize_t *stop, Buf *spans) {
+    static const Key TOP[] = {KEY("history"), KEY("__runlytics_file__")};
+    int found = 0;
+    if (expect(c, '{')) return BAIL;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') return BAIL;
+    for (;;) {
+        const char *s;
+        size_t n;
+        int escaped;
+        skip_ws(c);
+        if (scan_string(c, &s, &n, &escaped, 0) || escaped || expect(c, ':')) return BAIL;
+        int k = key_index(s, n, TOP, 2);
+        if (k == -2 || k == 1 || (k == 0 && found)) return BAIL;
+        if (k == 0) {
+            found = 1;
+            skip_ws(c);
+            *start = c->p - base;
+            if (expect(c, '[')) return BAIL;
+            skip_ws(c);
+            if (c->p < c->end && *c->p == ']') {
+                c->p++;
+            } else {
+                for (;;) {
+                    skip_ws(c);
+                    int64_t span[2] = {c->p - base, 0};
+                    if (skip_token_or_value(c, 2)) return BAIL;
+                    span[1] = c->p - base;
+                    buf_put(spans, span, sizeof span);
+                    skip_ws(c);
+                    if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+                    if (expect(c, ']')) return BAIL;
+                    break;
+                }
+            }
+            *stop = c->p - base;
+        } else if (skip_token_or_value(c, 1)) {
+            return BAIL;
+        }
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+        if (expect(c, '}')) return BAIL;
+        break;
+    }
+    skip_ws(c);
+    return found && c->p == c->end ? 0 : BAIL;
+}
+
+static PyObject *split(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
+    Buf spans;
+    memset(&spans, 0, sizeof spans);
+    Py_ssize_t start = 0, stop = 0;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    Cur c = {(const char *)view.buf, (const char *)view.buf + view.len};
+    rc = split_document(&c, (const char *)view.buf, &start, &stop, &spans);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *result = NULL;
+    if (spans.failed) {
+        PyErr_NoMemory();
+    } else if (rc) {
+        result = Py_NewRef(Py_None);
+    } else {
+        result = Py_BuildValue("(nny#)", start, stop, spans.data ? spans.data : "", (Py_ssize_t)spans.len);
+    }
+    free(spans.data);
+    return result;
+}
+
 static PyMethodDef METHODS[] = {
     {"parse", parse, METH_VARARGS, "parse(data, file_id) -> None | (start, end, n_entries, entry_buffers, n_gpus, gpu_buffers)"},
+    {"split", split, METH_VARARGS, "split(data) -> None | (start, end, spans): int64 (begin, end) of each history entry"},
     {NULL, NULL, 0, NULL},
 };
 

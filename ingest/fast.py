@@ -14,11 +14,17 @@ A file the C reader gives up on (for any reason: a value to warn about, an odd b
 escape in a key, a ``\\u`` escape DuckDB refuses) is read the careful way whole. So this
 module never writes a warning; it is only ever a faster way to the rows the careful read would
 give (tests/test_fast_path.py compares the two on generated files).
+
+The careful read of a large file (SPLIT_BYTES or more) takes its history in pieces: the C
+reader finds each entry's bytes (``split``), whatever they hold, and the careful read gets the
+document without its history plus files of PIECE_BYTES of entries (``Pieces``). DuckDB's
+reader holds several times a document's size in memory, so a piece at a time bounds it.
 """
 
 from __future__ import annotations
 
 import os
+from array import array
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -40,6 +46,10 @@ except ImportError:  # built without a C compiler: every file takes the careful 
 
 AVAILABLE = _history is not None
 THREADS = max(1, min(4, os.cpu_count() or 1))
+
+# The careful read takes a file of SPLIT_BYTES or more in pieces of about PIECE_BYTES of entries.
+SPLIT_BYTES = 64 << 20
+PIECE_BYTES = 16 << 20
 
 # The C reader's buffers, in its order (ENTRY_BUFFERS and GPU_BUFFERS in _history.c): name,
 # Arrow type, nullable (a validity bitmap comes first). pyarrow is imported when first needed:
@@ -101,6 +111,54 @@ def parse(data: bytes, file_id: int) -> Parsed | None:
     )
 
 
+@dataclass
+class Pieces:
+    """A large file for the careful read in pieces: ``rest``, the document with ``"history": []``
+    in place of its list; ``pieces``, files ``{"history": [...]}`` of consecutive entries, each with
+    the number of entries before it; ``history_entries``, how many the list had."""
+
+    rest: Path
+    pieces: list[tuple[Path, int]]
+    history_entries: int
+
+
+def split(path: Path, scratch: Path, name: str) -> Pieces | None:
+    """Write a file's rest and history pieces into ``scratch`` (names starting with ``name``);
+    None when the C reader can't tell its entries apart (the careful read then takes it whole)."""
+    if _history is None:
+        return None
+    data = path.read_bytes()
+    result = _history.split(data)
+    if result is None:
+        return None
+    start, stop, raw = result
+    spans = array("q")
+    spans.frombytes(raw)
+    del raw
+    view = memoryview(data)
+    rest = scratch / f"{name}-rest.json"
+    with rest.open("wb") as out:
+        out.write(view[:start])
+        out.write(b"[]")
+        out.write(view[stop:])
+    pieces: list[tuple[Path, int]] = []
+    count = len(spans) // 2
+    first = 0
+    while first < count:
+        last = first  # the piece's entries are first..last, at least one
+        while last + 1 < count and spans[2 * last + 3] - spans[2 * first] <= PIECE_BYTES:
+            last += 1
+        piece = scratch / f"{name}-{len(pieces)}.json"
+        with piece.open("wb") as out:
+            out.write(b'{"history": [')
+            out.write(view[spans[2 * first] : spans[2 * last + 1]])
+            out.write(b"]}")
+        pieces.append((piece, first))
+        first = last + 1
+    view.release()
+    return Pieces(rest, pieces, count)
+
+
 def _batch(columns: list[tuple[str, str, bool]], rows: int, buffers: tuple[bytes, ...]) -> pa.RecordBatch:
     import pyarrow as pa
 
@@ -148,9 +206,9 @@ def read(files: list[tuple[int, Path]]) -> dict[int, Parsed]:
         return {p.file_id: p for p in pool.map(one, files) if p is not None}
 
 
-# The batch's rows as the merge reads them: the careful read's (progress.py's batch tables)
-# and the fast road's, which are never copied into those. The join leaves out files that left
-# the batch.
+# The batch's rows as the merge reads them: the careful read's (progress.py's batch tables, and
+# split tables for the pieces of large files) and the fast road's, which are never copied into
+# those. The join leaves out files that left the batch.
 STAGED_STEPS = """
 CREATE OR REPLACE TEMP VIEW staged_steps AS
 SELECT file_id, seq, job_id, pos, step, ts, loss, eval_loss, learning_rate, samples_per_second,
@@ -160,6 +218,10 @@ UNION ALL
 SELECT j.file_id, j.seq, j.job_id, s.pos, s.step, s.ts, s.loss, s.eval_loss, s.learning_rate,
        s.samples_per_second, s.iteration_time, s.samples
 FROM fast_entries s JOIN batch_jobs j ON j.file_id = s.file_id
+UNION ALL
+SELECT j.file_id, j.seq, j.job_id, s.pos, s.step, s.ts, s.loss, s.eval_loss, s.learning_rate,
+       s.samples_per_second, s.iteration_time, s.samples
+FROM split_steps s JOIN batch_jobs j ON j.file_id = s.file_id
 """
 STAGED_GPUS = """
 CREATE OR REPLACE TEMP VIEW staged_gpus AS
@@ -170,6 +232,10 @@ UNION ALL
 SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos, CAST(coalesce(g.gpu_index, g.gpos - 1) AS INTEGER),
        g.gpu_uuid, g.utilization_percent, g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
 FROM fast_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
+UNION ALL
+SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos, g.gpu_index, g.gpu_uuid, g.utilization_percent,
+       g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
+FROM split_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
 """
 
 

@@ -187,16 +187,16 @@ JOIN (SELECT file_id, seq, job_id, read_path, history_entries FROM batch_jobs) j
 """
 
 # Each value is parsed once (`parsed`), then checked once (`checked`); the layers keep DuckDB
-# from evaluating a macro's argument again in every branch of the checks.
-BATCH_STEPS = """
-CREATE OR REPLACE TEMP TABLE batch_steps AS
+# from evaluating a macro's argument again in every branch of the checks. {entries} is
+# batch_entries, or piece_entries for the pieces of a large file (see PIECE_ENTRIES).
+STEPS_SELECT = """
 WITH parsed AS (
     SELECT file_id, seq, job_id, pos, place, e,
            rl_double(e.step) AS step, rl_timestamp(e.timestamp) AS ts, rl_double(e.loss) AS loss,
            rl_double(e.eval_loss) AS eval_loss, rl_double(e.learning_rate) AS learning_rate,
            rl_double(e.samples_per_second) AS samples_per_second,
            rl_double(e.iteration_time) AS iteration_time, rl_double(e.samples) AS samples
-    FROM batch_entries
+    FROM {entries}
 ), checked AS (
     SELECT file_id, seq, job_id, pos, place, e, ts,
            rl_checked(step, 0, 1e18, true) AS step,
@@ -222,14 +222,14 @@ SELECT file_id, seq, job_id, pos, place, CAST(step AS BIGINT) AS step, ts, loss,
             THEN e END AS refused
 FROM checked
 """
+BATCH_STEPS = "CREATE OR REPLACE TEMP TABLE batch_steps AS " + STEPS_SELECT.format(entries="batch_entries")
 
 # GPU readings of entries that have a step; a reading without an index takes its position.
-BATCH_GPUS = """
-CREATE OR REPLACE TEMP TABLE batch_gpus AS
+GPUS_SELECT = """
 WITH stepped AS (
     SELECT file_id, seq, job_id, pos, place, CAST(rl_checked(rl_double(e.step), 0, 1e18, true) AS BIGINT) AS step,
            e.gpus AS gpus
-    FROM batch_entries
+    FROM {entries}
 ), readings AS (
     SELECT file_id, seq, job_id, step, pos, place, unnest(gpus) AS g, generate_subscripts(gpus, 1) AS gpos
     FROM stepped
@@ -263,6 +263,7 @@ SELECT file_id, seq, job_id, step, pos, place, gpos,
             THEN g END AS refused
 FROM checked
 """
+BATCH_GPUS = "CREATE OR REPLACE TEMP TABLE batch_gpus AS " + GPUS_SELECT.format(entries="batch_entries")
 
 BATCH_CHECKPOINTS = """
 CREATE OR REPLACE TEMP TABLE batch_checkpoints AS
@@ -286,10 +287,9 @@ FROM items i
 JOIN batch_jobs j ON j.read_path = i.filename
 """
 
-BATCH_WARNINGS = """
-CREATE OR REPLACE TEMP TABLE batch_warnings AS
-SELECT file_id, 0 AS pos, 0 AS sub, problems AS message FROM batch_jobs WHERE problems <> ''
-UNION ALL
+# The warnings of refused values, from {steps} and {gpus} (batch_steps and batch_gpus, or the
+# rows of a large file's pieces).
+ROW_WARNINGS = """
 SELECT file_id, pos, 0,
        coalesce(place, 'history[' || CAST(pos - 1 AS VARCHAR) || ']')
        || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || concat_ws('; ',
@@ -302,7 +302,7 @@ SELECT file_id, pos, 0,
            rl_number_problem('samples_per_second', refused.samples_per_second, 0, 1e308, false),
            rl_number_problem('iteration_time', refused.iteration_time, 0, 1e308, false),
            rl_number_problem('samples', refused.samples, 0, 1e18, true))
-FROM batch_steps WHERE refused IS NOT NULL
+FROM {steps} WHERE refused IS NOT NULL
 UNION ALL
 SELECT file_id, pos, gpos,
        coalesce(place, 'history[' || CAST(pos - 1 AS VARCHAR) || ']')
@@ -314,13 +314,59 @@ SELECT file_id, pos, gpos,
            rl_number_problem('memory_total_mb', refused.memory_total_mb, 0, 1e308, false),
            rl_number_problem('temperature_c', refused.temperature_c, -273.15, 1e308, false),
            rl_number_problem('power_w', refused.power_w, 0, 1e308, false))
-FROM batch_gpus WHERE refused IS NOT NULL
+FROM {gpus} WHERE refused IS NOT NULL
+"""
+
+BATCH_WARNINGS = f"""
+CREATE OR REPLACE TEMP TABLE batch_warnings AS
+SELECT file_id, 0 AS pos, 0 AS sub, problems AS message FROM batch_jobs WHERE problems <> ''
+UNION ALL
+{ROW_WARNINGS.format(steps="batch_steps", gpus="batch_gpus")}
 UNION ALL
 SELECT file_id, 1000000000 + pos, 0, 'checkpoints[' || CAST(pos - 1 AS VARCHAR) || ']: ' || problems
 FROM batch_checkpoints WHERE problems <> ''
 """
 
 STAGE = (BATCH_JOBS, BATCH_ENTRIES, BATCH_STEPS, BATCH_GPUS, BATCH_CHECKPOINTS, BATCH_WARNINGS)
+
+# A large file the fast road refused is read in pieces (fast.split): its document without the
+# history, read as any file, and pieces of its history entries, each read and checked alone
+# into split_steps, split_gpus and split_warnings, so that DuckDB never holds the whole history.
+# A piece is {"history": [...]}; `offset` is the number of entries before it, so that positions
+# (and the warnings' history[i]) are those of the whole file. The merge reads the pieces' rows
+# where they are, with the job of batch_jobs (fast.py's staged_steps): never copied.
+PIECE_TABLES = f"""
+CREATE OR REPLACE TEMP TABLE piece (file_id INTEGER, "offset" BIGINT);
+CREATE OR REPLACE TEMP TABLE piece_docs (history {_ENTRY}[]);
+CREATE OR REPLACE TEMP VIEW piece_entries AS
+SELECT p.file_id, CAST(NULL AS INTEGER) AS seq, CAST(NULL AS VARCHAR) AS job_id, x.pos + p."offset" AS pos,
+       CAST(NULL AS VARCHAR) AS place, x.e
+FROM (SELECT unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM piece_docs) x, piece p;
+CREATE OR REPLACE TEMP TABLE split_steps AS {STEPS_SELECT.format(entries="piece_entries")} LIMIT 0;
+CREATE OR REPLACE TEMP TABLE split_gpus AS {GPUS_SELECT.format(entries="piece_entries")} LIMIT 0;
+CREATE OR REPLACE TEMP TABLE split_warnings (file_id INTEGER, pos BIGINT, sub BIGINT, message VARCHAR);
+"""
+READ_PIECE = f"""
+INSERT INTO piece_docs
+SELECT history FROM read_json($files, columns = {{'history': '{_ENTRY}[]'}}, format = 'unstructured',
+                               maximum_object_size = $max_bytes)
+"""
+PIECE_ROWS = (
+    "INSERT INTO split_steps " + STEPS_SELECT.format(entries="piece_entries"),
+    "INSERT INTO split_gpus " + GPUS_SELECT.format(entries="piece_entries"),
+)
+CLEAR_PIECE = "DELETE FROM piece; DELETE FROM piece_docs"
+DROP_SPLIT = [
+    f"DELETE FROM {table} WHERE file_id = $file_id" for table in ("split_steps", "split_gpus", "split_warnings")
+]
+# after BATCH_WARNINGS: the warnings of the pieces of the files still in the batch
+KEPT = "(SELECT * FROM {table} WHERE file_id IN (SELECT file_id FROM batch_jobs))"
+SPLIT_WARNINGS = (
+    "INSERT INTO batch_warnings "
+    + ROW_WARNINGS.format(steps=KEPT.format(table="split_steps"), gpus=KEPT.format(table="split_gpus"))
+    + " UNION ALL SELECT * FROM "
+    + KEPT.format(table="split_warnings")
+)
 
 
 def buffer_bytes(paths: list[str]) -> int:
@@ -351,10 +397,44 @@ def _size(path: str) -> int:
         return 0
 
 
-def stage(con: duckdb.DuckDBPyConnection) -> None:
-    """Build the batch tables from ``raw_docs`` and ``batch_files``."""
+def stage(con: duckdb.DuckDBPyConnection, pieces: bool = False) -> None:
+    """Build the batch tables from ``raw_docs`` and ``batch_files`` (and the pieces' rows)."""
     for statement in STAGE:
         con.execute(statement)
+    if pieces:
+        con.execute(SPLIT_WARNINGS)
+
+
+def start_pieces(con: duckdb.DuckDBPyConnection) -> None:
+    """Empty tables for the pieces of a batch's large files (and the last batch's memory back)."""
+    con.execute(PIECE_TABLES)
+
+
+def read_piece(con: duckdb.DuckDBPyConnection, file_id: int, offset: int, path: str, data: bytes) -> None:
+    """Read and check one piece of a large file (``data``: its bytes, at ``path``) into the split
+    tables; raises duckdb.InvalidInputException as read_docs does for a piece DuckDB refuses."""
+    con.execute(CLEAR_PIECE)
+    con.execute("INSERT INTO piece VALUES ($file_id, $offset)", {"file_id": file_id, "offset": offset})
+    try:
+        try:
+            con.execute(READ_PIECE, {"files": db.exact_paths([path]), "max_bytes": buffer_bytes([path])})
+        except UnicodeDecodeError as error:
+            raw = error.object if isinstance(error.object, bytes) else bytes(error.object)
+            raise duckdb.InvalidInputException(raw.decode("utf-8", errors="replace")) from None
+        for statement in PIECE_ROWS:
+            con.execute(statement)
+        if b"null" in data:
+            con.execute(PIECE_NULL_DOCS, {"files": db.exact_paths([path]), "file_id": file_id, "offset": offset,
+                                          "max_bytes": buffer_bytes([path])})  # fmt: skip
+            con.execute(NULL_WARNINGS.format(target="split_warnings"), NULL_FIELDS)
+    finally:
+        con.execute(CLEAR_PIECE)
+
+
+def drop_pieces(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
+    """Forget the rows read from a file's pieces (it is read again, repaired, or leaves the batch)."""
+    for statement in DROP_SPLIT:
+        con.execute(statement, {"file_id": file_id})
 
 
 def diagnose(data: bytes) -> tuple[str, str]:
@@ -381,13 +461,13 @@ def diagnose(data: bytes) -> tuple[str, str]:
     return "failed", "JSON could not be read by DuckDB"
 
 
-def repair(data: bytes) -> tuple[str, list[str]] | None:
+def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
     """A copy of a progress file whose lists and objects have the shapes DuckDB's reader needs.
 
     DuckDB refuses a whole file when, say, a ``history`` item is a number or ``gpus`` is a
     string. Such parts are removed here, each with a warning, so that the rest of the file is
     ingested (inputs.md: skip what can't be read, say why, go on). None when the bytes are not
-    a JSON object at all.
+    a JSON object at all. ``offset``: the history entries before these (a piece of a large file).
     """
     try:
         doc = json.loads(data.decode("utf-8", errors="replace"))
@@ -402,7 +482,7 @@ def repair(data: bytes) -> tuple[str, list[str]] | None:
         del doc["history"]
     elif isinstance(history, list):
         for i, entry in enumerate(history):
-            history[i] = _repaired_entry(entry, f"history[{i}]", warnings)
+            history[i] = _repaired_entry(entry, f"history[{offset + i}]", warnings)
     if "latest" in doc and doc["latest"] is not None:
         if isinstance(doc["latest"], dict):
             doc["latest"] = _repaired_entry(doc["latest"], "latest", warnings)
@@ -444,6 +524,8 @@ ENTRY_NUMBERS = ["loss", "eval_loss", "learning_rate", "samples_per_second", "it
 GPU_NUMBERS = ["index", "utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w"]
 SNAPSHOT_NUMBERS = [*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_temperature"]
 
+NULL_FIELDS = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
+
 FILES_WITH_NULL = "SELECT filename FROM read_text($files) WHERE contains(content, 'null')"
 
 NULL_DOCS = f"""
@@ -453,7 +535,8 @@ WITH docs AS (
            TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[], latest MAP(VARCHAR, JSON))) AS doc
     FROM read_json_objects($files, format = 'unstructured', filename = true, maximum_object_size = $max_bytes)
 )
-SELECT f.file_id, coalesce(f.history_entries, 0) AS history_entries, d.doc.history AS history, d.doc.latest AS latest,
+SELECT f.file_id, coalesce(f.history_entries, 0) AS history_entries, 0 AS history_offset, d.doc.history AS history,
+       d.doc.latest AS latest,
        CASE WHEN d.doc.history IS NULL AND d.doc.latest IS NULL THEN TRY_CAST(d.json AS MAP(VARCHAR, JSON)) END
            AS flat
 FROM docs d
@@ -462,11 +545,21 @@ JOIN batch_files f
                         ELSE d.filename END
 """
 
+# A piece of a large file (PIECE_TABLES): its history only, positions after `offset` entries.
+PIECE_NULL_DOCS = """
+CREATE OR REPLACE TEMP TABLE null_docs AS
+SELECT CAST($file_id AS INTEGER) AS file_id, 0 AS history_entries, CAST($offset AS BIGINT) AS history_offset,
+       TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[])).history AS history,
+       CAST(NULL AS MAP(VARCHAR, JSON)) AS latest, CAST(NULL AS MAP(VARCHAR, JSON)) AS flat
+FROM read_json_objects($files, format = 'unstructured', maximum_object_size = $max_bytes)
+"""
+
 NULL_WARNINGS = """
-INSERT INTO batch_warnings
+INSERT INTO {target}
 WITH entries AS (
     SELECT file_id, 'history[' || CAST(pos - 1 AS VARCHAR) || ']' AS place, pos, m, false AS flat
-    FROM (SELECT file_id, unnest(history) AS m, generate_subscripts(history, 1) AS pos FROM null_docs)
+    FROM (SELECT file_id, unnest(history) AS m, generate_subscripts(history, 1) + history_offset AS pos
+          FROM null_docs)
     UNION ALL
     SELECT file_id, 'latest', len(coalesce(history, [])) + history_entries + 1, latest, false
     FROM null_docs WHERE latest IS NOT NULL
@@ -508,8 +601,7 @@ def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str], rests: s
     if not found:
         return
     con.execute(NULL_DOCS, {"files": db.exact_paths(found), "rests": rests, "max_bytes": buffer_bytes(found)})
-    fields = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
-    con.execute(NULL_WARNINGS, fields)
+    con.execute(NULL_WARNINGS.format(target="batch_warnings"), NULL_FIELDS)
 
 
 def looks_complete(path: Path, size: int) -> bool:

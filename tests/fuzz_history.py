@@ -143,10 +143,19 @@ def check(history: ModuleType, data: bytes, fd: int) -> int:
     """Parse one document and check the shape of the answer; 1 when the reader took it."""
     os.ftruncate(fd, 0)
     os.pwrite(fd, data, 0)
+    pieces = history.split(data)  # the large-file cutter (fast.split): spans in order, inside the list
+    if pieces is not None:
+        begin, end, raw = pieces
+        spans = struct.unpack(f"<{len(raw) // 8}q", raw)
+        assert 0 < begin < end <= len(data) and data[begin : begin + 1] == b"[" and data[end - 1 : end] == b"]"
+        assert list(spans) == sorted(spans) and all(begin < x < end for x in spans)
+        assert all(spans[i] < spans[i + 1] for i in range(0, len(spans), 2))
     result = history.parse(data, 7)
     if result is None:
         return 0
     start, stop, n_entries, entries, n_gpus, gpus = result
+    # what the reader takes, the cutter takes too, entry for entry
+    assert pieces is not None and pieces[:2] == (start, stop) and len(pieces[2]) == 16 * n_entries
     assert 0 < start < stop <= len(data) and data[start : start + 1] == b"[" and data[stop - 1 : stop] == b"]"
     assert len(entries) == 17 and len(gpus) == 19
     bitmap = (n_entries + 7) // 8

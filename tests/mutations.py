@@ -135,7 +135,7 @@ def per_gpu_mean(column: str, alias: str) -> tuple[Edit, ...]:
         ),
         view(
             "job_resources",
-            f"avg({column}) {FINITE.format(column)} AS {alias}",
+            f"@ordered_avg({column}) {FINITE.format(column)} AS {alias}",
             f"sum({column} * w) {FINITE.format(column)}"
             f" / count(DISTINCT (host, gpu_index)) {FINITE.format(column)} AS {alias}",
             nth=1,
@@ -173,14 +173,14 @@ MUTATIONS: tuple[Mutation, ...] = (
       view("job_performance", "ELSE greatest(max_step, current_step) END", "ELSE max_step END"),
       A + "test_total_iterations[25-25]"),
     m("total_samples only over timed rows", "job.total_samples",
-      view("job_performance", "sum(m.samples) AS total_samples",
-           "sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS total_samples"),
+      view("job_performance", "@ordered_sum(m.samples) AS total_samples",
+           "@ordered_sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS total_samples"),
       A + "test_average_throughput_only_over_rows_with_both_samples_and_seconds"),
     m("throughput: Σ samples ÷ Σ known seconds over all rows", "job.average_samples_per_second",
-      (view("job_performance", "sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS timed_samples",
-            "sum(m.samples) AS timed_samples"),
-       view("job_performance", "sum(m.seconds) FILTER (WHERE m.samples IS NOT NULL) AS timed_seconds",
-            "sum(m.seconds) AS timed_seconds")),
+      (view("job_performance", "@ordered_sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS timed_samples",
+            "@ordered_sum(m.samples) AS timed_samples"),
+       view("job_performance", "@ordered_sum(m.seconds) FILTER (WHERE m.samples IS NOT NULL) AS timed_seconds",
+            "@ordered_sum(m.seconds) AS timed_seconds")),
       A + "test_average_throughput_only_over_rows_with_both_samples_and_seconds"),
     m("throughput: the mean of per-row rates", "job.average_samples_per_second",
       view("job_performance", "THEN timed_samples / timed_seconds", "THEN mean_samples_per_second"),
@@ -227,7 +227,8 @@ MUTATIONS: tuple[Mutation, ...] = (
            "CASE WHEN span_seconds IS NOT NULL THEN training_seconds"),
       A + "test_end_of_job[completed]"),
     m("training time leaves out the first row", "job.training_seconds",
-      view("job_duration", "sum(seconds) AS timed_seconds", "sum(seconds) FILTER (WHERE row_no > 1) AS timed_seconds"),
+      view("job_duration", "@ordered_sum(seconds) AS timed_seconds",
+           "@ordered_sum(seconds) FILTER (WHERE row_no > 1) AS timed_seconds"),
       A + "test_start_from_first_row_timestamp_minus_its_seconds"),
     m("training time: no train_runtime fallback", "job.training_seconds",
       view("job_duration", "coalesce(timed_seconds, train_runtime) AS training_seconds",
@@ -273,10 +274,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         m(f"samples: {figure} keeps non-finite values", f"job.{figure}", kept_non_finite(column, sql, 1),
           GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out")
         for figure, column, sql in (
-            ("average_gpu_utilization", "utilization_percent", "avg(utilization_percent)"),
-            ("average_gpu_memory_mb", "memory_used_mb", "avg(memory_used_mb)"),
+            ("average_gpu_utilization", "utilization_percent", "@ordered_avg(utilization_percent)"),
+            ("average_gpu_memory_mb", "memory_used_mb", "@ordered_avg(memory_used_mb)"),
             ("peak_gpu_memory_mb", "memory_used_mb", "max(memory_used_mb)"),
-            ("average_gpu_temp_celsius", "temperature_c", "avg(temperature_c)"),
+            ("average_gpu_temp_celsius", "temperature_c", "@ordered_avg(temperature_c)"),
             ("peak_gpu_temp_celsius", "temperature_c", "max(temperature_c)"),
         )
     ),
@@ -291,10 +292,10 @@ MUTATIONS: tuple[Mutation, ...] = (
         m(f"step readings: {figure} keeps non-finite values", f"job.{figure}", kept_non_finite(column, sql, 2),
           A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima")
         for figure, column, sql in (
-            ("average_gpu_utilization", "utilization_percent", "avg(utilization_percent)"),
-            ("average_gpu_memory_mb", "memory_used_mb", "avg(memory_used_mb)"),
+            ("average_gpu_utilization", "utilization_percent", "@ordered_avg(utilization_percent)"),
+            ("average_gpu_memory_mb", "memory_used_mb", "@ordered_avg(memory_used_mb)"),
             ("peak_gpu_memory_mb", "memory_used_mb", "max(memory_used_mb)"),
-            ("average_gpu_temp_celsius", "temperature_c", "avg(temperature_c)"),
+            ("average_gpu_temp_celsius", "temperature_c", "@ordered_avg(temperature_c)"),
             ("peak_gpu_temp_celsius", "temperature_c", "max(temperature_c)"),
         )
     ),

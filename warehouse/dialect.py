@@ -21,6 +21,11 @@ DUCKDB: dict[str, str] = {
     "first_by": "first({value} ORDER BY {order})",
     # a list of strings without its NULL items
     "compact_list": "list_filter([{items}], lambda w: w IS NOT NULL)",
+    # the sum and the mean of a DOUBLE column, added up in ascending order of the values: the
+    # same last digit on every run, whatever the threads (a plain sum adds the partial sums of
+    # parallel threads in the order they finish; docs/decisions.md, "Floats that do not change")
+    "ordered_sum": "sum({x} ORDER BY {x})",
+    "ordered_avg": "avg({x} ORDER BY {x})",
 }
 
 

@@ -42,13 +42,14 @@ FILTER = """
     AND ($id_prefix IS NULL OR starts_with(job_id, $id_prefix))
 """
 
+# sums and means in one order whatever the threads: the same rows give the same last digit
 SUMMARY = f"""
 SELECT count(*) AS total_jobs,
-       avg(total_seconds) FILTER (WHERE status = 'completed') AS average_training_duration_seconds,
-       sum(training_seconds) / 3600 AS total_training_time_hours,
-       avg(average_samples_per_second) AS average_throughput_samples_per_sec,
-       avg(average_gpu_utilization) AS average_gpu_utilization,
-       avg(peak_gpu_memory_mb) AS average_peak_memory_mb,
+       avg(total_seconds ORDER BY total_seconds) FILTER (WHERE status = 'completed') AS average_training_duration_seconds,
+       sum(training_seconds ORDER BY training_seconds) / 3600 AS total_training_time_hours,
+       avg(average_samples_per_second ORDER BY average_samples_per_second) AS average_throughput_samples_per_sec,
+       avg(average_gpu_utilization ORDER BY average_gpu_utilization) AS average_gpu_utilization,
+       avg(peak_gpu_memory_mb ORDER BY peak_gpu_memory_mb) AS average_peak_memory_mb,
        count(*) FILTER (WHERE isfinite(average_samples_per_second)) AS ranked_jobs
 FROM job_results
 WHERE {FILTER}

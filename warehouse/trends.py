@@ -23,7 +23,7 @@ from .queries import plain
 # with neither a duration nor a GPU count have no GPU hours and are counted apart.
 GPU_HOURS = f"""
 WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER})
-SELECT sum(g.gpu_hours) AS gpu_hours, count(g.gpu_hours) AS jobs_counted, count(*) AS jobs
+SELECT sum(g.gpu_hours ORDER BY g.gpu_hours) AS gpu_hours, count(g.gpu_hours) AS jobs_counted, count(*) AS jobs
 FROM job_gpu_hours g
 JOIN chosen c ON c.job_id = g.job_id
 """
@@ -66,7 +66,7 @@ span AS (
 )
 SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
        min(lo) AS lo, min(width) AS width,
-       sum(utilization_sum) / sum(readings) AS average_gpu_utilization,
+       sum(utilization_sum ORDER BY utilization_sum) / sum(readings) AS average_gpu_utilization,
        sum(readings) AS readings, count(DISTINCT job_id) AS jobs
 FROM minutes, span
 GROUP BY 1

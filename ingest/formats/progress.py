@@ -48,6 +48,8 @@ SELECT unnest($file_id), unnest($seq), unnest($path), unnest($read_path), unnest
 DROP_DOC = "DELETE FROM raw_docs WHERE filename = ?"
 DROP_FILE = "DELETE FROM batch_files WHERE read_path = ?"
 REREAD_FROM = "UPDATE batch_files SET read_path = $read_path, history_entries = NULL WHERE path = $path"
+# a large file read in pieces: its rest repaired, its history still in the pieces
+REREAD_REST_FROM = "UPDATE batch_files SET read_path = $read_path WHERE path = $path"
 ADD_WARNINGS = """
 INSERT INTO batch_warnings
 SELECT f.file_id, -1, unnest(range(len($messages))), unnest($messages) FROM batch_files f WHERE f.path = $path
@@ -189,6 +191,7 @@ def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.P
                 with fast.staged(con, parsed):
                     _merge(con)
                     _count_batch(ctx)
+                progress.start_pieces(con)  # the pieces' rows are merged: their memory back
         except duckdb.Error as error:
             if db.is_write_failure(error) or isinstance(error, duckdb.FatalException):
                 raise  # the disk, not a file: the run stops, and the batch is read again next run
@@ -232,6 +235,8 @@ def _stage(
     rests = str(scratch / "rests.json")  # the fast road took their history: DuckDB reads the rest
     read_paths = {file_id: str(c.path) for file_id, c in files}
     read_paths.update(fast.write_rests(parsed, Path(rests)))
+    split = _split(files, parsed, scratch)  # large files for the careful read: their history in pieces
+    read_paths.update({file_id: str(pieces.rest) for file_id, pieces in split.items()})
     fast_ids = {read_paths[file_id]: file_id for file_id in parsed}
     con.execute(FILES_TABLE)
     by_path = {read_paths[file_id]: c for file_id, c in files}
@@ -247,10 +252,30 @@ def _stage(
             "size": [c.stat.size for _, c in files],
             "mtime_ns": [c.stat.mtime_ns for _, c in files],
             "fingerprint": [c.stat.fingerprint for _, c in files],
-            "history_entries": [parsed[i].history_entries if i in parsed else None for i, _ in files],
+            "history_entries": [
+                parsed[i].history_entries if i in parsed else split[i].history_entries if i in split else None
+                for i, _ in files
+            ],
         },
     )
     repaired: dict[str, list[str]] = {}  # original path -> the warnings of its repair
+    piece_warnings: dict[str, list[str]] = {}  # original path -> the warnings of its pieces' repair
+    progress.start_pieces(con)
+    for file_id, pieces in split.items():
+        c = dict(files)[file_id]
+        if _read_pieces(con, file_id, pieces, scratch, repair=False) is not None:
+            continue
+        # a piece DuckDB refused: every part of the file is read repaired, as the whole would be
+        found = _read_pieces(con, file_id, pieces, scratch, repair=True)
+        fixed = None if found is None else _repair(con, c, repaired, scratch, pieces.rest)
+        del by_path[read_paths[file_id]]
+        if fixed is None:
+            progress.drop_pieces(con, file_id)
+            rejected.append(_explain(c))
+            con.execute(DROP_FILE, [read_paths[file_id]])
+        else:
+            piece_warnings[str(c.path)] = found or []
+            by_path[fixed] = c
     while by_path:
         try:
             progress.read_docs(con, _files(by_path, fast_ids, rests), rests)
@@ -269,7 +294,14 @@ def _stage(
             if bad not in by_path:
                 raise
             c = by_path.pop(bad)
-            fixed = None if str(c.path) in repaired else _repair(con, c, repaired, scratch)
+            large = next((i for i in split if read_paths[i] == bad), None)
+            if large is not None and str(c.path) not in repaired:
+                # the rest of a large file refused: its pieces too are read repaired
+                found = _read_pieces(con, large, split[large], scratch, repair=True)
+                fixed = None if found is None else _repair(con, c, repaired, scratch, split[large].rest)
+                piece_warnings[str(c.path)] = found or []
+            else:
+                fixed = None if str(c.path) in repaired else _repair(con, c, repaired, scratch)
             if fixed is None:
                 rejected.append(_explain(c))
                 con.execute(DROP_FILE, [bad])
@@ -285,8 +317,9 @@ def _stage(
             _drop(con, path)
             rejected.append(Rejection(by_path.pop(path), "pending", "changed while being read"))
     if by_path:
-        progress.stage(con)
+        progress.stage(con, pieces=bool(split))
         for path, messages in repaired.items():
+            messages = piece_warnings.get(path, []) + messages  # the history's first, as in the whole file
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
@@ -322,10 +355,19 @@ def _files(by_path: dict[str, Candidate], fast_ids: dict[str, int], rests: str) 
     return files
 
 
-def _repair(con: duckdb.DuckDBPyConnection, c: Candidate, repaired: dict[str, list[str]], scratch: Path) -> str | None:
-    """Have DuckDB read a reshaped copy of a file it refused (see progress.repair); its path."""
+def _repair(
+    con: duckdb.DuckDBPyConnection,
+    c: Candidate,
+    repaired: dict[str, list[str]],
+    scratch: Path,
+    rest: Path | None = None,
+) -> str | None:
+    """Have DuckDB read a reshaped copy of a file it refused (see progress.repair); its path.
+
+    ``rest``: the file is read in pieces, and this is its document without the history.
+    """
     try:
-        result = progress.repair(c.path.read_bytes())
+        result = progress.repair((rest or c.path).read_bytes())
     except OSError:
         return None
     if result is None:
@@ -334,8 +376,48 @@ def _repair(con: duckdb.DuckDBPyConnection, c: Candidate, repaired: dict[str, li
     copy = str(scratch / f"repaired-{len(repaired)}.json")
     Path(copy).write_text(text)
     repaired[str(c.path)] = warnings
-    con.execute(REREAD_FROM, {"read_path": copy, "path": str(c.path)})
+    con.execute(REREAD_FROM if rest is None else REREAD_REST_FROM, {"read_path": copy, "path": str(c.path)})
     return copy
+
+
+def _split(files: list[tuple[int, Candidate]], parsed: dict[int, fast.Parsed], scratch: Path) -> dict[int, fast.Pieces]:
+    """The large files the fast road refused, each as its rest and pieces of its history."""
+    split = {}
+    for file_id, c in files:
+        if file_id not in parsed and c.stat.size >= fast.SPLIT_BYTES:
+            try:
+                pieces = fast.split(c.path, scratch, f"split-{file_id}")
+            except OSError:  # the read of the whole meets the same error and says so
+                pieces = None
+            if pieces is not None:
+                split[file_id] = pieces
+    return split
+
+
+def _read_pieces(
+    con: duckdb.DuckDBPyConnection, file_id: int, pieces: fast.Pieces, scratch: Path, *, repair: bool
+) -> list[str] | None:
+    """Read a large file's history pieces into the split tables; the warnings of their repair,
+    or None when DuckDB refuses one (then none of its rows are kept)."""
+    progress.drop_pieces(con, file_id)
+    warnings: list[str] = []
+    for path, offset in pieces.pieces:
+        data = path.read_bytes()
+        if repair:
+            result = progress.repair(data, offset)
+            if result is None:
+                return None
+            text, found = result
+            data = text.encode()
+            path = scratch / f"{path.stem}-repaired.json"
+            path.write_bytes(data)
+            warnings += found
+        try:
+            progress.read_piece(con, file_id, offset, str(path), data)
+        except duckdb.InvalidInputException:
+            progress.drop_pieces(con, file_id)
+            return None
+    return warnings
 
 
 def _drop(con: duckdb.DuckDBPyConnection, path: str) -> None:

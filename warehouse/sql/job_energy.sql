@@ -2,10 +2,10 @@
 -- and idleness.
 WITH gpus AS (
     SELECT job_id,
-           sum(energy_wh) AS energy_wh,
+           @ordered_sum(energy_wh) AS energy_wh,
            count(*) FILTER (WHERE energy_wh IS NOT NULL) AS gpus_with_power,
            count(*) FILTER (WHERE idle) AS idle_gpus,
-           sum(throttled_share * 1) FILTER (WHERE throttled_share IS NOT NULL)
+           @ordered_sum(throttled_share) FILTER (WHERE throttled_share IS NOT NULL)
                / nullif(count(throttled_share), 0) AS average_throttled_share
     FROM job_gpus
     GROUP BY job_id

@@ -8,22 +8,22 @@ WITH per_gpu AS (
            count(*) AS samples,
            min(ts) AS first_sample,
            max(ts) AS last_sample,
-           avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS average_utilization,
-           avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS average_memory_mb,
+           @ordered_avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS average_utilization,
+           @ordered_avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS average_memory_mb,
            max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_memory_mb,
-           avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS average_temp_celsius,
+           @ordered_avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS average_temp_celsius,
            max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp_celsius,
-           avg(power_w) FILTER (WHERE @finite(power_w)) AS average_power_w,
+           @ordered_avg(power_w) FILTER (WHERE @finite(power_w)) AS average_power_w,
            -- trapezoids between consecutive samples, in watt-hours
-           sum((power_w + next_power_w) / 2 * interval_seconds)
+           @ordered_sum((power_w + next_power_w) / 2 * interval_seconds)
                FILTER (WHERE @finite(power_w) AND @finite(next_power_w)) / 3600 AS energy_wh,
-           sum(interval_seconds) FILTER (WHERE clocks_event_reasons IS NOT NULL) AS reasons_seconds,
+           @ordered_sum(interval_seconds) FILTER (WHERE clocks_event_reasons IS NOT NULL) AS reasons_seconds,
            -- 236 = 0xEC, the NVML clocks-event reasons that mean the GPU was held back: SW power cap
            -- (0x4), HW slowdown (0x8), SW thermal (0x20), HW thermal (0x40), HW power brake (0x80).
            -- Idle (0x1), application clocks (0x2), sync boost (0x10), display clocks (0x100) are not.
-           sum(interval_seconds) FILTER (WHERE (clocks_event_reasons & 236) <> 0) AS throttled_seconds,
-           sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
-           sum(interval_seconds) FILTER (WHERE utilization_percent < 10) AS idle_seconds
+           @ordered_sum(interval_seconds) FILTER (WHERE (clocks_event_reasons & 236) <> 0) AS throttled_seconds,
+           @ordered_sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
+           @ordered_sum(interval_seconds) FILTER (WHERE utilization_percent < 10) AS idle_seconds
     FROM gpu_sample_intervals
     GROUP BY job_id, host, gpu_key
 )

@@ -4,10 +4,10 @@ WITH sampled AS (
     SELECT job_id,
            count(*) AS n,
            count(DISTINCT (host, gpu_key)) AS gpus,
-           avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
-           avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
+           @ordered_avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
+           @ordered_avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
            max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,
-           avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
+           @ordered_avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
            max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp,
            count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
                                OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
@@ -18,10 +18,10 @@ WITH sampled AS (
     SELECT job_id,
            count(*) AS n,
            count(DISTINCT gpu_index) AS gpus,
-           avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
-           avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
+           @ordered_avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
+           @ordered_avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
            max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,
-           avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
+           @ordered_avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
            max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp,
            count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
                                OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
