@@ -198,10 +198,10 @@ def _normal(value: Any) -> Any:
 
 
 def _contents(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
-    """Every view of the head revision, job_results and utilization_minutes: columns and rows."""
+    """Every view of the head revision and the tables derived from them: columns and rows."""
     out = {}
     with db.connection(path, read_only=True) as con:
-        for name in (*views.ORDER, "job_results", "utilization_minutes"):
+        for name in (*views.ORDER, "job_results", "utilization_minutes", "insight_results", "insight_jobs"):
             cursor = con.execute(f"SELECT * FROM {name}")
             rows = [_normal(row) for row in cursor.fetchall()]
             out[name] = ([d[0] for d in cursor.description], sorted(rows, key=repr))

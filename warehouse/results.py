@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import duckdb
 
-from . import db
+from . import db, insights
 
 CREATE = "CREATE TABLE job_results AS SELECT * FROM job_analytics WHERE false"
 REFILL = "DELETE FROM job_results; INSERT INTO job_results SELECT * FROM job_analytics"
@@ -20,9 +20,12 @@ INSERT_JOBS = "INSERT INTO job_results SELECT * FROM job_analytics WHERE job_id 
 
 
 # utilization_minutes: gpu_utilization_readings summed per job and minute (revision 0006), so
-# that the fleet's GPU utilization over time reads thousands of rows, not millions.
+# that the fleet's GPU utilization over time reads thousands of rows, not millions. The sum adds
+# the readings in ascending order (revision 0013): the same last digit on every ingest, whatever
+# the threads (the views' @ordered_sum, written out: this text is not a view template).
 UTILIZATION_SELECT = """
-SELECT job_id, date_trunc('minute', ts) AS minute, count(*) AS readings, sum(utilization_percent) AS utilization_sum
+SELECT job_id, date_trunc('minute', ts) AS minute, count(*) AS readings,
+       sum(utilization_percent ORDER BY utilization_percent) AS utilization_sum
 FROM gpu_utilization_readings
 WHERE isfinite(utilization_percent) {where}
 GROUP BY job_id, minute
@@ -60,9 +63,14 @@ def enqueue(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> None:
 
 
 def refresh_queued(con: duckdb.DuckDBPyConnection) -> int:
-    """Refresh every queued job and empty the queue, in one transaction; the number of jobs."""
+    """Refresh every queued job and empty the queue, in one transaction; the number of jobs.
+
+    Insights follow the same queue, and every run also recomputes those of the running jobs
+    (``silent_running`` depends on the time) and ``slow_vs_peers`` of the queued jobs' peers."""
     with db.atomic(con):
         job_ids = {job_id for (job_id,) in con.execute(QUEUED).fetchall()}
+        peer_ids = insights.peers(con, job_ids)  # before job_results changes: a job's former model counts
         refresh(con, job_ids)
+        insights.refresh(con, job_ids, peer_ids)
         con.execute(DEQUEUE, {"job_ids": sorted(job_ids)})
     return len(job_ids)

@@ -102,6 +102,8 @@ ingest_files = Table(
     Column("warnings", JSON),  # the first warnings, as a list of strings
     Column("error", String),
     Column("read_offset", BigInteger),  # spool files: bytes read up to the last complete line (0004)
+    # tool logs: a digest of the bytes just before read_offset, to tell a replaced file (0012)
+    Column("read_digest", String),
     Column("first_seen_at", DateTime, nullable=False),
     Column("last_read_at", DateTime, nullable=False),
 )
@@ -194,6 +196,57 @@ refresh_queue = Table(
     "refresh_queue",
     metadata,
     Column("job_id", String, primary_key=True),
+)
+
+# Every scalar of trainers' own logs and of trainer states, under its own name (revision 0012):
+# one value per (job, name, step), the last written. source: 'trainer_state', 'tensorboard',
+# 'lightning_csv', 'mlflow' or 'llamafactory'. The view metric_points reads it; the well-known
+# names of the tools' logs feed step_facts (its mapping table).
+metric_values = Table(
+    "metric_values",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("ts", DateTime),
+    Column("value", Double),
+    Column("source", String, nullable=False),
+    PrimaryKeyConstraint("job_id", "name", "step"),
+)
+
+# Insights (revision 0011, warehouse/insights.py): the thresholds of insights.md by name, the
+# view job_insights materialised per job with the as_of it was computed at, and the as_of of
+# every job computed (one with no insights too).
+insight_settings = Table(
+    "insight_settings",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("value", Double, nullable=False),
+)
+
+insight_results = Table(
+    "insight_results",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("kind", String, nullable=False),
+    Column("severity", String, nullable=False),
+    Column("first_step", BigInteger),
+    Column("last_step", BigInteger),
+    Column("start_time", DateTime),
+    Column("end_time", DateTime),
+    Column("host", String),
+    Column("gpu_index", Integer),
+    Column("value", Double),
+    Column("reference", Double),
+    Column("message", String),
+    Column("as_of", DateTime, nullable=False),
+)
+
+insight_jobs = Table(
+    "insight_jobs",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("as_of", DateTime, nullable=False),
 )
 
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are

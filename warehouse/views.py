@@ -61,5 +61,16 @@ ORDER = (
     "gpu_utilization_readings",
     "job_gpu_hours",
     "fleet_gpu_hours",
+    # insights (revision 0011): thresholds from the table insight_settings; insight_peers,
+    # insight_gpus and insight_lifecycle read job_results too
+    "insight_parameters",
+    "insight_rows",
+    "insight_losses",
+    "insight_speed",
+    "insight_peers",
+    "insight_gpus",
+    "insight_lifecycle",
+    "job_insights",
+    "metric_points",
 )
 CURRENT: tuple[View, ...] = tuple(View.load(SQL, name) for name in ORDER)

@@ -1,0 +1,221 @@
+"""Insights (``shared/spec/insights.md``): what went wrong in a run, found by the views.
+
+The rules are SQL views (``warehouse/sql/insight_*.sql``, their union ``job_insights``); every
+threshold they compare with is a row of ``insight_settings`` (name -> value), read through the
+one-row view ``insight_parameters``. ``insight_results`` holds ``job_insights`` materialised
+with the ``as_of`` it was computed at, and ``insight_jobs`` one row per job computed (a job
+without insights has its ``as_of`` there). Ingest refreshes them with ``job_results``
+(``results.refresh_queued``): the jobs a run changed, every running job (``silent_running``
+depends on the time) and, for ``slow_vs_peers`` alone, the completed jobs of the same models.
+Changing a threshold recomputes every job's insights in the same transaction.
+``tests/test_insights.py`` checks that the tables equal the view.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import duckdb
+
+from . import db
+
+# The thresholds of insights.md, under their names in insight_settings (docs/insights.md).
+DEFAULTS: dict[str, float] = {
+    "loss_spike.mad_factor": 6,
+    "loss_spike.relative": 0.5,
+    "loss_divergence.factor": 2,
+    "loss_divergence.rise": 0.1,
+    "overfitting.min_evals_after": 3,
+    "overfitting.eval_rise": 1.05,
+    "overfitting.train_window": 10,
+    "throughput_drop.min_rows": 10,
+    "throughput_drop.fraction": 0.7,
+    "stall.factor": 10,
+    "stall.min_seconds": 60,
+    "slow_vs_peers.fraction": 0.7,
+    "slow_vs_peers.min_peers": 3,
+    "gpu_idle.utilization": 10,
+    "gpu_idle.share": 0.5,
+    "gpu_straggler.min_gpus": 2,
+    "gpu_straggler.points": 20,
+    "gpu_throttled.share": 0.1,
+    "low_gpu_utilization.percent": 50,
+    "low_gpu_utilization.min_training_seconds": 600,
+    "memory_headroom.fraction": 0.4,
+    "memory_headroom.min_training_seconds": 600,
+    "work_at_risk.factor": 2,
+    "silent_running.min_seconds": 1800,
+    "silent_running.factor": 20,
+}
+
+# thresholds that count rows, evals, jobs or GPUs: whole numbers, at least this
+COUNTS: dict[str, int] = {
+    "overfitting.min_evals_after": 1,
+    "overfitting.train_window": 1,
+    "throughput_drop.min_rows": 1,
+    "slow_vs_peers.min_peers": 1,
+    "gpu_straggler.min_gpus": 2,
+}
+MAX_COUNT = 1_000_000  # a window frame of more rows than any job has
+
+KINDS = (
+    "nonfinite_loss", "loss_spike", "loss_divergence", "overfitting",
+    "throughput_drop", "stall", "slow_vs_peers",
+    "gpu_idle", "gpu_straggler", "gpu_throttled", "low_gpu_utilization", "memory_headroom",
+    "work_at_risk", "silent_running",
+)  # fmt: skip
+SEVERITIES = ("critical", "warning", "info")
+
+# --- tables (revision 0011) ------------------------------------------------------------------
+
+COLUMNS = """
+    job_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, severity VARCHAR NOT NULL,
+    first_step BIGINT, last_step BIGINT, start_time TIMESTAMP, end_time TIMESTAMP,
+    host VARCHAR, gpu_index INTEGER, value DOUBLE, reference DOUBLE, message VARCHAR"""
+CREATE_SETTINGS = "CREATE TABLE insight_settings (name VARCHAR PRIMARY KEY, value DOUBLE NOT NULL)"
+CREATE_RESULTS = f"CREATE TABLE insight_results ({COLUMNS}, as_of TIMESTAMP NOT NULL)"
+CREATE_JOBS = "CREATE TABLE insight_jobs (job_id VARCHAR PRIMARY KEY, as_of TIMESTAMP NOT NULL)"
+DROP_TABLES = ("insight_results", "insight_jobs", "insight_settings")
+
+# --- settings ---------------------------------------------------------------------------------
+
+SELECT_SETTINGS = "SELECT name, value FROM insight_settings ORDER BY name"
+UPSERT_SETTING = "INSERT OR REPLACE INTO insight_settings (name, value) VALUES ($name, $value)"
+FILL_DEFAULTS = "INSERT OR REPLACE INTO insight_settings (name, value) SELECT unnest($names), unnest($values)"
+
+# --- materialising ----------------------------------------------------------------------------
+
+SELECT_RESULTS = "SELECT i.*, p.as_of FROM job_insights i, insight_parameters p"
+REFILL = (
+    "DELETE FROM insight_results; DELETE FROM insight_jobs; "
+    f"INSERT INTO insight_results {SELECT_RESULTS}; "
+    "INSERT INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p"
+)
+# the jobs whose every insight is recomputed: those named, and every running job
+RECOMPUTED = "SELECT job_id FROM jobs WHERE job_id IN (SELECT unnest($job_ids)) OR status = 'running'"
+# slow_vs_peers compares a completed job with the other completed jobs of its model: when a job
+# changes, those of its model (before and after the change: run this before job_results is
+# refreshed) may change too
+PEERS = """
+SELECT job_id FROM jobs
+WHERE status = 'completed' AND model_name IN (
+    SELECT model_name FROM jobs WHERE job_id IN (SELECT unnest($job_ids))
+    UNION SELECT model_name FROM job_results WHERE job_id IN (SELECT unnest($job_ids))
+)
+"""
+DELETE_JOBS = "DELETE FROM insight_results WHERE job_id IN (SELECT unnest($job_ids))"
+# DuckDB takes a filter job_id = constant down through the views' windows to the job's facts, but
+# not a list of jobs: a few jobs are computed one by one, more in one pass over every job's facts
+INSERT_JOB = f"INSERT INTO insight_results {SELECT_RESULTS} WHERE i.job_id = $job_id"
+INSERT_JOBS = f"INSERT INTO insight_results {SELECT_RESULTS} WHERE i.job_id IN (SELECT unnest($job_ids))"
+ONE_BY_ONE = 32  # up to this many jobs (one job: ~0.2 s of CPU at 1,000 steps; all 2,000 jobs: ~9 s)
+DELETE_AS_OF = "DELETE FROM insight_jobs WHERE job_id IN (SELECT unnest($job_ids))"
+INSERT_AS_OF = (
+    "INSERT INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p "
+    "WHERE j.job_id IN (SELECT unnest($job_ids))"
+)
+DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids))"
+INSERT_PEER_KIND = """
+INSERT INTO insight_results
+SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL,
+       i.value, i.reference, i.message, p.as_of
+FROM insight_peers i, insight_parameters p
+WHERE i.job_id IN (SELECT unnest($job_ids))
+"""
+STAMP_RESULTS = (
+    "UPDATE insight_results SET as_of = (SELECT as_of FROM insight_parameters) "
+    "WHERE job_id IN (SELECT unnest($job_ids))"
+)
+
+
+class UnknownThreshold(LookupError):
+    """A threshold name that insights.md does not have."""
+
+
+class BadThreshold(ValueError):
+    """A value a threshold cannot take."""
+
+
+def thresholds(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    """The thresholds in force: name -> value, every name of ``DEFAULTS``, sorted by name."""
+    return {name: float(value) for name, value in con.execute(SELECT_SETTINGS).fetchall()}
+
+
+def check_threshold(name: str, value: float) -> float:
+    """``value`` as the float stored for ``name``; a clear error when either is wrong."""
+    if name not in DEFAULTS:
+        raise UnknownThreshold(f"unknown insight threshold {name!r}; the thresholds are: {', '.join(sorted(DEFAULTS))}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadThreshold(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise BadThreshold(f"{name} must be a finite number of at least 0, not {value!r}")
+    if name in COUNTS and (number != int(number) or not COUNTS[name] <= number <= MAX_COUNT):
+        raise BadThreshold(
+            f"{name} counts, so it must be a whole number from {COUNTS[name]} to {MAX_COUNT}, not {value!r}"
+        )
+    return number
+
+
+def set_threshold(con: duckdb.DuckDBPyConnection, name: str, value: float) -> dict[str, float]:
+    """Set one threshold and recompute every job's insights, in one transaction; the thresholds."""
+    number = check_threshold(name, value)
+    with db.atomic(con):
+        con.execute(UPSERT_SETTING, {"name": name, "value": number})
+        refill(con)
+    return thresholds(con)
+
+
+def reset_threshold(con: duckdb.DuckDBPyConnection, name: str | None = None) -> dict[str, float]:
+    """Put one threshold (or, without a name, every one) back to its default, recomputing every
+    job's insights in the same transaction; the thresholds."""
+    names = [name] if name is not None else sorted(DEFAULTS)
+    for each in names:
+        check_threshold(each, DEFAULTS.get(each, 0))
+    with db.atomic(con):
+        fill_defaults(con, names)
+        refill(con)
+    return thresholds(con)
+
+
+def fill_defaults(con: duckdb.DuckDBPyConnection, names: list[str] | None = None) -> None:
+    """Write the default value of these thresholds (all of them without names)."""
+    names = sorted(DEFAULTS) if names is None else names
+    con.execute(FILL_DEFAULTS, {"names": names, "values": [float(DEFAULTS[n]) for n in names]})
+
+
+def refill(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every job's insights (in the caller's transaction, if any)."""
+    con.execute(REFILL)
+
+
+def peers(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> set[str]:
+    """The completed jobs whose slow_vs_peers may change with these jobs: call it before
+    job_results is refreshed, so that a job's model before the change counts too."""
+    if not job_ids:
+        return set()
+    return {job_id for (job_id,) in con.execute(PEERS, {"job_ids": sorted(job_ids)}).fetchall()}
+
+
+def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str], peer_ids: Iterable[str] = ()) -> set[str]:
+    """Recompute the insights of these jobs and of every running job, and slow_vs_peers of
+    ``peer_ids`` (in the caller's transaction, if any, after job_results); the jobs recomputed."""
+    full = {job_id for (job_id,) in con.execute(RECOMPUTED, {"job_ids": sorted(job_ids)}).fetchall()}
+    if full:
+        params = {"job_ids": sorted(full)}
+        con.execute(DELETE_JOBS, params)
+        if len(full) <= ONE_BY_ONE:
+            for job_id in sorted(full):
+                con.execute(INSERT_JOB, {"job_id": job_id})
+        else:
+            con.execute(INSERT_JOBS, params)
+        con.execute(DELETE_AS_OF, params)
+        con.execute(INSERT_AS_OF, params)
+    others = set(peer_ids) - full
+    if others:
+        params = {"job_ids": sorted(others)}
+        for statement in (DELETE_PEER_KIND, INSERT_PEER_KIND, STAMP_RESULTS, DELETE_AS_OF, INSERT_AS_OF):
+            con.execute(statement, params)
+    return full
