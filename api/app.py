@@ -18,7 +18,7 @@ from runlytics.warehouse import snapshots
 
 from . import errors, models, security
 from .deps import GUARDED, TOKEN_ENV, configured_token
-from .routes import analytics, dashboard, docs, export, health, history, ingest, jobs, metrics
+from .routes import analytics, dashboard, docs, export, health, history, ingest, insights, jobs, metric_points, metrics
 from .routes.analytics import MAX_COMPARE
 
 __all__ = ["MAX_COMPARE", "TOKEN_ENV", "create_app"]
@@ -66,6 +66,9 @@ def create_app(
     app.include_router(jobs.router, dependencies=GUARDED)  # /jobs/{job_id} before any /{job_id}/…
     app.include_router(analytics.router, dependencies=GUARDED)
     app.include_router(history.router, dependencies=GUARDED)
+    app.include_router(insights.router, dependencies=GUARDED)  # before job_router: it would take /insights
+    app.include_router(insights.job_router, dependencies=GUARDED)
+    app.include_router(metric_points.router, dependencies=GUARDED)
     app.include_router(jobs.job_router, dependencies=GUARDED)  # last: /api/training/{job_id} takes any path
     app.include_router(metrics.router(reader), dependencies=GUARDED)
     app.include_router(docs.router(TITLE), dependencies=GUARDED)

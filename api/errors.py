@@ -5,6 +5,8 @@ one status with a ``models.Problem`` body, ``{"detail": …}``:
 
     queries.UnknownJob     404  no job 'x'
     fleet.UnknownJobs      404  unknown job(s): a, b
+    metric_history.UnknownMetric
+                           404  job 'x' has no metric 'm'
     pages.BadCursor        422  bad cursor: …
     history.TooFewPoints   422  max_points must be at least …
     db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened;
@@ -29,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from runlytics.warehouse import db, fleet, history, pages, queries
+from runlytics.warehouse import db, fleet, history, metric_history, pages, queries
 
 MAX_SHOWN_ID = 200  # characters of a job id echoed in a 404
 
@@ -68,6 +70,10 @@ async def unknown_jobs(request: Request, exc: fleet.UnknownJobs) -> JSONResponse
     return problem(404, f"unknown job(s): {', '.join(exc.job_ids)}")
 
 
+async def unknown_metric(request: Request, exc: metric_history.UnknownMetric) -> JSONResponse:
+    return problem(404, f"job {quoted(exc.job_id)} has no metric {quoted(exc.name)}")
+
+
 async def bad_cursor(request: Request, exc: pages.BadCursor) -> JSONResponse:
     return problem(422, f"bad cursor: {exc}")
 
@@ -86,6 +92,7 @@ HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, An
     RequestValidationError: invalid_request,
     queries.UnknownJob: unknown_job,
     fleet.UnknownJobs: unknown_jobs,
+    metric_history.UnknownMetric: unknown_metric,
     pages.BadCursor: bad_cursor,
     history.TooFewPoints: too_few_points,
     db.WarehouseError: warehouse_unavailable,

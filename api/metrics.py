@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runlytics.ingest import journal
-from runlytics.warehouse import db, health, snapshots
+from runlytics.warehouse import db, health, insight_list, snapshots
 from runlytics.warehouse.views import STATUSES
 
 STALE_ENV = "RUNLYTICS_STALE_AFTER"
@@ -54,6 +54,14 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "runlytics_gpu_sample_timestamp_seconds": (
         "When a running job's GPU's latest sample was taken (Unix time; none for step readings)",
         GPU,
+    ),
+    "runlytics_insights": (
+        "Insights of the running jobs by kind and severity (every kind, zeros included)",
+        ("kind", "severity"),
+    ),
+    "runlytics_job_insights": (
+        "A running job's insights by severity (every severity, zeros included)",
+        JOB + ("severity",),
     ),
     "runlytics_last_ingest_timestamp_seconds": ("When the last ingest run ended (Unix time)", ()),
     "runlytics_last_ingest_success": ("1 when the last ingest run completed (outcome ok or files_failed)", ()),
@@ -167,6 +175,8 @@ class WarehouseCollector(Collector):
                 jobs = health.running_jobs(cursor, live)
                 gpus = health.running_gpus(cursor, live)
                 by_status = health.jobs_by_status(cursor)
+                by_kind = insight_list.kind_counts(cursor, live)
+                by_severity = insight_list.severity_counts(cursor, live)
             finally:
                 cursor.close()
         except (db.WarehouseError, duckdb.Error):
@@ -183,6 +193,7 @@ class WarehouseCollector(Collector):
         yield from _status_families(by_status)
         yield from _job_families(jobs)
         yield from _gpu_families(gpus)
+        yield from _insight_families(by_kind, by_severity)
 
     def _ingest(self) -> Iterator[Metric]:
         heartbeat = journal.read_heartbeat(self.reader.db_path)
@@ -277,3 +288,15 @@ def _gpu_families(gpus: list[dict[str, Any]]) -> Iterator[Metric]:
             if value is not None:
                 families[name].add_metric(labels, value)
     yield from families.values()
+
+
+def _insight_families(by_kind: dict[tuple[str, str], int], by_job: dict[str, dict[str, int]]) -> Iterator[Metric]:
+    kinds = _family("runlytics_insights")
+    for (kind, severity), count in sorted(by_kind.items()):
+        kinds.add_metric([kind, severity], count)
+    yield kinds
+    jobs = _family("runlytics_job_insights")
+    for job_id, counts in sorted(by_job.items()):
+        for severity, count in counts.items():
+            jobs.add_metric([job_id, severity], count)
+    yield jobs

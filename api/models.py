@@ -127,6 +127,14 @@ class GpuSummary(BaseModel):
     idle: bool | None = Field(description="true when the GPU was idle for most of its run (> 50 %)")
 
 
+class InsightCounts(BaseModel):
+    """A job's insights (shared/spec/insights.md) by severity."""
+
+    critical: int = Field(description="how many of the job's insights are critical")
+    warning: int = Field(description="how many are warnings")
+    info: int = Field(description="how many are for information")
+
+
 # The examples below hold no null: FastAPI leaves every null out of the schema it writes.
 SEED_CURSOR = "eyJrIjoidG9wIiwidiI6WzMuNiwiZ3B0Mi1zbWFsbC0wMDIiXX0"  # after gpt2-small-002 (3.6)
 SEED_DURATION: dict[str, Any] = {
@@ -204,6 +212,7 @@ class JobAnalytics(BaseModel):
                         }
                     ],
                     "warnings": [],
+                    "insights": {"critical": 0, "warning": 0, "info": 0},
                 }
             ]
         }
@@ -221,6 +230,9 @@ class JobAnalytics(BaseModel):
     energy: Energy = Field(description="energy used, from the GPU samples' power")
     gpus: list[GpuSummary] = Field(description="each GPU of the job, from its GPU samples")
     warnings: list[str] = Field(description="why a figure is null, or how it was estimated")
+    insights: InsightCounts = Field(
+        description="the job's insights by severity (listed at `/api/training/{job_id}/insights`)"
+    )
 
 
 class TopJob(BaseModel):
@@ -352,6 +364,7 @@ class JobRow(BaseModel):
     average_gpu_utilization: float | None = Field(description="mean GPU utilization, percent")
     overall_score: float | None = Field(description="the efficiency's overall score (0–100)")
     updated_at: str | None = Field(description="when the job last reported")
+    insights: InsightCounts = Field(description="the job's insights by severity")
 
 
 class JobList(BaseModel):
@@ -496,6 +509,88 @@ class IngestFile(BaseModel):
 class IngestRuns(BaseModel):
     runs: list[IngestRun] = Field(description="the ingest runs, newest first")
     problem_files: list[IngestFile] = Field(description="the files not ingested as they are now, with the reason")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+    next: str | None = Field(description=NEXT)
+
+
+THRESHOLDS = "the thresholds in force, name → value (insights.md; `runlytics insights set NAME VALUE` changes one)"
+AS_OF = (
+    "when the insights were computed: the start of the ingest run that computed them (ISO-8601; "
+    "`silent_running` depends on it); null when none were computed yet"
+)
+
+
+class Insight(BaseModel):
+    """What went wrong in a run, and where (shared/spec/insights.md)."""
+
+    job_id: str = Field(description="the job")
+    kind: str = Field(
+        description="nonfinite_loss, loss_spike, loss_divergence, overfitting, throughput_drop, stall, "
+        "slow_vs_peers, gpu_idle, gpu_straggler, gpu_throttled, low_gpu_utilization, memory_headroom, "
+        "work_at_risk or silent_running"
+    )
+    severity: str = Field(description="`critical`, `warning` or `info`, as each kind says")
+    first_step: int | None = Field(
+        description="the first step it covers (row kinds only: null for the GPU kinds and the job kinds)"
+    )
+    last_step: int | None = Field(description="the last step it covers (the same as `first_step` for a single row)")
+    start_time: str | None = Field(description="the timestamp of the row at `first_step`, when it has one")
+    end_time: str | None = Field(description="the timestamp of the row at `last_step`, when it has one")
+    host: str | None = Field(description="the GPU's host, for the GPU kinds; else null")
+    gpu_index: int | None = Field(description="the GPU's index, for the GPU kinds; else null")
+    value: float | None = Field(description="the figure that triggered it")
+    reference: float | None = Field(description="what `value` was compared with (a median, a best, a threshold)")
+    message: str = Field(description="one sentence for a person, with both figures")
+
+
+class FleetInsight(Insight):
+    status: str = Field(description="the job's status")
+    model_name: str | None = Field(description="the model the job trained")
+    job_start_time: str | None = Field(description="the job's start (as in its analytics' `duration`)")
+
+
+class JobInsights(BaseModel):
+    job_id: str = Field(description="the job's id")
+    as_of: str | None = Field(description=AS_OF)
+    thresholds: dict[str, float] = Field(description=THRESHOLDS)
+    insights: list[Insight] = Field(description="the job's insights, by first step (those without one last), then kind")
+
+
+class FleetInsights(BaseModel):
+    insights: list[FleetInsight] = Field(
+        description="one page of the insights of the jobs matching the filters: newest jobs first (by start time, "
+        "those without one last, then job id), each job's by first step then kind"
+    )
+    as_of: str | None = Field(description="when the newest insights were computed (ISO-8601); null before any")
+    thresholds: dict[str, float] = Field(description=THRESHOLDS)
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
+    next: str | None = Field(description=NEXT)
+
+
+class MetricSummary(BaseModel):
+    name: str = Field(description="the metric's name as logged (a TensorBoard tag, a CSV column, an MLflow metric)")
+    points: int = Field(description="how many points it has (one per step)")
+    first_step: int | None = Field(description="its first step")
+    last_step: int | None = Field(description="its last step")
+    last_value: float | None = Field(description="its value at the last step (null when not finite)")
+
+
+class JobMetrics(BaseModel):
+    job_id: str = Field(description="the job's id")
+    metrics: list[MetricSummary] = Field(description="every metric the job logged, by name")
+
+
+class MetricPoint(BaseModel):
+    step: int = Field(description="the step")
+    ts: str | None = Field(description="when it was logged, when known (ISO-8601)")
+    value: float | None = Field(description="the value (null when not finite: NaN, ±Infinity)")
+
+
+class MetricHistory(BaseModel):
+    job_id: str = Field(description="the job's id")
+    name: str = Field(description="the metric's name")
+    downsampled: bool = Field(description="true when `max_points` asked for a downsampled history")
+    points: list[MetricPoint] = Field(description="the points by step")
     next_cursor: str | None = Field(description=NEXT_CURSOR)
     next: str | None = Field(description=NEXT)
 

@@ -92,6 +92,8 @@ def zoom_times(browser: Any, url: str, repeat: int) -> list[float]:
     page = Page(browser)
     try:
         page.open(url, timeout_ms=60_000)
+        # below the insights and the chart controls: the drag must land on the chart
+        page.page.locator("[data-chart=loss] .u-over").scroll_into_view_if_needed()
         for i in range(repeat):
             box = page.page.locator("[data-chart=loss] .u-over").bounding_box()
             y = box["y"] + box["height"] / 2

@@ -5,10 +5,10 @@ Exit codes (also in the README):
   1   ingest: at least one file could not be ingested (see the summary; the rest was ingested)
   2   usage error
   3   the warehouse can't be used (written by a newer runlytics, unreadable, …), or a read
-      command (sql, analytics, status, export, serve) names one that does not exist;
+      command (sql, analytics, insights, status, export, serve) names one that does not exist;
       ``sample``: NVML can't be used (no NVIDIA driver)
   4   ``sql``: the query failed, or was refused (anything but one read-only SELECT);
-      ``analytics``: no such job; ``export``: an unknown job, or the export could not be written
+      ``analytics``, ``insights``: no such job; ``export``: an unknown job, or the export could not be written
   75  the warehouse or the ingest lock stayed busy longer than --wait (try again later)
 ``sample -- CMD`` exits with CMD's exit code (128 + N when a signal N ended it; 127 when CMD
 can't be found, 126 when it can't be run).
@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -217,6 +218,30 @@ def _parser() -> argparse.ArgumentParser:
     show = add("analytics", "print one job's analytics as JSON", ["runlytics analytics run-42"])
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
+
+    ins = add("insights", "list one job's or the fleet's insights (what went wrong, where); show or set thresholds", [
+        "runlytics insights",
+        "runlytics insights run-42",
+        "runlytics insights --kind loss_spike --severity warning --status running --json",
+        "runlytics insights thresholds",
+        "runlytics insights set loss_spike.mad_factor 8",
+    ])  # fmt: skip
+    ins.add_argument(
+        "words", nargs="*", metavar="JOB_ID | thresholds | set NAME VALUE",
+        help="a job's id (else the fleet's insights, newest jobs first); `thresholds` lists the thresholds in "
+        "force; `set NAME VALUE` changes one and recomputes every job's insights",
+    )  # fmt: skip
+    ins.add_argument(
+        "--job", metavar="JOB_ID", help="the job whose insights to list (for a job named 'set' or 'thresholds')"
+    )
+    ins.add_argument("--kind", help="only insights of this kind (e.g. loss_spike, stall, gpu_throttled)")
+    ins.add_argument("--severity", help="only insights of this severity: critical, warning or info")
+    ins.add_argument("--status", help="the fleet's list: only jobs with this status (e.g. running)")
+    ins.add_argument(
+        "--limit", type=int, default=100, help="the fleet's list: at most this many insights (default: %(default)s)"
+    )
+    ins.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    ins.set_defaults(run=_insights)
 
     exp = add("export", "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)", [
         "runlytics export /data/export",
@@ -506,6 +531,127 @@ def _analytics(args: argparse.Namespace) -> int:
         print(f"runlytics analytics: no job {args.job_id!r} in {path}", file=sys.stderr)
         return EXIT_QUERY
     print(json.dumps(result, indent=2))
+    return EXIT_OK
+
+
+def _insights(args: argparse.Namespace) -> int:
+    from runlytics.warehouse import insight_list
+    from runlytics.warehouse.fleet import Filters
+    from runlytics.warehouse.views import STATUSES
+
+    words = list(args.words)
+    if words[:1] == ["set"] and args.job is None:
+        return _insights_set(args, words[1:])
+    if words == ["thresholds"] and args.job is None:
+        return _insights_thresholds(args)
+    if len(words) > 1 or (words and args.job is not None):
+        print("runlytics insights: name one job (JOB_ID or --job), `thresholds`, or `set NAME VALUE`", file=sys.stderr)
+        return EXIT_USAGE
+    job_id = args.job if args.job is not None else (words[0] if words else None)
+    try:
+        insight_list.checked(args.kind, args.severity)
+    except insight_list.UnknownFilter as error:
+        print(f"runlytics insights: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.status is not None and args.status not in (*STATUSES, "unknown"):
+        print(
+            f"runlytics insights: unknown status {args.status!r}; known: {', '.join(STATUSES)}, unknown",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.limit < 1:
+        print("runlytics insights: --limit must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    path = _existing_warehouse(args)
+    migrate.ensure_current(path, wait=args.wait)
+    con = snapshots.connect_latest(path, wait=args.wait)
+    try:
+        if job_id is not None:
+            if not queries.job_exists(con, job_id):
+                print(f"runlytics insights: no job {job_id!r} in {path}", file=sys.stderr)
+                return EXIT_QUERY
+            result = insight_list.job_insights(con, job_id, args.kind, args.severity)
+        else:
+            chosen = Filters(status=args.status)
+            result = insight_list.fleet_insights(con, chosen, args.kind, args.severity, args.limit, None)
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+        return EXIT_OK
+    print(f"insights as of {result['as_of'] or 'never (no ingest has computed them)'}")
+    rows = [
+        (
+            r["job_id"], r["severity"], r["kind"], _steps(r["first_step"], r["last_step"]),
+            _gpu(r["host"], r["gpu_index"]), r["message"],
+        )
+        for r in result["insights"]
+    ]  # fmt: skip
+    _write_rows(["job_id", "severity", "kind", "steps", "gpu", "message"], rows, "table")
+    if result.get("next_cursor"):
+        print(f"(more: raise --limit above {args.limit}, or filter)")
+    return EXIT_OK
+
+
+def _gpu(host: str | None, index: int | None) -> str | None:
+    if index is None:
+        return None
+    return f"{host}:{index}" if host else str(index)  # readings logged with steps have no host
+
+
+def _steps(first: int | None, last: int | None) -> str | None:
+    if first is None:
+        return None
+    return str(first) if last is None or last == first else f"{first}-{last}"
+
+
+def _insights_thresholds(args: argparse.Namespace) -> int:
+    from runlytics.warehouse import insight_list
+
+    path = _existing_warehouse(args)
+    migrate.ensure_current(path, wait=args.wait)
+    con = snapshots.connect_latest(path, wait=args.wait)
+    try:
+        thresholds = insight_list.thresholds(con)
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(thresholds, indent=2, allow_nan=False))
+    else:
+        _write_rows(["name", "value"], sorted(thresholds.items()), "table")
+    return EXIT_OK
+
+
+def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
+    """Change a threshold: a write, under the ingest lock as every writer, then a new snapshot."""
+    from runlytics.warehouse import insights
+    from runlytics.warehouse.lock import run_lock
+
+    if len(words) != 2:
+        print("runlytics insights set: give NAME VALUE, e.g. `set loss_spike.mad_factor 8`", file=sys.stderr)
+        return EXIT_USAGE
+    name, text = words
+    try:
+        number: float | None = float(text)
+    except ValueError:
+        number = None
+    try:
+        value = insights.check_threshold(name, math.nan if number is None else number)
+    except insights.UnknownThreshold as error:
+        print(f"runlytics insights set: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except insights.BadThreshold as error:
+        reason = error if number is not None else f"{name} must be a number, not {text!r}"
+        print(f"runlytics insights set: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+    path = _existing_warehouse(args)
+    with run_lock(path, wait=args.wait):
+        migrate.ensure_current(path, wait=args.wait, locked=True)
+        with db.connection(path, wait=args.wait) as con:
+            insights.set_threshold(con, name, value)
+            con.execute("CHECKPOINT")
+        snapshots.publish(path)
+    print(f"{path}: {name} = {value:g}; insights recomputed")
     return EXIT_OK
 
 

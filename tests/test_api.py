@@ -214,6 +214,7 @@ def test_job_analytics_every_section(client: TestClient) -> None:
         },
         "gpus": [],
         "warnings": [],
+        "insights": {"critical": 0, "warning": 0, "info": 0},  # tests/test_api_insights.py counts some
     }
 
 
@@ -503,6 +504,7 @@ def test_job_list_newest_first_by_default(client: TestClient) -> None:
         "average_gpu_utilization": 90.0,
         "overall_score": 70.0,
         "updated_at": "2025-01-01T00:01:40Z",
+        "insights": {"critical": 0, "warning": 0, "info": 0},
     }
 
 

@@ -110,6 +110,10 @@ def test_schema_covers_every_endpoint(client: TestClient) -> None:
         "/api/training/{job_id}/analytics",
         "/api/training/{job_id}/steps",
         "/api/training/{job_id}/gpus",
+        "/api/training/insights",
+        "/api/training/{job_id}/insights",
+        "/api/training/{job_id}/metrics",
+        "/api/training/{job_id}/metrics/history",
         "/api/training/{job_id}",
     }
 
@@ -150,6 +154,9 @@ JOB_PATHS = [
     "/api/training/jobs/{}",
     "/api/training/{}/steps",
     "/api/training/{}/gpus",
+    "/api/training/{}/insights",
+    "/api/training/{}/metrics",
+    "/api/training/{}/metrics/history?name=loss",
 ]
 
 
@@ -183,6 +190,8 @@ STEPS = f"/api/training/{JOB}/steps"
 GPUS = f"/api/training/{JOB}/gpus"
 JOBS = "/api/training/jobs"
 SUMMARY = "/api/training/analytics/summary"
+INSIGHTS = "/api/training/insights"
+METRIC = f"/api/training/{JOB}/metrics/history"
 BAD_CURSORS = {
     "garbage": "%25%25%25",
     "not-base64": "!!!!",
@@ -216,6 +225,8 @@ LISTINGS = {
     "jobs": f"{JOBS}?",
     "jobs-by-seconds": f"{JOBS}?sort=total_seconds&",
     "top": f"{SUMMARY}?",
+    "insights": f"{INSIGHTS}?",
+    "metric": f"{METRIC}?name=loss&",
 }
 
 
@@ -276,6 +287,15 @@ NASTY_PARAMS = [
     (GPUS, "gpu", "-1"),
     (GPUS, "gpu", "99999999999999999999999999"),
     (GPUS, "limit", "-1"),
+    (INSIGHTS, "kind", "%27%20OR%201%3D1%20--"),
+    (INSIGHTS, "kind", "%00"),
+    (INSIGHTS, "severity", "Critical"),
+    (INSIGHTS, "status", "%E2%80%AE"),
+    (INSIGHTS, "since", "9999-12-31T23:59:59-14:00"),
+    (INSIGHTS, "limit", "0"),
+    (f"/api/training/{JOB}/insights", "kind", "x" * 5_000),
+    (METRIC, "name", ""),
+    (METRIC, "name", "x" * 1_001),
 ]
 
 
@@ -302,6 +322,10 @@ ODD_BUT_VALID = [
     f"{GPUS}?gpu=1000000",
     f"{SUMMARY}?offset=10000000&limit=10000",
     f"{JOBS}?since=0001-01-01&until=9999-12-31T23:59:59.999999",
+    f"{INSIGHTS}?limit=1&self=x",
+    f"{INSIGHTS}?since=0001-01-01&until=9999-12-31T23:59:59.999999&kind=stall&severity=info",
+    f"/api/training/{JOB}/insights?kind=gpu_idle",
+    f"/api/training/{JOB}/metrics?self=x",
 ]
 
 

@@ -101,6 +101,7 @@ LISTINGS = [
     "/api/training/alpha/steps",
     "/api/training/alpha/gpus",
     "/api/ingest/runs",
+    "/api/training/insights",
 ]
 
 

@@ -219,6 +219,7 @@ def test_job_page_says_why_figures_are_missing(site: dict[str, Any], tab: Page) 
 def test_job_page_zooms_into_a_finer_range(site: dict[str, Any], tab: Page) -> None:
     tab.open(site["base"] + "/job?id=long-run")
     over = tab.page.locator("[data-chart=loss] .u-over")
+    over.scroll_into_view_if_needed()  # below the insights and the chart controls
     box = over.bounding_box()
     assert box is not None
     before = len(tab.requests)
@@ -227,8 +228,12 @@ def test_job_page_zooms_into_a_finer_range(site: dict[str, Any], tab: Page) -> N
     tab.page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] / 2, steps=5)
     tab.page.mouse.up()
     tab.page.wait_for_function("() => document.querySelector('#zoom-state').textContent.startsWith('Steps')")
-    zoomed = [u for u in tab.requests[before:] if "/steps?" in u]
+    asked = [u for u in tab.requests[before:] if "/steps?" in u]
+    zoomed = [u for u in asked if "loss" in parse_qs(urlparse(u).query)["fields"][0].split(",")]
     assert len(zoomed) == 1
+    # the metric chart below asks for the same range of its metric
+    first = parse_qs(urlparse(zoomed[0]).query)["from_step"]
+    assert [parse_qs(urlparse(u).query)["from_step"] for u in asked] == [first, first]
     query = parse_qs(urlparse(zoomed[0]).query)
     low, high = int(query["from_step"][0]), int(query["to_step"][0])
     assert 0.35 * LONG_STEPS < low < high < 0.5 * LONG_STEPS
@@ -266,7 +271,7 @@ def test_compare_page_from_a_shared_url_marks_the_winners(site: dict[str, Any], 
     assert overall.startswith("★ "), overall  # the score it won by, not just a star
     assert abs(float(overall.removeprefix("★ ").replace(",", "")) - score) <= 0.05, (overall, score)
     for colour in PALETTE[: len(ids)]:  # one curve per job, in the job's colour
-        assert coloured_pixels(tab.page, "[data-chart=compare-loss] canvas", colour) > 50, colour
+        assert coloured_pixels(tab.page, "[data-chart=compare-metric] canvas", colour) > 50, colour
     _shot(tab, "compare")
     assert tab.errors == []
 
@@ -323,7 +328,9 @@ def test_summary_page_ranks_only_jobs_with_a_throughput(site: dict[str, Any], ta
 # --- phone width
 
 
-@pytest.mark.parametrize("path", ["/", "/job?id=sampled", "/compare?job_ids=job-000001,job-000002", "/summary"])
+@pytest.mark.parametrize(
+    "path", ["/", "/job?id=sampled", "/compare?job_ids=job-000001,job-000002", "/summary", "/insights"]
+)
 def test_pages_fit_a_phone_screen(site: dict[str, Any], browser: Any, path: str) -> None:
     phone = Page(browser, width=390, height=844)
     try:

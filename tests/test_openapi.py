@@ -66,7 +66,7 @@ def test_the_bearer_scheme_is_declared_and_guards_all_but_the_probes() -> None:
     assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     security = {path: op.get("security") for path, ops in schema["paths"].items() for op in ops.values()}
     assert security.pop("/healthz") is None and security.pop("/readyz") is None
-    assert len(security) == 12
+    assert len(security) == 16
     assert all(given == [{"bearer": []}] for given in security.values()), security
 
 

@@ -41,11 +41,12 @@ LIMIT $limit
 # Downsampling for charts: split the range into buckets of equal row counts; keep the first
 # and last step, and in each bucket the rows holding the min and max of every numeric field
 # asked for. Deterministic, and a spike is never averaged away. One aggregation pass finds
-# every extreme.
+# every extreme. {source}: step_metrics, or another relation of (job_id, step, …) such as a
+# metric's points (warehouse/metric_history.py).
 STEPS_DOWNSAMPLED = """
 WITH rows AS MATERIALIZED (
     SELECT step, {columns}, ntile($buckets) OVER (ORDER BY step) AS bucket
-    FROM step_metrics
+    FROM {source}
     WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
 ), extremes AS (
     SELECT [{extremes}] AS steps FROM rows GROUP BY bucket
@@ -120,7 +121,9 @@ def steps_downsampled(
     extremes = ", ".join(EXTREME.format(f=f) for f in numeric)
     # the bucket extremes may be of a field not asked for (loss, when only ts is)
     columns = list(dict.fromkeys([*fields, *numeric]))
-    sql = STEPS_DOWNSAMPLED.format(fields=", ".join(fields), columns=", ".join(columns), extremes=extremes)
+    sql = STEPS_DOWNSAMPLED.format(
+        source="step_metrics", fields=", ".join(fields), columns=", ".join(columns), extremes=extremes
+    )
     return records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
 
 

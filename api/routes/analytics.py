@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from runlytics.warehouse import fleet, queries, trends
+from runlytics.warehouse import fleet, insight_list, queries, trends
 
 from .. import models
 from ..deps import Con, Cursor, JobId, Limit
@@ -72,8 +72,10 @@ def compare(con: Con, job_ids: Annotated[str, Query(max_length=60_000, descripti
     operation_id="get_job_analytics",
 )
 def job_analytics(job_id: JobId, con: Con) -> dict[str, Any]:
-    """One job's analytics: the six sections of analytics.md, and why any figure is null."""
+    """One job's analytics: the six sections of analytics.md, why any figure is null, and its
+    insights by severity."""
     result = queries.job_analytics(con, job_id)
     if result is None:
         raise queries.UnknownJob(job_id)
+    result["insights"] = insight_list.severity_counts(con, [job_id])[job_id]
     return result

@@ -1,4 +1,4 @@
-"""The web dashboard: four pages of HTML and JavaScript over the REST API.
+"""The web dashboard: five pages of HTML and JavaScript over the REST API.
 
 The pages hold no data of their own: each is a shell that loads its script, and the script
 asks the API (the same endpoints any client uses) and draws. Static files ship inside the
@@ -23,6 +23,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "/job": ("job", "Job"),
     "/compare": ("compare", "Compare"),
     "/summary": ("summary", "Summary"),
+    "/insights": ("insights", "Insights"),
 }
 
 SHELL = """<!doctype html>
@@ -45,6 +46,7 @@ SHELL = """<!doctype html>
     <a href="/" data-nav="jobs">Jobs</a>
     <a href="/summary" data-nav="summary">Summary</a>
     <a href="/compare" data-nav="compare">Compare</a>
+    <a href="/insights" data-nav="insights">Insights</a>
   </nav>
 </header>
 <main id="main"><p class="muted" id="loading">Loading…</p></main>

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import duckdb
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from runlytics.warehouse import fleet, queries
+from runlytics.warehouse import fleet, insight_list, queries
 
 from .. import models
 from ..deps import MAX_ID_LENGTH, Con, Cursor, JobId, Limit
@@ -45,6 +45,9 @@ def list_jobs(
         raise HTTPException(422, f"unknown sort key {key!r}; known: {', '.join(fleet.SORT_KEYS)}")
     chosen = filters(status, model, since, until, id_prefix)
     rows, next_cursor, total = fleet.jobs_page(con, chosen, key, sort.startswith("-"), limit, cursor)
+    counts = insight_list.severity_counts(con, [row["job_id"] for row in rows])  # the list's badges
+    for row in rows:
+        row["insights"] = counts[row["job_id"]]
     return {"jobs": rows, "total": total, "next_cursor": next_cursor, "next": next_url(request, next_cursor)}
 
 

@@ -140,10 +140,15 @@ export function jobLink(jobId) {
  * A uPlot line chart that fills its container's width.
  * series: [{label, color, scale?, dash?}]; data: [xs, ys1, ys2, ...].
  * opts.time: x is epoch seconds; opts.onSelect(min, max): a drag-selected x range;
- * opts.markers: [{x, label, best}] drawn as vertical lines; opts.axes: y axis labels by scale;
- * opts.logY: the "y" scale is logarithmic.
+ * opts.markers: [{x, label, best}] drawn as vertical lines; opts.bands: [{from, to, label, kind}]
+ * shaded x ranges behind the series (insights); opts.axes: y axis labels by scale;
+ * opts.logY: the "y" scale is logarithmic; opts.elapsed: x is seconds since the job started;
+ * opts.smoothing: the weight (0 to <1) of the EMA applied to series marked {smooth: true}, each
+ * then drawn over a faint copy of its raw values.
+ * What was plotted is kept in window.runlyticsCharts[container's data-chart] for tests.
  */
-export function lineChart(container, { title, series, data, time = false, onSelect, markers = [], axes = {}, height = 260, spanGaps = true, logY = false }) {
+export function lineChart(container, { title, series, data, time = false, elapsed = false, onSelect, markers = [], bands = [], axes = {}, height = 260, spanGaps = true, logY = false, smoothing = 0 }) {
+  ({ series, data } = smoothed(series, data, smoothing));
   // a log scale can't place zero or negative values: they become gaps
   if (logY) data = [data[0], ...data.slice(1).map((ys) => ys.map((v) => (v != null && v > 0 ? v : null)))];
   const width = Math.max(280, container.clientWidth || 600);
@@ -153,7 +158,7 @@ export function lineChart(container, { title, series, data, time = false, onSele
     const scale = s.scale || "y";
     if (!scales[scale]) {
       scales[scale] = logY && scale === "y" ? { auto: true, distr: 3, log: 10 } : { auto: true };
-      yAxes.push({ scale, label: axes[scale] || "", side: yAxes.length === 0 ? 3 : 1, grid: { show: yAxes.length === 0 }, size: 60 });
+      yAxes.push({ scale, label: axes[scale] || "", side: yAxes.length === 0 ? 3 : 1, grid: { show: yAxes.length === 0 }, size: 60, values: (u, splits) => splits.map(axisNumber) });
     }
   }
   const options = {
@@ -162,22 +167,23 @@ export function lineChart(container, { title, series, data, time = false, onSele
     height,
     scales,
     series: [
-      { label: time ? "time (UTC)" : "step", value: time ? (u, v) => (v == null ? DASH : new Date(v * 1000).toISOString().slice(0, 19).replace("T", " ")) : undefined },
+      { label: time ? "time (UTC)" : elapsed ? "elapsed" : "step", value: time ? (u, v) => (v == null ? DASH : new Date(v * 1000).toISOString().slice(0, 19).replace("T", " ")) : elapsed ? (u, v) => (v == null ? DASH : duration(v)) : undefined },
       ...series.map((s, i) => ({
         label: s.label,
         stroke: s.color || PALETTE[i % PALETTE.length],
-        width: 1.5,
+        width: s.width ?? 1.5,
         scale: s.scale || "y",
         dash: s.dash,
-        spanGaps,
+        spanGaps: s.spanGaps ?? spanGaps,
         // a series of few points shows them: one point alone draws no line
         points: { show: s.points ?? data[i + 1].filter((v) => v != null).length < 30, size: 5 },
         value: (u, v) => (v == null ? DASH : num(v, 4)),
       })),
     ],
-    axes: [{ label: time ? "" : "step", space: 80 }, ...yAxes],
+    axes: [elapsed ? { label: "elapsed", space: 80, values: (u, splits) => splits.map(shortDuration) } : { label: time ? "" : "step", space: 80 }, ...yAxes],
     cursor: { drag: { x: Boolean(onSelect), y: false, setScale: false } },
     hooks: {
+      drawClear: [(u) => drawBands(u, bands)],
       draw: [(u) => drawMarkers(u, markers)],
       setSelect: onSelect ? [(u) => {
         if (u.select.width < 5) return;
@@ -198,7 +204,100 @@ export function lineChart(container, { title, series, data, time = false, onSele
   });
   resize.observe(container);
   observers.set(container, resize);
+  if (container.dataset.chart) {
+    window.runlyticsCharts = window.runlyticsCharts || {};
+    window.runlyticsCharts[container.dataset.chart] = { title, labels: series.map((s) => s.label), data, bands, smoothing, x: options.series[0].label };
+  }
   return chart;
+}
+
+/**
+ * TensorBoard's smoothing: an exponential moving average debiased like Adam's (the first values
+ * are not pulled towards 0). weight 0 leaves the values as they are; a gap or a non-finite value
+ * is passed through and does not move the average.
+ */
+export function ema(values, weight) {
+  if (!(weight > 0)) return values.slice();
+  let last = 0, n = 0;
+  return values.map((v) => {
+    if (v == null || !Number.isFinite(v)) return v;
+    last = last * weight + (1 - weight) * v;
+    n += 1;
+    return last / (1 - weight ** n);
+  });
+}
+
+/** Series marked {smooth} become two: the raw values, faint, then their EMA in full colour. */
+function smoothed(series, data, weight) {
+  if (!(weight > 0) || !series.some((s) => s.smooth)) return { series, data };
+  const outSeries = [], outData = [data[0]];
+  series.forEach((s, i) => {
+    const color = s.color || PALETTE[i % PALETTE.length];
+    if (s.smooth) {
+      outSeries.push({ ...s, label: `${s.label} (raw)`, color: `${color}40`, points: false, raw: true });
+      outData.push(data[i + 1]);
+      outSeries.push({ ...s, color, points: false });
+      outData.push(ema(data[i + 1], weight));
+    } else {
+      outSeries.push(s);
+      outData.push(data[i + 1]);
+    }
+  });
+  return { series: outSeries, data: outData };
+}
+
+/** An axis tick: tiny values (a learning rate of 2e-5) in exponent form, not rounded to 0. */
+function axisNumber(v) {
+  if (v == null) return "";
+  return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential() : uPlot.fmtNum(v);
+}
+
+/** Seconds as a short axis label: 45s, 12m, 3.5h, 2.1d. */
+export function shortDuration(seconds) {
+  if (seconds == null) return "";
+  const s = Math.abs(seconds);
+  if (s < 120) return `${num(seconds, 0)}s`;
+  if (s < 7200) return `${num(seconds / 60, 1)}m`;
+  if (s < 172800) return `${num(seconds / 3600, 1)}h`;
+  return `${num(seconds / 86400, 1)}d`;
+}
+
+// Insight kinds by the colour of their bands: losses red, speed amber.
+const BAND_COLORS = { stall: "rgba(100, 116, 139, 0.28)", throughput_drop: "rgba(217, 119, 6, 0.22)" };
+
+function drawBands(u, bands) {
+  if (!bands.length) return;
+  const ctx = u.ctx;
+  const dpr = window.devicePixelRatio || 1;
+  ctx.save();
+  bands.forEach((b, n) => {
+    let x0 = u.valToPos(b.from, "x", true), x1 = u.valToPos(b.to, "x", true);
+    const left = u.bbox.left, right = u.bbox.left + u.bbox.width;
+    if (x1 < left || x0 > right) return;
+    x0 = Math.max(left, x0);
+    x1 = Math.min(right, x1);
+    const width = Math.max(3 * dpr, x1 - x0); // a one-step spike stays visible
+    ctx.fillStyle = BAND_COLORS[b.kind] || "rgba(185, 28, 28, 0.18)";
+    ctx.fillRect(x0 - (width - (x1 - x0)) / 2, u.bbox.top, width, u.bbox.height);
+    if (b.kind === "stall") { // a gap: hatched, the line across it is not data
+      ctx.strokeStyle = "rgba(71, 85, 105, 0.6)";
+      ctx.lineWidth = dpr;
+      ctx.setLineDash([3 * dpr, 3 * dpr]);
+      for (const x of [x0, x1]) {
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+      }
+      ctx.setLineDash([]);
+    }
+    if (b.label) { // staggered in three rows, so that neighbours' labels do not overlap
+      ctx.fillStyle = b.kind === "stall" ? "#334155" : "#7f1d1d";
+      ctx.font = `${11 * dpr}px sans-serif`;
+      ctx.fillText(b.label, Math.min(x0 + 3 * dpr, right - 60 * dpr), u.bbox.top + u.bbox.height - (6 + 13 * (n % 3)) * dpr);
+    }
+  });
+  ctx.restore();
 }
 
 const observers = new WeakMap();
@@ -253,6 +352,7 @@ export function barChart({ bars, width = 560, height = 200, color = PALETTE[0], 
     const tip = document.createElementNS(ns, "title");
     tip.textContent = b.title || `${b.label}: ${b.value}`;
     rect.append(tip);
+    rect.dataset.label = b.label;
     svg.append(rect);
     if (b.value > 0) {
       const text = document.createElementNS(ns, "text");
@@ -304,4 +404,50 @@ export function every(fn, wanted) {
     setTimeout(tick, REFRESH_SECONDS * 1000);
   };
   setTimeout(tick, REFRESH_SECONDS * 1000);
+}
+
+// --- insights (shared/spec/insights.md)
+
+export const SEVERITIES = ["critical", "warning", "info"];
+export const INSIGHT_KINDS = [
+  "nonfinite_loss", "loss_spike", "loss_divergence", "overfitting", "throughput_drop", "stall", "slow_vs_peers",
+  "gpu_idle", "gpu_straggler", "gpu_throttled", "low_gpu_utilization", "memory_headroom", "work_at_risk", "silent_running",
+];
+
+export function severityBadge(severity) {
+  return el("span", { class: `badge sev-${severity}` }, severity);
+}
+
+/** "12–40", "12" or "—": the steps an insight covers. */
+export function stepRange(insight) {
+  if (insight.first_step == null) return DASH;
+  return insight.first_step === insight.last_step ? num(insight.first_step, 0) : `${num(insight.first_step, 0)}–${num(insight.last_step, 0)}`;
+}
+
+/** The badge of a job row: its critical and warning insights, linking to the job's list of them. */
+export function insightBadge(jobId, counts) {
+  if (!counts || !(counts.critical || counts.warning)) return null;
+  const worst = counts.critical ? "critical" : "warning";
+  const parts = [counts.critical ? `${counts.critical} critical` : null, counts.warning ? `${counts.warning} warning${counts.warning > 1 ? "s" : ""}` : null].filter(Boolean);
+  return el("a", { class: `badge insight-badge sev-${worst}`, href: `/job?id=${encodeURIComponent(jobId)}#insights`, title: parts.join(", "), dataset: { critical: counts.critical || 0, warning: counts.warning || 0 } },
+    `⚠ ${(counts.critical || 0) + (counts.warning || 0)}`);
+}
+
+/** Bin labels that never read the same: the fewest decimals that tell every low edge apart. */
+export function binLabels(edges) {
+  for (let digits = 0; digits <= 6; digits++) {
+    const labels = edges.map((v) => Number(v).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+    if (new Set(labels).size === labels.length) return labels;
+  }
+  return edges.map((v) => String(v));
+}
+
+/** A nested config as dotted keys -> values (arrays kept whole). */
+export function flatten(config, prefix = "", out = {}) {
+  if (config === null || typeof config !== "object" || Array.isArray(config)) {
+    if (prefix) out[prefix] = config;
+    return out;
+  }
+  for (const [key, value] of Object.entries(config)) flatten(value, prefix ? `${prefix}.${key}` : key, out);
+  return out;
 }

@@ -1,15 +1,37 @@
-// Job page: the analytics as cards, and charts of the step history and the GPU readings.
-// Charts ask the API for a downsampled history (max_points); a drag over a step chart asks for
-// the finer range; double-click or "Reset zoom" returns to the whole run.
-import { api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, columns, card, every, epochSeconds, PALETTE, ApiError } from "./common.js";
+// Job page: the analytics as cards, the job's insights, and charts of the step history, of any
+// metric it logged and of the GPU readings. Charts ask the API for a downsampled history
+// (max_points); a drag over a step chart asks for the finer range; double-click or "Reset zoom"
+// returns to the whole run. Smoothing and the x axis (step or elapsed time) are redrawn from the
+// rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
+import {
+  api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds,
+  severityBadge, stepRange, PALETTE, ApiError,
+} from "./common.js";
 
-const STEP_FIELDS = ["loss", "eval_loss", "samples_per_second", "iteration_time"];
-const MAX_POINTS = 1600; // per request: 4 fields -> about 200 buckets, each keeping its extremes
+const STEP_FIELDS = ["ts", "loss", "eval_loss", "samples_per_second", "iteration_time"]; // ts is not downsampled by
+const MAX_POINTS = 1600; // per request: 4 numeric fields -> about 200 buckets, each keeping its extremes
 const GPU_POINTS = 3200; // in all, shared by the GPUs: about 400 each for 8 GPUs
+const METRIC_POINTS = 800;
+// Step-row fields the metric picker offers when the job has them (besides those charted above).
+const PICKABLE = ["learning_rate", "grad_norm", "epoch", "loss", "eval_loss", "samples_per_second", "iteration_time", "samples", "seconds"];
+const CHARTED = new Set(["loss", "eval_loss", "samples_per_second", "iteration_time"]); // by the charts above
+const EXTRA = ["learning_rate", "grad_norm", "epoch", "samples", "seconds"];
+// Insight kinds drawn on the loss chart, on the throughput chart, and on both.
+const LOSS_KINDS = new Set(["nonfinite_loss", "loss_spike", "loss_divergence", "overfitting", "stall"]);
+const SPEED_KINDS = new Set(["throughput_drop", "stall"]);
+const STEP_KINDS = new Set([...LOSS_KINDS, ...SPEED_KINDS]); // the metric chart: where did grad_norm move?
+const GPU_KINDS = new Set(["gpu_idle", "gpu_straggler", "gpu_throttled"]);
 
 const query = new URLSearchParams(location.search);
 const jobId = query.get("id");
-const state = { zoom: null, charts: {}, markers: [], status: null, logLoss: query.get("log") === "1", rows: [] };
+const jobPath = `/api/training/${encodeURIComponent(jobId)}`;
+const state = {
+  zoom: null, charts: {}, checkpoints: [], best: null, status: null, logLoss: query.get("log") === "1", rows: [],
+  smoothing: Math.min(0.99, Math.max(0, Number(query.get("smooth")) || 0)),
+  xAxis: query.get("x") === "time" ? "time" : "step",
+  metric: query.get("metric"), metrics: [], metricRows: [], insights: [], t0: null, hasTime: false, gpus: null,
+  holders: null, analytics: null,
+};
 
 function cards(a) {
   const d = a.duration, p = a.performance, l = a.losses, r = a.resource_utilization, c = a.checkpoints, e = a.efficiency;
@@ -59,48 +81,250 @@ function warnings(list) {
     el("ul", {}, list.filter(Boolean).map((w) => el("li", {}, w[0].toUpperCase() + w.slice(1) + (w.endsWith(".") ? "" : ".")))));
 }
 
+// --- insights
+
+function insightList(answer) {
+  const section = el("section", { id: "insights", class: "insights", "aria-label": "insights" }, el("h2", {}, "Insights"));
+  if (answer === null) {
+    section.append(el("p", { class: "muted" }, "This server does not list insights."));
+    return section;
+  }
+  if (!answer.insights.length) {
+    section.append(el("p", { class: "muted" }, "Nothing unusual found in this job."));
+    return section;
+  }
+  const rows = answer.insights.map((i) => el("tr", { dataset: { kind: i.kind, severity: i.severity } },
+    el("td", {}, severityBadge(i.severity)), el("td", {}, i.kind.replaceAll("_", " ")), el("td", { class: "num" }, stepRange(i)),
+    el("td", {}, i.host != null || i.gpu_index != null ? gpuName(i.host, i.gpu_index) : "—"), el("td", { class: "wrap" }, i.message)));
+  const thresholds = Object.entries(answer.thresholds || {}).map(([k, v]) => `${k} = ${v}`).join(", ");
+  section.append(el("p", { class: "muted" }, "Shaded on the charts at their steps; a stall is a hatched gap. ",
+    answer.as_of ? `As of ${when(answer.as_of)}.` : ""),
+  el("div", { class: "scroll" }, el("table", { class: "insights" },
+    thresholds ? el("caption", {}, el("details", {}, el("summary", {}, "Thresholds in force"), `${thresholds}.`)) : null,
+    el("thead", {}, el("tr", {}, ["Severity", "Kind", "Steps", "GPU", "What"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows))));
+  return section;
+}
+
+function gpuName(host, index) {
+  return host ? `${host} GPU ${index}` : `GPU ${index}`;
+}
+
+/** Shaded x ranges for the insights of the given kinds, on the current x axis. */
+function bands(kinds) {
+  const out = [];
+  for (const i of state.insights) {
+    if (!kinds.has(i.kind) || i.first_step == null) continue;
+    let from = i.first_step, to = i.last_step ?? i.first_step;
+    if (state.xAxis === "time") {
+      from = elapsedAt(i.start_time, i.first_step);
+      to = elapsedAt(i.end_time, i.last_step ?? i.first_step);
+      if (from == null || to == null) continue;
+    }
+    out.push({ from, to, kind: i.kind, label: i.kind.replaceAll("_", " ") });
+  }
+  return out;
+}
+
+/** Seconds since the job's start of a time, else of the row at (or after) a step. */
+function elapsedAt(iso, step) {
+  if (iso) return epochSeconds(iso) - state.t0;
+  const row = state.rows.find((r) => r.step >= step && r.ts);
+  return row ? epochSeconds(row.ts) - state.t0 : null;
+}
+
+// --- step charts
+
 async function steps(range) {
-  const page = await api(`/api/training/${encodeURIComponent(jobId)}/steps`, {
+  const page = await api(`${jobPath}/steps`, {
     fields: STEP_FIELDS.join(","), max_points: MAX_POINTS, from_step: range?.[0], to_step: range?.[1],
   });
   return page.steps;
 }
 
-function stepData(rows) {
-  return {
-    loss: columns(rows, "step", ["loss", "eval_loss"]),
-    speed: columns(rows, "step", ["samples_per_second", "iteration_time"]),
-  };
+/** [xs, ...one column per field] on the current x axis; rows without a time dropped in time mode. */
+function xy(rows, fields) {
+  const byTime = state.xAxis === "time";
+  const kept = byTime ? rows.filter((r) => r.ts) : rows;
+  const xs = kept.map((r) => (byTime ? epochSeconds(r.ts) - state.t0 : r.step));
+  return [xs, ...fields.map((f) => kept.map((r) => (r[f] === undefined ? null : r[f])))];
 }
 
-const onSelect = (min, max) => zoom([Math.max(0, Math.floor(min)), Math.ceil(max)]).catch(showError);
+function checkpointMarkers() {
+  if (state.xAxis === "step") return state.checkpoints.map((c) => ({ x: c.step, label: c.name, best: c.name === state.best }));
+  return state.checkpoints.map((c) => ({ x: elapsedAt(null, c.step), label: c.name, best: c.name === state.best })).filter((m) => m.x != null);
+}
 
-function drawLossChart(rows, holder) {
-  state.charts.loss = lineChart(holder, {
-    title: state.logLoss ? "Loss (log scale)" : "Loss", data: stepData(rows).loss, onSelect, markers: state.markers, logY: state.logLoss,
-    series: [{ label: "loss", color: PALETTE[0] }, { label: "eval loss", color: PALETTE[1], points: true }],
+function selectToSteps(min, max) {
+  if (state.xAxis === "step") return [Math.max(0, Math.floor(min)), Math.ceil(max)];
+  const inside = state.rows.filter((r) => r.ts && epochSeconds(r.ts) - state.t0 >= min && epochSeconds(r.ts) - state.t0 <= max);
+  return inside.length ? [inside[0].step, inside.at(-1).step] : null;
+}
+
+const onSelect = (min, max) => {
+  const range = selectToSteps(min, max);
+  if (range) zoom(range).catch(showError);
+};
+
+function common() {
+  return { onSelect, smoothing: state.smoothing, elapsed: state.xAxis === "time" };
+}
+
+function drawLossChart() {
+  state.charts.loss = lineChart(state.holders.loss, {
+    ...common(), title: state.logLoss ? "Loss (log scale)" : "Loss", data: xy(state.rows, ["loss", "eval_loss"]),
+    markers: checkpointMarkers(), bands: bands(LOSS_KINDS), logY: state.logLoss,
+    series: [{ label: "loss", color: PALETTE[0], smooth: true }, { label: "eval loss", color: PALETTE[1], points: true }],
   });
 }
 
-function drawStepCharts(rows, holders) {
-  const data = stepData(rows);
-  drawLossChart(rows, holders.loss);
-  state.charts.speed = lineChart(holders.speed, {
-    title: "Throughput and iteration time", data: data.speed, onSelect, axes: { y: "samples/s", t: "seconds" },
-    series: [{ label: "samples/s", color: PALETTE[2] }, { label: "iteration time (s)", color: PALETTE[3], scale: "t" }],
+function hasSpeed(rows) {
+  return rows.some((r) => r.samples_per_second != null || r.iteration_time != null);
+}
+
+function drawSpeedChart() {
+  const holder = state.holders.speed;
+  if (!state.speedKnown) {
+    holder.replaceChildren(noThroughput());
+    delete state.charts.speed;
+    return;
+  }
+  state.charts.speed = lineChart(holder, {
+    ...common(), title: "Throughput and iteration time", data: xy(state.rows, ["samples_per_second", "iteration_time"]),
+    axes: { y: "samples/s", t: "seconds" }, bands: bands(SPEED_KINDS),
+    series: [{ label: "samples/s", color: PALETTE[2], smooth: true }, { label: "iteration time (s)", color: PALETTE[3], scale: "t" }],
   });
+}
+
+/** Said instead of an empty chart: why there is no throughput curve, and what else to plot. */
+function noThroughput() {
+  const average = state.analytics.performance.average_samples_per_second;
+  const others = state.metrics.map((m) => m.name).filter((n) => !["loss", "eval_loss"].includes(n));
+  return el("div", { class: "notice no-throughput", role: "note" },
+    el("p", {}, "No throughput curve: no step of this job logged samples per second or an iteration time. ",
+      "A Hugging Face trainer_state.json, for one, writes throughput only once, in the run's final summary",
+      average != null ? `, which gives the average above (${num(average)} samples/s).` : "."),
+    others.length
+      ? el("p", {}, "Metrics it does have: ", others.map((name) => el("button", { type: "button", class: "chip", dataset: { metric: name }, onclick: () => pickMetric(name, true) }, name)))
+      : null);
+}
+
+function drawStepCharts() {
+  drawLossChart();
+  drawSpeedChart();
+  drawMetricChart();
 }
 
 async function zoom(range) {
   state.zoom = range;
-  const rows = await steps(range);
+  const [rows] = await Promise.all([steps(range), loadMetric()]);
   state.rows = rows;
-  const data = stepData(rows);
-  state.charts.loss.setData(data.loss);
-  state.charts.speed.setData(data.speed);
+  drawStepCharts();
   document.getElementById("zoom-state").textContent = range ? `Steps ${range[0]}–${range[1]} (${rows.length} points)` : "";
   document.getElementById("reset-zoom").hidden = !range;
 }
+
+// --- any metric
+
+/** What the picker needs to know, asked beside the page's other requests: which extra step
+ * fields the job has (one tiny downsampled request keeps each field's extremes, so a field with
+ * any value shows) and the API's list of the job's metrics (null where the server has none). */
+function metricSources() {
+  return Promise.all([
+    api(`${jobPath}/steps`, { fields: EXTRA.join(","), max_points: 2 + 2 * EXTRA.length }).then((p) => p.steps).catch(() => []),
+    api(`${jobPath}/metrics`).catch(() => null),
+  ]);
+}
+
+/** The metrics the picker offers: step fields the job has, then the API's metric list. */
+function metricList(rows, [extra, listed]) {
+  const present = new Set(EXTRA.filter((f) => extra.some((r) => r[f] != null)));
+  for (const f of ["loss", "eval_loss", "samples_per_second", "iteration_time"]) if (rows.some((r) => r[f] != null)) present.add(f);
+  const metrics = PICKABLE.filter((f) => present.has(f)).map((name) => ({ name, source: "steps" }));
+  const items = Array.isArray(listed) ? listed : listed?.metrics ?? [];
+  for (const m of items) if (!present.has(m.name)) metrics.push({ name: m.name, source: "metrics", points: m.points });
+  return metrics;
+}
+
+async function loadMetric() {
+  const chosen = state.metrics.find((m) => m.name === state.metric);
+  if (!chosen) {
+    state.metricRows = [];
+    return;
+  }
+  const range = { from_step: state.zoom?.[0], to_step: state.zoom?.[1] };
+  if (chosen.source === "steps") {
+    const page = await api(`${jobPath}/steps`, { fields: `ts,${chosen.name}`, max_points: METRIC_POINTS, ...range });
+    state.metricRows = page.steps.filter((r) => r[chosen.name] != null).map((r) => ({ step: r.step, ts: r.ts, value: r[chosen.name] }));
+  } else {
+    const page = await api(`${jobPath}/metrics/history`, { name: chosen.name, max_points: METRIC_POINTS, ...range });
+    state.metricRows = Array.isArray(page) ? page : page.points ?? page.history ?? [];
+  }
+}
+
+function drawMetricChart() {
+  const holder = state.holders.metric;
+  if (!state.metrics.length || !state.metric) {
+    holder.replaceChildren(el("p", { class: "muted" }, "This job logged no metric besides its steps."));
+    return;
+  }
+  lineChart(holder, {
+    ...common(), title: state.metric, data: xy(state.metricRows, ["value"]), bands: bands(STEP_KINDS),
+    series: [{ label: state.metric, color: PALETTE[5], smooth: true }],
+  });
+}
+
+async function pickMetric(name, scroll = false) {
+  state.metric = name;
+  setParam("metric", name);
+  const select = document.getElementById("metric");
+  if (select) select.value = name;
+  await loadMetric();
+  drawMetricChart();
+  if (scroll) state.holders.metric.scrollIntoView({ block: "center" });
+}
+
+function setParam(key, value) {
+  if (value === null || value === "" || value === undefined) query.delete(key);
+  else query.set(key, value);
+  history.replaceState(null, "", `/job?${query}`);
+}
+
+// --- controls
+
+function controls() {
+  const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing, "aria-describedby": "smoothing-value" });
+  const shown = el("output", { id: "smoothing-value", for: "smoothing" }, state.smoothing.toFixed(2));
+  slider.addEventListener("input", () => {
+    state.smoothing = Number(slider.value);
+    shown.textContent = state.smoothing.toFixed(2);
+    setParam("smooth", state.smoothing > 0 ? state.smoothing : null);
+    drawStepCharts();
+  });
+  const radio = (value, text) => el("label", {}, el("input", {
+    type: "radio", name: "x-axis", id: `x-${value}`, value, checked: state.xAxis === value,
+    disabled: value === "time" && !state.hasTime,
+    onchange: () => {
+      state.xAxis = value;
+      setParam("x", value === "time" ? "time" : null);
+      drawStepCharts();
+      if (state.gpus) gpuCharts(state.gpus, state.holders.gpu);
+    },
+  }), ` ${text}`);
+  return el("div", { class: "toolbar controls" },
+    el("label", { for: "smoothing" }, "Smoothing ", slider, " ", shown),
+    el("fieldset", { class: "inline" }, el("legend", {}, "X axis"), radio("step", "step"), radio("time", "elapsed time"),
+      state.hasTime ? null : el("span", { class: "muted" }, " (no timestamps logged)")));
+}
+
+function metricPicker() {
+  const select = el("select", { id: "metric", disabled: !state.metrics.length },
+    state.metrics.map((m) => el("option", { value: m.name, selected: m.name === state.metric }, m.name)));
+  select.addEventListener("change", () => pickMetric(select.value).catch(showError));
+  return el("label", {}, "Metric ", select);
+}
+
+// --- GPUs
 
 function gpuCharts(page, holder) {
   if (!page.readings.length) {
@@ -108,45 +332,64 @@ function gpuCharts(page, holder) {
     return;
   }
   const timed = page.readings.every((r) => r.ts);
+  const elapsed = timed && state.xAxis === "time" && state.t0 != null;
   const byGpu = new Map();
   for (const r of page.readings) {
     // a GPU is its UUID when known: two containers' GPUs may share an index on one host
-    const name = r.host ? `${r.host} GPU ${r.gpu_index}` : `GPU ${r.gpu_index}`;
+    const name = gpuName(r.host, r.gpu_index);
     const key = r.gpu_uuid && page.source === "gpu_samples" ? `${name} (${r.gpu_uuid.slice(0, 12)})` : name;
-    if (!byGpu.has(key)) byGpu.set(key, []);
-    byGpu.get(key).push(r);
+    if (!byGpu.has(key)) byGpu.set(key, { rows: [], host: r.host ?? null, index: r.gpu_index });
+    byGpu.get(key).rows.push(r);
   }
   const figures = [
     ["utilization_percent", "Utilization (%)"], ["memory_used_mb", "Memory used (MB)"],
     ["temperature_c", "Temperature (°C)"], ["power_w", "Power (W)"],
   ];
   const source = page.source === "gpu_samples" ? "from GPU samples" : "logged with the steps";
+  const flagged = state.insights.filter((i) => GPU_KINDS.has(i.kind));
+  const flagsOf = (gpu) => flagged.filter((i) => i.gpu_index === gpu.index && (i.host ?? null) === (gpu.host ?? null));
   holder.replaceChildren(el("p", { class: "muted" }, `Per GPU, ${source}.`));
+  if (flagged.length) {
+    holder.append(el("ul", { class: "gpu-insights" }, flagged.map((i) => el("li", { dataset: { kind: i.kind } },
+      severityBadge(i.severity), " ", gpuName(i.host, i.gpu_index), ": ", i.message))));
+  }
   const gpus = [...byGpu.keys()];
   for (const [field, title] of figures) {
     if (!page.readings.some((r) => r[field] != null)) continue;
     const tables = gpus.map((key) => {
-      const rows = byGpu.get(key).filter((r) => (timed ? r.ts : r.step) != null);
-      return [rows.map((r) => (timed ? epochSeconds(r.ts) : r.step)), rows.map((r) => r[field])];
+      const rows = byGpu.get(key).rows.filter((r) => (timed ? r.ts : r.step) != null);
+      return [rows.map((r) => (timed ? epochSeconds(r.ts) - (elapsed ? state.t0 : 0) : r.step)), rows.map((r) => r[field])];
     });
     const data = uPlot.join(tables);
     const box = el("div", { class: "chart", dataset: { chart: `gpu-${field}` } });
     holder.append(box);
-    lineChart(box, { title, data, time: timed, height: 200, series: gpus.map((g, i) => ({ label: g, color: PALETTE[i % PALETTE.length] })) });
+    lineChart(box, {
+      title, data, time: timed && !elapsed, elapsed, height: 200,
+      series: gpus.map((g, i) => {
+        const flags = flagsOf(byGpu.get(g));
+        // a flagged GPU says so in its legend and stands out with a thicker dashed line
+        return flags.length
+          ? { label: `${g} ⚠ ${flags.map((f) => f.kind.replace("gpu_", "")).join(", ")}`, color: PALETTE[i % PALETTE.length], dash: [6, 3], width: 3 }
+          : { label: g, color: PALETTE[i % PALETTE.length] };
+      }),
+    });
   }
 }
+
+// --- the page
 
 async function load() {
   if (!jobId) {
     main(el("h1", {}, "Job"), el("p", {}, "No job given: open a job from the ", el("a", { href: "/" }, "jobs list"), "."));
     return;
   }
-  const path = `/api/training/${encodeURIComponent(jobId)}`;
-  let analytics, rows, checkpoints, gpus;
+  let analytics, rows, checkpoints, gpus, insights, sources;
   try {
     // all at once: the page waits for the slowest answer, not for their sum
-    [analytics, rows, checkpoints, gpus] = await Promise.all([
-      api(`${path}/analytics`), steps(null), api(`${path}/checkpoints`), api(`${path}/gpus`, { max_points: GPU_POINTS }),
+    [analytics, rows, checkpoints, gpus, insights, sources] = await Promise.all([
+      api(`${jobPath}/analytics`), steps(null), api(`${jobPath}/checkpoints`), api(`${jobPath}/gpus`, { max_points: GPU_POINTS }),
+      api(`${jobPath}/insights`).catch((error) => { if (error instanceof ApiError && error.status === 404) return null; throw error; }),
+      metricSources(),
     ]);
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
@@ -155,14 +398,33 @@ async function load() {
     }
     throw error;
   }
+  state.analytics = analytics;
   state.status = analytics.status;
-  const best = analytics.checkpoints.best_checkpoint;
-  state.markers = checkpoints.checkpoints.map((c) => ({ x: c.step, label: c.name, best: c.name === best }));
-  const holders = {
+  state.best = analytics.checkpoints.best_checkpoint;
+  state.checkpoints = checkpoints.checkpoints;
+  state.insights = insights?.insights ?? [];
+  state.rows = rows;
+  state.gpus = gpus;
+  state.hasTime = rows.some((r) => r.ts);
+  state.t0 = epochSeconds(analytics.duration.start_time) ?? epochSeconds(rows.find((r) => r.ts)?.ts);
+  if (state.t0 == null) state.hasTime = false;
+  if (!state.hasTime) state.xAxis = "step";
+  state.speedKnown = hasSpeed(rows);
+  state.metrics = metricList(rows, sources);
+  if (!state.metrics.some((m) => m.name === state.metric)) {
+    // the first not charted above: the learning rate or grad norm, else what the API lists, else the rest
+    const rank = (m) => (["learning_rate", "grad_norm"].includes(m.name) ? 0 : m.source === "metrics" ? 1 : CHARTED.has(m.name) ? 3 : 2);
+    state.metric = [...state.metrics].sort((a, b) => rank(a) - rank(b))[0]?.name ?? null;
+  }
+  await loadMetric();
+  state.holders = {
     loss: el("div", { class: "chart", dataset: { chart: "loss" } }),
     speed: el("div", { class: "chart", dataset: { chart: "speed" } }),
+    metric: el("div", { class: "chart", dataset: { chart: "metric" } }),
     gpu: el("div", { class: "gpu-charts" }),
   };
+  const holders = state.holders;
+  const best = state.best;
   document.title = `${jobId} · runlytics`;
   main(
     el("h1", {}, jobId, " ", statusBadge(analytics.status)),
@@ -170,31 +432,40 @@ async function load() {
       el("a", { href: `/compare?job_ids=${encodeURIComponent(jobId)}` }, "Compare with other jobs")),
     cards(analytics),
     warnings(analytics.warnings),
+    insightList(insights),
     el("h2", {}, "Training curves"),
     el("p", { class: "muted" }, `Checkpoints are dashed lines${best ? `; the best, ${best}, is the solid green one` : ""}. Drag across a chart to zoom into those steps.`),
+    controls(),
     el("div", { class: "toolbar" }, el("span", { id: "zoom-state", "aria-live": "polite" }),
       el("label", {}, el("input", { type: "checkbox", id: "log-loss", checked: state.logLoss, onchange: (event) => {
         state.logLoss = event.target.checked;
-        query.set("log", state.logLoss ? "1" : "0");
-        history.replaceState(null, "", `/job?${query}`);
-        drawLossChart(state.rows, holders.loss);
+        setParam("log", state.logLoss ? "1" : "0");
+        drawLossChart();
       } }), " Loss on a log scale"),
       el("button", { type: "button", id: "reset-zoom", hidden: true, onclick: () => zoom(null).catch(showError) }, "Reset zoom")),
     holders.loss, holders.speed,
+    el("h2", {}, "Any metric"), el("div", { class: "toolbar" }, metricPicker()), holders.metric,
     el("h2", {}, "GPUs"), holders.gpu,
   );
-  state.rows = rows;
-  drawStepCharts(rows, holders);
+  drawStepCharts();
   gpuCharts(gpus, holders.gpu);
-  for (const holder of [holders.loss, holders.speed]) holder.addEventListener("dblclick", () => zoom(null).catch(showError));
+  for (const holder of [holders.loss, holders.speed, holders.metric]) holder.addEventListener("dblclick", () => zoom(null).catch(showError));
+  if (location.hash === "#insights") document.getElementById("insights").scrollIntoView();
 }
 
 markNav("");
 load().then(ready).catch((error) => { showError(error); ready(); });
 // A running job refreshes itself (keeping the zoom the reader chose).
 every(async () => {
-  const analytics = await api(`/api/training/${encodeURIComponent(jobId)}/analytics`);
+  const [analytics, insights] = await Promise.all([
+    api(`${jobPath}/analytics`), api(`${jobPath}/insights`).catch(() => null),
+  ]);
+  state.analytics = analytics;
   state.status = analytics.status;
+  if (insights) {
+    state.insights = insights.insights;
+    document.getElementById("insights").replaceWith(insightList(insights));
+  }
   document.querySelector(".cards").replaceWith(cards(analytics));
   await zoom(state.zoom);
 }, () => state.status === "running");

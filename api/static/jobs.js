@@ -1,9 +1,10 @@
 // Jobs page: every job, filtered and sorted by the API, in keyset pages; pick jobs to compare.
-import { api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, jobLink, STATUSES, every } from "./common.js";
+import { api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, jobLink, insightBadge, STATUSES, every } from "./common.js";
 
 const COLUMNS = [
   // [sort key, heading, cell]
-  ["job_id", "Job", (j) => jobLink(j.job_id)],
+  // the badge: the job's critical and warning insights (shared/spec/insights.md), linking to them
+  ["job_id", "Job", (j) => [jobLink(j.job_id), insightBadge(j.job_id, j.insights)]],
   ["status", "Status", (j) => statusBadge(j.status)],
   ["model_name", "Model", (j) => j.model_name ?? "—"],
   ["start_time", "Start", (j) => when(j.start_time)],

@@ -1,6 +1,6 @@
 // Summary page: the fleet at a glance: jobs by status, GPU hours, the throughput distribution,
 // the top jobs, and GPU utilization over time across every job.
-import { api, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, barChart, card, epochSeconds, STATUSES, PALETTE } from "./common.js";
+import { api, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, barChart, binLabels, card, epochSeconds, STATUSES, PALETTE } from "./common.js";
 
 const params = new URLSearchParams(location.search);
 const filters = { status: params.get("status") || "", model: params.get("model") || "" };
@@ -29,12 +29,14 @@ function topJobs(summary) {
 
 function histogram(trends) {
   const bins = trends.throughput_histogram;
-  const holder = el("section", { class: "card wide", dataset: { chart: "throughput" } }, el("h3", {}, "Throughput distribution (jobs by average samples/s)"));
+  const holder = el("section", { class: "card wide", dataset: { chart: "throughput" } }, el("h3", {}, "Throughput distribution (jobs by average samples/s; each bar labelled by its lower edge)"));
   if (!bins.length) return holder.appendChild(el("p", { class: "muted" }, "No job has a throughput yet.")).parentNode;
+  const labels = binLabels(bins.map((b) => b.low));
   holder.append(barChart({
     label: "jobs by average samples per second",
     color: PALETTE[0],
-    bars: bins.map((b) => ({ label: num(b.low, 0), value: b.jobs, title: `${num(b.low)}–${num(b.high)} samples/s: ${b.jobs} jobs` })),
+    // each bin by its low edge, with as many decimals as it takes for no two to read the same
+    bars: bins.map((b, i) => ({ label: labels[i], value: b.jobs, title: `${num(b.low)}–${num(b.high)} samples/s: ${b.jobs} jobs` })),
   }));
   return holder;
 }

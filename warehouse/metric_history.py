@@ -1,0 +1,93 @@
+"""A job's metrics of any name (the view ``metric_points``: every scalar its trainer logged):
+the list, and one metric's points as a history, keyset-paginated by step or downsampled for
+charts exactly as the step history is (warehouse/history.py: its SQL, its buckets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from . import db, history, pages
+from .queries import records
+
+# Per metric: its points, first and last step, and the value at the last step.
+JOB_METRICS = """
+SELECT name, count(*) AS points, min(step) AS first_step, max(step) AS last_step,
+       arg_max(value, step) AS last_value
+FROM metric_points
+WHERE job_id = $job_id
+GROUP BY name
+ORDER BY name
+"""
+
+POINTS_PAGE = """
+SELECT step, ts, value
+FROM metric_points
+WHERE job_id = $job_id AND name = $name AND step > $after AND ($to_step IS NULL OR step <= $to_step)
+ORDER BY step
+LIMIT $limit
+"""
+
+# history.STEPS_DOWNSAMPLED reads (job_id, step, …) from a relation: here one metric's points.
+POINTS_SOURCE = "(SELECT job_id, step, ts, value FROM metric_points WHERE name = $name)"
+
+METRIC_EXISTS = "SELECT count(*) > 0 FROM (SELECT 1 FROM metric_points WHERE job_id = $job_id AND name = $name LIMIT 1)"
+
+# Steps are BIGINT; a page starts after this when no cursor or from_step says otherwise.
+BEFORE_ANY_STEP = -(2**63)
+MIN_POINTS = 4  # the first and last point, and one bucket's minimum and maximum
+
+
+class UnknownMetric(LookupError):
+    """The job has no metric of this name."""
+
+    def __init__(self, job_id: str, name: str) -> None:
+        super().__init__(f"{job_id}: {name}")
+        self.job_id = job_id
+        self.name = name
+
+
+def job_metrics(con: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str, Any]]:
+    """The job's metrics by name: ``name``, ``points``, ``first_step``, ``last_step``, ``last_value``."""
+    return records(con.execute(JOB_METRICS, {"job_id": job_id}))
+
+
+def metric_history(
+    con: duckdb.DuckDBPyConnection,
+    job_id: str,
+    name: str,
+    cursor: str | None,
+    from_step: int | None,
+    to_step: int | None,
+    limit: int,
+    max_points: int | None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a metric's points (``step``, ``ts``, ``value``, keyset by step), or with
+    ``max_points`` the whole range downsampled; and the next page's cursor. UnknownMetric when
+    the job has no such metric."""
+    after = pages.decode("metric", cursor, 1)[0] if cursor else (from_step - 1 if from_step is not None else None)
+    if after is None:
+        after = BEFORE_ANY_STEP
+    if not isinstance(after, int) or isinstance(after, bool):
+        raise pages.BadCursor("cursor is not one this API handed out")
+    params = {"job_id": job_id, "name": name, "after": after, "to_step": to_step}
+    if max_points is not None:
+        if max_points < MIN_POINTS:
+            raise history.TooFewPoints(f"max_points must be at least {MIN_POINTS}: the first and last point, "
+                                       "and a minimum and a maximum per bucket")  # fmt: skip
+        sql = history.STEPS_DOWNSAMPLED.format(
+            source=POINTS_SOURCE, fields="ts, value", columns="ts, value", extremes=history.EXTREME.format(f="value")
+        )
+        rows = records(con.execute(sql, {**params, "buckets": max(1, (max_points - 2) // 2)}))
+        next_cursor = None
+    else:
+        rows = records(con.execute(POINTS_PAGE, {**params, "limit": limit + 1}))
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = pages.encode("metric", [rows[-1]["step"]])
+    if not rows and not db.one(con, METRIC_EXISTS, {"job_id": job_id, "name": name})[0]:
+        raise UnknownMetric(job_id, name)
+    return rows, next_cursor
