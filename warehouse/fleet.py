@@ -45,7 +45,8 @@ FILTER = """
 # sums and means in one order whatever the threads: the same rows give the same last digit
 SUMMARY = f"""
 SELECT count(*) AS total_jobs,
-       avg(total_seconds ORDER BY total_seconds) FILTER (WHERE status = 'completed') AS average_training_duration_seconds,
+       avg(total_seconds ORDER BY total_seconds) FILTER (WHERE status = 'completed')
+           AS average_training_duration_seconds,
        sum(training_seconds ORDER BY training_seconds) / 3600 AS total_training_time_hours,
        avg(average_samples_per_second ORDER BY average_samples_per_second) AS average_throughput_samples_per_sec,
        avg(average_gpu_utilization ORDER BY average_gpu_utilization) AS average_gpu_utilization,
