@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from alembic import op
 
+from runlytics.migrations import derived
 from runlytics.warehouse import results
 
 revision = "0003"
@@ -23,7 +24,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute(results.CREATE)
-    op.execute(results.REFILL)
+    derived.refill(results.REFILL)
 
 
 def downgrade() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import derived, frozen
 from runlytics.warehouse import results
 from runlytics.warehouse.views import View
 
@@ -88,4 +88,4 @@ def _replace_views(old: tuple[View, ...], new: tuple[View, ...]) -> None:
     for view in new:
         op.execute(view.create_sql())
     op.execute(results.CREATE)
-    op.execute(results.REFILL)
+    derived.refill(results.REFILL)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import derived, frozen
 from runlytics.warehouse import results
 
 revision = "0006"
@@ -27,7 +27,7 @@ def upgrade() -> None:
     for view in frozen.views("0006", VIEWS):
         op.execute(view.create_sql())
     op.execute(results.UTILIZATION_CREATE)
-    op.execute(results.UTILIZATION_REFILL)
+    derived.refill(results.UTILIZATION_REFILL)
 
 
 def downgrade() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from runlytics.migrations import derived
 from runlytics.warehouse import results
 
 revision = "0009"
@@ -32,6 +33,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # the refreshes still owed are paid before the queue goes
-    op.execute(results.REFILL)
-    op.execute(results.UTILIZATION_REFILL)
+    derived.refill(results.REFILL, results.UTILIZATION_REFILL)
     op.drop_table("refresh_queue")

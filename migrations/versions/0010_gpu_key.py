@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import derived, frozen
 from runlytics.warehouse import results
 
 revision = "0010"
@@ -49,8 +49,7 @@ def upgrade() -> None:
     _swap(KEYED, FILL_KEYED, "gpu_samples_keyed")
     for view in frozen.views("0010", VIEWS):
         op.execute(view.create_sql())
-    op.execute(results.REFILL)
-    op.execute(results.UTILIZATION_REFILL)
+    derived.refill(results.REFILL, results.UTILIZATION_REFILL)
 
 
 def downgrade() -> None:
@@ -58,8 +57,7 @@ def downgrade() -> None:
     for view in frozen.views(VIEWS_BEFORE, VIEWS):
         op.execute(view.create_sql())
     # samples of GPUs that shared an index collapsed: both derived tables follow
-    op.execute(results.REFILL)
-    op.execute(results.UTILIZATION_REFILL)
+    derived.refill(results.REFILL, results.UTILIZATION_REFILL)
 
 
 def _swap(create: str, fill: str, name: str) -> None:

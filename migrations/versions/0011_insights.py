@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import derived, frozen
 from runlytics.warehouse import insights
 
 revision = "0011"
@@ -60,7 +60,7 @@ def upgrade() -> None:
         op.execute(view.create_sql())
     op.execute(insights.CREATE_RESULTS)
     op.execute(insights.CREATE_JOBS)
-    op.execute(insights.REFILL)
+    derived.refill(insights.REFILL)
 
 
 def downgrade() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import derived, frozen
 from runlytics.warehouse import results
 
 revision = "0012"
@@ -59,7 +59,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE ingest_files ADD COLUMN read_digest VARCHAR")
     for view in frozen.views("0012", VIEWS):
         op.execute(view.create_sql())
-    op.execute(results.REFILL)
+    derived.refill(results.REFILL)
 
 
 def downgrade() -> None:
@@ -68,4 +68,4 @@ def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS metric_points")
     op.execute("ALTER TABLE ingest_files DROP COLUMN read_digest")
     op.execute("DROP TABLE metric_values")
-    op.execute(results.REFILL)
+    derived.refill(results.REFILL)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import derived, frozen
 from runlytics.warehouse import insights, results
 
 revision = "0013"
@@ -38,15 +38,11 @@ VIEWS_BEFORE = {
 def upgrade() -> None:
     for view in frozen.views("0013", tuple(VIEWS_BEFORE)):
         op.execute(view.create_sql())
-    op.execute(results.REFILL)
-    op.execute(results.UTILIZATION_REFILL)
-    op.execute(insights.REFILL)  # some rules read job_results' figures
+    derived.refill(results.REFILL, results.UTILIZATION_REFILL, insights.REFILL)  # some rules read job_results' figures
 
 
 def downgrade() -> None:
     for name, before in VIEWS_BEFORE.items():
         for view in frozen.views(before, (name,)):
             op.execute(view.create_sql())
-    op.execute(results.REFILL)
-    op.execute(results.UTILIZATION_REFILL)
-    op.execute(insights.REFILL)  # some rules read job_results' figures
+    derived.refill(results.REFILL, results.UTILIZATION_REFILL, insights.REFILL)  # some rules read job_results' figures
