@@ -17,7 +17,7 @@ typecheck:
 	$(BIN)/mypy -p runlytics
 
 test:
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # the C history reader built with ASan + UBSan, fed mutated documents; any report fails
 FUZZ_SECONDS ?= 30

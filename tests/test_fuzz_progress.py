@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Lab
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 SENTINEL = "sentinel-job"
@@ -193,6 +193,9 @@ EXAMPLE = count()
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(files=st.lists(FILE, min_size=1, max_size=4))
+# found by the suite: an empty file (pending) beside one of two JSON values (failed) left nothing
+# staged, and the batch failed on the missing staging table
+@example(files=[b"", b'{"":[{"":0}]}{"":[{"":0}]}'])
 def test_any_progress_file_is_ingested_left_pending_or_failed(shared_lab: Lab, files: list[bytes]) -> None:
     lab = shared_lab
     sentinel = sentinel_facts(lab)

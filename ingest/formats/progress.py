@@ -324,6 +324,8 @@ def _stage(
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
         rejected.extend(_drop_conflicts(con, {file_id: c for file_id, c in files}))
+    if not by_path:  # every file of the batch was dropped above: nothing was staged
+        return 0
     return db.one(con, "SELECT count(*) FROM batch_jobs")[0]
 
 
