@@ -277,41 +277,14 @@ static int scan_number(Cur *c, double *out) {
     return isfinite(*out) ? 0 : BAIL;
 }
 
-/* Skip any JSON value (fields the warehouse does not read). */
-static int skip_value(Cur *c, int depth, int ascii_only) {
-    if (depth > MAX_DEPTH) return BAIL;
-    skip_ws(c);
-    if (c->p >= c->end) return BAIL;
-    const char *s;
-    size_t n;
-    int escaped;
+/* How skip_value treats what it skips: SKIP_ASCII gives up on any byte >= 0x80 in a string;
+ * SKIP_TOKENS takes a bare token (number, true, NaN, 1e400, ...) as any run of bytes up to a
+ * delimiter, left for DuckDB to judge (split() only finds the entries' bytes). */
+enum { SKIP_ASCII = 1, SKIP_TOKENS = 2 };
+
+static int skip_literal(Cur *c) {
     double d;
     switch (*c->p) {
-    case '"':
-        return scan_string(c, &s, &n, &escaped, ascii_only);
-    case '{':
-        c->p++;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == '}') { c->p++; return 0; }
-        for (;;) {
-            skip_ws(c);
-            if (scan_string(c, &s, &n, &escaped, ascii_only) || expect(c, ':') ||
-                skip_value(c, depth + 1, ascii_only))
-                return BAIL;
-            skip_ws(c);
-            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
-            return expect(c, '}');
-        }
-    case '[':
-        c->p++;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ']') { c->p++; return 0; }
-        for (;;) {
-            if (skip_value(c, depth + 1, ascii_only)) return BAIL;
-            skip_ws(c);
-            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
-            return expect(c, ']');
-        }
     case 't':
         if (c->end - c->p >= 4 && memcmp(c->p, "true", 4) == 0) { c->p += 4; return 0; }
         return BAIL;
@@ -323,6 +296,50 @@ static int skip_value(Cur *c, int depth, int ascii_only) {
         return BAIL;
     default:
         return scan_number(c, &d);
+    }
+}
+
+static int skip_token(Cur *c) {
+    const char *start = c->p;
+    while (c->p < c->end && !strchr(",]}:[{\" \t\r\n", *c->p) && *c->p != 0) c->p++;
+    return c->p > start ? 0 : BAIL;
+}
+
+/* Skip any JSON value (fields the warehouse does not read); mode: SKIP_* flags. */
+static int skip_value(Cur *c, int depth, int mode) {
+    if (depth > MAX_DEPTH) return BAIL;
+    skip_ws(c);
+    if (c->p >= c->end) return BAIL;
+    const char *s;
+    size_t n;
+    int escaped, ascii_only = mode & SKIP_ASCII;
+    switch (*c->p) {
+    case '"':
+        return scan_string(c, &s, &n, &escaped, ascii_only);
+    case '{':
+        c->p++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == '}') { c->p++; return 0; }
+        for (;;) {
+            skip_ws(c);
+            if (scan_string(c, &s, &n, &escaped, ascii_only) || expect(c, ':') || skip_value(c, depth + 1, mode))
+                return BAIL;
+            skip_ws(c);
+            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+            return expect(c, '}');
+        }
+    case '[':
+        c->p++;
+        skip_ws(c);
+        if (c->p < c->end && *c->p == ']') { c->p++; return 0; }
+        for (;;) {
+            if (skip_value(c, depth + 1, mode)) return BAIL;
+            skip_ws(c);
+            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
+            return expect(c, ']');
+        }
+    default:
+        return mode & SKIP_TOKENS ? skip_token(c) : skip_literal(c);
     }
 }
 
@@ -398,7 +415,7 @@ static int parse_gpu(Cur *c, Out *o, int32_t pos, int32_t gpos) {
                 int escaped;
                 skip_ws(c);
                 if (scan_string(c, &uuid, &uuid_len, &escaped, 1) || escaped) return BAIL;
-            } else if (skip_value(c, 2, 1)) {
+            } else if (skip_value(c, 2, SKIP_ASCII)) {
                 return BAIL;
             }
             skip_ws(c);
@@ -533,7 +550,7 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
             }
         } else if (k == 8) {
             if (parse_gpus(c, o, pos)) return BAIL;
-        } else if (skip_value(c, 1, 1)) {
+        } else if (skip_value(c, 1, SKIP_ASCII)) {
             return BAIL;
         }
         skip_ws(c);
@@ -558,21 +575,26 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
     return 0;
 }
 
-static int parse_history(Cur *c, Out *o) {
+/* One entry of the history list at c->p; pos counts from 1. */
+typedef int (*EntryFn)(Cur *c, void *arg, int64_t pos);
+
+static int walk_history(Cur *c, EntryFn entry, void *arg) {
     if (expect(c, '[')) return BAIL;
     skip_ws(c);
     if (c->p < c->end && *c->p == ']') { c->p++; return 0; }
-    for (int32_t pos = 1;; pos++) {
-        if (parse_entry(c, o, pos)) return BAIL;
+    for (int64_t pos = 1;; pos++) {
+        if (entry(c, arg, pos)) return BAIL;
         skip_ws(c);
         if (c->p < c->end && *c->p == ',') { c->p++; continue; }
         return expect(c, ']');
     }
 }
 
-/* The whole document: a top-level object with one `history` list. Other values are skipped
- * (DuckDB reads them from the document without its history). */
-static int parse_document(Cur *c, Out *o, Py_ssize_t *start, Py_ssize_t *stop, const char *base) {
+/* The whole document: a top-level object with one `history` list, each of whose entries goes
+ * to `entry`. Other values are skipped as skip_value does in `mode` (DuckDB reads them from the
+ * document without its history). */
+static int walk_document(Cur *c, const char *base, Py_ssize_t *start, Py_ssize_t *stop, int mode, EntryFn entry,
+                         void *arg) {
     /* the second key is the one fast.py adds to the rest of the document: it must be new */
     static const Key TOP[] = {KEY("history"), KEY("__runlytics_file__")};
     int found = 0;
@@ -591,9 +613,9 @@ static int parse_document(Cur *c, Out *o, Py_ssize_t *start, Py_ssize_t *stop, c
             found = 1;
             skip_ws(c);
             *start = c->p - base;
-            if (parse_history(c, o)) return BAIL;
+            if (walk_history(c, entry, arg)) return BAIL;
             *stop = c->p - base;
-        } else if (skip_value(c, 1, 0)) {
+        } else if (skip_value(c, 1, mode)) {
             return BAIL;
         }
         skip_ws(c);
@@ -603,6 +625,10 @@ static int parse_document(Cur *c, Out *o, Py_ssize_t *start, Py_ssize_t *stop, c
     }
     skip_ws(c);
     return found && c->p == c->end ? 0 : BAIL;
+}
+
+static int parse_entry_at(Cur *c, void *o, int64_t pos) {
+    return pos > INT32_MAX ? BAIL : parse_entry(c, (Out *)o, (int32_t)pos);
 }
 
 /* The buffers parse() returns, in order (ingest/fast.py names them the same way). */
@@ -654,7 +680,7 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     Cur c = {(const char *)view.buf, (const char *)view.buf + view.len};
-    rc = parse_document(&c, &o, &start, &stop, (const char *)view.buf);
+    rc = walk_document(&c, (const char *)view.buf, &start, &stop, 0, parse_entry_at, &o);
     /* 2 GiB of strings would overflow the int32 offsets */
     if (!rc && o.g_uuid.bytes.len > INT32_MAX) rc = BAIL;
     if (!rc && o.gpus == 0) { /* a well-formed (empty) string column */
@@ -683,99 +709,24 @@ static PyObject *parse(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* Skip any JSON value for split(): strings and nesting as skip_value, but a bare token (number,
- * true, NaN, 1e400, ...) is any run of bytes up to a delimiter, left for DuckDB to judge. */
-static int skip_token_or_value(Cur *c, int depth) {
-    if (depth > MAX_DEPTH) return BAIL;
-    skip_ws(c);
-    if (c->p >= c->end) return BAIL;
-    const char *s;
-    size_t n;
-    int escaped;
-    switch (*c->p) {
-    case '"':
-        return scan_string(c, &s, &n, &escaped, 0);
-    case '{':
-        c->p++;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == '}') { c->p++; return 0; }
-        for (;;) {
-            skip_ws(c);
-            if (scan_string(c, &s, &n, &escaped, 0) || expect(c, ':') || skip_token_or_value(c, depth + 1))
-                return BAIL;
-            skip_ws(c);
-            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
-            return expect(c, '}');
-        }
-    case '[':
-        c->p++;
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ']') { c->p++; return 0; }
-        for (;;) {
-            if (skip_token_or_value(c, depth + 1)) return BAIL;
-            skip_ws(c);
-            if (c->p < c->end && *c->p == ',') { c->p++; continue; }
-            return expect(c, ']');
-        }
-    default: {
-        const char *start = c->p;
-        while (c->p < c->end && !strchr(",]}:[{\" \t\r\n", *c->p) && *c->p != 0) c->p++;
-        return c->p > start ? 0 : BAIL;
-    }
-    }
-}
+/* split(): the byte span of each entry, whatever it holds (skipped, not checked). Where the
+ * layout is not that of parse (one top-level object, keys without escapes, one `history`, a
+ * list), a piece-wise read could differ from reading the whole: split() then gives up and the
+ * caller reads it whole. */
+typedef struct {
+    const char *base;
+    Buf *spans;
+} Spans;
 
-/* The byte spans of a document's `history` entries, for reading a large file the careful way in
- * pieces (ingest/fast.py, split). Any value is skipped, not checked; the layout is that of
- * parse_document (one top-level object, keys without escapes, one `history`, a list).
- * Returns BAIL where a piece-wise read could differ from reading the whole: the caller then
- * reads it whole. */
-static int split_document(Cur *c, const char *base, Py_ssize_t *start, Py_ssize_t *stop, Buf *spans) {
-    static const Key TOP[] = {KEY("history"), KEY("__runlytics_file__")};
-    int found = 0;
-    if (expect(c, '{')) return BAIL;
+static int span_entry(Cur *c, void *arg, int64_t pos) {
+    (void)pos;
+    Spans *s = arg;
     skip_ws(c);
-    if (c->p < c->end && *c->p == '}') return BAIL;
-    for (;;) {
-        const char *s;
-        size_t n;
-        int escaped;
-        skip_ws(c);
-        if (scan_string(c, &s, &n, &escaped, 0) || escaped || expect(c, ':')) return BAIL;
-        int k = key_index(s, n, TOP, 2);
-        if (k == -2 || k == 1 || (k == 0 && found)) return BAIL;
-        if (k == 0) {
-            found = 1;
-            skip_ws(c);
-            *start = c->p - base;
-            if (expect(c, '[')) return BAIL;
-            skip_ws(c);
-            if (c->p < c->end && *c->p == ']') {
-                c->p++;
-            } else {
-                for (;;) {
-                    skip_ws(c);
-                    int64_t span[2] = {c->p - base, 0};
-                    if (skip_token_or_value(c, 2)) return BAIL;
-                    span[1] = c->p - base;
-                    buf_put(spans, span, sizeof span);
-                    skip_ws(c);
-                    if (c->p < c->end && *c->p == ',') { c->p++; continue; }
-                    if (expect(c, ']')) return BAIL;
-                    break;
-                }
-            }
-            *stop = c->p - base;
-        } else if (skip_token_or_value(c, 1)) {
-            return BAIL;
-        }
-        skip_ws(c);
-        if (c->p < c->end && *c->p == ',') { c->p++; continue; }
-        if (expect(c, '}')) return BAIL;
-        break;
-    }
-    skip_ws(c);
-    return found && c->p == c->end ? 0 : BAIL;
+    int64_t span[2] = {c->p - s->base, 0};
+    if (skip_value(c, 2, SKIP_TOKENS)) return BAIL;
+    span[1] = c->p - s->base;
+    buf_put(s->spans, span, sizeof span);
+    return 0;
 }
 
 static PyObject *split(PyObject *self, PyObject *args) {
@@ -787,7 +738,8 @@ static PyObject *split(PyObject *self, PyObject *args) {
     int rc;
     Py_BEGIN_ALLOW_THREADS
     Cur c = {(const char *)view.buf, (const char *)view.buf + view.len};
-    rc = split_document(&c, (const char *)view.buf, &start, &stop, &spans);
+    Spans ctx = {(const char *)view.buf, &spans};
+    rc = walk_document(&c, (const char *)view.buf, &start, &stop, SKIP_TOKENS, span_entry, &ctx);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&view);
     PyObject *result = NULL;

@@ -168,19 +168,20 @@ def _attach_tool_logs(job: JobFolder, filenames: list[str]) -> None:
                 events += _event_files(sub, [p.name for p in sub.iterdir() if p.is_file()])
             except OSError:
                 continue
+    _add_logs(job, events, filenames)
+
+
+def _add_logs(job: JobFolder, events: list[Path], filenames: list[str]) -> None:
+    """The event files, Lightning CSV and LLaMA-Factory log of a folder, into ``job.tool_files``."""
     if events:
         job.tool_files[TENSORBOARD] = _by_name(events)
+    if LIGHTNING_METRICS in filenames:
+        files = [job.path / LIGHTNING_METRICS]
+        if LIGHTNING_HPARAMS in filenames:
+            files.append(job.path / LIGHTNING_HPARAMS)
+        job.tool_files[LIGHTNING_CSV] = files
     if LLAMAFACTORY_LOG in filenames:
         job.tool_files[LLAMAFACTORY] = [job.path / LLAMAFACTORY_LOG]
-    if LIGHTNING_METRICS in filenames:
-        job.tool_files[LIGHTNING_CSV] = _lightning_files(job.path, filenames)
-
-
-def _lightning_files(here: Path, filenames: list[str]) -> list[Path]:
-    files = [here / LIGHTNING_METRICS]
-    if LIGHTNING_HPARAMS in filenames:
-        files.append(here / LIGHTNING_HPARAMS)
-    return files
 
 
 def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
@@ -193,13 +194,7 @@ def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolde
                 files += sorted(_files_under(here / sub))
         run.tool_files[MLFLOW] = files
         return run
-    events = _event_files(here, filenames)
-    if events:
-        run.tool_files[TENSORBOARD] = _by_name(events)
-    if LIGHTNING_METRICS in filenames:
-        run.tool_files[LIGHTNING_CSV] = _lightning_files(here, filenames)
-    if LLAMAFACTORY_LOG in filenames:
-        run.tool_files[LLAMAFACTORY] = [here / LLAMAFACTORY_LOG]
+    _add_logs(run, _event_files(here, filenames), filenames)
     return run if run.tool_files else None
 
 

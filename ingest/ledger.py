@@ -22,14 +22,15 @@ FRESH_SECONDS = 2.0
 MAX_STORED_WARNINGS = 50
 
 LOAD = "SELECT path, fingerprint, outcome FROM ingest_files WHERE kind = $kind"
-LOAD_OFFSETS = "SELECT path, read_offset, rows FROM ingest_files WHERE kind = $kind"
 LOAD_RESUME = "SELECT path, read_offset, rows, read_digest FROM ingest_files WHERE kind = $kind"
+PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
 
-UPSERT = """
+# What ``record`` and ``record_many`` write of a file, and how they replace an earlier record.
+UPSERT_INTO = """
 INSERT INTO ingest_files (path, kind, job_id, size, mtime_ns, fingerprint, outcome, rows, warning_count,
                           warnings, error, read_offset, read_digest, first_seen_at, last_read_at)
-VALUES ($path, $kind, $job_id, $size, $mtime_ns, $fingerprint, $outcome, $rows, $warning_count,
-        $warnings, $error, $read_offset, $read_digest, now()::TIMESTAMP, now()::TIMESTAMP)
+"""
+UPSERT_SET = """
 ON CONFLICT (path) DO UPDATE SET
     kind = excluded.kind, job_id = coalesce(excluded.job_id, ingest_files.job_id), size = excluded.size,
     mtime_ns = excluded.mtime_ns, fingerprint = excluded.fingerprint, outcome = excluded.outcome,
@@ -38,20 +39,25 @@ ON CONFLICT (path) DO UPDATE SET
     last_read_at = excluded.last_read_at
 """
 
+UPSERT = (
+    UPSERT_INTO
+    + """
+VALUES ($path, $kind, $job_id, $size, $mtime_ns, $fingerprint, $outcome, $rows, $warning_count,
+        $warnings, $error, $read_offset, $read_digest, now()::TIMESTAMP, now()::TIMESTAMP)
+"""
+    + UPSERT_SET
+)
+
 # Many files read and ingested at once (tool logs), from the arrays of ``record_many``.
-UPSERT_MANY = """
-INSERT INTO ingest_files (path, kind, job_id, size, mtime_ns, fingerprint, outcome, rows, warning_count,
-                          warnings, error, read_offset, read_digest, first_seen_at, last_read_at)
+UPSERT_MANY = (
+    UPSERT_INTO
+    + """
 SELECT path, $kind, job_id, size, mtime_ns, fingerprint, 'ingested', rows, warning_count, CAST(warnings AS JSON),
        NULL, read_offset, read_digest, now()::TIMESTAMP, now()::TIMESTAMP
 FROM outcomes
-ON CONFLICT (path) DO UPDATE SET
-    kind = excluded.kind, job_id = coalesce(excluded.job_id, ingest_files.job_id), size = excluded.size,
-    mtime_ns = excluded.mtime_ns, fingerprint = excluded.fingerprint, outcome = excluded.outcome,
-    rows = excluded.rows, warning_count = excluded.warning_count, warnings = excluded.warnings,
-    error = excluded.error, read_offset = excluded.read_offset, read_digest = excluded.read_digest,
-    last_read_at = excluded.last_read_at
 """
+    + UPSERT_SET
+)
 
 # The outcome of every file of a staged batch, from the batch tables.
 UPSERT_BATCH = """
@@ -102,14 +108,18 @@ def load(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[str | Non
 
 def load_offsets(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[int, int]]:
     """path -> (bytes read, lines read) of every appended file of this kind."""
-    rows = con.execute(LOAD_OFFSETS, {"kind": kind}).fetchall()
-    return {path: (offset or 0, lines or 0) for path, offset, lines in rows}
+    return {path: (offset, lines) for path, (offset, lines, _) in load_resume(con, kind).items()}
 
 
 def load_resume(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[int, int, str | None]]:
     """path -> (bytes read, lines or records read, digest of the bytes before) of every tool log of this kind."""
     rows = con.execute(LOAD_RESUME, {"kind": kind}).fetchall()
     return {path: (offset or 0, lines or 0, digest) for path, offset, lines, digest in rows}
+
+
+def progress_job_ids(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """progress.json path -> the job id it names: the job its folder's other files belong to."""
+    return dict(con.execute(PROGRESS_JOB_IDS).fetchall())
 
 
 def is_unchanged(previous: tuple[str | None, str] | None, current: Stat) -> bool:

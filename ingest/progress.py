@@ -355,6 +355,7 @@ PIECE_ROWS = (
     "INSERT INTO split_steps " + STEPS_SELECT.format(entries="piece_entries"),
     "INSERT INTO split_gpus " + GPUS_SELECT.format(entries="piece_entries"),
 )
+PIECE_OF = "INSERT INTO piece VALUES ($file_id, $offset)"
 CLEAR_PIECE = "DELETE FROM piece; DELETE FROM piece_docs"
 DROP_SPLIT = [
     f"DELETE FROM {table} WHERE file_id = $file_id" for table in ("split_steps", "split_gpus", "split_warnings")
@@ -414,19 +415,19 @@ def read_piece(con: duckdb.DuckDBPyConnection, file_id: int, offset: int, path: 
     """Read and check one piece of a large file (``data``: its bytes, at ``path``) into the split
     tables; raises duckdb.InvalidInputException as read_docs does for a piece DuckDB refuses."""
     con.execute(CLEAR_PIECE)
-    con.execute("INSERT INTO piece VALUES ($file_id, $offset)", {"file_id": file_id, "offset": offset})
+    con.execute(PIECE_OF, {"file_id": file_id, "offset": offset})
+    files, max_bytes = db.exact_paths([path]), buffer_bytes([path])
     try:
         try:
-            con.execute(READ_PIECE, {"files": db.exact_paths([path]), "max_bytes": buffer_bytes([path])})
+            con.execute(READ_PIECE, {"files": files, "max_bytes": max_bytes})
         except UnicodeDecodeError as error:
             raw = error.object if isinstance(error.object, bytes) else bytes(error.object)
             raise duckdb.InvalidInputException(raw.decode("utf-8", errors="replace")) from None
         for statement in PIECE_ROWS:
             con.execute(statement)
         if b"null" in data:
-            con.execute(PIECE_NULL_DOCS, {"files": db.exact_paths([path]), "file_id": file_id, "offset": offset,
-                                          "max_bytes": buffer_bytes([path])})  # fmt: skip
-            con.execute(NULL_WARNINGS.format(target="split_warnings"), NULL_FIELDS)
+            con.execute(PIECE_NULL_DOCS, {"files": files, "file_id": file_id, "offset": offset, "max_bytes": max_bytes})
+            con.execute(SPLIT_NULL_WARNINGS, NULL_FIELDS)
     finally:
         con.execute(CLEAR_PIECE)
 
@@ -590,6 +591,8 @@ SELECT file_id, pos, sub,
 FROM found
 WHERE len(nulls) > 0
 """
+BATCH_NULL_WARNINGS = NULL_WARNINGS.format(target="batch_warnings")
+SPLIT_NULL_WARNINGS = NULL_WARNINGS.format(target="split_warnings")  # a piece of a large file's (read_piece)
 
 
 def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str], rests: str | None = None) -> None:
@@ -601,7 +604,7 @@ def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str], rests: s
     if not found:
         return
     con.execute(NULL_DOCS, {"files": db.exact_paths(found), "rests": rests, "max_bytes": buffer_bytes(found)})
-    con.execute(NULL_WARNINGS.format(target="batch_warnings"), NULL_FIELDS)
+    con.execute(BATCH_NULL_WARNINGS, NULL_FIELDS)
 
 
 def looks_complete(path: Path, size: int) -> bool:

@@ -270,41 +270,37 @@ MUTATIONS: tuple[Mutation, ...] = (
     m("samples: temperature as the mean of per-GPU means", "job.average_gpu_temp_celsius",
       per_gpu_mean("temperature_c", "temp"),
       GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out"),
+    # the same figures from each of job_resources' two sources (the nth CTE), found by one test each
     *(
-        m(f"samples: {figure} keeps non-finite values", f"job.{figure}", kept_non_finite(column, sql, 1),
-          GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out")
-        for figure, column, sql in (
-            ("average_gpu_utilization", "utilization_percent", "@ordered_avg(utilization_percent)"),
-            ("average_gpu_memory_mb", "memory_used_mb", "@ordered_avg(memory_used_mb)"),
-            ("peak_gpu_memory_mb", "memory_used_mb", "max(memory_used_mb)"),
-            ("average_gpu_temp_celsius", "temperature_c", "@ordered_avg(temperature_c)"),
-            ("peak_gpu_temp_celsius", "temperature_c", "max(temperature_c)"),
+        mutation
+        for source, nth, latest, order, test in (
+            ("samples", 1, "the latest sample's", "ts",
+             GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out"),
+            ("step readings", 2, "the last reading's", "step",
+             A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima"),
         )
-    ),
-    *(
-        m(f"samples: {figure} is the latest sample's", f"job.{figure}",
-          view("job_resources", f"max({column}) {FINITE.format(column)}",
-               f"@first_by({column}; ts DESC) {FINITE.format(column)}", nth=1),
-          GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out")
-        for figure, column in (("peak_gpu_memory_mb", "memory_used_mb"), ("peak_gpu_temp_celsius", "temperature_c"))
-    ),
-    *(
-        m(f"step readings: {figure} keeps non-finite values", f"job.{figure}", kept_non_finite(column, sql, 2),
-          A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima")
-        for figure, column, sql in (
-            ("average_gpu_utilization", "utilization_percent", "@ordered_avg(utilization_percent)"),
-            ("average_gpu_memory_mb", "memory_used_mb", "@ordered_avg(memory_used_mb)"),
-            ("peak_gpu_memory_mb", "memory_used_mb", "max(memory_used_mb)"),
-            ("average_gpu_temp_celsius", "temperature_c", "@ordered_avg(temperature_c)"),
-            ("peak_gpu_temp_celsius", "temperature_c", "max(temperature_c)"),
+        for mutation in (
+            *(
+                m(f"{source}: {figure} keeps non-finite values", f"job.{figure}",
+                  kept_non_finite(column, sql, nth), test)
+                for figure, column, sql in (
+                    ("average_gpu_utilization", "utilization_percent", "@ordered_avg(utilization_percent)"),
+                    ("average_gpu_memory_mb", "memory_used_mb", "@ordered_avg(memory_used_mb)"),
+                    ("peak_gpu_memory_mb", "memory_used_mb", "max(memory_used_mb)"),
+                    ("average_gpu_temp_celsius", "temperature_c", "@ordered_avg(temperature_c)"),
+                    ("peak_gpu_temp_celsius", "temperature_c", "max(temperature_c)"),
+                )
+            ),
+            *(
+                m(f"{source}: {figure} is {latest}", f"job.{figure}",
+                  view("job_resources", f"max({column}) {FINITE.format(column)}",
+                       f"@first_by({column}; {order} DESC) {FINITE.format(column)}", nth=nth),
+                  test)
+                for figure, column in (
+                    ("peak_gpu_memory_mb", "memory_used_mb"), ("peak_gpu_temp_celsius", "temperature_c")
+                )
+            ),
         )
-    ),
-    *(
-        m(f"step readings: {figure} is the last reading's", f"job.{figure}",
-          view("job_resources", f"max({column}) {FINITE.format(column)}",
-               f"@first_by({column}; step DESC) {FINITE.format(column)}", nth=2),
-          A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima")
-        for figure, column in (("peak_gpu_memory_mb", "memory_used_mb"), ("peak_gpu_temp_celsius", "temperature_c"))
     ),
     m("step readings beat GPU samples", "job.average_gpu_utilization",
       view("job_resources", "CASE WHEN s.util IS NOT NULL THEN s.util ELSE l.util END", "coalesce(l.util, s.util)"),
@@ -374,12 +370,13 @@ MUTATIONS: tuple[Mutation, ...] = (
             "by_status = {s: counts[s] for s in STATUSES if s in counts}"),
       API + "test_summary_figures"),
     m("average duration over every job, not the completed", "summary.average_training_duration_seconds",
-      fleet("avg(total_seconds) FILTER (WHERE status = 'completed')", "avg(total_seconds)"),
+      fleet("@ordered_avg(total_seconds) FILTER (WHERE status = 'completed')", "@ordered_avg(total_seconds)"),
       API + "test_summary_figures"),
     m("training hours from total seconds", "summary.total_training_time_hours",
-      fleet("sum(training_seconds) / 3600", "sum(total_seconds) / 3600"), API + "test_summary_figures"),
+      fleet("@ordered_sum(training_seconds) / 3600", "@ordered_sum(total_seconds) / 3600"),
+      API + "test_summary_figures"),
     m("average throughput counts an unknown one as 0", "summary.average_throughput_samples_per_sec",
-      fleet("avg(average_samples_per_second) AS", "avg(coalesce(average_samples_per_second, 0)) AS"),
+      fleet("@ordered_avg(average_samples_per_second) AS", "@ordered_avg(coalesce(average_samples_per_second, 0)) AS"),
       API + "test_summary_figures"),
     m("top jobs rank jobs without a throughput", "summary.top_performing_jobs",
       fleet("  AND isfinite(average_samples_per_second)\n", ""), API + "test_summary_figures"),
@@ -395,10 +392,10 @@ MUTATIONS: tuple[Mutation, ...] = (
             "average_samples_per_second AS throughput, training_seconds AS duration"),
       API + "test_summary_figures"),
     m("resource trends: utilization counts an unknown one as 0", "summary.resource_trends.average_gpu_utilization",
-      fleet("avg(average_gpu_utilization) AS", "avg(coalesce(average_gpu_utilization, 0)) AS"),
+      fleet("@ordered_avg(average_gpu_utilization) AS", "@ordered_avg(coalesce(average_gpu_utilization, 0)) AS"),
       API + "test_summary_figures"),
     m("resource trends: the highest peak, not the mean", "summary.resource_trends.average_peak_memory_mb",
-      fleet("avg(peak_gpu_memory_mb) AS", "max(peak_gpu_memory_mb) AS"), API + "test_summary_figures"),
+      fleet("@ordered_avg(peak_gpu_memory_mb) AS", "max(peak_gpu_memory_mb) AS"), API + "test_summary_figures"),
     # --- comparing jobs (warehouse/fleet.py: COMPARE, compare(), _winner(); api/routes/common.py) ---------
     *(
         m(f"compare: {figure} is {wrong.strip(' ,')}", f"compare.{figure}",

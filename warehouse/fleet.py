@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 from . import db, pages
+from .dialect import render
 from .queries import plain, records
 from .views import STATUSES
 
@@ -43,18 +44,20 @@ FILTER = """
 """
 
 # sums and means in one order whatever the threads: the same rows give the same last digit
-SUMMARY = f"""
+SUMMARY = render(
+    f"""
 SELECT count(*) AS total_jobs,
-       avg(total_seconds ORDER BY total_seconds) FILTER (WHERE status = 'completed')
+       @ordered_avg(total_seconds) FILTER (WHERE status = 'completed')
            AS average_training_duration_seconds,
-       sum(training_seconds ORDER BY training_seconds) / 3600 AS total_training_time_hours,
-       avg(average_samples_per_second ORDER BY average_samples_per_second) AS average_throughput_samples_per_sec,
-       avg(average_gpu_utilization ORDER BY average_gpu_utilization) AS average_gpu_utilization,
-       avg(peak_gpu_memory_mb ORDER BY peak_gpu_memory_mb) AS average_peak_memory_mb,
+       @ordered_sum(training_seconds) / 3600 AS total_training_time_hours,
+       @ordered_avg(average_samples_per_second) AS average_throughput_samples_per_sec,
+       @ordered_avg(average_gpu_utilization) AS average_gpu_utilization,
+       @ordered_avg(peak_gpu_memory_mb) AS average_peak_memory_mb,
        count(*) FILTER (WHERE isfinite(average_samples_per_second)) AS ranked_jobs
 FROM job_results
 WHERE {FILTER}
 """
+)
 
 BY_STATUS = f"SELECT status, count(*) FROM job_results WHERE {FILTER} GROUP BY status"
 

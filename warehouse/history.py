@@ -86,9 +86,7 @@ def step_history(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of a job's steps (keyset by step), or with ``max_points`` the whole range
     downsampled; and the next page's cursor."""
-    after = pages.decode("steps", cursor, 1)[0] if cursor else (from_step - 1 if from_step else -1)
-    if not isinstance(after, int) or isinstance(after, bool):
-        raise pages.BadCursor("cursor is not one this API handed out")
+    after = after_step("steps", cursor, from_step)
     if max_points is not None:
         numeric = max(1, sum(f in NUMERIC_FIELDS for f in fields))
         if max_points < 2 + 2 * numeric:
@@ -99,6 +97,18 @@ def step_history(
         return steps_downsampled(con, job_id, fields, after, to_step, max_points), None
     rows, last = steps_page(con, job_id, fields, after, to_step, limit)
     return rows, pages.encode("steps", [last]) if last is not None else None
+
+
+def after_step(kind: str, cursor: str | None, from_step: int | None, before_any: int = -1) -> int:
+    """The step a keyset page by step starts after: the cursor's, else the one before
+    ``from_step``, else ``before_any``; BadCursor for a cursor of no step."""
+    if cursor:
+        (after,) = pages.decode(kind, cursor, 1)  # decode lets no bool through
+    else:
+        after = from_step - 1 if from_step is not None else before_any
+    if not isinstance(after, int):
+        raise pages.BadCursor("cursor is not one this API handed out")
+    return after
 
 
 def steps_page(

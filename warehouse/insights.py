@@ -110,9 +110,8 @@ DELETE_JOBS = "DELETE FROM insight_results WHERE job_id IN (SELECT unnest($job_i
 INSERT_JOB = f"INSERT INTO insight_results {SELECT_RESULTS} WHERE i.job_id = $job_id"
 INSERT_JOBS = f"INSERT INTO insight_results {SELECT_RESULTS} WHERE i.job_id IN (SELECT unnest($job_ids))"
 ONE_BY_ONE = 32  # up to this many jobs (one job: ~0.2 s of CPU at 1,000 steps; all 2,000 jobs: ~9 s)
-DELETE_AS_OF = "DELETE FROM insight_jobs WHERE job_id IN (SELECT unnest($job_ids))"
-INSERT_AS_OF = (
-    "INSERT INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p "
+UPSERT_AS_OF = (
+    "INSERT OR REPLACE INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p "
     "WHERE j.job_id IN (SELECT unnest($job_ids))"
 )
 DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids))"
@@ -211,11 +210,10 @@ def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str], peer_ids: Iterabl
                 con.execute(INSERT_JOB, {"job_id": job_id})
         else:
             con.execute(INSERT_JOBS, params)
-        con.execute(DELETE_AS_OF, params)
-        con.execute(INSERT_AS_OF, params)
+        con.execute(UPSERT_AS_OF, params)
     others = set(peer_ids) - full
     if others:
         params = {"job_ids": sorted(others)}
-        for statement in (DELETE_PEER_KIND, INSERT_PEER_KIND, STAMP_RESULTS, DELETE_AS_OF, INSERT_AS_OF):
+        for statement in (DELETE_PEER_KIND, INSERT_PEER_KIND, STAMP_RESULTS, UPSERT_AS_OF):
             con.execute(statement, params)
     return full

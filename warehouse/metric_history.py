@@ -67,11 +67,7 @@ def metric_history(
     """One page of a metric's points (``step``, ``ts``, ``value``, keyset by step), or with
     ``max_points`` the whole range downsampled; and the next page's cursor. UnknownMetric when
     the job has no such metric."""
-    after = pages.decode("metric", cursor, 1)[0] if cursor else (from_step - 1 if from_step is not None else None)
-    if after is None:
-        after = BEFORE_ANY_STEP
-    if not isinstance(after, int) or isinstance(after, bool):
-        raise pages.BadCursor("cursor is not one this API handed out")
+    after = history.after_step("metric", cursor, from_step, BEFORE_ANY_STEP)
     params = {"job_id": job_id, "name": name, "after": after, "to_step": to_step}
     if max_points is not None:
         if max_points < MIN_POINTS:

@@ -21,12 +21,14 @@ from .queries import plain
 # GPU hours of the chosen jobs: the view job_gpu_hours holds the one definition (total_seconds x
 # GPUs / 3600 per job; see docs/views.md), fleet_gpu_hours the same sum over every job. Jobs
 # with neither a duration nor a GPU count have no GPU hours and are counted apart.
-GPU_HOURS = f"""
+GPU_HOURS = render(
+    f"""
 WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER})
-SELECT sum(g.gpu_hours ORDER BY g.gpu_hours) AS gpu_hours, count(g.gpu_hours) AS jobs_counted, count(*) AS jobs
+SELECT @ordered_sum(g.gpu_hours) AS gpu_hours, count(g.gpu_hours) AS jobs_counted, count(*) AS jobs
 FROM job_gpu_hours g
 JOIN chosen c ON c.job_id = g.job_id
 """
+)
 
 # Equal-width bins between the lowest and the highest average throughput (one bin when all
 # jobs have the same); jobs without a throughput are left out.
@@ -66,7 +68,7 @@ span AS (
 )
 SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
        min(lo) AS lo, min(width) AS width,
-       sum(utilization_sum ORDER BY utilization_sum) / sum(readings) AS average_gpu_utilization,
+       @ordered_sum(utilization_sum) / sum(readings) AS average_gpu_utilization,
        sum(readings) AS readings, count(DISTINCT job_id) AS jobs
 FROM minutes, span
 GROUP BY 1

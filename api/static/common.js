@@ -68,6 +68,36 @@ export function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/**
+ * The smoothing slider and the x-axis choice of a chart page. A change updates
+ * state.smoothing / state.xAxis and the page's URL (setParam), then calls redraw("smoothing")
+ * or redraw("x"). Without timestamps (hasTime false) elapsed time cannot be chosen.
+ */
+export function chartControls(state, { setParam, redraw, hasTime = true }) {
+  const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing, "aria-describedby": "smoothing-value" });
+  const shown = el("output", { id: "smoothing-value", for: "smoothing" }, state.smoothing.toFixed(2));
+  slider.addEventListener("input", () => {
+    state.smoothing = Number(slider.value);
+    shown.textContent = state.smoothing.toFixed(2);
+    setParam("smooth", state.smoothing > 0 ? state.smoothing : null);
+    redraw("smoothing");
+  });
+  const radio = (value, text) => el("label", {}, el("input", {
+    type: "radio", name: "x-axis", id: `x-${value}`, value, checked: state.xAxis === value,
+    disabled: value === "time" && !hasTime,
+    onchange: () => {
+      state.xAxis = value;
+      setParam("x", value === "time" ? "time" : null);
+      redraw("x");
+    },
+  }), ` ${text}`);
+  return [
+    el("label", { for: "smoothing" }, "Smoothing ", slider, " ", shown),
+    el("fieldset", { class: "inline" }, el("legend", {}, "X axis"), radio("step", "step"), radio("time", "elapsed time"),
+      hasTime ? null : el("span", { class: "muted" }, " (no timestamps logged)")),
+  ];
+}
+
 export function main(...children) {
   const root = document.getElementById("main");
   root.replaceChildren(...children.filter((child) => child !== null && child !== undefined));

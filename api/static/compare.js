@@ -2,7 +2,7 @@
 // configs that differ, and their curves overlaid: any metric (loss by default), throughput and
 // GPU use. The URL (/compare?job_ids=a,b&metric=grad_norm&smooth=0.6&x=time) holds the choice,
 // so it can be shared.
-import { api, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError } from "./common.js";
+import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError } from "./common.js";
 
 const MAX = 10;
 const POINTS = 500; // per job
@@ -217,25 +217,8 @@ function controls(redraw) {
     setParam("metric", state.metric === "loss" ? null : state.metric);
     redraw().catch(showError);
   });
-  const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing });
-  const shown = el("output", { id: "smoothing-value", for: "smoothing" }, state.smoothing.toFixed(2));
-  slider.addEventListener("input", () => {
-    state.smoothing = Number(slider.value);
-    shown.textContent = state.smoothing.toFixed(2);
-    setParam("smooth", state.smoothing > 0 ? state.smoothing : null);
-    redraw().catch(showError);
-  });
-  const radio = (value, text) => el("label", {}, el("input", {
-    type: "radio", name: "x-axis", id: `x-${value}`, value, checked: state.xAxis === value,
-    onchange: () => {
-      state.xAxis = value;
-      setParam("x", value === "time" ? "time" : null);
-      redraw().catch(showError);
-    },
-  }), ` ${text}`);
   return el("div", { class: "toolbar controls" }, el("label", {}, "Metric ", select),
-    el("label", { for: "smoothing" }, "Smoothing ", slider, " ", shown),
-    el("fieldset", { class: "inline" }, el("legend", {}, "X axis"), radio("step", "step"), radio("time", "elapsed time")));
+    chartControls(state, { setParam, redraw: () => redraw().catch(showError) }));
 }
 
 async function load() {

@@ -4,7 +4,7 @@
 // returns to the whole run. Smoothing and the x axis (step or elapsed time) are redrawn from the
 // rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
 import {
-  api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds,
+  api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds,
   severityBadge, stepRange, PALETTE, ApiError,
 } from "./common.js";
 
@@ -293,28 +293,11 @@ function setParam(key, value) {
 // --- controls
 
 function controls() {
-  const slider = el("input", { type: "range", id: "smoothing", min: 0, max: 0.99, step: 0.01, value: state.smoothing, "aria-describedby": "smoothing-value" });
-  const shown = el("output", { id: "smoothing-value", for: "smoothing" }, state.smoothing.toFixed(2));
-  slider.addEventListener("input", () => {
-    state.smoothing = Number(slider.value);
-    shown.textContent = state.smoothing.toFixed(2);
-    setParam("smooth", state.smoothing > 0 ? state.smoothing : null);
+  const redraw = (which) => {
     drawStepCharts();
-  });
-  const radio = (value, text) => el("label", {}, el("input", {
-    type: "radio", name: "x-axis", id: `x-${value}`, value, checked: state.xAxis === value,
-    disabled: value === "time" && !state.hasTime,
-    onchange: () => {
-      state.xAxis = value;
-      setParam("x", value === "time" ? "time" : null);
-      drawStepCharts();
-      if (state.gpus) gpuCharts(state.gpus, state.holders.gpu);
-    },
-  }), ` ${text}`);
-  return el("div", { class: "toolbar controls" },
-    el("label", { for: "smoothing" }, "Smoothing ", slider, " ", shown),
-    el("fieldset", { class: "inline" }, el("legend", {}, "X axis"), radio("step", "step"), radio("time", "elapsed time"),
-      state.hasTime ? null : el("span", { class: "muted" }, " (no timestamps logged)")));
+    if (which === "x" && state.gpus) gpuCharts(state.gpus, state.holders.gpu);
+  };
+  return el("div", { class: "toolbar controls" }, chartControls(state, { setParam, redraw, hasTime: state.hasTime }));
 }
 
 function metricPicker() {

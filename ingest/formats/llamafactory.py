@@ -125,8 +125,11 @@ def parse(data: bytes, offset: int = 0, first_line: int = 1, started_at: datetim
 def elapsed_of_last_line(data: bytes) -> float | None:
     """The elapsed_time of the last complete line that has one (to place a run's start from the
     file's modification time, the moment that line was written)."""
-    lines, _ = complete_lines(data, 0)
-    for _, line in reversed(lines):
+    end = data.rfind(b"\n")  # from the last complete line back, without splitting every line (parse does)
+    while end >= 0:
+        start = data.rfind(b"\n", 0, end) + 1
+        line = data[start:end].removesuffix(b"\r")
+        end = start - 1
         try:
             doc = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):

@@ -259,22 +259,18 @@ def _stage(
         },
     )
     repaired: dict[str, list[str]] = {}  # original path -> the warnings of its repair
-    piece_warnings: dict[str, list[str]] = {}  # original path -> the warnings of its pieces' repair
+    by_id = dict(files)
     progress.start_pieces(con)
     for file_id, pieces in split.items():
-        c = dict(files)[file_id]
         if _read_pieces(con, file_id, pieces, scratch, repair=False) is not None:
             continue
-        # a piece DuckDB refused: every part of the file is read repaired, as the whole would be
-        found = _read_pieces(con, file_id, pieces, scratch, repair=True)
-        fixed = None if found is None else _repair(con, c, repaired, scratch, pieces.rest)
+        c = by_id[file_id]
+        fixed = _repair_split(con, c, file_id, pieces, repaired, scratch)  # a piece DuckDB refused
         del by_path[read_paths[file_id]]
         if fixed is None:
-            progress.drop_pieces(con, file_id)
             rejected.append(_explain(c))
             con.execute(DROP_FILE, [read_paths[file_id]])
         else:
-            piece_warnings[str(c.path)] = found or []
             by_path[fixed] = c
     while by_path:
         try:
@@ -295,13 +291,12 @@ def _stage(
                 raise
             c = by_path.pop(bad)
             large = next((i for i in split if read_paths[i] == bad), None)
-            if large is not None and str(c.path) not in repaired:
-                # the rest of a large file refused: its pieces too are read repaired
-                found = _read_pieces(con, large, split[large], scratch, repair=True)
-                fixed = None if found is None else _repair(con, c, repaired, scratch, split[large].rest)
-                piece_warnings[str(c.path)] = found or []
+            if str(c.path) in repaired:
+                fixed = None
+            elif large is not None:  # the rest of a large file refused
+                fixed = _repair_split(con, c, large, split[large], repaired, scratch)
             else:
-                fixed = None if str(c.path) in repaired else _repair(con, c, repaired, scratch)
+                fixed = _repair(con, c, repaired, scratch)
             if fixed is None:
                 rejected.append(_explain(c))
                 con.execute(DROP_FILE, [bad])
@@ -319,11 +314,10 @@ def _stage(
     if by_path:
         progress.stage(con, pieces=bool(split))
         for path, messages in repaired.items():
-            messages = piece_warnings.get(path, []) + messages  # the history's first, as in the whole file
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
-        rejected.extend(_drop_conflicts(con, {file_id: c for file_id, c in files}))
+        rejected.extend(_drop_conflicts(con, by_id))
     if not by_path:  # every file of the batch was dropped above: nothing was staged
         return 0
     return db.one(con, "SELECT count(*) FROM batch_jobs")[0]
@@ -380,6 +374,25 @@ def _repair(
     repaired[str(c.path)] = warnings
     con.execute(REREAD_FROM if rest is None else REREAD_REST_FROM, {"read_path": copy, "path": str(c.path)})
     return copy
+
+
+def _repair_split(
+    con: duckdb.DuckDBPyConnection,
+    c: Candidate,
+    file_id: int,
+    pieces: fast.Pieces,
+    repaired: dict[str, list[str]],
+    scratch: Path,
+) -> str | None:
+    """Read every part of a large file repaired, as the whole would be: its pieces, then its rest
+    (see _repair); the path of the rest's copy, or None with none of its pieces' rows kept."""
+    found = _read_pieces(con, file_id, pieces, scratch, repair=True)
+    fixed = None if found is None else _repair(con, c, repaired, scratch, pieces.rest)
+    if found is None or fixed is None:
+        progress.drop_pieces(con, file_id)
+        return None
+    repaired[str(c.path)] = found + repaired[str(c.path)]  # the history's warnings first, as in the whole file
+    return fixed
 
 
 def _split(files: list[tuple[int, Candidate]], parsed: dict[int, fast.Parsed], scratch: Path) -> dict[int, fast.Pieces]:

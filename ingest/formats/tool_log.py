@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,7 +36,7 @@ from runlytics.ingest import ledger
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
-from .base import Candidate, Context, Rejection, changed_files, entry_problem, not_ingested
+from .base import Candidate, Context, Rejection, changed_files, examine, not_ingested
 from .text_logs import Chunk, RunInfo
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
@@ -99,9 +98,6 @@ class _JobRead:
         return sum(len(r.chunk.points) for r in self.reads)
 
 
-JOB_IDS = """
-SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL
-"""
 OWNERS = "SELECT path, job_id FROM ingest_files WHERE kind = $kind AND job_id IS NOT NULL"
 STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
 # the batch's points, one per (job, name, step) (_stage_points keeps the last written)
@@ -194,9 +190,9 @@ class ToolLogFormat:
         if not owned:
             return
         candidates = changed_files(ctx, self.kind, [(job, path) for job in owned for path in self.files(job)])
-        job_ids = dict(ctx.con.execute(JOB_IDS).fetchall())
+        job_ids = ledger.progress_job_ids(ctx.con)
         owners = dict(ctx.con.execute(OWNERS, {"kind": self.kind}).fetchall())
-        resume = _load_resume(ctx, self.kind)
+        resume = ledger.load_resume(ctx.con, self.kind)
         rejected: list[Rejection] = []
         ids = {job.path: _job_id(job, job_ids) for job in owned}
         # files read before for another job (a run folder that became part of an HF job folder at
@@ -366,10 +362,6 @@ def _job_id(job: JobFolder, progress_job_ids: dict[str, str]) -> str:
     return progress_job_ids.get(str(job.progress)) or job.path.name
 
 
-def _load_resume(ctx: Context, kind: str) -> dict[str, tuple[int, int, str | None]]:
-    return ledger.load_resume(ctx.con, kind)
-
-
 def _same_prefix(path: Path, offset: int, stored: str | None) -> bool:
     """True when the bytes before ``offset`` are those read before (the file was not replaced)."""
     if stored is None:
@@ -398,11 +390,10 @@ def _all_candidates(
             out.append(have[path])
             continue
         try:
-            st = os.stat(path)
+            st, problem = examine(path, job, ctx.max_file_bytes)
         except OSError:
             continue
-        candidate = Candidate(path, job, ledger.stat_of(st))
-        problem = entry_problem(path, job, st.st_mode, st.st_size, ctx.max_file_bytes, True)
+        candidate = Candidate(path, job, st)
         if problem is not None:
             rejected.append(Rejection(candidate, "failed", problem, retry=True))
             continue

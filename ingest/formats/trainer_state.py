@@ -12,8 +12,6 @@ from .base import Candidate, Context, Rejection, changed_files, not_ingested, sa
 
 KIND = "trainer_state"
 
-PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
-
 # Every value of the merged trainer steps of the batch's jobs under its own name (the columns and
 # the numeric keys of `metrics`), source 'trainer_state', into metric_values (revision 0012 copies
 # the rows stored before it the same way).
@@ -55,7 +53,7 @@ class TrainerStateFormat:
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
         # the job a folder's trainer states belong to: its progress.json's job_id, else the folder name
-        progress_job_ids = dict(ctx.con.execute(PROGRESS_JOB_IDS).fetchall())
+        progress_job_ids = ledger.progress_job_ids(ctx.con)
         states: list[trainer_state.TrainerState] = []
         read: list[Candidate] = []
         rejected: list[Rejection] = []
