@@ -488,6 +488,21 @@ def test_a_lightning_tensorboard_run_takes_its_hparams_as_config(real: tuple[Lab
     assert stored_config["h"] == expected["h"] and stored_config["input_size"] == expected["input_size"]
 
 
+def test_an_hparams_yaml_that_links_out_of_the_root_is_not_read(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    run = lab.root / "lightning_logs" / "version_3"
+    run.mkdir(parents=True)
+    source = TFEVENTS / "lightning-two-writers/lightning_logs/version_3"
+    for f in source.iterdir():
+        if f.name != "hparams.yaml":
+            (run / f.name).write_bytes(f.read_bytes())
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("password: hunter2\n")
+    (run / "hparams.yaml").symlink_to(secret)
+    lab.ingest()
+    assert lab.query("SELECT job_id, config FROM jobs") == [("lightning_logs/version_3", None)]
+
+
 class _Plain(yaml.SafeLoader):
     pass
 

@@ -30,6 +30,7 @@ from tensorboard.compat.proto import event_pb2, types_pb2
 from runlytics.ingest.discover import LIGHTNING_HPARAMS, TENSORBOARD, JobFolder
 
 from . import lightning_csv
+from .base import DEFAULT_MAX_FILE_MB, examine
 from .text_logs import Chunk, Point, RunInfo
 from .tool_log import ToolLogParser
 
@@ -70,6 +71,10 @@ class TensorBoardParser(ToolLogParser):
         if not job.is_tool_run or not hparams.is_file():
             return None, []
         try:
+            # the checks every job file passes before it is opened (a link out of the root, a FIFO, …)
+            _, problem = examine(hparams, job, DEFAULT_MAX_FILE_MB << 20)
+            if problem is not None:
+                return None, [f"{LIGHTNING_HPARAMS}: {problem}, config not read"]
             data = hparams.read_bytes()
         except OSError as error:
             return None, [f"{LIGHTNING_HPARAMS}: cannot read ({error}), config not read"]
