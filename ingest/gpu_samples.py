@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+from . import gpu_store
+
 COLUMNS = (
     "job_id",
     "host",
@@ -56,24 +58,6 @@ SELECT unnest($job_id) AS job_id, unnest($host) AS host, CAST(unnest($gpu_index)
        CAST(unnest($clocks_event_reasons) AS BIGINT) AS clocks_event_reasons,
        unnest($seq) AS seq
 """
-# The GPU a sample belongs to: its UUID when it has one, else its index (schema.gpu_samples).
-GPU_KEY = "coalesce(gpu_uuid, '#' || CAST(gpu_index AS VARCHAR))"
-
-# A sample seen twice (re-ingest, or twice in one file) is stored once: the later one wins.
-UPSERT = f"""
-INSERT INTO gpu_samples (job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb,
-                         memory_total_mb, temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, source, gpu_key)
-SELECT job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb,
-       temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, $source, {GPU_KEY}
-FROM batch_gpu_samples
-QUALIFY row_number() OVER (PARTITION BY job_id, host, {GPU_KEY}, ts ORDER BY seq DESC) = 1
-ON CONFLICT (job_id, host, gpu_key, ts) DO UPDATE SET
-    gpu_index = excluded.gpu_index, gpu_uuid = excluded.gpu_uuid, utilization_percent = excluded.utilization_percent,
-    memory_used_mb = excluded.memory_used_mb, memory_total_mb = excluded.memory_total_mb,
-    temperature_c = excluded.temperature_c, power_w = excluded.power_w,
-    sm_clock_mhz = excluded.sm_clock_mhz, clocks_event_reasons = excluded.clocks_event_reasons,
-    source = excluded.source
-"""
 
 
 @dataclass
@@ -93,8 +77,7 @@ def store(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], source: st
     columns: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in COLUMNS}
     columns["seq"] = list(range(len(rows)))
     con.execute(STAGE, columns)
-    con.execute(UPSERT, {"source": source})
-    return {r["job_id"] for r in rows}
+    return gpu_store.store_staged(con, source)
 
 
 def read_spool(path: Path, offset: int, first_line: int) -> SpoolChunk:
