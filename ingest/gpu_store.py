@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import duckdb
 
+from runlytics.warehouse import rollups
+
 # The GPU a sample belongs to: its UUID when it has one, else its index (schema.gpu_samples).
 GPU_KEY = "coalesce(gpu_uuid, '#' || CAST(gpu_index AS VARCHAR))"
 
@@ -28,10 +30,19 @@ ON CONFLICT (job_id, host, gpu_key, ts) DO UPDATE SET
     source = excluded.source
 """
 
-JOBS = "SELECT DISTINCT job_id FROM batch_gpu_samples"
+# What a batch stored, per GPU: the rollups recompute the minutes it touched.
+STORED_KEYS = f"""
+CREATE OR REPLACE TEMP TABLE stored_gpu_keys AS
+SELECT job_id, host, {GPU_KEY} AS gpu_key, min(ts) AS first_ts, max(ts) AS last_ts
+FROM batch_gpu_samples
+GROUP BY ALL
+"""
+JOBS = "SELECT DISTINCT job_id FROM stored_gpu_keys"
 
 
 def store_staged(con: duckdb.DuckDBPyConnection, source: str) -> set[str]:
     """Store the staged batch (in the caller's transaction); returns the jobs it belongs to."""
     con.execute(UPSERT, {"source": source})
+    con.execute(STORED_KEYS)
+    rollups.update(con)
     return {job_id for (job_id,) in con.execute(JOBS).fetchall()}
