@@ -46,7 +46,7 @@ def create_app(
         description="Training-run analytics: durations, throughput, losses, GPU use, efficiency.",
         responses={401: {"model": models.Problem}, 422: {"model": models.Problem}, 503: {"model": models.Problem}},
         exception_handlers=errors.HANDLERS,
-        # api/routes/docs.py serves the schema and the docs behind the token, without any CDN
+        # api/routes/docs.py serves the schema (behind the token) and the docs page, without any CDN
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -71,8 +71,9 @@ def create_app(
     app.include_router(metric_points.router, dependencies=GUARDED)
     app.include_router(jobs.job_router, dependencies=GUARDED)  # last: /api/training/{job_id} takes any path
     app.include_router(metrics.router(reader), dependencies=GUARDED)
-    app.include_router(docs.router(TITLE), dependencies=GUARDED)
+    app.include_router(docs.schema_router(), dependencies=GUARDED)
     # the pages carry no data (their scripts ask the API above), so they are not guarded
+    app.include_router(docs.page_router(TITLE))
     app.include_router(dashboard.router())
     app.mount("/static", dashboard.static_files(), name="static")
     return app

@@ -261,12 +261,14 @@ def test_no_warning_on_loopback(server: Server) -> None:
 # --- /docs and /openapi.json --------------------------------------------------------------
 
 
-def test_docs_and_schema_are_behind_the_token(fleet: Lab) -> None:
+def test_the_schema_is_behind_the_token_and_the_docs_page_is_not(fleet: Lab) -> None:
     guarded = client_of(fleet.db, token="s3cret")
-    for path in ("/docs", "/openapi.json"):
-        response = guarded.get(path)
-        assert response.status_code == 401 and response.json() == {"detail": "missing or wrong bearer token"}
-        assert guarded.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    response = guarded.get("/openapi.json")
+    assert response.status_code == 401 and response.json() == {"detail": "missing or wrong bearer token"}
+    assert guarded.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    # the page holds no data (a browser navigating to it sends no token); its script asks for the schema
+    page = guarded.get("/docs")
+    assert page.status_code == 200 and "/static/docs.js" in page.text and "paths" not in page.text
     schema = guarded.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
     assert "/api/training/jobs" in schema["paths"] and "/docs" not in schema["paths"]
     for path in ("/redoc", "/docs/oauth2-redirect"):  # FastAPI's other pages (ReDoc loads from a CDN): none
@@ -302,6 +304,26 @@ def test_docs_render_in_chromium_under_the_csp(server: Server) -> None:
             assert elsewhere == []
             assert tab.errors == []  # a CSP violation is a console error
             assert operations >= 14
+        finally:
+            tab.close()
+            browser.close()
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed")
+def test_docs_behind_a_token_render_with_the_stored_token(fleet: Lab) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with serving(fleet.db, env={TOKEN_ENV: "s3cret"}) as running, sync_playwright() as playwright:
+        browser = launch(playwright)
+        tab = Page(browser)
+        try:
+            tab.page.goto(running.url + "/docs")
+            tab.page.wait_for_selector("#token-form", timeout=20_000)  # the schema answered 401
+            tab.page.fill("#token", "s3cret")
+            tab.page.click("#token-form button")
+            tab.page.wait_for_selector(".opblock", timeout=20_000)
+            assert tab.page.locator(".opblock").count() >= 14
+            assert tab.page.evaluate("localStorage.getItem('runlytics-token')") == "s3cret"
         finally:
             tab.close()
             browser.close()

@@ -1,7 +1,9 @@
-"""``/openapi.json`` and ``/docs`` (Swagger UI), behind the token like the data, and served
-from this server alone: Swagger UI 5 (OpenAPI 3.1, which FastAPI writes) is vendored under
-``static/vendor`` with its license, and the page starts it with a script file
-(``static/docs.js``), so the Content-Security-Policy of api/security.py needs no inline script
+"""``/openapi.json`` (behind the token like the data) and ``/docs`` (Swagger UI), served from
+this server alone. The docs page carries no data, like the dashboard's pages: a browser can't
+send a bearer token when it navigates, so the page is open and its script fetches the schema
+with the token the dashboard stored (asking for one on a 401). Swagger UI 5 (OpenAPI 3.1, which
+FastAPI writes) is vendored under ``static/vendor`` with its license, and the page starts it
+with a script file (``static/docs.js``), so the Content-Security-Policy of api/security.py needs no inline script
 and no other origin.
 """
 
@@ -30,14 +32,21 @@ PAGE = """<!doctype html>
 """
 
 
-def router(title: str) -> APIRouter:
-    """The schema and the docs page; create_app guards them with the token."""
+def schema_router() -> APIRouter:
+    """The schema; create_app guards it with the token."""
     routes = APIRouter(include_in_schema=False)
-    page = PAGE.format(title=escape(title))
 
     @routes.get("/openapi.json")
     def openapi(request: Request) -> JSONResponse:
         return JSONResponse(request.app.openapi())
+
+    return routes
+
+
+def page_router(title: str) -> APIRouter:
+    """The docs page, open like the dashboard's pages (it holds no data)."""
+    routes = APIRouter(include_in_schema=False)
+    page = PAGE.format(title=escape(title))
 
     @routes.get("/docs")
     def docs() -> HTMLResponse:
