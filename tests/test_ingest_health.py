@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
 from runlytics.ingest import journal
-from runlytics.warehouse import migrate
+from runlytics.warehouse import ingest_status, migrate
 from tests.conftest import Lab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +53,20 @@ def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
     assert first.status_code == 200
     body = first.json()
     assert [r["outcome"] for r in body["runs"]] == ["ok"]
-    assert body["problem_files"][0]["path"] == str(bad)
+    assert body["problem_files"][0]["path"] == f"{bad.parent.name}/{bad.name}"  # no server folder
+    assert str(lab.root) not in json.dumps(body)
     second = client.get(body["next"]).json()
     assert [r["outcome"] for r in second["runs"]] == ["files_failed"] and second["next_cursor"] is None
     assert client.get("/api/ingest/runs", params={"cursor": "nope"}).status_code == 422
+
+
+def test_problem_paths_are_shown_from_their_job_folder() -> None:
+    assert ingest_status.shown_path("/srv/jobs/runs/run0/events.out.tfevents.1", "runs/run0") == (
+        "runs/run0/events.out.tfevents.1"
+    )
+    assert (
+        ingest_status.shown_path("/srv/a/x/a/checkpoint-5/trainer_state.json", "a")
+        == "a/checkpoint-5/trainer_state.json"
+    )
+    assert ingest_status.shown_path("/var/spool/gpu/h-2026120101.jsonl", None) == "gpu/h-2026120101.jsonl"
+    assert ingest_status.shown_path("/srv/jobs/b/progress.json", "other") == "b/progress.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 
 import duckdb
@@ -20,7 +21,7 @@ LIMIT $limit
 
 # Files not ingested as they are now: failed (read again when they change) or pending.
 PROBLEM_FILES = """
-SELECT path, kind, outcome, error, last_read_at
+SELECT path, kind, job_id, outcome, error, last_read_at
 FROM ingest_files
 WHERE outcome <> 'ingested'
 ORDER BY outcome, path
@@ -68,8 +69,27 @@ def runs_page(
     return rows, None
 
 
-def problem_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    return records(con.execute(PROBLEM_FILES))
+def problem_files(con: duckdb.DuckDBPyConnection, *, server_paths: bool = True) -> list[dict[str, Any]]:
+    """The files not ingested as they are now. Without ``server_paths`` (the API: its clients
+    need not learn the server's folders) each path, in its field and in its error, is shown from
+    its job folder on (``alpha/progress.json``), or as its folder and name when no job is known."""
+    rows = records(con.execute(PROBLEM_FILES))
+    for row in rows:
+        job_id = row.pop("job_id")
+        if not server_paths:
+            shown = shown_path(row["path"], job_id)
+            row["error"] = row["error"].replace(row["path"], shown) if row["error"] else row["error"]
+            row["path"] = shown
+    return rows
+
+
+def shown_path(path: str, job_id: str | None) -> str:
+    """``path`` from its job's folder on (a job id is the folder's path under the jobs root), or
+    its last folder and name."""
+    marker = f"/{job_id}/" if job_id else None
+    if marker and marker in path:
+        return path[path.rindex(marker) + 1 :]
+    return "/".join(PurePosixPath(path).parts[-2:])
 
 
 def run_warnings(con: duckdb.DuckDBPyConnection, run_id: int, limit: int) -> list[tuple[str, str]]:
