@@ -146,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics ingest --every 300 /data/runs   # without cron: a run every 5 minutes until SIGTERM",
         "runlytics ingest --spool /var/spool/runlytics /data/runs",
         "runlytics ingest --nvidia-smi-csv gpu.csv --job-id run-42 --timezone Europe/Berlin",
+        "runlytics ingest --spool /var/spool/runlytics --keep-raw-days 7 --archive /data/gpu-archive",
     ])  # fmt: skip
     ing.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
     ing.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
@@ -167,6 +168,15 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "--every", type=_positive_seconds, metavar="SECONDS",
         help="run again every SECONDS until SIGTERM or SIGINT, which end it between runs (exit code: the last run's)",
+    )  # fmt: skip
+    ing.add_argument(
+        "--keep-raw-days", type=_days, default=30, metavar="N",
+        help="raw GPU samples of days more than N days old are dropped, or moved to --archive; "
+        "the per-minute rollups stay (0: keep everything; default: %(default)s)",
+    )  # fmt: skip
+    ing.add_argument(
+        "--archive", type=Path, metavar="DIR",
+        help="move the raw GPU samples --keep-raw-days drops to DIR/day=YYYY-MM-DD/host=HOST/*.parquet instead",
     )  # fmt: skip
     out = ing.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
@@ -309,6 +319,12 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _days(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a whole number of days (0 or more): {text}")
+    return int(text)
+
+
 def _existing_warehouse(args: argparse.Namespace) -> Path:
     """The warehouse a read command names; NoWarehouse when there is none (a read creates nothing)."""
     path = db.resolve_path(args.db)
@@ -388,6 +404,7 @@ def _ingest_once(args: argparse.Namespace) -> int:
     summary = ingest(
         path, args.roots, spools=args.spool, csv_imports=csv_imports, wait=args.wait,
         on_progress=ProgressLine(sys.stderr) if interactive else None, max_file_mb=args.max_file_mb,
+        keep_raw_days=args.keep_raw_days, archive=args.archive,
     )  # fmt: skip
     if interactive:
         print(file=sys.stderr)

@@ -5,12 +5,20 @@ the next run resumes at that byte offset (kept in the ledger's ``read_offset``).
 is skipped with its line number; the others are kept. Samples are keyed by
 (job, host, GPU, ts), the GPU being its UUID when the sample has one (schema.gpu_samples): one
 ingested twice is stored once.
+
+Two roads read a spool's lines, with the same result (tests/test_spool_parse.py). The fast road
+splits and parses them in DuckDB (``FAST_PARSE``: vectorised, on every core) and takes only the
+lines whose every field it can check for itself: an object of plain JSON (no escapes, control
+characters, NaN, trailing commas or repeated keys), a job id, a GPU index, a Unix or plain ISO
+timestamp and every number finite and in range. Every other line (a bad one, one with a value
+to drop, anything unusual) goes the careful road, ``parse_line``, which words the warnings.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,8 +53,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "sm_clock_mhz": (0, math.inf),
 }
 
-STAGE = """
-CREATE OR REPLACE TEMP TABLE batch_gpu_samples AS
+STAGE_SELECT = """
 SELECT unnest($job_id) AS job_id, unnest($host) AS host, CAST(unnest($gpu_index) AS INTEGER) AS gpu_index,
        CAST(unnest($ts) AS TIMESTAMP) AS ts, CAST(unnest($gpu_uuid) AS VARCHAR) AS gpu_uuid,
        CAST(unnest($utilization_percent) AS DOUBLE) AS utilization_percent,
@@ -56,18 +63,163 @@ SELECT unnest($job_id) AS job_id, unnest($host) AS host, CAST(unnest($gpu_index)
        CAST(unnest($power_w) AS DOUBLE) AS power_w,
        CAST(unnest($sm_clock_mhz) AS DOUBLE) AS sm_clock_mhz,
        CAST(unnest($clocks_event_reasons) AS BIGINT) AS clocks_event_reasons,
-       unnest($seq) AS seq
+       CAST(unnest($seq) AS BIGINT) AS seq
+"""
+STAGE = "CREATE OR REPLACE TEMP TABLE batch_gpu_samples AS" + STAGE_SELECT
+STAGE_MORE = "INSERT INTO batch_gpu_samples" + STAGE_SELECT
+
+# The staged batch, empty, for the spool's two roads to fill (the columns of STAGE).
+STAGE_EMPTY = """
+CREATE OR REPLACE TEMP TABLE batch_gpu_samples (
+    job_id VARCHAR, host VARCHAR, gpu_index INTEGER, ts TIMESTAMP, gpu_uuid VARCHAR,
+    utilization_percent DOUBLE, memory_used_mb DOUBLE, memory_total_mb DOUBLE, temperature_c DOUBLE,
+    power_w DOUBLE, sm_clock_mhz DOUBLE, clocks_event_reasons BIGINT, seq BIGINT)
+"""
+
+# One read of a spool file, and the most text one transaction stages: they bound a run's memory
+# whatever the size of the spool (DuckDB holds a batch's text about four times while parsing it).
+PIECE_BYTES = 64 * 2**20
+BATCH_BYTES = 128 * 2**20
+
+# The fields the fast road reads, each as its JSON text (NULL when absent or null).
+_FIELDS = ("job_id", "host", "gpu_index", "index", "ts", "gpu_uuid", *RANGES, "clocks_event_reasons")
+_SHAPE = json.dumps(dict.fromkeys(_FIELDS, "JSON"))
+# Lines left to the careful road whatever their fields: escapes, U+FFFD (where a byte was not
+# UTF-8), and what DuckDB's JSON reader accepts where Python's refuses or
+# reads otherwise: trailing commas, NaN and infinities in any case, a repeated key (DuckDB takes
+# the first, Python the last). Scanning every line for the characters costs more than parsing
+# it: a piece is looked at as a whole first (``_plain``), its lines one by one only if needed.
+_UNUSUAL = r"[\\\x{FFFD}]|[:\[,]\s*-?(?i:nan|inf)"
+_TRAILING_COMMA = r",\s*[\]}]"
+_REPEATED = "|".join(f'"{k}"\\s*:.*"{k}"\\s*:' for k in _FIELDS)
+_BLANK = r"[ \t\x0b\x0c]*"  # bytes.strip()'s whitespace, less the line breaks
+_ISO = r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|\+00:00)?"
+# DuckDB's readers expand these in a path: a file whose path holds one is read as text.
+_GLOB = frozenset("*?[]{}")
+_EPOCH_MAX = 32_503_680_000  # 3000-01-01: later (and negative) epochs go the careful road
+
+
+def _string(raw: str) -> str:
+    return f"CASE WHEN starts_with({raw}, '\"') THEN substr({raw}, 2, length({raw}) - 2) END"
+
+
+def _fast_parse() -> str:
+    raws = ", ".join(f"CAST(s.{name} AS VARCHAR) AS r_{name}" for name in _FIELDS)
+    numbers = ", ".join(f"TRY_CAST(r_{name} AS DOUBLE) AS {name}" for name in RANGES)
+    in_range = " AND ".join(
+        f"(r_{name} IS NULL OR {name} >= {low}{f' AND {name} <= {high}' if math.isfinite(high) else ''})"
+        for name, (low, high) in RANGES.items()
+    )
+    # ts: Python's datetime.fromtimestamp rounds the fraction's microseconds half to even
+    return f"""
+CREATE OR REPLACE TEMP TABLE spool_parsed AS
+SELECT piece, seq, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
+       CASE WHEN iso IS NULL
+            THEN make_timestamp(CAST(trunc(epoch) AS BIGINT) * 1000000
+                                + CAST(round_even((epoch - trunc(epoch)) * 1e6, 0) AS BIGINT))
+            ELSE iso END AS ts,
+       gpu_uuid, {", ".join(RANGES)}, CAST(clocks_event_reasons AS BIGINT) AS clocks_event_reasons,
+       coalesce(job_id <> '' AND gpu_index IS NOT NULL AND (iso IS NOT NULL OR epoch IS NOT NULL)
+                AND {in_range}
+                AND (r_clocks_event_reasons IS NULL OR clocks_event_reasons IS NOT NULL), false) AS clean
+FROM (
+    SELECT *, {_string("r_job_id")} AS job_id, coalesce({_string("r_host")}, '') AS host,
+           {_string("r_gpu_uuid")} AS gpu_uuid,
+           CASE WHEN regexp_full_match(gi, '[0-9]{{1,9}}') THEN gi END AS gpu_index,
+           CASE WHEN NOT starts_with(r_ts, '"') AND TRY_CAST(r_ts AS DOUBLE) BETWEEN 0 AND {_EPOCH_MAX}
+                THEN TRY_CAST(r_ts AS DOUBLE) END AS epoch,
+           CASE WHEN regexp_full_match({_string("r_ts")}, '{_ISO}')
+                THEN TRY_CAST(regexp_replace({_string("r_ts")}, '(Z|\\+00:00)$', '') AS TIMESTAMP) END AS iso,
+           {numbers},
+           CASE WHEN regexp_full_match(r_clocks_event_reasons, '-?[0-9]{{1,18}}') THEN r_clocks_event_reasons END
+               AS clocks_event_reasons
+    FROM (
+        SELECT piece, seq, {raws},
+               -- "gpu_index": null is no index (Python's doc.get), not a reason to read "index"
+               coalesce(r_gpu_index, CASE WHEN NOT contains(line, '"gpu_index"') THEN r_index END) AS gi
+        FROM (
+            SELECT piece, seq, line, plain,
+                   CASE WHEN (plain OR NOT regexp_matches(line, '{_UNUSUAL}'))
+                             AND NOT regexp_matches(line, '{_TRAILING_COMMA}|{_REPEATED}')
+                        THEN try(from_json(line, '{_SHAPE}')) END AS s
+            FROM spool_lines
+            WHERE NOT regexp_full_match(line, '{_BLANK}')  -- the CSV reader reads an empty line as NULL
+        )
+    )
+)
 """
 
 
-@dataclass
-class SpoolChunk:
-    """What one read of a spool file gave: samples, warnings, and where to resume."""
+# The lines of the pieces given as text ($texts, each without its last newline), numbered in
+# read order: seq counts on from $bases, the seq before each piece's first line.
+SPLIT = """
+CREATE OR REPLACE TEMP TABLE spool_lines AS
+SELECT piece, plain, base + generate_subscripts(lines, 1) AS seq, unnest(lines) AS line
+FROM (SELECT unnest($pieces) AS piece, unnest($bases) AS base, unnest($plain) AS plain,
+             string_split(unnest($texts), chr(10)) AS lines)
+"""
+# The lines of whole files, read by DuckDB's CSV reader (in parallel, several times faster than
+# splitting a text) as one column: no quotes, a delimiter the files don't hold. A file's lines
+# come in file order (insertion order is kept); those past what Python read (appended since)
+# are left for the next run.
+READ_FILES = """
+CREATE OR REPLACE TEMP TABLE spool_csv AS
+SELECT filename, line
+FROM read_csv($paths, columns = {'line': 'VARCHAR'}, header = false, delim = chr(1), quote = '', escape = '',
+              new_line = '\\n', auto_detect = false, filename = true)
+"""
+FILE_PIECES = """
+CREATE OR REPLACE TEMP TABLE spool_files AS
+SELECT unnest($paths) AS filename, unnest($pieces) AS piece, unnest($bases) AS base, unnest($lines) AS lines,
+       unnest($plain) AS plain
+"""
+FILE_LINES = """
+CREATE OR REPLACE TEMP VIEW spool_lines AS
+SELECT f.piece, f.plain, f.base + c.rowid - s.first + 1 AS seq, c.line
+FROM spool_csv c
+JOIN (SELECT filename, min(rowid) AS first FROM spool_csv GROUP BY filename) s USING (filename)
+JOIN spool_files f USING (filename)
+WHERE c.rowid - s.first < f.lines
+"""
+FAST_PARSE = _fast_parse()
+STAGE_FAST = f"""
+INSERT INTO batch_gpu_samples
+SELECT {", ".join(COLUMNS)}, seq FROM spool_parsed WHERE clean
+"""
+FAST_COUNTS = """
+SELECT piece, count(*) FILTER (WHERE clean), list(seq ORDER BY seq) FILTER (WHERE NOT clean)
+FROM spool_parsed
+GROUP BY piece
+"""
+DROP_FAST = "DROP TABLE IF EXISTS spool_parsed"
+DROP_LINES = {"table": "DROP TABLE IF EXISTS spool_lines", "view": "DROP VIEW IF EXISTS spool_lines"}
+DROP_FILES = "DROP TABLE IF EXISTS spool_csv; DROP TABLE IF EXISTS spool_files"
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+
+@dataclass
+class Piece:
+    """Whole lines of a spool file read from byte ``offset``, the first of them line ``first_line``."""
+
+    offset: int
+    first_line: int
+    data: bytes  # ends with a newline
+    path: Path | None = None  # when the piece is the whole file as it was read, from its start
+    lines: int = field(init=False)  # as bytes.splitlines counts them, the careful road's count
+
+    def __post_init__(self) -> None:
+        self.lines = len(self.data.splitlines()) if b"\r" in self.data else self.data.count(b"\n")
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+@dataclass
+class Staged:
+    """What a piece gave to the staged batch: its samples and its warnings, in line order."""
+
+    rows: int = 0
     warnings: list[str] = field(default_factory=list)
-    consumed: int = 0  # bytes up to and including the last complete line
-    lines: int = 0  # complete lines read
 
 
 def store(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], source: str) -> set[str]:
@@ -80,25 +232,157 @@ def store(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], source: st
     return gpu_store.store_staged(con, source)
 
 
-def read_spool(path: Path, offset: int, first_line: int) -> SpoolChunk:
-    """Read a spool file from ``offset`` up to its last complete line."""
+def read_pieces(path: Path, offset: int, first_line: int, size: int = PIECE_BYTES) -> Iterator[Piece]:
+    """The complete lines of a spool file from ``offset`` on, about ``size`` bytes a piece.
+
+    A last line without its newline is still being written: it is left for the next run.
+    """
     with path.open("rb") as f:
         f.seek(offset)
-        data = f.read()
-    end = data.rfind(b"\n") + 1  # a last line without its newline is still being written
-    chunk = SpoolChunk(consumed=end)
-    for number, line in enumerate(data[:end].splitlines(), start=first_line):
-        chunk.lines += 1
+        carry = b""
+        while block := f.read(size):
+            data = carry + block if carry else block
+            end = data.rfind(b"\n") + 1
+            if end:
+                whole = offset == 0 and end == len(data) and len(block) < size
+                piece = Piece(offset, first_line, data[:end], path if whole else None)
+                yield piece
+                offset, first_line = piece.end, first_line + piece.lines
+            carry = data[end:]
+
+
+def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
+    """Stage the pieces' samples in ``batch_gpu_samples`` (seq: read order), one Staged per piece.
+
+    Not in a transaction of the caller's: a file DuckDB's CSV reader can't read (a line over its
+    size limit) fails a statement, which would spoil the transaction; it is read as text instead.
+    """
+    con.execute(STAGE_EMPTY)
+    staged = [Staged() for _ in pieces]
+    text: list[_Fast] = []
+    files: list[_Fast] = []
+    careful: list[tuple[int, int, int, bytes]] = []  # (piece, seq, line number, line)
+    seq = 0
+    for i, piece in enumerate(pieces):
+        data = piece.data.replace(b"\r\n", b"\n") if b"\r" in piece.data else piece.data
+        if b"\r" in data:  # a lone carriage return breaks a line for Python, not for DuckDB
+            lines = piece.data.splitlines()  # not data's: CR CR LF is two breaks, CR LF after the replace one
+            careful.extend((i, seq + k, piece.first_line + k - 1, line) for k, line in enumerate(lines, start=1))
+        else:
+            whole = piece.path is not None and data is piece.data and not _GLOB.intersection(str(piece.path))
+            road = files if whole and _csv_readable(data) else text
+            road.append(_Fast(i, data, seq, _plain(data)))
+        seq += piece.lines
+    if files:
+        try:
+            con.execute(READ_FILES, {"paths": [str(pieces[f.piece].path) for f in files]})
+        except duckdb.Error:
+            text += files
+        else:
+            con.execute(
+                FILE_PIECES,
+                {
+                    "paths": [str(pieces[f.piece].path) for f in files],
+                    "pieces": [f.piece for f in files],
+                    "bases": [f.base for f in files],
+                    "lines": [pieces[f.piece].lines for f in files],
+                    "plain": [f.plain for f in files],
+                },
+            )
+            con.execute(FILE_LINES)
+            careful += _stage_fast(con, pieces, staged, files, "view")
+            con.execute(DROP_FILES)
+    if text:
+        texts = [f.data[:-1].decode("utf-8", "replace") for f in text]
+        pieces_at = [f.piece for f in text]
+        con.execute(
+            SPLIT,
+            {"texts": texts, "pieces": pieces_at, "bases": [f.base for f in text], "plain": [f.plain for f in text]},
+        )
+        del texts
+        careful += _stage_fast(con, pieces, staged, text, "table")
+    careful.sort(key=lambda item: item[1])
+    _stage_careful(con, staged, careful)
+    return staged
+
+
+@dataclass
+class _Fast:
+    """A piece on the fast road: its text with CRLF as LF, and the seq before its first line."""
+
+    piece: int
+    data: bytes
+    base: int
+    plain: bool  # no line of it needs the scan for _UNUSUAL
+
+
+def _plain(data: bytes) -> bool:
+    """Whether no line of the piece holds what _UNUSUAL finds (and its text decodes as UTF-8 as is)."""
+    if b"\\" in data:
+        return False
+    lower = data.lower()
+    if b"nan" in lower or b"inf" in lower:
+        return False
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _csv_readable(data: bytes) -> bool:
+    """Whether the CSV reader reads the same lines: UTF-8 without its delimiter or NUL."""
+    if b"\x01" in data or b"\x00" in data:
+        return False
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _stage_fast(
+    con: duckdb.DuckDBPyConnection, pieces: list[Piece], staged: list[Staged], fast: list[_Fast], lines_kind: str
+) -> list[tuple[int, int, int, bytes]]:
+    """The fast road over ``spool_lines``; returns the lines it leaves to the careful road."""
+    con.execute(FAST_PARSE)
+    con.execute(DROP_LINES[lines_kind])
+    con.execute(STAGE_FAST)
+    by_piece = {f.piece: f for f in fast}
+    left: list[tuple[int, int, int, bytes]] = []
+    for i, clean, unclean in con.execute(FAST_COUNTS).fetchall():
+        staged[i].rows += clean
+        if unclean:
+            f = by_piece[i]
+            lines = f.data.split(b"\n")
+            left.extend((i, s, pieces[i].first_line + s - f.base - 1, lines[s - f.base - 1]) for s in unclean)
+    con.execute(DROP_FAST)
+    return left
+
+
+def _stage_careful(
+    con: duckdb.DuckDBPyConnection, staged: list[Staged], lines: list[tuple[int, int, int, bytes]]
+) -> None:
+    """The careful road: Python's parser, which words the warnings."""
+    rows: list[dict[str, Any]] = []
+    for i, seq, number, line in lines:
         if not line.strip():
             continue
         try:
             row, problems = parse_line(line)
         except ValueError as error:
-            chunk.warnings.append(f"line {number}: {error}, skipped")
+            staged[i].warnings.append(f"line {number}: {error}, skipped")
             continue
-        chunk.rows.append(row)
-        chunk.warnings.extend(f"line {number}: {problem}, dropped" for problem in problems)
-    return chunk
+        row["seq"] = seq
+        rows.append(row)
+        staged[i].rows += 1
+        staged[i].warnings.extend(f"line {number}: {problem}, dropped" for problem in problems)
+    if rows:
+        con.execute(STAGE_MORE, {c: [r.get(c) for r in rows] for c in (*COLUMNS, "seq")})
 
 
 def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:

@@ -3,31 +3,64 @@
 Readers (``gpu_samples.read_spool``, the nvidia-smi parser) stage a batch in the temporary
 table ``batch_gpu_samples`` (the columns of ``gpu_samples.STAGE``, ``seq`` giving the order they
 were read in); ``store_staged`` stores it in the caller's transaction.
+
+Samples of the current hour (``parts.cutoff``) go to the hot table ``gpu_samples_hot``; older
+ones straight to sealed Parquet parts (warehouse/parts.py), so a first ingest of a day-long spool
+never passes through the DuckDB file. A sample seen twice is stored once, the later one winning,
+wherever the earlier one lies: the hot table, or a part (rewritten without it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import duckdb
 
-from runlytics.warehouse import rollups
+from runlytics.warehouse import parts, retention, rollups
+
+TABLE = parts.GPU_SAMPLES
 
 # The GPU a sample belongs to: its UUID when it has one, else its index (schema.gpu_samples).
 GPU_KEY = "coalesce(gpu_uuid, '#' || CAST(gpu_index AS VARCHAR))"
 
-# A sample seen twice (re-ingest, or twice in one file) is stored once: the later one wins.
-UPSERT = f"""
-INSERT INTO gpu_samples (job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb,
-                         memory_total_mb, temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, source, gpu_key)
+# The batch, one row per sample (the later read wins), in the stored columns.
+DEDUP = f"""
+CREATE OR REPLACE TEMP TABLE batch_gpu_rows AS
 SELECT job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb,
-       temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, $source, {GPU_KEY}
+       temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, $source AS source, {GPU_KEY} AS gpu_key
 FROM batch_gpu_samples
 QUALIFY row_number() OVER (PARTITION BY job_id, host, {GPU_KEY}, ts ORDER BY seq DESC) = 1
+"""
+UPSERT_HOT = """
+INSERT INTO gpu_samples_hot
+SELECT * FROM batch_gpu_rows WHERE ts >= $cutoff
 ON CONFLICT (job_id, host, gpu_key, ts) DO UPDATE SET
     gpu_index = excluded.gpu_index, gpu_uuid = excluded.gpu_uuid, utilization_percent = excluded.utilization_percent,
     memory_used_mb = excluded.memory_used_mb, memory_total_mb = excluded.memory_total_mb,
     temperature_c = excluded.temperature_c, power_w = excluded.power_w,
     sm_clock_mhz = excluded.sm_clock_mhz, clocks_event_reasons = excluded.clocks_event_reasons,
     source = excluded.source
+"""
+COLD = "CREATE OR REPLACE TEMP TABLE batch_gpu_cold AS SELECT * FROM batch_gpu_rows WHERE ts < $cutoff"
+# a hot sample not yet sealed (the hour turned during the run) that a cold one replaces
+DELETE_REPLACED_HOT = """
+DELETE FROM gpu_samples_hot h
+USING batch_gpu_cold c
+WHERE h.job_id = c.job_id AND h.host = c.host AND h.gpu_key = c.gpu_key AND h.ts = c.ts
+"""
+
+# Samples of days past the raw window (--keep-raw-days) whose minute is already rolled up: their
+# raw neighbours may have aged out, so the minute can't be recomputed with them; its rollup
+# stands, and each such sample is a warning. Any other old sample (a late backfill of a day never
+# seen) is stored as usual, rolled up, and pruned later like the rest.
+SKIP_ROLLED_UP = """
+DELETE FROM batch_gpu_samples b
+WHERE b.ts < $first
+  AND EXISTS (SELECT 1 FROM gpu_minutes m
+              WHERE m.job_id = b.job_id AND m.host = b.host
+                AND m.gpu_key = coalesce(b.gpu_uuid, '#' || CAST(b.gpu_index AS VARCHAR))
+                AND m.minute = date_trunc('minute', b.ts))
+RETURNING seq
 """
 
 # What a batch stored, per GPU: the rollups recompute the minutes it touched.
@@ -40,9 +73,33 @@ GROUP BY ALL
 JOBS = "SELECT DISTINCT job_id FROM stored_gpu_keys"
 
 
-def store_staged(con: duckdb.DuckDBPyConnection, source: str) -> set[str]:
-    """Store the staged batch (in the caller's transaction); returns the jobs it belongs to."""
-    con.execute(UPSERT, {"source": source})
+def store_staged(
+    con: duckdb.DuckDBPyConnection, source: str, on_skipped: Callable[[list[int]], None] = lambda seqs: None
+) -> set[str]:
+    """Store the staged batch (in the caller's transaction); returns the jobs it belongs to.
+    ``on_skipped`` hears the ``seq`` of each sample not stored (SKIP_ROLLED_UP), so that the
+    caller can name its file and line."""
+    cutoff = {"cutoff": parts.cutoff(con, TABLE)}
+    window = retention.window_start(con)
+    if window is not None:
+        skipped = [seq for (seq,) in con.execute(SKIP_ROLLED_UP, {"first": window}).fetchall()]
+        if skipped:
+            on_skipped(sorted(skipped))
+    con.execute(DEDUP, {"source": source})
+    con.execute(UPSERT_HOT, cutoff)
+    con.execute(COLD, cutoff)
+    if _count(con, "batch_gpu_cold"):
+        con.execute(DELETE_REPLACED_HOT)
+        parts.store_cold(con, TABLE, "batch_gpu_cold")
+        parts.refresh_view(con, TABLE)
+    con.execute("DROP TABLE batch_gpu_cold")
+    con.execute("DROP TABLE batch_gpu_rows")
+    # the view gpu_samples shows the stored rows now: the rollups read them there
     con.execute(STORED_KEYS)
     rollups.update(con)
     return {job_id for (job_id,) in con.execute(JOBS).fetchall()}
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return int(row[0]) if row else 0

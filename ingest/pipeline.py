@@ -12,8 +12,9 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runlytics.warehouse import db, ingest_status, migrate, results, snapshots
+from runlytics.warehouse import db, hotfile, ingest_status, migrate, parts, results, retention, snapshots
 from runlytics.warehouse.lock import run_lock
 
 from . import journal, quick
@@ -23,6 +24,9 @@ from .formats.base import DEFAULT_MAX_FILE_MB, Context, JobFormat, ProgressCallb
 from .formats.nvidia_smi import CsvImport
 from .sql import install_macros
 from .summary import Summary
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 def ingest(
@@ -34,8 +38,11 @@ def ingest(
     wait: float = db.DEFAULT_WAIT_SECONDS,
     on_progress: ProgressCallback | None = None,
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    keep_raw_days: int = retention.DEFAULT_KEEP_DAYS,
+    archive: Path | None = None,
 ) -> Summary:
-    """Ingest every job folder under ``roots``, GPU sample spools and nvidia-smi logs."""
+    """Ingest every job folder under ``roots``, GPU sample spools and nvidia-smi logs; raw GPU
+    samples of days more than ``keep_raw_days`` old are dropped (0: kept), or moved to ``archive``."""
     started = time.monotonic()
     summary = Summary()
     # discover
@@ -50,19 +57,24 @@ def ingest(
     state = None if spool_files or csv_imports else quick.state(jobs)
     db_path.parent.mkdir(parents=True, exist_ok=True)
     max_file_bytes = int(max_file_mb * 2**20)
-    with run_lock(db_path, wait=wait):
+    with db.private_files(), run_lock(db_path, wait=wait):
         if not db_path.exists():  # a new warehouse has read nothing yet: read while migrations build it
             for reader in readers:
                 reader.prefetch(jobs, max_file_bytes)
         try:
             migrate.ensure_current(db_path, wait=wait, locked=True)
-            inputs = Inputs(jobs, spool_files, csv_imports)
-            run_id = _read_and_merge(db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started)
+            hotfile.remove_leftovers(db_path)
+            inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive)
+            run_id, stored, sparse = _read_and_merge(
+                db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
+            )
             # publish
-            changed = summary.ingested or summary.pending or summary.failed or summary.job_ids
+            changed = stored or summary.ingested or summary.pending or summary.failed or summary.job_ids
             if on_progress is not None:
                 on_progress("publish", 0, 1)
-            if changed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
+            if sparse:  # mostly free blocks (rows sealed away): a smaller file to copy from now on
+                hotfile.rebuild(db_path)
+            if changed or sparse or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
                 snapshots.publish(db_path)
             if on_progress is not None:
                 on_progress("publish", 1, 1)
@@ -87,6 +99,8 @@ class Inputs:
     jobs: list[JobFolder]
     spool_files: list[Path]
     csv_imports: list[CsvImport]
+    keep_raw_days: int = retention.DEFAULT_KEEP_DAYS
+    archive: Path | None = None
 
 
 def _read_and_merge(
@@ -98,13 +112,17 @@ def _read_and_merge(
     on_progress: ProgressCallback | None,
     max_file_bytes: int,
     started: float,
-) -> int:
-    """Read, stage and merge every format, refresh the derived tables, record the run; its id."""
+) -> tuple[int, bool, bool]:
+    """Read, stage and merge every format, refresh the derived tables, record the run; its id, and
+    whether sealing, compaction or retention changed the stored samples' layout, and whether the
+    file is mostly free blocks."""
     with db.connection(db_path, wait=wait) as con:
         run_id = journal.start(con)
         ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes)
         try:
             install_macros(con)
+            stored = _seal(con)
+            retention.open_window(con, parts.GPU_SAMPLES, inputs.keep_raw_days)
             # read, stage and merge, format by format
             for reader in readers:
                 reader.ingest(ctx, inputs.jobs)
@@ -112,10 +130,12 @@ def _read_and_merge(
             nvidia_smi.ingest(ctx, inputs.csv_imports)
             # refresh the derived tables of the jobs queued by this run and any killed before it
             results.refresh_queued(con)
+            stored = _compact_and_prune(con, inputs) or stored
             summary.listed_warnings = ingest_status.run_warnings(con, run_id, Summary.MAX_LISTED_WARNINGS)
             summary.seconds = time.monotonic() - started
             journal.finish(con, run_id, summary.as_dict())
             con.execute("CHECKPOINT")
+            sparse = hotfile.is_sparse(con, db_path)
         except Exception as error:
             summary.seconds = time.monotonic() - started
             message = f"{type(error).__name__}: {_first_line(error)}"
@@ -125,7 +145,29 @@ def _read_and_merge(
             with contextlib.suppress(OSError):
                 journal.write_heartbeat(db_path, run_id, summary.as_dict(), error=message)
             raise
-    return run_id
+    return run_id, stored, sparse
+
+
+def _seal(con: duckdb.DuckDBPyConnection) -> bool:
+    """Before anything is read: delete the part files of killed runs and the retired files no
+    kept snapshot can name, then seal the hot samples of past hours into parts."""
+    table = parts.GPU_SAMPLES
+    parts.remove_orphans(con)
+    with db.atomic(con):
+        parts.delete_retired(con)
+        moved = parts.ensure_view(con, table)
+    with db.atomic(con):
+        return parts.seal(con, table, parts.cutoff(con, table)) > 0 or moved
+
+
+def _compact_and_prune(con: duckdb.DuckDBPyConnection, inputs: Inputs) -> bool:
+    """A bounded share of compaction, then retention: each its own transaction."""
+    table = parts.GPU_SAMPLES
+    with db.atomic(con):
+        compacted = parts.compact(con, table, parts.cutoff(con, table))
+    with db.atomic(con):
+        pruned = retention.prune(con, table, inputs.keep_raw_days, inputs.archive)
+    return compacted > 0 or pruned > 0
 
 
 def _first_line(error: BaseException) -> str:

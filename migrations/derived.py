@@ -12,7 +12,9 @@ from alembic import op
 
 # every derived table (job_results, utilization_minutes, insight_results, insight_jobs) is
 # computed from these
-FACTS = ("jobs", "steps", "step_gpus", "trainer_steps", "gpu_samples", "metric_values")
+# (GPU samples: the hot table before revision 0014 was named gpu_samples; sealed parts are listed
+# in gpu_parts)
+FACTS = ("jobs", "steps", "step_gpus", "trainer_steps", "gpu_samples", "gpu_samples_hot", "gpu_parts", "metric_values")
 
 
 def refill(*statements: str) -> None:

@@ -513,3 +513,23 @@ def test_warehouse_and_snapshots_are_created_private(tmp_path: Path, mask: int, 
     assert stat.S_IMODE(snapshots.folder(lab.db).stat().st_mode) == 0o700 & ~mask
     if mode & 0o400:  # still readable by its owner: the API answers from it
         assert client_of(lab.db).get("/api/training/a").status_code == 200
+
+
+def test_everything_an_ingest_run_writes_is_private(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    lab.write_job("a", job("a"))
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    # an old sample (sealed straight into a Parquet part) and one of now (the hot table)
+    lines = [
+        {"ts": 1_700_000_000, "job_id": "a", "gpu_index": 0},
+        {"ts": int(time.time()), "job_id": "a", "gpu_index": 0},
+    ]
+    (spool / "h.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with umask(0o022):
+        assert lab.ingest(spool_root=spool).failed == 0
+    written = [p for p in tmp_path.rglob("*") if p.name.startswith("warehouse.duckdb") or "warehouse.duckdb" in str(p)]
+    assert any(p.suffix == ".parquet" for p in written) and any(p.suffix == ".duckdb" for p in written)
+    assert {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode) & 0o077) for p in written} == {
+        str(p.relative_to(tmp_path)): "0o0" for p in written
+    }

@@ -283,7 +283,7 @@ PHASE_POINTS = [
     "runlytics.ingest.ledger:record_batch:after",  # progress batch: ledger written, not committed
     "runlytics.ingest.trainer_state:merge:after",  # trainer states merged, not committed
     "runlytics.warehouse.results:enqueue:after",  # checkpoint folders / samples queued, not committed
-    "runlytics.ingest.gpu_samples:store:after",  # spool samples stored, not committed
+    "runlytics.ingest.gpu_store:store_staged:after",  # spool samples stored (parts, rollups), not committed
     "runlytics.warehouse.results:refresh_queued:before",  # every fact committed, nothing refreshed
     "runlytics.warehouse.results:refresh:after",  # derived rows rewritten, not committed
     "runlytics.warehouse.results:refresh_queued:after",  # refreshed and committed, run not finished
@@ -352,3 +352,144 @@ def test_killed_at_every_phase_boundary_then_rerun_equals_one_clean_run(tmp_path
         rerun = run_ingest(root, lab.db, "--spool", str(spool))
         assert rerun.returncode == 0, (point, rerun.stderr)
         assert all_tables(lab.db) == expected, point
+
+
+# --- killed inside sealing, part writing, compaction, pruning and archiving ----------------------
+
+# Each run below is killed at the n-th call of a named point of the sealed-parts storage
+# (warehouse/parts.py, warehouse/retention.py), then run again: the same samples, rollups and
+# archive as one clean run, no file left that the manifest does not know.
+STORAGE_POINTS = [
+    ("runlytics.warehouse.parts:remove_orphans:after", 1),  # nothing written yet
+    ("runlytics.warehouse.parts:_fsync:after", 1),  # sealing: a part's temporary file written, not renamed
+    ("runlytics.warehouse.parts:write_part:after", 1),  # sealing: a part renamed and listed, not committed
+    ("runlytics.warehouse.parts:seal:after", 1),  # sealed, hot rows deleted, not committed
+    ("runlytics.warehouse.parts:retire:after", 1),  # a spool batch's clash: the old part retired, not committed
+    ("runlytics.warehouse.parts:store_cold:after", 2),  # a spool batch's parts written, not committed
+    ("runlytics.warehouse.rollups:update:after", 1),  # the batch's minutes rolled up, not committed
+    ("runlytics.warehouse.parts:compact:after", 1),  # merged, old parts retired, not committed
+    ("runlytics.warehouse.retention:archive_part:after", 1),  # one part archived, not pruned
+    ("runlytics.warehouse.retention:prune:after", 1),  # pruned, not committed
+    ("runlytics.ingest.journal:finish:after", 1),  # all committed, not checkpointed
+]
+STORAGE_T0 = 1767225600  # 2026-01-01T00:00:00Z
+
+
+def storage_spools(tmp: Path) -> tuple[Path, Path]:
+    """A first spool (two hosts, two days, in several files) and a second one: a third day, and
+    samples of the first day sent again with other values (a part rewritten)."""
+    first, second = tmp / "spool-1", tmp / "spool-2"
+    first.mkdir()
+    second.mkdir()
+
+    def line(t: int, host: str, gpu: int, util: float) -> str:
+        doc = {"ts": STORAGE_T0 + t, "host": host, "job_id": f"job-{gpu % 2}", "gpu_index": gpu,
+               "gpu_uuid": f"GPU-{host}-{gpu}", "utilization_percent": util, "power_w": 150.0 + gpu}  # fmt: skip
+        return json.dumps(doc) + "\n"
+
+    for host in ("node-01", "node-02"):
+        for day in (0, 1):
+            for half in (0, 1):
+                times = range(86400 * day + 7200 * half, 86400 * day + 7200 * half + 600, 5)
+                text = "".join(line(t, host, g, float(t % 97)) for t in times for g in range(2))
+                (first / f"{host}-{day}-{half}.jsonl").write_text(text)
+    resent = "".join(line(t, "node-01", 0, 99.0) for t in range(100, 200, 5))
+    third = "".join(
+        line(2 * 86400 + t, h, g, 42.0) for h in ("node-01", "node-03") for t in range(0, 300, 5) for g in range(2)
+    )
+    (second / "resent.jsonl").write_text(resent)
+    (second / "third-day.jsonl").write_text(third)
+    then = time.time() - 3600
+    for path in [*first.iterdir(), *second.iterdir()]:
+        os.utime(path, (then, then))
+    return first, second
+
+
+def storage_base(tmp: Path, first: Path) -> Path:
+    """A warehouse holding the first spool, and hot samples of a past hour (as a warehouse
+    upgraded from before revision 0014 holds them): the next run seals them."""
+    base = tmp / "base"
+    base.mkdir()
+    db = base / "w.duckdb"
+    done = subprocess.run(ingest_command(first, db, "--spool", str(first), "--json"), cwd=REPO, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    con = duckdb.connect(str(db))
+    con.execute(
+        "INSERT INTO gpu_samples_hot SELECT 'job-9', 'node-04', 0, TIMESTAMP '2026-01-03 05:00:00' + to_seconds(i), "
+        "NULL, i % 100, 1000, NULL, 50, 200, NULL, 0, 'spool', '#0' FROM range(0, 600, 5) r(i)"
+    )
+    con.close()
+    return base
+
+
+def storage_facts(db: Path, archive: Path) -> dict[str, Any]:
+    """The samples, the rollups and the archive's rows; checks that the files are the manifest's."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        facts: dict[str, Any] = {
+            "gpu_samples": con.execute("SELECT * FROM gpu_samples ORDER BY ALL").fetchall(),
+        }
+        if "gpu_minutes" in tables:
+            facts["gpu_minutes"] = sorted(map(repr, con.execute("SELECT * FROM gpu_minutes").fetchall()))
+        listed = {
+            p
+            for (p,) in con.execute(
+                "SELECT path FROM gpu_parts UNION ALL SELECT path FROM gpu_parts_retired"
+            ).fetchall()
+        }
+        live = {p for (p,) in con.execute("SELECT path FROM gpu_parts").fetchall()}
+        archived = archive.rglob("*.parquet") if archive.exists() else []
+        if archived:
+            facts["archive"] = con.execute(
+                "SELECT CAST(day AS VARCHAR), host, job_id, gpu_key, ts, utilization_percent, power_w "
+                "FROM read_parquet($f, hive_partitioning = true) ORDER BY ALL", {"f": str(archive / "**" / "*.parquet")}
+            ).fetchall()  # fmt: skip
+            if "gpu_minutes" in tables:  # nothing pruned whose minute is not rolled up
+                missing = con.execute(
+                    "SELECT count(*) FROM read_parquet($f, hive_partitioning = true) a WHERE NOT EXISTS (SELECT 1 FROM "
+                    "gpu_minutes g WHERE g.job_id = a.job_id AND g.host = a.host AND g.gpu_key = a.gpu_key "
+                    "AND g.minute = date_trunc('minute', a.ts))",
+                    {"f": str(archive / "**" / "*.parquet")},
+                ).fetchone()
+                assert missing == (0,)
+    finally:
+        con.close()
+    folder = sidefiles.parts(db)
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert on_disk <= listed, on_disk - listed  # no file of a killed run left behind
+    assert live <= on_disk
+    assert not list(archive.rglob("*.tmp")) if archive.exists() else True
+    return facts
+
+
+def test_killed_inside_sealing_compaction_and_pruning_then_rerun_equals_one_clean_run(tmp_path: Path) -> None:
+    first, second = storage_spools(tmp_path)
+    base = storage_base(tmp_path, first)
+    options = ("--spool", str(second), "--keep-raw-days", "1")
+
+    def lab_from_base(name: str) -> tuple[Path, Path]:
+        folder = tmp_path / name
+        shutil.copytree(base, folder)
+        return folder / "w.duckdb", folder / "archive"
+
+    clean_db, clean_archive = lab_from_base("clean")
+    done = subprocess.run(ingest_command(second, clean_db, *options, "--archive", str(clean_archive), "--json"),
+                          cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    expected = storage_facts(clean_db, clean_archive)
+    # the first day was archived (and left the samples), the third day and node-04's hour sealed
+    assert {r[:2] for r in expected["archive"]} == {("2026-01-01", "node-01"), ("2026-01-01", "node-02")}
+    assert {r[3].day for r in expected["gpu_samples"]} == {2, 3}
+
+    for n, (point, nth) in enumerate(STORAGE_POINTS):
+        db, archive = lab_from_base(f"lab-{n}")
+        command = [sys.executable, "-c", KILL_AT, point, str(nth), "ingest", str(second), "--db", str(db), *options,
+                   "--archive", str(archive), "--json"]  # fmt: skip
+        killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
+        rerun = subprocess.run(ingest_command(second, db, *options, "--archive", str(archive), "--json"), cwd=REPO,
+                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert rerun.returncode == 0, (point, rerun.stderr)
+        assert storage_facts(db, archive) == expected, point

@@ -121,6 +121,20 @@ def _connect_private(path: Path) -> duckdb.DuckDBPyConnection:
         os.umask(previous)
 
 
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Files and folders created meanwhile are private to their owner (the umask takes group and
+    other bits): an ingest run creates the DuckDB write-ahead log, Parquet parts, snapshots and the
+    heartbeat, each holding the warehouse's data, and DuckDB creates its files with the umask's mode.
+    The umask is the process's: another thread meanwhile creates private files, never open ones."""
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 # DuckDB reads every file name handed to read_json/read_text/read_parquet as a glob pattern; a
 # pattern character in brackets matches only itself (a backslash is no escape there).
 _GLOB_ESCAPES = str.maketrans({"[": "[[]", "*": "[*]", "?": "[?]"})

@@ -5,6 +5,8 @@ For a warehouse ``runlytics.duckdb``:
 - ``runlytics.duckdb.ingest.lock``: the writers' lock (``lock.py``);
 - ``runlytics.duckdb.snapshots/``: the read-only copies readers open (``snapshots.py``);
 - ``runlytics.duckdb.last-ingest.json``: the heartbeat of the last ingest run (``ingest/journal.py``);
+- ``runlytics.duckdb.parts/``: the sealed Parquet parts every snapshot shares (``parts.py``);
+- ``runlytics.duckdb.rebuild.tmp``: a smaller copy being built, only for a moment (``hotfile.py``);
 - ``runlytics.duckdb.wal``: DuckDB's own write-ahead log.
 """
 
@@ -19,6 +21,10 @@ def lock(db_path: Path) -> Path:
 
 def snapshots(db_path: Path) -> Path:
     return _beside(db_path, ".snapshots")
+
+
+def parts(db_path: Path) -> Path:
+    return _beside(db_path, ".parts")
 
 
 def heartbeat(db_path: Path) -> Path:

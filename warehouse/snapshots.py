@@ -13,6 +13,10 @@ Names are nanosecond times, compared as numbers, and never go back: a copy is na
 newest one even when the clock says earlier (a clock that was ahead, then corrected), so a
 copy named in the future never pins readers to it. Its age is read from the file's mtime.
 Copies are created 0600 (less what the umask takes): they hold the whole warehouse.
+
+A copy is of the DuckDB file only: sealed GPU samples live in Parquet parts beside it
+(``parts.py``) that the warehouse and every copy share; a copy's view ``gpu_samples`` names the
+parts of its moment, and a part replaced later keeps its file while a kept copy may name it.
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ def _published(target_dir: Path) -> list[tuple[int, Path]]:
     except FileNotFoundError:
         return []
     return sorted((stamp, target_dir / name) for stamp, name in stamps if stamp is not None)
+
+
+def stamps(db_path: Path) -> list[int]:
+    """The numbers the kept copies are named by, oldest first (a retired part outlives them)."""
+    return [stamp for stamp, _ in _published(folder(db_path))]
 
 
 def latest(db_path: Path) -> Path | None:

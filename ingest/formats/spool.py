@@ -1,15 +1,28 @@
-"""GPU sample spools (inputs.md section 2): each file read on from where the last run stopped."""
+"""GPU sample spools (inputs.md section 2): each file read on from where the last run stopped.
+
+Files are read in pieces and stored in batches of several files (``gpu_samples.BATCH_BYTES``
+of text a transaction): a run's memory stays bounded whatever the spool's size, and each
+batch's samples and the files' new offsets are committed together, so a run stopped between
+batches resumes where the last batch ended.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
-from runlytics.ingest import gpu_samples, ledger
+from runlytics.ingest import gpu_samples, gpu_store, ledger
 from runlytics.warehouse import db, results
 
 from .base import Context
 
 KIND = "spool"
+SKIPPED = (
+    "a GPU sample of a minute already rolled up and past the raw window (--keep-raw-days), skipped: "
+    "that minute's rollup stands"
+)
 
 
 def files(spools: list[Path]) -> list[Path]:
@@ -22,39 +35,88 @@ def files(spools: list[Path]) -> list[Path]:
     return found
 
 
+@dataclass
+class _File:
+    """A spool file being read this run: where it started and what it gave so far."""
+
+    path: Path
+    stat: ledger.Stat
+    offset: int  # bytes read and stored
+    lines: int  # lines up to offset
+    warnings: list[str] = field(default_factory=list)
+    counted: bool = False  # in the summary's ingested files
+
+
 def ingest(ctx: Context, paths: list[Path]) -> None:
     offsets = ledger.load_offsets(ctx.con, KIND)
+    batch: list[tuple[_File, gpu_samples.Piece]] = []
+    size = 0
     for path in paths:
-        _ingest_file(ctx, path, offsets.get(str(path), (0, 0)))
+        file = _open(ctx, path, offsets.get(str(path), (0, 0)))
+        if file is None:
+            continue
+        read = False
+        for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES):
+            read = True
+            batch.append((file, piece))
+            size += len(piece.data)
+            if size >= gpu_samples.BATCH_BYTES:
+                _store(ctx, batch)
+                batch, size = [], 0
+        if not read:  # only a line still being written
+            ctx.summary.unchanged += 1
+    _store(ctx, batch)
 
 
-def _ingest_file(ctx: Context, path: Path, resume: tuple[int, int]) -> None:
-    """Read a spool file from where the last run stopped (bytes, lines), up to its last complete line."""
+def _open(ctx: Context, path: Path, resume: tuple[int, int]) -> _File | None:
+    """The file to read from where the last run stopped (bytes, lines), or None if nothing is new."""
     summary = ctx.summary
-    summary.files_seen += 1
     offset, lines = resume
     try:
         st = ledger.stat(path)
     except OSError:
-        summary.files_seen -= 1
-        return
+        return None
+    summary.files_seen += 1
     if st.size < offset:  # replaced or truncated: read it from the start
         offset, lines = 0, 0
     if st.size == offset:
         summary.unchanged += 1
+        return None
+    return _File(path, st, offset, lines)
+
+
+def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
+    """Stage, store and record a batch of pieces in one transaction."""
+    if not batch:
         return
-    chunk = gpu_samples.read_spool(path, offset, lines + 1)
-    if chunk.consumed == 0:  # only a line still being written
-        summary.unchanged += 1
-        return
+    summary = ctx.summary
+    staged = gpu_samples.stage(ctx.con, [piece for _, piece in batch])  # temporary tables only
+    skipped: list[list[str]] = [[] for _ in batch]
+
+    def skip(seqs: list[int]) -> None:
+        # a piece's samples have seq starts[i] + 1 .. starts[i + 1], in line order
+        starts = list(accumulate((piece.lines for _, piece in batch), initial=0))
+        for seq in seqs:
+            i = bisect_left(starts, seq) - 1
+            line = batch[i][1].first_line + seq - starts[i] - 1
+            skipped[i].append(f"line {line}: {SKIPPED}")
+
     with db.atomic(ctx.con):
-        changed = gpu_samples.store(ctx.con, chunk.rows, "spool")
+        changed = gpu_store.store_staged(ctx.con, "spool", skip)
         results.enqueue(ctx.con, changed)
-        ledger.record(
-            ctx.con, str(path), KIND, st, "ingested", None, None, lines + chunk.lines, chunk.warnings,
-            read_offset=offset + chunk.consumed,
-        )  # fmt: skip
+        touched: dict[Path, _File] = {}
+        for (file, piece), got, dropped in zip(batch, staged, skipped, strict=True):
+            file.offset, file.lines = piece.end, file.lines + piece.lines
+            file.warnings += got.warnings + dropped
+            summary.gpu_samples += got.rows - len(dropped)
+            summary.warnings += len(got.warnings) + len(dropped)
+            touched[file.path] = file
+        for file in touched.values():
+            ledger.record(
+                ctx.con, str(file.path), KIND, file.stat, "ingested", None, None, file.lines, file.warnings,
+                read_offset=file.offset,
+            )  # fmt: skip
     summary.job_ids |= changed
-    summary.ingested += 1
-    summary.gpu_samples += len(chunk.rows)
-    summary.warnings += len(chunk.warnings)
+    for file in touched.values():
+        summary.ingested += not file.counted
+        file.counted = True

@@ -1,0 +1,79 @@
+"""Rebuilding the warehouse file when it is mostly free blocks, so that a snapshot copies what is used.
+
+DuckDB reuses the blocks that deleted rows free but never gives them back: a warehouse upgraded
+from before revision 0014 keeps the size its gpu_samples table had once the next run seals
+those rows into Parquet parts, and every snapshot would copy that size. When most of the file
+is free, the run (holding the ingest lock, the file closed and checkpointed) copies the
+database into a new file with ``COPY FROM DATABASE`` (tables, keys, views as they are) and
+renames it over the old one. A run killed meanwhile leaves the old file whole and a temporary
+one, deleted by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import duckdb
+
+# rebuilt when the file is over this size and over this share of its blocks is free
+MIN_BYTES = 64 * 2**20
+FREE_SHARE = 0.5
+TMP_SUFFIX = ".rebuild.tmp"
+
+
+def is_sparse(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
+    """True when the (checkpointed) file is large and mostly free blocks."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if size < MIN_BYTES:
+        return False
+    row = con.execute("SELECT total_blocks, free_blocks FROM pragma_database_size()").fetchone()
+    return bool(row and row[0] and row[1] / row[0] > FREE_SHARE)
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the half-built copy of a run killed while rebuilding (the caller holds the lock)."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def rebuild(path: Path) -> None:
+    """Copy the closed warehouse into a new file and put it in its place (the caller holds the lock)."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    remove_leftovers(path)
+    try:
+        con = duckdb.connect(str(path))
+        try:
+            con.execute("SET enable_progress_bar = false")
+            row = con.execute("SELECT current_database()").fetchone()
+            assert row is not None
+            source = '"' + str(row[0]).replace('"', '""') + '"'
+            con.execute("ATTACH '" + str(tmp).replace("'", "''") + "' AS rebuilt")
+            con.execute(f"COPY FROM DATABASE {source} TO rebuilt")
+            con.execute("CHECKPOINT rebuilt")
+            con.execute("DETACH rebuilt")
+        finally:
+            con.close()
+        if tmp.with_name(tmp.name + ".wal").exists():  # not whole in one file: keep the old one
+            raise OSError(f"rebuilt copy of {path} left a write-ahead log")
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))  # as private as the file it replaces
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

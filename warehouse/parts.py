@@ -1,0 +1,391 @@
+"""Sealed rows in immutable Parquet parts, shared by the warehouse and every snapshot.
+
+A sealed table (``GPU_SAMPLES``) is three things: a small hot DuckDB table that takes new rows
+(``gpu_samples_hot``), Parquet files that hold the rows that no longer change
+(``<db>.parts/<table>/day=YYYY-MM-DD/host=<host>/<name>.parquet``, zstd, rows sorted by the key),
+and a view under the table's old name (``gpu_samples``) that reads both. The manifest
+``gpu_parts`` lists the live parts; the view names exactly them, by absolute path (DuckDB
+resolves a relative path against the reading process's working directory, not the database's).
+Manifest and view change in the transaction that changes the data, so a snapshot, a copy of
+the DuckDB file only, reads exactly the parts of its moment.
+
+A part is written once under a name never used again (a temporary name, fsync, rename), then
+entered in the manifest. A part replaced (rewritten without superseded rows, merged by
+compaction, pruned by retention) is retired: it leaves the manifest for ``gpu_parts_retired`` in
+the same transaction, and its file is deleted only once no kept snapshot can name it and a grace
+time has passed (readers holding an old snapshot open). A file neither live nor retired was
+written by a run killed before its commit: the next run deletes it.
+
+Every function here runs under the ingest lock, in the caller's transaction unless it says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import duckdb
+
+from . import sidefiles, snapshots
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A table stored as hot rows plus sealed parts, read through a view of its name."""
+
+    name: str  # the view readers query
+    hot: str  # the DuckDB table of rows not yet sealed
+    columns: tuple[str, ...]  # in the view's order
+    key: tuple[str, ...]  # a row's identity: a later row with the same key replaces it
+    ts: str = "ts"  # the time that decides the day and the seal
+    host: str = "host"
+
+    @property
+    def order(self) -> str:
+        return ", ".join(self.key)
+
+
+GPU_SAMPLES = Sealed(
+    name="gpu_samples",
+    hot="gpu_samples_hot",
+    columns=(
+        "job_id",
+        "host",
+        "gpu_index",
+        "ts",
+        "gpu_uuid",
+        "utilization_percent",
+        "memory_used_mb",
+        "memory_total_mb",
+        "temperature_c",
+        "power_w",
+        "sm_clock_mhz",
+        "clocks_event_reasons",
+        "source",
+        "gpu_key",
+    ),  # fmt: skip
+    key=("job_id", "host", "gpu_key", "ts"),
+)
+TABLES = {GPU_SAMPLES.name: GPU_SAMPLES}  # identifiers come from here, never from input
+
+MANIFEST = "gpu_parts"
+RETIRED = "gpu_parts_retired"
+SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+# Samplers write the last seconds of an hour a little after it ends: the hour is sealed once
+# this much of the next has passed.
+SEAL_LAG = timedelta(minutes=5)
+# A retired file outlives every snapshot that may name it by this much: a reader that opened a
+# snapshot just before a newer one replaced it still reads its parts meanwhile.
+RETIRED_GRACE_SECONDS = 3600.0
+# Compaction merges at most about this many rows per run (at least one (host, day)), so a cron
+# run's cost stays bounded whatever the backlog.
+COMPACT_ROWS_PER_RUN = 2_000_000
+COPY_OPTIONS = "FORMAT parquet, COMPRESSION zstd"
+# parts read by name alone: DuckDB would take host from the folder name (module docstring)
+READ_F = "read_parquet($f, hive_partitioning = false)"
+READ_FILES = "read_parquet($files, hive_partitioning = false)"
+
+
+@dataclass(frozen=True)
+class Part:
+    path: str  # relative to the parts folder
+    day: date
+    host: str
+    min_ts: datetime
+    max_ts: datetime
+    rows: int
+
+
+# --- where -------------------------------------------------------------------------------------
+
+
+def database_path(con: duckdb.DuckDBPyConnection) -> Path:
+    """The warehouse file this connection writes, absolute."""
+    (path,) = _one(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+    return Path(os.path.abspath(path))
+
+
+def root(con: duckdb.DuckDBPyConnection) -> Path:
+    return sidefiles.parts(database_path(con))
+
+
+def segment(value: str) -> str:
+    """A partition value as one safe path segment (percent-encoded, as Hive readers decode it)."""
+    if value == "":
+        return "__HIVE_DEFAULT_PARTITION__"  # Hive's name for a missing value
+    text = quote(value, safe="")
+    if len(text) > 200:  # file names stop at 255 bytes
+        text = text[:150] + "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
+    return text
+
+
+def relative_folder(table: Sealed, day: date, host: str) -> str:
+    return f"{table.name}/day={day.isoformat()}/host={segment(host)}"
+
+
+def new_name() -> str:
+    """A part's file name, never used before: its creation time and a random tail."""
+    return f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
+
+
+# --- the view ----------------------------------------------------------------------------------
+
+
+def live_paths(con: duckdb.DuckDBPyConnection, table: Sealed) -> list[str]:
+    rows = con.execute(f"SELECT path FROM {MANIFEST} WHERE table_name = $t ORDER BY path", {"t": table.name})
+    return [path for (path,) in rows.fetchall()]
+
+
+def view_sql(table: Sealed, folder: Path, paths: list[str]) -> str:
+    """The view over the hot table and these parts (paths relative to ``folder``)."""
+    columns = ", ".join(table.columns)
+    text = f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} FROM {table.hot}"
+    if paths:
+        files = ", ".join(_literal(str(folder / path)) for path in paths)
+        text += f"\nUNION ALL SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false)"
+    return text
+
+
+def refresh_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> None:
+    con.execute(view_sql(table, root(con), live_paths(con, table)))
+
+
+def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> bool:
+    """Rebuild the view when it names its parts elsewhere (the warehouse was moved with its parts)."""
+    paths = live_paths(con, table)
+    if not paths:
+        return False
+    built = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": table.name}).fetchone()
+    if built is not None and str(root(con) / paths[0]).replace("'", "''") in built[0]:
+        return False
+    refresh_view(con, table)
+    return True
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- writing and retiring parts ----------------------------------------------------------------
+
+
+def write_part(
+    con: duckdb.DuckDBPyConnection, table: Sealed, select: str, params: dict[str, Any], day: date, host: str
+) -> Part | None:
+    """Write the rows of ``select`` (one host, one day) as a new part and enter it in the manifest;
+    None when there are none. The file is whole on disk before the manifest names it."""
+    folder = root(con)
+    relative = f"{relative_folder(table, day, host)}/{new_name()}"
+    final = folder / relative
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(final.name + TMP_SUFFIX)
+    copy = f"COPY (SELECT {', '.join(table.columns)} FROM ({select}) ORDER BY {table.order}) TO {_literal(str(tmp))} "
+    try:
+        con.execute(copy + f"({COPY_OPTIONS})", params)
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    rows, min_ts, max_ts = _one(
+        con, f"SELECT count(*), min({table.ts}), max({table.ts}) FROM {READ_F}", {"f": str(final)}
+    )
+    if not rows:
+        final.unlink()
+        return None
+    part = Part(relative, day, host, min_ts, max_ts, rows)
+    con.execute(
+        f"INSERT INTO {MANIFEST} (path, table_name, day, host, min_ts, max_ts, rows, bytes, created_at) "
+        "VALUES ($path, $t, $day, $host, $min_ts, $max_ts, $rows, $bytes, $now)",
+        {"path": relative, "t": table.name, "day": day, "host": host, "min_ts": min_ts, "max_ts": max_ts,
+         "rows": rows, "bytes": final.stat().st_size, "now": _now()},
+    )  # fmt: skip
+    return part
+
+
+def retire(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """Take these parts out of the manifest; their files wait until no kept snapshot can name them."""
+    if not paths:
+        return
+    stamps = snapshots.stamps(database_path(con))
+    con.execute(
+        f"INSERT INTO {RETIRED} (path, table_name, retired_at, after_snapshot) "
+        f"SELECT path, table_name, $now, $after FROM {MANIFEST} WHERE path IN (SELECT unnest($paths))",
+        {"now": _now(), "after": stamps[-1] if stamps else None, "paths": paths},
+    )
+    con.execute(f"DELETE FROM {MANIFEST} WHERE path IN (SELECT unnest($paths))", {"paths": paths})
+
+
+def parts_of(con: duckdb.DuckDBPyConnection, table: Sealed, day: date, host: str) -> list[Part]:
+    rows = con.execute(
+        f"SELECT path, day, host, min_ts, max_ts, rows FROM {MANIFEST} "
+        "WHERE table_name = $t AND day = $day AND host = $host ORDER BY path",
+        {"t": table.name, "day": day, "host": host},
+    ).fetchall()
+    return [Part(*row) for row in rows]
+
+
+def store_cold(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> int:
+    """Store the rows of the temporary table ``source`` (the table's columns, one row per key) in
+    new parts, one per (host, day); a row whose key a live part holds replaces it there (that part
+    is rewritten without it, the rare path of late or re-read data). Returns the parts written.
+    The caller refreshes the view."""
+    groups = con.execute(
+        f"SELECT {table.host}, CAST({table.ts} AS DATE) AS day, min({table.ts}), max({table.ts}) FROM {source} "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    folder = root(con)
+    written = 0
+    key = ", ".join(table.key)
+    for host, day, first, last in groups:
+        day_start = datetime.combine(day, datetime.min.time())
+        span = {"host": host, "lo": day_start, "hi": day_start + timedelta(days=1)}
+        in_group = f"SELECT * FROM {source} WHERE {table.host} = $host AND {table.ts} >= $lo AND {table.ts} < $hi"
+        for part in parts_of(con, table, day, host):
+            if part.max_ts < first or part.min_ts > last:
+                continue
+            file = {"f": str(folder / part.path)}
+            (clashes,) = _one(
+                con,
+                f"SELECT count(*) FROM {READ_F} SEMI JOIN ({in_group}) AS fresh USING ({key})",
+                {**file, **span},
+            )
+            if not clashes:
+                continue
+            kept = f"SELECT * FROM {READ_F} ANTI JOIN ({in_group}) AS fresh USING ({key})"
+            write_part(con, table, kept, {**file, **span}, day, host)
+            retire(con, [part.path])
+            written += 1
+        if write_part(con, table, in_group, span, day, host) is not None:
+            written += 1
+    return written
+
+
+def cutoff(con: duckdb.DuckDBPyConnection, table: Sealed, now: datetime | None = None) -> datetime:
+    """Rows before this time are sealed: the start of the hour SEAL_LAG ago, and never before a
+    sealed row (a clock set back must not make a hot row of a sealed key)."""
+    now = now or _now()
+    hour = (now - SEAL_LAG).replace(minute=0, second=0, microsecond=0)
+    (sealed,) = _one(con, f"SELECT max(max_ts) FROM {MANIFEST} WHERE table_name = $t", {"t": table.name})
+    return max(hour, sealed + timedelta(microseconds=1)) if sealed is not None else hour
+
+
+def seal(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime) -> int:
+    """Move the hot rows older than ``before`` to parts (in the caller's transaction); rows moved."""
+    (rows,) = _one(con, f"SELECT count(*) FROM {table.hot} WHERE {table.ts} < $before", {"before": before})
+    if not rows:
+        return 0
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE sealing AS SELECT {', '.join(table.columns)} FROM {table.hot} "
+        f"WHERE {table.ts} < $before",
+        {"before": before},
+    )
+    store_cold(con, table, "sealing")
+    con.execute(f"DELETE FROM {table.hot} WHERE {table.ts} < $before", {"before": before})
+    con.execute("DROP TABLE sealing")
+    refresh_view(con, table)
+    return rows
+
+
+def compact(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime, budget: int = COMPACT_ROWS_PER_RUN) -> int:
+    """Merge the parts of complete days (ending before ``before``) with several parts into one
+    each, up to about ``budget`` rows (in the caller's transaction); returns the groups merged."""
+    groups = con.execute(
+        f"SELECT day, host, sum(rows) FROM {MANIFEST} WHERE table_name = $t AND day + INTERVAL 1 DAY <= $before "
+        "GROUP BY day, host HAVING count(*) > 1 ORDER BY day, host",
+        {"t": table.name, "before": before},
+    ).fetchall()
+    folder = root(con)
+    merged, spent = 0, 0
+    for day, host, rows in groups:
+        if merged and spent + rows > budget:
+            break
+        old = [p.path for p in parts_of(con, table, day, host)]
+        files = {"files": [str(folder / path) for path in old]}
+        write_part(con, table, f"SELECT * FROM {READ_FILES}", files, day, host)
+        retire(con, old)
+        merged, spent = merged + 1, spent + rows
+    if merged:
+        refresh_view(con, table)
+    return merged
+
+
+# --- files no longer needed --------------------------------------------------------------------
+
+
+def delete_retired(con: duckdb.DuckDBPyConnection, grace: float = RETIRED_GRACE_SECONDS) -> int:
+    """Delete the retired files that no kept snapshot can name, retired over ``grace`` s ago
+    (in its own transaction; files first, so a kill between leaves rows whose files are gone)."""
+    stamps = snapshots.stamps(database_path(con))
+    oldest = stamps[0] if stamps else None
+    rows = con.execute(
+        f"SELECT path FROM {RETIRED} "
+        "WHERE retired_at <= $limit AND (after_snapshot IS NULL OR after_snapshot < $oldest)",
+        {"limit": _now() - timedelta(seconds=grace), "oldest": oldest if oldest is not None else 2**62},
+    ).fetchall()
+    if not rows:
+        return 0
+    folder = root(con)
+    paths = [path for (path,) in rows]
+    for path in paths:
+        (folder / path).unlink(missing_ok=True)
+    con.execute(f"DELETE FROM {RETIRED} WHERE path IN (SELECT unnest($paths))", {"paths": paths})
+    return len(paths)
+
+
+def remove_orphans(con: duckdb.DuckDBPyConnection) -> int:
+    """Delete the files under the parts folder that are neither live nor retired: written by a run
+    killed before its commit (or temporary files of a torn write). Runs before anything is written."""
+    folder = root(con)
+    if not folder.is_dir():
+        return 0
+    known = {
+        path for (path,) in con.execute(f"SELECT path FROM {MANIFEST} UNION ALL SELECT path FROM {RETIRED}").fetchall()
+    }
+    removed = 0
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            full = Path(directory) / name
+            relative = full.relative_to(folder).as_posix()
+            if relative not in known and (name.endswith(SUFFIX) or name.endswith(TMP_SUFFIX)):
+                full.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
+    row = con.execute(sql, params).fetchone()
+    assert row is not None
+    return row
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

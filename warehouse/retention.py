@@ -1,0 +1,157 @@
+"""Raw GPU samples kept for a window of days, then dropped or moved to an archive.
+
+``runlytics ingest --keep-raw-days N`` (default 30; 0 keeps everything): the sealed parts of
+whole days more than N days before the newest sample stored (or today, when that is earlier:
+a backfill of last year's spool is not dropped as it arrives) are retired. With
+``--archive DIR`` each is first copied to ``DIR/day=YYYY-MM-DD/host=<host>/<part>.parquet``, a
+Hive layout DuckDB, pandas (pyarrow), polars and Spark read as it is: the partition columns day
+and host come from the path, so the files leave the host column out (a reader would otherwise
+see it twice). A host is percent-encoded in its folder name, and an unknown host ('') is Hive's
+``__HIVE_DEFAULT_PARTITION__`` (read back as NULL).
+
+The per-minute rollups (``gpu_minutes``) are never pruned, and a (host, day) is pruned only
+when every (job, GPU, minute) of its samples has its rollup row (checked here, whatever the
+rollups' own guarantee): analytics never change when raw samples age out.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from . import parts
+
+DEFAULT_KEEP_DAYS = 30
+ROLLUPS = "gpu_minutes"
+# at most about this many rows archived or dropped per run (at least one (host, day)): a long
+# backlog is worked off over several runs, each run's cost stays bounded
+PRUNE_ROWS_PER_RUN = 10_000_000
+
+MISSING_MINUTES = f"""
+SELECT count(*) FROM (
+    SELECT DISTINCT job_id, host, gpu_key, date_trunc('minute', ts) AS minute FROM {parts.READ_FILES}
+) s
+WHERE NOT EXISTS (
+    SELECT 1 FROM {ROLLUPS} g
+    WHERE g.job_id = s.job_id AND g.host = s.host AND g.gpu_key = s.gpu_key AND g.minute = s.minute
+)
+"""
+
+
+def horizon(
+    con: duckdb.DuckDBPyConnection, table: parts.Sealed, keep_days: int, now: datetime | None = None
+) -> date | None:
+    """Days before this one are pruned; None when nothing is (keep_days 0, or no sample)."""
+    if keep_days <= 0:
+        return None
+    row = con.execute(
+        f"SELECT greatest((SELECT max(max_ts) FROM {parts.MANIFEST} WHERE table_name = $t), "
+        f"(SELECT max({table.ts}) FROM {table.hot}))",
+        {"t": table.name},
+    ).fetchone()
+    newest = row[0] if row else None
+    if newest is None:
+        return None
+    today = (now or datetime.now(UTC).replace(tzinfo=None)).date()
+    return min(newest.date(), today) - timedelta(days=keep_days)
+
+
+# The raw window of the run, for store_staged: samples of days already past it are not stored
+# (their minutes' rollups stand; a lone late sample would recompute a minute from itself alone).
+WINDOW = "gpu_raw_window"
+
+
+def open_window(con: duckdb.DuckDBPyConnection, table: parts.Sealed, keep_days: int) -> date | None:
+    """Remember, on this connection, the first day of raw samples this run keeps."""
+    first = horizon(con, table, keep_days)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {WINDOW} AS SELECT CAST($first AS DATE) AS first_day", {"first": first})
+    return first
+
+
+def window_start(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The earliest time a sample stored now may have (None: any)."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = $t", {"t": WINDOW}
+    ).fetchone()
+    if not exists or not exists[0]:
+        return None
+    row = con.execute(f"SELECT first_day FROM {WINDOW}").fetchone()
+    return datetime.combine(row[0], datetime.min.time()) if row and row[0] is not None else None
+
+
+def prune(
+    con: duckdb.DuckDBPyConnection,
+    table: parts.Sealed,
+    keep_days: int,
+    archive: Path | None = None,
+    *,
+    now: datetime | None = None,
+    budget: int = PRUNE_ROWS_PER_RUN,
+) -> int:
+    """Retire (archiving first when asked) the parts of the days past the window, in the caller's
+    transaction; returns the rows pruned. Days whose minutes are not all rolled up stay."""
+    before = horizon(con, table, keep_days, now)
+    if before is None or not _has_rollups(con):
+        return 0
+    groups = con.execute(
+        f"SELECT day, host, list(path ORDER BY path), sum(rows) FROM {parts.MANIFEST} "
+        "WHERE table_name = $t AND day < $before GROUP BY day, host ORDER BY day, host",
+        {"t": table.name, "before": before},
+    ).fetchall()
+    folder = parts.root(con)
+    pruned, done = 0, 0
+    for day, host, paths, rows in groups:
+        if done and pruned + rows > budget:
+            break
+        files = [str(folder / path) for path in paths]
+        row = con.execute(MISSING_MINUTES, {"files": files}).fetchone()
+        if row is None or row[0]:
+            continue  # not rolled up yet: the raw samples are the only record of those minutes
+        if archive is not None:
+            for path, file in zip(paths, files, strict=True):
+                archive_part(con, table, file, archive / f"day={day.isoformat()}" / f"host={parts.segment(host)}",
+                             Path(path).name)  # fmt: skip
+        parts.retire(con, paths)
+        pruned, done = pruned + rows, done + 1
+    if done:
+        parts.refresh_view(con, table)
+    return pruned
+
+
+def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str, folder: Path, name: str) -> Path:
+    """Copy a part to the archive without its host column (the folder names it); the same part
+    archived twice (a run killed before its commit) is written again under the same name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    tmp = final.with_name(name + parts.TMP_SUFFIX)
+    columns = ", ".join(c for c in table.columns if c != table.host)
+    try:
+        con.execute(
+            f"COPY (SELECT {columns} FROM {parts.READ_F}) TO '{_quoted(tmp)}' ({parts.COPY_OPTIONS})",
+            {"f": file},
+        )
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _has_rollups(con: duckdb.DuckDBPyConnection) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = $t AND table_type = 'BASE TABLE'",
+        {"t": ROLLUPS},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
