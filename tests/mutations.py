@@ -119,26 +119,34 @@ COMPARE_COLUMNS = (
 )
 
 
-def kept_non_finite(column: str, figure_sql: str, nth: int) -> Edit:
+def resource_rule(source: str, old: str, new: str) -> Edit:
+    """An edit of a resource figure's rule where each source computes it: the GPU samples' per
+    minute in their rollups (warehouse/rollups.py, which job_resources adds up), the step
+    readings' in job_resources' second CTE (the only one that filters their values)."""
+    if source == "samples":
+        return Edit("warehouse/rollups.py", old, new)
+    return view("job_resources", old, new)
+
+
+def kept_non_finite(source: str, column: str, figure_sql: str) -> Edit:
     """``figure_sql`` (an aggregate of ``column`` over finite values) over every value instead."""
-    return view("job_resources", f"{figure_sql} {FINITE.format(column)}", figure_sql, nth)
+    return resource_rule(source, f"{figure_sql} {FINITE.format(column)}", figure_sql)
 
 
 def per_gpu_mean(column: str, alias: str) -> tuple[Edit, ...]:
-    """The GPU samples' mean of ``column`` as the mean of per-GPU means (each GPU weighing the same)."""
-    weight = f"count(CASE WHEN isfinite({column}) THEN 1 END) OVER (PARTITION BY job_id, host, gpu_index)"
+    """The GPU samples' mean of ``column`` as the mean of per-GPU means (each GPU weighing the same),
+    from their per-minute rollups (gpu_minutes)."""
+    weight = f"sum({column}_n) OVER (PARTITION BY job_id, host, gpu_key)"
     return (
         view(
             "job_resources",
-            "    FROM gpu_samples\n    GROUP BY job_id",
-            f"    FROM (SELECT *, 1.0 / {weight} AS w FROM gpu_samples)\n    GROUP BY job_id",
+            "    FROM gpu_minutes\n    GROUP BY job_id",
+            f"    FROM (SELECT *, 1.0 / {weight} AS w FROM gpu_minutes)\n    GROUP BY job_id",
         ),
         view(
             "job_resources",
-            f"@ordered_avg({column}) {FINITE.format(column)} AS {alias}",
-            f"sum({column} * w) {FINITE.format(column)}"
-            f" / count(DISTINCT (host, gpu_index)) {FINITE.format(column)} AS {alias}",
-            nth=1,
+            f"@ordered_sum({column}_sum) / nullif(sum({column}_n), 0) AS {alias}",
+            f"sum({column}_sum * w) / count(DISTINCT (host, gpu_key)) FILTER (WHERE {column}_n > 0) AS {alias}",
         ),
     )
 
@@ -270,31 +278,33 @@ MUTATIONS: tuple[Mutation, ...] = (
     m("samples: temperature as the mean of per-GPU means", "job.average_gpu_temp_celsius",
       per_gpu_mean("temperature_c", "temp"),
       GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out"),
-    # the same figures from each of job_resources' two sources (the nth CTE), found by one test each
+    # the same figures from each of job_resources' two sources, found by one test each: the GPU
+    # samples' rules live in their per-minute rollups (a mean's sum, a peak's max), the step
+    # readings' in job_resources
     *(
         mutation
-        for source, nth, latest, order, test in (
-            ("samples", 1, "the latest sample's", "ts",
+        for source, mean, latest, order, test in (
+            ("samples", "@ordered_sum", "the latest sample's", "ts",
              GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out"),
-            ("step readings", 2, "the last reading's", "step",
+            ("step readings", "@ordered_avg", "the last reading's", "step",
              A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima"),
         )
         for mutation in (
             *(
                 m(f"{source}: {figure} keeps non-finite values", f"job.{figure}",
-                  kept_non_finite(column, sql, nth), test)
+                  kept_non_finite(source, column, sql), test)
                 for figure, column, sql in (
-                    ("average_gpu_utilization", "utilization_percent", "@ordered_avg(utilization_percent)"),
-                    ("average_gpu_memory_mb", "memory_used_mb", "@ordered_avg(memory_used_mb)"),
+                    ("average_gpu_utilization", "utilization_percent", f"{mean}(utilization_percent)"),
+                    ("average_gpu_memory_mb", "memory_used_mb", f"{mean}(memory_used_mb)"),
                     ("peak_gpu_memory_mb", "memory_used_mb", "max(memory_used_mb)"),
-                    ("average_gpu_temp_celsius", "temperature_c", "@ordered_avg(temperature_c)"),
+                    ("average_gpu_temp_celsius", "temperature_c", f"{mean}(temperature_c)"),
                     ("peak_gpu_temp_celsius", "temperature_c", "max(temperature_c)"),
                 )
             ),
             *(
                 m(f"{source}: {figure} is {latest}", f"job.{figure}",
-                  view("job_resources", f"max({column}) {FINITE.format(column)}",
-                       f"@first_by({column}; {order} DESC) {FINITE.format(column)}", nth=nth),
+                  resource_rule(source, f"max({column}) {FINITE.format(column)}",
+                                f"@first_by({column}; {order} DESC) {FINITE.format(column)}"),
                   test)
                 for figure, column in (
                     ("peak_gpu_memory_mb", "memory_used_mb"), ("peak_gpu_temp_celsius", "temperature_c")

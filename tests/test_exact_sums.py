@@ -5,20 +5,23 @@ threads' partial sums in the order they finish: a plain ``sum`` of the same rows
 in the last digit from run to run. The job here has 300,000 step rows, 600,000 step readings and
 300,000 GPU samples; every float figure of the views and derived tables is computed many times
 with 8 threads and must repeat bit for bit (``repr``), and equal the values added up in
-ascending order by Python (an independent reader: ``sum(sorted(...))`` adds left to right).
+ascending order by Python (an independent reader: ``sum(sorted(...))`` adds left to right); the
+GPU samples' figures come from their per-minute rollups (gpu_minutes), so Python adds each GPU
+minute's values in ascending order, then those sums in ascending order.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
 
-from runlytics.warehouse import db, migrate, results
+from runlytics.warehouse import db, migrate, results, rollups
 
 STEPS = 300_000
 REPEAT = 6
@@ -36,7 +39,7 @@ INSERT INTO steps (job_id, step, ts, loss, iteration_time) VALUES ('small', 1, T
 INSERT INTO step_gpus (job_id, step, gpu_index, utilization_percent, memory_used_mb, temperature_c)
 SELECT 'big', i, g, ((i * 37 + g * 11) % 1000) / 10.0, ((i * 13) % 8000) / 3.0, 40 + ((i * 17) % 400) / 10.0
 FROM range(1, {STEPS} + 1) r(i), range(2) s(g);
-INSERT INTO gpu_samples (job_id, host, gpu_index, ts, utilization_percent, memory_used_mb, temperature_c, power_w,
+INSERT INTO gpu_samples_hot (job_id, host, gpu_index, ts, utilization_percent, memory_used_mb, temperature_c, power_w,
                          clocks_event_reasons, source, gpu_key)
 SELECT 'big', 'h', g, TIMESTAMP '2026-01-01' + to_microseconds(i * 200000 + g),
        ((i * 41 + g) % 1000) / 10.0, ((i * 3) % 9000) / 7.0, 30 + ((i * 19) % 500) / 10.0,
@@ -48,7 +51,8 @@ FIGURES = {
     "job_analytics": "SELECT * FROM job_analytics ORDER BY job_id",
     "job_gpus": "SELECT * FROM job_gpus ORDER BY job_id, host, gpu_index",
     "fleet_gpu_hours": "SELECT * FROM fleet_gpu_hours",
-    "utilization_minutes": results.UTILIZATION_SELECT.format(where="") + " ORDER BY job_id, minute",
+    "utilization_minutes": results.ROLLUP_UTILIZATION_SELECT.format(where="") + " ORDER BY job_id, minute",
+    "gpu_minutes": rollups.SELECT_ALL + " ORDER BY job_id, host, gpu_key, minute",
 }
 
 
@@ -58,8 +62,9 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     migrate.upgrade(path)
     with db.connection(path) as con:
         con.execute(FACTS)
+        con.execute(rollups.REBUILD)  # ingest rolls the samples up per minute as it stores them
         con.execute(results.REFILL)
-        con.execute(results.UTILIZATION_REFILL)
+        con.execute(results.ROLLUP_UTILIZATION_REFILL)
     yield path
 
 
@@ -92,13 +97,12 @@ def test_sums_are_the_values_added_in_ascending_order(warehouse: Path) -> None:
     try:
         seconds = [r[0] for r in con.execute("SELECT seconds FROM step_metrics WHERE job_id = 'big'").fetchall()]
         samples = [r[0] for r in con.execute("SELECT samples FROM step_metrics WHERE job_id = 'big'").fetchall()]
-        util = [r[0] for r in con.execute("SELECT utilization_percent FROM gpu_samples").fetchall()]
-        minute = [
-            r[0]
-            for r in con.execute(
-                "SELECT utilization_percent FROM gpu_samples WHERE date_trunc('minute', ts) = TIMESTAMP '2026-01-01'"
-            ).fetchall()
-        ]
+        # the samples grouped as the rollups group them: per GPU and minute
+        per_gpu_minute: dict[tuple[Any, ...], list[float]] = {}
+        for gpu_key, minute, util in con.execute(
+            "SELECT gpu_key, date_trunc('minute', ts), utilization_percent FROM gpu_samples"
+        ).fetchall():
+            per_gpu_minute.setdefault((gpu_key, minute), []).append(util)
         training, rate, average_util = con.execute(
             "SELECT training_seconds, p.average_samples_per_second, average_gpu_utilization"
             " FROM job_analytics a JOIN job_performance p USING (job_id) WHERE job_id = 'big'"
@@ -111,8 +115,17 @@ def test_sums_are_the_values_added_in_ascending_order(warehouse: Path) -> None:
     assert repr(training) == repr(sum(sorted(seconds)))
     # samples are samples_per_second x seconds: the throughput is Σ samples ÷ Σ seconds
     assert repr(rate) == repr(sum(sorted(samples)) / sum(sorted(seconds)))
-    assert repr(average_util) == repr(sum(sorted(util)) / len(util))
-    assert repr(minute_sum) == repr(sum(sorted(minute)))
+    # a mean of GPU samples: each GPU-minute's values added in ascending order, then those sums
+    # in ascending order, over the count (the rollups' grouping of the same terms)
+    sums = {key: sum(sorted(values)) for key, values in per_gpu_minute.items()}
+    count = sum(len(values) for values in per_gpu_minute.values())
+    assert repr(average_util) == repr(sum(sorted(sums.values())) / count)
+    first_minute = [total for (_, minute), total in sums.items() if minute == datetime(2026, 1, 1)]
+    assert len(first_minute) == 2
+    assert repr(minute_sum) == repr(sum(sorted(first_minute)))
+    # and the grouping is as good as any: within a few ulps of the exact mean
+    values = [v for vs in per_gpu_minute.values() for v in vs]
+    assert math.isclose(average_util, math.fsum(values) / count, rel_tol=1e-12)
     # and the order chosen is as good as any: within a few ulps of the exact sum
     assert math.isclose(training, math.fsum(seconds), rel_tol=1e-12)
 
@@ -124,7 +137,7 @@ def test_refills_store_the_same_bits(warehouse: Path) -> None:
         con.execute("SET threads = 8")
         for _ in range(REPEAT):
             con.execute(results.REFILL)
-            con.execute(results.UTILIZATION_REFILL)
+            con.execute(results.ROLLUP_UTILIZATION_REFILL)
             rows = con.execute("SELECT * FROM job_results ORDER BY job_id").fetchall()
             minutes = con.execute("SELECT * FROM utilization_minutes ORDER BY job_id, minute").fetchall()
             stored.add(str(_exact(rows)) + str(_exact(minutes)))

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from runlytics.ingest import gpu_samples
 from runlytics.warehouse import db, insights, migrate, results
 from tests.conftest import Lab
 
@@ -369,15 +370,13 @@ def test_slow_vs_peers_gpu_count_from_readings_without_config(facts: Facts) -> N
 
 
 def _samples(facts: Facts, job_id: str, gpu: int, utils: Sequence[float], reasons: Sequence[int] | None = None) -> None:
-    facts.insert(
-        "gpu_samples",
-        [
-            {"job_id": job_id, "host": "h", "gpu_index": gpu, "gpu_key": f"#{gpu}", "source": "spool",
-             "ts": T0 + timedelta(seconds=10 * i), "utilization_percent": u,
-             "clocks_event_reasons": reasons[i] if reasons else None}
-            for i, u in enumerate(utils)
-        ],
-    )  # fmt: skip
+    # through ingest's own path: it keeps the per-minute rollups the GPU views read
+    rows = [
+        {"job_id": job_id, "host": "h", "gpu_index": gpu, "ts": T0 + timedelta(seconds=10 * i),
+         "utilization_percent": u, "clocks_event_reasons": reasons[i] if reasons else None}
+        for i, u in enumerate(utils)
+    ]  # fmt: skip
+    gpu_samples.store(facts.con, rows, "spool")
 
 
 def test_gpu_idle_more_than_half_the_time_below_10(facts: Facts) -> None:

@@ -35,7 +35,31 @@ UTILIZATION_REFILL = "DELETE FROM utilization_minutes; INSERT INTO utilization_m
     where=""
 )
 UTILIZATION_DELETE_JOBS = "DELETE FROM utilization_minutes WHERE job_id IN (SELECT unnest($job_ids))"
-UTILIZATION_INSERT_JOBS = "INSERT INTO utilization_minutes " + UTILIZATION_SELECT.format(
+
+# From revision 0015 the samples' part comes from the rollups (gpu_minutes: per GPU and minute,
+# the count and ascending sum of its finite utilizations), so that a refresh reads a job's
+# minutes, not its samples, and the figures stay when raw samples age out; the step readings are
+# still read one by one. The sum adds the per-GPU sums in ascending order: the raw sum up to float
+# rounding, one order whatever the threads. UTILIZATION_SELECT above stays the text of the
+# revisions before 0015 (their upgrades and downgrades refill with it).
+ROLLUP_UTILIZATION_SELECT = """
+SELECT job_id, minute, CAST(sum(readings) AS BIGINT) AS readings,
+       sum(utilization_sum ORDER BY utilization_sum) AS utilization_sum
+FROM (
+    SELECT job_id, minute, utilization_percent_n AS readings, utilization_percent_sum AS utilization_sum
+    FROM gpu_minutes
+    WHERE utilization_percent_n > 0 {where}
+    UNION ALL
+    SELECT job_id, date_trunc('minute', ts), 1, utilization_percent
+    FROM gpu_utilization_readings
+    WHERE source = 'step_readings' AND isfinite(utilization_percent) {where}
+)
+GROUP BY job_id, minute
+"""
+ROLLUP_UTILIZATION_REFILL = (
+    "DELETE FROM utilization_minutes; INSERT INTO utilization_minutes " + ROLLUP_UTILIZATION_SELECT.format(where="")
+)
+UTILIZATION_INSERT_JOBS = "INSERT INTO utilization_minutes " + ROLLUP_UTILIZATION_SELECT.format(
     where="AND job_id IN (SELECT unnest($job_ids))"
 )
 

@@ -1,14 +1,148 @@
 """GPU samples rolled up per job, host, GPU and minute (``gpu_minutes``), maintained at ingest.
 
-Placeholder: filled by the rollups work (revision 0015).
+The per-job GPU views (job_gpus, job_resources, insight_gpus, utilization_minutes) read these
+rows: a job's refresh costs its minutes, not its samples, and its figures stay when the raw
+samples age out. Every figure is a grouping of the raw computation's own terms (docs/views.md,
+"Exact from rollups"): counts, minima and maxima are the same; sums and means add per-minute
+sums, so they equal the raw ones up to float rounding, in one order whatever the threads.
+
+A sample stands for the time until the same GPU's next sample (``gpu_sample_intervals``); its
+interval counts in the minute of the sample that starts it. So a batch changes the minutes from
+the one holding each GPU's last sample before the batch (its interval now ends at the batch's
+first sample) through the minute of the batch's last sample, and ``update`` recomputes exactly
+those from ``gpu_samples`` (the hot table and the sealed parts alike).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
+
+from . import retention
+from .dialect import render
+
+# The rollups' idle threshold (utilization below it), insights.md's default gpu_idle.utilization;
+# insight_gpus reads the raw samples for any other threshold.
+IDLE_UTILIZATION = 10
+
+FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
+
+
+# One row per (job, host, GPU, minute) of the relation {source}: the samples with their
+# interval_seconds and next_power_w (gpu_sample_intervals' columns). The time-weighted sums are
+# job_gpus' (see there for the 236 mask); nonfinite counts as job_resources does.
+ROLLUP_TEMPLATE = f"""
+SELECT job_id, host, gpu_key, date_trunc('minute', ts) AS minute,
+       @first_by(gpu_index; ts DESC) AS gpu_index,
+       max(gpu_uuid) AS gpu_uuid,
+       count(*) AS samples, min(ts) AS first_ts, max(ts) AS last_ts,
+       count(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_n,
+       @ordered_sum(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_sum,
+       min(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_min,
+       max(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_max,
+       count(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_n,
+       @ordered_sum(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_sum,
+       min(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_min,
+       max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_max,
+       count(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_n,
+       @ordered_sum(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_sum,
+       min(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_min,
+       max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_max,
+       count(power_w) FILTER (WHERE @finite(power_w)) AS power_w_n,
+       @ordered_sum(power_w) FILTER (WHERE @finite(power_w)) AS power_w_sum,
+       min(power_w) FILTER (WHERE @finite(power_w)) AS power_w_min,
+       max(power_w) FILTER (WHERE @finite(power_w)) AS power_w_max,
+       count(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_n,
+       @ordered_sum(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_sum,
+       min(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_min,
+       max(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_max,
+       max(memory_total_mb) FILTER (WHERE @finite(memory_total_mb)) AS memory_total_mb_max,
+       count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
+                           OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
+                           OR (temperature_c IS NOT NULL AND NOT @finite(temperature_c))) AS nonfinite,
+       @ordered_sum(interval_seconds) AS interval_seconds,
+       @ordered_sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
+       @ordered_sum(interval_seconds) FILTER (WHERE utilization_percent < {IDLE_UTILIZATION}) AS idle_seconds,
+       @ordered_sum(interval_seconds) FILTER (WHERE clocks_event_reasons IS NOT NULL) AS reasons_seconds,
+       @ordered_sum(interval_seconds) FILTER (WHERE (clocks_event_reasons & 236) <> 0) AS throttled_seconds,
+       @ordered_sum((power_w + next_power_w) / 2 * interval_seconds)
+           FILTER (WHERE @finite(power_w) AND @finite(next_power_w)) / 3600 AS energy_wh
+FROM {{source}}
+GROUP BY job_id, host, gpu_key, minute
+"""
+
+# Every minute from every sample (revision 0015's backfill; tests that store samples directly).
+SELECT_ALL = render(ROLLUP_TEMPLATE).format(source="gpu_sample_intervals")
+REBUILD = "DELETE FROM gpu_minutes; INSERT INTO gpu_minutes " + SELECT_ALL
+
+# Per GPU of the batch, the minutes to recompute [lo, hi) and the first sample at or after hi
+# (the next sample of the range's last one). Both read gpu_minutes as it was before the batch:
+# the batch stored nothing before first_ts or at/after hi, so the minute of the GPU's last sample
+# before first_ts is the latest minute whose first sample is before first_ts. Minutes before
+# $kept, the first time whose raw samples are kept (--keep-raw-days), that have a rollup keep it
+# as it is (their samples may have aged out; their last sample's interval then stays unknown):
+# such a minute is neither lo's previous minute, nor deleted, nor inserted again. A minute before
+# $kept without a rollup (a late backfill of an old day: store_staged keeps those samples) is
+# computed like any other.
+RANGES = """
+CREATE OR REPLACE TEMP TABLE rollup_ranges AS
+SELECT s.job_id, s.host, s.gpu_key,
+       coalesce(max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND m.minute >= $kept),
+                date_trunc('minute', s.first_ts)) AS lo,
+       date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE AS hi,
+       min(m.first_ts) FILTER (WHERE m.minute >= date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE) AS next_ts
+FROM stored_gpu_keys s
+LEFT JOIN gpu_minutes m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+GROUP BY s.job_id, s.host, s.gpu_key, s.first_ts, s.last_ts
+"""
+# the whole time span of the ranges, bound as constants so that the scans of gpu_samples skip
+# the row groups (and Parquet parts) outside it
+SPAN = "SELECT min(lo), max(coalesce(next_ts, hi)) FROM rollup_ranges"
+
+DELETE = """
+DELETE FROM gpu_minutes m USING rollup_ranges r
+WHERE m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key AND m.minute >= r.lo AND m.minute < r.hi
+  AND m.minute >= $kept
+"""
+# The samples of the ranges plus each range's next sample, their intervals computed as
+# gpu_sample_intervals does; the next sample itself is left out of the rollup.
+RANGE_SAMPLES = """
+(SELECT * FROM (
+    SELECT g.*, r.hi,
+           @seconds_between(g.ts; lead(g.ts) OVER w) AS interval_seconds,
+           lead(g.power_w) OVER w AS next_power_w
+    FROM gpu_samples g
+    JOIN rollup_ranges r ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
+    WHERE g.ts >= $lo AND g.ts <= $last
+      AND g.ts >= r.lo AND g.ts <= coalesce(r.next_ts, r.hi)
+    WINDOW w AS (PARTITION BY g.job_id, g.host, g.gpu_key ORDER BY g.ts)
+) WHERE ts < hi)
+"""
+INSERT = (
+    "INSERT INTO gpu_minutes SELECT * FROM ("
+    + render(ROLLUP_TEMPLATE.format(source=RANGE_SAMPLES))
+    + """) x
+WHERE x.minute >= $kept
+   OR NOT EXISTS (SELECT 1 FROM gpu_minutes m
+                  WHERE m.job_id = x.job_id AND m.host = x.host AND m.gpu_key = x.gpu_key AND m.minute = x.minute)
+"""
+)
 
 
 def update(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute the minutes of the GPUs named in the temporary table ``stored_gpu_keys``
     (job_id, host, gpu_key, first_ts, last_ts: the samples a batch stored), in the caller's
     transaction, after the samples are stored and readable through the view ``gpu_samples``."""
+    kept = {"kept": retention.window_start(con) or datetime.min}
+    con.execute(RANGES, kept)
+    lo, last = con.execute(SPAN).fetchone() or (None, None)
+    if lo is not None:
+        con.execute(DELETE, kept)
+        con.execute(INSERT, {"lo": lo, "last": last, **kept})
+    con.execute("DROP TABLE rollup_ranges")
+
+
+def rebuild(con: duckdb.DuckDBPyConnection) -> None:
+    """Recompute every minute from every sample (in the caller's transaction)."""
+    con.execute(REBUILD)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Double,
     Integer,
@@ -147,8 +148,11 @@ trainer_runs = Table(
 # is '' when unknown. gpu_key is the GPU's UUID (a MIG instance's own) when the sample has one,
 # else '#<index>': indexes are not unique on a host (containers and Slurm cgroups number their
 # GPUs from 0), UUIDs are.
-gpu_samples = Table(
-    "gpu_samples",
+# Since revision 0014 this table holds only the samples not yet sealed (the current hour, about);
+# older ones live in Parquet parts listed by gpu_parts, and readers query the VIEW gpu_samples
+# (this table UNION ALL the live parts, same columns; warehouse/parts.py).
+gpu_samples_hot = Table(
+    "gpu_samples_hot",
     metadata,
     Column("job_id", String, nullable=False),
     Column("host", String, nullable=False),
@@ -165,6 +169,68 @@ gpu_samples = Table(
     Column("source", String, nullable=False),  # 'spool' or 'nvidia-smi'
     Column("gpu_key", String, nullable=False),
     PrimaryKeyConstraint("job_id", "host", "gpu_key", "ts"),
+)
+
+# GPU samples rolled up per job, host, GPU and minute (revision 0015, warehouse/rollups.py),
+# maintained at ingest and never pruned: the per-job GPU views read these rows, not the samples.
+# Per figure: <f>_n finite readings, <f>_sum their sum (ascending order), <f>_min, <f>_max.
+# The *_seconds and energy_wh are job_gpus' time-weighted sums, each sample's interval (to the
+# same GPU's next sample) counted in the minute of the sample that starts it.
+_ROLLED_UP = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
+gpu_minutes = Table(
+    "gpu_minutes",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("host", String, nullable=False),
+    Column("gpu_key", String, nullable=False),
+    Column("minute", DateTime, nullable=False),
+    Column("gpu_index", Integer, nullable=False),  # the index of the minute's last sample
+    Column("gpu_uuid", String),
+    Column("samples", BigInteger, nullable=False),
+    Column("first_ts", DateTime, nullable=False),
+    Column("last_ts", DateTime, nullable=False),
+    *(
+        Column(f"{figure}_{part}", BigInteger if part == "n" else Double)
+        for figure in _ROLLED_UP
+        for part in ("n", "sum", "min", "max")
+    ),
+    Column("memory_total_mb_max", Double),
+    Column("nonfinite", BigInteger),  # samples with a non-finite utilization, memory or temperature
+    Column("interval_seconds", Double),
+    Column("utilization_seconds", Double),
+    Column("idle_seconds", Double),  # utilization below 10 %
+    Column("reasons_seconds", Double),
+    Column("throttled_seconds", Double),
+    Column("energy_wh", Double),
+    PrimaryKeyConstraint("job_id", "host", "gpu_key", "minute"),
+)
+
+# The live Parquet parts of sealed tables (revision 0014): path relative to <db>.parts/, the
+# table they belong to ('gpu_samples'), their (day, host) and time range, rows and size on disk.
+# It changes only in the transaction that changes the data, with the view that names the parts.
+gpu_parts = Table(
+    "gpu_parts",
+    metadata,
+    Column("path", String, primary_key=True),
+    Column("table_name", String, nullable=False),
+    Column("day", Date, nullable=False),
+    Column("host", String, nullable=False),
+    Column("min_ts", DateTime, nullable=False),
+    Column("max_ts", DateTime, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# Parts replaced (rewritten, compacted, pruned) whose files wait until no kept snapshot can name
+# them: after_snapshot is the newest snapshot's number when they were retired (NULL: none).
+gpu_parts_retired = Table(
+    "gpu_parts_retired",
+    metadata,
+    Column("path", String, primary_key=True),
+    Column("table_name", String, nullable=False),
+    Column("retired_at", DateTime, nullable=False),
+    Column("after_snapshot", BigInteger),
 )
 
 # One row per ingest run (revision 0005): written when the run starts ('running') and completed
@@ -201,7 +267,8 @@ refresh_queue = Table(
 # Every scalar of trainers' own logs and of trainer states, under its own name (revision 0012):
 # one value per (job, name, step), the last written. source: 'trainer_state', 'tensorboard',
 # 'lightning_csv', 'mlflow' or 'llamafactory'. The view metric_points reads it; the well-known
-# names of the tools' logs feed step_facts (its mapping table).
+# names of the tools' logs feed step_facts (its mapping table). No key since revision 0017 (its
+# index cost more than reading the points): ingest replaces a stored (job, name, step) itself.
 metric_values = Table(
     "metric_values",
     metadata,
@@ -211,7 +278,6 @@ metric_values = Table(
     Column("ts", DateTime),
     Column("value", Double),
     Column("source", String, nullable=False),
-    PrimaryKeyConstraint("job_id", "name", "step"),
 )
 
 # Insights (revision 0011, warehouse/insights.py): the thresholds of insights.md by name, the

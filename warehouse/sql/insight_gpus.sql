@@ -3,19 +3,46 @@
 -- job_gpus (each sample stands for the time until the same GPU's next one; a GPU is its
 -- gpu_key); else over the readings logged with its steps, one GPU per gpu_index and each
 -- reading counting once (host ''). At the default thresholds idle_share and throttled_share
--- are job_gpus' own. Per job (low_gpu_utilization, memory_headroom): job_results' figures.
+-- are job_gpus' own (from the rollups, gpu_minutes); a gpu_idle.utilization other than 10
+-- computes idle_share over the samples still kept raw. Per job (low_gpu_utilization, memory_headroom): job_results' figures.
 WITH p AS (SELECT * FROM insight_parameters),
-sampled AS (
+-- per GPU from its minutes (gpu_minutes), whose idle seconds are those below 10 %, the default
+-- gpu_idle.utilization; any other threshold reads the samples still kept raw (raw_idle)
+rolled AS (
+    SELECT m.job_id, m.host, m.gpu_key,
+           @first_by(m.gpu_index; m.minute DESC) AS gpu_index,
+           @ordered_sum(m.utilization_percent_sum) / nullif(sum(m.utilization_percent_n), 0) AS mean_utilization,
+           @ordered_sum(m.utilization_seconds) AS utilization_seconds,
+           @ordered_sum(m.idle_seconds) AS idle_seconds,
+           @ordered_sum(m.reasons_seconds) AS reasons_seconds,
+           -- the NVML reasons that hold a GPU back (job_gpus says which)
+           @ordered_sum(m.throttled_seconds) AS throttled_seconds
+    FROM gpu_minutes m
+    GROUP BY m.job_id, m.host, m.gpu_key
+),
+raw_idle AS (
     SELECT g.job_id, g.host, g.gpu_key,
-           @first_by(g.gpu_index; g.ts DESC) AS gpu_index,
-           @ordered_avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS mean_utilization,
            @ordered_sum(g.interval_seconds) FILTER (WHERE @finite(g.utilization_percent)) AS utilization_seconds,
-           @ordered_sum(g.interval_seconds) FILTER (WHERE g.utilization_percent < p.gpu_idle_utilization) AS idle_seconds,
-           @ordered_sum(g.interval_seconds) FILTER (WHERE g.clocks_event_reasons IS NOT NULL) AS reasons_seconds,
-           -- 236 = 0xEC, the NVML reasons that hold a GPU back (job_gpus says which)
-           @ordered_sum(g.interval_seconds) FILTER (WHERE (g.clocks_event_reasons & 236) <> 0) AS throttled_seconds
-    FROM gpu_sample_intervals g, p
+           @ordered_sum(g.interval_seconds) FILTER (WHERE g.utilization_percent < g.gpu_idle_utilization) AS idle_seconds
+    FROM (
+        -- gpu_sample_intervals' intervals, with the threshold's test before the window: at 10
+        -- DuckDB stops reading the samples at their first rows
+        SELECT s.job_id, s.host, s.gpu_key, s.utilization_percent, p.gpu_idle_utilization,
+               @seconds_between(s.ts; lead(s.ts) OVER w) AS interval_seconds
+        FROM gpu_samples s, p
+        WHERE p.gpu_idle_utilization <> 10
+        WINDOW w AS (PARTITION BY s.job_id, s.host, s.gpu_key ORDER BY s.ts)
+    ) g
     GROUP BY g.job_id, g.host, g.gpu_key
+),
+sampled AS (
+    SELECT r.job_id, r.host, r.gpu_key, r.gpu_index, r.mean_utilization,
+           CASE WHEN p.gpu_idle_utilization = 10 THEN r.utilization_seconds ELSE x.utilization_seconds END
+               AS utilization_seconds,
+           CASE WHEN p.gpu_idle_utilization = 10 THEN r.idle_seconds ELSE x.idle_seconds END AS idle_seconds,
+           r.reasons_seconds, r.throttled_seconds
+    FROM rolled r
+    LEFT JOIN raw_idle x ON x.job_id = r.job_id AND x.host = r.host AND x.gpu_key = r.gpu_key, p
 ),
 logged AS (
     SELECT g.job_id, '' AS host, '#' || CAST(g.gpu_index AS VARCHAR) AS gpu_key, g.gpu_index,
@@ -25,7 +52,7 @@ logged AS (
            CAST(NULL AS DOUBLE) AS reasons_seconds,
            CAST(NULL AS DOUBLE) AS throttled_seconds
     FROM step_gpus g, p
-    WHERE NOT EXISTS (SELECT 1 FROM gpu_samples x WHERE x.job_id = g.job_id)
+    WHERE NOT EXISTS (SELECT 1 FROM gpu_minutes x WHERE x.job_id = g.job_id)
     GROUP BY g.job_id, g.gpu_index
 ),
 per_gpu AS (
@@ -71,10 +98,8 @@ totals AS (
     SELECT j.job_id,
            CASE WHEN s.peak IS NOT NULL THEN s.total ELSE l.total END AS memory_total_mb
     FROM jobs j
-    LEFT JOIN (SELECT job_id,
-                      max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak,
-                      max(memory_total_mb) FILTER (WHERE @finite(memory_total_mb)) AS total
-               FROM gpu_samples GROUP BY job_id) s ON s.job_id = j.job_id
+    LEFT JOIN (SELECT job_id, max(memory_used_mb_max) AS peak, max(memory_total_mb_max) AS total
+               FROM gpu_minutes GROUP BY job_id) s ON s.job_id = j.job_id
     LEFT JOIN (SELECT job_id, max(memory_total_mb) FILTER (WHERE @finite(memory_total_mb)) AS total
                FROM step_gpus GROUP BY job_id) l ON l.job_id = j.job_id
 ),

@@ -1,30 +1,33 @@
--- job_gpus: one row per GPU of a job (from its samples): averages, peaks, energy, throttling,
--- idleness. A GPU is its gpu_key (its UUID when known); gpu_index is the index it was last
--- sampled under, for display (not unique: each container or cgroup numbers its GPUs from 0).
+-- job_gpus: one row per GPU of a job (from its samples, rolled up per minute in gpu_minutes):
+-- averages, peaks, energy, throttling, idleness. A GPU is its gpu_key (its UUID when known);
+-- gpu_index is the index it was last sampled under, for display (not unique: each container or
+-- cgroup numbers its GPUs from 0). Counts and peaks are the samples' own; a mean is the sum of
+-- the minutes' sums over their count, and the time-weighted sums add the minutes' sums (each
+-- sample's interval to the GPU's next sample counts in its own minute): the raw figures up to
+-- float rounding, and they stay when the raw samples age out.
 WITH per_gpu AS (
     SELECT job_id, host, gpu_key,
-           @first_by(gpu_index; ts DESC) AS gpu_index,
+           @first_by(gpu_index; minute DESC) AS gpu_index,
            max(gpu_uuid) AS gpu_uuid,
-           count(*) AS samples,
-           min(ts) AS first_sample,
-           max(ts) AS last_sample,
-           @ordered_avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS average_utilization,
-           @ordered_avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS average_memory_mb,
-           max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_memory_mb,
-           @ordered_avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS average_temp_celsius,
-           max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp_celsius,
-           @ordered_avg(power_w) FILTER (WHERE @finite(power_w)) AS average_power_w,
+           CAST(sum(samples) AS BIGINT) AS samples,
+           min(first_ts) AS first_sample,
+           max(last_ts) AS last_sample,
+           @ordered_sum(utilization_percent_sum) / nullif(sum(utilization_percent_n), 0) AS average_utilization,
+           @ordered_sum(memory_used_mb_sum) / nullif(sum(memory_used_mb_n), 0) AS average_memory_mb,
+           max(memory_used_mb_max) AS peak_memory_mb,
+           @ordered_sum(temperature_c_sum) / nullif(sum(temperature_c_n), 0) AS average_temp_celsius,
+           max(temperature_c_max) AS peak_temp_celsius,
+           @ordered_sum(power_w_sum) / nullif(sum(power_w_n), 0) AS average_power_w,
            -- trapezoids between consecutive samples, in watt-hours
-           @ordered_sum((power_w + next_power_w) / 2 * interval_seconds)
-               FILTER (WHERE @finite(power_w) AND @finite(next_power_w)) / 3600 AS energy_wh,
-           @ordered_sum(interval_seconds) FILTER (WHERE clocks_event_reasons IS NOT NULL) AS reasons_seconds,
-           -- 236 = 0xEC, the NVML clocks-event reasons that mean the GPU was held back: SW power cap
-           -- (0x4), HW slowdown (0x8), SW thermal (0x20), HW thermal (0x40), HW power brake (0x80).
-           -- Idle (0x1), application clocks (0x2), sync boost (0x10), display clocks (0x100) are not.
-           @ordered_sum(interval_seconds) FILTER (WHERE (clocks_event_reasons & 236) <> 0) AS throttled_seconds,
-           @ordered_sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
-           @ordered_sum(interval_seconds) FILTER (WHERE utilization_percent < 10) AS idle_seconds
-    FROM gpu_sample_intervals
+           @ordered_sum(energy_wh) AS energy_wh,
+           @ordered_sum(reasons_seconds) AS reasons_seconds,
+           -- throttled: the NVML clocks-event reasons that mean the GPU was held back (mask 0xEC:
+           -- SW power cap, HW slowdown, SW thermal, HW thermal, HW power brake; warehouse/rollups.py)
+           @ordered_sum(throttled_seconds) AS throttled_seconds,
+           @ordered_sum(utilization_seconds) AS utilization_seconds,
+           -- idle: utilization below 10 %
+           @ordered_sum(idle_seconds) AS idle_seconds
+    FROM gpu_minutes
     GROUP BY job_id, host, gpu_key
 )
 SELECT job_id, host, gpu_index, gpu_uuid, samples, first_sample, last_sample,

@@ -1,18 +1,18 @@
 -- job_resources: the resource_utilization section, one row per job. Per figure: from the job's GPU
--- samples when they carry it, else from the readings logged with its steps.
+-- samples (rolled up per minute) when they carry it, else from the readings logged with its steps.
 WITH sampled AS (
+    -- from the samples' minutes (gpu_minutes): the same counts and peaks, the means as the
+    -- minutes' sums over their counts
     SELECT job_id,
-           count(*) AS n,
+           CAST(sum(samples) AS BIGINT) AS n,
            count(DISTINCT (host, gpu_key)) AS gpus,
-           @ordered_avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
-           @ordered_avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
-           max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,
-           @ordered_avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
-           max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp,
-           count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
-                               OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
-                               OR (temperature_c IS NOT NULL AND NOT @finite(temperature_c))) AS nonfinite
-    FROM gpu_samples
+           @ordered_sum(utilization_percent_sum) / nullif(sum(utilization_percent_n), 0) AS util,
+           @ordered_sum(memory_used_mb_sum) / nullif(sum(memory_used_mb_n), 0) AS mem,
+           max(memory_used_mb_max) AS peak_mem,
+           @ordered_sum(temperature_c_sum) / nullif(sum(temperature_c_n), 0) AS temp,
+           max(temperature_c_max) AS peak_temp,
+           CAST(sum(nonfinite) AS BIGINT) AS nonfinite
+    FROM gpu_minutes
     GROUP BY job_id
 ), logged AS (
     SELECT job_id,
