@@ -9,7 +9,7 @@ analytics.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -452,21 +452,39 @@ class FleetTrends(BaseModel):
     models: list[ModelCount] = Field(description="the models of the jobs matching the other filters")
 
 
-class GpuReading(BaseModel):
-    """A GPU sample (``ts``, ``host``) or a reading logged with a step (``step``)."""
+class GpuFigures(BaseModel):
+    """One value of each figure of a bucket of minutes (null: no finite reading of it)."""
 
-    gpu_index: int = Field(description="the GPU's index")
+    utilization_percent: float | None = Field(description="GPU utilization, percent")
+    memory_used_mb: float | None = Field(description="memory used, MB")
+    temperature_c: float | None = Field(description="temperature, °C")
+    power_w: float | None = Field(description="power draw, W")
+    sm_clock_mhz: float | None = Field(description="SM clock, MHz")
+
+
+class GpuReading(BaseModel):
+    """A GPU sample (``ts``, ``host``), a reading logged with a step (``step``), or, at the
+    answer's ``minute`` resolution, a bucket of whole minutes of GPU samples: its figures are
+    the means over the bucket's finite readings, ``minimum`` and ``maximum`` their extremes."""
+
+    gpu_index: int = Field(description="the GPU's index (a bucket: its last minute's)")
     host: str | None = Field(None, description="the host (GPU samples)")
-    ts: str | None = Field(None, description="the time of the reading")
+    ts: str | None = Field(None, description="the time of the reading (a bucket: of its first sample)")
     step: int | None = Field(None, description="the step it was logged with (readings logged with steps)")
     gpu_uuid: str | None = Field(description="the GPU's UUID, when known")
     utilization_percent: float | None = Field(description="GPU utilization, percent")
     memory_used_mb: float | None = Field(description="memory used, MB")
-    memory_total_mb: float | None = Field(description="memory in all, MB")
+    memory_total_mb: float | None = Field(description="memory in all, MB (a bucket: the largest)")
     temperature_c: float | None = Field(description="temperature, °C")
     power_w: float | None = Field(description="power draw, W")
     sm_clock_mhz: float | None = Field(None, description="SM clock, MHz")
-    clocks_event_reasons: int | None = Field(None, description="NVML's clocks-event (throttle) reasons bitmask")
+    clocks_event_reasons: int | None = Field(
+        None, description="NVML's clocks-event (throttle) reasons bitmask (null for a bucket)"
+    )
+    last_ts: str | None = Field(None, description="a bucket: the time of its last sample")
+    samples: int | None = Field(None, description="a bucket: how many GPU samples it sums")
+    minimum: GpuFigures | None = Field(None, description="a bucket: each figure's lowest finite reading")
+    maximum: GpuFigures | None = Field(None, description="a bucket: each figure's highest finite reading")
 
 
 class GpuPage(BaseModel):
@@ -474,6 +492,11 @@ class GpuPage(BaseModel):
     source: str | None = Field(
         description="`gpu_samples` (the job's GPU samples) or `step_readings` (the readings logged with its steps)"
     )
+    resolution: Literal["sample", "minute"] = Field(
+        description="`sample`: each reading is one GPU sample or logged reading; `minute` (`max_points` over "
+        "as many minutes as each GPU's share of it, or more): each is a bucket of whole minutes of GPU samples"
+    )
+    bucket_seconds: int | None = Field(description="at `minute` resolution, the buckets' width (whole minutes)")
     readings: list[GpuReading] = Field(description="the readings, by GPU then time (or step)")
     next_cursor: str | None = Field(description=NEXT_CURSOR)
     next: str | None = Field(description=NEXT)

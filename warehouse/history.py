@@ -5,12 +5,14 @@ Fields and columns come from allow-lists; values are bound parameters.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from . import db, pages
+from .dialect import render
 from .queries import records
 
 # Fields of a step row that a client may select (columns of step_metrics).
@@ -228,20 +230,84 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 """
 
 
-def gpu_readings_downsampled(
-    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int
-) -> tuple[str, list[dict[str, Any]]]:
-    """At most ``max_points`` readings in all, shared by the GPUs: each keeps its first and last
-    reading and, when its share allows buckets, the readings with every figure's extremes."""
-    sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
+# Charts of long ranges read the per-minute rollups (gpu_minutes, revision 0015): per GPU (a GPU of
+# a host: its key), buckets of $width seconds (whole minutes) from the job's first minute; a
+# bucket's reading is its first sample's time, the mean of every figure over its finite readings,
+# and each figure's minimum and maximum, which the rollups hold exactly.
+# @ordered_sum's value (the values added in ascending order: the same bits whatever the threads),
+# computed by sorting each group's list: several times faster than sum(x ORDER BY x) for many
+# small groups (docs/benchmark.md, "GPU charts and fleet utilization at 50M samples").
+ORDERED_LIST_SUM = "list_sum(list_sort(list({x})))"
+GPU_ROLLED_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
+HAS_GPU_MINUTES = "SELECT count(*) > 0 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = 'gpu_minutes'"
+GPU_MINUTES_SPAN = """
+SELECT min(minute), max(minute), count(DISTINCT (host, gpu_key))
+FROM gpu_minutes WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu)
+"""
+GPU_MINUTES_DOWNSAMPLED = render(
+    """
+SELECT arg_max(gpu_index, minute) AS gpu_index, host, min(first_ts) AS ts, max(last_ts) AS last_ts,
+       max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples,
+       {means}, max(memory_total_mb_max) AS memory_total_mb,
+       {{{minima}}} AS minimum, {{{maxima}}} AS maximum, gpu_key
+FROM gpu_minutes
+WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu) AND minute BETWEEN $first AND $last
+GROUP BY host, gpu_key, CAST(floor((epoch(minute) - epoch($first)) / $width) AS BIGINT)
+ORDER BY gpu_index, host, gpu_key, ts
+LIMIT $max_points
+""".format(
+        means=", ".join(
+            f"{ORDERED_LIST_SUM.format(x=f'{f}_sum')} / nullif(sum({f}_n), 0) AS {f}" for f in GPU_ROLLED_FIGURES
+        ),
+        minima=", ".join(f"'{f}': min({f}_min)" for f in GPU_ROLLED_FIGURES),
+        maxima=", ".join(f"'{f}': max({f}_max)" for f in GPU_ROLLED_FIGURES),
+    )
+)
+
+
+@dataclass(frozen=True)
+class GpuChart:
+    """A downsampled answer: where the readings come from, what one reading stands for
+    (``sample``: one sample or logged reading; ``minute``: a bucket of whole minutes of samples)
+    and, for minutes, the buckets' width."""
+
+    source: str
+    resolution: str
+    bucket_seconds: int | None
+    readings: list[dict[str, Any]]
+
+
+def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int) -> GpuChart:
+    """At most ``max_points`` readings in all, shared by the GPUs.
+
+    When each GPU's share of ``max_points`` is no more than the minutes its samples span, every
+    reading is a bucket of whole minutes read from ``gpu_minutes`` (its mean, minimum and maximum
+    of every figure: a spike survives); else each GPU keeps its first and last sample and, when
+    its share allows buckets, the samples with every figure's extremes (or the readings logged
+    with its steps, for a job without samples)."""
+    span = _minutes_span(con, job_id, gpu)
+    sampled: bool | None = None
+    if span is not None:
+        first, last, series = span
+        minutes = int((last - first).total_seconds()) // 60 + 1
+        share = _share(max_points, series)
+        if minutes < share:
+            sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
+        if minutes >= share or not sampled:
+            # the raw samples of a long job are not read at all, nor those of one that aged out
+            width = -(-minutes // share) * 60
+            # the time range lets the scan skip the row groups of other times (rollups are
+            # appended a run at a time, so the rows of a time are together, a job's are not)
+            ranged = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
+            rows = records(con.execute(GPU_MINUTES_DOWNSAMPLED, {**ranged, "max_points": max_points}))
+            for row in rows:
+                row.pop("gpu_key")
+            return GpuChart("gpu_samples", "minute", width, rows)
+    if sampled is None:
+        sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
     source = SAMPLES_OF_JOB if sampled else READINGS_OF_JOB
     params: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "max_points": max_points}
-    series = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})[0]
-    share = max_points // max(1, series)
-    if share < 2:
-        raise TooFewPoints(
-            f"max_points must be at least {2 * series} for {series} GPU(s): the first and last reading of each"
-        )
+    share = _share(max_points, db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})[0])
     # per bucket a minimum and a maximum of each figure; none fits a share under 2 + 2 x figures
     buckets = (share - 2) // (2 * len(GPU_FIGURES))
     sql = GPU_DOWNSAMPLED.format(
@@ -254,7 +320,28 @@ def gpu_readings_downsampled(
     if not sampled:
         for row in rows:
             row.pop("host")
-    return ("gpu_samples" if sampled else "step_readings"), rows
+    return GpuChart("gpu_samples" if sampled else "step_readings", "sample", None, rows)
+
+
+def _share(max_points: int, series: int) -> int:
+    """Each GPU's share of ``max_points``: at least its first and last reading."""
+    share = max_points // max(1, series)
+    if share < 2:
+        raise TooFewPoints(
+            f"max_points must be at least {2 * series} for {series} GPU(s): the first and last reading of each"
+        )
+    return share
+
+
+def _minutes_span(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None
+) -> tuple[datetime, datetime, int] | None:
+    """The job's first and last minute of GPU samples and how many GPUs, from ``gpu_minutes``;
+    None for a job without any (or a warehouse before revision 0015)."""
+    if not db.one(con, HAS_GPU_MINUTES)[0]:
+        return None
+    first, last, series = db.one(con, GPU_MINUTES_SPAN, {"job_id": job_id, "gpu": gpu})
+    return None if first is None else (first, last, series)
 
 
 def _checked(fields: list[str]) -> list[str]:

@@ -54,16 +54,28 @@ def job_gpus(
     max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE, description="in all, for charts")] = None,
 ) -> dict[str, Any]:
     """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated;
-    ``max_points`` downsamples for charts: at most that many readings, shared by the GPUs, each
-    keeping its first and last reading and, when its share allows, every extreme."""
+    ``max_points`` downsamples for charts: at most that many readings, shared by the GPUs. Over
+    as many minutes as each GPU's share or more, a reading is a bucket of whole minutes (its
+    mean, minimum and maximum of every figure); else each GPU keeps its first and last reading
+    and, when its share allows, every extreme."""
     require_job(con, job_id)
     if max_points is not None:
-        source, rows = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
-        return {"job_id": job_id, "source": source, "readings": rows, "next_cursor": None, "next": None}
+        chart = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
+        return {
+            "job_id": job_id,
+            "source": chart.source,
+            "resolution": chart.resolution,
+            "bucket_seconds": chart.bucket_seconds,
+            "readings": chart.readings,
+            "next_cursor": None,
+            "next": None,
+        }
     source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
     return {
         "job_id": job_id,
         "source": source,
+        "resolution": "sample",
+        "bucket_seconds": None,
         "readings": rows,
         "next_cursor": next_cursor,
         "next": next_url(request, next_cursor),

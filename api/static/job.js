@@ -4,7 +4,7 @@
 // returns to the whole run. Smoothing and the x axis (step or elapsed time) are redrawn from the
 // rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
 import {
-  api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds,
+  api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds, shortDuration,
   severityBadge, stepRange, PALETTE, ApiError,
 } from "./common.js";
 
@@ -329,9 +329,12 @@ function gpuCharts(page, holder) {
     ["temperature_c", "Temperature (°C)"], ["power_w", "Power (W)"],
   ];
   const source = page.source === "gpu_samples" ? "from GPU samples" : "logged with the steps";
+  // at minute resolution a reading is a bucket of minutes: its mean, and thin lines for its extremes
+  const banded = page.resolution === "minute";
+  const bucket = banded ? ` Each point is the mean over ${shortDuration(page.bucket_seconds)}; thin dotted lines: the lowest and highest sample.` : "";
   const flagged = state.insights.filter((i) => GPU_KINDS.has(i.kind));
   const flagsOf = (gpu) => flagged.filter((i) => i.gpu_index === gpu.index && (i.host ?? null) === (gpu.host ?? null));
-  holder.replaceChildren(el("p", { class: "muted" }, `Per GPU, ${source}.`));
+  holder.replaceChildren(el("p", { class: "muted" }, `Per GPU, ${source}.${bucket}`));
   if (flagged.length) {
     holder.append(el("ul", { class: "gpu-insights" }, flagged.map((i) => el("li", { dataset: { kind: i.kind } },
       severityBadge(i.severity), " ", gpuName(i.host, i.gpu_index), ": ", i.message))));
@@ -341,19 +344,24 @@ function gpuCharts(page, holder) {
     if (!page.readings.some((r) => r[field] != null)) continue;
     const tables = gpus.map((key) => {
       const rows = byGpu.get(key).rows.filter((r) => (timed ? r.ts : r.step) != null);
-      return [rows.map((r) => (timed ? epochSeconds(r.ts) - (elapsed ? state.t0 : 0) : r.step)), rows.map((r) => r[field])];
+      const xs = rows.map((r) => (timed ? epochSeconds(r.ts) - (elapsed ? state.t0 : 0) : r.step));
+      const ys = rows.map((r) => r[field]);
+      return banded ? [xs, ys, rows.map((r) => r.minimum?.[field] ?? null), rows.map((r) => r.maximum?.[field] ?? null)] : [xs, ys];
     });
     const data = uPlot.join(tables);
     const box = el("div", { class: "chart", dataset: { chart: `gpu-${field}` } });
     holder.append(box);
     lineChart(box, {
       title, data, time: timed && !elapsed, elapsed, height: 200,
-      series: gpus.map((g, i) => {
+      series: gpus.flatMap((g, i) => {
         const flags = flagsOf(byGpu.get(g));
+        const color = PALETTE[i % PALETTE.length];
         // a flagged GPU says so in its legend and stands out with a thicker dashed line
-        return flags.length
-          ? { label: `${g} ⚠ ${flags.map((f) => f.kind.replace("gpu_", "")).join(", ")}`, color: PALETTE[i % PALETTE.length], dash: [6, 3], width: 3 }
-          : { label: g, color: PALETTE[i % PALETTE.length] };
+        const line = flags.length
+          ? { label: `${g} ⚠ ${flags.map((f) => f.kind.replace("gpu_", "")).join(", ")}`, color, dash: [6, 3], width: 3 }
+          : { label: g, color };
+        if (!banded) return [line];
+        return [line, { label: `${g} min`, color, dash: [1, 3], width: 1, points: false }, { label: `${g} max`, color, dash: [1, 3], width: 1, points: false }];
       }),
     });
   }
