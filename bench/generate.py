@@ -1,6 +1,9 @@
 """Generate a folder of synthetic training jobs (progress.json + checkpoint folders).
 
-    python bench/generate.py OUT --jobs 1000 --steps 1000 --gpus 2
+    python bench/generate.py OUT --jobs 1000 --steps 1000 --gpus 2 [--checkpoint-folders]
+
+``--checkpoint-folders`` also makes the ``checkpoint-<step>/`` folder of each checkpoint the job
+lists (four per job), holding one small file, as a trainer leaves them.
 
 Deterministic for a given --seed, so benchmark runs are comparable.
 """
@@ -85,6 +88,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--gpus", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-folders", action="store_true", help="make each listed checkpoint's folder")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     for i in range(args.jobs):
@@ -92,6 +96,11 @@ def main() -> None:
         folder = args.out / job["job_id"]
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "progress.json").write_text(json.dumps(job))
+        if args.checkpoint_folders:
+            for checkpoint in job["checkpoints"]:
+                saved = folder / checkpoint["path"]
+                saved.mkdir(exist_ok=True)
+                (saved / "config.json").write_text(json.dumps(job["config"]))
     print(f"wrote {args.jobs} jobs x {args.steps} steps x {args.gpus} GPUs to {args.out}")
 
 

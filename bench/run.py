@@ -1,6 +1,6 @@
 """Benchmark: ingest against DuckDB's own read_json floor, the unchanged re-run, and view queries.
 
-    python bench/run.py --jobs 1000 --steps 1000 --gpus 2 [--data DIR] [--keep DIR]
+    python bench/run.py --jobs 1000 --steps 1000 --gpus 2 [--checkpoint-folders] [--data DIR] [--keep DIR]
 
 Generates the jobs (bench/generate.py) unless --data names an existing folder, then measures,
 each in a fresh process so that peak memory is the run's own:
@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--gpus", type=int, default=2)
+    parser.add_argument("--checkpoint-folders", action="store_true", help="generate each job's checkpoint folders")
     parser.add_argument("--data", type=Path, help="use these generated jobs instead of generating")
     parser.add_argument("--keep", type=Path, help="keep the warehouse here")
     args = parser.parse_args()
@@ -95,7 +96,8 @@ def main() -> None:
         if args.data is None:
             subprocess.run(
                 [sys.executable, "bench/generate.py", str(data), "--jobs", str(args.jobs), "--steps",
-                 str(args.steps), "--gpus", str(args.gpus)],
+                 str(args.steps), "--gpus", str(args.gpus),
+                 *(["--checkpoint-folders"] if args.checkpoint_folders else [])],
                 check=True, cwd=REPO,
             )  # fmt: skip
             time.sleep(2.5)  # let the newest files settle, as they would between cron runs

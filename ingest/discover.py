@@ -8,8 +8,10 @@ LLaMA-Factory ``trainer_log.jsonl``), whose job id is its path relative to the r
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +43,9 @@ class JobFolder:
 
     path: Path
     progress: Path | None = None
-    checkpoints: dict[int, Path] = field(default_factory=dict)
+    # step -> the name of its checkpoint-<step>/ folder in ``path`` (names, not Paths: a run over
+    # many small jobs finds hundreds of thousands)
+    checkpoints: dict[int, str] = field(default_factory=dict)
     trainer_states: list[Path] = field(default_factory=list)
     root: Path | None = None  # the (resolved) root it was found under: its files must not leave it
     # the files of trainers' own logs, by kind (TOOL_KINDS); event files sorted by name
@@ -97,10 +101,10 @@ def discover(roots: list[Path]) -> list[JobFolder]:
             raise FileNotFoundError(f"ingest root {root} is not a folder or a file")
         for dirpath, dirnames, filenames in os.walk(root):
             here = Path(dirpath)
-            job = _job_folder(here, dirnames, filenames)
+            job = _job_folder(here, dirpath, dirnames, filenames)
             if job is not None:
                 job.root = root
-                _attach_tool_logs(job, filenames)
+                _attach_tool_logs(job, dirnames, filenames)
                 found.setdefault(here, job)
                 dirnames[:] = []
                 continue
@@ -116,27 +120,48 @@ def discover(roots: list[Path]) -> list[JobFolder]:
     return [found[p] for p in sorted(found)]
 
 
-def _job_folder(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
-    job = JobFolder(here)
-    if PROGRESS in filenames:
-        job.progress = here / PROGRESS
-    if TRAINER_STATE in filenames:
-        job.trainer_states.append(here / TRAINER_STATE)
+def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
+    # Paths as strings until the folder is known to be a job's: a tree of many small jobs has
+    # hundreds of thousands of names, and a Path per name cost most of the discovery.
+    has_progress = PROGRESS in filenames
+    has_state = TRAINER_STATE in filenames
+    checkpoints: dict[int, str] = {}
+    states: list[str] = []
     for name in sorted(dirnames):
         if name.startswith("."):
             continue
         match = CHECKPOINT_DIR.match(name)
         if match:
-            job.checkpoints[int(match.group(1))] = here / name
+            checkpoints[int(match.group(1))] = name
         # a checkpoint-<step>/ folder, or another checkpoint copy such as last-checkpoint/
-        state = here / name / TRAINER_STATE
-        if (match or job.progress or TRAINER_STATE in filenames) and state.is_file():
-            job.trainer_states.append(state)
-    if job.progress is None and not job.trainer_states:
+        if (match or has_progress or has_state) and _is_file(os.path.join(dirpath, name, TRAINER_STATE)):
+            states.append(name)
+    if not has_progress and not has_state and not states:
         return None
-    if job.progress is None and TRAINER_STATE not in filenames and not job.checkpoints:
+    if not has_progress and not has_state and not checkpoints:
         return None
+    job = JobFolder(here)
+    if has_progress:
+        job.progress = here / PROGRESS
+    if has_state:
+        job.trainer_states.append(here / TRAINER_STATE)
+    job.trainer_states += [here / name / TRAINER_STATE for name in states]
+    job.checkpoints = checkpoints
     return job
+
+
+def _is_file(path: str) -> bool:
+    """``Path(path).is_file()`` for a path as text: False where it is absent, errors that say
+    more raised as pathlib raises them."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as error:
+        if error.errno not in _ABSENT:
+            raise
+        return False
+
+
+_ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
 
 
 def is_event_file(name: str) -> bool:
@@ -153,12 +178,12 @@ def _by_name(paths: list[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: (p.name, str(p)))
 
 
-def _attach_tool_logs(job: JobFolder, filenames: list[str]) -> None:
+def _attach_tool_logs(job: JobFolder, dirnames: list[str], filenames: list[str]) -> None:
     """A progress/trainer-state job's own tool logs: event files in the folder and under runs/*/
     (a running Hugging Face job logs to them after its last checkpoint), its trainer_log.jsonl."""
     events = _event_files(job.path, filenames)
-    runs = job.path / HF_RUNS
-    if runs.is_dir():
+    runs = job.path / HF_RUNS if HF_RUNS in dirnames else None  # listed: no stat (nor Path) for folders without
+    if runs is not None and runs.is_dir():
         try:
             subfolders = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
         except OSError:

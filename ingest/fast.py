@@ -46,6 +46,7 @@ except ImportError:  # built without a C compiler: every file takes the careful 
 
 AVAILABLE = _history is not None
 THREADS = max(1, min(4, os.cpu_count() or 1))
+STRIPES_PER_THREAD = 8  # fast.read's tasks: enough to even out files of different sizes
 
 # The careful read takes a file of SPLIT_BYTES or more in pieces of about PIECE_BYTES of entries.
 SPLIT_BYTES = 64 << 20
@@ -83,16 +84,26 @@ GPU_COLUMNS = [
 
 @dataclass
 class Parsed:
-    """A file whose history the C reader took: its rest of the document and its typed rows."""
+    """A file whose history the C reader took: its rest of the document and its typed rows.
+
+    The rows stay the C reader's buffers until a batch's are joined into one table (``staged``):
+    Arrow arrays built per file cost more than the C reader itself for small files.
+    """
 
     file_id: int
     rest: bytes  # the document with "history": [] in place of its list
-    entries: pa.RecordBatch
-    gpus: pa.RecordBatch
+    history_entries: int
+    entry_buffers: tuple[bytes, ...]
+    gpu_count: int
+    gpu_buffers: tuple[bytes, ...]
 
     @property
-    def history_entries(self) -> int:
-        return self.entries.num_rows
+    def entries(self) -> pa.RecordBatch:
+        return _batch(ENTRY_COLUMNS, self.history_entries, self.entry_buffers)
+
+    @property
+    def gpus(self) -> pa.RecordBatch:
+        return _batch(GPU_COLUMNS, self.gpu_count, self.gpu_buffers)
 
 
 def parse(data: bytes, file_id: int) -> Parsed | None:
@@ -103,12 +114,7 @@ def parse(data: bytes, file_id: int) -> Parsed | None:
     if result is None:
         return None
     start, stop, n_entries, entry_buffers, n_gpus, gpu_buffers = result
-    return Parsed(
-        file_id,
-        data[:start] + b"[]" + data[stop:],
-        _batch(ENTRY_COLUMNS, n_entries, entry_buffers),
-        _batch(GPU_COLUMNS, n_gpus, gpu_buffers),
-    )
+    return Parsed(file_id, data[:start] + b"[]" + data[stop:], n_entries, entry_buffers, n_gpus, gpu_buffers)
 
 
 @dataclass
@@ -174,6 +180,55 @@ def _batch(columns: list[tuple[str, str, bool]], rows: int, buffers: tuple[bytes
     return pa.RecordBatch.from_arrays(arrays, schema=_schema(columns))
 
 
+def _table(columns: list[tuple[str, str, bool]], parts: list[tuple[int, tuple[bytes, ...]]]) -> pa.Table:
+    """One table of the rows of many files (``parts``: each file's row count and C buffers), built
+    with a few numpy operations per column whatever the number of files."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not parts:
+        return _schema(columns).empty_table()
+    rows = np.array([n for n, _ in parts], dtype=np.int64)
+    total = int(rows.sum())
+    row_starts = np.cumsum(rows) - rows
+    # A file's validity bitmap has (rows + 7) // 8 bytes: laid end to end, file i's bits start at
+    # 8 * (its bitmap's byte offset); `keep` picks each row's bit out of them.
+    bitmap_bytes = (rows + 7) // 8
+    keep = np.arange(total, dtype=np.int64) + np.repeat(8 * (np.cumsum(bitmap_bytes) - bitmap_bytes) - row_starts, rows)
+    # A string column's offsets: rows + 1 per file, each list starting at 0.
+    leading = np.cumsum(rows + 1) - (rows + 1)
+
+    def joined(k: int) -> bytes:
+        return b"".join([buffers[k] for _, buffers in parts])
+
+    def validity(k: int) -> pa.Buffer:
+        bits = np.unpackbits(np.frombuffer(joined(k), dtype=np.uint8), bitorder="little")
+        return pa.py_buffer(np.packbits(bits[keep], bitorder="little"))
+
+    def offsets(k: int) -> pa.Buffer:
+        lengths = np.array([len(buffers[k + 1]) for _, buffers in parts], dtype=np.int64)
+        each = np.frombuffer(joined(k), dtype=np.int32).astype(np.int64)
+        after = np.delete(each, leading) + np.repeat(np.cumsum(lengths) - lengths, rows)
+        # a batch holds at most FAST_BATCH_BYTES of JSON (progress formats): far below int32's range
+        return pa.py_buffer(np.concatenate([np.zeros(1, dtype=np.int64), after]).astype(np.int32))
+
+    arrays = []
+    k = 0
+    for _, type_, nullable in columns:
+        valid = None
+        if nullable:
+            valid = validity(k)
+            k += 1
+        if type_ == "string":
+            buffers = [valid, offsets(k), pa.py_buffer(joined(k + 1))]
+            k += 2
+        else:
+            buffers = [valid, pa.py_buffer(joined(k))]
+            k += 1
+        arrays.append(pa.Array.from_buffers(pa.type_for_alias(type_), total, buffers))
+    return pa.Table.from_arrays(arrays, schema=_schema(columns))
+
+
 def write_rests(parsed: dict[int, Parsed], path: Path) -> dict[int, str]:
     """Write the rests of the documents into one file; the name of each (``path#file_id``).
 
@@ -188,22 +243,33 @@ def write_rests(parsed: dict[int, Parsed], path: Path) -> dict[int, str]:
 
 
 def read(files: list[tuple[int, Path]]) -> dict[int, Parsed]:
-    """Read and parse these (file_id, path) files in threads; the ones the C reader took.
+    """Read and parse these (file_id, path) files in threads; the ones the C reader took, in the
+    order given.
 
     A file that can't be read is left out: the careful read meets the same error and says so.
     """
     if _history is None or not files:
         return {}
 
-    def one(item: tuple[int, Path]) -> Parsed | None:
-        file_id, path = item
-        try:
-            return parse(path.read_bytes(), file_id)
-        except OSError:
-            return None
+    def some(items: list[tuple[int, Path]]) -> list[Parsed]:
+        found = []
+        for file_id, path in items:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            parsed = parse(data, file_id)
+            if parsed is not None:
+                found.append(parsed)
+        return found
 
+    # a task per stripe of files, not per file: for small files a task's own cost was more than
+    # the file's read and parse
+    stripes = [files[i :: THREADS * STRIPES_PER_THREAD] for i in range(min(len(files), THREADS * STRIPES_PER_THREAD))]
     with ThreadPoolExecutor(THREADS) as pool:
-        return {p.file_id: p for p in pool.map(one, files) if p is not None}
+        found = {p.file_id: p for stripe in pool.map(some, stripes) for p in stripe}
+    return {file_id: found[file_id] for file_id, _ in files if file_id in found}
 
 
 # The batch's rows as the merge reads them: the careful read's (progress.py's batch tables, and
@@ -242,10 +308,9 @@ FROM split_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
 @contextmanager
 def staged(con: duckdb.DuckDBPyConnection, parsed: dict[int, Parsed]) -> Iterator[None]:
     """Within: ``staged_steps`` and ``staged_gpus`` hold the batch's rows, these files' included."""
-    import pyarrow as pa
 
-    entries = pa.Table.from_batches([p.entries for p in parsed.values()], schema=_schema(ENTRY_COLUMNS))
-    gpus = pa.Table.from_batches([p.gpus for p in parsed.values()], schema=_schema(GPU_COLUMNS))
+    entries = _table(ENTRY_COLUMNS, [(p.history_entries, p.entry_buffers) for p in parsed.values()])
+    gpus = _table(GPU_COLUMNS, [(p.gpu_count, p.gpu_buffers) for p in parsed.values()])
     if hasattr(con, "complete"):  # DuckDB 2 registers nothing while an earlier result is unread
         con.complete()
     con.register("fast_entries", entries)

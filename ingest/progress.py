@@ -355,6 +355,12 @@ PIECE_ROWS = (
     "INSERT INTO split_steps " + STEPS_SELECT.format(entries="piece_entries"),
     "INSERT INTO split_gpus " + GPUS_SELECT.format(entries="piece_entries"),
 )
+# Whether the piece tables hold rows: only then are they made anew (making them costs tens of
+# milliseconds, as much as the rest of a batch of small files' staging).
+PIECES_IN_USE = """
+SELECT EXISTS (FROM piece) OR EXISTS (FROM piece_docs) OR EXISTS (FROM split_steps) OR EXISTS (FROM split_gpus)
+       OR EXISTS (FROM split_warnings)
+"""
 PIECE_OF = "INSERT INTO piece VALUES ($file_id, $offset)"
 CLEAR_PIECE = "DELETE FROM piece; DELETE FROM piece_docs"
 DROP_SPLIT = [
@@ -408,7 +414,12 @@ def stage(con: duckdb.DuckDBPyConnection, pieces: bool = False) -> None:
 
 def start_pieces(con: duckdb.DuckDBPyConnection) -> None:
     """Empty tables for the pieces of a batch's large files (and the last batch's memory back)."""
-    con.execute(PIECE_TABLES)
+    try:
+        in_use = bool(db.one(con, PIECES_IN_USE)[0])
+    except duckdb.CatalogException:  # the run's first batch: not made yet
+        in_use = True
+    if in_use:
+        con.execute(PIECE_TABLES)
 
 
 def read_piece(con: duckdb.DuckDBPyConnection, file_id: int, offset: int, path: str, data: bytes) -> None:

@@ -30,20 +30,22 @@ from .summary import Summary
 def state(jobs: list[JobFolder]) -> str | None:
     """A digest of the job folders' files; None when one is being written or can't be read."""
     digest = hashlib.sha256()
+    now = time.time()
     for job in jobs:
         digest.update(os.fsencode(job.path) + b"\0")
-        for path in [job.progress, *job.trainer_states, *job.tool_paths()]:
+        for path in (job.progress, *job.trainer_states, *job.tool_paths()):
             if path is None:
                 continue
+            name = os.fsencode(path)
             try:
-                st = ledger.stat(path)
+                st = os.stat(name)
             except OSError:
                 return None
-            if st.fresh:  # the full road reads fresh files again
+            if now - st.st_mtime_ns / 1e9 < ledger.FRESH_SECONDS:  # the full road reads fresh files again
                 return None
-            digest.update(os.fsencode(path) + f"\0{st.size}\0{st.mtime_ns}\0".encode())
+            digest.update(name + b"\0%d\0%d\0" % (st.st_size, st.st_mtime_ns))
         for step in sorted(job.checkpoints):
-            digest.update(f"checkpoint-{step}\0".encode())
+            digest.update(b"checkpoint-%d\0" % step)
     return digest.hexdigest()
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import numpy as np
 
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
@@ -13,7 +16,7 @@ KIND = "checkpoint_folder"
 
 # Checkpoint folders of every job folder seen, for jobs the warehouse knows.
 FOLDERS_TABLE = "CREATE OR REPLACE TEMP TABLE seen_folders (source_dir VARCHAR, step BIGINT, path VARCHAR)"
-INSERT_FOLDERS = "INSERT INTO seen_folders SELECT unnest($source_dir), unnest($step), unnest($path)"
+INSERT_FOLDERS = "INSERT INTO seen_folders SELECT source_dir, step, path FROM folder_rows"
 ADD_FOLDER_CHECKPOINTS = """
 INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT j.job_id, f.step, f.path, NULL, NULL, 'folder'
@@ -36,17 +39,25 @@ class CheckpointFolderFormat:
         return None
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
-        rows = [
-            (str(j.path), step, str(p))
-            for j in jobs
-            if j.name_is_utf8 and j.path not in ctx.conflicts
-            for step, p in j.checkpoints.items()
-        ]
-        if not rows:
+        source_dirs: list[str] = []
+        steps: list[int] = []
+        paths: list[str] = []
+        for j in jobs:
+            if j.checkpoints and j.name_is_utf8 and j.path not in ctx.conflicts:
+                folder = str(j.path)
+                for step, name in j.checkpoints.items():
+                    source_dirs.append(folder)
+                    steps.append(step)
+                    paths.append(os.path.join(folder, name))
+        if not steps:
             return
         ctx.con.execute(FOLDERS_TABLE)
-        source_dirs, steps, paths = (list(column) for column in zip(*rows, strict=True))
-        ctx.con.execute(INSERT_FOLDERS, {"source_dir": source_dirs, "step": steps, "path": paths})
+        folder_rows = {  # noqa: F841 - read by DuckDB's replacement scan, by name (list parameters cost more)
+            "source_dir": np.array(source_dirs, dtype=object),
+            "step": np.array(steps, dtype=np.int64),
+            "path": np.array(paths, dtype=object),
+        }
+        ctx.con.execute(INSERT_FOLDERS)
         with db.atomic(ctx.con):
             changed = {job_id for (job_id,) in ctx.con.execute(ADD_FOLDER_CHECKPOINTS).fetchall()}
             results.enqueue(ctx.con, changed)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from runlytics.ingest import fast, ledger, merge, progress
 from runlytics.ingest.discover import JobFolder
@@ -29,9 +30,11 @@ KIND = "progress"
 # A batch holds at most BATCH_BYTES of files for DuckDB's careful read (its memory is several
 # times the JSON's size), at most FAST_BATCH_BYTES in all (the fast road's typed rows take about
 # half the JSON's size) and at most BATCH_FILES files. Files are read CHUNK_BYTES at a time.
+# A batch's statements cost about the same for 2,000 small files as for 10,000: many small jobs
+# take few batches (docs/benchmark.md, "Many small jobs").
 BATCH_BYTES = 128 << 20
 FAST_BATCH_BYTES = 512 << 20
-BATCH_FILES = 2000
+BATCH_FILES = 10_000
 CHUNK_BYTES = 32 << 20
 
 FILES_TABLE = """
@@ -42,8 +45,9 @@ CREATE OR REPLACE TEMP TABLE batch_files (
 """
 INSERT_FILES = """
 INSERT INTO batch_files
-SELECT unnest($file_id), unnest($seq), unnest($path), unnest($read_path), unnest($folder), unnest($source_dir),
-       unnest($size), unnest($mtime_ns), unnest($fingerprint), unnest($history_entries)
+SELECT file_id, file_id, path, read_path, folder, source_dir, size, mtime_ns, fingerprint,
+       CASE WHEN counted THEN history_entries END
+FROM batch_file_rows
 """
 DROP_DOC = "DELETE FROM raw_docs WHERE filename = ?"
 DROP_FILE = "DELETE FROM batch_files WHERE read_path = ?"
@@ -69,7 +73,8 @@ WITH claims AS (
 )
 SELECT file_id, job_id, source_dir, stored_dir, first_dir
 FROM claims
-WHERE stored_dir IS DISTINCT FROM source_dir OR first_dir <> source_dir
+-- (a job the warehouse doesn't have yet belongs to the batch's first folder claiming it)
+WHERE (stored_dir IS NOT NULL AND stored_dir <> source_dir) OR first_dir <> source_dir
 ORDER BY file_id
 """
 # A file taken out of a staged batch leaves every batch table (the fast road's rows follow batch_jobs).
@@ -201,9 +206,12 @@ def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.P
                 of_the_moment = isinstance(error, duckdb.OutOfMemoryException)  # not the file's fault
                 rejected = [Rejection(readable[0][1], "failed", f"could not be ingested: {error}", of_the_moment)]
             else:
-                # Something in the batch broke a statement: retry file by file to find it.
-                for c in retry:
-                    _ingest_batch(ctx, [c])
+                # Something in the batch broke a statement: retry it in halves, down to the file that
+                # did (file by file, a batch of thousands of small files took a transaction each).
+                half = len(retry) // 2
+                for part in (retry[:half], retry[half:]):
+                    if part:
+                        _ingest_batch(ctx, part)
     for r in rejected:
         if r.conflict:
             ctx.conflicts[r.candidate.job.path] = r.reason
@@ -240,24 +248,20 @@ def _stage(
     fast_ids = {read_paths[file_id]: file_id for file_id in parsed}
     con.execute(FILES_TABLE)
     by_path = {read_paths[file_id]: c for file_id, c in files}
-    con.execute(
-        INSERT_FILES,
-        {
-            "file_id": [file_id for file_id, _ in files],
-            "seq": [file_id for file_id, _ in files],
-            "path": [str(c.path) for _, c in files],
-            "read_path": [read_paths[file_id] for file_id, _ in files],
-            "folder": [c.job.path.name for _, c in files],
-            "source_dir": [str(c.job.path) for _, c in files],
-            "size": [c.stat.size for _, c in files],
-            "mtime_ns": [c.stat.mtime_ns for _, c in files],
-            "fingerprint": [c.stat.fingerprint for _, c in files],
-            "history_entries": [
-                parsed[i].history_entries if i in parsed else split[i].history_entries if i in split else None
-                for i, _ in files
-            ],
-        },
-    )
+    entries = {i: parsed[i].history_entries if i in parsed else split[i].history_entries for i in (*parsed, *split)}
+    batch_file_rows = {  # noqa: F841 - read by DuckDB's replacement scan, by name (a list parameter per column cost more)
+        "file_id": np.array([file_id for file_id, _ in files], dtype=np.int32),
+        "path": np.array([str(c.path) for _, c in files], dtype=object),
+        "read_path": np.array([read_paths[file_id] for file_id, _ in files], dtype=object),
+        "folder": np.array([c.job.path.name for _, c in files], dtype=object),
+        "source_dir": np.array([str(c.job.path) for _, c in files], dtype=object),
+        "size": np.array([c.stat.size for _, c in files], dtype=np.int64),
+        "mtime_ns": np.array([c.stat.mtime_ns for _, c in files], dtype=np.int64),
+        "fingerprint": np.array([c.stat.fingerprint for _, c in files], dtype=object),
+        "counted": np.array([file_id in entries for file_id, _ in files], dtype=bool),
+        "history_entries": np.array([entries.get(file_id, 0) for file_id, _ in files], dtype=np.int64),
+    }
+    con.execute(INSERT_FILES)
     repaired: dict[str, list[str]] = {}  # original path -> the warnings of its repair
     by_id = dict(files)
     progress.start_pieces(con)
