@@ -5,7 +5,7 @@ WITH p AS (SELECT * FROM insight_parameters),
 edges AS (
     SELECT job_id,
            max(step) AS last_step,
-           max(ts) FILTER (WHERE row_no = row_count) AS last_ts,
+           @first_by(ts; step DESC) AS last_ts,
            @median(@seconds_between(prev_ts; ts))
                FILTER (WHERE @seconds_between(prev_ts; ts) > 0) AS g
     FROM insight_rows

@@ -1,15 +1,22 @@
 -- insight_losses: the loss insights of insights.md, one row per insight: nonfinite_loss,
--- loss_spike, loss_divergence, overfitting. Thresholds come from insight_parameters, but for the
--- two sliding windows (loss_spike's 20 finite losses, loss_divergence's 10 rows): a median over
--- a frame whose size is read from a table costs DuckDB four times a fixed frame's
--- (docs/decisions.md), so their sizes are written here. CTEs read twice are NOT MATERIALIZED so
--- that a filter on job_id reaches the facts (one job's insights read that job's rows only).
+-- loss_spike, loss_divergence, overfitting. Thresholds come from insight_parameters, but for
+-- the two windows (loss_spike's 20 finite losses, loss_divergence's 10 rows): a frame whose size
+-- is read from a table costs DuckDB four times a fixed frame's (docs/decisions.md), so their
+-- sizes are written here. A job's rows are sorted once (the CTE rows, materialised: DuckDB still
+-- takes a filter on job_id into it); loss_spike's medians are computed only for the rows, and
+-- loss_divergence's running lowest only for the jobs, that a bound read in that sort (the lowest
+-- finite loss before each row) leaves possible (docs/decisions.md, "Insight rules computed
+-- where they can hold"). A filter on job_id reaches every read of rows: the CTEs join on
+-- job_id rather than test membership in a subquery, which would stop it.
 WITH p AS (SELECT * FROM insight_parameters),
-rows AS NOT MATERIALIZED (
+rows AS MATERIALIZED (
     SELECT r.job_id, r.step, r.ts, r.row_no, r.row_count, r.finite_loss, r.nonfinite_loss, r.finite_eval_loss,
            -- the last finite loss before this row (nonfinite_loss's reference)
            last_value(r.finite_loss IGNORE NULLS) OVER (PARTITION BY r.job_id ORDER BY r.step
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS previous_finite_loss,
+           -- the lowest finite loss before this row: no median of earlier losses is below it
+           min(r.finite_loss) OVER (PARTITION BY r.job_id ORDER BY r.step
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lowest_before,
            -- finite losses up to this row: a row with a finite loss is the finite_no-th
            count(r.finite_loss) OVER (PARTITION BY r.job_id ORDER BY r.step
                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS finite_no,
@@ -23,20 +30,9 @@ rows AS NOT MATERIALIZED (
     WINDOW whole_job AS (PARTITION BY r.job_id ORDER BY r.step
                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ),
--- the rows with a finite loss, in step order (what the medians over finite losses join)
-finite_losses AS NOT MATERIALIZED (
+-- the rows with a finite loss, by their place among them (what the medians over finite losses join)
+finite_losses AS (
     SELECT f.job_id, f.finite_no, f.finite_loss
-    FROM (SELECT r.job_id, r.finite_loss,
-                 count(r.finite_loss) OVER (PARTITION BY r.job_id ORDER BY r.step
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS finite_no
-          FROM insight_rows r) f
-    WHERE f.finite_loss IS NOT NULL
-),
--- and with the median of the 20 finite losses just before each (loss_spike's m)
-finite AS (
-    SELECT f.job_id, f.step, f.ts, f.row_no, f.finite_loss, f.finite_no,
-           @median(f.finite_loss) OVER (PARTITION BY f.job_id ORDER BY f.step
-               ROWS BETWEEN 20 PRECEDING AND 1 PRECEDING) AS spike_median
     FROM rows f
     WHERE f.finite_loss IS NOT NULL
 ),
@@ -52,20 +48,30 @@ nonfinite AS (
 ),
 -- a spike: a finite loss L above m + max(mad_factor * d, relative * |m|), m and d the median and
 -- the median absolute deviation (from m) of the 20 finite losses just before it (20 at least).
--- L > m + relative * |m| is needed either way, so d is computed for those rows only.
+-- m is at least the lowest finite loss before the row (a), so L > m + relative * |m| needs
+-- L > a + relative * a when a >= 0, and L > a otherwise: m and d are computed for those rows only.
 spike_candidates AS (
-    SELECT f.*
-    FROM finite f, p
+    SELECT f.job_id, f.step, f.ts, f.row_no, f.finite_loss, f.finite_no
+    FROM rows f, p
     WHERE f.finite_no > 20
-      AND f.finite_loss > f.spike_median + p.loss_spike_relative * abs(f.spike_median)
+      AND f.finite_loss > CASE WHEN f.lowest_before >= 0 THEN f.lowest_before + p.loss_spike_relative * f.lowest_before
+                               ELSE f.lowest_before END
+),
+-- each candidate with the 20 finite losses just before it, and their median m
+spike_windows AS (
+    SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, w.finite_loss AS before,
+           @median(w.finite_loss) OVER (PARTITION BY c.job_id, c.step) AS spike_median
+    FROM (SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.finite_no + k.back AS before_no
+          FROM spike_candidates c, range(-20, 0) k(back)) c
+    JOIN finite_losses w ON w.job_id = c.job_id AND w.finite_no = c.before_no
 ),
 spike_rows AS (
     SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.spike_median,
            c.row_no - row_number() OVER (PARTITION BY c.job_id ORDER BY c.row_no) AS run
-    FROM spike_candidates c
-    JOIN finite_losses w ON w.job_id = c.job_id AND w.finite_no < c.finite_no AND w.finite_no >= c.finite_no - 20, p
+    FROM spike_windows c, p
+    WHERE c.finite_loss > c.spike_median + p.loss_spike_relative * abs(c.spike_median)
     GROUP BY c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.spike_median, p.loss_spike_mad_factor
-    HAVING c.finite_loss > c.spike_median + p.loss_spike_mad_factor * @median(abs(w.finite_loss - c.spike_median))
+    HAVING c.finite_loss > c.spike_median + p.loss_spike_mad_factor * @median(abs(c.before - c.spike_median))
 ),
 -- spike rows adjacent in row order (consecutive row_no) are one insight
 spikes AS (
@@ -79,7 +85,15 @@ spikes AS (
 ),
 -- divergence: r is defined from the row of the 10th finite loss on (where its window has a
 -- finite loss); b = the lowest r of the rows before (so that the lowest was reached earlier);
--- the first row with r >= factor * b and r - b >= rise * (r10 - b), b > 0, r10 the first r
+-- the first row with r >= factor * b and r - b >= rise * (r10 - b), b > 0, r10 the first r.
+-- b is at least the lowest finite loss before the row: only a job with a row whose r reaches
+-- factor times that (or where it is not above 0) can diverge, and only those jobs are sorted again
+diverging_jobs AS (
+    SELECT DISTINCT s.job_id
+    FROM rows s, p
+    WHERE s.finite_no >= 10 AND s.r IS NOT NULL
+      AND (s.lowest_before <= 0 OR s.r >= p.loss_divergence_factor * s.lowest_before)
+),
 lowest AS (
     SELECT s.job_id, s.step, s.ts, s.row_no, s.row_count, s.r,
            first_value(s.r) OVER (PARTITION BY s.job_id ORDER BY s.step) AS r_first,
@@ -91,6 +105,7 @@ lowest AS (
            max(s.row_no) OVER (PARTITION BY s.job_id) AS last_defined,
            s.last_step, s.last_ts
     FROM rows s
+    JOIN diverging_jobs d ON d.job_id = s.job_id
     WHERE s.finite_no >= 10 AND s.r IS NOT NULL
 ),
 divergence AS (
