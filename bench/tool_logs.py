@@ -4,7 +4,8 @@
 
 Writes ``--runs`` run folders of one event file each (``--tags`` scalar tags logged at every one
 of ``--steps`` steps, framed by TensorBoard's ``RecordWriter``), plus a copy of the real event
-files of ``shared/realdata/tool_logs2/tfevents``, then measures, best of ``--repeat``:
+files of ``shared/realdata/tool_logs2/tfevents``, then measures, the median of ``--repeat``
+repetitions, each measuring (a) to (d) one after the other (side by side on a shared machine):
 
 - (a) ``EventAccumulator`` (scalars and tensors kept whole, no purge) loading every run folder
   and taking every scalar's points out (``Scalars(tag)`` for each tag) — what a program that
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -94,7 +96,7 @@ def main() -> None:
             ea_points = accumulate(root)
             ea_seconds.append(time.perf_counter() - started)
             started = time.perf_counter()
-            parsed = sum(len(tensorboard.parse(path.read_bytes()).points) for path in files)
+            parsed = sum(tensorboard.parse(path.read_bytes()).count for path in files)
             parse_seconds.append(time.perf_counter() - started)
             assert parsed == ea_points, (parsed, ea_points)
             warehouse = Path(tmp) / f"w{i}.duckdb"
@@ -108,7 +110,7 @@ def main() -> None:
             assert again.ingested == 0 and first.failed == 0, (first.as_dict(), again.as_dict())
             with db.connection(warehouse, read_only=True) as con:
                 stored = con.execute("SELECT count(*) FROM metric_points").fetchone()[0]  # type: ignore[index]
-        a, b, c, d = min(ea_seconds), min(ingest_seconds), min(again_seconds), min(parse_seconds)
+        a, b, c, d = (statistics.median(x) for x in (ea_seconds, ingest_seconds, again_seconds, parse_seconds))
         print(f"{args.runs} generated runs x {args.steps} steps x {args.tags} tags ({written:,} points) + the real "
               f"event files: {size / 2**20:.1f} MiB of event files; EventAccumulator: {ea_points:,} points, "
               f"metric_points: {stored:,} rows (distinct (name, step))\n")  # fmt: skip
@@ -118,6 +120,8 @@ def main() -> None:
         print(f"| (b) runlytics ingest (warehouse migrated) | {b:.2f} | {a / b:.1f}x faster than (a) |")
         print(f"| (c) runlytics ingest again, nothing new | {c:.3f} | {100 * c / b:.1f} % of (b) |")
         print(f"| (d) runlytics reading alone (tensorboard.parse) | {d:.2f} | {a / d:.1f}x faster than (a) |")
+        ratios = ", ".join(f"{x / y:.1f}x" for x, y in zip(ea_seconds, ingest_seconds, strict=True))
+        print(f"\nmedians of {args.repeat} repetitions; (a)/(b) in each repetition: {ratios}")
     sys.stdout.flush()
 
 

@@ -19,7 +19,6 @@ skipped; with none, the rest read so far is skipped and the next run reads on fr
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from runlytics.ingest.discover import LIGHTNING_HPARAMS, TENSORBOARD, JobFolder
 
 from . import lightning_csv
 from .base import DEFAULT_MAX_FILE_MB, examine
-from .text_logs import Chunk, Point, RunInfo
+from .text_logs import Chunk, Events, RunInfo, utc_from_wall
 from .tool_log import ToolLogParser
 
 HEADER = 12  # length (8) + its masked CRC (4)
@@ -86,11 +85,21 @@ class TensorBoardParser(ToolLogParser):
 
 def parse(data: bytes, offset: int = 0) -> Chunk:
     """The scalars of the whole records of ``data``, read from an event file at ``offset``."""
-    chunk = Chunk()
+    events = Events()
+    chunk = Chunk(events=events)
     plugins: dict[str, str] = {}  # tag -> plugin named by its first value in this read
     position, end, records = 0, len(data), 0
     started: float | None = None
-    crc, head, footer = google_crc32c.value, _HEAD.unpack_from, _CRC.unpack_from
+    last_step = 0
+    crc, head, footer, decode = google_crc32c.value, _HEAD.unpack_from, _CRC.unpack_from, _event_from
+    names, values = events.names, events.values
+    add_name, add_value = names.append, values.append
+    add_count, add_step, add_wall, add_order = (
+        events.counts.append,
+        events.steps.append,
+        events.walls.append,
+        events.orders.append,
+    )
     while end - position >= HEADER:
         length, length_crc = head(data, position)
         c = crc(data[position : position + 8])
@@ -108,18 +117,52 @@ def parse(data: bytes, offset: int = 0) -> Chunk:
             break  # cut mid-write: the writer is still at it
         body = data[position + HEADER : stop - FOOTER]
         c = crc(body)
-        if footer(data, stop - FOOTER)[0] != (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF:
-            chunk.warnings.append(f"offset {offset + position}: bad record data CRC, record skipped")
-        else:
-            wall = _read_event(chunk, body, offset + position, plugins)
-            if wall is not None and (started is None or wall < started):
-                started = wall
+        at = offset + position
         records += 1
+        if footer(data, stop - FOOTER)[0] != (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF:
+            chunk.warnings.append(f"offset {at}: bad record data CRC, record skipped")
+            position = stop
+            continue
         position = stop
+        try:
+            event = decode(body)
+        except DecodeError as error:
+            chunk.warnings.append(f"offset {at}: not an Event record ({error}), skipped")
+            continue
+        wall = event.wall_time
+        if started is None or wall < started:
+            started = wall
+        summary_values = event.summary.value
+        if not summary_values:
+            continue
+        step = event.step
+        if step < 0:
+            chunk.warnings.append(f"offset {at}: step {step} is negative, the event's values dropped")
+            continue
+        before = len(names)
+        for value in summary_values:
+            number = value.simple_value
+            # 0.0 is also what a value of another kind (a tensor, an image) reads as: look closer
+            if number == 0.0 and value.WhichOneof("value") != "simple_value":
+                number = _tensor_value(value, plugins)
+                if number is None:
+                    continue
+            add_name(value.tag)
+            add_value(number)
+        found = len(names) - before
+        if found:
+            add_count(found)
+            add_step(step)
+            add_wall(wall)
+            add_order(at)
+            if step > last_step:
+                last_step = step
     chunk.consumed = position  # a record boundary: what follows is cut mid-write and waits
     chunk.lines = records
+    if last_step:
+        chunk.info.current_step = last_step
     if started is not None:
-        chunk.info.started_at = _utc(started)
+        chunk.info.started_at = utc_from_wall(started)
     return chunk
 
 
@@ -137,37 +180,11 @@ def _next_record(data: bytes, start: int) -> int | None:
     return None
 
 
-def _read_event(chunk: Chunk, body: bytes, at: int, plugins: dict[str, str]) -> float | None:
-    """Add the event's scalars to the chunk; its wall time."""
-    try:
-        event = _event_from(body)
-    except DecodeError as error:
-        chunk.warnings.append(f"offset {at}: not an Event record ({error}), skipped")
+def _tensor_value(value: Any, plugins: dict[str, str]) -> float | None:
+    """A value not stored as ``simple_value`` (a tensor, or a value naming its plugin): its number
+    when it is a scalar, else None."""
+    if value.WhichOneof("value") != "tensor" and not value.HasField("metadata"):
         return None
-    values = event.summary.value
-    if not values:
-        return event.wall_time
-    step = event.step
-    if step < 0:
-        chunk.warnings.append(f"offset {at}: step {step} is negative, the event's values dropped")
-        return event.wall_time
-    ts = _utc(event.wall_time)
-    append = chunk.points.append
-    found = False
-    for value in values:
-        kind = value.WhichOneof("value")
-        if kind == "simple_value":
-            append(Point(value.tag, step, ts, value.simple_value, at))
-            found = True
-        elif kind == "tensor" or value.HasField("metadata"):
-            found |= _tensor_value(chunk, value, step, ts, at, plugins)
-    if found and step > (chunk.info.current_step or 0):
-        chunk.info.current_step = step
-    return event.wall_time
-
-
-def _tensor_value(chunk: Chunk, value: Any, step: int, ts: datetime | None, at: int, plugins: dict[str, str]) -> bool:
-    """A tensor value (or a value naming its plugin): a point when it is a scalar."""
     tag = value.tag
     plugin = value.metadata.plugin_data.plugin_name
     if plugin:
@@ -175,16 +192,11 @@ def _tensor_value(chunk: Chunk, value: Any, step: int, ts: datetime | None, at: 
     # TF 2 names the plugin in a tag's first value only: a later read (from an offset) sees none,
     # and a 0-d number without a plugin is a scalar (images and text are not 0-d numbers)
     if value.WhichOneof("value") != "tensor" or plugins.get(tag, SCALARS_PLUGIN) != SCALARS_PLUGIN:
-        return False
-    number = _scalar(value.tensor)
-    if number is None:
-        return False
-    chunk.points.append(Point(tag, step, ts, number, at))
-    return True
+        return None
+    return _scalar(value.tensor)
 
 
 _event_from = event_pb2.Event.FromString
-_EPOCH = datetime(1970, 1, 1)
 
 
 def _scalar(tensor: Any) -> float | None:
@@ -211,10 +223,3 @@ def _scalar(tensor: Any) -> float | None:
             return float(struct.unpack("<f", struct.pack("<I", bits << 16))[0])
         return float(struct.unpack("<e", struct.pack("<H", bits))[0])
     return float(values[0])
-
-
-def _utc(wall_time: float) -> datetime | None:
-    try:
-        return _EPOCH + timedelta(seconds=wall_time)
-    except (ValueError, OverflowError):  # NaN, infinite, or outside years 1-9999
-        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -47,15 +48,60 @@ class RunInfo:
     total_steps: int | None = None
 
 
+class Events:
+    """Points as columns, by event (TensorBoard's reader): a point per value (``names``,
+    ``values``), the step, wall time and order of each event (``steps``, ``walls``, ``orders``)
+    with how many points it holds (``counts``). No object per point: ingest hands the columns to
+    DuckDB as arrays, and a Python tuple per point cost more than reading it."""
+
+    __slots__ = ("names", "values", "counts", "steps", "walls", "orders")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.values = array("d")
+        self.counts = array("q")
+        self.steps = array("q")
+        self.walls = array("d")  # seconds since the epoch as written (NaN or out of range: no time)
+        self.orders = array("q")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def points(self) -> list[Point]:
+        """The same points as Point tuples (for tests and small reads)."""
+        out: list[Point] = []
+        at = 0
+        for count, step, wall, order in zip(self.counts, self.steps, self.walls, self.orders, strict=True):
+            ts = utc_from_wall(wall)
+            out += [Point(self.names[i], step, ts, self.values[i], order) for i in range(at, at + count)]
+            at += count
+        return out
+
+
 @dataclass
 class Chunk:
-    """One read of a growing file: its points, warnings (with line numbers), and where to resume."""
+    """One read of a growing file: its points, warnings (with line numbers), and where to resume.
 
-    points: list[Point] = field(default_factory=list)
+    A text log's reader appends Point tuples to ``points``; TensorBoard's fills ``events``
+    (columns), which ``points`` then gives as tuples too."""
+
     warnings: list[str] = field(default_factory=list)
     consumed: int = 0  # bytes up to and including the last complete line
     lines: int = 0  # complete lines read
     info: RunInfo = field(default_factory=RunInfo)
+    events: Events | None = None
+    _points: list[Point] = field(default_factory=list, repr=False)
+
+    @property
+    def points(self) -> list[Point]:
+        if self.events is not None and len(self.events) and not self._points:
+            self._points = self.events.points()
+        return self._points
+
+    @property
+    def count(self) -> int:
+        """How many points the chunk holds (without making tuples of columns)."""
+        return len(self.events) if self.events is not None else len(self._points)
 
 
 def complete_lines(data: bytes, offset: int) -> tuple[list[tuple[int, bytes]], int]:
@@ -101,3 +147,11 @@ def utc_from_ms(ms: float) -> datetime | None:
 
 def utc_from_seconds(seconds: float) -> datetime | None:
     return utc_from_ms(seconds * 1000)
+
+
+def utc_from_wall(wall_time: float) -> datetime | None:
+    """An event's wall time (seconds) as a naive UTC datetime, None outside years 1-9999."""
+    try:
+        return EPOCH + timedelta(seconds=wall_time)
+    except (ValueError, OverflowError):  # NaN, infinite, or outside years 1-9999
+        return None

@@ -14,6 +14,8 @@ does the rest, the same for every tool:
   files of one tool (``overlapping``: several event files of one run) the file whose name sorts
   later wins. When a file other than the last one grows, the job's points of that tool are read
   again from all its files, so the winner never depends on the order in which runs saw the bytes.
+  ``metric_values`` has no key (revision 0017): a batch resolves its own duplicates (numpy) and
+  deletes the stored rows of its (job, name, step) before inserting, unless its jobs have none.
 - **Crash-safe.** A batch's points, job rows, ledger rows (offsets) and queued refreshes commit in
   one transaction: a run killed at any moment leaves the last batch's state, the next reads on.
 - **Jobs.** A run folder of tool logs only gets a ``jobs`` row (its job id is its path relative
@@ -25,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
 from .base import Candidate, Context, Rejection, changed_files, examine, not_ingested
-from .text_logs import Chunk, RunInfo
+from .text_logs import Chunk, Events, Point, RunInfo
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 LFS_REASON = "a Git LFS pointer, not the file itself (the repository stores it in LFS: `git lfs pull` fetches it)"
@@ -45,6 +47,10 @@ DIGEST_BYTES = 64  # the bytes before the read offset whose digest tells a repla
 BATCH_POINTS = 1_000_000  # points staged per transaction, at most (a job's points stay in one batch)
 ORDER_BITS = 40
 EPOCH = datetime(1970, 1, 1)  # a point's order within its file (a byte offset) takes the low bits of seq
+# the microseconds since the epoch of years 1-9999 (datetime's range): [MIN_MICROS, END_MICROS)
+MIN_MICROS = (datetime.min - EPOCH) // timedelta(microseconds=1)
+END_MICROS = (datetime.max - EPOCH) // timedelta(microseconds=1) + 1
+WALL_LIMIT = 1e12  # seconds: beyond any year 9999
 
 
 class NotAToolLog(ValueError):
@@ -95,43 +101,37 @@ class _JobRead:
 
     @property
     def points(self) -> int:
-        return sum(len(r.chunk.points) for r in self.reads)
+        return sum(r.chunk.count for r in self.reads)
 
 
 OWNERS = "SELECT path, job_id FROM ingest_files WHERE kind = $kind AND job_id IS NOT NULL"
 STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
-# the batch's points, one per (job, name, step) (_stage_points keeps the last written)
-STAGE_WINNERS = """
-CREATE OR REPLACE TEMP TABLE batch_metric_winners AS
-SELECT job_id, name, step,
-       CASE WHEN NOT isnan(ts) THEN rl_in_years(make_timestamp(CAST(round(ts * 1e6) AS BIGINT))) END AS ts, value
-FROM staged_points
+# the batch's points, one per (job, name, step) (_stage_points keeps the last written), from its
+# arrays: job ids and names as codes into small tables
+WINNERS = """
+SELECT j.job_id, n.name_text AS name, p.step,
+       CASE WHEN NOT isnan(p.ts) THEN rl_in_years(make_timestamp(CAST(round(p.ts * 1e6) AS BIGINT))) END AS ts, p.value
+FROM staged_points p JOIN staged_jobs j ON j.job = p.job JOIN staged_names n ON n.name = p.name
 """
+STAGE_WINNERS = "CREATE OR REPLACE TEMP TABLE batch_metric_winners AS " + WINNERS
 DELETE_WHOLE = "DELETE FROM metric_values WHERE source = $source AND job_id IN (SELECT unnest($job_ids))"
-ANY_STORED = """
-SELECT 1 FROM metric_values WHERE job_id IN (SELECT DISTINCT job_id FROM batch_metric_winners) LIMIT 1
-"""
-INSERT_NEW_POINTS = """
+ANY_STORED = "SELECT 1 FROM metric_values WHERE job_id IN (SELECT unnest($job_ids)) LIMIT 1"
+INSERT_POINTS = """
 INSERT INTO metric_values (job_id, name, step, ts, value, source)
 SELECT job_id, name, step, ts, value, $source FROM batch_metric_winners
 """
-# A stored (job, name, step) takes the new value; the others are added. (Faster than INSERT … ON
-# CONFLICT DO UPDATE, which costs twice as much on large batches.)
-UPDATE_POINTS = """
-UPDATE metric_values SET ts = w.ts, value = w.value, source = $source
-FROM batch_metric_winners w
-WHERE metric_values.job_id IN (SELECT DISTINCT job_id FROM batch_metric_winners)
-  AND metric_values.job_id = w.job_id AND metric_values.name = w.name AND metric_values.step = w.step
-"""
-INSERT_POINTS = """
+# the first points of the batch's jobs (a first ingest): straight from the arrays, nothing to compare
+INSERT_NEW_POINTS = f"""
 INSERT INTO metric_values (job_id, name, step, ts, value, source)
-SELECT w.job_id, w.name, w.step, w.ts, w.value, $source
-FROM batch_metric_winners w
-WHERE NOT EXISTS (
-    SELECT 1 FROM metric_values m
-    WHERE m.job_id IN (SELECT DISTINCT job_id FROM batch_metric_winners)
-      AND m.job_id = w.job_id AND m.name = w.name AND m.step = w.step
-)
+SELECT job_id, name, step, ts, value, $source FROM ({WINNERS})
+"""
+# A stored (job, name, step) that the batch logs again gives way to the new value (deleted, then
+# inserted with the others): one hash join of the batch with the stored rows of its jobs. Only run
+# when the batch's jobs have rows already: a first ingest inserts and compares nothing.
+DELETE_REPLACED = """
+DELETE FROM metric_values USING batch_metric_winners w
+WHERE metric_values.job_id IN (SELECT unnest($job_ids))
+  AND metric_values.job_id = w.job_id AND metric_values.name = w.name AND metric_values.step = w.step
 """
 STAGE_RUNS = """
 CREATE OR REPLACE TEMP TABLE batch_tool_runs AS
@@ -314,17 +314,13 @@ class ToolLogFormat:
 
     def _merge(self, ctx: Context, batch: list[_JobRead]) -> None:
         con = ctx.con
-        _stage_points(con, batch)
+        staged = _stage_points(batch)
         runs = [r for r in batch if r.job.is_tool_run]
         with db.atomic(con):
             whole = [r.job_id for r in batch if r.whole]
             if whole:
                 con.execute(DELETE_WHOLE, {"source": self.kind, "job_ids": whole})
-            if con.execute(ANY_STORED).fetchone() is not None:
-                con.execute(UPDATE_POINTS, {"source": self.kind})
-                con.execute(INSERT_POINTS, {"source": self.kind})
-            else:  # the first points of these jobs (a first ingest): nothing to match
-                con.execute(INSERT_NEW_POINTS, {"source": self.kind})
+            _store_points(con, staged, self.kind)
             if runs:
                 con.execute(STAGE_RUNS, _runs_columns(runs))
                 con.execute(UPSERT_JOBS)
@@ -440,60 +436,145 @@ def _merge_info(into: RunInfo, new: RunInfo) -> None:
     into.total_steps = new.total_steps if new.total_steps is not None else into.total_steps
 
 
-def _stage_points(con: Any, batch: list[_JobRead]) -> None:
-    """The batch's points into ``batch_metric_winners``, one per (job, name, step): the last written.
-    Through numpy arrays: DuckDB scans them natively, ten times faster than unnesting Python lists,
-    and pyarrow would import pandas."""
-    job_ids: list[str] = []
+@dataclass
+class _Staged:
+    """A batch's points as arrays (``points``: job and name codes, step, ts, value), with the job
+    ids and names the codes stand for."""
+
+    points: dict[str, np.ndarray]
+    job_ids: list[str]
+    names: list[str]
+
+
+def _stage_points(batch: list[_JobRead]) -> _Staged:
+    """The batch's points, one per (job, name, step): the last written (the highest seq: the
+    later file, then the later record or line; of one record, the first).
+
+    Columns, not a tuple per point: numpy arrays that DuckDB scans natively (ten times faster
+    than unnesting Python lists; pyarrow would import pandas), names and job ids as codes. Rows
+    go in (job, name, step) order, so that a metric's history is stored together."""
+    job_codes: list[np.ndarray] = []
     names: list[str] = []
-    steps: list[int] = []
-    times: list[float] = []
-    values: list[float] = []
-    seqs: list[int] = []
-    nan = math.nan
-    for job_read in batch:
-        first = len(names)
+    steps: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    seqs: list[np.ndarray] = []
+    for code, job_read in enumerate(batch):
         for read in job_read.reads:
-            base = read.rank << ORDER_BITS
-            points = read.chunk.points
-            job_ids += [job_read.job_id] * len(points)
-            last_ts: datetime | None = None
-            seconds = nan
-            for point in points:
-                names.append(point.name)
-                steps.append(point.step)
-                if point.ts is not last_ts:  # the points of one event or line share their time
-                    last_ts = point.ts
-                    seconds = nan if last_ts is None else (last_ts - EPOCH).total_seconds()
-                times.append(seconds)
-                values.append(point.value)
-                seqs.append(base + point.order)
-        if len(set(zip(names[first:], steps[first:], strict=True))) < len(names) - first:
-            _keep_last_written(first, job_ids, names, steps, times, values, seqs)
-    staged_points = {  # noqa: F841 - read by DuckDB's replacement scan, by name
-        "job_id": np.array(job_ids, dtype=object),
-        "name": np.array(names, dtype=object),
-        "step": np.array(steps, dtype=np.int64),
-        "ts": np.array(times, dtype=np.float64),
-        "value": np.array(values, dtype=np.float64),
-        "seq": np.array(seqs, dtype=np.int64),
+            chunk = read.chunk
+            if chunk.count == 0:
+                continue
+            if chunk.events is not None:
+                step, second, value, order = _event_columns(chunk.events)
+                names += chunk.events.names
+            else:
+                step, second, value, order = _point_columns(chunk.points)
+                names += [p.name for p in chunk.points]
+            job_codes.append(np.full(len(step), code, dtype=np.int64))
+            steps.append(step)
+            seconds.append(second)
+            values.append(value)
+            seqs.append(order + (read.rank << ORDER_BITS))
+    index = {name: i for i, name in enumerate(dict.fromkeys(names))}
+    job = _joined(job_codes, np.int64)
+    name = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
+    step = _joined(steps, np.int64)
+    keep = _last_written(job * len(index) + name, step, _joined(seqs, np.int64))
+    points = {
+        "job": job[keep],
+        "name": name[keep],
+        "step": step[keep],
+        "ts": _joined(seconds, np.float64)[keep],
+        "value": _joined(values, np.float64)[keep],
     }
+    return _Staged(points, [r.job_id for r in batch], list(index))
+
+
+def _joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+def _store_points(con: Any, staged: _Staged, source: str) -> None:
+    """Store the staged points (in the caller's transaction): the batch's jobs' rows of the same
+    (name, step) are replaced, the others added."""
+    # read by DuckDB's replacement scan, by name
+    staged_points = staged.points  # noqa: F841
+    staged_jobs = {"job": np.arange(len(staged.job_ids)), "job_id": np.array(staged.job_ids, dtype=object)}  # noqa: F841
+    staged_names = {"name": np.arange(len(staged.names)), "name_text": np.array(staged.names, dtype=object)}  # noqa: F841
+    job_ids = {"job_ids": sorted(set(staged.job_ids))}
+    if con.execute(ANY_STORED, job_ids).fetchone() is None:
+        con.execute(INSERT_NEW_POINTS, {"source": source})
+        return
     con.execute(STAGE_WINNERS)
+    con.execute(DELETE_REPLACED, job_ids)
+    con.execute(INSERT_POINTS, {"source": source})
 
 
-def _keep_last_written(first: int, *columns: list[Any]) -> None:
-    """Of the points from ``first`` on (one job's) logged twice at a (name, step), keep the one with
-    the highest seq (the later file, then the later record or line), in place."""
-    job_ids, names, steps, times, values, seqs = columns
-    best: dict[tuple[str, int], int] = {}
-    for i in range(first, len(names)):
-        key = (names[i], steps[i])
-        j = best.get(key)
-        if j is None or seqs[i] > seqs[j]:
-            best[key] = i
-    keep = sorted(best.values())
-    for column in columns:
-        column[first:] = [column[i] for i in keep]
+def _last_written(group: np.ndarray, step: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The rows to keep, in (group, step) order: of the rows of one (group, step), the highest seq,
+    and of those the first. ``group``, ``step`` and ``seq`` are in the order read (seq ascending
+    within a group), so a group whose steps only grow has no duplicate: one stable sort shows it."""
+    order = np.argsort(group, kind="stable")
+    g, s = group[order], step[order]
+    same = g[1:] == g[:-1]
+    if not np.any(same & (s[1:] <= s[:-1])):
+        return order
+    # steps logged again (or out of order): sort by (group, step, seq, first read) and keep each run's last
+    n = len(group)
+    order = np.lexsort((-np.arange(n), seq, step, group))
+    g, s = group[order], step[order]
+    last = np.ones(n, dtype=bool)
+    last[:-1] = (g[1:] != g[:-1]) | (s[1:] != s[:-1])
+    return order[last]
+
+
+def _event_columns(events: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, times (epoch seconds, NaN for none), values and orders per point of TensorBoard events."""
+    counts = np.frombuffer(events.counts, dtype=np.int64)
+    return (
+        np.repeat(np.frombuffer(events.steps, dtype=np.int64), counts),
+        np.repeat(wall_seconds(np.frombuffer(events.walls, dtype=np.float64)), counts),
+        np.frombuffer(events.values, dtype=np.float64).copy(),
+        np.repeat(np.frombuffer(events.orders, dtype=np.int64), counts),
+    )
+
+
+def wall_seconds(walls: np.ndarray) -> np.ndarray:
+    """Wall times as the seconds that ``(utc_from_wall(w) - EPOCH).total_seconds()`` gives, NaN
+    for None (NaN, infinite, outside years 1-9999), without a datetime per point.
+
+    timedelta(seconds=w) keeps w's whole seconds exactly and rounds its fraction times 1e6 to the
+    microsecond, half to even; total_seconds divides the microseconds by 1e6."""
+    out = np.full(len(walls), np.nan)
+    with np.errstate(invalid="ignore"):
+        near = np.abs(walls) < WALL_LIMIT  # finite, and whole seconds that fit in int64 microseconds
+    whole = np.trunc(walls[near])
+    micros = whole.astype(np.int64) * 1_000_000 + np.rint((walls[near] - whole) * 1e6).astype(np.int64)
+    valid = (micros >= MIN_MICROS) & (micros < END_MICROS)
+    seconds = micros / 1e6
+    # beyond 2**53 microseconds a double cannot hold them exactly: divide as Python does
+    for i in np.flatnonzero(np.abs(micros) >= 2**53):
+        seconds[i] = int(micros[i]) / 10**6
+    out[np.flatnonzero(near)[valid]] = seconds[valid]
+    return out
+
+
+def _point_columns(points: list[Point]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The same columns of Point tuples (the text logs)."""
+    times: list[float] = []
+    last_ts: datetime | None = None
+    second = math.nan
+    for point in points:
+        if point.ts is not last_ts:  # the points of one line share their time
+            last_ts = point.ts
+            second = math.nan if last_ts is None else (last_ts - EPOCH).total_seconds()
+        times.append(second)
+    return (
+        np.fromiter((p.step for p in points), dtype=np.int64, count=len(points)),
+        np.array(times, dtype=np.float64),
+        np.fromiter((p.value for p in points), dtype=np.float64, count=len(points)),
+        np.fromiter((p.order for p in points), dtype=np.int64, count=len(points)),
+    )
 
 
 def _runs_columns(runs: list[_JobRead]) -> dict[str, list[Any]]:

@@ -21,8 +21,8 @@ METRIC_VALUES = [
     WHERE source = 'trainer_state' AND job_id IN (SELECT DISTINCT job_id FROM batch_trainer_steps)
     """,
     """
-    INSERT INTO metric_values (job_id, name, step, ts, value, source)
-    SELECT job_id, name, step, NULL, value, 'trainer_state'
+    CREATE OR REPLACE TEMP TABLE batch_state_metrics AS
+    SELECT job_id, name, step, value
     FROM (
         SELECT job_id, step, 'loss' AS name, loss AS value FROM trainer_steps WHERE loss IS NOT NULL
         UNION ALL SELECT job_id, step, 'eval_loss', eval_loss FROM trainer_steps WHERE eval_loss IS NOT NULL
@@ -35,7 +35,15 @@ METRIC_VALUES = [
               WHERE metrics IS NOT NULL)
     )
     WHERE job_id IN (SELECT DISTINCT job_id FROM batch_trainer_steps)
-    ON CONFLICT (job_id, name, step) DO UPDATE SET ts = excluded.ts, value = excluded.value, source = excluded.source
+    """,
+    # metric_values has no key (revision 0017): a stored (job, name, step) of another source gives way
+    """
+    DELETE FROM metric_values USING batch_state_metrics b
+    WHERE metric_values.job_id = b.job_id AND metric_values.name = b.name AND metric_values.step = b.step
+    """,
+    """
+    INSERT INTO metric_values (job_id, name, step, ts, value, source)
+    SELECT job_id, name, step, NULL, value, 'trainer_state' FROM batch_state_metrics
     """,
 ]
 
