@@ -76,7 +76,7 @@ DOC = st.one_of(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=DOC)
 def test_null_warnings_match_the_oracle(tmp_path_factory: pytest.TempPathFactory, doc: dict[str, Any]) -> None:
     lab = Lab(tmp_path_factory.mktemp("nulls"))

@@ -162,7 +162,7 @@ JOBS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.in
                 min_size=1, max_size=9)  # fmt: skip
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(jobs=JOBS, size=st.integers(1, 4))
 def test_batch_boundaries_do_not_change_the_facts(
     tmp_path_factory: pytest.TempPathFactory, blank: Path, jobs: list[tuple[str, int, int]], size: int

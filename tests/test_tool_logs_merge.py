@@ -105,7 +105,7 @@ ROWS = "SELECT name, step, ts, value, source FROM metric_values ORDER BY ALL"
 
 
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(points=POINTS, cut=st.lists(st.integers(0, 40), min_size=3, max_size=3))
 def test_a_first_ingest_and_a_merged_one_store_the_same_rows(
