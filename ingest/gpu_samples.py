@@ -323,19 +323,17 @@ def _plain(data: bytes) -> bool:
     lower = data.lower()
     if b"nan" in lower or b"inf" in lower:
         return False
-    if data.isascii():
-        return True
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
+    return _utf8(data)
 
 
 def _csv_readable(data: bytes) -> bool:
     """Whether the CSV reader reads the same lines: UTF-8 without its delimiter or NUL."""
     if b"\x01" in data or b"\x00" in data:
         return False
+    return _utf8(data)
+
+
+def _utf8(data: bytes) -> bool:
     if data.isascii():
         return True
     try:

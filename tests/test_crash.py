@@ -361,7 +361,7 @@ def test_killed_at_every_phase_boundary_then_rerun_equals_one_clean_run(tmp_path
 # archive as one clean run, no file left that the manifest does not know.
 STORAGE_POINTS = [
     ("runlytics.warehouse.parts:remove_orphans:after", 1),  # nothing written yet
-    ("runlytics.warehouse.parts:_fsync:after", 1),  # sealing: a part's temporary file written, not renamed
+    ("runlytics.warehouse.db:fsync_file:after", 1),  # sealing: a part written, not renamed
     ("runlytics.warehouse.parts:write_part:after", 1),  # sealing: a part renamed and listed, not committed
     ("runlytics.warehouse.parts:seal:after", 1),  # sealed, hot rows deleted, not committed
     ("runlytics.warehouse.parts:retire:after", 1),  # a spool batch's clash: the old part retired, not committed

@@ -135,6 +135,34 @@ def private_files() -> Iterator[None]:
         os.umask(previous)
 
 
+def quote_identifier(name: str) -> str:
+    """A name as a SQL identifier (used even on allow-listed names: one way to quote)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    """Text as a SQL string literal, where DuckDB takes no bound parameter (COPY TO, ATTACH)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to disk before a rename names it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it) to disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # DuckDB reads every file name handed to read_json/read_text/read_parquet as a glob pattern; a
 # pattern character in brackets matches only itself (a backslash is no escape there).
 _GLOB_ESCAPES = str.maketrans({"[": "[[]", "*": "[*]", "?": "[?]"})

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 import duckdb
 
 from . import db
+from .db import quote_identifier, quote_literal
 from .fleet import UnknownJobs
 from .queries import SECTIONS
 
@@ -210,9 +211,9 @@ def _long_query(con: duckdb.DuckDBPyConnection, where: str) -> str:
         for name, kind, *_ in con.execute("DESCRIBE job_results").fetchall()
         if kind in NUMERIC_TYPES and name != "job_id"
     ]
-    casts = ", ".join(f"CAST({_ident(c)} AS DOUBLE) AS {_ident(c)}" for c in numeric)
-    names = ", ".join(_ident(c) for c in numeric)
-    sections = ", ".join(f"({_literal(c)}, {_literal(section_of.get(c, OTHER_SECTION))})" for c in numeric)
+    casts = ", ".join(f"CAST({quote_identifier(c)} AS DOUBLE) AS {quote_identifier(c)}" for c in numeric)
+    names = ", ".join(quote_identifier(c) for c in numeric)
+    sections = ", ".join(f"({quote_literal(c)}, {quote_literal(section_of.get(c, OTHER_SECTION))})" for c in numeric)
     return f"""
 SELECT u.job_id, m.section, u.metric, u.value
 FROM (UNPIVOT (SELECT job_id, {casts} FROM job_results{where}) ON {names} INTO NAME metric VALUE value) u
@@ -277,17 +278,12 @@ def _csv_cells(
 ) -> str:
     """The query with SAFE_CELL over each text column, in the query's order or by ``order``."""
     columns = con.execute(f"SELECT * FROM ({query}) LIMIT 0", params).description
-    cells = ", ".join(SAFE_CELL.format(c=_ident(c[0])) if str(c[1]) == "VARCHAR" else _ident(c[0]) for c in columns)
-    by = f" ORDER BY {', '.join(f'src.{_ident(c)}' for c in order)}" if order else ""
+    cells = ", ".join(
+        SAFE_CELL.format(c=quote_identifier(c[0])) if str(c[1]) == "VARCHAR" else quote_identifier(c[0])
+        for c in columns
+    )
+    by = f" ORDER BY {', '.join(f'src.{quote_identifier(c)}' for c in order)}" if order else ""
     return f"SELECT {cells} FROM ({query}) AS src{by}"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # --- the API's streaming export of step histories ----------------------------------------

@@ -239,7 +239,6 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 # small groups (docs/benchmark.md, "GPU charts and fleet utilization at 50M samples").
 ORDERED_LIST_SUM = "list_sum(list_sort(list({x})))"
 GPU_ROLLED_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
-HAS_GPU_MINUTES = "SELECT count(*) > 0 FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = 'gpu_minutes'"
 GPU_MINUTES_SPAN = """
 SELECT min(minute), max(minute), count(DISTINCT (host, gpu_key))
 FROM gpu_minutes WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu)
@@ -337,9 +336,7 @@ def _minutes_span(
     con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None
 ) -> tuple[datetime, datetime, int] | None:
     """The job's first and last minute of GPU samples and how many GPUs, from ``gpu_minutes``;
-    None for a job without any (or a warehouse before revision 0015)."""
-    if not db.one(con, HAS_GPU_MINUTES)[0]:
-        return None
+    None for a job without any."""
     first, last, series = db.one(con, GPU_MINUTES_SPAN, {"job_id": job_id, "gpu": gpu})
     return None if first is None else (first, last, series)
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 
+from . import db
+
 # rebuilt when the file is over this size and over this share of its blocks is free
 MIN_BYTES = 64 * 2**20
 FREE_SHARE = 0.5
@@ -52,9 +54,8 @@ def rebuild(path: Path) -> None:
             con.execute("SET enable_progress_bar = false")
             row = con.execute("SELECT current_database()").fetchone()
             assert row is not None
-            source = '"' + str(row[0]).replace('"', '""') + '"'
-            con.execute("ATTACH '" + str(tmp).replace("'", "''") + "' AS rebuilt")
-            con.execute(f"COPY FROM DATABASE {source} TO rebuilt")
+            con.execute(f"ATTACH {db.quote_literal(str(tmp))} AS rebuilt")
+            con.execute(f"COPY FROM DATABASE {db.quote_identifier(str(row[0]))} TO rebuilt")
             con.execute("CHECKPOINT rebuilt")
             con.execute("DETACH rebuilt")
         finally:
@@ -62,18 +63,10 @@ def rebuild(path: Path) -> None:
         if tmp.with_name(tmp.name + ".wal").exists():  # not whole in one file: keep the old one
             raise OSError(f"rebuilt copy of {path} left a write-ahead log")
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))  # as private as the file it replaces
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        db.fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
         raise
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    db.fsync_dir(path.parent)

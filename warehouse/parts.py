@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import duckdb
 
-from . import sidefiles, snapshots
+from . import db, sidefiles, snapshots
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def view_sql(table: Sealed, folder: Path, paths: list[str]) -> str:
     columns = ", ".join(table.columns)
     text = f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} FROM {table.hot}"
     if paths:
-        files = ", ".join(_literal(str(folder / path)) for path in paths)
+        files = ", ".join(db.quote_literal(str(folder / path)) for path in paths)
         text += f"\nUNION ALL SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false)"
     return text
 
@@ -170,10 +170,6 @@ def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> bool:
     return True
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 # --- writing and retiring parts ----------------------------------------------------------------
 
 
@@ -187,12 +183,13 @@ def write_part(
     final = folder / relative
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + TMP_SUFFIX)
-    copy = f"COPY (SELECT {', '.join(table.columns)} FROM ({select}) ORDER BY {table.order}) TO {_literal(str(tmp))} "
+    rows_sql = f"SELECT {', '.join(table.columns)} FROM ({select}) ORDER BY {table.order}"
+    copy = f"COPY ({rows_sql}) TO {db.quote_literal(str(tmp))} "
     try:
         con.execute(copy + f"({COPY_OPTIONS})", params)
-        _fsync(tmp)
+        db.fsync_file(tmp)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        db.fsync_dir(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -373,19 +370,3 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None
     row = con.execute(sql, params).fetchone()
     assert row is not None
     return row
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import parts
+from . import db, parts
 
 DEFAULT_KEEP_DAYS = 30
 ROLLUPS = "gpu_minutes"
@@ -94,7 +94,7 @@ def prune(
     """Retire (archiving first when asked) the parts of the days past the window, in the caller's
     transaction; returns the rows pruned. Days whose minutes are not all rolled up stay."""
     before = horizon(con, table, keep_days, now)
-    if before is None or not _has_rollups(con):
+    if before is None:
         return 0
     groups = con.execute(
         f"SELECT day, host, list(path ORDER BY path), sum(rows) FROM {parts.MANIFEST} "
@@ -130,28 +130,12 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
     columns = ", ".join(c for c in table.columns if c != table.host)
     try:
         con.execute(
-            f"COPY (SELECT {columns} FROM {parts.READ_F}) TO '{_quoted(tmp)}' ({parts.COPY_OPTIONS})",
+            f"COPY (SELECT {columns} FROM {parts.READ_F}) TO {db.quote_literal(str(tmp))} ({parts.COPY_OPTIONS})",
             {"f": file},
         )
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        db.fsync_file(tmp)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return final
-
-
-def _has_rollups(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = $t AND table_type = 'BASE TABLE'",
-        {"t": ROLLUPS},
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _quoted(path: Path) -> str:
-    return str(path).replace("'", "''")
