@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from pg_server import PgServer, bin_dir
 
 from runlytics.ingest.pipeline import ingest
 from runlytics.ingest.summary import Summary
@@ -85,3 +88,24 @@ class Lab:
 @pytest.fixture
 def lab(tmp_path: Path) -> Lab:
     return Lab(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server per test process (tests/pg_server.py)."""
+    bins = bin_dir()
+    if bins is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run installs Debian's postgresql package")
+        pytest.skip("PostgreSQL is not installed (Debian's postgresql package)")
+    server = PgServer(bins)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """The URL of an empty PostgreSQL database of its own for this test."""
+    return pg_server.new_database()
