@@ -8,6 +8,8 @@ DuckDB's own (``ASOF JOIN`` in ``step_gpu_alignment``, ``QUALIFY``) are marked i
 
 from __future__ import annotations
 
+from typing import Any
+
 DUCKDB: dict[str, str] = {
     # true when x is a finite number (NULL, NaN and +-Infinity are not)
     "finite": "isfinite({x})",
@@ -27,6 +29,15 @@ DUCKDB: dict[str, str] = {
     "ordered_sum": "sum({x} ORDER BY {x})",
     "ordered_avg": "avg({x} ORDER BY {x})",
 }
+
+
+# filled in for the PostgreSQL engine (issue #18): the same keys as DUCKDB
+POSTGRES: dict[str, str] = {}
+
+
+def for_bind(bind: Any) -> dict[str, str]:
+    """The snippets for a SQLAlchemy connection's engine (what a migration renders its views with)."""
+    return POSTGRES if bind.dialect.name == "postgresql" else DUCKDB
 
 
 def render(template: str, dialect: dict[str, str] = DUCKDB) -> str:
