@@ -26,6 +26,8 @@ from .sql import install_macros
 from .summary import Summary
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import duckdb
 
 
@@ -62,7 +64,6 @@ def ingest(
             for reader in readers:
                 reader.prefetch(jobs, max_file_bytes)
         try:
-            migrate.ensure_current(db_path, wait=wait, locked=True)
             hotfile.remove_leftovers(db_path)
             inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive)
             run_id, stored, sparse = _read_and_merge(
@@ -116,7 +117,7 @@ def _read_and_merge(
     """Read, stage and merge every format, refresh the derived tables, record the run; its id, and
     whether sealing, compaction or retention changed the stored samples' layout, and whether the
     file is mostly free blocks."""
-    with db.connection(db_path, wait=wait) as con:
+    with _current_connection(db_path, wait) as con:
         run_id = journal.start(con)
         ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes)
         try:
@@ -146,6 +147,26 @@ def _read_and_merge(
                 journal.write_heartbeat(db_path, run_id, summary.as_dict(), error=message)
             raise
     return run_id, stored, sparse
+
+
+@contextlib.contextmanager
+def _current_connection(db_path: Path, wait: float) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The warehouse, created or migrated first when not at the head revision: a warehouse at the
+    head is opened once, not once to check and once to write (opening is most of a run that finds
+    nothing new)."""
+    if db_path.exists():
+        con = db.connect(db_path, wait=wait)
+        try:
+            current = migrate.current_revision(con) == migrate.HEAD_REVISION
+            if current:
+                yield con
+        finally:
+            con.close()
+        if current:
+            return
+    migrate.ensure_current(db_path, wait=wait, locked=True)
+    with db.connection(db_path, wait=wait) as con:
+        yield con
 
 
 def _seal(con: duckdb.DuckDBPyConnection) -> bool:

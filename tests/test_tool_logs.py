@@ -417,6 +417,103 @@ def test_a_corrupted_byte_is_a_warning_never_a_crash(at: int, flip: int) -> None
     assert set(chunk.points) <= set(FULL.points)
 
 
+# --- the columns road against the record-by-record road ---------------------------------------------
+
+
+def same_chunk(a: Any, b: Any) -> None:
+    """Equal points (NaN equals NaN), warnings, offsets and run facts."""
+
+    def plain(chunk: Any) -> list[tuple[Any, ...]]:
+        return [(p.name, p.step, p.ts, "nan" if math.isnan(p.value) else p.value, p.order) for p in chunk.points]
+
+    assert plain(a) == plain(b)
+    assert (a.warnings, a.consumed, a.lines, a.info) == (b.warnings, b.consumed, b.lines, b.info)
+
+
+@pytest.mark.parametrize("window", [None, 3], ids=["whole", "windows-of-3"])
+def test_every_real_event_file_reads_the_same_both_ways_and_by_columns(
+    window: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if window is not None:  # many windows: a TF 2 tag's plugin named in an earlier one
+        monkeypatch.setattr(tensorboard, "_WINDOW_RECORDS", window)
+    for path in sorted(TFEVENTS.rglob("events.out.tfevents.*")):
+        if path == LFS_POINTER:
+            continue
+        data = path.read_bytes()
+        columns = tensorboard._parse_columns(data, 0)
+        assert columns is not None, path  # text summaries and tensors beside the scalars: those records alone
+        same_chunk(columns, tensorboard._parse_records(data, 0))
+
+
+def odd_value(draw: Any) -> summary_pb2.Summary.Value:
+    """Plain scalars mostly, and every kind of value the columns road must leave to a record alone."""
+    tag = draw(st.sampled_from(["loss", "eval/loss", "", "é" * 70, "t" * 130]))
+    kind = draw(st.integers(min_value=0, max_value=7))
+    number = draw(st.sampled_from([0.0, -0.0, 1.5, math.nan, math.inf, -3e38]))
+    if kind <= 3:
+        return summary_pb2.Summary.Value(tag=tag, simple_value=number)
+    if kind == 4:  # a 0-d tensor, its plugin named or not
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_DOUBLE, double_val=[number])
+        value = summary_pb2.Summary.Value(tag=tag, tensor=tensor)
+        plugin = draw(st.sampled_from(["", "scalars", "images"]))
+        if plugin:
+            value.metadata.plugin_data.plugin_name = plugin
+        return value
+    if kind == 5:  # a simple value with metadata
+        value = summary_pb2.Summary.Value(tag=tag, simple_value=number)
+        value.metadata.plugin_data.plugin_name = "scalars"
+        return value
+    if kind == 6:
+        return summary_pb2.Summary.Value(tag=tag, image=summary_pb2.Summary.Image(height=1))
+    return summary_pb2.Summary.Value(tag=tag)  # a tag alone
+
+
+@st.composite
+def event_files(draw: Any) -> bytes:
+    events = [event_pb2.Event(wall_time=draw(st.sampled_from([0.0, 1.7e9, math.nan])), file_version="brain.Event:2")]
+    for step in range(draw(st.integers(min_value=0, max_value=12))):
+        values = [odd_value(draw) for _ in range(draw(st.integers(min_value=0, max_value=4)))]
+        event = event_pb2.Event(
+            wall_time=draw(st.sampled_from([0.0, 1.7e9 + step, -5.0, 1e300])),
+            step=draw(st.sampled_from([step, step, 0, -1, 2**62])),
+            summary=summary_pb2.Summary(value=values),
+        )
+        if draw(st.integers(min_value=0, max_value=19)) == 0:
+            event.source_metadata.writer = "w"
+        events.append(event)
+    bodies = [e.SerializeToString() for e in events]
+    if draw(st.integers(min_value=0, max_value=4)) == 0:  # a step written twice: not canonical
+        bodies[-1] += b"\x10\x05"
+    buffer = io.BytesIO()
+    writer = RecordWriter(buffer)
+    for body in bodies:
+        writer.write(body)
+    return buffer.getvalue()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=event_files(), cut=st.floats(min_value=0, max_value=1), offset=st.sampled_from([0, 7]))
+def test_the_columns_road_reads_what_record_by_record_reads(data: bytes, cut: float, offset: int) -> None:
+    data = data[: round(len(data) * cut)] if cut < 1 else data
+    columns = tensorboard._parse_columns(data, offset)
+    expected = tensorboard._parse_records(data, offset)
+    if columns is not None:
+        same_chunk(columns, expected)
+    same_chunk(tensorboard.parse(data, offset), expected)
+
+
+def test_plain_scalars_take_the_columns_road() -> None:
+    data = header() + records(*losses("a", range(1, 50)), *losses("b", range(1, 50)))
+    columns = tensorboard._parse_columns(data, 0)
+    assert columns is not None and columns.count == 98
+    same_chunk(columns, tensorboard._parse_records(data, 0))
+    # one bad CRC: the whole read goes record by record (its warning)
+    broken = bytearray(data)
+    broken[len(header()) + 20] ^= 1
+    assert tensorboard._parse_columns(bytes(broken), 0) is None
+    assert tensorboard.parse(bytes(broken)).warnings
+
+
 def test_a_run_folder_that_becomes_part_of_an_hf_job_moves_to_it(lab: Lab) -> None:
     """Before its first checkpoint an HF output folder holds only runs/<date>/: a run of its own.
     Once the folder saves a checkpoint, its event files are the job's, read again for it."""

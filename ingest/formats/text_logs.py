@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+import numpy as np
+
 # a number written as text (LLaMA-Factory formats throughput as "%.2f"): spaces around it, but no "1_000", no hex
 NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
@@ -49,31 +51,71 @@ class RunInfo:
 
 
 class Events:
-    """Points as columns, by event (TensorBoard's reader): a point per value (``names``,
-    ``values``), the step, wall time and order of each event (``steps``, ``walls``, ``orders``)
-    with how many points it holds (``counts``). No object per point: ingest hands the columns to
-    DuckDB as arrays, and a Python tuple per point cost more than reading it."""
+    """Points as columns, by event (TensorBoard's reader): a point per value (its name and value),
+    the step, wall time and order of each event (``steps``, ``walls``, ``orders``) with how many
+    points it holds (``counts``). No object per point: ingest hands the columns to DuckDB as
+    arrays, and a Python tuple per point cost more than reading it.
 
-    __slots__ = ("names", "values", "counts", "steps", "walls", "orders")
+    Names are either a list (``names``, appended to value by value) or codes into a table of
+    distinct names (``set_columns``, numpy arrays throughout); ``name_codes`` gives codes either way."""
+
+    __slots__ = ("_names", "_codes", "_table", "values", "counts", "steps", "walls", "orders")
 
     def __init__(self) -> None:
-        self.names: list[str] = []
-        self.values = array("d")
-        self.counts = array("q")
-        self.steps = array("q")
-        self.walls = array("d")  # seconds since the epoch as written (NaN or out of range: no time)
-        self.orders = array("q")
+        self._names: list[str] | None = []
+        self._codes: np.ndarray | None = None
+        self._table: list[str] = []
+        self.values: Any = array("d")
+        self.counts: Any = array("q")
+        self.steps: Any = array("q")
+        self.walls: Any = array("d")  # seconds since the epoch as written (NaN or out of range: no time)
+        self.orders: Any = array("q")
+
+    def set_columns(
+        self,
+        codes: np.ndarray,
+        table: list[str],
+        values: np.ndarray,
+        counts: np.ndarray,
+        steps: np.ndarray,
+        walls: np.ndarray,
+        orders: np.ndarray,
+    ) -> None:
+        """Every column at once: per point its name's code into ``table`` and its value; per event the rest."""
+        self._names, self._codes, self._table = None, codes, table
+        self.values, self.counts, self.steps, self.walls, self.orders = values, counts, steps, walls, orders
+
+    @property
+    def names(self) -> list[str]:
+        if self._names is None:
+            assert self._codes is not None
+            self._names = [self._table[c] for c in self._codes.tolist()]
+        return self._names
+
+    def name_codes(self) -> tuple[np.ndarray, list[str]]:
+        """Each point's name as a code into a table of names, and that table."""
+        if self._codes is None:
+            names = self.names
+            table = list(dict.fromkeys(names))
+            index = {name: i for i, name in enumerate(table)}
+            self._codes, self._table = np.fromiter(map(index.__getitem__, names), np.int64, len(names)), table
+        return self._codes, self._table
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self._codes) if self._names is None and self._codes is not None else len(self.names)
 
     def points(self) -> list[Point]:
         """The same points as Point tuples (for tests and small reads)."""
         out: list[Point] = []
         at = 0
-        for count, step, wall, order in zip(self.counts, self.steps, self.walls, self.orders, strict=True):
+        names, values = self.names, list(self.values)
+        columns = [
+            c.tolist() if isinstance(c, np.ndarray) else list(c)
+            for c in (self.counts, self.steps, self.walls, self.orders)
+        ]
+        for count, step, wall, order in zip(*columns, strict=True):
             ts = utc_from_wall(wall)
-            out += [Point(self.names[i], step, ts, self.values[i], order) for i in range(at, at + count)]
+            out += [Point(names[i], step, ts, float(values[i]), order) for i in range(at, at + count)]
             at += count
         return out
 

@@ -454,7 +454,8 @@ def _stage_points(batch: list[_JobRead]) -> _Staged:
     than unnesting Python lists; pyarrow would import pandas), names and job ids as codes. Rows
     go in (job, name, step) order, so that a metric's history is stored together."""
     job_codes: list[np.ndarray] = []
-    names: list[str] = []
+    name_codes: list[np.ndarray] = []
+    index: dict[str, int] = {}  # the batch's names, each its code
     steps: list[np.ndarray] = []
     seconds: list[np.ndarray] = []
     values: list[np.ndarray] = []
@@ -466,18 +467,21 @@ def _stage_points(batch: list[_JobRead]) -> _Staged:
                 continue
             if chunk.events is not None:
                 step, second, value, order = _event_columns(chunk.events)
-                names += chunk.events.names
+                local, table = chunk.events.name_codes()
             else:
                 step, second, value, order = _point_columns(chunk.points)
-                names += [p.name for p in chunk.points]
+                table = list(dict.fromkeys(p.name for p in chunk.points))
+                codes = {name: i for i, name in enumerate(table)}
+                local = np.fromiter((codes[p.name] for p in chunk.points), np.int64, len(chunk.points))
+            to_batch = np.fromiter((index.setdefault(n, len(index)) for n in table), np.int64, len(table))
+            name_codes.append(to_batch[local])
             job_codes.append(np.full(len(step), code, dtype=np.int64))
             steps.append(step)
             seconds.append(second)
             values.append(value)
             seqs.append(order + (read.rank << ORDER_BITS))
-    index = {name: i for i, name in enumerate(dict.fromkeys(names))}
     job = _joined(job_codes, np.int64)
-    name = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
+    name = _joined(name_codes, np.int64)
     step = _joined(steps, np.int64)
     keep = _last_written(job * len(index) + name, step, _joined(seqs, np.int64))
     points = {
@@ -514,18 +518,27 @@ def _last_written(group: np.ndarray, step: np.ndarray, seq: np.ndarray) -> np.nd
     """The rows to keep, in (group, step) order: of the rows of one (group, step), the highest seq,
     and of those the first. ``group``, ``step`` and ``seq`` are in the order read (seq ascending
     within a group), so a group whose steps only grow has no duplicate: one stable sort shows it."""
-    order = np.argsort(group, kind="stable")
+    order = np.argsort(_sort_key(group), kind="stable")
     g, s = group[order], step[order]
-    same = g[1:] == g[:-1]
-    if not np.any(same & (s[1:] <= s[:-1])):
+    again = (g[1:] == g[:-1]) & (s[1:] <= s[:-1])
+    if not np.any(again):
         return order
-    # steps logged again (or out of order): sort by (group, step, seq, first read) and keep each run's last
-    n = len(group)
-    order = np.lexsort((-np.arange(n), seq, step, group))
-    g, s = group[order], step[order]
-    last = np.ones(n, dtype=bool)
+    # steps logged again (or out of order) in some groups: only their rows sorted by (group, step,
+    # seq, first read), each (group, step)'s last kept; the other groups' rows stay as they are
+    redo = np.isin(g, g[1:][again])
+    rows = order[redo]
+    rows = rows[np.lexsort((-rows, seq[rows], step[rows], group[rows]))]
+    g, s = group[rows], step[rows]
+    last = np.ones(len(rows), dtype=bool)
     last[:-1] = (g[1:] != g[:-1]) | (s[1:] != s[:-1])
-    return order[last]
+    kept = np.concatenate([order[~redo], rows[last]])
+    return kept[np.argsort(_sort_key(group[kept]), kind="stable")]
+
+
+def _sort_key(group: np.ndarray) -> np.ndarray:
+    """``group`` as 16-bit numbers when they fit: a stable sort of those is a radix sort, twice as
+    fast as of int64."""
+    return group.astype(np.uint16) if len(group) and group.min() >= 0 and group.max() < 2**16 else group
 
 
 def _event_columns(events: Events) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
