@@ -333,7 +333,12 @@ def test_batches_in_any_order_give_the_rollups_of_one_rebuild(
                 _store(con, batch)
         maintained = _normal(con.execute(MINUTES).fetchall())
         rebuilt = _normal(con.execute(rollups.SELECT_ALL).fetchall())
+        series = con.execute("SELECT * FROM job_gpu_series ORDER BY ALL").fetchall()
+        grouped = con.execute(
+            "SELECT job_id, host, gpu_key, min(minute), max(minute) FROM gpu_minutes GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
     assert maintained == rebuilt
+    assert series == grouped  # job_gpu_series (revision 0020) kept with the minutes
     assert len(maintained) >= 14  # 4 GPUs x 4 minutes, less the MIG instance's gap
 
 

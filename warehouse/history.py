@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from . import db, pages
-from .dialect import render
-from .queries import records
+from .queries import plain, records
 
 # Fields of a step row that a client may select (columns of step_metrics).
 STEP_FIELDS: tuple[str, ...] = (
@@ -234,34 +234,44 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 # a host: its key), buckets of $width seconds (whole minutes) from the job's first minute; a
 # bucket's reading is its first sample's time, the mean of every figure over its finite readings,
 # and each figure's minimum and maximum, which the rollups hold exactly.
-# @ordered_sum's value (the values added in ascending order: the same bits whatever the threads),
-# computed by sorting each group's list: several times faster than sum(x ORDER BY x) for many
-# small groups (docs/benchmark.md, "GPU charts and fleet utilization at 50M samples").
-ORDERED_LIST_SUM = "list_sum(list_sort(list({x})))"
 GPU_ROLLED_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
 GPU_MINUTES_SPAN = """
 SELECT min(minute), max(minute), count(DISTINCT (host, gpu_key))
-FROM gpu_minutes WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu)
+FROM gpu_minutes WHERE job_id = $job_id AND gpu_index = $gpu
 """
-GPU_MINUTES_DOWNSAMPLED = render(
-    """
+# every GPU of the job: the same figures from the rollups' per-GPU summary (revision 0020)
+GPU_SERIES_SPAN = "SELECT min(first_minute), max(last_minute), count(*) FROM job_gpu_series WHERE job_id = $job_id"
+GPU_MINUTE_BUCKET = "CAST(floor((epoch(minute) - epoch($first)) / $width) AS BIGINT)"
+GPU_MINUTES_OF_JOB = "WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu) AND minute BETWEEN $first AND $last"
+# The buckets, each figure's column holding its count of finite readings: the mean is the sum of
+# its minutes' sums over that count, added by _ordered_sums (below).
+GPU_MINUTES_DOWNSAMPLED = """
 SELECT arg_max(gpu_index, minute) AS gpu_index, host, min(first_ts) AS ts, max(last_ts) AS last_ts,
        max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples,
-       {means}, max(memory_total_mb_max) AS memory_total_mb,
-       {{{minima}}} AS minimum, {{{maxima}}} AS maximum, gpu_key
+       {counts}, max(memory_total_mb_max) AS memory_total_mb,
+       {{{minima}}} AS minimum, {{{maxima}}} AS maximum, gpu_key, {bucket} AS bucket,
+       dense_rank() OVER (ORDER BY host, gpu_key) - 1 AS series
 FROM gpu_minutes
-WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu) AND minute BETWEEN $first AND $last
-GROUP BY host, gpu_key, CAST(floor((epoch(minute) - epoch($first)) / $width) AS BIGINT)
+{where}
+GROUP BY host, gpu_key, bucket
 ORDER BY gpu_index, host, gpu_key, ts
 LIMIT $max_points
 """.format(
-        means=", ".join(
-            f"{ORDERED_LIST_SUM.format(x=f'{f}_sum')} / nullif(sum({f}_n), 0) AS {f}" for f in GPU_ROLLED_FIGURES
-        ),
-        minima=", ".join(f"'{f}': min({f}_min)" for f in GPU_ROLLED_FIGURES),
-        maxima=", ".join(f"'{f}': max({f}_max)" for f in GPU_ROLLED_FIGURES),
-    )
+    counts=", ".join(f"sum({f}_n) AS {f}" for f in GPU_ROLLED_FIGURES),
+    minima=", ".join(f"'{f}': min({f}_min)" for f in GPU_ROLLED_FIGURES),
+    maxima=", ".join(f"'{f}': max({f}_max)" for f in GPU_ROLLED_FIGURES),
+    bucket=GPU_MINUTE_BUCKET,
+    where=GPU_MINUTES_OF_JOB,
 )
+# Every minute's sums with its bucket, its GPU numbered as the buckets' dense_rank numbers it.
+GPU_MINUTE_SUMS = """
+WITH minutes AS (SELECT host, gpu_key, {bucket} AS bucket, {sums} FROM gpu_minutes {where}),
+series AS (
+    SELECT host, gpu_key, row_number() OVER (ORDER BY host, gpu_key) - 1 AS series
+    FROM (SELECT DISTINCT host, gpu_key FROM minutes)
+)
+SELECT s.series, m.* EXCLUDE (host, gpu_key) FROM minutes m JOIN series s USING (host, gpu_key)
+""".format(sums=", ".join(f"{f}_sum" for f in GPU_ROLLED_FIGURES), bucket=GPU_MINUTE_BUCKET, where=GPU_MINUTES_OF_JOB)
 
 
 @dataclass(frozen=True)
@@ -299,8 +309,13 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
             # appended a run at a time, so the rows of a time are together, a job's are not)
             ranged = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
             rows = records(con.execute(GPU_MINUTES_DOWNSAMPLED, {**ranged, "max_points": max_points}))
+            sums = _ordered_sums(con, ranged)
             for row in rows:
                 row.pop("gpu_key")
+                bucket_sums = sums[row.pop("series"), row.pop("bucket")]
+                for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
+                    count = row[figure]
+                    row[figure] = plain(total / count) if count else None
             return GpuChart("gpu_samples", "minute", width, rows)
     if sampled is None:
         sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
@@ -322,6 +337,37 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     return GpuChart("gpu_samples" if sampled else "step_readings", "sample", None, rows)
 
 
+def _ordered_sums(con: duckdb.DuckDBPyConnection, ranged: dict[str, Any]) -> dict[tuple[int, int], list[float]]:
+    """Per (GPU number, bucket), each figure's minute sums added in ascending order: the value of
+    @ordered_sum (the same bits whatever the threads). DuckDB would sort a list per bucket and
+    figure (list_sum(list_sort(list(x))): most of a week chart's time); here one sort per figure
+    orders every bucket's row of a grid, and a cumulative sum, which adds in order, totals each
+    row from 0.0 as DuckDB's sum does. A NULL sum (a minute without a finite reading) counts as
+    nothing, as in list_sum: it and the padding are NaN, sorted last, then added as 0.0."""
+    data = con.execute(GPU_MINUTE_SUMS, ranged).fetchnumpy()
+    if not len(data["bucket"]):
+        return {}
+    stride = int(data["bucket"].max()) + 1
+    order = np.argsort(np.asarray(data["series"], dtype=np.int64) * stride + data["bucket"], kind="stable")
+    keys = (np.asarray(data["series"], dtype=np.int64) * stride + data["bucket"])[order]
+    first_of_group = np.ones(len(keys), dtype=bool)
+    first_of_group[1:] = keys[1:] != keys[:-1]
+    starts = np.flatnonzero(first_of_group)
+    sizes = np.diff(np.append(starts, len(keys)))
+    group = np.repeat(np.arange(len(starts)), sizes)
+    place = np.arange(len(keys)) - np.repeat(starts, sizes) + 1  # column 0 is the sum's start, 0.0
+    totals = []
+    for figure in GPU_ROLLED_FIGURES:
+        grid = np.full((len(starts), int(sizes.max()) + 1), np.nan)
+        grid[group, place] = np.ma.filled(np.ma.asarray(data[f"{figure}_sum"], dtype=np.float64), np.nan)[order]
+        grid[:, 1:].sort(axis=1)
+        grid[:, 0] = 0.0
+        totals.append(np.cumsum(np.where(np.isnan(grid), 0.0, grid), axis=1)[:, -1].tolist())
+    return {
+        (key // stride, key % stride): [column[i] for column in totals] for i, key in enumerate(keys[starts].tolist())
+    }
+
+
 def _share(max_points: int, series: int) -> int:
     """Each GPU's share of ``max_points``: at least its first and last reading."""
     share = max_points // max(1, series)
@@ -335,9 +381,12 @@ def _share(max_points: int, series: int) -> int:
 def _minutes_span(
     con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None
 ) -> tuple[datetime, datetime, int] | None:
-    """The job's first and last minute of GPU samples and how many GPUs, from ``gpu_minutes``;
-    None for a job without any."""
-    first, last, series = db.one(con, GPU_MINUTES_SPAN, {"job_id": job_id, "gpu": gpu})
+    """The job's first and last minute of GPU samples and how many GPUs, from ``gpu_minutes``
+    (every GPU: from ``job_gpu_series``, its rows grouped per GPU); None for a job without any."""
+    if gpu is None:
+        first, last, series = db.one(con, GPU_SERIES_SPAN, {"job_id": job_id})
+    else:
+        first, last, series = db.one(con, GPU_MINUTES_SPAN, {"job_id": job_id, "gpu": gpu})
     return None if first is None else (first, last, series)
 
 

@@ -295,7 +295,9 @@ def seal(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime) -> int
 
 def compact(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime, budget: int = COMPACT_ROWS_PER_RUN) -> int:
     """Merge the parts of complete days (ending before ``before``) with several parts into one
-    each, up to about ``budget`` rows (in the caller's transaction); returns the groups merged."""
+    each, up to about ``budget`` rows (in the caller's transaction); returns the groups merged.
+    The GPU samples' rollups of each (day, host) merged are rewritten in job order with them
+    (rollups.cluster)."""
     groups = con.execute(
         f"SELECT day, host, sum(rows) FROM {MANIFEST} WHERE table_name = $t AND day + INTERVAL 1 DAY <= $before "
         "GROUP BY day, host HAVING count(*) > 1 ORDER BY day, host",
@@ -310,6 +312,10 @@ def compact(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime, bud
         files = {"files": [str(folder / path) for path in old]}
         write_part(con, table, f"SELECT * FROM {READ_FILES}", files, day, host)
         retire(con, old)
+        if table is GPU_SAMPLES:
+            from . import rollups  # here: rollups reads retention, which reads this module
+
+            rollups.cluster(con, host, day)
         merged, spent = merged + 1, spent + rows
     if merged:
         refresh_view(con, table)

@@ -15,7 +15,7 @@ those from ``gpu_samples`` (the hot table and the sealed parts alike).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
 import duckdb
 
@@ -76,6 +76,24 @@ GROUP BY job_id, host, gpu_key, minute
 SELECT_ALL = render(ROLLUP_TEMPLATE).format(source="gpu_sample_intervals")
 REBUILD = "DELETE FROM gpu_minutes; INSERT INTO gpu_minutes " + SELECT_ALL
 
+# job_gpu_series (revision 0020): gpu_minutes grouped by (job, host, GPU), its first and last
+# minute, which job_gpu_hours counts and GPU charts span. A GPU's minutes are only ever replaced
+# (update) or all recomputed (rebuild), never removed one by one; and a batch's range [lo, hi)
+# starts and ends with minutes that have rows (lo: the minute of a sample, or of a rollup kept
+# or recomputed; hi: the one after its last sample's), so widening each GPU's row to its ranges
+# keeps the table equal to the grouping.
+SERIES_FILL = """
+INSERT INTO job_gpu_series
+SELECT job_id, host, gpu_key, min(minute), max(minute) FROM gpu_minutes GROUP BY job_id, host, gpu_key
+"""
+SERIES_REFILL = "DELETE FROM job_gpu_series; " + SERIES_FILL
+SERIES_ADD = """
+INSERT INTO job_gpu_series
+SELECT job_id, host, gpu_key, lo, hi - INTERVAL 1 MINUTE FROM rollup_ranges
+ON CONFLICT DO UPDATE SET first_minute = least(first_minute, excluded.first_minute),
+                          last_minute = greatest(last_minute, excluded.last_minute)
+"""
+
 # Per GPU of the batch, the minutes to recompute [lo, hi) and the first sample at or after hi
 # (the next sample of the range's last one). Both read gpu_minutes as it was before the batch:
 # the batch stored nothing before first_ts or at/after hi, so the minute of the GPU's last sample
@@ -130,6 +148,29 @@ WHERE x.minute >= $kept
 )
 
 
+# Runs append a minute of every GPU at a time, so a job's minutes lie 1 row in (GPUs of the fleet)
+# and its chart reads every row group of its time. Once a (host, day) is complete (its sample
+# parts merged: warehouse/parts.py, compact), its minutes are rewritten in job order: a chart
+# reads its job's rows together and the scan skips the rest (docs/benchmark.md, "GPU charts and
+# fleet utilization at 50M samples"). Same rows, same values: only their place changes.
+CLUSTER_SELECT = """
+CREATE OR REPLACE TEMP TABLE clustering AS
+SELECT * FROM gpu_minutes WHERE host = $host AND minute >= $lo AND minute < $hi
+"""
+CLUSTER_DELETE = "DELETE FROM gpu_minutes WHERE host = $host AND minute >= $lo AND minute < $hi"
+CLUSTER_INSERT = "INSERT INTO gpu_minutes SELECT * FROM clustering ORDER BY job_id, gpu_key, minute"
+
+
+def cluster(con: duckdb.DuckDBPyConnection, host: str, day: date) -> None:
+    """Rewrite the minutes of ``host`` on ``day`` in job order (in the caller's transaction)."""
+    lo = datetime(day.year, day.month, day.day)
+    bounds = {"host": host, "lo": lo, "hi": lo + timedelta(days=1)}
+    con.execute(CLUSTER_SELECT, bounds)
+    con.execute(CLUSTER_DELETE, bounds)
+    con.execute(CLUSTER_INSERT)
+    con.execute("DROP TABLE clustering")
+
+
 def update(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute the minutes of the GPUs named in the temporary table ``stored_gpu_keys``
     (job_id, host, gpu_key, first_ts, last_ts: the samples a batch stored), in the caller's
@@ -140,9 +181,11 @@ def update(con: duckdb.DuckDBPyConnection) -> None:
     if lo is not None:
         con.execute(DELETE, kept)
         con.execute(INSERT, {"lo": lo, "last": last, **kept})
+        con.execute(SERIES_ADD)
     con.execute("DROP TABLE rollup_ranges")
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
     """Recompute every minute from every sample (in the caller's transaction)."""
     con.execute(REBUILD)
+    con.execute(SERIES_REFILL)

@@ -205,6 +205,21 @@ gpu_minutes = Table(
     PrimaryKeyConstraint("job_id", "host", "gpu_key", "minute"),
 )
 
+# The GPUs (host, gpu_key) each job's samples were rolled up for, with their first and last
+# minute (revision 0020): gpu_minutes grouped by job, host and GPU, kept with it by
+# warehouse/rollups.py, so that job_gpu_hours counts a job's GPUs and a chart finds its span in
+# a few rows instead of grouping every minute of the fleet per request.
+job_gpu_series = Table(
+    "job_gpu_series",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("host", String, nullable=False),
+    Column("gpu_key", String, nullable=False),
+    Column("first_minute", DateTime, nullable=False),
+    Column("last_minute", DateTime, nullable=False),
+    PrimaryKeyConstraint("job_id", "host", "gpu_key"),
+)
+
 # The live Parquet parts of sealed tables (revision 0014): path relative to <db>.parts/, the
 # table they belong to ('gpu_samples'), their (day, host) and time range, rows and size on disk.
 # It changes only in the transaction that changes the data, with the view that names the parts.

@@ -4,15 +4,26 @@
 -- allocation, idle and overhead time included. Its GPUs are those seen in its GPU samples or
 -- step readings (job_resources.gpus_seen), else its config's gpu_count. gpu_hours is NULL for a
 -- job without a finite total_seconds or a positive GPU count.
--- total_seconds comes from job_results (job_analytics materialised at ingest, same figures), so
--- summing the fleet reads one row per job instead of computing every job's duration.
-WITH counted AS (
+-- total_seconds comes from job_results (job_analytics materialised at ingest, same figures), and
+-- the GPUs of its samples from job_gpu_series (the distinct GPUs of gpu_minutes, kept at ingest:
+-- job_resources.gpus_seen without grouping every minute of the fleet), so summing the fleet
+-- reads a few rows per job. Step readings count as job_resources counts them, for the jobs
+-- without samples only.
+WITH sampled AS (
+    SELECT job_id, count(*) AS gpus FROM job_gpu_series GROUP BY job_id
+), logged AS (
+    SELECT g.job_id, count(DISTINCT g.gpu_index) AS gpus
+    FROM step_gpus g
+    WHERE NOT EXISTS (SELECT 1 FROM job_gpu_series s WHERE s.job_id = g.job_id)
+    GROUP BY g.job_id
+), counted AS (
     SELECT a.job_id,
-           CASE WHEN r.gpus_seen > 0 THEN r.gpus_seen ELSE j.gpu_count END AS gpus,
+           CASE WHEN coalesce(s.gpus, l.gpus, 0) > 0 THEN coalesce(s.gpus, l.gpus) ELSE j.gpu_count END AS gpus,
            a.total_seconds
     FROM job_results a
     JOIN jobs j ON j.job_id = a.job_id
-    JOIN job_resources r ON r.job_id = a.job_id
+    LEFT JOIN sampled s ON s.job_id = a.job_id
+    LEFT JOIN logged l ON l.job_id = a.job_id
 )
 SELECT job_id,
        gpus,

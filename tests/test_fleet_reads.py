@@ -1,0 +1,103 @@
+"""GPU reads at fleet scale (revision 0020): the GPUs a job's samples were rolled up for, with
+their first and last minute, are kept in job_gpu_series with gpu_minutes; job_gpu_hours counts
+them there, to the same figures as job_resources, and charts find their span there; once a
+(host, day) is complete its minutes are rewritten in job order, same rows."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from conftest import Lab
+
+from runlytics.ingest.pipeline import ingest
+from runlytics.warehouse import db, history, rollups
+
+T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+
+# the GPU count job_gpu_hours had from job_resources (revision 0008's text): the samples' or step
+# readings' GPUs, else the config's gpu_count
+GPUS_BEFORE = """
+SELECT j.job_id, CASE WHEN r.gpus_seen > 0 THEN r.gpus_seen ELSE j.gpu_count END
+FROM jobs j JOIN job_resources r USING (job_id) ORDER BY j.job_id
+"""
+SERIES = "SELECT job_id, host, gpu_key, first_minute, last_minute FROM job_gpu_series ORDER BY ALL"
+MINUTE_KEYS = "SELECT job_id, host, gpu_key, min(minute), max(minute) FROM gpu_minutes GROUP BY ALL ORDER BY ALL"
+
+
+def spool_file(folder: Path, name: str, rows: list[tuple[str, str, int, int]]) -> Path:
+    """(job, host, GPU, seconds after T0) per sample."""
+    folder.mkdir(exist_ok=True)
+    lines = [
+        {"ts": T0 + t, "host": host, "job_id": job, "gpu_index": gpu, "gpu_uuid": f"GPU-{host}-{gpu}",
+         "utilization_percent": float((t // 30 + gpu) % 100), "power_w": 100.0 + gpu, "temperature_c": 50.0 + gpu}
+        for job, host, gpu, t in rows
+    ]  # fmt: skip
+    (folder / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder
+
+
+def write_job(lab: Lab, job_id: str, config: dict[str, Any], gpus_logged: int = 0) -> None:
+    history_rows: list[dict[str, Any]] = [{"step": 1, "timestamp": T0 + 60, "loss": 1.0}]
+    if gpus_logged:
+        history_rows[0]["gpus"] = [{"gpu_index": g, "utilization_percent": 50.0} for g in range(gpus_logged)]
+    lab.write_job(job_id, {
+        "job_id": job_id, "status": "completed", "started_at": T0, "ended_at": T0 + 3600, "config": config,
+        "history": history_rows,
+    })  # fmt: skip
+
+
+def test_job_gpu_hours_counts_the_gpus_job_resources_counts(lab: Lab, tmp_path: Path) -> None:
+    write_job(lab, "sampled", {"gpu_count": 8})
+    write_job(lab, "grows", {"gpu_count": 1})
+    write_job(lab, "logged", {"gpu_count": 8}, gpus_logged=3)
+    write_job(lab, "configured", {"gpu_count": 4})
+    write_job(lab, "unknown", {})
+    spool = tmp_path / "spool"
+    first = [("sampled", h, g, t) for h in ("node-01", "node-02") for g in (0, 1) for t in range(0, 300, 30)]
+    spool_file(spool, "a.jsonl", first + [("grows", "node-03", 0, t) for t in range(0, 120, 30)])
+    assert lab.ingest(lab.root, spool_root=spool).failed == 0
+    assert lab.query(SERIES) == lab.query(MINUTE_KEYS)
+    # later samples: another GPU of a known job, more minutes of known GPUs, an earlier one
+    later = [("grows", "node-03", g, t) for g in (0, 5) for t in range(120, 400, 30)]
+    spool_file(spool, "b.jsonl", [*later, ("sampled", "node-01", 1, -600)])
+    assert lab.ingest(lab.root, spool_root=spool).failed == 0
+    assert lab.query(SERIES) == lab.query(MINUTE_KEYS)
+    gpus = dict(lab.query("SELECT job_id, gpus FROM job_gpu_hours"))
+    assert gpus == {"sampled": 4, "grows": 2, "logged": 3, "configured": 4, "unknown": None}
+    assert sorted(gpus.items()) == lab.query(GPUS_BEFORE)
+
+
+def test_a_complete_day_s_minutes_are_rewritten_in_job_order(lab: Lab, tmp_path: Path) -> None:
+    """Two runs store two parts of one (host, day); the run that merges them rewrites its minutes."""
+    spool = tmp_path / "spool"
+    hour = [(job, "node-01", g, 0) for job, gpus in (("x", (0, 1)), ("y", (2, 3))) for g in gpus]
+    spool_file(spool, "a.jsonl", [(j, h, g, t) for j, h, g, t0 in hour for t in range(t0, 600, 20)])
+    ingest(lab.db, [], spools=[spool], keep_raw_days=0)
+    spool_file(spool, "b.jsonl", [(j, h, g, t) for j, h, g, t0 in hour for t in range(3600 + t0, 4200, 20)])
+    ingest(lab.db, [], spools=[spool], keep_raw_days=0)
+    ingest(lab.db, [], spools=[spool], keep_raw_days=0)  # nothing new: compaction has had its turn
+    assert lab.query("SELECT day, host, count(*) FROM gpu_parts GROUP BY ALL") == [(date(2026, 1, 1), "node-01", 1)]
+    stored = lab.query("SELECT job_id, gpu_key, minute FROM gpu_minutes ORDER BY rowid")
+    assert stored == sorted(stored)  # appended a run and a minute at a time, now by job
+    assert len(stored) == 4 * 20
+    # the same rows as computed from the samples, and the same chart
+    assert lab.query("SELECT * FROM gpu_minutes ORDER BY ALL") == lab.query(rollups.SELECT_ALL + " ORDER BY ALL")
+
+
+def test_clustering_changes_no_figure(lab: Lab, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool_file(spool, "a.jsonl", [(j, "n", g, t) for t in range(0, 7200, 15) for j, g in (("x", 0), ("y", 1))])
+    ingest(lab.db, [], spools=[spool], keep_raw_days=0)
+    figures = ("SELECT * FROM job_gpus ORDER BY ALL", "SELECT * FROM job_resources ORDER BY ALL", SERIES)
+    with db.connection(lab.db) as con:
+        before = [con.execute(sql).fetchall() for sql in figures]
+        chart = history.gpu_readings_downsampled(con, "x", None, 40)
+        con.execute("BEGIN")
+        rollups.cluster(con, "n", date(2026, 1, 1))
+        con.execute("COMMIT")
+        assert [con.execute(sql).fetchall() for sql in figures] == before
+        assert history.gpu_readings_downsampled(con, "x", None, 40) == chart
+        assert chart.resolution == "minute"
