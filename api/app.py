@@ -4,17 +4,19 @@
 handlers of api/errors.py, the bearer-token guard of api/deps.py, the ``Host`` allow-list and
 security headers of api/security.py, and the app's state (the snapshot reader, the token, the
 base URL of links). Readers never open the warehouse file that ingest writes (see
-warehouse/snapshots.py), so requests are answered while cron ingests.
+warehouse/snapshots.py), so requests are answered while cron ingests. A PostgreSQL warehouse is
+read directly, or a replica of it (``read_db``), through warehouse/pg_reader.py's pool.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from fastapi import FastAPI
 
-from runlytics.warehouse import snapshots
+from runlytics.warehouse import db, pg_reader, snapshots
 
 from . import errors, models, security
 from .deps import GUARDED, TOKEN_ENV, configured_token
@@ -26,20 +28,30 @@ TITLE = "runlytics"
 
 
 def create_app(
-    db_path: Path,
+    db_path: Path | db.PostgresUrl,
     token: str | None = None,
     *,
     allowed_hosts: Sequence[str] | None = None,
     base_url: str | None = None,
+    read_db: db.PostgresUrl | None = None,
+    read_timeout: float = pg_reader.DEFAULT_TIMEOUT_SECONDS,
 ) -> FastAPI:
-    """The API over the warehouse at ``db_path``.
+    """The API over the warehouse at ``db_path`` (a DuckDB file, or a PostgreSQL database).
 
     With a token (else ``$RUNLYTICS_API_TOKEN``), Bearer auth guards all but the probes and the
     dashboard's pages; an empty token is a ValueError, never auth turned off. ``allowed_hosts``:
     the ``Host`` names answered (None: any, as for a test client). ``base_url``: what ``next``
-    links start with (None: they are relative, never built from the request's ``Host``).
+    links start with (None: they are relative, never built from the request's ``Host``). On
+    PostgreSQL, reads go to ``read_db`` when given (a replica), each statement limited to
+    ``read_timeout`` seconds.
     """
-    reader = snapshots.Reader(db_path)
+    reader: snapshots.Reader | pg_reader.Reader
+    if isinstance(db_path, db.PostgresUrl):
+        reader = pg_reader.Reader(read_db or db_path, read_timeout)
+    elif read_db is not None:
+        raise ValueError("a replica to read (--read-db) serves a PostgreSQL warehouse only")
+    else:
+        reader = snapshots.Reader(db_path)
     app = FastAPI(
         title=TITLE,
         version="0.1.0",
@@ -70,7 +82,7 @@ def create_app(
     app.include_router(insights.job_router, dependencies=GUARDED)
     app.include_router(metric_points.router, dependencies=GUARDED)
     app.include_router(jobs.job_router, dependencies=GUARDED)  # last: /api/training/{job_id} takes any path
-    app.include_router(metrics.router(reader), dependencies=GUARDED)
+    app.include_router(metrics.router(cast(snapshots.Reader, reader)), dependencies=GUARDED)
     app.include_router(docs.schema_router(), dependencies=GUARDED)
     # the pages carry no data (their scripts ask the API above), so they are not guarded
     app.include_router(docs.page_router(TITLE))

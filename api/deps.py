@@ -1,6 +1,7 @@
-"""What the routes depend on: the request's cursor on the newest snapshot, the bearer-token
-check, and the parameter types several routes share, as ``Annotated`` aliases (``con: Con``,
-``limit: Limit = 100``).
+"""What the routes depend on: the request's cursor (on the newest snapshot of a DuckDB
+warehouse, or a pooled read-only connection to a PostgreSQL one: warehouse/pg_reader.py, whose
+cursor takes the same calls), the bearer-token check, and the parameter types several routes
+share, as ``Annotated`` aliases (``con: Con``, ``limit: Limit = 100``).
 
 A dependency raises domain errors (``db.WarehouseError`` when no snapshot can be read), never
 an answer of its own: api/errors.py maps them. The token check is the exception: a 401 is not a
@@ -14,14 +15,14 @@ import binascii
 import os
 import secrets
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, cast
 
 import duckdb
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
-from runlytics.warehouse import bounded_json, snapshots
+from runlytics.warehouse import bounded_json, pg_reader, snapshots
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
 MAX_PAGE = 10_000
@@ -61,7 +62,8 @@ def configured_token(token: str | None) -> str | None:
 
 
 def get_reader(request: Request) -> snapshots.Reader:
-    """The app's reader of published snapshots (create_app puts it in ``app.state``)."""
+    """The app's reader (create_app puts it in ``app.state``): of published snapshots, or of a
+    PostgreSQL database (its ``db_path`` names no file, its ``snapshot`` is None)."""
     reader: snapshots.Reader = request.app.state.reader
     return reader
 
@@ -69,9 +71,13 @@ def get_reader(request: Request) -> snapshots.Reader:
 Reader = Annotated[snapshots.Reader, Depends(get_reader)]
 
 
-def get_connection(reader: Reader) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A cursor on the newest snapshot, for one request; db.WarehouseError when there is none."""
-    cursor = reader.cursor()
+def get_connection(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor for one request: on the newest snapshot (db.WarehouseError when there is none),
+    or a PostgreSQL reader's, which answers the same calls (``execute`` with ``$name``
+    parameters, ``fetchone``, ``fetchall``, ``description``)."""
+    reader: snapshots.Reader | pg_reader.Reader = request.app.state.reader
+    # the routes are typed for DuckDB's cursor; pg_reader.Cursor offers the part they use
+    cursor = cast(duckdb.DuckDBPyConnection, reader.cursor())
     try:
         yield cursor
     finally:

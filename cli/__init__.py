@@ -6,6 +6,7 @@ Exit codes (also in the README):
   2   usage error
   3   the warehouse can't be used (written by a newer runlytics, unreadable, …), or a read
       command (sql, analytics, insights, status, export, serve) names one that does not exist;
+      ``db copy``: the target holds data, is at another revision or can't be reached;
       ``sample``: NVML can't be used (no NVIDIA driver)
   4   ``sql``: the query failed, or was refused (anything but one read-only SELECT);
       ``analytics``, ``insights``: no such job; ``export``: an unknown job, or the export could not be written
@@ -28,15 +29,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from runlytics.ingest import quick
 from runlytics.ingest.summary import Summary
-from runlytics.warehouse import db, migrate, queries, snapshots
+from runlytics.warehouse import db, migrate, pg_reader, queries, readonly, snapshots
 from runlytics.warehouse.lock import IngestLocked
 
 if TYPE_CHECKING:  # the readers import DuckDB: a run with nothing to do never needs it
+    import duckdb
+
     from runlytics.ingest.formats.base import Phase
 
 EXIT_OK = 0
@@ -121,16 +124,26 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     db_cmd = commands.add_parser(
-        "db", help="manage the warehouse schema", epilog=_examples("runlytics db upgrade --db /data/runlytics.duckdb"),
+        "db", help="manage the warehouse schema; copy a warehouse into PostgreSQL", epilog=_examples(
+            "runlytics db upgrade --db /data/runlytics.duckdb",
+            "runlytics db copy --db /data/runlytics.duckdb --to postgresql://runlytics@db-host:5432/runlytics",
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     db_sub = db_cmd.add_subparsers(title="db commands")
     upgrade = db_sub.add_parser(
         "upgrade", help="build or upgrade the warehouse to the newest schema",
-        epilog=_examples("runlytics db upgrade", "runlytics db upgrade --db /data/runlytics.duckdb --wait 600"),
+        epilog=_examples(
+            "runlytics db upgrade", "runlytics db upgrade --db /data/runlytics.duckdb --wait 600",
+            "runlytics db upgrade --db postgresql://runlytics@db-host:5432/runlytics",
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    upgrade.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
+    upgrade.add_argument(
+        "--db", metavar="PATH_OR_URL",
+        help=f"warehouse: a DuckDB file, or a PostgreSQL database as postgresql://user@host:port/dbname "
+        f"(default: ${db.ENV_DB} or ./{db.DEFAULT_DB})",
+    )  # fmt: skip
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
     upgrade.add_argument(
         "--wait",
@@ -139,6 +152,27 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for a running ingest before giving up (default: %(default)s)",
     )
     upgrade.set_defaults(run=_db_upgrade)
+    copy = db_sub.add_parser(
+        "copy", help="copy a DuckDB warehouse's tables into an empty PostgreSQL database (docs/postgresql.md)",
+        epilog=_examples(
+            "runlytics db copy --to postgresql://runlytics@db-host:5432/runlytics",
+            "runlytics db copy --db /data/runlytics.duckdb --to postgresql://runlytics@db-host/runlytics --wait 600",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    copy.add_argument(
+        "--to", required=True, metavar="URL",
+        help="the PostgreSQL database to fill, postgresql://user@host:port/dbname: built at the newest schema "
+        "if new, and holding no data",
+    )  # fmt: skip
+    copy.add_argument("--db", help=f"the DuckDB warehouse file to copy (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
+    copy.add_argument(
+        "--wait",
+        type=float,
+        default=db.DEFAULT_WAIT_SECONDS,
+        help="seconds to wait for a busy warehouse (either one) before giving up (default: %(default)s)",
+    )
+    copy.set_defaults(run=_db_copy)
 
     ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs", [
         "runlytics ingest /data/runs",
@@ -187,6 +221,7 @@ def _parser() -> argparse.ArgumentParser:
         'runlytics sql "FROM job_analytics LIMIT 5"',
         "runlytics sql --format csv \"SELECT job_id, final_loss FROM job_analytics\" > jobs.csv",
         "runlytics sql --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
+        "runlytics sql --db postgresql://analyst@db-host/runlytics --timeout 60 \"SELECT * FROM job_results LIMIT 5\"",
     ])  # fmt: skip
     sql.add_argument("query", help='one SELECT (FROM, WITH, DESCRIBE, SHOW, SUMMARIZE too), e.g. "FROM jobs LIMIT 5"')
     sql.add_argument(
@@ -198,11 +233,16 @@ def _parser() -> argparse.ArgumentParser:
         help="let the query read files (Parquet, CSV, JSON) in DIR and below (repeatable; it still writes "
         "nothing), e.g. --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
     )  # fmt: skip
+    sql.add_argument(
+        "--timeout", type=_positive_seconds, default=readonly.DEFAULT_PG_TIMEOUT_SECONDS, metavar="SECONDS",
+        help="on a PostgreSQL warehouse (--db postgresql://…): stop the query after SECONDS (default: %(default)g)",
+    )  # fmt: skip
     sql.set_defaults(run=_sql)
 
     serve = add("serve", "serve the REST API (OpenAPI at /openapi.json, docs at /docs)", [
         "runlytics serve",
         "runlytics serve --host 0.0.0.0 --base-url https://runs.example.com   # with $RUNLYTICS_API_TOKEN set",
+        "runlytics serve --db postgresql://api@db-primary/runlytics --read-db postgresql://api@db-replica/runlytics",
     ])  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
@@ -216,11 +256,20 @@ def _parser() -> argparse.ArgumentParser:
         help="what next-page links start with, e.g. https://runs.example.com "
         "(default: http://HOST:PORT; relative links when HOST is every address, 0.0.0.0 or ::)",
     )  # fmt: skip
+    serve.add_argument(
+        "--read-db", metavar="URL",
+        help="with --db postgresql://…: read from this database instead, a replica (postgresql://user@host/dbname)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--read-timeout", type=_positive_seconds, default=pg_reader.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+        help="on PostgreSQL: the time limit of each read of a request (default: %(default)g)",
+    )  # fmt: skip
     serve.set_defaults(run=_serve)
 
     status = add("status", "the warehouse's size, schema, last ingest, the files that keep failing or warn", [
         "runlytics status",
         "runlytics status --json --db /data/runlytics.duckdb",
+        "runlytics status --db postgresql://runlytics@db-host/runlytics",
     ])  # fmt: skip
     status.add_argument("--json", action="store_true", help="print it as JSON")
     status.set_defaults(run=_status)
@@ -337,10 +386,44 @@ def _existing_warehouse(args: argparse.Namespace) -> Path:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    path = db.resolve_path(args.db)
-    revision = migrate.upgrade(path, args.revision, wait=args.wait)
-    print(f"{path}: schema at revision {revision}")
+    target = db.resolve_target(args.db)
+    revision = migrate.upgrade(target, args.revision, wait=args.wait)
+    print(f"{target}: schema at revision {revision}")
     return EXIT_OK
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from runlytics.warehouse import pg_copy
+
+    if not db.is_postgres_url(args.to):
+        print(f"runlytics db copy: --to takes a postgresql://user@host/dbname URL, not {args.to!r}", file=sys.stderr)
+        return EXIT_USAGE
+    target = db.PostgresUrl(args.to)
+    path = _existing_warehouse(args)
+    result = pg_copy.copy(path, target, wait=args.wait, on_progress=CopyProgress(sys.stderr))
+    total = sum(result.rows.values())
+    print(
+        f"{target}: copied {total:,} row{'' if total == 1 else 's'} of {len(result.rows)} tables from {path} "
+        f"in {result.seconds:.1f} s (schema at revision {result.revision})"
+    )
+    return EXIT_OK
+
+
+class CopyProgress:
+    """``db copy``'s progress on stderr: a line per table copied; on a terminal, also its rows as
+    they go ("copying gpu_samples_hot: 120,000/2,000,000 rows")."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        back, clear = ("\r", "\x1b[K") if self.live else ("", "")
+        if done >= total:
+            self.stream.write(f"{back}copied {table}: {done:,} row{'' if done == 1 else 's'}{clear}\n")
+        elif self.live:
+            self.stream.write(f"\rcopying {table}: {done:,}/{total:,} rows{clear}")
+        self.stream.flush()
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -478,8 +561,9 @@ def _readable_dir(text: str) -> Path:
 def _sql(args: argparse.Namespace) -> int:
     import duckdb
 
-    from runlytics.warehouse import readonly
-
+    target = db.resolve_target(args.db)
+    if isinstance(target, db.PostgresUrl):
+        return _sql_postgres(args, target)
     try:
         # before opening anything: a refused statement touches no file
         statement = readonly.single_select(args.query)
@@ -506,6 +590,19 @@ def _sql(args: argparse.Namespace) -> int:
         return EXIT_QUERY
     finally:
         con.close()
+    _write_rows(columns, rows, args.format or "table")
+    return EXIT_OK
+
+
+def _sql_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
+    if args.allow_read:
+        print("runlytics sql: --allow-read reads files beside a DuckDB warehouse, not on PostgreSQL", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        columns, rows = readonly.run_postgres(target, args.query, args.timeout)
+    except (readonly.Refused, readonly.QueryFailed) as error:
+        print(f"runlytics sql: {error}", file=sys.stderr)
+        return EXIT_QUERY
     _write_rows(columns, rows, args.format or "table")
     return EXIT_OK
 
@@ -710,6 +807,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    target = db.resolve_target(args.db)
+    report = _status_postgres(target) if isinstance(target, db.PostgresUrl) else _status_duckdb(args)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_status(report)
+    return EXIT_OK
+
+
+def _status_duckdb(args: argparse.Namespace) -> dict[str, Any]:
     from runlytics.ingest import journal
     from runlytics.warehouse import ingest_status
 
@@ -730,11 +837,35 @@ def _status(args: argparse.Namespace) -> int:
         }
     finally:
         con.close()
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-    else:
-        _print_status(report)
-    return EXIT_OK
+    return report
+
+
+def _status_postgres(target: db.PostgresUrl) -> dict[str, Any]:
+    """``status`` of a PostgreSQL warehouse: no snapshot, no heartbeat file (ingest into
+    PostgreSQL is a later step of issue #18); the size is the database's."""
+    from runlytics.warehouse import ingest_status
+
+    con = cast("duckdb.DuckDBPyConnection", pg_reader.Cursor(pg_reader.connect(target)))
+    try:
+        revision = migrate.current_revision(con)
+        if revision != migrate.HEAD_REVISION:
+            raise db.WarehouseError(
+                f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "
+                "run `runlytics db upgrade --db URL`"
+            )
+        return {
+            "warehouse": str(target),
+            "size_bytes": db.one(con, "SELECT pg_database_size(current_database())")[0],
+            "schema_revision": revision,
+            "snapshot": None,
+            **ingest_status.counts(con),
+            "last_ingest": None,
+            "recent_runs": ingest_status.runs_page(con, 5, None)[0],
+            "problem_files": ingest_status.problem_files(con),
+            "warning_files": ingest_status.warning_files(con),
+        }
+    finally:
+        con.close()
 
 
 def _print_status(r: dict[str, Any]) -> None:
@@ -785,13 +916,22 @@ def _serve(args: argparse.Namespace) -> int:
     from runlytics.api import security
     from runlytics.api.app import TOKEN_ENV, create_app
 
-    path = _existing_warehouse(args)
+    target = db.resolve_target(args.db)
+    read_db = None
+    if args.read_db is not None:
+        if not (isinstance(target, db.PostgresUrl) and db.is_postgres_url(args.read_db)):
+            print("runlytics serve: --read-db takes a postgresql:// URL, with --db postgresql://…", file=sys.stderr)
+            return EXIT_USAGE
+        read_db = db.PostgresUrl(args.read_db)
+    path = target if isinstance(target, db.PostgresUrl) else _existing_warehouse(args)
     try:
         base_url = security.checked_base_url(args.base_url) if args.base_url else None
         base_url = base_url or security.default_base_url(args.host, args.port)
         hosts = [h.strip() for given in args.allowed_hosts or [] for h in given.split(",") if h.strip()]
         hosts = hosts or security.default_hosts(args.host, urlsplit(base_url).hostname if base_url else None)
-        app = create_app(path, allowed_hosts=hosts, base_url=base_url)  # an empty token: ValueError
+        app = create_app(  # an empty token: ValueError
+            path, allowed_hosts=hosts, base_url=base_url, read_db=read_db, read_timeout=args.read_timeout
+        )
     except ValueError as error:
         print(f"runlytics serve: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -801,7 +941,10 @@ def _serve(args: argparse.Namespace) -> int:
             "anyone who can reach this port can read the warehouse",
             file=sys.stderr,
         )
-    migrate.ensure_current(path, wait=args.wait)
+    if isinstance(path, Path):
+        migrate.ensure_current(path, wait=args.wait)
+    else:
+        _status_postgres(read_db or path)  # reachable, at this code's revision: else a one-line error
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return EXIT_OK
 

@@ -1,7 +1,9 @@
-"""Alembic environment: migrates one DuckDB warehouse file.
+"""Alembic environment: migrates one warehouse, a DuckDB file or a PostgreSQL database.
 
-The file is, in order: the connection handed over by ``warehouse.migrate`` (``runlytics db
-upgrade``), ``alembic -x db=PATH``, ``$RUNLYTICS_DB``, or ``./runlytics.duckdb``.
+The warehouse is, in order: the connection handed over by ``warehouse.migrate`` (``runlytics db
+upgrade``), ``alembic -x db=PATH_OR_URL``, ``$RUNLYTICS_DB``, or ``./runlytics.duckdb``. A
+``postgresql://`` URL names a PostgreSQL database (``runlytics.migrations.engine``: what the
+revisions written for DuckDB do there).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from alembic import context
 from alembic.ddl.impl import DefaultImpl
 from sqlalchemy import create_engine
 
-from runlytics.warehouse.db import resolve_path
+from runlytics.warehouse import db, postgres
 from runlytics.warehouse.schema import metadata
 
 
@@ -26,8 +28,13 @@ def run_migrations() -> None:
     if connection is not None:
         _run(connection)
         return
-    path = resolve_path(context.get_x_argument(as_dictionary=True).get("db"))
-    engine = create_engine(f"duckdb:///{path}")
+    target = db.resolve_target(context.get_x_argument(as_dictionary=True).get("db"))
+    if isinstance(target, db.PostgresUrl):
+        with postgres.connection(target) as conn:
+            _run(conn)
+            conn.commit()
+        return
+    engine = create_engine(f"duckdb:///{target}")
     try:
         with engine.connect() as conn:
             _run(conn)
@@ -43,5 +50,5 @@ def _run(connection) -> None:
 
 
 if context.is_offline_mode():
-    raise SystemExit("offline (--sql) migrations are not supported: run them against a warehouse file")
+    raise SystemExit("offline (--sql) migrations are not supported: run them against a warehouse")
 run_migrations()

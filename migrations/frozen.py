@@ -6,17 +6,24 @@ texts and changes. So every old revision replays the same SQL forever. The copie
 texts written once, when their revision was; a later change to a view is a new revision with a
 new copy (``tests/test_views_sql.py`` checks the newest copy of each view against
 ``warehouse/sql``).
+
+On PostgreSQL the revisions before 0018 create no views (``engine.POSTGRES_VIEWS_FROM``): their
+texts are DuckDB's, and 0018 creates the head's views there.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from runlytics.migrations import engine
 from runlytics.warehouse.views import View
 
 FROZEN = Path(__file__).resolve().parent / "versions" / "views"
 
 
 def views(revision: str, names: tuple[str, ...]) -> tuple[View, ...]:
-    """The views ``names`` as ``revision`` created them, in the given order."""
+    """The views ``names`` as ``revision`` created them, in the given order (none for a revision
+    before 0018 running on PostgreSQL)."""
+    if revision < engine.POSTGRES_VIEWS_FROM and engine.on_postgres():
+        return ()
     return tuple(View.load(FROZEN / revision, name) for name in names)

@@ -165,10 +165,10 @@ MUTATIONS: tuple[Mutation, ...] = (
       A + "test_seconds_from_iteration_time_else_timestamps_else_unknown"),
     m("row samples: batch_size beats samples given", "job.total_samples",
       view("step_metrics",
-           "WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE)\n"
+           "WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE PRECISION)\n"
            "           WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta",
            "WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta\n"
-           "           WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE)"),
+           "           WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE PRECISION)"),
       A + "test_samples_given_beat_batch_size"),
     m("row samples: batch_size without Δ", "job.total_samples",
       view("step_metrics", "j.batch_size * t.delta", "j.batch_size"),
@@ -320,8 +320,9 @@ MUTATIONS: tuple[Mutation, ...] = (
       view("job_checkpoints", "count(c.step) AS total_checkpoints", "count(c.train_loss) AS total_checkpoints"),
       A + "test_checkpoints_from_list_and_folders"),
     m("frequency: the median gap beats save_steps", "job.checkpoint_frequency_steps",
-      view("job_checkpoints", "CASE WHEN save_steps > 0 THEN CAST(save_steps AS DOUBLE) ELSE median_gap END",
-           "coalesce(median_gap, CAST(save_steps AS DOUBLE))"),
+      view("job_checkpoints",
+           "CASE WHEN save_steps > 0 THEN CAST(save_steps AS DOUBLE PRECISION) ELSE median_gap END",
+           "coalesce(median_gap, CAST(save_steps AS DOUBLE PRECISION))"),
       A + "test_save_steps_beats_the_median_gap"),
     m("frequency: the mean gap", "job.checkpoint_frequency_steps",
       view("job_checkpoints", "@median(c.gap)", "avg(c.gap)"),
@@ -389,7 +390,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       fleet("@ordered_avg(average_samples_per_second) AS", "@ordered_avg(coalesce(average_samples_per_second, 0)) AS"),
       API + "test_summary_figures"),
     m("top jobs rank jobs without a throughput", "summary.top_performing_jobs",
-      fleet("  AND isfinite(average_samples_per_second)\n", ""), API + "test_summary_figures"),
+      fleet("  AND @finite(average_samples_per_second)\n", ""), API + "test_summary_figures"),
     m("top jobs: the total counts every job", "summary.top_performing_jobs",
       fleet('"top_performing_total": row["ranked_jobs"]', '"top_performing_total": row["total_jobs"]'),
       API + "test_summary_figures"),

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +64,61 @@ def is_write_failure(error: BaseException) -> bool:
     return False
 
 
+# what --db and $RUNLYTICS_DB name a PostgreSQL warehouse by (libpq's URL schemes, and SQLAlchemy's)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+
+
+@dataclass(frozen=True)
+class PostgresUrl:
+    """A PostgreSQL warehouse: ``postgresql://user@host:port/dbname`` as the user named it."""
+
+    url: str = field(repr=False)  # it may hold a password
+
+    @property
+    def rest(self) -> str:
+        """The URL after its scheme."""
+        return self.url.split("://", 1)[1]
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return f"postgresql+psycopg://{self.rest}"
+
+    @property
+    def libpq_url(self) -> str:
+        return f"postgresql://{self.rest}"
+
+    def __str__(self) -> str:
+        """The URL without its password (messages name the warehouse by it)."""
+        return "postgresql://" + _PASSWORD.sub(r"\1:***@", self.rest)
+
+
+_PASSWORD = re.compile(r"^([^/@:]*):[^/@]*@")
+
+
+def is_postgres_url(text: str | os.PathLike[str]) -> bool:
+    return isinstance(text, str) and text.startswith(POSTGRES_SCHEMES)
+
+
+def resolve_target(db: str | os.PathLike[str] | None = None) -> Path | PostgresUrl:
+    """The warehouse: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb; a
+    ``postgresql://`` URL names a PostgreSQL database, anything else a DuckDB file."""
+    named = db or os.environ.get(ENV_DB) or DEFAULT_DB
+    return PostgresUrl(named) if isinstance(named, str) and is_postgres_url(named) else Path(named)
+
+
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
-    """The warehouse file: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb."""
-    return Path(db or os.environ.get(ENV_DB) or DEFAULT_DB)
+    """The warehouse file: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb.
+
+    A PostgreSQL URL is refused: so far only ``db upgrade``, ``db copy --to``, ``sql``, ``status``
+    and ``serve`` take one (docs/postgresql.md)."""
+    target = resolve_target(db)
+    if isinstance(target, PostgresUrl):
+        raise WarehouseError(
+            f"{target}: this command reads a DuckDB warehouse file; a PostgreSQL database serves "
+            "`runlytics db upgrade`, `db copy --to`, `sql`, `status` and `serve` so far "
+            "(name a file with --db PATH)"
+        )
+    return target
 
 
 def _is_lock_conflict(error: Exception) -> bool:

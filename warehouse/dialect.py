@@ -2,12 +2,17 @@
 
 The views in ``warehouse/views.py`` are written in portable SQL plus the placeholders below
 (``@finite(x)``, ``@seconds_between(a; b)``; each snippet is a ``str.format`` template).
-A PostgreSQL backend would add a second mapping with the same keys. Whole constructs that are
-DuckDB's own (``ASOF JOIN`` in ``step_gpu_alignment``, ``QUALIFY``) are marked in the views.
+``DUCKDB`` and ``POSTGRES`` map the same keys; ``for_bind`` picks one for a migration's
+connection. Both engines must give the same values to the last digit
+(``tests/test_postgres_views.py`` compares every row of every view): each PostgreSQL snippet
+says what of DuckDB's behaviour it reproduces. Some need functions of our own on PostgreSQL
+(``runlytics_median``, an aggregate that also works as a window function): revision 0018
+creates them (docs/postgresql.md, "Views on PostgreSQL").
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 DUCKDB: dict[str, str] = {
@@ -28,11 +33,64 @@ DUCKDB: dict[str, str] = {
     # parallel threads in the order they finish; docs/decisions.md, "Floats that do not change")
     "ordered_sum": "sum({x} ORDER BY {x})",
     "ordered_avg": "avg({x} ORDER BY {x})",
+    # the first capture group of a regular expression as BIGINT; NULL when the text does not
+    # match or the number does not fit (the group must match digits only)
+    "capture_bigint": "TRY_CAST(regexp_extract({x}, {pattern}, 1) AS BIGINT)",
+    # a LEFT JOIN of each row to the one row of a table with the latest time at or before the
+    # row's (time column ts of the table, at the row's time; match: the join's other conditions)
+    "asof_left_join": "ASOF LEFT JOIN {table} {alias} ON {match} AND {at} >= {ts}",
+    # over a window frame: the last value of x that is not NULL
+    "last_known": "last_value({x} IGNORE NULLS)",
+    # a message: %s (text), %d (integer), %.Nf and %.Ng (DOUBLE), %%; NULL when any value is
+    # NULL. The values follow the format as further arguments: @printf('%d of %s'; n; name)
+    "printf": "printf({format}{rest_comma})",
 }
 
+# The same keys for PostgreSQL 15 (issue #18).
+POSTGRES: dict[str, str] = {
+    # NaN is above every number in PostgreSQL, and abs() of NULL is NULL as isfinite()'s is
+    "finite": "(abs({x}) < CAST('Infinity' AS DOUBLE PRECISION))",
+    # each time's epoch as a DOUBLE first (the exact NUMERIC rounded once, as DuckDB's epoch()
+    # divides exact microseconds), then subtracted: DuckDB's arithmetic, to the last digit
+    "seconds_between": (
+        "(CAST(EXTRACT(EPOCH FROM {b}) AS DOUBLE PRECISION) - CAST(EXTRACT(EPOCH FROM {a}) AS DOUBLE PRECISION))"
+    ),
+    # DuckDB's round() of a DOUBLE takes halves away from zero, PostgreSQL's to even: halves first
+    "from_epoch": (
+        "(TIMESTAMP '1970-01-01 00:00:00' + CAST(CASE WHEN abs({x} * 1000000 - trunc({x} * 1000000)) = 0.5"
+        " THEN trunc({x} * 1000000) + sign({x}) ELSE round({x} * 1000000) END AS BIGINT)"
+        " * INTERVAL '1 microsecond')"
+    ),
+    # an aggregate of revision 0018: percentile_cont cannot be a window function (DuckDB's median
+    # can), and it interpolates as lo + (hi - lo) * 0.5, DuckDB as lo * 0.5 + hi * 0.5
+    "median": "runlytics_median({x})",
+    # DuckDB sorts NULLs last in both directions, PostgreSQL first when descending
+    "first_by": "runlytics_first({value} ORDER BY {order_nulls_last})",
+    "compact_list": "array_remove(ARRAY[{items}], NULL)",
+    # PostgreSQL's sum and avg of float8 add in input order: sorted, DuckDB's digits
+    "ordered_sum": "sum({x} ORDER BY {x})",
+    "ordered_avg": "avg({x} ORDER BY {x})",
+    "capture_bigint": (
+        "CAST(CASE WHEN CAST(substring({x} FROM {pattern}) AS NUMERIC) <= 9223372036854775807"
+        " THEN substring({x} FROM {pattern}) END AS BIGINT)"
+    ),
+    "asof_left_join": (
+        "LEFT JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {match} AND {ts} <= {at}"
+        " ORDER BY {ts} DESC LIMIT 1) {alias} ON true"
+    ),
+    # an aggregate of revision 0018 (PostgreSQL has no IGNORE NULLS): the same frame, in order
+    "last_known": "runlytics_last_known({x})",
+    # a function of revision 0018 with DuckDB's digits (the exact binary value rounded half to
+    # even); each value travels as text, a DOUBLE as its 64 bits (runlytics_printf_arg)
+    "printf": "runlytics_printf({format}, VARIADIC CAST(ARRAY[{rest_printf}] AS TEXT[]))",
+}
 
-# filled in for the PostgreSQL engine (issue #18): the same keys as DUCKDB
-POSTGRES: dict[str, str] = {}
+# a macro's arguments, in the order its call gives them (each snippet uses a subset); rest: every
+# argument after those, any number of them
+FIELDS = ("x", "a", "b", "value", "order", "items", "pattern", "table", "alias", "match", "ts", "at", "format", "rest")
+# fields derived from another one: (name in a snippet, the field it comes from)
+DERIVED = {"order_nulls_last": "order", "rest_comma": "rest", "rest_printf": "rest"}
+NULLS_PLACED = re.compile(r"\bNULLS\s+(FIRST|LAST)\b", re.IGNORECASE)
 
 
 def for_bind(bind: Any) -> dict[str, str]:
@@ -57,16 +115,36 @@ def render(template: str, dialect: dict[str, str] = DUCKDB) -> str:
         name = template[at + 1 : paren]
         j = paren + 1 + len("".join(_split_args(template[paren + 1 :], stop_at_close=True)))
         args = [render(a.strip(), dialect) for a in _split_args(template[paren + 1 : j])]
-        snippet = dialect[name]
-        fields = [f for f in ("x", "a", "b", "value", "order", "items") if "{" + f + "}" in snippet]
-        if len(fields) != len(args):
-            raise ValueError(f"@{name} takes {len(fields)} argument(s), got {len(args)}")
-        out.append(snippet.format(**dict(zip(fields, args, strict=True))))
+        out.append(_expand(name, dialect[name], args))
         i = j + 1
 
 
-def _split_args(text: str, stop_at_close: bool = False) -> list[str]:
-    """Split on top-level ``;`` (not inside parentheses or SQL string literals).
+def _expand(name: str, snippet: str, args: list[str]) -> str:
+    """One macro's snippet with its arguments in place."""
+    used = {f for f in FIELDS if "{" + f + "}" in snippet}
+    used |= {source for derived, source in DERIVED.items() if "{" + derived + "}" in snippet}
+    fields = [f for f in FIELDS if f in used]
+    fixed = [f for f in fields if f != "rest"]
+    if len(args) != len(fixed) and not ("rest" in fields and len(args) > len(fixed)):
+        raise ValueError(f"@{name} takes {len(fixed)} argument(s), got {len(args)}")
+    values = dict(zip(fixed, args, strict=False))
+    rest = args[len(fixed) :]
+    values["rest"] = ", ".join(rest)
+    values["rest_comma"] = "".join(f", {a}" for a in rest)
+    values["rest_printf"] = ", ".join(f"runlytics_printf_arg({a})" for a in rest)
+    if "order" in values:
+        values["order_nulls_last"] = _nulls_last(values["order"])
+    return snippet.format(**values)
+
+
+def _nulls_last(order: str) -> str:
+    """An ORDER BY list with NULLS LAST on each key that does not say where its NULLs go."""
+    keys = _split_args(order, separator=",")
+    return ", ".join(k.strip() if NULLS_PLACED.search(k) else f"{k.strip()} NULLS LAST" for k in keys)
+
+
+def _split_args(text: str, stop_at_close: bool = False, separator: str = ";") -> list[str]:
+    """Split on top-level ``;`` (or ``separator``; not inside parentheses or SQL string literals).
 
     With ``stop_at_close``, stop at the ``)`` that closes the macro and return the text before
     it in one piece (its length locates the closing parenthesis).
@@ -80,7 +158,7 @@ def _split_args(text: str, stop_at_close: bool = False) -> list[str]:
             depth -= ch == ")"
             if depth < 0 and stop_at_close:
                 return [text[:k]]
-            if ch == ";" and depth == 0:
+            if ch == separator and depth == 0:
                 args.append(text[start:k])
                 start = k + 1
     if stop_at_close:

@@ -13,7 +13,7 @@ from typing import Any
 import duckdb
 
 from . import db, pages
-from .dialect import render
+from .pg_reader import sql_for
 from .queries import plain, records
 from .views import STATUSES
 
@@ -44,8 +44,7 @@ FILTER = """
 """
 
 # sums and means in one order whatever the threads: the same rows give the same last digit
-SUMMARY = render(
-    f"""
+SUMMARY = f"""
 SELECT count(*) AS total_jobs,
        @ordered_avg(total_seconds) FILTER (WHERE status = 'completed')
            AS average_training_duration_seconds,
@@ -53,11 +52,10 @@ SELECT count(*) AS total_jobs,
        @ordered_avg(average_samples_per_second) AS average_throughput_samples_per_sec,
        @ordered_avg(average_gpu_utilization) AS average_gpu_utilization,
        @ordered_avg(peak_gpu_memory_mb) AS average_peak_memory_mb,
-       count(*) FILTER (WHERE isfinite(average_samples_per_second)) AS ranked_jobs
+       count(*) FILTER (WHERE @finite(average_samples_per_second)) AS ranked_jobs
 FROM job_results
 WHERE {FILTER}
 """
-)
 
 BY_STATUS = f"SELECT status, count(*) FROM job_results WHERE {FILTER} GROUP BY status"
 
@@ -67,7 +65,7 @@ TOP_JOBS = f"""
 SELECT job_id, average_samples_per_second AS throughput, total_seconds AS duration
 FROM job_results
 WHERE {FILTER}
-  AND isfinite(average_samples_per_second)
+  AND @finite(average_samples_per_second)
   AND ($after_id IS NULL
        OR average_samples_per_second < $after_value
        OR (average_samples_per_second = $after_value AND job_id > $after_id))
@@ -95,7 +93,7 @@ COUNT = f"SELECT count(*) FROM job_results WHERE {FILTER}"
 COMPARE = """
 SELECT job_id, total_seconds, average_samples_per_second, final_loss, average_gpu_utilization, overall_score
 FROM job_results
-WHERE job_id IN (SELECT unnest($job_ids))
+WHERE job_id = ANY($job_ids)
 """
 
 
@@ -117,7 +115,7 @@ class Filters:
 def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset: int, cursor: str | None) -> dict:
     """The all-jobs summary of analytics.md; ``top_performing_jobs`` is one page."""
     params = filters.params()
-    row = db.one_dict(con, SUMMARY, params)
+    row = db.one_dict(con, sql_for(con, SUMMARY), params)
     counts = dict(con.execute(BY_STATUS, params).fetchall())
     by_status = {s: counts.get(s, 0) for s in STATUSES}
     if counts.get("unknown"):
@@ -129,7 +127,8 @@ def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset
             raise pages.BadCursor("cursor is not one this API handed out")
         offset = 0
     top = con.execute(
-        TOP_JOBS, {**params, "limit": limit + 1, "offset": offset, "after_value": after_value, "after_id": after_id}
+        sql_for(con, TOP_JOBS),
+        {**params, "limit": limit + 1, "offset": offset, "after_value": after_value, "after_id": after_id},
     ).fetchall()
     more = len(top) > limit
     top = top[:limit]

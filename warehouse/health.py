@@ -10,13 +10,15 @@ from typing import Any
 
 import duckdb
 
-from .dialect import render
+from .pg_reader import sql_for
 
 LIVE_STATUS = "running"  # paused, queued and finished jobs have no per-job series
 
 # The running jobs' ids are read first and passed as a list: list_contains() is pushed below
 # step_metrics' window (PARTITION BY job_id), where an IN (subquery) join is not, so a scrape
 # reads the running jobs' rows only (about 4x faster on 1M step rows, 57 of 500 jobs running).
+# On PostgreSQL warehouse/pg_reader.py reads it as `job_id = ANY($job_ids)`. The queries are
+# templates: pg_reader.sql_for renders their macros for the engine read.
 
 # ETA: the average seconds per step over a job's last RECENT_ROWS step rows (those that are timed).
 RECENT_ROWS = 20
@@ -24,8 +26,7 @@ RECENT_ROWS = 20
 # Per running job: the latest step (the step rows' or the job's current_step, whichever is
 # further), the latest finite loss, the latest throughput (the row's samples_per_second, else
 # its samples / seconds), total_steps, and the seconds per step of its recent timed rows.
-RUNNING_JOBS = render(
-    f"""
+RUNNING_JOBS = f"""
 WITH live AS (
     SELECT job_id, current_step, total_steps FROM jobs WHERE list_contains($job_ids, job_id)
 ), rows AS (
@@ -58,12 +59,10 @@ FROM live l
 LEFT JOIN per_job p ON p.job_id = l.job_id
 ORDER BY l.job_id
 """
-)
 
 # Per running job and GPU: the latest GPU sample; for a job without any samples, the reading
 # logged with its latest step that has one (host '').
-RUNNING_GPUS = render(
-    """
+RUNNING_GPUS = """
 WITH sampled AS (
     SELECT job_id, host, gpu_index,
            max(ts) AS ts,
@@ -87,10 +86,9 @@ WITH sampled AS (
 )
 SELECT job_id, host, gpu_index, @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) AS sample_epoch,
        utilization_percent, memory_used_mb, temperature_c, power_w
-FROM (SELECT * FROM sampled UNION ALL SELECT * FROM logged)
+FROM (SELECT * FROM sampled UNION ALL SELECT * FROM logged) AS readings
 ORDER BY job_id, host, gpu_index
 """
-)
 
 JOBS_BY_STATUS = "SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status"
 
@@ -108,12 +106,12 @@ def running_job_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 def running_jobs(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dict[str, Any]]:
     """Per job (of the running ones): job_id, step, loss, samples_per_second, total_steps, seconds_per_step."""
-    return _records(con.execute(RUNNING_JOBS, {"job_ids": job_ids}))
+    return _records(con.execute(sql_for(con, RUNNING_JOBS), {"job_ids": job_ids}))
 
 
 def running_gpus(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dict[str, Any]]:
     """Per job (of the running ones) and GPU: job_id, host, gpu_index, sample_epoch and the latest reading."""
-    return _records(con.execute(RUNNING_GPUS, {"job_ids": job_ids}))
+    return _records(con.execute(sql_for(con, RUNNING_GPUS), {"job_ids": job_ids}))
 
 
 def jobs_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -39,7 +40,7 @@ LIMIT $limit
 
 # Every file whose last read left warnings, with those the ledger keeps (the first 50).
 WARNING_FILES = """
-SELECT path, kind, warning_count, CAST(warnings AS VARCHAR[]) AS warnings, last_read_at
+SELECT path, kind, warning_count, warnings, last_read_at
 FROM ingest_files
 WHERE outcome = 'ingested' AND warning_count > 0
 ORDER BY path
@@ -101,7 +102,11 @@ def run_warnings(con: duckdb.DuckDBPyConnection, run_id: int, limit: int) -> lis
 
 def warning_files(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """The files whose last read left warnings, each with the warnings kept."""
-    return records(con.execute(WARNING_FILES))
+    rows = records(con.execute(WARNING_FILES))
+    for row in rows:
+        # the JSON array as text on both engines (PostgreSQL casts no json to an array)
+        row["warnings"] = [str(w) for w in json.loads(row["warnings"])] if row["warnings"] else []
+    return rows
 
 
 def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

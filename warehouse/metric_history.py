@@ -10,12 +10,15 @@ from typing import Any
 import duckdb
 
 from . import db, history, pages
+from .pg_reader import sql_for
 from .queries import records
 
-# Per metric: its points, first and last step, and the value at the last step.
+# Per metric: its points, first and last step, and the value at the last step (rows without a
+# value or a step skipped, as DuckDB's arg_max skips them). A template: pg_reader.sql_for
+# renders it for the engine read.
 JOB_METRICS = """
 SELECT name, count(*) AS points, min(step) AS first_step, max(step) AS last_step,
-       arg_max(value, step) AS last_value
+       @first_by(value; step DESC) FILTER (WHERE value IS NOT NULL AND step IS NOT NULL) AS last_value
 FROM metric_points
 WHERE job_id = $job_id
 GROUP BY name
@@ -33,7 +36,9 @@ LIMIT $limit
 # history.STEPS_DOWNSAMPLED reads (job_id, step, …) from a relation: here one metric's points.
 POINTS_SOURCE = "(SELECT job_id, step, ts, value FROM metric_points WHERE name = $name)"
 
-METRIC_EXISTS = "SELECT count(*) > 0 FROM (SELECT 1 FROM metric_points WHERE job_id = $job_id AND name = $name LIMIT 1)"
+METRIC_EXISTS = (
+    "SELECT count(*) > 0 FROM (SELECT 1 FROM metric_points WHERE job_id = $job_id AND name = $name LIMIT 1) AS hit"
+)
 
 # Steps are BIGINT; a page starts after this when no cursor or from_step says otherwise.
 BEFORE_ANY_STEP = -(2**63)
@@ -51,7 +56,7 @@ class UnknownMetric(LookupError):
 
 def job_metrics(con: duckdb.DuckDBPyConnection, job_id: str) -> list[dict[str, Any]]:
     """The job's metrics by name: ``name``, ``points``, ``first_step``, ``last_step``, ``last_value``."""
-    return records(con.execute(JOB_METRICS, {"job_id": job_id}))
+    return records(con.execute(sql_for(con, JOB_METRICS), {"job_id": job_id}))
 
 
 def metric_history(

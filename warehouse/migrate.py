@@ -11,6 +11,7 @@ from .lock import run_lock
 
 if TYPE_CHECKING:
     import duckdb
+    import sqlalchemy as sa
     from alembic.config import Config
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
@@ -56,7 +57,7 @@ def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0] if row else None
 
 
-def check_revision(revision: str | None, path: Path) -> None:
+def check_revision(revision: str | None, path: Path | db.PostgresUrl) -> None:
     """Refuse a warehouse written by a newer runlytics: guessing at its schema could lose data."""
     if revision is not None and revision != HEAD_REVISION and revision not in known_revisions():
         raise db.WarehouseError(
@@ -66,8 +67,12 @@ def check_revision(revision: str | None, path: Path) -> None:
         )
 
 
-def upgrade(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
-    """Build or upgrade the warehouse at ``path`` and publish a snapshot; returns its revision."""
+def upgrade(path: Path | db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
+    """Build or upgrade the warehouse at ``path`` and publish a snapshot; returns its revision.
+
+    A PostgreSQL database is upgraded in one transaction, under its schema lock (no snapshot)."""
+    if isinstance(path, db.PostgresUrl):
+        return upgrade_postgres(path, revision, wait)
     path.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(path, wait=wait):
         done = upgrade_locked(path, revision, wait)
@@ -82,20 +87,47 @@ def upgrade_locked(path: Path, revision: str = "head", wait: float = db.DEFAULT_
         check_revision(current_revision(con), path)
     finally:
         con.close()
-    from alembic import command
     from sqlalchemy import create_engine
 
     engine = create_engine(f"duckdb:///{path}")
     try:
         with engine.connect() as conn:
-            config = alembic_config()
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
+            run_chain(conn, revision)
             conn.commit()
             conn.exec_driver_sql("CHECKPOINT")
             return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
+
+
+def run_chain(conn: sa.Connection, revision: str = "head") -> None:
+    """Run the alembic chain up to ``revision`` on this connection. Within a transaction the
+    connection already began, the upgrade joins it (committed or rolled back with it)."""
+    from alembic import command
+
+    config = alembic_config()
+    config.attributes["connection"] = conn
+    command.upgrade(config, revision)
+
+
+def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
+    """``upgrade`` of a PostgreSQL database: the whole chain in one transaction, so that a failure
+    leaves the database as it was (PostgreSQL's DDL is transactional)."""
+    import sqlalchemy as sa
+
+    from . import postgres
+
+    with postgres.connection(target) as conn:
+        try:
+            postgres.lock_schema(conn, target, wait)
+            check_revision(postgres.current_revision(conn), target)
+            run_chain(conn, revision)
+            done = postgres.current_revision(conn)
+            conn.commit()
+        except sa.exc.DBAPIError as error:
+            raise db.WarehouseError(f"cannot upgrade {target}: {postgres.reason(error)}") from error
+    assert done is not None
+    return done
 
 
 def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS, *, locked: bool = False) -> None:

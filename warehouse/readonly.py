@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import db, snapshots
 
@@ -105,3 +105,52 @@ def _kind(statement: duckdb.Statement) -> str:
 def _keyword(sql: str) -> str:
     match = _KEYWORD.match(sql)
     return match.group(1).upper() if match else ""
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+# There, the database's own rules do what the DuckDB locks above do: the query runs as ONE
+# prepared statement (the extended protocol refuses a second one, so no `COMMIT; …` can leave
+# the transaction), in a READ ONLY transaction on a session whose default is read-only too, under
+# ``statement_timeout``. What it may read is what the role may read: give analysts a role with
+# SELECT only (docs/postgresql.md).
+
+DEFAULT_PG_TIMEOUT_SECONDS = 300.0
+
+
+def run_postgres(
+    target: db.PostgresUrl, sql: str, timeout: float = DEFAULT_PG_TIMEOUT_SECONDS
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The column names and rows of one read-only statement; ``Refused`` (several statements)
+    or ``QueryFailed`` (any error of the query, a write or the time limit) on one line."""
+    import psycopg
+
+    from . import pg_reader
+
+    conn = pg_reader.connect(target, timeout)
+    try:
+        cursor = psycopg.Cursor(conn)
+        try:
+            # prepared: the server refuses a second statement instead of running it
+            cursor.execute(sql, prepare=True)
+        except psycopg.errors.QueryCanceled as error:
+            raise QueryFailed(f"stopped after {timeout:g} s (--timeout): {_line(error)}") from error
+        except psycopg.errors.SyntaxError as error:
+            if "multiple commands" in str(error):
+                raise Refused(_refusal("several statements")) from error
+            raise QueryFailed(_line(error)) from error
+        except psycopg.Error as error:
+            raise QueryFailed(_line(error)) from error
+        columns = [d.name for d in cursor.description or []]
+        return columns, cursor.fetchall() if cursor.description else []
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+class QueryFailed(Exception):
+    """The query ran and failed (an error of its own, a refused write, the time limit); one line."""
+
+
+def _line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -16,24 +16,24 @@ import duckdb
 from . import db
 from .dialect import render
 from .fleet import FILTER, Filters
+from .pg_reader import sql_for
 from .queries import plain
+
+# The queries are templates: pg_reader.sql_for renders their macros for the engine read.
 
 # GPU hours of the chosen jobs: the view job_gpu_hours holds the one definition (total_seconds x
 # GPUs / 3600 per job; see docs/views.md), fleet_gpu_hours the same sum over every job. Jobs
 # with neither a duration nor a GPU count have no GPU hours and are counted apart.
-GPU_HOURS = render(
-    f"""
+GPU_HOURS = f"""
 WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER})
 SELECT @ordered_sum(g.gpu_hours) AS gpu_hours, count(g.gpu_hours) AS jobs_counted, count(*) AS jobs
 FROM job_gpu_hours g
 JOIN chosen c ON c.job_id = g.job_id
 """
-)
 
 # Equal-width bins between the lowest and the highest average throughput (one bin when all
 # jobs have the same); jobs without a throughput are left out.
-THROUGHPUT_HISTOGRAM = render(
-    f"""
+THROUGHPUT_HISTOGRAM = f"""
 WITH t AS (
     SELECT average_samples_per_second AS x FROM job_results
     WHERE {FILTER} AND @finite(average_samples_per_second)
@@ -48,18 +48,16 @@ SELECT b.bin,
        lo + (hi - lo) * b.bin / n AS low,
        CASE WHEN n = 1 THEN hi ELSE lo + (hi - lo) * (b.bin + 1) / n END AS high,
        coalesce(binned.jobs, 0) AS jobs
-FROM span, range(0, (SELECT n FROM span)) b(bin)
+FROM span, generate_series(0, (SELECT n FROM span) - 1) b(bin)
 LEFT JOIN binned ON coalesce(binned.bin, 0) = b.bin
 WHERE lo IS NOT NULL
 ORDER BY b.bin
 """
-)
 
 # Mean GPU utilization over every timed reading of the chosen jobs, in equal time buckets from
 # the first to the end of the last minute with readings; utilization_minutes holds the readings
 # summed per job and minute, so a bucket's edges fall on whole minutes.
-UTILIZATION_OVER_TIME = render(
-    f"""
+UTILIZATION_OVER_TIME_TEMPLATE = f"""
 WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER}),
 minutes AS (SELECT u.* FROM utilization_minutes u JOIN chosen c ON c.job_id = u.job_id),
 span AS (
@@ -74,7 +72,7 @@ FROM minutes, span
 GROUP BY 1
 ORDER BY 1
 """
-)
+UTILIZATION_OVER_TIME = render(UTILIZATION_OVER_TIME_TEMPLATE)  # DuckDB's text (bench/gpu_reads.py times it)
 
 MODELS = f"""
 SELECT model_name, count(*) AS jobs FROM job_results
@@ -86,9 +84,9 @@ GROUP BY model_name ORDER BY model_name
 def fleet_trends(con: duckdb.DuckDBPyConnection, filters: Filters, bins: int, buckets: int) -> dict[str, Any]:
     """GPU hours, the throughput histogram, utilization over time, and the models seen."""
     params = filters.params()
-    gpu_hours, jobs_counted, jobs = db.one(con, GPU_HOURS, params)
-    histogram = con.execute(THROUGHPUT_HISTOGRAM, {**params, "bins": bins}).fetchall()
-    over_time = con.execute(UTILIZATION_OVER_TIME, {**params, "buckets": buckets}).fetchall()
+    gpu_hours, jobs_counted, jobs = db.one(con, sql_for(con, GPU_HOURS), params)
+    histogram = con.execute(sql_for(con, THROUGHPUT_HISTOGRAM), {**params, "bins": bins}).fetchall()
+    over_time = con.execute(sql_for(con, UTILIZATION_OVER_TIME_TEMPLATE), {**params, "buckets": buckets}).fetchall()
     models = con.execute(MODELS, {**params, "model": None}).fetchall()  # every model, for a picker
     return {
         "gpu_hours": plain(gpu_hours),

@@ -2,7 +2,8 @@
 
 The view stays the definition; the table makes one job's analytics and the fleet summary
 fast at thousands of jobs. A later revision that changes the views must refill it
-(``warehouse.results.REFILL``).
+(``warehouse.results.REFILL``). On PostgreSQL the table is created by revision 0004, in the
+shape it has had since (this revision's view does not exist there).
 
 Revision ID: 0003
 Revises: 0002
@@ -11,9 +12,7 @@ Create Date: 2026-11-29
 
 from __future__ import annotations
 
-from alembic import op
-
-from runlytics.migrations import derived
+from runlytics.migrations import derived, engine
 from runlytics.warehouse import results
 
 revision = "0003"
@@ -23,9 +22,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(results.CREATE)
+    engine.duckdb_only(results.CREATE)
     derived.refill(results.REFILL)
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE job_results")
+    engine.duckdb_only("DROP TABLE job_results")

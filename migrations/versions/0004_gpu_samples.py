@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import results
 from runlytics.warehouse.views import View
 
@@ -50,6 +50,27 @@ VIEWS_AFTER = (
     "step_gpu_alignment",
     "job_analytics",
 )
+# job_results on PostgreSQL, where no view exists before 0018 to create it from: the columns of
+# job_analytics as this revision's views give them (tests/test_postgres_schema.py compares them
+# with DuckDB's table)
+POSTGRES_JOB_RESULTS = """
+CREATE TABLE job_results (
+    job_id VARCHAR, status VARCHAR, model_name VARCHAR, created_at TIMESTAMP,
+    started_at TIMESTAMP, ended_at TIMESTAMP, updated_at TIMESTAMP, start_time TIMESTAMP,
+    end_time TIMESTAMP, total_seconds DOUBLE, training_seconds DOUBLE, overhead_seconds DOUBLE,
+    total_iterations BIGINT, total_samples DOUBLE, average_samples_per_second DOUBLE,
+    peak_samples_per_second DOUBLE, average_iteration_time DOUBLE, initial_loss DOUBLE,
+    final_loss DOUBLE, best_loss DOUBLE, loss_reduction_percent DOUBLE, final_eval_loss DOUBLE,
+    best_eval_loss DOUBLE, average_gpu_utilization DOUBLE, average_gpu_memory_mb DOUBLE,
+    peak_gpu_memory_mb DOUBLE, average_gpu_temp_celsius DOUBLE, peak_gpu_temp_celsius DOUBLE,
+    gpu_source VARCHAR, total_energy_wh DOUBLE, energy_per_1000_samples_wh DOUBLE,
+    gpus_with_power BIGINT, idle_gpus BIGINT, average_throttled_share DOUBLE,
+    total_checkpoints BIGINT, checkpoint_frequency_steps DOUBLE, final_checkpoint VARCHAR,
+    best_checkpoint VARCHAR, gpu_utilization_score DOUBLE, throughput_score DOUBLE,
+    overall_score DOUBLE, step_rows BIGINT, timed_rows BIGINT, nonfinite_losses BIGINT,
+    warnings VARCHAR[]
+)
+"""
 
 
 def upgrade() -> None:
@@ -71,11 +92,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("job_id", "host", "gpu_index", "ts"),
     )
     op.add_column("ingest_files", sa.Column("read_offset", sa.BigInteger))
-    _replace_views(frozen.views("0002", VIEWS_BEFORE), frozen.views("0004", VIEWS_AFTER))
+    if engine.on_postgres():
+        engine.create_table(POSTGRES_JOB_RESULTS)
+    else:
+        _replace_views(frozen.views("0002", VIEWS_BEFORE), frozen.views("0004", VIEWS_AFTER))
 
 
 def downgrade() -> None:
-    _replace_views(frozen.views("0004", VIEWS_AFTER), frozen.views("0002", VIEWS_BEFORE))
+    if engine.on_postgres():
+        op.execute("DROP TABLE job_results")
+    else:
+        _replace_views(frozen.views("0004", VIEWS_AFTER), frozen.views("0002", VIEWS_BEFORE))
     op.drop_column("ingest_files", "read_offset")
     op.drop_table("gpu_samples")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import results
 
 revision = "0006"
@@ -21,12 +21,19 @@ branch_labels = None
 depends_on = None
 
 VIEWS = ("gpu_utilization_readings",)  # versions/views/0006/
+# utilization_minutes on PostgreSQL, where no view exists before 0018 to create it from
+POSTGRES_CREATE = """
+CREATE TABLE utilization_minutes (job_id VARCHAR, minute TIMESTAMP, readings BIGINT, utilization_sum DOUBLE)
+"""
 
 
 def upgrade() -> None:
     for view in frozen.views("0006", VIEWS):
         op.execute(view.create_sql())
-    op.execute(results.UTILIZATION_CREATE)
+    if engine.on_postgres():
+        engine.create_table(POSTGRES_CREATE)
+    else:
+        op.execute(results.UTILIZATION_CREATE)
     derived.refill(results.UTILIZATION_REFILL)
 
 

@@ -22,10 +22,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    (view,) = frozen.views("0007", ("job_duration",))
-    op.execute(view.create_sql())
+    for view in frozen.views("0007", ("job_duration",)):  # none on PostgreSQL
+        op.execute(view.create_sql())
 
 
 def downgrade() -> None:
-    (view,) = frozen.views("0004", ("job_duration",))  # as revision 0004 created it
-    op.execute(view.create_sql())
+    for view in frozen.views("0004", ("job_duration",)):  # as revision 0004 created it
+        op.execute(view.create_sql())

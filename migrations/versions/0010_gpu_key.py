@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import results
 
 revision = "0010"
@@ -53,15 +53,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    _swap(BY_INDEX, FILL_BY_INDEX, "gpu_samples_by_index")
+    _swap(BY_INDEX, FILL_BY_INDEX, "gpu_samples_by_index", fill_portable=False)
     for view in frozen.views(VIEWS_BEFORE, VIEWS):
         op.execute(view.create_sql())
     # samples of GPUs that shared an index collapsed: both derived tables follow
     derived.refill(results.REFILL, results.UTILIZATION_REFILL)
 
 
-def _swap(create: str, fill: str, name: str) -> None:
-    op.execute(create)
-    op.execute(fill)
+def _swap(create: str, fill: str, name: str, *, fill_portable: bool = True) -> None:
+    engine.create_table(create)
+    if fill_portable:
+        op.execute(fill)
+    else:
+        engine.duckdb_only(fill)
     op.execute("DROP TABLE gpu_samples")
     op.execute(f"ALTER TABLE {name} RENAME TO gpu_samples")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import insights
 
 revision = "0011"
@@ -53,13 +53,13 @@ DEFAULTS = {
 
 
 def upgrade() -> None:
-    op.execute(insights.CREATE_SETTINGS)
+    engine.create_table(insights.CREATE_SETTINGS)
     for name, value in DEFAULTS.items():
         op.execute(f"INSERT INTO insight_settings VALUES ('{name}', {float(value)!r})")
     for view in frozen.views("0011", VIEWS):
         op.execute(view.create_sql())
-    op.execute(insights.CREATE_RESULTS)
-    op.execute(insights.CREATE_JOBS)
+    engine.create_table(insights.CREATE_RESULTS)
+    engine.create_table(insights.CREATE_JOBS)
     derived.refill(insights.REFILL)
 
 

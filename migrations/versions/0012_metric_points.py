@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import results
 
 revision = "0012"
@@ -54,8 +54,8 @@ ON CONFLICT (job_id, name, step) DO NOTHING
 
 
 def upgrade() -> None:
-    op.execute(CREATE)
-    op.execute(BACKFILL)
+    engine.create_table(CREATE)
+    engine.duckdb_only(BACKFILL)
     op.execute("ALTER TABLE ingest_files ADD COLUMN read_digest VARCHAR")
     for view in frozen.views("0012", VIEWS):
         op.execute(view.create_sql())

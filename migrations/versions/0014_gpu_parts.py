@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from runlytics.migrations import engine
+
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
@@ -58,7 +60,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(FOLDED)
+    engine.create_table(FOLDED)
     op.execute(f"INSERT INTO gpu_samples_folded SELECT {COLUMNS} FROM gpu_samples")
     op.execute("DROP VIEW gpu_samples")
     op.execute("DROP TABLE gpu_samples_hot")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import insights, results, rollups
 
 revision = "0015"
@@ -53,7 +53,7 @@ CREATE TABLE gpu_minutes (
 
 
 def upgrade() -> None:
-    op.execute(CREATE)
+    engine.create_table(CREATE)
     derived.refill(rollups.REBUILD)
     for view in frozen.views("0015", tuple(VIEWS_BEFORE)):
         op.execute(view.create_sql())

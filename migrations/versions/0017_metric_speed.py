@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from runlytics.migrations import engine
+
 revision = "0017"
 down_revision = "0016"
 branch_labels = None
@@ -29,7 +31,7 @@ KEY = ", PRIMARY KEY (job_id, name, step)"
 
 
 def _rebuild(key: str) -> None:
-    op.execute(f"CREATE TABLE metric_values_rebuilt ({COLUMNS}{key})")
+    engine.create_table(f"CREATE TABLE metric_values_rebuilt ({COLUMNS}{key})")
     op.execute(
         "INSERT INTO metric_values_rebuilt (job_id, name, step, ts, value, source) "
         "SELECT job_id, name, step, ts, value, source FROM metric_values ORDER BY job_id, name, step"

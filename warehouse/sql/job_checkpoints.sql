@@ -16,7 +16,7 @@ WITH agg AS (
 )
 SELECT job_id,
        total_checkpoints,
-       CASE WHEN save_steps > 0 THEN CAST(save_steps AS DOUBLE) ELSE median_gap END
+       CASE WHEN save_steps > 0 THEN CAST(save_steps AS DOUBLE PRECISION) ELSE median_gap END
            AS checkpoint_frequency_steps,
        'checkpoint-' || CAST(final_step AS VARCHAR) AS final_checkpoint,
        final_step AS final_checkpoint_step,
@@ -24,7 +24,7 @@ SELECT job_id,
                 'checkpoint-' || CAST(coalesce(best_eval_step, best_train_step) AS VARCHAR))
            AS best_checkpoint,
        CASE WHEN trainer_best_checkpoint IS NOT NULL
-                THEN TRY_CAST(regexp_extract(trainer_best_checkpoint, 'checkpoint-([0-9]+)$', 1) AS BIGINT)
+                THEN @capture_bigint(trainer_best_checkpoint; 'checkpoint-([0-9]+)$')
             ELSE coalesce(best_eval_step, best_train_step) END AS best_checkpoint_step,
        CASE WHEN trainer_best_checkpoint IS NOT NULL THEN 'trainer'
             WHEN best_eval_step IS NOT NULL THEN 'eval_loss'

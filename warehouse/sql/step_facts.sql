@@ -84,18 +84,24 @@ WITH field_names (source, name, field, rank) AS (
 ), tool_fields AS (
     -- one series per job and column: the best-ranked name the job logged at all (a run's loss is
     -- its train_loss_step series, not that series with epoch means at the epochs' last steps)
-    SELECT m.job_id, m.step, f.field, m.value, m.ts
-    FROM metric_values m
-    JOIN field_names f ON f.source = m.source AND f.name = m.name
-    QUALIFY dense_rank() OVER (PARTITION BY m.job_id, f.field ORDER BY f.rank, m.source) = 1
+    SELECT job_id, step, field, value, ts
+    FROM (
+        SELECT m.job_id, m.step, f.field, m.value, m.ts,
+               dense_rank() OVER (PARTITION BY m.job_id, f.field ORDER BY f.rank, m.source) AS name_rank
+        FROM metric_values m
+        JOIN field_names f ON f.source = m.source AND f.name = m.name
+    ) ranked
+    WHERE name_rank = 1
 ), tool_steps AS (
+    -- one value per job, step and column (one name, and one value per job, name and step): max()
+    -- takes it on both engines (PostgreSQL 15 has no any_value)
     SELECT job_id, step, max(ts) AS ts,
-           any_value(value) FILTER (WHERE field = 'loss') AS loss,
-           any_value(value) FILTER (WHERE field = 'eval_loss') AS eval_loss,
-           any_value(value) FILTER (WHERE field = 'learning_rate') AS learning_rate,
-           any_value(value) FILTER (WHERE field = 'grad_norm') AS grad_norm,
-           any_value(value) FILTER (WHERE field = 'epoch') AS epoch,
-           any_value(value) FILTER (WHERE field = 'samples_per_second') AS samples_per_second
+           max(value) FILTER (WHERE field = 'loss') AS loss,
+           max(value) FILTER (WHERE field = 'eval_loss') AS eval_loss,
+           max(value) FILTER (WHERE field = 'learning_rate') AS learning_rate,
+           max(value) FILTER (WHERE field = 'grad_norm') AS grad_norm,
+           max(value) FILTER (WHERE field = 'epoch') AS epoch,
+           max(value) FILTER (WHERE field = 'samples_per_second') AS samples_per_second
     FROM tool_fields
     GROUP BY job_id, step
 ), both_files AS (

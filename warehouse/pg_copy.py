@@ -1,0 +1,222 @@
+"""``runlytics db copy --to postgresql://…``: a DuckDB warehouse's tables into a PostgreSQL database.
+
+The target is built (or must already be) at this runlytics' schema revision and must hold no
+data; the facts, the ledger and the derived tables are then copied with COPY (binary: floats to
+the last bit, NaN and infinities included), all in one transaction with the schema's build, so a
+failed or interrupted copy leaves the target as it was. The source is read from its newest
+snapshot, so a running ingest is neither blocked nor half seen. GPU samples are read through the
+view ``gpu_samples`` (the hot table and every Parquet part) into PostgreSQL's ``gpu_samples_hot``:
+PostgreSQL keeps them in its table, with no parts (docs/postgresql.md).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import sqlalchemy as sa
+
+from . import db, migrate, postgres, snapshots
+
+# target table -> the DuckDB table or view its rows come from, in the order they are copied
+COPIED: dict[str, str] = {
+    "jobs": "jobs",
+    "steps": "steps",
+    "step_gpus": "step_gpus",
+    "checkpoints": "checkpoints",
+    "trainer_steps": "trainer_steps",
+    "trainer_runs": "trainer_runs",
+    "metric_values": "metric_values",
+    "gpu_samples_hot": "gpu_samples",  # the hot rows and every Parquet part's
+    "gpu_minutes": "gpu_minutes",
+    "job_gpu_series": "job_gpu_series",
+    "ingest_files": "ingest_files",
+    "ingest_runs": "ingest_runs",
+    "refresh_queue": "refresh_queue",
+    "job_results": "job_results",
+    "utilization_minutes": "utilization_minutes",
+    "insight_settings": "insight_settings",
+    "insight_results": "insight_results",
+    "insight_jobs": "insight_jobs",
+}
+# the target's tables that are not copied, and why
+NOT_COPIED: dict[str, str] = {
+    "alembic_version": "written by the target's own upgrade",
+    "gpu_parts": "DuckDB's manifest of its Parquet files; their rows go to gpu_samples_hot",
+    "gpu_parts_retired": "DuckDB's replaced Parquet files waiting for deletion",
+}
+# filled by the upgrade itself (revision 0011's default thresholds): replaced by the source's rows
+DEFAULTS_REPLACED = ("insight_settings",)
+
+BATCH_ROWS = 20_000
+
+# JSON's NaN and infinities, as Python and DuckDB write them (in configs and trainer metrics):
+# PostgreSQL's json refuses them, so they are copied as the strings "NaN", "Infinity", "-Infinity"
+# (docs/postgresql.md). A string literal is matched first, so that text inside strings stays.
+_NONFINITE_JSON = re.compile(r'("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)')
+
+Progress = Callable[[str, int, int], None]
+
+
+class CopyRefused(db.WarehouseError):
+    """The target can't take the copy (data of its own, another revision): nothing was written."""
+
+
+@dataclass
+class CopyResult:
+    revision: str
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def copy(
+    source: Path, target: db.PostgresUrl, *, wait: float = db.DEFAULT_WAIT_SECONDS, on_progress: Progress | None = None
+) -> CopyResult:
+    """Copy the warehouse file ``source`` (brought to the head revision first) into ``target``."""
+    began = time.monotonic()
+    migrate.ensure_current(source, wait=wait)
+    con = snapshots.connect_latest(source, wait=wait)
+    try:
+        try:
+            totals = {table: _count(con, origin) for table, origin in COPIED.items()}
+        except duckdb.Error as error:
+            raise db.WarehouseError(f"cannot read {source}: {postgres.reason(error)}") from error
+        with postgres.connection(target) as conn:
+            try:
+                result = _copy_into(con, conn, target, totals, wait, on_progress)
+            except (sa.exc.DBAPIError, psycopg.Error, duckdb.Error) as error:
+                reason = postgres.reason(error)
+                raise db.WarehouseError(f"copy into {target} failed, nothing written: {reason}") from error
+    finally:
+        con.close()
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _copy_into(
+    con: duckdb.DuckDBPyConnection,
+    conn: sa.Connection,
+    target: db.PostgresUrl,
+    totals: dict[str, int],
+    wait: float,
+    on_progress: Progress | None,
+) -> CopyResult:
+    postgres.lock_schema(conn, target, wait)
+    revision = postgres.current_revision(conn)
+    if revision is None:
+        present = postgres.tables(conn)
+        if present:
+            raise CopyRefused(
+                f"{target} holds tables of its own ({', '.join(present[:3])}{', …' if len(present) > 3 else ''}) "
+                "and no runlytics schema: db copy fills an empty database, or one `runlytics db upgrade` built"
+            )
+        migrate.run_chain(conn)
+        revision = postgres.current_revision(conn)
+    elif revision != migrate.HEAD_REVISION:
+        raise CopyRefused(
+            f"{target} is at schema revision {revision!r}, this runlytics at {migrate.HEAD_REVISION!r}: db copy fills "
+            "a warehouse of its own revision (an older one: `runlytics db upgrade --db URL` first)"
+        )
+    for table in postgres.tables(conn):
+        if table in NOT_COPIED or table in DEFAULTS_REPLACED:
+            continue
+        # table names come from the target's catalog, quoted
+        if conn.exec_driver_sql(f"SELECT EXISTS (SELECT 1 FROM {db.quote_identifier(table)})").scalar():
+            raise CopyRefused(
+                f"{target} already holds data (table {table}): "
+                "db copy fills only an empty warehouse; nothing was copied"
+            )
+    for table in DEFAULTS_REPLACED:
+        conn.exec_driver_sql(f"DELETE FROM {db.quote_identifier(table)}")
+    assert revision is not None
+    result = CopyResult(revision)
+    raw = conn.connection.driver_connection  # psycopg's: COPY in the same transaction
+    for table, origin in COPIED.items():
+        columns = _target_columns(conn, table)
+        try:
+            result.rows[table] = _copy_table(con, raw, table, origin, columns, totals[table], on_progress)
+        except psycopg.Error as error:
+            reason = postgres.reason(error)
+            raise db.WarehouseError(f"copy into {target} failed at table {table}, nothing written: {reason}") from error
+    for table in COPIED:
+        conn.exec_driver_sql(f"ANALYZE {db.quote_identifier(table)}")  # plans need the new rows' statistics
+    conn.commit()
+    return result
+
+
+def _count(con: duckdb.DuckDBPyConnection, origin: str) -> int:
+    return int(db.one(con, f"SELECT count(*) FROM {db.quote_identifier(origin)}")[0])
+
+
+def _target_columns(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
+    """The target table's columns in order, each with its type's name (information_schema's udt_name)."""
+    rows = conn.exec_driver_sql(
+        "SELECT column_name, udt_name FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %(table)s ORDER BY ordinal_position",
+        {"table": table},
+    ).all()
+    return [(name, udt) for name, udt in rows]
+
+
+def _copy_type(udt: str) -> str:
+    """The type a column's COPY values are written as: its own (an array's as ``item[]``), but json's
+    binary form is its text, so the text DuckDB returns goes as text (psycopg's json type would
+    encode the Python string as a JSON string)."""
+    if udt == "json":
+        return "text"
+    return f"{udt[1:]}[]" if udt.startswith("_") else udt
+
+
+def _copy_table(
+    con: duckdb.DuckDBPyConnection,
+    raw: Any,
+    table: str,
+    origin: str,
+    columns: list[tuple[str, str]],
+    total: int,
+    on_progress: Progress | None,
+) -> int:
+    names = ", ".join(db.quote_identifier(name) for name, _ in columns)
+    texts = [i for i, (_, udt) in enumerate(columns) if udt == "json"]  # non-finite numbers made strings
+    cursor = con.cursor()
+    try:
+        cursor.execute(f"SELECT {names} FROM {db.quote_identifier(origin)}")
+        done = 0
+        with (
+            raw.cursor() as pg,
+            pg.copy(f"COPY {db.quote_identifier(table)} ({names}) FROM STDIN (FORMAT BINARY)") as out,
+        ):
+            out.set_types([_copy_type(udt) for _, udt in columns])
+            while batch := cursor.fetchmany(BATCH_ROWS):
+                for row in batch:
+                    out.write_row(_portable_json(row, texts) if texts else row)
+                done += len(batch)
+                if on_progress is not None:
+                    on_progress(table, done, total)
+    finally:
+        cursor.close()
+    if on_progress is not None and done == 0:
+        on_progress(table, 0, total)
+    return done
+
+
+def portable_json(text: str) -> str:
+    """JSON text with NaN, Infinity and -Infinity (outside strings) made strings: PostgreSQL's json
+    takes no other spelling of them."""
+    if "NaN" not in text and "Infinity" not in text:
+        return text
+    return _NONFINITE_JSON.sub(lambda m: m.group(1) or f'"{m.group(2)}"', text)
+
+
+def _portable_json(row: tuple[Any, ...], indexes: list[int]) -> list[Any]:
+    out = list(row)
+    for i in indexes:
+        if isinstance(out[i], str):
+            out[i] = portable_json(out[i])
+    return out

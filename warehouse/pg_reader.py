@@ -1,0 +1,191 @@
+"""Reads of a PostgreSQL warehouse (issue #18) with a DuckDB cursor's calling convention.
+
+The warehouse's named queries are written for DuckDB's API: ``con.execute(sql, {"name": v})``
+with ``$name`` placeholders, then ``fetchone``/``fetchall``/``description``. ``Cursor`` offers
+the same on a pooled psycopg connection, so that the API's routes and the CLI's readers serve a
+PostgreSQL database unchanged (the SQL itself must be portable: warehouse/dialect.py).
+
+Every read runs in a READ ONLY, REPEATABLE READ transaction (one request sees one state of the
+database, as a DuckDB snapshot does), with JIT off (issue #18: 252 ms instead of 7.4 ms for one
+job's analytics) and ``statement_timeout`` as the per-read time limit.
+
+Values are bound client-side (psycopg's ClientCursor: literals, quoted by psycopg): the queries
+test optional filters with ``$x IS NULL OR …``, where PostgreSQL cannot infer the type of a
+server-side parameter. ``runlytics sql`` does not use this module's binding: the analyst's text
+goes through the extended protocol, which refuses a second statement.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import db
+from .dialect import DUCKDB, POSTGRES, render
+from .postgres import SESSION_OPTIONS
+
+if TYPE_CHECKING:
+    import psycopg
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+POOL_SIZE = 8
+_PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# DuckDB's list_contains($list, x) (health.py, insight_list.py: DuckDB pushes it below a window,
+# where it does not push IN) has no PostgreSQL twin; `x = ANY($list)` gives the same rows there.
+_LIST_CONTAINS = re.compile(r"list_contains\(\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*,\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
+
+
+def sql_for(con: Any, template: str) -> str:
+    """``template``'s macros (warehouse/dialect.py) rendered for the engine ``con`` reads: this
+    module's cursor says PostgreSQL, anything else is a DuckDB connection."""
+    return _rendered(template, getattr(con, "dialect", None) is POSTGRES)
+
+
+@functools.cache
+def _rendered(template: str, postgres: bool) -> str:
+    return render(template, POSTGRES if postgres else DUCKDB)
+
+
+def session_options(timeout: float, read_only: bool = True) -> str:
+    """libpq ``options`` for a reader's connection: JIT off, UTC, the time limit, read-only."""
+    parts = [SESSION_OPTIONS, f"-c statement_timeout={max(1, round(timeout * 1000))}"]
+    if read_only:
+        parts.append("-c default_transaction_read_only=on")
+    return " ".join(parts)
+
+
+def connect(target: db.PostgresUrl, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> psycopg.Connection[Any]:
+    """A read-only connection (WarehouseError naming the server when it is refused)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(target.libpq_url, options=session_options(timeout), cursor_factory=psycopg.ClientCursor)
+    except psycopg.OperationalError as error:
+        raise db.WarehouseError(f"cannot connect to {target}: {_first_line(error)}") from error
+    conn.read_only = True
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    _load_as_duckdb(conn)
+    return conn
+
+
+def translate(sql: str, params: Mapping[str, Any] | None) -> str:
+    """DuckDB's ``$name`` placeholders as psycopg's ``%(name)s`` (a literal ``%`` doubled);
+    a ``$`` not followed by a parameter's name (JSON paths, ``$$``) stays."""
+    sql = _LIST_CONTAINS.sub(r"\2 = ANY($\1)", sql)
+    if not params:
+        return sql
+    sql = sql.replace("%", "%%")
+    return _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s" if m.group(1) in params else m.group(0), sql)
+
+
+class Cursor:
+    """One request's reads on a pooled connection; ``close`` ends its transaction and gives the
+    connection back. ``execute`` returns the cursor itself, as DuckDB's does."""
+
+    dialect = POSTGRES
+
+    def __init__(self, conn: psycopg.Connection[Any], pool: Reader | None = None) -> None:
+        self._conn = conn
+        self._pool = pool
+        self._cursor = conn.cursor()
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Cursor:
+        import psycopg
+
+        try:
+            self._cursor.execute(translate(sql, params), params or None)
+        except psycopg.errors.QueryCanceled as error:
+            raise db.WarehouseError(f"a read took longer than its time limit: {_first_line(error)}") from error
+        except psycopg.OperationalError as error:
+            raise db.WarehouseError(f"PostgreSQL failed a read: {_first_line(error)}") from error
+        return self
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._cursor.fetchall()
+
+    @property
+    def description(self) -> list[Any] | None:
+        return self._cursor.description
+
+    def close(self) -> None:
+        self._cursor.close()
+        if self._pool is not None:
+            self._pool.release(self._conn)
+        else:
+            self._conn.close()
+
+
+class Reader:
+    """A small pool of read-only connections to one database (the API's reader on PostgreSQL)."""
+
+    # what the API asks a snapshot reader about: no snapshot here, and no file beside which an
+    # ingest leaves its heartbeat (the ingest into PostgreSQL is a later step of issue #18)
+    snapshot = None
+    db_path = Path(os.devnull)
+
+    def __init__(self, target: db.PostgresUrl, timeout: float = DEFAULT_TIMEOUT_SECONDS, size: int = POOL_SIZE) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue(maxsize=size)
+
+    def cursor(self) -> Cursor:
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = connect(self.target, self.timeout)
+        return Cursor(conn, self)
+
+    def release(self, conn: psycopg.Connection[Any]) -> None:
+        """End the connection's transaction; keep it for the next request unless it broke or
+        the pool is full."""
+        try:
+            if not conn.closed:
+                conn.rollback()
+        except Exception:  # a broken connection is dropped, never handed out again
+            conn.close()
+        if conn.closed or conn.broken:
+            return
+        try:
+            self._idle.put_nowait(conn)
+        except queue.Full:
+            conn.close()
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _load_as_duckdb(conn: psycopg.Connection[Any]) -> None:
+    """Values as DuckDB's Python API gives them: JSON as its text (the readers parse it, bounded:
+    warehouse/bounded_json.py), and NUMERIC (PostgreSQL's sum and avg of integers) as an int when
+    whole, else a float."""
+    from psycopg.adapt import Loader
+    from psycopg.types.string import TextLoader
+
+    class NumberLoader(Loader):
+        def load(self, data: Any) -> Any:
+            text = bytes(data).decode()
+            if text.lstrip("-").isdigit():
+                return int(text)
+            return float(Decimal(text))
+
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, TextLoader)
+    conn.adapters.register_loader("numeric", NumberLoader)
