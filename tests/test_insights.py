@@ -452,6 +452,24 @@ def test_gpu_kinds_from_step_readings_without_samples(facts: Facts) -> None:
     ]
 
 
+def test_gpu_straggler_from_step_readings_at_the_edge(facts: Facts) -> None:
+    # per GPU means 70, 70 and: 50 (exactly 20 below the median 70: no straggler), 49.5 (one),
+    # 60 (10 below: the GPUs' means too close for a straggler, so their plain means stand)
+    for job_id, low in (("edge", 50.0), ("below", 49.5), ("close", 60.0)):
+        facts.job(job_id)
+        facts.steps(job_id, [{"loss": 1.0}] * 2)
+        readings = {0: [60.0, 80.0], 1: [70.0, 70.0], 2: [low, low]}
+        facts.insert(
+            "step_gpus",
+            [{"job_id": job_id, "step": 10 * (s + 1), "gpu_index": g, "utilization_percent": u[s]}
+             for s in range(2) for g, u in readings.items()],
+        )  # fmt: skip
+    assert facts.full("edge", "gpu_straggler") == []
+    assert facts.full("close", "gpu_straggler") == []
+    found = facts.full("below", "gpu_straggler")
+    assert [(r["host"], r["gpu_index"], r["value"], r["reference"]) for r in found] == [("", 2, 49.5, 70.0)]
+
+
 def _trained(
     facts: Facts, job_id: str, seconds: float, utils: Sequence[float], used: float = 0, total: float = 0
 ) -> None:
@@ -600,6 +618,43 @@ def _history(losses: Sequence[float], t0: float = 1_767_225_600, gap: float = 10
     return [{"step": 10 * (i + 1), "timestamp": t0 + gap * i, "loss": loss} for i, loss in enumerate(losses)]
 
 
+def test_job_ranges_span_a_few_others_and_fall_back_to_one() -> None:
+    ordered = [f"j{i:04d}" for i in range(1000)]
+    gap = insights.RANGE_GAP
+    assert insights.job_ranges(ordered, {"j0005"}) == [("j0005", "j0005")]
+    # up to RANGE_GAP jobs not asked for between two asked for: one range; one more: two
+    assert insights.job_ranges(ordered, {"j0000", ordered[gap + 1]}) == [("j0000", ordered[gap + 1])]
+    assert insights.job_ranges(ordered, {"j0000", ordered[gap + 2]}) == [
+        ("j0000", "j0000"),
+        (ordered[gap + 2], ordered[gap + 2]),
+    ]
+    # more than MAX_RANGES ranges: one from the first asked for to the last
+    apart = [ordered[i * (gap + 2) + 3] for i in range(insights.MAX_RANGES + 1)]
+    assert len(insights.job_ranges(ordered, set(apart[:-1]))) == insights.MAX_RANGES
+    assert insights.job_ranges(ordered, set(apart)) == [(apart[0], apart[-1])]
+    assert insights.job_ranges(ordered, set()) == []
+
+
+def test_a_refresh_of_jobs_far_apart_equals_the_view(facts: Facts) -> None:
+    # jobs in several ranges, a changed job between unchanged ones, and a running one
+    for i in range(3 * (insights.RANGE_GAP + 2)):
+        facts.losses(f"j{i:03d}", [1.0] * 25 + [9.0] + [1.0] * 5 if i % 5 == 0 else [1.0, NAN, 1.0])
+    facts.job("r", status="running")
+    every = {r[0] for r in facts.con.execute("SELECT job_id FROM jobs").fetchall()}
+    results.refresh(facts.con, every)
+    insights.refresh(facts.con, every)
+    # a changed job: its old insights replaced, its neighbours' left as they are
+    facts.con.execute("DELETE FROM steps WHERE job_id IN ('j000', 'j040') AND loss = 9.0")
+    changed = {"j000", "j040", f"j{2 * (insights.RANGE_GAP + 2):03d}"}
+    results.refresh(facts.con, changed)
+    assert insights.refresh(facts.con, changed) == changed | {"r"}
+    stored = facts.con.execute("SELECT * EXCLUDE (as_of) FROM insight_results ORDER BY ALL").fetchall()
+    view = facts.con.execute("SELECT * FROM job_insights ORDER BY ALL").fetchall()
+    assert repr(stored) == repr(view)
+    assert ("j000", "loss_spike") not in {(r[0], r[1]) for r in stored}
+    assert ("j005", "loss_spike") in {(r[0], r[1]) for r in stored}
+
+
 def test_the_tables_follow_every_ingest(lab: Lab) -> None:
     lab.write_job("spiky", {"status": "completed", "history": _history([*BASE, 100.0])})
     calm = lab.write_job("calm", {"status": "completed", "history": _history(BASE)})
@@ -632,6 +687,22 @@ def test_running_jobs_are_recomputed_by_every_run(lab: Lab) -> None:
     assert later["silent_running"] > first["silent_running"]
     runs = lab.query("SELECT started_at FROM ingest_runs ORDER BY started_at")
     assert lab.query("SELECT as_of FROM insight_jobs") == [runs[-1]]
+    _table_equals_view(lab)
+
+
+def test_an_unchanged_running_job_keeps_its_other_insights(lab: Lab) -> None:
+    # a NaN loss and a silence: a run that changes nothing recomputes the silence alone
+    path = lab.write_job("live", {"status": "running", "history": _history([1.0, math.nan, 1.0])})
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    lab.ingest()
+    first = dict(lab.query("SELECT kind, value FROM insight_results"))
+    assert lab.ingest().ingested == 0
+    later = dict(lab.query("SELECT kind, value FROM insight_results"))
+    assert set(first) == set(later) == {"nonfinite_loss", "silent_running"}
+    assert later["nonfinite_loss"] == first["nonfinite_loss"] == 1.0
+    assert later["silent_running"] > first["silent_running"]
+    runs = lab.query("SELECT started_at FROM ingest_runs ORDER BY started_at")
+    assert set(lab.query("SELECT as_of FROM insight_results")) == {runs[-1]}
     _table_equals_view(lab)
 
 

@@ -5,8 +5,10 @@ threshold they compare with is a row of ``insight_settings`` (name -> value), re
 one-row view ``insight_parameters``. ``insight_results`` holds ``job_insights`` materialised
 with the ``as_of`` it was computed at, and ``insight_jobs`` one row per job computed (a job
 without insights has its ``as_of`` there). Ingest refreshes them with ``job_results``
-(``results.refresh_queued``): the jobs a run changed, every running job (``silent_running``
-depends on the time) and, for ``slow_vs_peers`` alone, the completed jobs of the same models.
+(``results.refresh_queued``): the jobs a run changed (a statement per range of job ids,
+``job_ranges``: DuckDB takes a range down to the jobs' facts), ``silent_running`` alone for
+every other running job (it depends on the time) and ``slow_vs_peers`` alone for the completed
+jobs of the same models.
 Changing a threshold recomputes every job's insights in the same transaction.
 ``tests/test_insights.py`` checks that the tables equal the view.
 """
@@ -92,8 +94,13 @@ REFILL = (
     f"INSERT INTO insight_results {SELECT_RESULTS}; "
     "INSERT INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p"
 )
-# the jobs whose every insight is recomputed: those named, and every running job
-RECOMPUTED = "SELECT job_id FROM jobs WHERE job_id IN (SELECT unnest($job_ids)) OR status = 'running'"
+# the jobs whose every insight is recomputed: those named (a run changed their facts)
+RECOMPUTED = "SELECT job_id FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
+# a running job that the run did not change: of its insights only silent_running (the silence
+# since its last row, at as_of) can differ, so only that kind is recomputed (a filter on kind
+# leaves the view's other rules out: one pass over the rows for the last row and the median gap)
+RUNNING = "SELECT job_id FROM jobs WHERE status = 'running' AND job_id NOT IN (SELECT unnest($job_ids))"
+DELETE_SILENT = "DELETE FROM insight_results WHERE kind = 'silent_running' AND job_id IN (SELECT unnest($job_ids))"
 # slow_vs_peers compares a completed job with the other completed jobs of its model: when a job
 # changes, those of its model (before and after the change: run this before job_results is
 # refreshed) may change too
@@ -105,11 +112,17 @@ WHERE status = 'completed' AND model_name IN (
 )
 """
 DELETE_JOBS = "DELETE FROM insight_results WHERE job_id IN (SELECT unnest($job_ids))"
-# DuckDB takes a filter job_id = constant down through the views' windows to the job's facts, but
-# not a list of jobs: a few jobs are computed one by one, more in one pass over every job's facts
-INSERT_JOB = f"INSERT INTO insight_results {SELECT_RESULTS} WHERE i.job_id = $job_id"
-INSERT_JOBS = f"INSERT INTO insight_results {SELECT_RESULTS} WHERE i.job_id IN (SELECT unnest($job_ids))"
-ONE_BY_ONE = 32  # up to this many jobs (one job: ~0.2 s of CPU at 1,000 steps; all 2,000 jobs: ~7 s)
+# DuckDB takes a filter on job_id that compares it with constants (job_id = $a, job_id BETWEEN $a
+# AND $b) down through the views' windows and joins to the jobs' facts, but not a list of jobs
+# (IN is not carried across a join): the jobs are computed by ranges of job_id, each one
+# statement whose cost is mostly planning it (~0.1 s) when it spans a few jobs
+ALL_JOBS = "SELECT job_id FROM jobs ORDER BY job_id"
+INSERT_RANGE = (
+    f"INSERT INTO insight_results {SELECT_RESULTS} "
+    "WHERE i.job_id BETWEEN $first AND $last AND i.job_id IN (SELECT unnest($job_ids))"
+)
+RANGE_GAP = 16  # jobs not asked for that a range may span (each a few ms) rather than plan another
+MAX_RANGES = 16  # more ranges than this: one range from the first job asked for to the last (one pass)
 UPSERT_AS_OF = (
     "INSERT OR REPLACE INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p "
     "WHERE j.job_id IN (SELECT unnest($job_ids))"
@@ -122,6 +135,10 @@ SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.
 FROM insight_peers i, insight_parameters p
 WHERE i.job_id IN (SELECT unnest($job_ids))
 """
+INSERT_SILENT = (
+    f"INSERT INTO insight_results {SELECT_RESULTS} "
+    "WHERE i.kind = 'silent_running' AND i.job_id IN (SELECT unnest($job_ids))"
+)
 STAMP_RESULTS = (
     "UPDATE insight_results SET as_of = (SELECT as_of FROM insight_parameters) "
     "WHERE job_id IN (SELECT unnest($job_ids))"
@@ -198,22 +215,45 @@ def peers(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> set[str]:
     return {job_id for (job_id,) in con.execute(PEERS, {"job_ids": sorted(job_ids)}).fetchall()}
 
 
+def job_ranges(ordered: list[str], chosen: set[str]) -> list[tuple[str, str]]:
+    """The ranges (first, last) of ``ordered`` (every job id, in the database's order) that hold
+    the ``chosen`` ones: a new range where more than RANGE_GAP others lie between two chosen, and
+    one range over them all when that would make more than MAX_RANGES."""
+    ranges: list[list[str]] = []
+    previous = 0
+    for position, job_id in enumerate(ordered):
+        if job_id not in chosen:
+            continue
+        if ranges and position - previous - 1 <= RANGE_GAP:
+            ranges[-1][1] = job_id
+        else:
+            ranges.append([job_id, job_id])
+        previous = position
+    if len(ranges) > MAX_RANGES:
+        return [(ranges[0][0], ranges[-1][1])]
+    return [(first, last) for first, last in ranges]
+
+
 def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str], peer_ids: Iterable[str] = ()) -> set[str]:
-    """Recompute the insights of these jobs and of every running job, and slow_vs_peers of
-    ``peer_ids`` (in the caller's transaction, if any, after job_results); the jobs recomputed."""
+    """Recompute the insights of these jobs, silent_running of every other running job, and
+    slow_vs_peers of ``peer_ids`` (in the caller's transaction, if any, after job_results); the
+    jobs whose insights are then current at as_of, but for the peers."""
     full = {job_id for (job_id,) in con.execute(RECOMPUTED, {"job_ids": sorted(job_ids)}).fetchall()}
     if full:
         params = {"job_ids": sorted(full)}
         con.execute(DELETE_JOBS, params)
-        if len(full) <= ONE_BY_ONE:
-            for job_id in sorted(full):
-                con.execute(INSERT_JOB, {"job_id": job_id})
-        else:
-            con.execute(INSERT_JOBS, params)
+        ordered = [job_id for (job_id,) in con.execute(ALL_JOBS).fetchall()]
+        for first, last in job_ranges(ordered, full):
+            con.execute(INSERT_RANGE, {"first": first, "last": last, **params})
         con.execute(UPSERT_AS_OF, params)
-    others = set(peer_ids) - full
+    running = {job_id for (job_id,) in con.execute(RUNNING, {"job_ids": sorted(full)}).fetchall()}
+    if running:
+        params = {"job_ids": sorted(running)}
+        for statement in (DELETE_SILENT, INSERT_SILENT, STAMP_RESULTS, UPSERT_AS_OF):
+            con.execute(statement, params)
+    others = set(peer_ids) - full - running
     if others:
         params = {"job_ids": sorted(others)}
         for statement in (DELETE_PEER_KIND, INSERT_PEER_KIND, STAMP_RESULTS, UPSERT_AS_OF):
             con.execute(statement, params)
-    return full
+    return full | running

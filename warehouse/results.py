@@ -89,8 +89,8 @@ def enqueue(con: duckdb.DuckDBPyConnection, job_ids: set[str]) -> None:
 def refresh_queued(con: duckdb.DuckDBPyConnection) -> int:
     """Refresh every queued job and empty the queue, in one transaction; the number of jobs.
 
-    Insights follow the same queue, and every run also recomputes those of the running jobs
-    (``silent_running`` depends on the time) and ``slow_vs_peers`` of the queued jobs' peers."""
+    Insights follow the same queue, and every run also recomputes ``silent_running`` of the
+    other running jobs (it depends on the time) and ``slow_vs_peers`` of the queued jobs' peers."""
     with db.atomic(con):
         job_ids = {job_id for (job_id,) in con.execute(QUEUED).fetchall()}
         peer_ids = insights.peers(con, job_ids)  # before job_results changes: a job's former model counts

@@ -1,8 +1,9 @@
 """The analytics views: every figure of ``shared/spec/analytics.md``, computed in SQL.
 
 Each view of the head revision is one whole SQL text, ``warehouse/sql/<view>.sql``: a template
-with the ``@macro(arg; arg)`` placeholders of ``warehouse/dialect.py``. ``CURRENT`` lists them
-in dependency order; ``docs/views.md`` documents their columns.
+with the ``@macro(arg; arg)`` placeholders of ``warehouse/dialect.py``, which ``create_sql``
+renders for DuckDB or PostgreSQL (one text for both engines: docs/postgresql.md).
+``CURRENT`` lists them in dependency order; ``docs/views.md`` documents their columns.
 
 Migrations never read these files: each keeps frozen copies of the texts it created
 (``migrations/versions/views/<revision>/``, loaded by ``runlytics.migrations.frozen``), so an
@@ -65,6 +66,7 @@ ORDER = (
     # insight_gpus and insight_lifecycle read job_results too
     "insight_parameters",
     "insight_rows",
+    "insight_steps",
     "insight_losses",
     "insight_speed",
     "insight_peers",

@@ -44,16 +44,44 @@ sampled AS (
     FROM rolled r
     LEFT JOIN raw_idle x ON x.job_id = r.job_id AND x.host = r.host AND x.gpu_key = r.gpu_key, p
 ),
-logged AS (
-    SELECT g.job_id, '' AS host, '#' || CAST(g.gpu_index AS VARCHAR) AS gpu_key, g.gpu_index,
-           @ordered_avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS mean_utilization,
-           CAST(count(*) FILTER (WHERE @finite(g.utilization_percent)) AS DOUBLE) AS utilization_seconds,
-           CAST(count(*) FILTER (WHERE g.utilization_percent < p.gpu_idle_utilization) AS DOUBLE) AS idle_seconds,
-           CAST(NULL AS DOUBLE) AS reasons_seconds,
-           CAST(NULL AS DOUBLE) AS throttled_seconds
+-- per GPU from the readings logged with the steps; the mean utilization in ascending order of the
+-- values (the same last digit on every run) only for the jobs where a GPU can be a straggler: the
+-- GPUs' plain means (the sum in any order, off the ordered one by far less than the margin of
+-- 1e-6 of the largest reading) spread by more than gpu_straggler.points less that margin. Any
+-- other job's means can be no straggler's, so the plain ones stand in there (NULL as often); a
+-- window and a union rather than joins back, so that a filter on job_id reaches step_gpus.
+logged_plain AS (
+    SELECT g.job_id, g.gpu_index,
+           avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS rough_utilization,
+           max(abs(g.utilization_percent)) FILTER (WHERE @finite(g.utilization_percent)) AS largest,
+           CAST(count(*) FILTER (WHERE @finite(g.utilization_percent)) AS DOUBLE PRECISION) AS utilization_seconds,
+           CAST(count(*) FILTER (WHERE g.utilization_percent < p.gpu_idle_utilization) AS DOUBLE PRECISION) AS idle_seconds
     FROM step_gpus g, p
     WHERE NOT EXISTS (SELECT 1 FROM gpu_minutes x WHERE x.job_id = g.job_id)
     GROUP BY g.job_id, g.gpu_index
+),
+-- each GPU with whether its job's plain means spread by more than a straggler needs, less the margin
+logged_spread AS (
+    SELECT l.*,
+           max(l.rough_utilization) OVER (PARTITION BY l.job_id) - min(l.rough_utilization) OVER (PARTITION BY l.job_id)
+               > p.gpu_straggler_points - 1e-6 * max(l.largest) OVER (PARTITION BY l.job_id) - 1e-9 AS spread
+    FROM logged_plain l, p
+),
+logged AS (
+    SELECT l.job_id, '' AS host, '#' || CAST(l.gpu_index AS VARCHAR) AS gpu_key, l.gpu_index,
+           @ordered_avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS mean_utilization,
+           min(l.utilization_seconds) AS utilization_seconds, min(l.idle_seconds) AS idle_seconds,
+           CAST(NULL AS DOUBLE PRECISION) AS reasons_seconds,
+           CAST(NULL AS DOUBLE PRECISION) AS throttled_seconds
+    FROM logged_spread l
+    JOIN step_gpus g ON g.job_id = l.job_id AND g.gpu_index = l.gpu_index
+    WHERE l.spread
+    GROUP BY l.job_id, l.gpu_index
+    UNION ALL
+    SELECT l.job_id, '', '#' || CAST(l.gpu_index AS VARCHAR), l.gpu_index, l.rough_utilization,
+           l.utilization_seconds, l.idle_seconds, NULL, NULL
+    FROM logged_spread l
+    WHERE NOT coalesce(l.spread, false)
 ),
 per_gpu AS (
     SELECT u.*,
@@ -65,18 +93,14 @@ per_gpu AS (
 ),
 idle AS (
     SELECT g.job_id, 'gpu_idle' AS kind, g.host, g.gpu_index, g.idle_share AS value, p.gpu_idle_share AS reference,
-           printf('GPU %d%s was below %.6g %% utilization for %.1f %% of its time (limit %.1f %%).',
-                  g.gpu_index, CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END, p.gpu_idle_utilization,
-                  100 * g.idle_share, 100 * p.gpu_idle_share) AS message
+           @printf('GPU %d%s was below %.6g %% utilization for %.1f %% of its time (limit %.1f %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; p.gpu_idle_utilization; 100 * g.idle_share; 100 * p.gpu_idle_share) AS message
     FROM per_gpu g, p
     WHERE g.idle_share > p.gpu_idle_share
 ),
 stragglers AS (
     SELECT g.job_id, 'gpu_straggler' AS kind, g.host, g.gpu_index, g.mean_utilization AS value,
            g.median_utilization AS reference,
-           printf('GPU %d%s averaged %.4g %% utilization, more than %.4g points below the median %.4g %% of the job''s GPUs.',
-                  g.gpu_index, CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END, g.mean_utilization,
-                  p.gpu_straggler_points, g.median_utilization) AS message
+           @printf('GPU %d%s averaged %.4g %% utilization, more than %.4g points below the median %.4g %% of the job''s GPUs.'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; g.mean_utilization; p.gpu_straggler_points; g.median_utilization) AS message
     FROM per_gpu g, p
     WHERE g.gpus_with_utilization >= p.gpu_straggler_min_gpus
       -- not idle: a GPU whose idleness is unknown (one sample covers no time) is not idle
@@ -86,9 +110,7 @@ stragglers AS (
 throttled AS (
     SELECT g.job_id, 'gpu_throttled' AS kind, g.host, g.gpu_index, g.throttled_share AS value,
            p.gpu_throttled_share AS reference,
-           printf('GPU %d%s was throttled (power or thermal) %.1f %% of its time (limit %.1f %%).',
-                  g.gpu_index, CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END,
-                  100 * g.throttled_share, 100 * p.gpu_throttled_share) AS message
+           @printf('GPU %d%s was throttled (power or thermal) %.1f %% of its time (limit %.1f %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; 100 * g.throttled_share; 100 * p.gpu_throttled_share) AS message
     FROM per_gpu g, p
     WHERE g.throttled_share > p.gpu_throttled_share
 ),
@@ -106,8 +128,7 @@ totals AS (
 low_utilization AS (
     SELECT a.job_id, 'low_gpu_utilization' AS kind, a.average_gpu_utilization AS value,
            p.low_gpu_utilization_percent AS reference,
-           printf('The GPUs averaged %.4g %% utilization over %.6g s of training, below %.4g %%.',
-                  a.average_gpu_utilization, a.training_seconds, p.low_gpu_utilization_percent) AS message
+           @printf('The GPUs averaged %.4g %% utilization over %.6g s of training, below %.4g %%.'; a.average_gpu_utilization; a.training_seconds; p.low_gpu_utilization_percent) AS message
     FROM job_results a, p
     WHERE a.average_gpu_utilization < p.low_gpu_utilization_percent
       AND a.training_seconds >= p.low_gpu_utilization_min_training_seconds
@@ -115,9 +136,7 @@ low_utilization AS (
 headroom AS (
     SELECT a.job_id, 'memory_headroom' AS kind, a.peak_gpu_memory_mb / t.memory_total_mb AS value,
            p.memory_headroom_fraction AS reference,
-           printf('Peak GPU memory was %.6g MiB, %.1f %% of the %.6g MiB the GPU has (below %.1f %%).',
-                  a.peak_gpu_memory_mb, 100 * a.peak_gpu_memory_mb / t.memory_total_mb, t.memory_total_mb,
-                  100 * p.memory_headroom_fraction) AS message
+           @printf('Peak GPU memory was %.6g MiB, %.1f %% of the %.6g MiB the GPU has (below %.1f %%).'; a.peak_gpu_memory_mb; 100 * a.peak_gpu_memory_mb / t.memory_total_mb; t.memory_total_mb; 100 * p.memory_headroom_fraction) AS message
     FROM job_results a
     JOIN totals t ON t.job_id = a.job_id, p
     WHERE t.memory_total_mb > 0
