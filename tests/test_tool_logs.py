@@ -281,6 +281,16 @@ def test_of_a_step_logged_twice_the_later_file_wins(lab: Lab) -> None:
     assert same(stored(lab, "run"), accumulated(run))
 
 
+def test_a_tag_twice_in_one_event_keeps_its_later_value(lab: Lab) -> None:
+    run = lab.root / "run"
+    run.mkdir()
+    twice = [summary_pb2.Summary.Value(tag="x", simple_value=v) for v in (1.0, 2.0)]
+    event = event_pb2.Event(wall_time=1_700_000_005.0, step=5, summary=summary_pb2.Summary(value=twice))
+    (run / "events.out.tfevents.100.host").write_bytes(header() + records(event, scalar_event("x", 6, 3.0)))
+    lab.ingest()
+    assert stored(lab, "run") == {("x", 5): 2.0, ("x", 6): 3.0}
+
+
 def test_tf2_tensor_scalars_count_and_other_tensors_do_not(lab: Lab) -> None:
     run = lab.root / "run"
     run.mkdir()

@@ -49,7 +49,7 @@ def test_wall_seconds_are_the_seconds_of_each_points_datetime(walls: list[float]
         st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(0, 3)), max_size=40
     )  # (group, step, seq step)
 )
-def test_last_written_keeps_the_highest_seq_then_the_first(rows: list[tuple[int, int, int]]) -> None:
+def test_last_written_keeps_the_highest_seq_then_the_last_read(rows: list[tuple[int, int, int]]) -> None:
     # seq ascending within a group, as the reads give it (a later record or file: a higher seq)
     seqs, last = [], {}
     for group, _, bump in rows:
@@ -61,7 +61,7 @@ def test_last_written_keeps_the_highest_seq_then_the_first(rows: list[tuple[int,
     best: dict[tuple[int, int], int] = {}
     for i, (g, s, _) in enumerate(rows):
         j = best.get((g, s))
-        if j is None or seqs[i] > seqs[j]:
+        if j is None or seqs[i] >= seqs[j]:  # a tie: two values of one record, the later wins
             best[(g, s)] = i
     assert sorted(keep.tolist()) == sorted(best.values())
     kept = [(rows[i][0], rows[i][1]) for i in keep]

@@ -516,18 +516,19 @@ def _store_points(con: Any, staged: _Staged, source: str) -> None:
 
 def _last_written(group: np.ndarray, step: np.ndarray, seq: np.ndarray) -> np.ndarray:
     """The rows to keep, in (group, step) order: of the rows of one (group, step), the highest seq,
-    and of those the first. ``group``, ``step`` and ``seq`` are in the order read (seq ascending
-    within a group), so a group whose steps only grow has no duplicate: one stable sort shows it."""
+    and of those the last read (a tag twice in one TensorBoard event: its later value).
+    ``group``, ``step`` and ``seq`` are in the order read (seq ascending within a group), so a
+    group whose steps only grow has no duplicate: one stable sort shows it."""
     order = np.argsort(_sort_key(group), kind="stable")
     g, s = group[order], step[order]
     again = (g[1:] == g[:-1]) & (s[1:] <= s[:-1])
     if not np.any(again):
         return order
     # steps logged again (or out of order) in some groups: only their rows sorted by (group, step,
-    # seq, first read), each (group, step)'s last kept; the other groups' rows stay as they are
+    # seq, read order), each (group, step)'s last kept; the other groups' rows stay as they are
     redo = np.isin(g, g[1:][again])
     rows = order[redo]
-    rows = rows[np.lexsort((-rows, seq[rows], step[rows], group[rows]))]
+    rows = rows[np.lexsort((rows, seq[rows], step[rows], group[rows]))]
     g, s = group[rows], step[rows]
     last = np.ones(len(rows), dtype=bool)
     last[:-1] = (g[1:] != g[:-1]) | (s[1:] != s[:-1])
