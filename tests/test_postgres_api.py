@@ -214,3 +214,62 @@ def test_status_on_postgres(engines: tuple[Path, str], capsys: pytest.CaptureFix
     assert pg["warehouse"] == url and pg["snapshot"] is None and pg["size_bytes"] > 0
     assert main(["status", "--db", url]) == EXIT_OK
     assert f"warehouse   {url}" in capsys.readouterr().out
+
+
+def test_gpu_readings_of_every_job(clients: tuple[TestClient, TestClient]) -> None:
+    sources = set()
+    for job_id in _job_ids(clients):
+        url = f"/api/training/{job_id}/gpus?limit=40"
+        while url:  # every page, by the cursors each engine hands out
+            answer = _both(clients, url)
+            sources.add(answer["source"])
+            url = answer["next"]
+        _both(clients, f"/api/training/{job_id}/gpus?gpu=1&limit=1000")
+    assert sources == {"gpu_samples", "step_readings"}
+
+
+def test_downsampled_steps(clients: tuple[TestClient, TestClient]) -> None:
+    # fields without equal values in a bucket: of equal extremes DuckDB's arg_min/arg_max keep
+    # whichever row its threads meet first (not always the same), PostgreSQL the smallest step
+    kept = 0
+    for job_id in _job_ids(clients):
+        for points in (10, 20, 500):
+            url = f"/api/training/{job_id}/steps?max_points={points}&fields=ts,loss"
+            kept += len(_both(clients, url)["steps"])
+        _both(clients, f"/api/training/{job_id}/steps?max_points=10&fields=loss,eval_loss&from_step=3&to_step=40")
+    assert kept > 100
+    _both(clients, "/api/training/tinyllama-sft/steps?max_points=12")  # too few for 10 fields: 422 on both
+
+
+def test_insights(clients: tuple[TestClient, TestClient]) -> None:
+    seen = 0
+    for job_id in _job_ids(clients):
+        seen += len(_both(clients, f"/api/training/{job_id}/insights")["insights"])
+        _both(clients, f"/api/training/{job_id}/insights?severity=warning")
+    assert seen > 10
+    url = "/api/training/insights?limit=7"
+    while url:  # every page, by the cursors each engine hands out
+        url = _both(clients, url)["next"]
+    _both(clients, "/api/training/insights?kind=loss_spike&status=completed")
+    _both(clients, "/api/training/insights?kind=no-such-kind")  # 422
+    _both(clients, "/api/training/no-such-job/insights")  # 404
+
+
+def test_export_of_steps(clients: tuple[TestClient, TestClient], tmp_path: Path) -> None:
+    import duckdb
+
+    ids = _job_ids(clients)
+    for chosen in (ids[:1], ids[:40], ids):
+        query = ",".join(chosen)
+        duck, pg = (c.get(f"/api/training/export/steps?job_ids={query}") for c in clients)
+        assert (pg.status_code, pg.content) == (duck.status_code, duck.content)  # CSV: byte for byte
+        assert duck.status_code == 200 and duck.content.count(b"\n") > len(chosen)
+        duck, pg = (c.get(f"/api/training/export/steps?job_ids={query}&format=parquet") for c in clients)
+        assert pg.status_code == duck.status_code == 200
+        read = []
+        for name, answer in (("duck", duck), ("pg", pg)):
+            (tmp_path / f"{name}.parquet").write_bytes(answer.content)
+            read.append(duckdb.sql(f"SELECT * FROM '{tmp_path / name}.parquet'"))
+        # repr: a NaN loss is equal to itself there
+        assert read[0].types == read[1].types and repr(read[0].fetchall()) == repr(read[1].fetchall())
+    _both(clients, f"/api/training/export/steps?job_ids={ids[0]},no-such-job")  # 404

@@ -44,6 +44,9 @@ DUCKDB: dict[str, str] = {
     # a message: %s (text), %d (integer), %.Nf and %.Ng (DOUBLE), %%; NULL when any value is
     # NULL. The values follow the format as further arguments: @printf('%d of %s'; n; name)
     "printf": "printf({format}{rest_comma})",
+    # x is an item of the list (a bound parameter): @list_contains($ids; job_id). DuckDB pushes
+    # list_contains below a window, where it does not push IN (warehouse/health.py)
+    "list_contains": "list_contains({list}, {x})",
 }
 
 # The same keys for PostgreSQL 15 (issue #18).
@@ -83,11 +86,16 @@ POSTGRES: dict[str, str] = {
     # a function of revision 0018 with DuckDB's digits (the exact binary value rounded half to
     # even); each value travels as text, a DOUBLE as its 64 bits (runlytics_printf_arg)
     "printf": "runlytics_printf({format}, VARIADIC CAST(ARRAY[{rest_printf}] AS TEXT[]))",
+    # a list bound as an array; `x IN (SELECT unnest($list))` does not type on PostgreSQL
+    "list_contains": "({x} = ANY({list}))",
 }
 
 # a macro's arguments, in the order its call gives them (each snippet uses a subset); rest: every
 # argument after those, any number of them
-FIELDS = ("x", "a", "b", "value", "order", "items", "pattern", "table", "alias", "match", "ts", "at", "format", "rest")
+FIELDS = (
+    "list", "x", "a", "b", "value", "order", "items", "pattern", "table", "alias", "match", "ts", "at", "format",
+    "rest",
+)  # fmt: skip
 # fields derived from another one: (name in a snippet, the field it comes from)
 DERIVED = {"order_nulls_last": "order", "rest_comma": "rest", "rest_printf": "rest"}
 NULLS_PLACED = re.compile(r"\bNULLS\s+(FIRST|LAST)\b", re.IGNORECASE)

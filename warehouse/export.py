@@ -7,7 +7,9 @@
 ``OUT/<table>.csv``. It writes into a temporary folder beside OUT and renames it at the end, so
 a failed export leaves nothing behind. ``OUT/manifest.json`` lists what was written.
 
-``steps_csv`` and ``steps_parquet`` serve the API's streaming export of step histories.
+``steps_csv`` and ``steps_parquet`` serve the API's streaming export of step histories. On
+PostgreSQL (pg_reader's cursor) they read each group of jobs' rows there and write them with an
+in-memory DuckDB holding those rows only, so that both engines give DuckDB's CSV and Parquet.
 
 User values (job ids, times, paths) are always bound parameters; table and column names come
 from the lists below. In CSV, a text cell that a spreadsheet would run as a formula gets a
@@ -34,6 +36,7 @@ import duckdb
 from . import db
 from .db import quote_identifier, quote_literal
 from .fleet import UnknownJobs
+from .pg_reader import is_postgres
 from .queries import SECTIONS
 
 FORMATS = ("parquet", "csv")
@@ -70,6 +73,16 @@ MISSING = "SELECT j FROM (SELECT unnest($job_ids) AS j) WHERE j NOT IN (SELECT j
 STEP_COUNTS = "SELECT job_id, count(*) FROM step_facts WHERE job_id IN (SELECT unnest($job_ids)) GROUP BY job_id"
 STEPS_OF = "SELECT * FROM step_facts WHERE job_id IN (SELECT unnest($job_ids)) ORDER BY job_id, step"
 STEP_ORDER = ("job_id", "step")
+# the same on PostgreSQL (a list is bound there as a typed array)
+PG_MISSING = "SELECT j FROM unnest(CAST($job_ids AS TEXT[])) AS ids(j) WHERE j NOT IN (SELECT job_id FROM jobs)"
+PG_STEP_COUNTS = "SELECT job_id, count(*) FROM step_facts WHERE job_id = ANY($job_ids) GROUP BY job_id"
+PG_STEPS_OF = "SELECT * FROM step_facts WHERE job_id = ANY($job_ids) ORDER BY job_id, step"
+# PostgreSQL's types (by OID) as Arrow's, so that DuckDB writes a value as it writes its own
+PG_ARROW_TYPES = {
+    16: "bool_", 20: "int64", 21: "int16", 23: "int32", 25: "string", 700: "float32", 701: "float64",
+    1043: "string", 1114: "timestamp_us", 1082: "date32", 114: "string", 3802: "string",
+}  # fmt: skip
+PG_JSON_TYPES = (114, 3802)  # json and jsonb: their text, typed JSON again in DuckDB
 # A CSV text cell starting with one of = + - @ tab CR is a formula to a spreadsheet (OWASP's list):
 # written with a leading ' it stays text.
 SAFE_CELL = "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || {c} ELSE {c} END AS {c}"
@@ -117,7 +130,8 @@ def parse_time(text: str) -> datetime:
 
 def unknown_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[str]:
     """The ids the warehouse has no job for, in the order given."""
-    missing = {r[0] for r in con.execute(MISSING, {"job_ids": list(job_ids)}).fetchall()}
+    sql = PG_MISSING if is_postgres(con) else MISSING
+    missing = {r[0] for r in con.execute(sql, {"job_ids": list(job_ids)}).fetchall()}
     return [j for j in job_ids if j in missing]
 
 
@@ -299,6 +313,14 @@ def steps_csv(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Iterato
     groups = _step_groups(con, job_ids)
     header = [d[0] for d in con.execute("SELECT * FROM step_facts LIMIT 0").description]
     yield (",".join(header) + "\n").encode()  # plain identifiers: nothing to quote
+    if is_postgres(con):
+        for group in groups:
+            with _local_steps(con, group) as local:
+                query = _csv_cells(local, STEPS_OF, {"job_ids": []}, order=STEP_ORDER)
+                with _copy_to_temp(local, query, {"job_ids": group}, "FORMAT csv, HEADER false", ".csv") as f:
+                    while chunk := f.read(CHUNK_BYTES):
+                        yield chunk
+        return
     query = _csv_cells(con, STEPS_OF, {"job_ids": []}, order=STEP_ORDER)
     for group in groups:
         with _copy_to_temp(con, query, {"job_ids": group}, "FORMAT csv, HEADER false", ".csv") as f:
@@ -315,13 +337,17 @@ def steps_parquet(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Bin
     is already deleted from its folder: it is gone once the caller closes it.
     """
     groups = _step_groups(con, job_ids)
-    if len(groups) <= 1:
+    if len(groups) <= 1 and not is_postgres(con):
         return _copy_to_temp(con, STEPS_OF, {"job_ids": groups[0] if groups else []}, "FORMAT parquet", ".parquet")
+    if not groups:  # PostgreSQL: no rows, yet the columns and their types
+        with _local_steps(con, []) as local:
+            return _copy_to_temp(local, STEPS_OF, {"job_ids": []}, "FORMAT parquet", ".parquet")
     folder = Path(tempfile.mkdtemp(prefix="runlytics-export-"))
     try:
         parts = [str(folder / f"{i:06d}.parquet") for i in range(len(groups))]
         for group, part in zip(groups, parts, strict=True):
-            con.execute(f"COPY ({STEPS_OF}) TO $path (FORMAT parquet)", {"job_ids": group, "path": part})
+            with _local_steps(con, group) if is_postgres(con) else contextlib.nullcontext(con) as source:
+                source.execute(f"COPY ({STEPS_OF}) TO $path (FORMAT parquet)", {"job_ids": group, "path": part})
         joiner = duckdb.connect(config={"threads": 1})
         try:
             return _copy_to_temp(
@@ -336,8 +362,40 @@ def steps_parquet(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Bin
 def _step_groups(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[list[str]]:
     """The jobs that have step rows, sorted, in groups of about GROUP_ROWS rows."""
     ordered = sorted(set(job_ids))
-    counts = dict(con.execute(STEP_COUNTS, {"job_ids": ordered}).fetchall())
+    counts = dict(con.execute(PG_STEP_COUNTS if is_postgres(con) else STEP_COUNTS, {"job_ids": ordered}).fetchall())
     return list(_groups(((j, counts[j]) for j in ordered if counts.get(j)), GROUP_ROWS))
+
+
+@contextlib.contextmanager
+def _local_steps(con: Any, job_ids: list[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB whose ``step_facts`` holds these jobs' rows, read from PostgreSQL
+    (``con``) with their types: what the DuckDB path writes, for a group of about GROUP_ROWS."""
+    import pyarrow as pa
+
+    cursor = con.execute(PG_STEPS_OF, {"job_ids": job_ids})
+    columns = cursor.description
+    rows = cursor.fetchall()
+    values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    arrays = [
+        pa.array(list(column), type=_arrow_type(pa, d.type_code)) for column, d in zip(values, columns, strict=True)
+    ]
+    table = pa.table(arrays, names=[d.name for d in columns])
+    json = [quote_identifier(d.name) for d in columns if d.type_code in PG_JSON_TYPES]
+    local = duckdb.connect(config={"threads": 1})
+    try:
+        local.register("pg_rows", table)
+        replaced = f" REPLACE ({', '.join(f'CAST({c} AS JSON) AS {c}' for c in json)})" if json else ""
+        local.execute(f"CREATE VIEW step_facts AS SELECT *{replaced} FROM pg_rows")
+        yield local
+    finally:
+        local.close()
+
+
+def _arrow_type(pa: Any, oid: int) -> Any:
+    name = PG_ARROW_TYPES.get(oid)
+    if name == "timestamp_us":
+        return pa.timestamp("us")
+    return getattr(pa, name)() if name else None
 
 
 def _groups(counts: Iterable[tuple[str, int]], limit: int) -> Iterator[list[str]]:

@@ -13,6 +13,7 @@ import duckdb
 import numpy as np
 
 from . import db, pages
+from .pg_reader import is_postgres, sql_for
 from .queries import plain, records
 
 # Fields of a step row that a client may select (columns of step_metrics).
@@ -44,11 +45,11 @@ LIMIT $limit
 # and last step, and in each bucket the rows holding the min and max of every numeric field
 # asked for. Deterministic, and a spike is never averaged away. One aggregation pass finds
 # every extreme. {source}: step_metrics, or another relation of (job_id, step, …) such as a
-# metric's points (warehouse/metric_history.py).
+# metric's points (warehouse/metric_history.py). downsampled_sql builds it for the engine read.
 STEPS_DOWNSAMPLED = """
 WITH rows AS MATERIALIZED (
     SELECT step, {columns}, ntile($buckets) OVER (ORDER BY step) AS bucket
-    FROM {source}
+    FROM {source} AS source
     WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
 ), extremes AS (
     SELECT [{extremes}] AS steps FROM rows GROUP BY bucket
@@ -60,6 +61,12 @@ WITH rows AS MATERIALIZED (
 SELECT step, {fields} FROM rows WHERE step IN (SELECT step FROM keep) ORDER BY step
 """
 EXTREME = "arg_min(step, {f}) FILTER (WHERE isfinite({f})), arg_max(step, {f}) FILTER (WHERE isfinite({f}))"
+# PostgreSQL has no arg_min: the first step in the order of the values, then of the steps (of
+# equal values DuckDB's arg_min keeps the first it meets, the smallest step on rows in step order)
+EXTREME_TEMPLATE = (
+    "@first_by(step; {f}, step) FILTER (WHERE @finite({f})), "
+    "@first_by(step; {f} DESC, step) FILTER (WHERE @finite({f}))"
+)
 
 GPUS_PAGE = """
 SELECT gpu_index, step, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c, power_w
@@ -130,13 +137,22 @@ def steps_downsampled(
     """At most about ``max_points`` rows that keep the first and last step and every extreme."""
     numeric = [f for f in _checked(fields) if f in NUMERIC_FIELDS] or ["loss"]
     buckets = max(1, (max_points - 2) // (2 * len(numeric)))
-    extremes = ", ".join(EXTREME.format(f=f) for f in numeric)
     # the bucket extremes may be of a field not asked for (loss, when only ts is)
     columns = list(dict.fromkeys([*fields, *numeric]))
-    sql = STEPS_DOWNSAMPLED.format(
-        source="step_metrics", fields=", ".join(fields), columns=", ".join(columns), extremes=extremes
-    )
+    sql = downsampled_sql(con, "step_metrics", ", ".join(fields), ", ".join(columns), numeric)
     return records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets}))
+
+
+def downsampled_sql(con: Any, source: str, fields: str, columns: str, numeric: list[str]) -> str:
+    """STEPS_DOWNSAMPLED for the engine ``con`` reads, keeping the extremes of the ``numeric``
+    columns (DuckDB: its text as it always was)."""
+    if not is_postgres(con):
+        extremes = ", ".join(EXTREME.format(f=f) for f in numeric)
+        return STEPS_DOWNSAMPLED.format(source=source, fields=fields, columns=columns, extremes=extremes)
+    # PostgreSQL's list literal is ARRAY[...]
+    extremes = sql_for(con, ", ".join(EXTREME_TEMPLATE.format(f=f) for f in numeric))
+    sql = STEPS_DOWNSAMPLED.replace("[{extremes}]", "ARRAY[{extremes}]")
+    return sql.format(source=source, fields=fields, columns=columns, extremes=extremes)
 
 
 # A GPU is its gpu_key (its UUID when known): two GPUs of a host may share an index (each
@@ -152,7 +168,7 @@ ORDER BY gpu_index, host, gpu_key, ts
 LIMIT $limit
 """
 
-HAS_SAMPLES = "SELECT count(*) > 0 FROM (SELECT 1 FROM gpu_samples WHERE job_id = $job_id LIMIT 1)"
+HAS_SAMPLES = "SELECT count(*) > 0 FROM (SELECT 1 FROM gpu_samples WHERE job_id = $job_id LIMIT 1) AS one"
 
 
 def gpu_readings(

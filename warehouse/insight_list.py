@@ -5,7 +5,8 @@ by severity per job (the job list's badges, a job's analytics) and by kind for r
 Everything reads ``insight_results`` (the view ``job_insights`` materialised at ingest, with
 ``insight_jobs`` saying when each job's were computed: ``as_of``); the thresholds in force come
 from ``warehouse/insights.py``. Filters are bound parameters checked against the allow-lists
-below.
+below. The queries are templates: pg_reader.sql_for renders their macros (warehouse/dialect.py)
+for the engine read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import duckdb
 
 from . import db, insights, pages
 from .fleet import FILTER, Filters
+from .pg_reader import sql_for
 from .queries import plain, records
 
 # Every kind of insights.md (insights.KINDS, the allow-list of the `kind` filter) and its
@@ -53,7 +55,7 @@ KEY_COLUMNS = (
     f"coalesce(last_step, {NO_STEP})",
     "coalesce(host, '')",
     "coalesce(gpu_index, -1)",
-    "CASE WHEN isfinite(value) THEN value ELSE 0 END",
+    "CASE WHEN @finite(value) THEN value ELSE 0 END",
 )
 KEY = ", ".join(KEY_COLUMNS)
 KEY_ARITY = len(KEY_COLUMNS)
@@ -89,13 +91,13 @@ LIMIT $limit
 # Counts by severity of the jobs asked for (the job list's page, one job's analytics).
 SEVERITY_COUNTS = """
 SELECT job_id, severity, count(*) FROM insight_results
-WHERE list_contains($job_ids, job_id)
+WHERE @list_contains($job_ids; job_id)
 GROUP BY job_id, severity
 """
 # Counts by kind and severity over the running jobs (for /metrics).
 KIND_COUNTS = """
 SELECT kind, severity, count(*) FROM insight_results
-WHERE list_contains($job_ids, job_id)
+WHERE @list_contains($job_ids; job_id)
 GROUP BY kind, severity
 """
 
@@ -123,7 +125,7 @@ def job_insights(
     """One job's answer: ``job_id``, ``as_of``, ``thresholds``, ``insights`` (whether the job
     exists is the caller's check)."""
     checked(kind, severity)
-    rows = records(con.execute(JOB_INSIGHTS, {"job_id": job_id, "kind": kind, "severity": severity}))
+    rows = records(con.execute(sql_for(con, JOB_INSIGHTS), {"job_id": job_id, "kind": kind, "severity": severity}))
     (as_of,) = db.one(con, JOB_AS_OF, {"job_id": job_id})
     return {"job_id": job_id, "as_of": plain(as_of), "thresholds": thresholds(con), "insights": rows}
 
@@ -144,7 +146,7 @@ def fleet_insights(
     if cursor:
         after = _after(pages.decode("insights", cursor, 2 + KEY_ARITY))
     params = {**filters.params(), "kind": kind, "severity": severity, **after, "limit": limit + 1}
-    rows = records(con.execute(FLEET_PAGE, params))
+    rows = records(con.execute(sql_for(con, FLEET_PAGE), params))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -177,7 +179,7 @@ def _after(values: list[Any]) -> dict[str, Any]:
 def severity_counts(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> dict[str, dict[str, int]]:
     """Per job asked for, its insights by severity: every severity, zeros included."""
     counts = {job_id: dict.fromkeys(SEVERITIES, 0) for job_id in job_ids}
-    for job_id, severity, count in con.execute(SEVERITY_COUNTS, {"job_ids": job_ids}).fetchall():
+    for job_id, severity, count in con.execute(sql_for(con, SEVERITY_COUNTS), {"job_ids": job_ids}).fetchall():
         counts[job_id][severity] = count
     return counts
 
@@ -185,6 +187,6 @@ def severity_counts(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> dict[
 def kind_counts(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> dict[tuple[str, str], int]:
     """Over the jobs asked for, insights by (kind, severity): every kind, zeros included."""
     counts = {(kind, SEVERITY_OF[kind]): 0 for kind in KINDS}
-    for kind, severity, count in con.execute(KIND_COUNTS, {"job_ids": job_ids}).fetchall():
+    for kind, severity, count in con.execute(sql_for(con, KIND_COUNTS), {"job_ids": job_ids}).fetchall():
         counts[(kind, severity)] = count
     return counts

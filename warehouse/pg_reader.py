@@ -36,15 +36,21 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_SECONDS = 30.0
 POOL_SIZE = 8
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-# DuckDB's list_contains($list, x) (health.py, insight_list.py: DuckDB pushes it below a window,
-# where it does not push IN) has no PostgreSQL twin; `x = ANY($list)` gives the same rows there.
+# DuckDB's list_contains($list, x) in a query that is not a template: `x = ANY($list)` here. The
+# templates say @list_contains (warehouse/dialect.py); health.py's queries are the last that
+# need this reading (to go once they use the macro).
 _LIST_CONTAINS = re.compile(r"list_contains\(\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*,\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
 
 
 def sql_for(con: Any, template: str) -> str:
     """``template``'s macros (warehouse/dialect.py) rendered for the engine ``con`` reads: this
     module's cursor says PostgreSQL, anything else is a DuckDB connection."""
-    return _rendered(template, getattr(con, "dialect", None) is POSTGRES)
+    return _rendered(template, is_postgres(con))
+
+
+def is_postgres(con: Any) -> bool:
+    """Whether ``con`` is this module's cursor (else a DuckDB connection)."""
+    return getattr(con, "dialect", None) is POSTGRES
 
 
 @functools.cache
