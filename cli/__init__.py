@@ -109,12 +109,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands")
 
-    def add(name: str, help_text: str, examples: list[str]) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, examples: list[str], *, url: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name, help=help_text, description=help_text, epilog=_examples(*examples),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
-        sub.add_argument("--db", help=f"warehouse file (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
+        what = "warehouse file or postgresql:// URL" if url else "warehouse file"
+        sub.add_argument("--db", help=f"{what} (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
         sub.add_argument(
             "--wait",
             type=float,
@@ -222,7 +223,7 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics sql --format csv \"SELECT job_id, final_loss FROM job_analytics\" > jobs.csv",
         "runlytics sql --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
         "runlytics sql --db postgresql://analyst@db-host/runlytics --timeout 60 \"SELECT * FROM job_results LIMIT 5\"",
-    ])  # fmt: skip
+    ], url=True)  # fmt: skip
     sql.add_argument("query", help='one SELECT (FROM, WITH, DESCRIBE, SHOW, SUMMARIZE too), e.g. "FROM jobs LIMIT 5"')
     sql.add_argument(
         "--format", choices=("table", "csv", "json"),
@@ -243,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics serve",
         "runlytics serve --host 0.0.0.0 --base-url https://runs.example.com   # with $RUNLYTICS_API_TOKEN set",
         "runlytics serve --db postgresql://api@db-primary/runlytics --read-db postgresql://api@db-replica/runlytics",
-    ])  # fmt: skip
+    ], url=True)  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     serve.add_argument(
@@ -270,7 +271,7 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics status",
         "runlytics status --json --db /data/runlytics.duckdb",
         "runlytics status --db postgresql://runlytics@db-host/runlytics",
-    ])  # fmt: skip
+    ], url=True)  # fmt: skip
     status.add_argument("--json", action="store_true", help="print it as JSON")
     status.set_defaults(run=_status)
 

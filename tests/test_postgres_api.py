@@ -273,3 +273,10 @@ def test_export_of_steps(clients: tuple[TestClient, TestClient], tmp_path: Path)
         # repr: a NaN loss is equal to itself there
         assert read[0].types == read[1].types and repr(read[0].fetchall()) == repr(read[1].fetchall())
     _both(clients, f"/api/training/export/steps?job_ids={ids[0]},no-such-job")  # 404
+
+
+def test_downsampled_gpu_readings(clients: tuple[TestClient, TestClient]) -> None:
+    for job_id in _job_ids(clients):
+        for points in (10, 40, 1000):
+            _both(clients, f"/api/training/{job_id}/gpus?max_points={points}")
+        _both(clients, f"/api/training/{job_id}/gpus?max_points=20&gpu=0")

@@ -230,7 +230,7 @@ LIMIT $max_points
 """
 GPU_KEEP_EXTREMES = "UNION SELECT gpu_index, host, gpu_key, unnest(xs) FROM extremes"
 # The series (a GPU of a host: its key, its UUID when known) that share an answer's max_points.
-GPU_SERIES = "SELECT count(*) FROM (SELECT DISTINCT gpu_index, host, gpu_key FROM ({source}))"
+GPU_SERIES = "SELECT count(*) FROM (SELECT DISTINCT gpu_index, host, gpu_key FROM ({source}) AS source) AS series"
 GPU_EXTREME = "arg_min(x, {f}) FILTER (WHERE isfinite({f})), arg_max(x, {f}) FILTER (WHERE isfinite({f}))"
 SAMPLES_OF_JOB = """
 SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
@@ -244,6 +244,36 @@ SELECT g.gpu_index, '' AS host, g.step, s.ts, g.gpu_uuid, g.utilization_percent,
 FROM step_gpus g LEFT JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
 WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 """
+
+
+# The same chart on PostgreSQL: no arg_min, SEMI JOIN or * EXCLUDE there; of equal extremes the
+# earliest reading (docs/decisions.md, "extremes of equal values"). {columns}: the source's, but gpu_key.
+GPU_DOWNSAMPLED_PG = """
+WITH keyed AS (SELECT source.*, {x} AS x FROM ({source}) AS source),
+span AS (SELECT gpu_index, host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host, gpu_key),
+rows AS MATERIALIZED (
+    SELECT k.*, least(CAST(floor((k.x - s.lo) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT), $buckets - 1) AS bucket
+    FROM keyed k JOIN span s USING (gpu_index, host, gpu_key)
+), extremes AS (
+    SELECT gpu_index, host, gpu_key, ARRAY[{extremes}] AS xs FROM rows GROUP BY gpu_index, host, gpu_key, bucket
+), keep AS (
+    SELECT gpu_index, host, gpu_key, lo AS x FROM span
+    UNION SELECT gpu_index, host, gpu_key, hi FROM span
+    {keep_extremes}
+)
+SELECT {columns} FROM rows WHERE (gpu_index, host, gpu_key, x) IN (SELECT gpu_index, host, gpu_key, x FROM keep)
+ORDER BY gpu_index, host, gpu_key, x
+LIMIT $max_points
+"""
+GPU_EXTREME_TEMPLATE = "@first_by(x; {f}, x) FILTER (WHERE @finite({f})), @first_by(x; {f} DESC, x) FILTER (WHERE @finite({f}))"
+SAMPLE_COLUMNS = (
+    "gpu_index", "host", "ts", "gpu_uuid", "utilization_percent", "memory_used_mb", "memory_total_mb",
+    "temperature_c", "power_w", "sm_clock_mhz", "clocks_event_reasons",
+)  # fmt: skip
+READING_COLUMNS = (
+    "gpu_index", "host", "step", "ts", "gpu_uuid", "utilization_percent", "memory_used_mb", "memory_total_mb",
+    "temperature_c", "power_w",
+)  # fmt: skip
 
 
 # Charts of long ranges read the per-minute rollups (gpu_minutes, revision 0015): per GPU (a GPU of
@@ -278,6 +308,37 @@ LIMIT $max_points
     maxima=", ".join(f"'{f}': max({f}_max)" for f in GPU_ROLLED_FIGURES),
     bucket=GPU_MINUTE_BUCKET,
     where=GPU_MINUTES_OF_JOB,
+)
+# The same on PostgreSQL: each figure's minimum and maximum as columns (min__<figure>,
+# max__<figure>) made into the two objects in Python; the bucket by @seconds_between.
+GPU_MINUTE_BUCKET_TEMPLATE = "CAST(floor(@seconds_between($first; minute) / $width) AS BIGINT)"
+GPU_MINUTES_DOWNSAMPLED_PG = """
+SELECT @first_by(gpu_index; minute DESC) AS gpu_index, host, min(first_ts) AS ts, max(last_ts) AS last_ts,
+       max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples,
+       {counts}, max(memory_total_mb_max) AS memory_total_mb,
+       {minima}, {maxima}, gpu_key, {bucket} AS bucket,
+       dense_rank() OVER (ORDER BY host, gpu_key) - 1 AS series
+FROM gpu_minutes
+{where}
+GROUP BY host, gpu_key, bucket
+ORDER BY gpu_index, host, gpu_key, ts
+LIMIT $max_points
+""".format(
+    counts=", ".join(f"sum({f}_n) AS {f}" for f in GPU_ROLLED_FIGURES),
+    minima=", ".join(f"min({f}_min) AS min__{f}" for f in GPU_ROLLED_FIGURES),
+    maxima=", ".join(f"max({f}_max) AS max__{f}" for f in GPU_ROLLED_FIGURES),
+    bucket=GPU_MINUTE_BUCKET_TEMPLATE,
+    where=GPU_MINUTES_OF_JOB,
+)
+GPU_MINUTE_SUMS_PG = """
+WITH minutes AS (SELECT host, gpu_key, {bucket} AS bucket, {sums} FROM gpu_minutes {where}),
+series AS (
+    SELECT host, gpu_key, row_number() OVER (ORDER BY host, gpu_key) - 1 AS series
+    FROM (SELECT DISTINCT host, gpu_key FROM minutes) AS keys
+)
+SELECT s.series, m.bucket, {sums} FROM minutes m JOIN series s USING (host, gpu_key)
+""".format(
+    sums=", ".join(f"{f}_sum" for f in GPU_ROLLED_FIGURES), bucket=GPU_MINUTE_BUCKET_TEMPLATE, where=GPU_MINUTES_OF_JOB
 )
 # Every minute's sums with its bucket, its GPU numbered as the buckets' dense_rank numbers it.
 GPU_MINUTE_SUMS = """
@@ -324,9 +385,14 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
             # the time range lets the scan skip the row groups of other times (rollups are
             # appended a run at a time, so the rows of a time are together, a job's are not)
             ranged = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
-            rows = records(con.execute(GPU_MINUTES_DOWNSAMPLED, {**ranged, "max_points": max_points}))
+            postgres = is_postgres(con)
+            sql = sql_for(con, GPU_MINUTES_DOWNSAMPLED_PG) if postgres else GPU_MINUTES_DOWNSAMPLED
+            rows = records(con.execute(sql, {**ranged, "max_points": max_points}))
             sums = _ordered_sums(con, ranged)
             for row in rows:
+                if postgres:
+                    for extreme in ("minimum", "maximum"):
+                        row[extreme] = {f: row.pop(f"{extreme[:3]}__{f}") for f in GPU_ROLLED_FIGURES}
                 row.pop("gpu_key")
                 bucket_sums = sums[row.pop("series"), row.pop("bucket")]
                 for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
@@ -340,12 +406,22 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     share = _share(max_points, db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})[0])
     # per bucket a minimum and a maximum of each figure; none fits a share under 2 + 2 x figures
     buckets = (share - 2) // (2 * len(GPU_FIGURES))
-    sql = GPU_DOWNSAMPLED.format(
-        source=source,
-        x="epoch(ts)" if sampled else "step",
-        extremes=", ".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
-        keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
-    )
+    if is_postgres(con):
+        extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in GPU_FIGURES)
+        sql = sql_for(con, GPU_DOWNSAMPLED_PG).format(
+            source=source,
+            x="CAST(EXTRACT(EPOCH FROM ts) AS DOUBLE PRECISION)" if sampled else "step",
+            extremes=sql_for(con, extremes),
+            keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
+            columns=", ".join(SAMPLE_COLUMNS if sampled else READING_COLUMNS),
+        )
+    else:
+        sql = GPU_DOWNSAMPLED.format(
+            source=source,
+            x="epoch(ts)" if sampled else "step",
+            extremes=", ".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
+            keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
+        )
     rows = records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
     if not sampled:
         for row in rows:
@@ -360,7 +436,8 @@ def _ordered_sums(con: duckdb.DuckDBPyConnection, ranged: dict[str, Any]) -> dic
     orders every bucket's row of a grid, and a cumulative sum, which adds in order, totals each
     row from 0.0 as DuckDB's sum does. A NULL sum (a minute without a finite reading) counts as
     nothing, as in list_sum: it and the padding are NaN, sorted last, then added as 0.0."""
-    data = con.execute(GPU_MINUTE_SUMS, ranged).fetchnumpy()
+    sql = sql_for(con, GPU_MINUTE_SUMS_PG) if is_postgres(con) else GPU_MINUTE_SUMS
+    data = con.execute(sql, ranged).fetchnumpy()
     if not len(data["bucket"]):
         return {}
     stride = int(data["bucket"].max()) + 1

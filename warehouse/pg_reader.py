@@ -118,6 +118,22 @@ class Cursor:
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._cursor.fetchall()
 
+    def fetchnumpy(self) -> dict[str, Any]:
+        """The rows as a numpy array per column, a masked one where a value is NULL (as DuckDB's)."""
+        import numpy as np
+
+        names = [d.name for d in self._cursor.description or []]
+        rows = self._cursor.fetchall()
+        out: dict[str, Any] = {}
+        for i, name in enumerate(names):
+            column = [row[i] for row in rows]
+            nulls = [v is None for v in column]
+            if any(nulls):
+                out[name] = np.ma.masked_array([0 if v is None else v for v in column], mask=nulls)
+            else:
+                out[name] = np.array(column)
+        return out
+
     @property
     def description(self) -> list[Any] | None:
         return self._cursor.description
