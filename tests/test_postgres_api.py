@@ -229,13 +229,13 @@ def test_gpu_readings_of_every_job(clients: tuple[TestClient, TestClient]) -> No
 
 
 def test_downsampled_steps(clients: tuple[TestClient, TestClient]) -> None:
-    # fields without equal values in a bucket: of equal extremes DuckDB's arg_min/arg_max keep
-    # whichever row its threads meet first (not always the same), PostgreSQL the smallest step
+    # of equal extremes in a bucket both engines keep the smallest step (docs/decisions.md)
     kept = 0
     for job_id in _job_ids(clients):
         for points in (10, 20, 500):
             url = f"/api/training/{job_id}/steps?max_points={points}&fields=ts,loss"
             kept += len(_both(clients, url)["steps"])
+        kept += len(_both(clients, f"/api/training/{job_id}/steps?max_points=60")["steps"])  # every field
         _both(clients, f"/api/training/{job_id}/steps?max_points=10&fields=loss,eval_loss&from_step=3&to_step=40")
     assert kept > 100
     _both(clients, "/api/training/tinyllama-sft/steps?max_points=12")  # too few for 10 fields: 422 on both
@@ -276,7 +276,42 @@ def test_export_of_steps(clients: tuple[TestClient, TestClient], tmp_path: Path)
 
 
 def test_downsampled_gpu_readings(clients: tuple[TestClient, TestClient]) -> None:
+    seen = set()
     for job_id in _job_ids(clients):
         for points in (10, 40, 1000):
-            _both(clients, f"/api/training/{job_id}/gpus?max_points={points}")
+            answer = _both(clients, f"/api/training/{job_id}/gpus?max_points={points}")
+            seen.add((answer["source"], answer["resolution"]))
         _both(clients, f"/api/training/{job_id}/gpus?max_points=20&gpu=0")
+    # minute buckets of the rollups, samples with their extremes, readings logged with steps
+    assert seen == {("gpu_samples", "minute"), ("gpu_samples", "sample"), ("step_readings", "sample")}
+
+
+def test_downsampled_metric_points(engines: tuple[Path, str], clients: tuple[TestClient, TestClient]) -> None:
+    from runlytics.warehouse import history, metric_history
+
+    warehouse, url = engines
+    duck, pg = snapshots.connect_latest(warehouse), pg_reader.Cursor(pg_reader.connect(db.PostgresUrl(url)))
+    compared = 0
+    try:
+        for job_id in _job_ids(clients):
+            for metric in clients[0].get(f"/api/training/{job_id}/metrics").json()["metrics"][:3]:
+                params = {"job_id": job_id, "name": metric["name"], "after": -(2**63), "to_step": None, "buckets": 4}
+                answers = [
+                    con.execute(
+                        history.downsampled_sql(con, metric_history.POINTS_SOURCE, "ts, value", "ts, value", ["value"]),
+                        params,
+                    ).fetchall()
+                    for con in (duck, pg)
+                ]
+                assert repr(answers[1]) == repr(answers[0]), (job_id, metric["name"])
+                compared += bool(answers[0])
+    finally:
+        duck.close()
+        pg.close()
+    assert compared > 5
+
+
+def test_downsampled_metric_history_endpoint(clients: tuple[TestClient, TestClient]) -> None:
+    for job_id in _job_ids(clients)[:10]:
+        for metric in clients[0].get(f"/api/training/{job_id}/metrics").json()["metrics"][:2]:
+            _both(clients, f"/api/training/{job_id}/metrics/history?name={metric['name']}&max_points=10")

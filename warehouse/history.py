@@ -60,9 +60,13 @@ WITH rows AS MATERIALIZED (
 )
 SELECT step, {fields} FROM rows WHERE step IN (SELECT step FROM keep) ORDER BY step
 """
-EXTREME = "arg_min(step, {f}) FILTER (WHERE isfinite({f})), arg_max(step, {f}) FILTER (WHERE isfinite({f}))"
-# PostgreSQL has no arg_min: the first step in the order of the values, then of the steps (of
-# equal values DuckDB's arg_min keeps the first it meets, the smallest step on rows in step order)
+# Of equal extremes, the smallest step: (value, step) compared as a pair, so that the same request
+# always keeps the same rows (arg_min alone keeps whichever tied row a thread meets first).
+EXTREME = (
+    "arg_min(step, ({f}, step)) FILTER (WHERE isfinite({f})), arg_max(step, ({f}, -step)) FILTER (WHERE isfinite({f}))"
+)
+# PostgreSQL has no arg_min: the first step in the order of the values, then of the steps (the
+# same rows as EXTREME)
 EXTREME_TEMPLATE = (
     "@first_by(step; {f}, step) FILTER (WHERE @finite({f})), "
     "@first_by(step; {f} DESC, step) FILTER (WHERE @finite({f}))"
@@ -231,7 +235,8 @@ LIMIT $max_points
 GPU_KEEP_EXTREMES = "UNION SELECT gpu_index, host, gpu_key, unnest(xs) FROM extremes"
 # The series (a GPU of a host: its key, its UUID when known) that share an answer's max_points.
 GPU_SERIES = "SELECT count(*) FROM (SELECT DISTINCT gpu_index, host, gpu_key FROM ({source}) AS source) AS series"
-GPU_EXTREME = "arg_min(x, {f}) FILTER (WHERE isfinite({f})), arg_max(x, {f}) FILTER (WHERE isfinite({f}))"
+# of equal extremes the earliest reading, as EXTREME
+GPU_EXTREME = "arg_min(x, ({f}, x)) FILTER (WHERE isfinite({f})), arg_max(x, ({f}, -x)) FILTER (WHERE isfinite({f}))"
 SAMPLES_OF_JOB = """
 SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c,
        power_w, sm_clock_mhz, clocks_event_reasons, gpu_key
@@ -247,12 +252,14 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 
 
 # The same chart on PostgreSQL: no arg_min, SEMI JOIN or * EXCLUDE there; of equal extremes the
-# earliest reading (docs/decisions.md, "extremes of equal values"). {columns}: the source's, but gpu_key.
+# earliest reading (docs/decisions.md, "extremes of equal values"); `/` of steps is DuckDB's, not
+# an integer division. {columns}: the source's, but gpu_key.
 GPU_DOWNSAMPLED_PG = """
 WITH keyed AS (SELECT source.*, {x} AS x FROM ({source}) AS source),
 span AS (SELECT gpu_index, host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host, gpu_key),
 rows AS MATERIALIZED (
-    SELECT k.*, least(CAST(floor((k.x - s.lo) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT), $buckets - 1) AS bucket
+    SELECT k.*, least(CAST(floor(CAST(k.x - s.lo AS DOUBLE PRECISION) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT),
+                      $buckets - 1) AS bucket
     FROM keyed k JOIN span s USING (gpu_index, host, gpu_key)
 ), extremes AS (
     SELECT gpu_index, host, gpu_key, ARRAY[{extremes}] AS xs FROM rows GROUP BY gpu_index, host, gpu_key, bucket
@@ -265,7 +272,9 @@ SELECT {columns} FROM rows WHERE (gpu_index, host, gpu_key, x) IN (SELECT gpu_in
 ORDER BY gpu_index, host, gpu_key, x
 LIMIT $max_points
 """
-GPU_EXTREME_TEMPLATE = "@first_by(x; {f}, x) FILTER (WHERE @finite({f})), @first_by(x; {f} DESC, x) FILTER (WHERE @finite({f}))"
+GPU_EXTREME_TEMPLATE = (
+    "@first_by(x; {f}, x) FILTER (WHERE @finite({f})), @first_by(x; {f} DESC, x) FILTER (WHERE @finite({f}))"
+)
 SAMPLE_COLUMNS = (
     "gpu_index", "host", "ts", "gpu_uuid", "utilization_percent", "memory_used_mb", "memory_total_mb",
     "temperature_c", "power_w", "sm_clock_mhz", "clocks_event_reasons",

@@ -33,7 +33,7 @@ ORDER BY step
 LIMIT $limit
 """
 
-# history.STEPS_DOWNSAMPLED reads (job_id, step, …) from a relation: here one metric's points.
+# history.downsampled_sql reads (job_id, step, …) from a relation: here one metric's points.
 POINTS_SOURCE = "(SELECT job_id, step, ts, value FROM metric_points WHERE name = $name)"
 
 METRIC_EXISTS = (
@@ -78,9 +78,7 @@ def metric_history(
         if max_points < MIN_POINTS:
             raise history.TooFewPoints(f"max_points must be at least {MIN_POINTS}: the first and last point, "
                                        "and a minimum and a maximum per bucket")  # fmt: skip
-        sql = history.STEPS_DOWNSAMPLED.format(
-            source=POINTS_SOURCE, fields="ts, value", columns="ts, value", extremes=history.EXTREME.format(f="value")
-        )
+        sql = history.downsampled_sql(con, POINTS_SOURCE, "ts, value", "ts, value", ["value"])
         rows = records(con.execute(sql, {**params, "buckets": max(1, (max_points - 2) // 2)}))
         next_cursor = None
     else:

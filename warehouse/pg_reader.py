@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_SECONDS = 30.0
 POOL_SIZE = 8
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-# DuckDB's list_contains($list, x) in a query that is not a template: `x = ANY($list)` here. The
-# templates say @list_contains (warehouse/dialect.py); health.py's queries are the last that
-# need this reading (to go once they use the macro).
-_LIST_CONTAINS = re.compile(r"list_contains\(\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*,\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\)")
 
 
 def sql_for(con: Any, template: str) -> str:
@@ -83,7 +79,6 @@ def connect(target: db.PostgresUrl, timeout: float = DEFAULT_TIMEOUT_SECONDS) ->
 def translate(sql: str, params: Mapping[str, Any] | None) -> str:
     """DuckDB's ``$name`` placeholders as psycopg's ``%(name)s`` (a literal ``%`` doubled);
     a ``$`` not followed by a parameter's name (JSON paths, ``$$``) stays."""
-    sql = _LIST_CONTAINS.sub(r"\2 = ANY($\1)", sql)
     if not params:
         return sql
     sql = sql.replace("%", "%%")
