@@ -26,4 +26,10 @@ def views(revision: str, names: tuple[str, ...]) -> tuple[View, ...]:
     before 0018 running on PostgreSQL)."""
     if revision < engine.POSTGRES_VIEWS_FROM and engine.on_postgres():
         return ()
-    return tuple(View.load(FROZEN / revision, name) for name in names)
+    return tuple(copy(revision, name) for name in names)
+
+
+def copy(revision: str, name: str) -> View:
+    """The view ``name`` as ``revision`` froze it, on either engine: what creates a view on
+    PostgreSQL from a copy older than 0018, which ``views`` gives only on DuckDB."""
+    return View.load(FROZEN / revision, name)

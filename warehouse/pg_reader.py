@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import db
 from .dialect import DUCKDB, POSTGRES, render
-from .postgres import SESSION_OPTIONS
+from .postgres import SESSION_OPTIONS, reason
 
 if TYPE_CHECKING:
     import psycopg
@@ -69,7 +69,7 @@ def connect(target: db.PostgresUrl, timeout: float = DEFAULT_TIMEOUT_SECONDS) ->
     try:
         conn = psycopg.connect(target.libpq_url, options=session_options(timeout), cursor_factory=psycopg.ClientCursor)
     except psycopg.OperationalError as error:
-        raise db.WarehouseError(f"cannot connect to {target}: {_first_line(error)}") from error
+        raise db.WarehouseError(f"cannot connect to {target}: {reason(error)}") from error
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     _load_as_duckdb(conn)
@@ -102,9 +102,9 @@ class Cursor:
         try:
             self._cursor.execute(translate(sql, params), params or None)
         except psycopg.errors.QueryCanceled as error:
-            raise db.WarehouseError(f"a read took longer than its time limit: {_first_line(error)}") from error
+            raise db.WarehouseError(f"a read took longer than its time limit: {reason(error)}") from error
         except psycopg.OperationalError as error:
-            raise db.WarehouseError(f"PostgreSQL failed a read: {_first_line(error)}") from error
+            raise db.WarehouseError(f"PostgreSQL failed a read: {reason(error)}") from error
         return self
 
     def fetchone(self) -> tuple[Any, ...] | None:
@@ -182,11 +182,6 @@ class Reader:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 def _load_as_duckdb(conn: psycopg.Connection[Any]) -> None:

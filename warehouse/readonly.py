@@ -125,6 +125,7 @@ def run_postgres(
     import psycopg
 
     from . import pg_reader
+    from .postgres import reason
 
     conn = pg_reader.connect(target, timeout)
     try:
@@ -133,13 +134,13 @@ def run_postgres(
             # prepared: the server refuses a second statement instead of running it
             cursor.execute(sql, prepare=True)
         except psycopg.errors.QueryCanceled as error:
-            raise QueryFailed(f"stopped after {timeout:g} s (--timeout): {_line(error)}") from error
+            raise QueryFailed(f"stopped after {timeout:g} s (--timeout): {reason(error)}") from error
         except psycopg.errors.SyntaxError as error:
             if "multiple commands" in str(error):
                 raise Refused(_refusal("several statements")) from error
-            raise QueryFailed(_line(error)) from error
+            raise QueryFailed(reason(error)) from error
         except psycopg.Error as error:
-            raise QueryFailed(_line(error)) from error
+            raise QueryFailed(reason(error)) from error
         columns = [d.name for d in cursor.description or []]
         return columns, cursor.fetchall() if cursor.description else []
     finally:
@@ -149,8 +150,3 @@ def run_postgres(
 
 class QueryFailed(Exception):
     """The query ran and failed (an error of its own, a refused write, the time limit); one line."""
-
-
-def _line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import frozen
+from runlytics.migrations import engine, frozen
 from runlytics.warehouse import dialect
-from runlytics.warehouse.views import View
 
 revision = "0018"
 down_revision = "0017"
@@ -343,13 +342,12 @@ DROP_FUNCTIONS = (
 
 def postgres_statements() -> list[str]:
     """What this revision runs on PostgreSQL, in order: the functions, then the views."""
-    # View.load, not frozen.views: that one gives nothing before 0018 on PostgreSQL
-    views = [View.load(frozen.FROZEN / copy, name) for name, copy in POSTGRES_VIEWS.items()]
+    views = [frozen.copy(revision_of, name) for name, revision_of in POSTGRES_VIEWS.items()]
     return [*FUNCTIONS, *(view.create_sql(dialect.POSTGRES) for view in views)]
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if engine.on_postgres():
         for statement in postgres_statements():
             op.execute(statement)
         return
@@ -358,7 +356,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    if engine.on_postgres():
         # the views exist on PostgreSQL from this revision on (names from POSTGRES_VIEWS)
         for name in reversed(POSTGRES_VIEWS):
             op.execute(f"DROP VIEW IF EXISTS {name}")

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from runlytics.migrations import derived, frozen
+from runlytics.migrations import derived, engine, frozen
 from runlytics.warehouse import dialect, insights
-from runlytics.warehouse.views import View
 
 revision = "0019"
 down_revision = "0018"
@@ -61,16 +60,11 @@ ON_POSTGRES = (
 )
 
 
-def _on_postgres() -> bool:
-    return bool(op.get_bind().dialect.name == "postgresql")
-
-
 def upgrade() -> None:
     snippets = dialect.for_bind(op.get_bind())
-    if _on_postgres():
-        # View.load, not frozen.views: that one gives no copy of 0011 on PostgreSQL
+    if engine.on_postgres():
         for revision_of, name in ON_POSTGRES:
-            op.execute(View.load(frozen.FROZEN / revision_of, name).create_sql(snippets))
+            op.execute(frozen.copy(revision_of, name).create_sql(snippets))
         return
     for view in frozen.views("0019", tuple(VIEWS_BEFORE)):
         op.execute(view.create_sql(snippets))
@@ -78,7 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if _on_postgres():
+    if engine.on_postgres():
         for _, name in reversed(ON_POSTGRES):
             op.execute(f"DROP VIEW IF EXISTS {name}")
         return
