@@ -147,6 +147,9 @@ def main() -> None:
         wall_added, cpu_added = (100 * (medians["with"][i] / medians["without"][i] - 1) for i in (0, 1))
         print(f"\ninsights add {wall_added:.1f} % wall, {cpu_added:.1f} % CPU to the ingest (target < 15 %)")
     print(f"refresh alone (every job): {wall:.2f} s wall, {cpu:.2f} s CPU")
+    if times["with"]:
+        # the steadier share on a loaded machine: one refresh against one ingest's CPU
+        print(f"refresh alone / ingest without insights: {100 * cpu / medians['without'][1]:.1f} % of its CPU")
 
 
 if __name__ == "__main__":

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 import pytest
+from alembic import command
 
 from runlytics.ingest import gpu_samples
-from runlytics.warehouse import db, insights, migrate, results
+from runlytics.warehouse import db, insights, migrate, postgres, results
 from tests.conftest import Lab
 
 T0 = datetime(2026, 1, 1, 0, 0, 0)
@@ -277,6 +279,22 @@ def test_throughput_drop_runs_skip_unknown_rows_and_split_at_a_fast_one(facts: F
     ]
 
 
+def test_throughput_drop_runs_count_unknown_rows_anywhere(facts: Facts) -> None:
+    # unknown rows before every run, inside one, right after a fast row and at the end: only
+    # known rows count, so each run is whole and its length counts its known rows alone
+    unknown: list[float | None] = [None, NAN]
+    values = [*unknown, *[100.0] * 30, *unknown, *[50.0] * 4, None, *[50.0] * 6, 100.0, *unknown]
+    values += [*[40.0] * 9, *unknown, 100.0, *[30.0] * 10, None]
+    _throughputs(facts, "a", values)
+    steps = {i: 10 * (i + 1) for i in range(len(values))}
+    first = values.index(50.0)
+    second = values.index(30.0)
+    assert facts.insights("a") == [
+        ("throughput_drop", steps[first], steps[first + 10], 50.0, 100.0),
+        ("throughput_drop", steps[second], steps[second + 9], 30.0, 100.0),
+    ]
+
+
 def test_throughput_drop_value_is_samples_over_seconds(facts: Facts) -> None:
     facts.job("a")
     fast = [{"samples": 100, "iteration_time": 0.1} for _ in range(20)]  # 10 steps x 0.1 s: 100 samples/s
@@ -286,6 +304,45 @@ def test_throughput_drop_value_is_samples_over_seconds(facts: Facts) -> None:
     (insight,) = facts.insights("a")
     assert insight[:3] == ("throughput_drop", 210, 300)
     assert insight[3] == pytest.approx(20.0) and insight[4] == pytest.approx(100.0)
+
+
+def test_insight_rows_derive_the_rows_as_step_metrics_does(facts: Facts) -> None:
+    # insight_rows computes step_metrics' row number, row count, seconds and samples in its own
+    # sort of the facts (revision 0023): the same values, whichever way a row gets them
+    t = [T0 + timedelta(seconds=s) for s in (0, 10, 25, 20, 40)]
+    facts.job("batch", batch_size=8)
+    facts.steps(
+        "batch",
+        [
+            {"step": 0, "ts": t[0], "samples": 16},
+            {"step": 5, "ts": t[1], "iteration_time": 0.5},
+            {"step": 7, "ts": t[2]},  # seconds from the timestamps, samples from the batch size
+            {"step": 9, "ts": t[3]},  # earlier than the row before: no seconds
+            {"step": 12, "samples_per_second": 4.0},  # no timestamp
+            {"step": 20, "ts": t[4], "samples_per_second": 3.0},
+        ],
+    )
+    facts.job("rate")
+    facts.steps(
+        "rate",
+        [
+            {"step": 3, "ts": t[0], "samples_per_second": 2.0},
+            {"step": 4, "ts": t[1], "samples_per_second": NAN},
+            {"step": 6, "ts": t[2], "samples_per_second": 5.0, "iteration_time": INF},
+            {"step": 8, "iteration_time": 2.0, "samples_per_second": 1.5, "samples": 7},
+        ],
+    )
+    columns = "job_id, step, ts, row_no, row_count, samples, seconds"
+    derived = facts.con.execute(f"SELECT {columns}, prev_step FROM insight_rows ORDER BY job_id, step").fetchall()
+    expected = facts.con.execute(
+        f"SELECT {columns}, CASE WHEN row_no > 1 THEN step - delta END FROM step_metrics ORDER BY job_id, step"
+    ).fetchall()
+    assert len(derived) == 10
+    assert repr(derived) == repr(expected)
+    # and by hand, a few: 16 samples given; 0.5 s x 5 steps and 8 x 5 samples; 15 s by the clock
+    batch = {row[1]: row[5:] for row in derived if row[0] == "batch"}
+    assert batch[0] == (16.0, None, None) and batch[5] == (40.0, 2.5, 0) and batch[7] == (16.0, 15.0, 5)
+    assert batch[9][1] is None
 
 
 # --- stall -------------------------------------------------------------------------------------
@@ -743,3 +800,30 @@ def test_a_killed_run_leaves_insights_owed_and_the_next_run_pays(lab: Lab) -> No
     lab.ingest()
     assert lab.query("SELECT kind FROM insight_results") == []
     _table_equals_view(lab)
+
+
+# --- revision 0023 on PostgreSQL ------------------------------------------------------------
+
+
+def _view_columns(con: Any, name: str) -> list[str]:
+    query = "SELECT column_name FROM information_schema.columns WHERE table_name = %s ORDER BY ordinal_position"
+    return [column for (column,) in con.execute(query, [name]).fetchall()]
+
+
+def test_revision_0023_goes_down_and_up_on_postgres(pg_url: str) -> None:
+    # PostgreSQL cannot drop insight_rows' known_no in place: the views that read it are dropped
+    # and created again, both ways
+    target = db.PostgresUrl(pg_url)
+    assert migrate.upgrade(target) == migrate.HEAD_REVISION
+    with psycopg.connect(pg_url) as con:
+        assert "known_no" not in _view_columns(con, "insight_rows")
+        assert con.execute("SELECT count(*) FROM job_insights").fetchone() == (0,)
+    with postgres.connection(target) as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0022")
+        conn.commit()
+    with psycopg.connect(pg_url) as con:
+        assert "known_no" in _view_columns(con, "insight_rows")
+        assert con.execute("SELECT count(*) FROM job_insights").fetchone() == (0,)
+    assert migrate.upgrade(target) == migrate.HEAD_REVISION

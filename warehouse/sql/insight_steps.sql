@@ -3,9 +3,11 @@
 -- (throughput_drop, stall) and the job rules (work_at_risk, silent_running). insight_losses,
 -- insight_speed and insight_lifecycle are its kinds by family. One view, so that a job's rows
 -- are derived (insight_rows) and sorted once for all of them: the CTE rows, materialised, holds
--- every running figure of the row order; per_job each job's figures over all its rows (T, g,
--- its last row). Thresholds come from insight_parameters, but for the two windows (loss_spike's
--- 20 finite losses, loss_divergence's 10 rows): a frame whose size is read from a table costs
+-- every running figure of the row order. The per-job medians are computed for the jobs whose
+-- rule reads them (revision 0023): T for every job, g for the jobs with a gap long enough to be
+-- a stall and for the running jobs; the last row is the row whose row_no is the row count.
+-- Thresholds come from insight_parameters, but for the two windows (loss_spike's 20 finite
+-- losses, loss_divergence's 10 rows): a frame whose size is read from a table costs
 -- DuckDB four times a fixed frame's (docs/decisions.md), so their sizes are written here.
 -- loss_spike's medians are computed only for the rows, and loss_divergence's running lowest
 -- only for the jobs, that a bound read in that sort (the lowest finite loss before each row)
@@ -17,16 +19,38 @@ rows AS MATERIALIZED (
     SELECT r.*, @seconds_between(r.prev_ts; r.ts) AS gap
     FROM insight_rows r
 ),
--- per job: T (the median row throughput), g (the median positive gap between rows), and its
--- last row (where a divergence ends; what silent_running measures from)
+-- per job: T (the median row throughput)
 per_job AS NOT MATERIALIZED (
-    SELECT job_id,
-           @median(throughput) AS typical,
-           @median(gap) FILTER (WHERE gap > 0) AS g,
-           max(step) AS last_step,
-           @first_by(ts; step DESC) AS last_ts
+    SELECT job_id, @median(throughput) AS typical
     FROM rows
     GROUP BY job_id
+),
+-- each job's last row (where a divergence ends; what work_at_risk and silent_running measure from)
+last_rows AS NOT MATERIALIZED (
+    SELECT job_id, step AS last_step, ts AS last_ts
+    FROM rows
+    WHERE row_no = row_count
+),
+-- g (the median positive gap between rows) of the jobs that may have a stall: a stall's gap is
+-- above min_seconds, so only a job with such a gap needs its median
+stall_jobs AS (
+    SELECT DISTINCT x.job_id
+    FROM rows x, p
+    WHERE x.gap > p.stall_min_seconds
+),
+stall_gaps AS (
+    SELECT x.job_id, @median(x.gap) FILTER (WHERE x.gap > 0) AS g
+    FROM rows x
+    JOIN stall_jobs s ON s.job_id = x.job_id
+    GROUP BY x.job_id
+),
+-- g of the running jobs (silent_running's limit)
+running_gaps AS (
+    SELECT x.job_id, @median(x.gap) FILTER (WHERE x.gap > 0) AS g
+    FROM rows x
+    JOIN jobs j ON j.job_id = x.job_id
+    WHERE j.status = 'running'
+    GROUP BY x.job_id
 ),
 -- the rows with a finite loss, by their place among them (what the medians over finite losses join)
 finite_losses AS (
@@ -34,15 +58,25 @@ finite_losses AS (
     FROM rows f
     WHERE f.finite_loss IS NOT NULL
 ),
-nonfinite AS (
-    SELECT job_id, 'nonfinite_loss' AS kind, 'critical' AS severity,
-           min(step) AS first_step, max(step) AS last_step,
+nonfinite_rows AS (
+    SELECT job_id, min(step) AS first_step, max(step) AS last_step,
            @first_by(ts; step) AS start_time, @first_by(ts; step DESC) AS end_time,
            CAST(count(*) AS DOUBLE PRECISION) AS value,
-           @first_by(previous_finite_loss; step) AS reference
+           -- the finite losses before the first such row: the last of them is its reference
+           @first_by(finite_no; step) AS finite_before
     FROM rows
     WHERE nonfinite_loss
     GROUP BY job_id
+),
+nonfinite AS (
+    SELECT n.job_id, 'nonfinite_loss' AS kind, 'critical' AS severity, n.first_step, n.last_step,
+           n.start_time, n.end_time, n.value, max(n.reference) AS reference
+    FROM (SELECT n.*, f.finite_loss AS reference
+          FROM nonfinite_rows n
+          JOIN finite_losses f ON f.job_id = n.job_id AND f.finite_no = n.finite_before
+          UNION ALL
+          SELECT n.*, CAST(NULL AS DOUBLE PRECISION) FROM nonfinite_rows n) n
+    GROUP BY n.job_id, n.first_step, n.last_step, n.start_time, n.end_time, n.value
 ),
 -- a spike: a finite loss L above m + max(mad_factor * d, relative * |m|), m and d the median and
 -- the median absolute deviation (from m) of the 20 finite losses just before it (20 at least).
@@ -104,7 +138,7 @@ lowest AS (
            e.last_step, e.last_ts
     FROM rows s
     JOIN diverging_jobs d ON d.job_id = s.job_id
-    JOIN per_job e ON e.job_id = s.job_id
+    JOIN last_rows e ON e.job_id = s.job_id
     WHERE s.finite_no >= 10 AND s.r IS NOT NULL
 ),
 divergence AS (
@@ -165,12 +199,24 @@ overfitting AS (
 ),
 -- throughput_drop: among the rows with a known throughput, in row order, maximal runs of at
 -- least min_rows rows each below fraction * T
-slow AS (
-    SELECT s.job_id, s.step, s.ts, s.samples, s.seconds, s.throughput, j.typical,
-           s.known_no - row_number() OVER (PARTITION BY s.job_id ORDER BY s.step) AS run
+slow_rows AS (
+    SELECT s.job_id, s.step, s.ts, s.row_no, s.samples, s.seconds, s.throughput, j.typical
     FROM rows s
     JOIN per_job j ON j.job_id = s.job_id, p
     WHERE s.throughput < p.throughput_drop_fraction * j.typical
+),
+-- a slow row's row_no less its place among the slow rows and the rows without a throughput (few
+-- or none) sorted together is the number of rows before it whose throughput is known and not
+-- slow: the same along a run, one more at least after each such row (one sort of those rows only)
+slow AS (
+    SELECT u.job_id, u.step, u.ts, u.samples, u.seconds, u.throughput, u.typical, u.run
+    FROM (SELECT u.*, u.row_no - row_number() OVER (PARTITION BY u.job_id ORDER BY u.step) AS run
+          FROM (SELECT job_id, step, ts, row_no, samples, seconds, throughput, typical FROM slow_rows
+                UNION ALL
+                SELECT job_id, step, ts, row_no, samples, seconds, throughput, CAST(NULL AS DOUBLE PRECISION)
+                FROM rows
+                WHERE throughput IS NULL) u) u
+    WHERE u.throughput IS NOT NULL
 ),
 drops AS (
     SELECT s.job_id, 'throughput_drop' AS kind, 'warning' AS severity,
@@ -192,7 +238,7 @@ stalls AS (
     SELECT x.job_id, 'stall' AS kind, 'warning' AS severity, x.prev_step AS first_step, x.step AS last_step,
            x.prev_ts AS start_time, x.ts AS end_time, x.gap AS value, j.g AS reference
     FROM rows x
-    JOIN per_job j ON j.job_id = x.job_id, p
+    JOIN stall_gaps j ON j.job_id = x.job_id, p
     WHERE x.gap > p.stall_factor * j.g AND x.gap > p.stall_min_seconds
 ),
 at_risk AS (
@@ -201,7 +247,7 @@ at_risk AS (
            a.checkpoint_frequency_steps AS reference,
            @printf('The job ended %s at step %d, %d steps after its last checkpoint, more than %.6g x the checkpoint frequency of %.6g steps.'; a.status; e.last_step; e.last_step - coalesce(c.last_checkpoint, 0); p.work_at_risk_factor; a.checkpoint_frequency_steps) AS message
     FROM job_results a
-    JOIN per_job e ON e.job_id = a.job_id
+    JOIN last_rows e ON e.job_id = a.job_id
     LEFT JOIN (SELECT job_id, max(step) AS last_checkpoint FROM checkpoints GROUP BY job_id) c ON c.job_id = a.job_id, p
     WHERE a.status IN ('failed', 'cancelled')
       AND a.checkpoint_frequency_steps IS NOT NULL
@@ -217,7 +263,9 @@ silence AS (
     -- each job's last row and g, NULL for a job without rows (an inner join and a union rather
     -- than a LEFT JOIN: a filter on job_id then reaches the rows through every read of them)
     JOIN (SELECT u.job_id, max(u.last_ts) AS last_ts, max(u.g) AS g
-          FROM (SELECT job_id, last_ts, g FROM per_job
+          FROM (SELECT job_id, last_ts, CAST(NULL AS DOUBLE PRECISION) AS g FROM last_rows
+                UNION ALL
+                SELECT job_id, CAST(NULL AS TIMESTAMP), g FROM running_gaps
                 UNION ALL
                 SELECT job_id, CAST(NULL AS TIMESTAMP), CAST(NULL AS DOUBLE PRECISION) FROM jobs) u
           GROUP BY u.job_id) e ON e.job_id = j.job_id, p
