@@ -12,19 +12,24 @@ lines whose every field it can check for itself: an object of plain JSON (no esc
 characters, NaN, trailing commas or repeated keys), a job id, a GPU index, a Unix or plain ISO
 timestamp and every number finite and in range. Every other line (a bad one, one with a value
 to drop, anything unusual) goes the careful road, ``parse_line``, which words the warnings.
+The fast road reads a whole file with DuckDB's JSON reader (``JSON_PARSE``) when a scan of
+its bytes finds nothing that reader takes otherwise than Python (``_json_readable``), else with
+its CSV reader as lines (a piece of a file: split from the text); the same field checks follow.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from . import gpu_store
 
@@ -103,8 +108,9 @@ def _string(raw: str) -> str:
     return f"CASE WHEN starts_with({raw}, '\"') THEN substr({raw}, 2, length({raw}) - 2) END"
 
 
-def _fast_parse() -> str:
-    raws = ", ".join(f"CAST(s.{name} AS VARCHAR) AS r_{name}" for name in _FIELDS)
+def _fast_parse(raw_fields: str, keys: str = "piece, seq") -> str:
+    """The fields' checks over ``raw_fields``, a relation of (``keys``, r_<field> for each of
+    _FIELDS as JSON text, gi: the GPU index's JSON text)."""
     numbers = ", ".join(f"TRY_CAST(r_{name} AS DOUBLE) AS {name}" for name in RANGES)
     in_range = " AND ".join(
         f"(r_{name} IS NULL OR {name} >= {low}{f' AND {name} <= {high}' if math.isfinite(high) else ''})"
@@ -113,7 +119,7 @@ def _fast_parse() -> str:
     # ts: Python's datetime.fromtimestamp rounds the fraction's microseconds half to even
     return f"""
 CREATE OR REPLACE TEMP TABLE spool_parsed AS
-SELECT piece, seq, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
+SELECT {keys}, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
        CASE WHEN iso IS NULL
             THEN make_timestamp(CAST(trunc(epoch) AS BIGINT) * 1000000
                                 + CAST(round_even((epoch - trunc(epoch)) * 1e6, 0) AS BIGINT))
@@ -133,20 +139,40 @@ FROM (
            {numbers},
            CASE WHEN regexp_full_match(r_clocks_event_reasons, '-?[0-9]{{1,18}}') THEN r_clocks_event_reasons END
                AS clocks_event_reasons
-    FROM (
-        SELECT piece, seq, {raws},
-               -- "gpu_index": null is no index (Python's doc.get), not a reason to read "index"
-               coalesce(r_gpu_index, CASE WHEN NOT contains(line, '"gpu_index"') THEN r_index END) AS gi
-        FROM (
-            SELECT piece, seq, line, plain,
-                   CASE WHEN (plain OR NOT regexp_matches(line, '{_UNUSUAL}'))
-                             AND NOT regexp_matches(line, '{_TRAILING_COMMA}|{_REPEATED}')
-                        THEN try(from_json(line, '{_SHAPE}')) END AS s
-            FROM spool_lines
-            WHERE NOT regexp_full_match(line, '{_BLANK}')  -- the CSV reader reads an empty line as NULL
-        )
-    )
+    FROM ({raw_fields})
 )
+"""
+
+
+_RAWS = ", ".join(f"CAST(s.{name} AS VARCHAR) AS r_{name}" for name in _FIELDS)
+# The fields of spool_lines' lines, parsed by from_json; a line it can't take has none (not clean).
+LINE_FIELDS = f"""
+SELECT piece, seq, {_RAWS},
+       -- "gpu_index": null is no index (Python's doc.get), not a reason to read "index"
+       coalesce(r_gpu_index, CASE WHEN NOT contains(line, '"gpu_index"') THEN r_index END) AS gi
+FROM (
+    SELECT piece, seq, line, plain,
+           CASE WHEN (plain OR NOT regexp_matches(line, '{_UNUSUAL}'))
+                     AND NOT regexp_matches(line, '{_TRAILING_COMMA}|{_REPEATED}')
+                THEN try(from_json(line, '{_SHAPE}')) END AS s
+    FROM spool_lines
+    WHERE NOT regexp_full_match(line, '{_BLANK}')  -- the CSV reader reads an empty line as NULL
+)
+"""
+# The fields of whole files read by DuckDB's JSON reader ($paths: those _json_readable takes), by
+# the index of their file (file_index). A JSON null reads as NULL there, as if absent: "index" is
+# read only in a file that never names "gpu_index" ($no_gpu_index). Parsed straight into
+# spool_parsed (JSON_PARSE): the fields' texts are never stored, which would cost more than the
+# parse; a row's line is its rank in spool_parsed's insertion order, which is the files' (as the
+# CSV road's).
+_JSON_COLUMNS = ", ".join(f"'{name}': 'JSON'" for name in _FIELDS)
+JSON_FIELDS = f"""
+SELECT file_index, {_RAWS},
+       coalesce(CAST(s.gpu_index AS VARCHAR),
+                CASE WHEN list_extract($no_gpu_index, CAST(file_index AS BIGINT) + 1)
+                     THEN CAST(s.index AS VARCHAR) END) AS gi
+FROM read_json($paths, format = 'newline_delimited', records = true, auto_detect = false,
+               columns = {{{_JSON_COLUMNS}}}) s
 """
 
 
@@ -181,19 +207,36 @@ JOIN (SELECT filename, min(rowid) AS first FROM spool_csv GROUP BY filename) s U
 JOIN spool_files f USING (filename)
 WHERE c.rowid - s.first < f.lines
 """
-FAST_PARSE = _fast_parse()
+FAST_PARSE = _fast_parse(LINE_FIELDS)
+JSON_PARSE = _fast_parse(JSON_FIELDS, "file_index")
+# {parsed}: spool_parsed, or the JSON road's view of it (JSON_LINES)
 STAGE_FAST = f"""
 INSERT INTO batch_gpu_samples
-SELECT {", ".join(COLUMNS)}, seq FROM spool_parsed WHERE clean
+SELECT {", ".join(COLUMNS)}, seq FROM {{parsed}} WHERE clean
 """
 FAST_COUNTS = """
 SELECT piece, count(*) FILTER (WHERE clean), list(seq ORDER BY seq) FILTER (WHERE NOT clean)
-FROM spool_parsed
+FROM {parsed}
 GROUP BY piece
 """
 DROP_FAST = "DROP TABLE IF EXISTS spool_parsed"
 DROP_LINES = {"table": "DROP TABLE IF EXISTS spool_lines", "view": "DROP VIEW IF EXISTS spool_lines"}
 DROP_FILES = "DROP TABLE IF EXISTS spool_csv; DROP TABLE IF EXISTS spool_files"
+# What each file gave: a file gave a row per line when its count is its lines (a blank line gives
+# none) and it still has the bytes Python read; then its lines are numbered from its first row on.
+JSON_READ = "SELECT file_index, min(rowid), count(*) FROM spool_parsed GROUP BY file_index"
+JSON_PIECES = """
+CREATE OR REPLACE TEMP TABLE spool_json_files AS
+SELECT unnest($indexes) AS file_index, unnest($pieces) AS piece, unnest($bases) - unnest($firsts) + 1 AS delta
+"""
+# spool_parsed as the CSV road's (piece, seq), for STAGE_FAST and FAST_COUNTS; the files not taken
+# are left out by the join
+JSON_LINES = """
+CREATE OR REPLACE TEMP VIEW spool_json_lines AS
+SELECT f.piece, p.rowid + f.delta AS seq, p.* EXCLUDE (file_index)
+FROM spool_parsed p JOIN spool_json_files f USING (file_index)
+"""
+DROP_JSON = "DROP VIEW IF EXISTS spool_json_lines; DROP TABLE IF EXISTS spool_json_files"
 
 
 @dataclass
@@ -220,6 +263,7 @@ class Staged:
 
     rows: int = 0
     warnings: list[str] = field(default_factory=list)
+    road: str = "careful"  # where its lines were parsed: "json", "csv" or "text" (then careful for some)
 
 
 def store(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], source: str) -> set[str]:
@@ -254,13 +298,15 @@ def read_pieces(path: Path, offset: int, first_line: int, size: int = PIECE_BYTE
 def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
     """Stage the pieces' samples in ``batch_gpu_samples`` (seq: read order), one Staged per piece.
 
-    Not in a transaction of the caller's: a file DuckDB's CSV reader can't read (a line over its
-    size limit) fails a statement, which would spoil the transaction; it is read as text instead.
+    Not in a transaction of the caller's: a file DuckDB's readers can't read (a line over the CSV
+    reader's size limit, a line the JSON reader refuses) fails a statement, which would spoil the
+    transaction; it is read another way instead.
     """
     con.execute(STAGE_EMPTY)
     staged = [Staged() for _ in pieces]
     text: list[_Fast] = []
     files: list[_Fast] = []
+    documents: list[_Fast] = []
     careful: list[tuple[int, int, int, bytes]] = []  # (piece, seq, line number, line)
     seq = 0
     for i, piece in enumerate(pieces):
@@ -270,9 +316,17 @@ def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
             careful.extend((i, seq + k, piece.first_line + k - 1, line) for k, line in enumerate(lines, start=1))
         else:
             whole = piece.path is not None and data is piece.data and not _GLOB.intersection(str(piece.path))
-            road = files if whole and _csv_readable(data) else text
-            road.append(_Fast(i, data, seq, _plain(data)))
+            if whole and _csv_readable(data) and _json_readable(data):
+                documents.append(_Fast(i, data, seq, True))
+            elif whole and _csv_readable(data):
+                files.append(_Fast(i, data, seq, _plain(data)))
+            else:
+                text.append(_Fast(i, data, seq, _plain(data)))
         seq += piece.lines
+    if documents:
+        refused: list[_Fast] = []
+        careful += _stage_json(con, pieces, staged, documents, refused)
+        files += [_Fast(f.piece, f.data, f.base, _plain(f.data)) for f in refused]
     if files:
         try:
             con.execute(READ_FILES, {"paths": [str(pieces[f.piece].path) for f in files]})
@@ -290,7 +344,9 @@ def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
                 },
             )
             con.execute(FILE_LINES)
-            careful += _stage_fast(con, pieces, staged, files, "view")
+            for f in files:
+                staged[f.piece].road = "csv"
+            careful += _stage_fast(con, pieces, staged, files, DROP_LINES["view"])
             con.execute(DROP_FILES)
     if text:
         texts = [f.data[:-1].decode("utf-8", "replace") for f in text]
@@ -300,10 +356,77 @@ def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
             {"texts": texts, "pieces": pieces_at, "bases": [f.base for f in text], "plain": [f.plain for f in text]},
         )
         del texts
-        careful += _stage_fast(con, pieces, staged, text, "table")
+        for f in text:
+            staged[f.piece].road = "text"
+        careful += _stage_fast(con, pieces, staged, text, DROP_LINES["table"])
     careful.sort(key=lambda item: item[1])
     _stage_careful(con, staged, careful)
     return staged
+
+
+def _stage_json(
+    con: duckdb.DuckDBPyConnection, pieces: list[Piece], staged: list[Staged], fast: list[_Fast], refused: list[_Fast]
+) -> list[tuple[int, int, int, bytes]]:
+    """The fast road over whole files read by DuckDB's JSON reader; returns the lines it leaves
+    to the careful road, and adds to ``refused`` the files it can't take (they go the CSV road)."""
+    # a file appended to since Python read it would give more lines: the CSV road cuts them off
+    ready = _keep(fast, lambda f: _size(pieces[f.piece]) == len(f.data), refused)
+    if not ready:
+        return []
+    try:
+        con.execute(
+            JSON_PARSE,
+            {
+                "paths": [str(pieces[f.piece].path) for f in ready],
+                "no_gpu_index": [b'"gpu_index"' not in f.data for f in ready],
+            },
+        )
+    except duckdb.Error:
+        con.execute(DROP_FAST)
+        refused += ready
+        return []
+    read = {index: (first, rows) for index, first, rows in con.execute(JSON_READ).fetchall()}
+    first: dict[int, int] = {}
+    for index, f in enumerate(ready):
+        got, rows = read.get(index, (0, 0))
+        if rows == pieces[f.piece].lines and _size(pieces[f.piece]) == len(f.data):
+            first[f.piece] = got
+            staged[f.piece].road = "json"
+        else:
+            refused.append(f)
+    taken = [(index, f) for index, f in enumerate(ready) if f.piece in first]
+    if not taken:
+        con.execute(DROP_FAST)
+        return []
+    con.execute(
+        JSON_PIECES,
+        {
+            "indexes": [index for index, _ in taken],
+            "pieces": [f.piece for _, f in taken],
+            "bases": [f.base for _, f in taken],
+            "firsts": [first[f.piece] for _, f in taken],
+        },
+    )
+    con.execute(JSON_LINES)
+    left = _stage_parsed(con, pieces, staged, [f for _, f in taken], "spool_json_lines")
+    con.execute(DROP_JSON)
+    con.execute(DROP_FAST)
+    return left
+
+
+def _keep(fast: list[_Fast], test: Callable[[_Fast], bool], refused: list[_Fast]) -> list[_Fast]:
+    """The pieces that pass ``test``; the others are added to ``refused``."""
+    kept: list[_Fast] = []
+    for f in fast:
+        (kept if test(f) else refused).append(f)
+    return kept
+
+
+def _size(piece: Piece) -> int:
+    try:
+        return os.stat(str(piece.path)).st_size
+    except OSError:
+        return -1
 
 
 @dataclass
@@ -333,6 +456,46 @@ def _csv_readable(data: bytes) -> bool:
     return _utf8(data)
 
 
+# _json_readable's marks: a separator after which a value may start (bytes.translate: one pass in C)
+_SEPARATORS = bytes(1 if chr(byte) in ",:[" else 0 for byte in range(256))
+_COMMA, _SPACE, _MINUS = b", -"
+
+
+def _json_readable(data: bytes) -> bool:
+    """Whether DuckDB's JSON reader reads every line of the piece as Python's json does, as far
+    as the fields' checks (JSON_PARSE) can't see: UTF-8 without escapes, a byte order mark,
+    vertical tab or form feed, and no value that DuckDB takes and Python refuses or reads
+    otherwise (NaN or an infinity in any spelling, a trailing comma), wherever it lies (keys the
+    fields' checks don't read included).
+
+    Vectorised over the piece (a regex per piece costs several times more): after each comma,
+    colon or bracket, a value starts at the next byte or after one space; any other spacing there
+    leaves the piece to the CSV road, whose per-line checks are exact. A match inside a string
+    only sends the piece there too.
+    """
+    if b"\\" in data or b"\x0b" in data or b"\x0c" in data:  # the reader takes these two for spaces
+        return False
+    if not _utf8(data) or (not data.isascii() and b"\xef\xbb\xbf" in data):
+        return False
+    b = np.frombuffer(data, np.uint8)
+    at = np.flatnonzero(np.frombuffer(data.translate(_SEPARATORS), bool))
+    # the piece ends with a newline, never a separator: each has two more bytes, or one and the end
+    first = b[at + 1]
+    second = b[np.minimum(at + 2, len(b) - 1)]
+    spaced = first == _SPACE
+    value = np.where(spaced, second, first)
+    if (((first >= 9) & (first <= 13)) | (spaced & ((second == _SPACE) | ((second >= 9) & (second <= 13))))).any():
+        return False  # a tab, line break, vertical tab, form feed or CR, or a second space
+    if ((b[at] == _COMMA) & ((value == ord("]")) | (value == ord("}")))).any():
+        return False  # a trailing comma
+    # the few values that start with a minus sign or a letter n or i: read on
+    odd = np.flatnonzero((value == _MINUS) | ((value | 0x20) == ord("n")) | ((value | 0x20) == ord("i")))
+    start = at[odd] + 1 + spaced[odd]
+    start += b[start] == _MINUS
+    letter, then = b[np.minimum(start, len(b) - 1)] | 0x20, b[np.minimum(start + 1, len(b) - 1)] | 0x20
+    return not (((letter == ord("n")) & (then == ord("a"))) | ((letter == ord("i")) & (then == ord("n")))).any()
+
+
 def _utf8(data: bytes) -> bool:
     if data.isascii():
         return True
@@ -344,21 +507,30 @@ def _utf8(data: bytes) -> bool:
 
 
 def _stage_fast(
-    con: duckdb.DuckDBPyConnection, pieces: list[Piece], staged: list[Staged], fast: list[_Fast], lines_kind: str
+    con: duckdb.DuckDBPyConnection, pieces: list[Piece], staged: list[Staged], fast: list[_Fast], drop: str
 ) -> list[tuple[int, int, int, bytes]]:
-    """The fast road over ``spool_lines``; returns the lines it leaves to the careful road."""
+    """The fast road over ``spool_lines`` (FAST_PARSE), which ``drop`` drops; returns the lines it
+    leaves to the careful road."""
     con.execute(FAST_PARSE)
-    con.execute(DROP_LINES[lines_kind])
-    con.execute(STAGE_FAST)
+    con.execute(drop)
+    left = _stage_parsed(con, pieces, staged, fast, "spool_parsed")
+    con.execute(DROP_FAST)
+    return left
+
+
+def _stage_parsed(
+    con: duckdb.DuckDBPyConnection, pieces: list[Piece], staged: list[Staged], fast: list[_Fast], parsed: str
+) -> list[tuple[int, int, int, bytes]]:
+    """Stage the clean rows of ``parsed`` (piece, seq, ..., clean); returns the others' lines."""
+    con.execute(STAGE_FAST.format(parsed=parsed))
     by_piece = {f.piece: f for f in fast}
     left: list[tuple[int, int, int, bytes]] = []
-    for i, clean, unclean in con.execute(FAST_COUNTS).fetchall():
+    for i, clean, unclean in con.execute(FAST_COUNTS.format(parsed=parsed)).fetchall():
         staged[i].rows += clean
         if unclean:
             f = by_piece[i]
             lines = f.data.split(b"\n")
             left.extend((i, s, pieces[i].first_line + s - f.base - 1, lines[s - f.base - 1]) for s in unclean)
-    con.execute(DROP_FAST)
     return left
 
 

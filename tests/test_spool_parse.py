@@ -40,9 +40,12 @@ def reference(data: bytes, first_line: int) -> tuple[list[tuple[Any, ...]], list
     return rows, warnings
 
 
-def staged(pieces: list[Piece]) -> tuple[list[tuple[Any, ...]], list[str], list[int]]:
+def staged(pieces: list[Piece], roads: list[str] | None = None) -> tuple[list[tuple[Any, ...]], list[str], list[int]]:
+    """Rows, warnings and rows per piece as the fast roads stage them; ``roads`` hears each piece's road."""
     con = duckdb.connect()
     got = gpu_samples.stage(con, pieces)
+    if roads is not None:
+        roads.extend(g.road for g in got)
     columns = ", ".join(gpu_samples.COLUMNS)
     rows = [_key(*r) for r in con.execute(f"SELECT {columns}, seq FROM batch_gpu_samples ORDER BY seq").fetchall()]
     return rows, [w for g in got for w in g.warnings], [g.rows for g in got]
@@ -60,8 +63,9 @@ def _key(*values: Any) -> tuple[Any, ...]:
     return tuple(repr(v) if isinstance(v, float) else v for v in values)
 
 
-def check(data: bytes, first_line: int = 1) -> None:
-    """Both fast roads (the text road, and DuckDB's CSV reader on the file) give the reference."""
+def check(data: bytes, first_line: int = 1) -> str:
+    """Every fast road (the text road; on the file, DuckDB's JSON reader where it may take it, and
+    its CSV reader) gives the reference; returns the road the file took."""
     expected_rows, expected_warnings = reference(data, first_line)
     rows, warnings, counts = staged([Piece(0, first_line, data)])
     assert rows == expected_rows
@@ -71,8 +75,14 @@ def check(data: bytes, first_line: int = 1) -> None:
         path = Path(folder) / "node-01-2026110209.jsonl"
         path.write_bytes(data)
         pieces = list(gpu_samples.read_pieces(path, 0, first_line))
-        assert [p.path for p in pieces] == [path]  # the whole file, for the CSV reader
-        assert staged(pieces) == (expected_rows, expected_warnings, [len(expected_rows)])
+        assert [p.path for p in pieces] == [path]  # the whole file, for DuckDB's readers
+        roads: list[str] = []
+        assert staged(pieces, roads) == (expected_rows, expected_warnings, [len(expected_rows)])
+        if roads == ["json"]:  # the CSV road on the same file gives the same
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(gpu_samples, "_json_readable", lambda data: False)
+                assert staged(pieces) == (expected_rows, expected_warnings, [len(expected_rows)])
+        return roads[0]
 
 
 # --- random lines -------------------------------------------------------------------------
@@ -178,6 +188,73 @@ breaks = st.sampled_from([b"\n", b"\n", b"\n", b"\r\n"])
 def test_the_fast_road_gives_what_the_careful_road_gives(lines: list[tuple[bytes, bytes]], first_line: int) -> None:
     data = b"".join(text.replace(b"\n", b"").replace(b"\r", b"") + end for text, end in lines)
     check(data, first_line)
+
+
+def _object(text: bytes) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(encoded.filter(_object), min_size=1, max_size=12), st.integers(1, 10**6))
+def test_the_json_road_gives_what_the_careful_road_gives(lines: list[bytes], first_line: int) -> None:
+    # lines Python reads as objects (DuckDB's JSON reader then reads the file, unless a check
+    # of _json_readable sends it to the CSV road): values to drop, fields of every kind
+    data = b"".join(text.replace(b"\n", b"").replace(b"\r", b"") + b"\n" for text in lines)
+    check(data, first_line)
+
+
+def test_the_json_road_takes_the_samplers_files_and_leaves_the_rest() -> None:
+    sample = {"ts": T0, "host": "node-01", "job_id": "j", "gpu_index": 0, "gpu_uuid": "GPU-0",
+              "utilization_percent": 50.0, "memory_used_mb": 1e3, "memory_total_mb": 8e4, "temperature_c": 60.0,
+              "power_w": None, "sm_clock_mhz": 1980.0, "clocks_event_reasons": 4,
+              "mig_parent_uuid": None, "mig_gi_id": None, "mig_ci_id": None}  # fmt: skip
+    good = encode(sample, 1) + b"\n" + encode({**sample, "gpu_index": 1, "power_w": 250.5}, 0) + b"\n"
+    assert check(good) == "json"
+    assert check(encode({**sample, "host": "x:nan"}, 1) + b"\n") == "csv"  # looks like NaN: not sure
+    assert check(good + b"\n" + good) == "csv"  # a blank line: rows would not be lines
+    assert check(good + b"not json\n") == "csv"  # the JSON reader refuses the file
+    assert check(good.replace(b'"ts"', b'"ts", "x": [1,]', 1)) == "csv"
+    assert check(good + encode({**sample, "gpu_index": -1}, 1) + b"\n") == "json"  # a line left to Python
+    huge = encode({**sample, "power_w": 123.25}, 1).replace(b"123.25", b"1e400")  # inf to Python too
+    assert check(good + huge + b"\n") == "json"
+
+
+def test_files_read_together_keep_their_lines_apart(tmp_path: Path) -> None:
+    # several whole files in one batch (one read_json of them all): each line's seq and warning
+    # name its own file's line, whatever the files' sizes
+    pieces = []
+    for k, count in enumerate((7, 3, 12, 1)):
+        path = tmp_path / f"node-{k:02d}-2026110209.jsonl"
+        lines = [encode({"ts": T0 + i, "host": f"n{k}", "job_id": "j", "gpu_index": i % 4}, 1) for i in range(count)]
+        lines[count // 2] = lines[count // 2].replace(b'"job_id":"j"', b'"job_id":""')  # left to Python
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        pieces += gpu_samples.read_pieces(path, 0, 1)
+    con = duckdb.connect()
+    got = gpu_samples.stage(con, pieces)
+    assert [g.road for g in got] == ["json"] * 4
+    rows = con.execute("SELECT host, seq FROM batch_gpu_samples ORDER BY seq").fetchall()
+    for k, piece in enumerate(pieces):
+        expected_rows, expected_warnings = reference(piece.data, 1)
+        assert got[k].warnings == expected_warnings and len(expected_warnings) == 1
+        assert got[k].rows == len(expected_rows)
+        before = sum(p.lines for p in pieces[:k])  # seq counts on through the batch
+        assert [seq for host, seq in rows if host == f"n{k}"] == [before + row[-1] for row in expected_rows]
+
+
+def test_a_file_appended_to_while_it_is_read_gives_only_what_was_read(tmp_path: Path) -> None:
+    path = tmp_path / "node-01-2026110209.jsonl"
+    lines = [encode({"ts": T0 + i, "job_id": "j", "gpu_index": 0}, 0) + b"\n" for i in range(5)]
+    path.write_bytes(b"".join(lines[:3]))
+    pieces = list(gpu_samples.read_pieces(path, 0, 1))
+    with path.open("ab") as f:
+        f.write(b"".join(lines[3:]))  # complete lines the JSON reader would read too
+    con = duckdb.connect()
+    (got,) = gpu_samples.stage(con, pieces)
+    assert got.rows == 3 and got.road == "csv"
+    assert con.execute("SELECT count(*) FROM batch_gpu_samples").fetchone() == (3,)
 
 
 @settings(max_examples=30, deadline=None)

@@ -111,11 +111,14 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
             summary.gpu_samples += got.rows - len(dropped)
             summary.warnings += len(got.warnings) + len(dropped)
             touched[file.path] = file
-        for file in touched.values():
-            ledger.record(
-                ctx.con, str(file.path), KIND, file.stat, "ingested", None, None, file.lines, file.warnings,
-                read_offset=file.offset,
-            )  # fmt: skip
+        ledger.record_many(
+            ctx.con,
+            KIND,
+            [
+                ledger.Outcome(str(file.path), file.stat, None, file.lines, file.warnings, read_offset=file.offset)
+                for file in touched.values()
+            ],
+        )
     summary.job_ids |= changed
     for file in touched.values():
         summary.ingested += not file.counted
