@@ -13,7 +13,8 @@ writer, then measures, each run in a fresh process:
 2. a cron run adding one minute of every GPU's samples, with --small-hours and with --hours of
    samples stored (wall seconds less a bare ``python -c 'import runlytics.cli'``, and the ratio);
 3. bytes per raw sample at rest: everything in the warehouse's folder (the DuckDB file,
-   snapshots, Parquet parts, anything else runlytics wrote) over the samples stored;
+   snapshots, Parquet parts, anything else runlytics wrote) over the samples stored, and by kind
+   (the live file, its snapshots, each sealed table's parts);
 4. with --big: --big-samples samples stored (ingested a day of spool at a time, each day's files
    deleted once read), one job's GPU chart (/api/training/{job}/gpus?max_points=1000, 8 GPUs,
    7 days) and the fleet's utilization over 30 days (/api/training/analytics/fleet), and the
@@ -37,6 +38,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -159,6 +161,16 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def at_rest(warehouse: Path) -> dict[str, int]:
+    """Bytes at rest by kind: the live DuckDB file, its snapshots, and each sealed table's parts."""
+    out = {"duckdb": warehouse.stat().st_size}
+    out["snapshots"] = folder_bytes(warehouse.with_name(warehouse.name + ".snapshots"))
+    parts_folder = warehouse.with_name(warehouse.name + ".parts")
+    for table in sorted(p.name for p in parts_folder.iterdir()) if parts_folder.is_dir() else []:
+        out[f"parts {table}"] = folder_bytes(parts_folder / table)
+    return out
+
+
 def stored_samples(warehouse: Path) -> int:
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
@@ -180,7 +192,7 @@ def cron_minutes(
     return seconds, summary["gpu_samples"]
 
 
-def fleet(tmp: Path, hosts: list[str], hours: int, end: int, label: str, cron_runs: int) -> dict[str, float]:
+def fleet(tmp: Path, hosts: list[str], hours: int, end: int, label: str, cron_runs: int) -> dict[str, Any]:
     """Spool of ``hours`` ending at ``end``: floor, first ingest, cron minutes, bytes at rest."""
     spool, home = tmp / f"spool-{label}", tmp / f"warehouse-{label}"
     home.mkdir()
@@ -198,7 +210,7 @@ def fleet(tmp: Path, hosts: list[str], hours: int, end: int, label: str, cron_ru
         "samples": lines, "floor_s": floor_s, "floor_mb": floor_mb, "ingest_s": ingest_s, "ingest_mb": ingest_mb,
         "cron_s": statistics.median(cron), "cron_first_s": cron[0], "cron_max_s": max(cron),
         "cron_samples": cron_samples, "start_s": start_s, "stored": stored,
-        "bytes": folder_bytes(home), "spool_bytes": folder_bytes(spool),
+        "bytes": folder_bytes(home), "spool_bytes": folder_bytes(spool), "at_rest": at_rest(warehouse),
     }  # fmt: skip
 
 
@@ -311,6 +323,9 @@ def main() -> None:
         print(f"| {name} | {run['stored']:,.0f} | {run['cron_samples']:,.0f} | {run['cron_s']:.2f} | "
               f"{run['cron_first_s']:.2f} | {run['cron_max_s']:.2f} | "
               f"{run['bytes'] / run['stored']:.1f} |")  # fmt: skip
+    for name, run in (("small", small), ("large", large)):
+        kinds = ", ".join(f"{kind} {size / 2**20:.1f} MiB" for kind, size in run["at_rest"].items())  # type: ignore[attr-defined]
+        print(f"at rest ({name}): {kinds}")
     print()
     print(
         f"cron large / small = {large['cron_s'] / small['cron_s']:.2f} (medians), "

@@ -5,8 +5,8 @@
 Builds a warehouse straight into its tables with DuckDB SQL (no spool: ingesting 50M samples
 is bench/fleet.py's subject, not this one's): the jobs through a real ingest of their
 progress.json files, then the samples as sealed Parquet parts, one per host and day
-(warehouse/parts.py), their rollups (warehouse/rollups.py: appended a minute at a time, then
-each complete (host, day) rewritten in job order, as the run that compacts its parts does) and
+(warehouse/parts.py), their rollups (warehouse/rollups.py) as sealed parts too, one per day in
+job order, as ingest's sealing and compaction leave them (revision 0021), and
 the jobs' derived rows (warehouse/results.py), as an ingest of the same samples would leave them.
 
 - host node-00: the job ``node-08-week`` (the week job), 8 GPUs sampled every second for the last 7 days (4.8M samples);
@@ -135,16 +135,17 @@ def build(folder: Path, hosts: int, days: int, interval: float) -> Path:
             day += timedelta(days=1)
             print(f"samples of {day:%Y-%m-%d} written", file=sys.stderr)
         parts.refresh_view(con, parts.GPU_SAMPLES)
-        # the rollups in the order cron runs append them (a minute of every GPU at a time), then
-        # each complete (host, day) rewritten in job order, as the run that compacts its sample
-        # parts does (parts.compact, rollups.cluster); and the GPUs of each job (job_gpu_series)
+        # the rollups as ingest leaves them (revision 0021): each complete day of minutes sealed
+        # into one Parquet part in job order (parts.seal, parts.compact); and the GPUs of
+        # each job (job_gpu_series)
         con.execute("CREATE TEMP TABLE rolled AS " + rollups.SELECT_ALL)
-        con.execute("INSERT INTO gpu_minutes SELECT * FROM rolled ORDER BY minute, host, gpu_key")
+        for (day,) in con.execute("SELECT DISTINCT CAST(minute AS DATE) FROM rolled ORDER BY 1").fetchall():
+            lo = datetime(day.year, day.month, day.day)
+            bounds = {"lo": lo, "hi": lo + timedelta(days=1)}
+            minutes = "SELECT * FROM rolled WHERE minute >= $lo AND minute < $hi"
+            parts.write_part(con, parts.GPU_MINUTES, minutes, bounds, day, "")
         con.execute("DROP TABLE rolled")
-        for host, day in con.execute(
-            "SELECT DISTINCT host, CAST(minute AS DATE) FROM gpu_minutes ORDER BY 2, 1"
-        ).fetchall():
-            rollups.cluster(con, host, day)
+        parts.refresh_view(con, parts.GPU_MINUTES)
         con.execute(rollups.SERIES_REFILL)
         results.refresh(con, {job_id for job_id, _, _ in jobs})
         con.execute("COMMIT")

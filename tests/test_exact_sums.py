@@ -62,7 +62,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     migrate.upgrade(path)
     with db.connection(path) as con:
         con.execute(FACTS)
-        con.execute(rollups.REBUILD)  # ingest rolls the samples up per minute as it stores them
+        con.execute(rollups.REBUILD_HOT)  # ingest rolls the samples up per minute as it stores them
         con.execute(results.REFILL)
         con.execute(results.ROLLUP_UTILIZATION_REFILL)
     yield path

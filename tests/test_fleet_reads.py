@@ -1,7 +1,7 @@
 """GPU reads at fleet scale (revision 0020): the GPUs a job's samples were rolled up for, with
 their first and last minute, are kept in job_gpu_series with gpu_minutes; job_gpu_hours counts
-them there, to the same figures as job_resources, and charts find their span there; once a
-(host, day) is complete its minutes are rewritten in job order, same rows."""
+them there, to the same figures as job_resources, and charts find their span there; the minutes of
+a past hour are sealed into Parquet parts (revision 0021), a complete (host, day) in job order, same rows."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 from conftest import Lab
 
 from runlytics.ingest.pipeline import ingest
-from runlytics.warehouse import db, history, rollups
+from runlytics.warehouse import db, history, parts, rollups, sidefiles
 
 T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 
@@ -70,8 +71,9 @@ def test_job_gpu_hours_counts_the_gpus_job_resources_counts(lab: Lab, tmp_path: 
     assert sorted(gpus.items()) == lab.query(GPUS_BEFORE)
 
 
-def test_a_complete_day_s_minutes_are_rewritten_in_job_order(lab: Lab, tmp_path: Path) -> None:
-    """Two runs store two parts of one (host, day); the run that merges them rewrites its minutes."""
+def test_a_complete_day_s_minutes_are_sealed_in_job_order(lab: Lab, tmp_path: Path) -> None:
+    """Two runs store two parts of one (host, day); once the day is complete its minutes are one
+    part, in job order (revision 0021: the minutes are sealed like the samples)."""
     spool = tmp_path / "spool"
     hour = [(job, "node-01", g, 0) for job, gpus in (("x", (0, 1)), ("y", (2, 3))) for g in gpus]
     spool_file(spool, "a.jsonl", [(j, h, g, t) for j, h, g, t0 in hour for t in range(t0, 600, 20)])
@@ -79,25 +81,34 @@ def test_a_complete_day_s_minutes_are_rewritten_in_job_order(lab: Lab, tmp_path:
     spool_file(spool, "b.jsonl", [(j, h, g, t) for j, h, g, t0 in hour for t in range(3600 + t0, 4200, 20)])
     ingest(lab.db, [], spools=[spool], keep_raw_days=0)
     ingest(lab.db, [], spools=[spool], keep_raw_days=0)  # nothing new: compaction has had its turn
-    assert lab.query("SELECT day, host, count(*) FROM gpu_parts GROUP BY ALL") == [(date(2026, 1, 1), "node-01", 1)]
-    stored = lab.query("SELECT job_id, gpu_key, minute FROM gpu_minutes ORDER BY rowid")
+    assert lab.query("SELECT table_name, day, host, count(*) FROM gpu_parts GROUP BY ALL ORDER BY ALL") == [
+        ("gpu_minutes", date(2026, 1, 1), "", 1),  # a day of every host
+        ("gpu_samples", date(2026, 1, 1), "node-01", 1),
+    ]
+    assert lab.query("SELECT count(*) FROM gpu_minutes_hot") == [(0,)]
+    (path,) = lab.query("SELECT path FROM gpu_parts WHERE table_name = 'gpu_minutes'")[0]
+    stored = [
+        (r["job_id"], r["gpu_key"], r["minute"]) for r in pq.read_table(sidefiles.parts(lab.db) / path).to_pylist()
+    ]
     assert stored == sorted(stored)  # appended a run and a minute at a time, now by job
     assert len(stored) == 4 * 20
-    # the same rows as computed from the samples, and the same chart
+    # the same rows as computed from the samples
     assert lab.query("SELECT * FROM gpu_minutes ORDER BY ALL") == lab.query(rollups.SELECT_ALL + " ORDER BY ALL")
 
 
-def test_clustering_changes_no_figure(lab: Lab, tmp_path: Path) -> None:
+def test_sealing_the_minutes_changes_no_figure(lab: Lab, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
     spool_file(spool, "a.jsonl", [(j, "n", g, t) for t in range(0, 7200, 15) for j, g in (("x", 0), ("y", 1))])
     ingest(lab.db, [], spools=[spool], keep_raw_days=0)
     figures = ("SELECT * FROM job_gpus ORDER BY ALL", "SELECT * FROM job_resources ORDER BY ALL", SERIES)
     with db.connection(lab.db) as con:
-        before = [con.execute(sql).fetchall() for sql in figures]
+        assert con.execute("SELECT count(*) FROM gpu_minutes_hot").fetchone() == (0,)
+        sealed = [con.execute(sql).fetchall() for sql in figures]
         chart = history.gpu_readings_downsampled(con, "x", None, 40)
-        con.execute("BEGIN")
-        rollups.cluster(con, "n", date(2026, 1, 1))
-        con.execute("COMMIT")
-        assert [con.execute(sql).fetchall() for sql in figures] == before
-        assert history.gpu_readings_downsampled(con, "x", None, 40) == chart
         assert chart.resolution == "minute"
+        con.execute("BEGIN")
+        parts.unseal(con, parts.GPU_MINUTES, parts.live_paths(con, parts.GPU_MINUTES))
+        assert con.execute("SELECT count(*) FROM gpu_parts WHERE table_name = 'gpu_minutes'").fetchone() == (0,)
+        assert [con.execute(sql).fetchall() for sql in figures] == sealed
+        assert history.gpu_readings_downsampled(con, "x", None, 40) == chart
+        con.execute("ROLLBACK")

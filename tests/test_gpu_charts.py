@@ -64,7 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, list[J
     (spool / "node-02.jsonl").write_text("".join(json.dumps(s) + "\n" for s in few))
     lab.write_job("wide", {"job_id": "wide", "status": "completed", "history": [{"step": 1, "loss": 1.0}]})
     assert lab.ingest(lab.root, spool_root=spool).failed == 0
-    if not lab.query("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'gpu_minutes'")[0][0]:
+    if not lab.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'gpu_minutes'")[0][0]:
         pytest.skip("gpu_minutes (revision 0015) is not in this warehouse yet")
     return TestClient(create_app(lab.db)), samples
 

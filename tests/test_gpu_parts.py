@@ -41,8 +41,11 @@ def run(lab: Lab, folder: Path, **options: Any) -> None:
     assert summary.failed == 0
 
 
+SAMPLE_PARTS = "table_name = 'gpu_samples'"  # the minutes' parts are listed in gpu_parts too
+
+
 def live(lab: Lab) -> list[tuple[Any, ...]]:
-    return lab.query("SELECT day, host, rows FROM gpu_parts ORDER BY ALL")
+    return lab.query(f"SELECT day, host, rows FROM gpu_parts WHERE {SAMPLE_PARTS} ORDER BY ALL")
 
 
 def part_files(lab: Lab) -> set[str]:
@@ -67,7 +70,7 @@ def test_cold_samples_go_straight_to_parts_and_read_back_the_same(lab: Lab, tmp_
     # an independent reader of the part files finds the same rows, sorted by the key
     folder = sidefiles.parts(lab.db)
     read = []
-    for (path,) in lab.query("SELECT path FROM gpu_parts"):
+    for (path,) in lab.query(f"SELECT path FROM gpu_parts WHERE {SAMPLE_PARTS}"):
         table = pq.read_table(folder / path)
         keys = list(zip(*(table.column(c).to_pylist() for c in ("job_id", "host", "gpu_key", "ts")), strict=True))
         assert keys == sorted(keys)
@@ -133,7 +136,7 @@ def test_late_samples_of_another_job_add_a_part_without_rewriting(lab: Lab, tmp_
         assert parts.store_cold(con, parts.GPU_SAMPLES, "late") == 1
         parts.refresh_view(con, parts.GPU_SAMPLES)
         assert con.execute("SELECT count(*) FROM gpu_parts_retired").fetchone() == (0,)
-        assert con.execute("SELECT count(*) FROM gpu_parts").fetchone() == (2,)
+        assert con.execute(f"SELECT count(*) FROM gpu_parts WHERE {SAMPLE_PARTS}").fetchone() == (2,)
     assert lab.query("SELECT job_id, count(*), sum(utilization_percent) FROM gpu_samples GROUP BY 1 ORDER BY 1") == [
         ("j", 100, 1000.0),
         ("k", 10, 200.0),
@@ -145,7 +148,9 @@ def test_compaction_merges_a_complete_day_into_one_part(lab: Lab, tmp_path: Path
         run(lab, spool(tmp_path / f"spool-{n}", "a.jsonl", [sample(T0 + 3600 * n + t, float(n)) for t in range(20)]))
         assert live(lab) == [(DAY.date(), "node-01", 20 * (n + 1))]
     assert [r[4] for r in lab.query(ROWS)] == [float(n) for n in range(4) for _ in range(20)]
-    assert lab.query("SELECT count(*) FROM gpu_parts_retired") == [(6,)]  # 3 merged away, 3 merges
+    assert lab.query(f"SELECT count(*) FROM gpu_parts_retired WHERE {SAMPLE_PARTS}") == [
+        (6,)
+    ]  # 3 merged away, 3 merges
     # an incomplete day (it ends after the cutoff) is left alone
     with db.connection(lab.db) as con, db.atomic(con):
         con.execute("CREATE TEMP TABLE more AS SELECT * REPLACE (ts + INTERVAL 5 HOUR AS ts) FROM gpu_samples")
@@ -159,6 +164,7 @@ def test_a_reader_of_an_old_snapshot_reads_on_while_parts_are_replaced_and_files
 ) -> None:
     folder = tmp_path / "spool"
     run(lab, spool(folder, "a.jsonl", [sample(T0 + t, 10.0) for t in range(30)]))
+    reader_path = snapshots.latest(lab.db)
     reader = snapshots.connect_latest(lab.db)
     assert reader.execute("SELECT sum(utilization_percent) FROM gpu_samples").fetchone() == (300.0,)
     first = set(lab.query("SELECT path FROM gpu_parts"))
@@ -167,13 +173,15 @@ def test_a_reader_of_an_old_snapshot_reads_on_while_parts_are_replaced_and_files
     assert first <= set(lab.query("SELECT path FROM gpu_parts_retired"))
     assert reader.execute("SELECT sum(utilization_percent) FROM gpu_samples").fetchone() == (300.0,)
     assert lab.query("SELECT sum(utilization_percent) FROM gpu_samples") == [(335.0,)]
-    # the file outlives every snapshot that may name it, plus the grace time
-    with db.connection(lab.db) as con, db.atomic(con):
-        assert parts.delete_retired(con, grace=0) == 0  # the reader's snapshot is still kept
+    # the file outlives every snapshot that may name it, plus the grace time: the reader's copy is
+    # no longer kept (snapshots.KEEP), but the reader holds it open and reads on for the grace time
+    assert snapshots.KEEP > 1 or reader_path not in set(snapshots.folder(lab.db).iterdir())
     for _ in range(snapshots.KEEP):
         snapshots.publish(lab.db)
     with db.connection(lab.db) as con, db.atomic(con):
         assert parts.delete_retired(con, grace=3600) == 0  # retired a moment ago
+    assert reader.execute("SELECT sum(utilization_percent) FROM gpu_samples").fetchone() == (300.0,)
+    with db.connection(lab.db) as con, db.atomic(con):
         assert parts.delete_retired(con, grace=0) >= 1
     assert lab.query("SELECT count(*) FROM gpu_parts_retired") == [(0,)]
     files = part_files(lab)
@@ -214,7 +222,7 @@ def test_hot_rows_of_an_upgraded_warehouse_are_sealed_and_the_file_rebuilt_small
     run(lab, spool(tmp_path / "spool", "a.jsonl", [sample(T0, 1.0, host="h9")]))
     assert lab.query("SELECT count(*) FROM gpu_samples_hot") == [(0,)]
     assert lab.query("SELECT sum(utilization_percent) - 1, count(*) - 1 FROM gpu_samples") == before
-    assert lab.query("SELECT count(DISTINCT host) FROM gpu_parts") == [(5,)]
+    assert lab.query(f"SELECT count(DISTINCT host) FROM gpu_parts WHERE {SAMPLE_PARTS}") == [(5,)]
     # the rows left the file: it was rebuilt, and the snapshot is a copy of the small file
     assert lab.db.stat().st_size < big / 2, (lab.db.stat().st_size, big)
     assert snapshots.latest(lab.db).stat().st_size == lab.db.stat().st_size
@@ -272,3 +280,25 @@ def test_migration_down_folds_the_parts_back_into_a_table_and_up_again(lab: Lab,
     assert lab.query(ROWS) == rows
     run(lab, spool(folder, "c.jsonl", [sample(T0 + 7200, 5.0)]))
     assert len(lab.query(ROWS)) == 111
+
+
+def test_a_reader_whose_copy_was_replaced_before_it_opened_it_opens_the_newer(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One copy is kept (snapshots.KEEP): a reader that listed the folder just before a publish
+    finds its copy gone and lists again, instead of falling back to the warehouse."""
+    run(lab, spool(tmp_path / "spool", "a.jsonl", [sample(T0 + t, 10.0) for t in range(30)]))
+    gone = snapshots.latest(lab.db)
+    assert gone is not None
+    newer = snapshots.publish(lab.db)
+    assert not gone.exists() and snapshots.KEEP == 1
+    listed = iter([gone, newer])
+    monkeypatch.setattr(snapshots, "latest", lambda db_path: next(listed))
+    con = snapshots.connect_latest(lab.db)
+    assert con.execute("SELECT count(*) FROM gpu_samples").fetchone() == (30,)
+    assert con.execute("SELECT current_setting('parquet_metadata_cache')").fetchone() == (True,)
+    con.close()
+    listed = iter([gone, newer, newer])
+    reader = snapshots.Reader(lab.db)
+    assert reader.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (30,)
+    assert reader.snapshot == newer

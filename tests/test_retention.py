@@ -49,7 +49,9 @@ def test_whole_days_past_the_window_are_dropped_and_the_rollups_stay(lab: Lab, t
     # the window counts back from the newest sample (2026-01-05): days before 2026-01-03 go
     ingest(lab.db, [], spools=[spool], keep_raw_days=2)
     assert days(lab) == [(date(2026, 1, d), 80) for d in (3, 4, 5)]
-    assert lab.query("SELECT DISTINCT day FROM gpu_parts ORDER BY 1") == [(date(2026, 1, d),) for d in (3, 4, 5)]
+    assert lab.query("SELECT DISTINCT day FROM gpu_parts WHERE table_name = 'gpu_samples' ORDER BY 1") == [
+        (date(2026, 1, d),) for d in (3, 4, 5)
+    ]
     assert lab.query("SELECT * FROM gpu_minutes ORDER BY ALL") == minutes  # never pruned
     assert lab.query("SELECT * FROM job_results ORDER BY job_id") == figures
 
@@ -70,15 +72,18 @@ def test_the_window_counts_from_today_when_the_newest_sample_is_later(lab: Lab) 
 def test_a_day_whose_minutes_are_not_all_rolled_up_is_kept(lab: Lab, tmp_path: Path) -> None:
     spool = fleet_spool(tmp_path / "spool")
     ingest(lab.db, [], spools=[spool], keep_raw_days=0)
-    with db.connection(lab.db) as con:
+    with db.connection(lab.db) as con, db.atomic(con):
+        # the minutes are sealed in parts: back to the hot table to lose one
+        parts.unseal(con, parts.GPU_MINUTES, parts.live_paths(con, parts.GPU_MINUTES))
         con.execute(
-            "DELETE FROM gpu_minutes WHERE host = 'node-02' AND minute = TIMESTAMP '2026-01-01 00:05:00' "
+            "DELETE FROM gpu_minutes_hot WHERE host = 'node-02' AND minute = TIMESTAMP '2026-01-01 00:05:00' "
             "AND gpu_key = 'GPU-node-02-1'"
         )
     ingest(lab.db, [], spools=[spool], keep_raw_days=2)
-    assert lab.query("SELECT DISTINCT day, host FROM gpu_parts WHERE day < DATE '2026-01-03' ORDER BY ALL") == [
-        (date(2026, 1, 1), "node-02")
-    ]
+    assert lab.query(
+        "SELECT DISTINCT day, host FROM gpu_parts WHERE table_name = 'gpu_samples' AND day < DATE '2026-01-03' "
+        "ORDER BY ALL"
+    ) == [(date(2026, 1, 1), "node-02")]
 
 
 def test_the_archive_is_read_as_it_is_by_duckdb_pandas_and_polars(lab: Lab, tmp_path: Path) -> None:

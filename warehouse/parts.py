@@ -1,8 +1,9 @@
 """Sealed rows in immutable Parquet parts, shared by the warehouse and every snapshot.
 
-A sealed table (``GPU_SAMPLES``) is three things: a small hot DuckDB table that takes new rows
-(``gpu_samples_hot``), Parquet files that hold the rows that no longer change
-(``<db>.parts/<table>/day=YYYY-MM-DD/host=<host>/<name>.parquet``, zstd, rows sorted by the key),
+A sealed table (``GPU_SAMPLES``, and its rollups ``GPU_MINUTES``) is three things: a small hot
+DuckDB table that takes new rows (``gpu_samples_hot``), Parquet files that hold the rows that no
+longer change (``<db>.parts/<table>/day=YYYY-MM-DD/host=<host>/<name>.parquet``, zstd, rows
+sorted by the key; the minutes' parts hold every host: ``day=YYYY-MM-DD/<name>.parquet``),
 and a view under the table's old name (``gpu_samples``) that reads both. The manifest
 ``gpu_parts`` lists the live parts; the view names exactly them, by absolute path (DuckDB
 resolves a relative path against the reading process's working directory, not the database's).
@@ -35,6 +36,8 @@ import duckdb
 
 from . import db, sidefiles, snapshots
 
+COPY_OPTIONS = "FORMAT parquet, COMPRESSION zstd"  # the samples' parts and their archive
+
 
 @dataclass(frozen=True)
 class Sealed:
@@ -45,7 +48,8 @@ class Sealed:
     columns: tuple[str, ...]  # in the view's order
     key: tuple[str, ...]  # a row's identity: a later row with the same key replaces it
     ts: str = "ts"  # the time that decides the day and the seal
-    host: str = "host"
+    host: str | None = "host"  # the column a part holds one value of; None: a part holds every host's
+    copy_options: str = COPY_OPTIONS
 
     @property
     def order(self) -> str:
@@ -73,7 +77,49 @@ GPU_SAMPLES = Sealed(
     ),  # fmt: skip
     key=("job_id", "host", "gpu_key", "ts"),
 )
-TABLES = {GPU_SAMPLES.name: GPU_SAMPLES}  # identifiers come from here, never from input
+# The samples' per-minute rollups (revision 0021; warehouse/rollups.py): sealed like the samples,
+# so that the DuckDB file, which every snapshot copies, holds only the current hour's minutes. A
+# part holds a day of every host (a reader opens one file per day, not one per host and day: 457
+# files cost a 30-day fleet's chart ~400 ms of footers), its rows sorted by key, so a job's
+# minutes lie together, in row groups small enough that a chart reads little beside them
+# (docs/decisions.md, "GPU minutes sealed into Parquet parts").
+_FIGURE_COLUMNS = tuple(
+    f"{figure}_{part}"
+    for figure in ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
+    for part in ("n", "sum", "min", "max")
+)
+GPU_MINUTES = Sealed(
+    name="gpu_minutes",
+    hot="gpu_minutes_hot",
+    columns=(
+        "job_id",
+        "host",
+        "gpu_key",
+        "minute",
+        "gpu_index",
+        "gpu_uuid",
+        "samples",
+        "first_ts",
+        "last_ts",
+        *_FIGURE_COLUMNS,
+        "memory_total_mb_max",
+        "nonfinite",
+        "interval_seconds",
+        "utilization_seconds",
+        "idle_seconds",
+        "reasons_seconds",
+        "throttled_seconds",
+        "energy_wh",
+    ),  # fmt: skip
+    key=("job_id", "host", "gpu_key", "minute"),
+    ts="minute",
+    host=None,
+    copy_options="FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 16384",
+)
+TABLES = {GPU_SAMPLES.name: GPU_SAMPLES, GPU_MINUTES.name: GPU_MINUTES}  # identifiers come from here, never from input
+# Tables sealed and compacted along with another: ingest seals and compacts the samples (each in
+# its own transaction), and the samples' rollups go with them, so that neither step is missed.
+FOLLOWERS: dict[str, tuple[Sealed, ...]] = {GPU_SAMPLES.name: (GPU_MINUTES,)}
 
 MANIFEST = "gpu_parts"
 RETIRED = "gpu_parts_retired"
@@ -88,7 +134,6 @@ RETIRED_GRACE_SECONDS = 3600.0
 # Compaction merges at most about this many rows per run (at least one (host, day)), so a cron
 # run's cost stays bounded whatever the backlog.
 COMPACT_ROWS_PER_RUN = 2_000_000
-COPY_OPTIONS = "FORMAT parquet, COMPRESSION zstd"
 # parts read by name alone: DuckDB would take host from the folder name (module docstring)
 READ_F = "read_parquet($f, hive_partitioning = false)"
 READ_FILES = "read_parquet($files, hive_partitioning = false)"
@@ -128,6 +173,8 @@ def segment(value: str) -> str:
 
 
 def relative_folder(table: Sealed, day: date, host: str) -> str:
+    if table.host is None:
+        return f"{table.name}/day={day.isoformat()}"
     return f"{table.name}/day={day.isoformat()}/host={segment(host)}"
 
 
@@ -159,15 +206,19 @@ def refresh_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> None:
 
 
 def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> bool:
-    """Rebuild the view when it names its parts elsewhere (the warehouse was moved with its parts)."""
-    paths = live_paths(con, table)
-    if not paths:
-        return False
-    built = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": table.name}).fetchone()
-    if built is not None and str(root(con) / paths[0]).replace("'", "''") in built[0]:
-        return False
-    refresh_view(con, table)
-    return True
+    """Rebuild the view (and its followers') when it names its parts elsewhere (the warehouse was
+    moved with its parts)."""
+    moved = False
+    for each in (table, *FOLLOWERS.get(table.name, ())):
+        paths = live_paths(con, each)
+        if not paths:
+            continue
+        built = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": each.name}).fetchone()
+        if built is not None and str(root(con) / paths[0]).replace("'", "''") in built[0]:
+            continue
+        refresh_view(con, each)
+        moved = True
+    return moved
 
 
 # --- writing and retiring parts ----------------------------------------------------------------
@@ -186,7 +237,7 @@ def write_part(
     rows_sql = f"SELECT {', '.join(table.columns)} FROM ({select}) ORDER BY {table.order}"
     copy = f"COPY ({rows_sql}) TO {db.quote_literal(str(tmp))} "
     try:
-        con.execute(copy + f"({COPY_OPTIONS})", params)
+        con.execute(copy + f"({table.copy_options})", params)
         db.fsync_file(tmp)
         os.replace(tmp, final)
         db.fsync_dir(final.parent)
@@ -236,8 +287,9 @@ def store_cold(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> in
     new parts, one per (host, day); a row whose key a live part holds replaces it there (that part
     is rewritten without it, the rare path of late or re-read data). Returns the parts written.
     The caller refreshes the view."""
+    host_of = table.host or "''"  # a part of every host is listed with host ''
     groups = con.execute(
-        f"SELECT {table.host}, CAST({table.ts} AS DATE) AS day, min({table.ts}), max({table.ts}) FROM {source} "
+        f"SELECT {host_of}, CAST({table.ts} AS DATE) AS day, min({table.ts}), max({table.ts}) FROM {source} "
         "GROUP BY ALL ORDER BY ALL"
     ).fetchall()
     folder = root(con)
@@ -246,7 +298,7 @@ def store_cold(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> in
     for host, day, first, last in groups:
         day_start = datetime.combine(day, datetime.min.time())
         span = {"host": host, "lo": day_start, "hi": day_start + timedelta(days=1)}
-        in_group = f"SELECT * FROM {source} WHERE {table.host} = $host AND {table.ts} >= $lo AND {table.ts} < $hi"
+        in_group = f"SELECT * FROM {source} WHERE {host_of} = $host AND {table.ts} >= $lo AND {table.ts} < $hi"
         for part in parts_of(con, table, day, host):
             if part.max_ts < first or part.min_ts > last:
                 continue
@@ -277,7 +329,15 @@ def cutoff(con: duckdb.DuckDBPyConnection, table: Sealed, now: datetime | None =
 
 
 def seal(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime) -> int:
-    """Move the hot rows older than ``before`` to parts (in the caller's transaction); rows moved."""
+    """Move the hot rows older than ``before`` to parts (in the caller's transaction), and those of
+    the table's followers older than their own cutoff; rows moved."""
+    moved = _seal_hot(con, table, before)
+    for follower in FOLLOWERS.get(table.name, ()):
+        moved += _seal_hot(con, follower, cutoff(con, follower))
+    return moved
+
+
+def _seal_hot(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime) -> int:
     (rows,) = _one(con, f"SELECT count(*) FROM {table.hot} WHERE {table.ts} < $before", {"before": before})
     if not rows:
         return 0
@@ -293,11 +353,35 @@ def seal(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime) -> int
     return rows
 
 
+def unseal(con: duckdb.DuckDBPyConnection, table: Sealed, paths: list[str]) -> int:
+    """Move the rows of these live parts back to the hot table and retire the parts (in the
+    caller's transaction): rows about to be replaced in place (rollups.update); the next seal
+    writes them out again. Returns the rows moved."""
+    if not paths:
+        return 0
+    columns = ", ".join(table.columns)
+    files = {"files": [str(root(con) / path) for path in paths]}
+    (rows,) = _one(con, f"SELECT count(*) FROM {READ_FILES}", files)
+    con.execute(f"INSERT INTO {table.hot} ({columns}) SELECT {columns} FROM {READ_FILES}", files)
+    retire(con, paths)
+    refresh_view(con, table)
+    return int(rows)
+
+
 def compact(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime, budget: int = COMPACT_ROWS_PER_RUN) -> int:
     """Merge the parts of complete days (ending before ``before``) with several parts into one
     each, up to about ``budget`` rows (in the caller's transaction); returns the groups merged.
-    The GPU samples' rollups of each (day, host) merged are rewritten in job order with them
-    (rollups.cluster)."""
+    The table's followers are sealed up to their own cutoff first (rows this run wrote to their hot
+    table, e.g. the minutes of a first ingest's cold samples), then compacted alike."""
+    merged = _compact(con, table, before, budget)
+    for follower in FOLLOWERS.get(table.name, ()):
+        follower_cutoff = cutoff(con, follower)
+        _seal_hot(con, follower, follower_cutoff)
+        merged += _compact(con, follower, follower_cutoff, budget)
+    return merged
+
+
+def _compact(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime, budget: int) -> int:
     groups = con.execute(
         f"SELECT day, host, sum(rows) FROM {MANIFEST} WHERE table_name = $t AND day + INTERVAL 1 DAY <= $before "
         "GROUP BY day, host HAVING count(*) > 1 ORDER BY day, host",
@@ -312,10 +396,6 @@ def compact(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime, bud
         files = {"files": [str(folder / path) for path in old]}
         write_part(con, table, f"SELECT * FROM {READ_FILES}", files, day, host)
         retire(con, old)
-        if table is GPU_SAMPLES:
-            from . import rollups  # here: rollups reads retention, which reads this module
-
-            rollups.cluster(con, host, day)
         merged, spent = merged + 1, spent + rows
     if merged:
         refresh_view(con, table)

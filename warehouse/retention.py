@@ -9,8 +9,8 @@ and host come from the path, so the files leave the host column out (a reader wo
 see it twice). A host is percent-encoded in its folder name, and an unknown host ('') is Hive's
 ``__HIVE_DEFAULT_PARTITION__`` (read back as NULL).
 
-The per-minute rollups (``gpu_minutes``) are never pruned, and a (host, day) is pruned only
-when every (job, GPU, minute) of its samples has its rollup row (checked here, whatever the
+The per-minute rollups (``gpu_minutes``, sealed in parts of their own) are never pruned, and a
+(host, day) is pruned only when every (job, GPU, minute) of its samples has its rollup row (checked here, whatever the
 rollups' own guarantee): analytics never change when raw samples age out.
 """
 
@@ -36,7 +36,8 @@ SELECT count(*) FROM (
 ) s
 WHERE NOT EXISTS (
     SELECT 1 FROM {ROLLUPS} g
-    WHERE g.job_id = s.job_id AND g.host = s.host AND g.gpu_key = s.gpu_key AND g.minute = s.minute
+    WHERE g.host = $host AND g.minute >= $lo AND g.minute < $hi
+      AND g.job_id = s.job_id AND g.host = s.host AND g.gpu_key = s.gpu_key AND g.minute = s.minute
 )
 """
 
@@ -107,7 +108,10 @@ def prune(
         if done and pruned + rows > budget:
             break
         files = [str(folder / path) for path in paths]
-        row = con.execute(MISSING_MINUTES, {"files": files}).fetchone()
+        lo = datetime.combine(day, datetime.min.time())
+        # bounded to the (host, day), so that the minutes' scan skips every other part
+        bounds = {"host": host, "lo": lo, "hi": lo + timedelta(days=1)}
+        row = con.execute(MISSING_MINUTES, {"files": files, **bounds}).fetchone()
         if row is None or row[0]:
             continue  # not rolled up yet: the raw samples are the only record of those minutes
         if archive is not None:

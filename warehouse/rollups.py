@@ -15,11 +15,11 @@ those from ``gpu_samples`` (the hot table and the sealed parts alike).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
-from . import retention
+from . import db, parts, retention, telemetry_outbox
 from .dialect import render
 
 # The rollups' idle threshold (utilization below it), insights.md's default gpu_idle.utilization;
@@ -72,9 +72,13 @@ FROM {{source}}
 GROUP BY job_id, host, gpu_key, minute
 """
 
-# Every minute from every sample (revision 0015's backfill; tests that store samples directly).
+# Every minute from every sample (tests that store samples directly). REBUILD is revision 0015's
+# backfill into the table gpu_minutes as it was then; from revision 0021 gpu_minutes is a view
+# over the hot table gpu_minutes_hot and sealed Parquet parts (warehouse/parts.py, GPU_MINUTES),
+# and REBUILD_HOT fills a warehouse whose minutes are all hot (no minute part yet).
 SELECT_ALL = render(ROLLUP_TEMPLATE).format(source="gpu_sample_intervals")
 REBUILD = "DELETE FROM gpu_minutes; INSERT INTO gpu_minutes " + SELECT_ALL
+REBUILD_HOT = "DELETE FROM gpu_minutes_hot; INSERT INTO gpu_minutes_hot " + SELECT_ALL
 
 # job_gpu_series (revision 0020): gpu_minutes grouped by (job, host, GPU), its first and last
 # minute, which job_gpu_hours counts and GPU charts span. A GPU's minutes are only ever replaced
@@ -102,90 +106,116 @@ ON CONFLICT DO UPDATE SET first_minute = least(first_minute, excluded.first_minu
 # as it is (their samples may have aged out; their last sample's interval then stays unknown):
 # such a minute is neither lo's previous minute, nor deleted, nor inserted again. A minute before
 # $kept without a rollup (a late backfill of an old day: store_staged keeps those samples) is
-# computed like any other.
-RANGES = """
+# computed like any other. {minutes} is the hot table, plus the sealed parts that may change the
+# answer (PARTS_NEEDED): a cron run's minute reads the hot hour alone.
+RANGES_TEMPLATE = """
 CREATE OR REPLACE TEMP TABLE rollup_ranges AS
 SELECT s.job_id, s.host, s.gpu_key,
        coalesce(max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND m.minute >= $kept),
                 date_trunc('minute', s.first_ts)) AS lo,
+       max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND m.minute >= $kept) AS lo_found,
        date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE AS hi,
        min(m.first_ts) FILTER (WHERE m.minute >= date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE) AS next_ts
 FROM stored_gpu_keys s
-LEFT JOIN gpu_minutes m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+LEFT JOIN {minutes} m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
 GROUP BY s.job_id, s.host, s.gpu_key, s.first_ts, s.last_ts
+"""
+RANGES_HOT = RANGES_TEMPLATE.format(minutes="gpu_minutes_hot")
+# The minute parts (a day of every host each) that may hold a minute deciding a range: within its
+# GPU's minutes' span (job_gpu_series: a GPU never rolled up has none), and either before the batch's
+# first sample and later than the hot table's answer for lo (or it has none), or at/after hi and
+# earlier than the hot table's next sample. rollup_ranges holds the hot table's answers here.
+PARTS_NEEDED = """
+SELECT DISTINCT p.path
+FROM rollup_ranges r
+JOIN stored_gpu_keys s ON s.job_id = r.job_id AND s.host = r.host AND s.gpu_key = r.gpu_key
+JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
+JOIN gpu_parts p ON p.table_name = 'gpu_minutes'
+WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute
+  AND ((p.min_ts < s.first_ts AND p.max_ts >= $kept AND (r.lo_found IS NULL OR p.max_ts > r.lo_found))
+       OR (p.max_ts >= r.hi AND (r.next_ts IS NULL OR p.min_ts < r.next_ts)))
+ORDER BY p.path
+"""
+# The minute parts holding rows of a range (whose rows the update deletes or must see): moved back
+# to the hot table first (parts.unseal), sealed again by the next seal.
+PARTS_TOUCHED = """
+SELECT DISTINCT p.path
+FROM rollup_ranges r
+JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
+JOIN gpu_parts p ON p.table_name = 'gpu_minutes'
+WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute AND p.min_ts < r.hi AND p.max_ts >= r.lo
+ORDER BY p.path
 """
 # the whole time span of the ranges, bound as constants so that the scans of gpu_samples skip
 # the row groups (and Parquet parts) outside it
 SPAN = "SELECT min(lo), max(coalesce(next_ts, hi)) FROM rollup_ranges"
 
 DELETE = """
-DELETE FROM gpu_minutes m USING rollup_ranges r
+DELETE FROM gpu_minutes_hot m USING rollup_ranges r
 WHERE m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key AND m.minute >= r.lo AND m.minute < r.hi
   AND m.minute >= $kept
 """
 # The samples of the ranges plus each range's next sample, their intervals computed as
-# gpu_sample_intervals does; the next sample itself is left out of the rollup.
+# gpu_sample_intervals does; the next sample itself is left out of the rollup. SAMPLES is where
+# they are read: gpu_samples, or a relation the caller knows holds every sample of the ranges.
+SAMPLES = "__samples__"
 RANGE_SAMPLES = """
 (SELECT * FROM (
     SELECT g.*, r.hi,
            @seconds_between(g.ts; lead(g.ts) OVER w) AS interval_seconds,
            lead(g.power_w) OVER w AS next_power_w
-    FROM gpu_samples g
+    FROM __samples__ g
     JOIN rollup_ranges r ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
     WHERE g.ts >= $lo AND g.ts <= $last
       AND g.ts >= r.lo AND g.ts <= coalesce(r.next_ts, r.hi)
     WINDOW w AS (PARTITION BY g.job_id, g.host, g.gpu_key ORDER BY g.ts)
 ) WHERE ts < hi)
 """
+# every minute of the ranges is in the hot table now (PARTS_TOUCHED unsealed)
 INSERT = (
-    "INSERT INTO gpu_minutes SELECT * FROM ("
+    "INSERT INTO gpu_minutes_hot SELECT * FROM ("
     + render(ROLLUP_TEMPLATE.format(source=RANGE_SAMPLES))
     + """) x
 WHERE x.minute >= $kept
-   OR NOT EXISTS (SELECT 1 FROM gpu_minutes m
+   OR NOT EXISTS (SELECT 1 FROM gpu_minutes_hot m
                   WHERE m.job_id = x.job_id AND m.host = x.host AND m.gpu_key = x.gpu_key AND m.minute = x.minute)
 """
 )
 
 
-# Runs append a minute of every GPU at a time, so a job's minutes lie 1 row in (GPUs of the fleet)
-# and its chart reads every row group of its time. Once a (host, day) is complete (its sample
-# parts merged: warehouse/parts.py, compact), its minutes are rewritten in job order: a chart
-# reads its job's rows together and the scan skips the rest (docs/benchmark.md, "GPU charts and
-# fleet utilization at 50M samples"). Same rows, same values: only their place changes.
-CLUSTER_SELECT = """
-CREATE OR REPLACE TEMP TABLE clustering AS
-SELECT * FROM gpu_minutes WHERE host = $host AND minute >= $lo AND minute < $hi
-"""
-CLUSTER_DELETE = "DELETE FROM gpu_minutes WHERE host = $host AND minute >= $lo AND minute < $hi"
-CLUSTER_INSERT = "INSERT INTO gpu_minutes SELECT * FROM clustering ORDER BY job_id, gpu_key, minute"
-
-
-def cluster(con: duckdb.DuckDBPyConnection, host: str, day: date) -> None:
-    """Rewrite the minutes of ``host`` on ``day`` in job order (in the caller's transaction)."""
-    lo = datetime(day.year, day.month, day.day)
-    bounds = {"host": host, "lo": lo, "hi": lo + timedelta(days=1)}
-    con.execute(CLUSTER_SELECT, bounds)
-    con.execute(CLUSTER_DELETE, bounds)
-    con.execute(CLUSTER_INSERT)
-    con.execute("DROP TABLE clustering")
-
-
-def update(con: duckdb.DuckDBPyConnection) -> None:
+def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples") -> None:
     """Recompute the minutes of the GPUs named in the temporary table ``stored_gpu_keys``
     (job_id, host, gpu_key, first_ts, last_ts: the samples a batch stored), in the caller's
-    transaction, after the samples are stored and readable through the view ``gpu_samples``."""
+    transaction, after the samples are stored and readable through the view ``gpu_samples``.
+    ``samples``: a table or parenthesised query to read the samples from instead, with
+    gpu_samples' columns; it must hold every stored sample of each GPU's range [lo, next sample
+    after hi] (the batch's rows and their stored neighbours), e.g. so a first ingest does not read
+    back the parts it just wrote. Same rows, same sums."""
     kept = {"kept": retention.window_start(con) or datetime.min}
-    con.execute(RANGES, kept)
+    con.execute(RANGES_HOT, kept)
+    needed = [path for (path,) in con.execute(PARTS_NEEDED, kept).fetchall()]
+    if needed:  # a GPU whose earlier or later minutes are sealed: the ranges again, with those parts
+        files = ", ".join(db.quote_literal(str(parts.root(con) / path)) for path in needed)
+        columns = "job_id, host, gpu_key, minute, first_ts"
+        minutes = (
+            f"(SELECT {columns} FROM gpu_minutes_hot UNION ALL "
+            f"SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false))"
+        )
+        con.execute(RANGES_TEMPLATE.format(minutes=minutes), kept)
+    parts.unseal(con, parts.GPU_MINUTES, [path for (path,) in con.execute(PARTS_TOUCHED).fetchall()])
     lo, last = con.execute(SPAN).fetchone() or (None, None)
     if lo is not None:
         con.execute(DELETE, kept)
-        con.execute(INSERT, {"lo": lo, "last": last, **kept})
+        con.execute(INSERT.replace(SAMPLES, samples), {"lo": lo, "last": last, **kept})
         con.execute(SERIES_ADD)
+        telemetry_outbox.record(con)  # a stage owes PostgreSQL these ranges (issue 18)
     con.execute("DROP TABLE rollup_ranges")
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
-    """Recompute every minute from every sample (in the caller's transaction)."""
-    con.execute(REBUILD)
+    """Recompute every minute from every sample (in the caller's transaction): the minute parts
+    are retired, every minute is hot until the next seal."""
+    parts.retire(con, parts.live_paths(con, parts.GPU_MINUTES))
+    parts.refresh_view(con, parts.GPU_MINUTES)
+    con.execute(REBUILD_HOT)
     con.execute(SERIES_REFILL)

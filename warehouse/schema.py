@@ -176,9 +176,12 @@ gpu_samples_hot = Table(
 # Per figure: <f>_n finite readings, <f>_sum their sum (ascending order), <f>_min, <f>_max.
 # The *_seconds and energy_wh are job_gpus' time-weighted sums, each sample's interval (to the
 # same GPU's next sample) counted in the minute of the sample that starts it.
+# From revision 0021 on DuckDB the table is gpu_minutes_hot (the minutes not yet sealed) and
+# gpu_minutes a view over it and the minutes' Parquet parts (warehouse/parts.py, GPU_MINUTES); on
+# PostgreSQL it stays the table gpu_minutes.
 _ROLLED_UP = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
-gpu_minutes = Table(
-    "gpu_minutes",
+gpu_minutes_hot = Table(
+    "gpu_minutes_hot",
     metadata,
     Column("job_id", String, nullable=False),
     Column("host", String, nullable=False),
@@ -330,7 +333,44 @@ insight_jobs = Table(
     Column("as_of", DateTime, nullable=False),
 )
 
+# Ingest into PostgreSQL through a stage (revision 0022, ingest/postgres.py). On the stage (a
+# DuckDB warehouse): the jobs owed a publish, and named marks (the newest run published). On
+# PostgreSQL: the ingester that published each job. Each engine leaves the other's tables empty.
+publish_queue = Table(
+    "publish_queue",
+    metadata,
+    Column("job_id", String, primary_key=True),
+)
+
+publish_marks = Table(
+    "publish_marks",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+job_owners = Table(
+    "job_owners",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("ingester", String, nullable=False),
+    Column("published_at", DateTime, nullable=False),
+)
+
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are
 # the view's): job_results materialises job_analytics, utilization_minutes sums
 # gpu_utilization_readings per job and minute (warehouse/results.py).
 DERIVED_TABLES = ("job_results", "utilization_minutes")
+
+# Stage only, DuckDB (revision 0024, warehouse/telemetry_outbox.py): per GPU, the minutes
+# [lo, hi) a stage's ingest recomputed and PostgreSQL has not received yet; recorded only in a
+# stage (publish_marks holds 'telemetry_outbox'). PostgreSQL has the table and leaves it empty.
+pg_telemetry_outbox = Table(
+    "pg_telemetry_outbox",
+    metadata,
+    Column("job_id", String, nullable=False),
+    Column("host", String, nullable=False),
+    Column("gpu_key", String, nullable=False),
+    Column("lo", DateTime, nullable=False),
+    Column("hi", DateTime, nullable=False),
+)

@@ -14,9 +14,10 @@ newest one even when the clock says earlier (a clock that was ahead, then correc
 copy named in the future never pins readers to it. Its age is read from the file's mtime.
 Copies are created 0600 (less what the umask takes): they hold the whole warehouse.
 
-A copy is of the DuckDB file only: sealed GPU samples live in Parquet parts beside it
-(``parts.py``) that the warehouse and every copy share; a copy's view ``gpu_samples`` names the
-parts of its moment, and a part replaced later keeps its file while a kept copy may name it.
+A copy is of the DuckDB file only: sealed GPU samples and their per-minute rollups live in
+Parquet parts beside it (``parts.py``) that the warehouse and every copy share; a copy's views
+``gpu_samples`` and ``gpu_minutes`` name the parts of its moment, and a part replaced later keeps
+its file while a kept copy may name it.
 """
 
 from __future__ import annotations
@@ -33,12 +34,20 @@ if TYPE_CHECKING:
 
 from . import db, sidefiles
 
-KEEP = 3  # older copies stay a while for readers that still have them open
+# Copies kept: the newest alone. A reader that opened an older copy keeps reading it (an open
+# file outlives its name), and the parts it names outlive it (parts.RETIRED_GRACE_SECONDS); a
+# reader that finds its copy gone between listing and opening lists again (connect_latest,
+# Reader). Each kept copy is a whole DuckDB file at rest (docs/decisions.md, "Bytes at rest").
+KEEP = 1
+OPEN_TRIES = 3  # a copy replaced between listing and opening: list again
 # An ingest run that changed nothing still publishes when the newest copy is older than this,
 # so that readers' view of ingest_runs stays recent without a copy every cron minute.
 REFRESH_SECONDS = 600
 SUFFIX = ".duckdb"
 SKEW_SECONDS = 60  # a copy whose mtime is further ahead of the clock than this is stale
+# Parts never change once written (a new part has a new name), so a reader keeps their Parquet
+# footers: a chart over a month of minute parts parsed every footer per query otherwise.
+CACHE_FOOTERS = "SET parquet_metadata_cache = true"
 
 
 def folder(db_path: Path) -> Path:
@@ -117,13 +126,19 @@ def publish(db_path: Path) -> Path:
 
 def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the newest snapshot (or to the warehouse when none exists yet)."""
-    snapshot = latest(db_path)
-    if snapshot is not None:
+    for _ in range(OPEN_TRIES):
+        snapshot = latest(db_path)
+        if snapshot is None:
+            break
         try:
-            return db.connect(snapshot, read_only=True, wait=wait)
+            con = db.connect(snapshot, read_only=True, wait=wait)
         except db.WarehouseError:
-            pass  # pruned between listing and opening: fall back to the warehouse
-    return db.connect(db_path, read_only=True, wait=wait)
+            continue  # replaced between listing and opening: the newer one
+        con.execute(CACHE_FOOTERS)
+        return con
+    con = db.connect(db_path, read_only=True, wait=wait)
+    con.execute(CACHE_FOOTERS)
+    return con
 
 
 class Reader:
@@ -152,12 +167,29 @@ class Reader:
                         f"no snapshot of {self.db_path} yet: run `runlytics ingest` or `runlytics db upgrade`"
                     )
                 # the old connection closes when its last cursor is gone
-                self._con = db.connect(snapshot, read_only=True, wait=5)
+                snapshot, stamp, con = self._open(snapshot, stamp)
+                self._con = con
                 self._snapshot = snapshot
                 self._stamp = stamp if stamp is not None else -1
             cursor = self._con.cursor()
         cursor.execute("SET TimeZone = 'UTC'")
         return cursor
+
+    def _open(self, snapshot: Path, stamp: int | None) -> tuple[Path, int | None, duckdb.DuckDBPyConnection]:
+        """A connection to this copy, or to the newer one that replaced it meanwhile."""
+        for _ in range(OPEN_TRIES - 1):
+            try:
+                con = db.connect(snapshot, read_only=True, wait=5)
+                break
+            except db.WarehouseError:
+                newer = latest(self.db_path)
+                if newer is None or newer == snapshot:
+                    raise
+                snapshot, stamp = newer, _stamp(newer.name)
+        else:
+            con = db.connect(snapshot, read_only=True, wait=5)
+        con.execute(CACHE_FOOTERS)
+        return snapshot, stamp, con
 
     @property
     def snapshot(self) -> Path | None:
