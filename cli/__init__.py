@@ -26,7 +26,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO, cast
@@ -53,6 +54,8 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that stoppe
 ENV_SPOOL = "RUNLYTICS_SPOOL"
 LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists every one kept
 ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
+READ_TIMEOUT_SECONDS = readonly.DEFAULT_PG_TIMEOUT_SECONDS  # analytics, insights on PostgreSQL: per statement
+EXPORT_TIMEOUT_SECONDS = 7 * 86_400.0  # export on PostgreSQL: in effect none
 
 
 class NoWarehouse(db.WarehouseError):
@@ -182,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics ingest --spool /var/spool/runlytics /data/runs",
         "runlytics ingest --nvidia-smi-csv gpu.csv --job-id run-42 --timezone Europe/Berlin",
         "runlytics ingest --spool /var/spool/runlytics --keep-raw-days 7 --archive /data/gpu-archive",
-    ])  # fmt: skip
+        "runlytics ingest --db postgresql://runlytics@db-host/runlytics --spool /var/spool/runlytics /data/runs",
+    ], url=True)  # fmt: skip
     ing.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
     ing.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
     ing.add_argument(
@@ -212,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "--archive", type=Path, metavar="DIR",
         help="move the raw GPU samples --keep-raw-days drops to DIR/day=YYYY-MM-DD/host=HOST/*.parquet instead",
+    )  # fmt: skip
+    ing.add_argument(
+        "--stage", type=Path, metavar="PATH",
+        help="with --db postgresql://…: the local DuckDB warehouse this host ingests into before publishing "
+        "to PostgreSQL (default: a file under ${XDG_STATE_HOME:-~/.local/state}/runlytics/ named after the "
+        "database and this host; docs/postgresql.md)",
     )  # fmt: skip
     out = ing.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
@@ -275,7 +285,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print it as JSON")
     status.set_defaults(run=_status)
 
-    show = add("analytics", "print one job's analytics as JSON", ["runlytics analytics run-42"])
+    show = add("analytics", "print one job's analytics as JSON", [
+        "runlytics analytics run-42",
+        "runlytics analytics --db postgresql://analyst@db-host/runlytics run-42",
+    ], url=True)  # fmt: skip
     show.add_argument("job_id")
     show.set_defaults(run=_analytics)
 
@@ -285,7 +298,8 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics insights --kind loss_spike --severity warning --status running --json",
         "runlytics insights thresholds",
         "runlytics insights set loss_spike.mad_factor 8",
-    ])  # fmt: skip
+        "runlytics insights --db postgresql://runlytics@db-host/runlytics --severity critical",
+    ], url=True)  # fmt: skip
     ins.add_argument(
         "words", nargs="*", metavar="JOB_ID | thresholds | set NAME VALUE",
         help="a job's id (else the fleet's insights, newest jobs first); `thresholds` lists the thresholds in "
@@ -306,7 +320,8 @@ def _parser() -> argparse.ArgumentParser:
     exp = add("export", "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)", [
         "runlytics export /data/export",
         "runlytics export --format csv --jobs run-41,run-42 --since 2026-01-01 --overwrite /data/export",
-    ])  # fmt: skip
+        "runlytics export --db postgresql://analyst@db-host/runlytics --jobs run-42 /data/export",
+    ], url=True)  # fmt: skip
     exp.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
     exp.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
     exp.add_argument("--jobs", help="only these jobs, comma-separated")
@@ -477,7 +492,13 @@ def _repeat(seconds: float, run: Callable[[], int]) -> int:
 
 
 def _ingest_once(args: argparse.Namespace) -> int:
-    path = db.resolve_path(args.db)
+    target = db.resolve_target(args.db)
+    if isinstance(target, db.PostgresUrl):
+        return _ingest_postgres(args, target)
+    if args.stage is not None:
+        print("runlytics ingest: --stage goes with --db postgresql://…", file=sys.stderr)
+        return EXIT_USAGE
+    path = target
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)
     from runlytics.ingest.pipeline import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
@@ -495,9 +516,43 @@ def _ingest_once(args: argparse.Namespace) -> int:
     return _ingest_report(args, path, summary)
 
 
-def _ingest_report(args: argparse.Namespace, path: Path, summary: Summary) -> int:
+def _ingest_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
+    """Ingest into the stage, then publish to PostgreSQL (ingest/postgres.py); the stage's summary,
+    a line on what was published, and a warning per job another ingester owns."""
+    from runlytics.ingest import postgres as pg_ingest
+    from runlytics.ingest.pipeline import CsvImport
+
+    columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None
+    csv_imports = [CsvImport(p, args.job_id, args.timezone, args.host, columns) for p in args.nvidia_smi_csv]
+    interactive = sys.stderr.isatty() and not (args.quiet or args.json)
+    stage = args.stage or pg_ingest.default_stage(target)
+    summary, published = pg_ingest.ingest(
+        target, args.roots, stage=stage, wait=args.wait, spools=args.spool, csv_imports=csv_imports,
+        on_progress=ProgressLine(sys.stderr) if interactive else None, max_file_mb=args.max_file_mb,
+        keep_raw_days=args.keep_raw_days, archive=args.archive,
+    )  # fmt: skip
+    if interactive:
+        print(file=sys.stderr)
+    for job_id, owner in sorted(published.conflicts.items()):
+        print(f"runlytics ingest: warning: job {job_id} is owned by ingester {owner} on {target}: not published "
+              "from this one", file=sys.stderr)  # fmt: skip
+    code = _ingest_report(args, stage, summary, published.as_dict() if args.json else None)
+    if not (args.quiet or args.json):
+        print(
+            f"{target}: published {_plural(published.jobs, 'job')} whole, the insights of "
+            f"{published.insights_only} running, {_plural(published.runs, 'run')} in {published.seconds:.2f} s"
+        )
+    return code
+
+
+def _ingest_report(
+    args: argparse.Namespace, path: Path, summary: Summary, published: dict[str, Any] | None = None
+) -> int:
     if args.json:
-        print(json.dumps(summary.as_dict(warning_list=True), indent=2))
+        report = summary.as_dict(warning_list=True)
+        if published is not None:
+            report["published"] = published
+        print(json.dumps(report, indent=2))
     elif not args.quiet or summary.failed:
         _print_summary(path, summary, verbose=not args.quiet)
     return EXIT_FILES_FAILED if summary.failed else EXIT_OK
@@ -634,16 +689,50 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _analytics(args: argparse.Namespace) -> int:
-    path = _existing_warehouse(args)
-    migrate.ensure_current(path, wait=args.wait)
-    con = snapshots.connect_latest(path, wait=args.wait)
+@contextmanager
+def _reading(
+    args: argparse.Namespace, timeout: float = READ_TIMEOUT_SECONDS
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+    """A read command's warehouse and its name for messages: the newest snapshot of a DuckDB file
+    (brought to this runlytics' schema first), or a PostgreSQL database at this runlytics'
+    revision read in one READ ONLY transaction (warehouse/pg_reader.py: the API's cursor, whose
+    calls the readers make as on DuckDB), each statement stopped after ``timeout`` seconds."""
+    target = db.resolve_target(args.db)
+    con: duckdb.DuckDBPyConnection
+    if isinstance(target, db.PostgresUrl):
+        con, name = _pg_cursor(target, timeout), str(target)
+    else:
+        path = _existing_warehouse(args)
+        migrate.ensure_current(path, wait=args.wait)
+        con, name = snapshots.connect_latest(path, wait=args.wait), str(path)
     try:
-        result = queries.job_analytics(con, args.job_id)
+        yield con, name
     finally:
         con.close()
+
+
+def _pg_cursor(target: db.PostgresUrl, timeout: float = pg_reader.DEFAULT_TIMEOUT_SECONDS) -> duckdb.DuckDBPyConnection:
+    """A read-only cursor on ``target`` (typed as the DuckDB connection whose calls it answers);
+    WarehouseError when the database is at another revision than this runlytics'."""
+    con = cast("duckdb.DuckDBPyConnection", pg_reader.Cursor(pg_reader.connect(target, timeout)))
+    try:
+        revision = migrate.current_revision(con)
+        if revision != migrate.HEAD_REVISION:
+            raise db.WarehouseError(
+                f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "
+                "run `runlytics db upgrade --db URL`"
+            )
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _analytics(args: argparse.Namespace) -> int:
+    with _reading(args) as (con, name):
+        result = queries.job_analytics(con, args.job_id)
     if result is None:
-        print(f"runlytics analytics: no job {args.job_id!r} in {path}", file=sys.stderr)
+        print(f"runlytics analytics: no job {args.job_id!r} in {name}", file=sys.stderr)
         return EXIT_QUERY
     print(json.dumps(result, indent=2))
     return EXIT_OK
@@ -677,20 +766,15 @@ def _insights(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print("runlytics insights: --limit must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    path = _existing_warehouse(args)
-    migrate.ensure_current(path, wait=args.wait)
-    con = snapshots.connect_latest(path, wait=args.wait)
-    try:
+    with _reading(args) as (con, name):
         if job_id is not None:
             if not queries.job_exists(con, job_id):
-                print(f"runlytics insights: no job {job_id!r} in {path}", file=sys.stderr)
+                print(f"runlytics insights: no job {job_id!r} in {name}", file=sys.stderr)
                 return EXIT_QUERY
             result = insight_list.job_insights(con, job_id, args.kind, args.severity)
         else:
             chosen = Filters(status=args.status)
             result = insight_list.fleet_insights(con, chosen, args.kind, args.severity, args.limit, None)
-    finally:
-        con.close()
     if args.json:
         print(json.dumps(result, indent=2, allow_nan=False))
         return EXIT_OK
@@ -723,13 +807,8 @@ def _steps(first: int | None, last: int | None) -> str | None:
 def _insights_thresholds(args: argparse.Namespace) -> int:
     from runlytics.warehouse import insight_list
 
-    path = _existing_warehouse(args)
-    migrate.ensure_current(path, wait=args.wait)
-    con = snapshots.connect_latest(path, wait=args.wait)
-    try:
+    with _reading(args) as (con, _):
         thresholds = insight_list.thresholds(con)
-    finally:
-        con.close()
     if args.json:
         print(json.dumps(thresholds, indent=2, allow_nan=False))
     else:
@@ -738,7 +817,8 @@ def _insights_thresholds(args: argparse.Namespace) -> int:
 
 
 def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
-    """Change a threshold: a write, under the ingest lock as every writer, then a new snapshot."""
+    """Change a threshold: a write, under the ingest lock as every writer, then a new snapshot;
+    on PostgreSQL one transaction that locks the insight tables (warehouse/pg_thresholds.py)."""
     from runlytics.warehouse import insights
     from runlytics.warehouse.lock import run_lock
 
@@ -759,6 +839,13 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
         reason = error if number is not None else f"{name} must be a number, not {text!r}"
         print(f"runlytics insights set: {reason}", file=sys.stderr)
         return EXIT_USAGE
+    target = db.resolve_target(args.db)
+    if isinstance(target, db.PostgresUrl):
+        from runlytics.warehouse import pg_thresholds
+
+        pg_thresholds.set_threshold(target, name, value, migrate.HEAD_REVISION, args.wait)
+        print(f"{target}: {name} = {value:g}; insights recomputed")
+        return EXIT_OK
     path = _existing_warehouse(args)
     with run_lock(path, wait=args.wait):
         migrate.ensure_current(path, wait=args.wait, locked=True)
@@ -785,22 +872,19 @@ def _export(args: argparse.Namespace) -> int:
     except (ValueError, OverflowError):
         print(f"runlytics export: --since {args.since!r} is not an ISO 8601 date or time", file=sys.stderr)
         return EXIT_USAGE
-    path = _existing_warehouse(args)
-    migrate.ensure_current(path, wait=args.wait)
-    con = snapshots.connect_latest(path, wait=args.wait)
-    try:
-        result = export.export(con, args.out, args.format, export.Selection(jobs, since), overwrite=args.overwrite)
-    except export.ExportError as error:
-        print(f"runlytics export: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except UnknownJobs as error:
-        print(f"runlytics export: no job(s) {', '.join(map(repr, error.job_ids))} in {path}", file=sys.stderr)
-        return EXIT_QUERY
-    except (duckdb.Error, OSError) as error:
-        print(f"runlytics export: failed, nothing written to {args.out}: {error}", file=sys.stderr)
-        return EXIT_QUERY
-    finally:
-        con.close()
+    # an export's reads of PostgreSQL are whole tables of many jobs: no per-read time limit there
+    with _reading(args, timeout=EXPORT_TIMEOUT_SECONDS) as (con, name):
+        try:
+            result = export.export(con, args.out, args.format, export.Selection(jobs, since), overwrite=args.overwrite)
+        except export.ExportError as error:
+            print(f"runlytics export: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except UnknownJobs as error:
+            print(f"runlytics export: no job(s) {', '.join(map(repr, error.job_ids))} in {name}", file=sys.stderr)
+            return EXIT_QUERY
+        except (duckdb.Error, OSError) as error:
+            print(f"runlytics export: failed, nothing written to {args.out}: {error}", file=sys.stderr)
+            return EXIT_QUERY
     if not args.quiet:
         rows = ", ".join(f"{table} {n:,}" for table, n in result.rows.items())
         print(f"{result.out}: {result.fmt} export of {result.jobs} jobs in {result.seconds:.2f} s; rows: {rows}")
@@ -846,14 +930,9 @@ def _status_postgres(target: db.PostgresUrl) -> dict[str, Any]:
     PostgreSQL is a later step of issue #18); the size is the database's."""
     from runlytics.warehouse import ingest_status
 
-    con = cast("duckdb.DuckDBPyConnection", pg_reader.Cursor(pg_reader.connect(target)))
+    con = _pg_cursor(target)
     try:
         revision = migrate.current_revision(con)
-        if revision != migrate.HEAD_REVISION:
-            raise db.WarehouseError(
-                f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "
-                "run `runlytics db upgrade --db URL`"
-            )
         return {
             "warehouse": str(target),
             "size_bytes": db.one(con, "SELECT pg_database_size(current_database())")[0],

@@ -42,9 +42,14 @@ def ingest(
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     keep_raw_days: int = retention.DEFAULT_KEEP_DAYS,
     archive: Path | None = None,
+    stage: bool = False,
 ) -> Summary:
     """Ingest every job folder under ``roots``, GPU sample spools and nvidia-smi logs; raw GPU
-    samples of days more than ``keep_raw_days`` old are dropped (0: kept), or moved to ``archive``."""
+    samples of days more than ``keep_raw_days`` old are dropped (0: kept), or moved to ``archive``.
+
+    ``stage``: the warehouse is the stage of an ingest into PostgreSQL (ingest/postgres.py): the
+    jobs the run changes are queued in ``publish_queue`` for the publish that follows, and no
+    snapshot is published (nothing reads a stage's snapshots; copying the file costs)."""
     started = time.monotonic()
     summary = Summary()
     # discover
@@ -65,7 +70,7 @@ def ingest(
                 reader.prefetch(jobs, max_file_bytes)
         try:
             hotfile.remove_leftovers(db_path)
-            inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive)
+            inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage)
             run_id, stored, sparse = _read_and_merge(
                 db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
             )
@@ -75,7 +80,7 @@ def ingest(
                 on_progress("publish", 0, 1)
             if sparse:  # mostly free blocks (rows sealed away): a smaller file to copy from now on
                 hotfile.rebuild(db_path)
-            if changed or sparse or snapshots.age(db_path) > snapshots.REFRESH_SECONDS:
+            if not stage and (changed or sparse or snapshots.age(db_path) > snapshots.REFRESH_SECONDS):
                 snapshots.publish(db_path)
             if on_progress is not None:
                 on_progress("publish", 1, 1)
@@ -102,6 +107,12 @@ class Inputs:
     csv_imports: list[CsvImport]
     keep_raw_days: int = retention.DEFAULT_KEEP_DAYS
     archive: Path | None = None
+    stage: bool = False
+
+
+# a stage owes PostgreSQL the jobs queued for a refresh: queued in their own transaction before the
+# refresh empties refresh_queue, so that a kill between loses none (revision 0022)
+QUEUE_PUBLISH = "INSERT INTO publish_queue SELECT job_id FROM refresh_queue ON CONFLICT DO NOTHING"
 
 
 def _read_and_merge(
@@ -130,6 +141,8 @@ def _read_and_merge(
             spool.ingest(ctx, inputs.spool_files)
             nvidia_smi.ingest(ctx, inputs.csv_imports)
             # refresh the derived tables of the jobs queued by this run and any killed before it
+            if inputs.stage:
+                con.execute(QUEUE_PUBLISH)
             results.refresh_queued(con)
             stored = _compact_and_prune(con, inputs) or stored
             summary.listed_warnings = ingest_status.run_warnings(con, run_id, Summary.MAX_LISTED_WARNINGS)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Lab
+    from conftest import Engine, Lab
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
 NAN = float("nan")
@@ -44,6 +44,13 @@ def analyze(
     result = lab.analytics("job")
     assert result is not None
     return result
+
+
+@pytest.fixture
+def lab(lab: Lab, engine: Engine) -> Lab:
+    """conftest's lab, whose analytics are read on DuckDB, then (a second run) on PostgreSQL."""
+    lab.engine = engine
+    return lab
 
 
 def has_warning(result: dict[str, Any], fragment: str) -> bool:

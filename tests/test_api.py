@@ -23,12 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Lab
+from conftest import Engine, Lab
 from fastapi.testclient import TestClient
 from servers import serving
 
 from runlytics.api.app import MAX_COMPARE, TOKEN_ENV, create_app
 from runlytics.warehouse import fleet, migrate
+from runlytics.warehouse.db import PostgresUrl
 from runlytics.warehouse.views import STATUSES
 
 BASE = datetime(2025, 1, 1, tzinfo=UTC)
@@ -114,7 +115,7 @@ def write_fleet(lab: Lab, jobs: dict[str, Json]) -> None:
         lab.write_job(job_id, {"job_id": job_id, **doc})
 
 
-def make_client(db: Path, token: str | None = None) -> TestClient:
+def make_client(db: Path | PostgresUrl, token: str | None = None) -> TestClient:
     """A client of the app, with the token given (and never one from the environment)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
@@ -152,8 +153,9 @@ def fleet_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def client(fleet_lab: Lab) -> TestClient:
-    return make_client(fleet_lab.db)
+def client(fleet_lab: Lab, module_engine: Engine) -> TestClient:
+    """The app over the fleet, on DuckDB and on PostgreSQL (conftest's ``engine``)."""
+    return make_client(module_engine.warehouse(fleet_lab.db))
 
 
 # --- one job's analytics -------------------------------------------------------------------
@@ -757,8 +759,8 @@ def other_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def other(other_lab: Lab) -> TestClient:
-    return make_client(other_lab.db)
+def other(other_lab: Lab, module_engine: Engine) -> TestClient:
+    return make_client(module_engine.warehouse(other_lab.db))
 
 
 def test_steps_keyset_pages_cover_every_step_once(other: TestClient) -> None:
@@ -912,12 +914,15 @@ def test_token_from_the_environment(fleet_lab: Lab, monkeypatch: pytest.MonkeyPa
     assert client.get("/healthz").status_code == 200
 
 
-def test_readyz_reports_the_snapshot_and_revision(client: TestClient, fleet_lab: Lab) -> None:
+def test_readyz_reports_the_snapshot_and_revision(client: TestClient, fleet_lab: Lab, module_engine: Engine) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ok"
     assert body["revision"] == migrate.HEAD_REVISION
+    if module_engine.postgres:  # no snapshots there: readers see each commit (docs/postgresql.md)
+        assert body["snapshot"] is None
+        return
     assert body["snapshot"] is not None and Path(body["snapshot"]).parent.name == fleet_lab.db.name + ".snapshots"
 
 

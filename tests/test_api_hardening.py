@@ -28,7 +28,7 @@ import duckdb
 import httpx
 import pytest
 from browser import CHROMIUM, Page, launch
-from conftest import REPO, Lab
+from conftest import REPO, Engine, Lab
 from fastapi.testclient import TestClient
 from servers import Server, free_port, serving
 
@@ -36,6 +36,7 @@ from runlytics.api import security
 from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.cli import main
 from runlytics.warehouse import export, migrate, queries, snapshots
+from runlytics.warehouse.db import PostgresUrl
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 Json = dict[str, Any]
@@ -46,7 +47,7 @@ def job(job_id: str, **fields: Any) -> Json:
     return {"job_id": job_id, "status": "completed", "started_at": T0, "ended_at": T0 + 10, "history": history} | fields
 
 
-def client_of(db: Path, token: str | None = None, **options: Any) -> TestClient:
+def client_of(db: Path | PostgresUrl, token: str | None = None, **options: Any) -> TestClient:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
         return TestClient(create_app(db, token=token, **options))
@@ -76,8 +77,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def client(fleet: Lab) -> TestClient:
-    return client_of(fleet.db)
+def client(fleet: Lab, module_engine: Engine) -> TestClient:
+    """The app over the fleet, on DuckDB and on PostgreSQL (conftest's ``engine``)."""
+    return client_of(module_engine.warehouse(fleet.db))
 
 
 # --- a real server ------------------------------------------------------------------------
@@ -351,9 +353,11 @@ def test_streamed_exports_carry_the_headers_too(server: Server) -> None:
 # --- no server paths ----------------------------------------------------------------------
 
 
-def test_readyz_and_job_records_name_no_server_path(client: TestClient, fleet: Lab) -> None:
+def test_readyz_and_job_records_name_no_server_path(client: TestClient, fleet: Lab, module_engine: Engine) -> None:
     ready = client.get("/readyz").json()
-    assert ready["snapshot"] == f"warehouse.duckdb.snapshots/{snapshots.latest(fleet.db).name}"
+    # PostgreSQL has no snapshots (docs/postgresql.md)
+    snapshot = None if module_engine.postgres else f"warehouse.duckdb.snapshots/{snapshots.latest(fleet.db).name}"
+    assert ready["snapshot"] == snapshot
     record = client.get("/api/training/alpha").json()
     assert record["source_dir"] == "alpha"
     everything = json.dumps([ready, record, client.get("/api/training/jobs/alpha").json()])

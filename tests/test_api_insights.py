@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import Lab
+from conftest import Engine, Lab
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,10 +98,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def client(lab: Lab) -> Iterator[TestClient]:
+def client(lab: Lab, module_engine: Engine) -> Iterator[TestClient]:
+    """The app over the jobs, on DuckDB and on PostgreSQL (conftest's ``engine``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
-        yield TestClient(create_app(lab.db))
+        yield TestClient(create_app(module_engine.warehouse(lab.db)))
 
 
 @pytest.fixture(scope="module")

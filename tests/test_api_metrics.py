@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import REALDATA, Lab
+from conftest import REALDATA, Engine, Lab
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import TOKEN_ENV, create_app
@@ -82,10 +82,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def client(lab: Lab) -> Iterator[TestClient]:
+def client(lab: Lab, module_engine: Engine) -> Iterator[TestClient]:
+    """The app over the jobs, on DuckDB and on PostgreSQL (conftest's ``engine``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
-        yield TestClient(create_app(lab.db))
+        yield TestClient(create_app(module_engine.warehouse(lab.db)))
 
 
 def get(client: TestClient, url: str, **params: Any) -> tuple[int, Any]:

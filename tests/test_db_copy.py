@@ -113,12 +113,13 @@ def test_every_table_is_copied_row_for_row(warehouse: Path, pg_url: str, capsys:
     assert f"copied {total:,} rows of {len(pg_copy.COPIED)} tables" in out
     counts = _counts(pg_url)
     # what the warehouse holds, so that every table's comparison above meant something
-    empty = {"gpu_parts", "gpu_parts_retired", "refresh_queue", "insight_results", "alembic_version"}
+    empty = {"refresh_queue", "insight_results", *pg_copy.NOT_COPIED}  # NOT_COPIED: never filled by a copy
     assert [table for table, n in counts.items() if n == 0 and table not in empty] == []
     # the samples of Parquet parts and of the hot table all went into PostgreSQL's table
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        parted = con.execute("SELECT sum(rows) FROM gpu_parts").fetchone()[0]
+        # gpu_parts lists the minutes' parts too (revision 0021): the samples' alone
+        parted = con.execute("SELECT sum(rows) FROM gpu_parts WHERE table_name = 'gpu_samples'").fetchone()[0]
         hot = con.execute("SELECT count(*) FROM gpu_samples_hot").fetchone()[0]
     finally:
         con.close()
@@ -242,4 +243,7 @@ def test_the_copied_and_not_copied_tables_are_every_table(pg_url: str, tmp_path:
     migrate.upgrade(path)
     with db.connection(path, read_only=True) as con:
         on_duckdb = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    # DuckDB keeps gpu_minutes' unsealed rows in the table gpu_minutes_hot, read with the sealed
+    # Parquet parts through the view gpu_minutes (revision 0021); PostgreSQL has the table gpu_minutes
+    on_duckdb = {"gpu_minutes" if t == "gpu_minutes_hot" else t for t in on_duckdb}
     assert on_postgres == on_duckdb == set(pg_copy.COPIED) | set(pg_copy.NOT_COPIED)

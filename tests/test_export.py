@@ -20,7 +20,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import REPO, Lab
+from conftest import DUCKDB_ENGINE, REPO, Engine, Lab
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
@@ -169,12 +169,12 @@ def csv_table(out: Path, table: str, kinds: dict[str, str]) -> tuple[list[tuple[
     return exported(source, table, list(kinds), {"path": str(out / f"{table}.csv"), "columns": kinds})
 
 
-def run_export(lab: Lab, out: Path, fmt: str = "parquet", **selection: Any) -> export.Result:
-    con = snapshots.connect_latest(lab.db)
-    try:
+def run_export(
+    lab: Lab, out: Path, fmt: str = "parquet", engine: Engine = DUCKDB_ENGINE, **selection: Any
+) -> export.Result:
+    """The export of the lab's warehouse read on ``engine`` (conftest's: DuckDB, or its PostgreSQL copy)."""
+    with engine.reader(lab.db) as con:
         return export.export(con, out, fmt, export.Selection(**selection))
-    finally:
-        con.close()
 
 
 def long_rows(lab: Lab, job_ids: list[str] | None = None) -> list[tuple[Any, ...]]:
@@ -193,9 +193,9 @@ def long_rows(lab: Lab, job_ids: list[str] | None = None) -> list[tuple[Any, ...
 # --- the CLI's export -------------------------------------------------------------------
 
 
-def test_parquet_round_trip_gives_the_warehouse_rows(fleet: Lab, tmp_path: Path) -> None:
+def test_parquet_round_trip_gives_the_warehouse_rows(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_export(fleet, out)
+    result = run_export(fleet, out, engine=module_engine)
     assert result.jobs == 7
     for table, relation in SOURCES.items():
         kinds = columns(fleet, relation)
@@ -213,11 +213,11 @@ def test_parquet_round_trip_gives_the_warehouse_rows(fleet: Lab, tmp_path: Path)
 
 @pytest.mark.parametrize("selection", [{}, {"job_ids": ("alpha", "mixed", ODD)}], ids=["all", "some"])
 def test_partitions_written_a_few_jobs_at_a_time(
-    fleet: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, selection: dict[str, Any]
+    fleet: Lab, module_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, selection: dict[str, Any]
 ) -> None:
     monkeypatch.setattr(export, "PART_ROWS", 3)  # a COPY per job (or two, for the small ones)
     out = tmp_path / "out"
-    run_export(fleet, out, **selection)
+    run_export(fleet, out, **selection, engine=module_engine)
     ids = list(selection.get("job_ids", [r[0] for r in fleet.query("SELECT job_id FROM jobs")]))
     for table in PARTITIONED:
         relation = SOURCES[table]
@@ -226,9 +226,9 @@ def test_partitions_written_a_few_jobs_at_a_time(
         assert parquet_table(out, table, list(kinds))[0] == expected, table
 
 
-def test_parquet_layout_is_hive_partitions_by_job(fleet: Lab, tmp_path: Path) -> None:
+def test_parquet_layout_is_hive_partitions_by_job(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    run_export(fleet, out)
+    run_export(fleet, out, engine=module_engine)
     assert sorted(p.name for p in out.iterdir()) == sorted([*TABLES, "manifest.json"])
     for table in PARTITIONED:
         for folder in (out / table).iterdir():
@@ -247,16 +247,16 @@ def test_parquet_layout_is_hive_partitions_by_job(fleet: Lab, tmp_path: Path) ->
     assert con.execute(f"SELECT DISTINCT typeof(job_id) FROM {inferred}", one).fetchall() == [("BIGINT",)]
     assert con.execute(f"SELECT DISTINCT typeof(job_id) FROM {READ}", one).fetchall() == [("VARCHAR",)]
     # a table without rows is one empty file with the table's columns (still readable)
-    empty = run_export(fleet, tmp_path / "empty", job_ids=("alpha",))
+    empty = run_export(fleet, tmp_path / "empty", job_ids=("alpha",), engine=module_engine)
     assert empty.rows["gpu_samples"] == 0
     assert [p.name for p in (tmp_path / "empty" / "gpu_samples").iterdir()] == ["data_0.parquet"]
     rows, kinds = parquet_table(tmp_path / "empty", "gpu_samples", list(columns(fleet, "gpu_samples")))
     assert rows == [] and kinds == columns(fleet, "gpu_samples")
 
 
-def test_csv_export_gives_the_warehouse_rows(fleet: Lab, tmp_path: Path) -> None:
+def test_csv_export_gives_the_warehouse_rows(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = run_export(fleet, out, "csv")
+    result = run_export(fleet, out, "csv", engine=module_engine)
     assert sorted(p.name for p in out.iterdir()) == sorted([*(f"{t}.csv" for t in TABLES), "manifest.json"])
     for table, relation in SOURCES.items():
         kinds = columns(fleet, relation)
@@ -268,10 +268,10 @@ def test_csv_export_gives_the_warehouse_rows(fleet: Lab, tmp_path: Path) -> None
     assert long == long_rows(fleet)
 
 
-def test_jobs_selection(fleet: Lab, tmp_path: Path) -> None:
+def test_jobs_selection(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
     chosen = ["alpha", "123", ODD]
-    result = run_export(fleet, out, job_ids=tuple(chosen))
+    result = run_export(fleet, out, job_ids=tuple(chosen), engine=module_engine)
     assert result.jobs == 3
     where = "WHERE job_id IN (SELECT unnest($ids))"
     for table, relation in SOURCES.items():
@@ -282,21 +282,21 @@ def test_jobs_selection(fleet: Lab, tmp_path: Path) -> None:
     assert json.loads((out / "manifest.json").read_text())["selection"]["job_ids"] == chosen
 
 
-def test_since_selection_on_start_time(fleet: Lab, tmp_path: Path) -> None:
+def test_since_selection_on_start_time(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
     since = export.parse_time("2025-01-21T01:00:00+01:00")  # = 2025-01-21T00:00Z, "123"'s start
     assert since == datetime(2025, 1, 21)
-    result = run_export(fleet, out, "csv", since=since)
+    result = run_export(fleet, out, "csv", since=since, engine=module_engine)
     jobs, _ = csv_table(out, "jobs", columns(fleet, "jobs"))
     assert sorted(r[0] for r in jobs) == ["123", "export", ODD]  # at or after; never-started jobs left out
     assert result.jobs == 3
-    both = run_export(fleet, tmp_path / "both", "csv", since=since, job_ids=("alpha", "export"))
+    both = run_export(fleet, tmp_path / "both", "csv", since=since, job_ids=("alpha", "export"), engine=module_engine)
     assert both.jobs == 1 and both.rows["jobs"] == 1
 
 
-def test_unknown_jobs_are_named_and_nothing_is_written(fleet: Lab, tmp_path: Path) -> None:
+def test_unknown_jobs_are_named_and_nothing_is_written(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(UnknownJobs) as caught:
-        run_export(fleet, tmp_path / "out", job_ids=("alpha", "nope", "'; DROP TABLE jobs; --"))
+        run_export(fleet, tmp_path / "out", job_ids=("alpha", "nope", "'; DROP TABLE jobs; --"), engine=module_engine)
     assert caught.value.job_ids == ["nope", "'; DROP TABLE jobs; --"]
     assert list(tmp_path.iterdir()) == []
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
-from tests.conftest import REPO, Lab
+from tests.conftest import REPO, Engine, Lab
 
 T0 = 1_793_610_000  # 2026-11-02T09:00:00Z, when the sample job llama-sft-001 starts
 FLEET_API = "/api/training/analytics/fleet"
@@ -24,7 +24,13 @@ def _docs_example() -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+def fleet(ingested: Lab, module_engine: Engine) -> Lab:
+    """The jobs below, read on DuckDB and on PostgreSQL (conftest's ``engine``)."""
+    return ingested.on(module_engine)
+
+
+@pytest.fixture(scope="module")
+def ingested(tmp_path_factory: pytest.TempPathFactory) -> Lab:
     """The sample jobs; llama-sft-001 with GPU samples of two GPUs (its steps logged one); a job
     known only by its config's gpu_count, and one with no GPU count at all."""
     lab = Lab(tmp_path_factory.mktemp("gpu_hours"))
@@ -57,7 +63,7 @@ def test_each_job_holds_its_gpus_for_its_whole_duration(fleet: Lab) -> None:
 
 
 def test_the_endpoint_the_view_and_the_docs_agree(fleet: Lab) -> None:
-    with TestClient(create_app(fleet.db)) as client:
+    with TestClient(create_app(fleet.engine.warehouse(fleet.db))) as client:
         response = client.get(FLEET_API)
         assert response.status_code == 200, response.text
         api = response.json()

@@ -109,14 +109,13 @@ def resolve_target(db: str | os.PathLike[str] | None = None) -> Path | PostgresU
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
     """The warehouse file: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb.
 
-    A PostgreSQL URL is refused: so far only ``db upgrade``, ``db copy --to``, ``sql``, ``status``
-    and ``serve`` take one (docs/postgresql.md)."""
+    A PostgreSQL URL is refused: the callers of this read or write a DuckDB file only (the
+    commands that take a URL are in docs/postgresql.md)."""
     target = resolve_target(db)
     if isinstance(target, PostgresUrl):
         raise WarehouseError(
-            f"{target}: this command reads a DuckDB warehouse file; a PostgreSQL database serves "
-            "`runlytics db upgrade`, `db copy --to`, `sql`, `status` and `serve` so far "
-            "(name a file with --db PATH)"
+            f"{target}: this reads a DuckDB warehouse file, not a PostgreSQL database "
+            "(name a file with --db PATH; docs/postgresql.md lists the commands that take a URL)"
         )
     return target
 

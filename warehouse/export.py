@@ -5,7 +5,9 @@
 (``OUT/steps/job_id=<id>/data_0.parquet``, Hive layout) and the per-job tables as one file
 (``OUT/jobs/data_0.parquet``), read as-is by DuckDB, pandas/pyarrow, polars and Spark; CSV as
 ``OUT/<table>.csv``. It writes into a temporary folder beside OUT and renames it at the end, so
-a failed export leaves nothing behind. ``OUT/manifest.json`` lists what was written.
+a failed export leaves nothing behind. ``OUT/manifest.json`` lists what was written. On
+PostgreSQL (pg_reader's cursor), the selected jobs' rows of each relation of ``SOURCES`` are first
+read into a DuckDB file beside OUT (``_local_sources``), on which the same export then runs.
 
 ``steps_csv`` and ``steps_parquet`` serve the API's streaming export of step histories. On
 PostgreSQL (pg_reader's cursor) they read each group of jobs' rows there and write them with an
@@ -77,10 +79,19 @@ STEP_ORDER = ("job_id", "step")
 PG_MISSING = "SELECT j FROM unnest(CAST($job_ids AS TEXT[])) AS ids(j) WHERE j NOT IN (SELECT job_id FROM jobs)"
 PG_STEP_COUNTS = "SELECT job_id, count(*) FROM step_facts WHERE job_id = ANY($job_ids) GROUP BY job_id"
 PG_STEPS_OF = "SELECT * FROM step_facts WHERE job_id = ANY($job_ids) ORDER BY job_id, step"
+# the bulk export on PostgreSQL: the selected jobs, then each source's rows of a group of them
+PG_SELECTED = "SELECT job_id FROM jobs WHERE true"
+PG_BY_IDS = " AND job_id = ANY($job_ids)"
+PG_BY_SINCE = BY_SINCE
+PG_ALL_COUNTS = "SELECT job_id, count(*) FROM {source} GROUP BY job_id"
+PG_COUNTS = "SELECT job_id, count(*) FROM {source} WHERE job_id = ANY($job_ids) GROUP BY job_id"
+PG_ROWS_OF = "SELECT * FROM {source} WHERE job_id = ANY($job_ids)"
+PG_NULL_ROWS = "SELECT * FROM {source} WHERE job_id IS NULL"
 # PostgreSQL's types (by OID) as Arrow's, so that DuckDB writes a value as it writes its own
 PG_ARROW_TYPES = {
     16: "bool_", 20: "int64", 21: "int16", 23: "int32", 25: "string", 700: "float32", 701: "float64",
     1043: "string", 1114: "timestamp_us", 1082: "date32", 114: "string", 3802: "string",
+    1009: "text_list", 1015: "text_list",
 }  # fmt: skip
 PG_JSON_TYPES = (114, 3802)  # json and jsonb: their text, typed JSON again in DuckDB
 # A CSV text cell starting with one of = + - @ tab CR is a formula to a spreadsheet (OWASP's list):
@@ -149,6 +160,16 @@ def export(
     selection = selection or Selection()
     _check_target(out, overwrite)
     started = time.monotonic()
+    if is_postgres(con):
+        with _local_sources(con, selection, out) as local:
+            return _export(local, out, fmt, Selection(), selection, started)
+    return _export(con, out, fmt, selection, selection, started)
+
+
+def _export(
+    con: duckdb.DuckDBPyConnection, out: Path, fmt: str, selection: Selection, asked: Selection, started: float
+) -> Result:
+    """The export of ``selection`` from a DuckDB connection; the manifest names ``asked``."""
     try:
         jobs = _select(con, selection)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +184,7 @@ def export(
                 "layout": LAYOUTS[fmt],
                 "tables": {t: {"path": t if fmt == "parquet" else f"{t}.csv", "rows": n} for t, n in rows.items()},
                 "jobs": jobs,
-                "selection": selection.as_dict(),
+                "selection": asked.as_dict(),
                 "exported_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z",
             }
             (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -367,25 +388,85 @@ def _step_groups(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list
 
 
 @contextlib.contextmanager
-def _local_steps(con: Any, job_ids: list[str]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB whose ``step_facts`` holds these jobs' rows, read from PostgreSQL
-    (``con``) with their types: what the DuckDB path writes, for a group of about GROUP_ROWS."""
+def _local_sources(con: Any, selection: Selection, near: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB file (in a hidden folder beside ``near``, deleted on exit) whose relations of
+    SOURCES hold the selected jobs' rows, read from PostgreSQL (``con``) with their types, a
+    group of jobs of about GROUP_ROWS rows at a time: the bulk export then runs on it as on a
+    warehouse (UnknownJobs first)."""
     import pyarrow as pa
 
-    cursor = con.execute(PG_STEPS_OF, {"job_ids": job_ids})
+    chosen: list[str] | None = None
+    if not selection.everything:
+        params: dict[str, Any] = {}
+        sql = PG_SELECTED
+        if selection.job_ids is not None:
+            missing = unknown_jobs(con, selection.job_ids)
+            if missing:
+                raise UnknownJobs(missing)
+            sql += PG_BY_IDS
+            params["job_ids"] = list(selection.job_ids)
+        if selection.since is not None:
+            sql += PG_BY_SINCE
+            params["since"] = selection.since
+        chosen = sorted(r[0] for r in con.execute(sql, params).fetchall())
+    near.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{near.name}.pg-", dir=near.parent))
+    local = duckdb.connect(str(folder / "rows.duckdb"))
+    try:
+        for source in SOURCES.values():
+            if chosen is None:
+                counts = con.execute(PG_ALL_COUNTS.format(source=source)).fetchall()
+            else:
+                counts = con.execute(PG_COUNTS.format(source=source), {"job_ids": chosen}).fetchall()
+            # rows without a job (GPU samples of none) are a group of their own, as DuckDB exports them
+            nulls = [n for job_id, n in counts if job_id is None]
+            groups: list[list[str] | None] = [*_groups(sorted(c for c in counts if c[0] is not None), GROUP_ROWS)]
+            groups += [None] if nulls else []
+            create = f"CREATE TABLE {quote_identifier(source)} AS "
+            for group in groups or [[]]:
+                if group is None:
+                    cursor = con.execute(PG_NULL_ROWS.format(source=source))
+                else:
+                    cursor = con.execute(PG_ROWS_OF.format(source=source), {"job_ids": group})
+                local.register("pg_rows", _arrow_rows(pa, cursor))
+                local.execute(f"{create}SELECT *{_json_again(cursor.description)} FROM pg_rows")
+                local.unregister("pg_rows")
+                create = f"INSERT INTO {quote_identifier(source)} "
+        yield local
+    finally:
+        local.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _arrow_rows(pa: Any, cursor: Any) -> Any:
+    """A PostgreSQL cursor's rows as an Arrow table with DuckDB's types for PostgreSQL's."""
     columns = cursor.description
     rows = cursor.fetchall()
     values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     arrays = [
         pa.array(list(column), type=_arrow_type(pa, d.type_code)) for column, d in zip(values, columns, strict=True)
     ]
-    table = pa.table(arrays, names=[d.name for d in columns])
+    return pa.table(arrays, names=[d.name for d in columns])
+
+
+def _json_again(columns: Any) -> str:
+    """``SELECT *``'s REPLACE clause that types PostgreSQL's JSON columns (text in Arrow) JSON."""
     json = [quote_identifier(d.name) for d in columns if d.type_code in PG_JSON_TYPES]
+    return f" REPLACE ({', '.join(f'CAST({c} AS JSON) AS {c}' for c in json)})" if json else ""
+
+
+@contextlib.contextmanager
+def _local_steps(con: Any, job_ids: list[str]) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB whose ``step_facts`` holds these jobs' rows, read from PostgreSQL
+    (``con``) with their types: what the DuckDB path writes, for a group of about GROUP_ROWS."""
+    import pyarrow as pa
+
+    cursor = con.execute(PG_STEPS_OF, {"job_ids": job_ids})
+    table = _arrow_rows(pa, cursor)
     local = duckdb.connect(config={"threads": 1})
     try:
         local.register("pg_rows", table)
-        replaced = f" REPLACE ({', '.join(f'CAST({c} AS JSON) AS {c}' for c in json)})" if json else ""
-        local.execute(f"CREATE VIEW step_facts AS SELECT *{replaced} FROM pg_rows")
+        local.execute(f"CREATE VIEW step_facts AS SELECT *{_json_again(cursor.description)} FROM pg_rows")
         yield local
     finally:
         local.close()
@@ -395,6 +476,8 @@ def _arrow_type(pa: Any, oid: int) -> Any:
     name = PG_ARROW_TYPES.get(oid)
     if name == "timestamp_us":
         return pa.timestamp("us")
+    if name == "text_list":
+        return pa.list_(pa.string())
     return getattr(pa, name)() if name else None
 
 

@@ -50,6 +50,10 @@ NOT_COPIED: dict[str, str] = {
     "alembic_version": "written by the target's own upgrade",
     "gpu_parts": "DuckDB's manifest of its Parquet files; their rows go to gpu_samples_hot",
     "gpu_parts_retired": "DuckDB's replaced Parquet files waiting for deletion",
+    "publish_queue": "a stage's jobs owed to PostgreSQL (ingest/postgres.py): a copied warehouse owes none",
+    "publish_marks": "a stage's marks of what it published to PostgreSQL",
+    "job_owners": "the ingester that published each job: a copied job has none (its first publisher owns it)",
+    "pg_telemetry_outbox": "a stage's GPU minutes owed to PostgreSQL (warehouse/telemetry_outbox.py)",
 }
 # filled by the upgrade itself (revision 0011's default thresholds): replaced by the source's rows
 DEFAULTS_REPLACED = ("insight_settings",)
@@ -154,14 +158,22 @@ def _count(con: duckdb.DuckDBPyConnection, origin: str) -> int:
     return int(db.one(con, f"SELECT count(*) FROM {db.quote_identifier(origin)}")[0])
 
 
+# a table's columns in order, each with its type's name (information_schema's udt_name)
+COLUMNS = (
+    "SELECT column_name, udt_name FROM information_schema.columns "
+    "WHERE table_schema = current_schema() AND table_name = %(table)s ORDER BY ordinal_position"
+)
+
+
 def _target_columns(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
     """The target table's columns in order, each with its type's name (information_schema's udt_name)."""
-    rows = conn.exec_driver_sql(
-        "SELECT column_name, udt_name FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = %(table)s ORDER BY ordinal_position",
-        {"table": table},
-    ).all()
-    return [(name, udt) for name, udt in rows]
+    return [(name, udt) for name, udt in conn.exec_driver_sql(COLUMNS, {"table": table}).all()]
+
+
+def target_columns(raw: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
+    """``_target_columns`` on a psycopg connection (ingest's publish, ingest/postgres.py)."""
+    with raw.cursor() as cursor:
+        return [(name, udt) for name, udt in cursor.execute(COLUMNS, {"table": table}).fetchall()]
 
 
 def _copy_type(udt: str) -> str:
@@ -183,10 +195,32 @@ def _copy_table(
     on_progress: Progress | None,
 ) -> int:
     names = ", ".join(db.quote_identifier(name) for name, _ in columns)
+    done = copy_rows(con, raw, table, columns, f"SELECT {names} FROM {db.quote_identifier(origin)}", total=total,
+                     on_progress=on_progress)  # fmt: skip
+    if on_progress is not None and done == 0:
+        on_progress(table, 0, total)
+    return done
+
+
+def copy_rows(
+    con: duckdb.DuckDBPyConnection,
+    raw: Any,
+    table: str,
+    columns: list[tuple[str, str]],
+    select: str,
+    params: dict[str, Any] | None = None,
+    *,
+    total: int = 0,
+    on_progress: Progress | None = None,
+) -> int:
+    """COPY (binary) the rows of the DuckDB query ``select``, whose columns are ``columns`` in
+    order, into the PostgreSQL table ``table``, on the psycopg connection ``raw`` (in its
+    transaction); the number of rows. ``db copy`` and ingest's publish both copy with it."""
+    names = ", ".join(db.quote_identifier(name) for name, _ in columns)
     texts = [i for i, (_, udt) in enumerate(columns) if udt == "json"]  # non-finite numbers made strings
     cursor = con.cursor()
     try:
-        cursor.execute(f"SELECT {names} FROM {db.quote_identifier(origin)}")
+        cursor.execute(select, params)
         done = 0
         with (
             raw.cursor() as pg,
@@ -201,8 +235,6 @@ def _copy_table(
                     on_progress(table, done, total)
     finally:
         cursor.close()
-    if on_progress is not None and done == 0:
-        on_progress(table, 0, total)
     return done
 
 

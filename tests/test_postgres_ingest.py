@@ -1,0 +1,415 @@
+"""`runlytics ingest --db postgresql://…`: a local stage, then a publish per job (ingest/postgres.py).
+
+Every table and view read on PostgreSQL after an ingest through stages is compared with a plain
+DuckDB ingest of the same files (row for row, floats to a relative 1e-9; the columns that say
+when something was ingested, and the insights that depend on it, left out): one ingester, a re-run
+that finds nothing new, three ingesters at once from disjoint roots, an ingester killed between its
+stage's commit and PostgreSQL's, a job two ingesters both hold, a job that grew.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import psycopg
+import pytest
+from conftest import REALDATA, REPO
+from pg_server import PgServer
+
+from bench import generate
+from runlytics import cli
+from runlytics.ingest import postgres as pg_ingest
+from runlytics.ingest.pipeline import ingest
+from runlytics.warehouse import db, migrate, views
+
+REL = 1e-9
+ROOTS, JOBS_PER_ROOT, STEPS, GPUS = 3, 8, 30, 2
+# compared tables: the facts, the ledger's per-job rows, the derived tables and the GPU samples
+# and rollups (published by warehouse/pg_telemetry.py after the jobs; gpu_samples a view on both)
+TABLES = (
+    "jobs", "steps", "step_gpus", "checkpoints", "trainer_steps", "trainer_runs", "metric_values",
+    "job_results", "utilization_minutes", "insight_results", "insight_jobs", "insight_settings",
+    "ingest_files", "refresh_queue", "gpu_samples", "gpu_minutes", "job_gpu_series",
+)  # fmt: skip
+KEEP = ("--keep-raw-days", "0")  # every raw sample kept: the jobs are from January
+# when a row was ingested or computed: differs between any two ingests
+WHEN = {"ingested_at", "first_seen_at", "last_read_at", "as_of"}
+# silent_running measures the silence up to as_of (the latest run's start): its figures move with it
+SILENT_FIGURES = {"value", "reference", "message"}
+ENTRY = "from runlytics import cli; cli.entry()"
+# the entry point with small publish batches, killed with SIGKILL after the first batch's commit
+# (PostgreSQL has those jobs, the stage still owes them) or before the publish began
+KILL = """
+import os, signal, sys
+from runlytics.ingest import postgres as p
+p.BATCH_JOBS = 4
+when = sys.argv.pop(1)
+publish, publish_jobs = p.publish, p._publish_jobs
+def before(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+def after_first(*args, **kwargs):
+    result = publish_jobs(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+if when == "before":
+    p.publish = before
+else:
+    p._publish_jobs = after_first
+from runlytics import cli
+cli.entry()
+"""
+SMALL_BATCHES = "from runlytics.ingest import postgres as p; p.BATCH_JOBS = 4; from runlytics import cli; cli.entry()"
+
+
+@dataclass
+class Fleet:
+    roots: list[Path]
+    spools: list[Path]  # each host's GPU sampler spool (the jobs of its root)
+    reference: dict[str, list[dict[str, Any]]]  # a plain DuckDB ingest of every root, read
+    blank: Path  # a stage at the head revision, holding nothing: copied, not built again per test
+
+    def stage(self, path: Path) -> Path:
+        shutil.copyfile(self.blank, path)
+        return path
+
+
+def _write_spools(base: Path) -> list[Path]:
+    """Two GPUs' samples every 5 s for 8 minutes of the first two jobs of each host (power on most)."""
+    spools = [base / f"spool{n}" for n in range(ROOTS)]
+    for n, spool in enumerate(spools):
+        spool.mkdir(parents=True)
+        for index in (n * JOBS_PER_ROOT, n * JOBS_PER_ROOT + 1):
+            start = generate.EPOCH0.timestamp() + index * 7 * 60
+            lines = [
+                {"ts": start + 5 * k, "host": f"host{n}", "job_id": f"job-{index:06d}", "gpu_index": gpu,
+                 "utilization_percent": 50 + (k * 7 + gpu * 13) % 50, "memory_used_mb": 1000.0 + k,
+                 "temperature_c": 60.5, **({"power_w": 200 + k % 9 * 0.25} if k % 7 else {})}
+                for k in range(96) for gpu in range(GPUS)
+            ]  # fmt: skip
+            (spool / f"job-{index:06d}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return spools
+
+
+def _write_roots(base: Path) -> list[Path]:
+    rng = random.Random(18)
+    roots = [base / f"host{n}" for n in range(ROOTS)]
+    for n, root in enumerate(roots):
+        for index in range(n * JOBS_PER_ROOT, (n + 1) * JOBS_PER_ROOT):
+            job = generate.make_job(index, STEPS, GPUS, rng)
+            if index % 3 == 0:  # peers across hosts: slow_vs_peers compares them (on PostgreSQL, all hosts')
+                job["status"], job["config"]["model_name"] = "completed", "llama-3-8b"
+                job["ended_at"] = job["updated_at"]
+            if index % 9 == 0:  # a quarter of its peers' speed, on hosts 0 and 1
+                for row in job["history"]:
+                    row["samples"] //= 4
+                    row["samples_per_second"] /= 4
+            folder = root / job["job_id"]
+            folder.mkdir(parents=True)
+            (folder / "progress.json").write_text(json.dumps(job))
+            _age(folder / "progress.json")
+    # a trainer state (trainer_steps, trainer_runs, metric_values) on the last host
+    shutil.copytree(REALDATA / "hf_trainer_state" / "tinyllama-sft", roots[-1] / "tinyllama-sft")
+    return roots
+
+
+def _age(path: Path) -> None:
+    """An hour old: not a file being written (ingest leaves those for the next run)."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - 3600 * 10**9))
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Fleet:
+    base = tmp_path_factory.mktemp("pg_ingest")
+    roots = _write_roots(base / "roots")
+    spools = _write_spools(base / "spools")
+    blank = base / "blank.duckdb"
+    migrate.upgrade(blank)
+    reference = base / "reference.duckdb"
+    shutil.copyfile(blank, reference)
+    summary = ingest(reference, roots, spools=spools, wait=30, keep_raw_days=0)
+    assert summary.failed == 0 and summary.ingested > ROOTS * JOBS_PER_ROOT and summary.gpu_samples > 0
+    return Fleet(roots, spools, _duckdb_dump(reference), blank)
+
+
+@pytest.fixture(scope="module")
+def template(pg_server: PgServer) -> str:
+    """A database at the head revision, holding nothing: each test's database is a copy of it."""
+    url = pg_server.new_database()
+    migrate.upgrade(db.PostgresUrl(url))
+    return url.rsplit("/", 1)[1]
+
+
+@pytest.fixture
+def url(pg_server: PgServer, template: str) -> str:
+    name = f"{template}_{next(_NAMES)}"
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {db.quote_identifier(name)} TEMPLATE {db.quote_identifier(template)}")
+    return pg_server.admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+_NAMES = itertools.count()
+
+
+# --- reading both engines, normalised -----------------------------------------------------------
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, str) and v.startswith(("{", "[")):
+        try:  # JSON columns: DuckDB gives text, PostgreSQL a parsed value
+            return json.loads(v)
+        except ValueError:
+            return v
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def _normalise(name: str, columns: list[str], rows: list[tuple[Any, ...]], pg: bool) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        record = {c: _value(v) for c, v in zip(columns, row, strict=True) if c not in WHEN}
+        if record.get("kind") == "silent_running":
+            record.update(dict.fromkeys(SILENT_FIGURES & record.keys()))
+        if name == "ingest_files":
+            if record["job_id"] is None:  # not per job: the stage's own (spools)
+                continue
+            if pg:  # "<host>:<stage>:<path>": the ingester's name, then the path
+                record["path"] = record["path"].split(":", 2)[2]
+        out.append(record)
+    return out
+
+
+def _key(record: dict[str, Any]) -> str:
+    return repr(sorted((k, f"{v:.6g}" if isinstance(v, int | float) and not isinstance(v, bool) else v)
+                       for k, v in record.items()))  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None:
+            return False
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b or math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _duckdb_dump(path: Path) -> dict[str, list[dict[str, Any]]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        out = {}
+        for name in (*TABLES, *views.ORDER):
+            cursor = con.execute(f"SELECT * FROM {db.quote_identifier(name)}")
+            out[name] = _normalise(name, [d[0] for d in cursor.description], cursor.fetchall(), pg=False)
+        return out
+    finally:
+        con.close()
+
+
+def _pg_dump(url: str) -> dict[str, list[dict[str, Any]]]:
+    with psycopg.connect(url) as con:
+        con.execute("SET jit = off")
+        present = {r[0] for r in con.execute("SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
+        out = {}
+        for name in (*TABLES, *[v for v in views.ORDER if v in present]):
+            cursor = con.execute(f"SELECT * FROM {db.quote_identifier(name)}")
+            assert cursor.description is not None
+            out[name] = _normalise(name, [d.name for d in cursor.description], cursor.fetchall(), pg=True)
+        return out
+
+
+def _assert_equal(url: str, want: dict[str, list[dict[str, Any]]]) -> None:
+    """PostgreSQL's tables and views hold the rows of ``want``, and no other."""
+    got = _pg_dump(url)
+    assert set(got) == set(want), "a view is missing on PostgreSQL"
+    for name, rows in want.items():
+        mine = got[name]
+        assert len(mine) == len(rows), f"{name}: {len(mine)} rows on PostgreSQL, {len(rows)} in DuckDB"
+        for a, b in zip(sorted(mine, key=_key), sorted(rows, key=_key), strict=True):
+            assert a.keys() == b.keys(), name
+            assert all(_same(a[c], b[c]) for c in a), f"{name}: {a} != {b}"
+
+
+def _spooled(fleet: Fleet) -> dict[str, Any]:
+    return {"spools": fleet.spools, "keep_raw_days": 0}
+
+
+def _owners(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as con:
+        return dict(con.execute("SELECT job_id, ingester FROM job_owners").fetchall())
+
+
+def _command(
+    code: str, url: str, stage: Path, *roots: Path, extra: tuple[str, ...] = (), options: tuple[str, ...] = ()
+) -> list[str]:
+    return [sys.executable, "-c", code, *extra, "ingest", "--db", url, "--stage", str(stage), "--json",
+            *options, *map(str, roots)]  # fmt: skip
+
+
+def _run(
+    code: str, url: str, stage: Path, fleet: Fleet, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """An ingest of the whole fleet (every root and spool) into ``url`` through ``stage``."""
+    spools = [option for spool in fleet.spools for option in ("--spool", str(spool))]
+    command = _command(code, url, stage, *fleet.roots, extra=extra, options=(*spools, *KEEP))
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+# --- the tests -----------------------------------------------------------------------------------
+
+
+def test_one_ingester_equals_a_duckdb_ingest_and_a_rerun_changes_nothing(
+    fleet: Fleet, url: str, tmp_path: Path
+) -> None:
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    target = db.PostgresUrl(url)
+    summary, published = pg_ingest.ingest(target, fleet.roots, stage=stage, wait=30, **_spooled(fleet))
+    assert summary.failed == 0 and published.conflicts == {}
+    assert published.jobs == ROOTS * JOBS_PER_ROOT + 1  # every job, the trainer state's too
+    _assert_equal(url, fleet.reference)
+    assert set(_owners(url).values()) == {pg_ingest.default_ingester(stage)}
+    with psycopg.connect(url) as con:
+        facts = {t: sorted(map(repr, con.execute(f"SELECT * FROM {t}").fetchall())) for t in ("jobs", "steps")}
+
+    summary, published = pg_ingest.ingest(target, fleet.roots, stage=stage, wait=30, **_spooled(fleet))
+    assert summary.ingested == 0 and published.jobs == 0
+    _assert_equal(url, fleet.reference)
+    with psycopg.connect(url) as con:  # not even rewritten: the same ingested_at
+        assert facts == {t: sorted(map(repr, con.execute(f"SELECT * FROM {t}").fetchall())) for t in facts}
+        runs = con.execute("SELECT count(*) FROM ingest_runs WHERE outcome = 'ok'").fetchone()
+    assert runs == (2,)
+
+
+def test_concurrent_ingesters_leave_the_facts_of_one_ingest(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    commands = [
+        _command(
+            SMALL_BATCHES, url, fleet.stage(tmp_path / f"stage{n}.duckdb"), root, options=("--spool", str(spool), *KEEP)
+        )
+        for n, (root, spool) in enumerate(zip(fleet.roots, fleet.spools, strict=True))
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for command in commands
+    ]
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        assert json.loads(out)["published"]["conflicts"] == []
+    _assert_equal(url, fleet.reference)
+    assert len(set(_owners(url).values())) == ROOTS
+
+
+def test_a_kill_between_stage_and_publish_is_published_by_the_next_run(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    for when, published in (("before", 0), ("after_first", 4)):  # the second run's first batch only
+        killed = _run(KILL, url, stage, fleet, extra=(when,))
+        assert killed.returncode == -9, killed.stderr
+        with psycopg.connect(url) as con:
+            assert con.execute("SELECT count(*) FROM jobs").fetchone() == (published,)
+    again = _run(ENTRY, url, stage, fleet)
+    assert again.returncode == 0, again.stderr
+    report = json.loads(again.stdout)
+    assert report["ingested"] == 0  # the first run's stage had it all: only the publish was owed
+    assert report["published"]["jobs"] == ROOTS * JOBS_PER_ROOT + 1
+    _assert_equal(url, fleet.reference)
+
+
+def test_a_job_another_ingester_owns_is_not_overwritten(
+    fleet: Fleet, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(fleet.roots[0] / "job-000000", first / "job-000000")
+    shutil.copytree(fleet.roots[0] / "job-000001", second / "job-000001")
+    doc = json.loads((fleet.roots[0] / "job-000000" / "progress.json").read_text())
+    doc["history"] = doc["history"][:5]  # the other host's job of the same id: 5 steps, not 30
+    (second / "job-000000").mkdir()
+    (second / "job-000000" / "progress.json").write_text(json.dumps(doc))
+    _age(second / "job-000000" / "progress.json")
+    a, b = fleet.stage(tmp_path / "a.duckdb"), fleet.stage(tmp_path / "b.duckdb")
+    assert cli.main(["ingest", "--quiet", "--db", url, "--stage", str(a), str(first)]) == 0
+    assert cli.main(["ingest", "--quiet", "--db", url, "--stage", str(b), str(second)]) == 0
+    err = capsys.readouterr().err
+    owner = pg_ingest.default_ingester(a)
+    assert f"job job-000000 is owned by ingester {owner}" in err
+    assert _owners(url) == {"job-000000": owner, "job-000001": pg_ingest.default_ingester(b)}
+    with psycopg.connect(url) as con:
+        steps = dict(con.execute("SELECT job_id, count(*) FROM steps GROUP BY job_id").fetchall())
+        files = con.execute("SELECT path FROM ingest_files WHERE job_id = 'job-000000'").fetchall()
+    assert steps == {"job-000000": STEPS, "job-000001": STEPS}
+    assert [path.startswith(f"{owner}:") for (path,) in files] == [True]
+
+
+def test_a_job_that_grew_is_published_whole(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    target = db.PostgresUrl(url)
+    file = fleet.roots[1] / "job-000013" / "progress.json"
+    text, stat = file.read_text(), file.stat()
+    doc = json.loads(text)
+    doc["history"] = doc["history"][:10]
+    try:
+        file.write_text(json.dumps(doc))
+        _age(file)
+        pg_ingest.ingest(target, fleet.roots, stage=stage, wait=30, **_spooled(fleet))
+        with psycopg.connect(url) as con:
+            assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'job-000013'").fetchone() == (10,)
+    finally:  # the file as the fleet's reference read it: twenty more steps, their GPU readings
+        file.write_text(text)
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    summary, published = pg_ingest.ingest(target, fleet.roots, stage=stage, wait=30, **_spooled(fleet))
+    assert summary.ingested == 1 and published.jobs == 1
+    _assert_equal(url, fleet.reference)
+
+
+def test_thresholds_set_on_postgres_hold_for_the_stage(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    target = db.PostgresUrl(url)
+    pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)
+    silent = "SELECT count(*) FROM insight_results WHERE kind = 'silent_running'"
+    with psycopg.connect(url) as con:
+        assert con.execute(silent).fetchone() == (1,)  # job-000002, running and silent for months
+        con.execute("UPDATE insight_settings SET value = 1e12 WHERE name = 'silent_running.min_seconds'")
+    summary, published = pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)
+    assert summary.ingested == 0 and published.jobs == 0 and published.insights_only == JOBS_PER_ROOT
+    with psycopg.connect(url) as con:
+        assert con.execute(silent).fetchone() == (0,)
+    with duckdb.connect(str(stage), read_only=True) as con:
+        assert con.execute(silent).fetchone() == (0,)
+        assert con.execute(
+            "SELECT value FROM insight_settings WHERE name = 'silent_running.min_seconds'"
+        ).fetchone() == (1e12,)
+
+
+def test_ingest_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ingest", "--stage", str(tmp_path / "s.duckdb"), "--db", str(tmp_path / "w.duckdb"), "x"]) == 2
+    assert "--stage goes with --db postgresql://" in capsys.readouterr().err
+
+
+def test_default_stage_is_named_after_the_database_and_this_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", "/var/state")
+    stage = pg_ingest.default_stage(db.PostgresUrl("postgresql://u:secret@db-host:6543/runs?sslmode=require"))
+    assert stage.parent == Path("/var/state/runlytics")
+    assert stage.name.startswith("db-host_6543_runs@") and stage.suffix == ".duckdb"
+    assert "secret" not in str(stage)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv(db.ENV_DB, raising=False)
+    yield

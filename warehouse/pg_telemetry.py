@@ -1,0 +1,331 @@
+"""GPU telemetry from a stage to PostgreSQL (issue #18): raw samples, rollups, raw window.
+
+An ingester writing PostgreSQL ingests into a local DuckDB warehouse of its own (the stage,
+ingest/postgres.py) and then publishes what the run changed. For the GPU telemetry that is
+what the stage's outbox (warehouse/telemetry_outbox.py) lists: per GPU, the minutes [lo, hi)
+whose samples and rollups a batch recomputed. ``publish`` replaces on PostgreSQL, in one
+transaction, the rows of those minutes with the stage's: the raw samples (``gpu_samples_hot``),
+``gpu_minutes``, ``utilization_minutes`` (per job and minute) and ``job_gpu_series`` (per GPU),
+with binary COPY (floats to the last bit); it then drops the raw samples past PostgreSQL's window
+(``keep_raw_days``) whose minute is rolled up there, commits, and only then deletes the
+published ranges from the outbox. A publish killed anywhere sends the same ranges again next
+time; replacing them is idempotent, so PostgreSQL ends equal to the stage.
+
+Its cost follows the outbox: a minute's new samples, or a late spool file's few past minutes,
+not the rows stored. The stage is read through the view names (``gpu_samples``,
+``gpu_minutes``) with the ranges' time span as constants, so its scans skip the Parquet parts
+and row groups outside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import psycopg
+
+from . import db, pg_copy, postgres, retention, telemetry_outbox
+
+# pg_advisory_xact_lock's key ('rgpu'): one telemetry publish at a time on a database, so two
+# ingesters' replacements of a job's utilization minutes never interleave
+LOCK = 0x72677075
+
+OUTBOX = telemetry_outbox.TABLE
+# Ranges of one GPU that overlap or touch are merged, so that each row of a range is read once
+# (a join, not a semi-join). Ranges further apart than this are read by separate queries, each
+# with its own time span: a late file for last week and this minute's samples don't make one
+# scan of the week.
+SPAN_GAP = timedelta(hours=1)
+
+# the stage's owed ranges (what the outbox holds now), then merged per GPU and per job
+OWED = f"CREATE OR REPLACE TEMP TABLE pg_publish_owed AS SELECT DISTINCT job_id, host, gpu_key, lo, hi FROM {OUTBOX}"
+MERGED = """
+CREATE OR REPLACE TEMP TABLE {name} AS
+SELECT {key}, min(lo) AS lo, max(hi) AS hi FROM (
+    SELECT *, sum(CASE WHEN reach IS NULL OR lo > reach THEN 1 ELSE 0 END)
+                  OVER (PARTITION BY {key} ORDER BY lo, hi ROWS UNBOUNDED PRECEDING) AS island
+    FROM (SELECT {key}, lo, hi,
+                 max(hi) OVER (PARTITION BY {key} ORDER BY lo, hi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                     AS reach
+          FROM pg_publish_owed) x
+) y
+GROUP BY {key}, island
+"""
+GPU_KEY = "job_id, host, gpu_key"
+GPU_RANGES = "pg_publish_ranges"
+JOB_RANGES = "pg_publish_job_ranges"
+RANGE_COLUMNS = {
+    GPU_RANGES: [("job_id", "text"), ("host", "text"), ("gpu_key", "text"), ("lo", "timestamp"), ("hi", "timestamp")],
+    JOB_RANGES: [("job_id", "text"), ("lo", "timestamp"), ("hi", "timestamp")],
+}
+GPU_NAMES = tuple(name for name, _ in RANGE_COLUMNS[GPU_RANGES])
+JOB_NAMES = tuple(name for name, _ in RANGE_COLUMNS[JOB_RANGES])
+RANGES = "SELECT {names} FROM {table} ORDER BY lo, hi"
+DONE = f"""
+DELETE FROM {OUTBOX} o USING pg_publish_owed p
+WHERE o.job_id = p.job_id AND o.host = p.host AND o.gpu_key = p.gpu_key AND o.lo = p.lo AND o.hi = p.hi
+"""
+# the stage's derived rows must be current: a run killed before its refresh leaves jobs queued
+QUEUED = "SELECT count(*) FROM refresh_queue"
+
+# per published table: the stage's rows of the ranges of one time span (the ranges bound as
+# lists: the copy reads on a cursor of its own, which sees no temporary table), and the delete
+# of PostgreSQL's rows of every range
+GPU_MATCH = "t.job_id = r.job_id AND t.host = r.host AND t.gpu_key = r.gpu_key"
+GPU_LISTED = (
+    "(SELECT unnest($job_id) AS job_id, unnest($host) AS host, unnest($gpu_key) AS gpu_key, "
+    "CAST(unnest($lo) AS TIMESTAMP) AS lo, CAST(unnest($hi) AS TIMESTAMP) AS hi)"
+)
+JOB_LISTED = (
+    "(SELECT unnest($job_id) AS job_id, CAST(unnest($lo) AS TIMESTAMP) AS lo, CAST(unnest($hi) AS TIMESTAMP) AS hi)"
+)
+STAGE_SELECT = {
+    "gpu_samples_hot": f"""
+        SELECT {{names}} FROM gpu_samples t JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi
+        WHERE t.ts >= $span_lo AND t.ts < $span_hi ORDER BY t.job_id, t.host, t.gpu_key, t.ts""",
+    "gpu_minutes": f"""
+        SELECT {{names}} FROM gpu_minutes t JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.minute >= r.lo AND t.minute < r.hi
+        WHERE t.minute >= $span_lo AND t.minute < $span_hi ORDER BY t.job_id, t.host, t.gpu_key, t.minute""",
+    "utilization_minutes": f"""
+        SELECT {{names}} FROM utilization_minutes t
+        JOIN {JOB_LISTED} r ON t.job_id = r.job_id AND t.minute >= r.lo AND t.minute < r.hi
+        WHERE t.minute >= $span_lo AND t.minute < $span_hi ORDER BY t.job_id, t.minute""",
+}
+SERIES_SELECT = (
+    f"SELECT {{names}} FROM job_gpu_series t WHERE EXISTS (SELECT 1 FROM {GPU_LISTED} r WHERE {GPU_MATCH}) "
+    "ORDER BY t.job_id, t.host, t.gpu_key"
+)
+PG_DELETE = {
+    "gpu_samples_hot": f"DELETE FROM gpu_samples_hot t USING {GPU_RANGES} r "
+    f"WHERE {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi",
+    "gpu_minutes": f"DELETE FROM gpu_minutes t USING {GPU_RANGES} r "
+    f"WHERE {GPU_MATCH} AND t.minute >= r.lo AND t.minute < r.hi",
+    "utilization_minutes": f"DELETE FROM utilization_minutes t USING {JOB_RANGES} r "
+    "WHERE t.job_id = r.job_id AND t.minute >= r.lo AND t.minute < r.hi",
+    "job_gpu_series": f"DELETE FROM job_gpu_series t USING {GPU_RANGES} r WHERE {GPU_MATCH}",
+}
+
+# A publish that sent this many samples (a stage's first) ANALYZEs the tables: the raw window's
+# delete and the readers then plan with the new rows' statistics (autovacuum would, later).
+ANALYZE_ROWS = 100_000
+
+# PostgreSQL's raw window: as on DuckDB (retention.horizon), whole days before the newest
+# sample's day (or today, when earlier) less keep_raw_days; the newest from job_gpu_series
+# (one row per job and GPU) instead of a scan of the samples.
+NEWEST = "SELECT max(last_minute) FROM job_gpu_series"
+# A sample goes only once its minute is rolled up on PostgreSQL. Each GPU with minutes before
+# the horizon is one probe of the samples' primary key (job_id, host, gpu_key, ts).
+PRUNE = """
+DELETE FROM gpu_samples_hot s USING job_gpu_series j
+WHERE j.first_minute < %(before)s
+  AND s.job_id = j.job_id AND s.host = j.host AND s.gpu_key = j.gpu_key AND s.ts < %(before)s
+  AND EXISTS (SELECT 1 FROM gpu_minutes m
+              WHERE m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+                AND m.minute = date_trunc('minute', s.ts))
+"""
+
+
+@dataclass
+class Published:
+    """What one publish sent: rows copied per table, the ranges, raw samples pruned, seconds."""
+
+    ranges: int = 0
+    samples: int = 0
+    minutes: int = 0
+    utilization: int = 0
+    series: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+
+
+def prepare(stage: duckdb.DuckDBPyConnection) -> None:
+    """Make the warehouse of ``stage`` a stage whose telemetry is owed to PostgreSQL from now on
+    (everything it holds already is owed too). ``publish`` does it on its first call; calling it
+    when the stage is created, before its first ingest, spares that first publish a seed."""
+    with db.atomic(stage):
+        telemetry_outbox.mark(stage)
+
+
+def publish(
+    stage: duckdb.DuckDBPyConnection,
+    target: db.PostgresUrl | psycopg.Connection[Any],
+    *,
+    keep_raw_days: int = retention.DEFAULT_KEEP_DAYS,
+    wait: float = db.DEFAULT_WAIT_SECONDS,
+    now: datetime | None = None,
+) -> Published:
+    """Send PostgreSQL the GPU telemetry the stage owes it, then apply PostgreSQL's raw window.
+
+    ``stage``: a read-write connection to the stage, in no transaction, with no other writer
+    meanwhile (the caller holds its ingest lock). ``target``: a URL, or a psycopg connection in no
+    transaction; publish commits on it. ``keep_raw_days``: PostgreSQL's raw window in days (0
+    keeps every sample); it should not exceed the stage's own (the stage's archive is the only
+    one). ``now``: today's date for the window (tests)."""
+    began = time.monotonic()
+    prepare(stage)
+    row = stage.execute(QUEUED).fetchone()
+    if row and row[0]:
+        raise db.WarehouseError(
+            f"the stage has {row[0]} job(s) awaiting a refresh of their derived rows: ingest into it "
+            "first (a run that was stopped), then publish"
+        )
+    stage.execute(OWED)
+    try:
+        ranges: dict[str, list[tuple[Any, ...]]] = {}
+        for table, key in ((GPU_RANGES, GPU_KEY), (JOB_RANGES, "job_id")):
+            stage.execute(MERGED.format(name=table, key=key))
+            names = ", ".join(name for name, _ in RANGE_COLUMNS[table])
+            ranges[table] = stage.execute(RANGES.format(names=names, table=table)).fetchall()
+        with _connection(target) as raw:
+            try:
+                with raw.transaction():
+                    result = _publish(stage, raw, ranges, keep_raw_days, wait, now)
+            except psycopg.Error as error:
+                raise db.WarehouseError(
+                    f"publishing GPU telemetry to {_name(target)} failed, nothing written there: "
+                    f"{postgres.reason(error)}"
+                ) from error
+        with db.atomic(stage):
+            stage.execute(DONE)
+    finally:
+        for table in ("pg_publish_owed", GPU_RANGES, JOB_RANGES):
+            stage.execute(f"DROP TABLE IF EXISTS {table}")
+    result.seconds = time.monotonic() - began
+    return result
+
+
+def _publish(
+    stage: duckdb.DuckDBPyConnection,
+    raw: psycopg.Connection[Any],
+    ranges: dict[str, list[tuple[Any, ...]]],
+    keep_raw_days: int,
+    wait: float,
+    now: datetime | None,
+) -> Published:
+    _lock(raw, wait)
+    result = Published(ranges=len(ranges[GPU_RANGES]))
+    if ranges[GPU_RANGES]:
+        for table, columns in RANGE_COLUMNS.items():
+            _send(raw, table, columns, ranges[table])
+        for statement in PG_DELETE.values():
+            raw.execute(statement)
+        copied = dict.fromkeys(STAGE_SELECT, 0)
+        for lo, hi in _spans(ranges[GPU_RANGES]):
+            bounds = {"span_lo": lo, "span_hi": hi}
+            gpus = _listed(
+                [r for r in ranges[GPU_RANGES] if lo <= r[3] < hi], ("job_id", "host", "gpu_key", "lo", "hi")
+            )
+            jobs = _listed([r for r in ranges[JOB_RANGES] if r[2] > lo and r[1] < hi], ("job_id", "lo", "hi"))
+            for table, select in STAGE_SELECT.items():
+                params = {**bounds, **(jobs if table == "utilization_minutes" else gpus)}
+                copied[table] += _copy(stage, raw, table, select, params)
+        result.samples = copied["gpu_samples_hot"]
+        result.minutes = copied["gpu_minutes"]
+        result.utilization = copied["utilization_minutes"]
+        every = _listed(ranges[GPU_RANGES], GPU_NAMES)
+        result.series = _copy(stage, raw, "job_gpu_series", SERIES_SELECT, every)
+        if result.samples >= ANALYZE_ROWS:
+            for table in PG_DELETE:
+                raw.execute(f"ANALYZE {table}")
+    result.pruned = prune(raw, keep_raw_days, now=now)
+    return result
+
+
+def _send(
+    raw: psycopg.Connection[Any], table: str, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]]
+) -> None:
+    """The ranges into a temporary table of PostgreSQL's transaction (its deletes join them)."""
+    raw.execute(f"CREATE TEMP TABLE {table} ({', '.join(f'{n} {t}' for n, t in columns)}) ON COMMIT DROP")
+    with raw.cursor() as cursor, cursor.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as out:
+        out.set_types([t for _, t in columns])
+        for row in rows:
+            out.write_row(row)
+    raw.execute(f"ANALYZE {table}")  # the deletes plan with the ranges' real count
+
+
+def _copy(
+    stage: duckdb.DuckDBPyConnection, raw: psycopg.Connection[Any], table: str, select: str, params: dict[str, Any]
+) -> int:
+    columns = pg_copy.target_columns(raw, table)
+    names = ", ".join(f"t.{db.quote_identifier(name)}" for name, _ in columns)
+    return pg_copy.copy_rows(stage, raw, table, columns, select.format(names=names), params)
+
+
+def _listed(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    return {name: [row[i] for row in rows] for i, name in enumerate(names)}
+
+
+def prune(raw: psycopg.Connection[Any], keep_raw_days: int, *, now: datetime | None = None) -> int:
+    """Delete PostgreSQL's raw samples of the days past the window whose minute is rolled up there,
+    in the connection's transaction; the number deleted."""
+    before = horizon(raw, keep_raw_days, now)
+    if before is None:
+        return 0
+    return raw.execute(PRUNE, {"before": before}).rowcount
+
+
+def horizon(raw: psycopg.Connection[Any], keep_raw_days: int, now: datetime | None = None) -> datetime | None:
+    """The first time PostgreSQL keeps raw samples from; None when it keeps all (0 days, no sample)."""
+    if keep_raw_days <= 0:
+        return None
+    row = raw.execute(NEWEST).fetchone()
+    newest = row[0] if row else None
+    if newest is None:
+        return None
+    today = (now or datetime.now(UTC).replace(tzinfo=None)).date()
+    first = min(newest.date(), today) - timedelta(days=keep_raw_days)
+    return datetime(first.year, first.month, first.day)
+
+
+def _spans(ranges: list[tuple[Any, ...]]) -> list[tuple[datetime, datetime]]:
+    """The time spans to read the stage in (ranges sorted by lo): their union, cut where it has a
+    gap of SPAN_GAP. Each range lies in the span that holds its lo."""
+    spans: list[tuple[datetime, datetime]] = []
+    for *_, lo, hi in ranges:
+        if spans and lo <= spans[-1][1] + SPAN_GAP:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+        else:
+            spans.append((lo, hi))
+    return spans
+
+
+def _lock(raw: psycopg.Connection[Any], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while not _scalar(raw, f"SELECT pg_try_advisory_xact_lock({LOCK})"):
+        if time.monotonic() >= deadline:
+            raise db.WarehouseBusy(f"another GPU telemetry publish held the database for {wait:g} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
+def _scalar(raw: psycopg.Connection[Any], sql: str) -> Any:
+    row = raw.execute(sql).fetchone()
+    return row[0] if row else None
+
+
+@contextmanager
+def _connection(target: db.PostgresUrl | psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    if not isinstance(target, db.PostgresUrl):
+        # publish commits: inside the caller's transaction it would only be a savepoint of it
+        if target.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise db.WarehouseError("publish needs a PostgreSQL connection in no transaction: commit first")
+        yield target
+        return
+    with postgres.connection(target) as conn:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raw.rollback()  # SQLAlchemy's own first queries on connecting
+        yield raw
+
+
+def _name(target: db.PostgresUrl | psycopg.Connection[Any]) -> str:
+    if isinstance(target, db.PostgresUrl):
+        return str(target)
+    return f"postgresql://{target.info.user}@{target.info.host}:{target.info.port}/{target.info.dbname}"
