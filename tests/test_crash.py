@@ -202,7 +202,9 @@ def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> No
     assert len(snapshots) == 1 and snapshots[0].endswith(".duckdb"), snapshots  # the torn copy was cleaned up
 
 
-def test_second_ingest_gives_up_with_75_while_the_lock_is_held(reference: Reference, tmp_path: Path) -> None:
+# no `reference`: this test ingests a job of its own, and a worker that runs it alone need not
+# generate and ingest the 150 jobs
+def test_second_ingest_gives_up_with_75_while_the_lock_is_held(tmp_path: Path) -> None:
     lab = Lab(tmp_path)
     lab.write_job("one", {"job_id": "one", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
     assert run_ingest(lab.root, lab.db).returncode == 0
@@ -332,26 +334,43 @@ def all_tables(db: Path) -> dict[str, list[tuple[Any, ...]]]:
         con.close()
 
 
-def test_killed_at_every_phase_boundary_then_rerun_equals_one_clean_run(tmp_path: Path) -> None:
-    root, spool = phase_root(tmp_path)
-    (tmp_path / "clean").mkdir()
-    clean = Lab(tmp_path / "clean")
+@dataclass
+class PhaseCase:
+    root: Path
+    spool: Path
+    expected: dict[str, list[tuple[Any, ...]]]
+
+
+@pytest.fixture(scope="module")
+def phase_case(tmp_path_factory: pytest.TempPathFactory) -> PhaseCase:
+    """The jobs and spool of the phase points, and the tables of one clean run of them."""
+    tmp = tmp_path_factory.mktemp("phases")
+    root, spool = phase_root(tmp)
+    (tmp / "clean").mkdir()
+    clean = Lab(tmp / "clean")
     done = run_ingest(root, clean.db, "--spool", str(spool))
     assert done.returncode == 0, done.stderr
     expected = all_tables(clean.db)
     assert len(expected["trainer_steps"]) > 0 and len(expected["gpu_samples"]) == 3 * 2 * 60
     assert len(expected["job_results"]) == 20 and expected["refresh_queue"] == []
+    return PhaseCase(root, spool, expected)
 
-    for n, point in enumerate(PHASE_POINTS):
-        (tmp_path / f"lab-{n}").mkdir()
-        lab = Lab(tmp_path / f"lab-{n}")
-        command = [sys.executable, "-c", KILL_AT, point, "1", "ingest", str(root), "--db", str(lab.db),
-                   "--spool", str(spool), "--json"]  # fmt: skip
-        killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
-        rerun = run_ingest(root, lab.db, "--spool", str(spool))
-        assert rerun.returncode == 0, (point, rerun.stderr)
-        assert all_tables(lab.db) == expected, point
+
+# One test per point (they were one loop): the same kills, runs and comparisons, which xdist can
+# now spread over its workers instead of one worker running all 24 processes in a row.
+@pytest.mark.parametrize("point", PHASE_POINTS)
+def test_killed_at_every_phase_boundary_then_rerun_equals_one_clean_run(
+    phase_case: PhaseCase, tmp_path: Path, point: str
+) -> None:
+    root, spool = phase_case.root, phase_case.spool
+    lab = Lab(tmp_path)
+    command = [sys.executable, "-c", KILL_AT, point, "1", "ingest", str(root), "--db", str(lab.db),
+               "--spool", str(spool), "--json"]  # fmt: skip
+    killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
+    rerun = run_ingest(root, lab.db, "--spool", str(spool))
+    assert rerun.returncode == 0, (point, rerun.stderr)
+    assert all_tables(lab.db) == phase_case.expected, point
 
 
 # --- killed inside sealing, part writing, compaction, pruning and archiving ----------------------
@@ -366,7 +385,9 @@ STORAGE_POINTS = [
     ("runlytics.warehouse.parts:seal:after", 1),  # sealed, hot rows deleted, not committed
     ("runlytics.warehouse.parts:retire:after", 1),  # a spool batch's clash: the old part retired, not committed
     ("runlytics.warehouse.parts:store_cold:after", 2),  # a spool batch's parts written, not committed
+    ("runlytics.warehouse.parts:unseal:after", 1),  # a re-sent day's sealed minutes back in the hot table
     ("runlytics.warehouse.rollups:update:after", 1),  # the batch's minutes rolled up, not committed
+    ("runlytics.warehouse.parts:_seal_hot:after", 3),  # the run's minutes sealed into parts, not committed
     ("runlytics.warehouse.parts:compact:after", 1),  # merged, old parts retired, not committed
     ("runlytics.warehouse.retention:archive_part:after", 1),  # one part archived, not pruned
     ("runlytics.warehouse.retention:prune:after", 1),  # pruned, not committed
@@ -464,32 +485,52 @@ def storage_facts(db: Path, archive: Path) -> dict[str, Any]:
     return facts
 
 
-def test_killed_inside_sealing_compaction_and_pruning_then_rerun_equals_one_clean_run(tmp_path: Path) -> None:
-    first, second = storage_spools(tmp_path)
-    base = storage_base(tmp_path, first)
-    options = ("--spool", str(second), "--keep-raw-days", "1")
+@dataclass
+class StorageCase:
+    second: Path
+    base: Path
+    expected: dict[str, Any]
 
-    def lab_from_base(name: str) -> tuple[Path, Path]:
-        folder = tmp_path / name
-        shutil.copytree(base, folder)
-        return folder / "w.duckdb", folder / "archive"
 
-    clean_db, clean_archive = lab_from_base("clean")
-    done = subprocess.run(ingest_command(second, clean_db, *options, "--archive", str(clean_archive), "--json"),
+STORAGE_OPTIONS = ("--keep-raw-days", "1")
+
+
+def lab_from_base(case: StorageCase, folder: Path) -> tuple[Path, Path]:
+    shutil.copytree(case.base, folder)
+    return folder / "w.duckdb", folder / "archive"
+
+
+@pytest.fixture(scope="module")
+def storage_case(tmp_path_factory: pytest.TempPathFactory) -> StorageCase:
+    """The base warehouse and second spool of the storage points, and the facts of one clean run."""
+    tmp = tmp_path_factory.mktemp("storage")
+    first, second = storage_spools(tmp)
+    case = StorageCase(second, storage_base(tmp, first), {})
+    clean_db, clean_archive = lab_from_base(case, tmp / "clean")
+    done = subprocess.run(ingest_command(second, clean_db, "--spool", str(second), *STORAGE_OPTIONS, "--archive",
+                                         str(clean_archive), "--json"),
                           cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    expected = storage_facts(clean_db, clean_archive)
+    case.expected = storage_facts(clean_db, clean_archive)
     # the first day was archived (and left the samples), the third day and node-04's hour sealed
-    assert {r[:2] for r in expected["archive"]} == {("2026-01-01", "node-01"), ("2026-01-01", "node-02")}
-    assert {r[3].day for r in expected["gpu_samples"]} == {2, 3}
+    assert {r[:2] for r in case.expected["archive"]} == {("2026-01-01", "node-01"), ("2026-01-01", "node-02")}
+    assert {r[3].day for r in case.expected["gpu_samples"]} == {2, 3}
+    return case
 
-    for n, (point, nth) in enumerate(STORAGE_POINTS):
-        db, archive = lab_from_base(f"lab-{n}")
-        command = [sys.executable, "-c", KILL_AT, point, str(nth), "ingest", str(second), "--db", str(db), *options,
-                   "--archive", str(archive), "--json"]  # fmt: skip
-        killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
-        rerun = subprocess.run(ingest_command(second, db, *options, "--archive", str(archive), "--json"), cwd=REPO,
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
-        assert rerun.returncode == 0, (point, rerun.stderr)
-        assert storage_facts(db, archive) == expected, point
+
+# One test per point (they were one loop), as for the phase points: the same runs, spread by xdist.
+@pytest.mark.parametrize(("point", "nth"), STORAGE_POINTS)
+def test_killed_inside_sealing_compaction_and_pruning_then_rerun_equals_one_clean_run(
+    storage_case: StorageCase, tmp_path: Path, point: str, nth: int
+) -> None:
+    second = storage_case.second
+    options = ("--spool", str(second), *STORAGE_OPTIONS)
+    db, archive = lab_from_base(storage_case, tmp_path / "lab")
+    command = [sys.executable, "-c", KILL_AT, point, str(nth), "ingest", str(second), "--db", str(db), *options,
+               "--archive", str(archive), "--json"]  # fmt: skip
+    killed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
+    rerun = subprocess.run(ingest_command(second, db, *options, "--archive", str(archive), "--json"), cwd=REPO,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert rerun.returncode == 0, (point, rerun.stderr)
+    assert storage_facts(db, archive) == storage_case.expected, point
