@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     import duckdb
     import psycopg
 
-# pg_advisory_xact_lock(class, hashtext(key)) classes: a job's rows, a model's slow_vs_peers
-JOB_LOCK = 0x72756E6A  # 'runj'
+# pg_advisory_xact_lock(class, hashtext(key)) classes: a job's rows (postgres.JOB_LOCK), a model's
+# slow_vs_peers
+JOB_LOCK = postgres.JOB_LOCK
 MODEL_LOCK = 0x72756E6D  # 'runm'
 
 BATCH_JOBS = 100  # jobs per PostgreSQL transaction: few transactions, yet locks held briefly
@@ -69,6 +70,9 @@ QUEUED = "SELECT q.job_id, j.job_id IS NOT NULL FROM publish_queue q LEFT JOIN j
 RUNNING = "SELECT job_id FROM jobs WHERE status = 'running' AND job_id NOT IN (SELECT job_id FROM publish_queue)"
 UNQUEUED = "SELECT job_id FROM jobs WHERE job_id NOT IN (SELECT job_id FROM publish_queue)"
 PG_THRESHOLDS = "SELECT name, value FROM insight_settings ORDER BY name"
+# held by each batch until its commit: `insights set --db` (SHARE ROW EXCLUSIVE) waits for it, or
+# the batch for the setter, and then sees the new thresholds
+PG_SHARE_THRESHOLDS = "LOCK TABLE insight_settings IN SHARE MODE"
 DELETE_THRESHOLDS = "DELETE FROM insight_settings"
 # slow_vs_peers compares completed jobs of a model: the models of the completed jobs published
 # (here, and as they were on PostgreSQL before) are those whose peers may have changed
@@ -80,9 +84,13 @@ DEQUEUE = "DELETE FROM publish_queue WHERE job_id IN (SELECT unnest($job_ids))"
 MARK = "SELECT value FROM publish_marks WHERE name = $name"
 SET_MARK = "INSERT OR REPLACE INTO publish_marks VALUES ($name, $value)"
 RUNS_MARK = "runs"  # the newest ingest run published
+# set with PostgreSQL's thresholds in the stage's transaction, cleared once every job's insights
+# are published: a kill between still owes them to the next run
+THRESHOLDS_MARK = "thresholds"
+CLEAR_MARK = "DELETE FROM publish_marks WHERE name = $name"
 NEW_RUNS = "SELECT {columns} FROM ingest_runs WHERE run_id > $after ORDER BY run_id"
 
-PG_LOCK_JOB = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+PG_LOCK_JOB = postgres.LOCK_JOB
 PG_OWNERS = "SELECT job_id, ingester FROM job_owners WHERE job_id = ANY(%s)"
 PG_MODELS = (
     "SELECT DISTINCT model_name FROM jobs WHERE status = 'completed' AND model_name IS NOT NULL AND job_id = ANY(%s)"
@@ -114,6 +122,10 @@ INSERT INTO ingest_runs ({columns}) VALUES ({values})
 ON CONFLICT (run_id) DO UPDATE SET {updates}
 WHERE ingest_runs.host IS NOT DISTINCT FROM EXCLUDED.host AND ingest_runs.pid IS NOT DISTINCT FROM EXCLUDED.pid
 """
+
+
+class ThresholdsMoved(db.WarehouseError):
+    """PostgreSQL's insight thresholds changed while a publish ran: the batch was not written."""
 
 
 @dataclass
@@ -197,16 +209,19 @@ def publish(
     with db.connection(stage, wait=wait) as con, _pg(target) as pg:
         _ensure_schema(pg, target, wait)
         # thresholds set on PostgreSQL hold for every stage: all of this stage's insights recomputed
-        refreshed = _pull_thresholds(con, pg)
+        _pull_thresholds(con, pg)
+        refreshed = con.execute(MARK, {"name": THRESHOLDS_MARK}).fetchone() is not None
         queued = con.execute(QUEUED).fetchall()
         held = [job_id for job_id, present in queued if present]  # the others have no facts here
         running = [job_id for (job_id,) in con.execute(UNQUEUED if refreshed else RUNNING).fetchall()]
-        models = _models(con, held)
+        models: set[str] = set()
         done: list[str] = []
         try:
             for batch in _batches(held):
-                models |= _publish_jobs(con, pg, ingester, batch, result)
-                done += batch
+                before, mine = _publish_jobs(con, pg, ingester, batch, result)
+                models |= before
+                done += mine
+            models |= _models(con, done)  # the published jobs' models now (other ingesters' jobs not)
             for batch in _batches(running):
                 _publish_insights(con, pg, ingester, batch, result)
             _analyze(pg, result.rows)
@@ -226,27 +241,29 @@ def publish(
                     "published by the next run"
                 ) from error
             raise
-        # forgotten only now: a kill before this line republishes them (the same rows again)
-        con.execute(DEQUEUE, {"job_ids": [job_id for job_id, _ in queued]})
+        # forgotten only now: a kill before this line republishes them (the same rows again); a job
+        # another ingester owns stays owed (and warned of each run) until its owner hands it over
+        con.execute(DEQUEUE, {"job_ids": [job_id for job_id, _ in queued if job_id not in result.conflicts]})
+        con.execute(CLEAR_MARK, {"name": THRESHOLDS_MARK})
     result.seconds = time.monotonic() - began
     return result
 
 
-def _pull_thresholds(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any]) -> bool:
+def _pull_thresholds(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any]) -> None:
     """PostgreSQL's insight thresholds (``runlytics insights set --db URL`` sets them there) into
-    the stage, and its every job's insights recomputed with them, in one transaction: True when
-    they differed (the stage's insights are then owed to PostgreSQL, for every job)."""
+    the stage, and its every job's insights recomputed with them, in one transaction that also
+    marks every job's insights owed to PostgreSQL (THRESHOLDS_MARK)."""
     with pg.cursor() as cursor:
         theirs = {name: float(value) for name, value in cursor.execute(PG_THRESHOLDS).fetchall()}
     pg.commit()
     if not theirs or theirs == insights.thresholds(con):
-        return False
+        return
     with db.atomic(con):
         con.execute(DELETE_THRESHOLDS)
         for name, value in sorted(theirs.items()):
             con.execute(insights.UPSERT_SETTING, {"name": name, "value": value})
         insights.refill(con)
-    return True
+        con.execute(SET_MARK, {"name": THRESHOLDS_MARK, "value": 1})
 
 
 @contextmanager
@@ -291,12 +308,24 @@ def _models(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> set[str]:
     return {model for (model,) in con.execute(MODELS, {"job_ids": job_ids}).fetchall()}
 
 
-def _lock_and_own(pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published) -> list[str]:
+def _lock_and_own(
+    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
+) -> list[str]:
     """Take the batch's job locks (sorted: two ingesters never wait on each other in a circle) and
-    return the jobs this ingester may write: unowned, or its own."""
+    return the jobs this ingester may write: unowned, or its own. Refused (ThresholdsMoved) when
+    PostgreSQL's thresholds are no longer those the stage's insights were computed with."""
     with pg.cursor() as cursor:
         for job_id in sorted(batch):
             cursor.execute(PG_LOCK_JOB, (JOB_LOCK, job_id))
+        cursor.execute(PG_SHARE_THRESHOLDS)
+        theirs = {name: float(value) for name, value in cursor.execute(PG_THRESHOLDS).fetchall()}
+    if theirs and theirs != insights.thresholds(con):
+        pg.rollback()
+        raise ThresholdsMoved(
+            "insight thresholds were set on PostgreSQL during this publish: nothing of this batch was "
+            "written, the stage still owes its jobs; the next run publishes them with the new thresholds"
+        )
+    with pg.cursor() as cursor:
         owners = dict(cursor.execute(PG_OWNERS, (batch,)).fetchall())
     for job_id, owner in owners.items():
         if owner != ingester:
@@ -306,12 +335,13 @@ def _lock_and_own(pg: psycopg.Connection[Any], ingester: str, batch: list[str], 
 
 def _publish_jobs(
     con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
-) -> set[str]:
-    """Copy these jobs whole in one transaction; the models they had on PostgreSQL before."""
-    mine = _lock_and_own(pg, ingester, batch, result)
+) -> tuple[set[str], list[str]]:
+    """Copy these jobs whole in one transaction (those this ingester may write); the models they
+    had on PostgreSQL before, and the jobs copied."""
+    mine = _lock_and_own(con, pg, ingester, batch, result)
     if not mine:
         pg.rollback()
-        return set()
+        return set(), []
     with pg.cursor() as cursor:
         before = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()}
         for table in PER_JOB:
@@ -320,14 +350,14 @@ def _publish_jobs(
         cursor.execute(PG_OWN, (mine, ingester))
     pg.commit()
     result.jobs += len(mine)
-    return before
+    return before, mine
 
 
 def _publish_insights(
     con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
 ) -> None:
     """The insight rows of running jobs the run did not change (silent_running moves with time)."""
-    mine = [job_id for job_id in _lock_and_own(pg, ingester, batch, result) if job_id not in result.conflicts]
+    mine = [job_id for job_id in _lock_and_own(con, pg, ingester, batch, result) if job_id not in result.conflicts]
     owned = _owned(pg, mine, ingester)
     if not owned:
         pg.rollback()

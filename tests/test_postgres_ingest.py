@@ -354,6 +354,13 @@ def test_a_job_another_ingester_owns_is_not_overwritten(
         files = con.execute("SELECT path FROM ingest_files WHERE job_id = 'job-000000'").fetchall()
     assert steps == {"job-000000": STEPS, "job-000001": STEPS}
     assert [path.startswith(f"{owner}:") for (path,) in files] == [True]
+    # handed over (docs/postgresql.md): the refused job stayed owed, so the next run publishes it
+    with psycopg.connect(url) as con:
+        con.execute("DELETE FROM job_owners WHERE ingester = %s", (owner,))
+    assert cli.main(["ingest", "--quiet", "--db", url, "--stage", str(b), str(second)]) == 0
+    assert _owners(url)["job-000000"] == pg_ingest.default_ingester(b)
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'job-000000'").fetchone() == (5,)
 
 
 def test_a_job_that_grew_is_published_whole(fleet: Fleet, url: str, tmp_path: Path) -> None:
@@ -394,6 +401,53 @@ def test_thresholds_set_on_postgres_hold_for_the_stage(fleet: Fleet, url: str, t
         assert con.execute(
             "SELECT value FROM insight_settings WHERE name = 'silent_running.min_seconds'"
         ).fetchone() == (1e12,)
+
+
+def test_thresholds_taken_by_a_killed_run_are_still_owed(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    """The stage took PostgreSQL's thresholds and recomputed its insights, then died before the
+    publish: the next run, which finds the thresholds equal, still republishes every insight."""
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    target = db.PostgresUrl(url)
+    pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)
+    silent = "SELECT count(*) FROM insight_results WHERE kind = 'silent_running'"
+    with psycopg.connect(url) as pg:
+        pg.execute("UPDATE insight_settings SET value = 1e12 WHERE name = 'silent_running.min_seconds'")
+    with db.connection(stage, wait=30) as con, psycopg.connect(url) as pg:
+        pg_ingest._pull_thresholds(con, pg)  # the run's first step, then the kill
+    with psycopg.connect(url) as pg:
+        assert pg.execute(silent).fetchone() == (1,)  # not yet published
+    summary, published = pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)
+    assert published.insights_only == JOBS_PER_ROOT
+    with psycopg.connect(url) as pg:
+        assert pg.execute(silent).fetchone() == (0,)
+    _, again = pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)  # owed once, not forever
+    assert again.insights_only < JOBS_PER_ROOT
+
+
+def test_thresholds_set_during_a_publish_refuse_its_batch(
+    fleet: Fleet, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`insights set --db` commits between the stage's taking of the thresholds and a batch: the
+    batch is not written (its insights were computed with the old ones) and the next run is right."""
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    target = db.PostgresUrl(url)
+    pull = pg_ingest._pull_thresholds
+
+    def pull_then_someone_sets(con: Any, pg: Any) -> None:
+        pull(con, pg)
+        with psycopg.connect(url) as other:
+            other.execute("UPDATE insight_settings SET value = 1e12 WHERE name = 'silent_running.min_seconds'")
+
+    monkeypatch.setattr(pg_ingest, "_pull_thresholds", pull_then_someone_sets)
+    with pytest.raises(pg_ingest.ThresholdsMoved, match="set on PostgreSQL during this publish"):
+        pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)
+    with psycopg.connect(url) as pg:
+        assert pg.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+    monkeypatch.setattr(pg_ingest, "_pull_thresholds", pull)
+    _, published = pg_ingest.ingest(target, fleet.roots[:1], stage=stage, wait=30)
+    assert published.jobs == JOBS_PER_ROOT
+    with psycopg.connect(url) as pg:
+        assert pg.execute("SELECT count(*) FROM insight_results WHERE kind = 'silent_running'").fetchone() == (0,)
 
 
 def test_ingest_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

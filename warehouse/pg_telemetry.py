@@ -208,6 +208,11 @@ def _publish(
     now: datetime | None,
 ) -> Published:
     _lock(raw, wait)
+    # the jobs' locks too (in job order, as every publisher takes them): the owner's publish of a
+    # job replaces its utilization_minutes as this does, and two deletes that cannot see each
+    # other's rows would leave both copies
+    for job_id in sorted({r[0] for r in ranges[JOB_RANGES]}):
+        raw.execute(postgres.LOCK_JOB, (postgres.JOB_LOCK, job_id))
     result = Published(ranges=len(ranges[GPU_RANGES]))
     if ranges[GPU_RANGES]:
         for table, columns in RANGE_COLUMNS.items():

@@ -21,6 +21,10 @@ SESSION_OPTIONS = "-c jit=off -c TimeZone=UTC"
 
 # pg_advisory_xact_lock's key for schema changes (upgrade, copy): 'runl' in ASCII
 SCHEMA_LOCK = 0x72756E6C
+# pg_advisory_xact_lock(JOB_LOCK, hashtext(job_id)): a job's rows, taken by every publisher that
+# deletes and copies them (a job's facts, its GPU telemetry), always in job_id order
+JOB_LOCK = 0x72756E6A  # 'runj'
+LOCK_JOB = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 
 
 @contextmanager
