@@ -228,7 +228,12 @@ class WarehouseCollector(Collector):
 
 
 def _snapshot_time(path: Path | None) -> float | None:
-    return snapshots.published_at(path) if path is not None else None
+    """When the copy this scrape read was published. One copy is kept: an ingest may replace it
+    between the read and this stat, and the copy's name (its publish time) still says when."""
+    if path is None:
+        return None
+    published = snapshots.published_at(path)
+    return published if published is not None else snapshots.stamp_seconds(path)
 
 
 def _status_families(by_status: dict[str, int]) -> Iterator[Metric]:

@@ -335,3 +335,18 @@ def test_a_real_tensorboard_runs_metrics_answer_what_the_warehouse_holds(tmp_pat
         for name, p in mine:
             walked, _ = walk(client, f"/api/training/{job_id}/metrics/history", name=name, limit=97)
             assert [(q["step"], q["value"]) for q in walked] == p
+
+
+def test_the_snapshot_time_survives_the_copy_being_replaced(lab: Lab) -> None:
+    """One copy is kept: an ingest may replace the copy a scrape read before /metrics stats it;
+    runlytics_snapshot_timestamp_seconds then comes from the copy's name, not from nothing."""
+    from runlytics.api import metrics
+
+    lab.write_job("run-1", {"job_id": "run-1", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
+    lab.ingest()
+    copy = snapshots.latest(lab.db)
+    assert copy is not None
+    stat_time = metrics._snapshot_time(copy)
+    assert stat_time is not None and abs(stat_time - snapshots.stamp_seconds(copy)) < 5
+    copy.unlink()
+    assert metrics._snapshot_time(copy) == snapshots.stamp_seconds(copy) == int(copy.stem) / 1e9

@@ -80,6 +80,12 @@ def latest(db_path: Path) -> Path | None:
     return copies[-1][1] if copies else None
 
 
+def stamp_seconds(snapshot: Path) -> float | None:
+    """The publish time a copy's name holds (Unix time), whether or not the copy still exists."""
+    stamp = _stamp(snapshot.name)
+    return stamp / 1e9 if stamp is not None else None
+
+
 def published_at(snapshot: Path) -> float | None:
     """When a copy was published (its mtime, Unix time); None once it is gone."""
     try:
