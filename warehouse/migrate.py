@@ -136,10 +136,14 @@ def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS, *, locked:
     Readers check the newest snapshot (they never open the warehouse itself while it may be
     written); a writer that holds the lock (``locked``) checks the warehouse.
     """
-    source = path if locked else snapshots.latest(path) or path
-    if source.exists():
-        with db.connection(source, read_only=True, wait=wait) as con:
+    if path.exists() or (not locked and snapshots.latest(path) is not None):
+        # a reader opens the newest copy as every read does: one kept copy can be replaced
+        # between listing and opening (connect_latest lists again)
+        con = db.connect(path, read_only=True, wait=wait) if locked else snapshots.connect_latest(path, wait=wait)
+        try:
             revision = current_revision(con)
+        finally:
+            con.close()
         if revision == HEAD_REVISION:
             return
         check_revision(revision, path)
