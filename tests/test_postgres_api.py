@@ -22,20 +22,13 @@ from pg_server import PgServer
 
 from runlytics.api.app import create_app
 from runlytics.cli import EXIT_OK, EXIT_QUERY, EXIT_USAGE, EXIT_WAREHOUSE, main
-from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import db, health, pg_copy, pg_reader, snapshots
-from tests.test_postgres_views import _generate
+from tests.test_postgres_views import generated_warehouse
 
 
 @pytest.fixture(scope="module")
 def engines(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    tmp = tmp_path_factory.mktemp("pg_api")
-    root, spool = tmp / "jobs", tmp / "spool"
-    root.mkdir()
-    spool.mkdir()
-    _generate(root, spool)
-    warehouse = tmp / "warehouse.duckdb"
-    assert ingest(warehouse, [root], spools=[spool], wait=10).failed == 0
+    warehouse = generated_warehouse(tmp_path_factory.mktemp("pg_api"))
     url = pg_server.new_database()
     pg_copy.copy(warehouse, db.PostgresUrl(url))
     yield warehouse, url

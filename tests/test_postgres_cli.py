@@ -18,9 +18,8 @@ import pytest
 from pg_server import PgServer
 
 from runlytics.cli import EXIT_OK, EXIT_QUERY, EXIT_USAGE, EXIT_WAREHOUSE, main
-from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import insights
-from tests.test_postgres_views import _generate
+from tests.test_postgres_views import generated_warehouse
 
 READ = "read_parquet($glob, hive_partitioning = true, hive_types_autocast = false)"
 
@@ -28,12 +27,7 @@ READ = "read_parquet($glob, hive_partitioning = true, hive_types_autocast = fals
 @pytest.fixture(scope="module")
 def engines(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     tmp = tmp_path_factory.mktemp("pg_cli")
-    root, spool = tmp / "jobs", tmp / "spool"
-    root.mkdir()
-    spool.mkdir()
-    _generate(root, spool)
-    warehouse = tmp / "warehouse.duckdb"
-    assert ingest(warehouse, [root], spools=[spool], wait=10).failed == 0
+    warehouse = generated_warehouse(tmp)
     url = pg_server.new_database()
     assert main(["db", "copy", "--db", str(warehouse), "--to", url]) == EXIT_OK
     yield str(warehouse), url

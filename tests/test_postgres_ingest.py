@@ -19,7 +19,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from runlytics import cli
 from runlytics.ingest import postgres as pg_ingest
 from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import db, migrate, views
+from tests.test_postgres_views import _value
 
 REL = 1e-9
 ROOTS, JOBS_PER_ROOT, STEPS, GPUS = 3, 8, 30, 2
@@ -164,19 +164,6 @@ _NAMES = itertools.count()
 
 
 # --- reading both engines, normalised -----------------------------------------------------------
-
-
-def _value(v: Any) -> Any:
-    if isinstance(v, Decimal):
-        return int(v) if v == v.to_integral_value() else float(v)
-    if isinstance(v, str) and v.startswith(("{", "[")):
-        try:  # JSON columns: DuckDB gives text, PostgreSQL a parsed value
-            return json.loads(v)
-        except ValueError:
-            return v
-    if isinstance(v, tuple):
-        return list(v)
-    return v
 
 
 def _normalise(name: str, columns: list[str], rows: list[tuple[Any, ...]], pg: bool) -> list[dict[str, Any]]:

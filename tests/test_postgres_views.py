@@ -70,16 +70,21 @@ def _generate(root: Path, spool: Path) -> None:
         shutil.copytree(REALDATA / name, root / "real" / name)
 
 
-@pytest.fixture(scope="module")
-def engines(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    tmp = tmp_path_factory.mktemp("pg_views")
+def generated_warehouse(tmp: Path) -> Path:
+    """The generated and real jobs of _generate ingested into a DuckDB warehouse under ``tmp``
+    (the PostgreSQL view, API and CLI tests compare both engines on it)."""
     root, spool = tmp / "jobs", tmp / "spool"
     root.mkdir()
     spool.mkdir()
     _generate(root, spool)
     warehouse = tmp / "warehouse.duckdb"
-    summary = ingest(warehouse, [root], spools=[spool], wait=10)
-    assert summary.failed == 0
+    assert ingest(warehouse, [root], spools=[spool], wait=10).failed == 0
+    return warehouse
+
+
+@pytest.fixture(scope="module")
+def engines(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    warehouse = generated_warehouse(tmp_path_factory.mktemp("pg_views"))
     url = pg_server.new_database()
     copied = pg_copy.copy(warehouse, db.PostgresUrl(url))
     assert copied.revision == migrate.HEAD_REVISION
