@@ -300,13 +300,8 @@ def _spans(ranges: list[tuple[Any, ...]]) -> list[tuple[datetime, datetime]]:
 
 
 def _lock(raw: psycopg.Connection[Any], wait: float) -> None:
-    deadline = time.monotonic() + wait
-    delay = 0.01
-    while not _scalar(raw, f"SELECT pg_try_advisory_xact_lock({LOCK})"):
-        if time.monotonic() >= deadline:
-            raise db.WarehouseBusy(f"another GPU telemetry publish held the database for {wait:g} s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    busy = f"another GPU telemetry publish held the database for {wait:g} s"
+    postgres.wait_for_lock(lambda sql: _scalar(raw, sql), LOCK, wait, busy)
 
 
 def _scalar(raw: psycopg.Connection[Any], sql: str) -> Any:

@@ -8,9 +8,9 @@ as on DuckDB (``db.connect``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import db
 
@@ -60,13 +60,23 @@ def reason(error: BaseException) -> str:
 def lock_schema(conn: sa.Connection, target: db.PostgresUrl, wait: float) -> None:
     """Hold the schema lock until the transaction ends, waiting up to ``wait`` seconds for another
     upgrade or copy of the same database (WarehouseBusy after that)."""
+    wait_for_lock(
+        lambda sql: conn.exec_driver_sql(sql).scalar_one(),
+        SCHEMA_LOCK,
+        wait,
+        f"warehouse {target} is being upgraded or filled by another process (waited {wait:g} s)",
+    )
+
+
+def wait_for_lock(scalar: Callable[[str], Any], key: int, wait: float, busy: str) -> None:
+    """Take the transaction-level advisory lock ``key`` through ``scalar`` (a connection's
+    one-value query), trying again with growing pauses for up to ``wait`` seconds; then
+    WarehouseBusy(``busy``). A try, not a blocking wait: a lock wait has no time limit of its own."""
     deadline = time.monotonic() + wait
     delay = 0.01
-    while not conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({SCHEMA_LOCK})").scalar_one():
+    while not scalar(f"SELECT pg_try_advisory_xact_lock({int(key)})"):
         if time.monotonic() >= deadline:
-            raise db.WarehouseBusy(
-                f"warehouse {target} is being upgraded or filled by another process (waited {wait:g} s)"
-            )
+            raise db.WarehouseBusy(busy)
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
 
