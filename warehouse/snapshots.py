@@ -179,6 +179,8 @@ class Reader:
                 self._stamp = stamp if stamp is not None else -1
             cursor = self._con.cursor()
         cursor.execute("SET TimeZone = 'UTC'")
+        # a session setting: a cursor is a new connection, which would parse every part's footer again
+        cursor.execute(CACHE_FOOTERS)
         return cursor
 
     def _open(self, snapshot: Path, stamp: int | None) -> tuple[Path, int | None, duckdb.DuckDBPyConnection]:
