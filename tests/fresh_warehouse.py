@@ -1,19 +1,21 @@
-"""A pytest plugin: a brand-new warehouse file in a test is a copy of one the real chain built.
+"""A pytest plugin: a brand-new warehouse file in a test is a copy of one built the real way.
 
-Building a warehouse runs the whole alembic chain (24 revisions, about 200 statements): 0.75 s
-on an idle core, 1 s under CI's load, paid again by every test that ingests into a new file --
-a third of the suite's time. The chain's result does not depend on the file it is built in, so
-each test process builds one warehouse with the real ``migrate.upgrade_locked`` and afterwards
-copies that file where a test would have built a new one. What the tests check is unchanged:
-the copy holds the same tables, views, macros and rows as a file built in place, and the chain
-itself is still run, by the first new warehouse of each process and by every test of
-tests/test_migrations.py and of PostgreSQL (which never take the copy). Runs of ``runlytics`` in
-a subprocess (the CLI, crash and hostile-input tests) build their warehouses for real too.
+A new warehouse is built directly at head (``warehouse/head.py``: the schema's tables, the
+head's views, seed rows, the stamp), 0.19 CPU-s in a warm process; the chain it replaced cost
+0.6 (docs/benchmark.md, "A new warehouse built at head"). Copying a file costs under a
+millisecond, and some tests build hundreds (a hypothesis example each), so each test process
+builds one warehouse with the real ``migrate.upgrade_locked`` and afterwards copies that file
+where a test would have built a new one. What the tests check is unchanged: the copy holds the
+same tables, views and rows as a file built in place. The direct build itself runs for the first
+new warehouse of each process, in every test of tests/test_migrations.py (which also builds
+through the chain and compares both) and in every ``runlytics`` subprocess (the CLI, crash and
+hostile-input tests); PostgreSQL always runs the chain.
 
-The copy is used only where it is equivalent: the whole chain ("head") into a file that does not
-exist yet. It is switched off for the process if the chain leaves anything beside the file or
-writes the file's own path into it (a later revision that did either would make copies wrong),
-and for the tests of a module listed in REAL_CHAIN or marked ``real_migrations``.
+The copy is used only where it is equivalent: a whole new warehouse at "head" into a file that
+does not exist yet, not asked to come from the chain. It is switched off for the process if the
+build leaves anything beside the file or writes the file's own path into it (a later change
+that did either would make copies wrong), and for the tests of a module listed in REAL_CHAIN or
+marked ``real_migrations``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,14 @@ import pytest
 
 from runlytics.warehouse import db, migrate
 
-# modules whose tests are about building and upgrading warehouses: they run the chain every time
+# modules whose tests are about building and upgrading warehouses: they build every one for real
 REAL_CHAIN = frozenset({"test_migrations", "test_postgres_schema"})
 
 _real_upgrade_locked = migrate.upgrade_locked
 _template: Path | None = None
 _template_revision = ""
-_unusable = False  # the chain's output was found to depend on where it was built
-_active = True  # False during a test that wants the real chain
+_unusable = False  # the build's output was found to depend on where it was built
+_active = True  # False during a test that wants a real build
 
 
 def _build_template() -> Path | None:
@@ -55,27 +57,29 @@ def _build_template() -> Path | None:
     return path
 
 
-def _upgrade_locked(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
+def _upgrade_locked(
+    path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS, *, chain: bool = False
+) -> str:
     new_file = (
         isinstance(path, Path)
-        and path.parent.is_dir()  # else the chain's own error, not the copy's
+        and path.parent.is_dir()  # else the build's own error, not the copy's
         and not os.path.lexists(path)
         and not os.path.lexists(f"{path}.wal")
     )
-    if not (_active and not _unusable and revision == "head" and new_file):
-        return _real_upgrade_locked(path, revision, wait)
+    if not (_active and not _unusable and revision == "head" and new_file and not chain):
+        return _real_upgrade_locked(path, revision, wait, chain=chain)
     template = _template or _build_template()
     if template is None:
         return _real_upgrade_locked(path, revision, wait)
     partial = path.with_name(f".{path.name}.template-copy")
     with db.private_files():  # the mode db.connect gives a warehouse it creates (umask | 077)
         shutil.copyfile(template, partial)
-    os.replace(partial, path)  # whole or absent, as a chain that commits once leaves it
+    os.replace(partial, path)  # whole or absent, as the build leaves it
     return _template_revision
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "real_migrations: build new warehouses with the alembic chain, not a copy")
+    config.addinivalue_line("markers", "real_migrations: build new warehouses for real, not as a copy")
     migrate.upgrade_locked = _upgrade_locked
 
 

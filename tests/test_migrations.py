@@ -1,9 +1,11 @@
-"""The alembic revision chain: builds the schema, keeps data across upgrades, refuses newer files."""
+"""The alembic revision chain: builds the schema, keeps data across upgrades, refuses newer files;
+a new warehouse built directly at head (warehouse/head.py) is the one the chain builds."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import duckdb
 import pytest
 from alembic.script import ScriptDirectory
 
-from runlytics.warehouse import db, migrate, results, schema, snapshots, views
+from runlytics.warehouse import db, insights, migrate, results, schema, snapshots, views
 from tests.conftest import REALDATA, Lab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,7 +77,7 @@ def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
 def test_head_matches_schema_module(tmp_path: Path) -> None:
     """warehouse/schema.py describes exactly the tables that the migrations build."""
     path = tmp_path / "w.duckdb"
-    migrate.upgrade(path)
+    migrate.upgrade(path, chain=True)
     with db.connection(path, read_only=True) as con:
         built = con.execute(
             "SELECT table_name, column_name FROM information_schema.columns "
@@ -140,6 +142,149 @@ def test_plain_alembic_upgrade_head(tmp_path: Path) -> None:
 
 def test_head_constant_matches_the_chain() -> None:
     assert migrate.HEAD_REVISION == migrate.head_revision() == _revisions()[-1]
+
+
+# --- a new warehouse built directly at head (warehouse/head.py) is the chain's ---------------
+
+# The catalog, every column of each DuckDB listing but the ids and the database's own name. Table
+# order, object ids and the running constraint_index depend on the order of creation, not on
+# the schema: rows are compared sorted, constraints per table as a set.
+_CATALOG = {
+    "tables": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, table_oid, estimated_size) "
+    "FROM duckdb_tables() WHERE database_name = current_database()",
+    "columns": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, table_oid, data_type_id) "
+    "FROM duckdb_columns() WHERE database_name = current_database()",
+    "constraints": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, table_oid, constraint_index) "
+    "FROM duckdb_constraints() WHERE database_name = current_database()",
+    "indexes": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, index_oid, table_oid) "
+    "FROM duckdb_indexes() WHERE database_name = current_database()",
+    "sequences": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, sequence_oid) "
+    "FROM duckdb_sequences() WHERE database_name = current_database()",
+    "views": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, view_oid) "
+    "FROM duckdb_views() WHERE database_name = current_database()",
+    "macros": "SELECT * EXCLUDE (database_name, database_oid, function_oid) "
+    "FROM duckdb_functions() WHERE database_name = current_database() AND NOT internal",
+    "types": "SELECT * EXCLUDE (database_name, database_oid, schema_oid, type_oid) "
+    "FROM duckdb_types() WHERE database_name = current_database() AND NOT internal",
+    "schemas": "SELECT * EXCLUDE (oid, database_name, database_oid, parent_schema_oid) "
+    "FROM duckdb_schemas() WHERE database_name = current_database()",
+}
+# DuckDB writes back a one-column primary key as it was declared: in its column's definition
+# ("job_id VARCHAR PRIMARY KEY", the revisions' CREATE TABLE texts) or as a table constraint
+# ("PRIMARY KEY(job_id)", SQLAlchemy's). The same key either way (duckdb_constraints shows it
+# once, with the column's NOT NULL): the only difference in a table's text that the comparison
+# allows.
+_INLINE_KEY = re.compile(r"(?P<column>\"?\w+\"?) (?P<type>[A-Z]+) PRIMARY KEY")
+
+
+def _key_as_constraint(sql: str) -> str:
+    found = _INLINE_KEY.search(sql)
+    if found is None:
+        return sql
+    assert sql.endswith(");"), sql
+    return f"{sql[: found.end('type')]}{sql[found.end() : -2]}, PRIMARY KEY({found['column']}));"
+
+
+def _catalog(path: Path) -> dict[str, list[str]]:
+    """Every object of the warehouse as DuckDB's catalog lists it, and every table's rows."""
+    out: dict[str, list[str]] = {}
+    with db.connection(path, read_only=True) as con:
+        for name, query in _CATALOG.items():
+            cursor = con.execute(query)
+            columns = [d[0] for d in cursor.description]
+            rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+            if name == "tables":
+                for row in rows:
+                    row["sql"] = _key_as_constraint(row["sql"])
+            out[name] = sorted(repr(sorted(row.items())) for row in rows)
+        tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
+        for table in tables:  # names from the catalog itself
+            out[f"rows of {table}"] = sorted(repr(row) for row in con.execute(f"SELECT * FROM {table}").fetchall())
+    return out
+
+
+def test_new_warehouse_at_head_equals_the_chains(tmp_path: Path) -> None:
+    """The same tables (columns, types, defaults, nullability, order), keys, indexes, sequences,
+    views (their SQL), macros and rows (seed thresholds, alembic_version), whichever way built."""
+    chain, direct = tmp_path / "chain.duckdb", tmp_path / "direct.duckdb"
+    assert migrate.upgrade(chain, chain=True) == migrate.upgrade(direct) == migrate.HEAD_REVISION
+    built, expected = _catalog(direct), _catalog(chain)
+    assert built.keys() == expected.keys()
+    for name in expected:
+        only_built = sorted(set(built[name]) - set(expected[name]))
+        only_chain = sorted(set(expected[name]) - set(built[name]))
+        assert built[name] == expected[name], (
+            f"{name}: only built directly {only_built}; only by the chain {only_chain}"
+        )
+    # what the comparison covers is there to compare
+    assert len(expected["views"]) == len(views.ORDER) + 2  # and gpu_samples, gpu_minutes over their parts
+    assert expected["rows of alembic_version"] == [repr((migrate.HEAD_REVISION,))]
+    assert len(expected["rows of insight_settings"]) == len(insights.DEFAULTS)
+
+
+def test_new_warehouse_is_built_without_the_chain(tmp_path: Path) -> None:
+    """`runlytics db upgrade` on a new file neither imports alembic nor leaves anything beside the
+    warehouse but its lock and snapshots; an existing file still upgrades through the chain."""
+    path = tmp_path / "w.duckdb"
+    code = (
+        "import sys; from pathlib import Path; from runlytics.warehouse import migrate; "
+        "print(migrate.upgrade(Path(sys.argv[1]))); print('alembic' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [migrate.HEAD_REVISION, "False"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.duckdb", "w.duckdb.ingest.lock", "w.duckdb.snapshots"]
+    assert path.stat().st_mode & 0o077 == 0  # private, as every warehouse db.connect creates
+    # at an older revision, the chain takes it to head
+    old = tmp_path / "old.duckdb"
+    assert migrate.upgrade(old, "0024") == "0024"
+    assert migrate.upgrade(old) == migrate.HEAD_REVISION
+
+
+# `runlytics db upgrade` killed with SIGKILL right before or after the n-th call of
+# module.function (argv: "module:function:before|after" n, then the command's arguments)
+KILL_AT = """
+import importlib, os, signal, sys
+target, nth = sys.argv.pop(1), int(sys.argv.pop(1))
+module_name, name, when = target.split(":")
+module = importlib.import_module(module_name)
+original, calls = getattr(module, name), [0]
+def hooked(*args, **kwargs):
+    calls[0] += 1
+    if when == "before" and calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    result = original(*args, **kwargs)
+    if when == "after" and calls[0] == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(module, name, hooked)
+from runlytics import cli
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize(
+    ("kill_at", "complete"),
+    [
+        ("runlytics.warehouse.insights:fill_defaults:after", False),  # every object created, not committed
+        ("os:replace:before", False),  # committed and checkpointed under the temporary name
+        ("os:replace:after", True),  # renamed into place, the folder not synced yet
+    ],
+)
+def test_new_warehouse_killed_while_built_is_whole_or_absent(tmp_path: Path, kill_at: str, complete: bool) -> None:
+    path = tmp_path / "w.duckdb"
+    args = [sys.executable, "-c", KILL_AT, kill_at, "1", "db", "upgrade", "--db", str(path)]
+    killed = subprocess.run(args, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert path.exists() == complete
+    if complete:
+        with db.connection(path, read_only=True) as con:
+            assert migrate.current_revision(con) == migrate.HEAD_REVISION
+    # the next run builds it (or finds it at head) and clears what the killed one left
+    assert migrate.upgrade(path) == migrate.HEAD_REVISION
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.duckdb", "w.duckdb.ingest.lock", "w.duckdb.snapshots"]
+    reference = tmp_path / "reference" / "w.duckdb"
+    migrate.upgrade(reference)
+    assert _catalog(path) == _catalog(reference)
 
 
 # --- an old warehouse with data, upgraded, computes what a new one does ----------------------

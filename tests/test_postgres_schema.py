@@ -9,7 +9,7 @@ import pytest
 from alembic import command
 
 from runlytics import cli
-from runlytics.warehouse import db, migrate, postgres
+from runlytics.warehouse import db, migrate, pg_samples, postgres
 
 # DuckDB's type names (information_schema.columns.data_type) -> PostgreSQL's (format_type)
 TYPES = {
@@ -70,6 +70,27 @@ def _keys_postgres(url: str) -> dict[str, list[str]]:
     return {table: sorted(columns) for table, columns in rows}
 
 
+# pg_samples.COLUMNS' COPY types -> format_type's names
+PACKED_TYPES = {
+    "varchar": "character varying",
+    "timestamp": "timestamp without time zone",
+    "int4[]": "integer[]",
+    "int8[]": "bigint[]",
+    "float8[]": "double precision[]",
+    "varchar[]": "character varying[]",
+}
+
+
+def _view_columns(url: str, view: str) -> list[tuple[str, str]]:
+    with psycopg.connect(url) as con:
+        rows = con.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 ORDER BY a.attnum",
+            (view,),
+        ).fetchall()
+    return [(name, kind) for name, kind in rows]
+
+
 def _views(url: str) -> set[str]:
     with psycopg.connect(url) as con:
         return {name for (name,) in con.execute("SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
@@ -85,13 +106,23 @@ def test_the_chain_builds_duckdbs_tables_on_postgres(pg_url: str, tmp_path: Path
     # DuckDB keeps gpu_minutes' unsealed rows in gpu_minutes_hot, read with its Parquet parts through the
     # view gpu_minutes (revision 0021); PostgreSQL has the table gpu_minutes (same columns, types, key)
     duck["gpu_minutes"] = duck.pop("gpu_minutes_hot")
+    # PostgreSQL packs the raw samples one row per GPU and minute (revision 0028, warehouse/pg_samples.py)
+    # and reads them through its view gpu_samples, which has the columns of DuckDB's hot table
+    hot = duck.pop("gpu_samples_hot")
+    assert [(name, kind) for name, kind, _ in pg.pop("gpu_sample_minutes")] == [
+        (name, PACKED_TYPES[kind]) for name, kind in pg_samples.COLUMNS
+    ]
+    assert _view_columns(pg_url, "gpu_samples") == [(name, kind) for name, kind, _ in hot]
     assert sorted(pg) == sorted(duck)
     for table, columns in duck.items():
         assert pg[table] == columns, table
     keys = _keys_duckdb(path)
     keys["gpu_minutes"] = keys.pop("gpu_minutes_hot")
+    # DuckDB's hot samples have no key index (revision 0026: ingest keeps one row per key itself)
+    assert "gpu_samples_hot" not in keys
+    keys["gpu_sample_minutes"] = ["gpu_key", "host", "job_id", "minute"]
     assert _keys_postgres(pg_url) == keys
-    # gpu_samples is a view on both engines (on PostgreSQL over the hot table only: it has no parts)
+    # gpu_samples is a view on both engines (on PostgreSQL over the packed minutes: it has no parts)
     assert "gpu_samples" in _views(pg_url)
 
 

@@ -1,7 +1,11 @@
-"""Building and upgrading the warehouse with alembic, and refusing files newer than the code."""
+"""Building and upgrading the warehouse with alembic, and refusing files newer than the code.
+
+A new DuckDB warehouse at the head is built directly (``head.py``); an existing one, another
+revision and PostgreSQL go through the chain."""
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +20,7 @@ if TYPE_CHECKING:
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
 # Commands compare against it without loading alembic, which costs half a second of start-up.
-HEAD_REVISION = "0028"
+HEAD_REVISION = "0029"
 
 # runlytics.migrations, found without importing it (it is alembic's folder, not a library)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -67,21 +71,33 @@ def check_revision(revision: str | None, path: Path | db.PostgresUrl) -> None:
         )
 
 
-def upgrade(path: Path | db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
+def upgrade(
+    path: Path | db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS, *, chain: bool = False
+) -> str:
     """Build or upgrade the warehouse at ``path`` and publish a snapshot; returns its revision.
 
-    A PostgreSQL database is upgraded in one transaction, under its schema lock (no snapshot)."""
+    A PostgreSQL database is upgraded in one transaction, under its schema lock (no snapshot).
+    ``chain``: build a new DuckDB warehouse through the chain too (the tests that compare both)."""
     if isinstance(path, db.PostgresUrl):
         return upgrade_postgres(path, revision, wait)
     path.parent.mkdir(parents=True, exist_ok=True)
     with run_lock(path, wait=wait):
-        done = upgrade_locked(path, revision, wait)
+        done = upgrade_locked(path, revision, wait, chain=chain)
         snapshots.publish(path)
     return done
 
 
-def upgrade_locked(path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
-    """``upgrade`` for a caller that already holds the writer lock (no snapshot published)."""
+def upgrade_locked(
+    path: Path, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS, *, chain: bool = False
+) -> str:
+    """``upgrade`` for a caller that already holds the writer lock (no snapshot published).
+
+    A new warehouse at the head is built directly (``warehouse/head.py``), unless ``chain``: the
+    chain's result, which tests/test_migrations.py checks is the same."""
+    if not chain and revision in ("head", HEAD_REVISION) and is_new(path):
+        from . import head
+
+        return head.build(path, HEAD_REVISION)
     con = db.connect(path, wait=wait)  # waits for other processes, and holds the file meanwhile
     try:
         check_revision(current_revision(con), path)
@@ -98,6 +114,11 @@ def upgrade_locked(path: Path, revision: str = "head", wait: float = db.DEFAULT_
             return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
+
+
+def is_new(path: Path) -> bool:
+    """No warehouse at ``path`` yet: neither the file nor a write-ahead log DuckDB would replay."""
+    return not os.path.lexists(path) and not os.path.lexists(f"{path}.wal")
 
 
 def run_chain(conn: sa.Connection, revision: str = "head") -> None:

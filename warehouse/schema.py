@@ -102,11 +102,12 @@ ingest_files = Table(
     Column("warning_count", BigInteger, nullable=False),
     Column("warnings", JSON),  # the first warnings, as a list of strings
     Column("error", String),
+    Column("first_seen_at", DateTime, nullable=False),
+    Column("last_read_at", DateTime, nullable=False),
+    # after last_read_at, where the chain's ADD COLUMN put them (a direct build must match)
     Column("read_offset", BigInteger),  # spool files: bytes read up to the last complete line (0004)
     # tool logs: a digest of the bytes just before read_offset, to tell a replaced file (0012)
     Column("read_digest", String),
-    Column("first_seen_at", DateTime, nullable=False),
-    Column("last_read_at", DateTime, nullable=False),
 )
 
 # Hugging Face Trainer states (revision 0002). A step's trainer-log fields; where a
@@ -168,7 +169,11 @@ gpu_samples_hot = Table(
     Column("clocks_event_reasons", BigInteger),  # NVML's clocks-event (throttle) reasons bitmask
     Column("source", String, nullable=False),  # 'spool' or 'nvidia-smi'
     Column("gpu_key", String, nullable=False),
-    PrimaryKeyConstraint("job_id", "host", "gpu_key", "ts"),
+    # one row per (job_id, host, gpu_key, ts), kept by ingest (a delete, then an insert): no key on
+    # DuckDB since revision 0026 (its index was most of the file each snapshot copies). PostgreSQL
+    # has no such table since revision 0028: its samples are packed one row per GPU and minute
+    # (warehouse/pg_samples.py, key job_id, host, gpu_key, minute), copied from DuckDB's, and
+    # nothing there enforces one sample per ts either
 )
 
 # GPU samples rolled up per job, host, GPU and minute (revision 0015, warehouse/rollups.py),
@@ -355,6 +360,17 @@ job_owners = Table(
     Column("job_id", String, primary_key=True),
     Column("ingester", String, nullable=False),
     Column("published_at", DateTime, nullable=False),
+)
+
+# PostgreSQL (revision 0027, ingest/postgres.py): the models whose slow_vs_peers a publish's batch
+# made stale, until a recompute takes them. No key (concurrent batches insert without waiting).
+# DuckDB has the table and leaves it empty.
+peer_changes = Table(
+    "peer_changes",
+    metadata,
+    Column("model_name", String, nullable=False),
+    Column("ingester", String, nullable=False),
+    Column("changed_at", DateTime, nullable=False),
 )
 
 # Tables derived from the views, created by migrations with CREATE TABLE AS (their columns are

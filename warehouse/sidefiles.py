@@ -7,6 +7,7 @@ For a warehouse ``runlytics.duckdb``:
 - ``runlytics.duckdb.last-ingest.json``: the heartbeat of the last ingest run (``ingest/journal.py``);
 - ``runlytics.duckdb.parts/``: the sealed Parquet parts every snapshot shares (``parts.py``);
 - ``runlytics.duckdb.rebuild.tmp``: a smaller copy being built, only for a moment (``hotfile.py``);
+- ``runlytics.duckdb.new.tmp``: a new warehouse being built at head, until renamed into place (``head.py``);
 - ``runlytics.duckdb.wal``: DuckDB's own write-ahead log.
 """
 
@@ -33,6 +34,10 @@ def heartbeat(db_path: Path) -> Path:
 
 def wal(db_path: Path) -> Path:
     return _beside(db_path, ".wal")
+
+
+def new_build(db_path: Path) -> Path:
+    return _beside(db_path, ".new.tmp")
 
 
 def _beside(db_path: Path, suffix: str) -> Path:

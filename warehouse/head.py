@@ -1,0 +1,109 @@
+"""A new, empty DuckDB warehouse built directly at the head revision, without replaying the chain.
+
+Alembic's recipe "Building an Up to Date Database from Scratch": the tables of ``schema.py``,
+then what the chain leaves beside them (the views of ``warehouse/sql`` in ``views.ORDER``, the
+derived tables made from them, the seed rows), then ``alembic_version`` stamped at
+``HEAD_REVISION``. The chain's 28 revisions cost a new warehouse 1 to 1.5 s (first ingest, every
+PostgreSQL-ingest stage, every test's warehouse); this costs what creating the head's objects
+once does. Existing warehouses and PostgreSQL keep upgrading through the chain
+(``migrate.upgrade_locked``); ``tests/test_migrations.py`` checks that both ways give the same
+catalog and rows (docs/decisions.md, "A new warehouse built at head").
+
+The file is built under a temporary name beside the warehouse and renamed into place once
+complete and checkpointed: a kill on the way leaves no warehouse (and a leftover that the next
+build removes), never a partial one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import db, insights, parts, results, schema, sidefiles, views
+
+if TYPE_CHECKING:
+    import duckdb
+    import sqlalchemy as sa
+
+# The table alembic keeps the revision in, as alembic creates it (alembic.migration's
+# MigrationContext: one VARCHAR(32) key column); the parity test compares it with the chain's.
+VERSION_TABLE = "alembic_version"
+STAMP = f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ($revision)"
+
+# The tables the chain creates from a view with CREATE TABLE AS (schema.DERIVED_TABLES), each
+# right after the view it selects from: later views read them (job_gpu_hours, insight_peers, ...
+# read job_results).
+DERIVED_AFTER: dict[str, str] = {
+    "job_analytics": results.CREATE,  # job_results
+    "gpu_utilization_readings": results.UTILIZATION_CREATE,  # utilization_minutes
+}
+# the views over a hot table and its sealed parts (warehouse/parts.py), created before the views
+# that read them; with no part yet they read the hot table alone
+SEALED = (parts.GPU_SAMPLES, parts.GPU_MINUTES)
+
+
+def _version_table() -> sa.Table:
+    import sqlalchemy as sa
+
+    return sa.Table(
+        VERSION_TABLE,
+        sa.MetaData(),
+        sa.Column("version_num", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+
+
+def table_ddl() -> list[str]:
+    """CREATE TABLE of every table of ``schema.py`` and of ``alembic_version``, in DuckDB's SQL
+    (compiled by duckdb_engine, the dialect through which the chain's op.create_table runs)."""
+    import duckdb_engine
+    from sqlalchemy.schema import CreateTable
+
+    dialect = duckdb_engine.Dialect()
+    tables = [*schema.metadata.sorted_tables, _version_table()]
+    return [str(CreateTable(table).compile(dialect=dialect)).strip() for table in tables]
+
+
+def create(con: duckdb.DuckDBPyConnection, revision: str) -> None:
+    """Create the head's schema, views and seed rows in an empty database and stamp ``revision``
+    (the caller's transaction, if any)."""
+    for statement in table_ddl():
+        con.execute(statement)
+    for sealed in SEALED:
+        con.execute(parts.view_sql(sealed, Path(), []))  # no part yet: no folder named
+    for view in views.CURRENT:
+        con.execute(view.create_sql())
+        if view.name in DERIVED_AFTER:
+            con.execute(DERIVED_AFTER[view.name])
+    insights.fill_defaults(con)
+    con.execute(STAMP, {"revision": revision})
+
+
+def build(path: Path, revision: str) -> str:
+    """Build a new warehouse at ``path`` (which must not exist) at ``revision``, the head; the
+    caller holds the writer lock. Whole or absent: built under a temporary name, then renamed."""
+    partial = sidefiles.new_build(path)
+    for leftover in (partial, Path(f"{partial}.wal")):  # a build killed before its rename
+        leftover.unlink(missing_ok=True)
+    try:
+        with db.connection(partial) as con:  # created 0600, as db.connect creates a warehouse
+            with db.atomic(con):
+                create(con, revision)
+            con.execute("CHECKPOINT")  # everything in the file, no WAL to carry along
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        Path(f"{partial}.wal").unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+    return revision
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename durable (the file's own bytes were synced by DuckDB's checkpoint)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
