@@ -125,6 +125,26 @@ def test_a_sample_seen_twice_is_stored_once_the_later_wins_across_hot_and_parts(
     assert lab.query("SELECT count(*) FROM gpu_samples_hot") == [(0,)]
 
 
+def test_a_hot_sample_sent_again_replaces_the_stored_one_without_a_key_index(lab: Lab, tmp_path: Path) -> None:
+    """The hot table has no primary key (revision 0026): ingest keeps one row per key itself."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    hour = int(((now - parts.SEAL_LAG).replace(minute=0, second=0, microsecond=0)).replace(tzinfo=UTC).timestamp())
+    folder = tmp_path / "spool"
+    run(lab, spool(folder, "a.jsonl", [sample(hour + t, 10.0, gpu=g) for t in range(10) for g in range(2)]))
+    # a second file resends part of the first, each of its samples twice
+    resent = [sample(hour + t, 20.0 + t, gpu=0) for t in range(5, 15)]
+    spool(folder, "b.jsonl", resent + resent)
+    run(lab, folder)
+    run(lab, folder)  # nothing new: idempotent
+    # (read through the view: an hour turning during the test seals the rows, with the same values)
+    hot = lab.query("SELECT gpu_key, second(ts), utilization_percent FROM gpu_samples ORDER BY ALL")
+    expected = [("GPU-node-01-0", t, 10.0 if t < 5 else 20.0 + t) for t in range(15)]
+    expected += [("GPU-node-01-1", t, 10.0) for t in range(10)]
+    assert hot == sorted(expected)
+    keys = "SELECT count(*) FROM duckdb_constraints() WHERE table_name = $t AND constraint_type = 'PRIMARY KEY'"
+    assert lab.query(keys, {"t": "gpu_samples_hot"}) == [(0,)]
+
+
 def test_late_samples_of_another_job_add_a_part_without_rewriting(lab: Lab, tmp_path: Path) -> None:
     folder = tmp_path / "spool"
     run(lab, spool(folder, "a.jsonl", [sample(T0 + t, 10.0) for t in range(100)]))
@@ -231,6 +251,31 @@ def test_hot_rows_of_an_upgraded_warehouse_are_sealed_and_the_file_rebuilt_small
     assert lab.query("SELECT count(*) FROM gpu_samples") == [(before[0][1] + 1,)]
 
 
+def test_a_file_of_default_blocks_is_rebuilt_once_with_small_blocks(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's 256 KiB blocks are most of a warehouse whose rows are in parts: a run rebuilds the
+    file with hotfile.BLOCK_SIZE once (the same rows), and later runs leave it."""
+    monkeypatch.setattr(hotfile, "CONVERT_MIN_BYTES", 0)
+    migrate.upgrade(lab.db)
+
+    def block_size(path: Path) -> int:
+        with db.connection(path, read_only=True) as con:
+            row = con.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()")
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+    assert block_size(lab.db) == 262144  # DuckDB's default, as migrate creates it
+    folder = tmp_path / "spool"
+    run(lab, spool(folder, "a.jsonl", [sample(T0 + t, float(t % 100), gpu=g) for t in range(600) for g in range(4)]))
+    assert block_size(lab.db) == hotfile.BLOCK_SIZE
+    assert block_size(snapshots.latest(lab.db)) == hotfile.BLOCK_SIZE
+    assert lab.query("SELECT count(*), sum(utilization_percent) FROM gpu_samples") == [(2400, 4 * 6 * sum(range(100)))]
+    inode = lab.db.stat().st_ino
+    run(lab, spool(folder, "b.jsonl", [sample(T0 + 600 + t, 1.0) for t in range(60)]))
+    assert lab.db.stat().st_ino == inode  # not rebuilt again
+    assert lab.query("SELECT count(*) FROM gpu_samples") == [(2460,)]
+
+
 def test_a_big_first_ingest_never_passes_through_the_duckdb_file(lab: Lab, tmp_path: Path) -> None:
     samples = [sample(T0 + t, float(t % 100), gpu=g) for t in range(20000) for g in range(8)]
     run(lab, spool(tmp_path / "spool", "a.jsonl", samples))
@@ -302,3 +347,27 @@ def test_a_reader_whose_copy_was_replaced_before_it_opened_it_opens_the_newer(
     reader = snapshots.Reader(lab.db)
     assert reader.cursor().execute("SELECT count(*) FROM gpu_samples").fetchone() == (30,)
     assert reader.snapshot == newer
+
+
+def test_a_warehouse_folder_named_like_a_glob_reads_its_own_parts(tmp_path: Path) -> None:
+    """DuckDB takes '[1]' in a read_parquet path as a pattern: 'g[1]/...' would read 'g1/...'. The
+    parts' paths are escaped, so a decoy copy in 'g1' (every reading 999) is never read."""
+    warehouse = tmp_path / "g[1]" / "w.duckdb"
+    samples = [sample(T0 + t, t % 100, gpu=g) for t in range(0, 3600, 10) for g in range(2)]
+    summary = ingest(warehouse, [], spools=[spool(tmp_path / "spool", "a.jsonl", samples)], wait=10)
+    assert summary.failed == 0
+    shutil.copytree(tmp_path / "g[1]", tmp_path / "g1")
+    decoys = sorted((tmp_path / "g1").rglob("*.parquet"))
+    assert decoys  # the samples were sealed: the view reads parts
+    with duckdb.connect() as con:
+        for decoy in decoys:
+            table = pq.read_table(decoy)
+            column = table.schema.get_field_index("utilization_percent")
+            if column >= 0:
+                table = table.set_column(column, table.schema.field(column), [[999.0] * table.num_rows])
+            pq.write_table(table, decoy)
+    expected = [(720, sum(t % 100 for t in range(0, 3600, 10)) * 2)]
+    with db.connection(warehouse, read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(utilization_percent) FROM gpu_samples").fetchall() == expected
+    with db.connection(snapshots.latest(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*), sum(utilization_percent) FROM gpu_samples").fetchall() == expected

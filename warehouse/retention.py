@@ -111,7 +111,7 @@ def prune(
         lo = datetime.combine(day, datetime.min.time())
         # bounded to the (host, day), so that the minutes' scan skips every other part
         bounds = {"host": host, "lo": lo, "hi": lo + timedelta(days=1)}
-        row = con.execute(MISSING_MINUTES, {"files": files, **bounds}).fetchone()
+        row = con.execute(MISSING_MINUTES, {"files": db.exact_paths(files), **bounds}).fetchone()
         if row is None or row[0]:
             continue  # not rolled up yet: the raw samples are the only record of those minutes
         if archive is not None:
@@ -135,7 +135,7 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
     try:
         con.execute(
             f"COPY (SELECT {columns} FROM {parts.READ_F}) TO {db.quote_literal(str(tmp))} ({parts.COPY_OPTIONS})",
-            {"f": file},
+            {"f": db.exact_paths([file])[0]},
         )
         db.fsync_file(tmp)
         os.replace(tmp, final)

@@ -19,7 +19,7 @@ from datetime import datetime
 
 import duckdb
 
-from . import db, parts, retention, telemetry_outbox
+from . import parts, retention, telemetry_outbox
 from .dialect import render
 
 # The rollups' idle threshold (utilization below it), insights.md's default gpu_idle.utilization;
@@ -31,44 +31,42 @@ FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", 
 
 # One row per (job, host, GPU, minute) of the relation {source}: the samples with their
 # interval_seconds and next_power_w (gpu_sample_intervals' columns). The time-weighted sums are
-# job_gpus' (see there for the 236 mask); nonfinite counts as job_resources does.
+# job_gpus' (see there for the 236 mask); nonfinite counts as job_resources does. Each filtered
+# figure is computed once as a column that is NULL where the filter fails (aggregates skip NULLs:
+# the same rows, the same ascending order), not as a FILTER per aggregate: a quarter less CPU.
+_CLEAN = ",\n       ".join(f"CASE WHEN @finite({f}) THEN {f} END AS {f}_f" for f in FIGURES)
+_FIGURE_AGGREGATES = ",\n       ".join(
+    f"count({f}_f) AS {f}_n, @ordered_sum({f}_f) AS {f}_sum, min({f}_f) AS {f}_min, max({f}_f) AS {f}_max"
+    for f in FIGURES
+)
 ROLLUP_TEMPLATE = f"""
 SELECT job_id, host, gpu_key, date_trunc('minute', ts) AS minute,
-       @first_by(gpu_index; ts DESC) AS gpu_index,
+       arg_max(gpu_index, ts) AS gpu_index,
        max(gpu_uuid) AS gpu_uuid,
        count(*) AS samples, min(ts) AS first_ts, max(ts) AS last_ts,
-       count(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_n,
-       @ordered_sum(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_sum,
-       min(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_min,
-       max(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS utilization_percent_max,
-       count(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_n,
-       @ordered_sum(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_sum,
-       min(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_min,
-       max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS memory_used_mb_max,
-       count(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_n,
-       @ordered_sum(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_sum,
-       min(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_min,
-       max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temperature_c_max,
-       count(power_w) FILTER (WHERE @finite(power_w)) AS power_w_n,
-       @ordered_sum(power_w) FILTER (WHERE @finite(power_w)) AS power_w_sum,
-       min(power_w) FILTER (WHERE @finite(power_w)) AS power_w_min,
-       max(power_w) FILTER (WHERE @finite(power_w)) AS power_w_max,
-       count(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_n,
-       @ordered_sum(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_sum,
-       min(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_min,
-       max(sm_clock_mhz) FILTER (WHERE @finite(sm_clock_mhz)) AS sm_clock_mhz_max,
-       max(memory_total_mb) FILTER (WHERE @finite(memory_total_mb)) AS memory_total_mb_max,
-       count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
-                           OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))
-                           OR (temperature_c IS NOT NULL AND NOT @finite(temperature_c))) AS nonfinite,
+       {_FIGURE_AGGREGATES},
+       max(memory_total_mb_f) AS memory_total_mb_max,
+       count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND utilization_percent_f IS NULL)
+                           OR (memory_used_mb IS NOT NULL AND memory_used_mb_f IS NULL)
+                           OR (temperature_c IS NOT NULL AND temperature_c_f IS NULL)) AS nonfinite,
        @ordered_sum(interval_seconds) AS interval_seconds,
-       @ordered_sum(interval_seconds) FILTER (WHERE @finite(utilization_percent)) AS utilization_seconds,
-       @ordered_sum(interval_seconds) FILTER (WHERE utilization_percent < {IDLE_UTILIZATION}) AS idle_seconds,
-       @ordered_sum(interval_seconds) FILTER (WHERE clocks_event_reasons IS NOT NULL) AS reasons_seconds,
-       @ordered_sum(interval_seconds) FILTER (WHERE (clocks_event_reasons & 236) <> 0) AS throttled_seconds,
-       @ordered_sum((power_w + next_power_w) / 2 * interval_seconds)
-           FILTER (WHERE @finite(power_w) AND @finite(next_power_w)) / 3600 AS energy_wh
-FROM {{source}}
+       @ordered_sum(utilization_interval) AS utilization_seconds,
+       @ordered_sum(idle_interval) AS idle_seconds,
+       @ordered_sum(reasons_interval) AS reasons_seconds,
+       @ordered_sum(throttled_interval) AS throttled_seconds,
+       @ordered_sum(energy_term) / 3600 AS energy_wh
+FROM (
+    SELECT *,
+       {_CLEAN},
+       CASE WHEN @finite(memory_total_mb) THEN memory_total_mb END AS memory_total_mb_f,
+       CASE WHEN @finite(utilization_percent) THEN interval_seconds END AS utilization_interval,
+       CASE WHEN utilization_percent < {IDLE_UTILIZATION} THEN interval_seconds END AS idle_interval,
+       CASE WHEN clocks_event_reasons IS NOT NULL THEN interval_seconds END AS reasons_interval,
+       CASE WHEN (clocks_event_reasons & 236) <> 0 THEN interval_seconds END AS throttled_interval,
+       CASE WHEN @finite(power_w) AND @finite(next_power_w) THEN (power_w + next_power_w) / 2 * interval_seconds END
+           AS energy_term
+    FROM {{source}}
+)
 GROUP BY job_id, host, gpu_key, minute
 """
 
@@ -195,7 +193,7 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples") -> None
     con.execute(RANGES_HOT, kept)
     needed = [path for (path,) in con.execute(PARTS_NEEDED, kept).fetchall()]
     if needed:  # a GPU whose earlier or later minutes are sealed: the ranges again, with those parts
-        files = ", ".join(db.quote_literal(str(parts.root(con) / path)) for path in needed)
+        files = parts.file_list(parts.root(con), needed)
         columns = "job_id, host, gpu_key, minute, first_ts"
         minutes = (
             f"(SELECT {columns} FROM gpu_minutes_hot UNION ALL "
