@@ -1,20 +1,23 @@
 """GPU reads at fleet scale (revision 0020): the GPUs a job's samples were rolled up for, with
 their first and last minute, are kept in job_gpu_series with gpu_minutes; job_gpu_hours counts
 them there, to the same figures as job_resources, and charts find their span there; the minutes of
-a past hour are sealed into Parquet parts (revision 0021), a complete (host, day) in job order, same rows."""
+a past hour are sealed into Parquet parts (revision 0021), a complete (host, day) in job order, same rows;
+a chart reads its job's minutes from the hot table and the parts of its days only, the same rows and
+the same chart as through the view gpu_minutes."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 from conftest import Lab
 
 from runlytics.ingest.pipeline import ingest
-from runlytics.warehouse import db, history, parts, rollups, sidefiles
+from runlytics.warehouse import db, history, parts, rollups, sealed_reads, sidefiles, snapshots
 
 T0 = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
 
@@ -112,3 +115,73 @@ def test_sealing_the_minutes_changes_no_figure(lab: Lab, tmp_path: Path) -> None
         assert [con.execute(sql).fetchall() for sql in figures] == sealed
         assert history.gpu_readings_downsampled(con, "x", None, 40) == chart
         con.execute("ROLLBACK")
+
+
+def _charts(con: Any, job: str) -> list[Any]:
+    return [
+        history.gpu_readings_downsampled(con, job, gpu, max_points)
+        for gpu in (None, 1, 5)
+        for max_points in (12, 400, 4000)
+    ]
+
+
+def test_a_chart_reads_the_parts_of_its_days_to_the_same_chart(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job over three days on two hosts (three minute parts, a fourth day's beside them, and
+    hot rows): sealed_reads.between names only the parts of the range and gives the view's rows;
+    every chart equals the one read through the view gpu_minutes (the previous reader)."""
+    spool = tmp_path / "spool"
+    day = 86_400
+    # "long": day 1 noon to day 3 06:00 on two hosts, GPUs 0 and 1 (and GPU 5 from day 2 on node-02)
+    long = [
+        ("long", h, g, t) for h in ("node-01", "node-02") for g in (0, 1) for t in range(day // 2, 2 * day + 21_600, 90)
+    ]
+    long += [("long", "node-02", 5, t) for t in range(day + 3_600, 2 * day, 150)]
+    others = [("short", "node-01", 2, t) for t in range(0, 7_200, 30)]  # day 0 only
+    others += [("later", "node-03", 0, t) for t in range(3 * day, 3 * day + 3_600, 30)]  # day 3 only
+    spool_file(spool, "a.jsonl", long[: len(long) // 2] + others)
+    ingest(lab.db, [], spools=[spool], keep_raw_days=0)
+    spool_file(spool, "b.jsonl", long[len(long) // 2 :])
+    ingest(lab.db, [], spools=[spool], keep_raw_days=0)
+    days = lab.query("SELECT day FROM gpu_parts WHERE table_name = 'gpu_minutes' ORDER BY day")
+    assert [d for (d,) in days] == [date(2026, 1, 1) + timedelta(days=n) for n in range(4)]
+    start = datetime(2026, 1, 1)
+    with db.connection(lab.db) as con:
+        assert con.execute("SELECT count(*) FROM gpu_minutes_hot").fetchone() == (0,)
+        sealed = _charts(con, "long")
+        assert [c.resolution for c in sealed].count("minute") > 5
+        con.execute("BEGIN")
+        # a day's minutes back in the hot table (as a late sample leaves them until the next seal)
+        (middle,) = con.execute(
+            "SELECT path FROM gpu_parts WHERE table_name = 'gpu_minutes' AND day = $d", {"d": date(2026, 1, 2)}
+        ).fetchone()
+        parts.unseal(con, parts.GPU_MINUTES, [middle])
+        assert con.execute("SELECT count(*) FROM gpu_minutes_hot").fetchone()[0] > 0
+        jan = [date(2026, 1, n) for n in range(1, 5)]  # the parts' days; Jan 2 is hot now
+        ranges = [
+            (start + timedelta(hours=12), start + timedelta(days=2, hours=6), {jan[0], jan[2]}),  # the job's span
+            (start, start, {jan[0]}),
+            (start + timedelta(hours=30), start + timedelta(hours=30, minutes=7), set()),  # the hot day's only
+            (start - timedelta(days=9), start - timedelta(days=8), set()),
+        ]
+        for first, last, expected in ranges:
+            rows = sealed_reads.between(con, parts.GPU_MINUTES, first, last)
+            named = rows.params.get("sealed_parts", [])
+            assert {date.fromisoformat(path.split("/day=")[1][:10]) for path in named} == expected
+            got = con.execute(f"SELECT * FROM {rows.sql} ORDER BY ALL", rows.params).fetchall()
+            plain = con.execute(
+                "SELECT * FROM gpu_minutes WHERE minute BETWEEN $f AND $l ORDER BY ALL", {"f": first, "l": last}
+            ).fetchall()
+            assert got == plain
+        hot = _charts(con, "long")
+        monkeypatch.setattr(sealed_reads, "between", lambda con, table, first, last: sealed_reads.whole(table))
+        assert _charts(con, "long") == hot  # read through the view
+        con.execute("ROLLBACK")
+        assert _charts(con, "long") == sealed
+    monkeypatch.undo()
+    # a reader of the published copy reads the parts its view names; each request's cursor keeps
+    # the parts' footers (a cursor is a new connection: the setting is not inherited)
+    cursor = snapshots.Reader(lab.db).cursor()
+    assert cursor.execute("SELECT current_setting('parquet_metadata_cache')").fetchone() == (True,)
+    assert _charts(cursor, "long") == sealed

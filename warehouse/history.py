@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import db, pages
+from . import db, pages, parts, sealed_reads
 from .pg_reader import is_postgres, sql_for
 from .queries import plain, records
 
@@ -290,9 +290,12 @@ READING_COLUMNS = (
 # bucket's reading is its first sample's time, the mean of every figure over its finite readings,
 # and each figure's minimum and maximum, which the rollups hold exactly.
 GPU_ROLLED_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
+# Where a query of DuckDB's reads the minutes: the rows of the job's span only, from the hot table
+# and the minute parts of those days (sealed_reads.between; gpu_minutes itself on PostgreSQL)
+MINUTES = "{minutes}"
 GPU_MINUTES_SPAN = """
 SELECT min(minute), max(minute), count(DISTINCT (host, gpu_key))
-FROM gpu_minutes WHERE job_id = $job_id AND gpu_index = $gpu
+FROM {minutes} WHERE job_id = $job_id AND gpu_index = $gpu
 """
 # every GPU of the job: the same figures from the rollups' per-GPU summary (revision 0020)
 GPU_SERIES_SPAN = "SELECT min(first_minute), max(last_minute), count(*) FROM job_gpu_series WHERE job_id = $job_id"
@@ -306,7 +309,7 @@ SELECT arg_max(gpu_index, minute) AS gpu_index, host, min(first_ts) AS ts, max(l
        {counts}, max(memory_total_mb_max) AS memory_total_mb,
        {{{minima}}} AS minimum, {{{maxima}}} AS maximum, gpu_key, {bucket} AS bucket,
        dense_rank() OVER (ORDER BY host, gpu_key) - 1 AS series
-FROM gpu_minutes
+FROM {{minutes}}
 {where}
 GROUP BY host, gpu_key, bucket
 ORDER BY gpu_index, host, gpu_key, ts
@@ -349,14 +352,14 @@ SELECT s.series, m.bucket, {sums} FROM minutes m JOIN series s USING (host, gpu_
 """.format(
     sums=", ".join(f"{f}_sum" for f in GPU_ROLLED_FIGURES), bucket=GPU_MINUTE_BUCKET_TEMPLATE, where=GPU_MINUTES_OF_JOB
 )
-# Every minute's sums with its bucket, its GPU numbered as the buckets' dense_rank numbers it.
+# Every minute's sums with its bucket, its GPU numbered as the buckets' dense_rank numbers it: the
+# buckets' rows give each GPU's number, $series, host and key (a join with a few rows; numbering the
+# distinct GPUs of every minute again cost a week chart ~7 ms). A GPU whose buckets max_points cut
+# off has no number here, and no minute read.
 GPU_MINUTE_SUMS = """
-WITH minutes AS (SELECT host, gpu_key, {bucket} AS bucket, {sums} FROM gpu_minutes {where}),
-series AS (
-    SELECT host, gpu_key, row_number() OVER (ORDER BY host, gpu_key) - 1 AS series
-    FROM (SELECT DISTINCT host, gpu_key FROM minutes)
-)
-SELECT s.series, m.* EXCLUDE (host, gpu_key) FROM minutes m JOIN series s USING (host, gpu_key)
+WITH series AS (SELECT unnest($series) AS series, unnest($series_hosts) AS host, unnest($series_keys) AS gpu_key)
+SELECT s.series, {bucket} AS bucket, {sums} FROM {{minutes}} JOIN series s USING (host, gpu_key)
+{where}
 """.format(sums=", ".join(f"{f}_sum" for f in GPU_ROLLED_FIGURES), bucket=GPU_MINUTE_BUCKET, where=GPU_MINUTES_OF_JOB)
 
 
@@ -383,7 +386,7 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     span = _minutes_span(con, job_id, gpu)
     sampled: bool | None = None
     if span is not None:
-        first, last, series = span
+        first, last, series, minutes_of_job = span
         minutes = int((last - first).total_seconds()) // 60 + 1
         share = _share(max_points, series)
         if minutes < share:
@@ -391,13 +394,24 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
         if minutes >= share or not sampled:
             # the raw samples of a long job are not read at all, nor those of one that aged out
             width = -(-minutes // share) * 60
-            # the time range lets the scan skip the row groups of other times (rollups are
-            # appended a run at a time, so the rows of a time are together, a job's are not)
-            ranged = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
+            # the job's time range: on DuckDB the minute parts of its days only (minutes_of_job),
+            # and in each the row groups of the job (a complete day's part is in job order)
+            ranged: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
             postgres = is_postgres(con)
-            sql = sql_for(con, GPU_MINUTES_DOWNSAMPLED_PG) if postgres else GPU_MINUTES_DOWNSAMPLED
-            rows = records(con.execute(sql, {**ranged, "max_points": max_points}))
-            sums = _ordered_sums(con, ranged)
+            if postgres:
+                rows = records(
+                    con.execute(sql_for(con, GPU_MINUTES_DOWNSAMPLED_PG), {**ranged, "max_points": max_points})
+                )
+                sums = _ordered_sums(con, sql_for(con, GPU_MINUTE_SUMS_PG), ranged)
+            else:
+                ranged.update(minutes_of_job.params)
+                sql = _reading(GPU_MINUTES_DOWNSAMPLED, minutes_of_job)
+                rows = records(con.execute(sql, {**ranged, "max_points": max_points}))
+                gpus = dict(sorted({row["series"]: (row["host"], row["gpu_key"]) for row in rows}.items()))
+                ranged["series"] = list(gpus)
+                ranged["series_hosts"] = [host for host, _ in gpus.values()]
+                ranged["series_keys"] = [key for _, key in gpus.values()]
+                sums = _ordered_sums(con, _reading(GPU_MINUTE_SUMS, minutes_of_job), ranged) if rows else {}
             for row in rows:
                 if postgres:
                     for extreme in ("minimum", "maximum"):
@@ -438,14 +452,16 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     return GpuChart("gpu_samples" if sampled else "step_readings", "sample", None, rows)
 
 
-def _ordered_sums(con: duckdb.DuckDBPyConnection, ranged: dict[str, Any]) -> dict[tuple[int, int], list[float]]:
-    """Per (GPU number, bucket), each figure's minute sums added in ascending order: the value of
+def _ordered_sums(
+    con: duckdb.DuckDBPyConnection, sql: str, ranged: dict[str, Any]
+) -> dict[tuple[int, int], list[float]]:
+    """Per (GPU number, bucket), each figure's minute sums (from ``sql``, GPU_MINUTE_SUMS as the
+    engine reads it) added in ascending order: the value of
     @ordered_sum (the same bits whatever the threads). DuckDB would sort a list per bucket and
     figure (list_sum(list_sort(list(x))): most of a week chart's time); here one sort per figure
     orders every bucket's row of a grid, and a cumulative sum, which adds in order, totals each
     row from 0.0 as DuckDB's sum does. A NULL sum (a minute without a finite reading) counts as
     nothing, as in list_sum: it and the padding are NaN, sorted last, then added as 0.0."""
-    sql = sql_for(con, GPU_MINUTE_SUMS_PG) if is_postgres(con) else GPU_MINUTE_SUMS
     data = con.execute(sql, ranged).fetchnumpy()
     if not len(data["bucket"]):
         return {}
@@ -458,16 +474,24 @@ def _ordered_sums(con: duckdb.DuckDBPyConnection, ranged: dict[str, Any]) -> dic
     sizes = np.diff(np.append(starts, len(keys)))
     group = np.repeat(np.arange(len(starts)), sizes)
     place = np.arange(len(keys)) - np.repeat(starts, sizes) + 1  # column 0 is the sum's start, 0.0
-    totals = []
-    for figure in GPU_ROLLED_FIGURES:
-        grid = np.full((len(starts), int(sizes.max()) + 1), np.nan)
-        grid[group, place] = np.ma.filled(np.ma.asarray(data[f"{figure}_sum"], dtype=np.float64), np.nan)[order]
+    totals = np.empty((len(starts), len(GPU_ROLLED_FIGURES)))
+    grid = np.empty((len(starts), int(sizes.max()) + 1))
+    for i, figure in enumerate(GPU_ROLLED_FIGURES):
+        grid.fill(np.nan)
+        grid[group, place] = _floats(data[f"{figure}_sum"])[order]
         grid[:, 1:].sort(axis=1)
         grid[:, 0] = 0.0
-        totals.append(np.cumsum(np.where(np.isnan(grid), 0.0, grid), axis=1)[:, -1].tolist())
-    return {
-        (key // stride, key % stride): [column[i] for column in totals] for i, key in enumerate(keys[starts].tolist())
-    }
+        grid[np.isnan(grid)] = 0.0
+        totals[:, i] = np.cumsum(grid, axis=1)[:, -1]
+    numbers, buckets = (keys[starts] // stride).tolist(), (keys[starts] % stride).tolist()
+    return dict(zip(zip(numbers, buckets, strict=True), totals.tolist(), strict=True))
+
+
+def _floats(column: Any) -> Any:
+    """A fetched column as float64 values, NULL as NaN."""
+    if isinstance(column, np.ma.MaskedArray):
+        return np.ma.filled(column.astype(np.float64), np.nan)
+    return np.asarray(column, dtype=np.float64)
 
 
 def _share(max_points: int, series: int) -> int:
@@ -482,14 +506,26 @@ def _share(max_points: int, series: int) -> int:
 
 def _minutes_span(
     con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None
-) -> tuple[datetime, datetime, int] | None:
-    """The job's first and last minute of GPU samples and how many GPUs, from ``gpu_minutes``
-    (every GPU: from ``job_gpu_series``, its rows grouped per GPU); None for a job without any."""
-    if gpu is None:
-        first, last, series = db.one(con, GPU_SERIES_SPAN, {"job_id": job_id})
+) -> tuple[datetime, datetime, int, sealed_reads.Rows] | None:
+    """The job's first and last minute of GPU samples and how many GPUs (every GPU: from
+    ``job_gpu_series``, its rows grouped per GPU; one GPU: from its minutes), and where its
+    minutes are read; None for a job without any."""
+    first, last, series = db.one(con, GPU_SERIES_SPAN, {"job_id": job_id})
+    if first is not None:
+        minutes_of_job = sealed_reads.between(con, parts.GPU_MINUTES, first, last)
+    elif gpu is not None:
+        minutes_of_job = sealed_reads.whole(parts.GPU_MINUTES)  # as before job_gpu_series: every minute
     else:
-        first, last, series = db.one(con, GPU_MINUTES_SPAN, {"job_id": job_id, "gpu": gpu})
-    return None if first is None else (first, last, series)
+        return None
+    if gpu is not None:
+        sql = _reading(GPU_MINUTES_SPAN, minutes_of_job)
+        first, last, series = db.one(con, sql, {"job_id": job_id, "gpu": gpu, **minutes_of_job.params})
+    return None if first is None else (first, last, series, minutes_of_job)
+
+
+def _reading(sql: str, minutes: sealed_reads.Rows) -> str:
+    """A query of the minutes (one naming MINUTES) reading these rows."""
+    return sql.replace(MINUTES, minutes.sql)
 
 
 def _checked(fields: list[str]) -> list[str]:
