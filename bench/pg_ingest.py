@@ -13,7 +13,11 @@ Generates the jobs (bench/generate.py's make_job, job i under root i % ingesters
 Both start from nothing (the schema's build is in both times); with ``--prebuilt`` the DuckDB file,
 the stages and the PostgreSQL database are first built by ``runlytics db upgrade``, untimed (a
 schema is built once per warehouse, not per ingest). Also prints each ingester's stage and publish
-seconds. Checks that PostgreSQL then holds
+seconds, the models whose slow_vs_peers each recomputed, and the CPU seconds of each round: the
+ingest processes' (user + system, as the kernel counted them when they were waited for) and, for
+PostgreSQL, the server's (its postmaster and every backend, autovacuum included, from /proc): on
+a machine shared with other work the wall time moves with the load, the CPU seconds much less.
+Checks that PostgreSQL then holds
 as many rows of each table as the DuckDB warehouse, and prints a Markdown table (docs/benchmark.md,
 "PostgreSQL: 4 ingesters at once"). The issue's target: PostgreSQL's wall time <= 1.5x DuckDB's.
 """
@@ -44,7 +48,34 @@ from bench import generate  # noqa: E402
 CLI = [sys.executable, "-m", "runlytics"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 TARGET = 1.5
+TICKS = os.sysconf("SC_CLK_TCK")
 COUNTED = ("jobs", "steps", "step_gpus", "checkpoints", "job_results", "utilization_minutes", "insight_results")
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's children that have been waited for."""
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def server_cpu(server: PgServer) -> float:
+    """CPU seconds of the PostgreSQL server so far: its postmaster's own and its exited children's
+    (counted into it when reaped), and each live child's."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+
+    def fields(pid: int | str) -> list[str]:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+    ticks = sum(int(value) for value in fields(postmaster)[11:15])
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                stat = fields(pid)
+            except OSError:  # gone meanwhile
+                continue
+            if int(stat[1]) == postmaster:
+                ticks += int(stat[11]) + int(stat[12])
+    return ticks / TICKS
 
 
 def write_roots(out: Path, jobs: int, steps: int, gpus: int, ingesters: int) -> list[Path]:
@@ -167,11 +198,16 @@ def main() -> None:
             scratch = base / f"round{n}"
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir()
+            cpu = children_cpu()
             seconds, warehouse = duckdb_round(roots, scratch, args.prebuilt)
             duck_times.append(seconds)
+            duck_cpu, cpu = children_cpu() - cpu, children_cpu()
             split_times.append(split_round(roots, scratch, args.prebuilt))
+            split_cpu = children_cpu() - cpu
             url = server.new_database()
+            cpu, server_began = children_cpu(), server_cpu(server)
             seconds, reports = postgres_round(roots, scratch, url, args.prebuilt)
+            pg_cpu, pg_server_cpu = children_cpu() - cpu, server_cpu(server) - server_began
             pg_times.append(seconds)
             want, got = counts_duckdb(warehouse), counts_postgres(url)
             if want != got:
@@ -184,6 +220,10 @@ def main() -> None:
                   f"{split_times[-1]:.1f} s, PostgreSQL {pg_times[-1]:.1f} s "
                   f"({published} jobs published; stage {[r['stage_seconds'] for r in reports]} s, "
                   f"publish {[r['seconds'] for r in reports]} s); rows {got}")  # fmt: skip
+            print(f"round {n}: load average {os.getloadavg()[0]:.2f}; CPU seconds: DuckDB {duck_cpu:.1f}, "
+                  f"{args.ingesters} DuckDB files {split_cpu:.1f}, "
+                  f"PostgreSQL ingesters {pg_cpu:.1f} + server {pg_server_cpu:.1f}; slow_vs_peers recomputed by "
+                  f"{sum(1 for r in reports if r.get('peers_recomputed'))} of {len(reports)} ingesters")  # fmt: skip
     finally:
         server.stop()
         if args.data is None:

@@ -8,13 +8,16 @@ each job's advisory lock, deletes the job's rows of every per-job table and COPY
 (binary, ``pg_copy.copy_rows``), derived rows (job_results, utilization_minutes, insights)
 included, so PostgreSQL computes none of them but ``slow_vs_peers``, the one insight that
 compares a job with other jobs (other ingesters' among them): it is recomputed on PostgreSQL
-per model, under the model's advisory lock. The stage forgets a queued job only after
+per model, under the model's advisory lock, for the models batches marked stale in
+``peer_changes`` (revision 0027) and no other recompute took since; publishes of a model in
+flight together recompute it once (the PUBLISHING locks). The stage forgets a queued job only after
 PostgreSQL's commit, so a kill between republishes it on the next run (a job is published
 whole or not at all, and publishing it twice leaves the same rows).
 
 A job already published by another ingester (``job_owners``) is not overwritten: a warning names
 the job and its owner. ``ingest_files`` rows are published with their path prefixed by the
-ingester's name (paths of different hosts would collide); ``ingest_runs`` rows keep their run id
+ingester's name (paths of different hosts would collide), and so are the rows of its failed and
+pending files, every run; ``ingest_runs`` rows keep their run id
 (nanoseconds at the start), and a run id another ingester already published is kept as it was.
 docs/postgresql.md, "Ingest", and docs/decisions.md say why.
 """
@@ -45,8 +48,15 @@ if TYPE_CHECKING:
 # slow_vs_peers
 JOB_LOCK = postgres.JOB_LOCK
 MODEL_LOCK = 0x72756E6D  # 'runm'
+# pg_advisory_lock (session level) of class PUBLISHING, hashtext(model): held shared by each publish
+# of a model's jobs from before its first batch until its last batch committed, then asked for
+# exclusively before the recompute, so that the publishes of one model in flight together
+# recompute its peers once, after all of them committed (the others then find no stale marks)
+PUBLISHING = 0x72756E70  # 'runp'
 
-BATCH_JOBS = 100  # jobs per PostgreSQL transaction: few transactions, yet locks held briefly
+# jobs per PostgreSQL transaction: a statement per table and batch, so few batches; each holds its
+# jobs' locks (other ingesters rarely want them) and insight_settings in SHARE mode until its commit
+BATCH_JOBS = 500
 
 # PostgreSQL table -> the stage's rows of the jobs named by $job_ids, {columns} the target's
 PER_JOB: dict[str, str] = {
@@ -63,6 +73,12 @@ PER_JOB["insight_results"] = (
 # the ledger's rows of the job's files, each path prefixed by the ingester's name
 PER_JOB["ingest_files"] = "SELECT {columns} FROM ingest_files WHERE job_id IN (SELECT unnest($job_ids))"
 PREFIXED = {"ingest_files": "path"}
+# the ledger's rows of files not ingested as they are now (failed, pending: of a job or of none),
+# and of the files PostgreSQL still has as such from this ingester ($paths, unprefixed): published
+# whole each run, whether or not a job changed, so that `runlytics status --db URL` lists them
+PROBLEM_FILES = "SELECT {columns} FROM ingest_files WHERE outcome <> 'ingested' OR path IN (SELECT unnest($paths))"
+PG_PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND starts_with(path, %s)"
+PG_DELETE_FILES = "DELETE FROM ingest_files WHERE path = ANY(%s)"
 # a running job the run did not change: only its insights moved (silent_running, as_of)
 INSIGHTS_ONLY = ("insight_results", "insight_jobs")
 
@@ -90,24 +106,47 @@ THRESHOLDS_MARK = "thresholds"
 CLEAR_MARK = "DELETE FROM publish_marks WHERE name = $name"
 NEW_RUNS = "SELECT {columns} FROM ingest_runs WHERE run_id > $after ORDER BY run_id"
 
-PG_LOCK_JOB = postgres.LOCK_JOB
+# the batch's job locks in one statement, in the order of the array (sorted by job id, as every
+# publisher takes them): a function scan yields the array's items in order
+PG_LOCK_JOBS = "SELECT count(pg_advisory_xact_lock(%s, hashtext(j))) FROM unnest(%s::text[]) AS j"
 PG_OWNERS = "SELECT job_id, ingester FROM job_owners WHERE job_id = ANY(%s)"
 PG_MODELS = (
     "SELECT DISTINCT model_name FROM jobs WHERE status = 'completed' AND model_name IS NOT NULL AND job_id = ANY(%s)"
 )
-# a table's rows as PostgreSQL's planner last counted them (-1: never)
-PG_ESTIMATE = "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)"
-ANALYZE_SHARE = 0.1  # a publish that adds more than this share of a table's rows analyzes it
+# tables' rows as PostgreSQL's planner last counted them (-1: never)
+PG_ESTIMATES = "SELECT t, c.reltuples FROM unnest(%s::text[]) AS t JOIN pg_class c ON c.oid = to_regclass(t)"
+# a publish that adds more than this share of a table's rows analyzes it: plans go wrong on the
+# counts of a table many times smaller (nested loops over "empty" tables), not on counts a few
+# times off; so four ingesters filling one database analyze each table once or twice, not four times
+ANALYZE_SHARE = 1.0
 PG_DELETE = "DELETE FROM {table} WHERE job_id = ANY(%s)"
+# the batch's rows of every per-job table, in one statement
+PG_DELETE_ALL = "WITH {deletes} SELECT 1"
+PG_DELETE_ONE = "d{n} AS (DELETE FROM {table} WHERE job_id = ANY(%(job_ids)s))"
 PG_DELETE_INSIGHTS = "DELETE FROM insight_results WHERE job_id = ANY(%s) AND kind <> 'slow_vs_peers'"
 PG_OWN = """
 INSERT INTO job_owners (job_id, ingester, published_at)
 SELECT unnest(%s::text[]), %s, now() AT TIME ZONE 'UTC'
 ON CONFLICT (job_id) DO UPDATE SET published_at = EXCLUDED.published_at
 """
-# slow_vs_peers of the completed jobs of these models and of the jobs just published, from the
-# view insight_peers over every ingester's jobs; each row at its job's as_of
-PG_PEERS = "SELECT job_id FROM jobs WHERE status = 'completed' AND model_name = ANY(%s) UNION SELECT unnest(%s::text[])"
+# the models whose slow_vs_peers a batch's commit made stale (revision 0027): recorded in the
+# batch's transaction, removed by the recompute that covers them, whoever runs it
+PG_PEERS_STALE = """
+INSERT INTO peer_changes (model_name, ingester, changed_at)
+SELECT unnest(%s::text[]), %s, now() AT TIME ZONE 'UTC'
+"""
+PG_TAKE_STALE = "DELETE FROM peer_changes WHERE model_name = ANY(%s) RETURNING model_name"
+PG_LOCK_MODELS = "SELECT count(pg_advisory_xact_lock(%s, hashtext(m))) FROM unnest(%s::text[]) AS m"
+# the recompute sorts every pair of peers (a model's completed jobs squared): in memory, not on disk
+PG_PEERS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
+PG_PUBLISHING = "SELECT count(pg_advisory_lock_shared(%s, hashtext(m))) FROM unnest(%s::text[]) AS m"
+PG_LAST_PUBLISHING = "SELECT count(pg_advisory_lock(%s, hashtext(m))) FROM unnest(%s::text[]) AS m"
+# the publish's connection holds no other session-level advisory lock
+PG_DONE_PUBLISHING = "SELECT pg_advisory_unlock_all()"
+PG_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
+# slow_vs_peers of the completed jobs of these models, from the view insight_peers over every
+# ingester's jobs; each row at its job's as_of
+PG_PEERS = "SELECT job_id FROM jobs WHERE status = 'completed' AND model_name = ANY(%s)"
 PG_DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id = ANY(%s)"
 PG_INSERT_PEER_KIND = """
 INSERT INTO insight_results
@@ -135,6 +174,7 @@ class Published:
     jobs: int = 0
     insights_only: int = 0
     runs: int = 0
+    peers_recomputed: list[str] = field(default_factory=list)  # models whose slow_vs_peers this run recomputed
     conflicts: dict[str, str] = field(default_factory=dict)  # job id -> its owner
     rows: dict[str, int] = field(default_factory=dict)  # rows copied, per table
     telemetry: pg_telemetry.Published | None = None
@@ -145,6 +185,7 @@ class Published:
             "jobs": self.jobs,
             "insights_only": self.insights_only,
             "runs": self.runs,
+            "peers_recomputed": self.peers_recomputed,
             "conflicts": [{"job_id": job_id, "owner": owner} for job_id, owner in sorted(self.conflicts.items())],
             "seconds": round(self.seconds, 3),
         }
@@ -215,18 +256,20 @@ def publish(
         held = [job_id for job_id, present in queued if present]  # the others have no facts here
         running = [job_id for (job_id,) in con.execute(UNQUEUED if refreshed else RUNNING).fetchall()]
         models: set[str] = set()
-        done: list[str] = []
         try:
+            _publish_problem_files(con, pg, ingester, result)
+            announced = _announce(con, pg, held, wait)
             for batch in _batches(held):
-                before, mine = _publish_jobs(con, pg, ingester, batch, result)
-                models |= before
-                done += mine
-            models |= _models(con, done)  # the published jobs' models now (other ingesters' jobs not)
+                models |= _publish_jobs(con, pg, ingester, batch, result)
             for batch in _batches(running):
                 _publish_insights(con, pg, ingester, batch, result)
             _analyze(pg, result.rows)
             if models:
-                _recompute_peers(pg, models, done)
+                _wait_for_publishers(pg, models | announced, wait)
+                result.peers_recomputed = _recompute_peers(pg, models)
+            if announced or models:
+                pg.execute(PG_DONE_PUBLISHING)
+                pg.commit()
             result.runs = _publish_runs(con, pg)
             # GPU telemetry after the job facts: samples, gpu_minutes, job_gpu_series of the minutes
             # the stage stored since (its own transactions and outbox)
@@ -284,17 +327,31 @@ def _pg(target: db.PostgresUrl) -> Iterator[psycopg.Connection[Any]]:
 
 def _ensure_schema(pg: psycopg.Connection[Any], target: db.PostgresUrl, wait: float) -> None:
     """PostgreSQL at this runlytics' revision: built or upgraded when older (in one transaction
-    under the schema lock, as ``db upgrade``), refused when newer."""
-    with pg.cursor() as cursor:
-        present = cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-        revision = (
-            cursor.execute("SELECT version_num FROM alembic_version").fetchone() if present and present[0] else None
-        )
+    under the schema lock, as ``db upgrade``), refused when newer. Another ingester may be
+    building it this moment (ingesters started together on a new database): the revision is read
+    again under the schema lock, so that those that waited for the build do not run the chain
+    again to find nothing to do (alembic's scripts loaded: 0.2-0.3 s of CPU each)."""
+    current = _revision(pg)
     pg.commit()
-    current = revision[0] if revision else None
+    if current == migrate.HEAD_REVISION:
+        return
+    migrate.check_revision(current, target)
+    busy = f"warehouse {target} is being upgraded or filled by another process (waited {wait:g} s)"
+    postgres.wait_for_lock(lambda sql: pg.execute(sql).fetchone()[0], postgres.SCHEMA_LOCK, wait, busy)  # type: ignore[index]
+    current = _revision(pg)
+    pg.commit()  # the lock with it: upgrade_postgres takes it again on a connection of its own
     if current != migrate.HEAD_REVISION:
         migrate.check_revision(current, target)
         migrate.upgrade_postgres(target, wait=wait)
+
+
+def _revision(pg: psycopg.Connection[Any]) -> str | None:
+    with pg.cursor() as cursor:
+        present = cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        if not (present and present[0]):
+            return None
+        revision = cursor.execute("SELECT version_num FROM alembic_version").fetchone()
+    return str(revision[0]) if revision else None
 
 
 def _batches(job_ids: list[str]) -> Iterator[list[str]]:
@@ -315,8 +372,7 @@ def _lock_and_own(
     return the jobs this ingester may write: unowned, or its own. Refused (ThresholdsMoved) when
     PostgreSQL's thresholds are no longer those the stage's insights were computed with."""
     with pg.cursor() as cursor:
-        for job_id in sorted(batch):
-            cursor.execute(PG_LOCK_JOB, (JOB_LOCK, job_id))
+        cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
         cursor.execute(PG_SHARE_THRESHOLDS)
         theirs = {name: float(value) for name, value in cursor.execute(PG_THRESHOLDS).fetchall()}
     if theirs and theirs != insights.thresholds(con):
@@ -335,22 +391,23 @@ def _lock_and_own(
 
 def _publish_jobs(
     con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
-) -> tuple[set[str], list[str]]:
-    """Copy these jobs whole in one transaction (those this ingester may write); the models they
-    had on PostgreSQL before, and the jobs copied."""
+) -> set[str]:
+    """Copy these jobs whole in one transaction (those this ingester may write), which also records
+    as stale the slow_vs_peers of the models of their completed jobs, before and after; those models."""
     mine = _lock_and_own(con, pg, ingester, batch, result)
     if not mine:
         pg.rollback()
-        return set(), []
+        return set()
     with pg.cursor() as cursor:
-        before = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()}
-        for table in PER_JOB:
-            cursor.execute(PG_DELETE.format(table=db.quote_identifier(table)), (mine,))
+        models = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()} | _models(con, mine)
+        cursor.execute(_DELETE_ALL, {"job_ids": mine})
         _copy(con, pg, PER_JOB, mine, ingester, result.rows)
         cursor.execute(PG_OWN, (mine, ingester))
+        if models:
+            cursor.execute(PG_PEERS_STALE, (sorted(models), ingester))
     pg.commit()
     result.jobs += len(mine)
-    return before, mine
+    return models
 
 
 def _publish_insights(
@@ -403,38 +460,130 @@ def _copy(
 
 
 def _analyze(pg: psycopg.Connection[Any], rows: dict[str, int]) -> None:
-    """ANALYZE the tables this publish grew by a good share: the peers' recompute that follows
-    (and readers until autovacuum comes) would be planned on counts of a smaller table (20 s
+    """ANALYZE the tables this publish at least doubled: the peers' recompute that follows (and
+    readers until autovacuum comes) would be planned on counts of a much smaller table (20 s
     instead of 0.5 s for 500 jobs' first publish)."""
-    for table, copied in sorted(rows.items()):
-        with pg.cursor() as cursor:
-            known = cursor.execute(PG_ESTIMATE, (table,)).fetchone()
-            if known is not None and (known[0] < 0 or copied > ANALYZE_SHARE * known[0]):
+    copied = {table: n for table, n in rows.items() if n}
+    if not copied:
+        return
+    with pg.cursor() as cursor:
+        known = dict(cursor.execute(PG_ESTIMATES, (sorted(copied),)).fetchall())
+    pg.commit()
+    for table in sorted(copied):
+        estimate = known.get(table)
+        if estimate is not None and (estimate < 0 or copied[table] > ANALYZE_SHARE * estimate):
+            with pg.cursor() as cursor:
                 cursor.execute(f"ANALYZE {db.quote_identifier(table)}")
-        pg.commit()
+            pg.commit()
 
 
+_DELETE_ALL = PG_DELETE_ALL.format(
+    deletes=", ".join(PG_DELETE_ONE.format(n=n, table=db.quote_identifier(t)) for n, t in enumerate(PER_JOB))
+)
 _COLUMNS: dict[str, list[tuple[str, str]]] = {}  # every database at this revision has the same columns
+# the columns of the tables a publish writes, in order, each with its type's name (as pg_copy.COLUMNS)
+PG_COLUMNS = (
+    "SELECT table_name, column_name, udt_name FROM information_schema.columns "
+    "WHERE table_schema = current_schema() AND table_name = ANY(%s) ORDER BY table_name, ordinal_position"
+)
 
 
 def _columns(pg: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
     if table not in _COLUMNS:
-        _COLUMNS[table] = pg_copy.target_columns(pg, table)
+        wanted = sorted({*PER_JOB, "ingest_runs", table})
+        found: dict[str, list[tuple[str, str]]] = {}
+        with pg.cursor() as cursor:
+            for name, column, udt in cursor.execute(PG_COLUMNS, (wanted,)).fetchall():
+                found.setdefault(name, []).append((column, udt))
+        _COLUMNS.update(found)
     return _COLUMNS[table]
 
 
-def _recompute_peers(pg: psycopg.Connection[Any], models: set[str], published: list[str]) -> None:
-    """slow_vs_peers of every completed job of these models (of completed jobs published, before
-    and after the publish) and of the jobs published, on PostgreSQL: one transaction under each
-    model's lock (sorted), so that the last ingester to publish a model's job computes its peers
-    from every committed job."""
+def _publish_problem_files(
+    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, result: Published
+) -> None:
+    """The stage's ledger rows of its failed and pending files, and of the files PostgreSQL has as
+    failed or pending from this ingester (those since read, or gone), replaced in one transaction.
+    Before the jobs: a file once of no job that is now a published job's is then replaced by path
+    here first, and by its job below (the same row)."""
+    prefix = f"{ingester}:"
     with pg.cursor() as cursor:
-        for model in sorted(models):
-            cursor.execute(PG_LOCK_JOB, (MODEL_LOCK, model))
-        peers = [job_id for (job_id,) in cursor.execute(PG_PEERS, (sorted(models), published)).fetchall()]
+        theirs = [path for (path,) in cursor.execute(PG_PROBLEM_PATHS, (prefix,)).fetchall()]
+    columns = _columns(pg, "ingest_files")
+    names = [name for name, _ in columns]
+    expressions = (f"$prefix || {db.quote_identifier(n)}" if n == "path" else db.quote_identifier(n) for n in names)
+    select = PROBLEM_FILES.format(columns=", ".join(expressions))
+    params = {"paths": [path[len(prefix) :] for path in theirs], "prefix": prefix}
+    mine = [row[names.index("path")] for row in con.execute(select, params).fetchall()]
+    if not theirs and not mine:
+        pg.rollback()
+        return
+    with pg.cursor() as cursor:
+        cursor.execute(PG_DELETE_FILES, (sorted({*theirs, *mine}),))
+    copied = pg_copy.copy_rows(con, pg, "ingest_files", columns, select, params)
+    pg.commit()
+    result.rows["ingest_files"] = result.rows.get("ingest_files", 0) + copied
+
+
+def _announce(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], held: list[str], wait: float) -> set[str]:
+    """Hold PUBLISHING shared for the models these jobs have (on the stage and on PostgreSQL), in
+    order; the models. Waiting at most ``wait`` seconds (behind a publish that waits to recompute
+    one of them): past that, none held, which only costs a recompute of this run's own."""
+    if not held:
+        return set()
+    with pg.cursor() as cursor:
+        models = {model for (model,) in cursor.execute(PG_MODELS, (held,)).fetchall()} | _models(con, held)
+    pg.commit()
+    if models and not _lock_models(pg, PG_PUBLISHING, models, wait):
+        return set()
+    return models
+
+
+def _wait_for_publishers(pg: psycopg.Connection[Any], models: set[str], wait: float) -> None:
+    """Let go of PUBLISHING shared and wait (at most ``wait`` seconds) for it exclusively: until
+    the other publishes of these models in flight have committed their batches. One of them then
+    recomputes each model from every batch; the others find its marks gone."""
+    pg.execute(PG_DONE_PUBLISHING)
+    pg.commit()
+    _lock_models(pg, PG_LAST_PUBLISHING, models, wait)
+
+
+def _lock_models(pg: psycopg.Connection[Any], sql: str, models: set[str], wait: float) -> bool:
+    """Take session-level locks of PUBLISHING on these models (sorted) with ``sql``; False, and
+    none held, when that took more than ``wait`` seconds. Only an optimisation waits on them:
+    the marks and MODEL_LOCK keep slow_vs_peers right without them."""
+    import psycopg
+
+    try:
+        pg.execute(PG_LOCK_TIMEOUT, (f"{max(1, int(wait * 1000))}ms",))
+        pg.execute(sql, (PUBLISHING, sorted(models)))
+    except psycopg.errors.LockNotAvailable:
+        pg.rollback()
+        pg.execute(PG_DONE_PUBLISHING)
+        pg.commit()
+        return False
+    pg.commit()
+    return True
+
+
+def _recompute_peers(pg: psycopg.Connection[Any], models: set[str]) -> list[str]:
+    """slow_vs_peers of every completed job of those of these models (the models of the completed
+    jobs published, before and after) still recorded stale in ``peer_changes``, on PostgreSQL, in
+    one transaction under each model's lock (sorted); the models recomputed. A model whose stale
+    marks are gone was recomputed by a transaction that began after this run's batches committed
+    (another ingester's, that took the marks and computed from every job committed): not again."""
+    with pg.cursor() as cursor:
+        cursor.execute(PG_LOCK_MODELS, (MODEL_LOCK, sorted(models)))
+        stale = sorted({model for (model,) in cursor.execute(PG_TAKE_STALE, (sorted(models),)).fetchall()})
+        if not stale:
+            pg.commit()
+            return []
+        cursor.execute(PG_PEERS_WORK_MEM)
+        peers = [job_id for (job_id,) in cursor.execute(PG_PEERS, (stale,)).fetchall()]
         cursor.execute(PG_DELETE_PEER_KIND, (peers,))
         cursor.execute(PG_INSERT_PEER_KIND, (peers,))
     pg.commit()
+    return stale
 
 
 def _publish_runs(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any]) -> int:

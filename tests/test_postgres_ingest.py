@@ -17,6 +17,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ WHEN = {"ingested_at", "first_seen_at", "last_read_at", "as_of"}
 SILENT_FIGURES = {"value", "reference", "message"}
 ENTRY = "from runlytics import cli; cli.entry()"
 # the entry point with small publish batches, killed with SIGKILL after the first batch's commit
-# (PostgreSQL has those jobs, the stage still owes them) or before the publish began
+# (PostgreSQL has those jobs, the stage still owes them), before the publish began, or after every
+# batch but before slow_vs_peers was recomputed (its stale marks stay on PostgreSQL)
 KILL = """
 import os, signal, sys
 from runlytics.ingest import postgres as p
@@ -65,6 +67,8 @@ def after_first(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 if when == "before":
     p.publish = before
+elif when == "before_peers":
+    p._recompute_peers = before
 else:
     p._publish_jobs = after_first
 from runlytics import cli
@@ -316,6 +320,78 @@ def test_a_kill_between_stage_and_publish_is_published_by_the_next_run(fleet: Fl
     assert report["ingested"] == 0  # the first run's stage had it all: only the publish was owed
     assert report["published"]["jobs"] == ROOTS * JOBS_PER_ROOT + 1
     _assert_equal(url, fleet.reference)
+
+
+def test_a_kill_before_the_peers_recompute_leaves_it_owed(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    stage = fleet.stage(tmp_path / "stage.duckdb")
+    killed = _run(KILL, url, stage, fleet, extra=("before_peers",))
+    assert killed.returncode == -9, killed.stderr
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT count(*) FROM jobs").fetchone() == (ROOTS * JOBS_PER_ROOT + 1,)
+        assert con.execute("SELECT count(*) FROM insight_results WHERE kind = 'slow_vs_peers'").fetchone() == (0,)
+        stale = {model for (model,) in con.execute("SELECT model_name FROM peer_changes").fetchall()}
+    assert "llama-3-8b" in stale
+    again = _run(ENTRY, url, stage, fleet)
+    assert again.returncode == 0, again.stderr
+    assert set(json.loads(again.stdout)["published"]["peers_recomputed"]) == stale
+    _assert_equal(url, fleet.reference)
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT count(*) FROM peer_changes").fetchone() == (0,)
+
+
+def test_a_recompute_that_another_ingester_ran_is_not_run_again(
+    fleet: Fleet, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingester 0 has committed its batches; before its recompute, ingester 1 publishes and
+    recomputes slow_vs_peers from every committed job, ingester 0's too: 0 then recomputes only
+    the models 1 did not."""
+    target = db.PostgresUrl(url)
+    stages = [fleet.stage(tmp_path / f"stage{n}.duckdb") for n in range(ROOTS)]
+    wait_for_publishers = pg_ingest._wait_for_publishers
+    second: list[pg_ingest.Published] = []
+
+    def another_ingester_first(pg: Any, models: set[str], wait: float) -> None:
+        pg.execute(pg_ingest.PG_DONE_PUBLISHING)  # 0's batches are committed: 1 need not wait for it
+        pg.commit()
+        monkeypatch.setattr(pg_ingest, "_wait_for_publishers", wait_for_publishers)
+        second.append(pg_ingest.ingest(target, fleet.roots[1:2], stage=stages[1], wait=30, spools=fleet.spools[1:2],
+                                       keep_raw_days=0)[1])  # fmt: skip
+        wait_for_publishers(pg, models, wait)
+
+    monkeypatch.setattr(pg_ingest, "_wait_for_publishers", another_ingester_first)
+    _, first = pg_ingest.ingest(target, fleet.roots[:1], stage=stages[0], wait=30, spools=fleet.spools[:1],
+                                keep_raw_days=0)  # fmt: skip
+    # 1's recompute covered 0's models that 1 also published (llama-3-8b on every host); 0 recomputes only the others
+    assert "llama-3-8b" in second[0].peers_recomputed
+    assert first.peers_recomputed and not set(first.peers_recomputed) & set(second[0].peers_recomputed)
+    _, third = pg_ingest.ingest(target, fleet.roots[2:], stage=stages[2], wait=30, spools=fleet.spools[2:],
+                                keep_raw_days=0)  # fmt: skip
+    assert "llama-3-8b" in third.peers_recomputed
+    _assert_equal(url, fleet.reference)
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT count(*) FROM peer_changes").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (0,)
+
+
+def test_a_recompute_waits_for_the_publishes_in_flight_at_most_wait_seconds(url: str) -> None:
+    """A publish of a model in flight (PUBLISHING held shared) holds back another's recompute of
+    it until its batches are committed; no longer than the run's wait, after which the other
+    recomputes anyway (its marks keep it right) and holds nothing."""
+    models = {"llama-3-8b", "gpt2"}
+    held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ExclusiveLock' AND granted"
+    with psycopg.connect(url) as in_flight, psycopg.connect(url) as pg:
+        in_flight.execute(pg_ingest.PG_PUBLISHING, (pg_ingest.PUBLISHING, ["gpt2"]))
+        in_flight.commit()
+        began = time.monotonic()
+        pg_ingest._wait_for_publishers(pg, models, 0.3)
+        assert 0.3 <= time.monotonic() - began < 10
+        assert pg.execute(held).fetchone() == (0,)
+        in_flight.execute(pg_ingest.PG_DONE_PUBLISHING)
+        in_flight.commit()
+        pg_ingest._wait_for_publishers(pg, models, 0.3)
+        assert pg.execute(held).fetchone() == (2,)  # both models, this session's, until it lets go
+        pg.execute(pg_ingest.PG_DONE_PUBLISHING)
+        assert pg.execute(held).fetchone() == (0,)
 
 
 def test_a_job_another_ingester_owns_is_not_overwritten(

@@ -5,8 +5,9 @@ data; the facts, the ledger and the derived tables are then copied with COPY (bi
 the last bit, NaN and infinities included), all in one transaction with the schema's build, so a
 failed or interrupted copy leaves the target as it was. The source is read from its newest
 snapshot, so a running ingest is neither blocked nor half seen. GPU samples are read through the
-view ``gpu_samples`` (the hot table and every Parquet part) into PostgreSQL's ``gpu_samples_hot``:
-PostgreSQL keeps them in its table, with no parts (docs/postgresql.md).
+view ``gpu_samples`` (the hot table and every Parquet part) into PostgreSQL's ``gpu_sample_minutes``,
+packed one row per GPU and minute (warehouse/pg_samples.py) and read there through its view
+``gpu_samples``: PostgreSQL has no parts (docs/postgresql.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import duckdb
 import psycopg
 import sqlalchemy as sa
 
-from . import db, migrate, postgres, snapshots
+from . import db, migrate, pg_samples, postgres, snapshots
 
 # target table -> the DuckDB table or view its rows come from, in the order they are copied
 COPIED: dict[str, str] = {
@@ -33,7 +34,8 @@ COPIED: dict[str, str] = {
     "trainer_steps": "trainer_steps",
     "trainer_runs": "trainer_runs",
     "metric_values": "metric_values",
-    "gpu_samples_hot": "gpu_samples",  # the hot rows and every Parquet part's
+    # the hot rows and every Parquet part's, into the view's table packed per minute (pg_samples)
+    pg_samples.VIEW: "gpu_samples",
     "gpu_minutes": "gpu_minutes",
     "job_gpu_series": "job_gpu_series",
     "ingest_files": "ingest_files",
@@ -48,11 +50,12 @@ COPIED: dict[str, str] = {
 # the target's tables that are not copied, and why
 NOT_COPIED: dict[str, str] = {
     "alembic_version": "written by the target's own upgrade",
-    "gpu_parts": "DuckDB's manifest of its Parquet files; their rows go to gpu_samples_hot",
+    "gpu_parts": "DuckDB's manifest of its Parquet files; their rows go to gpu_samples",
     "gpu_parts_retired": "DuckDB's replaced Parquet files waiting for deletion",
     "publish_queue": "a stage's jobs owed to PostgreSQL (ingest/postgres.py): a copied warehouse owes none",
     "publish_marks": "a stage's marks of what it published to PostgreSQL",
     "job_owners": "the ingester that published each job: a copied job has none (its first publisher owns it)",
+    "peer_changes": "models whose slow_vs_peers a publish made stale: a copy's are the warehouse's, up to date",
     "pg_telemetry_outbox": "a stage's GPU minutes owed to PostgreSQL (warehouse/telemetry_outbox.py)",
 }
 # filled by the upgrade itself (revision 0011's default thresholds): replaced by the source's rows
@@ -144,12 +147,16 @@ def _copy_into(
     for table, origin in COPIED.items():
         columns = _target_columns(conn, table)
         try:
-            result.rows[table] = _copy_table(con, raw, table, origin, columns, totals[table], on_progress)
+            if table == pg_samples.VIEW:
+                result.rows[table] = pg_samples.copy(con, raw, total=totals[table], on_progress=on_progress)
+            else:
+                result.rows[table] = _copy_table(con, raw, table, origin, columns, totals[table], on_progress)
         except psycopg.Error as error:
             reason = postgres.reason(error)
             raise db.WarehouseError(f"copy into {target} failed at table {table}, nothing written: {reason}") from error
     for table in COPIED:
-        conn.exec_driver_sql(f"ANALYZE {db.quote_identifier(table)}")  # plans need the new rows' statistics
+        stored = pg_samples.TABLE if table == pg_samples.VIEW else table
+        conn.exec_driver_sql(f"ANALYZE {db.quote_identifier(stored)}")  # plans need the new rows' statistics
     conn.commit()
     return result
 
@@ -222,17 +229,21 @@ def copy_rows(
     try:
         cursor.execute(select, params)
         done = 0
+        batch = cursor.fetchmany(BATCH_ROWS)
+        if not batch:  # no COPY statement for no rows (a publish's jobs often have no trainer state)
+            return 0
         with (
             raw.cursor() as pg,
             pg.copy(f"COPY {db.quote_identifier(table)} ({names}) FROM STDIN (FORMAT BINARY)") as out,
         ):
             out.set_types([_copy_type(udt) for _, udt in columns])
-            while batch := cursor.fetchmany(BATCH_ROWS):
+            while batch:
                 for row in batch:
                     out.write_row(_portable_json(row, texts) if texts else row)
                 done += len(batch)
                 if on_progress is not None:
                     on_progress(table, done, total)
+                batch = cursor.fetchmany(BATCH_ROWS)
     finally:
         cursor.close()
     return done
