@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from pg_server import PgServer, bin_dir  # noqa: E402
 
-from runlytics.warehouse import db, migrate, parts, pg_copy, snapshots  # noqa: E402
+from runlytics.warehouse import db, migrate, parts, pg_copy, pg_samples, snapshots  # noqa: E402
 
 START = datetime(2026, 11, 1)
 
@@ -63,7 +63,7 @@ def main() -> None:
         finally:
             if server is not None:
                 server.stop()
-    copied = result.rows["gpu_samples_hot"]
+    copied = result.rows[pg_samples.VIEW]
     print(f"db copy of {copied:,} GPU samples (Parquet parts): {seconds:.1f} s, {copied / seconds:,.0f} samples/s")
 
 

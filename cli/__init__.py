@@ -427,7 +427,7 @@ def _db_copy(args: argparse.Namespace) -> int:
 
 class CopyProgress:
     """``db copy``'s progress on stderr: a line per table copied; on a terminal, also its rows as
-    they go ("copying gpu_samples_hot: 120,000/2,000,000 rows")."""
+    they go ("copying gpu_samples: 120,000/2,000,000 rows")."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream

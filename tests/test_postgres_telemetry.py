@@ -32,7 +32,17 @@ from pg_server import PgServer
 
 from runlytics.api.app import create_app
 from runlytics.ingest.pipeline import ingest
-from runlytics.warehouse import db, migrate, parts, pg_copy, pg_telemetry, snapshots, telemetry_outbox
+from runlytics.warehouse import (
+    db,
+    migrate,
+    parts,
+    pg_copy,
+    pg_samples,
+    pg_telemetry,
+    postgres,
+    snapshots,
+    telemetry_outbox,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = datetime(2026, 11, 2)  # days before the tests run: the stage seals every sample into Parquet parts
@@ -47,7 +57,7 @@ GPUS = (
 NEW_GPU = ("j1", "n2", 1, None)
 ODD = (None, math.nan, math.inf)
 TABLES = {  # PostgreSQL's table -> the stage's view or table of the same rows, and their key
-    "gpu_samples_hot": ("gpu_samples", "job_id, host, gpu_key, ts"),
+    "gpu_samples": ("gpu_samples", "job_id, host, gpu_key, ts"),  # on PostgreSQL the view over the packed minutes
     "gpu_minutes": ("gpu_minutes", "job_id, host, gpu_key, minute"),
     "job_gpu_series": ("job_gpu_series", "job_id, host, gpu_key"),
     "utilization_minutes": ("utilization_minutes", "job_id, minute"),
@@ -266,7 +276,7 @@ def stage(tmp_path: Path, templates: Templates, pg_server: PgServer) -> Stage:
 
 def test_publish_equals_the_stage_then_sends_only_what_is_new(stage: Stage) -> None:
     first = stage.publish(keep_raw_days=0)  # the first publish of a stage: everything it holds
-    total = len(stage.assert_equal()["gpu_samples_hot"])
+    total = len(stage.assert_equal()["gpu_samples"])
     assert first.samples == total > 2000 and first.series == 4 and stage.owed() == 0
     # nothing new: nothing sent, nothing changed
     again = stage.publish(keep_raw_days=0)
@@ -278,12 +288,12 @@ def test_publish_equals_the_stage_then_sends_only_what_is_new(stage: Stage) -> N
     second = stage.publish(keep_raw_days=0)
     on_pg = stage.assert_equal()
     added = stage.templates.added
-    assert len(on_pg["gpu_samples_hot"]) == total + added
+    assert len(on_pg["gpu_samples"]) == total + added
     # the new samples and the others of their minutes (the late file's run: from its first to the
     # replaced sample's), not the stored ones
     assert added < second.samples < (total + added) / 4 and second.ranges == len(GPUS) + 2
     assert second.minutes < 80 and second.series == len(GPUS) + 1
-    assert (12.345).hex() in {row[5] for row in on_pg["gpu_samples_hot"]}  # the replaced sample's value
+    assert (12.345).hex() in {row[5] for row in on_pg["gpu_samples"]}  # the replaced sample's value
     _api_draws_the_gpu_charts_of_the_stage(stage)
 
 
@@ -308,6 +318,61 @@ def _api_draws_the_gpu_charts_of_the_stage(stage: Stage) -> None:
     fleet = "/api/training/analytics/fleet"
     assert pg.get(fleet).json() == duck.get(fleet).json()
     assert ("gpu_samples", "minute") in seen and ("gpu_samples", "sample") in seen
+
+
+def test_each_steps_latest_sample_is_the_stages(stage: Stage) -> None:
+    """step_gpu_alignment on PostgreSQL finds a step's latest sample in the GPU's packed minutes
+    (dialect asof_sample_left_join): the rows of the stage's ASOF JOIN, for steps a microsecond
+    before a minute's first sample (the minute of the step holds only later ones), at a sample,
+    between two windows of samples, before every sample and after the last."""
+    stage.publish(keep_raw_days=0)
+    with db.connection(stage.path) as con:
+        firsts = [
+            first
+            for (first,) in con.execute(
+                "SELECT min(ts) FROM gpu_samples WHERE gpu_key = 'GPU-aaaa-0001' "
+                "GROUP BY date_trunc('minute', ts) ORDER BY 1 LIMIT 4"
+            ).fetchall()
+        ]
+        times = [*(t - timedelta(microseconds=1) for t in firsts), *firsts]
+        times += [DAY - timedelta(days=1, hours=6), DAY - timedelta(days=3), DAY + timedelta(days=1)]
+        con.execute("DELETE FROM steps WHERE job_id = 'j0'")
+        for i, ts in enumerate(times):
+            con.execute("INSERT INTO steps (job_id, step, ts) VALUES ('j0', $step, $ts)", {"step": i, "ts": ts})
+        with psycopg.connect(stage.url.libpq_url) as pg:
+            for table in ("jobs", "steps"):
+                columns = pg_copy.target_columns(pg, table)
+                names = ", ".join(db.quote_identifier(name) for name, _ in columns)
+                pg_copy.copy_rows(con, pg, table, columns, f"SELECT {names} FROM {table}")
+            order = " ORDER BY job_id, step, host, gpu_index, sample_ts"
+            theirs = [_norm(r) for r in pg.execute(f"SELECT * FROM step_gpu_alignment{order}").fetchall()]
+        ours = [_norm(r) for r in con.execute(f"SELECT * FROM step_gpu_alignment{order}").fetchall()]
+    assert theirs == ours and len({r[1] for r in ours if r[0] == "j0"}) == len(times)
+    found = {r[1]: r[5] for r in ours if r[0] == "j0" and r[4] == 0 and r[5] is not None}
+    assert len(found) > len(firsts)  # most steps have a sample at or before them
+
+
+def test_ranges_inside_minutes_replace_those_minutes_whole(stage: Stage) -> None:
+    """PostgreSQL's samples are packed a minute a row: ranges owed that begin or end inside a minute
+    (the rollups' never do) are widened to whole minutes, and two that meet in one minute merged."""
+    stage.publish(keep_raw_days=0)
+    job_id, host, _, key = GPUS[0]
+    minute = DAY - timedelta(minutes=5)
+    with db.connection(stage.path) as con:
+        for lo, hi in ((minute + timedelta(seconds=17), minute + timedelta(seconds=30)),
+                       (minute + timedelta(seconds=40), minute + timedelta(minutes=2, seconds=5))):  # fmt: skip
+            con.execute(
+                f"INSERT INTO {telemetry_outbox.TABLE} VALUES ($job, $host, $key, $lo, $hi)",
+                {"job": job_id, "host": host, "key": key, "lo": lo, "hi": hi},
+            )
+        (expected,) = db.one(
+            con,
+            "SELECT count(*) FROM gpu_samples WHERE gpu_key = $key AND ts >= $lo AND ts < $hi",
+            {"key": key, "lo": minute, "hi": minute + timedelta(minutes=3)},
+        )
+    published = stage.publish(keep_raw_days=0)
+    assert published.ranges == 1 and published.samples == expected > 0 and published.minutes == 3
+    stage.assert_equal()
 
 
 def test_a_failed_publish_leaves_postgres_as_it_was_and_the_next_one_equals(
@@ -397,7 +462,7 @@ def test_a_publish_killed_then_run_again_equals(stage: Stage, tmp_path: Path, wh
     if where == "after-commit":
         stage.assert_equal()  # PostgreSQL committed: the next publish sends the same ranges again
     else:
-        assert len(stage.pg_rows()["gpu_samples_hot"]) < len(stage.rows()["gpu_samples_hot"])
+        assert len(stage.pg_rows()["gpu_samples"]) < len(stage.rows()["gpu_samples"])
     stage.publish(keep_raw_days=0)
     stage.assert_equal()
     assert stage.owed() == 0
@@ -407,8 +472,8 @@ def test_retention_on_postgres_keeps_the_window_and_every_rollup(stage: Stage, t
     # a sample whose minute is not rolled up on PostgreSQL (written there by hand): never pruned
     with psycopg.connect(stage.url.libpq_url) as pg:
         pg.execute(
-            "INSERT INTO gpu_samples_hot (job_id, host, gpu_index, ts, source, gpu_key) "
-            "VALUES ('j9', 'n9', 0, %s, 'spool', '#0')",
+            f"INSERT INTO {pg_samples.TABLE} VALUES ('j9', 'n9', '#0', %s, '{{1500000}}', '{{0}}', '{{NULL}}', "
+            "'{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{NULL}', '{spool}')",
             (DAY - timedelta(days=3),),
         )
     published = stage.publish(keep_raw_days=1)
@@ -418,15 +483,13 @@ def test_retention_on_postgres_keeps_the_window_and_every_rollup(stage: Stage, t
 
     def check() -> None:
         on_pg, stage_rows = stage.pg_rows(), stage.rows()
-        assert [r for r in on_pg["gpu_samples_hot"] if r[1] == "n9"]
-        assert [r for r in on_pg["gpu_samples_hot"] if r[1] != "n9"] == stage.rows(("gpu_samples_hot",), window)[
-            "gpu_samples_hot"
-        ]
+        assert [r for r in on_pg["gpu_samples"] if r[1] == "n9"]
+        assert [r for r in on_pg["gpu_samples"] if r[1] != "n9"] == stage.rows(("gpu_samples",), window)["gpu_samples"]
         for table in ("gpu_minutes", "job_gpu_series", "utilization_minutes"):
             assert on_pg[table] == stage_rows[table], table
 
     check()
-    kept = stage.rows(("gpu_samples_hot",), window)["gpu_samples_hot"]
+    kept = stage.rows(("gpu_samples",), window)["gpu_samples"]
     assert published.pruned > 500 and min(r[3] for r in kept) < horizon + timedelta(seconds=10)
     # a late file for minutes past the window: their rollups change, no raw sample of them stays
     spool = tmp_path / "late"
@@ -438,6 +501,135 @@ def test_retention_on_postgres_keeps_the_window_and_every_rollup(stage: Stage, t
     _ingest(stage.path, tmp_path / "none", spool)
     stage.publish(keep_raw_days=1)
     check()
+
+
+def test_revision_0028_packs_the_samples_and_going_back_unpacks_them(pg_url: str) -> None:
+    """PostgreSQL's rows of gpu_samples_hot become packed minutes and come back, every value the same:
+    NULL, NaN and infinite readings, microseconds, a minute's first and last microsecond, two GPUs
+    under one index, a GPU whose index changes from one minute to another."""
+    from alembic import command
+
+    target = db.PostgresUrl(pg_url)
+    assert migrate.upgrade(target, "0027") == "0027"
+    rng = random.Random(7)
+    rows = []
+    for job_id, host, index, uuid in GPUS:
+        key = uuid or f"#{index}"
+        for ts in (DAY, DAY + timedelta(microseconds=59_999_999), DAY + timedelta(minutes=3, microseconds=1)):
+            sample = _sample(rng, (job_id, host, index, uuid), ts)
+            rows.append(
+                (job_id, host, index + (ts.minute == 3), ts, uuid,
+                 *(sample[f] for f in ("utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c",
+                                       "power_w", "sm_clock_mhz", "clocks_event_reasons")),
+                 "spool", key)
+            )  # fmt: skip
+    rows[0] = (*rows[0][:5], math.nan, math.inf, -math.inf, None, None, None, None, *rows[0][12:])
+    columns = (
+        "job_id, host, gpu_index, ts, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, "
+        "temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, source, gpu_key"
+    )
+    ordered = f"SELECT {columns} FROM {{}} ORDER BY job_id, host, gpu_key, ts"
+    with psycopg.connect(pg_url) as pg:
+        with pg.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO gpu_samples_hot ({columns}) VALUES ({', '.join(['%s'] * 14)})", rows)
+        before = [_norm(r) for r in pg.execute(ordered.format("gpu_samples_hot")).fetchall()]
+    assert len(before) == len(rows) and migrate.upgrade(target) == migrate.HEAD_REVISION
+    with psycopg.connect(pg_url) as pg:
+        assert [_norm(r) for r in pg.execute(ordered.format("gpu_samples")).fetchall()] == before
+        assert pg_samples.stored_samples(pg) == len(rows)
+        assert pg.execute(f"SELECT count(*) FROM {pg_samples.TABLE}").fetchone() == (2 * len(GPUS),)
+    with postgres.connection(target) as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0027")
+        conn.commit()
+    with psycopg.connect(pg_url) as pg:
+        assert [_norm(r) for r in pg.execute(ordered.format("gpu_samples_hot")).fetchall()] == before
+        assert [_norm(r) for r in pg.execute(ordered.format("gpu_samples")).fetchall()] == before
+
+
+# 200,000 samples of 32 GPUs, one a second each (about 104 minutes), with NULL, NaN, -0.0 and
+# infinite readings: a DuckDB table named as the view copy() reads
+MANY = """
+CREATE TABLE gpu_samples AS
+SELECT 'j' || (i % 2) AS job_id, 'n' || (i % 4) AS host, CAST(i % 8 AS INTEGER) AS gpu_index,
+       TIMESTAMP '2026-11-01 23:30:00' + to_microseconds((i // 32) * 1000000 + i % 32 * 997) AS ts,
+       CASE WHEN i % 5 = 0 THEN NULL ELSE 'GPU-' || (i % 32) END AS gpu_uuid,
+       CASE WHEN i % 97 = 0 THEN NULL WHEN i % 89 = 0 THEN CAST('nan' AS DOUBLE) ELSE (i * 7919 % 10007) / 100 END
+           AS utilization_percent,
+       CASE WHEN i % 83 = 0 THEN CAST('-0.0' AS DOUBLE) ELSE i / 3 END AS memory_used_mb,
+       CAST(81920 AS DOUBLE) AS memory_total_mb,
+       CASE WHEN i % 79 = 0 THEN CAST('inf' AS DOUBLE) ELSE 30 + (i % 61) / 7 END AS temperature_c,
+       CAST((i % 700) * 1.1 AS DOUBLE) AS power_w, NULL::DOUBLE AS sm_clock_mhz,
+       CAST(i % 3 AS BIGINT) AS clocks_event_reasons,
+       'spool' AS source, 'GPU-' || (i % 32) AS gpu_key
+FROM range(200000) r(i)
+"""
+PACKED_TEXT = f"SELECT m::text FROM {pg_samples.TABLE} m ORDER BY job_id, host, gpu_key, minute"
+
+
+def test_samples_are_packed_in_chunks_of_whole_minutes_within_a_small_memory_limit(
+    stage: Stage, tmp_path: Path
+) -> None:
+    """pg_samples.copy packs the samples in chunks of whole minutes: under a 32 MB memory limit the
+    one-shot packing of 200,000 samples runs out of memory (list aggregates do not spill) and the
+    chunked one completes; every chunk size gives the same rows, bit for bit, as one query; the
+    table's key (job, host, GPU, minute) would refuse a minute split over two chunks; and a chunk
+    holds at most its size plus one minute's samples."""
+    path = tmp_path / "many.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(MANY)
+        con.execute("SET threads = 1")
+        ours = [
+            _norm(r) for r in con.execute(f"SELECT * FROM gpu_samples ORDER BY {TABLES['gpu_samples'][1]}").fetchall()
+        ]
+        per_minute = dict(
+            con.execute("SELECT date_trunc('minute', ts), count(*) FROM gpu_samples GROUP BY 1").fetchall()
+        )
+        texts = {}
+        with psycopg.connect(stage.url.libpq_url) as pg:
+            for size in (10**9, 20_000, 3_000):
+                assert pg_samples.copy(con, pg, chunk_samples=size) == len(ours)
+                texts[size] = [row[0] for row in pg.execute(PACKED_TEXT).fetchall()]
+                if size == 10**9:
+                    names = ", ".join(name for name, _ in pg_copy.target_columns(pg, "gpu_samples"))
+                    found = pg.execute(f"SELECT {names} FROM gpu_samples ORDER BY {TABLES['gpu_samples'][1]}")
+                    assert [_norm(r) for r in found.fetchall()] == ours
+                pg.execute(f"DELETE FROM {pg_samples.TABLE}")
+            pg.commit()
+            con.execute("SET memory_limit = '32MB'")
+            with pytest.raises(duckdb.OutOfMemoryException):
+                pg_samples.copy(con, pg, chunk_samples=10**9)
+            pg.rollback()
+            assert pg_samples.copy(con, pg, chunk_samples=20_000) == len(ours)
+            assert [row[0] for row in pg.execute(PACKED_TEXT).fetchall()] == texts[10**9]
+        firsts = [f for (f,) in con.execute(pg_samples.CHUNKS.format(source="gpu_samples t", where="true"),
+                                            {"chunk_samples": 20_000}).fetchall()]  # fmt: skip
+    assert texts[20_000] == texts[3_000] == texts[10**9] and len(texts[3_000]) == 32 * len(per_minute)
+    assert len(firsts) >= len(ours) // 20_000 and firsts == sorted(firsts)
+    bounds = [*firsts[1:], max(per_minute) + timedelta(minutes=1)]
+    sizes = [sum(n for m, n in per_minute.items() if lo <= m < hi) for lo, hi in zip(firsts, bounds, strict=True)]
+    assert sum(sizes) == len(ours) and max(sizes) <= 20_000 + max(per_minute.values())
+
+
+def test_a_first_publish_packed_in_small_chunks_equals_the_stage(stage: Stage, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage's first publish (every sample it holds) packed in chunks of about 50 samples: its
+    spans' samples are cut into many chunks, and PostgreSQL still equals the stage."""
+    monkeypatch.setattr(pg_samples, "CHUNK_SAMPLES", 50)
+    first = stage.publish(keep_raw_days=0)
+    assert first.samples == len(stage.assert_equal()["gpu_samples"]) > 2000
+
+
+def test_a_packed_row_holds_samples_and_arrays_of_one_length(stage: Stage) -> None:
+    """gpu_sample_minutes refuses a row without samples (it would hide the GPU's earlier minutes from
+    step_gpu_alignment's lookup of the last two) and arrays of unequal lengths (unnest would pad)."""
+    values = "('j', 'n', 'k', TIMESTAMP '2026-11-01', %s, '{0}', '{NULL}', " + "'{1}', " * 6 + "'{0}', '{spool}')"
+    with psycopg.connect(stage.url.libpq_url) as pg:
+        for offsets in ("{}", "{0,1}"):
+            with pytest.raises(psycopg.errors.CheckViolation), pg.transaction():
+                pg.execute(f"INSERT INTO {pg_samples.TABLE} VALUES {values}", (offsets,))
+        pg.execute(f"INSERT INTO {pg_samples.TABLE} VALUES {values}", ("{0}",))
+        assert pg_samples.stored_samples(pg) == 1
 
 
 def test_an_ordinary_warehouse_owes_nothing(templates: Templates) -> None:
@@ -456,7 +648,7 @@ def test_a_connection_in_a_transaction_is_refused(stage: Stage) -> None:
         pg.rollback()
         assert pg_telemetry.publish(con, pg, keep_raw_days=0).samples > 2000
         assert pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-    assert len(stage.pg_rows(("gpu_samples_hot",))["gpu_samples_hot"]) > 2000  # committed: another session sees it
+    assert len(stage.pg_rows(("gpu_samples",))["gpu_samples"]) > 2000  # committed: another session sees it
 
 
 def test_runlytics_ingest_into_postgres_publishes_the_telemetry(stage: Stage, tmp_path: Path) -> None:

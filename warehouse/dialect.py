@@ -39,6 +39,9 @@ DUCKDB: dict[str, str] = {
     # a LEFT JOIN of each row to the one row of a table with the latest time at or before the
     # row's (time column ts of the table, at the row's time; match: the join's other conditions)
     "asof_left_join": "ASOF LEFT JOIN {table} {alias} ON {match} AND {at} >= {ts}",
+    # asof_left_join of gpu_samples, whose time column is ts (match: the join's other conditions on
+    # the GPU, job_id, host and gpu_key)
+    "asof_sample_left_join": "ASOF LEFT JOIN gpu_samples {alias} ON {match} AND {at} >= {alias}.ts",
     # over a window frame: the last value of x that is not NULL
     "last_known": "last_value({x} IGNORE NULLS)",
     # a message: %s (text), %d (integer), %.Nf and %.Ng (DOUBLE), %%; NULL when any value is
@@ -47,6 +50,12 @@ DUCKDB: dict[str, str] = {
     # x is an item of the list (a bound parameter): @list_contains($ids; job_id). DuckDB pushes
     # list_contains below a window, where it does not push IN (warehouse/health.py)
     "list_contains": "list_contains({list}, {x})",
+    # DOUBLE arithmetic: IEEE's signed 0 or infinity where the result is out of range (PostgreSQL's
+    # operators raise there). An operand that is itself an operation is written in parentheses
+    "fmul": "({a} * {b})",
+    "fdiv": "({a} / {b})",
+    "fadd": "({a} + {b})",
+    "fsub": "({a} - {b})",
 }
 
 # The same keys for PostgreSQL 15 (issue #18).
@@ -81,6 +90,26 @@ POSTGRES: dict[str, str] = {
         "LEFT JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {match} AND {ts} <= {at}"
         " ORDER BY {ts} DESC LIMIT 1) {alias} ON true"
     ),
+    # PostgreSQL packs the samples per GPU and minute (revision 0028, warehouse/pg_samples.py), and a
+    # time bound on the view gpu_samples' ts reaches no index: the latest sample at or before `at`
+    # is in one of the GPU's last two minutes that start at or before it (the latest such minute may
+    # hold only later samples; any sample of the one before is earlier than `at`). The columns are
+    # the view's.
+    "asof_sample_left_join": (
+        "LEFT JOIN LATERAL (SELECT {alias}.job_id, {alias}.host, u.gpu_index,"
+        " {alias}.minute + u.offset_us * INTERVAL '1 microsecond' AS ts, u.gpu_uuid, u.utilization_percent,"
+        " u.memory_used_mb, u.memory_total_mb, u.temperature_c, u.power_w, u.sm_clock_mhz,"
+        " u.clocks_event_reasons, u.source, {alias}.gpu_key"
+        " FROM (SELECT * FROM gpu_sample_minutes {alias} WHERE {match} AND {alias}.minute <= {at}"
+        " ORDER BY {alias}.minute DESC LIMIT 2) {alias}"
+        " CROSS JOIN LATERAL unnest({alias}.offsets_us, {alias}.gpu_index, {alias}.gpu_uuid,"
+        " {alias}.utilization_percent, {alias}.memory_used_mb, {alias}.memory_total_mb, {alias}.temperature_c,"
+        " {alias}.power_w, {alias}.sm_clock_mhz, {alias}.clocks_event_reasons, {alias}.source)"
+        " AS u(offset_us, gpu_index, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb,"
+        " temperature_c, power_w, sm_clock_mhz, clocks_event_reasons, source)"
+        " WHERE {alias}.minute + u.offset_us * INTERVAL '1 microsecond' <= {at}"
+        " ORDER BY ts DESC LIMIT 1) {alias} ON true"
+    ),
     # an aggregate of revision 0018 (PostgreSQL has no IGNORE NULLS): the same frame, in order
     "last_known": "runlytics_last_known({x})",
     # a function of revision 0018 with DuckDB's digits (the exact binary value rounded half to
@@ -88,6 +117,12 @@ POSTGRES: dict[str, str] = {
     "printf": "runlytics_printf({format}, VARIADIC CAST(ARRAY[{rest_printf}] AS TEXT[]))",
     # a list bound as an array; `x IN (SELECT unnest($list))` does not type on PostgreSQL
     "list_contains": "({x} = ANY({list}))",
+    # functions of revision 0029: PostgreSQL's float8 operators raise where the result rounds to 0
+    # from nonzero operands or to infinity from finite ones; these give DuckDB's signed 0 or infinity
+    "fmul": "runlytics_fmul({a}, {b})",
+    "fdiv": "runlytics_fdiv({a}, {b})",
+    "fadd": "runlytics_fadd({a}, {b})",
+    "fsub": "runlytics_fsub({a}, {b})",
 }
 
 # a macro's arguments, in the order its call gives them (each snippet uses a subset); rest: every

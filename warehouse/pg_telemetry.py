@@ -4,9 +4,10 @@ An ingester writing PostgreSQL ingests into a local DuckDB warehouse of its own 
 ingest/postgres.py) and then publishes what the run changed. For the GPU telemetry that is
 what the stage's outbox (warehouse/telemetry_outbox.py) lists: per GPU, the minutes [lo, hi)
 whose samples and rollups a batch recomputed. ``publish`` replaces on PostgreSQL, in one
-transaction, the rows of those minutes with the stage's: the raw samples (``gpu_samples_hot``),
-``gpu_minutes``, ``utilization_minutes`` (per job and minute) and ``job_gpu_series`` (per GPU),
-with binary COPY (floats to the last bit); it then drops the raw samples past PostgreSQL's window
+transaction, the rows of those minutes with the stage's: the raw samples (``gpu_sample_minutes``,
+packed one row per GPU and minute: warehouse/pg_samples.py), ``gpu_minutes``,
+``utilization_minutes`` (per job and minute) and ``job_gpu_series`` (per GPU), with binary COPY
+(floats to the last bit); it then drops the raw samples past PostgreSQL's window
 (``keep_raw_days``) whose minute is rolled up there, commits, and only then deletes the
 published ranges from the outbox. A publish killed anywhere sends the same ranges again next
 time; replacing them is idempotent, so PostgreSQL ends equal to the stage.
@@ -29,7 +30,7 @@ from typing import Any
 import duckdb
 import psycopg
 
-from . import db, pg_copy, postgres, retention, telemetry_outbox
+from . import db, pg_copy, pg_samples, postgres, retention, telemetry_outbox
 
 # pg_advisory_xact_lock's key ('rgpu'): one telemetry publish at a time on a database, so two
 # ingesters' replacements of a job's utilization minutes never interleave
@@ -52,10 +53,17 @@ SELECT {key}, min(lo) AS lo, max(hi) AS hi FROM (
     FROM (SELECT {key}, lo, hi,
                  max(hi) OVER (PARTITION BY {key} ORDER BY lo, hi ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
                      AS reach
-          FROM pg_publish_owed) x
+          FROM ({WHOLE}) w) x
 ) y
 GROUP BY {key}, island
 """
+# PostgreSQL's samples are packed a minute a row and replaced whole: each range widened to whole
+# minutes before the merge (the rollups' ranges are whole minutes already, warehouse/rollups.py;
+# this keeps any other from leaving a minute half replaced)
+WHOLE = (
+    "SELECT {key}, date_trunc('minute', lo) AS lo, CASE WHEN hi = date_trunc('minute', hi) THEN hi "
+    "ELSE date_trunc('minute', hi) + INTERVAL 1 MINUTE END AS hi FROM pg_publish_owed"
+)
 GPU_KEY = "job_id, host, gpu_key"
 GPU_RANGES = "pg_publish_ranges"
 JOB_RANGES = "pg_publish_job_ranges"
@@ -84,10 +92,10 @@ GPU_LISTED = (
 JOB_LISTED = (
     "(SELECT unnest($job_id) AS job_id, CAST(unnest($lo) AS TIMESTAMP) AS lo, CAST(unnest($hi) AS TIMESTAMP) AS hi)"
 )
+# the samples of the ranges, packed per minute by pg_samples.copy (a range's bounds are whole minutes)
+SAMPLES_SOURCE = f"gpu_samples t JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi"
+SAMPLES_WHERE = "t.ts >= $span_lo AND t.ts < $span_hi"
 STAGE_SELECT = {
-    "gpu_samples_hot": f"""
-        SELECT {{names}} FROM gpu_samples t JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi
-        WHERE t.ts >= $span_lo AND t.ts < $span_hi ORDER BY t.job_id, t.host, t.gpu_key, t.ts""",
     "gpu_minutes": f"""
         SELECT {{names}} FROM gpu_minutes t JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.minute >= r.lo AND t.minute < r.hi
         WHERE t.minute >= $span_lo AND t.minute < $span_hi ORDER BY t.job_id, t.host, t.gpu_key, t.minute""",
@@ -101,8 +109,8 @@ SERIES_SELECT = (
     "ORDER BY t.job_id, t.host, t.gpu_key"
 )
 PG_DELETE = {
-    "gpu_samples_hot": f"DELETE FROM gpu_samples_hot t USING {GPU_RANGES} r "
-    f"WHERE {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi",
+    pg_samples.TABLE: f"DELETE FROM {pg_samples.TABLE} t USING {GPU_RANGES} r "
+    f"WHERE {GPU_MATCH} AND t.minute >= r.lo AND t.minute < r.hi",
     "gpu_minutes": f"DELETE FROM gpu_minutes t USING {GPU_RANGES} r "
     f"WHERE {GPU_MATCH} AND t.minute >= r.lo AND t.minute < r.hi",
     "utilization_minutes": f"DELETE FROM utilization_minutes t USING {JOB_RANGES} r "
@@ -118,15 +126,19 @@ ANALYZE_ROWS = 100_000
 # sample's day (or today, when earlier) less keep_raw_days; the newest from job_gpu_series
 # (one row per job and GPU) instead of a scan of the samples.
 NEWEST = "SELECT max(last_minute) FROM job_gpu_series"
-# A sample goes only once its minute is rolled up on PostgreSQL. Each GPU with minutes before
-# the horizon is one probe of the samples' primary key (job_id, host, gpu_key, ts).
-PRUNE = """
-DELETE FROM gpu_samples_hot s USING job_gpu_series j
-WHERE j.first_minute < %(before)s
-  AND s.job_id = j.job_id AND s.host = j.host AND s.gpu_key = j.gpu_key AND s.ts < %(before)s
-  AND EXISTS (SELECT 1 FROM gpu_minutes m
-              WHERE m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
-                AND m.minute = date_trunc('minute', s.ts))
+# A minute of samples goes only once it is rolled up on PostgreSQL (the horizon is a midnight: a
+# minute before it holds samples before it only). Each GPU with minutes before the horizon is one
+# probe of the packed rows' primary key (job_id, host, gpu_key, minute); the samples deleted counted.
+PRUNE = f"""
+WITH gone AS (
+    DELETE FROM {pg_samples.TABLE} s USING job_gpu_series j
+    WHERE j.first_minute < %(before)s
+      AND s.job_id = j.job_id AND s.host = j.host AND s.gpu_key = j.gpu_key AND s.minute < %(before)s
+      AND EXISTS (SELECT 1 FROM gpu_minutes m
+                  WHERE m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key AND m.minute = s.minute)
+    RETURNING cardinality(s.offsets_us) AS samples
+)
+SELECT coalesce(sum(samples), 0) FROM gone
 """
 
 
@@ -178,7 +190,7 @@ def publish(
     try:
         ranges: dict[str, list[tuple[Any, ...]]] = {}
         for table, key in ((GPU_RANGES, GPU_KEY), (JOB_RANGES, "job_id")):
-            stage.execute(MERGED.format(name=table, key=key))
+            stage.execute(MERGED.format(name=table, key=key, WHOLE=WHOLE.format(key=key)))
             names = ", ".join(name for name, _ in RANGE_COLUMNS[table])
             ranges[table] = stage.execute(RANGES.format(names=names, table=table)).fetchall()
         with _connection(target) as raw:
@@ -226,10 +238,12 @@ def _publish(
                 [r for r in ranges[GPU_RANGES] if lo <= r[3] < hi], ("job_id", "host", "gpu_key", "lo", "hi")
             )
             jobs = _listed([r for r in ranges[JOB_RANGES] if r[2] > lo and r[1] < hi], ("job_id", "lo", "hi"))
+            result.samples += pg_samples.copy(
+                stage, raw, source=SAMPLES_SOURCE, where=SAMPLES_WHERE, params={**bounds, **gpus}
+            )
             for table, select in STAGE_SELECT.items():
                 params = {**bounds, **(jobs if table == "utilization_minutes" else gpus)}
                 copied[table] += _copy(stage, raw, table, select, params)
-        result.samples = copied["gpu_samples_hot"]
         result.minutes = copied["gpu_minutes"]
         result.utilization = copied["utilization_minutes"]
         every = _listed(ranges[GPU_RANGES], GPU_NAMES)
@@ -271,7 +285,8 @@ def prune(raw: psycopg.Connection[Any], keep_raw_days: int, *, now: datetime | N
     before = horizon(raw, keep_raw_days, now)
     if before is None:
         return 0
-    return raw.execute(PRUNE, {"before": before}).rowcount
+    row = raw.execute(PRUNE, {"before": before}).fetchone()
+    return int(row[0]) if row else 0
 
 
 def horizon(raw: psycopg.Connection[Any], keep_raw_days: int, now: datetime | None = None) -> datetime | None:

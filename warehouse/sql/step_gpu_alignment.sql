@@ -1,6 +1,6 @@
 -- step_gpu_alignment: each timed step row with every GPU's latest sample at or before the step's
 -- timestamp (a GPU is its gpu_key, its UUID when known): DuckDB's ASOF JOIN, PostgreSQL's LATERAL
--- subquery (warehouse/dialect.py, asof_left_join).
+-- subquery over its packed minutes (warehouse/dialect.py, asof_sample_left_join; revision 0028).
 WITH gpus AS (SELECT job_id, host, gpu_key, max(gpu_index) AS gpu_index FROM gpu_samples GROUP BY job_id, host, gpu_key),
 step_gpu AS (
     SELECT s.job_id, s.step, s.ts, g.host, g.gpu_key, g.gpu_index
@@ -12,4 +12,4 @@ SELECT sg.job_id, sg.step, sg.ts, sg.host, sg.gpu_index,
        x.ts AS sample_ts, x.utilization_percent, x.memory_used_mb, x.temperature_c, x.power_w,
        x.sm_clock_mhz, x.clocks_event_reasons
 FROM step_gpu sg
-@asof_left_join(gpu_samples; x; sg.job_id = x.job_id AND sg.host = x.host AND sg.gpu_key = x.gpu_key; x.ts; sg.ts)
+@asof_sample_left_join(x; sg.job_id = x.job_id AND sg.host = x.host AND sg.gpu_key = x.gpu_key; sg.ts)
