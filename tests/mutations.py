@@ -145,7 +145,7 @@ def per_gpu_mean(column: str, alias: str) -> tuple[Edit, ...]:
         ),
         view(
             "job_resources",
-            f"@ordered_sum({column}_sum) / nullif(sum({column}_n), 0) AS {alias}",
+            f"@fdiv(@ordered_sum({column}_sum); nullif(sum({column}_n), 0)) AS {alias}",
             f"sum({column}_sum * w) / count(DISTINCT (host, gpu_key)) FILTER (WHERE {column}_n > 0) AS {alias}",
         ),
     )
@@ -154,7 +154,7 @@ def per_gpu_mean(column: str, alias: str) -> tuple[Edit, ...]:
 MUTATIONS: tuple[Mutation, ...] = (
     # --- rows: seconds and samples (step_metrics) -------------------------------------------------
     m("row seconds are iteration_time without Δ", "job.training_seconds job.average_iteration_time",
-      view("step_metrics", "THEN o.iteration_time * o.delta", "THEN o.iteration_time"),
+      view("step_metrics", "THEN @fmul(o.iteration_time; o.delta)", "THEN o.iteration_time"),
       A + "test_worked_example", A + "test_seconds_from_iteration_time_else_timestamps_else_unknown"),
     m("row seconds never from timestamps", "job.training_seconds",
       view("step_metrics", "WHEN o.ts IS NOT NULL AND o.prev_ts IS NOT NULL AND o.ts >= o.prev_ts", "WHEN false"),
@@ -174,7 +174,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       view("step_metrics", "j.batch_size * t.delta", "j.batch_size"),
       A + "test_plain_mean_fallback_when_no_row_has_samples_and_seconds"),
     m("row samples: never samples_per_second × seconds", "job.total_samples",
-      view("step_metrics", "THEN t.samples_per_second * t.seconds", "THEN NULL"),
+      view("step_metrics", "THEN @fmul(t.samples_per_second; t.seconds)", "THEN NULL"),
       A + "test_samples_from_rate_times_seconds_without_batch_size"),
     # --- performance (job_performance) ---------------------------------------------------------------
     m("total_iterations ignores current_step", "job.total_iterations",
@@ -191,7 +191,7 @@ MUTATIONS: tuple[Mutation, ...] = (
             "@ordered_sum(m.seconds) AS timed_seconds")),
       A + "test_average_throughput_only_over_rows_with_both_samples_and_seconds"),
     m("throughput: the mean of per-row rates", "job.average_samples_per_second",
-      view("job_performance", "THEN timed_samples / timed_seconds", "THEN mean_samples_per_second"),
+      view("job_performance", "THEN @fdiv(timed_samples; timed_seconds)", "THEN mean_samples_per_second"),
       A + "test_average_throughput_is_time_weighted"),
     m("throughput: no plain-mean fallback", "job.average_samples_per_second",
       view("job_performance", "ELSE mean_samples_per_second END AS average_samples_per_second",
@@ -262,11 +262,11 @@ MUTATIONS: tuple[Mutation, ...] = (
       A + "test_loss_reduction_of_a_negative_or_growing_loss",
       HF + "test_grpo_rewards_reduction_from_a_negative_initial_loss"),
     m("loss reduction divided by |initial|", "job.loss_reduction_percent",
-      view("job_losses", "/ initial_loss END", "/ abs(initial_loss) END"),
+      view("job_losses", "; initial_loss) END", "; abs(initial_loss)) END"),
       A + "test_loss_reduction_of_a_negative_or_growing_loss",
       HF + "test_grpo_rewards_reduction_from_a_negative_initial_loss"),
     m("loss reduction reversed", "job.loss_reduction_percent",
-      view("job_losses", "100 * (initial_loss - final_loss)", "100 * (final_loss - initial_loss)"),
+      view("job_losses", "@fsub(initial_loss; final_loss)", "@fsub(final_loss; initial_loss)"),
       A + "test_worked_example"),
     # --- resource utilization (job_resources): GPU samples (1st CTE), step readings (2nd) -----------
     m("samples: utilization as the mean of per-GPU means", "job.average_gpu_utilization",
@@ -354,8 +354,8 @@ MUTATIONS: tuple[Mutation, ...] = (
            "round(r.average_gpu_utilization) AS gpu_utilization_score"),
       A + "test_worked_example"),
     m("throughput score not capped at 100", "job.throughput_score",
-      view("job_efficiency", "THEN least(100, 100 * average_samples_per_second / reference) END",
-           "THEN 100 * average_samples_per_second / reference END"),
+      view("job_efficiency", "THEN least(100, @fdiv(@fmul(100; average_samples_per_second); reference)) END",
+           "THEN @fdiv(@fmul(100; average_samples_per_second); reference) END"),
       A + "test_throughput_score_is_capped_at_100"),
     m("throughput score: a zero target is a target", "job.throughput_score",
       view("job_efficiency", "CASE WHEN j.target_samples_per_second > 0 THEN j.target_samples_per_second",

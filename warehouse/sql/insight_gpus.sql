@@ -11,7 +11,7 @@ WITH p AS (SELECT * FROM insight_parameters),
 rolled AS (
     SELECT m.job_id, m.host, m.gpu_key,
            @first_by(m.gpu_index; m.minute DESC) AS gpu_index,
-           @ordered_sum(m.utilization_percent_sum) / nullif(sum(m.utilization_percent_n), 0) AS mean_utilization,
+           @fdiv(@ordered_sum(m.utilization_percent_sum); nullif(sum(m.utilization_percent_n), 0)) AS mean_utilization,
            @ordered_sum(m.utilization_seconds) AS utilization_seconds,
            @ordered_sum(m.idle_seconds) AS idle_seconds,
            @ordered_sum(m.reasons_seconds) AS reasons_seconds,
@@ -134,13 +134,13 @@ low_utilization AS (
       AND a.training_seconds >= p.low_gpu_utilization_min_training_seconds
 ),
 headroom AS (
-    SELECT a.job_id, 'memory_headroom' AS kind, a.peak_gpu_memory_mb / t.memory_total_mb AS value,
+    SELECT a.job_id, 'memory_headroom' AS kind, @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) AS value,
            p.memory_headroom_fraction AS reference,
-           @printf('Peak GPU memory was %.6g MiB, %.1f %% of the %.6g MiB the GPU has (below %.1f %%).'; a.peak_gpu_memory_mb; 100 * a.peak_gpu_memory_mb / t.memory_total_mb; t.memory_total_mb; 100 * p.memory_headroom_fraction) AS message
+           @printf('Peak GPU memory was %.6g MiB, %.1f %% of the %.6g MiB the GPU has (below %.1f %%).'; a.peak_gpu_memory_mb; @fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb); t.memory_total_mb; 100 * p.memory_headroom_fraction) AS message
     FROM job_results a
     JOIN totals t ON t.job_id = a.job_id, p
     WHERE t.memory_total_mb > 0
-      AND a.peak_gpu_memory_mb / t.memory_total_mb < p.memory_headroom_fraction
+      AND @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) < p.memory_headroom_fraction
       AND a.training_seconds >= p.memory_headroom_min_training_seconds
 )
 SELECT job_id, kind, 'warning' AS severity, host, gpu_index, value, reference, message FROM idle

@@ -25,4 +25,4 @@ SELECT c.job_id, 'slow_vs_peers' AS kind, 'warning' AS severity,
        c.throughput AS value, c.peer_median AS reference,
        @printf('Throughput %.6g samples/s is below %.6g x the median %.6g samples/s of %d peer jobs (same model and GPU count).'; c.throughput; p.slow_vs_peers_fraction; c.peer_median; c.peers) AS message
 FROM compared c, p
-WHERE c.peers >= p.slow_vs_peers_min_peers AND c.throughput < p.slow_vs_peers_fraction * c.peer_median
+WHERE c.peers >= p.slow_vs_peers_min_peers AND c.throughput < @fmul(p.slow_vs_peers_fraction; c.peer_median)

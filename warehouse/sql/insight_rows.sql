@@ -3,27 +3,30 @@
 -- loss is NaN or +-Inf, the row's throughput (samples / seconds when both are known and the
 -- seconds are not 0, else a finite samples_per_second), the previous row's step and timestamp,
 -- and the running figures of the row order. It reads step_facts and derives step_metrics' row
--- number, row count, seconds and samples itself, with step_metrics' formulas, in the one sort of
--- a job's rows that also gives every running figure: a view over step_metrics would sort the same
--- rows a second time (tests/test_insights.py checks that these columns equal step_metrics').
-SELECT t.job_id, t.step, t.ts, t.row_no, t.row_count, t.samples, t.seconds,
+-- number, seconds and samples itself, with step_metrics' formulas, in the one sort of a job's
+-- rows that also gives every running figure: a view over step_metrics would sort the same rows a
+-- second time (tests/test_insights.py checks that these columns equal step_metrics'). Each
+-- window function costs: the job's last row is the row without a next one (no count of the
+-- rows), and loss_divergence's 10-row median is left to the jobs where recent_max leaves a
+-- divergence possible (insight_steps; revision 0025).
+SELECT t.job_id, t.step, t.ts, t.row_no, t.last_row, t.samples, t.seconds,
        t.finite_loss, t.nonfinite_loss, t.finite_eval_loss,
-       CASE WHEN t.samples IS NOT NULL AND t.seconds IS NOT NULL AND t.seconds <> 0 THEN t.samples / t.seconds
+       CASE WHEN t.samples IS NOT NULL AND t.seconds IS NOT NULL AND t.seconds <> 0 THEN @fdiv(t.samples; t.seconds)
             WHEN @finite(t.samples_per_second) THEN t.samples_per_second END AS throughput,
-       t.prev_step, t.prev_ts, t.lowest_before, t.finite_no, t.r
+       t.prev_step, t.prev_ts, t.lowest_before, t.finite_no, t.recent_max
 FROM (
-    SELECT o.job_id, o.step, o.ts, o.row_no, o.row_count, o.seconds, o.samples_per_second,
+    SELECT o.job_id, o.step, o.ts, o.row_no, o.last_row, o.seconds, o.samples_per_second,
            -- step_metrics' samples
            CASE WHEN o.samples IS NOT NULL THEN CAST(o.samples AS DOUBLE PRECISION)
                 WHEN j.batch_size IS NOT NULL THEN j.batch_size * o.delta
-                WHEN @finite(o.samples_per_second) AND o.seconds IS NOT NULL THEN o.samples_per_second * o.seconds
+                WHEN @finite(o.samples_per_second) AND o.seconds IS NOT NULL THEN @fmul(o.samples_per_second; o.seconds)
            END AS samples,
            o.finite_loss, o.nonfinite_loss, o.finite_eval_loss, o.prev_step, o.prev_ts,
-           o.lowest_before, o.finite_no, o.r
+           o.lowest_before, o.finite_no, o.recent_max
     FROM (
         SELECT d.*,
                -- step_metrics' seconds
-               CASE WHEN @finite(d.iteration_time) THEN d.iteration_time * d.delta
+               CASE WHEN @finite(d.iteration_time) THEN @fmul(d.iteration_time; d.delta)
                     WHEN d.ts IS NOT NULL AND d.prev_ts IS NOT NULL AND d.ts >= d.prev_ts
                         THEN @seconds_between(d.prev_ts; d.ts)
                END AS seconds
@@ -35,14 +38,17 @@ FROM (
                    lag(s.step) OVER w AS prev_step,
                    lag(s.ts) OVER w AS prev_ts,
                    row_number() OVER w AS row_no,
-                   count(*) OVER (PARTITION BY s.job_id) AS row_count,
+                   -- the job's last row: no row after it
+                   lead(s.step) OVER w IS NULL AS last_row,
                    -- the lowest finite loss before this row: no median of earlier losses is below it
                    min(s.finite_loss) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS lowest_before,
                    -- finite losses up to this row: a row with a finite loss is the finite_no-th
-                   count(s.finite_loss) OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS finite_no,
-                   -- loss_divergence's r: the median of the finite losses of the 10 rows ending here (a
-                   -- frame whose size is read from a table costs DuckDB four times a fixed frame's)
-                   @median(s.finite_loss) OVER (w ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS r
+                   -- (a job has one row per step: the default frame, to the current row's step, is
+                   -- the rows up to this one)
+                   count(s.finite_loss) OVER w AS finite_no,
+                   -- the highest finite loss of the 10 rows ending here: loss_divergence's r, their
+                   -- median, is at most that (a median over this frame costs four times this maximum)
+                   max(s.finite_loss) OVER (w ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS recent_max
             FROM (
                 SELECT s.job_id, s.step, s.ts, s.samples, s.samples_per_second, s.iteration_time,
                        CASE WHEN @finite(s.loss) THEN s.loss END AS finite_loss,

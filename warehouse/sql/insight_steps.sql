@@ -5,13 +5,14 @@
 -- are derived (insight_rows) and sorted once for all of them: the CTE rows, materialised, holds
 -- every running figure of the row order. The per-job medians are computed for the jobs whose
 -- rule reads them (revision 0023): T for every job, g for the jobs with a gap long enough to be
--- a stall and for the running jobs; the last row is the row whose row_no is the row count.
+-- a stall and for the running jobs.
 -- Thresholds come from insight_parameters, but for the two windows (loss_spike's 20 finite
 -- losses, loss_divergence's 10 rows): a frame whose size is read from a table costs
 -- DuckDB four times a fixed frame's (docs/decisions.md), so their sizes are written here.
--- loss_spike's medians are computed only for the rows, and loss_divergence's running lowest
--- only for the jobs, that a bound read in that sort (the lowest finite loss before each row)
--- leaves possible (docs/decisions.md, "Insight rules computed where they can hold"). A filter
+-- loss_spike's medians are computed only for the rows, loss_divergence's r and running lowest
+-- only for the jobs, and throughput_drop's runs only for the jobs, that a bound read in that sort
+-- or a cheap count leaves possible (revisions 0016, 0025; docs/decisions.md, "Insight rules
+-- computed where they can hold", "Insight bounds before medians and sorts"). A filter
 -- on job_id (one job, or a range of them) reaches every read of rows: the CTEs join on job_id
 -- rather than test membership in a subquery, which would stop it.
 WITH p AS (SELECT * FROM insight_parameters),
@@ -29,7 +30,7 @@ per_job AS NOT MATERIALIZED (
 last_rows AS NOT MATERIALIZED (
     SELECT job_id, step AS last_step, ts AS last_ts
     FROM rows
-    WHERE row_no = row_count
+    WHERE last_row
 ),
 -- g (the median positive gap between rows) of the jobs that may have a stall: a stall's gap is
 -- above min_seconds, so only a job with such a gap needs its median
@@ -54,7 +55,7 @@ running_gaps AS (
 ),
 -- the rows with a finite loss, by their place among them (what the medians over finite losses join)
 finite_losses AS (
-    SELECT f.job_id, f.finite_no, f.finite_loss
+    SELECT f.job_id, f.finite_no, f.finite_loss, f.row_no
     FROM rows f
     WHERE f.finite_loss IS NOT NULL
 ),
@@ -86,24 +87,49 @@ spike_candidates AS (
     SELECT f.job_id, f.step, f.ts, f.row_no, f.finite_loss, f.finite_no
     FROM rows f, p
     WHERE f.finite_no > 20
-      AND f.finite_loss > CASE WHEN f.lowest_before >= 0 THEN f.lowest_before + p.loss_spike_relative * f.lowest_before
+      AND f.finite_loss > CASE WHEN f.lowest_before >= 0 THEN @fadd(f.lowest_before; @fmul(p.loss_spike_relative; f.lowest_before))
                                ELSE f.lowest_before END
 ),
--- each candidate with the 20 finite losses just before it, and their median m
-spike_windows AS (
-    SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, w.finite_loss AS before,
-           @median(w.finite_loss) OVER (PARTITION BY c.job_id, c.step) AS spike_median
-    FROM (SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.finite_no + k.back AS before_no
-          FROM spike_candidates c, generate_series(-20, -1) k(back)) c
+-- the rows where loss_divergence may start (the bound is explained below)
+divergence_candidates AS (
+    SELECT f.job_id, f.row_no, f.finite_no, f.lowest_before
+    FROM rows f, p
+    WHERE f.finite_no >= 10
+      AND f.recent_max + 1e-300 >= f.lowest_before - 1e-300
+      AND f.recent_max + 1e-300 >= @fmul(p.loss_divergence_factor; (f.lowest_before - 1e-300))
+),
+-- the finite losses these medians read, found in one join: a spike candidate's 20 finite losses
+-- just before it; a divergence candidate's finite losses of its own 10 rows (among the 10
+-- numbered up to its finite_no, those in rows row_no - 9 .. row_no). Numbers below 1 match no
+-- loss; saying so also tells DuckDB's planner that these rows are few, so that it builds the
+-- join's hash table on them rather than on every finite loss (a sixth of the refresh's CPU time on the benchmark).
+loss_windows AS MATERIALIZED (
+    SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.lowest_before, c.spike,
+           w.finite_loss AS before, w.row_no AS before_row
+    FROM (SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, CAST(NULL AS DOUBLE PRECISION) AS lowest_before,
+                 true AS spike, c.finite_no + k.back AS before_no
+          FROM spike_candidates c, generate_series(-20, -1) k(back)
+          UNION ALL
+          SELECT c.job_id, CAST(NULL AS BIGINT), CAST(NULL AS TIMESTAMP), c.row_no, CAST(NULL AS DOUBLE PRECISION),
+                 c.lowest_before, false, c.finite_no + k.back
+          FROM divergence_candidates c, generate_series(-9, 0) k(back)) c
     JOIN finite_losses w ON w.job_id = c.job_id AND w.finite_no = c.before_no
+    WHERE c.before_no > 0
+),
+-- each spike candidate with the 20 finite losses just before it, and their median m
+spike_windows AS (
+    SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.before,
+           @median(c.before) OVER (PARTITION BY c.job_id, c.step) AS spike_median
+    FROM loss_windows c
+    WHERE c.spike
 ),
 spike_rows AS (
     SELECT c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.spike_median,
            c.row_no - row_number() OVER (PARTITION BY c.job_id ORDER BY c.row_no) AS run
     FROM spike_windows c, p
-    WHERE c.finite_loss > c.spike_median + p.loss_spike_relative * abs(c.spike_median)
+    WHERE c.finite_loss > @fadd(c.spike_median; @fmul(p.loss_spike_relative; abs(c.spike_median)))
     GROUP BY c.job_id, c.step, c.ts, c.row_no, c.finite_loss, c.spike_median, p.loss_spike_mad_factor
-    HAVING c.finite_loss > c.spike_median + p.loss_spike_mad_factor * @median(abs(c.before - c.spike_median))
+    HAVING c.finite_loss > @fadd(c.spike_median; @fmul(p.loss_spike_mad_factor; @median(abs(@fsub(c.before; c.spike_median)))))
 ),
 -- spike rows adjacent in row order (consecutive row_no) are one insight
 spikes AS (
@@ -118,26 +144,39 @@ spikes AS (
 -- divergence: r is defined from the row of the 10th finite loss on (where its window has a
 -- finite loss); b = the lowest r of the rows before (so that the lowest was reached earlier);
 -- the first row with r >= factor * b and r - b >= rise * (r10 - b), b > 0, r10 the first r.
--- b is at least the lowest finite loss before the row: only a job with a row whose r reaches
--- factor times that (or where it is not above 0) can diverge, and only those jobs are sorted again
+-- A median lies between the lowest and the highest of its values: r is at most the highest
+-- finite loss of its 10 rows (recent_max), and b, a median of finite losses of earlier rows, at
+-- least the lowest finite loss before the row (lowest_before). With factor >= 0, a row can start
+-- a divergence only where r >= lowest_before and r >= factor * lowest_before, so only where
+-- recent_max passes that test (divergence_candidates, few rows: a spike passes it) and then its
+-- r, from the losses loss_windows found. Rounding keeps a median within its values' range but
+-- for subnormal losses (below 2.2e-308), whose halves round: the 1e-300 covers those. Only the
+-- jobs with such a row have r computed for every row (a sort of their rows with a median over
+-- each 10) and are sorted again for b.
 diverging_jobs AS (
-    SELECT DISTINCT s.job_id
-    FROM rows s, p
-    WHERE s.finite_no >= 10 AND s.r IS NOT NULL
-      AND (s.lowest_before <= 0 OR s.r >= p.loss_divergence_factor * s.lowest_before)
+    SELECT DISTINCT c.job_id
+    FROM (SELECT c.job_id, c.row_no, c.lowest_before, @median(c.before) AS r
+          FROM loss_windows c
+          WHERE NOT c.spike AND c.before_row > c.row_no - 10
+          GROUP BY c.job_id, c.row_no, c.lowest_before) c, p
+    WHERE c.r >= c.lowest_before - 1e-300 AND c.r >= @fmul(p.loss_divergence_factor; (c.lowest_before - 1e-300))
+),
+smoothed AS (
+    SELECT s.job_id, s.step, s.ts, s.row_no, s.last_row, s.finite_no,
+           @median(s.finite_loss) OVER (PARTITION BY s.job_id ORDER BY s.step
+                                        ROWS BETWEEN 9 PRECEDING AND CURRENT ROW) AS r
+    FROM rows s
+    JOIN diverging_jobs d ON d.job_id = s.job_id
 ),
 lowest AS (
-    SELECT s.job_id, s.step, s.ts, s.row_no, s.row_count, s.r,
+    SELECT s.job_id, s.step, s.ts, s.row_no, s.r,
            first_value(s.r) OVER (PARTITION BY s.job_id ORDER BY s.step) AS r_first,
            min(s.r) OVER (PARTITION BY s.job_id ORDER BY s.step
                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS b,
            -- r of the job's last row (NULL when it is not defined there)
-           last_value(s.r) OVER (PARTITION BY s.job_id ORDER BY s.step
-                          ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS r_last,
-           max(s.row_no) OVER (PARTITION BY s.job_id) AS last_defined,
+           max(CASE WHEN s.last_row THEN s.r END) OVER (PARTITION BY s.job_id) AS r_last,
            e.last_step, e.last_ts
-    FROM rows s
-    JOIN diverging_jobs d ON d.job_id = s.job_id
+    FROM smoothed s
     JOIN last_rows e ON e.job_id = s.job_id
     WHERE s.finite_no >= 10 AND s.r IS NOT NULL
 ),
@@ -145,12 +184,12 @@ divergence AS (
     SELECT l.job_id, 'loss_divergence' AS kind, 'critical' AS severity,
            min(l.step) AS first_step, max(l.last_step) AS last_step,
            @first_by(l.ts; l.step) AS start_time, max(l.last_ts) AS end_time,
-           max(CASE WHEN l.last_defined = l.row_count THEN l.r_last END) AS value,
+           max(l.r_last) AS value,
            @first_by(l.b; l.step) AS reference
     FROM lowest l, p
     WHERE l.b > 0 AND l.r >= l.b
-      AND l.r >= p.loss_divergence_factor * l.b
-      AND l.r - l.b >= p.loss_divergence_rise * (l.r_first - l.b)
+      AND l.r >= @fmul(p.loss_divergence_factor; l.b)
+      AND @fsub(l.r; l.b) >= @fmul(p.loss_divergence_rise; @fsub(l.r_first; l.b))
     GROUP BY l.job_id
 ),
 -- overfitting: e* = the lowest finite eval loss (the first, on ties) at step s*; each eval row
@@ -194,28 +233,39 @@ overfitting AS (
            a.start_time, a.end_time, a.last_loss AS value, a.best_loss AS reference
     FROM after_best a, p
     WHERE a.evals_after >= p.overfitting_min_evals_after
-      AND a.last_loss >= p.overfitting_eval_rise * a.best_loss
+      AND a.last_loss >= @fmul(p.overfitting_eval_rise; a.best_loss)
       AND a.last_train_median < a.best_train_median
 ),
 -- throughput_drop: among the rows with a known throughput, in row order, maximal runs of at
 -- least min_rows rows each below fraction * T
 slow_rows AS (
-    SELECT s.job_id, s.step, s.ts, s.row_no, s.samples, s.seconds, s.throughput, j.typical
+    SELECT s.job_id, s.row_no, j.typical
     FROM rows s
     JOIN per_job j ON j.job_id = s.job_id, p
-    WHERE s.throughput < p.throughput_drop_fraction * j.typical
+    -- and the rows without a throughput (few or none), which a run steps over
+    WHERE s.throughput < @fmul(p.throughput_drop_fraction; j.typical) OR s.throughput IS NULL
 ),
--- a slow row's row_no less its place among the slow rows and the rows without a throughput (few
--- or none) sorted together is the number of rows before it whose throughput is known and not
--- slow: the same along a run, one more at least after each such row (one sort of those rows only)
+-- a run's rows and the rows without a throughput among them are min_rows rows at least with
+-- consecutive row_no: they fill a whole block of (min_rows + 1) / 2 rows (rounded down) numbered
+-- from a multiple of it. The jobs with such a block, few, are the only ones sorted for runs.
+drop_jobs AS (
+    SELECT b.job_id, max(b.typical) AS typical
+    FROM (SELECT u.job_id, count(*) AS block_rows, max(u.typical) AS typical
+          FROM slow_rows u, p
+          GROUP BY u.job_id, floor((u.row_no - 1) / floor((p.throughput_drop_min_rows + 1) / 2))) b, p
+    WHERE b.block_rows = floor((p.throughput_drop_min_rows + 1) / 2)
+    GROUP BY b.job_id
+),
+-- a slow row's row_no less its place among the slow rows and the rows without a throughput
+-- sorted together is the number of rows before it whose throughput is known and not slow: the
+-- same along a run, one more at least after each such row
 slow AS (
     SELECT u.job_id, u.step, u.ts, u.samples, u.seconds, u.throughput, u.typical, u.run
-    FROM (SELECT u.*, u.row_no - row_number() OVER (PARTITION BY u.job_id ORDER BY u.step) AS run
-          FROM (SELECT job_id, step, ts, row_no, samples, seconds, throughput, typical FROM slow_rows
-                UNION ALL
-                SELECT job_id, step, ts, row_no, samples, seconds, throughput, CAST(NULL AS DOUBLE PRECISION)
-                FROM rows
-                WHERE throughput IS NULL) u) u
+    FROM (SELECT s.job_id, s.step, s.ts, s.samples, s.seconds, s.throughput, d.typical,
+                 s.row_no - row_number() OVER (PARTITION BY s.job_id ORDER BY s.step) AS run
+          FROM rows s
+          JOIN drop_jobs d ON d.job_id = s.job_id, p
+          WHERE s.throughput < @fmul(p.throughput_drop_fraction; d.typical) OR s.throughput IS NULL) u
     WHERE u.throughput IS NOT NULL
 ),
 drops AS (
@@ -223,8 +273,8 @@ drops AS (
            min(s.step) AS first_step, max(s.step) AS last_step,
            @first_by(s.ts; s.step) AS start_time, @first_by(s.ts; s.step DESC) AS end_time,
            CASE WHEN @ordered_sum(s.seconds) FILTER (WHERE s.samples IS NOT NULL) > 0
-                    THEN @ordered_sum(s.samples) FILTER (WHERE s.seconds IS NOT NULL)
-                         / @ordered_sum(s.seconds) FILTER (WHERE s.samples IS NOT NULL)
+                    THEN @fdiv(@ordered_sum(s.samples) FILTER (WHERE s.seconds IS NOT NULL);
+                               @ordered_sum(s.seconds) FILTER (WHERE s.samples IS NOT NULL))
                 ELSE @ordered_avg(s.throughput) END AS value,
            min(s.typical) AS reference
     -- each run's length first: most runs are a row or two, and the figures sort each run's values
@@ -251,7 +301,7 @@ at_risk AS (
     LEFT JOIN (SELECT job_id, max(step) AS last_checkpoint FROM checkpoints GROUP BY job_id) c ON c.job_id = a.job_id, p
     WHERE a.status IN ('failed', 'cancelled')
       AND a.checkpoint_frequency_steps IS NOT NULL
-      AND e.last_step - coalesce(c.last_checkpoint, 0) > p.work_at_risk_factor * a.checkpoint_frequency_steps
+      AND e.last_step - coalesce(c.last_checkpoint, 0) > @fmul(p.work_at_risk_factor; a.checkpoint_frequency_steps)
 ),
 silence AS (
     SELECT j.job_id,

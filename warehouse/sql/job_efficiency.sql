@@ -15,7 +15,7 @@ WITH scores AS (
     SELECT job_id, gpu_utilization_score, throughput_reference, reference,
            -- least() skips NULLs in DuckDB, so an unknown ratio is tested first
            CASE WHEN reference IS NOT NULL AND average_samples_per_second IS NOT NULL
-                THEN least(100, 100 * average_samples_per_second / reference) END AS throughput_score
+                THEN least(100, @fdiv(@fmul(100; average_samples_per_second); reference)) END AS throughput_score
     FROM scores
 )
 SELECT job_id,

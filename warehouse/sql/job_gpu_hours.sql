@@ -28,5 +28,5 @@ WITH sampled AS (
 SELECT job_id,
        gpus,
        total_seconds,
-       CASE WHEN @finite(total_seconds) AND gpus > 0 THEN total_seconds * gpus / 3600 END AS gpu_hours
+       CASE WHEN @finite(total_seconds) AND gpus > 0 THEN @fdiv(@fmul(total_seconds; gpus); 3600) END AS gpu_hours
 FROM counted

@@ -14,7 +14,7 @@ WITH agg AS (
     GROUP BY j.job_id
 )
 SELECT job_id, initial_loss, final_loss, best_loss,
-       CASE WHEN initial_loss <> 0 THEN 100 * (initial_loss - final_loss) / initial_loss END
+       CASE WHEN initial_loss <> 0 THEN @fdiv(@fmul(100; @fsub(initial_loss; final_loss)); initial_loss) END
            AS loss_reduction_percent,
        final_eval_loss, best_eval_loss, nonfinite_losses, nonfinite_eval_losses
 FROM agg

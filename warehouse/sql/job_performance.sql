@@ -31,7 +31,7 @@ SELECT job_id,
             WHEN current_step IS NULL THEN max_step
             ELSE greatest(max_step, current_step) END AS total_iterations,
        total_samples,
-       CASE WHEN timed_seconds > 0 THEN timed_samples / timed_seconds
+       CASE WHEN timed_seconds > 0 THEN @fdiv(timed_samples; timed_seconds)
             WHEN @finite(train_samples_per_second) THEN train_samples_per_second
             ELSE mean_samples_per_second END AS average_samples_per_second,
        NOT coalesce(timed_seconds > 0, false) AND NOT coalesce(@finite(train_samples_per_second), false)
@@ -39,7 +39,7 @@ SELECT job_id,
        NOT coalesce(timed_seconds > 0, false) AND coalesce(@finite(train_samples_per_second), false)
            AS throughput_from_trainer,
        peak_samples_per_second,
-       CASE WHEN timed_iterations > 0 THEN known_seconds / timed_iterations END AS average_iteration_time,
+       CASE WHEN timed_iterations > 0 THEN @fdiv(known_seconds; timed_iterations) END AS average_iteration_time,
        known_seconds,
        nonfinite_samples_per_second,
        nonfinite_iteration_time

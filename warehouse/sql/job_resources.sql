@@ -6,10 +6,10 @@ WITH sampled AS (
     SELECT job_id,
            CAST(sum(samples) AS BIGINT) AS n,
            count(DISTINCT (host, gpu_key)) AS gpus,
-           @ordered_sum(utilization_percent_sum) / nullif(sum(utilization_percent_n), 0) AS util,
-           @ordered_sum(memory_used_mb_sum) / nullif(sum(memory_used_mb_n), 0) AS mem,
+           @fdiv(@ordered_sum(utilization_percent_sum); nullif(sum(utilization_percent_n), 0)) AS util,
+           @fdiv(@ordered_sum(memory_used_mb_sum); nullif(sum(memory_used_mb_n), 0)) AS mem,
            max(memory_used_mb_max) AS peak_mem,
-           @ordered_sum(temperature_c_sum) / nullif(sum(temperature_c_n), 0) AS temp,
+           @fdiv(@ordered_sum(temperature_c_sum); nullif(sum(temperature_c_n), 0)) AS temp,
            max(temperature_c_max) AS peak_temp,
            CAST(sum(nonfinite) AS BIGINT) AS nonfinite
     FROM gpu_minutes

@@ -11,7 +11,7 @@ WITH ordered AS (
 ), timed AS (
     SELECT o.*,
            CASE
-               WHEN @finite(o.iteration_time) THEN o.iteration_time * o.delta
+               WHEN @finite(o.iteration_time) THEN @fmul(o.iteration_time; o.delta)
                WHEN o.ts IS NOT NULL AND o.prev_ts IS NOT NULL AND o.ts >= o.prev_ts
                    THEN @seconds_between(o.prev_ts; o.ts)
            END AS seconds
@@ -22,7 +22,7 @@ SELECT t.job_id, t.step, t.ts, t.delta, t.seconds, t.row_no, t.row_count,
            WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE PRECISION)
            WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta
            WHEN @finite(t.samples_per_second) AND t.seconds IS NOT NULL
-               THEN t.samples_per_second * t.seconds
+               THEN @fmul(t.samples_per_second; t.seconds)
        END AS samples,
        t.loss, t.eval_loss, t.learning_rate, t.samples_per_second, t.iteration_time,
        t.grad_norm, t.epoch, t.metrics, t.source
