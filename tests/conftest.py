@@ -17,9 +17,10 @@ import duckdb
 import pytest
 from pg_server import PgServer, bin_dir
 
+from runlytics.ingest import postgres as pg_ingest
 from runlytics.ingest.pipeline import ingest
 from runlytics.ingest.summary import Summary
-from runlytics.warehouse import db, insights, migrate, pg_copy, pg_reader, queries, results, snapshots
+from runlytics.warehouse import db, insights, migrate, pg_copy, pg_reader, pg_samples, queries, results, snapshots
 from runlytics.warehouse.postgres import SESSION_OPTIONS
 
 # a script (make mutations), not tests: never collected, whatever pytest's file patterns say
@@ -44,6 +45,10 @@ class Lab:
         self.db = tmp / "warehouse.duckdb"
         # where ``analytics`` and ``query`` read: the file itself, or a PostgreSQL copy of it (``engine``)
         self.engine = engine or DUCKDB_ENGINE
+        # the PostgreSQL database ``ingest`` publishes to, when the engine ingests (``Engine.ingests``),
+        # and the ingester's name there (None: the stage's own, ingest/postgres.py)
+        self._target: db.PostgresUrl | None = None
+        self.ingester: str | None = None
 
     def write_job(self, folder: str, doc: Any, *, raw: str | bytes | None = None) -> Path:
         """Write <root>/<folder>/progress.json from a dict (or raw text/bytes)."""
@@ -56,9 +61,58 @@ class Lab:
             path.write_text(data)
         return path
 
-    def ingest(self, *roots: Path, spool_root: Path | None = None) -> Summary:
+    def ingest(self, *roots: Path, spool_root: Path | None = None, **options: Any) -> Summary:
+        """``runlytics ingest`` of ``roots`` (the lab's by default): into the file, or, on an engine
+        that ingests, ``ingest --db URL`` with the file as its stage (ingest/postgres.py)."""
         spools = [spool_root] if spool_root else None
-        return ingest(self.db, list(roots) or [self.root], spools=spools, wait=10)
+        if self.engine.ingests:
+            summary, _ = pg_ingest.ingest(
+                self.target(),
+                list(roots) or [self.root],
+                stage=self.db,
+                ingester=self.ingester,
+                spools=spools,
+                wait=10,
+                **options,
+            )
+            return summary
+        return ingest(self.db, list(roots) or [self.root], spools=spools, wait=10, **options)
+
+    def target(self) -> db.PostgresUrl:
+        """The PostgreSQL database this lab ingests into (made on first use: a clone of the template)."""
+        if self._target is None:
+            self._target = self.engine.empty()
+        return self._target
+
+    @contextmanager
+    def _reader(self) -> Iterator[Any]:
+        """A read connection where the lab's facts are: the file, the database ingest published
+        to, or the engine's copy of the file."""
+        if self.engine.ingests:
+            con: Any = pg_reader.Cursor(pg_reader.connect(self.target()))
+            try:
+                yield con
+            finally:
+                con.close()
+        elif self.engine.postgres:
+            with self.engine.reader(self.db) as con:
+                yield con
+        else:
+            con = duckdb.connect(str(self.db), read_only=True)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def sharing(self, tmp: Path) -> Lab:
+        """A new lab in ``tmp`` (its own jobs root and file) that ingests into this lab's PostgreSQL
+        database as the same ingester (its jobs replace this lab's jobs of the same ids): for
+        many small cases (hypothesis' examples) in one database. On DuckDB, just a new lab."""
+        other = Lab(tmp, self.engine)
+        if self.engine.ingests:
+            self.ingester = self.ingester or "lab"
+            other._target, other.ingester = self.target(), self.ingester
+        return other
 
     def on(self, engine: Engine) -> Lab:
         """This lab (the same folder and file), reading on ``engine``."""
@@ -68,25 +122,20 @@ class Lab:
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """The rows of ``sql`` read on the lab's engine (on PostgreSQL: portable SQL, ``$name`` parameters)."""
-        if self.engine.postgres:
-            with self.engine.reader(self.db) as reader:
-                return reader.execute(sql, params).fetchall()
-        con = duckdb.connect(str(self.db), read_only=True)
-        try:
+        with self._reader() as con:
             return con.execute(sql, params).fetchall()
-        finally:
-            con.close()
+
+    def columns(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The column names and rows of ``sql`` (portable SQL), read on the lab's engine."""
+        with self._reader() as con:
+            cursor = con.execute(sql)
+            rows = cursor.fetchall()
+            return [d[0] for d in cursor.description], rows
 
     def analytics(self, job_id: str) -> dict[str, Any] | None:
         """The job's analytics as the API answers them, read on the lab's engine."""
-        if self.engine.postgres:
-            with self.engine.reader(self.db) as con:
-                return queries.job_analytics(con, job_id)
-        con = duckdb.connect(str(self.db), read_only=True)
-        try:
+        with self._reader() as con:
             return queries.job_analytics(con, job_id)
-        finally:
-            con.close()
 
     def facts(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every fact table's rows, sorted, with NaN made comparable: for equality checks."""
@@ -95,14 +144,10 @@ class Lab:
             return tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in row)
 
         out = {}
-        for table, cols in {
-            "jobs": "* EXCLUDE (ingested_at)",
-            "steps": "*",
-            "step_gpus": "*",
-            "checkpoints": "*",
-        }.items():
-            rows = self.query(f"SELECT {cols} FROM {table}")
-            out[table] = sorted((norm(r) for r in rows), key=repr)
+        for table in ("jobs", "steps", "step_gpus", "checkpoints"):
+            names, rows = self.columns(f"SELECT * FROM {table}")
+            kept = [i for i, name in enumerate(names) if name != "ingested_at"]
+            out[table] = sorted((norm(tuple(r[i] for i in kept)) for r in rows), key=repr)
         return out
 
 
@@ -147,19 +192,25 @@ class Engine:
     snapshot, which every ingest publishes), into a database created from a template that
     ``runlytics db upgrade`` built once per test process: a test that ingests again reads a
     new copy, one that reads twice pays once.
+
+    An engine that ``ingests`` (``ingest_engine``) fills PostgreSQL as an operator does instead:
+    ``Lab.ingest`` runs ``runlytics ingest --db URL`` with the lab's file as its stage
+    (ingest/postgres.py: a stage ingest, then a publish), and the lab reads what was published,
+    so that an ingest test checks PostgreSQL's result against its hand values.
     """
 
-    def __init__(self, name: str, server: PgServer | None = None) -> None:
+    def __init__(self, name: str, server: PgServer | None = None, *, ingests: bool = False) -> None:
         self.name = name
         self.server = server
         self._made: list[str] = []  # the databases this engine made (dropped by ``close``)
+        self.ingests = ingests and self.postgres
 
     @property
     def postgres(self) -> bool:
         return self.name == "postgresql"
 
     def __repr__(self) -> str:
-        return f"Engine({self.name})"
+        return f"Engine({self.name}{', ingests' if self.ingests else ''})"
 
     def warehouse(self, path: Path) -> Path | db.PostgresUrl:
         if not self.postgres:
@@ -228,6 +279,27 @@ def _recompute(url: db.PostgresUrl) -> None:
         conn.execute(insights.REFILL)
 
 
+def mirror(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl) -> None:
+    """Make the PostgreSQL database ``target`` hold what the DuckDB warehouse ``con`` holds (every
+    table ``db copy`` copies, in place of the target's rows), then let PostgreSQL's views compute
+    job_results again: for a test that writes facts straight into a warehouse (tests/test_insights.py's
+    ``Facts``) and reads a view on PostgreSQL. Cheaper than a ``db copy`` into a new database per read
+    (one connection, no ANALYZE, no schema checks)."""
+    import psycopg
+
+    with psycopg.connect(target.libpq_url, options=SESSION_OPTIONS) as raw:
+        for table, origin in pg_copy.COPIED.items():
+            if table == pg_samples.VIEW:  # PostgreSQL's samples: packed per minute in a table of their own
+                raw.execute(f"DELETE FROM {pg_samples.TABLE}")
+                pg_samples.copy(con, raw)
+                continue
+            columns = pg_copy.target_columns(raw, table)
+            raw.execute(f"DELETE FROM {db.quote_identifier(table)}")
+            names = ", ".join(db.quote_identifier(name) for name, _ in columns)
+            pg_copy.copy_rows(con, raw, table, columns, f"SELECT {names} FROM {db.quote_identifier(origin)}")
+        raw.execute(results.REFILL)
+
+
 def _from_template(server: PgServer) -> str:
     """A new database of ``server`` at the head revision, holding no data: a copy (CREATE
     DATABASE … TEMPLATE) of one ``runlytics db upgrade`` built once, which db copy fills as it
@@ -244,6 +316,21 @@ def _from_template(server: PgServer) -> str:
     return server.admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+# ``@pytest.mark.xfail_postgres("why")``: the test's ``[postgresql]`` case fails for a known reason
+# that another module owes (docs/testing.md, "Both engines"): xfail(strict=True) there alone
+XFAIL_POSTGRES = "xfail_postgres"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"{XFAIL_POSTGRES}(reason): the [postgresql] case is a known failure")
+
+
+# a test of DuckDB alone in a module whose tests take ``engine`` (or a fixture of it): its
+# ``[postgresql]`` case is not generated (docs/testing.md lists such tests and why)
+DUCKDB_ONLY = pytest.mark.parametrize("engine", ["duckdb"], indirect=True)
+DUCKDB_ONLY_INGEST = pytest.mark.parametrize("ingest_engine", ["duckdb"], indirect=True)  # ``ingest_engine``'s
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     """Each engine in turn: a test taking it runs on DuckDB, then on PostgreSQL (a server of
@@ -257,11 +344,27 @@ def module_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
     yield from _engine(request)
 
 
-def _engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+@pytest.fixture(params=ENGINES)
+def ingest_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """``engine`` whose PostgreSQL is filled by ``runlytics ingest --db URL`` (``Engine.ingests``):
+    ``Lab(tmp, ingest_engine).ingest()`` ingests into the file, or stages there and publishes."""
+    yield from _engine(request, ingests=True)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def module_ingest_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """``ingest_engine`` for module-scoped fixtures (one PostgreSQL database per module)."""
+    yield from _engine(request, ingests=True)
+
+
+def _engine(request: pytest.FixtureRequest, *, ingests: bool = False) -> Iterator[Engine]:
     if request.param == "duckdb":
         yield DUCKDB_ENGINE
         return
-    engine = Engine(request.param, request.getfixturevalue("pg_server"))
+    known = request.node.get_closest_marker(XFAIL_POSTGRES) if request.scope == "function" else None
+    if known is not None:  # a finding on PostgreSQL, owed by its owner: strict, so the fix is noticed
+        request.applymarker(pytest.mark.xfail(strict=True, reason=f"PostgreSQL: {known.args[0]}"))
+    engine = Engine(request.param, request.getfixturevalue("pg_server"), ingests=ingests)
     try:
         yield engine
     finally:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 SERVER_USER = "postgres"
+# a file to which each server adds its CPU seconds when it stops (for measuring the tests' cost)
+CPU_LOG = "RUNLYTICS_PG_CPU_LOG"
 
 
 def bin_dir() -> Path | None:
@@ -76,8 +78,37 @@ class PgServer:
             con.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{name}"
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds the server has used so far: the postmaster's own and its ended children's,
+        and its live children's (Linux's /proc); 0 where it cannot be read."""
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            tick = os.sysconf("SC_CLK_TCK")
+            total = sum(int(v) for v in _stat(pid)[11:15])  # utime, stime, cutime, cstime
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    fields = _stat(int(entry.name))
+                    if fields and int(fields[1]) == pid:  # a live backend: its own time
+                        total += int(fields[11]) + int(fields[12])
+            return total / tick
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
     def stop(self) -> None:
+        log = os.environ.get(CPU_LOG)
+        if log:  # docs/testing.md: the cost of the [postgresql] tests counts the server's time too
+            with open(log, "a") as out:
+                out.write(f"{self.cpu_seconds():.2f}\n")
         try:
             self._run(str(self.bins / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat's fields after the command name (state, ppid, …), or [] if it ended."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    return text[text.rindex(")") + 2 :].split()

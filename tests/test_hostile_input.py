@@ -1,4 +1,7 @@
-"""Hostile entries in a jobs root: odd names, odd files, files that vanish. Each fails alone."""
+"""Hostile entries in a jobs root: odd names, odd files, files that vanish. Each fails alone.
+
+The tests taking ``lab`` run on both engines (``ingest_engine``: on PostgreSQL through ``ingest
+--db URL``); those that build their own lab or drive the CLI on a file are DuckDB's."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, Lab
+from conftest import REPO, Engine, Lab
 
 ODD_NAMES = ["*", "exp[1]", "exp1", "q?", "{a,b}", "a]b", "[!x]", "st*r", "back\\slash", "x**y"]
 
@@ -78,6 +81,12 @@ def problems(summary: Any) -> dict[str, str]:
     return {Path(p["path"]).parent.name: p["reason"] for p in summary.problems}
 
 
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    """On both engines (on PostgreSQL through ``ingest --db URL``: conftest's ``ingest_engine``)."""
+    return Lab(tmp_path, ingest_engine)
+
+
 def test_special_files_are_never_opened(lab: Lab, tmp_path: Path) -> None:
     """A FIFO would block a read forever, a link to /dev/zero never ends: neither is opened."""
     good_jobs(lab)
@@ -118,9 +127,7 @@ def test_a_file_over_max_file_mb_fails_alone(lab: Lab) -> None:
     big = doc("big")
     big["config"] = {"padding": "x" * (1 << 20)}
     lab.write_job("big", big)
-    from runlytics.ingest.pipeline import ingest
-
-    summary = ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5)
+    summary = lab.ingest(max_file_mb=0.5)
     assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 1)  # checked again next run
     assert problems(summary)["big"] == "larger than --max-file-mb (1 MiB > 0 MiB): not read"
     assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["good-0", "good-1"]
@@ -285,14 +292,12 @@ def test_a_conflicting_folders_trainer_states_and_checkpoints_are_not_read(lab: 
 
 
 def test_a_file_once_too_large_is_read_once_allowed(lab: Lab) -> None:
-    from runlytics.ingest.pipeline import ingest
-
     big = doc("big")
     big["config"] = {"padding": "x" * (1 << 20)}
     settled(lab.write_job("big", big))
-    assert ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5).failed == 1
-    assert ingest(lab.db, [lab.root], wait=10, max_file_mb=0.5).failed == 1
-    assert ingest(lab.db, [lab.root], wait=10, max_file_mb=2).ingested == 1
+    assert lab.ingest(max_file_mb=0.5).failed == 1
+    assert lab.ingest(max_file_mb=0.5).failed == 1
+    assert lab.ingest(max_file_mb=2).ingested == 1
 
 
 def test_a_path_named_like_a_disk_error_is_no_disk_error() -> None:

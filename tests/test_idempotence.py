@@ -13,6 +13,9 @@ From these rules follow the invariants tested here:
 
 For a step logged both with and without timestamps the pairwise rule is not associative (see
 ``test_mixed_timestamps_depend_on_run_boundaries``), so only the general invariants are checked.
+
+On both engines (``ingest_engine``): on PostgreSQL every lab ingests with ``ingest --db URL`` (its
+file the stage) and the facts, the ledger and the rows checked are PostgreSQL's.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from conftest import REPO, Lab
+from conftest import REPO, Engine, Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -51,16 +54,16 @@ def blank_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return blank_warehouse_at(tmp_path_factory.mktemp("blank") / "warehouse.duckdb")
 
 
-def new_lab(folder: Path, blank: Path) -> Lab:
+def new_lab(folder: Path, blank: Path, engine: Engine) -> Lab:
     folder.mkdir(parents=True)
-    lab = Lab(folder)
+    lab = Lab(folder, engine)
     shutil.copyfile(blank, lab.db)
     return lab
 
 
 @pytest.fixture
-def lab(tmp_path: Path, blank_warehouse: Path) -> Lab:
-    return new_lab(tmp_path / "lab", blank_warehouse)
+def lab(tmp_path: Path, blank_warehouse: Path, ingest_engine: Engine) -> Lab:
+    return new_lab(tmp_path / "lab", blank_warehouse, ingest_engine)
 
 
 def age(path: Path, seconds: float = 3600) -> None:
@@ -200,7 +203,7 @@ def json_dump(doc: Any) -> str:
     return json.dumps(doc, allow_nan=True)
 
 
-def test_root_order_does_not_matter(tmp_path: Path, blank_warehouse: Path) -> None:
+def test_root_order_does_not_matter(tmp_path: Path, blank_warehouse: Path, ingest_engine: Engine) -> None:
     a, b = write_roots(tmp_path / "data")
     results = []
     for name, runs in [
@@ -209,7 +212,7 @@ def test_root_order_does_not_matter(tmp_path: Path, blank_warehouse: Path) -> No
         ("a then b", [[a], [b]]),
         ("b then a", [[b], [a]]),
     ]:
-        lab = new_lab(tmp_path / name, blank_warehouse)
+        lab = new_lab(tmp_path / name, blank_warehouse, ingest_engine)
         for roots in runs:
             lab.ingest(*roots)
         results.append((name, lab.facts()))
@@ -222,7 +225,7 @@ def test_root_order_does_not_matter(tmp_path: Path, blank_warehouse: Path) -> No
 
 
 def test_file_order_and_batching_do_not_matter(
-    tmp_path: Path, blank_warehouse: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, blank_warehouse: Path, monkeypatch: pytest.MonkeyPatch, ingest_engine: Engine
 ) -> None:
     """Jobs in separate files (all entries timed). One job id in several folders is a conflict
     (test_hostile_input.py), so each folder here holds a job of its own."""
@@ -242,16 +245,16 @@ def test_file_order_and_batching_do_not_matter(
             lab.ingest(files[i].parent)
 
     results: dict[str, dict[str, Any]] = {}
-    lab = new_lab(tmp_path / "one run", blank_warehouse)
+    lab = new_lab(tmp_path / "one run", blank_warehouse, ingest_engine)
     lab.ingest(root)
     results["one run"] = lab.facts()
     assert len(files) == 5
     for name, order in [("reversed", [4, 3, 2, 1, 0]), ("shuffled", [3, 0, 4, 2, 1])]:
-        lab = new_lab(tmp_path / name, blank_warehouse)
+        lab = new_lab(tmp_path / name, blank_warehouse, ingest_engine)
         ingest_one_by_one(lab, order)
         results[name] = lab.facts()
     monkeypatch.setattr(progress_format, "BATCH_FILES", 2)
-    lab = new_lab(tmp_path / "batches of 2", blank_warehouse)
+    lab = new_lab(tmp_path / "batches of 2", blank_warehouse, ingest_engine)
     lab.ingest(root)
     results["batches of 2"] = lab.facts()
 
@@ -266,7 +269,9 @@ def test_file_order_and_batching_do_not_matter(
         assert facts == expected, f"{name} differs from one run"
 
 
-def test_mixed_timestamps_depend_on_run_boundaries(tmp_path: Path, blank_warehouse: Path) -> None:
+def test_mixed_timestamps_depend_on_run_boundaries(
+    tmp_path: Path, blank_warehouse: Path, ingest_engine: Engine
+) -> None:
     """Documents a limit of the spec's rule, not a wish: for one step logged as e1 (no timestamp),
     e2 (10:05), e3 (10:01), "later timestamp wins" and "without timestamps the later ingest wins"
     don't say which entry wins. Split over runs, e2 wins (e1 < e2 by ingest, e2 > e3 by time); in
@@ -279,10 +284,10 @@ def test_mixed_timestamps_depend_on_run_boundaries(tmp_path: Path, blank_warehou
         return e
 
     e1, e2, e3 = entry(1.0, None), entry(2.0, 5), entry(3.0, 1)
-    together = new_lab(tmp_path / "together", blank_warehouse)
+    together = new_lab(tmp_path / "together", blank_warehouse, ingest_engine)
     together.write_job("j", {"job_id": "j", "history": [e1, e2, e3]})
     together.ingest()
-    apart = new_lab(tmp_path / "apart", blank_warehouse)
+    apart = new_lab(tmp_path / "apart", blank_warehouse, ingest_engine)
     for e in (e1, e2, e3):
         apart.write_job("j", {"job_id": "j", "history": [e]})
         apart.ingest()
@@ -419,13 +424,13 @@ EXAMPLES = count()
 )
 @given(scenario=scenarios())
 def test_random_jobs_in_snapshot_windows(
-    tmp_path_factory: pytest.TempPathFactory, blank_warehouse: Path, scenario: list[Job]
+    tmp_path_factory: pytest.TempPathFactory, blank_warehouse: Path, ingest_engine: Engine, scenario: list[Job]
 ) -> None:
     base = tmp_path_factory.mktemp(f"scenario{next(EXAMPLES)}")
     runs = len(scenario[0].snapshots)
 
     # 1. one folder per job, rewritten before each run
-    seq = new_lab(base / "in order", blank_warehouse)
+    seq = new_lab(base / "in order", blank_warehouse, ingest_engine)
     for r in range(runs):
         for job in scenario:
             seq.write_job(job.job_id, job.doc(r))
@@ -451,7 +456,7 @@ def test_random_jobs_in_snapshot_windows(
     # 3. every snapshot in its own folder, all in one run, the last snapshot's folder first: one
     #    folder per job id, so the first folder in path order keeps it and the others are conflicts
     #    that change nothing (tests/test_hostile_input.py)
-    together = new_lab(base / "together", blank_warehouse)
+    together = new_lab(base / "together", blank_warehouse, ingest_engine)
     for r in range(runs):
         for job in scenario:
             together.write_job(f"{runs - 1 - r}/{job.job_id}", job.doc(r))

@@ -1,4 +1,6 @@
-"""Every input form of progress.json (spec/inputs.md section 1), ingested into a real warehouse."""
+"""Every input form of progress.json (spec/inputs.md section 1), ingested into a real warehouse:
+on both engines (``ingest_engine``; on PostgreSQL through ``ingest --db URL``, the rows read are
+the published ones)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
-from conftest import REPO, Lab
+from conftest import DUCKDB_ONLY_INGEST, REPO, Engine, Lab
 
 from runlytics.warehouse import migrate
 
@@ -60,32 +61,26 @@ class Tables:
 
 
 def tables(lab: Lab) -> Tables:
-    con = duckdb.connect(str(lab.db), read_only=True)
-    try:
-
-        def rows(sql: str) -> list[tuple[Any, ...]]:
-            return con.execute(sql).fetchall()
-
-        t = Tables({}, {}, {}, {}, {})
-        for r in rows(f"SELECT job_id, {', '.join(JOB_COLS)} FROM jobs"):
-            assert r[0] not in t.jobs
-            t.jobs[r[0]] = dict(zip(JOB_COLS, r[1:], strict=True))
-        for r in rows(f"SELECT job_id, step, {', '.join(STEP_COLS)} FROM steps"):
-            assert r[1] not in t.steps.get(r[0], {}), f"step {r[:2]} stored twice"
-            t.steps.setdefault(r[0], {})[r[1]] = dict(zip(STEP_COLS, r[2:], strict=True))
-        for r in rows(f"SELECT job_id, step, gpu_index, {', '.join(GPU_COLS)} FROM step_gpus"):
-            assert (r[1], r[2]) not in t.gpus.get(r[0], {}), f"GPU reading {r[:3]} stored twice"
-            t.gpus.setdefault(r[0], {})[(r[1], r[2])] = dict(zip(GPU_COLS, r[3:], strict=True))
-        for r in rows("SELECT job_id, step, path, saved_at, eval_loss, source FROM checkpoints"):
-            t.checkpoints.setdefault(r[0], {})[r[1]] = r[2:]
-        for r in rows(f"SELECT path, {', '.join(LEDGER_COLS)} FROM ingest_files WHERE kind = 'progress'"):
-            row = dict(zip(LEDGER_COLS, r[1:], strict=True))
-            row["warnings"] = json.loads(row["warnings"]) if row["warnings"] else []
-            assert Path(r[0]).name == "progress.json"
-            t.ledger[Path(r[0]).parent.name] = row
-        return t
-    finally:
-        con.close()
+    """Read on the lab's engine (portable SQL)."""
+    rows = lab.query
+    t = Tables({}, {}, {}, {}, {})
+    for r in rows(f"SELECT job_id, {', '.join(JOB_COLS)} FROM jobs"):
+        assert r[0] not in t.jobs
+        t.jobs[r[0]] = dict(zip(JOB_COLS, r[1:], strict=True))
+    for r in rows(f"SELECT job_id, step, {', '.join(STEP_COLS)} FROM steps"):
+        assert r[1] not in t.steps.get(r[0], {}), f"step {r[:2]} stored twice"
+        t.steps.setdefault(r[0], {})[r[1]] = dict(zip(STEP_COLS, r[2:], strict=True))
+    for r in rows(f"SELECT job_id, step, gpu_index, {', '.join(GPU_COLS)} FROM step_gpus"):
+        assert (r[1], r[2]) not in t.gpus.get(r[0], {}), f"GPU reading {r[:3]} stored twice"
+        t.gpus.setdefault(r[0], {})[(r[1], r[2])] = dict(zip(GPU_COLS, r[3:], strict=True))
+    for r in rows("SELECT job_id, step, path, saved_at, eval_loss, source FROM checkpoints"):
+        t.checkpoints.setdefault(r[0], {})[r[1]] = r[2:]
+    for r in rows(f"SELECT path, {', '.join(LEDGER_COLS)} FROM ingest_files WHERE kind = 'progress'"):
+        row = dict(zip(LEDGER_COLS, r[1:], strict=True))
+        row["warnings"] = json.loads(row["warnings"]) if row["warnings"] else []
+        assert Path(r[0]).name == "progress.json"
+        t.ledger[Path(r[0]).parent.name] = row
+    return t
 
 
 def step_rows(lab: Lab, job_id: str) -> dict[int, dict[str, Any]]:
@@ -125,8 +120,8 @@ def blank_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def lab(tmp_path: Path, blank_warehouse: Path) -> Lab:
-    lab = Lab(tmp_path)
+def lab(tmp_path: Path, blank_warehouse: Path, ingest_engine: Engine) -> Lab:
+    lab = Lab(tmp_path, ingest_engine)
     shutil.copyfile(blank_warehouse, lab.db)
     return lab
 
@@ -542,6 +537,7 @@ ingest(Path(sys.argv[1]), [Path(sys.argv[2])])
 """
 
 
+@DUCKDB_ONLY_INGEST  # a DuckDB ingest in a subprocess (PostgreSQL's sessions are UTC: warehouse/postgres.py)
 def test_timestamps_are_utc_whatever_the_host_zone(lab: Lab) -> None:
     lab.write_job(
         "t",

@@ -3,6 +3,11 @@ thresholds, NaN/Inf, ties and NULLs; thresholds by name; the tables equal the vi
 
 The small cases insert facts straight into a migrated warehouse (job_results refreshed as ingest
 would) and read the view job_insights; the last tests ingest real progress.json files.
+
+On both engines (``engine``, ``ingest_engine``): on PostgreSQL the small cases' facts are mirrored
+into a database of their own (conftest.mirror) and PostgreSQL's job_insights is read; the ingest
+tests ingest with ``ingest --db URL``. Tests of DuckDB's materialisation and of the thresholds'
+API are DuckDB's alone (``DUCKDB_ONLY``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ import pytest
 from alembic import command
 
 from runlytics.ingest import gpu_samples
-from runlytics.warehouse import db, insights, migrate, postgres, results
-from tests.conftest import Lab
+from runlytics.warehouse import db, insights, migrate, pg_reader, postgres, results
+from tests.conftest import DUCKDB_ONLY, Engine, Lab, mirror
 
 T0 = datetime(2026, 1, 1, 0, 0, 0)
 NAN, INF = math.nan, math.inf
@@ -37,10 +42,27 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Facts:
-    """A migrated warehouse to insert facts into, and read insights from."""
+    """A migrated warehouse to insert facts into, and read insights from: on PostgreSQL (``target``)
+    the facts are mirrored there before each read, and the views read are PostgreSQL's."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, target: db.PostgresUrl | None = None) -> None:
         self.con = con
+        self.target = target
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The column names and rows of ``sql`` (portable, ``$name`` parameters) on the facts as they
+        are now, job_results refreshed as ingest would."""
+        results.refresh(self.con, {r[0] for r in self.con.execute("SELECT job_id FROM jobs").fetchall()})
+        if self.target is None:
+            cursor: Any = self.con.execute(sql, params)
+            return [d[0] for d in cursor.description], cursor.fetchall()
+        mirror(self.con, self.target)
+        cursor = pg_reader.Cursor(pg_reader.connect(self.target))
+        try:
+            cursor.execute(sql, params)
+            return [d[0] for d in cursor.description or []], cursor.fetchall()
+        finally:
+            cursor.close()
 
     def job(self, job_id: str, status: str = "completed", **columns: Any) -> None:
         cols = {"job_id": job_id, "status": status, "ingested_at": T0, **columns}
@@ -71,27 +93,31 @@ class Facts:
 
     def insights(self, job_id: str, kind: str | None = None) -> list[tuple[Any, ...]]:
         """(kind, first_step, last_step, value, reference) of the job's insights, sorted."""
-        results.refresh(self.con, {r[0] for r in self.con.execute("SELECT job_id FROM jobs").fetchall()})
-        rows = self.con.execute(
+        _, rows = self.rows(
             "SELECT kind, first_step, last_step, value, reference FROM job_insights "
-            "WHERE job_id = ? AND (kind = ? OR ? IS NULL) ORDER BY kind, first_step, value",
-            [job_id, kind, kind],
-        ).fetchall()
+            "WHERE job_id = $job AND (kind = $kind OR $kind IS NULL) ORDER BY kind, first_step, value",
+            {"job": job_id, "kind": kind},
+        )
         return [tuple(rows_) for rows_ in rows]
 
     def full(self, job_id: str, kind: str) -> list[dict[str, Any]]:
-        results.refresh(self.con, {r[0] for r in self.con.execute("SELECT job_id FROM jobs").fetchall()})
-        cursor = self.con.execute("SELECT * FROM job_insights WHERE job_id = ? AND kind = ?", [job_id, kind])
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        names, rows = self.rows(
+            "SELECT * FROM job_insights WHERE job_id = $job AND kind = $kind", {"job": job_id, "kind": kind}
+        )
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 @pytest.fixture
-def facts(template: Path, tmp_path: Path) -> Iterator[Facts]:
+def facts(template: Path, tmp_path: Path, engine: Engine) -> Iterator[Facts]:
     path = tmp_path / "w.duckdb"
     shutil.copy(template, path)
     with db.connection(path) as con:
-        yield Facts(con)
+        yield Facts(con, engine.empty() if engine.postgres else None)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    return Lab(tmp_path, ingest_engine)
 
 
 # --- nonfinite_loss ---------------------------------------------------------------------------
@@ -170,6 +196,14 @@ def test_loss_spike_uses_the_20_losses_just_before(facts: Facts) -> None:
     # 5 huge early losses fall out of the window: the 20 before row 26 are BASE
     facts.losses("a", [1000.0] * 5 + BASE + [8.5])
     assert facts.insights("a", "loss_spike") == [("loss_spike", 260, 260, 8.5, 2.0)]
+
+
+# on PostgreSQL too (revision 0029: its float8 operators raised on this job's 0.5 x 5e-324)
+def test_subnormal_losses_are_medians_like_any_other(facts: Facts) -> None:
+    # median of ten 5e-324 and ten 1.0 = 5e-324 x 0.5 + 1.0 x 0.5 = 0.5 (the first half underflows
+    # to 0); deviations ten 0.5 (roughly) and ten 0.5: d = 0.5, limit 0.5 + max(3, 0.25) = 3.5
+    facts.losses("a", [5e-324, 1.0] * 10 + [3.6])
+    assert facts.insights("a", "loss_spike") == [("loss_spike", 210, 210, 3.6, 0.5)]
 
 
 # --- loss_divergence ---------------------------------------------------------------------------
@@ -332,15 +366,18 @@ def test_insight_rows_derive_the_rows_as_step_metrics_does(facts: Facts) -> None
             {"step": 8, "iteration_time": 2.0, "samples_per_second": 1.5, "samples": 7},
         ],
     )
-    columns = "job_id, step, ts, row_no, row_count, samples, seconds"
-    derived = facts.con.execute(f"SELECT {columns}, prev_step FROM insight_rows ORDER BY job_id, step").fetchall()
-    expected = facts.con.execute(
-        f"SELECT {columns}, CASE WHEN row_no > 1 THEN step - delta END FROM step_metrics ORDER BY job_id, step"
-    ).fetchall()
+    # (the last row, revision 0025, is step_metrics' row whose row_no is the row count)
+    columns = "job_id, step, ts, row_no, samples, seconds"
+    _, derived = facts.rows(f"SELECT {columns}, prev_step, last_row FROM insight_rows ORDER BY job_id, step")
+    _, expected = facts.rows(
+        f"SELECT {columns}, CASE WHEN row_no > 1 THEN step - delta END, row_no = row_count "
+        "FROM step_metrics ORDER BY job_id, step"
+    )
     assert len(derived) == 10
     assert repr(derived) == repr(expected)
+    assert [row[1] for row in derived if row[-1]] == [20, 8]
     # and by hand, a few: 16 samples given; 0.5 s x 5 steps and 8 x 5 samples; 15 s by the clock
-    batch = {row[1]: row[5:] for row in derived if row[0] == "batch"}
+    batch = {row[1]: row[4:7] for row in derived if row[0] == "batch"}
     assert batch[0] == (16.0, None, None) and batch[5] == (40.0, 2.5, 0) and batch[7] == (16.0, 15.0, 5)
     assert batch[9][1] is None
 
@@ -445,9 +482,7 @@ def test_gpu_idle_more_than_half_the_time_below_10(facts: Facts) -> None:
     assert [(r["host"], r["gpu_index"], r["value"], r["reference"]) for r in rows] == [("h", 0, 0.6, 0.5)]
     assert rows[0]["first_step"] is None and rows[0]["severity"] == "warning"
     # the same share as job_gpus, the GPU view
-    assert facts.con.execute("SELECT idle_share FROM job_gpus WHERE job_id = 'a' AND gpu_index = 0").fetchone() == (
-        0.6,
-    )
+    assert facts.rows("SELECT idle_share FROM job_gpus WHERE job_id = 'a' AND gpu_index = 0")[1] == [(0.6,)]
 
 
 def test_gpu_straggler_more_than_20_points_below_the_median(facts: Facts) -> None:
@@ -597,6 +632,7 @@ def test_silent_running_at_as_of(facts: Facts) -> None:
 # --- thresholds --------------------------------------------------------------------------------
 
 
+@DUCKDB_ONLY  # DuckDB's insight_results refill (PostgreSQL's thresholds: test_postgres_ingest.py)
 def test_thresholds_have_every_default_and_change_by_name(facts: Facts) -> None:
     assert insights.thresholds(facts.con) == {k: float(v) for k, v in sorted(insights.DEFAULTS.items())}
     _timed(facts, "a", [10.0] * 20 + [150.0])
@@ -632,6 +668,7 @@ def test_overfitting_thresholds_change_its_rule(facts: Facts) -> None:
     assert facts.insights("up-at-the-end", "overfitting") == []
 
 
+@DUCKDB_ONLY  # the setter's checks, before any engine
 def test_bad_threshold_names_and_values_are_refused(facts: Facts) -> None:
     with pytest.raises(insights.UnknownThreshold, match=r"stall\.typo.*loss_spike\.mad_factor.*stall\.min_seconds"):
         insights.set_threshold(facts.con, "stall.typo", 1)
@@ -665,7 +702,8 @@ def _table_equals_view(lab: Lab) -> list[tuple[Any, ...]]:
     def norm(rows: list[tuple[Any, ...]]) -> list[str]:
         return sorted(repr(tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in r)) for r in rows)
 
-    stored = lab.query("SELECT * EXCLUDE (as_of) FROM insight_results")
+    names, _ = lab.columns("SELECT * FROM job_insights")
+    stored = lab.query(f"SELECT {', '.join(names)} FROM insight_results")
     assert norm(stored) == norm(lab.query("SELECT * FROM job_insights"))
     assert lab.query("SELECT job_id FROM insight_jobs ORDER BY 1") == lab.query("SELECT job_id FROM jobs ORDER BY 1")
     return stored
@@ -692,6 +730,7 @@ def test_job_ranges_span_a_few_others_and_fall_back_to_one() -> None:
     assert insights.job_ranges(ordered, set()) == []
 
 
+@DUCKDB_ONLY  # DuckDB's refresh by job ranges (a PostgreSQL publish copies the stage's rows)
 def test_a_refresh_of_jobs_far_apart_equals_the_view(facts: Facts) -> None:
     # jobs in several ranges, a changed job between unchanged ones, and a running one
     for i in range(3 * (insights.RANGE_GAP + 2)):
@@ -825,5 +864,25 @@ def test_revision_0023_goes_down_and_up_on_postgres(pg_url: str) -> None:
         conn.commit()
     with psycopg.connect(pg_url) as con:
         assert "known_no" in _view_columns(con, "insight_rows")
+        assert con.execute("SELECT count(*) FROM job_insights").fetchone() == (0,)
+    assert migrate.upgrade(target) == migrate.HEAD_REVISION
+
+
+def test_revision_0025_goes_down_and_up_on_postgres(pg_url: str) -> None:
+    # revision 0025 replaces insight_rows' r and row_count with recent_max and last_row: on
+    # PostgreSQL the views that read it are dropped and created again, both ways
+    target = db.PostgresUrl(pg_url)
+    assert migrate.upgrade(target) == migrate.HEAD_REVISION
+    with psycopg.connect(pg_url) as con:
+        columns = _view_columns(con, "insight_rows")
+        assert {"recent_max", "last_row"} <= set(columns) and not {"r", "row_count"} & set(columns)
+    with postgres.connection(target) as conn:
+        config = migrate.alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0024")
+        conn.commit()
+    with psycopg.connect(pg_url) as con:
+        columns = _view_columns(con, "insight_rows")
+        assert {"r", "row_count"} <= set(columns) and not {"recent_max", "last_row"} & set(columns)
         assert con.execute("SELECT count(*) FROM job_insights").fetchone() == (0,)
     assert migrate.upgrade(target) == migrate.HEAD_REVISION

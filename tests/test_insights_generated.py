@@ -4,7 +4,9 @@ independent reference implementation (tests/insight_generator.py) on random loss
 series, and on the real files of shared/realdata.
 
 Jobs go through the real ingest (progress.json files, the GPU sampler's spool) into a real DuckDB
-warehouse; the insights are read from the view ``job_insights`` and from ``insight_results``.
+warehouse; the insights are read from the view ``job_insights`` and from ``insight_results``. On
+both engines (``module_ingest_engine``): on PostgreSQL the ingest is ``ingest --db URL`` (the
+file its stage), and ``job_insights`` is PostgreSQL's view over the published facts.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from runlytics.ingest import postgres as pg_ingest
 from runlytics.ingest.pipeline import ingest
-from tests.conftest import REALDATA
+from runlytics.ingest.summary import Summary
+from runlytics.warehouse import pg_reader
+from tests.conftest import DUCKDB_ENGINE, REALDATA, Engine
 from tests.insight_generator import (
     KINDS,
     LOSS_RULES,
@@ -48,7 +53,9 @@ REL = 1e-9
 class Warehouse:
     """One warehouse and jobs root shared by many generated cases (each case's job ids are new)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, engine: Engine = DUCKDB_ENGINE) -> None:
+        # on PostgreSQL, the database ingest publishes to (the file is its stage)
+        self.target = engine.empty() if engine.ingests else None
         self.root = tmp / "jobs"
         self.spool = tmp / "spool"
         self.root.mkdir()
@@ -68,14 +75,26 @@ class Warehouse:
                 lines = "".join(json.dumps(s) + "\n" for s in job.spool())
                 (self.spool / f"{job.job_id}.jsonl").write_text(lines)
 
+    def ingest_roots(self, roots: list[Path], spools: list[Path] | None = None) -> Summary:
+        if self.target is not None:
+            return pg_ingest.ingest(self.target, roots, stage=self.db, spools=spools, wait=10)[0]
+        return ingest(self.db, roots, spools=spools, wait=10)
+
     def ingest(self) -> int:
         """Ingest everything new; the as_of of the run, in ms."""
-        summary = ingest(self.db, [self.root], spools=[self.spool], wait=10)
+        summary = self.ingest_roots([self.root], [self.spool])
         assert summary.failed == 0
         (started,) = self.query("SELECT max(started_at) FROM ingest_runs")[0]
         return round(started.replace(tzinfo=UTC).timestamp() * 1000)
 
-    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """Portable SQL, ``$name`` parameters."""
+        if self.target is not None:
+            cursor = pg_reader.Cursor(pg_reader.connect(self.target))
+            try:
+                return cursor.execute(sql, params).fetchall()
+            finally:
+                cursor.close()
         con = duckdb.connect(str(self.db), read_only=True)
         try:
             return con.execute(sql, params).fetchall()
@@ -84,7 +103,12 @@ class Warehouse:
 
     def insights(self, source: str, job_ids: list[str]) -> list[Insight]:
         assert source in ("job_insights", "insight_results")
-        rows = self.query(f"SELECT {COLUMNS} FROM {source} WHERE list_contains($ids, job_id)", {"ids": job_ids})
+        if not job_ids:
+            return []
+        rows = self.query(
+            f"SELECT {COLUMNS} FROM {source} WHERE job_id IN (SELECT unnest(CAST($ids AS VARCHAR[])))",
+            {"ids": job_ids},
+        )
         return [
             Insight(job, kind, sev, first, last, host, gpu, value, ref, _ms(start), _ms(end))
             for job, kind, sev, first, last, host, gpu, value, ref, start, end in rows
@@ -158,8 +182,8 @@ def check(wh: Warehouse, cases: list[Generated], as_of: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Warehouse:
-    return Warehouse(tmp_path_factory.mktemp("insights"))
+def warehouse(tmp_path_factory: pytest.TempPathFactory, module_ingest_engine: Engine) -> Warehouse:
+    return Warehouse(tmp_path_factory.mktemp("insights"), module_ingest_engine)
 
 
 def test_every_kind_injected_is_found_and_clean_jobs_give_none(warehouse: Warehouse) -> None:
@@ -381,8 +405,8 @@ def job_from_facts(wh: Warehouse, job_id: str) -> Job:
     for the reference to read: the real files' insights checked against the same rules."""
     ((status, model, gpus, updated, batch, save),) = wh.query(
         "SELECT j.status, j.model_name, j.gpu_count, j.updated_at, s.batch_size, s.save_steps "
-        "FROM jobs j JOIN job_settings s USING (job_id) WHERE job_id = $1",
-        [job_id],
+        "FROM jobs j JOIN job_settings s USING (job_id) WHERE job_id = $job",
+        {"job": job_id},
     )
     config = {k: v for k, v in {"model_name": model, "gpu_count": gpus, "batch_size": batch,
                                 "save_steps": save}.items() if v is not None}  # fmt: skip
@@ -390,11 +414,13 @@ def job_from_facts(wh: Warehouse, job_id: str) -> Job:
         Row(step, _exact_ms(ts), loss=loss, eval_loss=ev, iteration_time=it, samples_per_second=sps, samples=samples)
         for step, ts, loss, ev, it, sps, samples in wh.query(
             "SELECT step, ts, loss, eval_loss, iteration_time, samples_per_second, samples "
-            "FROM step_facts WHERE job_id = $1 ORDER BY step",
-            [job_id],
+            "FROM step_facts WHERE job_id = $job ORDER BY step",
+            {"job": job_id},
         )
     ]
-    checkpoints = [s for (s,) in wh.query("SELECT step FROM checkpoints WHERE job_id = $1 ORDER BY step", [job_id])]
+    checkpoints = [
+        s for (s,) in wh.query("SELECT step FROM checkpoints WHERE job_id = $job ORDER BY step", {"job": job_id})
+    ]
     return Job(job_id, status, config, rows, checkpoints, updated_ms=_ms(updated))
 
 
@@ -412,7 +438,7 @@ REAL_INSIGHTS = {
 def real(warehouse: Warehouse) -> Warehouse:
     """The real trainer states, in the generated jobs' warehouse (their ids are apart; building a
     second warehouse costs more than the rest of a test)."""
-    summary = ingest(warehouse.db, [REALDATA / "hf_trainer_state"], wait=10)
+    summary = warehouse.ingest_roots([REALDATA / "hf_trainer_state"])
     assert summary.failed == 1  # the Git LFS pointer
     return warehouse
 

@@ -1,21 +1,28 @@
 """Null values in numeric fields: dropped with a warning each (inputs.md), found by SQL.
 
 progress.NULL_WARNINGS finds them in DuckDB; the walk below, in plain Python over the parsed
-file, is the oracle it is checked against on generated files.
+file, is the oracle it is checked against on generated files. On both engines (``ingest_engine``):
+on PostgreSQL the warnings are read from the ledger that ``ingest --db URL`` published.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Lab
+from conftest import Engine, Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runlytics.ingest import progress
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    return Lab(tmp_path, ingest_engine)
 
 
 def expected_warnings(doc: dict[str, Any]) -> list[str]:
@@ -78,8 +85,11 @@ DOC = st.one_of(
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=DOC)
-def test_null_warnings_match_the_oracle(tmp_path_factory: pytest.TempPathFactory, doc: dict[str, Any]) -> None:
-    lab = Lab(tmp_path_factory.mktemp("nulls"))
+def test_null_warnings_match_the_oracle(
+    tmp_path_factory: pytest.TempPathFactory, lab: Lab, doc: dict[str, Any]
+) -> None:
+    # each example a new jobs root and file; on PostgreSQL all in one database, job j replaced
+    lab = lab.sharing(tmp_path_factory.mktemp("nulls"))
     lab.write_job("j", {"job_id": "j", "status": "running", **doc})
     lab.ingest()
     assert null_warnings_stored(lab) == expected_warnings(doc)

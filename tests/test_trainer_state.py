@@ -1,4 +1,7 @@
-"""Hugging Face trainer_state.json: every real file in shared/realdata, checkpoints, mixed jobs."""
+"""Hugging Face trainer_state.json: every real file in shared/realdata, checkpoints, mixed jobs.
+
+On both engines (``module_ingest_engine``, ``ingest_engine``: on PostgreSQL through ``ingest --db
+URL``, the rows and analytics read are PostgreSQL's)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REALDATA, Lab
+from tests.conftest import REALDATA, Engine, Lab
 
 HF = REALDATA / "hf_trainer_state"
 JOBS = sorted(p.name for p in HF.iterdir() if p.is_dir() and p.name != "lfs-pointer")
@@ -43,8 +46,8 @@ def _expected(folder: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def realdata(tmp_path_factory: pytest.TempPathFactory) -> Lab:
-    lab = Lab(tmp_path_factory.mktemp("hf"))
+def realdata(tmp_path_factory: pytest.TempPathFactory, module_ingest_engine: Engine) -> Lab:
+    lab = Lab(tmp_path_factory.mktemp("hf"), module_ingest_engine)
     shutil.copytree(HF, lab.root, dirs_exist_ok=True)
     summary = lab.ingest()
     assert summary.failed == 1  # the Git LFS pointer, and only it
@@ -55,11 +58,11 @@ def realdata(tmp_path_factory: pytest.TempPathFactory) -> Lab:
 @pytest.mark.parametrize("job", JOBS)
 def test_real_trainer_state(realdata: Lab, job: str) -> None:
     expected = _expected(HF / job)
-    (rows,) = realdata.query("SELECT count(*) FROM step_facts WHERE job_id = ?", [job])[0]
+    (rows,) = realdata.query("SELECT count(*) FROM step_facts WHERE job_id = $job", {"job": job})[0]
     assert rows == expected["rows"]
     (duplicates,) = realdata.query(
-        "SELECT count(*) FROM (SELECT step FROM trainer_steps WHERE job_id = ? GROUP BY step HAVING count(*) > 1)",
-        [job],
+        "SELECT count(*) FROM (SELECT step FROM trainer_steps WHERE job_id = $job GROUP BY step HAVING count(*) > 1) d",
+        {"job": job},
     )[0]
     assert duplicates == 0
     analytics = realdata.analytics(job)
@@ -125,6 +128,11 @@ def _trainer_state(steps: list[int], global_step: int, max_steps: int) -> dict[s
         "best_model_checkpoint": None,
         "log_history": history,
     }
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    return Lab(tmp_path, ingest_engine)
 
 
 def test_ten_checkpoints_store_each_step_once_and_reingest_changes_nothing(lab: Lab) -> None:
