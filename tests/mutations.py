@@ -119,18 +119,28 @@ COMPARE_COLUMNS = (
 )
 
 
-def resource_rule(source: str, old: str, new: str) -> Edit:
-    """An edit of a resource figure's rule where each source computes it: the GPU samples' per
-    minute in their rollups (warehouse/rollups.py, which job_resources adds up), the step
-    readings' in job_resources' second CTE (the only one that filters their values)."""
+# the GPU samples' per-minute aggregates that job_resources adds up (rollups.py writes one of each
+# for every figure f over its finite values {f}_f): an aggregate's name -> its column's suffix
+ROLLUP_AGGREGATES = {"@ordered_sum": "sum", "max": "max"}
+
+
+def resource_rule(source: str, column: str, figure_sql: str, new_sql: str) -> Edit:
+    """``figure_sql`` (an aggregate of ``column`` over its finite values) as ``new_sql`` where each
+    source computes it: the GPU samples' per minute in their rollups (warehouse/rollups.py, which
+    job_resources adds up; ``column``'s alone of the aggregate rollups.py writes for every figure),
+    the step readings' in job_resources' second CTE (the only one that filters their values)."""
     if source == "samples":
-        return Edit("warehouse/rollups.py", old, new)
-    return view("job_resources", old, new)
+        aggregate = figure_sql.split("(")[0]
+        each = f"{aggregate}({{f}}_f)"
+        alias = f"AS {{f}}_{ROLLUP_AGGREGATES[aggregate]}"
+        return Edit("warehouse/rollups.py", f"{each} {alias}",
+                    f"{{'{new_sql}' if f == '{column}' else f'{each}'}} {alias}")  # fmt: skip
+    return view("job_resources", f"{figure_sql} {FINITE.format(column)}", new_sql)
 
 
 def kept_non_finite(source: str, column: str, figure_sql: str) -> Edit:
     """``figure_sql`` (an aggregate of ``column`` over finite values) over every value instead."""
-    return resource_rule(source, f"{figure_sql} {FINITE.format(column)}", figure_sql)
+    return resource_rule(source, column, figure_sql, figure_sql)
 
 
 def per_gpu_mean(column: str, alias: str) -> tuple[Edit, ...]:
@@ -283,10 +293,10 @@ MUTATIONS: tuple[Mutation, ...] = (
     # readings' in job_resources
     *(
         mutation
-        for source, mean, latest, order, test in (
-            ("samples", "@ordered_sum", "the latest sample's", "ts",
+        for source, mean, latest, latest_sql, test in (
+            ("samples", "@ordered_sum", "the latest sample's", "arg_max({0}_f, ts)",
              GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out"),
-            ("step readings", "@ordered_avg", "the last reading's", "step",
+            ("step readings", "@ordered_avg", "the last reading's", f"@first_by({{0}}; step DESC) {FINITE}",
              A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima"),
         )
         for mutation in (
@@ -303,8 +313,7 @@ MUTATIONS: tuple[Mutation, ...] = (
             ),
             *(
                 m(f"{source}: {figure} is {latest}", f"job.{figure}",
-                  resource_rule(source, f"max({column}) {FINITE.format(column)}",
-                                f"@first_by({column}; {order} DESC) {FINITE.format(column)}"),
+                  resource_rule(source, column, f"max({column})", latest_sql.format(column)),
                   test)
                 for figure, column in (
                     ("peak_gpu_memory_mb", "memory_used_mb"), ("peak_gpu_temp_celsius", "temperature_c")
