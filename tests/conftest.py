@@ -75,8 +75,30 @@ class Lab:
                 wait=10,
                 **options,
             )
+            self._check_published()
             return summary
         return ingest(self.db, list(roots) or [self.root], spools=spools, wait=10, **options)
+
+    def _check_published(self) -> None:
+        """PostgreSQL holds as many rows of every per-job table ``ingest --db`` publishes as the stage,
+        for the stage's jobs it published (not owed: publish_queue; not another ingester's): an ingest
+        case then checks the publish even where it reads only the Summary or compares empty results."""
+        import psycopg
+
+        name = self.ingester or pg_ingest.default_ingester(self.db)
+        tables = [t for t in pg_copy.COPIED if t in pg_ingest.PER_JOB or t == pg_samples.VIEW]
+        with duckdb.connect(str(self.db), read_only=True) as stage:
+            owed = "SELECT job_id FROM publish_queue"
+            jobs = [j for (j,) in stage.execute(f"SELECT job_id FROM jobs WHERE job_id NOT IN ({owed})").fetchall()]
+            with psycopg.connect(self.target().libpq_url, options=SESSION_OPTIONS) as pg:
+                owners = dict(pg.execute("SELECT job_id, ingester FROM job_owners WHERE job_id = ANY(%s)", (jobs,)))
+                mine = [j for j in jobs if owners.get(j, name) == name]
+                for table in tables:
+                    peers = " AND kind <> 'slow_vs_peers'" if table == "insight_results" else ""  # PG recomputes them
+                    where = f"job_id IN (SELECT unnest($jobs)){peers}"
+                    want = stage.execute(f"SELECT count(*) FROM {table} WHERE {where}", {"jobs": mine}).fetchone()
+                    got = pg.execute(f"SELECT count(*) FROM {table} WHERE job_id = ANY(%s){peers}", (mine,)).fetchone()
+                    assert got == want, f"PostgreSQL: {got} rows of {table} for the published jobs, the stage {want}"
 
     def target(self) -> db.PostgresUrl:
         """The PostgreSQL database this lab ingests into (made on first use: a clone of the template)."""
@@ -297,6 +319,12 @@ def mirror(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl) -> None:
             raw.execute(f"DELETE FROM {db.quote_identifier(table)}")
             names = ", ".join(db.quote_identifier(name) for name, _ in columns)
             pg_copy.copy_rows(con, raw, table, columns, f"SELECT {names} FROM {db.quote_identifier(origin)}")
+        # every copied table holds the warehouse's rows (its view for gpu_samples), before the refill:
+        # a test comparing empty results then compares the warehouse's, not a copy that lost them
+        for table, origin in pg_copy.COPIED.items():
+            want = con.execute(f"SELECT count(*) FROM {db.quote_identifier(origin)}").fetchone()
+            got = raw.execute(f"SELECT count(*) FROM {db.quote_identifier(table)}").fetchone()
+            assert got == want, f"mirror: PostgreSQL holds {got} rows of {table}, the warehouse {want}"
         raw.execute(results.REFILL)
 
 

@@ -96,13 +96,15 @@ class PgServer:
 
     def stop(self) -> None:
         log = os.environ.get(CPU_LOG)
-        if log:  # docs/testing.md: the cost of the [postgresql] tests counts the server's time too
-            with open(log, "a") as out:
-                out.write(f"{self.cpu_seconds():.2f}\n")
         try:
-            self._run(str(self.bins / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.folder, ignore_errors=True)
+            if log:  # docs/testing.md: the cost of the [postgresql] tests counts the server's time too
+                with open(log, "a") as out:
+                    out.write(f"{self.cpu_seconds():.2f}\n")
+        finally:  # a failed write (a bad path) still stops the server and removes its folder
+            try:
+                self._run(str(self.bins / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+            finally:
+                shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _stat(pid: int) -> list[str]:

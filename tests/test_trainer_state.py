@@ -1,7 +1,8 @@
 """Hugging Face trainer_state.json: every real file in shared/realdata, checkpoints, mixed jobs.
 
 On both engines (``module_ingest_engine``, ``ingest_engine``: on PostgreSQL through ``ingest --db
-URL``, the rows and analytics read are PostgreSQL's)."""
+URL``, the rows read are PostgreSQL's; its analytics are the published job_results, which DuckDB
+computed in the stage: docs/testing.md, "Both engines")."""
 
 from __future__ import annotations
 
@@ -190,3 +191,6 @@ def test_trainer_state_without_log_history_fails_clearly(lab: Lab) -> None:
     summary = lab.ingest()
     assert summary.failed == 1
     assert "no log_history" in summary.problems[0]["reason"]
+    # the ledger's failed row where the lab reads (on PostgreSQL: published, its path prefixed)
+    failed = "SELECT outcome FROM ingest_files WHERE path LIKE '%/odd/trainer_state.json'"
+    assert lab.query(failed) == [("failed",)]
