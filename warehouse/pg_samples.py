@@ -21,22 +21,14 @@ from typing import Any
 
 import duckdb
 
+from . import parts
+
 TABLE = "gpu_sample_minutes"  # PostgreSQL's table (revision 0028)
 VIEW = "gpu_samples"  # what readers query on both engines
 
-# the columns of a sample held as arrays, in the table's order after its key and offsets
-PACKED = (
-    "gpu_index",
-    "gpu_uuid",
-    "utilization_percent",
-    "memory_used_mb",
-    "memory_total_mb",
-    "temperature_c",
-    "power_w",
-    "sm_clock_mhz",
-    "clocks_event_reasons",
-    "source",
-)
+# the columns of a sample held as arrays (every column but the key, in DuckDB's order), in the
+# table's order after its key and offsets
+PACKED = tuple(c for c in parts.GPU_SAMPLES.columns if c not in parts.GPU_SAMPLES.key)
 # the table's columns with their PostgreSQL types (COPY's binary types), in order
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("job_id", "varchar"),
