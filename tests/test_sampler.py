@@ -52,15 +52,31 @@ def options(tmp_path: Path, **overrides: Any) -> sampler.Options:
 def sample_for(
     seconds: float, opts: sampler.Options, fake: FakeNvml, env: dict[str, str] | None = None
 ) -> tuple[int, list[dict[str, Any]]]:
-    """Run the sampler until-stopped mode for ``seconds``; its exit code and spool lines."""
-    stop = threading.Event()
-    timer = threading.Timer(seconds, stop.set)
-    timer.start()
+    """Run the sampler until-stopped mode for ``seconds``, and on until its first line is in the
+    spool (at most 10 s more: a loaded machine may not reach a line in ``seconds``); its exit
+    code and spool lines."""
+    stop, done = threading.Event(), threading.Event()
+
+    def stopper() -> None:
+        if done.wait(seconds):
+            return
+        deadline = time.monotonic() + 10
+        while not done.is_set() and time.monotonic() < deadline and not _has_line(opts.spool):
+            done.wait(0.02)
+        stop.set()
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
     try:
         code = sampler.run(opts, nvml_module=fake, stop=stop, env=env or {})
     finally:
-        timer.cancel()
+        done.set()
+        thread.join()
     return code, spool_lines(opts.spool)
+
+
+def _has_line(spool: Path) -> bool:
+    return any(b"\n" in path.read_bytes() for path in spool.glob("*.jsonl"))
 
 
 def spool_lines(spool: Path) -> list[dict[str, Any]]:
