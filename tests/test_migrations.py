@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pytest
 from alembic.script import ScriptDirectory
+from test_crash import KILL_AT
 
 from runlytics.warehouse import db, insights, migrate, results, schema, snapshots, views
 from tests.conftest import REALDATA, Lab
@@ -240,26 +241,8 @@ def test_new_warehouse_is_built_without_the_chain(tmp_path: Path) -> None:
     assert migrate.upgrade(old) == migrate.HEAD_REVISION
 
 
-# `runlytics db upgrade` killed with SIGKILL right before or after the n-th call of
-# module.function (argv: "module:function:before|after" n, then the command's arguments)
-KILL_AT = """
-import importlib, os, signal, sys
-target, nth = sys.argv.pop(1), int(sys.argv.pop(1))
-module_name, name, when = target.split(":")
-module = importlib.import_module(module_name)
-original, calls = getattr(module, name), [0]
-def hooked(*args, **kwargs):
-    calls[0] += 1
-    if when == "before" and calls[0] == nth:
-        os.kill(os.getpid(), signal.SIGKILL)
-    result = original(*args, **kwargs)
-    if when == "after" and calls[0] == nth:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
-setattr(module, name, hooked)
-from runlytics import cli
-cli.entry()
-"""
+# test_crash.KILL_AT runs `runlytics db upgrade` killed with SIGKILL right before or after the
+# n-th call of module.function (argv: "module:function:before|after" n, then the arguments)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 import random
 import shutil
@@ -28,6 +27,7 @@ import psycopg
 import pytest
 from conftest import REALDATA, REPO
 from pg_server import PgServer
+from test_postgres_views import _same
 
 from bench import generate
 from runlytics import cli
@@ -188,18 +188,6 @@ def _normalise(name: str, columns: list[str], rows: list[tuple[Any, ...]], pg: b
 def _key(record: dict[str, Any]) -> str:
     return repr(sorted((k, f"{v:.6g}" if isinstance(v, int | float) and not isinstance(v, bool) else v)
                        for k, v in record.items()))  # fmt: skip
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        if a is None or b is None:
-            return False
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b or math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def _duckdb_dump(path: Path) -> dict[str, list[dict[str, Any]]]:

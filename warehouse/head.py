@@ -96,14 +96,5 @@ def build(path: Path, revision: str) -> str:
         partial.unlink(missing_ok=True)
         Path(f"{partial}.wal").unlink(missing_ok=True)
         raise
-    _sync_folder(path.parent)
+    db.fsync_dir(path.parent)  # the rename made durable (the checkpoint synced the file's bytes)
     return revision
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the rename durable (the file's own bytes were synced by DuckDB's checkpoint)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
