@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from runlytics.ingest.formats.nvidia_smi import CsvImport
 from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import readonly, snapshots
 
@@ -268,3 +269,32 @@ def test_the_settings_cannot_be_undone_from_inside(lab: Lab) -> None:
         "lock_configuration": "true",
         "temp_directory": "",
     }
+
+
+def test_views_over_sealed_gpu_samples_answer(tmp_path: Path) -> None:
+    """The views read the warehouse's own Parquet parts (samples older than the hot hour are
+    sealed there at once): the lock-down allows reading them, and nothing else."""
+    (tmp_path / "jobs" / "j1").mkdir(parents=True)
+    (tmp_path / "jobs" / "j1" / "progress.json").write_text(
+        '{"job_id": "j1", "status": "completed", "history": [{"step": 1, "timestamp": "2024-01-01T00:00:02Z"}]}'
+    )
+    log = tmp_path / "gpu.csv"
+    log.write_text(
+        "timestamp, index, utilization.gpu [%], memory.used [MiB]\n"
+        "2024/01/01 00:00:00.000, 0, 50 %, 100 MiB\n2024/01/01 00:00:01.000, 0, 70 %, 300 MiB\n"
+    )
+    lab = Lab(tmp_path)
+    ingest(lab.db, [tmp_path / "jobs"], csv_imports=[CsvImport(log, "j1")], wait=10)
+    assert list((tmp_path / "w.duckdb.parts").rglob("*.parquet"))  # sealed, not in the file
+    before = lab.files()
+    query = "SELECT job_id, average_gpu_utilization AS u, peak_gpu_memory_mb AS m FROM job_analytics"
+    done = lab.sql(query, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"job_id": "j1", "u": 60.0, "m": 300.0}]
+    done = lab.sql("SELECT count(*) AS n, max(utilization_percent) AS u FROM gpu_samples", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"n": 2, "u": 70.0}]
+    # the parts folder is readable, the folder beside it is not
+    done = lab.sql(f"SELECT count(*) FROM '{tmp_path / 'gpu.csv'}'")
+    assert done.returncode != 0 and "file system operations are disabled" in done.stderr
+    assert lab.files() == before

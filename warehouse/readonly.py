@@ -8,7 +8,8 @@ alone keeps the warehouse and its snapshots unwritten:
 - the statement is classified by DuckDB's own parser, and only one SELECT-kind statement passes
   (to DuckDB, FROM, WITH, VALUES, TABLE, DESCRIBE, SHOW and SUMMARIZE are SELECTs too); EXPLAIN
   is refused because EXPLAIN ANALYZE runs the statement it explains, whatever its kind;
-- the connection has external access off (no file but the snapshot, no ATTACH, no extension
+- the connection has external access off (no file but the snapshot and the warehouse's own
+  Parquet parts, which its views read; no ATTACH, no extension
   install or load) except reading the folders an analyst opts into, extension autoloading off,
   no spilling to a temporary folder beside the snapshot, and then its configuration locked, so
   that no statement (nor a ``query()`` inside one) can turn any of it back on.
@@ -19,11 +20,12 @@ would trust the parser's verdict on table functions. Together, nothing is writte
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import db, snapshots
+from . import db, sidefiles, snapshots
 
 if TYPE_CHECKING:
     import duckdb
@@ -62,16 +64,17 @@ def connect(db_path: Path, allow_read: list[Path], wait: float = db.DEFAULT_WAIT
     """
     con = snapshots.connect_latest(db_path, wait=wait)
     try:
-        lock_down(con, allow_read)
+        lock_down(con, allow_read, own_parts=_own_parts(db_path))
     except BaseException:
         con.close()
         raise
     return con
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, allow_read: list[Path]) -> None:
-    """Turn external access and autoloading off, allow reading ``allow_read``, lock the settings."""
-    folders = [str(folder.resolve()) for folder in allow_read]
+def lock_down(con: duckdb.DuckDBPyConnection, allow_read: list[Path], own_parts: tuple[str, ...] = ()) -> None:
+    """Turn external access and autoloading off, allow reading ``allow_read`` (and the warehouse's
+    own parts, named as its views name them), lock the settings."""
+    folders = [str(folder.resolve()) for folder in allow_read] + list(own_parts)
     con.execute("SET allowed_directories = $folders", {"folders": folders})
     # spilling would create <snapshot>.tmp/ in the snapshots folder; not settable once access is off
     con.execute("SET temp_directory = ''")
@@ -79,6 +82,14 @@ def lock_down(con: duckdb.DuckDBPyConnection, allow_read: list[Path]) -> None:
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def _own_parts(db_path: Path) -> tuple[str, ...]:
+    """The warehouse's sealed Parquet parts, which its views read (``<db>.parts/``), named as the
+    views name them (absolute) and resolved: reading them is no escape, and without them every
+    view over GPU samples fails once a sample is sealed."""
+    folder = sidefiles.parts(Path(os.path.abspath(db_path)))
+    return tuple(sorted({str(folder), str(folder.resolve())}))
 
 
 def _refusal(what: str) -> str:
