@@ -406,3 +406,33 @@ def test_0010_down_and_up_with_two_gpus_under_one_index_keeps_derived_tables_equ
     _derived_equal_their_views(lab.db)
     alembic("upgrade", "head")
     _derived_equal_their_views(lab.db)
+
+
+def test_a_moved_warehouse_names_its_own_parts_before_the_chain(tmp_path: Path) -> None:
+    """The views over sealed parts name them by absolute path: after a move, the chain would bind
+    them to the old place (an error, or another warehouse's files). relink_parts, run by every
+    upgrade before the chain, makes them name the moved warehouse's own parts."""
+    from runlytics.ingest.formats.nvidia_smi import CsvImport
+    from runlytics.ingest.pipeline import ingest
+
+    old = tmp_path / "old"
+    (old / "jobs" / "j1").mkdir(parents=True)
+    (old / "jobs" / "j1" / "progress.json").write_text('{"job_id": "j1", "history": [{"step": 1}]}')
+    log = old / "gpu.csv"
+    log.write_text(
+        "timestamp, index, utilization.gpu [%], memory.used [MiB]\n"
+        "2024/01/01 00:00:00.000, 0, 50 %, 100 MiB\n2024/01/01 00:00:01.000, 0, 70 %, 300 MiB\n"
+    )
+    ingest(old / "w.duckdb", [old / "jobs"], csv_imports=[CsvImport(log, "j1")], wait=10)
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    shutil.rmtree(old / "w.duckdb.parts")  # the old place has no parts any more
+    with db.connection(new / "w.duckdb") as con:
+        with pytest.raises(duckdb.IOException, match="No files found"):
+            con.execute("SELECT count(*) FROM gpu_samples").fetchone()
+        migrate.relink_parts(con)
+        assert con.execute("SELECT count(*), max(utilization_percent) FROM gpu_samples").fetchone() == (2, 70.0)
+        assert con.execute("SELECT count(*) FROM gpu_minutes").fetchone() == (1,)  # both in one minute
+        views = con.execute("SELECT sql FROM duckdb_views() WHERE view_name IN ('gpu_samples', 'gpu_minutes')")
+        for (sql,) in views.fetchall():
+            assert str(new / "w.duckdb.parts") in sql and str(old) + "/" not in sql

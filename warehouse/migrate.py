@@ -5,6 +5,7 @@ revision and PostgreSQL go through the chain."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import cache
 from pathlib import Path
@@ -101,6 +102,7 @@ def upgrade_locked(
     con = db.connect(path, wait=wait)  # waits for other processes, and holds the file meanwhile
     try:
         check_revision(current_revision(con), path)
+        relink_parts(con)
     finally:
         con.close()
     from sqlalchemy import create_engine
@@ -114,6 +116,29 @@ def upgrade_locked(
             return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
+
+
+def relink_parts(con: duckdb.DuckDBPyConnection) -> None:
+    """Views over sealed parts name them by absolute path: a warehouse moved with its parts
+    folder would have the chain bind its views to the old place (failing, or reading another
+    warehouse's files when that folder still exists). Rebuilt first to name this warehouse's
+    parts, with the columns they have at this revision (the chain then changes them as usual)."""
+    from . import parts
+
+    manifest = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t", {"t": parts.MANIFEST})
+    if manifest.fetchone() == (0,):
+        return
+    folder = parts.root(con)
+    for table in (parts.GPU_SAMPLES, *parts.FOLLOWERS[parts.GPU_SAMPLES.name]):
+        paths = parts.live_paths(con, table)
+        built = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": table.name}).fetchone()
+        if not paths or built is None or parts.file_list(folder, paths[:1]) in built[0]:
+            continue
+        columns = con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = $v ORDER BY column_index", {"v": table.name}
+        ).fetchall()
+        as_built = dataclasses.replace(table, columns=tuple(name for (name,) in columns))
+        con.execute(parts.view_sql(as_built, folder, paths))
 
 
 def is_new(path: Path) -> bool:
