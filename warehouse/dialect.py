@@ -56,7 +56,28 @@ DUCKDB: dict[str, str] = {
     "fdiv": "({a} / {b})",
     "fadd": "({a} + {b})",
     "fsub": "({a} - {b})",
+    # @ordered_sum and @ordered_avg of DOUBLE values, and a mean in any order: IEEE's infinity where
+    # a sum of finite values overflows (PostgreSQL's sum and avg of float8 raise there)
+    "ordered_fsum": "sum({x} ORDER BY {x})",
+    "ordered_favg": "avg({x} ORDER BY {x})",
+    "favg": "avg({x})",
 }
+
+# PostgreSQL's guarded float8 operation (the snippets of @fmul, @fdiv, @fadd, @fsub): the operator
+# where the operands' product or quotient lies within 1e-300 to 1e300, or their sum below the
+# greatest float8; each operand cast to DOUBLE PRECISION, as the functions' parameters are (two
+# integers divide as DOUBLEs, as with DuckDB's /)
+_A, _B = "CAST({a} AS DOUBLE PRECISION)", "CAST({b} AS DOUBLE PRECISION)"
+_PRODUCT_RANGE = "BETWEEN CAST('1e-150' AS DOUBLE PRECISION) AND CAST('1e150' AS DOUBLE PRECISION)"
+_SUM_RANGE = "<= CAST('8e307' AS DOUBLE PRECISION)"
+
+
+def _float_op(op: str, within: str) -> str:
+    return (
+        f"(CASE WHEN abs({_A}) {within} AND abs({_B}) {within} THEN {_A} {op} {_B}"
+        f" ELSE runlytics_float_edge('{op}', {_A}, {_B}) END)"
+    )
+
 
 # The same keys for PostgreSQL 15 (issue #18).
 POSTGRES: dict[str, str] = {
@@ -117,12 +138,22 @@ POSTGRES: dict[str, str] = {
     "printf": "runlytics_printf({format}, VARIADIC CAST(ARRAY[{rest_printf}] AS TEXT[]))",
     # a list bound as an array; `x IN (SELECT unnest($list))` does not type on PostgreSQL
     "list_contains": "({x} = ANY({list}))",
-    # functions of revision 0029: PostgreSQL's float8 operators raise where the result rounds to 0
-    # from nonzero operands or to infinity from finite ones; these give DuckDB's signed 0 or infinity
-    "fmul": "runlytics_fmul({a}, {b})",
-    "fdiv": "runlytics_fdiv({a}, {b})",
-    "fadd": "runlytics_fadd({a}, {b})",
-    "fsub": "runlytics_fsub({a}, {b})",
+    # PostgreSQL's float8 operators raise where the result rounds to 0 from nonzero operands or to
+    # infinity from finite ones; these give DuckDB's signed 0 or infinity: the operator where both
+    # operands are moderate (it cannot raise there), else runlytics_float_edge (revision 0029), which
+    # decides from their exact values. Written out in the view (revision 0030), not as a call of
+    # 0029's runlytics_fmul etc. (the same expression): PostgreSQL inlines a SQL function only where
+    # an argument used more than once is cheap, so a call whose operand is another call, or a
+    # column of a subquery it flattens, ran as a function call per row (insight_steps ~1.5x slower)
+    "fmul": _float_op("*", _PRODUCT_RANGE),
+    "fdiv": _float_op("/", _PRODUCT_RANGE),
+    "fadd": _float_op("+", _SUM_RANGE),
+    "fsub": _float_op("-", _SUM_RANGE),
+    # aggregates of revision 0030: the values collected in an array (in the ORDER BY's order), then
+    # added by PostgreSQL's sum where no partial sum can overflow, else one by one with runlytics_fadd
+    "ordered_fsum": "runlytics_sum({x} ORDER BY {x})",
+    "ordered_favg": "runlytics_avg({x} ORDER BY {x})",
+    "favg": "runlytics_avg({x})",
 }
 
 # a macro's arguments, in the order its call gives them (each snippet uses a subset); rest: every

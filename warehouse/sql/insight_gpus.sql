@@ -11,19 +11,19 @@ WITH p AS (SELECT * FROM insight_parameters),
 rolled AS (
     SELECT m.job_id, m.host, m.gpu_key,
            @first_by(m.gpu_index; m.minute DESC) AS gpu_index,
-           @fdiv(@ordered_sum(m.utilization_percent_sum); nullif(sum(m.utilization_percent_n), 0)) AS mean_utilization,
-           @ordered_sum(m.utilization_seconds) AS utilization_seconds,
-           @ordered_sum(m.idle_seconds) AS idle_seconds,
-           @ordered_sum(m.reasons_seconds) AS reasons_seconds,
+           @fdiv(@ordered_fsum(m.utilization_percent_sum); nullif(sum(m.utilization_percent_n), 0)) AS mean_utilization,
+           @ordered_fsum(m.utilization_seconds) AS utilization_seconds,
+           @ordered_fsum(m.idle_seconds) AS idle_seconds,
+           @ordered_fsum(m.reasons_seconds) AS reasons_seconds,
            -- the NVML reasons that hold a GPU back (job_gpus says which)
-           @ordered_sum(m.throttled_seconds) AS throttled_seconds
+           @ordered_fsum(m.throttled_seconds) AS throttled_seconds
     FROM gpu_minutes m
     GROUP BY m.job_id, m.host, m.gpu_key
 ),
 raw_idle AS (
     SELECT g.job_id, g.host, g.gpu_key,
-           @ordered_sum(g.interval_seconds) FILTER (WHERE @finite(g.utilization_percent)) AS utilization_seconds,
-           @ordered_sum(g.interval_seconds) FILTER (WHERE g.utilization_percent < g.gpu_idle_utilization) AS idle_seconds
+           @ordered_fsum(g.interval_seconds) FILTER (WHERE @finite(g.utilization_percent)) AS utilization_seconds,
+           @ordered_fsum(g.interval_seconds) FILTER (WHERE g.utilization_percent < g.gpu_idle_utilization) AS idle_seconds
     FROM (
         -- gpu_sample_intervals' intervals, with the threshold's test before the window: at 10
         -- DuckDB stops reading the samples at their first rows
@@ -52,7 +52,7 @@ sampled AS (
 -- window and a union rather than joins back, so that a filter on job_id reaches step_gpus.
 logged_plain AS (
     SELECT g.job_id, g.gpu_index,
-           avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS rough_utilization,
+           @favg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS rough_utilization,
            max(abs(g.utilization_percent)) FILTER (WHERE @finite(g.utilization_percent)) AS largest,
            CAST(count(*) FILTER (WHERE @finite(g.utilization_percent)) AS DOUBLE PRECISION) AS utilization_seconds,
            CAST(count(*) FILTER (WHERE g.utilization_percent < p.gpu_idle_utilization) AS DOUBLE PRECISION) AS idle_seconds
@@ -63,13 +63,13 @@ logged_plain AS (
 -- each GPU with whether its job's plain means spread by more than a straggler needs, less the margin
 logged_spread AS (
     SELECT l.*,
-           max(l.rough_utilization) OVER (PARTITION BY l.job_id) - min(l.rough_utilization) OVER (PARTITION BY l.job_id)
-               > p.gpu_straggler_points - 1e-6 * max(l.largest) OVER (PARTITION BY l.job_id) - 1e-9 AS spread
+           @fsub(max(l.rough_utilization) OVER (PARTITION BY l.job_id); min(l.rough_utilization) OVER (PARTITION BY l.job_id))
+               > p.gpu_straggler_points - @fmul(1e-6; max(l.largest) OVER (PARTITION BY l.job_id)) - 1e-9 AS spread
     FROM logged_plain l, p
 ),
 logged AS (
     SELECT l.job_id, '' AS host, '#' || CAST(l.gpu_index AS VARCHAR) AS gpu_key, l.gpu_index,
-           @ordered_avg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS mean_utilization,
+           @ordered_favg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS mean_utilization,
            min(l.utilization_seconds) AS utilization_seconds, min(l.idle_seconds) AS idle_seconds,
            CAST(NULL AS DOUBLE PRECISION) AS reasons_seconds,
            CAST(NULL AS DOUBLE PRECISION) AS throttled_seconds

@@ -18,7 +18,7 @@ FROM (
     SELECT o.job_id, o.step, o.ts, o.row_no, o.last_row, o.seconds, o.samples_per_second,
            -- step_metrics' samples
            CASE WHEN o.samples IS NOT NULL THEN CAST(o.samples AS DOUBLE PRECISION)
-                WHEN j.batch_size IS NOT NULL THEN j.batch_size * o.delta
+                WHEN j.batch_size IS NOT NULL THEN @fmul(j.batch_size; o.delta)
                 WHEN @finite(o.samples_per_second) AND o.seconds IS NOT NULL THEN @fmul(o.samples_per_second; o.seconds)
            END AS samples,
            o.finite_loss, o.nonfinite_loss, o.finite_eval_loss, o.prev_step, o.prev_ts,

@@ -272,10 +272,10 @@ drops AS (
     SELECT s.job_id, 'throughput_drop' AS kind, 'warning' AS severity,
            min(s.step) AS first_step, max(s.step) AS last_step,
            @first_by(s.ts; s.step) AS start_time, @first_by(s.ts; s.step DESC) AS end_time,
-           CASE WHEN @ordered_sum(s.seconds) FILTER (WHERE s.samples IS NOT NULL) > 0
-                    THEN @fdiv(@ordered_sum(s.samples) FILTER (WHERE s.seconds IS NOT NULL);
-                               @ordered_sum(s.seconds) FILTER (WHERE s.samples IS NOT NULL))
-                ELSE @ordered_avg(s.throughput) END AS value,
+           CASE WHEN @ordered_fsum(s.seconds) FILTER (WHERE s.samples IS NOT NULL) > 0
+                    THEN @fdiv(@ordered_fsum(s.samples) FILTER (WHERE s.seconds IS NOT NULL);
+                               @ordered_fsum(s.seconds) FILTER (WHERE s.samples IS NOT NULL))
+                ELSE @ordered_favg(s.throughput) END AS value,
            min(s.typical) AS reference
     -- each run's length first: most runs are a row or two, and the figures sort each run's values
     FROM (SELECT s.*, count(*) OVER (PARTITION BY s.job_id, s.run) AS run_rows FROM slow s) s, p

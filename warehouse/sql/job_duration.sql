@@ -7,7 +7,7 @@ WITH edges AS (
            max(ts) FILTER (WHERE row_no = row_count) AS last_ts,
            max(@seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) - seconds)
                FILTER (WHERE row_no = 1) AS first_row_start_epoch,
-           @ordered_sum(seconds) AS timed_seconds
+           @ordered_fsum(seconds) AS timed_seconds
     FROM step_metrics
     GROUP BY job_id
 ), bounds AS (

@@ -2,10 +2,10 @@
 -- and idleness.
 WITH gpus AS (
     SELECT job_id,
-           @ordered_sum(energy_wh) AS energy_wh,
+           @ordered_fsum(energy_wh) AS energy_wh,
            count(*) FILTER (WHERE energy_wh IS NOT NULL) AS gpus_with_power,
            count(*) FILTER (WHERE idle) AS idle_gpus,
-           @fdiv(@ordered_sum(throttled_share) FILTER (WHERE throttled_share IS NOT NULL);
+           @fdiv(@ordered_fsum(throttled_share) FILTER (WHERE throttled_share IS NOT NULL);
                  nullif(count(throttled_share), 0)) AS average_throttled_share
     FROM job_gpus
     GROUP BY job_id

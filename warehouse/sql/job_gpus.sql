@@ -12,21 +12,21 @@ WITH per_gpu AS (
            CAST(sum(samples) AS BIGINT) AS samples,
            min(first_ts) AS first_sample,
            max(last_ts) AS last_sample,
-           @fdiv(@ordered_sum(utilization_percent_sum); nullif(sum(utilization_percent_n), 0)) AS average_utilization,
-           @fdiv(@ordered_sum(memory_used_mb_sum); nullif(sum(memory_used_mb_n), 0)) AS average_memory_mb,
+           @fdiv(@ordered_fsum(utilization_percent_sum); nullif(sum(utilization_percent_n), 0)) AS average_utilization,
+           @fdiv(@ordered_fsum(memory_used_mb_sum); nullif(sum(memory_used_mb_n), 0)) AS average_memory_mb,
            max(memory_used_mb_max) AS peak_memory_mb,
-           @fdiv(@ordered_sum(temperature_c_sum); nullif(sum(temperature_c_n), 0)) AS average_temp_celsius,
+           @fdiv(@ordered_fsum(temperature_c_sum); nullif(sum(temperature_c_n), 0)) AS average_temp_celsius,
            max(temperature_c_max) AS peak_temp_celsius,
-           @fdiv(@ordered_sum(power_w_sum); nullif(sum(power_w_n), 0)) AS average_power_w,
+           @fdiv(@ordered_fsum(power_w_sum); nullif(sum(power_w_n), 0)) AS average_power_w,
            -- trapezoids between consecutive samples, in watt-hours
-           @ordered_sum(energy_wh) AS energy_wh,
-           @ordered_sum(reasons_seconds) AS reasons_seconds,
+           @ordered_fsum(energy_wh) AS energy_wh,
+           @ordered_fsum(reasons_seconds) AS reasons_seconds,
            -- throttled: the NVML clocks-event reasons that mean the GPU was held back (mask 0xEC:
            -- SW power cap, HW slowdown, SW thermal, HW thermal, HW power brake; warehouse/rollups.py)
-           @ordered_sum(throttled_seconds) AS throttled_seconds,
-           @ordered_sum(utilization_seconds) AS utilization_seconds,
+           @ordered_fsum(throttled_seconds) AS throttled_seconds,
+           @ordered_fsum(utilization_seconds) AS utilization_seconds,
            -- idle: utilization below 10 %
-           @ordered_sum(idle_seconds) AS idle_seconds
+           @ordered_fsum(idle_seconds) AS idle_seconds
     FROM gpu_minutes
     GROUP BY job_id, host, gpu_key
 )

@@ -6,10 +6,10 @@ WITH sampled AS (
     SELECT job_id,
            CAST(sum(samples) AS BIGINT) AS n,
            count(DISTINCT (host, gpu_key)) AS gpus,
-           @fdiv(@ordered_sum(utilization_percent_sum); nullif(sum(utilization_percent_n), 0)) AS util,
-           @fdiv(@ordered_sum(memory_used_mb_sum); nullif(sum(memory_used_mb_n), 0)) AS mem,
+           @fdiv(@ordered_fsum(utilization_percent_sum); nullif(sum(utilization_percent_n), 0)) AS util,
+           @fdiv(@ordered_fsum(memory_used_mb_sum); nullif(sum(memory_used_mb_n), 0)) AS mem,
            max(memory_used_mb_max) AS peak_mem,
-           @fdiv(@ordered_sum(temperature_c_sum); nullif(sum(temperature_c_n), 0)) AS temp,
+           @fdiv(@ordered_fsum(temperature_c_sum); nullif(sum(temperature_c_n), 0)) AS temp,
            max(temperature_c_max) AS peak_temp,
            CAST(sum(nonfinite) AS BIGINT) AS nonfinite
     FROM gpu_minutes
@@ -18,10 +18,10 @@ WITH sampled AS (
     SELECT job_id,
            count(*) AS n,
            count(DISTINCT gpu_index) AS gpus,
-           @ordered_avg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
-           @ordered_avg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
+           @ordered_favg(utilization_percent) FILTER (WHERE @finite(utilization_percent)) AS util,
+           @ordered_favg(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS mem,
            max(memory_used_mb) FILTER (WHERE @finite(memory_used_mb)) AS peak_mem,
-           @ordered_avg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
+           @ordered_favg(temperature_c) FILTER (WHERE @finite(temperature_c)) AS temp,
            max(temperature_c) FILTER (WHERE @finite(temperature_c)) AS peak_temp,
            count(*) FILTER (WHERE (utilization_percent IS NOT NULL AND NOT @finite(utilization_percent))
                                OR (memory_used_mb IS NOT NULL AND NOT @finite(memory_used_mb))

@@ -20,7 +20,7 @@ WITH ordered AS (
 SELECT t.job_id, t.step, t.ts, t.delta, t.seconds, t.row_no, t.row_count,
        CASE
            WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE PRECISION)
-           WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta
+           WHEN j.batch_size IS NOT NULL THEN @fmul(j.batch_size; t.delta)
            WHEN @finite(t.samples_per_second) AND t.seconds IS NOT NULL
                THEN @fmul(t.samples_per_second; t.seconds)
        END AS samples,
