@@ -490,11 +490,13 @@ class GpuReading(BaseModel):
 class GpuPage(BaseModel):
     job_id: str = Field(description="the job's id")
     source: str | None = Field(
-        description="`gpu_samples` (the job's GPU samples) or `step_readings` (the readings logged with its steps)"
+        description="`gpu_samples` (the job's GPU samples), `gpu_minutes` (their per-minute rollups, for a job whose "
+        "raw samples retention dropped) or `step_readings` (the readings logged with its steps)"
     )
     resolution: Literal["sample", "minute"] = Field(
         description="`sample`: each reading is one GPU sample or logged reading; `minute` (`max_points` over "
-        "as many minutes as each GPU's share of it, or more): each is a bucket of whole minutes of GPU samples"
+        "as many minutes as each GPU's share of it, or more; or source `gpu_minutes`): each is a bucket of whole "
+        "minutes of GPU samples"
     )
     bucket_seconds: int | None = Field(description="at `minute` resolution, the buckets' width (whole minutes)")
     readings: list[GpuReading] = Field(description="the readings, by GPU then time (or step)")

@@ -123,7 +123,9 @@ def discover(roots: list[Path]) -> list[JobFolder]:
 def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
     # Paths as strings until the folder is known to be a job's: a tree of many small jobs has
     # hundreds of thousands of names, and a Path per name cost most of the discovery.
-    has_progress = PROGRESS in filenames
+    # a folder named progress.json is listed among the folders: its job is then failed with the
+    # reason ("not a regular file (a folder)"), as any other progress.json that can't be read
+    has_progress = PROGRESS in filenames or PROGRESS in dirnames
     has_state = TRAINER_STATE in filenames
     checkpoints: dict[int, str] = {}
     states: list[str] = []

@@ -274,19 +274,20 @@ def read(files: list[tuple[int, Path]]) -> dict[int, Parsed]:
 
 # The batch's rows as the merge reads them: the careful read's (progress.py's batch tables, and
 # split tables for the pieces of large files) and the fast road's, which are never copied into
-# those. The join leaves out files that left the batch.
+# those. The join leaves out files that left the batch. `is_latest` and `stand_in` (a latest
+# whose timestamp is the snapshot's updated_at) let the merge rank `latest` against its history.
 STAGED_STEPS = """
 CREATE OR REPLACE TEMP VIEW staged_steps AS
 SELECT file_id, seq, job_id, pos, step, ts, loss, eval_loss, learning_rate, samples_per_second,
-       iteration_time, samples
+       iteration_time, samples, place IS NOT DISTINCT FROM 'latest' AS is_latest, stand_in
 FROM batch_steps
 UNION ALL
 SELECT j.file_id, j.seq, j.job_id, s.pos, s.step, s.ts, s.loss, s.eval_loss, s.learning_rate,
-       s.samples_per_second, s.iteration_time, s.samples
+       s.samples_per_second, s.iteration_time, s.samples, false, false
 FROM fast_entries s JOIN batch_jobs j ON j.file_id = s.file_id
 UNION ALL
 SELECT j.file_id, j.seq, j.job_id, s.pos, s.step, s.ts, s.loss, s.eval_loss, s.learning_rate,
-       s.samples_per_second, s.iteration_time, s.samples
+       s.samples_per_second, s.iteration_time, s.samples, false, false
 FROM split_steps s JOIN batch_jobs j ON j.file_id = s.file_id
 """
 STAGED_GPUS = """

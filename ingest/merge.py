@@ -4,7 +4,9 @@ The batch's rows are read from ``staged_steps`` and ``staged_gpus`` (see fast.st
 
 A step seen again replaces the stored row when its timestamp is later; when either row has no
 timestamp, the later ingest wins. Within a batch, "later" is the ingest order: files in path
-order, entries in file order. The same rule picks a job's row (by ``updated_at``).
+order, entries in file order, except that a file's ``latest`` replaces its own history's entry
+of the same step only with its own, strictly later timestamp. The same rule picks a job's row
+(by ``updated_at``).
 """
 
 from __future__ import annotations
@@ -30,22 +32,39 @@ WHERE step IS NOT NULL
 """
 
 # The winning entry per (job, step) within the batch. Only keys seen more than once are ranked.
+# Within one file, `latest` repeating a step its history holds replaces the history entry only
+# with its own, strictly later timestamp (inputs.md: "the entry with the later timestamp wins";
+# an equal or unknown one is not later, and updated_at is when the snapshot was written): else
+# it is dropped here, so that the history entry keeps its fields and GPU readings.
 BATCH_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
 WITH entries AS (
     SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
-           iteration_time, samples
+           iteration_time, samples, is_latest, stand_in
     FROM staged_steps
     WHERE step IS NOT NULL
 ), repeated AS (
     SELECT job_id, step FROM entries GROUP BY job_id, step HAVING count(*) > 1
+), contested AS (
+    SELECT e.* FROM entries e SEMI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
+), kept AS (
+    SELECT * EXCLUDE (is_latest, stand_in, history, untimed_history, last_history)
+    FROM (
+        SELECT *,
+               count(*) FILTER (WHERE NOT is_latest) OVER file_step AS history,
+               bool_or(NOT is_latest AND ts IS NULL) OVER file_step AS untimed_history,
+               max(ts) FILTER (WHERE NOT is_latest) OVER file_step AS last_history
+        FROM contested
+        WINDOW file_step AS (PARTITION BY file_id, step)
+    )
+    WHERE NOT (is_latest AND history > 0 AND (stand_in OR ts IS NULL OR untimed_history OR ts <= last_history))
 )
-SELECT e.* FROM entries e ANTI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
+SELECT e.* EXCLUDE (is_latest, stand_in) FROM entries e ANTI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
 UNION ALL
 SELECT * EXCLUDE (all_timed)
 FROM (
-    SELECT e.*, bool_and(e.ts IS NOT NULL) OVER (PARTITION BY e.job_id, e.step) AS all_timed
-    FROM entries e SEMI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
+    SELECT k.*, bool_and(k.ts IS NOT NULL) OVER (PARTITION BY k.job_id, k.step) AS all_timed
+    FROM kept k
 )
 QUALIFY row_number() OVER (
     PARTITION BY job_id, step

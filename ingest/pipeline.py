@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from runlytics.warehouse import db, hotfile, ingest_status, migrate, parts, results, retention, snapshots
 from runlytics.warehouse.lock import run_lock
 
-from . import journal, quick
+from . import journal, quick, unknown_jobs
 from .discover import JobFolder, discover
 from .formats import JOB_FORMATS, nvidia_smi, spool
 from .formats.base import DEFAULT_MAX_FILE_MB, Context, JobFormat, ProgressCallback
@@ -146,6 +146,7 @@ def _read_and_merge(
             results.refresh_queued(con)
             stored = _compact_and_prune(con, inputs) or stored
             summary.listed_warnings = ingest_status.run_warnings(con, run_id, Summary.MAX_LISTED_WARNINGS)
+            unknown_jobs.warn(con, summary)
             summary.seconds = time.monotonic() - started
             journal.finish(con, run_id, summary.as_dict())
             con.execute("CHECKPOINT")

@@ -70,6 +70,12 @@ COLUMNS: dict[str, str] = {
 }
 
 MAX_FILE_BYTES = 1 << 30
+# A monitor that rewrites progress.json in place writes the new document over the old one, then
+# truncates: a read between the two finds a whole document and the older one's tail (inputs.md
+# §1: "half old and half new", retried next run). The window is that short; a file that still
+# reads so this long after its last change has no writer at it, and fails (read again when it
+# changes) rather than staying pending for good.
+TORN_TAIL_SECONDS = 300.0
 # DuckDB's JSON reader allocates a buffer of maximum_object_size per file it reads; at 1 GiB
 # that allocation, and handing it back, took half the time of a batch of ordinary files. A
 # batch asks for twice its largest file (a file may grow while being read), at least 16 MiB.
@@ -146,17 +152,19 @@ JOIN batch_files f ON f.read_path = d.filename
 """
 
 # Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
-# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at. A view:
+# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at; `stand_in`
+# marks a latest that did (the merge lets it replace no history entry of its file: updated_at
+# says when the snapshot was written, not when the step finished). A view:
 # batch_steps and batch_gpus each read what they need of the entries, so that the entries'
 # GPU readings are never copied into a table of their own. `place` (for warnings) is NULL for
 # history entries, whose place follows from `pos`: building a string per entry costs seconds.
 BATCH_ENTRIES = """
 CREATE OR REPLACE TEMP VIEW batch_entries AS
 WITH entries AS (
-    SELECT filename, CAST(NULL AS VARCHAR) AS place, pos, e
+    SELECT filename, CAST(NULL AS VARCHAR) AS place, pos, false AS stand_in, e
     FROM (SELECT filename, unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM raw_docs)
     UNION ALL
-    SELECT filename, 'latest', len(coalesce(history, [])) + 1,
+    SELECT filename, 'latest', len(coalesce(history, [])) + 1, latest.timestamp IS NULL AND updated_at IS NOT NULL,
            struct_pack(step := latest.step, timestamp := coalesce(latest.timestamp, updated_at),
                        loss := latest.loss, eval_loss := latest.eval_loss,
                        learning_rate := latest.learning_rate,
@@ -165,7 +173,7 @@ WITH entries AS (
                        gpus := latest.gpus)
     FROM raw_docs WHERE latest IS NOT NULL
     UNION ALL
-    SELECT filename, 'snapshot', 1,
+    SELECT filename, 'snapshot', 1, false,
            struct_pack(step := step, timestamp := coalesce(timestamp, updated_at),
                        loss := loss, eval_loss := eval_loss, learning_rate := learning_rate,
                        samples_per_second := samples_per_second, iteration_time := iteration_time,
@@ -181,7 +189,7 @@ WITH entries AS (
 )
 SELECT j.file_id, j.seq, j.job_id,
        -- history entries the fast road read (fast.py) are not in raw_docs; `latest` follows them
-       x.pos + CASE WHEN x.place = 'latest' THEN j.history_entries ELSE 0 END AS pos, x.place, x.e
+       x.pos + CASE WHEN x.place = 'latest' THEN j.history_entries ELSE 0 END AS pos, x.place, x.stand_in, x.e
 FROM entries x
 JOIN (SELECT file_id, seq, job_id, read_path, history_entries FROM batch_jobs) j ON j.read_path = x.filename
 """
@@ -191,14 +199,14 @@ JOIN (SELECT file_id, seq, job_id, read_path, history_entries FROM batch_jobs) j
 # batch_entries, or piece_entries for the pieces of a large file (see PIECE_ENTRIES).
 STEPS_SELECT = """
 WITH parsed AS (
-    SELECT file_id, seq, job_id, pos, place, e,
+    SELECT file_id, seq, job_id, pos, place, stand_in, e,
            rl_double(e.step) AS step, rl_timestamp(e.timestamp) AS ts, rl_double(e.loss) AS loss,
            rl_double(e.eval_loss) AS eval_loss, rl_double(e.learning_rate) AS learning_rate,
            rl_double(e.samples_per_second) AS samples_per_second,
            rl_double(e.iteration_time) AS iteration_time, rl_double(e.samples) AS samples
     FROM {entries}
 ), checked AS (
-    SELECT file_id, seq, job_id, pos, place, e, ts,
+    SELECT file_id, seq, job_id, pos, place, stand_in, e, ts,
            rl_checked(step, 0, 1e18, true) AS step,
            rl_checked(loss, -1e308, 1e308, false) AS loss,
            rl_checked(eval_loss, -1e308, 1e308, false) AS eval_loss,
@@ -208,7 +216,7 @@ WITH parsed AS (
            rl_checked(samples, 0, 1e18, true) AS samples
     FROM parsed
 )
-SELECT file_id, seq, job_id, pos, place, CAST(step AS BIGINT) AS step, ts, loss, eval_loss, learning_rate,
+SELECT file_id, seq, job_id, pos, place, stand_in, CAST(step AS BIGINT) AS step, ts, loss, eval_loss, learning_rate,
        samples_per_second, iteration_time, CAST(samples AS BIGINT) AS samples,
        -- the raw entry, kept only when a value was refused (for its warning)
        CASE WHEN step IS NULL
@@ -340,7 +348,7 @@ CREATE OR REPLACE TEMP TABLE piece (file_id INTEGER, "offset" BIGINT);
 CREATE OR REPLACE TEMP TABLE piece_docs (history {_ENTRY}[]);
 CREATE OR REPLACE TEMP VIEW piece_entries AS
 SELECT p.file_id, CAST(NULL AS INTEGER) AS seq, CAST(NULL AS VARCHAR) AS job_id, x.pos + p."offset" AS pos,
-       CAST(NULL AS VARCHAR) AS place, x.e
+       CAST(NULL AS VARCHAR) AS place, false AS stand_in, x.e
 FROM (SELECT unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM piece_docs) x, piece p;
 CREATE OR REPLACE TEMP TABLE split_steps AS {STEPS_SELECT.format(entries="piece_entries")} LIMIT 0;
 CREATE OR REPLACE TEMP TABLE split_gpus AS {GPUS_SELECT.format(entries="piece_entries")} LIMIT 0;
@@ -449,11 +457,13 @@ def drop_pieces(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
         con.execute(statement, {"file_id": file_id})
 
 
-def diagnose(data: bytes) -> tuple[str, str]:
+def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     """Why bytes that DuckDB could not read as one JSON object are not usable.
 
     Returns ``('pending', reason)`` for a file that looks cut short (empty, or ending
-    mid-value: a writer is probably still at it) and ``('failed', reason)`` otherwise.
+    mid-value: a writer is probably still at it), or caught half rewritten in place (a whole
+    document, then an older, longer document's tail) when it changed ``age_seconds`` ago, at
+    most ``TORN_TAIL_SECONDS``; ``('failed', reason)`` otherwise.
     """
     text = data.decode("utf-8", errors="replace")
     if not text.strip():
@@ -465,12 +475,33 @@ def diagnose(data: bytes) -> tuple[str, str]:
     except json.JSONDecodeError as error:
         if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()) - 1:
             return "pending", f"JSON ends early at line {error.lineno} column {error.colno} (being written?)"
+        fresh = age_seconds is not None and age_seconds <= TORN_TAIL_SECONDS
+        if error.msg == "Extra data" and fresh and not _whole_values(text[error.pos :]):
+            return "pending", (
+                f"a whole document up to line {error.lineno} column {error.colno}, then an older document's"
+                " tail (being rewritten in place?)"
+            )
         return "failed", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
     except RecursionError:
         return "failed", "invalid JSON: nested too deeply"
     if not isinstance(value, dict):
         return "failed", f"top-level JSON value is {type(value).__name__}, not an object"
     return "failed", "JSON could not be read by DuckDB"
+
+
+def _whole_values(text: str) -> bool:
+    """True when ``text`` is whole JSON values one after another (a file of two documents),
+    not the tail of a longer document that an in-place rewrite left behind."""
+    decoder, pos = json.JSONDecoder(), 0
+    try:
+        while pos < len(text):
+            if text[pos].isspace():
+                pos += 1
+                continue
+            _, pos = decoder.raw_decode(text, pos)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:

@@ -49,8 +49,18 @@ CREATE OR REPLACE TEMP MACRO rl_string(x) AS
          WHEN contains(CAST(x AS VARCHAR), '\\') THEN x ->> '$'
          ELSE substr(CAST(x AS VARCHAR), 2, length(CAST(x AS VARCHAR)) - 2) END;
 
+-- ISO-8601 forms DuckDB's cast refuses, as the extended form it reads: the basic format
+-- (20261102T080010Z, 20261102T080010.5+0100) and a decimal comma (08:00:10,5); NULL else.
+-- Only reached where the cast gave NULL (coalesce evaluates it for those rows alone)
+CREATE OR REPLACE TEMP MACRO rl_iso_other(s) AS TRY_CAST(
+    regexp_replace(
+        regexp_replace(s, '^([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})', '\\1-\\2-\\3T\\4:\\5:\\6'),
+        '(:[0-9]{2}),([0-9])', '\\1.\\2')
+    AS TIMESTAMPTZ);
+
 -- an ISO-8601 string's text (no offset = UTC) as a UTC TIMESTAMP, or NULL
-CREATE OR REPLACE TEMP MACRO rl_iso(s) AS rl_in_years(CAST(TRY_CAST(s AS TIMESTAMPTZ) AS TIMESTAMP));
+CREATE OR REPLACE TEMP MACRO rl_iso(s) AS
+    rl_in_years(CAST(coalesce(TRY_CAST(s AS TIMESTAMPTZ), rl_iso_other(s)) AS TIMESTAMP));
 
 -- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite, from year 1 on, and under 1e11
 CREATE OR REPLACE TEMP MACRO rl_epoch(d) AS

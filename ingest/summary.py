@@ -24,6 +24,8 @@ class Summary:
     # (path, message) of this run's warnings, as the ledger keeps them (the first 50 of each file)
     listed_warnings: list[tuple[str, str]] = field(default_factory=list)
     job_ids: set[str] = field(default_factory=set)  # jobs whose facts this run changed
+    # jobs this run stored GPU samples for that the warehouse has no job row of (ingest/unknown_jobs.py)
+    unknown_jobs: list[str] = field(default_factory=list)
 
     def as_dict(self, *, warning_list: bool = False) -> dict[str, object]:
         """The counts and problems; with ``warning_list``, the listed warnings too (not in the heartbeat)."""
@@ -41,6 +43,8 @@ class Summary:
             "seconds": round(self.seconds, 3),
             "problems": self.problems,
         }
+        if self.unknown_jobs:
+            counts["unknown_jobs"] = self.unknown_jobs
         if warning_list:
             counts["warning_list"] = [{"path": path, "message": message} for path, message in self.listed_warnings]
         return counts

@@ -60,6 +60,17 @@ def _whole(value: Any) -> int | None:
     return int(number)
 
 
+def _top_whole(doc: dict[str, Any], key: str, warnings: list[str]) -> int | None:
+    """A top-level count of the state (a whole number >= 0), with a warning when it is something
+    else (inputs.md: a field that can't be read is dropped with a warning; null is the trainer's
+    own "not set" and passes silently, as in log_history entries)."""
+    value = doc.get(key)
+    whole = _whole(value)
+    if whole is None and value is not None:
+        warnings.append(f"{key} {str(value)[:40]!r} is not a whole number >= 0, ignored")
+    return whole
+
+
 def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     """A trainer state from the file's bytes; raises NotATrainerState with the reason."""
     text = data.decode("utf-8", errors="replace")
@@ -74,19 +85,25 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     history = doc.get("log_history")
     if not isinstance(history, list):
         raise NotATrainerState("no log_history list: not a trainer_state.json")
+    warnings: list[str] = []
     best = doc.get("best_model_checkpoint")
+    if best is not None and not (isinstance(best, str) and best):
+        warnings.append(f"best_model_checkpoint {str(best)[:40]!r} is not a checkpoint path, ignored")
     state = TrainerState(
         path=path,
         job_id=job_id,
-        global_step=_whole(doc.get("global_step")),
-        max_steps=_whole(doc.get("max_steps")),
-        save_steps=_whole(doc.get("save_steps")),
-        logging_steps=_whole(doc.get("logging_steps")),
-        train_batch_size=_whole(doc.get("train_batch_size")),
+        global_step=_top_whole(doc, "global_step", warnings),
+        max_steps=_top_whole(doc, "max_steps", warnings),
+        save_steps=_top_whole(doc, "save_steps", warnings),
+        logging_steps=_top_whole(doc, "logging_steps", warnings),
+        train_batch_size=_top_whole(doc, "train_batch_size", warnings),
         best_model_checkpoint=best if isinstance(best, str) and best else None,
         best_metric=_number(doc.get("best_metric")),
         summary=None,
+        warnings=warnings,
     )
+    if doc.get("best_metric") is not None and state.best_metric is None:
+        warnings.append(f"best_metric {str(doc['best_metric'])[:40]!r} is not a number, ignored")
     for i, entry in enumerate(history):
         _read_entry(state, i, entry)
     return state

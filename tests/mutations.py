@@ -155,7 +155,7 @@ def per_gpu_mean(column: str, alias: str) -> tuple[Edit, ...]:
         ),
         view(
             "job_resources",
-            f"@fdiv(@ordered_sum({column}_sum); nullif(sum({column}_n), 0)) AS {alias}",
+            f"@fdiv(@ordered_fsum({column}_sum); nullif(sum({column}_n), 0)) AS {alias}",
             f"sum({column}_sum * w) / count(DISTINCT (host, gpu_key)) FILTER (WHERE {column}_n > 0) AS {alias}",
         ),
     )
@@ -176,12 +176,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     m("row samples: batch_size beats samples given", "job.total_samples",
       view("step_metrics",
            "WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE PRECISION)\n"
-           "           WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta",
-           "WHEN j.batch_size IS NOT NULL THEN j.batch_size * t.delta\n"
+           "           WHEN j.batch_size IS NOT NULL THEN @fmul(j.batch_size; t.delta)",
+           "WHEN j.batch_size IS NOT NULL THEN @fmul(j.batch_size; t.delta)\n"
            "           WHEN t.samples IS NOT NULL THEN CAST(t.samples AS DOUBLE PRECISION)"),
       A + "test_samples_given_beat_batch_size"),
     m("row samples: batch_size without Δ", "job.total_samples",
-      view("step_metrics", "j.batch_size * t.delta", "j.batch_size"),
+      view("step_metrics", "@fmul(j.batch_size; t.delta)", "j.batch_size"),
       A + "test_plain_mean_fallback_when_no_row_has_samples_and_seconds"),
     m("row samples: never samples_per_second × seconds", "job.total_samples",
       view("step_metrics", "THEN @fmul(t.samples_per_second; t.seconds)", "THEN NULL"),
@@ -191,14 +191,14 @@ MUTATIONS: tuple[Mutation, ...] = (
       view("job_performance", "ELSE greatest(max_step, current_step) END", "ELSE max_step END"),
       A + "test_total_iterations[25-25]"),
     m("total_samples only over timed rows", "job.total_samples",
-      view("job_performance", "@ordered_sum(m.samples) AS total_samples",
-           "@ordered_sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS total_samples"),
+      view("job_performance", "@ordered_fsum(m.samples) AS total_samples",
+           "@ordered_fsum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS total_samples"),
       A + "test_average_throughput_only_over_rows_with_both_samples_and_seconds"),
     m("throughput: Σ samples ÷ Σ known seconds over all rows", "job.average_samples_per_second",
-      (view("job_performance", "@ordered_sum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS timed_samples",
-            "@ordered_sum(m.samples) AS timed_samples"),
-       view("job_performance", "@ordered_sum(m.seconds) FILTER (WHERE m.samples IS NOT NULL) AS timed_seconds",
-            "@ordered_sum(m.seconds) AS timed_seconds")),
+      (view("job_performance", "@ordered_fsum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS timed_samples",
+            "@ordered_fsum(m.samples) AS timed_samples"),
+       view("job_performance", "@ordered_fsum(m.seconds) FILTER (WHERE m.samples IS NOT NULL) AS timed_seconds",
+            "@ordered_fsum(m.seconds) AS timed_seconds")),
       A + "test_average_throughput_only_over_rows_with_both_samples_and_seconds"),
     m("throughput: the mean of per-row rates", "job.average_samples_per_second",
       view("job_performance", "THEN @fdiv(timed_samples; timed_seconds)", "THEN mean_samples_per_second"),
@@ -245,8 +245,8 @@ MUTATIONS: tuple[Mutation, ...] = (
            "CASE WHEN span_seconds IS NOT NULL THEN training_seconds"),
       A + "test_end_of_job[completed]"),
     m("training time leaves out the first row", "job.training_seconds",
-      view("job_duration", "@ordered_sum(seconds) AS timed_seconds",
-           "@ordered_sum(seconds) FILTER (WHERE row_no > 1) AS timed_seconds"),
+      view("job_duration", "@ordered_fsum(seconds) AS timed_seconds",
+           "@ordered_fsum(seconds) FILTER (WHERE row_no > 1) AS timed_seconds"),
       A + "test_start_from_first_row_timestamp_minus_its_seconds"),
     m("training time: no train_runtime fallback", "job.training_seconds",
       view("job_duration", "coalesce(timed_seconds, train_runtime) AS training_seconds",
@@ -296,7 +296,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         for source, mean, latest, latest_sql, test in (
             ("samples", "@ordered_sum", "the latest sample's", "arg_max({0}_f, ts)",
              GPU + "test_each_sample_weighs_the_same_and_non_finite_ones_are_left_out"),
-            ("step readings", "@ordered_avg", "the last reading's", f"@first_by({{0}}; step DESC) {FINITE}",
+            ("step readings", "@ordered_favg", "the last reading's", f"@first_by({{0}}; step DESC) {FINITE}",
              A + "test_step_readings_leave_out_non_finite_values_and_peak_at_the_maxima"),
         )
         for mutation in (
@@ -322,7 +322,7 @@ MUTATIONS: tuple[Mutation, ...] = (
         )
     ),
     m("step readings beat GPU samples", "job.average_gpu_utilization",
-      view("job_resources", "CASE WHEN s.util IS NOT NULL THEN s.util ELSE l.util END", "coalesce(l.util, s.util)"),
+      view("job_resources", "CASE WHEN s.n > 0 THEN s.util ELSE l.util END", "coalesce(l.util, s.util)"),
       GPU + "test_resource_utilization_comes_from_the_samples"),
     # --- checkpoints (job_checkpoints, checkpoint_scores) ------------------------------------------------
     m("total counts only checkpoints with a training loss", "job.total_checkpoints",

@@ -75,8 +75,8 @@ SPIKES = [
 NAN_ROWS = insight("nan", "nonfinite_loss", "critical", first_step=3, last_step=4, value=2.0, reference=0.9)
 GPUS = [
     insight("gpus", "nonfinite_loss", "critical", first_step=4, last_step=4, value=1.0, reference=1.0),
-    # step readings have no host: ''
-    insight("gpus", "gpu_idle", "warning", **NO_STEP, **{"host": "", "gpu_index": 0}, value=1.0, reference=0.5),
+    # step readings have no host: null (insights.md: the host is for GPU kinds, where known)
+    insight("gpus", "gpu_idle", "warning", **NO_STEP, **{"host": None, "gpu_index": 0}, value=1.0, reference=0.5),
 ]  # by first step, those without one last (not by kind: gpu_idle < nonfinite_loss)
 LATE = insight("late", "nonfinite_loss", "critical", first_step=2, last_step=2, value=1.0, reference=1.0)
 

@@ -59,7 +59,8 @@ def test_the_fleets_insights_as_a_table(lab: Lab) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("insights as of 20")
     assert lines[1].split() == ["job_id", "severity", "kind", "steps", "gpu", "message"]
-    table = [line.split()[:5] for line in lines[3:-1]]
+    end = lines.index("(7 rows)")
+    table = [line.split()[:5] for line in lines[3:end]]
     assert table == [
         ["live", "warning", "silent_running", "NULL", "NULL"],
         ["gpus", "critical", "nonfinite_loss", "4", "NULL"],
@@ -69,7 +70,11 @@ def test_the_fleets_insights_as_a_table(lab: Lab) -> None:
         ["spiky", "warning", "loss_spike", "35-36", "NULL"],
         ["late", "critical", "nonfinite_loss", "2", "NULL"],
     ]
-    assert lines[-1] == "(7 rows)"
+    # insights.md: the answer lists the thresholds in force (below the table, wrapped)
+    shown = " ".join(lines[end + 1 :])
+    assert shown.startswith("thresholds in force: ")
+    assert "gpu_idle.utilization=10" in shown and shown.count("=") == len(json.loads(runlytics(
+        "insights", "thresholds", "--json", "--db", str(lab.db)).stdout))  # fmt: skip
 
 
 def test_filters_and_limit(lab: Lab) -> None:

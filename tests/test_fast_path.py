@@ -291,6 +291,8 @@ RAW = {
     "Z and offsets": b'{"history": [{"step": 1, "timestamp": "2026-06-01T10:00:00.5+02:00"},'
     b' {"step": 2, "timestamp": "2026-06-01 10:00:00Z"}, {"step": 3, "timestamp": 1767225600.0000005}]}',
     "truncated": b'{"history": [{"step": 1}',
+    # rewritten in place, caught before the truncate: a whole document, then the older one's tail
+    "half new, half old": b'{"history": [{"step": 1}]}{"step": 2, "loss": 0.5}]}',
 }
 
 

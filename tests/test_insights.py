@@ -539,8 +539,8 @@ def test_gpu_kinds_from_step_readings_without_samples(facts: Facts) -> None:
     )  # fmt: skip
     found = facts.full("a", "gpu_idle") + facts.full("a", "gpu_straggler")
     assert sorted((r["kind"], r["host"], r["gpu_index"], r["value"], r["reference"]) for r in found) == [
-        ("gpu_idle", "", 2, 0.75, 0.5),
-        ("gpu_straggler", "", 3, 49.0, 69.5),
+        ("gpu_idle", None, 2, 0.75, 0.5),
+        ("gpu_straggler", None, 3, 49.0, 69.5),
     ]
 
 
@@ -559,7 +559,7 @@ def test_gpu_straggler_from_step_readings_at_the_edge(facts: Facts) -> None:
     assert facts.full("edge", "gpu_straggler") == []
     assert facts.full("close", "gpu_straggler") == []
     found = facts.full("below", "gpu_straggler")
-    assert [(r["host"], r["gpu_index"], r["value"], r["reference"]) for r in found] == [("", 2, 49.5, 70.0)]
+    assert [(r["host"], r["gpu_index"], r["value"], r["reference"]) for r in found] == [(None, 2, 49.5, 70.0)]
 
 
 def _trained(

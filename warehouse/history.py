@@ -173,6 +173,23 @@ LIMIT $limit
 """
 
 HAS_SAMPLES = "SELECT count(*) > 0 FROM (SELECT 1 FROM gpu_samples WHERE job_id = $job_id LIMIT 1) AS one"
+# A job whose raw samples retention dropped (--keep-raw-days) keeps its per-minute rollups: its
+# readings are then those minutes (source gpu_minutes), not its step readings, as its analytics
+HAS_MINUTES = "SELECT count(*) > 0 FROM (SELECT 1 FROM job_gpu_series WHERE job_id = $job_id LIMIT 1) AS one"
+# A minute as a reading: its first and last sample's times, its count, each figure's count of
+# finite readings and sum (the mean, made in Python as the charts' buckets make theirs), minimum
+# and maximum.
+MINUTES_PAGE = """
+SELECT gpu_index, host, first_ts AS ts, last_ts, gpu_uuid, samples, memory_total_mb_max AS memory_total_mb,
+       {figures}, gpu_key, minute
+FROM gpu_minutes
+WHERE job_id = $job_id
+  AND ($gpu IS NULL OR gpu_index = $gpu)
+  AND (gpu_index, host, gpu_key, minute) > ($after_gpu, $after_host, $after_key, $after_minute)
+ORDER BY gpu_index, host, gpu_key, minute
+LIMIT $limit
+"""
+MINUTE_FIGURE = "{f}_n AS n__{f}, {f}_sum AS sum__{f}, {f}_min AS min__{f}, {f}_max AS max__{f}"
 
 
 def gpu_readings(
@@ -180,7 +197,8 @@ def gpu_readings(
 ) -> tuple[str, list[dict[str, Any]], str | None]:
     """The job's GPU samples (or, without any, the readings logged with its steps), by GPU.
 
-    Returns the source (``gpu_samples`` or ``step_readings``), one page, and the next cursor.
+    Returns the source (``gpu_samples``; ``gpu_minutes``, each reading a minute of samples, for a
+    job whose raw samples retention dropped; or ``step_readings``), one page, and the next cursor.
     """
     if db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]:
         start = (-1, "", "", None)
@@ -200,6 +218,8 @@ def gpu_readings(
         for row in rows:
             row.pop("gpu_key")
         return "gpu_samples", rows, next_cursor
+    if db.one(con, HAS_MINUTES, {"job_id": job_id})[0]:
+        return _minutes_page(con, job_id, gpu, cursor, limit)
     gpu_after, step_after = pages.decode("gpus", cursor, 2) if cursor else (-1, -1)
     if not isinstance(gpu_after, int) or not isinstance(step_after, int):
         raise pages.BadCursor("cursor is not one this API handed out")
@@ -421,7 +441,7 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
                 for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
                     count = row[figure]
                     row[figure] = plain(total / count) if count else None
-            return GpuChart("gpu_samples", "minute", width, rows)
+            return GpuChart("gpu_samples" if sampled is not False else "gpu_minutes", "minute", width, rows)
     if sampled is None:
         sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
     source = SAMPLES_OF_JOB if sampled else READINGS_OF_JOB
@@ -450,6 +470,36 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
         for row in rows:
             row.pop("host")
     return GpuChart("gpu_samples" if sampled else "step_readings", "sample", None, rows)
+
+
+def _minutes_page(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, cursor: str | None, limit: int
+) -> tuple[str, list[dict[str, Any]], str | None]:
+    """One page of the job's GPU minutes, by GPU then minute: each a reading with its mean,
+    minimum and maximum of every figure (as a chart's minute bucket)."""
+    start = (-1, "", "", None)
+    gpu_after, host_after, key_after, minute_after = pages.decode("gpus:minutes", cursor, 4) if cursor else start
+    if not isinstance(gpu_after, int) or not isinstance(host_after, str) or not isinstance(key_after, str):
+        raise pages.BadCursor("cursor is not one this API handed out")
+    params = {
+        "job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_host": host_after, "after_key": key_after,
+        "after_minute": pages.timestamp(minute_after) if minute_after is not None else datetime.min, "limit": limit + 1,
+    }  # fmt: skip
+    sql = MINUTES_PAGE.format(figures=", ".join(MINUTE_FIGURE.format(f=f) for f in GPU_ROLLED_FIGURES))
+    rows = records(con.execute(sql, params))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more else None
+    keyset = [last["gpu_index"], last["host"], last["gpu_key"], last["minute"]] if last else None
+    for row in rows:
+        row.pop("gpu_key")
+        row.pop("minute")
+        row["minimum"] = {f: row.pop(f"min__{f}") for f in GPU_ROLLED_FIGURES}
+        row["maximum"] = {f: row.pop(f"max__{f}") for f in GPU_ROLLED_FIGURES}
+        for f in GPU_ROLLED_FIGURES:
+            count, total = row.pop(f"n__{f}"), row.pop(f"sum__{f}")
+            row[f] = plain(total / count) if count else None
+    return "gpu_minutes", rows, pages.encode("gpus:minutes", keyset) if keyset else None
 
 
 def _ordered_sums(

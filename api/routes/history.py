@@ -71,11 +71,12 @@ def job_gpus(
             "next": None,
         }
     source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
+    minutes = source == "gpu_minutes"  # raw samples dropped by retention: a reading per minute
     return {
         "job_id": job_id,
         "source": source,
-        "resolution": "sample",
-        "bucket_seconds": None,
+        "resolution": "minute" if minutes else "sample",
+        "bucket_seconds": 60 if minutes else None,
         "readings": rows,
         "next_cursor": next_cursor,
         "next": next_url(request, next_cursor),

@@ -95,8 +95,13 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
         ctx.summary.files_seen += 1
         try:
             st, problem = examine(path, job, ctx.max_file_bytes)
-        except FileNotFoundError:  # vanished between discovery and now: nothing to read
-            ctx.summary.files_seen -= 1
+        except FileNotFoundError:
+            if os.path.islink(path):  # a link to nothing: say so, every run while it is there
+                where = shown(Path(os.path.realpath(path)))
+                reason = f"a symbolic link to {where}, which does not exist: not read"
+                not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", reason, True), kind)
+                continue
+            ctx.summary.files_seen -= 1  # vanished between discovery and now: nothing to read
             continue
         except OSError as error:
             not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", f"cannot stat: {error}", True), kind)

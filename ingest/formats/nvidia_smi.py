@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runlytics.ingest import gpu_samples, ledger, nvidia_smi
 from runlytics.ingest.discover import JobFolder
@@ -12,6 +15,9 @@ from runlytics.warehouse import db, results
 from .base import Candidate, Context, Rejection, not_ingested
 
 KIND = "nvidia_smi"
+
+# What the ledger knows of a log's earlier import (its fingerprint holds the import's arguments).
+PREVIOUS = "SELECT fingerprint, outcome, job_id, rows FROM ingest_files WHERE kind = $kind AND path = $path"
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,25 @@ class CsvImport:
     timezone: str = "UTC"
     host: str = ""
     columns: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _ImportStat(ledger.Stat):
+    """A log's size and time with the arguments it is imported with: the same unchanged file
+    imported for another job, zone, host or column list is another import (inputs.md: the job and
+    the zone are named at import), and a failed import is retried with other arguments."""
+
+    arguments: str = ""
+
+    @property
+    def fingerprint(self) -> str | None:
+        plain = super().fingerprint
+        return None if plain is None else f"{plain} {self.arguments}"
+
+
+def _arguments(item: CsvImport) -> str:
+    named = json.dumps([item.job_id, item.timezone, item.host, list(item.columns) if item.columns else None])
+    return hashlib.sha256(named.encode()).hexdigest()[:16]
 
 
 def check(imports: list[CsvImport]) -> None:
@@ -42,8 +67,10 @@ def _import(ctx: Context, item: CsvImport) -> None:
     summary = ctx.summary
     summary.files_seen += 1
     path = item.path.resolve()
-    st = ledger.stat(path)
-    if ledger.is_unchanged(ledger.load(ctx.con, KIND).get(str(path)), st):
+    plain = ledger.stat(path)
+    st = _ImportStat(plain.size, plain.mtime_ns, plain.fresh, _arguments(item))
+    previous = ctx.con.execute(PREVIOUS, {"kind": KIND, "path": str(path)}).fetchone()
+    if previous and _same_import(previous, st, plain, item):
         summary.unchanged += 1
         return
     candidate = Candidate(path, JobFolder(path.parent), st)
@@ -54,14 +81,48 @@ def _import(ctx: Context, item: CsvImport) -> None:
         not_ingested(ctx, Rejection(candidate, "failed", str(error)), KIND)
         return
     rows = [{**row, "job_id": item.job_id, "host": item.host} for row in parsed.rows]
+    warnings = list(parsed.warnings)
+    if previous and previous[1] == "ingested" and previous[3] and _other_arguments(previous, st, item):
+        # the earlier import's samples are not removed: nothing asked for them to go, and a sample
+        # is keyed by (job, host, GPU, time), so rows of another job, host or zone are other rows
+        warnings.append(
+            f"imported before for job {previous[2]!r} with other arguments (job, timezone, host or columns): "
+            f"the {previous[3]} sample(s) of that import stay stored"
+        )
     # a log still being written (its last line cut short) is recorded without its size and time:
     # the next run reads it again, whole (the samples already stored are the same rows again)
     recorded = None if parsed.unterminated else st
     with db.atomic(ctx.con):
         changed = gpu_samples.store(ctx.con, rows, "nvidia-smi")
         results.enqueue(ctx.con, changed)
-        ledger.record(ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), parsed.warnings)
+        ledger.record(ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), warnings)
     summary.job_ids |= changed
     summary.ingested += 1
     summary.gpu_samples += len(rows)
-    summary.warnings += len(parsed.warnings)
+    summary.warnings += len(warnings)
+
+
+def _same_import(previous: tuple[Any, ...], st: _ImportStat, plain: ledger.Stat, item: CsvImport) -> bool:
+    """Whether the log was imported (or failed) unchanged with the same arguments. A ledger row
+    written before the arguments were part of the fingerprint counts as the same import when it
+    names the same job (the zone, host and columns it was read with are not known)."""
+    fingerprint, outcome, job_id, _ = previous
+    if ledger.is_unchanged((fingerprint, outcome), st):
+        return True
+    legacy = fingerprint is not None and " " not in fingerprint
+    return (
+        legacy
+        and outcome == "ingested"
+        and job_id == item.job_id
+        and ledger.is_unchanged((fingerprint, outcome), plain)
+    )
+
+
+def _other_arguments(previous: tuple[Any, ...], st: _ImportStat, item: CsvImport) -> bool:
+    """Whether the earlier import (by its ledger row) had other arguments than this one: a digest
+    that differs, or, for a row written before digests, another job."""
+    fingerprint, _, job_id, _ = previous
+    if fingerprint is None:  # recorded while being written: its arguments are not known
+        return job_id != item.job_id
+    _, _, arguments = fingerprint.partition(" ")
+    return arguments != st.arguments if arguments else job_id != item.job_id

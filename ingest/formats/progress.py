@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -464,5 +465,8 @@ def _explain(c: Candidate) -> Rejection:
         data = c.path.read_bytes()
     except OSError as error:
         return Rejection(c, "pending", f"cannot read: {error}")
-    outcome, reason = progress.diagnose(data)
+    if not same_file(c):  # the writer finished (or went on) since the batch read it
+        return Rejection(c, "pending", "changed while being read")
+    age = time.time() - c.stat.mtime_ns / 1e9
+    outcome, reason = progress.diagnose(data, age_seconds=age)
     return Rejection(c, outcome, reason)

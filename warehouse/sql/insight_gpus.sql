@@ -115,12 +115,12 @@ throttled AS (
     WHERE g.throttled_share > p.gpu_throttled_share
 ),
 -- memory_headroom's total: the largest memory_total_mb of the readings job_resources took the
--- peak from (the samples when they carry memory used, else the step readings)
+-- peak from (the samples when the job has any, else the step readings)
 totals AS (
     SELECT j.job_id,
-           CASE WHEN s.peak IS NOT NULL THEN s.total ELSE l.total END AS memory_total_mb
+           CASE WHEN s.n > 0 THEN s.total ELSE l.total END AS memory_total_mb
     FROM jobs j
-    LEFT JOIN (SELECT job_id, max(memory_used_mb_max) AS peak, max(memory_total_mb_max) AS total
+    LEFT JOIN (SELECT job_id, sum(samples) AS n, max(memory_total_mb_max) AS total
                FROM gpu_minutes GROUP BY job_id) s ON s.job_id = j.job_id
     LEFT JOIN (SELECT job_id, max(memory_total_mb) FILTER (WHERE @finite(memory_total_mb)) AS total
                FROM step_gpus GROUP BY job_id) l ON l.job_id = j.job_id
@@ -143,11 +143,11 @@ headroom AS (
       AND @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) < p.memory_headroom_fraction
       AND a.training_seconds >= p.memory_headroom_min_training_seconds
 )
-SELECT job_id, kind, 'warning' AS severity, host, gpu_index, value, reference, message FROM idle
+SELECT job_id, kind, 'warning' AS severity, CAST(nullif(host, '') AS VARCHAR) AS host, gpu_index, value, reference, message FROM idle
 UNION ALL
-SELECT job_id, kind, 'warning', host, gpu_index, value, reference, message FROM stragglers
+SELECT job_id, kind, 'warning', CAST(nullif(host, '') AS VARCHAR), gpu_index, value, reference, message FROM stragglers
 UNION ALL
-SELECT job_id, kind, 'warning', host, gpu_index, value, reference, message FROM throttled
+SELECT job_id, kind, 'warning', CAST(nullif(host, '') AS VARCHAR), gpu_index, value, reference, message FROM throttled
 UNION ALL
 SELECT job_id, kind, 'warning', CAST(NULL AS VARCHAR), CAST(NULL AS INTEGER), value, reference, message
 FROM low_utilization

@@ -1,5 +1,7 @@
 -- job_analytics: one row per job, every section joined (energy included), with warnings:
--- plain-language reasons why figures are NULL or partial. job_results materialises it
+-- plain-language reasons why figures are NULL or partial: every NULL figure has one (a job
+-- without step rows has the first for its performance, losses and durations; analytics.md: a
+-- figure that cannot be computed is null and the warnings say why). job_results materialises it
 -- (warehouse/results.py): a change here needs a migration that refills job_results.
 SELECT j.job_id,
        j.status,
@@ -88,7 +90,44 @@ SELECT j.job_id,
            CASE WHEN p.step_rows > 0 AND l.initial_loss IS NULL THEN 'no finite loss values' END,
            CASE WHEN c.total_checkpoints = 0 THEN 'no checkpoints' END,
            CASE WHEN e.throughput_score IS NULL AND p.average_samples_per_second IS NOT NULL
-                THEN 'throughput_score is null: no positive target_samples_per_second or peak' END
+                THEN 'throughput_score is null: no positive target_samples_per_second or peak' END,
+           CASE WHEN p.step_rows > 0 AND p.total_samples IS NULL
+                THEN 'total_samples is null: no step row has samples, the config no batch_size, and no row'
+                     || ' both samples_per_second and seconds' END,
+           CASE WHEN p.step_rows > 0 AND p.average_samples_per_second IS NULL
+                THEN CASE WHEN p.peak_samples_per_second IS NOT NULL
+                          THEN 'average_samples_per_second is null: the step rows with both samples and seconds'
+                               || ' add up to 0 seconds'
+                          ELSE 'average_samples_per_second is null: no step row has both samples and seconds'
+                               || ' (or their seconds add up to 0), nor a finite samples_per_second' END END,
+           CASE WHEN p.step_rows > 0 AND p.peak_samples_per_second IS NULL
+                THEN 'peak_samples_per_second is null: no step row has a finite samples_per_second' END,
+           CASE WHEN p.step_rows > 0 AND p.average_iteration_time IS NULL AND p.timed_rows > 0
+                THEN 'average_iteration_time is null: the step rows with known seconds cover no iterations' END,
+           CASE WHEN p.step_rows > 0 AND l.final_eval_loss IS NULL
+                THEN 'final_eval_loss and best_eval_loss are null: no step row has a finite eval_loss' END,
+           CASE WHEN r.gpu_readings > 0 AND r.average_gpu_utilization IS NULL
+                THEN 'average_gpu_utilization and gpu_utilization_score are null: no GPU reading has a finite'
+                     || ' utilization' END,
+           CASE WHEN r.gpu_readings > 0 AND r.average_gpu_memory_mb IS NULL
+                THEN 'average_gpu_memory_mb and peak_gpu_memory_mb are null: no GPU reading has a finite'
+                     || ' memory used' END,
+           CASE WHEN r.gpu_readings > 0 AND r.average_gpu_temp_celsius IS NULL
+                THEN 'average_gpu_temp_celsius and peak_gpu_temp_celsius are null: no GPU reading has a finite'
+                     || ' temperature' END,
+           CASE WHEN r.gpu_samples = 0
+                THEN 'energy is null: no GPU samples (power and throttling are read from timed samples only)' END,
+           CASE WHEN en.total_energy_wh IS NOT NULL AND en.energy_per_1000_samples_wh IS NULL
+                THEN 'energy_per_1000_samples_wh is null: total_samples is unknown or 0' END,
+           CASE WHEN r.gpu_samples > 0 AND en.average_throttled_share IS NULL
+                THEN 'average_throttled_share is null: the GPU samples carry no throttle reasons' END,
+           CASE WHEN c.total_checkpoints > 0 AND c.best_checkpoint IS NULL
+                THEN 'best_checkpoint is null: no eval_loss at any checkpoint and no finite training loss'
+                     || ' at or before one' END,
+           CASE WHEN e.throughput_score IS NULL AND p.average_samples_per_second IS NULL
+                THEN 'throughput_score is null: average_samples_per_second is null' END,
+           CASE WHEN e.overall_score IS NULL
+                THEN 'overall_score is null: neither gpu_utilization_score nor throughput_score is known' END
        ) AS warnings
 FROM jobs j
 JOIN job_duration d ON d.job_id = j.job_id

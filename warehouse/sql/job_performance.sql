@@ -31,12 +31,15 @@ SELECT job_id,
             WHEN current_step IS NULL THEN max_step
             ELSE greatest(max_step, current_step) END AS total_iterations,
        total_samples,
+       -- rows with both whose seconds total 0: Σ samples / 0 has no value (analytics.md takes the
+       -- plain mean only "when no row has both"), so null, and job_analytics says why
        CASE WHEN timed_seconds > 0 THEN @fdiv(timed_samples; timed_seconds)
+            WHEN timed_seconds IS NOT NULL THEN NULL
             WHEN @finite(train_samples_per_second) THEN train_samples_per_second
             ELSE mean_samples_per_second END AS average_samples_per_second,
-       NOT coalesce(timed_seconds > 0, false) AND NOT coalesce(@finite(train_samples_per_second), false)
+       timed_seconds IS NULL AND NOT coalesce(@finite(train_samples_per_second), false)
            AND mean_samples_per_second IS NOT NULL AS throughput_is_plain_mean,
-       NOT coalesce(timed_seconds > 0, false) AND coalesce(@finite(train_samples_per_second), false)
+       timed_seconds IS NULL AND coalesce(@finite(train_samples_per_second), false)
            AS throughput_from_trainer,
        peak_samples_per_second,
        CASE WHEN timed_iterations > 0 THEN @fdiv(known_seconds; timed_iterations) END AS average_iteration_time,

@@ -1,5 +1,6 @@
--- job_resources: the resource_utilization section, one row per job. Per figure: from the job's GPU
--- samples (rolled up per minute) when they carry it, else from the readings logged with its steps.
+-- job_resources: the resource_utilization section, one row per job. Every figure from the job's GPU
+-- samples (rolled up per minute) when it has any, else from the readings logged with its steps
+-- (analytics.md): a figure the samples lack is null, not taken from the step readings.
 WITH sampled AS (
     -- from the samples' minutes (gpu_minutes): the same counts and peaks, the means as the
     -- minutes' sums over their counts
@@ -34,11 +35,11 @@ SELECT j.job_id,
        coalesce(s.n, 0) + coalesce(l.n, 0) AS gpu_readings,
        coalesce(s.n, 0) AS gpu_samples,
        coalesce(s.gpus, l.gpus, 0) AS gpus_seen,
-       CASE WHEN s.util IS NOT NULL THEN s.util ELSE l.util END AS average_gpu_utilization,
-       CASE WHEN s.mem IS NOT NULL THEN s.mem ELSE l.mem END AS average_gpu_memory_mb,
-       CASE WHEN s.peak_mem IS NOT NULL THEN s.peak_mem ELSE l.peak_mem END AS peak_gpu_memory_mb,
-       CASE WHEN s.temp IS NOT NULL THEN s.temp ELSE l.temp END AS average_gpu_temp_celsius,
-       CASE WHEN s.peak_temp IS NOT NULL THEN s.peak_temp ELSE l.peak_temp END AS peak_gpu_temp_celsius,
+       CASE WHEN s.n > 0 THEN s.util ELSE l.util END AS average_gpu_utilization,
+       CASE WHEN s.n > 0 THEN s.mem ELSE l.mem END AS average_gpu_memory_mb,
+       CASE WHEN s.n > 0 THEN s.peak_mem ELSE l.peak_mem END AS peak_gpu_memory_mb,
+       CASE WHEN s.n > 0 THEN s.temp ELSE l.temp END AS average_gpu_temp_celsius,
+       CASE WHEN s.n > 0 THEN s.peak_temp ELSE l.peak_temp END AS peak_gpu_temp_celsius,
        CASE WHEN s.n > 0 THEN s.nonfinite ELSE coalesce(l.nonfinite, 0) END AS nonfinite_gpu_readings
 FROM jobs j
 LEFT JOIN sampled s ON s.job_id = j.job_id
