@@ -184,6 +184,24 @@ def test_mixed_job_merges_without_duplicates_and_progress_wins(lab: Lab) -> None
     assert job["losses"]["final_loss"] == pytest.approx(2.85)
 
 
+def test_a_trainer_checkpoint_leaves_a_progress_jobs_samples_alone(lab: Lab) -> None:
+    """The trainer's train_batch_size (per device) stands in for the batch size only of a job
+    without progress.json: a progress.json job without a config batch_size counts its samples as
+    samples_per_second x seconds (analytics.md), Trainer checkpoint beside it or not."""
+    entry = {"iteration_time": 1.0, "samples_per_second": 16.0}
+    history = [{"step": s, "timestamp": 100 + s, **entry} for s in (10, 20, 30)]
+    lab.write_job("p", {"job_id": "p", "status": "completed", "history": history})
+    folder = lab.root / "p" / "checkpoint-30"
+    folder.mkdir()
+    (folder / "trainer_state.json").write_text(json.dumps(_trainer_state([10, 20, 30], 30, 30)))
+    lab.ingest()
+    job = lab.analytics("p")
+    assert job is not None
+    # each row: 10 iterations x 1.0 s, 16 samples/s -> 160 samples (train_batch_size 8 would give 80)
+    assert job["performance"]["total_samples"] == 480
+    assert job["performance"]["average_samples_per_second"] == 16.0
+
+
 def test_trainer_state_without_log_history_fails_clearly(lab: Lab) -> None:
     folder = lab.root / "odd"
     folder.mkdir()

@@ -1,4 +1,6 @@
-"""Reserved: PGPUB: PostgreSQL ingest cost (issue #18). A no-op until filled.
+"""No schema change. Reserved for the PostgreSQL ingest cost work (issue #18), which needed none
+(no index layout paid for itself: docs/decisions.md); kept as a no-op so that a database stamped
+with it stays known.
 
 Revision ID: 0031
 Revises: 0030

@@ -1,4 +1,6 @@
-"""Reserved: FIRST: first spool ingest (issue #14). A no-op until filled.
+"""No schema change. Reserved for the first spool ingest work (issue #14), which needed none (new
+files get 64 KiB blocks from warehouse/head.py); kept as a no-op so that a warehouse stamped with
+it stays known.
 
 Revision ID: 0032
 Revises: 0031
