@@ -251,20 +251,36 @@ def test_hot_rows_of_an_upgraded_warehouse_are_sealed_and_the_file_rebuilt_small
     assert lab.query("SELECT count(*) FROM gpu_samples") == [(before[0][1] + 1,)]
 
 
+def block_size(path: Path) -> int:
+    with db.connection(path, read_only=True) as con:
+        row = con.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()")
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+
+def test_a_new_warehouse_has_small_blocks_and_its_first_ingest_is_not_rebuilt(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head build creates the file with hotfile.BLOCK_SIZE blocks: no rebuild at the end of a
+    first ingest, whatever its size."""
+    monkeypatch.setattr(hotfile, "CONVERT_MIN_BYTES", 0)
+    migrate.upgrade(lab.db)
+    assert block_size(lab.db) == hotfile.BLOCK_SIZE
+    inode = lab.db.stat().st_ino
+    run(lab, spool(tmp_path / "spool", "a.jsonl", [sample(T0 + t, 1.0, gpu=g) for t in range(600) for g in range(4)]))
+    assert lab.db.stat().st_ino == inode
+    assert block_size(lab.db) == hotfile.BLOCK_SIZE
+    assert block_size(snapshots.latest(lab.db)) == hotfile.BLOCK_SIZE
+    assert lab.query("SELECT count(*) FROM gpu_samples") == [(2400,)]
+
+
 def test_a_file_of_default_blocks_is_rebuilt_once_with_small_blocks(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """DuckDB's 256 KiB blocks are most of a warehouse whose rows are in parts: a run rebuilds the
     file with hotfile.BLOCK_SIZE once (the same rows), and later runs leave it."""
     monkeypatch.setattr(hotfile, "CONVERT_MIN_BYTES", 0)
-    migrate.upgrade(lab.db)
-
-    def block_size(path: Path) -> int:
-        with db.connection(path, read_only=True) as con:
-            row = con.execute("SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()")
-            return int(row.fetchone()[0])  # type: ignore[index]
-
-    assert block_size(lab.db) == 262144  # DuckDB's default, as migrate creates it
+    migrate.upgrade(lab.db, chain=True)  # as a warehouse created before the head build's small blocks
+    assert block_size(lab.db) == 262144  # DuckDB's default
     folder = tmp_path / "spool"
     run(lab, spool(folder, "a.jsonl", [sample(T0 + t, float(t % 100), gpu=g) for t in range(600) for g in range(4)]))
     assert block_size(lab.db) == hotfile.BLOCK_SIZE

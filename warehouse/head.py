@@ -11,7 +11,9 @@ catalog and rows (docs/decisions.md, "A new warehouse built at head").
 
 The file is built under a temporary name beside the warehouse and renamed into place once
 complete and checkpointed: a kill on the way leaves no warehouse (and a leftover that the next
-build removes), never a partial one.
+build removes), never a partial one. It is created with ``hotfile.BLOCK_SIZE`` blocks (64 KiB, not
+DuckDB's 256 KiB), the size the end of a run would otherwise rebuild it with once
+(warehouse/hotfile.py): a first ingest skips that rebuild.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import db, insights, parts, results, schema, sidefiles, views
+from . import db, hotfile, insights, parts, results, schema, sidefiles, views
 
 if TYPE_CHECKING:
     import duckdb
@@ -87,7 +89,8 @@ def build(path: Path, revision: str) -> str:
     for leftover in (partial, Path(f"{partial}.wal")):  # a build killed before its rename
         leftover.unlink(missing_ok=True)
     try:
-        with db.connection(partial) as con:  # created 0600, as db.connect creates a warehouse
+        _create_file(partial)
+        with db.connection(partial) as con:
             with db.atomic(con):
                 create(con, revision)
             con.execute("CHECKPOINT")  # everything in the file, no WAL to carry along
@@ -98,3 +101,17 @@ def build(path: Path, revision: str) -> str:
         raise
     db.fsync_dir(path.parent)  # the rename made durable (the checkpoint synced the file's bytes)
     return revision
+
+
+def _create_file(path: Path) -> None:
+    """An empty DuckDB file at ``path`` with ``hotfile.BLOCK_SIZE`` blocks (DuckDB fixes a file's
+    block size when it creates it), 0600 as ``db.connect`` creates a warehouse."""
+    import duckdb
+
+    with db.private_files():
+        con = duckdb.connect()
+        try:
+            con.execute(f"ATTACH {db.quote_literal(str(path))} AS new_warehouse (BLOCK_SIZE {hotfile.BLOCK_SIZE})")
+            con.execute("DETACH new_warehouse")
+        finally:
+            con.close()

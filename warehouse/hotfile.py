@@ -13,7 +13,8 @@ and their minutes sealed into Parquet parts, the file is mostly small tables and
 filling blocks of its own. A warehouse of 0.7M samples (146k of them hot) measured 11.5 MiB
 after its first ingest, 6.3 MiB rebuilt with 256 KiB blocks, 3.6 MiB with 64 KiB, and 4.5-5 MiB
 through the cron runs that followed (13.3 MiB with 256 KiB blocks): both the live file and its
-snapshot (issue #14, bytes at rest). A file over ``CONVERT_MIN_BYTES`` with another block size
+snapshot (issue #14, bytes at rest). A new warehouse is created with these blocks
+(warehouse/head.py); a file over ``CONVERT_MIN_BYTES`` with another block size (created before)
 is rebuilt once, at the end of a run.
 """
 

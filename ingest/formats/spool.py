@@ -17,6 +17,7 @@ from runlytics.ingest import gpu_samples, gpu_store, ledger
 from runlytics.warehouse import db, results
 
 from .base import Context
+from .tool_log import DIGEST_BYTES, digest
 
 KIND = "spool"
 SKIPPED = (
@@ -25,13 +26,20 @@ SKIPPED = (
 )
 
 
+# the files of a spool read as GPU samples; the others (a rotated gpu.jsonl.1, a.ndjson) are named
+# in the run's problems, not read
+SUFFIX = ".jsonl"
+LISTED_SKIPPED = 5
+
+
 def files(spools: list[Path]) -> list[Path]:
-    """The spool files of these folders; a folder that is not one is a usage error."""
+    """The files of these folders (``ingest`` reads those named *.jsonl and says which others it
+    left); a folder that is not one is a usage error."""
     found = []
     for spool in spools:
         if not spool.is_dir():
             raise FileNotFoundError(f"spool {spool} is not a folder")
-        found.extend(sorted(p.resolve() for p in spool.rglob("*.jsonl") if p.is_file()))
+        found.extend(sorted(p.resolve() for p in spool.rglob("*") if p.is_file()))
     return found
 
 
@@ -43,16 +51,29 @@ class _File:
     stat: ledger.Stat
     offset: int  # bytes read and stored
     lines: int  # lines up to offset
+    before: bytes = b""  # the last bytes before offset (up to DIGEST_BYTES), for the ledger's digest
     warnings: list[str] = field(default_factory=list)
     counted: bool = False  # in the summary's ingested files
 
 
 def ingest(ctx: Context, paths: list[Path]) -> None:
-    offsets = ledger.load_offsets(ctx.con, KIND)
+    skipped = [path for path in paths if not path.name.endswith(SUFFIX)]
+    if skipped:
+        names = ", ".join(path.name for path in skipped[:LISTED_SKIPPED])
+        more = f" and {len(skipped) - LISTED_SKIPPED} more" if len(skipped) > LISTED_SKIPPED else ""
+        ctx.summary.problems.append(
+            {
+                "path": str(skipped[0].parent),
+                "outcome": "skipped",
+                "reason": f"{len(skipped)} spool file(s) not named *{SUFFIX} not read: {names}{more}",
+            }
+        )
+        paths = [path for path in paths if path.name.endswith(SUFFIX)]
+    resume = ledger.load_resume(ctx.con, KIND)
     batch: list[tuple[_File, gpu_samples.Piece]] = []
     size = 0
     for path in paths:
-        file = _open(ctx, path, offsets.get(str(path), (0, 0)))
+        file = _open(ctx, path, resume.get(str(path), (0, 0, None)))
         if file is None:
             continue
         read = False
@@ -68,16 +89,20 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
     _store(ctx, batch)
 
 
-def _open(ctx: Context, path: Path, resume: tuple[int, int]) -> _File | None:
-    """The file to read from where the last run stopped (bytes, lines), or None if nothing is new."""
+def _open(ctx: Context, path: Path, resume: tuple[int, int, str | None]) -> _File | None:
+    """The file to read from where the last run stopped (bytes, lines, digest of the bytes before),
+    or None if nothing is new."""
     summary = ctx.summary
-    offset, lines = resume
+    offset, lines, before = resume
     try:
         st = ledger.stat(path)
     except OSError:
         return None
     summary.files_seen += 1
-    if st.size < offset:  # replaced or truncated: read it from the start
+    # replaced (rotated: renamed away and a new file of the same name) or truncated: read it from
+    # the start. The bytes are looked at only in a file that grew (a cron run opens no other)
+    grew = st.size > offset > 0
+    if st.size < offset or (grew and before is not None and not _same_bytes_before(path, offset, before)):
         offset, lines = 0, 0
     if st.size == offset:
         summary.unchanged += 1
@@ -106,6 +131,7 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
         results.enqueue(ctx.con, changed)
         touched: dict[Path, _File] = {}
         for (file, piece), got, dropped in zip(batch, staged, skipped, strict=True):
+            file.before = (file.before + piece.data[-DIGEST_BYTES:])[-DIGEST_BYTES:]
             file.offset, file.lines = piece.end, file.lines + piece.lines
             file.warnings += got.warnings + dropped
             summary.gpu_samples += got.rows - len(dropped)
@@ -115,7 +141,9 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
             ctx.con,
             KIND,
             [
-                ledger.Outcome(str(file.path), file.stat, None, file.lines, file.warnings, read_offset=file.offset)
+                ledger.Outcome(
+                    str(file.path), file.stat, None, file.lines, file.warnings, file.offset, _digest_before(file)
+                )
                 for file in touched.values()
             ],
         )
@@ -123,3 +151,28 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
     for file in touched.values():
         summary.ingested += not file.counted
         file.counted = True
+
+
+def _digest_before(file: _File) -> str | None:
+    """The digest of the last DIGEST_BYTES before the file's offset (fewer at its start), from the
+    bytes read; read from the file when this run read fewer (None if it can't be read)."""
+    if len(file.before) < min(DIGEST_BYTES, file.offset):
+        try:
+            file.before = _bytes_before(file.path, file.offset)
+        except OSError:
+            return None
+    return digest(file.before)
+
+
+def _same_bytes_before(path: Path, offset: int, stored: str) -> bool:
+    try:
+        return digest(_bytes_before(path, offset)) == stored
+    except OSError:
+        return False
+
+
+def _bytes_before(path: Path, end: int) -> bytes:
+    start = max(0, end - DIGEST_BYTES)
+    with path.open("rb") as f:
+        f.seek(start)
+        return f.read(end - start)
