@@ -17,7 +17,9 @@ seconds, the models whose slow_vs_peers each recomputed, and the CPU seconds of 
 ingest processes' (user + system, as the kernel counted them when they were waited for) and, for
 PostgreSQL, the server's (its postmaster and every backend, autovacuum included, from /proc): on
 a machine shared with other work the wall time moves with the load, the CPU seconds much less.
-Checks that PostgreSQL then holds
+With ``--phases`` each PostgreSQL ingester runs through
+bench/pg_phases.py, and the CPU seconds of each phase (the four added up) are printed too. Checks
+that PostgreSQL then holds
 as many rows of each table as the DuckDB warehouse, and prints a Markdown table (docs/benchmark.md,
 "PostgreSQL: 4 ingesters at once"). The issue's target: PostgreSQL's wall time <= 1.5x DuckDB's.
 """
@@ -134,15 +136,21 @@ def hosts_round(roots: list[Path], scratch: Path, url: str) -> list[float]:
     return times
 
 
-def postgres_round(roots: list[Path], scratch: Path, url: str, prebuilt: bool) -> tuple[float, list[dict[str, object]]]:
+def postgres_round(
+    roots: list[Path], scratch: Path, url: str, prebuilt: bool, phases: bool = False
+) -> tuple[float, list[dict[str, object]]]:
+    """The ingesters at once; with ``phases`` each through bench/pg_phases.py (its phases' CPU
+    seconds under ``"phases"`` in its report)."""
     if prebuilt:
         upgrade(url)
         for n in range(len(roots)):
             upgrade(scratch / f"stage{n}.duckdb")
     began = time.monotonic()
+    runs = [[sys.executable, str(REPO / "bench" / "pg_phases.py"), str(scratch / f"phases{n}.json")] if phases else CLI
+            for n in range(len(roots))]  # fmt: skip
     processes = [
         subprocess.Popen(
-            [*CLI, "ingest", "--json", "--db", url, "--stage", str(scratch / f"stage{n}.duckdb"), str(root)],
+            [*runs[n], "ingest", "--json", "--db", url, "--stage", str(scratch / f"stage{n}.duckdb"), str(root)],
             env=ENV,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -157,7 +165,22 @@ def postgres_round(roots: list[Path], scratch: Path, url: str, prebuilt: bool) -
             raise SystemExit(f"an ingester failed ({process.returncode}): {err.strip()[-2000:]}")
         report = json.loads(out)
         reports.append({**report["published"], "stage_seconds": report["seconds"]})
+    for n, report in enumerate(reports):
+        if phases:
+            report["phases"] = json.loads((scratch / f"phases{n}.json").read_text())
     return time.monotonic() - began, reports
+
+
+def print_phases(reports: list[dict[str, object]]) -> None:
+    """Each phase's CPU seconds, the ingesters' added up (and their backends' for the publish)."""
+    total: dict[str, list[float]] = {}
+    for report in reports:
+        for name, (calls, _, cpu, server) in report["phases"].items():  # type: ignore[attr-defined]
+            row = total.setdefault(name, [0, 0.0, 0.0])
+            row[0], row[1], row[2] = row[0] + calls, row[1] + cpu, row[2] + server
+    for name, (calls, cpu, server) in total.items():
+        print(f"    {name:44s} {int(calls):3d} calls  ingesters {cpu:5.2f} CPU s" +
+              (f", their backends {server:5.2f}" if server else ""))  # fmt: skip
 
 
 def counts_duckdb(path: Path) -> dict[str, int]:
@@ -185,6 +208,9 @@ def main() -> None:
         "--alone", action="store_true", help="also run each ingester alone, one after the other (a host each)"
     )
     parser.add_argument("--data", type=Path, help="where to write the jobs (default: a temporary folder)")
+    parser.add_argument(
+        "--phases", action="store_true", help="each ingester through bench/pg_phases.py: CPU seconds per phase"
+    )
     args = parser.parse_args()
     bins = bin_dir()
     if bins is None:
@@ -206,7 +232,7 @@ def main() -> None:
             split_cpu = children_cpu() - cpu
             url = server.new_database()
             cpu, server_began = children_cpu(), server_cpu(server)
-            seconds, reports = postgres_round(roots, scratch, url, args.prebuilt)
+            seconds, reports = postgres_round(roots, scratch, url, args.prebuilt, args.phases)
             pg_cpu, pg_server_cpu = children_cpu() - cpu, server_cpu(server) - server_began
             pg_times.append(seconds)
             want, got = counts_duckdb(warehouse), counts_postgres(url)
@@ -224,6 +250,8 @@ def main() -> None:
                   f"{args.ingesters} DuckDB files {split_cpu:.1f}, "
                   f"PostgreSQL ingesters {pg_cpu:.1f} + server {pg_server_cpu:.1f}; slow_vs_peers recomputed by "
                   f"{sum(1 for r in reports if r.get('peers_recomputed'))} of {len(reports)} ingesters")  # fmt: skip
+            if args.phases:
+                print_phases(reports)
     finally:
         server.stop()
         if args.data is None:

@@ -25,6 +25,7 @@ import math
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from runlytics.ingest import quick
+from runlytics.ingest import quick, unknown_jobs
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import db, migrate, pg_reader, queries, readonly, snapshots
 from runlytics.warehouse.lock import IngestLocked
@@ -417,6 +418,8 @@ def _db_copy(args: argparse.Namespace) -> int:
     target = db.PostgresUrl(args.to)
     path = _existing_warehouse(args)
     result = pg_copy.copy(path, target, wait=args.wait, on_progress=CopyProgress(sys.stderr))
+    for job_id in result.unpublishable:
+        print(f"runlytics db copy: warning: {_nul_job(job_id)}: not copied", file=sys.stderr)
     total = sum(result.rows.values())
     print(
         f"{target}: copied {total:,} row{'' if total == 1 else 's'} of {len(result.rows)} tables from {path} "
@@ -536,6 +539,12 @@ def _ingest_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
     for job_id, owner in sorted(published.conflicts.items()):
         print(f"runlytics ingest: warning: job {job_id} is owned by ingester {owner} on {target}: not published "
               "from this one", file=sys.stderr)  # fmt: skip
+    for job_id in published.unpublishable:
+        print(f"runlytics ingest: warning: {_nul_job(job_id)}: not published", file=sys.stderr)
+    if published.order_differs:
+        print(f"runlytics ingest: warning: {target} orders text unlike DuckDB (its collation is not C): answers "
+              "sorted by name differ; create it with TEMPLATE template0 LOCALE 'C.UTF-8' (docs/postgresql.md)",
+              file=sys.stderr)  # fmt: skip
     code = _ingest_report(args, stage, summary, published.as_dict() if args.json else None)
     if not (args.quiet or args.json):
         print(
@@ -543,6 +552,11 @@ def _ingest_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
             f"{published.insights_only} running, {_plural(published.runs, 'run')} in {published.seconds:.2f} s"
         )
     return code
+
+
+def _nul_job(job_id: str) -> str:
+    """A job whose id PostgreSQL's text cannot hold, named as Python writes it (NUL shown as \\x00)."""
+    return f"job {job_id!r} has a NUL character in its id, which PostgreSQL cannot hold"
 
 
 def _ingest_report(
@@ -599,6 +613,8 @@ def _print_summary(path: Path, s: Summary, verbose: bool) -> None:
     for problem in s.problems:
         if verbose or problem["outcome"] == "failed":
             print(f"  {problem['outcome']}: {problem['path']}: {problem['reason']}")
+    for job_id in s.unknown_jobs:  # shown even when not verbose: a mistyped --job-id must show
+        print(f"  warning: {unknown_jobs.message(job_id)}")
     if verbose and s.listed_warnings:
         print("warnings:")
         for file, message in s.listed_warnings[:LISTED_WARNINGS]:
@@ -789,6 +805,9 @@ def _insights(args: argparse.Namespace) -> int:
     _write_rows(["job_id", "severity", "kind", "steps", "gpu", "message"], rows, "table")
     if result.get("next_cursor"):
         print(f"(more: raise --limit above {args.limit}, or filter)")
+    # insights.md: every answer that lists insights also lists the thresholds in force
+    pairs = ", ".join(f"{name}={_cell(value)}" for name, value in sorted(result["thresholds"].items()))
+    print(textwrap.fill(f"thresholds in force: {pairs}", width=100, subsequent_indent="  ", break_long_words=False))
     return EXIT_OK
 
 

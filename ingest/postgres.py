@@ -79,6 +79,14 @@ PREFIXED = {"ingest_files": "path"}
 PROBLEM_FILES = "SELECT {columns} FROM ingest_files WHERE outcome <> 'ingested' OR path IN (SELECT unnest($paths))"
 PG_PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND starts_with(path, %s)"
 PG_DELETE_FILES = "DELETE FROM ingest_files WHERE path = ANY(%s)"
+# the (prefixed) paths of the ledger rows of the jobs named by $job_ids: a file that now belongs to
+# one of them may still be another job's on PostgreSQL (a progress.json whose job id changed, an
+# HF run folder that became part of its job): its row there is replaced by path, not only by job
+JOB_FILE_PATHS = "SELECT $prefix || path FROM ingest_files WHERE job_id IN (SELECT unnest($job_ids))"
+# PostgreSQL's text holds no NUL character: the published strings carry U+FFFD in its place (the
+# stage keeps the original); a job id with one is not published (pg_copy.NUL_FREE, select_list)
+NUL = pg_copy.NUL
+NUL_REPLACEMENT = pg_copy.NUL_REPLACEMENT
 # a running job the run did not change: only its insights moved (silent_running, as_of)
 INSIGHTS_ONLY = ("insight_results", "insight_jobs")
 
@@ -93,9 +101,9 @@ DELETE_THRESHOLDS = "DELETE FROM insight_settings"
 # slow_vs_peers compares completed jobs of a model: the models of the completed jobs published
 # (here, and as they were on PostgreSQL before) are those whose peers may have changed
 MODELS = (
-    "SELECT DISTINCT model_name FROM jobs "
+    "SELECT DISTINCT replace(model_name, chr(0), $nul_replacement) FROM jobs "
     "WHERE status = 'completed' AND model_name IS NOT NULL AND job_id IN (SELECT unnest($job_ids))"
-)
+)  # as published (NUL_FREE)
 DEQUEUE = "DELETE FROM publish_queue WHERE job_id IN (SELECT unnest($job_ids))"
 MARK = "SELECT value FROM publish_marks WHERE name = $name"
 SET_MARK = "INSERT OR REPLACE INTO publish_marks VALUES ($name, $value)"
@@ -117,8 +125,12 @@ PG_MODELS = (
 PG_ESTIMATES = "SELECT t, c.reltuples FROM unnest(%s::text[]) AS t JOIN pg_class c ON c.oid = to_regclass(t)"
 # a publish that adds more than this share of a table's rows analyzes it: plans go wrong on the
 # counts of a table many times smaller (nested loops over "empty" tables), not on counts a few
-# times off; so four ingesters filling one database analyze each table once or twice, not four times
+# times off
 ANALYZE_SHARE = 1.0
+# ANALYZE's own lock (it conflicts with itself, not with writers), taken before the counts are
+# read: publishes that end together analyze a table one after the other, and each but the first
+# then finds the count the one before took (its own rows in it) and skips its ANALYZE
+PG_LOCK_FOR_ANALYZE = "LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE"
 PG_DELETE = "DELETE FROM {table} WHERE job_id = ANY(%s)"
 # the batch's rows of every per-job table, in one statement
 PG_DELETE_ALL = "WITH {deletes} SELECT 1"
@@ -136,6 +148,10 @@ INSERT INTO peer_changes (model_name, ingester, changed_at)
 SELECT unnest(%s::text[]), %s, now() AT TIME ZONE 'UTC'
 """
 PG_TAKE_STALE = "DELETE FROM peer_changes WHERE model_name = ANY(%s) RETURNING model_name"
+# the models this ingester marked stale and no recompute took yet: a run killed after a commit that
+# marked them (a batch's, the telemetry's) and before its recompute left them; the telemetry's are
+# of jobs the stage may not hold, which no later run of it would otherwise publish again
+PG_LEFT_MARKS = "SELECT DISTINCT model_name FROM peer_changes WHERE ingester = %s"
 PG_LOCK_MODELS = "SELECT count(pg_advisory_xact_lock(%s, hashtext(m))) FROM unnest(%s::text[]) AS m"
 # the recompute sorts every pair of peers (a model's completed jobs squared): in memory, not on disk
 PG_PEERS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
@@ -148,6 +164,13 @@ PG_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 # ingester's jobs; each row at its job's as_of
 PG_PEERS = "SELECT job_id FROM jobs WHERE status = 'completed' AND model_name = ANY(%s)"
 PG_DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id = ANY(%s)"
+# a batch's delete (PG_DELETE_ALL) and another ingester's recompute (PG_DELETE_PEER_KIND) both delete
+# the peers' slow_vs_peers rows, each locking them in its plan's order (block order, job_id order):
+# two such plans wait on each other ("deadlock detected", a failed run). Both lock these rows first,
+# in job_id order
+PG_LOCK_PEER_ROWS = (
+    "SELECT 1 FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id = ANY(%s) ORDER BY job_id FOR UPDATE"
+)
 PG_INSERT_PEER_KIND = """
 INSERT INTO insight_results
 SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL,
@@ -155,6 +178,11 @@ SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.
 FROM insight_peers i JOIN insight_jobs o ON o.job_id = i.job_id
 WHERE i.job_id = ANY(%s)
 """
+# DuckDB orders text by code point, as PostgreSQL does under the C collation only: a database
+# created with another (Debian's clusters take the system's, en_US.UTF-8) orders hosts, GPU series,
+# metric names and job ids unlike DuckDB in every answer that sorts strings. Told by sorting these
+PG_ORDER = "SELECT array_agg(s ORDER BY s) FROM unnest(%s::text[]) AS s"
+ORDER_PROBE = ["node_2", "node-10", "Node-3", "node10", "a", "B", "\u00e9", "f"]
 # a run id (nanoseconds at its start) that another ingester's run already has stays that run's
 PG_UPSERT_RUN = """
 INSERT INTO ingest_runs ({columns}) VALUES ({values})
@@ -176,6 +204,8 @@ class Published:
     runs: int = 0
     peers_recomputed: list[str] = field(default_factory=list)  # models whose slow_vs_peers this run recomputed
     conflicts: dict[str, str] = field(default_factory=dict)  # job id -> its owner
+    unpublishable: list[str] = field(default_factory=list)  # job ids PostgreSQL's text cannot hold (NUL)
+    order_differs: bool = False  # PostgreSQL's default collation orders text unlike DuckDB (not C)
     rows: dict[str, int] = field(default_factory=dict)  # rows copied, per table
     telemetry: pg_telemetry.Published | None = None
     seconds: float = 0.0
@@ -187,6 +217,8 @@ class Published:
             "runs": self.runs,
             "peers_recomputed": self.peers_recomputed,
             "conflicts": [{"job_id": job_id, "owner": owner} for job_id, owner in sorted(self.conflicts.items())],
+            "unpublishable": sorted(self.unpublishable),
+            "order_differs": self.order_differs,
             "seconds": round(self.seconds, 3),
         }
 
@@ -249,12 +281,18 @@ def publish(
     result = Published()
     with db.connection(stage, wait=wait) as con, _pg(target) as pg:
         _ensure_schema(pg, target, wait)
+        result.order_differs = order_differs(pg)
         # thresholds set on PostgreSQL hold for every stage: all of this stage's insights recomputed
         _pull_thresholds(con, pg)
         refreshed = con.execute(MARK, {"name": THRESHOLDS_MARK}).fetchone() is not None
         queued = con.execute(QUEUED).fetchall()
         held = [job_id for job_id, present in queued if present]  # the others have no facts here
         running = [job_id for (job_id,) in con.execute(UNQUEUED if refreshed else RUNNING).fetchall()]
+        # a job id with a NUL character: PostgreSQL's text holds none, and a job's id is its key
+        # there (its locks, its owner, its rows): never published, forgotten by the stage's queue
+        result.unpublishable = sorted({job_id for job_id in [*held, *running] if NUL in job_id})
+        held = [job_id for job_id in held if NUL not in job_id]
+        running = [job_id for job_id in running if NUL not in job_id]
         models: set[str] = set()
         try:
             _publish_problem_files(con, pg, ingester, result)
@@ -264,6 +302,13 @@ def publish(
             for batch in _batches(running):
                 _publish_insights(con, pg, ingester, batch, result)
             _analyze(pg, result.rows)
+            # GPU telemetry after the job facts: samples, gpu_minutes, job_gpu_series of the minutes
+            # the stage stored since (its own transactions and outbox). Before the peers' recompute:
+            # a job without gpu_count is compared with the peers of the GPUs its samples show, and
+            # the models whose GPU counts it changed are recomputed with the others (peer_models)
+            pg.commit()  # pg_telemetry manages its own transactions on an idle connection
+            result.telemetry = pg_telemetry.publish(con, pg, keep_raw_days=keep_raw_days, wait=wait, ingester=ingester)
+            models |= set(result.telemetry.peer_models) | _left_marks(pg, ingester)
             if models:
                 _wait_for_publishers(pg, models | announced, wait)
                 result.peers_recomputed = _recompute_peers(pg, models)
@@ -271,10 +316,6 @@ def publish(
                 pg.execute(PG_DONE_PUBLISHING)
                 pg.commit()
             result.runs = _publish_runs(con, pg)
-            # GPU telemetry after the job facts: samples, gpu_minutes, job_gpu_series of the minutes
-            # the stage stored since (its own transactions and outbox)
-            pg.commit()  # pg_telemetry manages its own transactions on an idle connection
-            result.telemetry = pg_telemetry.publish(con, pg, keep_raw_days=keep_raw_days, wait=wait)
         except Exception as error:
             import psycopg
 
@@ -345,6 +386,14 @@ def _ensure_schema(pg: psycopg.Connection[Any], target: db.PostgresUrl, wait: fl
         migrate.upgrade_postgres(target, wait=wait)
 
 
+def order_differs(pg: psycopg.Connection[Any]) -> bool:
+    """Whether the database's default collation orders text unlike DuckDB (by code point)."""
+    with pg.cursor() as cursor:
+        row = cursor.execute(PG_ORDER, (ORDER_PROBE,)).fetchone()
+    pg.commit()
+    return row is None or row[0] != sorted(ORDER_PROBE)
+
+
 def _revision(pg: psycopg.Connection[Any]) -> str | None:
     with pg.cursor() as cursor:
         present = cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
@@ -362,7 +411,9 @@ def _batches(job_ids: list[str]) -> Iterator[list[str]]:
 def _models(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> set[str]:
     if not job_ids:
         return set()
-    return {model for (model,) in con.execute(MODELS, {"job_ids": job_ids}).fetchall()}
+    return {
+        model for (model,) in con.execute(MODELS, {"job_ids": job_ids, "nul_replacement": NUL_REPLACEMENT}).fetchall()
+    }
 
 
 def _lock_and_own(
@@ -400,7 +451,10 @@ def _publish_jobs(
         return set()
     with pg.cursor() as cursor:
         models = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()} | _models(con, mine)
+        cursor.execute(PG_LOCK_PEER_ROWS, (mine,))
         cursor.execute(_DELETE_ALL, {"job_ids": mine})
+        paths = con.execute(JOB_FILE_PATHS, {"prefix": f"{ingester}:", "job_ids": mine}).fetchall()
+        cursor.execute(PG_DELETE_FILES, ([path for (path,) in paths],))
         _copy(con, pg, PER_JOB, mine, ingester, result.rows)
         cursor.execute(PG_OWN, (mine, ingester))
         if models:
@@ -448,21 +502,27 @@ def _copy(
     """COPY the stage's rows of these jobs into each table; ``rows`` counts them per table."""
     for table, select in tables.items():
         columns = _columns(pg, table)
-        expressions = [
-            f"$prefix || {db.quote_identifier(name)}" if PREFIXED.get(table) == name else db.quote_identifier(name)
-            for name, _ in columns
-        ]
-        params: dict[str, Any] = {"job_ids": job_ids}
+        params: dict[str, Any] = {"job_ids": job_ids, "nul_replacement": NUL_REPLACEMENT}
         if table in PREFIXED:
             params["prefix"] = f"{ingester}:"
-        copied = pg_copy.copy_rows(con, pg, table, columns, select.format(columns=", ".join(expressions)), params)
+        select = select.format(columns=_expressions(table, columns))
+        copied = pg_copy.copy_rows(con, pg, table, columns, select, params)
         rows[table] = rows.get(table, 0) + copied
+
+
+def _expressions(table: str, columns: list[tuple[str, str]]) -> str:
+    """The stage's select list of ``table``'s columns as published: a prefixed column with the
+    ingester's name in front ($prefix), NUL replaced in every string ($nul_replacement)."""
+    return pg_copy.select_list(columns, prefixed=PREFIXED.get(table))
 
 
 def _analyze(pg: psycopg.Connection[Any], rows: dict[str, int]) -> None:
     """ANALYZE the tables this publish at least doubled: the peers' recompute that follows (and
     readers until autovacuum comes) would be planned on counts of a much smaller table (20 s
-    instead of 0.5 s for 500 jobs' first publish)."""
+    instead of 0.5 s for 500 jobs' first publish). Each table in a transaction of its own that
+    holds ANALYZE's lock from before its count is read (PG_LOCK_FOR_ANALYZE): four ingesters
+    that end their first publish together analyzed each table four times (0.25-0.3 s of the
+    server's CPU each time, for 2,000 jobs), now once."""
     copied = {table: n for table, n in rows.items() if n}
     if not copied:
         return
@@ -470,11 +530,21 @@ def _analyze(pg: psycopg.Connection[Any], rows: dict[str, int]) -> None:
         known = dict(cursor.execute(PG_ESTIMATES, (sorted(copied),)).fetchall())
     pg.commit()
     for table in sorted(copied):
-        estimate = known.get(table)
-        if estimate is not None and (estimate < 0 or copied[table] > ANALYZE_SHARE * estimate):
-            with pg.cursor() as cursor:
+        if not _stale(known.get(table), copied[table]):
+            continue
+        with pg.cursor() as cursor:
+            cursor.execute(PG_LOCK_FOR_ANALYZE.format(table=db.quote_identifier(table)))
+            # the count again, under the lock: another publish may have analyzed it meanwhile
+            again = dict(cursor.execute(PG_ESTIMATES, ([table],)).fetchall())
+            if _stale(again.get(table), copied[table]):
                 cursor.execute(f"ANALYZE {db.quote_identifier(table)}")
-            pg.commit()
+        pg.commit()
+
+
+def _stale(estimate: float | None, copied: int) -> bool:
+    """Whether a table PostgreSQL last counted ``estimate`` rows of (-1: never; None: no such
+    table) is to be analyzed after ``copied`` rows were published into it."""
+    return estimate is not None and (estimate < 0 or copied > ANALYZE_SHARE * estimate)
 
 
 _DELETE_ALL = PG_DELETE_ALL.format(
@@ -511,9 +581,8 @@ def _publish_problem_files(
         theirs = [path for (path,) in cursor.execute(PG_PROBLEM_PATHS, (prefix,)).fetchall()]
     columns = _columns(pg, "ingest_files")
     names = [name for name, _ in columns]
-    expressions = (f"$prefix || {db.quote_identifier(n)}" if n == "path" else db.quote_identifier(n) for n in names)
-    select = PROBLEM_FILES.format(columns=", ".join(expressions))
-    params = {"paths": [path[len(prefix) :] for path in theirs], "prefix": prefix}
+    select = PROBLEM_FILES.format(columns=_expressions("ingest_files", columns))
+    params = {"paths": [path[len(prefix) :] for path in theirs], "prefix": prefix, "nul_replacement": NUL_REPLACEMENT}
     mine = [row[names.index("path")] for row in con.execute(select, params).fetchall()]
     if not theirs and not mine:
         pg.rollback()
@@ -566,6 +635,13 @@ def _lock_models(pg: psycopg.Connection[Any], sql: str, models: set[str], wait: 
     return True
 
 
+def _left_marks(pg: psycopg.Connection[Any], ingester: str) -> set[str]:
+    with pg.cursor() as cursor:
+        models = {model for (model,) in cursor.execute(PG_LEFT_MARKS, (ingester,)).fetchall()}
+    pg.commit()
+    return models
+
+
 def _recompute_peers(pg: psycopg.Connection[Any], models: set[str]) -> list[str]:
     """slow_vs_peers of every completed job of those of these models (the models of the completed
     jobs published, before and after) still recorded stale in ``peer_changes``, on PostgreSQL, in
@@ -580,6 +656,7 @@ def _recompute_peers(pg: psycopg.Connection[Any], models: set[str]) -> list[str]
             return []
         cursor.execute(PG_PEERS_WORK_MEM)
         peers = [job_id for (job_id,) in cursor.execute(PG_PEERS, (stale,)).fetchall()]
+        cursor.execute(PG_LOCK_PEER_ROWS, (peers,))
         cursor.execute(PG_DELETE_PEER_KIND, (peers,))
         cursor.execute(PG_INSERT_PEER_KIND, (peers,))
     pg.commit()

@@ -205,19 +205,49 @@ def test_a_database_of_other_tables_is_refused_untouched(
 def test_a_failed_copy_leaves_the_target_as_it_was(
     tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """PostgreSQL's text holds no NUL character, DuckDB's does: the copy fails on the way, after
-    the schema was built and tables were filled, and the target is left without a table."""
+    """Two ledger paths that differ only in NUL and U+FFFD are one path on PostgreSQL (NUL copied
+    as U+FFFD): the copy fails on the way, after the schema was built and tables were filled,
+    and the target is left without a table."""
     path = tmp_path / "w.duckdb"
     migrate.upgrade(path)
     with db.connection(path) as con:
+        con.execute("INSERT INTO jobs (job_id, status, ingested_at) VALUES ('a', 'completed', TIMESTAMP '2026-01-01')")
         con.execute(
-            "INSERT INTO jobs (job_id, status, ingested_at) VALUES ('a', 'completed', TIMESTAMP '2026-01-01'), "
-            "('b' || chr(0), 'completed', TIMESTAMP '2026-01-01')"
+            "INSERT INTO ingest_files (path, kind, outcome, rows, warning_count, first_seen_at, last_read_at) "
+            "SELECT 'p' || c, 'progress', 'failed', 0, 0, TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-01' "
+            "FROM (VALUES (chr(0)), (chr(65533))) v(c)"
         )
     snapshots.publish(path)
     message = _refused(["db", "copy", "--db", str(path), "--to", pg_url], capsys)
-    assert message.startswith(f"runlytics: copy into {db.PostgresUrl(pg_url)} failed at table jobs, nothing written:")
+    target = db.PostgresUrl(pg_url)
+    assert message.startswith(f"runlytics: copy into {target} failed at table ingest_files, nothing written:")
     assert _counts(pg_url) == {}
+
+
+def test_nul_characters_are_copied_as_replacement_characters(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL's text holds no NUL character (JSON may escape one in any string): the copied
+    strings carry U+FFFD instead, as ingest --db publishes them; a job whose id holds one is not
+    copied (nor its samples), and named on stderr."""
+    lab = Lab(tmp_path)
+    history = [{"step": 1, "loss": 1.0, "gpus": [{"index": 0, "uuid": "GPU-\u0000", "utilization_percent": 50.0}]}]
+    lab.write_job("nul-id", {"job_id": "nul\u0000id", "status": "completed", "history": history})
+    lab.write_job("j", {"job_id": "j", "status": "completed", "history": history, "config": {"model_name": "m\u0000"}})
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    samples = [{"ts": 1_767_225_600 + t, "host": "h\u0000", "job_id": job_id, "gpu_index": 0, "utilization_percent": 1}
+               for job_id in ("j", "nul\u0000id") for t in range(3)]  # fmt: skip
+    (spool / "a.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    lab.ingest(lab.root, spool_root=spool)
+    assert cli.main(["db", "copy", "--db", str(lab.db), "--to", pg_url]) == 0
+    assert capsys.readouterr().err.count("warning: job 'nul\\x00id' has a NUL character in its id") == 1
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT job_id, model_name FROM jobs").fetchall() == [("j", "m\ufffd")]
+        assert con.execute("SELECT job_id, gpu_uuid FROM step_gpus").fetchall() == [("j", "GPU-\ufffd")]
+        assert con.execute("SELECT DISTINCT job_id, host FROM gpu_samples").fetchall() == [("j", "h\ufffd")]
+        assert con.execute("SELECT count(*) FROM gpu_samples").fetchone() == (3,)
+        assert con.execute("SELECT count(*) FROM ingest_files WHERE job_id <> 'j'").fetchone() == (0,)
 
 
 def test_an_empty_warehouse_copies_and_the_thresholds_are_the_sources(

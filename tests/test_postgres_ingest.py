@@ -16,6 +16,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -382,6 +383,74 @@ def test_a_recompute_waits_for_the_publishes_in_flight_at_most_wait_seconds(url:
         assert pg.execute(held).fetchone() == (0,)
 
 
+PEER_ROW = "INSERT INTO insight_results (job_id, kind, severity, message, as_of) VALUES (%s, %s, 'warning', 'x', now())"
+
+
+def test_a_batch_and_a_peers_recompute_do_not_deadlock(url: str) -> None:
+    """A batch's delete of its jobs' insight_results and another ingester's slow_vs_peers recompute
+    both delete the peers' slow_vs_peers rows: each locks them first, in job_id order
+    (PG_LOCK_PEER_ROWS). Forced here: rows stored in the reverse of job_id order, the batch's delete
+    in block order (bitmap heap scan), the recompute's in job_id order (index scan), the batch held
+    up on j0 by a third transaction; without the locks PostgreSQL aborts one ("deadlock detected")."""
+    with psycopg.connect(url, autocommit=True) as con, con.cursor() as cur:
+        con.execute(PEER_ROW, ("j2", "slow_vs_peers"))  # first in the heap, last in job_id order
+        cur.executemany(PEER_ROW, [(f"f{i:05d}", "stall") for i in range(2000)])
+        con.execute(PEER_ROW, ("j0", "stall"))
+        cur.executemany(PEER_ROW, [(f"g{i:05d}", "stall") for i in range(2000)])
+        con.execute(PEER_ROW, ("j1", "slow_vs_peers"))
+        con.execute("ANALYZE insight_results")
+    errors: list[BaseException] = []
+
+    def batch() -> None:  # _publish_jobs' statements on insight_results
+        try:
+            with psycopg.connect(url) as con:
+                con.execute("SET LOCAL enable_indexscan = off")
+                con.execute(pg_ingest.PG_LOCK_PEER_ROWS, (["j0", "j1", "j2"],))
+                con.execute("DELETE FROM insight_results WHERE job_id = ANY(%s)", (["j0", "j1", "j2"],))
+                time.sleep(0.3)
+        except psycopg.Error as error:
+            errors.append(error)
+
+    def recompute() -> None:  # _recompute_peers'
+        time.sleep(0.3)
+        try:
+            with psycopg.connect(url) as con:
+                con.execute("SET LOCAL enable_bitmapscan = off")
+                con.execute("SET LOCAL enable_seqscan = off")
+                con.execute(pg_ingest.PG_LOCK_PEER_ROWS, (["j1", "j2"],))
+                con.execute(pg_ingest.PG_DELETE_PEER_KIND, (["j1", "j2"],))
+        except psycopg.Error as error:
+            errors.append(error)
+
+    with psycopg.connect(url) as holder:  # another batch holding j0's row: the first batch waits there
+        holder.execute("UPDATE insight_results SET message = message WHERE job_id = 'j0'")
+        threads = [threading.Thread(target=batch), threading.Thread(target=recompute)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        holder.rollback()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT count(*) FROM insight_results WHERE job_id IN ('j0', 'j1', 'j2')").fetchone() == (0,)
+
+
+def test_the_marks_a_killed_run_left_are_recomputed_by_the_next_run(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    """A run killed after a commit that marked a model stale (here its telemetry's, for a job the
+    stage does not hold) and before its recompute: the next run of the ingester, with nothing new,
+    recomputes the models it marked (not another ingester's marks)."""
+    with psycopg.connect(url) as con:
+        con.execute("INSERT INTO jobs (job_id, status, model_name, ingested_at) VALUES ('a', 'completed', 'm', now())")
+        con.execute(PEER_ROW, ("a", "slow_vs_peers"))  # no longer true: 'a' has no peers
+        con.execute("INSERT INTO peer_changes VALUES ('m', 'y', now()), ('n', 'x', now())")
+    published = pg_ingest.publish(fleet.stage(tmp_path / "y.duckdb"), db.PostgresUrl(url), "y", wait=30)
+    assert published.jobs == 0 and published.peers_recomputed == ["m"]
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT count(*) FROM insight_results").fetchone() == (0,)
+        assert con.execute("SELECT model_name, ingester FROM peer_changes").fetchall() == [("n", "x")]
+
+
 def test_a_job_another_ingester_owns_is_not_overwritten(
     fleet: Fleet, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -433,6 +502,92 @@ def test_a_job_that_grew_is_published_whole(fleet: Fleet, url: str, tmp_path: Pa
     summary, published = pg_ingest.ingest(target, fleet.roots, stage=stage, wait=30, **_spooled(fleet))
     assert summary.ingested == 1 and published.jobs == 1
     _assert_equal(url, fleet.reference)
+
+
+def test_publishes_that_end_together_analyze_a_table_once(url: str) -> None:
+    """Two publishes of a new database end together: the one that waits for the table's ANALYZE
+    lock reads the count the other's ANALYZE took (its own rows in it) and analyzes no more."""
+    analyzed: list[int] = []
+
+    class Recording(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+            if str(query).startswith("ANALYZE"):
+                analyzed.append(1)
+            return super().execute(query, params, **kwargs)
+
+    with psycopg.connect(url) as other, psycopg.connect(url, cursor_factory=Recording) as pg:
+        other.execute("INSERT INTO steps (job_id, step) SELECT 'j', g FROM generate_series(1, 1000) AS g")
+        other.commit()
+        other.execute(pg_ingest.PG_LOCK_FOR_ANALYZE.format(table="steps"))  # the other publish's ANALYZE, begun
+        waiting = threading.Thread(target=pg_ingest._analyze, args=(pg, {"steps": 1000}))
+        waiting.start()
+        blocked = "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
+        deadline = time.monotonic() + 10
+        while other.execute(blocked, (pg.info.backend_pid,)).fetchone() != (1,) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        other.execute("ANALYZE steps")
+        other.commit()
+        waiting.join(10)
+        assert not waiting.is_alive() and analyzed == []
+        estimate = "SELECT reltuples FROM pg_class WHERE relname = 'steps'"
+        assert other.execute(estimate).fetchone() == (1000,)
+        # a table never analyzed (-1) is, and one the publish more than doubled
+        pg_ingest._analyze(pg, {"checkpoints": 1})
+        other.execute("INSERT INTO steps (job_id, step) SELECT 'k', g FROM generate_series(1, 1001) AS g")
+        other.commit()
+        pg_ingest._analyze(pg, {"steps": 1001})
+        assert len(analyzed) == 2 and other.execute(estimate).fetchone() == (2001,)
+
+
+def test_a_nul_character_is_published_as_a_replacement_character(
+    fleet: Fleet, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PostgreSQL's text holds no NUL (JSON may escape one in any string): the published strings
+    carry U+FFFD instead; a job whose id holds one is not published (its id is its key there),
+    and said so on stderr (the running job, every run); the other jobs, of this run and the next, are."""
+    root = tmp_path / "jobs"
+    history = [{"step": 1, "loss": 1.0, "gpus": [{"index": 0, "uuid": "GPU-\u0000", "utilization_percent": 50.0}]}]
+    docs = {
+        "nul-id": {"job_id": "nul\u0000id", "status": "running", "history": history},
+        "nul-strings": {"job_id": "nul-strings", "status": "completed", "history": history,
+                        "config": {"model_name": "model\u0000", "note": "a\u0000b"}},
+        "later": {"job_id": "later", "status": "running", "history": [{"step": 1, "loss": 1.0}]},
+    }  # fmt: skip
+    for name in ("nul-id", "nul-strings"):
+        (root / name).mkdir(parents=True)
+        (root / name / "progress.json").write_text(json.dumps(docs[name]))
+        _age(root / name / "progress.json")
+    stage, target = fleet.stage(tmp_path / "stage.duckdb"), db.PostgresUrl(url)
+    summary, published = pg_ingest.ingest(target, [root], stage=stage, wait=30)
+    assert summary.ingested == 2 and published.jobs == 1 and published.unpublishable == ["nul\x00id"]
+    (root / "later").mkdir()
+    (root / "later" / "progress.json").write_text(json.dumps(docs["later"]))
+    _age(root / "later" / "progress.json")
+    assert cli.main(["ingest", "--quiet", "--db", url, "--stage", str(stage), str(root)]) == 0
+    warning = "runlytics ingest: warning: job 'nul\\x00id' has a NUL character in its id, which PostgreSQL cannot hold"
+    assert capsys.readouterr().err.count(warning) == 1
+    with psycopg.connect(url) as con:
+        jobs = con.execute("SELECT job_id, model_name FROM jobs ORDER BY job_id").fetchall()
+        assert jobs == [("later", None), ("nul-strings", "model\ufffd")]
+        assert con.execute("SELECT DISTINCT gpu_uuid FROM step_gpus").fetchall() == [("GPU-\ufffd",)]
+        config = con.execute("SELECT config FROM jobs WHERE job_id = 'nul-strings'").fetchone()
+        assert config == ({"model_name": "model\x00", "note": "a\x00b"},)  # JSON's escape kept: json holds it
+
+
+def test_a_file_whose_job_changed_is_published_under_its_new_job(fleet: Fleet, url: str, tmp_path: Path) -> None:
+    """A progress.json first of job a, then of job b: PostgreSQL ends, as DuckDB, with both jobs
+    and one ledger row of the file, job b's (its row is replaced by path, not only by job)."""
+    file = tmp_path / "jobs" / "f" / "progress.json"
+    file.parent.mkdir(parents=True)
+    stage, target = fleet.stage(tmp_path / "stage.duckdb"), db.PostgresUrl(url)
+    for job_id, steps in (("a", 1), ("b", 2)):
+        history = [{"step": step, "loss": 1.0 / step} for step in range(1, steps + 1)]
+        file.write_text(json.dumps({"job_id": job_id, "status": "running", "history": history}))
+        os.utime(file, (1_700_000_000 + steps, 1_700_000_000 + steps))
+        pg_ingest.ingest(target, [tmp_path / "jobs"], stage=stage, wait=30)
+    with psycopg.connect(url) as con:
+        assert con.execute("SELECT job_id FROM jobs ORDER BY 1").fetchall() == [("a",), ("b",)]
+        assert con.execute("SELECT job_id FROM ingest_files WHERE path LIKE %s", (f"%:{file}",)).fetchall() == [("b",)]
 
 
 def test_thresholds_set_on_postgres_hold_for_the_stage(fleet: Fleet, url: str, tmp_path: Path) -> None:
@@ -499,6 +654,15 @@ def test_thresholds_set_during_a_publish_refuse_its_batch(
     assert published.jobs == JOBS_PER_ROOT
     with psycopg.connect(url) as pg:
         assert pg.execute("SELECT count(*) FROM insight_results WHERE kind = 'silent_running'").fetchone() == (0,)
+
+
+def test_a_database_that_orders_text_unlike_duckdb_is_told(pg_server: PgServer, url: str) -> None:
+    """A database whose collation is not C (here ICU's en-US) sorts strings unlike DuckDB: told."""
+    name = f"icu_{next(_NAMES)}"
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+    with psycopg.connect(url) as c, psycopg.connect(pg_server.admin_url.rsplit("/", 1)[0] + "/" + name) as icu:
+        assert not pg_ingest.order_differs(c) and pg_ingest.order_differs(icu)
 
 
 def test_ingest_usage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

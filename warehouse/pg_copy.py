@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import psycopg
-import sqlalchemy as sa
 
 from . import db, migrate, pg_samples, postgres, snapshots
+
+if TYPE_CHECKING:  # SQLAlchemy only for `db copy`: ingest's publish (copy_rows) does without its import
+    import sqlalchemy as sa
 
 # target table -> the DuckDB table or view its rows come from, in the order they are copied
 COPIED: dict[str, str] = {
@@ -68,6 +70,32 @@ BATCH_ROWS = 20_000
 # (docs/postgresql.md). A string literal is matched first, so that text inside strings stays.
 _NONFINITE_JSON = re.compile(r'("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)')
 
+# PostgreSQL's text holds no NUL character (JSON may escape one anywhere in a string): every string
+# copied carries U+FFFD in its place (the source keeps the original). A job id with one is not
+# copied at all, nor any row of its job: the id is the job's key there (its locks, its owner, its
+# rows), and U+FFFD could make it another job's. ``db copy`` and ingest's publish (ingest/postgres.py)
+# both select through select_list with NUL_PARAMS
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
+NUL_PARAMS = {"nul_replacement": NUL_REPLACEMENT}
+# a column's select expression with NUL replaced, by its type on PostgreSQL (udt_name)
+NUL_FREE = {
+    "varchar": "replace({expression}, chr(0), $nul_replacement)",
+    "text": "replace({expression}, chr(0), $nul_replacement)",
+    "json": "replace(CAST({expression} AS VARCHAR), chr(0), $nul_replacement)",
+    "_varchar": "list_transform({expression}, lambda s: replace(s, chr(0), $nul_replacement))",
+    "_text": "list_transform({expression}, lambda s: replace(s, chr(0), $nul_replacement))",
+}
+# the rows of a table with a job_id column that are copied: of no job, or of a job whose id has no NUL
+NUL_FREE_JOBS = "NOT coalesce(contains(job_id, chr(0)), false)"
+NUL_JOB_IDS = "SELECT job_id FROM jobs WHERE contains(job_id, chr(0)) ORDER BY job_id"
+# GPU samples as copied (pg_samples.copy's source): their strings without NUL, none of such a job
+SAMPLE_STRINGS = ("job_id", "host", "gpu_key", "gpu_uuid", "source")
+SAMPLES_NUL_FREE = ", ".join(
+    f"{NUL_FREE['varchar'].format(expression='t.' + name)} AS {name}" for name in SAMPLE_STRINGS
+)
+SAMPLES_SOURCE = f"(SELECT t.* REPLACE ({SAMPLES_NUL_FREE}) FROM gpu_samples t WHERE {NUL_FREE_JOBS}) t"
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -79,6 +107,7 @@ class CopyRefused(db.WarehouseError):
 class CopyResult:
     revision: str
     rows: dict[str, int] = field(default_factory=dict)
+    unpublishable: list[str] = field(default_factory=list)  # job ids PostgreSQL's text cannot hold (NUL): not copied
     seconds: float = 0.0
 
 
@@ -86,6 +115,8 @@ def copy(
     source: Path, target: db.PostgresUrl, *, wait: float = db.DEFAULT_WAIT_SECONDS, on_progress: Progress | None = None
 ) -> CopyResult:
     """Copy the warehouse file ``source`` (brought to the head revision first) into ``target``."""
+    import sqlalchemy as sa
+
     began = time.monotonic()
     migrate.ensure_current(source, wait=wait)
     con = snapshots.connect_latest(source, wait=wait)
@@ -142,13 +173,15 @@ def _copy_into(
     for table in DEFAULTS_REPLACED:
         conn.exec_driver_sql(f"DELETE FROM {db.quote_identifier(table)}")
     assert revision is not None
-    result = CopyResult(revision)
+    result = CopyResult(revision, unpublishable=[job_id for (job_id,) in con.execute(NUL_JOB_IDS).fetchall()])
     raw = conn.connection.driver_connection  # psycopg's: COPY in the same transaction
     for table, origin in COPIED.items():
         columns = _target_columns(conn, table)
         try:
             if table == pg_samples.VIEW:
-                result.rows[table] = pg_samples.copy(con, raw, total=totals[table], on_progress=on_progress)
+                result.rows[table] = pg_samples.copy(
+                    con, raw, source=SAMPLES_SOURCE, params=NUL_PARAMS, total=totals[table], on_progress=on_progress
+                )
             else:
                 result.rows[table] = _copy_table(con, raw, table, origin, columns, totals[table], on_progress)
         except psycopg.Error as error:
@@ -201,12 +234,27 @@ def _copy_table(
     total: int,
     on_progress: Progress | None,
 ) -> int:
-    names = ", ".join(db.quote_identifier(name) for name, _ in columns)
-    done = copy_rows(con, raw, table, columns, f"SELECT {names} FROM {db.quote_identifier(origin)}", total=total,
-                     on_progress=on_progress)  # fmt: skip
+    select = f"SELECT {select_list(columns)} FROM {db.quote_identifier(origin)}"
+    if "job_id" in (name for name, _ in columns):
+        select += f" WHERE {NUL_FREE_JOBS}"
+    done = copy_rows(con, raw, table, columns, select, NUL_PARAMS, total=total, on_progress=on_progress)
     if on_progress is not None and done == 0:
         on_progress(table, 0, total)
     return done
+
+
+def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None) -> str:
+    """The select list of these target columns (name, udt_name) as copied: NUL replaced in every
+    string ($nul_replacement: NUL_PARAMS), the column named ``prefixed`` with $prefix in front."""
+    expressions = []
+    for name, udt in columns:
+        expression = db.quote_identifier(name)
+        if name == prefixed:
+            expression = f"$prefix || {expression}"
+        if udt in NUL_FREE:
+            expression = NUL_FREE[udt].format(expression=expression)
+        expressions.append(expression)
+    return ", ".join(expressions)
 
 
 def copy_rows(

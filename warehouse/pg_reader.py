@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     import psycopg
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
+# PostgreSQL's text holds no NUL character (psycopg refuses to send one): a string read with carries
+# U+FFFD in its place, as the strings an ingest published do (ingest/postgres.py), so that a job id
+# of a URL holding NUL is not found (404), as on DuckDB, instead of failing the request
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
 POOL_SIZE = 8
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -85,6 +90,21 @@ def translate(sql: str, params: Mapping[str, Any] | None) -> str:
     return _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s" if m.group(1) in params else m.group(0), sql)
 
 
+def nul_free(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """``params`` with NUL replaced in each string (and in the strings of a list or tuple)."""
+
+    def free(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(NUL, NUL_REPLACEMENT) if NUL in value else value
+        if isinstance(value, (list, tuple)):
+            return type(value)(free(v) for v in value)
+        return value
+
+    if not params:
+        return params
+    return {name: free(value) for name, value in params.items()}
+
+
 class Cursor:
     """One request's reads on a pooled connection; ``close`` ends its transaction and gives the
     connection back. ``execute`` returns the cursor itself, as DuckDB's does."""
@@ -99,6 +119,7 @@ class Cursor:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Cursor:
         import psycopg
 
+        params = nul_free(params)
         try:
             self._cursor.execute(translate(sql, params), params or None)
         except psycopg.errors.QueryCanceled as error:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -92,8 +92,17 @@ GPU_LISTED = (
 JOB_LISTED = (
     "(SELECT unnest($job_id) AS job_id, CAST(unnest($lo) AS TIMESTAMP) AS lo, CAST(unnest($hi) AS TIMESTAMP) AS hi)"
 )
-# the samples of the ranges, packed per minute by pg_samples.copy (a range's bounds are whole minutes)
-SAMPLES_SOURCE = f"gpu_samples t JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi"
+# PostgreSQL's text holds no NUL character, and a spool line may escape one in any string: every
+# string sent carries U+FFFD in its place (pg_copy's NUL_FREE, as the jobs' publish and db copy),
+# keys included, so that PostgreSQL's keys are the stage's with that one change (the stage's ranges
+# are matched with the stage's own strings, the replaced ones go to PostgreSQL)
+# the samples of the ranges, packed per minute by pg_samples.copy (a range's bounds are whole
+# minutes), their strings without NUL
+SAMPLES_SOURCE = (
+    f"(SELECT t.* REPLACE ({pg_copy.SAMPLES_NUL_FREE}) FROM gpu_samples t "
+    f"JOIN {GPU_LISTED} r ON {GPU_MATCH} AND t.ts >= r.lo AND t.ts < r.hi "
+    "WHERE t.ts >= $span_lo AND t.ts < $span_hi) t"
+)
 SAMPLES_WHERE = "t.ts >= $span_lo AND t.ts < $span_hi"
 STAGE_SELECT = {
     "gpu_minutes": f"""
@@ -117,6 +126,25 @@ PG_DELETE = {
     "WHERE t.job_id = r.job_id AND t.minute >= r.lo AND t.minute < r.hi",
     "job_gpu_series": f"DELETE FROM job_gpu_series t USING {GPU_RANGES} r WHERE {GPU_MATCH}",
 }
+
+# slow_vs_peers compares a completed job without a config gpu_count with the peers of the GPU
+# count its readings show (insight_peers: gpus_seen, the GPUs of its gpu_minutes, one row each in
+# job_gpu_series): a publish that changes a job's number of series can change its peers. Its
+# model is then marked stale in peer_changes (revision 0027), in this transaction, as a job
+# batch marks the models it publishes; the publish recomputes the marked models after it
+# (ingest/postgres.py). Counted before the deletes and after the copies, for the ranges' jobs.
+SERIES_PER_JOB = "SELECT job_id, count(*) FROM job_gpu_series WHERE job_id = ANY(%s) GROUP BY job_id"
+PEER_MODELS = """
+SELECT DISTINCT model_name FROM jobs
+WHERE job_id = ANY(%s) AND status = 'completed' AND model_name IS NOT NULL AND gpu_count IS NULL
+ORDER BY model_name
+"""
+MARK_PEERS = """
+INSERT INTO peer_changes (model_name, ingester, changed_at)
+SELECT unnest(%s::text[]), %s, now() AT TIME ZONE 'UTC'
+"""
+# the name peer_changes records for a publish whose caller names no ingester
+TELEMETRY_INGESTER = "gpu telemetry"
 
 # A publish that sent this many samples (a stage's first) ANALYZEs the tables: the raw window's
 # delete and the readers then plan with the new rows' statistics (autovacuum would, later).
@@ -152,6 +180,7 @@ class Published:
     utilization: int = 0
     series: int = 0
     pruned: int = 0
+    peer_models: list[str] = field(default_factory=list)  # models marked stale in peer_changes
     seconds: float = 0.0
 
 
@@ -170,6 +199,7 @@ def publish(
     keep_raw_days: int = retention.DEFAULT_KEEP_DAYS,
     wait: float = db.DEFAULT_WAIT_SECONDS,
     now: datetime | None = None,
+    ingester: str = TELEMETRY_INGESTER,
 ) -> Published:
     """Send PostgreSQL the GPU telemetry the stage owes it, then apply PostgreSQL's raw window.
 
@@ -177,7 +207,8 @@ def publish(
     meanwhile (the caller holds its ingest lock). ``target``: a URL, or a psycopg connection in no
     transaction; publish commits on it. ``keep_raw_days``: PostgreSQL's raw window in days (0
     keeps every sample); it should not exceed the stage's own (the stage's archive is the only
-    one). ``now``: today's date for the window (tests)."""
+    one). ``now``: today's date for the window (tests). ``ingester``: the name its marks of stale
+    slow_vs_peers carry (``Published.peer_models``: the caller recomputes those models)."""
     began = time.monotonic()
     prepare(stage)
     row = stage.execute(QUEUED).fetchone()
@@ -196,7 +227,7 @@ def publish(
         with _connection(target) as raw:
             try:
                 with raw.transaction():
-                    result = _publish(stage, raw, ranges, keep_raw_days, wait, now)
+                    result = _publish(stage, raw, ranges, keep_raw_days, wait, now, ingester)
             except psycopg.Error as error:
                 raise db.WarehouseError(
                     f"publishing GPU telemetry to {_name(target)} failed, nothing written there: "
@@ -218,17 +249,20 @@ def _publish(
     keep_raw_days: int,
     wait: float,
     now: datetime | None,
+    ingester: str,
 ) -> Published:
     _lock(raw, wait)
     # the jobs' locks too (in job order, as every publisher takes them): the owner's publish of a
     # job replaces its utilization_minutes as this does, and two deletes that cannot see each
     # other's rows would leave both copies
-    for job_id in sorted({r[0] for r in ranges[JOB_RANGES]}):
+    for job_id in sorted({_nul_free(r[0]) for r in ranges[JOB_RANGES]}):
         raw.execute(postgres.LOCK_JOB, (postgres.JOB_LOCK, job_id))
     result = Published(ranges=len(ranges[GPU_RANGES]))
     if ranges[GPU_RANGES]:
         for table, columns in RANGE_COLUMNS.items():
-            _send(raw, table, columns, ranges[table])
+            _send(raw, table, columns, [tuple(_nul_free(v) for v in row) for row in ranges[table]])
+        jobs_sampled = sorted({_nul_free(r[0]) for r in ranges[GPU_RANGES]})
+        series_before = dict(raw.execute(SERIES_PER_JOB, (jobs_sampled,)).fetchall())
         for statement in PG_DELETE.values():
             raw.execute(statement)
         copied = dict.fromkeys(STAGE_SELECT, 0)
@@ -239,7 +273,11 @@ def _publish(
             )
             jobs = _listed([r for r in ranges[JOB_RANGES] if r[2] > lo and r[1] < hi], ("job_id", "lo", "hi"))
             result.samples += pg_samples.copy(
-                stage, raw, source=SAMPLES_SOURCE, where=SAMPLES_WHERE, params={**bounds, **gpus}
+                stage,
+                raw,
+                source=SAMPLES_SOURCE,
+                where=SAMPLES_WHERE,
+                params={**bounds, **gpus, **pg_copy.NUL_PARAMS},
             )
             for table, select in STAGE_SELECT.items():
                 params = {**bounds, **(jobs if table == "utilization_minutes" else gpus)}
@@ -248,11 +286,25 @@ def _publish(
         result.utilization = copied["utilization_minutes"]
         every = _listed(ranges[GPU_RANGES], GPU_NAMES)
         result.series = _copy(stage, raw, "job_gpu_series", SERIES_SELECT, every)
+        result.peer_models = _mark_peers(raw, jobs_sampled, series_before, ingester)
         if result.samples >= ANALYZE_ROWS:
             for table in PG_DELETE:
                 raw.execute(f"ANALYZE {table}")
     result.pruned = prune(raw, keep_raw_days, now=now)
     return result
+
+
+def _mark_peers(raw: psycopg.Connection[Any], jobs: list[str], before: dict[str, int], ingester: str) -> list[str]:
+    """Mark stale the models of those of these jobs whose number of GPU series changed (completed,
+    without gpu_count); those models."""
+    after = dict(raw.execute(SERIES_PER_JOB, (jobs,)).fetchall())
+    changed = [job_id for job_id in jobs if before.get(job_id, 0) != after.get(job_id, 0)]
+    if not changed:
+        return []
+    models = [model for (model,) in raw.execute(PEER_MODELS, (changed,)).fetchall()]
+    if models:
+        raw.execute(MARK_PEERS, (models, ingester))
+    return models
 
 
 def _send(
@@ -271,8 +323,18 @@ def _copy(
     stage: duckdb.DuckDBPyConnection, raw: psycopg.Connection[Any], table: str, select: str, params: dict[str, Any]
 ) -> int:
     columns = pg_copy.target_columns(raw, table)
-    names = ", ".join(f"t.{db.quote_identifier(name)}" for name, _ in columns)
+    names = ", ".join(
+        pg_copy.NUL_FREE[udt].format(expression=f"t.{db.quote_identifier(name)}")
+        if udt in ("varchar", "text")
+        else f"t.{db.quote_identifier(name)}"
+        for name, udt in columns
+    )
+    params = {**params, **pg_copy.NUL_PARAMS}
     return pg_copy.copy_rows(stage, raw, table, columns, select.format(names=names), params)
+
+
+def _nul_free(value: Any) -> Any:
+    return value.replace(pg_copy.NUL, pg_copy.NUL_REPLACEMENT) if isinstance(value, str) else value
 
 
 def _listed(rows: list[tuple[Any, ...]], names: tuple[str, ...]) -> dict[str, list[Any]]:
