@@ -1,5 +1,9 @@
 """Errors to answers (api/errors.py): each domain error is mapped once, with the body
-``{"detail": …}``; a warehouse that can't be read is a 503, and a SQL bug is a 500, not an outage."""
+``{"detail": …}``; a warehouse that can't be read is a 503, and a SQL bug is a 500, not an outage.
+
+The answers of a warehouse that is there run on both engines (on PostgreSQL the job published by
+``ingest --db``); the 503s of a missing snapshot are DuckDB's (PostgreSQL's refused connection:
+tests/test_postgres_api.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Lab
+from conftest import Engine, Lab
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from runlytics.api import errors
 from runlytics.api.app import TOKEN_ENV, create_app
-from runlytics.warehouse import snapshots
+from runlytics.warehouse import db, snapshots
 
 JOB = {
     "status": "completed",
@@ -24,17 +28,25 @@ JOB = {
 }
 
 
-def app_over(db: Path, token: str | None = None) -> FastAPI:
+def app_over(warehouse: Path | db.PostgresUrl, token: str | None = None) -> FastAPI:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
-        return create_app(db, token=token)
+        return create_app(warehouse, token=token)
 
 
 @pytest.fixture
-def broken(lab: Lab) -> Lab:
-    """A warehouse whose newest snapshot lacks the view checkpoint_scores: a query of it fails in SQL."""
+def broken(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    """A warehouse whose newest snapshot (or PostgreSQL database) lacks the view checkpoint_scores
+    (on PostgreSQL with job_checkpoints, which reads it): a query of it fails in SQL."""
+    lab = Lab(tmp_path, ingest_engine)
     lab.write_job("a", JOB)
     assert lab.ingest().failed == 0
+    if ingest_engine.ingests:
+        import psycopg
+
+        with psycopg.connect(lab.target().libpq_url) as pg:
+            pg.execute("DROP VIEW checkpoint_scores CASCADE")
+        return lab
     con = duckdb.connect(str(lab.db))
     try:
         con.execute("DROP VIEW checkpoint_scores")
@@ -45,7 +57,7 @@ def broken(lab: Lab) -> Lab:
 
 
 def test_a_sql_bug_is_a_500_not_a_503(broken: Lab) -> None:
-    client = TestClient(app_over(broken.db), raise_server_exceptions=False)
+    client = TestClient(app_over(broken.warehouse()), raise_server_exceptions=False)
     assert client.get("/readyz").status_code == 200  # the warehouse is there: no outage
     assert client.get("/api/training/a").status_code == 200
     assert client.get("/api/training/nope/checkpoints").status_code == 404  # the job check comes first
@@ -55,8 +67,13 @@ def test_a_sql_bug_is_a_500_not_a_503(broken: Lab) -> None:
 
 
 def test_in_tests_a_sql_bug_raises_with_its_traceback(broken: Lab) -> None:
-    client = TestClient(app_over(broken.db))
-    with pytest.raises(duckdb.CatalogException, match="checkpoint_scores"):
+    client = TestClient(app_over(broken.warehouse()))
+    missing: type[Exception] = duckdb.CatalogException
+    if broken.engine.ingests:
+        import psycopg
+
+        missing = psycopg.errors.UndefinedTable
+    with pytest.raises(missing, match="checkpoint_scores"):
         client.get("/api/training/a/checkpoints")
 
 
@@ -101,11 +118,14 @@ def test_the_token_is_checked_before_the_warehouse(tmp_path: Path, url: str) -> 
     assert response.headers["www-authenticate"] == "Bearer"
 
 
-@pytest.fixture
-def client(lab: Lab) -> TestClient:
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, module_ingest_engine: Engine) -> TestClient:
+    """The API over one job, ingested into a file or published to PostgreSQL (one per module: the
+    tests only read)."""
+    lab = Lab(tmp_path_factory.mktemp("errors"), module_ingest_engine)
     lab.write_job("a", JOB)
     assert lab.ingest().failed == 0
-    return TestClient(app_over(lab.db))
+    return TestClient(app_over(lab.warehouse()))
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,10 @@
 """No input makes the API answer 5xx: schemathesis over the OpenAPI schema, and hand-picked nasty inputs.
 
+The hand-picked inputs (the tests taking ``client``) run on both engines: on PostgreSQL the same jobs
+published by ``ingest --db``, read by the API's PostgreSQL cursor. Schemathesis' generated requests
+run on DuckDB alone (a few hundred requests: their cost; the hand-picked inputs are where the
+engines differ: NUL characters, huge numbers, odd text in cursors).
+
 Every error is JSON with a `detail` (docs/api.md, "Errors").
 """
 
@@ -16,7 +21,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import Lab
+from conftest import Engine, Lab
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -56,25 +61,32 @@ APP.state.token = None  # never a token from the environment of whoever runs the
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
+def fill(lab: Lab) -> Lab:
+    lab.write_job(JOB, DOC)
+    # a second job with a throughput: the summary's top jobs then have a second page
+    other = {"status": "running", "started_at": "2025-01-02T00:00:00Z",
+             "history": [{"step": 10, "samples": 40, "iteration_time": 0.5}]}  # fmt: skip
+    lab.write_job("other", other)
+    assert lab.ingest().failed == 0
+    return lab
+
+
 @pytest.fixture(scope="module", autouse=True)
 def warehouse() -> Iterator[Lab]:
     WAREHOUSE_DIR.mkdir()
     try:
-        lab = Lab(WAREHOUSE_DIR)
-        lab.write_job(JOB, DOC)
-        # a second job with a throughput: the summary's top jobs then have a second page
-        other = {"status": "running", "started_at": "2025-01-02T00:00:00Z",
-                 "history": [{"step": 10, "samples": 40, "iteration_time": 0.5}]}  # fmt: skip
-        lab.write_job("other", other)
-        assert lab.ingest().failed == 0
-        yield lab
+        yield fill(Lab(WAREHOUSE_DIR))
     finally:
         shutil.rmtree(WAREHOUSE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def client(warehouse: Lab) -> TestClient:
-    return TestClient(APP)
+def client(warehouse: Lab, module_ingest_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> TestClient:
+    """The API on the module's DuckDB warehouse, or on the same jobs published to PostgreSQL."""
+    if not module_ingest_engine.ingests:
+        return TestClient(APP)
+    app = create_app(fill(Lab(tmp_path_factory.mktemp("fuzz-pg"), module_ingest_engine)).warehouse(), token=None)
+    return TestClient(app)
 
 
 # --- schemathesis --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """GPU charts (`/gpus?max_points=`): long ranges read the per-minute rollups (`gpu_minutes`), a
 bucket of minutes keeping each figure's mean, minimum and maximum; short ranges downsample the
-raw samples. Expected values are computed here in Python from the samples written to the spool."""
+raw samples. Expected values are computed here in Python from the samples written to the spool.
+On both engines: on PostgreSQL the samples and minutes ``ingest --db`` published (pg_telemetry)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
-from tests.conftest import Lab
+from tests.conftest import Engine, Lab
 
 T0 = 1_793_610_000  # 2026-11-02T09:00:00Z, a whole minute
 STEP = 5  # seconds between samples
@@ -48,8 +49,8 @@ def _samples() -> list[Json]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, list[Json]]:
-    lab = Lab(tmp_path_factory.mktemp("charts"))
+def served(tmp_path_factory: pytest.TempPathFactory, module_ingest_engine: Engine) -> tuple[TestClient, list[Json]]:
+    lab = Lab(tmp_path_factory.mktemp("charts"), module_ingest_engine)
     spool = lab.root.parent / "spool"
     spool.mkdir()
     samples = _samples()
@@ -66,7 +67,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, list[J
     assert lab.ingest(lab.root, spool_root=spool).failed == 0
     if not lab.query("SELECT count(*) FROM information_schema.tables WHERE table_name = 'gpu_minutes'")[0][0]:
         pytest.skip("gpu_minutes (revision 0015) is not in this warehouse yet")
-    return TestClient(create_app(lab.db)), samples
+    return TestClient(create_app(lab.warehouse())), samples
 
 
 def _chart(client: TestClient, job: str = "long", **params: Any) -> Json:

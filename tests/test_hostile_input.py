@@ -1,7 +1,7 @@
 """Hostile entries in a jobs root: odd names, odd files, files that vanish. Each fails alone.
 
-The tests taking ``lab`` run on both engines (``ingest_engine``: on PostgreSQL through ``ingest
---db URL``); those that build their own lab or drive the CLI on a file are DuckDB's."""
+Every test that ingests runs on both engines (``ingest_engine``: on PostgreSQL through ``ingest
+--db URL``, the CLI's included, with the lab's file as its stage)."""
 
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ def settled(path: Path) -> None:
     os.utime(path, (past, past))
 
 
-def test_folder_names_are_never_glob_patterns(tmp_path: Path) -> None:
+def test_folder_names_are_never_glob_patterns(tmp_path: Path, ingest_engine: Engine) -> None:
     """Each folder is read as itself: `*` reads no sibling, `exp[1]` is not `exp1`."""
     root = tmp_path / "root[*]?"
     root.mkdir()
-    lab = Lab(tmp_path)
+    lab = Lab(tmp_path, ingest_engine)
     for i, name in enumerate(ODD_NAMES):
         folder = root / name
         folder.mkdir()
@@ -55,9 +55,9 @@ def test_folder_names_are_never_glob_patterns(tmp_path: Path) -> None:
     assert (again.unchanged, again.ingested, again.failed) == (len(ODD_NAMES), 0, 0)
 
 
-def test_odd_names_in_a_file_holding_null_values(tmp_path: Path) -> None:
+def test_odd_names_in_a_file_holding_null_values(tmp_path: Path, ingest_engine: Engine) -> None:
     """The null-warning read (read_text, read_json_objects) takes the same exact paths."""
-    lab = Lab(tmp_path)
+    lab = Lab(tmp_path, ingest_engine)
     for name in ("exp[1]", "exp1"):
         lab.write_job(name, None, raw=json.dumps({"job_id": name, "history": [{"step": 1, "loss": None}]}))
     summary = lab.ingest()
@@ -122,6 +122,24 @@ def test_special_files_are_never_opened(lab: Lab, tmp_path: Path) -> None:
     assert (again.failed, again.to_retry, again.unchanged, again.ingested) == (3, 3, 3, 0)
 
 
+def test_a_nul_character_in_a_files_strings_blocks_no_other_job(lab: Lab) -> None:
+    """JSON may escape a NUL character (``\\u0000``) anywhere in a string: in the job id, a config
+    value, a GPU's UUID. Such a file is ingested or fails alone; the other jobs, and the jobs of the
+    runs after it, still come through."""
+    good_jobs(lab)
+    nul = doc("nul\u0000id")
+    nul["config"] = {"model_name": "model\u0000", "note": "a\u0000b"}
+    nul["history"][0]["gpus"] = [{"index": 0, "uuid": "GPU-\u0000", "utilization_percent": 50.0}]
+    settled(lab.write_job("nul", nul))
+    summary = lab.ingest()
+    assert summary.ingested + summary.failed == 3 and summary.ingested >= 2
+    jobs = sorted(j for (j,) in lab.query("SELECT job_id FROM jobs"))
+    assert {"good-0", "good-1"} <= set(jobs)
+    settled(lab.write_job("later", doc("later")))
+    lab.ingest()
+    assert "later" in {j for (j,) in lab.query("SELECT job_id FROM jobs")}
+
+
 def test_a_file_over_max_file_mb_fails_alone(lab: Lab) -> None:
     good_jobs(lab)
     big = doc("big")
@@ -184,8 +202,10 @@ def small_disk(tmp_path: Path) -> Any:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def cli_ingest(root: Path, db: Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "runlytics", "ingest", str(root), "--db", str(db), "--json"]
+def cli_ingest(lab: Lab) -> subprocess.CompletedProcess[str]:
+    """``runlytics ingest ROOT --db FILE``, or ``--db URL --stage FILE`` on an engine that ingests."""
+    where = ["--db", str(lab.target()), "--stage", str(lab.db)] if lab.engine.ingests else ["--db", str(lab.db)]
+    command = [sys.executable, "-m", "runlytics", "ingest", str(lab.root), *where, "--json"]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
 
 
@@ -196,38 +216,42 @@ def long_job(lab: Lab, name: str, steps: int) -> None:
     settled(lab.write_job(name, {"job_id": name, "status": "running", "history": history}))
 
 
-def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(small_disk: Path, tmp_path: Path) -> None:
-    lab = Lab(tmp_path)
-    lab.db = small_disk / "w.duckdb"
+def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(
+    small_disk: Path, tmp_path: Path, ingest_engine: Engine
+) -> None:
+    lab = Lab(tmp_path, ingest_engine)
+    lab.db = small_disk / "w.duckdb"  # the warehouse, or the stage on PostgreSQL
     for i in range(3):
         long_job(lab, f"small-{i}", 50)
-    assert cli_ingest(lab.root, lab.db).returncode == 0
+    assert cli_ingest(lab).returncode == 0
     before = lab.facts()
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 200_000))
     long_job(lab, "big", 100_000)
 
-    full = cli_ingest(lab.root, lab.db)
+    full = cli_ingest(lab)
     assert full.returncode == 3, full.stderr
     (line,) = full.stderr.strip().splitlines()  # one line, no traceback
     assert line.startswith(f"runlytics: ingest of {lab.db} stopped, a write was refused: ")
     assert "No space left on device" in line
     assert "Nothing stored was lost" in line
     assert lab.facts() == before
-    # no stray file: the warehouse, DuckDB's own log, the lock, the heartbeat, the snapshots
+    # no stray file: the warehouse, DuckDB's own log, the lock, the heartbeat, the snapshots (a stage
+    # publishes none: its publish lock instead)
     names = {p.name for p in small_disk.iterdir()} - {"filler"}
     assert names <= {
         "w.duckdb",
         "w.duckdb.wal",
         "w.duckdb.ingest.lock",
         "w.duckdb.last-ingest.json",
-        "w.duckdb.snapshots",
+        "w.duckdb.publish.ingest.lock" if lab.engine.ingests else "w.duckdb.snapshots",
     }
-    assert not [p for p in (small_disk / "w.duckdb.snapshots").iterdir() if not p.name.endswith(".duckdb")]
+    if not lab.engine.ingests:
+        assert not [p for p in (small_disk / "w.duckdb.snapshots").iterdir() if not p.name.endswith(".duckdb")]
     # the big file was not blamed: once there is space again, the next run reads it
     assert lab.query("SELECT count(*) FROM ingest_files WHERE outcome <> 'ingested'") == [(0,)]
     filler.unlink()
-    again = cli_ingest(lab.root, lab.db)
+    again = cli_ingest(lab)
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout)
     assert (summary["ingested"], summary["unchanged"], summary["failed"]) == (1, 3, 0)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from runlytics.api.app import create_app
 from runlytics.ingest import journal
 from runlytics.warehouse import ingest_status, migrate
-from tests.conftest import Lab
+from tests.conftest import Engine, Lab
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,8 @@ def _job(lab: Lab, name: str, step: int) -> None:
     os.utime(path, (1_700_000_000, 1_700_000_000))
 
 
-def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
+def test_runs_are_recorded_and_a_failing_file_is_reported(tmp_path: Path, ingest_engine: Engine) -> None:
+    lab = Lab(tmp_path, ingest_engine)
     _job(lab, "a", 1)
     bad = lab.write_job("broken", None, raw="version https://git-lfs.github.com/spec/v1\noid sha256:00\n")
     os.utime(bad, (1_700_000_000, 1_700_000_000))
@@ -34,21 +35,23 @@ def test_runs_are_recorded_and_a_failing_file_is_reported(lab: Lab) -> None:
     recorded = lab.query("SELECT outcome, ingested, unchanged, failed FROM ingest_runs ORDER BY run_id")
     assert recorded == [("files_failed", 1, 0, 1), ("ok", 1, 2, 0)]  # the bad file is not re-read unchanged
 
-    heartbeat = journal.read_heartbeat(lab.db)
+    heartbeat = journal.read_heartbeat(lab.db)  # on PostgreSQL: the stage's (docs/postgresql.md, "status")
     assert heartbeat is not None and heartbeat["outcome"] == "ok" and heartbeat["summary"]["ingested"] == 1
 
+    # on PostgreSQL: the database the ingest published to, whose ledger paths are the ingester's
+    warehouse = lab.warehouse()
     result = subprocess.run(
-        [sys.executable, "-m", "runlytics", "status", "--db", str(lab.db), "--json"],
+        [sys.executable, "-m", "runlytics", "status", "--db", str(warehouse), "--json"],
         capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
     assert status["schema_revision"] == migrate.HEAD_REVISION == "0035" and status["jobs"] == 2
-    assert [(f["path"], f["outcome"]) for f in status["problem_files"]] == [(str(bad), "failed")]
+    assert [(f["path"], f["outcome"]) for f in status["problem_files"]] == [(lab.ledger_path(bad), "failed")]
     assert "Git LFS pointer" in status["problem_files"][0]["error"]
     assert [r["outcome"] for r in status["recent_runs"]] == ["ok", "files_failed"]
 
-    client = TestClient(create_app(lab.db, token=None))
+    client = TestClient(create_app(warehouse, token=None))
     first = client.get("/api/ingest/runs", params={"limit": 1})
     assert first.status_code == 200
     body = first.json()

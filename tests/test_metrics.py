@@ -18,8 +18,8 @@ from runlytics.api import metrics
 from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.ingest import journal
 from runlytics.ingest.summary import Summary
-from runlytics.warehouse import sidefiles
-from tests.conftest import REPO, Lab
+from runlytics.warehouse import db, sidefiles
+from tests.conftest import DUCKDB_ONLY_INGEST, REPO, Engine, Lab
 
 T0 = 1_793_610_000  # 2026-11-02T09:00:00Z
 DASHBOARD = REPO / "docs" / "grafana-dashboard.json"
@@ -98,8 +98,10 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def fleet(lab: Lab) -> tuple[Lab, Path, Summary]:
-    """Two running jobs (one GPU-sampled, one with per-step readings only), and one of each other kind."""
+def fleet(tmp_path: Path, ingest_engine: Engine) -> tuple[Lab, Path, Summary]:
+    """Two running jobs (one GPU-sampled, one with per-step readings only), and one of each other kind,
+    ingested into the file or published to PostgreSQL (``ingest --db``)."""
+    lab = Lab(tmp_path, ingest_engine)
     spool = lab.root.parent / "spool"
     spool.mkdir()
     settle(lab.write_job("train", training("running")), T0)
@@ -137,7 +139,7 @@ def fleet(lab: Lab) -> tuple[Lab, Path, Summary]:
 
 def test_metrics_carry_the_running_jobs_their_gpus_and_the_ingest(fleet: Any, client: Any) -> None:
     lab, _, summary = fleet
-    families = scrape(client(lab.db))
+    families = scrape(client(lab.warehouse()))
 
     assert one(families, "runlytics_warehouse_up") == 1
     assert by_job(families, "runlytics_job_step") == {"train": 30, ODD_ID: 7}  # current_step 7 > row step 5
@@ -175,7 +177,18 @@ def test_metrics_carry_the_running_jobs_their_gpus_and_the_ingest(fleet: Any, cl
 
     jobs = {dict(labels)["status"]: value for labels, value in families["runlytics_jobs"].items()}
     assert jobs == {"queued": 1, "running": 2, "paused": 1, "completed": 1, "failed": 0, "cancelled": 0}
+    assert set(families) <= set(DOCUMENTED)
+    for name, series in families.items():  # each series with the labels the docs give it
+        assert all({key for key, _ in labels} == set(DOCUMENTED[name]) for labels in series), name
 
+    if lab.engine.ingests:
+        # PostgreSQL has no snapshot and no heartbeat file (an ingester's is its stage's): no series
+        # of either, and the ingest's freshness unknown (docs/postgresql.md, "Readers")
+        assert not families.get("runlytics_snapshot_timestamp_seconds")
+        assert {name for name in families if "ingest" in name and families[name]} == {
+            "runlytics_ingest_stale_after_seconds"  # the threshold, set whatever the engine
+        }
+        return
     heartbeat = journal.read_heartbeat(lab.db)
     assert heartbeat is not None and heartbeat["outcome"] == "files_failed"
     assert one(families, "runlytics_last_ingest_files_failed") == 1
@@ -191,19 +204,16 @@ def test_metrics_carry_the_running_jobs_their_gpus_and_the_ingest(fleet: Any, cl
     assert one(families, "runlytics_ingest_stale") == 0
     assert one(families, "runlytics_ingest_stale_after_seconds") == 3600
     assert one(families, "runlytics_snapshot_timestamp_seconds") == pytest.approx(time.time(), abs=300)
-    assert set(families) <= set(DOCUMENTED)
-    for name, series in families.items():  # each series with the labels the docs give it
-        assert all({key for key, _ in labels} == set(DOCUMENTED[name]) for labels in series), name
 
 
 def test_a_finished_job_leaves_the_per_job_series(fleet: Any, client: Any) -> None:
     lab, spool, _ = fleet
-    before = scrape(client(lab.db))
+    before = scrape(client(lab.warehouse()))
     assert "train" in by_job(before, "runlytics_job_step")
     settle(lab.write_job("train", {**training("completed"), "ended_at": T0 + 31}), T0 + 100)
     lab.ingest(lab.root, spool_root=spool)
 
-    after = scrape(client(lab.db))
+    after = scrape(client(lab.warehouse()))
     for name, labels in DOCUMENTED.items():
         if "job_id" in labels:
             assert "train" not in by_job(after, name), name
@@ -211,6 +221,8 @@ def test_a_finished_job_leaves_the_per_job_series(fleet: Any, client: Any) -> No
     assert (ODD_ID, "", "0") in by_gpu(after, "runlytics_gpu_utilization_percent")
     jobs = {dict(labels)["status"]: value for labels, value in after["runlytics_jobs"].items()}
     assert jobs["running"] == 1 and jobs["completed"] == 2
+    if lab.engine.ingests:  # no heartbeat on PostgreSQL (above)
+        return
     assert one(after, "runlytics_last_ingest_files_failed") == 0  # the broken file is not read again unchanged
     outcomes = {dict(labels)["outcome"]: value for labels, value in after["runlytics_last_ingest_outcome"].items()}
     assert outcomes == {"ok": 1, "files_failed": 0, "error": 0}
@@ -229,6 +241,7 @@ def write_heartbeat(lab: Lab, last_success_at: str | None, outcome: str = "ok") 
     sidefiles.heartbeat(lab.db).write_text(json.dumps(record))
 
 
+@DUCKDB_ONLY_INGEST  # the heartbeat file beside a DuckDB warehouse: PostgreSQL has none (docs/postgresql.md)
 def test_an_old_last_success_is_stale_in_metrics_and_readyz(
     fleet: Any, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,15 +293,18 @@ def test_an_old_last_success_is_stale_in_metrics_and_readyz(
 
 def test_metrics_follow_the_token_rule(fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     lab, _, _ = fleet
-    guarded = TestClient(create_app(lab.db, token="s3cret"))
+    guarded = TestClient(create_app(lab.warehouse(), token="s3cret"))
     response = guarded.get("/metrics")
     assert response.status_code == 401 and response.json() == {"detail": "missing or wrong bearer token"}
     assert guarded.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert guarded.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
 
 
-def test_without_a_warehouse_metrics_say_it_is_down(tmp_path: Path, client: Any) -> None:
-    families = scrape(client(tmp_path / "missing.duckdb"))
+def test_without_a_warehouse_metrics_say_it_is_down(tmp_path: Path, client: Any, ingest_engine: Engine) -> None:
+    missing: Path | db.PostgresUrl = tmp_path / "missing.duckdb"
+    if ingest_engine.server is not None:  # a database the server does not have
+        missing = db.PostgresUrl(ingest_engine.server.admin_url.rsplit("/", 1)[0] + "/missing")
+    families = scrape(client(missing))
     assert one(families, "runlytics_warehouse_up") == 0
     assert "runlytics_job_step" not in families
     # no heartbeat yet: the ingest figures are unknown, so they have no series (never a 0)
@@ -297,7 +313,7 @@ def test_without_a_warehouse_metrics_say_it_is_down(tmp_path: Path, client: Any)
 
 def test_each_app_has_its_own_registry(fleet: Any, tmp_path: Path, client: Any) -> None:
     lab, _, _ = fleet
-    first, second = client(lab.db), client(tmp_path / "missing.duckdb")
+    first, second = client(lab.warehouse()), client(tmp_path / "missing.duckdb")
     assert one(scrape(first), "runlytics_warehouse_up") == 1
     assert one(scrape(second), "runlytics_warehouse_up") == 0
     assert "/metrics" not in first.app.openapi()["paths"]  # text, not JSON: out of the OpenAPI schema

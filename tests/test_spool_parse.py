@@ -10,7 +10,7 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
@@ -19,6 +19,9 @@ from hypothesis import strategies as st
 
 from runlytics.ingest import gpu_samples
 from runlytics.ingest.gpu_samples import Piece
+
+if TYPE_CHECKING:
+    from tests.conftest import Engine
 
 T0 = 1_793_610_000.0  # 2026-11-02T09:00:00Z
 
@@ -324,7 +327,7 @@ def test_epoch_fractions_round_as_python_rounds() -> None:
 
 
 def test_a_spool_read_in_many_small_batches_gives_what_one_batch_gives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ingest_engine: Engine
 ) -> None:
     from tests.conftest import Lab
 
@@ -341,12 +344,17 @@ def test_a_spool_read_in_many_small_batches_gives_what_one_batch_gives(
     runs = {}
     for name, batch, piece in (("one", 2**27, 2**26), ("many", 700, 500)):
         (tmp_path / name).mkdir()
-        lab = Lab(tmp_path / name)
+        lab = Lab(tmp_path / name, ingest_engine)  # on PostgreSQL: a database each, published by ``ingest --db``
         monkeypatch.setattr(gpu_samples, "BATCH_BYTES", batch)
         monkeypatch.setattr(gpu_samples, "PIECE_BYTES", piece)
         summary = lab.ingest(lab.root, spool_root=spool(tmp_path / name / "spool"))
-        samples = lab.query("SELECT host, gpu_index, ts, power_w FROM gpu_samples ORDER BY ALL")
-        ledger = lab.query("SELECT rows, read_offset, warnings FROM ingest_files WHERE kind = 'spool' ORDER BY path")
+        samples = lab.query(
+            "SELECT host, gpu_index, ts, power_w FROM gpu_samples ORDER BY host, gpu_index, ts, power_w"
+        )
+        spooled = "SELECT rows, read_offset, warnings FROM ingest_files WHERE kind = 'spool' ORDER BY path"
+        if ingest_engine.ingests:  # spool files ingested stay in the stage's ledger (docs/postgresql.md, "Ledger")
+            assert lab.query(spooled) == []
+        ledger = lab.own_query(spooled)  # the warehouse, or the stage
         runs[name] = (summary.gpu_samples, summary.warnings, summary.ingested, samples, ledger)
     assert runs["many"] == runs["one"]
     gpu_samples_read, warnings, ingested, samples, ledger = runs["one"]

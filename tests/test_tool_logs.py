@@ -27,11 +27,19 @@ from tensorboard.util import tensor_util
 from runlytics.ingest import quick
 from runlytics.ingest.discover import TENSORBOARD, discover
 from runlytics.ingest.formats import tensorboard, tool_log
-from tests.conftest import REALDATA, Lab
+from tests.conftest import DUCKDB_ONLY_INGEST, REALDATA, Engine, Lab
 
 TFEVENTS = REALDATA / "tool_logs2" / "tfevents"
 LFS_POINTER = next((TFEVENTS / "hf-lfs-pointer").rglob("events.out.tfevents.*"))
 Expected = dict[tuple[str, int], float]
+# every stored point, in an order both engines give
+VALUES = "SELECT job_id, name, step, ts, value, source FROM metric_values ORDER BY job_id, name, step, source, ts"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    """A lab ingesting into its file, or publishing to PostgreSQL (``ingest --db``)."""
+    return Lab(tmp_path, ingest_engine)
 
 
 # --- the independent reader: TensorBoard's EventAccumulator -------------------------------------
@@ -55,7 +63,7 @@ def accumulated(folder: Path) -> Expected:
 
 
 def stored(lab: Lab, job_id: str) -> Expected:
-    rows = lab.query("SELECT name, step, value FROM metric_points WHERE job_id = ?", [job_id])
+    rows = lab.query("SELECT name, step, value FROM metric_points WHERE job_id = $job", {"job": job_id})
     return {(name, step): value for name, step, value in rows}
 
 
@@ -105,8 +113,8 @@ def losses(tag: str, steps: range, scale: float = 1.0) -> list[event_pb2.Event]:
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> tuple[Lab, Any]:
-    lab = Lab(tmp_path_factory.mktemp("real"))
+def real(tmp_path_factory: pytest.TempPathFactory, module_ingest_engine: Engine) -> tuple[Lab, Any]:
+    lab = Lab(tmp_path_factory.mktemp("real"), module_ingest_engine)
     summary = lab.ingest(TFEVENTS)
     return lab, summary
 
@@ -127,7 +135,7 @@ def test_every_scalar_of_every_real_event_file_is_in_metric_points(real: tuple[L
 def test_real_event_files_counts_as_the_sources_list_them(real: tuple[Lab, Any]) -> None:
     lab, summary = real
     counts = dict(
-        lab.query("SELECT job_id || ' ' || name, count(*) FROM metric_points GROUP BY ALL"),
+        lab.query("SELECT job_id || ' ' || name, count(*) FROM metric_points GROUP BY 1"),
     )
     run0 = "hf-trainer-5-runs/runs/run0 "
     # train/epoch: 25 points on 12 distinct steps (logged with the train and the eval entry)
@@ -159,11 +167,13 @@ def test_real_event_files_counts_as_the_sources_list_them(real: tuple[Lab, Any])
 
 
 def stored_values(lab: Lab, job_id: str, name: str) -> list[tuple[float]]:
-    return lab.query("SELECT value FROM metric_points WHERE job_id = ? AND name = ? ORDER BY step", [job_id, name])
+    return lab.query(
+        "SELECT value FROM metric_points WHERE job_id = $job AND name = $name ORDER BY step",
+        {"job": job_id, "name": name},
+    )
 
 
-def test_a_git_lfs_pointer_fails_with_a_reason_naming_it(tmp_path: Path) -> None:
-    lab = Lab(tmp_path)
+def test_a_git_lfs_pointer_fails_with_a_reason_naming_it(lab: Lab) -> None:
     summary = lab.ingest(TFEVENTS / "hf-lfs-pointer")
     assert summary.failed == 1
     (problem,) = summary.problems
@@ -229,7 +239,8 @@ def test_appends_are_read_from_the_offset_and_a_cut_record_waits(lab: Lab) -> No
     size_before = path.stat().st_size
     summary = lab.ingest()
     assert summary.ingested == 1 and summary.rows == 10  # only the new records were read
-    assert lab.query("SELECT read_offset FROM ingest_files WHERE path = ?", [str(path)]) == [(size_before,)]
+    offset = "SELECT read_offset FROM ingest_files WHERE path = $path"
+    assert lab.query(offset, {"path": lab.ledger_path(path)}) == [(size_before,)]
     # a record cut mid-write: nothing of it yet, no warning; whole once the writer ends it
     record = records(scalar_event("loss", 21, 0.5))
     with path.open("ab") as f:
@@ -243,10 +254,10 @@ def test_appends_are_read_from_the_offset_and_a_cut_record_waits(lab: Lab) -> No
     assert same(stored(lab, "run"), accumulated(run))
     writer.close()
     # nothing new: nothing changes
-    before = lab.facts(), lab.query("SELECT * FROM metric_values ORDER BY ALL")
+    before = lab.facts(), lab.query(VALUES)
     summary = lab.ingest()
     assert summary.ingested == 0 and summary.rows == 0
-    assert (lab.facts(), lab.query("SELECT * FROM metric_values ORDER BY ALL")) == before
+    assert (lab.facts(), lab.query(VALUES)) == before
 
 
 def test_a_file_that_shrank_or_was_replaced_is_read_whole(lab: Lab) -> None:
@@ -538,9 +549,12 @@ def test_a_run_folder_that_becomes_part_of_an_hf_job_moves_to_it(lab: Lab) -> No
     (job / "checkpoint-50" / "trainer_state.json").write_text(trainer_state(range(10, 51, 10), 50, 1.0))
     lab.ingest()
     assert len([k for k in stored(lab, "out") if k[0] == "train/loss"]) == 5
-    assert lab.query("SELECT job_id FROM ingest_files WHERE path = ?", [str(events)]) == [("out",)]
+    assert lab.query("SELECT job_id FROM ingest_files WHERE path = $path", {"path": lab.ledger_path(events)}) == [
+        ("out",)
+    ]
 
 
+@DUCKDB_ONLY_INGEST  # DuckDB's ingest's shortcut (heartbeat, snapshot): `ingest --db` always reads, then publishes
 def test_the_no_op_shortcut_sees_an_event_file_grow(lab: Lab) -> None:
     run = lab.root / "run"
     run.mkdir()
@@ -567,7 +581,7 @@ def test_a_merge_that_fails_leaves_nothing_half_done(lab: Lab, monkeypatch: pyte
     lab.ingest()
     with path.open("ab") as f:
         f.write(records(*losses("loss", range(4, 8))))
-    before = lab.query("SELECT * FROM metric_values ORDER BY ALL"), lab.query(LEDGER, [str(path)])
+    before = lab.query(VALUES), lab.query(LEDGER, {"path": lab.ledger_path(path)})
 
     def refuse(*args: Any) -> None:
         raise OSError("the disk refused")
@@ -575,14 +589,14 @@ def test_a_merge_that_fails_leaves_nothing_half_done(lab: Lab, monkeypatch: pyte
     monkeypatch.setattr(tool_log.results, "enqueue", refuse)
     with pytest.raises(OSError):
         lab.ingest()
-    assert (lab.query("SELECT * FROM metric_values ORDER BY ALL"), lab.query(LEDGER, [str(path)])) == before
+    assert (lab.query(VALUES), lab.query(LEDGER, {"path": lab.ledger_path(path)})) == before
     monkeypatch.undo()
     lab.ingest()
     assert len(stored(lab, "run")) == 7
     assert same(stored(lab, "run"), accumulated(run))
 
 
-LEDGER = "SELECT read_offset, read_digest, rows FROM ingest_files WHERE path = ?"
+LEDGER = "SELECT read_offset, read_digest, rows FROM ingest_files WHERE path = $path"
 
 
 def test_a_lightning_tensorboard_run_takes_its_hparams_as_config(real: tuple[Lab, Any]) -> None:
@@ -595,8 +609,8 @@ def test_a_lightning_tensorboard_run_takes_its_hparams_as_config(real: tuple[Lab
     assert stored_config["h"] == expected["h"] and stored_config["input_size"] == expected["input_size"]
 
 
-def test_an_hparams_yaml_that_links_out_of_the_root_is_not_read(tmp_path: Path) -> None:
-    lab = Lab(tmp_path)
+def test_an_hparams_yaml_that_links_out_of_the_root_is_not_read(tmp_path: Path, ingest_engine: Engine) -> None:
+    lab = Lab(tmp_path, ingest_engine)
     run = lab.root / "lightning_logs" / "version_3"
     run.mkdir(parents=True)
     source = TFEVENTS / "lightning-two-writers/lightning_logs/version_3"

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import REALDATA, Lab
+from conftest import DUCKDB_ONLY_INGEST, REALDATA, Engine, Lab
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -372,6 +372,15 @@ def test_lightning_generated_rows(rows: list[tuple[int, float | None]], cut: int
 
 # --- ingest: the real files into metric_points, jobs and the analytics --------------------------
 
+# every stored point, in an order both engines give
+VALUES = "SELECT job_id, name, step, ts, value, source FROM metric_values ORDER BY job_id, name, step, source, ts"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    """A lab ingesting into its file, or publishing to PostgreSQL (``ingest --db``)."""
+    return Lab(tmp_path, ingest_engine)
+
 
 def stored_points(lab: Lab, job_id: str) -> Expected:
     rows = lab.query("SELECT name, step, value FROM metric_points WHERE job_id = $job", {"job": job_id})
@@ -415,10 +424,10 @@ def test_real_files_ingest(lab: Lab, tmp_path: Path) -> None:
     assert len((run / "metrics" / "epoch").read_text().splitlines()) == 21
     assert sum(name == "epoch" for name, _ in expected[f"mlruns/{run.parent.name}/{run.name}"]) == 11
     # a second run reads nothing and changes nothing
-    before = lab.query("SELECT * FROM metric_values ORDER BY ALL"), lab.facts()
+    before = lab.query(VALUES), lab.facts()
     again = lab.ingest(*roots)
     assert (again.ingested, again.rows) == (0, 0)
-    assert (lab.query("SELECT * FROM metric_values ORDER BY ALL"), lab.facts()) == before
+    assert (lab.query(VALUES), lab.facts()) == before
 
 
 def test_real_runs_jobs_rows(lab: Lab) -> None:
@@ -552,9 +561,9 @@ def test_llamafactory_appends(lab: Lab) -> None:
             "SELECT ts FROM metric_points WHERE job_id = $j AND name = 'loss' AND step = 10", {"j": f"run{i}"}
         )
         assert first == [(datetime.fromtimestamp(t0 + 133, UTC).replace(tzinfo=None),)]  # the later line: 0:02:13
-    before = lab.query("SELECT * FROM metric_values ORDER BY ALL"), lab.facts()
+    before = lab.query(VALUES), lab.facts()
     assert lab.ingest().ingested == 0
-    assert (lab.query("SELECT * FROM metric_values ORDER BY ALL"), lab.facts()) == before
+    assert (lab.query(VALUES), lab.facts()) == before
 
 
 def test_lightning_appends(lab: Lab) -> None:
@@ -672,10 +681,10 @@ def test_lfs_pointers_and_bad_lines_named(lab: Lab) -> None:
     )
     summary = lab.ingest()
     failed = dict(lab.query("SELECT path, error FROM ingest_files WHERE outcome = 'failed'"))
-    assert set(failed) == {str(lab.root / "llama" / "trainer_log.jsonl"), str(lab.root / "lightning" / "metrics.csv")}
+    assert set(failed) == {lab.ledger_path(lab.root / f) for f in ("llama/trainer_log.jsonl", "lightning/metrics.csv")}
     assert all("Git LFS pointer" in reason for reason in failed.values())
     assert summary.failed == 2
-    log = str(bad / "trainer_log.jsonl")
+    log = lab.ledger_path(bad / "trainer_log.jsonl")
     (warnings,) = lab.query("SELECT warnings FROM ingest_files WHERE path = $p", {"p": log})[0]
     assert [w.split(":")[0] for w in json.loads(warnings)] == ["line 2", "line 3"]
     assert stored_points(lab, "bad") == {("loss", 1): 1.5}
@@ -703,6 +712,8 @@ LOG_LINE = st.fixed_dictionaries(
 )
 
 
+# the stage's readers cut anywhere (hypothesis' examples); their publish on PostgreSQL: the appends tests above
+@DUCKDB_ONLY_INGEST
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(LOG_LINE, min_size=1, max_size=25),
@@ -738,9 +749,9 @@ def test_ingest_in_pieces(lab: Lab, entries: list[dict[str, object]], metric: li
             _, value, step = line.split(" ")
             expected[("loss", int(step))] = float(value)
         assert same(stored_points(lab, f"mlruns{n}/1/r"), expected)
-    before = lab.query("SELECT * FROM metric_values ORDER BY ALL")
+    before = lab.query(VALUES)
     assert lab.ingest().rows == 0
-    assert lab.query("SELECT * FROM metric_values ORDER BY ALL") == before
+    assert lab.query(VALUES) == before
     (lab.root / "partial.jsonl").unlink()
 
 
