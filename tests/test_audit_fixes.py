@@ -241,6 +241,10 @@ def test_a_job_with_samples_takes_no_figure_from_its_step_readings(lab: Lab) -> 
         "average_gpu_temp_celsius": None,
         "peak_gpu_temp_celsius": None,
     }
+    assert (
+        "average_gpu_temp_celsius and peak_gpu_temp_celsius are null: no GPU sample (with samples, step readings"
+        " are not used) has a finite temperature"
+    ) in a["warnings"]
 
 
 # --- F9: the GPU readings of a job whose raw samples retention dropped ------------------------

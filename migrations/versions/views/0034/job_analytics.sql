@@ -107,13 +107,19 @@ SELECT j.job_id,
            CASE WHEN p.step_rows > 0 AND l.final_eval_loss IS NULL
                 THEN 'final_eval_loss and best_eval_loss are null: no step row has a finite eval_loss' END,
            CASE WHEN r.gpu_readings > 0 AND r.average_gpu_utilization IS NULL
-                THEN 'average_gpu_utilization and gpu_utilization_score are null: no GPU reading has a finite'
+                THEN 'average_gpu_utilization and gpu_utilization_score are null: no '
+                     || CASE WHEN r.gpu_samples > 0 THEN 'GPU sample (with samples, step readings are not used)'
+                             ELSE 'GPU reading' END || ' has a finite'
                      || ' utilization' END,
            CASE WHEN r.gpu_readings > 0 AND r.average_gpu_memory_mb IS NULL
-                THEN 'average_gpu_memory_mb and peak_gpu_memory_mb are null: no GPU reading has a finite'
+                THEN 'average_gpu_memory_mb and peak_gpu_memory_mb are null: no '
+                     || CASE WHEN r.gpu_samples > 0 THEN 'GPU sample (with samples, step readings are not used)'
+                             ELSE 'GPU reading' END || ' has a finite'
                      || ' memory used' END,
            CASE WHEN r.gpu_readings > 0 AND r.average_gpu_temp_celsius IS NULL
-                THEN 'average_gpu_temp_celsius and peak_gpu_temp_celsius are null: no GPU reading has a finite'
+                THEN 'average_gpu_temp_celsius and peak_gpu_temp_celsius are null: no '
+                     || CASE WHEN r.gpu_samples > 0 THEN 'GPU sample (with samples, step readings are not used)'
+                             ELSE 'GPU reading' END || ' has a finite'
                      || ' temperature' END,
            CASE WHEN r.gpu_samples = 0
                 THEN 'energy is null: no GPU samples (power and throttling are read from timed samples only)' END,
