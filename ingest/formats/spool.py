@@ -17,7 +17,7 @@ from runlytics.ingest import gpu_samples, gpu_store, ledger
 from runlytics.warehouse import db, results
 
 from .base import Context
-from .tool_log import DIGEST_BYTES, digest
+from .tool_log import DIGEST_BYTES, bytes_before, digest, same_prefix
 
 KIND = "spool"
 SKIPPED = (
@@ -102,7 +102,7 @@ def _open(ctx: Context, path: Path, resume: tuple[int, int, str | None]) -> _Fil
     # replaced (rotated: renamed away and a new file of the same name) or truncated: read it from
     # the start. The bytes are looked at only in a file that grew (a cron run opens no other)
     grew = st.size > offset > 0
-    if st.size < offset or (grew and before is not None and not _same_bytes_before(path, offset, before)):
+    if st.size < offset or (grew and before is not None and not same_prefix(path, offset, before)):
         offset, lines = 0, 0
     if st.size == offset:
         summary.unchanged += 1
@@ -158,21 +158,7 @@ def _digest_before(file: _File) -> str | None:
     bytes read; read from the file when this run read fewer (None if it can't be read)."""
     if len(file.before) < min(DIGEST_BYTES, file.offset):
         try:
-            file.before = _bytes_before(file.path, file.offset)
+            file.before = bytes_before(file.path, file.offset)
         except OSError:
             return None
     return digest(file.before)
-
-
-def _same_bytes_before(path: Path, offset: int, stored: str) -> bool:
-    try:
-        return digest(_bytes_before(path, offset)) == stored
-    except OSError:
-        return False
-
-
-def _bytes_before(path: Path, end: int) -> bytes:
-    start = max(0, end - DIGEST_BYTES)
-    with path.open("rb") as f:
-        f.seek(start)
-        return f.read(end - start)

@@ -255,7 +255,7 @@ class ToolLogFormat:
             offset, lines, stored_digest = resume.get(str(c.path), (0, 0, None))
             if not self.parser.grows(c.path):
                 offset, lines = 0, 0
-            elif offset > c.stat.size or (offset and not _same_prefix(c.path, offset, stored_digest)):
+            elif offset > c.stat.size or (offset and not same_prefix(c.path, offset, stored_digest)):
                 offset, lines, whole = 0, 0, True  # shrank or replaced
             starts[c.path] = (offset, lines)
         if self.parser.overlapping and not whole:
@@ -306,7 +306,7 @@ class ToolLogFormat:
             before = data[max(0, chunk.consumed - DIGEST_BYTES) : chunk.consumed]
         else:
             try:
-                before = _bytes_before(c.path, offset + chunk.consumed)
+                before = bytes_before(c.path, offset + chunk.consumed)
             except OSError as error:
                 rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
                 return None
@@ -358,17 +358,17 @@ def _job_id(job: JobFolder, progress_job_ids: dict[str, str]) -> str:
     return progress_job_ids.get(str(job.progress)) or job.path.name
 
 
-def _same_prefix(path: Path, offset: int, stored: str | None) -> bool:
+def same_prefix(path: Path, offset: int, stored: str | None) -> bool:
     """True when the bytes before ``offset`` are those read before (the file was not replaced)."""
     if stored is None:
         return True
     try:
-        return digest(_bytes_before(path, offset)) == stored
+        return digest(bytes_before(path, offset)) == stored
     except OSError:
         return False
 
 
-def _bytes_before(path: Path, end: int) -> bytes:
+def bytes_before(path: Path, end: int) -> bytes:
     start = max(0, end - DIGEST_BYTES)
     with open(path, "rb") as f:
         f.seek(start)
