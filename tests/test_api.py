@@ -460,6 +460,15 @@ def test_compare_unknown_job_is_404_naming_it(client: TestClient) -> None:
     assert "alpha" not in body["detail"]
 
 
+def test_compare_takes_the_parameter_repeated_as_http_clients_send_a_list(client: TestClient) -> None:
+    # params={"job_ids": [...]} in requests/httpx: job_ids=charlie&job_ids=alpha,bravo&job_ids=alpha
+    response = client.get(COMPARE_API, params={"job_ids": ["charlie", "alpha,bravo", "alpha"]})
+    assert response.status_code == 200
+    assert ids(response.json()["jobs"]) == ["charlie", "alpha", "bravo"]
+    code, body = status_of(client, COMPARE_API, job_ids=["a" * 30_000, "b" * 30_001])  # 60,001 characters in all
+    assert code == 422 and "characters" in body["detail"]
+
+
 def test_compare_accepts_up_to_50_distinct_ids(client: TestClient) -> None:
     fifty = ["alpha", *(f"ghost-{i}" for i in range(MAX_COMPARE - 1))]
     code, body = status_of(client, COMPARE_API, job_ids=",".join(fifty))

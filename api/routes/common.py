@@ -18,9 +18,13 @@ def require_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
         raise queries.UnknownJob(job_id)
 
 
-def distinct_ids(job_ids: str) -> list[str]:
-    """The ids of ``a,b,…``, blanks dropped, each once, in the order given."""
-    return list(dict.fromkeys(j.strip() for j in job_ids.split(",") if j.strip()))
+def distinct_ids(job_ids: list[str], max_chars: int) -> list[str]:
+    """The ids of ``a,b,…``, the parameter given once or repeated (``job_ids=a&job_ids=b``, as
+    HTTP clients send a list), blanks dropped, each once, in the order given. A 422 past
+    ``max_chars`` in all: a repeated parameter's values are bounded together, as one would be."""
+    if sum(len(value) for value in job_ids) > max_chars:
+        raise HTTPException(422, f"job_ids: at most {max_chars} characters in all")
+    return list(dict.fromkeys(j.strip() for value in job_ids for j in value.split(",") if j.strip()))
 
 
 def filters(
