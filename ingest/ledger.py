@@ -106,13 +106,9 @@ def load(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[str | Non
     return {path: (fingerprint, outcome) for path, fingerprint, outcome in rows}
 
 
-def load_offsets(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[int, int]]:
-    """path -> (bytes read, lines read) of every appended file of this kind."""
-    return {path: (offset, lines) for path, (offset, lines, _) in load_resume(con, kind).items()}
-
-
 def load_resume(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[int, int, str | None]]:
-    """path -> (bytes read, lines or records read, digest of the bytes before) of every tool log of this kind."""
+    """path -> (bytes read, lines or records read, digest of the bytes before) of every appended file
+    (tool log, spool file) of this kind."""
     rows = con.execute(LOAD_RESUME, {"kind": kind}).fetchall()
     return {path: (offset or 0, lines or 0, digest) for path, offset, lines, digest in rows}
 

@@ -86,7 +86,6 @@ JOB_FILE_PATHS = "SELECT $prefix || path FROM ingest_files WHERE job_id IN (SELE
 # PostgreSQL's text holds no NUL character: the published strings carry U+FFFD in its place (the
 # stage keeps the original); a job id with one is not published (pg_copy.NUL_FREE, select_list)
 NUL = pg_copy.NUL
-NUL_REPLACEMENT = pg_copy.NUL_REPLACEMENT
 # a running job the run did not change: only its insights moved (silent_running, as_of)
 INSIGHTS_ONLY = ("insight_results", "insight_jobs")
 
@@ -143,10 +142,7 @@ ON CONFLICT (job_id) DO UPDATE SET published_at = EXCLUDED.published_at
 """
 # the models whose slow_vs_peers a batch's commit made stale (revision 0027): recorded in the
 # batch's transaction, removed by the recompute that covers them, whoever runs it
-PG_PEERS_STALE = """
-INSERT INTO peer_changes (model_name, ingester, changed_at)
-SELECT unnest(%s::text[]), %s, now() AT TIME ZONE 'UTC'
-"""
+PG_PEERS_STALE = pg_telemetry.MARK_PEERS
 PG_TAKE_STALE = "DELETE FROM peer_changes WHERE model_name = ANY(%s) RETURNING model_name"
 # the models this ingester marked stale and no recompute took yet: a run killed after a commit that
 # marked them (a batch's, the telemetry's) and before its recompute left them; the telemetry's are
@@ -412,7 +408,7 @@ def _models(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> set[str]:
     if not job_ids:
         return set()
     return {
-        model for (model,) in con.execute(MODELS, {"job_ids": job_ids, "nul_replacement": NUL_REPLACEMENT}).fetchall()
+        model for (model,) in con.execute(MODELS, {"job_ids": job_ids, **pg_copy.NUL_PARAMS}).fetchall()
     }
 
 
@@ -502,7 +498,7 @@ def _copy(
     """COPY the stage's rows of these jobs into each table; ``rows`` counts them per table."""
     for table, select in tables.items():
         columns = _columns(pg, table)
-        params: dict[str, Any] = {"job_ids": job_ids, "nul_replacement": NUL_REPLACEMENT}
+        params: dict[str, Any] = {"job_ids": job_ids, **pg_copy.NUL_PARAMS}
         if table in PREFIXED:
             params["prefix"] = f"{ingester}:"
         select = select.format(columns=_expressions(table, columns))
@@ -582,7 +578,7 @@ def _publish_problem_files(
     columns = _columns(pg, "ingest_files")
     names = [name for name, _ in columns]
     select = PROBLEM_FILES.format(columns=_expressions("ingest_files", columns))
-    params = {"paths": [path[len(prefix) :] for path in theirs], "prefix": prefix, "nul_replacement": NUL_REPLACEMENT}
+    params = {"paths": [path[len(prefix) :] for path in theirs], "prefix": prefix, **pg_copy.NUL_PARAMS}
     mine = [row[names.index("path")] for row in con.execute(select, params).fetchall()]
     if not theirs and not mine:
         pg.rollback()

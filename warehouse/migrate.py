@@ -5,7 +5,6 @@ revision and PostgreSQL go through the chain."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from functools import cache
 from pathlib import Path
@@ -126,19 +125,8 @@ def relink_parts(con: duckdb.DuckDBPyConnection) -> None:
     from . import parts
 
     manifest = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $t", {"t": parts.MANIFEST})
-    if manifest.fetchone() == (0,):
-        return
-    folder = parts.root(con)
-    for table in (parts.GPU_SAMPLES, *parts.FOLLOWERS[parts.GPU_SAMPLES.name]):
-        paths = parts.live_paths(con, table)
-        built = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": table.name}).fetchone()
-        if not paths or built is None or parts.file_list(folder, paths[:1]) in built[0]:
-            continue
-        columns = con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE table_name = $v ORDER BY column_index", {"v": table.name}
-        ).fetchall()
-        as_built = dataclasses.replace(table, columns=tuple(name for (name,) in columns))
-        con.execute(parts.view_sql(as_built, folder, paths))
+    if manifest.fetchone() != (0,):
+        parts.ensure_view(con, parts.GPU_SAMPLES, as_built=True)
 
 
 def is_new(path: Path) -> bool:

@@ -26,7 +26,7 @@ import hashlib
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -211,18 +211,24 @@ def refresh_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> None:
     con.execute(view_sql(table, root(con), live_paths(con, table)))
 
 
-def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> bool:
+VIEW_TEXT = "SELECT sql FROM duckdb_views() WHERE view_name = $v"
+VIEW_COLUMNS = "SELECT column_name FROM duckdb_columns() WHERE table_name = $v ORDER BY column_index"
+
+
+def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed, *, as_built: bool = False) -> bool:
     """Rebuild the view (and its followers') when it names its parts elsewhere (the warehouse was
-    moved with its parts)."""
+    moved with its parts). ``as_built``: with the columns the view has now, not today's (a
+    warehouse at an older revision, before the chain upgrades it: migrate.relink_parts)."""
     moved = False
     for each in (table, *FOLLOWERS.get(table.name, ())):
         paths = live_paths(con, each)
-        if not paths:
+        built = con.execute(VIEW_TEXT, {"v": each.name}).fetchone()
+        if not paths or (built is not None and file_list(root(con), paths[:1]) in built[0]):
             continue
-        built = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = $v", {"v": each.name}).fetchone()
-        if built is not None and str(root(con) / paths[0]).replace("'", "''") in built[0]:
-            continue
-        refresh_view(con, each)
+        if as_built:
+            columns = tuple(name for (name,) in con.execute(VIEW_COLUMNS, {"v": each.name}).fetchall())
+            each = replace(each, columns=columns)
+        con.execute(view_sql(each, root(con), paths))
         moved = True
     return moved
 

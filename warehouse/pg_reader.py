@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import db
+from . import db, pg_copy
 from .dialect import DUCKDB, POSTGRES, render
 from .postgres import SESSION_OPTIONS, reason
 
@@ -37,8 +37,8 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 # PostgreSQL's text holds no NUL character (psycopg refuses to send one): a string read with carries
 # U+FFFD in its place, as the strings an ingest published do (ingest/postgres.py), so that a job id
 # of a URL holding NUL is not found (404), as on DuckDB, instead of failing the request
-NUL = "\x00"
-NUL_REPLACEMENT = "\ufffd"
+NUL = pg_copy.NUL
+NUL_REPLACEMENT = pg_copy.NUL_REPLACEMENT
 POOL_SIZE = 8
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
