@@ -407,9 +407,7 @@ def _batches(job_ids: list[str]) -> Iterator[list[str]]:
 def _models(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> set[str]:
     if not job_ids:
         return set()
-    return {
-        model for (model,) in con.execute(MODELS, {"job_ids": job_ids, **pg_copy.NUL_PARAMS}).fetchall()
-    }
+    return {model for (model,) in con.execute(MODELS, {"job_ids": job_ids, **pg_copy.NUL_PARAMS}).fetchall()}
 
 
 def _lock_and_own(
