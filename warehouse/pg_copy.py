@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import psycopg
 
-from . import db, migrate, pg_samples, postgres, snapshots
+from . import db, migrate, pg_reader, pg_samples, postgres, snapshots
 
 if TYPE_CHECKING:  # SQLAlchemy only for `db copy`: ingest's publish (copy_rows) does without its import
     import sqlalchemy as sa
@@ -75,8 +75,8 @@ _NONFINITE_JSON = re.compile(r'("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)')
 # copied at all, nor any row of its job: the id is the job's key there (its locks, its owner, its
 # rows), and U+FFFD could make it another job's. ``db copy`` and ingest's publish (ingest/postgres.py)
 # both select through select_list with NUL_PARAMS
-NUL = "\x00"
-NUL_REPLACEMENT = "\ufffd"
+NUL = pg_reader.NUL
+NUL_REPLACEMENT = pg_reader.NUL_REPLACEMENT
 NUL_PARAMS = {"nul_replacement": NUL_REPLACEMENT}
 # a column's select expression with NUL replaced, by its type on PostgreSQL (udt_name)
 NUL_FREE = {

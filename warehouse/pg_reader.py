@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import db, pg_copy
+from . import db
 from .dialect import DUCKDB, POSTGRES, render
 from .postgres import SESSION_OPTIONS, reason
 
@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # PostgreSQL's text holds no NUL character (psycopg refuses to send one): a string read with carries
 # U+FFFD in its place, as the strings an ingest published do (ingest/postgres.py), so that a job id
-# of a URL holding NUL is not found (404), as on DuckDB, instead of failing the request
-NUL = pg_copy.NUL
-NUL_REPLACEMENT = pg_copy.NUL_REPLACEMENT
+# of a URL holding NUL is not found (404), as on DuckDB, instead of failing the request. Defined
+# here, the light module the CLI imports at its start; pg_copy and the publish take them from here
+NUL = "\x00"
+NUL_REPLACEMENT = "\ufffd"
 POOL_SIZE = 8
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
