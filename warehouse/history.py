@@ -434,8 +434,7 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
                 sums = _ordered_sums(con, _reading(GPU_MINUTE_SUMS, minutes_of_job), ranged) if rows else {}
             for row in rows:
                 if postgres:
-                    for extreme in ("minimum", "maximum"):
-                        row[extreme] = {f: row.pop(f"{extreme[:3]}__{f}") for f in GPU_ROLLED_FIGURES}
+                    _nest_extremes(row)
                 row.pop("gpu_key")
                 bucket_sums = sums[row.pop("series"), row.pop("bucket")]
                 for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
@@ -494,12 +493,17 @@ def _minutes_page(
     for row in rows:
         row.pop("gpu_key")
         row.pop("minute")
-        row["minimum"] = {f: row.pop(f"min__{f}") for f in GPU_ROLLED_FIGURES}
-        row["maximum"] = {f: row.pop(f"max__{f}") for f in GPU_ROLLED_FIGURES}
+        _nest_extremes(row)
         for f in GPU_ROLLED_FIGURES:
             count, total = row.pop(f"n__{f}"), row.pop(f"sum__{f}")
             row[f] = plain(total / count) if count else None
     return "gpu_minutes", rows, pages.encode("gpus:minutes", keyset) if keyset else None
+
+
+def _nest_extremes(row: dict[str, Any]) -> None:
+    """A row's min__<figure> and max__<figure> columns as its ``minimum`` and ``maximum`` objects."""
+    for extreme in ("minimum", "maximum"):
+        row[extreme] = {f: row.pop(f"{extreme[:3]}__{f}") for f in GPU_ROLLED_FIGURES}
 
 
 def _ordered_sums(

@@ -243,12 +243,13 @@ def _copy_table(
     return done
 
 
-def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None) -> str:
+def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None, of: str | None = None) -> str:
     """The select list of these target columns (name, udt_name) as copied: NUL replaced in every
-    string ($nul_replacement: NUL_PARAMS), the column named ``prefixed`` with $prefix in front."""
+    string ($nul_replacement: NUL_PARAMS), the column named ``prefixed`` with $prefix in front,
+    each qualified by the relation ``of`` when given."""
     expressions = []
     for name, udt in columns:
-        expression = db.quote_identifier(name)
+        expression = db.quote_identifier(name) if of is None else f"{of}.{db.quote_identifier(name)}"
         if name == prefixed:
             expression = f"$prefix || {expression}"
         if udt in NUL_FREE:

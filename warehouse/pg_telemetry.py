@@ -323,12 +323,7 @@ def _copy(
     stage: duckdb.DuckDBPyConnection, raw: psycopg.Connection[Any], table: str, select: str, params: dict[str, Any]
 ) -> int:
     columns = pg_copy.target_columns(raw, table)
-    names = ", ".join(
-        pg_copy.NUL_FREE[udt].format(expression=f"t.{db.quote_identifier(name)}")
-        if udt in ("varchar", "text")
-        else f"t.{db.quote_identifier(name)}"
-        for name, udt in columns
-    )
+    names = pg_copy.select_list(columns, of="t")
     params = {**params, **pg_copy.NUL_PARAMS}
     return pg_copy.copy_rows(stage, raw, table, columns, select.format(names=names), params)
 
