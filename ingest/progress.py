@@ -142,8 +142,14 @@ SELECT f.file_id,
            rl_number_problem('config.save_steps', d.config -> '$.save_steps', 0, 1e18, true),
            rl_number_problem('config.target_samples_per_second', d.config -> '$.target_samples_per_second',
                              0, 1e300, false),
+           rl_number_problem('config.gpu_count', d.config -> '$.gpu_count', 0, 1e9, true),
+           rl_number_problem('config.max_steps', d.config -> '$.max_steps', 0, 1e18, true),
+           CASE WHEN (d.config -> '$.model_name') IS NOT NULL AND rl_string(d.config -> '$.model_name') IS NULL
+                THEN 'config.model_name ' || left(CAST(d.config -> '$.model_name' AS VARCHAR), 40)
+                     || ' is not a string, dropped' END,
            rl_number_problem('current_step', d.current_step, 0, 1e18, true),
            rl_number_problem('total_steps', d.total_steps, 0, 1e18, true),
+           rl_number_problem('max_steps', d.max_steps, 0, 1e18, true),
            CASE WHEN d.history IS NULL AND d.latest IS NULL AND d.step IS NULL
                 THEN 'no step entries: no history list, latest object or legacy step' END
        ) AS problems

@@ -220,12 +220,15 @@ ON CONFLICT (job_id) DO UPDATE SET
     source_file = excluded.source_file;
 
 -- A job known only from trainer states gets its job row from them; a progress.json's row wins.
+-- Its batch_size stays NULL: jobs.batch_size is the config's samples per iteration (inputs.md),
+-- and the trainer's train_batch_size is a per-device batch without gradient accumulation
+-- (trainer_runs keeps it).
 DELETE FROM jobs
 WHERE job_id IN (SELECT job_id FROM batch_trainer_run_winners) AND source_file LIKE '%trainer_state.json';
 
 INSERT INTO jobs (job_id, status, config, batch_size, save_steps, current_step, total_steps, source_dir,
                   source_file, ingested_at)
-SELECT r.job_id, CASE WHEN r.completed THEN 'completed' ELSE 'unknown' END, NULL, r.train_batch_size,
+SELECT r.job_id, CASE WHEN r.completed THEN 'completed' ELSE 'unknown' END, NULL, NULL,
        r.save_steps, r.global_step, r.max_steps, w.source_dir, r.source_file, now()::TIMESTAMP
 FROM trainer_runs r
 JOIN batch_trainer_run_winners w ON w.job_id = r.job_id

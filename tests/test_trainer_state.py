@@ -81,8 +81,9 @@ def test_mistral_checkpoints_and_runtime(realdata: Lab) -> None:
     assert job["checkpoints"]["total_checkpoints"] == 17
     assert job["checkpoints"]["final_checkpoint"] == "checkpoint-8500"
     assert job["checkpoints"]["checkpoint_frequency_steps"] == 500
-    assert job["duration"]["training_seconds"] == pytest.approx(20387.7129)
-    assert job["performance"]["average_samples_per_second"] == pytest.approx(6.796)
+    # the trainer's summary is its own figure, not the spec's (tests/test_trainer_figures.py)
+    assert job["duration"]["training_seconds"] is None
+    assert job["performance"]["average_samples_per_second"] is None
     assert any("train_runtime" in w for w in job["warnings"])
 
 
@@ -156,8 +157,8 @@ def test_ten_checkpoints_store_each_step_once_and_reingest_changes_nothing(lab: 
     assert analytics is not None
     assert analytics["status"] == "completed"  # global_step 100 reached max_steps 100
     assert analytics["checkpoints"]["total_checkpoints"] == 10
-    # samples from train_batch_size: 8 per iteration x 100 iterations
-    assert analytics["performance"]["total_samples"] == 800
+    # train_batch_size 8 is a per-device batch, not samples per iteration: no samples
+    assert analytics["performance"]["total_samples"] is None
 
 
 def test_mixed_job_merges_without_duplicates_and_progress_wins(lab: Lab) -> None:
@@ -185,9 +186,9 @@ def test_mixed_job_merges_without_duplicates_and_progress_wins(lab: Lab) -> None
 
 
 def test_a_trainer_checkpoint_leaves_a_progress_jobs_samples_alone(lab: Lab) -> None:
-    """The trainer's train_batch_size (per device) stands in for the batch size only of a job
-    without progress.json: a progress.json job without a config batch_size counts its samples as
-    samples_per_second x seconds (analytics.md), Trainer checkpoint beside it or not."""
+    """The trainer's train_batch_size (per device) is never the batch size: a progress.json job
+    without a config batch_size counts its samples as samples_per_second x seconds (analytics.md),
+    Trainer checkpoint beside it or not."""
     entry = {"iteration_time": 1.0, "samples_per_second": 16.0}
     history = [{"step": s, "timestamp": 100 + s, **entry} for s in (10, 20, 30)]
     lab.write_job("p", {"job_id": "p", "status": "completed", "history": history})

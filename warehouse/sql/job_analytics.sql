@@ -2,7 +2,9 @@
 -- plain-language reasons why figures are NULL or partial: every NULL figure has one (a job
 -- without step rows has the first for its performance, losses and durations; analytics.md: a
 -- figure that cannot be computed is null and the warnings say why). job_results materialises it
--- (warehouse/results.py): a change here needs a migration that refills job_results.
+-- (warehouse/results.py): a change here needs a migration that refills job_results. The trainer's
+-- own summary figures (trainer_runs) are named in a warning where the step rows leave the
+-- durations and throughput unknown; they never stand in for them.
 SELECT j.job_id,
        j.status,
        j.model_name,
@@ -59,12 +61,18 @@ SELECT j.job_id,
            CASE WHEN p.step_rows = 0 THEN 'no step rows: performance, losses and durations are null' END,
            CASE WHEN r.gpu_readings = 0
                 THEN 'no GPU readings: resource_utilization and gpu_utilization_score are null' END,
-           CASE WHEN d.from_trainer_runtime
-                THEN 'durations from the trainer''s train_runtime: its log has no timestamps' END,
-           CASE WHEN p.throughput_from_trainer
-                THEN 'average_samples_per_second is the trainer''s train_samples_per_second:'
-                     || ' its log has no timestamps' END,
-           CASE WHEN p.step_rows > p.timed_rows AND NOT d.from_trainer_runtime
+           -- a trainer's summary and per-device batch are its own figures, not analytics.md's
+           CASE WHEN p.step_rows > 0 AND p.timed_rows = 0
+                     AND (t.train_runtime IS NOT NULL OR t.train_samples_per_second IS NOT NULL)
+                THEN 'the trainer''s train_runtime and train_samples_per_second (trainer_runs) are its'
+                     || ' summary''s own figures, not used: durations and throughput come from the step rows,'
+                     || ' and none has a timestamp or iteration_time' END,
+           CASE WHEN p.step_rows > 0 AND p.total_samples IS NULL AND j.batch_size IS NULL
+                     AND t.train_batch_size IS NOT NULL
+                THEN 'total_samples does not use the trainer''s train_batch_size ('
+                     || CAST(t.train_batch_size AS VARCHAR) || '): a per-device batch, not the config''s'
+                     || ' batch_size (samples per iteration)' END,
+           CASE WHEN p.step_rows > p.timed_rows
                 THEN 'training time partly unknown: ' || CAST(p.step_rows - p.timed_rows AS VARCHAR)
                      || ' of ' || CAST(p.step_rows AS VARCHAR)
                      || ' step rows have neither iteration_time nor timestamps to time them' END,
@@ -143,3 +151,4 @@ JOIN job_resources r ON r.job_id = j.job_id
 JOIN job_checkpoints c ON c.job_id = j.job_id
 JOIN job_efficiency e ON e.job_id = j.job_id
 JOIN job_energy en ON en.job_id = j.job_id
+LEFT JOIN trainer_runs t ON t.job_id = j.job_id

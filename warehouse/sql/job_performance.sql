@@ -1,6 +1,7 @@
 -- job_performance: the performance section, one row per job: iterations, samples, time-weighted
--- throughput, peak throughput, time per iteration, and the counts behind its warnings.
--- Without timed rows, a trainer's final summary gives the throughput (train_samples_per_second).
+-- throughput, peak throughput, time per iteration, and the counts behind its warnings. From the
+-- step rows alone (analytics.md): a trainer's train_samples_per_second is its summary's figure,
+-- not a row's (job_settings shows it).
 WITH agg AS (
     SELECT j.job_id,
            j.current_step,
@@ -21,8 +22,6 @@ WITH agg AS (
     FROM jobs j
     LEFT JOIN step_metrics m ON m.job_id = j.job_id
     GROUP BY j.job_id, j.current_step
-), trained AS (
-    SELECT a.*, s.train_samples_per_second FROM agg a LEFT JOIN job_settings s ON s.job_id = a.job_id
 )
 SELECT job_id,
        step_rows,
@@ -35,15 +34,11 @@ SELECT job_id,
        -- plain mean only "when no row has both"), so null, and job_analytics says why
        CASE WHEN timed_seconds > 0 THEN @fdiv(timed_samples; timed_seconds)
             WHEN timed_seconds IS NOT NULL THEN NULL
-            WHEN @finite(train_samples_per_second) THEN train_samples_per_second
             ELSE mean_samples_per_second END AS average_samples_per_second,
-       timed_seconds IS NULL AND NOT coalesce(@finite(train_samples_per_second), false)
-           AND mean_samples_per_second IS NOT NULL AS throughput_is_plain_mean,
-       timed_seconds IS NULL AND coalesce(@finite(train_samples_per_second), false)
-           AS throughput_from_trainer,
+       timed_seconds IS NULL AND mean_samples_per_second IS NOT NULL AS throughput_is_plain_mean,
        peak_samples_per_second,
        CASE WHEN timed_iterations > 0 THEN @fdiv(known_seconds; timed_iterations) END AS average_iteration_time,
        known_seconds,
        nonfinite_samples_per_second,
        nonfinite_iteration_time
-FROM trained
+FROM agg

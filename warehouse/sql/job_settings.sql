@@ -1,12 +1,13 @@
--- job_settings: a job's settings: its config's, else the trainer's own (batch size, save steps),
--- and the trainer's best checkpoint, runtime and throughput. The trainer's train_batch_size is
--- its per-device batch (no gradient accumulation, no other processes), not the samples per
--- iteration a progress.json's rows count: it stands in for the batch size only of a job that
--- has no progress.json (its facts are the trainer's own); a progress.json job without a config
--- batch_size takes its samples from samples_per_second x seconds (analytics.md).
+-- job_settings: a job's settings: its config's (batch size, save steps, target throughput), else
+-- the trainer's own save steps; and the trainer's best checkpoint, train_runtime and
+-- train_samples_per_second as it recorded them. batch_size is the config's alone (samples per
+-- iteration, analytics.md): the trainer's train_batch_size (trainer_runs) is its per-device batch,
+-- without gradient accumulation or other processes, so a job without a config batch_size takes
+-- its samples from samples_per_second x seconds, or has none. The trainer's runtime and
+-- throughput are its summary's own figures: job_analytics' durations and throughput come from
+-- the step rows alone.
 SELECT j.job_id,
-       CASE WHEN j.source_file LIKE '%progress.json' THEN j.batch_size
-            ELSE coalesce(j.batch_size, CAST(r.train_batch_size AS DOUBLE PRECISION)) END AS batch_size,
+       j.batch_size,
        coalesce(j.save_steps, r.save_steps) AS save_steps,
        j.target_samples_per_second,
        r.best_model_checkpoint AS trainer_best_checkpoint,
