@@ -249,7 +249,7 @@ def forged(values: list[Any], kind: str = "insights") -> str:
     return base64.urlsafe_b64encode(json.dumps({"k": kind, "v": values}).encode()).decode().rstrip("=")
 
 
-GOOD_KEY = ["2025-01-04T00:00:00Z", "gpus", 4, "nonfinite_loss", 4, "", -1, 1.0]
+GOOD_KEY = ["2025-01-04T00:00:00Z", "gpus", 4, "nonfinite_loss", 4, "", -1, "", 1.0]  # start, job, KEY_COLUMNS
 
 
 @pytest.mark.parametrize(
@@ -267,7 +267,8 @@ GOOD_KEY = ["2025-01-04T00:00:00Z", "gpus", 4, "nonfinite_loss", 4, "", -1, 1.0]
         ({"cursor": forged([*GOOD_KEY[:2], "4", *GOOD_KEY[3:]])}, "bad cursor: cursor is not one this API handed out"),
         ({"cursor": forged([*GOOD_KEY[:2], True, *GOOD_KEY[3:]])}, "bad cursor: cursor is not one this API handed out"),
         ({"cursor": forged([*GOOD_KEY[:3], 4, *GOOD_KEY[4:]])}, "bad cursor: cursor is not one this API handed out"),
-        ({"cursor": forged([*GOOD_KEY[:7], "1.0"])}, "bad cursor: cursor is not one this API handed out"),
+        ({"cursor": forged([*GOOD_KEY[:8], "1.0"])}, "bad cursor: cursor is not one this API handed out"),
+        ({"cursor": forged([*GOOD_KEY[:7], 0, 1.0])}, "bad cursor: cursor is not one this API handed out"),
         ({"cursor": forged([None, 5, *GOOD_KEY[2:]])}, "bad cursor: cursor is not one this API handed out"),
     ],
 )

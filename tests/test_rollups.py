@@ -221,7 +221,9 @@ COMPARED = {
     "job_resources": "SELECT * FROM job_resources ORDER BY job_id",
     "job_energy": "SELECT * FROM job_energy ORDER BY job_id",
     "job_analytics": "SELECT * FROM job_analytics ORDER BY job_id",
-    "insight_gpus": "SELECT * EXCLUDE (message) FROM insight_gpus ORDER BY job_id, kind, host, gpu_index, value",
+    # gpu_key (revision 0037) is not in the raw-reading copy of 0011
+    "insight_gpus": "SELECT COLUMNS(lambda c: c NOT IN ('message', 'gpu_key')) FROM insight_gpus "
+    "ORDER BY job_id, kind, host, gpu_index, value",
 }
 
 

@@ -46,8 +46,10 @@ FIELDS = (
 )  # fmt: skip
 
 # A job's insights by first step (those without one last), then kind; the rest of the order
-# only makes it total (two GPUs' insights of one kind differ by host and index). NULLs are made
-# values, so that the fleet's keyset compares rows as this order sorts them.
+# only makes it total. Two GPUs' insights of one kind differ by host and GPU key, not always by
+# index: two GPUs of a host can both be index 0 (containers, Slurm cgroups), told apart by UUID
+# only, and two idle ones have the same share (revision 0037). NULLs are made values, so that the
+# fleet's keyset compares rows as this order sorts them.
 NO_STEP = 2**63 - 1
 KEY_COLUMNS = (
     f"coalesce(first_step, {NO_STEP})",
@@ -55,6 +57,7 @@ KEY_COLUMNS = (
     f"coalesce(last_step, {NO_STEP})",
     "coalesce(host, '')",
     "coalesce(gpu_index, -1)",
+    "coalesce(gpu_key, '')",
     "CASE WHEN @finite(value) THEN value ELSE 0 END",
 )
 KEY = ", ".join(KEY_COLUMNS)
@@ -161,7 +164,7 @@ def fleet_insights(
 
 
 # The types of a fleet cursor's values: the job's start (ISO time or None), its id, then KEY.
-_KEY_TYPES: tuple[type | tuple[type, ...], ...] = (int, str, int, str, int, (int, float))
+_KEY_TYPES: tuple[type | tuple[type, ...], ...] = (int, str, int, str, int, str, (int, float))
 
 
 def _after(values: list[Any]) -> dict[str, Any]:

@@ -69,7 +69,7 @@ KINDS = (
 )  # fmt: skip
 SEVERITIES = ("critical", "warning", "info")
 
-# --- tables (revision 0011) ------------------------------------------------------------------
+# --- tables (revision 0011; revision 0037 adds insight_results.gpu_key after gpu_index) ---------
 
 COLUMNS = """
     job_id VARCHAR NOT NULL, kind VARCHAR NOT NULL, severity VARCHAR NOT NULL,
@@ -130,7 +130,7 @@ UPSERT_AS_OF = (
 DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids))"
 INSERT_PEER_KIND = """
 INSERT INTO insight_results
-SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL,
+SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL, NULL,
        i.value, i.reference, i.message, p.as_of
 FROM insight_peers i, insight_parameters p
 WHERE i.job_id IN (SELECT unnest($job_ids))

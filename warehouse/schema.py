@@ -325,6 +325,9 @@ insight_results = Table(
     Column("end_time", DateTime),
     Column("host", String),
     Column("gpu_index", Integer),
+    # the GPU kinds' GPU (its UUID, else '#<index>'): two GPUs of a host can share an index, and
+    # the fleet's keyset pages order by it (revision 0037)
+    Column("gpu_key", String),
     Column("value", Double),
     Column("reference", Double),
     Column("message", String),

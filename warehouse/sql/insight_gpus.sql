@@ -2,7 +2,9 @@
 -- gpu_straggler, gpu_throttled): over the job's GPU samples when it has any, time-weighted as in
 -- job_gpus (each sample stands for the time until the same GPU's next one; a GPU is its
 -- gpu_key); else over the readings logged with its steps, one GPU per gpu_index and each
--- reading counting once (host ''). At the default thresholds idle_share and throttled_share
+-- reading counting once (host '', gpu_key '#<index>'). Each per-GPU row carries its gpu_key:
+-- two GPUs of a host may share an index (told apart by UUID only), and the fleet's keyset
+-- pages need a total order (revision 0037). At the default thresholds idle_share and throttled_share
 -- are job_gpus' own (from the rollups, gpu_minutes); a gpu_idle.utilization other than 10
 -- computes idle_share over the samples still kept raw. Per job (low_gpu_utilization, memory_headroom): job_results' figures.
 WITH p AS (SELECT * FROM insight_parameters),
@@ -92,13 +94,13 @@ per_gpu AS (
     FROM (SELECT * FROM sampled UNION ALL SELECT * FROM logged) u
 ),
 idle AS (
-    SELECT g.job_id, 'gpu_idle' AS kind, g.host, g.gpu_index, g.idle_share AS value, p.gpu_idle_share AS reference,
+    SELECT g.job_id, 'gpu_idle' AS kind, g.host, g.gpu_index, g.gpu_key, g.idle_share AS value, p.gpu_idle_share AS reference,
            @printf('GPU %d%s was below %.6g %% utilization for %.1f %% of its time (limit %.1f %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; p.gpu_idle_utilization; 100 * g.idle_share; 100 * p.gpu_idle_share) AS message
     FROM per_gpu g, p
     WHERE g.idle_share > p.gpu_idle_share
 ),
 stragglers AS (
-    SELECT g.job_id, 'gpu_straggler' AS kind, g.host, g.gpu_index, g.mean_utilization AS value,
+    SELECT g.job_id, 'gpu_straggler' AS kind, g.host, g.gpu_index, g.gpu_key, g.mean_utilization AS value,
            g.median_utilization AS reference,
            @printf('GPU %d%s averaged %.4g %% utilization, more than %.4g points below the median %.4g %% of the job''s GPUs.'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; g.mean_utilization; p.gpu_straggler_points; g.median_utilization) AS message
     FROM per_gpu g, p
@@ -108,7 +110,7 @@ stragglers AS (
       AND g.mean_utilization < g.median_utilization - p.gpu_straggler_points
 ),
 throttled AS (
-    SELECT g.job_id, 'gpu_throttled' AS kind, g.host, g.gpu_index, g.throttled_share AS value,
+    SELECT g.job_id, 'gpu_throttled' AS kind, g.host, g.gpu_index, g.gpu_key, g.throttled_share AS value,
            p.gpu_throttled_share AS reference,
            @printf('GPU %d%s was throttled (power or thermal) %.1f %% of its time (limit %.1f %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; 100 * g.throttled_share; 100 * p.gpu_throttled_share) AS message
     FROM per_gpu g, p
@@ -143,13 +145,15 @@ headroom AS (
       AND @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) < p.memory_headroom_fraction
       AND a.training_seconds >= p.memory_headroom_min_training_seconds
 )
-SELECT job_id, kind, 'warning' AS severity, CAST(nullif(host, '') AS VARCHAR) AS host, gpu_index, value, reference, message FROM idle
+SELECT job_id, kind, 'warning' AS severity, CAST(nullif(host, '') AS VARCHAR) AS host, gpu_index, CAST(gpu_key AS VARCHAR) AS gpu_key,
+       value, reference, message FROM idle
 UNION ALL
-SELECT job_id, kind, 'warning', CAST(nullif(host, '') AS VARCHAR), gpu_index, value, reference, message FROM stragglers
+SELECT job_id, kind, 'warning', CAST(nullif(host, '') AS VARCHAR), gpu_index, gpu_key, value, reference, message FROM stragglers
 UNION ALL
-SELECT job_id, kind, 'warning', CAST(nullif(host, '') AS VARCHAR), gpu_index, value, reference, message FROM throttled
+SELECT job_id, kind, 'warning', CAST(nullif(host, '') AS VARCHAR), gpu_index, gpu_key, value, reference, message FROM throttled
 UNION ALL
-SELECT job_id, kind, 'warning', CAST(NULL AS VARCHAR), CAST(NULL AS INTEGER), value, reference, message
+SELECT job_id, kind, 'warning', CAST(NULL AS VARCHAR), CAST(NULL AS INTEGER), CAST(NULL AS VARCHAR), value, reference, message
 FROM low_utilization
 UNION ALL
-SELECT job_id, kind, 'info', CAST(NULL AS VARCHAR), CAST(NULL AS INTEGER), value, reference, message FROM headroom
+SELECT job_id, kind, 'info', CAST(NULL AS VARCHAR), CAST(NULL AS INTEGER), CAST(NULL AS VARCHAR), value, reference, message
+FROM headroom
