@@ -68,6 +68,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "runlytics_last_ingest_outcome": ("1 for the last ingest run's outcome, 0 for the others", ("outcome",)),
     "runlytics_last_ingest_files_failed": ("Files the last ingest run could not read", ()),
     "runlytics_last_ingest_rows": ("Rows the last ingest run wrote", ()),
+    "runlytics_last_ingest_points": ("Metric points of trainers' own logs the last ingest run read", ()),
     "runlytics_last_ingest_duration_seconds": ("How long the last ingest run took", ()),
     "runlytics_last_successful_ingest_timestamp_seconds": ("When the last successful ingest run ended", ()),
     "runlytics_ingest_stale": (f"1 when the last successful ingest is older than {STALE_ENV} seconds", ()),
@@ -209,6 +210,7 @@ class WarehouseCollector(Collector):
                 ),
                 "runlytics_last_ingest_files_failed": _number(summary.get("failed")),
                 "runlytics_last_ingest_rows": _number(summary.get("rows")),
+                "runlytics_last_ingest_points": _number(summary.get("points")),
                 "runlytics_last_ingest_duration_seconds": _number(summary.get("seconds")),
                 "runlytics_last_successful_ingest_timestamp_seconds": _epoch(heartbeat.get("last_success_at")),
             }

@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+# A checkpoint copy named for what it is, not for its step: ``last-checkpoint/`` (the folder
+# push_to_hub's hub_strategy="checkpoint" writes), best/final/latest variants, ``checkpoint/``.
+# Holding a trainer state, it makes its parent a job folder even when the parent holds nothing
+# else, unless another folder below the parent is a job folder (a sweep's trials beside its
+# best-checkpoint/: ``_walk``; docs/ingest.md). Only names that say "checkpoint": any subfolder
+# would make a folder of runs (a jobs root holding run1/trainer_state.json) one job.
+CHECKPOINT_COPY = re.compile(
+    r"^(?:(?:last|latest|best|final)[-_]?checkpoint|checkpoint(?:[-_]?(?:last|latest|best|final))?)$", re.I
+)
 PROGRESS = "progress.json"
 TRAINER_STATE = "trainer_state.json"
 
@@ -85,7 +94,9 @@ def discover(roots: list[Path]) -> list[JobFolder]:
     """Every job folder under the roots, each once, in path order.
 
     A job folder holds a ``progress.json`` or a ``trainer_state.json``, directly or in a
-    ``checkpoint-<step>/`` subfolder; its tool logs (event files under ``runs/*/``, a
+    ``checkpoint-<step>/`` subfolder or a checkpoint copy such as ``last-checkpoint/``
+    (``CHECKPOINT_COPY``; a copy only when no other folder below is a job folder: ``_walk``);
+    its tool logs (event files under ``runs/*/``, a
     ``trainer_log.jsonl`` or ``metrics.csv`` beside them) are its own. Such folders are not
     searched further down. Else a folder holding event files, ``metrics.csv`` or
     ``trainer_log.jsonl``, or an MLflow run folder, is a tool-log run; subfolders of a tool-log
@@ -99,25 +110,78 @@ def discover(roots: list[Path]) -> list[JobFolder]:
             root = root.parent
         if not root.is_dir():
             raise FileNotFoundError(f"ingest root {root} is not a folder or a file")
-        for dirpath, dirnames, filenames in os.walk(root):
-            here = Path(dirpath)
-            job = _job_folder(here, dirpath, dirnames, filenames)
-            if job is not None:
-                job.root = root
-                _attach_tool_logs(job, dirnames, filenames)
-                found.setdefault(here, job)
-                dirnames[:] = []
-                continue
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            run = _tool_run(here, dirnames, filenames)
-            if run is not None and here not in found:
-                run.root = root
-                rel = here.relative_to(root).as_posix()
-                run.tool_job_id = rel if rel != "." else here.name
-                found[here] = run
-                if MLFLOW in run.tool_files:
-                    dirnames[:] = []
+        _walk(root, root, found)
     return [found[p] for p in sorted(found)]
+
+
+def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
+    """The job folders and tool-log runs under ``top`` (``root`` or a folder below it) into ``found``.
+
+    A folder that only its checkpoint copies make a job's (no progress.json, trainer state or
+    checkpoint-<step>/ of its own) is decided once the walk below it is done: it is the job when
+    every file found in and below it is read for it, i.e. no other folder below is a job folder
+    and no tool-log run holds files other than its own (event files under ``runs/*/``). So a
+    sweep's ``trial-1/``, ``trial-2/`` beside its ``best-checkpoint/`` stay jobs, and nothing
+    below such a folder goes unread; else it is walked as a folder that is no job (as before
+    copies counted), and each copy is a job folder of its own."""
+    pending: list[tuple[JobFolder, JobFolder | None]] = []  # such a folder, and the tool-log run it is else
+    waiting: set[Path] = set()  # their paths
+    blocked: set[Path] = set()  # those with a job folder below
+    runs_below: dict[Path, list[Path]] = {}  # tool-log runs found below them
+    for dirpath, dirnames, filenames in os.walk(top):
+        here = Path(dirpath)
+        job = _job_folder(here, dirpath, dirnames, filenames)
+        if job is not None:
+            job.root = root
+            _attach_tool_logs(job, dirnames, filenames)
+            if job.progress is None and not job.checkpoints and TRAINER_STATE not in filenames:
+                copies = {state.parent.name for state in job.trainer_states}
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in copies)
+                run = _tool_run(here, dirnames, filenames)
+                if run is not None:
+                    _name_run(run, here, root)
+                pending.append((job, run))
+                waiting.add(here)
+                if run is not None and MLFLOW in run.tool_files:
+                    dirnames[:] = []
+                continue
+            found.setdefault(here, job)
+            blocked.update(_above(here, waiting))
+            dirnames[:] = []
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        run = _tool_run(here, dirnames, filenames)
+        if run is not None and here not in found:
+            _name_run(run, here, root)
+            found[here] = run
+            for folder in _above(here, waiting):
+                runs_below.setdefault(folder, []).append(here)
+            if MLFLOW in run.tool_files:
+                dirnames[:] = []
+    for job, run in reversed(pending):  # the deepest first: a job among them blocks those above it
+        own = set(job.tool_paths())
+        runs = [found[path] for path in runs_below.get(job.path, []) if path in found] + ([run] if run else [])
+        if job.path in blocked or any(not set(r.tool_paths()) <= own for r in runs):
+            if run is not None:
+                found.setdefault(job.path, run)
+            for state in job.trainer_states:
+                _walk(state.parent, root, found)
+            continue
+        found.setdefault(job.path, job)
+        for below in runs_below.get(job.path, []):  # a job folder is not searched further down
+            found.pop(below, None)
+        blocked.update(_above(job.path, waiting))
+
+
+def _above(path: Path, folders: set[Path]) -> list[Path]:
+    """Those of ``folders`` that hold ``path`` (empty at once when there are none)."""
+    return [parent for parent in path.parents if parent in folders] if folders else []
+
+
+def _name_run(run: JobFolder, here: Path, root: Path) -> None:
+    run.root = root
+    rel = here.relative_to(root).as_posix()
+    run.tool_job_id = rel if rel != "." else here.name
 
 
 def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
@@ -129,18 +193,22 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
     has_state = TRAINER_STATE in filenames
     checkpoints: dict[int, str] = {}
     states: list[str] = []
+    copies = False  # a checkpoint copy (CHECKPOINT_COPY) holding a trainer state
     for name in sorted(dirnames):
         if name.startswith("."):
             continue
         match = CHECKPOINT_DIR.match(name)
         if match:
             checkpoints[int(match.group(1))] = name
-        # a checkpoint-<step>/ folder, or another checkpoint copy such as last-checkpoint/
-        if (match or has_progress or has_state) and _is_file(os.path.join(dirpath, name, TRAINER_STATE)):
+        copy = match is None and CHECKPOINT_COPY.match(name) is not None
+        # a checkpoint-<step>/ folder, a checkpoint copy such as last-checkpoint/, or, in a folder
+        # that is a job's anyway, any subfolder's trainer state (a copy under another name)
+        if (match or copy or has_progress or has_state) and _is_file(os.path.join(dirpath, name, TRAINER_STATE)):
             states.append(name)
+            copies = copies or copy
     if not has_progress and not has_state and not states:
         return None
-    if not has_progress and not has_state and not checkpoints:
+    if not has_progress and not has_state and not checkpoints and not copies:
         return None
     job = JobFolder(here)
     if has_progress:

@@ -66,6 +66,11 @@ OUT_OF_ORDER = timedelta(minutes=1)
 Layout = tuple[str, ...]
 
 NO_HEADER = "no header line with a timestamp column; name the columns with --columns"
+# an `nvidia-smi -q -x` report (one snapshot of every field, as XML): --columns cannot help there
+XML = (
+    "an XML document (nvidia-smi -q -x output?), not an nvidia-smi --query-gpu CSV log: XML is not read;"
+    " log with nvidia-smi --query-gpu=timestamp,index,uuid,utilization.gpu,... --format=csv -l SECONDS"
+)
 
 
 @dataclass
@@ -95,6 +100,8 @@ def parse(
     layout = _columns_layout(columns) if columns is not None else None
     parsed = Parsed()
     text = _decode(data)
+    if text.lstrip("\ufeff \t\r\n").startswith("<"):  # no CSV line starts with a tag
+        raise NotNvidiaSmiCsv(XML)
     if complete_only and text and not text.endswith(("\n", "\r")):
         text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
         parsed.unterminated = True

@@ -140,6 +140,12 @@ INSERT INTO job_owners (job_id, ingester, published_at)
 SELECT unnest(%s::text[]), %s, now() AT TIME ZONE 'UTC'
 ON CONFLICT (job_id) DO UPDATE SET published_at = EXCLUDED.published_at
 """
+PG_DISOWN = "DELETE FROM job_owners WHERE job_id = ANY(%s)"
+# a removed job's ledger rows on PostgreSQL (each must be a file the stage still records, or else
+# the job is not removed), and those of the stage
+PG_JOB_FILES = "SELECT job_id, path FROM ingest_files WHERE job_id = ANY(%s)"
+# ... and the job each of those files is the stage's now (the job that took it over)
+KNOWN_FILES = "SELECT path, job_id FROM ingest_files WHERE path IN (SELECT unnest($paths))"
 # the models whose slow_vs_peers a batch's commit made stale (revision 0027): recorded in the
 # batch's transaction, removed by the recompute that covers them, whoever runs it
 PG_PEERS_STALE = pg_telemetry.MARK_PEERS
@@ -169,7 +175,7 @@ PG_LOCK_PEER_ROWS = (
 )
 PG_INSERT_PEER_KIND = """
 INSERT INTO insight_results
-SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL,
+SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL, NULL,
        i.value, i.reference, i.message, o.as_of
 FROM insight_peers i JOIN insight_jobs o ON o.job_id = i.job_id
 WHERE i.job_id = ANY(%s)
@@ -197,6 +203,10 @@ class Published:
 
     jobs: int = 0
     insights_only: int = 0
+    removed: int = 0  # jobs the stage no longer has (a tool-log run that became part of a job): deleted here
+    # such jobs kept here (and owed) while the job now holding their files is not this ingester's
+    # here: refused at publish (another ingester owns its id), so users keep seeing the run
+    waiting: list[str] = field(default_factory=list)
     runs: int = 0
     peers_recomputed: list[str] = field(default_factory=list)  # models whose slow_vs_peers this run recomputed
     conflicts: dict[str, str] = field(default_factory=dict)  # job id -> its owner
@@ -210,6 +220,8 @@ class Published:
         return {
             "jobs": self.jobs,
             "insights_only": self.insights_only,
+            "removed": self.removed,
+            "removal_waiting": sorted(self.waiting),
             "runs": self.runs,
             "peers_recomputed": self.peers_recomputed,
             "conflicts": [{"job_id": job_id, "owner": owner} for job_id, owner in sorted(self.conflicts.items())],
@@ -288,6 +300,9 @@ def publish(
         # there (its locks, its owner, its rows): never published, forgotten by the stage's queue
         result.unpublishable = sorted({job_id for job_id in [*held, *running] if NUL in job_id})
         held = [job_id for job_id in held if NUL not in job_id]
+        # queued without facts here: a job the stage removed (a tool-log run whose files another job
+        # now owns, formats/tool_log.py) is deleted on PostgreSQL where this ingester published it
+        absent = [job_id for job_id, present in queued if not present and NUL not in job_id]
         running = [job_id for job_id in running if NUL not in job_id]
         models: set[str] = set()
         try:
@@ -295,6 +310,8 @@ def publish(
             announced = _announce(con, pg, held, wait)
             for batch in _batches(held):
                 models |= _publish_jobs(con, pg, ingester, batch, result)
+            for batch in _batches(absent):
+                models |= _remove_jobs(con, pg, ingester, batch, result)
             for batch in _batches(running):
                 _publish_insights(con, pg, ingester, batch, result)
             _analyze(pg, result.rows)
@@ -323,7 +340,8 @@ def publish(
             raise
         # forgotten only now: a kill before this line republishes them (the same rows again); a job
         # another ingester owns stays owed (and warned of each run) until its owner hands it over
-        con.execute(DEQUEUE, {"job_ids": [job_id for job_id, _ in queued if job_id not in result.conflicts]})
+        kept = set(result.conflicts) | set(result.waiting)
+        con.execute(DEQUEUE, {"job_ids": [job_id for job_id, _ in queued if job_id not in kept]})
         con.execute(CLEAR_MARK, {"name": THRESHOLDS_MARK})
     result.seconds = time.monotonic() - began
     return result
@@ -456,6 +474,61 @@ def _publish_jobs(
     pg.commit()
     result.jobs += len(mine)
     return models
+
+
+def _remove_jobs(
+    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
+) -> set[str]:
+    """Delete, in one transaction, the rows and ownership of these jobs (the stage has no job row of
+    them) where PostgreSQL has them from this ingester and the stage still records every file of
+    theirs there (the publish of the job that owns a moved file, earlier in the run, re-keys it); the
+    models of their completed jobs (stale peers). A job this ingester never published (GPU samples
+    of a job another host's files name), or whose files the stage no longer knows (a lost stage
+    rebuilt after the files went), is not touched. Nor, for now, one whose files the stage holds
+    for a job that is not this ingester's on PostgreSQL (its publish was refused: another ingester
+    owns the id): it stays there and owed (``result.waiting``) until that job is published here."""
+    with pg.cursor() as cursor:
+        cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
+        owners = dict(cursor.execute(PG_OWNERS, (batch,)).fetchall())
+        mine = [job_id for job_id in batch if owners.get(job_id) == ingester]
+        files: dict[str, list[str]] = {}
+        for job_id, path in cursor.execute(PG_JOB_FILES, (mine,)).fetchall() if mine else []:
+            files.setdefault(job_id, []).append(path)
+        holders = {job_id: _files_known(con, ingester, files.get(job_id, [])) for job_id in mine}
+        mine = [job_id for job_id in mine if holders[job_id] is not None]
+        # the jobs that took the files over (not the job itself: a GPU log imported for its id)
+        takers = {job_id: (holders[job_id] or set()) - {job_id} for job_id in mine}
+        wanted = sorted({taker for job_takers in takers.values() for taker in job_takers})
+        taken = dict(cursor.execute(PG_OWNERS, (wanted,)).fetchall()) if wanted else {}
+        waiting = [job_id for job_id in mine if any(taken.get(t) != ingester for t in takers[job_id])]
+        result.waiting += waiting
+        mine = [job_id for job_id in mine if job_id not in waiting]
+        if not mine:
+            pg.rollback()
+            return set()
+        models = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()}
+        cursor.execute(PG_LOCK_PEER_ROWS, (mine,))
+        cursor.execute(_DELETE_ALL, {"job_ids": mine})
+        cursor.execute(PG_DISOWN, (mine,))
+        if models:
+            cursor.execute(PG_PEERS_STALE, (sorted(models), ingester))
+    pg.commit()
+    result.removed += len(mine)
+    return models
+
+
+def _files_known(con: duckdb.DuckDBPyConnection, ingester: str, paths: list[str]) -> set[str] | None:
+    """The jobs the stage records these ledger paths on PostgreSQL for (another job now, or the job
+    itself for a GPU log of it, which makes no job row); None unless each path is this ingester's
+    and the stage still records its file."""
+    prefix = f"{ingester}:"
+    if not all(path.startswith(prefix) for path in paths):
+        return None
+    stage_paths = [path[len(prefix) :] for path in paths]
+    known = dict(con.execute(KNOWN_FILES, {"paths": stage_paths}).fetchall()) if paths else {}
+    if not all(path in known for path in stage_paths):
+        return None
+    return {job_id for job_id in known.values() if job_id is not None}
 
 
 def _publish_insights(

@@ -16,7 +16,10 @@ class Summary:
     pending: int = 0
     failed: int = 0
     to_retry: int = 0  # of the failed: failures of the moment, read again by the next run
-    rows: int = 0  # step rows
+    rows: int = 0  # step rows (progress.json steps, trainer states' log_history steps)
+    # scalars read from trainers' own logs (TensorBoard, Lightning, MLflow, LLaMA-Factory): one a
+    # (metric, step), many to a step row, so not counted as rows
+    points: int = 0
     gpu_samples: int = 0
     warnings: int = 0
     seconds: float = 0.0
@@ -37,6 +40,7 @@ class Summary:
             "failed": self.failed,
             "to_retry": self.to_retry,
             "rows": self.rows,
+            "points": self.points,
             "gpu_samples": self.gpu_samples,
             "warnings": self.warnings,
             "jobs_changed": len(self.job_ids),

@@ -343,6 +343,21 @@ def test_codecarbon_csv_is_not_an_nvidia_smi_log() -> None:
         read(OTHER / "codecarbon-emissions-a100.csv")
 
 
+@pytest.mark.parametrize("name", ["a100-sxm4-mig.nvidia-smi-q-x.xml", "rtx4090-driver535.nvidia-smi-q-x.xml"])
+@pytest.mark.parametrize("columns", [None, ["timestamp", "utilization.gpu"]])
+def test_an_nvidia_smi_xml_report_is_named_as_xml_not_sent_to_columns(name: str, columns: list[str] | None) -> None:
+    """The real ``nvidia-smi -q -x`` reports (``<?xml version="1.0" ?>`` then ``<nvidia_smi_log>``):
+    the reason says XML and how to log a CSV, never "name the columns with --columns", which can't
+    read XML (with --columns given, neither)."""
+    data = (OTHER / name).read_bytes()
+    assert data.startswith(b'<?xml version="1.0" ?>') and b"<nvidia_smi_log>" in data[:200]
+    with pytest.raises(NotNvidiaSmiCsv) as caught:
+        parse(data, columns=columns)
+    reason = str(caught.value)
+    assert reason.startswith("an XML document (nvidia-smi -q -x output?), not an nvidia-smi --query-gpu CSV log")
+    assert "--columns" not in reason and "--query-gpu=timestamp," in reason
+
+
 def test_empty_and_header_only_logs_have_no_samples() -> None:
     assert parse(b"") == Parsed([], [])
     assert parse(b"\r\n\n") == Parsed([], [])

@@ -238,7 +238,7 @@ def test_appends_are_read_from_the_offset_and_a_cut_record_waits(lab: Lab) -> No
     writer.flush()
     size_before = path.stat().st_size
     summary = lab.ingest()
-    assert summary.ingested == 1 and summary.rows == 10  # only the new records were read
+    assert summary.ingested == 1 and summary.points == 10  # only the new records were read
     offset = "SELECT read_offset FROM ingest_files WHERE path = $path"
     assert lab.query(offset, {"path": lab.ledger_path(path)}) == [(size_before,)]
     # a record cut mid-write: nothing of it yet, no warning; whole once the writer ends it
@@ -256,7 +256,7 @@ def test_appends_are_read_from_the_offset_and_a_cut_record_waits(lab: Lab) -> No
     # nothing new: nothing changes
     before = lab.facts(), lab.query(VALUES)
     summary = lab.ingest()
-    assert summary.ingested == 0 and summary.rows == 0
+    assert summary.ingested == 0 and summary.points == 0
     assert (lab.facts(), lab.query(VALUES)) == before
 
 

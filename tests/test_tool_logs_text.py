@@ -95,11 +95,20 @@ def same(a: Expected, b: Expected) -> bool:
 # --- the parsers on the real files ---------------------------------------------------------------
 
 
+# the two-GPU log holds a resumed run: line 1047 (step 5010, 0:02:38) follows step 5220 at 22:08:06
+RESUME_WARNINGS = {
+    "two-gpu-duplicated-lines": [
+        "line 1047: elapsed_time 0:02:38 falls back from 22:08:06 (a resumed run): the points of the lines"
+        " before it have no time (when that run ran is unknown)"
+    ]
+}
+
+
 @pytest.mark.parametrize("path", LLAMAFACTORY_FILES, ids=lambda p: p.parent.name)
 def test_llamafactory_real_files(path: Path) -> None:
     chunk = llamafactory.parse(path.read_bytes())
     values, lines = expected_llamafactory(path)
-    assert chunk.warnings == []
+    assert chunk.warnings == RESUME_WARNINGS.get(path.parent.name, [])
     assert chunk.consumed == path.stat().st_size
     assert Counter(p.name for p in chunk.points) == lines
     assert same(last_values(chunk), values)
@@ -122,14 +131,14 @@ def test_llamafactory_shapes() -> None:
 
 
 def test_llamafactory_times_from_start() -> None:
-    start = datetime(2025, 1, 2, 3, 4, 5)
-    chunk = llamafactory.parse(LLAMAFACTORY_FILES[0].read_bytes(), started_at=start)
+    written = datetime(2025, 1, 2, 9, 52, 11)  # the last line (elapsed 6:48:06) was written then
+    chunk = llamafactory.parse(LLAMAFACTORY_FILES[0].read_bytes(), written_at=written)
     first = next(p for p in chunk.points if p.name == "loss")
+    assert chunk.info.started_at == datetime(2025, 1, 2, 3, 4, 5)  # 9:52:11 less 6:48:06
     assert first.ts == datetime(2025, 1, 2, 3, 4, 37)  # elapsed 0:00:32
-    assert chunk.info.ended_at == datetime(2025, 1, 2, 9, 52, 11)  # completed, elapsed 6:48:06 on the last line
+    assert chunk.info.ended_at == written  # completed, elapsed 6:48:06 on the last line
     # the two-GPU run stops one step short of total_steps: no status, so its last line's time is no end
-    assert llamafactory.parse(LLAMAFACTORY_FILES[1].read_bytes(), started_at=start).info.ended_at is None
-    assert llamafactory.elapsed_of_last_line(LLAMAFACTORY_FILES[1].read_bytes()) == 6 * 3600 + 36 * 60 + 26
+    assert llamafactory.parse(LLAMAFACTORY_FILES[1].read_bytes(), written_at=written).info.ended_at is None
 
 
 def test_llamafactory_bad_lines_named() -> None:
@@ -143,7 +152,7 @@ def test_llamafactory_bad_lines_named() -> None:
     )
     data += b"[" * 100_000 + b"]" * 100_000 + b"\n"
     data += b'{"current_steps": 1e30, "loss": 1.0, "elapsed_time": "99999999 days, 0:00:00"}\n'
-    chunk = llamafactory.parse(data, started_at=datetime(2025, 1, 1))
+    chunk = llamafactory.parse(data, written_at=datetime(2025, 1, 1))
     assert [w.split(":")[0] for w in chunk.warnings] == [
         "line 1", "line 1", "line 2", "line 3", "line 4", "line 5", "line 7", "line 8"
     ]  # fmt: skip
@@ -397,7 +406,8 @@ def test_real_files_ingest(lab: Lab, tmp_path: Path) -> None:
     (mistral / "trainer_log.jsonl").write_bytes(LLAMAFACTORY_FILES[2].read_bytes())
     roots = [LIGHTNING_ROOT, MLRUNS.parent, TOOL_LOGS2 / "llamafactory", tmp_path / "llama"]
     summary = lab.ingest(*roots)
-    assert (summary.failed, summary.pending, summary.warnings) == (0, 0, 0)
+    # one warning: the two-GPU log's resumed run (line 1047), whose earlier lines have no time
+    assert (summary.failed, summary.pending, summary.warnings) == (0, 0, 1)
     expected: dict[str, Expected] = {}
     for path in LIGHTNING_FILES:
         expected[f"lightning_logs/{path.parent.name}"] = expected_lightning(path)[0]
@@ -530,40 +540,66 @@ WARNINGS_OF = "SELECT warnings FROM ingest_files WHERE path = $p"
 
 
 def test_llamafactory_appends(lab: Lab) -> None:
+    """The two-GPU log, read in two runs cut anywhere. It holds a resumed run (line 1047 falls back
+    to 0:02:38): here the first run started at t0 and the resumed one at t1, a day later; the file
+    is written last when its last line is (at its run's start plus the highest elapsed_time).
+    However the reads fell, the warehouse ends as one read of the whole file leaves it: a read
+    that finds the resume reads the file whole again, and the first run's points lose the times
+    an earlier read gave them from its own modification time, and the job its start."""
     data = LLAMAFACTORY_FILES[1].read_bytes()
-    t0 = 1_700_000_000
+    t0, t1 = 1_700_000_000, 1_700_086_400
+    resume = sum(len(line) for line in data.splitlines(keepends=True)[:1046])  # where line 1047 starts
+
+    def written_at(prefix: bytes) -> float:
+        lines = prefix.decode().splitlines()
+        elapsed = [llamafactory.duration_seconds(json.loads(t)["elapsed_time"]) or 0.0 for t in lines]
+        if len(prefix) > resume:
+            return t1 + max(elapsed[1046:])
+        return t0 + max(elapsed)
+
     for i, share in enumerate(CUTS):
         folder = lab.root / f"run{i}"
         folder.mkdir()
         log = folder / "trainer_log.jsonl"
         cut = _cut(data, share)
         log.write_bytes(data[:cut])
-        lines = _prefix_of_lines(data, cut).decode().splitlines()
-        if lines:  # written when its last whole line was: elapsed_time after the start
-            _written_at(log, t0 + llamafactory.duration_seconds(json.loads(lines[-1])["elapsed_time"]))
+        if _prefix_of_lines(data, cut):
+            _written_at(log, written_at(_prefix_of_lines(data, cut)))
     lab.ingest()
     for i, share in enumerate(CUTS):
         cut = _cut(data, share)
         partial = lab.root / "partial.jsonl"
         partial.write_bytes(_prefix_of_lines(data, cut))
         assert same(stored_points(lab, f"run{i}"), expected_llamafactory(partial)[0]), share
+        if 0 < cut <= resume:  # the first run alone so far: timed from t0
+            assert lab.query(FIRST_LOSS_TIME, {"j": f"run{i}"}) == [(utc(t0 + 133),)], share  # the later line: 0:02:13
     for i, share in enumerate(CUTS):
         log = lab.root / f"run{i}" / "trainer_log.jsonl"
         with log.open("ab") as f:
             f.write(data[_cut(data, share) :])
-        _written_at(log, t0 + 6 * 3600 + 36 * 60 + 26)
+        _written_at(log, t1 + 6 * 3600 + 36 * 60 + 26)  # the last line: 6:36:26
     lab.ingest()
     whole, _ = expected_llamafactory(LLAMAFACTORY_FILES[1])
-    for i, _share in enumerate(CUTS):
+    points = "SELECT name, step, ts, value FROM metric_points WHERE job_id = $j ORDER BY name, step"
+    job = "SELECT status, started_at, ended_at, updated_at, current_step, total_steps FROM jobs WHERE job_id = $j"
+    one_read = lab.query(points, {"j": "run4"}), lab.query(job, {"j": "run4"})  # read whole at once
+    # step 10 (first run) has no time; step 6560 is the resumed run's start (t1) plus 6:35:21
+    assert lab.query(FIRST_LOSS_TIME, {"j": "run4"}) == [(None,)]
+    last = "SELECT ts FROM metric_points WHERE job_id = $j AND name = 'loss' AND step = 6560"
+    assert lab.query(last, {"j": "run4"}) == [(utc(t1 + 23721),)]
+    assert one_read[1] == [("unknown", None, None, utc(t1 + 23786), 6565, 6566)]
+    for i, share in enumerate(CUTS):
         assert same(stored_points(lab, f"run{i}"), whole)
-        # each point at the start (the last line's time less its elapsed_time) plus its own elapsed_time
-        first = lab.query(
-            "SELECT ts FROM metric_points WHERE job_id = $j AND name = 'loss' AND step = 10", {"j": f"run{i}"}
-        )
-        assert first == [(datetime.fromtimestamp(t0 + 133, UTC).replace(tzinfo=None),)]  # the later line: 0:02:13
+        assert (lab.query(points, {"j": f"run{i}"}), lab.query(job, {"j": f"run{i}"})) == one_read, share
+        (warnings,) = lab.query(WARNINGS_OF, {"p": lab.ledger_path(lab.root / f"run{i}" / "trainer_log.jsonl")})[0]
+        assert "line 1047: elapsed_time 0:02:38 falls back from 22:08:06" in str(warnings), share
     before = lab.query(VALUES), lab.facts()
     assert lab.ingest().ingested == 0
     assert (lab.query(VALUES), lab.facts()) == before
+
+
+def utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
 
 
 def test_lightning_appends(lab: Lab) -> None:

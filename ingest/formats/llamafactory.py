@@ -14,10 +14,12 @@ logging the same step, the closing line repeating the last step) keeps the later
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 from runlytics.ingest.discover import LLAMAFACTORY, JobFolder
 
@@ -28,31 +30,78 @@ FILE_NAME = "trainer_log.jsonl"
 NOT_METRICS = frozenset({"current_steps", "total_steps"})
 DURATIONS = frozenset({"elapsed_time", "remaining_time"})
 DURATION = re.compile(r"(?:(\d+) days?, )?(\d+):([0-5]\d):([0-5]\d)")
+# seconds: a fall of elapsed_time this large starts a new run (a resume); two ranks writing one log
+# differ by a second or two, and a resumed run logs its first line minutes below where the last stopped
+RESUMED_FALLBACK = 60.0
+TAIL_BYTES = 64 * 1024  # where the last line read before is looked for
 
 
 class LlamaFactoryParser(ToolLogParser):
     """A run folder's ``trainer_log.jsonl``, read on from the last complete line.
 
-    The log holds no clock time, only each line's elapsed_time: the run's start is placed at the
-    file's modification time (when its last line was written) less the elapsed_time of the last
-    line read, and each point at that start plus its line's elapsed_time. For a log that is being
-    written these are the real times; for a copy, the copy's time shifts them all alike.
-    """
+    The log holds no clock time, only each line's elapsed_time, timed from the file's
+    modification time (when its last line was written): see ``parse``. Only the first read (from
+    the file's start) places the job's start; a later read that finds the log resumed since (its
+    elapsed_time falls back, within the new lines or below the last line read before) reads the
+    file whole again, as one read of it would, and says the job's start is unknown: the earlier
+    reads timed the first run from their own modification times, which one read could not."""
 
     kind = LLAMAFACTORY
 
     def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
-        started_at = None
-        elapsed = elapsed_of_last_line(data)
-        if elapsed is not None:
-            try:
-                written = utc_from_seconds(os.stat(path).st_mtime)
-            except OSError:
-                written = None
-            started_at = _shifted(written, -elapsed)
-        chunk = parse(data, offset, lines + 1, started_at)
-        chunk.info.started_at = started_at
-        return chunk
+        try:
+            written = utc_from_seconds(os.stat(path).st_mtime)
+        except OSError:
+            written = None
+        chunk, first_elapsed, resumed = _read(data, offset, lines + 1, written)
+        if offset == 0:
+            chunk.info.start_unknown = resumed  # a file read whole again (replaced) drops a start stored before
+            return chunk
+        chunk.info.started_at = None  # placed by the read from the file's start
+        if not resumed and first_elapsed is not None:
+            before = _elapsed_before(path, offset)
+            resumed = before is not None and first_elapsed < before - RESUMED_FALLBACK
+        if not resumed:
+            return chunk
+        try:
+            with open(path, "rb") as f:
+                prefix = f.read(offset)
+        except OSError:
+            return chunk
+        if len(prefix) != offset:
+            return chunk
+        whole, _, _ = _read(prefix + data, 0, 1, written)
+        whole.consumed, whole.lines = chunk.consumed, chunk.lines  # where the next read starts: unchanged
+        whole.info.start_unknown = True
+        return whole
+
+
+def _elapsed_before(path: Path, offset: int) -> float | None:
+    """The elapsed_time of the last line before ``offset`` that has one (within 64 KiB)."""
+    start = max(0, offset - TAIL_BYTES)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            tail = f.read(offset - start)
+    except OSError:
+        return None
+    return elapsed_of_last_line(tail)
+
+
+def elapsed_of_last_line(data: bytes) -> float | None:
+    """The elapsed_time of the last complete line of ``data`` that has one."""
+    end = data.rfind(b"\n")  # from the last complete line back, without splitting every line
+    while end >= 0:
+        start = data.rfind(b"\n", 0, end) + 1
+        line = data[start:end].removesuffix(b"\r")
+        end = start - 1
+        try:
+            doc = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        if isinstance(doc, dict) and (seconds := duration_seconds(doc.get("elapsed_time"))) is not None:
+            return seconds
+    return None
 
 
 def _shifted(moment: datetime | None, seconds: float | None) -> datetime | None:
@@ -76,12 +125,50 @@ def duration_seconds(text: object) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
-def parse(data: bytes, offset: int = 0, first_line: int = 1, started_at: datetime | None = None) -> Chunk:
+def _duration_text(seconds: float) -> str:
+    try:
+        return str(timedelta(seconds=seconds))
+    except OverflowError:
+        return f"{seconds:g} s"
+
+
+class _Line(NamedTuple):
+    position: int  # the line's byte offset in the file
+    step: int
+    elapsed: float | None
+    figures: list[tuple[str, float]]
+
+
+def parse(data: bytes, offset: int = 0, first_line: int = 1, written_at: datetime | None = None) -> Chunk:
     """The complete lines of ``data`` (read from the file at byte ``offset``; its first line is line
-    ``first_line``). With ``started_at``, a point's time is the start plus the line's elapsed_time."""
+    ``first_line``), with ``written_at`` the time the file's last line was written (its
+    modification time; None: no point has a time).
+
+    A resumed run appends to the same log, and its elapsed_time starts again from 0: where a
+    line's elapsed_time falls more than ``RESUMED_FALLBACK`` seconds below the highest of the
+    lines before it, a new run begins. Only the last run of the read can be placed in time: it
+    started at ``written_at`` less the highest elapsed_time of its lines (the last line's, but
+    for two ranks' lines a second or two apart), and each of its points is at that start plus
+    its line's elapsed_time, so no point is after the file's last write. The earlier runs ended
+    at some unknown time before it: their points have no time (a warning names the line where
+    the log falls back), and the read gives no start. A line without elapsed_time has no time.
+
+    A step finished before any later step did: a line written after a line of a higher step (the
+    second rank's, a second writer's) is timed no later than that line, so the times of a run's
+    steps only grow with the step (its rows' seconds then add up to its span)."""
+    return _read(data, offset, first_line, written_at)[0]
+
+
+def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None) -> tuple[Chunk, float | None, bool]:
+    """``parse``'s chunk, the elapsed_time of the read's first line that has one, and whether the
+    read holds a resumed run."""
     lines, consumed = complete_lines(data, offset)
     chunk = Chunk(consumed=consumed, lines=len(lines))
     info = chunk.info
+    read: list[_Line] = []
+    last_run = 0  # index into ``read`` of the last run's first line
+    highest: float | None = None  # the highest elapsed_time of the current run
+    first_elapsed: float | None = None
     for number_, (position, line) in enumerate(lines, start=first_line):
         if not line.strip():
             continue
@@ -104,36 +191,54 @@ def parse(data: bytes, offset: int = 0, first_line: int = 1, started_at: datetim
             info.total_steps = total
         info.current_step = max(step, info.current_step or 0)
         elapsed = duration_seconds(doc.get("elapsed_time"))
-        ts = _shifted(started_at, elapsed)
         if elapsed is not None:
-            info.ended_at = ts
+            if first_elapsed is None:
+                first_elapsed = elapsed
+            if highest is not None and elapsed < highest - RESUMED_FALLBACK:
+                chunk.warnings.append(
+                    f"line {number_}: elapsed_time {doc['elapsed_time'].strip()} falls back from"
+                    f" {_duration_text(highest)} (a resumed run): the points of the lines before it"
+                    " have no time (when that run ran is unknown)"
+                )
+                last_run, highest = len(read), None
+            highest = elapsed if highest is None else max(highest, elapsed)
+        figures: list[tuple[str, float]] = []
         for key, value in doc.items():
             if key in NOT_METRICS or key in DURATIONS:
                 continue
             figure = number(value, numeric_text=True)
             if figure is not None:
-                chunk.points.append(Point(key, step, ts, figure, position))
+                figures.append((key, figure))
             elif value is not None:
                 chunk.warnings.append(f"line {number_}: {key} {str(value)[:40]!r} is not a number, dropped")
+        read.append(_Line(position, step, elapsed, figures))
+    started_at = _shifted(written_at, None if highest is None else -highest)
+    caps = _later_steps_first_time(read[last_run:])
+    for i, entry in enumerate(read):
+        ts = None
+        if i >= last_run and entry.elapsed is not None:
+            ts = _shifted(started_at, min(entry.elapsed, caps[entry.step]))
+            info.ended_at = ts
+            info.updated_at = _shifted(started_at, entry.elapsed)  # the line's own time: the run wrote then
+        chunk.points.extend(Point(key, entry.step, ts, figure, entry.position) for key, figure in entry.figures)
+    if last_run == 0:  # one run: its start is the job's (a later read of a longer log puts it no later)
+        info.started_at = started_at
     if info.total_steps is not None and info.current_step is not None and info.current_step >= info.total_steps:
         info.status = "completed"
     else:
         info.ended_at = None  # the time of the last line, not an end: the status says nothing of one
-    return chunk
+    return chunk, first_elapsed, last_run > 0
 
 
-def elapsed_of_last_line(data: bytes) -> float | None:
-    """The elapsed_time of the last complete line that has one (to place a run's start from the
-    file's modification time, the moment that line was written)."""
-    end = data.rfind(b"\n")  # from the last complete line back, without splitting every line (parse does)
-    while end >= 0:
-        start = data.rfind(b"\n", 0, end) + 1
-        line = data[start:end].removesuffix(b"\r")
-        end = start - 1
-        try:
-            doc = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            continue
-        if isinstance(doc, dict) and (seconds := duration_seconds(doc.get("elapsed_time"))) is not None:
-            return seconds
-    return None
+def _later_steps_first_time(run: list[_Line]) -> dict[int, float]:
+    """Per step of the run, the lowest elapsed_time of the lines of higher steps (inf for none)."""
+    lowest: dict[int, float] = {}
+    for entry in run:
+        if entry.elapsed is not None:
+            lowest[entry.step] = min(entry.elapsed, lowest.get(entry.step, math.inf))
+    caps: dict[int, float] = {}
+    running = math.inf
+    for step in sorted({entry.step for entry in run}, reverse=True):
+        caps[step] = running
+        running = min(running, lowest.get(step, math.inf))
+    return caps

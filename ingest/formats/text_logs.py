@@ -48,6 +48,9 @@ class RunInfo:
     model_name: str | None = None
     current_step: int | None = None
     total_steps: int | None = None
+    # the run's start is unknown (a LLaMA-Factory log found resumed): a start stored before is dropped
+    start_unknown: bool = False
+    updated_at: datetime | None = None  # when the run last wrote, when its points' times say less
 
 
 class Events:

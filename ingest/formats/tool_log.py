@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ import google_crc32c
 import numpy as np
 
 from runlytics.ingest import ledger
-from runlytics.ingest.discover import JobFolder
+from runlytics.ingest.discover import TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
 from .base import Candidate, Context, Rejection, changed_files, examine, not_ingested
@@ -98,6 +99,9 @@ class _JobRead:
     reads: list[_Read] = field(default_factory=list)
     info: RunInfo = field(default_factory=RunInfo)
     info_warnings: list[str] = field(default_factory=list)
+    # path -> the job its file was read for before (a tool-log run's, until its folder became part
+    # of this job's): that job's points of this tool are deleted, and the job once no file is left
+    moved: dict[str, str] = field(default_factory=dict)
 
     @property
     def points(self) -> int:
@@ -106,6 +110,11 @@ class _JobRead:
 
 OWNERS = "SELECT path, job_id FROM ingest_files WHERE kind = $kind AND job_id IS NOT NULL"
 STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
+# the ids a tool-log run's folder holds (rows its tool logs made: source_file is the folder): it
+# keeps the id it was first read under when another ingest root names it otherwise
+STORED_RUN_IDS = """
+SELECT source_dir, job_id FROM jobs WHERE source_file = source_dir AND source_dir IN (SELECT unnest($dirs))
+"""
 # the batch's points, one per (job, name, step) (_stage_points keeps the last written), from its
 # arrays: job ids and names as codes into small tables
 WINNERS = """
@@ -115,6 +124,24 @@ FROM staged_points p JOIN staged_jobs j ON j.job = p.job JOIN staged_names n ON 
 """
 STAGE_WINNERS = "CREATE OR REPLACE TEMP TABLE batch_metric_winners AS " + WINNERS
 DELETE_WHOLE = "DELETE FROM metric_values WHERE source = $source AND job_id IN (SELECT unnest($job_ids))"
+# the former jobs (of files that moved to another job) that keep a tool log in the ledger besides
+# the moved ones (a file of another tool not yet moved, any outcome). A GPU log imported for the
+# job does not keep its row: samples make no job row (a fresh read of the files would have none)
+FORMER_KEPT = """
+SELECT DISTINCT job_id FROM ingest_files
+WHERE job_id IN (SELECT unnest($job_ids)) AND list_contains($kinds, kind) AND NOT list_contains($paths, path)
+"""
+# a former job's row made by its tool logs (source_file is the run folder; a progress.json's or
+# trainer state's row is never deleted here), once no file of it is left
+DELETE_FORMER_JOBS = "DELETE FROM jobs WHERE job_id IN (SELECT unnest($job_ids)) AND source_file = source_dir"
+# a removed job's other rows: the checkpoints its folder's checkpoint-N/ gave it (formats/
+# checkpoint_folders.py joins on source_dir, which it shared with the job now owning the folder), its
+# insights (the refresh recomputes only jobs that have a row; job_results and utilization_minutes
+# follow the refresh, which deletes each queued job's rows first)
+DELETE_FORMER_ROWS = tuple(
+    f"DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids)) AND job_id NOT IN (SELECT job_id FROM jobs)"
+    for table in ("checkpoints", "insight_results", "insight_jobs")
+)
 ANY_STORED = "SELECT 1 FROM metric_values WHERE job_id IN (SELECT unnest($job_ids)) LIMIT 1"
 INSERT_POINTS = """
 INSERT INTO metric_values (job_id, name, step, ts, value, source)
@@ -138,15 +165,18 @@ CREATE OR REPLACE TEMP TABLE batch_tool_runs AS
 SELECT unnest($job_id) AS job_id, unnest($status) AS status, CAST(unnest($config) AS JSON) AS config,
        unnest($model_name) AS model_name, rl_in_years(unnest($started_at)) AS started_at,
        rl_in_years(unnest($ended_at)) AS ended_at, unnest($current_step) AS current_step,
-       unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir
+       unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir,
+       unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at
 """
 # A run folder of tool logs only: its job row, merged with what earlier runs and other tools'
 # files of the folder said (source_file is the folder: a row made from a progress.json or trainer
-# state is never touched). updated_at is the latest point's time.
+# state is never touched). updated_at is the latest point's time, or the time the run's log says
+# it last wrote when later (a LLaMA-Factory line timed earlier: its step finished before).
 UPSERT_JOBS = """
 INSERT INTO jobs (job_id, status, config, model_name, started_at, ended_at, updated_at, current_step,
                   total_steps, source_dir, source_file, ingested_at)
-SELECT r.job_id, coalesce(r.status, 'unknown'), r.config, r.model_name, r.started_at, r.ended_at, m.last_ts,
+SELECT r.job_id, coalesce(r.status, 'unknown'), r.config, r.model_name, r.started_at, r.ended_at,
+       greatest(m.last_ts, r.updated_at),
        greatest(r.current_step, m.last_step), r.total_steps, r.source_dir, r.source_dir, now()::TIMESTAMP
 FROM batch_tool_runs r
 LEFT JOIN (
@@ -165,6 +195,25 @@ ON CONFLICT (job_id) DO UPDATE SET
     total_steps = coalesce(excluded.total_steps, jobs.total_steps),
     ingested_at = excluded.ingested_at
 WHERE jobs.source_file = excluded.source_file
+"""
+# A run's current_step is the highest step of its step rows (the metrics step_facts maps to the
+# analytics' columns): its other scalars may count on another scale (Keras's
+# evaluation_loss_vs_iterations counts iterations, its rows epochs), and total_iterations takes
+# the higher of the two. A run with no step rows keeps the highest step it logged (above).
+# list_contains, not IN (subquery): DuckDB pushes it into step_facts' scans.
+ROW_STEPS = """
+UPDATE jobs SET current_step = s.last_step
+FROM (SELECT job_id, max(step) AS last_step FROM step_facts WHERE list_contains($job_ids, job_id) GROUP BY job_id) s,
+     batch_tool_runs r
+WHERE jobs.job_id = s.job_id AND r.job_id = s.job_id AND jobs.source_file = r.source_dir
+  AND jobs.current_step IS DISTINCT FROM s.last_step
+"""
+# A run whose start turned out unknown (a resumed LLaMA-Factory log read whole again) loses the
+# start an earlier read placed: the job equals one read of the same file.
+DROP_START = """
+UPDATE jobs SET started_at = NULL
+FROM batch_tool_runs r
+WHERE r.start_unknown AND jobs.job_id = r.job_id AND jobs.source_file = r.source_dir AND jobs.started_at IS NOT NULL
 """
 
 
@@ -195,12 +244,16 @@ class ToolLogFormat:
         resume = ledger.load_resume(ctx.con, self.kind)
         rejected: list[Rejection] = []
         ids = {job.path: _job_id(job, job_ids) for job in owned}
+        ids.update(self._kept_ids(ctx, owned, owners))
         # files read before for another job (a run folder that became part of an HF job folder at
-        # its first checkpoint): read again from the start for the job they belong to now
+        # its first checkpoint; not a run folder another root names otherwise: it kept its id):
+        # read again from the start for the job they belong to now
         seen = {c.path for c in candidates}
+        moved: dict[str, str] = {}
         for job in owned:
             for path in self.files(job):
                 if owners.get(str(path), ids[job.path]) != ids[job.path]:
+                    moved[str(path)] = owners[str(path)]
                     resume.pop(str(path), None)
                     if path not in seen:
                         candidates += _all_candidates(ctx, job, [path], [], rejected, self.kind)
@@ -219,7 +272,7 @@ class ToolLogFormat:
                 rejected += [Rejection(c, "failed", ctx.conflicts[job.path], retry=True) for c in changed]
                 continue
             plans.append((job, ids[job.path], changed))
-        plans, conflicts = _claims(ctx, plans)
+        plans, conflicts = _claims(ctx, plans, job_ids)
         rejected += conflicts
         batch: list[_JobRead] = []
         done = 0
@@ -229,6 +282,8 @@ class ToolLogFormat:
             ctx.progress("read", done, len(candidates))
             if read is None:
                 continue
+            paths = (str(r.candidate.path) for r in read.reads)
+            read.moved = {path: moved[path] for path in paths if path in moved}
             batch.append(read)
             if sum(r.points for r in batch) >= BATCH_POINTS:
                 self._merge(ctx, batch)
@@ -237,6 +292,24 @@ class ToolLogFormat:
             self._merge(ctx, batch)
         for r in rejected:
             not_ingested(ctx, r, self.kind)
+
+    def _kept_ids(self, ctx: Context, owned: list[JobFolder], owners: dict[str, str]) -> dict[Path, str]:
+        """The job id each tool-log run folder already holds in the warehouse (its path below the
+        root it was first read under, whatever root found it now: as a progress.json folder keeps
+        its ids); of two (stored before this rule), the one its files were last read for."""
+        runs = [job for job in owned if job.is_tool_run]
+        if not runs:
+            return {}
+        held: dict[str, set[str]] = {}
+        for folder, job_id in ctx.con.execute(STORED_RUN_IDS, {"dirs": [str(j.path) for j in runs]}).fetchall():
+            held.setdefault(folder, set()).add(job_id)
+        kept: dict[Path, str] = {}
+        for job in runs:
+            ids = held.get(str(job.path))
+            if ids:
+                named = {owners[path] for path in map(str, self.files(job)) if path in owners} & ids
+                kept[job.path] = min(named or ids)
+        return kept
 
     def _read_job(
         self,
@@ -324,7 +397,11 @@ class ToolLogFormat:
             if runs:
                 con.execute(STAGE_RUNS, _runs_columns(runs))
                 con.execute(UPSERT_JOBS)
-            results.enqueue(con, {r.job_id for r in batch})
+                con.execute(ROW_STEPS, {"job_ids": sorted({r.job_id for r in runs})})
+                if any(r.info.start_unknown for r in runs):
+                    con.execute(DROP_START)
+            moved = _retire_former(con, self.kind, batch)
+            results.enqueue(con, {r.job_id for r in batch} | {m.former for m in moved.values()})
             ledger.record_many(
                 con,
                 self.kind,
@@ -334,7 +411,9 @@ class ToolLogFormat:
                         read.candidate.stat,
                         job_read.job_id,
                         read.lines + read.chunk.lines,
-                        read.chunk.warnings + (job_read.info_warnings if i == 0 else []),
+                        read.chunk.warnings
+                        + (job_read.info_warnings if i == 0 else [])
+                        + _moved_notes(moved, str(read.candidate.path)),
                         read.offset + read.chunk.consumed if read.digest is not None else None,
                         read.digest,
                     )  # fmt: skip
@@ -346,9 +425,63 @@ class ToolLogFormat:
         for job_read in batch:
             summary.job_ids.add(job_read.job_id)
             summary.ingested += len(job_read.reads)
-            summary.rows += job_read.points
+            summary.points += job_read.points
             summary.warnings += sum(len(r.chunk.warnings) for r in job_read.reads) + len(job_read.info_warnings)
+        summary.job_ids |= {m.former for m in moved.values()}
+        summary.warnings += len(moved)
         ctx.progress("merge", summary.ingested, summary.ingested)
+
+
+@dataclass
+class _Moved:
+    """A file read before for another job (``former``) and now for ``job_id``."""
+
+    former: str
+    job_id: str
+    left: bool  # the former job's points of this tool are deleted (it keeps no other file of the tool)
+    removed: bool  # the former job keeps no tool log and is gone
+
+
+def _retire_former(con: Any, kind: str, batch: list[_JobRead]) -> dict[str, _Moved]:
+    """In the batch's transaction: the points of this tool that the batch's moved files gave their
+    former jobs are deleted, and a former job that keeps no tool log in the ledger (the moved files
+    are recorded for their new job in the same transaction) loses its job row: a warehouse fed
+    while the run's folders appeared then equals one that read the final folders at once. A former
+    job that keeps files of this tool (not seen to happen: a run folder's files move together)
+    keeps its points, which can't be told apart by file."""
+    moved = {path: (former, r.job_id) for r in batch for path, former in r.moved.items()}
+    formers = sorted({former for former, _ in moved.values()} - {r.job_id for r in batch})
+    if not formers:
+        return {}
+    params = {"job_ids": formers, "paths": sorted(moved), "kinds": [kind]}
+    partial = {job_id for (job_id,) in con.execute(FORMER_KEPT, params).fetchall()}
+    whole = [job_id for job_id in formers if job_id not in partial]
+    if whole:
+        con.execute(DELETE_WHOLE, {"source": kind, "job_ids": whole})
+    kept = {job_id for (job_id,) in con.execute(FORMER_KEPT, {**params, "kinds": list(TOOL_KINDS)}).fetchall()}
+    gone = [job_id for job_id in formers if job_id not in kept]
+    if gone:
+        con.execute(DELETE_FORMER_JOBS, {"job_ids": gone})
+        for statement in DELETE_FORMER_ROWS:
+            con.execute(statement, {"job_ids": gone})
+    return {
+        path: _Moved(former, job_id, former not in partial, former not in kept)
+        for path, (former, job_id) in moved.items()
+        if former in formers
+    }
+
+
+def _moved_notes(moved: dict[str, _Moved], path: str) -> list[str]:
+    """The warning of a file read before for another job."""
+    m = moved.get(path)
+    if m is None:
+        return []
+    note = f"read before for job {m.former}, now job {m.job_id}'s (its folder became part of a job, or that job's "
+    note += "id changed): "
+    if not m.left:
+        return [note + f"job {m.former} keeps the points it had (it has other files of this tool)"]
+    note += "its points moved"
+    return [note + (f"; job {m.former} is removed (no tool log of it is left)" if m.removed else "")]
 
 
 def _job_id(job: JobFolder, progress_job_ids: dict[str, str]) -> str:
@@ -398,27 +531,40 @@ def _all_candidates(
 
 
 def _claims(
-    ctx: Context, plans: list[tuple[JobFolder, str, list[Candidate]]]
+    ctx: Context, plans: list[tuple[JobFolder, str, list[Candidate]]], progress_job_ids: dict[str, str]
 ) -> tuple[list[tuple[JobFolder, str, list[Candidate]]], list[Rejection]]:
-    """The plans of tool-log runs whose job id no other folder holds (the first in path order keeps a
-    new id); the others' files fail with the reason, read again every run."""
-    runs = [p for p in plans if p[0].is_tool_run]
-    if not runs:
+    """The plans whose job id no other folder holds (the first in path order keeps a new id); the
+    others' files fail with the reason, read again every run. Checked for tool-log runs and for job
+    folders named by their folder's name (no progress.json read: a trainer-state folder whose states
+    can't be read), whose logs would otherwise join a same-named folder's job; a progress.json's
+    folder holds its id (formats/progress.py), and a trainer-state folder that lost its id is in
+    ``ctx.conflicts`` already."""
+    claiming = [p for p in plans if _named_by_folder(p[0], progress_job_ids)]
+    if not claiming:
         return plans, []
-    stored = dict(ctx.con.execute(STORED_DIRS, {"job_ids": sorted({p[1] for p in runs})}).fetchall())
+    stored = dict(ctx.con.execute(STORED_DIRS, {"job_ids": sorted({p[1] for p in claiming})}).fetchall())
     kept: list[tuple[JobFolder, str, list[Candidate]]] = []
     rejected: list[Rejection] = []
     first: dict[str, str] = {}
     for plan in plans:
         job, job_id, changed = plan
-        if job.is_tool_run:
-            holder = stored.get(job_id) or first.setdefault(job_id, str(job.path))
+        if _named_by_folder(job, progress_job_ids):
+            owner = stored.get(job_id)
+            # a job folder moved elsewhere takes its job along (a tool-log run's id is its path: no move)
+            if owner is not None and not job.is_tool_run and not os.path.isdir(owner):
+                owner = None
+            holder = owner or first.setdefault(job_id, str(job.path))
             if holder != str(job.path):
                 reason = f"job id {job_id} belongs to another folder, {holder}: not read"
                 rejected += [Rejection(c, "failed", reason, retry=True, conflict=True) for c in changed]
                 continue
         kept.append(plan)
     return kept, rejected
+
+
+def _named_by_folder(job: JobFolder, progress_job_ids: dict[str, str]) -> bool:
+    """A tool-log run, or a job folder whose id is its name (no progress.json of it was read)."""
+    return job.is_tool_run or not progress_job_ids.get(str(job.progress))
 
 
 def _merge_info(into: RunInfo, new: RunInfo) -> None:
@@ -434,6 +580,9 @@ def _merge_info(into: RunInfo, new: RunInfo) -> None:
     if new.current_step is not None:
         into.current_step = max(into.current_step or 0, new.current_step)
     into.total_steps = new.total_steps if new.total_steps is not None else into.total_steps
+    into.start_unknown = into.start_unknown or new.start_unknown
+    if new.updated_at is not None:
+        into.updated_at = max(into.updated_at or new.updated_at, new.updated_at)
 
 
 @dataclass
@@ -602,4 +751,6 @@ def _runs_columns(runs: list[_JobRead]) -> dict[str, list[Any]]:
         "current_step": [r.info.current_step for r in runs],
         "total_steps": [r.info.total_steps for r in runs],
         "source_dir": [str(r.job.path) for r in runs],
+        "start_unknown": [r.info.start_unknown for r in runs],
+        "updated_at": [r.info.updated_at for r in runs],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from runlytics.ingest import ledger, progress, trainer_state
@@ -11,6 +12,7 @@ from runlytics.warehouse import db, results
 from .base import Candidate, Context, Rejection, changed_files, not_ingested, same_file
 
 KIND = "trainer_state"
+STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
 
 # Every value of the merged trainer steps of the batch's jobs under its own name (the columns and
 # the numeric keys of `metrics`), source 'trainer_state', into metric_values (revision 0012 copies
@@ -62,8 +64,7 @@ class TrainerStateFormat:
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
         # the job a folder's trainer states belong to: its progress.json's job_id, else the folder name
         progress_job_ids = ledger.progress_job_ids(ctx.con)
-        states: list[trainer_state.TrainerState] = []
-        read: list[Candidate] = []
+        parsed: list[tuple[trainer_state.TrainerState, Candidate]] = []
         rejected: list[Rejection] = []
         for c in changed_files(ctx, KIND, [(job, path) for job in jobs for path in self.files(job)]):
             if c.job.path in ctx.conflicts:  # its progress.json claims another folder's job
@@ -78,20 +79,57 @@ class TrainerStateFormat:
                 continue
             job_id = progress_job_ids.get(str(c.job.progress), c.job.path.name)
             try:
-                states.append(trainer_state.parse(c.path, job_id, data))
+                parsed.append((trainer_state.parse(c.path, job_id, data), c))
             except trainer_state.NotATrainerState as error:
                 outcome = progress.diagnose(data)[0] if str(error).startswith("invalid JSON") else "failed"
                 rejected.append(Rejection(c, outcome, str(error)))
-                continue
-            read.append(c)
+        parsed = _claims(ctx, parsed, rejected, progress_job_ids)
+        states = [s for s, _ in parsed]
         if states:
-            _merge(ctx, states, read)
+            _merge(ctx, states, [c for _, c in parsed])
             ctx.summary.ingested += len(states)
             ctx.summary.job_ids.update(s.job_id for s in states)
             ctx.summary.rows += sum(len(s.rows) for s in states)
             ctx.summary.warnings += sum(len(s.warnings) for s in states)
         for r in rejected:
             not_ingested(ctx, r, KIND)
+
+
+def _claims(
+    ctx: Context,
+    parsed: list[tuple[trainer_state.TrainerState, Candidate]],
+    rejected: list[Rejection],
+    progress_job_ids: dict[str, str],
+) -> list[tuple[trainer_state.TrainerState, Candidate]]:
+    """The states whose folder holds their job id; the others fail as conflicts (read again every run).
+
+    One folder per job id, as for progress.json (formats/progress.py, ``_drop_conflicts``): the id
+    belongs to the folder the warehouse has for it while that folder exists (a progress.json's
+    folder among them: progress files are merged first), else to the first folder in path order
+    whose states the run could read. A folder named like another job's folder would otherwise
+    add its steps to that job, or lose its own to the state with the higher global_step.
+    """
+    if not parsed:
+        return parsed
+    job_ids = sorted({s.job_id for s, _ in parsed})
+    stored = dict(ctx.con.execute(STORED_DIRS, {"job_ids": job_ids}).fetchall())
+    holders: dict[str, str] = {}
+    kept: list[tuple[trainer_state.TrainerState, Candidate]] = []
+    for state, c in parsed:  # in path order: discovery's order of the folders
+        folder = str(c.job.path)
+        holder = holders.get(state.job_id)
+        if holder is None:
+            owner = stored.get(state.job_id)
+            holder = holders[state.job_id] = owner if owner is not None and os.path.isdir(owner) else folder
+        if holder == folder:
+            kept.append((state, c))
+            continue
+        named = "" if str(c.job.progress) in progress_job_ids else " (the folder's name)"
+        reason = (f"job id {state.job_id!r}{named} belongs to the folder {holder}: a second folder can't claim it "
+                  "(rename one of them, or give this one a progress.json with another job_id)")  # fmt: skip
+        ctx.conflicts.setdefault(c.job.path, reason)  # its checkpoint folders and tool logs are not read either
+        rejected.append(Rejection(c, "failed", reason, retry=True, conflict=True))
+    return kept
 
 
 def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Candidate]) -> None:
