@@ -276,6 +276,16 @@ def store(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], source: st
     return gpu_store.store_staged(con, source)
 
 
+def remove(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
+    """Remove the samples with these rows' keys (in the caller's transaction); the count removed."""
+    if not rows:
+        return 0
+    columns: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in COLUMNS}
+    columns["seq"] = list(range(len(rows)))
+    con.execute(STAGE, columns)
+    return gpu_store.remove_staged(con)
+
+
 def read_pieces(path: Path, offset: int, first_line: int, size: int = PIECE_BYTES) -> Iterator[Piece]:
     """The complete lines of a spool file from ``offset`` on, about ``size`` bytes a piece.
 

@@ -120,6 +120,52 @@ def store_staged(
     return {job_id for (job_id,) in con.execute(JOBS).fetchall()}
 
 
+# Samples to remove (remove_staged): the keys of the staged batch, wherever they lie.
+GONE_TABLE = "gone_gpu_samples"
+GONE = f"""
+CREATE OR REPLACE TEMP TABLE {GONE_TABLE} AS
+SELECT DISTINCT job_id, host, {GPU_KEY} AS gpu_key, ts FROM batch_gpu_samples
+"""
+DELETE_GONE_HOT = f"""
+DELETE FROM {TABLE.hot} h USING {GONE_TABLE} g
+WHERE {" AND ".join(f"h.{column} = g.{column}" for column in TABLE.key)}
+RETURNING 1
+"""
+DROP_GONE = f"DROP TABLE {GONE_TABLE}"
+GONE_KEYS = f"""
+CREATE OR REPLACE TEMP TABLE stored_gpu_keys AS
+SELECT job_id, host, gpu_key, min(ts) AS first_ts, max(ts) AS last_ts FROM {GONE_TABLE} GROUP BY ALL
+"""
+# rollups.update only widens a GPU's row of job_gpu_series: after a removal its span is its minutes' again
+RESPAN = """
+DELETE FROM job_gpu_series s USING stored_gpu_keys k
+WHERE s.job_id = k.job_id AND s.host = k.host AND s.gpu_key = k.gpu_key;
+INSERT INTO job_gpu_series
+SELECT m.job_id, m.host, m.gpu_key, min(m.minute), max(m.minute)
+FROM gpu_minutes m SEMI JOIN stored_gpu_keys k ON k.job_id = m.job_id AND k.host = m.host AND k.gpu_key = m.gpu_key
+GROUP BY m.job_id, m.host, m.gpu_key
+"""
+
+
+def remove_staged(con: duckdb.DuckDBPyConnection) -> int:
+    """Remove the samples whose keys the staged batch holds, from the hot table and the sealed
+    parts (rewritten without them, as store_cold rewrites a part), and recompute their GPUs'
+    minutes (in the caller's transaction). Returns the samples removed: fewer than staged when
+    some were never stored, or were pruned past the raw window (their minutes then stay)."""
+    con.execute(GONE)
+    removed = len(con.execute(DELETE_GONE_HOT).fetchall())
+    rewritten, from_parts = parts.remove_keys(con, TABLE, GONE_TABLE)
+    if rewritten:
+        parts.refresh_view(con, TABLE)
+    removed += from_parts
+    if removed:
+        con.execute(GONE_KEYS)
+        rollups.update(con)
+        con.execute(RESPAN)
+    con.execute(DROP_GONE)
+    return removed
+
+
 def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
     return int(row[0]) if row else 0

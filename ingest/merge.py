@@ -2,11 +2,12 @@
 
 The batch's rows are read from ``staged_steps`` and ``staged_gpus`` (see fast.staged).
 
-A step seen again replaces the stored row when its timestamp is later; when either row has no
-timestamp, the later ingest wins. Within a batch, "later" is the ingest order: files in path
-order, entries in file order, except that a file's ``latest`` replaces its own history's entry
-of the same step only with its own, strictly later timestamp. The same rule picks a job's row
-(by ``updated_at``).
+A step seen again replaces the stored row when its timestamp is later or equal; when either row
+has no timestamp, the later ingest wins. Within a batch, "later" is the ingest order: files in
+path order, entries in file order, and the batch keeps what ingesting its entries one at a time
+would keep; except that a file's ``latest`` replaces its own history's entry of the same step
+only with its own, strictly later timestamp (else it fills what that entry lacks). The same rule
+picks a job's row (by ``updated_at``).
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ SELECT EXISTS (
 ALL_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
 SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
-       iteration_time, samples
+       iteration_time, samples, false AS after_untimed, pos AS gpu_pos
 FROM staged_steps
 WHERE step IS NOT NULL
 """
 
-# The winning entry per (job, step) within the batch. Only keys seen more than once are ranked.
+# The winning entry per (job, step) within the batch: what ingesting its entries one at a time
+# would keep (the rule above, entry by entry: an entry without a timestamp replaces whatever came
+# before it, so after the last such entry the later timestamp wins, ties to the later entry).
+# `after_untimed` marks a winner that follows an untimed entry: it replaces the stored row
+# whatever its timestamp, as one ingest per entry would. Only keys seen more than once are ranked.
 # Within one file, `latest` repeating a step its history holds replaces the history entry only
 # with its own, strictly later timestamp (inputs.md: "the entry with the later timestamp wins";
 # an equal or unknown one is not later, and updated_at is when the snapshot was written): else
-# it is dropped here, so that the history entry keeps its fields and GPU readings.
+# it is dropped from the ranking, and what it holds fills what its file's winner of that step
+# lacks: each null field, the timestamp (unless updated_at's stand-in), and the GPU readings when
+# the winner has none (`gpu_pos`: the entry whose readings are kept).
 BATCH_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
 WITH entries AS (
@@ -47,8 +54,9 @@ WITH entries AS (
     SELECT job_id, step FROM entries GROUP BY job_id, step HAVING count(*) > 1
 ), contested AS (
     SELECT e.* FROM entries e SEMI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
-), kept AS (
-    SELECT * EXCLUDE (is_latest, stand_in, history, untimed_history, last_history)
+), marked AS (
+    SELECT * EXCLUDE (history, untimed_history, last_history),
+           is_latest AND history > 0 AND (stand_in OR ts IS NULL OR untimed_history OR ts <= last_history) AS dropped
     FROM (
         SELECT *,
                count(*) FILTER (WHERE NOT is_latest) OVER file_step AS history,
@@ -57,19 +65,37 @@ WITH entries AS (
         FROM contested
         WINDOW file_step AS (PARTITION BY file_id, step)
     )
-    WHERE NOT (is_latest AND history > 0 AND (stand_in OR ts IS NULL OR untimed_history OR ts <= last_history))
+), ordered AS (
+    SELECT *,
+           max(ord) FILTER (WHERE ts IS NULL) OVER key_all AS last_untimed,
+           count(*) OVER key_all AS entries
+    FROM (SELECT * EXCLUDE (dropped), row_number() OVER (PARTITION BY job_id, step ORDER BY seq, pos) AS ord
+          FROM marked WHERE NOT dropped)
+    WINDOW key_all AS (PARTITION BY job_id, step)
+), ranked AS (
+    SELECT * EXCLUDE (ord, last_untimed, entries, is_latest, stand_in), last_untimed IS NOT NULL AS after_untimed
+    FROM ordered
+    WHERE last_untimed IS NULL OR ord > last_untimed OR (ord = last_untimed AND ord = entries)
+    QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY ts DESC, ord DESC) = 1
+), lenders AS (
+    SELECT * FROM marked WHERE dropped
+), lent AS (
+    SELECT w.file_id, w.pos FROM ranked w SEMI JOIN lenders l ON l.file_id = w.file_id AND l.step = w.step
+), with_gpus AS (
+    SELECT DISTINCT g.file_id, g.pos FROM staged_gpus g SEMI JOIN lent w ON w.file_id = g.file_id AND w.pos = g.pos
 )
-SELECT e.* EXCLUDE (is_latest, stand_in) FROM entries e ANTI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
+SELECT e.* EXCLUDE (is_latest, stand_in), false AS after_untimed, e.pos AS gpu_pos
+FROM entries e ANTI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
 UNION ALL
-SELECT * EXCLUDE (all_timed)
-FROM (
-    SELECT k.*, bool_and(k.ts IS NOT NULL) OVER (PARTITION BY k.job_id, k.step) AS all_timed
-    FROM kept k
-)
-QUALIFY row_number() OVER (
-    PARTITION BY job_id, step
-    ORDER BY CASE WHEN all_timed THEN ts END DESC NULLS LAST, seq DESC, pos DESC
-) = 1
+SELECT w.file_id, w.seq, w.pos, w.job_id, w.step,
+       coalesce(w.ts, CASE WHEN NOT l.stand_in THEN l.ts END), coalesce(w.loss, l.loss),
+       coalesce(w.eval_loss, l.eval_loss), coalesce(w.learning_rate, l.learning_rate),
+       coalesce(w.samples_per_second, l.samples_per_second), coalesce(w.iteration_time, l.iteration_time),
+       coalesce(w.samples, l.samples), w.after_untimed,
+       CASE WHEN l.pos IS NOT NULL AND g.pos IS NULL THEN l.pos ELSE w.pos END
+FROM ranked w
+LEFT JOIN lenders l ON l.file_id = w.file_id AND l.step = w.step
+LEFT JOIN with_gpus g ON g.file_id = w.file_id AND g.pos = w.pos
 """
 
 # Winners that beat what is stored (by the rule above); `replaces` marks those with a stored row.
@@ -81,7 +107,7 @@ WITH stored AS (
 SELECT w.*, s.step IS NOT NULL AS replaces
 FROM batch_winners w
 LEFT JOIN stored s ON s.job_id = w.job_id AND s.step = w.step
-WHERE s.step IS NULL OR s.ts IS NULL OR w.ts IS NULL OR w.ts >= s.ts
+WHERE s.step IS NULL OR s.ts IS NULL OR w.ts IS NULL OR w.after_untimed OR w.ts >= s.ts
 """
 
 COUNT_REPLACED = "SELECT count(*) FROM batch_applied WHERE replaces"
@@ -126,7 +152,7 @@ INSERT_GPUS = """
 INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
                        memory_total_mb, temperature_c, power_w)
 WITH applied AS (
-    SELECT g.* FROM staged_gpus g SEMI JOIN batch_applied a ON a.file_id = g.file_id AND a.pos = g.pos
+    SELECT g.* FROM staged_gpus g SEMI JOIN batch_applied a ON a.file_id = g.file_id AND a.gpu_pos = g.pos
 ), repeated AS (
     SELECT file_id, pos, gpu_index, max(gpos) AS last_gpos
     FROM applied GROUP BY file_id, pos, gpu_index HAVING count(*) > 1

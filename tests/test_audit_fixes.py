@@ -17,12 +17,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
-from conftest import Lab
+from conftest import Engine, Lab
 
+from runlytics.ingest.formats import nvidia_smi as nvidia_smi_format
 from runlytics.ingest.formats.nvidia_smi import CsvImport
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "jobs"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    """On both engines (docs/testing.md, "Both engines"): on PostgreSQL ``ingest --db URL`` publishes
+    the stage's result, and ``lab.query`` and ``lab.analytics`` read PostgreSQL's rows."""
+    return Lab(tmp_path, ingest_engine)
+
 
 # --- F6: latest repeating a history step ----------------------------------------------------
 
@@ -135,12 +145,13 @@ def _log(lab: Lab, text: str) -> Path:
 
 
 def _samples(lab: Lab) -> list[tuple[Any, ...]]:
-    return lab.query("SELECT job_id, CAST(ts AS VARCHAR), utilization_percent FROM gpu_samples ORDER BY ALL")
+    return lab.query("SELECT job_id, CAST(ts AS VARCHAR), utilization_percent FROM gpu_samples ORDER BY 1, 2, 3")
 
 
 def _imported_before(lab: Lab) -> list[str]:
-    """The log's ledger warnings about an earlier import with other arguments, up to the job."""
-    ((warnings,),) = lab.query("SELECT CAST(warnings AS VARCHAR) FROM ingest_files WHERE kind = 'nvidia_smi'")
+    """The log's ledger warnings about an earlier import with other arguments, up to the job (the
+    stage's ledger on PostgreSQL: the row of a job not yet known is published with the job)."""
+    ((warnings,),) = lab.own_query("SELECT CAST(warnings AS VARCHAR) FROM ingest_files WHERE kind = 'nvidia_smi'")
     return [w.split(" with ")[0] for w in json.loads(warnings) if w.startswith("imported before")]
 
 
@@ -164,14 +175,13 @@ def test_the_same_log_for_another_job_or_zone_is_imported_and_the_same_arguments
     assert _imported_before(lab) == ["imported before for job 'a'"]
     berlin = lab.ingest(csv_imports=[CsvImport(log, "b", timezone="Europe/Berlin")])
     assert berlin.ingested == 1
-    # 12:00 in Berlin (summer time, UTC+2) is 10:00Z
+    # 12:00 in Berlin (summer time, UTC+2) is 10:00Z; b's reading in UTC is replaced (the same
+    # job's log read again with a corrected zone), a's stays
     assert _samples(lab) == [
         ("a", "2024-07-01 12:00:00", 50.0),
         ("a", "2024-07-01 12:00:01", 70.0),
         ("b", "2024-07-01 10:00:00", 50.0),
         ("b", "2024-07-01 10:00:01", 70.0),
-        ("b", "2024-07-01 12:00:00", 50.0),
-        ("b", "2024-07-01 12:00:01", 70.0),
     ]
     back = lab.ingest(csv_imports=[CsvImport(log, "b", timezone="Europe/Berlin")])
     assert (back.ingested, back.unchanged) == (0, 1)
@@ -180,6 +190,71 @@ def test_the_same_log_for_another_job_or_zone_is_imported_and_the_same_arguments
     os.utime(log, (1719878400, 1719878400))
     grown = lab.ingest(csv_imports=[CsvImport(log, "b", timezone="Europe/Berlin")])
     assert (grown.ingested, grown.gpu_samples, _imported_before(lab)) == (1, 3, [])
+
+
+def test_a_log_imported_again_for_its_job_with_a_corrected_zone_or_host_replaces_its_samples(lab: Lab) -> None:
+    log = _log(lab, HEADED)
+    lab.write_job("a", {"job_id": "a", "status": "completed", "history": [{"step": 1}]})
+    lab.ingest(csv_imports=[CsvImport(log, "a")])
+    berlin = lab.ingest(csv_imports=[CsvImport(log, "a", timezone="Europe/Berlin")])
+    assert berlin.gpu_samples == 2
+    # 12:00 in Berlin (UTC+2 in July) is 10:00Z: the UTC reading (12:00Z) is gone, samples and minutes
+    assert _samples(lab) == [("a", "2024-07-01 10:00:00", 50.0), ("a", "2024-07-01 10:00:01", 70.0)]
+    assert lab.query("SELECT CAST(minute AS VARCHAR), samples FROM gpu_minutes") == [("2024-07-01 10:00:00", 2)]
+    a = lab.analytics("a")
+    assert a is not None
+    # (50 + 70) / 2 = 60; one GPU, first and last sample of the Berlin reading
+    assert a["resource_utilization"]["average_gpu_utilization"] == pytest.approx(60.0)
+    ((gpu),) = a["gpus"]
+    assert (gpu["samples"], gpu["first_sample"], gpu["last_sample"]) == (
+        2,
+        "2024-07-01T10:00:00Z",
+        "2024-07-01T10:00:01Z",
+    )
+    ((warnings,),) = lab.own_query("SELECT CAST(warnings AS VARCHAR) FROM ingest_files WHERE kind = 'nvidia_smi'")
+    assert json.loads(warnings) == [
+        "imported before for job 'a' with other arguments (timezone, host or columns): "
+        "its 2 sample(s) replaced by this import's"
+    ]
+    lab.ingest(csv_imports=[CsvImport(log, "a", timezone="Europe/Berlin", host="node-1")])
+    assert lab.query("SELECT host, CAST(ts AS VARCHAR) FROM gpu_samples ORDER BY 1, 2") == [
+        ("node-1", "2024-07-01 10:00:00"),
+        ("node-1", "2024-07-01 10:00:01"),
+    ]
+
+
+def test_a_ledger_row_with_the_arguments_digest_alone_is_the_same_import(tmp_path: Path) -> None:
+    # DuckDB only (a ledger row edited in place): session 11 wrote "size:mtime digest", without the
+    # arguments; the same log with the same arguments stays unchanged after the upgrade
+    lab = Lab(tmp_path)
+    log = _log(lab, HEADED)
+    lab.ingest(csv_imports=[CsvImport(log, "a")])
+    con = duckdb.connect(str(lab.db))
+    con.execute("UPDATE ingest_files SET fingerprint = array_to_string(string_split(fingerprint, ' ')[1:2], ' ')")
+    con.close()
+    again = lab.ingest(csv_imports=[CsvImport(log, "a")])
+    assert (again.ingested, again.unchanged) == (0, 1)
+    # another zone then adds, as in session 11 (the earlier arguments are not known): both readings stay
+    lab.ingest(csv_imports=[CsvImport(log, "a", timezone="Europe/Berlin")])
+    assert len(_samples(lab)) == 4
+
+
+def test_a_failed_replacement_leaves_the_earlier_import_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DuckDB only: the removal and the new samples are one transaction of the stage on either engine
+    lab = Lab(tmp_path)
+    log = _log(lab, HEADED)
+    lab.ingest(csv_imports=[CsvImport(log, "a")])
+
+    def broken(*_: Any) -> set[str]:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nvidia_smi_format.gpu_samples, "store", broken)
+    with pytest.raises(OSError, match="disk full"):
+        lab.ingest(csv_imports=[CsvImport(log, "a", timezone="Europe/Berlin")])
+    monkeypatch.undo()
+    assert _samples(lab) == [("a", "2024-07-01 12:00:00", 50.0), ("a", "2024-07-01 12:00:01", 70.0)]
+    lab.ingest(csv_imports=[CsvImport(log, "a", timezone="Europe/Berlin")])
+    assert _samples(lab) == [("a", "2024-07-01 10:00:00", 50.0), ("a", "2024-07-01 10:00:01", 70.0)]
 
 
 # --- F7: rows with samples and seconds whose seconds total 0 -----------------------------------
@@ -285,6 +360,6 @@ def test_gpu_readings_after_retention_come_from_the_minute_rollups(lab: Lab) -> 
 
     from runlytics.api.app import create_app
 
-    page = TestClient(create_app(lab.db, token=None)).get("/api/training/old/gpus").json()
+    page = TestClient(create_app(lab.warehouse(), token=None)).get("/api/training/old/gpus").json()
     assert (page["source"], page["resolution"], page["bucket_seconds"]) == ("gpu_minutes", "minute", 60)
     assert [r["samples"] for r in page["readings"]] == [3, 1]

@@ -534,3 +534,75 @@ def test_killed_inside_sealing_compaction_and_pruning_then_rerun_equals_one_clea
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert rerun.returncode == 0, (point, rerun.stderr)
     assert storage_facts(db, archive) == storage_case.expected, point
+
+
+# --- killed inside an nvidia-smi log's correction -----------------------------------------------
+
+# A log imported for job a in UTC, then again for a with its real zone: the correction removes the
+# first reading's samples (sealed parts rewritten, minutes recomputed) and stores the new one in one
+# transaction. Killed at each point, then run again: the same rows as one clean correction.
+CORRECTION_POINTS = [
+    ("runlytics.warehouse.parts:write_part:after", 1),  # a part rewritten without the old samples, listed
+    ("runlytics.ingest.gpu_store:remove_staged:after", 1),  # the old reading removed, minutes recomputed
+    ("runlytics.ingest.gpu_store:store_staged:after", 1),  # the new reading stored, not committed
+]
+CORRECTION_LINES = [
+    f"2024/07/01 12:{m:02d}:{s:02d}.000, {g}, {(7 * m + s + g) % 100} %\n"
+    for m in range(3)
+    for s in range(0, 60, 10)
+    for g in range(2)
+]
+CORRECTION_LOG = "timestamp, index, utilization.gpu [%]\n" + "".join(CORRECTION_LINES)
+
+
+def correction_lab(tmp: Path) -> tuple[Path, Path]:
+    """A warehouse holding job a and the log's UTC import; the log."""
+    tmp.mkdir()
+    (tmp / "jobs" / "a").mkdir(parents=True)
+    (tmp / "jobs" / "a" / "progress.json").write_text(
+        '{"job_id": "a", "status": "completed", "history": [{"step": 1}]}'
+    )
+    log = tmp / "gpu.csv"
+    log.write_text(CORRECTION_LOG)
+    then = time.time() - 3600
+    for path in (log, tmp / "jobs" / "a" / "progress.json"):
+        os.utime(path, (then, then))
+    db = tmp / "w.duckdb"
+    assert run_ingest(tmp / "jobs", db).returncode == 0
+    first = subprocess.run([sys.executable, "-c", ENTRY, "ingest", "--nvidia-smi-csv", str(log), "--job-id", "a",
+                            "--db", str(db)], cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    return db, log
+
+
+def correction_facts(db: Path) -> dict[str, Any]:
+    facts = storage_facts(db, db.parent / "no-archive")
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        facts["job_gpu_series"] = con.execute("SELECT * FROM job_gpu_series ORDER BY ALL").fetchall()
+        facts["utilization_minutes"] = con.execute("SELECT * FROM utilization_minutes ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    return facts
+
+
+@pytest.mark.parametrize(("point", "nth"), CORRECTION_POINTS)
+def test_killed_inside_a_log_correction_then_rerun_equals_one_clean_correction(
+    tmp_path: Path, point: str, nth: int
+) -> None:
+    correct = ["ingest", "--nvidia-smi-csv", "LOG", "--job-id", "a", "--timezone", "Europe/Berlin", "--db", "DB"]
+    clean_db, clean_log = correction_lab(tmp_path / "clean")
+    args = [str(clean_log) if a == "LOG" else str(clean_db) if a == "DB" else a for a in correct]
+    done = subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    expected = correction_facts(clean_db)
+    # 36 samples, all at 10:0x Z (12:0x in Berlin, UTC+2 in July): the UTC reading is gone
+    assert len(expected["gpu_samples"]) == 36 and {r[3].hour for r in expected["gpu_samples"]} == {10}
+    db, log = correction_lab(tmp_path / "lab")
+    args = [str(log) if a == "LOG" else str(db) if a == "DB" else a for a in correct]
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, point, str(nth), *args], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr[-2000:])
+    rerun = subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, (point, rerun.stderr)
+    assert correction_facts(db) == expected, point

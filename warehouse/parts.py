@@ -299,36 +299,78 @@ def store_cold(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> in
     new parts, one per (host, day); a row whose key a live part holds replaces it there (that part
     is rewritten without it, the rare path of late or re-read data). Returns the parts written.
     The caller refreshes the view."""
-    host_of = table.host or "''"  # a part of every host is listed with host ''
-    groups = con.execute(
-        f"SELECT {host_of}, CAST({table.ts} AS DATE) AS day, min({table.ts}), max({table.ts}) FROM {source} "
-        "GROUP BY ALL ORDER BY ALL"
-    ).fetchall()
-    folder = root(con)
     written = 0
-    key = ", ".join(table.key)
-    for host, day, first, last in groups:
-        day_start = datetime.combine(day, datetime.min.time())
-        span = {"host": host, "lo": day_start, "hi": day_start + timedelta(days=1)}
-        in_group = f"SELECT * FROM {source} WHERE {host_of} = $host AND {table.ts} >= $lo AND {table.ts} < $hi"
-        for part in parts_of(con, table, day, host):
-            if part.max_ts < first or part.min_ts > last:
-                continue
-            file = {"f": db.exact_paths([str(folder / part.path)])[0]}
-            (clashes,) = _one(
-                con,
-                f"SELECT count(*) FROM {READ_F} SEMI JOIN ({in_group}) AS fresh USING ({key})",
-                {**file, **span},
-            )
-            if not clashes:
-                continue
-            kept = f"SELECT * FROM {READ_F} ANTI JOIN ({in_group}) AS fresh USING ({key})"
-            write_part(con, table, kept, {**file, **span}, day, host)
-            retire(con, [part.path])
-            written += 1
+    for host, day, first, last in _groups(con, table, source):
+        span = _span(host, day)
+        in_group = _in_group(table, source)
+        written += len(_rewrite_without(con, table, in_group, span, day, host, first, last))
         if write_part(con, table, in_group, span, day, host) is not None:
             written += 1
     return written
+
+
+def remove_keys(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> tuple[int, int]:
+    """Rewrite the live parts that hold a key of the temporary table ``source`` (the table's key
+    columns) without those rows: (parts rewritten, rows removed). The caller refreshes the view."""
+    rewritten = removed = 0
+    for host, day, first, last in _groups(con, table, source):
+        dropped = _rewrite_without(con, table, _in_group(table, source), _span(host, day), day, host, first, last)
+        rewritten += len(dropped)
+        removed += sum(dropped)
+    return rewritten, removed
+
+
+def _groups(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> list[tuple[Any, ...]]:
+    """(host, day, first ts, last ts) of the rows of ``source``, a part's worth each."""
+    host_of = table.host or "''"  # a part of every host is listed with host ''
+    return con.execute(
+        f"SELECT {host_of}, CAST({table.ts} AS DATE) AS day, min({table.ts}), max({table.ts}) FROM {source} "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+
+
+def _span(host: str, day: date) -> dict[str, Any]:
+    day_start = datetime.combine(day, datetime.min.time())
+    return {"host": host, "lo": day_start, "hi": day_start + timedelta(days=1)}
+
+
+def _in_group(table: Sealed, source: str) -> str:
+    """The rows of ``source`` in one group of _groups (its bounds: _span's parameters)."""
+    host_of = table.host or "''"
+    return f"SELECT * FROM {source} WHERE {host_of} = $host AND {table.ts} >= $lo AND {table.ts} < $hi"
+
+
+def _rewrite_without(
+    con: duckdb.DuckDBPyConnection,
+    table: Sealed,
+    in_group: str,
+    span: dict[str, Any],
+    day: date,
+    host: str,
+    first: datetime,
+    last: datetime,
+) -> list[int]:
+    """Rewrite each live part of (``host``, ``day``) that holds a key of ``in_group`` without those
+    rows, and retire it; the rows each rewritten part lost."""
+    folder = root(con)
+    key = ", ".join(table.key)
+    dropped: list[int] = []
+    for part in parts_of(con, table, day, host):
+        if part.max_ts < first or part.min_ts > last:
+            continue
+        file = {"f": db.exact_paths([str(folder / part.path)])[0]}
+        (clashes,) = _one(
+            con,
+            f"SELECT count(*) FROM {READ_F} SEMI JOIN ({in_group}) AS fresh USING ({key})",
+            {**file, **span},
+        )
+        if not clashes:
+            continue
+        kept = f"SELECT * FROM {READ_F} ANTI JOIN ({in_group}) AS fresh USING ({key})"
+        write_part(con, table, kept, {**file, **span}, day, host)
+        retire(con, [part.path])
+        dropped.append(int(clashes))
+    return dropped
 
 
 def cutoff(con: duckdb.DuckDBPyConnection, table: Sealed, now: datetime | None = None) -> datetime:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from runlytics.ingest import gpu_samples, ledger, nvidia_smi
 from runlytics.ingest.discover import JobFolder
-from runlytics.warehouse import db, results
+from runlytics.warehouse import db, results, retention
 
 from .base import Candidate, Context, Rejection, not_ingested
 
@@ -46,8 +48,53 @@ class _ImportStat(ledger.Stat):
 
 
 def _arguments(item: CsvImport) -> str:
+    """A digest of the import's arguments, then the arguments themselves (base64 of JSON: no
+    space), so that a later import for the same job with other ones can remove this one's samples."""
     named = json.dumps([item.job_id, item.timezone, item.host, list(item.columns) if item.columns else None])
-    return hashlib.sha256(named.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(named.encode()).hexdigest()[:16]
+    return f"{digest} {base64.urlsafe_b64encode(named.encode()).decode()}"
+
+
+def _earlier_import(previous: tuple[Any, ...], item: CsvImport) -> CsvImport | None:
+    """The ledger's earlier import of this log, when it stored samples for the same job with other
+    arguments that its fingerprint holds (rows recorded before session 12 hold only a digest)."""
+    fingerprint, outcome, job_id, rows = previous
+    if outcome != "ingested" or not rows or job_id != item.job_id or fingerprint is None:
+        return None
+    tokens = fingerprint.split(" ")
+    if len(tokens) != 3:
+        return None
+    try:
+        named = json.loads(base64.urlsafe_b64decode(tokens[2].encode()))
+        job, timezone, host, columns = named
+    except (ValueError, TypeError):  # not what _arguments wrote: unknown arguments
+        return None
+    if tokens[1] == _arguments(item).split(" ")[0] or job != item.job_id:
+        return None  # the same arguments (the log changed): an upsert
+    return CsvImport(item.path, job, timezone, host, tuple(columns) if columns else None)
+
+
+def _replace_earlier(ctx: Context, earlier: CsvImport, data: bytes) -> list[str]:
+    """Remove the samples the earlier import of this log stored for the job (read again from the
+    log with its arguments); the warnings that say so."""
+    try:
+        columns = list(earlier.columns) if earlier.columns else None
+        parsed = nvidia_smi.parse(data, timezone=earlier.timezone, columns=columns, complete_only=True)
+    except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError, ValueError):
+        return []  # the log no longer reads with those arguments: nothing known to remove
+    # all of them: those this import stores again are stored after the removal, in its transaction
+    gone = [{**row, "job_id": earlier.job_id, "host": earlier.host} for row in parsed.rows]
+    removed = gpu_samples.remove(ctx.con, gone)
+    said = f"imported before for job {earlier.job_id!r} with other arguments (timezone, host or columns)"
+    warnings = [f"{said}: its {removed} sample(s) replaced by this import's"]
+    window = retention.window_start(ctx.con)
+    old = 0
+    for row in gone:
+        ts = row["ts"]
+        old += window is not None and isinstance(ts, datetime) and ts < window
+    if old:
+        warnings.append(f"{old} sample(s) of that import lie before the raw window: their minutes' rollups stay")
+    return warnings
 
 
 def check(imports: list[CsvImport]) -> None:
@@ -76,15 +123,23 @@ def _import(ctx: Context, item: CsvImport) -> None:
     candidate = Candidate(path, JobFolder(path.parent), st)
     try:
         columns = list(item.columns) if item.columns else None
-        parsed = nvidia_smi.parse(path.read_bytes(), timezone=item.timezone, columns=columns, complete_only=True)
+        data = path.read_bytes()
+        parsed = nvidia_smi.parse(data, timezone=item.timezone, columns=columns, complete_only=True)
     except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError) as error:
         not_ingested(ctx, Rejection(candidate, "failed", str(error)), KIND)
         return
     rows = [{**row, "job_id": item.job_id, "host": item.host} for row in parsed.rows]
     warnings = list(parsed.warnings)
-    if previous and previous[1] == "ingested" and previous[3] and _other_arguments(previous, st, item):
-        # the earlier import's samples are not removed: nothing asked for them to go, and a sample
-        # is keyed by (job, host, GPU, time), so rows of another job, host or zone are other rows
+    earlier = _earlier_import(previous, item) if previous else None
+    if (
+        earlier is None
+        and previous
+        and previous[1] == "ingested"
+        and previous[3]
+        and _other_arguments(previous, st, item)
+    ):
+        # another job's samples are not removed: nothing asked for them to go, and a sample is
+        # keyed by (job, host, GPU, time), so rows of another job are other rows
         warnings.append(
             f"imported before for job {previous[2]!r} with other arguments (job, timezone, host or columns): "
             f"the {previous[3]} sample(s) of that import stay stored"
@@ -93,6 +148,10 @@ def _import(ctx: Context, item: CsvImport) -> None:
     # the next run reads it again, whole (the samples already stored are the same rows again)
     recorded = None if parsed.unterminated else st
     with db.atomic(ctx.con):
+        if earlier is not None:
+            # the same job's log read again with a corrected zone, host or columns: the earlier
+            # reading of it goes, in this transaction (a kill leaves the earlier import whole)
+            warnings += _replace_earlier(ctx, earlier, data)
         changed = gpu_samples.store(ctx.con, rows, "nvidia-smi")
         results.enqueue(ctx.con, changed)
         ledger.record(ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), warnings)
@@ -105,9 +164,14 @@ def _import(ctx: Context, item: CsvImport) -> None:
 def _same_import(previous: tuple[Any, ...], st: _ImportStat, plain: ledger.Stat, item: CsvImport) -> bool:
     """Whether the log was imported (or failed) unchanged with the same arguments. A ledger row
     written before the arguments were part of the fingerprint counts as the same import when it
-    names the same job (the zone, host and columns it was read with are not known)."""
+    names the same job (the zone, host and columns it was read with are not known), and one
+    written with their digest alone (session 11) when the digest is the same."""
     fingerprint, outcome, job_id, _ = previous
     if ledger.is_unchanged((fingerprint, outcome), st):
+        return True
+    # a row of session 11: the arguments' digest without the arguments, the same import
+    digest_only = _ImportStat(plain.size, plain.mtime_ns, plain.fresh, st.arguments.split(" ")[0])
+    if ledger.is_unchanged((fingerprint, outcome), digest_only):
         return True
     legacy = fingerprint is not None and " " not in fingerprint
     return (
@@ -124,5 +188,5 @@ def _other_arguments(previous: tuple[Any, ...], st: _ImportStat, item: CsvImport
     fingerprint, _, job_id, _ = previous
     if fingerprint is None:  # recorded while being written: its arguments are not known
         return job_id != item.job_id
-    _, _, arguments = fingerprint.partition(" ")
-    return arguments != st.arguments if arguments else job_id != item.job_id
+    tokens = fingerprint.split(" ")
+    return tokens[1] != st.arguments.split(" ")[0] if len(tokens) > 1 else job_id != item.job_id
