@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from runlytics.warehouse import db, pg_reader, snapshots
 
-from . import errors, models, security
+from . import errors, job_paths, models, security
 from .deps import GUARDED, TOKEN_ENV, configured_token
 from .routes import analytics, dashboard, docs, export, health, history, ingest, insights, jobs, metric_points, metrics
 from .routes.analytics import MAX_COMPARE
@@ -67,6 +67,8 @@ def create_app(
     app.state.reader = reader
     app.state.token = configured_token(token)
     app.state.base_url = base_url.rstrip("/") if base_url else ""
+    # innermost: a job whose id looks like a route (`jobs`) gets its own answers (api/job_paths.py)
+    app.add_middleware(job_paths.JobPaths, per_job=_per_job_app(app))
     app.add_middleware(security.AllowedHosts, hosts=allowed_hosts)
     app.add_middleware(security.SecurityHeaders)  # added last: outermost, so the 400s get them too
 
@@ -89,3 +91,16 @@ def create_app(
     app.include_router(dashboard.router())
     app.mount("/static", dashboard.static_files(), name="static")
     return app
+
+
+def _per_job_app(app: FastAPI) -> FastAPI:
+    """The per-job routes alone, in the same order and with the app's state and error handlers:
+    what job_paths.JobPaths sends a request to when a route taken first would shadow them."""
+    per_job = FastAPI(exception_handlers=errors.HANDLERS, openapi_url=None, docs_url=None, redoc_url=None)
+    per_job.state = app.state
+    per_job.include_router(analytics.router, dependencies=GUARDED)
+    per_job.include_router(history.router, dependencies=GUARDED)
+    per_job.include_router(insights.job_router, dependencies=GUARDED)
+    per_job.include_router(metric_points.router, dependencies=GUARDED)
+    per_job.include_router(jobs.job_router, dependencies=GUARDED)
+    return per_job

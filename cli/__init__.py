@@ -604,11 +604,17 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def _points(n: int) -> str:
+    """The metric points of trainers' own logs read, when any (they are not step rows)."""
+    return f"{_plural(n, 'metric point')}, " if n else ""
+
+
 def _print_summary(path: Path, s: Summary, verbose: bool) -> None:
     print(
         f"{path}: {s.files_seen} files seen, {s.ingested} ingested, {s.unchanged} unchanged, "
         f"{s.pending} left for the next run, {s.failed} failed; {_plural(s.rows, 'step row')}, "
-        f"{_plural(s.gpu_samples, 'GPU sample')}, {_plural(s.warnings, 'warning')}, {s.seconds:.2f} s"
+        f"{_points(s.points)}{_plural(s.gpu_samples, 'GPU sample')}, {_plural(s.warnings, 'warning')}, "
+        f"{s.seconds:.2f} s"
     )
     for problem in s.problems:
         if verbose or problem["outcome"] == "failed":
@@ -879,11 +885,10 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
 def _export(args: argparse.Namespace) -> int:
     import duckdb
 
-    from runlytics.warehouse import export
+    from runlytics.warehouse import export, job_lists
     from runlytics.warehouse.fleet import UnknownJobs
 
-    jobs = tuple(dict.fromkeys(j.strip() for j in args.jobs.split(",") if j.strip())) if args.jobs is not None else None
-    if jobs == ():
+    if args.jobs is not None and not args.jobs.replace(",", "").replace('"', "").strip():
         print("runlytics export: --jobs names no job", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -894,6 +899,8 @@ def _export(args: argparse.Namespace) -> int:
     # an export's reads of PostgreSQL are whole tables of many jobs: no per-read time limit there
     with _reading(args, timeout=EXPORT_TIMEOUT_SECONDS) as (con, name):
         try:
+            # ids may hold commas (warehouse/job_lists.py): resolved against the warehouse's jobs
+            jobs = tuple(job_lists.resolve(con, [args.jobs])) if args.jobs is not None else None
             result = export.export(con, args.out, args.format, export.Selection(jobs, since), overwrite=args.overwrite)
         except export.ExportError as error:
             print(f"runlytics export: {error}", file=sys.stderr)
@@ -978,7 +985,8 @@ def _print_status(r: dict[str, Any]) -> None:
         print(
             f"last ingest {last['ended_at']}: {last['outcome']}; {s.get('ingested')} ingested, "
             f"{s.get('unchanged')} unchanged, {s.get('failed')} failed, {s.get('rows')} step rows, "
-            f"{s.get('gpu_samples', 0)} GPU samples, {_plural(s.get('warnings') or 0, 'warning')}, {s.get('seconds')} s"
+            f"{_points(s.get('points') or 0)}{s.get('gpu_samples', 0)} GPU samples, "
+            f"{_plural(s.get('warnings') or 0, 'warning')}, {s.get('seconds')} s"
         )
         print(f"last success {last.get('last_success_at')}")
         if last.get("error"):

@@ -27,6 +27,7 @@ from conftest import Engine, Lab
 from fastapi.testclient import TestClient
 from servers import serving
 
+from runlytics.api import job_paths
 from runlytics.api.app import MAX_COMPARE, TOKEN_ENV, create_app
 from runlytics.warehouse import fleet, migrate
 from runlytics.warehouse.db import PostgresUrl
@@ -600,8 +601,10 @@ def test_job_list_limit_bounds(client: TestClient) -> None:
     assert len(ok(client, JOBS_API, limit=10_000)["jobs"]) == 5
 
 
-def test_keyset_pages_neither_skip_nor_repeat_while_ingest_adds_jobs(lab: Lab) -> None:
-    """Jobs ingested between page requests: every job there at the start is listed exactly once."""
+def test_keyset_pages_neither_skip_nor_repeat_while_ingest_adds_jobs(tmp_path: Path, ingest_engine: Engine) -> None:
+    """Jobs ingested between page requests: every job there at the start is listed exactly once
+    (on PostgreSQL each ingest publishes to the database the client reads)."""
+    lab = Lab(tmp_path, ingest_engine)
 
     def job(hour: float) -> Json:
         start = hour * HOUR
@@ -610,7 +613,7 @@ def test_keyset_pages_neither_skip_nor_repeat_while_ingest_adds_jobs(lab: Lab) -
     original = {f"run-{h:02d}": job(h) for h in (0, 2, 4, 6, 8, 10, 12)}
     write_fleet(lab, original)
     lab.ingest()
-    client = make_client(lab.db)
+    client = make_client(lab.warehouse())
 
     seen: list[str] = []
     page = ok(client, JOBS_API, limit=2)  # newest first: run-12, run-10
@@ -846,7 +849,8 @@ def test_static_routes_win_over_job_ids(other: TestClient) -> None:
 
 def test_jobs_named_like_routes_stay_reachable(other: TestClient) -> None:
     assert ok(other, "/api/training/jobs/jobs")["model_name"] == "named-jobs"
-    assert ok(other, "/api/training/jobs/analytics")["model_name"] == "named-analytics"
+    # the analytics of the job "jobs" (api/job_paths.py), not the record of "analytics"
+    assert ok(other, "/api/training/jobs/analytics")["duration"]["total_seconds"] == 10.0
     assert ok(other, "/api/training/jobs/summary")["model_name"] == "named-summary"
     assert ok(other, "/api/training/analytics")["model_name"] == "named-analytics"
     assert ok(other, "/api/training/summary")["model_name"] == "named-summary"
@@ -857,12 +861,12 @@ def test_jobs_named_like_routes_stay_reachable(other: TestClient) -> None:
     assert ids(ok(other, JOBS_API, status="unknown")["jobs"]) == ["summary"]
 
 
-def test_job_ids_with_slashes_are_reachable(tmp_path: Path) -> None:
+def test_job_ids_with_slashes_are_reachable(tmp_path: Path, engine: Engine) -> None:
     lab = Lab(tmp_path)
     history = [row(1, 0, loss=3.0, gpus=[gpu(0, 50.0, 1000.0, 60.0)]), row(2, 10, loss=2.0)]
     lab.write_job("run-1", {"job_id": "team/run-1", "status": "completed", "history": history})
     assert lab.ingest().ingested == 1
-    client = make_client(lab.db)
+    client = make_client(engine.warehouse(lab.db))
     for job in ("team/run-1", "team%2Frun-1"):
         assert ok(client, f"/api/training/{job}")["job_id"] == "team/run-1"
         assert ok(client, f"/api/training/jobs/{job}")["job_id"] == "team/run-1"
@@ -871,6 +875,103 @@ def test_job_ids_with_slashes_are_reachable(tmp_path: Path) -> None:
         assert ok(client, f"/api/training/{job}/gpus")["readings"][0]["utilization_percent"] == 50.0
         assert ok(client, f"/api/training/{job}/checkpoints")["checkpoints"] == []
     assert status_of(client, "/api/training/team/run-2/analytics") == (404, {"detail": "no job 'team/run-2'"})
+
+
+# Jobs whose ids look like routes or hold "%": each job's answers at /api/training/{id}/…
+ROUTE_LIKE = {
+    "jobs": [row(1, 10, loss=3.0, gpus=[gpu(0, 40.0, 100.0, 50.0)]), row(2, 10, loss=2.0)],
+    "export": [row(5, 10, loss=1.5)],
+    "p%2F": [row(1, 10, loss=0.25)],
+    "p/": [row(1, 10, loss=0.75)],
+}
+
+
+@pytest.fixture(scope="module")
+def route_like_lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    lab = Lab(tmp_path_factory.mktemp("route-like"))
+    for n, (job_id, history) in enumerate(ROUTE_LIKE.items()):
+        lab.write_job(f"j{n}", {"job_id": job_id, "status": "completed", "history": history})
+    assert lab.ingest().ingested == len(ROUTE_LIKE)
+    return lab
+
+
+def check_route_like(get: Any) -> None:
+    """The answers of ROUTE_LIKE's jobs through ``get(path) -> (status, json)``."""
+    status, body = get("/api/training/jobs/analytics")  # the job "jobs", not the record of "analytics"
+    assert (status, body["job_id"], body["losses"]["final_loss"]) == (200, "jobs", 2.0)
+    assert [r["step"] for r in get("/api/training/jobs/steps")[1]["steps"]] == [1, 2]
+    assert get("/api/training/jobs/gpus")[1]["readings"][0]["utilization_percent"] == 40.0
+    assert get("/api/training/jobs/insights")[1]["job_id"] == "jobs"
+    assert get("/api/training/jobs/checkpoints")[1] == {"job_id": "jobs", "checkpoints": []}
+    assert get("/api/training/jobs/metrics")[1]["job_id"] == "jobs"
+    assert get("/api/training/jobs/metrics/history?name=x") == (404, {"detail": "job 'jobs' has no metric 'x'"})
+    assert get("/api/training/jobs/jobs")[1]["job_id"] == "jobs"  # the record alias
+    assert get("/api/training/jobs")[1]["total"] == len(ROUTE_LIKE)  # the list stays the list
+    # no job "jobs/p%2F" or "jobs/x": the record alias answers, as before
+    assert get("/api/training/jobs/x/steps") == (404, {"detail": "no job 'x/steps'"})
+    status, body = get("/api/training/export/steps")  # the job "export", asked without job_ids
+    assert (status, [r["loss"] for r in body["steps"]]) == (200, [1.5])
+    # each id decoded once: "p%2F" is sent as p%252F, "p/" as p%2F
+    assert get("/api/training/p%252F/analytics")[1]["losses"]["final_loss"] == 0.25
+    assert get("/api/training/p%2F/analytics")[1]["losses"]["final_loss"] == 0.75
+    assert get("/api/training/jobs/p%252F")[1]["job_id"] == "p%2F"
+    assert get("/api/training/p%252F/steps")[1]["job_id"] == "p%2F"
+
+
+def test_jobs_named_like_routes_or_holding_percent_have_their_answers(
+    route_like_lab: Lab, module_engine: Engine
+) -> None:
+    client = make_client(module_engine.warehouse(route_like_lab.db))
+
+    def get(path: str) -> tuple[int, Json]:
+        response = client.get(path)
+        return response.status_code, response.json()
+
+    check_route_like(get)
+    export = client.get("/api/training/export/steps", params={"job_ids": "export"})  # the export, with job_ids
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+
+
+def test_the_export_without_job_ids_is_422_without_a_job_named_export(client: TestClient) -> None:
+    status, body = status_of(client, "/api/training/export/steps")
+    assert status == 422 and "job_ids" in json.dumps(body)
+
+
+def test_route_like_ids_through_a_real_server(route_like_lab: Lab) -> None:
+    # uvicorn decodes the path once itself: the same answers as through the TestClient
+    with serving(route_like_lab.db) as running:
+
+        def get(path: str) -> tuple[int, Json]:
+            response = httpx.get(running.url + path, timeout=30)
+            return response.status_code, response.json()
+
+        check_route_like(get)
+
+
+def test_a_route_like_id_is_looked_up_only_with_the_token(route_like_lab: Lab) -> None:
+    client = make_client(route_like_lab.db, token="s3cret")
+    assert client.get("/api/training/jobs/analytics").status_code == 401
+    answer = client.get("/api/training/jobs/analytics", headers={"Authorization": "Bearer s3cret"})
+    assert (answer.status_code, answer.json()["job_id"]) == (200, "jobs")
+
+
+def test_the_route_like_suffixes_are_the_schemas(route_like_lab: Lab) -> None:
+    paths = ok(make_client(route_like_lab.db), "/openapi.json")["paths"]
+    prefix = "/api/training/{job_id}/"
+    assert set(job_paths.SUFFIXES) == {p.removeprefix(prefix) for p in paths if p.startswith(prefix)}
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "once"),
+    [
+        ("/api/training/p//a", b"/api/training/p%252F/a", "/api/training/p%2F/a"),  # decoded twice
+        ("/api/training/p%2F/a", b"/api/training/p%252F/a", None),  # once, as servers do
+        ("/api/training/p//a", b"/api/training/p%2F/a", None),
+        ("/api/training/100%/a", b"/api/training/100%25/a", None),
+    ],
+)
+def test_a_path_decoded_twice_is_decoded_once(path: str, raw: bytes, once: str | None) -> None:
+    assert job_paths.decoded_once({"path": path, "raw_path": raw}) == once
 
 
 # --- auth and health -----------------------------------------------------------------------
@@ -1045,7 +1146,7 @@ def test_gpu_readings_for_charts_carry_step_times(client: TestClient) -> None:
     ]
 
 
-def test_gpu_readings_downsampled_keep_every_extreme(lab: Lab) -> None:
+def test_gpu_readings_downsampled_keep_every_extreme(lab: Lab, engine: Engine) -> None:
     def reading(step: int, g: int) -> Json:
         temp = 99.0 if (step, g) == (321, 1) else 10.0 if (step, g) == (77, 0) else 50.0 + (step % 5)
         return {"index": g, "utilization_percent": 50.0, "memory_used_mb": 100.0, "temperature_c": temp, "power_w": 1.0}
@@ -1055,7 +1156,7 @@ def test_gpu_readings_downsampled_keep_every_extreme(lab: Lab) -> None:
     ]
     lab.write_job("hot", {"job_id": "hot", "status": "completed", "history": history})
     assert lab.ingest().failed == 0
-    rows = ok(make_client(lab.db), "/api/training/hot/gpus", max_points=42)["readings"]
+    rows = ok(make_client(engine.warehouse(lab.db)), "/api/training/hot/gpus", max_points=42)["readings"]
     for g in (0, 1):
         steps = [r["step"] for r in rows if r["gpu_index"] == g]
         assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 500

@@ -126,14 +126,14 @@ def nested(levels: int) -> str:
     return '{"d": ' * (levels - 1) + '{"d": 1}' + "}" * (levels - 1)
 
 
-def test_a_config_nested_thousands_of_levels_is_cut_not_a_500(tmp_path: Path) -> None:
-    lab = Lab(tmp_path)
+def test_a_config_nested_thousands_of_levels_is_cut_not_a_500(tmp_path: Path, ingest_engine: Engine) -> None:
+    lab = Lab(tmp_path, ingest_engine)  # on PostgreSQL: the config as the publish stores it (jsonb)
     for job_id, levels in (("deep", 5_000), ("limit", queries.MAX_CONFIG_DEPTH - 1)):
         config = f'"config": {{"model_name": "m", "x": {nested(levels)}}}, '
         raw = json.dumps(job(job_id)).replace('"job_id"', config + '"job_id"', 1)
         lab.write_job(job_id, None, raw=raw)
     assert lab.ingest().failed == 0
-    client = client_of(lab.db)
+    client = client_of(lab.warehouse())
     for url in ("/api/training/deep", "/api/training/jobs/deep"):
         response = client.get(url)
         assert response.status_code == 200, response.text
@@ -392,13 +392,10 @@ def neutralised(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def test_runlytics_export_csv_neutralises_formula_cells(formulas: Lab, tmp_path: Path) -> None:
+def test_runlytics_export_csv_neutralises_formula_cells(formulas: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    con = snapshots.connect_latest(formulas.db)
-    try:
+    with module_engine.reader(formulas.db) as con:
         export.export(con, out, "csv")
-    finally:
-        con.close()
     with (out / "jobs.csv").open(newline="") as f:
         models = {row["job_id"]: row["model_name"] for row in csv.DictReader(f)}
     assert models == {f"f{i}": neutralised(text) for i, text in enumerate(FORMULAS)} | {"'=cmd": ""}
@@ -407,19 +404,18 @@ def test_runlytics_export_csv_neutralises_formula_cells(formulas: Lab, tmp_path:
     assert losses == {"-1.5"}  # numbers are not text: a negative one stays as it is
 
 
-def test_parquet_keeps_the_values_as_they_are(formulas: Lab, tmp_path: Path) -> None:
-    con = snapshots.connect_latest(formulas.db)
-    try:
+def test_parquet_keeps_the_values_as_they_are(formulas: Lab, module_engine: Engine, tmp_path: Path) -> None:
+    with module_engine.reader(formulas.db) as con:
         export.export(con, tmp_path / "out", "parquet")
-    finally:
-        con.close()
     rows = duckdb.sql(f"SELECT job_id, model_name FROM read_parquet('{tmp_path}/out/jobs/*.parquet')").fetchall()
     assert dict(rows) == {f"f{i}": text for i, text in enumerate(FORMULAS)} | {"=cmd": None}
 
 
-def test_the_api_csv_export_neutralises_formula_cells(formulas: Lab) -> None:
+def test_the_api_csv_export_neutralises_formula_cells(formulas: Lab, module_engine: Engine) -> None:
     ids = ["=cmd", "f0", "f2"]
-    response = client_of(formulas.db).get("/api/training/export/steps", params={"job_ids": ",".join(ids)})
+    response = client_of(module_engine.warehouse(formulas.db)).get(
+        "/api/training/export/steps", params={"job_ids": ",".join(ids)}
+    )
     assert response.status_code == 200
     rows = list(csv.DictReader(io.StringIO(response.text)))
     expected = [("'=cmd", str(s)) for s in range(1, 6)] + [("f0", "1"), ("f2", "1")]

@@ -286,8 +286,8 @@ def lightning_points(text: str) -> dict[str, list[tuple[int, float]]]:
     return {name: sorted(points.items()) for name, points in sorted(values.items())}
 
 
-def test_a_lightning_runs_metrics_through_ingest(tmp_path: Any) -> None:
-    lab = Lab(tmp_path)
+def test_a_lightning_runs_metrics_through_ingest(tmp_path: Any, ingest_engine: Engine) -> None:
+    lab = Lab(tmp_path, ingest_engine)  # on PostgreSQL: the metrics ingest --db published
     run = lab.root / "lightning_logs" / "version_0"
     run.mkdir(parents=True)
     (run / "metrics.csv").write_text(LIGHTNING_CSV)
@@ -297,7 +297,7 @@ def test_a_lightning_runs_metrics_through_ingest(tmp_path: Any) -> None:
     assert expected["train_loss"] == [(0, 2.5), (2, 2.0), (4, 1.25), (6, 1.0)]  # the reader's own check
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
-        client = TestClient(create_app(lab.db))
+        client = TestClient(create_app(lab.warehouse()))
     job = "/api/training/lightning_logs/version_0"
     assert ok(client, f"{job}/metrics")["metrics"] == [
         {"name": name, "points": len(points), "first_step": points[0][0], "last_step": points[-1][0],
@@ -313,9 +313,10 @@ TFEVENTS = REALDATA / "tool_logs2" / "tfevents" / "hf-trainer-5-runs"
 
 
 @pytest.mark.skipif(not TFEVENTS.is_dir(), reason="no shared/realdata")
-def test_a_real_tensorboard_runs_metrics_answer_what_the_warehouse_holds(tmp_path: Any) -> None:
-    """The list's aggregates and the walked pages, against the view's rows read and summed here."""
-    lab = Lab(tmp_path)
+def test_a_real_tensorboard_runs_metrics_answer_what_the_warehouse_holds(tmp_path: Any, ingest_engine: Engine) -> None:
+    """The list's aggregates and the walked pages, against the view's rows read and summed here
+    (on PostgreSQL: its metric_points view over the published rows)."""
+    lab = Lab(tmp_path, ingest_engine)
     summary = lab.ingest(TFEVENTS)
     assert summary.failed == 0, summary.problems
     points: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
@@ -324,7 +325,7 @@ def test_a_real_tensorboard_runs_metrics_answer_what_the_warehouse_holds(tmp_pat
     assert points, "the folder gave no metric"
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(TOKEN_ENV, raising=False)
-        client = TestClient(create_app(lab.db))
+        client = TestClient(create_app(lab.warehouse()))
     for job_id in sorted({job for job, _ in points}):
         listed = ok(client, f"/api/training/{job_id}/metrics")["metrics"]
         mine = sorted((name, sorted(p)) for (job, name), p in points.items() if job == job_id)

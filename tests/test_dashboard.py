@@ -10,13 +10,14 @@ are skipped, except under CI (CI set), where they fail.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlparse
 
 import httpx
 import pytest
@@ -289,6 +290,114 @@ def test_compare_picker_adds_and_removes_jobs(site: dict[str, Any], tab: Page) -
     tab.page.click("button[aria-label='remove job-000005']")
     tab.page.wait_for_url("**/compare?job_ids=sampled")
     assert tab.errors == []
+
+
+# --- ids holding a comma (a sweep folder named like Hydra's override_dirname)
+
+COMMA_JOBS = ["bs=8", "lr=1e-4", "bs=8,lr=1e-4", "wd=0,lr=1e-3", 'say "hi", twice', "plain"]
+
+
+@pytest.fixture(scope="module")
+def comma_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Jobs `bs=8`, `lr=1e-4` and `bs=8,lr=1e-4` side by side (the list `bs=8,lr=1e-4` names the two
+    first), and ids holding a comma or a quote, served."""
+    tmp = tmp_path_factory.mktemp("comma-ids")
+    root = tmp / "jobs"
+    for n, job_id in enumerate(COMMA_JOBS):
+        history = [{"step": s, "timestamp": T0 + s, "loss": 2 + n - s / 10, "iteration_time": 1.0, "samples": 8}
+                   for s in range(1, 11)]  # fmt: skip
+        doc = {"job_id": job_id, "status": "completed", "started_at": T0, "ended_at": T0 + 10, "history": history}
+        path = root / f"job-{n}" / "progress.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(doc))
+    db = tmp / "warehouse.duckdb"
+    assert ingest(db, [root]).failed == 0
+    with serve(db) as base:
+        yield {"base": base, "api": httpx.Client(base_url=base, timeout=30)}
+
+
+def _compared(tab: Page) -> list[str]:
+    return tab.page.locator("table.compare tbody tr").evaluate_all("rows => rows.map(r => r.dataset.job)")
+
+
+def _listed(url: str) -> list[str]:
+    """The ids of a compare link's job_ids, as the API's reader takes them (each in quotes if need be)."""
+    return [id_ for value in parse_qs(urlparse(url).query).get("job_ids", []) for id_ in next(csv.reader([value]))]
+
+
+def _asked_records(tab: Page) -> set[str]:
+    """The job ids whose records the page asked for (GET /api/training/<id>)."""
+    paths = [urlparse(url).path for url in tab.requests]
+    return {
+        unquote(p.removeprefix("/api/training/")) for p in paths if p.startswith("/api/training/") and p.count("/") == 3
+    }
+
+
+def test_compare_links_quote_an_id_holding_a_comma(comma_site: dict[str, Any], tab: Page) -> None:
+    # the job page's link compares that one job, not the jobs `bs=8` and `lr=1e-4`
+    tab.open(comma_site["base"] + "/job?id=" + quote("bs=8,lr=1e-4", safe=""))
+    tab.requests.clear()
+    tab.page.click("text=Compare with other jobs")
+    tab.page.wait_for_selector("table.compare")
+    assert parse_qs(urlparse(tab.page.url).query)["job_ids"] == ['"bs=8,lr=1e-4"']
+    assert _compared(tab) == ["bs=8,lr=1e-4"]
+    assert _asked_records(tab) == {"bs=8,lr=1e-4"}
+    # the picker adds and removes ids with a comma or a quote
+    tab.page.fill("#pick", 'say "hi", twice')
+    tab.page.click("#picker button[type=submit]")
+    tab.page.wait_for_url(lambda url: len(_listed(url)) == 2)
+    tab.page.wait_for_selector("body[data-ready]")
+    assert _listed(tab.page.url) == _compared(tab) == ["bs=8,lr=1e-4", 'say "hi", twice']
+    tab.page.click("button[aria-label='remove bs=8,lr=1e-4']")
+    tab.page.wait_for_url(lambda url: len(_listed(url)) == 1)
+    tab.page.wait_for_selector("body[data-ready]")
+    assert _compared(tab) == ['say "hi", twice']
+    assert tab.errors == []
+
+
+def test_jobs_page_compares_ids_holding_a_comma(comma_site: dict[str, Any], tab: Page) -> None:
+    tab.open(comma_site["base"] + "/")
+    chosen = ["bs=8,lr=1e-4", "plain", 'say "hi", twice']
+    for job_id in chosen:
+        tab.page.get_by_label(f"compare {job_id}", exact=True).check()
+    tab.page.click("#compare-selected")
+    tab.page.wait_for_selector("table.compare")
+    assert _compared(tab) == chosen
+    assert tab.errors == []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["bs=8,lr=1e-4"],  # the jobs `bs=8` and `lr=1e-4`, as the API reads it
+        ['"bs=8,lr=1e-4",plain'],
+        ["wd=0,lr=1e-3,plain"],  # typed by hand: the API joins the fields that name no job
+        ["wd=0,lr=1e-3", "bs=8"],  # repeated
+        ['"say ""hi"", twice"', "plain,bs=8"],
+    ],
+)
+def test_compare_page_reads_job_ids_as_the_api_does(comma_site: dict[str, Any], tab: Page, values: list[str]) -> None:
+    query = urlencode([("job_ids", value) for value in values], quote_via=quote)
+    expected = comma_site["api"].get("/api/training/analytics/compare?" + query).json()
+    expected_ids = [job["job_id"] for job in expected["jobs"]]
+    tab.open(comma_site["base"] + "/compare?" + query)
+    assert _compared(tab) == expected_ids
+    assert tab.page.locator("#config-diff").count() == 1
+    # a list the API joins costs the page its first per-job requests (404s), never the page
+    assert [e for e in tab.errors if e.startswith("uncaught")] == []
+
+
+def test_job_id_lists_round_trip_through_the_page_and_the_api(comma_site: dict[str, Any], tab: Page) -> None:
+    tab.open(comma_site["base"] + "/compare")
+    written = tab.page.evaluate(
+        """async (ids) => { const m = await import("/static/common.js");
+           const value = ids.map(m.listField).join(",");
+           return { value, read: m.parseJobIds([value]) }; }""",
+        COMMA_JOBS,
+    )
+    assert written["read"] == COMMA_JOBS
+    answer = comma_site["api"].get("/api/training/analytics/compare", params={"job_ids": written["value"]}).json()
+    assert [job["job_id"] for job in answer["jobs"]] == COMMA_JOBS
 
 
 # --- summary page

@@ -38,7 +38,7 @@ import duckdb
 from . import db
 from .db import quote_identifier, quote_literal
 from .fleet import UnknownJobs
-from .pg_reader import is_postgres
+from .pg_reader import NUL, NUL_REPLACEMENT, is_postgres
 from .queries import SECTIONS
 
 FORMATS = ("parquet", "csv")
@@ -141,8 +141,11 @@ def parse_time(text: str) -> datetime:
 
 def unknown_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[str]:
     """The ids the warehouse has no job for, in the order given."""
-    sql = PG_MISSING if is_postgres(con) else MISSING
+    postgres = is_postgres(con)
+    sql = PG_MISSING if postgres else MISSING
     missing = {r[0] for r in con.execute(sql, {"job_ids": list(job_ids)}).fetchall()}
+    if postgres:  # the reader sent each NUL as U+FFFD (pg_reader.nul_free): the ids come back so
+        return [j for j in job_ids if j.replace(NUL, NUL_REPLACEMENT) in missing]
     return [j for j in job_ids if j in missing]
 
 

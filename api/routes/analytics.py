@@ -58,9 +58,11 @@ def fleet_trends(
     responses={404: {"model": models.Problem}},
     operation_id="compare_jobs",
 )
-def compare(con: Con, job_ids: Annotated[list[str], Query(description="a,b,… or repeated")]) -> dict:
+def compare(
+    con: Con, job_ids: Annotated[list[str], Query(description='a,b,… or repeated; "a,b" for an id with a comma')]
+) -> dict:
     """Side by side, with the winners of analytics.md ("Comparing jobs"); 1 to 50 distinct ids."""
-    ids = distinct_ids(job_ids, MAX_COMPARE_CHARS)
+    ids = distinct_ids(con, job_ids, MAX_COMPARE_CHARS)
     if not 1 <= len(ids) <= MAX_COMPARE:
         raise HTTPException(422, f"job_ids must name 1 to {MAX_COMPARE} distinct jobs, got {len(ids)}")
     return fleet.compare(con, ids)  # fleet.UnknownJobs: 404

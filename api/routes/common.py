@@ -8,7 +8,7 @@ from urllib.parse import quote, urlencode
 import duckdb
 from fastapi import HTTPException, Request
 
-from runlytics.warehouse import fleet, queries
+from runlytics.warehouse import fleet, job_lists, queries
 from runlytics.warehouse.views import STATUSES
 
 
@@ -18,13 +18,14 @@ def require_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
         raise queries.UnknownJob(job_id)
 
 
-def distinct_ids(job_ids: list[str], max_chars: int) -> list[str]:
+def distinct_ids(con: duckdb.DuckDBPyConnection, job_ids: list[str], max_chars: int) -> list[str]:
     """The ids of ``a,b,…``, the parameter given once or repeated (``job_ids=a&job_ids=b``, as
-    HTTP clients send a list), blanks dropped, each once, in the order given. A 422 past
-    ``max_chars`` in all: a repeated parameter's values are bounded together, as one would be."""
+    HTTP clients send a list), blanks dropped, each once, in the order given; an id holding a
+    comma as warehouse/job_lists.py reads it. A 422 past ``max_chars`` in all: a repeated
+    parameter's values are bounded together, as one would be."""
     if sum(len(value) for value in job_ids) > max_chars:
         raise HTTPException(422, f"job_ids: at most {max_chars} characters in all")
-    return list(dict.fromkeys(j.strip() for value in job_ids for j in value.split(",") if j.strip()))
+    return job_lists.resolve(con, job_ids)
 
 
 def filters(

@@ -60,13 +60,13 @@ def export_steps(
     fmt: Annotated[Literal["csv", "parquet"], Query(alias="format", description="csv or parquet")] = "csv",
 ) -> StreamingResponse:
     """Many jobs' step histories (every column of step_facts), streamed as CSV or Parquet."""
-    ids = distinct_ids(job_ids, MAX_QUERY)
-    if not 1 <= len(ids) <= MAX_EXPORT_JOBS:
-        raise HTTPException(422, f"job_ids must name 1 to {MAX_EXPORT_JOBS} distinct jobs, got {len(ids)}")
     # a cursor of our own, not the Con dependency's: the stream outlives the handler (and the
     # dependency's cleanup); db.WarehouseError: 503
     cursor = reader.cursor()
     try:
+        ids = distinct_ids(cursor, job_ids, MAX_QUERY)
+        if not 1 <= len(ids) <= MAX_EXPORT_JOBS:
+            raise HTTPException(422, f"job_ids must name 1 to {MAX_EXPORT_JOBS} distinct jobs, got {len(ids)}")
         missing = export.unknown_jobs(cursor, ids)
         if missing:
             raise HTTPException(404, f"unknown job(s): {_named(missing)}")

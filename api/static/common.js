@@ -16,11 +16,13 @@ export class ApiError extends Error {
   }
 }
 
-/** GET an API path with query parameters (null and "" left out); the parsed JSON or ApiError. */
+/** GET an API path with query parameters (null and "" left out, a list as the key repeated); the
+ * parsed JSON or ApiError. */
 export async function api(path, params = {}) {
   const query = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
-    if (value !== null && value !== undefined && value !== "") query.set(key, value);
+    if (Array.isArray(value)) value.forEach((v) => query.append(key, v));
+    else if (value !== null && value !== undefined && value !== "") query.set(key, value);
   }
   const url = query.toString() ? `${path}?${query}` : path;
   const headers = {};
@@ -162,6 +164,50 @@ export function statusBadge(status) {
 
 export function jobLink(jobId) {
   return el("a", { href: `/job?id=${encodeURIComponent(jobId)}` }, jobId);
+}
+
+// --- lists of job ids (compare links): written and read as the API's job_ids (warehouse/job_lists.py)
+
+/** One id as a field of a job_ids list: in double quotes ("" for a quote) when it holds a comma, a
+ * quote or edge blanks (a sweep folder `bs=8,lr=1e-4`), since the API takes a quoted field whole. */
+export function listField(jobId) {
+  return /[",]|^\s|\s$/.test(jobId) ? `"${jobId.replaceAll('"', '""')}"` : jobId;
+}
+
+/** The compare page's link for these jobs: `/compare?job_ids=a,"bs=8,lr=1e-4"`. */
+export function compareHref(jobIds) {
+  return jobIds.length ? `/compare?job_ids=${jobIds.map((id) => encodeURIComponent(listField(id))).join(",")}` : "/compare";
+}
+
+/** The ids of job_ids values (given once or repeated) as the API reads them: each value split on
+ * the commas outside double quotes (an unclosed quote: on every comma), a quoted field whole,
+ * blanks dropped, each id once. The API also joins unquoted fields that name no job with the
+ * following ones when the join names one (`job_ids=bs=8,lr=1e-4` typed by hand): the compare
+ * page takes the API's ids then. */
+export function parseJobIds(values) {
+  const ids = [];
+  for (const value of values) {
+    for (const field of listFields(value)) {
+      const text = field.trim();
+      ids.push(text.length >= 2 && text.startsWith('"') && text.endsWith('"') ? text.slice(1, -1).replaceAll('""', '"') : text);
+    }
+  }
+  return [...new Set(ids.filter(Boolean))];
+}
+
+function listFields(value) {
+  const fields = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    if (value[i] === '"') quoted = !quoted;
+    else if (value[i] === "," && !quoted) {
+      fields.push(value.slice(start, i));
+      start = i + 1;
+    }
+  }
+  fields.push(value.slice(start));
+  return quoted ? value.split(",") : fields;
 }
 
 // --- charts

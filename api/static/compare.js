@@ -1,8 +1,8 @@
 // Compare page: up to 10 jobs side by side: winners, the comparison table, the keys of their
 // configs that differ, and their curves overlaid: any metric (loss by default), throughput and
 // GPU use. The URL (/compare?job_ids=a,b&metric=grad_norm&smooth=0.6&x=time) holds the choice,
-// so it can be shared.
-import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError } from "./common.js";
+// so it can be shared; job_ids reads as the API reads it (an id holding a comma in double quotes).
+import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError, compareHref, listField, parseJobIds } from "./common.js";
 
 const MAX = 10;
 const POINTS = 500; // per job
@@ -11,8 +11,9 @@ const GPU_POINTS = 800; // per job, shared by its GPUs
 const STEP_METRICS = ["loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "samples_per_second", "iteration_time"];
 
 const params = new URLSearchParams(location.search);
-const chosen = (params.get("job_ids") || "").split(",").map((s) => s.trim()).filter(Boolean);
-const ids = [...new Set(chosen)].slice(0, MAX);
+const asked = params.getAll("job_ids");
+const chosen = parseJobIds(asked);
+let ids = chosen.slice(0, MAX); // the API's reading once its comparison is in (load)
 const state = {
   metric: params.get("metric") || "loss",
   smoothing: Math.min(0.99, Math.max(0, Number(params.get("smooth")) || 0)),
@@ -31,8 +32,7 @@ const colour = (id) => PALETTE[ids.indexOf(id) % PALETTE.length];
 const jobPath = (id) => `/api/training/${encodeURIComponent(id)}`;
 
 function setIds(next) {
-  const url = next.length ? `/compare?job_ids=${next.map(encodeURIComponent).join(",")}` : "/compare";
-  location.assign(url);
+  location.assign(compareHref(next));
 }
 
 function setParam(key, value) {
@@ -229,16 +229,34 @@ async function load() {
   }
   const stepMetric = STEP_METRICS.includes(state.metric);
   const lists = () => Promise.all(ids.map((id) => api(`${jobPath(id)}/metrics`).catch(() => null))).then(addMetrics);
+  const perJob = () => Promise.all([
+    Promise.all(ids.map((id) => api(jobPath(id)))),
+    gpuHistories(),
+    stepHistories([...new Set(["loss", "samples_per_second", ...(stepMetric ? [state.metric] : [])])]),
+    stepMetric ? null : lists(),
+  ]);
   let comparison, records, gpus;
   try {
-    // one wave: the loss, the throughput and a picked step field come in one request per job
-    [comparison, records, gpus] = await Promise.all([
-      api("/api/training/analytics/compare", { job_ids: ids.join(",") }),
-      Promise.all(ids.map((id) => api(jobPath(id)))),
-      gpuHistories(),
-      stepHistories([...new Set(["loss", "samples_per_second", ...(stepMetric ? [state.metric] : [])])]),
-      stepMetric ? null : lists(),
+    // one wave: the comparison, and the loss, the throughput and a picked step field in one
+    // request per job. The comparison is asked with job_ids as the URL has them, so the API's
+    // reading decides (it joins unquoted fields that name no job: `job_ids=bs=8,lr=1e-4` typed by
+    // hand or linked before ids were quoted); when its ids differ from the page's, the per-job
+    // requests go again with its ids (a second wave, for such links only).
+    const [answer, local] = await Promise.allSettled([
+      api("/api/training/analytics/compare", { job_ids: chosen.length <= MAX ? asked : ids.map(listField) }),
+      perJob(),
     ]);
+    if (answer.status === "rejected") throw answer.reason;
+    comparison = answer.value;
+    const theirs = comparison.jobs.map((job) => job.job_id);
+    if (theirs.length !== ids.length || theirs.some((id, i) => id !== ids[i])) {
+      ids = theirs;
+      state.histories.clear();
+      state.logged.clear();
+      state.metrics = [...STEP_METRICS];
+      [records, gpus] = await perJob();
+    } else if (local.status === "rejected") throw local.reason;
+    else [records, gpus] = local.value;
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       main(el("h1", {}, "Compare jobs"), picker());

@@ -5,7 +5,7 @@
 // rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
 import {
   api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds, shortDuration,
-  severityBadge, stepRange, PALETTE, ApiError,
+  severityBadge, stepRange, PALETTE, ApiError, compareHref,
 } from "./common.js";
 
 const STEP_FIELDS = ["ts", "loss", "eval_loss", "samples_per_second", "iteration_time"]; // ts is not downsampled by
@@ -203,7 +203,9 @@ function noThroughput() {
   return el("div", { class: "notice no-throughput", role: "note" },
     el("p", {}, "No throughput curve: no step of this job logged samples per second or an iteration time. ",
       "A Hugging Face trainer_state.json, for one, writes throughput only once, in the run's final summary",
-      average != null ? `, which gives the average above (${num(average)} samples/s).` : "."),
+      average != null
+        ? `; the average above (${num(average)} samples/s) comes from the steps' samples and times.`
+        : " (the trainer's own figure, not this job's average: that needs steps with samples and times)."),
     others.length
       ? el("p", {}, "Metrics it does have: ", others.map((name) => el("button", { type: "button", class: "chip", dataset: { metric: name }, onclick: () => pickMetric(name, true) }, name)))
       : null);
@@ -420,7 +422,7 @@ async function load() {
   main(
     el("h1", {}, jobId, " ", statusBadge(analytics.status)),
     el("p", { class: "muted" }, analytics.model_name ? `Model ${analytics.model_name}. ` : "", `${rows.length ? "" : "No steps logged yet. "}`,
-      el("a", { href: `/compare?job_ids=${encodeURIComponent(jobId)}` }, "Compare with other jobs")),
+      el("a", { href: compareHref([jobId]) }, "Compare with other jobs")),
     cards(analytics),
     warnings(analytics.warnings),
     insightList(insights),

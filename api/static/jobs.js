@@ -1,5 +1,5 @@
 // Jobs page: every job, filtered and sorted by the API, in keyset pages; pick jobs to compare.
-import { api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, jobLink, insightBadge, STATUSES, every } from "./common.js";
+import { api, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, jobLink, insightBadge, STATUSES, every, compareHref } from "./common.js";
 
 const COLUMNS = [
   // [sort key, heading, cell]
@@ -127,7 +127,7 @@ function select(jobId, on) {
 function updateCompare() {
   const ids = [...state.selected];
   compare.textContent = `Compare selected (${ids.length})`;
-  compare.href = `/compare?job_ids=${ids.map(encodeURIComponent).join(",")}`;
+  compare.href = compareHref(ids);
   compare.classList.toggle("disabled", ids.length === 0);
   compare.setAttribute("aria-disabled", ids.length === 0 ? "true" : "false");
 }
