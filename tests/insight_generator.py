@@ -477,7 +477,7 @@ def work_at_risk(job: Job) -> list[Insight]:
     return [_insight(job, "work_at_risk", float(since), freq)] if since > 2 * freq else []
 
 
-def silent_running(job: Job, as_of_ms: int) -> list[Insight]:
+def silent_running(job: Job, as_of_ms: float) -> list[Insight]:
     if job.status != "running":
         return []
     rows = _ordered(job)
@@ -490,7 +490,7 @@ def silent_running(job: Job, as_of_ms: int) -> list[Insight]:
     return [_insight(job, "silent_running", silence, limit)] if silence > limit else []
 
 
-def reference_insights(jobs: list[Job], as_of_ms: int) -> list[Insight]:
+def reference_insights(jobs: list[Job], as_of_ms: float) -> list[Insight]:
     out: list[Insight] = []
     for job in jobs:
         out += nonfinite_loss(job) + loss_spike(job) + loss_divergence(job) + overfitting(job)

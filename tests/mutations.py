@@ -111,6 +111,7 @@ A = "tests/test_analytics.py::"
 API = "tests/test_api.py::"
 GPU = "tests/test_gpu_samples.py::"
 HF = "tests/test_trainer_state.py::"
+TF = "tests/test_trainer_figures.py::"
 
 FINITE = "FILTER (WHERE @finite({0}))"
 # the columns of fleet.COMPARE, in the order compare() reads them
@@ -189,7 +190,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     # --- performance (job_performance) ---------------------------------------------------------------
     m("total_iterations ignores current_step", "job.total_iterations",
       view("job_performance", "ELSE greatest(max_step, current_step) END", "ELSE max_step END"),
-      A + "test_total_iterations[25-25]"),
+      A + "test_total_iterations[duckdb-25-25]"),
     m("total_samples only over timed rows", "job.total_samples",
       view("job_performance", "@ordered_fsum(m.samples) AS total_samples",
            "@ordered_fsum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS total_samples"),
@@ -207,10 +208,11 @@ MUTATIONS: tuple[Mutation, ...] = (
       view("job_performance", "ELSE mean_samples_per_second END AS average_samples_per_second",
            "END AS average_samples_per_second"),
       A + "test_plain_mean_fallback_when_no_row_has_samples_and_seconds"),
-    m("throughput: the trainer's train_samples_per_second ignored", "job.average_samples_per_second",
-      view("job_performance", "WHEN @finite(train_samples_per_second) THEN train_samples_per_second",
-           "WHEN false THEN train_samples_per_second"),
-      HF + "test_mistral_checkpoints_and_runtime"),
+    m("row samples: the trainer's per-device train_batch_size as samples per iteration", "job.total_samples",
+      view("job_settings", "SELECT j.job_id,\n       j.batch_size,",
+           "SELECT j.job_id,\n"
+           "       coalesce(j.batch_size, CAST(r.train_batch_size AS DOUBLE PRECISION)) AS batch_size,"),
+      TF + "test_a_trainer_state_job_has_no_duration_samples_or_throughput[duckdb-mistral-translator]"),
     m("peak rate keeps non-finite rates", "job.peak_samples_per_second",
       view("job_performance", f"max(m.samples_per_second) {FINITE.format('m.samples_per_second')}",
            "max(m.samples_per_second)"),
@@ -236,22 +238,26 @@ MUTATIONS: tuple[Mutation, ...] = (
       A + "test_started_at_beats_first_row"),
     m("end: ended_at only for completed jobs", "job.end_time",
       view("job_duration", "j.status IN ('completed', 'failed', 'cancelled')", "j.status = 'completed'"),
-      A + "test_end_of_job[failed]"),
+      A + "test_end_of_job[duckdb-failed]"),
     m("end: updated_at beats a later row", "job.end_time",
       view("job_duration", "ELSE greatest(e.last_ts, j.updated_at) END", "ELSE coalesce(j.updated_at, e.last_ts) END"),
-      A + "test_end_of_job[paused-row-later]"),
+      A + "test_end_of_job[duckdb-paused-row-later]"),
     m("total_seconds is the training time", "job.total_seconds",
-      view("job_duration", "CASE WHEN span_seconds IS NOT NULL THEN span_seconds",
-           "CASE WHEN span_seconds IS NOT NULL THEN training_seconds"),
-      A + "test_end_of_job[completed]"),
+      view("job_duration", "       span_seconds AS total_seconds", "       training_seconds AS total_seconds"),
+      A + "test_end_of_job[duckdb-completed]"),
     m("training time leaves out the first row", "job.training_seconds",
       view("job_duration", "@ordered_fsum(seconds) AS timed_seconds",
            "@ordered_fsum(seconds) FILTER (WHERE row_no > 1) AS timed_seconds"),
       A + "test_start_from_first_row_timestamp_minus_its_seconds"),
-    m("training time: no train_runtime fallback", "job.training_seconds",
-      view("job_duration", "coalesce(timed_seconds, train_runtime) AS training_seconds",
-           "timed_seconds AS training_seconds"),
-      HF + "test_mistral_checkpoints_and_runtime"),
+    m("total_seconds: the training time when start or end is unknown", "job.total_seconds",
+      view("job_duration", "       span_seconds AS total_seconds",
+           "       coalesce(span_seconds, training_seconds) AS total_seconds"),
+      TF + "test_a_total_without_start_or_end_is_null_and_so_is_the_overhead[duckdb]"),
+    m("overhead 0 when the total is unknown", "job.overhead_seconds",
+      view("job_duration", "THEN greatest(0, span_seconds - training_seconds) END AS overhead_seconds",
+           "THEN greatest(0, span_seconds - training_seconds)\n            WHEN training_seconds IS NOT NULL THEN 0"
+           " END AS overhead_seconds"),
+      TF + "test_a_total_without_start_or_end_is_null_and_so_is_the_overhead[duckdb]"),
     m("overhead not clamped at 0", "job.overhead_seconds",
       view("job_duration", "THEN greatest(0, span_seconds - training_seconds)", "THEN span_seconds - training_seconds"),
       A + "test_overhead_is_clamped_at_zero"),
@@ -345,7 +351,7 @@ MUTATIONS: tuple[Mutation, ...] = (
       A + "test_best_checkpoint_by_eval_loss"),
     m("best: ties go to the later checkpoint", "job.best_checkpoint",
       view("job_checkpoints", "@first_by(c.step; c.eval_loss, c.step)", "@first_by(c.step; c.eval_loss, c.step DESC)"),
-      A + "test_best_checkpoint_ties_go_to_the_earlier[eval_loss]"),
+      A + "test_best_checkpoint_ties_go_to_the_earlier[duckdb-eval_loss]"),
     m("best: the trainer's own best ignored", "job.best_checkpoint",
       view("job_checkpoints", "coalesce(trainer_best_checkpoint,", "coalesce(NULL,"),
       HF + "test_whisper_last_checkpoint_folder"),

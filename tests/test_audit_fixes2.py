@@ -18,9 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Lab
+from conftest import Engine, Lab
 
 from runlytics.ingest import progress
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    """On both engines (docs/testing.md, "Both engines"): on PostgreSQL ``ingest --db URL`` publishes
+    the stage's result, and ``lab.query`` and ``lab.analytics`` read PostgreSQL's rows."""
+    return Lab(tmp_path, ingest_engine)
+
 
 # --- F14: half new, half old ------------------------------------------------------------------
 
@@ -261,7 +269,7 @@ def test_a_percent_in_a_job_id_is_decoded_once(lab: Lab, monkeypatch: pytest.Mon
     lab.write_job("b", {"job_id": "p/", "status": "completed", "history": [{"step": 1, "loss": 1.0}]})
     assert lab.ingest().ingested == 2
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    app = create_app(lab.db)
+    app = create_app(lab.warehouse())
 
     async def get(url: str) -> dict[str, Any]:
         # httpx's ASGI transport decodes the path once, as uvicorn does (TestClient decodes twice)

@@ -80,12 +80,13 @@ class Warehouse:
             return pg_ingest.ingest(self.target, roots, stage=self.db, spools=spools, wait=10)[0]
         return ingest(self.db, roots, spools=spools, wait=10)
 
-    def ingest(self) -> int:
-        """Ingest everything new; the as_of of the run, in ms."""
+    def ingest(self) -> float:
+        """Ingest everything new; the as_of of the run, in ms (to the microsecond: silent_running's
+        silence is as_of less a time, so a rounded as_of would be off by up to 0.5 ms)."""
         summary = self.ingest_roots([self.root], [self.spool])
         assert summary.failed == 0
         (started,) = self.query("SELECT max(started_at) FROM ingest_runs")[0]
-        return round(started.replace(tzinfo=UTC).timestamp() * 1000)
+        return started.replace(tzinfo=UTC).timestamp() * 1000
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Portable SQL, ``$name`` parameters."""
@@ -164,7 +165,7 @@ def compare(expected: list[Insight], got: list[Insight], *, times: bool = True) 
     return problems
 
 
-def check(wh: Warehouse, cases: list[Generated], as_of: int) -> None:
+def check(wh: Warehouse, cases: list[Generated], as_of: float) -> None:
     jobs = [job for case in cases for job in case.jobs]
     ids = [job.job_id for job in jobs]
     expected = reference_insights(jobs, as_of)
