@@ -200,7 +200,7 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
         match = CHECKPOINT_DIR.match(name)
         if match:
             checkpoints[int(match.group(1))] = name
-        copy = match is None and CHECKPOINT_COPY.match(name) is not None
+        copy = match is None and CHECKPOINT_COPY.match(name) is not None and _plain_copy(os.path.join(dirpath, name))
         # a checkpoint-<step>/ folder, a checkpoint copy such as last-checkpoint/, or, in a folder
         # that is a job's anyway, any subfolder's trainer state (a copy under another name)
         if (match or copy or has_progress or has_state) and _is_file(os.path.join(dirpath, name, TRAINER_STATE)):
@@ -218,6 +218,19 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
     job.trainer_states += [here / name / TRAINER_STATE for name in states]
     job.checkpoints = checkpoints
     return job
+
+
+def _plain_copy(path: str) -> bool:
+    """A folder named like a checkpoint copy that holds a copy's files only: nothing that would
+    make it a job or tool-log folder of its own (a progress.json, checkpoint-<step>/ folders, a
+    Trainer's runs/ or tool logs). A Trainer's output_dir named ``checkpoint/`` is such a folder
+    of its own: taken for a copy, its parent would be the job and its checkpoints and logs unread."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    own = (PROGRESS, HF_RUNS, LIGHTNING_METRICS, LLAMAFACTORY_LOG, MLFLOW_META)
+    return not any(n in own or CHECKPOINT_DIR.match(n) or is_event_file(n) for n in names)
 
 
 def _is_file(path: str) -> bool:

@@ -139,6 +139,28 @@ def test_a_copy_beside_job_folders_does_not_swallow_them(tmp_path: Path, trial: 
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("own", ["progress.json", "checkpoint-20", "runs"])
+def test_a_folder_named_like_a_copy_that_is_a_job_folder_of_its_own_is_its_own_job(tmp_path: Path, own: str) -> None:
+    """A Trainer output_dir named ``checkpoint/`` (or ``best_checkpoint/``) holds its own
+    progress.json, checkpoint-N/ folders or runs/: it is no copy, so its otherwise empty parent is
+    no job, and every file in it is read for it (taken for a copy, only its top-level trainer
+    state was read, its checkpoints and logs silently not)."""
+    out = tmp_path / "outputs" / "best_checkpoint"
+    write_state(out, state(20, 1.0))
+    if own == "progress.json":
+        write_progress(out, {"job_id": "my-run", "history": [{"step": 10, "loss": 1.0}]})
+    elif own == "runs":
+        (out / "runs" / "Dec05_host").mkdir(parents=True)
+        (out / "runs" / "Dec05_host" / "events.out.tfevents.1.host").write_bytes(b"")
+    else:
+        write_state(out / own, state(20, 1.0))
+    (found,) = discover.discover([tmp_path])
+    assert found.path == out
+    assert (found.progress is not None, sorted(found.checkpoints), len(found.tool_paths())) == {
+        "progress.json": (True, [], 0), "checkpoint-20": (False, [20], 0), "runs": (False, [], 1),
+    }[own]  # fmt: skip
+
+
 def test_a_copy_makes_its_run_the_job_only_when_every_file_below_is_read_for_it(tmp_path: Path) -> None:
     """The Trainer's own TensorBoard run (runs/<date>_<host>/) and LLaMA-Factory log are the job's;
     another tool's run below (out/logs/metrics.csv) would go unread in a job folder: not a job then."""
