@@ -120,7 +120,7 @@ def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
     A folder that only its checkpoint copies make a job's (no progress.json, trainer state or
     checkpoint-<step>/ of its own) is decided once the walk below it is done: it is the job when
     every file found in and below it is read for it, i.e. no other folder below is a job folder
-    and no tool-log run holds files other than its own (event files under ``runs/*/``). So a
+    and no tool-log run holds files other than its own (event files in it or under ``runs/*/``). So a
     sweep's ``trial-1/``, ``trial-2/`` beside its ``best-checkpoint/`` stay jobs, and nothing
     below such a folder goes unread; else it is walked as a folder that is no job (as before
     copies counted), and each copy is a job folder of its own."""
