@@ -98,9 +98,10 @@ def _per_job_app(app: FastAPI) -> FastAPI:
     what job_paths.JobPaths sends a request to when a route taken first would shadow them."""
     per_job = FastAPI(exception_handlers=errors.HANDLERS, openapi_url=None, docs_url=None, redoc_url=None)
     per_job.state = app.state
-    per_job.include_router(analytics.router, dependencies=GUARDED)
-    per_job.include_router(history.router, dependencies=GUARDED)
-    per_job.include_router(insights.job_router, dependencies=GUARDED)
-    per_job.include_router(metric_points.router, dependencies=GUARDED)
-    per_job.include_router(jobs.job_router, dependencies=GUARDED)
+    for router in PER_JOB_ROUTERS:
+        per_job.include_router(router, dependencies=GUARDED)
     return per_job
+
+
+# the routers of /api/training/{job_id}/…, in create_app's order (its other routers between them)
+PER_JOB_ROUTERS = (analytics.router, history.router, insights.job_router, metric_points.router, jobs.job_router)

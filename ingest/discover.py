@@ -200,7 +200,13 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
         match = CHECKPOINT_DIR.match(name)
         if match:
             checkpoints[int(match.group(1))] = name
-        copy = match is None and CHECKPOINT_COPY.match(name) is not None and _plain_copy(os.path.join(dirpath, name))
+        # (a copy matters only to a folder that is no job's without it)
+        copy = (
+            match is None
+            and not (has_progress or has_state)
+            and CHECKPOINT_COPY.match(name) is not None
+            and _plain_copy(os.path.join(dirpath, name))
+        )
         # a checkpoint-<step>/ folder, a checkpoint copy such as last-checkpoint/, or, in a folder
         # that is a job's anyway, any subfolder's trainer state (a copy under another name)
         if (match or copy or has_progress or has_state) and _is_file(os.path.join(dirpath, name, TRAINER_STATE)):

@@ -85,13 +85,13 @@ class Lab:
         case then checks the publish even where it reads only the Summary or compares empty results."""
         import psycopg
 
-        name = self.ingester or pg_ingest.default_ingester(self.db)
+        name = self.ingester_name
         tables = [t for t in pg_copy.COPIED if t in pg_ingest.PER_JOB or t == pg_samples.VIEW]
         with duckdb.connect(str(self.db), read_only=True) as stage:
             owed = "SELECT job_id FROM publish_queue"
-            jobs = [j for (j,) in stage.execute(f"SELECT job_id FROM jobs WHERE job_id NOT IN ({owed})").fetchall()]
             # a job id holding NUL is never published (PostgreSQL's text holds no NUL: ingest/postgres.py)
-            jobs = [j for j in jobs if pg_ingest.NUL not in j]
+            rows = stage.execute(f"SELECT job_id FROM jobs WHERE job_id NOT IN ({owed})").fetchall()
+            jobs = [j for (j,) in rows if pg_ingest.NUL not in j]
             with psycopg.connect(self.target().libpq_url, options=SESSION_OPTIONS) as pg:
                 owners = dict(pg.execute("SELECT job_id, ingester FROM job_owners WHERE job_id = ANY(%s)", (jobs,)))
                 mine = [j for j in jobs if owners.get(j, name) == name]
@@ -117,7 +117,12 @@ class Lab:
         ingester's name (ingest/postgres.py: paths of different hosts would collide)."""
         if not self.engine.ingests:
             return str(path)
-        return f"{self.ingester or pg_ingest.default_ingester(self.db)}:{path}"
+        return f"{self.ingester_name}:{path}"
+
+    @property
+    def ingester_name(self) -> str:
+        """The name this lab's ingests publish under (``ingest --ingester``, else the default)."""
+        return self.ingester or pg_ingest.default_ingester(self.db)
 
     def target(self) -> db.PostgresUrl:
         """The PostgreSQL database this lab ingests into (made on first use: a clone of the template)."""

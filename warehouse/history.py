@@ -310,6 +310,7 @@ READING_COLUMNS = (
 # bucket's reading is its first sample's time, the mean of every figure over its finite readings,
 # and each figure's minimum and maximum, which the rollups hold exactly.
 GPU_ROLLED_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
+MINUTES_PAGE_SQL = MINUTES_PAGE.format(figures=", ".join(MINUTE_FIGURE.format(f=f) for f in GPU_ROLLED_FIGURES))
 # Where a query of DuckDB's reads the minutes: the rows of the job's span only, from the hot table
 # and the minute parts of those days (sealed_reads.between; gpu_minutes itself on PostgreSQL)
 MINUTES = "{minutes}"
@@ -484,8 +485,7 @@ def _minutes_page(
         "job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_host": host_after, "after_key": key_after,
         "after_minute": pages.timestamp(minute_after) if minute_after is not None else datetime.min, "limit": limit + 1,
     }  # fmt: skip
-    sql = MINUTES_PAGE.format(figures=", ".join(MINUTE_FIGURE.format(f=f) for f in GPU_ROLLED_FIGURES))
-    rows = records(con.execute(sql, params))
+    rows = records(con.execute(MINUTES_PAGE_SQL, params))
     more = len(rows) > limit
     rows = rows[:limit]
     last = rows[-1] if more else None

@@ -222,8 +222,10 @@ def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed, *, as_built: bool
     moved = False
     for each in (table, *FOLLOWERS.get(table.name, ())):
         paths = live_paths(con, each)
+        if not paths:
+            continue
         built = con.execute(VIEW_TEXT, {"v": each.name}).fetchone()
-        if not paths or (built is not None and file_list(root(con), paths[:1]) in built[0]):
+        if built is not None and file_list(root(con), paths[:1]) in built[0]:
             continue
         if as_built:
             columns = tuple(name for (name,) in con.execute(VIEW_COLUMNS, {"v": each.name}).fetchall())
@@ -300,9 +302,9 @@ def store_cold(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> in
     is rewritten without it, the rare path of late or re-read data). Returns the parts written.
     The caller refreshes the view."""
     written = 0
+    in_group = _in_group(table, source)
     for host, day, first, last in _groups(con, table, source):
         span = _span(host, day)
-        in_group = _in_group(table, source)
         written += len(_rewrite_without(con, table, in_group, span, day, host, first, last))
         if write_part(con, table, in_group, span, day, host) is not None:
             written += 1

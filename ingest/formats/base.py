@@ -29,6 +29,8 @@ ProgressCallback = Callable[[Phase, int, int], None]
 
 
 DEFAULT_MAX_FILE_MB = 2048
+# the folder each job id is stored for (one folder per job id: docs/ingest.md)
+STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
 
 
 @dataclass
@@ -193,3 +195,9 @@ def not_ingested(ctx: Context, r: Rejection, kind: str) -> None:
     else:
         ctx.summary.pending += 1
     ctx.summary.problems.append({"path": path, "outcome": r.outcome, "reason": r.reason})
+
+
+def stored_owner(stored_dir: str | None) -> str | None:
+    """The folder that holds a job id: the one stored for it while it exists (a job folder moved
+    elsewhere takes its job along: the id is then the first claiming folder's), else None."""
+    return stored_dir if stored_dir and os.path.isdir(stored_dir) else None

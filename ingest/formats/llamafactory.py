@@ -24,7 +24,7 @@ from typing import NamedTuple
 from runlytics.ingest.discover import LLAMAFACTORY, JobFolder
 
 from .text_logs import Chunk, Point, complete_lines, number, utc_from_seconds, whole
-from .tool_log import ToolLogParser
+from .tool_log import ToolLogParser, bytes_before
 
 FILE_NAME = "trainer_log.jsonl"
 NOT_METRICS = frozenset({"current_steps", "total_steps"})
@@ -78,14 +78,10 @@ class LlamaFactoryParser(ToolLogParser):
 
 def _elapsed_before(path: Path, offset: int) -> float | None:
     """The elapsed_time of the last line before ``offset`` that has one (within 64 KiB)."""
-    start = max(0, offset - TAIL_BYTES)
     try:
-        with open(path, "rb") as f:
-            f.seek(start)
-            tail = f.read(offset - start)
+        return elapsed_of_last_line(bytes_before(path, offset, TAIL_BYTES))
     except OSError:
         return None
-    return elapsed_of_last_line(tail)
 
 
 def elapsed_of_last_line(data: bytes) -> float | None:

@@ -9,7 +9,6 @@ moment leaves the warehouse as the last committed batch left it, and the next ru
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from runlytics.ingest import fast, ledger, merge, progress
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
-from .base import Candidate, Context, Rejection, changed_files, not_ingested, openable, same_file
+from .base import Candidate, Context, Rejection, changed_files, not_ingested, openable, same_file, stored_owner
 
 KIND = "progress"
 
@@ -337,7 +336,7 @@ def _drop_conflicts(con: duckdb.DuckDBPyConnection, by_id: dict[int, Candidate])
     """
     conflicts: dict[int, Rejection] = {}
     for file_id, job_id, source_dir, stored_dir, first_dir in con.execute(CLAIMS).fetchall():
-        owner = stored_dir if stored_dir and os.path.isdir(stored_dir) else first_dir
+        owner = stored_owner(stored_dir) or first_dir
         if owner != source_dir:
             reason = (f"job id {job_id!r} belongs to the folder {owner}: a second folder can't claim it "
                       "(give one of them another job_id)")  # fmt: skip

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,7 +38,7 @@ from runlytics.ingest import ledger
 from runlytics.ingest.discover import TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
-from .base import Candidate, Context, Rejection, changed_files, examine, not_ingested
+from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
 from .text_logs import Chunk, Events, Point, RunInfo
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
@@ -109,7 +108,6 @@ class _JobRead:
 
 
 OWNERS = "SELECT path, job_id FROM ingest_files WHERE kind = $kind AND job_id IS NOT NULL"
-STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
 # the ids a tool-log run's folder holds (rows its tool logs made: source_file is the folder): it
 # keeps the id it was first read under when another ingest root names it otherwise
 STORED_RUN_IDS = """
@@ -128,7 +126,7 @@ DELETE_WHOLE = "DELETE FROM metric_values WHERE source = $source AND job_id IN (
 # the moved ones (a file of another tool not yet moved, any outcome). A GPU log imported for the
 # job does not keep its row: samples make no job row (a fresh read of the files would have none)
 FORMER_KEPT = """
-SELECT DISTINCT job_id FROM ingest_files
+SELECT DISTINCT job_id, kind FROM ingest_files
 WHERE job_id IN (SELECT unnest($job_ids)) AND list_contains($kinds, kind) AND NOT list_contains($paths, path)
 """
 # a former job's row made by its tool logs (source_file is the run folder; a progress.json's or
@@ -453,12 +451,14 @@ def _retire_former(con: Any, kind: str, batch: list[_JobRead]) -> dict[str, _Mov
     formers = sorted({former for former, _ in moved.values()} - {r.job_id for r in batch})
     if not formers:
         return {}
-    params = {"job_ids": formers, "paths": sorted(moved), "kinds": [kind]}
-    partial = {job_id for (job_id,) in con.execute(FORMER_KEPT, params).fetchall()}
+    params = {"job_ids": formers, "paths": sorted(moved), "kinds": list(TOOL_KINDS)}
+    # the former jobs' other tool-log files in the ledger (the moved ones are recorded for their new job)
+    files = con.execute(FORMER_KEPT, params).fetchall()
+    partial = {job_id for job_id, of_kind in files if of_kind == kind}
     whole = [job_id for job_id in formers if job_id not in partial]
     if whole:
         con.execute(DELETE_WHOLE, {"source": kind, "job_ids": whole})
-    kept = {job_id for (job_id,) in con.execute(FORMER_KEPT, {**params, "kinds": list(TOOL_KINDS)}).fetchall()}
+    kept = {job_id for job_id, _ in files}
     gone = [job_id for job_id in formers if job_id not in kept]
     if gone:
         con.execute(DELETE_FORMER_JOBS, {"job_ids": gone})
@@ -501,8 +501,9 @@ def same_prefix(path: Path, offset: int, stored: str | None) -> bool:
         return False
 
 
-def bytes_before(path: Path, end: int) -> bytes:
-    start = max(0, end - DIGEST_BYTES)
+def bytes_before(path: Path, end: int, size: int = DIGEST_BYTES) -> bytes:
+    """The ``size`` bytes (fewer at the file's start) before offset ``end``."""
+    start = max(0, end - size)
     with open(path, "rb") as f:
         f.seek(start)
         return f.read(end - start)
@@ -551,8 +552,8 @@ def _claims(
         if _named_by_folder(job, progress_job_ids):
             owner = stored.get(job_id)
             # a job folder moved elsewhere takes its job along (a tool-log run's id is its path: no move)
-            if owner is not None and not job.is_tool_run and not os.path.isdir(owner):
-                owner = None
+            if owner is not None and not job.is_tool_run:
+                owner = stored_owner(owner)
             holder = owner or first.setdefault(job_id, str(job.path))
             if holder != str(job.path):
                 reason = f"job id {job_id} belongs to another folder, {holder}: not read"

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from runlytics.ingest import ledger, progress, trainer_state
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
-from .base import Candidate, Context, Rejection, changed_files, not_ingested, same_file
+from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, not_ingested, same_file, stored_owner
 
 KIND = "trainer_state"
-STORED_DIRS = "SELECT job_id, source_dir FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
 
 # Every value of the merged trainer steps of the batch's jobs under its own name (the columns and
 # the numeric keys of `metrics`), source 'trainer_state', into metric_values (revision 0012 copies
@@ -119,8 +117,7 @@ def _claims(
         folder = str(c.job.path)
         holder = holders.get(state.job_id)
         if holder is None:
-            owner = stored.get(state.job_id)
-            holder = holders[state.job_id] = owner if owner is not None and os.path.isdir(owner) else folder
+            holder = holders[state.job_id] = stored_owner(stored.get(state.job_id)) or folder
         if holder == folder:
             kept.append((state, c))
             continue
