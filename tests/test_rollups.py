@@ -285,7 +285,10 @@ def test_a_threshold_other_than_the_rollups_reads_the_raw_samples(warehouse: duc
 def test_the_figures_stay_when_the_raw_samples_age_out(warehouse: duckdb.DuckDBPyConnection) -> None:
     """The per-job views read the rollups only: with every raw sample gone, the same figures."""
     _store(warehouse, _samples(5))
-    queries = {**COMPARED, "utilization_minutes": results.ROLLUP_UTILIZATION_SELECT.format(where="")}
+    queries = {
+        **COMPARED,
+        "utilization_minutes": results.ROLLUP_UTILIZATION_SELECT.format(where="") + " ORDER BY job_id, minute",
+    }  # rows in a stated order: DuckDB gives a parallel scan's in any
     before = {name: warehouse.execute(sql).fetchall() for name, sql in queries.items()}
     warehouse.execute("BEGIN")
     try:
