@@ -96,13 +96,29 @@ def lines_written(spool: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in spool.glob("*.jsonl"))
 
 
-def when_written(spool: Path, lines: int, then: Any) -> threading.Thread:
-    """A thread that calls ``then`` once the spool holds ``lines`` lines: by what was written, not
-    by a wall-clock guess that a loaded machine would miss."""
+def lines_per_gpu(spool: Path) -> dict[int, int]:
+    """Complete lines of each GPU index in the spool so far."""
+    counts: dict[int, int] = {}
+    for path in spool.glob("*.jsonl"):
+        for line in path.read_bytes().split(b"\n")[:-1]:
+            index = json.loads(line)["gpu_index"]
+            counts[index] = counts.get(index, 0) + 1
+    return counts
+
+
+def when_written(spool: Path, lines: int, then: Any, *, per_gpu: int = 0) -> threading.Thread:
+    """A thread that calls ``then`` once the spool holds ``lines`` lines (and ``per_gpu`` lines of
+    every GPU seen): by what was written, not by a wall-clock guess that a loaded machine would
+    miss."""
+
+    def written() -> bool:
+        if lines_written(spool) < lines:
+            return False
+        return not per_gpu or min(lines_per_gpu(spool).values(), default=0) >= per_gpu
 
     def wait() -> None:
         deadline = time.monotonic() + 120  # a hung sampler fails the test instead of hanging it
-        while lines_written(spool) < lines and time.monotonic() < deadline:
+        while not written() and time.monotonic() < deadline:
             time.sleep(0.01)
         then()
 
@@ -278,7 +294,7 @@ def test_until_stopped_ends_on_a_signal_with_0(tmp_path: Path, signum: int) -> N
 
     previous = signal.signal(signum, guard)
     try:
-        timer = when_written(tmp_path / "spool", 6, lambda: os.kill(os.getpid(), signum))
+        timer = when_written(tmp_path / "spool", 6, lambda: os.kill(os.getpid(), signum), per_gpu=3)
         code = sampler.run(options(tmp_path), nvml_module=FakeNvml(gpus(2)), env={})
         timer.join()
         restored = signal.getsignal(signum)
