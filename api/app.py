@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from runlytics.warehouse import db, pg_reader, snapshots
 
-from . import errors, job_paths, models, security
+from . import errors, head, job_paths, models, security, timed_reads
 from .deps import GUARDED, TOKEN_ENV, configured_token
 from .routes import analytics, dashboard, docs, export, health, history, ingest, insights, jobs, metric_points, metrics
 from .routes.analytics import MAX_COMPARE
@@ -41,9 +41,9 @@ def create_app(
     With a token (else ``$RUNLYTICS_API_TOKEN``), Bearer auth guards all but the probes and the
     dashboard's pages; an empty token is a ValueError, never auth turned off. ``allowed_hosts``:
     the ``Host`` names answered (None: any, as for a test client). ``base_url``: what ``next``
-    links start with (None: they are relative, never built from the request's ``Host``). On
-    PostgreSQL, reads go to ``read_db`` when given (a replica), each statement limited to
-    ``read_timeout`` seconds.
+    links start with (None: they are relative, never built from the request's ``Host``). Each
+    statement is limited to ``read_timeout`` seconds, on DuckDB (api/timed_reads.py) as on
+    PostgreSQL, whose reads go to ``read_db`` when given (a replica).
     """
     reader: snapshots.Reader | pg_reader.Reader
     if isinstance(db_path, db.PostgresUrl):
@@ -51,7 +51,7 @@ def create_app(
     elif read_db is not None:
         raise ValueError("a replica to read (--read-db) serves a PostgreSQL warehouse only")
     else:
-        reader = snapshots.Reader(db_path)
+        reader = timed_reads.Reader(db_path, read_timeout)  # each read limited, as on PostgreSQL
     app = FastAPI(
         title=TITLE,
         version="0.1.0",
@@ -63,12 +63,16 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        # a path with a slash too many is a JSON 404, not a redirect (an empty 307 after the
+        # request's Host, past a proxy's path prefix)
+        redirect_slashes=False,
     )
     app.state.reader = reader
     app.state.token = configured_token(token)
     app.state.base_url = base_url.rstrip("/") if base_url else ""
     # innermost: a job whose id looks like a route (`jobs`) gets its own answers (api/job_paths.py)
     app.add_middleware(job_paths.JobPaths, per_job=_per_job_app(app))
+    app.add_middleware(head.HeadAsGet)  # HEAD as GET, body dropped: outside JobPaths, which routes GETs
     app.add_middleware(security.AllowedHosts, hosts=allowed_hosts)
     app.add_middleware(security.SecurityHeaders)  # added last: outermost, so the 400s get them too
 
@@ -96,7 +100,9 @@ def create_app(
 def _per_job_app(app: FastAPI) -> FastAPI:
     """The per-job routes alone, in the same order and with the app's state and error handlers:
     what job_paths.JobPaths sends a request to when a route taken first would shadow them."""
-    per_job = FastAPI(exception_handlers=errors.HANDLERS, openapi_url=None, docs_url=None, redoc_url=None)
+    per_job = FastAPI(
+        exception_handlers=errors.HANDLERS, openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False
+    )
     per_job.state = app.state
     for router in PER_JOB_ROUTERS:
         per_job.include_router(router, dependencies=GUARDED)

@@ -15,14 +15,15 @@ import binascii
 import os
 import secrets
 from collections.abc import Iterator
-from typing import Annotated, cast
+from datetime import datetime
+from typing import Annotated, Any, cast
 
 import duckdb
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 
-from runlytics.warehouse import bounded_json, pg_reader, snapshots
+from runlytics.warehouse import bounded_json, pg_reader, snapshots, times
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
 MAX_PAGE = 10_000
@@ -49,6 +50,21 @@ Cursor = Annotated[
     str | None, Query(max_length=4_000, description="next_cursor of the previous page"), AfterValidator(_shallow)
 ]
 JobId = Annotated[str, "a job id"]
+
+
+def _instant(value: Any) -> Any:
+    """A ``since``/``until`` text read as ``runlytics export --since`` reads it (warehouse/times.py),
+    before pydantic's own reading, which takes a number as Unix seconds or milliseconds (so that
+    ``20260301``, an ISO 8601 date, was 1970-08-23): times.BadTime is a ValueError, a 422."""
+    return times.instant(value) if isinstance(value, str) else value
+
+
+# the jobs' start time: ISO 8601 (UTC unless it has an offset) or Unix seconds; naive UTC after
+Instant = Annotated[
+    datetime | None,
+    BeforeValidator(_instant),
+    Query(description="ISO 8601 (UTC unless it has an offset: Z, +02, +02:00) or Unix seconds (9 digits or more)"),
+]
 
 
 def configured_token(token: str | None) -> str | None:
@@ -103,8 +119,13 @@ def authorized(request: Request, _credentials: Annotated[HTTPAuthorizationCreden
 
 
 def bearer_ok(token: str | None, authorization: str) -> bool:
-    """Whether an ``Authorization`` value carries ``token`` (any value does when no token is set)."""
-    return token is None or secrets.compare_digest(authorization.encode(), f"Bearer {token}".encode())
+    """Whether an ``Authorization`` value carries ``token`` (any value does when no token is set):
+    ``Bearer <token>``, the scheme in any case (RFC 9110 §11.1: ``bearer`` is the same scheme),
+    the token compared in constant time."""
+    if token is None:
+        return True
+    scheme, credentials = authorization[:7], authorization[7:]
+    return secrets.compare_digest(credentials.encode(), token.encode()) and scheme.lower() == "bearer "
 
 
 GUARDED = (Depends(authorized),)  # for include_router(dependencies=…)

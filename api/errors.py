@@ -4,7 +4,7 @@ Routes and the warehouse raise what went wrong in their own terms; each domain e
 one status with a ``models.Problem`` body, ``{"detail": …}``:
 
     queries.UnknownJob     404  no job 'x'
-    fleet.UnknownJobs      404  unknown job(s): a, b
+    fleet.UnknownJobs      404  unknown job(s): 'a', 'b' (each id quoted, as quoted() does)
     metric_history.UnknownMetric
                            404  job 'x' has no metric 'm'
     pages.BadCursor        422  bad cursor: …
@@ -67,7 +67,8 @@ async def unknown_job(request: Request, exc: queries.UnknownJob) -> JSONResponse
 
 
 async def unknown_jobs(request: Request, exc: fleet.UnknownJobs) -> JSONResponse:
-    return problem(404, f"unknown job(s): {', '.join(exc.job_ids)}")
+    # each id quoted: one id `x, y` reads apart from the two ids `x` and `y`
+    return problem(404, f"unknown job(s): {', '.join(quoted(j) for j in exc.job_ids)}")
 
 
 async def unknown_metric(request: Request, exc: metric_history.UnknownMetric) -> JSONResponse:

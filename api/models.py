@@ -281,7 +281,10 @@ class Summary(BaseModel):
         description="a count for every status of the vocabulary, zeros included (and `unknown` when any)"
     )
     average_training_duration_seconds: float | None = Field(description="the mean `total_seconds` of completed jobs")
-    total_training_time_hours: float | None = Field(description="Σ `training_seconds` of all matching jobs / 3600")
+    total_training_time_hours: float | None = Field(
+        description="Σ `training_seconds` of all matching jobs / 3600; 0 when no job matches, "
+        "null when jobs match but none has a known `training_seconds`"
+    )
     average_throughput_samples_per_sec: float | None = Field(
         description="the mean of the jobs' `average_samples_per_second`"
     )

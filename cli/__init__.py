@@ -274,7 +274,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument(
         "--read-timeout", type=_positive_seconds, default=pg_reader.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
-        help="on PostgreSQL: the time limit of each read of a request (default: %(default)g)",
+        help="the time limit of each read of a request, DuckDB or PostgreSQL (default: %(default)g)",
     )  # fmt: skip
     serve.set_defaults(run=_serve)
 
@@ -326,7 +326,10 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
     exp.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
     exp.add_argument("--jobs", help="only these jobs, comma-separated")
-    exp.add_argument("--since", help="only jobs started at or after this ISO 8601 time (UTC unless it has a zone)")
+    exp.add_argument(
+        "--since", metavar="TIME",
+        help="only jobs started at or after TIME: ISO 8601 (UTC unless it has an offset) or Unix seconds (9+ digits)",
+    )  # fmt: skip
     exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     exp.add_argument("--quiet", action="store_true", help="print nothing on success")
     exp.set_defaults(run=_export)
@@ -885,16 +888,17 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
 def _export(args: argparse.Namespace) -> int:
     import duckdb
 
-    from runlytics.warehouse import export, job_lists
+    from runlytics.warehouse import export, job_lists, times
     from runlytics.warehouse.fleet import UnknownJobs
 
     if args.jobs is not None and not args.jobs.replace(",", "").replace('"', "").strip():
         print("runlytics export: --jobs names no job", file=sys.stderr)
         return EXIT_USAGE
     try:
-        since = export.parse_time(args.since) if args.since is not None else None
-    except (ValueError, OverflowError):
-        print(f"runlytics export: --since {args.since!r} is not an ISO 8601 date or time", file=sys.stderr)
+        # read as the API reads since/until: the same text, the same instant
+        since = times.instant(args.since) if args.since is not None else None
+    except times.BadTime as error:
+        print(f"runlytics export: --since {error}", file=sys.stderr)
         return EXIT_USAGE
     # an export's reads of PostgreSQL are whole tables of many jobs: no per-read time limit there
     with _reading(args, timeout=EXPORT_TIMEOUT_SECONDS) as (con, name):

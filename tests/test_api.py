@@ -298,7 +298,7 @@ def test_summary_with_no_matching_job(client: TestClient) -> None:
     assert summary["total_jobs"] == 0
     assert summary["jobs_by_status"] == dict.fromkeys(STATUSES, 0)
     assert summary["average_training_duration_seconds"] is None
-    assert summary["total_training_time_hours"] is None
+    assert summary["total_training_time_hours"] == 0  # a sum over no job (decisions.md), not unknown
     assert summary["average_throughput_samples_per_sec"] is None
     assert summary["top_performing_jobs"] == []
     assert summary["top_performing_total"] == 0

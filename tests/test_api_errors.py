@@ -146,7 +146,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, module_ingest_engine: Engin
         ("/api/training/a/metrics/history?name=loss&cursor=nope", 422,
          "bad cursor: cursor is not one this API handed out"),
         (f"/api/training/{'x' * 300}", 404, f"no job '{'x' * 200}…'"),
-        ("/api/training/analytics/compare?job_ids=a,nope,gone", 404, "unknown job(s): nope, gone"),
+        ("/api/training/analytics/compare?job_ids=a,nope,gone", 404, "unknown job(s): 'nope', 'gone'"),
         ("/api/training/export/steps?job_ids=a,nope,gone", 404, "unknown job(s): 'nope', 'gone'"),
         ("/api/training/jobs?cursor=nope", 422, "bad cursor: cursor is not one this API handed out"),
         ("/api/training/a/steps?max_points=10&fields=loss,eval_loss,learning_rate,delta,epoch", 422,

@@ -294,7 +294,7 @@ def test_compare_picker_adds_and_removes_jobs(site: dict[str, Any], tab: Page) -
 
 # --- ids holding a comma (a sweep folder named like Hydra's override_dirname)
 
-COMMA_JOBS = ["bs=8", "lr=1e-4", "bs=8,lr=1e-4", "wd=0,lr=1e-3", 'say "hi", twice', "plain"]
+COMMA_JOBS = ["bs=8", "lr=1e-4", "bs=8,lr=1e-4", "wd=0,lr=1e-3", 'say "hi", twice', "plain", 'q"uote']
 
 
 @pytest.fixture(scope="module")
@@ -374,6 +374,7 @@ def test_jobs_page_compares_ids_holding_a_comma(comma_site: dict[str, Any], tab:
         ["wd=0,lr=1e-3,plain"],  # typed by hand: the API joins the fields that name no job
         ["wd=0,lr=1e-3", "bs=8"],  # repeated
         ['"say ""hi"", twice"', "plain,bs=8"],
+        ['"bs=8,lr=1e-4",q"uote'],  # a quote inside an unquoted id is plain text, as in CSV
     ],
 )
 def test_compare_page_reads_job_ids_as_the_api_does(comma_site: dict[str, Any], tab: Page, values: list[str]) -> None:

@@ -83,7 +83,8 @@ def test_docs_name_every_operation_id() -> None:
     assert [i for i in ids if f"`{i}`" not in docs] == []
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic czNjcmV0", "bearer s3cret", "Bearer wrong"])
+# (`bearer s3cret` is the token: the scheme is case-insensitive, tests/test_api_requests.py)
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Basic czNjcmV0", "bearer wrong", "Bearer wrong"])
 def test_the_declared_scheme_changes_no_answer(header: str | None) -> None:
     """HTTPBearer(auto_error=False) only declares the scheme: the guard's own check still answers."""
     client = TestClient(create_app(Path("/nonexistent/warehouse.duckdb"), token="s3cret"))

@@ -48,7 +48,8 @@ SUMMARY = f"""
 SELECT count(*) AS total_jobs,
        @ordered_avg(total_seconds) FILTER (WHERE status = 'completed')
            AS average_training_duration_seconds,
-       @ordered_sum(training_seconds) / 3600 AS total_training_time_hours,
+       -- no job matches: 0 h (a sum over no job); matching jobs, none with a training time: null
+       CASE WHEN count(*) = 0 THEN 0 ELSE @ordered_sum(training_seconds) / 3600 END AS total_training_time_hours,
        @ordered_avg(average_samples_per_second) AS average_throughput_samples_per_sec,
        @ordered_avg(average_gpu_utilization) AS average_gpu_utilization,
        @ordered_avg(peak_gpu_memory_mb) AS average_peak_memory_mb,

@@ -58,36 +58,70 @@ class _Run:
 
 
 def _runs(value: str) -> list[_Run]:
-    """``value`` split on the commas outside double quotes: runs of plain fields, and quoted
-    fields one by one (a quote that is never closed is plain text)."""
+    """``value`` split on its commas as CSV splits a line (``_fields``): runs of plain fields,
+    and quoted fields one by one."""
     runs: list[_Run] = []
     plain: list[str] = []
-    for field in _fields(value):
-        text = field.strip()
-        if len(text) >= 2 and text[0] == text[-1] == '"':
+    for text, quoted in _fields(value):
+        if quoted:
             if plain:
                 runs.append(_Run(plain, False))
                 plain = []
-            runs.append(_Run([text[1:-1].replace('""', '"')], True))
+            runs.append(_Run([text], True))
         else:
-            plain.append(field)
+            plain.append(text)
     if plain:
         runs.append(_Run(plain, False))
     return runs
 
 
-def _fields(value: str) -> list[str]:
-    fields, start, quoted = [], 0, False
-    for i, char in enumerate(value):
-        if char == '"':
-            quoted = not quoted
-        elif char == "," and not quoted:
-            fields.append(value[start:i])
-            start = i + 1
-    fields.append(value[start:])
-    if quoted:  # an unclosed quote: commas split as if there were no quotes
-        return value.split(",")
-    return fields
+def _fields(value: str) -> list[tuple[str, bool]]:
+    """The fields of ``value`` as CSV reads them, each with whether it was quoted: a ``"`` opens a
+    quoted field only at the start of a field (after blanks); inside it ``""`` is a quote, and
+    the field ends at the next lone ``"``, which only blanks may follow before the comma (or the
+    end). A ``"`` anywhere else is a plain character (``q"uote``), and so is a quote that is
+    never closed, or is followed by more text (``"a,b`` is the fields ``"a`` and ``b``)."""
+    fields: list[tuple[str, bool]] = []
+    start = 0
+    while True:
+        quoted = _quoted_field(value, start)
+        if quoted is not None:
+            text, end = quoted
+            fields.append((text, True))
+        else:
+            comma = value.find(",", start)
+            end = len(value) if comma < 0 else comma
+            fields.append((value[start:end], False))
+        if end >= len(value):
+            return fields
+        start = end + 1
+
+
+def _quoted_field(value: str, start: int) -> tuple[str, int] | None:
+    """The quoted field at ``start`` (unquoted, and where its comma or the end is), or None when
+    the field there is not one."""
+    i = start
+    while i < len(value) and value[i].isspace():
+        i += 1
+    if i == len(value) or value[i] != '"':
+        return None
+    parts: list[str] = []
+    i += 1
+    while True:
+        close = value.find('"', i)
+        if close < 0:
+            return None  # never closed
+        parts.append(value[i:close])
+        if value.startswith('"', close + 1):  # "" is a quote
+            parts.append('"')
+            i = close + 2
+            continue
+        end = close + 1
+        while end < len(value) and value[end].isspace():
+            end += 1
+        if end < len(value) and value[end] != ",":
+            return None  # more text after the closing quote
+        return "".join(parts), end
 
 
 def _joined(fields: list[str]) -> str:

@@ -3,7 +3,6 @@ comparison of jobs, and one job's analytics."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -11,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from runlytics.warehouse import fleet, insight_list, queries, trends
 
 from .. import models
-from ..deps import Con, Cursor, JobId, Limit
+from ..deps import Con, Cursor, Instant, JobId, Limit
 from .common import distinct_ids, filters, next_url
 
 MAX_COMPARE = 50
@@ -26,8 +25,8 @@ def summary(
     con: Con,
     status: str | None = None,
     model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant = None,
+    until: Instant = None,
     limit: Limit = 10,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     cursor: Cursor = None,
@@ -43,8 +42,8 @@ def fleet_trends(
     con: Con,
     status: str | None = None,
     model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant = None,
+    until: Instant = None,
     bins: Annotated[int, Query(ge=1, le=200, description="throughput histogram bins")] = 20,
     buckets: Annotated[int, Query(ge=1, le=2_000, description="time buckets of GPU utilization")] = 120,
 ) -> dict[str, Any]:

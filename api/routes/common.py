@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import quote, urlencode
 
 import duckdb
@@ -31,18 +31,10 @@ def distinct_ids(con: duckdb.DuckDBPyConnection, job_ids: list[str], max_chars: 
 def filters(
     status: str | None, model: str | None, since: datetime | None, until: datetime | None, id_prefix: str | None = None
 ) -> fleet.Filters:
+    """The fleet filters; ``since`` and ``until`` already naive UTC (deps.Instant)."""
     if status is not None and status not in (*STATUSES, "unknown"):
         raise HTTPException(422, f"unknown status {status!r}; known: {', '.join((*STATUSES, 'unknown'))}")
-    return fleet.Filters(status=status, model=model, since=_utc(since), until=_utc(until), id_prefix=id_prefix)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is None:
-        return value
-    try:
-        return value.astimezone(UTC).replace(tzinfo=None)
-    except OverflowError as error:  # 9999-12-31T23:59-01:00 is in year 10000 in UTC
-        raise HTTPException(422, f"time {value.isoformat()} is out of range in UTC") from error
+    return fleet.Filters(status=status, model=model, since=since, until=until, id_prefix=id_prefix)
 
 
 def next_url(request: Request, cursor: str | None, drop: tuple[str, ...] = ()) -> str | None:

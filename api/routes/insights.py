@@ -8,7 +8,6 @@ named ``insights`` is reached at ``/api/training/jobs/insights``).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -16,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from runlytics.warehouse import insight_list
 
 from .. import models
-from ..deps import Con, Cursor, JobId, Limit
+from ..deps import Con, Cursor, Instant, JobId, Limit
 from .common import filters, next_url, require_job
 
 Kind = Annotated[str | None, Query(max_length=100, description=f"one of {', '.join(insight_list.KINDS)}")]
@@ -34,8 +33,8 @@ def fleet_insights(
     severity: Severity = None,
     status: str | None = None,
     model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant = None,
+    until: Instant = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:

@@ -9,7 +9,6 @@ Two routers, for the order of routes (api/app.py): ``router`` (the list, and the
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from pathlib import PurePath
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from runlytics.warehouse import fleet, insight_list, queries
 
 from .. import models
-from ..deps import MAX_ID_LENGTH, Con, Cursor, JobId, Limit
+from ..deps import MAX_ID_LENGTH, Con, Cursor, Instant, JobId, Limit
 from .common import filters, next_url, require_job
 
 router = APIRouter(tags=["jobs"])
@@ -32,8 +31,8 @@ def list_jobs(
     con: Con,
     status: str | None = None,
     model: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant = None,
+    until: Instant = None,
     id_prefix: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="job ids starting with")] = None,
     sort: Annotated[str, Query(description="a sort key; prefix '-' for descending")] = "-start_time",
     limit: Limit = 100,

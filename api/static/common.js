@@ -179,35 +179,61 @@ export function compareHref(jobIds) {
   return jobIds.length ? `/compare?job_ids=${jobIds.map((id) => encodeURIComponent(listField(id))).join(",")}` : "/compare";
 }
 
-/** The ids of job_ids values (given once or repeated) as the API reads them: each value split on
- * the commas outside double quotes (an unclosed quote: on every comma), a quoted field whole,
- * blanks dropped, each id once. The API also joins unquoted fields that name no job with the
- * following ones when the join names one (`job_ids=bs=8,lr=1e-4` typed by hand): the compare
- * page takes the API's ids then. */
+/** The ids of job_ids values (given once or repeated) as the API reads them: each value split as
+ * CSV splits a line (listFields), a quoted field whole, blanks around an unquoted one dropped, each
+ * id once. The API also joins unquoted fields that name no job with the following ones when the
+ * join names one (`job_ids=bs=8,lr=1e-4` typed by hand): the compare page takes the API's ids then. */
 export function parseJobIds(values) {
   const ids = [];
   for (const value of values) {
-    for (const field of listFields(value)) {
-      const text = field.trim();
-      ids.push(text.length >= 2 && text.startsWith('"') && text.endsWith('"') ? text.slice(1, -1).replaceAll('""', '"') : text);
-    }
+    for (const [text, quoted] of listFields(value)) ids.push(quoted ? text : text.trim());
   }
   return [...new Set(ids.filter(Boolean))];
 }
 
+/** [text, quoted] per field, as warehouse/job_lists.py `_fields` reads them: a `"` opens a quoted
+ * field only at the start of a field (after blanks), `""` inside is a quote, and the field ends at
+ * the next lone `"`, which only blanks may follow before the comma; any other `"` is plain text
+ * (`q"uote`), and so is a quote never closed or followed by more text. */
 function listFields(value) {
   const fields = [];
   let start = 0;
-  let quoted = false;
-  for (let i = 0; i < value.length; i++) {
-    if (value[i] === '"') quoted = !quoted;
-    else if (value[i] === "," && !quoted) {
-      fields.push(value.slice(start, i));
-      start = i + 1;
+  for (;;) {
+    const quoted = quotedField(value, start);
+    let end;
+    if (quoted) {
+      fields.push([quoted[0], true]);
+      end = quoted[1];
+    } else {
+      const comma = value.indexOf(",", start);
+      end = comma < 0 ? value.length : comma;
+      fields.push([value.slice(start, end), false]);
     }
+    if (end >= value.length) return fields;
+    start = end + 1;
   }
-  fields.push(value.slice(start));
-  return quoted ? value.split(",") : fields;
+}
+
+function quotedField(value, start) {
+  let i = start;
+  while (i < value.length && /\s/.test(value[i])) i++;
+  if (i === value.length || value[i] !== '"') return null;
+  const parts = [];
+  i++;
+  for (;;) {
+    const close = value.indexOf('"', i);
+    if (close < 0) return null; // never closed
+    parts.push(value.slice(i, close));
+    if (value[close + 1] === '"') {
+      parts.push('"'); // "" is a quote
+      i = close + 2;
+      continue;
+    }
+    let end = close + 1;
+    while (end < value.length && /\s/.test(value[end])) end++;
+    if (end < value.length && value[end] !== ",") return null; // more text after the closing quote
+    return [parts.join(""), end];
+  }
 }
 
 // --- charts

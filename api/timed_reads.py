@@ -1,0 +1,129 @@
+"""The time limit of each read of a DuckDB warehouse, as PostgreSQL's ``statement_timeout`` is
+for a PostgreSQL one (``runlytics serve --read-timeout``, default 30 s).
+
+``Reader`` is the app's snapshot reader whose cursors are ``Cursor``: each ``execute`` arms a
+deadline, and one watchdog thread calls the cursor's ``interrupt()`` when the statement
+outlives it; the deadline is disarmed before ``execute`` returns. DuckDB then stops the
+statement (``InterruptException``), which becomes ``db.WarehouseError``: a 503, "warehouse
+unavailable: a read took longer than its time limit", worded as PostgreSQL's
+(warehouse/pg_reader.py). DuckDB runs a statement whole inside ``execute`` (its result is
+materialized there, a ``COPY`` written there), so the limit covers the work.
+
+The interrupt can never reach another statement: it is sent only while its own statement
+runs (one lock orders the watchdog's ``interrupt()`` against the end of ``execute``, after
+which that deadline is dead), each request has its own cursor (a DuckDB connection of its
+own, closed at the end), and DuckDB clears an interrupt that finds no statement running when
+the next one starts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import duckdb
+
+from runlytics.warehouse import db, snapshots
+
+
+class _Statement:
+    """One running statement: its cursor, whether it still runs, whether its time ran out."""
+
+    __slots__ = ("cursor", "fired", "running")
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+        self.running = True
+        self.fired = False
+
+
+class _Watchdog:
+    """One thread for every reader's statements (a thread per statement costs more than a short
+    read): a heap of deadlines, the earliest waited for. Under its lock a statement ends
+    (``finish``) and the thread interrupts one (only one still running), so an interrupt never
+    comes after ``finish``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Statement]] = []
+        self._count = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, cursor: duckdb.DuckDBPyConnection, timeout: float) -> _Statement:
+        statement = _Statement(cursor)
+        with self._cond:
+            heapq.heappush(self._heap, (time.monotonic() + timeout, next(self._count), statement))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="runlytics-read-timeout", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is statement:  # the earliest now: the thread waits for it instead
+                self._cond.notify()
+        return statement
+
+    def finish(self, statement: _Statement) -> None:
+        with self._cond:
+            statement.running = False
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                while self._heap and not self._heap[0][2].running:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                deadline, _, statement = self._heap[0]
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+                statement.fired = True
+                statement.cursor.interrupt()
+
+
+_WATCHDOG = _Watchdog()
+
+
+class Cursor:
+    """A DuckDB cursor whose statements each have ``timeout`` seconds; every other call (``fetchall``,
+    ``description``, ``close``, …) is the cursor's own. ``execute`` returns this object, as
+    DuckDB's returns the cursor, so ``con.execute(…).fetchall()`` reads as before."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout: float) -> None:
+        self._cursor = cursor
+        self._timeout = timeout
+
+    def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> Cursor:
+        statement = _WATCHDOG.arm(self._cursor, self._timeout)
+        try:
+            self._cursor.execute(sql, params)
+        except duckdb.InterruptException as error:
+            if statement.fired:
+                raise db.WarehouseError(
+                    f"a read took longer than its time limit: {self._timeout:g} s on DuckDB"
+                ) from error
+            raise
+        finally:
+            _WATCHDOG.finish(statement)
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class Reader(snapshots.Reader):
+    """A snapshot reader (warehouse/snapshots.py) whose cursors limit each read to ``timeout`` seconds."""
+
+    def __init__(self, db_path: Path, timeout: float) -> None:
+        super().__init__(db_path)
+        self.timeout = timeout
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        # typed as DuckDB's cursor, whose calls it answers (as pg_reader.Cursor does)
+        return cast(duckdb.DuckDBPyConnection, Cursor(super().cursor(), self.timeout))
