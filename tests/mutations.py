@@ -455,8 +455,8 @@ MUTATIONS: tuple[Mutation, ...] = (
       fleet("        value = job[key]\n", "        value = 0.0 if job[key] is None else job[key]\n"),
       API + "test_compare_winner_is_null_when_no_job_has_the_figure"),
     m("compare: a repeated id counts twice", "compare.duration_seconds",
-      Edit("api/routes/common.py", "return list(dict.fromkeys(j.strip() for j in job_ids.split(\",\") if j.strip()))",
-           "return [j.strip() for j in job_ids.split(\",\") if j.strip()]"),
+      Edit("warehouse/job_lists.py", "return list(dict.fromkeys(j for j in ids if j))",
+           "return [j for j in ids if j]"),
       API + "test_compare_repeated_id_counts_once"),
     # --- times: UTC whatever the host's zone (warehouse/db.py) -------------------------------------------
     m("the warehouse's session in the host's zone", "job.start_time job.end_time",

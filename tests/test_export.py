@@ -24,7 +24,7 @@ from conftest import DUCKDB_ENGINE, REPO, Engine, Lab
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
-from runlytics.warehouse import export, snapshots
+from runlytics.warehouse import export, snapshots, times
 from runlytics.warehouse.fleet import UnknownJobs
 
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z
@@ -284,7 +284,7 @@ def test_jobs_selection(fleet: Lab, module_engine: Engine, tmp_path: Path) -> No
 
 def test_since_selection_on_start_time(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    since = export.parse_time("2025-01-21T01:00:00+01:00")  # = 2025-01-21T00:00Z, "123"'s start
+    since = times.instant("2025-01-21T01:00:00+01:00")  # = 2025-01-21T00:00Z, "123"'s start
     assert since == datetime(2025, 1, 21)
     result = run_export(fleet, out, "csv", since=since, engine=module_engine)
     jobs, _ = csv_table(out, "jobs", columns(fleet, "jobs"))

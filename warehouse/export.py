@@ -133,12 +133,6 @@ class Result:
     seconds: float
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO 8601 date or time as naive UTC (a time without a zone is UTC already)."""
-    value = datetime.fromisoformat(text.strip())
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
-
-
 def unknown_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[str]:
     """The ids the warehouse has no job for, in the order given."""
     postgres = is_postgres(con)
