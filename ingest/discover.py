@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+# The largest step a checkpoint-<step>/ folder may name: progress.json's bound on steps (1e18,
+# ingest/progress.py), well inside BIGINT. A folder naming a larger one is named as a problem.
+MAX_STEP = 10**18
 # A checkpoint copy named for what it is, not for its step: ``last-checkpoint/`` (the folder
 # push_to_hub's hub_strategy="checkpoint" writes), best/final/latest variants, ``checkpoint/``.
 # Holding a trainer state, it makes its parent a job folder even when the parent holds nothing
@@ -61,11 +64,20 @@ class JobFolder:
     tool_files: dict[str, list[Path]] = field(default_factory=dict)
     # a run folder of tool logs only: its job id, the folder's path relative to the root
     tool_job_id: str | None = None
+    # what discovery could not read in or below it, or refused: (path, reason), each reported as a
+    # `failed` (to_retry) entry of the run (formats/checkpoint_folders.py). A folder that could not
+    # be listed outside any job folder is a JobFolder of its own holding nothing else.
+    problems: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def is_tool_run(self) -> bool:
         """A folder of tool logs only (no progress.json or trainer state names its job)."""
-        return self.progress is None and not self.trainer_states
+        return self.progress is None and not self.trainer_states and not self.unreadable
+
+    @property
+    def unreadable(self) -> bool:
+        """A folder discovery could not list (outside any job folder): it stands for its problems only."""
+        return self.progress is None and not self.trainer_states and not self.tool_files and bool(self.problems)
 
     def tool_paths(self) -> list[Path]:
         """Every tool-log file of the folder, all kinds."""
@@ -106,9 +118,13 @@ def discover(roots: list[Path]) -> list[JobFolder]:
     found: dict[Path, JobFolder] = {}
     for root in roots:
         root = root.resolve()
-        if root.is_file():
-            root = root.parent
-        if not root.is_dir():
+        try:
+            if root.is_file():
+                root = root.parent
+            is_dir = root.is_dir()
+        except OSError as error:  # a root below a folder this user can't search
+            raise FileNotFoundError(f"ingest root {root} can't be read: {error.strerror or error}") from None
+        if not is_dir:
             raise FileNotFoundError(f"ingest root {root} is not a folder or a file")
         _walk(root, root, found)
     return [found[p] for p in sorted(found)]
@@ -128,7 +144,12 @@ def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
     waiting: set[Path] = set()  # their paths
     blocked: set[Path] = set()  # those with a job folder below
     runs_below: dict[Path, list[Path]] = {}  # tool-log runs found below them
-    for dirpath, dirnames, filenames in os.walk(top):
+
+    def unlisted(error: OSError) -> None:  # a folder os.walk could not list: said, not skipped silently
+        path = Path(error.filename) if error.filename is not None else top
+        found.setdefault(path, JobFolder(path, root=root)).problems.append((path, _cannot("list folder", error)))
+
+    for dirpath, dirnames, filenames in os.walk(top, onerror=unlisted):
         here = Path(dirpath)
         job = _job_folder(here, dirpath, dirnames, filenames)
         if job is not None:
@@ -192,6 +213,8 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
     has_progress = PROGRESS in filenames or PROGRESS in dirnames
     has_state = TRAINER_STATE in filenames
     checkpoints: dict[int, str] = {}
+    numbered = False  # a checkpoint-<step>/ folder, its step in range or not
+    problems: list[tuple[Path, str]] = []
     states: list[str] = []
     copies = False  # a checkpoint copy (CHECKPOINT_COPY) holding a trainer state
     for name in sorted(dirnames):
@@ -199,7 +222,13 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
             continue
         match = CHECKPOINT_DIR.match(name)
         if match:
-            checkpoints[int(match.group(1))] = name
+            numbered = True
+            step = int(match.group(1))
+            if step <= MAX_STEP:
+                checkpoints[step] = name
+            else:  # BIGINT can't hold it: the folder is no checkpoint (its trainer state is still read)
+                problems.append((here / name, f"checkpoint step {_short(match.group(1))} is out of range (0 to 10^18): "
+                                 "the folder is not counted as a checkpoint"))  # fmt: skip
         # (a copy matters only to a folder that is no job's without it)
         copy = (
             match is None
@@ -209,14 +238,16 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
         )
         # a checkpoint-<step>/ folder, a checkpoint copy such as last-checkpoint/, or, in a folder
         # that is a job's anyway, any subfolder's trainer state (a copy under another name)
-        if (match or copy or has_progress or has_state) and _is_file(os.path.join(dirpath, name, TRAINER_STATE)):
+        if (match or copy or has_progress or has_state) and _is_file(
+            os.path.join(dirpath, name, TRAINER_STATE), problems
+        ):
             states.append(name)
             copies = copies or copy
     if not has_progress and not has_state and not states:
         return None
-    if not has_progress and not has_state and not checkpoints and not copies:
+    if not has_progress and not has_state and not numbered and not copies:
         return None
-    job = JobFolder(here)
+    job = JobFolder(here, problems=problems)
     if has_progress:
         job.progress = here / PROGRESS
     if has_state:
@@ -239,18 +270,30 @@ def _plain_copy(path: str) -> bool:
     return not any(n in own or CHECKPOINT_DIR.match(n) or is_event_file(n) for n in names)
 
 
-def _is_file(path: str) -> bool:
-    """``Path(path).is_file()`` for a path as text: False where it is absent, errors that say
-    more raised as pathlib raises them."""
+def _is_file(path: str, problems: list[tuple[Path, str]]) -> bool:
+    """``Path(path).is_file()`` for a path as text: False where it is absent; False too where it
+    can't be looked at (a folder this user may not search), the folder and the reason then in
+    ``problems``: discovery never stops on a folder it can't read."""
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError as error:
         if error.errno not in _ABSENT:
-            raise
+            problems.append((Path(os.path.dirname(path)), _cannot("read folder", error)))
         return False
 
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+def _cannot(what: str, error: OSError) -> str:
+    """``cannot list folder: permission denied`` from an OSError (the path is named beside it)."""
+    reason = error.strerror.lower() if error.strerror else str(error)
+    return f"cannot {what}: {reason}"
+
+
+def _short(digits: str) -> str:
+    """A number as written, shortened when long (a folder name may be 255 digits)."""
+    return digits if len(digits) <= 30 else f"{digits[:12]}...({len(digits)} digits)"
 
 
 def is_event_file(name: str) -> bool:
@@ -272,17 +315,33 @@ def _attach_tool_logs(job: JobFolder, dirnames: list[str], filenames: list[str])
     (a running Hugging Face job logs to them after its last checkpoint), its trainer_log.jsonl."""
     events = _event_files(job.path, filenames)
     runs = job.path / HF_RUNS if HF_RUNS in dirnames else None  # listed: no stat (nor Path) for folders without
-    if runs is not None and runs.is_dir():
+    if runs is not None and _is_dir(runs):
         try:
-            subfolders = sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("."))
-        except OSError:
+            subfolders = sorted(p for p in runs.iterdir() if _is_dir(p) and not p.name.startswith("."))
+        except OSError as error:  # its event files can't be found: said, as any folder that can't be read
+            job.problems.append((runs, _cannot("list folder", error)))
             subfolders = []
         for sub in subfolders:
             try:
-                events += _event_files(sub, [p.name for p in sub.iterdir() if p.is_file()])
-            except OSError:
+                events += _event_files(sub, [p.name for p in sub.iterdir() if _is_regular(p)])
+            except OSError as error:
+                job.problems.append((sub, _cannot("list folder", error)))
                 continue
     _add_logs(job, events, filenames)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _add_logs(job: JobFolder, events: list[Path], filenames: list[str]) -> None:
@@ -305,17 +364,22 @@ def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolde
         files = [here / MLFLOW_META]
         for sub in MLFLOW_RUN_FOLDERS:
             if sub in dirnames:
-                files += sorted(_files_under(here / sub))
+                files += sorted(_files_under(here / sub, run.problems))
         run.tool_files[MLFLOW] = files
         return run
     _add_logs(run, _event_files(here, filenames), filenames)
     return run if run.tool_files else None
 
 
-def _files_under(folder: Path) -> list[Path]:
-    """Every file under an MLflow run's metrics/, params/ or tags/ (a name with ``/`` is a subfolder)."""
+def _files_under(folder: Path, problems: list[tuple[Path, str]]) -> list[Path]:
+    """Every file under an MLflow run's metrics/, params/ or tags/ (a name with ``/`` is a subfolder);
+    the folders that can't be listed into ``problems``."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+
+    def unlisted(error: OSError) -> None:
+        problems.append((Path(error.filename or folder), _cannot("list folder", error)))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         found += [Path(dirpath) / name for name in filenames if not name.startswith(".")]
     return found

@@ -20,6 +20,12 @@ import duckdb
 COLUMNS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
+# The largest step or count kept: progress.json's bound (ingest/progress.py, 1e18), inside BIGINT.
+MAX_WHOLE = 10**18
+# A JSON escape of a UTF-16 surrogate (``\udcff``): Python's json reads a lone one into a str that
+# can't be encoded as UTF-8 (nor stored); a file without such an escape holds none.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class NotATrainerState(ValueError):
@@ -50,36 +56,86 @@ class TrainerState:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer of 309+ digits: beyond any double, as 1e400 is (stored as +-inf)
+        return math.inf if value > 0 else -math.inf
 
 
 def _whole(value: Any) -> int | None:
+    """A whole number from 0 to ``MAX_WHOLE`` (an int compared as an int: 2^63-1 is no float)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 0 <= value <= MAX_WHOLE else None
     number = _number(value)
-    if number is None or not math.isfinite(number) or number < 0 or number != int(number):
+    if number is None or not math.isfinite(number) or not 0 <= number <= MAX_WHOLE or number != int(number):
         return None
     return int(number)
 
 
+def _whole_problem(value: Any) -> str:
+    """Why ``_whole`` refused a value that is not null, for a warning."""
+    number = _number(value)
+    shown = _shown(value)
+    if number is not None and math.isfinite(number) and number >= 0 and number == int(number):
+        return f"{shown} is out of range (0 to 10^18)"
+    return f"{shown} is not a whole number >= 0"
+
+
+def _shown(value: Any) -> str:
+    """A value as a warning quotes it: its first 40 characters (an int of any length is not formatted
+    whole: Python refuses to format more than 4,300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"{'-' if value < 0 else ''}1e{len(str(abs(value))) - 1 if abs(value) < 10**4000 else '4000+'}"
+    return repr(str(value)[:40])
+
+
 def _top_whole(doc: dict[str, Any], key: str, warnings: list[str]) -> int | None:
-    """A top-level count of the state (a whole number >= 0), with a warning when it is something
-    else (inputs.md: a field that can't be read is dropped with a warning; null is the trainer's
-    own "not set" and passes silently, as in log_history entries)."""
+    """A top-level count of the state (a whole number from 0 to 10^18), with a warning when it is
+    something else (inputs.md: a field that can't be read is dropped with a warning; null is the
+    trainer's own "not set" and passes silently, as in log_history entries)."""
     value = doc.get(key)
     whole = _whole(value)
     if whole is None and value is not None:
-        warnings.append(f"{key} {str(value)[:40]!r} is not a whole number >= 0, ignored")
+        warnings.append(f"{key} {_whole_problem(value)}, ignored")
     return whole
+
+
+def _clean(text: str) -> str:
+    """``text`` with each lone surrogate (from a ``\udcff`` escape) replaced by U+FFFD."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     """A trainer state from the file's bytes; raises NotATrainerState with the reason."""
-    text = data.decode("utf-8", errors="replace")
+    # a UTF-8 byte order mark is no JSON, but progress.json and spool files are read with one
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
     if text.startswith("version https://git-lfs"):
         raise NotATrainerState("not JSON: a Git LFS pointer was committed in place of the file")
     try:
-        doc = json.loads(text)
+        doc = _loads(text)
     except json.JSONDecodeError as error:
         raise NotATrainerState(f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
+    except RecursionError:  # as progress.json's (progress.diagnose)
+        raise NotATrainerState("invalid JSON: nested too deeply") from None
+    try:
+        state = _read(path, job_id, doc, SURROGATE_ESCAPE.search(text) is not None)
+    except RecursionError:  # a value nested deep enough that quoting it in a warning recursed too far
+        raise NotATrainerState("invalid JSON: nested too deeply") from None
+    return state
+
+
+def _loads(text: str) -> Any:
+    """The JSON value; an integer of more than 4,300 digits (Python's limit on int from text) is
+    read as the float it is (+-inf), as DuckDB reads progress.json's."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return json.loads(text, parse_int=lambda digits: int(digits) if len(digits) <= 4000 else float(digits))
+
+
+def _read(path: Path, job_id: str, doc: Any, surrogates: bool) -> TrainerState:
     if not isinstance(doc, dict):
         raise NotATrainerState(f"top-level JSON value is {type(doc).__name__}, not an object")
     history = doc.get("log_history")
@@ -88,7 +144,10 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     warnings: list[str] = []
     best = doc.get("best_model_checkpoint")
     if best is not None and not (isinstance(best, str) and best):
-        warnings.append(f"best_model_checkpoint {str(best)[:40]!r} is not a checkpoint path, ignored")
+        warnings.append(f"best_model_checkpoint {_shown(best)} is not a checkpoint path, ignored")
+    elif surrogates and best is not None and LONE_SURROGATE.search(best):
+        best = _clean(best)
+        warnings.append(f"best_model_checkpoint {best[:40]!r}: {LONE_WARNING}")
     state = TrainerState(
         path=path,
         job_id=job_id,
@@ -103,20 +162,28 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
         warnings=warnings,
     )
     if doc.get("best_metric") is not None and state.best_metric is None:
-        warnings.append(f"best_metric {str(doc['best_metric'])[:40]!r} is not a number, ignored")
+        warnings.append(f"best_metric {_shown(doc['best_metric'])} is not a number, ignored")
     for i, entry in enumerate(history):
-        _read_entry(state, i, entry)
+        _read_entry(state, i, entry, surrogates)
+    if surrogates:  # warnings quote values: stored as text, they must be UTF-8 too
+        state.warnings[:] = [_clean(w) for w in state.warnings]
     return state
 
 
-def _read_entry(state: TrainerState, i: int, entry: Any) -> None:
+LONE_WARNING = "held an escaped lone UTF-16 surrogate (not a character), replaced by U+FFFD"
+
+
+def _read_entry(state: TrainerState, i: int, entry: Any, surrogates: bool = False) -> None:
     place = f"log_history[{i}]"
     if not isinstance(entry, dict):
         state.warnings.append(f"{place}: not an object, skipped")
         return
     step = _whole(entry.get("step"))
     if step is None:
-        state.warnings.append(f"{place}: no valid step, skipped")
+        if entry.get("step") is None:
+            state.warnings.append(f"{place}: no valid step, skipped")
+        else:
+            state.warnings.append(f"{place}: step {_whole_problem(entry['step'])}, skipped")
         return
     if any(key in entry for key in ("train_runtime", "train_samples_per_second")):
         state.summary = {k: v for k in SUMMARY_KEYS if (v := _number(entry.get(k))) is not None}
@@ -127,8 +194,11 @@ def _read_entry(state: TrainerState, i: int, entry: Any) -> None:
         number = _number(value)
         if number is None:
             if value is not None:
-                state.warnings.append(f"{place} (step {step}): {key} {str(value)[:40]!r} is not a number, dropped")
+                state.warnings.append(f"{place} (step {step}): {key} {_shown(value)} is not a number, dropped")
             continue
+        if surrogates and LONE_SURROGATE.search(key):
+            key = _clean(key)
+            state.warnings.append(f"{place} (step {step}): key {key[:40]!r} {LONE_WARNING}")
         if key in COLUMNS:
             row[key] = number
         else:
@@ -140,7 +210,14 @@ def checkpoint_step(state: TrainerState, job_folder: Path) -> int | None:
     if state.path.parent == job_folder:
         return None
     match = CHECKPOINT_NAME.search(state.path.parent.name)
-    return int(match.group(1)) if match else state.global_step
+    step = int(match.group(1)) if match else None
+    return step if step is not None and step <= MAX_WHOLE else state.global_step
+
+
+def rank_step(state: TrainerState, job_folder: Path) -> int | None:
+    """Where a state ranks among its job's copies (the highest wins a step): its ``global_step``,
+    else the step of the checkpoint it stands for (its ``checkpoint-<N>`` folder's N), else lowest."""
+    return state.global_step if state.global_step is not None else checkpoint_step(state, job_folder)
 
 
 def best_checkpoint_name(path: str | None) -> str | None:
@@ -245,14 +322,15 @@ ON CONFLICT (job_id, step) DO NOTHING
 def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dirs: list[str]) -> None:
     """Load parsed states into the batch tables ``batch_trainer_steps`` and ``batch_trainer_runs``."""
     steps: dict[str, list[Any]] = {k: [] for k in ("job_id", "step", *COLUMNS, "metrics", "state_step", "seq")}
-    for seq, state in enumerate(states):
+    for seq, (state, source_dir) in enumerate(zip(states, source_dirs, strict=True)):
+        rank = rank_step(state, Path(source_dir))
         for step, row in state.rows.items():
             steps["job_id"].append(state.job_id)
             steps["step"].append(step)
             for key in COLUMNS:
                 steps[key].append(row.get(key))
             steps["metrics"].append(json.dumps(row["metrics"]) if row["metrics"] else None)
-            steps["state_step"].append(state.global_step)
+            steps["state_step"].append(rank)
             steps["seq"].append(seq)
     con.execute(STAGE_STEPS, steps)
     runs = {

@@ -1,4 +1,10 @@
-"""``checkpoint-<step>/`` folders: a checkpoint of the job whose folder holds them, even without files read."""
+"""``checkpoint-<step>/`` folders: a checkpoint of the job whose folder holds them, even without files read.
+
+This reader also reports what discovery could not read (``JobFolder.problems``): a folder that
+can't be listed or searched, a ``checkpoint-<step>/`` whose step is out of range. Each is a
+`failed` (to_retry) entry of the run, in the ledger as ``kind = 'folder'``, named every run while
+it is so; its ledger row goes once the folder can be read (or is gone).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from runlytics.ingest.discover import JobFolder
+from runlytics.ingest.discover import JobFolder, shown
 from runlytics.warehouse import db, results
 
-from .base import Context
+from .base import NO_STAT, Candidate, Context, Rejection, not_ingested
 
 KIND = "checkpoint_folder"
+FOLDER_KIND = "folder"  # the ledger's kind of a folder discovery named as a problem
+
+FOLDER_PROBLEMS = "SELECT path FROM ingest_files WHERE kind = 'folder'"
+FORGET_FOLDER = "DELETE FROM ingest_files WHERE kind = 'folder' AND path = $path"
 
 # Checkpoint folders of every job folder seen, for jobs the warehouse knows.
 FOLDERS_TABLE = "CREATE OR REPLACE TEMP TABLE seen_folders (source_dir VARCHAR, step BIGINT, path VARCHAR)"
@@ -39,6 +49,7 @@ class CheckpointFolderFormat:
         return None
 
     def ingest(self, ctx: Context, jobs: list[JobFolder]) -> None:
+        _report_problems(ctx, jobs)
         source_dirs: list[str] = []
         steps: list[int] = []
         paths: list[str] = []
@@ -62,3 +73,39 @@ class CheckpointFolderFormat:
             changed = {job_id for (job_id,) in ctx.con.execute(ADD_FOLDER_CHECKPOINTS).fetchall()}
             results.enqueue(ctx.con, changed)
         ctx.summary.job_ids |= changed
+
+
+def _report_problems(ctx: Context, jobs: list[JobFolder]) -> None:
+    """Each folder discovery could not read (or refused) as a `failed` (to_retry) entry; the ledger
+    rows of folders named before that can be read now, or are gone, are dropped."""
+    named: set[str] = set()
+    for job in jobs:
+        for path, reason in job.problems:
+            if shown(path) in named:
+                continue
+            named.add(shown(path))
+            not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", reason, retry=True), FOLDER_KIND)
+    roots = {str(job.root) for job in jobs if job.root is not None}
+    for (path,) in ctx.con.execute(FOLDER_PROBLEMS).fetchall():
+        if path in named or not any(_below(path, root) for root in roots):
+            continue  # still a problem, or under a root this run did not walk
+        if _readable(path):
+            ctx.con.execute(FORGET_FOLDER, {"path": path})
+
+
+def _below(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def _readable(path: str) -> bool:
+    """The folder can be listed now, or is gone: nothing left to say about it."""
+    try:
+        with os.scandir(path):
+            return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False

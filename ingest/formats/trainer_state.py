@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from runlytics.ingest import ledger, progress, trainer_state
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
@@ -70,10 +72,11 @@ class TrainerStateFormat:
                 continue
             try:
                 data = c.path.read_bytes()
-                if not same_file(c):
-                    raise OSError("changed while being read")
-            except OSError as error:
-                rejected.append(Rejection(c, "pending", str(error)))
+            except OSError as error:  # permission denied, vanished since: `failed` (to_retry), as progress.json
+                rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
+                continue
+            if not same_file(c):
+                rejected.append(Rejection(c, "pending", "changed while being read"))
                 continue
             job_id = progress_job_ids.get(str(c.job.progress), c.job.path.name)
             try:
@@ -82,6 +85,7 @@ class TrainerStateFormat:
                 outcome = progress.diagnose(data)[0] if str(error).startswith("invalid JSON") else "failed"
                 rejected.append(Rejection(c, outcome, str(error)))
         parsed = _claims(ctx, parsed, rejected, progress_job_ids)
+        parsed = _staged(ctx, parsed, rejected)
         states = [s for s, _ in parsed]
         if states:
             _merge(ctx, states, [c for _, c in parsed])
@@ -129,6 +133,33 @@ def _claims(
     return kept
 
 
+def _staged(
+    ctx: Context, parsed: list[tuple[trainer_state.TrainerState, Candidate]], rejected: list[Rejection]
+) -> list[tuple[trainer_state.TrainerState, Candidate]]:
+    """The states staged into the batch tables. A state the parser let through but DuckDB refuses
+    (a value no check foresaw) fails alone, with DuckDB's reason, instead of ending the run: the
+    batch is staged again without it (staging writes temporary tables only)."""
+    if not parsed:
+        return parsed
+    try:
+        trainer_state.stage(ctx.con, [s for s, _ in parsed], [str(c.job.path) for _, c in parsed])
+        return parsed
+    except duckdb.Error:
+        pass
+    kept = []
+    for state, c in parsed:
+        try:
+            trainer_state.stage(ctx.con, [state], [str(c.job.path)])
+        except duckdb.Error as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            rejected.append(Rejection(c, "failed", f"could not be stored: {reason}"))
+            continue
+        kept.append((state, c))
+    if kept:
+        trainer_state.stage(ctx.con, [s for s, _ in kept], [str(c.job.path) for _, c in kept])
+    return kept
+
+
 def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Candidate]) -> None:
     con = ctx.con
     checkpoints = [
@@ -136,8 +167,7 @@ def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Ca
         for s, c in zip(states, read, strict=True)
         if (step := trainer_state.checkpoint_step(s, c.job.path)) is not None
     ]
-    trainer_state.stage(con, states, [str(c.job.path) for c in read])
-    with db.atomic(con):
+    with db.atomic(con):  # staged by ``_staged``
         trainer_state.merge(con)
         for statement in METRIC_VALUES:
             con.execute(statement)
