@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -130,7 +131,9 @@ SELECT {keys}, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
                 AND (r_clocks_event_reasons IS NULL OR clocks_event_reasons IS NOT NULL), false) AS clean
 FROM (
     SELECT *, {_string("r_job_id")} AS job_id, coalesce({_string("r_host")}, '') AS host,
-           {_string("r_gpu_uuid")} AS gpu_uuid,
+           -- an empty or blank UUID is no UUID (parse_line's _BLANKS)
+           CASE WHEN NOT regexp_full_match({_string("r_gpu_uuid")}, '[ \t\n\r\f\v]*')
+                THEN {_string("r_gpu_uuid")} END AS gpu_uuid,
            CASE WHEN regexp_full_match(gi, '[0-9]{{1,9}}') THEN gi END AS gpu_index,
            CASE WHEN NOT starts_with(r_ts, '"') AND TRY_CAST(r_ts AS DOUBLE) BETWEEN 0 AND {_EPOCH_MAX}
                 THEN TRY_CAST(r_ts AS DOUBLE) END AS epoch,
@@ -571,33 +574,68 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
         doc = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"not JSON ({error})") from None
+    except RecursionError:
+        raise ValueError("not JSON (nested too deeply)") from None
     if not isinstance(doc, dict):
         raise ValueError("not a JSON object")
-    job_id = doc.get("job_id")
+    problems: list[str] = []
+    job_id = _text(doc.get("job_id"), "job_id", problems)
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("no job_id")
     gpu_index = doc.get("gpu_index", doc.get("index"))
-    if isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or gpu_index < 0:
-        raise ValueError(f"gpu_index {gpu_index!r} is not a GPU index")
-    host = doc.get("host")
-    uuid = doc.get("gpu_uuid")
+    if isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or not 0 <= gpu_index <= INT_MAX:
+        raise ValueError(f"gpu_index {_shown(gpu_index)} is not a GPU index")
+    host = _text(doc.get("host"), "host", problems)
+    uuid = _text(doc.get("gpu_uuid"), "gpu_uuid", problems)
     row: dict[str, Any] = {
         "job_id": job_id,
         "host": host if isinstance(host, str) else "",
         "gpu_index": gpu_index,
         "ts": parse_timestamp(doc.get("ts")),
-        "gpu_uuid": uuid if isinstance(uuid, str) else None,
+        # an empty or blank UUID is no UUID: the GPU is then keyed by its index (as the fast road does)
+        "gpu_uuid": uuid if isinstance(uuid, str) and uuid.strip(_BLANKS) else None,
     }
-    problems = []
     for name, (low, high) in RANGES.items():
         row[name] = _number(doc.get(name), low, high)
         if row[name] is None and doc.get(name) is not None:
-            problems.append(f"{name} {str(doc.get(name))[:40]!r} is not a number in range")
+            problems.append(f"{name} {_shown(doc.get(name))} is not a number in range")
     reasons = doc.get("clocks_event_reasons")
-    row["clocks_event_reasons"] = reasons if isinstance(reasons, int) and not isinstance(reasons, bool) else None
+    bitmask = isinstance(reasons, int) and not isinstance(reasons, bool) and BIGINT_MIN <= reasons <= BIGINT_MAX
+    row["clocks_event_reasons"] = reasons if bitmask else None
     if row["clocks_event_reasons"] is None and reasons is not None:
-        problems.append(f"clocks_event_reasons {str(reasons)[:40]!r} is not a bitmask")
+        problems.append(f"clocks_event_reasons {_shown(reasons)} is not a bitmask")
     return row, problems
+
+
+# The bounds of the stored columns' types: gpu_index is an INTEGER, clocks_event_reasons a BIGINT.
+INT_MAX = 2**31 - 1
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+# the blanks an empty gpu_uuid may hold (the fast road's test is the same: FAST_PARSE)
+_BLANKS = " \t\n\r\f\v"
+# json.loads pairs the escapes of a pair: what is left is a lone surrogate
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(value: Any) -> str:
+    """A value for a warning: its first 40 characters, quoted (never a huge int's every digit)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"'{str(value)[:20]}...' ({len(str(abs(value)))} digits)"
+    return repr(str(value)[:40])
+
+
+def _text(value: Any, name: str, problems: list[str]) -> Any:
+    """A string field as it can be stored: lone surrogates (a ``\\udcff`` escape, which UTF-8
+    can't encode) replaced by U+FFFD, with a warning; anything else as is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = _SURROGATE.sub("\ufffd", value)
+        # (the caller adds ", dropped": the surrogate is)
+        problems.append(f"{name} {value[:40]!r} is not valid Unicode: U+FFFD in place of its lone surrogate")
+        return fixed
+    return value
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -621,7 +659,10 @@ def _number(value: Any, low: float, high: float) -> float | None:
     """A finite number in range, a non-finite one as is, anything else None (dropped)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past the largest double: an infinity, as `1e400` reads, and the fast road
+        value = math.inf if value > 0 else -math.inf
     if math.isfinite(value) and not low <= value <= high:
         return None
     return value

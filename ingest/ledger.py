@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +85,8 @@ class Stat:
     size: int
     mtime_ns: int
     fresh: bool
+    # the file's inode: a file replaced by a rename may keep the size and mtime (not a fingerprint's part)
+    ino: int = field(default=0, kw_only=True)
 
     @property
     def fingerprint(self) -> str | None:
@@ -97,7 +99,17 @@ def stat(path: Path) -> Stat:
 
 def stat_of(st: os.stat_result) -> Stat:
     """The ledger's view of a stat already taken."""
-    return Stat(st.st_size, st.st_mtime_ns, time.time() - st.st_mtime_ns / 1e9 < FRESH_SECONDS)
+    return Stat(st.st_size, st.st_mtime_ns, time.time() - st.st_mtime_ns / 1e9 < FRESH_SECONDS, ino=st.st_ino)
+
+
+def unchanged_since(path: Path, before: Stat) -> bool:
+    """True when the file still has the size, mtime and inode it had at ``before`` (a stat taken
+    before it was opened): a read between the two saw one version of it."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_size, now.st_mtime_ns, now.st_ino) == (before.size, before.mtime_ns, before.ino)
 
 
 def load(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[str | None, str]]:

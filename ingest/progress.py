@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -104,7 +106,8 @@ SELECT f.file_id,
        f.read_path,
        f.source_dir,
        coalesce(f.history_entries, 0) AS history_entries,
-       coalesce(rl_string(d.job_id), CAST(rl_number(d.job_id, 0, 1e300, true) AS BIGINT)::VARCHAR, f.folder)
+       coalesce(CASE WHEN NOT regexp_full_match(rl_string(d.job_id), '[[:space:]]*') THEN rl_string(d.job_id) END,
+                CAST(rl_number(d.job_id, 0, 9e18, true) AS BIGINT)::VARCHAR, f.folder)
            AS job_id,
        CASE WHEN lower(trim(rl_string(d.status))) IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
             THEN lower(trim(rl_string(d.status))) ELSE 'unknown' END AS status,
@@ -123,15 +126,24 @@ SELECT f.file_id,
        CAST(coalesce(rl_number(d.total_steps, 0, 1e18, true), rl_number(d.max_steps, 0, 1e18, true),
                      rl_number(d.config -> '$.max_steps', 0, 1e18, true)) AS BIGINT) AS total_steps,
        concat_ws('; ',
-           CASE WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
-                     AND rl_number(d.job_id, 0, 1e300, true) IS NULL
+           CASE WHEN regexp_full_match(rl_string(d.job_id), '[[:space:]]*')
+                THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is empty: the folder name is used'
+                WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
+                     AND rl_number(d.job_id, 0, 9e18, true) IS NOT NULL
+                THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is a number, not a string: its text '
+                     || CAST(CAST(rl_number(d.job_id, 0, 9e18, true) AS BIGINT) AS VARCHAR) || ' is used'
+                WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40)
                      || ' is not a string: the folder name is used' END,
            CASE WHEN d.status IS NULL THEN 'no status: kept as unknown'
                 WHEN lower(trim(coalesce(rl_string(d.status), ''))) NOT IN
                      ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
                 THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' is not one of queued, running, paused, '
-                     || 'completed, failed, cancelled: kept as unknown' END,
+                     || 'completed, failed, cancelled: kept as unknown'
+                -- blanks around a known status are dropped (docs/decisions.md), and said
+                WHEN rl_string(d.status) <> trim(rl_string(d.status))
+                THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' has blanks around it: read as '
+                     || lower(trim(rl_string(d.status))) END,
            rl_timestamp_problem('created_at', d.created_at),
            rl_timestamp_problem('started_at', d.started_at),
            rl_timestamp_problem('ended_at', d.ended_at),
@@ -525,6 +537,10 @@ def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
     if not isinstance(doc, dict):
         return None
     warnings: list[str] = []
+    try:
+        doc = _scrubbed(doc, "", offset, warnings)
+    except RecursionError:
+        return None
     history = doc.get("history")
     if "history" in doc and not isinstance(history, list):
         warnings.append("history is not a list: ignored")
@@ -547,6 +563,34 @@ def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
         if len(doc["checkpoints"]) < len(checkpoints):
             warnings.append(f"checkpoints: {len(checkpoints) - len(doc['checkpoints'])} item(s) not objects, skipped")
     return json.dumps(doc, allow_nan=True), warnings
+
+
+# json.loads pairs the escapes of a surrogate pair: a surrogate left in a string is a lone one,
+# which UTF-8 can't encode (DuckDB's reader refuses the whole file for it)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _scrubbed(value: Any, place: str, offset: int, warnings: list[str]) -> Any:
+    """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, each
+    string so changed with a warning naming its place (``config.output_dir``, ``history[3].loss``)."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value) is None:
+            return value
+        warnings.append(
+            f"{place or 'a key'}: {value[:40]!r} holds a lone surrogate escape (not valid Unicode): replaced by U+FFFD"
+        )
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        scrubbed = {}
+        for key, item in value.items():
+            name = _scrubbed(key, f"{place}.{key!r}" if place else repr(key), offset, warnings)
+            where = f"{place}.{name}" if place else name
+            scrubbed[name] = _scrubbed(item, where, offset, warnings)
+        return scrubbed
+    if isinstance(value, list):
+        first = offset if place == "history" else 0  # a piece of a large file's history
+        return [_scrubbed(item, f"{place}[{first + i}]", offset, warnings) for i, item in enumerate(value)]
+    return value
 
 
 def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
@@ -661,6 +705,18 @@ def looks_complete(path: Path, size: int) -> bool:
         return False
     with path.open("rb") as f:
         head = f.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()
+        while not head and (block := f.read(_SCAN_BYTES)):  # padding at the start: read on past it
+            head = block.lstrip()
         f.seek(max(0, size - 64))
         tail = f.read().rstrip()
+        end = max(0, size - 64)
+        while not tail and end > 0:  # padding at the end: read back past it
+            start = max(0, end - _SCAN_BYTES)
+            f.seek(start)
+            tail = f.read(end - start).rstrip()
+            end = start
     return head.startswith(b"{") and tail.endswith(b"}")
+
+
+# looks_complete's reads past leading or trailing whitespace (JSON allows any amount of it)
+_SCAN_BYTES = 64 << 10

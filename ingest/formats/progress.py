@@ -23,7 +23,7 @@ from runlytics.ingest import fast, ledger, merge, progress
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
-from .base import Candidate, Context, Rejection, changed_files, not_ingested, openable, same_file, stored_owner
+from .base import Candidate, Context, Rejection, changed_files, not_ingested, openable, stored_owner
 
 KIND = "progress"
 
@@ -311,8 +311,8 @@ def _stage(
     for (path,) in con.execute(MULTI_DOC_FILES).fetchall():
         _drop(con, path)
         rejected.append(Rejection(by_path.pop(path), "failed", "holds more than one JSON value"))
-    for path, c in list(by_path.items()):
-        if not same_file(c):
+    for path, c in list(by_path.items()):  # (checked again after the last read: _drop_changed)
+        if not ledger.unchanged_since(c.path, c.stat):
             _drop(con, path)
             rejected.append(Rejection(by_path.pop(path), "pending", "changed while being read"))
     if by_path:
@@ -322,9 +322,28 @@ def _stage(
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
         rejected.extend(_drop_conflicts(con, by_id))
+        rejected.extend(_drop_changed(con, by_id, by_path))
     if not by_path:  # every file of the batch was dropped above: nothing was staged
         return 0
     return db.one(con, "SELECT count(*) FROM batch_jobs")[0]
+
+
+def _drop_changed(
+    con: duckdb.DuckDBPyConnection, by_id: dict[int, Candidate], by_path: dict[str, Candidate]
+) -> list[Rejection]:
+    """Take out of the staged batch every file that changed since the stat taken before any read
+    of it (size, mtime or inode): each of its reads (the fast road's, DuckDB's, a repair's, the
+    null warnings') may have seen another version. Pending: read again, whole, next run."""
+    staged = [file_id for (file_id,) in con.execute("SELECT file_id FROM batch_jobs ORDER BY file_id").fetchall()]
+    changed = [file_id for file_id in staged if not ledger.unchanged_since(by_id[file_id].path, by_id[file_id].stat)]
+    if not changed:
+        return []
+    for statement in DROP_STAGED:
+        con.execute(statement, {"file_ids": changed})
+    gone = {id(by_id[file_id]) for file_id in changed}
+    for path in [path for path, c in by_path.items() if id(c) in gone]:
+        del by_path[path]
+    return [Rejection(by_id[file_id], "pending", "changed while being read") for file_id in changed]
 
 
 def _drop_conflicts(con: duckdb.DuckDBPyConnection, by_id: dict[int, Candidate]) -> list[Rejection]:
@@ -464,7 +483,7 @@ def _explain(c: Candidate) -> Rejection:
         data = c.path.read_bytes()
     except OSError as error:
         return Rejection(c, "pending", f"cannot read: {error}")
-    if not same_file(c):  # the writer finished (or went on) since the batch read it
+    if not ledger.unchanged_since(c.path, c.stat):  # the writer finished (or went on) since the batch read it
         return Rejection(c, "pending", "changed while being read")
     age = time.time() - c.stat.mtime_ns / 1e9
     outcome, reason = progress.diagnose(data, age_seconds=age)
