@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Engine, Lab
+from depth import examples
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
@@ -194,9 +195,16 @@ EMPTY_BESIDE_TWO_VALUES = [b"", b'{"":[{"":0}]}{"":[{"":0}]}']
 NUL_STRINGS = [dump({"job_id": "nul\u0000", "config": {"model_name": "m\u0000"}, "step": 1, "loss": 0.5}, True)]
 
 
+# One to three groups of one to four files (the batch one example ingested before) in one run: an
+# ingest's fixed cost is most of an example's, so half the examples read about as many files, and a
+# lone group is still drawn (docs/testing.md, "Deep runs": 40 and 12 examples under the deep profile)
+GROUP = st.lists(FILE, min_size=1, max_size=4)
+GROUPS = st.tuples(GROUP, st.lists(GROUP, max_size=2)).map(lambda parts: parts[0] + sum(parts[1], []))
+
+
 @pytest.mark.parametrize("module_ingest_engine", ["duckdb"], indirect=True)
-@settings(max_examples=40, deadline=None, suppress_health_check=HEALTH)
-@given(files=st.lists(FILE, min_size=1, max_size=4))
+@settings(max_examples=examples(20, 40), deadline=None, suppress_health_check=HEALTH)
+@given(files=GROUPS)
 @example(files=EMPTY_BESIDE_TWO_VALUES)
 @example(files=NUL_STRINGS)
 def test_any_progress_file_is_ingested_left_pending_or_failed(shared_lab: Lab, files: list[bytes]) -> None:
@@ -206,8 +214,8 @@ def test_any_progress_file_is_ingested_left_pending_or_failed(shared_lab: Lab, f
 # the same on PostgreSQL (``ingest --db``: the stage's ingest, then a publish of whatever it stored), with
 # fewer examples: a publish per example, in the module's one database
 @pytest.mark.parametrize("module_ingest_engine", ["postgresql"], indirect=True)
-@settings(max_examples=12, deadline=None, suppress_health_check=HEALTH)
-@given(files=st.lists(FILE, min_size=1, max_size=4))
+@settings(max_examples=examples(6, 12), deadline=None, suppress_health_check=HEALTH)
+@given(files=GROUPS)
 @example(files=EMPTY_BESIDE_TWO_VALUES)
 @example(files=NUL_STRINGS)
 def test_any_progress_file_is_published_left_pending_or_failed(shared_lab: Lab, files: list[bytes]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Engine, Lab
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,16 +84,30 @@ DOC = st.one_of(
 )
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(doc=DOC)
+# one to three documents, each a job of its own, in one run: an ingest's fixed cost is most of an
+# example's, so about half the examples check as many documents (docs/testing.md, "Deep runs": 15
+# examples under the deep profile)
+@settings(max_examples=examples(8, 15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(DOC, min_size=1, max_size=3))
 def test_null_warnings_match_the_oracle(
-    tmp_path_factory: pytest.TempPathFactory, lab: Lab, doc: dict[str, Any]
+    tmp_path_factory: pytest.TempPathFactory, lab: Lab, docs: list[dict[str, Any]]
 ) -> None:
-    # each example a new jobs root and file; on PostgreSQL all in one database, job j replaced
+    # each example a new jobs root and files; on PostgreSQL all in one database, jobs j0… replaced
     lab = lab.sharing(tmp_path_factory.mktemp("nulls"))
-    lab.write_job("j", {"job_id": "j", "status": "running", **doc})
+    for k, doc in enumerate(docs):
+        lab.write_job(f"j{k}", {"job_id": f"j{k}", "status": "running", **doc})
     lab.ingest()
-    assert null_warnings_stored(lab) == expected_warnings(doc)
+    assert null_warnings_by_job(lab, len(docs)) == {f"j{k}": expected_warnings(doc) for k, doc in enumerate(docs)}
+
+
+def null_warnings_by_job(lab: Lab, jobs: int) -> dict[str, list[str]]:
+    """The null warnings of jobs j0… (on PostgreSQL's shared database an earlier example's other jobs stay)."""
+    rows = lab.query(
+        "SELECT job_id, warnings FROM ingest_files WHERE job_id IN (SELECT unnest(CAST($jobs AS VARCHAR[])))",
+        {"jobs": [f"j{k}" for k in range(jobs)]},
+    )
+    assert len(rows) == jobs  # one file each
+    return {job: [w for w in json.loads(warnings or "[]") if "is null" in w] for job, warnings in rows}
 
 
 def test_null_in_a_file_that_is_repaired_is_found_in_the_repaired_copy(lab: Lab) -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from runlytics.ingest.formats import tool_log
 from runlytics.ingest.formats.text_logs import EPOCH, utc_from_wall
 from tests.conftest import Lab
+from tests.depth import examples
 from tests.test_tool_logs import header, records, scalar_event
 
 # --- times: numpy against timedelta ----------------------------------------------------------------
@@ -101,28 +102,42 @@ def _expected(points: list[tuple[int, int, str, int]]) -> dict[tuple[str, int], 
     return out
 
 
-ROWS = "SELECT name, step, ts, value, source FROM metric_values ORDER BY ALL"
+ROWS = "SELECT job_id, name, step, ts, value, source FROM metric_values ORDER BY ALL"
+# one to three runs (their own job folders, their own points and cuts) in each lab: an ingest's fixed
+# cost is most of an example's, so half the examples check about as many runs (docs/testing.md,
+# "Deep runs": 8 examples under the deep profile)
+CASES = st.lists(st.tuples(POINTS, st.lists(st.integers(0, 40), min_size=3, max_size=3)), min_size=1, max_size=3)
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=examples(4, 8),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(points=POINTS, cut=st.lists(st.integers(0, 40), min_size=3, max_size=3))
+@given(cases=CASES)
 def test_a_first_ingest_and_a_merged_one_store_the_same_rows(
-    tmp_path_factory: pytest.TempPathFactory, points: list[tuple[int, int, str, int]], cut: list[int]
+    tmp_path_factory: pytest.TempPathFactory, cases: list[tuple[list[tuple[int, int, str, int]], list[int]]]
 ) -> None:
     whole = Lab(tmp_path_factory.mktemp("whole"))
-    (whole.root / "run").mkdir()
-    _write(whole.root / "run", points)
+    for i, (points, _) in enumerate(cases):
+        (whole.root / f"run{i}").mkdir()
+        _write(whole.root / f"run{i}", points)
     whole.ingest()
     first = whole.query(ROWS)
-    assert {(n, s): v for n, s, _, v, _ in first} == _expected(points)
+    by_run: dict[str, dict[tuple[str, int], float]] = {}
+    for job, n, s, _, v, _ in first:
+        by_run.setdefault(job, {})[(n, s)] = v
+    assert sorted(by_run) == sorted(f"run{i}" for i in range(len(cases)))  # each run is its own job
+    for i, (points, _) in enumerate(cases):
+        assert by_run[f"run{i}"] == _expected(points)
 
     grown = Lab(tmp_path_factory.mktemp("grown"))
-    (grown.root / "run").mkdir()
-    _write(grown.root / "run", points, cut)
+    for i, (points, cut) in enumerate(cases):
+        (grown.root / f"run{i}").mkdir()
+        _write(grown.root / f"run{i}", points, cut)
     grown.ingest()
-    _write(grown.root / "run", points)  # the rest appended (the same bytes before the cut)
+    for i, (points, _) in enumerate(cases):
+        _write(grown.root / f"run{i}", points)  # the rest appended (the same bytes before the cut)
     grown.ingest()
     assert grown.query(ROWS) == first
     grown.ingest()  # nothing new

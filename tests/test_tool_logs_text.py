@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DUCKDB_ONLY_INGEST, REALDATA, Engine, Lab
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -748,43 +749,54 @@ LOG_LINE = st.fixed_dictionaries(
 )
 
 
-# the stage's readers cut anywhere (hypothesis' examples); their publish on PostgreSQL: the appends tests above
-@DUCKDB_ONLY_INGEST
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
+# one run's files: trainer_log.jsonl lines, an MLflow metric's values, where the two cuts fall
+PIECES_CASE = st.tuples(
     st.lists(LOG_LINE, min_size=1, max_size=25),
     st.lists(st.lists(st.tuples(st.integers(0, 30), st.floats(allow_nan=False, allow_infinity=False)), max_size=8)),
     st.lists(st.integers(0, 4000), min_size=2, max_size=2),
 )
-def test_ingest_in_pieces(lab: Lab, entries: list[dict[str, object]], metric: list[list[tuple[int, float]]],
-                          cuts: list[int]) -> None:  # fmt: skip
+
+
+# the stage's readers cut anywhere (hypothesis' examples); their publish on PostgreSQL: the appends tests above.
+# One to three runs' files (folders of their own, cuts of their own) grow together, one ingest after
+# each piece for all: an ingest's fixed cost is most of an example's, so half the examples check
+# about as many runs (docs/testing.md, "Deep runs": 8 examples under the deep profile)
+@DUCKDB_ONLY_INGEST
+@settings(max_examples=examples(4, 8), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(PIECES_CASE, min_size=1, max_size=3))
+def test_ingest_in_pieces(lab: Lab, cases: list[tuple[list[dict[str, object]], list[list[tuple[int, float]]],
+                                                      list[int]]]) -> None:  # fmt: skip
     """Files written in three pieces, cut anywhere, ingested after each piece and once more: the
     stored points are those of the complete lines so far, and the last ingest changes nothing."""
     n = len(list(lab.root.iterdir()))
-    log = b"".join(json.dumps(e).encode() + b"\n" for e in entries)
-    values = b"".join(f"{1700000000000 + i} {v!r} {s}\n".encode() for i, (s, v) in enumerate(sum(metric, [])))
-    llama = lab.root / f"llama{n}" / "trainer_log.jsonl"
-    run = lab.root / f"mlruns{n}" / "1" / "r"
-    for folder in (llama.parent, run / "metrics"):
-        folder.mkdir(parents=True)
-    (run / "meta.yaml").write_text("status: 1\n")
-    loss = run / "metrics" / "loss"
-    pieces = sorted(cuts)
-    for end in (*pieces, None):
-        for path, data in ((llama, log), (loss, values)):
-            path.write_bytes(data[: min(end, len(data)) if end is not None else len(data)])
+    runs = []
+    for k, (entries, metric, cuts) in enumerate(cases):
+        log = b"".join(json.dumps(e).encode() + b"\n" for e in entries)
+        values = b"".join(f"{1700000000000 + i} {v!r} {s}\n".encode() for i, (s, v) in enumerate(sum(metric, [])))
+        llama = lab.root / f"llama{n}-{k}" / "trainer_log.jsonl"
+        run = lab.root / f"mlruns{n}-{k}" / "1" / "r"
+        for folder in (llama.parent, run / "metrics"):
+            folder.mkdir(parents=True)
+        (run / "meta.yaml").write_text("status: 1\n")
+        runs.append((k, log, values, llama, run / "metrics" / "loss", [*sorted(cuts), None]))
+    for piece in range(3):
+        for _, log, values, llama, loss, ends in runs:
+            end = ends[piece]
+            for path, data in ((llama, log), (loss, values)):
+                path.write_bytes(data[: min(end, len(data)) if end is not None else len(data)])
         lab.ingest()
-        written_log = llama.read_bytes()
-        kept_log = written_log[: written_log.rfind(b"\n") + 1]
-        (lab.root / "partial.jsonl").write_bytes(kept_log)
-        expected = expected_llamafactory(lab.root / "partial.jsonl")[0] if kept_log else {}
-        assert same(stored_points(lab, f"llama{n}"), expected)
-        written = loss.read_bytes()
-        expected = {}
-        for line in written[: written.rfind(b"\n") + 1].decode().splitlines():
-            _, value, step = line.split(" ")
-            expected[("loss", int(step))] = float(value)
-        assert same(stored_points(lab, f"mlruns{n}/1/r"), expected)
+        for k, _, _, llama, loss, _ in runs:
+            written_log = llama.read_bytes()
+            kept_log = written_log[: written_log.rfind(b"\n") + 1]
+            (lab.root / "partial.jsonl").write_bytes(kept_log)
+            expected = expected_llamafactory(lab.root / "partial.jsonl")[0] if kept_log else {}
+            assert same(stored_points(lab, f"llama{n}-{k}"), expected)
+            written = loss.read_bytes()
+            expected = {}
+            for line in written[: written.rfind(b"\n") + 1].decode().splitlines():
+                _, value, step = line.split(" ")
+                expected[("loss", int(step))] = float(value)
+            assert same(stored_points(lab, f"mlruns{n}-{k}/1/r"), expected)
     before = lab.query(VALUES)
     assert lab.ingest().rows == 0
     assert lab.query(VALUES) == before
