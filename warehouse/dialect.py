@@ -18,8 +18,11 @@ from typing import Any
 DUCKDB: dict[str, str] = {
     # true when x is a finite number (NULL, NaN and +-Infinity are not)
     "finite": "isfinite({x})",
-    # seconds from timestamp a to timestamp b, as DOUBLE
-    "seconds_between": "(epoch({b}) - epoch({a}))",
+    # seconds from timestamp a to timestamp b, as DOUBLE: the exact difference in microseconds,
+    # divided once, so the correctly rounded double of the exact seconds (epochs subtracted as
+    # doubles lose ~1e-7 s near 2026). A BIGINT holds any difference of the times ingest keeps
+    # (years 1 to 9999); HUGEINT arithmetic would cost the views twice the time
+    "seconds_between": "((epoch_us({b}) - epoch_us({a})) / 1e6)",
     # a TIMESTAMP from seconds since the Unix epoch
     "from_epoch": "make_timestamp(CAST(round({x} * 1000000) AS BIGINT))",
     # the median of a numeric column, as DOUBLE
@@ -83,11 +86,9 @@ def _float_op(op: str, within: str) -> str:
 POSTGRES: dict[str, str] = {
     # NaN is above every number in PostgreSQL, and abs() of NULL is NULL as isfinite()'s is
     "finite": "(abs({x}) < CAST('Infinity' AS DOUBLE PRECISION))",
-    # each time's epoch as a DOUBLE first (the exact NUMERIC rounded once, as DuckDB's epoch()
-    # divides exact microseconds), then subtracted: DuckDB's arithmetic, to the last digit
-    "seconds_between": (
-        "(CAST(EXTRACT(EPOCH FROM {b}) AS DOUBLE PRECISION) - CAST(EXTRACT(EPOCH FROM {a}) AS DOUBLE PRECISION))"
-    ),
+    # the interval's exact NUMERIC epoch rounded once to a DOUBLE: the correctly rounded double
+    # of the exact seconds, as DuckDB's exact microseconds divided once, to the last digit
+    "seconds_between": "CAST(EXTRACT(EPOCH FROM ({b}) - ({a})) AS DOUBLE PRECISION)",
     # DuckDB's round() of a DOUBLE takes halves away from zero, PostgreSQL's to even: halves first
     "from_epoch": (
         "(TIMESTAMP '1970-01-01 00:00:00' + CAST(CASE WHEN abs({x} * 1000000 - trunc({x} * 1000000)) = 0.5"

@@ -26,11 +26,17 @@ per_job AS NOT MATERIALIZED (
     FROM rows
     GROUP BY job_id
 ),
--- each job's last row (where a divergence ends; what work_at_risk and silent_running measure from)
+-- each job's last row (where a divergence ends; what work_at_risk measures from)
 last_rows AS NOT MATERIALIZED (
     SELECT job_id, step AS last_step, ts AS last_ts
     FROM rows
     WHERE last_row
+),
+-- each job's last timing row (silent_running's last row: job_duration's end; insight_rows)
+last_timing AS NOT MATERIALIZED (
+    SELECT job_id, ts AS last_ts
+    FROM rows
+    WHERE last_timing_row
 ),
 -- g (the median positive gap between rows) of the jobs that may have a stall: a stall's gap is
 -- above min_seconds, so only a job with such a gap needs its median
@@ -282,7 +288,7 @@ drops AS (
     WHERE s.run_rows >= p.throughput_drop_min_rows
     GROUP BY s.job_id, s.run
 ),
--- stall: a row (so not the first) later than the row before it by more than
+-- stall: a timing row (so not the first) later than the timing row before it by more than
 -- max(factor * g, min_seconds)
 stalls AS (
     SELECT x.job_id, 'stall' AS kind, 'warning' AS severity, x.prev_step AS first_step, x.step AS last_step,
@@ -313,7 +319,7 @@ silence AS (
     -- each job's last row and g, NULL for a job without rows (an inner join and a union rather
     -- than a LEFT JOIN: a filter on job_id then reaches the rows through every read of them)
     JOIN (SELECT u.job_id, max(u.last_ts) AS last_ts, max(u.g) AS g
-          FROM (SELECT job_id, last_ts, CAST(NULL AS DOUBLE PRECISION) AS g FROM last_rows
+          FROM (SELECT job_id, last_ts, CAST(NULL AS DOUBLE PRECISION) AS g FROM last_timing
                 UNION ALL
                 SELECT job_id, CAST(NULL AS TIMESTAMP), g FROM running_gaps
                 UNION ALL

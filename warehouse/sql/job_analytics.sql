@@ -72,9 +72,10 @@ SELECT j.job_id,
                 THEN 'total_samples does not use the trainer''s train_batch_size ('
                      || CAST(t.train_batch_size AS VARCHAR) || '): a per-device batch, not the config''s'
                      || ' batch_size (samples per iteration)' END,
-           CASE WHEN p.step_rows > p.timed_rows
-                THEN 'training time partly unknown: ' || CAST(p.step_rows - p.timed_rows AS VARCHAR)
-                     || ' of ' || CAST(p.step_rows AS VARCHAR)
+           CASE WHEN p.timing_rows > p.timed_rows
+                THEN 'training time partly unknown: ' || CAST(p.timing_rows - p.timed_rows AS VARCHAR)
+                     || ' of ' || CAST(p.timing_rows AS VARCHAR)
+                     || CASE WHEN p.timing_rows < p.step_rows THEN ' progress.json' ELSE '' END
                      || ' step rows have neither iteration_time nor timestamps to time them' END,
            CASE WHEN p.throughput_is_plain_mean
                 THEN 'average_samples_per_second is the plain mean of samples_per_second:'
@@ -83,6 +84,9 @@ SELECT j.job_id,
                 THEN 'start unknown: no started_at, and the first step row has no timestamp or seconds' END,
            CASE WHEN d.end_time IS NULL AND p.step_rows > 0
                 THEN 'end unknown: no ended_at, updated_at or step timestamps' END,
+           CASE WHEN d.start_time IS NOT NULL AND d.end_time IS NOT NULL AND d.total_seconds IS NULL
+                THEN 'total_seconds and overhead_seconds are null: the end (end_time) is before the start'
+                     || ' (start_time)' END,
            CASE WHEN l.nonfinite_losses > 0
                 THEN CAST(l.nonfinite_losses AS VARCHAR) || ' non-finite loss value(s) left out' END,
            CASE WHEN l.nonfinite_eval_losses > 0

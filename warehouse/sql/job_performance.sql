@@ -8,6 +8,7 @@ WITH agg AS (
            max(m.step) AS max_step,
            count(m.step) AS step_rows,
            count(m.seconds) AS timed_rows,
+           count(m.timing_no) AS timing_rows,
            @ordered_fsum(m.samples) AS total_samples,
            @ordered_fsum(m.samples) FILTER (WHERE m.seconds IS NOT NULL) AS timed_samples,
            @ordered_fsum(m.seconds) FILTER (WHERE m.samples IS NOT NULL) AS timed_seconds,
@@ -40,5 +41,7 @@ SELECT job_id,
        CASE WHEN timed_iterations > 0 THEN @fdiv(known_seconds; timed_iterations) END AS average_iteration_time,
        known_seconds,
        nonfinite_samples_per_second,
-       nonfinite_iteration_time
+       nonfinite_iteration_time,
+       -- the rows that cover an interval (step_metrics' timing rows): those a missing time leaves untimed
+       timing_rows
 FROM agg
