@@ -37,9 +37,11 @@ WHERE step IS NOT NULL
 # before it, so after the last such entry the later timestamp wins, ties to the later entry).
 # `after_untimed` marks a winner that follows an untimed entry: it replaces the stored row
 # whatever its timestamp, as one ingest per entry would. Only keys seen more than once are ranked.
-# Within one file, `latest` repeating a step its history holds replaces the history entry only
-# with its own, strictly later timestamp (inputs.md: "the entry with the later timestamp wins";
-# an equal or unknown one is not later, and updated_at is when the snapshot was written): else
+# Within one file, `latest` repeating a step its history holds replaces the history's own winner
+# of that step (by the rule above: untimed when the step's last history copy is, else the latest
+# timestamp among the copies after the last untimed one; not every copy's) only with its own,
+# strictly later timestamp (inputs.md: "the entry with the later timestamp wins"; an equal or
+# unknown one is not later, and updated_at is when the snapshot was written): else
 # it is dropped from the ranking, and what it holds fills what its file's winner of that step
 # lacks: each null field, the timestamp (unless updated_at's stand-in), and the GPU readings when
 # the winner has none (`gpu_pos`: the entry whose readings are kept).
@@ -54,16 +56,24 @@ WITH entries AS (
     SELECT job_id, step FROM entries GROUP BY job_id, step HAVING count(*) > 1
 ), contested AS (
     SELECT e.* FROM entries e SEMI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
+), history_ends AS (
+    SELECT *,
+           count(*) FILTER (WHERE NOT is_latest) OVER file_step AS history,
+           max(pos) FILTER (WHERE NOT is_latest) OVER file_step AS last_history,
+           max(pos) FILTER (WHERE NOT is_latest AND ts IS NULL) OVER file_step AS last_untimed_history
+    FROM contested
+    WINDOW file_step AS (PARTITION BY file_id, step)
 ), marked AS (
-    SELECT * EXCLUDE (history, untimed_history, last_history),
-           is_latest AND history > 0 AND (stand_in OR ts IS NULL OR untimed_history OR ts <= last_history) AS dropped
+    SELECT * EXCLUDE (history, last_history, last_untimed_history, history_ts),
+           is_latest AND history > 0
+           -- never NULL (a NULL would leave the entry out of both the ranking and the lenders)
+           AND (stand_in OR ts IS NULL OR last_untimed_history IS NOT DISTINCT FROM last_history
+                OR coalesce(ts <= history_ts, true)) AS dropped
     FROM (
         SELECT *,
-               count(*) FILTER (WHERE NOT is_latest) OVER file_step AS history,
-               bool_or(NOT is_latest AND ts IS NULL) OVER file_step AS untimed_history,
-               max(ts) FILTER (WHERE NOT is_latest) OVER file_step AS last_history
-        FROM contested
-        WINDOW file_step AS (PARTITION BY file_id, step)
+               max(ts) FILTER (WHERE NOT is_latest AND pos > coalesce(last_untimed_history, 0))
+                   OVER (PARTITION BY file_id, step) AS history_ts
+        FROM history_ends
     )
 ), ordered AS (
     SELECT *,
@@ -147,21 +157,41 @@ SELECT job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb, m
 FROM staged_gpus
 """
 
-# A GPU index repeated within one entry keeps its last reading.
+# One reading per GPU index in an entry (step_gpus is keyed by job, step and index): a reading
+# whose index an earlier reading of its entry holds (an explicit index, or a missing one taken
+# from its position) is dropped, with a warning (REPEATED_GPU_WARNINGS), whatever its uuid.
 INSERT_GPUS = """
 INSERT INTO step_gpus (job_id, step, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
                        memory_total_mb, temperature_c, power_w)
 WITH applied AS (
     SELECT g.* FROM staged_gpus g SEMI JOIN batch_applied a ON a.file_id = g.file_id AND a.gpu_pos = g.pos
 ), repeated AS (
-    SELECT file_id, pos, gpu_index, max(gpos) AS last_gpos
+    SELECT file_id, pos, gpu_index, min(gpos) AS first_gpos
     FROM applied GROUP BY file_id, pos, gpu_index HAVING count(*) > 1
 )
 SELECT g.job_id, g.step, g.gpu_index, g.gpu_uuid, g.utilization_percent, g.memory_used_mb,
        g.memory_total_mb, g.temperature_c, g.power_w
 FROM applied g
 LEFT JOIN repeated r ON r.file_id = g.file_id AND r.pos = g.pos AND r.gpu_index = g.gpu_index
-WHERE r.last_gpos IS NULL OR r.last_gpos = g.gpos
+WHERE r.first_gpos IS NULL OR r.first_gpos = g.gpos
+"""
+
+# The warnings of the readings INSERT_GPUS drops, for every staged entry (won or not: the file
+# holds them), in the file's warnings beside those of its refused values.
+REPEATED_GPU_WARNINGS = """
+INSERT INTO batch_warnings
+SELECT g.file_id, g.pos, g.gpos,
+       CASE WHEN EXISTS (SELECT 1 FROM staged_steps s WHERE s.file_id = g.file_id AND s.pos = g.pos AND s.is_latest)
+            THEN 'latest' ELSE 'history[' || CAST(g.pos - 1 AS VARCHAR) || ']' END
+       || ' (step ' || CAST(g.step AS VARCHAR) || '): gpus[' || CAST(g.gpos - 1 AS VARCHAR)
+       || '] repeats GPU index ' || CAST(g.gpu_index AS VARCHAR) || coalesce(' (uuid ' || g.gpu_uuid || ')', '')
+       || ', dropped: one reading per index'
+FROM (
+    SELECT file_id, pos, gpos, step, gpu_index, gpu_uuid,
+           row_number() OVER (PARTITION BY file_id, pos, gpu_index ORDER BY gpos) AS nth
+    FROM staged_gpus
+) g
+WHERE g.nth > 1
 """
 
 BATCH_JOB_WINNERS = """
@@ -225,7 +255,10 @@ def apply(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(DELETE_REPLACED_STEPS)
         con.execute(DELETE_REPLACED_GPUS)
     con.execute(INSERT_STEPS)
-    simple = _fetch_bool(con, ALL_APPLIED) and not _fetch_bool(con, HAS_REPEATED_GPUS)
+    repeated_gpus = _fetch_bool(con, HAS_REPEATED_GPUS)
+    if repeated_gpus:
+        con.execute(REPEATED_GPU_WARNINGS)
+    simple = not repeated_gpus and _fetch_bool(con, ALL_APPLIED)
     con.execute(INSERT_ALL_GPUS if simple else INSERT_GPUS)
     for statement in APPLY_JOBS:
         con.execute(statement)

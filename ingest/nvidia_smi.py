@@ -38,6 +38,24 @@ FIELDS = {
     "clocks.current.sm": "sm_clock_mhz",
 }
 
+# --query-gpu fields (nvidia-smi --help-query-gpu) that hold no reading a sample stores, and the
+# families of such fields by their prefix: a header of timestamp and these alone is still an
+# nvidia-smi log (inputs.md: "any subset that includes timestamp"), read as samples without readings
+OTHER_QUERY_FIELDS = frozenset(
+    {
+        "timestamp", "driver_version", "count", "name", "gpu_name", "serial", "gpu_serial", "gpu_uuid",
+        "gpu_bus_id", "vbios_version", "display_mode", "display_active", "display_attached",
+        "persistence_mode", "compute_mode", "compute_cap", "pstate", "fan.speed", "enforced.power.limit",
+        "addressing_mode", "vgpu_device_capability.fractional_multivgpu",
+    }
+)  # fmt: skip
+OTHER_QUERY_FAMILIES = (
+    "pci.", "pcie.", "memory.", "utilization.", "temperature.", "power.", "clocks.", "clocks_throttle_reasons.",
+    "clocks_event_reasons.", "clocks_event_reasons_counters.", "ecc.", "retired_pages.", "remapped_rows.",
+    "encoder.", "fbc.", "inforom.", "driver_model.", "gom.", "mig.", "accounting.", "fabric.", "reset_status.",
+    "gsp.", "protected_memory.", "platform.", "module_power.", "gpu_power.", "c2c.", "vgpu_",
+)  # fmt: skip
+
 # the unit nvidia-smi prints after each value (none with csv,nounits); any other unit is a value we
 # would misread (GiB for MiB...), so it is dropped rather than guessed
 UNITS = {
@@ -178,13 +196,21 @@ def _is_header(fields: list[str]) -> bool:
 
 def _check_first_header(layout: Layout) -> None:
     """A header with a timestamp but nothing a sample holds is some other CSV (codecarbon's has
-    ``timestamp,project_name,...``): reading it would store empty samples, so it is refused."""
-    if not set(layout) & (set(FIELDS) | {"index", "uuid"}):
+    ``timestamp,project_name,...``): refused, unless every column is an nvidia-smi --query-gpu
+    field (``timestamp`` alone, ``timestamp,name,pci.bus_id``): a subset of a log's columns, whose
+    samples are stored without readings (GPU 0)."""
+    if not set(layout) & (set(FIELDS) | {"index", "uuid"}) and not all(map(_is_query_field, layout)):
         raise NotNvidiaSmiCsv(
             "the header names none of the columns a GPU sample is read from (index, uuid, "
             + ", ".join(dict.fromkeys(FIELDS))
-            + "): not an nvidia-smi --query-gpu log"
+            + ") and names columns nvidia-smi --query-gpu does not write: not an nvidia-smi --query-gpu log"
         )
+
+
+def _is_query_field(name: str) -> bool:
+    return name in OTHER_QUERY_FIELDS or (
+        QUERY_NAME.fullmatch(name) is not None and name.startswith(OTHER_QUERY_FAMILIES)
+    )
 
 
 def _why_no_header(fields: list[str]) -> str:

@@ -83,11 +83,17 @@ def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
     return Lab(tmp_path, ingest_engine)
 
 
-def test_gpu_index_repeated_within_an_entry_keeps_the_last_reading(lab: Lab) -> None:
-    lab.write_job("a", {"job_id": "a", "history": [entry(1, None, [gpu(0, 10.0), gpu(1, 20.0), gpu(0, 30.0)])]})
-    lab.ingest()
+def test_gpu_index_repeated_within_an_entry_keeps_the_first_reading(lab: Lab) -> None:
+    lab.write_job(
+        "a",
+        {"job_id": "a", "status": "running", "history": [entry(1, None, [gpu(0, 10.0), gpu(1, 20.0), gpu(0, 30.0)])]},
+    )
+    summary = lab.ingest()
     rows = lab.query("SELECT gpu_index, utilization_percent FROM step_gpus ORDER BY gpu_index")
-    assert rows == [(0, 30.0), (1, 20.0)]
+    assert rows == [(0, 10.0), (1, 20.0)]
+    assert [message for _, message in summary.listed_warnings] == [
+        "history[0] (step 1): gpus[2] repeats GPU index 0, dropped: one reading per index"
+    ]
 
 
 def test_gpu_indexes_out_of_position_are_kept(lab: Lab) -> None:
@@ -157,7 +163,16 @@ def test_shortcuts_store_what_the_general_merge_stores(
 TIMES = st.sampled_from([None, "2026-03-01T11:00:00", "2026-03-01T12:00:00"])
 GPU = st.builds(gpu, st.one_of(st.none(), st.integers(0, 2)), st.sampled_from([1.0, 2.0, 3.0]))
 ENTRY = st.builds(entry, st.integers(0, 4), TIMES, st.lists(GPU, max_size=3))
-DOC = st.fixed_dictionaries({"job_id": st.sampled_from(["x", "y"]), "history": st.lists(ENTRY, max_size=4)})
+# a `latest` ranked against its own history (its time among the history's, or later)
+LATEST = st.builds(
+    entry,
+    st.integers(0, 4),
+    st.sampled_from([None, "2026-03-01T12:00:00", "2026-03-01T13:00:00"]),
+    st.lists(GPU, max_size=3),
+)
+DOC = st.fixed_dictionaries(
+    {"job_id": st.sampled_from(["x", "y"]), "history": st.lists(ENTRY, max_size=4)}, optional={"latest": LATEST}
+)
 RUNS = st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), DOC, min_size=1), min_size=1, max_size=2)
 
 

@@ -14,11 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import REALDATA, Engine, Lab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runlytics.ingest.nvidia_smi import NotNvidiaSmiCsv, Parsed, parse
-from tests.conftest import REALDATA
 
 SMI = REALDATA / "nvidia_smi_csv"
 OTHER = REALDATA / "gpu_other"
@@ -341,6 +341,52 @@ def test_codecarbon_csv_is_not_an_nvidia_smi_log() -> None:
     # it has a timestamp column, but nothing a GPU sample is made of
     with pytest.raises(NotNvidiaSmiCsv, match="not an nvidia-smi"):
         read(OTHER / "codecarbon-emissions-a100.csv")
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["timestamp", "timestamp, name", "timestamp, pci.bus_id, driver_version, pstate, fan.speed [%]",
+     "name, timestamp, clocks_event_reasons.active, memory.free [MiB], utilization.memory [%]"],
+)  # fmt: skip
+def test_a_timestamp_with_only_other_query_fields_is_a_log_without_readings(header: str) -> None:
+    """inputs.md: "any subset that includes timestamp": samples of GPU 0, every reading missing."""
+    values = {"timestamp": "2026/01/05 08:00:00.000", "name": "NVIDIA H100", "pci.bus_id": "00000000:01:00.0",
+              "driver_version": "550.90", "pstate": "P0", "fan.speed [%]": "30 %", "memory.free [MiB]": "100 MiB",
+              "clocks_event_reasons.active": "0x0000", "utilization.memory [%]": "4 %"}  # fmt: skip
+    names = header.split(", ")
+    line = ", ".join(values[n] for n in names)
+    later = line.replace("08:00:00.000", "08:00:05.000")
+    assert parse(smi(header, line, later)) == Parsed(
+        [row(datetime(2026, 1, 5, 8, 0, 0)), row(datetime(2026, 1, 5, 8, 0, 5))], []
+    )
+
+
+@pytest.mark.parametrize(
+    "header", ["timestamp, project_name, duration", "timestamp, name, gpu_model", "timestamp, x.y"]
+)
+def test_a_timestamp_beside_foreign_columns_is_still_refused(header: str) -> None:
+    with pytest.raises(NotNvidiaSmiCsv, match="not an nvidia-smi --query-gpu log"):
+        parse(smi(header, "2026/01/05 08:00:00.000, a, b"))
+
+
+def test_a_timestamp_only_log_is_imported_as_gpu_0_without_readings(tmp_path: Path, ingest_engine: Engine) -> None:
+    from runlytics.ingest.pipeline import CsvImport
+
+    lab = Lab(tmp_path, ingest_engine)
+    lab.write_job("j", {"job_id": "j", "status": "running", "history": [{"step": 1, "loss": 1.0}]})
+    log = tmp_path / "t.csv"
+    log.write_bytes(smi("timestamp", "2026/01/05 08:00:00.000", "2026/01/05 08:00:05.000"))
+    summary = lab.ingest(csv_imports=[CsvImport(log, "j", "UTC", "ws-1")])
+    assert summary.failed == 0
+    rows = lab.query(
+        "SELECT host, gpu_index, ts, utilization_percent, memory_used_mb, temperature_c FROM gpu_samples ORDER BY ts"
+    )
+    assert rows == [
+        ("ws-1", 0, datetime(2026, 1, 5, 8, 0, 0), None, None, None),
+        ("ws-1", 0, datetime(2026, 1, 5, 8, 0, 5), None, None, None),
+    ]
+    job = lab.analytics("j")
+    assert job is not None and job["resource_utilization"]["average_gpu_utilization"] is None
 
 
 @pytest.mark.parametrize("name", ["a100-sxm4-mig.nvidia-smi-q-x.xml", "rtx4090-driver535.nvidia-smi-q-x.xml"])
