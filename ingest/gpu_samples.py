@@ -32,7 +32,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import gpu_store
+from . import gpu_store, json_text
 
 COLUMNS = (
     "job_id",
@@ -571,7 +571,7 @@ def _stage_careful(
 def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
     """One spool line as a sample row and the values it dropped; ValueError if it can't be one."""
     try:
-        doc = json.loads(line)
+        doc = json_text.loads(line)  # (an integer of 4,300+ digits is a float: +-inf)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"not JSON ({error})") from None
     except RecursionError:

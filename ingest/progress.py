@@ -33,6 +33,8 @@ import duckdb
 
 from runlytics.warehouse import db
 
+from . import json_text
+
 _GPU = (
     'STRUCT("index" JSON, uuid JSON, utilization_percent JSON, memory_used_mb JSON, '
     "memory_total_mb JSON, temperature_c JSON, power_w JSON)"
@@ -281,6 +283,7 @@ SELECT file_id, seq, job_id, step, pos, place, gpos,
        CAST(coalesce(gpu_index, gpos - 1) AS INTEGER) AS gpu_index, gpu_uuid, utilization_percent,
        memory_used_mb, memory_total_mb, temperature_c, power_w,
        CASE WHEN (g."index" IS NOT NULL AND gpu_index IS NULL)
+                 OR (g.uuid IS NOT NULL AND gpu_uuid IS NULL)
                  OR (g.utilization_percent IS NOT NULL AND utilization_percent IS NULL)
                  OR (g.memory_used_mb IS NOT NULL AND memory_used_mb IS NULL)
                  OR (g.memory_total_mb IS NOT NULL AND memory_total_mb IS NULL)
@@ -335,6 +338,8 @@ SELECT file_id, pos, gpos,
        || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR) || ']: '
        || concat_ws('; ',
            rl_number_problem('index', refused."index", 0, 1e6, true),
+           CASE WHEN refused.uuid IS NOT NULL AND rl_string(refused.uuid) IS NULL
+                THEN 'uuid ' || left(CAST(refused.uuid AS VARCHAR), 40) || ' is not a string, dropped' END,
            rl_number_problem('utilization_percent', refused.utilization_percent, 0, 100, false),
            rl_number_problem('memory_used_mb', refused.memory_used_mb, 0, 1e308, false),
            rl_number_problem('memory_total_mb', refused.memory_total_mb, 0, 1e308, false),
@@ -489,17 +494,19 @@ def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     if text.startswith("version https://git-lfs"):
         return "failed", "not JSON: a Git LFS pointer was committed in place of the file"
     try:
-        value = json.loads(text)
+        value = json_text.loads(text)
     except json.JSONDecodeError as error:
         if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()) - 1:
             return "pending", f"JSON ends early at line {error.lineno} column {error.colno} (being written?)"
-        fresh = age_seconds is not None and age_seconds <= TORN_TAIL_SECONDS
-        if error.msg == "Extra data" and fresh and not _whole_values(text[error.pos :]):
-            return "pending", (
-                f"a whole document up to line {error.lineno} column {error.colno}, then an older document's"
-                " tail (being rewritten in place?)"
-            )
-        return "failed", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        where = f"line {error.lineno} column {error.colno}"
+        if age_seconds is None or age_seconds > TORN_TAIL_SECONDS:
+            return "failed", f"invalid JSON at {where}: {error.msg}"
+        again = "(being rewritten in place?)"
+        if error.msg != "Extra data":  # a new document written over an older one, caught half way
+            return "pending", f"invalid JSON at {where}: {error.msg}, in a file changed in the last 5 minutes {again}"
+        if not _whole_values(text[error.pos :]):
+            return "pending", f"a whole document up to {where}, then an older document's tail {again}"
+        return "failed", f"invalid JSON at {where}: {error.msg}"
     except RecursionError:
         return "failed", "invalid JSON: nested too deeply"
     if not isinstance(value, dict):
@@ -510,7 +517,7 @@ def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
 def _whole_values(text: str) -> bool:
     """True when ``text`` is whole JSON values one after another (a file of two documents),
     not the tail of a longer document that an in-place rewrite left behind."""
-    decoder, pos = json.JSONDecoder(), 0
+    decoder, pos = json.JSONDecoder(parse_int=json_text.whole), 0
     try:
         while pos < len(text):
             if text[pos].isspace():
@@ -531,7 +538,7 @@ def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
     a JSON object at all. ``offset``: the history entries before these (a piece of a large file).
     """
     try:
-        doc = json.loads(data.decode("utf-8", errors="replace"))
+        doc = json_text.loads(data.decode("utf-8", errors="replace"))
     except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):

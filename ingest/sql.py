@@ -50,11 +50,13 @@ CREATE OR REPLACE TEMP MACRO rl_string(x) AS
          ELSE substr(CAST(x AS VARCHAR), 2, length(CAST(x AS VARCHAR)) - 2) END;
 
 -- ISO-8601 forms DuckDB's cast refuses, as the extended form it reads: the basic format
--- (20261102T080010Z, 20261102T080010.5+0100) and a decimal comma (08:00:10,5); NULL else.
+-- (20261102T080010Z, 20261102T080010.5+0100), a decimal comma (08:00:10,5) and a lowercase UTC
+-- designator (08:00:10z, which RFC 3339 allows); NULL else.
 -- Only reached where the cast gave NULL (coalesce evaluates it for those rows alone)
 CREATE OR REPLACE TEMP MACRO rl_iso_other(s) AS TRY_CAST(
     regexp_replace(
-        regexp_replace(s, '^([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})', '\\1-\\2-\\3T\\4:\\5:\\6'),
+        regexp_replace(regexp_replace(s, '([0-9])z$', '\\1Z'),
+                       '^([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})', '\\1-\\2-\\3T\\4:\\5:\\6'),
         '(:[0-9]{2}),([0-9])', '\\1.\\2')
     AS TIMESTAMPTZ);
 

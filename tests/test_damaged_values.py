@@ -308,3 +308,161 @@ def test_an_empty_gpu_uuid_is_no_uuid(
         "SELECT gpus_seen, average_gpu_utilization, average_gpu_memory_mb, peak_gpu_memory_mb "
         "FROM job_resources WHERE job_id = 'oj'"
     ) == [(4, 50.0, 500.0, 900.0)]
+
+
+# --- integers past Python's 4,300 digits (its json raises a plain ValueError for them) -------
+
+HUGE = "1" + "0" * 5000  # read as +inf, as DuckDB and the fast road read it (and 1e400)
+
+
+def test_an_integer_of_5000_digits_never_stops_the_run(tmp_path: Path, ingest_engine: Engine, road: str) -> None:
+    """In a file DuckDB reads (the number is inf), in one it refuses for its shape (Python's repaired
+    copy reads it as inf too) and in one that is not JSON past it (failed, with line and column)."""
+    lab = Lab(tmp_path, ingest_engine)
+    doc = job("big")
+    doc["history"][1]["loss"] = 1e400  # a placeholder, replaced by 5000 digits below
+    text = json.dumps({**doc, "x": 1}).replace("Infinity", HUGE).replace('"x": 1', f'"x": -{HUGE}')
+    settled(lab.write_job("big", None, raw=text))
+    shaped = json.dumps(
+        {**doc, "job_id": "shaped", "history": [doc["history"][0], 5, doc["history"][1]]}
+    )  # 5: DuckDB refuses
+    settled(lab.write_job("shaped", None, raw=shaped.replace("Infinity", HUGE)))
+    broken = json.dumps(job("broken"))[:-1] + f', "x": {HUGE}, "y": @}}'
+    settled(lab.write_job("broken", None, raw=broken))
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed, summary.pending) == (2, 1, 0)
+    column = broken.index("@") + 1
+    assert [(p["outcome"], p["reason"]) for p in summary.problems] == [
+        ("failed", f"invalid JSON at line 1 column {column}: Expecting value")
+    ]
+    steps = lab.query("SELECT job_id, step, loss FROM steps ORDER BY job_id, step")
+    assert steps == [("big", 1, 2.0), ("big", 2, math.inf), ("shaped", 1, 2.0), ("shaped", 2, math.inf)]
+    warnings = warnings_of(lab)
+    assert warnings["big/progress.json"] == []
+    assert warnings["shaped/progress.json"] == ["history[1]: no step: entry skipped"]
+
+
+def test_a_spool_value_of_5000_digits_is_an_infinity(tmp_path: Path, ingest_engine: Engine, spool: Path) -> None:
+    lab = Lab(tmp_path, ingest_engine)
+    write_lines(
+        spool / "n1.jsonl",
+        [
+            line(T0),
+            f'{{"ts": {T0 + 1}, "job_id": "sj", "gpu_index": 0, "host": "n1", "power_w": {HUGE}}}',
+            # an escape sends the line to Python's parser (the careful road)
+            f'{{"ts": {T0 + 2}, "job_id": "sj", "gpu_index": 0, "host": "\\u006e1", "power_w": -{HUGE}}}',
+            f'{{"ts": {T0 + 3}, "job_id": "sj", "gpu_index": {HUGE}, "host": "\\u006e1"}}',
+            line(T0 + 4),
+        ],
+    )
+    summary = lab.ingest(lab.root, spool_root=spool)
+    assert summary.failed == 0
+    rows = lab.query("SELECT ts, gpu_index, power_w FROM gpu_samples ORDER BY ts")
+    rows = [(int(r[0].replace(tzinfo=UTC).timestamp()) - T0, *r[1:]) for r in rows]
+    assert rows == [(0, 0, None), (1, 0, math.inf), (2, 0, -math.inf), (4, 0, None)]
+    [warnings] = warnings_of(lab, "spool").values()
+    assert warnings == ["line 4: gpu_index 'inf' is not a GPU index, skipped"]
+    row, problems = gpu_samples.parse_line(
+        f'{{"ts": {T0}, "job_id": "sj", "gpu_index": 1, "power_w": {HUGE}}}'.encode()
+    )
+    assert (row["gpu_index"], row["power_w"], problems) == (1, math.inf, [])
+
+
+# --- a rewrite in place caught half way (inputs.md §1: such a read is retried on the next run) -
+
+
+def test_a_rewrite_caught_half_way_is_pending_while_fresh(tmp_path: Path, ingest_engine: Engine) -> None:
+    """A longer document written over an older one from byte 0 (no truncation), read when it has
+    replaced only part of it: the JSON breaks mid-document. Pending while the file changed within
+    TORN_TAIL_SECONDS (the writer is at work), failed once it stays so; the finished file is read."""
+    lab = Lab(tmp_path, ingest_engine)
+    old = json.dumps(job("tm", checkpoints=[{"step": 1}]))
+    new = json.dumps(NEW_DOC | {"job_id": "tm", "checkpoints": [{"step": 1}]})
+    path = lab.write_job("tm", None, raw=old)
+    settled(path)
+    assert lab.ingest().ingested == 1
+
+    def mid_error(k: int) -> json.JSONDecodeError | None:
+        try:
+            json.loads(new[:k] + old[k:])
+        except json.JSONDecodeError as error:
+            early = error.msg.startswith("Unterminated string") or error.pos >= len(old) - 1
+            return None if early or error.msg == "Extra data" else error
+        return None
+
+    k = next(k for k in range(len(old)) if mid_error(k))
+    error = mid_error(k)
+    assert error is not None
+    path.write_text(new[:k] + old[k:])
+    summary = lab.ingest()
+    assert (summary.ingested, summary.pending, summary.failed) == (0, 1, 0)
+    reason = summary.problems[0]["reason"]
+    where = f"invalid JSON at line 1 column {error.colno}: {error.msg}"
+    assert reason == f"{where}, in a file changed in the last 5 minutes (being rewritten in place?)"
+    past = time.time() - progress.TORN_TAIL_SECONDS - 60
+    os.utime(path, (past, past))
+    summary = lab.ingest()
+    assert (summary.ingested, summary.pending, summary.failed) == (0, 0, 1)
+    assert summary.problems[0]["reason"] == where
+    assert lab.query("SELECT step, loss FROM steps ORDER BY step") == OLD_STEPS
+    path.write_text(new)
+    settled(path)
+    assert lab.ingest().ingested == 1
+    assert lab.query("SELECT step, loss FROM steps ORDER BY step") == [(1, 2.0), (2, 1.0), (3, 0.5)]
+
+
+# --- a trainer state replaced by a rename while it is read (same size and time, another inode) -
+
+
+def test_a_trainer_state_replaced_during_its_read_is_pending(
+    tmp_path: Path, ingest_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runlytics.ingest.formats import trainer_state as states
+
+    lab = Lab(tmp_path, ingest_engine)
+    path = lab.root / "ts" / "trainer_state.json"
+    path.parent.mkdir()
+    state = {"global_step": 2, "log_history": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0}]}
+    path.write_text(json.dumps(state))
+    settled(path)
+    listed = states.changed_files
+
+    def replace_after_stat(*args: Any, **kwargs: Any) -> Any:
+        found = listed(*args, **kwargs)
+        if not getattr(replace_after_stat, "done", False):
+            replace_after_stat.done = True  # type: ignore[attr-defined]
+            before = path.stat()
+            other = path.with_name("trainer_state.json.new")
+            other.write_text(json.dumps(state).replace("1.0", "0.5"))  # as long as the old
+            os.utime(other, ns=(before.st_atime_ns, before.st_mtime_ns))
+            os.replace(other, path)
+            assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        return found
+
+    monkeypatch.setattr(states, "changed_files", replace_after_stat)
+    summary = lab.ingest()
+    assert (summary.ingested, summary.pending, summary.failed) == (0, 1, 0)
+    assert summary.problems[0]["reason"] == "changed while being read"
+    assert lab.query("SELECT count(*) FROM trainer_steps") == [(0,)]
+    again = lab.ingest()
+    assert (again.ingested, again.pending) == (1, 0)
+    assert lab.query("SELECT step, loss FROM trainer_steps ORDER BY step") == [(1, 2.0), (2, 0.5)]
+
+
+# --- timestamps --------------------------------------------------------------------------------
+
+
+def test_a_lowercase_utc_designator_is_utc(tmp_path: Path, ingest_engine: Engine, road: str) -> None:
+    """RFC 3339 allows `z` for `Z`: DuckDB's cast refuses it, the reader must not (both roads)."""
+    lab = Lab(tmp_path, ingest_engine)
+    doc = job("lz", updated_at="2026-11-01T00:00:30z", started_at="20261101T000000z")
+    doc["history"][0]["timestamp"] = "2026-11-01T00:00:10.5z"
+    doc["history"][1]["timestamp"] = "2026-11-01 00:00:20z"
+    settled(lab.write_job("lz", doc))
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed) == (1, 0)
+    steps = lab.query("SELECT step, CAST(ts AS VARCHAR) FROM steps ORDER BY step")
+    assert steps == [(1, "2026-11-01 00:00:10.5"), (2, "2026-11-01 00:00:20")]
+    times = lab.query("SELECT CAST(started_at AS VARCHAR), CAST(updated_at AS VARCHAR) FROM jobs")
+    assert times == [("2026-11-01 00:00:00", "2026-11-01 00:00:30")]
+    assert warnings_of(lab)["lz/progress.json"] == []

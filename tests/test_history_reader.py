@@ -10,6 +10,7 @@ the same ledger. tests/fuzz_history.py runs the reader under ASan and UBSan.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ ESCAPES = {
     rb"\udc00": False,  # a low surrogate alone
     rb"\udc00\ud800": False,
 }
+# the escapes DuckDB refuses but Python's json reads (a lone surrogate): the careful read takes
+# such a file from a repaired copy (U+FFFD in the surrogate's place, with a warning)
+REPAIRED = {e for e in ESCAPES if not ESCAPES[e] and e.lower().startswith((rb"\ud8", rb"\udc"))}
 PLACES = {
     "entry": b'{"job_id": "J", "history": [{"step": 1, "loss": 0.5, "note": "a%sb"}]}',
     "gpu": b'{"job_id": "J", "history": [{"step": 1, "gpus": [{"index": 0, "clock": "%s"}]}]}',
@@ -63,8 +67,10 @@ def ingest_both_ways(tmp: Path, docs: list[bytes], monkeypatch: pytest.MonkeyPat
     for road in ("fast", "careful"):
         (tmp / road).mkdir()
         lab = Lab(tmp / road)
+        past = time.time() - 3600  # written an hour ago: a refused file is failed, not caught mid-write
         for i, data in enumerate(docs):
-            lab.write_job(f"job-{i:02d}", None, raw=data)
+            path = lab.write_job(f"job-{i:02d}", None, raw=data)
+            os.utime(path, (past, past))
         with monkeypatch.context() as m:
             if road == "careful":
                 m.setattr(fast, "_history", None)
@@ -83,9 +89,9 @@ def test_both_roads_give_the_same_for_every_escape(tmp_path: Path, monkeypatch: 
     assert fast_road == careful
     outcomes = {folder: outcome for folder, outcome, *_ in fast_road["ledger"]}
     for i, (_, escape) in enumerate(CASES):
-        assert outcomes[f"job-{i:02d}"] == ("ingested" if ESCAPES[escape] else "failed")
-    # the files DuckDB reads keep their rows
-    assert len(fast_road["steps"]) == sum(ESCAPES[e] for _, e in CASES)
+        assert outcomes[f"job-{i:02d}"] == ("ingested" if ESCAPES[escape] or escape in REPAIRED else "failed")
+    # the files DuckDB reads, and the repaired ones, keep their rows
+    assert len(fast_road["steps"]) == sum(ESCAPES[e] or e in REPAIRED for _, e in CASES)
 
 
 def test_an_empty_first_uuid_is_an_empty_string() -> None:

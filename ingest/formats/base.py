@@ -44,6 +44,9 @@ class Context:
     # job folders whose progress.json claims another folder's job id (this run): their trainer
     # states and checkpoint folders are not read either
     conflicts: dict[Path, str] = field(default_factory=dict)
+    # the folders the run walked (its roots, resolved): where a folder problem named before and
+    # not now is looked at again, even when the run found no job folder there
+    roots: tuple[Path, ...] = ()
 
     def progress(self, phase: Phase, done: int, total: int) -> None:
         if self.on_progress is not None:
@@ -176,12 +179,9 @@ def _file_type(mode: int) -> str:
 
 
 def same_file(c: Candidate) -> bool:
-    """True when the file still has the size and mtime it had before it was read."""
-    try:
-        now = ledger.stat(c.path)
-    except OSError:
-        return False
-    return (now.size, now.mtime_ns) == (c.stat.size, c.stat.mtime_ns)
+    """True when the file still has the size, mtime and inode it had before it was read (a file
+    replaced by a rename may keep the size and mtime)."""
+    return ledger.unchanged_since(c.path, c.stat)
 
 
 def not_ingested(ctx: Context, r: Rejection, kind: str) -> None:
