@@ -498,15 +498,13 @@ def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     except json.JSONDecodeError as error:
         if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()) - 1:
             return "pending", f"JSON ends early at line {error.lineno} column {error.colno} (being written?)"
-        where = f"line {error.lineno} column {error.colno}"
-        if age_seconds is None or age_seconds > TORN_TAIL_SECONDS:
-            return "failed", f"invalid JSON at {where}: {error.msg}"
-        again = "(being rewritten in place?)"
-        if error.msg != "Extra data":  # a new document written over an older one, caught half way
-            return "pending", f"invalid JSON at {where}: {error.msg}, in a file changed in the last 5 minutes {again}"
-        if not _whole_values(text[error.pos :]):
-            return "pending", f"a whole document up to {where}, then an older document's tail {again}"
-        return "failed", f"invalid JSON at {where}: {error.msg}"
+        fresh = age_seconds is not None and age_seconds <= TORN_TAIL_SECONDS
+        if error.msg == "Extra data" and fresh and not _whole_values(text[error.pos :]):
+            return "pending", (
+                f"a whole document up to line {error.lineno} column {error.colno}, then an older document's"
+                " tail (being rewritten in place?)"
+            )
+        return "failed", f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
     except RecursionError:
         return "failed", "invalid JSON: nested too deeply"
     if not isinstance(value, dict):
