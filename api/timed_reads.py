@@ -1,23 +1,28 @@
 """The time limit of each read of a DuckDB warehouse, as PostgreSQL's ``statement_timeout`` is
 for a PostgreSQL one (``runlytics serve --read-timeout``, default 30 s).
 
-``Reader`` is the app's snapshot reader whose cursors are ``Cursor``: each ``execute`` arms a
-deadline, and one watchdog thread calls the cursor's ``interrupt()`` when the statement
-outlives it; the deadline is disarmed before ``execute`` returns. DuckDB then stops the
-statement (``InterruptException``), which becomes ``db.WarehouseError``: a 503, "warehouse
+``Reader`` is the app's snapshot reader whose cursors are ``Cursor``: each ``execute`` starts a
+read whose deadline is ``timeout`` seconds later, and the read's calls to DuckDB (``execute``
+and every ``fetch*``, ``df``, ``arrow``, … of its result) each run armed with that deadline:
+one watchdog thread calls the cursor's ``interrupt()`` when a call outlives it, and each call
+disarms it before it returns. DuckDB streams a result when its plan allows (a ``SELECT``
+without ``ORDER BY`` or an aggregate does its work in the fetch, not in ``execute``), so the
+limit covers the fetches as well as ``execute``. DuckDB then stops the call
+(``InterruptException``, from ``execute`` or from a fetch, even one whose interrupt came in
+the last moments of ``execute``), which becomes ``db.WarehouseError``: a 503, "warehouse
 unavailable: a read took longer than its time limit", worded as PostgreSQL's
-(warehouse/pg_reader.py). DuckDB runs a statement whole inside ``execute`` (its result is
-materialized there, a ``COPY`` written there), so the limit covers the work.
+(warehouse/pg_reader.py).
 
-The interrupt can never reach another statement: it is sent only while its own statement
-runs (one lock orders the watchdog's ``interrupt()`` against the end of ``execute``, after
-which that deadline is dead), each request has its own cursor (a DuckDB connection of its
+The interrupt can never reach another statement: it is sent only while a call of its own read
+runs (one lock orders the watchdog's ``interrupt()`` against the end of each call, after which
+that call's deadline is dead), each request has its own cursor (a DuckDB connection of its
 own, closed at the end), and DuckDB clears an interrupt that finds no statement running when
 the next one starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -84,37 +89,57 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 statement.fired = True
-                statement.cursor.interrupt()
+                # a cursor closed under its call raises: nothing to stop, and the thread lives on
+                with contextlib.suppress(duckdb.Error):
+                    statement.cursor.interrupt()
 
 
 _WATCHDOG = _Watchdog()
 
 
+# the calls that read a result: DuckDB may do the statement's work in them (a streamed result)
+FETCHES = frozenset(
+    {"fetchone", "fetchmany", "fetchall", "fetchdf", "fetch_df", "fetch_df_chunk", "df", "fetchnumpy",
+     "fetch_arrow_table", "fetch_record_batch", "arrow", "pl", "torch", "tf"}
+)  # fmt: skip
+
+
 class Cursor:
-    """A DuckDB cursor whose statements each have ``timeout`` seconds; every other call (``fetchall``,
-    ``description``, ``close``, …) is the cursor's own. ``execute`` returns this object, as
-    DuckDB's returns the cursor, so ``con.execute(…).fetchall()`` reads as before."""
+    """A DuckDB cursor whose reads each have ``timeout`` seconds, from ``execute`` to the last
+    fetch of its result; every other call (``description``, ``close``, …) is the cursor's own.
+    ``execute`` returns this object, as DuckDB's returns the cursor, so
+    ``con.execute(…).fetchall()`` reads as before."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout: float) -> None:
         self._cursor = cursor
         self._timeout = timeout
+        self._deadline = 0.0  # of the current read, set by its execute
+        self._fired = False  # whether a call of the current read was interrupted for its time
 
-    def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> Cursor:
-        statement = _WATCHDOG.arm(self._cursor, self._timeout)
+    def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        statement = _WATCHDOG.arm(self._cursor, self._deadline - time.monotonic())
         try:
-            self._cursor.execute(sql, params)
+            return method(*args, **kwargs)
         except duckdb.InterruptException as error:
-            if statement.fired:
-                raise db.WarehouseError(
-                    f"a read took longer than its time limit: {self._timeout:g} s on DuckDB"
-                ) from error
-            raise
+            # only this module interrupts a reader's cursor: never a 500, whichever call it reached
+            self._fired = self._fired or statement.fired
+            reason = f"took longer than its time limit: {self._timeout:g} s" if self._fired else "was interrupted"
+            raise db.WarehouseError(f"a read {reason} on DuckDB") from error
         finally:
             _WATCHDOG.finish(statement)
+            self._fired = self._fired or statement.fired
+
+    def execute(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> Cursor:
+        self._deadline = time.monotonic() + self._timeout
+        self._fired = False
+        self._call(self._cursor.execute, sql, params)
         return self
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
+        attribute = getattr(self._cursor, name)
+        if name not in FETCHES:
+            return attribute
+        return lambda *args, **kwargs: self._call(attribute, *args, **kwargs)
 
 
 class Reader(snapshots.Reader):

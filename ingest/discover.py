@@ -15,9 +15,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+CHECKPOINT_DIR = re.compile(r"^checkpoint-([0-9]+)$")  # ASCII digits only (\d takes any script's)
 # The largest step a checkpoint-<step>/ folder may name: progress.json's bound on steps (1e18,
-# ingest/progress.py), well inside BIGINT. A folder naming a larger one is named as a problem.
+# ingest/progress.py, whose SQL writes it as the literal 1e18), well inside BIGINT; the one bound
+# of every whole number read in Python (trainer_state.MAX_WHOLE). A folder naming a larger one is
+# named as a problem.
 MAX_STEP = 10**18
 # A checkpoint copy named for what it is, not for its step: ``last-checkpoint/`` (the folder
 # push_to_hub's hub_strategy="checkpoint" writes), best/final/latest variants, ``checkpoint/``.
@@ -116,6 +118,14 @@ def discover(roots: list[Path]) -> list[JobFolder]:
     file in one. Hidden folders are skipped.
     """
     found: dict[Path, JobFolder] = {}
+    for root in root_folders(roots):
+        _walk(root, root, found)
+    return [found[p] for p in sorted(found)]
+
+
+def root_folders(roots: list[Path]) -> list[Path]:
+    """The folders ``discover`` walks for these roots (resolved; a file's folder), each checked."""
+    folders: list[Path] = []
     for root in roots:
         root = root.resolve()
         try:
@@ -126,8 +136,8 @@ def discover(roots: list[Path]) -> list[JobFolder]:
             raise FileNotFoundError(f"ingest root {root} can't be read: {error.strerror or error}") from None
         if not is_dir:
             raise FileNotFoundError(f"ingest root {root} is not a folder or a file")
-        _walk(root, root, found)
-    return [found[p] for p in sorted(found)]
+        folders.append(root)
+    return folders
 
 
 def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
@@ -226,9 +236,10 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
             step = int(match.group(1))
             if step <= MAX_STEP:
                 checkpoints[step] = name
-            else:  # BIGINT can't hold it: the folder is no checkpoint (its trainer state is still read)
+            else:  # BIGINT can't hold it: no checkpoint at that step (its trainer state is still read)
                 problems.append((here / name, f"checkpoint step {_short(match.group(1))} is out of range (0 to 10^18): "
-                                 "the folder is not counted as a checkpoint"))  # fmt: skip
+                                 "the folder counts as a checkpoint only at its trainer state's "
+                                 "global_step, if any"))  # fmt: skip
         # (a copy matters only to a folder that is no job's without it)
         copy = (
             match is None
@@ -238,8 +249,11 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
         )
         # a checkpoint-<step>/ folder, a checkpoint copy such as last-checkpoint/, or, in a folder
         # that is a job's anyway, any subfolder's trainer state (a copy under another name)
-        if (match or copy or has_progress or has_state) and _is_file(
-            os.path.join(dirpath, name, TRAINER_STATE), problems
+        # (not a folder named progress.json: the progress reader names it, "not a regular file")
+        if (
+            (match or copy or has_progress or has_state)
+            and name != PROGRESS
+            and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems)
         ):
             states.append(name)
             copies = copies or copy

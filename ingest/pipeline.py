@@ -18,7 +18,7 @@ from runlytics.warehouse import db, hotfile, ingest_status, migrate, parts, resu
 from runlytics.warehouse.lock import run_lock
 
 from . import journal, quick, unknown_jobs
-from .discover import JobFolder, discover
+from .discover import JobFolder, discover, root_folders
 from .formats import JOB_FORMATS, nvidia_smi, spool
 from .formats.base import DEFAULT_MAX_FILE_MB, Context, JobFormat, ProgressCallback
 from .formats.nvidia_smi import CsvImport
@@ -70,7 +70,7 @@ def ingest(
                 reader.prefetch(jobs, max_file_bytes)
         try:
             hotfile.remove_leftovers(db_path)
-            inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage)
+            inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage, tuple(root_folders(roots)))
             run_id, stored, sparse = _read_and_merge(
                 db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
             )
@@ -108,6 +108,7 @@ class Inputs:
     keep_raw_days: int = retention.DEFAULT_KEEP_DAYS
     archive: Path | None = None
     stage: bool = False
+    roots: tuple[Path, ...] = ()  # the folders discovery walked (discover.root_folders)
 
 
 # a stage owes PostgreSQL the jobs queued for a refresh: queued in their own transaction before the
@@ -130,7 +131,7 @@ def _read_and_merge(
     file is mostly free blocks."""
     with _current_connection(db_path, wait) as con:
         run_id = journal.start(con)
-        ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes)
+        ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes, roots=inputs.roots)
         try:
             install_macros(con)
             stored = _seal(con)

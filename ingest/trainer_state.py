@@ -16,12 +16,15 @@ from typing import Any
 
 import duckdb
 
+from . import json_text
+from .discover import MAX_STEP
+
 # log_history keys with a column of their own; every other numeric key goes to `metrics`.
 COLUMNS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
-CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)$")
+CHECKPOINT_NAME = re.compile(r"checkpoint-([0-9]+)$")  # ASCII digits only, as discover.CHECKPOINT_DIR
 # The largest step or count kept: progress.json's bound (ingest/progress.py, 1e18), inside BIGINT.
-MAX_WHOLE = 10**18
+MAX_WHOLE = MAX_STEP  # one bound (ingest/discover.py)
 # A JSON escape of a UTF-16 surrogate (``\udcff``): Python's json reads a lone one into a str that
 # can't be encoded as UTF-8 (nor stored); a file without such an escape holds none.
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -127,12 +130,7 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
 def _loads(text: str) -> Any:
     """The JSON value; an integer of more than 4,300 digits (Python's limit on int from text) is
     read as the float it is (+-inf), as DuckDB reads progress.json's."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise
-    except ValueError:
-        return json.loads(text, parse_int=lambda digits: int(digits) if len(digits) <= 4000 else float(digits))
+    return json_text.loads(text)
 
 
 def _read(path: Path, job_id: str, doc: Any, surrogates: bool) -> TrainerState:

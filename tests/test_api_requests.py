@@ -358,3 +358,103 @@ def test_the_watchdog_interrupts_only_running_statements() -> None:
         thread.join()
     assert failures == []
     con.close()
+
+
+def test_a_read_whose_work_is_in_its_fetch_has_the_time_limit_too() -> None:
+    from runlytics.api import timed_reads
+    from runlytics.warehouse.db import WarehouseError
+
+    # DuckDB streams a result without ORDER BY or an aggregate: execute returns at once and
+    # fetchall does the work (seconds unlimited), so the fetch runs under the read's deadline
+    con = duckdb.connect()
+    raw = con.cursor()
+    limited = timed_reads.Cursor(raw, 0.2)
+    started = time.monotonic()
+    with pytest.raises(WarehouseError, match=r"^a read took longer than its time limit: 0\.2 s on DuckDB$"):
+        limited.execute("SELECT range, range * 2 FROM range(300000000) WHERE range % 3 = 0").fetchall()
+    assert time.monotonic() - started < 5
+    # the interrupt stayed with its read: the same connection answers the next one
+    assert timed_reads.Cursor(raw, 60).execute("SELECT 42").fetchall() == [(42,)]
+    con.close()
+
+
+class _SlowToReturn:
+    """A DuckDB cursor whose execute returns only after a given time: the deadline falls after
+    DuckDB's statement began returning, before the read's execute ended (a race made certain)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, pause: float) -> None:
+        self.cursor = cursor
+        self.pause = pause
+
+    def execute(self, *args: Any) -> None:
+        self.cursor.execute(*args)
+        time.sleep(self.pause)
+
+    def interrupt(self) -> None:
+        self.cursor.interrupt()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+
+def test_an_interrupt_at_the_end_of_execute_is_a_503_from_the_fetch() -> None:
+    from runlytics.api import timed_reads
+    from runlytics.warehouse.db import WarehouseError
+
+    # the watchdog interrupts as execute ends: DuckDB raises it from the statement's fetch,
+    # which is the same time limit (a 503), never a bare InterruptException (a 500)
+    con = duckdb.connect()
+    raw = con.cursor()
+    limited = timed_reads.Cursor(_SlowToReturn(raw, 0.3), 0.05)  # type: ignore[arg-type]
+    limited.execute("SELECT range FROM range(30000000) WHERE range % 3 = 0")
+    with pytest.raises(WarehouseError, match=r"^a read took longer than its time limit: 0\.05 s on DuckDB$"):
+        limited.fetchall()
+    assert timed_reads.Cursor(raw, 60).execute("SELECT 42").fetchall() == [(42,)]
+    con.close()
+
+
+def test_unix_seconds_of_thousands_of_digits_are_out_of_range(
+    duckdb_client: TestClient, lab: Lab, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # more digits than Python's int() reads (4,300): a traceback in the CLI, a 422 quoting Python
+    text = "1" * 5000
+    quoted = repr("1" * 100 + "…")
+    response = duckdb_client.get(JOBS, params={"since": text})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["msg"] == f"Value error, {quoted} is out of range: Unix seconds up to the year 9999"
+    code = cli.main(["export", str(tmp_path / "out"), "--db", str(lab.db), "--since", text])
+    assert code == cli.EXIT_USAGE
+    assert (
+        capsys.readouterr().err
+        == f"runlytics export: --since {quoted} is out of range: Unix seconds up to the year 9999\n"
+    )
+
+
+ODD_BLANKS = ["\ufeffa", "a\x85", '"a,b"\ufeff,c', '\x1c"a,b"\x1c', " \u00a0a\u00a0 ", "a\u2028", '\t"x" ,\vy\f']
+
+
+def test_the_api_and_the_dashboard_drop_the_same_blanks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ASCII blanks only, on both sides: Python's isspace/strip took U+0085 and U+001C-U+001F for
+    # blanks, the dashboard's \s and trim() a byte order mark and U+2028, so a list read apart
+    import json
+    import shutil
+    import subprocess
+
+    from runlytics.warehouse import job_lists
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    monkeypatch.setattr(job_lists.export, "unknown_jobs", lambda con, ids: list(ids))  # no job known: no join
+    python = [job_lists.resolve(None, [value]) for value in ODD_BLANKS]  # type: ignore[arg-type]
+    script = (
+        "globalThis.location = {search: ''};"
+        f"const m = await import({json.dumps((Path(__file__).parents[1] / 'api/static/common.js').as_uri())});"
+        f"console.log(JSON.stringify({json.dumps(ODD_BLANKS)}.map((v) => m.parseJobIds([v]))));"
+    )
+    done = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == python
+    assert python[:4] == [["\ufeffa"], ["a\x85"], ['"a', 'b"\ufeff', "c"], ['\x1c"a', 'b"\x1c']]
+    assert python[6] == ["x", "y"]

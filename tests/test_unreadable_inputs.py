@@ -77,7 +77,7 @@ def test_a_checkpoint_folder_naming_a_step_beyond_range_fails_alone(lab: Lab) ->
         str(huge.resolve()): (
             "failed",
             "checkpoint step 99999999999999999999 is out of range (0 to 10^18): "
-            "the folder is not counted as a checkpoint",
+            "the folder counts as a checkpoint only at its trainer state's global_step, if any",
         )
     }
     assert job_ids(lab) == ["good-0", "good-1", "j1"]
@@ -290,10 +290,70 @@ def test_unreadable_folders_and_files_are_named_and_read_once_readable(lab: Lab,
         "checkpoint-10": ("failed", "cannot read folder: permission denied"),
         "locked": ("failed", "cannot list folder: permission denied"),
     }
-    # readable again: read, and no longer listed
-    rc, fixed = cli_ingest(lab, prefix)
-    assert (rc, fixed["failed"], fixed["problems"]) == (0, 0, [])
+    # readable again: read, and no longer listed (in this process: nothing is unreadable now, and a
+    # third CLI start per engine only costs time)
+    fixed = lab.ingest()
+    assert (fixed.failed, fixed.problems) == (0, [])
     assert job_ids(lab) == ["ckpt", "good-0", "good-1", "hf", "jobx"]
     steps = lab.query("SELECT job_id, step, loss FROM trainer_steps ORDER BY job_id")
     assert steps == [("ckpt", 10, 0.25), ("hf", 3, 0.5)]
     assert lab.own_query(FOLDER_ROWS) == []
+
+
+def test_a_folder_problem_goes_once_its_root_holds_no_job_folder(lab: Lab) -> None:
+    """The folder rows to look at again were taken from the jobs' roots: once the only job folder
+    went, the root walked had no job, and the row stayed `failed` (listed by `runlytics status`) forever."""
+    settled(lab.write_job("j1", doc("j1")))
+    (lab.root / "j1" / "checkpoint-99999999999999999999").mkdir()
+    assert lab.ingest().failed == 1
+    assert [Path(p).name for p, _, _ in lab.own_query(FOLDER_ROWS)] == ["checkpoint-99999999999999999999"]
+    shutil.rmtree(lab.root / "j1")
+    gone = lab.ingest()
+    assert (gone.failed, gone.to_retry, gone.problems) == (0, 0, [])
+    assert lab.own_query(FOLDER_ROWS) == []
+
+
+def test_a_checkpoint_folder_beyond_range_counts_at_its_states_global_step(lab: Lab) -> None:
+    """What the problem says is what is stored: the folder's trainer state stands at its global_step
+    (the message said the folder was "not counted as a checkpoint", yet its checkpoint row was stored)."""
+    settled(lab.write_job("j1", doc("j1")))
+    huge = lab.root / "j1" / "checkpoint-1000000000000000001"
+    write_state(huge, {"global_step": 10, "log_history": [{"step": 10, "loss": 0.5}]})
+    summary = lab.ingest()
+    [(outcome, reason)] = problems(summary).values()
+    assert (outcome, reason.split(": ", 1)[1]) == (
+        "failed",
+        "the folder counts as a checkpoint only at its trainer state's global_step, if any",
+    )
+    assert lab.query(CHECKPOINTS) == [("j1", 10)]
+
+
+def test_a_checkpoint_step_is_written_in_ascii_digits(lab: Lab) -> None:
+    """``\\d`` took any script's digits: ``checkpoint-٣/`` (Arabic-Indic 3) was checkpoint 3."""
+    settled(lab.write_job("j1", doc("j1")))
+    (lab.root / "j1" / "checkpoint-\u0663").mkdir()
+    (lab.root / "j1" / "checkpoint-4").mkdir()
+    lab.ingest()
+    assert lab.query(CHECKPOINTS) == [("j1", 4)]
+
+
+def test_a_folder_named_progress_json_that_cant_be_searched_is_named_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its trainer state was probed too: the folder was named twice (two reasons, one ledger row
+    flipping to kind 'folder'); the progress reader names it alone ("not a regular file")."""
+    from runlytics.ingest import discover
+
+    write(tmp_path / "j1" / "progress.json" / "x", "")
+    real = os.stat
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path).endswith(os.path.join("progress.json", "trainer_state.json")):
+            raise PermissionError(13, "Permission denied", str(path))  # as for a folder without search permission
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(discover.os, "stat", stat)
+    [job] = discover.discover([tmp_path])
+    assert (job.path, job.progress, job.problems, job.trainer_states) == (
+        tmp_path.resolve() / "j1", tmp_path.resolve() / "j1" / "progress.json", [], []
+    )  # fmt: skip

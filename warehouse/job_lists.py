@@ -18,20 +18,24 @@ import duckdb
 from . import export
 
 MAX_JOINED = 16  # fields joined back into one id at most
+# The blanks around an id or a quoted field: ASCII's (Python's string.whitespace), as the dashboard's
+# twin (api/static/common.js BLANK) reads them; any other character (a no-break space, a byte order
+# mark, U+0085, U+001C) is part of the id, so both sides read a list alike.
+BLANKS = " \t\n\r\f\v"
 
 
 def resolve(con: duckdb.DuckDBPyConnection, values: list[str]) -> list[str]:
     """The ids ``values`` name, blanks dropped, each once, in the order given (an unknown id is
     kept as written, for the caller's error to name it)."""
     runs = [run for value in values for run in _runs(value)]
-    singles = [f.strip() for run in runs if not run.quoted for f in run.fields if f.strip()]
+    singles = [f.strip(BLANKS) for run in runs if not run.quoted for f in run.fields if f.strip(BLANKS)]
     unknown = set(export.unknown_jobs(con, singles)) if singles else set()
     candidates = {
         _joined(run.fields[i:j])
         for run in runs
         if not run.quoted
         for i, field in enumerate(run.fields)
-        if field.strip() in unknown
+        if field.strip(BLANKS) in unknown
         for j in range(i + 2, min(len(run.fields), i + MAX_JOINED) + 1)
     }
     known = candidates - set(export.unknown_jobs(con, sorted(candidates))) if candidates else set()
@@ -43,7 +47,7 @@ def resolve(con: duckdb.DuckDBPyConnection, values: list[str]) -> list[str]:
         i = 0
         while i < len(run.fields):
             taken = 1
-            if run.fields[i].strip() in unknown:
+            if run.fields[i].strip(BLANKS) in unknown:
                 ends = range(min(len(run.fields), i + MAX_JOINED), i + 1, -1)
                 taken = next((j - i for j in ends if _joined(run.fields[i:j]) in known), 1)
             ids.append(_joined(run.fields[i : i + taken]))
@@ -101,7 +105,7 @@ def _quoted_field(value: str, start: int) -> tuple[str, int] | None:
     """The quoted field at ``start`` (unquoted, and where its comma or the end is), or None when
     the field there is not one."""
     i = start
-    while i < len(value) and value[i].isspace():
+    while i < len(value) and value[i] in BLANKS:
         i += 1
     if i == len(value) or value[i] != '"':
         return None
@@ -117,7 +121,7 @@ def _quoted_field(value: str, start: int) -> tuple[str, int] | None:
             i = close + 2
             continue
         end = close + 1
-        while end < len(value) and value[end].isspace():
+        while end < len(value) and value[end] in BLANKS:
             end += 1
         if end < len(value) and value[end] != ",":
             return None  # more text after the closing quote
@@ -125,4 +129,4 @@ def _quoted_field(value: str, start: int) -> tuple[str, int] | None:
 
 
 def _joined(fields: list[str]) -> str:
-    return ",".join(fields).strip()
+    return ",".join(fields).strip(BLANKS)

@@ -36,7 +36,7 @@ def instant(text: str) -> datetime:
         try:
             micros = int((epoch.group(2) or "")[:6].ljust(6, "0"))  # past microseconds cut, as ISO's
             return _EPOCH_START + timedelta(seconds=int(epoch.group(1)), microseconds=micros)
-        except OverflowError:
+        except (OverflowError, ValueError):  # ValueError: more digits than int() reads (4,300)
             raise BadTime(f"{shown} is out of range: Unix seconds up to the year 9999") from None
     try:
         if value.isascii() and value.isdigit() and len(value) != 8:

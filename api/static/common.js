@@ -168,10 +168,15 @@ export function jobLink(jobId) {
 
 // --- lists of job ids (compare links): written and read as the API's job_ids (warehouse/job_lists.py)
 
+// The blanks around an id or a quoted field: ASCII's, as job_lists.BLANKS (not \s, which also takes
+// a no-break space or a byte order mark, nor trim()): any other character is part of the id.
+const BLANK = /[ \t\n\r\f\v]/;
+const EDGE_BLANKS = /^[ \t\n\r\f\v]+|[ \t\n\r\f\v]+$/g;
+
 /** One id as a field of a job_ids list: in double quotes ("" for a quote) when it holds a comma, a
  * quote or edge blanks (a sweep folder `bs=8,lr=1e-4`), since the API takes a quoted field whole. */
 export function listField(jobId) {
-  return /[",]|^\s|\s$/.test(jobId) ? `"${jobId.replaceAll('"', '""')}"` : jobId;
+  return /[",]|^[ \t\n\r\f\v]|[ \t\n\r\f\v]$/.test(jobId) ? `"${jobId.replaceAll('"', '""')}"` : jobId;
 }
 
 /** The compare page's link for these jobs: `/compare?job_ids=a,"bs=8,lr=1e-4"`. */
@@ -186,7 +191,7 @@ export function compareHref(jobIds) {
 export function parseJobIds(values) {
   const ids = [];
   for (const value of values) {
-    for (const [text, quoted] of listFields(value)) ids.push(quoted ? text : text.trim());
+    for (const [text, quoted] of listFields(value)) ids.push(quoted ? text : text.replace(EDGE_BLANKS, ""));
   }
   return [...new Set(ids.filter(Boolean))];
 }
@@ -216,7 +221,7 @@ function listFields(value) {
 
 function quotedField(value, start) {
   let i = start;
-  while (i < value.length && /\s/.test(value[i])) i++;
+  while (i < value.length && BLANK.test(value[i])) i++;
   if (i === value.length || value[i] !== '"') return null;
   const parts = [];
   i++;
@@ -230,7 +235,7 @@ function quotedField(value, start) {
       continue;
     }
     let end = close + 1;
-    while (end < value.length && /\s/.test(value[end])) end++;
+    while (end < value.length && BLANK.test(value[end])) end++;
     if (end < value.length && value[end] !== ",") return null; // more text after the closing quote
     return [parts.join(""), end];
   }

@@ -85,7 +85,8 @@ def _report_problems(ctx: Context, jobs: list[JobFolder]) -> None:
                 continue
             named.add(shown(path))
             not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", reason, retry=True), FOLDER_KIND)
-    roots = {str(job.root) for job in jobs if job.root is not None}
+    # the run's own roots, not its jobs' (a root left with no job folder is still looked at)
+    roots = {str(root) for root in ctx.roots} | {str(job.root) for job in jobs if job.root is not None}
     for (path,) in ctx.con.execute(FOLDER_PROBLEMS).fetchall():
         if path in named or not any(_below(path, root) for root in roots):
             continue  # still a problem, or under a root this run did not walk
