@@ -26,7 +26,7 @@ import yaml
 
 from runlytics.ingest.discover import LIGHTNING_CSV, JobFolder
 
-from .text_logs import Chunk, Point, complete_lines, utc_from_seconds, whole
+from .text_logs import Chunk, Point, clean_strings, complete_lines, utc_from_seconds, whole
 from .tool_log import ToolLogParser
 
 FILE_NAME = "metrics.csv"
@@ -179,10 +179,12 @@ def load_hparams(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
     if not isinstance(doc, dict):
         return None, [f"not a YAML mapping but {type(doc).__name__}, config not read"]
     try:
-        return _plain(doc, [MAX_CONFIG_NODES], 0), []
+        plain = _plain(doc, [MAX_CONFIG_NODES], 0)
     except _TooLarge:
         return None, [f"more than {MAX_CONFIG_NODES} values once its aliases are expanded, or nested "
                       f"deeper than {MAX_CONFIG_DEPTH}: config not read"]  # fmt: skip
+    warnings: list[str] = []
+    return clean_strings(plain, "", warnings), warnings
 
 
 def load_yaml(data: bytes) -> Any:

@@ -21,9 +21,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
+from runlytics.ingest import json_text
 from runlytics.ingest.discover import LLAMAFACTORY, JobFolder
 
-from .text_logs import Chunk, Point, complete_lines, number, utc_from_seconds, whole
+from .text_logs import Chunk, Point, clean_strings, complete_lines, number, utc_from_seconds, whole
 from .tool_log import ToolLogParser, bytes_before
 
 FILE_NAME = "trainer_log.jsonl"
@@ -92,7 +93,7 @@ def elapsed_of_last_line(data: bytes) -> float | None:
         line = data[start:end].removesuffix(b"\r")
         end = start - 1
         try:
-            doc = json.loads(line)
+            doc = json_text.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             continue
         if isinstance(doc, dict) and (seconds := duration_seconds(doc.get("elapsed_time"))) is not None:
@@ -118,7 +119,10 @@ def duration_seconds(text: object) -> float | None:
     if match is None:
         return None
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    try:
+        return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    except OverflowError:  # hundreds of digits of days or hours: no duration
+        return None
 
 
 def _duration_text(seconds: float) -> str:
@@ -169,13 +173,15 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
         if not line.strip():
             continue
         try:
-            doc = json.loads(line)
+            doc = json_text.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             chunk.warnings.append(f"line {number_}: not JSON ({error}), skipped")
             continue
         if not isinstance(doc, dict):
             chunk.warnings.append(f"line {number_}: not a JSON object, skipped")
             continue
+        if b"\\u" in line:  # a \udcff escape gives a str no UTF-8 holds: metric names must be stored
+            doc = clean_strings(doc, f"line {number_}: ", chunk.warnings)
         step = whole(number(doc.get("current_steps")))
         if step is None:
             chunk.warnings.append(
@@ -187,6 +193,9 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
             info.total_steps = total
         info.current_step = max(step, info.current_step or 0)
         elapsed = duration_seconds(doc.get("elapsed_time"))
+        if elapsed is None and doc.get("elapsed_time") is not None:
+            shown = str(doc["elapsed_time"])[:40]
+            chunk.warnings.append(f"line {number_}: elapsed_time {shown!r} is not a duration, its points untimed")
         if elapsed is not None:
             if first_elapsed is None:
                 first_elapsed = elapsed

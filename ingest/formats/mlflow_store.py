@@ -25,7 +25,7 @@ from runlytics.ingest.discover import MLFLOW, JobFolder
 
 from .base import examine
 from .lightning_csv import MODEL_KEYS, load_yaml
-from .text_logs import MAX_STEP, Chunk, Point, RunInfo, complete_lines, number, utc_from_ms, whole
+from .text_logs import MAX_STEP, Chunk, Point, RunInfo, clean_strings, complete_lines, number, utc_from_ms, whole
 from .tool_log import ToolLogParser
 
 META = "meta.yaml"
@@ -72,7 +72,8 @@ class MlflowParser(ToolLogParser):
         if job.path != job.root:  # the experiment's meta.yaml, when the root holds it
             data, _ = _read_checked(job, job.path.parent / META, MAX_META_BYTES)
             if data is not None:
-                experiment, _ = load_meta(data)
+                experiment, found = load_meta(data)
+                warnings += [f"../{w}" for w in found if experiment is not None]
         values: dict[str, dict[str, str]] = {PARAMS: {}, TAGS: {}}
         for path in job.tool_files.get(MLFLOW, []):
             for kind, named in values.items():
@@ -135,7 +136,12 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1) -
                 chunk.warnings.append(f"line {number_}: {shown!r} is not '<timestamp ms> <value> <step>', skipped")
                 continue
             ms, value, step = parsed
-        chunk.points.append(Point(name, step, utc_from_ms(ms), value, position))
+        ts = utc_from_ms(ms)
+        if ts is None:
+            chunk.warnings.append(
+                f"line {number_}: timestamp {str(ms)[:40]} ms is no time (years 1-9999), the point kept untimed"
+            )
+        chunk.points.append(Point(name, step, ts, value, position))
         current = max(current, step)
     if current >= 0:
         chunk.info.current_step = current
@@ -160,7 +166,8 @@ def load_meta(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [f"{META}: not YAML ({getattr(error, 'problem', None) or error})"]
     if not isinstance(doc, dict):
         return None, [f"{META}: not a YAML mapping"]
-    return doc, []
+    warnings: list[str] = []
+    return clean_strings(doc, f"{META}: ", warnings), warnings
 
 
 def run_info(
@@ -181,8 +188,12 @@ def run_info(
         if status is None:
             warnings.append(f"{META}: status {str(raw)[:40]!r} is not an MLflow run status, kept as unknown")
         info.status = status or "unknown"
-    info.started_at = _ms_time(meta.get("start_time"))
-    info.ended_at = _ms_time(meta.get("end_time"))
+    for key in ("start_time", "end_time"):
+        raw = meta.get(key)
+        moment = _ms_time(raw)
+        if moment is None and raw is not None:
+            warnings.append(f"{META}: {key} {str(raw)[:40]!r} is no time (epoch milliseconds, years 1-9999), ignored")
+        setattr(info, "started_at" if key == "start_time" else "ended_at", moment)
     mlflow = {
         "experiment_id": _text(meta.get("experiment_id")) or _text((experiment or {}).get("experiment_id")),
         "experiment_name": _text((experiment or {}).get("name")),

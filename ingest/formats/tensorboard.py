@@ -9,7 +9,8 @@ definitions of the ``tensorboard`` package (no TensorFlow). A scalar is a summar
 histograms, text, graphs, hparams and run metadata are skipped. The event's ``wall_time`` is the
 point's time, its ``step`` the point's step.
 
-A record cut mid-write (fewer bytes than its header announces) waits for the next run. A record
+A record cut mid-write (fewer bytes than its header announces) waits for the next run; a length
+above 2 GiB (no protocol buffer is that large) is lost framing, as a bad length CRC. A record
 whose data CRC fails, or that does not decode, is skipped with a warning naming file offset; a
 header whose length CRC fails loses the framing: the reader looks for the next offset where a
 whole record checks out (both CRCs) and reads on from there, with a warning naming the bytes
@@ -37,11 +38,12 @@ from runlytics.ingest.discover import LIGHTNING_HPARAMS, TENSORBOARD, JobFolder
 
 from . import lightning_csv
 from .base import DEFAULT_MAX_FILE_MB, examine
-from .text_logs import Chunk, Events, RunInfo, utc_from_wall
+from .text_logs import MAX_STEP, Chunk, Events, RunInfo, utc_from_wall
 from .tool_log import ToolLogParser
 
 HEADER = 12  # length (8) + its masked CRC (4)
 FOOTER = 4  # the data's masked CRC
+MAX_RECORD = 2**31 - 1  # bytes: a protocol buffer message is below 2 GiB (a larger length is lost framing)
 SCALARS_PLUGIN = "scalars"
 MASK_DELTA = 0xA282EAD8
 
@@ -96,6 +98,28 @@ def parse(data: bytes, offset: int = 0) -> Chunk:
     return chunk if chunk is not None else _parse_records(data, offset)
 
 
+# the wall times of years 1-9999 (seconds since the epoch): datetime's range, the warehouse's
+FIRST_WALL, END_WALL = -62_135_596_800.0, 253_402_300_800.0
+
+
+def _untimed(chunk: Chunk) -> None:
+    """One warning for the events of a read whose wall_time is no time (NaN, infinite, outside
+    years 1-9999): their values are kept, untimed."""
+    events = chunk.events
+    if events is None or not len(events.counts):
+        return
+    walls = np.asarray(events.walls, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = np.flatnonzero(~((walls >= FIRST_WALL) & (walls < END_WALL)))
+    if len(bad):
+        first = int(bad[0])
+        more = f" (and {len(bad) - 1} more events)" if len(bad) > 1 else ""
+        chunk.warnings.append(
+            f"offset {int(events.orders[first])}: wall_time {float(walls[first])!r} is no time (years 1-9999){more},"
+            " the values kept untimed"
+        )
+
+
 def _parse_records(data: bytes, offset: int) -> Chunk:
     """``parse``, record by record: a decoded Event and a look at each of its values."""
     events = Events()
@@ -118,6 +142,15 @@ def _parse_records(data: bytes, offset: int) -> Chunk:
             position = skipped_to
             continue
         stop = position + HEADER + length + FOOTER
+        if length > MAX_RECORD:  # its CRC holds, yet no Event is that large: the framing is lost
+            resync = _next_record(data, position + 1)
+            skipped_to = resync if resync is not None else end
+            chunk.warnings.append(
+                f"offset {offset + position}: record length {length} is larger than any event (2 GiB),"
+                f" {skipped_to - position} bytes skipped" + ("" if resync is not None else " to the end read so far")
+            )
+            position = skipped_to
+            continue
         if stop > end:
             break  # cut mid-write: the writer is still at it
         body = data[position + HEADER : stop - FOOTER]
@@ -146,6 +179,7 @@ def _parse_records(data: bytes, offset: int) -> Chunk:
         chunk.info.current_step = last_step
     if started is not None:
         chunk.info.started_at = utc_from_wall(started)
+    _untimed(chunk)
     return chunk
 
 
@@ -158,6 +192,9 @@ def _add_event(event: Any, at: int, plugins: dict[str, str], events: Events, war
     step: int = event.step
     if step < 0:
         warnings.append(f"offset {at}: step {step} is negative, the event's values dropped")
+        return 0
+    if step > MAX_STEP:
+        warnings.append(f"offset {at}: step {step} is out of range (above 10^18), the event's values dropped")
         return 0
     names, values = events.names, events.values
     before = len(names)
@@ -256,7 +293,7 @@ def _scalar(tensor: Any) -> float | None:
 #
 # A record whose size is exactly that of its wall time, step and plain values (a tag and a
 # simple_value each) pairs its i-th tag with its i-th value, as decoding it alone would; any other
-# record (tensors, images, metadata, an empty tag, a negative step) is decoded alone, in file
+# record (tensors, images, metadata, an empty tag, a negative or out-of-range step) is decoded alone, in file
 # order. A bad CRC, a record that is no Event, one not canonical or a marker's value met in the
 # data sends the whole read to the record-by-record road above, so both roads give the same
 # points, warnings and offsets (tests/test_tool_logs.py compares them).
@@ -410,6 +447,7 @@ def _parse_columns(data: bytes, offset: int) -> Chunk | None:
     if len(steps) and steps.max() > 0:
         chunk.info.current_step = int(steps.max())
     events.set_columns(codes, table, values, counts, steps, walls, orders)
+    _untimed(chunk)
     return chunk
 
 
@@ -433,7 +471,8 @@ def _frames(data: bytes) -> tuple[list[int], list[int], int] | None:
         length = length_at(data, position)[0]
         stop = position + HEADER + length + FOOTER
         if stop > end:  # cut mid-write, or a length that a bad length CRC explains
-            if _CRC.unpack_from(data, position + 8)[0] != masked_crc(data[position : position + 8]):
+            head = data[position : position + 8]
+            if length > MAX_RECORD or _CRC.unpack_from(data, position + 8)[0] != masked_crc(head):
                 return None
             break
         add_start(position)
@@ -509,7 +548,7 @@ def _columns(bodies: list[bytes]) -> _Columns | None:
     steps, step_count = _last_after_marks(step_all, step_marks, 0)
     tag_count = np.diff(np.append(tag_marks, len(codes))) - 1
     value_count = np.diff(np.append(value_marks, len(simple_all))) - 1
-    alone = (tag_count != value_count) | (wall_count > 1) | (step_count > 1) | (steps < 0)
+    alone = (tag_count != value_count) | (wall_count > 1) | (step_count > 1) | (steps < 0) | (steps > MAX_STEP)
     if any(len(getattr(value, name)) for name in _OTHER_VALUE_FIELDS):
         # some value is not plain: a record without plain values may hold it (a tensor without a tag)
         alone |= tag_count == 0

@@ -18,11 +18,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from runlytics.ingest.trainer_state import LONE_SURROGATE, MAX_WHOLE, _clean
+
 # a number written as text (LLaMA-Factory formats throughput as "%.2f"): spaces around it, but no "1_000", no hex
 NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
-MAX_STEP = 2**63 - 1  # steps are BIGINT
+# the largest step kept: progress.json's and the trainer states' bound (10^18), inside BIGINT
+MAX_STEP = MAX_WHOLE
 EPOCH = datetime(1970, 1, 1)  # naive UTC, like every time of the warehouse
 
 
@@ -168,11 +171,44 @@ def number(value: Any, numeric_text: bool = False) -> float | None:
     if isinstance(value, int | float):
         try:
             return float(value)
-        except OverflowError:  # an integer too large for a double
-            return math.copysign(math.inf, value)
+        except OverflowError:  # an integer too large for a double (copysign would convert it again)
+            return math.inf if value > 0 else -math.inf
     if numeric_text and isinstance(value, str) and NUMERIC_TEXT.fullmatch(value.strip()):
         return float(value.strip())
     return None
+
+
+def clean_strings(value: Any, where: str, warnings: list[str]) -> Any:
+    """``value`` (a str, or a config's dicts and lists) with every lone surrogate of its keys and
+    strings (a YAML or JSON ``\\udcff`` escape: no UTF-8 holds it, the warehouse refuses it) replaced
+    by U+FFFD; one warning names ``where`` (the file), the first such entry and how many there were."""
+    found: list[str] = []
+    out = _cleaned(value, "", found)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        warnings.append(
+            f"{where}{found[0]}{more} held an escaped lone UTF-16 surrogate (not a character), replaced by U+FFFD"
+        )
+    return out
+
+
+def _cleaned(value: Any, path: str, found: list[str]) -> Any:
+    if isinstance(value, str):
+        if LONE_SURROGATE.search(value) is None:
+            return value
+        found.append(f"{path} {_clean(value)[:60]!r}" if path else repr(_clean(value)[:60]))
+        return _clean(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and LONE_SURROGATE.search(key) is not None:
+                key = _clean(key)
+                found.append(f"key {(path + '.' if path else '') + key!r}")
+            out[key] = _cleaned(item, (path + "." if path else "") + str(key), found)
+        return out
+    if isinstance(value, list):
+        return [_cleaned(item, f"{path}[{i}]", found) for i, item in enumerate(value)]
+    return value
 
 
 def whole(value: float | None) -> int | None:

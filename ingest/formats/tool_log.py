@@ -39,7 +39,7 @@ from runlytics.ingest.discover import TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
 from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
-from .text_logs import Chunk, Events, Point, RunInfo
+from .text_logs import Chunk, Events, Point, RunInfo, clean_strings
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
 LFS_REASON = "a Git LFS pointer, not the file itself (the repository stores it in LFS: `git lfs pull` fetches it)"
@@ -322,12 +322,25 @@ class ToolLogFormat:
         position = {path: i for i, path in enumerate(files)}
         starts: dict[Path, tuple[int, int]] = {}
         whole = False
+        # a file that shrank or was replaced: read again from its start, its stored points kept
+        # (a cut, emptied or overwritten log must not delete what was read of it), with a warning
+        altered: dict[Path, str] = {}
         for c in changed:
             offset, lines, stored_digest = resume.get(str(c.path), (0, 0, None))
             if not self.parser.grows(c.path):
                 offset, lines = 0, 0
-            elif offset > c.stat.size or (offset and not same_prefix(c.path, offset, stored_digest)):
-                offset, lines, whole = 0, 0, True  # shrank or replaced
+            elif offset > c.stat.size:
+                altered[c.path] = (
+                    f"the file shrank from {offset} to {c.stat.size} bytes (cut, emptied or replaced):"
+                    " read again from its start, the points stored from it kept"
+                )
+                offset, lines, whole = 0, 0, True
+            elif offset and not same_prefix(c.path, offset, stored_digest):
+                altered[c.path] = (
+                    f"the bytes before offset {offset} changed (the file was replaced):"
+                    " read again from its start, the points stored from it kept"
+                )
+                offset, lines, whole = 0, 0, True
             starts[c.path] = (offset, lines)
         if self.parser.overlapping and not whole:
             # a changed file that sorts before a file already read: the later file's points must keep winning
@@ -336,18 +349,24 @@ class ToolLogFormat:
         if whole and self.parser.overlapping:
             changed = _all_candidates(ctx, job, files, changed, rejected, self.kind)
             starts = {c.path: (0, 0) for c in changed}
-        job_read = _JobRead(job, job_id, whole and self.parser.overlapping)
+        # all the run's files read again: their stored points are replaced, unless one of them lost
+        # bytes (then what the new reads give is added, as for every other log)
+        job_read = _JobRead(job, job_id, whole and self.parser.overlapping and not altered)
         for c in sorted(changed, key=lambda c: position[c.path]):
             offset, lines = starts[c.path]
             read = self._read_file(c, position[c.path], offset, lines, rejected)
             if read is not None:
+                if c.path in altered:
+                    read.chunk.warnings.insert(0, altered[c.path])
                 job_read.reads.append(read)
         if not job_read.reads:
             return None
         for read in job_read.reads:
+            _clean_info(read.chunk.info, read.chunk.warnings)
             _merge_info(job_read.info, read.chunk.info)
         info, warnings = self.parser.job_info(job)
         if info is not None:
+            _clean_info(info, warnings)
             _merge_info(job_read.info, info)
         job_read.info_warnings = warnings
         return job_read
@@ -566,6 +585,13 @@ def _claims(
 def _named_by_folder(job: JobFolder, progress_job_ids: dict[str, str]) -> bool:
     """A tool-log run, or a job folder whose id is its name (no progress.json of it was read)."""
     return job.is_tool_run or not progress_job_ids.get(str(job.progress))
+
+
+def _clean_info(info: RunInfo, warnings: list[str]) -> None:
+    """A run's facts without lone surrogates (a parser that let one through: the warehouse refuses
+    it, and the whole ingest run with it)."""
+    for name in ("status", "config", "model_name"):
+        setattr(info, name, clean_strings(getattr(info, name), f"{name}: ", warnings))
 
 
 def _merge_info(into: RunInfo, new: RunInfo) -> None:
