@@ -112,6 +112,7 @@ API = "tests/test_api.py::"
 GPU = "tests/test_gpu_samples.py::"
 HF = "tests/test_trainer_state.py::"
 TF = "tests/test_trainer_figures.py::"
+TR = "tests/test_timing_rows.py::"
 
 FINITE = "FILTER (WHERE @finite({0}))"
 # the columns of fleet.COMPARE, in the order compare() reads them
@@ -227,14 +228,15 @@ MUTATIONS: tuple[Mutation, ...] = (
       A + "test_average_throughput_only_over_rows_with_both_samples_and_seconds"),
     # --- duration (job_duration) -------------------------------------------------------------------
     m("start: never from the first row", "job.start_time",
-      view("job_duration", "ELSE e.first_row_start_epoch END AS start_epoch", "END AS start_epoch"),
+      view("job_duration", "ELSE @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; e.first_ts)"
+           " - e.first_seconds END AS start_epoch", "END AS start_epoch"),
       A + "test_start_from_first_row_timestamp_minus_its_seconds"),
     m("start: the first row's timestamp, its seconds not taken off", "job.start_time",
-      view("job_duration", "ts) - seconds)", "ts))"),
+      view("job_duration", "e.first_ts) - e.first_seconds END AS start_epoch", "e.first_ts) END AS start_epoch"),
       A + "test_start_from_first_row_timestamp_minus_its_seconds"),
     m("start: the first row beats started_at", "job.start_time",
       view("job_duration", "CASE WHEN j.started_at IS NOT NULL",
-           "CASE WHEN e.first_row_start_epoch IS NULL AND j.started_at IS NOT NULL"),
+           "CASE WHEN e.first_ts IS NULL AND j.started_at IS NOT NULL"),
       A + "test_started_at_beats_first_row"),
     m("end: ended_at only for completed jobs", "job.end_time",
       view("job_duration", "j.status IN ('completed', 'failed', 'cancelled')", "j.status = 'completed'"),
@@ -243,15 +245,16 @@ MUTATIONS: tuple[Mutation, ...] = (
       view("job_duration", "ELSE greatest(e.last_ts, j.updated_at) END", "ELSE coalesce(j.updated_at, e.last_ts) END"),
       A + "test_end_of_job[duckdb-paused-row-later]"),
     m("total_seconds is the training time", "job.total_seconds",
-      view("job_duration", "       span_seconds AS total_seconds", "       training_seconds AS total_seconds"),
+      view("job_duration", "CASE WHEN span_seconds >= 0 THEN span_seconds END AS total_seconds",
+           "training_seconds AS total_seconds"),
       A + "test_end_of_job[duckdb-completed]"),
     m("training time leaves out the first row", "job.training_seconds",
       view("job_duration", "@ordered_fsum(seconds) AS timed_seconds",
-           "@ordered_fsum(seconds) FILTER (WHERE row_no > 1) AS timed_seconds"),
+           "@ordered_fsum(seconds) FILTER (WHERE timing_no > 1) AS timed_seconds"),
       A + "test_start_from_first_row_timestamp_minus_its_seconds"),
     m("total_seconds: the training time when start or end is unknown", "job.total_seconds",
-      view("job_duration", "       span_seconds AS total_seconds",
-           "       coalesce(span_seconds, training_seconds) AS total_seconds"),
+      view("job_duration", "CASE WHEN span_seconds >= 0 THEN span_seconds END AS total_seconds",
+           "coalesce(CASE WHEN span_seconds >= 0 THEN span_seconds END, training_seconds) AS total_seconds"),
       TF + "test_a_total_without_start_or_end_is_null_and_so_is_the_overhead[duckdb]"),
     m("overhead 0 when the total is unknown", "job.overhead_seconds",
       view("job_duration", "THEN greatest(0, span_seconds - training_seconds) END AS overhead_seconds",
@@ -261,6 +264,14 @@ MUTATIONS: tuple[Mutation, ...] = (
     m("overhead not clamped at 0", "job.overhead_seconds",
       view("job_duration", "THEN greatest(0, span_seconds - training_seconds)", "THEN span_seconds - training_seconds"),
       A + "test_overhead_is_clamped_at_zero"),
+    m("an end before the start gives a negative total", "job.total_seconds",
+      view("job_duration", "CASE WHEN span_seconds >= 0 THEN span_seconds END AS total_seconds",
+           "span_seconds AS total_seconds"),
+      TR + "test_an_end_before_the_start_is_no_duration[duckdb]"),
+    m("timing rows: a trainer state's steps cut progress.json's intervals", "job.training_seconds job.total_samples",
+      view("step_metrics", "t AS (PARTITION BY f.job_id, f.from_progress ORDER BY f.step)",
+           "t AS (PARTITION BY f.job_id ORDER BY f.step)"),
+      TR + "test_a_trainer_state_or_tool_log_between_progress_rows_changes_no_timing[duckdb]"),
     # --- losses (job_losses) -------------------------------------------------------------------------
     m("initial loss keeps non-finite values", "job.initial_loss",
       view("job_losses", f"@first_by(s.loss; s.step) {FINITE.format('s.loss')}",
