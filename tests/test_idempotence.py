@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 import pytest
 from conftest import REPO, Engine, Lab
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -358,7 +359,8 @@ UIDS = count(1)
 
 
 @st.composite
-def jobs(draw: st.DrawFn, job_id: str, runs: int) -> Job:
+def jobs(draw: st.DrawFn, job_id: str) -> Job:
+    runs = draw(st.integers(1, 3))  # how many runs find the job (its folder rewritten before each)
     mode: Mode = draw(st.sampled_from(["timed", "untimed", "mixed"]))
     steps = draw(st.lists(st.integers(0, 5), min_size=1, max_size=9))  # repeats are likely
     n = len(steps)
@@ -379,8 +381,8 @@ def jobs(draw: st.DrawFn, job_id: str, runs: int) -> Job:
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> list[Job]:
-    runs = draw(st.integers(1, 3))
-    return [draw(jobs(f"job-{i}", runs)) for i in range(draw(st.integers(1, 5)))]
+    """1 to 6 independent jobs, each with its own number of runs (1 to 3)."""
+    return [draw(jobs(f"job-{i}")) for i in range(draw(st.integers(1, 6)))]
 
 
 def expected_winners(job: Job, order: list[int]) -> dict[int, Entry]:
@@ -420,7 +422,7 @@ EXAMPLES = count()
 
 
 @settings(
-    max_examples=6,
+    max_examples=examples(4, 6),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -429,23 +431,28 @@ def test_random_jobs_in_snapshot_windows(
     tmp_path_factory: pytest.TempPathFactory, blank_warehouse: Path, ingest_engine: Engine, scenario: list[Job]
 ) -> None:
     base = tmp_path_factory.mktemp(f"scenario{next(EXAMPLES)}")
-    runs = len(scenario[0].snapshots)
+    runs = {job.job_id: len(job.snapshots) for job in scenario}
 
-    # 1. one folder per job, rewritten before each run
+    # 1. one folder per job, rewritten before each of its runs (a job with fewer runs than another
+    #    is left as it is in the later runs: unchanged, not read again)
     seq = new_lab(base / "in order", blank_warehouse, ingest_engine)
-    for r in range(runs):
-        for job in scenario:
-            seq.write_job(job.job_id, job.doc(r))
+    for r in range(max(runs.values())):
+        found = [job for job in scenario if r < runs[job.job_id]]
+        for job in found:
+            path = seq.write_job(job.job_id, job.doc(r))
+            if r == runs[job.job_id] - 1:  # its last: settled, or the later runs would read it again
+                age(path)
         summary = seq.ingest()
-        assert (summary.ingested, summary.failed, summary.pending) == (len(scenario), 0, 0)
+        assert (summary.ingested, summary.failed, summary.pending) == (len(found), 0, 0)
+        assert summary.unchanged == len(scenario) - len(found)
     got = stored(seq)
     for job in scenario:
         check_general(job, got.get(job.job_id, {}))
         if job.mode != "mixed":
-            expected = {step: e.row() for step, e in expected_winners(job, list(range(runs))).items()}
+            expected = {step: e.row() for step, e in expected_winners(job, list(range(runs[job.job_id]))).items()}
             assert got.get(job.job_id, {}) == expected, job
     jobs_rows = dict(seq.query("SELECT job_id, current_step FROM jobs"))
-    assert jobs_rows == {job.job_id: job.doc(runs - 1)["current_step"] for job in scenario}
+    assert jobs_rows == {job.job_id: job.doc(runs[job.job_id] - 1)["current_step"] for job in scenario}
 
     # 2. re-ingesting the files as they are now changes nothing
     facts = seq.facts()
@@ -459,16 +466,18 @@ def test_random_jobs_in_snapshot_windows(
     #    folder per job id, so the first folder in path order keeps it and the others are conflicts
     #    that change nothing (tests/test_hostile_input.py)
     together = new_lab(base / "together", blank_warehouse, ingest_engine)
-    for r in range(runs):
-        for job in scenario:
-            together.write_job(f"{runs - 1 - r}/{job.job_id}", job.doc(r))
+    for job in scenario:
+        last = runs[job.job_id] - 1
+        for r in range(last + 1):
+            together.write_job(f"{last - r}/{job.job_id}", job.doc(r))
     summary = together.ingest()
-    conflicts = (runs - 1) * len(scenario)
+    conflicts = sum(n - 1 for n in runs.values())
     assert (summary.ingested, summary.failed, summary.pending) == (len(scenario), conflicts, 0)
     assert all("a second folder can't claim it" in p["reason"] for p in summary.problems)
     got_together = stored(together)
     for job in scenario:
-        assert set(got_together.get(job.job_id, {})) == {e.step for e in job.snapshots[runs - 1]}, job
+        last = runs[job.job_id] - 1
+        assert set(got_together.get(job.job_id, {})) == {e.step for e in job.snapshots[last]}, job
         if job.mode != "mixed":
-            expected = {step: e.row() for step, e in expected_winners(job, [runs - 1]).items()}
+            expected = {step: e.row() for step, e in expected_winners(job, [last]).items()}
             assert got_together.get(job.job_id, {}) == expected, job
