@@ -133,23 +133,12 @@ def _parse_records(data: bytes, offset: int) -> Chunk:
         length, length_crc = head(data, position)
         c = crc(data[position : position + 8])
         if length_crc != (((c >> 15) | (c << 17)) + MASK_DELTA) & 0xFFFFFFFF:
-            resync = _next_record(data, position + 1)
-            skipped_to = resync if resync is not None else end
-            chunk.warnings.append(
-                f"offset {offset + position}: bad record length CRC (not a TFRecord here), "
-                f"{skipped_to - position} bytes skipped" + ("" if resync is not None else " to the end read so far")
-            )
-            position = skipped_to
+            position = _skip(data, position, end, offset, "bad record length CRC (not a TFRecord here)", chunk)
             continue
         stop = position + HEADER + length + FOOTER
         if length > MAX_RECORD:  # its CRC holds, yet no Event is that large: the framing is lost
-            resync = _next_record(data, position + 1)
-            skipped_to = resync if resync is not None else end
-            chunk.warnings.append(
-                f"offset {offset + position}: record length {length} is larger than any event (2 GiB),"
-                f" {skipped_to - position} bytes skipped" + ("" if resync is not None else " to the end read so far")
-            )
-            position = skipped_to
+            why = f"record length {length} is larger than any event (2 GiB)"
+            position = _skip(data, position, end, offset, why, chunk)
             continue
         if stop > end:
             break  # cut mid-write: the writer is still at it
@@ -215,6 +204,16 @@ def _add_event(event: Any, at: int, plugins: dict[str, str], events: Events, war
     events.walls.append(event.wall_time)
     events.orders.append(at)
     return step
+
+
+def _skip(data: bytes, position: int, end: int, offset: int, why: str, chunk: Chunk) -> int:
+    """Where reading goes on after a record that is no record (the next one whose framing holds,
+    else the end read so far), with a warning naming the offset and the bytes skipped."""
+    resync = _next_record(data, position + 1)
+    skipped_to = resync if resync is not None else end
+    rest = "" if resync is not None else " to the end read so far"
+    chunk.warnings.append(f"offset {offset + position}: {why}, {skipped_to - position} bytes skipped{rest}")
+    return skipped_to
 
 
 def _next_record(data: bytes, start: int) -> int | None:
