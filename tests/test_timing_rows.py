@@ -11,13 +11,16 @@ warning). A1: seconds between two times are the correctly rounded exact differen
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Engine, Lab
 from migration_steps import alembic
+
+from runlytics.warehouse import health
 
 
 @pytest.fixture
@@ -195,3 +198,86 @@ def test_a_stall_is_read_between_progress_rows(lab: Lab) -> None:
     assert lab.ingest().failed == 0
     stalls = "SELECT first_step, last_step, value, reference FROM insight_results WHERE kind = 'stall'"
     assert lab.query(stalls) == [(40, 50, 1200.0, 10.0)]  # before revision 0038: none (no gap at all)
+
+
+def _tool_log(lab: Lab, job: str, elapsed: dict[int, int], last_write: datetime) -> None:
+    """A LLaMA-Factory trainer_log.jsonl: step -> elapsed seconds; its points are placed at the
+    file's modification time less the highest elapsed_time plus their own (docs/ingest.md)."""
+    path = lab.root / job / "trainer_log.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "current_steps": s,
+                    "total_steps": 1000,
+                    "loss": 1.0,
+                    "elapsed_time": f"{t // 3600}:{t // 60 % 60:02d}:{t % 60:02d}",
+                }
+            )
+            + "\n"
+            for s, t in elapsed.items()
+        )  # fmt: skip
+    )
+    epoch = last_write.replace(tzinfo=UTC).timestamp()
+    os.utime(path, (epoch, epoch))
+
+
+def test_the_end_and_the_silence_read_every_rows_time(lab: Lab) -> None:
+    # a: progress rows 10, 20 (ts 0:10, 0:20, 1 s an iteration) and a trainer log (steps 5 and
+    # 25 at 0:05 and 0:25) ahead of them; u: the same without the progress rows' timing; b: a's
+    # progress.json alone. The end is a time, no interval: the latest of all rows' timestamps.
+    history = [_row(10, 10, 2.0), _row(20, 20, 1.5)]
+    lab.write_job("a", {"status": "running", "history": history})
+    lab.write_job("b", {"status": "running", "history": history})
+    lab.write_job("u", {"status": "running", "history": [{"step": 10, "loss": 2}, {"step": 20, "loss": 1.5}]})
+    for job in ("a", "u"):
+        _tool_log(lab, job, {5: 5, 25: 25}, datetime(2026, 11, 1, 0, 0, 25))
+    assert lab.ingest().failed == 0
+    duration = (
+        "SELECT job_id, start_time, end_time, total_seconds, training_seconds, overhead_seconds"
+        " FROM job_analytics ORDER BY job_id"
+    )
+    end = datetime(2026, 11, 1, 0, 0, 25)
+    assert lab.query(duration) == [
+        ("a", datetime(2026, 11, 1), end, 25.0, 20.0, 5.0),  # before: end 0:20, total 20, overhead 0
+        ("b", datetime(2026, 11, 1), datetime(2026, 11, 1, 0, 0, 20), 20.0, 20.0, 0.0),
+        ("u", None, end, None, None, None),  # before: no end
+    ]
+    [(warnings,)] = lab.query("SELECT warnings FROM job_analytics WHERE job_id = 'u'")
+    assert "start unknown: no started_at, and the first progress.json step row has no timestamp or seconds" in warnings
+    assert not any(w.startswith("end unknown") for w in warnings)
+    # silent_running: as_of less the latest row time; a's is 0:25 (its trainer log), b's 0:20
+    silent = "SELECT job_id, value FROM insight_results WHERE kind = 'silent_running' ORDER BY job_id"
+    values = dict(lab.query(silent))
+    assert sorted(values) == ["a", "b", "u"]  # before: u silent for no known time, so not reported
+    assert values["b"] - values["a"] == 5.0 and values["u"] == values["a"]  # before: 0
+
+
+def test_the_end_is_the_last_rows_time_not_the_latest(lab: Lab) -> None:
+    # timestamps that go backwards (a clock step): analytics.md's end is the last row's timestamp
+    # (by step), here 0:45, not the latest one (0:50); silent_running reads the same time
+    history = [_row(10, 50, 2.0), _row(20, 45, 1.5)]
+    lab.write_job("c", {"status": "running", "started_at": "2026-11-01T00:00:30Z", "history": history})
+    lab.write_job("d", {"status": "running", "started_at": "2026-11-01T00:00:30Z",
+                        "history": [_row(10, 40, 2.0), _row(20, 45, 1.5)]})  # fmt: skip
+    assert lab.ingest().failed == 0
+    assert lab.query("SELECT end_time, total_seconds FROM job_analytics WHERE job_id = 'c'") == [
+        (datetime(2026, 11, 1, 0, 0, 45), 15.0)  # 0:45 - 0:30
+    ]
+    silent = dict(lab.query("SELECT job_id, value FROM insight_results WHERE kind = 'silent_running'"))
+    assert silent["c"] == silent["d"]  # both last logged at 0:45
+
+
+def test_the_eta_reads_the_last_timing_rows(lab: Lab) -> None:
+    # progress rows 50, 100, 150 at 0:50, 1:40, 3:20 (1 s a step, then 2); a trainer log of every
+    # step 1..160 on the same clock runs ahead: the last 20 rows by step are all its own, untimed
+    elapsed = {s: s if s <= 100 else 100 + 2 * (s - 100) for s in range(1, 161)}
+    history = [{"step": s, "timestamp": f"2026-11-01T00:{elapsed[s] // 60:02d}:{elapsed[s] % 60:02d}Z", "loss": 1.0}
+               for s in (50, 100, 150)]  # fmt: skip
+    lab.write_job("e", {"status": "running", "total_steps": 1000, "history": history})
+    _tool_log(lab, "e", elapsed, datetime(2026, 11, 1, 0, 3, 40))  # step 160 at 220 s
+    assert lab.ingest().failed == 0
+    with lab._reader() as con:
+        [job] = health.running_jobs(con, ["e"])
+    # (50 + 100) s over (50 + 50) steps; before: 2.0 (row 150 alone among the last 20 by step)
+    assert (job["step"], job["total_steps"], job["seconds_per_step"]) == (160, 1000, 1.5)

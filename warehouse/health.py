@@ -20,7 +20,7 @@ LIVE_STATUS = "running"  # paused, queued and finished jobs have no per-job seri
 # The queries are templates (@list_contains is `job_id = ANY($job_ids)` on PostgreSQL):
 # pg_reader.sql_for renders their macros for the engine read.
 
-# ETA: the average seconds per step over a job's last RECENT_ROWS step rows (those that are timed).
+# ETA: the average seconds per step over a job's last RECENT_ROWS timing rows (those that are timed).
 RECENT_ROWS = 20
 
 # Per running job: the latest step (the step rows' or the job's current_step, whichever is
@@ -33,7 +33,9 @@ WITH live AS (
     SELECT m.job_id, m.step, m.delta, m.seconds, m.loss,
            CASE WHEN @finite(m.samples_per_second) THEN m.samples_per_second
                 WHEN m.seconds > 0 AND @finite(m.samples) THEN m.samples / m.seconds END AS throughput,
-           row_number() OVER (PARTITION BY m.job_id ORDER BY m.step DESC) AS back
+           -- counted back over the timing rows only (step_metrics: a progress.json job's other
+           -- rows cover no interval, and a denser tool log would crowd its timing rows out)
+           m.timing_count - m.timing_no + 1 AS back
     FROM step_metrics m
     WHERE @list_contains($job_ids; m.job_id)
 ), per_job AS (

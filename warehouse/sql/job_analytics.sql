@@ -81,7 +81,9 @@ SELECT j.job_id,
                 THEN 'average_samples_per_second is the plain mean of samples_per_second:'
                      || ' no step row has both samples and seconds' END,
            CASE WHEN p.step_rows > 0 AND d.start_time IS NULL
-                THEN 'start unknown: no started_at, and the first step row has no timestamp or seconds' END,
+                THEN 'start unknown: no started_at, and the first'
+                     || CASE WHEN p.timing_rows < p.step_rows THEN ' progress.json' ELSE '' END
+                     || ' step row has no timestamp or seconds' END,
            CASE WHEN d.end_time IS NULL AND p.step_rows > 0
                 THEN 'end unknown: no ended_at, updated_at or step timestamps' END,
            CASE WHEN d.start_time IS NOT NULL AND d.end_time IS NOT NULL AND d.total_seconds IS NULL

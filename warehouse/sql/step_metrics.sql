@@ -6,7 +6,7 @@
 -- tool's log between two progress.json entries does not cut their interval. A row only from a
 -- trainer state or tool log in a job with progress.json rows covers no interval of its own
 -- (delta, seconds and samples null; its losses count as any row's). timing_no numbers the
--- timing rows (null on the others), timing_count counts them: job_duration's first and last row.
+-- timing rows (null on the others), timing_count counts them: job_duration's first row, the ETA's recent rows.
 WITH facts AS (
     SELECT s.*,
            s.source IN ('progress', 'progress+tool_log', 'both', 'both+tool_log') AS from_progress

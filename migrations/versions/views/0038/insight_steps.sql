@@ -32,11 +32,12 @@ last_rows AS NOT MATERIALIZED (
     FROM rows
     WHERE last_row
 ),
--- each job's last timing row (silent_running's last row: job_duration's end; insight_rows)
-last_timing AS NOT MATERIALIZED (
-    SELECT job_id, ts AS last_ts
+-- each job's latest row time (silent_running's last log, as job_duration's end): the later of its
+-- last row's and its last timing row's
+latest_rows AS NOT MATERIALIZED (
+    SELECT job_id, greatest(max(ts) FILTER (WHERE last_row), max(ts) FILTER (WHERE last_timing_row)) AS last_ts
     FROM rows
-    WHERE last_timing_row
+    GROUP BY job_id
 ),
 -- g (the median positive gap between rows) of the jobs that may have a stall: a stall's gap is
 -- above min_seconds, so only a job with such a gap needs its median
@@ -319,7 +320,7 @@ silence AS (
     -- each job's last row and g, NULL for a job without rows (an inner join and a union rather
     -- than a LEFT JOIN: a filter on job_id then reaches the rows through every read of them)
     JOIN (SELECT u.job_id, max(u.last_ts) AS last_ts, max(u.g) AS g
-          FROM (SELECT job_id, last_ts, CAST(NULL AS DOUBLE PRECISION) AS g FROM last_timing
+          FROM (SELECT job_id, last_ts, CAST(NULL AS DOUBLE PRECISION) AS g FROM latest_rows
                 UNION ALL
                 SELECT job_id, CAST(NULL AS TIMESTAMP), g FROM running_gaps
                 UNION ALL

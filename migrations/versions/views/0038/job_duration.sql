@@ -6,9 +6,13 @@
 -- A start epoch no timestamp can hold (a first row whose iteration_time is absurd, say 1e308
 -- seconds, puts it before any date) gives no start_time, instead of failing every query.
 WITH edges AS (
-    -- the first and last of the job's timing rows (step_metrics: its progress.json rows when it has any)
+    -- the first of the job's timing rows (step_metrics: its progress.json rows when it has any);
+    -- the end's row time: the later of the last row's (by step, of all its rows: a tool log that
+    -- runs ahead of progress.json moves it) and the last timing row's (analytics.md: the last
+    -- row's timestamp, not the latest of all; the end is a time, no interval)
     SELECT job_id,
-           max(ts) FILTER (WHERE timing_no = timing_count) AS last_ts,
+           greatest(max(ts) FILTER (WHERE row_no = row_count),
+                    max(ts) FILTER (WHERE timing_no = timing_count)) AS last_ts,
            max(ts) FILTER (WHERE timing_no = 1) AS first_ts,
            max(seconds) FILTER (WHERE timing_no = 1) AS first_seconds,
            @ordered_fsum(seconds) AS timed_seconds
