@@ -11,9 +11,10 @@ or tool logs alone keeps the rules it had): Δ, the previous timestamp, seconds 
 over them; the other rows of such a job cover no interval (Δ, seconds and samples null) and keep
 their losses; the start comes from the first timing row, the end (a time, no interval) from the
 later of the last row's timestamp (by step, of all the job's rows) and the last timing row's; stall
-reads the timing rows' gaps, silent_running their median gap and the same latest time; the running-job ETA (warehouse/health.py)
-counts its last rows among the timing rows. step_metrics gains timing_no and timing_count,
-job_performance timing_rows, insight_rows last_timing_row (each last).
+reads the timing rows' gaps, silent_running their median gap and the same latest time; the
+running-job ETA (warehouse/health.py) counts its last rows among the timing rows. step_metrics
+gains timing_no and timing_count, job_performance timing_rows, insight_rows last_timing_row (each
+last).
 
 P2: an end before the start gives a null total_seconds and overhead_seconds, with a warning,
 instead of a negative duration.
