@@ -84,8 +84,8 @@ class _Watchdog:
                     continue
                 deadline, _, statement = self._heap[0]
                 delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
+                if delay > 0:  # bounded: a wait past threading.TIMEOUT_MAX raises and kills the thread
+                    self._cond.wait(min(delay, threading.TIMEOUT_MAX))
                     continue
                 heapq.heappop(self._heap)
                 statement.fired = True

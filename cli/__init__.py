@@ -246,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
         "nothing), e.g. --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
     )  # fmt: skip
     sql.add_argument(
-        "--timeout", type=_positive_seconds, default=readonly.DEFAULT_PG_TIMEOUT_SECONDS, metavar="SECONDS",
+        "--timeout", type=_time_limit, default=readonly.DEFAULT_PG_TIMEOUT_SECONDS, metavar="SECONDS",
         help="on a PostgreSQL warehouse (--db postgresql://…): stop the query after SECONDS (default: %(default)g)",
     )  # fmt: skip
     sql.set_defaults(run=_sql)
@@ -273,7 +273,7 @@ def _parser() -> argparse.ArgumentParser:
         help="with --db postgresql://…: read from this database instead, a replica (postgresql://user@host/dbname)",
     )  # fmt: skip
     serve.add_argument(
-        "--read-timeout", type=_positive_seconds, default=pg_reader.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+        "--read-timeout", type=_time_limit, default=pg_reader.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
         help="the time limit of each read of a request, DuckDB or PostgreSQL (default: %(default)g)",
     )  # fmt: skip
     serve.set_defaults(run=_serve)
@@ -385,6 +385,17 @@ def _positive_seconds(text: str) -> float:
         seconds = 0.0
     if not seconds > 0 or seconds == float("inf"):
         raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text}")
+    return seconds
+
+
+# a time limit of a read: PostgreSQL's statement_timeout holds at most 2^31-1 ms (about 24.8 days)
+MAX_LIMIT_SECONDS = 2_000_000
+
+
+def _time_limit(text: str) -> float:
+    seconds = _positive_seconds(text)
+    if seconds > MAX_LIMIT_SECONDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_LIMIT_SECONDS} seconds (about 23 days): {text}")
     return seconds
 
 

@@ -292,9 +292,10 @@ def test_the_auth_scheme_is_case_insensitive(lab: Lab, authorization: str, statu
 
 # --- the time limit of a read on DuckDB -----------------------------------------------------------------
 
-# 1e10 rows of arithmetic (about 35 s on 2 cores, seconds on 64), computed once and used by the
-# summary's first statement (its WHERE reads it, so the optimizer cannot drop it)
-SLOW = "(SELECT sum(a.range * b.range) AS n FROM range(100000) a, range(100000) b) slow"
+# 1e12 rows of arithmetic (about an hour on 2 cores, minutes on 128: always past the limit),
+# computed once and used by the summary's first statement (its WHERE reads it, so the optimizer
+# cannot drop it)
+SLOW = "(SELECT sum(a.range * b.range) AS n FROM range(1000000) a, range(1000000) b) slow"
 
 
 def test_a_read_past_its_time_limit_is_a_503_on_duckdb(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,3 +459,29 @@ def test_the_api_and_the_dashboard_drop_the_same_blanks(monkeypatch: pytest.Monk
     assert json.loads(done.stdout) == python
     assert python[:4] == [["\ufeffa"], ["a\x85"], ['"a', 'b"\ufeff', "c"], ['\x1c"a', 'b"\x1c']]
     assert python[6] == ["x", "y"]
+
+
+@pytest.mark.parametrize("argv", [["serve", "--read-timeout", "1e10"], ["sql", "SELECT 1", "--timeout", "3000000"]])
+def test_a_time_limit_past_postgresqls_is_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # PostgreSQL's statement_timeout holds at most 2^31-1 ms; DuckDB's watchdog thread died on a
+    # wait past threading.TIMEOUT_MAX (1e10 s), which took every reader's limit with it
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 2
+    assert "at most 2000000 seconds (about 23 days)" in capsys.readouterr().err
+
+
+def test_a_deadline_past_the_longest_wait_leaves_the_watchdog_working(tmp_path: Path) -> None:
+    from runlytics.api import timed_reads
+
+    con = duckdb.connect()
+    far = timed_reads.Cursor(con.cursor(), 1e10)  # armed past threading.TIMEOUT_MAX
+    # a read long enough for the thread to wait on its deadline
+    assert far.execute("SELECT count(*) FROM range(200000000) t(i) WHERE i % 7 = 3").fetchall() == [(28571429,)]
+    watchdog = timed_reads._WATCHDOG._thread
+    assert watchdog is not None and watchdog.is_alive()
+    near = timed_reads.Cursor(con.cursor(), 0.2)
+    started = time.monotonic()
+    with pytest.raises(Exception, match="took longer than its time limit: 0.2 s"):
+        near.execute("SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3").fetchall()
+    assert time.monotonic() - started < 30

@@ -106,15 +106,16 @@ def lines_per_gpu(spool: Path) -> dict[int, int]:
     return counts
 
 
-def when_written(spool: Path, lines: int, then: Any, *, per_gpu: int = 0) -> threading.Thread:
+def when_written(spool: Path, lines: int, then: Any, *, gpus: int = 0, per_gpu: int = 0) -> threading.Thread:
     """A thread that calls ``then`` once the spool holds ``lines`` lines (and ``per_gpu`` lines of
-    every GPU seen): by what was written, not by a wall-clock guess that a loaded machine would
-    miss."""
+    each of ``gpus`` GPUs): by what was written, not by a wall-clock guess that a loaded machine
+    would miss."""
 
     def written() -> bool:
         if lines_written(spool) < lines:
             return False
-        return not per_gpu or min(lines_per_gpu(spool).values(), default=0) >= per_gpu
+        counts = lines_per_gpu(spool)
+        return len(counts) >= gpus and min(counts.values(), default=0) >= per_gpu
 
     def wait() -> None:
         deadline = time.monotonic() + 120  # a hung sampler fails the test instead of hanging it
@@ -294,7 +295,7 @@ def test_until_stopped_ends_on_a_signal_with_0(tmp_path: Path, signum: int) -> N
 
     previous = signal.signal(signum, guard)
     try:
-        timer = when_written(tmp_path / "spool", 6, lambda: os.kill(os.getpid(), signum), per_gpu=3)
+        timer = when_written(tmp_path / "spool", 6, lambda: os.kill(os.getpid(), signum), gpus=2, per_gpu=3)
         code = sampler.run(options(tmp_path), nvml_module=FakeNvml(gpus(2)), env={})
         timer.join()
         restored = signal.getsignal(signum)
@@ -308,12 +309,19 @@ def test_until_stopped_ends_on_a_signal_with_0(tmp_path: Path, signum: int) -> N
 
 def test_command_mode_returns_the_commands_exit_code(tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    # the command ends once the sampler has written three lines per GPU, however slow the machine
+    # the command ends once the sampler has written three lines of each GPU, however slow the
+    # machine (six lines in all could be four of one GPU and two of the other)
     script = (
-        "import pathlib, sys, time\n"
+        "import json, pathlib, sys, time\n"
         "end = time.monotonic() + 120\n"
-        f"while sum(p.read_bytes().count(b'\\n') for p in pathlib.Path({str(spool)!r}).glob('*.jsonl')) < 6"
-        " and time.monotonic() < end:\n"
+        "def enough():\n"
+        "    counts = {}\n"
+        f"    for p in pathlib.Path({str(spool)!r}).glob('*.jsonl'):\n"
+        "        for line in p.read_bytes().split(b'\\n')[:-1]:\n"
+        "            i = json.loads(line)['gpu_index']\n"
+        "            counts[i] = counts.get(i, 0) + 1\n"
+        "    return len(counts) == 2 and min(counts.values()) >= 3\n"
+        "while not enough() and time.monotonic() < end:\n"
         "    time.sleep(0.01)\n"
         "sys.exit(7)\n"
     )
