@@ -902,7 +902,7 @@ def _export(args: argparse.Namespace) -> int:
     from runlytics.warehouse import export, job_lists, times
     from runlytics.warehouse.fleet import UnknownJobs
 
-    if args.jobs is not None and not args.jobs.replace(",", "").replace('"', "").strip():
+    if args.jobs is not None and not job_lists.names_any(args.jobs):
         print("runlytics export: --jobs names no job", file=sys.stderr)
         return EXIT_USAGE
     try:

@@ -485,3 +485,14 @@ def test_a_deadline_past_the_longest_wait_leaves_the_watchdog_working(tmp_path: 
     with pytest.raises(Exception, match="took longer than its time limit: 0.2 s"):
         near.execute("SELECT count(*) FROM range(1000000000000) t(i) WHERE i % 7 = 3").fetchall()
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("value", ["", " , ,", ",", '" "', '""""', "\u00a0", "\x1c", '"a,b"', " a ", '""'])
+def test_the_exports_check_for_no_id_reads_a_list_as_the_lists_do(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `runlytics export --jobs` refuses a list naming no job before opening the warehouse: it
+    # stripped Unicode blanks and every quote, and refused ids that job_lists reads (NBSP, U+001C,
+    # a quoted blank, a quoted quote)
+    from runlytics.warehouse import job_lists
+
+    monkeypatch.setattr(job_lists.export, "unknown_jobs", lambda con, ids: list(ids))  # no job known: no join
+    assert job_lists.names_any(value) is bool(job_lists.resolve(None, [value]))  # type: ignore[arg-type]

@@ -19,9 +19,10 @@ DUCKDB: dict[str, str] = {
     # true when x is a finite number (NULL, NaN and +-Infinity are not)
     "finite": "isfinite({x})",
     # seconds from timestamp a to timestamp b, as DOUBLE: the exact difference in microseconds,
-    # divided once, so the correctly rounded double of the exact seconds (epochs subtracted as
-    # doubles lose ~1e-7 s near 2026). A BIGINT holds any difference of the times ingest keeps
-    # (years 1 to 9999); HUGEINT arithmetic would cost the views twice the time
+    # divided once, so the correctly rounded double of the exact seconds for spans under 2^53 us
+    # (about 285 years; past that the BIGINT's conversion to DOUBLE rounds once more) (epochs
+    # subtracted as doubles lose ~1e-7 s near 2026). A BIGINT holds any difference of the times
+    # ingest keeps (years 1 to 9999); HUGEINT arithmetic would cost the views twice the time
     "seconds_between": "((epoch_us({b}) - epoch_us({a})) / 1e6)",
     # a TIMESTAMP from seconds since the Unix epoch
     "from_epoch": "make_timestamp(CAST(round({x} * 1000000) AS BIGINT))",
@@ -87,7 +88,8 @@ POSTGRES: dict[str, str] = {
     # NaN is above every number in PostgreSQL, and abs() of NULL is NULL as isfinite()'s is
     "finite": "(abs({x}) < CAST('Infinity' AS DOUBLE PRECISION))",
     # the interval's exact NUMERIC epoch rounded once to a DOUBLE: the correctly rounded double
-    # of the exact seconds, as DuckDB's exact microseconds divided once, to the last digit
+    # of the exact seconds, as DuckDB's exact microseconds divided once (to the last digit for
+    # spans under about 285 years)
     "seconds_between": "CAST(EXTRACT(EPOCH FROM ({b}) - ({a})) AS DOUBLE PRECISION)",
     # DuckDB's round() of a DOUBLE takes halves away from zero, PostgreSQL's to even: halves first
     "from_epoch": (

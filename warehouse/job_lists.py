@@ -55,6 +55,12 @@ def resolve(con: duckdb.DuckDBPyConnection, values: list[str]) -> list[str]:
     return list(dict.fromkeys(j for j in ids if j))
 
 
+def names_any(value: str) -> bool:
+    """Whether ``value`` names at least one id as ``resolve`` reads it (a quoted field, or a plain
+    one with more than blanks), without asking a warehouse."""
+    return any(text if quoted else text.strip(BLANKS) for text, quoted in _fields(value))
+
+
 @dataclass(frozen=True)
 class _Run:
     fields: list[str]  # raw, unquoted: the text between commas; quoted: the one field, unquoted

@@ -43,7 +43,7 @@ def instant(text: str) -> datetime:
             raise ValueError(value)  # 2026: a year, or Unix seconds of 1970?
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        hint = "; a '+' of an offset is sent as %2B in a URL" if " " in value else ""
+        hint = "; a '+' sent unescaped in a URL reads as a blank" if " " in value else ""
         raise BadTime(f"{shown} is not an ISO 8601 date or time, nor Unix seconds (9 digits or more){hint}") from None
     if parsed.tzinfo is None:
         return parsed
