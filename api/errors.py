@@ -22,7 +22,7 @@ validation (422, the list of errors) have those below: all answer with the same 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,15 @@ MAX_SHOWN_ID = 200  # characters of a job id echoed in a 404
 def quoted(job_id: str) -> str:
     """A job id as a 404 names it: repr, and cut to MAX_SHOWN_ID characters."""
     return repr(job_id if len(job_id) <= MAX_SHOWN_ID else job_id[:MAX_SHOWN_ID] + "…")
+
+
+def unknown_jobs_detail(job_ids: Sequence[str], at_most: int | None = None) -> str:
+    """The 404's text for ids that name no job: ``unknown job(s): 'a', 'b'``, each id quoted (one
+    id ``x, y`` reads apart from the two ids ``x`` and ``y``); with ``at_most``, the first that
+    many ids and ``and N more``."""
+    shown = job_ids if at_most is None else job_ids[:at_most]
+    more = f" and {len(job_ids) - len(shown)} more" if len(shown) < len(job_ids) else ""
+    return f"unknown job(s): {', '.join(quoted(j) for j in shown)}{more}"
 
 
 def without_paths(text: str, db_path: Path) -> str:
@@ -67,8 +76,7 @@ async def unknown_job(request: Request, exc: queries.UnknownJob) -> JSONResponse
 
 
 async def unknown_jobs(request: Request, exc: fleet.UnknownJobs) -> JSONResponse:
-    # each id quoted: one id `x, y` reads apart from the two ids `x` and `y`
-    return problem(404, f"unknown job(s): {', '.join(quoted(j) for j in exc.job_ids)}")
+    return problem(404, unknown_jobs_detail(exc.job_ids))
 
 
 async def unknown_metric(request: Request, exc: metric_history.UnknownMetric) -> JSONResponse:

@@ -366,16 +366,35 @@ def test_insight_rows_derive_the_rows_as_step_metrics_does(facts: Facts) -> None
             {"step": 8, "iteration_time": 2.0, "samples_per_second": 1.5, "samples": 7},
         ],
     )
-    # (the last row, revision 0025, is step_metrics' row whose row_no is the row count)
+    # mixed: trainer-state rows between, after and on its progress.json rows; those only from the
+    # trainer state are no timing rows (revision 0038): the timing figures skip them
+    facts.job("mixed", batch_size=2)
+    facts.steps("mixed", [{"step": 10, "ts": t[0]}, {"step": 20, "ts": t[1]}, {"step": 30, "ts": t[2]}])
+    facts.insert("trainer_steps", [{"job_id": "mixed", "step": s, "loss": 1.0} for s in (5, 15, 20, 25, 35)])
+    # (the last row, revision 0025, is step_metrics' row whose row_no is the row count; the
+    # previous step and the last timing row read step_metrics' timing rows, revision 0038)
     columns = "job_id, step, ts, row_no, samples, seconds"
-    _, derived = facts.rows(f"SELECT {columns}, prev_step, last_row FROM insight_rows ORDER BY job_id, step")
-    _, expected = facts.rows(
-        f"SELECT {columns}, CASE WHEN row_no > 1 THEN step - delta END, row_no = row_count "
-        "FROM step_metrics ORDER BY job_id, step"
+    _, derived = facts.rows(
+        f"SELECT {columns}, prev_step, last_row, last_timing_row FROM insight_rows ORDER BY job_id, step"
     )
-    assert len(derived) == 10
+    _, expected = facts.rows(
+        f"SELECT {columns}, CASE WHEN timing_no > 1 THEN step - delta END, row_no = row_count, "
+        "coalesce(timing_no = timing_count, FALSE) FROM step_metrics ORDER BY job_id, step"
+    )
+    assert len(derived) == 17
     assert repr(derived) == repr(expected)
-    assert [row[1] for row in derived if row[-1]] == [20, 8]
+    assert [row[1] for row in derived if row[-2]] == [20, 35, 8]
+    assert [row[1] for row in derived if row[-1]] == [20, 30, 8]
+    mixed = {row[1]: (row[4], row[5], row[6]) for row in derived if row[0] == "mixed"}
+    assert mixed == {
+        5: (None, None, None),
+        10: (20.0, None, None),
+        15: (None, None, None),
+        20: (20.0, 10, 10),
+        25: (None, None, None),
+        30: (20.0, 15, 20),
+        35: (None, None, None),
+    }
     # and by hand, a few: 16 samples given; 0.5 s x 5 steps and 8 x 5 samples; 15 s by the clock
     batch = {row[1]: row[4:7] for row in derived if row[0] == "batch"}
     assert batch[0] == (16.0, None, None) and batch[5] == (40.0, 2.5, 0) and batch[7] == (16.0, 15.0, 5)

@@ -24,7 +24,7 @@ from runlytics.warehouse import export
 
 from .. import models
 from ..deps import Reader
-from ..errors import quoted
+from ..errors import unknown_jobs_detail
 from .common import distinct_ids
 
 PATH = "/api/training/export/steps"
@@ -69,7 +69,7 @@ def export_steps(
             raise HTTPException(422, f"job_ids must name 1 to {MAX_EXPORT_JOBS} distinct jobs, got {len(ids)}")
         missing = export.unknown_jobs(cursor, ids)
         if missing:
-            raise HTTPException(404, f"unknown job(s): {_named(missing)}")
+            raise HTTPException(404, unknown_jobs_detail(missing, MAX_NAMED))
         headers = {"Content-Disposition": f'attachment; filename="steps.{fmt}"'}
         if fmt == "parquet":
             file = export.steps_parquet(cursor, ids)
@@ -99,9 +99,3 @@ def _file_chunks(file: BinaryIO) -> Iterator[bytes]:
     with file:
         while chunk := file.read(export.CHUNK_BYTES):
             yield chunk
-
-
-def _named(job_ids: list[str]) -> str:
-    shown = [quoted(j) for j in job_ids[:MAX_NAMED]]
-    more = f" and {len(job_ids) - MAX_NAMED} more" if len(job_ids) > MAX_NAMED else ""
-    return ", ".join(shown) + more

@@ -176,7 +176,8 @@ const EDGE_BLANKS = /^[ \t\n\r\f\v]+|[ \t\n\r\f\v]+$/g;
 /** One id as a field of a job_ids list: in double quotes ("" for a quote) when it holds a comma, a
  * quote or edge blanks (a sweep folder `bs=8,lr=1e-4`), since the API takes a quoted field whole. */
 export function listField(jobId) {
-  return /[",]|^[ \t\n\r\f\v]|[ \t\n\r\f\v]$/.test(jobId) ? `"${jobId.replaceAll('"', '""')}"` : jobId;
+  const quote = /[",]/.test(jobId) || BLANK.test(jobId.slice(0, 1)) || BLANK.test(jobId.slice(-1));
+  return quote ? `"${jobId.replaceAll('"', '""')}"` : jobId;
 }
 
 /** The compare page's link for these jobs: `/compare?job_ids=a,"bs=8,lr=1e-4"`. */
