@@ -285,3 +285,84 @@ def test_times_that_are_no_time_keep_their_points_untimed_with_a_warning(lab: La
     timed = "SELECT step, ts IS NOT NULL FROM metric_values WHERE job_id = $j ORDER BY step"
     assert lab.query(timed, {"j": "run"}) == [(1, True), (2, False), (3, False)]
     assert lab.query(timed, {"j": "mlruns/1/r1"}) == [(12, True), (25, True), (30, False)]
+
+
+# --- nesting and sizes Python itself refuses ---------------------------------------------------
+
+D5000 = "9" * 5000  # past the 4,300 digits Python's int() converts: a plain ValueError
+
+
+def test_a_value_nested_hundreds_deep_is_read_without_stopping_the_run(lab: Lab) -> None:
+    """Cleaning lone surrogates recursed once a level: a trainer_log.jsonl line nested 400 deep
+    holding a ``\\u`` escape, or any meta.yaml value nested 600 deep, stopped the run (RecursionError)."""
+    good_run(lab)
+    deep = "[" * 400 + '"\\udcff"' + "]" * 400
+    lines = ['{"current_steps": 5, "loss": 2.0}', '{"current_steps": 6, "loss": 1.5, "x": ' + deep + "}"]
+    write(lab.root / "lf" / "trainer_log.jsonl", "\n".join(lines) + "\n")
+    meta = mlflow_run(lab.root).parent.parent / "meta.yaml"
+    write(meta, meta.read_text() + "extra: " + "[" * 600 + "1" + "]" * 600 + "\n")
+    summary = lab.ingest()
+    assert (summary.failed, summary.ingested) == (0, 5)
+    assert job_ids(lab) == ["lf", "mlruns/1/r1", GOOD]
+    path = "x" + "[0]" * 400  # the warning shows its ends
+    assert warnings_of(summary, lab) == {
+        "lf/trainer_log.jsonl": [
+            f"line 2: {path[:100]}...{(path + ' ' + repr(chr(0xFFFD)))[-100:]} {SURROGATE}",
+            f"line 2: x {'[' * 40!r} is not a number, dropped",
+        ]
+    }
+    assert lab.query(VALUES, {"j": "lf"}) == [("loss", 5, 2.0), ("loss", 6, 1.5)]
+    assert lab.query(VALUES, {"j": "mlruns/1/r1"}) == [("loss", 12, 2.25), ("loss", 25, 2.2)]
+    assert lab.query("SELECT status FROM jobs WHERE job_id = 'mlruns/1/r1'") == [("completed",)]
+
+
+def test_integers_past_pythons_4300_digits_in_durations_and_yaml_are_read(lab: Lab) -> None:
+    """int() raises a plain ValueError past 4,300 digits: an elapsed_time of that many hours, or such
+    an integer in a meta.yaml or an hparams.yaml, stopped the run. The duration is none (the
+    line's points untimed); a YAML integer is +-inf, as float() reads it (no time; "inf" in a config)."""
+    assert llamafactory.duration_seconds("1\u0663\u0663:00:00") is None  # ASCII digits only
+    assert llamafactory.duration_seconds("2 days, 1:00:00") == 176400.0
+    good_run(lab)
+    lines = [
+        '{"current_steps": 5, "loss": 2.0, "elapsed_time": "0:00:10"}',
+        '{"current_steps": 6, "loss": 1.5, "elapsed_time": "' + D5000 + ':00:00"}',
+    ]
+    write(lab.root / "lf" / "trainer_log.jsonl", "\n".join(lines) + "\n")
+    mlflow_run(lab.root, start=D5000)
+    version = lab.root / "pl" / "lightning_logs" / "version_0"
+    write(version / "metrics.csv", "epoch,step,train_loss\n0,1,2.0\n")
+    write(version / "hparams.yaml", f"lr: 0.1\nbig: {D5000}\nsmall: -{D5000}\n")
+    summary = lab.ingest()
+    assert (summary.failed, summary.ingested) == (0, 7)
+    assert job_ids(lab) == ["lf", "mlruns/1/r1", GOOD, "pl/lightning_logs/version_0"]
+    assert warnings_of(summary, lab) == {
+        "lf/trainer_log.jsonl": [f"line 2: elapsed_time '{D5000[:40]}' is not a duration, its points untimed"],
+        "mlruns/1/r1/meta.yaml": ["meta.yaml: start_time 'inf' is no time (epoch milliseconds, years 1-9999), ignored"],
+    }
+    timed = "SELECT step, value, ts IS NOT NULL FROM metric_values WHERE job_id = 'lf' ORDER BY step"
+    assert lab.query(timed) == [(5, 2.0, True), (6, 1.5, False)]
+    (config,) = lab.query("SELECT config FROM jobs WHERE job_id = 'pl/lightning_logs/version_0'")[0]
+    assert json.loads(config) == {"lr": 0.1, "big": "inf", "small": "-inf"}
+    mlflow = "SELECT started_at IS NULL, status FROM jobs WHERE job_id = 'mlruns/1/r1'"
+    assert lab.query(mlflow) == [(True, "completed")]
+    assert lab.query(VALUES, {"j": "mlruns/1/r1"}) == [("loss", 12, 2.25), ("loss", 25, 2.2)]
+
+
+def test_an_mlflow_status_that_is_a_list_or_mapping_is_kept_unknown_with_a_warning(lab: Lab) -> None:
+    """``STATUSES.get`` hashed whatever YAML gave: ``status: [3]`` stopped the run (TypeError)."""
+    run = mlflow_run(lab.root).parent.parent
+    write(run / "meta.yaml", (run / "meta.yaml").read_text().replace("status: 3", "status: [3]"))
+    other = lab.root / "mlruns" / "1" / "r2"
+    write(other / "meta.yaml", "run_id: r2\nstatus: {a: 1}\nstart_time: 1729486917471\n")
+    write(other / "metrics" / "loss", "1729486925677 3.0 1\n")
+    summary = lab.ingest()
+    assert (summary.failed, summary.ingested) == (0, 5)
+    assert warnings_of(summary, lab) == {
+        "mlruns/1/r1/meta.yaml": ["meta.yaml: status '[3]' is not an MLflow run status, kept as unknown"],
+        "mlruns/1/r2/meta.yaml": [f"meta.yaml: status {str({'a': 1})!r} is not an MLflow run status, kept as unknown"],
+    }
+    assert lab.query("SELECT job_id, status FROM jobs ORDER BY job_id") == [
+        ("mlruns/1/r1", "unknown"),
+        ("mlruns/1/r2", "unknown"),
+    ]
+    assert lab.query(VALUES, {"j": "mlruns/1/r2"}) == [("loss", 1, 3.0)]

@@ -198,6 +198,8 @@ def load_yaml(data: bytes) -> Any:
         return yaml.load(data, Loader=PlainDataLoader)  # noqa: S506 - a SafeLoader that builds plain data only
     except RecursionError:  # PyYAML composes nested collections recursively
         raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as error:  # a value its tag can't build (``!!int abc``, ``!!float x``)
+        raise yaml.YAMLError(f"a value can't be read: {str(error)[:80]}") from None
 
 
 def model_name(config: dict[str, Any] | None) -> str | None:
@@ -231,7 +233,20 @@ def _short(tag: str) -> str:
     return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
 
 
+def _int(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """An integer; one of more digits than Python converts (4,300: a plain ValueError that stopped
+    the run) is +-inf, as float() reads it and as a JSON line's such integer is read."""
+    try:
+        return loader.construct_yaml_int(node)
+    except ValueError:
+        text = str(node.value).strip().replace("_", "")
+        if not text.lstrip("+-").isdigit() or not text.isascii():
+            raise
+        return -math.inf if text.startswith("-") else math.inf
+
+
 PlainDataLoader.add_constructor(None, _unknown)
+PlainDataLoader.add_constructor("tag:yaml.org,2002:int", _int)
 
 _FAST_LOADER: type | None = None
 if yaml.__with_libyaml__:
@@ -241,6 +256,7 @@ if yaml.__with_libyaml__:
         time (an hparams.yaml took 3 ms); a document it refuses is read again by PlainDataLoader."""
 
     _CPlainDataLoader.add_constructor(None, _unknown)
+    _CPlainDataLoader.add_constructor("tag:yaml.org,2002:int", _int)
     _FAST_LOADER = _CPlainDataLoader
 
 

@@ -30,7 +30,8 @@ from .tool_log import ToolLogParser, bytes_before
 FILE_NAME = "trainer_log.jsonl"
 NOT_METRICS = frozenset({"current_steps", "total_steps"})
 DURATIONS = frozenset({"elapsed_time", "remaining_time"})
-DURATION = re.compile(r"(?:(\d+) days?, )?(\d+):([0-5]\d):([0-5]\d)")
+# ASCII digits only; at most 12 of days or hours, so no int() of them fails (Python refuses 4,300+ digits)
+DURATION = re.compile(r"(?:([0-9]{1,12}) days?, )?([0-9]{1,12}):([0-5][0-9]):([0-5][0-9])")
 # seconds: a fall of elapsed_time this large starts a new run (a resume); two ranks writing one log
 # differ by a second or two, and a resumed run logs its first line minutes below where the last stopped
 RESUMED_FALLBACK = 60.0
@@ -119,10 +120,7 @@ def duration_seconds(text: object) -> float | None:
     if match is None:
         return None
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
-    try:
-        return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-    except OverflowError:  # hundreds of digits of days or hours: no duration
-        return None
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def _duration_text(seconds: float) -> str:

@@ -184,7 +184,9 @@ def run_info(
         meta = {}
     else:
         raw = meta.get("status")
-        status = STATUSES.get(raw.upper() if isinstance(raw, str) else raw)
+        # a str or an int names a status; anything else (a list, a mapping, true) none, kept as unknown
+        key = raw.upper() if isinstance(raw, str) else raw if type(raw) is int else None
+        status = STATUSES.get(key)
         if status is None:
             warnings.append(f"{META}: status {str(raw)[:40]!r} is not an MLflow run status, kept as unknown")
         info.status = status or "unknown"

@@ -186,29 +186,47 @@ def clean_strings(value: Any, where: str, warnings: list[str]) -> Any:
     out = _cleaned(value, "", found)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        first = found[0] if len(found[0]) <= 200 else f"{found[0][:100]}...{found[0][-100:]}"  # a path 600 deep
         warnings.append(
-            f"{where}{found[0]}{more} held an escaped lone UTF-16 surrogate (not a character), replaced by U+FFFD"
+            f"{where}{first}{more} held an escaped lone UTF-16 surrogate (not a character), replaced by U+FFFD"
         )
     return out
 
 
 def _cleaned(value: Any, path: str, found: list[str]) -> Any:
-    if isinstance(value, str):
-        if LONE_SURROGATE.search(value) is None:
-            return value
-        found.append(f"{path} {_clean(value)[:60]!r}" if path else repr(_clean(value)[:60]))
-        return _clean(value)
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, str) and LONE_SURROGATE.search(key) is not None:
-                key = _clean(key)
-                found.append(f"key {(path + '.' if path else '') + key!r}")
-            out[key] = _cleaned(item, (path + "." if path else "") + str(key), found)
-        return out
-    if isinstance(value, list):
-        return [_cleaned(item, f"{path}[{i}]", found) for i, item in enumerate(value)]
-    return value
+    """``value`` cleaned, walked with a stack of its own (no recursion limit for a value nested a
+    thousand deep): each container copied, its entries in order, found in the order met."""
+    root: list[Any] = [None]
+    # (value, its path, the container it goes in, its key there, a cleaned key's note)
+    todo: list[tuple[Any, str, Any, Any, str | None]] = [(value, path, root, 0, None)]
+    while todo:
+        item, where, parent, key, note = todo.pop()
+        if note is not None:
+            found.append(note)
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item) is not None:
+                found.append(f"{where} {_clean(item)[:60]!r}" if where else repr(_clean(item)[:60]))
+                item = _clean(item)
+            parent[key] = item
+        elif isinstance(item, dict):
+            out: dict[Any, Any] = {}
+            parent[key] = out
+            entries = []
+            for name, entry in item.items():
+                note = None
+                if isinstance(name, str) and LONE_SURROGATE.search(name) is not None:
+                    name = _clean(name)
+                    note = f"key {(where + '.' if where else '') + name!r}"
+                out[name] = None  # the key's place in order; its value is set when its turn comes
+                entries.append((entry, (where + "." if where else "") + str(name), out, name, note))
+            todo.extend(reversed(entries))
+        elif isinstance(item, list):
+            copy: list[Any] = [None] * len(item)
+            parent[key] = copy
+            todo.extend(reversed([(entry, f"{where}[{i}]", copy, i, None) for i, entry in enumerate(item)]))
+        else:
+            parent[key] = item
+    return root[0]
 
 
 def whole(value: float | None) -> int | None:
