@@ -137,6 +137,21 @@ def is_unchanged(previous: tuple[str | None, str] | None, current: Stat) -> bool
     return outcome != "pending" and fingerprint == current.fingerprint
 
 
+def storable(text: str) -> str:
+    """Text that can be stored: a lone surrogate (a byte of a name that is not UTF-8, read with
+    surrogateescape, or an escape no reader replaced) becomes U+FFFD, as ``discover.shown`` shows
+    a path; DuckDB refuses to store or to cast to JSON a string holding one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
+def _stored_warnings(warnings: list[str] | None) -> str:
+    return json.dumps([storable(w) for w in (warnings or [])[:MAX_STORED_WARNINGS]])
+
+
 def record(
     con: duckdb.DuckDBPyConnection,
     path: str,
@@ -150,21 +165,22 @@ def record(
     read_offset: int | None = None,
     read_digest: str | None = None,
 ) -> None:
-    """Record one file's outcome: ingested (rows, warnings), or pending/failed with the reason."""
+    """Record one file's outcome: ingested (rows, warnings), or pending/failed with the reason.
+    Text that is not UTF-8 (a file name's bytes in a path or a warning) is stored with U+FFFD."""
     con.execute(
         UPSERT,
         {
-            "path": path,
+            "path": storable(path),
             "kind": kind,
-            "job_id": job_id,
+            "job_id": None if job_id is None else storable(job_id),
             "size": st.size if st else None,
             "mtime_ns": st.mtime_ns if st else None,
             "fingerprint": st.fingerprint if st and outcome != "pending" else None,
             "outcome": outcome,
             "rows": rows,
             "warning_count": len(warnings or []),
-            "warnings": json.dumps((warnings or [])[:MAX_STORED_WARNINGS]),
-            "error": error,
+            "warnings": _stored_warnings(warnings),
+            "error": None if error is None else storable(error),
             "read_offset": read_offset,
             "read_digest": read_digest,
         },
@@ -185,20 +201,21 @@ class Outcome:
 
 
 def record_many(con: duckdb.DuckDBPyConnection, kind: str, files: list[Outcome]) -> None:
-    """Record many files ingested, in one statement (a statement per file costs milliseconds each)."""
+    """Record many files ingested, in one statement (a statement per file costs milliseconds each).
+    Text that is not UTF-8 is stored with U+FFFD, as by ``record``."""
     if not files:
         return
     import numpy as np  # here: the no-op road (ingest/quick.py) imports this module and must stay light
 
     outcomes = {  # noqa: F841 - read by DuckDB's replacement scan, by name
-        "path": np.array([f.path for f in files], dtype=object),
-        "job_id": np.array([f.job_id for f in files], dtype=object),
+        "path": np.array([storable(f.path) for f in files], dtype=object),
+        "job_id": np.array([None if f.job_id is None else storable(f.job_id) for f in files], dtype=object),
         "size": np.array([f.stat.size for f in files], dtype=np.int64),
         "mtime_ns": np.array([f.stat.mtime_ns for f in files], dtype=np.int64),
         "fingerprint": np.array([f.stat.fingerprint for f in files], dtype=object),
         "rows": np.array([f.rows for f in files], dtype=np.int64),
         "warning_count": np.array([len(f.warnings) for f in files], dtype=np.int64),
-        "warnings": np.array([json.dumps(f.warnings[:MAX_STORED_WARNINGS]) for f in files], dtype=object),
+        "warnings": np.array([_stored_warnings(f.warnings) for f in files], dtype=object),
         "read_offset": np.array([f.read_offset for f in files], dtype=object),
         "read_digest": np.array([f.read_digest for f in files], dtype=object),
     }

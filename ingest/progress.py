@@ -109,7 +109,8 @@ SELECT f.file_id,
        f.source_dir,
        coalesce(f.history_entries, 0) AS history_entries,
        coalesce(CASE WHEN NOT regexp_full_match(rl_string(d.job_id), '[[:space:]]*') THEN rl_string(d.job_id) END,
-                CAST(rl_number(d.job_id, 0, 9e18, true) AS BIGINT)::VARCHAR, f.folder)
+                -- a whole number 0..2^64-1 as written (through a DOUBLE, 17+ digits would round)
+                CASE WHEN json_type(d.job_id) = 'UBIGINT' THEN CAST(d.job_id AS VARCHAR) END, f.folder)
            AS job_id,
        CASE WHEN lower(trim(rl_string(d.status))) IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
             THEN lower(trim(rl_string(d.status))) ELSE 'unknown' END AS status,
@@ -130,10 +131,9 @@ SELECT f.file_id,
        concat_ws('; ',
            CASE WHEN regexp_full_match(rl_string(d.job_id), '[[:space:]]*')
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is empty: the folder name is used'
-                WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
-                     AND rl_number(d.job_id, 0, 9e18, true) IS NOT NULL
-                THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is a number, not a string: its text '
-                     || CAST(CAST(rl_number(d.job_id, 0, 9e18, true) AS BIGINT) AS VARCHAR) || ' is used'
+                WHEN json_type(d.job_id) = 'UBIGINT'
+                THEN 'job_id ' || CAST(d.job_id AS VARCHAR) || ' is a number, not a string: its text '
+                     || CAST(d.job_id AS VARCHAR) || ' is used'
                 WHEN d.job_id IS NOT NULL AND rl_string(d.job_id) IS NULL
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40)
                      || ' is not a string: the folder name is used' END,

@@ -136,6 +136,28 @@ def test_an_empty_or_numeric_job_id_is_said(tmp_path: Path, ingest_engine: Engin
     assert warnings["k5/progress.json"] == []
 
 
+def test_a_numeric_job_id_keeps_every_digit(tmp_path: Path, ingest_engine: Engine, road: str) -> None:
+    """A whole number's text as written: through a double, 17+ digits would round (two ids into one)."""
+    lab = Lab(tmp_path, ingest_engine)
+    for folder, job_id in [("n1", 1234567890123456789), ("n2", 12345678901234567), ("n3", 12345678901234568),
+                           ("n4", -5)]:  # fmt: skip
+        settled(lab.write_job(folder, job(job_id)))
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed) == (4, 0)
+    jobs = {job_id: Path(folder).name for job_id, folder in lab.query("SELECT job_id, source_dir FROM jobs")}
+    assert jobs == {"1234567890123456789": "n1", "12345678901234567": "n2", "12345678901234568": "n3", "n4": "n4"}
+    assert lab.query("SELECT job_id, count(*) FROM steps WHERE job_id LIKE '1234%' GROUP BY job_id ORDER BY 1") == [
+        ("12345678901234567", 2),
+        ("1234567890123456789", 2),
+        ("12345678901234568", 2),
+    ]
+    warnings = warnings_of(lab)
+    assert warnings["n1/progress.json"] == [
+        "job_id 1234567890123456789 is a number, not a string: its text 1234567890123456789 is used"
+    ]
+    assert warnings["n4/progress.json"] == ["job_id -5 is not a string: the folder name is used"]
+
+
 def test_blanks_around_a_status_are_dropped_with_a_warning(tmp_path: Path, ingest_engine: Engine) -> None:
     lab = Lab(tmp_path, ingest_engine)
     settled(lab.write_job("s1", {**job("s1"), "status": " Completed "}))
@@ -462,3 +484,43 @@ def test_a_lowercase_utc_designator_is_utc(tmp_path: Path, ingest_engine: Engine
     times = lab.query("SELECT CAST(started_at AS VARCHAR), CAST(updated_at AS VARCHAR) FROM jobs")
     assert times == [("2026-11-01 00:00:00", "2026-11-01 00:00:30")]
     assert warnings_of(lab)["lz/progress.json"] == []
+
+
+# --- names that are not UTF-8 -------------------------------------------------------------------
+
+
+def test_a_spool_file_named_not_in_utf8_fails_alone(tmp_path: Path, ingest_engine: Engine, spool: Path) -> None:
+    """Not read, named as failed (read again next run); the spool's other files are ingested."""
+    lab = Lab(tmp_path, ingest_engine)
+    write_lines(spool / "gpu-ok.jsonl", [line(T0)])
+    write_lines(Path(os.fsdecode(bytes(spool) + b"/gpu-\xff.jsonl")), [line(T0 + 1)])
+    summary = lab.ingest(lab.root, spool_root=spool)
+    assert (summary.ingested, summary.failed, summary.to_retry) == (1, 1, 1)
+    assert [(p["path"].rsplit("/", 1)[1], p["outcome"], p["reason"]) for p in summary.problems] == [
+        ("gpu-\ufffd.jsonl", "failed", "its path is not valid UTF-8: rename the file")
+    ]
+    assert lab.query("SELECT job_id, gpu_index FROM gpu_samples") == [("sj", 0)]
+    rows = lab.own_query("SELECT path, outcome, error FROM ingest_files WHERE kind = 'spool' ORDER BY path")
+    assert [(Path(p).name, o, e) for p, o, e in rows] == [
+        ("gpu-ok.jsonl", "ingested", None),
+        ("gpu-\ufffd.jsonl", "failed", "its path is not valid UTF-8: rename the file"),
+    ]
+
+
+def test_an_mlflow_param_named_not_in_utf8_fails_alone(tmp_path: Path, ingest_engine: Engine) -> None:
+    """The run is ingested; the file refused is named as failed and in a warning, its odd byte as U+FFFD."""
+    lab = Lab(tmp_path, ingest_engine)
+    run = lab.root / "mlruns" / "1" / "abc"
+    (run / "params").mkdir(parents=True)
+    (run / "metrics").mkdir()
+    (run / "meta.yaml").write_text("run_id: abc\nstatus: 3\nstart_time: 1700000000000\n")
+    (run / "metrics" / "loss").write_text("1700000000000 0.5 1\n")
+    Path(os.fsdecode(bytes(run / "params") + b"/lr\xfe")).write_text("0.1")
+    summary = lab.ingest()
+    assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 1)
+    assert [(p["path"].rsplit("/", 2)[1:], p["reason"]) for p in summary.problems] == [
+        (["params", "lr\ufffd"], "its path is not valid UTF-8: rename the folder")
+    ]
+    assert lab.query("SELECT job_id, name, step, value FROM metric_values") == [("mlruns/1/abc", "loss", 1, 0.5)]
+    stored = [w for ws in lab.own_query("SELECT warnings FROM ingest_files") for w in json.loads(ws[0] or "[]")]
+    assert any(w.startswith("params/lr\ufffd: its path is not valid UTF-8") for w in stored), stored

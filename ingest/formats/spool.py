@@ -14,6 +14,7 @@ from itertools import accumulate
 from pathlib import Path
 
 from runlytics.ingest import gpu_samples, gpu_store, ledger
+from runlytics.ingest.discover import is_utf8, shown
 from runlytics.warehouse import db, results
 
 from .base import Context
@@ -69,6 +70,7 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
             }
         )
         paths = [path for path in paths if path.name.endswith(SUFFIX)]
+    paths = [path for path in paths if not _not_utf8(ctx, path)]
     resume = ledger.load_resume(ctx.con, KIND)
     batch: list[tuple[_File, gpu_samples.Piece]] = []
     size = 0
@@ -87,6 +89,20 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
         if not read:  # only a line still being written
             ctx.summary.unchanged += 1
     _store(ctx, batch)
+
+
+def _not_utf8(ctx: Context, path: Path) -> bool:
+    """True for a file whose path is not UTF-8: named as failed (read again every run) and not
+    read, as discovery does with a job folder's files (docs/ingest.md's outcome table)."""
+    if is_utf8(path):
+        return False
+    reason = "its path is not valid UTF-8: rename the file"
+    ledger.record(ctx.con, shown(path), KIND, None, "failed", reason)
+    ctx.summary.files_seen += 1
+    ctx.summary.failed += 1
+    ctx.summary.to_retry += 1
+    ctx.summary.problems.append({"path": shown(path), "outcome": "failed", "reason": reason})
+    return True
 
 
 def _open(ctx: Context, path: Path, resume: tuple[int, int, str | None]) -> _File | None:
