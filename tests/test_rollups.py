@@ -119,8 +119,9 @@ MINUTES = "SELECT * FROM gpu_minutes ORDER BY job_id, host, gpu_key, minute"
 # --- the rollups against a reference in Python ---------------------------------------------------
 
 
-def _epoch(ts: datetime) -> float:
-    return ((ts - datetime(1970, 1, 1)) // timedelta(microseconds=1)) / 1e6  # DuckDB's epoch(ts)
+def _seconds_between(a: datetime, b: datetime) -> float:
+    """The views' @seconds_between: the exact microseconds between two times, divided once."""
+    return ((b - a) // timedelta(microseconds=1)) / 1e6
 
 
 def _ordered_sum(values: list[float]) -> float | None:
@@ -145,7 +146,7 @@ def _reference(samples: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], dict[str
         rows.sort(key=lambda s: s["ts"])
         for i, s in enumerate(rows):
             nxt = rows[i + 1] if i + 1 < len(rows) else None
-            s["interval"] = _epoch(nxt["ts"]) - _epoch(s["ts"]) if nxt else None
+            s["interval"] = _seconds_between(s["ts"], nxt["ts"]) if nxt else None
             s["next_power"] = nxt["power_w"] if nxt else None
         minutes: dict[datetime, list[dict[str, Any]]] = {}
         for s in rows:
