@@ -38,7 +38,8 @@ RETURNING job_id
 
 
 class CheckpointFolderFormat:
-    """Adds a checkpoint for each folder not yet known; reads no file (so no ledger rows)."""
+    """Adds a checkpoint for each folder not yet known; reads no file. The folders discovery could
+    not list or read are named as ledger rows of kind 'folder' (and forgotten once readable)."""
 
     kind = KIND
 
