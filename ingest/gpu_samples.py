@@ -126,7 +126,9 @@ SELECT {keys}, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
                                 + CAST(round_even((epoch - trunc(epoch)) * 1e6, 0) AS BIGINT))
             ELSE iso END AS ts,
        gpu_uuid, {", ".join(RANGES)}, CAST(clocks_event_reasons AS BIGINT) AS clocks_event_reasons,
-       coalesce(job_id <> '' AND gpu_index IS NOT NULL AND (iso IS NOT NULL OR epoch IS NOT NULL)
+       -- a blank job_id is none (parse_line's _BLANKS): no job can be named so
+       coalesce(NOT regexp_full_match(job_id, '[ \t\n\r\f\v]*') AND gpu_index IS NOT NULL
+                AND (iso IS NOT NULL OR epoch IS NOT NULL)
                 AND {in_range}
                 AND (r_clocks_event_reasons IS NULL OR clocks_event_reasons IS NOT NULL), false) AS clean
 FROM (
@@ -580,7 +582,7 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
         raise ValueError("not a JSON object")
     problems: list[str] = []
     job_id = _text(doc.get("job_id"), "job_id", problems)
-    if not isinstance(job_id, str) or not job_id:
+    if not isinstance(job_id, str) or not job_id.strip(_BLANKS):
         raise ValueError("no job_id")
     gpu_index = doc.get("gpu_index", doc.get("index"))
     if isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or not 0 <= gpu_index <= INT_MAX:

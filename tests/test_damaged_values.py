@@ -524,3 +524,20 @@ def test_an_mlflow_param_named_not_in_utf8_fails_alone(tmp_path: Path, ingest_en
     assert lab.query("SELECT job_id, name, step, value FROM metric_values") == [("mlruns/1/abc", "loss", 1, 0.5)]
     stored = [w for ws in lab.own_query("SELECT warnings FROM ingest_files") for w in json.loads(ws[0] or "[]")]
     assert any(w.startswith("params/lr\ufffd: its path is not valid UTF-8") for w in stored), stored
+
+
+@pytest.mark.parametrize("spool_road", ["fast", "careful"])
+def test_a_blank_spool_job_id_is_no_job_id(tmp_path: Path, ingest_engine: Engine, spool: Path, spool_road: str) -> None:
+    # as progress.json's blank job_id is no id: no job named "  " (the CLI and the API could not name it)
+    lab = Lab(tmp_path, ingest_engine)
+    settled(lab.write_job("oj", job("oj")))
+    extra = ', "extra": NaN' if spool_road == "careful" else ""  # NaN sends a line to the careful road
+    (spool / "n1.jsonl").write_text(
+        f'{{"ts": {T0}, "job_id": "  ", "gpu_index": 0, "utilization_percent": 5{extra}}}\n'
+        f'{{"ts": {T0}, "job_id": "\\t", "gpu_index": 1, "utilization_percent": 6{extra}}}\n'
+        f'{{"ts": {T0}, "job_id": "oj", "gpu_index": 0, "utilization_percent": 7{extra}}}\n'
+    )
+    lab.ingest(lab.root, spool_root=spool)
+    assert lab.query("SELECT job_id, gpu_index, utilization_percent FROM gpu_samples") == [("oj", 0, 7.0)]
+    (warnings,) = lab.own_query("SELECT warnings FROM ingest_files WHERE kind = 'spool'")[0]
+    assert json.loads(warnings) == ["line 1: no job_id, skipped", "line 2: no job_id, skipped"]
