@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -614,8 +613,6 @@ INT_MAX = 2**31 - 1
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 # the blanks an empty gpu_uuid may hold (the fast road's test is the same: FAST_PARSE)
 _BLANKS = " \t\n\r\f\v"
-# json.loads pairs the escapes of a pair: what is left is a lone surrogate
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _shown(value: Any) -> str:
@@ -633,7 +630,7 @@ def _text(value: Any, name: str, problems: list[str]) -> Any:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        fixed = _SURROGATE.sub("\ufffd", value)
+        fixed = json_text.without_surrogates(value)
         # (the caller adds ", dropped": the surrogate is)
         problems.append(f"{name} {value[:40]!r} is not valid Unicode: U+FFFD in place of its lone surrogate")
         return fixed
@@ -661,10 +658,7 @@ def _number(value: Any, low: float, high: float) -> float | None:
     """A finite number in range, a non-finite one as is, anything else None (dropped)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    try:
-        value = float(value)
-    except OverflowError:  # an int past the largest double: an infinity, as `1e400` reads, and the fast road
-        value = math.inf if value > 0 else -math.inf
+    value = json_text.as_float(value)  # an int past the largest double: +-inf, as `1e400` and the fast road read
     if math.isfinite(value) and not low <= value <= high:
         return None
     return value

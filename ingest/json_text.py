@@ -8,7 +8,13 @@ integer is read here as the float it is (+-inf), as DuckDB's reader and the fast
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
+
+# json.loads pairs the escapes of a surrogate pair: a surrogate left in a string is a lone one
+# (a ``\\udcff`` escape), which UTF-8 can't encode (DuckDB refuses a file or value holding one)
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # digits Python turns into an int without complaint (its limit is 4,300)
 INT_DIGITS = 4000
@@ -31,3 +37,16 @@ def loads(text: str | bytes) -> Any:
         raise
     except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
         return json.loads(text, parse_int=whole)
+
+
+def without_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD."""
+    return LONE_SURROGATE.sub("\ufffd", text)
+
+
+def as_float(value: int | float) -> float:
+    """A JSON number as a float: an integer too large for a double is +-inf, as ``1e400`` reads."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf

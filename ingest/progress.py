@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -570,21 +569,16 @@ def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
     return json.dumps(doc, allow_nan=True), warnings
 
 
-# json.loads pairs the escapes of a surrogate pair: a surrogate left in a string is a lone one,
-# which UTF-8 can't encode (DuckDB's reader refuses the whole file for it)
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _scrubbed(value: Any, place: str, offset: int, warnings: list[str]) -> Any:
     """``value`` with every lone surrogate in its strings (keys too) replaced by U+FFFD, each
     string so changed with a warning naming its place (``config.output_dir``, ``history[3].loss``)."""
     if isinstance(value, str):
-        if _SURROGATE.search(value) is None:
+        if json_text.LONE_SURROGATE.search(value) is None:
             return value
         warnings.append(
             f"{place or 'a key'}: {value[:40]!r} holds a lone surrogate escape (not valid Unicode): replaced by U+FFFD"
         )
-        return _SURROGATE.sub("\ufffd", value)
+        return json_text.without_surrogates(value)
     if isinstance(value, dict):
         scrubbed = {}
         for key, item in value.items():

@@ -28,7 +28,6 @@ MAX_WHOLE = MAX_STEP  # one bound (ingest/discover.py)
 # A JSON escape of a UTF-16 surrogate (``\udcff``): Python's json reads a lone one into a str that
 # can't be encoded as UTF-8 (nor stored); a file without such an escape holds none.
 SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class NotATrainerState(ValueError):
@@ -59,10 +58,7 @@ class TrainerState:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    try:
-        return float(value)
-    except OverflowError:  # an integer of 309+ digits: beyond any double, as 1e400 is (stored as +-inf)
-        return math.inf if value > 0 else -math.inf
+    return json_text.as_float(value)  # an integer of 309+ digits: +-inf, as 1e400 is
 
 
 def _whole(value: Any) -> int | None:
@@ -103,11 +99,6 @@ def _top_whole(doc: dict[str, Any], key: str, warnings: list[str]) -> int | None
     return whole
 
 
-def _clean(text: str) -> str:
-    """``text`` with each lone surrogate (from a ``\udcff`` escape) replaced by U+FFFD."""
-    return LONE_SURROGATE.sub("\ufffd", text)
-
-
 def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     """A trainer state from the file's bytes; raises NotATrainerState with the reason."""
     # a UTF-8 byte order mark is no JSON, but progress.json and spool files are read with one
@@ -115,7 +106,7 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     if text.startswith("version https://git-lfs"):
         raise NotATrainerState("not JSON: a Git LFS pointer was committed in place of the file")
     try:
-        doc = _loads(text)
+        doc = json_text.loads(text)  # a 4,300+ digit integer: a float, as DuckDB reads it
     except json.JSONDecodeError as error:
         raise NotATrainerState(f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}") from None
     except RecursionError:  # as progress.json's (progress.diagnose)
@@ -125,12 +116,6 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     except RecursionError:  # a value nested deep enough that quoting it in a warning recursed too far
         raise NotATrainerState("invalid JSON: nested too deeply") from None
     return state
-
-
-def _loads(text: str) -> Any:
-    """The JSON value; an integer of more than 4,300 digits (Python's limit on int from text) is
-    read as the float it is (+-inf), as DuckDB reads progress.json's."""
-    return json_text.loads(text)
 
 
 def _read(path: Path, job_id: str, doc: Any, surrogates: bool) -> TrainerState:
@@ -143,8 +128,8 @@ def _read(path: Path, job_id: str, doc: Any, surrogates: bool) -> TrainerState:
     best = doc.get("best_model_checkpoint")
     if best is not None and not (isinstance(best, str) and best):
         warnings.append(f"best_model_checkpoint {_shown(best)} is not a checkpoint path, ignored")
-    elif surrogates and best is not None and LONE_SURROGATE.search(best):
-        best = _clean(best)
+    elif surrogates and best is not None and json_text.LONE_SURROGATE.search(best):
+        best = json_text.without_surrogates(best)
         warnings.append(f"best_model_checkpoint {best[:40]!r}: {LONE_WARNING}")
     state = TrainerState(
         path=path,
@@ -164,7 +149,7 @@ def _read(path: Path, job_id: str, doc: Any, surrogates: bool) -> TrainerState:
     for i, entry in enumerate(history):
         _read_entry(state, i, entry, surrogates)
     if surrogates:  # warnings quote values: stored as text, they must be UTF-8 too
-        state.warnings[:] = [_clean(w) for w in state.warnings]
+        state.warnings[:] = [json_text.without_surrogates(w) for w in state.warnings]
     return state
 
 
@@ -194,8 +179,8 @@ def _read_entry(state: TrainerState, i: int, entry: Any, surrogates: bool = Fals
             if value is not None:
                 state.warnings.append(f"{place} (step {step}): {key} {_shown(value)} is not a number, dropped")
             continue
-        if surrogates and LONE_SURROGATE.search(key):
-            key = _clean(key)
+        if surrogates and json_text.LONE_SURROGATE.search(key):
+            key = json_text.without_surrogates(key)
             state.warnings.append(f"{place} (step {step}): key {key[:40]!r} {LONE_WARNING}")
         if key in COLUMNS:
             row[key] = number

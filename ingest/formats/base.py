@@ -178,12 +178,6 @@ def _file_type(mode: int) -> str:
     return "not a plain file"
 
 
-def same_file(c: Candidate) -> bool:
-    """True when the file still has the size, mtime and inode it had before it was read (a file
-    replaced by a rename may keep the size and mtime)."""
-    return ledger.unchanged_since(c.path, c.stat)
-
-
 def not_ingested(ctx: Context, r: Rejection, kind: str) -> None:
     """Record a file that was not ingested (failed or pending) in the ledger and the summary."""
     st = r.candidate.stat if r.outcome == "failed" and not r.retry else None

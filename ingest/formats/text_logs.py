@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from runlytics.ingest.trainer_state import LONE_SURROGATE, MAX_WHOLE, _clean
+from runlytics.ingest.json_text import LONE_SURROGATE, as_float, without_surrogates
+from runlytics.ingest.trainer_state import MAX_WHOLE
 
 # a number written as text (LLaMA-Factory formats throughput as "%.2f"): spaces around it, but no "1_000", no hex
 NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
@@ -169,10 +170,7 @@ def number(value: Any, numeric_text: bool = False) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        try:
-            return float(value)
-        except OverflowError:  # an integer too large for a double (copysign would convert it again)
-            return math.inf if value > 0 else -math.inf
+        return as_float(value)  # an integer too large for a double: +-inf
     if numeric_text and isinstance(value, str) and NUMERIC_TEXT.fullmatch(value.strip()):
         return float(value.strip())
     return None
@@ -205,8 +203,8 @@ def _cleaned(value: Any, path: str, found: list[str]) -> Any:
             found.append(note)
         if isinstance(item, str):
             if LONE_SURROGATE.search(item) is not None:
-                found.append(f"{where} {_clean(item)[:60]!r}" if where else repr(_clean(item)[:60]))
-                item = _clean(item)
+                item = without_surrogates(item)
+                found.append(f"{where} {item[:60]!r}" if where else repr(item[:60]))
             parent[key] = item
         elif isinstance(item, dict):
             out: dict[Any, Any] = {}
@@ -215,7 +213,7 @@ def _cleaned(value: Any, path: str, found: list[str]) -> Any:
             for name, entry in item.items():
                 note = None
                 if isinstance(name, str) and LONE_SURROGATE.search(name) is not None:
-                    name = _clean(name)
+                    name = without_surrogates(name)
                     note = f"key {(where + '.' if where else '') + name!r}"
                 out[name] = None  # the key's place in order; its value is set when its turn comes
                 entries.append((entry, (where + "." if where else "") + str(name), out, name, note))

@@ -10,7 +10,7 @@ from runlytics.ingest import ledger, progress, trainer_state
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
-from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, not_ingested, same_file, stored_owner
+from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, not_ingested, stored_owner
 
 KIND = "trainer_state"
 
@@ -75,7 +75,7 @@ class TrainerStateFormat:
             except OSError as error:  # permission denied, vanished since: `failed` (to_retry), as progress.json
                 rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
                 continue
-            if not same_file(c):
+            if not ledger.unchanged_since(c.path, c.stat):
                 rejected.append(Rejection(c, "pending", "changed while being read"))
                 continue
             job_id = progress_job_ids.get(str(c.job.progress), c.job.path.name)
