@@ -111,8 +111,9 @@ SELECT f.file_id,
                 -- a whole number 0..2^64-1 as written (through a DOUBLE, 17+ digits would round)
                 CASE WHEN json_type(d.job_id) = 'UBIGINT' THEN CAST(d.job_id AS VARCHAR) END, f.folder)
            AS job_id,
-       CASE WHEN lower(trim(rl_string(d.status))) IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
-            THEN lower(trim(rl_string(d.status))) ELSE 'unknown' END AS status,
+       CASE WHEN lower(rl_trim(rl_string(d.status)))
+                 IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
+            THEN lower(rl_trim(rl_string(d.status))) ELSE 'unknown' END AS status,
        rl_timestamp(d.created_at) AS created_at,
        rl_timestamp(d.started_at) AS started_at,
        rl_timestamp(d.ended_at) AS ended_at,
@@ -137,14 +138,14 @@ SELECT f.file_id,
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40)
                      || ' is not a string: the folder name is used' END,
            CASE WHEN d.status IS NULL THEN 'no status: kept as unknown'
-                WHEN lower(trim(coalesce(rl_string(d.status), ''))) NOT IN
+                WHEN lower(rl_trim(coalesce(rl_string(d.status), ''))) NOT IN
                      ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
                 THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' is not one of queued, running, paused, '
                      || 'completed, failed, cancelled: kept as unknown'
                 -- blanks around a known status are dropped (docs/decisions.md), and said
-                WHEN rl_string(d.status) <> trim(rl_string(d.status))
+                WHEN rl_string(d.status) <> rl_trim(rl_string(d.status))
                 THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' has blanks around it: read as '
-                     || lower(trim(rl_string(d.status))) END,
+                     || lower(rl_trim(rl_string(d.status))) END,
            rl_timestamp_problem('created_at', d.created_at),
            rl_timestamp_problem('started_at', d.started_at),
            rl_timestamp_problem('ended_at', d.ended_at),

@@ -49,6 +49,10 @@ CREATE OR REPLACE TEMP MACRO rl_string(x) AS
          WHEN contains(CAST(x AS VARCHAR), '\\') THEN x ->> '$'
          ELSE substr(CAST(x AS VARCHAR), 2, length(CAST(x AS VARCHAR)) - 2) END;
 
+-- a string without the ASCII whitespace around it (DuckDB's trim drops spaces only; a status
+-- that ends with a newline is still the status, as a job_id with blanks around it is the id)
+CREATE OR REPLACE TEMP MACRO rl_trim(s) AS trim(s, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13));
+
 -- ISO-8601 forms DuckDB's cast refuses, as the extended form it reads: the basic format
 -- (20261102T080010Z, 20261102T080010.5+0100), a decimal comma (08:00:10,5) and a lowercase UTC
 -- designator (08:00:10z, which RFC 3339 allows); NULL else.

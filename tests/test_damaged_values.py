@@ -162,10 +162,19 @@ def test_blanks_around_a_status_are_dropped_with_a_warning(tmp_path: Path, inges
     lab = Lab(tmp_path, ingest_engine)
     settled(lab.write_job("s1", {**job("s1"), "status": " Completed "}))
     settled(lab.write_job("s2", {**job("s2"), "status": "done"}))
+    settled(lab.write_job("s3", {**job("s3"), "status": "completed\n"}))  # any ASCII whitespace, as job_id
+    settled(lab.write_job("s4", {**job("s4"), "status": "\tRunning\r\n"}))
     lab.ingest()
-    assert dict(lab.query("SELECT job_id, status FROM jobs")) == {"s1": "completed", "s2": "unknown"}
+    assert dict(lab.query("SELECT job_id, status FROM jobs")) == {
+        "s1": "completed",
+        "s2": "unknown",
+        "s3": "completed",
+        "s4": "running",
+    }
     warnings = warnings_of(lab)
     assert warnings["s1/progress.json"] == ['status " Completed " has blanks around it: read as completed']
+    assert warnings["s3/progress.json"] == ['status "completed\\n" has blanks around it: read as completed']
+    assert warnings["s4/progress.json"] == ['status "\\tRunning\\r\\n" has blanks around it: read as running']
     assert warnings["s2/progress.json"] == [
         'status "done" is not one of queued, running, paused, completed, failed, cancelled: kept as unknown'
     ]
