@@ -292,6 +292,11 @@ FROM split_steps s JOIN batch_jobs j ON j.file_id = s.file_id
 """
 STAGED_GPUS = """
 CREATE OR REPLACE TEMP VIEW staged_gpus AS
+-- an empty or blank uuid is no uuid, as in the spool (ingest/gpu_samples.py)
+SELECT file_id, seq, job_id, step, pos, gpos, gpu_index,
+       CASE WHEN NOT regexp_full_match(gpu_uuid, '[ \t\n\r\f\v]*') THEN gpu_uuid END AS gpu_uuid,
+       utilization_percent, memory_used_mb, memory_total_mb, temperature_c, power_w
+FROM (
 SELECT file_id, seq, job_id, step, pos, gpos, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
        memory_total_mb, temperature_c, power_w
 FROM batch_gpus
@@ -303,6 +308,7 @@ UNION ALL
 SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos, g.gpu_index, g.gpu_uuid, g.utilization_percent,
        g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
 FROM split_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
+)
 """
 
 

@@ -158,6 +158,30 @@ def test_a_numeric_job_id_keeps_every_digit(tmp_path: Path, ingest_engine: Engin
     assert warnings["n4/progress.json"] == ["job_id -5 is not a string: the folder name is used"]
 
 
+def test_an_empty_gpu_uuid_in_a_reading_is_no_uuid(tmp_path: Path, ingest_engine: Engine, road: str) -> None:
+    """As in the spool: '' or blanks name no GPU, so the reading is stored with no uuid."""
+    lab = Lab(tmp_path, ingest_engine)
+
+    def reading(index: int, uuid: str) -> dict[str, Any]:
+        return {"index": index, "uuid": uuid, "utilization_percent": 50.0, "memory_used_mb": 1.0, "temperature_c": 40}
+
+    doc = job("u1")
+    doc["history"][0]["gpus"] = [reading(0, ""), reading(1, "GPU-a")]
+    doc["history"][1]["gpus"] = [reading(0, " \t"), reading(1, "GPU-a")]
+    doc["latest"] = {"step": 3, "timestamp": T0 + 30, "loss": 0.5, "gpus": [reading(0, ""), reading(1, "")]}
+    settled(lab.write_job("u1", doc))
+    assert lab.ingest().ingested == 1
+    assert lab.query("SELECT step, gpu_index, gpu_uuid FROM step_gpus ORDER BY step, gpu_index") == [
+        (1, 0, None),
+        (1, 1, "GPU-a"),
+        (2, 0, None),
+        (2, 1, "GPU-a"),
+        (3, 0, None),
+        (3, 1, None),
+    ]
+    assert warnings_of(lab)["u1/progress.json"] == []
+
+
 def test_blanks_around_a_status_are_dropped_with_a_warning(tmp_path: Path, ingest_engine: Engine) -> None:
     lab = Lab(tmp_path, ingest_engine)
     settled(lab.write_job("s1", {**job("s1"), "status": " Completed "}))
