@@ -341,7 +341,7 @@ def _attach_tool_logs(job: JobFolder, dirnames: list[str], filenames: list[str])
             except OSError as error:
                 job.problems.append((sub, _cannot("list folder", error)))
                 continue
-    _add_logs(job, events, filenames)
+    _add_logs(job, events, filenames, dirnames)
 
 
 def _is_dir(path: Path) -> bool:
@@ -358,36 +358,42 @@ def _is_regular(path: Path) -> bool:
         return False
 
 
-def _add_logs(job: JobFolder, events: list[Path], filenames: list[str]) -> None:
-    """The event files, Lightning CSV and LLaMA-Factory log of a folder, into ``job.tool_files``."""
+def _add_logs(job: JobFolder, events: list[Path], filenames: list[str], dirnames: list[str]) -> None:
+    """The event files, Lightning CSV and LLaMA-Factory log of a folder, into ``job.tool_files``.
+
+    A folder under a log's name (``metrics.csv/``) is listed as that log too: its reader fails it,
+    "not a regular file (a folder)", as a folder named progress.json, instead of passing it by."""
+    events = events + [job.path / name for name in dirnames if is_event_file(name)]
     if events:
         job.tool_files[TENSORBOARD] = _by_name(events)
-    if LIGHTNING_METRICS in filenames:
+    if LIGHTNING_METRICS in filenames or LIGHTNING_METRICS in dirnames:
         files = [job.path / LIGHTNING_METRICS]
-        if LIGHTNING_HPARAMS in filenames:
+        if LIGHTNING_HPARAMS in filenames or LIGHTNING_HPARAMS in dirnames:
             files.append(job.path / LIGHTNING_HPARAMS)
         job.tool_files[LIGHTNING_CSV] = files
-    if LLAMAFACTORY_LOG in filenames:
+    if LLAMAFACTORY_LOG in filenames or LLAMAFACTORY_LOG in dirnames:
         job.tool_files[LLAMAFACTORY] = [job.path / LLAMAFACTORY_LOG]
 
 
 def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
     """The tool-log run this folder is, or None."""
     run = JobFolder(here)
-    if MLFLOW_META in filenames and any(d in dirnames for d in MLFLOW_RUN_FOLDERS):
+    # (a folder named meta.yaml: the run's meta.yaml that can't be read, failed by its reader)
+    if (MLFLOW_META in filenames or MLFLOW_META in dirnames) and any(d in dirnames for d in MLFLOW_RUN_FOLDERS):
         files = [here / MLFLOW_META]
         for sub in MLFLOW_RUN_FOLDERS:
             if sub in dirnames:
                 files += sorted(_files_under(here / sub, run.problems))
         run.tool_files[MLFLOW] = files
         return run
-    _add_logs(run, _event_files(here, filenames), filenames)
+    _add_logs(run, _event_files(here, filenames), filenames, dirnames)
     return run if run.tool_files else None
 
 
 def _files_under(folder: Path, problems: list[tuple[Path, str]]) -> list[Path]:
     """Every file under an MLflow run's metrics/, params/ or tags/ (a name with ``/`` is a subfolder);
-    the folders that can't be listed into ``problems``."""
+    the folders that can't be listed into ``problems``. An empty subfolder is listed as a file (a
+    metric, param or tag that is a folder): its reader fails it, "not a regular file (a folder)"."""
     found = []
 
     def unlisted(error: OSError) -> None:
@@ -395,5 +401,8 @@ def _files_under(folder: Path, problems: list[tuple[Path, str]]) -> list[Path]:
 
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unlisted):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found += [Path(dirpath) / name for name in filenames if not name.startswith(".")]
+        names = [name for name in filenames if not name.startswith(".")]
+        found += [Path(dirpath) / name for name in names]
+        if not names and not dirnames and dirpath != str(folder):
+            found.append(Path(dirpath))
     return found

@@ -95,17 +95,27 @@ def header_before(path: Path, offset: int) -> list[str] | None:
         stop = prefix.find(b"\n", found)
         line = prefix[start : stop if stop >= 0 else len(prefix)].removesuffix(b"\r")
         try:
-            cells = next(csv.reader([line.decode("utf-8")]))
-        except (UnicodeDecodeError, csv.Error, StopIteration):
+            cells = next(csv.reader([decoded(line)[0]]))
+        except (csv.Error, StopIteration):
             cells = []
         if start == 0 or _is_header(cells):
             return [c.strip() for c in cells] if cells else None
         end = start
     first = prefix.split(b"\n", 1)[0].removesuffix(b"\r")
     try:
-        return [c.strip() for c in next(csv.reader([first.decode("utf-8")]))]
-    except (UnicodeDecodeError, csv.Error, StopIteration):
+        return [c.strip() for c in next(csv.reader([decoded(first)[0]]))]
+    except (csv.Error, StopIteration):
         return None
+
+
+def decoded(line: bytes) -> tuple[str, str | None]:
+    """A line as text, bytes that are not UTF-8 replaced by U+FFFD, and what the first such byte
+    was (None when the line is UTF-8), for the warning."""
+    try:
+        return line.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        bad = " ".join(f"0x{b:02x}" for b in line[error.start : error.end])
+        return line.decode("utf-8", errors="replace"), f"byte {bad} at column {error.start + 1}"
 
 
 def parse(
@@ -116,14 +126,21 @@ def parse(
     lines, consumed = complete_lines(data, offset)
     chunk = Chunk(consumed=consumed, lines=len(lines))
     current = -1
+    not_utf8 = 0  # lines holding bytes that are not UTF-8: one warning names the first
+    warned_at = -1  # that warning's place
     for number_, (position, line) in enumerate(lines, start=first_line):
         if not line.strip():
             continue
+        text, bad = decoded(line)
+        if bad is not None:
+            if not not_utf8:
+                warned_at = len(chunk.warnings)
+                chunk.warnings.append(f"line {number_}: not valid UTF-8 ({bad}), read with U+FFFD in its place")
+            not_utf8 += 1
         try:
-            text = line.decode("utf-8")
             # Lightning quotes nothing but names with commas or quotes: split the rest directly
             cells = text.split(",") if '"' not in text else next(csv.reader([text]))
-        except (UnicodeDecodeError, csv.Error) as error:
+        except csv.Error as error:
             chunk.warnings.append(f"line {number_}: not a CSV row ({error}), skipped")
             continue
         if header is None or _is_header(cells):
@@ -147,11 +164,24 @@ def parse(
             value = _cell(text)
             if value is None:
                 chunk.warnings.append(f"line {number_}: {name} {text[:40]!r} is not a number, dropped")
+            elif overflows(value, text):
+                chunk.warnings.append(f"line {number_}: {name} {text[:40]!r} {OUT_OF_RANGE}, dropped")
             else:
                 chunk.points.append(Point(name, step, None, value, position))
+    if not_utf8 > 1:
+        chunk.warnings[warned_at] += f" (and {not_utf8 - 1} more line{'s' if not_utf8 > 2 else ''})"
     if current >= 0:
         chunk.info.current_step = current
     return chunk, header
+
+
+OUT_OF_RANGE = "is out of range (beyond a double's 1.8e308)"
+
+
+def overflows(value: float, text: str | bytes) -> bool:
+    """True for a number written in digits that a double can't hold (``1`` and 400 zeros, ``1e400``):
+    read as +-inf, which it does not say (``inf`` and ``Infinity`` do, and are kept)."""
+    return math.isinf(value) and ("inf" not in text.lower() if isinstance(text, str) else b"inf" not in text.lower())
 
 
 def _cell(text: str) -> float | None:

@@ -46,7 +46,12 @@ class LlamaFactoryParser(ToolLogParser):
     the file's start) places the job's start; a later read that finds the log resumed since (its
     elapsed_time falls back, within the new lines or below the last line read before) reads the
     file whole again, as one read of it would, and says the job's start is unknown: the earlier
-    reads timed the first run from their own modification times, which one read could not."""
+    reads timed the first run from their own modification times, which one read could not.
+
+    The status is the whole log's (``status_final``): ``completed`` when the highest step of its
+    lines reaches the ``total_steps`` of its last line that names one, else ``unknown``, replacing
+    what earlier reads said; a read from an offset takes the lines before it into account (a run
+    continued with a larger ``total_steps`` is no longer completed)."""
 
     kind = LLAMAFACTORY
 
@@ -58,24 +63,78 @@ class LlamaFactoryParser(ToolLogParser):
         chunk, first_elapsed, resumed = _read(data, offset, lines + 1, written)
         if offset == 0:
             chunk.info.start_unknown = resumed  # a file read whole again (replaced) drops a start stored before
-            return chunk
+            return _final(chunk, None)
         chunk.info.started_at = None  # placed by the read from the file's start
         if not resumed and first_elapsed is not None:
             before = _elapsed_before(path, offset)
             resumed = before is not None and first_elapsed < before - RESUMED_FALLBACK
-        if not resumed:
-            return chunk
+        if not resumed and _completes(chunk):  # the last total named is reached: no line before matters
+            return _final(chunk, None)
         try:
             with open(path, "rb") as f:
                 prefix = f.read(offset)
         except OSError:
-            return chunk
-        if len(prefix) != offset:
-            return chunk
+            prefix = b""
+        if len(prefix) != offset:  # replaced under the read (the next run sees it): these lines' word only
+            return _own_status(chunk)
+        if not resumed:
+            return _final(chunk, steps_and_total(prefix))
         whole, _, _ = _read(prefix + data, 0, 1, written)
         whole.consumed, whole.lines = chunk.consumed, chunk.lines  # where the next read starts: unchanged
         whole.info.start_unknown = True
-        return whole
+        return _final(whole, None)
+
+
+def _completes(chunk: Chunk) -> bool:
+    info = chunk.info
+    return info.total_steps is not None and info.current_step is not None and info.current_step >= info.total_steps
+
+
+def _own_status(chunk: Chunk) -> Chunk:
+    """``chunk`` with what its own lines say: ``completed`` (then ``ended_at`` the last line's time),
+    else no status and no end."""
+    if _completes(chunk):
+        chunk.info.status = "completed"
+    else:
+        chunk.info.ended_at = None
+    return chunk
+
+
+def _final(chunk: Chunk, before: tuple[int | None, int | None] | None) -> Chunk:
+    """``chunk`` with the whole log's status (``status_final``), ``before`` being the highest step
+    and the last ``total_steps`` of the lines before the read (None: the read is the whole log)."""
+    info = chunk.info
+    step, total = info.current_step, info.total_steps
+    if before is not None:
+        if before[0] is not None:
+            step = max(step if step is not None else before[0], before[0])
+        total = total if total is not None else before[1]
+    if total is not None and step is not None and step >= total:
+        info.status = "completed"  # its ended_at: the last line's time, when this read's lines give one
+    else:
+        info.status, info.ended_at = "unknown", None
+    info.status_final = True
+    return chunk
+
+
+def steps_and_total(data: bytes) -> tuple[int | None, int | None]:
+    """The highest ``current_steps`` and the last ``total_steps`` of the complete lines of ``data``
+    (the lines ``parse`` reads: JSON objects with a whole ``current_steps``)."""
+    highest = total = None
+    for _, line in complete_lines(data, 0)[0]:
+        try:
+            doc = json_text.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        step = whole(number(doc.get("current_steps")))
+        if step is None:
+            continue
+        highest = step if highest is None else max(highest, step)
+        named = whole(number(doc.get("total_steps")))
+        total = named if named is not None else total
+    return highest, total
 
 
 def _elapsed_before(path: Path, offset: int) -> float | None:
@@ -153,13 +212,16 @@ def parse(data: bytes, offset: int = 0, first_line: int = 1, written_at: datetim
 
     A step finished before any later step did: a line written after a line of a higher step (the
     second rank's, a second writer's) is timed no later than that line, so the times of a run's
-    steps only grow with the step (its rows' seconds then add up to its span)."""
-    return _read(data, offset, first_line, written_at)[0]
+    steps only grow with the step (its rows' seconds then add up to its span).
+
+    The status is ``completed`` when the lines' highest step reaches their last ``total_steps``
+    (``ended_at`` then the last line's time), else None (these lines say nothing of it)."""
+    return _own_status(_read(data, offset, first_line, written_at)[0])
 
 
 def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None) -> tuple[Chunk, float | None, bool]:
-    """``parse``'s chunk, the elapsed_time of the read's first line that has one, and whether the
-    read holds a resumed run."""
+    """``parse``'s chunk (no status yet; ``ended_at`` the last line's time), the elapsed_time of the
+    read's first line that has one, and whether the read holds a resumed run."""
     lines, consumed = complete_lines(data, offset)
     chunk = Chunk(consumed=consumed, lines=len(lines))
     info = chunk.info
@@ -226,10 +288,6 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
         chunk.points.extend(Point(key, entry.step, ts, figure, entry.position) for key, figure in entry.figures)
     if last_run == 0:  # one run: its start is the job's (a later read of a longer log puts it no later)
         info.started_at = started_at
-    if info.total_steps is not None and info.current_step is not None and info.current_step >= info.total_steps:
-        info.status = "completed"
-    else:
-        info.ended_at = None  # the time of the last line, not an end: the status says nothing of one
     return chunk, first_elapsed, last_run > 0
 
 

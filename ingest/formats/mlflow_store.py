@@ -24,7 +24,7 @@ import yaml
 from runlytics.ingest.discover import MLFLOW, JobFolder
 
 from .base import examine
-from .lightning_csv import MODEL_KEYS, load_yaml
+from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, load_yaml, overflows
 from .text_logs import MAX_STEP, Chunk, Point, RunInfo, clean_strings, complete_lines, number, utc_from_ms, whole
 from .tool_log import ToolLogParser
 
@@ -136,6 +136,10 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1) -
                 chunk.warnings.append(f"line {number_}: {shown!r} is not '<timestamp ms> <value> <step>', skipped")
                 continue
             ms, value, step = parsed
+        if overflows(value, fields[1]):
+            shown = fields[1][:40].decode("utf-8", errors="replace")
+            chunk.warnings.append(f"line {number_}: value {shown!r} {OUT_OF_RANGE}, skipped")
+            continue
         ts = utc_from_ms(ms)
         if ts is None:
             chunk.warnings.append(

@@ -55,6 +55,9 @@ class RunInfo:
     # the run's start is unknown (a LLaMA-Factory log found resumed): a start stored before is dropped
     start_unknown: bool = False
     updated_at: datetime | None = None  # when the run last wrote, when its points' times say less
+    # ``status`` is the whole log's answer (a LLaMA-Factory log's), ``unknown`` included: it replaces
+    # the status an earlier read stored (and an ``unknown`` one the ``ended_at`` it stored)
+    status_final: bool = False
 
 
 class Events:

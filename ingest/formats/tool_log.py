@@ -164,7 +164,8 @@ SELECT unnest($job_id) AS job_id, unnest($status) AS status, CAST(unnest($config
        unnest($model_name) AS model_name, rl_in_years(unnest($started_at)) AS started_at,
        rl_in_years(unnest($ended_at)) AS ended_at, unnest($current_step) AS current_step,
        unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir,
-       unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at
+       unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at,
+       unnest($status_final) AS status_final
 """
 # A run folder of tool logs only: its job row, merged with what earlier runs and other tools'
 # files of the folder said (source_file is the folder: a row made from a progress.json or trainer
@@ -212,6 +213,19 @@ DROP_START = """
 UPDATE jobs SET started_at = NULL
 FROM batch_tool_runs r
 WHERE r.start_unknown AND jobs.job_id = r.job_id AND jobs.source_file = r.source_dir AND jobs.started_at IS NOT NULL
+"""
+
+# A run whose log gives the whole log's status (LLaMA-Factory: ``RunInfo.status_final``): that status
+# replaces the stored one, ``unknown`` included (a log that read completed and then went on with a
+# larger total_steps is no longer), and an ``unknown`` one drops the end stored with ``completed``:
+# the job equals one read of the same file, whatever pieces the runs read it in.
+SETTLE_STATUS = """
+UPDATE jobs SET status = coalesce(r.status, 'unknown'),
+                ended_at = CASE WHEN coalesce(r.status, 'unknown') = 'unknown' THEN NULL ELSE jobs.ended_at END
+FROM batch_tool_runs r
+WHERE r.status_final AND jobs.job_id = r.job_id AND jobs.source_file = r.source_dir
+  AND (jobs.status IS DISTINCT FROM coalesce(r.status, 'unknown')
+       OR (coalesce(r.status, 'unknown') = 'unknown' AND jobs.ended_at IS NOT NULL))
 """
 
 
@@ -417,6 +431,8 @@ class ToolLogFormat:
                 con.execute(ROW_STEPS, {"job_ids": sorted({r.job_id for r in runs})})
                 if any(r.info.start_unknown for r in runs):
                     con.execute(DROP_START)
+                if any(r.info.status_final for r in runs):
+                    con.execute(SETTLE_STATUS)
             moved = _retire_former(con, self.kind, batch)
             results.enqueue(con, {r.job_id for r in batch} | {m.former for m in moved.values()})
             ledger.record_many(
@@ -596,8 +612,11 @@ def _clean_info(info: RunInfo, warnings: list[str]) -> None:
 
 def _merge_info(into: RunInfo, new: RunInfo) -> None:
     """``new``'s facts over ``into``'s: the later status and config keys, the earliest start."""
-    if new.status is not None and (new.status != "unknown" or into.status is None):
+    if new.status is not None and (new.status != "unknown" or into.status is None or new.status_final):
         into.status = new.status
+        into.status_final = new.status_final
+        if new.status_final and new.status == "unknown":
+            into.ended_at = None
     if new.config is not None:
         into.config = {**(into.config or {}), **new.config}
     into.model_name = new.model_name or into.model_name
@@ -780,4 +799,5 @@ def _runs_columns(runs: list[_JobRead]) -> dict[str, list[Any]]:
         "source_dir": [str(r.job.path) for r in runs],
         "start_unknown": [r.info.start_unknown for r in runs],
         "updated_at": [r.info.updated_at for r in runs],
+        "status_final": [r.info.status_final for r in runs],
     }
