@@ -48,7 +48,7 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
         JOB,
     ),
     "runlytics_gpu_utilization_percent": ("A running job's GPU's latest utilization, in percent", GPU),
-    "runlytics_gpu_memory_used_mb": ("A running job's GPU's latest memory used, in MB", GPU),
+    "runlytics_gpu_memory_used_mb": ("A running job's GPU's latest memory used, in MiB", GPU),
     "runlytics_gpu_temperature_celsius": ("A running job's GPU's latest temperature, in degrees Celsius", GPU),
     "runlytics_gpu_power_watts": ("A running job's GPU's latest power draw, in watts", GPU),
     "runlytics_gpu_sample_timestamp_seconds": (

@@ -59,8 +59,8 @@ class ResourceUtilization(BaseModel):
         description="mean GPU utilization, percent: over the job's GPU samples (all GPUs, all times) when it "
         "has any, else over the GPU readings embedded in its step rows"
     )
-    average_gpu_memory_mb: float | None = Field(description="mean GPU memory used, MB")
-    peak_gpu_memory_mb: float | None = Field(description="max GPU memory used, MB")
+    average_gpu_memory_mb: float | None = Field(description="mean GPU memory used, MiB")
+    peak_gpu_memory_mb: float | None = Field(description="max GPU memory used, MiB")
     average_gpu_temp_celsius: float | None = Field(description="mean GPU temperature, °C")
     peak_gpu_temp_celsius: float | None = Field(description="max GPU temperature, °C")
 
@@ -111,8 +111,8 @@ class GpuSummary(BaseModel):
     first_sample: str | None = Field(description="the time of the first sample (ISO-8601)")
     last_sample: str | None = Field(description="the time of the last sample (ISO-8601)")
     average_utilization: float | None = Field(description="mean utilization over its samples, percent")
-    average_memory_mb: float | None = Field(description="mean memory used over its samples, MB")
-    peak_memory_mb: float | None = Field(description="max memory used, MB")
+    average_memory_mb: float | None = Field(description="mean memory used over its samples, MiB")
+    peak_memory_mb: float | None = Field(description="max memory used, MiB")
     average_temp_celsius: float | None = Field(description="mean temperature, °C")
     peak_temp_celsius: float | None = Field(description="max temperature, °C")
     average_power_w: float | None = Field(description="mean power draw, W")
@@ -403,7 +403,9 @@ class JobRecord(BaseModel):
 class StepPage(BaseModel):
     job_id: str = Field(description="the job's id")
     fields: list[str] = Field(description="the fields of each step, besides `step`")
-    downsampled: bool = Field(description="true when `max_points` asked for a downsampled history")
+    downsampled: bool = Field(
+        description="true when `max_points` left rows of the range out; false when every row is returned"
+    )
     steps: list[dict[str, Any]] = Field(description="the step rows by step: `step` and the fields asked for")
     next_cursor: str | None = Field(description=NEXT_CURSOR)
     next: str | None = Field(description=NEXT)
@@ -459,7 +461,7 @@ class GpuFigures(BaseModel):
     """One value of each figure of a bucket of minutes (null: no finite reading of it)."""
 
     utilization_percent: float | None = Field(description="GPU utilization, percent")
-    memory_used_mb: float | None = Field(description="memory used, MB")
+    memory_used_mb: float | None = Field(description="memory used, MiB")
     temperature_c: float | None = Field(description="temperature, °C")
     power_w: float | None = Field(description="power draw, W")
     sm_clock_mhz: float | None = Field(description="SM clock, MHz")
@@ -476,8 +478,8 @@ class GpuReading(BaseModel):
     step: int | None = Field(None, description="the step it was logged with (readings logged with steps)")
     gpu_uuid: str | None = Field(description="the GPU's UUID, when known")
     utilization_percent: float | None = Field(description="GPU utilization, percent")
-    memory_used_mb: float | None = Field(description="memory used, MB")
-    memory_total_mb: float | None = Field(description="memory in all, MB (a bucket: the largest)")
+    memory_used_mb: float | None = Field(description="memory used, MiB")
+    memory_total_mb: float | None = Field(description="memory in all, MiB (a bucket: the largest)")
     temperature_c: float | None = Field(description="temperature, °C")
     power_w: float | None = Field(description="power draw, W")
     sm_clock_mhz: float | None = Field(None, description="SM clock, MHz")
@@ -617,7 +619,9 @@ class MetricPoint(BaseModel):
 class MetricHistory(BaseModel):
     job_id: str = Field(description="the job's id")
     name: str = Field(description="the metric's name")
-    downsampled: bool = Field(description="true when `max_points` asked for a downsampled history")
+    downsampled: bool = Field(
+        description="true when `max_points` left points of the range out; false when every point is returned"
+    )
     points: list[MetricPoint] = Field(description="the points by step")
     next_cursor: str | None = Field(description=NEXT_CURSOR)
     next: str | None = Field(description=NEXT)

@@ -26,17 +26,31 @@ def job_steps(
     cursor: Cursor = None,
     from_step: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     to_step: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-    max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE)] = None,
+    max_points: Annotated[
+        int | None,
+        Query(
+            ge=10,
+            le=MAX_PAGE,
+            description="for charts: 10 or more, and at least 2 + 2 per numeric field asked for (every field but "
+            "`ts`): 22 with the default, every field",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """The step history by step; ``max_points`` downsamples for charts, keeping every extreme."""
     chosen = _fields(fields)
     require_job(con, job_id)
     # history.TooFewPoints (a max_points too small for the fields): 422
     rows, next_cursor = history.step_history(con, job_id, chosen, cursor, from_step, to_step, limit, max_points)
+    # downsampled: true only when rows of the range were left out (false when max_points kept all)
+    downsampled = False
+    if max_points is not None and rows:
+        # a page of as many rows as were kept has a next page only when the range holds more
+        more = history.step_history(con, job_id, ["ts"], cursor, from_step, to_step, len(rows), None)[1]
+        downsampled = more is not None
     return {
         "job_id": job_id,
         "fields": chosen,
-        "downsampled": max_points is not None,
+        "downsampled": downsampled,
         "steps": rows,
         "next_cursor": next_cursor,
         "next": next_url(request, next_cursor, drop=("from_step",)),

@@ -204,7 +204,7 @@ function drawGpus(holders) {
   const saved = state.xAxis;
   state.xAxis = "time";
   overlay(holders.util, "GPU utilization (%, mean of the job's GPUs)", state.gpus.utilization_percent, { smooth: false, what: "GPU utilization" });
-  overlay(holders.memory, "GPU memory used (MB, mean of the job's GPUs)", state.gpus.memory_used_mb, { smooth: false, what: "GPU memory" });
+  overlay(holders.memory, "GPU memory used (MiB, mean of the job's GPUs)", state.gpus.memory_used_mb, { smooth: false, what: "GPU memory" });
   state.xAxis = saved;
 }
 

@@ -51,8 +51,8 @@ function cards(a) {
     ]),
     card("GPU use", [
       ["Average utilization", pct(r.average_gpu_utilization)],
-      ["Average memory", r.average_gpu_memory_mb == null ? "—" : `${num(r.average_gpu_memory_mb, 0)} MB`],
-      ["Peak memory", r.peak_gpu_memory_mb == null ? "—" : `${num(r.peak_gpu_memory_mb, 0)} MB`],
+      ["Average memory", r.average_gpu_memory_mb == null ? "—" : `${num(r.average_gpu_memory_mb, 0)} MiB`],
+      ["Peak memory", r.peak_gpu_memory_mb == null ? "—" : `${num(r.peak_gpu_memory_mb, 0)} MiB`],
       ["Average temperature", r.average_gpu_temp_celsius == null ? "—" : `${num(r.average_gpu_temp_celsius, 1)} °C`],
       ["Peak temperature", r.peak_gpu_temp_celsius == null ? "—" : `${num(r.peak_gpu_temp_celsius, 1)} °C`],
     ]),
@@ -327,7 +327,7 @@ function gpuCharts(page, holder) {
     byGpu.get(key).rows.push(r);
   }
   const figures = [
-    ["utilization_percent", "Utilization (%)"], ["memory_used_mb", "Memory used (MB)"],
+    ["utilization_percent", "Utilization (%)"], ["memory_used_mb", "Memory used (MiB)"],
     ["temperature_c", "Temperature (°C)"], ["power_w", "Power (W)"],
   ];
   const source = page.source === "gpu_samples" ? "from GPU samples" : "logged with the steps";

@@ -88,7 +88,7 @@ async function load() {
         ["Completed job duration", duration(summary.average_training_duration_seconds)],
         ["Throughput", `${num(summary.average_throughput_samples_per_sec)} samples/s`],
         ["GPU utilization", pct(rt.average_gpu_utilization)],
-        ["Peak GPU memory", rt.average_peak_memory_mb == null ? "—" : `${num(rt.average_peak_memory_mb, 0)} MB`],
+        ["Peak GPU memory", rt.average_peak_memory_mb == null ? "—" : `${num(rt.average_peak_memory_mb, 0)} MiB`],
       ])),
     el("div", { class: "cards" }, byStatus(summary.jobs_by_status), topJobs(summary)),
     histogram(trends),
