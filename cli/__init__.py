@@ -3,8 +3,10 @@
 Exit codes (also in the README):
   0   success (files left for the next run because they were being written count as success)
   1   ingest: at least one file could not be ingested (see the summary; the rest was ingested)
-  2   usage error
-  3   the warehouse can't be used (written by a newer runlytics, unreadable, …), or a read
+  2   usage error (a number out of range, a file root no job is found by, a --revision unknown
+      or older than the warehouse's, …)
+  3   the warehouse can't be used (written by a newer runlytics, unreadable, in a folder a
+      writer can't write, a --db naming another URL such as md: or s3://, …), or a read
       command (sql, analytics, insights, status, export, serve) names one that does not exist;
       ``db copy``: the target holds data, is at another revision or can't be reached;
       ``sample``: NVML can't be used (no NVIDIA driver)
@@ -122,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--db", help=f"{what} (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
         sub.add_argument(
             "--wait",
-            type=float,
+            type=_wait_seconds,
             default=db.DEFAULT_WAIT_SECONDS,
             help="seconds to wait for a busy warehouse before giving up (default: %(default)s)",
         )
@@ -149,10 +151,14 @@ def _parser() -> argparse.ArgumentParser:
         help=f"warehouse: a DuckDB file, or a PostgreSQL database as postgresql://user@host:port/dbname "
         f"(default: ${db.ENV_DB} or ./{db.DEFAULT_DB})",
     )  # fmt: skip
-    upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
+    upgrade.add_argument(
+        "--revision",
+        default="head",
+        help="target revision: head or one of the chain's, not older than the warehouse's (default: head)",
+    )
     upgrade.add_argument(
         "--wait",
-        type=float,
+        type=_wait_seconds,
         default=db.DEFAULT_WAIT_SECONDS,
         help="seconds to wait for a running ingest before giving up (default: %(default)s)",
     )
@@ -173,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     copy.add_argument("--db", help=f"the DuckDB warehouse file to copy (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
     copy.add_argument(
         "--wait",
-        type=float,
+        type=_wait_seconds,
         default=db.DEFAULT_WAIT_SECONDS,
         help="seconds to wait for a busy warehouse (either one) before giving up (default: %(default)s)",
     )
@@ -200,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
     ing.add_argument("--columns", help="column names of a csv,noheader log, comma-separated")
     ing.add_argument(
         "--max-file-mb",
-        type=float,
+        type=_positive_mib,
         default=2048,
         metavar="MB",
         help="a file larger than this is not read: it fails, named in the summary (default: %(default)s)",
@@ -257,7 +263,7 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics serve --db postgresql://api@db-primary/runlytics --read-db postgresql://api@db-replica/runlytics",
     ], url=True)  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=8000, help="port, 0 to 65535 (default: %(default)s)")
     serve.add_argument(
         "--allowed-hosts", action="append", metavar="H,H",
         help="the Host names answered, comma-separated (repeatable; '*.example.com' a domain, '*' any); "
@@ -355,7 +361,9 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     sample.add_argument(
         "--gpus", help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else every GPU)"
     )
-    sample.add_argument("--interval", type=float, default=1.0, help="seconds between samples (default: %(default)s)")
+    sample.add_argument(
+        "--interval", type=_finite_seconds, default=1.0, help="seconds between samples (default: %(default)s)"
+    )
     sample.add_argument(
         "--spool",
         type=Path,
@@ -364,9 +372,9 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     )
     sample.add_argument(
         "--spool-max-mb",
-        type=float,
+        type=_spool_mib,
         default=512,
-        help="the oldest spool files are deleted beyond this size (default: %(default)s)",
+        help="the oldest spool files are deleted beyond this size; 0: no bound (default: %(default)s)",
     )
     sample.add_argument("--host", help="host name written in the samples (default: this machine's)")
     sample.add_argument("command", nargs=argparse.REMAINDER, help="a command to run and sample while it runs")
@@ -390,6 +398,56 @@ def _positive_seconds(text: str) -> float:
 
 # a time limit of a read: PostgreSQL's statement_timeout holds at most 2^31-1 ms (about 24.8 days)
 MAX_LIMIT_SECONDS = 2_000_000
+
+
+def _wait_seconds(text: str) -> float:
+    """--wait: 0 (don't wait) or more seconds, finite."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text}")
+    return seconds
+
+
+def _finite_seconds(text: str) -> float:
+    """--interval: a finite number (the sampler says how small it may be)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text}")
+    return seconds
+
+
+def _positive_mib(text: str) -> float:
+    """--max-file-mb: a size above 0 MiB, finite."""
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = math.nan
+    if not 0 < mib < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of MiB above 0: {text}")
+    return mib
+
+
+def _spool_mib(text: str) -> float:
+    """--spool-max-mb: 0 (no bound) or a size in MiB, finite."""
+    try:
+        mib = float(text)
+    except ValueError:
+        mib = math.nan
+    if not 0 <= mib < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of MiB, 0 (no bound) or more: {text}")
+    return mib
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text}")
+    return int(text)
 
 
 def _time_limit(text: str) -> float:
@@ -418,7 +476,11 @@ def _existing_warehouse(args: argparse.Namespace) -> Path:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     target = db.resolve_target(args.db)
-    revision = migrate.upgrade(target, args.revision, wait=args.wait)
+    try:
+        revision = migrate.upgrade(target, args.revision, wait=args.wait)
+    except migrate.BadRevision as error:
+        print(f"runlytics db upgrade: {error}", file=sys.stderr)
+        return EXIT_USAGE
     print(f"{target}: schema at revision {revision}")
     return EXIT_OK
 
@@ -464,6 +526,9 @@ def _ingest(args: argparse.Namespace) -> int:
     if problem:
         print(f"runlytics ingest: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    db.resolve_target(args.db)  # a --db no run could use: said once, not at every run of --every
+    if args.stage is not None:
+        db.local_path(args.stage, "--stage")
     if args.every is None:
         return _ingest_once(args)
     return _repeat(args.every, lambda: _guarded(_ingest_once, args))
@@ -474,6 +539,8 @@ def _ingest_usage_problem(args: argparse.Namespace) -> str | None:
         return "name job roots, --spool folders or --nvidia-smi-csv files"
     if args.nvidia_smi_csv and not args.job_id:
         return "--nvidia-smi-csv needs --job-id (the job the log belongs to)"
+    if args.nvidia_smi_csv and not args.job_id.strip():
+        return f"--job-id {args.job_id!r} is blank: no job is named so (name the job the log belongs to)"
     try:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -518,6 +585,12 @@ def _ingest_once(args: argparse.Namespace) -> int:
     path = target
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise db.WarehouseError(
+            f"cannot create the folder {path.parent} of warehouse {path}: {error.strerror or error}"
+        ) from None
     from runlytics.ingest.pipeline import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
 
     columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None

@@ -124,20 +124,35 @@ def discover(roots: list[Path]) -> list[JobFolder]:
 
 
 def root_folders(roots: list[Path]) -> list[Path]:
-    """The folders ``discover`` walks for these roots (resolved; a file's folder), each checked."""
+    """The folders ``discover`` walks for these roots (resolved; a job file's folder), each checked.
+
+    A file is a root only when it is a file a job folder is found by (``is_job_file``): its
+    folder is walked. Any other file is refused: its folder, walked whole, could be a home folder
+    (docs/decisions.md, "A file given as an ingest root")."""
     folders: list[Path] = []
     for root in roots:
         root = root.resolve()
         try:
-            if root.is_file():
-                root = root.parent
-            is_dir = root.is_dir()
+            is_file = root.is_file()
+            is_dir = root.parent.is_dir() if is_file else root.is_dir()
         except OSError as error:  # a root below a folder this user can't search
             raise FileNotFoundError(f"ingest root {root} can't be read: {error.strerror or error}") from None
+        if is_file:
+            if not is_job_file(root.name):
+                raise FileNotFoundError(
+                    f"ingest root {root} is a file, not a job's (progress.json, trainer_state.json or a "
+                    "training tool's log): name a folder of jobs, a job folder or a job's file"
+                )
+            root = root.parent
         if not is_dir:
             raise FileNotFoundError(f"ingest root {root} is not a folder or a file")
         folders.append(root)
     return folders
+
+
+def is_job_file(name: str) -> bool:
+    """A file name a job folder is found by: a progress.json, a trainer state, a tool's log."""
+    return name in (PROGRESS, TRAINER_STATE, LIGHTNING_METRICS, LLAMAFACTORY_LOG, MLFLOW_META) or is_event_file(name)
 
 
 def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:

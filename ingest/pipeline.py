@@ -9,6 +9,7 @@ serialised by a lock file beside the warehouse.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,8 @@ def ingest(
     nvidia_smi.check(csv_imports)
     state = None if spool_files or csv_imports else quick.state(jobs)
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    if not 0 < max_file_mb < math.inf:  # the command refuses it as a usage error first
+        raise ValueError(f"max_file_mb must be a number of MiB above 0, not {max_file_mb}")
     max_file_bytes = int(max_file_mb * 2**20)
     with db.private_files(), run_lock(db_path, wait=wait):
         if not db_path.exists():  # a new warehouse has read nothing yet: read while migrations build it

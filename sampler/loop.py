@@ -104,8 +104,8 @@ def run(
     Raises NvmlUnavailable when NVML can't be initialised (no driver), SamplerError on bad
     options. ``stop`` ends sampling as SIGTERM does; ``env`` stands for os.environ.
     """
-    if not options.interval >= MIN_INTERVAL:
-        raise SamplerError(f"the interval must be at least {MIN_INTERVAL} s, not {options.interval}")
+    if not MIN_INTERVAL <= options.interval < math.inf:
+        raise SamplerError(f"the interval must be at least {MIN_INTERVAL} s and finite, not {options.interval}")
     env = os.environ if env is None else env
     keys = select_gpus(options.gpus, env)
     nvml = Nvml(nvml_module)

@@ -101,9 +101,27 @@ def is_postgres_url(text: str | os.PathLike[str]) -> bool:
 
 def resolve_target(db: str | os.PathLike[str] | None = None) -> Path | PostgresUrl:
     """The warehouse: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb; a
-    ``postgresql://`` URL names a PostgreSQL database, anything else a DuckDB file."""
+    ``postgresql://`` URL names a PostgreSQL database, anything else a DuckDB file
+    (``local_path``: never another URL, which DuckDB would hand to an extension)."""
     named = db or os.environ.get(ENV_DB) or DEFAULT_DB
-    return PostgresUrl(named) if isinstance(named, str) and is_postgres_url(named) else Path(named)
+    if isinstance(named, str) and is_postgres_url(named):
+        return PostgresUrl(named)
+    return local_path(named)
+
+
+def local_path(named: str | os.PathLike[str], what: str = "warehouse") -> Path:
+    """``named`` as a DuckDB file's path; WarehouseError for a name DuckDB would not take for a
+    file: a relative path whose first part holds a ':' (``mysql://…``, ``md:db``, ``sqlite:x.db``,
+    ``s3://…``, ``:memory:``), which DuckDB reads as an extension's URL (loading, even installing,
+    that extension) or as an in-memory database. A file whose name holds ':' is named by its
+    absolute path."""
+    path = Path(named)
+    if not path.is_absolute() and ":" in str(path).split("/", 1)[0]:
+        raise WarehouseError(
+            f"{what} {os.fspath(named)!r} is neither a DuckDB file nor a postgresql:// URL "
+            "(a file whose name holds ':' is named by its absolute path)"
+        )
+    return path
 
 
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
@@ -118,6 +136,13 @@ def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
             "(name a file with --db PATH; docs/postgresql.md lists the commands that take a URL)"
         )
     return target
+
+
+# Set on every connection to a warehouse: no extension installed or loaded behind the command's
+# back (a path or URL in a statement naming one). Those runlytics uses, json, parquet and icu, are
+# built into DuckDB's Python package. Set after connecting, not as the connection's config: DuckDB
+# refuses a second connection to an open file with another config.
+NO_EXTENSIONS = ("SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false")
 
 
 def _is_lock_conflict(error: Exception) -> bool:
@@ -146,6 +171,8 @@ def connect(path: Path, *, read_only: bool = False, wait: float = DEFAULT_WAIT_S
                 ) from error
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
+    for statement in NO_EXTENSIONS:
+        con.execute(statement)
     con.execute("SET TimeZone = 'UTC'")
     # DuckDB draws a progress bar on stdout for statements over 2 s, which would corrupt
     # `--json` and `--format` outputs; commands report their own progress. Inside Jupyter without

@@ -111,7 +111,11 @@ def _create_file(path: Path) -> None:
     with db.private_files():
         con = duckdb.connect()
         try:
+            for statement in db.NO_EXTENSIONS:  # before the ATTACH, which names the file
+                con.execute(statement)
             con.execute(f"ATTACH {db.quote_literal(str(path))} AS new_warehouse (BLOCK_SIZE {hotfile.BLOCK_SIZE})")
             con.execute("DETACH new_warehouse")
+        except duckdb.Error as error:
+            raise db.WarehouseError(f"cannot create warehouse {path}: {error}") from error
         finally:
             con.close()

@@ -46,9 +46,11 @@ WHERE outcome = 'ingested' AND warning_count > 0
 ORDER BY path
 """
 
+# step_rows: what the ingest summary calls step rows (its `rows`), stored: progress.json steps and
+# trainer states' log_history steps (tool logs' metric points are not step rows; docs/ingest.md)
 COUNTS = """
 SELECT (SELECT count(*) FROM jobs) AS jobs,
-       (SELECT count(*) FROM steps) AS step_rows,
+       (SELECT count(*) FROM steps) + (SELECT count(*) FROM trainer_steps) AS step_rows,
        (SELECT count(*) FROM gpu_samples) AS gpu_samples,
        (SELECT count(*) FROM ingest_files) AS files
 """

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import sidefiles
-from .db import WarehouseBusy
+from .db import WarehouseBusy, WarehouseError
 
 
 class IngestLocked(WarehouseBusy):
@@ -25,7 +25,13 @@ class IngestLocked(WarehouseBusy):
 @contextmanager
 def run_lock(db_path: Path, wait: float) -> Iterator[None]:
     lock_path = sidefiles.lock(db_path)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:  # a read-only folder, one this user may not write, a folder in the way
+        raise WarehouseError(
+            f"cannot write to warehouse {db_path}: its lock file {lock_path} can't be created or opened "
+            f"({error.strerror or error}): a writer needs a folder it may write in"
+        ) from None
     try:
         deadline = time.monotonic() + wait
         while True:

@@ -45,9 +45,41 @@ def head_revision() -> str:
 
 @cache
 def known_revisions() -> frozenset[str]:
+    return frozenset(revision_order())
+
+
+@cache
+def revision_order() -> tuple[str, ...]:
+    """The chain's revisions, oldest first (it has no branches)."""
     from alembic.script import ScriptDirectory
 
-    return frozenset(s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions())
+    newest_first = [s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+    return tuple(reversed(newest_first))
+
+
+class BadRevision(ValueError):
+    """A target revision ``db upgrade`` can't go to: unknown, or older than the warehouse's."""
+
+
+def checked_target(revision: str) -> str:
+    """``revision`` as a target of ``upgrade``: ``head`` or a revision of the chain; BadRevision else."""
+    if revision != "head" and revision not in known_revisions():
+        order = revision_order()
+        raise BadRevision(f"unknown --revision {revision!r}: give head or a revision from {order[0]} to {order[-1]}")
+    return revision
+
+
+def check_not_older(revision: str, current: str | None, path: Path | db.PostgresUrl) -> None:
+    """Refuse a target older than the warehouse's revision: an upgrade never goes back (alembic's
+    downgrade does; docs/decisions.md, "db upgrade never downgrades")."""
+    if revision == "head" or current is None or current not in known_revisions():
+        return
+    order = revision_order()
+    if order.index(revision) < order.index(current):
+        raise BadRevision(
+            f"{path} is at revision {current}, past --revision {revision}: db upgrade never downgrades "
+            f"(`alembic -x db=PATH downgrade {revision}` does)"
+        )
 
 
 def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -78,9 +110,15 @@ def upgrade(
 
     A PostgreSQL database is upgraded in one transaction, under its schema lock (no snapshot).
     ``chain``: build a new DuckDB warehouse through the chain too (the tests that compare both)."""
+    checked_target(revision)
     if isinstance(path, db.PostgresUrl):
         return upgrade_postgres(path, revision, wait)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise db.WarehouseError(
+            f"cannot create the folder {path.parent} of warehouse {path}: {error.strerror or error}"
+        ) from None
     with run_lock(path, wait=wait):
         done = upgrade_locked(path, revision, wait, chain=chain)
         snapshots.publish(path)
@@ -100,13 +138,16 @@ def upgrade_locked(
         return head.build(path, HEAD_REVISION)
     con = db.connect(path, wait=wait)  # waits for other processes, and holds the file meanwhile
     try:
-        check_revision(current_revision(con), path)
+        current = current_revision(con)
+        check_revision(current, path)
+        check_not_older(revision, current, path)
         relink_parts(con)
     finally:
         con.close()
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, event
 
     engine = create_engine(f"duckdb:///{path}")
+    event.listen(engine, "connect", _no_extensions)
     try:
         with engine.connect() as conn:
             run_chain(conn, revision)
@@ -115,6 +156,12 @@ def upgrade_locked(
             return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
+
+
+def _no_extensions(dbapi_con: duckdb.DuckDBPyConnection, _record: object) -> None:
+    """The chain's connection, as ``db.connect``'s: no extension installed or loaded."""
+    for statement in db.NO_EXTENSIONS:
+        dbapi_con.execute(statement)
 
 
 def relink_parts(con: duckdb.DuckDBPyConnection) -> None:
@@ -154,7 +201,9 @@ def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float
     with postgres.connection(target) as conn:
         try:
             postgres.lock_schema(conn, target, wait)
-            check_revision(postgres.current_revision(conn), target)
+            current = postgres.current_revision(conn)
+            check_revision(current, target)
+            check_not_older(revision, current, target)
             run_chain(conn, revision)
             done = postgres.current_revision(conn)
             conn.commit()
