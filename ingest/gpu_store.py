@@ -17,6 +17,7 @@ from collections.abc import Callable
 import duckdb
 
 from runlytics.warehouse import parts, retention, rollups
+from runlytics.warehouse.dialect import render
 
 TABLE = parts.GPU_SAMPLES
 
@@ -65,17 +66,92 @@ USING batch_gpu_cold c
 WHERE h.job_id = c.job_id AND h.host = c.host AND h.gpu_key = c.gpu_key AND h.ts = c.ts
 """
 
-# Samples of days past the raw window (--keep-raw-days) whose minute is already rolled up: their
-# raw neighbours may have aged out, so the minute can't be recomputed with them; its rollup
-# stands, and each such sample is a warning. Any other old sample (a late backfill of a day never
-# seen) is stored as usual, rolled up, and pruned later like the rest.
-SKIP_ROLLED_UP = """
+# Samples of days past the raw window (--keep-raw-days) whose minute is already rolled up: its raw
+# samples may have aged out. When the samples at hand (the batch's, and the raw ones left that the
+# batch does not replace) hold again every sample the rollup counted (WHOLE: the same count, first
+# and last time, GPU, and per figure the same count, ordered sum, minimum and maximum) and none
+# before its first, the minute is recomputed from them with the batch's later ones, as one ingest
+# of the final files computes it (an nvidia-smi log imported while it grew is read whole again).
+# A minute's last sample counts until the next one, so that holds only when every rolled-up minute
+# of the GPU after it, up to the window, is found whole too (else the next sample may be one no
+# longer at hand). Otherwise the rollup stands and each such sample is skipped with a warning. Any
+# other old sample (a late backfill of a day never seen) is stored as usual, rolled up, and pruned
+# later like the rest.
+_SAMPLE_COLUMNS = (
+    "gpu_index",
+    "ts",
+    "gpu_uuid",
+    "utilization_percent",
+    "memory_used_mb",
+    "memory_total_mb",
+    "temperature_c",
+    "power_w",
+    "sm_clock_mhz",
+    "clocks_event_reasons",
+)
+FINGERPRINT = (
+    "gpu_index", "gpu_uuid", "samples", "first_ts", "last_ts",
+    *(f"{f}_{x}" for f in rollups.FIGURES for x in ("n", "sum", "min", "max")),
+    "memory_total_mb_max", "nonfinite",
+)  # fmt: skip
+_B_KEY = "coalesce(b.gpu_uuid, '#' || CAST(b.gpu_index AS VARCHAR))"
+_AGAIN = """(SELECT a.*, CAST(NULL AS DOUBLE) AS interval_seconds, CAST(NULL AS DOUBLE) AS next_power_w
+    FROM available a JOIN touched t
+      ON t.job_id = a.job_id AND t.host = a.host AND t.gpu_key = a.gpu_key AND t.minute = date_trunc('minute', a.ts)
+    WHERE a.ts >= t.first_ts AND a.ts <= t.last_ts)"""
+WHOLE = f"""
+CREATE OR REPLACE TEMP TABLE {rollups.WHOLE} AS
+WITH touched AS (
+    SELECT m.* FROM gpu_minutes m
+    SEMI JOIN (SELECT DISTINCT job_id, host, {GPU_KEY} AS gpu_key, date_trunc('minute', ts) AS minute
+               FROM batch_gpu_samples WHERE ts < $first) b
+        ON m.job_id = b.job_id AND m.host = b.host AND m.gpu_key = b.gpu_key AND m.minute = b.minute
+    WHERE m.minute >= $lo AND m.minute < $first
+), available AS (
+    SELECT job_id, host, {GPU_KEY} AS gpu_key, {", ".join(_SAMPLE_COLUMNS)} FROM batch_gpu_samples WHERE ts < $first
+    UNION ALL
+    SELECT s.job_id, s.host, s.gpu_key, {", ".join(f"s.{c}" for c in _SAMPLE_COLUMNS)}
+    FROM gpu_samples s
+    WHERE s.ts >= $lo AND s.ts < $first
+      AND EXISTS (SELECT 1 FROM touched t
+                  WHERE t.job_id = s.job_id AND t.host = s.host AND t.gpu_key = s.gpu_key
+                    AND t.minute = date_trunc('minute', s.ts))
+      AND NOT EXISTS (SELECT 1 FROM batch_gpu_samples b
+                      WHERE b.job_id = s.job_id AND b.host = s.host AND {_B_KEY} = s.gpu_key AND b.ts = s.ts)
+), again AS ({render(rollups.ROLLUP_TEMPLATE.format(source=_AGAIN))}
+), early AS (
+    SELECT DISTINCT t.job_id, t.host, t.gpu_key, t.minute
+    FROM available a JOIN touched t
+      ON t.job_id = a.job_id AND t.host = a.host AND t.gpu_key = a.gpu_key AND t.minute = date_trunc('minute', a.ts)
+    WHERE a.ts < t.first_ts
+), found AS (
+    SELECT t.job_id, t.host, t.gpu_key, t.minute
+    FROM touched t
+    JOIN again a ON a.job_id = t.job_id AND a.host = t.host AND a.gpu_key = t.gpu_key AND a.minute = t.minute
+    ANTI JOIN early e ON e.job_id = t.job_id AND e.host = t.host AND e.gpu_key = t.gpu_key AND e.minute = t.minute
+    WHERE {" AND ".join(f"a.{c} IS NOT DISTINCT FROM t.{c}" for c in FINGERPRINT)}
+), blocked AS (
+    SELECT m.job_id, m.host, m.gpu_key, max(m.minute) AS minute
+    FROM gpu_minutes m
+    SEMI JOIN touched t ON t.job_id = m.job_id AND t.host = m.host AND t.gpu_key = m.gpu_key
+    ANTI JOIN found f ON f.job_id = m.job_id AND f.host = m.host AND f.gpu_key = m.gpu_key AND f.minute = m.minute
+    WHERE m.minute >= $lo AND m.minute < $first
+    GROUP BY m.job_id, m.host, m.gpu_key
+)
+SELECT f.* FROM found f
+LEFT JOIN blocked b ON b.job_id = f.job_id AND b.host = f.host AND b.gpu_key = f.gpu_key
+WHERE b.minute IS NULL OR f.minute > b.minute
+"""
+FIRST_OLD = "SELECT date_trunc('minute', min(ts)) FROM batch_gpu_samples WHERE ts < $first"
+SKIP_ROLLED_UP = f"""
 DELETE FROM batch_gpu_samples b
 WHERE b.ts < $first
   AND EXISTS (SELECT 1 FROM gpu_minutes m
-              WHERE m.job_id = b.job_id AND m.host = b.host
-                AND m.gpu_key = coalesce(b.gpu_uuid, '#' || CAST(b.gpu_index AS VARCHAR))
+              WHERE m.job_id = b.job_id AND m.host = b.host AND m.gpu_key = {_B_KEY}
                 AND m.minute = date_trunc('minute', b.ts))
+  AND NOT EXISTS (SELECT 1 FROM {rollups.WHOLE} w
+                  WHERE w.job_id = b.job_id AND w.host = b.host AND w.gpu_key = {_B_KEY}
+                    AND w.minute = date_trunc('minute', b.ts))
 RETURNING seq
 """
 
@@ -96,14 +172,17 @@ def store_staged(
     ``on_skipped`` hears the ``seq`` of each sample not stored (SKIP_ROLLED_UP), so that the
     caller can name its file and line."""
     cutoff = {"cutoff": parts.cutoff(con, TABLE)}
-    window = retention.window_start(con)
-    if window is not None:
-        skipped = [seq for (seq,) in con.execute(SKIP_ROLLED_UP, {"first": window}).fetchall()]
-        if skipped:
-            on_skipped(sorted(skipped))
     duplicated = con.execute(DUPLICATES).fetchone()
     if duplicated and duplicated[0]:
         con.execute(DEDUP)
+    con.execute(rollups.WHOLE_EMPTY)
+    window = retention.window_start(con)
+    row = con.execute(FIRST_OLD, {"first": window}).fetchone() if window is not None else None
+    if row and row[0] is not None:
+        con.execute(WHOLE, {"first": window, "lo": row[0]})
+        skipped = [seq for (seq,) in con.execute(SKIP_ROLLED_UP, {"first": window}).fetchall()]
+        if skipped:
+            on_skipped(sorted(skipped))
     con.execute(PARAMS, {"source": source, **cutoff})
     con.execute(ROWS)
     con.execute(COLD)
@@ -116,7 +195,7 @@ def store_staged(
     con.execute(DROP_ROWS)
     # the view gpu_samples shows the stored rows now: the rollups read them there
     con.execute(STORED_KEYS)
-    rollups.update(con)
+    rollups.update(con, whole=True)
     return {job_id for (job_id,) in con.execute(JOBS).fetchall()}
 
 

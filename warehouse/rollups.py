@@ -106,19 +106,32 @@ ON CONFLICT DO UPDATE SET first_minute = least(first_minute, excluded.first_minu
 # $kept without a rollup (a late backfill of an old day: store_staged keeps those samples) is
 # computed like any other. {minutes} is the hot table, plus the sealed parts that may change the
 # answer (PARTS_NEEDED): a cron run's minute reads the hot hour alone.
-RANGES_TEMPLATE = """
+# The exception: a minute before $kept listed in WHOLE (store_staged found every sample its rollup
+# counted again, in the batch or the raw samples left, and stored them) is recomputed like one
+# inside the window, so a piece of it that arrives later is rolled up with the rest.
+WHOLE = "rollup_whole"
+WHOLE_EMPTY = f"CREATE OR REPLACE TEMP TABLE {WHOLE} (job_id VARCHAR, host VARCHAR, gpu_key VARCHAR, minute TIMESTAMP)"
+_WHOLE_MATCH = "w.job_id = m.job_id AND w.host = m.host AND w.gpu_key = m.gpu_key AND w.minute = m.minute"
+_RECOMPUTED = f"(m.minute >= $kept OR EXISTS (SELECT 1 FROM {WHOLE} w WHERE {_WHOLE_MATCH}))"
+RANGES_TEMPLATE = f"""
 CREATE OR REPLACE TEMP TABLE rollup_ranges AS
 SELECT s.job_id, s.host, s.gpu_key,
-       coalesce(max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND m.minute >= $kept),
+       coalesce(max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND (m.minute >= $kept OR w.minute IS NOT NULL)),
                 date_trunc('minute', s.first_ts)) AS lo,
-       max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND m.minute >= $kept) AS lo_found,
+       max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND (m.minute >= $kept OR w.minute IS NOT NULL)) AS lo_found,
        date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE AS hi,
        min(m.first_ts) FILTER (WHERE m.minute >= date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE) AS next_ts
 FROM stored_gpu_keys s
-LEFT JOIN {minutes} m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+LEFT JOIN {{minutes}} m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+LEFT JOIN {WHOLE} w ON {_WHOLE_MATCH}
 GROUP BY s.job_id, s.host, s.gpu_key, s.first_ts, s.last_ts
 """
-RANGES_HOT = RANGES_TEMPLATE.format(minutes="gpu_minutes_hot")
+# the same without WHOLE, for the runs that found no such minute (every cron run but a backfill's):
+# the join and the EXISTS cost a cron run's update a third more (and nothing to find)
+_RECENT = "(m.minute >= $kept OR w.minute IS NOT NULL)"
+PLAIN_RANGES_TEMPLATE = RANGES_TEMPLATE.replace(_RECENT, "m.minute >= $kept").replace(
+    f"LEFT JOIN {WHOLE} w ON {_WHOLE_MATCH}\n", ""
+)
 # The minute parts (a day of every host each) that may hold a minute deciding a range: within its
 # GPU's minutes' span (job_gpu_series: a GPU never rolled up has none), and either before the batch's
 # first sample and later than the hot table's answer for lo (or it has none), or at/after hi and
@@ -130,7 +143,7 @@ JOIN stored_gpu_keys s ON s.job_id = r.job_id AND s.host = r.host AND s.gpu_key 
 JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
 JOIN gpu_parts p ON p.table_name = 'gpu_minutes'
 WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute
-  AND ((p.min_ts < s.first_ts AND p.max_ts >= $kept AND (r.lo_found IS NULL OR p.max_ts > r.lo_found))
+  AND ((p.min_ts < s.first_ts AND p.max_ts >= $reach AND (r.lo_found IS NULL OR p.max_ts > r.lo_found))
        OR (p.max_ts >= r.hi AND (r.next_ts IS NULL OR p.min_ts < r.next_ts)))
 ORDER BY p.path
 """
@@ -148,11 +161,12 @@ ORDER BY p.path
 # the row groups (and Parquet parts) outside it
 SPAN = "SELECT min(lo), max(coalesce(next_ts, hi)) FROM rollup_ranges"
 
-DELETE = """
+DELETE = f"""
 DELETE FROM gpu_minutes_hot m USING rollup_ranges r
 WHERE m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key AND m.minute >= r.lo AND m.minute < r.hi
-  AND m.minute >= $kept
+  AND {_RECOMPUTED}
 """
+PLAIN_DELETE = DELETE.replace(_RECOMPUTED, "m.minute >= $kept")
 # The samples of the ranges plus each range's next sample, their intervals computed as
 # gpu_sample_intervals does; the next sample itself is left out of the rollup. SAMPLES is where
 # they are read: gpu_samples, or a relation the caller knows holds every sample of the ranges.
@@ -173,25 +187,39 @@ RANGE_SAMPLES = """
 INSERT = (
     "INSERT INTO gpu_minutes_hot SELECT * FROM ("
     + render(ROLLUP_TEMPLATE.format(source=RANGE_SAMPLES))
-    + """) x
+    + f""") x
 WHERE x.minute >= $kept
+   OR EXISTS (SELECT 1 FROM {WHOLE} w
+              WHERE w.job_id = x.job_id AND w.host = x.host AND w.gpu_key = x.gpu_key AND w.minute = x.minute)
    OR NOT EXISTS (SELECT 1 FROM gpu_minutes_hot m
                   WHERE m.job_id = x.job_id AND m.host = x.host AND m.gpu_key = x.gpu_key AND m.minute = x.minute)
 """
 )
 
+_WHOLE_EXISTS = f"""   OR EXISTS (SELECT 1 FROM {WHOLE} w
+              WHERE w.job_id = x.job_id AND w.host = x.host AND w.gpu_key = x.gpu_key AND w.minute = x.minute)
+"""
+PLAIN_INSERT = INSERT.replace(_WHOLE_EXISTS, "")
 
-def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples") -> None:
+
+def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whole: bool = False) -> None:
     """Recompute the minutes of the GPUs named in the temporary table ``stored_gpu_keys``
     (job_id, host, gpu_key, first_ts, last_ts: the samples a batch stored), in the caller's
     transaction, after the samples are stored and readable through the view ``gpu_samples``.
     ``samples``: a table or parenthesised query to read the samples from instead, with
     gpu_samples' columns; it must hold every stored sample of each GPU's range [lo, next sample
     after hi] (the batch's rows and their stored neighbours), e.g. so a first ingest does not read
-    back the parts it just wrote. Same rows, same sums."""
+    back the parts it just wrote. Same rows, same sums. ``whole``: the temporary table WHOLE
+    lists minutes before the raw window to recompute too (store_staged); it is dropped here."""
     kept = {"kept": retention.window_start(con) or datetime.min}
-    con.execute(RANGES_HOT, kept)
-    needed = [path for (path,) in con.execute(PARTS_NEEDED, kept).fetchall()]
+    row = con.execute(f"SELECT min(minute) FROM {WHOLE}").fetchone() if whole else None
+    found = row is not None and row[0] is not None
+    reach = {"reach": min(kept["kept"], row[0]) if row and found else kept["kept"]}
+    ranges_template, delete, insert = (
+        (RANGES_TEMPLATE, DELETE, INSERT) if found else (PLAIN_RANGES_TEMPLATE, PLAIN_DELETE, PLAIN_INSERT)
+    )
+    con.execute(ranges_template.format(minutes="gpu_minutes_hot"), kept)
+    needed = [path for (path,) in con.execute(PARTS_NEEDED, reach).fetchall()]
     if needed:  # a GPU whose earlier or later minutes are sealed: the ranges again, with those parts
         files = parts.file_list(parts.root(con), needed)
         columns = "job_id, host, gpu_key, minute, first_ts"
@@ -199,15 +227,15 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples") -> None
             f"(SELECT {columns} FROM gpu_minutes_hot UNION ALL "
             f"SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false))"
         )
-        con.execute(RANGES_TEMPLATE.format(minutes=minutes), kept)
+        con.execute(ranges_template.format(minutes=minutes), kept)
     parts.unseal(con, parts.GPU_MINUTES, [path for (path,) in con.execute(PARTS_TOUCHED).fetchall()])
     lo, last = con.execute(SPAN).fetchone() or (None, None)
     if lo is not None:
-        con.execute(DELETE, kept)
-        con.execute(INSERT.replace(SAMPLES, samples), {"lo": lo, "last": last, **kept})
+        con.execute(delete, kept)
+        con.execute(insert.replace(SAMPLES, samples), {"lo": lo, "last": last, **kept})
         con.execute(SERIES_ADD)
         telemetry_outbox.record(con)  # a stage owes PostgreSQL these ranges (issue 18)
-    con.execute("DROP TABLE rollup_ranges")
+    con.execute(f"DROP TABLE rollup_ranges; DROP TABLE IF EXISTS {WHOLE}")
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:

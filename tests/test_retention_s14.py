@@ -1,0 +1,136 @@
+"""Samples of a day past the raw window (--keep-raw-days) that arrive in pieces across runs: the
+warehouse equals one ingest of the final files, whatever the run boundaries (warehouse/rollups.py,
+ingest/gpu_store.py: a rolled-up minute whose samples the batch holds again is recomputed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Engine, Lab
+
+from runlytics.ingest.formats import spool
+from runlytics.ingest.formats.nvidia_smi import CsvImport
+
+HEADER = "timestamp, index, utilization.gpu [%], memory.used [MiB], power.draw [W]\n"
+# 60 days back: past the default 30-day window once today's sample is stored
+OLD = (datetime.now(UTC) - timedelta(days=60)).replace(hour=10, minute=0, second=0, microsecond=0, tzinfo=None)
+MINUTES = ("SELECT job_id, gpu_key, minute, samples, first_ts, last_ts, utilization_percent_sum, power_w_sum, "
+           "interval_seconds, utilization_seconds, idle_seconds, energy_wh FROM gpu_minutes WHERE job_id = 'old' "
+           "ORDER BY gpu_key, minute")  # fmt: skip
+FIGURES = "SELECT gpu_index, samples, average_utilization FROM job_gpus WHERE job_id = 'old' ORDER BY gpu_index"
+
+
+def old_log(seconds: int = 300, step: int = 5) -> list[str]:
+    """Two GPUs, a line each every ``step`` seconds for ``seconds`` from 10:00 of a day 60 days back."""
+    lines = []
+    for t in range(0, seconds, step):
+        ts = (OLD + timedelta(seconds=t)).strftime("%Y/%m/%d %H:%M:%S.000")
+        for gpu in (0, 1):
+            util = (t * 7 + gpu * 40) % 101 if gpu == 0 else (t // step) % 9  # GPU 1 mostly idle
+            lines.append(f"{ts}, {gpu}, {util} %, {1000 + t} MiB, {100 + t / 7:.2f} W\n")
+    return lines
+
+
+def today(folder: Path) -> Path:
+    """A spool holding one sample of an hour ago: the window counts back from it."""
+    folder.mkdir(exist_ok=True)
+    now = datetime.now(UTC).timestamp()
+    line = {"ts": now - 3600, "job_id": "today", "gpu_index": 0, "utilization_percent": 50.0}
+    (folder / "today.jsonl").write_text(json.dumps(line) + "\n")
+    return folder
+
+
+def lab_in(tmp_path: Path, name: str, engine: Engine) -> Lab:
+    folder = tmp_path / name
+    folder.mkdir()
+    return Lab(folder, engine)
+
+
+def run(lab: Lab, log: Path, spools: Path) -> Any:
+    return lab.ingest(spool_root=spools, csv_imports=[CsvImport(log, "old")])
+
+
+def state(lab: Lab) -> tuple[Any, ...]:
+    return lab.query(MINUTES), lab.query(FIGURES), lab.query("SELECT count(*) FROM gpu_samples WHERE job_id = 'old'")
+
+
+@pytest.mark.parametrize("cut_at", [47, 48], ids=["mid-minute", "minute-boundary"])
+def test_an_old_log_imported_in_pieces_equals_one_import_of_the_whole_log(
+    tmp_path: Path, ingest_engine: Engine, cut_at: int
+) -> None:
+    """An nvidia-smi log of a day past the window, imported once cut at a line end (line 47: mid
+    minute 10:03; line 48: the end of minute 10:03, so only the next sample's interval is missing),
+    then whole: every minute, the minute that straddles the two imports included, as one import of
+    the whole log computes it."""
+    lines = old_log()
+    spools = today(tmp_path / "spool")
+    whole = tmp_path / "whole.csv"
+    whole.write_text(HEADER + "".join(lines))
+    clean = lab_in(tmp_path, "clean", ingest_engine)
+    run(clean, whole, spools)
+
+    log = tmp_path / "growing.csv"
+    log.write_text(HEADER + "".join(lines[: 2 * cut_at]))
+    pieces = lab_in(tmp_path, "pieces", ingest_engine)
+    run(pieces, log, spools)
+    assert pieces.query("SELECT count(*) FROM gpu_samples WHERE job_id = 'old'") == [(0,)]  # pruned in that run
+    log.write_text(HEADER + "".join(lines))
+    second = run(pieces, log, spools)
+    assert second.warnings == 0 and second.gpu_samples == len(lines)
+    run(pieces, log, spools)  # unchanged: nothing more
+
+    utilization = [int(line.split(", ")[2].split(" ")[0]) for line in lines]
+    hand = [(g, 60, pytest.approx(sum(utilization[g::2]) / 60)) for g in (0, 1)]
+    for lab in (clean, pieces):
+        minutes, figures, raw = state(lab)
+        assert sum(row[3] for row in minutes) == len(lines) == 120 and raw == [(0,)]
+        assert figures == hand
+    # every figure of every minute (intervals, energy: the straddled minute's last sample counts
+    # until the next import's first) as one import of the whole log
+    assert state(pieces) == state(clean)
+
+
+def test_a_resent_pruned_minute_with_a_new_sample_is_recomputed_a_changed_one_skipped(
+    tmp_path: Path, ingest_engine: Engine
+) -> None:
+    """A spool of an old day sent again whole with one more sample in its last minute: the minute is
+    recomputed with it. The same samples with a changed value can't be told from new ones there
+    (the raw samples that would settle it are gone): the rollups stand, the samples are skipped."""
+    spools = today(tmp_path / "spool")
+    base = OLD.replace(tzinfo=UTC).timestamp()
+    lines = [{"ts": base + 10 * i, "job_id": "old", "gpu_index": 0, "utilization_percent": float(i)} for i in range(9)]
+    more = [*lines, {"ts": base + 95, "job_id": "old", "gpu_index": 0, "utilization_percent": 40.0}]
+
+    clean = lab_in(tmp_path, "clean", ingest_engine)
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "old.jsonl").write_text("".join(json.dumps(line) + "\n" for line in more))
+    clean.ingest(spool_root=spools)
+    clean.ingest(spool_root=tmp_path / "final")
+
+    pieces = lab_in(tmp_path, "pieces", ingest_engine)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "old.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    pieces.ingest(spool_root=spools)
+    pieces.ingest(spool_root=tmp_path / "first")
+    assert pieces.query("SELECT count(*) FROM gpu_samples WHERE job_id = 'old'") == [(0,)]
+    again = pieces.ingest(spool_root=tmp_path / "final")
+    assert again.warnings == 0 and again.gpu_samples == 10
+    minutes = pieces.query(MINUTES)
+    assert [(row[2].minute, row[3], row[6]) for row in minutes] == [(0, 6, 15.0), (1, 4, 61.0)]
+    assert minutes == clean.query(MINUTES) and pieces.query(FIGURES) == clean.query(FIGURES)
+
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    edited = [{**line, "utilization_percent": 99.0} if i == 7 else line for i, line in enumerate(more)]
+    (changed / "old.jsonl").write_text("".join(json.dumps(line) + "\n" for line in edited))
+    late = pieces.ingest(spool_root=changed)
+    # minute 1 is not found whole; minute 0 is, but its last sample counts until minute 1's first
+    # (which may be a sample no longer at hand): both rollups stand, every sample is skipped
+    assert late.warnings == 10 and late.gpu_samples == 0
+    (warnings,) = pieces.own_query("SELECT warnings FROM ingest_files WHERE path LIKE '%changed/old.jsonl'")[0]
+    assert json.loads(warnings) == [f"line {n}: {spool.SKIPPED}" for n in range(1, 11)]
+    assert pieces.query(MINUTES) == minutes
