@@ -117,24 +117,56 @@ def _final(chunk: Chunk, before: tuple[int | None, int | None] | None) -> Chunk:
     return chunk
 
 
+_STEP_TEXT = re.compile(rb'"current_steps"\s*:\s*([0-9][0-9.eE+]*)')
+
+
+def _step_of(line: bytes) -> tuple[int | None, int | None]:
+    """The whole ``current_steps`` and ``total_steps`` of one line that ``parse`` reads, else None."""
+    try:
+        doc = json_text.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    step = whole(number(doc.get("current_steps")))
+    return (step, whole(number(doc.get("total_steps")))) if step is not None else (None, None)
+
+
 def steps_and_total(data: bytes) -> tuple[int | None, int | None]:
     """The highest ``current_steps`` and the last ``total_steps`` of the complete lines of ``data``
-    (the lines ``parse`` reads: JSON objects with a whole ``current_steps``)."""
-    highest = total = None
-    for _, line in complete_lines(data, 0)[0]:
+    (the lines ``parse`` reads: JSON objects with a whole ``current_steps``).
+
+    A running job's every run asks this of the lines before its read, so the lines are not all
+    parsed: a byte scan finds each line's step, the lines are parsed highest step first until one
+    is a line ``parse`` reads, and from the end until one names its ``total_steps`` (a few lines
+    where a JSON parse of all took seconds for a log of tens of MB)."""
+    end = data.rfind(b"\n") + 1
+    candidates = []
+    for match in _STEP_TEXT.finditer(data, 0, end):
         try:
-            doc = json_text.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            candidates.append((float(match.group(1)), match.start()))
+        except ValueError:
             continue
-        if not isinstance(doc, dict):
-            continue
-        step = whole(number(doc.get("current_steps")))
-        if step is None:
-            continue
-        highest = step if highest is None else max(highest, step)
-        named = whole(number(doc.get("total_steps")))
-        total = named if named is not None else total
+    highest = None
+    for _, start in sorted(candidates, reverse=True):
+        step, _total = _step_of(_line_at(data, start))
+        if step is not None:
+            highest = step
+            break
+    total = None
+    if highest is not None:
+        for _, start in sorted(candidates, key=lambda c: c[1], reverse=True):
+            step, named = _step_of(_line_at(data, start))
+            if step is not None and named is not None:
+                total = named
+                break
     return highest, total
+
+
+def _line_at(data: bytes, position: int) -> bytes:
+    """The line of ``data`` holding ``position``, without its LF or CRLF end."""
+    start = data.rfind(b"\n", 0, position) + 1
+    return data[start : data.index(b"\n", position)].removesuffix(b"\r")
 
 
 def _elapsed_before(path: Path, offset: int) -> float | None:
