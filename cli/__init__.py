@@ -357,7 +357,7 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sample.add_argument("--job-id", required=True, help="the job the samples belong to")
+    sample.add_argument("--job-id", required=True, type=_job_id, help="the job the samples belong to")
     sample.add_argument(
         "--gpus", help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else every GPU)"
     )
@@ -398,6 +398,13 @@ def _positive_seconds(text: str) -> float:
 
 # a time limit of a read: PostgreSQL's statement_timeout holds at most 2^31-1 ms (about 24.8 days)
 MAX_LIMIT_SECONDS = 2_000_000
+
+
+def _job_id(text: str) -> str:
+    """sample --job-id: not empty or blank (ingest skips a sample line naming no job)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: no job is named so")
+    return text
 
 
 def _wait_seconds(text: str) -> float:

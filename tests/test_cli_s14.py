@@ -379,3 +379,25 @@ def test_status_counts_trainer_state_steps_as_step_rows(
     code, out, err = run(capsys, "status", "--db", name)
     assert code == 0, err
     assert f"2 jobs, {summary.rows} step rows," in out
+
+
+@pytest.mark.parametrize("name", ["w-10:00.duckdb", "x.y:z.duckdb", "c:w.duckdb"])
+def test_a_relative_name_holding_a_colon_duckdb_takes_for_a_file_still_works(
+    name: str, tmp_path: Path, jobs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what DuckDB reads as other than a file is refused (scheme://, an extension's `md:`, :memory:)."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "ingest", str(jobs), "--db", name, "--quiet")
+    assert code == 0, err
+    code, out, err = run(capsys, "status", "--json", "--db", name)
+    assert code == 0, err
+    assert json.loads(out)["jobs"] == 3
+    assert (tmp_path / name).is_file()
+
+
+@pytest.mark.parametrize("job_id", ["", "   ", "\t"])
+def test_sample_refuses_a_blank_job_id(job_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A sample line naming no job is skipped at ingest: refused before a GPU is read."""
+    code, _, err = run(capsys, "sample", "--job-id", job_id, "--interval", "1")
+    assert code == 2
+    assert last_line(err) == f"runlytics sample: error: argument --job-id: {job_id!r} is blank: no job is named so"

@@ -109,14 +109,19 @@ def resolve_target(db: str | os.PathLike[str] | None = None) -> Path | PostgresU
     return local_path(named)
 
 
+# What DuckDB reads as other than a file: ``scheme://…`` (s3://, mysql://), a prefix of two or more
+# letters, digits or underscores and a ':' (``md:db``, ``sqlite:x.db``: an extension's), ``:memory:``.
+# Other names holding ':' (``w-10:00.duckdb``, ``c:w.duckdb``) are files to DuckDB, and stay so.
+NOT_A_FILE = re.compile(r"[^/]*://|[A-Za-z0-9_]{2,}:|:memory:")
+
+
 def local_path(named: str | os.PathLike[str], what: str = "warehouse") -> Path:
-    """``named`` as a DuckDB file's path; WarehouseError for a name DuckDB would not take for a
-    file: a relative path whose first part holds a ':' (``mysql://…``, ``md:db``, ``sqlite:x.db``,
-    ``s3://…``, ``:memory:``), which DuckDB reads as an extension's URL (loading, even installing,
-    that extension) or as an in-memory database. A file whose name holds ':' is named by its
-    absolute path."""
+    """``named`` as a DuckDB file's path; WarehouseError for a relative name DuckDB would not take
+    for a file (NOT_A_FILE: ``mysql://…``, ``md:db``, ``sqlite:x.db``, ``s3://…``, ``:memory:``),
+    which it reads as an extension's URL (loading, even installing, that extension) or as an
+    in-memory database. A file named so is named by its absolute path."""
     path = Path(named)
-    if not path.is_absolute() and ":" in str(path).split("/", 1)[0]:
+    if not path.is_absolute() and NOT_A_FILE.match(os.fspath(named)):
         raise WarehouseError(
             f"{what} {os.fspath(named)!r} is neither a DuckDB file nor a postgresql:// URL "
             "(a file whose name holds ':' is named by its absolute path)"
