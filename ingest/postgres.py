@@ -14,6 +14,10 @@ flight together recompute it once (the PUBLISHING locks). The stage forgets a qu
 PostgreSQL's commit, so a kill between republishes it on the next run (a job is published
 whole or not at all, and publishing it twice leaves the same rows).
 
+A new stage (the first after ``db copy``, or a lost one rebuilt) first takes PostgreSQL's facts of
+the jobs it may publish (``seed``), so that its ingest merges the files into the history PostgreSQL
+holds and its first publish does not replace a job by what its files hold now.
+
 A job already published by another ingester (``job_owners``) is not overwritten: a warning names
 the job and its owner. ``ingest_files`` rows are published with their path prefixed by the
 ingester's name (paths of different hosts would collide), and so are the rows of its failed and
@@ -34,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention
+from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention, sidefiles
 from runlytics.warehouse.lock import run_lock
 
 from . import pipeline
@@ -88,6 +92,46 @@ JOB_FILE_PATHS = "SELECT $prefix || path FROM ingest_files WHERE job_id IN (SELE
 NUL = pg_copy.NUL
 # a running job the run did not change: only its insights moved (silent_running, as_of)
 INSIGHTS_ONLY = ("insight_results", "insight_jobs")
+
+# A new stage's seed (``seed``): the facts of the jobs PostgreSQL holds that this ingester may
+# publish (no owner: copied by db copy and never published since; or its own: a lost stage)
+SEEDED_MARK = "seeded"  # the stage took PostgreSQL's rows (or found none): never again
+SEED_PREFIX = "seed:"  # 'seed:<job id>': a job taken from PostgreSQL, until the publish trims the seeds
+SEED_STATE = "SELECT name FROM publish_marks WHERE name IN (SELECT unnest($names))"
+SEEDED_FACTS = ("jobs", "steps", "step_gpus", "checkpoints", "trainer_steps", "trainer_runs", "metric_values")
+PG_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+PG_SEED_JOBS = (
+    "SELECT j.job_id, j.source_dir FROM jobs j LEFT JOIN job_owners o ON o.job_id = j.job_id "
+    "WHERE o.ingester IS NULL OR o.ingester = %s ORDER BY j.job_id"
+)
+PG_SEED_ROWS = "SELECT {columns} FROM {table} WHERE job_id = ANY(%s)"
+SEED_BATCH_ROWS = 100_000
+# a stage with rows of any job (one that ingested but never published, a warehouse made a stage)
+# is not new: nothing is taken
+STAGE_JOBS = " UNION ".join(f"SELECT job_id FROM {table}" for table in SEEDED_FACTS) + " LIMIT 1"
+STAGE_COLUMNS = (
+    "SELECT column_name, data_type FROM information_schema.columns "
+    "WHERE table_schema = current_schema() AND table_name = $table ORDER BY ordinal_position"
+)
+SEED_MARKS = "INSERT INTO publish_marks SELECT unnest($names), 1"
+ANY_SEED_MARK = "SELECT count(*) > 0 FROM publish_marks WHERE starts_with(name, $prefix)"
+# the seeded jobs that no file of the stage names (GPU files name jobs without making them) nor lies
+# in the folder of (a progress.json caught mid-write names no job yet): not the stage's, dropped
+UNNAMED_SEEDS = """
+WITH seeded AS (
+    SELECT substr(name, length($prefix) + 1) AS job_id FROM publish_marks WHERE starts_with(name, $prefix)
+), files AS (
+    SELECT job_id, regexp_replace(path, '/[^/]*$', '') AS folder FROM ingest_files
+    WHERE kind NOT IN ('spool', 'nvidia_smi')
+)
+SELECT s.job_id FROM seeded s
+WHERE s.job_id NOT IN (SELECT job_id FROM files WHERE job_id IS NOT NULL)
+  AND s.job_id NOT IN (SELECT j.job_id FROM jobs j JOIN files f ON f.folder = j.source_dir)
+ORDER BY 1
+"""
+TRIMMED = (*SEEDED_FACTS, "job_results", "utilization_minutes", "insight_results", "insight_jobs")
+TRIM_SEED = "DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids))"
+FORGET_SEED_MARKS = "DELETE FROM publish_marks WHERE starts_with(name, $prefix)"
 
 QUEUED = "SELECT q.job_id, j.job_id IS NOT NULL FROM publish_queue q LEFT JOIN jobs j USING (job_id) ORDER BY 1"
 RUNNING = "SELECT job_id FROM jobs WHERE status = 'running' AND job_id NOT IN (SELECT job_id FROM publish_queue)"
@@ -248,10 +292,118 @@ def ingest(
     name = ingester or default_ingester(stage)
     stage.parent.mkdir(parents=True, exist_ok=True)
     with db.private_files(), run_lock(_publish_lock(stage), wait=wait):
+        with run_lock(stage, wait=wait):
+            _seed_or_stop(stage, target, name, wait)
         summary = pipeline.ingest(stage, roots, wait=wait, stage=True, keep_raw_days=keep_raw_days, **options)
         with run_lock(stage, wait=wait):  # the stage has no other writer while it publishes
             published = publish(stage, target, name, wait=wait, keep_raw_days=keep_raw_days)
     return summary, published
+
+
+def _seed_or_stop(stage: Path, target: db.PostgresUrl, ingester: str, wait: float) -> None:
+    """``seed``, a PostgreSQL error told as the warehouse's (the run stops before the stage ingests)."""
+    import psycopg
+
+    try:
+        seed(stage, target, ingester, wait=wait)
+    except psycopg.Error as error:
+        raise db.WarehouseError(
+            f"a new stage {stage} could not take the rows of {target}: {postgres.reason(error)}; nothing was "
+            "ingested (its first publish would replace what PostgreSQL holds), the next run tries again"
+        ) from error
+
+
+def seed(stage: Path, target: db.PostgresUrl, ingester: str, *, wait: float = db.DEFAULT_WAIT_SECONDS) -> int:
+    """A new stage (the first after ``db copy``, or one lost and rebuilt from the files) first takes
+    the facts PostgreSQL holds of the jobs it may publish (copied and never published since, or its
+    own) whose folder is on this host (not another host's job, nor one whose root moved: a folder
+    here could not claim it, the merge rules' first folder owning the id), so that its first
+    ingest merges the files into them by the merge rules, as the DuckDB warehouse would, and its
+    publish does not replace a job by what its files hold now (a window of the history, the latest
+    legacy snapshot, an older snapshot's job row). Each job taken is marked (``publish_marks``,
+    SEED_PREFIX) until the publish, which drops from the stage those no file of this stage names
+    (``trim_seeds``): another host's jobs stay that host's. Once per stage, in one stage
+    transaction (SEEDED_MARK with the rows); a stage that ran before, or holds jobs, never is.
+    The jobs taken; nothing where PostgreSQL has no schema yet."""
+    if stage.exists() and sidefiles.heartbeat(stage).exists():
+        return 0  # a stage that ran before (seeded then, or before seeds were taken): not opened twice
+    migrate.ensure_current(stage, wait=wait, locked=True)
+    with db.connection(stage, read_only=True, wait=wait) as con:
+        marks = con.execute(SEED_STATE, {"names": [SEEDED_MARK, RUNS_MARK]}).fetchall()
+        held = con.execute(STAGE_JOBS).fetchall()
+    if marks or held:
+        return 0  # seeded before, published before, or a warehouse with jobs made a stage: not new
+    with db.connection(stage, wait=wait) as con, _pg(target) as pg:
+        current = _revision(pg)
+        pg.commit()
+        if current is not None and current != migrate.HEAD_REVISION:
+            _ensure_schema(pg, target, wait)
+        job_ids: list[str] = []
+        with db.atomic(con):
+            if current is not None:
+                pg.execute(PG_SNAPSHOT)  # every table's rows as of one moment
+                rows = pg.execute(PG_SEED_JOBS, (ingester,)).fetchall()
+                job_ids = [job_id for job_id, folder in rows if folder is None or os.path.isdir(folder)]
+            if job_ids:
+                for table in SEEDED_FACTS:
+                    _take(con, pg, table, job_ids)
+                con.execute(SEED_MARKS, {"names": [SEED_PREFIX + job_id for job_id in job_ids]})
+            con.execute(SET_MARK, {"name": SEEDED_MARK, "value": 1})
+        pg.commit()
+    return len(job_ids)
+
+
+def _take(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], table: str, job_ids: list[str]) -> None:
+    """PostgreSQL's rows of these jobs in ``table`` into the stage's, SEED_BATCH_ROWS at a time
+    (a server-side cursor: a copied warehouse's jobs may be millions of rows)."""
+    columns = _stage_columns(con, table)
+    with pg.cursor(name=f"seed_{table}") as cursor:
+        cursor.execute(_seed_select(table, columns), (job_ids,))
+        while rows := cursor.fetchmany(SEED_BATCH_ROWS):
+            _insert_columns(con, table, columns, rows)
+
+
+def _seed_select(table: str, columns: list[tuple[str, str]]) -> str:
+    """PostgreSQL's rows of ``table`` for the jobs %s, in the stage's column order, JSON as its text."""
+    names = [
+        f"CAST({db.quote_identifier(name)} AS TEXT)" if kind == "JSON" else db.quote_identifier(name)
+        for name, kind in columns
+    ]
+    return PG_SEED_ROWS.format(columns=", ".join(names), table=db.quote_identifier(table))
+
+
+def _stage_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """The stage table's columns in order, each with its DuckDB type."""
+    return [(str(name), str(kind)) for name, kind in con.execute(STAGE_COLUMNS, {"table": table}).fetchall()]
+
+
+def _insert_columns(
+    con: duckdb.DuckDBPyConnection, table: str, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (PostgreSQL's, JSON as text) into the stage table: one list per column, unnested."""
+    if not rows:
+        return
+    values = list(zip(*rows, strict=True))
+    names = ", ".join(db.quote_identifier(name) for name, _ in columns)
+    casts = ", ".join(f"CAST(unnest($c{i}) AS {kind})" for i, (_, kind) in enumerate(columns))
+    con.execute(
+        f"INSERT INTO {db.quote_identifier(table)} ({names}) SELECT {casts}",
+        {f"c{i}": list(column) for i, column in enumerate(values)},
+    )
+
+
+def trim_seeds(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop from the stage the jobs ``seed`` took that no file of the stage names or lies in the
+    folder of (a GPU sample of the job does not make it the stage's), and forget the marks of all
+    of them, in one transaction: the stage then holds its own jobs, their history merged with
+    PostgreSQL's."""
+    if not db.one(con, ANY_SEED_MARK, {"prefix": SEED_PREFIX})[0]:
+        return
+    with db.atomic(con):
+        unnamed = [job_id for (job_id,) in con.execute(UNNAMED_SEEDS, {"prefix": SEED_PREFIX}).fetchall()]
+        for table in TRIMMED if unnamed else ():
+            con.execute(TRIM_SEED.format(table=db.quote_identifier(table)), {"job_ids": unnamed})
+        con.execute(FORGET_SEED_MARKS, {"prefix": SEED_PREFIX})
 
 
 def default_stage(target: db.PostgresUrl) -> Path:
@@ -290,6 +442,7 @@ def publish(
     with db.connection(stage, wait=wait) as con, _pg(target) as pg:
         _ensure_schema(pg, target, wait)
         result.order_differs = order_differs(pg)
+        trim_seeds(con)
         # thresholds set on PostgreSQL hold for every stage: all of this stage's insights recomputed
         _pull_thresholds(con, pg)
         refreshed = con.execute(MARK, {"name": THRESHOLDS_MARK}).fetchone() is not None

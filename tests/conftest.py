@@ -152,8 +152,9 @@ class Lab:
 
     def sharing(self, tmp: Path) -> Lab:
         """A new lab in ``tmp`` (its own jobs root and file) that ingests into this lab's PostgreSQL
-        database as the same ingester (its jobs replace this lab's jobs of the same ids): for
-        many small cases (hypothesis' examples) in one database. On DuckDB, just a new lab."""
+        database as the same ingester: for many small cases (hypothesis' examples) in one database,
+        each with job ids of its own (a new stage of the same ingester merges with the jobs the
+        database holds, docs/postgresql.md). On DuckDB, just a new lab."""
         other = Lab(tmp, self.engine)
         if self.engine.ingests:
             self.ingester = self.ingester or "lab"

@@ -92,21 +92,24 @@ DOC = st.one_of(
 def test_null_warnings_match_the_oracle(
     tmp_path_factory: pytest.TempPathFactory, lab: Lab, docs: list[dict[str, Any]]
 ) -> None:
-    # each example a new jobs root and files; on PostgreSQL all in one database, jobs j0… replaced
+    # each example a new jobs root and files and job ids of its own; on PostgreSQL all in one
+    # database (a new stage of the same ingester merges with what the database holds: docs/postgresql.md)
     lab = lab.sharing(tmp_path_factory.mktemp("nulls"))
-    for k, doc in enumerate(docs):
-        lab.write_job(f"j{k}", {"job_id": f"j{k}", "status": "running", **doc})
+    ids = [f"{lab.root.parent.name}-j{k}" for k in range(len(docs))]
+    for job_id, doc in zip(ids, docs, strict=True):
+        lab.write_job(job_id, {"job_id": job_id, "status": "running", **doc})
     lab.ingest()
-    assert null_warnings_by_job(lab, len(docs)) == {f"j{k}": expected_warnings(doc) for k, doc in enumerate(docs)}
+    expected = {job_id: expected_warnings(doc) for job_id, doc in zip(ids, docs, strict=True)}
+    assert null_warnings_by_job(lab, ids) == expected
 
 
-def null_warnings_by_job(lab: Lab, jobs: int) -> dict[str, list[str]]:
-    """The null warnings of jobs j0… (on PostgreSQL's shared database an earlier example's other jobs stay)."""
+def null_warnings_by_job(lab: Lab, ids: list[str]) -> dict[str, list[str]]:
+    """The null warnings of jobs ``ids`` (on PostgreSQL's shared database an earlier example's jobs stay)."""
     rows = lab.query(
         "SELECT job_id, warnings FROM ingest_files WHERE job_id IN (SELECT unnest(CAST($jobs AS VARCHAR[])))",
-        {"jobs": [f"j{k}" for k in range(jobs)]},
+        {"jobs": ids},
     )
-    assert len(rows) == jobs  # one file each
+    assert len(rows) == len(ids)  # one file each
     return {job: [w for w in json.loads(warnings or "[]") if "is null" in w] for job, warnings in rows}
 
 

@@ -43,16 +43,19 @@ FILTER = """
     AND ($id_prefix IS NULL OR starts_with(job_id, $id_prefix))
 """
 
-# sums and means in one order whatever the threads: the same rows give the same last digit
+# sums and means in one order whatever the threads: the same rows give the same last digit; of
+# DOUBLE values, so @ordered_fsum and @ordered_favg as in the views: IEEE's infinity where a sum
+# of finite values overflows (PostgreSQL's sum and avg of float8 raise there: a job's peak memory
+# of 1e308 made the summary answer 500 on PostgreSQL)
 SUMMARY = f"""
 SELECT count(*) AS total_jobs,
-       @ordered_avg(total_seconds) FILTER (WHERE status = 'completed')
+       @ordered_favg(total_seconds) FILTER (WHERE status = 'completed')
            AS average_training_duration_seconds,
        -- no job matches: 0 h (a sum over no job); matching jobs, none with a training time: null
-       CASE WHEN count(*) = 0 THEN 0 ELSE @ordered_sum(training_seconds) / 3600 END AS total_training_time_hours,
-       @ordered_avg(average_samples_per_second) AS average_throughput_samples_per_sec,
-       @ordered_avg(average_gpu_utilization) AS average_gpu_utilization,
-       @ordered_avg(peak_gpu_memory_mb) AS average_peak_memory_mb,
+       CASE WHEN count(*) = 0 THEN 0 ELSE @ordered_fsum(training_seconds) / 3600 END AS total_training_time_hours,
+       @ordered_favg(average_samples_per_second) AS average_throughput_samples_per_sec,
+       @ordered_favg(average_gpu_utilization) AS average_gpu_utilization,
+       @ordered_favg(peak_gpu_memory_mb) AS average_peak_memory_mb,
        count(*) FILTER (WHERE @finite(average_samples_per_second)) AS ranked_jobs
 FROM job_results
 WHERE {FILTER}

@@ -49,14 +49,16 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-# The per-GPU breakdown of a job (from its GPU samples).
+# The per-GPU breakdown of a job (from its GPU samples). gpu_index is not unique on a host
+# (containers number their GPUs from 0; a GPU sampled with and without its UUID is two GPUs of
+# one index): the UUID breaks ties, the GPU without one last, so both engines give one order.
 JOB_GPUS = """
 SELECT host, gpu_index, gpu_uuid, samples, first_sample, last_sample, average_utilization, average_memory_mb,
        peak_memory_mb, average_temp_celsius, peak_temp_celsius, average_power_w, energy_wh, throttled_share,
        idle_share, idle
 FROM job_gpus
 WHERE job_id = $job_id
-ORDER BY host, gpu_index
+ORDER BY host, gpu_index, gpu_uuid NULLS LAST
 """
 
 
