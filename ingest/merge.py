@@ -3,11 +3,14 @@
 The batch's rows are read from ``staged_steps`` and ``staged_gpus`` (see fast.staged).
 
 A step seen again replaces the stored row when its timestamp is later or equal; when either row
-has no timestamp, the later ingest wins. Within a batch, "later" is the ingest order: files in
-path order, entries in file order, and the batch keeps what ingesting its entries one at a time
-would keep; except that a file's ``latest`` replaces its own history's entry of the same step
-only with its own, strictly later timestamp (else it fills what that entry lacks). The same rule
-picks a job's row (by ``updated_at``).
+has no timestamp, the later ingest wins. A row whose time is its snapshot's ``updated_at`` (an
+untimed ``latest`` or legacy snapshot: ``stand_in``, stored as ``steps.ts_stand_in``) counts as
+untimed there: that time says when the snapshot was written, not when the step finished.
+Within a batch, "later" is the ingest order: files in path order, entries in file order, and
+the batch keeps what ingesting its entries one at a time would keep; except that a file's
+``latest`` replaces its own history's entry of the same step only with its own, strictly later
+timestamp (else it fills what that entry lacks). The same rule picks a job's row (by
+``updated_at``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ SELECT EXISTS (
 ALL_WINNERS = """
 CREATE OR REPLACE TEMP TABLE batch_winners AS
 SELECT file_id, seq, pos, job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second,
-       iteration_time, samples, false AS after_untimed, pos AS gpu_pos
+       iteration_time, samples, false AS after_untimed, pos AS gpu_pos, stand_in
 FROM staged_steps
 WHERE step IS NOT NULL
 """
@@ -77,13 +80,13 @@ WITH entries AS (
     )
 ), ordered AS (
     SELECT *,
-           max(ord) FILTER (WHERE ts IS NULL) OVER key_all AS last_untimed,
+           max(ord) FILTER (WHERE ts IS NULL OR stand_in) OVER key_all AS last_untimed,
            count(*) OVER key_all AS entries
     FROM (SELECT * EXCLUDE (dropped), row_number() OVER (PARTITION BY job_id, step ORDER BY seq, pos) AS ord
           FROM marked WHERE NOT dropped)
     WINDOW key_all AS (PARTITION BY job_id, step)
 ), ranked AS (
-    SELECT * EXCLUDE (ord, last_untimed, entries, is_latest, stand_in), last_untimed IS NOT NULL AS after_untimed
+    SELECT * EXCLUDE (ord, last_untimed, entries, is_latest), last_untimed IS NOT NULL AS after_untimed
     FROM ordered
     WHERE last_untimed IS NULL OR ord > last_untimed OR (ord = last_untimed AND ord = entries)
     QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY ts DESC, ord DESC) = 1
@@ -94,7 +97,7 @@ WITH entries AS (
 ), with_gpus AS (
     SELECT DISTINCT g.file_id, g.pos FROM staged_gpus g SEMI JOIN lent w ON w.file_id = g.file_id AND w.pos = g.pos
 )
-SELECT e.* EXCLUDE (is_latest, stand_in), false AS after_untimed, e.pos AS gpu_pos
+SELECT e.* EXCLUDE (is_latest, stand_in), false AS after_untimed, e.pos AS gpu_pos, e.stand_in
 FROM entries e ANTI JOIN repeated r ON r.job_id = e.job_id AND r.step = e.step
 UNION ALL
 SELECT w.file_id, w.seq, w.pos, w.job_id, w.step,
@@ -102,22 +105,24 @@ SELECT w.file_id, w.seq, w.pos, w.job_id, w.step,
        coalesce(w.eval_loss, l.eval_loss), coalesce(w.learning_rate, l.learning_rate),
        coalesce(w.samples_per_second, l.samples_per_second), coalesce(w.iteration_time, l.iteration_time),
        coalesce(w.samples, l.samples), w.after_untimed,
-       CASE WHEN l.pos IS NOT NULL AND g.pos IS NULL THEN l.pos ELSE w.pos END
+       CASE WHEN l.pos IS NOT NULL AND g.pos IS NULL THEN l.pos ELSE w.pos END, w.stand_in
 FROM ranked w
 LEFT JOIN lenders l ON l.file_id = w.file_id AND l.step = w.step
 LEFT JOIN with_gpus g ON g.file_id = w.file_id AND g.pos = w.pos
 """
 
 # Winners that beat what is stored (by the rule above); `replaces` marks those with a stored row.
+# A stand-in time, the winner's or the stored row's, is no timestamp: the later ingest wins.
 BATCH_APPLIED = """
 CREATE OR REPLACE TEMP TABLE batch_applied AS
 WITH stored AS (
-    SELECT job_id, step, ts FROM steps WHERE job_id IN (SELECT DISTINCT job_id FROM batch_jobs)
+    SELECT job_id, step, ts, ts_stand_in FROM steps WHERE job_id IN (SELECT DISTINCT job_id FROM batch_jobs)
 )
 SELECT w.*, s.step IS NOT NULL AS replaces
 FROM batch_winners w
 LEFT JOIN stored s ON s.job_id = w.job_id AND s.step = w.step
-WHERE s.step IS NULL OR s.ts IS NULL OR w.ts IS NULL OR w.after_untimed OR w.ts >= s.ts
+WHERE s.step IS NULL OR s.ts IS NULL OR w.ts IS NULL OR w.after_untimed OR w.stand_in OR s.ts_stand_in
+   OR w.ts >= s.ts
 """
 
 COUNT_REPLACED = "SELECT count(*) FROM batch_applied WHERE replaces"
@@ -129,8 +134,8 @@ WHERE a.replaces AND steps.job_id = a.job_id AND steps.step = a.step
 
 INSERT_STEPS = """
 INSERT INTO steps (job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time,
-                   samples)
-SELECT job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time, samples
+                   samples, ts_stand_in)
+SELECT job_id, step, ts, loss, eval_loss, learning_rate, samples_per_second, iteration_time, samples, stand_in
 FROM batch_applied
 """
 

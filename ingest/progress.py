@@ -173,8 +173,9 @@ JOIN batch_files f ON f.read_path = d.filename
 
 # Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
 # `latest` and legacy snapshots without a timestamp take the snapshot's updated_at; `stand_in`
-# marks a latest that did (the merge lets it replace no history entry of its file: updated_at
-# says when the snapshot was written, not when the step finished). A view:
+# marks an entry that did (the merge lets such a latest replace no history entry of its file:
+# updated_at says when the snapshot was written, not when the step finished; stored as
+# steps.ts_stand_in, the row counts as untimed against a later ingest of its step). A view:
 # batch_steps and batch_gpus each read what they need of the entries, so that the entries'
 # GPU readings are never copied into a table of their own. `place` (for warnings) is NULL for
 # history entries, whose place follows from `pos`: building a string per entry costs seconds.
@@ -193,7 +194,7 @@ WITH entries AS (
                        gpus := latest.gpus)
     FROM raw_docs WHERE latest IS NOT NULL
     UNION ALL
-    SELECT filename, 'snapshot', 1, false,
+    SELECT filename, 'snapshot', 1, timestamp IS NULL AND updated_at IS NOT NULL,
            struct_pack(step := step, timestamp := coalesce(timestamp, updated_at),
                        loss := loss, eval_loss := eval_loss, learning_rate := learning_rate,
                        samples_per_second := samples_per_second, iteration_time := iteration_time,

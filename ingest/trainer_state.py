@@ -253,7 +253,10 @@ SELECT * EXCLUDE (completed, train_runtime, train_samples_per_second, train_loss
        max(train_samples_per_second) OVER (PARTITION BY job_id) AS train_samples_per_second,
        max(train_loss) OVER (PARTITION BY job_id) AS train_loss
 FROM batch_trainer_runs
-QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, seq DESC) = 1;
+-- of two states at one global_step (the final trainer_state.json and its checkpoint-<step>/ copy), the
+-- path that sorts last (a folder's own trainer_state.json over its checkpoint-<step>/ copy), whatever
+-- the runs that read them
+QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, source_file DESC, seq DESC) = 1;
 
 INSERT INTO trainer_runs (job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size,
                           best_model_checkpoint, best_metric, completed, train_runtime,
@@ -277,28 +280,49 @@ ON CONFLICT (job_id) DO UPDATE SET
     train_runtime = coalesce(excluded.train_runtime, trainer_runs.train_runtime),
     train_samples_per_second = coalesce(excluded.train_samples_per_second, trainer_runs.train_samples_per_second),
     train_loss = coalesce(excluded.train_loss, trainer_runs.train_loss),
-    source_file = excluded.source_file;
+    -- the state with the highest global_step, as the steps' rows (a checkpoint read after the final state
+    -- does not take it); of two at one global_step, the path that sorts last, as within a batch
+    source_file = CASE WHEN excluded.global_step > trainer_runs.global_step OR trainer_runs.global_step IS NULL
+                            OR (excluded.global_step = trainer_runs.global_step
+                                AND excluded.source_file >= trainer_runs.source_file)
+                       THEN excluded.source_file ELSE trainer_runs.source_file END;
 
 -- A job known only from trainer states gets its job row from them; a progress.json's row wins.
 -- Its batch_size stays NULL: jobs.batch_size is the config's samples per iteration (inputs.md),
 -- and the trainer's train_batch_size is a per-device batch without gradient accumulation
 -- (trainer_runs keeps it).
-DELETE FROM jobs
-WHERE job_id IN (SELECT job_id FROM batch_trainer_run_winners) AND source_file LIKE '%trainer_state.json';
+-- A trainer state carries no time: the start its folder's tool logs gave the row (formats/tool_log.py)
+-- stays when the row is made again, as a run reading the final files at once has it. The row its
+-- folder's tool logs made before the folder held a trainer state (a run folder of the same id:
+-- source_file is the folder) gives way the same way: one read of the final files makes the
+-- trainer-state row, which takes only the start from the logs.
+CREATE OR REPLACE TEMP TABLE batch_trainer_job_starts AS
+SELECT j.job_id, j.started_at FROM jobs j JOIN batch_trainer_run_winners w ON w.job_id = j.job_id
+WHERE (j.source_file LIKE '%trainer_state.json' OR (j.source_file = j.source_dir AND j.source_dir = w.source_dir))
+  AND j.started_at IS NOT NULL;
+
+DELETE FROM jobs USING batch_trainer_run_winners w
+WHERE jobs.job_id = w.job_id
+  AND (jobs.source_file LIKE '%trainer_state.json'
+       OR (jobs.source_file = jobs.source_dir AND jobs.source_dir = w.source_dir));
 
 INSERT INTO jobs (job_id, status, config, batch_size, save_steps, current_step, total_steps, source_dir,
-                  source_file, ingested_at)
+                  source_file, started_at, ingested_at)
 SELECT r.job_id, CASE WHEN r.completed THEN 'completed' ELSE 'unknown' END, NULL, NULL,
-       r.save_steps, r.global_step, r.max_steps, w.source_dir, r.source_file, now()::TIMESTAMP
+       r.save_steps, r.global_step, r.max_steps, w.source_dir, r.source_file, k.started_at, now()::TIMESTAMP
 FROM trainer_runs r
 JOIN batch_trainer_run_winners w ON w.job_id = r.job_id
+LEFT JOIN batch_trainer_job_starts k ON k.job_id = r.job_id
 WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = r.job_id);
 """
 
+# A checkpoint first seen as a bare folder (its trainer_state.json written last, after a run saw
+# the folder) is completed by its state: source 'trainer_state', as a run reading both at once has
+# it (trainer states are read before folders); a progress.json's 'list' stays.
 CHECKPOINTS = """
 INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT unnest($job_id), unnest($step), unnest($path), NULL, NULL, 'trainer_state'
-ON CONFLICT (job_id, step) DO NOTHING
+ON CONFLICT (job_id, step) DO UPDATE SET source = 'trainer_state' WHERE checkpoints.source = 'folder'
 """
 
 

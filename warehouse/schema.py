@@ -59,6 +59,9 @@ steps = Table(
     Column("samples_per_second", Double),
     Column("iteration_time", Double),
     Column("samples", BigInteger),
+    # true: ts is the snapshot's updated_at standing in for a missing timestamp (revision 0039);
+    # a later ingest of the step then wins as over an untimed row
+    Column("ts_stand_in", Boolean),
 )
 
 step_gpus = Table(

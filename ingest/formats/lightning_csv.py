@@ -45,9 +45,9 @@ class LightningCsvParser(ToolLogParser):
 
     Neither file holds a clock time, and Lightning rewrites both at every flush: the run's start is
     the earliest modification time of the folder and its two files (the folder's is set when
-    Lightning first writes into it, early in the run), its end the time of the last write to
-    ``metrics.csv`` (the latest flush while it runs: a CSV does not say whether the run ended, so
-    the status stays ``unknown``). Points have no time.
+    Lightning first writes into it, early in the run), its end (``ended_at`` and ``updated_at``)
+    the time of the last write to ``metrics.csv`` (the latest flush while it runs: a CSV does not
+    say whether the run ended, so the status stays ``unknown``). Points have no time.
     """
 
     kind = LIGHTNING_CSV
@@ -65,6 +65,9 @@ class LightningCsvParser(ToolLogParser):
         header = header_before(path, offset) if offset else None
         chunk, _ = parse(data, offset, lines + 1, header)
         chunk.info.started_at, chunk.info.ended_at = _file_times(job.path, path)
+        # the last write to metrics.csv is when the run last wrote (updated_at, the end of a job whose
+        # status is not terminal): a Lightning run, always ``unknown``, has a duration like other tools' runs
+        chunk.info.updated_at = chunk.info.ended_at
         return chunk
 
 

@@ -210,6 +210,13 @@ def run_info(
         "artifact_uri": _text(meta.get("artifact_uri")),
     }
     info.config = {"params": params, "tags": tags, "mlflow": {k: v for k, v in mlflow.items() if v is not None}}
+    # a run or experiment deleted in MLflow stays in the file store until `mlflow gc`: kept as a job (a
+    # restored run comes back the same), and said (MLflow's UI and search_runs hide it by default)
+    for what, doc in (("run", meta), ("experiment", experiment or {})):
+        if _text(doc.get("lifecycle_stage")) == "deleted":
+            where = META if what == "run" else f"the experiment's {META}"
+            warnings.append(f"{where}: lifecycle_stage deleted (the {what} was deleted in MLflow; its files stay until"
+                            " `mlflow gc`): kept as a job")  # fmt: skip
     info.model_name = next((params[k] for k in MODEL_KEYS if params.get(k)), None)
     return info, warnings
 

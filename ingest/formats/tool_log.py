@@ -19,7 +19,8 @@ does the rest, the same for every tool:
 - **Crash-safe.** A batch's points, job rows, ledger rows (offsets) and queued refreshes commit in
   one transaction: a run killed at any moment leaves the last batch's state, the next reads on.
 - **Jobs.** A run folder of tool logs only gets a ``jobs`` row (its job id is its path relative
-  to the root); the logs of a progress.json or trainer-state folder add points to that job.
+  to the root); the logs of a progress.json or trainer-state folder add points to that job (and
+  give a trainer-state job, whose states carry no time, its start).
 """
 
 from __future__ import annotations
@@ -114,10 +115,13 @@ STORED_RUN_IDS = """
 SELECT source_dir, job_id FROM jobs WHERE source_file = source_dir AND source_dir IN (SELECT unnest($dirs))
 """
 # the batch's points, one per (job, name, step) (_stage_points keeps the last written), from its
-# arrays: job ids and names as codes into small tables
+# arrays: job ids and names as codes into small tables. DuckDB's scan of a float64 array reads NaN
+# as NULL: a NaN time is no time (NULL), but a NaN value is kept as NaN (the array holds no other
+# NULL), as a trainer state's NaN loss is: the non-finite loss counts and the nonfinite_loss insight see it
 WINNERS = """
 SELECT j.job_id, n.name_text AS name, p.step,
-       CASE WHEN NOT isnan(p.ts) THEN rl_in_years(make_timestamp(CAST(round(p.ts * 1e6) AS BIGINT))) END AS ts, p.value
+       CASE WHEN NOT isnan(p.ts) THEN rl_in_years(make_timestamp(CAST(round(p.ts * 1e6) AS BIGINT))) END AS ts,
+       coalesce(p.value, CAST('NaN' AS DOUBLE)) AS value
 FROM staged_points p JOIN staged_jobs j ON j.job = p.job JOIN staged_names n ON n.name = p.name
 """
 STAGE_WINNERS = "CREATE OR REPLACE TEMP TABLE batch_metric_winners AS " + WINNERS
@@ -158,25 +162,41 @@ DELETE FROM metric_values USING batch_metric_winners w
 WHERE metric_values.job_id IN (SELECT unnest($job_ids))
   AND metric_values.job_id = w.job_id AND metric_values.name = w.name AND metric_values.step = w.step
 """
+# The config's known keys (inputs.md: batch_size, max_steps, save_steps, target_samples_per_second,
+# gpu_count) read as progress.json's are (ingest/progress.py): a Lightning run's hparams.yaml is its
+# config. An MLflow run's config nests its params (``{"params": …}``): no top-level key, none read.
 STAGE_RUNS = """
 CREATE OR REPLACE TEMP TABLE batch_tool_runs AS
-SELECT unnest($job_id) AS job_id, unnest($status) AS status, CAST(unnest($config) AS JSON) AS config,
-       unnest($model_name) AS model_name, rl_in_years(unnest($started_at)) AS started_at,
-       rl_in_years(unnest($ended_at)) AS ended_at, unnest($current_step) AS current_step,
-       unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir,
-       unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at,
-       unnest($status_final) AS status_final
+SELECT r.*,
+       CASE WHEN rl_number(r.config -> '$.batch_size', 0, 1e300, false) > 0
+            THEN rl_number(r.config -> '$.batch_size', 0, 1e300, false) END AS batch_size,
+       CAST(rl_number(r.config -> '$.save_steps', 0, 1e18, true) AS BIGINT) AS save_steps,
+       rl_number(r.config -> '$.target_samples_per_second', 0, 1e300, false) AS target_samples_per_second,
+       CAST(rl_number(r.config -> '$.gpu_count', 0, 1e9, true) AS BIGINT) AS gpu_count,
+       CAST(rl_number(r.config -> '$.max_steps', 0, 1e18, true) AS BIGINT) AS config_max_steps
+FROM (
+    SELECT unnest($job_id) AS job_id, unnest($status) AS status, CAST(unnest($config) AS JSON) AS config,
+           unnest($model_name) AS model_name, rl_in_years(unnest($started_at)) AS started_at,
+           rl_in_years(unnest($ended_at)) AS ended_at, unnest($current_step) AS current_step,
+           unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir,
+           unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at,
+           unnest($status_final) AS status_final
+) r
 """
 # A run folder of tool logs only: its job row, merged with what earlier runs and other tools'
 # files of the folder said (source_file is the folder: a row made from a progress.json or trainer
-# state is never touched). updated_at is the latest point's time, or the time the run's log says
-# it last wrote when later (a LLaMA-Factory line timed earlier: its step finished before).
+# state is never touched). A read that gives a config gives the whole of it (an hparams.yaml read
+# whole, an MLflow run's params and tags): it replaces the stored one, as a fresh read of the final
+# files has it (a JSON merge kept keys the file no longer has and dropped those set to null), and
+# so do the settings read from it. updated_at is the latest point's time, or the time the run's
+# log says it last wrote when later (a LLaMA-Factory line timed earlier: its step finished before).
 UPSERT_JOBS = """
-INSERT INTO jobs (job_id, status, config, model_name, started_at, ended_at, updated_at, current_step,
-                  total_steps, source_dir, source_file, ingested_at)
-SELECT r.job_id, coalesce(r.status, 'unknown'), r.config, r.model_name, r.started_at, r.ended_at,
-       greatest(m.last_ts, r.updated_at),
-       greatest(r.current_step, m.last_step), r.total_steps, r.source_dir, r.source_dir, now()::TIMESTAMP
+INSERT INTO jobs (job_id, status, config, model_name, batch_size, save_steps, target_samples_per_second, gpu_count,
+                  started_at, ended_at, updated_at, current_step, total_steps, source_dir, source_file, ingested_at)
+SELECT r.job_id, coalesce(r.status, 'unknown'), r.config, r.model_name, r.batch_size, r.save_steps,
+       r.target_samples_per_second, r.gpu_count, r.started_at, r.ended_at,
+       greatest(m.last_ts, r.updated_at), greatest(r.current_step, m.last_step),
+       coalesce(r.total_steps, r.config_max_steps), r.source_dir, r.source_dir, now()::TIMESTAMP
 FROM batch_tool_runs r
 LEFT JOIN (
     SELECT job_id, max(ts) AS last_ts, max(step) AS last_step
@@ -184,9 +204,13 @@ LEFT JOIN (
 ) m ON m.job_id = r.job_id
 ON CONFLICT (job_id) DO UPDATE SET
     status = CASE WHEN excluded.status <> 'unknown' OR jobs.status IS NULL THEN excluded.status ELSE jobs.status END,
-    config = CASE WHEN excluded.config IS NULL THEN jobs.config WHEN jobs.config IS NULL THEN excluded.config
-                  ELSE json_merge_patch(jobs.config, excluded.config) END,
+    config = coalesce(excluded.config, jobs.config),
     model_name = coalesce(excluded.model_name, jobs.model_name),
+    batch_size = CASE WHEN excluded.config IS NULL THEN jobs.batch_size ELSE excluded.batch_size END,
+    save_steps = CASE WHEN excluded.config IS NULL THEN jobs.save_steps ELSE excluded.save_steps END,
+    target_samples_per_second = CASE WHEN excluded.config IS NULL THEN jobs.target_samples_per_second
+                                     ELSE excluded.target_samples_per_second END,
+    gpu_count = CASE WHEN excluded.config IS NULL THEN jobs.gpu_count ELSE excluded.gpu_count END,
     started_at = least(excluded.started_at, jobs.started_at),
     ended_at = coalesce(excluded.ended_at, jobs.ended_at),
     updated_at = greatest(excluded.updated_at, jobs.updated_at),
@@ -213,6 +237,23 @@ DROP_START = """
 UPDATE jobs SET started_at = NULL
 FROM batch_tool_runs r
 WHERE r.start_unknown AND jobs.job_id = r.job_id AND jobs.source_file = r.source_dir AND jobs.started_at IS NOT NULL
+"""
+
+# A trainer-state job (an HF output folder: its trainer states carry no time) takes the start its
+# folder's tool logs give (a TensorBoard run's first record, a LLaMA-Factory log's placement), the
+# earliest, as a run folder's row does (UPSERT_JOBS, DROP_START); its row, made again at each
+# trainer-state read, keeps it (ingest/trainer_state.py). A progress.json job's row is never changed.
+STAGE_STARTS = """
+CREATE OR REPLACE TEMP TABLE batch_tool_starts AS
+SELECT unnest($job_id) AS job_id, rl_in_years(unnest($started_at)) AS started_at,
+       unnest($start_unknown) AS start_unknown
+"""
+TRAINER_STATE_START = """
+UPDATE jobs SET started_at = CASE WHEN s.start_unknown THEN NULL ELSE least(jobs.started_at, s.started_at) END
+FROM batch_tool_starts s
+WHERE jobs.job_id = s.job_id AND jobs.source_file LIKE '%trainer_state.json'
+  AND (s.start_unknown OR s.started_at IS NOT NULL)
+  AND jobs.started_at IS DISTINCT FROM CASE WHEN s.start_unknown THEN NULL ELSE least(jobs.started_at, s.started_at) END
 """
 
 # A run whose log gives the whole log's status (LLaMA-Factory: ``RunInfo.status_final``): that status
@@ -433,6 +474,14 @@ class ToolLogFormat:
                     con.execute(DROP_START)
                 if any(r.info.status_final for r in runs):
                     con.execute(SETTLE_STATUS)
+            starts = [r for r in batch if not r.job.is_tool_run and (r.info.started_at or r.info.start_unknown)]
+            if starts:
+                con.execute(STAGE_STARTS, {
+                    "job_id": [r.job_id for r in starts],
+                    "started_at": [r.info.started_at for r in starts],
+                    "start_unknown": [r.info.start_unknown for r in starts],
+                })  # fmt: skip
+                con.execute(TRAINER_STATE_START)
             moved = _retire_former(con, self.kind, batch)
             results.enqueue(con, {r.job_id for r in batch} | {m.former for m in moved.values()})
             ledger.record_many(
@@ -611,14 +660,14 @@ def _clean_info(info: RunInfo, warnings: list[str]) -> None:
 
 
 def _merge_info(into: RunInfo, new: RunInfo) -> None:
-    """``new``'s facts over ``into``'s: the later status and config keys, the earliest start."""
+    """``new``'s facts over ``into``'s: the later status and config, the earliest start."""
     if new.status is not None and (new.status != "unknown" or into.status is None or new.status_final):
         into.status = new.status
         into.status_final = new.status_final
         if new.status_final and new.status == "unknown":
             into.ended_at = None
-    if new.config is not None:
-        into.config = {**(into.config or {}), **new.config}
+    if new.config is not None:  # a config is read whole: the later one replaces the earlier
+        into.config = new.config
     into.model_name = new.model_name or into.model_name
     if new.started_at is not None:
         into.started_at = min(into.started_at or new.started_at, new.started_at)

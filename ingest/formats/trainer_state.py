@@ -7,10 +7,10 @@ from pathlib import Path
 import duckdb
 
 from runlytics.ingest import ledger, progress, trainer_state
-from runlytics.ingest.discover import JobFolder
+from runlytics.ingest.discover import TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
-from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, not_ingested, stored_owner
+from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
 
 KIND = "trainer_state"
 
@@ -49,6 +49,48 @@ METRIC_VALUES = [
     """,
 ]
 
+# The job each trainer state was last ingested for (the ledger's record).
+OWNERS = """
+SELECT path, job_id FROM ingest_files WHERE kind = 'trainer_state' AND outcome = 'ingested' AND job_id IS NOT NULL
+"""
+# The former jobs (of states now read for another job) that still hold an ingested trainer state
+# (the moved states are recorded for their new job in the same transaction, before this is asked).
+FORMER_KEPT = """
+SELECT DISTINCT job_id FROM ingest_files
+WHERE kind = 'trainer_state' AND outcome = 'ingested' AND job_id IN (SELECT unnest($job_ids))
+"""
+# A former job left without trainer states loses what they gave it: its trainer rows, points and
+# run summary, and its job row when the trainer states made it (a progress.json's row stays).
+DELETE_FORMER = tuple(
+    f"DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids)){also}"
+    for table, also in (
+        ("trainer_steps", ""),
+        ("trainer_runs", ""),
+        ("metric_values", " AND source = 'trainer_state'"),
+        ("jobs", " AND source_file LIKE '%trainer_state.json'"),
+    )
+)
+# a removed job's other rows: the checkpoints its folder gave it, its insights (job_results follows
+# the refresh of the queued jobs, which deletes each one's rows first)
+DELETE_FORMER_ROWS = tuple(
+    f"DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids)) AND job_id NOT IN (SELECT job_id FROM jobs)"
+    for table in ("checkpoints", "insight_results", "insight_jobs")
+)
+# The batch's jobs that have a row before the merge (KNOWN_JOBS), and the tool logs to read again
+# from their start (READ_AGAIN) for each job whose row the merge made: logs read for the job while
+# its trainer states were not readable yet (caught mid-write) gave their start to no row, and a
+# later read from their offset gives a later one; read whole in this run (tool logs come after
+# trainer states), they give the start a run reading the final files at once gives the new row.
+KNOWN_JOBS = "SELECT job_id FROM jobs WHERE job_id IN (SELECT unnest($job_ids))"
+NEW_STATE_JOBS = """
+SELECT job_id FROM jobs
+WHERE job_id IN (SELECT unnest($job_ids)) AND source_file LIKE '%trainer_state.json'
+"""
+READ_AGAIN = """
+UPDATE ingest_files SET fingerprint = NULL, read_offset = NULL, read_digest = NULL, rows = 0
+WHERE list_contains($kinds, kind) AND job_id IN (SELECT unnest($job_ids))
+"""
+
 
 class TrainerStateFormat:
     """The trainer states of every job folder: its own and its checkpoint folders'."""
@@ -66,7 +108,10 @@ class TrainerStateFormat:
         progress_job_ids = ledger.progress_job_ids(ctx.con)
         parsed: list[tuple[trainer_state.TrainerState, Candidate]] = []
         rejected: list[Rejection] = []
-        for c in changed_files(ctx, KIND, [(job, path) for job in jobs for path in self.files(job)]):
+        files = [(job, path) for job in jobs for path in self.files(job)]
+        candidates = changed_files(ctx, KIND, files)
+        moved = _moved(ctx, files, candidates, progress_job_ids)
+        for c in candidates:
             if c.job.path in ctx.conflicts:  # its progress.json claims another folder's job
                 rejected.append(Rejection(c, "failed", ctx.conflicts[c.job.path], retry=True))
                 continue
@@ -88,13 +133,53 @@ class TrainerStateFormat:
         parsed = _staged(ctx, parsed, rejected)
         states = [s for s, _ in parsed]
         if states:
-            _merge(ctx, states, [c for _, c in parsed])
+            _merge(ctx, states, [c for _, c in parsed], moved)
             ctx.summary.ingested += len(states)
             ctx.summary.job_ids.update(s.job_id for s in states)
             ctx.summary.rows += sum(len(s.rows) for s in states)
             ctx.summary.warnings += sum(len(s.warnings) for s in states)
         for r in rejected:
             not_ingested(ctx, r, KIND)
+
+
+def _moved(
+    ctx: Context,
+    files: list[tuple[JobFolder, Path]],
+    candidates: list[Candidate],
+    progress_job_ids: dict[str, str],
+) -> dict[str, str]:
+    """path -> former job of each state ingested before for another job than its folder's now (a
+    folder read before its progress.json existed, or while it was torn, went by its name; a
+    progress.json whose job_id changed). Such a state is read again, changed or not, for the job
+    it belongs to now (added to ``candidates`` in path order); ``_merge`` retires what it gave
+    its former job: the warehouse then equals one that read the final files at once."""
+    owners = dict(ctx.con.execute(OWNERS).fetchall())
+    if not owners:
+        return {}
+    seen = {c.path for c in candidates}
+    moved: dict[str, str] = {}
+    added = False
+    for job, path in files:
+        former = owners.get(str(path))
+        if former is None or job.path in ctx.conflicts:
+            continue
+        if former == progress_job_ids.get(str(job.progress), job.path.name):
+            continue
+        moved[str(path)] = former
+        if path in seen:
+            continue
+        try:
+            st, problem = examine(path, job, ctx.max_file_bytes)
+        except OSError:
+            continue  # vanished or unreadable since discovery: its record stands until it is read
+        if problem is None:
+            candidates.append(Candidate(path, job, st))
+            ctx.summary.unchanged -= 1
+            added = True
+    if added:  # discovery's order (the claims and the later-file rule read it)
+        order = {path: i for i, (_, path) in enumerate(files)}
+        candidates.sort(key=lambda c: order[c.path])
+    return moved
 
 
 def _claims(
@@ -160,20 +245,53 @@ def _staged(
     return kept
 
 
-def _merge(ctx: Context, states: list[trainer_state.TrainerState], read: list[Candidate]) -> None:
+def _merge(
+    ctx: Context, states: list[trainer_state.TrainerState], read: list[Candidate], moved: dict[str, str]
+) -> None:
     con = ctx.con
     checkpoints = [
         (s.job_id, step, str(s.path.parent))
         for s, c in zip(states, read, strict=True)
         if (step := trainer_state.checkpoint_step(s, c.job.path)) is not None
     ]
+    state_jobs = sorted({s.job_id for s in states})
     with db.atomic(con):  # staged by ``_staged``
+        known = {job_id for (job_id,) in con.execute(KNOWN_JOBS, {"job_ids": state_jobs}).fetchall()}
         trainer_state.merge(con)
+        made = [j for (j,) in con.execute(NEW_STATE_JOBS, {"job_ids": sorted(set(state_jobs) - known)}).fetchall()]
+        if made:
+            con.execute(READ_AGAIN, {"kinds": list(TOOL_KINDS), "job_ids": made})
         for statement in METRIC_VALUES:
             con.execute(statement)
         results.enqueue(con, {s.job_id for s in states})
         if checkpoints:
             job_ids, steps, paths = (list(column) for column in zip(*checkpoints, strict=True))
             con.execute(trainer_state.CHECKPOINTS, {"job_id": job_ids, "step": steps, "path": paths})
+        notes: dict[str, str] = {}
         for s, c in zip(states, read, strict=True):
-            ledger.record(con, str(s.path), KIND, c.stat, "ingested", None, s.job_id, len(s.rows), s.warnings)
+            former = moved.get(str(c.path))
+            warnings = s.warnings
+            if former is not None and former != s.job_id:
+                notes[str(c.path)] = former
+                warnings = [*warnings, f"read before for job {former}, now job {s.job_id}'s (its folder's "
+                            "progress.json appeared or changed its job_id): its rows moved"]  # fmt: skip
+            ledger.record(con, str(s.path), KIND, c.stat, "ingested", None, s.job_id, len(s.rows), warnings)
+        formers = _retire_former(con, set(notes.values()) - {s.job_id for s in states})
+    ctx.summary.job_ids |= formers
+    ctx.summary.warnings += len(notes)
+
+
+def _retire_former(con: duckdb.DuckDBPyConnection, formers: set[str]) -> set[str]:
+    """In the batch's transaction: the former jobs of the moved states that keep no ingested trainer
+    state lose the rows trainer states gave them (a former job's row made by trainer states goes,
+    with its checkpoints and insights); each former job is owed a refresh."""
+    if not formers:
+        return formers
+    params = {"job_ids": sorted(formers)}
+    kept = {job_id for (job_id,) in con.execute(FORMER_KEPT, params).fetchall()}
+    emptied = {"job_ids": sorted(formers - kept)}
+    if emptied["job_ids"]:
+        for statement in (*DELETE_FORMER, *DELETE_FORMER_ROWS):
+            con.execute(statement, emptied)
+    results.enqueue(con, formers)
+    return formers
