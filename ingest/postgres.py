@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention, sidefiles
+from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention
 from runlytics.warehouse.lock import run_lock
 
 from . import pipeline
@@ -108,7 +108,7 @@ PG_SEED_ROWS = "SELECT {columns} FROM {table} WHERE job_id = ANY(%s)"
 SEED_BATCH_ROWS = 100_000
 # a stage with rows of any job (one that ingested but never published, a warehouse made a stage)
 # is not new: nothing is taken
-STAGE_JOBS = " UNION ".join(f"SELECT job_id FROM {table}" for table in SEEDED_FACTS) + " LIMIT 1"
+STAGE_JOBS = "SELECT " + " OR ".join(f"EXISTS (SELECT 1 FROM {table})" for table in SEEDED_FACTS)
 STAGE_COLUMNS = (
     "SELECT column_name, data_type FROM information_schema.columns "
     "WHERE table_schema = current_schema() AND table_name = $table ORDER BY ordinal_position"
@@ -325,12 +325,12 @@ def seed(stage: Path, target: db.PostgresUrl, ingester: str, *, wait: float = db
     (``trim_seeds``): another host's jobs stay that host's. Once per stage, in one stage
     transaction (SEEDED_MARK with the rows); a stage that ran before, or holds jobs, never is.
     The jobs taken; nothing where PostgreSQL has no schema yet."""
-    if stage.exists() and sidefiles.heartbeat(stage).exists():
-        return 0  # a stage that ran before (seeded then, or before seeds were taken): not opened twice
+    # the stage's own marks and rows decide, not its side files: a lost stage whose first run
+    # stopped (PostgreSQL down, a kill) left an empty stage file beside the old heartbeat
     migrate.ensure_current(stage, wait=wait, locked=True)
     with db.connection(stage, read_only=True, wait=wait) as con:
         marks = con.execute(SEED_STATE, {"names": [SEEDED_MARK, RUNS_MARK]}).fetchall()
-        held = con.execute(STAGE_JOBS).fetchall()
+        held = (con.execute(STAGE_JOBS).fetchone() or (False,))[0]
     if marks or held:
         return 0  # seeded before, published before, or a warehouse with jobs made a stage: not new
     with db.connection(stage, wait=wait) as con, _pg(target) as pg:

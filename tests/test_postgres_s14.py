@@ -270,3 +270,25 @@ def test_a_job_whose_folder_is_not_on_this_host_is_not_taken(tmp_path: Path, pg_
     summary, published = pg_ingest.ingest(db.PostgresUrl(pg_url), [moved], stage=stage, ingester="h", wait=10)
     assert (summary.failed, published.jobs) == (0, 1)
     assert _pg(pg_url, "SELECT job_id, source_dir FROM jobs") == [("window", str(moved / "window"))]
+
+
+def test_a_lost_stage_whose_first_run_stopped_is_still_seeded(tmp_path: Path, pg_url: str) -> None:
+    # the stage file is lost, its side files stay; its first run meets PostgreSQL down and stops
+    # (having made an empty stage file): the next run must still take PostgreSQL's rows first
+    root = tmp_path / "jobs"
+    stage = tmp_path / "stage.duckdb"
+    url = db.PostgresUrl(pg_url)
+    _write(root, "window", _window([1, 2, 3]))
+    pg_ingest.ingest(url, [root], stage=stage, ingester="h", wait=10)
+    _write(root, "window", _window([3, 4, 5]))
+    pg_ingest.ingest(url, [root], stage=stage, ingester="h", wait=10)
+    before = _pg(pg_url, STEPS)
+    assert [row[:2] for row in before] == [("window", s) for s in range(1, 6)]
+    stage.unlink()
+    assert any(p.name.startswith("stage.duckdb.") for p in tmp_path.iterdir())  # its side files stay
+    down = db.PostgresUrl("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(db.WarehouseError, match="cannot connect"):
+        pg_ingest.ingest(down, [root], stage=stage, ingester="h", wait=10)
+    assert stage.exists()  # made before PostgreSQL was found down, beside the old heartbeat
+    pg_ingest.ingest(url, [root], stage=stage, ingester="h", wait=10)
+    assert _pg(pg_url, STEPS) == before  # was window 3..5 alone: the seed was skipped
