@@ -190,6 +190,23 @@ def test_a_progress_json_job_keeps_its_row_when_its_trainer_states_move(tmp_path
     assert lab.query("SELECT DISTINCT job_id, source FROM metric_values ORDER BY 1") == [("run-42", "trainer_state")]
 
 
+def test_a_deleted_progress_json_moves_no_trainer_state(tmp_path: Path, lab: Lab) -> None:
+    # a folder keeps the ids it once held (docs/ingest.md): its progress.json deleted, its unchanged
+    # trainer states stay with its job (they moved to a new job named after the folder, found by review)
+    out = lab.root / "out"
+    write(out / "checkpoint-10" / "trainer_state.json", state(10))
+    write(out / "progress.json", PROGRESS)
+    lab.ingest()
+    before = tables(lab)
+    (out / "progress.json").unlink()
+    lab.ingest()
+    assert lab.query("SELECT job_id, warnings FROM ingest_files WHERE kind = 'trainer_state'") == [("run-42", "[]")]
+    assert lab.query("SELECT job_id FROM jobs") == [("run-42",)]
+    assert lab.query("SELECT DISTINCT job_id FROM trainer_steps") == [("run-42",)]
+    assert lab.query("SELECT job_id, step FROM checkpoints") == [("run-42", 10)]
+    assert tables(lab) == before
+
+
 def test_the_source_file_is_the_state_with_the_highest_global_step(tmp_path: Path, lab: Lab) -> None:
     run = lab.root / "run"
     final = write(run / "trainer_state.json", state(30))

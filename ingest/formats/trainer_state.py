@@ -163,7 +163,10 @@ def _moved(
         former = owners.get(str(path))
         if former is None or job.path in ctx.conflicts:
             continue
-        if former == progress_job_ids.get(str(job.progress), job.path.name):
+        # only a progress.json on record names the folder's job now: a folder whose progress.json
+        # was deleted (or is not read yet) keeps the ids it once held (docs/ingest.md)
+        now = progress_job_ids.get(str(job.progress)) if job.progress is not None else None
+        if now is None or former == now:
             continue
         moved[str(path)] = former
         if path in seen:
