@@ -36,6 +36,7 @@ DEDUP = f"""
 DELETE FROM batch_gpu_samples WHERE seq IN (
     SELECT seq FROM batch_gpu_samples
     QUALIFY row_number() OVER (PARTITION BY job_id, host, {GPU_KEY}, ts ORDER BY seq DESC) > 1)
+RETURNING seq, job_id, host, {GPU_KEY}, ts
 """
 # The batch in the stored columns, and its cold part: views, not copies (a first ingest's batch is
 # ~all cold, and copying it twice cost more than the parse). The source and the cutoff are values
@@ -93,16 +94,26 @@ FINGERPRINT = (
     "gpu_index", "gpu_uuid", "samples", "first_ts", "last_ts",
     *(f"{f}_{x}" for f in rollups.FIGURES for x in ("n", "sum", "min", "max")),
     "memory_total_mb_max", "nonfinite",
+    "interval_seconds", "utilization_seconds", "idle_seconds", "reasons_seconds", "throttled_seconds",
 )  # fmt: skip
+# The time-weighted sums of FINGERPRINT tell a moved sample or changed clocks_event_reasons: the
+# samples at hand are computed with their intervals within the minute, and the minute's last one
+# with the interval its rollup counted (NEXT_TS: that interval is the rollup's interval_seconds less
+# the span first_ts to last_ts, which the others add up to, in whole microseconds; none when 0). The
+# next sample's power is not at hand: energy_wh is compared where that interval is none.
 _B_KEY = "coalesce(b.gpu_uuid, '#' || CAST(b.gpu_index AS VARCHAR))"
-_AGAIN = """(SELECT a.*, CAST(NULL AS DOUBLE) AS interval_seconds, CAST(NULL AS DOUBLE) AS next_power_w
+_LAST_US = "CAST(round((m.interval_seconds - @seconds_between(m.first_ts; m.last_ts)) * 1e6) AS BIGINT)"
+NEXT_TS = f"CASE WHEN {_LAST_US} >= 1 THEN m.last_ts + to_microseconds({_LAST_US}) END AS next_ts"
+_AGAIN = """(SELECT a.*, @seconds_between(a.ts; coalesce(lead(a.ts) OVER w, t.next_ts)) AS interval_seconds,
+           lead(a.power_w) OVER w AS next_power_w
     FROM available a JOIN touched t
       ON t.job_id = a.job_id AND t.host = a.host AND t.gpu_key = a.gpu_key AND t.minute = date_trunc('minute', a.ts)
-    WHERE a.ts >= t.first_ts AND a.ts <= t.last_ts)"""
+    WHERE a.ts >= t.first_ts AND a.ts <= t.last_ts
+    WINDOW w AS (PARTITION BY a.job_id, a.host, a.gpu_key, t.minute ORDER BY a.ts))"""
 WHOLE = f"""
 CREATE OR REPLACE TEMP TABLE {rollups.WHOLE} AS
 WITH touched AS (
-    SELECT m.* FROM gpu_minutes m
+    SELECT m.*, {render(NEXT_TS)} FROM gpu_minutes m
     SEMI JOIN (SELECT DISTINCT job_id, host, {GPU_KEY} AS gpu_key, date_trunc('minute', ts) AS minute
                FROM batch_gpu_samples WHERE ts < $first) b
         ON m.job_id = b.job_id AND m.host = b.host AND m.gpu_key = b.gpu_key AND m.minute = b.minute
@@ -130,6 +141,7 @@ WITH touched AS (
     JOIN again a ON a.job_id = t.job_id AND a.host = t.host AND a.gpu_key = t.gpu_key AND a.minute = t.minute
     ANTI JOIN early e ON e.job_id = t.job_id AND e.host = t.host AND e.gpu_key = t.gpu_key AND e.minute = t.minute
     WHERE {" AND ".join(f"a.{c} IS NOT DISTINCT FROM t.{c}" for c in FINGERPRINT)}
+      AND (t.next_ts IS NOT NULL OR a.energy_wh IS NOT DISTINCT FROM t.energy_wh)
 ), blocked AS (
     SELECT m.job_id, m.host, m.gpu_key, max(m.minute) AS minute
     FROM gpu_minutes m
@@ -152,7 +164,7 @@ WHERE b.ts < $first
   AND NOT EXISTS (SELECT 1 FROM {rollups.WHOLE} w
                   WHERE w.job_id = b.job_id AND w.host = b.host AND w.gpu_key = {_B_KEY}
                     AND w.minute = date_trunc('minute', b.ts))
-RETURNING seq
+RETURNING seq, job_id, host, {GPU_KEY}, ts
 """
 
 # What a batch stored, per GPU: the rollups recompute the minutes it touched.
@@ -173,14 +185,16 @@ def store_staged(
     caller can name its file and line."""
     cutoff = {"cutoff": parts.cutoff(con, TABLE)}
     duplicated = con.execute(DUPLICATES).fetchone()
-    if duplicated and duplicated[0]:
-        con.execute(DEDUP)
+    # the earlier reads of a sample read twice: skipped (and warned about) with its later read
+    superseded = con.execute(DEDUP).fetchall() if duplicated and duplicated[0] else []
     con.execute(rollups.WHOLE_EMPTY)
     window = retention.window_start(con)
     row = con.execute(FIRST_OLD, {"first": window}).fetchone() if window is not None else None
     if row and row[0] is not None:
         con.execute(WHOLE, {"first": window, "lo": row[0]})
-        skipped = [seq for (seq,) in con.execute(SKIP_ROLLED_UP, {"first": window}).fetchall()]
+        rows = con.execute(SKIP_ROLLED_UP, {"first": window}).fetchall()
+        keys = {tuple(key) for (_, *key) in rows}
+        skipped = [seq for (seq, *_) in rows] + [seq for (seq, *key) in superseded if tuple(key) in keys]
         if skipped:
             on_skipped(sorted(skipped))
     con.execute(PARAMS, {"source": source, **cutoff})

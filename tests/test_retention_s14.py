@@ -134,3 +134,117 @@ def test_a_resent_pruned_minute_with_a_new_sample_is_recomputed_a_changed_one_sk
     (warnings,) = pieces.own_query("SELECT warnings FROM ingest_files WHERE path LIKE '%changed/old.jsonl'")[0]
     assert json.loads(warnings) == [f"line {n}: {spool.SKIPPED}" for n in range(1, 11)]
     assert pieces.query(MINUTES) == minutes
+
+
+# Late samples of a day past the window around rolled-up minutes whose raw samples aged out
+LATE = ("SELECT minute, samples, interval_seconds, utilization_seconds, idle_seconds, throttled_seconds, "
+        "energy_wh FROM gpu_minutes WHERE job_id = 'old' ORDER BY minute")  # fmt: skip
+
+
+def sample(t: float, util: float = 50.0, reasons: int = 1) -> dict[str, Any]:
+    base = OLD.replace(tzinfo=UTC).timestamp()
+    return {"ts": base + t, "job_id": "old", "gpu_index": 0, "utilization_percent": util, "power_w": 200.0,
+            "clocks_event_reasons": reasons}  # fmt: skip
+
+
+def spool_folder(tmp_path: Path, name: str, files: dict[str, list[dict[str, Any]]]) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    for file, rows in files.items():
+        (folder / file).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_a_late_sample_before_a_pruned_kept_minute_counts_until_that_minute(
+    tmp_path: Path, ingest_engine: Engine
+) -> None:
+    """Minutes 10:01 (file y) and 10:02 (first piece of x) rolled up and pruned; then x grown: a
+    sample at 10:00:30 and 10:02 whole. 10:02 is recomputed, 10:01's rollup stands: the 10:00:30
+    sample counts until 10:01's first sample (30 s, as one ingest of the files), not across 10:01
+    to 10:02's first (90 s: 10:01's time and energy counted twice)."""
+    spools = today(tmp_path / "spool")
+    n = [sample(t) for t in range(60, 120, 10)]
+    m_first = [sample(t) for t in range(120, 160, 10)]
+    g_m = [sample(30)] + [sample(t) for t in range(120, 180, 10)]
+    pieces = lab_in(tmp_path, "pieces", ingest_engine)
+    pieces.ingest(spool_root=spools)
+    pieces.ingest(spool_root=spool_folder(tmp_path, "run1", {"y.jsonl": n, "x.jsonl": m_first}))
+    assert pieces.query("SELECT count(*) FROM gpu_samples WHERE job_id = 'old'") == [(0,)]
+    pieces.ingest(spool_root=spool_folder(tmp_path, "run2", {"x.jsonl": g_m}))
+    clean = lab_in(tmp_path, "clean", ingest_engine)
+    clean.ingest(spool_root=spools)
+    clean.ingest(spool_root=spool_folder(tmp_path, "all", {"y.jsonl": n, "x.jsonl": g_m}))
+    minutes = pieces.query(LATE)
+    assert minutes[0][1:] == (1, 30.0, 30.0, None, None, pytest.approx(200 * 30 / 3600))
+    assert minutes == clean.query(LATE) and pieces.query(FIGURES) == clean.query(FIGURES)
+
+
+def test_late_backfill_samples_around_pruned_kept_minutes_count_no_time_twice(
+    tmp_path: Path, ingest_engine: Engine
+) -> None:
+    """Two late samples of minutes never rolled up (10:00:30, 10:03:10) around 10:01 and 10:02,
+    rolled up and pruned: the first counts until 10:01's first sample (one ingest's 30 s), not 160 s
+    across both kept minutes; the kept minutes' rollups stand."""
+    spools = today(tmp_path / "spool")
+    kept = [sample(t) for t in range(60, 180, 10)]
+    late = [sample(30), sample(190)]
+    pieces = lab_in(tmp_path, "pieces", ingest_engine)
+    pieces.ingest(spool_root=spools)
+    pieces.ingest(spool_root=spool_folder(tmp_path, "run1", {"y.jsonl": kept}))
+    before = pieces.query(LATE)
+    stored = pieces.ingest(spool_root=spool_folder(tmp_path, "run2", {"x.jsonl": late}))
+    assert stored.warnings == 0 and stored.gpu_samples == 2
+    clean = lab_in(tmp_path, "clean", ingest_engine)
+    clean.ingest(spool_root=spools)
+    clean.ingest(spool_root=spool_folder(tmp_path, "all", {"y.jsonl": kept, "x.jsonl": late}))
+    minutes = pieces.query(LATE)
+    assert [row[0].minute for row in minutes] == [0, 1, 2, 3]
+    assert minutes[0] == clean.query(LATE)[0]
+    assert minutes[0][1:] == (1, 30.0, 30.0, None, None, pytest.approx(200 * 30 / 3600))
+    assert minutes[1:3] == before  # the kept minutes' rollups stand
+    assert sum(row[2] or 0 for row in minutes) <= 160  # 10:00:30 to 10:03:10
+
+
+@pytest.mark.parametrize("change", ["moved", "reasons"])
+def test_a_resent_pruned_minute_with_a_moved_sample_or_changed_reasons_is_skipped(
+    tmp_path: Path, ingest_engine: Engine, change: str
+) -> None:
+    """Two minutes of an old day, rolled up and pruned, sent again with one sample of 10:00 moved
+    (10:00:10 to 10:00:15, its values the same) or its clocks_event_reasons changed (1 to 4): counts,
+    sums, minima and maxima are the same, the time-weighted sums are not. Such a sample can't be told
+    from a new one: the rollups stand, that minute's samples are skipped with a warning."""
+    spools = today(tmp_path / "spool")
+    orig = [sample(t, 0.0 if (t // 10) % 2 == 0 else 50.0) for t in range(0, 120, 10)]
+    if change == "moved":
+        edited = [{**row, "ts": row["ts"] + 5} if i == 1 else row for i, row in enumerate(orig)]
+    else:
+        edited = [{**row, "clocks_event_reasons": 4} if i == 1 else row for i, row in enumerate(orig)]
+    pieces = lab_in(tmp_path, "pieces", ingest_engine)
+    pieces.ingest(spool_root=spools)
+    pieces.ingest(spool_root=spool_folder(tmp_path, "first", {"old.jsonl": orig}))
+    before = pieces.query(LATE)
+    assert [row[1:5] for row in before] == [(6, 60.0, 60.0, 30.0), (6, 50.0, 50.0, 30.0)]
+    again = pieces.ingest(spool_root=spool_folder(tmp_path, "again", {"old.jsonl": edited}))
+    # 10:00's six samples are skipped; 10:01's, the same as stored, are found whole (its figures the same)
+    assert again.gpu_samples == 6 and again.warnings == 6
+    assert pieces.query(LATE) == before
+    # the same samples again, unchanged: found whole, recomputed to the same figures
+    same = pieces.ingest(spool_root=spool_folder(tmp_path, "same", {"old.jsonl": orig}))
+    assert same.warnings == 0 and same.gpu_samples == 12 and pieces.query(LATE) == before
+
+
+def test_a_skipped_sample_read_twice_is_warned_about_at_both_lines(tmp_path: Path, ingest_engine: Engine) -> None:
+    """A pruned minute sent again with one of its samples read twice (the later read another value):
+    the minute is not found whole, its samples are skipped, the earlier read of that sample with
+    them (a warning at each of its lines; the summary does not count it stored)."""
+    spools = today(tmp_path / "spool")
+    orig = [sample(t, float(t // 2)) for t in range(0, 120, 10)]
+    pieces = lab_in(tmp_path, "pieces", ingest_engine)
+    pieces.ingest(spool_root=spools)
+    pieces.ingest(spool_root=spool_folder(tmp_path, "first", {"old.jsonl": orig}))
+    before = pieces.query(LATE)
+    again = pieces.ingest(spool_root=spool_folder(tmp_path, "again", {"old.jsonl": [*orig, sample(20, 99.0)]}))
+    assert again.gpu_samples == 6 and again.warnings == 7  # 10:01's six samples are stored (found whole)
+    (warnings,) = pieces.own_query("SELECT warnings FROM ingest_files WHERE path LIKE '%again/old.jsonl'")[0]
+    assert json.loads(warnings) == [f"line {n}: {spool.SKIPPED}" for n in (1, 2, 3, 4, 5, 6, 13)]
+    assert pieces.query(LATE) == before

@@ -183,23 +183,63 @@ RANGE_SAMPLES = """
     WINDOW w AS (PARTITION BY g.job_id, g.host, g.gpu_key ORDER BY g.ts)
 ) WHERE ts < hi)
 """
+# RANGE_SAMPLES where a range holds minutes before $kept whose rollups stand (KEPT_MINUTES, listed
+# after DELETE: the range's minutes left in the hot table): their raw samples may have aged out, so
+# a sample's lead() may run across such a minute to a later one, and count time its samples count
+# already. Each interval ends at the first sample of the next kept minute instead (ASOF: the least
+# first_ts after the sample), as one ingest of the same samples ends it; that sample's power is
+# known when each of the minute's samples had the same finite one, else the energy term is dropped
+# (unknown, not invented). A cron run's ranges lie inside the window: it never runs this.
+KEPT = "rollup_kept"
+KEPT_MINUTES = f"""
+CREATE OR REPLACE TEMP TABLE {KEPT} AS
+SELECT m.job_id, m.host, m.gpu_key, m.first_ts,
+       CASE WHEN m.power_w_n = m.samples AND m.power_w_min = m.power_w_max THEN m.power_w_min END AS first_power_w
+FROM gpu_minutes_hot m
+JOIN rollup_ranges r ON m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key
+WHERE m.minute >= r.lo AND m.minute < r.hi AND m.minute < $kept
+"""
+CAPPED_RANGE_SAMPLES = f"""
+(SELECT c.*, @seconds_between(c.ts; c.interval_end) AS interval_seconds FROM (
+    SELECT s.*,
+           CASE WHEN k.first_ts < coalesce(s.lead_ts, k.first_ts + INTERVAL 1 SECOND) THEN k.first_ts
+                ELSE s.lead_ts END AS interval_end,
+           CASE WHEN k.first_ts < coalesce(s.lead_ts, k.first_ts + INTERVAL 1 SECOND) THEN k.first_power_w
+                ELSE s.lead_power_w END AS next_power_w
+    FROM (
+        SELECT g.*, r.hi, lead(g.ts) OVER w AS lead_ts, lead(g.power_w) OVER w AS lead_power_w
+        FROM __samples__ g
+        JOIN rollup_ranges r ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
+        WHERE g.ts >= $lo AND g.ts <= $last
+          AND g.ts >= r.lo AND g.ts <= coalesce(r.next_ts, r.hi)
+        WINDOW w AS (PARTITION BY g.job_id, g.host, g.gpu_key ORDER BY g.ts)
+    ) s
+    ASOF LEFT JOIN {KEPT} k ON k.job_id = s.job_id AND k.host = s.host AND k.gpu_key = s.gpu_key AND k.first_ts > s.ts
+    WHERE s.ts < s.hi
+) c)
+"""
 # every minute of the ranges is in the hot table now (PARTS_TOUCHED unsealed)
-INSERT = (
-    "INSERT INTO gpu_minutes_hot SELECT * FROM ("
-    + render(ROLLUP_TEMPLATE.format(source=RANGE_SAMPLES))
-    + f""") x
+_INSERT_TAIL = f""") x
 WHERE x.minute >= $kept
    OR EXISTS (SELECT 1 FROM {WHOLE} w
               WHERE w.job_id = x.job_id AND w.host = x.host AND w.gpu_key = x.gpu_key AND w.minute = x.minute)
    OR NOT EXISTS (SELECT 1 FROM gpu_minutes_hot m
                   WHERE m.job_id = x.job_id AND m.host = x.host AND m.gpu_key = x.gpu_key AND m.minute = x.minute)
 """
-)
+
+
+def _insert(source: str) -> str:
+    return "INSERT INTO gpu_minutes_hot SELECT * FROM (" + render(ROLLUP_TEMPLATE.format(source=source)) + _INSERT_TAIL
+
+
+INSERT = _insert(RANGE_SAMPLES)
+CAPPED_INSERT = _insert(CAPPED_RANGE_SAMPLES)
 
 _WHOLE_EXISTS = f"""   OR EXISTS (SELECT 1 FROM {WHOLE} w
               WHERE w.job_id = x.job_id AND w.host = x.host AND w.gpu_key = x.gpu_key AND w.minute = x.minute)
 """
 PLAIN_INSERT = INSERT.replace(_WHOLE_EXISTS, "")
+PLAIN_CAPPED_INSERT = CAPPED_INSERT.replace(_WHOLE_EXISTS, "")
 
 
 def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whole: bool = False) -> None:
@@ -232,7 +272,12 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whol
     lo, last = con.execute(SPAN).fetchone() or (None, None)
     if lo is not None:
         con.execute(delete, kept)
+        if lo < kept["kept"]:  # a range reaches before the window: cap the intervals at kept minutes
+            con.execute(KEPT_MINUTES, kept)
+            insert = CAPPED_INSERT if found else PLAIN_CAPPED_INSERT
         con.execute(insert.replace(SAMPLES, samples), {"lo": lo, "last": last, **kept})
+        if lo < kept["kept"]:
+            con.execute(f"DROP TABLE {KEPT}")
         con.execute(SERIES_ADD)
         telemetry_outbox.record(con)  # a stage owes PostgreSQL these ranges (issue 18)
     con.execute(f"DROP TABLE rollup_ranges; DROP TABLE IF EXISTS {WHOLE}")
