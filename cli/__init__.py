@@ -407,12 +407,17 @@ def _job_id(text: str) -> str:
     return text
 
 
+def _number(text: str) -> float:
+    """``text`` as a float, NaN when it is none (every range test below then fails)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def _wait_seconds(text: str) -> float:
     """--wait: 0 (don't wait) or more seconds, finite."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
+    seconds = _number(text)
     if not 0 <= seconds < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text}")
     return seconds
@@ -420,10 +425,7 @@ def _wait_seconds(text: str) -> float:
 
 def _finite_seconds(text: str) -> float:
     """--interval: a finite number (the sampler says how small it may be)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
+    seconds = _number(text)
     if not math.isfinite(seconds):
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text}")
     return seconds
@@ -431,10 +433,7 @@ def _finite_seconds(text: str) -> float:
 
 def _positive_mib(text: str) -> float:
     """--max-file-mb: a size above 0 MiB, finite."""
-    try:
-        mib = float(text)
-    except ValueError:
-        mib = math.nan
+    mib = _number(text)
     if not 0 < mib < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of MiB above 0: {text}")
     return mib
@@ -442,10 +441,7 @@ def _positive_mib(text: str) -> float:
 
 def _spool_mib(text: str) -> float:
     """--spool-max-mb: 0 (no bound) or a size in MiB, finite."""
-    try:
-        mib = float(text)
-    except ValueError:
-        mib = math.nan
+    mib = _number(text)
     if not 0 <= mib < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of MiB, 0 (no bound) or more: {text}")
     return mib

@@ -78,18 +78,8 @@ WHERE h.job_id = c.job_id AND h.host = c.host AND h.gpu_key = c.gpu_key AND h.ts
 # longer at hand). Otherwise the rollup stands and each such sample is skipped with a warning. Any
 # other old sample (a late backfill of a day never seen) is stored as usual, rolled up, and pruned
 # later like the rest.
-_SAMPLE_COLUMNS = (
-    "gpu_index",
-    "ts",
-    "gpu_uuid",
-    "utilization_percent",
-    "memory_used_mb",
-    "memory_total_mb",
-    "temperature_c",
-    "power_w",
-    "sm_clock_mhz",
-    "clocks_event_reasons",
-)
+# a sample's own columns (GPU_SAMPLES' without its key's job and host, its source and its gpu_key)
+_SAMPLE_COLUMNS = tuple(c for c in parts.GPU_SAMPLES.columns if c not in ("job_id", "host", "source", "gpu_key"))
 FINGERPRINT = (
     "gpu_index", "gpu_uuid", "samples", "first_ts", "last_ts",
     *(f"{f}_{x}" for f in rollups.FIGURES for x in ("n", "sum", "min", "max")),
