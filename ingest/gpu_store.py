@@ -171,8 +171,9 @@ def store_staged(
     con: duckdb.DuckDBPyConnection, source: str, on_skipped: Callable[[list[int]], None] = lambda seqs: None
 ) -> set[str]:
     """Store the staged batch (in the caller's transaction); returns the jobs it belongs to.
-    ``on_skipped`` hears the ``seq`` of each sample not stored (SKIP_ROLLED_UP), so that the
-    caller can name its file and line."""
+    ``on_skipped`` hears the ``seq`` of each sample not stored (SKIP_ROLLED_UP, and the earlier
+    read of a sample read twice whose later read is skipped), so that the caller can name its file
+    and line."""
     cutoff = {"cutoff": parts.cutoff(con, TABLE)}
     duplicated = con.execute(DUPLICATES).fetchone()
     # the earlier reads of a sample read twice: skipped (and warned about) with its later read

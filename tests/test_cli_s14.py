@@ -100,7 +100,16 @@ def test_a_warehouse_folder_that_cannot_be_created_is_a_warehouse_error(
 
 # --- S2: --db naming another URL: refused before DuckDB sees it -------------------------------
 
-OTHER_URLS = ["mysql://x@h/db", "md:foo", "sqlite:x.db", "s3://bucket/x.duckdb", ":memory:", "foo:bar.duckdb"]
+OTHER_URLS = [
+    "mysql://x@h/db",
+    "md:foo",
+    "./md:foo",
+    "sqlite:x.db",
+    "./sqlite:x.db",
+    "s3://bucket/x.duckdb",
+    ":memory:",
+    "foo:bar.duckdb",
+]
 
 
 @pytest.mark.parametrize("url", OTHER_URLS)
@@ -381,7 +390,7 @@ def test_status_counts_trainer_state_steps_as_step_rows(
     assert f"2 jobs, {summary.rows} step rows," in out
 
 
-@pytest.mark.parametrize("name", ["w-10:00.duckdb", "x.y:z.duckdb", "c:w.duckdb"])
+@pytest.mark.parametrize("name", ["w-10:00.duckdb", "./w-10:00.duckdb", "x.y:z.duckdb", "c:w.duckdb"])
 def test_a_relative_name_holding_a_colon_duckdb_takes_for_a_file_still_works(
     name: str, tmp_path: Path, jobs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,7 +121,7 @@ def local_path(named: str | os.PathLike[str], what: str = "warehouse") -> Path:
     which it reads as an extension's URL (loading, even installing, that extension) or as an
     in-memory database. A file named so is named by its absolute path."""
     path = Path(named)
-    if not path.is_absolute() and NOT_A_FILE.match(os.fspath(named)):
+    if not path.is_absolute() and NOT_A_FILE.match(str(path)):  # Path drops a leading ./
         raise WarehouseError(
             f"{what} {os.fspath(named)!r} is neither a DuckDB file nor a postgresql:// URL "
             "(a file whose name holds ':' is named by its absolute path)"
