@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention
+from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention, sidefiles
 from runlytics.warehouse.lock import run_lock
 
 from . import pipeline
@@ -325,8 +325,14 @@ def seed(stage: Path, target: db.PostgresUrl, ingester: str, *, wait: float = db
     (``trim_seeds``): another host's jobs stay that host's. Once per stage, in one stage
     transaction (SEEDED_MARK with the rows); a stage that ran before, or holds jobs, never is.
     The jobs taken; nothing where PostgreSQL has no schema yet."""
-    # the stage's own marks and rows decide, not its side files: a lost stage whose first run
-    # stopped (PostgreSQL down, a kill) left an empty stage file beside the old heartbeat
+    # A stage that ran before has its heartbeat beside it: not opened again (a cron run's cost). A
+    # lost stage's old heartbeat goes first, so that a run that stops after making the new stage
+    # file (PostgreSQL down, a kill) leaves no heartbeat beside it: the next run opens it and seeds
+    heartbeat = sidefiles.heartbeat(stage)
+    if not stage.exists():
+        heartbeat.unlink(missing_ok=True)
+    elif heartbeat.exists():
+        return 0
     migrate.ensure_current(stage, wait=wait, locked=True)
     with db.connection(stage, read_only=True, wait=wait) as con:
         marks = con.execute(SEED_STATE, {"names": [SEEDED_MARK, RUNS_MARK]}).fetchall()
