@@ -588,12 +588,7 @@ def _ingest_once(args: argparse.Namespace) -> int:
     path = target
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise db.WarehouseError(
-            f"cannot create the folder {path.parent} of warehouse {path}: {error.strerror or error}"
-        ) from None
+    db.make_folder(path)
     from runlytics.ingest.pipeline import CsvImport, ingest  # DuckDB, the C reader, pyarrow: only for real work
 
     columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else None

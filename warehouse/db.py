@@ -129,6 +129,16 @@ def local_path(named: str | os.PathLike[str], what: str = "warehouse") -> Path:
     return path
 
 
+def make_folder(path: Path) -> None:
+    """Create the warehouse file's folder; a folder that can't be made is the warehouse's error (exit 3)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WarehouseError(
+            f"cannot create the folder {path.parent} of warehouse {path}: {error.strerror or error}"
+        ) from None
+
+
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:
     """The warehouse file: ``db`` when given, else ``$RUNLYTICS_DB``, else ./runlytics.duckdb.
 

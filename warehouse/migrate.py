@@ -113,12 +113,7 @@ def upgrade(
     checked_target(revision)
     if isinstance(path, db.PostgresUrl):
         return upgrade_postgres(path, revision, wait)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise db.WarehouseError(
-            f"cannot create the folder {path.parent} of warehouse {path}: {error.strerror or error}"
-        ) from None
+    db.make_folder(path)
     with run_lock(path, wait=wait):
         done = upgrade_locked(path, revision, wait, chain=chain)
         snapshots.publish(path)
