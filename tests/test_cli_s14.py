@@ -410,3 +410,27 @@ def test_sample_refuses_a_blank_job_id(job_id: str, capsys: pytest.CaptureFixtur
     code, _, err = run(capsys, "sample", "--job-id", job_id, "--interval", "1")
     assert code == 2
     assert last_line(err) == f"runlytics sample: error: argument --job-id: {job_id!r} is blank: no job is named so"
+
+
+@pytest.mark.parametrize("how", ["--db", "RUNLYTICS_DB"])
+def test_a_quoted_tilde_is_the_home_folder_as_duckdb_reads_it(
+    how: str, tmp_path: Path, jobs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--db "~/w.duckdb"`` (the shell leaves a quoted ~): DuckDB opens the home's file, so the lock,
+    the snapshots and the checks go there too (they went to ./~/, and the second run was a traceback)."""
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    given = ["--db", "~/w.duckdb"] if how == "--db" else []
+    if how == "RUNLYTICS_DB":
+        monkeypatch.setenv("RUNLYTICS_DB", "~/w.duckdb")
+    for _ in range(2):
+        code, _, err = run(capsys, "ingest", str(jobs), *given, "--quiet")
+        assert code == 0, err
+    code, out, err = run(capsys, "status", "--json", *given)
+    assert code == 0, err
+    assert json.loads(out)["jobs"] == 3
+    assert (home / "w.duckdb").is_file()
+    assert list(work.iterdir()) == []  # nothing made under ./~/

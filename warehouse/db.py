@@ -119,8 +119,11 @@ def local_path(named: str | os.PathLike[str], what: str = "warehouse") -> Path:
     """``named`` as a DuckDB file's path; WarehouseError for a relative name DuckDB would not take
     for a file (NOT_A_FILE: ``mysql://…``, ``md:db``, ``sqlite:x.db``, ``s3://…``, ``:memory:``),
     which it reads as an extension's URL (loading, even installing, that extension) or as an
-    in-memory database. A file named so is named by its absolute path."""
-    path = Path(named)
+    in-memory database. A file named so is named by its absolute path. A leading ``~/`` is the
+    home folder, as DuckDB itself reads it (a quoted ``--db "~/w.duckdb"`` that the shell left as
+    typed: DuckDB opened the home's file while the lock and snapshot files went to ./~/)."""
+    text = os.fspath(named)
+    path = Path(os.path.expanduser(text) if text == "~" or text.startswith("~/") else text)
     if not path.is_absolute() and NOT_A_FILE.match(str(path)):  # Path drops a leading ./
         raise WarehouseError(
             f"{what} {os.fspath(named)!r} is neither a DuckDB file nor a postgresql:// URL "
