@@ -261,6 +261,33 @@ def test_hparams_yaml_known_keys_are_the_jobs_settings(lab: Lab) -> None:
     ]
 
 
+def test_hparams_yaml_settings_that_are_dropped_are_said(lab: Lab) -> None:
+    """A setting of hparams.yaml that is no number, out of range or not whole is dropped as
+    progress.json's config's is, and said in the same words (it was dropped silently): on the
+    hparams.yaml a CSV logger's run reads, on the event file a TensorBoard run reads (the
+    hparams.yaml beside it is no file of the run's ledger)."""
+    folder = lab.root / "lightning_logs" / "version_0"
+    old = time.time() - 7200
+    write(folder / "hparams.yaml", "batch_size: auto\nsave_steps: -1\ngpu_count: 2.5\nmax_steps: 40\nlr: x\n", old)
+    write(folder / "metrics.csv", "epoch,step,train_loss\n0,10,2.0\n", old)
+    tb = lab.root / "tb_logs" / "version_0"
+    event_file = write(tb / "events.out.tfevents.1760000000.host.1.0", events([(T0 + 10, 10, {"train_loss": 2.0})]))
+    write(tb / "hparams.yaml", "batch_size: 16\ngpu_count: two\n")
+    summary = lab.ingest()
+    said = sorted((p, m) for p, m in summary.listed_warnings if "dropped" in m)
+    assert said == [
+        (str(folder / "hparams.yaml"), 'batch_size "auto" is not a number, dropped'),
+        (str(folder / "hparams.yaml"), "gpu_count 2.5 is not a whole number, dropped"),
+        (str(folder / "hparams.yaml"), "save_steps -1 is out of range, dropped"),
+        (str(event_file), 'hparams.yaml: gpu_count "two" is not a number, dropped'),
+    ]
+    settings = "SELECT job_id, batch_size, save_steps, gpu_count, total_steps FROM jobs ORDER BY job_id"
+    assert lab.query(settings) == [
+        ("lightning_logs/version_0", None, None, None, 40),
+        ("tb_logs/version_0", 16.0, None, None, None),
+    ]
+
+
 # --- T6: an MLflow run deleted in MLflow --------------------------------------------------------------
 
 

@@ -32,10 +32,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import google_crc32c
 import numpy as np
 
 from runlytics.ingest import ledger
+from runlytics.ingest.discover import LIGHTNING_HPARAMS as HPARAMS
 from runlytics.ingest.discover import TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
@@ -182,6 +184,20 @@ FROM (
            unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at,
            unnest($status_final) AS status_final
 ) r
+"""
+SETTINGS = frozenset({"batch_size", "save_steps", "target_samples_per_second", "gpu_count", "max_steps"})
+# Why a setting of the config (SETTINGS) was dropped, in progress.json's words (ingest/progress.py): a Lightning
+# hparams.yaml's batch_size 'auto' or gpu_count 2.5 is said, not dropped silently.
+SETTING_PROBLEMS = """
+SELECT job_id, list_filter([
+    rl_number_problem('batch_size', config -> '$.batch_size', 0, 1e300, false),
+    rl_number_problem('save_steps', config -> '$.save_steps', 0, 1e18, true),
+    rl_number_problem('target_samples_per_second', config -> '$.target_samples_per_second', 0, 1e300, false),
+    rl_number_problem('gpu_count', config -> '$.gpu_count', 0, 1e9, true),
+    rl_number_problem('max_steps', config -> '$.max_steps', 0, 1e18, true)
+], lambda p: p IS NOT NULL)
+FROM batch_tool_runs
+WHERE config IS NOT NULL
 """
 # A run folder of tool logs only: its job row, merged with what earlier runs and other tools'
 # files of the folder said (source_file is the folder: a row made from a progress.json or trainer
@@ -468,6 +484,7 @@ class ToolLogFormat:
             _store_points(con, staged, self.kind)
             if runs:
                 con.execute(STAGE_RUNS, _runs_columns(runs))
+                _note_setting_problems(con, runs)
                 con.execute(UPSERT_JOBS)
                 con.execute(ROW_STEPS, {"job_ids": sorted({r.job_id for r in runs})})
                 if any(r.info.start_unknown for r in runs):
@@ -650,6 +667,23 @@ def _claims(
 def _named_by_folder(job: JobFolder, progress_job_ids: dict[str, str]) -> bool:
     """A tool-log run, or a job folder whose id is its name (no progress.json of it was read)."""
     return job.is_tool_run or not progress_job_ids.get(str(job.progress))
+
+
+def _note_setting_problems(con: duckdb.DuckDBPyConnection, runs: list[_JobRead]) -> None:
+    """The settings of a run's config that were dropped, as warnings of the file that gave the config
+    (hparams.yaml, the only log whose config holds them; beside event files it is no file read)."""
+    if not any(isinstance(r.info.config, dict) and r.info.config.keys() & SETTINGS for r in runs):
+        return  # no run's config names a setting: the query (planned ~20 ms) is not run
+    by_id = {r.job_id: r for r in runs}
+    for job_id, problems in con.execute(SETTING_PROBLEMS).fetchall():
+        if not problems:
+            continue
+        run = by_id[job_id]
+        given = [r for r in run.reads if r.candidate.path.name == HPARAMS]
+        if given:
+            given[-1].chunk.warnings.extend(problems)
+        else:
+            run.info_warnings.extend(f"{HPARAMS}: {p}" for p in problems)
 
 
 def _clean_info(info: RunInfo, warnings: list[str]) -> None:
