@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from depth import DEEP
 from pg_server import PgServer, bin_dir
 
 from runlytics.ingest import postgres as pg_ingest
@@ -95,12 +96,20 @@ class Lab:
             with psycopg.connect(self.target().libpq_url, options=SESSION_OPTIONS) as pg:
                 owners = dict(pg.execute("SELECT job_id, ingester FROM job_owners WHERE job_id = ANY(%s)", (jobs,)))
                 mine = [j for j in jobs if owners.get(j, name) == name]
-                for table in tables:
-                    peers = " AND kind <> 'slow_vs_peers'" if table == "insight_results" else ""  # PG recomputes them
-                    where = f"job_id IN (SELECT unnest($jobs)){peers}"
-                    want = stage.execute(f"SELECT count(*) FROM {table} WHERE {where}", {"jobs": mine}).fetchone()
-                    got = pg.execute(f"SELECT count(*) FROM {table} WHERE job_id = ANY(%s){peers}", (mine,)).fetchone()
-                    assert got == want, f"PostgreSQL: {got} rows of {table} for the published jobs, the stage {want}"
+                # one query on each side (a count per table): this runs after every ingest of the suite
+                peers = {
+                    t: " AND kind <> 'slow_vs_peers'" if t == "insight_results" else "" for t in tables
+                }  # PG recomputes them
+                duck_counts = ", ".join(
+                    f"(SELECT count(*) FROM {t} WHERE job_id IN (SELECT unnest($jobs)){peers[t]})" for t in tables
+                )
+                pg_counts = ", ".join(
+                    f"(SELECT count(*) FROM {t} WHERE job_id = ANY(%(jobs)s){peers[t]})" for t in tables
+                )
+                want = stage.execute(f"SELECT {duck_counts}", {"jobs": mine}).fetchone() or ()
+                got = pg.execute(f"SELECT {pg_counts}", {"jobs": mine}).fetchone() or ()
+                for table, g, w in zip(tables, got, want, strict=True):
+                    assert g == w, f"PostgreSQL: {g} rows of {table} for the published jobs, the stage {w}"
 
     def own_query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """The rows of ``sql`` in the lab's own file: the warehouse, or on an engine that ingests the
@@ -348,10 +357,16 @@ def mirror(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl) -> None:
             pg_copy.copy_rows(con, raw, table, columns, f"SELECT {names} FROM {db.quote_identifier(origin)}")
         # every copied table holds the warehouse's rows (its view for gpu_samples), before the refill:
         # a test comparing empty results then compares the warehouse's, not a copy that lost them
-        for table, origin in pg_copy.COPIED.items():
-            want = con.execute(f"SELECT count(*) FROM {db.quote_identifier(origin)}").fetchone()
-            got = raw.execute(f"SELECT count(*) FROM {db.quote_identifier(table)}").fetchone()
-            assert got == want, f"mirror: PostgreSQL holds {got} rows of {table}, the warehouse {want}"
+        # (one query on each side: a count per table)
+        tables = list(pg_copy.COPIED.items())
+        want = con.execute(
+            "SELECT " + ", ".join(f"(SELECT count(*) FROM {db.quote_identifier(o)})" for _, o in tables)
+        ).fetchone()
+        got = raw.execute(
+            "SELECT " + ", ".join(f"(SELECT count(*) FROM {db.quote_identifier(t)})" for t, _ in tables)
+        ).fetchone()
+        for (table, _), g, w in zip(tables, got or (), want or (), strict=True):
+            assert g == w, f"mirror: PostgreSQL holds {g} rows of {table}, the warehouse {w}"
         raw.execute(results.REFILL)
 
 
@@ -380,15 +395,41 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{XFAIL_POSTGRES}(reason): the [postgresql] case is a known failure")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Modules whose subject is how the stage reads damaged, odd or tool-written input, progress.json's
+# forms and the merge rules between them: the same code on both engines; their [postgresql] cases
+# (the publish of what the stage read, which the idempotence, phantom-job, session-14 merge,
+# retention, analytics and insight modules check on PostgreSQL in every run) run in deep runs only
+# (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes: docs/testing.md, "Suite time", session 15.
+POSTGRES_IN_DEEP_RUNS = frozenset({
+    "test_damaged_values", "test_unreadable_inputs", "test_damaged_tool_logs",
+    "test_tool_logs_text", "test_tool_logs", "test_timing_rows", "test_trainer_folders",
+    "test_ingest_forms", "test_merge_order", "test_merge_rules2",
+})  # fmt: skip
+
+
+def _module_name(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    return module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+
+
+def _on_postgres(item: pytest.Item) -> bool:
+    params = getattr(item, "callspec", None)
+    return params is not None and any(params.params.get(name) == "postgresql" for name in ENGINE_FIXTURES)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test marked ``xfail_postgres`` is xfail(strict=True) where one of its engine fixtures (of any
-    scope: a module's database too) is PostgreSQL: the fix shows as an XPASS that fails until the mark goes."""
+    scope: a module's database too) is PostgreSQL: the fix shows as an XPASS that fails until the mark goes.
+    The [postgresql] cases of POSTGRES_IN_DEEP_RUNS' modules are deselected outside deep runs."""
+    if not DEEP:
+        later = [i for i in items if _module_name(i) in POSTGRES_IN_DEEP_RUNS and _on_postgres(i)]
+        if later:
+            config.hook.pytest_deselected(items=later)
+            gone = set(later)
+            items[:] = [i for i in items if i not in gone]
     for item in items:
         known = item.get_closest_marker(XFAIL_POSTGRES)
-        params = getattr(item, "callspec", None)
-        if known is None or params is None:
-            continue
-        if any(params.params.get(name) == "postgresql" for name in ENGINE_FIXTURES):
+        if known is not None and _on_postgres(item):
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"PostgreSQL: {known.args[0]}"))
 
 

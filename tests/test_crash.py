@@ -586,18 +586,27 @@ def correction_facts(db: Path) -> dict[str, Any]:
     return facts
 
 
-@pytest.mark.parametrize(("point", "nth"), CORRECTION_POINTS)
-def test_killed_inside_a_log_correction_then_rerun_equals_one_clean_correction(
-    tmp_path: Path, point: str, nth: int
-) -> None:
-    correct = ["ingest", "--nvidia-smi-csv", "LOG", "--job-id", "a", "--timezone", "Europe/Berlin", "--db", "DB"]
-    clean_db, clean_log = correction_lab(tmp_path / "clean")
-    args = [str(clean_log) if a == "LOG" else str(clean_db) if a == "DB" else a for a in correct]
+CORRECT = ["ingest", "--nvidia-smi-csv", "LOG", "--job-id", "a", "--timezone", "Europe/Berlin", "--db", "DB"]
+
+
+@pytest.fixture(scope="module")
+def clean_correction(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The facts of one clean correction (the same for every point: built once)."""
+    clean_db, clean_log = correction_lab(tmp_path_factory.mktemp("correction") / "clean")
+    args = [str(clean_log) if a == "LOG" else str(clean_db) if a == "DB" else a for a in CORRECT]
     done = subprocess.run([sys.executable, "-c", ENTRY, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     expected = correction_facts(clean_db)
     # 36 samples, all at 10:0x Z (12:0x in Berlin, UTC+2 in July): the UTC reading is gone
     assert len(expected["gpu_samples"]) == 36 and {r[3].hour for r in expected["gpu_samples"]} == {10}
+    return expected
+
+
+@pytest.mark.parametrize(("point", "nth"), CORRECTION_POINTS)
+def test_killed_inside_a_log_correction_then_rerun_equals_one_clean_correction(
+    clean_correction: dict[str, Any], tmp_path: Path, point: str, nth: int
+) -> None:
+    correct, expected = CORRECT, clean_correction
     db, log = correction_lab(tmp_path / "lab")
     args = [str(log) if a == "LOG" else str(db) if a == "DB" else a for a in correct]
     killed = subprocess.run([sys.executable, "-c", KILL_AT, point, str(nth), *args], cwd=REPO, capture_output=True,
