@@ -140,6 +140,17 @@ def test_bytes_that_are_not_utf8_in_a_lightning_csv_are_replaced_with_a_warning(
     assert lab.query(VALUES, {"j": "v"})[-2:] == [("train_lo\ufffdss", 3, 1.25), ("train_lo\ufffdss", 4, 1.0)]
 
 
+def test_the_column_of_a_byte_that_is_not_utf8_counts_characters(lab: Lab) -> None:
+    """The warning's column is the one an editor shows: "é" and "µ" before the byte are one
+    column each, not two (it counted bytes: column 20)."""
+    write(lab.root / "u" / "metrics.csv", "epoch,step,é_µ_lo".encode() + b"\xffss\n0,1,2.0\n")
+    summary = lab.ingest()
+    assert warnings_of(summary, lab)["u/metrics.csv"] == [
+        "line 1: not valid UTF-8 (byte 0xff at column 18), read with U+FFFD in its place",
+    ]
+    assert lab.query(VALUES, {"j": "u"}) == [("epoch", 1, 0.0), ("é_µ_lo\ufffdss", 1, 2.0)]
+
+
 # --- 3. numbers no double holds -----------------------------------------------------------------
 
 

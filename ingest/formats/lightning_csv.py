@@ -113,12 +113,14 @@ def header_before(path: Path, offset: int) -> list[str] | None:
 
 def decoded(line: bytes) -> tuple[str, str | None]:
     """A line as text, bytes that are not UTF-8 replaced by U+FFFD, and what the first such byte
-    was (None when the line is UTF-8), for the warning."""
+    was and its column in characters, as an editor shows it (None when the line is UTF-8), for the
+    warning."""
     try:
         return line.decode("utf-8"), None
     except UnicodeDecodeError as error:
         bad = " ".join(f"0x{b:02x}" for b in line[error.start : error.end])
-        return line.decode("utf-8", errors="replace"), f"byte {bad} at column {error.start + 1}"
+        column = len(line[: error.start].decode("utf-8")) + 1  # the bytes before it are UTF-8
+        return line.decode("utf-8", errors="replace"), f"byte {bad} at column {column}"
 
 
 def parse(
