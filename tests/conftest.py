@@ -395,15 +395,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{XFAIL_POSTGRES}(reason): the [postgresql] case is a known failure")
 
 
-# Modules whose subject is how the stage reads damaged, odd or tool-written input, progress.json's
-# forms and the merge rules between them: the same code on both engines; their [postgresql] cases
+# Modules whose subject is how the stage reads damaged, odd or tool-written input, trainer states,
+# progress.json's forms and the merge rules between them: the same code on both engines; their [postgresql] cases
 # (the publish of what the stage read, which the idempotence, phantom-job, session-14 merge,
 # retention, analytics and insight modules check on PostgreSQL in every run) run in deep runs only
 # (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes: docs/testing.md, "Suite time", session 15.
 POSTGRES_IN_DEEP_RUNS = frozenset({
     "test_damaged_values", "test_unreadable_inputs", "test_damaged_tool_logs",
     "test_tool_logs_text", "test_tool_logs", "test_timing_rows", "test_trainer_folders",
-    "test_ingest_forms", "test_merge_order", "test_merge_rules2",
+    "test_ingest_forms", "test_merge_order", "test_merge_rules2", "test_tool_logs_s14", "test_tool_logs_jobs",
+    "test_trainer_state", "test_trainer_figures",
 })  # fmt: skip
 
 
