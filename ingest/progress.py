@@ -120,14 +120,13 @@ SELECT f.file_id,
        rl_timestamp(d.updated_at) AS updated_at,
        CASE WHEN json_type(d.config) = 'OBJECT' THEN d.config END AS config,
        rl_string(d.config -> '$.model_name') AS model_name,
-       CASE WHEN rl_number(d.config -> '$.batch_size', 0, 1e300, false) > 0
-            THEN rl_number(d.config -> '$.batch_size', 0, 1e300, false) END AS batch_size,
-       CAST(rl_number(d.config -> '$.save_steps', 0, 1e18, true) AS BIGINT) AS save_steps,
-       rl_number(d.config -> '$.target_samples_per_second', 0, 1e300, false) AS target_samples_per_second,
-       CAST(rl_number(d.config -> '$.gpu_count', 0, 1e9, true) AS BIGINT) AS gpu_count,
+       CASE WHEN rl_setting(d.config, 'batch_size') > 0 THEN rl_setting(d.config, 'batch_size') END AS batch_size,
+       CAST(rl_setting(d.config, 'save_steps') AS BIGINT) AS save_steps,
+       rl_setting(d.config, 'target_samples_per_second') AS target_samples_per_second,
+       CAST(rl_setting(d.config, 'gpu_count') AS BIGINT) AS gpu_count,
        CAST(rl_number(d.current_step, 0, 1e18, true) AS BIGINT) AS current_step,
        CAST(coalesce(rl_number(d.total_steps, 0, 1e18, true), rl_number(d.max_steps, 0, 1e18, true),
-                     rl_number(d.config -> '$.max_steps', 0, 1e18, true)) AS BIGINT) AS total_steps,
+                     rl_setting(d.config, 'max_steps')) AS BIGINT) AS total_steps,
        concat_ws('; ',
            CASE WHEN regexp_full_match(rl_string(d.job_id), '[[:space:]]*')
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is empty: the folder name is used'
@@ -152,12 +151,7 @@ SELECT f.file_id,
            rl_timestamp_problem('updated_at', d.updated_at),
            CASE WHEN d.config IS NOT NULL AND json_type(d.config) <> 'OBJECT'
                 THEN 'config is not an object: dropped' END,
-           rl_number_problem('config.batch_size', d.config -> '$.batch_size', 0, 1e300, false),
-           rl_number_problem('config.save_steps', d.config -> '$.save_steps', 0, 1e18, true),
-           rl_number_problem('config.target_samples_per_second', d.config -> '$.target_samples_per_second',
-                             0, 1e300, false),
-           rl_number_problem('config.gpu_count', d.config -> '$.gpu_count', 0, 1e9, true),
-           rl_number_problem('config.max_steps', d.config -> '$.max_steps', 0, 1e18, true),
+           nullif(array_to_string(rl_setting_problems('config.', d.config), '; '), ''),
            CASE WHEN (d.config -> '$.model_name') IS NOT NULL AND rl_string(d.config -> '$.model_name') IS NULL
                 THEN 'config.model_name ' || left(CAST(d.config -> '$.model_name' AS VARCHAR), 40)
                      || ' is not a string, dropped' END,

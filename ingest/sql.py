@@ -85,7 +85,32 @@ CREATE OR REPLACE TEMP MACRO rl_timestamp_problem(label, x) AS
     CASE WHEN x IS NOT NULL AND rl_timestamp(x) IS NULL
          THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a timestamp, dropped' END;
 
+-- A config's settings (inputs.md; CONFIG_SETTINGS): each one's upper bound and whether it is
+-- whole, so that progress.json's reader and the trainers' logs' read (rl_setting) and warn
+-- (rl_setting_problems) alike
+CREATE OR REPLACE TEMP MACRO rl_setting_hi(name) AS
+    CASE name WHEN 'gpu_count' THEN 1e9 WHEN 'save_steps' THEN 1e18 WHEN 'max_steps' THEN 1e18 ELSE 1e300 END;
+CREATE OR REPLACE TEMP MACRO rl_setting_whole(name) AS name IN ('save_steps', 'gpu_count', 'max_steps');
+
+-- a setting of config c (JSON), checked: NULL when absent, not a number, out of range or not whole
+CREATE OR REPLACE TEMP MACRO rl_setting(c, name) AS
+    rl_number(json_extract(c, '$.' || name), 0, rl_setting_hi(name), rl_setting_whole(name));
+
+CREATE OR REPLACE TEMP MACRO rl_setting_problem(prefix, c, name) AS
+    rl_number_problem(prefix || name, json_extract(c, '$.' || name), 0, rl_setting_hi(name), rl_setting_whole(name));
+
+-- why settings of config c were dropped, each labelled prefix || its name (an empty list: none)
+CREATE OR REPLACE TEMP MACRO rl_setting_problems(prefix, c) AS list_filter([
+    rl_setting_problem(prefix, c, 'batch_size'),
+    rl_setting_problem(prefix, c, 'save_steps'),
+    rl_setting_problem(prefix, c, 'target_samples_per_second'),
+    rl_setting_problem(prefix, c, 'gpu_count'),
+    rl_setting_problem(prefix, c, 'max_steps')
+], lambda p: p IS NOT NULL);
 """
+
+# The settings rl_setting_problems checks: a reader whose configs name none of them skips its query
+CONFIG_SETTINGS = frozenset({"batch_size", "save_steps", "target_samples_per_second", "gpu_count", "max_steps"})
 
 
 def install_macros(con: duckdb.DuckDBPyConnection) -> None:

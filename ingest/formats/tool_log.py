@@ -39,6 +39,7 @@ import numpy as np
 from runlytics.ingest import ledger
 from runlytics.ingest.discover import LIGHTNING_HPARAMS as HPARAMS
 from runlytics.ingest.discover import TOOL_KINDS, JobFolder
+from runlytics.ingest.sql import CONFIG_SETTINGS
 from runlytics.warehouse import db, results
 
 from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
@@ -170,12 +171,11 @@ WHERE metric_values.job_id IN (SELECT unnest($job_ids))
 STAGE_RUNS = """
 CREATE OR REPLACE TEMP TABLE batch_tool_runs AS
 SELECT r.*,
-       CASE WHEN rl_number(r.config -> '$.batch_size', 0, 1e300, false) > 0
-            THEN rl_number(r.config -> '$.batch_size', 0, 1e300, false) END AS batch_size,
-       CAST(rl_number(r.config -> '$.save_steps', 0, 1e18, true) AS BIGINT) AS save_steps,
-       rl_number(r.config -> '$.target_samples_per_second', 0, 1e300, false) AS target_samples_per_second,
-       CAST(rl_number(r.config -> '$.gpu_count', 0, 1e9, true) AS BIGINT) AS gpu_count,
-       CAST(rl_number(r.config -> '$.max_steps', 0, 1e18, true) AS BIGINT) AS config_max_steps
+       CASE WHEN rl_setting(r.config, 'batch_size') > 0 THEN rl_setting(r.config, 'batch_size') END AS batch_size,
+       CAST(rl_setting(r.config, 'save_steps') AS BIGINT) AS save_steps,
+       rl_setting(r.config, 'target_samples_per_second') AS target_samples_per_second,
+       CAST(rl_setting(r.config, 'gpu_count') AS BIGINT) AS gpu_count,
+       CAST(rl_setting(r.config, 'max_steps') AS BIGINT) AS config_max_steps
 FROM (
     SELECT unnest($job_id) AS job_id, unnest($status) AS status, CAST(unnest($config) AS JSON) AS config,
            unnest($model_name) AS model_name, rl_in_years(unnest($started_at)) AS started_at,
@@ -185,17 +185,10 @@ FROM (
            unnest($status_final) AS status_final
 ) r
 """
-SETTINGS = frozenset({"batch_size", "save_steps", "target_samples_per_second", "gpu_count", "max_steps"})
-# Why a setting of the config (SETTINGS) was dropped, in progress.json's words (ingest/progress.py): a Lightning
+# Why a setting of the config was dropped, in progress.json's words (ingest/progress.py): a Lightning
 # hparams.yaml's batch_size 'auto' or gpu_count 2.5 is said, not dropped silently.
 SETTING_PROBLEMS = """
-SELECT job_id, list_filter([
-    rl_number_problem('batch_size', config -> '$.batch_size', 0, 1e300, false),
-    rl_number_problem('save_steps', config -> '$.save_steps', 0, 1e18, true),
-    rl_number_problem('target_samples_per_second', config -> '$.target_samples_per_second', 0, 1e300, false),
-    rl_number_problem('gpu_count', config -> '$.gpu_count', 0, 1e9, true),
-    rl_number_problem('max_steps', config -> '$.max_steps', 0, 1e18, true)
-], lambda p: p IS NOT NULL)
+SELECT job_id, rl_setting_problems('', config)
 FROM batch_tool_runs
 WHERE config IS NOT NULL
 """
@@ -672,7 +665,7 @@ def _named_by_folder(job: JobFolder, progress_job_ids: dict[str, str]) -> bool:
 def _note_setting_problems(con: duckdb.DuckDBPyConnection, runs: list[_JobRead]) -> None:
     """The settings of a run's config that were dropped, as warnings of the file that gave the config
     (hparams.yaml, the only log whose config holds them; beside event files it is no file read)."""
-    if not any(isinstance(r.info.config, dict) and r.info.config.keys() & SETTINGS for r in runs):
+    if not any(isinstance(r.info.config, dict) and r.info.config.keys() & CONFIG_SETTINGS for r in runs):
         return  # no run's config names a setting: the query (planned ~20 ms) is not run
     by_id = {r.job_id: r for r in runs}
     for job_id, problems in con.execute(SETTING_PROBLEMS).fetchall():
