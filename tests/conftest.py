@@ -8,7 +8,7 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,14 +100,10 @@ class Lab:
                 peers = {
                     t: " AND kind <> 'slow_vs_peers'" if t == "insight_results" else "" for t in tables
                 }  # PG recomputes them
-                duck_counts = ", ".join(
-                    f"(SELECT count(*) FROM {t} WHERE job_id IN (SELECT unnest($jobs)){peers[t]})" for t in tables
-                )
-                pg_counts = ", ".join(
-                    f"(SELECT count(*) FROM {t} WHERE job_id = ANY(%(jobs)s){peers[t]})" for t in tables
-                )
-                want = stage.execute(f"SELECT {duck_counts}", {"jobs": mine}).fetchone() or ()
-                got = pg.execute(f"SELECT {pg_counts}", {"jobs": mine}).fetchone() or ()
+                duck_counts = count_rows(tables, lambda t: f" WHERE job_id IN (SELECT unnest($jobs)){peers[t]}")
+                pg_counts = count_rows(tables, lambda t: f" WHERE job_id = ANY(%(jobs)s){peers[t]}")
+                want = stage.execute(duck_counts, {"jobs": mine}).fetchone() or ()
+                got = pg.execute(pg_counts, {"jobs": mine}).fetchone() or ()
                 for table, g, w in zip(tables, got, want, strict=True):
                     assert g == w, f"PostgreSQL: {g} rows of {table} for the published jobs, the stage {w}"
 
@@ -337,6 +333,13 @@ def _recompute(url: db.PostgresUrl) -> None:
         conn.execute(insights.REFILL)
 
 
+def count_rows(tables: Iterable[str], where: Callable[[str], str] = lambda table: "") -> str:
+    """One query giving the row count of each table (filtered by ``where(table)``, a WHERE clause or
+    ""), in the tables' order: the checks after every ingest and mirror cost one round trip each."""
+    counts = (f"(SELECT count(*) FROM {db.quote_identifier(t)}{where(t)})" for t in tables)
+    return "SELECT " + ", ".join(counts)
+
+
 def mirror(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl) -> None:
     """Make the PostgreSQL database ``target`` hold what the DuckDB warehouse ``con`` holds (every
     table ``db copy`` copies, in place of the target's rows), then let PostgreSQL's views compute
@@ -359,12 +362,8 @@ def mirror(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl) -> None:
         # a test comparing empty results then compares the warehouse's, not a copy that lost them
         # (one query on each side: a count per table)
         tables = list(pg_copy.COPIED.items())
-        want = con.execute(
-            "SELECT " + ", ".join(f"(SELECT count(*) FROM {db.quote_identifier(o)})" for _, o in tables)
-        ).fetchone()
-        got = raw.execute(
-            "SELECT " + ", ".join(f"(SELECT count(*) FROM {db.quote_identifier(t)})" for t, _ in tables)
-        ).fetchone()
+        want = con.execute(count_rows(o for _, o in tables)).fetchone()
+        got = raw.execute(count_rows(t for t, _ in tables)).fetchone()
         for (table, _), g, w in zip(tables, got or (), want or (), strict=True):
             assert g == w, f"mirror: PostgreSQL holds {g} rows of {table}, the warehouse {w}"
         raw.execute(results.REFILL)
