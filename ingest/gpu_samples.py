@@ -22,7 +22,10 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +34,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import gpu_store, json_text
+from . import gpu_store, json_text, ledger, progress, sql
 
 COLUMNS = (
     "job_id",
@@ -251,14 +254,22 @@ class Piece:
     first_line: int
     data: bytes  # ends with a newline
     path: Path | None = None  # when the piece is the whole file as it was read, from its start
+    # the file's last line, which has no newline: ``data`` ends with one added (every road splits
+    # lines at it), which the file does not hold
+    unterminated: bool = False
     lines: int = field(init=False)  # as bytes.splitlines counts them, the careful road's count
 
     def __post_init__(self) -> None:
         self.lines = len(self.data.splitlines()) if b"\r" in self.data else self.data.count(b"\n")
 
     @property
+    def raw(self) -> bytes:
+        """The bytes read from the file."""
+        return self.data[:-1] if self.unterminated else self.data
+
+    @property
     def end(self) -> int:
-        return self.offset + len(self.data)
+        return self.offset + len(self.raw)
 
 
 @dataclass
@@ -290,10 +301,22 @@ def remove(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
     return gpu_store.remove_staged(con)
 
 
-def read_pieces(path: Path, offset: int, first_line: int, size: int = PIECE_BYTES) -> Iterator[Piece]:
+def settled(st: ledger.Stat) -> bool:
+    """Whether no writer has been at the file for ``progress.TORN_TAIL_SECONDS``, the window in
+    which progress.json's reader still takes a torn file for one being written: an appended
+    file's last line without its newline is then its last line, not one still being written."""
+    return time.time() - st.mtime_ns / 1e9 > progress.TORN_TAIL_SECONDS
+
+
+def read_pieces(
+    path: Path, offset: int, first_line: int, size: int = PIECE_BYTES, final: ledger.Stat | None = None
+) -> Iterator[Piece]:
     """The complete lines of a spool file from ``offset`` on, about ``size`` bytes a piece.
 
-    A last line without its newline is still being written: it is left for the next run.
+    A last line without its newline is still being written: it is left for the next run (the
+    read offset stays before it, so that the line is read once, whole). Unless ``final``, the
+    stat that found the file ``settled``, still holds once the file is read (no writer came back
+    since, which could have written half a line): then it is read as any other line.
     """
     with path.open("rb") as f:
         f.seek(offset)
@@ -307,6 +330,8 @@ def read_pieces(path: Path, offset: int, first_line: int, size: int = PIECE_BYTE
                 yield piece
                 offset, first_line = piece.end, first_line + piece.lines
             carry = data[end:]
+    if carry and final is not None and offset + len(carry) == final.size and ledger.unchanged_since(path, final):
+        yield Piece(offset, first_line, carry + b"\n", unterminated=True)
 
 
 def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
@@ -553,18 +578,22 @@ def _stage_careful(
 ) -> None:
     """The careful road: Python's parser, which words the warnings."""
     rows: list[dict[str, Any]] = []
-    for i, seq, number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            row, problems = parse_line(line)
-        except ValueError as error:
-            staged[i].warnings.append(f"line {number}: {error}, skipped")
-            continue
-        row["seq"] = seq
-        rows.append(row)
-        staged[i].rows += 1
-        staged[i].warnings.extend(f"line {number}: {problem}, dropped" for problem in problems)
+    ISO_TIMES.prime(_ts_texts(line for _, _, _, line in lines))
+    try:
+        for i, seq, number, line in lines:
+            if not line.strip():
+                continue
+            try:
+                row, problems = parse_line(line)
+            except ValueError as error:
+                staged[i].warnings.append(f"line {number}: {error}, skipped")
+                continue
+            row["seq"] = seq
+            rows.append(row)
+            staged[i].rows += 1
+            staged[i].warnings.extend(f"line {number}: {problem}, dropped" for problem in problems)
+    finally:
+        ISO_TIMES.forget()
     if rows:
         con.execute(STAGE_MORE, {c: [r.get(c) for r in rows] for c in (*COLUMNS, "seq")})
 
@@ -640,18 +669,94 @@ def _text(value: Any, name: str, problems: list[str]) -> Any:
 def parse_timestamp(value: Any) -> datetime:
     """ISO-8601 (no offset = UTC) or Unix epoch seconds, as a naive UTC datetime of years 1-9999.
 
-    ValueError for anything else, out-of-range times included (Python's own errors there are
-    OverflowError and OSError, which would stop the run instead of skipping the line).
+    An ISO-8601 string is read as progress.json's are (``ISO_TIMES``). ValueError for anything
+    else, out-of-range times included (Python's own errors there are OverflowError and OSError,
+    which would stop the run instead of skipping the line).
     """
     try:
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
-        if isinstance(value, str):
-            parsed = datetime.fromisoformat(value)
-            return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+        if isinstance(value, str) and (moment := ISO_TIMES.read(value)) is not None:
+            return moment
     except (ValueError, OverflowError, OSError):
         pass
     raise ValueError(f"ts {str(value)[:40]!r} is not a timestamp")
+
+
+class IsoTimes:
+    """ISO-8601 texts read as progress.json reads a timestamp: by DuckDB, with the same macro
+    (``sql.rl_iso``: its TIMESTAMPTZ cast, plus a lowercase z, the basic format and a decimal
+    comma), on a connection of its own in UTC. inputs.md gives the spool's ``ts`` that definition;
+    Python's ``fromisoformat`` takes other forms (ISO week dates, a lowercase t) and refuses some
+    (a lowercase z, a zone name), so it can't stand in for it.
+
+    A query costs a hundred times a line's parse: the careful road reads its lines' texts in one
+    (``prime``), and ``read`` queries alone only a text it did not find (``parse_line`` called
+    outside a staging, or a ``ts`` the scan for them missed).
+    """
+
+    QUERY = "SELECT list_transform($texts, lambda s: rl_iso(s))"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # one DuckDB connection, used by one thread at a time
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._known: dict[str, datetime | None] = {}
+
+    def prime(self, texts: Iterable[str]) -> None:
+        """Read these texts at once, for ``read`` to find until ``forget``."""
+        unique = [text for text in dict.fromkeys(texts) if _encodable(text)]
+        with self._lock:
+            self._known = dict(zip(unique, self._query(unique), strict=True))
+
+    def forget(self) -> None:
+        with self._lock:
+            self._known = {}
+
+    def read(self, text: str) -> datetime | None:
+        """The text's time (naive UTC), or None where progress.json's reader finds none."""
+        if not _encodable(text):  # a lone surrogate: no time, and DuckDB takes no such text
+            return None
+        with self._lock:
+            if text in self._known:
+                return self._known[text]
+            return self._query([text])[0]
+
+    def _query(self, texts: list[str]) -> list[datetime | None]:
+        if not texts:
+            return []
+        if self._con is None:
+            self._con = duckdb.connect()
+            self._con.execute("SET TimeZone = 'UTC'")  # a time without an offset is UTC
+            sql.install_macros(self._con)
+        row = self._con.execute(self.QUERY, {"texts": texts}).fetchone()
+        assert row is not None
+        return list(row[0])
+
+
+ISO_TIMES = IsoTimes()
+
+# a line's "ts" string, for IsoTimes.prime: a scan, not a parse (a text it misses is read alone)
+_TS_STRING = re.compile(rb'"ts"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _ts_texts(lines: Iterable[bytes]) -> Iterator[str]:
+    for line in lines:
+        found = _TS_STRING.search(line)
+        if found is None:
+            continue
+        try:
+            text = json.loads(found.group(1))
+        except ValueError:  # not UTF-8, or a bad escape: the line's parse says why
+            continue
+        yield text
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _number(value: Any, low: float, high: float) -> float | None:

@@ -22,6 +22,9 @@ FRESH_SECONDS = 2.0
 MAX_STORED_WARNINGS = 50
 
 LOAD = "SELECT path, fingerprint, outcome FROM ingest_files WHERE kind = $kind"
+FINGERPRINT = """
+UPDATE ingest_files SET size = $size, mtime_ns = $mtime_ns, fingerprint = $fingerprint WHERE path = $path
+"""
 LOAD_RESUME = "SELECT path, read_offset, rows, read_digest FROM ingest_files WHERE kind = $kind"
 PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
 
@@ -135,6 +138,14 @@ def is_unchanged(previous: tuple[str | None, str] | None, current: Stat) -> bool
         return False
     fingerprint, outcome = previous
     return outcome != "pending" and fingerprint == current.fingerprint
+
+
+def fingerprint(con: duckdb.DuckDBPyConnection, path: str, st: Stat) -> None:
+    """Give a file's record the size, time and fingerprint of ``st``, the rest of it kept: for an
+    appended file found to hold the bytes it was read to since its record (recorded within
+    FRESH_SECONDS of a change, or only touched), which the next run then need not open."""
+    values = {"path": storable(path), "size": st.size, "mtime_ns": st.mtime_ns, "fingerprint": st.fingerprint}
+    con.execute(FINGERPRINT, values)
 
 
 def storable(text: str) -> str:

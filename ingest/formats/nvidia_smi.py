@@ -79,7 +79,8 @@ def _replace_earlier(ctx: Context, earlier: CsvImport, data: bytes) -> list[str]
     log with its arguments); the warnings that say so."""
     try:
         columns = list(earlier.columns) if earlier.columns else None
-        parsed = nvidia_smi.parse(data, timezone=earlier.timezone, columns=columns, complete_only=True)
+        # a last line without its newline too: that import may have read it as final (settled)
+        parsed = nvidia_smi.parse(data, timezone=earlier.timezone, columns=columns)
     except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError, ValueError):
         return []  # the log no longer reads with those arguments: nothing known to remove
     # all of them: those this import stores again are stored after the removal, in its transaction
@@ -124,7 +125,10 @@ def _import(ctx: Context, item: CsvImport) -> None:
     try:
         columns = list(item.columns) if item.columns else None
         data = path.read_bytes()
-        parsed = nvidia_smi.parse(data, timezone=item.timezone, columns=columns, complete_only=True)
+        # a last line without its line end is being written, unless the log has settled (and no
+        # writer came back while it was read): then it is the log's last line, read as any other
+        final = gpu_samples.settled(plain) and ledger.unchanged_since(path, plain)
+        parsed = nvidia_smi.parse(data, timezone=item.timezone, columns=columns, complete_only=not final)
     except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError) as error:
         not_ingested(ctx, Rejection(candidate, "failed", str(error)), KIND)
         return
@@ -145,7 +149,8 @@ def _import(ctx: Context, item: CsvImport) -> None:
             f"the {previous[3]} sample(s) of that import stay stored"
         )
     # a log still being written (its last line cut short) is recorded without its size and time:
-    # the next run reads it again, whole (the samples already stored are the same rows again)
+    # the next run reads it again, whole (the samples already stored are the same rows again, and
+    # the line, once complete or settled, is read whole: a sample is keyed by its time and GPU)
     recorded = None if parsed.unterminated else st
     with db.atomic(ctx.con):
         if earlier is not None:

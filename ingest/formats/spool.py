@@ -1,5 +1,11 @@
 """GPU sample spools (inputs.md section 2): each file read on from where the last run stopped.
 
+A run opens no file whose size and modification time match its ledger record (``ledger.Stat``'s
+fingerprint) and that was read to its end: the cost of a run follows what is new, not the size
+of the spool. Every other file is opened: its bytes before the read offset are checked against
+the record's digest (a file replaced by another, of any size, is read from its start), then it
+is read on from the offset.
+
 Files are read in pieces and stored in batches of several files (``gpu_samples.BATCH_BYTES``
 of text a transaction): a run's memory stays bounded whatever the spool's size, and each
 batch's samples and the files' new offsets are committed together, so a run stopped between
@@ -72,14 +78,17 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
         paths = [path for path in paths if path.name.endswith(SUFFIX)]
     paths = [path for path in paths if not _not_utf8(ctx, path)]
     resume = ledger.load_resume(ctx.con, KIND)
+    known = ledger.load(ctx.con, KIND)
     batch: list[tuple[_File, gpu_samples.Piece]] = []
     size = 0
     for path in paths:
-        file = _open(ctx, path, resume.get(str(path), (0, 0, None)))
+        file = _open(ctx, path, resume.get(str(path), (0, 0, None)), known.get(str(path)))
         if file is None:
             continue
         read = False
-        for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES):
+        # a settled file's last line without its newline is its last line (read_pieces)
+        final = file.stat if gpu_samples.settled(file.stat) else None
+        for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES, final):
             read = True
             batch.append((file, piece))
             size += len(piece.data)
@@ -105,9 +114,11 @@ def _not_utf8(ctx: Context, path: Path) -> bool:
     return True
 
 
-def _open(ctx: Context, path: Path, resume: tuple[int, int, str | None]) -> _File | None:
+def _open(
+    ctx: Context, path: Path, resume: tuple[int, int, str | None], previous: tuple[str | None, str] | None
+) -> _File | None:
     """The file to read from where the last run stopped (bytes, lines, digest of the bytes before),
-    or None if nothing is new."""
+    or None if nothing is new. ``previous``: its ledger record's (fingerprint, outcome)."""
     summary = ctx.summary
     offset, lines, before = resume
     try:
@@ -115,13 +126,21 @@ def _open(ctx: Context, path: Path, resume: tuple[int, int, str | None]) -> _Fil
     except OSError:
         return None
     summary.files_seen += 1
-    # replaced (rotated: renamed away and a new file of the same name) or truncated: read it from
-    # the start. The bytes are looked at only in a file that grew (a cron run opens no other)
-    grew = st.size > offset > 0
-    if st.size < offset or (grew and before is not None and not same_prefix(path, offset, before)):
+    # the size and time of its record, and read to its end: not opened (a cron run's cost follows
+    # what is new). A file with a line still being written is opened again, for when it settles
+    if st.size == offset and ledger.is_unchanged(previous, st):
+        summary.unchanged += 1
+        return None
+    # changed since its record (or recorded within FRESH_SECONDS of a change, without a
+    # fingerprint): replaced (rotated: renamed away and a new file of the same name, of any
+    # size) or truncated, it is read from the start, as a trainer's log is (tool_log.py)
+    if st.size < offset or (offset > 0 and not same_prefix(path, offset, before)):
         offset, lines = 0, 0
     if st.size == offset:
         summary.unchanged += 1
+        if offset > 0 and st.fingerprint is not None:
+            # the same bytes: the record takes the fingerprint it lacked, and the next run opens nothing
+            ledger.fingerprint(ctx.con, str(path), st)
         return None
     return _File(path, st, offset, lines)
 
@@ -147,7 +166,7 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
         results.enqueue(ctx.con, changed)
         touched: dict[Path, _File] = {}
         for (file, piece), got, dropped in zip(batch, staged, skipped, strict=True):
-            file.before = (file.before + piece.data[-DIGEST_BYTES:])[-DIGEST_BYTES:]
+            file.before = (file.before + piece.raw[-DIGEST_BYTES:])[-DIGEST_BYTES:]
             file.offset, file.lines = piece.end, file.lines + piece.lines
             file.warnings += got.warnings + dropped
             summary.gpu_samples += got.rows - len(dropped)
