@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
+from . import json_text
 from .progress import REST_KEY
 
 if TYPE_CHECKING:
@@ -114,18 +115,34 @@ def parse(data: bytes, file_id: int) -> Parsed | None:
     if result is None:
         return None
     start, stop, n_entries, entry_buffers, n_gpus, gpu_buffers = result
-    return Parsed(file_id, data[:start] + b"[]" + data[stop:], n_entries, entry_buffers, n_gpus, gpu_buffers)
+    rest = data[:start] + b"[]" + data[stop:]
+    if not rest.isascii() and not _utf8(rest):
+        # DuckDB would refuse the batch's file of rests, and every file of the fast road would be
+        # read again the careful way (four times the batch's time); this one alone is, and repaired
+        return None
+    return Parsed(file_id, rest, n_entries, entry_buffers, n_gpus, gpu_buffers)
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether bytes are UTF-8 (a rest is small: decoded whole)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass
 class Pieces:
     """A large file for the careful read in pieces: ``rest``, the document with ``"history": []``
     in place of its list; ``pieces``, files ``{"history": [...]}`` of consecutive entries, each with
-    the number of entries before it; ``history_entries``, how many the list had."""
+    the number of entries before it; ``history_entries``, how many the list had; ``not_utf8``, the
+    warning for its bytes that are not UTF-8 (json_text.not_utf8), if any."""
 
     rest: Path
     pieces: list[tuple[Path, int]]
     history_entries: int
+    not_utf8: str | None = None
 
 
 def split(path: Path, scratch: Path, name: str) -> Pieces | None:
@@ -162,7 +179,10 @@ def split(path: Path, scratch: Path, name: str) -> Pieces | None:
         pieces.append((piece, first))
         first = last + 1
     view.release()
-    return Pieces(rest, pieces, count)
+    # DuckDB refuses a part holding such bytes, and the repair of it reads them as U+FFFD: its
+    # warning names their place in the file, which only the whole file's bytes tell (a piece's
+    # lines and columns are not the file's); isascii alone for a plain file
+    return Pieces(rest, pieces, count, json_text.not_utf8(data))
 
 
 def _batch(columns: list[tuple[str, str, bool]], rows: int, buffers: tuple[bytes, ...]) -> pa.RecordBatch:

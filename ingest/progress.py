@@ -531,7 +531,9 @@ def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
     a JSON object at all. ``offset``: the history entries before these (a piece of a large file).
     """
     try:
-        doc = json_text.loads(data.decode("utf-8", errors="replace"))
+        # bytes that are not UTF-8 are read as U+FFFD (the caller warns: json_text.not_utf8); a
+        # byte order mark, which DuckDB passes over, is no JSON for Python
+        doc = json_text.loads(data.removeprefix(json_text.UTF8_BOM).decode("utf-8", errors="replace"))
     except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict):

@@ -102,7 +102,11 @@ def _top_whole(doc: dict[str, Any], key: str, warnings: list[str]) -> int | None
 def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
     """A trainer state from the file's bytes; raises NotATrainerState with the reason."""
     # a UTF-8 byte order mark is no JSON, but progress.json and spool files are read with one
-    text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace")
+    body = data.removeprefix(json_text.UTF8_BOM)
+    try:
+        text, not_utf8 = body.decode("utf-8"), None  # as fast as the decode with errors="replace"
+    except UnicodeDecodeError:  # read with U+FFFD in place of each such byte, and said
+        text, not_utf8 = body.decode("utf-8", errors="replace"), json_text.not_utf8(body)
     if text.startswith("version https://git-lfs"):
         raise NotATrainerState("not JSON: a Git LFS pointer was committed in place of the file")
     try:
@@ -115,6 +119,8 @@ def parse(path: Path, job_id: str, data: bytes) -> TrainerState:
         state = _read(path, job_id, doc, SURROGATE_ESCAPE.search(text) is not None)
     except RecursionError:  # a value nested deep enough that quoting it in a warning recursed too far
         raise NotATrainerState("invalid JSON: nested too deeply") from None
+    if not_utf8 is not None:  # the file's first warning, as progress.json's
+        state.warnings.insert(0, not_utf8)
     return state
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from runlytics.ingest import fast, ledger, merge, progress
+from runlytics.ingest import fast, json_text, ledger, merge, progress
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
@@ -386,12 +386,15 @@ def _repair(
     ``rest``: the file is read in pieces, and this is its document without the history.
     """
     try:
-        result = progress.repair((rest or c.path).read_bytes())
+        data = (rest or c.path).read_bytes()
     except OSError:
         return None
+    result = progress.repair(data)
     if result is None:
         return None
     text, warnings = result
+    if rest is None and (not_utf8 := json_text.not_utf8(data)) is not None:  # a rest's: see _repair_split
+        warnings.insert(0, not_utf8)
     copy = str(scratch / f"repaired-{len(repaired)}.json")
     Path(copy).write_text(text)
     repaired[str(c.path)] = warnings
@@ -414,7 +417,10 @@ def _repair_split(
     if found is None or fixed is None:
         progress.drop_pieces(con, file_id)
         return None
-    repaired[str(c.path)] = found + repaired[str(c.path)]  # the history's warnings first, as in the whole file
+    # the file's bytes that are not UTF-8 (its pieces and rest were read with U+FFFD in their place),
+    # then the history's warnings, as in the whole file
+    first = [pieces.not_utf8] if pieces.not_utf8 is not None else []
+    repaired[str(c.path)] = first + found + repaired[str(c.path)]
     return fixed
 
 
