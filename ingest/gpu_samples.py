@@ -24,7 +24,6 @@ import math
 import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import gpu_store, json_text, ledger, progress, sql
+from . import gpu_store, json_text, ledger, sql
 
 COLUMNS = (
     "job_id",
@@ -104,7 +103,9 @@ _BLANK = r"[ \t\x0b\x0c]*"  # bytes.strip()'s whitespace, less the line breaks
 _ISO = r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|\+00:00)?"
 # DuckDB's readers expand these in a path: a file whose path holds one is read as text.
 _GLOB = frozenset("*?[]{}")
-_EPOCH_MAX = 32_503_680_000  # 3000-01-01: later (and negative) epochs go the careful road
+# 3000-01-01: later (and negative) epochs go the careful road, which refuses those outside
+# progress.json's rl_epoch (sql.EPOCH_FIRST, sql.EPOCH_END: this road's range lies within them)
+_EPOCH_MAX = 32_503_680_000
 
 
 def _string(raw: str) -> str:
@@ -301,13 +302,6 @@ def remove(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
     return gpu_store.remove_staged(con)
 
 
-def settled(st: ledger.Stat) -> bool:
-    """Whether no writer has been at the file for ``progress.TORN_TAIL_SECONDS``, the window in
-    which progress.json's reader still takes a torn file for one being written: an appended
-    file's last line without its newline is then its last line, not one still being written."""
-    return time.time() - st.mtime_ns / 1e9 > progress.TORN_TAIL_SECONDS
-
-
 def read_pieces(
     path: Path, offset: int, first_line: int, size: int = PIECE_BYTES, final: ledger.Stat | None = None
 ) -> Iterator[Piece]:
@@ -315,8 +309,8 @@ def read_pieces(
 
     A last line without its newline is still being written: it is left for the next run (the
     read offset stays before it, so that the line is read once, whole). Unless ``final``, the
-    stat that found the file ``settled``, still holds once the file is read (no writer came back
-    since, which could have written half a line): then it is read as any other line.
+    stat that found the file ``ledger.settled``, still holds once the file is read (no writer
+    came back since, which could have written half a line): then it is read as any other line.
     """
     with path.open("rb") as f:
         f.seek(offset)
@@ -669,18 +663,24 @@ def _text(value: Any, name: str, problems: list[str]) -> Any:
 def parse_timestamp(value: Any) -> datetime:
     """ISO-8601 (no offset = UTC) or Unix epoch seconds, as a naive UTC datetime of years 1-9999.
 
-    An ISO-8601 string is read as progress.json's are (``ISO_TIMES``). ValueError for anything
-    else, out-of-range times included (Python's own errors there are OverflowError and OSError,
-    which would stop the run instead of skipping the line).
+    Both are read as progress.json's are: an ISO-8601 string by ``ISO_TIMES``, epoch seconds
+    within ``sql.rl_epoch``'s bounds (from year 1, below 1e11). ValueError for anything else,
+    out-of-range times included (Python's own errors there are OverflowError and OSError, which
+    would stop the run instead of skipping the line).
     """
     try:
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        if isinstance(value, int | float) and not isinstance(value, bool) and _epoch_in_range(value):
             return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
         if isinstance(value, str) and (moment := ISO_TIMES.read(value)) is not None:
             return moment
     except (ValueError, OverflowError, OSError):
         pass
     raise ValueError(f"ts {str(value)[:40]!r} is not a timestamp")
+
+
+def _epoch_in_range(value: float) -> bool:
+    """Whether epoch seconds are within rl_epoch's bounds (NaN and infinities are not)."""
+    return sql.EPOCH_FIRST <= value < sql.EPOCH_END
 
 
 class IsoTimes:

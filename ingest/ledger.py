@@ -2,7 +2,8 @@
 
 A file whose size and modification time match the ledger is not read again. A file read
 within ``FRESH_SECONDS`` of its last change gets no fingerprint (a writer may still be at it
-within the same clock tick), so the next run reads it again; ``pending`` files (empty or cut
+within the same clock tick), nor does a log whose last line waits for its newline or for the
+file to settle (``settled``), so the next run reads it again; ``pending`` files (empty or cut
 short) are read again on every run.
 """
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     import duckdb
 
 FRESH_SECONDS = 2.0
+# A file unchanged this long has no writer at it (``settled``): an appended file's last line
+# without its newline is then its last line, and a progress.json still torn then fails
+# (progress.TORN_TAIL_SECONDS is this window)
+SETTLED_SECONDS = 300.0
 MAX_STORED_WARNINGS = 50
 
 LOAD = "SELECT path, fingerprint, outcome FROM ingest_files WHERE kind = $kind"
@@ -103,6 +108,14 @@ def stat(path: Path) -> Stat:
 def stat_of(st: os.stat_result) -> Stat:
     """The ledger's view of a stat already taken."""
     return Stat(st.st_size, st.st_mtime_ns, time.time() - st.st_mtime_ns / 1e9 < FRESH_SECONDS, ino=st.st_ino)
+
+
+def settled(st: Stat) -> bool:
+    """Whether no writer has been at the file for ``SETTLED_SECONDS``: an appended file's last
+    line without its newline is then its last line, not one still being written. Its readers
+    read that line only if the file is still ``unchanged_since`` this stat once read: a writer
+    that came back meanwhile may have written half a line."""
+    return time.time() - st.mtime_ns / 1e9 > SETTLED_SECONDS
 
 
 def unchanged_since(path: Path, before: Stat) -> bool:

@@ -87,6 +87,8 @@ def ingest(
                 snapshots.publish(db_path)
             if on_progress is not None:
                 on_progress("publish", 1, 1)
+            # a log whose last line waits: no state, so that the next run takes the full road and reads it
+            state = None if summary.waiting else state
             journal.write_heartbeat(
                 db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path)
             )

@@ -32,7 +32,7 @@ import duckdb
 
 from runlytics.warehouse import db
 
-from . import json_text
+from . import json_text, ledger
 
 _GPU = (
     'STRUCT("index" JSON, uuid JSON, utilization_percent JSON, memory_used_mb JSON, '
@@ -77,8 +77,9 @@ MAX_FILE_BYTES = 1 << 30
 # truncates: a read between the two finds a whole document and the older one's tail (inputs.md
 # §1: "half old and half new", retried next run). The window is that short; a file that still
 # reads so this long after its last change has no writer at it, and fails (read again when it
-# changes) rather than staying pending for good.
-TORN_TAIL_SECONDS = 300.0
+# changes) rather than staying pending for good: the window after which any file is taken as
+# settled (``ledger.settled``: one notion of a file no writer is at).
+TORN_TAIL_SECONDS = ledger.SETTLED_SECONDS
 # DuckDB's JSON reader allocates a buffer of maximum_object_size per file it reads; at 1 GiB
 # that allocation, and handing it back, took half the time of a batch of ordinary files. A
 # batch asks for twice its largest file (a file may grow while being read), at least 16 MiB.

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import duckdb
 
+# rl_epoch's bounds (epoch seconds from year 1 on, below 1e11: year 5138), for the Python readers
+# of timestamps defined as progress.json's (a spool line's ts: gpu_samples.parse_timestamp)
+EPOCH_FIRST = -62_135_596_800
+EPOCH_END = 1e11
+
 MACROS = """
 -- a timestamp of years 1 to 9999 (DuckDB takes more: year 0, BC dates, year 10000 and later,
 -- which Python, pandas and most readers can't hold); NULL outside them
@@ -69,6 +74,7 @@ CREATE OR REPLACE TEMP MACRO rl_iso(s) AS
     rl_in_years(CAST(coalesce(TRY_CAST(s AS TIMESTAMPTZ), rl_iso_other(s)) AS TIMESTAMP));
 
 -- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite, from year 1 on, and under 1e11
+-- (EPOCH_FIRST and EPOCH_END above: keep them alike)
 CREATE OR REPLACE TEMP MACRO rl_epoch(d) AS
     CASE WHEN isfinite(d) AND d >= -62135596800 AND d < 1e11
          THEN make_timestamp(CAST(round(d * 1000000) AS BIGINT)) END;

@@ -29,6 +29,9 @@ class Summary:
     job_ids: set[str] = field(default_factory=set)  # jobs whose facts this run changed
     # jobs this run stored GPU samples for that the warehouse has no job row of (ingest/unknown_jobs.py)
     unknown_jobs: list[str] = field(default_factory=list)
+    # trainers' logs whose last line waits for its newline or for the file to settle: not reported
+    # (no file is left unread), but the next run must read on (ingest/quick.py's shortcut must not)
+    waiting: int = 0
 
     def as_dict(self, *, warning_list: bool = False) -> dict[str, object]:
         """The counts and problems; with ``warning_list``, the listed warnings too (not in the heartbeat)."""

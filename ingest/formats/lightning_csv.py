@@ -51,6 +51,7 @@ class LightningCsvParser(ToolLogParser):
     """
 
     kind = LIGHTNING_CSV
+    reads_lines = True
 
     def grows(self, path: Path) -> bool:
         return path.name == FILE_NAME

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from runlytics.ingest import json_text
 from runlytics.ingest.discover import LLAMAFACTORY, JobFolder
 
-from .text_logs import Chunk, Point, clean_strings, complete_lines, number, utc_from_seconds, whole
+from .text_logs import Chunk, Point, as_read, clean_strings, complete_lines, number, utc_from_seconds, whole
 from .tool_log import ToolLogParser, bytes_before
 
 FILE_NAME = "trainer_log.jsonl"
@@ -54,6 +54,7 @@ class LlamaFactoryParser(ToolLogParser):
     continued with a larger ``total_steps`` is no longer completed)."""
 
     kind = LLAMAFACTORY
+    reads_lines = True
 
     def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
         try:
@@ -77,6 +78,7 @@ class LlamaFactoryParser(ToolLogParser):
             prefix = b""
         if len(prefix) != offset:  # replaced under the read (the next run sees it): these lines' word only
             return _own_status(chunk)
+        prefix = as_read(prefix)  # its last line read as final (settled): its own line, as read
         if not resumed:
             return _final(chunk, steps_and_total(prefix))
         whole, _, _ = _read(prefix + data, 0, 1, written)
@@ -172,7 +174,7 @@ def _line_at(data: bytes, position: int) -> bytes:
 def _elapsed_before(path: Path, offset: int) -> float | None:
     """The elapsed_time of the last line before ``offset`` that has one (within 64 KiB)."""
     try:
-        return elapsed_of_last_line(bytes_before(path, offset, TAIL_BYTES))
+        return elapsed_of_last_line(as_read(bytes_before(path, offset, TAIL_BYTES)))
     except OSError:
         return None
 

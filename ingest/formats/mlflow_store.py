@@ -47,6 +47,7 @@ class MlflowParser(ToolLogParser):
     params, tags (and the experiment's ``meta.yaml``) read whole whenever a file of the run changed."""
 
     kind = MLFLOW
+    reads_lines = True
 
     def grows(self, path: Path) -> bool:
         """A metric file: below the ``metrics/`` folder of the nearest folder holding a meta.yaml."""

@@ -87,7 +87,7 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
             continue
         read = False
         # a settled file's last line without its newline is its last line (read_pieces)
-        final = file.stat if gpu_samples.settled(file.stat) else None
+        final = file.stat if ledger.settled(file.stat) else None
         for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES, final):
             read = True
             batch.append((file, piece))

@@ -4,7 +4,8 @@ Every tool-log parser (TensorBoard's and the text logs') turns a file's new byte
 ``tool_log.ToolLogFormat`` stores it. The text logs (LLaMA-Factory's ``trainer_log.jsonl``,
 Lightning's ``metrics.csv``, MLflow's metric files) only grow, one line at a time: each is read
 from the byte offset where the last run stopped up to its last complete line (a line without
-its newline is still being written and waits for the next run); the helpers for them are here.
+its newline is still being written and waits for the next run, unless the file has settled:
+then it is the file's last line, ``tool_log``); the helpers for them are here.
 """
 
 from __future__ import annotations
@@ -166,6 +167,13 @@ def complete_lines(data: bytes, offset: int) -> tuple[list[tuple[int, bytes]], i
         lines.append((offset + position, data[position:newline].removesuffix(b"\r")))
         position = newline + 1
     return lines, end
+
+
+def as_read(before: bytes) -> bytes:
+    """The bytes before a read's offset as the reads before took them: a read ends at a line's
+    end, or past a settled file's last line without its newline (read as the file's last line,
+    ``tool_log``), which then ends there, whatever a writer appended to it since."""
+    return before + b"\n" if before and not before.endswith(b"\n") else before
 
 
 def number(value: Any, numeric_text: bool = False) -> float | None:

@@ -6,8 +6,12 @@ them in ``JobFolder.tool_files[kind]``), how it turns a file's new bytes into sc
 does the rest, the same for every tool:
 
 - **Incremental.** A file that only grows is read from the ledger's ``read_offset`` up to its last
-  complete record or line; a record cut mid-write waits for the next run. A file that shrank, or
-  whose bytes before the offset changed (``read_digest``: it was replaced), is read whole again.
+  complete record or line; a record cut mid-write waits for the next run. A text log's last line
+  without its newline (``reads_lines``) is read as its last line once the file has settled
+  (``ledger.settled``); until then the file is recorded without its fingerprint, so that the next
+  run opens it again for that line (a file read to its end and unchanged since is never opened).
+  A file that shrank, or whose bytes before the offset changed (``read_digest``: it was
+  replaced), is read whole again.
   A file that does not grow (``grows`` False: a YAML file, an MLflow param) is read whole when
   its size or time changes.
 - **Last written wins.** Of a (metric, step) logged twice the later record wins; across a job's
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,6 +71,9 @@ class ToolLogParser:
     kind: str = ""  # JobFolder.tool_files key, ingest_files.kind and metric_values.source
     # a job's files of this tool may log the same (name, step): the file whose name sorts later wins
     overlapping: bool = False
+    # a text log of lines: a settled file's last line without its newline is its last line, read
+    # as any other. Not TensorBoard's records: one cut short can't be read whatever the wait
+    reads_lines: bool = False
 
     def grows(self, path: Path) -> bool:
         """True for a file that is only ever appended to (read on from the offset)."""
@@ -92,6 +99,9 @@ class _Read:
     lines: int
     chunk: Chunk
     digest: str | None  # None: a file that does not grow (no offset kept)
+    # its last line waits for its newline (or for the file to settle): recorded without its
+    # fingerprint, so that the next run opens it again
+    waiting: bool = False
 
 
 @dataclass
@@ -418,7 +428,7 @@ class ToolLogFormat:
         job_read = _JobRead(job, job_id, whole and self.parser.overlapping and not altered)
         for c in sorted(changed, key=lambda c: position[c.path]):
             offset, lines = starts[c.path]
-            read = self._read_file(c, position[c.path], offset, lines, rejected)
+            read = self._read_file(ctx, c, position[c.path], offset, lines, rejected)
             if read is not None:
                 if c.path in altered:
                     read.chunk.warnings.insert(0, altered[c.path])
@@ -435,12 +445,15 @@ class ToolLogFormat:
         job_read.info_warnings = warnings
         return job_read
 
-    def _read_file(self, c: Candidate, rank: int, offset: int, lines: int, rejected: list[Rejection]) -> _Read | None:
+    def _read_file(
+        self, ctx: Context, c: Candidate, rank: int, offset: int, lines: int, rejected: list[Rejection]
+    ) -> _Read | None:
         grows = self.parser.grows(c.path)
         try:
             with open(c.path, "rb") as f:
                 f.seek(offset)
                 data = f.read(max(0, c.stat.size - offset))  # what the run found: an append after is next run's
+            final = grows and self.parser.reads_lines and _ends_in_a_final_line(c, offset, data)
         except OSError as error:
             rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
             return None
@@ -448,11 +461,19 @@ class ToolLogFormat:
             rejected.append(Rejection(c, "failed", LFS_REASON))
             return None
         try:
-            chunk = self.parser.parse(c.job, c.path, data, offset, lines)
+            # a final line is given its newline: every parser reads lines up to the last one
+            chunk = self.parser.parse(c.job, c.path, data + b"\n" if final else data, offset, lines)
         except NotAToolLog as error:
             rejected.append(Rejection(c, "failed", str(error)))
             return None
+        chunk.consumed = min(chunk.consumed, len(data))  # the file holds no such newline
+        waiting = grows and self.parser.reads_lines and chunk.consumed < len(data)
+        ctx.summary.waiting += waiting
         if grows and chunk.consumed == 0 and offset > 0 and not chunk.warnings:
+            if not waiting and c.stat.fingerprint is not None:
+                # read to its end before, unchanged since (its record lacked the fingerprint: read
+                # within FRESH_SECONDS of a change): the next run need not open it
+                ledger.fingerprint(ctx.con, str(c.path), c.stat)
             return None  # only a record still being written: the next run reads it whole
         if not grows:
             return _Read(c, rank, offset, lines, chunk, None)
@@ -464,7 +485,7 @@ class ToolLogFormat:
             except OSError as error:
                 rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
                 return None
-        return _Read(c, rank, offset, lines, chunk, digest(before))
+        return _Read(c, rank, offset, lines, chunk, digest(before), waiting)
 
     def _merge(self, ctx: Context, batch: list[_JobRead]) -> None:
         con = ctx.con
@@ -500,7 +521,8 @@ class ToolLogFormat:
                 [
                     ledger.Outcome(
                         str(read.candidate.path),
-                        read.candidate.stat,
+                        # without its fingerprint while its last line waits: the next run opens it
+                        replace(read.candidate.stat, fresh=True) if read.waiting else read.candidate.stat,
                         job_read.job_id,
                         read.lines + read.chunk.lines,
                         read.chunk.warnings
@@ -583,6 +605,19 @@ def _job_id(job: JobFolder, progress_job_ids: dict[str, str]) -> str:
     if job.is_tool_run and job.tool_job_id:
         return job.tool_job_id
     return progress_job_ids.get(str(job.progress)) or job.path.name
+
+
+def _ends_in_a_final_line(c: Candidate, offset: int, data: bytes) -> bool:
+    """Whether ``data``, the file's bytes from ``offset`` to its end as the run found it, ends in
+    a line without its newline that is the file's last line, not one still being written: the
+    file has settled and, once read, still has the stat that found it so."""
+    return (
+        bool(data)
+        and not data.endswith(b"\n")
+        and offset + len(data) == c.stat.size
+        and ledger.settled(c.stat)
+        and ledger.unchanged_since(c.path, c.stat)
+    )
 
 
 def same_prefix(path: Path, offset: int, stored: str | None) -> bool:
