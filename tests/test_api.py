@@ -1081,8 +1081,9 @@ def test_fleet_gpu_hours_throughput_histogram_and_utilization_over_time(client: 
         {"low": 7.5, "high": 10.0, "jobs": 2},
     ]
     # timed readings in the minutes 00:00 (alpha), 01:00 (bravo) and 02:00 (charlie); delta's steps
-    # have no time. From 00:00 to the end of 02:00: three buckets of 7260 / 3 = 2420 s
-    width = 2420
+    # have no time. From 00:00 to the end of 02:00, 121 minutes: three buckets of 41 whole minutes
+    # (121 / 3 = 40.3 would cut minutes: a bucket would count readings of a minute it holds part of)
+    width = 41 * 60
     buckets = trends["utilization_over_time"]
     assert [(b["average_gpu_utilization"], b["readings"], b["jobs"]) for b in buckets] == [
         (90.0, 2, 1),  # alpha, one GPU at two steps
@@ -1090,7 +1091,7 @@ def test_fleet_gpu_hours_throughput_histogram_and_utilization_over_time(client: 
         (70.0, 2, 1),  # charlie
     ]
     assert [b["start"] for b in buckets] == [at(0), at(width), at(2 * width)]
-    assert buckets[-1]["end"] == at(7260)
+    assert buckets[-1]["end"] == at(3 * width)
     assert trends["models"] == [
         {"model_name": "gpt2", "jobs": 1},
         {"model_name": "llama", "jobs": 2},

@@ -55,13 +55,16 @@ ORDER BY b.bin
 """
 
 # Mean GPU utilization over every timed reading of the chosen jobs, in equal time buckets from
-# the first to the end of the last minute with readings; utilization_minutes holds the readings
-# summed per job and minute, so a bucket's edges fall on whole minutes.
+# the first minute with readings on: utilization_minutes holds the readings summed per job and
+# minute, so a bucket spans whole minutes (the fewest that cover the span in $buckets buckets;
+# fewer buckets than asked when they don't divide it), or it would count a minute's readings in
+# a span that holds part of that minute.
 UTILIZATION_OVER_TIME_TEMPLATE = f"""
 WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER}),
 minutes AS (SELECT u.* FROM utilization_minutes u JOIN chosen c ON c.job_id = u.job_id),
 span AS (
-    SELECT min(minute) AS lo, greatest(@seconds_between(min(minute); max(minute)) + 60, 60) / $buckets AS width
+    SELECT min(minute) AS lo,
+           60 * ceil((@seconds_between(min(minute); max(minute)) / 60 + 1) / $buckets) AS width
     FROM minutes
 )
 SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
