@@ -23,10 +23,10 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BeforeValidator
 
-from runlytics.warehouse import bounded_json, pg_reader, snapshots, times
+from runlytics.warehouse import bounded_json, pages, pg_reader, snapshots, times
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
-MAX_PAGE = 10_000
+MAX_PAGE = pages.MAX_PAGE
 MAX_ID_LENGTH = 1_000
 # The cursors this API hands out nest two levels ({"k": …, "v": [...]}); a deeper one is forged,
 # and decoding it (warehouse/pages.py) would recurse once per level.

@@ -4,7 +4,8 @@ Exit codes (also in the README):
   0   success (files left for the next run because they were being written count as success)
   1   ingest: at least one file could not be ingested (see the summary; the rest was ingested)
   2   usage error (a number out of range, a file root no job is found by, a --revision unknown
-      or older than the warehouse's, …)
+      or older than the warehouse's, a command group without its command, …); ``serve``: a
+      --host and --port it can't listen on (in use, not this machine's, not resolvable)
   3   the warehouse can't be used (written by a newer runlytics, unreadable, in a folder a
       writer can't write, a --db naming another URL such as md: or s3://, …), or a read
       command (sql, analytics, insights, status, export, serve) names one that does not exist;
@@ -33,15 +34,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from runlytics.ingest import quick, unknown_jobs
 from runlytics.ingest.summary import Summary
-from runlytics.warehouse import db, migrate, pg_reader, queries, readonly, snapshots
+from runlytics.warehouse import db, migrate, pages, pg_reader, queries, readonly, snapshots
 from runlytics.warehouse.lock import IngestLocked
 
 if TYPE_CHECKING:  # the readers import DuckDB: a run with nothing to do never needs it
+    import socket
+
     import duckdb
 
     from runlytics.ingest.formats.base import Phase
@@ -51,6 +54,7 @@ EXIT_FILES_FAILED = 1
 EXIT_USAGE = 2
 EXIT_WAREHOUSE = 3
 EXIT_NO_NVML = 3
+EXIT_NOT_SERVING = 3  # serve: the server did not start (uvicorn's own exit code for that)
 EXIT_QUERY = 4
 EXIT_BUSY = 75
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that stopped early
@@ -59,6 +63,7 @@ LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists 
 ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
 READ_TIMEOUT_SECONDS = readonly.DEFAULT_PG_TIMEOUT_SECONDS  # analytics, insights on PostgreSQL: per statement
 EXPORT_TIMEOUT_SECONDS = 7 * 86_400.0  # export on PostgreSQL: in effect none
+Number = TypeVar("Number", int, float)
 
 
 class NoWarehouse(db.WarehouseError):
@@ -68,9 +73,6 @@ class NoWarehouse(db.WarehouseError):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
     return _guarded(args.run, args)
 
 
@@ -113,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
         version=version_text(),
         help="print the version and whether the C reader is built",
     )
-    commands = parser.add_subparsers(title="commands")
+    # required: a bare `runlytics` (or `runlytics db`) is argparse's usage and one error line, exit 2
+    commands = parser.add_subparsers(title="commands", required=True)
 
     def add(name: str, help_text: str, examples: list[str], *, url: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(
@@ -137,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    db_sub = db_cmd.add_subparsers(title="db commands")
+    db_sub = db_cmd.add_subparsers(title="db commands", required=True)
     upgrade = db_sub.add_parser(
         "upgrade", help="build or upgrade the warehouse to the newest schema",
         epilog=_examples(
@@ -319,8 +322,9 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("--severity", help="only insights of this severity: critical, warning or info")
     ins.add_argument("--status", help="the fleet's list: only jobs with this status (e.g. running)")
     ins.add_argument(
-        "--limit", type=int, default=100, help="the fleet's list: at most this many insights (default: %(default)s)"
-    )
+        "--limit", type=int, default=100,
+        help=f"the fleet's list: at most this many insights, 1 to {pages.MAX_PAGE} (default: %(default)s)",
+    )  # fmt: skip
     ins.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     ins.set_defaults(run=_insights)
 
@@ -362,8 +366,9 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
         "--gpus", help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else every GPU)"
     )
     sample.add_argument(
-        "--interval", type=_finite_seconds, default=1.0, help="seconds between samples (default: %(default)s)"
-    )
+        "--interval", type=_finite_seconds, default=1.0,
+        help="seconds between samples, 0.01 to 86400 (default: %(default)s)",
+    )  # fmt: skip
     sample.add_argument(
         "--spool",
         type=Path,
@@ -396,8 +401,14 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
-# a time limit of a read: PostgreSQL's statement_timeout holds at most 2^31-1 ms (about 24.8 days)
+# a time limit of a read, and --wait: PostgreSQL's statement_timeout and lock_timeout hold at most
+# 2^31-1 ms (about 24.8 days)
 MAX_LIMIT_SECONDS = 2_000_000
+# --max-file-mb, --spool-max-mb: a bound no file or spool comes near (a bigger float reached
+# infinity as bytes, and int() of it a traceback)
+MAX_MIB = 1 << 20
+# --keep-raw-days: a century (a bigger count overflowed Python's dates)
+MAX_KEEP_DAYS = 36_500
 
 
 def _job_id(text: str) -> str:
@@ -416,11 +427,18 @@ def _number(text: str) -> float:
 
 
 def _wait_seconds(text: str) -> float:
-    """--wait: 0 (don't wait) or more seconds, finite."""
+    """--wait: 0 (don't wait) to MAX_LIMIT_SECONDS, PostgreSQL's lock_timeout at most."""
     seconds = _number(text)
     if not 0 <= seconds < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text}")
-    return seconds
+    return _at_most(seconds, MAX_LIMIT_SECONDS, "seconds (about 23 days)", text)
+
+
+def _at_most(number: Number, bound: int, unit: str, text: str) -> Number:
+    """``number``, else the usage error of a value above ``bound`` (``unit`` names what it counts)."""
+    if number > bound:
+        raise argparse.ArgumentTypeError(f"at most {bound} {unit}: {text}")
+    return number
 
 
 def _finite_seconds(text: str) -> float:
@@ -436,7 +454,7 @@ def _positive_mib(text: str) -> float:
     mib = _number(text)
     if not 0 < mib < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of MiB above 0: {text}")
-    return mib
+    return _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)
 
 
 def _spool_mib(text: str) -> float:
@@ -444,26 +462,34 @@ def _spool_mib(text: str) -> float:
     mib = _number(text)
     if not 0 <= mib < math.inf:
         raise argparse.ArgumentTypeError(f"not a number of MiB, 0 (no bound) or more: {text}")
-    return mib
+    return _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)
 
 
 def _port(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+    port = _whole(text)
+    if port is None or port > 65535:
         raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text}")
-    return int(text)
+    return port
+
+
+def _whole(text: str) -> int | None:
+    """``text`` as a whole number (ASCII digits only), else None. Past 18 digits it is 10**18, above
+    every bound here: int() refuses a text of over 4,300 digits."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 def _time_limit(text: str) -> float:
-    seconds = _positive_seconds(text)
-    if seconds > MAX_LIMIT_SECONDS:
-        raise argparse.ArgumentTypeError(f"at most {MAX_LIMIT_SECONDS} seconds (about 23 days): {text}")
-    return seconds
+    return _at_most(_positive_seconds(text), MAX_LIMIT_SECONDS, "seconds (about 23 days)", text)
 
 
 def _days(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
+    days = _whole(text)
+    if days is None:
         raise argparse.ArgumentTypeError(f"not a whole number of days (0 or more): {text}")
-    return int(text)
+    return _at_most(days, MAX_KEEP_DAYS, "days (100 years; 0 keeps everything)", text)
 
 
 def _existing_warehouse(args: argparse.Namespace) -> Path:
@@ -731,7 +757,7 @@ def _sql(args: argparse.Namespace) -> int:
         # before opening anything: a refused statement touches no file
         statement = readonly.single_select(args.query)
     except (readonly.Refused, duckdb.Error) as error:
-        print(f"runlytics sql: {error}", file=sys.stderr)
+        print(f"runlytics sql: {readonly.one_line(error)}", file=sys.stderr)
         return EXIT_QUERY
     path = _existing_warehouse(args)
     migrate.ensure_current(path, wait=args.wait)
@@ -745,11 +771,10 @@ def _sql(args: argparse.Namespace) -> int:
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.PermissionException as error:
-        # DuckDB adds the query with a caret below; the first line says it all
-        print(f"runlytics sql: {str(error).splitlines()[0]} (files: only under --allow-read folders)", file=sys.stderr)
+        print(f"runlytics sql: {readonly.one_line(error)} (files: only under --allow-read folders)", file=sys.stderr)
         return EXIT_QUERY
     except duckdb.Error as error:
-        print(f"runlytics sql: {error}", file=sys.stderr)
+        print(f"runlytics sql: {readonly.one_line(error)}", file=sys.stderr)
         return EXIT_QUERY
     finally:
         con.close()
@@ -870,8 +895,8 @@ def _insights(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if args.limit < 1:
-        print("runlytics insights: --limit must be at least 1", file=sys.stderr)
+    if not 1 <= args.limit <= pages.MAX_PAGE:  # the API's page: a limit past BIGINT was a traceback
+        print(f"runlytics insights: --limit must be at least 1 and at most {pages.MAX_PAGE}", file=sys.stderr)
         return EXIT_USAGE
     with _reading(args) as (con, name):
         if job_id is not None:
@@ -895,7 +920,8 @@ def _insights(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     _write_rows(["job_id", "severity", "kind", "steps", "gpu", "message"], rows, "table")
     if result.get("next_cursor"):
-        print(f"(more: raise --limit above {args.limit}, or filter)")
+        raise_it = f"raise --limit above {args.limit}, or " if args.limit < pages.MAX_PAGE else ""
+        print(f"(more: {raise_it}filter by --kind, --severity or --status)")
     # insights.md: every answer that lists insights also lists the thresholds in force
     pairs = ", ".join(f"{name}={_cell(value)}" for name, value in sorted(result["thresholds"].items()))
     print(textwrap.fill(f"thresholds in force: {pairs}", width=100, subsequent_indent="  ", break_long_words=False))
@@ -1104,9 +1130,7 @@ def _print_warning_files(files: list[dict[str, Any]]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
-    import uvicorn
-
-    from runlytics.api import security
+    from runlytics.api import listen, security
     from runlytics.api.app import TOKEN_ENV, create_app
 
     target = db.resolve_target(args.db)
@@ -1128,18 +1152,40 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"runlytics serve: {error}", file=sys.stderr)
         return EXIT_USAGE
+    if isinstance(path, Path):
+        migrate.ensure_current(path, wait=args.wait)
+    else:
+        _status_postgres(read_db or path)  # reachable, at this code's revision: else a one-line error
+    try:
+        sockets = listen.bound_sockets(args.host, args.port)
+    except listen.CannotListen as error:
+        print(f"runlytics serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if app.state.token is None and not security.is_loopback(args.host):
         print(
             f"runlytics serve: warning: listening on {args.host} without {TOKEN_ENV}: "
             "anyone who can reach this port can read the warehouse",
             file=sys.stderr,
         )
-    if isinstance(path, Path):
-        migrate.ensure_current(path, wait=args.wait)
-    else:
-        _status_postgres(read_db or path)  # reachable, at this code's revision: else a one-line error
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
-    return EXIT_OK
+    return _run_server(app, args, sockets)
+
+
+def _run_server(app: Any, args: argparse.Namespace, sockets: list[socket.socket]) -> int:
+    """uvicorn on the sockets bound for it, until stopped; exit 3 when it did not start, as
+    uvicorn.run exits."""
+    import uvicorn
+
+    from runlytics.api import listen
+
+    server = listen.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped; uvicorn.run ignores it too
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
+    return EXIT_OK if server.started else EXIT_NOT_SERVING
 
 
 def _sample(args: argparse.Namespace) -> int:

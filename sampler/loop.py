@@ -59,6 +59,8 @@ __all__ = ["NvmlUnavailable", "Options", "SamplerError", "run", "parse_devices",
 
 DEFAULT_SPOOL_MAX_MB = 512
 MIN_INTERVAL = 0.01
+# A sample a day at the least: a longer wait overflowed the threads' timed waits (a traceback)
+MAX_INTERVAL = 86_400.0
 TRANSIENT_LIMIT = 3
 MAX_BACKOFF = 60.0
 MIN_SLOW = 0.5
@@ -104,8 +106,11 @@ def run(
     Raises NvmlUnavailable when NVML can't be initialised (no driver), SamplerError on bad
     options. ``stop`` ends sampling as SIGTERM does; ``env`` stands for os.environ.
     """
-    if not MIN_INTERVAL <= options.interval < math.inf:
-        raise SamplerError(f"the interval must be at least {MIN_INTERVAL} s and finite, not {options.interval}")
+    if not MIN_INTERVAL <= options.interval <= MAX_INTERVAL:
+        raise SamplerError(
+            f"the interval must be at least {MIN_INTERVAL} s and at most {MAX_INTERVAL:g} s (a day), "
+            f"not {options.interval:g}"
+        )
     env = os.environ if env is None else env
     keys = select_gpus(options.gpus, env)
     nvml = Nvml(nvml_module)

@@ -14,6 +14,8 @@ from typing import Any
 
 # Cursor numbers must bind to a 64-bit column: a bigger int is no key this API handed out.
 INT64 = range(-(2**63), 2**63)
+# The most rows one page holds: the API's `limit`, `max_points`, and `runlytics insights --limit`.
+MAX_PAGE = 10_000
 
 
 class BadCursor(ValueError):

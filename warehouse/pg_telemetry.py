@@ -347,7 +347,8 @@ def prune(raw: psycopg.Connection[Any], keep_raw_days: int, *, now: datetime | N
 
 
 def horizon(raw: psycopg.Connection[Any], keep_raw_days: int, now: datetime | None = None) -> datetime | None:
-    """The first time PostgreSQL keeps raw samples from; None when it keeps all (0 days, no sample)."""
+    """The first time PostgreSQL keeps raw samples from; None when it keeps all (0 days, no sample,
+    a window reaching before year 1)."""
     if keep_raw_days <= 0:
         return None
     row = raw.execute(NEWEST).fetchone()
@@ -355,8 +356,8 @@ def horizon(raw: psycopg.Connection[Any], keep_raw_days: int, now: datetime | No
     if newest is None:
         return None
     today = (now or datetime.now(UTC).replace(tzinfo=None)).date()
-    first = min(newest.date(), today) - timedelta(days=keep_raw_days)
-    return datetime(first.year, first.month, first.day)
+    first = retention.days_before(min(newest.date(), today), keep_raw_days)
+    return None if first is None else datetime(first.year, first.month, first.day)
 
 
 def _spans(ranges: list[tuple[Any, ...]]) -> list[tuple[datetime, datetime]]:

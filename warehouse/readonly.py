@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 # the first keyword of a statement, after comments, blanks and opening parentheses
 _KEYWORD = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/|\()*([A-Za-z_]+)", re.S)
+# where DuckDB's error quotes the query ("LINE 1: SELEC 1", then a caret line under it)
+_QUOTED_QUERY = re.compile(r"^LINE \d+:")
 
 
 class Refused(Exception):
@@ -149,14 +151,34 @@ def run_postgres(
         except psycopg.errors.SyntaxError as error:
             if "multiple commands" in str(error):
                 raise Refused(_refusal("several statements")) from error
-            raise QueryFailed(reason(error)) from error
+            raise QueryFailed(_with_hint(error)) from error
         except psycopg.Error as error:
-            raise QueryFailed(reason(error)) from error
+            raise QueryFailed(_with_hint(error)) from error
         columns = [d.name for d in cursor.description or []]
         return columns, cursor.fetchall() if cursor.description else []
     finally:
         conn.rollback()
         conn.close()
+
+
+def one_line(error: BaseException) -> str:
+    """DuckDB's error on one line: its message and hints ("Did you mean "jobs"?"), without the
+    query it quotes below them (the analyst has it; its caret line means nothing joined)."""
+    said: list[str] = []
+    for line in str(error).splitlines():
+        if _QUOTED_QUERY.match(line):
+            break
+        said += [line.strip()] if line.strip() else []
+    return " ".join(said) or type(error).__name__
+
+
+def _with_hint(error: BaseException) -> str:
+    """PostgreSQL's error on one line (postgres.reason), with the server's hint when it gives one
+    (“Perhaps you meant to reference the column …”)."""
+    from .postgres import reason
+
+    hint = getattr(getattr(error, "diag", None), "message_hint", None)
+    return f"{reason(error)} ({' '.join(hint.split())})" if hint else reason(error)
 
 
 class QueryFailed(Exception):

@@ -45,7 +45,7 @@ WHERE NOT EXISTS (
 def horizon(
     con: duckdb.DuckDBPyConnection, table: parts.Sealed, keep_days: int, now: datetime | None = None
 ) -> date | None:
-    """Days before this one are pruned; None when nothing is (keep_days 0, or no sample)."""
+    """Days before this one are pruned; None when nothing is (keep_days 0, no sample, or before year 1)."""
     if keep_days <= 0:
         return None
     row = con.execute(
@@ -57,7 +57,13 @@ def horizon(
     if newest is None:
         return None
     today = (now or datetime.now(UTC).replace(tzinfo=None)).date()
-    return min(newest.date(), today) - timedelta(days=keep_days)
+    return days_before(min(newest.date(), today), keep_days)
+
+
+def days_before(day: date, days: int) -> date | None:
+    """``day`` less ``days`` days; None before year 1: no sample is that old (a sample may be of
+    year 1, and date arithmetic past it a traceback)."""
+    return day - timedelta(days=days) if days <= (day - date.min).days else None
 
 
 # The raw window of the run, for store_staged: samples of days already past it are not stored
