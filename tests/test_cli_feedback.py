@@ -233,7 +233,10 @@ def test_an_unterminated_last_line_is_left_for_the_next_run(tmp_path: Path) -> N
     log.write_text(
         HEADER + smi_line(0, 100) + "\n" + smi_line(1, 101) + "\n" + smi_line(2, 105)[:-3]
     )  # mid-write: "…, 10"
-    os.utime(log, (1_700_000_000, 1_700_000_000))
+    # changed seconds ago: past FRESH_SECONDS (it would get a fingerprint), not settled (a log that
+    # has not changed for ledger.SETTLED_SECONDS has its last line read as final)
+    then = time.time() - 10
+    os.utime(log, (then, then))
     warehouse = tmp_path / "w.duckdb"
     args = ("ingest", "--nvidia-smi-csv", str(log), "--job-id", "j", "--db", str(warehouse))
 
@@ -248,7 +251,7 @@ def test_an_unterminated_last_line_is_left_for_the_next_run(tmp_path: Path) -> N
     # unchanged size and time, but not final: read again; the logger finished the line meanwhile
     with log.open("a") as f:
         f.write("5 W\n")
-    os.utime(log, (1_700_000_000, 1_700_000_000))
+    os.utime(log, (then, then))
     second = json.loads(runlytics(*args, "--json", cwd=tmp_path).stdout)
     assert (second["ingested"], second["gpu_samples"], second["rows"], second["warnings"]) == (1, 3, 0, 0), second
     with db.connection(warehouse, read_only=True) as con:
