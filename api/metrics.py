@@ -31,7 +31,9 @@ STALE_ENV = "RUNLYTICS_STALE_AFTER"
 DEFAULT_STALE_AFTER = 3600.0
 OUTCOMES = ("ok", "files_failed", "error")
 JOB = ("job_id",)
-GPU = ("job_id", "host", "gpu")
+# A GPU's series: its index ("gpu") does not name it alone (each container numbers its GPUs
+# from 0), so its UUID ('' when unknown) tells two GPUs of a host under one index apart.
+GPU = ("job_id", "host", "gpu", "gpu_uuid")
 
 # Every metric the endpoint can emit: name -> (help, label names).
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -289,7 +291,7 @@ def _gpu_families(gpus: list[dict[str, Any]]) -> Iterator[Metric]:
     }
     families = {name: _family(name) for name in columns}
     for gpu in gpus:
-        labels = [gpu["job_id"], gpu["host"], str(gpu["gpu_index"])]
+        labels = [gpu["job_id"], gpu["host"], str(gpu["gpu_index"]), gpu["gpu_uuid"]]
         for name, column in columns.items():
             value = _number(gpu[column])
             if value is not None:

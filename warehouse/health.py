@@ -24,8 +24,9 @@ LIVE_STATUS = "running"  # paused, queued and finished jobs have no per-job seri
 RECENT_ROWS = 20
 
 # Per running job: the latest step (the step rows' or the job's current_step, whichever is
-# further), the latest finite loss, the latest throughput (the row's samples_per_second, else
-# its samples / seconds), total_steps, and the seconds per step of its recent timed rows.
+# further), the latest finite loss, the latest step row's throughput (its samples_per_second,
+# else its samples / seconds; NULL when it has neither: an earlier row's would be a stale figure
+# shown as current, docs/metrics.md), total_steps, and the seconds per step of its recent timed rows.
 RUNNING_JOBS = f"""
 WITH live AS (
     SELECT job_id, current_step, total_steps FROM jobs WHERE @list_contains($job_ids; job_id)
@@ -42,7 +43,7 @@ WITH live AS (
     SELECT job_id,
            max(step) AS max_step,
            @first_by(loss; step DESC) FILTER (WHERE @finite(loss)) AS loss,
-           @first_by(throughput; step DESC) FILTER (WHERE throughput IS NOT NULL) AS throughput,
+           @first_by(throughput; step DESC) AS throughput,
            sum(seconds) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0)
                / sum(delta) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0)
                AS seconds_per_step
@@ -63,20 +64,27 @@ ORDER BY l.job_id
 """
 
 # Per running job and GPU: the latest GPU sample; for a job without any samples, the reading
-# logged with its latest step that has one (host '').
+# logged with its latest step that has one (host ''). A GPU is its gpu_key (its UUID when known,
+# else '#<index>'): each container numbers its GPUs from 0, so two GPUs of a host may share an
+# index, and grouping by the index kept one of them (whichever won a tie on ts). One row_number
+# picks the whole latest sample, so a series set's figures come from one sample; (job, host,
+# gpu_key, ts) is kept unique by ingest (not by the database), and source and gpu_index order
+# any duplicate the same way on every scrape and engine.
 RUNNING_GPUS = """
-WITH sampled AS (
-    SELECT job_id, host, gpu_index,
-           max(ts) AS ts,
-           @first_by(utilization_percent; ts DESC) AS utilization_percent,
-           @first_by(memory_used_mb; ts DESC) AS memory_used_mb,
-           @first_by(temperature_c; ts DESC) AS temperature_c,
-           @first_by(power_w; ts DESC) AS power_w
+WITH ranked AS (
+    SELECT job_id, host, gpu_key, gpu_index, gpu_uuid, ts,
+           utilization_percent, memory_used_mb, temperature_c, power_w,
+           row_number() OVER (PARTITION BY job_id, host, gpu_key ORDER BY ts DESC, source, gpu_index) AS latest
     FROM gpu_samples
     WHERE @list_contains($job_ids; job_id)
-    GROUP BY job_id, host, gpu_index
+), sampled AS (
+    SELECT job_id, host, gpu_key, gpu_index, gpu_uuid, ts,
+           utilization_percent, memory_used_mb, temperature_c, power_w
+    FROM ranked
+    WHERE latest = 1
 ), logged AS (
-    SELECT job_id, '' AS host, gpu_index,
+    SELECT job_id, '' AS host, '#' || CAST(gpu_index AS VARCHAR) AS gpu_key, gpu_index,
+           @first_by(gpu_uuid; step DESC) AS gpu_uuid,
            CAST(NULL AS TIMESTAMP) AS ts,
            @first_by(utilization_percent; step DESC) AS utilization_percent,
            @first_by(memory_used_mb; step DESC) AS memory_used_mb,
@@ -86,10 +94,11 @@ WITH sampled AS (
     WHERE @list_contains($job_ids; job_id) AND job_id NOT IN (SELECT job_id FROM sampled)
     GROUP BY job_id, gpu_index
 )
-SELECT job_id, host, gpu_index, @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) AS sample_epoch,
+SELECT job_id, host, gpu_index, coalesce(gpu_uuid, '') AS gpu_uuid,
+       @seconds_between(TIMESTAMP '1970-01-01 00:00:00'; ts) AS sample_epoch,
        utilization_percent, memory_used_mb, temperature_c, power_w
 FROM (SELECT * FROM sampled UNION ALL SELECT * FROM logged) AS readings
-ORDER BY job_id, host, gpu_index
+ORDER BY job_id, host, gpu_index, gpu_key
 """
 
 JOBS_BY_STATUS = "SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status"
@@ -112,7 +121,8 @@ def running_jobs(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dic
 
 
 def running_gpus(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dict[str, Any]]:
-    """Per job (of the running ones) and GPU: job_id, host, gpu_index, sample_epoch and the latest reading."""
+    """Per job (of the running ones) and GPU (gpu_key): job_id, host, gpu_index, gpu_uuid ('' when
+    unknown), sample_epoch and the latest reading."""
     return _records(con.execute(sql_for(con, RUNNING_GPUS), {"job_ids": job_ids}))
 
 
