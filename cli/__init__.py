@@ -1023,6 +1023,8 @@ def _export(args: argparse.Namespace) -> int:
         except (duckdb.Error, OSError) as error:
             print(f"runlytics export: failed, nothing written to {args.out}: {error}", file=sys.stderr)
             return EXIT_QUERY
+    for note in result.notes:  # a layout the reader should know of, an earlier export restored
+        print(f"runlytics export: {note}", file=sys.stderr)
     if not args.quiet:
         rows = ", ".join(f"{table} {n:,}" for table, n in result.rows.items())
         print(f"{result.out}: {result.fmt} export of {result.jobs} jobs in {result.seconds:.2f} s; rows: {rows}")

@@ -4,8 +4,13 @@
 ``COPY (SELECT …) TO``: Parquet as a folder per table, the fact tables partitioned by job
 (``OUT/steps/job_id=<id>/data_0.parquet``, Hive layout) and the per-job tables as one file
 (``OUT/jobs/data_0.parquet``), read as-is by DuckDB, pandas/pyarrow, polars and Spark; CSV as
-``OUT/<table>.csv``. It writes into a temporary folder beside OUT and renames it at the end, so
-a failed export leaves nothing behind. ``OUT/manifest.json`` lists what was written. On
+``OUT/<table>.csv``. A fact table of which a job's folder name would be too long for the file
+system (``_overlong``) is written whole as a file with a job_id column instead: every reader of
+docs/export.md reads both layouts alike, a mix of the two none does. It writes into a temporary
+folder beside OUT and renames it at the end, so a failed export leaves nothing behind; that
+folder is locked (flock) while its export runs, so the next export to OUT can tell a killed
+export's leftovers from a live one's and tidy them (``_tidy``). ``OUT/manifest.json`` lists
+what was written. On
 PostgreSQL (pg_reader's cursor), the selected jobs' rows of each relation of ``SOURCES`` are first
 read into a DuckDB file beside OUT (``_local_sources``), on which the same export then runs.
 
@@ -15,17 +20,20 @@ in-memory DuckDB holding those rows only, so that both engines give DuckDB's CSV
 
 User values (job ids, times, paths) are always bound parameters; table and column names come
 from the lists below. In CSV, a text cell that a spreadsheet would run as a formula gets a
-leading ``'`` (``_csv_cells``). See docs/export.md.
+leading ``'``, as does one that starts with ``'`` itself (``_csv_cells``). See docs/export.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -95,11 +103,17 @@ PG_ARROW_TYPES = {
 }  # fmt: skip
 PG_JSON_TYPES = (114, 3802)  # json and jsonb: their text, typed JSON again in DuckDB
 # A CSV text cell starting with one of = + - @ tab CR is a formula to a spreadsheet (OWASP's list):
-# written with a leading ' it stays text.
-SAFE_CELL = "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13)) THEN '''' || {c} ELSE {c} END AS {c}"
+# written with a leading ' it stays text. One starting with ' gets one too: a reader then strips one
+# leading ' wherever there is one, and -x (written '-x) and '-x (''-x) stay two values.
+SAFE_CELL = "CASE WHEN left({c}, 1) IN ('=', '+', '-', '@', chr(9), chr(13), '''') THEN '''' || {c} ELSE {c} END AS {c}"
 GROUP_ROWS = 100_000  # the API's export writes jobs in groups of about this many rows
 PART_ROWS = 250_000  # a partitioned table is written a range of jobs of about this many rows at a time
 CHUNK_BYTES = 1 << 20  # bytes per chunk of a streamed answer
+PARTITION_KEY = "job_id="
+NAME_MAX = 255  # bytes of a file name, where the file system does not say (ext4, XFS, APFS, NTFS: 255)
+# the hidden folders an export to OUT makes beside it: its work, the old export --overwrite
+# moves aside, PostgreSQL's rows (tempfile.mkdtemp's 8 characters)
+LEFTOVER = r"\.{name}\.(?:(export|replaced)-[0-9a-f]{{12}}|(pg)-[a-z0-9_]{{8}})"
 
 
 class ExportError(Exception):
@@ -131,6 +145,7 @@ class Result:
     jobs: int
     rows: dict[str, int]
     seconds: float
+    notes: list[str]  # what the user should know besides the rows (a table not partitioned, …)
 
 
 def unknown_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[str]:
@@ -155,16 +170,26 @@ def export(
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     selection = selection or Selection()
-    _check_target(out, overwrite)
+    notes = _tidy(out)
+    try:
+        _check_target(out, overwrite)
+    except ExportError as error:  # after a restore, the refusal names it
+        raise ExportError("; ".join([*notes, str(error)])) from None
     started = time.monotonic()
     if is_postgres(con):
         with _local_sources(con, selection, out) as local:
-            return _export(local, out, fmt, Selection(), selection, started)
-    return _export(con, out, fmt, selection, selection, started)
+            return _export(local, out, fmt, Selection(), selection, started, notes)
+    return _export(con, out, fmt, selection, selection, started, notes)
 
 
 def _export(
-    con: duckdb.DuckDBPyConnection, out: Path, fmt: str, selection: Selection, asked: Selection, started: float
+    con: duckdb.DuckDBPyConnection,
+    out: Path,
+    fmt: str,
+    selection: Selection,
+    asked: Selection,
+    started: float,
+    notes: list[str],
 ) -> Result:
     """The export of ``selection`` from a DuckDB connection; the manifest names ``asked``."""
     try:
@@ -172,28 +197,40 @@ def _export(
         out.parent.mkdir(parents=True, exist_ok=True)
         work = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:12]}"
         work.mkdir()
+        lock = _lock(work)  # held to the end: the next export to OUT leaves this folder alone
         try:
             # rows need not keep the tables' order: lets DuckDB write in parallel, in less memory
             con.execute("SET preserve_insertion_order = false")
-            rows = {table: _copy(con, table, selection, work, fmt) for table in TABLES}
-            manifest = {
-                "format": fmt,
-                "layout": LAYOUTS[fmt],
-                "tables": {t: {"path": t if fmt == "parquet" else f"{t}.csv", "rows": n} for t, n in rows.items()},
-                "jobs": jobs,
-                "selection": asked.as_dict(),
-                "exported_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z",
-            }
-            (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            rows = {table: _copy(con, table, selection, work, fmt, notes) for table in TABLES}
+            (work / MANIFEST).write_text(json.dumps(_manifest(fmt, rows, jobs, asked, work), indent=2) + "\n")
             _install(work, out)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+        finally:
+            _unlock(lock)
     finally:  # the caller's connection as it was
         with contextlib.suppress(duckdb.Error):
             con.execute("RESET preserve_insertion_order")
             con.execute(f"DROP TABLE IF EXISTS temp.{SELECTED}")
-    return Result(out, fmt, jobs, rows, time.monotonic() - started)
+    return Result(out, fmt, jobs, rows, time.monotonic() - started, notes)
+
+
+def _manifest(fmt: str, rows: dict[str, int], jobs: int, asked: Selection, work: Path) -> dict[str, Any]:
+    tables: dict[str, dict[str, Any]] = {}
+    for table, n in rows.items():
+        tables[table] = {"path": table if fmt == "parquet" else f"{table}.csv", "rows": n}
+        if fmt == "parquet":  # where a job's rows are, without reading the files
+            partitioned = any(p.name.startswith(PARTITION_KEY) for p in (work / table).iterdir())
+            tables[table]["partitioned_by"] = "job_id" if partitioned else None
+    return {
+        "format": fmt,
+        "layout": LAYOUTS[fmt],
+        "tables": tables,
+        "jobs": jobs,
+        "selection": asked.as_dict(),
+        "exported_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z",
+    }
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
@@ -252,9 +289,11 @@ FROM (UNPIVOT (SELECT job_id, {casts} FROM job_results{where}) ON {names} INTO N
 JOIN (VALUES {sections}) m(metric, section) ON m.metric = u.metric"""
 
 
-def _copy(con: duckdb.DuckDBPyConnection, table: str, selection: Selection, work: Path, fmt: str) -> int:
+def _copy(
+    con: duckdb.DuckDBPyConnection, table: str, selection: Selection, work: Path, fmt: str, notes: list[str]
+) -> int:
     if fmt == "parquet" and table in PARTITIONED:
-        return _copy_partitioned(con, table, selection, work / table)
+        return _copy_partitioned(con, table, selection, work / table, notes)
     query = _query(con, table, selection)
     if fmt == "csv":
         query = _csv_cells(con, query)
@@ -266,22 +305,34 @@ def _copy(con: duckdb.DuckDBPyConnection, table: str, selection: Selection, work
     return int(row[0]) if row else 0
 
 
-def _copy_partitioned(con: duckdb.DuckDBPyConnection, table: str, selection: Selection, target: Path) -> int:
+def _copy_partitioned(
+    con: duckdb.DuckDBPyConnection, table: str, selection: Selection, target: Path, notes: list[str]
+) -> int:
     """A fact table in Hive partitions by job, a range of jobs (about PART_ROWS rows) per COPY.
 
     DuckDB buffers a partitioned write's rows until its end, so one COPY of a whole table
-    takes memory in proportion to it; ranges of jobs (disjoint partitions) bound that.
+    takes memory in proportion to it; ranges of jobs (disjoint partitions) bound that. When a
+    job's folder name would be too long, the whole table is one file with job_id a column (a
+    plain COPY streams: no buffering to bound), as the per-job tables are.
     """
     source = SOURCES[table]
     chosen = "" if selection.everything else f" AND job_id IN (SELECT job_id FROM {SELECTED})"
-    counts = con.execute(f"SELECT job_id, count(*) FROM {source} WHERE true{chosen} GROUP BY job_id ORDER BY job_id")
+    counts = con.execute(
+        f"SELECT job_id, count(*) FROM {source} WHERE true{chosen} GROUP BY job_id ORDER BY job_id"
+    ).fetchall()
     target.mkdir()
+    overlong = _overlong((job_id for job_id, _ in counts), _name_max(target))
+    if overlong:
+        notes.append(f"{table}: one file with a job_id column, not partitioned by job: {overlong}")
+        flat = f"COPY (SELECT * FROM {source} WHERE true{chosen}) TO $path (FORMAT parquet)"
+        row = con.execute(flat, {"path": str(target / "data_0.parquet")}).fetchone()
+        return int(row[0]) if row else 0
     copy = (
         f"COPY (SELECT * FROM {source} WHERE job_id BETWEEN $first AND $last{chosen}) TO $path "
         "(FORMAT parquet, PARTITION_BY (job_id), OVERWRITE_OR_IGNORE)"
     )
     rows = 0
-    for group in _groups(counts.fetchall(), PART_ROWS):
+    for group in _groups(counts, PART_ROWS):
         row = con.execute(copy, {"first": group[0], "last": group[-1], "path": str(target)}).fetchone()
         rows += int(row[0]) if row else 0
     if not rows:  # no row, no partition: one empty file keeps the table readable, with its columns
@@ -290,19 +341,103 @@ def _copy_partitioned(con: duckdb.DuckDBPyConnection, table: str, selection: Sel
     return rows
 
 
+def partition_folder(job_id: str) -> str:
+    """The folder name DuckDB gives a job's partition: the id's UTF-8 %-escaped but for RFC
+    3986's unreserved characters (A-Z a-z 0-9 - . _ ~), as DuckDB 2.0 writes it."""
+    return PARTITION_KEY + urllib.parse.quote(job_id, safe="")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (bytes) the file system of ``folder`` takes."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # not said, or no pathconf (Windows)
+        return NAME_MAX
+    return limit if limit > 0 else NAME_MAX
+
+
+def _overlong(job_ids: Iterable[str | None], limit: int) -> str:
+    """The first of these jobs whose partition folder name passes ``limit`` bytes, said for a
+    user (its id cut to 60 characters, and why); "" when none does."""
+    for job_id in job_ids:
+        size = len(partition_folder(job_id)) if job_id is not None else 0  # no job: DuckDB's NULL
+        if job_id is not None and size > limit:
+            shown = repr(job_id if len(job_id) <= 60 else f"{job_id[:60]}…")
+            return f"job {shown} is too long for a folder name ({size} bytes escaped; the file system takes {limit})"
+    return ""
+
+
 def _install(work: Path, out: Path) -> None:
-    """Move the finished export to ``out``; an earlier export there is replaced, not merged."""
+    """Move the finished export to ``out``; an earlier export there is replaced, not merged.
+
+    The earlier export is locked before it is moved aside (``.OUT.replaced-…``): killed before
+    the second rename, this process leaves it unlocked, and the next export puts it back.
+    """
     if out.exists():
         old = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
-        os.replace(out, old)
+        lock = _lock(out)
         try:
-            os.replace(work, out)
-        except BaseException:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            try:
+                os.replace(work, out)
+            except BaseException:
+                os.replace(old, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            _unlock(lock)
     else:
         os.replace(work, out)
+
+
+def _lock(folder: Path, wait: bool = True) -> int | None:
+    """An exclusive flock on the folder itself, held until ``_unlock`` or dropped with the
+    process (kill -9 too); it follows the folder through renames. None where it can't be had:
+    a file system without flock on folders (the export goes on; ``_tidy`` then leaves its
+    folders alone), or, not waiting, another process holds it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
+
+
+def _tidy(out: Path) -> list[str]:
+    """Remove the hidden folders that exports to ``out`` killed before their end left beside it
+    (those whose lock is free: a live export holds its own), first putting back in ``out``, when
+    it is missing, the export an interrupted ``--overwrite`` had moved aside. What was restored,
+    said for the user."""
+    pattern = re.compile(LEFTOVER.format(name=re.escape(out.name)))
+    try:
+        found = [p for p in out.parent.iterdir() if pattern.fullmatch(p.name)]
+        # a moved-aside export first (the newest: the one a kill took from OUT), then the rest
+        found.sort(key=lambda p: (".replaced-" not in p.name, -p.lstat().st_mtime))
+    except OSError:  # no such folder yet, one we may not read, or a leftover gone meanwhile
+        return []
+    notes: list[str] = []
+    for leftover in found:
+        lock = _lock(leftover, wait=False)
+        if lock is None:  # a live export's, or gone meanwhile
+            continue
+        try:
+            if ".replaced-" in leftover.name and not out.exists() and not out.is_symlink():
+                os.replace(leftover, out)
+                notes.append(f"restored {out} from {leftover.name}, where an interrupted --overwrite had moved it")
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+        finally:
+            _unlock(lock)
+    return notes
 
 
 def _csv_cells(
@@ -408,6 +543,7 @@ def _local_sources(con: Any, selection: Selection, near: Path) -> Iterator[duckd
         chosen = sorted(r[0] for r in con.execute(sql, params).fetchall())
     near.parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{near.name}.pg-", dir=near.parent))
+    lock = _lock(folder)  # a live export's: the next export to OUT leaves it alone
     local = duckdb.connect(str(folder / "rows.duckdb"))
     try:
         for source in SOURCES.values():
@@ -433,6 +569,7 @@ def _local_sources(con: Any, selection: Selection, near: Path) -> Iterator[duckd
     finally:
         local.close()
         shutil.rmtree(folder, ignore_errors=True)
+        _unlock(lock)
 
 
 def _arrow_rows(pa: Any, cursor: Any) -> Any:
