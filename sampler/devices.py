@@ -5,8 +5,13 @@ GPU while any GPU of the node has fallen off the bus, so a degraded node would s
 A UUID asked for is found by walking the indexes (and the MIG instances of MIG-enabled GPUs);
 a GPU that can't be asked now is skipped in the walk and found later.
 
-Samples are keyed by UUID: NVML's indexes start at 0 inside a container or a Slurm job's cgroup
-whatever GPUs it was given, so two jobs' samplers on one host can both see a "GPU 0".
+A GPU whose handle NVML refuses with "no permission" is not this process's: under a cgroup
+device limit (Slurm's ConstrainDevices) NVML counts every GPU of the node and refuses the others'
+handles, so such a GPU is left out, never tried again. CUDA numbers only the GPUs the process
+may use, so a CUDA_VISIBLE_DEVICES index k is the k-th of those in NVML's order.
+
+Samples are keyed by UUID: NVML's indexes start at 0 inside a container whatever GPUs it was
+given, so two jobs' samplers on one host can both see a "GPU 0".
 """
 
 from __future__ import annotations
@@ -43,12 +48,11 @@ def select_gpus(gpus: str | None, env: Mapping[str, str]) -> list[Key] | None:
 
 
 def parse_devices(text: str, strict: bool = False) -> list[Key]:
-    """NVML indexes (int) and UUIDs ("GPU-…", "MIG-…", "MIG-GPU-…/gi/ci") of a CUDA_VISIBLE_DEVICES list.
+    """Indexes (int) and UUIDs ("GPU-…", "MIG-…", "MIG-GPU-…/gi/ci") of a CUDA_VISIBLE_DEVICES list.
 
     Like CUDA, the list ends at its first entry that is neither (``-1`` hides every GPU); with
-    ``strict`` (a list the user typed) such an entry is an error instead. An index is taken as
-    NVML's (PCI bus order), which is CUDA's when CUDA_DEVICE_ORDER=PCI_BUS_ID or the GPUs are
-    all alike; a UUID is unambiguous.
+    ``strict`` (a list the user typed) such an entry is an error instead. What an index means is
+    resolve's to say: --gpus gives NVML's, CUDA_VISIBLE_DEVICES CUDA's. A UUID is unambiguous.
     """
     keys: list[Key] = []
     for entry in (e.strip() for e in text.split(",")):
@@ -125,7 +129,8 @@ class Listing:
         return self._migs[gpu.index]
 
     def every(self, mig: bool) -> tuple[list[Device], Exception | None]:
-        """Every GPU (or every MIG instance) that answers, and the error of one that did not."""
+        """Every GPU (or every MIG instance) that answers, and the error of one that did not
+        (a GPU refused to this process is none of its GPUs: no error)."""
         devices: list[Device] = []
         failed: Exception | None = None
         for index in range(self.count()):
@@ -133,32 +138,102 @@ class Listing:
                 gpu = self.gpu(index)
                 devices.extend(self.migs(gpu) if mig else [gpu])
             except self.nvml.error as error:
-                failed = error
+                if not self.nvml.is_refused(error):
+                    failed = error
         return devices, failed
 
+    def refused(self, index: int) -> bool:
+        """Whether NVML refuses the GPU at ``index`` to this process."""
+        try:
+            self.gpu(index)
+        except self.nvml.error as error:
+            return self.nvml.is_refused(error)
+        return False
 
-def resolve(nvml: Nvml, keys: list[Key] | None) -> list[Gpu]:
-    """A Gpu per key (every GPU when None). A GPU that does not exist is left out; one that
-    exists but can't be asked now (lost) is kept, to be tried again with back-off."""
+    def usable(self) -> list[int]:
+        """The NVML indexes of the GPUs this process may use, in NVML's order: the ones CUDA
+        numbers from 0. A GPU that can't be asked now for another reason (lost) is one of them."""
+        return [index for index in range(self.count()) if not self.refused(index)]
+
+    def refused_so_far(self) -> list[int]:
+        """The NVML indexes of the GPUs found refused to this process in this look-up."""
+        errors = {index: found for index, found in self._gpus.items() if isinstance(found, Exception)}
+        return sorted(index for index, error in errors.items() if self.nvml.is_refused(error))
+
+
+def resolve(nvml: Nvml, keys: list[Key] | None, cuda_indexes: bool = False) -> list[Gpu]:
+    """A Gpu per key (every GPU when None). ``cuda_indexes``: the keys' indexes are CUDA's (from
+    CUDA_VISIBLE_DEVICES), not NVML's.
+
+    A GPU that does not exist, or that NVML refuses to this process, is left out, in a warning
+    line; one that exists but can't be asked now (lost) is kept, to be tried again with back-off.
+    Raises SamplerError, in one line saying why, when every GPU asked for is left out.
+    """
     listing = Listing(nvml)
+    left_out: list[str] = []
     if keys is None:
         keys = list(range(listing.count()))
+    elif cuda_indexes:
+        keys = _cuda_keys(listing, keys, left_out)
     gpus: list[Gpu] = []
     seen: set[Key] = set()
     for key in keys:
-        gpu = Gpu(key)
-        try:
-            attach(nvml, gpu, listing)
-        except NoSuchGpu as error:
-            log.warning("GPU %s: no such GPU (%s); not sampled", key, error)
-            continue
-        except nvml.error as error:
-            log.warning("GPU %s: can't be read now (%s: %s); trying again later", key, type(error).__name__, error)
-        ident = gpu.uuid or gpu.key
-        if ident not in seen:
-            seen.add(ident)
+        gpu = _find(nvml, key, listing, left_out)
+        if gpu is not None and (gpu.uuid or gpu.key) not in seen:
+            seen.add(gpu.uuid or gpu.key)
             gpus.append(gpu)
+    refused = listing.refused_so_far()
+    if refused:
+        left_out.append(_refused_reason(refused))
+    if left_out and not gpus:
+        raise SamplerError("no GPU to sample: " + "; ".join(left_out))
+    for reason in left_out:
+        log.warning("%s; not sampled", reason)
     return gpus
+
+
+def _cuda_keys(listing: Listing, keys: list[Key], left_out: list[str]) -> list[Key]:
+    """CUDA_VISIBLE_DEVICES keys with NVML's indexes: CUDA index k is the k-th GPU this process
+    may use, in NVML's (PCI bus) order; CUDA's own order is that one only with
+    CUDA_DEVICE_ORDER=PCI_BUS_ID or alike GPUs (warn_if_order_differs). UUIDs stay as they are."""
+    # Only an index needs the walk (each GPU's handle is asked for: slow without persistence mode).
+    usable = listing.usable() if any(isinstance(key, int) for key in keys) else []
+    nvml_keys: list[Key] = []
+    for key in keys:
+        if not isinstance(key, int):
+            nvml_keys.append(key)
+        elif key < len(usable):
+            nvml_keys.append(usable[key])
+        else:
+            left_out.append(
+                f"CUDA GPU {key}: no such GPU (this process may use {len(usable)} of the {listing.count()} GPUs)"
+            )
+    return nvml_keys
+
+
+def _find(nvml: Nvml, key: Key, listing: Listing, left_out: list[str]) -> Gpu | None:
+    """The Gpu of a key, None when it is left out (why goes into ``left_out``, but for a GPU
+    refused to this process: the listing keeps those, to be said in one line)."""
+    gpu = Gpu(key)
+    try:
+        attach(nvml, gpu, listing)
+    except NoSuchGpu as error:
+        left_out.append(f"GPU {key}: no such GPU ({error})")
+        return None
+    except nvml.error as error:
+        if nvml.is_refused(error):
+            return None
+        log.warning("GPU %s: can't be read now (%s: %s); trying again later", key, type(error).__name__, error)
+    return gpu
+
+
+def _refused_reason(indexes: list[int]) -> str:
+    one = len(indexes) == 1
+    return (
+        f"NVML {'GPU' if one else 'GPUs'} {', '.join(map(str, indexes))}: not this process's (NVML refuses "
+        f"{'its handle' if one else 'their handles'} with NVMLError_NoPermission, as under a cgroup device "
+        "limit such as Slurm's ConstrainDevices)"
+    )
 
 
 def attach(nvml: Nvml, gpu: Gpu, listing: Listing | None = None) -> None:

@@ -50,7 +50,7 @@ from runlytics.sampler.devices import (
     select_gpus,
     warn_if_order_differs,
 )
-from runlytics.sampler.nvml import FIELDS, QUERIES, Device, Nvml, NvmlUnavailable, Sample
+from runlytics.sampler.nvml import FIELDS, QUERIES, Device, MemoryQuery, Nvml, NvmlUnavailable, Sample, TransientError
 from runlytics.sampler.spool import Spool
 
 log = logging.getLogger("runlytics.sampler")
@@ -148,7 +148,8 @@ class Setup(threading.Thread):
                 return
             finally:
                 self.initialised.set()
-            self.gpus = resolve(self.nvml, self.keys)
+            # CUDA_VISIBLE_DEVICES indexes count only the GPUs this process may use, as CUDA does.
+            self.gpus = resolve(self.nvml, self.keys, cuda_indexes=self.env is not None)
             if self.env is not None:
                 warn_if_order_differs(self.nvml, self.keys, self.env)
         except self.nvml.error as error:  # nvmlDeviceGetCount failed: NVML is there but unusable
@@ -306,6 +307,7 @@ class GpuSampler(threading.Thread):
         self.hung_reported = False
         self.written = 0
         self.reported: set[str] = set()  # the queries whose None was logged
+        self.memory = MemoryQuery()  # this GPU's own: kept across readings and re-looks
 
     @property
     def label(self) -> str:
@@ -342,8 +344,8 @@ class GpuSampler(threading.Thread):
         self.busy_since = started = time.monotonic()
         unavailable: dict[str, Exception] = {}
         try:
-            fields = self.nvml.read(device.handle, device.parent, unavailable)
-        except self.nvml.error as error:
+            fields = self.nvml.read(device.handle, device.parent, unavailable, self.memory)
+        except (self.nvml.error, TransientError) as error:
             self._failed(error)
             return None
         except Exception as error:  # a bug or a broken binding must not end the sampling
@@ -354,6 +356,7 @@ class GpuSampler(threading.Thread):
             self.busy_since = None
             self.hung_reported = False
         self._report(unavailable)
+        self._report_memory_v1()
         took = time.monotonic() - started
         if took > self.slow_after:
             log.warning("%s: a reading took %.2f s (interval %g s); skipped", self.label, took, self.interval)
@@ -374,6 +377,19 @@ class GpuSampler(threading.Thread):
                     type(error).__name__,
                     error,
                 )
+
+    def _report_memory_v1(self) -> None:
+        error = self.memory.gave_up
+        if error is not None and "memory_v1" not in self.reported:
+            self.reported.add("memory_v1")
+            log.warning(
+                "%s: NVML's v2 memory query fails on this GPU (%s: %s): its memory_used_mb includes the "
+                "driver's reserved memory from now on, as nvidia-smi's memory.used then does, and its "
+                "memory_reserved_mb is null",
+                self.label,
+                type(error).__name__,
+                error,
+            )
 
     def _line(self, ts: float, device: Device, fields: Sample) -> dict[str, Any]:
         line: dict[str, Any] = {

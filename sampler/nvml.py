@@ -11,8 +11,9 @@ and read one GPU's or MIG instance's sample into a dict. Each query has its own 
   transient failure (sampler/loop.py).
 
 Memory is NVML's v2 figure (``used`` without the driver's reserved memory, as nvidia-smi's
-``memory.used``), the v1 one only on drivers without it. The ``pynvml`` module is a constructor
-argument so that tests can hand in a fake.
+``memory.used``), the v1 one only where v2 can't be had: on every GPU when the driver's library
+lacks the call, on one GPU when that GPU says so (MemoryQuery). The ``pynvml`` module is a
+constructor argument so that tests can hand in a fake.
 """
 
 from __future__ import annotations
@@ -60,8 +61,13 @@ LOST_ERRORS = (
     "NVMLError_NotFound",
     "NVMLError_Uninitialized",
 )
-# A versioned call the driver does not know: fall back to the older call.
+# A versioned call the driver's library does not know: every GPU falls back to the older call.
 OLDER_CALL_ERRORS = ("NVMLError_FunctionNotFound", "NVMLError_ArgumentVersionMismatch")
+# How many v2 memory calls in a row may fail with Unknown ("any unexpected error") on one GPU
+# whose v1 call answers each time before that GPU gives v2 up: WSL's driver has the v2 call but
+# fails it every time, while one Unknown says nothing of the call. At most the loop's
+# TRANSIENT_LIMIT, so that such a GPU reads v1 before it is backed off.
+MEMORY_V2_UNKNOWN_LIMIT = 3
 # Errors of nvmlInit that mean there is no usable NVIDIA driver on this machine.
 NO_DRIVER_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_LibRmVersionMismatch")
 MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
@@ -71,6 +77,24 @@ Sample = dict[str, float | int | None]
 
 class NvmlUnavailable(Exception):
     """NVML can't be used: no pynvml, no driver, or nvmlInit failed."""
+
+
+class TransientError(Exception):
+    """A reading failed in a way that says nothing about the handle: the reading is skipped, the
+    handle kept (an NVML error's own class would have it dropped, as Unknown is)."""
+
+
+@dataclass
+class MemoryQuery:
+    """One GPU's memory query, kept by its caller from reading to reading (a handle can't key it:
+    pynvml's handles are unhashable ctypes pointers, and a new one comes with each look-up)."""
+
+    v2: bool = True  # False once this GPU showed it can't answer the v2 call
+    unknowns: int = 0  # v2 calls in a row that failed with Unknown while v1 answered
+    gave_up: Exception | None = None  # why this GPU reads v1: for the caller to log, once
+
+    def give_up(self, error: Exception) -> None:
+        self.v2, self.gave_up = False, error
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,7 @@ class Nvml:
         self._lost = _classes(module, LOST_ERRORS)
         self._older_call = _classes(module, OLDER_CALL_ERRORS)
         self._not_supported: type[Exception] = module.NVMLError_NotSupported
+        self._no_permission: type[Exception] = module.NVMLError_NoPermission
         self._unknown = _classes(module, ("NVMLError_Unknown",))
         # Each versioned call is tried first and given up, once, on a driver without it.
         self._memory_v2 = hasattr(module, "nvmlMemory_v2")
@@ -166,23 +191,36 @@ class Nvml:
     def is_lost(self, error: BaseException) -> bool:
         return isinstance(error, self._lost)
 
+    def is_refused(self, error: BaseException) -> bool:
+        """An error of a GPU's look-up that means the GPU is not this process's: NVML counts every
+        GPU of the node but refuses the handle of one that a cgroup device limit (Slurm's
+        ConstrainDevices) keeps from the process ("no permission", nvml.h's nvmlDeviceGetCount_v2)."""
+        return isinstance(error, self._no_permission)
+
     def is_absent(self, error: BaseException) -> bool:
         """An error of a look-up that means there is nothing there (an empty MIG slot)."""
         return type(error).__name__ in ("NVMLError_NotFound", "NVMLError_InvalidArgument")
 
-    def read(self, handle: Any, parent: Any = None, unavailable: dict[str, Exception] | None = None) -> Sample:
+    def read(
+        self,
+        handle: Any,
+        parent: Any = None,
+        unavailable: dict[str, Exception] | None = None,
+        memory_query: MemoryQuery | None = None,
+    ) -> Sample:
         """One reading: the FIELDS, in MiB, W, °C, MHz; None where a query can't be answered.
 
         ``parent``: the GPU of the MIG instance ``handle`` is. Memory and utilization are then the
         instance's; temperature, SM clock and clocks-event reasons the card's (not additive);
         power None, as the card's power is shared with the other instances. The queries that
-        gave None, and why, go into ``unavailable``.
+        gave None, and why, go into ``unavailable``. ``memory_query``: this GPU's, kept by the
+        caller across readings. Raises an NVML error, or TransientError.
         """
         m = self.module
         missing: dict[str, Exception] = {} if unavailable is None else unavailable
         card = handle if parent is None else parent
         # Memory first: the tests' fake counts a reading there.
-        memory, v2 = self._memory(handle, missing)
+        memory, v2 = self._memory(handle, missing, memory_query or MemoryQuery())
         util = self._query(missing, "utilization", m.nvmlDeviceGetUtilizationRates, handle)
         temperature = self._query(missing, "temperature", self._temperature, card)
         power_mw = None if parent is not None else self._query(missing, "power", m.nvmlDeviceGetPowerUsage, handle)
@@ -206,24 +244,36 @@ class Nvml:
             missing[query] = error
             return None
 
-    def _memory(self, handle: Any, missing: dict[str, Exception]) -> tuple[Any, bool]:
+    def _memory(self, handle: Any, missing: dict[str, Exception], query: MemoryQuery) -> tuple[Any, bool]:
+        """The memory structure, and whether it is v2's."""
         m = self.module
-        if self._memory_v2:
+        if self._memory_v2 and query.v2:
             try:
-                return m.nvmlDeviceGetMemoryInfo(handle, version=m.nvmlMemory_v2), True
+                memory = m.nvmlDeviceGetMemoryInfo(handle, version=m.nvmlMemory_v2)
             except self._older_call as error:
                 self._give_up_memory_v2(error)
-            except self._not_supported:
-                pass  # on this GPU only: its v1 answer may still come
+            except self._not_supported as error:
+                query.give_up(error)  # on this GPU only: its v1 answer may still come
             except self._field_errors as error:
                 missing["memory"] = error
                 return None, True
             except self._unknown as error:
-                # WSL's driver has the v2 call but fails it: v1 tells a broken call from a lost GPU.
-                memory = self._query(missing, "memory", m.nvmlDeviceGetMemoryInfo, handle)
-                self._give_up_memory_v2(error)
-                return memory, False
+                return self._memory_after_unknown(handle, query, error)
+            else:
+                query.unknowns = 0
+                return memory, True
         return self._query(missing, "memory", m.nvmlDeviceGetMemoryInfo, handle), False
+
+    def _memory_after_unknown(self, handle: Any, query: MemoryQuery, error: Exception) -> tuple[Any, bool]:
+        # v1 tells a GPU in trouble (it fails too, and its error goes to the caller: a lost GPU
+        # is backed off, and v2 tried again when it is back) from a failed v2 call. One failed v2
+        # call skips the reading: v1's figures would change what memory_used_mb means for it.
+        memory = self.module.nvmlDeviceGetMemoryInfo(handle)
+        query.unknowns += 1
+        if query.unknowns < MEMORY_V2_UNKNOWN_LIMIT:
+            raise TransientError(f"the v2 memory query failed ({type(error).__name__}: {error}); v1 answered")
+        query.give_up(error)
+        return memory, False
 
     def _give_up_memory_v2(self, error: Exception) -> None:
         if self._memory_v2:

@@ -13,13 +13,19 @@ checks this). It behaves as the real NVML does where the sampler has been caught
   and "not supported" to utilization and clocks-event reasons; its MIG instances have their
   own handles, UUIDs (MIG-…), GPU/compute instance IDs and memory;
 - the look-up by UUID fails with "GPU is lost" for every GPU while any GPU is lost;
+- a GPU kept from the process by a cgroup device limit (``refused``, as under Slurm's
+  ConstrainDevices) is counted by nvmlDeviceGetCount (nvmlDeviceGetCount_v2) and its handle
+  refused with "no permission" (nvml.h);
+- errors are raised as pynvml raises them: ``NVMLError(code)``, an instance of the code's class
+  whose ``args`` are ``(code,)``;
 - ``missing``: NVML functions the driver's library lacks (``NVMLError_FunctionNotFound``, as
   pynvml raises when it can't find the symbol); ``old_driver``: one without the v2 memory call,
   the versioned temperature call and the clocks-event reasons name; ``old_binding``: a pynvml
   without ``nvmlDeviceGetTemperatureV`` (12.535).
 
 Faults on demand, per GPU: unsupported fields, falling off the bus after some readings (and
-coming back later, or not), transient errors, slow calls; per function (``hang``): calls that
+coming back later, or not), transient errors, v2 memory calls failing with "unknown error",
+slow calls; per function (``hang``): calls that
 block until the test sets the event, as a hung driver call does (``hanging`` is set when one
 starts). ``cost`` makes every call burn that much CPU time, like the ioctl of a real NVML call,
 for the benchmark.
@@ -81,6 +87,8 @@ class FakeGpu:
     lose_after: int | None = None  # falls off the bus when this reading starts
     recover_after: float | None = None  # seconds lost before it answers again (None: never)
     transient_at: set[int] = field(default_factory=set)  # readings whose memory call times out
+    v2_unknown_at: set[int] = field(default_factory=set)  # readings whose v2 memory call fails: Unknown
+    refused: bool = False  # kept from the process by a cgroup device limit: its handle is refused
     slow_at: dict[int, float] = field(default_factory=dict)  # readings whose power call is slow
     readings: int = 0
     lost_since: float | None = None
@@ -89,7 +97,7 @@ class FakeGpu:
         if self.lost and self.recover_after is not None and time.monotonic() - self.lost_since >= self.recover_after:
             self.lost = False
         if self.lost:
-            raise pynvml.NVMLError_GpuIsLost()
+            raise nvml_error(pynvml.NVML_ERROR_GPU_IS_LOST)
 
     def instances(self) -> list[FakeMig]:
         if not self.migs and self.mig_uuids:
@@ -154,7 +162,7 @@ class FakeNvml:
     def nvmlInit(self) -> None:
         self._call("nvmlInit", initialized=False)
         if self.init_error is not None:
-            raise self.init_error()
+            raise nvml_error(self.init_error().value)
         self.initialized = True
 
     def nvmlShutdown(self) -> None:
@@ -171,7 +179,9 @@ class FakeNvml:
         self._call("nvmlDeviceGetHandleByIndex")
         self.lookups += 1
         if not 0 <= index < len(self.gpus):
-            raise pynvml.NVMLError_InvalidArgument()
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        if self.gpus[index].refused:
+            raise nvml_error(pynvml.NVML_ERROR_NO_PERMISSION)
         self.gpus[index].check()
         return Handle(self.gpus[index])
 
@@ -187,7 +197,7 @@ class FakeNvml:
             for mig in gpu.instances():
                 if mig.uuid == uuid:
                     return MigHandle(gpu, mig)
-        raise pynvml.NVMLError_NotFound()
+        raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
 
     def nvmlDeviceGetIndex(self, handle: AnyHandle) -> int:
         return self.gpus.index(self._whole(handle, "nvmlDeviceGetIndex"))
@@ -204,7 +214,7 @@ class FakeNvml:
     def nvmlDeviceGetMigMode(self, device: AnyHandle) -> list[int]:
         gpu = self._whole(device, "nvmlDeviceGetMigMode")
         if not gpu.mig_capable:
-            raise pynvml.NVMLError_NotSupported()
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         mode = pynvml.NVML_DEVICE_MIG_ENABLE if gpu.mig else pynvml.NVML_DEVICE_MIG_DISABLE
         return [mode, mode]
 
@@ -215,10 +225,10 @@ class FakeNvml:
     def nvmlDeviceGetMigDeviceHandleByIndex(self, device: AnyHandle, index: int) -> MigHandle:
         gpu = self._whole(device, "nvmlDeviceGetMigDeviceHandleByIndex")
         if not gpu.mig or not 0 <= index < MAX_MIG_DEVICES:
-            raise pynvml.NVMLError_InvalidArgument()
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         instances = gpu.instances()
         if index >= len(instances):
-            raise pynvml.NVMLError_NotFound()
+            raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
         return MigHandle(gpu, instances[index])
 
     def nvmlDeviceIsMigDeviceHandle(self, device: AnyHandle) -> c_uint:
@@ -243,14 +253,16 @@ class FakeNvml:
         # refused before it reaches the GPU is not a reading: the sampler tries v1 next.
         self._call("nvmlDeviceGetMemoryInfo_v2" if version else "nvmlDeviceGetMemoryInfo")
         if version and version != pynvml.nvmlMemory_v2:
-            raise pynvml.NVMLError_ArgumentVersionMismatch()
+            raise nvml_error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
         gpu, n = self._reading(handle)
         if n in gpu.transient_at:
-            raise pynvml.NVMLError_Timeout()
+            raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
+        if version and n in gpu.v2_unknown_at:
+            raise nvml_error(pynvml.NVML_ERROR_UNKNOWN)
         if isinstance(handle, MigHandle):
             used, reserved, total = handle.mig.memory_used, handle.mig.memory_reserved, handle.mig.memory_total
         elif gpu.mig and not self.root:
-            raise pynvml.NVMLError_NoPermission()
+            raise nvml_error(pynvml.NVML_ERROR_NO_PERMISSION)
         else:
             used, reserved, total = gpu.memory_used, gpu.memory_reserved, gpu.memory_total
         free = total - reserved - used
@@ -261,7 +273,7 @@ class FakeNvml:
     def nvmlDeviceGetUtilizationRates(self, handle: AnyHandle) -> pynvml.c_nvmlUtilization_t:
         gpu = self._gpu(handle, "nvmlDeviceGetUtilizationRates")
         if gpu.mig:
-            raise pynvml.NVMLError_NotSupported()
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization, memory=40)
 
     def nvmlDeviceGetTemperature(self, handle: AnyHandle, sensor: int) -> int:
@@ -270,7 +282,7 @@ class FakeNvml:
     def _temperature_v(self, handle: AnyHandle, sensor: int, version: int = TEMPERATURE_V1) -> int:
         # nvmlDeviceGetTemperatureV, where the binding has it (13.x; not 12.535).
         if version != TEMPERATURE_V1:
-            raise pynvml.NVMLError_ArgumentVersionMismatch()
+            raise nvml_error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
         return self._temperature(handle, sensor, "nvmlDeviceGetTemperatureV")
 
     def nvmlDeviceGetPowerUsage(self, handle: AnyHandle) -> int:
@@ -279,13 +291,13 @@ class FakeNvml:
         if delay:
             time.sleep(delay)  # a real NVML call blocks in the driver, without the GIL
         if gpu.power_mw is None:
-            raise pynvml.NVMLError_NotSupported()
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu.power_mw
 
     def nvmlDeviceGetClockInfo(self, handle: AnyHandle, type: int) -> int:
         gpu = self._whole(handle, "nvmlDeviceGetClockInfo")
         if type != pynvml.NVML_CLOCK_SM:
-            raise pynvml.NVMLError_InvalidArgument()
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.sm_clock
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle: AnyHandle) -> int:
@@ -299,13 +311,13 @@ class FakeNvml:
     def _temperature(self, handle: AnyHandle, sensor: int, name: str) -> int:
         gpu = self._whole(handle, name)
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
-            raise pynvml.NVMLError_InvalidArgument()
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.temperature
 
     def _reasons(self, handle: AnyHandle, name: str) -> int:
         gpu = self._whole(handle, name)
         if gpu.mig:
-            raise pynvml.NVMLError_NotSupported()
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu.reasons
 
     def _reading(self, handle: AnyHandle) -> tuple[FakeGpu, int]:
@@ -328,13 +340,13 @@ class FakeNvml:
         """The GPU of a whole-GPU handle: a MIG instance can't answer card-wide queries."""
         gpu = self._gpu(handle, name)
         if isinstance(handle, MigHandle):
-            raise pynvml.NVMLError_NotSupported()
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu
 
     def _mig(self, handle: AnyHandle, name: str) -> tuple[FakeGpu, FakeMig]:
         gpu = self._gpu(handle, name)
         if not isinstance(handle, MigHandle):
-            raise pynvml.NVMLError_InvalidArgument()
+            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu, handle.mig
 
     def _call(self, name: str, initialized: bool = True) -> None:
@@ -342,9 +354,9 @@ class FakeNvml:
             self.calls += 1
             self.counts[name] += 1
         if initialized and not self.initialized:
-            raise pynvml.NVMLError_Uninitialized()
+            raise nvml_error(pynvml.NVML_ERROR_UNINITIALIZED)
         if name in self.missing:
-            raise pynvml.NVMLError_FunctionNotFound()
+            raise nvml_error(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
         gate = self.hang.get(name)
         if gate is not None:
             self.hanging.set()
@@ -355,6 +367,12 @@ class FakeNvml:
             end = time.thread_time() + self.cost
             while time.thread_time() < end:
                 pass
+
+
+def nvml_error(code: int) -> pynvml.NVMLError:
+    """The error pynvml raises for an NVML return code: an instance of the code's own class
+    (NVMLError_NoPermission for NVML_ERROR_NO_PERMISSION) whose args are (code,)."""
+    return pynvml.NVMLError(code)
 
 
 def gpus(n: int, **overrides: Any) -> list[FakeGpu]:

@@ -292,10 +292,13 @@ def test_two_mig_instances_of_one_gpu_are_two_gpus(tmp_path: Path) -> None:
 
 
 def test_a_mig_instance_that_is_gone_is_not_sampled(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gone = "MIG-33333333-0000-5000-8000-000000000003"
     with caplog.at_level(logging.WARNING, "runlytics.sampler"):
-        rig = Rig(tmp_path, FakeNvml(mig_fleet()), ["MIG-33333333-0000-5000-8000-000000000003"])
-    assert rig.workers == []
+        rig = Rig(tmp_path, FakeNvml(mig_fleet()), [gone, 0])
+    assert [worker.gpu.index for worker in rig.workers] == [0]
     assert any("no such GPU" in m for m in messages(caplog, logging.WARNING))
+    with pytest.raises(sampler.SamplerError, match=f"no GPU to sample: GPU {gone}: no such GPU"):
+        Rig(tmp_path, FakeNvml(mig_fleet()), [gone])  # nothing left: the reason is the error's one line
 
 
 # --- 7. set-up after the command's start; no hung call keeps the sampler from exiting ----------
