@@ -136,11 +136,22 @@ class Listing:
         for index in range(self.count()):
             try:
                 gpu = self.gpu(index)
-                devices.extend(self.migs(gpu) if mig else [gpu])
             except self.nvml.error as error:
                 if not self.nvml.is_refused(error):
                     failed = error
+                continue
+            try:
+                devices.extend(self.migs(gpu) if mig else [gpu])
+            except self.nvml.error as error:
+                # The GPU is this process's (its handle was given), whatever the error of its
+                # MIG enumeration, "no permission" too: an instance on it may be there later.
+                failed = error
         return devices, failed
+
+    def is_refusal(self, error: BaseException) -> bool:
+        """Whether ``error`` is NVML refusing a GPU's handle in this look-up: the same error class
+        raised while listing a GPU's MIG instances does not make the GPU another process's."""
+        return self.nvml.is_refused(error) and any(found is error for found in self._gpus.values())
 
     def refused(self, index: int) -> bool:
         """Whether NVML refuses the GPU at ``index`` to this process."""
@@ -221,7 +232,7 @@ def _find(nvml: Nvml, key: Key, listing: Listing, left_out: list[str]) -> Gpu | 
         left_out.append(f"GPU {key}: no such GPU ({error})")
         return None
     except nvml.error as error:
-        if nvml.is_refused(error):
+        if listing.is_refusal(error):
             return None
         log.warning("GPU %s: can't be read now (%s: %s); trying again later", key, type(error).__name__, error)
     return gpu

@@ -90,7 +90,7 @@ class MemoryQuery:
     pynvml's handles are unhashable ctypes pointers, and a new one comes with each look-up)."""
 
     v2: bool = True  # False once this GPU showed it can't answer the v2 call
-    unknowns: int = 0  # v2 calls in a row that failed with Unknown while v1 answered
+    unknowns: int = 0  # v2 calls in a row that failed with Unknown while v1 answered, or gave a field error
     gave_up: Exception | None = None  # why this GPU reads v1: for the caller to log, once
 
     def give_up(self, error: Exception) -> None:
@@ -258,21 +258,27 @@ class Nvml:
                 missing["memory"] = error
                 return None, True
             except self._unknown as error:
-                return self._memory_after_unknown(handle, query, error)
+                return self._memory_after_unknown(handle, missing, query, error)
             else:
                 query.unknowns = 0
                 return memory, True
         return self._query(missing, "memory", m.nvmlDeviceGetMemoryInfo, handle), False
 
-    def _memory_after_unknown(self, handle: Any, query: MemoryQuery, error: Exception) -> tuple[Any, bool]:
-        # v1 tells a GPU in trouble (it fails too, and its error goes to the caller: a lost GPU
-        # is backed off, and v2 tried again when it is back) from a failed v2 call. One failed v2
-        # call skips the reading: v1's figures would change what memory_used_mb means for it.
-        memory = self.module.nvmlDeviceGetMemoryInfo(handle)
+    def _memory_after_unknown(
+        self, handle: Any, missing: dict[str, Exception], query: MemoryQuery, error: Exception
+    ) -> tuple[Any, bool]:
+        # v1 tells a GPU in trouble from a failed v2 call: a lost GPU fails v1 too, and that
+        # error goes to the caller (the GPU is backed off, and v2 tried again when it is back).
+        # A field error of v1 (not supported, no permission) says nothing of the GPU's health:
+        # memory is null, as when v1 alone says so, and the rest of the line is written.
+        memory = self._query(missing, "memory", self.module.nvmlDeviceGetMemoryInfo, handle)
         query.unknowns += 1
-        if query.unknowns < MEMORY_V2_UNKNOWN_LIMIT:
+        if query.unknowns >= MEMORY_V2_UNKNOWN_LIMIT:
+            query.give_up(error)
+        elif memory is not None:
+            # One failed v2 call skips the reading: v1's figures would change what
+            # memory_used_mb means for it. A null changes nothing: that line is written.
             raise TransientError(f"the v2 memory query failed ({type(error).__name__}: {error}); v1 answered")
-        query.give_up(error)
         return memory, False
 
     def _give_up_memory_v2(self, error: Exception) -> None:

@@ -25,7 +25,7 @@ checks this). It behaves as the real NVML does where the sampler has been caught
 
 Faults on demand, per GPU: unsupported fields, falling off the bus after some readings (and
 coming back later, or not), transient errors, v2 memory calls failing with "unknown error",
-slow calls; per function (``hang``): calls that
+v1 memory calls answering "not supported", slow calls; per function (``hang``): calls that
 block until the test sets the event, as a hung driver call does (``hanging`` is set when one
 starts). ``cost`` makes every call burn that much CPU time, like the ioctl of a real NVML call,
 for the benchmark.
@@ -88,6 +88,7 @@ class FakeGpu:
     recover_after: float | None = None  # seconds lost before it answers again (None: never)
     transient_at: set[int] = field(default_factory=set)  # readings whose memory call times out
     v2_unknown_at: set[int] = field(default_factory=set)  # readings whose v2 memory call fails: Unknown
+    v1_memory_not_supported: bool = False  # its v1 memory call answers "not supported"
     refused: bool = False  # kept from the process by a cgroup device limit: its handle is refused
     slow_at: dict[int, float] = field(default_factory=dict)  # readings whose power call is slow
     readings: int = 0
@@ -259,6 +260,8 @@ class FakeNvml:
             raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
         if version and n in gpu.v2_unknown_at:
             raise nvml_error(pynvml.NVML_ERROR_UNKNOWN)
+        if not version and gpu.v1_memory_not_supported:
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if isinstance(handle, MigHandle):
             used, reserved, total = handle.mig.memory_used, handle.mig.memory_reserved, handle.mig.memory_total
         elif gpu.mig and not self.root:

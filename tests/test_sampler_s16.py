@@ -17,7 +17,7 @@ from typing import Any
 
 import pynvml
 import pytest
-from fake_nvml import FakeNvml, gpus
+from fake_nvml import FakeNvml, gpus, nvml_error
 from test_sampler import by_gpu, options, sample_for
 from test_sampler_nvml import Rig, messages
 
@@ -74,6 +74,30 @@ def test_a_gpu_whose_v2_call_always_fails_reads_v1_alone(tmp_path: Path, caplog:
     assert rig.workers[0].failures == 0  # never backed off
 
 
+def test_an_unknown_v2_answer_and_a_v1_not_supported_give_null_memory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # v1 saying "not supported" is a field error, as it would be alone: memory is null and the
+    # rest of the line is written, on every reading; the GPU is not lost.
+    fleet = gpus(2)
+    fleet[0].v2_unknown_at, fleet[0].v1_memory_not_supported = set(range(1000)), True
+    fake = FakeNvml(fleet)
+    rig = Rig(tmp_path, fake)
+    with caplog.at_level(logging.INFO, "runlytics.sampler"):
+        lines = by_gpu(rig.readings(5))
+    nulled = ("memory_used_mb", "memory_total_mb", "memory_reserved_mb")
+    assert len(lines[0]) == len(lines[1]) == 5
+    for line, other in zip(lines[0], lines[1], strict=True):
+        assert [line[f] for f in nulled] == [None, None, None]
+        rest = [f for f in line if f not in nulled and f not in ("ts", "gpu_uuid", "gpu_index")]
+        assert {f: line[f] for f in rest} == {f: other[f] for f in rest}  # utilization, temperature, power, …
+        assert memory(other) == V2
+    assert all(w.failures == 0 and w.transient == 0 for w in rig.workers)  # no back-off
+    assert fake.counts["nvmlDeviceGetMemoryInfo_v2"] == 3 + 5  # GPU 0 gave v2 up after its limit
+    said = f"GPU 0 ({fleet[0].uuid}): memory_used_mb, memory_total_mb, memory_reserved_mb null"
+    assert f"{said} (NVMLError_NotSupported: Not Supported)" in messages(caplog, logging.INFO)  # once
+
+
 # --- GPUs NVML refuses to this process ------------------------------------------------------------
 
 
@@ -86,8 +110,9 @@ def test_every_gpu_mode_leaves_a_refused_gpu_out_in_one_line(tmp_path: Path, cap
     fleet[0].refused = True
     fake = FakeNvml(fleet)
     with caplog.at_level(logging.INFO, "runlytics.sampler"):
-        code, lines = sample_for(0.6, options(tmp_path), fake)  # a dozen intervals, several back-offs' worth
-    assert code == 0 and set(by_gpu(lines)) == {1} and len(lines) >= 3
+        rig = Rig(tmp_path, fake)  # keys None: every GPU, as the sampler's default
+        lines = rig.readings(6)  # back-offs ignored: a refused GPU would be tried at each
+    assert set(by_gpu(lines)) == {1} and len(lines) == 6
     assert messages(caplog, logging.WARNING) == [
         "NVML GPU 0: not this process's (NVML refuses its handle with NVMLError_NoPermission, as under a "
         "cgroup device limit such as Slurm's ConstrainDevices); not sampled"
@@ -149,6 +174,31 @@ def test_when_every_gpu_is_refused_the_sampler_says_so_in_one_line(
         "cgroup device limit such as Slurm's ConstrainDevices)"
     )
     assert messages(caplog, logging.WARNING) == []  # the one line is the error's
+
+
+def test_no_permission_from_mig_enumeration_is_not_a_refused_gpu(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the GPU's handle look-up says whether the GPU is this process's; its MIG instances
+    # failing to be listed is a GPU that can't be asked now: kept, and found later.
+    fleet = gpus(2)
+    fleet[1].mig, fleet[1].mig_uuids = True, ("MIG-7e57-0001",)
+    fake = FakeNvml(fleet)
+    nvml = Nvml(fake)
+    nvml.init()
+
+    def refuse(device: Any, index: int) -> Any:
+        raise nvml_error(pynvml.NVML_ERROR_NO_PERMISSION)
+
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "runlytics.sampler"):
+        patch.setattr(fake, "nvmlDeviceGetMigDeviceHandleByIndex", refuse)
+        found = devices.resolve(nvml, ["MIG-7e57-0001"])
+    assert [(gpu.key, gpu.device) for gpu in found] == [("MIG-7e57-0001", None)]
+    assert messages(caplog, logging.WARNING) == [
+        "GPU MIG-7e57-0001: can't be read now (NVMLError_NoPermission: Insufficient Permissions); trying again later"
+    ]
+    devices.attach(nvml, found[0])  # the instances can be listed again
+    assert found[0].uuid == "MIG-7e57-0001" and found[0].index == 1
 
 
 # --- the fake raises what pynvml raises ------------------------------------------------------
