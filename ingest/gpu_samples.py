@@ -303,14 +303,15 @@ def remove(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:
 
 
 def read_pieces(
-    path: Path, offset: int, first_line: int, size: int = PIECE_BYTES, final: ledger.Stat | None = None
+    path: Path, offset: int, first_line: int, size: int = PIECE_BYTES, stat: ledger.Stat | None = None
 ) -> Iterator[Piece]:
     """The complete lines of a spool file from ``offset`` on, about ``size`` bytes a piece.
 
     A last line without its newline is still being written: it is left for the next run (the
-    read offset stays before it, so that the line is read once, whole). Unless ``final``, the
-    stat that found the file ``ledger.settled``, still holds once the file is read (no writer
-    came back since, which could have written half a line): then it is read as any other line.
+    read offset stays before it, so that the line is read once, whole). Unless the file is
+    ``ledger.final`` under ``stat``, the stat the run found it with (settled, and no writer came
+    back while it was read, which could have written half a line): then it is read as any other
+    line.
     """
     with path.open("rb") as f:
         f.seek(offset)
@@ -324,7 +325,7 @@ def read_pieces(
                 yield piece
                 offset, first_line = piece.end, first_line + piece.lines
             carry = data[end:]
-    if carry and final is not None and offset + len(carry) == final.size and ledger.unchanged_since(path, final):
+    if carry and stat is not None and offset + len(carry) == stat.size and ledger.final(path, stat):
         yield Piece(offset, first_line, carry + b"\n", unterminated=True)
 
 

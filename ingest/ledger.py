@@ -118,6 +118,13 @@ def settled(st: Stat) -> bool:
     return time.time() - st.mtime_ns / 1e9 > SETTLED_SECONDS
 
 
+def final(path: Path, before: Stat) -> bool:
+    """Whether a file read since the stat ``before`` was read as its writer left it for good: it
+    had ``settled`` then and is ``unchanged_since`` (call it once the read is done). Its last line
+    without a newline is then its last line, read as any other."""
+    return settled(before) and unchanged_since(path, before)
+
+
 def unchanged_since(path: Path, before: Stat) -> bool:
     """True when the file still has the size, mtime and inode it had at ``before`` (a stat taken
     before it was opened): a read between the two saw one version of it."""

@@ -4,10 +4,7 @@ reads a timestamp (inputs.md section 2: "a timestamp as above")."""
 
 from __future__ import annotations
 
-import builtins
 import json
-import os
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +17,7 @@ from runlytics.ingest import gpu_samples, ledger
 from runlytics.ingest.formats.nvidia_smi import CsvImport
 from runlytics.ingest.gpu_samples import Piece
 from tests.conftest import Engine, Lab
+from tests.file_times import aged, opened_under
 
 T0 = 1_793_610_000  # 2026-11-02T09:00:00Z
 LINE = '{{"ts": {ts}, "job_id": "s", "gpu_index": 0, "utilization_percent": {u}, "memory_used_mb": 1}}'
@@ -45,12 +43,6 @@ def line(t: int, u: int) -> str:
     return LINE.format(ts=T0 + t, u=u)
 
 
-def aged(path: Path, seconds: float) -> None:
-    """Date the file's last change ``seconds`` ago."""
-    when = time.time() - seconds
-    os.utime(path, (when, when))
-
-
 def stored(lab: Lab) -> list[tuple[float, float]]:
     rows = lab.query("SELECT ts, utilization_percent FROM gpu_samples ORDER BY ts")
     return [(ts.replace(tzinfo=UTC).timestamp() - T0, u) for ts, u in rows]
@@ -60,20 +52,6 @@ def spool_warnings(lab: Lab) -> list[str]:
     # spool files stay in the stage's ledger on PostgreSQL too (docs/postgresql.md, "Ledger")
     rows = lab.own_query("SELECT warnings FROM ingest_files WHERE kind = 'spool' ORDER BY path")
     return [warning for (warnings,) in rows for warning in json.loads(warnings)]
-
-
-def opened_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The files under ``folder`` that Python opens from now on (reads of the spool's bytes)."""
-    seen: list[str] = []
-    real = builtins.open
-
-    def watching(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, str | os.PathLike) and str(file).startswith(str(folder)):
-            seen.append(str(file))
-        return real(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", watching)
-    return seen
 
 
 # --- 1. a file replaced by one no longer than the read offset ---------------------------------------

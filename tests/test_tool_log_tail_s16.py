@@ -8,9 +8,7 @@ Every test that ingests runs on both engines (``ingest_engine``), but the shortc
 
 from __future__ import annotations
 
-import builtins
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +22,7 @@ import pytest
 from runlytics.ingest import gpu_samples, ledger, quick
 from runlytics.ingest.gpu_samples import Piece
 from tests.conftest import DUCKDB_ONLY_INGEST, Engine, Lab
+from tests.file_times import aged, opened_under
 
 VALUES = "SELECT step, value FROM metric_values WHERE job_id = $j AND name = $n ORDER BY step"
 FINGERPRINT = "SELECT fingerprint FROM ingest_files WHERE path = $p"
@@ -89,31 +88,12 @@ def append(path: Path, text: str, age: float) -> None:
     aged(path, age)
 
 
-def aged(path: Path, seconds: float) -> None:
-    when = time.time() - seconds
-    os.utime(path, (when, when))
-
-
 def values(lab: Lab, log: Log) -> list[tuple[int, float]]:
     return lab.query(VALUES, {"j": log.job, "n": log.metric})
 
 
 def warnings_of(summary: Any) -> list[str]:
     return [message for _, message in summary.listed_warnings]
-
-
-def opened_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The files under ``folder`` that Python opens from now on."""
-    seen: list[str] = []
-    real = builtins.open
-
-    def watching(file: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(file, str | os.PathLike) and str(file).startswith(str(folder)):
-            seen.append(str(file))
-        return real(file, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", watching)
-    return seen
 
 
 def later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:

@@ -127,7 +127,7 @@ def _import(ctx: Context, item: CsvImport) -> None:
         data = path.read_bytes()
         # a last line without its line end is being written, unless the log has settled (and no
         # writer came back while it was read): then it is the log's last line, read as any other
-        final = ledger.settled(plain) and ledger.unchanged_since(path, plain)
+        final = ledger.final(path, plain)
         parsed = nvidia_smi.parse(data, timezone=item.timezone, columns=columns, complete_only=not final)
     except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError) as error:
         not_ingested(ctx, Rejection(candidate, "failed", str(error)), KIND)

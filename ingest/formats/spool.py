@@ -86,9 +86,8 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
         if file is None:
             continue
         read = False
-        # a settled file's last line without its newline is its last line (read_pieces)
-        final = file.stat if ledger.settled(file.stat) else None
-        for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES, final):
+        # a final file's last line without its newline is its last line (read_pieces)
+        for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES, file.stat):
             read = True
             batch.append((file, piece))
             size += len(piece.data)

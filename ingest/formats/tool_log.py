@@ -612,11 +612,7 @@ def _ends_in_a_final_line(c: Candidate, offset: int, data: bytes) -> bool:
     a line without its newline that is the file's last line, not one still being written: the
     file has settled and, once read, still has the stat that found it so."""
     return (
-        bool(data)
-        and not data.endswith(b"\n")
-        and offset + len(data) == c.stat.size
-        and ledger.settled(c.stat)
-        and ledger.unchanged_since(c.path, c.stat)
+        bool(data) and not data.endswith(b"\n") and offset + len(data) == c.stat.size and ledger.final(c.path, c.stat)
     )
 
 
