@@ -1018,10 +1018,13 @@ def _export(args: argparse.Namespace) -> int:
             print(f"runlytics export: {error}", file=sys.stderr)
             return EXIT_USAGE
         except UnknownJobs as error:
+            _print_export_notes(error)
             print(f"runlytics export: no job(s) {', '.join(map(repr, error.job_ids))} in {name}", file=sys.stderr)
             return EXIT_QUERY
         except (duckdb.Error, OSError) as error:
-            print(f"runlytics export: failed, nothing written to {args.out}: {error}", file=sys.stderr)
+            _print_export_notes(error)
+            why = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(f"runlytics export: failed, nothing written to {args.out}: {why}", file=sys.stderr)
             return EXIT_QUERY
     for note in result.notes:  # a layout the reader should know of, an earlier export restored
         print(f"runlytics export: {note}", file=sys.stderr)
@@ -1029,6 +1032,12 @@ def _export(args: argparse.Namespace) -> int:
         rows = ", ".join(f"{table} {n:,}" for table, n in result.rows.items())
         print(f"{result.out}: {result.fmt} export of {result.jobs} jobs in {result.seconds:.2f} s; rows: {rows}")
     return EXIT_OK
+
+
+def _print_export_notes(error: BaseException) -> None:
+    """What the export did before it failed (an earlier export restored to OUT): export.export's notes."""
+    for note in getattr(error, "__notes__", ()):
+        print(f"runlytics export: {note}", file=sys.stderr)
 
 
 def _status(args: argparse.Namespace) -> int:

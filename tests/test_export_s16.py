@@ -185,6 +185,18 @@ def test_an_interrupted_overwrite_gets_its_old_export_back(lab: Lab, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_restore_is_said_when_the_export_then_fails(lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run(lab, out, "csv", job_ids=("normal",))
+    os.replace(out, tmp_path / ".out.replaced-0123456789ab")
+    failed = runlytics("export", str(out), "--db", str(lab.db), "--format", "csv", "--overwrite", "--jobs", "nope")
+    assert failed.returncode != 0
+    said = failed.stderr.splitlines()
+    assert len(said) == 2 and said[0].startswith(f"runlytics export: restored {out} from .out.replaced-"), said
+    assert said[1].startswith("runlytics export: no job(s) 'nope'"), said
+    assert (out / "jobs.csv").read_text().count("\n") == 2  # the old export, back in OUT
+
+
 def test_an_export_holds_a_lock_on_its_folder_while_it_runs(
     lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

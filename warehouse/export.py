@@ -176,10 +176,15 @@ def export(
     except ExportError as error:  # after a restore, the refusal names it
         raise ExportError("; ".join([*notes, str(error)])) from None
     started = time.monotonic()
-    if is_postgres(con):
-        with _local_sources(con, selection, out) as local:
-            return _export(local, out, fmt, Selection(), selection, started, notes)
-    return _export(con, out, fmt, selection, selection, started, notes)
+    try:
+        if is_postgres(con):
+            with _local_sources(con, selection, out) as local:
+                return _export(local, out, fmt, Selection(), selection, started, notes)
+        return _export(con, out, fmt, selection, selection, started, notes)
+    except Exception as error:  # an earlier export restored to OUT stays said when this one fails
+        for note in notes:
+            error.add_note(note)
+        raise
 
 
 def _export(
