@@ -145,7 +145,8 @@ def test_cuda_visible_devices_0_is_the_first_gpu_the_process_may_use(
         # The job's CUDA device 0, under NVML's index (gpu_index is NVML's, docs/sampler.md) and its UUID.
         assert (line["gpu_uuid"], line["gpu_index"]) == (fleet[1].uuid, 1)
         assert (line["memory_used_mb"], line["temperature_c"], line["power_w"]) == (30_000.0, 55.0, 250.0)
-    assert len(refused_warnings(caplog)) == 1 and len(messages(caplog, logging.WARNING)) == 1
+    # said once (a loaded machine may add a slow reading's warning: not counted here)
+    assert len(refused_warnings(caplog)) == 1
 
 
 def test_cuda_indexes_count_only_the_gpus_the_process_may_use(tmp_path: Path) -> None:
