@@ -201,6 +201,29 @@ def test_a_nvidia_smi_line_being_written_waits_then_is_stored_whole(lab: Lab, tm
     ]
 
 
+@pytest.mark.parametrize("age", [10, 0], ids=["line-being-written", "changed-just-now"])
+def test_a_corrected_zone_replaces_what_an_import_read_while_the_log_was_being_written(
+    lab: Lab, tmp_path: Path, age: float
+) -> None:
+    # read while its last line was being written (or within FRESH_SECONDS of a change): the ledger
+    # kept no size and time, and lost the arguments with them; the corrected import kept both readings
+    log = tmp_path / "g.csv"
+    log.write_text(HEADER + SMI_FIRST + (SMI_SECOND[:-6] if age else SMI_SECOND + "\n"))
+    if age:
+        aged(log, age)
+    lab.ingest(csv_imports=[CsvImport(log, "g")])
+    fixed = lab.ingest(csv_imports=[CsvImport(log, "g", timezone="Asia/Tokyo")])
+    kept = [(ts, util) for _, ts, util, *_ in smi_rows(lab)]
+    assert kept == [(datetime(2024, 1, 14, 23, 0, 0), 10.0)] + (
+        [] if age else [(datetime(2024, 1, 14, 23, 0, 1), 20.0)]
+    )
+    (warnings,) = lab.own_query("SELECT warnings FROM ingest_files WHERE kind = 'nvidia_smi'")[0]
+    assert fixed.warnings == 1 and json.loads(warnings) == [
+        f"imported before for job 'g' with other arguments (timezone, host or columns): its {2 - bool(age)} sample(s)"
+        " replaced by this import's"
+    ]
+
+
 # --- 3. the spool's ts read as progress.json reads a timestamp ----------------------------------
 
 # the auditor's c13 spellings (less -1: 1969 lies past the raw window of the others) and a few more

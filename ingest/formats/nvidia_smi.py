@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,16 @@ class _ImportStat(ledger.Stat):
     the zone are named at import), and a failed import is retried with other arguments."""
 
     arguments: str = ""
+    # recorded for a log the next run must read again (its last line still being written, or
+    # changed within FRESH_SECONDS): a fingerprint no stat has ("-" for the size and time), which
+    # still names the arguments, so that an import with a corrected zone or host finds what this
+    # one stored and replaces it
+    again: bool = False
 
     @property
     def fingerprint(self) -> str | None:
+        if self.again:
+            return f"- {self.arguments}"
         plain = super().fingerprint
         return None if plain is None else f"{plain} {self.arguments}"
 
@@ -148,10 +155,10 @@ def _import(ctx: Context, item: CsvImport) -> None:
             f"imported before for job {previous[2]!r} with other arguments (job, timezone, host or columns): "
             f"the {previous[3]} sample(s) of that import stay stored"
         )
-    # a log still being written (its last line cut short) is recorded without its size and time:
-    # the next run reads it again, whole (the samples already stored are the same rows again, and
-    # the line, once complete or settled, is read whole: a sample is keyed by its time and GPU)
-    recorded = None if parsed.unterminated else st
+    # a log still being written (its last line cut short) is recorded with a fingerprint no stat
+    # has: the next run reads it again, whole (the samples already stored are the same rows again,
+    # and the line, once complete or settled, is read whole: a sample is keyed by its time and GPU)
+    recorded = replace(st, again=True) if parsed.unterminated or st.fingerprint is None else st
     with db.atomic(ctx.con):
         if earlier is not None:
             # the same job's log read again with a corrected zone, host or columns: the earlier
@@ -191,7 +198,7 @@ def _other_arguments(previous: tuple[Any, ...], st: _ImportStat, item: CsvImport
     """Whether the earlier import (by its ledger row) had other arguments than this one: a digest
     that differs, or, for a row written before digests, another job."""
     fingerprint, _, job_id, _ = previous
-    if fingerprint is None:  # recorded while being written: its arguments are not known
+    if fingerprint is None:  # recorded before session 16 while being written: arguments not known
         return job_id != item.job_id
     tokens = fingerprint.split(" ")
     return tokens[1] != st.arguments.split(" ")[0] if len(tokens) > 1 else job_id != item.job_id
