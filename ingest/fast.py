@@ -116,20 +116,11 @@ def parse(data: bytes, file_id: int) -> Parsed | None:
         return None
     start, stop, n_entries, entry_buffers, n_gpus, gpu_buffers = result
     rest = data[:start] + b"[]" + data[stop:]
-    if not rest.isascii() and not _utf8(rest):
+    if not json_text.is_utf8(rest):
         # DuckDB would refuse the batch's file of rests, and every file of the fast road would be
         # read again the careful way (four times the batch's time); this one alone is, and repaired
         return None
     return Parsed(file_id, rest, n_entries, entry_buffers, n_gpus, gpu_buffers)
-
-
-def _utf8(data: bytes) -> bool:
-    """Whether bytes are UTF-8 (a rest is small: decoded whole)."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 @dataclass

@@ -480,14 +480,14 @@ def _plain(data: bytes) -> bool:
     lower = data.lower()
     if b"nan" in lower or b"inf" in lower:
         return False
-    return _utf8(data)
+    return json_text.is_utf8(data)
 
 
 def _csv_readable(data: bytes) -> bool:
     """Whether the CSV reader reads the same lines: UTF-8 without its delimiter or NUL."""
     if b"\x01" in data or b"\x00" in data:
         return False
-    return _utf8(data)
+    return json_text.is_utf8(data)
 
 
 # _json_readable's marks: a separator after which a value may start (bytes.translate: one pass in C)
@@ -509,7 +509,7 @@ def _json_readable(data: bytes) -> bool:
     """
     if b"\\" in data or b"\x0b" in data or b"\x0c" in data:  # the reader takes these two for spaces
         return False
-    if not _utf8(data) or (not data.isascii() and b"\xef\xbb\xbf" in data):
+    if not json_text.is_utf8(data) or (not data.isascii() and b"\xef\xbb\xbf" in data):
         return False
     b = np.frombuffer(data, np.uint8)
     at = np.flatnonzero(np.frombuffer(data.translate(_SEPARATORS), bool))
@@ -528,16 +528,6 @@ def _json_readable(data: bytes) -> bool:
     start += b[start] == _MINUS
     letter, then = b[np.minimum(start, len(b) - 1)] | 0x20, b[np.minimum(start + 1, len(b) - 1)] | 0x20
     return not (((letter == ord("n")) & (then == ord("a"))) | ((letter == ord("i")) & (then == ord("n")))).any()
-
-
-def _utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _stage_fast(
@@ -705,7 +695,7 @@ class IsoTimes:
 
     def prime(self, texts: Iterable[str]) -> None:
         """Read these texts at once, for ``read`` to find until ``forget``."""
-        unique = [text for text in dict.fromkeys(texts) if _encodable(text)]
+        unique = [text for text in dict.fromkeys(texts) if json_text.encodable(text)]
         with self._lock:
             self._known = dict(zip(unique, self._query(unique), strict=True))
 
@@ -715,7 +705,7 @@ class IsoTimes:
 
     def read(self, text: str) -> datetime | None:
         """The text's time (naive UTC), or None where progress.json's reader finds none."""
-        if not _encodable(text):  # a lone surrogate: no time, and DuckDB takes no such text
+        if not json_text.encodable(text):  # a lone surrogate: no time, and DuckDB takes no such text
             return None
         with self._lock:
             if text in self._known:
@@ -750,14 +740,6 @@ def _ts_texts(lines: Iterable[bytes]) -> Iterator[str]:
         except ValueError:  # not UTF-8, or a bad escape: the line's parse says why
             continue
         yield text
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _number(value: Any, low: float, high: float) -> float | None:

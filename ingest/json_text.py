@@ -61,6 +61,22 @@ def as_float(value: int | float) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def is_utf8(data: bytes) -> bool:
+    """Whether bytes are UTF-8; plain ASCII (most of them) told by one pass of ``isascii``."""
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def encodable(text: str) -> bool:
+    """Whether text can be written as UTF-8 (bound, stored): no lone surrogate."""
+    return LONE_SURROGATE.search(text) is None
+
+
 def not_utf8(data: bytes) -> str | None:
     """The warning for a file read with U+FFFD in place of bytes that are not UTF-8: the first one's
     line and column in characters, as an editor shows them (a leading byte order mark is no

@@ -18,6 +18,18 @@ def aged(path: Path, seconds: float) -> None:
     os.utime(path, (when, when))
 
 
+def write(path: Path, content: str | bytes, age: float = 3600) -> Path:
+    """``content`` written to ``path`` (its folders made), dated ``age`` seconds ago: a file
+    changed within seconds is read again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        path.write_bytes(content)
+    aged(path, age)
+    return path
+
+
 def opened_under(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files under ``folder`` that Python opens from now on, by ``open`` or ``Path.open``
     (which calls ``io.open``, not the name ``builtins.open``); DuckDB's own reads are not seen."""

@@ -11,13 +11,12 @@ ingests runs on both engines (``ingest_engine``)."""
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Engine, Lab
+from file_times import write
 
 from runlytics.ingest import fast, json_text
 
@@ -37,18 +36,6 @@ LATIN1 = (
 LATIN1_WARNING = (
     "line 2: not valid UTF-8 (byte 0xe9 at column 44), read with U+FFFD in its place (and 2 more in the file)"
 )
-
-
-def write(path: Path, content: str | bytes, age: float = 3600) -> Path:
-    """A file dated ``age`` seconds ago: a file changed within seconds is read again."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        path.write_text(content)
-    else:
-        path.write_bytes(content)
-    past = time.time() - age
-    os.utime(path, (past, past))
-    return path
 
 
 def warnings_of(summary: Any, lab: Lab) -> dict[str, list[str]]:

@@ -236,16 +236,23 @@ SPELLINGS = [
 ]  # fmt: skip
 
 
-def test_spool_ts_takes_the_forms_progress_json_takes(lab: Lab, spool: Path) -> None:
+def ts_both_ways(lab: Lab, spool: Path, values: list[str]) -> tuple[dict[int, Any], dict[int, Any], Any]:
+    """Each value as the ts of spool line n (GPU n) and the timestamp of progress.json's step n,
+    ingested: the steps' times, the samples' times (by GPU) and the run's summary."""
     history = []
     with (spool / "s.jsonl").open("w") as f:
-        for n, ts in enumerate(SPELLINGS, start=1):
+        for n, ts in enumerate(values, start=1):
             f.write(f'{{"ts": {ts}, "job_id": "x", "gpu_index": {n}, "utilization_percent": 1}}\n')
             history.append(f'{{"step": {n}, "timestamp": {ts}}}')
     lab.write_job("x", None, raw='{"job_id": "x", "history": [' + ", ".join(history) + "]}")
-    lab.ingest(lab.root, spool_root=spool)
+    summary = lab.ingest(lab.root, spool_root=spool)
     steps = dict(lab.query("SELECT step, ts FROM steps WHERE job_id = 'x'"))
     samples = dict(lab.query("SELECT gpu_index, ts FROM gpu_samples WHERE job_id = 'x'"))
+    return steps, samples, summary
+
+
+def test_spool_ts_takes_the_forms_progress_json_takes(lab: Lab, spool: Path) -> None:
+    steps, samples, _ = ts_both_ways(lab, spool, SPELLINGS)
     assert samples == {n: ts for n, ts in steps.items() if ts is not None}
     assert {n: samples[n] for n in (3, 14, 15, 16)} == {
         3: datetime(2025, 1, 1, 10),
@@ -280,3 +287,19 @@ def test_every_road_of_the_spool_reads_a_lowercase_z(tmp_path: Path, whole: bool
         (datetime(2025, 1, 1, 10, 0, 2), 2.0),
     ]
     assert gpu_samples.parse_line(data.splitlines()[1])[0]["ts"] == datetime(2025, 1, 1, 10, 0, 1, 500000)
+
+
+# --- 4. the spool's epoch ts, bounded as progress.json's ------------------------------------------
+
+# epoch seconds at and around rl_epoch's bounds: from year 1, below 1e11 (year 5138)
+EPOCHS = ["99999999999", "99999999999.5", "100000000000", "1e11", "250000000000", "253402300799"]
+
+
+def test_spool_epochs_are_bounded_as_progress_jsons(lab: Lab, spool: Path) -> None:
+    steps, samples, summary = ts_both_ways(lab, spool, EPOCHS)
+    assert samples == {n: ts for n, ts in steps.items() if ts is not None}
+    assert sorted(samples) == [1, 2]
+    assert samples[1] == datetime(5138, 11, 16, 9, 46, 39)
+    spooled = [m for path, m in summary.listed_warnings if path.endswith("s.jsonl")]
+    shown = {3: "100000000000", 4: "100000000000.0", 5: "250000000000", 6: "253402300799"}
+    assert spooled == [f"line {n}: ts {text!r} is not a timestamp, skipped" for n, text in shown.items()]

@@ -210,32 +210,6 @@ def test_a_settled_last_line_counts_in_a_llamafactory_logs_status_when_lines_fol
     assert values(lab, log) == [(1, 2.0), (3, 1.5)]
 
 
-# --- 4. the spool's epoch ts, bounded as progress.json's ------------------------------------------
-
-# epoch seconds at and around rl_epoch's bounds: from year 1, below 1e11 (year 5138)
-EPOCHS = ["99999999999", "99999999999.5", "100000000000", "1e11", "250000000000", "253402300799"]
-
-
-def test_spool_epochs_are_bounded_as_progress_jsons(lab: Lab) -> None:
-    spool = lab.root.parent / "spool"
-    spool.mkdir()
-    history = []
-    with (spool / "s.jsonl").open("w") as f:
-        for n, ts in enumerate(EPOCHS, start=1):
-            f.write(f'{{"ts": {ts}, "job_id": "x", "gpu_index": {n}, "utilization_percent": 1}}\n')
-            history.append(f'{{"step": {n}, "timestamp": {ts}}}')
-    lab.write_job("x", None, raw='{"job_id": "x", "history": [' + ", ".join(history) + "]}")
-    summary = lab.ingest(lab.root, spool_root=spool)
-    steps = dict(lab.query("SELECT step, ts FROM steps WHERE job_id = 'x'"))
-    samples = dict(lab.query("SELECT gpu_index, ts FROM gpu_samples WHERE job_id = 'x'"))
-    assert samples == {n: ts for n, ts in steps.items() if ts is not None}
-    assert sorted(samples) == [1, 2]
-    assert samples[1] == datetime(5138, 11, 16, 9, 46, 39)
-    spooled = [m for path, m in summary.listed_warnings if path.endswith("s.jsonl")]
-    shown = {3: "100000000000", 4: "100000000000.0", 5: "250000000000", 6: "253402300799"}
-    assert spooled == [f"line {n}: ts {text!r} is not a timestamp, skipped" for n, text in shown.items()]
-
-
 @pytest.mark.parametrize("whole", [False, True], ids=["piece", "file"])
 def test_every_road_of_the_spool_bounds_an_epoch_as_rl_epoch(tmp_path: Path, whole: bool) -> None:
     """An epoch within the fast roads' range is theirs; the careful road has the others, and

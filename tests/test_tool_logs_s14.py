@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import Engine, Lab
+from file_times import write
 
 from runlytics.ingest import ledger
 from runlytics.ingest.formats import lightning_csv, llamafactory, mlflow_store
@@ -25,18 +26,6 @@ GOOD = "ok/lightning_logs/version_0"
 VALUES = "SELECT name, step, value FROM metric_values WHERE job_id = $j ORDER BY name, step"
 FOLDER = "not a regular file (a folder): not read"
 JOB = "SELECT status, current_step, total_steps, ended_at IS NULL FROM jobs WHERE job_id = $j"
-
-
-def write(path: Path, content: str | bytes, age: float = 3600) -> Path:
-    """A file dated ``age`` seconds ago: a file changed within seconds is read again."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, str):
-        path.write_text(content)
-    else:
-        path.write_bytes(content)
-    past = time.time() - age
-    os.utime(path, (past, past))
-    return path
 
 
 def good_run(lab: Lab) -> None:

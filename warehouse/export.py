@@ -365,8 +365,10 @@ def _overlong(job_ids: Iterable[str | None], limit: int) -> str:
     """The first of these jobs whose partition folder name passes ``limit`` bytes, said for a
     user (its id cut to 60 characters, and why); "" when none does."""
     for job_id in job_ids:
-        size = len(partition_folder(job_id)) if job_id is not None else 0  # no job: DuckDB's NULL
-        if job_id is not None and size > limit:
+        if job_id is None:  # no job: DuckDB's NULL partition
+            continue
+        size = len(partition_folder(job_id))
+        if size > limit:
             shown = repr(job_id if len(job_id) <= 60 else f"{job_id[:60]}…")
             return f"job {shown} is too long for a folder name ({size} bytes escaped; the file system takes {limit})"
     return ""
