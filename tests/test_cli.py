@@ -109,6 +109,19 @@ def test_sql_formats(tmp_path: Path, samples: Path) -> None:
     assert table[-1] == "(3 rows)"
 
 
+def test_sql_json_is_plain_inside_lists_and_structs(tmp_path: Path, samples: Path) -> None:
+    """NaN and infinity are null and a TIMESTAMP ISO with Z at any depth (docs/views.md), as at
+    the top: a NaN in a list was a traceback, a time in a struct Python's str()."""
+    runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
+    query = (
+        "SELECT ['nan'::DOUBLE, 1.5, 'inf'::DOUBLE] AS xs,"
+        " {'at': TIMESTAMP '2026-01-01 00:00:10', 'v': [['-inf'::DOUBLE]]} AS s"
+    )
+    done = runlytics("sql", query, "--format", "json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [{"xs": [None, 1.5, None], "s": {"at": "2026-01-01T00:00:10Z", "v": [[None]]}}]
+
+
 def test_sql_is_read_only_and_errors_exit_4(tmp_path: Path, samples: Path) -> None:
     runlytics("ingest", str(samples), "--quiet", cwd=tmp_path)
     bad = runlytics("sql", "SELECT no_such_column FROM jobs", cwd=tmp_path)

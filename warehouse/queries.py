@@ -63,12 +63,17 @@ ORDER BY host, gpu_index, gpu_uuid NULLS LAST
 
 
 def plain(value: Any) -> Any:
-    """A JSON-ready value: ISO times with Z, non-finite floats as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """A JSON-ready value: ISO times with Z, non-finite floats as None, at any depth of a LIST
+    or STRUCT (a list or dict)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if hasattr(value, "isoformat"):
         text = value.isoformat()
         return text + "Z" if getattr(value, "tzinfo", None) is None and "T" in text else text
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
