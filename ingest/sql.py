@@ -91,19 +91,31 @@ CREATE OR REPLACE TEMP MACRO rl_timestamp_problem(label, x) AS
     CASE WHEN x IS NOT NULL AND rl_timestamp(x) IS NULL
          THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a timestamp, dropped' END;
 
--- A config's settings (inputs.md; CONFIG_SETTINGS): each one's upper bound and whether it is
--- whole, so that progress.json's reader and the trainers' logs' read (rl_setting) and warn
+-- A config's settings (inputs.md; CONFIG_SETTINGS): each one's upper bound, whether it is
+-- whole and whether it must be above 0 (a batch of no samples, a checkpoint every 0 steps, mean
+-- nothing), so that progress.json's reader and the trainers' logs' read (rl_setting) and warn
 -- (rl_setting_problems) alike
 CREATE OR REPLACE TEMP MACRO rl_setting_hi(name) AS
     CASE name WHEN 'gpu_count' THEN 1e9 WHEN 'save_steps' THEN 1e18 WHEN 'max_steps' THEN 1e18 ELSE 1e300 END;
 CREATE OR REPLACE TEMP MACRO rl_setting_whole(name) AS name IN ('save_steps', 'gpu_count', 'max_steps');
+CREATE OR REPLACE TEMP MACRO rl_setting_positive(name) AS name IN ('batch_size', 'save_steps');
 
--- a setting of config c (JSON), checked: NULL when absent, not a number, out of range or not whole
+-- a setting of config c (JSON), checked: NULL when absent, not a finite number (a NaN target or
+-- batch would spoil every figure it enters), out of range, not whole, or not above 0 when it must be
 CREATE OR REPLACE TEMP MACRO rl_setting(c, name) AS
-    rl_number(json_extract(c, '$.' || name), 0, rl_setting_hi(name), rl_setting_whole(name));
+    CASE WHEN isfinite(rl_double(json_extract(c, '$.' || name)))
+              AND NOT (rl_setting_positive(name) AND rl_double(json_extract(c, '$.' || name)) <= 0)
+         THEN rl_number(json_extract(c, '$.' || name), 0, rl_setting_hi(name), rl_setting_whole(name)) END;
 
-CREATE OR REPLACE TEMP MACRO rl_setting_problem(prefix, c, name) AS
-    rl_number_problem(prefix || name, json_extract(c, '$.' || name), 0, rl_setting_hi(name), rl_setting_whole(name));
+CREATE OR REPLACE TEMP MACRO rl_setting_problem(prefix, c, name) AS coalesce(
+    rl_number_problem(prefix || name, json_extract(c, '$.' || name), 0, rl_setting_hi(name), rl_setting_whole(name)),
+    CASE WHEN NOT isfinite(rl_double(json_extract(c, '$.' || name)))
+         THEN prefix || name || ' ' || CAST(json_extract(c, '$.' || name) AS VARCHAR)
+              || ' is not a finite number, dropped'
+         WHEN rl_setting_positive(name) AND rl_double(json_extract(c, '$.' || name)) <= 0
+         THEN prefix || name || ' ' || CAST(json_extract(c, '$.' || name) AS VARCHAR)
+              || ' is not above 0, dropped'
+    END);
 
 -- why settings of config c were dropped, each labelled prefix || its name (an empty list: none)
 CREATE OR REPLACE TEMP MACRO rl_setting_problems(prefix, c) AS list_filter([

@@ -181,7 +181,7 @@ WHERE metric_values.job_id IN (SELECT unnest($job_ids))
 STAGE_RUNS = """
 CREATE OR REPLACE TEMP TABLE batch_tool_runs AS
 SELECT r.*,
-       CASE WHEN rl_setting(r.config, 'batch_size') > 0 THEN rl_setting(r.config, 'batch_size') END AS batch_size,
+       rl_setting(r.config, 'batch_size') AS batch_size,
        CAST(rl_setting(r.config, 'save_steps') AS BIGINT) AS save_steps,
        rl_setting(r.config, 'target_samples_per_second') AS target_samples_per_second,
        CAST(rl_setting(r.config, 'gpu_count') AS BIGINT) AS gpu_count,
