@@ -433,6 +433,9 @@ class UtilizationBucket(BaseModel):
     start: str = Field(description="the bucket's start (a whole minute)")
     end: str = Field(description="the bucket's end (a whole minute)")
     average_gpu_utilization: float | None = Field(description="mean GPU utilization of its readings, percent")
+    maximum_gpu_utilization: float | None = Field(
+        description="the highest GPU utilization reading in it, percent (a spike the mean averages away)"
+    )
     readings: int = Field(description="the GPU readings in the bucket")
     jobs: int = Field(description="the jobs those readings belong to")
 
@@ -500,10 +503,21 @@ class GpuPage(BaseModel):
     )
     resolution: Literal["sample", "minute"] = Field(
         description="`sample`: each reading is one GPU sample or logged reading; `minute` (`max_points` over "
-        "as many minutes as each GPU's share of it, or more; or source `gpu_minutes`): each is a bucket of whole "
-        "minutes of GPU samples"
+        "as many minutes as each GPU's share of it, or more, or a share under 12; or source `gpu_minutes`): each is "
+        "a bucket of whole minutes of GPU samples"
     )
     bucket_seconds: int | None = Field(description="at `minute` resolution, the buckets' width (whole minutes)")
+    downsampled: bool = Field(
+        description="true when `max_points` left readings out or merged them into buckets (a bucket of more than one "
+        "sample, or of more than one minute where the pages read minutes); false for pages and when every reading is "
+        "returned"
+    )
+    extremes_kept: bool = Field(
+        description="true when every GPU's lowest and highest value of each figure is in the answer (a reading's, or a "
+        "bucket's `minimum` and `maximum`); false where `max_points` left a GPU too small a share to keep them and "
+        "readings were left out (readings logged with steps: under 10 per GPU; each GPU then keeps its first and last "
+        "reading alone)"
+    )
     readings: list[GpuReading] = Field(description="the readings, by GPU then time (or step)")
     next_cursor: str | None = Field(description=NEXT_CURSOR)
     next: str | None = Field(description=NEXT)

@@ -235,6 +235,8 @@ def gpu_readings(
 # and last reading and, per bucket, those holding the min and max of every figure. One
 # aggregation pass computes all the extremes (a UNION per figure would scan the rows 8 times).
 GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w")
+# samples have a fifth figure, their SM clock (a throttled GPU's dip is its minimum)
+SAMPLE_FIGURES = (*GPU_FIGURES, "sm_clock_mhz")
 GPU_DOWNSAMPLED = """
 WITH keyed AS (SELECT *, {x} AS x FROM ({source})),
 span AS (SELECT gpu_index, host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host, gpu_key),
@@ -254,7 +256,12 @@ LIMIT $max_points
 """
 GPU_KEEP_EXTREMES = "UNION SELECT gpu_index, host, gpu_key, unnest(xs) FROM extremes"
 # The series (a GPU of a host: its key, its UUID when known) that share an answer's max_points.
-GPU_SERIES = "SELECT count(*) FROM (SELECT DISTINCT gpu_index, host, gpu_key FROM ({source}) AS source) AS series"
+# With them, how many readings they hold: an answer that returns fewer left some out (``downsampled``).
+GPU_SERIES = """
+SELECT count(*), sum(readings) FROM (
+    SELECT gpu_index, host, gpu_key, count(*) AS readings FROM ({source}) AS source GROUP BY gpu_index, host, gpu_key
+) AS series
+"""
 # of equal extremes the earliest reading, as EXTREME
 GPU_EXTREME = "arg_min(x, ({f}, x)) FILTER (WHERE isfinite({f})), arg_max(x, ({f}, -x)) FILTER (WHERE isfinite({f}))"
 SAMPLES_OF_JOB = """
@@ -326,7 +333,7 @@ GPU_MINUTES_OF_JOB = "WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $g
 # its minutes' sums over that count, added by _ordered_sums (below).
 GPU_MINUTES_DOWNSAMPLED = """
 SELECT arg_max(gpu_index, minute) AS gpu_index, host, min(first_ts) AS ts, max(last_ts) AS last_ts,
-       max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples,
+       max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples, count(*) AS minutes,
        {counts}, max(memory_total_mb_max) AS memory_total_mb,
        {{{minima}}} AS minimum, {{{maxima}}} AS maximum, gpu_key, {bucket} AS bucket,
        dense_rank() OVER (ORDER BY host, gpu_key) - 1 AS series
@@ -347,7 +354,7 @@ LIMIT $max_points
 GPU_MINUTE_BUCKET_TEMPLATE = "CAST(floor(@seconds_between($first; minute) / $width) AS BIGINT)"
 GPU_MINUTES_DOWNSAMPLED_PG = """
 SELECT @first_by(gpu_index; minute DESC) AS gpu_index, host, min(first_ts) AS ts, max(last_ts) AS last_ts,
-       max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples,
+       max(gpu_uuid) AS gpu_uuid, sum(samples) AS samples, count(*) AS minutes,
        {counts}, max(memory_total_mb_max) AS memory_total_mb,
        {minima}, {maxima}, gpu_key, {bucket} AS bucket,
        dense_rank() OVER (ORDER BY host, gpu_key) - 1 AS series
@@ -387,23 +394,28 @@ SELECT s.series, {bucket} AS bucket, {sums} FROM {{minutes}} JOIN series s USING
 @dataclass(frozen=True)
 class GpuChart:
     """A downsampled answer: where the readings come from, what one reading stands for
-    (``sample``: one sample or logged reading; ``minute``: a bucket of whole minutes of samples)
-    and, for minutes, the buckets' width."""
+    (``sample``: one sample or logged reading; ``minute``: a bucket of whole minutes of samples),
+    for minutes the buckets' width; ``downsampled``: whether readings of the job's pages were
+    left out or merged into buckets; ``extremes_kept``: whether each GPU's lowest and highest
+    value of every figure is in the answer (a reading's, or a bucket's minimum and maximum)."""
 
     source: str
     resolution: str
     bucket_seconds: int | None
     readings: list[dict[str, Any]]
+    downsampled: bool
+    extremes_kept: bool
 
 
 def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int) -> GpuChart:
     """At most ``max_points`` readings in all, shared by the GPUs.
 
-    When each GPU's share of ``max_points`` is no more than the minutes its samples span, every
-    reading is a bucket of whole minutes read from ``gpu_minutes`` (its mean, minimum and maximum
-    of every figure: a spike survives); else each GPU keeps its first and last sample and, when
-    its share allows buckets, the samples with every figure's extremes (or the readings logged
-    with its steps, for a job without samples)."""
+    When each GPU's share of ``max_points`` is no more than the minutes its samples span, or too
+    small for a bucket of samples (under 2 + 2 per figure: 12), every reading is a bucket of whole
+    minutes read from ``gpu_minutes`` (its mean, minimum and maximum of every figure: a spike
+    survives); else each GPU keeps its first and last sample and the samples with every figure's
+    extremes per bucket. A job without samples charts the readings logged with its steps so, and
+    a share under 10 (2 + 2 per figure) keeps their first and last alone: ``extremes_kept`` false."""
     span = _minutes_span(con, job_id, gpu)
     sampled: bool | None = None
     if span is not None:
@@ -412,45 +424,20 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
         share = _share(max_points, series)
         if minutes < share:
             sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
-        if minutes >= share or not sampled:
-            # the raw samples of a long job are not read at all, nor those of one that aged out
-            width = -(-minutes // share) * 60
-            # the job's time range: on DuckDB the minute parts of its days only (minutes_of_job),
-            # and in each the row groups of the job (a complete day's part is in job order)
-            ranged: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
-            postgres = is_postgres(con)
-            if postgres:
-                rows = records(
-                    con.execute(sql_for(con, GPU_MINUTES_DOWNSAMPLED_PG), {**ranged, "max_points": max_points})
-                )
-                sums = _ordered_sums(con, sql_for(con, GPU_MINUTE_SUMS_PG), ranged)
-            else:
-                ranged.update(minutes_of_job.params)
-                sql = _reading(GPU_MINUTES_DOWNSAMPLED, minutes_of_job)
-                rows = records(con.execute(sql, {**ranged, "max_points": max_points}))
-                gpus = dict(sorted({row["series"]: (row["host"], row["gpu_key"]) for row in rows}.items()))
-                ranged["series"] = list(gpus)
-                ranged["series_hosts"] = [host for host, _ in gpus.values()]
-                ranged["series_keys"] = [key for _, key in gpus.values()]
-                sums = _ordered_sums(con, _reading(GPU_MINUTE_SUMS, minutes_of_job), ranged) if rows else {}
-            for row in rows:
-                if postgres:
-                    _nest_extremes(row)
-                row.pop("gpu_key")
-                bucket_sums = sums[row.pop("series"), row.pop("bucket")]
-                for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
-                    count = row[figure]
-                    row[figure] = plain(total / count) if count else None
-            return GpuChart("gpu_samples" if sampled is not False else "gpu_minutes", "minute", width, rows)
+        # a share too small for sample buckets charts buckets of one minute: fewer than the share
+        if minutes >= share or not sampled or share < _bucket_share(SAMPLE_FIGURES):
+            return _minutes_chart(con, job_id, gpu, max_points, span, share, sampled)
     if sampled is None:
         sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
     source = SAMPLES_OF_JOB if sampled else READINGS_OF_JOB
+    figures = SAMPLE_FIGURES if sampled else GPU_FIGURES
     params: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "max_points": max_points}
-    share = _share(max_points, db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})[0])
+    series, readings = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})
+    share = _share(max_points, series)
     # per bucket a minimum and a maximum of each figure; none fits a share under 2 + 2 x figures
-    buckets = (share - 2) // (2 * len(GPU_FIGURES))
+    buckets = (share - 2) // (2 * len(figures))
     if is_postgres(con):
-        extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in GPU_FIGURES)
+        extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in figures)
         sql = sql_for(con, GPU_DOWNSAMPLED_PG).format(
             source=source,
             x="CAST(EXTRACT(EPOCH FROM ts) AS DOUBLE PRECISION)" if sampled else "step",
@@ -462,14 +449,73 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
         sql = GPU_DOWNSAMPLED.format(
             source=source,
             x="epoch(ts)" if sampled else "step",
-            extremes=", ".join(GPU_EXTREME.format(f=f) for f in GPU_FIGURES),
+            extremes=", ".join(GPU_EXTREME.format(f=f) for f in figures),
             keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
         )
     rows = records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
     if not sampled:
         for row in rows:
             row.pop("host")
-    return GpuChart("gpu_samples" if sampled else "step_readings", "sample", None, rows)
+    downsampled = len(rows) < int(readings or 0)
+    source_name = "gpu_samples" if sampled else "step_readings"
+    return GpuChart(source_name, "sample", None, rows, downsampled, extremes_kept=buckets > 0 or not downsampled)
+
+
+def _bucket_share(figures: tuple[str, ...]) -> int:
+    """The least share of a GPU that holds a bucket of samples: its first and last reading, and a
+    minimum and a maximum of each figure."""
+    return 2 + 2 * len(figures)
+
+
+def _minutes_chart(
+    con: duckdb.DuckDBPyConnection,
+    job_id: str,
+    gpu: int | None,
+    max_points: int,
+    span: tuple[datetime, datetime, int, sealed_reads.Rows],
+    share: int,
+    sampled: bool | None,
+) -> GpuChart:
+    """The chart at minute resolution: per GPU at most ``share`` buckets of whole minutes from
+    the job's first minute (``sampled``: whether the job has raw samples; None: not read yet)."""
+    first, last, _, minutes_of_job = span
+    minutes = int((last - first).total_seconds()) // 60 + 1
+    # the raw samples of a long job are not read at all, nor those of one that aged out
+    width = -(-minutes // share) * 60
+    # the job's time range: on DuckDB the minute parts of its days only (minutes_of_job),
+    # and in each the row groups of the job (a complete day's part is in job order)
+    ranged: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "first": first, "last": last, "width": width}
+    postgres = is_postgres(con)
+    if postgres:
+        rows = records(con.execute(sql_for(con, GPU_MINUTES_DOWNSAMPLED_PG), {**ranged, "max_points": max_points}))
+        sums = _ordered_sums(con, sql_for(con, GPU_MINUTE_SUMS_PG), ranged)
+    else:
+        ranged.update(minutes_of_job.params)
+        sql = _reading(GPU_MINUTES_DOWNSAMPLED, minutes_of_job)
+        rows = records(con.execute(sql, {**ranged, "max_points": max_points}))
+        gpus = dict(sorted({row["series"]: (row["host"], row["gpu_key"]) for row in rows}.items()))
+        ranged["series"] = list(gpus)
+        ranged["series_hosts"] = [host for host, _ in gpus.values()]
+        ranged["series_keys"] = [key for _, key in gpus.values()]
+        sums = _ordered_sums(con, _reading(GPU_MINUTE_SUMS, minutes_of_job), ranged) if rows else {}
+    # downsampled: a bucket merges minutes (each a reading of the pages of a job whose samples
+    # aged out), or samples (the readings of the pages while they are kept)
+    merged_minutes = merged_samples = False
+    for row in rows:
+        if postgres:
+            _nest_extremes(row)
+        row.pop("gpu_key")
+        merged_minutes = merged_minutes or row.pop("minutes") > 1
+        merged_samples = merged_samples or row["samples"] > 1
+        bucket_sums = sums[row.pop("series"), row.pop("bucket")]
+        for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
+            count = row[figure]
+            row[figure] = plain(total / count) if count else None
+    source = "gpu_samples" if sampled is not False else "gpu_minutes"
+    if merged_samples and not merged_minutes and sampled is None:
+        sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
+    downsampled = merged_minutes or (merged_samples and bool(sampled))
+    return GpuChart(source, "minute", width, rows, downsampled, extremes_kept=True)
 
 
 def _minutes_page(

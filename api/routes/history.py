@@ -69,9 +69,10 @@ def job_gpus(
 ) -> dict[str, Any]:
     """The job's GPU samples (else the readings logged with its steps), by GPU, keyset-paginated;
     ``max_points`` downsamples for charts: at most that many readings, shared by the GPUs. Over
-    as many minutes as each GPU's share or more, a reading is a bucket of whole minutes (its
-    mean, minimum and maximum of every figure); else each GPU keeps its first and last reading
-    and, when its share allows, every extreme."""
+    as many minutes as each GPU's share or more, or with a share too small for buckets of
+    samples, a reading is a bucket of whole minutes (its mean, minimum and maximum of every
+    figure); else each GPU keeps its first and last reading and, when its share allows, every
+    extreme (``extremes_kept`` says whether it did)."""
     require_job(con, job_id)
     if max_points is not None:
         chart = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
@@ -80,6 +81,8 @@ def job_gpus(
             "source": chart.source,
             "resolution": chart.resolution,
             "bucket_seconds": chart.bucket_seconds,
+            "downsampled": chart.downsampled,
+            "extremes_kept": chart.extremes_kept,
             "readings": chart.readings,
             "next_cursor": None,
             "next": None,
@@ -91,6 +94,8 @@ def job_gpus(
         "source": source,
         "resolution": "minute" if minutes else "sample",
         "bucket_seconds": 60 if minutes else None,
+        "downsampled": False,
+        "extremes_kept": True,
         "readings": rows,
         "next_cursor": next_cursor,
         "next": next_url(request, next_cursor),

@@ -144,10 +144,12 @@ async function stepHistories(fields) {
  * else since its first timed row). */
 function overlay(holder, title, perJob, { smooth = true, why = "", what = title } = {}) {
   const byTime = state.xAxis === "time";
-  const tables = perJob.map(({ job, rows }) => {
+  const tables = perJob.map(({ job, rows, peaks }) => {
     const kept = byTime ? rows.filter((r) => r.ts) : rows;
     const t0 = state.t0.get(job) ?? epochSeconds(kept[0]?.ts);
-    return { job, table: [kept.map((r) => (byTime ? epochSeconds(r.ts) - t0 : r.step)), kept.map((r) => r.value)] };
+    const table = [kept.map((r) => (byTime ? epochSeconds(r.ts) - t0 : r.step)), kept.map((r) => r.value)];
+    if (peaks) table.push(kept.map((r) => r.peak ?? null)); // a GPU chart's bucket maxima (gpuHistories)
+    return { job, table, peaks };
   }).filter((t) => t.table[0].length);
   const missing = perJob.filter((p) => !tables.some((t) => t.job === p.job)).map((p) => p.job);
   const name = holder.dataset.chart;
@@ -161,7 +163,10 @@ function overlay(holder, title, perJob, { smooth = true, why = "", what = title 
   holder.replaceChildren(box, missing.length ? el("p", { class: "muted missing" }, `Not logged by ${missing.join(", ")}. ${why}`) : "");
   lineChart(box, {
     title, data: uPlot.join(tables.map((t) => t.table)), smoothing: smooth ? state.smoothing : 0, elapsed: byTime,
-    series: tables.map((t) => ({ label: t.job, color: colour(t.job), smooth })),
+    series: tables.flatMap((t) => [
+      { label: t.job, color: colour(t.job), smooth },
+      ...(t.peaks ? [{ label: `${t.job} max`, color: colour(t.job), dash: [1, 3], width: 1, points: false }] : []),
+    ]),
   });
 }
 
@@ -176,24 +181,33 @@ async function drawSpeed(holder) {
 
 /** Each job's GPU utilization and memory: at each reading's time, the mean over its GPUs of
  * each GPU's latest reading. The downsampled readings of two GPUs fall at different times, so a
- * mean of the readings at one timestamp would zigzag between one GPU and the other. */
+ * mean of the readings at one timestamp would zigzag between one GPU and the other. At minute
+ * resolution (a long job) a reading is a bucket whose mean averages a spike away: then `peak`,
+ * the highest of its GPUs' latest bucket maxima, is drawn too (a dotted line, `<job> max`). */
 async function gpuHistories() {
   const pages = await Promise.all(ids.map((id) => api(`${jobPath(id)}/gpus`, { max_points: GPU_POINTS })));
   const perField = { utilization_percent: [], memory_used_mb: [] };
   pages.forEach((page, i) => {
     const timed = page.readings.filter((r) => r.ts).sort((a, b) => epochSeconds(a.ts) - epochSeconds(b.ts));
+    const buckets = page.resolution === "minute";
     for (const field of Object.keys(perField)) {
       const latest = new Map(); // GPU -> its latest value
+      const highest = new Map(); // GPU -> its latest bucket's maximum
       const rows = [];
       for (const r of timed) {
         if (r[field] == null) continue;
-        latest.set(`${r.host ?? ""}/${r.gpu_uuid ?? r.gpu_index}`, r[field]);
+        const gpu = `${r.host ?? ""}/${r.gpu_uuid ?? r.gpu_index}`;
+        latest.set(gpu, r[field]);
         const values = [...latest.values()];
         const row = { ts: r.ts, value: values.reduce((a, b) => a + b, 0) / values.length };
+        if (buckets) {
+          highest.set(gpu, r.maximum?.[field] ?? r[field]);
+          row.peak = Math.max(...highest.values());
+        }
         if (rows.length && rows.at(-1).ts === r.ts) rows[rows.length - 1] = row; // one point per time
         else rows.push(row);
       }
-      perField[field].push({ job: ids[i], rows });
+      perField[field].push({ job: ids[i], rows, peaks: buckets });
     }
   });
   return perField;
@@ -203,8 +217,10 @@ function drawGpus(holders) {
   // GPU samples are timed, not stepped: on the step axis they have no place, so the GPU charts run on elapsed time
   const saved = state.xAxis;
   state.xAxis = "time";
-  overlay(holders.util, "GPU utilization (%, mean of the job's GPUs)", state.gpus.utilization_percent, { smooth: false, what: "GPU utilization" });
-  overlay(holders.memory, "GPU memory used (MiB, mean of the job's GPUs)", state.gpus.memory_used_mb, { smooth: false, what: "GPU memory" });
+  // a long job's readings are minute buckets: its dotted line is the highest reading of its GPUs
+  const peaks = (perJob) => (perJob.some((p) => p.peaks) ? "; dotted: the highest reading" : "");
+  overlay(holders.util, `GPU utilization (%, mean of the job's GPUs${peaks(state.gpus.utilization_percent)})`, state.gpus.utilization_percent, { smooth: false, what: "GPU utilization" });
+  overlay(holders.memory, `GPU memory used (MiB, mean of the job's GPUs${peaks(state.gpus.memory_used_mb)})`, state.gpus.memory_used_mb, { smooth: false, what: "GPU memory" });
   state.xAxis = saved;
 }
 
