@@ -582,6 +582,10 @@ class Insight(BaseModel):
     end_time: str | None = Field(description="the timestamp of the row at `last_step`, when it has one")
     host: str | None = Field(description="the GPU's host, for the GPU kinds; else null")
     gpu_index: int | None = Field(description="the GPU's index, for the GPU kinds; else null")
+    gpu_uuid: str | None = Field(
+        description="the GPU's UUID, for the GPU kinds when its readings have one (two GPUs of a host may share an "
+        "index); else null. Not a field of shared/spec/insights.md"
+    )
     value: float | None = Field(description="the figure that triggered it")
     reference: float | None = Field(description="what `value` was compared with (a median, a best, a threshold)")
     message: str = Field(description="one sentence for a person, with both figures")

@@ -61,7 +61,7 @@ JOBS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 NO_STEP = {"first_step": None, "last_step": None}
 NO_TIMES = {"start_time": None, "end_time": None}
-NO_GPU = {"host": None, "gpu_index": None}
+NO_GPU = {"host": None, "gpu_index": None, "gpu_uuid": None}  # gpu_uuid: the UUID of a GPU kind's GPU, when known
 
 
 def insight(job_id: str, kind: str, severity: str, **fields: Any) -> dict[str, Any]:

@@ -42,8 +42,13 @@ KINDS = insights.KINDS
 SEVERITIES = insights.SEVERITIES
 FIELDS = (
     "job_id", "kind", "severity", "first_step", "last_step", "start_time", "end_time", "host", "gpu_index",
-    "value", "reference", "message",
+    "gpu_uuid", "value", "reference", "message",
 )  # fmt: skip
+# Every field is a column of insight_results but gpu_uuid, read from gpu_key: the GPU's UUID, else
+# '#<index>' (no UUID: null), NULL for the kinds of no GPU (not a field of the contract's insight:
+# it tells apart two GPUs of a host that share an index; revision 0037).
+GPU_UUID = "nullif(gpu_key, '#' || CAST(gpu_index AS VARCHAR)) AS gpu_uuid"
+SELECTED = ", ".join(GPU_UUID if field == "gpu_uuid" else field for field in FIELDS)
 
 # A job's insights by first step (those without one last), then kind; the rest of the order
 # only makes it total. Two GPUs' insights of one kind differ by host and GPU key, not always by
@@ -66,7 +71,7 @@ KEYSET = ", ".join(f"{column} AS k{i}" for i, column in enumerate(KEY_COLUMNS, 1
 AFTER = ", ".join(f"$k{i}" for i in range(1, KEY_ARITY + 1))
 
 JOB_INSIGHTS = f"""
-SELECT {", ".join(FIELDS)}
+SELECT {SELECTED}
 FROM insight_results
 WHERE job_id = $job_id AND ($kind IS NULL OR kind = $kind) AND ($severity IS NULL OR severity = $severity)
 ORDER BY {KEY}
@@ -80,7 +85,7 @@ FLEET_PAGE = f"""
 WITH chosen AS (
     SELECT job_id, status, model_name, start_time AS job_start_time FROM job_results WHERE {FILTER}
 )
-SELECT {", ".join(FIELDS)}, status, model_name, job_start_time, {KEYSET}
+SELECT {SELECTED}, status, model_name, job_start_time, {KEYSET}
 FROM insight_results JOIN chosen USING (job_id)
 WHERE ($kind IS NULL OR kind = $kind) AND ($severity IS NULL OR severity = $severity)
   AND ($after_id IS NULL

@@ -1,0 +1,141 @@
+"""Session 17's dashboard fixes. The API: each insight carries `gpu_uuid` (the GPU's UUID, null
+without one and for the kinds that are not a GPU's), on both engines, so that two GPUs of one host
+under index 0 (containers) are told apart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Engine, Lab
+from fastapi.testclient import TestClient
+
+from runlytics.api.app import TOKEN_ENV, create_app
+from tests.browser import REPO
+
+T0 = 1_767_236_400  # 2026-01-01T03:00:00Z: 22:00 the day before in New York
+TF2_EVAL = REPO.parent / "shared" / "realdata" / "tool_logs2" / "tfevents" / "tf2-objdet-eval"
+LONG_ID = "L" * 190 + "-tail"  # 195 characters, no place to break
+TINY_LOSS = 4.72e-05
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _write(root: Path, folder: str, doc: dict[str, Any]) -> None:
+    path = root / folder / "progress.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def _job(
+    job_id: str, steps: int = 100, samples: bool = True, model: str = "m", last_loss: float | None = None
+) -> dict[str, Any]:
+    history = []
+    for step in range(1, steps + 1):
+        row: dict[str, Any] = {"step": step, "timestamp": _iso(T0 + 10 * step), "loss": 2 - step / 1000}
+        row["iteration_time"] = 10.0
+        if samples:
+            row["samples"] = 80
+        history.append(row)
+    if last_loss is not None:
+        history[-1]["loss"] = last_loss
+    return {"job_id": job_id, "status": "completed", "started_at": _iso(T0), "ended_at": _iso(T0 + 10 * steps),
+            "config": {"model_name": model}, "history": history}  # fmt: skip
+
+
+def _spool_lines() -> list[dict[str, Any]]:
+    """idle-nohost: GPU 0 busy, GPU 1 idle, no host (a sampler run without --host); shared-index:
+    two GPUs of host n1 both index 0 (two containers), GPU-busy busy, GPU-idle idle."""
+    lines: list[dict[str, Any]] = []
+    for k in range(0, 1000, 5):
+        ts = T0 + k
+        lines += [
+            {"ts": ts, "job_id": "idle-nohost", "gpu_index": 0, "utilization_percent": 97.0,
+             "memory_used_mb": 3000.0, "temperature_c": 70.0, "power_w": 300.0},
+            {"ts": ts, "job_id": "idle-nohost", "gpu_index": 1, "utilization_percent": 1.0,
+             "memory_used_mb": 30.0, "temperature_c": 30.0, "power_w": 50.0},
+            {"ts": ts, "host": "n1", "job_id": "shared-index", "gpu_index": 0, "gpu_uuid": "GPU-busy",
+             "utilization_percent": 97.0, "memory_used_mb": 3000.0, "temperature_c": 70.0},
+            {"ts": ts, "host": "n1", "job_id": "shared-index", "gpu_index": 0, "gpu_uuid": "GPU-idle",
+             "utilization_percent": 1.0, "memory_used_mb": 30.0, "temperature_c": 30.0},
+        ]  # fmt: skip
+    return lines
+
+
+def _fill(root: Path, spool: Path, with_tf2: bool) -> None:
+    _write(root, "a", _job("idle-nohost", samples=False, model="nosamples"))  # power known, samples not
+    _write(root, "b", _job("shared-index"))
+    _write(root, "c", _job("..", steps=10))
+    _write(root, "d", _job(".", steps=10))
+    _write(root, "e", _job("...", steps=10))  # three dots: a plain segment, reachable
+    _write(root, "f", _job("tiny-loss", steps=20, last_loss=TINY_LOSS))
+    _write(root, "g", _job(LONG_ID, steps=20))
+    _write(root, "h", _job("other", steps=20, samples=False))
+    _write(root, "i", {"job_id": "no-steps", "status": "queued", "config": {"model_name": "m"}, "history": []})
+    # step readings (no host, no UUID): GPU 1 idle
+    readings = _job("step-gpus", steps=20)
+    for row in readings["history"]:
+        row["gpus"] = [{"index": 0, "utilization_percent": 95.0}, {"index": 1, "utilization_percent": 1.0}]
+    _write(root, "j", readings)
+    nan = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": float("nan")}]
+    _write(root, "k", {"job_id": "nan-loss", "status": "failed", "history": nan})
+    if with_tf2:
+        shutil.copytree(TF2_EVAL, root / "tfevents" / "tf2-objdet-eval")
+    spool.mkdir()
+    (spool / "node.jsonl").write_text("".join(json.dumps(line) + "\n" for line in _spool_lines()))
+
+
+# --- the API: gpu_uuid on each insight, both engines
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    tmp = tmp_path_factory.mktemp("s17-api")
+    lab = Lab(tmp)
+    _fill(lab.root, tmp / "spool", with_tf2=False)
+    assert lab.ingest(spool_root=tmp / "spool").failed == 0
+    return lab
+
+
+@pytest.fixture(scope="module")
+def client(lab: Lab, module_engine: Engine) -> Iterator[TestClient]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(TOKEN_ENV, raising=False)
+        yield TestClient(create_app(module_engine.warehouse(lab.db)))
+
+
+def _gpu_fields(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The insights of a GPU kind (a job kind, low_gpu_utilization, has no GPU: null, checked apart)."""
+    assert all(i["gpu_uuid"] is None for i in items if i["gpu_index"] is None)
+    return [(i["kind"], i["host"], i["gpu_index"], i["gpu_uuid"]) for i in items if i["kind"].startswith("gpu_")]
+
+
+def test_insights_carry_the_gpus_uuid(client: TestClient) -> None:
+    shared = client.get("/api/training/shared-index/insights").json()["insights"]
+    # the two GPUs share host and index: only the UUID says which one is idle
+    assert _gpu_fields(shared) == [("gpu_idle", "n1", 0, "GPU-idle")]
+    # samples without UUID (gpu_key '#1'), and step readings: no UUID
+    assert _gpu_fields(client.get("/api/training/idle-nohost/insights").json()["insights"]) == [
+        ("gpu_idle", None, 1, None)
+    ]
+    steps = client.get("/api/training/step-gpus/insights").json()["insights"]
+    assert _gpu_fields(steps) == [("gpu_idle", None, 1, None)]
+    # a kind that is not a GPU's: null
+    nan = client.get("/api/training/nan-loss/insights").json()["insights"]
+    assert [(i["kind"], i["gpu_uuid"]) for i in nan] == [("nonfinite_loss", None)]
+    # the fleet's pages too, each insight with the field
+    fleet = client.get("/api/training/insights", params={"limit": 1000}).json()["insights"]
+    assert all("gpu_uuid" in i for i in fleet)
+    assert [i["gpu_uuid"] for i in fleet if i["job_id"] == "shared-index" and i["kind"] == "gpu_idle"] == ["GPU-idle"]
+    assert list(shared[0]) == [
+        "job_id", "kind", "severity", "first_step", "last_step", "start_time", "end_time", "host", "gpu_index",
+        "gpu_uuid", "value", "reference", "message",
+    ]  # fmt: skip
