@@ -51,6 +51,13 @@ DUCKDB: dict[str, str] = {
     # a message: %s (text), %d (integer), %.Nf and %.Ng (DOUBLE), %%; NULL when any value is
     # NULL. The values follow the format as further arguments: @printf('%d of %s'; n; name)
     "printf": "printf({format}{rest_comma})",
+    # of the formats `format`, %.6g, %.10g and %.17g, the first that prints a and b apart: a
+    # message's figure and its limit never read alike once rounded ("40.0 % ... below 40.0 %")
+    "apart_format": (
+        "CASE WHEN printf({format}, {a}) <> printf({format}, {b}) THEN {format}"
+        " WHEN printf('%.6g', {a}) <> printf('%.6g', {b}) THEN '%.6g'"
+        " WHEN printf('%.10g', {a}) <> printf('%.10g', {b}) THEN '%.10g' ELSE '%.17g' END"
+    ),
     # x is an item of the list (a bound parameter): @list_contains($ids; job_id). DuckDB pushes
     # list_contains below a window, where it does not push IN (warehouse/health.py)
     "list_contains": "list_contains({list}, {x})",
@@ -139,6 +146,15 @@ POSTGRES: dict[str, str] = {
     # a function of revision 0018 with DuckDB's digits (the exact binary value rounded half to
     # even); each value travels as text, a DOUBLE as its 64 bits (runlytics_printf_arg)
     "printf": "runlytics_printf({format}, VARIADIC CAST(ARRAY[{rest_printf}] AS TEXT[]))",
+    "apart_format": (
+        "CASE WHEN runlytics_printf({format}, VARIADIC CAST(ARRAY[runlytics_printf_arg({a})] AS TEXT[]))"
+        " <> runlytics_printf({format}, VARIADIC CAST(ARRAY[runlytics_printf_arg({b})] AS TEXT[])) THEN {format}"
+        " WHEN runlytics_printf('%.6g', VARIADIC CAST(ARRAY[runlytics_printf_arg({a})] AS TEXT[]))"
+        " <> runlytics_printf('%.6g', VARIADIC CAST(ARRAY[runlytics_printf_arg({b})] AS TEXT[])) THEN '%.6g'"
+        " WHEN runlytics_printf('%.10g', VARIADIC CAST(ARRAY[runlytics_printf_arg({a})] AS TEXT[]))"
+        " <> runlytics_printf('%.10g', VARIADIC CAST(ARRAY[runlytics_printf_arg({b})] AS TEXT[])) THEN '%.10g'"
+        " ELSE '%.17g' END"
+    ),
     # a list bound as an array; `x IN (SELECT unnest($list))` does not type on PostgreSQL
     "list_contains": "({x} = ANY({list}))",
     # PostgreSQL's float8 operators raise where the result rounds to 0 from nonzero operands or to

@@ -95,14 +95,19 @@ per_gpu AS (
 ),
 idle AS (
     SELECT g.job_id, 'gpu_idle' AS kind, g.host, g.gpu_index, g.gpu_key, g.idle_share AS value, p.gpu_idle_share AS reference,
-           @printf('GPU %d%s was below %.6g %% utilization for %.1f %% of its time (limit %.1f %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; p.gpu_idle_utilization; 100 * g.idle_share; 100 * p.gpu_idle_share) AS message
+           @printf('GPU %d%s was below %.6g %% utilization for %s %% of its time (limit %s %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; p.gpu_idle_utilization;
+                   @printf(@apart_format(100 * g.idle_share; 100 * p.gpu_idle_share; '%.1f'); 100 * g.idle_share);
+                   @printf(@apart_format(100 * g.idle_share; 100 * p.gpu_idle_share; '%.1f'); 100 * p.gpu_idle_share)) AS message
     FROM per_gpu g, p
     WHERE g.idle_share > p.gpu_idle_share
 ),
 stragglers AS (
     SELECT g.job_id, 'gpu_straggler' AS kind, g.host, g.gpu_index, g.gpu_key, g.mean_utilization AS value,
            g.median_utilization AS reference,
-           @printf('GPU %d%s averaged %.4g %% utilization, more than %.4g points below the median %.4g %% of the job''s GPUs.'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; g.mean_utilization; p.gpu_straggler_points; g.median_utilization) AS message
+           @printf('GPU %d%s averaged %s %% utilization, more than %.4g points below the median %s %% of the job''s GPUs.'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END;
+                   @printf(@apart_format(g.mean_utilization; g.median_utilization - p.gpu_straggler_points; '%.4g'); g.mean_utilization);
+                   p.gpu_straggler_points;
+                   @printf(@apart_format(g.mean_utilization; g.median_utilization - p.gpu_straggler_points; '%.4g'); g.median_utilization)) AS message
     FROM per_gpu g, p
     WHERE g.gpus_with_utilization >= p.gpu_straggler_min_gpus
       -- not idle: a GPU whose idleness is unknown (one sample covers no time) is not idle
@@ -112,7 +117,9 @@ stragglers AS (
 throttled AS (
     SELECT g.job_id, 'gpu_throttled' AS kind, g.host, g.gpu_index, g.gpu_key, g.throttled_share AS value,
            p.gpu_throttled_share AS reference,
-           @printf('GPU %d%s was throttled (power or thermal) %.1f %% of its time (limit %.1f %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; 100 * g.throttled_share; 100 * p.gpu_throttled_share) AS message
+           @printf('GPU %d%s was throttled (power or thermal) %s %% of its time (limit %s %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END;
+                   @printf(@apart_format(100 * g.throttled_share; 100 * p.gpu_throttled_share; '%.1f'); 100 * g.throttled_share);
+                   @printf(@apart_format(100 * g.throttled_share; 100 * p.gpu_throttled_share; '%.1f'); 100 * p.gpu_throttled_share)) AS message
     FROM per_gpu g, p
     WHERE g.throttled_share > p.gpu_throttled_share
 ),
@@ -130,7 +137,10 @@ totals AS (
 low_utilization AS (
     SELECT a.job_id, 'low_gpu_utilization' AS kind, a.average_gpu_utilization AS value,
            p.low_gpu_utilization_percent AS reference,
-           @printf('The GPUs averaged %.4g %% utilization over %.6g s of training, below %.4g %%.'; a.average_gpu_utilization; a.training_seconds; p.low_gpu_utilization_percent) AS message
+           @printf('The GPUs averaged %s %% utilization over %.6g s of training, below %s %%.';
+                   @printf(@apart_format(a.average_gpu_utilization; p.low_gpu_utilization_percent; '%.4g'); a.average_gpu_utilization);
+                   a.training_seconds;
+                   @printf(@apart_format(a.average_gpu_utilization; p.low_gpu_utilization_percent; '%.4g'); p.low_gpu_utilization_percent)) AS message
     FROM job_results a, p
     WHERE a.average_gpu_utilization < p.low_gpu_utilization_percent
       AND a.training_seconds >= p.low_gpu_utilization_min_training_seconds
@@ -138,7 +148,10 @@ low_utilization AS (
 headroom AS (
     SELECT a.job_id, 'memory_headroom' AS kind, @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) AS value,
            p.memory_headroom_fraction AS reference,
-           @printf('Peak GPU memory was %.6g MiB, %.1f %% of the %.6g MiB the GPU has (below %.1f %%).'; a.peak_gpu_memory_mb; @fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb); t.memory_total_mb; 100 * p.memory_headroom_fraction) AS message
+           @printf('Peak GPU memory was %.6g MiB, %s %% of the %.6g MiB the GPU has (below %s %%).'; a.peak_gpu_memory_mb;
+                   @printf(@apart_format(@fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb); 100 * p.memory_headroom_fraction; '%.1f'); @fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb));
+                   t.memory_total_mb;
+                   @printf(@apart_format(@fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb); 100 * p.memory_headroom_fraction; '%.1f'); 100 * p.memory_headroom_fraction)) AS message
     FROM job_results a
     JOIN totals t ON t.job_id = a.job_id, p
     WHERE t.memory_total_mb > 0

@@ -23,6 +23,10 @@ SELECT c.job_id, 'slow_vs_peers' AS kind, 'warning' AS severity,
        CAST(NULL AS BIGINT) AS first_step, CAST(NULL AS BIGINT) AS last_step,
        CAST(NULL AS TIMESTAMP) AS start_time, CAST(NULL AS TIMESTAMP) AS end_time,
        c.throughput AS value, c.peer_median AS reference,
-       @printf('Throughput %.6g samples/s is below %.6g x the median %.6g samples/s of %d peer jobs (same model and GPU count).'; c.throughput; p.slow_vs_peers_fraction; c.peer_median; c.peers) AS message
+       @printf('Throughput %s samples/s is below %.6g x the median %s samples/s of %d peer jobs (same model and GPU count).';
+               @printf(@apart_format(c.throughput; @fmul(p.slow_vs_peers_fraction; c.peer_median); '%.6g'); c.throughput);
+               p.slow_vs_peers_fraction;
+               @printf(@apart_format(c.throughput; @fmul(p.slow_vs_peers_fraction; c.peer_median); '%.6g'); c.peer_median);
+               c.peers) AS message
 FROM compared c, p
 WHERE c.peers >= p.slow_vs_peers_min_peers AND c.throughput < @fmul(p.slow_vs_peers_fraction; c.peer_median)

@@ -192,7 +192,8 @@ divergence AS (
            min(l.step) AS first_step, max(l.last_step) AS last_step,
            @first_by(l.ts; l.step) AS start_time, max(l.last_ts) AS end_time,
            max(l.r_last) AS value,
-           @first_by(l.b; l.step) AS reference
+           @first_by(l.b; l.step) AS reference,
+           @first_by(l.r; l.step) AS diverged_to
     FROM lowest l, p
     WHERE l.b > 0 AND l.r >= l.b
       AND l.r >= @fmul(p.loss_divergence_factor; l.b)
@@ -345,7 +346,7 @@ SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, valu
 FROM spikes
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
-       @printf('The smoothed loss diverged from step %d: %s at the last step, against a lowest %.6g.'; first_step; coalesce(@printf('%.6g'; value), 'unknown'); reference)
+       @printf('The smoothed loss (median of 10 rows) diverged at step %d: %.6g there, against a lowest %.6g before; %s at the last step.'; first_step; diverged_to; reference; coalesce(@printf('%.6g'; value), 'unknown'))
 FROM divergence
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,

@@ -1,6 +1,6 @@
 -- job_analytics: one row per job, every section joined (energy included), with warnings:
 -- plain-language reasons why figures are NULL or partial: every NULL figure has one (a job
--- without step rows has the first for its performance, losses and durations; analytics.md: a
+-- without step rows has the first for the figures read from step rows; analytics.md: a
 -- figure that cannot be computed is null and the warnings say why). job_results materialises it
 -- (warehouse/results.py): a change here needs a migration that refills job_results. The trainer's
 -- own summary figures (trainer_runs) are named in a warning where the step rows leave the
@@ -58,7 +58,11 @@ SELECT j.job_id,
        p.timed_rows,
        l.nonfinite_losses,
        @compact_list(
-           CASE WHEN p.step_rows = 0 THEN 'no step rows: performance, losses and durations are null' END,
+           CASE WHEN p.step_rows = 0
+                THEN 'no step rows: samples, throughput, iteration time, training_seconds, overhead_seconds'
+                     || ' and losses are null'
+                     || CASE WHEN d.total_seconds IS NULL THEN ', and total_seconds (no start and end known)'
+                             ELSE ' (total_seconds is the job''s own start to end)' END END,
            CASE WHEN r.gpu_readings = 0
                 THEN 'no GPU readings: resource_utilization and gpu_utilization_score are null' END,
            -- a trainer's summary and per-device batch are its own figures, not analytics.md's

@@ -1,5 +1,6 @@
 -- job_energy: a job's energy (power integrated over its GPU samples) and its GPUs' throttling
--- and idleness.
+-- and idleness. All NULL for a job without GPU samples (its GPUs' counts too: 0 idle GPUs would
+-- say what the samples never measured; revision 0040).
 WITH gpus AS (
     SELECT job_id,
            @ordered_fsum(energy_wh) AS energy_wh,
@@ -13,8 +14,8 @@ WITH gpus AS (
 SELECT j.job_id,
        g.energy_wh AS total_energy_wh,
        CASE WHEN p.total_samples > 0 THEN @fdiv(g.energy_wh; @fdiv(p.total_samples; 1000)) END AS energy_per_1000_samples_wh,
-       coalesce(g.gpus_with_power, 0) AS gpus_with_power,
-       coalesce(g.idle_gpus, 0) AS idle_gpus,
+       g.gpus_with_power,
+       g.idle_gpus,
        g.average_throttled_share
 FROM jobs j
 JOIN job_performance p ON p.job_id = j.job_id
