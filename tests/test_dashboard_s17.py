@@ -1,23 +1,41 @@
-"""Session 17's dashboard fixes. The API: each insight carries `gpu_uuid` (the GPU's UUID, null
-without one and for the kinds that are not a GPU's), on both engines, so that two GPUs of one host
-under index 0 (containers) are told apart.
+"""Session 17's dashboard fixes, each seen in a real browser (the API's `gpu_uuid` on both engines).
+
+- Job ids `.` and `..`: a browser resolves a URL path segment `.` or `..` away before it asks,
+  written `%2E` or not (WHATWG URL, "double-dot path segment"), so no page can reach those jobs'
+  per-job answers (/api/training/%2E%2E/analytics is sent as /api/analytics). The job page says
+  so, instead of "Job not found" for a job the warehouse has.
+- A GPU flagged idle is marked (`⚠ idle` in its legend) on the GPU charts when its samples name no
+  host: the insight's host is null, the readings' "".
+- Two GPUs of one host under index 0 (containers): only the idle one is marked; the insights carry
+  `gpu_uuid` (the GPU's UUID, null without one and for the kinds that are not a GPU's).
+- The time axis of the GPU charts and of Summary's utilization chart reads UTC, as labelled,
+  whatever the browser's timezone (America/New_York here, through CDP).
+- A 195-character job id keeps the Compare page within a 390 px phone screen.
+- A loss of 4.72e-05 reads 4.72e-5, never 0; a null figure with a unit reads "—" alone; a job
+  without step rows gets a sentence instead of an empty loss chart, which does not contradict
+  its Steps card (the TensorFlow Object Detection eval run of shared/realdata: 20,000 steps,
+  the highest step of its metrics, and no step row).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
 from conftest import Engine, Lab
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import TOKEN_ENV, create_app
-from tests.browser import REPO
+from runlytics.ingest.pipeline import ingest
+from tests.browser import CHROMIUM, REPO, Page, launch, serve
 
 T0 = 1_767_236_400  # 2026-01-01T03:00:00Z: 22:00 the day before in New York
 TF2_EVAL = REPO.parent / "shared" / "realdata" / "tool_logs2" / "tfevents" / "tf2-objdet-eval"
@@ -139,3 +157,78 @@ def test_insights_carry_the_gpus_uuid(client: TestClient) -> None:
         "job_id", "kind", "severity", "first_step", "last_step", "start_time", "end_time", "host", "gpu_index",
         "gpu_uuid", "value", "reference", "message",
     ]  # fmt: skip
+
+
+# --- the browser
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("s17")
+    root, spool = tmp / "jobs", tmp / "spool"
+    _fill(root, spool, with_tf2=TF2_EVAL.exists())
+    db = tmp / "warehouse.duckdb"
+    assert ingest(db, [root], spools=[spool]).failed == 0
+    with serve(db) as base:
+        yield {"base": base, "api": httpx.Client(base_url=base, timeout=30)}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"the browser tests need Chromium at {CHROMIUM}: apt-get install chromium")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Page]:
+    page = Page(browser)
+    yield page
+    page.close()
+
+
+def _job_url(site: dict[str, Any], job_id: str) -> str:
+    return f"{site['base']}/job?id={quote(job_id, safe='')}"
+
+
+def _chart(tab: Page, name: str) -> Any:
+    return tab.page.evaluate(f"() => JSON.parse(JSON.stringify(window.runlyticsCharts?.[{name!r}] ?? null))")
+
+
+CARD = """(title) => {
+  const card = [...document.querySelectorAll('.card')].find((c) => c.querySelector('h3').textContent === title);
+  return card ? [...card.querySelectorAll('dt')].map((dt) => [dt.textContent, dt.nextElementSibling.textContent]) : [];
+}"""
+
+
+def _card(tab: Page, title: str) -> dict[str, str]:
+    """A card's figures, name → shown text."""
+    return dict(tab.page.evaluate(CARD, title))
+
+
+# item 5
+
+
+def test_compare_with_a_195_character_id_fits_a_phone(site: dict[str, Any], browser: Any) -> None:
+    phone = Page(browser, width=390, height=844)
+    try:
+        phone.open(f"{site['base']}/compare?job_ids={LONG_ID},other")
+        assert phone.page.locator("ul.chips li").count() == 2
+        assert phone.page.locator("ul.winners a").count() >= 1  # the long id wins something
+        assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+        # the chip, its × and the winner links are on the screen
+        rights = phone.page.evaluate(
+            "() => [...document.querySelectorAll('ul.chips li, ul.chips button, ul.winners a')]"
+            ".map((e) => e.getBoundingClientRect().right)"
+        )
+        assert rights and max(rights) <= 390, rights
+        assert phone.errors == []
+    finally:
+        phone.close()
