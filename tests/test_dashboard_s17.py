@@ -213,6 +213,26 @@ def _card(tab: Page, title: str) -> dict[str, str]:
     return dict(tab.page.evaluate(CARD, title))
 
 
+# items 2 and 3
+
+
+def test_an_idle_gpu_without_host_is_marked(site: dict[str, Any], tab: Page) -> None:
+    tab.open(_job_url(site, "idle-nohost"))
+    assert _chart(tab, "gpu-utilization_percent")["labels"] == ["GPU 0", "GPU 1 ⚠ idle"]
+    assert tab.page.locator(".gpu-insights li").all_inner_texts()[0].startswith("warning GPU 1: ")
+    assert tab.errors == []
+
+
+def test_of_two_gpus_sharing_an_index_only_the_idle_one_is_marked(site: dict[str, Any], tab: Page) -> None:
+    tab.open(_job_url(site, "shared-index"))
+    labels = _chart(tab, "gpu-utilization_percent")["labels"]
+    assert labels == ["n1 GPU 0 (GPU-busy)", "n1 GPU 0 (GPU-idle) ⚠ idle"]
+    assert _chart(tab, "gpu-memory_used_mb")["labels"] == labels
+    assert tab.page.locator(".gpu-insights li").all_inner_texts()[0].startswith("warning n1 GPU 0 (GPU-idle): ")
+    assert tab.page.locator("table.insights tbody td").nth(3).inner_text() == "n1 GPU 0 (GPU-idle)"
+    assert tab.errors == []
+
+
 # item 5
 
 

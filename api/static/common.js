@@ -526,6 +526,14 @@ export function severityBadge(severity) {
   return el("span", { class: `badge sev-${severity}` }, severity);
 }
 
+/** A GPU as the pages name it: "node-1 GPU 0", or "GPU 0" without a host; with a UUID (two GPUs of
+ * a host may share an index: containers, Slurm cgroups) its start in brackets, as the job page's
+ * GPU charts' legends name it: "node-1 GPU 0 (GPU-8f2c41d0)". */
+export function gpuName(host, index, uuid = null) {
+  const name = host ? `${host} GPU ${index}` : `GPU ${index}`;
+  return uuid ? `${name} (${uuid.slice(0, 12)})` : name;
+}
+
 /** "12–40", "12" or "—": the steps an insight covers. */
 export function stepRange(insight) {
   if (insight.first_step == null) return DASH;

@@ -2,7 +2,7 @@
 // filtered by kind, severity, job status, model and start time; "More" follows the API's keyset
 // cursor, so rows added by an ingest in between are neither skipped nor shown twice. The filters
 // go into the URL (/insights?severity=critical&kind=loss_spike).
-import { api, el, main, showError, ready, markNav, num, when, jobLink, severityBadge, stepRange, STATUSES, SEVERITIES, INSIGHT_KINDS, ApiError } from "./common.js";
+import { api, el, main, showError, ready, markNav, num, when, jobLink, severityBadge, stepRange, gpuName, STATUSES, SEVERITIES, INSIGHT_KINDS, ApiError } from "./common.js";
 
 const params = new URLSearchParams(location.search);
 const PAGE = Math.min(1000, Number(params.get("limit")) || 100); // ?limit=N: smaller pages
@@ -45,7 +45,7 @@ function filterForm() {
 function row(i) {
   return el("tr", { dataset: { job: i.job_id, kind: i.kind, severity: i.severity } },
     el("td", {}, severityBadge(i.severity)), el("td", {}, i.kind.replaceAll("_", " ")), el("td", {}, jobLink(i.job_id)),
-    el("td", { class: "num" }, stepRange(i)), el("td", {}, i.gpu_index != null ? (i.host ? `${i.host} GPU ${i.gpu_index}` : `GPU ${i.gpu_index}`) : "—"),
+    el("td", { class: "num" }, stepRange(i)), el("td", {}, i.gpu_index != null ? gpuName(i.host, i.gpu_index, i.gpu_uuid) : "—"),
     el("td", { class: "num" }, num(i.value, 4)), el("td", { class: "num" }, num(i.reference, 4)),
     el("td", { class: "wrap" }, i.message));
 }

@@ -5,7 +5,7 @@
 // rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
 import {
   api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds, shortDuration,
-  severityBadge, stepRange, PALETTE, ApiError, compareHref,
+  severityBadge, stepRange, PALETTE, ApiError, compareHref, gpuName, DASH,
 } from "./common.js";
 
 const STEP_FIELDS = ["ts", "loss", "eval_loss", "samples_per_second", "iteration_time"]; // ts is not downsampled by
@@ -95,7 +95,7 @@ function insightList(answer) {
   }
   const rows = answer.insights.map((i) => el("tr", { dataset: { kind: i.kind, severity: i.severity } },
     el("td", {}, severityBadge(i.severity)), el("td", {}, i.kind.replaceAll("_", " ")), el("td", { class: "num" }, stepRange(i)),
-    el("td", {}, i.host != null || i.gpu_index != null ? gpuName(i.host, i.gpu_index) : "—"), el("td", { class: "wrap" }, i.message)));
+    el("td", {}, i.host != null || i.gpu_index != null ? gpuName(i.host, i.gpu_index, i.gpu_uuid) : DASH), el("td", { class: "wrap" }, i.message)));
   const thresholds = Object.entries(answer.thresholds || {}).map(([k, v]) => `${k} = ${v}`).join(", ");
   section.append(el("p", { class: "muted" }, "Shaded on the charts at their steps; a stall is a hatched gap. ",
     answer.as_of ? `As of ${when(answer.as_of)}.` : ""),
@@ -104,10 +104,6 @@ function insightList(answer) {
     el("thead", {}, el("tr", {}, ["Severity", "Kind", "Steps", "GPU", "What"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, rows))));
   return section;
-}
-
-function gpuName(host, index) {
-  return host ? `${host} GPU ${index}` : `GPU ${index}`;
 }
 
 /** Shaded x ranges for the insights of the given kinds, on the current x axis. */
@@ -321,9 +317,9 @@ function gpuCharts(page, holder) {
   const byGpu = new Map();
   for (const r of page.readings) {
     // a GPU is its UUID when known: two containers' GPUs may share an index on one host
-    const name = gpuName(r.host, r.gpu_index);
-    const key = r.gpu_uuid && page.source === "gpu_samples" ? `${name} (${r.gpu_uuid.slice(0, 12)})` : name;
-    if (!byGpu.has(key)) byGpu.set(key, { rows: [], host: r.host ?? null, index: r.gpu_index });
+    const uuid = page.source === "gpu_samples" ? r.gpu_uuid || null : null;
+    const key = gpuName(r.host, r.gpu_index, uuid);
+    if (!byGpu.has(key)) byGpu.set(key, { rows: [], host: r.host || null, index: r.gpu_index, uuid });
     byGpu.get(key).rows.push(r);
   }
   const figures = [
@@ -335,11 +331,11 @@ function gpuCharts(page, holder) {
   const banded = page.resolution === "minute";
   const bucket = banded ? ` Each point is the mean over ${shortDuration(page.bucket_seconds)}; thin dotted lines: the lowest and highest sample.` : "";
   const flagged = state.insights.filter((i) => GPU_KINDS.has(i.kind));
-  const flagsOf = (gpu) => flagged.filter((i) => i.gpu_index === gpu.index && (i.host ?? null) === (gpu.host ?? null));
+  const flagsOf = (gpu) => flagged.filter((i) => sameGpu(i, gpu));
   holder.replaceChildren(el("p", { class: "muted" }, `Per GPU, ${source}.${bucket}`));
   if (flagged.length) {
     holder.append(el("ul", { class: "gpu-insights" }, flagged.map((i) => el("li", { dataset: { kind: i.kind } },
-      severityBadge(i.severity), " ", gpuName(i.host, i.gpu_index), ": ", i.message))));
+      severityBadge(i.severity), " ", gpuName(i.host, i.gpu_index, i.gpu_uuid), ": ", i.message))));
   }
   const gpus = [...byGpu.keys()];
   for (const [field, title] of figures) {
@@ -367,6 +363,15 @@ function gpuCharts(page, holder) {
       }),
     });
   }
+}
+
+/** Whether an insight is about a GPU of the charts: the same host (the insights' null and the
+ * readings' "" are both no host) and, when both name one, the same UUID (two GPUs of a host may
+ * share an index), else the same index. */
+function sameGpu(insight, gpu) {
+  if ((insight.host || null) !== gpu.host) return false;
+  if (insight.gpu_uuid && gpu.uuid) return insight.gpu_uuid === gpu.uuid;
+  return insight.gpu_index === gpu.index;
 }
 
 // --- the page
