@@ -233,6 +233,49 @@ def test_of_two_gpus_sharing_an_index_only_the_idle_one_is_marked(site: dict[str
     assert tab.errors == []
 
 
+# item 4
+
+
+def _new_york(tab: Page) -> None:
+    cdp = tab.context.new_cdp_session(tab.page)
+    cdp.send("Emulation.setTimezoneOverride", {"timezoneId": "America/New_York"})
+    # the override holds: 03:00 UTC is 22:00 in New York
+    assert tab.page.evaluate(f"new Date({T0 * 1000}).getHours()") == 22
+
+
+def _utc_label(ts: float) -> str:
+    """uPlot's label of a tick at minutes (its `{h}:{mm}{aa}`), in UTC."""
+    t = datetime.fromtimestamp(ts, UTC)
+    return f"{t.hour % 12 or 12}:{t.minute:02d}{'am' if t.hour < 12 else 'pm'}"
+
+
+def _ticks(tab: Page, name: str) -> list[tuple[float, str]]:
+    chart = _chart(tab, name)
+    assert chart["xTicks"], chart
+    return [(s, str(label).split("\n")[0]) for s, label in zip(chart["xSplits"], chart["xTicks"], strict=True)]
+
+
+def test_gpu_chart_ticks_read_utc_in_another_timezone(site: dict[str, Any], tab: Page) -> None:
+    _new_york(tab)
+    tab.open(_job_url(site, "idle-nohost"))
+    ticks = _ticks(tab, "gpu-utilization_percent")
+    assert len(ticks) >= 3
+    # the run is 03:00 to 03:16 UTC (22:00 to 22:16 in New York)
+    assert all(label == _utc_label(split) for split, label in ticks), ticks
+    assert all(label.startswith("3:") and label.endswith("am") for _, label in ticks), ticks
+    assert tab.errors == []
+
+
+def test_summary_utilization_ticks_read_utc_in_another_timezone(site: dict[str, Any], tab: Page) -> None:
+    _new_york(tab)
+    tab.open(site["base"] + "/summary?model=nosamples")
+    ticks = _ticks(tab, "utilization")
+    assert len(ticks) >= 2
+    assert all(label == _utc_label(split) for split, label in ticks), ticks
+    assert all(label.startswith("3:") for _, label in ticks), ticks
+    assert tab.errors == []
+
+
 # item 5
 
 

@@ -274,6 +274,8 @@ export function lineChart(container, { title, series, data, time = false, elapse
     width,
     height,
     scales,
+    // a time axis reads UTC, as labelled, not the browser's local time
+    tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
     series: [
       { label: time ? "time (UTC)" : elapsed ? "elapsed" : "step", value: time ? (u, v) => (v == null ? DASH : new Date(v * 1000).toISOString().slice(0, 19).replace("T", " ")) : elapsed ? (u, v) => (v == null ? DASH : duration(v)) : undefined },
       ...series.map((s, i) => ({
@@ -292,7 +294,7 @@ export function lineChart(container, { title, series, data, time = false, elapse
     cursor: { drag: { x: Boolean(onSelect), y: false, setScale: false } },
     hooks: {
       drawClear: [(u) => drawBands(u, bands)],
-      draw: [(u) => drawMarkers(u, markers)],
+      draw: [(u) => drawMarkers(u, markers), (u) => keepTicks(u, record)],
       setSelect: onSelect ? [(u) => {
         if (u.select.width < 5) return;
         const min = u.posToVal(u.select.left, "x");
@@ -305,6 +307,7 @@ export function lineChart(container, { title, series, data, time = false, elapse
   };
   observers.get(container)?.disconnect(); // a chart drawn again in the same place
   container.replaceChildren();
+  const record = { title, labels: series.map((s) => s.label), data, bands, smoothing, x: options.series[0].label, xSplits: [], xTicks: [] };
   const chart = new uPlot(options, data, container);
   const resize = new ResizeObserver(() => {
     const w = Math.max(280, container.clientWidth);
@@ -314,9 +317,16 @@ export function lineChart(container, { title, series, data, time = false, elapse
   observers.set(container, resize);
   if (container.dataset.chart) {
     window.runlyticsCharts = window.runlyticsCharts || {};
-    window.runlyticsCharts[container.dataset.chart] = { title, labels: series.map((s) => s.label), data, bands, smoothing, x: options.series[0].label };
+    window.runlyticsCharts[container.dataset.chart] = record;
   }
   return chart;
+}
+
+/** The x axis's ticks as drawn, for tests: their values and their labels (uPlot's own). */
+function keepTicks(u, record) {
+  const axis = u.axes[0];
+  record.xSplits = [...(axis._splits ?? [])];
+  record.xTicks = (axis._values ?? []).map(String);
 }
 
 /**
