@@ -295,3 +295,56 @@ def test_compare_with_a_195_character_id_fits_a_phone(site: dict[str, Any], brow
         assert phone.errors == []
     finally:
         phone.close()
+
+
+# item 6
+
+
+def test_a_tiny_loss_is_not_shown_as_zero(site: dict[str, Any], tab: Page) -> None:
+    assert site["api"].get("/api/training/tiny-loss/analytics").json()["losses"]["final_loss"] == TINY_LOSS
+    tab.open(_job_url(site, "tiny-loss"))
+    losses = _card(tab, "Losses")
+    assert (losses["Final"], losses["Best"]) == ("4.72e-5", "4.72e-5")
+    assert losses["Initial"] == "1.999"
+    tab.open(site["base"] + "/?sort=final_loss")
+    row = tab.page.locator("tr[data-job='tiny-loss'] td.c-final_loss")
+    assert row.inner_text() == "4.72e-5"
+    assert tab.errors == []
+
+
+def test_a_null_figure_with_a_unit_is_a_dash_alone(site: dict[str, Any], tab: Page) -> None:
+    energy = site["api"].get("/api/training/idle-nohost/analytics").json()["energy"]
+    assert energy["total_energy_wh"] is not None and energy["energy_per_1000_samples_wh"] is None
+    tab.open(_job_url(site, "idle-nohost"))
+    assert _card(tab, "Energy")["Per 1,000 samples"] == "—"
+    tab.open(site["base"] + "/summary?model=nosamples")
+    assert _card(tab, "Averages")["Throughput"] == "—"
+    assert tab.errors == []
+
+
+def test_a_job_without_steps_says_so_instead_of_an_empty_loss_chart(site: dict[str, Any], tab: Page) -> None:
+    tab.open(_job_url(site, "no-steps"))
+    holder = tab.page.locator("[data-chart=loss]")
+    assert holder.locator("canvas").count() == 0
+    assert holder.inner_text() == "No steps logged yet."
+    assert _card(tab, "Performance")["Steps"] == "—"
+    tab.page.check("#log-loss")  # redrawn: still the sentence
+    assert holder.inner_text() == "No steps logged yet." and holder.locator("canvas").count() == 0
+    assert tab.errors == []
+
+
+def test_an_eval_run_without_step_rows_does_not_contradict_its_steps(site: dict[str, Any], tab: Page) -> None:
+    if not TF2_EVAL.exists():
+        pytest.skip(f"no {TF2_EVAL}")
+    (job,) = [j for j in site["api"].get("/api/training/jobs", params={"limit": 100}).json()["jobs"]
+              if j["job_id"].endswith("my_ssd_mobnet/eval")]  # fmt: skip
+    assert job["total_iterations"] == 20000
+    tab.open(_job_url(site, job["job_id"]))
+    assert _card(tab, "Performance")["Steps"] == "20,000"
+    holder = tab.page.locator("[data-chart=loss]")
+    assert holder.locator("canvas").count() == 0
+    note = holder.inner_text()
+    assert "No steps logged yet" not in note and "No steps logged yet" not in tab.page.locator("main").inner_text()
+    assert note.startswith("No step rows, so no loss curve: the 20,000 steps above are the highest step the job logged")
+    assert tab.page.locator("[data-chart=metric] canvas").count() > 0  # its metrics are charted
+    assert tab.errors == []

@@ -131,7 +131,18 @@ export const DASH = "—";
 
 export function num(value, digits = 2) {
   if (value === null || value === undefined || Number.isNaN(value)) return DASH;
-  return Number(value).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  const v = Number(value);
+  const text = v.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  // a figure too small for the digits is never 0: 4.72e-5, or 0.3 with no decimals asked
+  if (v !== 0 && Number.isFinite(v) && /^-?0$/.test(text)) {
+    return Math.abs(v) < 1e-3 ? v.toExponential(2).replace(/\.?0+e/, "e") : v.toLocaleString("en-US", { maximumSignificantDigits: 3 });
+  }
+  return text;
+}
+
+/** A figure and its unit ("12.5 Wh"), or the dash alone when there is no figure (not "— Wh"). */
+export function withUnit(value, unit, digits = 2) {
+  return value === null || value === undefined || Number.isNaN(value) ? DASH : `${num(value, digits)} ${unit}`;
 }
 
 export function pct(value) {

@@ -5,7 +5,7 @@
 // rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
 import {
   api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds, shortDuration,
-  severityBadge, stepRange, PALETTE, ApiError, compareHref, gpuName, DASH,
+  severityBadge, stepRange, PALETTE, ApiError, compareHref, withUnit, gpuName, DASH,
 } from "./common.js";
 
 const STEP_FIELDS = ["ts", "loss", "eval_loss", "samples_per_second", "iteration_time"]; // ts is not downsampled by
@@ -67,7 +67,7 @@ function cards(a) {
   ];
   if (a.energy && a.energy.total_energy_wh != null) {
     list.push(card("Energy", [
-      ["Total", `${num(a.energy.total_energy_wh, 1)} Wh`], ["Per 1,000 samples", `${num(a.energy.energy_per_1000_samples_wh, 3)} Wh`],
+      ["Total", withUnit(a.energy.total_energy_wh, "Wh", 1)], ["Per 1,000 samples", withUnit(a.energy.energy_per_1000_samples_wh, "Wh", 3)],
       ["Idle GPUs", num(a.energy.idle_gpus, 0)], ["Throttled", a.energy.average_throttled_share == null ? "—" : pct(100 * a.energy.average_throttled_share)],
     ]));
   }
@@ -167,11 +167,26 @@ function common() {
 }
 
 function drawLossChart() {
+  if (!state.rows.length && !state.zoom) {
+    state.holders.loss.replaceChildren(el("p", { class: "muted no-steps", role: "note" }, noSteps()));
+    delete state.charts.loss;
+    return;
+  }
   state.charts.loss = lineChart(state.holders.loss, {
     ...common(), title: state.logLoss ? "Loss (log scale)" : "Loss", data: xy(state.rows, ["loss", "eval_loss"]),
     markers: checkpointMarkers(), bands: bands(LOSS_KINDS), logY: state.logLoss,
     series: [{ label: "loss", color: PALETTE[0], smooth: true }, { label: "eval loss", color: PALETTE[1], points: true }],
   });
+}
+
+/** Said instead of an empty loss chart. A job may have steps but no step rows (a TensorFlow eval
+ * run logs only metrics, at steps up to 20,000; a progress.json's current_step): the sentence
+ * then agrees with the Steps card. */
+function noSteps() {
+  const steps = state.analytics.performance.total_iterations;
+  if (steps == null) return "No steps logged yet.";
+  const others = state.metrics.some((m) => m.source === "metrics");
+  return `No step rows, so no loss curve: the ${num(steps, 0)} steps above are the highest step the job logged${others ? "; its metrics are charted under “Any metric”." : "."}`;
 }
 
 function hasSpeed(rows) {
@@ -426,7 +441,7 @@ async function load() {
   document.title = `${jobId} · runlytics`;
   main(
     el("h1", {}, jobId, " ", statusBadge(analytics.status)),
-    el("p", { class: "muted" }, analytics.model_name ? `Model ${analytics.model_name}. ` : "", `${rows.length ? "" : "No steps logged yet. "}`,
+    el("p", { class: "muted" }, analytics.model_name ? `Model ${analytics.model_name}. ` : "",
       el("a", { href: compareHref([jobId]) }, "Compare with other jobs")),
     cards(analytics),
     warnings(analytics.warnings),

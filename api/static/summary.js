@@ -1,6 +1,6 @@
 // Summary page: the fleet at a glance: jobs by status, GPU hours, the throughput distribution,
 // the top jobs, and GPU utilization over time across every job.
-import { api, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, barChart, binLabels, card, epochSeconds, STATUSES, PALETTE } from "./common.js";
+import { api, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, barChart, binLabels, card, epochSeconds, withUnit, STATUSES, PALETTE } from "./common.js";
 
 const params = new URLSearchParams(location.search);
 const filters = { status: params.get("status") || "", model: params.get("model") || "" };
@@ -93,9 +93,9 @@ async function load() {
       ]),
       card("Averages", [
         ["Completed job duration", duration(summary.average_training_duration_seconds)],
-        ["Throughput", `${num(summary.average_throughput_samples_per_sec)} samples/s`],
+        ["Throughput", withUnit(summary.average_throughput_samples_per_sec, "samples/s")],
         ["GPU utilization", pct(rt.average_gpu_utilization)],
-        ["Peak GPU memory", rt.average_peak_memory_mb == null ? "—" : `${num(rt.average_peak_memory_mb, 0)} MiB`],
+        ["Peak GPU memory", withUnit(rt.average_peak_memory_mb, "MiB", 0)],
       ])),
     el("div", { class: "cards" }, byStatus(summary.jobs_by_status), topJobs(summary)),
     histogram(trends),
