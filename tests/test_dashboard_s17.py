@@ -213,6 +213,30 @@ def _card(tab: Page, title: str) -> dict[str, str]:
     return dict(tab.page.evaluate(CARD, title))
 
 
+# item 1
+
+
+@pytest.mark.parametrize("job_id", ["..", "."])
+def test_a_job_named_dot_or_dot_dot_is_not_called_missing(site: dict[str, Any], tab: Page, job_id: str) -> None:
+    assert site["api"].get("/api/training/jobs", params={"id_prefix": job_id}).json()["jobs"][0]["job_id"] == job_id
+    tab.open(_job_url(site, job_id))
+    assert tab.page.locator("h1").inner_text().startswith(job_id)
+    text = tab.page.locator("main").inner_text()
+    assert "Job not found" not in text and "has no job named" not in text
+    note = tab.page.locator("p.unreachable").inner_text()
+    assert f"runlytics analytics {job_id}" in note and "%2E" in note
+    # no request went to the resolved-away path (/api/analytics, /api/training/analytics, ...)
+    assert not [u for u in tab.requests if "/api/analytics" in u or "/api/training/analytics" in u]
+    assert tab.errors == []
+
+
+def test_a_job_named_three_dots_opens(site: dict[str, Any], tab: Page) -> None:
+    tab.open(_job_url(site, "..."))
+    assert tab.page.locator("h1").inner_text().startswith("...")
+    assert _card(tab, "Performance")["Steps"] == "10"
+    assert tab.errors == []
+
+
 # items 2 and 3
 
 

@@ -173,6 +173,22 @@ export function statusBadge(status) {
   return el("span", { class: `badge status-${status}` }, status);
 }
 
+// --- a job's API answers
+
+/** The path of a job's answers, `/api/training/{job_id}` (add `/analytics`, `/steps`, ...): every
+ * page builds it here. The id is one path segment, `/` and `%` escaped. A browser resolves a
+ * segment `.` or `..` away before it asks, written `%2E` or not (WHATWG URL: `%2E%2E` is a
+ * double-dot segment), so the jobs `.` and `..` have no path a page can ask: see
+ * unreachableJobId. */
+export function apiJobPath(jobId) {
+  return `/api/training/${encodeURIComponent(jobId)}`;
+}
+
+/** Whether a job's answers are out of a browser's reach: its id is `.` or `..` (apiJobPath). */
+export function unreachableJobId(jobId) {
+  return jobId === "." || jobId === "..";
+}
+
 export function jobLink(jobId) {
   return el("a", { href: `/job?id=${encodeURIComponent(jobId)}` }, jobId);
 }

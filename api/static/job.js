@@ -5,7 +5,7 @@
 // rows already fetched; the URL keeps them (&smooth=0.6&x=time&metric=grad_norm).
 import {
   api, chartControls, el, main, showError, ready, markNav, num, pct, duration, when, statusBadge, lineChart, card, every, epochSeconds, shortDuration,
-  severityBadge, stepRange, PALETTE, ApiError, compareHref, withUnit, gpuName, DASH,
+  severityBadge, stepRange, PALETTE, ApiError, compareHref, apiJobPath, unreachableJobId, withUnit, gpuName, DASH,
 } from "./common.js";
 
 const STEP_FIELDS = ["ts", "loss", "eval_loss", "samples_per_second", "iteration_time"]; // ts is not downsampled by
@@ -24,7 +24,7 @@ const GPU_KINDS = new Set(["gpu_idle", "gpu_straggler", "gpu_throttled"]);
 
 const query = new URLSearchParams(location.search);
 const jobId = query.get("id");
-const jobPath = `/api/training/${encodeURIComponent(jobId)}`;
+const jobPath = apiJobPath(jobId);
 const state = {
   zoom: null, charts: {}, checkpoints: [], best: null, status: null, logLoss: query.get("log") === "1", rows: [],
   smoothing: Math.min(0.99, Math.max(0, Number(query.get("smooth")) || 0)),
@@ -391,9 +391,41 @@ function sameGpu(insight, gpu) {
 
 // --- the page
 
+/** The jobs `.` and `..`: a browser resolves the path segment away before asking (apiJobPath),
+ * so the page shows the job list's row and says where the rest is. */
+async function unreachable() {
+  const page = await api("/api/training/jobs", { id_prefix: jobId, sort: "job_id", limit: 10 });
+  const job = page.jobs.find((j) => j.job_id === jobId);
+  if (!job) {
+    main(el("h1", {}, "Job not found"), el("p", {}, `The warehouse has no job named “${jobId}”. `, el("a", { href: "/" }, "All jobs")));
+    return;
+  }
+  const escaped = jobId.replaceAll(".", "%2E");
+  const resolved = jobId === ".." ? "/api/analytics" : "/api/training/analytics";
+  document.title = `${jobId} · runlytics`;
+  main(
+    el("h1", {}, jobId, " ", statusBadge(job.status)),
+    el("p", { class: "notice unreachable", role: "note" },
+      `A browser can't ask the API for this job's answers: it resolves the URL path segment “${jobId}” away before sending, `,
+      `even written ${escaped} (/api/training/${escaped}/analytics goes out as ${resolved}). Below is its row of the jobs list; `,
+      el("code", {}, `runlytics analytics ${jobId}`), " prints its analytics, and curl gets every answer at ",
+      el("code", {}, `/api/training/${escaped}/analytics`), " (", el("code", {}, "/steps"), ", …)."),
+    el("div", { class: "cards" }, card("From the jobs list", [
+      ["Model", job.model_name ?? DASH], ["Start", when(job.start_time), job.start_time], ["Duration", duration(job.total_seconds)],
+      ["Steps", num(job.total_iterations, 0)], ["Samples/s", num(job.average_samples_per_second)], ["Final loss", num(job.final_loss, 4)],
+      ["GPU utilization", pct(job.average_gpu_utilization)],
+    ])),
+    el("p", {}, el("a", { href: "/" }, "All jobs")),
+  );
+}
+
 async function load() {
   if (!jobId) {
     main(el("h1", {}, "Job"), el("p", {}, "No job given: open a job from the ", el("a", { href: "/" }, "jobs list"), "."));
+    return;
+  }
+  if (unreachableJobId(jobId)) {
+    await unreachable();
     return;
   }
   let analytics, rows, checkpoints, gpus, insights, sources;
