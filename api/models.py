@@ -433,9 +433,6 @@ class UtilizationBucket(BaseModel):
     start: str = Field(description="the bucket's start (a whole minute)")
     end: str = Field(description="the bucket's end (a whole minute)")
     average_gpu_utilization: float | None = Field(description="mean GPU utilization of its readings, percent")
-    maximum_gpu_utilization: float | None = Field(
-        description="the highest GPU utilization reading in it, percent (a spike the mean averages away)"
-    )
     readings: int = Field(description="the GPU readings in the bucket")
     jobs: int = Field(description="the jobs those readings belong to")
 

@@ -1,5 +1,4 @@
-"""Session 17: no GPU chart leaves out a GPU's extreme reading without saying so, and the fleet's
-utilization over time carries each bucket's highest reading.
+"""Session 17: no GPU chart leaves out a GPU's extreme reading without saying so.
 
 - `/gpus?max_points=N`: a GPU's share under 2 + 2 per figure (12 for samples: five figures; 10 for
   readings logged with steps: four) used to keep only each GPU's first and last reading, so a
@@ -7,9 +6,7 @@ utilization over time carries each bucket's highest reading.
   there (buckets of one minute: fewer than the share; each holds its figures' minimum and
   maximum); readings logged with steps, which have no minutes, keep their first and last reading
   and say `extremes_kept: false`. `downsampled` says whether readings were left out.
-- `/analytics/fleet`: `utilization_over_time[].maximum_gpu_utilization`, the highest finite
-  reading of the bucket (the rollups' per-minute maxima for samples, the readings logged with
-  steps for jobs without samples).
+- The compare page draws a long job's bucket maxima beside their means.
 
 Expected values are computed here from the readings written. On both engines (PostgreSQL: what
 ``ingest --db`` published)."""
@@ -18,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,53 +214,18 @@ def test_logged_readings_keep_every_extreme_from_ten_a_gpu(client: TestClient, m
     assert one["extremes_kept"] is True and any(r["utilization_percent"] == 100.0 for r in one["readings"])
 
 
-# --- the fleet's utilization over time: each bucket's highest reading ------------------------
-
-
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-
-
-def _timed_utilizations() -> list[tuple[float, float]]:
-    """(time, utilization) of every finite reading the fleet counts: the samples, and the readings
-    logged with steps of the job without samples."""
-    out = [(s["ts"], s["utilization_percent"]) for samples in SAMPLES.values() for s in samples]
-    out += [(row["timestamp"], g["utilization_percent"]) for row in _spike8_history() for g in row["gpus"]]
-    return [(t, u) for t, u in out if math.isfinite(u)]
-
-
-@pytest.mark.parametrize("buckets", [1, 2, 7, 120, 2_000])
-def test_fleet_buckets_carry_their_highest_reading(client: TestClient, buckets: int) -> None:
-    response = client.get("/api/training/analytics/fleet", params={"buckets": buckets})
-    assert response.status_code == 200, response.text
-    over_time = response.json()["utilization_over_time"]
-    readings = _timed_utilizations()
-    assert sum(b["readings"] for b in over_time) == len(readings)
-    for b in over_time:
-        start, end = _epoch(b["start"]), _epoch(b["end"])
-        held = [u for t, u in readings if start <= t // 60 * 60 < end]
-        assert b["readings"] == len(held)
-        assert b["maximum_gpu_utilization"] == max(held), b
-        assert b["average_gpu_utilization"] == pytest.approx(math.fsum(held) / len(held))
-    # the bucket of GPU 5's one sample at 100 %: its mean alone would hide it
-    (hot,) = [b for b in over_time if _epoch(b["start"]) <= T0 + 101 < _epoch(b["end"])]
-    assert hot["maximum_gpu_utilization"] == 100.0 and hot["average_gpu_utilization"] < 50
-
-
-def test_fleet_maximum_is_in_the_schema(client: TestClient) -> None:
+def test_chart_flags_are_in_the_schema(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()["components"]["schemas"]
-    assert "maximum_gpu_utilization" in schema["UtilizationBucket"]["required"]
     assert {"downsampled", "extremes_kept"} <= set(schema["GpuPage"]["required"])
 
 
 # --- the compare and summary pages draw a long job's spike (a real browser, DuckDB) ----------
 
 
-def test_compare_and_summary_draw_the_highest_reading_of_a_long_job(tmp_path: Path) -> None:
+def test_compare_draws_the_highest_reading_of_a_long_job(tmp_path: Path) -> None:
     """900 minutes of one GPU, a sample every 30 s at 0 % but one at 100 %: the compare page's
     800 points chart 2-minute buckets, whose mean of 4 samples peaks at 25 %; their maximum, drawn
-    as the dotted `long max`, is 100. The summary's fleet chart draws each bucket's highest
-    reading (`maximum_gpu_utilization`) beside its mean."""
+    as the dotted `long max`, is 100."""
     from tests.browser import CHROMIUM, Page, launch, serve
 
     if not Path(CHROMIUM).exists():
@@ -298,16 +259,6 @@ def test_compare_and_summary_draw_the_highest_reading_of_a_long_job(tmp_path: Pa
             assert max(v for v in means if v is not None) == 25.0  # the mean of the spike's bucket
             assert max(v for v in maxima if v is not None) == 100.0
             assert maxima[means.index(25.0)] == 100.0  # at the same time
-            assert tab.errors == []
-            tab.close()
-            # the summary's fleet chart: each bucket's highest reading beside its mean
-            tab = Page(browser)
-            tab.open(base + "/summary")
-            tab.page.wait_for_function("() => (window.runlyticsCharts || {}).utilization")
-            fleet = tab.page.evaluate("() => JSON.parse(JSON.stringify(window.runlyticsCharts.utilization))")
-            assert fleet["labels"][:2] == ["average utilization (%)", "highest reading (%)"]
-            assert max(v for v in fleet["data"][1] if v is not None) < 100.0
-            assert max(v for v in fleet["data"][2] if v is not None) == 100.0
             assert tab.errors == []
             tab.close()
         finally:

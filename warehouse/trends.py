@@ -58,10 +58,7 @@ ORDER BY b.bin
 # the first minute with readings on: utilization_minutes holds the readings summed per job and
 # minute, so a bucket spans whole minutes (the fewest that cover the span in $buckets buckets;
 # fewer buckets than asked when they don't divide it), or it would count a minute's readings in
-# a span that holds part of that minute. Each bucket's highest reading too, from the same
-# readings (gpu_utilization_readings' choice): the samples' per-minute maxima (gpu_minutes), and
-# the readings logged with steps of the jobs without rolled-up samples (none in job_gpu_series),
-# one by one (utilization_minutes holds no maximum).
+# a span that holds part of that minute.
 UTILIZATION_OVER_TIME_TEMPLATE = f"""
 WITH chosen AS (SELECT job_id FROM job_results WHERE {FILTER}),
 minutes AS (SELECT u.* FROM utilization_minutes u JOIN chosen c ON c.job_id = u.job_id),
@@ -69,36 +66,14 @@ span AS (
     SELECT min(minute) AS lo,
            60 * ceil((@seconds_between(min(minute); max(minute)) / 60 + 1) / $buckets) AS width
     FROM minutes
-),
-peaks AS (
-    SELECT g.minute, g.utilization_percent_max AS utilization
-    FROM gpu_minutes g JOIN chosen c ON c.job_id = g.job_id
-    WHERE g.utilization_percent_n > 0
-    UNION ALL
-    SELECT date_trunc('minute', s.ts), g.utilization_percent
-    FROM step_gpus g
-    JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
-    JOIN chosen c ON c.job_id = g.job_id
-    WHERE s.ts IS NOT NULL AND @finite(g.utilization_percent)
-      AND NOT EXISTS (SELECT 1 FROM job_gpu_series x WHERE x.job_id = g.job_id)
-),
-highest AS (
-    SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
-           max(utilization) AS maximum_gpu_utilization
-    FROM peaks, span
-    GROUP BY 1
-),
-buckets AS (
-    SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
-           min(lo) AS lo, min(width) AS width,
-           @ordered_sum(utilization_sum) / sum(readings) AS average_gpu_utilization,
-           sum(readings) AS readings, count(DISTINCT job_id) AS jobs
-    FROM minutes, span
-    GROUP BY 1
 )
-SELECT b.bucket, b.lo, b.width, b.average_gpu_utilization, b.readings, b.jobs, h.maximum_gpu_utilization
-FROM buckets b LEFT JOIN highest h ON h.bucket = b.bucket
-ORDER BY b.bucket
+SELECT least(CAST(floor(@seconds_between(lo; minute) / width) AS BIGINT), $buckets - 1) AS bucket,
+       min(lo) AS lo, min(width) AS width,
+       @ordered_sum(utilization_sum) / sum(readings) AS average_gpu_utilization,
+       sum(readings) AS readings, count(DISTINCT job_id) AS jobs
+FROM minutes, span
+GROUP BY 1
+ORDER BY 1
 """
 UTILIZATION_OVER_TIME = render(UTILIZATION_OVER_TIME_TEMPLATE)  # DuckDB's text (bench/gpu_reads.py times it)
 
@@ -126,11 +101,10 @@ def fleet_trends(con: duckdb.DuckDBPyConnection, filters: Filters, bins: int, bu
                 "start": plain(_moment(lo, width * bucket)),
                 "end": plain(_moment(lo, width * (bucket + 1))),
                 "average_gpu_utilization": plain(util),
-                "maximum_gpu_utilization": plain(highest),
                 "readings": readings,
                 "jobs": n_jobs,
             }
-            for bucket, lo, width, util, readings, n_jobs, highest in over_time
+            for bucket, lo, width, util, readings, n_jobs in over_time
         ],
         "models": [{"model_name": m, "jobs": n} for m, n in models],
     }

@@ -48,29 +48,22 @@ function utilization(trends, holder) {
     return;
   }
   // the API leaves out buckets without readings: a gap in the line, not a slope across it
-  // each bucket's highest reading too, dotted: a spike its mean averages away
-  const xs = [], util = [], highest = [], jobs = [];
+  const xs = [], util = [], jobs = [];
   buckets.forEach((b, i) => {
     if (i > 0 && b.start !== buckets[i - 1].end) {
       xs.push(epochSeconds(buckets[i - 1].end));
       util.push(null);
-      highest.push(null);
       jobs.push(null);
     }
     xs.push((epochSeconds(b.start) + epochSeconds(b.end)) / 2);
     util.push(b.average_gpu_utilization);
-    highest.push(b.maximum_gpu_utilization);
     jobs.push(b.jobs);
   });
   lineChart(holder, {
     title: "GPU utilization across the fleet (%)", time: true, height: 240, spanGaps: false,
-    data: [xs, util, highest, jobs],
+    data: [xs, util, jobs],
     axes: { y: "%", jobs: "jobs" },
-    series: [
-      { label: "average utilization (%)", color: PALETTE[0], points: true },
-      { label: "highest reading (%)", color: PALETTE[0], dash: [1, 3], width: 1, points: false },
-      { label: "jobs reporting", color: PALETTE[1], scale: "jobs", dash: [4, 4] },
-    ],
+    series: [{ label: "average utilization (%)", color: PALETTE[0], points: true }, { label: "jobs reporting", color: PALETTE[1], scale: "jobs", dash: [4, 4] }],
   });
 }
 
