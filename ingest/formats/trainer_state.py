@@ -16,7 +16,8 @@ KIND = "trainer_state"
 
 # Every value of the merged trainer steps of the batch's jobs under its own name (the columns and
 # the numeric keys of `metrics`), source 'trainer_state', into metric_values (revision 0012 copies
-# the rows stored before it the same way).
+# the rows stored before it the same way): the batch's jobs' trainer-state points are replaced,
+# another source's points are never touched.
 METRIC_VALUES = [
     """
     DELETE FROM metric_values
@@ -38,14 +39,20 @@ METRIC_VALUES = [
     )
     WHERE job_id IN (SELECT DISTINCT job_id FROM batch_trainer_steps)
     """,
-    # metric_values has no key (revision 0017): a stored (job, name, step) of another source gives way
-    """
-    DELETE FROM metric_values USING batch_state_metrics b
-    WHERE metric_values.job_id = b.job_id AND metric_values.name = b.name AND metric_values.step = b.step
-    """,
+    # metric_values has no key (revision 0017): one point per (job, name, step). A tool log's point
+    # there stays (one ingest of the final files reads tool logs after trainer states, so theirs win;
+    # and it carries the time step_facts' rows take): only the (job, name, step) no other source
+    # holds get the trainer state's point. Deleting the log's point lost it for good (the log is
+    # read on from its offset) and, with it, the time of its step row (docs/decisions.md).
     """
     INSERT INTO metric_values (job_id, name, step, ts, value, source)
-    SELECT job_id, name, step, NULL, value, 'trainer_state' FROM batch_state_metrics
+    SELECT b.job_id, b.name, b.step, NULL, b.value, 'trainer_state'
+    FROM batch_state_metrics b
+    WHERE NOT EXISTS (
+        SELECT 1 FROM metric_values m
+        WHERE m.job_id = b.job_id AND m.name = b.name AND m.step = b.step
+          AND m.job_id IN (SELECT DISTINCT job_id FROM batch_trainer_steps)
+    )
     """,
 ]
 

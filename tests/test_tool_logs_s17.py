@@ -1,0 +1,212 @@
+"""Session 17's audit of LLaMA-Factory logs (docs/ingest.md, "LLaMA-Factory `trainer_log.jsonl`"):
+
+1. A LLaMA-Factory output folder holds ``trainer_log.jsonl`` and ``checkpoint-N/trainer_state.json``,
+   both logging ``loss``, ``learning_rate``, ``epoch``, ``eval_loss``. A read of the folder's
+   trainer states deleted every stored point of the same (job, name, step), the log's timed ones
+   included: the log is read on from its offset, so they never came back, and the step rows lost
+   their times. A trainer state's point now gives way to a tool log's, whichever is read first.
+2. A LLaMA-Factory text value is a number only as ``"{:.2f}".format`` prints one.
+3. A read that ends in a line still being written timed its lines (and the job's start) from that
+   write's modification time, late: its offset now stays where it began, the next run reads the
+   lines again.
+4. ``throughput`` and ``total_tokens`` of a line whose ``total_tokens`` is 0 (tokens not counted)
+   are no metric points.
+
+Whatever the ingests saw, the warehouse equals one ingest of the final files (docs/decisions.md,
+G9). Every test that ingests runs on both engines (``ingest_engine``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REALDATA, Engine, Lab
+
+JOB = "lf-out"
+TOTAL = 40
+POINTS = "SELECT name, step, ts, value, source FROM metric_values WHERE job_id = $j ORDER BY name, step, source"
+ROWS = """
+SELECT step, ts, loss, eval_loss, learning_rate, grad_norm, epoch, source FROM step_facts
+WHERE job_id = $j ORDER BY step
+"""
+ANALYTICS = "SELECT step_rows, timed_rows, total_seconds FROM job_analytics WHERE job_id = $j"
+START = "SELECT started_at FROM jobs WHERE job_id = $j"
+
+
+@pytest.fixture
+def lab(tmp_path: Path, ingest_engine: Engine) -> Lab:
+    (tmp_path / "lab").mkdir()
+    return Lab(tmp_path / "lab", ingest_engine)
+
+
+def fresh(lab: Lab, tmp_path: Path) -> Lab:
+    """A new warehouse (on the lab's engine) of a copy of the lab's files as they are now, times
+    kept: one ingest of the final files."""
+    (tmp_path / "fresh").mkdir()
+    other = Lab(tmp_path / "fresh", lab.engine)
+    shutil.rmtree(other.root)
+    shutil.copytree(lab.root, other.root)  # copy2: modification times kept
+    other.ingest()
+    return other
+
+
+def facts(lab: Lab, job: str = JOB) -> dict[str, list[tuple[Any, ...]]]:
+    def norm(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in r) for r in rows]
+
+    return {q: norm(lab.query(q, {"j": job})) for q in (POINTS, ROWS, ANALYTICS, START)}
+
+
+def hms(seconds: int) -> str:
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+
+
+def at(path: Path, seconds: float) -> None:
+    os.utime(path, (seconds, seconds))
+
+
+def loss(step: int) -> float:
+    return round(2.0 - step / 100, 4)
+
+
+def lr(step: int) -> float:
+    return 1e-4 * step / TOTAL
+
+
+def log_lines(steps: range) -> str:
+    """LLaMA-Factory's lines for ``steps`` (10 s a step of 10), an eval line at step 20."""
+    out = []
+    for s in steps:
+        line = {"current_steps": s, "total_steps": TOTAL, "loss": loss(s), "learning_rate": lr(s),
+                "epoch": s / TOTAL, "percentage": 100 * s / TOTAL, "elapsed_time": hms(s),
+                "remaining_time": hms(TOTAL - s)}  # fmt: skip
+        out.append(json.dumps(line))
+        if s == 20:
+            evaluation = {"current_steps": 20, "total_steps": TOTAL, "eval_loss": 1.9, "epoch": 0.5,
+                          "percentage": 50.0, "elapsed_time": hms(20), "remaining_time": hms(20)}  # fmt: skip
+            out.append(json.dumps(evaluation))
+    return "".join(line + "\n" for line in out)
+
+
+def trainer_state(global_step: int) -> str:
+    """The trainer state a checkpoint at ``global_step`` holds: the same values as the log, and a
+    grad_norm the log does not have."""
+    history: list[dict[str, Any]] = []
+    for s in range(10, global_step + 1, 10):
+        history.append({"step": s, "loss": loss(s), "learning_rate": lr(s), "epoch": s / TOTAL, "grad_norm": 0.5})
+        if s == 20:
+            history.append({"step": 20, "eval_loss": 1.9, "epoch": 0.5})
+    return json.dumps({"global_step": global_step, "max_steps": TOTAL, "save_steps": 20, "log_history": history})
+
+
+def checkpoint(folder: Path, step: int, when: float) -> Path:
+    path = folder / f"checkpoint-{step}" / "trainer_state.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(trainer_state(step))
+    at(path, when)
+    return path
+
+
+def append(path: Path, text: str, when: float) -> None:
+    with path.open("a") as f:
+        f.write(text)
+    at(path, when)
+
+
+# --- 1. a trainer state read again keeps the log's points ----------------------------------------
+
+
+def test_a_trainer_state_read_again_keeps_the_logs_timed_points(lab: Lab, tmp_path: Path) -> None:
+    """Repro A of the audit: the folder ingested, one of its trainer states touched, ingested
+    again. The log's points (and the step rows' times) were deleted and replaced by the trainer
+    state's untimed ones; now nothing changes, and both equal one ingest of the files."""
+    start = int(time.time()) - 3600
+    folder = lab.root / JOB
+    folder.mkdir()
+    log = folder / "trainer_log.jsonl"
+    log.write_text(log_lines(range(10, TOTAL + 1, 10)))
+    at(log, start + TOTAL)
+    checkpoint(folder, 20, start + 20)
+    state = checkpoint(folder, 40, start + 40)
+    lab.ingest()
+    before = facts(lab)
+    points = {(n, s): (ts, src) for n, s, ts, _, src in before[POINTS]}
+    # the log's points stand where both log a value (timed); the trainer state's grad_norm alone is its own
+    assert points[("loss", 30)] == (utc(start + 30), "llamafactory")
+    assert points[("eval_loss", 20)] == (utc(start + 20), "llamafactory")
+    assert points[("grad_norm", 30)] == (None, "trainer_state")
+    assert before[ANALYTICS] == [(4, 3, 40.0)]
+    at(state, start + 600)  # touched (or a new checkpoint): read again
+    assert lab.ingest().ingested == 1
+    assert facts(lab) == before
+    assert facts(fresh(lab, tmp_path)) == before
+
+
+def test_ingests_after_each_checkpoint_equal_one_ingest(lab: Lab, tmp_path: Path) -> None:
+    """Repro B of the audit: ingested after each checkpoint as cron sees it (the log up to it, then
+    its trainer state), against one ingest of the final folder: the second checkpoint's read
+    deleted the points the first ingest had read from the log (15 of 865 timed rows left on the
+    real run)."""
+    start = int(time.time()) - 3600
+    folder = lab.root / JOB
+    folder.mkdir()
+    log = folder / "trainer_log.jsonl"
+    log.write_text(log_lines(range(10, 21, 10)))
+    at(log, start + 20)
+    checkpoint(folder, 20, start + 21)
+    lab.ingest()
+    append(log, log_lines(range(30, TOTAL + 1, 10)), start + 40)
+    checkpoint(folder, 40, start + 41)
+    lab.ingest()
+    ended = facts(lab)
+    assert ended[ANALYTICS] == [(4, 3, 40.0)]
+    assert [ts for _, ts, *_ in ended[ROWS]] == [utc(start + s) for s in (10, 20, 30, 40)]
+    assert ended == facts(fresh(lab, tmp_path))
+    assert lab.ingest().ingested == 0
+    assert facts(lab) == ended
+
+
+def test_the_log_read_before_its_trainer_state_keeps_its_points(lab: Lab, tmp_path: Path) -> None:
+    """The log's lines of a step ingested before the checkpoint of that step is saved: the trainer
+    state's later read adds only what no log holds."""
+    start = int(time.time()) - 3600
+    folder = lab.root / JOB
+    folder.mkdir()
+    log = folder / "trainer_log.jsonl"
+    log.write_text(log_lines(range(10, TOTAL + 1, 10)))
+    at(log, start + 40)
+    checkpoint(folder, 20, start + 41)
+    lab.ingest()
+    checkpoint(folder, 40, start + 42)
+    lab.ingest()
+    assert facts(lab) == facts(fresh(lab, tmp_path))
+    assert lab.query("SELECT count(*) FROM metric_values WHERE job_id = $j AND ts IS NULL AND name <> 'grad_norm'",
+                     {"j": JOB}) == [(0,)]  # fmt: skip
+
+
+def test_the_real_run_keeps_its_times_when_a_trainer_state_is_touched(lab: Lab) -> None:
+    """The real mistral-translator folder with its LLaMA-Factory log: touching trainer_state.json
+    took its 865 timed step rows to 0 and total_seconds from 20386 to NULL."""
+    folder = lab.root / "mistral-translator"
+    shutil.copytree(REALDATA / "hf_trainer_state" / "mistral-translator", folder)
+    log = folder / "trainer_log.jsonl"
+    shutil.copy(REALDATA / "tool_logs" / "llamafactory-mistral-trainer_log.jsonl", log)
+    at(log, time.time() - 3600)
+    lab.ingest()
+    before = facts(lab, "mistral-translator")
+    assert before[ANALYTICS] == [(866, 865, 20386.0)]
+    at(folder / "trainer_state.json", time.time() - 60)
+    assert lab.ingest().ingested == 1
+    assert facts(lab, "mistral-translator") == before
