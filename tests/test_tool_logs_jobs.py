@@ -217,18 +217,20 @@ MISTRAL = REALDATA / "tool_logs" / "llamafactory-mistral-trainer_log.jsonl"
 
 def test_the_ingest_summary_counts_a_tool_logs_points_not_as_step_rows(lab: Lab, tmp_path: Path) -> None:
     """The real Mistral LLaMA-Factory log: 866 distinct steps, and a numeric value per metric on each
-    line. The summary reads its points as ``points`` (every value on every line) and no step rows;
-    the warehouse keeps one per (metric, step) and one step row per step."""
+    line (but its throughput and total_tokens: 0 on every line, tokens not counted). The summary
+    reads its points as ``points`` (every value on every line) and no step rows; the warehouse
+    keeps one per (metric, step) and one step row per step."""
     lines = [json.loads(t) for t in MISTRAL.read_text().splitlines()]
-    skip = {"current_steps", "total_steps", "elapsed_time", "remaining_time"}
+    skip = {"current_steps", "total_steps", "elapsed_time", "remaining_time", "throughput", "total_tokens"}
     values = [(k, e["current_steps"]) for e in lines for k in e if k not in skip]
     steps = {e["current_steps"] for e in lines}
-    assert (len(values), len(set(values)), len(steps)) == (5200, 5196, 866)
+    assert {e["total_tokens"] for e in lines} == {0}
+    assert (len(values), len(set(values)), len(steps)) == (3466, 3464, 866)
     copy_log(lab, MISTRAL, "mistral-lf")
     summary = lab.ingest()
-    assert (summary.rows, summary.points, summary.warnings) == (0, 5200, 0)
-    assert summary.as_dict()["points"] == 5200
-    assert lab.query("SELECT count(*) FROM metric_points WHERE job_id = 'mistral-lf'") == [(5196,)]
+    assert (summary.rows, summary.points, summary.warnings) == (0, 3466, 0)
+    assert summary.as_dict()["points"] == 3466
+    assert lab.query("SELECT count(*) FROM metric_points WHERE job_id = 'mistral-lf'") == [(3464,)]
     assert lab.query("SELECT step_rows FROM job_analytics WHERE job_id = 'mistral-lf'") == [(866,)]
     again = lab.ingest()
     assert (again.rows, again.points) == (0, 0)
@@ -250,11 +252,11 @@ def test_the_text_summary_names_points_and_step_rows(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert "; 2 step rows, 5200 metric points, 0 GPU samples, 0 warnings, " in out.stdout
+    assert "; 2 step rows, 3466 metric points, 0 GPU samples, 0 warnings, " in out.stdout
     status = subprocess.run(
         [sys.executable, "-m", "runlytics", "status", "--db", str(tmp_path / "w.duckdb")],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert "2 step rows, 5200 metric points, 0 GPU samples" in status.stdout, status.stdout
+    assert "2 step rows, 3466 metric points, 0 GPU samples" in status.stdout, status.stdout

@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 from conftest import REALDATA, Engine, Lab
 
+from runlytics.ingest.formats import llamafactory
+
 JOB = "lf-out"
 TOTAL = 40
 POINTS = "SELECT name, step, ts, value, source FROM metric_values WHERE job_id = $j ORDER BY name, step, source"
@@ -210,3 +212,77 @@ def test_the_real_run_keeps_its_times_when_a_trainer_state_is_touched(lab: Lab) 
     at(folder / "trainer_state.json", time.time() - 60)
     assert lab.ingest().ingested == 1
     assert facts(lab, "mistral-translator") == before
+
+
+# --- 2. text values: what "{:.2f}".format prints, nothing else ---------------------------------
+
+KEPT_TEXT = {"0.00": 0.0, "12.50": 12.5, "-3.5": -3.5, "12": 12.0, "inf": math.inf, "-inf": -math.inf}
+DROPPED_TEXT = (" nan ", "NaN", "NAN", "Infinity", "infinity", "+inf", "1e3", "1.5E-2", "+1", "1_000", " 1.5",
+                "1.5 ", ".5", "5.", "0x10", "\u0661\u0662", "")  # fmt: skip
+
+
+def test_text_values_are_numbers_only_as_the_format_prints_them() -> None:
+    lines = [{"current_steps": i, "throughput": text} for i, text in enumerate([*KEPT_TEXT, "nan", *DROPPED_TEXT])]
+    chunk = llamafactory.parse("".join(json.dumps(line) + "\n" for line in lines).encode())
+    got = {lines[p.step]["throughput"]: p.value for p in chunk.points}
+    assert math.isnan(got.pop("nan"))
+    assert got == KEPT_TEXT
+    dropped = [w for w in chunk.warnings if "is not a number, dropped" in w]
+    assert len(dropped) == len(DROPPED_TEXT)
+    assert f"line {len(KEPT_TEXT) + 2}: throughput ' nan ' is not a number, dropped" in chunk.warnings
+
+
+def test_text_values_ingested(lab: Lab) -> None:
+    """The audit's lines: " nan ", "Infinity", "1e3" and "1_000" are no numbers (each dropped with a
+    warning naming its line); the JSON numbers beside them are kept."""
+    log = lab.root / "lf" / "trainer_log.jsonl"
+    log.parent.mkdir()
+    lines = [
+        {"current_steps": 10, "total_steps": 100, "loss": 2.0, "throughput": " nan ", "elapsed_time": "0:00:10"},
+        {"current_steps": 20, "total_steps": 100, "loss": "Infinity", "throughput": "1e3", "elapsed_time": "0:00:20"},
+        {"current_steps": 30, "total_steps": 100, "loss": 1.5, "throughput": "12.50", "elapsed_time": "0:00:30"},
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    at(log, time.time() - 3600)
+    summary = lab.ingest()
+    values = "SELECT name, step, value FROM metric_values WHERE job_id = 'lf' ORDER BY name, step"
+    assert lab.query(values) == [("loss", 10, 2.0), ("loss", 30, 1.5), ("throughput", 30, 12.5)]
+    assert [m for _, m in summary.listed_warnings] == [
+        "line 1: throughput ' nan ' is not a number, dropped",
+        "line 2: loss 'Infinity' is not a number, dropped",
+        "line 2: throughput '1e3' is not a number, dropped",
+    ]
+
+
+# --- 4. tokens not counted: no throughput ----------------------------------------------------------
+
+TOKENS = "SELECT count(*) FROM metric_values WHERE job_id = $j AND name IN ('throughput', 'total_tokens')"
+
+
+def test_the_real_log_counts_no_tokens_so_has_no_throughput(lab: Lab) -> None:
+    """Every line of the real log says "throughput": "0.00", "total_tokens": 0 (LLaMA-Factory without
+    token counting): "not counted", charted as a flat 0 before. No such points now, no warning."""
+    log = lab.root / "mistral" / "trainer_log.jsonl"
+    log.parent.mkdir()
+    shutil.copy(REALDATA / "tool_logs" / "llamafactory-mistral-trainer_log.jsonl", log)
+    at(log, time.time() - 3600)
+    summary = lab.ingest()
+    assert lab.query(TOKENS, {"j": "mistral"}) == [(0,)]
+    assert lab.query("SELECT count(*) FROM metric_values WHERE job_id = 'mistral' AND name = 'loss'") == [(866,)]
+    assert summary.listed_warnings == []
+
+
+def test_counted_tokens_keep_their_throughput(lab: Lab) -> None:
+    log = lab.root / "lf" / "trainer_log.jsonl"
+    log.parent.mkdir()
+    lines = [
+        {"current_steps": 10, "loss": 2.0, "throughput": "1523.41", "total_tokens": 40960},  # counted: kept
+        {"current_steps": 20, "loss": 1.9, "throughput": "0.00", "total_tokens": 0},  # not counted: dropped
+        {"current_steps": 30, "loss": 1.8, "throughput": "980.00"},  # a throughput alone: kept
+        {"current_steps": 40, "loss": 1.7, "throughput": "0.00", "total_tokens": 0.0},
+    ]
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    at(log, time.time() - 3600)
+    lab.ingest()
+    values = "SELECT name, step, value FROM metric_values WHERE job_id = 'lf' AND name <> 'loss' ORDER BY name, step"
+    assert lab.query(values) == [("throughput", 10, 1523.41), ("throughput", 30, 980.0), ("total_tokens", 10, 40960.0)]

@@ -5,10 +5,12 @@ step: ``loss``, ``lr`` or ``learning_rate``, ``epoch``, ``percentage``, ``eval_l
 lines, ``throughput`` and ``total_tokens`` in newer versions, and ``elapsed_time`` /
 ``remaining_time`` as ``[D day[s], ]H:MM:SS`` text. Every numeric value other than
 ``current_steps`` / ``total_steps`` is a metric under its key. ``throughput`` is written as text
-(``"0.00"``, LLaMA-Factory formats it with ``%.2f``): a string that is a plain number counts as
-that number; the times are durations, not metrics, and place the points in time when the run's
-start is known. A (key, step) written twice (eval lines at a train line's step, two ranks
-logging the same step, the closing line repeating the last step) keeps the later line's value.
+(``"0.00"``, LLaMA-Factory formats it with ``"{:.2f}"``): a string that format prints (a plain
+decimal number, ``nan``, ``inf``, ``-inf``) counts as that number, no other string does. A line
+whose ``total_tokens`` is 0 (tokens not counted) has no ``throughput`` or ``total_tokens`` metric.
+The times are durations, not metrics, and place the points in time when the run's start is
+known. A (key, step) written twice (eval lines at a train line's step, two ranks logging the same
+step, the closing line repeating the last step) keeps the later line's value.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ DURATION = re.compile(r"(?:([0-9]{1,12}) days?, )?([0-9]{1,12}):([0-5][0-9]):([0
 # seconds: a fall of elapsed_time this large starts a new run (a resume); two ranks writing one log
 # differ by a second or two, and a resumed run logs its first line minutes below where the last stopped
 RESUMED_FALLBACK = 60.0
+# A value written as text is a number when it is what LLaMA-Factory's "{:.2f}".format(...) prints
+# (``throughput``): ASCII digits with an optional minus and fraction, or ``nan``, ``inf``, ``-inf``
+# (the format's words for a value that is no finite number, kept as such as a JSON NaN is). Nothing
+# else: no spaces, no exponent, no "+", no "NaN"/"Infinity", no "1_000", no other script's digits
+# (all of which float() takes).
+FORMATTED_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?|nan|-?inf")
+# Versions that write ``throughput`` and ``total_tokens`` on every line write them from the token
+# count even when the trainer counts no tokens (its default): 0 there is "not counted", not a
+# throughput of 0. Newer versions write neither then.
+TOKEN_KEYS = frozenset({"throughput", "total_tokens"})
 TAIL_BYTES = 64 * 1024  # where the last line read before is looked for
 
 
@@ -302,10 +314,11 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
                 last_run, highest = len(read), None
             highest = elapsed if highest is None else max(highest, elapsed)
         figures: list[tuple[str, float]] = []
+        uncounted = _figure(doc.get("total_tokens")) == 0  # tokens not counted: no throughput either
         for key, value in doc.items():
-            if key in NOT_METRICS or key in DURATIONS:
+            if key in NOT_METRICS or key in DURATIONS or (uncounted and key in TOKEN_KEYS):
                 continue
-            figure = number(value, numeric_text=True)
+            figure = _figure(value)
             if figure is not None:
                 figures.append((key, figure))
             elif value is not None:
@@ -323,6 +336,13 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
     if last_run == 0:  # one run: its start is the job's (a later read of a longer log puts it no later)
         info.started_at = started_at
     return chunk, first_elapsed, last_run > 0
+
+
+def _figure(value: object) -> float | None:
+    """A line's value as a metric: a JSON number, or text as LLaMA-Factory formats one; else None."""
+    if isinstance(value, str):
+        return float(value) if FORMATTED_NUMBER.fullmatch(value) else None
+    return number(value)
 
 
 def _later_steps_first_time(run: list[_Line]) -> dict[int, float]:

@@ -22,7 +22,9 @@ import numpy as np
 from runlytics.ingest.json_text import LONE_SURROGATE, as_float, without_surrogates
 from runlytics.ingest.trainer_state import MAX_WHOLE
 
-# a number written as text (LLaMA-Factory formats throughput as "%.2f"): spaces around it, but no "1_000", no hex
+# a number written as text in an MLflow metric line (Python's str() of a float: "1e-05", "nan", "inf"):
+# spaces around it, but no "1_000", no hex. LLaMA-Factory's text values have a stricter rule of their
+# own (llamafactory.FORMATTED_NUMBER)
 NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
