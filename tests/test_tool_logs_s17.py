@@ -254,6 +254,52 @@ def test_text_values_ingested(lab: Lab) -> None:
     ]
 
 
+# --- 3. a read that ends in a line still being written ------------------------------------------
+
+
+def lf_line(step: int, total: int = 100) -> str:
+    return json.dumps({"current_steps": step, "total_steps": total, "loss": loss(step), "elapsed_time": hms(step),
+                       "remaining_time": "0:00:00", "throughput": "12.50"}) + "\n"  # fmt: skip
+
+
+@pytest.mark.parametrize("beside_a_state", [False, True], ids=["run-folder", "trainer-state-folder"])
+def test_a_read_ending_in_a_cut_line_is_read_again(lab: Lab, tmp_path: Path, beside_a_state: bool) -> None:
+    """The audit's repro: lines at 10, 20, 30 s and the first bytes of the line at 40 s, written at
+    40 s (the modification time), read; then the rest. The read placed the start at 40 - 30 s, 10 s
+    late (total_seconds 50 where one read of the final file says 60), and timed its points from it;
+    no later read corrected them. Now the next read reads those lines again: as one read."""
+    start = int(time.time()) - 200  # the run's real start; the log is not settled (written < 5 min ago)
+    folder = lab.root / "sft"
+    folder.mkdir()
+    if beside_a_state:
+        checkpoint(folder, 10, start + 11)
+    log = folder / "trainer_log.jsonl"
+    full = lf_line(40)
+    log.write_text(lf_line(10) + lf_line(20) + lf_line(30) + full[:25])
+    at(log, start + 40)
+    lab.ingest()
+    # seen at once, but read again: the ledger's offset is still the read's start
+    assert len(lab.query("SELECT * FROM metric_values WHERE job_id = 'sft' AND name = 'loss'")) == 3
+    offset = "SELECT read_offset FROM ingest_files WHERE kind = 'llamafactory'"
+    assert lab.own_query(offset) == [(0,)]
+    append(log, full[25:] + lf_line(50), start + 50)
+    lab.ingest()
+    # a read from an offset ending in a cut line: the times of its lines are placed again too
+    append(log, lf_line(60) + lf_line(70)[:10], start + 70)
+    lab.ingest()
+    late = "SELECT ts FROM metric_values WHERE job_id = 'sft' AND name = 'loss' AND step = 60"
+    assert lab.query(late) == [(utc(start + 70),)]  # 10 s late, until the next read
+    append(log, lf_line(70)[10:] + lf_line(80), start + 80)
+    lab.ingest()
+    ended = facts(lab, "sft")
+    assert ended[START] == [(utc(start),)]
+    assert [(n, s, ts) for n, s, ts, _, _ in ended[POINTS] if n == "loss"] == [
+        ("loss", s, utc(start + s)) for s in range(10, 81, 10)
+    ]
+    assert ended == facts(fresh(lab, tmp_path), "sft")
+    assert lab.ingest().ingested == 0
+
+
 # --- 4. tokens not counted: no throughput ----------------------------------------------------------
 
 TOKENS = "SELECT count(*) FROM metric_values WHERE job_id = $j AND name IN ('throughput', 'total_tokens')"

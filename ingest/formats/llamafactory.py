@@ -69,6 +69,17 @@ class LlamaFactoryParser(ToolLogParser):
     reads_lines = True
 
     def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
+        chunk = self._parse(path, data, offset, lines)
+        if chunk.consumed < len(data):
+            # its last line is being written: the modification time is that write's, later than
+            # the last complete line's by up to a logging interval, so these lines' times and the
+            # start are late. Stored as read, but the offset stays at the read's start: the next
+            # run reads them again from the file's time then (their points replaced, the earlier
+            # start kept), as one read of the final file has them
+            chunk.consumed = chunk.lines = 0
+        return chunk
+
+    def _parse(self, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
         try:
             written = utc_from_seconds(os.stat(path).st_mtime)
         except OSError:

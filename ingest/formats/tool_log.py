@@ -469,7 +469,7 @@ class ToolLogFormat:
         chunk.consumed = min(chunk.consumed, len(data))  # the file holds no such newline
         waiting = grows and self.parser.reads_lines and chunk.consumed < len(data)
         ctx.summary.waiting += waiting
-        if grows and chunk.consumed == 0 and offset > 0 and not chunk.warnings:
+        if grows and chunk.consumed == 0 and offset > 0 and not chunk.warnings and chunk.count == 0:
             if not waiting and c.stat.fingerprint is not None:
                 # read to its end before, unchanged since (its record lacked the fingerprint: read
                 # within FRESH_SECONDS of a change): the next run need not open it
