@@ -32,13 +32,19 @@ def test_energy_counts_are_null_without_gpu_samples(tmp_path: Path, ingest_engin
 
 def test_no_step_rows_warning_names_what_is_null(tmp_path: Path, ingest_engine: Engine) -> None:
     lab = Lab(tmp_path, ingest_engine)
-    timed = {"status": "completed", "started_at": T0, "ended_at": T0 + 60}
-    settled(lab.write_job("timed", {"job_id": "timed", **timed}))
-    settled(lab.write_job("queued", {"job_id": "queued", "status": "queued"}))
+    settled(lab.write_job("timed", {"status": "completed", "current_step": 7, "started_at": T0, "ended_at": T0 + 60}))
+    settled(lab.write_job("started", {"status": "running", "started_at": T0}))
+    settled(lab.write_job("queued", {"status": "queued"}))
     lab.ingest()
-    timed_figures, queued_figures = lab.analytics("timed"), lab.analytics("queued")
-    assert timed_figures is not None and queued_figures is not None
-    assert timed_figures["duration"]["total_seconds"] == 60.0
+    figures = {job: lab.analytics(job) for job in ("timed", "started", "queued")}
     common = "no step rows: samples, throughput, iteration time, training_seconds, overhead_seconds and losses are null"
-    assert timed_figures["warnings"][0] == common + " (total_seconds is the job's own start to end)"
-    assert queued_figures["warnings"][0] == common + ", and total_seconds (no start and end known)"
+    first = {job: f["warnings"][0] for job, f in figures.items() if f is not None}
+    no_iterations = "; total_iterations too (no current_step)"
+    no_end = "; end_time and total_seconds too (no ended_at or updated_at)"
+    nothing = "; start_time, end_time and total_seconds too (no started_at, ended_at or updated_at)"
+    # timed: 7 iterations, 60 s from its own start to end: not called null
+    expected = {"timed": common, "started": common + no_iterations + no_end, "queued": common + no_iterations + nothing}
+    assert first == expected
+    timed = figures["timed"]
+    assert timed is not None
+    assert (timed["duration"]["total_seconds"], timed["performance"]["total_iterations"]) == (60.0, 7)

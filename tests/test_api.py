@@ -211,8 +211,8 @@ def test_job_analytics_every_section(client: TestClient) -> None:
         "energy": {
             "total_energy_wh": None,
             "energy_per_1000_samples_wh": None,
-            "gpus_with_power": 0,
-            "idle_gpus": 0,
+            "gpus_with_power": None,  # no GPU was sampled: not 0 in disguise (revision 0040)
+            "idle_gpus": None,
             "average_throttled_share": None,
         },
         "gpus": [],

@@ -118,6 +118,8 @@ WHY = {
     ("energy", "total_energy_wh"): ("energy is null",),
     ("energy", "energy_per_1000_samples_wh"): ("energy is null", "energy_per_1000_samples_wh is null"),
     ("energy", "average_throttled_share"): ("energy is null", "average_throttled_share is null"),
+    ("energy", "gpus_with_power"): ("energy is null",),
+    ("energy", "idle_gpus"): ("energy is null",),
 }
 
 

@@ -237,6 +237,17 @@ def test_a_job_named_three_dots_opens(site: dict[str, Any], tab: Page) -> None:
     assert tab.errors == []
 
 
+def test_compare_with_the_job_dot_dot_keeps_the_other_jobs(site: dict[str, Any], tab: Page) -> None:
+    """`..` has its row in the table (the comparison asks by query parameter) and no curves; the
+    other job keeps its own. Before: "The API answered 404" and nothing of either job."""
+    tab.open(f"{site['base']}/compare?job_ids={quote('..', safe='')},other")
+    assert tab.page.locator("ul.chips li").count() == 2
+    text = tab.page.locator("main").inner_text()
+    assert "answered 404" not in text
+    assert not [u for u in tab.requests if "/api/steps" in u or "/api/gpus" in u or "/api/training/steps" in u]
+    assert tab.errors == []
+
+
 # items 2 and 3
 
 

@@ -235,7 +235,8 @@ def gpu_readings(
 # and last reading and, per bucket, those holding the min and max of every figure. One
 # aggregation pass computes all the extremes (a UNION per figure would scan the rows 8 times).
 GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w")
-# samples have a fifth figure, their SM clock (a throttled GPU's dip is its minimum)
+# samples have a fifth figure, their SM clock (a throttled GPU's dip is its minimum): the figures
+# the per-minute rollups hold
 SAMPLE_FIGURES = (*GPU_FIGURES, "sm_clock_mhz")
 GPU_DOWNSAMPLED = """
 WITH keyed AS (SELECT *, {x} AS x FROM ({source})),
@@ -316,8 +317,7 @@ READING_COLUMNS = (
 # a host: its key), buckets of $width seconds (whole minutes) from the job's first minute; a
 # bucket's reading is its first sample's time, the mean of every figure over its finite readings,
 # and each figure's minimum and maximum, which the rollups hold exactly.
-GPU_ROLLED_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
-MINUTES_PAGE_SQL = MINUTES_PAGE.format(figures=", ".join(MINUTE_FIGURE.format(f=f) for f in GPU_ROLLED_FIGURES))
+MINUTES_PAGE_SQL = MINUTES_PAGE.format(figures=", ".join(MINUTE_FIGURE.format(f=f) for f in SAMPLE_FIGURES))
 # Where a query of DuckDB's reads the minutes: the rows of the job's span only, from the hot table
 # and the minute parts of those days (sealed_reads.between; gpu_minutes itself on PostgreSQL)
 MINUTES = "{minutes}"
@@ -343,9 +343,9 @@ GROUP BY host, gpu_key, bucket
 ORDER BY gpu_index, host, gpu_key, ts
 LIMIT $max_points
 """.format(
-    counts=", ".join(f"sum({f}_n) AS {f}" for f in GPU_ROLLED_FIGURES),
-    minima=", ".join(f"'{f}': min({f}_min)" for f in GPU_ROLLED_FIGURES),
-    maxima=", ".join(f"'{f}': max({f}_max)" for f in GPU_ROLLED_FIGURES),
+    counts=", ".join(f"sum({f}_n) AS {f}" for f in SAMPLE_FIGURES),
+    minima=", ".join(f"'{f}': min({f}_min)" for f in SAMPLE_FIGURES),
+    maxima=", ".join(f"'{f}': max({f}_max)" for f in SAMPLE_FIGURES),
     bucket=GPU_MINUTE_BUCKET,
     where=GPU_MINUTES_OF_JOB,
 )
@@ -364,9 +364,9 @@ GROUP BY host, gpu_key, bucket
 ORDER BY gpu_index, host, gpu_key, ts
 LIMIT $max_points
 """.format(
-    counts=", ".join(f"sum({f}_n) AS {f}" for f in GPU_ROLLED_FIGURES),
-    minima=", ".join(f"min({f}_min) AS min__{f}" for f in GPU_ROLLED_FIGURES),
-    maxima=", ".join(f"max({f}_max) AS max__{f}" for f in GPU_ROLLED_FIGURES),
+    counts=", ".join(f"sum({f}_n) AS {f}" for f in SAMPLE_FIGURES),
+    minima=", ".join(f"min({f}_min) AS min__{f}" for f in SAMPLE_FIGURES),
+    maxima=", ".join(f"max({f}_max) AS max__{f}" for f in SAMPLE_FIGURES),
     bucket=GPU_MINUTE_BUCKET_TEMPLATE,
     where=GPU_MINUTES_OF_JOB,
 )
@@ -378,7 +378,7 @@ series AS (
 )
 SELECT s.series, m.bucket, {sums} FROM minutes m JOIN series s USING (host, gpu_key)
 """.format(
-    sums=", ".join(f"{f}_sum" for f in GPU_ROLLED_FIGURES), bucket=GPU_MINUTE_BUCKET_TEMPLATE, where=GPU_MINUTES_OF_JOB
+    sums=", ".join(f"{f}_sum" for f in SAMPLE_FIGURES), bucket=GPU_MINUTE_BUCKET_TEMPLATE, where=GPU_MINUTES_OF_JOB
 )
 # Every minute's sums with its bucket, its GPU numbered as the buckets' dense_rank numbers it: the
 # buckets' rows give each GPU's number, $series, host and key (a join with a few rows; numbering the
@@ -388,7 +388,7 @@ GPU_MINUTE_SUMS = """
 WITH series AS (SELECT unnest($series) AS series, unnest($series_hosts) AS host, unnest($series_keys) AS gpu_key)
 SELECT s.series, {bucket} AS bucket, {sums} FROM {{minutes}} JOIN series s USING (host, gpu_key)
 {where}
-""".format(sums=", ".join(f"{f}_sum" for f in GPU_ROLLED_FIGURES), bucket=GPU_MINUTE_BUCKET, where=GPU_MINUTES_OF_JOB)
+""".format(sums=", ".join(f"{f}_sum" for f in SAMPLE_FIGURES), bucket=GPU_MINUTE_BUCKET, where=GPU_MINUTES_OF_JOB)
 
 
 @dataclass(frozen=True)
@@ -434,8 +434,8 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     params: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "max_points": max_points}
     series, readings = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})
     share = _share(max_points, series)
-    # per bucket a minimum and a maximum of each figure; none fits a share under 2 + 2 x figures
-    buckets = (share - 2) // (2 * len(figures))
+    # per bucket a minimum and a maximum of each figure: none fits a share under _bucket_share
+    buckets = (share - 2) // (_bucket_share(figures) - 2)
     if is_postgres(con):
         extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in figures)
         sql = sql_for(con, GPU_DOWNSAMPLED_PG).format(
@@ -508,7 +508,7 @@ def _minutes_chart(
         merged_minutes = merged_minutes or row.pop("minutes") > 1
         merged_samples = merged_samples or row["samples"] > 1
         bucket_sums = sums[row.pop("series"), row.pop("bucket")]
-        for figure, total in zip(GPU_ROLLED_FIGURES, bucket_sums, strict=True):
+        for figure, total in zip(SAMPLE_FIGURES, bucket_sums, strict=True):
             count = row[figure]
             row[figure] = plain(total / count) if count else None
     source = "gpu_samples" if sampled is not False else "gpu_minutes"
@@ -540,7 +540,7 @@ def _minutes_page(
         row.pop("gpu_key")
         row.pop("minute")
         _nest_extremes(row)
-        for f in GPU_ROLLED_FIGURES:
+        for f in SAMPLE_FIGURES:
             count, total = row.pop(f"n__{f}"), row.pop(f"sum__{f}")
             row[f] = plain(total / count) if count else None
     return "gpu_minutes", rows, pages.encode("gpus:minutes", keyset) if keyset else None
@@ -549,7 +549,7 @@ def _minutes_page(
 def _nest_extremes(row: dict[str, Any]) -> None:
     """A row's min__<figure> and max__<figure> columns as its ``minimum`` and ``maximum`` objects."""
     for extreme in ("minimum", "maximum"):
-        row[extreme] = {f: row.pop(f"{extreme[:3]}__{f}") for f in GPU_ROLLED_FIGURES}
+        row[extreme] = {f: row.pop(f"{extreme[:3]}__{f}") for f in SAMPLE_FIGURES}
 
 
 def _ordered_sums(
@@ -574,9 +574,9 @@ def _ordered_sums(
     sizes = np.diff(np.append(starts, len(keys)))
     group = np.repeat(np.arange(len(starts)), sizes)
     place = np.arange(len(keys)) - np.repeat(starts, sizes) + 1  # column 0 is the sum's start, 0.0
-    totals = np.empty((len(starts), len(GPU_ROLLED_FIGURES)))
+    totals = np.empty((len(starts), len(SAMPLE_FIGURES)))
     grid = np.empty((len(starts), int(sizes.max()) + 1))
-    for i, figure in enumerate(GPU_ROLLED_FIGURES):
+    for i, figure in enumerate(SAMPLE_FIGURES):
         grid.fill(np.nan)
         grid[group, place] = _floats(data[f"{figure}_sum"])[order]
         grid[:, 1:].sort(axis=1)

@@ -2,7 +2,7 @@
 // configs that differ, and their curves overlaid: any metric (loss by default), throughput and
 // GPU use. The URL (/compare?job_ids=a,b&metric=grad_norm&smooth=0.6&x=time) holds the choice,
 // so it can be shared; job_ids reads as the API reads it (an id holding a comma in double quotes).
-import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError, compareHref, listField, parseJobIds } from "./common.js";
+import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError, compareHref, listField, parseJobIds, apiJobPath, unreachableJobId } from "./common.js";
 
 const MAX = 10;
 const POINTS = 500; // per job
@@ -29,7 +29,9 @@ const WINNERS = [
 ];
 
 const colour = (id) => PALETTE[ids.indexOf(id) % PALETTE.length];
-const jobPath = (id) => `/api/training/${encodeURIComponent(id)}`;
+/** One job's answer at `suffix` of its path; `empty` for the jobs `.` and `..`, whose path no
+ * browser sends as written (common.js, apiJobPath): their rows stay in the table, without curves. */
+const jobApi = (id, suffix, query, empty) => (unreachableJobId(id) ? Promise.resolve(empty) : api(`${apiJobPath(id)}${suffix}`, query));
 
 function setIds(next) {
   location.assign(compareHref(next));
@@ -123,7 +125,7 @@ async function metricHistory(metric) {
     return state.histories.get(metric);
   }
   const answers = await Promise.all(ids.map((id) => (state.logged.get(id)?.has(metric) // a job without it is not asked (the 404 would be logged)
-    ? api(`${jobPath(id)}/metrics/history`, { name: metric, max_points: POINTS }).then((p) => (Array.isArray(p) ? p : p.points ?? []))
+    ? jobApi(id, "/metrics/history", { name: metric, max_points: POINTS }, []).then((p) => (Array.isArray(p) ? p : p.points ?? []))
     : Promise.resolve([]))));
   const result = ids.map((job, i) => ({ job, rows: answers[i].filter((r) => r.value != null) }));
   state.histories.set(metric, result);
@@ -132,7 +134,7 @@ async function metricHistory(metric) {
 
 /** Several step fields of every job in one request per job (about POINTS rows per field). */
 async function stepHistories(fields) {
-  const pages = await Promise.all(ids.map((id) => api(`${jobPath(id)}/steps`, { fields: ["ts", ...fields].join(","), max_points: 2 + POINTS * fields.length })));
+  const pages = await Promise.all(ids.map((id) => jobApi(id, "/steps", { fields: ["ts", ...fields].join(","), max_points: 2 + POINTS * fields.length }, { steps: [] })));
   for (const field of fields) {
     state.histories.set(field, ids.map((job, i) => ({
       job, rows: pages[i].steps.filter((r) => r[field] != null).map((r) => ({ step: r.step, ts: r.ts, value: r[field] })),
@@ -185,7 +187,7 @@ async function drawSpeed(holder) {
  * resolution (a long job) a reading is a bucket whose mean averages a spike away: then `peak`,
  * the highest of its GPUs' latest bucket maxima, is drawn too (a dotted line, `<job> max`). */
 async function gpuHistories() {
-  const pages = await Promise.all(ids.map((id) => api(`${jobPath(id)}/gpus`, { max_points: GPU_POINTS })));
+  const pages = await Promise.all(ids.map((id) => jobApi(id, "/gpus", { max_points: GPU_POINTS }, { readings: [], resolution: "sample" })));
   const perField = { utilization_percent: [], memory_used_mb: [] };
   pages.forEach((page, i) => {
     const timed = page.readings.filter((r) => r.ts).sort((a, b) => epochSeconds(a.ts) - epochSeconds(b.ts));
@@ -244,9 +246,9 @@ async function load() {
     return;
   }
   const stepMetric = STEP_METRICS.includes(state.metric);
-  const lists = () => Promise.all(ids.map((id) => api(`${jobPath(id)}/metrics`).catch(() => null))).then(addMetrics);
+  const lists = () => Promise.all(ids.map((id) => jobApi(id, "/metrics", undefined, null).catch(() => null))).then(addMetrics);
   const perJob = () => Promise.all([
-    Promise.all(ids.map((id) => api(jobPath(id)))),
+    Promise.all(ids.map((id) => jobApi(id, "", undefined, { job_id: id, config: null, started_at: null }))),
     gpuHistories(),
     stepHistories([...new Set(["loss", "samples_per_second", ...(stepMetric ? [state.metric] : [])])]),
     stepMetric ? null : lists(),

@@ -4,7 +4,7 @@ GPU counts; the no-step-rows warning names what is null (session 17 audits).
 - A message printed its figure and its limit with a fixed precision, so a GPU idle 50.01 % of its
   time read "50.0 % of its time (limit 50.0 %)", a peak at 39.99 % of memory "40.0 % ... (below
   40.0 %)". Each figure and what it is compared with are now printed with the first of the
-  kind's format, %.6g and %.17g that tells them apart (the dialect's ``@apart_format``):
+  kind's format, %.6g, %.10g and %.17g that tells them apart (the dialect's ``@apart_format``):
   gpu_idle, gpu_throttled, memory_headroom, low_gpu_utilization, gpu_straggler (the mean against
   the median less the points), slow_vs_peers (the throughput against the fraction of the median).
 - loss_divergence's message named the last row's smoothed loss "against a lowest" that could be
@@ -15,7 +15,8 @@ GPU counts; the no-step-rows warning names what is null (session 17 audits).
   "energy is null: no GPU samples".
 - job_analytics' warning for a job without step rows said its durations were null while
   total_seconds can be known from the job's own start and end: it now names the figures read
-  from step rows, and total_seconds only when it is null.
+  from step rows, then total_iterations, start_time, end_time and total_seconds only when they
+  are null, with what was missing.
 
 Every view keeps its columns: each is replaced in place. job_results and insight_results are
 refilled.

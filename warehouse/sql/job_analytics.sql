@@ -61,8 +61,13 @@ SELECT j.job_id,
            CASE WHEN p.step_rows = 0
                 THEN 'no step rows: samples, throughput, iteration time, training_seconds, overhead_seconds'
                      || ' and losses are null'
-                     || CASE WHEN d.total_seconds IS NULL THEN ', and total_seconds (no start and end known)'
-                             ELSE ' (total_seconds is the job''s own start to end)' END END,
+                     || CASE WHEN p.total_iterations IS NULL THEN '; total_iterations too (no current_step)'
+                             ELSE '' END
+                     || CASE WHEN d.start_time IS NULL AND d.end_time IS NULL
+                             THEN '; start_time, end_time and total_seconds too (no started_at, ended_at or updated_at)'
+                             WHEN d.start_time IS NULL THEN '; start_time and total_seconds too (no started_at)'
+                             WHEN d.end_time IS NULL THEN '; end_time and total_seconds too (no ended_at or updated_at)'
+                             ELSE '' END END,
            CASE WHEN r.gpu_readings = 0
                 THEN 'no GPU readings: resource_utilization and gpu_utilization_score are null' END,
            -- a trainer's summary and per-device batch are its own figures, not analytics.md's

@@ -346,7 +346,9 @@ SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, valu
 FROM spikes
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
-       @printf('The smoothed loss (median of 10 rows) diverged at step %d: %.6g there, against a lowest %.6g before; %s at the last step.'; first_step; diverged_to; reference; coalesce(@printf('%.6g'; value), 'unknown'))
+       @printf('The smoothed loss (median of 10 rows) diverged at step %d: %s there, against a lowest %s before; %s at the last step.'; first_step;
+               @printf(@apart_format(diverged_to; reference; '%.6g'); diverged_to); @printf(@apart_format(diverged_to; reference; '%.6g'); reference);
+               coalesce(@printf('%.6g'; value), 'unknown'))
 FROM divergence
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
