@@ -148,13 +148,18 @@ WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute
 ORDER BY p.path
 """
 # The minute parts holding rows of a range (whose rows the update deletes or must see): moved back
-# to the hot table first (parts.unseal), sealed again by the next seal.
+# to the hot table first (parts.unseal), sealed again by the next seal. With them the part holding
+# the range's next minute where that minute is before $kept: its rollup may be all that is left of
+# its first sample, where the range's last interval ends (KEPT_MINUTES).
 PARTS_TOUCHED = """
 SELECT DISTINCT p.path
 FROM rollup_ranges r
 JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
 JOIN gpu_parts p ON p.table_name = 'gpu_minutes'
-WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute AND p.min_ts < r.hi AND p.max_ts >= r.lo
+WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute
+  AND ((p.min_ts < r.hi AND p.max_ts >= r.lo)
+       OR (r.next_ts < $kept AND p.min_ts <= date_trunc('minute', r.next_ts)
+           AND p.max_ts >= date_trunc('minute', r.next_ts)))
 ORDER BY p.path
 """
 # the whole time span of the ranges, bound as constants so that the scans of gpu_samples skip
@@ -184,12 +189,14 @@ RANGE_SAMPLES = """
 ) WHERE ts < hi)
 """
 # RANGE_SAMPLES where a range holds minutes before $kept whose rollups stand (KEPT_MINUTES, listed
-# after DELETE: the range's minutes left in the hot table): their raw samples may have aged out, so
-# a sample's lead() may run across such a minute to a later one, and count time its samples count
-# already. Each interval ends at the first sample of the next kept minute instead (ASOF: the least
-# first_ts after the sample), as one ingest of the same samples ends it; that sample's power is
-# known when each of the minute's samples had the same finite one, else the energy term is dropped
-# (unknown, not invented). A cron run's ranges lie inside the window: it never runs this.
+# after DELETE: the range's minutes left in the hot table, and the range's next minute, at next_ts):
+# their raw samples may have aged out, so a sample's lead() may run across such a minute to a later
+# one, and count time its samples count already, or find no next sample at all (the range's last
+# one, before a next minute whose samples are gone). Each interval ends at the first sample of the
+# next kept minute instead (ASOF: the least first_ts after the sample), as one ingest of the same
+# samples ends it; that sample's power is known when each of the minute's samples had the same
+# finite one, else the energy term is dropped (unknown, not invented). A cron run's ranges lie
+# inside the window: it never runs this.
 KEPT = "rollup_kept"
 KEPT_MINUTES = f"""
 CREATE OR REPLACE TEMP TABLE {KEPT} AS
@@ -197,7 +204,7 @@ SELECT m.job_id, m.host, m.gpu_key, m.first_ts,
        CASE WHEN m.power_w_n = m.samples AND m.power_w_min = m.power_w_max THEN m.power_w_min END AS first_power_w
 FROM gpu_minutes_hot m
 JOIN rollup_ranges r ON m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key
-WHERE m.minute >= r.lo AND m.minute < r.hi AND m.minute < $kept
+WHERE ((m.minute >= r.lo AND m.minute < r.hi) OR m.first_ts = r.next_ts) AND m.minute < $kept
 """
 CAPPED_RANGE_SAMPLES = f"""
 (SELECT c.*, @seconds_between(c.ts; c.interval_end) AS interval_seconds FROM (
@@ -268,7 +275,7 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whol
             f"SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false))"
         )
         con.execute(ranges_template.format(minutes=minutes), kept)
-    parts.unseal(con, parts.GPU_MINUTES, [path for (path,) in con.execute(PARTS_TOUCHED).fetchall()])
+    parts.unseal(con, parts.GPU_MINUTES, [path for (path,) in con.execute(PARTS_TOUCHED, kept).fetchall()])
     lo, last = con.execute(SPAN).fetchone() or (None, None)
     if lo is not None:
         con.execute(delete, kept)
