@@ -325,11 +325,12 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
                 last_run, highest = len(read), None
             highest = elapsed if highest is None else max(highest, elapsed)
         figures: list[tuple[str, float]] = []
-        uncounted = _figure(doc.get("total_tokens")) == 0  # tokens not counted: no throughput either
+        # tokens not counted: no throughput either
+        uncounted = number(doc.get("total_tokens"), FORMATTED_NUMBER) == 0
         for key, value in doc.items():
             if key in NOT_METRICS or key in DURATIONS or (uncounted and key in TOKEN_KEYS):
                 continue
-            figure = _figure(value)
+            figure = number(value, FORMATTED_NUMBER)
             if figure is not None:
                 figures.append((key, figure))
             elif value is not None:
@@ -347,13 +348,6 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
     if last_run == 0:  # one run: its start is the job's (a later read of a longer log puts it no later)
         info.started_at = started_at
     return chunk, first_elapsed, last_run > 0
-
-
-def _figure(value: object) -> float | None:
-    """A line's value as a metric: a JSON number, or text as LLaMA-Factory formats one; else None."""
-    if isinstance(value, str):
-        return float(value) if FORMATTED_NUMBER.fullmatch(value) else None
-    return number(value)
 
 
 def _later_steps_first_time(run: list[_Line]) -> dict[int, float]:

@@ -24,7 +24,7 @@ from runlytics.ingest.trainer_state import MAX_WHOLE
 
 # a number written as text in an MLflow metric line (Python's str() of a float: "1e-05", "nan", "inf"):
 # spaces around it, but no "1_000", no hex. LLaMA-Factory's text values have a stricter rule of their
-# own (llamafactory.FORMATTED_NUMBER)
+# own (llamafactory.FORMATTED_NUMBER); ``number`` takes either
 NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
@@ -178,15 +178,19 @@ def as_read(before: bytes) -> bytes:
     return before + b"\n" if before and not before.endswith(b"\n") else before
 
 
-def number(value: Any, numeric_text: bool = False) -> float | None:
-    """A JSON number (not a boolean) as a float, or with ``numeric_text`` a string that is one; else None."""
+def number(value: Any, numeric_text: bool | re.Pattern[str] = False) -> float | None:
+    """A JSON number (not a boolean) as a float; a string as the number it spells where
+    ``numeric_text`` allows text: a pattern the whole string matches (LLaMA-Factory's
+    ``FORMATTED_NUMBER``), or True for ``NUMERIC_TEXT`` with spaces around it (MLflow's lines); else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return as_float(value)  # an integer too large for a double: +-inf
-    if numeric_text and isinstance(value, str) and NUMERIC_TEXT.fullmatch(value.strip()):
-        return float(value.strip())
-    return None
+    if numeric_text is False or not isinstance(value, str):
+        return None
+    if numeric_text is True:
+        value, numeric_text = value.strip(), NUMERIC_TEXT
+    return float(value) if numeric_text.fullmatch(value) else None
 
 
 def clean_strings(value: Any, where: str, warnings: list[str]) -> Any:
