@@ -31,6 +31,7 @@ import pytest
 from conftest import REALDATA, Engine, Lab
 
 from runlytics.ingest.formats import llamafactory
+from runlytics.ingest.formats.tool_log import ToolLogFormat
 
 JOB = "lf-out"
 TOTAL = 40
@@ -332,3 +333,43 @@ def test_counted_tokens_keep_their_throughput(lab: Lab) -> None:
     lab.ingest()
     values = "SELECT name, step, value FROM metric_values WHERE job_id = 'lf' AND name <> 'loss' ORDER BY name, step"
     assert lab.query(values) == [("throughput", 10, 1523.41), ("throughput", 30, 980.0), ("total_tokens", 10, 40960.0)]
+
+
+# --- 5. the review of 1-4 ------------------------------------------------------------------------
+
+
+def test_a_log_that_grows_between_discovery_and_the_read_is_timed_from_what_was_found(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's repro (grow_e2e.py): the run finds three lines (written at 30 s), the trainer
+    appends the line at 40 s before the run reads them. The read takes the bytes found, but timed
+    them from the file's modification time after it, the new line's: steps at +20/+30/+40 s and a
+    start 10 s late, never corrected (the data ends in a newline, the offset moves on). They are
+    timed from the modification time of the stat whose size was read."""
+    start = int(time.time()) - 200
+    log = lab.root / "sft" / "trainer_log.jsonl"
+    log.parent.mkdir()
+    log.write_text(lf_line(10) + lf_line(20) + lf_line(30))
+    at(log, start + 30)
+    read_file = ToolLogFormat._read_file
+    grown: list[Path] = []
+
+    def racing(self: ToolLogFormat, ctx: Any, c: Any, *args: Any) -> Any:
+        if c.path == log and not grown:  # found (size and time taken), not read yet
+            grown.append(log)
+            append(log, lf_line(40), start + 40)
+        return read_file(self, ctx, c, *args)
+
+    monkeypatch.setattr(ToolLogFormat, "_read_file", racing)
+    lab.ingest()
+    monkeypatch.undo()
+    assert grown == [log]
+    timed = "SELECT step, ts FROM metric_values WHERE job_id = 'sft' AND name = 'loss' ORDER BY step"
+    assert lab.query(timed) == [(s, utc(start + s)) for s in (10, 20, 30)]
+    assert lab.query(START, {"j": "sft"}) == [(utc(start),)]
+    lab.ingest()
+    ended = facts(lab, "sft")
+    timed_loss = [(s, ts) for n, s, ts, _, _ in ended[POINTS] if n == "loss"]
+    assert timed_loss == [(s, utc(start + s)) for s in range(10, 41, 10)]
+    assert ended[START] == [(utc(start),)]
+    assert ended == facts(fresh(lab, tmp_path), "sft")

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
 from runlytics.ingest import json_text
-from runlytics.ingest.discover import LLAMAFACTORY, JobFolder
+from runlytics.ingest.discover import LLAMAFACTORY
 
-from .text_logs import Chunk, Point, as_read, clean_strings, complete_lines, number, utc_from_seconds, whole
+from .base import Candidate
+from .text_logs import Chunk, Point, as_read, clean_strings, complete_lines, number, utc_from_ns, whole
 from .tool_log import ToolLogParser, bytes_before
 
 FILE_NAME = "trainer_log.jsonl"
@@ -54,11 +54,12 @@ class LlamaFactoryParser(ToolLogParser):
     """A run folder's ``trainer_log.jsonl``, read on from the last complete line.
 
     The log holds no clock time, only each line's elapsed_time, timed from the file's
-    modification time (when its last line was written): see ``parse``. Only the first read (from
-    the file's start) places the job's start; a later read that finds the log resumed since (its
-    elapsed_time falls back, within the new lines or below the last line read before) reads the
-    file whole again, as one read of it would, and says the job's start is unknown: the earlier
-    reads timed the first run from their own modification times, which one read could not.
+    modification time as the run found it (the write of the last byte read, ``read``): see
+    ``parse``. Only the first read (from the file's start) places the job's start; a later read
+    that finds the log resumed since (its elapsed_time falls back, within the new lines or below
+    the last line read before) reads the file whole again, as one read of it would, and says the
+    job's start is unknown: the earlier reads timed the first run from their own modification
+    times, which one read could not.
 
     The status is the whole log's (``status_final``): ``completed`` when the highest step of its
     lines reaches the ``total_steps`` of its last line that names one, else ``unknown``, replacing
@@ -68,8 +69,10 @@ class LlamaFactoryParser(ToolLogParser):
     kind = LLAMAFACTORY
     reads_lines = True
 
-    def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
-        chunk = self._parse(path, data, offset, lines)
+    def read(self, c: Candidate, data: bytes, offset: int, lines: int) -> Chunk:
+        # the time of the write that made the size read: the file's time now may be a later line's
+        # (appended since the run found it), which would place these lines late for good
+        chunk = self._parse(c.path, data, offset, lines, utc_from_ns(c.stat.mtime_ns))
         if chunk.consumed < len(data):
             # its last line is being written: the modification time is that write's, later than
             # the last complete line's by up to a logging interval, so these lines' times and the
@@ -79,11 +82,7 @@ class LlamaFactoryParser(ToolLogParser):
             chunk.consumed = chunk.lines = 0
         return chunk
 
-    def _parse(self, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
-        try:
-            written = utc_from_seconds(os.stat(path).st_mtime)
-        except OSError:
-            written = None
+    def _parse(self, path: Path, data: bytes, offset: int, lines: int, written: datetime | None) -> Chunk:
         chunk, first_elapsed, resumed = _read(data, offset, lines + 1, written)
         if offset == 0:
             chunk.info.start_unknown = resumed  # a file read whole again (replaced) drops a start stored before

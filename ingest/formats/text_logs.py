@@ -263,6 +263,15 @@ def utc_from_seconds(seconds: float) -> datetime | None:
     return utc_from_ms(seconds * 1000)
 
 
+def utc_from_ns(ns: int) -> datetime | None:
+    """Unix epoch nanoseconds (a stat's ``st_mtime_ns``) as a naive UTC datetime, to the nearest
+    microsecond (exact: a float of the seconds is 0.2 us apart near 2026), None outside years 1-9999."""
+    try:
+        return EPOCH + timedelta(microseconds=round(ns, -3) // 1000)
+    except OverflowError:
+        return None
+
+
 def utc_from_wall(wall_time: float) -> datetime | None:
     """An event's wall time (seconds) as a naive UTC datetime, None outside years 1-9999."""
     try:

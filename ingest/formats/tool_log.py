@@ -6,7 +6,8 @@ them in ``JobFolder.tool_files[kind]``), how it turns a file's new bytes into sc
 does the rest, the same for every tool:
 
 - **Incremental.** A file that only grows is read from the ledger's ``read_offset`` up to its last
-  complete record or line; a record cut mid-write waits for the next run. A text log's last line
+  complete record or line, as the run found it (``Candidate.stat``: its size, and the time of the
+  write that made it); a record cut mid-write waits for the next run. A text log's last line
   without its newline (``reads_lines``) is read as its last line once the file has settled
   (``ledger.settled``); until then the file is recorded without its fingerprint, so that the next
   run opens it again for that line (a file read to its end and unchanged since is never opened).
@@ -66,7 +67,8 @@ class NotAToolLog(ValueError):
 
 
 class ToolLogParser:
-    """A tool's reader. Subclasses set ``kind`` and write ``parse``; the rest has defaults."""
+    """A tool's reader. Subclasses set ``kind`` and write ``parse`` (or ``read``, which is given the
+    stat the run found the file with); the rest has defaults."""
 
     kind: str = ""  # JobFolder.tool_files key, ingest_files.kind and metric_values.source
     # a job's files of this tool may log the same (name, step): the file whose name sorts later wins
@@ -83,6 +85,13 @@ class ToolLogParser:
         """The points of ``data``, the file's bytes from ``offset`` on (``lines`` lines or records
         before it); ``Chunk.consumed`` bytes of them are done with. Raise NotAToolLog to fail the file."""
         raise NotImplementedError
+
+    def read(self, c: Candidate, data: bytes, offset: int, lines: int) -> Chunk:
+        """``parse`` of ``c``'s bytes as the run found them: ``data`` ends at ``c.stat.size``, whose
+        ``mtime_ns`` is the time of the write that made that size (the file may have grown since:
+        a reader that times lines by the file's modification time takes that stat's, not the
+        file's now). This default calls ``parse``."""
+        return self.parse(c.job, c.path, data, offset, lines)
 
     def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
         """What the run's own files say of the job (read whenever one of its files changed), and warnings."""
@@ -462,7 +471,7 @@ class ToolLogFormat:
             return None
         try:
             # a final line is given its newline: every parser reads lines up to the last one
-            chunk = self.parser.parse(c.job, c.path, data + b"\n" if final else data, offset, lines)
+            chunk = self.parser.read(c, data + b"\n" if final else data, offset, lines)
         except NotAToolLog as error:
             rejected.append(Rejection(c, "failed", str(error)))
             return None
