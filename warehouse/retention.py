@@ -9,6 +9,15 @@ and host come from the path, so the files leave the host column out (a reader wo
 see it twice). A host is percent-encoded in its folder name, and an unknown host ('') is Hive's
 ``__HIVE_DEFAULT_PARTITION__`` (read back as NULL).
 
+The archive holds each pruned sample once. Samples of a pruned day may be stored again (an
+nvidia-smi log of an old job imported whole again as it grew, a copy of a spool file) and are then
+pruned again: a (day, host) whose archive folder already holds files is rewritten as one file of
+those files' rows and the part's, one row per (job, GPU, time), the part's winning (the
+warehouse's: the later copy), else the newest file's. The new file is written, synced and renamed
+into place before the old ones are removed: a run killed in between leaves a sample in two files,
+and its rerun, which prunes the same parts again, merges them. A folder that holds none (the
+usual case) only gets the part's copy.
+
 The per-minute rollups (``gpu_minutes``, sealed in parts of their own) are never pruned, and a
 (host, day) is pruned only when every (job, GPU, minute) of its samples has its rollup row (checked here, whatever the
 rollups' own guarantee): analytics never change when raw samples age out.
@@ -121,9 +130,7 @@ def prune(
         if row is None or row[0]:
             continue  # not rolled up yet: the raw samples are the only record of those minutes
         if archive is not None:
-            for path, file in zip(paths, files, strict=True):
-                archive_part(con, table, file, archive / f"day={day.isoformat()}" / f"host={parts.segment(host)}",
-                             Path(path).name)  # fmt: skip
+            archive_group(con, table, files, [Path(path).name for path in paths], archive, day, host)
         parts.retire(con, paths)
         pruned, done = pruned + rows, done + 1
     if done:
@@ -149,3 +156,81 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
         tmp.unlink(missing_ok=True)
         raise
     return final
+
+
+def archive_folder(archive: Path, day: date, host: str) -> Path:
+    """Where the archive holds a (day, host)."""
+    return archive / f"day={day.isoformat()}" / f"host={parts.segment(host)}"
+
+
+def archive_group(
+    con: duckdb.DuckDBPyConnection,
+    table: parts.Sealed,
+    files: list[str],
+    names: list[str],
+    archive: Path,
+    day: date,
+    host: str,
+) -> None:
+    """Copy the parts (``files``, named ``names``) of a (day, host) to the archive, where each of
+    their samples is then once (module docstring)."""
+    folder = archive_folder(archive, day, host)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*" + parts.SUFFIX + parts.TMP_SUFFIX):
+        stale.unlink()  # a killed run's (the ingest lock keeps every other writer out)
+    held = _archived(folder)
+    if all(path.parent == folder and path.name in names for path in held):
+        # none, or these parts' own copies (a run killed before its commit): copied (again) as they are
+        for file, name in zip(files, names, strict=True):
+            archive_part(con, table, file, folder, name)
+        return
+    _write_merged(con, table, files, held, folder)
+    _remove_archived(held)
+
+
+def _archived(folder: Path) -> list[Path]:
+    """The archive files of a folder, newest first (a part's name begins with its creation time)."""
+    return sorted(folder.glob("*" + parts.SUFFIX), key=lambda path: path.name, reverse=True)
+
+
+def _write_merged(
+    con: duckdb.DuckDBPyConnection, table: parts.Sealed, files: list[str], held: list[Path], folder: Path
+) -> Path:
+    """One new file of the parts' rows and those of the archive files ``held`` (newest first), one
+    row per (job, GPU, time): the parts', else the newest file's; sorted as a part is."""
+    columns = [c for c in table.columns if c != table.host]
+    key = [c for c in table.key if c != table.host]
+    listed = ", ".join(columns)
+    reads = [f"SELECT {listed}, 0 AS archive_rank FROM read_parquet($parts, hive_partitioning = false)"]
+    params: dict[str, object] = {"parts": db.exact_paths(files)}
+    for rank, path in enumerate(held, start=1):
+        reads.append(f"SELECT {listed}, {rank} FROM read_parquet($held{rank}, hive_partitioning = false)")
+        params[f"held{rank}"] = db.exact_paths([str(path)])[0]
+    final = folder / parts.new_name()
+    tmp = final.with_name(final.name + parts.TMP_SUFFIX)
+    order = ", ".join(key)
+    select = (
+        f"SELECT {listed} FROM ({' UNION ALL '.join(reads)}) AS copies "
+        f"QUALIFY row_number() OVER (PARTITION BY {order} ORDER BY archive_rank) = 1 ORDER BY {order}"
+    )
+    try:
+        con.execute(f"COPY ({select}) TO {db.quote_literal(str(tmp))} ({parts.COPY_OPTIONS})", params)
+        db.fsync_file(tmp)
+        os.replace(tmp, final)
+        db.fsync_dir(folder)  # the new file is there for good before the old ones go
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _remove_archived(held: list[Path]) -> None:
+    """Remove archive files merged into a new one (and a folder they leave empty)."""
+    for path in held:
+        path.unlink(missing_ok=True)
+    for folder in sorted({path.parent for path in held}):
+        if any(folder.iterdir()):
+            db.fsync_dir(folder)
+        else:
+            folder.rmdir()
+            db.fsync_dir(folder.parent)

@@ -1,0 +1,195 @@
+"""Session 17's retention audit: the archive holds each pruned sample once.
+
+- `--archive DIR`: samples of a pruned day stored again (an nvidia-smi log of an old job
+  re-imported whole as it grew, a copy of a spool file) were pruned and archived again under a new
+  part name: the archive held them twice. A part archived where the (day, host) already has files
+  now rewrites that partition merged, one row per (job, GPU, time), the warehouse's copy winning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pytest
+from conftest import REPO, Lab
+from test_crash import KILL_AT
+
+from runlytics.ingest.formats.nvidia_smi import CsvImport
+from runlytics.ingest.pipeline import ingest
+from runlytics.warehouse import parts
+
+T0 = datetime(2026, 1, 1)  # the old day (day 0); the newest sample is of day 4: --keep-raw-days 1 prunes days 0-2
+HEADER = "timestamp, index, uuid, utilization.gpu [%], memory.used [MiB], power.draw [W]\n"
+Json = dict[str, Any]
+
+
+def _epoch(at: datetime) -> float:
+    return at.replace(tzinfo=UTC).timestamp()
+
+
+def _line(job: str, host: str | None, uuid: str, index: int, at: datetime, util: float = 50.0) -> str:
+    doc: Json = {"ts": _epoch(at), "job_id": job, "gpu_uuid": uuid, "gpu_index": index, "utilization_percent": util,
+                 "memory_used_mb": 1000.0, "power_w": 100.0}  # fmt: skip
+    if host is not None:
+        doc["host"] = host
+    return json.dumps(doc) + "\n"
+
+
+def _newest(spool: Path) -> None:
+    """A sample of day 4 (the window counts back from it)."""
+    spool.mkdir(exist_ok=True)
+    (spool / "newest.jsonl").write_text(_line("jobB", "n2", "GPU-b0", 0, T0 + timedelta(days=4, hours=9)))
+
+
+def _read(archive: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """The archive's (host, job, GPU, time, utilization) rows as each installed reader reads it."""
+    pattern = str(archive / "**" / "*.parquet")
+    columns = ["host", "job_id", "gpu_key", "ts", "utilization_percent"]
+    by_duckdb = duckdb.sql(
+        f"SELECT {', '.join(columns)} FROM read_parquet('{pattern}', hive_partitioning = true)"
+    ).fetchall()
+    frame = pd.read_parquet(archive)
+    by_pandas = [(r.host, r.job_id, r.gpu_key, r.ts.to_pydatetime(), r.utilization_percent) for r in frame.itertuples()]
+    by_polars = pl.scan_parquet(pattern, hive_partitioning=True).select(columns).collect().rows()
+    return {name: sorted(rows) for name, rows in
+            (("duckdb", by_duckdb), ("pandas", by_pandas), ("polars", by_polars))}  # fmt: skip
+
+
+def _once(archive: Path) -> list[tuple[Any, ...]]:
+    """The archive's rows, the same for every reader, no (host, job, GPU, time) twice."""
+    read = _read(archive)
+    assert read["pandas"] == read["duckdb"] == read["polars"]
+    keys = Counter(row[:4] for row in read["duckdb"])
+    assert [key for key, n in keys.items() if n > 1] == []
+    return read["duckdb"]
+
+
+# --- each pruned sample is archived once ---------------------------------------------------------
+
+
+def _smi_log(path: Path, seconds: range) -> None:
+    day = T0.strftime("%Y/%m/%d")
+    rows = [f"{day} 14:00:{s:02d}.000, 0, GPU-n0, 50 %, 1000 MiB, 100.00 W\n" for s in seconds]
+    path.write_text(HEADER + "".join(rows))
+
+
+def test_an_old_log_imported_again_as_it_grew_is_archived_once(lab: Lab, tmp_path: Path) -> None:
+    """The audit's r4: the log of an old job imported, then again whole with two more lines: the
+    second import stores the day's samples again (each minute recomputed from them), the run prunes
+    them again; the archive holds each of the 6 samples once."""
+    spool, archive, log = tmp_path / "spool", tmp_path / "archive", tmp_path / "gpu.csv"
+    _newest(spool)
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    _smi_log(log, range(0, 40, 10))
+    ingest(lab.db, [], csv_imports=[CsvImport(log, "jobN", host="n9")], keep_raw_days=1, archive=archive)
+    _smi_log(log, range(0, 60, 10))
+    os.utime(log, (log.stat().st_mtime + 5, log.stat().st_mtime + 5))
+    ingest(lab.db, [], csv_imports=[CsvImport(log, "jobN", host="n9")], keep_raw_days=1, archive=archive)
+    assert lab.query("SELECT samples FROM job_gpus WHERE job_id = 'jobN'") == [(6,)]
+    rows = _once(archive)
+    assert [(h, ts.second) for h, _, _, ts, _ in rows] == [("n9", s) for s in range(0, 60, 10)]
+    assert len(list((archive / "day=2026-01-01" / "host=n9").glob("*.parquet"))) == 1
+
+
+def test_a_copy_of_a_pruned_spool_file_is_archived_once(lab: Lab, tmp_path: Path) -> None:
+    """The audit's s3: a spool file of an old day, pruned and archived, then an exact copy of it
+    dropped into the spool: stored again, pruned again, archived once."""
+    spool, archive = tmp_path / "spool", tmp_path / "archive"
+    _newest(spool)
+    start = T0 + timedelta(hours=10)
+    lines = [_line("jobA", h, f"GPU-{h}-{g}", g, start + timedelta(seconds=s), float(s % 97))
+             for s in range(0, 300, 7) for h in ("n1", "n2") for g in (0, 1)]  # fmt: skip
+    (spool / "run1.jsonl").write_text("".join(lines))
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    first = _once(archive)
+    assert len(first) == len(lines)
+    (spool / "copy.jsonl").write_text("".join(lines))
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    assert _once(archive) == first
+    assert sorted(p.parent.name for p in archive.rglob("*.parquet")) == ["host=n1", "host=n2"]
+
+
+def test_the_warehouses_copy_wins_and_the_archives_other_samples_stay(lab: Lab, tmp_path: Path) -> None:
+    """A partition that already holds files (an archive written before this fix, with a sample twice;
+    a sample of another job): merged into one file, each sample once, the warehouse's values for the
+    samples it prunes, the newest file's for the others."""
+    spool, archive = tmp_path / "spool", tmp_path / "archive"
+    _newest(spool)
+    at = T0 + timedelta(hours=10)
+    (spool / "old.jsonl").write_text("".join(_line("jobA", "n1", "GPU-a", 0, at + timedelta(seconds=s), 70.0)
+                                             for s in (0, 10, 20)))  # fmt: skip
+    folder = archive / "day=2026-01-01" / "host=n1"
+    folder.mkdir(parents=True)
+    columns = [c for c in parts.GPU_SAMPLES.columns if c != "host"]
+
+    def held(name: str, rows: list[tuple[str, datetime, float]]) -> None:
+        values = ", ".join(
+            f"('{job}', 0::INTEGER, TIMESTAMP '{ts}', 'GPU-a', {util}::DOUBLE, 1000::DOUBLE, NULL::DOUBLE, "
+            "NULL::DOUBLE, 100::DOUBLE, NULL::DOUBLE, NULL::BIGINT, 'spool', 'GPU-a')"
+            for job, ts, util in rows
+        )
+        duckdb.sql(f"COPY (SELECT * FROM (VALUES {values}) AS v({', '.join(columns)})) TO '{folder / name}'")
+
+    held("00000000000000000001-aaaaaaaa.parquet", [("jobA", at, 1.0), ("jobZ", at, 2.0)])
+    held("00000000000000000002-bbbbbbbb.parquet", [("jobA", at, 3.0), ("jobZ", at, 4.0)])
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    assert _once(archive) == [("n1", "jobA", "GPU-a", at + timedelta(seconds=s), 70.0) for s in (0, 10, 20)] + [
+        ("n1", "jobZ", "GPU-a", at, 4.0)
+    ]
+    assert len(list(folder.iterdir())) == 1
+
+
+def _kill_and_rerun(tmp_path: Path, point: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The r4 case by the command line, its second import killed at ``point`` (inside the merge of
+    day 0's partition): the archive's and the warehouse's rows then, and the archive after a rerun."""
+    spool, archive, log, db = tmp_path / "spool", tmp_path / "archive", tmp_path / "gpu.csv", tmp_path / "w.duckdb"
+    _newest(spool)
+    options = ["--db", str(db), "--spool", str(spool), "--keep-raw-days", "1", "--archive", str(archive), "--quiet"]
+    smi = ["--nvidia-smi-csv", str(log), "--job-id", "jobN", "--host", "n9"]
+    _smi_log(log, range(0, 40, 10))
+    entry = [sys.executable, "-m", "runlytics", "ingest"]
+    done = subprocess.run([*entry, *options, *smi], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    _smi_log(log, range(0, 60, 10))
+    os.utime(log, (log.stat().st_mtime + 5, log.stat().st_mtime + 5))
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, point, "1", "ingest", *options, *smi], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    con = duckdb.connect(str(db), read_only=True)
+    raw = con.execute("SELECT host, job_id, gpu_key, ts, utilization_percent FROM gpu_samples WHERE job_id = 'jobN'")
+    kept = raw.fetchall()
+    con.close()
+    pattern = str(archive / "**" / "*.parquet")
+    columns = "host, job_id, gpu_key, ts, utilization_percent"
+    then = duckdb.sql(f"SELECT {columns} FROM read_parquet('{pattern}', hive_partitioning = true)").fetchall()
+    rerun = subprocess.run([*entry, *options, *smi], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    return sorted(then + kept), _once(archive)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "runlytics.warehouse.retention:_write_merged:after",  # the merged file renamed into place, the old one kept
+        "runlytics.warehouse.retention:_remove_archived:after",  # the old file removed, the prune not committed
+    ],
+)
+def test_a_merge_killed_at_any_point_keeps_every_sample_and_the_rerun_holds_each_once(
+    tmp_path: Path, point: str
+) -> None:
+    held, rows = _kill_and_rerun(tmp_path, point)
+    want = [("n9", "jobN", "GPU-n0", T0 + timedelta(hours=14, seconds=s), 50.0) for s in range(0, 60, 10)]
+    assert sorted(set(held)) == want  # each sample somewhere at the kill (some twice)
+    assert rows == want
+    assert not list((tmp_path / "archive").rglob("*.tmp"))
