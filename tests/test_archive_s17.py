@@ -1,9 +1,12 @@
-"""Session 17's retention audit: the archive holds each pruned sample once.
+"""Session 17's retention audit: the archive holds each pruned sample once, and every installed
+reader reads it as it is.
 
 - `--archive DIR`: samples of a pruned day stored again (an nvidia-smi log of an old job
   re-imported whole as it grew, a copy of a spool file) were pruned and archived again under a new
   part name: the archive held them twice. A part archived where the (day, host) already has files
   now rewrites that partition merged, one row per (job, GPU, time), the warehouse's copy winning.
+- The unknown host '' was `host=__HIVE_DEFAULT_PARTITION__`, which pandas (pyarrow) cannot read:
+  it is now `host=` (an empty value), read back as '' by DuckDB, pandas and polars.
 """
 
 from __future__ import annotations
@@ -193,3 +196,42 @@ def test_a_merge_killed_at_any_point_keeps_every_sample_and_the_rerun_holds_each
     assert sorted(set(held)) == want  # each sample somewhere at the kill (some twice)
     assert rows == want
     assert not list((tmp_path / "archive").rglob("*.tmp"))
+
+
+# --- the unknown host ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hosts", [("", "n1"), ("",)], ids=["with-another-host", "alone"])
+def test_an_archive_holding_the_unknown_host_is_read_by_pandas_duckdb_and_polars(
+    lab: Lab, tmp_path: Path, hosts: tuple[str, ...]
+) -> None:
+    """The audit's r5: '' is the folder `host=` (an empty value), which every installed reader reads
+    back as '' (Hive's `__HIVE_DEFAULT_PARTITION__` stopped pd.read_parquet(DIR))."""
+    spool, archive = tmp_path / "spool", tmp_path / "archive"
+    _newest(spool)
+    lines = [_line("jobA", h or None, f"GPU-{h}", 0, T0 + timedelta(hours=10, seconds=s)) for h in hosts
+             for s in (0, 30)]  # fmt: skip
+    (spool / "a.jsonl").write_text("".join(lines))
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    assert sorted(p.parent.name for p in archive.rglob("*.parquet")) == sorted(f"host={h}" for h in hosts)
+    rows = _once(archive)
+    assert sorted({(r[0], r[2]) for r in rows}) == sorted((h, f"GPU-{h}") for h in hosts)
+    assert len(rows) == 2 * len(hosts)
+
+
+def test_an_unknown_hosts_files_of_an_older_archive_move_to_the_new_folder(lab: Lab, tmp_path: Path) -> None:
+    """An archive written before holds '' as `host=__HIVE_DEFAULT_PARTITION__`: a later part of the
+    same day is merged with its files into `host=`, each sample once."""
+    spool, archive = tmp_path / "spool", tmp_path / "archive"
+    _newest(spool)
+    at = T0 + timedelta(hours=10)
+    (spool / "a.jsonl").write_text(_line("jobA", None, "GPU-x", 0, at, 10.0))
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    day = archive / "day=2026-01-01"
+    (day / "host=").rename(day / "host=__HIVE_DEFAULT_PARTITION__")  # as the archive was written before
+    # a late sample of a minute never rolled up: stored, then pruned in the same run
+    (spool / "b.jsonl").write_text(_line("jobA", None, "GPU-x", 0, at + timedelta(minutes=2)))
+    ingest(lab.db, [], spools=[spool], keep_raw_days=1, archive=archive)
+    assert [p.relative_to(day).parent.as_posix() for p in day.rglob("*.parquet")] == ["host="]
+    assert not (day / "host=__HIVE_DEFAULT_PARTITION__").exists()
+    assert [(r[0], r[3], r[4]) for r in _once(archive)] == [("", at, 10.0), ("", at + timedelta(minutes=2), 50.0)]

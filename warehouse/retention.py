@@ -4,10 +4,11 @@
 whole days more than N days before the newest sample stored (or today, when that is earlier:
 a backfill of last year's spool is not dropped as it arrives) are retired. With
 ``--archive DIR`` each is first copied to ``DIR/day=YYYY-MM-DD/host=<host>/<part>.parquet``, a
-Hive layout DuckDB, pandas (pyarrow), polars and Spark read as it is: the partition columns day
-and host come from the path, so the files leave the host column out (a reader would otherwise
-see it twice). A host is percent-encoded in its folder name, and an unknown host ('') is Hive's
-``__HIVE_DEFAULT_PARTITION__`` (read back as NULL).
+Hive layout DuckDB, pandas (pyarrow) and polars read as it is: the partition columns day and host
+come from the path, so the files leave the host column out (a reader would otherwise see it
+twice). A host is percent-encoded in its folder name, and the unknown host ('') is ``host=`` (an
+empty value, read back as ''; Hive's ``__HIVE_DEFAULT_PARTITION__``, which archives written before
+used, stops pandas: it cannot unify a partition of NULL with another, nor type one alone).
 
 The archive holds each pruned sample once. Samples of a pruned day may be stored again (an
 nvidia-smi log of an old job imported whole again as it grew, a copy of a spool file) and are then
@@ -158,9 +159,13 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
     return final
 
 
+# the unknown host's folder in archives written before (Hive's name for a missing value)
+LEGACY_UNKNOWN_HOST = "__HIVE_DEFAULT_PARTITION__"
+
+
 def archive_folder(archive: Path, day: date, host: str) -> Path:
-    """Where the archive holds a (day, host)."""
-    return archive / f"day={day.isoformat()}" / f"host={parts.segment(host)}"
+    """Where the archive holds a (day, host): the unknown host '' is ``host=`` (module docstring)."""
+    return archive / f"day={day.isoformat()}" / f"host={parts.segment(host) if host else ''}"
 
 
 def archive_group(
@@ -179,6 +184,8 @@ def archive_group(
     for stale in folder.glob("*" + parts.SUFFIX + parts.TMP_SUFFIX):
         stale.unlink()  # a killed run's (the ingest lock keeps every other writer out)
     held = _archived(folder)
+    if not host:
+        held += _archived(folder.with_name(f"host={LEGACY_UNKNOWN_HOST}"))
     if all(path.parent == folder and path.name in names for path in held):
         # none, or these parts' own copies (a run killed before its commit): copied (again) as they are
         for file, name in zip(files, names, strict=True):
@@ -225,7 +232,8 @@ def _write_merged(
 
 
 def _remove_archived(held: list[Path]) -> None:
-    """Remove archive files merged into a new one (and a folder they leave empty)."""
+    """Remove archive files merged into a new one (and a folder they leave empty: the unknown
+    host's of an older archive)."""
     for path in held:
         path.unlink(missing_ok=True)
     for folder in sorted({path.parent for path in held}):
