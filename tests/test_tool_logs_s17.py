@@ -11,6 +11,10 @@
    lines again.
 4. ``throughput`` and ``total_tokens`` of a line whose ``total_tokens`` is 0 (tokens not counted)
    are no metric points.
+5. The review of 1-4: a log that grew between discovery and the read was timed from the file's
+   time after the read (a later line's), late for good; a log replaced after a read that kept its
+   offset was not told (from offset 0 nothing was compared); the run reading those lines again
+   counted their points and said their warnings again.
 
 Whatever the ingests saw, the warehouse equals one ingest of the final files (docs/decisions.md,
 G9). Every test that ingests runs on both engines (``ingest_engine``).
@@ -373,3 +377,56 @@ def test_a_log_that_grows_between_discovery_and_the_read_is_timed_from_what_was_
     assert timed_loss == [(s, utc(start + s)) for s in range(10, 41, 10)]
     assert ended[START] == [(utc(start),)]
     assert ended == facts(fresh(lab, tmp_path), "sft")
+
+
+REPLACED = "(the file was replaced): read again from its start, the points stored from it kept"
+
+
+@pytest.mark.parametrize("first_read_at", ["the-start", "an-offset"])
+def test_a_log_replaced_after_a_read_ending_in_a_cut_line_is_told(lab: Lab, first_read_at: str) -> None:
+    """A read that ends in a cut line keeps its offset where it began: from the file's start (0), the
+    replaced-file check (the digest of the bytes before the offset) had nothing to compare, and from
+    an offset it compared only the bytes before it. A log overwritten before the next run (a new
+    training in the same output folder) was read whole without the warning, as if it had grown, its
+    old points kept beside the new file's. Now the digest is of the bytes up to the end of the lines
+    read: the replaced file is told, as any replaced log is (its points kept, docs/ingest.md)."""
+    start = int(time.time()) - 200
+    log = lab.root / "sft" / "trainer_log.jsonl"
+    log.parent.mkdir()
+    if first_read_at == "an-offset":
+        log.write_text(lf_line(10) + lf_line(20))
+        at(log, start + 20)
+        lab.ingest()
+        append(log, lf_line(30) + lf_line(40) + lf_line(50)[:25], start + 50)
+    else:
+        log.write_text(lf_line(10) + lf_line(20) + lf_line(30) + lf_line(40) + lf_line(50)[:25])
+        at(log, start + 50)
+    assert lab.ingest().listed_warnings == []
+    # the same first lines (a rerun with the same seed), another run from step 30 on
+    log.write_text(lf_line(10) + lf_line(20) + lf_line(30, total=60) + lf_line(35, total=60))
+    at(log, start + 80)
+    summary = lab.ingest()
+    assert [m for _, m in summary.listed_warnings] == [f"the lines read before changed {REPLACED}"]
+    steps = "SELECT step FROM metric_values WHERE job_id = 'sft' AND name = 'loss' ORDER BY step"
+    assert lab.query(steps) == [(s,) for s in (10, 20, 30, 35, 40)]  # 40: the old file's, kept
+    assert lab.query("SELECT total_steps FROM jobs WHERE job_id = 'sft'") == [(60,)]
+
+
+def test_a_log_read_again_after_a_cut_line_counts_and_warns_once(lab: Lab) -> None:
+    """The lines a read ending in a cut line gave are read again by the next run (their times placed
+    again): that run counted their points again (``points``) and said their warnings again. Now a
+    run counts and warns of the lines no run read before, as reads that move the offset do."""
+    start = int(time.time()) - 200
+    log = lab.root / "sft" / "trainer_log.jsonl"
+    log.parent.mkdir()
+    odd = json.dumps({"current_steps": 20, "loss": loss(20), "throughput": " nan ", "elapsed_time": hms(20)}) + "\n"
+    full = lf_line(30)
+    log.write_text(lf_line(10) + odd + full[:25])
+    at(log, start + 30)
+    first = lab.ingest()
+    said = "line 2: throughput ' nan ' is not a number, dropped"
+    assert (first.points, [m for _, m in first.listed_warnings]) == (3, [said])
+    append(log, full[25:] + lf_line(40), start + 40)
+    second = lab.ingest()
+    assert (second.points, second.listed_warnings, second.warnings) == (4, [], 0)
+    assert lab.query("SELECT count(*) FROM metric_values WHERE job_id = 'sft'") == [(first.points + second.points,)]

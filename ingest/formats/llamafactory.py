@@ -51,15 +51,17 @@ TAIL_BYTES = 64 * 1024  # where the last line read before is looked for
 
 
 class LlamaFactoryParser(ToolLogParser):
-    """A run folder's ``trainer_log.jsonl``, read on from the last complete line.
+    """A run folder's ``trainer_log.jsonl``, read on from the ledger's offset: the end of the last
+    complete line read, or, where the last read ended in a line still being written, where that
+    read began (``reads_again``: its lines are read again).
 
     The log holds no clock time, only each line's elapsed_time, timed from the file's
     modification time as the run found it (the write of the last byte read, ``read``): see
-    ``parse``. Only the first read (from the file's start) places the job's start; a later read
-    that finds the log resumed since (its elapsed_time falls back, within the new lines or below
-    the last line read before) reads the file whole again, as one read of it would, and says the
-    job's start is unknown: the earlier reads timed the first run from their own modification
-    times, which one read could not.
+    ``parse``. Only a read from the file's start places the job's start; a later read that finds
+    the log resumed since (its elapsed_time falls back, within the new lines or below the last
+    line read before) reads the file whole again, as one read of it would, and says the job's
+    start is unknown: the earlier reads timed the first run from their own modification times,
+    which one read could not.
 
     The status is the whole log's (``status_final``): ``completed`` when the highest step of its
     lines reaches the ``total_steps`` of its last line that names one, else ``unknown``, replacing
@@ -68,22 +70,22 @@ class LlamaFactoryParser(ToolLogParser):
 
     kind = LLAMAFACTORY
     reads_lines = True
+    # A read that ends in a line still being written: the modification time is that write's, later
+    # than the last complete line's by up to a logging interval, so its lines' times and the start
+    # are late. Stored as read, but the offset stays at the read's start: the next run reads them
+    # again from the file's time then (their points replaced, the earlier start kept), as one read
+    # of the final file has them
+    reads_again = True
 
-    def read(self, c: Candidate, data: bytes, offset: int, lines: int) -> Chunk:
+    def read(self, c: Candidate, data: bytes, offset: int, lines: int, seen: int) -> Chunk:
         # the time of the write that made the size read: the file's time now may be a later line's
         # (appended since the run found it), which would place these lines late for good
-        chunk = self._parse(c.path, data, offset, lines, utc_from_ns(c.stat.mtime_ns))
-        if chunk.consumed < len(data):
-            # its last line is being written: the modification time is that write's, later than
-            # the last complete line's by up to a logging interval, so these lines' times and the
-            # start are late. Stored as read, but the offset stays at the read's start: the next
-            # run reads them again from the file's time then (their points replaced, the earlier
-            # start kept), as one read of the final file has them
-            chunk.consumed = chunk.lines = 0
-        return chunk
+        return self._parse(c.path, data, offset, lines, utc_from_ns(c.stat.mtime_ns), (offset, seen))
 
-    def _parse(self, path: Path, data: bytes, offset: int, lines: int, written: datetime | None) -> Chunk:
-        chunk, first_elapsed, resumed = _read(data, offset, lines + 1, written)
+    def _parse(
+        self, path: Path, data: bytes, offset: int, lines: int, written: datetime | None, quiet: tuple[int, int]
+    ) -> Chunk:
+        chunk, first_elapsed, resumed = _read(data, offset, lines + 1, written, quiet)
         if offset == 0:
             chunk.info.start_unknown = resumed  # a file read whole again (replaced) drops a start stored before
             return _final(chunk, None)
@@ -103,7 +105,7 @@ class LlamaFactoryParser(ToolLogParser):
         prefix = as_read(prefix)  # its last line read as final (settled): its own line, as read
         if not resumed:
             return _final(chunk, steps_and_total(prefix))
-        whole, _, _ = _read(prefix + data, 0, 1, written)
+        whole, _, _ = _read(prefix + data, 0, 1, written, quiet)
         whole.consumed, whole.lines = chunk.consumed, chunk.lines  # where the next read starts: unchanged
         whole.info.start_unknown = True
         return _final(whole, None)
@@ -275,9 +277,12 @@ def parse(data: bytes, offset: int = 0, first_line: int = 1, written_at: datetim
     return _own_status(_read(data, offset, first_line, written_at)[0])
 
 
-def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None) -> tuple[Chunk, float | None, bool]:
+def _read(
+    data: bytes, offset: int, first_line: int, written_at: datetime | None, quiet: tuple[int, int] = (0, 0)
+) -> tuple[Chunk, float | None, bool]:
     """``parse``'s chunk (no status yet; ``ended_at`` the last line's time), the elapsed_time of the
-    read's first line that has one, and whether the read holds a resumed run."""
+    read's first line that has one, and whether the read holds a resumed run. The lines at file
+    offsets in [``quiet[0]``, ``quiet[1]``) give no warnings (read and warned of by the last run)."""
     lines, consumed = complete_lines(data, offset)
     chunk = Chunk(consumed=consumed, lines=len(lines))
     info = chunk.info
@@ -288,19 +293,20 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
     for number_, (position, line) in enumerate(lines, start=first_line):
         if not line.strip():
             continue
+        warnings = [] if quiet[0] <= position < quiet[1] else chunk.warnings
         try:
             doc = json_text.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-            chunk.warnings.append(f"line {number_}: not JSON ({error}), skipped")
+            warnings.append(f"line {number_}: not JSON ({error}), skipped")
             continue
         if not isinstance(doc, dict):
-            chunk.warnings.append(f"line {number_}: not a JSON object, skipped")
+            warnings.append(f"line {number_}: not a JSON object, skipped")
             continue
         if b"\\u" in line:  # a \udcff escape gives a str no UTF-8 holds: metric names must be stored
-            doc = clean_strings(doc, f"line {number_}: ", chunk.warnings)
+            doc = clean_strings(doc, f"line {number_}: ", warnings)
         step = whole(number(doc.get("current_steps")))
         if step is None:
-            chunk.warnings.append(
+            warnings.append(
                 f"line {number_}: current_steps {str(doc.get('current_steps'))[:40]!r} is not a step, skipped"
             )
             continue
@@ -311,12 +317,12 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
         elapsed = duration_seconds(doc.get("elapsed_time"))
         if elapsed is None and doc.get("elapsed_time") is not None:
             shown = str(doc["elapsed_time"])[:40]
-            chunk.warnings.append(f"line {number_}: elapsed_time {shown!r} is not a duration, its points untimed")
+            warnings.append(f"line {number_}: elapsed_time {shown!r} is not a duration, its points untimed")
         if elapsed is not None:
             if first_elapsed is None:
                 first_elapsed = elapsed
             if highest is not None and elapsed < highest - RESUMED_FALLBACK:
-                chunk.warnings.append(
+                warnings.append(
                     f"line {number_}: elapsed_time {doc['elapsed_time'].strip()} falls back from"
                     f" {_duration_text(highest)} (a resumed run): the points of the lines before it"
                     " have no time (when that run ran is unknown)"
@@ -333,7 +339,7 @@ def _read(data: bytes, offset: int, first_line: int, written_at: datetime | None
             if figure is not None:
                 figures.append((key, figure))
             elif value is not None:
-                chunk.warnings.append(f"line {number_}: {key} {str(value)[:40]!r} is not a number, dropped")
+                warnings.append(f"line {number_}: {key} {str(value)[:40]!r} is not a number, dropped")
         read.append(_Line(position, step, elapsed, figures))
     started_at = _shifted(written_at, None if highest is None else -highest)
     caps = _later_steps_first_time(read[last_run:])

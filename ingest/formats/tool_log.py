@@ -11,8 +11,12 @@ does the rest, the same for every tool:
   without its newline (``reads_lines``) is read as its last line once the file has settled
   (``ledger.settled``); until then the file is recorded without its fingerprint, so that the next
   run opens it again for that line (a file read to its end and unchanged since is never opened).
-  A file that shrank, or whose bytes before the offset changed (``read_digest``: it was
-  replaced), is read whole again.
+  A reader whose lines are timed from the file's modification time (``reads_again``:
+  LLaMA-Factory's) keeps the offset where such a read began: its complete lines are stored, and
+  the next run reads them again with the rest (their points replaced), counting and warning of
+  only the lines no read had before.
+  A file that shrank, or whose bytes before the offset, or up to the end of the lines read there
+  (``read_digest``), changed (it was replaced), is read whole again.
   A file that does not grow (``grows`` False: a YAML file, an MLflow param) is read whole when
   its size or time changes.
 - **Last written wins.** Of a (metric, step) logged twice the later record wins; across a job's
@@ -76,6 +80,10 @@ class ToolLogParser:
     # a text log of lines: a settled file's last line without its newline is its last line, read
     # as any other. Not TensorBoard's records: one cut short can't be read whatever the wait
     reads_lines: bool = False
+    # (with reads_lines) a read that ends in a line still being written keeps the offset where it
+    # began: its complete lines are stored as read, and the next run reads them again with the rest
+    # (a reader that times them from the file's modification time, the cut line's write: late)
+    reads_again: bool = False
 
     def grows(self, path: Path) -> bool:
         """True for a file that is only ever appended to (read on from the offset)."""
@@ -86,11 +94,12 @@ class ToolLogParser:
         before it); ``Chunk.consumed`` bytes of them are done with. Raise NotAToolLog to fail the file."""
         raise NotImplementedError
 
-    def read(self, c: Candidate, data: bytes, offset: int, lines: int) -> Chunk:
+    def read(self, c: Candidate, data: bytes, offset: int, lines: int, seen: int) -> Chunk:
         """``parse`` of ``c``'s bytes as the run found them: ``data`` ends at ``c.stat.size``, whose
         ``mtime_ns`` is the time of the write that made that size (the file may have grown since:
         a reader that times lines by the file's modification time takes that stat's, not the
-        file's now). This default calls ``parse``."""
+        file's now). The lines of ``data`` before offset ``seen`` were read by the last run already
+        (``reads_again``): their warnings are said no more. This default calls ``parse``."""
         return self.parse(c.job, c.path, data, offset, lines)
 
     def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
@@ -111,6 +120,7 @@ class _Read:
     # its last line waits for its newline (or for the file to settle): recorded without its
     # fingerprint, so that the next run opens it again
     waiting: bool = False
+    repeated: int = 0  # of the chunk's points, those of lines the last run read already (reads_again)
 
 
 @dataclass
@@ -131,6 +141,11 @@ class _JobRead:
 
 
 OWNERS = "SELECT path, job_id FROM ingest_files WHERE kind = $kind AND job_id IS NOT NULL"
+# the size each file had at its last read where that read left bytes after its offset: a line
+# still being written, or (``reads_again``) the complete lines before it too, read again now
+READ_SIZES = """
+SELECT path, size FROM ingest_files WHERE kind = $kind AND read_offset IS NOT NULL AND size > read_offset
+"""
 # the ids a tool-log run's folder holds (rows its tool logs made: source_file is the folder): it
 # keeps the id it was first read under when another ingest root names it otherwise
 STORED_RUN_IDS = """
@@ -302,6 +317,9 @@ def digest(data: bytes) -> str:
     return format(google_crc32c.value(data), "08x")
 
 
+NO_BYTES = digest(b"")  # a read that kept offset 0 and read no line: nothing to compare
+
+
 class ToolLogFormat:
     """A JobFormat (``formats/base.py``) over a ToolLogParser: ledger, offsets, staging and merging."""
 
@@ -323,6 +341,9 @@ class ToolLogFormat:
         job_ids = ledger.progress_job_ids(ctx.con)
         owners = dict(ctx.con.execute(OWNERS, {"kind": self.kind}).fetchall())
         resume = ledger.load_resume(ctx.con, self.kind)
+        sizes: dict[str, int] = {}
+        if self.parser.reads_again:
+            sizes = dict(ctx.con.execute(READ_SIZES, {"kind": self.kind}).fetchall())
         rejected: list[Rejection] = []
         ids = {job.path: _job_id(job, job_ids) for job in owned}
         ids.update(self._kept_ids(ctx, owned, owners))
@@ -358,7 +379,7 @@ class ToolLogFormat:
         batch: list[_JobRead] = []
         done = 0
         for job, job_id, changed in plans:
-            read = self._read_job(ctx, job, job_id, changed, resume, rejected)
+            read = self._read_job(ctx, job, job_id, changed, resume, sizes, rejected)
             done += len(changed)
             ctx.progress("read", done, len(candidates))
             if read is None:
@@ -399,45 +420,53 @@ class ToolLogFormat:
         job_id: str,
         changed: list[Candidate],
         resume: dict[str, tuple[int, int, str | None]],
+        sizes: dict[str, int],
         rejected: list[Rejection],
     ) -> _JobRead | None:
         files = self.files(job)
         position = {path: i for i, path in enumerate(files)}
-        starts: dict[Path, tuple[int, int]] = {}
+        starts: dict[Path, tuple[int, int, int]] = {}
         whole = False
         # a file that shrank or was replaced: read again from its start, its stored points kept
         # (a cut, emptied or overwritten log must not delete what was read of it), with a warning
         altered: dict[Path, str] = {}
         for c in changed:
             offset, lines, stored_digest = resume.get(str(c.path), (0, 0, None))
+            # where the lines the last run read from this offset end (reads_again: read again now)
+            seen = offset
+            if str(c.path) in resume and sizes.get(str(c.path), 0) > offset and offset <= c.stat.size:
+                seen = _end_of_lines(c.path, offset, min(sizes[str(c.path)], c.stat.size))
             if not self.parser.grows(c.path):
-                offset, lines = 0, 0
+                offset, lines, seen = 0, 0, 0
             elif offset > c.stat.size:
                 altered[c.path] = (
                     f"the file shrank from {offset} to {c.stat.size} bytes (cut, emptied or replaced):"
                     " read again from its start, the points stored from it kept"
                 )
-                offset, lines, whole = 0, 0, True
-            elif offset and not same_prefix(c.path, offset, stored_digest):
+                offset, lines, seen, whole = 0, 0, 0, True
+            elif (offset or stored_digest not in (None, NO_BYTES)) and not _same_bytes(
+                c.path, offset, seen, stored_digest
+            ):
+                before = f"the bytes before offset {offset}" if offset and seen == offset else "the lines read before"
                 altered[c.path] = (
-                    f"the bytes before offset {offset} changed (the file was replaced):"
-                    " read again from its start, the points stored from it kept"
+                    f"{before} changed (the file was replaced): read again from its start, the points stored"
+                    " from it kept"
                 )
-                offset, lines, whole = 0, 0, True
-            starts[c.path] = (offset, lines)
+                offset, lines, seen, whole = 0, 0, 0, True
+            starts[c.path] = (offset, lines, seen)
         if self.parser.overlapping and not whole:
             # a changed file that sorts before a file already read: the later file's points must keep winning
             read_before = [position[p] for p in files if resume.get(str(p), (0, 0, None))[0] > 0]
             whole = any(position[c.path] < max(read_before, default=-1) for c in changed)
         if whole and self.parser.overlapping:
             changed = _all_candidates(ctx, job, files, changed, rejected, self.kind)
-            starts = {c.path: (0, 0) for c in changed}
+            starts = {c.path: (0, 0, 0) for c in changed}
         # all the run's files read again: their stored points are replaced, unless one of them lost
         # bytes (then what the new reads give is added, as for every other log)
         job_read = _JobRead(job, job_id, whole and self.parser.overlapping and not altered)
         for c in sorted(changed, key=lambda c: position[c.path]):
-            offset, lines = starts[c.path]
-            read = self._read_file(ctx, c, position[c.path], offset, lines, rejected)
+            offset, lines, seen = starts[c.path]
+            read = self._read_file(ctx, c, position[c.path], offset, lines, seen, rejected)
             if read is not None:
                 if c.path in altered:
                     read.chunk.warnings.insert(0, altered[c.path])
@@ -455,7 +484,7 @@ class ToolLogFormat:
         return job_read
 
     def _read_file(
-        self, ctx: Context, c: Candidate, rank: int, offset: int, lines: int, rejected: list[Rejection]
+        self, ctx: Context, c: Candidate, rank: int, offset: int, lines: int, seen: int, rejected: list[Rejection]
     ) -> _Read | None:
         grows = self.parser.grows(c.path)
         try:
@@ -471,13 +500,18 @@ class ToolLogFormat:
             return None
         try:
             # a final line is given its newline: every parser reads lines up to the last one
-            chunk = self.parser.read(c, data + b"\n" if final else data, offset, lines)
+            chunk = self.parser.read(c, data + b"\n" if final else data, offset, lines, seen)
         except NotAToolLog as error:
             rejected.append(Rejection(c, "failed", str(error)))
             return None
         chunk.consumed = min(chunk.consumed, len(data))  # the file holds no such newline
         waiting = grows and self.parser.reads_lines and chunk.consumed < len(data)
         ctx.summary.waiting += waiting
+        read_to = chunk.consumed  # the end of the lines read: the ledger's digest is of the bytes before it
+        if waiting and self.parser.reads_again:
+            # its complete lines are stored, and read again by the next run: the offset stays
+            chunk.consumed = chunk.lines = 0
+        repeated = sum(offset <= p.order < seen for p in chunk.points) if seen > offset else 0
         if grows and chunk.consumed == 0 and offset > 0 and not chunk.warnings and chunk.count == 0:
             if not waiting and c.stat.fingerprint is not None:
                 # read to its end before, unchanged since (its record lacked the fingerprint: read
@@ -486,15 +520,15 @@ class ToolLogFormat:
             return None  # only a record still being written: the next run reads it whole
         if not grows:
             return _Read(c, rank, offset, lines, chunk, None)
-        if chunk.consumed >= DIGEST_BYTES or offset == 0:
-            before = data[max(0, chunk.consumed - DIGEST_BYTES) : chunk.consumed]
+        if read_to >= DIGEST_BYTES or offset == 0:
+            before = data[max(0, read_to - DIGEST_BYTES) : read_to]
         else:
             try:
-                before = bytes_before(c.path, offset + chunk.consumed)
+                before = bytes_before(c.path, offset + read_to)
             except OSError as error:
                 rejected.append(Rejection(c, "failed", f"cannot read: {error}", retry=True))
                 return None
-        return _Read(c, rank, offset, lines, chunk, digest(before), waiting)
+        return _Read(c, rank, offset, lines, chunk, digest(before), waiting, repeated)
 
     def _merge(self, ctx: Context, batch: list[_JobRead]) -> None:
         con = ctx.con
@@ -548,7 +582,7 @@ class ToolLogFormat:
         for job_read in batch:
             summary.job_ids.add(job_read.job_id)
             summary.ingested += len(job_read.reads)
-            summary.points += job_read.points
+            summary.points += job_read.points - sum(r.repeated for r in job_read.reads)
             summary.warnings += sum(len(r.chunk.warnings) for r in job_read.reads) + len(job_read.info_warnings)
         summary.job_ids |= {m.former for m in moved.values()}
         summary.warnings += len(moved)
@@ -633,6 +667,29 @@ def same_prefix(path: Path, offset: int, stored: str | None) -> bool:
         return digest(bytes_before(path, offset)) == stored
     except OSError:
         return False
+
+
+def _same_bytes(path: Path, offset: int, seen: int, stored: str | None) -> bool:
+    """True when the bytes the last read ended at are those read (``same_prefix``): the bytes
+    before ``offset``, or before ``seen``, the end of the lines that read took from ``offset`` on
+    where it kept its offset (``reads_again``; its digest is of those)."""
+    return same_prefix(path, offset, stored) or (seen > offset and same_prefix(path, seen, stored))
+
+
+def _end_of_lines(path: Path, start: int, end: int) -> int:
+    """The offset after the file's last newline in [``start``, ``end``), ``start`` when there is none."""
+    try:
+        with open(path, "rb") as f:
+            while end > start:
+                begin = max(start, end - 64 * 1024)
+                f.seek(begin)
+                found = f.read(end - begin).rfind(b"\n")
+                if found >= 0:
+                    return begin + found + 1
+                end = begin
+    except OSError:
+        pass
+    return start
 
 
 def bytes_before(path: Path, end: int, size: int = DIGEST_BYTES) -> bytes:
