@@ -496,7 +496,8 @@ class GpuPage(BaseModel):
     job_id: str = Field(description="the job's id")
     source: str | None = Field(
         description="`gpu_samples` (the job's GPU samples), `gpu_minutes` (their per-minute rollups, for a job whose "
-        "raw samples retention dropped) or `step_readings` (the readings logged with its steps)"
+        "raw samples retention dropped, all or some: a day of it pruned) or `step_readings` (the readings logged with "
+        "its steps)"
     )
     resolution: Literal["sample", "minute"] = Field(
         description="`sample`: each reading is one GPU sample or logged reading; `minute` (`max_points` over "

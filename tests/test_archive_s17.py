@@ -1,5 +1,5 @@
-"""Session 17's retention audit: the archive holds each pruned sample once, and every installed
-reader reads it as it is.
+"""Session 17's retention audit: the archive holds each pruned sample once, every installed reader
+reads it as it is, and a partly pruned job's GPU readings leave out no pruned day.
 
 - `--archive DIR`: samples of a pruned day stored again (an nvidia-smi log of an old job
   re-imported whole as it grew, a copy of a spool file) were pruned and archived again under a new
@@ -7,6 +7,8 @@ reader reads it as it is.
   now rewrites that partition merged, one row per (job, GPU, time), the warehouse's copy winning.
 - The unknown host '' was `host=__HIVE_DEFAULT_PARTITION__`, which pandas (pyarrow) cannot read:
   it is now `host=` (an empty value), read back as '' by DuckDB, pandas and polars.
+- `/gpus` of a job whose older days aged out answered its kept samples only (a GPU sampled only
+  then missing); it now reads the minutes whenever some of the job's minutes lost their samples.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import duckdb
 import pandas as pd
 import polars as pl
 import pytest
-from conftest import REPO, Lab
+from conftest import REPO, Engine, Lab
+from fastapi.testclient import TestClient
 from test_crash import KILL_AT
 
+from runlytics.api.app import create_app
 from runlytics.ingest.formats.nvidia_smi import CsvImport
 from runlytics.ingest.pipeline import ingest
-from runlytics.warehouse import parts
+from runlytics.warehouse import parts, retention
 
 T0 = datetime(2026, 1, 1)  # the old day (day 0); the newest sample is of day 4: --keep-raw-days 1 prunes days 0-2
 HEADER = "timestamp, index, uuid, utilization.gpu [%], memory.used [MiB], power.draw [W]\n"
@@ -235,3 +239,104 @@ def test_an_unknown_hosts_files_of_an_older_archive_move_to_the_new_folder(lab: 
     assert [p.relative_to(day).parent.as_posix() for p in day.rglob("*.parquet")] == ["host="]
     assert not (day / "host=__HIVE_DEFAULT_PARTITION__").exists()
     assert [(r[0], r[3], r[4]) for r in _once(archive)] == [("", at, 10.0), ("", at + timedelta(minutes=2), 50.0)]
+
+
+# --- a partly pruned job's GPU readings ------------------------------------------------------------
+
+
+def _partly_pruned(lab: Lab, keep: int) -> TestClient:
+    """The audit's r6: jobA from day 0 23:58 to day 1 00:01 on two GPUs, GPU-a1 sampled on day 0
+    only (90 % on GPU-a0 then, 10 % on GPU-a1; 20 % on GPU-a0 on day 1); the newest sample of day 2:
+    --keep-raw-days 1 prunes day 0 and keeps day 1."""
+    spool = lab.root.parent / "spool"
+    spool.mkdir()
+    start = T0 + timedelta(hours=23, minutes=58)
+    lines = [_line("jobA", "n1", f"GPU-a{g}", g, start + timedelta(seconds=s), 90.0 if g == 0 else 10.0)
+             for s in (0, 30, 60, 90) for g in (0, 1)]  # fmt: skip
+    lines += [_line("jobA", "n1", "GPU-a0", 0, T0 + timedelta(days=1, seconds=s), 20.0) for s in (0, 30)]
+    newest = T0 + timedelta(days=2, hours=9)
+    lines.append(_line("jobB", "n2", "GPU-b0", 0, newest))
+    (spool / "a.jsonl").write_text("".join(lines))
+    for job, begin, end in (("jobA", start, T0 + timedelta(days=1, minutes=1)), ("jobB", newest, newest)):
+        history = [{"step": 1, "timestamp": _epoch(end), "loss": 1.0}]
+        doc = {"job_id": job, "status": "completed", "started_at": _epoch(begin), "ended_at": _epoch(end)}
+        lab.write_job(job, {**doc, "history": history})
+    assert lab.ingest(spool_root=spool, keep_raw_days=keep).failed == 0
+    return TestClient(create_app(lab.warehouse()))
+
+
+def _gpus(client: TestClient, **params: Any) -> Json:
+    response = client.get("/api/training/jobA/gpus", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _seen(body: Json) -> dict[tuple[str, str], float]:
+    """Per (GPU, day): the highest utilization the readings hold (a bucket's maximum included)."""
+    out: dict[tuple[str, str], float] = {}
+    for r in body["readings"]:
+        top = max(r["utilization_percent"], (r.get("maximum") or {}).get("utilization_percent") or 0.0)
+        key = (r["gpu_uuid"], r["ts"][:10])
+        out[key] = max(out.get(key, 0.0), top)
+    return out
+
+
+EVERY = {("GPU-a0", "2026-01-01"): 90.0, ("GPU-a0", "2026-01-02"): 20.0, ("GPU-a1", "2026-01-01"): 10.0}
+
+
+@pytest.mark.parametrize("max_points", [3200, 40, 10])
+def test_a_partly_pruned_jobs_chart_holds_every_gpu_and_day(
+    tmp_path: Path, ingest_engine: Engine, max_points: int
+) -> None:
+    client = _partly_pruned(Lab(tmp_path, ingest_engine), keep=1)
+    chart = _gpus(client, max_points=max_points)
+    assert _seen(chart) == EVERY
+    assert (chart["source"], chart["resolution"], chart["extremes_kept"]) == ("gpu_minutes", "minute", True)
+    pages = _gpus(client)  # the keyset pages read the minutes too: nothing pruned is left out silently
+    assert (pages["source"], pages["resolution"]) == ("gpu_minutes", "minute")
+    assert _seen(pages) == EVERY
+
+
+def test_a_job_whose_samples_are_all_kept_still_charts_its_samples(tmp_path: Path, ingest_engine: Engine) -> None:
+    client = _partly_pruned(Lab(tmp_path, ingest_engine), keep=0)
+    chart = _gpus(client, max_points=3200)
+    assert (chart["source"], chart["resolution"], chart["downsampled"]) == ("gpu_samples", "sample", False)
+    assert _seen(chart) == EVERY and len(chart["readings"]) == 10
+    pages = _gpus(client)
+    assert (pages["source"], len(pages["readings"])) == ("gpu_samples", 10)
+
+
+def test_a_day_without_samples_inside_a_jobs_span_is_no_pruned_day(tmp_path: Path, ingest_engine: Engine) -> None:
+    """A job sampled on days 1 and 3 (none on day 2), all kept: its samples, not its minutes."""
+    lab = Lab(tmp_path, ingest_engine)
+    spool = lab.root.parent / "spool"
+    spool.mkdir()
+    times = [T0 + timedelta(days=d, hours=23, minutes=59, seconds=s) for d in (1, 3) for s in (0, 30)]
+    (spool / "a.jsonl").write_text(
+        "".join(_line("jobA", "n1", "GPU-a0", 0, at, 10.0 * i) for i, at in enumerate(times))
+    )
+    lab.write_job("jobA", {"job_id": "jobA", "status": "completed", "started_at": _epoch(times[0]),
+                           "ended_at": _epoch(times[-1]), "history": [{"step": 1, "loss": 1.0}]})  # fmt: skip
+    assert lab.ingest(spool_root=spool, keep_raw_days=5).failed == 0
+    client = TestClient(create_app(lab.warehouse()))
+    chart = _gpus(client, max_points=10_000)  # 2 days + 1 minute: under the share of 10,000
+    assert (chart["source"], chart["resolution"], len(chart["readings"])) == ("gpu_samples", "sample", 4)
+    assert _gpus(client)["source"] == "gpu_samples"
+
+
+def test_raw_pruned_says_whether_a_day_of_the_job_was_pruned(lab: Lab) -> None:
+    """retention.raw_pruned: False for a job of kept days, True once one of its days is pruned; on
+    a warehouse whose samples are still hot (a part of none of its days), False."""
+    _partly_pruned(lab, keep=0)
+    with duckdb.connect(str(lab.db), read_only=True) as con:
+        assert retention.raw_pruned(con, "jobA") is False
+    with duckdb.connect(str(lab.db)) as con:
+        con.execute("BEGIN")
+        parts.unseal(con, parts.GPU_SAMPLES, parts.live_paths(con, parts.GPU_SAMPLES))  # all hot again
+        assert con.execute("SELECT count(*) FROM gpu_parts WHERE table_name = 'gpu_samples'").fetchone() == (0,)
+        assert retention.raw_pruned(con, "jobA") is False
+        con.execute("ROLLBACK")
+    ingest(lab.db, [lab.root], spools=[lab.root.parent / "spool"], keep_raw_days=1)
+    with duckdb.connect(str(lab.db), read_only=True) as con:
+        assert retention.raw_pruned(con, "jobA") is True
+        assert retention.raw_pruned(con, "jobB") is False

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from . import db, pages, parts, sealed_reads
+from . import db, pages, parts, retention, sealed_reads
 from .pg_reader import is_postgres, sql_for
 from .queries import plain, records
 
@@ -173,8 +173,9 @@ LIMIT $limit
 """
 
 HAS_SAMPLES = "SELECT count(*) > 0 FROM (SELECT 1 FROM gpu_samples WHERE job_id = $job_id LIMIT 1) AS one"
-# A job whose raw samples retention dropped (--keep-raw-days) keeps its per-minute rollups: its
-# readings are then those minutes (source gpu_minutes), not its step readings, as its analytics
+# A job whose raw samples retention dropped (--keep-raw-days), all or some, keeps its per-minute
+# rollups: its readings are then those minutes (source gpu_minutes), not its step readings, as its
+# analytics, nor the samples left (a GPU sampled only on a pruned day would be missing)
 HAS_MINUTES = "SELECT count(*) > 0 FROM (SELECT 1 FROM job_gpu_series WHERE job_id = $job_id LIMIT 1) AS one"
 # A minute as a reading: its first and last sample's times, its count, each figure's count of
 # finite readings and sum (the mean, made in Python as the charts' buckets make theirs), minimum
@@ -198,9 +199,10 @@ def gpu_readings(
     """The job's GPU samples (or, without any, the readings logged with its steps), by GPU.
 
     Returns the source (``gpu_samples``; ``gpu_minutes``, each reading a minute of samples, for a
-    job whose raw samples retention dropped; or ``step_readings``), one page, and the next cursor.
+    job some or all of whose raw samples retention dropped; or ``step_readings``), one page, and
+    the next cursor.
     """
-    if db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]:
+    if _all_sampled(con, job_id):
         start = (-1, "", "", None)
         gpu_after, host_after, key_after, ts_after = pages.decode("gpus:samples", cursor, 4) if cursor else start
         if not isinstance(gpu_after, int) or not isinstance(host_after, str) or not isinstance(key_after, str):
@@ -413,8 +415,10 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     When each GPU's share of ``max_points`` is no more than the minutes its samples span, or too
     small for a bucket of samples (under 2 + 2 per figure: 12), every reading is a bucket of whole
     minutes read from ``gpu_minutes`` (its mean, minimum and maximum of every figure: a spike
-    survives); else each GPU keeps its first and last sample and the samples with every figure's
-    extremes per bucket. A job without samples charts the readings logged with its steps so, and
+    survives), and so are they for a job some of whose minutes lost their raw samples to retention
+    (its kept samples would leave out the pruned days, and a GPU sampled only then); else each GPU
+    keeps its first and last sample and the samples with every figure's extremes per bucket. A job
+    without samples charts the readings logged with its steps so, and
     a share under 10 (2 + 2 per figure) keeps their first and last alone: ``extremes_kept`` false."""
     span = _minutes_span(con, job_id, gpu)
     sampled: bool | None = None
@@ -423,7 +427,7 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
         minutes = int((last - first).total_seconds()) // 60 + 1
         share = _share(max_points, series)
         if minutes < share:
-            sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
+            sampled = _all_sampled(con, job_id)
         # a share too small for sample buckets charts buckets of one minute: fewer than the share
         if minutes >= share or not sampled or share < _bucket_share(SAMPLE_FIGURES):
             return _minutes_chart(con, job_id, gpu, max_points, span, share, sampled)
@@ -459,6 +463,12 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
     downsampled = len(rows) < int(readings or 0)
     source_name = "gpu_samples" if sampled else "step_readings"
     return GpuChart(source_name, "sample", None, rows, downsampled, extremes_kept=buckets > 0 or not downsampled)
+
+
+def _all_sampled(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
+    """Whether the job's raw samples are its readings: it has some, and retention pruned none of
+    its rolled-up minutes (else its minutes are, every GPU and day of them)."""
+    return bool(db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]) and not retention.raw_pruned(con, job_id)
 
 
 def _bucket_share(figures: tuple[str, ...]) -> int:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import duckdb
 
-from . import db, parts
+from . import db, parts, pg_samples, sealed_reads
+from .pg_reader import is_postgres
 
 DEFAULT_KEEP_DAYS = 30
 ROLLUPS = "gpu_minutes"
@@ -74,6 +75,60 @@ def days_before(day: date, days: int) -> date | None:
     """``day`` less ``days`` days; None before year 1: no sample is that old (a sample may be of
     year 1, and date arithmetic past it a traceback)."""
     return day - timedelta(days=days) if days <= (day - date.min).days else None
+
+
+# --- what a job lost: readers that must not answer its kept samples as if they were all ----------
+
+# A job's GPUs (job_gpu_series: their first and last minute) and the days of their spans that no
+# live part of samples of their host holds: the (host, day)s retention may have pruned (a whole
+# (host, day) at a time), or that hold none of the job's samples (a day without samples in its span),
+# or whose samples are still hot. The manifest alone is read: a job of kept days costs this only.
+SPAN_DAYS_WITHOUT_PARTS = f"""
+SELECT host, gpu_key, day FROM (
+    SELECT DISTINCT host, gpu_key,
+           CAST(unnest(generate_series(CAST(first_minute AS DATE), CAST(last_minute AS DATE), INTERVAL 1 DAY))
+                AS DATE) AS day
+    FROM job_gpu_series WHERE job_id = $job_id
+) AS d
+WHERE NOT EXISTS (SELECT 1 FROM {parts.MANIFEST} p
+                  WHERE p.table_name = $table AND p.host = d.host AND p.day = d.day)
+"""
+# of those, the days the job's GPU has minutes on (its minute parts of those days, and the hot ones)
+MINUTE_DAYS = "SELECT DISTINCT host, gpu_key, CAST(minute AS DATE) FROM {minutes} WHERE job_id = $job_id"
+# and the days its hot samples are of (the current hour's: never a pruned day)
+HOT_DAYS = f"SELECT DISTINCT host, gpu_key, CAST(ts AS DATE) FROM {parts.GPU_SAMPLES.hot} WHERE job_id = $job_id"
+# PostgreSQL prunes the minutes before its horizon of every GPU (pg_telemetry.PRUNE): a GPU lost
+# some when its first rolled-up minute has no raw samples left, one probe of the packed samples'
+# primary key per GPU
+PG_FIRST_MINUTE_GONE = f"""
+SELECT count(*) > 0 FROM job_gpu_series s
+WHERE s.job_id = $job_id
+  AND NOT EXISTS (SELECT 1 FROM {pg_samples.TABLE} r
+                  WHERE r.job_id = s.job_id AND r.host = s.host AND r.gpu_key = s.gpu_key
+                    AND r.minute <= s.first_minute)
+"""
+
+
+def raw_pruned(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
+    """Whether some of the job's rolled-up minutes have no raw samples left (retention pruned their
+    day): its kept samples are then not all of its readings, its minutes are. No raw sample is read
+    on DuckDB: the days of each GPU's span that no live part holds (the manifest, usually none)
+    are pruned when the GPU has minutes there and no hot sample."""
+    if is_postgres(con):
+        return bool(db.one(con, PG_FIRST_MINUTE_GONE, {"job_id": job_id})[0])
+    table = parts.GPU_SAMPLES
+    missing = set(con.execute(SPAN_DAYS_WITHOUT_PARTS, {"job_id": job_id, "table": table.name}).fetchall())
+    if not missing:
+        return False
+    days = sorted(day for _, _, day in missing)
+    first = datetime.combine(days[0], datetime.min.time())
+    last = datetime.combine(days[-1], datetime.max.time())
+    minutes = sealed_reads.between(con, parts.GPU_MINUTES, first, last)
+    sql = MINUTE_DAYS.format(minutes=minutes.sql)
+    missing &= set(con.execute(sql, {"job_id": job_id, **minutes.params}).fetchall())
+    if missing:
+        missing -= set(con.execute(HOT_DAYS, {"job_id": job_id}).fetchall())
+    return bool(missing)
 
 
 # The raw window of the run, for store_staged: samples of days already past it are not stored

@@ -72,7 +72,9 @@ def job_gpus(
     as many minutes as each GPU's share or more, or with a share too small for buckets of
     samples, a reading is a bucket of whole minutes (its mean, minimum and maximum of every
     figure); else each GPU keeps its first and last reading and, when its share allows, every
-    extreme (``extremes_kept`` says whether it did)."""
+    extreme (``extremes_kept`` says whether it did). A job some or all of whose raw samples
+    retention pruned reads its per-minute rollups, pages and charts (source ``gpu_minutes``):
+    every GPU and day of it."""
     require_job(con, job_id)
     if max_points is not None:
         chart = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
@@ -88,7 +90,7 @@ def job_gpus(
             "next": None,
         }
     source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
-    minutes = source == "gpu_minutes"  # raw samples dropped by retention: a reading per minute
+    minutes = source == "gpu_minutes"  # raw samples dropped by retention, all or some: a reading per minute
     return {
         "job_id": job_id,
         "source": source,
