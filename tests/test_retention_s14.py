@@ -184,7 +184,8 @@ def test_late_backfill_samples_around_pruned_kept_minutes_count_no_time_twice(
 ) -> None:
     """Two late samples of minutes never rolled up (10:00:30, 10:03:10) around 10:01 and 10:02,
     rolled up and pruned: the first counts until 10:01's first sample (one ingest's 30 s), not 160 s
-    across both kept minutes; the kept minutes' rollups stand."""
+    across both kept minutes; 10:01's rollup stands, 10:02's last sample counts until 10:03:10 now
+    (its interval was open: 50 s, then 70 s, as one ingest; session 17)."""
     spools = today(tmp_path / "spool")
     kept = [sample(t) for t in range(60, 180, 10)]
     late = [sample(30), sample(190)]
@@ -199,9 +200,10 @@ def test_late_backfill_samples_around_pruned_kept_minutes_count_no_time_twice(
     clean.ingest(spool_root=spool_folder(tmp_path, "all", {"y.jsonl": kept, "x.jsonl": late}))
     minutes = pieces.query(LATE)
     assert [row[0].minute for row in minutes] == [0, 1, 2, 3]
-    assert minutes[0] == clean.query(LATE)[0]
+    assert minutes == clean.query(LATE)
     assert minutes[0][1:] == (1, 30.0, 30.0, None, None, pytest.approx(200 * 30 / 3600))
-    assert minutes[1:3] == before  # the kept minutes' rollups stand
+    assert minutes[1] == before[0]  # 10:01's rollup stands
+    assert minutes[2][1:] == (6, 70.0, 70.0, None, None, pytest.approx(200 * 70 / 3600))  # 10:02 re-ended
     assert sum(row[2] or 0 for row in minutes) <= 160  # 10:00:30 to 10:03:10
 
 

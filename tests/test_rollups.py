@@ -419,10 +419,10 @@ def test_a_small_case_by_hand(warehouse: duckdb.DuckDBPyConnection) -> None:
     ).fetchall() == [(4, 25.0, 13500 / 3600, 20 / 70, 30 / 50)]
 
 
-def test_a_minute_past_the_raw_window_keeps_its_rollup(warehouse: duckdb.DuckDBPyConnection) -> None:
+def test_a_minute_past_the_raw_window_is_re_ended_from_its_rollup(warehouse: duckdb.DuckDBPyConnection) -> None:
     """A batch after the GPU's last sample recomputes that sample's minute (its interval ends at
-    the batch) unless the minute lies before the raw window (--keep-raw-days): its samples may be
-    gone, and its rollup stands as it was."""
+    the batch); where the minute lies before the raw window (--keep-raw-days) its samples may be
+    gone, and its rollup is re-ended instead (session 17): the same figures."""
     day = 24 * 3600
     _store(warehouse, [_sample(day - 30, 50.0, 100.0), _sample(day - 10, 60.0, 100.0)])
     warehouse.execute(f"CREATE TEMP TABLE {retention.WINDOW} AS SELECT DATE '2026-01-02' AS first_day")
@@ -430,12 +430,12 @@ def test_a_minute_past_the_raw_window_keeps_its_rollup(warehouse: duckdb.DuckDBP
     assert warehouse.execute(
         "SELECT minute, samples, interval_seconds FROM gpu_minutes ORDER BY minute"
     ).fetchall() == [
-        (T0 + timedelta(seconds=day - 60), 2, 20.0),  # not 40.0: the minute was left as it was
+        (T0 + timedelta(seconds=day - 60), 2, 40.0),  # 20 s + the last sample's 20 s to the batch
         (T0 + timedelta(seconds=day), 1, None),
     ]
     warehouse.execute(f"DROP TABLE {retention.WINDOW}")
     _store(warehouse, [_sample(day + 20, 70.0, 100.0)])  # within the window: recomputed as always
     assert warehouse.execute("SELECT interval_seconds FROM gpu_minutes ORDER BY minute").fetchall() == [
-        (20.0,),
+        (40.0,),
         (10.0,),
     ]

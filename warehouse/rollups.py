@@ -10,7 +10,9 @@ A sample stands for the time until the same GPU's next sample (``gpu_sample_inte
 interval counts in the minute of the sample that starts it. So a batch changes the minutes from
 the one holding each GPU's last sample before the batch (its interval now ends at the batch's
 first sample) through the minute of the batch's last sample, and ``update`` recomputes exactly
-those from ``gpu_samples`` (the hot table and the sealed parts alike).
+those from ``gpu_samples`` (the hot table and the sealed parts alike). Those before the raw window
+whose rollups stand (their samples may be gone) are re-ended from their rollups instead: their last
+sample's interval ends at its new next sample.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ ON CONFLICT DO UPDATE SET first_minute = least(first_minute, excluded.first_minu
 # the batch stored nothing before first_ts or at/after hi, so the minute of the GPU's last sample
 # before first_ts is the latest minute whose first sample is before first_ts. Minutes before
 # $kept, the first time whose raw samples are kept (--keep-raw-days), that have a rollup keep it
-# as it is (their samples may have aged out; their last sample's interval then stays unknown):
-# such a minute is neither lo's previous minute, nor deleted, nor inserted again. A minute before
+# (their samples may have aged out): such a minute is neither lo's previous minute, nor deleted, nor
+# inserted again; its last sample's interval is re-ended from the rollup after the insert where the
+# batch brings it an earlier next sample (REENDED_ROWS). A minute before
 # $kept without a rollup (a late backfill of an old day: store_staged keeps those samples) is
 # computed like any other. {minutes} is the hot table, plus the sealed parts that may change the
 # answer (PARTS_NEEDED): a cron run's minute reads the hot hour alone.
@@ -201,7 +204,8 @@ KEPT = "rollup_kept"
 KEPT_MINUTES = f"""
 CREATE OR REPLACE TEMP TABLE {KEPT} AS
 SELECT m.job_id, m.host, m.gpu_key, m.first_ts,
-       CASE WHEN m.power_w_n = m.samples AND m.power_w_min = m.power_w_max THEN m.power_w_min END AS first_power_w
+       CASE WHEN m.power_w_n = m.samples AND m.power_w_min = m.power_w_max THEN m.power_w_min END AS first_power_w,
+       m.minute, m.minute < r.hi AS inside
 FROM gpu_minutes_hot m
 JOIN rollup_ranges r ON m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key
 WHERE ((m.minute >= r.lo AND m.minute < r.hi) OR m.first_ts = r.next_ts) AND m.minute < $kept
@@ -248,6 +252,165 @@ _WHOLE_EXISTS = f"""   OR EXISTS (SELECT 1 FROM {WHOLE} w
 PLAIN_INSERT = INSERT.replace(_WHOLE_EXISTS, "")
 PLAIN_CAPPED_INSERT = CAPPED_INSERT.replace(_WHOLE_EXISTS, "")
 
+# A minute whose rollup stands before the window (its raw samples may be gone) counts its last
+# sample's interval until the next sample, and a batch may bring an earlier next one: a late sample in
+# the gap after a pruned minute, or a GPU's next sample arriving after its previous day was pruned.
+# Such a minute is re-ended from its rollup after the insert (REENDED_ROWS): the minutes standing
+# inside the ranges (KEPT_MINUTES' inside ones), and the one holding a GPU's previous sample (its last
+# before the batch's first) where that lies before the window. Inside the window (or found whole)
+# that one is the range's lo and recomputed from its samples; a GPU whose range found no lo
+# (lo_found) though job_gpu_series has minutes of it before lo has them all before the window, none in
+# WHOLE. Its latest is looked up in the hot table, then in the minute parts that may hold it, the
+# latest parts first, a few more each time, until no part left can hold a later one (PREVIOUS_IN):
+# not every rolled-up minute of the GPU. A cron run finds no such GPU in WANTED_ROWS (one row per GPU
+# of the batch) and reads nothing more.
+WANTED = "rollup_wanted"
+WANTED_ROWS = """
+SELECT r.job_id, r.host, r.gpu_key, r.lo, g.first_minute
+FROM rollup_ranges r
+JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
+WHERE r.lo_found IS NULL AND g.first_minute < r.lo
+"""
+PREVIOUS_IN = f"""
+SELECT w.job_id, w.host, w.gpu_key, max(m.minute)
+FROM {{minutes}} m
+JOIN {WANTED} w ON m.job_id = w.job_id AND m.host = w.host AND m.gpu_key = w.gpu_key
+WHERE m.minute >= $since AND m.minute < $until AND m.minute >= w.first_minute AND m.minute < w.lo
+GROUP BY ALL
+"""
+PREVIOUS_CANDIDATES = f"""
+SELECT path, min_ts, max_ts FROM {parts.MANIFEST}
+WHERE table_name = '{parts.GPU_MINUTES.name}' AND max_ts >= $since AND min_ts < $until
+ORDER BY max_ts DESC, path
+"""
+PREVIOUS = "rollup_previous"
+PREVIOUS_TABLE = (
+    f"CREATE OR REPLACE TEMP TABLE {PREVIOUS} (job_id VARCHAR, host VARCHAR, gpu_key VARCHAR, minute TIMESTAMP, "
+    "sealed BOOLEAN)"
+)
+# the parts holding the sealed ones (unsealed with the ranges' parts: the minute is updated in place)
+PREVIOUS_PARTS = f"""
+SELECT DISTINCT p.path FROM {parts.MANIFEST} p
+JOIN {PREVIOUS} v ON v.sealed AND p.min_ts <= v.minute AND p.max_ts >= v.minute
+WHERE p.table_name = '{parts.GPU_MINUTES.name}'
+ORDER BY p.path
+"""
+# Each such minute (STANDING) re-ended after the insert, when every minute of the ranges is hot: its
+# new next sample is the first of the GPU's later minutes before hi, else the range's next_ts; that
+# sample's power is its own where it is at hand, else its minute's where all of that minute's samples
+# had one. Its old next sample is the one its rollup counted: the last sample's interval is
+# interval_seconds less the span first_ts..last_ts, in whole microseconds (as ingest/gpu_store.py's
+# WHOLE reads it), none when 0 (an open interval). A minute whose next sample is unchanged stays.
+STANDING = "rollup_standing"
+STANDING_ROWS = {
+    PREVIOUS: f"SELECT job_id, host, gpu_key, minute FROM {PREVIOUS}",
+    KEPT: f"SELECT job_id, host, gpu_key, minute FROM {KEPT} WHERE inside",
+}
+REENDED = "rollup_reended"
+_SPAN = "@seconds_between(m.first_ts; m.last_ts)"
+_LAST_US = f"CAST(round((m.interval_seconds - {_SPAN}) * 1e6) AS BIGINT)"
+_NEXT = f"""
+SELECT v.job_id, v.host, v.gpu_key, v.minute, coalesce(min(h.first_ts), r.next_ts) AS next_ts
+FROM {STANDING} v
+JOIN rollup_ranges r ON r.job_id = v.job_id AND r.host = v.host AND r.gpu_key = v.gpu_key
+LEFT JOIN gpu_minutes_hot h ON h.job_id = v.job_id AND h.host = v.host AND h.gpu_key = v.gpu_key
+                          AND h.minute > v.minute AND h.minute < r.hi
+GROUP BY v.job_id, v.host, v.gpu_key, v.minute, r.next_ts
+"""
+
+
+# Whether the last sample counted in a time-weighted sum x, where the rollup tells (else NULL): with
+# an old interval l_old, x holds it (then x >= l_old) or not (then x <= span, the rest's time); x
+# below l_old, above span, or equal to interval_seconds (every interval counted) settles it.
+def _counted(x: str) -> str:
+    return (
+        f"CASE WHEN l_old IS NULL THEN NULL WHEN {x} IS NULL OR {x} < l_old THEN false "
+        f"WHEN {x} > span + 1e-6 OR {x} = interval_seconds THEN true END"
+    )
+
+
+# x with the last interval l_old replaced by l_new where the last sample counts in it (q true): the
+# rest, plus l_new; NULL where nothing is left. Where the rollup can't tell (q NULL), x stands.
+def _re_end(x: str, q: str) -> str:
+    rest = f"CASE WHEN {q} AND l_old IS NOT NULL THEN nullif({x} - l_old, 0) ELSE {x} END"
+    return (
+        f"CASE WHEN {q} IS NULL THEN {x} WHEN {q} AND l_new IS NOT NULL THEN coalesce({rest}, 0) + l_new "
+        f"ELSE {rest} END"
+    )
+
+
+# Per figure, whether the last sample counts in it: from the minute's counts where they say all or
+# none of its samples do (a finite utilization; one below the idle threshold), else from the sum
+# itself (clock reasons and throttling have no counts; no reasons, no throttling). The energy is
+# exact where every sample of the minute had one finite power p (its trapezoids before the last are
+# p * span); none where no sample had a finite power; where the old interval was open, the sum stands
+# (the last sample's power is unknown: the new term dropped); else it is unknown (NULL), not the old
+# gap's.
+_DECIDED = f"""
+    SELECT *,
+           coalesce(CASE WHEN utilization_percent_n = samples THEN true WHEN utilization_percent_n = 0 THEN false END,
+                    {_counted("utilization_seconds")}) AS q_utilization,
+           coalesce(CASE WHEN utilization_percent_n < samples THEN NULL
+                         WHEN utilization_percent_max < {IDLE_UTILIZATION} THEN true
+                         WHEN utilization_percent_min >= {IDLE_UTILIZATION} THEN false END,
+                    CASE WHEN utilization_percent_n = 0 AND nonfinite = 0 THEN false END,
+                    {_counted("idle_seconds")}) AS q_idle,
+           {_counted("reasons_seconds")} AS q_reasons,
+           coalesce(CASE WHEN NOT ({_counted("reasons_seconds")}) THEN false END,
+                    {_counted("throttled_seconds")}) AS q_throttled,
+           CASE WHEN @finite(next_power_w) AND l_new IS NOT NULL THEN (p + next_power_w) / 2 * l_new END AS term
+    FROM changed"""
+_ENERGY = """CASE WHEN p IS NOT NULL THEN
+                CASE WHEN samples > 1 OR term IS NOT NULL
+                     THEN ((CASE WHEN samples > 1 THEN p * span ELSE 0 END) + coalesce(term, 0)) / 3600 END
+            WHEN power_w_n = 0 OR l_old IS NULL THEN energy_wh END"""
+REENDED_ROWS = render(f"""
+CREATE OR REPLACE TEMP TABLE {REENDED} AS
+WITH nxt AS (
+    SELECT n.job_id, n.host, n.gpu_key, n.minute, n.next_ts,
+           CASE WHEN s.ts IS NOT NULL THEN s.power_w
+                WHEN k.power_w_n = k.samples AND k.power_w_min = k.power_w_max THEN k.power_w_min END AS next_power_w
+    FROM ({_NEXT}) n
+    LEFT JOIN {SAMPLES} s ON s.job_id = n.job_id AND s.host = n.host AND s.gpu_key = n.gpu_key
+                         AND s.ts = n.next_ts AND s.ts >= $lo AND s.ts <= $last
+    LEFT JOIN gpu_minutes_hot k ON k.job_id = n.job_id AND k.host = n.host AND k.gpu_key = n.gpu_key
+                               AND k.minute = date_trunc('minute', n.next_ts) AND k.first_ts = n.next_ts
+), measured AS (
+    SELECT m.*, e.next_ts AS new_next, e.next_power_w, {_SPAN} AS span,
+           CASE WHEN {_LAST_US} >= 1 THEN m.last_ts + to_microseconds({_LAST_US}) END AS old_next
+    FROM gpu_minutes_hot m
+    JOIN nxt e ON e.job_id = m.job_id AND e.host = m.host AND e.gpu_key = m.gpu_key AND e.minute = m.minute
+), changed AS (
+    SELECT *, @seconds_between(last_ts; old_next) AS l_old, @seconds_between(last_ts; new_next) AS l_new,
+           CASE WHEN power_w_n = samples AND power_w_min = power_w_max THEN power_w_min END AS p
+    FROM measured
+    WHERE new_next IS DISTINCT FROM old_next AND (new_next IS NULL OR new_next > last_ts)
+), decided AS ({_DECIDED}
+)
+SELECT job_id, host, gpu_key, minute,
+       {_re_end("interval_seconds", "true")} AS interval_seconds,
+       {_re_end("utilization_seconds", "q_utilization")} AS utilization_seconds,
+       {_re_end("idle_seconds", "q_idle")} AS idle_seconds,
+       {_re_end("reasons_seconds", "q_reasons")} AS reasons_seconds,
+       {_re_end("throttled_seconds", "q_throttled")} AS throttled_seconds,
+       {_ENERGY} AS energy_wh
+FROM decided
+""")
+_RE_ENDED = (
+    "interval_seconds", "utilization_seconds", "idle_seconds", "reasons_seconds", "throttled_seconds", "energy_wh"
+)  # fmt: skip
+RE_END = f"""
+UPDATE gpu_minutes_hot m SET {", ".join(f"{c} = e.{c}" for c in _RE_ENDED)}
+FROM {REENDED} e
+WHERE m.job_id = e.job_id AND m.host = e.host AND m.gpu_key = e.gpu_key AND m.minute = e.minute
+"""
+# a stage owes PostgreSQL those minutes too
+_RECORD_RANGES = "SELECT job_id, host, gpu_key, lo, hi FROM rollup_ranges"
+assert _RECORD_RANGES in telemetry_outbox.RECORD
+RECORD_REENDED = telemetry_outbox.RECORD.replace(
+    _RECORD_RANGES, f"SELECT job_id, host, gpu_key, minute, minute + INTERVAL 1 MINUTE FROM {REENDED}"
+)
+
 
 def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whole: bool = False) -> None:
     """Recompute the minutes of the GPUs named in the temporary table ``stored_gpu_keys``
@@ -275,19 +438,73 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whol
             f"SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false))"
         )
         con.execute(ranges_template.format(minutes=minutes), kept)
-    parts.unseal(con, parts.GPU_MINUTES, [path for (path,) in con.execute(PARTS_TOUCHED, kept).fetchall()])
+    touched = [path for (path,) in con.execute(PARTS_TOUCHED, kept).fetchall()]
+    previous = kept["kept"] > datetime.min and _find_previous(con)
+    if previous:
+        touched = sorted({*touched, *(path for (path,) in con.execute(PREVIOUS_PARTS).fetchall())})
+    parts.unseal(con, parts.GPU_MINUTES, touched)
     lo, last = con.execute(SPAN).fetchone() or (None, None)
     if lo is not None:
         con.execute(delete, kept)
-        if lo < kept["kept"]:  # a range reaches before the window: cap the intervals at kept minutes
+        capped = lo < kept["kept"]
+        if capped:  # a range reaches before the window: cap the intervals at kept minutes
             con.execute(KEPT_MINUTES, kept)
             insert = CAPPED_INSERT if found else PLAIN_CAPPED_INSERT
         con.execute(insert.replace(SAMPLES, samples), {"lo": lo, "last": last, **kept})
-        if lo < kept["kept"]:
+        if previous or capped:  # minutes standing before the window: re-ended at their new next samples
+            standing = [STANDING_ROWS[t] for t, used in ((PREVIOUS, previous), (KEPT, capped)) if used]
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {STANDING} AS {' UNION ALL '.join(standing)}")
+            con.execute(REENDED_ROWS.replace(SAMPLES, samples), {"lo": lo, "last": last})
+            con.execute(RE_END)
+            con.execute(RECORD_REENDED)
+            con.execute(f"DROP TABLE {REENDED}; DROP TABLE {STANDING}")
+        if capped:
             con.execute(f"DROP TABLE {KEPT}")
         con.execute(SERIES_ADD)
         telemetry_outbox.record(con)  # a stage owes PostgreSQL these ranges (issue 18)
-    con.execute(f"DROP TABLE rollup_ranges; DROP TABLE IF EXISTS {WHOLE}")
+    con.execute(f"DROP TABLE rollup_ranges; DROP TABLE IF EXISTS {WHOLE}; DROP TABLE IF EXISTS {PREVIOUS}")
+
+
+def _find_previous(con: duckdb.DuckDBPyConnection) -> bool:
+    """Fill PREVIOUS with the latest minute before its range of each GPU of rollup_ranges whose
+    range found none inside the window though it has earlier minutes (WANTED_ROWS); False if none.
+    The hot table first, then the minute parts that may hold a later one, latest first."""
+    wanted = con.execute(WANTED_ROWS).fetchall()
+    if not wanted:
+        return False
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {WANTED} AS {WANTED_ROWS}")
+    span = {(job, host, gpu): (lo, first) for job, host, gpu, lo, first in wanted}
+    bounds = {"since": min(first for _, first in span.values()), "until": max(lo for lo, _ in span.values())}
+    best: dict[tuple[str, str, str], tuple[datetime, bool]] = {}  # the latest found, sealed or not
+    for job, host, gpu, minute in con.execute(PREVIOUS_IN.format(minutes="gpu_minutes_hot"), bounds).fetchall():
+        best[(job, host, gpu)] = (minute, False)
+    candidates = con.execute(PREVIOUS_CANDIDATES, bounds).fetchall()
+    folder, size = parts.root(con), 1
+    while True:
+        candidates = [
+            (path, lo_ts, hi_ts)
+            for path, lo_ts, hi_ts in candidates
+            if any(
+                lo_ts < lo and hi_ts >= first and (key not in best or hi_ts > best[key][0])
+                for key, (lo, first) in span.items()
+            )
+        ]
+        if not candidates:
+            break
+        chunk, candidates = candidates[:size], candidates[size:]
+        files = parts.file_list(folder, [path for path, _, _ in chunk])
+        source = f"read_parquet([{files}], hive_partitioning = false)"
+        for job, host, gpu, minute in con.execute(PREVIOUS_IN.format(minutes=source), bounds).fetchall():
+            key = (job, host, gpu)
+            if key not in best or minute > best[key][0]:
+                best[key] = (minute, True)
+        size *= 2
+    con.execute(f"DROP TABLE {WANTED}")
+    if not best:
+        return False
+    con.execute(PREVIOUS_TABLE)
+    con.executemany(f"INSERT INTO {PREVIOUS} VALUES (?, ?, ?, ?, ?)", [(*k, m, s) for k, (m, s) in best.items()])
+    return True
 
 
 def rebuild(con: duckdb.DuckDBPyConnection) -> None:
