@@ -199,7 +199,7 @@ RANGE_SAMPLES = """
 # next kept minute instead (ASOF: the least first_ts after the sample), as one ingest of the same
 # samples ends it; that sample's power is known when each of the minute's samples had the same
 # finite one, else the energy term is dropped (unknown, not invented). A cron run's ranges lie
-# inside the window: it never runs this.
+# inside the window: it never runs this. (inside: a minute of [lo, hi), re-ended after the insert.)
 KEPT = "rollup_kept"
 KEPT_MINUTES = f"""
 CREATE OR REPLACE TEMP TABLE {KEPT} AS
@@ -420,7 +420,10 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whol
     gpu_samples' columns; it must hold every stored sample of each GPU's range [lo, next sample
     after hi] (the batch's rows and their stored neighbours), e.g. so a first ingest does not read
     back the parts it just wrote. Same rows, same sums. ``whole``: the temporary table WHOLE
-    lists minutes before the raw window to recompute too (store_staged); it is dropped here."""
+    lists minutes before the raw window to recompute too (store_staged); it is dropped here.
+    Minutes before the raw window whose rollups stand (the GPU's previous one, and those inside a
+    range) are re-ended from their rollups where the batch gives their last sample an earlier next
+    one (REENDED_ROWS)."""
     kept = {"kept": retention.window_start(con) or datetime.min}
     row = con.execute(f"SELECT min(minute) FROM {WHOLE}").fetchone() if whole else None
     found = row is not None and row[0] is not None
