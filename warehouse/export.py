@@ -468,11 +468,24 @@ def steps_csv(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Iterato
 
     DuckDB writes the jobs a group of about GROUP_ROWS rows at a time to a temporary file
     (the CSV dialect of ``export``), which is sent CHUNK_BYTES at a time and deleted: neither
-    DuckDB nor Python holds more than one group, whatever the number of jobs.
+    DuckDB nor Python holds more than one group, whatever the number of jobs. The first chunk
+    is the header with the first group's first rows: taking it runs the first group's queries,
+    so that the API decides its answer's status after them (a later group's failure can only
+    cut the stream: docs/export.md).
     """
     groups = _step_groups(con, job_ids)
     header = [d[0] for d in con.execute("SELECT * FROM step_facts LIMIT 0").description]
-    yield (",".join(header) + "\n").encode()  # plain identifiers: nothing to quote
+    head = (",".join(header) + "\n").encode()  # plain identifiers: nothing to quote
+    for chunk in _csv_groups(con, groups):
+        if head:
+            chunk, head = head + chunk, b""
+        yield chunk
+    if head:  # no rows
+        yield head
+
+
+def _csv_groups(con: duckdb.DuckDBPyConnection, groups: list[list[str]]) -> Iterator[bytes]:
+    """The rows of these groups of jobs as headerless CSV, in chunks (``steps_csv``)."""
     if is_postgres(con):
         for group in groups:
             with _local_steps(con, group) as local:

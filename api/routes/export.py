@@ -77,7 +77,9 @@ def export_steps(
             headers["Content-Length"] = str(os.fstat(file.fileno()).st_size)
             return StreamingResponse(_file_chunks(file), media_type=MEDIA_TYPES[fmt], headers=headers)
         chunks = export.steps_csv(cursor, ids)
-        first = next(chunks)  # runs the first queries now: a failure is still an error answer
+        # the header and the first group's rows: its queries run now, and a failure is still an
+        # error answer; a later group's can only cut the stream (docs/export.md)
+        first = next(chunks)
         return StreamingResponse(_then(first, chunks, cursor), media_type=MEDIA_TYPES[fmt], headers=headers)
     except BaseException:
         cursor.close()
