@@ -74,6 +74,10 @@ def ingest(
         try:
             hotfile.remove_leftovers(db_path)
             inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage, tuple(root_folders(roots)))
+            # before the first commit (migrations included): a kill from here to the publish leaves
+            # the marker, and the next run publishes even when it finds nothing new (a stage never
+            # publishes: no marker). owed: an earlier run committed and never published.
+            owed = False if stage else snapshots.mark_unpublished(db_path)
             run_id, stored, sparse = _read_and_merge(
                 db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
             )
@@ -83,8 +87,10 @@ def ingest(
                 on_progress("publish", 0, 1)
             if sparse:  # mostly free blocks (rows sealed away): a smaller file to copy from now on
                 hotfile.rebuild(db_path)
-            if not stage and (changed or sparse or snapshots.age(db_path) > snapshots.REFRESH_SECONDS):
-                snapshots.publish(db_path)
+            if not stage and (changed or sparse or owed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS):
+                snapshots.publish(db_path)  # removes the marker
+            elif not stage:
+                snapshots.clear_unpublished(db_path)  # nothing new for readers, none owed
             if on_progress is not None:
                 on_progress("publish", 1, 1)
             # a log whose last line waits: no state, so that the next run takes the full road and reads it

@@ -4,10 +4,10 @@ A cron run every minute mostly finds every file as the last run left it. The las
 run writes into its heartbeat file a digest of what it found (every progress.json and
 trainer_state.json with its size and mtime, every checkpoint folder) and the warehouse file's
 size and mtime after it. A run that finds the same digest, the warehouse untouched since, no
-file being written and a recent snapshot has nothing to read: it rewrites the heartbeat and
-ends, without importing DuckDB (whose import alone costs a third of a second here). Such a
-run is in the heartbeat only, not in ``ingest_runs``. Runs with ``--spool`` or
-``--nvidia-smi-csv`` always take the full road.
+file being written, no ``<db>.unpublished`` marker (commits no snapshot holds) and a recent
+snapshot has nothing to read: it rewrites the heartbeat and ends, without importing DuckDB
+(whose import alone costs a third of a second here). Such a run is in the heartbeat only, not
+in ``ingest_runs``. Runs with ``--spool`` or ``--nvidia-smi-csv`` always take the full road.
 
 This module imports nothing that imports DuckDB.
 """
@@ -72,6 +72,8 @@ def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
         return None
     counts = last.get("summary", {})
     if counts.get("pending") or counts.get("to_retry") or last.get("warehouse") != warehouse_stat(db_path):
+        return None
+    if snapshots.unpublished(db_path).exists():  # a run committed and was killed before publishing
         return None
     if snapshots.age(db_path) > snapshots.REFRESH_SECONDS:  # the full road publishes a fresh one
         return None

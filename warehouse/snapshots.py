@@ -18,6 +18,11 @@ A copy is of the DuckDB file only: sealed GPU samples and their per-minute rollu
 Parquet parts beside it (``parts.py``) that the warehouse and every copy share; a copy's views
 ``gpu_samples`` and ``gpu_minutes`` name the parts of its moment, and a part replaced later keeps
 its file while a kept copy may name it.
+
+A run that commits to the warehouse first creates ``<db>.unpublished`` (``mark_unpublished``), and
+only a successful ``publish`` removes it: a run killed between its commits and its publish leaves
+the marker, and the next run (the quick path too) publishes even when it finds nothing new, so
+readers never keep serving a copy older than what the warehouse holds.
 """
 
 from __future__ import annotations
@@ -104,6 +109,39 @@ def age(db_path: Path) -> float:
     return max(0.0, time.time() - published)
 
 
+def unpublished(db_path: Path) -> Path:
+    """The marker of commits no copy holds yet: ``<db>.unpublished``."""
+    return db_path.with_name(db_path.name + ".unpublished")
+
+
+def _sync_folder(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mark_unpublished(db_path: Path) -> bool:
+    """Before a run's first commit: create the marker (durably); whether it was there already,
+    left by a run that committed and was killed or failed before publishing."""
+    marker = unpublished(db_path)
+    if marker.exists():
+        return True
+    fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _sync_folder(marker.parent)
+    return False
+
+
+def clear_unpublished(db_path: Path) -> None:
+    """The run committed nothing a reader lacks (and found no marker of an earlier run): no copy owed."""
+    unpublished(db_path).unlink(missing_ok=True)
+
+
 def publish(db_path: Path) -> Path:
     """Copy the (checkpointed, closed) warehouse to a new snapshot; the caller holds the ingest lock."""
     target_dir = folder(db_path)
@@ -122,16 +160,25 @@ def publish(db_path: Path) -> Path:
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
+        _sync_folder(target_dir)  # the copy's name is on disk before the marker goes
     except BaseException:  # a full disk: no half copy stays behind
         tmp.unlink(missing_ok=True)
         raise
+    # the copy holds every commit made before it (the caller holds the lock): none is owed now
+    unpublished(db_path).unlink(missing_ok=True)
     for _, old in _published(target_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final
 
 
 def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the newest snapshot (or to the warehouse when none exists yet)."""
+    """A read-only connection to the newest snapshot (or to the warehouse when none exists yet).
+
+    With no snapshot and the ``unpublished`` marker, an ingest run has committed (it is running, or
+    was killed before its first publish): opening the file would lock that writer or the next one
+    out for as long as the reader reads, so the reader is refused in one line instead. A warehouse
+    that no ingest run wrote yet (built by other means, never published) is still opened itself:
+    a reader then holds DuckDB's file lock while it reads (docs/ingest.md)."""
     for _ in range(OPEN_TRIES):
         snapshot = latest(db_path)
         if snapshot is None:
@@ -142,6 +189,11 @@ def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duck
             continue  # replaced between listing and opening: the newer one
         con.execute(CACHE_FOOTERS)
         return con
+    if unpublished(db_path).exists():
+        raise db.WarehouseError(
+            f"no snapshot of {db_path} yet: an ingest is writing it or was stopped before publishing; "
+            "wait for the running `runlytics ingest`, or run it"
+        )
     con = db.connect(db_path, read_only=True, wait=wait)
     con.execute(CACHE_FOOTERS)
     return con
