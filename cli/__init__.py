@@ -1233,4 +1233,12 @@ def entry() -> None:
         # the reader stopped reading (`runlytics sql … | head`): no traceback for that
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_BROKEN_PIPE)
+    except (KeyboardInterrupt, RuntimeError) as error:
+        # Ctrl-C: one line, and 128 + SIGINT, as a shell reports a command it interrupted; in a
+        # DuckDB call (any: the query, the schema check before it) DuckDB raises this instead
+        if isinstance(error, RuntimeError) and str(error) != "Query interrupted":
+            raise
+        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+        print(f"runlytics{f' {command}' if command else ''}: interrupted", file=sys.stderr)
+        sys.exit(130)
     sys.exit(code)
