@@ -183,4 +183,4 @@ def test_the_dashboard_labels_memory_in_mib() -> None:
     assert "Memory used (MiB)" in shown["job.js"]
     # the title goes on with "; dotted: the highest reading" when a job's readings are minute buckets
     assert "GPU memory used (MiB, mean of the job's GPUs" in shown["compare.js"]
-    assert "MiB`" in shown["summary.js"]
+    assert 'withUnit(rt.average_peak_memory_mb, "MiB", 0)' in shown["summary.js"]
