@@ -984,6 +984,7 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
         return EXIT_OK
     path = _existing_warehouse(args)
     with run_lock(path, wait=args.wait):
+        snapshots.mark_unpublished(path)  # a kill between the commit and the copy: the next run publishes
         migrate.ensure_current(path, wait=args.wait, locked=True)
         with db.connection(path, wait=args.wait) as con:
             insights.set_threshold(con, name, value)

@@ -115,6 +115,7 @@ def upgrade(
         return upgrade_postgres(path, revision, wait)
     db.make_folder(path)
     with run_lock(path, wait=wait):
+        snapshots.mark_unpublished(path)  # a kill between the commit and the copy: the next run publishes
         done = upgrade_locked(path, revision, wait, chain=chain)
         snapshots.publish(path)
     return done
