@@ -236,15 +236,15 @@ def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(
     assert "No space left on device" in line
     assert "Nothing stored was lost" in line
     assert lab.facts() == before
-    # no stray file: the warehouse, DuckDB's own log, the lock, the heartbeat, the snapshots (a stage
-    # publishes none: its publish lock instead)
+    # no stray file: the warehouse, DuckDB's own log, the lock, the heartbeat, the snapshots and the
+    # marker that the next run owes readers a copy (a stage publishes none: its publish lock instead)
     names = {p.name for p in small_disk.iterdir()} - {"filler"}
     assert names <= {
         "w.duckdb",
         "w.duckdb.wal",
         "w.duckdb.ingest.lock",
         "w.duckdb.last-ingest.json",
-        "w.duckdb.publish.ingest.lock" if lab.engine.ingests else "w.duckdb.snapshots",
+        *(["w.duckdb.publish.ingest.lock"] if lab.engine.ingests else ["w.duckdb.snapshots", "w.duckdb.unpublished"]),
     }
     if not lab.engine.ingests:
         assert not [p for p in (small_disk / "w.duckdb.snapshots").iterdir() if not p.name.endswith(".duckdb")]
@@ -256,6 +256,7 @@ def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(
     summary = json.loads(again.stdout)
     assert (summary["ingested"], summary["unchanged"], summary["failed"]) == (1, 3, 0)
     assert lab.query("SELECT count(*) FROM steps WHERE job_id = 'big'") == [(100_000,)]
+    assert not (small_disk / "w.duckdb.unpublished").exists()  # published: no copy owed
 
 
 # --- one folder per job id -------------------------------------------------------------------------
