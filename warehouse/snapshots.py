@@ -114,26 +114,15 @@ def unpublished(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".unpublished")
 
 
-def _sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def mark_unpublished(db_path: Path) -> bool:
     """Before a run's first commit: create the marker (durably); whether it was there already,
     left by a run that committed and was killed or failed before publishing."""
     marker = unpublished(db_path)
     if marker.exists():
         return True
-    fd = os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _sync_folder(marker.parent)
+    os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+    db.fsync_file(marker)
+    db.fsync_dir(marker.parent)
     return False
 
 
@@ -160,12 +149,12 @@ def publish(db_path: Path) -> Path:
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        _sync_folder(target_dir)  # the copy's name is on disk before the marker goes
+        db.fsync_dir(target_dir)  # the copy's name is on disk before the marker goes
     except BaseException:  # a full disk: no half copy stays behind
         tmp.unlink(missing_ok=True)
         raise
     # the copy holds every commit made before it (the caller holds the lock): none is owed now
-    unpublished(db_path).unlink(missing_ok=True)
+    clear_unpublished(db_path)
     for _, old in _published(target_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final
