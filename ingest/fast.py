@@ -198,7 +198,7 @@ def _table(columns: list[tuple[str, str, bool]], parts: list[tuple[int, tuple[by
     import pyarrow as pa
 
     if not parts:
-        return _schema(columns).empty_table()
+        return pa.Table.from_batches([], schema=_schema(columns))  # empty_table() would import pandas
     rows = np.array([n for n, _ in parts], dtype=np.int64)
     total = int(rows.sum())
     row_starts = np.cumsum(rows) - rows
