@@ -7,10 +7,12 @@ training command. NVML's set-up (nvmlInit and the GPU look-ups) runs on a thread
 with persistence mode off it takes seconds per GPU, and a driver call that hangs must hold up
 neither the command's start nor the sampler's exit. Per GPU:
 
-- a query the GPU can't answer (not supported, no permission, no such function in this
-  driver) leaves its fields null, logged once per GPU and query (sampler/nvml.py);
-- a transient NVML error skips that reading only; after TRANSIENT_LIMIT in a row the GPU is
-  backed off like a lost one;
+- a query that fails (the GPU can't answer it: not supported, no permission, no such function in
+  this driver; or it failed: unknown error, no data, timeout, …) leaves its fields null, the rest
+  of the line written, logged once per GPU, query and error (sampler/nvml.py);
+- a reading that fails as a whole (no query answered, or one said the GPU is lost) with a
+  transient NVML error is skipped; after TRANSIENT_LIMIT in a row the GPU is backed off like a
+  lost one;
 - a lost GPU (GpuIsLost, ResetRequired, …) has its handle dropped and looked up again later
   (by index, checking its UUID), after a back-off that doubles from 2 intervals up to
   MAX_BACKOFF seconds;
@@ -306,7 +308,7 @@ class GpuSampler(threading.Thread):
         self.busy_since: float | None = None
         self.hung_reported = False
         self.written = 0
-        self.reported: set[str] = set()  # the queries whose None was logged
+        self.reported: set[str] = set()  # the queries (and errors) whose None was logged
         self.memory = MemoryQuery()  # this GPU's own: kept across readings and re-looks
 
     @property
@@ -364,10 +366,11 @@ class GpuSampler(threading.Thread):
         return fields
 
     def _report(self, unavailable: dict[str, Exception]) -> None:
-        # Once per GPU and query: a MIG GPU's "no permission" would otherwise fill the log.
+        # Once per GPU, query and error: a MIG GPU's "no permission" would otherwise fill the log.
         for query, error in unavailable.items():
-            if query not in self.reported:
-                self.reported.add(query)
+            key = f"{query}:{type(error).__name__}"
+            if key not in self.reported:
+                self.reported.add(key)
                 quiet = isinstance(error, self.nvml.module.NVMLError_NotSupported)
                 log.log(
                     logging.INFO if quiet else logging.WARNING,

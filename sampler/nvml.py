@@ -4,11 +4,15 @@ Thin on purpose: initialise and shut down, get a device handle by index (never b
 UUID look-up fails for every GPU while any GPU of the node is lost), walk a GPU's MIG instances,
 and read one GPU's or MIG instance's sample into a dict. Each query has its own policy:
 
-- "not supported", "no permission" and "function not found" make that query's fields None,
-  never 0, and are reported to the caller (who logs them once); the rest of the sample stands.
-  A MIG-enabled GPU answers "no permission" to its memory query when the caller is not root.
-- Every other NVML error reaches the caller, who tells a lost handle (``is_lost``) from a
-  transient failure (sampler/loop.py).
+- A query that fails makes its fields None, never 0, and its error is reported to the caller
+  (who logs it once); the rest of the sample stands. "Not supported", "no permission" and
+  "function not found" are the GPU's answer to that query (a MIG-enabled GPU answers "no
+  permission" to its memory query when the caller is not root); any other error (unknown, no
+  data, timeout, …) is that query's failure, which says nothing of the others.
+- Whether the GPU is lost is not decided by one query: a query answering "GPU is lost" (or
+  "reset required", "GPU not found", "uninitialized", which no single query causes) fails the
+  reading, and so does a reading in which no query answered. That error reaches the caller, who
+  tells a lost handle (``is_lost``) from a transient failure (sampler/loop.py).
 
 Memory is NVML's v2 figure (``used`` without the driver's reserved memory, as nvidia-smi's
 ``memory.used``), the v1 one only where v2 can't be had: on every GPU when the driver's library
@@ -50,8 +54,18 @@ QUERIES = {
 # Errors that make one query's fields None: the GPU can't or won't answer that query, which
 # says nothing about the others.
 FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound")
+# Errors that fail a whole reading when any one query answers them: the GPU itself is gone (or
+# NVML is), whichever query asked.
+GONE_ERRORS = (
+    "NVMLError_GpuIsLost",
+    "NVMLError_ResetRequired",
+    "NVMLError_GpuNotFound",
+    "NVMLError_Uninitialized",
+)
 # Errors that mean the handle itself is no good (the GPU fell off the bus, was reset, or NVML
-# lost track of it): the handle is dropped and looked up again later, with back-off.
+# lost track of it) when a look-up, or every query of a reading, fails with them: the handle is
+# dropped and looked up again later, with back-off. From one query among others that answered,
+# Unknown, InvalidArgument and NotFound are that query's failure only.
 LOST_ERRORS = (
     "NVMLError_GpuIsLost",
     "NVMLError_Unknown",
@@ -120,6 +134,7 @@ class Nvml:
         self.module = module
         self.error: type[Exception] = module.NVMLError
         self._field_errors = _classes(module, FIELD_ERRORS)
+        self._gone = _classes(module, GONE_ERRORS)
         self._lost = _classes(module, LOST_ERRORS)
         self._older_call = _classes(module, OLDER_CALL_ERRORS)
         self._not_supported: type[Exception] = module.NVMLError_NotSupported
@@ -214,18 +229,26 @@ class Nvml:
         instance's; temperature, SM clock and clocks-event reasons the card's (not additive);
         power None, as the card's power is shared with the other instances. The queries that
         gave None, and why, go into ``unavailable``. ``memory_query``: this GPU's, kept by the
-        caller across readings. Raises an NVML error, or TransientError.
+        caller across readings. Raises an NVML error (a query answered that the GPU is gone, or
+        no query answered), or TransientError.
         """
         m = self.module
-        missing: dict[str, Exception] = {} if unavailable is None else unavailable
+        missing: dict[str, Exception] = {}
         card = handle if parent is None else parent
         # Memory first: the tests' fake counts a reading there.
-        memory, v2 = self._memory(handle, missing, memory_query or MemoryQuery())
+        memory, v2 = self._memory_query(handle, missing, memory_query or MemoryQuery())
         util = self._query(missing, "utilization", m.nvmlDeviceGetUtilizationRates, handle)
         temperature = self._query(missing, "temperature", self._temperature, card)
         power_mw = None if parent is not None else self._query(missing, "power", m.nvmlDeviceGetPowerUsage, handle)
         sm_clock = self._query(missing, "sm_clock", m.nvmlDeviceGetClockInfo, card, m.NVML_CLOCK_SM)
         reasons = self._query(missing, "clocks_event_reasons", self._clocks_event_reasons, card)
+        asked = len(QUERIES) - (parent is not None)  # a MIG instance's power is not asked
+        failed = [error for error in missing.values() if not isinstance(error, self._field_errors)]
+        if failed and len(missing) == asked:
+            # Not one query answered: the GPU's trouble, not a query's (lost if any error says so).
+            raise next((error for error in failed if self.is_lost(error)), failed[0])
+        if unavailable is not None:
+            unavailable.update(missing)
         return {
             "utilization_percent": None if util is None else float(util.gpu),
             "memory_used_mb": None if memory is None else memory.used / MIB,
@@ -240,9 +263,20 @@ class Nvml:
     def _query(self, missing: dict[str, Exception], query: str, call: Any, *args: Any) -> Any:
         try:
             return call(*args)
-        except self._field_errors as error:
+        except self._gone:
+            raise
+        except self.error as error:
             missing[query] = error
             return None
+
+    def _memory_query(self, handle: Any, missing: dict[str, Exception], query: MemoryQuery) -> tuple[Any, bool]:
+        try:
+            return self._memory(handle, missing, query)
+        except self._gone:
+            raise
+        except self.error as error:  # of the v2 call (v1's are _query's): memory null, as v1's are
+            missing["memory"] = error
+            return None, True
 
     def _memory(self, handle: Any, missing: dict[str, Exception], query: MemoryQuery) -> tuple[Any, bool]:
         """The memory structure, and whether it is v2's."""
@@ -270,8 +304,11 @@ class Nvml:
         # v1 tells a GPU in trouble from a failed v2 call: a lost GPU fails v1 too, and that
         # error goes to the caller (the GPU is backed off, and v2 tried again when it is back).
         # A field error of v1 (not supported, no permission) says nothing of the GPU's health:
-        # memory is null, as when v1 alone says so, and the rest of the line is written.
+        # memory is null, as when v1 alone says so, and the rest of the line is written. Should
+        # v1 fail too (unknown, …), the memory query failed: null, and nothing said of v2.
         memory = self._query(missing, "memory", self.module.nvmlDeviceGetMemoryInfo, handle)
+        if memory is None and not isinstance(missing["memory"], self._field_errors):
+            return None, True
         query.unknowns += 1
         if query.unknowns >= MEMORY_V2_UNKNOWN_LIMIT:
             query.give_up(error)

@@ -24,8 +24,10 @@ checks this). It behaves as the real NVML does where the sampler has been caught
   without ``nvmlDeviceGetTemperatureV`` (12.535).
 
 Faults on demand, per GPU: unsupported fields, falling off the bus after some readings (and
-coming back later, or not), transient errors, v2 memory calls failing with "unknown error",
-v1 memory calls answering "not supported", slow calls; per function (``hang``): calls that
+coming back later, or not), readings whose every call times out (``transient_at``), a function
+that always answers a given NVML error (``fail``: "unknown error" from the power query, as some
+boards give), v2 memory calls failing with "unknown error", v1 memory calls answering "not
+supported", slow calls; per function (``hang``): calls that
 block until the test sets the event, as a hung driver call does (``hanging`` is set when one
 starts). ``cost`` makes every call burn that much CPU time, like the ioctl of a real NVML call,
 for the benchmark.
@@ -86,7 +88,8 @@ class FakeGpu:
     lost: bool = False
     lose_after: int | None = None  # falls off the bus when this reading starts
     recover_after: float | None = None  # seconds lost before it answers again (None: never)
-    transient_at: set[int] = field(default_factory=set)  # readings whose memory call times out
+    transient_at: set[int] = field(default_factory=set)  # readings whose every call times out
+    fail: dict[str, int] = field(default_factory=dict)  # NVML function -> the error code it always answers
     v2_unknown_at: set[int] = field(default_factory=set)  # readings whose v2 memory call fails: Unknown
     v1_memory_not_supported: bool = False  # its v1 memory call answers "not supported"
     refused: bool = False  # kept from the process by a cgroup device limit: its handle is refused
@@ -252,10 +255,12 @@ class FakeNvml:
     ) -> pynvml.c_nvmlMemory_t | pynvml.c_nvmlMemory_v2_t:
         # pynvml calls the C function nvmlDeviceGetMemoryInfo_v2 when given a version. A call
         # refused before it reaches the GPU is not a reading: the sampler tries v1 next.
-        self._call("nvmlDeviceGetMemoryInfo_v2" if version else "nvmlDeviceGetMemoryInfo")
+        name = "nvmlDeviceGetMemoryInfo_v2" if version else "nvmlDeviceGetMemoryInfo"
+        self._call(name)
         if version and version != pynvml.nvmlMemory_v2:
             raise nvml_error(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
         gpu, n = self._reading(handle)
+        self._fail(gpu, name)
         if n in gpu.transient_at:
             raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
         if version and n in gpu.v2_unknown_at:
@@ -275,6 +280,7 @@ class FakeNvml:
 
     def nvmlDeviceGetUtilizationRates(self, handle: AnyHandle) -> pynvml.c_nvmlUtilization_t:
         gpu = self._gpu(handle, "nvmlDeviceGetUtilizationRates")
+        self._in_reading(handle)
         if gpu.mig:
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return pynvml.c_nvmlUtilization_t(gpu=gpu.utilization, memory=40)
@@ -290,6 +296,7 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, handle: AnyHandle) -> int:
         gpu = self._whole(handle, "nvmlDeviceGetPowerUsage")
+        self._in_reading(handle)
         delay = gpu.slow_at.get(gpu.readings - 1)
         if delay:
             time.sleep(delay)  # a real NVML call blocks in the driver, without the GIL
@@ -299,6 +306,7 @@ class FakeNvml:
 
     def nvmlDeviceGetClockInfo(self, handle: AnyHandle, type: int) -> int:
         gpu = self._whole(handle, "nvmlDeviceGetClockInfo")
+        self._in_reading(handle)
         if type != pynvml.NVML_CLOCK_SM:
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.sm_clock
@@ -313,15 +321,27 @@ class FakeNvml:
 
     def _temperature(self, handle: AnyHandle, sensor: int, name: str) -> int:
         gpu = self._whole(handle, name)
+        self._in_reading(handle)
         if sensor != pynvml.NVML_TEMPERATURE_GPU:
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return gpu.temperature
 
     def _reasons(self, handle: AnyHandle, name: str) -> int:
         gpu = self._whole(handle, name)
+        self._in_reading(handle)
         if gpu.mig:
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu.reasons
+
+    def _in_reading(self, handle: AnyHandle) -> None:
+        """A reading's call after its memory call: it times out with the reading's memory call."""
+        if handle.gpu.readings - 1 in handle.gpu.transient_at and isinstance(handle, Handle):
+            raise nvml_error(pynvml.NVML_ERROR_TIMEOUT)
+
+    def _fail(self, gpu: FakeGpu, name: str) -> None:
+        code = gpu.fail.get(name)
+        if code is not None:
+            raise nvml_error(code)
 
     def _reading(self, handle: AnyHandle) -> tuple[FakeGpu, int]:
         """Count a reading of the GPU or MIG instance; the GPU and the reading's number."""
@@ -337,6 +357,7 @@ class FakeNvml:
     def _gpu(self, handle: AnyHandle, name: str) -> FakeGpu:
         self._call(name)
         handle.gpu.check()
+        self._fail(handle.gpu, name)
         return handle.gpu
 
     def _whole(self, handle: AnyHandle, name: str) -> FakeGpu:

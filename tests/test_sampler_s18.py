@@ -1,0 +1,129 @@
+"""The sampler's session-18 audit (against the real pynvml over a stub libnvidia-ml).
+
+- One query failing with an error other than "not supported", "no permission" or "function not
+  found" (unknown, invalid argument, deprecated, no data, timeout) nulls that query's fields:
+  the rest of the line is written, the error logged once. The GPU is lost only when a query
+  says so (GpuIsLost, …) or no query answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pynvml
+import pytest
+from fake_nvml import FakeNvml, gpus
+from test_sampler_nvml import Rig, messages
+
+# Every NVML function of a reading of a whole GPU (either name of the versioned ones).
+READING_CALLS = (
+    "nvmlDeviceGetMemoryInfo_v2",
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetTemperatureV",
+    "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetClockInfo",
+    "nvmlDeviceGetCurrentClocksEventReasons",
+    "nvmlDeviceGetCurrentClocksThrottleReasons",
+)
+
+
+# --- 1. one query's error nulls its fields, not the GPU's line ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        pynvml.NVML_ERROR_UNKNOWN,  # nvidia-smi's "power.draw [Unknown Error]"
+        pynvml.NVML_ERROR_INVALID_ARGUMENT,
+        pynvml.NVML_ERROR_DEPRECATED,
+        pynvml.NVML_ERROR_NO_DATA,
+        pynvml.NVML_ERROR_TIMEOUT,
+    ],
+)
+def test_one_querys_error_nulls_its_field_and_the_line_is_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, code: int
+) -> None:
+    fleet = gpus(2)
+    fleet[1].fail = {"nvmlDeviceGetPowerUsage": code}
+    rig = Rig(tmp_path, FakeNvml(fleet))
+    with caplog.at_level(logging.WARNING, "runlytics.sampler"):
+        lines = rig.readings(4)
+    ones = [line for line in lines if line["gpu_index"] == 1]
+    assert len(ones) == 4 and len(lines) == 8  # every reading of GPU 1 written
+    for line in ones:
+        assert line["power_w"] is None  # null, never 0
+        assert (line["memory_used_mb"], line["temperature_c"], line["sm_clock_mhz"]) == (17200.0, 68.0, 1980.0)
+        assert (line["utilization_percent"], line["clocks_event_reasons"]) == (97.0, 4)
+    worker = rig.workers[1]
+    assert worker.gpu.device is not None and worker.failures == 0 and worker.transient == 0  # kept, no back-off
+    error = pynvml.NVMLError(code)  # as pynvml raises it
+    # One warning naming the GPU, the field and the error, however many readings.
+    assert messages(caplog, logging.WARNING) == [
+        f"GPU 1 ({fleet[1].uuid}): power_w null ({type(error).__name__}: {error})"
+    ]
+
+
+def test_a_gpu_whose_every_query_fails_is_still_lost(tmp_path: Path) -> None:
+    fleet = gpus(2)
+    fleet[0].fail = dict.fromkeys(READING_CALLS, pynvml.NVML_ERROR_UNKNOWN)
+    rig = Rig(tmp_path, FakeNvml(fleet))
+    lines = rig.readings(2)
+    assert {line["gpu_index"] for line in lines} == {1}  # no line of all nulls for GPU 0
+    worker = rig.workers[0]
+    assert worker.gpu.device is None and worker.failures >= 1  # handle dropped, backed off
+
+
+def test_one_query_saying_the_gpu_is_lost_fails_the_reading(tmp_path: Path) -> None:
+    fleet = gpus(1)
+    fleet[0].fail = {"nvmlDeviceGetPowerUsage": pynvml.NVML_ERROR_GPU_IS_LOST}
+    rig = Rig(tmp_path, FakeNvml(fleet))
+    assert rig.readings(2) == []
+    assert rig.workers[0].gpu.device is None and rig.workers[0].failures >= 1
+
+
+def test_a_transient_error_of_every_query_skips_the_reading(tmp_path: Path) -> None:
+    fleet = gpus(1)
+    fleet[0].transient_at = {1}  # every call of its second reading times out
+    rig = Rig(tmp_path, FakeNvml(fleet))
+    lines = rig.readings(3)
+    assert len(lines) == 2 and rig.workers[0].gpu.device is not None and rig.workers[0].failures == 0
+
+
+def test_a_mig_instance_keeps_its_line_when_a_card_query_fails(tmp_path: Path) -> None:
+    fleet = gpus(1, mig=True, mig_uuids=("MIG-7e57-0001",))
+    fleet[0].fail = {"nvmlDeviceGetClockInfo": pynvml.NVML_ERROR_UNKNOWN}
+    rig = Rig(tmp_path, FakeNvml(fleet), keys=["MIG-7e57-0001"])
+    lines = rig.readings(2)
+    assert [(line["gpu_uuid"], line["sm_clock_mhz"], line["memory_used_mb"]) for line in lines] == [
+        ("MIG-7e57-0001", None, 9000.0)
+    ] * 2
+
+
+def test_the_fakes_fault_is_raised_as_pynvml_raises_it() -> None:
+    fleet = gpus(1)
+    fleet[0].fail = {"nvmlDeviceGetPowerUsage": pynvml.NVML_ERROR_UNKNOWN}
+    fake = FakeNvml(fleet)
+    fake.nvmlInit()
+    with pytest.raises(pynvml.NVMLError) as caught:
+        fake.nvmlDeviceGetPowerUsage(fake.nvmlDeviceGetHandleByIndex(0))
+    with pytest.raises(pynvml.NVMLError) as real:
+        pynvml._nvmlCheckReturn(pynvml.NVML_ERROR_UNKNOWN)
+    assert (type(caught.value), caught.value.args, str(caught.value)) == (
+        type(real.value),
+        real.value.args,
+        str(real.value),
+    )
+
+
+def test_a_memory_query_failing_in_v2_and_v1_nulls_memory_and_keeps_v2(tmp_path: Path) -> None:
+    fleet = gpus(1)
+    fleet[0].fail = dict.fromkeys(("nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetMemoryInfo"), pynvml.NVML_ERROR_UNKNOWN)
+    fake = FakeNvml(fleet)
+    rig = Rig(tmp_path, fake)
+    lines = rig.readings(4)
+    assert [(line["memory_used_mb"], line["power_w"]) for line in lines] == [(None, 301.2)] * 4
+    # Both calls failing says nothing of v2: it is asked each time, never given up for v1.
+    assert rig.workers[0].memory.v2 and fake.counts["nvmlDeviceGetMemoryInfo_v2"] == 4
