@@ -10,8 +10,13 @@ checks this). It behaves as the real NVML does where the sampler has been caught
   ``used`` and the driver's own as ``reserved``, as nvidia-smi's memory.used does; v1 counts
   both in ``used``;
 - a GPU in MIG mode answers "no permission" to its own memory query unless the caller is root,
-  and "not supported" to utilization and clocks-event reasons; its MIG instances have their
-  own handles, UUIDs (MIG-…), GPU/compute instance IDs and memory;
+  and "not supported" to utilization (nvml.h: "On MIG-enabled GPUs, querying device utilization
+  rates is not currently supported"); it answers its temperature, power, SM clock and
+  clocks-event reasons (nvml.h notes no MIG limit for those; nvidia-smi -q of an A100 in MIG mode
+  shows its "Clocks Throttle Reasons" beside "Utilization: N/A", NVIDIA/nvidia-docker#1473; not
+  yet checked on a real GPU through NVML). A MIG instance's handle answers "not supported" to
+  those card-wide queries; the instances have their own handles, UUIDs (MIG-…), GPU/compute
+  instance IDs and memory;
 - the look-up by UUID fails with "GPU is lost" for every GPU while any GPU is lost;
 - a GPU kept from the process by a cgroup device limit (``refused``, as under Slurm's
   ConstrainDevices) is counted by nvmlDeviceGetCount (nvmlDeviceGetCount_v2) and its handle
@@ -329,8 +334,6 @@ class FakeNvml:
     def _reasons(self, handle: AnyHandle, name: str) -> int:
         gpu = self._whole(handle, name)
         self._in_reading(handle)
-        if gpu.mig:
-            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu.reasons
 
     def _in_reading(self, handle: AnyHandle) -> None:

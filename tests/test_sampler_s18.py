@@ -127,3 +127,30 @@ def test_a_memory_query_failing_in_v2_and_v1_nulls_memory_and_keeps_v2(tmp_path:
     assert [(line["memory_used_mb"], line["power_w"]) for line in lines] == [(None, 301.2)] * 4
     # Both calls failing says nothing of v2: it is asked each time, never given up for v1.
     assert rig.workers[0].memory.v2 and fake.counts["nvmlDeviceGetMemoryInfo_v2"] == 4
+
+
+# --- 3. a MIG instance's clocks-event reasons are its GPU's (docs/sampler.md) -------------------
+
+
+def test_a_mig_instance_reports_its_cards_clocks_event_reasons(tmp_path: Path) -> None:
+    # nvml.h limits only utilization on a MIG-enabled GPU; nvidia-smi -q of an A100 in MIG mode
+    # shows its clocks-event ("throttle") reasons. Not yet checked on a real GPU through NVML.
+    fleet = gpus(1, mig=True, mig_uuids=("MIG-7e57-0001",))
+    fleet[0].reasons = 0x1  # GPU idle
+    [line] = Rig(tmp_path, FakeNvml(fleet), keys=["MIG-7e57-0001"]).readings(1)
+    assert line["clocks_event_reasons"] == 0x1 and line["temperature_c"] == 68.0 and line["sm_clock_mhz"] == 1980.0
+    assert line["utilization_percent"] is None and line["power_w"] is None  # no per-instance figure; shared
+
+
+def test_the_fakes_mig_handle_does_not_answer_card_wide_queries() -> None:
+    fleet = gpus(1, mig=True, mig_uuids=("MIG-7e57-0001",))
+    fake = FakeNvml(fleet)
+    fake.nvmlInit()
+    card = fake.nvmlDeviceGetHandleByIndex(0)
+    instance = fake.nvmlDeviceGetMigDeviceHandleByIndex(card, 0)
+    assert fake.nvmlDeviceGetCurrentClocksEventReasons(card) == 4  # the card in MIG mode answers
+    for call in (fake.nvmlDeviceGetCurrentClocksEventReasons, fake.nvmlDeviceGetPowerUsage):
+        with pytest.raises(pynvml.NVMLError_NotSupported):
+            call(instance)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        fake.nvmlDeviceGetUtilizationRates(card)
