@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
+from importlib import metadata
 from types import ModuleType
 from typing import Any
 
@@ -144,6 +146,13 @@ class Nvml:
         self._memory_v2 = hasattr(module, "nvmlMemory_v2")
         self._temperature_v = hasattr(module, "nvmlDeviceGetTemperatureV")
         self._events_api = hasattr(module, "nvmlDeviceGetCurrentClocksEventReasons")
+        # Why a fallback is in use, for its log line (once): the binding lacks the newer call, or
+        # (set when it fails so) the driver's library does.
+        self._binding = _binding(module)
+        self._temperature_why = "this binding has no nvmlDeviceGetTemperatureV"
+        self._events_why = "this binding has no nvmlDeviceGetCurrentClocksEventReasons"
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
 
     def init(self) -> None:
         """nvmlInit, turning its failure into NvmlUnavailable with a message a user can act on."""
@@ -334,8 +343,17 @@ class Nvml:
                 value = m.nvmlDeviceGetTemperatureV(handle, m.NVML_TEMPERATURE_GPU)
                 # 13.x returns the temperature; a binding that returns the structure is read too.
                 return getattr(value, "temperature", value)
-            except self._older_call:
+            except self._older_call as error:
                 self._temperature_v = False
+                self._temperature_why = (
+                    f"the driver's NVML can't answer nvmlDeviceGetTemperatureV ({type(error).__name__})"
+                )
+        self._log_once(
+            "temperature",
+            "%s; %s: temperature_c comes from the deprecated nvmlDeviceGetTemperature",
+            self._binding,
+            self._temperature_why,
+        )
         # Deprecated in NVML 13, still there in every driver this binding range supports.
         return m.nvmlDeviceGetTemperature(handle, m.NVML_TEMPERATURE_GPU)
 
@@ -345,9 +363,26 @@ class Nvml:
         if self._events_api:
             try:
                 return m.nvmlDeviceGetCurrentClocksEventReasons(handle)
-            except m.NVMLError_FunctionNotFound:
+            except m.NVMLError_FunctionNotFound as error:
                 self._events_api = False
+                self._events_why = (
+                    f"the driver's NVML has no nvmlDeviceGetCurrentClocksEventReasons ({type(error).__name__})"
+                )
+        self._log_once(
+            "clocks_event_reasons",
+            "%s; %s: clocks_event_reasons come from nvmlDeviceGetCurrentClocksThrottleReasons (its name before R535)",
+            self._binding,
+            self._events_why,
+        )
         return m.nvmlDeviceGetCurrentClocksThrottleReasons(handle)
+
+    def _log_once(self, key: str, message: str, *args: Any) -> None:
+        # Once per process: every GPU's thread comes through here.
+        with self._lock:
+            if key in self._logged:
+                return
+            self._logged.add(key)
+        log.info(message, *args)
 
 
 def _classes(module: Any, names: tuple[str, ...]) -> tuple[type[Exception], ...]:
@@ -363,6 +398,17 @@ def _import_pynvml() -> ModuleType:
             "the pynvml module is missing: install the nvidia-ml-py package (pip install nvidia-ml-py)"
         ) from error
     return pynvml
+
+
+def _binding(module: Any) -> str:
+    """The binding in use, for log lines: "pynvml (nvidia-ml-py 13.580.65)" for the real one."""
+    name = getattr(module, "__name__", type(module).__name__)
+    if name != "pynvml":
+        return name
+    try:
+        return f"pynvml (nvidia-ml-py {metadata.version('nvidia-ml-py')})"
+    except metadata.PackageNotFoundError:
+        return "pynvml"
 
 
 def _init_message(error: Exception) -> str:

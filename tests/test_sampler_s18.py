@@ -154,3 +154,56 @@ def test_the_fakes_mig_handle_does_not_answer_card_wide_queries() -> None:
             call(instance)
     with pytest.raises(pynvml.NVMLError_NotSupported):
         fake.nvmlDeviceGetUtilizationRates(card)
+
+
+# --- 4. a fallback to an older call is logged, once ----------------------------------------------
+
+
+def fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [m for m in messages(caplog, logging.INFO) if " comes from " in m or " come from " in m]
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("old_binding", "this binding has no nvmlDeviceGetTemperatureV"),
+        ("old_driver", "the driver's NVML can't answer nvmlDeviceGetTemperatureV (NVMLError_FunctionNotFound)"),
+    ],
+)
+def test_the_temperature_fallback_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str, why: str
+) -> None:
+    rig = Rig(tmp_path, FakeNvml(gpus(2), **{kind: True}))
+    with caplog.at_level(logging.INFO, "runlytics.sampler"):
+        lines = rig.readings(3)
+    assert [line["temperature_c"] for line in lines] == [68.0] * 6
+    temperature = [m for m in fallbacks(caplog) if "temperature_c" in m]
+    assert temperature == [f"FakeNvml; {why}: temperature_c comes from the deprecated nvmlDeviceGetTemperature"]
+
+
+def test_the_clocks_event_reasons_fallback_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig(tmp_path, FakeNvml(gpus(2), old_driver=True))
+    with caplog.at_level(logging.INFO, "runlytics.sampler"):
+        lines = rig.readings(3)
+    assert [line["clocks_event_reasons"] for line in lines] == [4] * 6
+    assert [m for m in fallbacks(caplog) if "clocks_event_reasons" in m] == [
+        "FakeNvml; the driver's NVML has no nvmlDeviceGetCurrentClocksEventReasons (NVMLError_FunctionNotFound): "
+        "clocks_event_reasons come from nvmlDeviceGetCurrentClocksThrottleReasons (its name before R535)"
+    ]
+
+
+def test_no_fallback_is_logged_where_the_newer_calls_answer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if not hasattr(pynvml, "nvmlDeviceGetTemperatureV"):
+        pytest.skip("this pynvml (12.535) has no nvmlDeviceGetTemperatureV")
+    rig = Rig(tmp_path, FakeNvml(gpus(1)))
+    with caplog.at_level(logging.INFO, "runlytics.sampler"):
+        rig.readings(2)
+    assert fallbacks(caplog) == []
+
+
+def test_the_log_names_the_real_binding_and_its_version() -> None:
+    from importlib.metadata import version
+
+    from runlytics.sampler.nvml import Nvml
+
+    assert Nvml(pynvml)._binding == f"pynvml (nvidia-ml-py {version('nvidia-ml-py')})"
