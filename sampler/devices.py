@@ -41,10 +41,18 @@ class NoSuchGpu(Exception):
 
 def select_gpus(gpus: str | None, env: Mapping[str, str]) -> list[Key] | None:
     """The GPUs asked for: --gpus, else $CUDA_VISIBLE_DEVICES; None (every GPU) when neither."""
+    return selection(gpus, env)[0]
+
+
+def selection(gpus: str | None, env: Mapping[str, str]) -> tuple[list[Key] | None, str]:
+    """select_gpus's keys, and where they come from, for messages ("CUDA_VISIBLE_DEVICES='-1'");
+    "" for every GPU."""
     if gpus is not None:
-        return parse_devices(gpus, strict=True)
+        return parse_devices(gpus, strict=True), f"--gpus {gpus!r}"
     visible = env.get("CUDA_VISIBLE_DEVICES")
-    return None if visible is None else parse_devices(visible)
+    if visible is not None:
+        return parse_devices(visible), f"CUDA_VISIBLE_DEVICES={visible!r}"
+    return None, ""
 
 
 def parse_devices(text: str, strict: bool = False) -> list[Key]:
@@ -172,16 +180,19 @@ class Listing:
         return sorted(index for index, error in errors.items() if self.nvml.is_refused(error))
 
 
-def resolve(nvml: Nvml, keys: list[Key] | None, cuda_indexes: bool = False) -> list[Gpu]:
+def resolve(nvml: Nvml, keys: list[Key] | None, cuda_indexes: bool = False, source: str = "") -> list[Gpu]:
     """A Gpu per key (every GPU when None). ``cuda_indexes``: the keys' indexes are CUDA's (from
-    CUDA_VISIBLE_DEVICES), not NVML's.
+    CUDA_VISIBLE_DEVICES), not NVML's. ``source``: where the keys come from (selection's).
 
     A GPU that does not exist, or that NVML refuses to this process, is left out, in a warning
     line; one that exists but can't be asked now (lost) is kept, to be tried again with back-off.
-    Raises SamplerError, in one line saying why, when every GPU asked for is left out.
+    Raises SamplerError, in one line saying why, when nothing is left to sample: every GPU asked
+    for left out, none asked for (an empty selection), or none found by NVML.
     """
     listing = Listing(nvml)
     left_out: list[str] = []
+    if keys == []:
+        raise SamplerError(f"no GPU to sample: {source or 'the selection'} names no GPU")
     if keys is None:
         keys = list(range(listing.count()))
     elif cuda_indexes:
@@ -196,7 +207,9 @@ def resolve(nvml: Nvml, keys: list[Key] | None, cuda_indexes: bool = False) -> l
     refused = listing.refused_so_far()
     if refused:
         left_out.append(_refused_reason(refused))
-    if left_out and not gpus:
+    if not gpus:
+        if not left_out:  # every GPU asked for, and there is none
+            left_out.append("NVML found no GPU on this machine (nvmlDeviceGetCount: 0)")
         raise SamplerError("no GPU to sample: " + "; ".join(left_out))
     for reason in left_out:
         log.warning("%s; not sampled", reason)

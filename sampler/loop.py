@@ -50,6 +50,7 @@ from runlytics.sampler.devices import (
     parse_devices,
     resolve,
     select_gpus,
+    selection,
     warn_if_order_differs,
 )
 from runlytics.sampler.nvml import FIELDS, QUERIES, Device, MemoryQuery, Nvml, NvmlUnavailable, Sample, TransientError
@@ -114,11 +115,11 @@ def run(
             f"not {options.interval:g}"
         )
     env = os.environ if env is None else env
-    keys = select_gpus(options.gpus, env)
+    keys, source = selection(options.gpus, env)
     nvml = Nvml(nvml_module)
     stop = stop or threading.Event()
     # --gpus indexes are NVML's by definition; CUDA_VISIBLE_DEVICES indexes are CUDA's.
-    setup = Setup(nvml, keys, env if options.gpus is None else None)
+    setup = Setup(nvml, keys, env if options.gpus is None else None, source)
     samplers: list[GpuSampler] = []
     setup.start()
     try:
@@ -130,9 +131,9 @@ def run(
 class Setup(threading.Thread):
     """nvmlInit, then the GPUs looked up, off the main thread."""
 
-    def __init__(self, nvml: Nvml, keys: list[Key] | None, env: Mapping[str, str] | None) -> None:
+    def __init__(self, nvml: Nvml, keys: list[Key] | None, env: Mapping[str, str] | None, source: str = "") -> None:
         super().__init__(name="sampler-setup", daemon=True)
-        self.nvml, self.keys, self.env = nvml, keys, env
+        self.nvml, self.keys, self.env, self.source = nvml, keys, env, source
         self.calling = threading.Event()  # nvmlInit called
         self.initialised = threading.Event()  # nvmlInit returned, or failed (init_error)
         self.done = threading.Event()  # the GPUs looked up, or failed (error)
@@ -151,7 +152,7 @@ class Setup(threading.Thread):
             finally:
                 self.initialised.set()
             # CUDA_VISIBLE_DEVICES indexes count only the GPUs this process may use, as CUDA does.
-            self.gpus = resolve(self.nvml, self.keys, cuda_indexes=self.env is not None)
+            self.gpus = resolve(self.nvml, self.keys, cuda_indexes=self.env is not None, source=self.source)
             if self.env is not None:
                 warn_if_order_differs(self.nvml, self.keys, self.env)
         except self.nvml.error as error:  # nvmlDeviceGetCount failed: NVML is there but unusable
@@ -203,7 +204,7 @@ def _sample(options: Options, nvml: Nvml, setup: Setup, stop: threading.Event, s
                 return 0
             if setup.error is not None:
                 raise setup.error
-            if not setup.gpus:
+            if not setup.gpus:  # resolve says why, in its error
                 raise SamplerError("no GPU to sample")
             gpus = setup.gpus
         try:
@@ -225,13 +226,14 @@ def _sample(options: Options, nvml: Nvml, setup: Setup, stop: threading.Event, s
             samplers.extend(GpuSampler(gpu, nvml, spool, options, schedule, stop) for gpu in gpus)
             for sampler in samplers:
                 sampler.start()
-            log.info(
-                "sampling %s every %g s for job %s into %s",
-                ", ".join(s.label for s in samplers) or "no GPU",
-                options.interval,
-                options.job_id,
-                options.spool,
-            )
+            if samplers:  # else the command runs unsampled, as _await_setup said
+                log.info(
+                    "sampling %s every %g s for job %s into %s",
+                    ", ".join(s.label for s in samplers),
+                    options.interval,
+                    options.job_id,
+                    options.spool,
+                )
             _supervise(samplers, stop, options.interval)
             _join(samplers)
             # Still handling signals: ``stop`` may have ended the sampling before the command.
@@ -249,7 +251,7 @@ def _await_setup(setup: Setup, stop: threading.Event) -> list[Gpu]:
         return []
     if setup.error is not None:
         log.error("%s; the command runs unsampled", setup.error)
-    elif not setup.gpus:
+    elif not setup.gpus:  # resolve raises instead: not reached
         log.warning("no GPU to sample; the command runs unsampled")
     return setup.gpus if setup.error is None else []
 

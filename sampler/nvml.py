@@ -85,7 +85,10 @@ OLDER_CALL_ERRORS = ("NVMLError_FunctionNotFound", "NVMLError_ArgumentVersionMis
 # TRANSIENT_LIMIT, so that such a GPU reads v1 before it is backed off.
 MEMORY_V2_UNKNOWN_LIMIT = 3
 # Errors of nvmlInit that mean there is no usable NVIDIA driver on this machine.
-NO_DRIVER_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded", "NVMLError_LibRmVersionMismatch")
+NO_DRIVER_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded")
+# nvmlInit's error when the driver's library and its loaded kernel module differ in version: a
+# driver upgraded without a reboot (nvidia-smi fails the same way).
+VERSION_MISMATCH_ERROR = "NVMLError_LibRmVersionMismatch"
 MIG_ENABLED = 1  # NVML_DEVICE_MIG_ENABLE
 
 Sample = dict[str, float | int | None]
@@ -413,6 +416,13 @@ def _binding(module: Any) -> str:
 
 def _init_message(error: Exception) -> str:
     name = type(error).__name__
+    if name == VERSION_MISMATCH_ERROR:
+        return (
+            f"NVML can't be used on this machine ({error}): the NVIDIA driver's library and its loaded "
+            "kernel module are different versions, as after a driver upgrade without a reboot (nvidia-smi "
+            "fails the same way): reboot, or reload the NVIDIA kernel modules; until then there are no "
+            "GPUs to sample"
+        )
     if name in NO_DRIVER_ERRORS:
         return (
             f"NVML is not available on this machine ({error}): the NVIDIA driver is not installed "

@@ -4,17 +4,25 @@
   found" (unknown, invalid argument, deprecated, no data, timeout) nulls that query's fields:
   the rest of the line is written, the error logged once. The GPU is lost only when a query
   says so (GpuIsLost, …) or no query answers.
+- A MIG instance's clocks-event reasons are its GPU's, which answers them in MIG mode.
+- Fallbacks to older NVML calls are logged once, naming the binding.
+- nvmlInit's NVML/RM version mismatch says "reboot", not "no driver"; "no GPU to sample" says
+  why, and a command run unsampled is not announced as "sampling no GPU".
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import pynvml
 import pytest
 from fake_nvml import FakeNvml, gpus
+from test_sampler import options, run_cli
 from test_sampler_nvml import Rig, messages
+
+from runlytics.sampler import loop as sampler
 
 # Every NVML function of a reading of a whole GPU (either name of the versioned ones).
 READING_CALLS = (
@@ -207,3 +215,46 @@ def test_the_log_names_the_real_binding_and_its_version() -> None:
     from runlytics.sampler.nvml import Nvml
 
     assert Nvml(pynvml)._binding == f"pynvml (nvidia-ml-py {version('nvidia-ml-py')})"
+
+
+# --- 5. messages that say what is wrong --------------------------------------------------------
+
+
+def test_a_driver_upgraded_without_a_reboot_is_told_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeNvml(gpus(1), init_error=pynvml.NVMLError_LibRmVersionMismatch)
+    code = run_cli(monkeypatch, fake, ["sample", "--job-id", "j", "--spool", str(tmp_path / "s")])
+    message = capsys.readouterr().err
+    assert code == 3 and "\n" not in message.rstrip()
+    assert "different versions, as after a driver upgrade without a reboot" in message
+    assert "reboot, or reload the NVIDIA kernel modules" in message
+    assert "not installed" not in message
+
+
+@pytest.mark.parametrize(
+    ("fleet", "env", "why"),
+    [
+        (0, {}, "NVML found no GPU on this machine (nvmlDeviceGetCount: 0)"),
+        (2, {"CUDA_VISIBLE_DEVICES": ""}, "CUDA_VISIBLE_DEVICES='' names no GPU"),
+        (2, {"CUDA_VISIBLE_DEVICES": "-1"}, "CUDA_VISIBLE_DEVICES='-1' names no GPU"),
+        (2, {"CUDA_VISIBLE_DEVICES": "5"}, "CUDA GPU 5: no such GPU (this process may use 2 of the 2 GPUs)"),
+    ],
+)
+def test_no_gpu_to_sample_says_why(tmp_path: Path, fleet: int, env: dict[str, str], why: str) -> None:
+    with pytest.raises(sampler.SamplerError) as caught:
+        sampler.run(options(tmp_path), nvml_module=FakeNvml(gpus(fleet)), env=env)
+    assert str(caught.value) == f"no GPU to sample: {why}"
+
+
+def test_a_command_run_unsampled_is_not_announced_as_sampling(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    opts = options(tmp_path, command=[sys.executable, "-c", "pass"])
+    with caplog.at_level(logging.INFO, "runlytics.sampler"):
+        code = sampler.run(opts, nvml_module=FakeNvml(gpus(0)), env={})
+    assert code == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("sampling ") for m in said)
+    assert (
+        "no GPU to sample: NVML found no GPU on this machine (nvmlDeviceGetCount: 0); the command runs unsampled"
+        in said
+    )
