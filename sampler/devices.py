@@ -40,7 +40,8 @@ class NoSuchGpu(Exception):
 
 
 def select_gpus(gpus: str | None, env: Mapping[str, str]) -> list[Key] | None:
-    """The GPUs asked for: --gpus, else $CUDA_VISIBLE_DEVICES; None (every GPU) when neither."""
+    """The GPUs asked for: --gpus, else $CUDA_VISIBLE_DEVICES, else the UUIDs of
+    $NVIDIA_VISIBLE_DEVICES; None (every GPU) when none of these."""
     return selection(gpus, env)[0]
 
 
@@ -52,7 +53,26 @@ def selection(gpus: str | None, env: Mapping[str, str]) -> tuple[list[Key] | Non
     visible = env.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return parse_devices(visible), f"CUDA_VISIBLE_DEVICES={visible!r}"
+    given = env.get("NVIDIA_VISIBLE_DEVICES")
+    uuids = container_uuids(given)
+    if uuids:
+        log.info(
+            "CUDA_VISIBLE_DEVICES is not set: sampling NVIDIA_VISIBLE_DEVICES=%s, what the container was given", given
+        )
+        return uuids, f"NVIDIA_VISIBLE_DEVICES={given!r}"
     return None, ""
+
+
+def container_uuids(text: str | None) -> list[Key]:
+    """The UUIDs (GPU-…, MIG-…) of an NVIDIA_VISIBLE_DEVICES value, which NVIDIA's container
+    toolkit sets in a container it gives GPUs or MIG instances to (and CUDA_VISIBLE_DEVICES not);
+    none unless every entry is one. "all", "none", "void", empty: nothing to choose among what
+    NVML sees. Indexes ("0", "0:1"): the host's numbers, which NVML inside the container does not
+    use (it numbers the container's GPUs from 0), so they are not read either."""
+    entries = [entry.strip() for entry in (text or "").split(",") if entry.strip()]
+    if not all(entry.startswith(("GPU-", "MIG-")) for entry in entries):
+        return []
+    return list(entries)
 
 
 def parse_devices(text: str, strict: bool = False) -> list[Key]:
@@ -309,6 +329,29 @@ def _match(key: str, devices: list[Device]) -> list[Device]:
 
 def _is_mig(key: str) -> bool:
     return key.startswith("MIG-")
+
+
+def warn_if_mig_mode(nvml: Nvml, gpus: list[Gpu]) -> None:
+    """A whole GPU in MIG mode, sampled as such, is the card: its power is shared by every MIG
+    instance's job, and counted again by each job that samples the card. Only advice: an NVML
+    error here never stops the sampling."""
+    for gpu in gpus:
+        device = gpu.device
+        if device is None or device.parent is not None:
+            continue
+        try:
+            mig = nvml.mig_enabled(device)
+        except nvml.error:
+            continue
+        if mig:
+            log.warning(
+                "GPU %s (%s) is in MIG mode and sampled whole: its power_w is the card's, shared by the jobs "
+                "of all its MIG instances (each job that samples the card counts it again), and its "
+                "utilization is null; to sample a job's own instance, give its MIG-… UUID (--gpus or "
+                "CUDA_VISIBLE_DEVICES; nvidia-smi -L lists them)",
+                device.index,
+                device.uuid,
+            )
 
 
 def warn_if_order_differs(nvml: Nvml, keys: list[Key] | None, env: Mapping[str, str]) -> None:

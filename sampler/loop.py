@@ -51,6 +51,7 @@ from runlytics.sampler.devices import (
     resolve,
     select_gpus,
     selection,
+    warn_if_mig_mode,
     warn_if_order_differs,
 )
 from runlytics.sampler.nvml import FIELDS, QUERIES, Device, MemoryQuery, Nvml, NvmlUnavailable, Sample, TransientError
@@ -92,7 +93,8 @@ class Options:
     job_id: str
     spool: Path
     interval: float = 1.0
-    gpus: str | None = None  # "0,1" or UUIDs; None: $CUDA_VISIBLE_DEVICES, else every GPU
+    # "0,1" or UUIDs; None: $CUDA_VISIBLE_DEVICES, else $NVIDIA_VISIBLE_DEVICES's UUIDs, else every GPU
+    gpus: str | None = None
     spool_max_bytes: int | None = DEFAULT_SPOOL_MAX_MB * 2**20
     command: list[str] = field(default_factory=list)
     host: str = field(default_factory=socket.gethostname)
@@ -155,6 +157,7 @@ class Setup(threading.Thread):
             self.gpus = resolve(self.nvml, self.keys, cuda_indexes=self.env is not None, source=self.source)
             if self.env is not None:
                 warn_if_order_differs(self.nvml, self.keys, self.env)
+            warn_if_mig_mode(self.nvml, self.gpus)
         except self.nvml.error as error:  # nvmlDeviceGetCount failed: NVML is there but unusable
             self.error = NvmlUnavailable(f"NVML could not list the GPUs ({type(error).__name__}: {error})")
         except Exception as error:  # a bug or a broken binding: reported by the main thread

@@ -19,7 +19,7 @@ from pathlib import Path
 import pynvml
 import pytest
 from fake_nvml import FakeNvml, gpus
-from test_sampler import options, run_cli
+from test_sampler import options, run_cli, sample_for
 from test_sampler_nvml import Rig, messages
 
 from runlytics.sampler import loop as sampler
@@ -258,3 +258,57 @@ def test_a_command_run_unsampled_is_not_announced_as_sampling(tmp_path: Path, ca
         "no GPU to sample: NVML found no GPU on this machine (nvmlDeviceGetCount: 0); the command runs unsampled"
         in said
     )
+
+
+# --- 2. a container given a MIG instance (NVIDIA_VISIBLE_DEVICES) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "keys"),
+    [
+        ({"NVIDIA_VISIBLE_DEVICES": "MIG-7e57-0002"}, ["MIG-7e57-0002"]),
+        ({"NVIDIA_VISIBLE_DEVICES": "GPU-0000, MIG-7e57-0002"}, ["GPU-0000", "MIG-7e57-0002"]),
+        ({"NVIDIA_VISIBLE_DEVICES": "MIG-GPU-0000/1/0"}, ["MIG-GPU-0000/1/0"]),
+        ({"NVIDIA_VISIBLE_DEVICES": "MIG-7e57-0002", "CUDA_VISIBLE_DEVICES": "0"}, [0]),  # CUDA's wins
+        # Nothing to choose among what NVML sees; indexes are the host's, renumbered in the container.
+        ({"NVIDIA_VISIBLE_DEVICES": "all"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "none"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "void"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": ""}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "1,3"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "0:1"}, None),
+        ({"NVIDIA_VISIBLE_DEVICES": "1,MIG-7e57-0002"}, None),
+    ],
+)
+def test_nvidia_visible_devices_uuids_are_the_selection(env: dict[str, str], keys: list[object] | None) -> None:
+    assert sampler.select_gpus(None, env) == keys
+
+
+def test_a_container_given_one_mig_instance_samples_that_instance(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # NVIDIA's container toolkit sets NVIDIA_VISIBLE_DEVICES=MIG-…, not CUDA_VISIBLE_DEVICES:
+    # the card's power, sampled by each such job, would be counted once per job.
+    fleet = gpus(1, mig=True, mig_uuids=("MIG-7e57-0001", "MIG-7e57-0002"))
+    env = {"NVIDIA_VISIBLE_DEVICES": "MIG-7e57-0002"}
+    with caplog.at_level(logging.WARNING, "runlytics.sampler"):
+        code, lines = sample_for(0.1, options(tmp_path), FakeNvml(fleet), env=env)
+    assert code == 0 and lines
+    for line in lines:
+        assert (line["gpu_uuid"], line["mig_parent_uuid"], line["mig_gi_id"]) == ("MIG-7e57-0002", fleet[0].uuid, 2)
+        assert line["power_w"] is None and line["memory_used_mb"] == 9000.0
+    assert messages(caplog, logging.WARNING) == []
+
+
+def test_a_whole_gpu_in_mig_mode_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fleet = gpus(2)
+    fleet[1].mig, fleet[1].mig_uuids = True, ("MIG-7e57-0001",)
+    with caplog.at_level(logging.WARNING, "runlytics.sampler"):
+        code, lines = sample_for(0.1, options(tmp_path), FakeNvml(fleet, root=True), env={})
+    assert code == 0 and {line["gpu_uuid"] for line in lines} == {fleet[0].uuid, fleet[1].uuid}
+    assert messages(caplog, logging.WARNING) == [
+        f"GPU 1 ({fleet[1].uuid}) is in MIG mode and sampled whole: its power_w is the card's, shared by the jobs "
+        "of all its MIG instances (each job that samples the card counts it again), and its utilization is null; "
+        "to sample a job's own instance, give its MIG-… UUID (--gpus or CUDA_VISIBLE_DEVICES; nvidia-smi -L "
+        "lists them)"
+    ]
