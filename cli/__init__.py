@@ -983,10 +983,12 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
         print(f"{target}: {name} = {value:g}; insights recomputed")
         return EXIT_OK
     path = _existing_warehouse(args)
+    db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
     with run_lock(path, wait=args.wait):
-        snapshots.mark_unpublished(path)  # a kill between the commit and the copy: the next run publishes
-        migrate.ensure_current(path, wait=args.wait, locked=True)
+        migrate.ensure_current(path, wait=args.wait, locked=True, mark=True)
         with db.connection(path, wait=args.wait) as con:
+            # checked, and about to commit: a kill between the commit and the copy, the next run publishes
+            snapshots.mark_unpublished(path)
             insights.set_threshold(con, name, value)
             con.execute("CHECKPOINT")
         snapshots.publish(path)

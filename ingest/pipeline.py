@@ -67,6 +67,7 @@ def ingest(
     if not 0 < max_file_mb < math.inf:  # the command refuses it as a usage error first
         raise ValueError(f"max_file_mb must be a number of MiB above 0, not {max_file_mb}")
     max_file_bytes = int(max_file_mb * 2**20)
+    db.check_file(db_path)  # a file that is no warehouse: refused before its lock file is created beside it
     with db.private_files(), run_lock(db_path, wait=wait):
         if not db_path.exists():  # a new warehouse has read nothing yet: read while migrations build it
             for reader in readers:
@@ -74,10 +75,11 @@ def ingest(
         try:
             hotfile.remove_leftovers(db_path)
             inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage, tuple(root_folders(roots)))
-            # before the first commit (migrations included): a kill from here to the publish leaves
-            # the marker, and the next run publishes even when it finds nothing new (a stage never
-            # publishes: no marker). owed: an earlier run committed and never published.
-            owed = False if stage else snapshots.mark_unpublished(db_path)
+            # owed: an earlier run committed and never published. _read_and_merge marks the
+            # warehouse unpublished once it has opened and checked it, before the first commit
+            # (migrations included): a kill from there to the publish leaves the marker, and the
+            # next run publishes even when it finds nothing new (a stage never publishes: no marker).
+            owed = not stage and snapshots.unpublished(db_path).exists()
             run_id, stored, sparse = _read_and_merge(
                 db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
             )
@@ -140,7 +142,7 @@ def _read_and_merge(
     """Read, stage and merge every format, refresh the derived tables, record the run; its id, and
     whether sealing, compaction or retention changed the stored samples' layout, and whether the
     file is mostly free blocks."""
-    with _current_connection(db_path, wait) as con:
+    with _current_connection(db_path, wait, mark=not inputs.stage) as con:
         run_id = journal.start(con)
         ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes, roots=inputs.roots)
         try:
@@ -176,22 +178,27 @@ def _read_and_merge(
 
 
 @contextlib.contextmanager
-def _current_connection(db_path: Path, wait: float) -> Iterator[duckdb.DuckDBPyConnection]:
+def _current_connection(db_path: Path, wait: float, *, mark: bool) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse, created or migrated first when not at the head revision: a warehouse at the
     head is opened once, not once to check and once to write (opening is most of a run that finds
-    nothing new)."""
+    nothing new). ``mark``: once the warehouse is opened and its revision checked (a file DuckDB
+    refuses, one a newer runlytics wrote: no marker), mark it unpublished before anything commits."""
     if db_path.exists():
         con = db.connect(db_path, wait=wait)
         try:
             current = migrate.current_revision(con) == migrate.HEAD_REVISION
             if current:
+                if mark:
+                    snapshots.mark_unpublished(db_path)
                 yield con
         finally:
             con.close()
         if current:
             return
-    migrate.ensure_current(db_path, wait=wait, locked=True)
+    migrate.ensure_current(db_path, wait=wait, locked=True, mark=mark)
     with db.connection(db_path, wait=wait) as con:
+        if mark:
+            snapshots.mark_unpublished(db_path)  # made by ensure_current unless it had nothing to do
         yield con
 
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,6 +141,35 @@ def make_folder(path: Path) -> None:
         raise WarehouseError(
             f"cannot create the folder {path.parent} of warehouse {path}: {error.strerror or error}"
         ) from None
+
+
+# Every DuckDB database file starts with its main header: an 8-byte checksum, then these bytes.
+DUCKDB_MAGIC = b"DUCK"
+
+
+def check_file(path: Path) -> None:
+    """Refuse a ``path`` that exists but is no DuckDB database file (a folder, a text file, an empty
+    or unreadable file): WarehouseError, before a writer creates its lock or its ``.unpublished``
+    marker beside it, and before a reader trusts the files beside it. Only the header is read
+    (never opened by DuckDB, which would lock a writer out). A path that does not exist passes: a
+    writer creates it (a write-ahead log alone is DuckDB's to replay)."""
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):  # a folder in the way: the writer's make_folder says so
+        return
+    except OSError as error:
+        raise WarehouseError(f"cannot open warehouse {path}: {error.strerror or error}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise WarehouseError(f"cannot open warehouse {path}: it is a folder, not a DuckDB database file")
+    if not stat.S_ISREG(st.st_mode):
+        raise WarehouseError(f"cannot open warehouse {path}: not a regular file, so no DuckDB database file")
+    try:
+        with open(path, "rb") as f:
+            header = f.read(8 + len(DUCKDB_MAGIC))
+    except OSError as error:
+        raise WarehouseError(f"cannot open warehouse {path}: {error.strerror or error}") from None
+    if header[8:] != DUCKDB_MAGIC:
+        raise WarehouseError(f"cannot open warehouse {path}: it is not a DuckDB database file")
 
 
 def resolve_path(db: str | os.PathLike[str] | None = None) -> Path:

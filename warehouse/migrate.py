@@ -113,12 +113,30 @@ def upgrade(
     checked_target(revision)
     if isinstance(path, db.PostgresUrl):
         return upgrade_postgres(path, revision, wait)
+    db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
     db.make_folder(path)
     with run_lock(path, wait=wait):
-        snapshots.mark_unpublished(path)  # a kill between the commit and the copy: the next run publishes
+        check_upgradable(path, revision, wait)
+        # checked, and about to commit: a kill between the commit and the copy, the next run publishes
+        snapshots.mark_unpublished(path)
         done = upgrade_locked(path, revision, wait, chain=chain)
         snapshots.publish(path)
     return done
+
+
+def check_upgradable(path: Path, revision: str, wait: float = db.DEFAULT_WAIT_SECONDS) -> None:
+    """Refuse what ``upgrade_locked`` would refuse before writing: a file DuckDB can't open, a
+    warehouse written by a newer runlytics, a target older than its revision. Checked before the
+    ``.unpublished`` marker is made: a refused upgrade leaves nothing beside the file."""
+    if not path.exists():  # new (or a write-ahead log alone, which DuckDB replays)
+        return
+    con = db.connect(path, read_only=True, wait=wait)
+    try:
+        current = current_revision(con)
+    finally:
+        con.close()
+    check_revision(current, path)
+    check_not_older(revision, current, path)
 
 
 def upgrade_locked(
@@ -209,11 +227,14 @@ def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float
     return done
 
 
-def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS, *, locked: bool = False) -> None:
+def ensure_current(
+    path: Path, wait: float = db.DEFAULT_WAIT_SECONDS, *, locked: bool = False, mark: bool = False
+) -> None:
     """Create or migrate the warehouse on first use; refuse one newer than the code.
 
     Readers check the newest snapshot (they never open the warehouse itself while it may be
-    written); a writer that holds the lock (``locked``) checks the warehouse.
+    written); a writer that holds the lock (``locked``) checks the warehouse, and with ``mark``
+    (a writer that publishes) marks it unpublished once checked, just before migrating it.
     """
     if path.exists() or (not locked and snapshots.latest(path) is not None):
         # a reader opens the newest copy as every read does: one kept copy can be replaced
@@ -227,6 +248,8 @@ def ensure_current(path: Path, wait: float = db.DEFAULT_WAIT_SECONDS, *, locked:
             return
         check_revision(revision, path)
     if locked:
+        if mark:
+            snapshots.mark_unpublished(path)
         upgrade_locked(path, wait=wait)
     else:
         upgrade(path, wait=wait)

@@ -19,8 +19,9 @@ Parquet parts beside it (``parts.py``) that the warehouse and every copy share; 
 ``gpu_samples`` and ``gpu_minutes`` name the parts of its moment, and a part replaced later keeps
 its file while a kept copy may name it.
 
-A run that commits to the warehouse first creates ``<db>.unpublished`` (``mark_unpublished``), and
-only a successful ``publish`` removes it: a run killed between its commits and its publish leaves
+A run that commits to the warehouse first creates ``<db>.unpublished`` (``mark_unpublished``), once
+it has opened and checked the warehouse (a refused run leaves none), and only a successful
+``publish`` removes it: a run killed between its commits and its publish leaves
 the marker, and the next run (the quick path too) publishes even when it finds nothing new, so
 readers never keep serving a copy older than what the warehouse holds.
 """
@@ -178,6 +179,9 @@ def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duck
             continue  # replaced between listing and opening: the newer one
         con.execute(CACHE_FOOTERS)
         return con
+    # a marker beside a file that is no warehouse (a folder, a text file) is no run's: the file's
+    # own problem is said instead (a warehouse's header is read, the file never opened)
+    db.check_file(db_path)
     if unpublished(db_path).exists():
         raise db.WarehouseError(
             f"no snapshot of {db_path} yet: an ingest is writing it or was stopped before publishing; "

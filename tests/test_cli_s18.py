@@ -1,0 +1,110 @@
+"""Session 18's audit of the docs against the command: what a refused writer leaves beside the
+file it was given (no ``.unpublished`` marker, no lock file beside a file that is no warehouse),
+and what readers then say."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from runlytics import cli
+from runlytics.warehouse import db, sidefiles, snapshots
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples" / "jobs"
+COUNT_JOBS = "SELECT count(*) AS n FROM jobs"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``runlytics ARGV`` in this process: (exit code, stdout, stderr); argparse's refusals too."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def beside(path: Path) -> set[str]:
+    """The names runlytics left beside ``path`` (the path itself left out)."""
+    return {p.name for p in path.parent.iterdir() if p.name.startswith(path.name) and p != path}
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse of the sample jobs, ingested once for the module (tests copy its file)."""
+    folder = tmp_path_factory.mktemp("s18")
+    path = folder / "w.duckdb"
+    assert cli.main(["ingest", str(SAMPLES), "--db", str(path), "--quiet"]) == 0
+    return path
+
+
+def bare_copy(warehouse: Path, tmp_path: Path) -> Path:
+    """The warehouse file alone (restored from a backup, say): no snapshot, no marker beside it."""
+    path = tmp_path / "w.duckdb"
+    shutil.copyfile(warehouse, path)
+    return path
+
+
+# --- finding 2: the unpublished marker only once the warehouse is checked and about to be written --
+
+
+def test_a_refused_upgrade_leaves_no_marker_and_readers_still_read(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = bare_copy(warehouse, tmp_path)
+    assert run(capsys, "sql", COUNT_JOBS, "--db", str(path), "--format", "csv") == (0, "n\n3\n", "")
+    code, out, err = run(capsys, "db", "upgrade", "--revision", "0001", "--db", str(path))
+    assert code == 2 and "never downgrades" in err, err
+    assert not snapshots.unpublished(path).exists()
+    assert run(capsys, "sql", COUNT_JOBS, "--db", str(path), "--format", "csv") == (0, "n\n3\n", "")
+
+
+def test_a_warehouse_of_a_newer_runlytics_gets_no_marker(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = bare_copy(warehouse, tmp_path)
+    with db.connection(path) as con:
+        con.execute("UPDATE alembic_version SET version_num = '9999'")
+    for argv in (["ingest", str(SAMPLES)], ["insights", "set", "loss_spike.mad_factor", "8"], ["db", "upgrade"]):
+        code, out, err = run(capsys, *argv, "--db", str(path))
+        assert code == 3 and "newer version" in err, (argv, err)
+        assert not snapshots.unpublished(path).exists(), argv
+
+
+@pytest.mark.parametrize("kind", ["text", "folder", "random", "empty"])
+def test_a_file_that_is_no_warehouse_is_refused_with_nothing_left_beside_it(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "notes.txt"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes({"text": b"hello\n", "random": bytes(range(256)) * 20, "empty": b""}[kind])
+    writers = (["ingest", str(SAMPLES)], ["db", "upgrade"], ["insights", "set", "loss_spike.mad_factor", "8"])
+    readers = (["analytics", "llama-sft-001"], ["sql", COUNT_JOBS], ["status"])
+    for argv in (*writers, *readers, *writers):  # a writer again: what the first left changes nothing
+        code, out, err = run(capsys, *argv, "--db", str(path))
+        assert beside(path) == set(), argv  # no lock file, no marker
+        assert code == 3 and out == "", (argv, out)
+        assert len(err.strip().splitlines()) == 1, (argv, err)
+        assert "not a DuckDB database file" in err, (argv, err)
+    # a marker an earlier runlytics left there is no run's: readers say what the file is
+    snapshots.unpublished(path).touch()
+    for argv in readers:
+        code, out, err = run(capsys, *argv, "--db", str(path))
+        assert code == 3 and "not a DuckDB database file" in err and "no snapshot" not in err, (argv, err)
+
+
+def test_a_killed_first_run_still_keeps_readers_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The marker's purpose stays: no snapshot yet and the marker beside a real warehouse (a first
+    ingest killed before its publish) refuses readers rather than opening the file."""
+    path = tmp_path / "w.duckdb"
+    assert run(capsys, "db", "upgrade", "--db", str(path))[0] == 0
+    shutil.rmtree(sidefiles.snapshots(path))
+    snapshots.mark_unpublished(path)
+    code, out, err = run(capsys, "sql", COUNT_JOBS, "--db", str(path))
+    assert code == 3 and "no snapshot" in err, err
