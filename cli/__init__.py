@@ -6,7 +6,8 @@ Exit codes (also in the README):
   2   usage error (a number out of range, a file root no job is found by, a --revision unknown
       or older than the warehouse's, a command group without its command, …); ``serve``: a
       --host and --port it can't listen on (in use, not this machine's, not resolvable)
-  3   the warehouse can't be used (written by a newer runlytics, unreadable, in a folder a
+  3   the warehouse can't be used (written by a newer runlytics, unreadable, not a DuckDB file,
+      its snapshots folder not one this user may list (a writer: write in), in a folder a
       writer can't write, a --db naming another URL such as md: or s3://, …), or a read
       command (sql, analytics, insights, status, export, serve) names one that does not exist;
       ``db copy``: the target holds data, is at another revision or can't be reached;
@@ -985,6 +986,7 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
     path = _existing_warehouse(args)
     db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
     with run_lock(path, wait=args.wait):
+        snapshots.check_folder(path)  # a publish that can't happen: refused before the commit
         migrate.ensure_current(path, wait=args.wait, locked=True, mark=True)
         with db.connection(path, wait=args.wait) as con:
             # checked, and about to commit: a kill between the commit and the copy, the next run publishes

@@ -73,6 +73,7 @@ def ingest(
             for reader in readers:
                 reader.prefetch(jobs, max_file_bytes)
         try:
+            snapshots.check_folder(db_path)  # a publish that can't happen: refused before any commit
             hotfile.remove_leftovers(db_path)
             inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage, tuple(root_folders(roots)))
             # owed: an earlier run committed and never published. _read_and_merge marks the

@@ -4,8 +4,11 @@ and what readers then say."""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,3 +111,78 @@ def test_a_killed_first_run_still_keeps_readers_out(tmp_path: Path, capsys: pyte
     snapshots.mark_unpublished(path)
     code, out, err = run(capsys, "sql", COUNT_JOBS, "--db", str(path))
     assert code == 3 and "no snapshot" in err, err
+
+
+# --- finding 3: a snapshots folder that can't be used: exit 3 in one line, no commit first --------
+
+READERS = (
+    ["analytics", "llama-sft-001"], ["status"], ["insights"], ["sql", COUNT_JOBS], ["export", "OUT"],
+)  # fmt: skip
+WRITERS = (["ingest", str(SAMPLES)], ["insights", "set", "loss_spike.mad_factor", "8"], ["db", "upgrade"])
+
+
+def ingest_runs(path: Path) -> int:
+    with db.connection(path, read_only=True) as con:
+        return int(db.one(con, "SELECT count(*) FROM ingest_runs")[0])
+
+
+def check_refused(capsys: pytest.CaptureFixture[str], path: Path, tmp_path: Path, why: str) -> None:
+    runs = ingest_runs(path)
+    for argv in (*READERS, *WRITERS):
+        argv = [str(tmp_path / "out") if word == "OUT" else word for word in argv]
+        code, out, err = run(capsys, *argv, "--db", str(path))
+        assert (code, out) == (3, ""), (argv, code, out)
+        assert err.strip().splitlines() == [
+            f"runlytics: cannot use warehouse {path}: its snapshots folder {sidefiles.snapshots(path)}: {why} "
+            "(it must be a folder this user may read, and a writer write in)"
+        ], argv
+    assert ingest_runs(path) == runs  # the ingest refused before its first commit
+    assert not snapshots.unpublished(path).exists()
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_in_place_of_the_snapshots_folder(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = bare_copy(warehouse, tmp_path)
+    sidefiles.snapshots(path).write_text("x\n")
+    check_refused(capsys, path, tmp_path, "Not a directory")
+
+
+def test_a_snapshots_folder_this_user_may_not_read(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chmod 000 as a user without CAP_DAC_OVERRIDE (the tests may run as root): the listing and
+    the access check are refused for that folder alone."""
+    path = bare_copy(warehouse, tmp_path)
+    folder = sidefiles.snapshots(path)
+    shutil.copytree(sidefiles.snapshots(warehouse), folder)
+    real_scandir, real_access = os.scandir, os.access
+
+    def scandir(target: Any) -> Any:
+        if Path(target) == folder:
+            raise PermissionError(errno.EACCES, "Permission denied", str(target))
+        return real_scandir(target)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "access", lambda target, mode, **kw: Path(target) != folder and real_access(target, mode))
+    check_refused(capsys, path, tmp_path, "Permission denied")
+
+
+def test_a_snapshots_folder_this_user_may_read_but_not_write(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chmod 500: readers read; writers are refused before their first commit (the publish after
+    it could not happen)."""
+    path = bare_copy(warehouse, tmp_path)
+    folder = sidefiles.snapshots(path)
+    shutil.copytree(sidefiles.snapshots(warehouse), folder)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda target, mode, **kw: Path(target) != folder and real_access(target, mode))
+    runs = ingest_runs(path)
+    assert run(capsys, "sql", COUNT_JOBS, "--db", str(path), "--format", "csv") == (0, "n\n3\n", "")
+    for argv in WRITERS:
+        code, out, err = run(capsys, *argv, "--db", str(path))
+        assert code == 3 and "Permission denied" in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert ingest_runs(path) == runs
+    assert not snapshots.unpublished(path).exists()

@@ -117,6 +117,7 @@ def upgrade(
     db.make_folder(path)
     with run_lock(path, wait=wait):
         check_upgradable(path, revision, wait)
+        snapshots.check_folder(path)
         # checked, and about to commit: a kill between the commit and the copy, the next run publishes
         snapshots.mark_unpublished(path)
         done = upgrade_locked(path, revision, wait, chain=chain)

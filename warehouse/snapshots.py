@@ -28,6 +28,7 @@ readers never keep serving a copy older than what the warehouse holds.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -67,12 +68,34 @@ def _stamp(name: str) -> int | None:
 
 
 def _published(target_dir: Path) -> list[tuple[int, Path]]:
-    """The copies in the folder, oldest first."""
+    """The copies in the folder, oldest first; WarehouseError when it can't be listed (a file in
+    its place, a folder this user may not read): the warehouse can't be used, said in one line."""
     try:
         stamps = [(_stamp(e.name), e.name) for e in os.scandir(target_dir)]
     except FileNotFoundError:
         return []
+    except OSError as error:
+        raise _unusable(target_dir, error) from None
     return sorted((stamp, target_dir / name) for stamp, name in stamps if stamp is not None)
+
+
+def _unusable(target_dir: Path, error: OSError) -> db.WarehouseError:
+    warehouse = target_dir.with_name(target_dir.name.removesuffix(".snapshots"))
+    return db.WarehouseError(
+        f"cannot use warehouse {warehouse}: its snapshots folder {target_dir}: {error.strerror or error} "
+        "(it must be a folder this user may read, and a writer write in)"
+    )
+
+
+def check_folder(db_path: Path) -> None:
+    """For a writer, before its first commit: the snapshots folder, if there is one, is a folder it
+    may list and write in (a publish after the commits would fail otherwise, the ingest's ``_seal``
+    lists it too); WarehouseError else. No folder yet is fine: the warehouse's own folder, where the
+    writer made its lock file, takes it."""
+    target_dir = folder(db_path)
+    _published(target_dir)
+    if target_dir.exists() and not os.access(target_dir, os.R_OK | os.W_OK | os.X_OK):
+        raise _unusable(target_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
 
 
 def stamps(db_path: Path) -> list[int]:
