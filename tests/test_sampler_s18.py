@@ -312,3 +312,17 @@ def test_a_whole_gpu_in_mig_mode_is_warned_about(tmp_path: Path, caplog: pytest.
         "to sample a job's own instance, give its MIG-… UUID (--gpus or CUDA_VISIBLE_DEVICES; nvidia-smi -L "
         "lists them)"
     ]
+
+
+# --- 6. the device check is in the repository, and the docs send a GPU machine to it ------------
+
+
+def test_the_device_check_script_is_there_and_parses() -> None:
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    script = repo / "bench" / "device_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+    text = script.read_text()
+    assert "pip" not in text and "curl" not in text and "wget" not in text  # installs nothing, no network
+    assert "bash bench/device_check.sh" in (repo / "docs" / "sampler.md").read_text()
