@@ -818,8 +818,17 @@ def _cell(value: Any) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return _float(value)
     return str(value)
+
+
+def _float(value: float) -> str:
+    """A double in full: a whole one below 2**53 as its digits (``1645323``, ``90``), any other as
+    Python's shortest text that reads back as the same double (``26.666666666666668``, ``1e+300``,
+    ``nan``, ``inf``); never rounded to fewer digits (docs/views.md)."""
+    if value.is_integer() and abs(value) < 2**53:
+        return f"{value:.0f}"
+    return repr(value)
 
 
 @contextmanager
@@ -981,7 +990,7 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
         from runlytics.warehouse import pg_thresholds
 
         pg_thresholds.set_threshold(target, name, value, migrate.HEAD_REVISION, args.wait)
-        print(f"{target}: {name} = {value:g}; insights recomputed")
+        print(f"{target}: {name} = {_float(value)}; insights recomputed")
         return EXIT_OK
     path = _existing_warehouse(args)
     db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
@@ -994,7 +1003,7 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
             insights.set_threshold(con, name, value)
             con.execute("CHECKPOINT")
         snapshots.publish(path)
-    print(f"{path}: {name} = {value:g}; insights recomputed")
+    print(f"{path}: {name} = {_float(value)}; insights recomputed")
     return EXIT_OK
 
 

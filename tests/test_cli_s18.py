@@ -186,3 +186,33 @@ def test_a_snapshots_folder_this_user_may_read_but_not_write(
         assert code == 3 and "Permission denied" in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert ingest_runs(path) == runs
     assert not snapshots.unpublished(path).exists()
+
+
+# --- finding 4: the table output and `insights set` show doubles in full ------------------------
+
+
+def test_the_table_shows_doubles_in_full(warehouse: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    query = (
+        "SELECT 1645323.0::DOUBLE AS whole, 0.1::DOUBLE + 0.2::DOUBLE AS sum, 1e300::DOUBLE AS big, "
+        "'nan'::DOUBLE AS nan, 2.0::DOUBLE ^ 60 AS past_2_53, 42 AS int"
+    )
+    code, out, err = run(capsys, "sql", query, "--db", str(warehouse), "--format", "table")
+    assert code == 0, err
+    assert out.splitlines()[2].split() == [
+        "1645323", "0.30000000000000004", "1e+300", "nan", "1.152921504606847e+18", "42"
+    ]  # fmt: skip
+
+
+def test_a_threshold_set_and_listed_in_full(
+    warehouse: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = bare_copy(warehouse, tmp_path)
+    for name, value in (("silent_running.min_seconds", "1234567"), ("loss_spike.mad_factor", "8.123456789")):
+        assert run(capsys, "insights", "set", name, value, "--db", str(path)) == (
+            0, f"{path}: {name} = {value}; insights recomputed\n", ""
+        )  # fmt: skip
+    code, out, _ = run(capsys, "insights", "thresholds", "--db", str(path))
+    rows = dict(line.split() for line in out.splitlines()[2:-1])
+    assert (rows["silent_running.min_seconds"], rows["loss_spike.mad_factor"]) == ("1234567", "8.123456789")
+    code, out, _ = run(capsys, "insights", "--db", str(path))
+    assert "silent_running.min_seconds=1234567," in out and "loss_spike.mad_factor=8.123456789," in out
