@@ -67,7 +67,9 @@ FROM outcomes
     + UPSERT_SET
 )
 
-# The outcome of every file of a staged batch, from the batch tables.
+# The outcome of every file of a staged batch, from the batch tables. Its rows: the step rows its
+# entries make, one per step (merge.py's batch_winners), so a `latest` repeating a step of its
+# history is no second row, as in the `steps` table that `status` counts (docs/ingest.md).
 UPSERT_BATCH = """
 INSERT INTO ingest_files (path, kind, job_id, size, mtime_ns, fingerprint, outcome, rows, warning_count,
                           warnings, error, first_seen_at, last_read_at)
@@ -75,7 +77,7 @@ SELECT f.path, $kind, j.job_id, f.size, f.mtime_ns, f.fingerprint, 'ingested',
        coalesce(r.rows, 0), coalesce(w.n, 0), to_json(w.first), NULL, now()::TIMESTAMP, now()::TIMESTAMP
 FROM batch_files f
 JOIN batch_jobs j ON j.file_id = f.file_id
-LEFT JOIN (SELECT file_id, count(*) AS rows FROM staged_steps WHERE step IS NOT NULL GROUP BY file_id) r
+LEFT JOIN (SELECT file_id, count(*) AS rows FROM batch_winners GROUP BY file_id) r
        ON r.file_id = f.file_id
 LEFT JOIN (SELECT file_id, count(*) AS n, list(message ORDER BY pos, sub, message)[1:$max_warnings] AS first
            FROM batch_warnings GROUP BY file_id) w
@@ -254,4 +256,5 @@ def record_many(con: duckdb.DuckDBPyConnection, kind: str, files: list[Outcome])
 
 
 def record_batch(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """Record the staged batch's files, after ``merge.apply`` (their rows: its batch_winners)."""
     con.execute(UPSERT_BATCH, {"kind": kind, "max_warnings": MAX_STORED_WARNINGS})

@@ -44,7 +44,7 @@ def test_ingest_default_db_then_unchanged_rerun(tmp_path: Path, samples: Path) -
     first = runlytics("ingest", str(samples), "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
-    assert (summary["files_seen"], summary["ingested"], summary["failed"], summary["rows"]) == (3, 3, 0, 7)
+    assert (summary["files_seen"], summary["ingested"], summary["failed"], summary["rows"]) == (3, 3, 0, 6)
     assert (tmp_path / "runlytics.duckdb").exists()  # the default warehouse, created on first use
 
     again = json.loads(runlytics("ingest", str(samples), "--json", cwd=tmp_path).stdout)
@@ -189,7 +189,7 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path, samples: Pa
 
 def test_one_warning_is_singular(tmp_path: Path, samples: Path) -> None:
     result = runlytics("ingest", str(samples), "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path)
-    assert "; 7 step rows, 0 GPU samples, 1 warning, " in result.stdout, result.stdout
+    assert "; 6 step rows, 0 GPU samples, 1 warning, " in result.stdout, result.stdout
 
 
 # --- a run with nothing to do (ingest/quick.py) ---------------------------------------------------

@@ -5,6 +5,7 @@ and what readers then say."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -216,3 +217,32 @@ def test_a_threshold_set_and_listed_in_full(
     assert (rows["silent_running.min_seconds"], rows["loss_spike.mad_factor"]) == ("1234567", "8.123456789")
     code, out, _ = run(capsys, "insights", "--db", str(path))
     assert "silent_running.min_seconds=1234567," in out and "loss_spike.mad_factor=8.123456789," in out
+
+
+# --- finding 5: the summary's step rows are the rows stored, as status counts them ----------------
+
+
+def test_the_summary_and_status_count_the_same_step_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "jobs"
+    shutil.copytree(SAMPLES, root)  # mistral-lora-002's `latest` repeats its history's step 300
+    repeats = root / "repeats" / "progress.json"  # a history holding step 2 twice, and a latest of it
+    repeats.parent.mkdir()
+    repeats.write_text(
+        json.dumps({
+            "job_id": "repeats", "status": "completed",
+            "history": [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}, {"step": 2, "loss": 1.4}],
+            "latest": {"step": 2, "loss": 1.4},
+        })
+    )  # fmt: skip
+    path = tmp_path / "w.duckdb"
+    code, out, err = run(capsys, "ingest", str(root), "--db", str(path), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    code, out, err = run(capsys, "status", "--db", str(path), "--json")
+    status = json.loads(out)
+    assert summary["rows"] == status["step_rows"] == 6 + 2
+    assert status["last_ingest"]["summary"]["rows"] == 8
+    with db.connection(path, read_only=True) as con:
+        stored = dict(con.execute("SELECT job_id, count(*) FROM steps GROUP BY job_id").fetchall())
+        ledger = dict(con.execute("SELECT job_id, rows FROM ingest_files").fetchall())
+    assert ledger == stored == {"llama-sft-001": 2, "mistral-lora-002": 3, "legacy-gpt2-003": 1, "repeats": 2}
