@@ -246,3 +246,24 @@ def test_the_summary_and_status_count_the_same_step_rows(tmp_path: Path, capsys:
         stored = dict(con.execute("SELECT job_id, count(*) FROM steps GROUP BY job_id").fetchall())
         ledger = dict(con.execute("SELECT job_id, rows FROM ingest_files").fetchall())
     assert ledger == stored == {"llama-sft-001": 2, "mistral-lora-002": 3, "legacy-gpt2-003": 1, "repeats": 2}
+
+
+# --- finding 6: views.md's PIVOT sentence, as `runlytics sql` answers -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "code", "refused"),
+    [
+        ("PIVOT jobs ON status IN ('completed', 'failed') USING count(*) GROUP BY model_name", 0, None),
+        ("FROM jobs PIVOT (count(*) FOR status IN ('completed', 'failed'))", 0, None),
+        ("PIVOT jobs ON status USING count(*)", 4, "PIVOT (kind: MULTI)"),
+        ("SELECT * FROM (PIVOT jobs ON status USING count(*))", 4, "SELECT (kind: MULTI)"),
+        ("FROM (PIVOT jobs ON status USING count(*))", 4, "FROM (kind: MULTI)"),
+    ],
+)
+def test_pivot_runs_with_an_in_list_only(
+    warehouse: Path, capsys: pytest.CaptureFixture[str], query: str, code: int, refused: str | None
+) -> None:
+    done, out, err = run(capsys, "sql", query, "--db", str(warehouse), "--format", "csv")
+    assert done == code, err
+    assert (refused is None and err == "") or (refused is not None and err.strip().endswith(f"refused: {refused}"))
