@@ -24,6 +24,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # tests/browser.py imports tests/servers.py as pytest's pythonpath has it
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 

@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +269,17 @@ def test_pivot_runs_with_an_in_list_only(
     done, out, err = run(capsys, "sql", query, "--db", str(warehouse), "--format", "csv")
     assert done == code, err
     assert (refused is None and err == "") or (refused is not None and err.strip().endswith(f"refused: {refused}"))
+
+
+# --- finding 1: the dashboard benchmark runs as a script, outside pytest's path ------------------
+
+
+def test_the_dashboard_bench_script_runs(tmp_path: Path) -> None:
+    pytest.importorskip("playwright")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "dashboard.py"), "--help"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: dashboard.py")
