@@ -283,3 +283,24 @@ def test_the_dashboard_bench_script_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: dashboard.py")
+
+
+# --- finding 9: what runlytics writes beside a warehouse is ignored by git ------------------------
+
+
+def test_the_files_beside_a_warehouse_are_ignored_by_git(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    shutil.copyfile(REPO / ".gitignore", tmp_path / ".gitignore")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    path = tmp_path / "runlytics.duckdb"  # README's first command: `runlytics ingest samples/jobs`
+    assert run(capsys, "ingest", str(SAMPLES), "--db", str(path), "--quiet")[0] == 0
+    snapshots.mark_unpublished(path)  # and what a run leaves for a moment, or when killed
+    named = [sidefiles.new_build(path), sidefiles.wal(path), path.with_name(path.name + ".rebuild.tmp")]
+    named += [path.with_name(path.name + suffix) for suffix in (".last-ingest.json.tmp", ".publish.ingest.lock")]
+    for each in named:
+        each.touch()
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert status.stdout.splitlines() == ["?? .gitignore"]

@@ -8,7 +8,13 @@ For a warehouse ``runlytics.duckdb``:
 - ``runlytics.duckdb.parts/``: the sealed Parquet parts every snapshot shares (``parts.py``);
 - ``runlytics.duckdb.rebuild.tmp``: a smaller copy being built, only for a moment (``hotfile.py``);
 - ``runlytics.duckdb.new.tmp``: a new warehouse being built at head, until renamed into place (``head.py``);
-- ``runlytics.duckdb.wal``: DuckDB's own write-ahead log.
+- ``runlytics.duckdb.wal``: DuckDB's own write-ahead log;
+- ``runlytics.duckdb.unpublished``: commits no snapshot holds yet (``snapshots.unpublished``);
+- ``runlytics.duckdb.last-ingest.json.tmp``: the heartbeat being written, only for a moment;
+- ``runlytics.duckdb.publish.ingest.lock``: a PostgreSQL ingest's stage, its publish lock
+  (``ingest/postgres.py``).
+
+The repository's .gitignore ignores them all (``*.duckdb.*``).
 """
 
 from __future__ import annotations
