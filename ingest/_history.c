@@ -31,6 +31,8 @@
 #include <strings.h>
 
 #define MAX_DEPTH 64
+/* progress.json's bound on steps and counts of samples (10^18, as rl_whole's in progress.py) */
+#define MAX_WHOLE 1000000000000000000ULL
 
 typedef struct {
     char *data;
@@ -357,6 +359,32 @@ static int checked_number(Cur *c, double lo, double hi, int integral, double *ou
     return 0;
 }
 
+/* A whole number for a field checked as rl_whole(x, 0, hi) checks it (a step, a count of
+ * samples): an integer literal is read exactly (a double would round it above 2^53: 2^53 + 1
+ * would become 2^53, another step) and must be at most hi; any other form (a fraction, an
+ * exponent) is read as a double, as rl_checked(d, 0, hi, true). BAIL where that check would drop it. */
+static int checked_whole(Cur *c, uint64_t hi, int64_t *out) {
+    double d;
+    skip_ws(c);
+    const char *start = c->p;
+    if (checked_number(c, 0, (double)hi, 1, &d)) return BAIL;
+    const char *p = start, *end = c->p;
+    if (p < end && *p == '-') p++;
+    int literal = p < end;
+    for (const char *q = p; q < end; q++)
+        if (*q < '0' || *q > '9') literal = 0;
+    if (!literal) {
+        *out = (int64_t)d;
+        return 0;
+    }
+    if (end - p > 19) return BAIL; /* above 10^19: out of range */
+    uint64_t v = 0;
+    for (; p < end; p++) v = v * 10 + (uint64_t)(*p - '0');
+    if (v > hi) return BAIL;
+    *out = (int64_t)v; /* (a minus sign passed checked_number only before 0) */
+    return 0;
+}
+
 typedef struct {
     const char *name;
     size_t len;
@@ -423,6 +451,13 @@ static int parse_gpu(Cur *c, Out *o, int32_t pos, int32_t gpos) {
             if (expect(c, '}')) return BAIL;
             break;
         }
+    }
+    /* no index, no reading and no uuid but blanks: no GPU, dropped with a warning by the careful read */
+    if (!(seen & 0x3F)) {
+        int blank = 1;
+        for (size_t i = 0; (seen >> 6) & 1 && i < uuid_len; i++)
+            if (!strchr(" \t\n\r\f\v", uuid[i]) || uuid[i] == 0) blank = 0;
+        if (blank) return BAIL;
     }
     int64_t row = o->gpus++;
     int64_t idx = (int64_t)index, zero = 0;
@@ -518,8 +553,8 @@ static const double ENTRY_LO[] = {-1e308, -1e308, -1e308, 0, 0};
 
 static int parse_entry(Cur *c, Out *o, int32_t pos) {
     if (expect(c, '{')) return BAIL;
-    double nums[E_DOUBLES], step = 0, samples = 0;
-    int64_t ts = 0;
+    double nums[E_DOUBLES];
+    int64_t ts = 0, st = 0, sa = 0;
     int seen = 0;
     int64_t first_gpu = o->gpus;
     skip_ws(c);
@@ -530,9 +565,9 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
         if (k >= 0 && k < E_DOUBLES) {
             if (checked_number(c, ENTRY_LO[k], 1e308, 0, &nums[k])) return BAIL;
         } else if (k == 5) {
-            if (checked_number(c, 0, 1e18, 1, &step)) return BAIL;
+            if (checked_whole(c, MAX_WHOLE, &st)) return BAIL;
         } else if (k == 6) {
-            if (checked_number(c, 0, 1e18, 1, &samples)) return BAIL;
+            if (checked_whole(c, MAX_WHOLE, &sa)) return BAIL;
         } else if (k == 7) {
             skip_ws(c);
             if (c->p < c->end && *c->p == '"') {
@@ -560,7 +595,6 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
     }
     if (!((seen >> 5) & 1)) return BAIL; /* no step */
     int64_t row = o->entries++;
-    int64_t st = (int64_t)step, sa = (int64_t)samples;
     buf_put(&o->e_file, &o->file_id, 4);
     buf_put(&o->e_pos, &pos, 4);
     buf_put(&o->e_step, &st, 8);

@@ -311,6 +311,7 @@ FROM (
 SELECT file_id, seq, job_id, step, pos, gpos, gpu_index, gpu_uuid, utilization_percent, memory_used_mb,
        memory_total_mb, temperature_c, power_w
 FROM batch_gpus
+WHERE unusable IS NULL  -- no GPU reading (progress.GPUS_SELECT): dropped, with a warning
 UNION ALL
 SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos, CAST(coalesce(g.gpu_index, g.gpos - 1) AS INTEGER),
        g.gpu_uuid, g.utilization_percent, g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
@@ -319,6 +320,7 @@ UNION ALL
 SELECT j.file_id, j.seq, j.job_id, g.step, g.pos, g.gpos, g.gpu_index, g.gpu_uuid, g.utilization_percent,
        g.memory_used_mb, g.memory_total_mb, g.temperature_c, g.power_w
 FROM split_gpus g JOIN batch_jobs j ON j.file_id = g.file_id
+WHERE g.unusable IS NULL
 )
 """
 

@@ -58,6 +58,7 @@ COLUMNS: dict[str, str] = {
     "history": f"{_ENTRY}[]",
     "latest": _ENTRY,
     "checkpoints": "STRUCT(step JSON, path JSON, saved_at JSON, eval_loss JSON)[]",
+    "gpus": "JSON",  # no field of the document: read only to say it is ignored (BATCH_JOBS)
     # the legacy flat snapshot
     "step": "JSON",
     "timestamp": "JSON",
@@ -125,9 +126,9 @@ SELECT f.file_id,
        CAST(rl_setting(d.config, 'save_steps') AS BIGINT) AS save_steps,
        rl_setting(d.config, 'target_samples_per_second') AS target_samples_per_second,
        CAST(rl_setting(d.config, 'gpu_count') AS BIGINT) AS gpu_count,
-       CAST(rl_number(d.current_step, 0, 1e18, true) AS BIGINT) AS current_step,
-       CAST(coalesce(rl_number(d.total_steps, 0, 1e18, true), rl_number(d.max_steps, 0, 1e18, true),
-                     rl_setting(d.config, 'max_steps')) AS BIGINT) AS total_steps,
+       rl_whole(d.current_step, 0, 1000000000000000000) AS current_step,
+       coalesce(rl_whole(d.total_steps, 0, 1000000000000000000), rl_whole(d.max_steps, 0, 1000000000000000000),
+                CAST(rl_setting(d.config, 'max_steps') AS BIGINT)) AS total_steps,
        concat_ws('; ',
            CASE WHEN regexp_full_match(rl_string(d.job_id), '[[:space:]]*')
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is empty: the folder name is used'
@@ -156,11 +157,31 @@ SELECT f.file_id,
            CASE WHEN (d.config -> '$.model_name') IS NOT NULL AND rl_string(d.config -> '$.model_name') IS NULL
                 THEN 'config.model_name ' || left(CAST(d.config -> '$.model_name' AS VARCHAR), 40)
                      || ' is not a string, dropped' END,
-           rl_number_problem('current_step', d.current_step, 0, 1e18, true),
-           rl_number_problem('total_steps', d.total_steps, 0, 1e18, true),
-           rl_number_problem('max_steps', d.max_steps, 0, 1e18, true),
+           rl_whole_problem('current_step', d.current_step, 0, 1000000000000000000),
+           rl_whole_problem('total_steps', d.total_steps, 0, 1000000000000000000),
+           rl_whole_problem('max_steps', d.max_steps, 0, 1000000000000000000),
            CASE WHEN d.history IS NULL AND d.latest IS NULL AND d.step IS NULL
-                THEN 'no step entries: no history list, latest object or legacy step' END
+                THEN 'no step entries: no history list, latest object or legacy step' END,
+           -- the legacy snapshot's fields are read only in a document without history and latest
+           -- (BATCH_ENTRIES); beside them, and a gpus list at the top level, said to be ignored
+           CASE WHEN d.history IS NOT NULL OR d.latest IS NOT NULL
+                THEN nullif(concat_ws(', ',
+                         CASE WHEN d.step IS NOT NULL THEN 'step' END,
+                         CASE WHEN d.timestamp IS NOT NULL THEN 'timestamp' END,
+                         CASE WHEN d.loss IS NOT NULL THEN 'loss' END,
+                         CASE WHEN d.eval_loss IS NOT NULL THEN 'eval_loss' END,
+                         CASE WHEN d.learning_rate IS NOT NULL THEN 'learning_rate' END,
+                         CASE WHEN d.samples_per_second IS NOT NULL THEN 'samples_per_second' END,
+                         CASE WHEN d.iteration_time IS NOT NULL THEN 'iteration_time' END,
+                         CASE WHEN d.samples IS NOT NULL THEN 'samples' END,
+                         CASE WHEN d.gpu_utilization IS NOT NULL THEN 'gpu_utilization' END,
+                         CASE WHEN d.gpu_memory_mb IS NOT NULL THEN 'gpu_memory_mb' END,
+                         CASE WHEN d.gpu_temperature IS NOT NULL THEN 'gpu_temperature' END), '')
+                     || ' at the top level (the legacy snapshot form) ignored: the document has a '
+                     || CASE WHEN d.history IS NOT NULL THEN 'history list' ELSE 'latest object' END END,
+           CASE WHEN d.gpus IS NOT NULL
+                THEN 'gpus at the top level ignored: GPU readings belong to a step entry (history or latest); '
+                     || 'a legacy snapshot''s one GPU is gpu_utilization, gpu_memory_mb, gpu_temperature' END
        ) AS problems
 FROM raw_docs d
 JOIN batch_files f ON f.read_path = d.filename
@@ -216,24 +237,25 @@ JOIN (SELECT file_id, seq, job_id, read_path, history_entries FROM batch_jobs) j
 STEPS_SELECT = """
 WITH parsed AS (
     SELECT file_id, seq, job_id, pos, place, stand_in, e,
-           rl_double(e.step) AS step, rl_timestamp(e.timestamp) AS ts, rl_double(e.loss) AS loss,
-           rl_double(e.eval_loss) AS eval_loss, rl_double(e.learning_rate) AS learning_rate,
+           rl_exact(e.step) AS step_exact, rl_double(e.step) AS step, rl_timestamp(e.timestamp) AS ts,
+           rl_double(e.loss) AS loss, rl_double(e.eval_loss) AS eval_loss, rl_double(e.learning_rate) AS learning_rate,
            rl_double(e.samples_per_second) AS samples_per_second,
-           rl_double(e.iteration_time) AS iteration_time, rl_double(e.samples) AS samples
+           rl_double(e.iteration_time) AS iteration_time, rl_exact(e.samples) AS samples_exact,
+           rl_double(e.samples) AS samples
     FROM {entries}
 ), checked AS (
     SELECT file_id, seq, job_id, pos, place, stand_in, e, ts,
-           rl_checked(step, 0, 1e18, true) AS step,
+           rl_whole_checked(step_exact, step, 0, 1000000000000000000) AS step,
            rl_checked(loss, -1e308, 1e308, false) AS loss,
            rl_checked(eval_loss, -1e308, 1e308, false) AS eval_loss,
            rl_checked(learning_rate, -1e308, 1e308, false) AS learning_rate,
            rl_checked(samples_per_second, 0, 1e308, false) AS samples_per_second,
            rl_checked(iteration_time, 0, 1e308, false) AS iteration_time,
-           rl_checked(samples, 0, 1e18, true) AS samples
+           rl_whole_checked(samples_exact, samples, 0, 1000000000000000000) AS samples
     FROM parsed
 )
-SELECT file_id, seq, job_id, pos, place, stand_in, CAST(step AS BIGINT) AS step, ts, loss, eval_loss, learning_rate,
-       samples_per_second, iteration_time, CAST(samples AS BIGINT) AS samples,
+SELECT file_id, seq, job_id, pos, place, stand_in, step, ts, loss, eval_loss, learning_rate,
+       samples_per_second, iteration_time, samples,
        -- the raw entry, kept only when a value was refused (for its warning)
        CASE WHEN step IS NULL
                  OR (e.timestamp IS NOT NULL AND ts IS NULL)
@@ -248,11 +270,14 @@ FROM checked
 """
 BATCH_STEPS = "CREATE OR REPLACE TEMP TABLE batch_steps AS " + STEPS_SELECT.format(entries="batch_entries")
 
-# GPU readings of entries that have a step; a reading without an index takes its position.
+# GPU readings of entries that have a step; a reading without an index takes its position (in
+# the list as written: an item dropped before it does not move it). An item that names no GPU and
+# holds no reading (null, {}, or an object none of whose fields is left once checked) is no GPU:
+# `unusable` says which, and the item is dropped with a warning (ROW_WARNINGS; fast.STAGED_GPUS
+# leaves it out): a row of nothing would count as one more GPU of the job (its GPU hours).
 GPUS_SELECT = """
 WITH stepped AS (
-    SELECT file_id, seq, job_id, pos, place, CAST(rl_checked(rl_double(e.step), 0, 1e18, true) AS BIGINT) AS step,
-           e.gpus AS gpus
+    SELECT file_id, seq, job_id, pos, place, rl_whole(e.step, 0, 1000000000000000000) AS step, e.gpus AS gpus
     FROM {entries}
 ), readings AS (
     SELECT file_id, seq, job_id, step, pos, place, unnest(gpus) AS g, generate_subscripts(gpus, 1) AS gpos
@@ -285,7 +310,12 @@ SELECT file_id, seq, job_id, step, pos, place, gpos,
                  OR (g.memory_total_mb IS NOT NULL AND memory_total_mb IS NULL)
                  OR (g.temperature_c IS NOT NULL AND temperature_c IS NULL)
                  OR (g.power_w IS NOT NULL AND power_w IS NULL)
-            THEN g END AS refused
+            THEN g END AS refused,
+       CASE WHEN g IS NULL THEN 'null'
+            WHEN gpu_index IS NULL AND (gpu_uuid IS NULL OR regexp_full_match(gpu_uuid, '[ \t\n\r\f\v]*'))
+                 AND utilization_percent IS NULL AND memory_used_mb IS NULL AND memory_total_mb IS NULL
+                 AND temperature_c IS NULL AND power_w IS NULL
+            THEN 'empty' END AS unusable
 FROM checked
 """
 BATCH_GPUS = "CREATE OR REPLACE TEMP TABLE batch_gpus AS " + GPUS_SELECT.format(entries="batch_entries")
@@ -298,13 +328,15 @@ WITH items AS (
     WHERE checkpoints IS NOT NULL
 )
 SELECT j.file_id, j.seq, j.job_id, i.pos,
-       CAST(rl_number(i.c.step, 0, 1e18, true) AS BIGINT) AS step,
+       rl_whole(i.c.step, 0, 1000000000000000000) AS step,
        rl_string(i.c.path) AS path,
        rl_timestamp(i.c.saved_at) AS saved_at,
        rl_number(i.c.eval_loss, -1e308, 1e308, false) AS eval_loss,
        concat_ws('; ',
            CASE WHEN i.c.step IS NULL THEN 'no step: checkpoint skipped' END,
-           rl_number_problem('step', i.c.step, 0, 1e18, true) || ': checkpoint skipped',
+           rl_whole_problem('step', i.c.step, 0, 1000000000000000000) || ': checkpoint skipped',
+           CASE WHEN i.c.path IS NOT NULL AND rl_string(i.c.path) IS NULL
+                THEN 'path ' || left(CAST(i.c.path AS VARCHAR), 40) || ' is not a string, dropped' END,
            rl_timestamp_problem('saved_at', i.c.saved_at),
            rl_number_problem('eval_loss', i.c.eval_loss, -1e308, 1e308, false)
        ) AS problems
@@ -319,14 +351,14 @@ SELECT file_id, pos, 0,
        coalesce(place, 'history[' || CAST(pos - 1 AS VARCHAR) || ']')
        || coalesce(' (step ' || CAST(step AS VARCHAR) || ')', '') || ': ' || concat_ws('; ',
            CASE WHEN refused.step IS NULL THEN 'no step: entry skipped' END,
-           rl_number_problem('step', refused.step, 0, 1e18, true) || ': entry skipped',
+           rl_whole_problem('step', refused.step, 0, 1000000000000000000) || ': entry skipped',
            rl_timestamp_problem('timestamp', refused.timestamp),
            rl_number_problem('loss', refused.loss, -1e308, 1e308, false),
            rl_number_problem('eval_loss', refused.eval_loss, -1e308, 1e308, false),
            rl_number_problem('learning_rate', refused.learning_rate, -1e308, 1e308, false),
            rl_number_problem('samples_per_second', refused.samples_per_second, 0, 1e308, false),
            rl_number_problem('iteration_time', refused.iteration_time, 0, 1e308, false),
-           rl_number_problem('samples', refused.samples, 0, 1e18, true))
+           rl_whole_problem('samples', refused.samples, 0, 1000000000000000000))
 FROM {steps} WHERE refused IS NOT NULL
 UNION ALL
 SELECT file_id, pos, gpos,
@@ -340,8 +372,10 @@ SELECT file_id, pos, gpos,
            rl_number_problem('memory_used_mb', refused.memory_used_mb, 0, 1e308, false),
            rl_number_problem('memory_total_mb', refused.memory_total_mb, 0, 1e308, false),
            rl_number_problem('temperature_c', refused.temperature_c, -273.15, 1e308, false),
-           rl_number_problem('power_w', refused.power_w, 0, 1e308, false))
-FROM {gpus} WHERE refused IS NOT NULL
+           rl_number_problem('power_w', refused.power_w, 0, 1e308, false),
+           CASE unusable WHEN 'null' THEN 'null, not a GPU reading: dropped'
+                         WHEN 'empty' THEN 'no index, uuid or reading: not a GPU, dropped' END)
+FROM {gpus} WHERE refused IS NOT NULL OR unusable IS NOT NULL
 """
 
 BATCH_WARNINGS = f"""
@@ -599,9 +633,17 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
         warnings.append(f"{place}: gpus is not a list: dropped")
         del entry["gpus"]
     elif isinstance(gpus, list):
-        entry["gpus"] = [g for g in gpus if isinstance(g, dict)]
-        if len(entry["gpus"]) < len(gpus):
-            warnings.append(f"{place}: {len(gpus) - len(entry['gpus'])} gpus item(s) not objects, dropped")
+        # a null stays: staged as no GPU reading, it is dropped with a warning of its own (GPUS_SELECT).
+        # A reading without an index keeps the index of its place in the list as written.
+        kept: list[dict | None] = []
+        for gpos, g in enumerate(gpus):
+            if isinstance(g, dict) and "index" not in g and len(kept) != gpos:
+                g["index"] = gpos
+            if g is None or isinstance(g, dict):
+                kept.append(g)
+        entry["gpus"] = kept
+        if len(kept) < len(gpus):
+            warnings.append(f"{place}: {len(gpus) - len(kept)} gpus item(s) not objects, dropped")
     return entry
 
 
@@ -610,12 +652,25 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
 # `null` at all are read again, each entry as a MAP, which keeps a key whose value is null.
 # Entries are numbered as in BATCH_ENTRIES (history, then latest, else the legacy snapshot).
 # `step` is not among the fields, and entries without a valid step get no null warning: such an
-# entry is skipped, with a warning of its own.
-ENTRY_NUMBERS = ["loss", "eval_loss", "learning_rate", "samples_per_second", "iteration_time", "samples"]
+# entry is skipped, with a warning of its own. A null timestamp is dropped as a null number is (a
+# `latest` or a legacy snapshot then takes updated_at's stand-in, as without one); so are the job's
+# own times and step counts, and a checkpoint's path, saved_at and eval_loss (a checkpoint without
+# a valid step is skipped, with a warning of its own).
+ENTRY_NUMBERS = ["timestamp", "loss", "eval_loss", "learning_rate", "samples_per_second", "iteration_time", "samples"]
 GPU_NUMBERS = ["index", "utilization_percent", "memory_used_mb", "memory_total_mb", "temperature_c", "power_w"]
 SNAPSHOT_NUMBERS = [*ENTRY_NUMBERS, "gpu_utilization", "gpu_memory_mb", "gpu_temperature"]
+JOB_FIELDS = ["created_at", "started_at", "ended_at", "updated_at", "current_step", "total_steps", "max_steps"]
+CHECKPOINT_FIELDS = ["path", "saved_at", "eval_loss"]
 
-NULL_FIELDS = {"entry_fields": ENTRY_NUMBERS, "gpu_fields": GPU_NUMBERS, "snapshot_fields": SNAPSHOT_NUMBERS}
+NULL_FIELDS = {
+    "entry_fields": ENTRY_NUMBERS,
+    "gpu_fields": GPU_NUMBERS,
+    "snapshot_fields": SNAPSHOT_NUMBERS,
+    "job_fields": JOB_FIELDS,
+    "checkpoint_fields": CHECKPOINT_FIELDS,
+}
+# json_type of each of JOB_FIELDS ('NULL' for a JSON null, NULL where absent): one parse of the document
+_JOB_PATHS = "[" + ", ".join(f"'$.{name}'" for name in JOB_FIELDS) + "]"
 
 FILES_WITH_NULL = "SELECT filename FROM read_text($files) WHERE contains(content, 'null')"
 
@@ -623,11 +678,12 @@ NULL_DOCS = f"""
 CREATE OR REPLACE TEMP TABLE null_docs AS
 WITH docs AS (
     SELECT filename, json,
-           TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[], latest MAP(VARCHAR, JSON))) AS doc
+           TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[], latest MAP(VARCHAR, JSON),
+                                   checkpoints MAP(VARCHAR, JSON)[])) AS doc
     FROM read_json_objects($files, format = 'unstructured', filename = true, maximum_object_size = $max_bytes)
 )
 SELECT f.file_id, coalesce(f.history_entries, 0) AS history_entries, 0 AS history_offset, d.doc.history AS history,
-       d.doc.latest AS latest,
+       d.doc.latest AS latest, d.doc.checkpoints AS checkpoints, json_type(d.json, {_JOB_PATHS}) AS job_types,
        CASE WHEN d.doc.history IS NULL AND d.doc.latest IS NULL THEN TRY_CAST(d.json AS MAP(VARCHAR, JSON)) END
            AS flat
 FROM docs d
@@ -641,7 +697,8 @@ PIECE_NULL_DOCS = """
 CREATE OR REPLACE TEMP TABLE null_docs AS
 SELECT CAST($file_id AS INTEGER) AS file_id, 0 AS history_entries, CAST($offset AS BIGINT) AS history_offset,
        TRY_CAST(json AS STRUCT(history MAP(VARCHAR, JSON)[])).history AS history,
-       CAST(NULL AS MAP(VARCHAR, JSON)) AS latest, CAST(NULL AS MAP(VARCHAR, JSON)) AS flat
+       CAST(NULL AS MAP(VARCHAR, JSON)) AS latest, CAST(NULL AS MAP(VARCHAR, JSON)[]) AS checkpoints,
+       CAST(NULL AS VARCHAR[]) AS job_types, CAST(NULL AS MAP(VARCHAR, JSON)) AS flat
 FROM read_json_objects($files, format = 'unstructured', maximum_object_size = $max_bytes)
 """
 
@@ -658,7 +715,7 @@ WITH entries AS (
     SELECT file_id, 'snapshot', 1, flat, true FROM null_docs WHERE flat['step'] IS NOT NULL
 ), labelled AS (
     SELECT file_id, pos, m, flat,
-           place || ' (step ' || CAST(CAST(rl_checked(rl_double(m['step']), 0, 1e18, true) AS BIGINT) AS VARCHAR) || ')'
+           place || ' (step ' || CAST(rl_whole(m['step'], 0, 1000000000000000000) AS VARCHAR) || ')'
                AS label
     FROM entries
 ), found AS (
@@ -675,9 +732,18 @@ WITH entries AS (
         FROM (SELECT file_id, pos, label, TRY_CAST(m['gpus'] AS MAP(VARCHAR, JSON)[]) AS gpus
               FROM labelled WHERE label IS NOT NULL AND NOT flat AND contains(m['gpus'], 'null'))
     )
+    UNION ALL
+    SELECT file_id, 0, 1, NULL, list_filter($job_fields, lambda k, i: job_types[i] = 'NULL')
+    FROM null_docs WHERE job_types IS NOT NULL
+    UNION ALL
+    SELECT file_id, 1000000000 + cpos, 1, 'checkpoints[' || CAST(cpos - 1 AS VARCHAR) || ']',
+           list_filter($checkpoint_fields, lambda k: map_contains(c, k) AND c[k] IS NULL)
+    FROM (SELECT file_id, unnest(checkpoints) AS c, generate_subscripts(checkpoints, 1) AS cpos
+          FROM null_docs WHERE checkpoints IS NOT NULL)
+    WHERE rl_whole(c['step'], 0, 1000000000000000000) IS NOT NULL
 )
 SELECT file_id, pos, sub,
-       label || ': ' || array_to_string(list_transform(nulls, lambda k: k || ' is null, dropped'), '; ')
+       concat_ws(': ', label, array_to_string(list_transform(nulls, lambda k: k || ' is null, dropped'), '; '))
 FROM found
 WHERE len(nulls) > 0
 """

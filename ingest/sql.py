@@ -48,6 +48,31 @@ CREATE OR REPLACE TEMP MACRO rl_number_problem(label, x, lo, hi, integral) AS
             THEN label || ' ' || CAST(x AS VARCHAR) || ' is not a whole number, dropped'
     END;
 
+-- A whole number (a step, a count of samples) exact to its last digit: a DOUBLE holds whole
+-- numbers exactly only up to 2^53, and 2^53 + 1 would become 2^53, another step. rl_exact is a
+-- JSON integer literal's value (DuckDB writes a JSON number's text back as read when it is one:
+-- digits, a minus sign), NULL for any other form (a fraction or an exponent: 10.0, 1e3, which
+-- are read through rl_double, exact up to 2^53). Bounds are whole numbers (10^18, not 1e18: a
+-- HUGEINT compared with a DOUBLE is compared as a DOUBLE).
+CREATE OR REPLACE TEMP MACRO rl_exact(x) AS
+    CASE WHEN regexp_full_match(CAST(x AS VARCHAR), '-?[0-9]+') THEN TRY_CAST(CAST(x AS VARCHAR) AS HUGEINT) END;
+
+-- the checked whole number as BIGINT, from h (rl_exact) or else d (rl_double); NULL when refused
+CREATE OR REPLACE TEMP MACRO rl_whole_checked(h, d, lo, hi) AS
+    CASE WHEN h IS NOT NULL THEN CASE WHEN h >= lo AND h <= hi THEN CAST(h AS BIGINT) END
+         ELSE CAST(rl_checked(d, lo, hi, true) AS BIGINT) END;
+
+-- rl_whole_checked of a raw JSON value
+CREATE OR REPLACE TEMP MACRO rl_whole(x, lo, hi) AS rl_whole_checked(rl_exact(x), rl_double(x), lo, hi);
+
+-- why rl_whole refused a value that is present, or NULL
+CREATE OR REPLACE TEMP MACRO rl_whole_problem(label, x, lo, hi) AS
+    CASE
+        WHEN rl_exact(x) IS NULL THEN rl_number_problem(label, x, lo, hi, true)
+        WHEN rl_exact(x) < lo OR rl_exact(x) > hi
+            THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is out of range, dropped'
+    END;
+
 -- a JSON string's text (unescaped only when it has escapes); other JSON values give NULL
 CREATE OR REPLACE TEMP MACRO rl_string(x) AS
     CASE WHEN left(CAST(x AS VARCHAR), 1) <> '"' THEN NULL

@@ -573,16 +573,15 @@ def test_unreadable_timestamp_is_dropped_with_a_warning(lab: Lab) -> None:
             f"t{i}", {"job_id": f"t{i}", "status": "running", "history": [entry(1, timestamp=written, loss=0.5)]}
         )
     summary = lab.ingest()
-    assert (summary.ingested, summary.rows, summary.warnings) == (6, 6, 5)
+    assert (summary.ingested, summary.rows, summary.warnings) == (6, 6, 6)
     t = tables(lab)
     for i, written in enumerate(cases):
         assert t.steps[f"t{i}"][1]["ts"] is None, written
         assert t.steps[f"t{i}"][1]["loss"] == 0.5, written
-        if written is None:
-            continue
         (warning,) = t.ledger[f"t{i}"]["warnings"]
         assert warning.startswith("history[0] (step 1): timestamp "), warning
-        assert warning.endswith("is not a timestamp, dropped"), warning
+        # a null is dropped with a warning as a null number is (audit 18, inputs 5)
+        assert warning.endswith("is null, dropped" if written is None else "is not a timestamp, dropped"), warning
 
 
 # --- NaN and Infinity ---------------------------------------------------------------------------
@@ -779,7 +778,7 @@ def test_null_value_is_warned_about(lab: Lab) -> None:
     history = [
         {**GOOD_ENTRY, "loss": None, "eval_loss": None, "gpus": gpus},
         {**GOOD_ENTRY, "step": None, "loss": None},  # skipped for its step alone
-        {**GOOD_ENTRY, "step": 4, "timestamp": None, "learning_rate": 1e-4},  # a null timestamp is no number
+        {**GOOD_ENTRY, "step": 4, "timestamp": None, "learning_rate": 1e-4},  # dropped as a null number is
     ]
     lab.write_job("n", {"job_id": "n", "status": "running", "history": history, "latest": {"step": 5, "samples": None}})
     lab.write_job("s", legacy(12, 1.0, 40.0) | {"loss": None, "gpu_temperature": None})
@@ -789,12 +788,13 @@ def test_null_value_is_warned_about(lab: Lab) -> None:
         "history[0] (step 3) gpus[0]: index is null, dropped; temperature_c is null, dropped",
         "history[0] (step 3) gpus[1]: power_w is null, dropped",
         "history[1]: no step: entry skipped",
+        "history[2] (step 4): timestamp is null, dropped",
         "latest (step 5): samples is null, dropped",
     ]
     assert ledger_row(lab, "s")["warnings"] == [
         "snapshot (step 12): loss is null, dropped; gpu_temperature is null, dropped"
     ]
-    assert summary.warnings == 6
+    assert summary.warnings == 7
     assert sorted(gpu_rows(lab, "n")) == [(3, 0), (3, 1)]  # a null index takes the reading's position
 
 
