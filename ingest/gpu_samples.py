@@ -135,7 +135,12 @@ SELECT {keys}, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
                 AND {in_range}
                 AND (r_clocks_event_reasons IS NULL OR clocks_event_reasons IS NOT NULL), false) AS clean
 FROM (
-    SELECT *, {_string("r_job_id")} AS job_id, coalesce({_string("r_host")}, '') AS host,
+    SELECT *,
+           -- a whole number 0 to 2^64 - 1 is the id's text, as progress.json's (parse_line's _whole_id)
+           coalesce({_string("r_job_id")},
+                    CASE WHEN regexp_full_match(r_job_id, '[0-9]{{1,20}}') AND TRY_CAST(r_job_id AS UBIGINT) IS NOT NULL
+                         THEN r_job_id END) AS job_id,
+           coalesce({_string("r_host")}, '') AS host,
            -- an empty or blank UUID is no UUID (parse_line's _BLANKS)
            CASE WHEN NOT regexp_full_match({_string("r_gpu_uuid")}, '[ \t\n\r\f\v]*')
                 THEN {_string("r_gpu_uuid")} END AS gpu_uuid,
@@ -595,11 +600,17 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
         raise ValueError("not a JSON object")
     problems: list[str] = []
     job_id = _text(doc.get("job_id"), "job_id", problems)
-    if not isinstance(job_id, str) or not job_id.strip(_BLANKS):
+    if _whole_id(job_id):
+        job_id = str(job_id)  # a scheduler's numeric id: its text, as progress.json's job_id reads
+    if job_id is None or (isinstance(job_id, str) and not job_id.strip(_BLANKS)):
         raise ValueError("no job_id")
-    gpu_index = doc.get("gpu_index", doc.get("index"))
+    if not isinstance(job_id, str):
+        raise ValueError(f"job_id {_shown(job_id)} is not a string or a whole number 0 to 2^64 - 1")
+    written = doc.get("gpu_index", doc.get("index"))
+    # 2.0 is GPU 2, as progress.json reads an index
+    gpu_index = int(written) if isinstance(written, float) and written.is_integer() else written
     if isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or not 0 <= gpu_index <= INT_MAX:
-        raise ValueError(f"gpu_index {_shown(gpu_index)} is not a GPU index")
+        raise ValueError(f"gpu_index {_shown(written)} is not a GPU index")
     host = _text(doc.get("host"), "host", problems)
     uuid = _text(doc.get("gpu_uuid"), "gpu_uuid", problems)
     row: dict[str, Any] = {
@@ -627,6 +638,12 @@ INT_MAX = 2**31 - 1
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 # the blanks an empty gpu_uuid may hold (the fast road's test is the same: FAST_PARSE)
 _BLANKS = " \t\n\r\f\v"
+
+
+def _whole_id(value: Any) -> bool:
+    """A job id written as a JSON integer that progress.json takes as its text (0 to 2^64 - 1,
+    the integers DuckDB's reader holds exactly: BATCH_JOBS), as the fast road's check does."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**64
 
 
 def _shown(value: Any) -> str:

@@ -2,10 +2,13 @@
 
 1. A null item of a step entry's `gpus` (history or latest) was a GPU of nothing at its place,
    silently (the job's GPU hours doubled); `{}` too. Such an item is now dropped with a warning.
+2. A spool line whose job_id is a JSON integer was skipped as having none, though progress.json
+   takes the same number as the job's id: the spool now reads it as the same text.
 3. progress.json's whole numbers went through a double: step 2^53 + 1 was stored as 2^53 (another
    step), 10^18 + 1 as 10^18. Integers are now exact, and above 10^18 refused with a warning.
 5. Null times, a checkpoint's path that is no string, a legacy snapshot's fields beside a history
    and a `gpus` list at the top level were dropped or ignored silently: each now says so.
+6. A spool `gpu_index` of 2.0 skipped its line, where progress.json reads index 2.0 as GPU 2.
 
 The code is the stage's, the same for both engines (DuckDB only here). The histories' two roads
 (the C reader and DuckDB's careful read) each build a warehouse of the module's files once.
@@ -230,4 +233,33 @@ def test_a_gpus_list_at_the_top_level_is_said_to_be_ignored(lab: Lab) -> None:
     assert warnings(lab, "flatgpus") == [
         "gpus at the top level ignored: GPU readings belong to a step entry (history or latest); "
         "a legacy snapshot's one GPU is gpu_utilization, gpu_memory_mb, gpu_temperature"
+    ]
+
+
+# --- 2 and 6. the spool's job id and GPU index -------------------------------------------------------
+
+
+def spool_warnings(lab: Lab) -> list[str]:
+    [(stored,)] = lab.own_query("SELECT warnings FROM ingest_files WHERE kind = 'spool'")
+    return json.loads(stored)
+
+
+def test_a_spool_job_id_written_as_a_number_is_its_text(lab: Lab) -> None:
+    assert lab.query("SELECT job_id FROM jobs WHERE job_id LIKE '%12345%'") == [("12345",)]
+    samples = lab.query("SELECT job_id, gpu_index, epoch(ts) FROM gpu_samples WHERE gpu_index = 0 ORDER BY ts")
+    assert samples == [("12345", 0, T0), ("12345", 0, T0 + 30)]  # both spool roads
+    # a line refused says why: its job id is a number of another kind, or there is none
+    whole = "is not a string or a whole number 0 to 2^64 - 1, skipped"
+    assert [w for w in spool_warnings(lab) if "job_id" in w] == [
+        f"line 3: job_id '12345.0' {whole}",
+        f"line 4: job_id 'True' {whole}",
+        "line 7: no job_id, skipped",
+    ]
+
+
+def test_a_spool_gpu_index_written_as_a_whole_float_is_that_gpu(lab: Lab) -> None:
+    samples = lab.query("SELECT job_id, gpu_index, epoch(ts) FROM gpu_samples WHERE gpu_index <> 0 ORDER BY ts")
+    assert samples == [("12345", 2, T0 + 120)]
+    assert [w for w in spool_warnings(lab) if "gpu_index" in w] == [
+        "line 6: gpu_index '2.5' is not a GPU index, skipped"
     ]
