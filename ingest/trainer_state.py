@@ -324,11 +324,16 @@ WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = r.job_id);
 
 # A checkpoint first seen as a bare folder (its trainer_state.json written last, after a run saw
 # the folder) is completed by its state: source 'trainer_state', as a run reading both at once has
-# it (trainer states are read before folders); a progress.json's 'list' stays.
+# it (trainer states are read before folders); a progress.json's 'list' stays. One known without a
+# path (a `checkpoints` item naming none) takes the state's folder, as it would have the other way
+# round.
 CHECKPOINTS = """
 INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT unnest($job_id), unnest($step), unnest($path), NULL, NULL, 'trainer_state'
-ON CONFLICT (job_id, step) DO UPDATE SET source = 'trainer_state' WHERE checkpoints.source = 'folder'
+ON CONFLICT (job_id, step) DO UPDATE SET
+    source = CASE WHEN checkpoints.source = 'folder' THEN 'trainer_state' ELSE checkpoints.source END,
+    path = coalesce(checkpoints.path, excluded.path)
+WHERE checkpoints.source = 'folder' OR checkpoints.path IS NULL
 """
 
 

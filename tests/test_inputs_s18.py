@@ -6,6 +6,8 @@
    takes the same number as the job's id: the spool now reads it as the same text.
 3. progress.json's whole numbers went through a double: step 2^53 + 1 was stored as 2^53 (another
    step), 10^18 + 1 as 10^18. Integers are now exact, and above 10^18 refused with a warning.
+4. A checkpoint listed without a path took its `checkpoint-<step>/` folder's only when the folder
+   was read in an earlier run: a checkpoint now has the same path whatever the order of reading.
 5. Null times, a checkpoint's path that is no string, a legacy snapshot's fields beside a history
    and a `gpus` list at the top level were dropped or ignored silently: each now says so.
 6. A spool `gpu_index` of 2.0 skipped its line, where progress.json reads index 2.0 as GPU 2.
@@ -17,6 +19,7 @@ The code is the stage's, the same for both engines (DuckDB only here). The histo
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +266,51 @@ def test_a_spool_gpu_index_written_as_a_whole_float_is_that_gpu(lab: Lab) -> Non
     assert [w for w in spool_warnings(lab) if "gpu_index" in w] == [
         "line 6: gpu_index '2.5' is not a GPU index, skipped"
     ]
+
+
+# --- 4. a checkpoint's path, whatever the order of reading -------------------------------------------
+
+LISTED = [{"step": 100, "eval_loss": 0.3}, {"step": 200}, {"step": 300, "path": "/data/ckpt-300"}]
+
+
+def job_files(root: Path, *, listed: bool, folders: bool) -> None:
+    """Job a: progress.json (its `checkpoints` list or none), folders checkpoint-100/ and -300/ (a bare
+    folder, as a trainer makes it), and last-checkpoint/ (a copy holding the state of step 200)."""
+    doc = {"job_id": "a", "status": "running", "history": [{"step": 100, "loss": 1.0}]}
+    (root / "a").mkdir(exist_ok=True)
+    settled_write(root / "a" / "progress.json", json.dumps({**doc, "checkpoints": LISTED} if listed else doc))
+    if folders:
+        for name in ("checkpoint-100", "checkpoint-300", "last-checkpoint"):
+            (root / "a" / name).mkdir(parents=True, exist_ok=True)
+        state = {"global_step": 200, "log_history": [{"step": 200, "loss": 0.9}]}
+        settled_write(root / "a" / "last-checkpoint" / "trainer_state.json", json.dumps(state))
+
+
+def checkpoints(lab: Lab) -> list[tuple[Any, ...]]:
+    rows = lab.query("SELECT step, path, eval_loss FROM checkpoints ORDER BY step")
+    return [(step, path and path.replace(str(lab.root), "ROOT"), loss) for step, path, loss in rows]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_labs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Lab]:
+    """The same final files read at once, folders first then the list, and the list first then the folders."""
+    labs = {}
+    for order in ("at once", "folders first", "list first"):
+        lab = labs[order] = Lab(tmp_path_factory.mktemp(order.replace(" ", "-")))
+        if order != "at once":
+            job_files(lab.root, listed=order == "list first", folders=order == "folders first")
+            lab.ingest()
+            shutil.rmtree(lab.root / "a")
+        job_files(lab.root, listed=True, folders=True)
+        lab.ingest()
+    return labs
+
+
+def test_a_checkpoint_has_one_path_whatever_the_order_of_reading(checkpoint_labs: dict[str, Lab]) -> None:
+    expected = [
+        (100, "ROOT/a/checkpoint-100", 0.3),  # listed without a path: its folder's
+        (200, "ROOT/a/last-checkpoint", None),  # listed without a path: its state's copy
+        (300, "/data/ckpt-300", None),  # the list's path
+    ]
+    for order, lab in checkpoint_labs.items():
+        assert checkpoints(lab) == expected, order

@@ -24,7 +24,9 @@ FOLDER_KIND = "folder"  # the ledger's kind of a folder discovery named as a pro
 FOLDER_PROBLEMS = "SELECT path FROM ingest_files WHERE kind = 'folder'"
 FORGET_FOLDER = "DELETE FROM ingest_files WHERE kind = 'folder' AND path = $path"
 
-# Checkpoint folders of every job folder seen, for jobs the warehouse knows.
+# Checkpoint folders of every job folder seen, for jobs the warehouse knows. A checkpoint known
+# without a path (a progress.json `checkpoints` item naming none) takes its folder's: the same path
+# whichever was read first (docs/ingest.md, "Checkpoints").
 FOLDERS_TABLE = "CREATE OR REPLACE TEMP TABLE seen_folders (source_dir VARCHAR, step BIGINT, path VARCHAR)"
 INSERT_FOLDERS = "INSERT INTO seen_folders SELECT source_dir, step, path FROM folder_rows"
 ADD_FOLDER_CHECKPOINTS = """
@@ -32,7 +34,7 @@ INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT j.job_id, f.step, f.path, NULL, NULL, 'folder'
 FROM seen_folders f
 JOIN jobs j ON j.source_dir = f.source_dir
-ON CONFLICT (job_id, step) DO NOTHING
+ON CONFLICT (job_id, step) DO UPDATE SET path = excluded.path WHERE checkpoints.path IS NULL
 RETURNING job_id
 """
 

@@ -259,15 +259,27 @@ def _staged(
     return kept
 
 
+def _checkpoint_rank(path: str, step: int) -> tuple[bool, str]:
+    """Which of two folders holding a state of one checkpoint gives its path: the checkpoint-<step>/
+    folder first, then the path that sorts last."""
+    match = trainer_state.CHECKPOINT_NAME.search(Path(path).name)
+    return (match is not None and int(match.group(1)) == step, path)
+
+
 def _merge(
     ctx: Context, states: list[trainer_state.TrainerState], read: list[Candidate], moved: dict[str, str]
 ) -> None:
     con = ctx.con
-    checkpoints = [
-        (s.job_id, step, str(s.path.parent))
-        for s, c in zip(states, read, strict=True)
-        if (step := trainer_state.checkpoint_step(s, c.job.path)) is not None
-    ]
+    # one path per checkpoint: its checkpoint-<step>/ folder's where a state is in it (the path the
+    # folder gives: checkpoint_folders.py), else the copy's (last-checkpoint/) that sorts last
+    folders: dict[tuple[str, int], str] = {}
+    for s, c in zip(states, read, strict=True):
+        if (step := trainer_state.checkpoint_step(s, c.job.path)) is not None:
+            folder = str(s.path.parent)
+            former = folders.get((s.job_id, step))
+            if former is None or _checkpoint_rank(folder, step) > _checkpoint_rank(former, step):
+                folders[(s.job_id, step)] = folder
+    checkpoints = [(job_id, step, folder) for (job_id, step), folder in folders.items()]
     state_jobs = sorted({s.job_id for s in states})
     with db.atomic(con):  # staged by ``_staged``
         known = {job_id for (job_id,) in con.execute(KNOWN_JOBS, {"job_ids": state_jobs}).fetchall()}
