@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHECKPOINT_DIR = re.compile(r"^checkpoint-([0-9]+)$")  # ASCII digits only (\d takes any script's)
-# The largest step a checkpoint-<step>/ folder may name: progress.json's bound on steps (1e18,
-# ingest/progress.py, whose SQL writes it as the literal 1e18), well inside BIGINT; the one bound
+# The largest step a checkpoint-<step>/ folder may name: progress.json's bound on steps (10^18,
+# ingest/progress.py, whose SQL writes it as the integer 1000000000000000000, and the C reader's
+# MAX_WHOLE), well inside BIGINT; the one bound
 # of every whole number read in Python (trainer_state.MAX_WHOLE). A folder naming a larger one is
 # named as a problem.
 MAX_STEP = 10**18

@@ -23,7 +23,7 @@ from .discover import MAX_STEP
 COLUMNS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos")
 CHECKPOINT_NAME = re.compile(r"checkpoint-([0-9]+)$")  # ASCII digits only, as discover.CHECKPOINT_DIR
-# The largest step or count kept: progress.json's bound (ingest/progress.py, 1e18), inside BIGINT.
+# The largest step or count kept: progress.json's bound (ingest/progress.py, 10^18), inside BIGINT.
 MAX_WHOLE = MAX_STEP  # one bound (ingest/discover.py)
 # A JSON escape of a UTF-16 surrogate (``\udcff``): Python's json reads a lone one into a str that
 # can't be encoded as UTF-8 (nor stored); a file without such an escape holds none.
