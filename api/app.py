@@ -83,6 +83,7 @@ def create_app(
     app.include_router(ingest.router, dependencies=GUARDED)
     app.include_router(jobs.router, dependencies=GUARDED)  # /jobs/{job_id} before any /{job_id}/…
     app.include_router(analytics.router, dependencies=GUARDED)
+    app.include_router(analytics.job_router, dependencies=GUARDED)
     app.include_router(history.router, dependencies=GUARDED)
     app.include_router(insights.router, dependencies=GUARDED)  # before job_router: it would take /insights
     app.include_router(insights.job_router, dependencies=GUARDED)
@@ -110,4 +111,4 @@ def _per_job_app(app: FastAPI) -> FastAPI:
 
 
 # the routers of /api/training/{job_id}/…, in create_app's order (its other routers between them)
-PER_JOB_ROUTERS = (analytics.router, history.router, insights.job_router, metric_points.router, jobs.job_router)
+PER_JOB_ROUTERS = (analytics.job_router, history.router, insights.job_router, metric_points.router, jobs.job_router)

@@ -31,6 +31,11 @@ MAX_ID_LENGTH = 1_000
 # The cursors this API hands out nest two levels ({"k": …, "v": [...]}); a deeper one is forged,
 # and decoding it (warehouse/pages.py) would recurse once per level.
 MAX_CURSOR_DEPTH = 4
+# A cursor holds a row's job id, host or GPU UUID, which ingest takes of any length: the longest
+# cursor the API may hand out is as long as the longest request `runlytics serve` reads (uvicorn's
+# h11 reads a request line and headers of 16 KiB in all), so no cursor that reached the API is
+# refused for its length; decoding 16 KiB of base64 JSON, its depth checked first, costs little.
+MAX_CURSOR_LENGTH = 16 * 1024
 
 
 def _shallow(cursor: str | None) -> str | None:
@@ -47,7 +52,9 @@ def _shallow(cursor: str | None) -> str | None:
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows per page")]
 Cursor = Annotated[
-    str | None, Query(max_length=4_000, description="next_cursor of the previous page"), AfterValidator(_shallow)
+    str | None,
+    Query(max_length=MAX_CURSOR_LENGTH, description="next_cursor of the previous page"),
+    AfterValidator(_shallow),
 ]
 JobId = Annotated[str, "a job id"]
 

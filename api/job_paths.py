@@ -14,6 +14,13 @@ leaves every other request to the app's routes. ``/api/training/jobs`` stays the
 It also undoes a second decoding of the path: the ASGI ``path`` is ``raw_path`` decoded once
 (as uvicorn does), but Starlette's ``TestClient`` decodes an already decoded path again, so a
 job id ``p%2F`` sent as ``p%252F`` reached the job ``p/``.
+
+And it answers a path ending in a line feed (``%0A``), which Starlette's ``$`` lets a route of
+no job id match as if the line feed were not there (``/api/training/jobs%0A`` was the job
+list): no route but one whose job id ends the path matches it whole (api/routing.py), so under
+``/api/training/jobs/`` it is the record alias's (the app's routes), elsewhere under
+``/api/training/`` the per-job routes' (the record of ``jobs\n``, or "no job"), and anywhere else
+the 404 of an unknown path.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from runlytics.warehouse import queries
 
 from .deps import bearer_ok
+from .errors import problem
 
 PREFIX = "/api/training/"
 ALIAS = PREFIX + "jobs/"
@@ -77,11 +85,20 @@ class JobPaths:
         once = decoded_once(scope)
         if once is not None:
             scope = {**scope, "path": once}
+        root = scope.get("root_path", "")
+        path: str = scope["path"]
+        route_path = path[len(root) :] if root and path.startswith(root) else path
+        if route_path.endswith("\n"):
+            if route_path.startswith(ALIAS):
+                await self.app(scope, receive, send)
+            elif route_path.startswith(PREFIX):
+                await self.per_job(scope, receive, send)
+            else:
+                await problem(404, "Not Found")(scope, receive, send)
+            return
         job_id = None
         if scope["method"] in METHODS:
-            root = scope.get("root_path", "")
-            path: str = scope["path"]
-            job_id = job_answer(path[len(root) :] if root and path.startswith(root) else path, scope["query_string"])
+            job_id = job_answer(route_path, scope["query_string"])
         if job_id is not None and _authorized(scope) and await anyio.to_thread.run_sync(_exists, scope, job_id):
             await self.per_job(scope, receive, send)
         else:

@@ -164,8 +164,11 @@ def jobs_page(
         filter=FILTER, column=column, direction="DESC" if descending else "ASC", beyond="<" if descending else ">"
     )
     after_null, after_value, after_id = False, None, None
+    kind = f"jobs:{sort}:{int(descending)}"
     if cursor:
-        after_value, after_id = _after(pages.decode(f"jobs:{sort}:{int(descending)}", cursor, 2), sort)
+        # sorted by id, the cursor holds the id once (its sort value and its tie-break)
+        key = pages.decode(kind, cursor, 1) * 2 if sort == "job_id" else pages.decode(kind, cursor, 2)
+        after_value, after_id = _after(key, sort)
         after_null = after_value is None
     params = {**filters.params(), "after_null": after_null, "after_value": after_value, "after_id": after_id}
     rows = records(con.execute(sql, {**params, "limit": limit + 1}))
@@ -174,7 +177,7 @@ def jobs_page(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = pages.encode(f"jobs:{sort}:{int(descending)}", [last[sort], last["job_id"]])
+        next_cursor = pages.encode(kind, [last["job_id"]] if sort == "job_id" else [last[sort], last["job_id"]])
     return rows, next_cursor, total
 
 

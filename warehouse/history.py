@@ -113,15 +113,17 @@ def step_history(
 
 
 def after_step(kind: str, cursor: str | None, from_step: int | None, before_any: int = -1) -> int:
-    """The step a keyset page by step starts after: the cursor's, else the one before
-    ``from_step``, else ``before_any``; BadCursor for a cursor of no step."""
-    if cursor:
-        (after,) = pages.decode(kind, cursor, 1)  # decode lets no bool through
-    else:
-        after = from_step - 1 if from_step is not None else before_any
+    """The step a keyset page by step starts after: the one before ``from_step`` (else
+    ``before_any``), or the cursor's when it is further on: a cursor never takes a page below
+    ``from_step`` (a forged or reused one, ``{"v": [10]}`` with ``from_step=100``, gave steps 11, 12, …);
+    BadCursor for a cursor of no step."""
+    start = from_step - 1 if from_step is not None else before_any
+    if not cursor:
+        return start
+    (after,) = pages.decode(kind, cursor, 1)  # decode lets no bool through
     if not isinstance(after, int):
         raise pages.BadCursor("cursor is not one this API handed out")
-    return after
+    return max(after, start)
 
 
 def steps_page(

@@ -11,12 +11,15 @@ from runlytics.warehouse import fleet, insight_list, queries, trends
 
 from .. import models
 from ..deps import Con, Cursor, Instant, JobId, Limit
-from .common import distinct_ids, filters, next_url
+from ..routing import JOB
+from .common import NO_OFFSET, distinct_ids, filters, next_url, not_with_cursor
 
 MAX_COMPARE = 50
 MAX_COMPARE_CHARS = 60_000  # characters of job_ids in all
 
 router = APIRouter(tags=["analytics"])
+# one job's: the per-job routes alone (api/app.py, PER_JOB_ROUTERS), no route of the fleet's
+job_router = APIRouter(tags=["analytics"])
 
 
 @router.get("/api/training/analytics/summary", response_model=models.Summary, operation_id="get_summary")
@@ -32,6 +35,7 @@ def summary(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """All jobs' figures (analytics.md, "All jobs"), filtered by status, model and start time."""
+    not_with_cursor(cursor, "offset", "offset" in request.query_params, NO_OFFSET)
     result = fleet.summary(con, filters(status, model, since, until), limit, offset, cursor)
     result["next"] = next_url(request, result["next_cursor"], drop=("offset",))
     return result
@@ -67,8 +71,8 @@ def compare(
     return fleet.compare(con, ids)  # fleet.UnknownJobs: 404
 
 
-@router.get(
-    "/api/training/{job_id:path}/analytics",
+@job_router.get(
+    f"/api/training/{JOB}/analytics",
     response_model=models.JobAnalytics,
     responses={404: {"model": models.Problem}},
     operation_id="get_job_analytics",

@@ -28,6 +28,18 @@ def distinct_ids(con: duckdb.DuckDBPyConnection, job_ids: list[str], max_chars: 
     return job_lists.resolve(con, job_ids)
 
 
+# a cursor beside max_points was the range's lower bound, without a word; beside offset, ignored
+MAX_POINTS_NO_PAGES = "max_points answers the whole range at once, with no pages to continue"
+NO_OFFSET = "a cursor goes on after its page (next has no offset)"
+
+
+def not_with_cursor(cursor: str | None, name: str, given: bool, why: str) -> None:
+    """A 422 when ``cursor`` and the parameter ``name`` are both ``given``: one of them would be
+    ignored without a word."""
+    if cursor and given:
+        raise HTTPException(422, f"cursor and {name} can't be given together: {why}")
+
+
 def filters(
     status: str | None, model: str | None, since: datetime | None, until: datetime | None, id_prefix: str | None = None
 ) -> fleet.Filters:

@@ -11,12 +11,13 @@ from runlytics.warehouse import history
 
 from .. import models
 from ..deps import MAX_PAGE, Con, Cursor, JobId, Limit
-from .common import next_url, require_job
+from ..routing import JOB
+from .common import MAX_POINTS_NO_PAGES, next_url, not_with_cursor, require_job
 
 router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
 
 
-@router.get("/api/training/{job_id:path}/steps", response_model=models.StepPage, operation_id="get_job_steps")
+@router.get(f"/api/training/{JOB}/steps", response_model=models.StepPage, operation_id="get_job_steps")
 def job_steps(
     request: Request,
     job_id: JobId,
@@ -38,6 +39,7 @@ def job_steps(
 ) -> dict[str, Any]:
     """The step history by step; ``max_points`` downsamples for charts, keeping every extreme."""
     chosen = _fields(fields)
+    not_with_cursor(cursor, "max_points", max_points is not None, MAX_POINTS_NO_PAGES)
     require_job(con, job_id)
     # history.TooFewPoints (a max_points too small for the fields): 422
     rows, next_cursor = history.step_history(con, job_id, chosen, cursor, from_step, to_step, limit, max_points)
@@ -57,7 +59,7 @@ def job_steps(
     }
 
 
-@router.get("/api/training/{job_id:path}/gpus", response_model=models.GpuPage, operation_id="get_job_gpus")
+@router.get(f"/api/training/{JOB}/gpus", response_model=models.GpuPage, operation_id="get_job_gpus")
 def job_gpus(
     request: Request,
     job_id: JobId,

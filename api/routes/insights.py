@@ -16,6 +16,7 @@ from runlytics.warehouse import insight_list
 
 from .. import models
 from ..deps import Con, Cursor, Instant, JobId, Limit
+from ..routing import JOB
 from .common import filters, next_url, require_job
 
 Kind = Annotated[str | None, Query(max_length=100, description=f"one of {', '.join(insight_list.KINDS)}")]
@@ -46,9 +47,7 @@ def fleet_insights(
     return result
 
 
-@job_router.get(
-    "/api/training/{job_id:path}/insights", response_model=models.JobInsights, operation_id="get_job_insights"
-)
+@job_router.get(f"/api/training/{JOB}/insights", response_model=models.JobInsights, operation_id="get_job_insights")
 def job_insights(job_id: JobId, con: Con, kind: Kind = None, severity: Severity = None) -> dict[str, Any]:
     """The job's insights by first step, then kind, with the thresholds in force and ``as_of``."""
     _check(kind, severity)

@@ -19,6 +19,7 @@ from runlytics.warehouse import fleet, insight_list, queries
 
 from .. import models
 from ..deps import MAX_ID_LENGTH, Con, Cursor, Instant, JobId, Limit
+from ..routing import JOB, JOB_TO_END
 from .common import filters, next_url, require_job
 
 router = APIRouter(tags=["jobs"])
@@ -50,14 +51,14 @@ def list_jobs(
     return {"jobs": rows, "total": total, "next_cursor": next_cursor, "next": next_url(request, next_cursor)}
 
 
-@router.get("/api/training/jobs/{job_id:path}", response_model=models.JobRecord, operation_id="get_job_by_id")
+@router.get(f"/api/training/jobs/{JOB_TO_END}", response_model=models.JobRecord, operation_id="get_job_by_id")
 def job_by_id(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job record (also reachable here when the id collides with a route name)."""
     return _job_record(con, job_id)
 
 
 @job_router.get(
-    "/api/training/{job_id:path}/checkpoints", response_model=models.CheckpointList, operation_id="list_job_checkpoints"
+    f"/api/training/{JOB}/checkpoints", response_model=models.CheckpointList, operation_id="list_job_checkpoints"
 )
 def job_checkpoints(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job's checkpoints by step, with the losses the best one is chosen by."""
@@ -65,7 +66,7 @@ def job_checkpoints(job_id: JobId, con: Con) -> dict[str, Any]:
     return {"job_id": job_id, "checkpoints": queries.job_checkpoints(con, job_id)}
 
 
-@job_router.get("/api/training/{job_id:path}", response_model=models.JobRecord, operation_id="get_job")
+@job_router.get(f"/api/training/{JOB_TO_END}", response_model=models.JobRecord, operation_id="get_job")
 def job(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job record: status, times, config, latest step."""
     return _job_record(con, job_id)

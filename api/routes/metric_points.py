@@ -14,13 +14,14 @@ from runlytics.warehouse import metric_history
 
 from .. import models
 from ..deps import MAX_PAGE, Con, Cursor, JobId, Limit
-from .common import next_url, require_job
+from ..routing import JOB
+from .common import MAX_POINTS_NO_PAGES, next_url, not_with_cursor, require_job
 
 router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
 
 
 @router.get(
-    "/api/training/{job_id:path}/metrics/history",
+    f"/api/training/{JOB}/metrics/history",
     response_model=models.MetricHistory,
     operation_id="get_job_metric_history",
 )
@@ -36,6 +37,7 @@ def job_metric_history(
     max_points: Annotated[int | None, Query(ge=10, le=MAX_PAGE)] = None,
 ) -> dict[str, Any]:
     """One metric's points by step; ``max_points`` downsamples for charts, keeping every extreme."""
+    not_with_cursor(cursor, "max_points", max_points is not None, MAX_POINTS_NO_PAGES)
     require_job(con, job_id)
     # metric_history.UnknownMetric: 404
     rows, next_cursor = metric_history.metric_history(con, job_id, name, cursor, from_step, to_step, limit, max_points)
@@ -54,7 +56,7 @@ def job_metric_history(
     }
 
 
-@router.get("/api/training/{job_id:path}/metrics", response_model=models.JobMetrics, operation_id="list_job_metrics")
+@router.get(f"/api/training/{JOB}/metrics", response_model=models.JobMetrics, operation_id="list_job_metrics")
 def job_metrics(job_id: JobId, con: Con) -> dict[str, Any]:
     """Every metric the job logged, by name: its points, first and last step, last value."""
     require_job(con, job_id)
