@@ -229,7 +229,7 @@ def _parser() -> argparse.ArgumentParser:
         help="move the raw GPU samples --keep-raw-days drops to DIR/day=YYYY-MM-DD/host=HOST/*.parquet instead",
     )  # fmt: skip
     ing.add_argument(
-        "--stage", type=Path, metavar="PATH",
+        "--stage", metavar="PATH",  # a str: Path would make postgresql://x/y postgresql:/x/y in messages
         help="with --db postgresql://…: the local DuckDB warehouse this host ingests into before publishing "
         "to PostgreSQL (default: a file under ${XDG_STATE_HOME:-~/.local/state}/runlytics/ named after the "
         "database and this host; docs/postgresql.md)",
@@ -558,7 +558,12 @@ def _ingest(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     db.resolve_target(args.db)  # a --db no run could use: said once, not at every run of --every
     if args.stage is not None:
-        db.local_path(args.stage, "--stage")
+        if db.is_postgres_url(args.stage):  # refused as --stage md:x is (exit 3), named as typed
+            raise db.WarehouseError(
+                f"--stage {args.stage!r} is a URL, not a DuckDB file's path: the stage is the local DuckDB file "
+                "a run ingests into before publishing to the database of --db postgresql://…"
+            )
+        args.stage = db.local_path(args.stage, "--stage")
     if args.every is None:
         return _ingest_once(args)
     return _repeat(args.every, lambda: _guarded(_ingest_once, args))

@@ -289,6 +289,13 @@ def ingest(
     the stage, then publish what it owes ``target``. Runs of one stage are serialised, publish
     included; ``keep_raw_days`` is the raw GPU samples' window of both."""
     stage = stage or default_stage(target)
+    if not os.path.lexists(stage):
+        # a new stage first takes PostgreSQL's rows (seed): PostgreSQL is reached before the stage,
+        # its folder and its lock files are made, so that a mistyped host, or a server that is down,
+        # leaves nothing behind (a 0.6 MB stage and two locks per try); an existing stage ingests
+        # while PostgreSQL is down, and the next run publishes
+        with _pg(target):
+            pass
     name = ingester or default_ingester(stage)
     stage.parent.mkdir(parents=True, exist_ok=True)
     with db.private_files(), run_lock(_publish_lock(stage), wait=wait):

@@ -8,6 +8,8 @@ import itertools
 import json
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -392,6 +394,20 @@ XFAIL_POSTGRES = "xfail_postgres"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{XFAIL_POSTGRES}(reason): the [postgresql] case is a known failure")
+    # ingest --db postgresql://… without --stage makes its stage under $XDG_STATE_HOME/runlytics/
+    # (ingest/postgres.py default_stage): never the user's own ~/.local/state in a test, whatever
+    # the test forgets (a folder per test process, its subprocesses included, removed at the end)
+    global _STATE_HOME
+    _STATE_HOME = tempfile.mkdtemp(prefix="runlytics-state-")
+    os.environ["XDG_STATE_HOME"] = _STATE_HOME
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _STATE_HOME is not None:
+        shutil.rmtree(_STATE_HOME, ignore_errors=True)
+
+
+_STATE_HOME: str | None = None
 
 
 # Modules whose subject is how the stage reads damaged, odd or tool-written input, trainer states,

@@ -152,7 +152,7 @@ def test_a_stage_of_another_url_scheme_is_refused(
     code, _, err = run(capsys, "ingest", str(jobs), "--db", "postgresql://nobody@nohost.invalid/x", "--stage", "md:s")
     assert (code, last_line(err)) == (
         3,
-        "runlytics: --stage 'md:s' is neither a DuckDB file nor a postgresql:// URL "
+        "runlytics: --stage 'md:s' is not a DuckDB file's path "
         "(a file whose name holds ':' is named by its absolute path)",
     )
 

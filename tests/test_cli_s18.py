@@ -304,3 +304,38 @@ def test_the_files_beside_a_warehouse_are_ignored_by_git(tmp_path: Path, capsys:
         ["git", "status", "--porcelain", "--untracked-files=all"], cwd=tmp_path, capture_output=True, text=True
     )
     assert status.stdout.splitlines() == ["?? .gitignore"]
+
+
+# --- finding 8: PostgreSQL seams: a new stage only once PostgreSQL answers; --stage named as typed --
+
+NOWHERE = "postgresql://nobody@127.0.0.1:1/x"  # port 1: refused at once
+
+
+@pytest.mark.parametrize("given_stage", [False, True])
+def test_a_database_that_cannot_be_reached_leaves_no_stage(
+    given_stage: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    stage = ["--stage", str(tmp_path / "stages" / "s.duckdb")] if given_stage else []
+    code, out, err = run(capsys, "ingest", str(SAMPLES), "--db", NOWHERE, *stage)
+    assert code == 3 and out == "", err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"runlytics: cannot connect to {NOWHERE}: "), line
+    assert not state.exists() and not (tmp_path / "stages").exists()
+
+
+def test_a_stage_given_as_a_url_is_named_as_typed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "ingest", str(SAMPLES), "--db", NOWHERE, "--stage", "postgresql://x/y")
+    assert code == 3 and out == ""
+    assert err.strip().splitlines() == [
+        "runlytics: --stage 'postgresql://x/y' is a URL, not a DuckDB file's path: the stage is the local DuckDB "
+        "file a run ingests into before publishing to the database of --db postgresql://…"
+    ]
+
+
+def test_the_suite_never_writes_the_users_state_folder() -> None:
+    """tests/conftest.py gives each test process a state folder of its own (a default stage of a
+    test that forgets --stage lands there, not in ~/.local/state/runlytics/)."""
+    state = Path(os.environ["XDG_STATE_HOME"])
+    assert state.name.startswith("runlytics-state-") and state != Path.home() / ".local" / "state"

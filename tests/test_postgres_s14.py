@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -226,15 +228,15 @@ def test_a_new_stage_takes_only_the_jobs_its_files_name(tmp_path: Path, pg_url: 
 
 def test_a_new_stage_that_cannot_reach_postgresql_ingests_nothing(tmp_path: Path, pg_url: str) -> None:
     # without PostgreSQL's rows the first publish would replace the copied history: the run stops
-    # before the stage ingests, and the next run (PostgreSQL back) takes them first
+    # before the stage ingests, and the next run (PostgreSQL back) takes them first; since session
+    # 18 it stops before making the stage at all (nor its folder, nor its lock files)
     root = tmp_path / "jobs"
     _write(root, "window", _window([1, 2]))
-    stage = tmp_path / "stage.duckdb"
+    stage = tmp_path / "stages" / "stage.duckdb"
     unreachable = db.PostgresUrl("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(db.WarehouseError, match="cannot connect"):
         pg_ingest.ingest(unreachable, [root], stage=stage, ingester="h", wait=10)
-    assert _duck(stage, "SELECT count(*) FROM jobs") == [(0,)]
-    assert _duck(stage, "SELECT count(*) FROM publish_marks") == [(0,)]
+    assert not stage.parent.exists()
 
 
 def test_a_job_file_caught_mid_write_keeps_its_taken_history(tmp_path: Path, pg_url: str) -> None:
@@ -272,9 +274,13 @@ def test_a_job_whose_folder_is_not_on_this_host_is_not_taken(tmp_path: Path, pg_
     assert _pg(pg_url, "SELECT job_id, source_dir FROM jobs") == [("window", str(moved / "window"))]
 
 
-def test_a_lost_stage_whose_first_run_stopped_is_still_seeded(tmp_path: Path, pg_url: str) -> None:
+@pytest.mark.parametrize("lost_after_the_check", [False, True])
+def test_a_lost_stage_whose_first_run_stopped_is_still_seeded(
+    tmp_path: Path, pg_url: str, lost_after_the_check: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the stage file is lost, its side files stay; its first run meets PostgreSQL down and stops
-    # (having made an empty stage file): the next run must still take PostgreSQL's rows first
+    # (before making a new stage file, since session 18; a server lost between that check and the
+    # seed leaves an empty one): the next run must still take PostgreSQL's rows first
     root = tmp_path / "jobs"
     stage = tmp_path / "stage.duckdb"
     url = db.PostgresUrl(pg_url)
@@ -287,8 +293,23 @@ def test_a_lost_stage_whose_first_run_stopped_is_still_seeded(tmp_path: Path, pg
     stage.unlink()
     assert any(p.name.startswith("stage.duckdb.") for p in tmp_path.iterdir())  # its side files stay
     down = db.PostgresUrl("postgresql://nobody@127.0.0.1:1/none")
+    if lost_after_the_check:  # the check before a new stage is made finds it up; the seed, down
+        real, calls = pg_ingest._pg, []
+
+        @contextmanager
+        def lost_after_one(target: db.PostgresUrl) -> Iterator[Any]:
+            calls.append(target)
+            if len(calls) == 1:
+                yield None
+                return
+            with real(target) as conn:
+                yield conn
+
+        monkeypatch.setattr(pg_ingest, "_pg", lost_after_one)
     with pytest.raises(db.WarehouseError, match="cannot connect"):
         pg_ingest.ingest(down, [root], stage=stage, ingester="h", wait=10)
-    assert stage.exists()  # made before PostgreSQL was found down, beside the old heartbeat
+    monkeypatch.undo()
+    # made before PostgreSQL was found down (beside the old heartbeat), or not made at all
+    assert stage.exists() == lost_after_the_check
     pg_ingest.ingest(url, [root], stage=stage, ingester="h", wait=10)
     assert _pg(pg_url, STEPS) == before  # was window 3..5 alone: the seed was skipped

@@ -126,9 +126,10 @@ def local_path(named: str | os.PathLike[str], what: str = "warehouse") -> Path:
     text = os.fspath(named)
     path = Path(os.path.expanduser(text) if text == "~" or text.startswith("~/") else text)
     if not path.is_absolute() and NOT_A_FILE.match(str(path)):  # Path drops a leading ./
+        # the warehouse may be either; another (--stage) only a file: its message says so
+        kind = "neither a DuckDB file nor a postgresql:// URL" if what == "warehouse" else "not a DuckDB file's path"
         raise WarehouseError(
-            f"{what} {os.fspath(named)!r} is neither a DuckDB file nor a postgresql:// URL "
-            "(a file whose name holds ':' is named by its absolute path)"
+            f"{what} {os.fspath(named)!r} is {kind} (a file whose name holds ':' is named by its absolute path)"
         )
     return path
 
