@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runlytics.warehouse import db, insights, migrate, pg_copy, pg_telemetry, postgres, retention, sidefiles
+from runlytics.warehouse import db, insights, migrate, pg_copy, pg_reader, pg_telemetry, postgres, retention, sidefiles
 from runlytics.warehouse.lock import run_lock
 
 from . import pipeline
@@ -393,10 +393,14 @@ def _stage_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str
 def _insert_columns(
     con: duckdb.DuckDBPyConnection, table: str, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]]
 ) -> None:
-    """Insert ``rows`` (PostgreSQL's, JSON as text) into the stage table: one list per column, unnested."""
+    """Insert ``rows`` (PostgreSQL's, JSON as text) into the stage table: one list per column, unnested;
+    JSON's text as DuckDB holds it (non-finite numbers again: pg_reader.duckdb_json)."""
     if not rows:
         return
-    values = list(zip(*rows, strict=True))
+    values = [
+        [pg_reader.duckdb_json(v) if kind == "JSON" and isinstance(v, str) else v for v in column]
+        for column, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)
+    ]
     names = ", ".join(db.quote_identifier(name) for name, _ in columns)
     casts = ", ".join(f"CAST(unnest($c{i}) AS {kind})" for i, (_, kind) in enumerate(columns))
     con.execute(

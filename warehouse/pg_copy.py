@@ -66,8 +66,10 @@ DEFAULTS_REPLACED = ("insight_settings",)
 BATCH_ROWS = 20_000
 
 # JSON's NaN and infinities, as Python and DuckDB write them (in configs and trainer metrics):
-# PostgreSQL's json refuses them, so they are copied as the strings "NaN", "Infinity", "-Infinity"
-# (docs/postgresql.md). A string literal is matched first, so that text inside strings stays.
+# PostgreSQL's json refuses them, so they are copied as the strings "NaN", "Infinity", "-Infinity",
+# and a string that is one of those words with its first letter escaped (pg_reader.ESCAPED_WORDS),
+# so that the readers tell them apart (pg_reader.duckdb_json; docs/postgresql.md). A string literal
+# is matched first, so that text inside strings stays.
 _NONFINITE_JSON = re.compile(r'("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)')
 
 # PostgreSQL's text holds no NUL character (JSON may escape one anywhere in a string): every string
@@ -300,10 +302,12 @@ def copy_rows(
 
 def portable_json(text: str) -> str:
     """JSON text with NaN, Infinity and -Infinity (outside strings) made strings: PostgreSQL's json
-    takes no other spelling of them."""
+    takes no other spelling of them; the strings "NaN", "Infinity" and "-Infinity" escaped
+    (pg_reader.ESCAPED_WORDS), so that pg_reader.duckdb_json gives ``text`` back."""
     if "NaN" not in text and "Infinity" not in text:
         return text
-    return _NONFINITE_JSON.sub(lambda m: m.group(1) or f'"{m.group(2)}"', text)
+    escaped = pg_reader.ESCAPED_WORDS
+    return _NONFINITE_JSON.sub(lambda m: escaped.get(m.group(1), m.group(1)) if m.group(1) else f'"{m.group(2)}"', text)
 
 
 def _portable_json(row: tuple[Any, ...], indexes: list[int]) -> list[Any]:

@@ -42,6 +42,18 @@ NUL = "\x00"
 NUL_REPLACEMENT = "\ufffd"
 POOL_SIZE = 8
 _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+# JSON's NaN, Infinity and -Infinity (Python's json and DuckDB write them; PostgreSQL's json refuses
+# them) are published and copied as the strings "NaN", "Infinity" and "-Infinity", and a string that
+# IS one of those words with its first letter escaped ("\u004eaN": the same string to every JSON
+# reader, ``config->>'k'`` included): pg_copy.portable_json. The readers' JSON text (duckdb_json) is
+# then DuckDB's again, numbers as numbers and strings as strings, so that every surface renders a
+# non-finite number as it does on DuckDB (null in the API's JSON, NaN in an export's JSON text)
+ESCAPED_WORDS = {'"NaN"': '"\\u004eaN"', '"Infinity"': '"\\u0049nfinity"', '"-Infinity"': '"-\\u0049nfinity"'}
+_FROM_POSTGRES = {'"NaN"': "NaN", '"Infinity"': "Infinity", '"-Infinity"': "-Infinity"} | {
+    escaped: word for word, escaped in ESCAPED_WORDS.items()
+}
+# a JSON string (outside one, JSON text holds no '"')
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def sql_for(con: Any, template: str) -> str:
@@ -89,6 +101,14 @@ def translate(sql: str, params: Mapping[str, Any] | None) -> str:
         return sql
     sql = sql.replace("%", "%%")
     return _PLACEHOLDER.sub(lambda m: f"%({m.group(1)})s" if m.group(1) in params else m.group(0), sql)
+
+
+def duckdb_json(text: str) -> str:
+    """PostgreSQL's JSON text as DuckDB holds it: the strings "NaN", "Infinity" and "-Infinity"
+    numbers again, the escaped words (ESCAPED_WORDS) plain strings again."""
+    if 'aN"' not in text and 'nfinity"' not in text:  # "NaN", "\u004eaN", "Infinity", …
+        return text
+    return _JSON_STRING.sub(lambda m: _FROM_POSTGRES.get(m.group(0), m.group(0)), text)
 
 
 def nul_free(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -207,9 +227,9 @@ class Reader:
 
 
 def _load_as_duckdb(conn: psycopg.Connection[Any]) -> None:
-    """Values as DuckDB's Python API gives them: JSON as its text (the readers parse it, bounded:
-    warehouse/bounded_json.py), and NUMERIC (PostgreSQL's sum and avg of integers) as an int when
-    whole, else a float."""
+    """Values as DuckDB's Python API gives them: JSON as its text, DuckDB's (duckdb_json; the
+    readers parse it, bounded: warehouse/bounded_json.py), and NUMERIC (PostgreSQL's sum and avg
+    of integers) as an int when whole, else a float."""
     from psycopg.adapt import Loader
     from psycopg.types.string import TextLoader
 
@@ -220,6 +240,11 @@ def _load_as_duckdb(conn: psycopg.Connection[Any]) -> None:
                 return int(text)
             return float(Decimal(text))
 
+    class JsonLoader(TextLoader):
+        def load(self, data: Any) -> Any:
+            text = super().load(data)  # bytes on a SQL_ASCII database only
+            return duckdb_json(text) if isinstance(text, str) else text
+
     for name in ("json", "jsonb"):
-        conn.adapters.register_loader(name, TextLoader)
+        conn.adapters.register_loader(name, JsonLoader)
     conn.adapters.register_loader("numeric", NumberLoader)

@@ -20,6 +20,7 @@ would trust the parser's verdict on table functions. Together, nothing is writte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -125,9 +126,44 @@ def _keyword(sql: str) -> str:
 # prepared statement (the extended protocol refuses a second one, so no `COMMIT; …` can leave
 # the transaction), in a READ ONLY transaction on a session whose default is read-only too, under
 # ``statement_timeout``. What it may read is what the role may read: give analysts a role with
-# SELECT only (docs/postgresql.md).
+# SELECT only (docs/postgresql.md). A read-only transaction still runs COPY … TO STDOUT (which
+# leaves the connection in COPY mode: psycopg's execute cannot read it), LISTEN, SET, ANALYZE,
+# LOCK TABLE, DECLARE, DO, COMMIT, …: as on DuckDB (issue #18, audit 18), only a statement whose
+# first word (PostgreSQL's statements all start with their keyword) is one of PG_SELECTS runs.
 
 DEFAULT_PG_TIMEOUT_SECONDS = 300.0
+# the statements of PostgreSQL that only read (SHOW a setting), as DuckDB's SELECT kinds
+PG_SELECTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE", "SHOW"})
+# PostgreSQL's lexer: blanks, `--` comments to the end of the line, /* comments */ that nest
+_PG_BLANK = re.compile(r"[ \t\n\r\f\v]+|--[^\n\r]*")
+_PG_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+def pg_keyword(sql: str) -> str:
+    """The first word of ``sql`` as PostgreSQL's lexer reads it (upper case), after blanks,
+    comments (nested ones too) and opening parentheses; "" when none starts there."""
+    i, depth = 0, 0
+    while i < len(sql):
+        if depth:
+            if sql.startswith("/*", i):
+                depth, i = depth + 1, i + 2
+            elif sql.startswith("*/", i):
+                depth, i = depth - 1, i + 2
+            else:
+                i += 1
+            continue
+        if sql.startswith("/*", i):
+            depth, i = 1, i + 2
+            continue
+        blank = _PG_BLANK.match(sql, i)
+        if blank:
+            i = blank.end()
+        elif sql[i] == "(":
+            i += 1
+        else:
+            word = _PG_WORD.match(sql, i)
+            return word.group(0).upper() if word else ""
+    return ""
 
 
 def run_postgres(
@@ -142,6 +178,9 @@ def run_postgres(
 
     conn = pg_reader.connect(target, timeout)
     try:
+        keyword = pg_keyword(sql)
+        if keyword not in PG_SELECTS:
+            _refuse_postgres(conn, sql, keyword)
         cursor = psycopg.Cursor(conn)
         try:
             # prepared: the server refuses a second statement instead of running it
@@ -157,8 +196,25 @@ def run_postgres(
         columns = [d.name for d in cursor.description or []]
         return columns, cursor.fetchall() if cursor.description else []
     finally:
-        conn.rollback()
+        with contextlib.suppress(psycopg.Error):  # a connection left mid-protocol: closing ends it
+            conn.rollback()
         conn.close()
+
+
+def _refuse_postgres(conn: Any, sql: str, keyword: str) -> None:
+    """Refuse a statement that is no SELECT, as DuckDB's ``single_select`` does; PostgreSQL only
+    parses it first (a Parse message runs nothing), so that a typo is its syntax error, as on
+    DuckDB, and two statements are refused as such."""
+    import psycopg
+    from psycopg import pq
+
+    result = conn.pgconn.prepare(b"", sql.encode())
+    if result.status == pq.ExecStatus.FATAL_ERROR:
+        error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
+        if "multiple commands" in str(error):
+            raise Refused(_refusal("several statements"))
+        raise QueryFailed(_with_hint(error))
+    raise Refused(_refusal(keyword or "no statement"))
 
 
 def one_line(error: BaseException) -> str:

@@ -1,0 +1,154 @@
+"""Audit 18's parity findings (issue #18, "same answers"): what DuckDB and PostgreSQL answered
+differently for the same inputs.
+
+- `runlytics sql` on PostgreSQL runs only a SELECT, as on DuckDB: `COPY … TO STDOUT` left the
+  connection in COPY mode (a traceback, exit 1); LISTEN, SET, ANALYZE, LOCK TABLE, COMMIT, … ran
+  in the read-only transaction.
+- JSON's NaN and infinities (a config, a trainer state's metrics) read as DuckDB reads them: the
+  API's JSON null, an export's JSON text `NaN`; on PostgreSQL they were the strings "NaN" and
+  "Infinity", and a config's string "NaN" could not be told from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import Engine, Lab
+from fastapi.testclient import TestClient
+from test_damaged_values import settled
+
+from runlytics.api.app import create_app
+from runlytics.cli import EXIT_OK, EXIT_QUERY, main
+from runlytics.ingest import postgres as pg_ingest
+from runlytics.ingest.pipeline import ingest
+from runlytics.warehouse import db, pg_copy, pg_reader
+
+REFUSAL = "runlytics sql: only one read-only SELECT per call; refused: {}\n"
+
+
+@pytest.mark.parametrize(
+    ("query", "refused"),
+    [
+        ("COPY (SELECT 1) TO STDOUT", "COPY"),  # left the connection in COPY mode: a traceback, exit 1
+        ("copy jobs from stdin", "COPY"),
+        ("/* a /* nested */ SELECT */ COPY (SELECT 1) TO STDOUT", "COPY"),  # PostgreSQL's comments nest
+        ("LISTEN x", "LISTEN"),
+        ("SET work_mem = '1MB'", "SET"),
+        ("ANALYZE jobs", "ANALYZE"),
+        ("LOCK TABLE jobs IN ROW EXCLUSIVE MODE", "LOCK"),
+        ("DECLARE c CURSOR FOR SELECT 1", "DECLARE"),
+        ("COMMIT", "COMMIT"),
+        ("EXPLAIN SELECT 1", "EXPLAIN"),  # as on DuckDB: EXPLAIN ANALYZE runs what it explains
+        ("-- nothing", "no statement"),
+        ("COPY (SELECT 1) TO STDOUT; SELECT 1", "several statements"),
+    ],
+)  # fmt: skip
+def test_sql_on_postgresql_runs_only_a_select(
+    pg_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], query: str, refused: str
+) -> None:
+    assert main(["sql", "--db", pg_url, query]) == EXIT_QUERY
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", REFUSAL.format(refused))
+    if query == "COPY (SELECT 1) TO STDOUT":  # DuckDB's refusal, word for word
+        assert main(["sql", "--db", str(tmp_path / "w.duckdb"), query]) == EXIT_QUERY
+        assert capsys.readouterr().err == REFUSAL.format(refused)
+
+
+def test_sql_on_postgresql_reads_and_tells_a_syntax_error(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for query in ("(SELECT 1 AS a)", "WITH t AS (SELECT 1 AS a) SELECT a FROM t", "VALUES (1)", "SHOW TimeZone"):
+        assert main(["sql", "--db", pg_url, "--format", "csv", query]) == EXIT_OK, query
+        assert capsys.readouterr().out.splitlines()[1] in ("1", "UTC"), query
+    # not refused: PostgreSQL's own error, as DuckDB gives its parser's
+    assert main(["sql", "--db", pg_url, "SELEC 1"]) == EXIT_QUERY
+    assert capsys.readouterr().err == 'runlytics sql: syntax error at or near "SELEC"\n'
+
+
+# --- JSON's non-finite numbers -----------------------------------------------------------------
+
+# a config as DuckDB holds it (its JSON text: minified, as written here); the strings "NaN",
+# "Infinity" and "-Infinity" are strings, a key "NaN" too
+CONFIG = (
+    '{"model_name":"m","target_samples_per_second":Infinity,"low":-Infinity,"max_steps":NaN,'
+    '"word":"NaN","NaN":"Infinity","list":["-Infinity",NaN,"x\\"NaN"]}'
+)
+CONFIG_JSON = {  # the API's rendering: null for a number JSON cannot hold
+    "model_name": "m",
+    "target_samples_per_second": None,
+    "low": None,
+    "max_steps": None,
+    "word": "NaN",
+    "NaN": "Infinity",
+    "list": ["-Infinity", None, 'x"NaN'],
+}
+METRICS = '{"custom": NaN, "other": -Infinity}'  # a trainer state's metrics (json.dumps)
+TRAINER_STATE = '{"global_step":1,"max_steps":1,"log_history":[{"step":1,"loss":1.0,"custom":NaN,"other":-Infinity}]}'
+
+
+def _write(root: Path) -> None:
+    progress = (
+        f'{{"job_id":"j1","status":"completed","config":{CONFIG},'
+        '"history":[{"step":1,"timestamp":"2026-11-20T10:00:00Z","loss":1.0}]}'
+    )
+    for folder, name, text in (("j1", "progress.json", progress), ("hf", "trainer_state.json", TRAINER_STATE)):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / name).write_text(text)
+        settled(root / folder / name)
+
+
+def _csv_cell(text: str, column: str, where: tuple[str, str]) -> str:
+    rows = [row for row in csv.DictReader(io.StringIO(text)) if row[where[0]] == where[1]]
+    assert len(rows) == 1, text
+    return rows[0][column]
+
+
+def test_non_finite_json_numbers_read_as_on_duckdb(
+    tmp_path: Path, ingest_engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lab = Lab(tmp_path, ingest_engine)
+    _write(lab.root)
+    lab.ingest()
+    warehouse = lab.warehouse()
+    client = TestClient(create_app(warehouse))
+    assert client.get("/api/training/j1").json()["config"] == CONFIG_JSON  # was "Infinity", "NaN"
+    steps = client.get("/api/training/export/steps?job_ids=hf")
+    assert _csv_cell(steps.text, "metrics", ("job_id", "hf")) == METRICS  # was {"custom": "NaN", …}
+    # runlytics export (CSV): the JSON text DuckDB holds
+    out = tmp_path / "export"
+    assert main(["export", "--db", str(warehouse), "--format", "csv", "--quiet", str(out)]) == EXIT_OK
+    assert _csv_cell((out / "jobs.csv").read_text(), "config", ("job_id", "j1")) == CONFIG
+    assert _csv_cell((out / "steps.csv").read_text(), "metrics", ("job_id", "hf")) == METRICS
+    # runlytics sql: the column's text
+    capsys.readouterr()
+    query = "SELECT config, (SELECT metrics FROM trainer_steps) AS metrics FROM jobs WHERE job_id = 'j1'"
+    assert main(["sql", "--db", str(warehouse), "--format", "json", query]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out) == [{"config": CONFIG, "metrics": METRICS}]
+    if ingest_engine.postgres:  # what SQL on PostgreSQL reads: the words, as strings, both kinds alike
+        with pg_reader.connect(db.PostgresUrl(str(warehouse))) as conn:
+            got = conn.execute("SELECT config->>'max_steps', config->>'word', config->'list'->>0 FROM jobs").fetchone()
+        assert got == ("NaN", "NaN", "-Infinity")
+
+
+def test_a_copy_reads_and_seeds_non_finite_json_numbers_as_numbers(tmp_path: Path, pg_url: str) -> None:
+    # db copy (the publish's COPY too: pg_copy.copy_rows); its readers give DuckDB's text (the
+    # [postgresql] case above, in deep runs only, reads a publish on every surface)
+    root = tmp_path / "jobs"
+    _write(root)
+    warehouse = tmp_path / "w.duckdb"
+    ingest(warehouse, [root], wait=10)
+    pg_copy.copy(warehouse, db.PostgresUrl(pg_url), wait=10)
+    assert TestClient(create_app(db.PostgresUrl(pg_url))).get("/api/training/j1").json()["config"] == CONFIG_JSON
+    with pg_reader.connect(db.PostgresUrl(pg_url)) as conn:
+        assert conn.execute("SELECT config FROM jobs WHERE job_id = 'j1'").fetchone() == (CONFIG,)
+        assert conn.execute("SELECT metrics FROM step_facts WHERE job_id = 'hf'").fetchone() == (METRICS,)
+    # a new stage's first run takes PostgreSQL's rows (ingest/postgres.py, seed): the stage holds
+    # DuckDB's text again, so that its next publish writes them as numbers
+    stage = tmp_path / "stage.duckdb"
+    assert pg_ingest.seed(stage, db.PostgresUrl(pg_url), "h", wait=10) == 2
+    query = "SELECT CAST(config AS VARCHAR) FROM jobs UNION ALL SELECT CAST(metrics AS VARCHAR) FROM trainer_steps"
+    with duckdb.connect(str(stage), read_only=True) as con:
+        assert sorted(con.execute(query).fetchall(), key=repr) == sorted([(CONFIG,), (METRICS,), (None,)], key=repr)
