@@ -155,11 +155,13 @@ def _read_and_merge(
                 reader.ingest(ctx, inputs.jobs)
             spool.ingest(ctx, inputs.spool_files)
             nvidia_smi.ingest(ctx, inputs.csv_imports)
-            # refresh the derived tables of the jobs queued by this run and any killed before it
+            stored = _compact_and_prune(con, inputs) or stored
+            # refresh the derived tables of the jobs queued by this run and any killed before it,
+            # after the prune: the stored results are then what the views give from the samples
+            # kept (gpu_idle at a gpu_idle.utilization other than 10 reads the raw ones: audit 18)
             if inputs.stage:
                 con.execute(QUEUE_PUBLISH)
             results.refresh_queued(con)
-            stored = _compact_and_prune(con, inputs) or stored
             summary.listed_warnings = ingest_status.run_warnings(con, run_id, Summary.MAX_LISTED_WARNINGS)
             unknown_jobs.warn(con, summary)
             summary.seconds = time.monotonic() - started

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import duckdb
@@ -152,3 +153,45 @@ def test_a_copy_reads_and_seeds_non_finite_json_numbers_as_numbers(tmp_path: Pat
     query = "SELECT CAST(config AS VARCHAR) FROM jobs UNION ALL SELECT CAST(metrics AS VARCHAR) FROM trainer_steps"
     with duckdb.connect(str(stage), read_only=True) as con:
         assert sorted(con.execute(query).fetchall(), key=repr) == sorted([(CONFIG,), (METRICS,), (None,)], key=repr)
+
+
+# --- stored insights after the prune ------------------------------------------------------------
+
+HOUR = 3600
+DAY = 86_400
+
+
+def _job_with_samples(lab: Lab, spool: Path, job_id: str, start: int) -> None:
+    """A completed job of 10 minutes from ``start`` (epoch seconds), and a minute of its GPU at
+    50 % utilization in a spool file of its own."""
+    history = [{"step": s, "timestamp": start + 60 * s, "loss": 1.0 / s} for s in range(1, 11)]
+    doc = {"job_id": job_id, "status": "completed", "started_at": start, "ended_at": start + 600, "history": history}
+    settled(lab.write_job(job_id, doc))
+    spool.mkdir(exist_ok=True)
+    sample = {"host": "n1", "job_id": job_id, "gpu_index": 0, "gpu_uuid": f"GPU-{job_id}", "utilization_percent": 50.0}
+    lines = (json.dumps({"ts": start + 10 * i, **sample}) for i in range(6))
+    (spool / f"{job_id}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_stored_insights_are_the_views_after_the_prune(tmp_path: Path, ingest_engine: Engine) -> None:
+    # At a gpu_idle.utilization other than 10 the idle share reads the raw samples still kept
+    # (docs/insights.md): once a prune retires a job's samples its view has no gpu_idle, and
+    # the stored insights (what the API and `insights` serve) must say the same, on both engines
+    lab = Lab(tmp_path, ingest_engine)
+    where = str(lab.warehouse())
+    assert main(["db", "upgrade", "--db", where]) == EXIT_OK
+    assert main(["insights", "set", "gpu_idle.utilization", "90", "--db", where]) == EXIT_OK
+    now = int(time.time()) // 60 * 60 - HOUR
+    spool = tmp_path / "spool"
+    _job_with_samples(lab, spool, "recent", now)
+    _job_with_samples(lab, spool, "old", now - 40 * DAY)
+    lab.ingest(spool_root=spool, keep_raw_days=60)
+    stored = "SELECT job_id FROM insight_results WHERE kind = 'gpu_idle' ORDER BY job_id"
+    view = "SELECT job_id FROM job_insights WHERE kind = 'gpu_idle' ORDER BY job_id"
+    assert lab.query(stored) == lab.query(view) == [("old",), ("recent",)]
+    # a later run keeps 30 days: its prune retires "old"'s samples (a job this run did not read)
+    # and those of "older", which it reads (its refresh ran before the prune: gpu_idle stored)
+    _job_with_samples(lab, spool, "older", now - 45 * DAY)
+    lab.ingest(spool_root=spool, keep_raw_days=30)
+    assert lab.query("SELECT count(*) FROM gpu_samples WHERE job_id <> 'recent'") == [(0,)]
+    assert lab.query(stored) == lab.query(view) == [("recent",)]

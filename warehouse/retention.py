@@ -40,6 +40,14 @@ ROLLUPS = "gpu_minutes"
 # at most about this many rows archived or dropped per run (at least one (host, day)): a long
 # backlog is worked off over several runs, each run's cost stays bounded
 PRUNE_ROWS_PER_RUN = 10_000_000
+# Analytics read the rollups, but gpu_idle at a gpu_idle.utilization other than 10 reads the raw
+# samples still kept (insight_gpus.sql): the jobs of a pruned part are then queued, so that the
+# run's refresh, after its prune (ingest/pipeline.py), stores what the view now gives (audit 18)
+RAW_IDLE = "SELECT count(*) FROM insight_settings WHERE name = 'gpu_idle.utilization' AND value <> 10"
+QUEUE_PRUNED_JOBS = (
+    f"INSERT INTO refresh_queue SELECT DISTINCT job_id FROM {parts.READ_FILES} "
+    "WHERE job_id IN (SELECT job_id FROM jobs) ON CONFLICT DO NOTHING"
+)
 
 MISSING_MINUTES = f"""
 SELECT count(*) FROM (
@@ -174,6 +182,7 @@ def prune(
         {"t": table.name, "before": before},
     ).fetchall()
     folder = parts.root(con)
+    raw_idle = bool((con.execute(RAW_IDLE).fetchone() or (0,))[0])
     pruned, done = 0, 0
     for day, host, paths, rows in groups:
         if done and pruned + rows > budget:
@@ -187,6 +196,8 @@ def prune(
             continue  # not rolled up yet: the raw samples are the only record of those minutes
         if archive is not None:
             archive_group(con, table, files, [Path(path).name for path in paths], archive, day, host)
+        if raw_idle:
+            con.execute(QUEUE_PRUNED_JOBS, {"files": db.exact_paths(files)})
         parts.retire(con, paths)
         pruned, done = pruned + rows, done + 1
     if done:
