@@ -15,6 +15,9 @@ Exit codes (also in the README):
   4   ``sql``: the query failed, or was refused (anything but one read-only SELECT);
       ``analytics``, ``insights``: no such job; ``export``: an unknown job, or the export could not be written
   75  the warehouse or the ingest lock stayed busy longer than --wait (try again later)
+  130 interrupted (Ctrl-C): "runlytics COMMAND: interrupted"
+  141 the reader of the output stopped early (`runlytics sql … | head`)
+Every error is one line on stderr, "runlytics COMMAND: …".
 ``sample -- CMD`` exits with CMD's exit code (128 + N when a signal N ended it; 127 when CMD
 can't be found, 126 when it can't be run).
 """
@@ -73,23 +76,76 @@ class NoWarehouse(db.WarehouseError):
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
+    words = sys.argv[1:] if argv is None else argv
+    if words[:1] == ["insights"] and {"-h", "--help"} & set(words):
+        # `insights set --help`, `insights thresholds --help`: their own help, not the list's
+        for name, sub in insights_word_parsers().items():
+            if words[1:2] == [name.split()[-1]]:
+                sub.parse_args(["--help"])  # prints it and exits 0, as argparse's --help does
     args = parser.parse_args(argv)
     return _guarded(args.run, args)
 
 
+def insights_word_parsers() -> dict[str, argparse.ArgumentParser]:
+    """The help of `insights thresholds` and `insights set`: words of `insights`, not subcommands
+    (a job may be named `set`: `insights --job set`), so argparse alone would print the list's."""
+    thresholds = argparse.ArgumentParser(
+        prog="runlytics insights thresholds",
+        description="list the insight thresholds in force, NAME and VALUE (docs/insights.md)",
+        epilog=_examples(
+            "runlytics insights thresholds", "runlytics insights thresholds --json --db /data/runlytics.duckdb"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    set_help = textwrap.fill(
+        "change one insight threshold and recompute every job's insights in the same transaction; on a DuckDB "
+        "file under the ingest lock, publishing a new snapshot at once (docs/insights.md). The command line has "
+        "no reset: set the default from docs/insights.md's table", 100
+    )  # fmt: skip
+    setter = argparse.ArgumentParser(
+        prog="runlytics insights set",
+        description=set_help,
+        epilog=_examples(
+            "runlytics insights set loss_spike.mad_factor 8",
+            "runlytics insights set silent_running.min_seconds 3600 --db postgresql://runlytics@db-host/runlytics",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    setter.add_argument("name", metavar="NAME", help="a threshold's name, as `insights thresholds` lists them")
+    setter.add_argument(
+        "value", metavar="VALUE", help="a finite number, at least 0 (the counts: whole numbers; docs/insights.md)"
+    )
+    for parser in (thresholds, setter):
+        parser.add_argument(
+            "--db", help=f"warehouse file or postgresql:// URL (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})"
+        )
+        parser.add_argument(
+            "--wait", type=_wait_seconds, default=db.DEFAULT_WAIT_SECONDS,
+            help="seconds to wait for a busy warehouse before giving up (default: %(default)s)",
+        )  # fmt: skip
+    thresholds.add_argument("--json", action="store_true", help="print them as one JSON object")
+    return {"runlytics insights thresholds": thresholds, "runlytics insights set": setter}
+
+
 def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """``run(args)``'s exit code, or the exit code of the error that stopped it (said on stderr)."""
+    """``run(args)``'s exit code, or the exit code of the error that stopped it (said on stderr,
+    "runlytics COMMAND: …" as each command's own messages are)."""
     try:
         return run(args)
     except (IngestLocked, db.WarehouseBusy) as error:
-        print(f"runlytics: {error}", file=sys.stderr)
+        _say(args, error)
         return EXIT_BUSY
     except db.WarehouseError as error:
-        print(f"runlytics: {error}", file=sys.stderr)
+        _say(args, error)
         return EXIT_WAREHOUSE
     except FileNotFoundError as error:
-        print(f"runlytics: {error}", file=sys.stderr)
+        _say(args, error)
         return EXIT_USAGE
+
+
+def _say(args: argparse.Namespace, error: BaseException) -> None:
+    command = getattr(args, "command_name", None)
+    print(f"runlytics{f' {command}' if command else ''}: {error}", file=sys.stderr)
 
 
 def version_text() -> str:
@@ -124,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text, epilog=_examples(*examples),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )  # fmt: skip
+        sub.set_defaults(command_name=name)  # "runlytics NAME: …" in its messages
         what = "warehouse file or postgresql:// URL" if url else "warehouse file"
         sub.add_argument("--db", help=f"{what} (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
         sub.add_argument(
@@ -134,16 +191,24 @@ def _parser() -> argparse.ArgumentParser:
         )
         return sub
 
+    db_help = "manage the warehouse schema; copy a warehouse into PostgreSQL"
     db_cmd = commands.add_parser(
-        "db", help="manage the warehouse schema; copy a warehouse into PostgreSQL", epilog=_examples(
+        "db", help=db_help, description=f"{db_help}: `db upgrade` or `db copy`, each with its own --help",
+        epilog=_examples(
             "runlytics db upgrade --db /data/runlytics.duckdb",
             "runlytics db copy --db /data/runlytics.duckdb --to postgresql://runlytics@db-host:5432/runlytics",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     db_sub = db_cmd.add_subparsers(title="db commands", required=True)
+    upgrade_help = "build or upgrade the warehouse to the newest schema"
     upgrade = db_sub.add_parser(
-        "upgrade", help="build or upgrade the warehouse to the newest schema",
+        "upgrade", help=upgrade_help,
+        description=textwrap.fill(
+            f"{upgrade_help} (or to --revision), and, for a DuckDB file, publish a snapshot for readers; never "
+            "downgrades. "
+            "Other commands upgrade an older warehouse on first use too: this does it ahead of time", 100
+        ),
         epilog=_examples(
             "runlytics db upgrade", "runlytics db upgrade --db /data/runlytics.duckdb --wait 600",
             "runlytics db upgrade --db postgresql://runlytics@db-host:5432/runlytics",
@@ -166,9 +231,15 @@ def _parser() -> argparse.ArgumentParser:
         default=db.DEFAULT_WAIT_SECONDS,
         help="seconds to wait for a running ingest before giving up (default: %(default)s)",
     )
-    upgrade.set_defaults(run=_db_upgrade)
+    upgrade.set_defaults(run=_db_upgrade, command_name="db upgrade")
+    copy_help = "copy a DuckDB warehouse's tables into an empty PostgreSQL database (docs/postgresql.md)"
     copy = db_sub.add_parser(
-        "copy", help="copy a DuckDB warehouse's tables into an empty PostgreSQL database (docs/postgresql.md)",
+        "copy", help=copy_help,
+        description=textwrap.fill(
+            f"{copy_help}: the tables of its newest snapshot, in one transaction with the target's build (a "
+            "failed copy leaves it as it was); the target is built at the newest schema if new, and must hold "
+            "no data", 100
+        ),
         epilog=_examples(
             "runlytics db copy --to postgresql://runlytics@db-host:5432/runlytics",
             "runlytics db copy --db /data/runlytics.duckdb --to postgresql://runlytics@db-host/runlytics --wait 600",
@@ -187,7 +258,7 @@ def _parser() -> argparse.ArgumentParser:
         default=db.DEFAULT_WAIT_SECONDS,
         help="seconds to wait for a busy warehouse (either one) before giving up (default: %(default)s)",
     )
-    copy.set_defaults(run=_db_copy)
+    copy.set_defaults(run=_db_copy, command_name="db copy")
 
     ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs", [
         "runlytics ingest /data/runs",
@@ -300,7 +371,7 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics analytics run-42",
         "runlytics analytics --db postgresql://analyst@db-host/runlytics run-42",
     ], url=True)  # fmt: skip
-    show.add_argument("job_id")
+    show.add_argument("job_id", help='the job\'s id, as `runlytics sql "SELECT job_id FROM jobs"` lists them')
     show.set_defaults(run=_analytics)
 
     ins = add("insights", "list one job's or the fleet's insights (what went wrong, where); show or set thresholds", [
@@ -335,7 +406,11 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics export --db postgresql://analyst@db-host/runlytics --jobs run-42 /data/export",
     ], url=True)  # fmt: skip
     exp.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
-    exp.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="(default: %(default)s)")
+    exp.add_argument(
+        "--format", choices=("parquet", "csv"), default="parquet",
+        help="parquet: a folder per table, the fact tables partitioned by job_id (Hive style); csv: one file "
+        "per table, OUT/<table>.csv (docs/export.md; default: %(default)s)",
+    )  # fmt: skip
     exp.add_argument("--jobs", help="only these jobs, comma-separated")
     exp.add_argument(
         "--since", metavar="TIME",
@@ -355,7 +430,8 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
         "sample",
         help=help_text,
         description=help_text + " (docs/sampler.md)",
-        usage="runlytics sample --job-id ID [--gpus 0,1] [--interval S] [--spool DIR] [--spool-max-mb MB] [-- CMD ...]",
+        usage="runlytics sample --job-id ID [--gpus 0,1] [--interval S] [--spool DIR] [--spool-max-mb MB] "
+        "[--host NAME] [-- CMD ...]",
         epilog=_examples(
             "runlytics sample --job-id run-42 -- python train.py",
             "runlytics sample --job-id run-42 --gpus 0,1 --interval 5 --spool /var/spool/runlytics",
@@ -384,7 +460,7 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     )
     sample.add_argument("--host", help="host name written in the samples (default: this machine's)")
     sample.add_argument("command", nargs=argparse.REMAINDER, help="a command to run and sample while it runs")
-    sample.set_defaults(run=_sample)
+    sample.set_defaults(run=_sample, command_name="sample")
 
 
 def _examples(*lines: str) -> str:
@@ -892,8 +968,10 @@ def _insights(args: argparse.Namespace) -> int:
 
     words = list(args.words)
     if words[:1] == ["set"] and args.job is None:
+        args.command_name = "insights set"  # its messages, the lock's and the warehouse's too
         return _insights_set(args, words[1:])
     if words == ["thresholds"] and args.job is None:
+        args.command_name = "insights thresholds"
         return _insights_thresholds(args)
     if len(words) > 1 or (words and args.job is not None):
         print("runlytics insights: name one job (JOB_ID or --job), `thresholds`, or `set NAME VALUE`", file=sys.stderr)
@@ -1160,9 +1238,12 @@ def _print_warning_files(files: list[dict[str, Any]]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
-    from runlytics.api import listen, security
+    from runlytics.api import listen, metrics, security
     from runlytics.api.app import TOKEN_ENV, create_app
 
+    if problem := metrics.stale_after_problem():  # refused, not read as the default (or as off)
+        print(f"runlytics serve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     target = db.resolve_target(args.db)
     read_db = None
     if args.read_db is not None:

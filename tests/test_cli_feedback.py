@@ -191,7 +191,8 @@ def test_a_read_command_on_a_missing_warehouse_exits_3_and_creates_nothing(
     here.mkdir()
     result = runlytics(*command, "--db", str(here / "none.duckdb"), cwd=here)
     assert result.returncode == 3, result.stderr
-    assert result.stderr.startswith(f"runlytics: no warehouse at {here / 'none.duckdb'}: create it with"), result.stderr
+    prefix = f"runlytics {command[0]}: no warehouse at {here / 'none.duckdb'}: create it with"
+    assert result.stderr.startswith(prefix), result.stderr
     assert list(here.iterdir()) == []
     # the default warehouse too
     default = runlytics(*command, cwd=here)

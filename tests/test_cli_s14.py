@@ -55,12 +55,12 @@ def test_a_lock_file_that_cannot_be_created_is_a_warehouse_error(
 ) -> None:
     warehouse = tmp_path / "w.duckdb"
     sidefiles.lock(warehouse).mkdir()  # a folder in the lock file's place: IsADirectoryError
-    for argv in (["ingest", str(jobs)], ["db", "upgrade"]):
+    for argv, command in ((["ingest", str(jobs)], "ingest"), (["db", "upgrade"], "db upgrade")):
         code, out, err = run(capsys, *argv, "--db", str(warehouse))
         assert code == 3, err
         assert err.strip().splitlines() == [
-            f"runlytics: cannot write to warehouse {warehouse}: its lock file {sidefiles.lock(warehouse)} can't be "
-            "created or opened (Is a directory): a writer needs a folder it may write in"
+            f"runlytics {command}: cannot write to warehouse {warehouse}: its lock file {sidefiles.lock(warehouse)} "
+            "can't be created or opened (Is a directory): a writer needs a folder it may write in"
         ]
     assert not warehouse.exists()
 
@@ -89,12 +89,12 @@ def test_a_warehouse_folder_that_cannot_be_created_is_a_warehouse_error(
     tmp_path: Path, jobs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "file").write_text("not a folder")
-    for argv in (["ingest", str(jobs)], ["db", "upgrade"]):
+    for argv, command in ((["ingest", str(jobs)], "ingest"), (["db", "upgrade"], "db upgrade")):
         code, _, err = run(capsys, *argv, "--db", str(tmp_path / "file" / "w.duckdb"))
         assert code == 3, err
         assert err.strip().splitlines() == [
-            f"runlytics: cannot create the folder {tmp_path / 'file'} of warehouse {tmp_path / 'file' / 'w.duckdb'}: "
-            "File exists"
+            f"runlytics {command}: cannot create the folder {tmp_path / 'file'} of warehouse "
+            f"{tmp_path / 'file' / 'w.duckdb'}: File exists"
         ]
 
 
@@ -120,16 +120,19 @@ def test_a_db_of_another_url_scheme_is_refused_naming_it(
     here.mkdir()
     monkeypatch.chdir(here)
     message = (
-        f"runlytics: warehouse {url!r} is neither a DuckDB file nor a postgresql:// URL "
+        f"warehouse {url!r} is neither a DuckDB file nor a postgresql:// URL "
         "(a file whose name holds ':' is named by its absolute path)"
     )
-    for argv in (["ingest", str(jobs)], ["db", "upgrade"], ["status"], ["insights", "set", "stall.factor", "5"]):
+    for argv, command in (
+        (["ingest", str(jobs)], "ingest"), (["db", "upgrade"], "db upgrade"), (["status"], "status"),
+        (["insights", "set", "stall.factor", "5"], "insights set"),
+    ):  # fmt: skip
         code, _, err = run(capsys, *argv, "--db", url)
-        assert (code, err.strip().splitlines()) == (3, [message]), argv
+        assert (code, err.strip().splitlines()) == (3, [f"runlytics {command}: {message}"]), argv
     # $RUNLYTICS_DB too
     monkeypatch.setenv(db.ENV_DB, url)
     code, _, err = run(capsys, "ingest", str(jobs))
-    assert (code, err.strip().splitlines()) == (3, [message])
+    assert (code, err.strip().splitlines()) == (3, [f"runlytics ingest: {message}"])
     assert list(here.iterdir()) == []  # no stray lock files or folders (`mysql:/x@h/`)
 
 
@@ -141,7 +144,7 @@ def test_ingest_every_with_another_url_stops_at_once(tmp_path: Path, jobs: Path)
     )  # fmt: skip
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [
-        "runlytics: warehouse 'md:foo' is neither a DuckDB file nor a postgresql:// URL "
+        "runlytics ingest: warehouse 'md:foo' is neither a DuckDB file nor a postgresql:// URL "
         "(a file whose name holds ':' is named by its absolute path)"
     ]
 
@@ -152,7 +155,7 @@ def test_a_stage_of_another_url_scheme_is_refused(
     code, _, err = run(capsys, "ingest", str(jobs), "--db", "postgresql://nobody@nohost.invalid/x", "--stage", "md:s")
     assert (code, last_line(err)) == (
         3,
-        "runlytics: --stage 'md:s' is not a DuckDB file's path "
+        "runlytics ingest: --stage 'md:s' is not a DuckDB file's path "
         "(a file whose name holds ':' is named by its absolute path)",
     )
 
@@ -335,8 +338,8 @@ def test_a_file_root_no_job_is_found_by_is_a_usage_error(
     code, out, err = run(capsys, "ingest", str(notes), "--db", str(warehouse))
     assert (code, out) == (2, "")
     assert err.strip().splitlines() == [
-        f"runlytics: ingest root {notes} is a file, not a job's (progress.json, trainer_state.json or a training "
-        "tool's log): name a folder of jobs, a job folder or a job's file"
+        f"runlytics ingest: ingest root {notes} is a file, not a job's (progress.json, trainer_state.json or a "
+        "training tool's log): name a folder of jobs, a job folder or a job's file"
     ]
     assert not warehouse.exists()
 

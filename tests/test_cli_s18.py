@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from runlytics import cli
-from runlytics.warehouse import db, sidefiles, snapshots
+from runlytics.warehouse import db, lock, sidefiles, snapshots
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "jobs"
@@ -122,6 +122,9 @@ READERS = (
     ["analytics", "llama-sft-001"], ["status"], ["insights"], ["sql", COUNT_JOBS], ["export", "OUT"],
 )  # fmt: skip
 WRITERS = (["ingest", str(SAMPLES)], ["insights", "set", "loss_spike.mad_factor", "8"], ["db", "upgrade"])
+# the command each message names: "runlytics COMMAND: …"
+COMMANDS = {"analytics": "analytics", "status": "status", "insights": "insights", "sql": "sql", "export": "export",
+            "ingest": "ingest", "db": "db upgrade"}  # fmt: skip
 
 
 def ingest_runs(path: Path) -> int:
@@ -135,8 +138,10 @@ def check_refused(capsys: pytest.CaptureFixture[str], path: Path, tmp_path: Path
         argv = [str(tmp_path / "out") if word == "OUT" else word for word in argv]
         code, out, err = run(capsys, *argv, "--db", str(path))
         assert (code, out) == (3, ""), (argv, code, out)
+        command = "insights set" if argv[:2] == ["insights", "set"] else COMMANDS[argv[0]]
         assert err.strip().splitlines() == [
-            f"runlytics: cannot use warehouse {path}: its snapshots folder {sidefiles.snapshots(path)}: {why} "
+            f"runlytics {command}: cannot use warehouse {path}: its snapshots folder {sidefiles.snapshots(path)}: "
+            f"{why} "
             "(it must be a folder this user may read, and a writer write in)"
         ], argv
     assert ingest_runs(path) == runs  # the ingest refused before its first commit
@@ -321,7 +326,7 @@ def test_a_database_that_cannot_be_reached_leaves_no_stage(
     code, out, err = run(capsys, "ingest", str(SAMPLES), "--db", NOWHERE, *stage)
     assert code == 3 and out == "", err
     (line,) = err.strip().splitlines()
-    assert line.startswith(f"runlytics: cannot connect to {NOWHERE}: "), line
+    assert line.startswith(f"runlytics ingest: cannot connect to {NOWHERE}: "), line
     assert not state.exists() and not (tmp_path / "stages").exists()
 
 
@@ -329,8 +334,8 @@ def test_a_stage_given_as_a_url_is_named_as_typed(tmp_path: Path, capsys: pytest
     code, out, err = run(capsys, "ingest", str(SAMPLES), "--db", NOWHERE, "--stage", "postgresql://x/y")
     assert code == 3 and out == ""
     assert err.strip().splitlines() == [
-        "runlytics: --stage 'postgresql://x/y' is a URL, not a DuckDB file's path: the stage is the local DuckDB "
-        "file a run ingests into before publishing to the database of --db postgresql://…"
+        "runlytics ingest: --stage 'postgresql://x/y' is a URL, not a DuckDB file's path: the stage is the local "
+        "DuckDB file a run ingests into before publishing to the database of --db postgresql://…"
     ]
 
 
@@ -339,3 +344,34 @@ def test_the_suite_never_writes_the_users_state_folder() -> None:
     test that forgets --stage lands there, not in ~/.local/state/runlytics/)."""
     state = Path(os.environ["XDG_STATE_HOME"])
     assert state.name.startswith("runlytics-state-") and state != Path.home() / ".local" / "state"
+
+
+# --- finding 7: errors name their command; RUNLYTICS_STALE_AFTER refused when it is no number ----
+
+
+def test_every_error_names_its_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "none.duckdb")
+    for argv, command in (
+        (["sql", COUNT_JOBS], "sql"), (["insights", "set", "stall.factor", "5"], "insights set"),
+        (["insights", "thresholds"], "insights thresholds"), (["db", "copy", "--to", NOWHERE], "db copy"),
+        (["export", str(tmp_path / "out")], "export"), (["serve"], "serve"),
+    ):  # fmt: skip
+        code, out, err = run(capsys, *argv, "--db", missing)
+        assert code == 3 and err.startswith(f"runlytics {command}: no warehouse at {missing}: "), (argv, err)
+    path = tmp_path / "w.duckdb"
+    with lock.run_lock(path, wait=0):  # another writer holds the warehouse
+        code, out, err = run(capsys, "ingest", str(SAMPLES), "--db", str(path), "--wait", "0")
+    assert code == 75 and err.startswith(f"runlytics ingest: another ingest into {path} is running"), err
+
+
+@pytest.mark.parametrize("raw", ["soon", "-5", "nan", "inf", "-inf"])
+def test_serve_refuses_a_stale_after_that_is_no_number_of_seconds(
+    raw: str, warehouse: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNLYTICS_STALE_AFTER", raw)
+    code, out, err = run(capsys, "serve", "--db", str(warehouse), "--port", "0")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        f"runlytics serve: RUNLYTICS_STALE_AFTER={raw!r} is not a number of seconds: give one above 0 (the age "
+        "past which the last successful ingest is stale; default 3600), or 0 to turn the check off"
+    ]

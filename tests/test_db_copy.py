@@ -220,7 +220,7 @@ def test_a_failed_copy_leaves_the_target_as_it_was(
     snapshots.publish(path)
     message = _refused(["db", "copy", "--db", str(path), "--to", pg_url], capsys)
     target = db.PostgresUrl(pg_url)
-    assert message.startswith(f"runlytics: copy into {target} failed at table ingest_files, nothing written:")
+    assert message.startswith(f"runlytics db copy: copy into {target} failed at table ingest_files, nothing written:")
     assert _counts(pg_url) == {}
 
 

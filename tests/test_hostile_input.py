@@ -232,7 +232,7 @@ def test_a_full_disk_fails_the_run_clearly_loses_nothing_and_is_retried(
     full = cli_ingest(lab)
     assert full.returncode == 3, full.stderr
     (line,) = full.stderr.strip().splitlines()  # one line, no traceback
-    assert line.startswith(f"runlytics: ingest of {lab.db} stopped, a write was refused: ")
+    assert line.startswith(f"runlytics ingest: ingest of {lab.db} stopped, a write was refused: ")
     assert "No space left on device" in line
     assert "Nothing stored was lost" in line
     assert lab.facts() == before

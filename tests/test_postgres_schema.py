@@ -214,6 +214,6 @@ def test_a_failed_upgrade_leaves_the_database_as_it_was(pg_url: str, capsys: pyt
         con.execute("CREATE TABLE gpu_minutes (n integer)")  # revision 0015's table, taken
     assert cli.main(["db", "upgrade", "--db", pg_url]) == cli.EXIT_WAREHOUSE
     err = capsys.readouterr().err
-    assert err.startswith(f"runlytics: cannot upgrade {pg_url}: ") and '"gpu_minutes" already exists' in err
+    assert err.startswith(f"runlytics db upgrade: cannot upgrade {pg_url}: ") and '"gpu_minutes" already exists' in err
     assert len(err.splitlines()) == 1
     assert set(_postgres_tables(pg_url)) == {"gpu_minutes"}
