@@ -440,7 +440,9 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     )
     sample.add_argument("--job-id", required=True, type=_job_id, help="the job the samples belong to")
     sample.add_argument(
-        "--gpus", help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else every GPU)"
+        "--gpus",
+        help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else the UUIDs"
+        " of $NVIDIA_VISIBLE_DEVICES, else every GPU)",
     )
     sample.add_argument(
         "--interval", type=_finite_seconds, default=1.0,
