@@ -61,6 +61,7 @@ EXIT_NO_NVML = 3
 EXIT_NOT_SERVING = 3  # serve: the server did not start (uvicorn's own exit code for that)
 EXIT_QUERY = 4
 EXIT_BUSY = 75
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command it interrupted (Ctrl-C)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a reader that stopped early
 ENV_SPOOL = "RUNLYTICS_SPOOL"
 LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists every one kept
@@ -141,9 +142,22 @@ def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace)
     except FileNotFoundError as error:
         _say(args, error)
         return EXIT_USAGE
+    except (KeyboardInterrupt, RuntimeError) as error:
+        if not _interrupted(error):
+            raise
+        _say(args, "interrupted")  # named as its errors are: `runlytics db upgrade: interrupted`
+        return EXIT_INTERRUPTED
 
 
-def _say(args: argparse.Namespace, error: BaseException) -> None:
+def _interrupted(error: BaseException) -> bool:
+    """Ctrl-C: KeyboardInterrupt, or in a DuckDB call (any: the query, the schema check before it)
+    the RuntimeError DuckDB raises instead."""
+    if isinstance(error, RuntimeError):
+        return str(error) == "Query interrupted"
+    return isinstance(error, KeyboardInterrupt)
+
+
+def _say(args: argparse.Namespace, error: BaseException | str) -> None:
     command = getattr(args, "command_name", None)
     print(f"runlytics{f' {command}' if command else ''}: {error}", file=sys.stderr)
 
@@ -677,7 +691,8 @@ def _repeat(seconds: float, run: Callable[[], int]) -> int:
             began = time.monotonic()
             code = run()
             sys.stdout.flush()
-            if code == EXIT_USAGE:  # a root that is gone, say: running again would not help
+            # a root that is gone, say: running again would not help; a run interrupted: no more
+            if code in (EXIT_USAGE, EXIT_INTERRUPTED):
                 return code
             while not stopping and (left := seconds - (time.monotonic() - began)) > 0:
                 time.sleep(min(left, 0.1))
@@ -1336,11 +1351,10 @@ def entry() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(EXIT_BROKEN_PIPE)
     except (KeyboardInterrupt, RuntimeError) as error:
-        # Ctrl-C: one line, and 128 + SIGINT, as a shell reports a command it interrupted; in a
-        # DuckDB call (any: the query, the schema check before it) DuckDB raises this instead
-        if isinstance(error, RuntimeError) and str(error) != "Query interrupted":
+        # Ctrl-C before the command line was read (a command's own: _guarded): one line, and
+        # 128 + SIGINT, as a shell reports a command it interrupted
+        if not _interrupted(error):
             raise
-        command = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-        print(f"runlytics{f' {command}' if command else ''}: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _say(argparse.Namespace(), "interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code)

@@ -375,3 +375,26 @@ def test_serve_refuses_a_stale_after_that_is_no_number_of_seconds(
         f"runlytics serve: RUNLYTICS_STALE_AFTER={raw!r} is not a number of seconds: give one above 0 (the age "
         "past which the last successful ingest is stale; default 3600), or 0 to turn the check off"
     ]
+
+
+def test_ctrl_c_names_the_command_as_its_errors_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README's exit 130: `runlytics COMMAND: interrupted`, the command named as its errors name it
+    # (it was the first word alone: `runlytics db: interrupted`)
+    def interrupted(*args: Any) -> int:
+        raise KeyboardInterrupt
+
+    def query_interrupted(*args: Any) -> int:
+        raise RuntimeError("Query interrupted")  # what DuckDB raises for Ctrl-C inside a query
+
+    monkeypatch.setattr(cli, "_db_upgrade", interrupted)
+    monkeypatch.setattr(cli, "_insights_set", query_interrupted)
+    for argv, command in (
+        (["db", "upgrade"], "db upgrade"),
+        (["insights", "set", "stall.factor", "5"], "insights set"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["runlytics", *argv, "--db", str(tmp_path / "w.duckdb")])
+        with pytest.raises(SystemExit) as stop:
+            cli.entry()
+        assert (stop.value.code, capsys.readouterr().err) == (130, f"runlytics {command}: interrupted\n"), argv
