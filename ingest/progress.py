@@ -24,6 +24,7 @@ fast.py's ``staged_steps`` and ``staged_gpus``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -634,17 +635,33 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
         del entry["gpus"]
     elif isinstance(gpus, list):
         # a null stays: staged as no GPU reading, it is dropped with a warning of its own (GPUS_SELECT).
-        # A reading without an index keeps the index of its place in the list as written.
+        # A reading without an index (none, or null) keeps the index of its place in the list as
+        # written: GPUS_SELECT's fallback is its place in this list, which the items dropped here
+        # shortened. A null index so replaced is said here, as NULL_WARNINGS says it elsewhere (the
+        # entry's step in its label; an entry without a valid step is skipped: nothing to say).
         kept: list[dict | None] = []
+        nulls: list[str] = []
         for gpos, g in enumerate(gpus):
-            if isinstance(g, dict) and "index" not in g and len(kept) != gpos:
+            if isinstance(g, dict) and g.get("index") is None and len(kept) != gpos:
+                if "index" in g and (step := _whole_step(entry.get("step"))) is not None:
+                    nulls.append(f"{place} (step {step}) gpus[{gpos}]: index is null, dropped")
                 g["index"] = gpos
             if g is None or isinstance(g, dict):
                 kept.append(g)
         entry["gpus"] = kept
         if len(kept) < len(gpus):
             warnings.append(f"{place}: {len(gpus) - len(kept)} gpus item(s) not objects, dropped")
+        warnings += nulls
     return entry
+
+
+def _whole_step(step: object) -> int | None:
+    """A step as STEPS_SELECT takes it (rl_whole: a whole number from 0 to 10^18), else None."""
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        return None
+    if isinstance(step, float) and not (math.isfinite(step) and step == math.floor(step)):
+        return None
+    return int(step) if 0 <= step <= 10**18 else None
 
 
 # Numeric fields holding JSON null. DuckDB's reader makes a null an SQL NULL, which the SQL

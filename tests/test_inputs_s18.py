@@ -53,6 +53,11 @@ DOCS: dict[str, dict[str, Any]] = {
     },
     # numbers and strings are dropped by the repair (DuckDB refuses the file): places kept
     "repairedgpu": {"status": "running", "history": [{"step": 1, "gpus": [None, 7, {"utilization_percent": 5}]}]},
+    # ... a null index is none: the reading is GPU 2 too, its place as written
+    "repairednull": {
+        "status": "running",
+        "history": [{"step": 1, "gpus": ["x", 7, {"index": None, "utilization_percent": 5}]}],
+    },
     # finding 3: exact integers, which the C reader takes (nothing to warn about)
     "bigexact": {
         "status": "running",
@@ -177,6 +182,16 @@ def test_a_repaired_gpus_list_keeps_each_reading_at_its_place(lab: Lab) -> None:
     assert warnings(lab, "repairedgpu") == [
         "history[0]: 1 gpus item(s) not objects, dropped",
         "history[0] (step 1) gpus[0]: null, not a GPU reading: dropped",
+    ]
+
+
+def test_a_null_index_in_a_repaired_gpus_list_is_its_place_as_written(lab: Lab) -> None:
+    # docs/ingest.md: items dropped before a reading without an index do not move it (a null index
+    # fell back to its place in the shortened list: GPU 0)
+    assert gpus(lab, "repairednull") == [(1, 2, None, 5.0)]
+    assert warnings(lab, "repairednull") == [
+        "history[0]: 2 gpus item(s) not objects, dropped",
+        "history[0] (step 1) gpus[2]: index is null, dropped",
     ]
 
 
