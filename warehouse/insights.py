@@ -22,6 +22,10 @@ import duckdb
 
 from . import db
 
+# gpu_idle.utilization's default, and the idle threshold of the per-minute rollups (rollups.py),
+# which keep the time below it only: at any other threshold gpu_idle reads the raw samples kept
+IDLE_UTILIZATION = 10
+
 # The thresholds of insights.md, under their names in insight_settings (docs/insights.md).
 DEFAULTS: dict[str, float] = {
     "loss_spike.mad_factor": 6,
@@ -37,7 +41,7 @@ DEFAULTS: dict[str, float] = {
     "stall.min_seconds": 60,
     "slow_vs_peers.fraction": 0.7,
     "slow_vs_peers.min_peers": 3,
-    "gpu_idle.utilization": 10,
+    "gpu_idle.utilization": IDLE_UTILIZATION,
     "gpu_idle.share": 0.5,
     "gpu_straggler.min_gpus": 2,
     "gpu_straggler.points": 20,

@@ -33,6 +33,7 @@ from pathlib import Path
 import duckdb
 
 from . import db, parts, pg_samples, sealed_reads
+from .insights import IDLE_UTILIZATION
 from .pg_reader import is_postgres
 
 DEFAULT_KEEP_DAYS = 30
@@ -40,10 +41,10 @@ ROLLUPS = "gpu_minutes"
 # at most about this many rows archived or dropped per run (at least one (host, day)): a long
 # backlog is worked off over several runs, each run's cost stays bounded
 PRUNE_ROWS_PER_RUN = 10_000_000
-# Analytics read the rollups, but gpu_idle at a gpu_idle.utilization other than 10 reads the raw
-# samples still kept (insight_gpus.sql): the jobs of a pruned part are then queued, so that the
-# run's refresh, after its prune (ingest/pipeline.py), stores what the view now gives (audit 18)
-RAW_IDLE = "SELECT count(*) FROM insight_settings WHERE name = 'gpu_idle.utilization' AND value <> 10"
+# Analytics read the rollups, but gpu_idle at a gpu_idle.utilization other than the rollups' (10)
+# reads the raw samples still kept (insight_gpus.sql): the jobs of a pruned part are then queued, so
+# that the run's refresh, after its prune (ingest/pipeline.py), stores what the view now gives (audit 18)
+RAW_IDLE = f"SELECT count(*) FROM insight_settings WHERE name = 'gpu_idle.utilization' AND value <> {IDLE_UTILIZATION}"
 QUEUE_PRUNED_JOBS = (
     f"INSERT INTO refresh_queue SELECT DISTINCT job_id FROM {parts.READ_FILES} "
     "WHERE job_id IN (SELECT job_id FROM jobs) ON CONFLICT DO NOTHING"

@@ -24,9 +24,9 @@ import duckdb
 from . import parts, retention, telemetry_outbox
 from .dialect import render
 
-# The rollups' idle threshold (utilization below it), insights.md's default gpu_idle.utilization;
-# insight_gpus reads the raw samples for any other threshold.
-IDLE_UTILIZATION = 10
+# The rollups' idle threshold (utilization below it), insights.md's default gpu_idle.utilization
+# (insights.py, the one constant); insight_gpus reads the raw samples for any other threshold.
+from .insights import IDLE_UTILIZATION
 
 FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_w", "sm_clock_mhz")
 
