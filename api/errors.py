@@ -9,7 +9,8 @@ one status with a ``models.Problem`` body, ``{"detail": …}``:
                            404  job 'x' has no metric 'm'
     pages.BadCursor        422  bad cursor: …
     history.TooFewPoints   422  max_points must be at least …
-    db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened;
+    db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened,
+                                a stored JSON text that no parser reads (queries.job_record_config);
                                 the warehouse's folder left out of the paths it names)
 
 Nothing else is mapped. A ``duckdb.Error`` out of a query is a bug (a view missing, SQL that

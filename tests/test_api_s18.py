@@ -23,7 +23,7 @@ import pytest
 from conftest import Lab
 from servers import Server, serving
 
-from runlytics.warehouse import snapshots, times
+from runlytics.warehouse import bounded_json, db, queries, snapshots, times
 
 LINE_BREAK_IDS = ("tr\n", "nl\nid", "\nlead", "two\n\n", "cr\rid", "crlf\r\n", "ls\u2028id")
 CJK = ("日本語" * 85 + "0", "日本語" * 85 + "1")  # 256 characters each
@@ -33,6 +33,11 @@ HOST = "日本語" * 400  # the GPU job's host, and its GPUs' UUIDs below
 UUIDS = ("GPU-" + "ü" * 300 + "0", "GPU-" + "ü" * 300 + "1")
 METRIC = "train/loss"
 SAMPLES_START = 1_751_328_000  # 2025-07-01T00:00Z
+# a config DuckDB's JSON reader takes and stores as written (nan, -INF) where Python's parser refuses it
+CONFIG_DOC = (
+    '{"job_id": "cfg", "status": "completed", "history": [{"step": 1, "loss": 1.0}],'
+    ' "config": {"lr": nan, "floor": -INF, "layers": [1, 2, ], "name": "nan, ]"}}'
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     lab.write_job(
         "gpu", {"job_id": "gpu", "status": "completed", "started_at": "2025-07-01T00:00:00Z", "history": steps}
     )
+    lab.write_job("cfg", None, raw=CONFIG_DOC)
     spool = lab.root.parent / "spool"
     spool.mkdir()
     samples = [
@@ -131,6 +137,17 @@ def test_a_route_name_with_a_line_feed_is_a_job_of_that_id(server: Server) -> No
     # /api/training/jobs was the job list with %0A after it; a job "jobs\n" is its record
     response = get(server, "/api/training/jobs%0A")
     assert response.status_code == 200 and response.json()["job_id"] == "jobs\n"
+
+
+def test_a_config_of_duckdbs_json_is_served(server: Server) -> None:
+    # the job record parsed the stored config with Python's parser: JSONDecodeError, a 500
+    response = get(server, job_path("cfg"))
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["config"] == {"lr": None, "floor": None, "layers": [1, 2], "name": "nan, ]"}
+    trailing = bounded_json.loads('{"a": [1, {"b": nan,}, ], "c": "x,]",\n}', 64)  # as a CAST to JSON keeps it
+    assert math.isnan(trailing["a"][1]["b"]) and (trailing["a"][0], trailing["c"]) == (1, "x,]")
+    with pytest.raises(db.WarehouseError, match="invalid JSON"):  # no JSON at all: a 503 that says so
+        queries.job_record_config("cfg", '{"a": nope}')
 
 
 # --- 2. every next link the server hands out is one it takes ------------------------------------

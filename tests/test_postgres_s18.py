@@ -14,10 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from pathlib import Path
 
 import duckdb
+import psycopg
 import pytest
 from conftest import Engine, Lab
 from fastapi.testclient import TestClient
@@ -46,6 +48,7 @@ REFUSAL = "runlytics sql: only one read-only SELECT per call; refused: {}\n"
         ("COMMIT", "COMMIT"),
         ("EXPLAIN SELECT 1", "EXPLAIN"),  # as on DuckDB: EXPLAIN ANALYZE runs what it explains
         ("-- nothing", "no statement"),
+        ("DELETE FROM nonexistent", "DELETE"),  # as DuckDB refuses it (was: relation does not exist)
         ("COPY (SELECT 1) TO STDOUT; SELECT 1", "several statements"),
     ],
 )  # fmt: skip
@@ -61,7 +64,8 @@ def test_sql_on_postgresql_runs_only_a_select(
 
 
 def test_sql_on_postgresql_reads_and_tells_a_syntax_error(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    for query in ("(SELECT 1 AS a)", "WITH t AS (SELECT 1 AS a) SELECT a FROM t", "VALUES (1)", "SHOW TimeZone"):
+    reads = ("(SELECT 1 AS a)", "WITH t AS (SELECT 1 AS a) SELECT a FROM t", "VALUES (1)", "SHOW TimeZone", ";SELECT 1")
+    for query in reads:  # `;SELECT 1`: an empty statement before it, which DuckDB runs too (was: no statement)
         assert main(["sql", "--db", pg_url, "--format", "csv", query]) == EXIT_OK, query
         assert capsys.readouterr().out.splitlines()[1] in ("1", "UTC"), query
     # not refused: PostgreSQL's own error, as DuckDB gives its parser's
@@ -87,6 +91,9 @@ CONFIG_JSON = {  # the API's rendering: null for a number JSON cannot hold
     "list": ["-Infinity", None, 'x"NaN'],
 }
 METRICS = '{"custom": NaN, "other": -Infinity}'  # a trainer state's metrics (json.dumps)
+LEGACY = '{"NaN":"NaN","Infinity":["-Infinity",{"x":"Infinity"}]}'  # written before the escapes
+LEGACY_DUCKDB = '{"NaN":NaN,"Infinity":[-Infinity,{"x":Infinity}]}'
+LEGACY_JSON = {"NaN": None, "Infinity": [None, {"x": None}]}
 TRAINER_STATE = '{"global_step":1,"max_steps":1,"log_history":[{"step":1,"loss":1.0,"custom":NaN,"other":-Infinity}]}'
 
 
@@ -139,20 +146,54 @@ def test_a_copy_reads_and_seeds_non_finite_json_numbers_as_numbers(tmp_path: Pat
     # [postgresql] case above, in deep runs only, reads a publish on every surface)
     root = tmp_path / "jobs"
     _write(root)
+    # DuckDB's JSON reader takes (and keeps) nan and -INF: PostgreSQL's json refused the copy, and
+    # every publish of its stage (invalid input syntax for type json)
+    (root / "lc").mkdir()
+    lc = root / "lc" / "progress.json"
+    lc.write_text(
+        '{"job_id":"lc","status":"completed","config":{"lr":nan,"floor":-INF,"layers":[1,2,]},'
+        '"history":[{"step":1,"timestamp":"2026-11-20T10:00:00Z","loss":1.0}]}'
+    )
+    settled(lc)
     warehouse = tmp_path / "w.duckdb"
     ingest(warehouse, [root], wait=10)
     pg_copy.copy(warehouse, db.PostgresUrl(pg_url), wait=10)
-    assert TestClient(create_app(db.PostgresUrl(pg_url))).get("/api/training/j1").json()["config"] == CONFIG_JSON
+    client = TestClient(create_app(db.PostgresUrl(pg_url)))
+    assert client.get("/api/training/j1").json()["config"] == CONFIG_JSON
+    assert client.get("/api/training/lc").json()["config"] == {"lr": None, "floor": None, "layers": [1, 2]}
     with pg_reader.connect(db.PostgresUrl(pg_url)) as conn:
         assert conn.execute("SELECT config FROM jobs WHERE job_id = 'j1'").fetchone() == (CONFIG,)
         assert conn.execute("SELECT metrics FROM step_facts WHERE job_id = 'hf'").fetchone() == (METRICS,)
     # a new stage's first run takes PostgreSQL's rows (ingest/postgres.py, seed): the stage holds
     # DuckDB's text again, so that its next publish writes them as numbers
+    # a config a copy or publish before audit 18 wrote (or another tool): its words unescaped, keys
+    # too. A value reads as the number; a key stays a string (it read as {NaN: …}: no JSON, a 500)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET config = %s WHERE job_id = 'hf'", [LEGACY])
+    assert TestClient(create_app(db.PostgresUrl(pg_url))).get("/api/training/hf").json()["config"] == LEGACY_JSON
+    with pg_reader.connect(db.PostgresUrl(pg_url)) as conn:
+        assert conn.execute("SELECT config FROM jobs WHERE job_id = 'hf'").fetchone() == (LEGACY_DUCKDB,)
     stage = tmp_path / "stage.duckdb"
-    assert pg_ingest.seed(stage, db.PostgresUrl(pg_url), "h", wait=10) == 2
+    assert pg_ingest.seed(stage, db.PostgresUrl(pg_url), "h", wait=10) == 3
     query = "SELECT CAST(config AS VARCHAR) FROM jobs UNION ALL SELECT CAST(metrics AS VARCHAR) FROM trainer_steps"
     with duckdb.connect(str(stage), read_only=True) as con:
-        assert sorted(con.execute(query).fetchall(), key=repr) == sorted([(CONFIG,), (METRICS,), (None,)], key=repr)
+        got = sorted(con.execute(query).fetchall(), key=repr)
+    lower = '{"lr":NaN,"floor":-Infinity,"layers":[1,2]}'  # Python's spelling of the words
+    assert got == sorted([(CONFIG,), (METRICS,), (LEGACY_DUCKDB,), (lower,)], key=repr)
+
+
+def test_the_json_loader_reads_keys_as_strings() -> None:
+    # pg_reader.duckdb_json, applied to every JSON column read from PostgreSQL: only a value is a number
+    text = '{"NaN":"NaN", "Infinity" :["-Infinity",{"-Infinity"\n:"\\u004eaN"}],"-\\u0049nfinity":"x\\"NaN"}'
+    read = '{"NaN":NaN, "Infinity" :[-Infinity,{"-Infinity"\n:"NaN"}],"-Infinity":"x\\"NaN"}'
+    assert pg_reader.duckdb_json(text) == read
+    parsed = json.loads(read)
+    assert math.isnan(parsed.pop("NaN"))
+    assert parsed == {"Infinity": [-math.inf, {"-Infinity": "NaN"}], "-Infinity": 'x"NaN'}
+    # what the copy and publish write: DuckDB's JSON (any case, a trailing comma) as PostgreSQL's json takes it
+    portable = pg_copy.portable_json('{"a":[nan,-INF,Infinity, ],"NaN":"inf, ]","info":-nan,}')
+    assert portable == '{"a":["NaN","-Infinity","Infinity" ],"\\u004eaN":"inf, ]","info":"NaN"}'
+    assert pg_reader.duckdb_json(portable) == '{"a":[NaN,-Infinity,Infinity ],"NaN":"inf, ]","info":NaN}'
 
 
 # --- stored insights after the prune ------------------------------------------------------------

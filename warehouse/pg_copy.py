@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import psycopg
 
-from . import db, migrate, pg_reader, pg_samples, postgres, snapshots
+from . import bounded_json, db, migrate, pg_reader, pg_samples, postgres, snapshots
 
 if TYPE_CHECKING:  # SQLAlchemy only for `db copy`: ingest's publish (copy_rows) does without its import
     import sqlalchemy as sa
@@ -65,12 +65,13 @@ DEFAULTS_REPLACED = ("insight_settings",)
 
 BATCH_ROWS = 20_000
 
-# JSON's NaN and infinities, as Python and DuckDB write them (in configs and trainer metrics):
-# PostgreSQL's json refuses them, so they are copied as the strings "NaN", "Infinity", "-Infinity",
-# and a string that is one of those words with its first letter escaped (pg_reader.ESCAPED_WORDS),
-# so that the readers tell them apart (pg_reader.duckdb_json; docs/postgresql.md). A string literal
-# is matched first, so that text inside strings stays.
-_NONFINITE_JSON = re.compile(r'("(?:[^"\\]|\\.)*")|(-?Infinity|NaN)')
+# JSON's NaN and infinities, as Python and DuckDB write them (in configs and trainer metrics; DuckDB
+# keeps any case it read: nan, -INF, Infinity): PostgreSQL's json refuses them, so they are copied as
+# the strings "NaN", "Infinity", "-Infinity", and a string that is one of those words with its first
+# letter escaped (pg_reader.ESCAPED_WORDS), so that the readers tell them apart (pg_reader.duckdb_json;
+# docs/postgresql.md). A trailing comma, which DuckDB's JSON takes too, is left out. A string literal
+# is matched first (bounded_json.DUCKDB_ONLY), so that text inside strings stays.
+_MAY_NOT_PORT = re.compile(r"nan|inf|,[ \t\n\r]*[\]}]", re.IGNORECASE)
 
 # PostgreSQL's text holds no NUL character (JSON may escape one anywhere in a string): every string
 # copied carries U+FFFD in its place (the source keeps the original). A job id with one is not
@@ -301,13 +302,20 @@ def copy_rows(
 
 
 def portable_json(text: str) -> str:
-    """JSON text with NaN, Infinity and -Infinity (outside strings) made strings: PostgreSQL's json
-    takes no other spelling of them; the strings "NaN", "Infinity" and "-Infinity" escaped
-    (pg_reader.ESCAPED_WORDS), so that pg_reader.duckdb_json gives ``text`` back."""
-    if "NaN" not in text and "Infinity" not in text:
+    """JSON text with NaN, Infinity and -Infinity (outside strings, in any case DuckDB took: nan,
+    -INF) made strings and a trailing comma left out: PostgreSQL's json takes neither; the strings
+    "NaN", "Infinity" and "-Infinity" escaped (pg_reader.ESCAPED_WORDS), so that
+    pg_reader.duckdb_json gives ``text`` back (the words as Python spells them)."""
+    if _MAY_NOT_PORT.search(text) is None:
         return text
-    escaped = pg_reader.ESCAPED_WORDS
-    return _NONFINITE_JSON.sub(lambda m: escaped.get(m.group(1), m.group(1)) if m.group(1) else f'"{m.group(2)}"', text)
+    return bounded_json.DUCKDB_ONLY.sub(_portable, text)
+
+
+def _portable(match: re.Match[str]) -> str:
+    string, minus, word = match.group(1, 2, 3)
+    if string is not None:
+        return pg_reader.ESCAPED_WORDS.get(string, string)
+    return "" if word is None else f'"{bounded_json.nonfinite(minus, word)}"'  # a trailing comma left out
 
 
 def _portable_json(row: tuple[Any, ...], indexes: list[int]) -> list[Any]:

@@ -49,11 +49,17 @@ _PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 # then DuckDB's again, numbers as numbers and strings as strings, so that every surface renders a
 # non-finite number as it does on DuckDB (null in the API's JSON, NaN in an export's JSON text)
 ESCAPED_WORDS = {'"NaN"': '"\\u004eaN"', '"Infinity"': '"\\u0049nfinity"', '"-Infinity"': '"-\\u0049nfinity"'}
+# a value: the words are numbers again, their escaped spellings plain strings
 _FROM_POSTGRES = {'"NaN"': "NaN", '"Infinity"': "Infinity", '"-Infinity"': "-Infinity"} | {
     escaped: word for word, escaped in ESCAPED_WORDS.items()
 }
-# a JSON string (outside one, JSON text holds no '"')
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+# an object's key is a string whatever it spells (JSON has no other key): an escaped word is the
+# plain string again, and the word itself (a key a copy or publish before audit 18 wrote as it was,
+# or another tool's) stays a string; a number there would be no JSON ({NaN: 1})
+_KEY_FROM_POSTGRES = {escaped: word for word, escaped in ESCAPED_WORDS.items()}
+# a JSON string (outside one, JSON text holds no '"'), and the `:` after it when it is a key: each
+# string is matched once, from its opening quote, so the text is read in one pass
+_JSON_STRING = re.compile(r'("(?:[^"\\]|\\.)*")([ \t\n\r]*:)?')
 
 
 def sql_for(con: Any, template: str) -> str:
@@ -105,10 +111,18 @@ def translate(sql: str, params: Mapping[str, Any] | None) -> str:
 
 def duckdb_json(text: str) -> str:
     """PostgreSQL's JSON text as DuckDB holds it: the strings "NaN", "Infinity" and "-Infinity"
-    numbers again, the escaped words (ESCAPED_WORDS) plain strings again."""
+    numbers again where they are values, the escaped words (ESCAPED_WORDS) plain strings again;
+    an object's keys stay strings. Linear in the text's length."""
     if 'aN"' not in text and 'nfinity"' not in text:  # "NaN", "\u004eaN", "Infinity", …
         return text
-    return _JSON_STRING.sub(lambda m: _FROM_POSTGRES.get(m.group(0), m.group(0)), text)
+    return _JSON_STRING.sub(_from_postgres, text)
+
+
+def _from_postgres(match: re.Match[str]) -> str:
+    string, colon = match.group(1, 2)
+    if colon is not None:  # a key
+        return _KEY_FROM_POSTGRES.get(string, string) + colon
+    return _FROM_POSTGRES.get(string, string)
 
 
 def nul_free(params: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -134,7 +134,7 @@ def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | 
     if row is None:
         return None
     record = {d[0]: plain(v) for d, v in zip(cursor.description, row, strict=True)}
-    record["config"] = bounded_json.loads(record["config"], MAX_CONFIG_DEPTH) if record["config"] else None
+    record["config"] = job_record_config(job_id, record["config"])
     latest = {k: record.pop(k) for k in ("latest_step", "latest_step_time", "latest_loss")}
     record["latest_step"] = (
         {"step": latest["latest_step"], "timestamp": latest["latest_step_time"], "loss": latest["latest_loss"]}
@@ -142,6 +142,18 @@ def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | 
         else None
     )
     return record
+
+
+def job_record_config(job_id: str, text: str | None) -> Any:
+    """A stored config as the API serves it. The JSON types of both engines hold JSON only, and
+    bounded_json reads DuckDB's (``nan``, a trailing comma): a text it can't read is a warehouse
+    written by something else, said as such (db.WarehouseError: 503), never an unhandled error."""
+    if not text:
+        return None
+    try:
+        return bounded_json.loads(text, MAX_CONFIG_DEPTH)
+    except ValueError as error:
+        raise db.WarehouseError(f"the warehouse holds invalid JSON (job {job_id!r}'s config): {error}") from error
 
 
 JOB_EXISTS = "SELECT count(*) FROM jobs WHERE job_id = $job_id"

@@ -141,7 +141,7 @@ _PG_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 def pg_keyword(sql: str) -> str:
     """The first word of ``sql`` as PostgreSQL's lexer reads it (upper case), after blanks,
-    comments (nested ones too) and opening parentheses; "" when none starts there."""
+    comments (nested ones too), opening parentheses and empty statements; "" when none starts there."""
     i, depth = 0, 0
     while i < len(sql):
         if depth:
@@ -158,7 +158,7 @@ def pg_keyword(sql: str) -> str:
         blank = _PG_BLANK.match(sql, i)
         if blank:
             i = blank.end()
-        elif sql[i] == "(":
+        elif sql[i] in "(;":  # `;` ends an empty statement, which PostgreSQL's parser drops (as DuckDB's)
             i += 1
         else:
             word = _PG_WORD.match(sql, i)
@@ -204,7 +204,9 @@ def run_postgres(
 def _refuse_postgres(conn: Any, sql: str, keyword: str) -> None:
     """Refuse a statement that is no SELECT, as DuckDB's ``single_select`` does; PostgreSQL only
     parses it first (a Parse message runs nothing), so that a typo is its syntax error, as on
-    DuckDB, and two statements are refused as such."""
+    DuckDB, and two statements are refused as such. Any other error of the Parse (a table that
+    does not exist: PostgreSQL also looks up the names of an INSERT, UPDATE, DELETE or MERGE) is
+    no syntax error: refused, as DuckDB refuses it without looking names up."""
     import psycopg
     from psycopg import pq
 
@@ -213,7 +215,8 @@ def _refuse_postgres(conn: Any, sql: str, keyword: str) -> None:
         error = psycopg.errors.error_from_result(result, encoding=conn.info.encoding)
         if "multiple commands" in str(error):
             raise Refused(_refusal("several statements"))
-        raise QueryFailed(_with_hint(error))
+        if isinstance(error, psycopg.errors.SyntaxError):
+            raise QueryFailed(_with_hint(error))
     raise Refused(_refusal(keyword or "no statement"))
 
 
