@@ -105,17 +105,22 @@ def _epoch(text: Any) -> float | None:
 # --- staleness (also answered by /readyz) -------------------------------------------------
 
 
+def _stale_setting() -> float:
+    """RUNLYTICS_STALE_AFTER as a number: the default when unset or blank, NaN when unreadable."""
+    raw = os.environ.get(STALE_ENV, "").strip()
+    try:
+        return float(raw) if raw else DEFAULT_STALE_AFTER
+    except ValueError:
+        return math.nan
+
+
 def stale_after_problem() -> str | None:
     """What is wrong with RUNLYTICS_STALE_AFTER, in one line; None when it is unset, blank, 0 or a
     finite number of seconds above 0. ``runlytics serve`` refuses to start on it (exit 2): a typo
     would otherwise be the default 3600 s, or a negative number staleness off, without a word."""
-    raw = os.environ.get(STALE_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_STALE_AFTER
-    except ValueError:
-        value = math.nan
-    if 0 <= value < math.inf:
+    if 0 <= _stale_setting() < math.inf:
         return None
+    raw = os.environ.get(STALE_ENV, "").strip()
     return (
         f"{STALE_ENV}={raw!r} is not a number of seconds: give one above 0 (the age past which the last "
         f"successful ingest is stale; default {DEFAULT_STALE_AFTER:g}), or 0 to turn the check off"
@@ -126,11 +131,7 @@ def stale_after() -> float | None:
     """The threshold in seconds from RUNLYTICS_STALE_AFTER (default 3600); None when 0 disables it.
     A value ``stale_after_problem`` refuses (which ``runlytics serve`` does not start with) reads as
     the default, or as off when negative, for an app built without the command."""
-    raw = os.environ.get(STALE_ENV, "").strip()
-    try:
-        value = float(raw) if raw else DEFAULT_STALE_AFTER
-    except ValueError:
-        value = DEFAULT_STALE_AFTER
+    value = _stale_setting()
     if math.isnan(value):
         value = DEFAULT_STALE_AFTER
     return value if value > 0 else None

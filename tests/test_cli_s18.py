@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_cli_s14 import run
 
 from runlytics import cli
 from runlytics.warehouse import db, lock, sidefiles, snapshots
@@ -21,17 +22,6 @@ from runlytics.warehouse import db, lock, sidefiles, snapshots
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "jobs"
 COUNT_JOBS = "SELECT count(*) AS n FROM jobs"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``runlytics ARGV`` in this process: (exit code, stdout, stderr); argparse's refusals too."""
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def beside(path: Path) -> set[str]:

@@ -31,8 +31,6 @@ from . import db, sidefiles, snapshots
 if TYPE_CHECKING:
     import duckdb
 
-# the first keyword of a statement, after comments, blanks and opening parentheses
-_KEYWORD = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/|\()*([A-Za-z_]+)", re.S)
 # where DuckDB's error quotes the query ("LINE 1: SELEC 1", then a caret line under it)
 _QUOTED_QUERY = re.compile(r"^LINE \d+:")
 
@@ -110,15 +108,10 @@ def _type(statement: duckdb.Statement) -> str:
 def _kind(statement: duckdb.Statement) -> str:
     """What the analyst wrote, and DuckDB's kind for it when the keyword differs: PRAGMA (kind: SET)."""
     kind = _type(statement).replace("_", " ")
-    word = _keyword(statement.query)
+    word = first_keyword(statement.query)
     if word and word != "WITH" and word != kind.split()[0]:
         return f"{word} (kind: {kind})"
     return kind
-
-
-def _keyword(sql: str) -> str:
-    match = _KEYWORD.match(sql)
-    return match.group(1).upper() if match else ""
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -139,8 +132,8 @@ _PG_BLANK = re.compile(r"[ \t\n\r\f\v]+|--[^\n\r]*")
 _PG_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
-def pg_keyword(sql: str) -> str:
-    """The first word of ``sql`` as PostgreSQL's lexer reads it (upper case), after blanks,
+def first_keyword(sql: str) -> str:
+    """The first word of ``sql`` as PostgreSQL's lexer reads it, and DuckDB's (upper case), after blanks,
     comments (nested ones too), opening parentheses and empty statements; "" when none starts there."""
     i, depth = 0, 0
     while i < len(sql):
@@ -178,7 +171,7 @@ def run_postgres(
 
     conn = pg_reader.connect(target, timeout)
     try:
-        keyword = pg_keyword(sql)
+        keyword = first_keyword(sql)
         if keyword not in PG_SELECTS:
             _refuse_postgres(conn, sql, keyword)
         cursor = psycopg.Cursor(conn)
