@@ -506,9 +506,16 @@ static int64_t days_from_civil(int64_t y, int m, int d) {
     return era * 146097 + doe - 719468;
 }
 
+/* The instants of years 1 to 9999 in UTC, in microseconds since the epoch: [0001-01-01T00:00:00,
+ * 9999-12-31T23:59:59.999999] (rl_in_years in ingest/sql.py; Python's datetime holds no other) */
+#define MIN_MICROS (-62135596800LL * 1000000)
+#define MAX_MICROS (253402300800LL * 1000000 - 1)
+
 /* An ISO-8601 timestamp as rl_iso reads it, in microseconds since the epoch (UTC). Only the
  * plain form: YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM]; anything else (other forms
- * DuckDB reads too, or dates it would refuse) gives up, and the careful read decides. */
+ * DuckDB reads too, or dates it would refuse) gives up, and the careful read decides. So does
+ * an instant the offset takes out of years 1-9999 (0001-01-01T00:30:00+01:00 is in year 0 in
+ * UTC): rl_iso refuses it, with the careful read's warning. */
 static int iso_micros(const char *s, size_t n, int64_t *out) {
     int y, mo, d, h, mi, se, frac = 0, scale = 1000000;
     if (n < 19 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':')
@@ -543,7 +550,9 @@ static int iso_micros(const char *s, size_t n, int64_t *out) {
     }
     if (i != n) return BAIL;
     int64_t seconds = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - offset * 60;
-    *out = seconds * 1000000 + (int64_t)frac * scale;
+    int64_t micros = seconds * 1000000 + (int64_t)frac * scale;
+    if (micros < MIN_MICROS || micros > MAX_MICROS) return BAIL;
+    *out = micros;
     return 0;
 }
 

@@ -151,11 +151,18 @@ def plain_iso(moment: dt.datetime, sep: str, zone: str, digits: int) -> str:
     return text + (f".{moment.microsecond:06d}"[: digits + 1] if digits else "") + zone
 
 
+# every year 1 to 9999, and often a day at either end, where an offset can take the instant out of
+# them (0001-01-01T00:30:00+01:00 is in year 0 in UTC, 9999-12-31T23:59:59-01:00 in year 10000):
+# the C reader must then give up, and the careful read refuses it with its warning
 PLAIN_ISO = st.builds(
     plain_iso,
-    st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30)),
+    st.one_of(
+        st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)),
+        st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(1, 1, 2)),
+        st.datetimes(min_value=dt.datetime(9999, 12, 31), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)),
+    ),
     st.sampled_from(["T", " "]),
-    st.sampled_from(["", "Z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59", "-14:00"]),
+    st.sampled_from(["", "Z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59", "-14:00", "+01:00", "-01:00"]),
     st.integers(0, 6),
 )
 NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
@@ -302,6 +309,18 @@ RAW = {
     b' {"step": 1000000000000000001}, {"step": 2, "samples": 1000000000000000001}]}',
     "Z and offsets": b'{"history": [{"step": 1, "timestamp": "2026-06-01T10:00:00.5+02:00"},'
     b' {"step": 2, "timestamp": "2026-06-01 10:00:00Z"}, {"step": 3, "timestamp": 1767225600.0000005}]}',
+    # the years' edges with offsets: the instant in UTC within years 1-9999 (the C reader reads it) ...
+    "years' edges within": b'{"history": [{"step": 1, "timestamp": "0001-01-01T01:00:00+01:00"},'
+    b' {"step": 2, "timestamp": "0001-01-01 00:00:00Z"},'
+    b' {"step": 3, "timestamp": "9999-12-31T22:59:59.999999-01:00"},'
+    b' {"step": 4, "timestamp": "9999-12-31T23:59:59.999999"},'
+    b' {"step": 5, "timestamp": "0001-01-01T14:00:00+14:00"}]}',
+    # ... or outside them (year 0, year 10000): refused with the careful read's warning, never stored
+    "years' edges beyond": b'{"history": [{"step": 1, "timestamp": "0001-01-01T00:30:00+01:00"},'
+    b' {"step": 2, "timestamp": "9999-12-31T23:59:59-01:00"},'
+    b' {"step": 3, "timestamp": "0001-01-01T00:59:59.999999+01:00"},'
+    b' {"step": 4, "timestamp": "9999-12-31T23:00:00-01:00"},'
+    b' {"step": 5, "timestamp": "2026-01-01T00:00:00Z"}]}',
     "truncated": b'{"history": [{"step": 1}',
     # rewritten in place, caught before the truncate: a whole document, then the older one's tail
     "half new, half old": b'{"history": [{"step": 1}]}{"step": 2, "loss": 0.5}]}',
@@ -313,6 +332,21 @@ def test_odd_bytes_give_the_same_on_both_roads(tmp_path: Path, monkeypatch: pyte
     fast_lab, careful_lab = both_ways(tmp_path, list(RAW.values()), monkeypatch)
     assert facts(fast_lab) == facts(careful_lab)
     assert ledger(fast_lab) == ledger(careful_lab)
+
+
+def test_an_offset_that_leaves_the_years_is_refused_as_the_careful_read_refuses_it(lab: Lab) -> None:
+    """0001-01-01T00:30:00+01:00 is 0000-12-31T23:30 in UTC, 9999-12-31T23:59:59-01:00 is in year
+    10000: the C reader stored them (a BC date, year 10000: no warning; PostgreSQL's publish then
+    failed on them) where the careful read drops them with a warning. Now the C reader gives up."""
+    assert fast.parse(RAW["years' edges beyond"], 0) is None
+    lab.write_job("j", None, raw=RAW["years' edges beyond"])
+    lab.ingest()
+    assert lab.query("SELECT step, ts FROM steps ORDER BY step") == [
+        (1, None), (2, None), (3, None), (4, None), (5, dt.datetime(2026, 1, 1)),
+    ]  # fmt: skip
+    warnings = json.loads(lab.query("SELECT warnings FROM ingest_files")[0][0])
+    assert 'history[0] (step 1): timestamp "0001-01-01T00:30:00+01:00" is not a timestamp, dropped' in warnings
+    assert 'history[1] (step 2): timestamp "9999-12-31T23:59:59-01:00" is not a timestamp, dropped' in warnings
 
 
 @pytest.mark.parametrize(
@@ -330,6 +364,8 @@ def test_odd_bytes_give_the_same_on_both_roads(tmp_path: Path, monkeypatch: pyte
         ("unicode uuid", False),
         ("lowercase nan", False),
         ("truncated", False),
+        ("years' edges within", True),
+        ("years' edges beyond", False),
         ("byte order mark", False),
     ],
 )
@@ -391,8 +427,11 @@ def test_numbers_read_as_duckdb_reads_them(duck: duckdb.DuckDBPyConnection, text
 @given(text=PLAIN_ISO)
 def test_plain_timestamps_read_as_duckdb_reads_them(duck: duckdb.DuckDBPyConnection, text: str) -> None:
     mine = c_reading("timestamp", json.dumps(text))
-    assert mine is not None, text  # the plain form is the fast road's: it never gives up on one
-    assert mine == duck.execute("SELECT rl_iso($t)", {"t": text}).fetchone()[0], text
+    theirs = duck.execute("SELECT rl_iso($t)", {"t": text}).fetchone()[0]
+    # the plain form is the fast road's: it gives up on one only where the instant lies outside
+    # years 1-9999 in UTC, which the careful read refuses (None) with a warning
+    event("read by the C reader" if mine is not None else "outside years 1-9999: left to the careful read")
+    assert mine == theirs, text
 
 
 @settings(max_examples=300, deadline=None)

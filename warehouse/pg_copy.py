@@ -89,6 +89,15 @@ NUL_FREE = {
     "_varchar": "list_transform({expression}, lambda s: replace(s, chr(0), $nul_replacement))",
     "_text": "list_transform({expression}, lambda s: replace(s, chr(0), $nul_replacement))",
 }
+# A time outside years 1 to 9999 (ingest/sql.py's rl_in_years) reaches Python as DuckDB's text of it
+# ("0001-12-31 (BC) 23:30:00", "10000-01-01 00:59:59"), on which psycopg's COPY failed with a
+# TypeError that stopped the whole publish (or db copy). Every reader keeps its times within those
+# years (rl_in_years, Python's datetime, the C reader since session 19: a history entry's offset
+# took it out of them before); a row a warehouse holds from before is copied without that time.
+IN_YEARS = (
+    "CASE WHEN {expression} >= TIMESTAMP '0001-01-01 00:00:00' "
+    "AND {expression} <= TIMESTAMP '9999-12-31 23:59:59.999999' THEN {expression} END"
+)
 # the rows of a table with a job_id column that are copied: of no job, or of a job whose id has no NUL
 NUL_FREE_JOBS = "NOT coalesce(contains(job_id, chr(0)), false)"
 NUL_JOB_IDS = "SELECT job_id FROM jobs WHERE contains(job_id, chr(0)) ORDER BY job_id"
@@ -248,8 +257,8 @@ def _copy_table(
 
 def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None, of: str | None = None) -> str:
     """The select list of these target columns (name, udt_name) as copied: NUL replaced in every
-    string ($nul_replacement: NUL_PARAMS), the column named ``prefixed`` with $prefix in front,
-    each qualified by the relation ``of`` when given."""
+    string ($nul_replacement: NUL_PARAMS), a time outside years 1-9999 NULL (IN_YEARS), the column
+    named ``prefixed`` with $prefix in front, each qualified by the relation ``of`` when given."""
     expressions = []
     for name, udt in columns:
         expression = db.quote_identifier(name) if of is None else f"{of}.{db.quote_identifier(name)}"
@@ -257,6 +266,8 @@ def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None, 
             expression = f"$prefix || {expression}"
         if udt in NUL_FREE:
             expression = NUL_FREE[udt].format(expression=expression)
+        elif udt == "timestamp":
+            expression = IN_YEARS.format(expression=expression)
         expressions.append(expression)
     return ", ".join(expressions)
 
