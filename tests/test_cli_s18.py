@@ -17,6 +17,8 @@ import pytest
 from test_cli_s14 import run
 
 from runlytics import cli
+from runlytics.cli import db_commands
+from runlytics.cli import insights as insights_command
 from runlytics.warehouse import db, lock, sidefiles, snapshots
 
 REPO = Path(__file__).resolve().parent.parent
@@ -378,8 +380,8 @@ def test_ctrl_c_names_the_command_as_its_errors_do(
     def query_interrupted(*args: Any) -> int:
         raise RuntimeError("Query interrupted")  # what DuckDB raises for Ctrl-C inside a query
 
-    monkeypatch.setattr(cli, "_db_upgrade", interrupted)
-    monkeypatch.setattr(cli, "_insights_set", query_interrupted)
+    monkeypatch.setattr(db_commands, "_db_upgrade", interrupted)
+    monkeypatch.setattr(insights_command, "_insights_set", query_interrupted)
     for argv, command in (
         (["db", "upgrade"], "db upgrade"),
         (["insights", "set", "stall.factor", "5"], "insights set"),

@@ -1,0 +1,118 @@
+"""The types of the command line's arguments: each checks one value and says why it refuses it (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import TypeVar
+
+Number = TypeVar("Number", int, float)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds above 0: {text}")
+    return seconds
+
+
+# a time limit of a read, and --wait: PostgreSQL's statement_timeout and lock_timeout hold at most
+# 2^31-1 ms (about 24.8 days)
+MAX_LIMIT_SECONDS = 2_000_000
+# --max-file-mb, --spool-max-mb: a bound no file or spool comes near (a bigger float reached
+# infinity as bytes, and int() of it a traceback)
+MAX_MIB = 1 << 20
+# --keep-raw-days: a century (a bigger count overflowed Python's dates)
+MAX_KEEP_DAYS = 36_500
+
+
+def _job_id(text: str) -> str:
+    """sample --job-id: not empty or blank (ingest skips a sample line naming no job)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: no job is named so")
+    return text
+
+
+def _number(text: str) -> float:
+    """``text`` as a float, NaN when it is none (every range test below then fails)."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def _wait_seconds(text: str) -> float:
+    """--wait: 0 (don't wait) to MAX_LIMIT_SECONDS, PostgreSQL's lock_timeout at most."""
+    seconds = _number(text)
+    if not 0 <= seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of seconds, 0 or more: {text}")
+    return _at_most(seconds, MAX_LIMIT_SECONDS, "seconds (about 23 days)", text)
+
+
+def _at_most(number: Number, bound: int, unit: str, text: str) -> Number:
+    """``number``, else the usage error of a value above ``bound`` (``unit`` names what it counts)."""
+    if number > bound:
+        raise argparse.ArgumentTypeError(f"at most {bound} {unit}: {text}")
+    return number
+
+
+def _finite_seconds(text: str) -> float:
+    """--interval: a finite number (the sampler says how small it may be)."""
+    seconds = _number(text)
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text}")
+    return seconds
+
+
+def _positive_mib(text: str) -> float:
+    """--max-file-mb: a size above 0 MiB, finite."""
+    mib = _number(text)
+    if not 0 < mib < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of MiB above 0: {text}")
+    return _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)
+
+
+def _spool_mib(text: str) -> float:
+    """--spool-max-mb: 0 (no bound) or a size in MiB, finite."""
+    mib = _number(text)
+    if not 0 <= mib < math.inf:
+        raise argparse.ArgumentTypeError(f"not a number of MiB, 0 (no bound) or more: {text}")
+    return _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)
+
+
+def _port(text: str) -> int:
+    port = _whole(text)
+    if port is None or port > 65535:
+        raise argparse.ArgumentTypeError(f"not a port number (0 to 65535): {text}")
+    return port
+
+
+def _whole(text: str) -> int | None:
+    """``text`` as a whole number (ASCII digits only), else None. Past 18 digits it is 10**18, above
+    every bound here: int() refuses a text of over 4,300 digits."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
+
+
+def _time_limit(text: str) -> float:
+    return _at_most(_positive_seconds(text), MAX_LIMIT_SECONDS, "seconds (about 23 days)", text)
+
+
+def _days(text: str) -> int:
+    days = _whole(text)
+    if days is None:
+        raise argparse.ArgumentTypeError(f"not a whole number of days (0 or more): {text}")
+    return _at_most(days, MAX_KEEP_DAYS, "days (100 years; 0 keeps everything)", text)
+
+
+def _readable_dir(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"not a folder: {text}")
+    return path

@@ -1,0 +1,42 @@
+"""``runlytics db upgrade`` and ``runlytics db copy``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from runlytics.warehouse import db, migrate
+
+from .exits import EXIT_OK, EXIT_USAGE
+from .output import CopyProgress, _nul_job
+from .reading import _existing_warehouse
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    target = db.resolve_target(args.db)
+    try:
+        revision = migrate.upgrade(target, args.revision, wait=args.wait)
+    except migrate.BadRevision as error:
+        print(f"runlytics db upgrade: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{target}: schema at revision {revision}")
+    return EXIT_OK
+
+
+def _db_copy(args: argparse.Namespace) -> int:
+    from runlytics.warehouse import pg_copy
+
+    if not db.is_postgres_url(args.to):
+        print(f"runlytics db copy: --to takes a postgresql://user@host/dbname URL, not {args.to!r}", file=sys.stderr)
+        return EXIT_USAGE
+    target = db.PostgresUrl(args.to)
+    path = _existing_warehouse(args)
+    result = pg_copy.copy(path, target, wait=args.wait, on_progress=CopyProgress(sys.stderr))
+    for job_id in result.unpublishable:
+        print(f"runlytics db copy: warning: {_nul_job(job_id)}: not copied", file=sys.stderr)
+    total = sum(result.rows.values())
+    print(
+        f"{target}: copied {total:,} row{'' if total == 1 else 's'} of {len(result.rows)} tables from {path} "
+        f"in {result.seconds:.1f} s (schema at revision {result.revision})"
+    )
+    return EXIT_OK

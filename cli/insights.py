@@ -1,0 +1,144 @@
+"""``runlytics insights``: a job's or the fleet's insights; ``insights thresholds`` and ``insights set``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import textwrap
+
+from runlytics.warehouse import db, migrate, pages, queries, snapshots
+
+from .exits import EXIT_OK, EXIT_QUERY, EXIT_USAGE
+from .output import _cell, _float, _write_rows
+from .reading import _existing_warehouse, _reading
+
+
+def _insights(args: argparse.Namespace) -> int:
+    from runlytics.warehouse import insight_list
+    from runlytics.warehouse.fleet import Filters
+    from runlytics.warehouse.views import STATUSES
+
+    words = list(args.words)
+    if words[:1] == ["set"] and args.job is None:
+        args.command_name = "insights set"  # its messages, the lock's and the warehouse's too
+        return _insights_set(args, words[1:])
+    if words == ["thresholds"] and args.job is None:
+        args.command_name = "insights thresholds"
+        return _insights_thresholds(args)
+    if len(words) > 1 or (words and args.job is not None):
+        print("runlytics insights: name one job (JOB_ID or --job), `thresholds`, or `set NAME VALUE`", file=sys.stderr)
+        return EXIT_USAGE
+    job_id = args.job if args.job is not None else (words[0] if words else None)
+    try:
+        insight_list.checked(args.kind, args.severity)
+    except insight_list.UnknownFilter as error:
+        print(f"runlytics insights: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.status is not None and args.status not in (*STATUSES, "unknown"):
+        print(
+            f"runlytics insights: unknown status {args.status!r}; known: {', '.join(STATUSES)}, unknown",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not 1 <= args.limit <= pages.MAX_PAGE:  # the API's page: a limit past BIGINT was a traceback
+        print(f"runlytics insights: --limit must be at least 1 and at most {pages.MAX_PAGE}", file=sys.stderr)
+        return EXIT_USAGE
+    with _reading(args) as (con, name):
+        if job_id is not None:
+            if not queries.job_exists(con, job_id):
+                print(f"runlytics insights: no job {job_id!r} in {name}", file=sys.stderr)
+                return EXIT_QUERY
+            result = insight_list.job_insights(con, job_id, args.kind, args.severity)
+        else:
+            chosen = Filters(status=args.status)
+            result = insight_list.fleet_insights(con, chosen, args.kind, args.severity, args.limit, None)
+    if args.json:
+        print(json.dumps(result, indent=2, allow_nan=False))
+        return EXIT_OK
+    print(f"insights as of {result['as_of'] or 'never (no ingest has computed them)'}")
+    rows = [
+        (
+            r["job_id"], r["severity"], r["kind"], _steps(r["first_step"], r["last_step"]),
+            _gpu(r["host"], r["gpu_index"]), r["message"],
+        )
+        for r in result["insights"]
+    ]  # fmt: skip
+    _write_rows(["job_id", "severity", "kind", "steps", "gpu", "message"], rows, "table")
+    if result.get("next_cursor"):
+        raise_it = f"raise --limit above {args.limit}, or " if args.limit < pages.MAX_PAGE else ""
+        print(f"(more: {raise_it}filter by --kind, --severity or --status)")
+    # insights.md: every answer that lists insights also lists the thresholds in force
+    pairs = ", ".join(f"{name}={_cell(value)}" for name, value in sorted(result["thresholds"].items()))
+    print(textwrap.fill(f"thresholds in force: {pairs}", width=100, subsequent_indent="  ", break_long_words=False))
+    return EXIT_OK
+
+
+def _gpu(host: str | None, index: int | None) -> str | None:
+    if index is None:
+        return None
+    return f"{host}:{index}" if host else str(index)  # readings logged with steps have no host
+
+
+def _steps(first: int | None, last: int | None) -> str | None:
+    if first is None:
+        return None
+    return str(first) if last is None or last == first else f"{first}-{last}"
+
+
+def _insights_thresholds(args: argparse.Namespace) -> int:
+    from runlytics.warehouse import insight_list
+
+    with _reading(args) as (con, _):
+        thresholds = insight_list.thresholds(con)
+    if args.json:
+        print(json.dumps(thresholds, indent=2, allow_nan=False))
+    else:
+        _write_rows(["name", "value"], sorted(thresholds.items()), "table")
+    return EXIT_OK
+
+
+def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
+    """Change a threshold: a write, under the ingest lock as every writer, then a new snapshot;
+    on PostgreSQL one transaction that locks the insight tables (warehouse/pg_thresholds.py)."""
+    from runlytics.warehouse import insights
+    from runlytics.warehouse.lock import run_lock
+
+    if len(words) != 2:
+        print("runlytics insights set: give NAME VALUE, e.g. `set loss_spike.mad_factor 8`", file=sys.stderr)
+        return EXIT_USAGE
+    name, text = words
+    try:
+        number: float | None = float(text)
+    except ValueError:
+        number = None
+    try:
+        value = insights.check_threshold(name, math.nan if number is None else number)
+    except insights.UnknownThreshold as error:
+        print(f"runlytics insights set: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except insights.BadThreshold as error:
+        reason = error if number is not None else f"{name} must be a number, not {text!r}"
+        print(f"runlytics insights set: {reason}", file=sys.stderr)
+        return EXIT_USAGE
+    target = db.resolve_target(args.db)
+    if isinstance(target, db.PostgresUrl):
+        from runlytics.warehouse import pg_thresholds
+
+        pg_thresholds.set_threshold(target, name, value, migrate.HEAD_REVISION, args.wait)
+        print(f"{target}: {name} = {_float(value)}; insights recomputed")
+        return EXIT_OK
+    path = _existing_warehouse(args)
+    db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
+    with run_lock(path, wait=args.wait):
+        snapshots.check_folder(path)  # a publish that can't happen: refused before the commit
+        migrate.ensure_current(path, wait=args.wait, locked=True, mark=True)
+        with db.connection(path, wait=args.wait) as con:
+            # checked, and about to commit: a kill between the commit and the copy, the next run publishes
+            snapshots.mark_unpublished(path)
+            insights.set_threshold(con, name, value)
+            con.execute("CHECKPOINT")
+        snapshots.publish(path)
+    print(f"{path}: {name} = {_float(value)}; insights recomputed")
+    return EXIT_OK

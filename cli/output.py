@@ -1,0 +1,112 @@
+"""What the commands print: rows as a table, CSV or JSON, doubles in full, progress lines on a terminal."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+from runlytics.warehouse import queries
+
+if TYPE_CHECKING:  # a type only
+    from runlytics.ingest.formats.base import Phase
+
+
+LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists every one kept
+ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
+
+
+def _write_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+    if fmt == "json":
+        records = [{c: queries.plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+        print(json.dumps(records, indent=2, default=str, allow_nan=False))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        cells = [[_cell(v) for v in row] for row in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        print("  ".join("-" * w for w in widths))
+        for r in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return _float(value)
+    return str(value)
+
+
+def _float(value: float) -> str:
+    """A double in full: a whole one below 2**53 as its digits (``1645323``, ``90``), any other as
+    Python's shortest text that reads back as the same double (``26.666666666666668``, ``1e+300``,
+    ``nan``, ``inf``); never rounded to fewer digits (docs/views.md)."""
+    if value.is_integer() and abs(value) < 2**53:
+        return f"{value:.0f}"
+    return repr(value)
+
+
+class ProgressLine:
+    """Draws an ingest run's progress on one terminal line: "read [###...] 12/40 files, ETA 0:12"."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.began = time.monotonic()
+
+    def __call__(self, phase: Phase, done: int, total: int) -> None:
+        filled = self.WIDTH * done // max(total, 1)
+        count = "" if phase == "publish" else f" {done}/{total} files"
+        elapsed = time.monotonic() - self.began
+        eta = (
+            f", ETA {_clock(elapsed * (total - done) / done)}"
+            if 0 < done < total and elapsed >= ETA_AFTER_SECONDS
+            else ""
+        )
+        # \x1b[K clears what a longer line before this one left
+        self.stream.write(f"\r{phase:<8} [{'#' * filled}{'.' * (self.WIDTH - filled)}]{count}{eta}\x1b[K")
+        self.stream.flush()
+
+
+class CopyProgress:
+    """``db copy``'s progress on stderr: a line per table copied; on a terminal, also its rows as
+    they go ("copying gpu_samples: 120,000/2,000,000 rows")."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+
+    def __call__(self, table: str, done: int, total: int) -> None:
+        back, clear = ("\r", "\x1b[K") if self.live else ("", "")
+        if done >= total:
+            self.stream.write(f"{back}copied {table}: {done:,} row{'' if done == 1 else 's'}{clear}\n")
+        elif self.live:
+            self.stream.write(f"\rcopying {table}: {done:,}/{total:,} rows{clear}")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _points(n: int) -> str:
+    """The metric points of trainers' own logs read, when any (they are not step rows)."""
+    return f"{_plural(n, 'metric point')}, " if n else ""
+
+
+def _nul_job(job_id: str) -> str:
+    """A job whose id PostgreSQL's text cannot hold, named as Python writes it (NUL shown as \\x00)."""
+    return f"job {job_id!r} has a NUL character in its id, which PostgreSQL cannot hold"

@@ -1,0 +1,81 @@
+"""``runlytics serve``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runlytics.warehouse import db, migrate
+
+from .exits import EXIT_NOT_SERVING, EXIT_OK, EXIT_USAGE
+from .reading import _existing_warehouse
+from .status import _status_postgres
+
+if TYPE_CHECKING:  # a type only
+    import socket
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from runlytics.api import listen, metrics, security
+    from runlytics.api.app import TOKEN_ENV, create_app
+
+    if problem := metrics.stale_after_problem():  # refused, not read as the default (or as off)
+        print(f"runlytics serve: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    target = db.resolve_target(args.db)
+    read_db = None
+    if args.read_db is not None:
+        if not (isinstance(target, db.PostgresUrl) and db.is_postgres_url(args.read_db)):
+            print("runlytics serve: --read-db takes a postgresql:// URL, with --db postgresql://…", file=sys.stderr)
+            return EXIT_USAGE
+        read_db = db.PostgresUrl(args.read_db)
+    path = target if isinstance(target, db.PostgresUrl) else _existing_warehouse(args)
+    try:
+        base_url = security.checked_base_url(args.base_url) if args.base_url else None
+        base_url = base_url or security.default_base_url(args.host, args.port)
+        hosts = [h.strip() for given in args.allowed_hosts or [] for h in given.split(",") if h.strip()]
+        hosts = hosts or security.default_hosts(args.host, urlsplit(base_url).hostname if base_url else None)
+        app = create_app(  # an empty token: ValueError
+            path, allowed_hosts=hosts, base_url=base_url, read_db=read_db, read_timeout=args.read_timeout
+        )
+    except ValueError as error:
+        print(f"runlytics serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(path, Path):
+        migrate.ensure_current(path, wait=args.wait)
+    else:
+        _status_postgres(read_db or path)  # reachable, at this code's revision: else a one-line error
+    try:
+        sockets = listen.bound_sockets(args.host, args.port)
+    except listen.CannotListen as error:
+        print(f"runlytics serve: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if app.state.token is None and not security.is_loopback(args.host):
+        print(
+            f"runlytics serve: warning: listening on {args.host} without {TOKEN_ENV}: "
+            "anyone who can reach this port can read the warehouse",
+            file=sys.stderr,
+        )
+    return _run_server(app, args, sockets)
+
+
+def _run_server(app: Any, args: argparse.Namespace, sockets: list[socket.socket]) -> int:
+    """uvicorn on the sockets bound for it, until stopped; exit 3 when it did not start, as
+    uvicorn.run exits."""
+    import uvicorn
+
+    from runlytics.api import listen
+
+    server = listen.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped; uvicorn.run ignores it too
+        pass
+    finally:
+        for sock in sockets:
+            sock.close()
+    return EXIT_OK if server.started else EXIT_NOT_SERVING
