@@ -14,6 +14,15 @@ import duckdb
 EPOCH_FIRST = -62_135_596_800
 EPOCH_END = 1e11
 
+# rl_iso_text's grammar (a regular expression RE2 and Python's re read alike)
+_HOUR = "([01][0-9]|2[0-3])"
+_ZONE = f"(Z|z|[+-]{_HOUR}(:?[0-5][0-9])?)"
+_DECIMALS = "([.,][0-9]+)?"
+ISO_TEXT = (
+    f"[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([T ]{_HOUR}:[0-5][0-9](:[0-5][0-9]{_DECIMALS})?{_ZONE}?)?"
+    f"|[0-9]{{8}}T{_HOUR}[0-5][0-9][0-5][0-9]{_DECIMALS}{_ZONE}?"
+)
+
 MACROS = """
 -- a timestamp of years 1 to 9999 (DuckDB takes more: year 0, BC dates, year 10000 and later,
 -- which Python, pandas and most readers can't hold); NULL outside them
@@ -83,6 +92,16 @@ CREATE OR REPLACE TEMP MACRO rl_string(x) AS
 -- that ends with a newline is still the status, as a job_id with blanks around it is the id)
 CREATE OR REPLACE TEMP MACRO rl_trim(s) AS trim(s, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13));
 
+-- Whether a text is an ISO-8601 date and time as progress.json's timestamp is read (inputs.md):
+-- the C reader's plain form (ingest/_history.c, iso_micros: YYYY-MM-DD[T ]HH:MM:SS[.ffffff] and
+-- Z or +-HH:MM), with the ISO-8601 variants it leaves to the careful read: minutes without seconds,
+-- a date alone, any number of decimals, a decimal comma, the basic format (20261102T080010), an
+-- offset of hours alone or without its colon (+05, +0530), a lowercase z (RFC 3339). Hours 00-23,
+-- an offset's up to 23:59. DuckDB's cast takes much else (ISO_TEXT's rejects): a zone's name or
+-- abbreviation ("CST" is US Central, a Chinese host's CST +08:00), "+99" or +05:30:15 offsets,
+-- 24:00, "epoch", slashes, one-digit fields, blanks around: none is this contract's timestamp.
+CREATE OR REPLACE TEMP MACRO rl_iso_text(s) AS regexp_full_match(s, '{ISO_TEXT}');
+
 -- ISO-8601 forms DuckDB's cast refuses, as the extended form it reads: the basic format
 -- (20261102T080010Z, 20261102T080010.5+0100), a decimal comma (08:00:10,5) and a lowercase UTC
 -- designator (08:00:10z, which RFC 3339 allows); NULL else.
@@ -94,9 +113,10 @@ CREATE OR REPLACE TEMP MACRO rl_iso_other(s) AS TRY_CAST(
         '(:[0-9]{2}),([0-9])', '\\1.\\2')
     AS TIMESTAMPTZ);
 
--- an ISO-8601 string's text (no offset = UTC) as a UTC TIMESTAMP, or NULL
+-- an ISO-8601 string's text (no offset = UTC) as a UTC TIMESTAMP of years 1-9999, or NULL
 CREATE OR REPLACE TEMP MACRO rl_iso(s) AS
-    rl_in_years(CAST(coalesce(TRY_CAST(s AS TIMESTAMPTZ), rl_iso_other(s)) AS TIMESTAMP));
+    CASE WHEN rl_iso_text(s)
+         THEN rl_in_years(CAST(coalesce(TRY_CAST(s AS TIMESTAMPTZ), rl_iso_other(s)) AS TIMESTAMP)) END;
 
 -- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite, from year 1 on, and under 1e11
 -- (EPOCH_FIRST and EPOCH_END above: keep them alike)
@@ -150,7 +170,7 @@ CREATE OR REPLACE TEMP MACRO rl_setting_problems(prefix, c) AS list_filter([
     rl_setting_problem(prefix, c, 'gpu_count'),
     rl_setting_problem(prefix, c, 'max_steps')
 ], lambda p: p IS NOT NULL);
-"""
+""".replace("{ISO_TEXT}", ISO_TEXT)
 
 # The settings rl_setting_problems checks: a reader whose configs name none of them skips its query
 CONFIG_SETTINGS = frozenset({"batch_size", "save_steps", "target_samples_per_second", "gpu_count", "max_steps"})

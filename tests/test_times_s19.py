@@ -7,10 +7,15 @@ is in tests/test_fast_path.py (PLAIN_ISO, RAW's "years' edges" documents).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
+from conftest import Lab
 
+from runlytics.ingest import gpu_samples
+from runlytics.ingest.sql import install_macros
 from runlytics.warehouse import pg_copy
 
 # --- a time outside years 1-9999 never stops a copy to PostgreSQL -----------------------------------
@@ -35,3 +40,62 @@ def test_the_copy_to_postgresql_leaves_out_a_time_outside_years_1_to_9999() -> N
         (None, "none"),
         (None, "y10k"),
     ]
+
+
+# --- an ISO-8601 text on every road: the C reader's grammar and the ISO variants it leaves, nothing else --
+
+# texts DuckDB's TIMESTAMPTZ cast took (the audit's, and their kin): a zone's abbreviation ("CST" is
+# US Central to DuckDB, +08:00 to a Chinese host) or name, offsets no zone has, 24:00, "epoch",
+# slashes, one-digit fields, blanks around, a blank before the offset
+NOT_ISO = [
+    "2026-03-01 10:00:00 CST", "2026-03-01 10:00:00 IST", "2026-03-01 10:00:00 UTC",
+    "2026-03-01 10:00:00 America/Chicago", "2026-03-01T10:00:00+99", "2026-03-01T10:00:00+24:00",
+    "2026-03-01T10:00:00+05:30:15", "2026-03-01T10:00:00 +05:30", "2026-03-01T24:00:00", "epoch",
+    "2026/03/01 10:00:00", "2026-3-1 10:00", " 2026-03-01T10:00:00Z", "2026-03-01T10:00:00Z ",
+]  # fmt: skip
+# ISO-8601 forms every road reads (the C reader reads the first two itself; the rest, the careful read)
+ISO = {
+    "2026-03-01T10:00:00Z": datetime(2026, 3, 1, 10),
+    "2026-03-01 10:00:00.5-08:00": datetime(2026, 3, 1, 18, 0, 0, 500000),
+    "2026-03-01T10:00+01:00": datetime(2026, 3, 1, 9),
+    "2026-03-01": datetime(2026, 3, 1),
+    "20260301T100000,25z": datetime(2026, 3, 1, 10, 0, 0, 250000),
+    "2026-03-01T10:00:00+0530": datetime(2026, 3, 1, 4, 30),
+    "2026-03-01T10:00:00-05": datetime(2026, 3, 1, 15),
+    "2026-03-01T10:00:00.1234567Z": datetime(2026, 3, 1, 10, 0, 0, 123456),
+}
+
+
+def test_rl_iso_reads_iso_8601_and_nothing_else() -> None:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    install_macros(con)
+    texts = [*NOT_ISO, *ISO]
+    read = con.execute("SELECT list_transform($t, lambda s: rl_iso(s))", {"t": texts}).fetchall()[0][0]
+    assert dict(zip(texts, read, strict=True)) == {**dict.fromkeys(NOT_ISO), **ISO}
+    # the spool's careful road reads its ts with the same macro
+    assert [gpu_samples.ISO_TIMES.read(text) for text in NOT_ISO] == [None] * len(NOT_ISO)
+
+
+def test_progress_json_and_the_spool_refuse_a_text_that_is_not_iso_8601(lab: Lab, tmp_path: Path) -> None:
+    """Each text as a history entry's timestamp (and the job's started_at) and as a spool line's ts:
+    the ISO ones stored on both, the others dropped (skipped in the spool) with the usual warning."""
+    texts = [*NOT_ISO, *ISO]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    lines = [
+        json.dumps({"ts": t, "job_id": "x", "gpu_index": n, "utilization_percent": 1}) for n, t in enumerate(texts)
+    ]
+    (spool / "s.jsonl").write_text("\n".join(lines) + "\n")
+    history = [{"step": n, "timestamp": t} for n, t in enumerate(texts)]
+    lab.write_job("x", {"job_id": "x", "status": "running", "started_at": NOT_ISO[0], "history": history})
+    lab.ingest(lab.root, spool_root=spool)
+    expected = {n: ISO.get(t) for n, t in enumerate(texts)}
+    assert dict(lab.query("SELECT step, ts FROM steps")) == expected
+    assert dict(lab.query("SELECT gpu_index, ts FROM gpu_samples")) == {n: ts for n, ts in expected.items() if ts}
+    warnings = {kind: json.loads(w) for kind, w in lab.query("SELECT kind, warnings FROM ingest_files")}
+    assert f"started_at {json.dumps(NOT_ISO[0])} is not a timestamp, dropped" in warnings["progress"]
+    assert [w for w in warnings["progress"] if w.startswith("history")] == [
+        f"history[{n}] (step {n}): timestamp {json.dumps(t)} is not a timestamp, dropped" for n, t in enumerate(NOT_ISO)
+    ]
+    assert warnings["spool"] == [f"line {n + 1}: ts {t!r} is not a timestamp, skipped" for n, t in enumerate(NOT_ISO)]
