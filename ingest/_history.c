@@ -586,11 +586,14 @@ static int parse_entry(Cur *c, Out *o, int32_t pos) {
                 if (scan_string(c, &text, &len, &escaped, 1) || escaped || iso_micros(text, len, &ts)) return BAIL;
             } else {
                 /* epoch seconds, as rl_epoch: finite, from year 1 (-62135596800) to under 1e11,
-                 * rounded to microseconds */
+                 * rounded to microseconds as Python's fromtimestamp: the whole seconds exactly,
+                 * the fraction (exact) times 1e6 rounded half to even (nearbyint, in the default
+                 * rounding mode); llround(epoch * 1e6) rounded twice, and halves away from 0 */
                 double epoch;
                 if (checked_number(c, -1e308, 1e308, 0, &epoch) || !isfinite(epoch) || epoch < -62135596800.0 || epoch >= 1e11)
                     return BAIL;
-                ts = llround(epoch * 1000000);
+                double whole = trunc(epoch);
+                ts = (int64_t)whole * 1000000 + (int64_t)nearbyint((epoch - whole) * 1e6);
             }
         } else if (k == 8) {
             if (parse_gpus(c, o, pos)) return BAIL;

@@ -119,10 +119,15 @@ CREATE OR REPLACE TEMP MACRO rl_iso(s) AS
          THEN rl_in_years(CAST(coalesce(TRY_CAST(s AS TIMESTAMPTZ), rl_iso_other(s)) AS TIMESTAMP)) END;
 
 -- Unix epoch seconds as a UTC TIMESTAMP; NULL unless finite, from year 1 on, and under 1e11
--- (EPOCH_FIRST and EPOCH_END above: keep them alike)
+-- (EPOCH_FIRST and EPOCH_END above: keep them alike). Rounded to the microsecond as Python's
+-- datetime.fromtimestamp rounds (the spool's careful road): the whole seconds exactly, their
+-- fraction (exact: d - trunc(d) loses nothing) times 1e6 rounded half to even. round(d * 1e6)
+-- rounded twice: the product of a time.time() float is 0.25 us apart, and 1767377550.8709195 was
+-- .870920 where it is .870919 (the C reader, _history.c, and the spool's fast road do the same)
 CREATE OR REPLACE TEMP MACRO rl_epoch(d) AS
     CASE WHEN isfinite(d) AND d >= -62135596800 AND d < 1e11
-         THEN make_timestamp(CAST(round(d * 1000000) AS BIGINT)) END;
+         THEN make_timestamp(CAST(trunc(d) AS BIGINT) * 1000000 + CAST(round_even((d - trunc(d)) * 1e6, 0) AS BIGINT))
+    END;
 
 -- a raw JSON timestamp: an ISO-8601 string or epoch seconds
 CREATE OR REPLACE TEMP MACRO rl_timestamp(x) AS

@@ -12,9 +12,12 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 from conftest import Lab
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from runlytics.ingest import gpu_samples
+from runlytics.ingest import fast, gpu_samples
 from runlytics.ingest.sql import install_macros
 from runlytics.warehouse import pg_copy
 
@@ -99,3 +102,63 @@ def test_progress_json_and_the_spool_refuse_a_text_that_is_not_iso_8601(lab: Lab
         f"history[{n}] (step {n}): timestamp {json.dumps(t)} is not a timestamp, dropped" for n, t in enumerate(NOT_ISO)
     ]
     assert warnings["spool"] == [f"line {n + 1}: ts {t!r} is not a timestamp, skipped" for n, t in enumerate(NOT_ISO)]
+
+
+# --- epoch seconds to the microsecond: one rounding on every road ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def duck() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    install_macros(con)
+    return con
+
+
+def epoch_roads(duck: duckdb.DuckDBPyConnection, seconds: float) -> dict[str, datetime | None]:
+    """One epoch time as each road reads it: the spool's careful road (Python's fromtimestamp, the
+    reference), progress.json's careful read (rl_epoch) and the C reader (when built)."""
+    text = repr(seconds)
+    roads: dict[str, datetime | None] = {
+        "python": gpu_samples.parse_timestamp(seconds),
+        "rl_epoch": duck.execute("SELECT rl_epoch(rl_double(CAST($t AS JSON)))", {"t": text}).fetchall()[0][0],
+    }
+    parsed = fast.parse(b'{"history": [{"step": 0, "timestamp": %s}]}' % text.encode(), 0) if fast.AVAILABLE else None
+    if parsed is not None:  # else it gave up (5e-324: it leaves the ends of the doubles' range to DuckDB)
+        roads["c"] = parsed.entries.column("ts")[0].as_py()
+    return roads
+
+
+# the audit's float (its fraction times 1e6 is 870919.49999... in one multiplication of the whole
+# float, 870919.5 rounded away), exact halves of a microsecond (2^-7 s: half to even, as Python),
+# negative times and the ends of the range
+EPOCH_CASES = {
+    1767377550.8709195: datetime(2026, 1, 2, 18, 12, 30, 870919),
+    1762423200.0000005: datetime(2025, 11, 6, 10),
+    1767377550.0078125: datetime(2026, 1, 2, 18, 12, 30, 7812),
+    1767377550.0234375: datetime(2026, 1, 2, 18, 12, 30, 23438),
+    -86400.5: datetime(1969, 12, 30, 23, 59, 59, 500000),
+    -0.0078125: datetime(1969, 12, 31, 23, 59, 59, 992188),
+    -62135596800.0: datetime(1, 1, 1),
+    99999999999.99998: datetime(5138, 11, 16, 9, 46, 39, 999985),
+}
+
+
+def test_epoch_seconds_are_rounded_once_on_every_road(duck: duckdb.DuckDBPyConnection) -> None:
+    for seconds, expected in EPOCH_CASES.items():
+        roads = epoch_roads(duck, seconds)
+        assert "c" in roads or not fast.AVAILABLE
+        assert set(roads.values()) == {expected}, seconds
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.floats(1.5e9, 2e9),  # time.time() of these years: ~12% were a microsecond off
+        st.floats(-62135596800, 1e11, exclude_max=True),
+        st.builds(lambda s, k: s + k / 128, st.integers(-(10**9), 4 * 10**9), st.integers(0, 127)),  # halves
+    )
+)
+def test_every_road_reads_an_epoch_time_as_python_does(duck: duckdb.DuckDBPyConnection, seconds: float) -> None:
+    roads = epoch_roads(duck, seconds)
+    assert set(roads.values()) == {roads["python"]}, (seconds, roads)
