@@ -16,9 +16,9 @@ from __future__ import annotations
 import codecs
 import math
 import re
+import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .gpu_samples import COLUMNS, RANGES
@@ -76,9 +76,7 @@ NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-zA-Z%]*)", re.ASCII)
 GPU_INDEX = re.compile(r"\d{1,9}", re.ASCII)
 UNIT_SUFFIX = re.compile(r"\s*\[[^\]]*\]$")
 QUERY_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*", re.ASCII)
-
-# how far a sample's time may lie before the previous one's and still count as going forward
-OUT_OF_ORDER = timedelta(minutes=1)
+LINE_NUMBER = re.compile(r"line ([0-9]+):")
 
 # the normalized column names of a header (or of --columns), in order
 Layout = tuple[str, ...]
@@ -123,7 +121,7 @@ def parse(
     if complete_only and text and not text.endswith(("\n", "\r")):
         text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
         parsed.unterminated = True
-    previous: datetime | None = None
+    lines: list[_Line] = []
     for number, line in _lines(text):
         fields = _split(line)
         if _is_header(fields):
@@ -136,10 +134,11 @@ def parse(
             continue
         if layout is None:
             raise NotNvidiaSmiCsv(_why_no_header(fields))
-        row = _row(number, fields, layout, zone, previous, parsed.warnings)
-        if row is not None:
-            parsed.rows.append(row)
-            previous = cast(datetime, row["ts"])
+        read = _row(number, fields, layout, zone, parsed.warnings)
+        if read is not None:
+            lines.append(read)
+    parsed.rows = _resolve(lines, zone, parsed.warnings)
+    parsed.warnings.sort(key=_line_number)  # (a stable sort: each line's warnings keep their order)
     return parsed
 
 
@@ -222,45 +221,48 @@ def _why_no_header(fields: list[str]) -> str:
     return NO_HEADER
 
 
-def _row(
-    number: int,
-    fields: list[str],
-    layout: Layout,
-    zone: ZoneInfo,
-    previous: datetime | None,
-    warnings: list[str],
-) -> dict[str, object] | None:
-    """One sample, or None (with a warning) when the line can't be one."""
+@dataclass
+class _Line:
+    """A sample line read, its time still to be settled (``_resolve``)."""
+
+    number: int
+    row: dict[str, object]
+    text: str  # the timestamp as written
+    wall: datetime  # the time as written, without its zone or offset
+    instants: tuple[datetime, ...]  # what it stands for in UTC: one, or two in the hour the clocks go back
+
+
+def _row(number: int, fields: list[str], layout: Layout, zone: ZoneInfo, warnings: list[str]) -> _Line | None:
+    """One sample (its ``ts`` still None), or None (with a warning) when the line can't be one."""
     if len(fields) != len(layout):
         warnings.append(f"line {number}: {len(fields)} fields where the header has {len(layout)}; skipped")
         return None
     values: dict[str, str] = {}
     for name, value in zip(layout, fields, strict=True):
         values.setdefault(name, value)  # of a column named twice, the first is read
+    text = values["timestamp"]
     try:
-        ts = _timestamp(values["timestamp"], zone, previous)
+        moment = _read_time(text)
+        instants = _instants(moment, zone)
         gpu_index = _gpu_index(values)
     except (ValueError, OverflowError) as error:
         warnings.append(f"line {number}: {error}; skipped")
         return None
+    if not instants:
+        warnings.append(
+            f"line {number}: local time {_show(text)} does not exist in {zone.key} (its clocks skipped it); skipped"
+        )
+        return None
     uuid = values.get("uuid")
     row: dict[str, object] = dict.fromkeys(ROW_KEYS)
-    row.update(ts=ts, gpu_index=gpu_index, gpu_uuid=None if uuid is None or uuid.lower() in MISSING else uuid)
+    row.update(gpu_index=gpu_index, gpu_uuid=None if uuid is None or uuid.lower() in MISSING else uuid)
     for name, key in FIELDS.items():
         if name in values and row[key] is None:
             try:
                 row[key] = _number(values[name], key)
             except ValueError as error:
                 warnings.append(f"line {number}: {name} {error}; dropped")
-    return row
-
-
-def _timestamp(text: str, zone: ZoneInfo, previous: datetime | None) -> datetime:
-    """nvidia-smi's ``2023/06/22 18:56:56.252`` (local time) or ISO-8601, as naive UTC."""
-    moment = _read_time(text)
-    if moment.tzinfo is not None:  # a writer that gave its own offset knows better than --timezone
-        return moment.astimezone(UTC).replace(tzinfo=None)
-    return _local_to_utc(moment, zone, previous)
+    return _Line(number, row, text, moment.replace(tzinfo=None), instants)
 
 
 def _read_time(text: str) -> datetime:
@@ -275,16 +277,107 @@ def _read_time(text: str) -> datetime:
         raise ValueError(f"timestamp {_show(text)} is not a time") from None
 
 
-def _local_to_utc(local: datetime, zone: ZoneInfo, previous: datetime | None) -> datetime:
-    """A wall-clock time in ``zone`` as naive UTC.
+def _instants(moment: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:
+    """The instants (naive UTC) a time of the log stands for: its own, when it carries an offset (a
+    writer that gave one knows better than --timezone); else those of the wall-clock time in
+    ``zone``: one; two in the hour the clocks go back (the earlier first); none in the hour they
+    skip (PEP 495: fold 0 takes the offset before a change, fold 1 the one after; they differ only
+    there, the earlier one larger where the clocks go back). OverflowError beyond years 1-9999."""
+    if moment.tzinfo is not None:
+        return (moment.astimezone(UTC).replace(tzinfo=None),)
+    before, after = zone.utcoffset(moment), zone.utcoffset(moment.replace(fold=1))
+    assert before is not None and after is not None  # (a ZoneInfo always has an offset)
+    if before == after:
+        return (moment - before,)
+    return (moment - before, moment - after) if before > after else ()
 
-    In the hour the clocks go back each wall-clock time happens twice. A log runs forward, so the
-    earlier reading that does not go back before the previous sample is meant (less a little: GPUs
-    of one sample can be stamped a few ms out of order); with none, or no previous sample, the first.
+
+def _resolve(lines: list[_Line], zone: ZoneInfo, warnings: list[str]) -> list[dict[str, object]]:
+    """The rows with their ``ts`` set: a time that happens twice (the hour the clocks go back) is the
+    one nearest where its GPU's series leads: the GPU's sample next to it in the file, settled,
+    plus (or less) the GPU's usual interval (the median of its positive steps of wall-clock time).
+
+    The lines are settled forward from the first whose time happens once, then backward from it
+    (a log that starts in that hour is read from its first unambiguous time); a GPU with no sample
+    settled yet on that side follows the line next to it (the GPUs of one sample are stamped
+    together). A log none of whose times happens once is read as the first pass, saying so.
     """
-    readings = {local.replace(tzinfo=zone, fold=f).astimezone(UTC).replace(tzinfo=None) for f in (0, 1)}
-    forward = [moment for moment in readings if previous is None or moment >= previous - OUT_OF_ORDER]
-    return min(forward or readings)
+    if not lines:
+        return []
+    steps = _usual_steps(lines)
+    start = next((i for i, line in enumerate(lines) if len(line.instants) == 1), None)
+    if start is None:
+        first = lines[0]
+        warnings.append(
+            f"line {first.number}: local time {_show(first.text)} happens twice in {zone.key} (its clocks were set"
+            " back) and no time of the log tells which: read as the first, and the log on from it"
+        )
+        start = 0
+    settled: list[datetime] = [line.instants[0] for line in lines]  # those that happen twice: settled below
+    # forward from the first line whose time happens once, each GPU from its sample before ...
+    before = {_gpu(lines[start]): settled[start]}
+    for i in range(start + 1, len(lines)):
+        settled[i] = _nearest(lines[i], before, steps, settled[i - 1], 1)
+        before[_gpu(lines[i])] = settled[i]
+    # ... then backward from it, each GPU from its sample after
+    after: dict[tuple[object, object], datetime] = {}
+    for i in range(len(lines) - 1, start - 1, -1):
+        after[_gpu(lines[i])] = settled[i]
+    for i in range(start - 1, -1, -1):
+        settled[i] = _nearest(lines[i], after, steps, settled[i + 1], -1)
+        after[_gpu(lines[i])] = settled[i]
+    for line, moment in zip(lines, settled, strict=True):
+        line.row["ts"] = moment
+    return [line.row for line in lines]
+
+
+def _gpu(line: _Line) -> tuple[object, object]:
+    return line.row["gpu_index"], line.row["gpu_uuid"]
+
+
+def _nearest(
+    line: _Line,
+    beside: dict[tuple[object, object], datetime],
+    steps: dict[tuple[object, object] | None, timedelta],
+    neighbour: datetime,
+    sign: int,
+) -> datetime:
+    """The line's instant: its only one, or of two the nearest where its GPU's series leads (its
+    sample ``beside`` it, settled, plus ``sign`` times its usual step), else the line next to it."""
+    if len(line.instants) == 1:
+        return line.instants[0]
+    gpu = _gpu(line)
+    anchor = beside.get(gpu)
+    if anchor is None:
+        return min(line.instants, key=lambda moment: abs(moment - neighbour))
+    step = sign * steps.get(gpu, steps[None])
+    # (the distance to anchor + step, computed so that no datetime passes year 9999)
+    return min(line.instants, key=lambda moment: abs(moment - anchor - step))
+
+
+def _usual_steps(lines: list[_Line]) -> dict[tuple[object, object] | None, timedelta]:
+    """Each GPU's usual step between its samples: the median (the higher of two middle ones) of the
+    positive steps of its wall-clock times from line to line; under None, that of every GPU's
+    steps (for a GPU with none), else 0. The step across a change of the clocks is one of many."""
+    last: dict[tuple[object, object], datetime] = {}
+    steps: dict[tuple[object, object], list[timedelta]] = {}
+    for line in lines:
+        gpu = _gpu(line)
+        if gpu in last and line.wall > last[gpu]:
+            steps.setdefault(gpu, []).append(line.wall - last[gpu])
+        last[gpu] = line.wall
+    usual: dict[tuple[object, object] | None, timedelta] = {
+        gpu: statistics.median_high(found) for gpu, found in steps.items()
+    }
+    every = [step for found in steps.values() for step in found]
+    usual[None] = statistics.median_high(every) if every else timedelta(0)
+    return usual
+
+
+def _line_number(warning: str) -> int:
+    """The N of a warning "line N: ..." (every warning of a parse names its line)."""
+    found = LINE_NUMBER.match(warning)
+    return int(found.group(1)) if found else 0
 
 
 def _gpu_index(values: dict[str, str]) -> int:

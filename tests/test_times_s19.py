@@ -8,8 +8,9 @@ is in tests/test_fast_path.py (PLAIN_ISO, RAW's "years' edges" documents).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -17,7 +18,8 @@ from conftest import Lab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runlytics.ingest import fast, gpu_samples
+from runlytics.ingest import fast, gpu_samples, nvidia_smi
+from runlytics.ingest.pipeline import CsvImport
 from runlytics.ingest.sql import install_macros
 from runlytics.warehouse import pg_copy
 
@@ -162,3 +164,154 @@ def test_epoch_seconds_are_rounded_once_on_every_road(duck: duckdb.DuckDBPyConne
 def test_every_road_reads_an_epoch_time_as_python_does(duck: duckdb.DuckDBPyConnection, seconds: float) -> None:
     roads = epoch_roads(duck, seconds)
     assert set(roads.values()) == {roads["python"]}, (seconds, roads)
+
+
+# --- nvidia-smi's local times across the changes of daylight saving time ------------------------------
+
+NEW_YORK = "America/New_York"
+HEADER = "timestamp, index, utilization.gpu [%]"
+
+
+def smi(*lines: str) -> bytes:
+    return "".join(line + "\n" for line in (HEADER, *lines)).encode()
+
+
+def times(data: bytes, zone: str = NEW_YORK) -> tuple[list[datetime], list[str]]:
+    parsed = nvidia_smi.parse(data, timezone=zone)
+    return [r["ts"] for r in parsed.rows], parsed.warnings  # type: ignore[misc]
+
+
+def utc(*fields: int) -> datetime:
+    return datetime(*fields)  # naive UTC, as stored
+
+
+def test_the_repeated_hour_sampled_hourly_keeps_both_samples() -> None:
+    """2026-11-01 in New York: 01:30 happens at 05:30Z (EDT) and 06:30Z (EST). The second sample was
+    stored on the first one's instant (the summary counted 4, 3 were stored)."""
+    data = smi("2026/11/01 00:30:00.000, 0, 10", "2026/11/01 01:30:00.000, 0, 20", "2026/11/01 01:30:00.000, 0, 30",
+               "2026/11/01 02:30:00.000, 0, 40")  # fmt: skip
+    assert times(data) == ([utc(2026, 11, 1, h, 30) for h in (4, 5, 6, 7)], [])
+
+
+def test_the_repeated_hour_with_drift_is_not_read_an_hour_early() -> None:
+    """nvidia-smi -l 3600 drifts some ms a sample: the second 01:30 was put an hour early (05:30Z)."""
+    data = smi("2026/11/01 00:30:00.000, 0, 10", "2026/11/01 01:30:00.011, 0, 20", "2026/11/01 01:30:00.023, 0, 30",
+               "2026/11/01 02:30:00.035, 0, 40")  # fmt: skip
+    assert times(data)[0] == [utc(2026, 11, 1, 4, 30), utc(2026, 11, 1, 5, 30, 0, 11000),
+                              utc(2026, 11, 1, 6, 30, 0, 23000), utc(2026, 11, 1, 7, 30, 0, 35000)]  # fmt: skip
+
+
+def test_a_log_that_starts_in_the_repeated_hour_is_read_from_its_first_unambiguous_time() -> None:
+    """Started at 01:58 EST (06:58Z): read as EDT (05:58Z), then a gap of an hour before 02:00."""
+    data = smi("2026/11/01 01:58:00.000, 0, 10", "2026/11/01 01:59:00.000, 0, 20", "2026/11/01 02:00:00.000, 0, 30")
+    assert times(data) == ([utc(2026, 11, 1, 6, 58), utc(2026, 11, 1, 6, 59), utc(2026, 11, 1, 7)], [])
+    # started at 01:58 EDT: the log goes through 01:00 again before 02:00
+    data = smi("2026/11/01 01:58:00.000, 0, 1", "2026/11/01 01:59:00.000, 0, 1", "2026/11/01 01:00:00.000, 0, 1",
+               "2026/11/01 01:01:00.000, 0, 1", "2026/11/01 02:00:00.000, 0, 1")  # fmt: skip
+    assert times(data)[0] == [utc(2026, 11, 1, 5, 58), utc(2026, 11, 1, 5, 59), utc(2026, 11, 1, 6),
+                              utc(2026, 11, 1, 6, 1), utc(2026, 11, 1, 7)]  # fmt: skip
+
+
+def test_a_time_the_clocks_skipped_is_skipped_with_a_warning() -> None:
+    """2026-03-08 02:30 does not exist in New York: it was stored on 01:30 EST's instant (06:30Z),
+    over that sample."""
+    data = smi("2026/03/08 01:30:00.000, 0, 10", "2026/03/08 02:30:00.000, 0, 20", "2026/03/08 03:30:00.000, 0, 30")
+    assert times(data) == (
+        [utc(2026, 3, 8, 6, 30), utc(2026, 3, 8, 7, 30)],
+        [
+            "line 3: local time '2026/03/08 02:30:00.000' does not exist in America/New_York (its clocks skipped it)"
+            "; skipped"
+        ],
+    )
+
+
+def test_a_log_all_in_the_repeated_hour_is_read_as_the_first_pass_saying_so() -> None:
+    data = smi("2026/11/01 01:10:00.000, 0, 1", "2026/11/01 01:20:00.000, 0, 1", "2026/11/01 01:30:00.000, 0, 1")
+    assert times(data) == (
+        [utc(2026, 11, 1, 5, m) for m in (10, 20, 30)],
+        [
+            "line 2: local time '2026/11/01 01:10:00.000' happens twice in America/New_York (its clocks were set"
+            " back) and no time of the log tells which: read as the first, and the log on from it"
+        ],
+    )
+
+
+def test_berlin_out_of_order_lines_in_the_repeated_hour() -> None:
+    """The audit's case it found right (2026-10-25, Berlin: 02:00-02:59 twice), kept right."""
+    data = smi("2026/10/25 02:40:00.000, 0, 10", "2026/10/25 02:20:00.000, 0, 20", "2026/10/25 02:40:00.000, 0, 30",
+               "2026/10/25 03:00:00.000, 0, 40")  # fmt: skip
+    assert times(data, "Europe/Berlin") == (
+        [utc(2026, 10, 25, 0, 40), utc(2026, 10, 25, 1, 20), utc(2026, 10, 25, 1, 40), utc(2026, 10, 25, 2)],
+        [],
+    )
+
+
+def wall_log(zone: str, instants: list[datetime], gpus: int, stagger_ms: int) -> bytes:
+    """The log a host in ``zone`` writes at these instants (UTC), a line per GPU, each GPU stamped
+    ``stagger_ms`` after the one before (nvidia-smi queries them in turn)."""
+    lines = []
+    for moment in instants:
+        for gpu in range(gpus):
+            at = (moment + timedelta(milliseconds=gpu * stagger_ms)).replace(tzinfo=UTC).astimezone(ZoneInfo(zone))
+            lines.append(f"{at:%Y/%m/%d %H:%M:%S}.{at.microsecond // 1000:03d}, {gpu}, 50")
+    return smi(*lines)
+
+
+# the changes of 2026: New York (an hour), Berlin, Sydney (southern), Lord Howe (half an hour)
+CHANGES = [
+    ("America/New_York", utc(2026, 11, 1, 6)), ("America/New_York", utc(2026, 3, 8, 7)),
+    ("Europe/Berlin", utc(2026, 10, 25, 1)), ("Europe/Berlin", utc(2026, 3, 29, 1)),
+    ("Australia/Sydney", utc(2026, 4, 4, 16)), ("Australia/Lord_Howe", utc(2026, 4, 4, 15)),
+]  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    change=st.sampled_from(CHANGES),
+    interval=st.sampled_from([timedelta(seconds=s) for s in (1, 30, 60, 300, 900, 1800, 3600, 5400, 7200)]),
+    start=st.integers(-8, 3),
+    count=st.integers(3, 12),  # (of two samples, a step across the change is the only one: no usual step)
+    gpus=st.integers(1, 3),
+    stagger_ms=st.sampled_from([0, 3, 40]),
+)
+def test_a_log_across_a_change_reads_back_its_instants(
+    change: tuple[str, datetime], interval: timedelta, start: int, count: int, gpus: int, stagger_ms: int
+) -> None:
+    """Whatever its sampling interval, GPUs and start around the change, a log of three samples or
+    more with one time that happens once reads back the instants it was written at (the 1- and
+    5-minute logs the audit found right among them)."""
+    zone, at = change
+    instants = [at + (start + i) * interval for i in range(count)]
+    data = wall_log(zone, instants, gpus, stagger_ms)
+    read, warnings = times(data, zone)
+    expected = [m + timedelta(milliseconds=g * stagger_ms) for m in instants for g in range(gpus)]
+    if not warnings:  # the log had a time that happens once (else it says it read the first pass)
+        assert read == expected
+    else:
+        assert len(warnings) == 1 and "happens twice" in warnings[0]
+
+
+def test_an_import_across_the_changes_stores_every_sample(lab: Lab, tmp_path: Path) -> None:
+    """Through the import, on a real warehouse: the summary's count is the rows stored, and the
+    skipped line is the file's warning."""
+    hourly = tmp_path / "hourly.csv"
+    hourly.write_bytes(smi("2026/11/01 00:30:00.000, 0, 10", "2026/11/01 01:30:00.000, 0, 20",
+                           "2026/11/01 01:30:00.000, 0, 30", "2026/11/01 02:30:00.000, 0, 40"))  # fmt: skip
+    spring = tmp_path / "spring.csv"
+    spring.write_bytes(smi("2026/03/08 01:30:00.000, 0, 10", "2026/03/08 02:30:00.000, 0, 20",
+                           "2026/03/08 03:30:00.000, 0, 30"))  # fmt: skip
+    # (keep_raw_days=0: March's samples lie months before November's, past the raw window)
+    imports = [CsvImport(hourly, "h", NEW_YORK), CsvImport(spring, "s", NEW_YORK)]
+    summary = lab.ingest(csv_imports=imports, keep_raw_days=0)
+    stored = lab.query("SELECT job_id, ts, utilization_percent FROM gpu_samples ORDER BY job_id, ts")
+    assert stored == [
+        *[("h", utc(2026, 11, 1, h, 30), u) for h, u in ((4, 10.0), (5, 20.0), (6, 30.0), (7, 40.0))],
+        ("s", utc(2026, 3, 8, 6, 30), 10.0), ("s", utc(2026, 3, 8, 7, 30), 30.0),
+    ]  # fmt: skip
+    assert summary.gpu_samples == len(stored)
+    warnings = dict(lab.query("SELECT job_id, warnings FROM ingest_files"))
+    assert json.loads(warnings["h"]) == []
+    assert json.loads(warnings["s"]) == [
+        "line 3: local time '2026/03/08 02:30:00.000' does not exist in America/New_York"
+        " (its clocks skipped it); skipped"
+    ]
