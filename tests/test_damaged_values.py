@@ -546,7 +546,7 @@ def test_an_mlflow_param_named_not_in_utf8_fails_alone(tmp_path: Path, ingest_en
     run = lab.root / "mlruns" / "1" / "abc"
     (run / "params").mkdir(parents=True)
     (run / "metrics").mkdir()
-    (run / "meta.yaml").write_text("run_id: abc\nstatus: 3\nstart_time: 1700000000000\n")
+    (run / "meta.yaml").write_text("run_id: abc\nstatus: 3\nstart_time: 1700000000000\nend_time: 1700000001000\n")
     (run / "metrics" / "loss").write_text("1700000000000 0.5 1\n")
     Path(os.fsdecode(bytes(run / "params") + b"/lr\xfe")).write_text("0.1")
     summary = lab.ingest()

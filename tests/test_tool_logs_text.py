@@ -695,7 +695,8 @@ def test_mlflow_status_params_tags(lab: Lab) -> None:
         run = lab.root / "mlruns" / "5" / f"run{status}"
         for sub in ("metrics", "params", "tags"):
             (run / sub).mkdir(parents=True)
-        (run / "meta.yaml").write_text(f"run_id: run{status}\nstatus: {status}\nstart_time: 1700000000000\n")
+        meta = f"run_id: run{status}\nstatus: {status}\nstart_time: 1700000000000\nend_time: null\n"
+        (run / "meta.yaml").write_text(meta)
         (run / "metrics" / "lr-Adam").write_text("1700000000500 0.001 0\n1700000001500 0.0005 1\n")
         (run / "params" / "model_name").write_text("gpt2")
         (run / "tags" / "mlflow.runName").write_text(f"run {status}")
@@ -788,7 +789,7 @@ def test_ingest_in_pieces(lab: Lab, cases: list[tuple[list[dict[str, object]], l
         run = lab.root / f"mlruns{n}-{k}" / "1" / "r"
         for folder in (llama.parent, run / "metrics"):
             folder.mkdir(parents=True)
-        (run / "meta.yaml").write_text("status: 1\n")
+        (run / "meta.yaml").write_text("status: 1\nstart_time: 1700000000000\nend_time: null\n")
         runs.append((k, log, values, llama, run / "metrics" / "loss", [*sorted(cuts), None]))
     for piece in range(3):
         for _, log, values, llama, loss, ends in runs:
@@ -845,7 +846,7 @@ def test_mlflow_run_files_checked_before_reading(lab: Lab, tmp_path: Path) -> No
     run = lab.root / "mlruns" / "1" / "r"
     for sub in ("metrics", "params", "tags"):
         (run / sub).mkdir(parents=True)
-    (run / "meta.yaml").write_text("status: 3\n")
+    (run / "meta.yaml").write_text("status: 3\nstart_time: 1700000000000\nend_time: 1700000001000\n")
     (run / "metrics" / "loss").write_text("1700000000000 0.5 1\n")
     (run / "params" / "lr").write_text("0.1")
     os.mkfifo(run / "params" / "fifo")

@@ -10,6 +10,15 @@ MLflow stores the status as its ``RunStatus`` number (1 RUNNING, 2 SCHEDULED, 3 
 vocabulary. A run folder whose ``meta.yaml`` is missing or unreadable (a copy that lost it, a
 run being created) still has its metrics read: its status is ``unknown``, with a warning.
 Params and tags are the job's config (``{"params": …, "tags": …, "mlflow": …}``).
+
+MLflow rewrites ``meta.yaml`` in place (status RUNNING -> FINISHED, end_time): a read may find it
+empty or cut short, and a prefix cut at a line's end is valid YAML (``start_time: 17800``). A
+``meta.yaml`` that ends without its newline, or lacks one of the keys MLflow always writes
+(``REQUIRED``: ``end_time`` is null while the run runs), is taken for one caught mid-rewrite while
+a writer may be at it (``ledger.settled``): nothing of it is applied, and it is left for the next
+run (``pending``). Once settled it is read as it is (a hand-written store may lack a key). Its
+``start_time`` and ``end_time`` are the run's own (``RunInfo.times_final``): each whole read
+replaces the stored ones.
 """
 
 from __future__ import annotations
@@ -21,12 +30,13 @@ from typing import Any
 
 import yaml
 
+from runlytics.ingest import ledger
 from runlytics.ingest.discover import MLFLOW, JobFolder
 
-from .base import examine
+from .base import Candidate, examine
 from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, load_yaml, overflows
 from .text_logs import MAX_STEP, Chunk, Point, RunInfo, clean_strings, complete_lines, number, utc_from_ms, whole
-from .tool_log import ToolLogParser
+from .tool_log import NotYet, ToolLogParser
 
 META = "meta.yaml"
 METRICS = "metrics"
@@ -35,6 +45,9 @@ TAGS = "tags"
 RUN_NAME_TAG = "mlflow.runName"
 MAX_META_BYTES = 1 << 20
 MAX_VALUE_BYTES = 1 << 16  # MLflow itself caps a param at 6,000 characters and a tag at 8,000
+# the keys of a run's meta.yaml that MLflow always writes (RunInfo's fields) and that give the job's
+# facts: a meta.yaml without one of them is one caught mid-rewrite until it settles
+REQUIRED = ("status", "start_time", "end_time")
 
 STATUSES: dict[object, str] = {
     1: "running", 2: "queued", 3: "completed", 4: "failed", 5: "cancelled",
@@ -56,6 +69,14 @@ class MlflowParser(ToolLogParser):
                 return folder.name == METRICS
         return False
 
+    def read(self, c: Candidate, data: bytes, offset: int, lines: int, seen: int) -> Chunk:
+        """A run's meta.yaml caught mid-rewrite is left for the next run (``NotYet``)."""
+        if c.path == c.job.path / META and not ledger.settled(c.stat):
+            reason = cut_short(data)
+            if reason is not None:
+                raise NotYet(f"{reason}: taken for a file being rewritten, read again next run")
+        return self.parse(c.job, c.path, data, offset, lines)
+
     def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
         name = _name_under(job.path / METRICS, path)
         if name is None:  # meta.yaml, a param or a tag: read in job_info
@@ -65,13 +86,15 @@ class MlflowParser(ToolLogParser):
     def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
         warnings: list[str] = []
         meta = experiment = None
-        data, problem = _read_checked(job, job.path / META, MAX_META_BYTES)
+        data, problem, st = _read_checked(job, job.path / META, MAX_META_BYTES)
+        if data is not None and st is not None and not ledger.settled(st) and cut_short(data) is not None:
+            return None, []  # caught mid-rewrite (its read is pending): nothing of the run's files applied
         if data is not None:
             meta, warnings = load_meta(data)
         elif problem is not None:
             warnings.append(f"{META}: {problem}")
         if job.path != job.root:  # the experiment's meta.yaml, when the root holds it
-            data, _ = _read_checked(job, job.path.parent / META, MAX_META_BYTES)
+            data, _, _ = _read_checked(job, job.path.parent / META, MAX_META_BYTES)
             if data is not None:
                 experiment, found = load_meta(data)
                 warnings += [f"../{w}" for w in found if experiment is not None]
@@ -81,7 +104,7 @@ class MlflowParser(ToolLogParser):
                 name = _name_under(job.path / kind, path)
                 if name is None:
                     continue
-                data, problem = _read_checked(job, path, MAX_VALUE_BYTES)
+                data, problem, _ = _read_checked(job, path, MAX_VALUE_BYTES)
                 if data is not None:
                     named[name] = data.decode("utf-8", errors="replace")
                 else:
@@ -90,19 +113,35 @@ class MlflowParser(ToolLogParser):
         return info, warnings + more
 
 
-def _read_checked(job: JobFolder, path: Path, limit: int) -> tuple[bytes | None, str | None]:
-    """A small file of the run, or None and why it was not read (missing, not a plain file, a link
-    out of the root, larger than ``limit``: the checks every job file passes before it is opened)."""
+def _read_checked(job: JobFolder, path: Path, limit: int) -> tuple[bytes | None, str | None, ledger.Stat | None]:
+    """A small file of the run and the stat it was found with, or None and why it was not read
+    (missing, not a plain file, a link out of the root, larger than ``limit``: the checks every job
+    file passes before it is opened)."""
     try:
-        _, problem = examine(path, job, limit)
+        st, problem = examine(path, job, limit)
         if problem is not None:
-            return None, problem
+            return None, problem, st
         with path.open("rb") as f:
-            return f.read(limit), None
+            return f.read(limit), None, st
     except FileNotFoundError:
-        return None, None if path.name == META and path.parent != job.path else "missing"
+        return None, None if path.name == META and path.parent != job.path else "missing", None
     except OSError as error:
-        return None, f"cannot read ({error})"
+        return None, f"cannot read ({error})", None
+
+
+def cut_short(data: bytes) -> str | None:
+    """Why a run's meta.yaml looks cut short (MLflow's yaml.dump ends in a newline and writes every
+    key of ``REQUIRED``), or None. A file that is no YAML mapping is not said so here: its read
+    warns of it."""
+    if not data.strip():
+        return "empty"
+    if not data.endswith(b"\n"):
+        return "no newline at its end"
+    meta, _ = load_meta(data)
+    if meta is None:
+        return None
+    missing = [key for key in REQUIRED if key not in meta]
+    return f"no {', '.join(missing)}" if missing else None
 
 
 def _name_under(folder: Path, path: Path) -> str | None:
@@ -184,6 +223,9 @@ def run_info(
     """The job's facts from its run's meta.yaml, params, tags and its experiment's meta.yaml."""
     warnings = []
     info = RunInfo(status="unknown")
+    # meta.yaml read whole: its start and end are the run's, replacing the stored ones (an unreadable
+    # one, a copy that lost it, keeps them, as it keeps the status)
+    info.times_final = meta is not None
     if meta is None:
         warnings.append(f"no readable {META}: status unknown")
         meta = {}

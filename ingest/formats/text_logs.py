@@ -61,6 +61,9 @@ class RunInfo:
     # ``status`` is the whole log's answer (a LLaMA-Factory log's), ``unknown`` included: it replaces
     # the status an earlier read stored (and an ``unknown`` one the ``ended_at`` it stored)
     status_final: bool = False
+    # ``started_at`` and ``ended_at`` are the run's own record, read whole (an MLflow meta.yaml; a
+    # Lightning run's folder): they replace the stored ones, None included, not the earliest seen
+    times_final: bool = False
 
 
 class Events:

@@ -70,6 +70,11 @@ class NotAToolLog(ValueError):
     """The file is not what its name says; the message says why (the file fails until it changes)."""
 
 
+class NotYet(ValueError):
+    """The file is caught mid-rewrite (an MLflow meta.yaml cut short): nothing of it is applied, it
+    is left for the next run (``pending``); the message says why."""
+
+
 class ToolLogParser:
     """A tool's reader. Subclasses set ``kind`` and write ``parse`` (or ``read``, which is given the
     stat the run found the file with); the rest has defaults."""
@@ -216,7 +221,7 @@ FROM (
            rl_in_years(unnest($ended_at)) AS ended_at, unnest($current_step) AS current_step,
            unnest($total_steps) AS total_steps, unnest($source_dir) AS source_dir,
            unnest($start_unknown) AS start_unknown, rl_in_years(unnest($updated_at)) AS updated_at,
-           unnest($status_final) AS status_final
+           unnest($status_final) AS status_final, unnest($times_final) AS times_final
 ) r
 """
 # Why a setting of the config was dropped, in progress.json's words (ingest/progress.py): a Lightning
@@ -310,6 +315,18 @@ FROM batch_tool_runs r
 WHERE r.status_final AND jobs.job_id = r.job_id AND jobs.source_file = r.source_dir
   AND (jobs.status IS DISTINCT FROM coalesce(r.status, 'unknown')
        OR (coalesce(r.status, 'unknown') = 'unknown' AND jobs.ended_at IS NOT NULL))
+"""
+
+# A run whose own record gives its start and end (``RunInfo.times_final``: an MLflow meta.yaml's
+# start_time and end_time, a Lightning run's folder): they replace the stored ones, None included,
+# where the earliest start seen stays for the other tools (UPSERT_JOBS). A read of a meta.yaml cut
+# at ``start_time: 17800`` (settled: read as it is) gave way to the next read, not least() forever;
+# a run resumed in MLflow (RUNNING again, end_time null) has no end, as one read of the file gives.
+SETTLE_TIMES = """
+UPDATE jobs SET started_at = r.started_at, ended_at = r.ended_at
+FROM batch_tool_runs r
+WHERE r.times_final AND jobs.job_id = r.job_id AND jobs.source_file = r.source_dir
+  AND (jobs.started_at IS DISTINCT FROM r.started_at OR jobs.ended_at IS DISTINCT FROM r.ended_at)
 """
 
 
@@ -501,6 +518,9 @@ class ToolLogFormat:
         try:
             # a final line is given its newline: every parser reads lines up to the last one
             chunk = self.parser.read(c, data + b"\n" if final else data, offset, lines, seen)
+        except NotYet as error:
+            rejected.append(Rejection(c, "pending", str(error)))
+            return None
         except NotAToolLog as error:
             rejected.append(Rejection(c, "failed", str(error)))
             return None
@@ -548,6 +568,8 @@ class ToolLogFormat:
                     con.execute(DROP_START)
                 if any(r.info.status_final for r in runs):
                     con.execute(SETTLE_STATUS)
+                if any(r.info.times_final for r in runs):
+                    con.execute(SETTLE_TIMES)
             starts = [r for r in batch if not r.job.is_tool_run and (r.info.started_at or r.info.start_unknown)]
             if starts:
                 con.execute(STAGE_STARTS, {
@@ -784,7 +806,8 @@ def _clean_info(info: RunInfo, warnings: list[str]) -> None:
 
 
 def _merge_info(into: RunInfo, new: RunInfo) -> None:
-    """``new``'s facts over ``into``'s: the later status and config, the earliest start."""
+    """``new``'s facts over ``into``'s: the later status and config, the earliest start (the run's own
+    times where ``new`` gives them: ``times_final``)."""
     if new.status is not None and (new.status != "unknown" or into.status is None or new.status_final):
         into.status = new.status
         into.status_final = new.status_final
@@ -793,9 +816,12 @@ def _merge_info(into: RunInfo, new: RunInfo) -> None:
     if new.config is not None:  # a config is read whole: the later one replaces the earlier
         into.config = new.config
     into.model_name = new.model_name or into.model_name
-    if new.started_at is not None:
-        into.started_at = min(into.started_at or new.started_at, new.started_at)
-    into.ended_at = new.ended_at or into.ended_at
+    if new.times_final:  # the run's own record of its times: as read
+        into.started_at, into.ended_at, into.times_final = new.started_at, new.ended_at, True
+    else:
+        if new.started_at is not None:
+            into.started_at = min(into.started_at or new.started_at, new.started_at)
+        into.ended_at = new.ended_at or into.ended_at
     if new.current_step is not None:
         into.current_step = max(into.current_step or 0, new.current_step)
     into.total_steps = new.total_steps if new.total_steps is not None else into.total_steps
@@ -973,4 +999,5 @@ def _runs_columns(runs: list[_JobRead]) -> dict[str, list[Any]]:
         "start_unknown": [r.info.start_unknown for r in runs],
         "updated_at": [r.info.updated_at for r in runs],
         "status_final": [r.info.status_final for r in runs],
+        "times_final": [r.info.times_final for r in runs],
     }

