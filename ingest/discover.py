@@ -86,6 +86,15 @@ class JobFolder:
         """Every tool-log file of the folder, all kinds."""
         return [path for kind in TOOL_KINDS for path in self.tool_files.get(kind, [])]
 
+    def watched(self) -> dict[Path, Path]:
+        """Files outside the folder that one of its files is read with, by that file: an MLflow run's
+        ``meta.yaml`` is read with its experiment's, one folder up (below the root). Several runs
+        share that one, so it has no ledger record of its own: a change to it reads the run's
+        ``meta.yaml`` again (formats/tool_log.py), and the no-op shortcut's digest holds it."""
+        if MLFLOW in self.tool_files and self.root is not None and self.path != self.root:
+            return {self.path / MLFLOW_META: self.path.parent / MLFLOW_META}
+        return {}
+
     @property
     def name_is_utf8(self) -> bool:
         """False for a folder whose path holds bytes that are not UTF-8 (it can't be stored as text)."""

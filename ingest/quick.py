@@ -1,11 +1,12 @@
 """``runlytics ingest`` when nothing changed, told without opening the warehouse.
 
 A cron run every minute mostly finds every file as the last run left it. The last complete
-run writes into its heartbeat file a digest of what it found (every progress.json and
-trainer_state.json with its size and mtime, every checkpoint folder) and the warehouse file's
-size and mtime after it. A run that finds the same digest, the warehouse untouched since, no
-file being written, no ``<db>.unpublished`` marker (commits no snapshot holds) and a recent
-snapshot has nothing to read: it rewrites the heartbeat and ends, without importing DuckDB
+run writes into its heartbeat file a digest of what it found (every progress.json,
+trainer_state.json and tool log with its size and mtime, an MLflow run's experiment meta.yaml too,
+every checkpoint folder) and the warehouse file's size and mtime after it. A run that finds the
+same digest, the warehouse untouched since, no file being written, no ``<db>.unpublished`` marker
+(commits no snapshot holds) and a recent snapshot has nothing to read: it rewrites the heartbeat
+and ends, without importing DuckDB
 (whose import alone costs a third of a second here). Such a run is in the heartbeat only, not
 in ``ingest_runs``. Runs with ``--spool`` or ``--nvidia-smi-csv`` always take the full road.
 
@@ -42,6 +43,18 @@ def state(jobs: list[JobFolder]) -> str | None:
             except OSError:
                 return None
             if now - st.st_mtime_ns / 1e9 < ledger.FRESH_SECONDS:  # the full road reads fresh files again
+                return None
+            digest.update(name + b"\0%d\0%d\0" % (st.st_size, st.st_mtime_ns))
+        for path in job.watched().values():  # an MLflow run's experiment meta.yaml: there or not
+            name = os.fsencode(path)
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                digest.update(name + b"\0absent\0")
+                continue
+            except OSError:
+                return None
+            if now - st.st_mtime_ns / 1e9 < ledger.FRESH_SECONDS:
                 return None
             digest.update(name + b"\0%d\0%d\0" % (st.st_size, st.st_mtime_ns))
         for step in sorted(job.checkpoints):

@@ -23,6 +23,8 @@ import pytest
 from conftest import Lab
 from file_times import write
 
+from runlytics.ingest import quick
+
 START_MS = 1_780_000_000_000  # 2026-05-28 20:26:40 UTC
 START = datetime(2026, 5, 28, 20, 26, 40)
 JOB = "SELECT status, started_at, ended_at, config FROM jobs WHERE job_id = $j"
@@ -113,3 +115,27 @@ def test_mlflow_meta_times_are_the_runs_own(tmp_path: Path) -> None:
     lab.ingest()
     assert facts(lab, "mlruns/1/abc")[0][:3] == ("running", START, None)
     assert facts(lab, "mlruns/1/abc") == facts(fresh(tmp_path, lab), "mlruns/1/abc")
+
+
+# --- finding 6: the experiment's meta.yaml -------------------------------------------------------
+
+
+def test_mlflow_experiment_meta_change_reads_the_run_again(tmp_path: Path) -> None:
+    """The experiment's meta.yaml renamed and deleted in MLflow after its run was read: the run is
+    read again (its experiment_name, the "experiment was deleted" warning), as one read of the final
+    files has it; the no-op shortcut's digest sees the change too."""
+    lab = Lab(tmp_path)
+    mlflow_run(lab)
+    lab.ingest()
+    assert quick.nothing_to_do(lab.db, [lab.root]) is not None
+    write(lab.root / "mlruns" / "1" / "meta.yaml", "experiment_id: '1'\nname: renamed\nlifecycle_stage: deleted\n", 10)
+    assert quick.nothing_to_do(lab.db, [lab.root]) is None  # the shortcut sees it
+    summary = lab.ingest()
+    (config,) = lab.query("SELECT config->>'$.mlflow.experiment_name' FROM jobs")[0]
+    assert config == "renamed"
+    warned = [m for _, m in summary.listed_warnings]
+    assert any("the experiment was deleted in MLflow" in m for m in warned), warned
+    ledger = "SELECT path, outcome, warnings FROM ingest_files ORDER BY path"
+    assert lab.query(ledger) == fresh(tmp_path, lab).query(ledger)
+    assert facts(lab, "mlruns/1/abc") == facts(fresh(tmp_path, lab), "mlruns/1/abc")
+    assert lab.ingest().ingested == 0  # read once: the next run finds nothing new

@@ -18,7 +18,9 @@ does the rest, the same for every tool:
   A file that shrank, or whose bytes before the offset, or up to the end of the lines read there
   (``read_digest``), changed (it was replaced), is read whole again.
   A file that does not grow (``grows`` False: a YAML file, an MLflow param) is read whole when
-  its size or time changes.
+  its size or time changes, or when a file outside the folder it is read with
+  (``JobFolder.watched``: an MLflow run's experiment meta.yaml) changed since: its record keeps
+  that file's size and time in ``read_digest`` (``watch_text``).
 - **Last written wins.** Of a (metric, step) logged twice the later record wins; across a job's
   files of one tool (``overlapping``: several event files of one run) the file whose name sorts
   later wins. When a file other than the last one grows, the job's points of that tool are read
@@ -126,6 +128,8 @@ class _Read:
     # fingerprint, so that the next run opens it again
     waiting: bool = False
     repeated: int = 0  # of the chunk's points, those of lines the last run read already (reads_again)
+    # (a file read with another outside the folder, ``JobFolder.watched``) that file's ``watch_text``
+    watch: str | None = None
 
 
 @dataclass
@@ -358,6 +362,7 @@ class ToolLogFormat:
         job_ids = ledger.progress_job_ids(ctx.con)
         owners = dict(ctx.con.execute(OWNERS, {"kind": self.kind}).fetchall())
         resume = ledger.load_resume(ctx.con, self.kind)
+        candidates += _watched_changes(ctx, self.kind, owned, candidates, resume)
         sizes: dict[str, int] = {}
         if self.parser.reads_again:
             sizes = dict(ctx.con.execute(READ_SIZES, {"kind": self.kind}).fetchall())
@@ -504,6 +509,8 @@ class ToolLogFormat:
         self, ctx: Context, c: Candidate, rank: int, offset: int, lines: int, seen: int, rejected: list[Rejection]
     ) -> _Read | None:
         grows = self.parser.grows(c.path)
+        other = c.job.watched().get(c.path)
+        watch = watch_text(other) if other is not None else None  # before the file it is read with
         try:
             with open(c.path, "rb") as f:
                 f.seek(offset)
@@ -539,7 +546,7 @@ class ToolLogFormat:
                 ledger.fingerprint(ctx.con, str(c.path), c.stat)
             return None  # only a record still being written: the next run reads it whole
         if not grows:
-            return _Read(c, rank, offset, lines, chunk, None)
+            return _Read(c, rank, offset, lines, chunk, None, watch=watch)
         if read_to >= DIGEST_BYTES or offset == 0:
             before = data[max(0, read_to - DIGEST_BYTES) : read_to]
         else:
@@ -594,7 +601,7 @@ class ToolLogFormat:
                         + (job_read.info_warnings if i == 0 else [])
                         + _moved_notes(moved, str(read.candidate.path)),
                         read.offset + read.chunk.consumed if read.digest is not None else None,
-                        read.digest,
+                        read.digest if read.digest is not None else read.watch,
                     )  # fmt: skip
                     for job_read in batch
                     for i, read in enumerate(job_read.reads)
@@ -663,6 +670,51 @@ def _moved_notes(moved: dict[str, _Moved], path: str) -> list[str]:
         return [note + f"job {m.former} keeps the points it had (it has other files of this tool)"]
     note += "its points moved"
     return [note + (f"; job {m.former} is removed (no tool log of it is left)" if m.removed else "")]
+
+
+WATCH_FRESH = "fresh"  # a watched file changed within FRESH_SECONDS: its record says so, read again next run
+
+
+def watch_text(path: Path) -> str:
+    """What a file's ledger record keeps of a file it is read with (``JobFolder.watched``): its size
+    and time, ``absent``, or ``fresh`` while a writer may be at it (the next run reads again)."""
+    try:
+        st = ledger.stat(path)
+    except FileNotFoundError:
+        return "absent"
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+    return WATCH_FRESH if st.fingerprint is None else f"{st.size}:{st.mtime_ns}"
+
+
+def _watched_changes(
+    ctx: Context, kind: str, owned: list[JobFolder], candidates: list[Candidate], resume: dict[str, Any]
+) -> list[Candidate]:
+    """The files found unchanged whose watched file (``JobFolder.watched``: an MLflow run's
+    experiment meta.yaml) changed since their last read: read again, as a fresh read of the final
+    files has them (the experiment renamed, deleted). A file whose record is not an ingested one
+    (failed: its read gives the same) is left to its own changes."""
+    watching = [(job, path, other) for job in owned for path, other in job.watched().items()]
+    if not watching:
+        return []
+    known = ledger.load(ctx.con, kind)
+    seen = {c.path for c in candidates}
+    again: list[Candidate] = []
+    for job, path, other in watching:
+        record = known.get(str(path))
+        if path in seen or record is None or record[1] != "ingested" or str(path) not in resume:
+            continue
+        stored, now = resume[str(path)][2], watch_text(other)
+        if stored == now != WATCH_FRESH:
+            continue
+        try:
+            st, problem = examine(path, job, ctx.max_file_bytes)
+        except OSError:
+            continue
+        if problem is None:  # (one with a problem was failed by changed_files)
+            again.append(Candidate(path, job, st))
+            ctx.summary.unchanged -= 1
+    return again
 
 
 def _job_id(job: JobFolder, progress_job_ids: dict[str, str]) -> str:
