@@ -96,6 +96,20 @@ class Parsed:
     rows: list[dict[str, object]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     unterminated: bool = False  # a last line without its line end was left out (complete_only)
+    # (not compared: a parse's outcome is its rows and warnings)
+    numbers: list[int] = field(default_factory=list, compare=False)  # the line of each row
+    # the bytes of the data read: its lines, less a last line left out or a character cut short
+    read: int = field(default=0, compare=False)
+    # of the first ``seen`` bytes (parse's argument), the lines read whole there: lines 1 to seen_lines
+    seen_lines: int = field(default=0, compare=False)
+
+    def is_new(self, number: int) -> bool:
+        """Whether line ``number`` lies beyond what an earlier read of the first ``seen`` bytes read."""
+        return number > self.seen_lines
+
+    def new_warnings(self) -> list[str]:
+        """The warnings of the lines beyond ``seen_lines`` (every warning of a parse names its line)."""
+        return [w for w in self.warnings if self.is_new(_line_number(w))]
 
 
 class NotNvidiaSmiCsv(ValueError):
@@ -103,23 +117,34 @@ class NotNvidiaSmiCsv(ValueError):
 
 
 def parse(
-    data: bytes, *, timezone: str = "UTC", columns: list[str] | None = None, complete_only: bool = False
+    data: bytes,
+    *,
+    timezone: str = "UTC",
+    columns: list[str] | None = None,
+    complete_only: bool = False,
+    seen: int = 0,
 ) -> Parsed:
     """Read an nvidia-smi ``--query-gpu`` CSV log into sample rows with naive UTC ``ts``.
 
     ``timezone`` is the IANA zone of the host that wrote the log (its timestamps carry none);
     ``columns`` names the columns of a ``--format=csv,noheader`` log, in order. With
     ``complete_only``, a last line without its line end (the logger was mid-write) is left out
-    and ``unterminated`` says so.
+    and ``unterminated`` says so. ``seen``: the ``read`` of an earlier parse of data that began
+    with the same bytes; ``seen_lines`` then counts the lines that parse read whole.
     """
     zone = _zone(timezone)
     layout = _columns_layout(columns) if columns is not None else None
     parsed = Parsed()
-    text = _decode(data)
+    text, held, codec = _decode(data)
     if text.lstrip("\ufeff \t\r\n").startswith("<"):  # no CSV line starts with a tag
         raise NotNvidiaSmiCsv(XML)
+    if 0 < seen <= len(data) - held:
+        parsed.seen_lines = _lines_read(text, len(_decode(data[:seen])[0]))
+    parsed.read = len(data) - held
     if complete_only and text and not text.endswith(("\n", "\r")):
-        text = text[: max(text.rfind("\n"), text.rfind("\r")) + 1]
+        cut = max(text.rfind("\n"), text.rfind("\r")) + 1
+        parsed.read -= len(text[cut:].encode(codec, "surrogatepass"))
+        text = text[:cut]
         parsed.unterminated = True
     lines: list[_Line] = []
     for number, line in _lines(text):
@@ -138,6 +163,7 @@ def parse(
         if read is not None:
             lines.append(read)
     parsed.rows = _resolve(lines, zone, parsed.warnings)
+    parsed.numbers = [line.number for line in lines]
     parsed.warnings.sort(key=_line_number)  # (a stable sort: each line's warnings keep their order)
     return parsed
 
@@ -156,17 +182,34 @@ def _columns_layout(columns: list[str]) -> Layout:
     return layout
 
 
-def _decode(data: bytes) -> str:
-    """UTF-16 when it starts with a BOM (PowerShell's ``>``), else UTF-8 with or without a BOM."""
+def _decode(data: bytes) -> tuple[str, int, str]:
+    """UTF-16 when it starts with a BOM (PowerShell's ``>``), else UTF-8 with or without a BOM.
+    The text, the bytes at the end left undecoded (a character cut short), and the codec whose
+    bytes a piece of the text after the BOM takes."""
     utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     decoder = codecs.getincrementaldecoder("utf-16" if utf16 else "utf-8-sig")()
     try:
         # final=False: a character cut short at the end (a log still being written) is left out, and
         # its line then fails as any cut-short line does, instead of failing the whole file
-        return decoder.decode(data, final=False)
+        text = decoder.decode(data, final=False)
     except UnicodeDecodeError as error:
         encoding = "UTF-16" if utf16 else "UTF-8"
         raise NotNvidiaSmiCsv(f"not {encoding} text: {error.reason} at byte {error.start}") from None
+    return text, len(decoder.getstate()[0]), "utf-16-le" if utf16 else "utf-8"
+
+
+LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _lines_read(text: str, chars: int) -> int:
+    """Of ``text``, the lines that a read of its first ``chars`` characters read whole: those ended
+    there, and a last line without its end when it still ends there (a settled log's last line,
+    read as it was; one written on since is another line now)."""
+    head = text[:chars]
+    lines = len(LINE_END.findall(head))  # a "\r" at its end, "\n" next: one line end either way
+    if head and not head.endswith(("\n", "\r")) and (chars == len(text) or text[chars] in "\r\n"):
+        lines += 1
+    return lines
 
 
 def _lines(text: str) -> list[tuple[int, str]]:
@@ -175,7 +218,7 @@ def _lines(text: str) -> list[tuple[int, str]]:
     Not str.splitlines(): it also splits at form feeds and Unicode separators, which would make
     the line numbers in warnings disagree with what an editor shows.
     """
-    return [(n, line) for n, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1) if line.strip()]
+    return [(n, line) for n, line in enumerate(LINE_END.split(text), start=1) if line.strip()]
 
 
 def _split(line: str) -> list[str]:

@@ -18,8 +18,12 @@ from .base import Candidate, Context, Rejection, not_ingested
 
 KIND = "nvidia_smi"
 
-# What the ledger knows of a log's earlier import (its fingerprint holds the import's arguments).
-PREVIOUS = "SELECT fingerprint, outcome, job_id, rows FROM ingest_files WHERE kind = $kind AND path = $path"
+# What the ledger knows of a log's earlier import (its fingerprint holds the import's arguments;
+# read_offset and read_digest: the bytes it read, and their SHA-256).
+PREVIOUS = """
+SELECT fingerprint, outcome, job_id, rows, read_offset, read_digest
+FROM ingest_files WHERE kind = $kind AND path = $path
+"""
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def _arguments(item: CsvImport) -> str:
 def _earlier_import(previous: tuple[Any, ...], item: CsvImport) -> CsvImport | None:
     """The ledger's earlier import of this log, when it stored samples for the same job with other
     arguments that its fingerprint holds (rows recorded before session 12 hold only a digest)."""
-    fingerprint, outcome, job_id, rows = previous
+    fingerprint, outcome, job_id, rows, *_ = previous
     if outcome != "ingested" or not rows or job_id != item.job_id or fingerprint is None:
         return None
     tokens = fingerprint.split(" ")
@@ -135,12 +139,16 @@ def _import(ctx: Context, item: CsvImport) -> None:
         # a last line without its line end is being written, unless the log has settled (and no
         # writer came back while it was read): then it is the log's last line, read as any other
         final = ledger.final(path, plain)
-        parsed = nvidia_smi.parse(data, timezone=item.timezone, columns=columns, complete_only=not final)
+        seen = _seen(previous, st, data)
+        parsed = nvidia_smi.parse(data, timezone=item.timezone, columns=columns, complete_only=not final, seen=seen)
     except (nvidia_smi.NotNvidiaSmiCsv, UnicodeError) as error:
         not_ingested(ctx, Rejection(candidate, "failed", str(error)), KIND)
         return
     rows = [{**row, "job_id": item.job_id, "host": item.host} for row in parsed.rows]
-    warnings = list(parsed.warnings)
+    # the log is read and stored whole (a time the clocks repeat is read by the whole log's steps),
+    # but counted and warned of only beyond the lines an earlier read of the same bytes covered
+    new_rows = sum(map(parsed.is_new, parsed.numbers))
+    warnings = parsed.new_warnings()
     earlier = _earlier_import(previous, item) if previous else None
     if (
         earlier is None
@@ -166,11 +174,33 @@ def _import(ctx: Context, item: CsvImport) -> None:
             warnings += _replace_earlier(ctx, earlier, data)
         changed = gpu_samples.store(ctx.con, rows, "nvidia-smi")
         results.enqueue(ctx.con, changed)
-        ledger.record(ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), warnings)
+        ledger.record(
+            ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), warnings,
+            parsed.read, _digest(data, parsed.read),
+        )  # fmt: skip
     summary.job_ids |= changed
     summary.ingested += 1
-    summary.gpu_samples += len(rows)
+    summary.gpu_samples += new_rows
     summary.warnings += len(warnings)
+
+
+def _digest(data: bytes, size: int) -> str:
+    return hashlib.sha256(memoryview(data)[:size]).hexdigest()
+
+
+def _seen(previous: tuple[Any, ...] | None, st: _ImportStat, data: bytes) -> int:
+    """The bytes of the log that its last import, with the same arguments, read (0: none known):
+    the ledger's read_offset, when the log still begins with the bytes it read there (their digest).
+    Its samples and warnings were counted then; an import with other arguments reads other rows."""
+    if previous is None:
+        return 0
+    fingerprint, outcome, _, _, offset, stored = previous
+    if outcome != "ingested" or fingerprint is None or not offset or stored is None or offset > len(data):
+        return 0
+    tokens = fingerprint.split(" ")
+    if len(tokens) < 2 or tokens[1] != st.arguments.split(" ")[0]:
+        return 0
+    return int(offset) if _digest(data, int(offset)) == stored else 0
 
 
 def _same_import(previous: tuple[Any, ...], st: _ImportStat, plain: ledger.Stat, item: CsvImport) -> bool:
@@ -178,7 +208,7 @@ def _same_import(previous: tuple[Any, ...], st: _ImportStat, plain: ledger.Stat,
     written before the arguments were part of the fingerprint counts as the same import when it
     names the same job (the zone, host and columns it was read with are not known), and one
     written with their digest alone (session 11) when the digest is the same."""
-    fingerprint, outcome, job_id, _ = previous
+    fingerprint, outcome, job_id, *_ = previous
     if ledger.is_unchanged((fingerprint, outcome), st):
         return True
     # a row of session 11: the arguments' digest without the arguments, the same import
@@ -197,7 +227,7 @@ def _same_import(previous: tuple[Any, ...], st: _ImportStat, plain: ledger.Stat,
 def _other_arguments(previous: tuple[Any, ...], st: _ImportStat, item: CsvImport) -> bool:
     """Whether the earlier import (by its ledger row) had other arguments than this one: a digest
     that differs, or, for a row written before digests, another job."""
-    fingerprint, _, job_id, _ = previous
+    fingerprint, _, job_id, *_ = previous
     if fingerprint is None:  # recorded before session 16 while being written: arguments not known
         return job_id != item.job_id
     tokens = fingerprint.split(" ")

@@ -1,0 +1,189 @@
+"""A growing nvidia-smi CSV log imported again and again (session 19 audit, findings 1 and 7).
+
+The log is read whole on every change (the rule for the hour the clocks go back learns each GPU's
+step from the whole file), and stored whole; but a run counts and warns of only the lines that no
+earlier read of the same file, with the same arguments, covered. A sample of a new line that lands
+in a minute already rolled up and pruned, which the rollup can't be recomputed for, is skipped with
+a warning naming the file's line, as the spool's are.
+
+Hand-made cases: small logs in tmp_path, a real DuckDB, the in-process ingest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import Lab
+
+from runlytics.ingest.nvidia_smi import parse
+from runlytics.ingest.pipeline import CsvImport
+
+HEADER = "timestamp, index, utilization.gpu [%], memory.used [MiB], power.draw [W]"
+
+
+def line(ts: float, utilization: float) -> str:
+    moment = datetime.fromtimestamp(ts, UTC)
+    return f"{moment:%Y/%m/%d %H:%M:%S}.000, 0, {utilization:g} %, 1000 MiB, 200.00 W\n"
+
+
+def touch(path: Path, ago: float) -> None:
+    """The log last written ``ago`` seconds ago: neither fresh (2 s) nor settled (5 minutes)."""
+    moment = time.time() - ago
+    os.utime(path, (moment, moment))
+
+
+def minutes(lab: Lab) -> list[tuple[object, ...]]:
+    return lab.own_query(
+        "SELECT minute, samples, utilization_percent_sum, interval_seconds FROM gpu_minutes"
+        " WHERE job_id = 'j1' ORDER BY minute"
+    )
+
+
+def old_job(tmp_path: Path, name: str) -> tuple[Lab, Path, Path, float]:
+    """A warehouse whose spool holds a recent sample of another job, so that a day 60 days back is
+    past the raw window (--keep-raw-days 30): the log's samples there are rolled up, then pruned."""
+    folder = tmp_path / name
+    folder.mkdir()
+    lab = Lab(folder)
+    spool = folder / "spool"
+    spool.mkdir()
+    now = time.time()
+    sample = {"ts": now - 400, "job_id": "other", "gpu_index": 0, "utilization_percent": 50.0}
+    (spool / "x.jsonl").write_text(json.dumps(sample) + "\n")
+    start = (now // 86400 - 60) * 86400 + 3 * 3600  # 03:00:00 UTC, 60 days ago
+    return lab, spool, folder / "gpu.csv", start
+
+
+# --- finding 7: a growing log counts and warns of its new lines only ---------------------------------
+
+
+def test_a_growing_log_counts_and_warns_of_only_the_lines_no_run_read_before(tmp_path: Path) -> None:
+    """The audit's case: one bad line near the start, 3 lines added before each of 3 imports. The
+    bad line was said 3 times (ingest_runs summed 3 warnings) and the samples counted 4, 7, 10."""
+    lab = Lab(tmp_path)
+    log = tmp_path / "gpu.csv"
+    start = time.time() - 3000
+    log.write_text(
+        HEADER + "\n" + line(start, 50) + "garbage, line\n" + "".join(line(start + 5 * i, 50) for i in (1, 2, 3))
+    )
+    touch(log, 20)
+    counted = []
+    for k in (1, 2, 3):
+        summary = lab.ingest(csv_imports=[CsvImport(log, "j1")])
+        counted.append((summary.gpu_samples, summary.warnings, [m for _, m in summary.listed_warnings]))
+        with log.open("a") as f:
+            f.write("".join(line(start + 100 * k + 5 * i, 50) for i in (1, 2, 3)))
+        touch(log, 15 - 3 * k)
+    assert counted == [(4, 1, ["line 3: 2 fields where the header has 5; skipped"]), (3, 0, []), (3, 0, [])]
+    assert lab.own_query("SELECT sum(warnings) FROM ingest_runs") == [(1,)]
+    # stored whole all the same
+    assert lab.own_query("SELECT count(*) FROM gpu_samples") == [(10,)]
+    # the ledger covers what was read: its bytes, and their digest
+    ((offset, rows),) = lab.own_query("SELECT read_offset, rows FROM ingest_files WHERE kind = 'nvidia_smi'")
+    assert (offset, rows) == (log.stat().st_size - 3 * len(line(start, 50)), 10)
+
+
+def test_a_new_bad_line_is_said_and_a_cut_line_counted_once_complete(tmp_path: Path) -> None:
+    """A bad line among the new ones is said with its number; a last line still being written is
+    not read, so it is counted in the run that reads it whole."""
+    lab = Lab(tmp_path)
+    log = tmp_path / "gpu.csv"
+    start = time.time() - 3000
+    log.write_text(HEADER + "\n" + line(start, 50) + line(start + 5, 50) + line(start + 10, 50)[:12])
+    touch(log, 20)
+    first = lab.ingest(csv_imports=[CsvImport(log, "j1")])
+    assert (first.gpu_samples, first.warnings) == (2, 0)
+    log.write_text(
+        HEADER + "\n" + line(start, 50) + line(start + 5, 50) + line(start + 10, 50) + "1, 2\n" + line(start + 15, 50)
+    )
+    touch(log, 15)
+    second = lab.ingest(csv_imports=[CsvImport(log, "j1")])
+    assert (second.gpu_samples, second.warnings) == (2, 1)
+    assert [m for _, m in second.listed_warnings] == ["line 5: 2 fields where the header has 5; skipped"]
+
+
+def test_a_log_changed_before_the_lines_read_or_read_with_other_arguments_is_counted_whole(tmp_path: Path) -> None:
+    """Only lines the earlier read of the same bytes, with the same arguments, covered are known:
+    a log rewritten before its end (a new run of the logger) or imported for another host counts
+    and warns of every line again."""
+    lab = Lab(tmp_path)
+    log = tmp_path / "gpu.csv"
+    start = time.time() - 3000
+    body = line(start, 50) + "garbage, line\n" + line(start + 5, 50)
+    log.write_text(HEADER + "\n" + body)
+    touch(log, 20)
+    assert (lab.ingest(csv_imports=[CsvImport(log, "j1")]).warnings) == 1
+    # the same length, one byte of the first sample changed, and a line more
+    log.write_text(HEADER + "\n" + body.replace(" 50 %", " 51 %", 1) + line(start + 10, 50))
+    touch(log, 15)
+    rewritten = lab.ingest(csv_imports=[CsvImport(log, "j1")])
+    assert (rewritten.gpu_samples, rewritten.warnings) == (3, 1)
+    other = lab.ingest(csv_imports=[CsvImport(log, "j1", host="ws-2")])
+    # the correction's own warning, the bad line again, every sample
+    assert (other.gpu_samples, other.warnings) == (3, 2)
+    touch(log, 10)
+    again = lab.ingest(csv_imports=[CsvImport(log, "j1", host="ws-2")])
+    assert (again.ingested, again.gpu_samples, again.warnings) == (1, 0, 0)
+
+
+def test_utf16_log_grows_with_its_lines_counted_once(tmp_path: Path) -> None:
+    """PowerShell's UTF-16 log: the bytes read are those of the decoded lines, BOM included."""
+    lab = Lab(tmp_path)
+    log = tmp_path / "gpu.csv"
+    start = time.time() - 3000
+    text = HEADER + "\r\n" + line(start, 50).replace("\n", "\r\n") + "garbage, line\r\n"
+    log.write_bytes(text.encode("utf-16"))
+    touch(log, 20)
+    first = lab.ingest(csv_imports=[CsvImport(log, "j1")])
+    assert (first.gpu_samples, first.warnings) == (1, 1)
+    text += "".join(line(start + 5 * i, 50).replace("\n", "\r\n") for i in (1, 2))
+    log.write_bytes(text.encode("utf-16"))
+    touch(log, 15)
+    second = lab.ingest(csv_imports=[CsvImport(log, "j1")])
+    assert (second.gpu_samples, second.warnings) == (2, 0)
+    assert lab.own_query("SELECT count(*) FROM gpu_samples") == [(3,)]
+
+
+# --- the parser's side: the bytes a read took, and the lines an earlier read of them read whole -----
+
+SAMPLE = "2026/01/05 08:00:00.000, 0"
+
+
+@pytest.mark.parametrize(
+    ("before", "complete_only", "after", "read", "seen_lines"),
+    [
+        # the lines read whole; the next read's new line is line 4
+        ("timestamp, index\nS\nS\n", True, "S\n", len("timestamp, index\nS\nS\n"), 3),
+        # a last line being written is not read: the bytes read end before it, and it is new later
+        ("timestamp, index\nS\nS", True, "S\n", len("timestamp, index\nS\n"), 2),
+        # a settled last line read without its end: read, unless a writer added to it since
+        ("timestamp, index\nS\nS", False, "\nS\n", len("timestamp, index\nS\nS"), 3),
+        ("timestamp, index\nS\nS", False, "0\n", len("timestamp, index\nS\nS"), 2),
+        # CR line ends: a read that ended at a "\r" whose "\n" came later read that line whole
+        ("timestamp, index\r\nS\r", True, "\nS\r\n", len("timestamp, index\r\nS\r"), 2),
+    ],
+)
+def test_the_bytes_read_and_the_lines_an_earlier_read_covered(
+    before: str, complete_only: bool, after: str, read: int, seen_lines: int
+) -> None:
+    first_data = before.replace("S", SAMPLE).encode()
+    first = parse(first_data, complete_only=complete_only)
+    assert first.read == len(before[:read].replace("S", SAMPLE).encode())
+    grown = parse(first_data + after.replace("S", SAMPLE).encode(), seen=first.read)
+    assert grown.seen_lines == seen_lines
+    assert [n for n in grown.numbers if grown.is_new(n)] == [n for n in grown.numbers if n > seen_lines]
+
+
+def test_the_bytes_read_leave_out_a_character_cut_short_and_count_the_bom() -> None:
+    utf8 = "\ufefftimestamp, index\n2026/01/05 08:00:00.000, 0\n".encode()
+    assert parse(utf8 + "ä".encode()[:1]).read == len(utf8)
+    utf16 = "timestamp, index\r\n2026/01/05 08:00:00.000, 0\r\n".encode("utf-16")
+    assert parse(utf16 + b"2").read == len(utf16)
+    cut = parse(utf16 + "2026/01/05 08:00:01".encode("utf-16-le"), complete_only=True)
+    assert (cut.read, cut.unterminated, len(cut.rows)) == (len(utf16), True, 1)
+    assert parse(utf16 + "2026/01/05 08:00:01.000, 0\r\n".encode("utf-16-le"), seen=cut.read).seen_lines == 2
