@@ -287,14 +287,21 @@ class Staged:
     road: str = "careful"  # where its lines were parsed: "json", "csv" or "text" (then careful for some)
 
 
-def store(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], source: str) -> set[str]:
-    """Upsert samples (in the caller's transaction); returns the jobs they belong to."""
+def store(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[dict[str, Any]],
+    source: str,
+    on_skipped: Callable[[list[int]], None] = lambda indexes: None,
+) -> set[str]:
+    """Upsert samples (in the caller's transaction); returns the jobs they belong to.
+    ``on_skipped`` hears the index in ``rows`` of each sample not stored (gpu_store.store_staged:
+    of a minute already rolled up and past the raw window), so that the caller can say which."""
     if not rows:
         return set()
     columns: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in COLUMNS}
     columns["seq"] = list(range(len(rows)))
     con.execute(STAGE, columns)
-    return gpu_store.store_staged(con, source)
+    return gpu_store.store_staged(con, source, on_skipped)
 
 
 def remove(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> int:

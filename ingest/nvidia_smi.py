@@ -109,7 +109,7 @@ class Parsed:
 
     def new_warnings(self) -> list[str]:
         """The warnings of the lines beyond ``seen_lines`` (every warning of a parse names its line)."""
-        return [w for w in self.warnings if self.is_new(_line_number(w))]
+        return [w for w in self.warnings if self.is_new(line_number(w))]
 
 
 class NotNvidiaSmiCsv(ValueError):
@@ -164,7 +164,7 @@ def parse(
             lines.append(read)
     parsed.rows = _resolve(lines, zone, parsed.warnings)
     parsed.numbers = [line.number for line in lines]
-    parsed.warnings.sort(key=_line_number)  # (a stable sort: each line's warnings keep their order)
+    parsed.warnings.sort(key=line_number)  # (a stable sort: each line's warnings keep their order)
     return parsed
 
 
@@ -417,7 +417,7 @@ def _usual_steps(lines: list[_Line]) -> dict[tuple[object, object] | None, timed
     return usual
 
 
-def _line_number(warning: str) -> int:
+def line_number(warning: str) -> int:
     """The N of a warning "line N: ..." (every warning of a parse names its line)."""
     found = LINE_NUMBER.match(warning)
     return int(found.group(1)) if found else 0

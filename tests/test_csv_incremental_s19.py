@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Lab
 
+from runlytics.ingest.formats.spool import SKIPPED
 from runlytics.ingest.nvidia_smi import parse
 from runlytics.ingest.pipeline import CsvImport
 
@@ -59,17 +60,64 @@ def old_job(tmp_path: Path, name: str) -> tuple[Lab, Path, Path, float]:
     return lab, spool, folder / "gpu.csv", start
 
 
+# --- finding 1: lines between stored ones, in minutes rolled up and pruned ---------------------------
+
+
+def test_new_lines_in_a_pruned_minute_are_skipped_with_a_warning_naming_their_lines(tmp_path: Path) -> None:
+    """12 samples 10 s apart (03:00 and 03:01), rolled up and pruned; then 6 lines at +5 s between
+    those of 03:00 (lines 14-19) and 6 of 03:02 (lines 20-25). 03:00's rollup can't be recomputed
+    from the log (it holds 12 samples there, the rollup counted 6): it stands and the 6 samples are
+    skipped, said once each by line, not dropped silently (the audit's run said 24 samples and 0
+    warnings). What docs/ingest.md keeps: the log grown at its end ends as one import of the final
+    log (03:01 recomputed, its last sample counting until 03:02:00's; 03:02 stored)."""
+    lab, spool, log, start = old_job(tmp_path, "a")
+    log.write_text(HEADER + "\n" + "".join(line(start + 10 * i, 80) for i in range(12)))
+    touch(log, 60)
+    first = lab.ingest(spool_root=spool, csv_imports=[CsvImport(log, "j1")])
+    assert (first.gpu_samples, first.warnings) == (13, 0)  # the spool's sample, the log's 12
+    assert lab.own_query("SELECT count(*) FROM gpu_samples WHERE job_id = 'j1'") == [(0,)]  # pruned
+    assert [m[1:] for m in minutes(lab)] == [(6, 480.0, 60.0), (6, 480.0, 50.0)]
+
+    with log.open("a") as f:
+        f.write("".join(line(start + 5 + 10 * i, 10) for i in range(6)))
+        f.write("".join(line(start + 120 + 10 * i, 10) for i in range(6)))
+    touch(log, 30)
+    second = lab.ingest(spool_root=spool, csv_imports=[CsvImport(log, "j1")])
+    assert (second.gpu_samples, second.warnings) == (6, 6)
+    said = [f"line {n}: {SKIPPED}" for n in range(14, 20)]
+    assert [message for _, message in second.listed_warnings] == said
+    ((count, kept),) = lab.own_query("SELECT warning_count, warnings FROM ingest_files WHERE kind = 'nvidia_smi'")
+    assert (count, json.loads(kept)) == (6, said)
+    stored = minutes(lab)
+    assert [m[1:] for m in stored] == [(6, 480.0, 60.0), (6, 480.0, 60.0), (6, 60.0, 50.0)]
+
+    fresh, fresh_spool, _, _ = old_job(tmp_path, "b")
+    once = fresh.ingest(spool_root=fresh_spool, csv_imports=[CsvImport(log, "j1")])
+    assert (once.gpu_samples, once.warnings) == (25, 0)
+    assert [m[1:] for m in minutes(fresh)][0] == (12, 540.0, 60.0)  # one import keeps the skipped ones
+    assert minutes(fresh)[1:] == stored[1:]
+
+    # read again (touched): the same lines are skipped again, said no more
+    touch(log, 20)
+    third = lab.ingest(spool_root=spool, csv_imports=[CsvImport(log, "j1")])
+    assert (third.ingested, third.gpu_samples, third.warnings) == (1, 0, 0)
+    assert minutes(lab) == stored
+
+
 # --- finding 7: a growing log counts and warns of its new lines only ---------------------------------
 
 
 def test_a_growing_log_counts_and_warns_of_only_the_lines_no_run_read_before(tmp_path: Path) -> None:
     """The audit's case: one bad line near the start, 3 lines added before each of 3 imports. The
-    bad line was said 3 times (ingest_runs summed 3 warnings) and the samples counted 4, 7, 10."""
+    bad line was said 3 times (ingest_runs summed 3 warnings) and the samples counted 4, 7, 10.
+    Only lines that the earlier read of the same bytes, with the same arguments, covered are known:
+    a log rewritten before its end (one byte of its first sample) or imported for another host is
+    counted and warned of whole."""
     lab = Lab(tmp_path)
     log = tmp_path / "gpu.csv"
     start = time.time() - 3000
     log.write_text(
-        HEADER + "\n" + line(start, 50) + "garbage, line\n" + "".join(line(start + 5 * i, 50) for i in (1, 2, 3))
+        HEADER + "\n" + line(start, 50) + "garbage, line\n" + "".join(line(start + i, 50) for i in (5, 10, 15))
     )
     touch(log, 20)
     counted = []
@@ -81,72 +129,22 @@ def test_a_growing_log_counts_and_warns_of_only_the_lines_no_run_read_before(tmp
         touch(log, 15 - 3 * k)
     assert counted == [(4, 1, ["line 3: 2 fields where the header has 5; skipped"]), (3, 0, []), (3, 0, [])]
     assert lab.own_query("SELECT sum(warnings) FROM ingest_runs") == [(1,)]
-    # stored whole all the same
-    assert lab.own_query("SELECT count(*) FROM gpu_samples") == [(10,)]
-    # the ledger covers what was read: its bytes, and their digest
+    assert lab.own_query("SELECT count(*) FROM gpu_samples") == [(10,)]  # stored whole all the same
+    # the ledger covers what was read: its bytes (not the 3 lines added since), and their digest
     ((offset, rows),) = lab.own_query("SELECT read_offset, rows FROM ingest_files WHERE kind = 'nvidia_smi'")
     assert (offset, rows) == (log.stat().st_size - 3 * len(line(start, 50)), 10)
 
-
-def test_a_new_bad_line_is_said_and_a_cut_line_counted_once_complete(tmp_path: Path) -> None:
-    """A bad line among the new ones is said with its number; a last line still being written is
-    not read, so it is counted in the run that reads it whole."""
-    lab = Lab(tmp_path)
-    log = tmp_path / "gpu.csv"
-    start = time.time() - 3000
-    log.write_text(HEADER + "\n" + line(start, 50) + line(start + 5, 50) + line(start + 10, 50)[:12])
-    touch(log, 20)
-    first = lab.ingest(csv_imports=[CsvImport(log, "j1")])
-    assert (first.gpu_samples, first.warnings) == (2, 0)
-    log.write_text(
-        HEADER + "\n" + line(start, 50) + line(start + 5, 50) + line(start + 10, 50) + "1, 2\n" + line(start + 15, 50)
-    )
-    touch(log, 15)
-    second = lab.ingest(csv_imports=[CsvImport(log, "j1")])
-    assert (second.gpu_samples, second.warnings) == (2, 1)
-    assert [m for _, m in second.listed_warnings] == ["line 5: 2 fields where the header has 5; skipped"]
-
-
-def test_a_log_changed_before_the_lines_read_or_read_with_other_arguments_is_counted_whole(tmp_path: Path) -> None:
-    """Only lines the earlier read of the same bytes, with the same arguments, covered are known:
-    a log rewritten before its end (a new run of the logger) or imported for another host counts
-    and warns of every line again."""
-    lab = Lab(tmp_path)
-    log = tmp_path / "gpu.csv"
-    start = time.time() - 3000
-    body = line(start, 50) + "garbage, line\n" + line(start + 5, 50)
-    log.write_text(HEADER + "\n" + body)
-    touch(log, 20)
-    assert (lab.ingest(csv_imports=[CsvImport(log, "j1")]).warnings) == 1
-    # the same length, one byte of the first sample changed, and a line more
-    log.write_text(HEADER + "\n" + body.replace(" 50 %", " 51 %", 1) + line(start + 10, 50))
-    touch(log, 15)
+    # the first sample's utilization rewritten (the same length): the log counted whole
+    log.write_text(log.read_text().replace(" 50 %", " 51 %", 1))
+    touch(log, 3)
     rewritten = lab.ingest(csv_imports=[CsvImport(log, "j1")])
-    assert (rewritten.gpu_samples, rewritten.warnings) == (3, 1)
+    assert (rewritten.gpu_samples, rewritten.warnings) == (13, 1)
+    # another host (a correction): other rows, counted whole, with the correction's own warning
     other = lab.ingest(csv_imports=[CsvImport(log, "j1", host="ws-2")])
-    # the correction's own warning, the bad line again, every sample
-    assert (other.gpu_samples, other.warnings) == (3, 2)
-    touch(log, 10)
+    assert (other.gpu_samples, other.warnings) == (13, 2)
+    touch(log, 2.5)
     again = lab.ingest(csv_imports=[CsvImport(log, "j1", host="ws-2")])
     assert (again.ingested, again.gpu_samples, again.warnings) == (1, 0, 0)
-
-
-def test_utf16_log_grows_with_its_lines_counted_once(tmp_path: Path) -> None:
-    """PowerShell's UTF-16 log: the bytes read are those of the decoded lines, BOM included."""
-    lab = Lab(tmp_path)
-    log = tmp_path / "gpu.csv"
-    start = time.time() - 3000
-    text = HEADER + "\r\n" + line(start, 50).replace("\n", "\r\n") + "garbage, line\r\n"
-    log.write_bytes(text.encode("utf-16"))
-    touch(log, 20)
-    first = lab.ingest(csv_imports=[CsvImport(log, "j1")])
-    assert (first.gpu_samples, first.warnings) == (1, 1)
-    text += "".join(line(start + 5 * i, 50).replace("\n", "\r\n") for i in (1, 2))
-    log.write_bytes(text.encode("utf-16"))
-    touch(log, 15)
-    second = lab.ingest(csv_imports=[CsvImport(log, "j1")])
-    assert (second.gpu_samples, second.warnings) == (2, 0)
-    assert lab.own_query("SELECT count(*) FROM gpu_samples") == [(3,)]
 
 
 # --- the parser's side: the bytes a read took, and the lines an earlier read of them read whole -----

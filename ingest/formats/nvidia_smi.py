@@ -15,6 +15,7 @@ from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results, retention
 
 from .base import Candidate, Context, Rejection, not_ingested
+from .spool import SKIPPED
 
 KIND = "nvidia_smi"
 
@@ -148,7 +149,16 @@ def _import(ctx: Context, item: CsvImport) -> None:
     # the log is read and stored whole (a time the clocks repeat is read by the whole log's steps),
     # but counted and warned of only beyond the lines an earlier read of the same bytes covered
     new_rows = sum(map(parsed.is_new, parsed.numbers))
-    warnings = parsed.new_warnings()
+    said = parsed.new_warnings()
+    notes: list[str] = []  # of the import, not of a line
+    # the samples of new lines that a rollup past the raw window stands for (gpu_store.store_staged:
+    # the minute can't be recomputed from the log), not stored: said at their lines, as the spool does
+    skipped: list[str] = []
+
+    def skip(indexes: list[int]) -> None:
+        numbers = [parsed.numbers[i] for i in indexes]
+        skipped.extend(f"line {n}: {SKIPPED}" for n in numbers if parsed.is_new(n))
+
     earlier = _earlier_import(previous, item) if previous else None
     if (
         earlier is None
@@ -159,7 +169,7 @@ def _import(ctx: Context, item: CsvImport) -> None:
     ):
         # another job's samples are not removed: nothing asked for them to go, and a sample is
         # keyed by (job, host, GPU, time), so rows of another job are other rows
-        warnings.append(
+        notes.append(
             f"imported before for job {previous[2]!r} with other arguments (job, timezone, host or columns): "
             f"the {previous[3]} sample(s) of that import stay stored"
         )
@@ -171,16 +181,17 @@ def _import(ctx: Context, item: CsvImport) -> None:
         if earlier is not None:
             # the same job's log read again with a corrected zone, host or columns: the earlier
             # reading of it goes, in this transaction (a kill leaves the earlier import whole)
-            warnings += _replace_earlier(ctx, earlier, data)
-        changed = gpu_samples.store(ctx.con, rows, "nvidia-smi")
+            notes += _replace_earlier(ctx, earlier, data)
+        changed = gpu_samples.store(ctx.con, rows, "nvidia-smi", skip)
         results.enqueue(ctx.con, changed)
+        warnings = sorted(said + skipped, key=nvidia_smi.line_number) + notes
         ledger.record(
             ctx.con, str(path), KIND, recorded, "ingested", None, item.job_id, len(rows), warnings,
             parsed.read, _digest(data, parsed.read),
         )  # fmt: skip
     summary.job_ids |= changed
     summary.ingested += 1
-    summary.gpu_samples += new_rows
+    summary.gpu_samples += new_rows - len(skipped)
     summary.warnings += len(warnings)
 
 
