@@ -16,6 +16,8 @@ DuckDB only, each case a few ingests of a few small files."""
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from conftest import Lab
 from file_times import write
 
 from runlytics.ingest import quick
+from runlytics.ingest.formats import lightning_csv
 
 START_MS = 1_780_000_000_000  # 2026-05-28 20:26:40 UTC
 START = datetime(2026, 5, 28, 20, 26, 40)
@@ -139,3 +142,60 @@ def test_mlflow_experiment_meta_change_reads_the_run_again(tmp_path: Path) -> No
     assert lab.query(ledger) == fresh(tmp_path, lab).query(ledger)
     assert facts(lab, "mlruns/1/abc") == facts(fresh(tmp_path, lab), "mlruns/1/abc")
     assert lab.ingest().ingested == 0  # read once: the next run finds nothing new
+
+
+# --- finding 5: a Lightning CSVLogger run's start ------------------------------------------------
+
+
+def lightning_run(lab: Lab, start: float) -> Path:
+    version = lab.root / "lightning_logs" / "version_0"
+    version.mkdir(parents=True)
+    (version / "hparams.yaml").write_text("model_name: m\n")
+    (version / "metrics.csv").write_text("epoch,step,train_loss_step\n0,1,2.0\n0,2,1.9\n")
+    for path in (version / "hparams.yaml", version / "metrics.csv", version):
+        os.utime(path, (start, start))
+    return version
+
+
+def first_checkpoint(version: Path, when: float) -> None:
+    """100 s on: rows appended, hparams.yaml rewritten (CSVLogger.save), ModelCheckpoint's first
+    save making version_0/checkpoints/ (the folder's modification time moves)."""
+    with (version / "metrics.csv").open("a") as f:
+        f.write("0,3,1.8\n0,4,1.7\n")
+    (version / "hparams.yaml").write_text("model_name: m\n")
+    (version / "checkpoints").mkdir()
+    (version / "checkpoints" / "epoch=0-step=4.ckpt").touch()
+    for path in ("hparams.yaml", "metrics.csv", "checkpoints/epoch=0-step=4.ckpt", "checkpoints", "."):
+        os.utime(version / path, (when, when))
+
+
+def test_lightning_start_does_not_depend_on_when_ingest_ran(tmp_path: Path) -> None:
+    """Read before and after the first checkpoint, the run kept the earlier start (least()); read
+    once after it, its start was the checkpoint's time (total_seconds 0). Both now agree."""
+    lab = Lab(tmp_path)
+    start = time.time() - 200
+    version = lightning_run(lab, start)
+    lab.ingest()
+    first_checkpoint(version, start + 100)
+    lab.ingest()
+    job = "lightning_logs/version_0"
+    query = "SELECT started_at, updated_at, total_seconds FROM job_analytics WHERE job_id = $j"
+    assert lab.query(query, {"j": job}) == fresh(tmp_path, lab).query(query, {"j": job})
+
+
+def test_lightning_start_is_the_folders_birth(tmp_path: Path) -> None:
+    """Where the file system records when the version folder was made (statx's birth time), that is
+    the run's start: Lightning makes it as the run starts, and nothing changes it later."""
+    lab = Lab(tmp_path)
+    made = time.time()
+    version = lightning_run(lab, made + 30)  # the first flush 30 s after the folder was made
+    born = lightning_csv.birth_time(version)
+    if born is None:
+        pytest.skip("this file system records no birth time")
+    lab.ingest()
+    first_checkpoint(version, made + 100)
+    lab.ingest()
+    (started,) = lab.query("SELECT started_at FROM jobs")[0]
+    assert abs((started - datetime.utcfromtimestamp(born)).total_seconds()) < 1e-3
+    assert started < datetime.utcfromtimestamp(made + 30)
+    assert facts(lab, "lightning_logs/version_0") == facts(fresh(tmp_path, lab), "lightning_logs/version_0")

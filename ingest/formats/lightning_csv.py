@@ -16,9 +16,13 @@ read by a safe loader that builds no Python object, turning a tagged node into p
 from __future__ import annotations
 
 import csv
+import ctypes
 import datetime as dt
 import math
 import os
+import struct
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +47,16 @@ class LightningCsvParser(ToolLogParser):
     """A version folder's ``metrics.csv`` (read on from the last complete row) and ``hparams.yaml``
     (read whole when it changes: the config).
 
-    Neither file holds a clock time, and Lightning rewrites both at every flush: the run's start is
-    the earliest modification time of the folder and its two files (the folder's is set when
-    Lightning first writes into it, early in the run), its end (``ended_at`` and ``updated_at``)
-    the time of the last write to ``metrics.csv`` (the latest flush while it runs: a CSV does not
-    say whether the run ended, so the status stays ``unknown``). Points have no time.
+    Neither file holds a clock time, and Lightning rewrites both at every flush; the folder's
+    modification time moves whenever a file is made in it (``metrics.csv`` at the first flush,
+    ``checkpoints/`` at ModelCheckpoint's first save). The run's start is when the version folder
+    was made (Lightning makes it as the run starts; its birth time, ``birth_time``, where the file
+    system records one), or an earlier modification time of the folder or its two files (a copy's
+    folder is made when copied), else the earliest of those. Its end (``ended_at`` and
+    ``updated_at``) is the time of the last write to ``metrics.csv`` (the latest flush while it
+    runs: a CSV does not say whether the run ended, so the status stays ``unknown``). Both are read
+    from the files as they are now, and replace the stored ones (``times_final``), so that a run
+    read before its first checkpoint and after it equals one read once after it. Points have no time.
     """
 
     kind = LIGHTNING_CSV
@@ -69,6 +78,9 @@ class LightningCsvParser(ToolLogParser):
         # the last write to metrics.csv is when the run last wrote (updated_at, the end of a job whose
         # status is not terminal): a Lightning run, always ``unknown``, has a duration like other tools' runs
         chunk.info.updated_at = chunk.info.ended_at
+        # the times of the files as they are now, not the earliest seen: a run folder of this tool
+        # alone (beside another tool's logs, the earliest start of them all stays)
+        chunk.info.times_final = job.is_tool_run and set(job.tool_files) == {LIGHTNING_CSV}
         return chunk
 
 
@@ -79,6 +91,9 @@ def _file_times(folder: Path, metrics: Path) -> tuple[dt.datetime | None, dt.dat
             times.append(os.stat(path).st_mtime)
         except OSError:
             continue
+    born = birth_time(folder)
+    if born is not None:
+        times.append(born)
     if not times:
         return None, None
     try:
@@ -86,6 +101,50 @@ def _file_times(folder: Path, metrics: Path) -> tuple[dt.datetime | None, dt.dat
     except OSError:
         last = max(times)
     return utc_from_seconds(min(times)), utc_from_seconds(last)
+
+
+STATX_BTIME = 0x800  # statx(2)'s mask bit of stx_btime
+AT_FDCWD = -100
+STATX_SIZE = 256  # struct statx
+BTIME_AT = 80  # offset of stx_btime (struct statx_timestamp: int64 seconds, uint32 nanoseconds)
+_statx: list[Callable[..., int] | None] = []  # libc's statx, once looked up (None: there is none)
+
+
+def birth_time(path: Path) -> float | None:
+    """When the file system made ``path``, in epoch seconds: ``st_birthtime`` where ``os.stat`` has
+    it, statx(2)'s ``stx_btime`` on Linux (glibc 2.28+; ext4, XFS, Btrfs, tmpfs record it), else
+    None (NFS and older file systems record none)."""
+    try:
+        born = getattr(os.stat(path), "st_birthtime", None)
+    except OSError:
+        return None
+    if born is not None:
+        return float(born) or None
+    if not _statx:
+        _statx.append(_libc_statx())
+    statx = _statx[0]
+    if statx is None:
+        return None
+    buffer = ctypes.create_string_buffer(STATX_SIZE)
+    if statx(AT_FDCWD, os.fsencode(path), 0, STATX_BTIME, buffer) != 0:
+        return None
+    (mask,) = struct.unpack_from("=I", buffer.raw, 0)
+    seconds, nanoseconds = struct.unpack_from("=qI", buffer.raw, BTIME_AT)
+    if not mask & STATX_BTIME or (seconds, nanoseconds) == (0, 0):
+        return None
+    return seconds + nanoseconds / 1e9
+
+
+def _libc_statx() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        statx = ctypes.CDLL(None, use_errno=True).statx
+    except (OSError, AttributeError):  # a libc without statx (glibc before 2.28, musl before 1.2.5)
+        return None
+    statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    statx.restype = ctypes.c_int
+    return statx
 
 
 def header_before(path: Path, offset: int) -> list[str] | None:
