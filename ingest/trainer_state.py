@@ -220,7 +220,8 @@ STAGE_STEPS = """
 CREATE OR REPLACE TEMP TABLE batch_trainer_steps AS
 SELECT unnest($job_id) AS job_id, unnest($step) AS step, unnest($loss) AS loss, unnest($eval_loss) AS eval_loss,
        unnest($learning_rate) AS learning_rate, unnest($grad_norm) AS grad_norm, unnest($epoch) AS epoch,
-       CAST(unnest($metrics) AS JSON) AS metrics, unnest($state_step) AS state_step, unnest($seq) AS seq
+       CAST(unnest($metrics) AS JSON) AS metrics, unnest($state_step) AS state_step,
+       unnest($source_file) AS source_file, unnest($seq) AS seq
 """
 
 STAGE_RUNS = """
@@ -234,15 +235,26 @@ SELECT unnest($job_id) AS job_id, unnest($global_step) AS global_step, unnest($m
        unnest($seq) AS seq
 """
 
-# One row per (job, step) from the state with the highest global_step (then the later file).
+# One row per (job, step) from the state with the highest global_step; of two at one global_step (the
+# final trainer_state.json, which also holds the closing eval and summary at its step, and its
+# checkpoint-<step>/ copy), the path that sorts last, as the job's trainer_runs row (MERGE_RUNS):
+# in the batch, and across runs, where a stored row of the same rank gives way unless the job's
+# trainer_runs row (the state read with the highest global_step, and of those the path that sorts
+# last) stands at that rank with a path sorting after the new one's: then the stored row is that
+# state's, whatever the order the runs read them in.
 MERGE_STEPS = """
 CREATE OR REPLACE TEMP TABLE batch_trainer_winners AS
 SELECT * FROM batch_trainer_steps
-QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST, seq DESC) = 1;
+QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST, source_file DESC,
+                                                               seq DESC) = 1;
 
 DELETE FROM trainer_steps USING batch_trainer_winners w
 WHERE trainer_steps.job_id = w.job_id AND trainer_steps.step = w.step
-  AND (trainer_steps.state_step IS NULL OR w.state_step IS NULL OR w.state_step >= trainer_steps.state_step);
+  AND (trainer_steps.state_step IS NULL OR w.state_step IS NULL OR w.state_step > trainer_steps.state_step
+       OR (w.state_step = trainer_steps.state_step
+           AND NOT EXISTS (SELECT 1 FROM trainer_runs r
+                           WHERE r.job_id = w.job_id AND r.global_step = w.state_step
+                             AND r.source_file > w.source_file)));
 
 INSERT INTO trainer_steps (job_id, step, loss, eval_loss, learning_rate, grad_norm, epoch, metrics, state_step)
 SELECT w.job_id, w.step, w.loss, w.eval_loss, w.learning_rate, w.grad_norm, w.epoch, w.metrics, w.state_step
@@ -339,7 +351,9 @@ WHERE checkpoints.source = 'folder' OR checkpoints.path IS NULL
 
 def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dirs: list[str]) -> None:
     """Load parsed states into the batch tables ``batch_trainer_steps`` and ``batch_trainer_runs``."""
-    steps: dict[str, list[Any]] = {k: [] for k in ("job_id", "step", *COLUMNS, "metrics", "state_step", "seq")}
+    steps: dict[str, list[Any]] = {
+        k: [] for k in ("job_id", "step", *COLUMNS, "metrics", "state_step", "source_file", "seq")
+    }
     for seq, (state, source_dir) in enumerate(zip(states, source_dirs, strict=True)):
         rank = rank_step(state, Path(source_dir))
         for step, row in state.rows.items():
@@ -349,6 +363,7 @@ def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dir
                 steps[key].append(row.get(key))
             steps["metrics"].append(json.dumps(row["metrics"]) if row["metrics"] else None)
             steps["state_step"].append(rank)
+            steps["source_file"].append(str(state.path))
             steps["seq"].append(seq)
     con.execute(STAGE_STEPS, steps)
     runs = {

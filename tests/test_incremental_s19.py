@@ -16,6 +16,7 @@ DuckDB only, each case a few ingests of a few small files."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import datetime
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Lab
-from file_times import write
+from file_times import aged, write
 
 from runlytics.ingest import quick
 from runlytics.ingest.formats import lightning_csv
@@ -199,3 +200,53 @@ def test_lightning_start_is_the_folders_birth(tmp_path: Path) -> None:
     assert abs((started - datetime.utcfromtimestamp(born)).total_seconds()) < 1e-3
     assert started < datetime.utcfromtimestamp(made + 30)
     assert facts(lab, "lightning_logs/version_0") == facts(fresh(tmp_path, lab), "lightning_logs/version_0")
+
+
+# --- finding 4: the final trainer_state.json and its checkpoint copy at one global_step -----------
+
+
+def hf_states(out: Path) -> tuple[dict[str, object], dict[str, object]]:
+    train = [
+        {"step": s, "loss": round(2 / (1 + s / 10), 4), "learning_rate": 1e-4, "epoch": s / 20} for s in range(1, 21)
+    ]
+    checkpoint = {"global_step": 20, "max_steps": 20, "save_steps": 20, "log_history": train}
+    final = {**checkpoint, "log_history": [
+        *train,
+        {"step": 20, "epoch": 1.0, "eval_loss": 0.9, "eval_runtime": 1.0},
+        {"step": 20, "epoch": 1.0, "train_runtime": 100.0, "train_samples_per_second": 3.2, "train_loss": 1.3},
+    ]}  # fmt: skip
+    return checkpoint, final
+
+
+STEP_20 = "SELECT step, loss, eval_loss, metrics, state_step FROM trainer_steps WHERE step = 20"
+
+
+@pytest.mark.parametrize("order", ["together", "checkpoint-first", "final-first"])
+def test_final_state_wins_its_steps_over_the_checkpoint_copy(tmp_path: Path, order: str) -> None:
+    """checkpoint-20/trainer_state.json and the final trainer_state.json (save_state after
+    evaluate), both global_step 20; the final one also holds the closing eval at step 20. Read
+    together, the checkpoint's step 20 won (eval_loss NULL: the later in the batch); read in two
+    runs, the later read won. The final state's entries win, as its trainer_runs row does."""
+    lab = Lab(tmp_path)
+    checkpoint, final = hf_states(lab.root / "out")
+    copy = lab.root / "out" / "checkpoint-20" / "trainer_state.json"
+    last = lab.root / "out" / "trainer_state.json"
+    if order == "together":
+        write(copy, json.dumps(checkpoint), 60)
+        write(last, json.dumps(final), 60)
+        lab.ingest()
+    elif order == "checkpoint-first":
+        write(copy, json.dumps(checkpoint), 60)
+        lab.ingest()
+        write(last, json.dumps(final), 50)
+        lab.ingest()
+    else:  # the copy read again after the final state (copied over once more)
+        write(copy, json.dumps(checkpoint), 60)
+        write(last, json.dumps(final), 60)
+        lab.ingest()
+        aged(copy, 30)
+        lab.ingest()
+    (row,) = lab.query(STEP_20)
+    assert row[2] == 0.9 and json.loads(row[3]) == {"eval_runtime": 1.0}
+    assert lab.query("SELECT final_eval_loss, best_eval_loss FROM job_analytics") == [(0.9, 0.9)]
+    assert lab.query("SELECT source_file FROM trainer_runs") == [(str(last.resolve()),)]
