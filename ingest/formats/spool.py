@@ -2,9 +2,17 @@
 
 A run opens no file whose size and modification time match its ledger record (``ledger.Stat``'s
 fingerprint) and that was read to its end: the cost of a run follows what is new, not the size
-of the spool. Every other file is opened: its bytes before the read offset are checked against
-the record's digest (a file replaced by another, of any size, is read from its start), then it
-is read on from the offset.
+of the spool. Every other file is opened and told by its bytes (``_identity``, the ledger's
+``read_digest``): its first line and the last line before the read offset. A file that holds
+both where its record says is the file read before, read on from the offset; any other file (a
+new name, or a name whose file was replaced: rotated, truncated, rewritten, of any size) is
+looked for among the records whose file is gone or was replaced this run (``_plan``), in the
+same folder: a file that holds one of them (the old file renamed, ``gpu.jsonl`` to
+``gpu-1.jsonl`` or logrotate's ``gpu.jsonl.1``) is read on from that record's offset, so the
+old file's last lines are read whatever its new name; one that holds none is read from its
+start (a ``*.jsonl`` file), or not read (a ``gpu.jsonl.1`` that continues no record: named in
+the run's problems). A replaced file whose old file no file of the spool holds warns that the
+old file's last lines, if it got any after the last run, are lost.
 
 Files are read in pieces and stored in batches of several files (``gpu_samples.BATCH_BYTES``
 of text a transaction): a run's memory stays bounded whatever the spool's size, and each
@@ -15,6 +23,7 @@ batches resumes where the last batch ended.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
@@ -24,19 +33,35 @@ from runlytics.ingest.discover import is_utf8, shown
 from runlytics.warehouse import db, results
 
 from .base import Context
-from .tool_log import DIGEST_BYTES, bytes_before, digest, same_prefix
+from .tool_log import DIGEST_BYTES, bytes_before, digest
 
 KIND = "spool"
 SKIPPED = (
     "a GPU sample of a minute already rolled up and past the raw window (--keep-raw-days), skipped: "
     "that minute's rollup stands"
 )
+# a file read from its start because the file read before under its name was replaced (or cut),
+# when no file of the spool holds that old file (renamed out of the spool, compressed, deleted)
+LOST = (
+    "replaced or truncated since the last run (rotated?), read from its start: no file of the spool holds "
+    "the old file, read up to line {lines}; lines written to it after that run, if any, are lost"
+)
 
 
-# the files of a spool read as GPU samples; the others (a rotated gpu.jsonl.1, a.ndjson) are named
-# in the run's problems, not read
+# the files of a spool read as GPU samples; the others (a.ndjson) are named in the run's
+# problems, not read. A rotated copy named after one (``gpu.jsonl.1``, ``gpu.jsonl-20260301``)
+# is read only on from where the file it holds was read to (``_plan``)
 SUFFIX = ".jsonl"
 LISTED_SKIPPED = 5
+# a file is told by its first line and by the last line before its read offset (with at least
+# the DIGEST_BYTES before the offset), each up to these bytes: lines carry their own time
+HEAD_BYTES = 4096
+TAIL_BYTES = 4096
+LEGACY_DIGEST = 8  # the length of a read_digest written before session 19: the 64 bytes before the offset
+# a record whose file a rotated copy continues, its own path gone: the copy's record takes its place
+FORGET = """
+DELETE FROM ingest_files WHERE kind = $kind AND path = $path AND read_offset = $offset AND read_digest = $digest
+"""
 
 
 def files(spools: list[Path]) -> list[Path]:
@@ -50,6 +75,25 @@ def files(spools: list[Path]) -> list[Path]:
     return found
 
 
+def _rotated(path: Path) -> bool:
+    """A rotated copy's name: a spool file's name and more (``gpu.jsonl.1``, ``gpu.jsonl-20260301``)."""
+    return SUFFIX in path.name and not path.name.endswith(SUFFIX)
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """A file's ledger record: where its last read stopped and the digest telling that file."""
+
+    path: str
+    offset: int
+    lines: int
+    digest: str | None
+
+    @property
+    def legacy(self) -> bool:
+        return self.digest is not None and len(self.digest) == LEGACY_DIGEST
+
+
 @dataclass
 class _File:
     """A spool file being read this run: where it started and what it gave so far."""
@@ -58,33 +102,34 @@ class _File:
     stat: ledger.Stat
     offset: int  # bytes read and stored
     lines: int  # lines up to offset
-    before: bytes = b""  # the last bytes before offset (up to DIGEST_BYTES), for the ledger's digest
+    head: bytes = b""  # the file's first bytes (up to HEAD_BYTES), when read
+    before: bytes = b""  # the last bytes before offset (up to TAIL_BYTES), for the ledger's digest
     warnings: list[str] = field(default_factory=list)
     counted: bool = False  # in the summary's ingested files
+    # recorded even when nothing is read: a file read from where another's record stopped, or
+    # one that replaced the file read before under its name (the record no longer holds)
+    record: bool = False
+    moved: _Mark | None = None  # the record of a file now gone that this one holds: forgotten
 
 
 def ingest(ctx: Context, paths: list[Path]) -> None:
-    skipped = [path for path in paths if not path.name.endswith(SUFFIX)]
-    if skipped:
-        names = ", ".join(path.name for path in skipped[:LISTED_SKIPPED])
-        more = f" and {len(skipped) - LISTED_SKIPPED} more" if len(skipped) > LISTED_SKIPPED else ""
-        ctx.summary.problems.append(
-            {
-                "path": str(skipped[0].parent),
-                "outcome": "skipped",
-                "reason": f"{len(skipped)} spool file(s) not named *{SUFFIX} not read: {names}{more}",
-            }
-        )
-        paths = [path for path in paths if path.name.endswith(SUFFIX)]
-    paths = [path for path in paths if not _not_utf8(ctx, path)]
-    resume = ledger.load_resume(ctx.con, KIND)
-    known = ledger.load(ctx.con, KIND)
+    found = {str(path) for path in paths}
+    readable = [path for path in paths if path.name.endswith(SUFFIX) or (_rotated(path) and is_utf8(path))]
+    unread = [path for path in paths if path not in set(readable)]
+    readable = [path for path in readable if not _not_utf8(ctx, path)]
+    marks = {
+        path: _Mark(path, offset, lines, digest)
+        for path, (offset, lines, digest) in ledger.load_resume(ctx.con, KIND).items()
+    }
+    planned, left = _plan(ctx, readable, found, marks, ledger.load(ctx.con, KIND))
+    _name_skipped(ctx, [path for path in paths if path in left or path in set(unread)])
     batch: list[tuple[_File, gpu_samples.Piece]] = []
     size = 0
-    for path in paths:
-        file = _open(ctx, path, resume.get(str(path), (0, 0, None)), known.get(str(path)))
-        if file is None:
-            continue
+    # the files that take up another's record first: a run stopped between batches has then
+    # recorded them before the files that replaced theirs
+    files = [planned[path] for path in readable if path in planned]
+    for file in sorted(files, key=lambda file: not (file.record and file.offset > 0)):
+        path = file.path
         read = False
         # a final file's last line without its newline is its last line (read_pieces)
         for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES, file.stat):
@@ -94,9 +139,233 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
             if size >= gpu_samples.BATCH_BYTES:
                 _store(ctx, batch)
                 batch, size = [], 0
-        if not read:  # only a line still being written
+        if not read:  # nothing new, or only a line still being written
             ctx.summary.unchanged += 1
+            if file.record:
+                _record_unread(ctx, file)
     _store(ctx, batch)
+
+
+def _name_skipped(ctx: Context, skipped: list[Path]) -> None:
+    """Name in the run's problems the files of the spool it does not read."""
+    if not skipped:
+        return
+    names = ", ".join(path.name for path in skipped[:LISTED_SKIPPED])
+    more = f" and {len(skipped) - LISTED_SKIPPED} more" if len(skipped) > LISTED_SKIPPED else ""
+    ctx.summary.problems.append(
+        {
+            "path": str(skipped[0].parent),
+            "outcome": "skipped",
+            "reason": f"{len(skipped)} spool file(s) not named *{SUFFIX} not read: {names}{more}",
+        }
+    )
+
+
+def _plan(
+    ctx: Context,
+    paths: list[Path],
+    found: set[str],
+    marks: dict[str, _Mark],
+    known: dict[str, tuple[str | None, str]],
+) -> tuple[dict[Path, _File], set[Path]]:
+    """The files to read and where from (a file left out has nothing new), and the rotated
+    copies that continue no record (not read)."""
+    summary = ctx.summary
+    planned: dict[Path, _File] = {}
+    left: set[Path] = set()
+    unmatched: list[tuple[Path, ledger.Stat, _Mark | None]] = []  # new names, and files replaced
+    doubtful: list[tuple[Path, ledger.Stat, _Held]] = []  # held by a record of before session 19
+    for path in paths:
+        try:
+            st = ledger.stat(path)
+        except OSError:
+            continue
+        mark = marks.get(str(path))
+        # the size and time of its record, and read to its end: not opened (a cron run's cost
+        # follows what is new). A file with a line still being written is opened again
+        if mark is not None and st.size == mark.offset and ledger.is_unchanged(known.get(str(path)), st):
+            summary.files_seen += 1
+            summary.unchanged += 1
+            continue
+        if mark is None:
+            unmatched.append((path, st, None))
+            continue
+        if mark.offset == 0:  # nothing read yet (empty, or a line still being written): from its start
+            summary.files_seen += 1
+            planned[path] = _File(path, st, 0, 0)
+            continue
+        try:
+            held = _holds(path, st, [mark])
+        except OSError:
+            continue
+        if held is None:  # replaced (rotated, truncated, rewritten): its record is free for its old file
+            unmatched.append((path, st, mark))
+        elif mark.legacy:  # told by 64 bytes only: decided once the other files are known
+            doubtful.append((path, st, held))
+        else:
+            _read_on(ctx, planned, path, st, held)
+    # the records whose file is gone or was replaced: a file of their folder may hold it
+    free: dict[str, list[_Mark]] = {}
+    replaced = {str(path) for path, _, mark in unmatched if mark is not None}
+    for mark in marks.values():
+        if mark.offset > 0 and mark.digest is not None and (mark.path not in found or mark.path in replaced):
+            free.setdefault(str(Path(mark.path).parent), []).append(mark)
+    for _, _, held in doubtful:  # a rotated copy that holds them as well is the old file
+        free.setdefault(str(Path(held.mark.path).parent), []).append(held.mark)
+    continued: set[str] = set()
+    fresh: list[tuple[_File, _Mark]] = []  # files read from their start in place of a replaced one
+    for path, st, own in unmatched:
+        candidates = [
+            m for m in free.get(str(path.parent), []) if m.path != str(path) and (_rotated(path) or not m.legacy)
+        ]
+        try:
+            held = _holds(path, st, candidates) if candidates else None
+        except OSError:
+            continue
+        if held is not None:
+            mark = held.mark
+            continued.add(mark.path)
+            moved = mark if mark.path not in found else None
+            planned[path] = _File(path, st, mark.offset, mark.lines, held.head, held.before, record=True, moved=moved)
+        elif not _rotated(path):
+            planned[path] = _File(path, st, 0, 0, record=own is not None)
+            if own is not None:
+                fresh.append((planned[path], own))
+        else:
+            left.add(path)  # a rotated copy of nothing read: not read
+            continue
+        summary.files_seen += 1
+    for file, own in fresh:
+        if own.path not in continued and not _kept(own, marks.values(), found):
+            file.warnings.append(LOST.format(lines=own.lines))
+            summary.warnings += 1
+    for path, st, held in doubtful:
+        # its 64 bytes before the offset are also in another new or replaced file of its folder
+        # (an idle GPU's lines): which one is the old file is not known, so it is read from its
+        # start (its samples are stored once), as that other file is, or read on (a rotated copy)
+        others = [p for p, _, _ in unmatched if p.parent == path.parent and p != path]
+        if held.mark.path in continued or any(_ends_alike(p, held.mark) for p in others):
+            summary.files_seen += 1
+            planned[path] = _File(path, st, 0, 0, record=True)
+        else:
+            _read_on(ctx, planned, path, st, held)
+    return planned, left
+
+
+def _read_on(ctx: Context, planned: dict[Path, _File], path: Path, st: ledger.Stat, held: _Held) -> None:
+    """Plan a file that holds its record: read on from its offset, or nothing new."""
+    mark = held.mark
+    ctx.summary.files_seen += 1
+    if st.size == mark.offset:
+        ctx.summary.unchanged += 1
+        if st.fingerprint is not None or held.identity != mark.digest:
+            # the same bytes: the record takes the fingerprint it lacked (and the digest of a
+            # record written before session 19), and the next run opens nothing
+            _fingerprint(ctx, path, st, held.identity or mark.digest)
+        return
+    planned[path] = _File(path, st, mark.offset, mark.lines, held.head, held.before)
+
+
+def _ends_alike(path: Path, mark: _Mark) -> bool:
+    """Whether ``path`` holds the 64 bytes a record of before session 19 keeps (``mark.legacy``)."""
+    try:
+        return path.stat().st_size >= mark.offset and digest(bytes_before(path, mark.offset)) == mark.digest
+    except OSError:
+        return False
+
+
+def _kept(own: _Mark, marks: Iterable[_Mark], found: set[str]) -> bool:
+    """Whether another file of the spool was read at least as far as ``own`` with its first line:
+    the old file, taken up by an earlier run (one stopped between batches, before the file that
+    replaced it was recorded)."""
+    if own.legacy or own.digest is None:
+        return False
+    folder = Path(own.path).parent
+    return any(
+        m.path != own.path and m.path in found and Path(m.path).parent == folder and m.offset >= own.offset
+        and m.digest is not None and not m.legacy and m.digest[:LEGACY_DIGEST] == own.digest[:LEGACY_DIGEST]
+        for m in marks
+    )  # fmt: skip
+
+
+def _holds(path: Path, st: ledger.Stat, marks: Iterable[_Mark]) -> _Held | None:
+    """Of these records, the one furthest read whose file ``path`` holds (its bytes where the
+    record says); None if none. A record with no digest (written before revision 0012) holds;
+    one of before session 19 (the 64 bytes before the offset) is told by those bytes only."""
+    with path.open("rb") as f:
+        head = f.read(HEAD_BYTES)
+
+        def held(mark: _Mark) -> _Held:
+            start = max(0, mark.offset - TAIL_BYTES)
+            f.seek(start)
+            before = f.read(mark.offset - start)
+            return _Held(mark, head, before, _identity(head, before, mark.offset))
+
+        for mark in sorted(marks, key=lambda m: -m.offset):
+            if st.size < mark.offset:
+                continue
+            if mark.offset == 0 or mark.digest is None:
+                return held(mark)
+            if mark.legacy:
+                if digest(held(mark).before[-DIGEST_BYTES:]) == mark.digest:
+                    return held(mark)
+                continue
+            first = _head(head, mark.offset)
+            if first is not None and digest(first) != mark.digest[:LEGACY_DIGEST]:
+                continue  # another first line: not this file (no second read)
+            found = held(mark)
+            if found.identity == mark.digest:
+                return found
+    return None
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A file found holding a record's bytes: its first bytes and those before the record's offset."""
+
+    mark: _Mark
+    head: bytes
+    before: bytes
+    identity: str | None  # None only where the file shrank while read
+
+
+def _head(start: bytes, offset: int) -> bytes | None:
+    """The file's first line (up to HEAD_BYTES, and before ``offset``) from its first bytes
+    ``start``; None when they are too few to tell it."""
+    n = min(offset, HEAD_BYTES)
+    cut = start.find(b"\n", 0, n)
+    if cut >= 0:
+        return start[: cut + 1]
+    return start[:n] if len(start) >= n else None
+
+
+def _tail(before: bytes, offset: int) -> bytes | None:
+    """The last line before ``offset`` (up to TAIL_BYTES; at least the DIGEST_BYTES before the
+    offset) from the bytes just before it, ``before``; None when they are too few to tell it."""
+    whole = len(before) >= min(offset, TAIL_BYTES)
+    before = before[-TAIL_BYTES:]
+    cut = before.rfind(b"\n", 0, len(before) - 1)
+    if not whole and (cut < 0 or len(before) < DIGEST_BYTES):
+        return None
+    return before[min(cut + 1, max(0, len(before) - DIGEST_BYTES)) :]
+
+
+def _identity(head: bytes, before: bytes, offset: int) -> str | None:
+    """The ledger's digest of a file read to ``offset`` (``read_digest``): of its first line and of
+    the last line before the offset, from its first bytes ``head`` and those just before the
+    offset, ``before``; None when they are too few to tell them."""
+    first, last = _head(head, offset), _tail(before, offset)
+    if first is None or last is None:
+        return None
+    return digest(first) + digest(last)
+
+
+def _fingerprint(ctx: Context, path: Path, st: ledger.Stat, identity: str | None) -> None:
+    ledger.fingerprint(ctx.con, str(path), st)
+    ctx.con.execute(
+        "UPDATE ingest_files SET read_digest = $digest WHERE path = $path AND kind = $kind",
+        {"digest": identity, "path": ledger.storable(str(path)), "kind": KIND},
+    )
 
 
 def _not_utf8(ctx: Context, path: Path) -> bool:
@@ -111,37 +380,6 @@ def _not_utf8(ctx: Context, path: Path) -> bool:
     ctx.summary.to_retry += 1
     ctx.summary.problems.append({"path": shown(path), "outcome": "failed", "reason": reason})
     return True
-
-
-def _open(
-    ctx: Context, path: Path, resume: tuple[int, int, str | None], previous: tuple[str | None, str] | None
-) -> _File | None:
-    """The file to read from where the last run stopped (bytes, lines, digest of the bytes before),
-    or None if nothing is new. ``previous``: its ledger record's (fingerprint, outcome)."""
-    summary = ctx.summary
-    offset, lines, before = resume
-    try:
-        st = ledger.stat(path)
-    except OSError:
-        return None
-    summary.files_seen += 1
-    # the size and time of its record, and read to its end: not opened (a cron run's cost follows
-    # what is new). A file with a line still being written is opened again, for when it settles
-    if st.size == offset and ledger.is_unchanged(previous, st):
-        summary.unchanged += 1
-        return None
-    # changed since its record (or recorded within FRESH_SECONDS of a change, without a
-    # fingerprint): replaced (rotated: renamed away and a new file of the same name, of any
-    # size) or truncated, it is read from the start, as a trainer's log is (tool_log.py)
-    if st.size < offset or (offset > 0 and not same_prefix(path, offset, before)):
-        offset, lines = 0, 0
-    if st.size == offset:
-        summary.unchanged += 1
-        if offset > 0 and st.fingerprint is not None:
-            # the same bytes: the record takes the fingerprint it lacked, and the next run opens nothing
-            ledger.fingerprint(ctx.con, str(path), st)
-        return None
-    return _File(path, st, offset, lines)
 
 
 def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
@@ -165,7 +403,9 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
         results.enqueue(ctx.con, changed)
         touched: dict[Path, _File] = {}
         for (file, piece), got, dropped in zip(batch, staged, skipped, strict=True):
-            file.before = (file.before + piece.raw[-DIGEST_BYTES:])[-DIGEST_BYTES:]
+            if piece.offset == 0 and not file.head:
+                file.head = piece.raw[:HEAD_BYTES]
+            file.before = (file.before + piece.raw[-TAIL_BYTES:])[-TAIL_BYTES:]
             file.offset, file.lines = piece.end, file.lines + piece.lines
             file.warnings += got.warnings + dropped
             summary.gpu_samples += got.rows - len(dropped)
@@ -175,24 +415,50 @@ def _store(ctx: Context, batch: list[tuple[_File, gpu_samples.Piece]]) -> None:
             ctx.con,
             KIND,
             [
-                ledger.Outcome(
-                    str(file.path), file.stat, None, file.lines, file.warnings, file.offset, _digest_before(file)
-                )
+                ledger.Outcome(str(file.path), file.stat, None, file.lines, file.warnings, file.offset, _digest(file))
                 for file in touched.values()
             ],
         )
+        _forget_moved(ctx, touched.values())
     summary.job_ids |= changed
     for file in touched.values():
         summary.ingested += not file.counted
         file.counted = True
+        file.moved = None
 
 
-def _digest_before(file: _File) -> str | None:
-    """The digest of the last DIGEST_BYTES before the file's offset (fewer at its start), from the
-    bytes read; read from the file when this run read fewer (None if it can't be read)."""
-    if len(file.before) < min(DIGEST_BYTES, file.offset):
-        try:
-            file.before = bytes_before(file.path, file.offset)
-        except OSError:
-            return None
-    return digest(file.before)
+def _record_unread(ctx: Context, file: _File) -> None:
+    """Record a file this run read nothing of (read to where another record stopped, or in place
+    of a replaced one): the next run reads it on from there."""
+    with db.atomic(ctx.con):
+        ledger.record(
+            ctx.con, str(file.path), KIND, file.stat, "ingested", None, None, file.lines, file.warnings,
+            file.offset, _digest(file),
+        )  # fmt: skip
+        _forget_moved(ctx, [file])
+    file.moved = None
+
+
+def _forget_moved(ctx: Context, files: Iterable[_File]) -> None:
+    """Forget the records of gone files that these files hold (renamed): a file of that name
+    later is a new file, not one that replaced them."""
+    for file in files:
+        if file.moved is not None:
+            mark = file.moved
+            ctx.con.execute(FORGET, {"kind": KIND, "path": mark.path, "offset": mark.offset, "digest": mark.digest})
+
+
+def _digest(file: _File) -> str | None:
+    """The ledger's digest of the file at its offset (``_identity``), from the bytes read where
+    they tell it, else read from the file (None if it can't be read)."""
+    identity = _identity(file.head, file.before, file.offset)
+    if identity is not None:
+        return identity
+    try:
+        with file.path.open("rb") as f:
+            head = f.read(HEAD_BYTES)
+            start = max(0, file.offset - TAIL_BYTES)
+            f.seek(start)
+            return _identity(head, f.read(file.offset - start), file.offset)
+    except OSError:
+        return None
