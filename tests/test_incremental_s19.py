@@ -250,3 +250,41 @@ def test_final_state_wins_its_steps_over_the_checkpoint_copy(tmp_path: Path, ord
     assert row[2] == 0.9 and json.loads(row[3]) == {"eval_runtime": 1.0}
     assert lab.query("SELECT final_eval_loss, best_eval_loss FROM job_analytics") == [(0.9, 0.9)]
     assert lab.query("SELECT source_file FROM trainer_runs") == [(str(last.resolve()),)]
+
+
+# --- minor: a peer's as_of -------------------------------------------------------------------------
+
+
+def test_a_peer_whose_insights_did_not_change_keeps_its_as_of(tmp_path: Path) -> None:
+    """A completed job changes: the completed jobs of its model have their slow_vs_peers computed
+    again, and every one of them took the run's as_of (all its rows, insight_jobs) though its
+    insights were the same. Only a peer whose rows changed takes it now; the others keep the as_of
+    of the run that last changed them (docs/insights.md)."""
+    lab = Lab(tmp_path)
+
+    def job(name: str, samples_per_second: float) -> None:
+        rows = [{"step": s, "samples": samples_per_second * 10, "iteration_time": 1.0, "loss": 1.0} for s in (10, 20)]
+        doc = {"status": "completed", "config": {"model_name": "m", "gpu_count": 1}, "history": rows}
+        aged(lab.write_job(name, doc), 60)
+
+    def as_of() -> tuple[dict[str, datetime], datetime]:
+        (run,) = lab.query("SELECT max(started_at) FROM ingest_runs")[0]
+        return dict(lab.query("SELECT job_id, as_of FROM insight_jobs")), run
+
+    for name, speed in (("p1", 100), ("p2", 100), ("p3", 100), ("p4", 100), ("slow", 60), ("slower", 50)):
+        job(name, speed)
+    lab.ingest()
+    first, _ = as_of()
+    assert lab.query("SELECT job_id FROM insight_results ORDER BY 1") == [("slow",), ("slower",)]
+    job("p4", 120)  # the peers' medians stay 100: slow's and slower's rows are the same
+    lab.ingest()
+    second, run = as_of()
+    assert second == {**first, "p4": run}
+    job("p5", 100)  # a sixth peer: slow's and slower's messages count it
+    lab.ingest()
+    third, run = as_of()
+    assert third == {**second, "p5": run, "slow": run, "slower": run}
+    assert lab.query("SELECT DISTINCT job_id, as_of FROM insight_results ORDER BY 1") == [
+        ("slow", run),
+        ("slower", run),
+    ]

@@ -131,12 +131,34 @@ UPSERT_AS_OF = (
     "INSERT OR REPLACE INTO insight_jobs SELECT j.job_id, p.as_of FROM jobs j, insight_parameters p "
     "WHERE j.job_id IN (SELECT unnest($job_ids))"
 )
+# A peer's slow_vs_peers rows, computed once into a temp table: only the peers whose rows differ from
+# the stored ones (in any column but as_of) have them replaced and get the run's as_of (all their
+# rows, and insight_jobs): a completed job whose insights did not change keeps the as_of of the run
+# that last changed it (docs/insights.md), not the as_of of every run that changed a job of its model
+PEER_ROWS = """
+CREATE OR REPLACE TEMP TABLE batch_peer_insights AS
+SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference, message
+FROM insight_peers WHERE job_id IN (SELECT unnest($job_ids))
+"""
+PEERS_CHANGED = """
+SELECT DISTINCT job_id FROM (
+    (SELECT * FROM batch_peer_insights
+     EXCEPT ALL
+     SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference, message
+     FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids)))
+    UNION ALL
+    (SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference, message
+     FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids))
+     EXCEPT ALL
+     SELECT * FROM batch_peer_insights)
+)
+"""
 DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids))"
 INSERT_PEER_KIND = """
 INSERT INTO insight_results
 SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL, NULL,
        i.value, i.reference, i.message, p.as_of
-FROM insight_peers i, insight_parameters p
+FROM batch_peer_insights i, insight_parameters p
 WHERE i.job_id IN (SELECT unnest($job_ids))
 """
 INSERT_SILENT = (
@@ -257,7 +279,10 @@ def refresh(con: duckdb.DuckDBPyConnection, job_ids: set[str], peer_ids: Iterabl
             con.execute(statement, params)
     others = set(peer_ids) - full - running
     if others:
-        params = {"job_ids": sorted(others)}
-        for statement in (DELETE_PEER_KIND, INSERT_PEER_KIND, STAMP_RESULTS, UPSERT_AS_OF):
-            con.execute(statement, params)
+        con.execute(PEER_ROWS, {"job_ids": sorted(others)})
+        changed = [job_id for (job_id,) in con.execute(PEERS_CHANGED, {"job_ids": sorted(others)}).fetchall()]
+        if changed:
+            params = {"job_ids": sorted(changed)}
+            for statement in (DELETE_PEER_KIND, INSERT_PEER_KIND, STAMP_RESULTS, UPSERT_AS_OF):
+                con.execute(statement, params)
     return full | running
