@@ -102,10 +102,18 @@ class Parsed:
     read: int = field(default=0, compare=False)
     # of the first ``seen`` bytes (parse's argument), the lines read whole there: lines 1 to seen_lines
     seen_lines: int = field(default=0, compare=False)
+    # the lines of rows whose local time happens twice (the hour the clocks go back): settled by the
+    # lines around them, so a read of fewer lines may have put them at the other instant
+    twice: list[int] = field(default_factory=list, compare=False)
 
     def is_new(self, number: int) -> bool:
         """Whether line ``number`` lies beyond what an earlier read of the first ``seen`` bytes read."""
         return number > self.seen_lines
+
+    def settled_since(self) -> bool:
+        """Whether a line of the first ``seen`` bytes has a time that happens twice: the lines read
+        since may have settled it otherwise than the read of those bytes alone did."""
+        return any(number <= self.seen_lines for number in self.twice)
 
     def new_warnings(self) -> list[str]:
         """The warnings of the lines beyond ``seen_lines`` (every warning of a parse names its line)."""
@@ -164,6 +172,7 @@ def parse(
             lines.append(read)
     parsed.rows = _resolve(lines, zone, parsed.warnings)
     parsed.numbers = [line.number for line in lines]
+    parsed.twice = [line.number for line in lines if len(line.instants) > 1]
     parsed.warnings.sort(key=line_number)  # (a stable sort: each line's warnings keep their order)
     return parsed
 

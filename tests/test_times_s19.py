@@ -8,6 +8,8 @@ is in tests/test_fast_path.py (PLAIN_ISO, RAW's "years' edges" documents).
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 from runlytics.ingest import fast, gpu_samples, nvidia_smi
 from runlytics.ingest.pipeline import CsvImport
 from runlytics.ingest.sql import install_macros
-from runlytics.warehouse import pg_copy
+from runlytics.warehouse import pg_copy, rollups
 
 # --- a time outside years 1-9999 never stops a copy to PostgreSQL -----------------------------------
 
@@ -315,3 +317,54 @@ def test_an_import_across_the_changes_stores_every_sample(lab: Lab, tmp_path: Pa
         "line 3: local time '2026/03/08 02:30:00.000' does not exist in America/New_York"
         " (its clocks skipped it); skipped"
     ]
+
+
+# --- a growing log that starts in the repeated hour: its earlier reading goes when later lines settle it --
+
+
+def settled(path: Path, *lines: str) -> None:
+    """A log of these lines, its time a minute ago (a log changed within 2 s is read again next run)."""
+    path.write_bytes(smi(*lines))
+    moment = time.time() - 60
+    os.utime(path, (moment, moment))
+
+
+def test_a_growing_log_from_the_repeated_hour_ends_as_one_import_of_the_final_log(lab: Lab, tmp_path: Path) -> None:
+    """Written in the second pass of the repeated hour, a log's first lines are read as the first
+    pass (an hour early, said) until a time that happens once follows; the import that settled them
+    an hour later kept the rows the first import stored beside them (11 samples where one import of
+    the final log stores 7, each in gpu_minutes). Now they go, and their minutes are recomputed;
+    where their day was pruned past the raw window, the minutes' rollups stand and the import says so."""
+    ny, berlin = tmp_path / "ny.csv", tmp_path / "berlin.csv"
+    # 2025-11-02 in New York, the second 01:xx (EST): 06:40Z-06:55Z, read alone as 05:40Z-05:55Z
+    repeated = [f"2025/11/02 01:{m:02d}:00.000, 0, {m}" for m in range(40, 60, 5)]
+    after = [f"2025/11/02 02:{m:02d}:00.000, 0, {m}" for m in range(0, 15, 5)]
+    # 2025-10-26 in Berlin, the second 02:xx (CET), a week before: past the window of --keep-raw-days 1
+    berlin_repeated = [f"2025/10/26 02:{m:02d}:00.000, 0, {m}" for m in range(40, 60, 5)]
+    settled(ny, *repeated)
+    settled(berlin, *berlin_repeated)
+    imports = [CsvImport(ny, "j", NEW_YORK), CsvImport(berlin, "b", "Europe/Berlin")]
+    lab.ingest(csv_imports=imports, keep_raw_days=1)
+    samples = "SELECT ts, utilization_percent FROM gpu_samples WHERE job_id = 'j' ORDER BY ts"
+    assert [ts for ts, _ in lab.query(samples)] == [utc(2025, 11, 2, 5, m) for m in range(40, 60, 5)]
+    assert lab.query("SELECT count(*) FROM gpu_samples WHERE job_id = 'b'") == [(0,)]  # pruned
+    settled(ny, *repeated, *after)
+    settled(berlin, *berlin_repeated, "2025/10/26 03:00:00.000, 0, 0")
+    summary = lab.ingest(csv_imports=imports, keep_raw_days=1)
+    assert lab.query(samples) == [
+        (utc(2025, 11, 2, 6, 40) + timedelta(minutes=5 * i), 40.0 + 5 * i) for i in range(4)
+    ] + [(utc(2025, 11, 2, 7, m), float(m)) for m in (0, 5, 10)]
+    minutes = " WHERE job_id = 'j' ORDER BY minute"
+    assert lab.query("SELECT * FROM gpu_minutes" + minutes) == lab.query(
+        f"SELECT * FROM ({rollups.SELECT_ALL})" + minutes
+    )
+    assert [m for (m,) in lab.query("SELECT minute FROM gpu_minutes" + minutes)] == [ts for ts, _ in lab.query(samples)]
+    warnings = {job: json.loads(w) for job, w in lab.query("SELECT job_id, warnings FROM ingest_files")}
+    assert warnings == {
+        "j": [],
+        "b": [
+            "4 sample(s) an earlier import of this log stored at times its later lines settle otherwise"
+            " (the hour the clocks go back) lie before the raw window: their minutes' rollups stay"
+        ],
+    }
+    assert (summary.gpu_samples, summary.warnings) == (3 + 1, 1)

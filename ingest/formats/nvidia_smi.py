@@ -110,6 +110,37 @@ def _replace_earlier(ctx: Context, earlier: CsvImport, data: bytes) -> list[str]
     return warnings
 
 
+def _gpu_instant(row: dict[str, object]) -> tuple[object, object]:
+    """A sample's key within its job and host: its GPU (UUID, else index) and time (gpu_store.GPU_KEY)."""
+    return (row["gpu_uuid"] if row["gpu_uuid"] is not None else f"#{row['gpu_index']}", row["ts"])
+
+
+def _moved(head: bytes, item: CsvImport, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The samples the last import of this log stored (``head``: the bytes it read, with the same
+    arguments) at an instant where this reading of the whole log (``rows``) has none: lines whose
+    time happens twice, settled otherwise now that later lines tell which."""
+    columns = list(item.columns) if item.columns else None
+    # complete_only=False: ``head`` ends where that read ended (a line left for the next run is not in it)
+    before = nvidia_smi.parse(head, timezone=item.timezone, columns=columns)
+    now = {_gpu_instant(row) for row in rows}
+    return [{**row, "job_id": item.job_id, "host": item.host} for row in before.rows if _gpu_instant(row) not in now]
+
+
+def _remove_moved(ctx: Context, moved: list[dict[str, object]]) -> list[str]:
+    """Remove the samples an earlier reading of the log put at instants it now settles otherwise
+    (their minutes recomputed: gpu_store.remove_staged); a warning where some lie before the raw
+    window, whose minutes' rollups stand (their raw samples may be gone: they can't be recomputed)."""
+    gpu_samples.remove(ctx.con, moved)
+    window = retention.window_start(ctx.con)
+    old = sum(window is not None and isinstance(row["ts"], datetime) and row["ts"] < window for row in moved)
+    if not old:
+        return []
+    return [
+        f"{old} sample(s) an earlier import of this log stored at times its later lines settle otherwise"
+        " (the hour the clocks go back) lie before the raw window: their minutes' rollups stay"
+    ]
+
+
 def check(imports: list[CsvImport]) -> None:
     """A log that is not a file is a usage error, said before the run starts."""
     for item in imports:
@@ -177,11 +208,17 @@ def _import(ctx: Context, item: CsvImport) -> None:
     # has: the next run reads it again, whole (the samples already stored are the same rows again,
     # and the line, once complete or settled, is read whole: a sample is keyed by its time and GPU)
     recorded = replace(st, again=True) if parsed.unterminated or st.fingerprint is None else st
+    # a log grown since its last import, whose lines that import read include a time the clocks
+    # repeat: those lines are settled by the whole log, and may now stand an hour from where that
+    # import stored them (a log that began in the repeated hour was read as its first pass)
+    moved = _moved(data[:seen], item, rows) if parsed.settled_since() else []
     with db.atomic(ctx.con):
         if earlier is not None:
             # the same job's log read again with a corrected zone, host or columns: the earlier
             # reading of it goes, in this transaction (a kill leaves the earlier import whole)
             notes += _replace_earlier(ctx, earlier, data)
+        if moved:
+            notes += _remove_moved(ctx, moved)
         changed = gpu_samples.store(ctx.con, rows, "nvidia-smi", skip)
         results.enqueue(ctx.con, changed)
         warnings = sorted(said + skipped, key=nvidia_smi.line_number) + notes
