@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 
 from . import json_text
-from .discover import MAX_STEP
+from .discover import MAX_STEP, TRAINER_STATE
 
 # log_history keys with a column of their own; every other numeric key goes to `metrics`.
 COLUMNS = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
@@ -209,6 +209,13 @@ def rank_step(state: TrainerState, job_folder: Path) -> int | None:
     return state.global_step if state.global_step is not None else checkpoint_step(state, job_folder)
 
 
+def own_state(job_folder: Path) -> str:
+    """The path of the job folder's own ``trainer_state.json`` (the final state): of two states at one
+    ``global_step`` it wins over a copy in a subfolder (``checkpoint_step``'s checkpoint, whatever the
+    subfolder's name: ``checkpoint-20/``, ``last-checkpoint/``, ``zz/``), then the path that sorts last."""
+    return str(job_folder / TRAINER_STATE)
+
+
 def best_checkpoint_name(path: str | None) -> str | None:
     """``checkpoint-2800`` from ``./results/checkpoint-2800`` (the trainer records a path)."""
     if not path:
@@ -221,7 +228,7 @@ CREATE OR REPLACE TEMP TABLE batch_trainer_steps AS
 SELECT unnest($job_id) AS job_id, unnest($step) AS step, unnest($loss) AS loss, unnest($eval_loss) AS eval_loss,
        unnest($learning_rate) AS learning_rate, unnest($grad_norm) AS grad_norm, unnest($epoch) AS epoch,
        CAST(unnest($metrics) AS JSON) AS metrics, unnest($state_step) AS state_step,
-       unnest($source_file) AS source_file, unnest($seq) AS seq
+       unnest($source_file) AS source_file, unnest($own_file) AS own_file, unnest($seq) AS seq
 """
 
 STAGE_RUNS = """
@@ -232,20 +239,22 @@ SELECT unnest($job_id) AS job_id, unnest($global_step) AS global_step, unnest($m
        unnest($best_metric) AS best_metric, unnest($completed) AS completed,
        unnest($train_runtime) AS train_runtime, unnest($train_samples_per_second) AS train_samples_per_second,
        unnest($train_loss) AS train_loss, unnest($source_file) AS source_file, unnest($source_dir) AS source_dir,
-       unnest($seq) AS seq
+       unnest($own_file) AS own_file, unnest($seq) AS seq
 """
 
 # One row per (job, step) from the state with the highest global_step; of two at one global_step (the
 # final trainer_state.json, which also holds the closing eval and summary at its step, and its
-# checkpoint-<step>/ copy), the path that sorts last, as the job's trainer_runs row (MERGE_RUNS):
-# in the batch, and across runs, where a stored row of the same rank gives way unless the job's
-# trainer_runs row (the state read with the highest global_step, and of those the path that sorts
-# last) stands at that rank with a path sorting after the new one's: then the stored row is that
-# state's, whatever the order the runs read them in.
+# checkpoint-<step>/ copy), the job folder's own state (own_file: a state in a subfolder is a
+# checkpoint's copy, checkpoint_step, whatever the subfolder's name), then the path that sorts last,
+# as the job's trainer_runs row (MERGE_RUNS): in the batch, and across runs, where a stored row of
+# the same rank gives way unless the job's trainer_runs row (the state read with the highest
+# global_step, and of those the one that ranks first so) stands at that rank and ranks before the
+# new one: then the stored row is that state's, whatever the order the runs read them in.
 MERGE_STEPS = """
 CREATE OR REPLACE TEMP TABLE batch_trainer_winners AS
 SELECT * FROM batch_trainer_steps
-QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST, source_file DESC,
+QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST,
+                                                               source_file = own_file DESC, source_file DESC,
                                                                seq DESC) = 1;
 
 DELETE FROM trainer_steps USING batch_trainer_winners w
@@ -254,7 +263,9 @@ WHERE trainer_steps.job_id = w.job_id AND trainer_steps.step = w.step
        OR (w.state_step = trainer_steps.state_step
            AND NOT EXISTS (SELECT 1 FROM trainer_runs r
                            WHERE r.job_id = w.job_id AND r.global_step = w.state_step
-                             AND r.source_file > w.source_file)));
+                             AND ((r.source_file = w.own_file) > (w.source_file = w.own_file)
+                                  OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
+                                      AND r.source_file > w.source_file)))));
 
 INSERT INTO trainer_steps (job_id, step, loss, eval_loss, learning_rate, grad_norm, epoch, metrics, state_step)
 SELECT w.job_id, w.step, w.loss, w.eval_loss, w.learning_rate, w.grad_norm, w.epoch, w.metrics, w.state_step
@@ -272,16 +283,25 @@ SELECT * EXCLUDE (completed, train_runtime, train_samples_per_second, train_loss
        max(train_loss) OVER (PARTITION BY job_id) AS train_loss
 FROM batch_trainer_runs
 -- of two states at one global_step (the final trainer_state.json and its checkpoint-<step>/ copy), the
--- path that sorts last (a folder's own trainer_state.json over its checkpoint-<step>/ copy), whatever
--- the runs that read them
-QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, source_file DESC, seq DESC) = 1;
+-- job folder's own trainer_state.json (own_file) over a copy in any subfolder, then the path that sorts
+-- last, whatever the runs that read them
+QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, source_file = own_file DESC,
+                                                        source_file DESC, seq DESC) = 1;
 
+-- the stored row's state where it stands at the new one's global_step and ranks before it (the job's own
+-- state over a copy, then the path that sorts last): ON CONFLICT sees the stored path and the one inserted
 INSERT INTO trainer_runs (job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size,
                           best_model_checkpoint, best_metric, completed, train_runtime,
                           train_samples_per_second, train_loss, source_file)
-SELECT job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size, best_model_checkpoint,
-       best_metric, completed, train_runtime, train_samples_per_second, train_loss, source_file
-FROM batch_trainer_run_winners
+SELECT w.job_id, w.global_step, w.max_steps, w.save_steps, w.logging_steps, w.train_batch_size,
+       w.best_model_checkpoint, w.best_metric, w.completed, w.train_runtime, w.train_samples_per_second,
+       w.train_loss,
+       CASE WHEN r.global_step = w.global_step
+                 AND ((r.source_file = w.own_file) > (w.source_file = w.own_file)
+                      OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
+                          AND r.source_file > w.source_file))
+            THEN r.source_file ELSE w.source_file END
+FROM batch_trainer_run_winners w LEFT JOIN trainer_runs r ON r.job_id = w.job_id
 ON CONFLICT (job_id) DO UPDATE SET
     global_step = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
                        THEN excluded.global_step ELSE trainer_runs.global_step END,
@@ -299,10 +319,9 @@ ON CONFLICT (job_id) DO UPDATE SET
     train_samples_per_second = coalesce(excluded.train_samples_per_second, trainer_runs.train_samples_per_second),
     train_loss = coalesce(excluded.train_loss, trainer_runs.train_loss),
     -- the state with the highest global_step, as the steps' rows (a checkpoint read after the final state
-    -- does not take it); of two at one global_step, the path that sorts last, as within a batch
-    source_file = CASE WHEN excluded.global_step > trainer_runs.global_step OR trainer_runs.global_step IS NULL
-                            OR (excluded.global_step = trainer_runs.global_step
-                                AND excluded.source_file >= trainer_runs.source_file)
+    -- does not take it); of two at one global_step, the one that ranks first as within a batch (the
+    -- SELECT above gives the stored one's path then)
+    source_file = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
                        THEN excluded.source_file ELSE trainer_runs.source_file END;
 
 -- A job known only from trainer states gets its job row from them; a progress.json's row wins.
@@ -352,10 +371,11 @@ WHERE checkpoints.source = 'folder' OR checkpoints.path IS NULL
 def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dirs: list[str]) -> None:
     """Load parsed states into the batch tables ``batch_trainer_steps`` and ``batch_trainer_runs``."""
     steps: dict[str, list[Any]] = {
-        k: [] for k in ("job_id", "step", *COLUMNS, "metrics", "state_step", "source_file", "seq")
+        k: [] for k in ("job_id", "step", *COLUMNS, "metrics", "state_step", "source_file", "own_file", "seq")
     }
     for seq, (state, source_dir) in enumerate(zip(states, source_dirs, strict=True)):
         rank = rank_step(state, Path(source_dir))
+        own = own_state(Path(source_dir))
         for step, row in state.rows.items():
             steps["job_id"].append(state.job_id)
             steps["step"].append(step)
@@ -364,6 +384,7 @@ def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dir
             steps["metrics"].append(json.dumps(row["metrics"]) if row["metrics"] else None)
             steps["state_step"].append(rank)
             steps["source_file"].append(str(state.path))
+            steps["own_file"].append(own)
             steps["seq"].append(seq)
     con.execute(STAGE_STEPS, steps)
     runs = {
@@ -381,6 +402,7 @@ def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dir
         "train_loss": [(s.summary or {}).get("train_loss") for s in states],
         "source_file": [str(s.path) for s in states],
         "source_dir": source_dirs,
+        "own_file": [own_state(Path(d)) for d in source_dirs],
         "seq": list(range(len(states))),
     }
     con.execute(STAGE_RUNS, runs)

@@ -16,8 +16,10 @@ DuckDB only; each case's folders share their ingests (an ingest costs most of a 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -150,29 +152,55 @@ def first_checkpoint(folder: Path, when: float) -> None:
 QUERY = "SELECT started_at, updated_at, total_seconds FROM job_analytics WHERE job_id = $j"
 
 
-def test_lightning_start_does_not_depend_on_when_ingest_ran(lab: Lab) -> None:
+def test_lightning_start_does_not_depend_on_when_ingest_ran(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """version_0 (its files dated before the folder was made here, as a copy's are): read before
     and after its first checkpoint it kept the earlier start (least()), read once after it its start
     was the checkpoint's time (total_seconds 0); both now agree. version_1 (made now, first flushed
     30 s later): where the file system records when the folder was made (statx's birth time), that
-    is the start, which the checkpoint does not move."""
+    is the start, which the checkpoint does not move. version_2 on a file system that records no
+    birth time (NFS; ``birth_time`` None): its files' times are all there is and the checkpoint moves
+    them, so the earliest seen stays (least()): it took the checkpoint's time (total_seconds 0)."""
     now = time.time()
     copied = lightning_run(lab, "version_0", now - 200)
     made = lightning_run(lab, "version_1", now + 30)
+    nfs = lightning_run(lab, "version_2", now - 200)
     born = lightning_csv.birth_time(made)
+    recorded = lightning_csv.birth_time
+    monkeypatch.setattr(lightning_csv, "birth_time", lambda path: None if path.name == nfs.name else recorded(path))
     lab.ingest()
     first_checkpoint(copied, now - 100)
     first_checkpoint(made, now + 100)
+    first_checkpoint(nfs, now - 100)
     lab.ingest()
+    (started, updated, total) = lab.query(QUERY, {"j": "lightning_logs/version_2"})[0]
+    assert abs((started - datetime.utcfromtimestamp(now - 200)).total_seconds()) < 1e-3
+    assert abs((updated - datetime.utcfromtimestamp(now - 100)).total_seconds()) < 1e-3
+    assert abs(total - 100) < 1e-3
+    if born is None:
+        pytest.skip("this file system records no birth time")
     # version_0: the earliest time its files still show, as one read of them gives (least() kept now - 200)
     (started, updated, total) = lab.query(QUERY, {"j": "lightning_logs/version_0"})[0]
     assert abs((started - datetime.utcfromtimestamp(now - 100)).total_seconds()) < 1e-3
     assert (updated, total) == (started, 0)
-    if born is None:
-        pytest.skip("this file system records no birth time")
     (started,) = lab.query("SELECT started_at FROM jobs WHERE job_id = 'lightning_logs/version_1'")[0]
     assert abs((started - datetime.utcfromtimestamp(born)).total_seconds()) < 1e-3
     assert started < datetime.utcfromtimestamp(now + 30)
+
+
+def test_no_ctypes_means_no_birth_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Python built without _ctypes, lightning_csv (and mlflow_store, which imports from it,
+    and so the whole ingest) failed to import: the statx lookup imports ctypes when first needed,
+    and its ImportError means no birth time, as a file system that records none."""
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # ``import ctypes`` raises ImportError
+    monkeypatch.setitem(sys.modules, "_ctypes", None)
+    name = "runlytics.ingest.formats._lightning_csv_without_ctypes"  # a fresh copy, not registered
+    spec = importlib.util.spec_from_file_location(name, lightning_csv.__file__)
+    assert spec is not None and spec.loader is not None
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)
+    if hasattr(os.stat(tmp_path), "st_birthtime"):
+        pytest.skip("os.stat gives the birth time here: no statx needed")
+    assert fresh.birth_time(tmp_path) is None
 
 
 # --- finding 4: the final trainer_state.json and its checkpoint copy at one global_step -----------
@@ -194,25 +222,28 @@ def test_final_state_wins_its_steps_over_the_checkpoint_copy(lab: Lab) -> None:
     evaluate), both global_step 20; the final one also holds the closing eval at step 20. Read
     together (``together``), the copy's step 20 won (eval_loss NULL: the later in the batch); read in
     two runs, the later read won (``final-first``: the copy copied over once more after the final
-    state was read). The final state's entries win, as its trainer_runs row does, in any order."""
+    state was read). The final state's entries win, as its trainer_runs row does, in any order.
+    A copy in a subfolder whose name sorts after ``trainer_state.json`` (``zz/``, read together or
+    after the final state) won as "the path that sorts last": the job folder's own state wins."""
     checkpoint, final = hf_states()
     for job in ("together", "checkpoint-first", "final-first"):
         write(lab.root / job / "checkpoint-20" / "trainer_state.json", checkpoint, 60)
         if job != "checkpoint-first":
             write(lab.root / job / "trainer_state.json", final, 60)
+    for job in ("zz-together", "zz-after"):
+        write(lab.root / job / "trainer_state.json", final, 60)
+    write(lab.root / "zz-together" / "zz" / "trainer_state.json", checkpoint, 60)
     lab.ingest()
     write(lab.root / "checkpoint-first" / "trainer_state.json", final, 50)
     aged(lab.root / "final-first" / "checkpoint-20" / "trainer_state.json", 30)
-    assert lab.ingest().ingested == 2
+    write(lab.root / "zz-after" / "zz" / "trainer_state.json", checkpoint, 30)
+    assert lab.ingest().ingested == 3
+    jobs = ("checkpoint-first", "final-first", "together", "zz-after", "zz-together")
     rows = "SELECT job_id, eval_loss, metrics FROM trainer_steps WHERE step = 20 ORDER BY job_id"
-    assert lab.query(rows) == [
-        (job, 0.9, '{"eval_runtime": 1.0}') for job in ("checkpoint-first", "final-first", "together")
-    ]
+    assert lab.query(rows) == [(job, 0.9, '{"eval_runtime": 1.0}') for job in jobs]
     assert set(lab.query("SELECT final_eval_loss, best_eval_loss FROM job_analytics")) == {(0.9, 0.9)}
     runs = "SELECT job_id, source_file FROM trainer_runs ORDER BY job_id"
-    assert lab.query(runs) == [
-        (job, str(lab.root.resolve() / job / "trainer_state.json")) for job, _ in lab.query(runs)
-    ]
+    assert lab.query(runs) == [(job, str(lab.root.resolve() / job / "trainer_state.json")) for job in jobs]
 
 
 # --- minor: a peer's as_of -------------------------------------------------------------------------

@@ -134,7 +134,11 @@ UPSERT_AS_OF = (
 # A peer's slow_vs_peers rows, computed once into a temp table: only the peers whose rows differ from
 # the stored ones (in any column but as_of) have them replaced and get the run's as_of (all their
 # rows, and insight_jobs): a completed job whose insights did not change keeps the as_of of the run
-# that last changed it (docs/insights.md), not the as_of of every run that changed a job of its model
+# that last changed it (docs/insights.md), not the as_of of every run that changed a job of its model.
+# value and reference (DOUBLE) are compared exactly: a peer median that moved by an ulp (a peer's
+# job_results figure summed again in another order by a parallel aggregate) re-stamps that peer with
+# the run's as_of, though its message (%.6g) reads the same. Harmless: its rows are replaced by equal
+# ones, only as_of moves; a tolerance would keep a stored figure that is no longer the computed one.
 PEER_ROWS = """
 CREATE OR REPLACE TEMP TABLE batch_peer_insights AS
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference, message

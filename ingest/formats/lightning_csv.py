@@ -16,7 +16,6 @@ read by a safe loader that builds no Python object, turning a tagged node into p
 from __future__ import annotations
 
 import csv
-import ctypes
 import datetime as dt
 import math
 import os
@@ -54,9 +53,12 @@ class LightningCsvParser(ToolLogParser):
     system records one), or an earlier modification time of the folder or its two files (a copy's
     folder is made when copied), else the earliest of those. Its end (``ended_at`` and
     ``updated_at``) is the time of the last write to ``metrics.csv`` (the latest flush while it
-    runs: a CSV does not say whether the run ended, so the status stays ``unknown``). Both are read
-    from the files as they are now, and replace the stored ones (``times_final``), so that a run
-    read before its first checkpoint and after it equals one read once after it. Points have no time.
+    runs: a CSV does not say whether the run ended, so the status stays ``unknown``). Where the
+    folder's birth time is known, both are read from the files as they are now and replace the
+    stored ones (``times_final``), so that a run read before its first checkpoint and after it
+    equals one read once after it. Without one (NFS) the start is the files' modification times,
+    which the first checkpoint moves: the earliest seen stays (``least()``), as before, so that a
+    run read before its first checkpoint keeps its start. Points have no time.
     """
 
     kind = LIGHTNING_CSV
@@ -74,17 +76,20 @@ class LightningCsvParser(ToolLogParser):
             return chunk
         header = header_before(path, offset) if offset else None
         chunk, _ = parse(data, offset, lines + 1, header)
-        chunk.info.started_at, chunk.info.ended_at = _file_times(job.path, path)
+        chunk.info.started_at, chunk.info.ended_at, born = _file_times(job.path, path)
         # the last write to metrics.csv is when the run last wrote (updated_at, the end of a job whose
         # status is not terminal): a Lightning run, always ``unknown``, has a duration like other tools' runs
         chunk.info.updated_at = chunk.info.ended_at
-        # the times of the files as they are now, not the earliest seen: a run folder of this tool
-        # alone (beside another tool's logs, the earliest start of them all stays)
-        chunk.info.times_final = job.is_tool_run and set(job.tool_files) == {LIGHTNING_CSV}
+        # the times of the files as they are now, not the earliest seen, where the folder's birth time
+        # is known (a checkpoint does not move it), in a run folder of this tool alone (beside another
+        # tool's logs, the earliest start of them all stays). Without a birth time (NFS) the start is
+        # the files' modification times, which the first checkpoint moves: the earliest seen stays.
+        chunk.info.times_final = born and job.is_tool_run and set(job.tool_files) == {LIGHTNING_CSV}
         return chunk
 
 
-def _file_times(folder: Path, metrics: Path) -> tuple[dt.datetime | None, dt.datetime | None]:
+def _file_times(folder: Path, metrics: Path) -> tuple[dt.datetime | None, dt.datetime | None, bool]:
+    """The run's start and end, and whether the start saw the folder's birth time."""
     times = []
     for path in (folder, folder / HPARAMS, metrics):
         try:
@@ -95,12 +100,12 @@ def _file_times(folder: Path, metrics: Path) -> tuple[dt.datetime | None, dt.dat
     if born is not None:
         times.append(born)
     if not times:
-        return None, None
+        return None, None, False
     try:
         last = os.stat(metrics).st_mtime
     except OSError:
         last = max(times)
-    return utc_from_seconds(min(times)), utc_from_seconds(last)
+    return utc_from_seconds(min(times)), utc_from_seconds(last), born is not None
 
 
 STATX_BTIME = 0x800  # statx(2)'s mask bit of stx_btime
@@ -113,7 +118,7 @@ _statx: list[Callable[..., int] | None] = []  # libc's statx, once looked up (No
 def birth_time(path: Path) -> float | None:
     """When the file system made ``path``, in epoch seconds: ``st_birthtime`` where ``os.stat`` has
     it, statx(2)'s ``stx_btime`` on Linux (glibc 2.28+; ext4, XFS, Btrfs, tmpfs record it), else
-    None (NFS and older file systems record none)."""
+    None (NFS and older file systems record none; a Python without ctypes can't ask)."""
     try:
         born = getattr(os.stat(path), "st_birthtime", None)
     except OSError:
@@ -125,6 +130,8 @@ def birth_time(path: Path) -> float | None:
     statx = _statx[0]
     if statx is None:
         return None
+    import ctypes  # found by _libc_statx
+
     buffer = ctypes.create_string_buffer(STATX_SIZE)
     if statx(AT_FDCWD, os.fsencode(path), 0, STATX_BTIME, buffer) != 0:
         return None
@@ -137,6 +144,10 @@ def birth_time(path: Path) -> float | None:
 
 def _libc_statx() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
+        return None
+    try:  # imported here: a Python built without _ctypes has no statx (no birth time), not no ingest
+        import ctypes
+    except ImportError:
         return None
     try:
         statx = ctypes.CDLL(None, use_errno=True).statx

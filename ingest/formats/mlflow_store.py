@@ -88,7 +88,9 @@ class MlflowParser(ToolLogParser):
         meta = experiment = None
         data, problem, st = _read_checked(job, job.path / META, MAX_META_BYTES)
         if data is not None and st is not None and not ledger.settled(st) and cut_short(data) is not None:
-            return None, []  # caught mid-rewrite (its read is pending): nothing of the run's files applied
+            # caught mid-rewrite (its read is pending): no RunInfo this run, so the facts of meta.yaml,
+            # params and tags wait for its next read; the metric files read this run are stored as usual
+            return None, []
         if data is not None:
             meta, warnings = load_meta(data)
         elif problem is not None:
