@@ -511,8 +511,14 @@ static int64_t days_from_civil(int64_t y, int m, int d) {
 #define MIN_MICROS (-62135596800LL * 1000000)
 #define MAX_MICROS (253402300800LL * 1000000 - 1)
 
+/* Whether s[0..n) is UTC or GMT by name, after a blank or not: offset 0 (sql.py's _NAMED_UTC) */
+static int named_utc(const char *s, size_t n) {
+    if (n == 4 && s[0] == ' ') s++, n--;
+    return n == 3 && (memcmp(s, "UTC", 3) == 0 || memcmp(s, "GMT", 3) == 0);
+}
+
 /* An ISO-8601 timestamp as rl_iso reads it, in microseconds since the epoch (UTC). Only the
- * plain form: YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM]; anything else (other forms
+ * plain form: YYYY-MM-DD[T ]HH:MM:SS[.f{1,6}][Z|+HH:MM|-HH:MM|[ ]UTC|[ ]GMT]; anything else (other forms
  * DuckDB reads too, or dates it would refuse) gives up, and the careful read decides. So does
  * an instant the offset takes out of years 1-9999 (0001-01-01T00:30:00+01:00 is in year 0 in
  * UTC): rl_iso refuses it, with the careful read's warning. */
@@ -540,6 +546,8 @@ static int iso_micros(const char *s, size_t n, int64_t *out) {
     int offset = 0;
     if (i < n && s[i] == 'Z') {
         i++;
+    } else if (named_utc(s + i, n - i)) {
+        i = n;
     } else if (i < n && (s[i] == '+' || s[i] == '-')) {
         int oh, om;
         if (n - i != 6 || s[i + 3] != ':' || digits(s + i + 1, 2, &oh) || digits(s + i + 4, 2, &om) || oh > 23 ||

@@ -16,7 +16,10 @@ EPOCH_END = 1e11
 
 # rl_iso_text's grammar (a regular expression RE2 and Python's re read alike)
 _HOUR = "([01][0-9]|2[0-3])"
-_ZONE = f"(Z|z|[+-]{_HOUR}(:?[0-5][0-9])?)"
+# UTC or GMT by name, after a blank or not (a writer's strftime with a literal "UTC"): offset 0
+# whatever reads it; any other zone's name or abbreviation is refused (CST is US Central and China)
+_NAMED_UTC = " ?(UTC|GMT)"
+_ZONE = f"(Z|z|[+-]{_HOUR}(:?[0-5][0-9])?|{_NAMED_UTC})"
 _DECIMALS = "([.,][0-9]+)?"
 ISO_TEXT = (
     f"[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}([T ]{_HOUR}:[0-5][0-9](:[0-5][0-9]{_DECIMALS})?{_ZONE}?)?"
@@ -97,18 +100,21 @@ CREATE OR REPLACE TEMP MACRO rl_trim(s) AS trim(s, ' ' || chr(9) || chr(10) || c
 -- Z or +-HH:MM), with the ISO-8601 variants it leaves to the careful read: minutes without seconds,
 -- a date alone, any number of decimals, a decimal comma, the basic format (20261102T080010), an
 -- offset of hours alone or without its colon (+05, +0530), a lowercase z (RFC 3339). Hours 00-23,
--- an offset's up to 23:59. DuckDB's cast takes much else (ISO_TEXT's rejects): a zone's name or
--- abbreviation ("CST" is US Central, a Chinese host's CST +08:00), "+99" or +05:30:15 offsets,
--- 24:00, "epoch", slashes, one-digit fields, blanks around: none is this contract's timestamp.
+-- an offset's up to 23:59, and UTC or GMT by name in capitals after a blank or not (offset 0: a
+-- writer's strftime("%Y-%m-%d %H:%M:%S UTC"), read before session 19 and by the C reader). DuckDB's
+-- cast takes much else (ISO_TEXT's rejects): any other zone's name or abbreviation ("CST" is US
+-- Central, a Chinese host's CST +08:00), "+99" or +05:30:15 offsets, 24:00, "epoch", slashes,
+-- one-digit fields, blanks around: none is this contract's timestamp.
 CREATE OR REPLACE TEMP MACRO rl_iso_text(s) AS regexp_full_match(s, '{ISO_TEXT}');
 
 -- ISO-8601 forms DuckDB's cast refuses, as the extended form it reads: the basic format
--- (20261102T080010Z, 20261102T080010.5+0100), a decimal comma (08:00:10,5) and a lowercase UTC
--- designator (08:00:10z, which RFC 3339 allows); NULL else.
+-- (20261102T080010Z, 20261102T080010.5+0100), a decimal comma (08:00:10,5), a lowercase UTC
+-- designator (08:00:10z, which RFC 3339 allows) and UTC or GMT by name without a blank
+-- (08:00:10UTC; as Z here whatever the cast's zone names); NULL else.
 -- Only reached where the cast gave NULL (coalesce evaluates it for those rows alone)
 CREATE OR REPLACE TEMP MACRO rl_iso_other(s) AS TRY_CAST(
     regexp_replace(
-        regexp_replace(regexp_replace(s, '([0-9])z$', '\\1Z'),
+        regexp_replace(regexp_replace(s, '([0-9])(z|{NAMED_UTC})$', '\\1Z'),
                        '^([0-9]{4})([0-9]{2})([0-9]{2})T([0-9]{2})([0-9]{2})([0-9]{2})', '\\1-\\2-\\3T\\4:\\5:\\6'),
         '(:[0-9]{2}),([0-9])', '\\1.\\2')
     AS TIMESTAMPTZ);
@@ -175,7 +181,7 @@ CREATE OR REPLACE TEMP MACRO rl_setting_problems(prefix, c) AS list_filter([
     rl_setting_problem(prefix, c, 'gpu_count'),
     rl_setting_problem(prefix, c, 'max_steps')
 ], lambda p: p IS NOT NULL);
-""".replace("{ISO_TEXT}", ISO_TEXT)
+""".replace("{ISO_TEXT}", ISO_TEXT).replace("{NAMED_UTC}", _NAMED_UTC)
 
 # The settings rl_setting_problems checks: a reader whose configs name none of them skips its query
 CONFIG_SETTINGS = frozenset({"batch_size", "save_steps", "target_samples_per_second", "gpu_count", "max_steps"})

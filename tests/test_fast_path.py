@@ -162,7 +162,9 @@ PLAIN_ISO = st.builds(
         st.datetimes(min_value=dt.datetime(9999, 12, 31), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)),
     ),
     st.sampled_from(["T", " "]),
-    st.sampled_from(["", "Z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59", "-14:00", "+01:00", "-01:00"]),
+    st.sampled_from(
+        ["", "Z", "+00:00", "-00:00", "+05:30", "-08:00", "+23:59", "-14:00", "+01:00", "-01:00", " UTC", "GMT"]
+    ),
     st.integers(0, 6),
 )
 NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
@@ -347,6 +349,38 @@ def test_an_offset_that_leaves_the_years_is_refused_as_the_careful_read_refuses_
     warnings = json.loads(lab.query("SELECT warnings FROM ingest_files")[0][0])
     assert 'history[0] (step 1): timestamp "0001-01-01T00:30:00+01:00" is not a timestamp, dropped' in warnings
     assert 'history[1] (step 2): timestamp "9999-12-31T23:59:59-01:00" is not a timestamp, dropped' in warnings
+
+
+# a writer's strftime with a literal zone ("%Y-%m-%d %H:%M:%S UTC"): UTC or GMT (offset 0) is read,
+# an abbreviation of many zones is not (CST: US Central, China; IST: India, Ireland, Israel)
+NAMED_UTC = (
+    b'{"job_id": "u", "status": "running", "started_at": "2026-03-01 10:00:00 UTC",'
+    b' "updated_at": "2026-03-01 10:05:00 GMT", "history": [{"step": 1, "timestamp": "2026-03-01 10:00:30 UTC"},'
+    b' {"step": 2, "timestamp": "2026-03-01T10:01:00.5UTC"}, {"step": 3, "timestamp": "2026-03-01 10:01:30 GMT"}]}'
+)
+NAMED_ZONE = (
+    b'{"job_id": "c", "status": "running", "started_at": "2026-03-01 10:00:00 CST",'
+    b' "history": [{"step": 1, "timestamp": "2026-03-01 10:00:30 UTC"},'
+    b' {"step": 2, "timestamp": "2026-03-01 10:01:00 IST"}, {"step": 3, "timestamp": "2026-03-01 10:01:30 utc"},'
+    b' {"step": 4, "timestamp": "2026-03-01 10:02:00 Europe/London"}]}'
+)
+
+
+def test_utc_or_gmt_by_name_is_read_on_both_roads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read before session 19 (DuckDB's cast), then refused with every zone's name: a running job's
+    next update replaced its row with started_at and updated_at NULL. UTC and GMT say offset 0."""
+    assert fast.parse(NAMED_UTC, 0) is not None  # the C reader reads them itself
+    moment = dt.datetime(2026, 3, 1, 10)
+    for lab in both_ways(tmp_path, [NAMED_UTC, NAMED_ZONE], monkeypatch):
+        assert lab.query("SELECT job_id, started_at, updated_at FROM jobs ORDER BY job_id") == [
+            ("c", None, None),
+            ("u", moment, moment + dt.timedelta(minutes=5)),
+        ]
+        assert lab.query("SELECT job_id, step, ts FROM steps ORDER BY job_id, step") == [
+            ("c", 1, moment + dt.timedelta(seconds=30)), ("c", 2, None), ("c", 3, None), ("c", 4, None),
+            ("u", 1, moment + dt.timedelta(seconds=30)), ("u", 2, moment + dt.timedelta(seconds=60.5)),
+            ("u", 3, moment + dt.timedelta(seconds=90)),
+        ]  # fmt: skip
 
 
 @pytest.mark.parametrize(

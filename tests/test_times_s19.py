@@ -53,12 +53,14 @@ def test_the_copy_to_postgresql_leaves_out_a_time_outside_years_1_to_9999() -> N
 
 # texts DuckDB's TIMESTAMPTZ cast took (the audit's, and their kin): a zone's abbreviation ("CST" is
 # US Central to DuckDB, +08:00 to a Chinese host) or name, offsets no zone has, 24:00, "epoch",
-# slashes, one-digit fields, blanks around, a blank before the offset
+# slashes, one-digit fields, blanks around, a blank before the offset; UTC by name but not as
+# strftime writes it (lowercase, two blanks, after another zone, after a date alone)
 NOT_ISO = [
-    "2026-03-01 10:00:00 CST", "2026-03-01 10:00:00 IST", "2026-03-01 10:00:00 UTC",
+    "2026-03-01 10:00:00 CST", "2026-03-01 10:00:00 IST", "2026-03-01 10:00:00 utc",
     "2026-03-01 10:00:00 America/Chicago", "2026-03-01T10:00:00+99", "2026-03-01T10:00:00+24:00",
     "2026-03-01T10:00:00+05:30:15", "2026-03-01T10:00:00 +05:30", "2026-03-01T24:00:00", "epoch",
     "2026/03/01 10:00:00", "2026-3-1 10:00", " 2026-03-01T10:00:00Z", "2026-03-01T10:00:00Z ",
+    "2026-03-01 10:00:00  UTC", "2026-03-01T10:00:00Z UTC", "2026-03-01 UTC", "2026-03-01 10:00:00 Etc/UTC",
 ]  # fmt: skip
 # ISO-8601 forms every road reads (the C reader reads the first two itself; the rest, the careful read)
 ISO = {
@@ -70,6 +72,11 @@ ISO = {
     "2026-03-01T10:00:00+0530": datetime(2026, 3, 1, 4, 30),
     "2026-03-01T10:00:00-05": datetime(2026, 3, 1, 15),
     "2026-03-01T10:00:00.1234567Z": datetime(2026, 3, 1, 10, 0, 0, 123456),
+    # UTC or GMT by name, offset 0 (strftime's "%Y-%m-%d %H:%M:%S UTC"; the C reader reads these)
+    "2026-03-01 10:00:00 UTC": datetime(2026, 3, 1, 10),
+    "2026-03-01T10:00:00.25GMT": datetime(2026, 3, 1, 10, 0, 0, 250000),
+    "20260301T100000,5 UTC": datetime(2026, 3, 1, 10, 0, 0, 500000),
+    "2026-03-01T10:00UTC": datetime(2026, 3, 1, 10),
 }
 
 
