@@ -507,7 +507,9 @@ static int64_t days_from_civil(int64_t y, int m, int d) {
 }
 
 /* The instants of years 1 to 9999 in UTC, in microseconds since the epoch: [0001-01-01T00:00:00,
- * 9999-12-31T23:59:59.999999] (rl_in_years in ingest/sql.py; Python's datetime holds no other) */
+ * 9999-12-31T23:59:59.999999]; Python's datetime holds no other. The same bounds as the SQL's
+ * (warehouse/times.py's IN_YEARS: ingest/sql.py's rl_in_years, the copy to PostgreSQL): keep
+ * them alike. */
 #define MIN_MICROS (-62135596800LL * 1000000)
 #define MAX_MICROS (253402300800LL * 1000000 - 1)
 

@@ -120,14 +120,11 @@ def _fast_parse(raw_fields: str, keys: str = "piece, seq") -> str:
         f"(r_{name} IS NULL OR {name} >= {low}{f' AND {name} <= {high}' if math.isfinite(high) else ''})"
         for name, (low, high) in RANGES.items()
     )
-    # ts: Python's datetime.fromtimestamp rounds the fraction's microseconds half to even
+    # ts: epoch seconds as progress.json's rl_epoch reads them (within its bounds: _EPOCH_MAX)
     return f"""
 CREATE OR REPLACE TEMP TABLE spool_parsed AS
 SELECT {keys}, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
-       CASE WHEN iso IS NULL
-            THEN make_timestamp(CAST(trunc(epoch) AS BIGINT) * 1000000
-                                + CAST(round_even((epoch - trunc(epoch)) * 1e6, 0) AS BIGINT))
-            ELSE iso END AS ts,
+       CASE WHEN iso IS NULL THEN {sql.epoch_timestamp("epoch")} ELSE iso END AS ts,
        gpu_uuid, {", ".join(RANGES)}, CAST(clocks_event_reasons AS BIGINT) AS clocks_event_reasons,
        -- a blank job_id is none (parse_line's _BLANKS): no job can be named so
        coalesce(NOT regexp_full_match(job_id, '[ \t\n\r\f\v]*') AND gpu_index IS NOT NULL

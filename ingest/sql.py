@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import duckdb
 
+from runlytics.warehouse import times
+
 # rl_epoch's bounds (epoch seconds from year 1 on, below 1e11: year 5138), for the Python readers
 # of timestamps defined as progress.json's (a spool line's ts: gpu_samples.parse_timestamp)
 EPOCH_FIRST = -62_135_596_800
 EPOCH_END = 1e11
 
-# rl_iso_text's grammar (a regular expression RE2 and Python's re read alike)
+# rl_iso_text's grammar: a regular expression in RE2's syntax, for DuckDB's regexp_full_match (no
+# Python code matches it: the spool's careful road reads its ISO texts with rl_iso too, gpu_samples.
+# IsoTimes). The API's since/until and export --since read a person's text with their own parser
+# (warehouse/times.py, docs/decisions.md "Times in filters"), which takes more: Unix seconds
+# written as text (a URL's value is text; in progress.json they are a number), a lowercase t, a
+# basic date alone or a basic time without seconds, blanks around. A person typing a filter sees a
+# text it can't read as an error naming it (a 422, exit 2) and types again, where a file's time is
+# dropped with a warning long after a program wrote it: that grammar is what people type, and it
+# names no zone (UTC included).
 _HOUR = "([01][0-9]|2[0-3])"
 # UTC or GMT by name, after a blank or not (a writer's strftime with a literal "UTC"): offset 0
 # whatever reads it; any other zone's name or abbreviation is refused (CST is US Central and China)
@@ -26,11 +36,23 @@ ISO_TEXT = (
     f"|[0-9]{{8}}T{_HOUR}[0-5][0-9][0-5][0-9]{_DECIMALS}{_ZONE}?"
 )
 
+
+def epoch_timestamp(seconds: str) -> str:
+    """rl_epoch's reading of finite epoch seconds (the SQL expression ``seconds``, within its bounds)
+    as a TIMESTAMP: the whole seconds exactly, plus their fraction (exact: d - trunc(d) loses
+    nothing) times 1e6 rounded half to even, as Python's datetime.fromtimestamp rounds. The spool's
+    fast road (gpu_samples._fast_parse) reads its epochs with this text, not the macro: it stages
+    on connections without the macros too (tests, bench/fleet.py)."""
+    whole = f"CAST(trunc({seconds}) AS BIGINT) * 1000000"
+    fraction = f"CAST(round_even(({seconds} - trunc({seconds})) * 1e6, 0) AS BIGINT)"
+    return f"make_timestamp({whole} + {fraction})"
+
+
 MACROS = """
 -- a timestamp of years 1 to 9999 (DuckDB takes more: year 0, BC dates, year 10000 and later,
--- which Python, pandas and most readers can't hold); NULL outside them
-CREATE OR REPLACE TEMP MACRO rl_in_years(t) AS
-    CASE WHEN t >= TIMESTAMP '0001-01-01 00:00:00' AND t <= TIMESTAMP '9999-12-31 23:59:59.999999' THEN t END;
+-- which Python, pandas and most readers can't hold); NULL outside them (warehouse/times.py's
+-- IN_YEARS, which the copy to PostgreSQL applies too)
+CREATE OR REPLACE TEMP MACRO rl_in_years(t) AS {IN_YEARS};
 
 -- a raw JSON value as DOUBLE when it is a number literal (NaN and +-Infinity included);
 -- strings ('"1.5"'), booleans, arrays and objects give NULL
@@ -129,11 +151,10 @@ CREATE OR REPLACE TEMP MACRO rl_iso(s) AS
 -- datetime.fromtimestamp rounds (the spool's careful road): the whole seconds exactly, their
 -- fraction (exact: d - trunc(d) loses nothing) times 1e6 rounded half to even. round(d * 1e6)
 -- rounded twice: the product of a time.time() float is 0.25 us apart, and 1767377550.8709195 was
--- .870920 where it is .870919 (the C reader, _history.c, and the spool's fast road do the same)
+-- .870920 where it is .870919 (the C reader, _history.c, does the same; the spool's fast road
+-- reads its epochs with this expression's text, epoch_timestamp above)
 CREATE OR REPLACE TEMP MACRO rl_epoch(d) AS
-    CASE WHEN isfinite(d) AND d >= -62135596800 AND d < 1e11
-         THEN make_timestamp(CAST(trunc(d) AS BIGINT) * 1000000 + CAST(round_even((d - trunc(d)) * 1e6, 0) AS BIGINT))
-    END;
+    CASE WHEN isfinite(d) AND d >= -62135596800 AND d < 1e11 THEN {EPOCH_TIMESTAMP} END;
 
 -- a raw JSON timestamp: an ISO-8601 string or epoch seconds
 CREATE OR REPLACE TEMP MACRO rl_timestamp(x) AS
@@ -181,7 +202,13 @@ CREATE OR REPLACE TEMP MACRO rl_setting_problems(prefix, c) AS list_filter([
     rl_setting_problem(prefix, c, 'gpu_count'),
     rl_setting_problem(prefix, c, 'max_steps')
 ], lambda p: p IS NOT NULL);
-""".replace("{ISO_TEXT}", ISO_TEXT).replace("{NAMED_UTC}", _NAMED_UTC)
+"""
+MACROS = (
+    MACROS.replace("{ISO_TEXT}", ISO_TEXT)
+    .replace("{NAMED_UTC}", _NAMED_UTC)
+    .replace("{EPOCH_TIMESTAMP}", epoch_timestamp("d"))
+    .replace("{IN_YEARS}", times.IN_YEARS.format(t="t"))
+)
 
 # The settings rl_setting_problems checks: a reader whose configs name none of them skips its query
 CONFIG_SETTINGS = frozenset({"batch_size", "save_steps", "target_samples_per_second", "gpu_count", "max_steps"})

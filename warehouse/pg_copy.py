@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import psycopg
 
-from . import bounded_json, db, migrate, pg_reader, pg_samples, postgres, snapshots
+from . import bounded_json, db, migrate, pg_reader, pg_samples, postgres, snapshots, times
 
 if TYPE_CHECKING:  # SQLAlchemy only for `db copy`: ingest's publish (copy_rows) does without its import
     import sqlalchemy as sa
@@ -93,11 +93,8 @@ NUL_FREE = {
 # ("0001-12-31 (BC) 23:30:00", "10000-01-01 00:59:59"), on which psycopg's COPY failed with a
 # TypeError that stopped the whole publish (or db copy). Every reader keeps its times within those
 # years (rl_in_years, Python's datetime, the C reader since session 19: a history entry's offset
-# took it out of them before); a row a warehouse holds from before is copied without that time.
-IN_YEARS = (
-    "CASE WHEN {expression} >= TIMESTAMP '0001-01-01 00:00:00' "
-    "AND {expression} <= TIMESTAMP '9999-12-31 23:59:59.999999' THEN {expression} END"
-)
+# took it out of them before); a row a warehouse holds from before is copied without that time
+# (times.IN_YEARS, rl_in_years' own text).
 # the rows of a table with a job_id column that are copied: of no job, or of a job whose id has no NUL
 NUL_FREE_JOBS = "NOT coalesce(contains(job_id, chr(0)), false)"
 NUL_JOB_IDS = "SELECT job_id FROM jobs WHERE contains(job_id, chr(0)) ORDER BY job_id"
@@ -257,7 +254,7 @@ def _copy_table(
 
 def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None, of: str | None = None) -> str:
     """The select list of these target columns (name, udt_name) as copied: NUL replaced in every
-    string ($nul_replacement: NUL_PARAMS), a time outside years 1-9999 NULL (IN_YEARS), the column
+    string ($nul_replacement: NUL_PARAMS), a time outside years 1-9999 NULL (times.IN_YEARS), the column
     named ``prefixed`` with $prefix in front, each qualified by the relation ``of`` when given."""
     expressions = []
     for name, udt in columns:
@@ -267,7 +264,7 @@ def select_list(columns: list[tuple[str, str]], *, prefixed: str | None = None, 
         if udt in NUL_FREE:
             expression = NUL_FREE[udt].format(expression=expression)
         elif udt == "timestamp":
-            expression = IN_YEARS.format(expression=expression)
+            expression = times.IN_YEARS.format(t=expression)
         expressions.append(expression)
     return ", ".join(expressions)
 

@@ -33,6 +33,16 @@ _BASIC = re.compile(rf"\d{{8}}(?:[Tt ]\d{{4}}(?:\d\d{_FRACTION})?{_OFFSET}?)?", 
 _EPOCH_START = datetime(1970, 1, 1)
 MAX_SHOWN = 100  # characters of a bad text quoted in the error
 
+# The years every time the warehouse holds lies in, 1 to 9999 (Python's datetime holds no other;
+# DuckDB takes year 0, BC dates and year 10000 on, which psycopg, pandas and most readers can't
+# hold): the SQL of a TIMESTAMP {t} kept within them, else NULL (DuckDB's SQL, which PostgreSQL's
+# reads alike). Ingest's rl_in_years macro (ingest/sql.py) and the copy to PostgreSQL
+# (warehouse/pg_copy.py, select_list) both are this text; the C history reader's MIN_MICROS and
+# MAX_MICROS (ingest/_history.c) are the same bounds in microseconds, as this parser's datetime's.
+IN_YEARS = (
+    "CASE WHEN {t} >= TIMESTAMP '0001-01-01 00:00:00' AND {t} <= TIMESTAMP '9999-12-31 23:59:59.999999' THEN {t} END"
+)
+
 
 class BadTime(ValueError):
     """A text that is neither an ISO 8601 date or time nor Unix seconds (the message quotes it)."""
