@@ -2,10 +2,13 @@
 same (an idle GPU: constant readings, fixed-width lines, identical tails) is told by its first
 line and the whole last line before the offset; the old file renamed within the spool (any
 name, logrotate's ``gpu.jsonl.1`` included) is read on from where its record stopped; an old
-file no file of the spool holds is warned about (docs/ingest.md, "Rotation").
+file no file of the spool holds is warned about (docs/ingest.md, "Rotation"). A rotated copy of
+a file read to offset 0 only is read; a run that finds nothing changed opens no file of the
+spool (an empty one, a compressed copy of a file gone); a gone file's record no file holds is
+dropped.
 
-One warehouse, three runs: each case is a folder of the spool with its own job, so that the
-cases cost three ingests in all (CI's time)."""
+One warehouse, three runs and an unchanged fourth: each case is a folder of the spool with its
+own job, so that the cases cost four ingests in all (CI's time)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from runlytics.ingest.formats import spool as spool_format
 from runlytics.ingest.formats.tool_log import DIGEST_BYTES, digest
 from runlytics.ingest.summary import Summary
 from tests.conftest import Lab
+from tests.file_times import opened_under
 
 T0 = int(time.time()) // 3600 * 3600 - 7200  # within the raw window
 # inputs.md section 2's fields in its order, an idle GPU: every line as wide as the next
@@ -33,7 +37,7 @@ LINE = (
     '"utilization_percent": 0.0, "memory_used_mb": 4.0, "memory_total_mb": 81559.0, "temperature_c": 31.0, '
     '"power_w": 61.0}}\n'
 )
-CASES = ("renamed", "logrotate", "compressed", "copytruncate", "growing", "truncated", "legacy")
+CASES = ("renamed", "logrotate", "compressed", "copytruncate", "growing", "truncated", "legacy", "zero", "dated")
 
 
 def lines(job: str, first: int, last: int) -> str:
@@ -50,6 +54,8 @@ def step_1(folders: dict[str, Path]) -> None:
     for case, folder in folders.items():
         write(folder / "gpu.jsonl", lines(case, 0, 9))
     write(folders["growing"] / "gpu.jsonl", lines("growing", 0, 0) + "not json\n" + lines("growing", 1, 9))
+    write(folders["zero"] / "gpu.jsonl", "")  # a sampler's file before its first sample
+    write(folders["zero"] / "idle.jsonl", "")  # and one that stays empty
 
 
 def step_2(f: dict[str, Path]) -> None:
@@ -77,6 +83,14 @@ def step_2(f: dict[str, Path]) -> None:
     write(f["legacy"] / "gpu.jsonl", lines("legacy", 10, 14), "a")
     os.rename(f["legacy"] / "gpu.jsonl", f["legacy"] / "gpu.jsonl.1")
     write(f["legacy"] / "gpu.jsonl", lines("legacy", 20, 29))
+    # the file seen empty gets its samples and is rotated before the next run (the reviewer's zero.py)
+    write(f["zero"] / "gpu.jsonl", lines("zero", 0, 4))
+    os.rename(f["zero"] / "gpu.jsonl", f["zero"] / "gpu.jsonl.1")
+    write(f["zero"] / "gpu.jsonl", lines("zero", 5, 7))
+    # logrotate's dateext with delaycompress: renamed with its date now, compressed at the next rotation
+    write(f["dated"] / "gpu.jsonl", lines("dated", 10, 14), "a")
+    os.rename(f["dated"] / "gpu.jsonl", f["dated"] / "gpu.jsonl-20260301")
+    write(f["dated"] / "gpu.jsonl", lines("dated", 15, 19))
 
 
 def step_3(f: dict[str, Path]) -> None:
@@ -89,6 +103,9 @@ def step_3(f: dict[str, Path]) -> None:
     write(f["compressed"] / "gpu.jsonl", lines("compressed", 30, 34), "a")
     write(f["growing"] / "gpu.jsonl", lines("growing", 15, 19), "a")
     write(f["truncated"] / "gpu.jsonl", lines("truncated", 22, 24))  # cut shorter than the offset
+    old = f["dated"] / "gpu.jsonl-20260301"
+    write(f["dated"] / "gpu.jsonl-20260301.gz", gzip.compress(old.read_bytes()))
+    old.unlink()
 
 
 @dataclass
@@ -97,6 +114,7 @@ class Runs:
     summaries: list[Summary]
     samples: list[tuple[str, int]]  # (job, ts) of every stored sample, after the last run
     files: list[tuple[str, int, int, str]]  # the spool's ledger after the last run
+    opened: list[str]  # the spool's files opened by a fourth run, nothing changed since the third
 
     def stored(self, case: str) -> list[int]:
         return sorted((ts - T0) // 10 for job, ts in self.samples if job == case)
@@ -145,7 +163,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
                 )
     samples = lab.query("SELECT job_id, epoch(ts)::BIGINT FROM gpu_samples")
     files = lab.own_query("SELECT path, read_offset, rows, warnings FROM ingest_files WHERE kind = 'spool'")
-    return Runs(folders, summaries, samples, files)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        opened = opened_under(spool, monkeypatch)
+        summaries.append(lab.ingest(lab.root, spool_root=spool))
+    return Runs(folders, summaries, samples, files, list(opened))
 
 
 def lost(lines: int) -> str:
@@ -169,7 +190,8 @@ def test_logrotates_renamed_copies_are_read_on_from_where_the_old_file_was_read(
     assert files["gpu.jsonl.2"][:2] == (len(lines("logrotate", 0, 19)), 20)
     assert files["gpu.jsonl.1"][:2] == (len(lines("logrotate", 20, 34)), 15)
     assert files["gpu.jsonl"][:2] == (len(lines("logrotate", 35, 39)), 5)
-    assert runs.skipped(1) == runs.skipped(2) == ["gpu.jsonl.1.gz"]  # the compressed case's
+    assert runs.skipped(1) == ["gpu.jsonl.1.gz"]  # the compressed case's
+    assert runs.skipped(2) == runs.skipped(3) == ["gpu.jsonl.1.gz", "gpu.jsonl-20260301.gz"]  # and the dated's
     assert runs.warnings(1, "logrotate") == runs.warnings(2, "logrotate") == []
 
 
@@ -178,7 +200,7 @@ def test_an_old_file_no_file_of_the_spool_holds_is_warned_about(runs: Runs) -> N
     assert runs.stored("compressed") == [*range(10), *range(20, 35)]
     assert runs.warnings(1, "compressed") == [lost(10)]
     assert runs.ledger("compressed")["gpu.jsonl"] == (len(lines("compressed", 20, 34)), 15, [])
-    assert runs.skipped(1) == runs.skipped(2) == ["gpu.jsonl.1.gz"]
+    assert runs.skipped(1) == ["gpu.jsonl.1.gz"]
     assert runs.summaries[1].warnings >= 1
 
 
@@ -215,3 +237,57 @@ def test_a_record_of_before_session_19_that_two_files_hold_reads_both(runs: Runs
     assert files["gpu.jsonl.1"] == (len(lines("legacy", 0, 14)), 15, [])
     assert files["gpu.jsonl"] == (len(lines("legacy", 20, 29)), 10, [])
     assert runs.warnings(1, "legacy") == []
+
+
+def test_a_rotated_copy_of_a_file_read_to_offset_0_only_is_read(runs: Runs) -> None:
+    # gpu.jsonl empty when the first run saw it, then 5 samples, renamed gpu.jsonl.1, a new gpu.jsonl:
+    # before, the copy continued no record (nothing was read of its file) and 0..4 were lost,
+    # named only as "not named *.jsonl not read: gpu.jsonl.1"
+    assert runs.stored("zero") == list(range(8))
+    files = runs.ledger("zero")
+    assert files["gpu.jsonl.1"] == (len(lines("zero", 0, 4)), 5, [])
+    assert files["gpu.jsonl"] == (len(lines("zero", 5, 7)), 3, [])
+    assert files["idle.jsonl"] == (0, 0, [])  # an empty file is recorded, at offset 0
+    assert "gpu.jsonl.1" not in runs.skipped(1) and runs.warnings(1, "zero") == []
+
+
+def test_an_unchanged_run_opens_no_file_and_a_gone_files_record_is_dropped(runs: Runs) -> None:
+    # the dated copy read on, then compressed and removed: the .gz holds no record (not read,
+    # named), and the record of the removed copy, which no file holds, is dropped. Before, it
+    # stayed free for ever, and every run opened the .gz to look for it; the empty idle.jsonl was
+    # opened by every run too (no record)
+    assert runs.stored("dated") == list(range(20))
+    assert set(runs.ledger("dated")) == {"gpu.jsonl"}
+    assert runs.warnings(2, "dated") == []
+    assert runs.opened == []
+    fourth = runs.summaries[3]
+    assert fourth.ingested == fourth.gpu_samples == fourth.warnings == 0
+    assert fourth.unchanged == fourth.files_seen == len(runs.files)
+
+
+def test_a_copy_older_than_a_record_is_not_opened_to_look_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file holding another's bytes and more was written since that file's record (renamed,
+    # copied, compressed): a copy kept from an earlier rotation is not opened at each rotation
+    text = lines("held", 0, 4).encode()
+    head, before = text[: spool_format.HEAD_BYTES], text[-spool_format.TAIL_BYTES :]
+    old, new = tmp_path / "gpu.jsonl.2", tmp_path / "gpu.jsonl.1"
+    write(old, text)
+    write(new, text)
+    when = os.stat(old).st_mtime_ns
+    os.utime(old, ns=(when - 10**9, when - 10**9))
+    mark = spool_format._Mark("gone", len(text), 5, spool_format._identity(head, before, len(text)), when)
+    opened = opened_under(tmp_path, monkeypatch)
+    assert spool_format._holds(old, spool_format.ledger.stat(old), [mark], others=True) is None
+    assert opened == []
+    held = spool_format._holds(new, spool_format.ledger.stat(new), [mark], others=True)
+    assert held is not None and held.mark == mark and opened == [str(new)]
+
+
+def test_only_the_records_of_folders_a_run_listed_whole_can_be_dropped() -> None:
+    # a run given one spool (or one folder of it) keeps the records of another's files
+    folders = {"/spool/a", "/spool/b/x"}
+    assert spool_format._listed("/spool/a", folders) and spool_format._listed("/spool/a/old/deeper", folders)
+    assert not spool_format._listed("/spool", folders) and not spool_format._listed("/spool/b", folders)
+    assert not spool_format._listed("/other/a", folders)

@@ -2,7 +2,8 @@
 
 A run opens no file whose size and modification time match its ledger record (``ledger.Stat``'s
 fingerprint) and that was read to its end: the cost of a run follows what is new, not the size
-of the spool. Every other file is opened and told by its bytes (``_identity``, the ledger's
+of the spool. An empty file is never opened (recorded at offset 0, so that a rotated copy of it
+is known: ``_plan``). Every other file is opened and told by its bytes (``_identity``, the ledger's
 ``read_digest``): its first line and the last line before the read offset. A file that holds
 both where its record says is the file read before, read on from the offset; any other file (a
 new name, or a name whose file was replaced: rotated, truncated, rewritten, of any size) is
@@ -11,8 +12,11 @@ same folder: a file that holds one of them (the old file renamed, ``gpu.jsonl`` 
 ``gpu-1.jsonl`` or logrotate's ``gpu.jsonl.1``) is read on from that record's offset, so the
 old file's last lines are read whatever its new name; one that holds none is read from its
 start (a ``*.jsonl`` file), or not read (a ``gpu.jsonl.1`` that continues no record: named in
-the run's problems). A replaced file whose old file no file of the spool holds warns that the
-old file's last lines, if it got any after the last run, are lost.
+the run's problems), unless the file it is named after was read to offset 0 only (empty, or a
+line still being written): the newest such copy is then read from its start. A replaced file
+whose old file no file of the spool holds warns that the old file's last lines, if it got any
+after the last run, are lost. The record of a file gone from a folder of the spool that no file
+of it holds is dropped (a file deleted, compressed), so that it is not looked for again.
 
 Files are read in pieces and stored in batches of several files (``gpu_samples.BATCH_BYTES``
 of text a transaction): a run's memory stays bounded whatever the spool's size, and each
@@ -22,6 +26,8 @@ batches resumes where the last batch ended.
 
 from __future__ import annotations
 
+import codecs
+import os
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -60,7 +66,14 @@ TAIL_BYTES = 4096
 LEGACY_DIGEST = 8  # the length of a read_digest written before session 19: the 64 bytes before the offset
 # a record whose file a rotated copy continues, its own path gone: the copy's record takes its place
 FORGET = """
-DELETE FROM ingest_files WHERE kind = $kind AND path = $path AND read_offset = $offset AND read_digest = $digest
+DELETE FROM ingest_files
+WHERE kind = $kind AND path = $path AND read_offset = $offset AND read_digest IS NOT DISTINCT FROM $digest
+"""
+# the records of files gone from a folder of the spool that no file of it holds (``_plan``)
+DROP = "DELETE FROM ingest_files WHERE kind = $kind AND path IN (SELECT unnest($paths::VARCHAR[]))"
+# what the spool's ledger knows of its files (ledger.load and ledger.load_resume, and the time)
+LOAD = """
+SELECT path, read_offset, rows, read_digest, mtime_ns, fingerprint, outcome FROM ingest_files WHERE kind = $kind
 """
 
 
@@ -80,6 +93,11 @@ def _rotated(path: Path) -> bool:
     return SUFFIX in path.name and not path.name.endswith(SUFFIX)
 
 
+def _base(name: str) -> str:
+    """The spool file's name a file's name is made of (``gpu.jsonl`` of ``gpu.jsonl.1``)."""
+    return name[: name.index(SUFFIX) + len(SUFFIX)] if SUFFIX in name else name
+
+
 @dataclass(frozen=True)
 class _Mark:
     """A file's ledger record: where its last read stopped and the digest telling that file."""
@@ -88,6 +106,10 @@ class _Mark:
     offset: int
     lines: int
     digest: str | None
+    # the file's modification time when recorded (None: not known): a file that holds the record's
+    # bytes and more was written since, so an older one is not opened to look (``_holds``)
+    mtime_ns: int | None = None
+    ingested: bool = True  # a record of a file read (not one failed)
 
     @property
     def legacy(self) -> bool:
@@ -115,14 +137,12 @@ class _File:
 def ingest(ctx: Context, paths: list[Path]) -> None:
     found = {str(path) for path in paths}
     readable = [path for path in paths if path.name.endswith(SUFFIX) or (_rotated(path) and is_utf8(path))]
-    unread = [path for path in paths if path not in set(readable)]
+    kept = set(readable)
+    unread = {path for path in paths if path not in kept}
     readable = [path for path in readable if not _not_utf8(ctx, path)]
-    marks = {
-        path: _Mark(path, offset, lines, digest)
-        for path, (offset, lines, digest) in ledger.load_resume(ctx.con, KIND).items()
-    }
-    planned, left = _plan(ctx, readable, found, marks, ledger.load(ctx.con, KIND))
-    _name_skipped(ctx, [path for path in paths if path in left or path in set(unread)])
+    marks, known = _load(ctx)
+    planned, left = _plan(ctx, readable, found, marks, known)
+    _name_skipped(ctx, [path for path in paths if path in left or path in unread])
     batch: list[tuple[_File, gpu_samples.Piece]] = []
     size = 0
     # the files that take up another's record first: a run stopped between batches has then
@@ -144,6 +164,17 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
             if file.record:
                 _record_unread(ctx, file)
     _store(ctx, batch)
+
+
+def _load(ctx: Context) -> tuple[dict[str, _Mark], dict[str, tuple[str | None, str]]]:
+    """The spool's records by path, and each one's (fingerprint, outcome) for ``ledger.is_unchanged``."""
+    marks: dict[str, _Mark] = {}
+    known: dict[str, tuple[str | None, str]] = {}
+    rows = ctx.con.execute(LOAD, {"kind": KIND}).fetchall()
+    for path, offset, lines, read_digest, mtime_ns, fingerprint, outcome in rows:
+        marks[path] = _Mark(path, offset or 0, lines or 0, read_digest, mtime_ns, outcome == "ingested")
+        known[path] = (fingerprint, outcome)
+    return marks, known
 
 
 def _name_skipped(ctx: Context, skipped: list[Path]) -> None:
@@ -172,13 +203,16 @@ def _plan(
     copies that continue no record (not read)."""
     summary = ctx.summary
     planned: dict[Path, _File] = {}
-    left: set[Path] = set()
     unmatched: list[tuple[Path, ledger.Stat, _Mark | None]] = []  # new names, and files replaced
     doubtful: list[tuple[Path, ledger.Stat, _Held]] = []  # held by a record of before session 19
+    empty: list[ledger.Outcome] = []  # empty files new to the ledger: recorded, not opened
+    changed: set[str] = set()  # the records at offset 0 whose file changed since (a rotated copy may hold it)
+    unsure: set[str] = set()  # folders with a file that could not be told: their gone records are kept
     for path in paths:
         try:
             st = ledger.stat(path)
         except OSError:
+            unsure.add(str(path.parent))
             continue
         mark = marks.get(str(path))
         # the size and time of its record, and read to its end: not opened (a cron run's cost
@@ -187,16 +221,29 @@ def _plan(
             summary.files_seen += 1
             summary.unchanged += 1
             continue
+        if st.size == 0 and not _rotated(path) and (mark is None or mark.offset == 0):
+            # nothing to read: not opened, but recorded (at offset 0), so that the next run does not
+            # look at it either, and a rotated copy of it is known to hold lines never read
+            summary.files_seen += 1
+            summary.unchanged += 1
+            if mark is None:
+                empty.append(ledger.Outcome(str(path), st, None, 0, [], 0, _identity(b"", b"", 0)))
+            else:
+                changed.add(mark.path)
+                ledger.fingerprint(ctx.con, str(path), st)
+            continue
         if mark is None:
             unmatched.append((path, st, None))
             continue
         if mark.offset == 0:  # nothing read yet (empty, or a line still being written): from its start
             summary.files_seen += 1
+            changed.add(mark.path)
             planned[path] = _File(path, st, 0, 0)
             continue
         try:
             held = _holds(path, st, [mark])
         except OSError:
+            unsure.add(str(path.parent))
             continue
         if held is None:  # replaced (rotated, truncated, rewritten): its record is free for its old file
             unmatched.append((path, st, mark))
@@ -204,23 +251,33 @@ def _plan(
             doubtful.append((path, st, held))
         else:
             _read_on(ctx, planned, path, st, held)
-    # the records whose file is gone or was replaced: a file of their folder may hold it
+    if empty:
+        ledger.record_many(ctx.con, KIND, empty)
+    # the records whose file is gone or was replaced: a file of their folder may hold it. Those of
+    # a folder this run listed whose file is gone are dropped below unless one does
+    folders = {os.path.dirname(path) for path in found}
     free: dict[str, list[_Mark]] = {}
+    gone: list[_Mark] = []
     replaced = {str(path) for path, _, mark in unmatched if mark is not None}
     for mark in marks.values():
+        folder = os.path.dirname(mark.path)
+        if mark.path not in found and mark.ingested and _listed(folder, folders):
+            gone.append(mark)
         if mark.offset > 0 and mark.digest is not None and (mark.path not in found or mark.path in replaced):
-            free.setdefault(str(Path(mark.path).parent), []).append(mark)
+            free.setdefault(folder, []).append(mark)
     for _, _, held in doubtful:  # a rotated copy that holds them as well is the old file
-        free.setdefault(str(Path(held.mark.path).parent), []).append(held.mark)
+        free.setdefault(os.path.dirname(held.mark.path), []).append(held.mark)
     continued: set[str] = set()
     fresh: list[tuple[_File, _Mark]] = []  # files read from their start in place of a replaced one
+    left: dict[Path, ledger.Stat] = {}
     for path, st, own in unmatched:
         candidates = [
             m for m in free.get(str(path.parent), []) if m.path != str(path) and (_rotated(path) or not m.legacy)
         ]
         try:
-            held = _holds(path, st, candidates) if candidates else None
+            held = _holds(path, st, candidates, others=True) if candidates else None
         except OSError:
+            unsure.add(str(path.parent))
             continue
         if held is not None:
             mark = held.mark
@@ -228,13 +285,27 @@ def _plan(
             moved = mark if mark.path not in found else None
             planned[path] = _File(path, st, mark.offset, mark.lines, held.head, held.before, record=True, moved=moved)
         elif not _rotated(path):
-            planned[path] = _File(path, st, 0, 0, record=own is not None)
+            # recorded even when nothing is read (a line still being written): a rotated copy of it
+            # is then known to hold lines never read
+            planned[path] = _File(path, st, 0, 0, record=True)
             if own is not None:
                 fresh.append((planned[path], own))
         else:
-            left.add(path)  # a rotated copy of nothing read: not read
+            left[path] = st  # a rotated copy of nothing read: not read (unless of a file read to 0)
             continue
         summary.files_seen += 1
+    zero = [
+        m for m in marks.values()
+        if m.offset == 0 and m.ingested and (m.path in changed or (m.path not in found and m.path not in continued))
+    ]  # fmt: skip
+    for mark in sorted(zero, key=lambda m: m.path) if left else []:
+        taken = _first_copy(mark, left)
+        if taken is not None:
+            path, head = taken
+            continued.add(mark.path)
+            moved = mark if mark.path not in found else None
+            planned[path] = _File(path, left.pop(path), 0, 0, head, record=True, moved=moved)
+            summary.files_seen += 1
     for file, own in fresh:
         if own.path not in continued and not _kept(own, marks.values(), found):
             file.warnings.append(LOST.format(lines=own.lines))
@@ -249,7 +320,48 @@ def _plan(
             planned[path] = _File(path, st, 0, 0, record=True)
         else:
             _read_on(ctx, planned, path, st, held)
-    return planned, left
+    dropped = [m.path for m in gone if m.path not in continued and os.path.dirname(m.path) not in unsure]
+    if dropped:
+        ctx.con.execute(DROP, {"kind": KIND, "paths": dropped})
+    return planned, set(left)
+
+
+def _listed(folder: str, folders: set[str]) -> bool:
+    """Whether this run listed every file of ``folder``: it, or a folder above it, holds a file
+    of the run (a spool folder is listed whole, its subfolders with it). Another spool's folders
+    (a run given only some) are not, and their records are kept."""
+    while folder not in folders:
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+    return True
+
+
+def _first_copy(mark: _Mark, left: dict[Path, ledger.Stat]) -> tuple[Path, bytes] | None:
+    """Of the rotated copies that continue no record, the one that holds the file of a record
+    at offset 0 (empty or a line still being written when read, since changed or gone): the
+    newest of those named after the same file (``gpu.jsonl.1`` of ``gpu.jsonl``), written since
+    the record, not empty, of text (a compressed copy is not read); with its first bytes."""
+    folder, name = os.path.split(mark.path)
+    copies = [
+        (st.mtime_ns, str(path), path) for path, st in left.items()
+        if str(path.parent) == folder and _base(path.name) == _base(name) and st.size > 0
+        and (mark.mtime_ns is None or st.mtime_ns >= mark.mtime_ns)
+    ]  # fmt: skip
+    for _, _, path in sorted(copies, reverse=True):
+        try:
+            with path.open("rb") as f:
+                head = f.read(HEAD_BYTES)
+        except OSError:
+            continue
+        if b"\0" not in head:
+            try:
+                codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at its end is text
+            except UnicodeDecodeError:
+                continue
+            return path, head
+    return None
 
 
 def _read_on(ctx: Context, planned: dict[Path, _File], path: Path, st: ledger.Stat, held: _Held) -> None:
@@ -288,10 +400,18 @@ def _kept(own: _Mark, marks: Iterable[_Mark], found: set[str]) -> bool:
     )  # fmt: skip
 
 
-def _holds(path: Path, st: ledger.Stat, marks: Iterable[_Mark]) -> _Held | None:
+def _holds(path: Path, st: ledger.Stat, marks: Iterable[_Mark], others: bool = False) -> _Held | None:
     """Of these records, the one furthest read whose file ``path`` holds (its bytes where the
     record says); None if none. A record with no digest (written before revision 0012) holds;
-    one of before session 19 (the 64 bytes before the offset) is told by those bytes only."""
+    one of before session 19 (the 64 bytes before the offset) is told by those bytes only.
+
+    The file is opened only where a record could hold: one read no further than its size, and,
+    of ``others`` (the records of other files), one recorded no later than its time: a file
+    holding another's bytes and more was written since (renamed, copied, compressed), so an
+    older rotated copy is not opened again at each rotation."""
+    fits = [m for m in marks if st.size >= m.offset and not (others and st.mtime_ns < (m.mtime_ns or 0))]
+    if not fits:
+        return None
     with path.open("rb") as f:
         head = f.read(HEAD_BYTES)
 
@@ -301,9 +421,7 @@ def _holds(path: Path, st: ledger.Stat, marks: Iterable[_Mark]) -> _Held | None:
             before = f.read(mark.offset - start)
             return _Held(mark, head, before, _identity(head, before, mark.offset))
 
-        for mark in sorted(marks, key=lambda m: -m.offset):
-            if st.size < mark.offset:
-                continue
+        for mark in sorted(fits, key=lambda m: -m.offset):
             if mark.offset == 0 or mark.digest is None:
                 return held(mark)
             if mark.legacy:
