@@ -109,7 +109,12 @@ ingest_files = Table(
     Column("last_read_at", DateTime, nullable=False),
     # after last_read_at, where the chain's ADD COLUMN put them (a direct build must match)
     Column("read_offset", BigInteger),  # spool files: bytes read up to the last complete line (0004)
-    # tool logs: a digest of the bytes just before read_offset, to tell a replaced file (0012)
+    # what tells the file read before from another (0012), by kind (docs/views.md, ingest_files):
+    # spool: 16 hex digits, CRC32Cs of the first line and of the last line before read_offset (8, the
+    # CRC32C of the 64 bytes before it, in a record of before session 19); trainers' logs: CRC32C of
+    # the 64 bytes before read_offset (LLaMA-Factory: before the lines read); an MLflow run's
+    # meta.yaml: its experiment's meta.yaml as read, size:mtime_ns, absent, fresh or unreadable (...);
+    # nvidia_smi: SHA-256 of the read_offset bytes read; NULL for the other kinds
     Column("read_digest", String),
 )
 
