@@ -423,6 +423,7 @@ POSTGRES_IN_DEEP_RUNS = frozenset({
     "test_tool_logs_s17", "test_config_settings_s17", "test_postgres_s18",
     "test_tool_nan_s14", "test_spool_s16", "test_audit_fixes", "test_audit_fixes2",
     "test_merge_s14", "test_insights_generated", "test_analytics", "test_rollup_gaps_s17",
+    "test_insights", "test_idempotence", "test_retention_s14",
 })  # fmt: skip
 
 
