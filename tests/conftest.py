@@ -424,6 +424,12 @@ POSTGRES_IN_DEEP_RUNS = frozenset({
     "test_tool_nan_s14", "test_spool_s16", "test_audit_fixes", "test_audit_fixes2",
     "test_merge_s14", "test_insights_generated", "test_analytics", "test_rollup_gaps_s17",
     "test_insights", "test_idempotence", "test_retention_s14",
+    "test_api", "test_gpu_chart_spikes_s17",
+    "test_api_metrics", "test_export",
+    "test_insight_pages", "test_gpu_samples", "test_gpu_charts", "test_cli_insights",
+    "test_metrics", "test_archive_s17", "test_insight_messages_s17", "test_metrics_s16", "test_results",
+    "test_merge_paths", "test_gpu_hours", "test_cli_s14", "test_analytics_s17", "test_spool_parse",
+    "test_small_jobs", "test_nvidia_smi", "test_ingest_health", "test_fuzz_progress", "test_dashboard_s17",
 })  # fmt: skip
 
 
