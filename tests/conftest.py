@@ -22,6 +22,7 @@ from pg_server import PgServer, bin_dir
 
 from runlytics.ingest import postgres as pg_ingest
 from runlytics.ingest.pipeline import ingest
+from runlytics.ingest.sql import install_macros
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import db, insights, migrate, pg_copy, pg_reader, pg_samples, queries, results, snapshots
 from runlytics.warehouse.postgres import SESSION_OPTIONS
@@ -500,3 +501,12 @@ def _engine(request: pytest.FixtureRequest, *, ingests: bool = False) -> Iterato
         yield engine
     finally:
         engine.close()
+
+
+@pytest.fixture(scope="module")
+def duck() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB in UTC with the ingest's SQL macros (rl_iso, rl_epoch, …)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    install_macros(con)
+    return con

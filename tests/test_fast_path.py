@@ -23,7 +23,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from runlytics.ingest import fast
-from runlytics.ingest.sql import install_macros
 
 pytestmark = pytest.mark.skipif(not fast.AVAILABLE and not os.environ.get("CI"), reason="C reader not built")
 
@@ -424,14 +423,6 @@ def c_reading(field: str, text: str) -> Any:
     parsed = fast.parse(b'{"history": [{"step": 0, "%s": %s}]}' % (field.encode(), text.encode()), 0)
     column = "ts" if field == "timestamp" else field
     return None if parsed is None else parsed.entries.column(column)[0].as_py()
-
-
-@pytest.fixture(scope="module")
-def duck() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    install_macros(con)
-    return con
 
 
 NUMBER_TEXT = st.one_of(

@@ -15,14 +15,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import duckdb
-import pytest
 from conftest import Lab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runlytics.ingest import fast, gpu_samples, nvidia_smi
 from runlytics.ingest.pipeline import CsvImport
-from runlytics.ingest.sql import install_macros
 from runlytics.warehouse import pg_copy, rollups
 
 # --- a time outside years 1-9999 never stops a copy to PostgreSQL -----------------------------------
@@ -80,12 +78,9 @@ ISO = {
 }
 
 
-def test_rl_iso_reads_iso_8601_and_nothing_else() -> None:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    install_macros(con)
+def test_rl_iso_reads_iso_8601_and_nothing_else(duck: duckdb.DuckDBPyConnection) -> None:
     texts = [*NOT_ISO, *ISO]
-    read = con.execute("SELECT list_transform($t, lambda s: rl_iso(s))", {"t": texts}).fetchall()[0][0]
+    read = duck.execute("SELECT list_transform($t, lambda s: rl_iso(s))", {"t": texts}).fetchall()[0][0]
     assert dict(zip(texts, read, strict=True)) == {**dict.fromkeys(NOT_ISO), **ISO}
     # the spool's careful road reads its ts with the same macro
     assert [gpu_samples.ISO_TIMES.read(text) for text in NOT_ISO] == [None] * len(NOT_ISO)
@@ -116,14 +111,6 @@ def test_progress_json_and_the_spool_refuse_a_text_that_is_not_iso_8601(lab: Lab
 
 
 # --- epoch seconds to the microsecond: one rounding on every road ------------------------------------
-
-
-@pytest.fixture(scope="module")
-def duck() -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    install_macros(con)
-    return con
 
 
 def epoch_roads(duck: duckdb.DuckDBPyConnection, seconds: float) -> dict[str, datetime | None]:

@@ -69,6 +69,8 @@ FORGET = """
 DELETE FROM ingest_files
 WHERE kind = $kind AND path = $path AND read_offset = $offset AND read_digest IS NOT DISTINCT FROM $digest
 """
+# a record found to hold its file's bytes again (``_fingerprint``): the digest of those bytes
+SET_DIGEST = "UPDATE ingest_files SET read_digest = $digest WHERE path = $path AND kind = $kind"
 # the records of files gone from a folder of the spool that no file of it holds (``_plan``)
 DROP = "DELETE FROM ingest_files WHERE kind = $kind AND path IN (SELECT unnest($paths::VARCHAR[]))"
 # what the spool's ledger knows of its files (ledger.load and ledger.load_resume, and the time)
@@ -480,10 +482,7 @@ def _identity(head: bytes, before: bytes, offset: int) -> str | None:
 
 def _fingerprint(ctx: Context, path: Path, st: ledger.Stat, identity: str | None) -> None:
     ledger.fingerprint(ctx.con, str(path), st)
-    ctx.con.execute(
-        "UPDATE ingest_files SET read_digest = $digest WHERE path = $path AND kind = $kind",
-        {"digest": identity, "path": ledger.storable(str(path)), "kind": KIND},
-    )
+    ctx.con.execute(SET_DIGEST, {"digest": identity, "path": ledger.storable(str(path)), "kind": KIND})
 
 
 def _not_utf8(ctx: Context, path: Path) -> bool:
