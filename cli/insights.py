@@ -127,8 +127,7 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
         from runlytics.warehouse import pg_thresholds
 
         pg_thresholds.set_threshold(target, name, value, migrate.HEAD_REVISION, args.wait)
-        print(f"{target}: {name} = {_float(value)}; insights recomputed")
-        return EXIT_OK
+        return _set_done(args, str(target), name, value)
     path = _existing_warehouse(args)
     db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
     with run_lock(path, wait=args.wait):
@@ -140,5 +139,12 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
             insights.set_threshold(con, name, value)
             con.execute("CHECKPOINT")
         snapshots.publish(path)
-    print(f"{path}: {name} = {_float(value)}; insights recomputed")
+    return _set_done(args, str(path), name, value)
+
+
+def _set_done(args: argparse.Namespace, warehouse: str, name: str, value: float) -> int:
+    if args.json:  # what a script needs to confirm the change, in the thresholds' own form
+        print(json.dumps({"warehouse": warehouse, "name": name, "value": value, "recomputed": True}, allow_nan=False))
+    else:
+        print(f"{warehouse}: {name} = {_float(value)}; insights recomputed")
     return EXIT_OK

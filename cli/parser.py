@@ -382,6 +382,10 @@ def insights_word_parsers() -> dict[str, argparse.ArgumentParser]:
             help="seconds to wait for a busy warehouse before giving up (default: %(default)s)",
         )  # fmt: skip
     thresholds.add_argument("--json", action="store_true", help="print them as one JSON object")
+    setter.add_argument(
+        "--json", action="store_true",
+        help='print the change as one JSON object: {"warehouse", "name", "value", "recomputed"}',
+    )  # fmt: skip
     return {"runlytics insights thresholds": thresholds, "runlytics insights set": setter}
 
 

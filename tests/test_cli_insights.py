@@ -175,7 +175,11 @@ def test_set_recomputes_and_the_api_sees_it(tmp_path: Path, engine: Engine) -> N
     answer = client.get("/api/training/spiky/insights").json()
     assert answer["insights"] == [] and answer["thresholds"]["loss_spike.relative"] == 9.0
     # 8.99: 10 > 1 + 8.99, the spikes are back
-    assert runlytics("insights", "set", "loss_spike.relative", "8.99", "--db", str(target)).returncode == 0
+    done = runlytics("insights", "set", "loss_spike.relative", "8.99", "--json", "--db", str(target))
+    assert done.returncode == 0, done.stderr  # --json: the change, not the text line
+    assert json.loads(done.stdout) == {
+        "warehouse": str(target), "name": "loss_spike.relative", "value": 8.99, "recomputed": True,
+    }  # fmt: skip
     assert without_messages(client.get("/api/training/spiky/insights").json()["insights"]) == SPIKES
 
 
