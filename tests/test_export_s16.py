@@ -203,7 +203,7 @@ def test_an_export_holds_a_lock_on_its_folder_while_it_runs(
     seen: list[bool] = []
     real = export._install
 
-    def install(work: Path, out: Path) -> None:
+    def install(work: Path, out: Path, overwrite: bool) -> None:
         fd = os.open(work, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -212,7 +212,7 @@ def test_an_export_holds_a_lock_on_its_folder_while_it_runs(
             seen.append(True)  # held by the export (flock locks are per open file)
         finally:
             os.close(fd)
-        real(work, out)
+        real(work, out, overwrite)
 
     monkeypatch.setattr(export, "_install", install)
     run(lab, tmp_path / "out", "csv", job_ids=("normal",))

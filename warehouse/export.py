@@ -7,7 +7,8 @@
 ``OUT/<table>.csv``. A fact table of which a job's folder name would be too long for the file
 system (``_overlong``) is written whole as a file with a job_id column instead: every reader of
 docs/export.md reads both layouts alike, a mix of the two none does. It writes into a temporary
-folder beside OUT and renames it at the end, so a failed export leaves nothing behind; that
+folder beside OUT and renames it at the end, so a failed export leaves nothing behind (a rename
+that never replaces a non-empty folder: OUT's rule holds at that moment, ``_install``); that
 folder is locked (flock) while its export runs, so the next export to OUT can tell a killed
 export's leftovers from a live one's and tidy them (``_tidy``). ``OUT/manifest.json`` lists
 what was written. On
@@ -26,11 +27,13 @@ leading ``'``, as does one that starts with ``'`` itself (``_csv_cells``). See d
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -114,6 +117,12 @@ NAME_MAX = 255  # bytes of a file name, where the file system does not say (ext4
 # the hidden folders an export to OUT makes beside it: its work, the old export --overwrite
 # moves aside, PostgreSQL's rows (tempfile.mkdtemp's 8 characters)
 LEFTOVER = r"\.{name}\.(?:(export|replaced)-[0-9a-f]{{12}}|(pg)-[a-z0-9_]{{8}})"
+# why an export finished yet not installed (``_install``): its own folder is removed
+FILLED = (
+    "it was filled while this export ran (another export to it, or files), and only --overwrite"
+    " replaces an earlier export; this export was discarded"
+)
+CHANGED = "something else (another export?) moved or filled it at the last moment; this export was discarded"
 
 
 class ExportError(Exception):
@@ -179,8 +188,8 @@ def export(
     try:
         if is_postgres(con):
             with _local_sources(con, selection, out) as local:
-                return _export(local, out, fmt, Selection(), selection, started, notes)
-        return _export(con, out, fmt, selection, selection, started, notes)
+                return _export(local, out, fmt, Selection(), selection, started, notes, overwrite)
+        return _export(con, out, fmt, selection, selection, started, notes, overwrite)
     except Exception as error:  # an earlier export restored to OUT stays said when this one fails
         for note in notes:
             error.add_note(note)
@@ -195,6 +204,7 @@ def _export(
     asked: Selection,
     started: float,
     notes: list[str],
+    overwrite: bool,
 ) -> Result:
     """The export of ``selection`` from a DuckDB connection; the manifest names ``asked``."""
     try:
@@ -208,7 +218,7 @@ def _export(
             con.execute("SET preserve_insertion_order = false")
             rows = {table: _copy(con, table, selection, work, fmt, notes) for table in TABLES}
             (work / MANIFEST).write_text(json.dumps(_manifest(fmt, rows, jobs, asked, work), indent=2) + "\n")
-            _install(work, out)
+            _install(work, out, overwrite)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -374,27 +384,93 @@ def _overlong(job_ids: Iterable[str | None], limit: int) -> str:
     return ""
 
 
-def _install(work: Path, out: Path) -> None:
-    """Move the finished export to ``out``; an earlier export there is replaced, not merged.
+def _install(work: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished export to ``out``, by the rules of ``_check_target`` as they hold now.
 
-    The earlier export is locked before it is moved aside (``.OUT.replaced-…``): killed before
-    the second rename, this process leaves it unlocked, and the next export puts it back.
+    rename(2) of a folder replaces a missing or empty folder and never a non-empty one: OUT
+    filled while this export ran (another export, a user's files) stays as it is, and this
+    export fails with the refusal of a non-empty OUT. ``--overwrite`` then replaces it only
+    if it is still an export (``_replace``).
     """
-    if out.exists():
+    try:
+        os.rename(work, out)
+        return
+    except OSError as error:
+        if error.errno == errno.ENOTDIR:  # a file or a link made there meanwhile
+            raise ExportError(f"{out} exists and is not a folder") from None
+        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if not overwrite:
+        raise ExportError(f"{out} exists and is not empty: {FILLED}")
+    _replace(work, out)
+
+
+def _replace(work: Path, out: Path) -> None:
+    """Replace the earlier export in ``out`` by ``work``; a folder that is not one is never removed.
+
+    The folder at OUT is opened and locked, then checked: still at OUT (another ``--overwrite``
+    may have replaced it while this one waited for its lock) and an export (manifest.json).
+    It is moved aside locked (``.OUT.replaced-…``): killed before the second rename, this
+    process leaves it unlocked, and the next export puts it back. A change in between
+    (OUT replaced, or filled again once moved aside) fails the export, OUT as the change left it.
+    """
+    try:
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise ExportError(f"{out} changed while this export ran: {CHANGED}") from None
+    except OSError:  # a link or a file now
+        raise ExportError(f"{out} exists and is not a folder") from None
+    try:
+        with contextlib.suppress(OSError):  # no flock on folders there: the checks below still hold
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if not _same_folder(fd, out):
+            raise ExportError(f"{out} changed while this export ran: {CHANGED}")
+        if not _holds_manifest(fd):
+            raise ExportError(f"{out} is not empty and holds no earlier export ({MANIFEST}): not replacing it")
         old = out.parent / f".{out.name}.replaced-{uuid.uuid4().hex[:12]}"
-        lock = _lock(out)
+        os.rename(out, old)
         try:
-            os.replace(out, old)
-            try:
-                os.replace(work, out)
-            except BaseException:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            _unlock(lock)
-    else:
-        os.replace(work, out)
+            if not _same_folder(fd, old):  # OUT replaced between the check and the move
+                raise ExportError(f"{out} changed while this export ran: {CHANGED}")
+            os.rename(work, out)
+        except BaseException as error:
+            kept = _put_back(old, out)
+            if kept:
+                raise ExportError(f"{out} changed while this export ran: {CHANGED}; {kept}") from error
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _put_back(old: Path, out: Path) -> str:
+    """Move ``old`` back to ``out``: "", or, OUT filled meanwhile, where ``old`` is kept instead
+    (a name the next export's ``_tidy`` leaves alone: it may not be an export)."""
+    try:
+        os.rename(old, out)
+        return ""
+    except OSError:
+        kept = out.parent / f"{out.name}.kept-{uuid.uuid4().hex[:12]}"
+        os.rename(old, kept)
+        return f"what was in {out} before is now in {kept}"
+
+
+def _same_folder(fd: int, path: Path) -> bool:
+    """Whether ``path`` (not followed) is the folder open as ``fd``."""
+    try:
+        there = path.lstat()
+    except OSError:
+        return False
+    here = os.fstat(fd)
+    return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _holds_manifest(fd: int) -> bool:
+    """Whether the folder open as ``fd`` holds an export's manifest.json (a file)."""
+    try:
+        return stat.S_ISREG(os.stat(MANIFEST, dir_fd=fd).st_mode)
+    except OSError:
+        return False
 
 
 def _lock(folder: Path, wait: bool = True) -> int | None:
