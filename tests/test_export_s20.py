@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
-from conftest import DUCKDB_ENGINE, Lab
+from conftest import DUCKDB_ENGINE, REPO, Lab
 
 from runlytics import cli
 from runlytics.warehouse import export
@@ -198,3 +203,34 @@ def test_install_refuses_a_file_or_a_link_made_at_out(tmp_path: Path) -> None:
                 export._install(work, out, overwrite)
         out.unlink()
     assert manifest_format(work) == "mine" and not any((tmp_path / "target").iterdir())
+
+
+# --- 2. the readers' recipes --------------------------------------------------------------
+
+
+def test_the_documented_readers_give_json_as_text_and_keep_null_and_nan_apart(lab: Lab, tmp_path: Path) -> None:
+    docs = (REPO / "docs" / "export.md").read_text()
+    assert 'pl.col("config").cast(pl.String)' in docs and 'pl.col("metrics").cast(pl.String)' in docs
+    assert docs.count('dtype_backend="pyarrow")') == 2
+    out = tmp_path / "out"
+    run(lab, out)
+    # polars: JSON as Binary, text once cast
+    jobs_pl = pl.read_parquet(str(out / "jobs" / "**" / "*.parquet"))
+    assert jobs_pl.schema["config"] == pl.Binary
+    assert jobs_pl.with_columns(pl.col("config").cast(pl.String))["config"].to_list() == ['{"lr":0.1}']
+    glob = str(out / "steps" / "**" / "*.parquet")
+    steps_pl = pl.read_parquet(glob, hive_partitioning=True, hive_schema={"job_id": pl.String})
+    assert steps_pl.schema["metrics"] == pl.Binary  # trainer metrics: none in this job, the type alike
+    steps_pl = steps_pl.with_columns(pl.col("metrics").cast(pl.String)).sort("step")
+    assert steps_pl.schema["metrics"] == pl.String
+    assert steps_pl["loss"].is_nan().to_list() == [True, False]  # polars: apart as read
+    assert steps_pl["eval_loss"].is_null().to_list() == [False, True]
+    # pandas: by default a NULL eval_loss and a NaN loss are alike; with pyarrow's types, apart
+    by_job = ds.partitioning(pa.schema([("job_id", pa.string())]), flavor="hive")
+    plain = pd.read_parquet(out / "steps", partitioning=by_job).sort_values("step")
+    assert plain["loss"].isna().tolist() == [True, False] and plain["eval_loss"].isna().tolist() == [False, True]
+    steps = pd.read_parquet(out / "steps", partitioning=by_job, dtype_backend="pyarrow").sort_values("step")
+    assert steps["loss"].isna().tolist() == [False, False] and math.isnan(steps["loss"].iloc[0])
+    assert steps["eval_loss"].isna().tolist() == [False, True] and steps["job_id"].tolist() == ["j", "j"]
+    jobs = pd.read_parquet(out / "jobs", dtype_backend="pyarrow")
+    assert jobs["config"].tolist() == ['{"lr":0.1}']
