@@ -83,8 +83,30 @@ LIMIT $limit
 """
 
 
+# The rows of a range by step, counted up to $limit: a chart that kept fewer left some out. Bounded
+# (one row past those kept), not a second full read of the range.
+RANGE_ROWS = """
+SELECT count(*) FROM (
+    SELECT step FROM {source} AS source
+    WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
+    LIMIT $limit
+) AS range_rows
+"""
+
+
 class TooFewPoints(ValueError):
     """``max_points`` too small to keep the first and last step and every extreme."""
+
+
+@dataclass(frozen=True)
+class History:
+    """A history by step (a job's steps, a metric's points): one keyset page and the next page's
+    cursor, or the whole range downsampled for charts (no cursor); ``downsampled``: whether rows
+    of the range were left out (never for a page; false for a chart that kept every row)."""
+
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+    downsampled: bool
 
 
 def step_history(
@@ -96,20 +118,32 @@ def step_history(
     to_step: int | None,
     limit: int,
     max_points: int | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> History:
     """One page of a job's steps (keyset by step), or with ``max_points`` the whole range
-    downsampled; and the next page's cursor."""
+    downsampled."""
     after = after_step("steps", cursor, from_step)
-    if max_points is not None:
-        numeric = max(1, sum(f in NUMERIC_FIELDS for f in fields))
-        if max_points < 2 + 2 * numeric:
-            raise TooFewPoints(
-                f"max_points must be at least {2 + 2 * numeric} for {numeric} numeric field(s): "
-                "the first and last step, and a minimum and a maximum of each field per bucket"
-            )
-        return steps_downsampled(con, job_id, fields, after, to_step, max_points), None
-    rows, last = steps_page(con, job_id, fields, after, to_step, limit)
-    return rows, pages.encode("steps", [last]) if last is not None else None
+    if max_points is None:
+        rows, last = steps_page(con, job_id, fields, after, to_step, limit)
+        return History(rows, pages.encode("steps", [last]) if last is not None else None, downsampled=False)
+    numeric = max(1, sum(f in NUMERIC_FIELDS for f in fields))
+    if max_points < 2 + 2 * numeric:
+        raise TooFewPoints(
+            f"max_points must be at least {2 + 2 * numeric} for {numeric} numeric field(s): "
+            "the first and last step, and a minimum and a maximum of each field per bucket"
+        )
+    rows = steps_downsampled(con, job_id, fields, after, to_step, max_points)
+    range_of = {"job_id": job_id, "after": after, "to_step": to_step}
+    return History(rows, None, left_out(con, "step_metrics", range_of, len(rows)))
+
+
+def left_out(con: duckdb.DuckDBPyConnection, source: str, range_of: dict[str, Any], kept: int) -> bool:
+    """Whether a chart that ``kept`` rows of a range by step left some out: the range (``job_id``,
+    ``after``, ``to_step``, and the parameters of ``source``, a relation of (job_id, step, …))
+    holds more rows than that."""
+    if not kept:
+        return False  # a chart keeps the first and last row of a range holding any
+    (rows,) = db.one(con, RANGE_ROWS.format(source=source), {**range_of, "limit": kept + 1})
+    return bool(rows > kept)
 
 
 def after_step(kind: str, cursor: str | None, from_step: int | None, before_any: int = -1) -> int:

@@ -68,10 +68,10 @@ def metric_history(
     to_step: int | None,
     limit: int,
     max_points: int | None,
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> history.History:
     """One page of a metric's points (``step``, ``ts``, ``value``, keyset by step), or with
-    ``max_points`` the whole range downsampled; and the next page's cursor. UnknownMetric when
-    the job has no such metric."""
+    ``max_points`` the whole range downsampled, as a step history. UnknownMetric when the job
+    has no such metric."""
     after = history.after_step("metric", cursor, from_step, BEFORE_ANY_STEP)
     params = {"job_id": job_id, "name": name, "after": after, "to_step": to_step}
     if max_points is not None:
@@ -80,13 +80,14 @@ def metric_history(
                                        "and a minimum and a maximum per bucket")  # fmt: skip
         sql = history.downsampled_sql(con, POINTS_SOURCE, "ts, value", "ts, value", ["value"])
         rows = records(con.execute(sql, {**params, "buckets": max(1, (max_points - 2) // 2)}))
-        next_cursor = None
+        answer = history.History(rows, None, history.left_out(con, POINTS_SOURCE, params, len(rows)))
     else:
         rows = records(con.execute(POINTS_PAGE, {**params, "limit": limit + 1}))
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             next_cursor = pages.encode("metric", [rows[-1]["step"]])
-    if not rows and not db.one(con, METRIC_EXISTS, {"job_id": job_id, "name": name})[0]:
+        answer = history.History(rows, next_cursor, downsampled=False)
+    if not answer.rows and not db.one(con, METRIC_EXISTS, {"job_id": job_id, "name": name})[0]:
         raise UnknownMetric(job_id, name)
-    return rows, next_cursor
+    return answer

@@ -42,20 +42,14 @@ def job_steps(
     not_with_cursor(cursor, "max_points", max_points is not None, MAX_POINTS_NO_PAGES)
     require_job(con, job_id)
     # history.TooFewPoints (a max_points too small for the fields): 422
-    rows, next_cursor = history.step_history(con, job_id, chosen, cursor, from_step, to_step, limit, max_points)
-    # downsampled: true only when rows of the range were left out (false when max_points kept all)
-    downsampled = False
-    if max_points is not None and rows:
-        # a page of as many rows as were kept has a next page only when the range holds more
-        more = history.step_history(con, job_id, ["ts"], cursor, from_step, to_step, len(rows), None)[1]
-        downsampled = more is not None
+    steps = history.step_history(con, job_id, chosen, cursor, from_step, to_step, limit, max_points)
     return {
         "job_id": job_id,
         "fields": chosen,
-        "downsampled": downsampled,
-        "steps": rows,
-        "next_cursor": next_cursor,
-        "next": next_url(request, next_cursor, drop=("from_step",)),
+        "downsampled": steps.downsampled,
+        "steps": steps.rows,
+        "next_cursor": steps.next_cursor,
+        "next": next_url(request, steps.next_cursor, drop=("from_step",)),
     }
 
 

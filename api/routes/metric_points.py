@@ -40,19 +40,14 @@ def job_metric_history(
     not_with_cursor(cursor, "max_points", max_points is not None, MAX_POINTS_NO_PAGES)
     require_job(con, job_id)
     # metric_history.UnknownMetric: 404
-    rows, next_cursor = metric_history.metric_history(con, job_id, name, cursor, from_step, to_step, limit, max_points)
-    # downsampled: true only when points of the range were left out, as for /steps
-    downsampled = False
-    if max_points is not None and rows:
-        more = metric_history.metric_history(con, job_id, name, cursor, from_step, to_step, len(rows), None)[1]
-        downsampled = more is not None
+    points = metric_history.metric_history(con, job_id, name, cursor, from_step, to_step, limit, max_points)
     return {
         "job_id": job_id,
         "name": name,
-        "downsampled": downsampled,
-        "points": rows,
-        "next_cursor": next_cursor,
-        "next": next_url(request, next_cursor, drop=("from_step",)),
+        "downsampled": points.downsampled,
+        "points": points.rows,
+        "next_cursor": points.next_cursor,
+        "next": next_url(request, points.next_cursor, drop=("from_step",)),
     }
 
 
