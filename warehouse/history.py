@@ -430,12 +430,14 @@ SELECT s.series, {bucket} AS bucket, {sums} FROM {{minutes}} JOIN series s USING
 
 
 @dataclass(frozen=True)
-class GpuChart:
-    """A downsampled answer: where the readings come from, what one reading stands for
-    (``sample``: one sample or logged reading; ``minute``: a bucket of whole minutes of samples),
-    for minutes the buckets' width; ``downsampled``: whether readings of the job's pages were
-    left out or merged into buckets; ``extremes_kept``: whether each GPU's lowest and highest
-    value of every figure is in the answer (a reading's, or a bucket's minimum and maximum)."""
+class GpuReadings:
+    """An answer of GPU readings, a keyset page or a chart: where the readings come from, what
+    one reading stands for (``sample``: one sample or logged reading; ``minute``: a bucket of
+    whole minutes of samples), for minutes the buckets' width; ``downsampled``: whether readings
+    of the job's pages were left out or merged into buckets (never for a page);
+    ``extremes_kept``: whether each GPU's lowest and highest value of every figure is in the
+    answer (a reading's, or a bucket's minimum and maximum); a page's ``next_cursor`` (a chart
+    has none)."""
 
     source: str
     resolution: str
@@ -443,9 +445,33 @@ class GpuChart:
     readings: list[dict[str, Any]]
     downsampled: bool
     extremes_kept: bool
+    next_cursor: str | None = None
 
 
-def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int) -> GpuChart:
+def gpu_history(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, cursor: str | None, limit: int, max_points: int | None
+) -> GpuReadings:
+    """The job's GPU readings: with ``max_points`` the chart of gpu_readings_downsampled (which
+    reads no cursor), else one keyset page of gpu_readings, whose minutes (``gpu_minutes``: raw
+    samples dropped by retention, all or some) are buckets of one minute."""
+    if max_points is not None:
+        return gpu_readings_downsampled(con, job_id, gpu, max_points)
+    source, rows, next_cursor = gpu_readings(con, job_id, gpu, cursor, limit)
+    minutes = source == "gpu_minutes"
+    return GpuReadings(
+        source,
+        "minute" if minutes else "sample",
+        60 if minutes else None,
+        rows,
+        downsampled=False,
+        extremes_kept=True,
+        next_cursor=next_cursor,
+    )
+
+
+def gpu_readings_downsampled(
+    con: duckdb.DuckDBPyConnection, job_id: str, gpu: int | None, max_points: int
+) -> GpuReadings:
     """At most ``max_points`` readings in all, shared by the GPUs.
 
     When each GPU's share of ``max_points`` is no more than the minutes its samples span, or too
@@ -498,7 +524,7 @@ def gpu_readings_downsampled(con: duckdb.DuckDBPyConnection, job_id: str, gpu: i
             row.pop("host")
     downsampled = len(rows) < int(readings or 0)
     source_name = "gpu_samples" if sampled else "step_readings"
-    return GpuChart(source_name, "sample", None, rows, downsampled, extremes_kept=buckets > 0 or not downsampled)
+    return GpuReadings(source_name, "sample", None, rows, downsampled, extremes_kept=buckets > 0 or not downsampled)
 
 
 def _all_sampled(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
@@ -521,7 +547,7 @@ def _minutes_chart(
     span: tuple[datetime, datetime, int, sealed_reads.Rows],
     share: int,
     sampled: bool | None,
-) -> GpuChart:
+) -> GpuReadings:
     """The chart at minute resolution: per GPU at most ``share`` buckets of whole minutes from
     the job's first minute (``sampled``: whether the job has raw samples; None: not read yet)."""
     first, last, _, minutes_of_job = span
@@ -561,7 +587,7 @@ def _minutes_chart(
     if merged_samples and not merged_minutes and sampled is None:
         sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
     downsampled = merged_minutes or (merged_samples and bool(sampled))
-    return GpuChart(source, "minute", width, rows, downsampled, extremes_kept=True)
+    return GpuReadings(source, "minute", width, rows, downsampled, extremes_kept=True)
 
 
 def _minutes_page(

@@ -72,31 +72,17 @@ def job_gpus(
     retention pruned reads its per-minute rollups, pages and charts (source ``gpu_minutes``):
     every GPU and day of it."""
     require_job(con, job_id)
-    if max_points is not None:
-        chart = history.gpu_readings_downsampled(con, job_id, gpu, max_points)
-        return {
-            "job_id": job_id,
-            "source": chart.source,
-            "resolution": chart.resolution,
-            "bucket_seconds": chart.bucket_seconds,
-            "downsampled": chart.downsampled,
-            "extremes_kept": chart.extremes_kept,
-            "readings": chart.readings,
-            "next_cursor": None,
-            "next": None,
-        }
-    source, rows, next_cursor = history.gpu_readings(con, job_id, gpu, cursor, limit)
-    minutes = source == "gpu_minutes"  # raw samples dropped by retention, all or some: a reading per minute
+    gpus = history.gpu_history(con, job_id, gpu, cursor, limit, max_points)
     return {
         "job_id": job_id,
-        "source": source,
-        "resolution": "minute" if minutes else "sample",
-        "bucket_seconds": 60 if minutes else None,
-        "downsampled": False,
-        "extremes_kept": True,
-        "readings": rows,
-        "next_cursor": next_cursor,
-        "next": next_url(request, next_cursor),
+        "source": gpus.source,
+        "resolution": gpus.resolution,
+        "bucket_seconds": gpus.bucket_seconds,
+        "downsampled": gpus.downsampled,
+        "extremes_kept": gpus.extremes_kept,
+        "readings": gpus.readings,
+        "next_cursor": gpus.next_cursor,
+        "next": next_url(request, gpus.next_cursor),
     }
 
 
