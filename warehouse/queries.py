@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from . import bounded_json, db
@@ -127,14 +128,17 @@ WHERE j.job_id = $job_id
 """
 
 
-def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | None:
-    """The job dimension row with its config and latest step, or None."""
+def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
+    """The job dimension row with its config and latest step, as the API serves it; UnknownJob
+    when there is no such job."""
     cursor = con.execute(JOB_RECORD, {"job_id": job_id})
     row = cursor.fetchone()
     if row is None:
-        return None
+        raise UnknownJob(job_id)
     record = {d[0]: plain(v) for d, v in zip(cursor.description, row, strict=True)}
     record["config"] = job_record_config(job_id, record["config"])
+    # the job folder's name, not where it lies on the server
+    record["source_dir"] = PurePath(record["source_dir"]).name if record["source_dir"] else None
     latest = {k: record.pop(k) for k in ("latest_step", "latest_step_time", "latest_loss")}
     record["latest_step"] = (
         {"step": latest["latest_step"], "timestamp": latest["latest_step_time"], "loss": latest["latest_loss"]}
@@ -145,13 +149,14 @@ def job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | 
 
 
 def job_record_config(job_id: str, text: str | None) -> Any:
-    """A stored config as the API serves it. The JSON types of both engines hold JSON only, and
+    """A stored config as the API serves it (``plain``: JSON has no NaN, so a non-finite float of
+    a free-form config is null). The JSON types of both engines hold JSON only, and
     bounded_json reads DuckDB's (``nan``, a trailing comma): a text it can't read is a warehouse
     written by something else, said as such (db.WarehouseError: 503), never an unhandled error."""
     if not text:
         return None
     try:
-        return bounded_json.loads(text, MAX_CONFIG_DEPTH)
+        return plain(bounded_json.loads(text, MAX_CONFIG_DEPTH))
     except ValueError as error:
         raise db.WarehouseError(f"the warehouse holds invalid JSON (job {job_id!r}'s config): {error}") from error
 

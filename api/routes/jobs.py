@@ -8,11 +8,8 @@ Two routers, for the order of routes (api/app.py): ``router`` (the list, and the
 
 from __future__ import annotations
 
-import math
-from pathlib import PurePath
 from typing import Annotated, Any
 
-import duckdb
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from runlytics.warehouse import fleet, insight_list, queries
@@ -54,7 +51,7 @@ def list_jobs(
 @router.get(f"/api/training/jobs/{JOB_TO_END}", response_model=models.JobRecord, operation_id="get_job_by_id")
 def job_by_id(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job record (also reachable here when the id collides with a route name)."""
-    return _job_record(con, job_id)
+    return queries.job_record(con, job_id)  # queries.UnknownJob: 404
 
 
 @job_router.get(
@@ -69,25 +66,4 @@ def job_checkpoints(job_id: JobId, con: Con) -> dict[str, Any]:
 @job_router.get(f"/api/training/{JOB_TO_END}", response_model=models.JobRecord, operation_id="get_job")
 def job(job_id: JobId, con: Con) -> dict[str, Any]:
     """The job record: status, times, config, latest step."""
-    return _job_record(con, job_id)
-
-
-def _job_record(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
-    record = queries.job_record(con, job_id)
-    if record is None:
-        raise queries.UnknownJob(job_id)
-    record["config"] = _finite(record["config"])
-    # the job folder's name, not where it lies on the server
-    record["source_dir"] = PurePath(record["source_dir"]).name if record["source_dir"] else None
-    return record
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: non-finite floats of a free-form config become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return queries.job_record(con, job_id)  # queries.UnknownJob: 404
