@@ -1,7 +1,7 @@
 """What the routes depend on: the request's cursor (on the newest snapshot of a DuckDB
 warehouse, or a pooled read-only connection to a PostgreSQL one: warehouse/pg_reader.py, whose
 cursor takes the same calls), the bearer-token check, and the parameter types several routes
-share, as ``Annotated`` aliases (``con: Con``, ``limit: Limit = 100``).
+share, as ``Annotated`` aliases (``con: Con``, ``limit: Limit = 100``, ``filters: Filters``).
 
 A dependency raises domain errors (``db.WarehouseError`` when no snapshot can be read), never
 an answer of its own: api/errors.py maps them. The token check is the exception: a 401 is not a
@@ -21,9 +21,10 @@ from typing import Annotated, Any, cast
 import duckdb
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator
 
-from runlytics.warehouse import bounded_json, pages, pg_reader, snapshots, times
+from runlytics.warehouse import bounded_json, fleet, pages, pg_reader, snapshots, times
+from runlytics.warehouse.views import STATUSES
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
 MAX_PAGE = pages.MAX_PAGE
@@ -72,6 +73,32 @@ Instant = Annotated[
     BeforeValidator(_instant),
     Query(description="ISO 8601 (UTC unless it has an offset: Z, +02, +02:00) or Unix seconds (9 digits or more)"),
 ]
+
+KNOWN_STATUSES = (*STATUSES, "unknown")
+
+
+class FleetFilters(BaseModel):
+    """The jobs' filters of the job list, the summary, the fleet trends and the fleet's insights:
+    query parameters read as one model, which keeps them in their place among a route's own in
+    the schema and in a 422's list (a ``Depends`` function's would come after the route's)."""
+
+    status: str | None = None
+    model: str | None = None
+    since: Instant = None
+    until: Instant = None
+
+    def chosen(self, id_prefix: str | None = None) -> fleet.Filters:
+        """The filters as warehouse/fleet.py takes them. An unknown status is a 422 of its own,
+        raised when the route asks, after its own checks (a validator's would be a list of
+        errors, before them)."""
+        if self.status is not None and self.status not in KNOWN_STATUSES:
+            raise HTTPException(422, f"unknown status {self.status!r}; known: {', '.join(KNOWN_STATUSES)}")
+        return fleet.Filters(
+            status=self.status, model=self.model, since=self.since, until=self.until, id_prefix=id_prefix
+        )
+
+
+Filters = Annotated[FleetFilters, Query()]
 
 
 def configured_token(token: str | None) -> str | None:

@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from runlytics.warehouse import fleet, insight_list, queries, trends
 
 from .. import models
-from ..deps import Con, Cursor, Instant, JobId, Limit
+from ..deps import Con, Cursor, Filters, JobId, Limit
 from ..routing import JOB
-from .common import NO_OFFSET, distinct_ids, filters, next_url, not_with_cursor
+from .common import NO_OFFSET, distinct_ids, next_url, not_with_cursor
 
 MAX_COMPARE = 50
 MAX_COMPARE_CHARS = 60_000  # characters of job_ids in all
@@ -26,17 +26,14 @@ job_router = APIRouter(tags=["analytics"])
 def summary(
     request: Request,
     con: Con,
-    status: str | None = None,
-    model: str | None = None,
-    since: Instant = None,
-    until: Instant = None,
+    filters: Filters,
     limit: Limit = 10,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """All jobs' figures (analytics.md, "All jobs"), filtered by status, model and start time."""
     not_with_cursor(cursor, "offset", "offset" in request.query_params, NO_OFFSET)
-    result = fleet.summary(con, filters(status, model, since, until), limit, offset, cursor)
+    result = fleet.summary(con, filters.chosen(), limit, offset, cursor)
     result["next"] = next_url(request, result["next_cursor"], drop=("offset",))
     return result
 
@@ -44,15 +41,12 @@ def summary(
 @router.get("/api/training/analytics/fleet", response_model=models.FleetTrends, operation_id="get_fleet_trends")
 def fleet_trends(
     con: Con,
-    status: str | None = None,
-    model: str | None = None,
-    since: Instant = None,
-    until: Instant = None,
+    filters: Filters,
     bins: Annotated[int, Query(ge=1, le=200, description="throughput histogram bins")] = 20,
     buckets: Annotated[int, Query(ge=1, le=2_000, description="time buckets of GPU utilization")] = 120,
 ) -> dict[str, Any]:
     """Fleet trends for charts: GPU hours, the throughput distribution, GPU utilization over time."""
-    return trends.fleet_trends(con, filters(status, model, since, until), bins, buckets)
+    return trends.fleet_trends(con, filters.chosen(), bins, buckets)
 
 
 @router.get(

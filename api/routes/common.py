@@ -1,15 +1,13 @@
-"""What several routers share: the fleet filters, the next page's URL, the existing-job check."""
+"""What several routers share: the next page's URL, the existing-job check, the job ids asked for."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from urllib.parse import quote, urlencode
 
 import duckdb
 from fastapi import HTTPException, Request
 
-from runlytics.warehouse import fleet, job_lists, queries
-from runlytics.warehouse.views import STATUSES
+from runlytics.warehouse import job_lists, queries
 
 
 def require_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
@@ -38,15 +36,6 @@ def not_with_cursor(cursor: str | None, name: str, given: bool, why: str) -> Non
     ignored without a word."""
     if cursor and given:
         raise HTTPException(422, f"cursor and {name} can't be given together: {why}")
-
-
-def filters(
-    status: str | None, model: str | None, since: datetime | None, until: datetime | None, id_prefix: str | None = None
-) -> fleet.Filters:
-    """The fleet filters; ``since`` and ``until`` already naive UTC (deps.Instant)."""
-    if status is not None and status not in (*STATUSES, "unknown"):
-        raise HTTPException(422, f"unknown status {status!r}; known: {', '.join((*STATUSES, 'unknown'))}")
-    return fleet.Filters(status=status, model=model, since=since, until=until, id_prefix=id_prefix)
 
 
 def next_url(request: Request, cursor: str | None, drop: tuple[str, ...] = ()) -> str | None:

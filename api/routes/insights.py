@@ -15,9 +15,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from runlytics.warehouse import insight_list
 
 from .. import models
-from ..deps import Con, Cursor, Instant, JobId, Limit
+from ..deps import Con, Cursor, Filters, JobId, Limit
 from ..routing import JOB
-from .common import filters, next_url, require_job
+from .common import next_url, require_job
 
 Kind = Annotated[str | None, Query(max_length=100, description=f"one of {', '.join(insight_list.KINDS)}")]
 Severity = Annotated[str | None, Query(max_length=100, description=", ".join(insight_list.SEVERITIES))]
@@ -32,17 +32,15 @@ def fleet_insights(
     con: Con,
     kind: Kind = None,
     severity: Severity = None,
-    status: str | None = None,
-    model: str | None = None,
-    since: Instant = None,
-    until: Instant = None,
+    *,  # filters, a model of parameters, has no default
+    filters: Filters,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     """The fleet's insights, newest jobs first; filtered by kind, severity, and the jobs' status,
     model and start time; keyset pages never skip nor repeat an insight."""
     _check(kind, severity)
-    result = insight_list.fleet_insights(con, filters(status, model, since, until), kind, severity, limit, cursor)
+    result = insight_list.fleet_insights(con, filters.chosen(), kind, severity, limit, cursor)
     result["next"] = next_url(request, result["next_cursor"])
     return result
 

@@ -15,9 +15,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from runlytics.warehouse import fleet, insight_list, queries
 
 from .. import models
-from ..deps import MAX_ID_LENGTH, Con, Cursor, Instant, JobId, Limit
+from ..deps import MAX_ID_LENGTH, Con, Cursor, Filters, JobId, Limit
 from ..routing import JOB, JOB_TO_END
-from .common import filters, next_url, require_job
+from .common import next_url, require_job
 
 router = APIRouter(tags=["jobs"])
 job_router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}})
@@ -27,10 +27,7 @@ job_router = APIRouter(tags=["jobs"], responses={404: {"model": models.Problem}}
 def list_jobs(
     request: Request,
     con: Con,
-    status: str | None = None,
-    model: str | None = None,
-    since: Instant = None,
-    until: Instant = None,
+    filters: Filters,
     id_prefix: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="job ids starting with")] = None,
     sort: Annotated[str, Query(description="a sort key; prefix '-' for descending")] = "-start_time",
     limit: Limit = 100,
@@ -40,7 +37,7 @@ def list_jobs(
     key = sort.removeprefix("-")
     if key not in fleet.SORT_KEYS:
         raise HTTPException(422, f"unknown sort key {key!r}; known: {', '.join(fleet.SORT_KEYS)}")
-    chosen = filters(status, model, since, until, id_prefix)
+    chosen = filters.chosen(id_prefix)
     rows, next_cursor, total = fleet.jobs_page(con, chosen, key, sort.startswith("-"), limit, cursor)
     counts = insight_list.severity_counts(con, [row["job_id"] for row in rows])  # the list's badges
     for row in rows:
