@@ -536,17 +536,8 @@ def _pull_thresholds(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any]
 
 @contextmanager
 def _pg(target: db.PostgresUrl) -> Iterator[psycopg.Connection[Any]]:
-    """A psycopg connection with JIT off and UTC (postgres.SESSION_OPTIONS, added to the URL's own)."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = conninfo_to_dict(target.libpq_url)
-    options = " ".join(part for part in (str(params.pop("options", "") or ""), postgres.SESSION_OPTIONS) if part)
-    try:
-        conn = psycopg.connect(target.libpq_url, options=options)
-    except psycopg.OperationalError as error:
-        raise db.WarehouseError(f"cannot connect to {target}: {postgres.reason(error)}") from error
-    with conn:
+    """A psycopg connection with JIT off and UTC (postgres.connect: added to the URL's own options)."""
+    with postgres.connect(target) as conn:
         yield conn
 
 

@@ -26,7 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import db
+from . import db, postgres
 from .dialect import DUCKDB, POSTGRES, render
 from .postgres import SESSION_OPTIONS, reason
 
@@ -79,7 +79,8 @@ def _rendered(template: str, postgres: bool) -> str:
 
 
 def session_options(timeout: float, read_only: bool = True) -> str:
-    """libpq ``options`` for a reader's connection: JIT off, UTC, the time limit, read-only."""
+    """libpq ``options`` for a reader's connection (added to the URL's own: ``postgres.connect``):
+    JIT off, UTC, the time limit, read-only."""
     parts = [SESSION_OPTIONS, f"-c statement_timeout={max(1, round(timeout * 1000))}"]
     if read_only:
         parts.append("-c default_transaction_read_only=on")
@@ -90,10 +91,7 @@ def connect(target: db.PostgresUrl, timeout: float = DEFAULT_TIMEOUT_SECONDS) ->
     """A read-only connection (WarehouseError naming the server when it is refused)."""
     import psycopg
 
-    try:
-        conn = psycopg.connect(target.libpq_url, options=session_options(timeout), cursor_factory=psycopg.ClientCursor)
-    except psycopg.OperationalError as error:
-        raise db.WarehouseError(f"cannot connect to {target}: {reason(error)}") from error
+    conn = postgres.connect(target, session_options(timeout), cursor_factory=psycopg.ClientCursor)
     conn.read_only = True
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     _load_as_duckdb(conn)

@@ -390,11 +390,7 @@ def _connection(target: db.PostgresUrl | psycopg.Connection[Any]) -> Iterator[ps
             raise db.WarehouseError("publish needs a PostgreSQL connection in no transaction: commit first")
         yield target
         return
-    with postgres.connection(target) as conn:
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        if raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            raw.rollback()  # SQLAlchemy's own first queries on connecting
+    with postgres.connect(target) as raw:
         yield raw
 
 

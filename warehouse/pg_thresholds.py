@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import db, insights
-from .postgres import SESSION_OPTIONS, reason
+from . import db, insights, postgres
+from .postgres import reason
 
 LOCK = "LOCK TABLE insight_settings, insight_results, insight_jobs IN SHARE ROW EXCLUSIVE MODE"
 UPSERT = (
@@ -34,10 +34,7 @@ def set_threshold(target: db.PostgresUrl, name: str, value: float, head: str, wa
     import psycopg
 
     number = insights.check_threshold(name, value)
-    try:
-        conn = psycopg.connect(target.libpq_url, options=SESSION_OPTIONS)
-    except psycopg.OperationalError as error:
-        raise db.WarehouseError(f"cannot connect to {target}: {reason(error)}") from error
+    conn = postgres.connect(target)
     try:
         with conn.transaction():
             revision = _revision(conn)

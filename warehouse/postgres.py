@@ -1,12 +1,14 @@
 """PostgreSQL warehouses (issue #18): connections, their errors, and the lock on schema changes.
 
-Every connection turns PostgreSQL's JIT off: on analytics queries of one job it compiled plans
-for longer than they run (252 ms instead of 7.4 ms in the study of issue #18). Times are UTC,
-as on DuckDB (``db.connect``).
+Every connection is opened by ``connect``: the URL's own session options (a search_path naming
+the warehouse's schema, say) followed by runlytics' own. Those turn PostgreSQL's JIT off: on
+analytics queries of one job it compiled plans for longer than they run (252 ms instead of
+7.4 ms in the study of issue #18). Times are UTC, as on DuckDB (``db.connect``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,9 +17,12 @@ from typing import TYPE_CHECKING, Any
 from . import db
 
 if TYPE_CHECKING:
+    import psycopg
     import sqlalchemy as sa
 
 SESSION_OPTIONS = "-c jit=off -c TimeZone=UTC"
+# libpq's default for a connection's options when its URL names none
+OPTIONS_VARIABLE = "PGOPTIONS"
 
 # pg_advisory_xact_lock's key for schema changes (upgrade, copy): 'runl' in ASCII
 SCHEMA_LOCK = 0x72756E6C
@@ -27,18 +32,40 @@ JOB_LOCK = 0x72756E6A  # 'runj'
 LOCK_JOB = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
 
 
+def connect(target: db.PostgresUrl, options: str = SESSION_OPTIONS, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A psycopg connection to ``target`` (``kwargs``: psycopg.connect's, a cursor factory, …) whose
+    session options are the URL's own (else $PGOPTIONS, as libpq takes them) followed by
+    ``options``: libpq has one ``options`` parameter, and a keyword given beside a URL replaces the
+    URL's (a search_path naming the warehouse's schema was lost). Later settings win, so ours
+    hold over the user's (a reader's time limit, its read-only mode). A URL libpq refuses, or a
+    refused connection, is a WarehouseError naming the server (its password hidden)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(target.libpq_url)
+    except psycopg.ProgrammingError as error:
+        # libpq's message may quote the whole URL, password included
+        said = reason(error).replace(target.libpq_url, str(target))
+        raise db.WarehouseError(f"{target} is not a URL libpq takes: {said}") from error
+    own = params.get("options", os.environ.get(OPTIONS_VARIABLE))
+    merged = " ".join(part for part in (str(own or ""), options) if part)
+    try:
+        return psycopg.connect(target.libpq_url, options=merged, **kwargs)
+    except psycopg.OperationalError as error:
+        raise db.WarehouseError(f"cannot connect to {target}: {reason(error)}") from error
+
+
 @contextmanager
 def connection(target: db.PostgresUrl) -> Iterator[sa.Connection]:
-    """A SQLAlchemy connection (psycopg) to ``target``; closed on exit, its transaction rolled back
-    unless committed. A refused or failed connection is a WarehouseError naming the server."""
+    """A SQLAlchemy connection to ``target``, on a psycopg connection of ``connect``; closed on
+    exit, its transaction rolled back unless committed. A refused or failed connection is a
+    WarehouseError naming the server."""
     import sqlalchemy as sa
     from sqlalchemy.pool import NullPool
 
-    url = sa.engine.make_url(target.sqlalchemy_url)
-    # the URL's own options (a search_path, say) stay: ours are added to them
-    own = url.query.get("options") or ()
-    options = " ".join([*([own] if isinstance(own, str) else own), SESSION_OPTIONS])
-    engine = sa.create_engine(url, poolclass=NullPool, connect_args={"options": options})
+    # the URL names the dialect only: ``connect`` opens the connection, as for every other caller
+    engine = sa.create_engine("postgresql+psycopg://", poolclass=NullPool, creator=lambda: connect(target))
     try:
         try:
             conn = engine.connect()
