@@ -205,7 +205,7 @@ PG_PUBLISHING = "SELECT count(pg_advisory_lock_shared(%s, hashtext(m))) FROM unn
 PG_LAST_PUBLISHING = "SELECT count(pg_advisory_lock(%s, hashtext(m))) FROM unnest(%s::text[]) AS m"
 # the publish's connection holds no other session-level advisory lock
 PG_DONE_PUBLISHING = "SELECT pg_advisory_unlock_all()"
-PG_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
+PG_LOCK_TIMEOUT = postgres.SET_LOCK_TIMEOUT
 # slow_vs_peers of the completed jobs of these models, from the view insight_peers over every
 # ingester's jobs; each row at its job's as_of
 PG_PEERS = "SELECT job_id FROM jobs WHERE status = 'completed' AND model_name = ANY(%s)"
@@ -553,7 +553,7 @@ def _ensure_schema(pg: psycopg.Connection[Any], target: db.PostgresUrl, wait: fl
         return
     migrate.check_revision(current, target)
     busy = f"warehouse {target} is being upgraded or filled by another process (waited {wait:g} s)"
-    postgres.wait_for_lock(lambda sql: pg.execute(sql).fetchone()[0], postgres.SCHEMA_LOCK, wait, busy)  # type: ignore[index]
+    postgres.wait_for_lock(lambda sql, values: pg.execute(sql, values).fetchone()[0], postgres.SCHEMA_LOCK, wait, busy)  # type: ignore[index]
     current = _revision(pg)
     pg.commit()  # the lock with it: upgrade_postgres takes it again on a connection of its own
     if current != migrate.HEAD_REVISION:
@@ -852,7 +852,7 @@ def _lock_models(pg: psycopg.Connection[Any], sql: str, models: set[str], wait: 
     import psycopg
 
     try:
-        pg.execute(PG_LOCK_TIMEOUT, (f"{max(1, int(wait * 1000))}ms",))
+        pg.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))
         pg.execute(sql, (PUBLISHING, sorted(models)))
     except psycopg.errors.LockNotAvailable:
         pg.rollback()

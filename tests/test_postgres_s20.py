@@ -270,6 +270,13 @@ def test_pgoptions_when_the_url_names_none(
     assert json.loads(out) == [{"s": "public"}]
 
 
+def test_the_lock_key_is_bound() -> None:
+    """The advisory lock's key goes as a bound value, as every other value sent."""
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    postgres.wait_for_lock(lambda sql, values: sent.append((sql, values)) or True, postgres.SCHEMA_LOCK, 1, "busy")
+    assert sent == [(postgres.TRY_LOCK, (postgres.SCHEMA_LOCK,))] and "%s" in postgres.TRY_LOCK
+
+
 def test_a_url_libpq_refuses(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A URL libpq cannot parse is the warehouse's error on one line (exit 3), its password hidden
     (libpq's message quotes the URL), not a traceback."""

@@ -374,11 +374,11 @@ def _spans(ranges: list[tuple[Any, ...]]) -> list[tuple[datetime, datetime]]:
 
 def _lock(raw: psycopg.Connection[Any], wait: float) -> None:
     busy = f"another GPU telemetry publish held the database for {wait:g} s"
-    postgres.wait_for_lock(lambda sql: _scalar(raw, sql), LOCK, wait, busy)
+    postgres.wait_for_lock(lambda sql, values: _scalar(raw, sql, values), LOCK, wait, busy)
 
 
-def _scalar(raw: psycopg.Connection[Any], sql: str) -> Any:
-    row = raw.execute(sql).fetchone()
+def _scalar(raw: psycopg.Connection[Any], sql: str, values: tuple[Any, ...]) -> Any:
+    row = raw.execute(sql, values).fetchone()
     return row[0] if row else None
 
 

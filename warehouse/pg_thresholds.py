@@ -43,7 +43,7 @@ def set_threshold(target: db.PostgresUrl, name: str, value: float, head: str, wa
                     f"{target}: schema at revision {revision}, this runlytics writes {head}: "
                     "run `runlytics db upgrade --db URL`"
                 )
-            conn.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
+            conn.execute(postgres.SET_LOCK_TIMEOUT, postgres.lock_timeout(wait))
             try:
                 conn.execute(LOCK)
             except psycopg.errors.LockNotAvailable as error:

@@ -30,6 +30,14 @@ SCHEMA_LOCK = 0x72756E6C
 # deletes and copies them (a job's facts, its GPU telemetry), always in job_id order
 JOB_LOCK = 0x72756E6A  # 'runj'
 LOCK_JOB = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))"
+TRY_LOCK = "SELECT pg_try_advisory_xact_lock(%s)"
+# SET LOCAL lock_timeout, its value bound (SET takes no parameter)
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
+
+
+def lock_timeout(wait: float) -> tuple[str]:
+    """SET_LOCK_TIMEOUT's value: ``wait`` seconds in whole milliseconds, at least one (0: no limit)."""
+    return (f"{max(1, round(wait * 1000))}ms",)
 
 
 def connect(target: db.PostgresUrl, options: str = SESSION_OPTIONS, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -88,20 +96,21 @@ def lock_schema(conn: sa.Connection, target: db.PostgresUrl, wait: float) -> Non
     """Hold the schema lock until the transaction ends, waiting up to ``wait`` seconds for another
     upgrade or copy of the same database (WarehouseBusy after that)."""
     wait_for_lock(
-        lambda sql: conn.exec_driver_sql(sql).scalar_one(),
+        lambda sql, values: conn.exec_driver_sql(sql, values).scalar_one(),
         SCHEMA_LOCK,
         wait,
         f"warehouse {target} is being upgraded or filled by another process (waited {wait:g} s)",
     )
 
 
-def wait_for_lock(scalar: Callable[[str], Any], key: int, wait: float, busy: str) -> None:
+def wait_for_lock(scalar: Callable[[str, tuple[Any, ...]], Any], key: int, wait: float, busy: str) -> None:
     """Take the transaction-level advisory lock ``key`` through ``scalar`` (a connection's
-    one-value query), trying again with growing pauses for up to ``wait`` seconds; then
-    WarehouseBusy(``busy``). A try, not a blocking wait: a lock wait has no time limit of its own."""
+    one-value query, given its SQL and bound values), trying again with growing pauses for up to
+    ``wait`` seconds; then WarehouseBusy(``busy``). A try, not a blocking wait: a lock wait has no
+    time limit of its own."""
     deadline = time.monotonic() + wait
     delay = 0.01
-    while not scalar(f"SELECT pg_try_advisory_xact_lock({int(key)})"):
+    while not scalar(TRY_LOCK, (key,)):
         if time.monotonic() >= deadline:
             raise db.WarehouseBusy(busy)
         time.sleep(delay)
