@@ -64,7 +64,7 @@ BATCH_JOBS = 500
 
 # PostgreSQL table -> the stage's rows of the jobs named by $job_ids, {columns} the target's
 PER_JOB: dict[str, str] = {
-    table: f"SELECT {{columns}} FROM {table} WHERE job_id IN (SELECT unnest($job_ids))"
+    table: f"SELECT {{columns}} FROM {db.quote_identifier(table)} WHERE job_id IN (SELECT unnest($job_ids))"
     for table in (
         "jobs", "steps", "step_gpus", "checkpoints", "trainer_steps", "trainer_runs", "metric_values",
         "job_results", "utilization_minutes", "insight_jobs",
@@ -108,7 +108,7 @@ PG_SEED_ROWS = "SELECT {columns} FROM {table} WHERE job_id = ANY(%s)"
 SEED_BATCH_ROWS = 100_000
 # a stage with rows of any job (one that ingested but never published, a warehouse made a stage)
 # is not new: nothing is taken
-STAGE_JOBS = "SELECT " + " OR ".join(f"EXISTS (SELECT 1 FROM {table})" for table in SEEDED_FACTS)
+STAGE_JOBS = "SELECT " + " OR ".join(f"EXISTS (SELECT 1 FROM {db.quote_identifier(t)})" for t in SEEDED_FACTS)
 STAGE_COLUMNS = (
     "SELECT column_name, data_type FROM information_schema.columns "
     "WHERE table_schema = current_schema() AND table_name = $table ORDER BY ordinal_position"
@@ -174,6 +174,7 @@ ANALYZE_SHARE = 1.0
 # read: publishes that end together analyze a table one after the other, and each but the first
 # then finds the count the one before took (its own rows in it) and skips its ANALYZE
 PG_LOCK_FOR_ANALYZE = "LOCK TABLE {table} IN SHARE UPDATE EXCLUSIVE MODE"
+PG_ANALYZE = "ANALYZE {table}"
 PG_DELETE = "DELETE FROM {table} WHERE job_id = ANY(%s)"
 # the batch's rows of every per-job table, in one statement
 PG_DELETE_ALL = "WITH {deletes} SELECT 1"
@@ -703,7 +704,7 @@ def _publish_insights(
         return
     with pg.cursor() as cursor:
         cursor.execute(PG_DELETE_INSIGHTS, (owned,))
-        cursor.execute(PG_DELETE.format(table="insight_jobs"), (owned,))
+        cursor.execute(PG_DELETE.format(table=db.quote_identifier("insight_jobs")), (owned,))
         _copy(con, pg, {table: PER_JOB[table] for table in INSIGHTS_ONLY}, owned, ingester, result.rows)
     pg.commit()
     result.insights_only += len(owned)
@@ -765,7 +766,7 @@ def _analyze(pg: psycopg.Connection[Any], rows: dict[str, int]) -> None:
             # the count again, under the lock: another publish may have analyzed it meanwhile
             again = dict(cursor.execute(PG_ESTIMATES, ([table],)).fetchall())
             if _stale(again.get(table), copied[table]):
-                cursor.execute(f"ANALYZE {db.quote_identifier(table)}")
+                cursor.execute(PG_ANALYZE.format(table=db.quote_identifier(table)))
         pg.commit()
 
 

@@ -21,7 +21,7 @@ and row groups outside it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,7 +64,8 @@ WHOLE = (
     "SELECT {key}, date_trunc('minute', lo) AS lo, CASE WHEN hi = date_trunc('minute', hi) THEN hi "
     "ELSE date_trunc('minute', hi) + INTERVAL 1 MINUTE END AS hi FROM pg_publish_owed"
 )
-GPU_KEY = "job_id, host, gpu_key"
+GPU_KEY = ("job_id", "host", "gpu_key")
+JOB_KEY = ("job_id",)
 GPU_RANGES = "pg_publish_ranges"
 JOB_RANGES = "pg_publish_job_ranges"
 RANGE_COLUMNS = {
@@ -74,6 +75,11 @@ RANGE_COLUMNS = {
 GPU_NAMES = tuple(name for name, _ in RANGE_COLUMNS[GPU_RANGES])
 JOB_NAMES = tuple(name for name, _ in RANGE_COLUMNS[JOB_RANGES])
 RANGES = "SELECT {names} FROM {table} ORDER BY lo, hi"
+DROP = "DROP TABLE IF EXISTS {table}"
+# the ranges in a temporary table of PostgreSQL's transaction (``_send``)
+TEMP_RANGES = "CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP"
+COPY_RANGES = "COPY {table} FROM STDIN (FORMAT BINARY)"
+ANALYZE = "ANALYZE {table}"
 DONE = f"""
 DELETE FROM {OUTBOX} o USING pg_publish_owed p
 WHERE o.job_id = p.job_id AND o.host = p.host AND o.gpu_key = p.gpu_key AND o.lo = p.lo AND o.hi = p.hi
@@ -220,10 +226,11 @@ def publish(
     stage.execute(OWED)
     try:
         ranges: dict[str, list[tuple[Any, ...]]] = {}
-        for table, key in ((GPU_RANGES, GPU_KEY), (JOB_RANGES, "job_id")):
-            stage.execute(MERGED.format(name=table, key=key, WHOLE=WHOLE.format(key=key)))
-            names = ", ".join(name for name, _ in RANGE_COLUMNS[table])
-            ranges[table] = stage.execute(RANGES.format(names=names, table=table)).fetchall()
+        for table, key in ((GPU_RANGES, GPU_KEY), (JOB_RANGES, JOB_KEY)):
+            quoted, keys = db.quote_identifier(table), _quoted(key)
+            stage.execute(MERGED.format(name=quoted, key=keys, WHOLE=WHOLE.format(key=keys)))
+            names = _quoted(name for name, _ in RANGE_COLUMNS[table])
+            ranges[table] = stage.execute(RANGES.format(names=names, table=quoted)).fetchall()
         with _connection(target) as raw:
             try:
                 with raw.transaction():
@@ -237,7 +244,7 @@ def publish(
             stage.execute(DONE)
     finally:
         for table in ("pg_publish_owed", GPU_RANGES, JOB_RANGES):
-            stage.execute(f"DROP TABLE IF EXISTS {table}")
+            stage.execute(DROP.format(table=db.quote_identifier(table)))
     result.seconds = time.monotonic() - began
     return result
 
@@ -289,7 +296,7 @@ def _publish(
         result.peer_models = _mark_peers(raw, jobs_sampled, series_before, ingester)
         if result.samples >= ANALYZE_ROWS:
             for table in PG_DELETE:
-                raw.execute(f"ANALYZE {table}")
+                raw.execute(ANALYZE.format(table=db.quote_identifier(table)))
     result.pruned = prune(raw, keep_raw_days, now=now)
     return result
 
@@ -311,12 +318,14 @@ def _send(
     raw: psycopg.Connection[Any], table: str, columns: list[tuple[str, str]], rows: list[tuple[Any, ...]]
 ) -> None:
     """The ranges into a temporary table of PostgreSQL's transaction (its deletes join them)."""
-    raw.execute(f"CREATE TEMP TABLE {table} ({', '.join(f'{n} {t}' for n, t in columns)}) ON COMMIT DROP")
-    with raw.cursor() as cursor, cursor.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as out:
+    quoted = db.quote_identifier(table)
+    typed = ", ".join(f"{db.quote_identifier(name)} {kind}" for name, kind in columns)
+    raw.execute(TEMP_RANGES.format(table=quoted, columns=typed))
+    with raw.cursor() as cursor, cursor.copy(COPY_RANGES.format(table=quoted)) as out:
         out.set_types([t for _, t in columns])
         for row in rows:
             out.write_row(row)
-    raw.execute(f"ANALYZE {table}")  # the deletes plan with the ranges' real count
+    raw.execute(ANALYZE.format(table=quoted))  # the deletes plan with the ranges' real count
 
 
 def _copy(
@@ -326,6 +335,10 @@ def _copy(
     names = pg_copy.select_list(columns, of="t")
     params = {**params, **pg_copy.NUL_PARAMS}
     return pg_copy.copy_rows(stage, raw, table, columns, select.format(names=names), params)
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(db.quote_identifier(name) for name in names)
 
 
 def _nul_free(value: Any) -> Any:
