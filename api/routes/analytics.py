@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 
 from runlytics.warehouse import fleet, insight_list, queries, trends
 
@@ -59,10 +59,7 @@ def compare(
     con: Con, job_ids: Annotated[list[str], Query(description='a,b,… or repeated; "a,b" for an id with a comma')]
 ) -> dict:
     """Side by side, with the winners of analytics.md ("Comparing jobs"); 1 to 50 distinct ids."""
-    ids = distinct_ids(con, job_ids, MAX_COMPARE_CHARS)
-    if not 1 <= len(ids) <= MAX_COMPARE:
-        raise HTTPException(422, f"job_ids must name 1 to {MAX_COMPARE} distinct jobs, got {len(ids)}")
-    return fleet.compare(con, ids)  # fleet.UnknownJobs: 404
+    return fleet.compare(con, distinct_ids(con, job_ids, MAX_COMPARE_CHARS, MAX_COMPARE))  # fleet.UnknownJobs: 404
 
 
 @job_router.get(

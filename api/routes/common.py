@@ -16,14 +16,18 @@ def require_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
         raise queries.UnknownJob(job_id)
 
 
-def distinct_ids(con: duckdb.DuckDBPyConnection, job_ids: list[str], max_chars: int) -> list[str]:
+def distinct_ids(con: duckdb.DuckDBPyConnection, job_ids: list[str], max_chars: int, max_ids: int) -> list[str]:
     """The ids of ``a,b,…``, the parameter given once or repeated (``job_ids=a&job_ids=b``, as
     HTTP clients send a list), blanks dropped, each once, in the order given; an id holding a
-    comma as warehouse/job_lists.py reads it. A 422 past ``max_chars`` in all: a repeated
-    parameter's values are bounded together, as one would be."""
+    comma as warehouse/job_lists.py reads it. A 422 past ``max_chars`` in all (a repeated
+    parameter's values are bounded together, as one would be), or unless they name 1 to
+    ``max_ids`` distinct jobs."""
     if sum(len(value) for value in job_ids) > max_chars:
         raise HTTPException(422, f"job_ids: at most {max_chars} characters in all")
-    return job_lists.resolve(con, job_ids)
+    ids = job_lists.resolve(con, job_ids)
+    if not 1 <= len(ids) <= max_ids:
+        raise HTTPException(422, f"job_ids must name 1 to {max_ids} distinct jobs, got {len(ids)}")
+    return ids
 
 
 # a cursor beside max_points was the range's lower bound, without a word; beside offset, ignored

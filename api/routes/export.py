@@ -64,9 +64,7 @@ def export_steps(
     # dependency's cleanup); db.WarehouseError: 503
     cursor = reader.cursor()
     try:
-        ids = distinct_ids(cursor, job_ids, MAX_QUERY)
-        if not 1 <= len(ids) <= MAX_EXPORT_JOBS:
-            raise HTTPException(422, f"job_ids must name 1 to {MAX_EXPORT_JOBS} distinct jobs, got {len(ids)}")
+        ids = distinct_ids(cursor, job_ids, MAX_QUERY, MAX_EXPORT_JOBS)
         missing = export.unknown_jobs(cursor, ids)
         if missing:
             raise HTTPException(404, unknown_jobs_detail(missing, MAX_NAMED))
