@@ -134,8 +134,8 @@ def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset
         sql_for(con, TOP_JOBS),
         {**params, "limit": limit + 1, "offset": offset, "after_value": after_value, "after_id": after_id},
     ).fetchall()
-    more = len(top) > limit
-    top = top[:limit]
+    # a row is (job_id, throughput, duration): the cursor holds its throughput, then its id
+    top, next_cursor = pages.page(top, limit, "top", lambda row: [plain(row[1]), row[0]])
     return {
         "total_jobs": row["total_jobs"],
         "jobs_by_status": by_status,
@@ -147,7 +147,7 @@ def summary(con: duckdb.DuckDBPyConnection, filters: Filters, limit: int, offset
             for job_id, throughput, duration in top
         ],
         "top_performing_total": row["ranked_jobs"],
-        "next_cursor": pages.encode("top", [plain(top[-1][1]), top[-1][0]]) if more else None,
+        "next_cursor": next_cursor,
         "resource_trends": {
             "average_gpu_utilization": plain(row["average_gpu_utilization"]),
             "average_peak_memory_mb": plain(row["average_peak_memory_mb"]),
@@ -172,12 +172,10 @@ def jobs_page(
         after_null = after_value is None
     params = {**filters.params(), "after_null": after_null, "after_value": after_value, "after_id": after_id}
     rows = records(con.execute(sql, {**params, "limit": limit + 1}))
+    rows, next_cursor = pages.page(
+        rows, limit, kind, lambda row: [row["job_id"]] if sort == "job_id" else [row[sort], row["job_id"]]
+    )
     (total,) = db.one(con, COUNT, filters.params())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = pages.encode(kind, [last["job_id"]] if sort == "job_id" else [last[sort], last["job_id"]])
     return rows, next_cursor, total
 
 

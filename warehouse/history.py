@@ -5,6 +5,7 @@ Fields and columns come from allow-lists; values are bound parameters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -123,8 +124,8 @@ def step_history(
     downsampled."""
     after = after_step("steps", cursor, from_step)
     if max_points is None:
-        rows, last = steps_page(con, job_id, fields, after, to_step, limit)
-        return History(rows, pages.encode("steps", [last]) if last is not None else None, downsampled=False)
+        rows, next_cursor = steps_page(con, job_id, fields, after, to_step, limit)
+        return History(rows, next_cursor, downsampled=False)
     numeric = max(1, sum(f in NUMERIC_FIELDS for f in fields))
     if max_points < 2 + 2 * numeric:
         raise TooFewPoints(
@@ -162,13 +163,11 @@ def after_step(kind: str, cursor: str | None, from_step: int | None, before_any:
 
 def steps_page(
     con: duckdb.DuckDBPyConnection, job_id: str, fields: list[str], after: int, to_step: int | None, limit: int
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Up to ``limit`` step rows after step ``after``; and the last step when more follow."""
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Up to ``limit`` step rows after step ``after``; and the next page's cursor when more follow."""
     sql = STEPS_PAGE.format(fields=", ".join(_checked(fields)))
     rows = records(con.execute(sql, {"job_id": job_id, "after": after, "to_step": to_step, "limit": limit + 1}))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1]["step"]
-    return rows, None
+    return pages.page(rows, limit, "steps", lambda row: [row["step"]])
 
 
 def steps_downsampled(
@@ -248,11 +247,7 @@ def gpu_readings(
             "after_ts": pages.timestamp(ts_after) if ts_after is not None else datetime.min, "limit": limit + 1,
         }  # fmt: skip
         rows = records(con.execute(SAMPLES_PAGE, params))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        last = rows[-1] if more else None
-        keyset = [last["gpu_index"], last["host"], last["gpu_key"], last["ts"]] if last else None
-        next_cursor = pages.encode("gpus:samples", keyset) if keyset else None
+        rows, next_cursor = pages.page(rows, limit, "gpus:samples", _series_key("ts"))
         for row in rows:
             row.pop("gpu_key")
         return "gpu_samples", rows, next_cursor
@@ -263,10 +258,14 @@ def gpu_readings(
         raise pages.BadCursor("cursor is not one this API handed out")
     params = {"job_id": job_id, "gpu": gpu, "after_gpu": gpu_after, "after_step": step_after, "limit": limit + 1}
     rows = records(con.execute(GPUS_PAGE, params))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = pages.encode("gpus", [rows[-1]["gpu_index"], rows[-1]["step"]]) if more else None
+    rows, next_cursor = pages.page(rows, limit, "gpus", lambda row: [row["gpu_index"], row["step"]])
     return "step_readings", rows, next_cursor
+
+
+def _series_key(last: str) -> Callable[[dict[str, Any]], list[Any]]:
+    """The keyset of a page of samples or minutes: a row's GPU (index, host, key), then its ``last``
+    column (``ts`` or ``minute``)."""
+    return lambda row: [row["gpu_index"], row["host"], row["gpu_key"], row[last]]
 
 
 # Charts of GPU readings: per GPU, buckets of equal width in time (or step); keep each GPU's first
@@ -604,10 +603,7 @@ def _minutes_page(
         "after_minute": pages.timestamp(minute_after) if minute_after is not None else datetime.min, "limit": limit + 1,
     }  # fmt: skip
     rows = records(con.execute(MINUTES_PAGE_SQL, params))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    last = rows[-1] if more else None
-    keyset = [last["gpu_index"], last["host"], last["gpu_key"], last["minute"]] if last else None
+    rows, next_cursor = pages.page(rows, limit, "gpus:minutes", _series_key("minute"))
     for row in rows:
         row.pop("gpu_key")
         row.pop("minute")
@@ -615,7 +611,7 @@ def _minutes_page(
         for f in SAMPLE_FIGURES:
             count, total = row.pop(f"n__{f}"), row.pop(f"sum__{f}")
             row[f] = plain(total / count) if count else None
-    return "gpu_minutes", rows, pages.encode("gpus:minutes", keyset) if keyset else None
+    return "gpu_minutes", rows, next_cursor
 
 
 def _nest_extremes(row: dict[str, Any]) -> None:

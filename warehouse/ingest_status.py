@@ -66,10 +66,7 @@ def runs_page(
         if not isinstance(before, int) or isinstance(before, bool):
             raise pages.BadCursor("cursor is not one this API handed out")
     rows = records(con.execute(RUNS_PAGE, {"before": before, "limit": limit + 1}))
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, pages.encode("runs", [rows[-1]["run_id"]])
-    return rows, None
+    return pages.page(rows, limit, "runs", lambda row: [row["run_id"]])
 
 
 def problem_files(con: duckdb.DuckDBPyConnection, *, server_paths: bool = True) -> list[dict[str, Any]]:

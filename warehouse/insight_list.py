@@ -155,17 +155,17 @@ def fleet_insights(
         after = _after(pages.decode("insights", cursor, 2 + KEY_ARITY))
     params = {**filters.params(), "kind": kind, "severity": severity, **after, "limit": limit + 1}
     rows = records(con.execute(sql_for(con, FLEET_PAGE), params))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        keyset = [last[f"k{i}"] for i in range(1, KEY_ARITY + 1)]
-        next_cursor = pages.encode("insights", [last["job_start_time"], last["job_id"], *keyset])
+    rows, next_cursor = pages.page(rows, limit, "insights", _keyset)
     for row in rows:
         for i in range(1, KEY_ARITY + 1):
             del row[f"k{i}"]
     (as_of,) = db.one(con, FLEET_AS_OF)
     return {"insights": rows, "as_of": plain(as_of), "thresholds": thresholds(con), "next_cursor": next_cursor}
+
+
+def _keyset(row: dict[str, Any]) -> list[Any]:
+    """A fleet cursor's values: the job's start and id, then the insight's KEY (k1, k2, …)."""
+    return [row["job_start_time"], row["job_id"], *(row[f"k{i}"] for i in range(1, KEY_ARITY + 1))]
 
 
 # The types of a fleet cursor's values: the job's start (ISO time or None), its id, then KEY.

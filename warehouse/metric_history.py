@@ -83,10 +83,7 @@ def metric_history(
         answer = history.History(rows, None, history.left_out(con, POINTS_SOURCE, params, len(rows)))
     else:
         rows = records(con.execute(POINTS_PAGE, {**params, "limit": limit + 1}))
-        next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            next_cursor = pages.encode("metric", [rows[-1]["step"]])
+        rows, next_cursor = pages.page(rows, limit, "metric", lambda row: [row["step"]])
         answer = history.History(rows, next_cursor, downsampled=False)
     if not answer.rows and not db.one(con, METRIC_EXISTS, {"job_id": job_id, "name": name})[0]:
         raise UnknownMetric(job_id, name)

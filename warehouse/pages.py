@@ -4,6 +4,7 @@ A cursor is base64url JSON ``{"k": listing, "v": [...]}``: the values of the row
 JSON in UTF-8 (a character outside ASCII is its 1 to 4 bytes, not a 6-byte ``\\uXXXX`` escape, so
 an id of 256 CJK characters takes about 1,000 characters of cursor, not 2,000), each value once.
 Keyset pages neither skip nor repeat rows when rows are added between requests (offsets do both).
+Every listing reads one row past its page and cuts it with ``page``, which makes the cursor.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
+
+Row = TypeVar("Row")
 
 # Cursor numbers must bind to a 64-bit column: a bigger int is no key this API handed out.
 INT64 = range(-(2**63), 2**63)
@@ -22,6 +26,16 @@ MAX_PAGE = 10_000
 
 class BadCursor(ValueError):
     """A cursor that this API did not hand out (or for another listing)."""
+
+
+def page(rows: list[Row], limit: int, kind: str, key: Callable[[Row], list[Any]]) -> tuple[list[Row], str | None]:
+    """A keyset page of ``rows`` read with ``LIMIT limit + 1`` (the row past the page says that
+    one follows): the first ``limit`` rows, and the cursor of listing ``kind`` after the last of
+    them (the sort key's values, ``key`` of that row), or None when none follows."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, encode(kind, key(rows[-1]))
 
 
 def encode(kind: str, values: list[Any]) -> str:
