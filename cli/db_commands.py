@@ -7,18 +7,15 @@ import sys
 
 from runlytics.warehouse import db, migrate
 
-from .exits import EXIT_OK, EXIT_USAGE
+from .errors import UserError
+from .exits import EXIT_OK
 from .output import CopyProgress, _nul_job
 from .reading import _existing_warehouse
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     target = db.resolve_target(args.db)
-    try:
-        revision = migrate.upgrade(target, args.revision, wait=args.wait)
-    except migrate.BadRevision as error:
-        print(f"runlytics db upgrade: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    revision = migrate.upgrade(target, args.revision, wait=args.wait)  # BadRevision: exit 2 (cli/errors.py)
     print(f"{target}: schema at revision {revision}")
     return EXIT_OK
 
@@ -27,8 +24,7 @@ def _db_copy(args: argparse.Namespace) -> int:
     from runlytics.warehouse import pg_copy
 
     if not db.is_postgres_url(args.to):
-        print(f"runlytics db copy: --to takes a postgresql://user@host/dbname URL, not {args.to!r}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(f"--to takes a postgresql://user@host/dbname URL, not {args.to!r}")
     target = db.PostgresUrl(args.to)
     path = _existing_warehouse(args)
     result = pg_copy.copy(path, target, wait=args.wait, on_progress=CopyProgress(sys.stderr))

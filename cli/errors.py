@@ -9,18 +9,49 @@ from collections.abc import Callable
 from runlytics.warehouse import db
 from runlytics.warehouse.lock import IngestLocked
 
-from .exits import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_USAGE, EXIT_WAREHOUSE
+from .exits import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_NO_NVML, EXIT_QUERY, EXIT_USAGE, EXIT_WAREHOUSE
 
 
 class NoWarehouse(db.WarehouseError):
     """A read command named a warehouse that does not exist (only ingest and db upgrade create one)."""
 
 
+class UserError(Exception):
+    """What the user asked can't be done as asked (a usage error, no such job, a refused query):
+    a command raises it, and ``_guarded`` says its message as one line, "runlytics COMMAND: …",
+    and exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# The domain's own errors that are the user's, said as UserError is: their message as it is, and
+# this exit code. Named, not imported: their modules cost up to half a second of every command's
+# start (export, the insights, the API's listener), and an error is raised only by a module that
+# is imported. tests/test_cli_errors_s20.py checks that each name is a class of the domain.
+DOMAIN_ERRORS = {
+    "runlytics.warehouse.export.ExportError": EXIT_USAGE,
+    "runlytics.warehouse.insight_list.UnknownFilter": EXIT_USAGE,
+    "runlytics.warehouse.insights.UnknownThreshold": EXIT_USAGE,
+    "runlytics.warehouse.insights.BadThreshold": EXIT_USAGE,
+    "runlytics.warehouse.migrate.BadRevision": EXIT_USAGE,
+    "runlytics.warehouse.readonly.Refused": EXIT_QUERY,
+    "runlytics.warehouse.readonly.QueryFailed": EXIT_QUERY,
+    "runlytics.api.listen.CannotListen": EXIT_USAGE,
+    "runlytics.sampler.devices.SamplerError": EXIT_USAGE,
+    "runlytics.sampler.nvml.NvmlUnavailable": EXIT_NO_NVML,
+}
+
+
 def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``run(args)``'s exit code, or the exit code of the error that stopped it (said on stderr,
-    "runlytics COMMAND: …" as each command's own messages are)."""
+    "runlytics COMMAND: …", as every message of a command is)."""
     try:
         return run(args)
+    except UserError as error:
+        _say(args, error)
+        return error.exit_code
     except (IngestLocked, db.WarehouseBusy) as error:
         _say(args, error)
         return EXIT_BUSY
@@ -35,6 +66,21 @@ def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace)
             raise
         _say(args, "interrupted")  # named as its errors are: `runlytics db upgrade: interrupted`
         return EXIT_INTERRUPTED
+    except Exception as error:
+        code = _domain_exit_code(error)
+        if code is None:  # a bug: its traceback
+            raise
+        _say(args, error)
+        return code
+
+
+def _domain_exit_code(error: Exception) -> int | None:
+    """The exit code of a domain error DOMAIN_ERRORS names (or of a subclass of one), else None."""
+    for cls in type(error).__mro__:
+        code = DOMAIN_ERRORS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if code is not None:
+            return code
+    return None
 
 
 def _interrupted(error: BaseException) -> bool:

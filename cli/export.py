@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .exits import EXIT_OK, EXIT_QUERY, EXIT_USAGE
+from .errors import UserError
+from .exits import EXIT_OK, EXIT_QUERY
 from .reading import _reading
 
 EXPORT_TIMEOUT_SECONDS = 7 * 86_400.0  # export on PostgreSQL: in effect none
@@ -18,32 +19,25 @@ def _export(args: argparse.Namespace) -> int:
     from runlytics.warehouse.fleet import UnknownJobs
 
     if args.jobs is not None and not job_lists.names_any(args.jobs):
-        print("runlytics export: --jobs names no job", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError("--jobs names no job")
     try:
         # read as the API reads since/until: the same text, the same instant
         since = times.instant(args.since) if args.since is not None else None
     except times.BadTime as error:
-        print(f"runlytics export: --since {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(f"--since {error}") from error
     # an export's reads of PostgreSQL are whole tables of many jobs: no per-read time limit there
     with _reading(args, timeout=EXPORT_TIMEOUT_SECONDS) as (con, name):
         try:
             # ids may hold commas (warehouse/job_lists.py): resolved against the warehouse's jobs
             jobs = tuple(job_lists.resolve(con, [args.jobs])) if args.jobs is not None else None
             result = export.export(con, args.out, args.format, export.Selection(jobs, since), overwrite=args.overwrite)
-        except export.ExportError as error:
-            print(f"runlytics export: {error}", file=sys.stderr)
-            return EXIT_USAGE
         except UnknownJobs as error:
             _print_export_notes(error)
-            print(f"runlytics export: no job(s) {', '.join(map(repr, error.job_ids))} in {name}", file=sys.stderr)
-            return EXIT_QUERY
+            raise UserError(f"no job(s) {', '.join(map(repr, error.job_ids))} in {name}", EXIT_QUERY) from error
         except (duckdb.Error, OSError) as error:
             _print_export_notes(error)
             why = str(error).splitlines()[0] if str(error) else type(error).__name__
-            print(f"runlytics export: failed, nothing written to {args.out}: {why}", file=sys.stderr)
-            return EXIT_QUERY
+            raise UserError(f"failed, nothing written to {args.out}: {why}", EXIT_QUERY) from error
     for note in result.notes:  # a layout the reader should know of, an earlier export restored
         print(f"runlytics export: {note}", file=sys.stderr)
     if not args.quiet:

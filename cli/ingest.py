@@ -17,16 +17,13 @@ from runlytics.ingest import quick, unknown_jobs
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import db
 
-from .errors import _guarded
+from .errors import UserError, _guarded
 from .exits import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .output import LISTED_WARNINGS, ProgressLine, _nul_job, _plural, _points
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    problem = _ingest_usage_problem(args)
-    if problem:
-        print(f"runlytics ingest: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+    _check_usage(args)
     db.resolve_target(args.db)  # a --db no run could use: said once, not at every run of --every
     if args.stage is not None:
         if db.is_postgres_url(args.stage):  # refused as --stage md:x is (exit 3), named as typed
@@ -40,18 +37,18 @@ def _ingest(args: argparse.Namespace) -> int:
     return _repeat(args.every, lambda: _guarded(_ingest_once, args))
 
 
-def _ingest_usage_problem(args: argparse.Namespace) -> str | None:
+def _check_usage(args: argparse.Namespace) -> None:
+    """UserError for options no run could use (exit 2)."""
     if not (args.roots or args.spool or args.nvidia_smi_csv):
-        return "name job roots, --spool folders or --nvidia-smi-csv files"
+        raise UserError("name job roots, --spool folders or --nvidia-smi-csv files")
     if args.nvidia_smi_csv and not args.job_id:
-        return "--nvidia-smi-csv needs --job-id (the job the log belongs to)"
+        raise UserError("--nvidia-smi-csv needs --job-id (the job the log belongs to)")
     if args.nvidia_smi_csv and not args.job_id.strip():
-        return f"--job-id {args.job_id!r} is blank: no job is named so (name the job the log belongs to)"
+        raise UserError(f"--job-id {args.job_id!r} is blank: no job is named so (name the job the log belongs to)")
     try:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        return f"unknown --timezone {args.timezone!r} (an IANA name like Europe/Berlin)"
-    return None
+        raise UserError(f"unknown --timezone {args.timezone!r} (an IANA name like Europe/Berlin)") from None
 
 
 def _repeat(seconds: float, run: Callable[[], int]) -> int:
@@ -87,8 +84,7 @@ def _ingest_once(args: argparse.Namespace) -> int:
     if isinstance(target, db.PostgresUrl):
         return _ingest_postgres(args, target)
     if args.stage is not None:
-        print("runlytics ingest: --stage goes with --db postgresql://…", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError("--stage goes with --db postgresql://…")
     path = target
     if not (args.spool or args.nvidia_smi_csv) and (summary := quick.nothing_to_do(path, args.roots)):
         return _ingest_report(args, path, summary)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import textwrap
 
 from runlytics.warehouse import db, migrate, pages, queries, snapshots
 
-from .exits import EXIT_OK, EXIT_QUERY, EXIT_USAGE
+from .errors import UserError
+from .exits import EXIT_OK, EXIT_QUERY
 from .output import _cell, _float, _write_rows
 from .reading import _existing_warehouse, _reading
 
@@ -28,28 +28,17 @@ def _insights(args: argparse.Namespace) -> int:
         args.command_name = "insights thresholds"
         return _insights_thresholds(args)
     if len(words) > 1 or (words and args.job is not None):
-        print("runlytics insights: name one job (JOB_ID or --job), `thresholds`, or `set NAME VALUE`", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError("name one job (JOB_ID or --job), `thresholds`, or `set NAME VALUE`")
     job_id = args.job if args.job is not None else (words[0] if words else None)
-    try:
-        insight_list.checked(args.kind, args.severity)
-    except insight_list.UnknownFilter as error:
-        print(f"runlytics insights: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    insight_list.checked(args.kind, args.severity)  # an unknown kind or severity: UnknownFilter, exit 2
     if args.status is not None and args.status not in (*STATUSES, "unknown"):
-        print(
-            f"runlytics insights: unknown status {args.status!r}; known: {', '.join(STATUSES)}, unknown",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+        raise UserError(f"unknown status {args.status!r}; known: {', '.join(STATUSES)}, unknown")
     if not 1 <= args.limit <= pages.MAX_PAGE:  # the API's page: a limit past BIGINT was a traceback
-        print(f"runlytics insights: --limit must be at least 1 and at most {pages.MAX_PAGE}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(f"--limit must be at least 1 and at most {pages.MAX_PAGE}")
     with _reading(args) as (con, name):
         if job_id is not None:
             if not queries.job_exists(con, job_id):
-                print(f"runlytics insights: no job {job_id!r} in {name}", file=sys.stderr)
-                return EXIT_QUERY
+                raise UserError(f"no job {job_id!r} in {name}", EXIT_QUERY)
             result = insight_list.job_insights(con, job_id, args.kind, args.severity)
         else:
             chosen = Filters(status=args.status)
@@ -106,22 +95,19 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
     from runlytics.warehouse.lock import run_lock
 
     if len(words) != 2:
-        print("runlytics insights set: give NAME VALUE, e.g. `set loss_spike.mad_factor 8`", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError("give NAME VALUE, e.g. `set loss_spike.mad_factor 8`")
     name, text = words
     try:
         number: float | None = float(text)
     except ValueError:
         number = None
     try:
+        # an unknown name (UnknownThreshold) before a value that is no number; either: exit 2
         value = insights.check_threshold(name, math.nan if number is None else number)
-    except insights.UnknownThreshold as error:
-        print(f"runlytics insights set: {error}", file=sys.stderr)
-        return EXIT_USAGE
     except insights.BadThreshold as error:
-        reason = error if number is not None else f"{name} must be a number, not {text!r}"
-        print(f"runlytics insights set: {reason}", file=sys.stderr)
-        return EXIT_USAGE
+        if number is not None:
+            raise
+        raise UserError(f"{name} must be a number, not {text!r}") from error
     target = db.resolve_target(args.db)
     if isinstance(target, db.PostgresUrl):
         from runlytics.warehouse import pg_thresholds

@@ -8,7 +8,8 @@ import sys
 
 from runlytics.warehouse import db, migrate, queries, readonly
 
-from .exits import EXIT_OK, EXIT_QUERY, EXIT_USAGE
+from .errors import UserError
+from .exits import EXIT_OK, EXIT_QUERY
 from .output import _write_rows
 from .reading import _existing_warehouse, _reading
 
@@ -20,11 +21,10 @@ def _sql(args: argparse.Namespace) -> int:
     if isinstance(target, db.PostgresUrl):
         return _sql_postgres(args, target)
     try:
-        # before opening anything: a refused statement touches no file
+        # before opening anything: a refused statement (readonly.Refused) touches no file
         statement = readonly.single_select(args.query)
-    except (readonly.Refused, duckdb.Error) as error:
-        print(f"runlytics sql: {readonly.one_line(error)}", file=sys.stderr)
-        return EXIT_QUERY
+    except duckdb.Error as error:  # it does not parse: the query's error, as a failed query's
+        raise UserError(readonly.one_line(error), EXIT_QUERY) from error
     path = _existing_warehouse(args)
     migrate.ensure_current(path, wait=args.wait)
     con = readonly.connect(path, args.allow_read, wait=args.wait)
@@ -37,11 +37,9 @@ def _sql(args: argparse.Namespace) -> int:
         columns = [d[0] for d in cursor.description or []]
         rows = cursor.fetchall()
     except duckdb.PermissionException as error:
-        print(f"runlytics sql: {readonly.one_line(error)} (files: only under --allow-read folders)", file=sys.stderr)
-        return EXIT_QUERY
+        raise UserError(f"{readonly.one_line(error)} (files: only under --allow-read folders)", EXIT_QUERY) from error
     except duckdb.Error as error:
-        print(f"runlytics sql: {readonly.one_line(error)}", file=sys.stderr)
-        return EXIT_QUERY
+        raise UserError(readonly.one_line(error), EXIT_QUERY) from error
     finally:
         con.close()
     _write_rows(columns, rows, args.format or "table")
@@ -50,13 +48,9 @@ def _sql(args: argparse.Namespace) -> int:
 
 def _sql_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
     if args.allow_read:
-        print("runlytics sql: --allow-read reads files beside a DuckDB warehouse, not on PostgreSQL", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        columns, rows = readonly.run_postgres(target, args.query, args.timeout)
-    except (readonly.Refused, readonly.QueryFailed) as error:
-        print(f"runlytics sql: {error}", file=sys.stderr)
-        return EXIT_QUERY
+        raise UserError("--allow-read reads files beside a DuckDB warehouse, not on PostgreSQL")
+    # refused (readonly.Refused) or failed (readonly.QueryFailed): one line, exit 4 (cli/errors.py)
+    columns, rows = readonly.run_postgres(target, args.query, args.timeout)
     _write_rows(columns, rows, args.format or "table")
     return EXIT_OK
 
@@ -65,7 +59,6 @@ def _analytics(args: argparse.Namespace) -> int:
     with _reading(args) as (con, name):
         result = queries.job_analytics(con, args.job_id)
     if result is None:
-        print(f"runlytics analytics: no job {args.job_id!r} in {name}", file=sys.stderr)
-        return EXIT_QUERY
+        raise UserError(f"no job {args.job_id!r} in {name}", EXIT_QUERY)
     print(json.dumps(result, indent=2))
     return EXIT_OK

@@ -6,8 +6,6 @@ import argparse
 import logging
 import sys
 
-from .exits import EXIT_NO_NVML, EXIT_USAGE
-
 
 def _sample(args: argparse.Namespace) -> int:
     from runlytics.sampler import loop as sampler
@@ -25,11 +23,5 @@ def _sample(args: argparse.Namespace) -> int:
     )
     if args.host:
         options.host = args.host
-    try:
-        return sampler.run(options)
-    except sampler.NvmlUnavailable as error:
-        print(f"runlytics sample: {error}", file=sys.stderr)
-        return EXIT_NO_NVML
-    except sampler.SamplerError as error:
-        print(f"runlytics sample: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    # no NVML (NvmlUnavailable): exit 3; a bad option (SamplerError): exit 2 (cli/errors.py)
+    return sampler.run(options)

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from runlytics.warehouse import db, migrate
 
-from .exits import EXIT_NOT_SERVING, EXIT_OK, EXIT_USAGE
+from .errors import UserError
+from .exits import EXIT_NOT_SERVING, EXIT_OK
 from .reading import _existing_warehouse
 from .status import _status_postgres
 
@@ -24,14 +25,12 @@ def _serve(args: argparse.Namespace) -> int:
     from runlytics.api.app import TOKEN_ENV, create_app
 
     if problem := metrics.stale_after_problem():  # refused, not read as the default (or as off)
-        print(f"runlytics serve: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(problem)
     target = db.resolve_target(args.db)
     read_db = None
     if args.read_db is not None:
         if not (isinstance(target, db.PostgresUrl) and db.is_postgres_url(args.read_db)):
-            print("runlytics serve: --read-db takes a postgresql:// URL, with --db postgresql://…", file=sys.stderr)
-            return EXIT_USAGE
+            raise UserError("--read-db takes a postgresql:// URL, with --db postgresql://…")
         read_db = db.PostgresUrl(args.read_db)
     path = target if isinstance(target, db.PostgresUrl) else _existing_warehouse(args)
     try:
@@ -43,17 +42,12 @@ def _serve(args: argparse.Namespace) -> int:
             path, allowed_hosts=hosts, base_url=base_url, read_db=read_db, read_timeout=args.read_timeout
         )
     except ValueError as error:
-        print(f"runlytics serve: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UserError(str(error)) from error
     if isinstance(path, Path):
         migrate.ensure_current(path, wait=args.wait)
     else:
         _status_postgres(read_db or path)  # reachable, at this code's revision: else a one-line error
-    try:
-        sockets = listen.bound_sockets(args.host, args.port)
-    except listen.CannotListen as error:
-        print(f"runlytics serve: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    sockets = listen.bound_sockets(args.host, args.port)  # CannotListen: exit 2 (cli/errors.py)
     if app.state.token is None and not security.is_loopback(args.host):
         print(
             f"runlytics serve: warning: listening on {args.host} without {TOKEN_ENV}: "
