@@ -22,19 +22,26 @@ Files are read in pieces and stored in batches of several files (``gpu_samples.B
 of text a transaction): a run's memory stays bounded whatever the spool's size, and each
 batch's samples and the files' new offsets are committed together, so a run stopped between
 batches resumes where the last batch ended.
+
+A file's last line without its newline waits for the next run (the offset before it) until the
+file is ``ledger.final`` (settled): then a line that is whole JSON is read as any other, while
+one that is not (a line cut mid-write: the file server's clock may be behind, so a file being
+written can look settled) waits, unwarned, until its record has had the file's size and time for
+``ledger.SETTLED_SECONDS`` by this machine's clock (``_quiet``): then it is read as a bad line.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 
-from runlytics.ingest import gpu_samples, gpu_store, ledger
+from runlytics.ingest import gpu_samples, gpu_store, json_text, ledger
 from runlytics.ingest.discover import is_utf8, shown
 from runlytics.warehouse import db, results
 
@@ -73,9 +80,16 @@ WHERE kind = $kind AND path = $path AND read_offset = $offset AND read_digest IS
 SET_DIGEST = "UPDATE ingest_files SET read_digest = $digest WHERE path = $path AND kind = $kind"
 # the records of files gone from a folder of the spool that no file of it holds (``_plan``)
 DROP = "DELETE FROM ingest_files WHERE kind = $kind AND path IN (SELECT unnest($paths::VARCHAR[]))"
-# what the spool's ledger knows of its files (ledger.load and ledger.load_resume, and the time)
+# a file whose last line waits, read nothing of this run: its record takes the file's size and time,
+# and the run's time, from which ``_quiet`` counts how long the file has kept them
+WAITING = """
+UPDATE ingest_files SET size = $size, mtime_ns = $mtime_ns, fingerprint = $fingerprint, last_read_at = now()::TIMESTAMP
+WHERE path = $path AND kind = $kind
+"""
+# what the spool's ledger knows of its files (ledger.load and ledger.load_resume, and the times)
 LOAD = """
-SELECT path, read_offset, rows, read_digest, mtime_ns, fingerprint, outcome FROM ingest_files WHERE kind = $kind
+SELECT path, read_offset, rows, read_digest, mtime_ns, fingerprint, outcome, epoch(last_read_at)
+FROM ingest_files WHERE kind = $kind
 """
 
 
@@ -112,6 +126,8 @@ class _Mark:
     # bytes and more was written since, so an older one is not opened to look (``_holds``)
     mtime_ns: int | None = None
     ingested: bool = True  # a record of a file read (not one failed)
+    fingerprint: str | None = None  # the file's size and time when recorded (None: fresh then)
+    read_at: float | None = None  # when recorded (epoch seconds, this machine's clock)
 
     @property
     def legacy(self) -> bool:
@@ -153,8 +169,11 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
     for file in sorted(files, key=lambda file: not (file.record and file.offset > 0)):
         path = file.path
         read = False
-        # a final file's last line without its newline is its last line (read_pieces)
+        mark = marks.get(str(path))
+        # a final file's last line without its newline is its last line (read_pieces), if whole
         for piece in gpu_samples.read_pieces(path, file.offset, file.lines + 1, gpu_samples.PIECE_BYTES, file.stat):
+            if piece.unterminated and not _whole(piece.raw) and not _quiet(file, mark, piece.offset):
+                continue  # a line cut mid-write: left for the next run, the offset before it
             read = True
             batch.append((file, piece))
             size += len(piece.data)
@@ -165,7 +184,40 @@ def ingest(ctx: Context, paths: list[Path]) -> None:
             ctx.summary.unchanged += 1
             if file.record:
                 _record_unread(ctx, file)
+            elif mark is not None and mark.fingerprint != file.stat.fingerprint:
+                _record_waiting(ctx, file)
     _store(ctx, batch)
+
+
+def _whole(raw: bytes) -> bool:
+    """Whether a file's last line without its newline is whole: JSON (a writer may never write a
+    final newline), not a line cut mid-write. A line cut after a CR (a line break to the careful
+    road, ``gpu_samples.stage``) is cut: the text after it is the line."""
+    try:
+        json_text.loads(raw[raw.rfind(b"\r") + 1 :])
+    except (ValueError, RecursionError):  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        return False
+    return True
+
+
+def _quiet(file: _File, mark: _Mark | None, offset: int) -> bool:
+    """Whether no writer has been at the file for ``ledger.SETTLED_SECONDS`` by this machine's
+    clock, whatever its time says: its record, stopped at ``offset`` (just before its last line),
+    has had the file's size and time that long. A line cut mid-write is then the file's last line
+    for good (its writer stopped), read as a bad one, once."""
+    return (
+        mark is not None and mark.offset == offset and mark.read_at is not None
+        and file.stat.fingerprint is not None and mark.fingerprint == file.stat.fingerprint
+        and time.time() - mark.read_at > ledger.SETTLED_SECONDS
+    )  # fmt: skip
+
+
+def _record_waiting(ctx: Context, file: _File) -> None:
+    """Give the record of a file read nothing of, its last line waiting, the file's size and time
+    and the run's time (``_quiet`` counts from them; the rest of the record is kept)."""
+    st = file.stat
+    values = {"size": st.size, "mtime_ns": st.mtime_ns, "fingerprint": st.fingerprint}
+    ctx.con.execute(WAITING, {**values, "path": ledger.storable(str(file.path)), "kind": KIND})
 
 
 def _load(ctx: Context) -> tuple[dict[str, _Mark], dict[str, tuple[str | None, str]]]:
@@ -173,8 +225,9 @@ def _load(ctx: Context) -> tuple[dict[str, _Mark], dict[str, tuple[str | None, s
     marks: dict[str, _Mark] = {}
     known: dict[str, tuple[str | None, str]] = {}
     rows = ctx.con.execute(LOAD, {"kind": KIND}).fetchall()
-    for path, offset, lines, read_digest, mtime_ns, fingerprint, outcome in rows:
-        marks[path] = _Mark(path, offset or 0, lines or 0, read_digest, mtime_ns, outcome == "ingested")
+    for path, offset, lines, read_digest, mtime_ns, fingerprint, outcome, read_at in rows:
+        ingested = outcome == "ingested"
+        marks[path] = _Mark(path, offset or 0, lines or 0, read_digest, mtime_ns, ingested, fingerprint, read_at)
         known[path] = (fingerprint, outcome)
     return marks, known
 
