@@ -138,6 +138,12 @@ def test_a_settled_spool_files_bad_last_line_is_skipped_with_its_number(lab: Lab
     path = spool / "g.jsonl"
     path.write_text(line(0, 1) + "\n" + line(1, 2)[:40])
     aged(path, 600)
+    # not JSON: a line cut mid-write whatever the file's time says (session 20), until the file's
+    # record has kept its size and time for 5 minutes of this machine's clock
+    waiting = lab.ingest(lab.root, spool_root=spool)
+    assert waiting.warnings == 0 and stored(lab) == [(0.0, 1.0)] and spool_warnings(lab) == []
+    with duckdb.connect(str(lab.db)) as con:
+        con.execute("UPDATE ingest_files SET last_read_at = last_read_at - INTERVAL 10 MINUTE")
     summary = lab.ingest(lab.root, spool_root=spool)
     assert summary.warnings == 1 and stored(lab) == [(0.0, 1.0)]
     assert spool_warnings(lab) == [
