@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import duckdb
 
-from runlytics.warehouse import parts, retention, rollups
+from runlytics.warehouse import db, parts, retention, rollups
 from runlytics.warehouse.dialect import render
 
 TABLE = parts.GPU_SAMPLES
@@ -52,6 +52,7 @@ COLD = """
 CREATE OR REPLACE TEMP VIEW batch_gpu_cold AS
 SELECT * FROM batch_gpu_rows WHERE ts < (SELECT cutoff FROM batch_gpu_params)
 """
+COLD_ROWS = "SELECT count(*) FROM batch_gpu_cold"
 DROP_ROWS = "DROP VIEW batch_gpu_cold; DROP VIEW batch_gpu_rows; DROP TABLE batch_gpu_params"
 # gpu_samples_hot has no key (revision 0026: its index was most of the DuckDB file that every
 # snapshot copies): a sample seen again replaces the stored one by a delete, then an insert
@@ -193,7 +194,7 @@ def store_staged(
     con.execute(COLD)
     con.execute(DELETE_RESENT_HOT, cutoff)
     con.execute(INSERT_HOT, cutoff)
-    if _count(con, "batch_gpu_cold"):
+    if db.one(con, COLD_ROWS)[0]:
         con.execute(DELETE_REPLACED_HOT)
         parts.store_cold(con, TABLE, "batch_gpu_cold")
         parts.refresh_view(con, TABLE)
@@ -248,8 +249,3 @@ def remove_staged(con: duckdb.DuckDBPyConnection) -> int:
         con.execute(RESPAN)
     con.execute(DROP_GONE)
     return removed
-
-
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0

@@ -13,9 +13,10 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -269,7 +270,10 @@ def quote_identifier(name: str) -> str:
 
 
 def quote_literal(text: str) -> str:
-    """Text as a SQL string literal, where DuckDB takes no bound parameter (COPY TO, ATTACH)."""
+    """Text as a SQL string literal, where the value is part of the statement's text: a view's
+    definition (the parts a sealed table's view names), ATTACH's path, the code's own constants
+    rendered once into a named statement (ingest/progress.py's statuses). Bind a value everywhere
+    else, COPY … TO $path included."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -317,6 +321,37 @@ def _single_row(cursor: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
     if row is None:
         raise AssertionError(f"query returned no row: {sql[:80]!r}")
     return row
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, relations: Mapping[str, Any]) -> Iterator[None]:
+    """Within: each of ``relations`` (a dict of numpy arrays, an Arrow table) readable under its
+    name, as a table. DuckDB 2 registers and unregisters nothing while a result of an earlier
+    statement is unread: it is run to its end first. In a transaction that a failed statement
+    aborted nothing can be unregistered, and the rollback drops what was registered in it: the
+    failure is the one raised."""
+    import duckdb
+
+    _finish(con)
+    try:
+        for name, relation in relations.items():
+            con.register(name, relation)
+        yield
+    finally:
+        _finish(con)
+        for name in relations:
+            with contextlib.suppress(duckdb.TransactionException):
+                con.unregister(name)
+
+
+def _finish(con: duckdb.DuckDBPyConnection) -> None:
+    if hasattr(con, "complete"):  # DuckDB 2's; the 1.x releases pyproject allows have none
+        con.complete()
+
+
+def utc_now() -> datetime:
+    """The time now in UTC, naive: as the warehouse's TIMESTAMP columns hold times."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @contextmanager

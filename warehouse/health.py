@@ -103,7 +103,7 @@ ORDER BY job_id, host, gpu_index, gpu_key
 
 JOBS_BY_STATUS = "SELECT status, count(*) FROM jobs GROUP BY status ORDER BY status"
 
-LIVE_JOBS = f"SELECT job_id FROM jobs WHERE status = '{LIVE_STATUS}' ORDER BY job_id"
+LIVE_JOBS = "SELECT job_id FROM jobs WHERE status = $status ORDER BY job_id"
 
 
 def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -112,7 +112,7 @@ def _records(cursor: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def running_job_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [row[0] for row in con.execute(LIVE_JOBS).fetchall()]
+    return [row[0] for row in con.execute(LIVE_JOBS, {"status": LIVE_STATUS}).fetchall()]
 
 
 def running_jobs(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -52,8 +52,27 @@ class Sealed:
     copy_options: str = COPY_OPTIONS
 
     @property
+    def select_list(self) -> str:
+        """The columns, quoted, in the view's order."""
+        return _identifiers(self.columns)
+
+    @property
     def order(self) -> str:
-        return ", ".join(self.key)
+        """The key's columns, quoted: a part's sort order."""
+        return _identifiers(self.key)
+
+    @property
+    def hot_table(self) -> str:
+        return db.quote_identifier(self.hot)
+
+    @property
+    def ts_column(self) -> str:
+        return db.quote_identifier(self.ts)
+
+    @property
+    def host_of(self) -> str:
+        """A row's host: the host column, or '' for a table whose parts hold every host's."""
+        return db.quote_identifier(self.host) if self.host is not None else "''"
 
 
 GPU_SAMPLES = Sealed(
@@ -154,7 +173,7 @@ class Part:
 
 def database_path(con: duckdb.DuckDBPyConnection) -> Path:
     """The warehouse file this connection writes, absolute."""
-    (path,) = _one(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+    (path,) = db.one(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
     return Path(os.path.abspath(path))
 
 
@@ -199,8 +218,8 @@ def file_list(folder: Path, paths: list[str]) -> str:
 
 def view_sql(table: Sealed, folder: Path, paths: list[str]) -> str:
     """The view over the hot table and these parts (paths relative to ``folder``)."""
-    columns = ", ".join(table.columns)
-    text = f"CREATE OR REPLACE VIEW {table.name} AS SELECT {columns} FROM {table.hot}"
+    columns = table.select_list
+    text = f"CREATE OR REPLACE VIEW {db.quote_identifier(table.name)} AS SELECT {columns} FROM {table.hot_table}"
     if paths:
         files = file_list(folder, paths)
         text += f"\nUNION ALL SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false)"
@@ -248,18 +267,19 @@ def write_part(
     final = folder / relative
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(final.name + TMP_SUFFIX)
-    rows_sql = f"SELECT {', '.join(table.columns)} FROM ({select}) ORDER BY {table.order}"
-    copy = f"COPY ({rows_sql}) TO {db.quote_literal(str(tmp))} "
+    rows_sql = f"SELECT {table.select_list} FROM ({select}) ORDER BY {table.order}"
     try:
-        con.execute(copy + f"({table.copy_options})", params)
+        con.execute(f"COPY ({rows_sql}) TO $path ({table.copy_options})", {**params, "path": str(tmp)})
         db.fsync_file(tmp)
         os.replace(tmp, final)
         db.fsync_dir(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    rows, min_ts, max_ts = _one(
-        con, f"SELECT count(*), min({table.ts}), max({table.ts}) FROM {READ_F}", {"f": db.exact_paths([str(final)])[0]}
+    rows, min_ts, max_ts = db.one(
+        con,
+        f"SELECT count(*), min({table.ts_column}), max({table.ts_column}) FROM {READ_F}",
+        {"f": db.exact_paths([str(final)])[0]},
     )
     if not rows:
         final.unlink()
@@ -269,7 +289,7 @@ def write_part(
         f"INSERT INTO {MANIFEST} (path, table_name, day, host, min_ts, max_ts, rows, bytes, created_at) "
         "VALUES ($path, $t, $day, $host, $min_ts, $max_ts, $rows, $bytes, $now)",
         {"path": relative, "t": table.name, "day": day, "host": host, "min_ts": min_ts, "max_ts": max_ts,
-         "rows": rows, "bytes": final.stat().st_size, "now": _now()},
+         "rows": rows, "bytes": final.stat().st_size, "now": db.utc_now()},
     )  # fmt: skip
     return part
 
@@ -282,7 +302,7 @@ def retire(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
     con.execute(
         f"INSERT INTO {RETIRED} (path, table_name, retired_at, after_snapshot) "
         f"SELECT path, table_name, $now, $after FROM {MANIFEST} WHERE path IN (SELECT unnest($paths))",
-        {"now": _now(), "after": stamps[-1] if stamps else None, "paths": paths},
+        {"now": db.utc_now(), "after": stamps[-1] if stamps else None, "paths": paths},
     )
     con.execute(f"DELETE FROM {MANIFEST} WHERE path IN (SELECT unnest($paths))", {"paths": paths})
 
@@ -324,9 +344,9 @@ def remove_keys(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> t
 
 def _groups(con: duckdb.DuckDBPyConnection, table: Sealed, source: str) -> list[tuple[Any, ...]]:
     """(host, day, first ts, last ts) of the rows of ``source``, a part's worth each."""
-    host_of = table.host or "''"  # a part of every host is listed with host ''
+    ts = table.ts_column  # a part of every host is listed with host '' (host_of)
     return con.execute(
-        f"SELECT {host_of}, CAST({table.ts} AS DATE) AS day, min({table.ts}), max({table.ts}) FROM {source} "
+        f"SELECT {table.host_of}, CAST({ts} AS DATE) AS day, min({ts}), max({ts}) FROM {db.quote_identifier(source)} "
         "GROUP BY ALL ORDER BY ALL"
     ).fetchall()
 
@@ -338,8 +358,8 @@ def _span(host: str, day: date) -> dict[str, Any]:
 
 def _in_group(table: Sealed, source: str) -> str:
     """The rows of ``source`` in one group of _groups (its bounds: _span's parameters)."""
-    host_of = table.host or "''"
-    return f"SELECT * FROM {source} WHERE {host_of} = $host AND {table.ts} >= $lo AND {table.ts} < $hi"
+    ts = table.ts_column
+    return f"SELECT * FROM {db.quote_identifier(source)} WHERE {table.host_of} = $host AND {ts} >= $lo AND {ts} < $hi"
 
 
 def _rewrite_without(
@@ -355,13 +375,13 @@ def _rewrite_without(
     """Rewrite each live part of (``host``, ``day``) that holds a key of ``in_group`` without those
     rows, and retire it; the rows each rewritten part lost."""
     folder = root(con)
-    key = ", ".join(table.key)
+    key = table.order
     dropped: list[int] = []
     for part in parts_of(con, table, day, host):
         if part.max_ts < first or part.min_ts > last:
             continue
         file = {"f": db.exact_paths([str(folder / part.path)])[0]}
-        (clashes,) = _one(
+        (clashes,) = db.one(
             con,
             f"SELECT count(*) FROM {READ_F} SEMI JOIN ({in_group}) AS fresh USING ({key})",
             {**file, **span},
@@ -378,9 +398,9 @@ def _rewrite_without(
 def cutoff(con: duckdb.DuckDBPyConnection, table: Sealed, now: datetime | None = None) -> datetime:
     """Rows before this time are sealed: the start of the hour SEAL_LAG ago, and never before a
     sealed row (a clock set back must not make a hot row of a sealed key)."""
-    now = now or _now()
+    now = now or db.utc_now()
     hour = (now - SEAL_LAG).replace(minute=0, second=0, microsecond=0)
-    (sealed,) = _one(con, f"SELECT max(max_ts) FROM {MANIFEST} WHERE table_name = $t", {"t": table.name})
+    (sealed,) = db.one(con, f"SELECT max(max_ts) FROM {MANIFEST} WHERE table_name = $t", {"t": table.name})
     return max(hour, sealed + timedelta(microseconds=1)) if sealed is not None else hour
 
 
@@ -403,16 +423,16 @@ SEALING = "sealing"  # the view of the day being sealed, read by store_cold
 
 
 def _seal_hot(con: duckdb.DuckDBPyConnection, table: Sealed, before: datetime) -> int:
-    (rows,) = _one(con, f"SELECT count(*) FROM {table.hot} WHERE {table.ts} < $before", {"before": before})
+    hot, ts = table.hot_table, table.ts_column
+    (rows,) = db.one(con, f"SELECT count(*) FROM {hot} WHERE {ts} < $before", {"before": before})
     if not rows:
         return 0
     days = con.execute(
-        f"SELECT DISTINCT CAST({table.ts} AS DATE) FROM {table.hot} WHERE {table.ts} < $before ORDER BY 1",
-        {"before": before},
+        f"SELECT DISTINCT CAST({ts} AS DATE) FROM {hot} WHERE {ts} < $before ORDER BY 1", {"before": before}
     ).fetchall()
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {SEALING} AS SELECT {', '.join(table.columns)} FROM {table.hot} "
-        f"WHERE {table.ts} >= getvariable('{SEAL_FROM}') AND {table.ts} < getvariable('{SEAL_UNTIL}')"
+        f"CREATE OR REPLACE TEMP VIEW {SEALING} AS SELECT {table.select_list} FROM {hot} "
+        f"WHERE {ts} >= getvariable('{SEAL_FROM}') AND {ts} < getvariable('{SEAL_UNTIL}')"
     )
     for (day,) in days:
         lo = datetime.combine(day, datetime.min.time())
@@ -429,7 +449,8 @@ def _seal_day(con: duckdb.DuckDBPyConnection, table: Sealed, lo: datetime, hi: d
     con.execute(f"SET VARIABLE {SEAL_FROM} = $lo", {"lo": lo})
     con.execute(f"SET VARIABLE {SEAL_UNTIL} = $hi", {"hi": hi})
     store_cold(con, table, SEALING)
-    con.execute(f"DELETE FROM {table.hot} WHERE {table.ts} >= $lo AND {table.ts} < $hi", {"lo": lo, "hi": hi})
+    hot, ts = table.hot_table, table.ts_column
+    con.execute(f"DELETE FROM {hot} WHERE {ts} >= $lo AND {ts} < $hi", {"lo": lo, "hi": hi})
 
 
 def unseal(con: duckdb.DuckDBPyConnection, table: Sealed, paths: list[str]) -> int:
@@ -438,10 +459,10 @@ def unseal(con: duckdb.DuckDBPyConnection, table: Sealed, paths: list[str]) -> i
     writes them out again. Returns the rows moved."""
     if not paths:
         return 0
-    columns = ", ".join(table.columns)
+    columns = table.select_list
     files = {"files": db.exact_paths([str(root(con) / path) for path in paths])}
-    (rows,) = _one(con, f"SELECT count(*) FROM {READ_FILES}", files)
-    con.execute(f"INSERT INTO {table.hot} ({columns}) SELECT {columns} FROM {READ_FILES}", files)
+    (rows,) = db.one(con, f"SELECT count(*) FROM {READ_FILES}", files)
+    con.execute(f"INSERT INTO {table.hot_table} ({columns}) SELECT {columns} FROM {READ_FILES}", files)
     retire(con, paths)
     refresh_view(con, table)
     return int(rows)
@@ -492,7 +513,7 @@ def delete_retired(con: duckdb.DuckDBPyConnection, grace: float = RETIRED_GRACE_
     rows = con.execute(
         f"SELECT path FROM {RETIRED} "
         "WHERE retired_at <= $limit AND (after_snapshot IS NULL OR after_snapshot < $oldest)",
-        {"limit": _now() - timedelta(seconds=grace), "oldest": oldest if oldest is not None else 2**62},
+        {"limit": db.utc_now() - timedelta(seconds=grace), "oldest": oldest if oldest is not None else 2**62},
     ).fetchall()
     if not rows:
         return 0
@@ -527,11 +548,5 @@ def remove_orphans(con: duckdb.DuckDBPyConnection) -> int:
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _one(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any] | None = None) -> tuple[Any, ...]:
-    row = con.execute(sql, params).fetchone()
-    assert row is not None
-    return row
+def _identifiers(names: tuple[str, ...]) -> str:
+    return ", ".join(db.quote_identifier(name) for name in names)

@@ -27,7 +27,7 @@ rollups' own guarantee): analytics never change when raw samples age out.
 from __future__ import annotations
 
 import os
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -44,7 +44,7 @@ PRUNE_ROWS_PER_RUN = 10_000_000
 # Analytics read the rollups, but gpu_idle at a gpu_idle.utilization other than the rollups' (10)
 # reads the raw samples still kept (insight_gpus.sql): the jobs of a pruned part are then queued, so
 # that the run's refresh, after its prune (ingest/pipeline.py), stores what the view now gives (audit 18)
-RAW_IDLE = f"SELECT count(*) FROM insight_settings WHERE name = 'gpu_idle.utilization' AND value <> {IDLE_UTILIZATION}"
+RAW_IDLE = "SELECT count(*) FROM insight_settings WHERE name = 'gpu_idle.utilization' AND value <> $idle"
 QUEUE_PRUNED_JOBS = (
     f"INSERT INTO refresh_queue SELECT DISTINCT job_id FROM {parts.READ_FILES} "
     "WHERE job_id IN (SELECT job_id FROM jobs) ON CONFLICT DO NOTHING"
@@ -70,13 +70,13 @@ def horizon(
         return None
     row = con.execute(
         f"SELECT greatest((SELECT max(max_ts) FROM {parts.MANIFEST} WHERE table_name = $t), "
-        f"(SELECT max({table.ts}) FROM {table.hot}))",
+        f"(SELECT max({table.ts_column}) FROM {table.hot_table}))",
         {"t": table.name},
     ).fetchone()
     newest = row[0] if row else None
     if newest is None:
         return None
-    today = (now or datetime.now(UTC).replace(tzinfo=None)).date()
+    today = (now or db.utc_now()).date()
     return days_before(min(newest.date(), today), keep_days)
 
 
@@ -183,7 +183,7 @@ def prune(
         {"t": table.name, "before": before},
     ).fetchall()
     folder = parts.root(con)
-    raw_idle = bool((con.execute(RAW_IDLE).fetchone() or (0,))[0])
+    raw_idle = bool(db.one(con, RAW_IDLE, {"idle": IDLE_UTILIZATION})[0])
     pruned, done = 0, 0
     for day, host, paths, rows in groups:
         if done and pruned + rows > budget:
@@ -212,11 +212,11 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / name
     tmp = final.with_name(name + parts.TMP_SUFFIX)
-    columns = ", ".join(c for c in table.columns if c != table.host)
+    columns = ", ".join(db.quote_identifier(c) for c in table.columns if c != table.host)
     try:
         con.execute(
-            f"COPY (SELECT {columns} FROM {parts.READ_F}) TO {db.quote_literal(str(tmp))} ({parts.COPY_OPTIONS})",
-            {"f": db.exact_paths([file])[0]},
+            f"COPY (SELECT {columns} FROM {parts.READ_F}) TO $path ({parts.COPY_OPTIONS})",
+            {"f": db.exact_paths([file])[0], "path": str(tmp)},
         )
         db.fsync_file(tmp)
         os.replace(tmp, final)
@@ -272,8 +272,8 @@ def _write_merged(
 ) -> Path:
     """One new file of the parts' rows and those of the archive files ``held`` (newest first), one
     row per (job, GPU, time): the parts', else the newest file's; sorted as a part is."""
-    columns = [c for c in table.columns if c != table.host]
-    key = [c for c in table.key if c != table.host]
+    columns = [db.quote_identifier(c) for c in table.columns if c != table.host]
+    key = [db.quote_identifier(c) for c in table.key if c != table.host]
     listed = ", ".join(columns)
     reads = [f"SELECT {listed}, 0 AS archive_rank FROM read_parquet($parts, hive_partitioning = false)"]
     params: dict[str, object] = {"parts": db.exact_paths(files)}
@@ -288,7 +288,7 @@ def _write_merged(
         f"QUALIFY row_number() OVER (PARTITION BY {order} ORDER BY archive_rank) = 1 ORDER BY {order}"
     )
     try:
-        con.execute(f"COPY ({select}) TO {db.quote_literal(str(tmp))} ({parts.COPY_OPTIONS})", params)
+        con.execute(f"COPY ({select}) TO $path ({parts.COPY_OPTIONS})", {**params, "path": str(tmp)})
         db.fsync_file(tmp)
         os.replace(tmp, final)
         db.fsync_dir(folder)  # the new file is there for good before the old ones go

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from .dialect import DUCKDB, render
 
-TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 STATUSES = ("queued", "running", "paused", "completed", "failed", "cancelled")
 
 SQL = Path(__file__).resolve().parent / "sql"
