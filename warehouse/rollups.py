@@ -21,7 +21,7 @@ from datetime import datetime
 
 import duckdb
 
-from . import parts, retention, telemetry_outbox
+from . import db, parts, retention, telemetry_outbox
 from .dialect import render
 
 # The rollups' idle threshold (utilization below it), insights.md's default gpu_idle.utilization
@@ -107,34 +107,50 @@ ON CONFLICT DO UPDATE SET first_minute = least(first_minute, excluded.first_minu
 # inserted again; its last sample's interval is re-ended from the rollup after the insert where the
 # batch brings it an earlier next sample (REENDED_ROWS). A minute before
 # $kept without a rollup (a late backfill of an old day: store_staged keeps those samples) is
-# computed like any other. {minutes} is the hot table, plus the sealed parts that may change the
-# answer (PARTS_NEEDED): a cron run's minute reads the hot hour alone.
+# computed like any other. The minutes read are the hot table's (RANGES), plus those of the sealed
+# parts that may change the answer (PARTS_NEEDED; RANGES_WITH_PARTS): a cron run's minute reads the
+# hot hour alone.
 # The exception: a minute before $kept listed in WHOLE (store_staged found every sample its rollup
 # counted again, in the batch or the raw samples left, and stored them) is recomputed like one
 # inside the window, so a piece of it that arrives later is rolled up with the rest.
 WHOLE = "rollup_whole"
 WHOLE_EMPTY = f"CREATE OR REPLACE TEMP TABLE {WHOLE} (job_id VARCHAR, host VARCHAR, gpu_key VARCHAR, minute TIMESTAMP)"
 _WHOLE_MATCH = "w.job_id = m.job_id AND w.host = m.host AND w.gpu_key = m.gpu_key AND w.minute = m.minute"
-_RECOMPUTED = f"(m.minute >= $kept OR EXISTS (SELECT 1 FROM {WHOLE} w WHERE {_WHOLE_MATCH}))"
-RANGES_TEMPLATE = f"""
+
+
+def _ranges(minutes: str, *, whole: bool) -> str:
+    """rollup_ranges from the minutes of ``minutes`` (a table, or a parenthesised query of
+    gpu_minutes' key and first_ts). ``whole``: minutes before $kept listed in WHOLE count as
+    inside the window. Without (the PLAIN_ statements, for the runs that found no such minute:
+    every cron run but a backfill's) the join to WHOLE here and its EXISTS in _delete and _insert
+    are left out: they cost a cron run's update a third more, and find nothing."""
+    recomputed = "(m.minute >= $kept OR w.minute IS NOT NULL)" if whole else "m.minute >= $kept"
+    join_whole = f"LEFT JOIN {WHOLE} w ON {_WHOLE_MATCH}\n" if whole else ""
+    return f"""
 CREATE OR REPLACE TEMP TABLE rollup_ranges AS
 SELECT s.job_id, s.host, s.gpu_key,
-       coalesce(max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND (m.minute >= $kept OR w.minute IS NOT NULL)),
+       coalesce(max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND {recomputed}),
                 date_trunc('minute', s.first_ts)) AS lo,
-       max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND (m.minute >= $kept OR w.minute IS NOT NULL)) AS lo_found,
+       max(m.minute) FILTER (WHERE m.first_ts < s.first_ts AND {recomputed}) AS lo_found,
        date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE AS hi,
        min(m.first_ts) FILTER (WHERE m.minute >= date_trunc('minute', s.last_ts) + INTERVAL 1 MINUTE) AS next_ts
 FROM stored_gpu_keys s
-LEFT JOIN {{minutes}} m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
-LEFT JOIN {WHOLE} w ON {_WHOLE_MATCH}
-GROUP BY s.job_id, s.host, s.gpu_key, s.first_ts, s.last_ts
+LEFT JOIN {minutes} m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+{join_whole}GROUP BY s.job_id, s.host, s.gpu_key, s.first_ts, s.last_ts
 """
-# the same without WHOLE, for the runs that found no such minute (every cron run but a backfill's):
-# the join and the EXISTS cost a cron run's update a third more (and nothing to find)
-_RECENT = "(m.minute >= $kept OR w.minute IS NOT NULL)"
-PLAIN_RANGES_TEMPLATE = RANGES_TEMPLATE.replace(_RECENT, "m.minute >= $kept").replace(
-    f"LEFT JOIN {WHOLE} w ON {_WHOLE_MATCH}\n", ""
+
+
+# the hot minutes and those of the minute parts PARTS_NEEDED named ($files)
+_MINUTE_COLUMNS = "job_id, host, gpu_key, minute, first_ts"
+HOT_AND_PART_MINUTES = (
+    f"(SELECT {_MINUTE_COLUMNS} FROM gpu_minutes_hot UNION ALL SELECT {_MINUTE_COLUMNS} FROM {parts.READ_FILES})"
 )
+RANGES = _ranges("gpu_minutes_hot", whole=True)
+RANGES_WITH_PARTS = _ranges(HOT_AND_PART_MINUTES, whole=True)
+PLAIN_RANGES = _ranges("gpu_minutes_hot", whole=False)
+PLAIN_RANGES_WITH_PARTS = _ranges(HOT_AND_PART_MINUTES, whole=False)
+# the minute parts' rows of the manifest, $t bound to this (parts.py binds the table's name alike)
+MINUTE_PARTS = {"t": parts.GPU_MINUTES.name}
 # The minute parts (a day of every host each) that may hold a minute deciding a range: within its
 # GPU's minutes' span (job_gpu_series: a GPU never rolled up has none), and either before the batch's
 # first sample and later than the hot table's answer for lo (or it has none), or at/after hi and
@@ -144,7 +160,7 @@ SELECT DISTINCT p.path
 FROM rollup_ranges r
 JOIN stored_gpu_keys s ON s.job_id = r.job_id AND s.host = r.host AND s.gpu_key = r.gpu_key
 JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
-JOIN gpu_parts p ON p.table_name = 'gpu_minutes'
+JOIN gpu_parts p ON p.table_name = $t
 WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute
   AND ((p.min_ts < s.first_ts AND p.max_ts >= $reach AND (r.lo_found IS NULL OR p.max_ts > r.lo_found))
        OR (p.max_ts >= r.hi AND (r.next_ts IS NULL OR p.min_ts < r.next_ts)))
@@ -158,7 +174,7 @@ PARTS_TOUCHED = """
 SELECT DISTINCT p.path
 FROM rollup_ranges r
 JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
-JOIN gpu_parts p ON p.table_name = 'gpu_minutes'
+JOIN gpu_parts p ON p.table_name = $t
 WHERE p.max_ts >= g.first_minute AND p.min_ts <= g.last_minute
   AND ((p.min_ts < r.hi AND p.max_ts >= r.lo)
        OR (r.next_ts < $kept AND p.min_ts <= date_trunc('minute', r.next_ts)
@@ -169,22 +185,31 @@ ORDER BY p.path
 # the row groups (and Parquet parts) outside it
 SPAN = "SELECT min(lo), max(coalesce(next_ts, hi)) FROM rollup_ranges"
 
-DELETE = f"""
+
+def _delete(*, whole: bool) -> str:
+    """Delete the ranges' minutes that are recomputed (``whole``: as in _ranges)."""
+    recomputed = (
+        f"(m.minute >= $kept OR EXISTS (SELECT 1 FROM {WHOLE} w WHERE {_WHOLE_MATCH}))"
+        if whole
+        else "m.minute >= $kept"
+    )
+    return f"""
 DELETE FROM gpu_minutes_hot m USING rollup_ranges r
 WHERE m.job_id = r.job_id AND m.host = r.host AND m.gpu_key = r.gpu_key AND m.minute >= r.lo AND m.minute < r.hi
-  AND {_RECOMPUTED}
+  AND {recomputed}
 """
-PLAIN_DELETE = DELETE.replace(_RECOMPUTED, "m.minute >= $kept")
+
+
+DELETE = _delete(whole=True)
+PLAIN_DELETE = _delete(whole=False)
 # The samples of the ranges plus each range's next sample, their intervals computed as
-# gpu_sample_intervals does; the next sample itself is left out of the rollup. SAMPLES is where
-# they are read: gpu_samples, or a relation the caller knows holds every sample of the ranges.
-SAMPLES = "__samples__"
+# gpu_sample_intervals does; the next sample itself is left out of the rollup.
 RANGE_SAMPLES = """
 (SELECT * FROM (
     SELECT g.*, r.hi,
            @seconds_between(g.ts; lead(g.ts) OVER w) AS interval_seconds,
            lead(g.power_w) OVER w AS next_power_w
-    FROM __samples__ g
+    FROM gpu_samples g
     JOIN rollup_ranges r ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
     WHERE g.ts >= $lo AND g.ts <= $last
       AND g.ts >= r.lo AND g.ts <= coalesce(r.next_ts, r.hi)
@@ -219,7 +244,7 @@ CAPPED_RANGE_SAMPLES = f"""
                 ELSE s.lead_power_w END AS next_power_w
     FROM (
         SELECT g.*, r.hi, lead(g.ts) OVER w AS lead_ts, lead(g.power_w) OVER w AS lead_power_w
-        FROM __samples__ g
+        FROM gpu_samples g
         JOIN rollup_ranges r ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
         WHERE g.ts >= $lo AND g.ts <= $last
           AND g.ts >= r.lo AND g.ts <= coalesce(r.next_ts, r.hi)
@@ -230,27 +255,26 @@ CAPPED_RANGE_SAMPLES = f"""
 ) c)
 """
 # every minute of the ranges is in the hot table now (PARTS_TOUCHED unsealed)
-_INSERT_TAIL = f""") x
-WHERE x.minute >= $kept
-   OR EXISTS (SELECT 1 FROM {WHOLE} w
+_WHOLE_EXISTS = f"""   OR EXISTS (SELECT 1 FROM {WHOLE} w
               WHERE w.job_id = x.job_id AND w.host = x.host AND w.gpu_key = x.gpu_key AND w.minute = x.minute)
-   OR NOT EXISTS (SELECT 1 FROM gpu_minutes_hot m
+"""
+
+
+def _insert(samples: str, *, whole: bool) -> str:
+    """Insert the rollups of ``samples`` (RANGE_SAMPLES or CAPPED_RANGE_SAMPLES) whose minutes are
+    recomputed (``whole``: as in _ranges) or have no rollup."""
+    rollup = render(ROLLUP_TEMPLATE.format(source=samples))
+    return f"""INSERT INTO gpu_minutes_hot SELECT * FROM ({rollup}) x
+WHERE x.minute >= $kept
+{_WHOLE_EXISTS if whole else ""}   OR NOT EXISTS (SELECT 1 FROM gpu_minutes_hot m
                   WHERE m.job_id = x.job_id AND m.host = x.host AND m.gpu_key = x.gpu_key AND m.minute = x.minute)
 """
 
 
-def _insert(source: str) -> str:
-    return "INSERT INTO gpu_minutes_hot SELECT * FROM (" + render(ROLLUP_TEMPLATE.format(source=source)) + _INSERT_TAIL
-
-
-INSERT = _insert(RANGE_SAMPLES)
-CAPPED_INSERT = _insert(CAPPED_RANGE_SAMPLES)
-
-_WHOLE_EXISTS = f"""   OR EXISTS (SELECT 1 FROM {WHOLE} w
-              WHERE w.job_id = x.job_id AND w.host = x.host AND w.gpu_key = x.gpu_key AND w.minute = x.minute)
-"""
-PLAIN_INSERT = INSERT.replace(_WHOLE_EXISTS, "")
-PLAIN_CAPPED_INSERT = CAPPED_INSERT.replace(_WHOLE_EXISTS, "")
+INSERT = _insert(RANGE_SAMPLES, whole=True)
+CAPPED_INSERT = _insert(CAPPED_RANGE_SAMPLES, whole=True)
+PLAIN_INSERT = _insert(RANGE_SAMPLES, whole=False)
+PLAIN_CAPPED_INSERT = _insert(CAPPED_RANGE_SAMPLES, whole=False)
 
 # A minute whose rollup stands before the window (its raw samples may be gone) counts its last
 # sample's interval until the next sample, and a batch may bring an earlier next one: a late sample in
@@ -271,16 +295,24 @@ FROM rollup_ranges r
 JOIN job_gpu_series g ON g.job_id = r.job_id AND g.host = r.host AND g.gpu_key = r.gpu_key
 WHERE r.lo_found IS NULL AND g.first_minute < r.lo
 """
-PREVIOUS_IN = f"""
+
+
+def _previous_in(minutes: str) -> str:
+    """Per GPU of WANTED, its latest minute of ``minutes`` (a table or table function) before lo."""
+    return f"""
 SELECT w.job_id, w.host, w.gpu_key, max(m.minute)
-FROM {{minutes}} m
+FROM {minutes} m
 JOIN {WANTED} w ON m.job_id = w.job_id AND m.host = w.host AND m.gpu_key = w.gpu_key
 WHERE m.minute >= $since AND m.minute < $until AND m.minute >= w.first_minute AND m.minute < w.lo
 GROUP BY ALL
 """
+
+
+PREVIOUS_IN = _previous_in("gpu_minutes_hot")
+PREVIOUS_IN_PARTS = _previous_in(parts.READ_FILES)  # the minute parts $files
 PREVIOUS_CANDIDATES = f"""
 SELECT path, min_ts, max_ts FROM {parts.MANIFEST}
-WHERE table_name = '{parts.GPU_MINUTES.name}' AND max_ts >= $since AND min_ts < $until
+WHERE table_name = $t AND max_ts >= $since AND min_ts < $until
 ORDER BY max_ts DESC, path
 """
 PREVIOUS = "rollup_previous"
@@ -292,7 +324,7 @@ PREVIOUS_TABLE = (
 PREVIOUS_PARTS = f"""
 SELECT DISTINCT p.path FROM {parts.MANIFEST} p
 JOIN {PREVIOUS} v ON v.sealed AND p.min_ts <= v.minute AND p.max_ts >= v.minute
-WHERE p.table_name = '{parts.GPU_MINUTES.name}'
+WHERE p.table_name = $t
 ORDER BY p.path
 """
 # Each such minute (STANDING) re-ended after the insert, when every minute of the ranges is hot: its
@@ -371,7 +403,7 @@ WITH nxt AS (
            CASE WHEN s.ts IS NOT NULL THEN s.power_w
                 WHEN k.power_w_n = k.samples AND k.power_w_min = k.power_w_max THEN k.power_w_min END AS next_power_w
     FROM ({_NEXT}) n
-    LEFT JOIN {SAMPLES} s ON s.job_id = n.job_id AND s.host = n.host AND s.gpu_key = n.gpu_key
+    LEFT JOIN gpu_samples s ON s.job_id = n.job_id AND s.host = n.host AND s.gpu_key = n.gpu_key
                          AND s.ts = n.next_ts AND s.ts >= $lo AND s.ts <= $last
     LEFT JOIN gpu_minutes_hot k ON k.job_id = n.job_id AND k.host = n.host AND k.gpu_key = n.gpu_key
                                AND k.minute = date_trunc('minute', n.next_ts) AND k.first_ts = n.next_ts
@@ -405,46 +437,39 @@ FROM {REENDED} e
 WHERE m.job_id = e.job_id AND m.host = e.host AND m.gpu_key = e.gpu_key AND m.minute = e.minute
 """
 # a stage owes PostgreSQL those minutes too
-_RECORD_RANGES = "SELECT job_id, host, gpu_key, lo, hi FROM rollup_ranges"
-assert _RECORD_RANGES in telemetry_outbox.RECORD
-RECORD_REENDED = telemetry_outbox.RECORD.replace(
-    _RECORD_RANGES, f"SELECT job_id, host, gpu_key, minute, minute + INTERVAL 1 MINUTE FROM {REENDED}"
+RECORD_REENDED = telemetry_outbox.recording(
+    f"SELECT job_id, host, gpu_key, minute, minute + INTERVAL 1 MINUTE FROM {REENDED}"
 )
 
 
-def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whole: bool = False) -> None:
+def update(con: duckdb.DuckDBPyConnection, *, whole: bool = False) -> None:
     """Recompute the minutes of the GPUs named in the temporary table ``stored_gpu_keys``
     (job_id, host, gpu_key, first_ts, last_ts: the samples a batch stored), in the caller's
     transaction, after the samples are stored and readable through the view ``gpu_samples``.
-    ``samples``: a table or parenthesised query to read the samples from instead, with
-    gpu_samples' columns; it must hold every stored sample of each GPU's range [lo, next sample
-    after hi] (the batch's rows and their stored neighbours), e.g. so a first ingest does not read
-    back the parts it just wrote. Same rows, same sums. ``whole``: the temporary table WHOLE
-    lists minutes before the raw window to recompute too (store_staged); it is dropped here.
-    Minutes before the raw window whose rollups stand (the GPU's previous one, and those inside a
-    range) are re-ended from their rollups where the batch gives their last sample an earlier next
-    one (REENDED_ROWS)."""
+    ``whole``: the temporary table WHOLE lists minutes before the raw window to recompute too
+    (store_staged); it is dropped here. Minutes before the raw window whose rollups stand (the
+    GPU's previous one, and those inside a range) are re-ended from their rollups where the batch
+    gives their last sample an earlier next one (REENDED_ROWS)."""
     kept = {"kept": retention.window_start(con) or datetime.min}
     row = con.execute(f"SELECT min(minute) FROM {WHOLE}").fetchone() if whole else None
     found = row is not None and row[0] is not None
     reach = {"reach": min(kept["kept"], row[0]) if row and found else kept["kept"]}
-    ranges_template, delete, insert = (
-        (RANGES_TEMPLATE, DELETE, INSERT) if found else (PLAIN_RANGES_TEMPLATE, PLAIN_DELETE, PLAIN_INSERT)
-    )
-    con.execute(ranges_template.format(minutes="gpu_minutes_hot"), kept)
-    needed = [path for (path,) in con.execute(PARTS_NEEDED, reach).fetchall()]
+    if found:
+        ranges, ranges_with_parts, delete, insert, capped_insert = (
+            RANGES, RANGES_WITH_PARTS, DELETE, INSERT, CAPPED_INSERT
+        )  # fmt: skip
+    else:
+        ranges, ranges_with_parts, delete, insert, capped_insert = (
+            PLAIN_RANGES, PLAIN_RANGES_WITH_PARTS, PLAIN_DELETE, PLAIN_INSERT, PLAIN_CAPPED_INSERT
+        )  # fmt: skip
+    con.execute(ranges, kept)
+    needed = [path for (path,) in con.execute(PARTS_NEEDED, {**reach, **MINUTE_PARTS}).fetchall()]
     if needed:  # a GPU whose earlier or later minutes are sealed: the ranges again, with those parts
-        files = parts.file_list(parts.root(con), needed)
-        columns = "job_id, host, gpu_key, minute, first_ts"
-        minutes = (
-            f"(SELECT {columns} FROM gpu_minutes_hot UNION ALL "
-            f"SELECT {columns} FROM read_parquet([{files}], hive_partitioning = false))"
-        )
-        con.execute(ranges_template.format(minutes=minutes), kept)
-    touched = [path for (path,) in con.execute(PARTS_TOUCHED, kept).fetchall()]
+        con.execute(ranges_with_parts, {**kept, "files": _part_files(con, needed)})
+    touched = [path for (path,) in con.execute(PARTS_TOUCHED, {**kept, **MINUTE_PARTS}).fetchall()]
     previous = kept["kept"] > datetime.min and _find_previous(con)
     if previous:
-        touched = sorted({*touched, *(path for (path,) in con.execute(PREVIOUS_PARTS).fetchall())})
+        touched = sorted({*touched, *(path for (path,) in con.execute(PREVIOUS_PARTS, MINUTE_PARTS).fetchall())})
     parts.unseal(con, parts.GPU_MINUTES, touched)
     lo, last = con.execute(SPAN).fetchone() or (None, None)
     if lo is not None:
@@ -452,20 +477,26 @@ def update(con: duckdb.DuckDBPyConnection, samples: str = "gpu_samples", *, whol
         capped = lo < kept["kept"]
         if capped:  # a range reaches before the window: cap the intervals at kept minutes
             con.execute(KEPT_MINUTES, kept)
-            insert = CAPPED_INSERT if found else PLAIN_CAPPED_INSERT
-        con.execute(insert.replace(SAMPLES, samples), {"lo": lo, "last": last, **kept})
+            insert = capped_insert
+        con.execute(insert, {"lo": lo, "last": last, **kept})
         if previous or capped:  # minutes standing before the window: re-ended at their new next samples
             standing = [STANDING_ROWS[t] for t, used in ((PREVIOUS, previous), (KEPT, capped)) if used]
             con.execute(f"CREATE OR REPLACE TEMP TABLE {STANDING} AS {' UNION ALL '.join(standing)}")
-            con.execute(REENDED_ROWS.replace(SAMPLES, samples), {"lo": lo, "last": last})
+            con.execute(REENDED_ROWS, {"lo": lo, "last": last})
             con.execute(RE_END)
-            con.execute(RECORD_REENDED)
+            telemetry_outbox.record(con, RECORD_REENDED)
             con.execute(f"DROP TABLE {REENDED}; DROP TABLE {STANDING}")
         if capped:
             con.execute(f"DROP TABLE {KEPT}")
         con.execute(SERIES_ADD)
         telemetry_outbox.record(con)  # a stage owes PostgreSQL these ranges (issue 18)
     con.execute(f"DROP TABLE rollup_ranges; DROP TABLE IF EXISTS {WHOLE}; DROP TABLE IF EXISTS {PREVIOUS}")
+
+
+def _part_files(con: duckdb.DuckDBPyConnection, paths: list[str]) -> list[str]:
+    """These minute parts' files, as parts.READ_FILES reads them ($files)."""
+    folder = parts.root(con)
+    return db.exact_paths([str(folder / path) for path in paths])
 
 
 def _find_previous(con: duckdb.DuckDBPyConnection) -> bool:
@@ -479,10 +510,10 @@ def _find_previous(con: duckdb.DuckDBPyConnection) -> bool:
     span = {(job, host, gpu): (lo, first) for job, host, gpu, lo, first in wanted}
     bounds = {"since": min(first for _, first in span.values()), "until": max(lo for lo, _ in span.values())}
     best: dict[tuple[str, str, str], tuple[datetime, bool]] = {}  # the latest found, sealed or not
-    for job, host, gpu, minute in con.execute(PREVIOUS_IN.format(minutes="gpu_minutes_hot"), bounds).fetchall():
+    for job, host, gpu, minute in con.execute(PREVIOUS_IN, bounds).fetchall():
         best[(job, host, gpu)] = (minute, False)
-    candidates = con.execute(PREVIOUS_CANDIDATES, bounds).fetchall()
-    folder, size = parts.root(con), 1
+    candidates = con.execute(PREVIOUS_CANDIDATES, {**bounds, **MINUTE_PARTS}).fetchall()
+    size = 1
     while True:
         candidates = [
             (path, lo_ts, hi_ts)
@@ -495,9 +526,8 @@ def _find_previous(con: duckdb.DuckDBPyConnection) -> bool:
         if not candidates:
             break
         chunk, candidates = candidates[:size], candidates[size:]
-        files = parts.file_list(folder, [path for path, _, _ in chunk])
-        source = f"read_parquet([{files}], hive_partitioning = false)"
-        for job, host, gpu, minute in con.execute(PREVIOUS_IN.format(minutes=source), bounds).fetchall():
+        files = {"files": _part_files(con, [path for path, _, _ in chunk])}
+        for job, host, gpu, minute in con.execute(PREVIOUS_IN_PARTS, {**bounds, **files}).fetchall():
             key = (job, host, gpu)
             if key not in best or minute > best[key][0]:
                 best[key] = (minute, True)

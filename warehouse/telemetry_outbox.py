@@ -21,30 +21,35 @@ import duckdb
 TABLE = "pg_telemetry_outbox"
 MARK = "telemetry_outbox"  # in publish_marks (revision 0022): this warehouse is a stage
 
-_MARKED = f"EXISTS (SELECT 1 FROM publish_marks WHERE name = '{MARK}')"
+# bound as $name in every statement here
+_THE_MARK = {"name": MARK}
+_MARKED = "EXISTS (SELECT 1 FROM publish_marks WHERE name = $name)"
+
+
+def recording(rows: str) -> str:
+    """The statement that, in a stage, owes PostgreSQL the minutes [lo, hi) of each GPU of ``rows``
+    (a SELECT of job_id, host, gpu_key, lo, hi from one relation, without a WHERE); ``record`` runs it."""
+    return f"INSERT INTO {TABLE} {rows} WHERE {_MARKED}"
+
+
 # rollup_ranges: rollups.update's temporary table of the batch's minutes [lo, hi) per GPU
-RECORD = f"INSERT INTO {TABLE} SELECT job_id, host, gpu_key, lo, hi FROM rollup_ranges WHERE {_MARKED}"
+RECORD = recording("SELECT job_id, host, gpu_key, lo, hi FROM rollup_ranges")
 # every GPU's whole span: a warehouse that becomes a stage owes what it holds
-RECORD_ALL = f"""
-INSERT INTO {TABLE}
-SELECT job_id, host, gpu_key, first_minute, last_minute + INTERVAL 1 MINUTE FROM job_gpu_series WHERE {_MARKED}
-"""
+RECORD_ALL = recording(
+    "SELECT job_id, host, gpu_key, first_minute, last_minute + INTERVAL 1 MINUTE FROM job_gpu_series"
+)
 MARKED = f"SELECT {_MARKED}"
 SET_MARK = "INSERT INTO publish_marks (name, value) VALUES ($name, 1)"
 
 
-def record(con: duckdb.DuckDBPyConnection) -> None:
-    """In a stage, owe PostgreSQL the minutes of ``rollup_ranges`` (in the caller's transaction)."""
-    con.execute(RECORD)
-
-
-def record_all(con: duckdb.DuckDBPyConnection) -> None:
-    """In a stage, owe PostgreSQL every GPU's minutes (after the rollups were rebuilt)."""
-    con.execute(RECORD_ALL)
+def record(con: duckdb.DuckDBPyConnection, statement: str = RECORD) -> None:
+    """In a stage, owe PostgreSQL the minutes of ``rollup_ranges``, or those of another
+    ``recording`` statement (in the caller's transaction)."""
+    con.execute(statement, _THE_MARK)
 
 
 def marked(con: duckdb.DuckDBPyConnection) -> bool:
-    row = con.execute(MARKED).fetchone()
+    row = con.execute(MARKED, _THE_MARK).fetchone()
     return bool(row and row[0])
 
 
@@ -53,6 +58,6 @@ def mark(con: duckdb.DuckDBPyConnection) -> bool:
     owing those it holds already (in the caller's transaction); False if it was one."""
     if marked(con):
         return False
-    con.execute(SET_MARK, {"name": MARK})
-    con.execute(RECORD_ALL)
+    con.execute(SET_MARK, _THE_MARK)
+    record(con, RECORD_ALL)
     return True
