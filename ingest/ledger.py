@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runlytics.warehouse import db
+
 if TYPE_CHECKING:
     import duckdb
 
@@ -240,7 +242,7 @@ def record_many(con: duckdb.DuckDBPyConnection, kind: str, files: list[Outcome])
         return
     import numpy as np  # here: the no-op road (ingest/quick.py) imports this module and must stay light
 
-    outcomes = {  # noqa: F841 - read by DuckDB's replacement scan, by name
+    outcomes = {
         "path": np.array([storable(f.path) for f in files], dtype=object),
         "job_id": np.array([None if f.job_id is None else storable(f.job_id) for f in files], dtype=object),
         "size": np.array([f.stat.size for f in files], dtype=np.int64),
@@ -252,7 +254,8 @@ def record_many(con: duckdb.DuckDBPyConnection, kind: str, files: list[Outcome])
         "read_offset": np.array([f.read_offset for f in files], dtype=object),
         "read_digest": np.array([f.read_digest for f in files], dtype=object),
     }
-    con.execute(UPSERT_MANY, {"kind": kind})
+    with db.registered(con, {"outcomes": outcomes}):
+        con.execute(UPSERT_MANY, {"kind": kind})
 
 
 def record_batch(con: duckdb.DuckDBPyConnection, kind: str) -> None:

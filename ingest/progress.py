@@ -32,6 +32,7 @@ from typing import Any
 import duckdb
 
 from runlytics.warehouse import db
+from runlytics.warehouse.views import STATUSES
 
 from . import json_text, ledger
 
@@ -101,8 +102,12 @@ FROM read_json(
 )
 """
 
+# The statuses a job may have (warehouse/views.py, the one list), as a SQL list, and the warning
+# for any other
+_STATUS_LIST = ", ".join(db.quote_literal(status) for status in STATUSES)
+_NOT_A_STATUS = db.quote_literal(f" is not one of {', '.join(STATUSES)}: kept as unknown")
 # One job row per file. A missing job_id is the job directory's name.
-BATCH_JOBS = """
+BATCH_JOBS = f"""
 CREATE OR REPLACE TEMP TABLE batch_jobs AS
 SELECT f.file_id,
        f.seq,
@@ -114,8 +119,7 @@ SELECT f.file_id,
                 -- a whole number 0..2^64-1 as written (through a DOUBLE, 17+ digits would round)
                 CASE WHEN json_type(d.job_id) = 'UBIGINT' THEN CAST(d.job_id AS VARCHAR) END, f.folder)
            AS job_id,
-       CASE WHEN lower(rl_trim(rl_string(d.status)))
-                 IN ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
+       CASE WHEN lower(rl_trim(rl_string(d.status))) IN ({_STATUS_LIST})
             THEN lower(rl_trim(rl_string(d.status))) ELSE 'unknown' END AS status,
        rl_timestamp(d.created_at) AS created_at,
        rl_timestamp(d.started_at) AS started_at,
@@ -140,10 +144,8 @@ SELECT f.file_id,
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40)
                      || ' is not a string: the folder name is used' END,
            CASE WHEN d.status IS NULL THEN 'no status: kept as unknown'
-                WHEN lower(rl_trim(coalesce(rl_string(d.status), ''))) NOT IN
-                     ('queued', 'running', 'paused', 'completed', 'failed', 'cancelled')
-                THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' is not one of queued, running, paused, '
-                     || 'completed, failed, cancelled: kept as unknown'
+                WHEN lower(rl_trim(coalesce(rl_string(d.status), ''))) NOT IN ({_STATUS_LIST})
+                THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || {_NOT_A_STATUS}
                 -- blanks around a known status are dropped (docs/decisions.md), and said
                 WHEN rl_string(d.status) <> rl_trim(rl_string(d.status))
                 THEN 'status ' || left(CAST(d.status AS VARCHAR), 40) || ' has blanks around it: read as '

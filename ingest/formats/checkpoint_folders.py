@@ -66,12 +66,13 @@ class CheckpointFolderFormat:
         if not steps:
             return
         ctx.con.execute(FOLDERS_TABLE)
-        folder_rows = {  # noqa: F841 - read by DuckDB's replacement scan, by name (list parameters cost more)
+        folder_rows = {  # numpy arrays: list parameters cost more
             "source_dir": np.array(source_dirs, dtype=object),
             "step": np.array(steps, dtype=np.int64),
             "path": np.array(paths, dtype=object),
         }
-        ctx.con.execute(INSERT_FOLDERS)
+        with db.registered(ctx.con, {"folder_rows": folder_rows}):
+            ctx.con.execute(INSERT_FOLDERS)
         with db.atomic(ctx.con):
             changed = {job_id for (job_id,) in ctx.con.execute(ADD_FOLDER_CHECKPOINTS).fetchall()}
             results.enqueue(ctx.con, changed)

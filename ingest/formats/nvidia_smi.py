@@ -1,4 +1,4 @@
-"""nvidia-smi ``--query-gpu`` CSV logs (inputs.md section 3), imported for a job named on the command line."""
+"""nvidia-smi ``--query-gpu`` CSV logs (inputs.md section 2), imported for a job named on the command line."""
 
 from __future__ import annotations
 

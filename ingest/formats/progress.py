@@ -79,7 +79,7 @@ ORDER BY file_id
 """
 # A file taken out of a staged batch leaves every batch table (the fast road's rows follow batch_jobs).
 DROP_STAGED = [
-    f"DELETE FROM {table} WHERE file_id IN (SELECT unnest($file_ids))"
+    f"DELETE FROM {db.quote_identifier(table)} WHERE file_id IN (SELECT unnest($file_ids))"
     for table in ("batch_jobs", "batch_steps", "batch_gpus", "batch_checkpoints", "batch_warnings", "batch_files")
 ]
 
@@ -249,7 +249,7 @@ def _stage(
     con.execute(FILES_TABLE)
     by_path = {read_paths[file_id]: c for file_id, c in files}
     entries = {i: parsed[i].history_entries if i in parsed else split[i].history_entries for i in (*parsed, *split)}
-    batch_file_rows = {  # noqa: F841 - read by DuckDB's replacement scan, by name (a list parameter per column cost more)
+    batch_file_rows = {  # numpy arrays: a list parameter per column cost more
         "file_id": np.array([file_id for file_id, _ in files], dtype=np.int32),
         "path": np.array([str(c.path) for _, c in files], dtype=object),
         "read_path": np.array([read_paths[file_id] for file_id, _ in files], dtype=object),
@@ -261,7 +261,8 @@ def _stage(
         "counted": np.array([file_id in entries for file_id, _ in files], dtype=bool),
         "history_entries": np.array([entries.get(file_id, 0) for file_id, _ in files], dtype=np.int64),
     }
-    con.execute(INSERT_FILES)
+    with db.registered(con, {"batch_file_rows": batch_file_rows}):
+        con.execute(INSERT_FILES)
     repaired: dict[str, list[str]] = {}  # original path -> the warnings of its repair
     by_id = dict(files)
     progress.start_pieces(con)

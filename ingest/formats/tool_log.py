@@ -187,7 +187,8 @@ DELETE_FORMER_JOBS = "DELETE FROM jobs WHERE job_id IN (SELECT unnest($job_ids))
 # insights (the refresh recomputes only jobs that have a row; job_results and utilization_minutes
 # follow the refresh, which deletes each queued job's rows first)
 DELETE_FORMER_ROWS = tuple(
-    f"DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids)) AND job_id NOT IN (SELECT job_id FROM jobs)"
+    f"DELETE FROM {db.quote_identifier(table)} WHERE job_id IN (SELECT unnest($job_ids)) "
+    "AND job_id NOT IN (SELECT job_id FROM jobs)"
     for table in ("checkpoints", "insight_results", "insight_jobs")
 )
 ANY_STORED = "SELECT 1 FROM metric_values WHERE job_id IN (SELECT unnest($job_ids)) LIMIT 1"
@@ -947,15 +948,18 @@ def _joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
 def _store_points(con: Any, staged: _Staged, source: str) -> None:
     """Store the staged points (in the caller's transaction): the batch's jobs' rows of the same
     (name, step) are replaced, the others added."""
-    # read by DuckDB's replacement scan, by name
-    staged_points = staged.points  # noqa: F841
-    staged_jobs = {"job": np.arange(len(staged.job_ids)), "job_id": np.array(staged.job_ids, dtype=object)}  # noqa: F841
-    staged_names = {"name": np.arange(len(staged.names)), "name_text": np.array(staged.names, dtype=object)}  # noqa: F841
     job_ids = {"job_ids": sorted(set(staged.job_ids))}
-    if con.execute(ANY_STORED, job_ids).fetchone() is None:
-        con.execute(INSERT_NEW_POINTS, {"source": source})
-        return
-    con.execute(STAGE_WINNERS)
+    first = con.execute(ANY_STORED, job_ids).fetchone() is None
+    arrays = {
+        "staged_points": staged.points,
+        "staged_jobs": {"job": np.arange(len(staged.job_ids)), "job_id": np.array(staged.job_ids, dtype=object)},
+        "staged_names": {"name": np.arange(len(staged.names)), "name_text": np.array(staged.names, dtype=object)},
+    }
+    with db.registered(con, arrays):
+        if first:
+            con.execute(INSERT_NEW_POINTS, {"source": source})
+            return
+        con.execute(STAGE_WINNERS)
     con.execute(DELETE_REPLACED, job_ids)
     con.execute(INSERT_POINTS, {"source": source})
 

@@ -73,7 +73,7 @@ WHERE kind = 'trainer_state' AND outcome = 'ingested' AND job_id IN (SELECT unne
 # A former job left without trainer states loses what they gave it: its trainer rows, points and
 # run summary, and its job row when the trainer states made it (a progress.json's row stays).
 DELETE_FORMER = tuple(
-    f"DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids)){also}"
+    f"DELETE FROM {db.quote_identifier(table)} WHERE job_id IN (SELECT unnest($job_ids)){also}"
     for table, also in (
         ("trainer_steps", ""),
         ("trainer_runs", ""),
@@ -84,7 +84,8 @@ DELETE_FORMER = tuple(
 # a removed job's other rows: the checkpoints its folder gave it, its insights (job_results follows
 # the refresh of the queued jobs, which deletes each one's rows first)
 DELETE_FORMER_ROWS = tuple(
-    f"DELETE FROM {table} WHERE job_id IN (SELECT unnest($job_ids)) AND job_id NOT IN (SELECT job_id FROM jobs)"
+    f"DELETE FROM {db.quote_identifier(table)} WHERE job_id IN (SELECT unnest($job_ids)) "
+    "AND job_id NOT IN (SELECT job_id FROM jobs)"
     for table in ("checkpoints", "insight_results", "insight_jobs")
 )
 # The batch's jobs that have a row before the merge (KNOWN_JOBS), and the tool logs to read again
