@@ -53,23 +53,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     # required: a bare `runlytics` (or `runlytics db`) is argparse's usage and one error line, exit 2
     commands = parser.add_subparsers(title="commands", required=True)
+    # in the order --help lists them
+    for add in (
+        _add_db, _add_ingest, _add_sql, _add_serve, _add_status, _add_analytics, _add_insights, _add_export,
+        _add_sample,
+    ):  # fmt: skip
+        add(commands)
+    return parser
 
-    def add(name: str, help_text: str, examples: list[str], *, url: bool = False) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name, help=help_text, description=help_text, epilog=_examples(*examples),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )  # fmt: skip
-        sub.set_defaults(command_name=name)  # "runlytics NAME: …" in its messages
-        what = "warehouse file or postgresql:// URL" if url else "warehouse file"
-        sub.add_argument("--db", help=f"{what} (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
-        sub.add_argument(
-            "--wait",
-            type=_wait_seconds,
-            default=db.DEFAULT_WAIT_SECONDS,
-            help="seconds to wait for a busy warehouse before giving up (default: %(default)s)",
-        )
-        return sub
 
+def _add_command(
+    commands: argparse._SubParsersAction, name: str, help_text: str, examples: list[str]
+) -> argparse.ArgumentParser:
+    """A command with the options every reader and writer of a warehouse takes: --db and --wait."""
+    sub = commands.add_parser(
+        name, help=help_text, description=help_text, epilog=_examples(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    sub.set_defaults(command_name=name)  # "runlytics NAME: …" in its messages
+    sub.add_argument("--db", help=f"warehouse file or postgresql:// URL (default: ${db.ENV_DB} or ./{db.DEFAULT_DB})")
+    sub.add_argument(
+        "--wait",
+        type=_wait_seconds,
+        default=db.DEFAULT_WAIT_SECONDS,
+        help="seconds to wait for a busy warehouse before giving up (default: %(default)s)",
+    )
+    return sub
+
+
+def _add_db(commands: argparse._SubParsersAction) -> None:
     db_help = "manage the warehouse schema; copy a warehouse into PostgreSQL"
     db_cmd = commands.add_parser(
         "db", help=db_help, description=f"{db_help}: `db upgrade` or `db copy`, each with its own --help",
@@ -80,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     db_sub = db_cmd.add_subparsers(title="db commands", required=True)
+    _add_db_upgrade(db_sub)
+    _add_db_copy(db_sub)
+
+
+def _add_db_upgrade(db_sub: argparse._SubParsersAction) -> None:
     upgrade_help = "build or upgrade the warehouse to the newest schema"
     upgrade = db_sub.add_parser(
         "upgrade", help=upgrade_help,
@@ -111,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to wait for a running ingest before giving up (default: %(default)s)",
     )
     upgrade.set_defaults(run=db_commands._db_upgrade, command_name="db upgrade")
+
+
+def _add_db_copy(db_sub: argparse._SubParsersAction) -> None:
     copy_help = "copy a DuckDB warehouse's tables into an empty PostgreSQL database (docs/postgresql.md)"
     copy = db_sub.add_parser(
         "copy", help=copy_help,
@@ -139,7 +159,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     copy.set_defaults(run=db_commands._db_copy, command_name="db copy")
 
-    ing = add("ingest", "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs", [
+
+def _add_ingest(commands: argparse._SubParsersAction) -> None:
+    help_text = "ingest every job folder under the roots, GPU sample spools and nvidia-smi logs"
+    cmd = _add_command(commands, "ingest", help_text, [
         "runlytics ingest /data/runs",
         "runlytics ingest --quiet --db /data/runlytics.duckdb /data/runs   # from cron",
         "runlytics ingest --every 300 /data/runs   # without cron: a run every 5 minutes until SIGTERM",
@@ -147,160 +170,175 @@ def _parser() -> argparse.ArgumentParser:
         "runlytics ingest --nvidia-smi-csv gpu.csv --job-id run-42 --timezone Europe/Berlin",
         "runlytics ingest --spool /var/spool/runlytics --keep-raw-days 7 --archive /data/gpu-archive",
         "runlytics ingest --db postgresql://runlytics@db-host/runlytics --spool /var/spool/runlytics /data/runs",
-    ], url=True)  # fmt: skip
-    ing.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
-    ing.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
-    ing.add_argument(
+    ])  # fmt: skip
+    cmd.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
+    cmd.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
+    cmd.add_argument(
         "--nvidia-smi-csv", type=Path, action="append", default=[], metavar="FILE",
         help="an nvidia-smi --query-gpu CSV log to import (needs --job-id)",
     )  # fmt: skip
-    ing.add_argument("--job-id", help="the job the nvidia-smi logs belong to")
-    ing.add_argument("--timezone", default="UTC", help="zone of the nvidia-smi timestamps (default: UTC)")
-    ing.add_argument("--host", default="", help="host the nvidia-smi logs were written on")
-    ing.add_argument("--columns", help="column names of a csv,noheader log, comma-separated")
-    ing.add_argument(
+    cmd.add_argument("--job-id", help="the job the nvidia-smi logs belong to")
+    cmd.add_argument("--timezone", default="UTC", help="zone of the nvidia-smi timestamps (default: UTC)")
+    cmd.add_argument("--host", default="", help="host the nvidia-smi logs were written on")
+    cmd.add_argument("--columns", help="column names of a csv,noheader log, comma-separated")
+    cmd.add_argument(
         "--max-file-mb",
         type=_positive_mib,
         default=2048,
         metavar="MB",
         help="a file larger than this is not read: it fails, named in the summary (default: %(default)s)",
     )
-    ing.add_argument(
+    cmd.add_argument(
         "--every", type=_positive_seconds, metavar="SECONDS",
         help="run again every SECONDS until SIGTERM or SIGINT, which end it between runs (exit code: the last run's)",
     )  # fmt: skip
-    ing.add_argument(
+    cmd.add_argument(
         "--keep-raw-days", type=_days, default=30, metavar="N",
         help="raw GPU samples of days more than N days old are dropped, or moved to --archive; "
         "the per-minute rollups stay (0: keep everything; default: %(default)s)",
     )  # fmt: skip
-    ing.add_argument(
+    cmd.add_argument(
         "--archive", type=Path, metavar="DIR",
         help="move the raw GPU samples --keep-raw-days drops to DIR/day=YYYY-MM-DD/host=HOST/*.parquet instead",
     )  # fmt: skip
-    ing.add_argument(
+    cmd.add_argument(
         "--stage", metavar="PATH",  # a str: Path would make postgresql://x/y postgresql:/x/y in messages
         help="with --db postgresql://…: the local DuckDB warehouse this host ingests into before publishing "
         "to PostgreSQL (default: a file under ${XDG_STATE_HOME:-~/.local/state}/runlytics/ named after the "
         "database and this host; docs/postgresql.md)",
     )  # fmt: skip
-    out = ing.add_mutually_exclusive_group()
+    out = cmd.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
-    ing.set_defaults(run=ingest._ingest)
+    cmd.set_defaults(run=ingest._ingest)
 
-    sql = add("sql", "run one read-only SELECT against the newest snapshot of the warehouse", [
+
+def _add_sql(commands: argparse._SubParsersAction) -> None:
+    help_text = "run one read-only SELECT against the newest snapshot of the warehouse"
+    cmd = _add_command(commands, "sql", help_text, [
         'runlytics sql "FROM job_analytics LIMIT 5"',
         "runlytics sql --format csv \"SELECT job_id, final_loss FROM job_analytics\" > jobs.csv",
         "runlytics sql --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
         "runlytics sql --db postgresql://analyst@db-host/runlytics --timeout 60 \"SELECT * FROM job_results LIMIT 5\"",
-    ], url=True)  # fmt: skip
-    sql.add_argument("query", help='one SELECT (FROM, WITH, DESCRIBE, SHOW, SUMMARIZE too), e.g. "FROM jobs LIMIT 5"')
-    sql.add_argument(
+    ])  # fmt: skip
+    cmd.add_argument("query", help='one SELECT (FROM, WITH, DESCRIBE, SHOW, SUMMARIZE too), e.g. "FROM jobs LIMIT 5"')
+    cmd.add_argument(
         "--format", choices=("table", "csv", "json"),
         help="output format (default: table; on a terminal, DuckDB's own box rendering)",
     )  # fmt: skip
-    sql.add_argument(
+    cmd.add_argument(
         "--allow-read", type=_readable_dir, action="append", default=[], metavar="DIR",
         help="let the query read files (Parquet, CSV, JSON) in DIR and below (repeatable; it still writes "
         "nothing), e.g. --allow-read /data/costs \"FROM job_results JOIN '/data/costs/usd.parquet' USING (job_id)\"",
     )  # fmt: skip
-    sql.add_argument(
+    cmd.add_argument(
         "--timeout", type=_time_limit, default=readonly.DEFAULT_PG_TIMEOUT_SECONDS, metavar="SECONDS",
         help="on a PostgreSQL warehouse (--db postgresql://…): stop the query after SECONDS (default: %(default)g)",
     )  # fmt: skip
-    sql.set_defaults(run=query._sql)
+    cmd.set_defaults(run=query._sql)
 
-    serve_cmd = add("serve", "serve the REST API (OpenAPI at /openapi.json, docs at /docs)", [
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    help_text = "serve the REST API (OpenAPI at /openapi.json, docs at /docs)"
+    cmd = _add_command(commands, "serve", help_text, [
         "runlytics serve",
         "runlytics serve --host 0.0.0.0 --base-url https://runs.example.com   # with $RUNLYTICS_API_TOKEN set",
         "runlytics serve --db postgresql://api@db-primary/runlytics --read-db postgresql://api@db-replica/runlytics",
-    ], url=True)  # fmt: skip
-    serve_cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
-    serve_cmd.add_argument("--port", type=_port, default=8000, help="port, 0 to 65535 (default: %(default)s)")
-    serve_cmd.add_argument(
+    ])  # fmt: skip
+    cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    cmd.add_argument("--port", type=_port, default=8000, help="port, 0 to 65535 (default: %(default)s)")
+    cmd.add_argument(
         "--allowed-hosts", action="append", metavar="H,H",
         help="the Host names answered, comma-separated (repeatable; '*.example.com' a domain, '*' any); "
         "default: the --host address, localhost and the --base-url host",
     )  # fmt: skip
-    serve_cmd.add_argument(
+    cmd.add_argument(
         "--base-url", metavar="URL",
         help="what next-page links start with, e.g. https://runs.example.com "
         "(default: http://HOST:PORT; relative links when HOST is every address, 0.0.0.0 or ::)",
     )  # fmt: skip
-    serve_cmd.add_argument(
+    cmd.add_argument(
         "--read-db", metavar="URL",
         help="with --db postgresql://…: read from this database instead, a replica (postgresql://user@host/dbname)",
     )  # fmt: skip
-    serve_cmd.add_argument(
+    cmd.add_argument(
         "--read-timeout", type=_time_limit, default=pg_reader.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
         help="the time limit of each read of a request, DuckDB or PostgreSQL (default: %(default)g)",
     )  # fmt: skip
-    serve_cmd.set_defaults(run=serve._serve)
+    cmd.set_defaults(run=serve._serve)
 
-    status_cmd = add("status", "the warehouse's size, schema, last ingest, the files that keep failing or warn", [
+
+def _add_status(commands: argparse._SubParsersAction) -> None:
+    help_text = "the warehouse's size, schema, last ingest, the files that keep failing or warn"
+    cmd = _add_command(commands, "status", help_text, [
         "runlytics status",
         "runlytics status --json --db /data/runlytics.duckdb",
         "runlytics status --db postgresql://runlytics@db-host/runlytics",
-    ], url=True)  # fmt: skip
-    status_cmd.add_argument("--json", action="store_true", help="print it as JSON")
-    status_cmd.set_defaults(run=status._status)
+    ])  # fmt: skip
+    cmd.add_argument("--json", action="store_true", help="print it as JSON")
+    cmd.set_defaults(run=status._status)
 
-    show = add("analytics", "print one job's analytics as JSON", [
+
+def _add_analytics(commands: argparse._SubParsersAction) -> None:
+    help_text = "print one job's analytics as JSON"
+    cmd = _add_command(commands, "analytics", help_text, [
         "runlytics analytics run-42",
         "runlytics analytics --db postgresql://analyst@db-host/runlytics run-42",
-    ], url=True)  # fmt: skip
-    show.add_argument("job_id", help='the job\'s id, as `runlytics sql "SELECT job_id FROM jobs"` lists them')
-    show.set_defaults(run=query._analytics)
+    ])  # fmt: skip
+    cmd.add_argument("job_id", help='the job\'s id, as `runlytics sql "SELECT job_id FROM jobs"` lists them')
+    cmd.set_defaults(run=query._analytics)
 
-    ins = add("insights", "list one job's or the fleet's insights (what went wrong, where); show or set thresholds", [
+
+def _add_insights(commands: argparse._SubParsersAction) -> None:
+    help_text = "list one job's or the fleet's insights (what went wrong, where); show or set thresholds"
+    cmd = _add_command(commands, "insights", help_text, [
         "runlytics insights",
         "runlytics insights run-42",
         "runlytics insights --kind loss_spike --severity warning --status running --json",
         "runlytics insights thresholds",
         "runlytics insights set loss_spike.mad_factor 8",
         "runlytics insights --db postgresql://runlytics@db-host/runlytics --severity critical",
-    ], url=True)  # fmt: skip
-    ins.add_argument(
+    ])  # fmt: skip
+    cmd.add_argument(
         "words", nargs="*", metavar="JOB_ID | thresholds | set NAME VALUE",
         help="a job's id (else the fleet's insights, newest jobs first); `thresholds` lists the thresholds in "
         "force; `set NAME VALUE` changes one and recomputes every job's insights",
     )  # fmt: skip
-    ins.add_argument(
+    cmd.add_argument(
         "--job", metavar="JOB_ID", help="the job whose insights to list (for a job named 'set' or 'thresholds')"
     )
-    ins.add_argument("--kind", help="only insights of this kind (e.g. loss_spike, stall, gpu_throttled)")
-    ins.add_argument("--severity", help="only insights of this severity: critical, warning or info")
-    ins.add_argument("--status", help="the fleet's list: only jobs with this status (e.g. running)")
-    ins.add_argument(
+    cmd.add_argument("--kind", help="only insights of this kind (e.g. loss_spike, stall, gpu_throttled)")
+    cmd.add_argument("--severity", help="only insights of this severity: critical, warning or info")
+    cmd.add_argument("--status", help="the fleet's list: only jobs with this status (e.g. running)")
+    cmd.add_argument(
         "--limit", type=int, default=100,
         help=f"the fleet's list: at most this many insights, 1 to {pages.MAX_PAGE} (default: %(default)s)",
     )  # fmt: skip
-    ins.add_argument("--json", action="store_true", help="print the API's answer as JSON")
-    ins.set_defaults(run=insights._insights)
+    cmd.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    cmd.set_defaults(run=insights._insights)
 
-    exp = add("export", "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)", [
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    help_text = "export the fact tables and per-job analytics as Parquet (by job) or CSV (docs/export.md)"
+    cmd = _add_command(commands, "export", help_text, [
         "runlytics export /data/export",
         "runlytics export --format csv --jobs run-41,run-42 --since 2026-01-01 --overwrite /data/export",
         "runlytics export --db postgresql://analyst@db-host/runlytics --jobs run-42 /data/export",
-    ], url=True)  # fmt: skip
-    exp.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
-    exp.add_argument(
+    ])  # fmt: skip
+    cmd.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
+    cmd.add_argument(
         "--format", choices=("parquet", "csv"), default="parquet",
         help="parquet: a folder per table, the fact tables partitioned by job_id (Hive style); csv: one file "
         "per table, OUT/<table>.csv (docs/export.md; default: %(default)s)",
     )  # fmt: skip
-    exp.add_argument("--jobs", help="only these jobs, comma-separated")
-    exp.add_argument(
+    cmd.add_argument("--jobs", help="only these jobs, comma-separated")
+    cmd.add_argument(
         "--since", metavar="TIME",
         help="only jobs started at or after TIME: ISO 8601 (UTC unless it has an offset) or Unix seconds (9+ digits)",
     )  # fmt: skip
-    exp.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
-    exp.add_argument("--quiet", action="store_true", help="print nothing on success")
-    exp.set_defaults(run=export._export)
-
-    _add_sample(commands)
-    return parser
+    cmd.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
+    cmd.add_argument("--quiet", action="store_true", help="print nothing on success")
+    cmd.set_defaults(run=export._export)
 
 
 def _add_sample(commands: argparse._SubParsersAction) -> None:
