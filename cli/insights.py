@@ -92,7 +92,6 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
     """Change a threshold: a write, under the ingest lock as every writer, then a new snapshot;
     on PostgreSQL one transaction that locks the insight tables (warehouse/pg_thresholds.py)."""
     from runlytics.warehouse import insights
-    from runlytics.warehouse.lock import run_lock
 
     if len(words) != 2:
         raise UserError("give NAME VALUE, e.g. `set loss_spike.mad_factor 8`")
@@ -115,16 +114,13 @@ def _insights_set(args: argparse.Namespace, words: list[str]) -> int:
         pg_thresholds.set_threshold(target, name, value, migrate.HEAD_REVISION, args.wait)
         return _set_done(args, str(target), name, value)
     path = _existing_warehouse(args)
-    db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
-    with run_lock(path, wait=args.wait):
-        snapshots.check_folder(path)  # a publish that can't happen: refused before the commit
-        migrate.ensure_current(path, wait=args.wait, locked=True, mark=True)
+    # a warehouse a newer runlytics wrote is refused before anything is marked; an older one is
+    # brought to this runlytics' schema in the write
+    with snapshots.published_write(path, args.wait, check=lambda: migrate.check_upgradable(path, "head", args.wait)):
+        migrate.ensure_current(path, wait=args.wait, locked=True)
         with db.connection(path, wait=args.wait) as con:
-            # checked, and about to commit: a kill between the commit and the copy, the next run publishes
-            snapshots.mark_unpublished(path)
             insights.set_threshold(con, name, value)
             con.execute("CHECKPOINT")
-        snapshots.publish(path)
     return _set_done(args, str(path), name, value)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import db, snapshots
-from .lock import run_lock
 
 if TYPE_CHECKING:
     import duckdb
@@ -113,15 +112,8 @@ def upgrade(
     checked_target(revision)
     if isinstance(path, db.PostgresUrl):
         return upgrade_postgres(path, revision, wait)
-    db.check_file(path)  # a file that is no warehouse: refused before its lock file is created beside it
-    db.make_folder(path)
-    with run_lock(path, wait=wait):
-        check_upgradable(path, revision, wait)
-        snapshots.check_folder(path)
-        # checked, and about to commit: a kill between the commit and the copy, the next run publishes
-        snapshots.mark_unpublished(path)
+    with snapshots.published_write(path, wait, check=lambda: check_upgradable(path, revision, wait)):
         done = upgrade_locked(path, revision, wait, chain=chain)
-        snapshots.publish(path)
     return done
 
 

@@ -23,7 +23,8 @@ A run that commits to the warehouse first creates ``<db>.unpublished`` (``mark_u
 it has opened and checked the warehouse (a refused run leaves none), and only a successful
 ``publish`` removes it: a run killed between its commits and its publish leaves
 the marker, and the next run (the quick path too) publishes even when it finds nothing new, so
-readers never keep serving a copy older than what the warehouse holds.
+readers never keep serving a copy older than what the warehouse holds. A writer that always
+publishes (``db upgrade``, ``insights set``) does all of it in ``published_write``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     import duckdb
 
 from . import db, sidefiles
+from .lock import run_lock
 
 # Copies kept: the newest alone. A reader that opened an older copy keeps reading it (an open
 # file outlives its name), and the parts it names outlive it (parts.RETIRED_GRACE_SECONDS); a
@@ -182,6 +186,25 @@ def publish(db_path: Path) -> Path:
     for _, old in _published(target_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
     return final
+
+
+@contextmanager
+def published_write(db_path: Path, wait: float, check: Callable[[], None] | None = None) -> Iterator[None]:
+    """A writer's commits, then a snapshot of them: the body runs under the ingest lock once the
+    file, the snapshots folder and ``check`` (what else would refuse the write: the warehouse's
+    revision, say) are checked, in that order as ingest checks them, with the warehouse marked
+    unpublished; a snapshot is published when the body ends. A refused write leaves no marker; a
+    body that raises leaves it, and the next run publishes."""
+    db.check_file(db_path)  # a file that is no warehouse: refused before its lock file is created beside it
+    db.make_folder(db_path)
+    with run_lock(db_path, wait=wait):
+        check_folder(db_path)  # a publish that can't happen: refused before the commit
+        if check is not None:
+            check()
+        # checked, and about to commit: a kill between the commit and the copy, the next run publishes
+        mark_unpublished(db_path)
+        yield
+        publish(db_path)
 
 
 def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
