@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -181,14 +182,42 @@ def root(con: duckdb.DuckDBPyConnection) -> Path:
     return sidefiles.parts(database_path(con))
 
 
-def segment(value: str) -> str:
-    """A partition value as one safe path segment (percent-encoded, as Hive readers decode it)."""
-    if value == "":
-        return "__HIVE_DEFAULT_PARTITION__"  # Hive's name for a missing value
-    text = quote(value, safe="")
-    if len(text) > 200:  # file names stop at 255 bytes
-        text = text[:150] + "~" + hashlib.sha256(value.encode()).hexdigest()[:16]
-    return text
+# A host's folder ``host=<value>`` (the parts', the archive's): Hive readers percent-decode the value
+# and read ``__HIVE_DEFAULT_PARTITION__`` as NULL after decoding it (pandas, polars: escaping it is
+# no way out), and a file name stops at 255 bytes. A host the folder cannot carry exactly has a
+# stand-in there: its first whole characters, '~' and 32 hex digits of its SHA-256 (the archive
+# lists each stand-in's host: retention.HOSTS_FILE). A host that looks like a stand-in gets one
+# too, so a value of that form is always a stand-in (docs/decisions.md, "Archive folder names").
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+NAME_MAX = 255  # bytes of a file name (ext4, XFS, btrfs, APFS)
+STAND_IN_PREFIX = 150  # at most this many escaped bytes of the host's text begin its stand-in
+STAND_IN_TAIL = re.compile(r"~[0-9a-f]{32}\Z")
+
+
+def escape(value: str) -> str:
+    """Percent-encoded as Hive readers decode it: each byte of the UTF-8 but RFC 3986's unreserved
+    characters (DuckDB's own escaping), so a name is ASCII whatever the host."""
+    return quote(value, safe="")
+
+
+def host_value(host: str) -> str:
+    """The value a Hive reader reads from a host's folder: the host, or its stand-in (above)."""
+    fits = len("host=" + escape(host)) <= NAME_MAX  # escaped: one byte a character
+    if fits and host != HIVE_NULL and not STAND_IN_TAIL.search(host):
+        return host
+    prefix, size = [], 0
+    for character in host:  # whole characters: a cut never splits an escape or a UTF-8 sequence
+        size += len(escape(character))
+        if size > STAND_IN_PREFIX:
+            break
+        prefix.append(character)
+    return "".join(prefix) + "~" + hashlib.sha256(host.encode()).hexdigest()[:32]
+
+
+def segment(host: str) -> str:
+    """A host's folder value, escaped: one safe path segment. The parts name the unknown host ''
+    Hive's way (they are read by path, never by folder name; the archive names it ``host=``)."""
+    return escape(host_value(host)) if host else HIVE_NULL
 
 
 def relative_folder(table: Sealed, day: date, host: str) -> str:

@@ -8,7 +8,10 @@ Hive layout DuckDB, pandas (pyarrow) and polars read as it is: the partition col
 come from the path, so the files leave the host column out (a reader would otherwise see it
 twice). A host is percent-encoded in its folder name, and the unknown host ('') is ``host=`` (an
 empty value, read back as ''; Hive's ``__HIVE_DEFAULT_PARTITION__``, which archives written before
-used, stops pandas: it cannot unify a partition of NULL with another, nor type one alone).
+used, stops pandas: it cannot unify a partition of NULL with another, nor type one alone). A host
+whose folder would pass the file name limit, or that readers would read as NULL, is in the
+folder of a stand-in (parts.host_value), which ``DIR/_hosts.jsonl`` maps back to it: the
+documented reading recipe joins it (docs/ingest.md).
 
 The archive holds each pruned sample once. Samples of a pruned day may be stored again (an
 nvidia-smi log of an old job imported whole again as it grew, a copy of a spool file) and are then
@@ -26,6 +29,7 @@ rollups' own guarantee): analytics never change when raw samples age out.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -227,7 +231,13 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
 
 
 # the unknown host's folder in archives written before (Hive's name for a missing value)
-LEGACY_UNKNOWN_HOST = "__HIVE_DEFAULT_PARTITION__"
+LEGACY_UNKNOWN_HOST = parts.HIVE_NULL
+# The archive's stand-ins and their hosts (parts.host_value), one JSON object a line, in ASCII
+# ({"stand_in": …, "host": …}), there once a part is archived: the reading recipe joins it. No
+# reader of the archive's Parquet files takes it for one (pyarrow's discovery skips a name that
+# begins with '_'; it is no *.parquet file). Rewritten whole (temporary file, fsync, rename)
+# before a stand-in's folder is written, so that each such folder has its line.
+HOSTS_FILE = "_hosts.jsonl"
 
 
 def archive_folder(archive: Path, day: date, host: str) -> Path:
@@ -248,6 +258,7 @@ def archive_group(
     their samples is then once (module docstring)."""
     folder = archive_folder(archive, day, host)
     folder.mkdir(parents=True, exist_ok=True)
+    list_host(archive, host)
     for stale in folder.glob("*" + parts.SUFFIX + parts.TMP_SUFFIX):
         stale.unlink()  # a killed run's (the ingest lock keeps every other writer out)
     held = _archived(folder)
@@ -260,6 +271,48 @@ def archive_group(
         return
     _write_merged(con, table, files, held, folder)
     _remove_archived(held)
+
+
+def list_host(archive: Path, host: str) -> None:
+    """Make sure the archive's HOSTS_FILE is there and, when the host's folder holds a stand-in,
+    names its host. Lines that do not parse (an edit by hand) are kept as they are."""
+    path = archive / HOSTS_FILE
+    value = parts.host_value(host) if host else host
+    if value == host:  # the usual case: the folder holds the host itself
+        if not path.exists():
+            _write_whole(path, "")
+        return
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if value not in _stand_ins(text):
+        ended = text if text.endswith("\n") or not text else text + "\n"  # a last line cut by hand
+        _write_whole(path, ended + json.dumps({"stand_in": value, "host": host}) + "\n")
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Replace a file of the archive by ``text``: a temporary file, fsync, rename."""
+    tmp = path.with_name(path.name + parts.TMP_SUFFIX)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        db.fsync_file(tmp)
+        os.replace(tmp, path)
+        db.fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _stand_ins(text: str) -> set[str]:
+    """The stand-ins a HOSTS_FILE's text lists."""
+    listed = set()
+    for line in text.split("\n"):  # as readers split it (str.splitlines would split at U+2028 too)
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("stand_in"), str):
+            listed.add(entry["stand_in"])
+    return listed
 
 
 def _archived(folder: Path) -> list[Path]:
