@@ -13,14 +13,14 @@ from .output import CopyProgress, _nul_job
 from .reading import _existing_warehouse
 
 
-def _db_upgrade(args: argparse.Namespace) -> int:
+def run_db_upgrade(args: argparse.Namespace) -> int:
     target = db.resolve_target(args.db)
     revision = migrate.upgrade(target, args.revision, wait=args.wait)  # BadRevision: exit 2 (cli/errors.py)
     print(f"{target}: schema at revision {revision}")
     return EXIT_OK
 
 
-def _db_copy(args: argparse.Namespace) -> int:
+def run_db_copy(args: argparse.Namespace) -> int:
     from runlytics.warehouse import pg_copy
 
     if not db.is_postgres_url(args.to):

@@ -12,7 +12,7 @@ from .reading import _reading
 EXPORT_TIMEOUT_SECONDS = 7 * 86_400.0  # export on PostgreSQL: in effect none
 
 
-def _export(args: argparse.Namespace) -> int:
+def run_export(args: argparse.Namespace) -> int:
     import duckdb
 
     from runlytics.warehouse import export, job_lists, times

@@ -22,7 +22,7 @@ from .exits import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .output import LISTED_WARNINGS, ProgressLine, _nul_job, _plural, _points
 
 
-def _ingest(args: argparse.Namespace) -> int:
+def run_ingest(args: argparse.Namespace) -> int:
     _check_usage(args)
     db.resolve_target(args.db)  # a --db no run could use: said once, not at every run of --every
     if args.stage is not None:

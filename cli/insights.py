@@ -15,7 +15,7 @@ from .output import _cell, _float, _write_rows
 from .reading import _existing_warehouse, _reading
 
 
-def _insights(args: argparse.Namespace) -> int:
+def run_insights(args: argparse.Namespace) -> int:
     from runlytics.warehouse import insight_list
     from runlytics.warehouse.fleet import Filters
     from runlytics.warehouse.views import STATUSES

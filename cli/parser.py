@@ -127,7 +127,7 @@ def _add_db_upgrade(db_sub: argparse._SubParsersAction) -> None:
         default=db.DEFAULT_WAIT_SECONDS,
         help="seconds to wait for a running ingest before giving up (default: %(default)s)",
     )
-    upgrade.set_defaults(run=db_commands._db_upgrade, command_name="db upgrade")
+    upgrade.set_defaults(run=db_commands.run_db_upgrade, command_name="db upgrade")
 
 
 def _add_db_copy(db_sub: argparse._SubParsersAction) -> None:
@@ -157,7 +157,7 @@ def _add_db_copy(db_sub: argparse._SubParsersAction) -> None:
         default=db.DEFAULT_WAIT_SECONDS,
         help="seconds to wait for a busy warehouse (either one) before giving up (default: %(default)s)",
     )
-    copy.set_defaults(run=db_commands._db_copy, command_name="db copy")
+    copy.set_defaults(run=db_commands.run_db_copy, command_name="db copy")
 
 
 def _add_ingest(commands: argparse._SubParsersAction) -> None:
@@ -210,7 +210,7 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
     out = cmd.add_mutually_exclusive_group()
     out.add_argument("--quiet", action="store_true", help="print nothing unless a file fails")
     out.add_argument("--json", action="store_true", help="print the run's summary as JSON")
-    cmd.set_defaults(run=ingest._ingest)
+    cmd.set_defaults(run=ingest.run_ingest)
 
 
 def _add_sql(commands: argparse._SubParsersAction) -> None:
@@ -235,7 +235,7 @@ def _add_sql(commands: argparse._SubParsersAction) -> None:
         "--timeout", type=_time_limit, default=readonly.DEFAULT_PG_TIMEOUT_SECONDS, metavar="SECONDS",
         help="on a PostgreSQL warehouse (--db postgresql://…): stop the query after SECONDS (default: %(default)g)",
     )  # fmt: skip
-    cmd.set_defaults(run=query._sql)
+    cmd.set_defaults(run=query.run_sql)
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
@@ -265,7 +265,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--read-timeout", type=_time_limit, default=pg_reader.DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
         help="the time limit of each read of a request, DuckDB or PostgreSQL (default: %(default)g)",
     )  # fmt: skip
-    cmd.set_defaults(run=serve._serve)
+    cmd.set_defaults(run=serve.run_serve)
 
 
 def _add_status(commands: argparse._SubParsersAction) -> None:
@@ -276,7 +276,7 @@ def _add_status(commands: argparse._SubParsersAction) -> None:
         "runlytics status --db postgresql://runlytics@db-host/runlytics",
     ])  # fmt: skip
     cmd.add_argument("--json", action="store_true", help="print it as JSON")
-    cmd.set_defaults(run=status._status)
+    cmd.set_defaults(run=status.run_status)
 
 
 def _add_analytics(commands: argparse._SubParsersAction) -> None:
@@ -286,7 +286,7 @@ def _add_analytics(commands: argparse._SubParsersAction) -> None:
         "runlytics analytics --db postgresql://analyst@db-host/runlytics run-42",
     ])  # fmt: skip
     cmd.add_argument("job_id", help='the job\'s id, as `runlytics sql "SELECT job_id FROM jobs"` lists them')
-    cmd.set_defaults(run=query._analytics)
+    cmd.set_defaults(run=query.run_analytics)
 
 
 def _add_insights(commands: argparse._SubParsersAction) -> None:
@@ -315,7 +315,7 @@ def _add_insights(commands: argparse._SubParsersAction) -> None:
         help=f"the fleet's list: at most this many insights, 1 to {pages.MAX_PAGE} (default: %(default)s)",
     )  # fmt: skip
     cmd.add_argument("--json", action="store_true", help="print the API's answer as JSON")
-    cmd.set_defaults(run=insights._insights)
+    cmd.set_defaults(run=insights.run_insights)
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -338,12 +338,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     cmd.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT")
     cmd.add_argument("--quiet", action="store_true", help="print nothing on success")
-    cmd.set_defaults(run=export._export)
+    cmd.set_defaults(run=export.run_export)
 
 
 def _add_sample(commands: argparse._SubParsersAction) -> None:
     help_text = "sample the GPUs through NVML into a spool of JSON Lines, until stopped or while CMD runs"
-    sample_cmd = commands.add_parser(
+    cmd = commands.add_parser(
         "sample",
         help=help_text,
         description=help_text + " (docs/sampler.md)",
@@ -355,31 +355,31 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sample_cmd.add_argument("--job-id", required=True, type=_job_id, help="the job the samples belong to")
-    sample_cmd.add_argument(
+    cmd.add_argument("--job-id", required=True, type=_job_id, help="the job the samples belong to")
+    cmd.add_argument(
         "--gpus",
         help="NVML indexes or UUIDs, comma-separated (default: $CUDA_VISIBLE_DEVICES, else the UUIDs"
         " of $NVIDIA_VISIBLE_DEVICES, else every GPU)",
     )
-    sample_cmd.add_argument(
+    cmd.add_argument(
         "--interval", type=_finite_seconds, default=1.0,
         help="seconds between samples, 0.01 to 86400 (default: %(default)s)",
     )  # fmt: skip
-    sample_cmd.add_argument(
+    cmd.add_argument(
         "--spool",
         type=Path,
         default=Path(os.environ.get(ENV_SPOOL, "spool")),
         help=f"folder of the spool files (default: ${ENV_SPOOL} or ./spool)",
     )
-    sample_cmd.add_argument(
+    cmd.add_argument(
         "--spool-max-mb",
         type=_spool_mib,
         default=512,
         help="the oldest spool files are deleted beyond this size; 0: no bound (default: %(default)s)",
     )
-    sample_cmd.add_argument("--host", help="host name written in the samples (default: this machine's)")
-    sample_cmd.add_argument("command", nargs=argparse.REMAINDER, help="a command to run and sample while it runs")
-    sample_cmd.set_defaults(run=sample._sample, command_name="sample")
+    cmd.add_argument("--host", help="host name written in the samples (default: this machine's)")
+    cmd.add_argument("command", nargs=argparse.REMAINDER, help="a command to run and sample while it runs")
+    cmd.set_defaults(run=sample.run_sample, command_name="sample")
 
 
 def insights_word_parsers() -> dict[str, argparse.ArgumentParser]:

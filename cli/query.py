@@ -14,7 +14,7 @@ from .output import _write_rows
 from .reading import _existing_warehouse, _reading
 
 
-def _sql(args: argparse.Namespace) -> int:
+def run_sql(args: argparse.Namespace) -> int:
     import duckdb
 
     target = db.resolve_target(args.db)
@@ -55,7 +55,7 @@ def _sql_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
     return EXIT_OK
 
 
-def _analytics(args: argparse.Namespace) -> int:
+def run_analytics(args: argparse.Namespace) -> int:
     with _reading(args) as (con, name):
         result = queries.job_analytics(con, args.job_id)
     if result is None:

@@ -7,7 +7,7 @@ import logging
 import sys
 
 
-def _sample(args: argparse.Namespace) -> int:
+def run_sample(args: argparse.Namespace) -> int:
     from runlytics.sampler import loop as sampler
 
     if not logging.getLogger().handlers:

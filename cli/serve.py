@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # a type only
     import socket
 
 
-def _serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace) -> int:
     from urllib.parse import urlsplit
 
     from runlytics.api import listen, metrics, security

@@ -380,7 +380,7 @@ def test_ctrl_c_names_the_command_as_its_errors_do(
     def query_interrupted(*args: Any) -> int:
         raise RuntimeError("Query interrupted")  # what DuckDB raises for Ctrl-C inside a query
 
-    monkeypatch.setattr(db_commands, "_db_upgrade", interrupted)
+    monkeypatch.setattr(db_commands, "run_db_upgrade", interrupted)
     monkeypatch.setattr(insights_command, "_insights_set", query_interrupted)
     for argv, command in (
         (["db", "upgrade"], "db upgrade"),
