@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from runlytics.ingest import journal
-from runlytics.warehouse import db, health, insight_list, snapshots
+from runlytics.warehouse import db, health, ingest_status, insight_list, snapshots
 from runlytics.warehouse.views import STATUSES
 
 STALE_ENV = "RUNLYTICS_STALE_AFTER"
@@ -40,6 +40,11 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "runlytics_warehouse_up": ("1 when the newest snapshot could be read on this scrape, else 0", ()),
     "runlytics_snapshot_timestamp_seconds": ("When the snapshot read was published (Unix time)", ()),
     "runlytics_jobs": ("Jobs by status (every status, zeros included; 'unknown' when any)", ("status",)),
+    "runlytics_problem_files": (
+        "Files not ingested as they are now, by outcome (failed, pending; zeros included): a file that "
+        "keeps failing stays counted",
+        ("outcome",),
+    ),
     "runlytics_job_step": ("A running job's latest step", JOB),
     "runlytics_job_total_steps": ("A running job's total steps, when known", JOB),
     "runlytics_job_loss": ("A running job's latest finite training loss", JOB),
@@ -200,6 +205,7 @@ class WarehouseCollector(Collector):
                 by_status = health.jobs_by_status(cursor)
                 by_kind = insight_list.kind_counts(cursor, live)
                 by_severity = insight_list.severity_counts(cursor, live)
+                problems = ingest_status.problem_counts(cursor)
             finally:
                 cursor.close()
         except (db.WarehouseError, duckdb.Error):
@@ -214,6 +220,7 @@ class WarehouseCollector(Collector):
             family.add_metric([], published)
             yield family
         yield from _status_families(by_status)
+        yield from _problem_families(problems)
         yield from _job_families(jobs)
         yield from _gpu_families(gpus)
         yield from _insight_families(by_kind, by_severity)
@@ -268,6 +275,13 @@ def _status_families(by_status: dict[str, int]) -> Iterator[Metric]:
         counts[key] = counts.get(key, 0) + count
     for status, count in counts.items():
         family.add_metric([status], count)
+    yield family
+
+
+def _problem_families(by_outcome: dict[str, int]) -> Iterator[Metric]:
+    family = _family("runlytics_problem_files")
+    for outcome, count in by_outcome.items():
+        family.add_metric([outcome], count)
     yield family
 
 

@@ -39,8 +39,8 @@ def _status_duckdb(args: argparse.Namespace) -> dict[str, Any]:
             "snapshot": str(snapshots.latest(path)),
             **ingest_status.counts(con),
             "last_ingest": journal.read_heartbeat(path),
-            "recent_runs": ingest_status.runs_page(con, 5, None)[0],
-            "problem_files": ingest_status.problem_files(con),
+            "recent_runs": ingest_status.runs_page(con, 5, None, server_paths=True)[0],
+            "problem_files": ingest_status.problem_files(con, server_paths=True),
             "warning_files": ingest_status.warning_files(con),
         }
     finally:
@@ -63,8 +63,8 @@ def _status_postgres(target: db.PostgresUrl) -> dict[str, Any]:
             "snapshot": None,
             **ingest_status.counts(con),
             "last_ingest": None,
-            "recent_runs": ingest_status.runs_page(con, 5, None)[0],
-            "problem_files": ingest_status.problem_files(con),
+            "recent_runs": ingest_status.runs_page(con, 5, None, server_paths=True)[0],
+            "problem_files": ingest_status.problem_files(con, server_paths=True),
             "warning_files": ingest_status.warning_files(con),
         }
     finally:
