@@ -80,6 +80,10 @@ METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "runlytics_last_successful_ingest_timestamp_seconds": ("When the last successful ingest run ended", ()),
     "runlytics_ingest_stale": (f"1 when the last successful ingest is older than {STALE_ENV} seconds", ()),
     "runlytics_ingest_stale_after_seconds": (f"The staleness threshold ({STALE_ENV}); none when disabled", ()),
+    "runlytics_ingest_heartbeat_readable": (
+        "1 when the ingest heartbeat file could be read, 0 when it is there but can't be (none before the first run)",
+        (),
+    ),
 }
 
 
@@ -154,7 +158,21 @@ class Freshness:
 
 def ingest_freshness(db_path: Path) -> Freshness:
     """The freshness of the warehouse at ``db_path``, by its heartbeat file (for /readyz)."""
-    return freshness(journal.read_heartbeat(db_path))
+    try:
+        return freshness(journal.read_heartbeat(db_path))
+    except journal.HeartbeatUnreadable as error:
+        return unreadable(error)
+
+
+def unreadable(error: journal.HeartbeatUnreadable) -> Freshness:
+    """A heartbeat this process can't read: the last success is unknown, which with a threshold
+    set is stale (a check that can't be made must not pass), named without the server's folder."""
+    threshold = stale_after()
+    if threshold is None:
+        return Freshness(False, None, None)
+    name, reason = error.path.name, error.reason
+    detail = f"the ingest heartbeat {name} can't be read ({reason}): the last successful ingest is unknown"
+    return Freshness(True, threshold, None, detail)
 
 
 def freshness(heartbeat: Any, now: float | None = None) -> Freshness:
@@ -226,7 +244,11 @@ class WarehouseCollector(Collector):
         yield from _insight_families(by_kind, by_severity)
 
     def _ingest(self) -> Iterator[Metric]:
-        heartbeat = journal.read_heartbeat(self.reader.db_path)
+        try:
+            heartbeat = journal.read_heartbeat(self.reader.db_path)
+            fresh, readable = freshness(heartbeat), None if heartbeat is None else 1.0
+        except journal.HeartbeatUnreadable as error:  # not "no run yet": said by its own gauge
+            heartbeat, fresh, readable = None, unreadable(error), 0.0
         values: dict[str, float | None] = {}
         outcome = None
         if isinstance(heartbeat, dict):
@@ -243,9 +265,9 @@ class WarehouseCollector(Collector):
                 "runlytics_last_ingest_duration_seconds": _number(summary.get("seconds")),
                 "runlytics_last_successful_ingest_timestamp_seconds": _epoch(heartbeat.get("last_success_at")),
             }
-        fresh = freshness(heartbeat)
         values["runlytics_ingest_stale"] = None if fresh.stale is None else float(fresh.stale)
         values["runlytics_ingest_stale_after_seconds"] = fresh.threshold
+        values["runlytics_ingest_heartbeat_readable"] = readable
         for name, value in values.items():
             family = _family(name)
             if value is not None:

@@ -25,7 +25,6 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def _status_duckdb(args: argparse.Namespace) -> dict[str, Any]:
-    from runlytics.ingest import journal
     from runlytics.warehouse import ingest_status
 
     path = _existing_warehouse(args)
@@ -38,7 +37,7 @@ def _status_duckdb(args: argparse.Namespace) -> dict[str, Any]:
             "schema_revision": migrate.current_revision(con),
             "snapshot": str(snapshots.latest(path)),
             **ingest_status.counts(con),
-            "last_ingest": journal.read_heartbeat(path),
+            **_last_ingest(path),
             "recent_runs": ingest_status.runs_page(con, 5, None, server_paths=True)[0],
             "problem_files": ingest_status.problem_files(con, server_paths=True),
             "warning_files": ingest_status.warning_files(con),
@@ -46,6 +45,17 @@ def _status_duckdb(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         con.close()
     return report
+
+
+def _last_ingest(path: Path) -> dict[str, Any]:
+    """The heartbeat's record (None when no run wrote one), and why it can't be read when it is there
+    but this user may not read it: then the last ingest is unknown, not "never"."""
+    from runlytics.ingest import journal
+
+    try:
+        return {"last_ingest": journal.read_heartbeat(path), "last_ingest_unreadable": None}
+    except journal.HeartbeatUnreadable as error:
+        return {"last_ingest": None, "last_ingest_unreadable": str(error)}
 
 
 def _status_postgres(target: db.PostgresUrl) -> dict[str, Any]:
@@ -63,6 +73,7 @@ def _status_postgres(target: db.PostgresUrl) -> dict[str, Any]:
             "snapshot": None,
             **ingest_status.counts(con),
             "last_ingest": None,
+            "last_ingest_unreadable": None,
             "recent_runs": ingest_status.runs_page(con, 5, None, server_paths=True)[0],
             "problem_files": ingest_status.problem_files(con, server_paths=True),
             "warning_files": ingest_status.warning_files(con),
@@ -79,8 +90,10 @@ def _print_status(r: dict[str, Any]) -> None:
     last = r["last_ingest"]
     if last:
         s = last["summary"]
+        # a run with nothing to do is in no ingest_runs row (ingest/quick.py)
+        quick = " (nothing to do: not in ingest_runs)" if last.get("run_id") is None else ""
         print(
-            f"last ingest {last['ended_at']}: {last['outcome']}; {s.get('ingested')} ingested, "
+            f"last ingest {last['ended_at']}: {last['outcome']}{quick}; {s.get('ingested')} ingested, "
             f"{s.get('unchanged')} unchanged, {s.get('failed')} failed, {s.get('rows')} step rows, "
             f"{_points(s.get('points') or 0)}{s.get('gpu_samples', 0)} GPU samples, "
             f"{_plural(s.get('warnings') or 0, 'warning')}, {s.get('seconds')} s"
@@ -88,6 +101,8 @@ def _print_status(r: dict[str, Any]) -> None:
         print(f"last success {last.get('last_success_at')}")
         if last.get("error"):
             print(f"  error: {last['error']}")
+    elif r["last_ingest_unreadable"]:
+        print(f"last ingest unknown: {r['last_ingest_unreadable']}")
     else:
         print("last ingest never")
     print(f"problem files ({len(r['problem_files'])}):")

@@ -45,9 +45,19 @@ def finish(con: duckdb.DuckDBPyConnection, run_id: int, summary: dict[str, Any],
     con.execute(FINISH, {**params, "run_id": run_id, "outcome": outcome, "error": error})
 
 
+class HeartbeatUnreadable(Exception):
+    """The heartbeat file is there but can't be read by this user (its mode, a folder in its
+    place), or holds no record: the last run is unknown, which is not "no run yet"."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} can't be read: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 def write_heartbeat(
     db_path: Path,
-    run_id: int,
+    run_id: int | None,
     summary: dict[str, Any],
     error: str | None = None,
     *,
@@ -56,16 +66,21 @@ def write_heartbeat(
 ) -> None:
     """The last run, in a small file readers can check without opening the warehouse.
 
+    ``run_id`` is the run's row in ``ingest_runs``; None for a run with nothing to do (quick.py),
+    which is in none: ``recorded_run_id`` then still names the last run that is, so that the
+    record never pairs one run's id with another run's outcome and counts.
     It keeps the time of the last successful run across failed ones (for staleness checks).
     ``state`` and ``warehouse`` (the digest of the files the run found, and the warehouse
     file's size and mtime after it) let the next run see that it has nothing to do (quick.py).
     """
     path = sidefiles.heartbeat(db_path)
-    previous = read_heartbeat(db_path) or {}
+    previous = previous_heartbeat(db_path) or {}
     now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     ok = error is None
     record = {
         "run_id": run_id,
+        # a heartbeat of before session 20 named the last recorded run as run_id even after a quick run
+        "recorded_run_id": run_id if run_id is not None else previous.get("recorded_run_id", previous.get("run_id")),
         "ended_at": now,
         "outcome": "error" if error else ("files_failed" if summary.get("failed") else "ok"),
         "error": error,
@@ -84,7 +99,29 @@ def write_heartbeat(
 
 
 def read_heartbeat(db_path: Path) -> dict[str, Any] | None:
+    """The last run's record; None when there is no heartbeat file (no run yet). Raises
+    ``HeartbeatUnreadable`` when the file is there but can't be read (another user's file of mode
+    0600) or is no JSON object: a reader must not take that for "never ingested"."""
+    path = sidefiles.heartbeat(db_path)
     try:
-        return json.loads(sidefiles.heartbeat(db_path).read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise HeartbeatUnreadable(path, (error.strerror or type(error).__name__).lower()) from None
+    try:
+        record = json.loads(text)
+    except ValueError:  # a UnicodeDecodeError too
+        raise HeartbeatUnreadable(path, "not JSON") from None
+    if not isinstance(record, dict):
+        raise HeartbeatUnreadable(path, "not a JSON object")
+    return record
+
+
+def previous_heartbeat(db_path: Path) -> dict[str, Any] | None:
+    """The record the ingest itself goes on from (quick.py's shortcut, the next heartbeat's last
+    success): an unreadable one counts as none, and the next run's heartbeat replaces it."""
+    try:
+        return read_heartbeat(db_path)
+    except HeartbeatUnreadable:
         return None

@@ -8,7 +8,8 @@ same digest, the warehouse untouched since, no file being written, no ``<db>.unp
 (commits no snapshot holds) and a recent snapshot has nothing to read: it rewrites the heartbeat
 and ends, without importing DuckDB
 (whose import alone costs a third of a second here). Such a run is in the heartbeat only, not
-in ``ingest_runs``. Runs with ``--spool`` or ``--nvidia-smi-csv`` always take the full road.
+in ``ingest_runs``: its ``run_id`` there is null, and ``recorded_run_id`` names the last run that
+is. Runs with ``--spool`` or ``--nvidia-smi-csv`` always take the full road.
 
 This module imports nothing that imports DuckDB.
 """
@@ -80,7 +81,7 @@ def warehouse_stat(db_path: Path) -> list[int] | None:
 def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
     """The summary of a run that found nothing to read, or None when the full road must run."""
     started = time.monotonic()
-    last = journal.read_heartbeat(db_path)
+    last = journal.previous_heartbeat(db_path)
     if not last or last.get("outcome") not in ("ok", "files_failed") or not last.get("state"):
         return None
     counts = last.get("summary", {})
@@ -99,12 +100,11 @@ def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
     summary = Summary(files_seen=seen, unchanged=seen)
     try:
         with run_lock(db_path, wait=0):
-            if journal.read_heartbeat(db_path) != last:  # another run ended meanwhile
+            if journal.previous_heartbeat(db_path) != last:  # another run ended meanwhile
                 return None
             summary.seconds = time.monotonic() - started
-            journal.write_heartbeat(
-                db_path, last["run_id"], summary.as_dict(), state=last["state"], warehouse=last["warehouse"]
-            )
+            # in no ingest_runs row: no run id (the heartbeat keeps the last recorded run's apart)
+            journal.write_heartbeat(db_path, None, summary.as_dict(), state=last["state"], warehouse=last["warehouse"])
     except IngestLocked:  # a run is going on: the full road waits for it
         return None
     return summary

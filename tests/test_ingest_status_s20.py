@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from runlytics.api import metrics
 from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.cli import EXIT_OK, main
+from runlytics.ingest import journal, quick
 from runlytics.ingest.pipeline import ingest
-from runlytics.warehouse import ingest_status, snapshots
+from runlytics.warehouse import ingest_status, sidefiles, snapshots
 
 OLD = 1_700_000_000  # well past the 2 s a fresh file waits, and the 5 minutes a torn one does
 LFS = "version https://git-lfs.github.com/spec/v1\noid sha256:00\n"
@@ -213,3 +214,89 @@ def test_a_file_that_keeps_failing_stays_counted(tmp_path: Path, client: Any) ->
     ingest(db, [root], wait=10)
     failed = _scrape(client(db))["runlytics_problem_files"][(("outcome", "failed"),)]
     assert failed == 0
+
+
+# --- the heartbeat -------------------------------------------------------------------------------
+
+
+def test_a_quick_runs_heartbeat_names_no_recorded_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    _write(root / "b" / "progress.json", "{bad")
+    db = tmp_path / "w.duckdb"
+    ingest(db, [root], wait=10)
+    full = journal.read_heartbeat(db)
+    assert full is not None and full["outcome"] == "files_failed"
+    assert full["run_id"] == full["recorded_run_id"] is not None
+    assert quick.nothing_to_do(db, [root]) is not None
+    report = json.loads(_status(db, capsys, "--json"))
+    last = report["last_ingest"]
+    # the quick run's outcome and counts, and no run id that names another run's row
+    assert last["run_id"] is None and last["outcome"] == "ok" and last["summary"]["failed"] == 0
+    assert last["recorded_run_id"] == full["run_id"] == report["recent_runs"][0]["run_id"]
+    assert report["recent_runs"][0]["outcome"] == "files_failed" and len(report["recent_runs"]) == 1
+    assert ": ok (nothing to do: not in ingest_runs); " in _status(db, capsys)
+    assert quick.nothing_to_do(db, [root]) is not None  # a second one carries the recorded run on
+    assert journal.read_heartbeat(db)["recorded_run_id"] == full["run_id"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("how", ["folder", "mode", "garbled"])
+def test_an_unreadable_heartbeat_is_said_as_such(
+    tmp_path: Path, client: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    root = tmp_path / "root"
+    _write(root / "a" / "progress.json", '{"job_id": "a", "status": "running", "history": [{"step": 1}]}')
+    db = tmp_path / "w.duckdb"
+    ingest(db, [root], wait=10)
+    heartbeat = sidefiles.heartbeat(db)
+    reason = {"folder": "is a directory", "mode": "permission denied", "garbled": "not JSON"}[how]
+    if how == "folder":
+        heartbeat.unlink()
+        heartbeat.mkdir()
+    elif how == "garbled":
+        heartbeat.write_text("{half")
+    elif os.geteuid() != 0:
+        heartbeat.chmod(0)
+    else:  # root reads a file of mode 000: the error another user meets, raised where it is read
+        read_text = Path.read_text
+
+        def refused(path: Path, *args: Any, **kwargs: Any) -> str:
+            if path == heartbeat:
+                raise PermissionError(13, "Permission denied", str(path))
+            return read_text(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", refused)
+
+    text = _status(db, capsys)
+    assert f"last ingest unknown: {heartbeat} can't be read: {reason}" in text and "never" not in text
+    report = json.loads(_status(db, capsys, "--json"))
+    assert report["last_ingest"] is None and report["last_ingest_unreadable"] == f"{heartbeat} can't be read: {reason}"
+
+    app = client(db)
+    families = _scrape(app)
+    assert families["runlytics_ingest_heartbeat_readable"] == {(): 0}
+    assert families["runlytics_ingest_stale"] == {(): 1}  # a check that can't be made does not pass
+    assert not families.get("runlytics_last_ingest_timestamp_seconds")  # unknown: no series
+    ready = app.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["status"] == "stale"
+    assert ready.json()["detail"].startswith(f"the ingest heartbeat w.duckdb.last-ingest.json can't be read ({reason})")
+    assert str(tmp_path) not in ready.text
+    monkeypatch.setenv(metrics.STALE_ENV, "0")  # the check off: nothing stale, still said unreadable
+    assert app.get("/readyz").status_code == 200
+    assert _scrape(app)["runlytics_ingest_heartbeat_readable"] == {(): 0}
+
+    # the next ingest replaces a garbled one (an unreadable record is none to the ingest itself)
+    if how == "garbled":
+        ingest(db, [root], wait=10)
+        assert journal.read_heartbeat(db) is not None
+
+
+def test_a_readable_heartbeat_and_none_at_all(tmp_path: Path, client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root"
+    _write(root / "a" / "progress.json", '{"job_id": "a", "status": "running", "history": [{"step": 1}]}')
+    db = tmp_path / "w.duckdb"
+    ingest(db, [root], wait=10)
+    assert _scrape(client(db))["runlytics_ingest_heartbeat_readable"] == {(): 1}
+    assert json.loads(_status(db, capsys, "--json"))["last_ingest_unreadable"] is None
+    sidefiles.heartbeat(db).unlink()
+    assert "runlytics_ingest_heartbeat_readable" not in {k for k, v in _scrape(client(db)).items() if v}
+    assert "last ingest never" in _status(db, capsys)
