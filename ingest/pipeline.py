@@ -68,48 +68,46 @@ def ingest(
         raise ValueError(f"max_file_mb must be a number of MiB above 0, not {max_file_mb}")
     max_file_bytes = int(max_file_mb * 2**20)
     db.check_file(db_path)  # a file that is no warehouse: refused before its lock file is created beside it
-    with db.private_files(), run_lock(db_path, wait=wait):
+    # a full disk stops the run in one line wherever a write is refused: the lock file's pid, a
+    # commit, a Parquet part, the publish
+    with db.refused_writes(f"ingest of {db_path}", RETRIED), db.private_files(), run_lock(db_path, wait=wait):
         if not db_path.exists():  # a new warehouse has read nothing yet: read while migrations build it
             for reader in readers:
                 reader.prefetch(jobs, max_file_bytes)
-        try:
-            snapshots.check_folder(db_path)  # a publish that can't happen: refused before any commit
-            hotfile.remove_leftovers(db_path)
-            inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage, tuple(root_folders(roots)))
-            # owed: an earlier run committed and never published. _read_and_merge marks the
-            # warehouse unpublished once it has opened and checked it, before the first commit
-            # (migrations included): a kill from there to the publish leaves the marker, and the
-            # next run publishes even when it finds nothing new (a stage never publishes: no marker).
-            owed = not stage and snapshots.unpublished(db_path).exists()
-            run_id, stored, sparse = _read_and_merge(
-                db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
-            )
-            # publish
-            changed = stored or summary.ingested or summary.pending or summary.failed or summary.job_ids
-            if on_progress is not None:
-                on_progress("publish", 0, 1)
-            if sparse:  # mostly free blocks (rows sealed away): a smaller file to copy from now on
-                hotfile.rebuild(db_path)
-            if not stage and (changed or sparse or owed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS):
-                snapshots.publish(db_path)  # removes the marker
-            elif not stage:
-                snapshots.clear_unpublished(db_path)  # nothing new for readers, none owed
-            if on_progress is not None:
-                on_progress("publish", 1, 1)
-            # a log whose last line waits: no state, so that the next run takes the full road and reads it
-            state = None if summary.waiting else state
-            journal.write_heartbeat(
-                db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path)
-            )
-        except Exception as error:
-            if db.is_write_failure(error):
-                raise db.WarehouseWriteError(
-                    f"ingest of {db_path} stopped, a write was refused: {_first_line(error)}. Nothing stored "
-                    "was lost: free some space and run again; what this run could not store is read again then."
-                ) from error
-            raise
+        snapshots.check_folder(db_path)  # a publish that can't happen: refused before any commit
+        hotfile.remove_leftovers(db_path)
+        inputs = Inputs(jobs, spool_files, csv_imports, keep_raw_days, archive, stage, tuple(root_folders(roots)))
+        # owed: an earlier run committed and never published. _read_and_merge marks the
+        # warehouse unpublished once it has opened and checked it, before the first commit
+        # (migrations included): a kill from there to the publish leaves the marker, and the
+        # next run publishes even when it finds nothing new (a stage never publishes: no marker).
+        owed = not stage and snapshots.unpublished(db_path).exists()
+        run_id, stored, sparse = _read_and_merge(
+            db_path, wait, readers, inputs, summary, on_progress, max_file_bytes, started
+        )
+        # publish
+        changed = stored or summary.ingested or summary.pending or summary.failed or summary.job_ids
+        if on_progress is not None:
+            on_progress("publish", 0, 1)
+        if sparse:  # mostly free blocks (rows sealed away): a smaller file to copy from now on
+            hotfile.rebuild(db_path)
+        if not stage and (changed or sparse or owed or snapshots.age(db_path) > snapshots.REFRESH_SECONDS):
+            snapshots.publish(db_path)  # removes the marker
+        elif not stage:
+            snapshots.clear_unpublished(db_path)  # nothing new for readers, none owed
+        if on_progress is not None:
+            on_progress("publish", 1, 1)
+        # a log whose last line waits: no state, so that the next run takes the full road and reads it
+        state = None if summary.waiting else state
+        journal.write_heartbeat(
+            db_path, run_id, summary.as_dict(), state=state, warehouse=quick.warehouse_stat(db_path)
+        )
     summary.seconds = time.monotonic() - started
     return summary
+
+
+# what a run stopped by a refused write adds to its message (db.refused_writes)
+RETRIED = "; what this run could not store is read again then"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
 import stat
@@ -40,10 +41,16 @@ class WarehouseWriteError(WarehouseError):
     """The warehouse's file system refused a write (full, over quota, read-only)."""
 
 
-# How a refused write shows in OSError numbers and in DuckDB's messages (which carry no errno).
+# How a refused write shows in OSError numbers and in DuckDB's messages (which carry no errno): in
+# words, or, for a write DuckDB made in another thread (its Parquet writer's), as a JSON object
+# ending the message, whose "errno" is the OS's number and "exception_message" the words:
+# ``IO Error: Async write failed for range […]: {"exception_type":"IO","exception_message":
+# "Could not write file \"….parquet.tmp\": No space left on device","errno":"28"}``.
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 _QUOTED = re.compile(r'"[^"]*"')
 _WRITE_MESSAGES = ("No space left on device", "Disk quota exceeded", "Read-only file system", "Could not write file")
+_JSON = json.JSONDecoder()
+_CHAIN_DEPTH = 8
 
 
 def is_write_failure(error: BaseException) -> bool:
@@ -52,18 +59,88 @@ def is_write_failure(error: BaseException) -> bool:
     The error's causes count too (a failed rollback can hide the refused write). Quoted parts of
     DuckDB's messages (file names) are left out, so a folder named after the message matches nothing.
     """
+    return _refused_write(error) is not None
+
+
+def write_failure_reason(error: BaseException) -> str:
+    """The refused write ``error`` tells of (``is_write_failure``), in one line: the error of its
+    chain that says so, as the driver said it (not SQLAlchemy's wrapping), DuckDB's JSON form read
+    (its words, not the object)."""
+    refused = _refused_write(error) or error
+    text = str(getattr(refused, "orig", None) or refused)
+    words, detail = _ending_json(text)
+    if detail is not None and isinstance(detail.get("exception_message"), str):
+        text = words + detail["exception_message"]
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(refused).__name__
+
+
+def _refused_write(error: BaseException) -> BaseException | None:
+    """The error of ``error``'s chain that says the disk refused a write, or None."""
     seen: BaseException | None = error
-    for _ in range(8):
+    for _ in range(_CHAIN_DEPTH):
         if seen is None:
-            return False
+            return None
         if isinstance(seen, OSError) and seen.errno in _WRITE_ERRNOS:
-            return True
-        words = _QUOTED.sub('""', str(seen))
-        if any(text in words for text in _WRITE_MESSAGES):
-            return True
+            return seen
+        if _says_write_refused(str(seen)):
+            return seen
         # the chain Python itself shows: the cause, else the context unless `from None` hid it
         seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    return False
+    return None
+
+
+def _says_write_refused(text: str, depth: int = 0) -> bool:
+    """Whether a message says a write was refused: in its words outside quotes, or in the JSON
+    object ending it (its errno, or its own message read the same way)."""
+    words, detail = _ending_json(text)
+    if detail is not None and depth < _CHAIN_DEPTH:
+        code = str(detail.get("errno", ""))
+        if code.isascii() and code.isdigit() and int(code) in _WRITE_ERRNOS:
+            return True
+        message = detail.get("exception_message")
+        if isinstance(message, str) and _says_write_refused(message, depth + 1):
+            return True
+    unquoted = _QUOTED.sub('""', words)
+    return any(phrase in unquoted for phrase in _WRITE_MESSAGES)
+
+
+def _ending_json(text: str) -> tuple[str, dict[str, Any] | None]:
+    """``text`` split into what comes before the JSON object that ends it, and that object (None
+    when it ends in none). An object must end the text: one inside a quoted file name is no
+    detail of the error (a name ends before the quote that closes it)."""
+    end = len(text.rstrip())
+    start = text.find("{")
+    while start != -1:
+        try:
+            detail, stop = _JSON.raw_decode(text, start)
+        except ValueError:
+            pass
+        else:
+            if stop == end and isinstance(detail, dict):
+                return text[:start], detail
+        start = text.find("{", start + 1)
+    return text, None
+
+
+@contextmanager
+def refused_writes(what: str, then: str = "") -> Iterator[None]:
+    """Within: an error that says the disk refused a write (``is_write_failure``: full, over quota,
+    read-only) stops ``what`` (``"ingest of PATH"``) as a WarehouseWriteError in one line, exit 3.
+    Nothing stored is lost: DuckDB keeps what it committed, and a commit no snapshot holds yet
+    leaves the ``.unpublished`` marker, so the next writer publishes it. ``then``: what the
+    message adds after "run again"."""
+    try:
+        yield
+    except WarehouseWriteError:
+        raise
+    except Exception as error:
+        if not is_write_failure(error):
+            raise
+        raise WarehouseWriteError(
+            f"{what} stopped, a write was refused: {write_failure_reason(error)}. "
+            f"Nothing stored was lost: free some space and run again{then}."
+        ) from error
 
 
 # what --db and $RUNLYTICS_DB name a PostgreSQL warehouse by (libpq's URL schemes, and SQLAlchemy's)

@@ -103,16 +103,24 @@ def check_revision(revision: str | None, path: Path | db.PostgresUrl) -> None:
 
 
 def upgrade(
-    path: Path | db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS, *, chain: bool = False
+    path: Path | db.PostgresUrl,
+    revision: str = "head",
+    wait: float = db.DEFAULT_WAIT_SECONDS,
+    *,
+    chain: bool = False,
+    what: str | None = None,
 ) -> str:
     """Build or upgrade the warehouse at ``path`` and publish a snapshot; returns its revision.
 
     A PostgreSQL database is upgraded in one transaction, under its schema lock (no snapshot).
-    ``chain``: build a new DuckDB warehouse through the chain too (the tests that compare both)."""
+    ``chain``: build a new DuckDB warehouse through the chain too (the tests that compare both).
+    ``what``: the upgrade as a message names it when a full disk stops it (``db.refused_writes``)."""
     checked_target(revision)
     if isinstance(path, db.PostgresUrl):
         return upgrade_postgres(path, revision, wait)
-    with snapshots.published_write(path, wait, check=lambda: check_upgradable(path, revision, wait)):
+    with snapshots.published_write(
+        path, wait, check=lambda: check_upgradable(path, revision, wait), what=what or f"upgrade of {path}"
+    ):
         done = upgrade_locked(path, revision, wait, chain=chain)
     return done
 
@@ -245,4 +253,5 @@ def ensure_current(
             snapshots.mark_unpublished(path)
         upgrade_locked(path, wait=wait)
     else:
-        upgrade(path, wait=wait)
+        # a reader's first use of an older warehouse writes it: a full disk says why a read wrote
+        upgrade(path, wait=wait, what=f"upgrade of {path} to schema revision {HEAD_REVISION}, which reading it needs,")

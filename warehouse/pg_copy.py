@@ -134,16 +134,35 @@ def copy(
             totals = {table: _count(con, origin) for table, origin in COPIED.items()}
         except duckdb.Error as error:
             raise db.WarehouseError(f"cannot read {source}: {postgres.reason(error)}") from error
-        with postgres.connection(target) as conn:
-            try:
-                result = _copy_into(con, conn, target, totals, wait, on_progress)
-            except (sa.exc.DBAPIError, psycopg.Error, duckdb.Error) as error:
-                reason = postgres.reason(error)
-                raise db.WarehouseError(f"copy into {target} failed, nothing written: {reason}") from error
+        try:
+            with postgres.connection(target) as conn:
+                try:
+                    result = _copy_into(con, conn, target, totals, wait, on_progress)
+                except (sa.exc.DBAPIError, psycopg.Error, duckdb.Error) as error:
+                    reason = postgres.reason(error)
+                    raise db.WarehouseError(f"copy into {target} failed, nothing written: {reason}") from error
+        except (sa.exc.DBAPIError, psycopg.Error) as error:
+            # the connection's end failed: its rollback, on a connection the server ended, raised
+            # over the copy's own failure, which is the one said
+            failed = _hidden_failure(error)
+            if failed is not None:
+                raise failed from failed.__cause__
+            raise db.WarehouseError(f"copy into {target} failed, nothing written: {postgres.reason(error)}") from error
     finally:
         con.close()
     result.seconds = time.monotonic() - began
     return result
+
+
+def _hidden_failure(error: BaseException) -> db.WarehouseError | None:
+    """The WarehouseError being raised when ``error`` was (SQLAlchemy's error wraps the driver's,
+    raised while the copy's own failure was): None if there was none."""
+    seen = error.__context__
+    for _ in range(8):  # a short chain: SQLAlchemy's, the driver's, the copy's
+        if seen is None or isinstance(seen, db.WarehouseError):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def _copy_into(

@@ -92,14 +92,37 @@ def _unusable(target_dir: Path, error: OSError) -> db.WarehouseError:
 
 
 def check_folder(db_path: Path) -> None:
-    """For a writer, before its first commit: the snapshots folder, if there is one, is a folder it
-    may list and write in (a publish after the commits would fail otherwise, the ingest's ``_seal``
-    lists it too); WarehouseError else. No folder yet is fine: the warehouse's own folder, where the
-    writer made its lock file, takes it."""
+    """For a writer, before its first commit: the warehouse's own folder is one it may write in
+    (the ``.unpublished`` marker, DuckDB's write-ahead log and a new snapshots folder are created
+    there; a lock file made there before the folder became read-only tells nothing), and the
+    snapshots folder, if there is one, is a folder it may list and write in (a publish after the
+    commits would fail otherwise, the ingest's ``_seal`` lists it too); WarehouseError else."""
+    where = db_path.parent
+    if not _may_write(where, os.W_OK | os.X_OK):
+        raise db.WarehouseError(
+            f"cannot write to warehouse {db_path}: its folder {os.path.abspath(where)} can't be written in "
+            f"({os.strerror(_refusal(where))}): a writer needs a folder it may write in"
+        )
     target_dir = folder(db_path)
     _published(target_dir)
-    if target_dir.exists() and not os.access(target_dir, os.R_OK | os.W_OK | os.X_OK):
-        raise _unusable(target_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+    if target_dir.exists() and not _may_write(target_dir, os.R_OK | os.W_OK | os.X_OK):
+        code = _refusal(target_dir)
+        raise _unusable(target_dir, OSError(code, os.strerror(code)))
+
+
+def _may_write(where: Path, mode: int) -> bool:
+    """Whether this process may use the folder so, as its effective user (a set-uid program's too)."""
+    return os.access(where, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _refusal(where: Path) -> int:
+    """Why a folder can't be written in: the errno a write would meet (a read-only file system, else
+    no permission)."""
+    try:
+        read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return errno.EROFS if read_only else errno.EACCES
 
 
 def stamps(db_path: Path) -> list[int]:
@@ -189,15 +212,19 @@ def publish(db_path: Path) -> Path:
 
 
 @contextmanager
-def published_write(db_path: Path, wait: float, check: Callable[[], None] | None = None) -> Iterator[None]:
+def published_write(
+    db_path: Path, wait: float, check: Callable[[], None] | None = None, *, what: str | None = None
+) -> Iterator[None]:
     """A writer's commits, then a snapshot of them: the body runs under the ingest lock once the
-    file, the snapshots folder and ``check`` (what else would refuse the write: the warehouse's
-    revision, say) are checked, in that order as ingest checks them, with the warehouse marked
-    unpublished; a snapshot is published when the body ends. A refused write leaves no marker; a
-    body that raises leaves it, and the next run publishes."""
+    file, the folders and ``check`` (what else would refuse the write: the warehouse's revision,
+    say) are checked, in that order as ingest checks them, with the warehouse marked unpublished; a
+    snapshot is published when the body ends. A refused write leaves no marker; a body that raises
+    leaves it, and the next run publishes. Files created meanwhile are private, as an ingest's
+    (``db.private_files``); a full disk stops ``what`` (``"upgrade of PATH"``) in one line
+    (``db.refused_writes``)."""
     db.check_file(db_path)  # a file that is no warehouse: refused before its lock file is created beside it
     db.make_folder(db_path)
-    with run_lock(db_path, wait=wait):
+    with db.refused_writes(what or f"write to {db_path}"), db.private_files(), run_lock(db_path, wait=wait):
         check_folder(db_path)  # a publish that can't happen: refused before the commit
         if check is not None:
             check()
@@ -215,14 +242,21 @@ def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duck
     out for as long as the reader reads, so the reader is refused in one line instead. A warehouse
     that no ingest run wrote yet (built by other means, never published) is still opened itself:
     a reader then holds DuckDB's file lock while it reads (docs/ingest.md)."""
-    for _ in range(OPEN_TRIES):
-        snapshot = latest(db_path)
+    snapshot = latest(db_path)
+    for tries_left in reversed(range(OPEN_TRIES)):
         if snapshot is None:
             break
         try:
             con = db.connect(snapshot, read_only=True, wait=wait)
         except db.WarehouseError:
-            continue  # replaced between listing and opening: the newer one
+            # replaced between listing and opening: the newer one. Any other failure (a copy this
+            # user may not read) is said, naming the copy: the file itself is never opened instead,
+            # which would hold DuckDB's lock against the writer while the reader reads
+            newer = latest(db_path)
+            if not tries_left or newer == snapshot:
+                raise
+            snapshot = newer
+            continue
         con.execute(CACHE_FOOTERS)
         return con
     # a marker beside a file that is no warehouse (a folder, a text file) is no run's: the file's
