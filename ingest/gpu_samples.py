@@ -319,8 +319,11 @@ def read_pieces(
     A last line without its newline is still being written: it is left for the next run (the
     read offset stays before it, so that the line is read once, whole). Unless the file is
     ``ledger.final`` under ``stat``, the stat the run found it with (settled, and no writer came
-    back while it was read, which could have written half a line): then it is read as any other
-    line.
+    back while it was read, which could have written half a line), or dated ahead of this
+    machine's clock and unchanged while read (``ledger.ahead``: its time, which never looks
+    settled, tells nothing of its writer): then it is yielded as any other line, marked
+    ``unterminated``, and the caller reads it only if it is whole (a cut one waits until the
+    file's record has kept its size and time long enough by this machine's clock, ``spool._quiet``).
     """
     with path.open("rb") as f:
         f.seek(offset)
@@ -334,8 +337,13 @@ def read_pieces(
                 yield piece
                 offset, first_line = piece.end, first_line + piece.lines
             carry = data[end:]
-    if carry and stat is not None and offset + len(carry) == stat.size and ledger.final(path, stat):
+    if carry and stat is not None and offset + len(carry) == stat.size and _may_be_last(path, stat):
         yield Piece(offset, first_line, carry + b"\n", unterminated=True)
+
+
+def _may_be_last(path: Path, stat: ledger.Stat) -> bool:
+    """Whether a file's last line without its newline may be its last line for good (``read_pieces``)."""
+    return ledger.final(path, stat) or (ledger.ahead(stat) and ledger.unchanged_since(path, stat))
 
 
 def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:

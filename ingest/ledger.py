@@ -4,7 +4,9 @@ A file whose size and modification time match the ledger is not read again. A fi
 within ``FRESH_SECONDS`` of its last change gets no fingerprint (a writer may still be at it
 within the same clock tick), nor does a log whose last line waits for its newline or for the
 file to settle (``settled``), so the next run reads it again; ``pending`` files (empty or cut
-short) are read again on every run.
+short) are read again on every run. A file dated further ahead of this machine's clock (a file
+server's clock ahead, ``touch -d 2099-01-01``) is fingerprinted as any other: its time tells
+nothing of a writer, and it is read again when its size or time changes (``is_fresh``).
 """
 
 from __future__ import annotations
@@ -111,7 +113,20 @@ def stat(path: Path) -> Stat:
 
 def stat_of(st: os.stat_result) -> Stat:
     """The ledger's view of a stat already taken."""
-    return Stat(st.st_size, st.st_mtime_ns, time.time() - st.st_mtime_ns / 1e9 < FRESH_SECONDS, ino=st.st_ino)
+    return Stat(st.st_size, st.st_mtime_ns, is_fresh(st.st_mtime_ns), ino=st.st_ino)
+
+
+def is_fresh(mtime_ns: int, now: float | None = None) -> bool:
+    """Whether a file's time is within ``FRESH_SECONDS`` of this machine's clock (``now``), on
+    either side: a writer may still be at it within the same clock tick. A time further ahead is
+    no sign of a writer (it was fresh for ever: read, counted and published again by every run)."""
+    return abs((time.time() if now is None else now) - mtime_ns / 1e9) < FRESH_SECONDS
+
+
+def ahead(st: Stat) -> bool:
+    """Whether the file's time is ahead of this machine's clock by ``FRESH_SECONDS`` or more: it
+    then tells nothing of when a writer was last at the file (``settled`` never holds)."""
+    return st.mtime_ns / 1e9 - time.time() >= FRESH_SECONDS
 
 
 def settled(st: Stat) -> bool:

@@ -1,5 +1,6 @@
 """Session 20 audit: how writers and readers fail on a full disk, in a folder they can't write in,
-on a snapshot they can't read and on a lost PostgreSQL connection (one line, exit 3, nothing lost)."""
+on a snapshot they can't read and on a lost PostgreSQL connection (one line, exit 3, nothing lost),
+and files dated in the future (read once their content stops changing, as any other)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ import pytest
 import sqlalchemy as sa
 
 from runlytics import cli
+from runlytics.ingest import ledger
+from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import db, insights, migrate, pg_copy, results, snapshots
+from tests.file_times import opened_under
 
 # DuckDB 2's message for a Parquet write refused in its writer's thread, verbatim from the audit's run
 ASYNC_FULL = (
@@ -31,6 +35,7 @@ ASYNC_FULL = (
 )
 WAL_FULL = 'TransactionContext Error: Failed to commit: Could not write file "{wal}": No space left on device'
 NOBODY = 65534  # the user a test acts as when it runs as root, who may write anywhere
+FUTURE = 4_070_908_800  # 2099-01-01
 
 
 def history(steps: int) -> list[dict[str, Any]]:
@@ -344,3 +349,61 @@ def test_a_db_copy_whose_connection_is_lost_says_why_in_one_line(
     )
     with psycopg.connect(pg_url) as con:
         assert con.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+# --- file times in the future --------------------------------------------------------------------
+
+
+def test_a_file_dated_in_the_future_is_read_once_not_at_every_run(tmp_path: Path) -> None:
+    """The audit's mt.sh 2099-01-01: a progress.json dated in the future counted as written within
+    the last 2 s for ever, so it got no fingerprint and was read, counted and published again by
+    every run."""
+    roots, path = tmp_path / "jobs", tmp_path / "w.duckdb"
+    progress = write_job(roots, "a", when=FUTURE)
+    assert ledger.stat(progress).fingerprint is not None
+    assert ingest(path, [roots]).ingested == 1
+    published = snapshots.latest(path)
+    again = ingest(path, [roots])
+    assert (again.ingested, again.unchanged) == (0, 1)
+    assert snapshots.latest(path) == published  # nothing new: no copy
+    # a change of size under the same future time is a change
+    progress.write_text(json.dumps({"job_id": "a", "status": "running", "history": history(5)}))
+    os.utime(progress, (FUTURE, FUTURE))
+    assert ingest(path, [roots]).ingested == 1
+    with duckdb.connect(str(snapshots.latest(path)), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM steps").fetchone() == (5,)
+
+
+def test_a_file_changed_this_moment_is_still_fresh_however_its_clock_reads(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("x")
+    for offset in (0.0, -1.0, 1.0):  # a file server's clock a second behind or ahead: written now
+        os.utime(path, (time.time() + offset, time.time() + offset))
+        assert ledger.stat(path).fresh
+    for offset in (-3.0, 3.0, FUTURE - time.time()):
+        os.utime(path, (time.time() + offset, time.time() + offset))
+        assert not ledger.stat(path).fresh
+
+
+def spool_line(i: int) -> str:
+    ts = int(time.time()) // 3600 * 3600 - 7200 + i
+    return json.dumps({"ts": ts, "job_id": "s", "gpu_index": 0, "utilization_percent": float(i)})
+
+
+def test_a_spool_file_dated_in_the_future_has_its_last_line_read_and_is_then_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit: a spool file dated in the future never counted as settled, so its last line
+    without a newline was never read, and the file was opened by every run."""
+    roots, spool, path = tmp_path / "jobs", tmp_path / "spool", tmp_path / "w.duckdb"
+    roots.mkdir()
+    spool.mkdir()
+    gpu = spool / "gpu.jsonl"
+    gpu.write_text(spool_line(1) + "\n" + spool_line(2))  # a writer that writes no final newline
+    os.utime(gpu, (FUTURE, FUTURE))
+    first = ingest(path, [roots], spools=[spool])
+    assert first.gpu_samples == 2
+    opened = opened_under(spool, monkeypatch)
+    again = ingest(path, [roots], spools=[spool])
+    assert (again.gpu_samples, again.unchanged) == (0, 1)
+    assert opened == []
