@@ -171,3 +171,22 @@ def test_a_file_rotated_while_its_last_line_waits_is_read_on_under_its_new_name(
     append(rotated, line(3)[cut:] + "\n" + line(4) + "\n")
     run3 = lab.ingest(lab.root, spool_root=spool)
     assert run3.warnings == 0 and stored(lab) == [1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def test_a_run_that_finds_only_a_cut_line_lists_no_earlier_warning(lab: Lab, spool: Path) -> None:
+    # the review's spool_oldwarn.py: a bad line warned of by one run; a later run finds only a line
+    # being written (on a file server whose clock is behind), reads nothing and warns of nothing,
+    # and listed the first run's warning as its own (the record's time was the run's, its warnings kept)
+    path = spool / "gpu.jsonl"
+    append(path, line(1) + "\nGARBAGE\n" + line(3) + "\n")
+    first = lab.ingest(lab.root, spool_root=spool)
+    assert said(first) == ["line 2: not JSON (Expecting value: line 1 column 1 (char 0)), skipped"]
+    append(path, line(4)[:15])
+    waiting = lab.ingest(lab.root, spool_root=spool)
+    assert waiting.warnings == 0 and said(waiting) == [] and stored(lab) == [1.0, 3.0]
+    assert record(lab, path)[2] == []  # the ledger keeps the last read's warnings: this one's, none
+    five_minutes_on(lab)  # the line stays cut: warned of once, alone
+    late = lab.ingest(lab.root, spool_root=spool)
+    assert late.warnings == 1 and said(late) == [
+        "line 4: not JSON (Expecting ',' delimiter: line 1 column 16 (char 15)), skipped"
+    ]

@@ -81,9 +81,13 @@ SET_DIGEST = "UPDATE ingest_files SET read_digest = $digest WHERE path = $path A
 # the records of files gone from a folder of the spool that no file of it holds (``_plan``)
 DROP = "DELETE FROM ingest_files WHERE kind = $kind AND path IN (SELECT unnest($paths::VARCHAR[]))"
 # a file whose last line waits, read nothing of this run: its record takes the file's size and time,
-# and the run's time, from which ``_quiet`` counts how long the file has kept them
+# and the run's time, from which ``_quiet`` counts how long the file has kept them; and the warnings
+# of this read, none: the ledger keeps a file's last read's, and a run lists those of the files read
+# since it began (ingest_status.RUN_WARNINGS), so an earlier read's, said then, are not its own
 WAITING = """
-UPDATE ingest_files SET size = $size, mtime_ns = $mtime_ns, fingerprint = $fingerprint, last_read_at = now()::TIMESTAMP
+UPDATE ingest_files
+SET size = $size, mtime_ns = $mtime_ns, fingerprint = $fingerprint, last_read_at = now()::TIMESTAMP,
+    warning_count = 0, warnings = '[]'
 WHERE path = $path AND kind = $kind
 """
 # what the spool's ledger knows of its files (ledger.load and ledger.load_resume, and the times)
@@ -214,7 +218,8 @@ def _quiet(file: _File, mark: _Mark | None, offset: int) -> bool:
 
 def _record_waiting(ctx: Context, file: _File) -> None:
     """Give the record of a file read nothing of, its last line waiting, the file's size and time
-    and the run's time (``_quiet`` counts from them; the rest of the record is kept)."""
+    and the run's time (``_quiet`` counts from them), and no warnings (this read's; the read offset,
+    rows and digest are kept)."""
     st = file.stat
     values = {"size": st.size, "mtime_ns": st.mtime_ns, "fingerprint": st.fingerprint}
     ctx.con.execute(WAITING, {**values, "path": ledger.storable(str(file.path)), "kind": KIND})
