@@ -16,16 +16,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
+import subprocess
+import sys
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import duckdb
 import pytest
 from conftest import REPO, Lab
 from test_archive_s17 import T0, _line, _newest
+from test_crash import KILL_AT
 
 from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import parts, retention
@@ -201,3 +205,112 @@ def test_the_parts_read_every_host_back_and_name_folders_apart(lab: Lab, tmp_pat
     folders = lab.query("SELECT host, path FROM gpu_parts WHERE table_name = 'gpu_samples' AND day = DATE '2026-01-01'")
     by_folder = {Path(path).parent.name: host for host, path in folders}
     assert len(by_folder) == len(HOSTS) and all(len(name) <= parts.NAME_MAX for name in by_folder)
+
+
+# --- archives written before session 20 (review of b690acd) -------------------------------------------
+
+# Hosts whose folder session 20 renamed, and one whose folder it kept: a name over 200 escaped bytes
+# (cut at 150 and a 16-digit hash), one whose cut split an escape (readers failed on the whole
+# archive), one that looks like a stand-in (its own name before, a stand-in now).
+RENAMED = ["h" * 220, "日" * 27, "n~" + "0" * 32]
+
+
+def _old_value(host: str) -> str:
+    """A host's folder value, escaped, as archives written before session 20 named it (the rule of
+    `git show b9d106c:warehouse/parts.py`), written out here as that code had it."""
+    text = quote(host, safe="")
+    if len(text) > 200:
+        text = text[:150] + "~" + hashlib.sha256(host.encode()).hexdigest()[:16]
+    return text
+
+
+def _as_before_session_20(archive: Path, hosts: list[str]) -> None:
+    """Lay an archive out as the code before session 20 wrote it: each host's folder by the old rule,
+    and no list of stand-ins."""
+    day = archive / "day=2026-01-01"
+    for host in hosts:
+        old = day / f"host={_old_value(host)}"
+        assert old != retention.archive_folder(archive, T0.date(), host), host  # the folder was renamed
+        retention.archive_folder(archive, T0.date(), host).rename(old)
+    (archive / retention.HOSTS_FILE).unlink()
+
+
+def _copy_pruned_again(tmp_path: Path) -> None:
+    """A copy of the pruned spool file: its samples are stored again, and pruned again."""
+    (tmp_path / "spool" / "copy.jsonl").write_text((tmp_path / "spool" / "a.jsonl").read_text())
+
+
+def test_a_day_archived_by_the_old_rule_pruned_again_is_merged_into_the_hosts_folder(lab: Lab, tmp_path: Path) -> None:
+    """The review's arch_repro.sh: before, the samples went to the new folder beside the old one's
+    (each twice, and the old cut name read back as a host of its own)."""
+    archive, want = _archive(lab, tmp_path, [*RENAMED, "other"])
+    _as_before_session_20(archive, RENAMED)
+    _copy_pruned_again(tmp_path)
+    ingest(lab.db, [], spools=[tmp_path / "spool"], keep_raw_days=1, archive=archive)
+    folders = sorted(p.parent for p in archive.rglob("*.parquet"))
+    expected = sorted(retention.archive_folder(archive, T0.date(), h) for h in [*RENAMED, "other"])
+    assert folders == expected  # one file a host, in its folder now; the old folders gone
+    assert sorted(p.name for p in (archive / "day=2026-01-01").iterdir()) == sorted(f.name for f in expected)
+    assert all(rows == want for rows in _by_recipe(archive).values())
+
+
+def test_an_archive_written_before_has_its_list_after_any_run_with_archive(lab: Lab, tmp_path: Path) -> None:
+    """The recipes open DIR/_hosts.jsonl: a run that archives nothing writes it (empty) where missing."""
+    archive, want = _archive(lab, tmp_path, ["node-1", "007"])
+    (archive / retention.HOSTS_FILE).unlink()  # as the code before session 20 left the archive
+    for keep_days in (1, 0):  # nothing left to prune; no retention at all
+        ingest(lab.db, [], spools=[tmp_path / "spool"], keep_raw_days=keep_days, archive=archive)
+        assert (archive / retention.HOSTS_FILE).read_text() == ""
+        assert all(rows == want for rows in _by_recipe(archive).values())
+        (archive / retention.HOSTS_FILE).unlink()
+    ingest(lab.db, [], spools=[tmp_path / "spool"], keep_raw_days=1, archive=tmp_path / "none")
+    assert not (tmp_path / "none").exists()  # no archive folder made before anything is archived
+
+
+def test_a_stand_ins_line_is_written_before_its_folder(
+    lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between the two then leaves a line without a folder (harmless), never a
+    folder whose stand-in no line maps back."""
+    folder = retention.archive_folder(tmp_path / "archive", T0.date(), LONG)
+    seen: list[bool] = []
+    write = retention._write_whole
+
+    def recording(path: Path, text: str) -> None:
+        if LONG_STAND_IN in text:
+            seen.append(folder.exists())
+        write(path, text)
+
+    monkeypatch.setattr(retention, "_write_whole", recording)
+    _archive(lab, tmp_path, [LONG])
+    assert seen == [False]
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "runlytics.warehouse.retention:_write_merged:after",  # merged into the new folder, the old files kept
+        "runlytics.warehouse.retention:_remove_archived:after",  # the old files and folder removed, not committed
+    ],
+)
+def test_a_merge_from_an_old_folder_killed_then_rerun_holds_each_sample_once(
+    lab: Lab, tmp_path: Path, point: str
+) -> None:
+    hosts = ["h" * 220, "n~" + "0" * 32]  # old folders the readers read (a split escape would stop them)
+    archive, want = _archive(lab, tmp_path, hosts)
+    _as_before_session_20(archive, hosts)
+    _copy_pruned_again(tmp_path)
+    spool = tmp_path / "spool"
+    options = ["--db", str(lab.db), "--spool", str(spool), "--keep-raw-days", "1", "--archive", str(archive)]
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, point, "1", "ingest", *options, "--quiet"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    files = str(archive / "**" / "*.parquet")
+    keys = duckdb.sql(f"SELECT DISTINCT job_id, gpu_key, ts FROM read_parquet('{files}', hive_partitioning = false)")
+    assert sorted(keys.fetchall()) == sorted({k[1:] for k in want})  # every sample in the archive at the kill
+    rerun = subprocess.run([sys.executable, "-m", "runlytics", "ingest", *options, "--quiet"], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    folders = sorted(p.parent for p in archive.rglob("*.parquet"))
+    assert folders == sorted(retention.archive_folder(archive, T0.date(), h) for h in hosts)
+    assert all(rows == want for rows in _by_recipe(archive).values())

@@ -20,7 +20,9 @@ those files' rows and the part's, one row per (job, GPU, time), the part's winni
 warehouse's: the later copy), else the newest file's. The new file is written, synced and renamed
 into place before the old ones are removed: a run killed in between leaves a sample in two files,
 and its rerun, which prunes the same parts again, merges them. A folder that holds none (the
-usual case) only gets the part's copy.
+usual case) only gets the part's copy. The files of the host's folder by the rule before session 20,
+where it had another name (a cut one, or its own name where a stand-in's form now gets a
+stand-in), are merged in the same way, and that folder removed once empty.
 
 The per-minute rollups (``gpu_minutes``, sealed in parts of their own) are never pruned, and a
 (host, day) is pruned only when every (job, GPU, minute) of its samples has its rollup row (checked here, whatever the
@@ -29,6 +31,7 @@ rollups' own guarantee): analytics never change when raw samples age out.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import date, datetime, timedelta
@@ -178,6 +181,8 @@ def prune(
 ) -> int:
     """Retire (archiving first when asked) the parts of the days past the window, in the caller's
     transaction; returns the rows pruned. Days whose minutes are not all rolled up stay."""
+    if archive is not None:
+        ensure_hosts_file(archive)
     before = horizon(con, table, keep_days, now)
     if before is None:
         return 0
@@ -230,13 +235,45 @@ def archive_part(con: duckdb.DuckDBPyConnection, table: parts.Sealed, file: str,
     return final
 
 
-# the unknown host's folder in archives written before (Hive's name for a missing value)
+# the unknown host's folder in archives written before session 17 (Hive's name for a missing value)
 LEGACY_UNKNOWN_HOST = parts.HIVE_NULL
+# Archives written before session 20 named a host's folder by the parts' rule then: percent-encoded,
+# and past this many escaped bytes cut at CUT_PREFIX of them and CUT_HASH hex digits of its SHA-256
+CUT_OVER, CUT_PREFIX, CUT_HASH = 200, 150, 16
+
+
+def _legacy_value(host: str) -> str:
+    """A host's folder value, escaped, in archives written before session 20 (the cut could split
+    an escape or a character: readers then failed on the whole archive)."""
+    text = parts.escape(host)
+    if len(text) > CUT_OVER:
+        text = text[:CUT_PREFIX] + "~" + hashlib.sha256(host.encode()).hexdigest()[:CUT_HASH]
+    return text
+
+
+def _earlier_folders(archive: Path, folder: Path, host: str) -> list[Path]:
+    """The folders beside ``folder`` where archives written before held the host's samples: the
+    unknown host's Hive folder (before session 17), a host's folder by the rule before session 20
+    where it was another (a cut name; a name of a stand-in's form, now given one). Left out where
+    that folder is another's now: Hive's null name is the unknown host's (module docstring), and
+    a name of a stand-in's form that HOSTS_FILE lists is its host's stand-in folder."""
+    if not host:
+        return [folder.with_name(f"host={LEGACY_UNKNOWN_HOST}")]
+    old = _legacy_value(host)
+    earlier = folder.with_name(f"host={old}")
+    if host == parts.HIVE_NULL or earlier == folder:
+        return []
+    if parts.STAND_IN_TAIL.search(host) and old == parts.escape(host) and host in _listed(archive):
+        return []
+    return [earlier]
+
+
 # The archive's stand-ins and their hosts (parts.host_value), one JSON object a line, in ASCII
-# ({"stand_in": …, "host": …}), there once a part is archived: the reading recipe joins it. No
-# reader of the archive's Parquet files takes it for one (pyarrow's discovery skips a name that
-# begins with '_'; it is no *.parquet file). Rewritten whole (temporary file, fsync, rename)
-# before a stand-in's folder is written, so that each such folder has its line.
+# ({"stand_in": …, "host": …}), there once a part is archived (and, empty, after any run with
+# --archive over an archive written before session 20): the reading recipe joins it. No reader of
+# the archive's Parquet files takes it for one (pyarrow's discovery skips a name that begins with
+# '_'; it is no *.parquet file). Rewritten whole (temporary file, fsync, rename) before a
+# stand-in's folder is made, so that each such folder has its line.
 HOSTS_FILE = "_hosts.jsonl"
 
 
@@ -257,13 +294,14 @@ def archive_group(
     """Copy the parts (``files``, named ``names``) of a (day, host) to the archive, where each of
     their samples is then once (module docstring)."""
     folder = archive_folder(archive, day, host)
+    archive.mkdir(parents=True, exist_ok=True)
+    list_host(archive, host)  # before the folder: a kill in between leaves a line without a folder
     folder.mkdir(parents=True, exist_ok=True)
-    list_host(archive, host)
-    for stale in folder.glob("*" + parts.SUFFIX + parts.TMP_SUFFIX):
-        stale.unlink()  # a killed run's (the ingest lock keeps every other writer out)
-    held = _archived(folder)
-    if not host:
-        held += _archived(folder.with_name(f"host={LEGACY_UNKNOWN_HOST}"))
+    held = []
+    for each in (folder, *_earlier_folders(archive, folder, host)):
+        for stale in each.glob("*" + parts.SUFFIX + parts.TMP_SUFFIX):
+            stale.unlink()  # a killed run's (the ingest lock keeps every other writer out)
+        held += _archived(each)
     if all(path.parent == folder and path.name in names for path in held):
         # none, or these parts' own copies (a run killed before its commit): copied (again) as they are
         for file, name in zip(files, names, strict=True):
@@ -279,13 +317,21 @@ def list_host(archive: Path, host: str) -> None:
     path = archive / HOSTS_FILE
     value = parts.host_value(host) if host else host
     if value == host:  # the usual case: the folder holds the host itself
-        if not path.exists():
-            _write_whole(path, "")
+        ensure_hosts_file(archive)
         return
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    text = _text(path)
     if value not in _stand_ins(text):
         ended = text if text.endswith("\n") or not text else text + "\n"  # a last line cut by hand
         _write_whole(path, ended + json.dumps({"stand_in": value, "host": host}) + "\n")
+
+
+def ensure_hosts_file(archive: Path) -> None:
+    """Write an empty HOSTS_FILE in an archive that has none (one written before session 20: it has
+    no stand-in), so that the reading recipes, which open it, read the archive. Nothing is made
+    where no archive is yet."""
+    path = archive / HOSTS_FILE
+    if archive.is_dir() and not path.exists():
+        _write_whole(path, "")
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -300,6 +346,15 @@ def _write_whole(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def _listed(archive: Path) -> set[str]:
+    """The stand-ins the archive's HOSTS_FILE lists."""
+    return _stand_ins(_text(archive / HOSTS_FILE))
 
 
 def _stand_ins(text: str) -> set[str]:
