@@ -20,7 +20,7 @@ from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.cli import EXIT_OK, main
 from runlytics.ingest import journal, quick
 from runlytics.ingest.pipeline import ingest
-from runlytics.warehouse import ingest_status, sidefiles, snapshots
+from runlytics.warehouse import db, ingest_status, pg_reader, sidefiles, snapshots
 
 OLD = 1_700_000_000  # well past the 2 s a fresh file waits, and the 5 minutes a torn one does
 LFS = "version https://git-lfs.github.com/spec/v1\noid sha256:00\n"
@@ -146,6 +146,86 @@ def test_a_postgresql_ledger_path_shows_no_stage_and_its_host_where_it_must() ->
         a: "data/a/x/progress.json",
         b: "scratch/a/x/progress.json",
     }
+
+
+def test_two_stages_of_one_host_are_told_by_their_names_never_their_folders() -> None:
+    # the review's shown.py: both showed gpu-07:data/runs/run-42/progress.json (alike, and server folders)
+    a = "gpu-07:/var/lib/a.duckdb:/data/runs/run-42/progress.json"
+    b = "gpu-07:/var/lib/b.duckdb:/data/runs/run-42/progress.json"
+    other = "gpu-08:/var/lib/a.duckdb:/data/runs/run-42/progress.json"
+    assert ingest_status.shown_paths(_ledger(a, b, other), [(a, None), (b, None), (other, None)]) == {
+        a: "gpu-07:a.duckdb:run-42/progress.json",
+        b: "gpu-07:b.duckdb:run-42/progress.json",
+        other: "gpu-08:run-42/progress.json",  # its host tells it
+    }
+    # two stages of one name: as many of their folders as tell them apart
+    x, y = "h:/srv/x/stage.duckdb:/d/run-1/progress.json", "h:/srv/y/stage.duckdb:/d/run-1/progress.json"
+    assert ingest_status.shown_paths(_ledger(x, y), [(x, None), (y, None)]) == {
+        x: "h:x/stage.duckdb:run-1/progress.json",
+        y: "h:y/stage.duckdb:run-1/progress.json",
+    }
+    # a path that is the tail of another of its stage (two roots, one inside the other), on two
+    # stages of the host: its whole path, with its stage's name
+    short_a, long_a = "h:/s/a.duckdb:/r/x/progress.json", "h:/s/a.duckdb:/m/r/x/progress.json"
+    short_b, long_b = "h:/s/b.duckdb:/r/x/progress.json", "h:/s/b.duckdb:/m/r/x/progress.json"
+    con = _ledger(short_a, long_a, short_b, long_b)
+    shown = ingest_status.shown_paths(con, [(short_a, None), (short_b, None), (long_a, None)])
+    assert shown == {
+        short_a: "h:a.duckdb:r/x/progress.json",
+        short_b: "h:b.duckdb:r/x/progress.json",
+        long_a: "h:a.duckdb:m/r/x/progress.json",
+    }
+
+
+def test_a_problem_files_error_names_no_folder_of_its_stage() -> None:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE ingest_files (path VARCHAR, kind VARCHAR, job_id VARCHAR, outcome VARCHAR, error VARCHAR,"
+        " last_read_at TIMESTAMP)"
+    )
+    for stage in ("a", "b"):
+        path = f"gpu-07:/var/lib/{stage}.duckdb:/data/runs/run-42/progress.json"
+        error = "cannot read: [Errno 13] Permission denied: '/data/runs/run-42/progress.json'"
+        values = {"p": path, "e": error}
+        con.execute("INSERT INTO ingest_files VALUES ($p, 'progress', NULL, 'failed', $e, NULL)", values)
+    rows = ingest_status.problem_files(con)
+    denied = "cannot read: [Errno 13] Permission denied: 'run-42/progress.json'"
+    shown = [(f"gpu-07:{stage}.duckdb:run-42/progress.json", denied) for stage in ("a", "b")]
+    assert [(row["path"], row["error"]) for row in rows] == shown
+
+
+def test_shown_paths_on_postgresql(pg_url: str) -> None:
+    # the API's reader on PostgreSQL: the same scan of the ledger (PostgreSQL has no suffix function)
+    import psycopg
+
+    paths = [
+        "gpu-07:/var/lib/a.duckdb:/data/runs/run-42/progress.json",
+        "gpu-07:/var/lib/b.duckdb:/data/runs/run-42/progress.json",
+        "gpu-08:/var/lib/a.duckdb:/data/team/run-1/progress.json",
+        "gpu-08:/var/lib/a.duckdb:/data/other/run-1/progress.json",
+        "gpu-08:/var/lib/a.duckdb:/data/solo/progress.json",
+        "gpu-08:/var/lib/a.duckdb:/data/100%_done/progress.json",  # no pattern: % and _ are characters
+    ]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE ingest_files (path TEXT PRIMARY KEY)")
+        for path in paths:
+            conn.execute("INSERT INTO ingest_files VALUES (%s)", [path])
+    reader = pg_reader.Reader(db.PostgresUrl(pg_url))
+    cursor = reader.cursor()
+    try:
+        shown = ingest_status.shown_paths(cursor, [(path, None) for path in paths])
+        assert shown == ingest_status.shown_paths(_ledger(*paths), [(path, None) for path in paths])
+    finally:
+        cursor.close()
+        reader.close()
+    assert list(shown.values()) == [
+        "gpu-07:a.duckdb:run-42/progress.json",
+        "gpu-07:b.duckdb:run-42/progress.json",
+        "team/run-1/progress.json",
+        "other/run-1/progress.json",
+        "solo/progress.json",
+        "100%_done/progress.json",
+    ]
 
 
 def test_error_texts_lose_every_absolute_path() -> None:
