@@ -241,6 +241,9 @@ def test_error_texts_lose_every_absolute_path() -> None:
     # no path: a URL, a ratio, a relative path stay
     text = "a Git LFS pointer (version https://git-lfs.github.com/spec/v1), 1/2 of runs/x"
     assert public(text) == text
+    # a path right after a colon: DuckDB's file: names (the review's shown.py kept it whole)
+    assert public("IO Error: file:/srv/secret/x.json") == "IO Error: file:…/x.json"
+    assert public("see file:///srv/secret/x.json, or scp h:/srv/y.json") == "see file://…/x.json, or scp h:…/y.json"
     assert public(None) is None
     # a file's error: its own path and those below the folders its shown path leaves out, from there on
     own = "/srv/jobs/b/progress.json"

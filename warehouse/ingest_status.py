@@ -215,9 +215,10 @@ def _stage_names(stages: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
 
 
 # An absolute path in a stored message: a '/' that begins a word (not after a letter, digit, '.',
-# ':', '~', '-' or '/': no ratio, URL or relative path), up to a blank or a quote. A path holding a
-# blank is cut there; the words after it are relative.
-ABSOLUTE_PATH = re.compile(r"(?<![\w.:~/-])/[^\s'\"]+")
+# '~', '-' or '/': no ratio or relative path), or that follows a ':' but for a URL's '://' (DuckDB's
+# `file:/srv/x.json`), or that follows a URL's '://' with no host (`file:///srv/x.json`), up to a
+# blank or a quote. A path holding a blank is cut there; the words after it are relative.
+ABSOLUTE_PATH = re.compile(r"(?:(?<![\w.:~/-])/|(?<=:)/(?!/)|(?<=://)/)[^\s'\"]+")
 # The messages of ingest/formats/ that name a path other than the file's, by that path (whole, even
 # holding blanks or quotes); the first names the link's target and the ingest root, both dropped
 OUTSIDE_ROOT = re.compile(r"^a symbolic link to .*, outside the ingest root .*$", re.S)
