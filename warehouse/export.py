@@ -40,7 +40,7 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -244,7 +244,7 @@ def _manifest(fmt: str, rows: dict[str, int], jobs: int, asked: Selection, work:
         "tables": tables,
         "jobs": jobs,
         "selection": asked.as_dict(),
-        "exported_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z",
+        "exported_at": db.utc_now().isoformat(timespec="seconds") + "Z",
     }
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -368,7 +368,7 @@ def horizon(raw: psycopg.Connection[Any], keep_raw_days: int, now: datetime | No
     newest = row[0] if row else None
     if newest is None:
         return None
-    today = (now or datetime.now(UTC).replace(tzinfo=None)).date()
+    today = (now or db.utc_now()).date()
     first = retention.days_before(min(newest.date(), today), keep_raw_days)
     return None if first is None else datetime(first.year, first.month, first.day)
 

@@ -36,7 +36,8 @@ SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 
 
 def lock_timeout(wait: float) -> tuple[str]:
-    """SET_LOCK_TIMEOUT's value: ``wait`` seconds in whole milliseconds, at least one (0: no limit)."""
+    """SET_LOCK_TIMEOUT's value: ``wait`` seconds in whole milliseconds, at least one: a ``wait`` of 0
+    gives up after 1 ms, never PostgreSQL's ``0``, which waits without limit."""
     return (f"{max(1, round(wait * 1000))}ms",)
 
 
