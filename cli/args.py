@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 from typing import TypeVar
 
@@ -116,3 +117,21 @@ def _readable_dir(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"not a folder: {text}")
     return path
+
+
+def check_warehouse_named(args: argparse.Namespace) -> None:
+    """UserError (exit 2) for a blank --db, --stage or $RUNLYTICS_DB of a command that takes one:
+    each named a file " " in the current folder (an empty $RUNLYTICS_DB is unset, as shells have it)."""
+    from runlytics.warehouse import db
+
+    from .errors import UserError
+
+    if not hasattr(args, "db"):  # sample: no warehouse
+        return
+    for option in ("db", "stage"):
+        given = getattr(args, option, None)
+        if given is not None and not given.strip():
+            raise UserError(f"--{option} {given!r} is blank: name a warehouse file or a postgresql:// URL")
+    named = os.environ.get(db.ENV_DB)
+    if args.db is None and named and not named.strip():
+        raise UserError(f"${db.ENV_DB} {named!r} is blank: name a warehouse file or a postgresql:// URL, or unset it")

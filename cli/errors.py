@@ -9,7 +9,17 @@ from collections.abc import Callable
 from runlytics.warehouse import db
 from runlytics.warehouse.lock import IngestLocked
 
-from .exits import EXIT_BUSY, EXIT_INTERRUPTED, EXIT_NO_NVML, EXIT_QUERY, EXIT_USAGE, EXIT_WAREHOUSE
+from .exits import (
+    EXIT_BUSY,
+    EXIT_INTERRUPTED,
+    EXIT_NO_MEMORY,
+    EXIT_NO_NVML,
+    EXIT_OUTPUT,
+    EXIT_QUERY,
+    EXIT_USAGE,
+    EXIT_WAREHOUSE,
+)
+from .streams import OutputFailed, say
 
 
 class NoWarehouse(db.WarehouseError):
@@ -42,13 +52,21 @@ DOMAIN_ERRORS = {
     "runlytics.sampler.devices.SamplerError": EXIT_USAGE,
     "runlytics.sampler.nvml.NvmlUnavailable": EXIT_NO_NVML,
 }
+# DuckDB's out of memory (its memory_limit, or an allocation the process was refused), said as
+# Python's MemoryError is; named for the same reason (a run with nothing to do never imports DuckDB)
+DUCKDB_OUT_OF_MEMORY = "_duckdb.OutOfMemoryException"
 
 
 def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """``run(args)``'s exit code, or the exit code of the error that stopped it (said on stderr,
     "runlytics COMMAND: …", as every message of a command is)."""
     try:
-        return run(args)
+        done = run(args)
+        sys.stdout.flush()  # the output's end: failing to write it is the command's failure
+        return done
+    except OutputFailed as error:  # the work is done (an ingest's run stored): only the output is not
+        _say(args, error)
+        return EXIT_OUTPUT
     except UserError as error:
         _say(args, error)
         return error.exit_code
@@ -66,12 +84,31 @@ def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace)
             raise
         _say(args, "interrupted")  # named as its errors are: `runlytics db upgrade: interrupted`
         return EXIT_INTERRUPTED
+    except MemoryError as error:
+        _say(args, out_of_memory(error))
+        return EXIT_NO_MEMORY
     except Exception as error:
+        if _named(error, DUCKDB_OUT_OF_MEMORY):
+            _say(args, out_of_memory(error))
+            return EXIT_NO_MEMORY
         code = _domain_exit_code(error)
         if code is None:  # a bug: its traceback
             raise
         _say(args, error)
         return code
+
+
+def out_of_memory(error: BaseException) -> str:
+    """The line for running out of memory: DuckDB's first line (its next ones suggest settings,
+    ``SET memory_limit``, that no command takes), and what became of the warehouse."""
+    said = str(error).splitlines()[0].strip() if str(error).strip() else ""
+    detail = f" ({said})" if said and said != "out of memory" else ""
+    return f"out of memory{detail}: stopped; nothing stored was lost (every write is a transaction)"
+
+
+def _named(error: BaseException, name: str) -> bool:
+    """Whether ``error`` is of the class ``name`` (module and name), or of a subclass of it."""
+    return any(f"{cls.__module__}.{cls.__qualname__}" == name for cls in type(error).__mro__)
 
 
 def _domain_exit_code(error: Exception) -> int | None:
@@ -93,4 +130,4 @@ def _interrupted(error: BaseException) -> bool:
 
 def _say(args: argparse.Namespace, error: BaseException | str) -> None:
     command = getattr(args, "command_name", None)
-    print(f"runlytics{f' {command}' if command else ''}: {error}", file=sys.stderr)
+    say(f"runlytics{f' {command}' if command else ''}: {error}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -25,6 +27,39 @@ from .args import (
 )
 
 ENV_SPOOL = "RUNLYTICS_SPOOL"
+NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")  # argparse's own test of a word that is a value
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line read: a command's arguments, or argparse's --help, --version or usage
+    error (it exits, 0 or 2, once what it printed is written: a failure is OutputFailed, exit 74)."""
+    try:
+        return _parse(argv)
+    except SystemExit:
+        sys.stdout.flush()  # argparse itself drops the errors of its writes
+        raise
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = _parser()
+    if argv[:1] == ["insights"] and {"-h", "--help"} & set(argv):
+        # `insights set --help`, `insights thresholds --help`: their own help, not the list's
+        for name, sub in insights_word_parsers().items():
+            if argv[1:2] == [name.split()[-1]]:
+                sub.parse_args(["--help"])  # prints it and exits 0, as argparse's --help does
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command_name", None) == "insights" and not any(map(_option_like, extra)):
+        # `insights set --db W NAME VALUE`: argparse takes the words of `insights` (nargs="*")
+        # only where they start, and leaves those after an option over
+        args.words += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # argparse's own parse_args
+    return args
+
+
+def _option_like(word: str) -> bool:
+    """Whether argparse reads ``word`` as an option: a dash and more, not a negative number."""
+    return word.startswith("-") and word != "-" and not NEGATIVE_NUMBER.match(word)
 
 
 def version_text() -> str:
