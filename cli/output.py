@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import csv
+import itertools
 import json
+import re
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from runlytics.warehouse import queries
@@ -16,16 +18,18 @@ if TYPE_CHECKING:  # a type only
 
 LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists every one kept
 ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
+JSON_BATCH = 1000  # records encoded at a time
+CSV_QUOTED = re.compile(r'[,"\r\n]')  # what makes a CSV field quoted (and an empty text)
 
 
-def _write_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> None:
+def _write_rows(columns: list[str], rows: Iterable[Sequence[Any]], fmt: str) -> None:
+    """``rows`` under ``columns`` on stdout. CSV and JSON are written as the rows come (a result
+    of any size, a batch at a time: ``sql``); a table needs every row first, for its widths."""
     if fmt == "json":
-        records = [{c: queries.plain(v) for c, v in zip(columns, row, strict=True)} for row in rows]
-        print(json.dumps(records, indent=2, default=str, allow_nan=False))
+        _write_json(columns, rows)
     elif fmt == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(columns)
-        writer.writerows(rows)
+        for row in itertools.chain([columns], rows):
+            sys.stdout.write(",".join(map(_csv_field, row)) + "\n")
     else:
         cells = [[_cell(v) for v in row] for row in rows]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
@@ -33,7 +37,32 @@ def _write_rows(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> No
         print("  ".join("-" * w for w in widths))
         for r in cells:
             print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+        print(f"({len(cells)} row{'s' if len(cells) != 1 else ''})")
+
+
+def _write_json(columns: list[str], rows: Iterable[Sequence[Any]]) -> None:
+    """The rows as one JSON array of objects, JSON_BATCH records at a time, byte for byte as
+    ``json.dumps(records, indent=2)`` writes the whole list."""
+    encoder = json.JSONEncoder(indent=2, default=str, allow_nan=False)  # json.dumps' own, so made
+    remaining = iter(rows)
+    opened = False
+    while batch := list(itertools.islice(remaining, JSON_BATCH)):
+        text = encoder.encode([{c: queries.plain(v) for c, v in zip(columns, row, strict=True)} for row in batch])
+        sys.stdout.write(("[\n" if not opened else ",\n") + text[2:-2])  # the batch's records, without "[\n", "\n]"
+        opened = True
+    print("\n]" if opened else "[]")
+
+
+def _csv_field(value: Any) -> str:
+    """A CSV field as export's CSV (DuckDB's) writes one: NULL an empty field, an empty text a
+    quoted one (``,"",``: two values, docs/export.md), a text with a comma, quote or line break
+    quoted; a double as Python's shortest text (as the csv module writes it)."""
+    if value is None:
+        return ""
+    text = repr(value) if isinstance(value, float) else str(value)
+    if not text or CSV_QUOTED.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _cell(value: Any) -> str:

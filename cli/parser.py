@@ -268,7 +268,7 @@ def _add_sql(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     cmd.add_argument(
         "--timeout", type=_time_limit, default=readonly.DEFAULT_PG_TIMEOUT_SECONDS, metavar="SECONDS",
-        help="on a PostgreSQL warehouse (--db postgresql://…): stop the query after SECONDS (default: %(default)g)",
+        help="stop the query after SECONDS of running, on DuckDB or PostgreSQL (exit 4; default: %(default)g)",
     )  # fmt: skip
     cmd.set_defaults(run=query.run_sql)
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from runlytics.warehouse import sidefiles, snapshots
@@ -103,6 +105,156 @@ def ended(proc: subprocess.Popen[str], within: float) -> tuple[int, str, str]:
         proc.communicate()
         pytest.fail(f"still running {within} s on")
     return proc.returncode, out, err
+
+
+# --- a: Ctrl-C stops a long query at once ----------------------------------------------------------
+
+
+def test_ctrl_c_stops_a_long_duckdb_query_at_once(warehouse: Path) -> None:
+    proc = started_query(warehouse)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    code, out, err = ended(proc, within=15)
+    assert (code, one_line(err)) == (130, "runlytics sql: interrupted")
+    assert time.monotonic() - sent < 10
+
+
+def test_ctrl_c_stops_a_long_postgresql_query_at_once(pg_url: str, tmp_path: Path) -> None:
+    # psycopg cancels the query on the server (a guard: this held before the audit too)
+    proc = subprocess.Popen(
+        [*RUNLYTICS, "sql", "--db", pg_url, "--format", "csv", "SELECT pg_sleep(600)"],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    with psycopg.connect(pg_url, autocommit=True) as watch:
+        while time.monotonic() < deadline and proc.poll() is None:
+            running = watch.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%' AND state = 'active'"
+            ).fetchone()
+            if running and running[0]:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        code, _, err = ended(proc, within=30)
+        assert (code, one_line(err)) == (130, "runlytics sql: interrupted")
+        left = watch.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%'")
+        assert left.fetchone() == (0,)  # cancelled on the server, not left running
+
+
+# --- b: --timeout on DuckDB ------------------------------------------------------------------------
+
+
+def test_timeout_stops_a_duckdb_query_as_on_postgresql(warehouse: Path) -> None:
+    began = time.monotonic()
+    done = runlytics(
+        "sql", "--db", str(warehouse), "--timeout", "1", "--format", "csv", ENDLESS, cwd=warehouse.parent, timeout=60
+    )
+    assert done.returncode == 4, done.stderr
+    assert one_line(done.stderr).startswith("runlytics sql: stopped after 1 s (--timeout): ")
+    assert time.monotonic() - began < 60 and done.stdout == ""
+    # a query within its time answers as before
+    done = runlytics(
+        "sql", "--db", str(warehouse), "--timeout", "30", "--format", "csv", "SELECT 7 AS n", cwd=warehouse.parent
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "n\n7\n", "")
+
+
+def test_timeout_help_names_both_engines() -> None:
+    done = runlytics("sql", "--help", cwd=REPO)
+    assert "on DuckDB or PostgreSQL" in " ".join(done.stdout.split())
+
+
+# --- c: CSV and JSON stream ------------------------------------------------------------------------
+
+ROWS = 2_000_000
+WIDE = f"SELECT range AS n, repeat('x', 100) AS pad FROM range({ROWS})"
+
+
+def peak_kib(*args: str, cwd: Path) -> tuple[int, int]:
+    """The exit code and peak resident memory (KiB) of the command, its output thrown away."""
+    proc = subprocess.Popen([*RUNLYTICS, *args], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_csv_and_json_hold_no_whole_result_in_memory(warehouse: Path, fmt: str) -> None:
+    small_code, small = peak_kib("sql", "--db", str(warehouse), "--format", fmt, "SELECT 1 AS n", cwd=warehouse.parent)
+    code, big = peak_kib("sql", "--db", str(warehouse), "--format", fmt, WIDE, cwd=warehouse.parent)
+    assert small_code == code == 0
+    # the whole result as Python rows is about 500 MB; streamed, what DuckDB and a batch hold
+    assert big - small < 200 * 1024, (small, big)
+
+
+def test_streamed_json_is_the_whole_array(warehouse: Path) -> None:
+    done = runlytics(
+        "sql", "--db", str(warehouse), "--format", "json", "SELECT range AS n FROM range(25000)", cwd=warehouse.parent
+    )
+    import json
+
+    assert json.loads(done.stdout) == [{"n": n} for n in range(25000)]
+    empty = runlytics(
+        "sql", "--db", str(warehouse), "--format", "json", "SELECT 1 AS n WHERE false", cwd=warehouse.parent
+    )
+    assert empty.stdout == "[]\n"
+
+
+# --- d: --allow-read never reaches the live warehouse ----------------------------------------------
+
+
+def test_allow_read_beside_the_warehouse_never_opens_it(warehouse: Path) -> None:
+    folder = warehouse.parent
+    (folder / "costs").mkdir()
+    duckdb.sql(f"COPY (SELECT 'llama-sft-001' AS job_id, 12.5 AS usd) TO '{folder}/costs/usd.parquet'")
+    shutil.copyfile(folder / "costs" / "usd.parquet", folder / "usd.parquet")
+    (folder / "link.duckdb").symlink_to(warehouse)
+    os.link(warehouse, folder / "hard.duckdb")
+    for query in (
+        "FROM read_duckdb('w.duckdb', table_name = 'jobs') SELECT count(*)",
+        "FROM 'w.duckdb' SELECT count(*)",
+        "FROM read_duckdb('*.duckdb', table_name = 'jobs') SELECT count(*)",
+        "FROM 'link.duckdb' SELECT count(*)",
+        "FROM 'hard.duckdb' SELECT count(*)",
+        f"FROM read_duckdb('{folder}/w.duckdb', table_name = 'jobs') SELECT count(*)",
+        "FROM 'w.duckdb.snapshots/*.duckdb' SELECT count(*)",
+        "FROM read_text('w.duckdb.last-ingest.json')",
+    ):
+        done = runlytics("sql", "--db", "w.duckdb", "--allow-read", ".", "--format", "csv", query, cwd=folder)
+        assert done.returncode == 4, (query, done.stdout)
+        assert "Permission Error" in one_line(done.stderr), query
+    # the rest of the folder reads as before: its files by name, its folders whole
+    for query in (
+        "FROM 'usd.parquet' SELECT usd",
+        "FROM 'costs/*.parquet' SELECT usd",
+        "FROM 'costs/usd.parquet' SELECT usd",
+    ):
+        done = runlytics("sql", "--db", "w.duckdb", "--allow-read", ".", "--format", "csv", query, cwd=folder)
+        assert (done.returncode, done.stdout) == (0, "usd\n12.5\n"), (query, done.stderr)
+    # the same from the folder above it
+    done = runlytics(
+        "sql", "--db", str(warehouse), "--allow-read", str(folder.parent), "--format", "csv",
+        f"FROM read_duckdb('{warehouse}', table_name = 'jobs') SELECT count(*)", cwd=folder,
+    )  # fmt: skip
+    assert done.returncode == 4 and "Permission Error" in done.stderr
+
+
+# --- e: CSV keeps an empty text apart from NULL ----------------------------------------------------
+
+
+def test_csv_writes_an_empty_text_and_null_apart_as_export_does(warehouse: Path) -> None:
+    query = "SELECT '' AS a, NULL AS b, 'x,y' AS c, 'r' || chr(13) || 's' AS d UNION ALL SELECT NULL, '', 'q\"', 't'"
+    done = subprocess.run(
+        [*RUNLYTICS, "sql", "--db", str(warehouse), "--format", "csv", query], capture_output=True, env=ENV, timeout=120
+    )  # bytes: text mode would read the carriage return as a line end
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b'a,b,c,d\n"",,"x,y","r\rs"\n,"","q""",t\n'
+    out = warehouse.parent / "out.csv"
+    out.write_bytes(done.stdout)
+    back = duckdb.sql(f"FROM read_csv('{out}', allow_quoted_nulls = false, all_varchar = true)").fetchall()
+    assert back == [("", None, "x,y", "r\rs"), (None, "", 'q"', "t")]
 
 
 # --- f: a stdout that can't be written ----------------------------------------------------------
@@ -231,6 +383,15 @@ def test_out_of_memory_is_one_line_and_exit_71(tmp_path: Path) -> None:
     )
 
 
+def test_sql_out_of_memory_is_one_line_without_settings_and_exit_71(warehouse: Path, tmp_path: Path) -> None:
+    # DuckDB's next lines suggest `SET memory_limit`, which sql refuses
+    query = "SELECT count(DISTINCT range) FROM range(50000000)"
+    done = script(OUT_OF_MEMORY_SQL, "sql", "--db", str(warehouse), "--format", "csv", query, cwd=tmp_path)
+    assert done.returncode == 71, done.stderr
+    line = one_line(done.stderr)
+    assert line.startswith("runlytics sql: out of memory (Out of Memory Error: ") and "SET" not in line, line
+
+
 # --- l: insights set with its options first ----------------------------------------------------
 
 
@@ -248,3 +409,28 @@ def test_insights_set_takes_options_before_name_and_value(warehouse: Path) -> No
         "insights", "set", "--db", str(warehouse), "loss_spike.mad_factor", "8", "--bogus", cwd=warehouse.parent
     )
     assert done.returncode == 2 and "unrecognized arguments: " in done.stderr and "--bogus" in done.stderr
+
+
+def test_streamed_json_is_byte_for_byte_the_whole_lists_dump(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime
+    import decimal
+    import json
+
+    from runlytics.cli import output
+    from runlytics.warehouse import queries
+
+    columns = ["a", "b", "c", ""]
+    rows = [
+        (1.5, "\n", {"q": {}}, "é"),
+        (float("nan"), None, [], datetime.datetime(2024, 1, 1)),
+        (decimal.Decimal("2.5"), b"x", (1, [2]), '"'),
+        *[(i, str(i), None, [i]) for i in range(30)],
+    ]
+    for batch in (1, 7, 1000):
+        monkeypatch.setattr(output, "JSON_BATCH", batch)
+        for some in (rows, rows[:1], []):
+            output._write_rows(columns, iter(some), "json")
+            records = [{c: queries.plain(v) for c, v in zip(columns, row, strict=True)} for row in some]
+            assert capsys.readouterr().out == json.dumps(records, indent=2, default=str, allow_nan=False) + "\n"

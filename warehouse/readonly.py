@@ -10,7 +10,8 @@ alone keeps the warehouse and its snapshots unwritten:
   is refused because EXPLAIN ANALYZE runs the statement it explains, whatever its kind;
 - the connection has external access off (no file but the snapshot and the warehouse's own
   Parquet parts, which its views read; no ATTACH, no extension
-  install or load) except reading the folders an analyst opts into, extension autoloading off,
+  install or load) except reading the folders an analyst opts into (never the live warehouse
+  file and those beside it, ``readable``), extension autoloading off,
   no spilling to a temporary folder beside the snapshot, and then its configuration locked, so
   that no statement (nor a ``query()`` inside one) can turn any of it back on.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +59,8 @@ def single_select(sql: str) -> duckdb.Statement:
 
 
 def connect(db_path: Path, allow_read: list[Path], wait: float = db.DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
-    """The newest snapshot, read-only, with external access off but for reading ``allow_read``.
+    """The newest snapshot, read-only, with external access off but for reading ``allow_read``
+    (less the warehouse's own files: ``readable``).
 
     Settings are global to a DuckDB database instance, and DuckDB shares one instance between
     the connections of a process to the same file: use it in a process (or for a file) of its
@@ -65,24 +68,90 @@ def connect(db_path: Path, allow_read: list[Path], wait: float = db.DEFAULT_WAIT
     """
     con = snapshots.connect_latest(db_path, wait=wait)
     try:
-        lock_down(con, allow_read, own_parts=_own_parts(db_path))
+        lock_down(con, *readable(allow_read, db_path), own_parts=_own_parts(db_path))
     except BaseException:
         con.close()
         raise
     return con
 
 
-def lock_down(con: duckdb.DuckDBPyConnection, allow_read: list[Path], own_parts: tuple[str, ...] = ()) -> None:
-    """Turn external access and autoloading off, allow reading ``allow_read`` (and the warehouse's
-    own parts, named as its views name them), lock the settings."""
-    folders = [str(folder.resolve()) for folder in allow_read] + list(own_parts)
-    con.execute("SET allowed_directories = $folders", {"folders": folders})
+def lock_down(
+    con: duckdb.DuckDBPyConnection, folders: Sequence[str], files: Sequence[str] = (), own_parts: tuple[str, ...] = ()
+) -> None:
+    """Turn external access and autoloading off, allow reading ``folders`` and all below them,
+    ``files`` (and the warehouse's own parts, named as its views name them), lock the settings."""
+    con.execute("SET allowed_directories = $folders", {"folders": [*folders, *own_parts]})
+    con.execute("SET allowed_paths = $files", {"files": list(files)})
     # spilling would create <snapshot>.tmp/ in the snapshots folder; not settable once access is off
     con.execute("SET temp_directory = ''")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
+
+
+def readable(allow_read: list[Path], db_path: Path) -> tuple[list[str], list[str]]:
+    """What a query may read of ``allow_read``: the folders allowed whole, and the files allowed
+    by name, so that the warehouse's own files (``<db>``, and ``<db>.*`` beside it: its WAL, lock,
+    snapshots) are never among them.
+
+    DuckDB opens a DuckDB file a query names (``read_duckdb('w.duckdb', …)``, ``FROM 'w.duckdb'``,
+    a glob matching it) read-only, holding its file lock for as long as the query runs: on the
+    live warehouse, that locks out ingest (exit 75), which readers must never do. DuckDB allows a
+    folder with everything below it, or a file: so a folder on the way to the warehouse (DIR, or
+    a folder within it) is allowed as its entries instead, each folder within whole (unless it
+    too is on the way) and each file by name, the warehouse's own left out, links and hard links
+    to them too. In such a folder a file is read by its name; a glob there is refused (DuckDB
+    lists only a folder allowed whole). Not looked for: a link that leads back to the warehouse's
+    folder from deeper within a folder allowed whole (docs/views.md)."""
+    live = Path(os.path.realpath(db_path))
+    try:
+        live_id = _file_id(live)
+    except OSError:  # gone: nothing to keep out but its names
+        live_id = None
+    folders: list[str] = []
+    files: list[str] = []
+    seen: set[Path] = set()
+    for folder in allow_read:
+        _allow(folder.resolve(), live, live_id, seen, folders, files)
+    return folders, files
+
+
+def _allow(
+    path: Path, live: Path, live_id: tuple[int, int] | None, seen: set[Path], folders: list[str], files: list[str]
+) -> None:
+    """Add ``path`` (named so in queries) to ``folders`` or ``files``, or its entries, one by one,
+    when the warehouse is within it; nothing of the warehouse's own."""
+    real = Path(os.path.realpath(path))
+    if _is_warehouse_file(real, live, live_id):
+        return
+    if not real.is_dir():
+        files.append(str(path))
+    elif not live.is_relative_to(real):  # the warehouse is not within it
+        folders.append(str(path))
+    elif real not in seen:  # a link back to a folder split already (a loop): its names stay refused
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:  # a folder this user can't list: refused, as DuckDB would find nothing in it
+            return
+        for entry in entries:
+            _allow(path / entry.name, live, live_id, seen, folders, files)
+
+
+def _is_warehouse_file(real: Path, live: Path, live_id: tuple[int, int] | None) -> bool:
+    """Whether ``real`` (a path resolved) is the live warehouse or a file beside it named after it."""
+    if real == live or (real.parent == live.parent and real.name.startswith(f"{live.name}.")):
+        return True
+    try:
+        return live_id is not None and real.is_file() and _file_id(real) == live_id  # a hard link
+    except OSError:
+        return False
+
+
+def _file_id(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 def _own_parts(db_path: Path) -> tuple[str, ...]:
@@ -179,7 +248,7 @@ def run_postgres(
             # prepared: the server refuses a second statement instead of running it
             cursor.execute(sql, prepare=True)
         except psycopg.errors.QueryCanceled as error:
-            raise QueryFailed(f"stopped after {timeout:g} s (--timeout): {reason(error)}") from error
+            raise QueryFailed(timed_out(timeout, reason(error))) from error
         except psycopg.errors.SyntaxError as error:
             if "multiple commands" in str(error):
                 raise Refused(_refusal("several statements")) from error
@@ -211,6 +280,11 @@ def _refuse_postgres(conn: Any, sql: str, keyword: str) -> None:
         if isinstance(error, psycopg.errors.SyntaxError):
             raise QueryFailed(_with_hint(error))
     raise Refused(_refusal(keyword or "no statement"))
+
+
+def timed_out(timeout: float, reason: str) -> str:
+    """What a query stopped by ``--timeout`` says, on either engine, with the engine's reason."""
+    return f"stopped after {timeout:g} s (--timeout): {reason}"
 
 
 def one_line(error: BaseException) -> str:
