@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
@@ -17,8 +19,8 @@ from runlytics.ingest import quick, unknown_jobs
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import db
 
-from .errors import UserError, _guarded
-from .exits import EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .errors import UserError, _guarded, _say
+from .exits import EXIT_BUG, EXIT_FILES_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .output import LISTED_WARNINGS, ProgressLine, _nul_job, _plural, _points
 
 
@@ -34,13 +36,42 @@ def run_ingest(args: argparse.Namespace) -> int:
         args.stage = db.local_path(args.stage, "--stage")
     if args.every is None:
         return _ingest_once(args)
-    return _repeat(args.every, lambda: _guarded(_ingest_once, args))
+    said: set[str] = set()
+    return _repeat(args.every, lambda: _survived(args, said))
+
+
+def _survived(args: argparse.Namespace, said: set[str]) -> int:
+    """One run of --every, whatever stops it: its exit code, a failure said in one line as a single
+    run says it (out of memory, a full disk behind stdout, …), a bug with its traceback, the first
+    time that bug is met (``said``), then in one line: a daemon lives on to its next run."""
+    try:
+        return _guarded(_ingest_once, args)
+    except Exception as error:  # a bug (_guarded says every other failure)
+        what = "".join(traceback.format_exception_only(error)).strip().replace("\n", " ")
+        if what in said:
+            _say(args, f"{what} (a bug: its traceback was said above; going on)")
+        else:
+            said.add(what)
+            traceback.print_exc()
+            _say(args, "a bug (the traceback above): this run stopped; going on with the next")
+        return EXIT_BUG
+
+
+# the options that describe the --nvidia-smi-csv logs, and their defaults (None: given or not)
+CSV_OPTIONS = {"job_id": None, "timezone": "UTC", "host": "", "columns": None}
 
 
 def _check_usage(args: argparse.Namespace) -> None:
     """UserError for options no run could use (exit 2)."""
     if not (args.roots or args.spool or args.nvidia_smi_csv):
         raise UserError("name job roots, --spool folders or --nvidia-smi-csv files")
+    given = [f"--{name.replace('_', '-')}" for name in CSV_OPTIONS if getattr(args, name) is not None]
+    if given and not args.nvidia_smi_csv:  # else ignored without a word
+        raise UserError(f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} an --nvidia-smi-csv log: "
+                        "name the log, or leave them out")  # fmt: skip
+    for name, default in CSV_OPTIONS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.nvidia_smi_csv and not args.job_id:
         raise UserError("--nvidia-smi-csv needs --job-id (the job the log belongs to)")
     if args.nvidia_smi_csv and not args.job_id.strip():
@@ -54,7 +85,9 @@ def _check_usage(args: argparse.Namespace) -> None:
 def _repeat(seconds: float, run: Callable[[], int]) -> int:
     """``run()`` every ``seconds`` (start to start) until SIGTERM or SIGINT; the last run's exit code.
 
-    A signal never cuts a run: it ends the loop once the current run has finished.
+    A signal never cuts a run: it ends the loop once the current run has finished. A usage error
+    of the first run (a root that is not there) ends it too: no later run would find it either;
+    any later failure is said and the next run comes (``_survived``).
     """
     stopping: list[int] = []
 
@@ -63,17 +96,17 @@ def _repeat(seconds: float, run: Callable[[], int]) -> int:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while True:
+        for count in itertools.count():
             began = time.monotonic()
             code = run()
-            sys.stdout.flush()
-            # a root that is gone, say: running again would not help; a run interrupted: no more
-            if code in (EXIT_USAGE, EXIT_INTERRUPTED):
+            # a root mistyped: running again would not help; a run interrupted: no more
+            if code == EXIT_INTERRUPTED or (code == EXIT_USAGE and count == 0):
                 return code
             while not stopping and (left := seconds - (time.monotonic() - began)) > 0:
                 time.sleep(min(left, 0.1))
             if stopping:
                 return code
+        raise AssertionError("unreachable: itertools.count() never ends")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -213,8 +213,9 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
         help="an nvidia-smi --query-gpu CSV log to import (needs --job-id)",
     )  # fmt: skip
     cmd.add_argument("--job-id", help="the job the nvidia-smi logs belong to")
-    cmd.add_argument("--timezone", default="UTC", help="zone of the nvidia-smi timestamps (default: UTC)")
-    cmd.add_argument("--host", default="", help="host the nvidia-smi logs were written on")
+    # defaults: ingest.CSV_OPTIONS (None here: an option given without --nvidia-smi-csv is refused)
+    cmd.add_argument("--timezone", help="zone of the nvidia-smi timestamps (default: UTC)")
+    cmd.add_argument("--host", help="host the nvidia-smi logs were written on")
     cmd.add_argument("--columns", help="column names of a csv,noheader log, comma-separated")
     cmd.add_argument(
         "--max-file-mb",

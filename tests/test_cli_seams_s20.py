@@ -7,6 +7,7 @@ and `insights set --db W NAME VALUE`."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -347,6 +348,22 @@ def test_a_blank_db_or_runlytics_db_is_refused_and_creates_nothing(tmp_path: Pat
     assert list(tmp_path.iterdir()) == []
 
 
+# --- j: an nvidia-smi log's options without the log --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options", [["--job-id", "x"], ["--timezone", "Europe/Berlin"], ["--host", "h"], ["--columns", "a,b"]]
+)
+def test_an_nvidia_smi_logs_options_without_the_log_are_refused(options: list[str], tmp_path: Path) -> None:
+    done = runlytics("ingest", str(SAMPLES), *options, "--db", str(tmp_path / "w.duckdb"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert (
+        one_line(done.stderr)
+        == f"runlytics ingest: {options[0]} describes an --nvidia-smi-csv log: name the log, or leave them out"
+    )
+    assert not (tmp_path / "w.duckdb").exists()
+
+
 # --- k: out of memory, and --every after any failed run ------------------------------------------
 
 OUT_OF_MEMORY_INGEST = """
@@ -390,6 +407,47 @@ def test_sql_out_of_memory_is_one_line_without_settings_and_exit_71(warehouse: P
     assert done.returncode == 71, done.stderr
     line = one_line(done.stderr)
     assert line.startswith("runlytics sql: out of memory (Out of Memory Error: ") and "SET" not in line, line
+
+
+# the first run a bug, the second out of memory, the third the same bug, then real runs
+FAILING_RUNS = """
+import itertools
+from runlytics.cli import ingest as command
+
+real = command._ingest_once
+count = itertools.count()
+
+def once(args):
+    n = next(count)
+    if n in (0, 2):
+        raise ValueError("a bug")
+    if n == 1:
+        raise MemoryError
+    return real(args)
+
+command._ingest_once = once
+from runlytics import cli
+cli.entry()
+"""
+
+
+def test_every_survives_a_failed_run_of_any_kind(tmp_path: Path) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAILING_RUNS, "ingest", "--every", "0.2", "--quiet", str(SAMPLES), "--db",
+         str(warehouse)],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while not sidefiles.heartbeat(warehouse).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = ended(proc, within=60)
+    assert code == 0, err  # the last run's
+    assert err.count("Traceback") == 1 and "ValueError: a bug" in err
+    assert "runlytics ingest: out of memory: stopped; nothing stored was lost" in err
+    assert re.search(r"runlytics ingest: ValueError: a bug \(a bug: its traceback was said above; going on\)", err)
 
 
 # --- l: insights set with its options first ----------------------------------------------------
