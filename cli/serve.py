@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from runlytics.warehouse import db, migrate
@@ -57,19 +59,31 @@ def run_serve(args: argparse.Namespace) -> int:
     return _run_server(app, args, sockets)
 
 
+class _Terminated(Exception):
+    """SIGTERM (``systemctl stop``, ``docker stop``), raised by ``_terminated``."""
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
 def _run_server(app: Any, args: argparse.Namespace, sockets: list[socket.socket]) -> int:
-    """uvicorn on the sockets bound for it, until stopped; exit 3 when it did not start, as
-    uvicorn.run exits."""
+    """uvicorn on the sockets bound for it, until stopped (SIGINT or SIGTERM, each a graceful
+    shutdown: exit 0); exit 3 when it did not start, as uvicorn.run exits."""
     import uvicorn
 
     from runlytics.api import listen
 
     server = listen.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="info"))
+    # uvicorn sends the signal that stopped it again once it has shut down, to the handler it
+    # found: Ctrl-C's raises KeyboardInterrupt, and SIGTERM's default ended the process 143
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         server.run(sockets=sockets)
-    except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped; uvicorn.run ignores it too
+    except (KeyboardInterrupt, _Terminated):  # uvicorn.run ignores Ctrl-C's too
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for sock in sockets:
             sock.close()
     return EXIT_OK if server.started else EXIT_NOT_SERVING

@@ -331,6 +331,30 @@ def test_the_module_the_console_script_imports_is_tiny(tmp_path: Path) -> None:
     assert done.stdout.strip() == "['runlytics', 'runlytics.cli', 'runlytics.cli.exits', 'runlytics.cli.streams']"
 
 
+# --- h: serve on SIGTERM -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_serve_stops_gracefully_with_exit_0_on_sigint_and_sigterm(warehouse: Path, sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [*RUNLYTICS, "serve", "--db", str(warehouse), "--port", "0"],
+        cwd=warehouse.parent, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    said = ""
+    deadline = time.monotonic() + 60
+    while "Application startup complete" not in said and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        said += line
+    assert "Application startup complete" in said, said
+    proc.send_signal(sig)
+    code, _, rest = ended(proc, within=30)
+    assert code == 0, rest
+    assert "Application shutdown complete" in rest
+
+
 # --- i: a blank warehouse name -----------------------------------------------------------------
 
 
