@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from runlytics.warehouse import sidefiles, snapshots
+from runlytics.warehouse import db, sidefiles, snapshots
 from runlytics.warehouse.lock import IngestLocked, run_lock
 
 from . import journal, ledger
@@ -43,7 +43,7 @@ def state(jobs: list[JobFolder]) -> str | None:
                 st = os.stat(name)
             except OSError:
                 return None
-            if now - st.st_mtime_ns / 1e9 < ledger.FRESH_SECONDS:  # the full road reads fresh files again
+            if ledger.is_fresh(st.st_mtime_ns, now):  # the full road reads fresh files again
                 return None
             digest.update(name + b"\0%d\0%d\0" % (st.st_size, st.st_mtime_ns))
         for path in job.watched().values():  # an MLflow run's experiment meta.yaml: there or not
@@ -55,7 +55,7 @@ def state(jobs: list[JobFolder]) -> str | None:
                 continue
             except OSError:
                 return None
-            if now - st.st_mtime_ns / 1e9 < ledger.FRESH_SECONDS:
+            if ledger.is_fresh(st.st_mtime_ns, now):
                 return None
             digest.update(name + b"\0%d\0%d\0" % (st.st_size, st.st_mtime_ns))
         for step in sorted(job.checkpoints):
@@ -102,9 +102,14 @@ def nothing_to_do(db_path: Path, roots: list[Path]) -> Summary | None:
         with run_lock(db_path, wait=0):
             if journal.previous_heartbeat(db_path) != last:  # another run ended meanwhile
                 return None
+            # a folder it can't write in, a full disk: one line, exit 3, as the full road says them
+            snapshots.check_folder(db_path)
             summary.seconds = time.monotonic() - started
             # in no ingest_runs row: no run id (the heartbeat keeps the last recorded run's apart)
-            journal.write_heartbeat(db_path, None, summary.as_dict(), state=last["state"], warehouse=last["warehouse"])
+            with db.refused_writes(f"ingest of {db_path}"):
+                journal.write_heartbeat(
+                    db_path, None, summary.as_dict(), state=last["state"], warehouse=last["warehouse"]
+                )
     except IngestLocked:  # a run is going on: the full road waits for it
         return None
     return summary

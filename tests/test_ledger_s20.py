@@ -1,0 +1,165 @@
+"""Session 20 audit, the quick road: a file dated in the future lets a run with nothing to do
+take the quick road; the quick road in a folder it can't write in, or on a full disk, says so in
+one line (exit 3)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from runlytics import cli
+from runlytics.ingest import journal, quick
+from runlytics.ingest.discover import MLFLOW, JobFolder
+from tests.test_write_failures_s20 import another_user, shared_folder, write_job  # noqa: F401 - a fixture
+
+FUTURE = 4_070_908_800  # 2099-01-01
+OLD = 1_700_000_000  # well past the 2 s a fresh file waits, and the 5 minutes a torn one does
+GOOD = '{"job_id": "%s", "status": "running", "history": [{"step": 1, "loss": 1.0}]}'
+
+
+def write(path: Path, text: str | bytes, when: float = OLD) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    os.utime(path, (when, when))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
+    """``runlytics ARGS`` in this process: its exit code and its lines on stderr."""
+    capsys.readouterr()
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err.splitlines()
+
+
+def recorded_runs(path: Path) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        row = con.execute("SELECT count(*) FROM ingest_runs").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- 1. a file dated in the future: the quick road ------------------------------------------------
+
+
+def test_a_job_folder_dated_in_the_future_takes_the_quick_road(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The audit: a progress.json dated 2099 (touch -d 2099-01-01) was fresh for ever to
+    quick.state, so every run took the full road: an ingest_runs row each, nothing read."""
+    root, path = tmp_path / "jobs", tmp_path / "w.duckdb"
+    write(root / "a" / "progress.json", GOOD % "a", FUTURE)
+    assert run(capsys, "ingest", str(root), "--db", str(path))[0] == cli.EXIT_OK
+    for _ in range(2):
+        assert run(capsys, "ingest", str(root), "--db", str(path))[0] == cli.EXIT_OK
+        heartbeat = journal.read_heartbeat(path)
+        assert heartbeat is not None and heartbeat["run_id"] is None  # the quick road's
+    assert recorded_runs(path) == 1
+
+
+def test_quick_state_counts_a_file_fresh_within_2_s_of_the_clock_on_either_side(tmp_path: Path) -> None:
+    folder = tmp_path / "mlruns" / "1" / "run"
+    progress = write(folder / "progress.json", GOOD % "a")
+    metric = write(folder / "metrics" / "loss", "1 1.5 1\n")
+    experiment = write(tmp_path / "mlruns" / "1" / "meta.yaml", "name: exp\n")
+    job = JobFolder(folder, progress=progress, tool_files={MLFLOW: [metric]}, root=tmp_path / "mlruns")
+    assert job.watched() == {folder / "meta.yaml": experiment}
+    assert quick.state([job]) is not None
+    for path in (progress, experiment):  # a file of the folder, a file it is read with
+        for when, fresh in ((time.time(), True), (time.time() + 1, True), (FUTURE, False)):
+            os.utime(path, (when, when))
+            assert (quick.state([job]) is None) == fresh, (path.name, when)
+        os.utime(path, (OLD, OLD))
+
+
+# --- 2. the quick road refused a write ------------------------------------------------------------
+
+
+def test_the_quick_road_in_a_folder_it_can_no_longer_write_in_says_so_in_one_line(
+    shared_folder: Path,  # noqa: F811 - the fixture imported
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The audit: nothing changed, the folder made read-only after the first ingest: the
+    heartbeat's write was a PermissionError traceback, exit 1."""
+    roots, folder = shared_folder / "jobs", shared_folder / "wh"
+    path = folder / "w.duckdb"
+    write_job(roots, "a")
+    assert run(capsys, "ingest", str(roots), "--db", str(path))[0] == cli.EXIT_OK
+    assert quick.nothing_to_do(path, [roots]) is not None  # what the run below meets: the quick road
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.endswith(".lock")}
+    with another_user(folder):
+        folder.chmod(0o555)
+        try:
+            code, lines = run(capsys, "ingest", str(roots), "--db", str(path))
+        finally:
+            folder.chmod(0o755)
+    assert (code, lines) == (
+        cli.EXIT_WAREHOUSE,
+        [
+            f"runlytics ingest: cannot write to warehouse {path}: its folder {folder} can't be written in "
+            "(Permission denied): a writer needs a folder it may write in"
+        ],
+    )
+    # nothing written but the lock file's pid: the heartbeat as the last run left it
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.endswith(".lock")} == before
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 24 MiB tmpfs: a real file system that runs out of space (needs root, as CI has)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr.decode()}")
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """A file that takes every byte left on ``folder``'s file system."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for chunk in (2**20, 2**12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_the_quick_road_on_a_full_disk_says_so_in_one_line(
+    small_disk: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, path = tmp_path / "jobs", small_disk / "w.duckdb"
+    write(root / "a" / "progress.json", GOOD % "a")
+    assert run(capsys, "ingest", str(root), "--db", str(path))[0] == cli.EXIT_OK
+    heartbeat = journal.read_heartbeat(path)
+    filler = fill(small_disk)
+    code, lines = run(capsys, "ingest", str(root), "--db", str(path))
+    assert code == cli.EXIT_WAREHOUSE
+    (line,) = lines
+    assert line.startswith(f"runlytics ingest: ingest of {path} stopped, a write was refused: [Errno 28] ")
+    assert line.endswith("Nothing stored was lost: free some space and run again.")
+    assert journal.read_heartbeat(path) == heartbeat  # as the last run left it, and no .tmp beside it
+    assert not [p for p in small_disk.iterdir() if p.name.endswith(".tmp")]
+    filler.unlink()
+    assert run(capsys, "ingest", str(root), "--db", str(path))[0] == cli.EXIT_OK
+    assert journal.read_heartbeat(path)["run_id"] is None  # type: ignore[index]  # the quick road's
