@@ -7,6 +7,8 @@ file to settle (``settled``), so the next run reads it again; ``pending`` files 
 short) are read again on every run. A file dated further ahead of this machine's clock (a file
 server's clock ahead, ``touch -d 2099-01-01``) is fingerprinted as any other: its time tells
 nothing of a writer, and it is read again when its size or time changes (``is_fresh``).
+A failed or pending file that is gone from a root the run walks loses its record
+(``forget_vanished``); an ingested one keeps it, as its job keeps its facts.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runlytics.warehouse import db
+
+from .discover import TOOL_KINDS, JobFolder, shown
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,6 +41,16 @@ UPDATE ingest_files SET size = $size, mtime_ns = $mtime_ns, fingerprint = $finge
 """
 LOAD_RESUME = "SELECT path, read_offset, rows, read_digest FROM ingest_files WHERE kind = $kind"
 PROGRESS_JOB_IDS = "SELECT path, job_id FROM ingest_files WHERE kind = 'progress' AND job_id IS NOT NULL"
+# The records of the files a walk of the ingest roots finds (formats/progress.py's, trainer_state.py's
+# and tool_log.py's kinds; not the spool's or nvidia-smi logs', whose readers keep their own, nor a
+# folder's, which formats/checkpoint_folders.py drops) that name a problem: failed or pending
+# (``forget_vanished``). An ingested file's record stays when its file goes, as its job's facts do.
+WALKED_KINDS = ("progress", "trainer_state", *TOOL_KINDS)
+PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome IN ('failed', 'pending') AND list_contains($kinds, kind)"
+FORGET_PROBLEMS = """
+DELETE FROM ingest_files
+WHERE outcome IN ('failed', 'pending') AND list_contains($kinds, kind) AND path IN (SELECT unnest($paths::VARCHAR[]))
+"""
 
 # What ``record`` and ``record_many`` write of a file, and how they replace an earlier record.
 UPSERT_INTO = """
@@ -170,6 +185,44 @@ def load_resume(con: duckdb.DuckDBPyConnection, kind: str) -> dict[str, tuple[in
 def progress_job_ids(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """progress.json path -> the job id it names: the job its folder's other files belong to."""
     return dict(con.execute(PROGRESS_JOB_IDS).fetchall())
+
+
+def forget_vanished(con: duckdb.DuckDBPyConnection, roots: Sequence[Path], jobs: list[JobFolder]) -> int:
+    """Drop the records of failed and pending files under ``roots`` (the folders this run walks,
+    resolved) whose file is gone, found by none of ``jobs`` (the walk's job folders); how many.
+    Else such a record stayed for ever: listed by ``status``, /api/ingest/runs' problem files and
+    the ``runlytics_problem_files`` gauge. A root another run walks keeps its records; on
+    PostgreSQL the publish of the stage's problem files then drops this ingester's row there
+    (ingest/postgres.py). A stat per problem record: they are few."""
+    walked = [str(root) for root in roots]
+    kinds = {"kinds": list(WALKED_KINDS)}
+    problems = [path for (path,) in con.execute(PROBLEM_PATHS, kinds).fetchall()]
+    gone = [path for path in problems if any(_below(path, root) for root in walked) and _gone(path)]
+    if gone:  # a path that is not UTF-8 is recorded with U+FFFD: not there by that name, but found
+        found = {shown(path) for job in jobs for path in (job.progress, *job.trainer_states, *job.tool_paths()) if path}
+        gone = [path for path in gone if path not in found]
+    if gone:
+        con.execute(FORGET_PROBLEMS, {**kinds, "paths": gone})
+    return len(gone)
+
+
+def _below(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # one relative, the other absolute
+        return False
+
+
+def _gone(path: str) -> bool:
+    """Whether nothing is at ``path`` (a link to nothing is there); a folder above it that can't
+    be searched tells nothing (discovery names that folder as a problem of its own)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def is_unchanged(previous: tuple[str | None, str] | None, current: Stat) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from runlytics.warehouse import db, hotfile, ingest_status, migrate, parts, results, retention, snapshots
 from runlytics.warehouse.lock import run_lock
 
-from . import journal, quick, unknown_jobs
+from . import journal, ledger, quick, unknown_jobs
 from .discover import JobFolder, discover, root_folders
 from .formats import JOB_FORMATS, nvidia_smi, spool
 from .formats.base import DEFAULT_MAX_FILE_MB, Context, JobFormat, ProgressCallback
@@ -139,8 +139,8 @@ def _read_and_merge(
     started: float,
 ) -> tuple[int, bool, bool]:
     """Read, stage and merge every format, refresh the derived tables, record the run; its id, and
-    whether sealing, compaction or retention changed the stored samples' layout, and whether the
-    file is mostly free blocks."""
+    whether sealing, compaction or retention changed the stored samples' layout (or records of
+    problem files gone were dropped), and whether the file is mostly free blocks."""
     with _current_connection(db_path, wait, mark=not inputs.stage) as con:
         run_id = journal.start(con)
         ctx = Context(con, summary, on_progress, max_file_bytes=max_file_bytes, roots=inputs.roots)
@@ -148,6 +148,9 @@ def _read_and_merge(
             install_macros(con)
             stored = _seal(con)
             retention.open_window(con, parts.GPU_SAMPLES, inputs.keep_raw_days)
+            # the failed and pending files gone since under the roots walked: no longer problems,
+            # which readers list from the snapshot (one to publish)
+            stored = ledger.forget_vanished(con, inputs.roots, inputs.jobs) > 0 or stored
             # read, stage and merge, format by format
             for reader in readers:
                 reader.ingest(ctx, inputs.jobs)
