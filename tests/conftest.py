@@ -431,6 +431,8 @@ POSTGRES_IN_DEEP_RUNS = frozenset({
     "test_metrics", "test_archive_s17", "test_insight_messages_s17", "test_metrics_s16", "test_results",
     "test_merge_paths", "test_gpu_hours", "test_cli_s14", "test_analytics_s17", "test_spool_parse",
     "test_small_jobs", "test_nvidia_smi", "test_ingest_health", "test_fuzz_progress", "test_dashboard_s17",
+    "test_spool_s20", "test_ledger_s20", "test_write_failures_s20", "test_ingest_status_s20", "test_archive_s20",
+    "test_export_s20",
 })  # fmt: skip
 
 
