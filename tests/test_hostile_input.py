@@ -186,22 +186,6 @@ def test_a_file_that_vanishes_mid_run_fails_alone(lab: Lab, monkeypatch: pytest.
 # --- a full disk -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Any:
-    """A 24 MiB tmpfs: a real file system that runs out of space (needs root, as CI has)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr.decode()}")
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def cli_ingest(lab: Lab) -> subprocess.CompletedProcess[str]:
     """``runlytics ingest ROOT --db FILE``, or ``--db URL --stage FILE`` on an engine that ingests."""
     where = ["--db", str(lab.target()), "--stage", str(lab.db)] if lab.engine.ingests else ["--db", str(lab.db)]

@@ -8,9 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from runlytics.ingest.discover import MLFLOW, JobFolder
 from runlytics.ingest.pipeline import ingest
 from runlytics.ingest.postgres import default_ingester
 from runlytics.warehouse import snapshots
-from tests.test_write_failures_s20 import another_user, shared_folder, write_job  # noqa: F401 - a fixture
+from tests.test_write_failures_s20 import another_user, run, shared_folder, write_job  # noqa: F401 - a fixture
 
 FUTURE = 4_070_908_800  # 2099-01-01
 OLD = 1_700_000_000  # well past the 2 s a fresh file waits, and the 5 minutes a torn one does
@@ -41,13 +39,6 @@ def write(path: Path, text: str | bytes, when: float = OLD) -> Path:
         path.write_text(text)
     os.utime(path, (when, when))
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]]:
-    """``runlytics ARGS`` in this process: its exit code and its lines on stderr."""
-    capsys.readouterr()
-    code = cli.main(list(args))
-    return code, capsys.readouterr().err.splitlines()
 
 
 def recorded_runs(path: Path) -> int:
@@ -120,22 +111,6 @@ def test_the_quick_road_in_a_folder_it_can_no_longer_write_in_says_so_in_one_lin
     )
     # nothing written but the lock file's pid: the heartbeat as the last run left it
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if not p.name.endswith(".lock")} == before
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MiB tmpfs: a real file system that runs out of space (needs root, as CI has)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs under CI: {done.stderr.decode()}")
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(folder: Path) -> Path:
