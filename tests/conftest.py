@@ -396,6 +396,7 @@ XFAIL_POSTGRES = "xfail_postgres"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{XFAIL_POSTGRES}(reason): the [postgresql] case is a known failure")
+    config.addinivalue_line("markers", f"{DEEP_ONLY_MARK}: runs in deep runs only (HYPOTHESIS_PROFILE=deep)")
     # ingest --db postgresql://… without --stage makes its stage under $XDG_STATE_HOME/runlytics/
     # (ingest/postgres.py default_stage): never the user's own ~/.local/state in a test, whatever
     # the test forgets (a folder per test process, its subprocesses included, removed at the end)
@@ -412,29 +413,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _STATE_HOME: str | None = None
 
 
-# Modules whose subject is how the stage reads damaged, odd or tool-written input, trainer states,
-# progress.json's forms and the merge rules between them: the same code on both engines; their [postgresql] cases
-# (the publish of what the stage read, which the idempotence, phantom-job, session-14 merge,
-# retention, analytics and insight modules check on PostgreSQL in every run) run in deep runs only
-# (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes: docs/testing.md, "Suite time", session 15.
-POSTGRES_IN_DEEP_RUNS = frozenset({
-    "test_damaged_values", "test_unreadable_inputs", "test_damaged_tool_logs",
-    "test_tool_logs_text", "test_tool_logs", "test_timing_rows", "test_trainer_folders",
-    "test_ingest_forms", "test_merge_order", "test_merge_rules2", "test_tool_logs_s14", "test_tool_logs_jobs",
-    "test_trainer_state", "test_trainer_figures", "test_not_utf8_s16", "test_tool_log_tail_s16",
-    "test_tool_logs_s17", "test_config_settings_s17", "test_postgres_s18",
-    "test_tool_nan_s14", "test_spool_s16", "test_audit_fixes", "test_audit_fixes2",
-    "test_merge_s14", "test_insights_generated", "test_analytics", "test_rollup_gaps_s17",
-    "test_insights", "test_idempotence", "test_retention_s14",
-    "test_api", "test_gpu_chart_spikes_s17",
-    "test_api_metrics", "test_export",
-    "test_insight_pages", "test_gpu_samples", "test_gpu_charts", "test_cli_insights",
-    "test_metrics", "test_archive_s17", "test_insight_messages_s17", "test_metrics_s16", "test_results",
-    "test_merge_paths", "test_gpu_hours", "test_cli_s14", "test_analytics_s17", "test_spool_parse",
-    "test_small_jobs", "test_nvidia_smi", "test_ingest_health", "test_fuzz_progress", "test_dashboard_s17",
-    "test_spool_s20", "test_ledger_s20", "test_write_failures_s20", "test_ingest_status_s20", "test_archive_s20",
-    "test_export_s20",
-})  # fmt: skip
+# PostgreSQL in an ordinary run: the modules that check the engine's core, every view's rows against
+# DuckDB's on generated jobs (test_postgres_views), the ingesters with kills and concurrency
+# (test_postgres_ingest) and the schema's chain (test_postgres_schema). Every other PostgreSQL test,
+# the other test_postgres_* modules and the [postgresql] cases of the rest, runs in deep runs
+# (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes: docs/testing.md, "Suite time", sessions 15 and 21.
+POSTGRES_IN_EVERY_RUN = frozenset({"test_postgres_views", "test_postgres_ingest", "test_postgres_schema"})
+
+# ``@DEEP_ONLY`` on a test, ``deep_case(...)`` for a parametrized case: it runs in deep
+# runs only, its rule checked in every run by a cheaper test or case (docs/testing.md, "Deep runs")
+DEEP_ONLY_MARK = "deep_only"
+DEEP_ONLY = pytest.mark.deep_only
+
+
+def deep_case(*values: object) -> Any:
+    """A parametrized case that runs in deep runs only: ``pytest.param(*values, marks=DEEP_ONLY)``."""
+    return pytest.param(*values, marks=DEEP_ONLY)
 
 
 def _module_name(item: pytest.Item) -> str:
@@ -447,12 +441,23 @@ def _on_postgres(item: pytest.Item) -> bool:
     return params is not None and any(params.params.get(name) == "postgresql" for name in ENGINE_FIXTURES)
 
 
+def _deep_only(item: pytest.Item) -> bool:
+    """Whether the test runs in deep runs only: marked so, or a PostgreSQL test outside the core."""
+    if item.get_closest_marker(DEEP_ONLY_MARK) is not None:
+        return True
+    module = _module_name(item)
+    if module in POSTGRES_IN_EVERY_RUN:
+        return False
+    uses_server = "pg_server" in getattr(item, "fixturenames", ())
+    return module.startswith("test_postgres") or uses_server or _on_postgres(item)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test marked ``xfail_postgres`` is xfail(strict=True) where one of its engine fixtures (of any
     scope: a module's database too) is PostgreSQL: the fix shows as an XPASS that fails until the mark goes.
-    The [postgresql] cases of POSTGRES_IN_DEEP_RUNS' modules are deselected outside deep runs."""
+    Tests that run in deep runs only (``_deep_only``) are deselected outside them."""
     if not DEEP:
-        later = [i for i in items if _module_name(i) in POSTGRES_IN_DEEP_RUNS and _on_postgres(i)]
+        later = [i for i in items if _deep_only(i)]
         if later:
             config.hook.pytest_deselected(items=later)
             gone = set(later)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import schemathesis
 from conftest import Engine, Lab
+from depth import examples
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -93,7 +94,7 @@ def client(warehouse: Lab, module_ingest_engine: Engine, tmp_path_factory: pytes
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(10, 25), deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_makes_a_server_error(case: Any, warehouse: Lab) -> None:
     """Each generated request, and again on the real job (a random id stops at the 404)."""
     response = case.call_and_validate(checks=[not_a_server_error])

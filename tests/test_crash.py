@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import REPO, Lab
+from conftest import REPO, Lab, deep_case
 
 from runlytics.warehouse import sidefiles
 from runlytics.warehouse.lock import run_lock
@@ -279,19 +279,22 @@ ALL_TABLES = {
 
 # Named points (module:function:before|after, as KILL_AT reads them) at each phase boundary and
 # inside each kind of transaction; each run below is killed at the first call.
+# Every point runs in deep runs; an ordinary run kills at three phase points (facts merged, results
+# refreshed, checkpointed before the snapshot), three storage points (a part written, sealed, pruned)
+# and one correction point (docs/testing.md, "Deep runs"; CI's 15 minutes)
 PHASE_POINTS = [
-    "runlytics.warehouse.migrate:ensure_current:after",  # schema built, nothing read
+    deep_case("runlytics.warehouse.migrate:ensure_current:after"),  # schema built, nothing read
     "runlytics.ingest.merge:apply:after",  # progress batch: facts merged, not committed
-    "runlytics.ingest.ledger:record_batch:after",  # progress batch: ledger written, not committed
-    "runlytics.ingest.trainer_state:merge:after",  # trainer states merged, not committed
-    "runlytics.warehouse.results:enqueue:after",  # checkpoint folders / samples queued, not committed
-    "runlytics.ingest.gpu_store:store_staged:after",  # spool samples stored (parts, rollups), not committed
-    "runlytics.warehouse.results:refresh_queued:before",  # every fact committed, nothing refreshed
+    deep_case("runlytics.ingest.ledger:record_batch:after"),  # progress batch: ledger written, not committed
+    deep_case("runlytics.ingest.trainer_state:merge:after"),  # trainer states merged, not committed
+    deep_case("runlytics.warehouse.results:enqueue:after"),  # checkpoint folders / samples queued, not committed
+    deep_case("runlytics.ingest.gpu_store:store_staged:after"),  # spool samples stored (parts, rollups), not committed
+    deep_case("runlytics.warehouse.results:refresh_queued:before"),  # every fact committed, nothing refreshed
     "runlytics.warehouse.results:refresh:after",  # derived rows rewritten, not committed
-    "runlytics.warehouse.results:refresh_queued:after",  # refreshed and committed, run not finished
-    "runlytics.ingest.journal:finish:after",  # run recorded, not checkpointed or published
+    deep_case("runlytics.warehouse.results:refresh_queued:after"),  # refreshed and committed, run not finished
+    deep_case("runlytics.ingest.journal:finish:after"),  # run recorded, not checkpointed or published
     "runlytics.warehouse.snapshots:publish:before",  # checkpointed, no snapshot
-    "runlytics.ingest.journal:write_heartbeat:before",  # published, no heartbeat
+    deep_case("runlytics.ingest.journal:write_heartbeat:before"),  # published, no heartbeat
 ]
 
 
@@ -379,19 +382,19 @@ def test_killed_at_every_phase_boundary_then_rerun_equals_one_clean_run(
 # (warehouse/parts.py, warehouse/retention.py), then run again: the same samples, rollups and
 # archive as one clean run, no file left that the manifest does not know.
 STORAGE_POINTS = [
-    ("runlytics.warehouse.parts:remove_orphans:after", 1),  # nothing written yet
+    deep_case("runlytics.warehouse.parts:remove_orphans:after", 1),  # nothing written yet
     ("runlytics.warehouse.db:fsync_file:after", 1),  # sealing: a part written, not renamed
-    ("runlytics.warehouse.parts:write_part:after", 1),  # sealing: a part renamed and listed, not committed
+    deep_case("runlytics.warehouse.parts:write_part:after", 1),  # sealing: a part renamed and listed, not committed
     ("runlytics.warehouse.parts:seal:after", 1),  # sealed, hot rows deleted, not committed
-    ("runlytics.warehouse.parts:retire:after", 1),  # a spool batch's clash: the old part retired, not committed
-    ("runlytics.warehouse.parts:store_cold:after", 2),  # a spool batch's parts written, not committed
-    ("runlytics.warehouse.parts:unseal:after", 1),  # a re-sent day's sealed minutes back in the hot table
-    ("runlytics.warehouse.rollups:update:after", 1),  # the batch's minutes rolled up, not committed
-    ("runlytics.warehouse.parts:_seal_hot:after", 3),  # the run's minutes sealed into parts, not committed
-    ("runlytics.warehouse.parts:compact:after", 1),  # merged, old parts retired, not committed
-    ("runlytics.warehouse.retention:archive_part:after", 1),  # one part archived, not pruned
+    deep_case("runlytics.warehouse.parts:retire:after", 1),  # a spool batch's clash: old part retired, not committed
+    deep_case("runlytics.warehouse.parts:store_cold:after", 2),  # a spool batch's parts written, not committed
+    deep_case("runlytics.warehouse.parts:unseal:after", 1),  # a re-sent day's sealed minutes back in the hot table
+    deep_case("runlytics.warehouse.rollups:update:after", 1),  # the batch's minutes rolled up, not committed
+    deep_case("runlytics.warehouse.parts:_seal_hot:after", 3),  # the run's minutes sealed into parts, not committed
+    deep_case("runlytics.warehouse.parts:compact:after", 1),  # merged, old parts retired, not committed
+    deep_case("runlytics.warehouse.retention:archive_part:after", 1),  # one part archived, not pruned
     ("runlytics.warehouse.retention:prune:after", 1),  # pruned, not committed
-    ("runlytics.ingest.journal:finish:after", 1),  # all committed, not checkpointed
+    deep_case("runlytics.ingest.journal:finish:after", 1),  # all committed, not checkpointed
 ]
 STORAGE_T0 = 1767225600  # 2026-01-01T00:00:00Z
 
@@ -542,9 +545,9 @@ def test_killed_inside_sealing_compaction_and_pruning_then_rerun_equals_one_clea
 # first reading's samples (sealed parts rewritten, minutes recomputed) and stores the new one in one
 # transaction. Killed at each point, then run again: the same rows as one clean correction.
 CORRECTION_POINTS = [
-    ("runlytics.warehouse.parts:write_part:after", 1),  # a part rewritten without the old samples, listed
+    deep_case("runlytics.warehouse.parts:write_part:after", 1),  # a part rewritten without the old samples, listed
     ("runlytics.ingest.gpu_store:remove_staged:after", 1),  # the old reading removed, minutes recomputed
-    ("runlytics.ingest.gpu_store:store_staged:after", 1),  # the new reading stored, not committed
+    deep_case("runlytics.ingest.gpu_store:store_staged:after", 1),  # the new reading stored, not committed
 ]
 CORRECTION_LINES = [
     f"2024/07/01 12:{m:02d}:{s:02d}.000, {g}, {(7 * m + s + g) % 100} %\n"

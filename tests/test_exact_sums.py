@@ -20,11 +20,12 @@ from typing import Any
 
 import duckdb
 import pytest
+from depth import examples
 
 from runlytics.warehouse import db, migrate, results, rollups
 
 STEPS = 300_000
-REPEAT = 6
+REPEAT = examples(3, 6)  # runs of each figure (depth.py): a figure whose bits vary shows it in 2 of 3
 
 # Decimal-looking values (not exact in binary, so their sum depends on the order of addition),
 # from a fixed integer hash of the row number: the same data on every run.

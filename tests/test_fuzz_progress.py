@@ -203,7 +203,7 @@ GROUPS = st.tuples(GROUP, st.lists(GROUP, max_size=2)).map(lambda parts: parts[0
 
 
 @pytest.mark.parametrize("module_ingest_engine", ["duckdb"], indirect=True)
-@settings(max_examples=examples(12, 40), deadline=None, suppress_health_check=HEALTH)
+@settings(max_examples=examples(6, 40), deadline=None, suppress_health_check=HEALTH)
 @given(files=GROUPS)
 @example(files=EMPTY_BESIDE_TWO_VALUES)
 @example(files=NUL_STRINGS)
@@ -214,7 +214,7 @@ def test_any_progress_file_is_ingested_left_pending_or_failed(shared_lab: Lab, f
 # the same on PostgreSQL (``ingest --db``: the stage's ingest, then a publish of whatever it stored), with
 # fewer examples: a publish per example, in the module's one database
 @pytest.mark.parametrize("module_ingest_engine", ["postgresql"], indirect=True)
-@settings(max_examples=examples(4, 12), deadline=None, suppress_health_check=HEALTH)
+@settings(max_examples=examples(2, 12), deadline=None, suppress_health_check=HEALTH)
 @given(files=GROUPS)
 @example(files=EMPTY_BESIDE_TWO_VALUES)
 @example(files=NUL_STRINGS)

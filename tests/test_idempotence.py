@@ -422,7 +422,7 @@ EXAMPLES = count()
 
 
 @settings(
-    max_examples=examples(3, 6),
+    max_examples=examples(2, 6),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from test_crash import KILL_AT
 
 from runlytics.warehouse import db, insights, migrate, results, schema, snapshots, views
-from tests.conftest import REALDATA, Lab
+from tests.conftest import DEEP_ONLY, REALDATA, Lab
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,7 @@ FIRST_REVISION_DATA = [
 ]
 
 
+@DEEP_ONLY  # its rule in every run: test_upgrade_from_first_revision_with_data_equals_a_new_warehouse
 def test_upgrade_from_first_revision_keeps_data(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     revisions = _revisions()
@@ -375,6 +376,7 @@ def _derived_equal_their_views(path: Path) -> None:
             assert stored == computed, table
 
 
+@DEEP_ONLY  # every revision's down and up runs in every run (test_downgrade_to_base_and_back), without data
 def test_0010_down_and_up_with_two_gpus_under_one_index_keeps_derived_tables_equal(lab: Lab, tmp_path: Path) -> None:
     """Keyed by index again, two GPUs' samples at the same times collapse: both derived tables follow."""
     from alembic import command

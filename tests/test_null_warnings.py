@@ -87,7 +87,7 @@ DOC = st.one_of(
 # one to three documents, each a job of its own, in one run: an ingest's fixed cost is most of an
 # example's, so about half the examples check as many documents (docs/testing.md, "Deep runs": 15
 # examples under the deep profile)
-@settings(max_examples=examples(5, 15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(3, 15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(docs=st.lists(DOC, min_size=1, max_size=3))
 def test_null_warnings_match_the_oracle(
     tmp_path_factory: pytest.TempPathFactory, lab: Lab, docs: list[dict[str, Any]]

@@ -26,7 +26,7 @@ from typing import Any
 import duckdb
 import psycopg
 import pytest
-from conftest import REALDATA, REPO
+from conftest import DEEP_ONLY, REALDATA, REPO
 from pg_server import PgServer
 from test_postgres_views import _same
 
@@ -311,6 +311,7 @@ def test_a_kill_between_stage_and_publish_is_published_by_the_next_run(fleet: Fl
     _assert_equal(url, fleet.reference)
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_kill_before_the_peers_recompute_leaves_it_owed(fleet: Fleet, url: str, tmp_path: Path) -> None:
     stage = fleet.stage(tmp_path / "stage.duckdb")
     killed = _run(KILL, url, stage, fleet, extra=("before_peers",))
@@ -328,6 +329,7 @@ def test_a_kill_before_the_peers_recompute_leaves_it_owed(fleet: Fleet, url: str
         assert con.execute("SELECT count(*) FROM peer_changes").fetchone() == (0,)
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_recompute_that_another_ingester_ran_is_not_run_again(
     fleet: Fleet, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -483,6 +485,7 @@ def test_a_job_another_ingester_owns_is_not_overwritten(
         assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'job-000000'").fetchone() == (5,)
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_job_that_grew_is_published_whole(fleet: Fleet, url: str, tmp_path: Path) -> None:
     stage = fleet.stage(tmp_path / "stage.duckdb")
     target = db.PostgresUrl(url)
@@ -539,6 +542,7 @@ def test_publishes_that_end_together_analyze_a_table_once(url: str) -> None:
         assert len(analyzed) == 2 and other.execute(estimate).fetchone() == (2001,)
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_nul_character_is_published_as_a_replacement_character(
     fleet: Fleet, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

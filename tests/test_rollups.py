@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -313,7 +314,7 @@ def _normal(rows: list[tuple[Any, ...]]) -> list[str]:
     return sorted(_key(r) for r in rows)
 
 
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(5, 10), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
     late=st.lists(st.integers(min_value=0, max_value=10_000), max_size=8),

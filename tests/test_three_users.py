@@ -37,7 +37,7 @@ GPUS = 2
 # seconds of concurrent work, an ingest every INGEST_PERIOD (or as soon as the last one ended), and
 # at least MIN_INGESTS of them under the readers however slow the machine; the deep profile doubles
 # the time (docs/testing.md, "Deep runs")
-DURATION = seconds(9.0, 26.0)
+DURATION = seconds(6.0, 26.0)
 INGEST_PERIOD = seconds(1.0, 2.0)
 MIN_INGESTS = 4
 SQL_PERIOD = 1.0

@@ -110,7 +110,7 @@ CASES = st.lists(st.tuples(POINTS, st.lists(st.integers(0, 40), min_size=3, max_
 
 
 @settings(
-    max_examples=examples(4, 8),
+    max_examples=examples(2, 8),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
