@@ -420,6 +420,20 @@ _STATE_HOME: str | None = None
 # (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes: docs/testing.md, "Suite time", sessions 15 and 21.
 POSTGRES_IN_EVERY_RUN = frozenset({"test_postgres_views", "test_postgres_ingest", "test_postgres_schema"})
 
+# Modules that run in deep runs only: the audits' regression tests of sessions 14 to 20 whose tests
+# cost over a second each (each a few ingests of an edge case); their rules' ordinary cases stay in
+# every run in the modules of the figures, inputs, kills and API. The cheap audit modules and
+# those that tests/mutations.py names stay in every run (docs/testing.md, "Deep runs", session 21).
+DEEP_MODULES = frozenset({
+    "test_merge_s14", "test_retention_s14", "test_tool_nan_s14", "test_tool_logs_s14",
+    "test_spool_s16", "test_tool_log_tail_s16",
+    "test_archive_s17", "test_tool_logs_s17", "test_rollup_gaps_s17", "test_dashboard_s17",
+    "test_publish_s17", "test_config_settings_s17", "test_kills_s17",
+    "test_inputs_s18",
+    "test_cli_seams_s20", "test_archive_s20", "test_write_failures_s20", "test_ingest_status_s20", "test_spool_s20",
+    "test_audit_fixes", "test_audit_fixes2",
+})  # fmt: skip
+
 # ``@DEEP_ONLY`` on a test, ``deep_case(...)`` for a parametrized case: it runs in deep
 # runs only, its rule checked in every run by a cheaper test or case (docs/testing.md, "Deep runs")
 DEEP_ONLY_MARK = "deep_only"
@@ -442,10 +456,11 @@ def _on_postgres(item: pytest.Item) -> bool:
 
 
 def _deep_only(item: pytest.Item) -> bool:
-    """Whether the test runs in deep runs only: marked so, or a PostgreSQL test outside the core."""
-    if item.get_closest_marker(DEEP_ONLY_MARK) is not None:
-        return True
+    """Whether the test runs in deep runs only: marked so, of a DEEP_MODULES module, or a PostgreSQL
+    test outside the core."""
     module = _module_name(item)
+    if item.get_closest_marker(DEEP_ONLY_MARK) is not None or module in DEEP_MODULES:
+        return True
     if module in POSTGRES_IN_EVERY_RUN:
         return False
     uses_server = "pg_server" in getattr(item, "fixturenames", ())

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from conftest import Lab
+from conftest import DEEP_ONLY, Lab
 
 from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import db, hotfile, migrate, parts, sidefiles, snapshots
@@ -313,6 +313,7 @@ def test_a_warehouse_moved_with_its_parts_reads_them_after_the_next_run(lab: Lab
     assert other.query("SELECT count(*) FROM gpu_samples") == [(31,)]
 
 
+@DEEP_ONLY  # a downgrade with data, ~9 s (docs/testing.md, "Deep runs")
 def test_migration_down_folds_the_parts_back_into_a_table_and_up_again(lab: Lab, tmp_path: Path) -> None:
     from alembic import command
     from sqlalchemy import create_engine

@@ -296,6 +296,7 @@ def test_concurrent_ingesters_leave_the_facts_of_one_ingest(fleet: Fleet, url: s
     assert len(set(_owners(url).values())) == ROOTS
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_kill_between_stage_and_publish_is_published_by_the_next_run(fleet: Fleet, url: str, tmp_path: Path) -> None:
     stage = fleet.stage(tmp_path / "stage.duckdb")
     for when, published in (("before", 0), ("after_first", 4)):  # the second run's first batch only
