@@ -17,7 +17,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from test_crash import KILL_AT
 
-from runlytics.warehouse import db, insights, migrate, results, schema, snapshots, views
+from runlytics.warehouse import db, head, insights, migrate, results, schema, snapshots, views
 from tests.conftest import DEEP_ONLY, REALDATA, Lab
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,6 +144,13 @@ def test_plain_alembic_upgrade_head(tmp_path: Path) -> None:
 
 def test_head_constant_matches_the_chain() -> None:
     assert migrate.HEAD_REVISION == migrate.head_revision() == _revisions()[-1]
+
+
+def test_the_written_tables_are_the_schemas() -> None:
+    """A new warehouse takes its CREATE TABLEs from warehouse/tables.sql: schema.py compiled."""
+    stale = "warehouse/tables.sql is stale: run `python -m runlytics.warehouse.head`"
+    assert head.written_ddl() == head.table_ddl(), stale
+    assert len(head.written_ddl()) == len(schema.metadata.tables) + 1  # and alembic_version
 
 
 # --- a new warehouse built directly at head (warehouse/head.py) is the chain's ---------------

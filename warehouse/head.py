@@ -1,6 +1,7 @@
 """A new, empty DuckDB warehouse built directly at the head revision, without replaying the chain.
 
-Alembic's recipe "Building an Up to Date Database from Scratch": the tables of ``schema.py``,
+Alembic's recipe "Building an Up to Date Database from Scratch": the tables of ``schema.py`` (compiled once
+into ``tables.sql``),
 then what the chain leaves beside them (the views of ``warehouse/sql`` in ``views.ORDER``, the
 derived tables made from them, the seed rows), then ``alembic_version`` stamped at
 ``HEAD_REVISION``. The chain's 28 revisions cost a new warehouse 1 to 1.5 s (first ingest, every
@@ -22,7 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import db, hotfile, insights, parts, results, schema, sidefiles, views
+from . import db, hotfile, insights, parts, results, sidefiles, views
 
 if TYPE_CHECKING:
     import duckdb
@@ -56,21 +57,48 @@ def _version_table() -> sa.Table:
     )
 
 
+# table_ddl() as written out: a new warehouse reads its CREATE TABLEs from here, so that building
+# one imports neither SQLAlchemy nor duckdb_engine (~0.5 s of a new process's first ingest, most
+# of the time a first ingest of a few jobs takes beyond DuckDB's own work). tests/test_migrations.py
+# fails when the file differs from table_ddl(); `python -m runlytics.warehouse.head` rewrites it.
+TABLES_SQL = Path(__file__).resolve().parent / "tables.sql"
+TABLES_HEADER = (
+    "-- The head's tables in DuckDB's SQL: warehouse/schema.py compiled by duckdb_engine (head.table_ddl).\n"
+    "-- Generated: edit schema.py, then run `python -m runlytics.warehouse.head`.\n"
+)
+SEPARATOR = ";\n\n"
+
+
 def table_ddl() -> list[str]:
     """CREATE TABLE of every table of ``schema.py`` and of ``alembic_version``, in DuckDB's SQL
-    (compiled by duckdb_engine, the dialect through which the chain's op.create_table runs)."""
+    (compiled by duckdb_engine, the dialect through which the chain's op.create_table runs),
+    without trailing blanks."""
     import duckdb_engine
     from sqlalchemy.schema import CreateTable
 
+    from . import schema
+
     dialect = duckdb_engine.Dialect()
     tables = [*schema.metadata.sorted_tables, _version_table()]
-    return [str(CreateTable(table).compile(dialect=dialect)).strip() for table in tables]
+    compiled = [str(CreateTable(table).compile(dialect=dialect)).strip() for table in tables]
+    return ["\n".join(line.rstrip() for line in text.splitlines()) for text in compiled]
+
+
+def written_ddl() -> list[str]:
+    """The statements of ``tables.sql``: ``table_ddl()`` as last written."""
+    text = TABLES_SQL.read_text().removeprefix(TABLES_HEADER)
+    return [statement for statement in text.split(SEPARATOR) if statement.strip()]
+
+
+def write_ddl() -> None:
+    """Rewrite ``tables.sql`` from ``schema.py``."""
+    TABLES_SQL.write_text(TABLES_HEADER + "".join(statement + SEPARATOR for statement in table_ddl()))
 
 
 def create(con: duckdb.DuckDBPyConnection, revision: str) -> None:
     """Create the head's schema, views and seed rows in an empty database and stamp ``revision``
     (the caller's transaction, if any)."""
-    for statement in table_ddl():
+    for statement in written_ddl():
         con.execute(statement)
     for sealed in SEALED:
         con.execute(parts.view_sql(sealed, Path(), []))  # no part yet: no folder named
@@ -119,3 +147,7 @@ def _create_file(path: Path) -> None:
             raise db.WarehouseError(f"cannot create warehouse {path}: {error}") from error
         finally:
             con.close()
+
+
+if __name__ == "__main__":
+    write_ddl()
