@@ -1,14 +1,13 @@
 """A new, empty DuckDB warehouse built directly at the head revision, without replaying the chain.
 
-Alembic's recipe "Building an Up to Date Database from Scratch": the tables of ``schema.py`` (compiled once
-into ``tables.sql``),
-then what the chain leaves beside them (the views of ``warehouse/sql`` in ``views.ORDER``, the
-derived tables made from them, the seed rows), then ``alembic_version`` stamped at
-``HEAD_REVISION``. The chain's 28 revisions cost a new warehouse 1 to 1.5 s (first ingest, every
-PostgreSQL-ingest stage, every test's warehouse); this costs what creating the head's objects
-once does. Existing warehouses and PostgreSQL keep upgrading through the chain
-(``migrate.upgrade_locked``); ``tests/test_migrations.py`` checks that both ways give the same
-catalog and rows (docs/decisions.md, "A new warehouse built at head").
+Alembic's recipe "Building an Up to Date Database from Scratch": the tables of ``schema.py``
+(compiled once into ``tables.sql``), then what the chain leaves beside them (the views of
+``warehouse/sql`` in ``views.ORDER``, the derived tables made from them, the seed rows), then
+``alembic_version`` stamped at ``HEAD_REVISION``. The chain's 28 revisions cost a new warehouse
+1 to 1.5 s (first ingest, every PostgreSQL-ingest stage, every test's warehouse); this costs what
+creating the head's objects once does. Existing warehouses and PostgreSQL keep upgrading through
+the chain (``migrate.upgrade_locked``); ``tests/test_migrations.py`` checks that both ways give
+the same catalog and rows (docs/decisions.md, "A new warehouse built at head").
 
 The file is built under a temporary name beside the warehouse and renamed into place once
 complete and checkpointed: a kill on the way leaves no warehouse (and a leftover that the next
