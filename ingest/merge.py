@@ -212,6 +212,22 @@ QUALIFY row_number() OVER (
 ) = 1
 """
 
+# A value the new snapshot gives but that was refused (a bad time, a setting of the wrong type:
+# dropped with a warning) keeps the stored job's (inputs.md: a file that breaks the contract never
+# loses data already ingested); a field the snapshot leaves out, or gives as null, is replaced.
+KEPT_WHEN_REFUSED = (
+    "created_at", "started_at", "ended_at", "updated_at", "config", "model_name", "batch_size", "save_steps",
+    "target_samples_per_second", "gpu_count", "current_step", "total_steps",
+)  # fmt: skip
+KEEP_REFUSED = (
+    "UPDATE batch_job_winners w SET "
+    + ", ".join(
+        f"{c} = CASE WHEN w.{c} IS NULL AND list_contains(w.present, {n}) THEN j.{c} ELSE w.{c} END"
+        for c, n in ((db.quote_identifier(name), db.quote_literal(name)) for name in KEPT_WHEN_REFUSED)
+    )
+    + " FROM jobs j WHERE j.job_id = w.job_id"
+)
+
 DELETE_REPLACED_JOBS = """
 DELETE FROM jobs USING batch_job_winners w
 WHERE jobs.job_id = w.job_id
@@ -229,13 +245,20 @@ FROM batch_job_winners w
 WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.job_id = w.job_id)
 """
 
-# Checkpoints are only ever added or completed: a checkpoint once seen stays in C.
+# Checkpoints are only ever added or completed: a checkpoint once seen stays in C. Items of one
+# step in the batch complete each other as ingests one item at a time would: each field is the
+# last item's that has one (a writer listing a step when saved, then again when evaluated, with
+# only eval_loss the second time, keeps the first item's path and saved_at).
 UPSERT_CHECKPOINTS = """
 INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
-SELECT job_id, step, path, saved_at, eval_loss, 'list'
+SELECT job_id, step,
+       arg_max(path, (seq, pos)) FILTER (WHERE path IS NOT NULL),
+       arg_max(saved_at, (seq, pos)) FILTER (WHERE saved_at IS NOT NULL),
+       arg_max(eval_loss, (seq, pos)) FILTER (WHERE eval_loss IS NOT NULL),
+       'list'
 FROM batch_checkpoints
 WHERE step IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY seq DESC, pos DESC) = 1
+GROUP BY job_id, step
 ON CONFLICT (job_id, step) DO UPDATE SET
     path = coalesce(excluded.path, checkpoints.path),
     saved_at = coalesce(excluded.saved_at, checkpoints.saved_at),
@@ -245,6 +268,7 @@ ON CONFLICT (job_id, step) DO UPDATE SET
 
 APPLY_JOBS = (
     BATCH_JOB_WINNERS,
+    KEEP_REFUSED,
     DELETE_REPLACED_JOBS,
     INSERT_JOBS,
     UPSERT_CHECKPOINTS,

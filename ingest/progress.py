@@ -134,6 +134,20 @@ SELECT f.file_id,
        rl_whole(d.current_step, 0, 1000000000000000000) AS current_step,
        coalesce(rl_whole(d.total_steps, 0, 1000000000000000000), rl_whole(d.max_steps, 0, 1000000000000000000),
                 CAST(rl_setting(d.config, 'max_steps') AS BIGINT)) AS total_steps,
+       -- the job row's columns this document gives a value for (a JSON null gives none): where that
+       -- value is refused, the stored job's stays (merge.KEEP_REFUSED)
+       list_filter([
+           CASE WHEN d.created_at IS NOT NULL THEN 'created_at' END,
+           CASE WHEN d.started_at IS NOT NULL THEN 'started_at' END,
+           CASE WHEN d.ended_at IS NOT NULL THEN 'ended_at' END,
+           CASE WHEN d.updated_at IS NOT NULL THEN 'updated_at' END,
+           CASE WHEN d.config IS NOT NULL THEN 'config' END,
+           CASE WHEN d.current_step IS NOT NULL THEN 'current_step' END,
+           CASE WHEN d.total_steps IS NOT NULL OR d.max_steps IS NOT NULL
+                     OR coalesce(json_type(d.config -> '$.max_steps'), 'NULL') <> 'NULL' THEN 'total_steps' END
+       ] || list_filter(['model_name', 'batch_size', 'save_steps', 'target_samples_per_second', 'gpu_count'],
+                        lambda name: coalesce(json_type(json_extract(d.config, '$.' || name)), 'NULL') <> 'NULL'),
+           lambda name: name IS NOT NULL) AS present,
        concat_ws('; ',
            CASE WHEN regexp_full_match(rl_string(d.job_id), '[[:space:]]*')
                 THEN 'job_id ' || left(CAST(d.job_id AS VARCHAR), 40) || ' is empty: the folder name is used'
@@ -337,7 +351,8 @@ WITH items AS (
 )
 SELECT j.file_id, j.seq, j.job_id, i.pos,
        rl_whole(i.c.step, 0, 1000000000000000000) AS step,
-       rl_string(i.c.path) AS path,
+       -- an empty or blank path names no folder: none, as an empty uuid is no uuid
+       CASE WHEN NOT regexp_full_match(rl_string(i.c.path), '[[:space:]]*') THEN rl_string(i.c.path) END AS path,
        rl_timestamp(i.c.saved_at) AS saved_at,
        rl_number(i.c.eval_loss, -1e308, 1e308, false) AS eval_loss,
        concat_ws('; ',
