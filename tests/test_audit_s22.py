@@ -8,14 +8,23 @@
    listing a checkpoint when saved and again when evaluated lost its path and saved_at (one ingest
    of the final file differed from ingests of its prefixes). Items of a step now complete each other.
 3. A checkpoint `path` of "" was stored as the path, hiding the `checkpoint-<step>/` folder's.
+4. gpu_idle counted a -Infinity utilization as idle time but not as time with a reading: a GPU
+   read at -Infinity twice and at 50 % once was idle "200.0 % of its time" (revision 0041).
+5. silent_running printed its silence and limit alike ("1800 s, longer than 1800 s").
+6. Two warnings of job_analytics gave a false reason: "end unknown: no ... step timestamps" where
+   only the last row lacks one; "the GPU samples carry no power readings" where one sample does.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from conftest import Lab
+from file_times import write
+
+from runlytics.warehouse import db
 
 JOB_COLUMNS = (
     "created_at, started_at, ended_at, updated_at, model_name, batch_size, save_steps, "
@@ -153,3 +162,76 @@ def test_an_empty_checkpoint_path_is_no_path(lab: Lab) -> None:
         (40, str(folder / "checkpoint-40")),
         (50, None),
     ]
+
+
+# --- GPU idleness, silent_running's message, two warnings (revision 0041) -------------------------
+
+
+def insights_of(lab: Lab, kind: str) -> list[tuple[Any, ...]]:
+    return lab.query("SELECT job_id, value, message FROM insight_results WHERE kind = $k ORDER BY job_id", {"k": kind})
+
+
+def test_negative_infinity_is_no_idle_time_in_step_readings(lab: Lab) -> None:
+    def gpus(u: float) -> list[dict[str, Any]]:
+        return [{"index": 0, "utilization_percent": u, "memory_used_mb": 100}]
+
+    history = [
+        {"step": 1, "iteration_time": 400, "gpus": gpus(float("-inf"))},
+        {"step": 2, "iteration_time": 400, "gpus": gpus(float("-inf"))},
+        {"step": 3, "iteration_time": 400, "gpus": gpus(50)},
+    ]
+    lab.write_job("ninf", {"job_id": "ninf", "status": "completed", "history": history})
+    # idle twice out of three finite readings: 2/3 > 0.5
+    history2 = [{**e, "gpus": gpus(u)} for e, u in zip(history, [5, 5, 50], strict=True)]
+    lab.write_job("idle", {"job_id": "idle", "status": "completed", "history": history2})
+    lab.ingest()
+    assert [(j, round(v, 9)) for j, v, _ in insights_of(lab, "gpu_idle")] == [("idle", round(2 / 3, 9))]
+
+
+def test_negative_infinity_is_no_idle_time_in_samples(lab: Lab, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    lines = [
+        f'{{"ts": {1767607200 + 10 * i}, "host": "h", "job_id": "s", "gpu_index": 0, '
+        f'"utilization_percent": {u}, "memory_used_mb": 10}}'
+        for i, u in enumerate(["-Infinity", "-Infinity", "50", "50"])
+    ]
+    write(spool / "a.jsonl", "\n".join(lines) + "\n")
+    lab.write_job("s", {"job_id": "s", "status": "completed", "history": [{"step": 1, "iteration_time": 700.0}]})
+    assert lab.ingest(spool_root=spool, keep_raw_days=0).failed == 0
+    assert insights_of(lab, "gpu_idle") == []
+    # 10 s with a finite reading (50 -> 50), none of it idle
+    assert lab.query("SELECT utilization_seconds, idle_seconds FROM gpu_minutes") == [(10.0, None)]
+    assert lab.query("SELECT idle_share FROM job_gpus") == [(0.0,)]
+
+
+def test_silent_runnings_message_tells_its_figures_apart(lab: Lab) -> None:
+    lab.write_job("quiet", {"job_id": "quiet", "status": "running", "updated_at": "2026-01-05T10:00:00Z"})
+    lab.ingest()
+    with db.connection(lab.db) as con:
+        # the run's time, as_of, a microsecond past the 1800 s limit
+        con.execute("UPDATE ingest_runs SET started_at = TIMESTAMP '2026-01-05 10:30:00.000001'")
+        rows = con.execute("SELECT value, message FROM job_insights WHERE kind = 'silent_running'").fetchall()
+    assert rows == [(1800.000001, "The job is running but has logged nothing for 1800.000001 s, longer than 1800 s.")]
+
+
+def test_the_end_unknown_warning_says_the_last_row_has_no_timestamp(lab: Lab) -> None:
+    history = [{"step": 10, "timestamp": "2026-03-01T10:00:00Z", "iteration_time": 1.0}, {"step": 20}]
+    lab.write_job("w", {"job_id": "w", "status": "running", "history": history})
+    lab.ingest()
+    warnings = (lab.analytics("w") or {})["warnings"]
+    assert (
+        "end unknown: no ended_at (of a finished job) or updated_at, and the last step row has no timestamp" in warnings
+    )
+
+
+def test_the_energy_warning_says_no_sample_and_the_next_both_carry_power(lab: Lab, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    write(
+        spool / "a.jsonl",
+        '{"ts": 1767607200, "host": "h", "job_id": "p", "gpu_index": 0, "utilization_percent": 50, "power_w": 300}\n'
+        '{"ts": 1767607210, "host": "h", "job_id": "p", "gpu_index": 0, "utilization_percent": 50}\n',
+    )
+    lab.write_job("p", {"job_id": "p", "status": "completed", "history": [{"step": 1, "iteration_time": 10.0}]})
+    assert lab.ingest(spool_root=spool, keep_raw_days=0).failed == 0
+    job = lab.analytics("p") or {}
+    assert "energy is null: no GPU sample and the next of its GPU both carry a power reading" in job["warnings"]

@@ -62,7 +62,9 @@ FROM (
        {_CLEAN},
        CASE WHEN @finite(memory_total_mb) THEN memory_total_mb END AS memory_total_mb_f,
        CASE WHEN @finite(utilization_percent) THEN interval_seconds END AS utilization_interval,
-       CASE WHEN utilization_percent < {IDLE_UTILIZATION} THEN interval_seconds END AS idle_interval,
+       -- idle time is time with a utilization reading (utilization_interval): -Infinity is none
+       CASE WHEN @finite(utilization_percent) AND utilization_percent < {IDLE_UTILIZATION} THEN interval_seconds END
+           AS idle_interval,
        CASE WHEN clocks_event_reasons IS NOT NULL THEN interval_seconds END AS reasons_interval,
        CASE WHEN (clocks_event_reasons & 236) <> 0 THEN interval_seconds END AS throttled_interval,
        CASE WHEN @finite(power_w) AND @finite(next_power_w) THEN (power_w + next_power_w) / 2 * interval_seconds END

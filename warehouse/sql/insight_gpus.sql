@@ -25,7 +25,8 @@ rolled AS (
 raw_idle AS (
     SELECT g.job_id, g.host, g.gpu_key,
            @ordered_fsum(g.interval_seconds) FILTER (WHERE @finite(g.utilization_percent)) AS utilization_seconds,
-           @ordered_fsum(g.interval_seconds) FILTER (WHERE g.utilization_percent < g.gpu_idle_utilization) AS idle_seconds
+           @ordered_fsum(g.interval_seconds) FILTER (WHERE @finite(g.utilization_percent) AND g.utilization_percent < g.gpu_idle_utilization)
+               AS idle_seconds
     FROM (
         -- gpu_sample_intervals' intervals, with the threshold's test before the window: at 10
         -- DuckDB stops reading the samples at their first rows
@@ -57,7 +58,8 @@ logged_plain AS (
            @favg(g.utilization_percent) FILTER (WHERE @finite(g.utilization_percent)) AS rough_utilization,
            max(abs(g.utilization_percent)) FILTER (WHERE @finite(g.utilization_percent)) AS largest,
            CAST(count(*) FILTER (WHERE @finite(g.utilization_percent)) AS DOUBLE PRECISION) AS utilization_seconds,
-           CAST(count(*) FILTER (WHERE g.utilization_percent < p.gpu_idle_utilization) AS DOUBLE PRECISION) AS idle_seconds
+           CAST(count(*) FILTER (WHERE @finite(g.utilization_percent) AND g.utilization_percent < p.gpu_idle_utilization)
+                AS DOUBLE PRECISION) AS idle_seconds
     FROM step_gpus g, p
     WHERE NOT EXISTS (SELECT 1 FROM gpu_minutes x WHERE x.job_id = g.job_id)
     GROUP BY g.job_id, g.gpu_index

@@ -331,7 +331,9 @@ silence AS (
 ),
 silent AS (
     SELECT s.job_id, 'silent_running' AS kind, s.silent_seconds AS value, s.limit_seconds AS reference,
-           @printf('The job is running but has logged nothing for %.6g s, longer than %.6g s.'; s.silent_seconds; s.limit_seconds) AS message
+           @printf('The job is running but has logged nothing for %s s, longer than %s s.';
+                   @printf(@apart_format(s.silent_seconds; s.limit_seconds; '%.6g'); s.silent_seconds);
+                   @printf(@apart_format(s.silent_seconds; s.limit_seconds; '%.6g'); s.limit_seconds)) AS message
     FROM silence s
     WHERE s.silent_seconds > s.limit_seconds
 )

@@ -94,7 +94,7 @@ SELECT j.job_id,
                      || CASE WHEN p.timing_rows < p.step_rows THEN ' progress.json' ELSE '' END
                      || ' step row has no timestamp or seconds' END,
            CASE WHEN d.end_time IS NULL AND p.step_rows > 0
-                THEN 'end unknown: no ended_at, updated_at or step timestamps' END,
+                THEN 'end unknown: no ended_at (of a finished job) or updated_at, and the last step row has no timestamp' END,
            CASE WHEN d.start_time IS NOT NULL AND d.end_time IS NOT NULL AND d.total_seconds IS NULL
                 THEN 'total_seconds and overhead_seconds are null: the end (end_time) is before the start'
                      || ' (start_time)' END,
@@ -108,7 +108,7 @@ SELECT j.job_id,
            CASE WHEN r.nonfinite_gpu_readings > 0
                 THEN CAST(r.nonfinite_gpu_readings AS VARCHAR) || ' GPU reading(s) with non-finite values left out' END,
            CASE WHEN r.gpu_samples > 0 AND en.gpus_with_power = 0
-                THEN 'energy is null: the GPU samples carry no power readings' END,
+                THEN 'energy is null: no GPU sample and the next of its GPU both carry a power reading' END,
            CASE WHEN l.initial_loss = 0 THEN 'loss_reduction_percent is null: the initial loss is 0' END,
            CASE WHEN p.step_rows > 0 AND l.initial_loss IS NULL THEN 'no finite loss values' END,
            CASE WHEN c.total_checkpoints = 0 THEN 'no checkpoints' END,
