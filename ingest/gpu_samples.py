@@ -249,6 +249,9 @@ FROM spool_parsed p JOIN spool_json_files f USING (file_index)
 DROP_JSON = "DROP VIEW IF EXISTS spool_json_lines; DROP TABLE IF EXISTS spool_json_files"
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 @dataclass
 class Piece:
     """Whole lines of a spool file read from byte ``offset``, the first of them line ``first_line``."""
@@ -263,6 +266,11 @@ class Piece:
     lines: int = field(init=False)  # as bytes.splitlines counts them, the careful road's count
 
     def __post_init__(self) -> None:
+        if self.offset == 0 and self.data.startswith(BOM):
+            # a byte order mark opening the file (UTF-8 as Windows tools write it) is no part of
+            # its first line: blanks in its place keep every offset, and the piece takes the text
+            # road (DuckDB's readers of the file would see the mark, or not, by reader)
+            self.data, self.path = b"   " + self.data[len(BOM) :], None
         self.lines = len(self.data.splitlines()) if b"\r" in self.data else self.data.count(b"\n")
 
     @property
@@ -381,7 +389,7 @@ def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
     if files:
         try:
             con.execute(READ_FILES, {"paths": [str(pieces[f.piece].path) for f in files]})
-        except duckdb.Error:
+        except sql.READ_ERRORS:
             text += files
         else:
             con.execute(
@@ -432,7 +440,7 @@ def _stage_json(
                 "no_gpu_index": [b'"gpu_index"' not in f.data for f in ready],
             },
         )
-    except duckdb.Error:
+    except sql.READ_ERRORS:
         con.execute(DROP_FAST)
         refused += ready
         return []
@@ -619,6 +627,10 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(job_id, str):
         raise ValueError(f"job_id {_shown(job_id)} is not a string or a whole number 0 to 2^64 - 1")
     written = doc.get("gpu_index", doc.get("index"))
+    if written is None:  # absent or null: said as such, not as the text "None"
+        raise ValueError("no gpu_index")
+    if doc.get("ts") is None:
+        raise ValueError("no ts")
     # 2.0 is GPU 2, as progress.json reads an index
     gpu_index = int(written) if isinstance(written, float) and written.is_integer() else written
     if isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or not 0 <= gpu_index <= INT_MAX:

@@ -34,7 +34,7 @@ import duckdb
 from runlytics.warehouse import db
 from runlytics.warehouse.views import STATUSES
 
-from . import json_text, ledger
+from . import json_text, ledger, sql
 
 _GPU = (
     'STRUCT("index" JSON, uuid JSON, utilization_percent JSON, memory_used_mb JSON, '
@@ -794,7 +794,7 @@ def add_null_warnings(con: duckdb.DuckDBPyConnection, paths: list[str], rests: s
     """Add to ``batch_warnings`` a warning for every numeric field of these files holding null."""
     try:
         found = [path for (path,) in con.execute(FILES_WITH_NULL, {"files": db.exact_paths(paths)}).fetchall()]
-    except (duckdb.Error, UnicodeDecodeError):  # not UTF-8, say: read them all
+    except sql.READ_ERRORS:  # not UTF-8, say: read them all
         found = paths
     if not found:
         return

@@ -11,6 +11,11 @@ import duckdb
 
 from runlytics.warehouse import times
 
+# What a DuckDB statement reading a user's file raises when it refuses the file: duckdb.Error, or
+# UnicodeDecodeError when the message quotes the file and cuts it inside a UTF-8 character (a spool
+# line `[{"job_id": "\u0080", ...}]`: DuckDB 2.0's binding then fails to decode its own message)
+READ_ERRORS = (duckdb.Error, UnicodeDecodeError)
+
 # rl_epoch's bounds (epoch seconds from year 1 on, below 1e11: year 5138), for the Python readers
 # of timestamps defined as progress.json's (a spool line's ts: gpu_samples.parse_timestamp)
 EPOCH_FIRST = -62_135_596_800

@@ -13,6 +13,7 @@
 5. silent_running printed its silence and limit alike ("1800 s, longer than 1800 s").
 6. Two warnings of job_analytics gave a false reason: "end unknown: no ... step timestamps" where
    only the last row lacks one; "the GPU samples carry no power readings" where one sample does.
+7. A spool line without `ts` or `gpu_index` was skipped as "ts 'None' is not a timestamp".
 """
 
 from __future__ import annotations
@@ -235,3 +236,52 @@ def test_the_energy_warning_says_no_sample_and_the_next_both_carry_power(lab: La
     assert lab.ingest(spool_root=spool, keep_raw_days=0).failed == 0
     job = lab.analytics("p") or {}
     assert "energy is null: no GPU sample and the next of its GPU both carry a power reading" in job["warnings"]
+
+
+def test_a_spool_line_without_ts_or_gpu_index_says_so(lab: Lab, tmp_path: Path) -> None:
+    """They read "ts 'None' is not a timestamp" and "gpu_index 'None' is not a GPU index"."""
+    spool = tmp_path / "spool"
+    write(
+        spool / "a.jsonl",
+        '{"ts": 1767607200, "job_id": "p", "gpu_index": 0, "utilization_percent": 50}\n'
+        '{"job_id": "p", "gpu_index": 0, "utilization_percent": 50}\n'
+        '{"ts": null, "job_id": "p", "gpu_index": 0}\n'
+        '{"ts": 1767607210, "job_id": "p", "utilization_percent": 50}\n'
+        '{"ts": 1767607220, "job_id": "p", "gpu_index": null}\n',
+    )
+    summary = lab.ingest(spool_root=spool, keep_raw_days=0)
+    messages = sorted(message for _, message in summary.listed_warnings)
+    assert messages == [
+        "line 2: no ts, skipped",
+        "line 3: no ts, skipped",
+        "line 4: no gpu_index, skipped",
+        "line 5: no gpu_index, skipped",
+    ]
+    assert lab.query("SELECT count(*) FROM gpu_samples") == [(1,)]
+
+
+def test_a_spool_file_opened_by_a_byte_order_mark_reads_alike_on_every_road(lab: Lab, tmp_path: Path) -> None:
+    """A mark on a line of its own: DuckDB's CSV reader of the whole file dropped it, the text road
+    (a large or resumed file's) warned "line 1: not JSON"; both now read blanks in its place."""
+    spool = tmp_path / "spool"
+    sample = '{"ts": %d, "job_id": "b", "gpu_index": 0, "utilization_percent": 50}\n'
+    data = b"\xef\xbb\xbf\n" + (sample % 1767607200 + sample % 1767607210).encode()
+    write(spool / "a.jsonl", data)
+    # a name DuckDB would read as a pattern: this file takes the text road
+    write(spool / "b[1].jsonl", data.replace(b'"b"', b'"c"'))
+    summary = lab.ingest(spool_root=spool, keep_raw_days=0)
+    assert summary.listed_warnings == []
+    assert lab.query("SELECT job_id, count(*) FROM gpu_samples GROUP BY ALL ORDER BY 1") == [("b", 2), ("c", 2)]
+
+
+def test_a_spool_line_duckdb_refuses_with_a_message_it_cannot_decode_is_skipped(lab: Lab, tmp_path: Path) -> None:
+    """A JSON array holding a non-ASCII text: DuckDB's reader refused it with a message cut inside a
+    UTF-8 character, which its binding raised as UnicodeDecodeError, and the whole run stopped."""
+    spool = tmp_path / "spool"
+    line = '[{"ts": 1793610000.875, "host": "node-01", "job_id": "\u0080", "gpu_index": 0, "gpu_uuid": "GPU-a", '
+    line += '"utilization_percent": 0.0, "memory_used_mb": 0.0, "memory_total_mb": 0.0, "temperature_c": 0.0}]\n'
+    good = '{"ts": 1767607200, "job_id": "b", "gpu_index": 0, "utilization_percent": 50}\n'
+    write(spool / "a.jsonl", line + good)
+    summary = lab.ingest(spool_root=spool, keep_raw_days=0)
+    assert [message for _, message in summary.listed_warnings] == ["line 1: not a JSON object, skipped"]
+    assert lab.query("SELECT job_id FROM gpu_samples") == [("b",)]
