@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from runlytics.ingest import fast, json_text, ledger, merge, progress
+from runlytics.ingest import fast, json_text, ledger, merge, progress, sql
 from runlytics.ingest.discover import JobFolder
 from runlytics.warehouse import db, results
 
@@ -197,7 +197,7 @@ def _ingest_batch(ctx: Context, batch: list[Candidate], parsed: dict[int, fast.P
                     _merge(con)
                     _count_batch(ctx)
                 progress.start_pieces(con)  # the pieces' rows are merged: their memory back
-        except duckdb.Error as error:
+        except sql.READ_ERRORS as error:
             if db.is_write_failure(error) or isinstance(error, duckdb.FatalException):
                 raise  # the disk, not a file: the run stops, and the batch is read again next run
             rejected_paths = {r.candidate.path for r in rejected}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import duckdb
 
-from runlytics.ingest import ledger, progress, trainer_state
+from runlytics.ingest import ledger, progress, sql, trainer_state
 from runlytics.ingest.discover import TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
@@ -244,13 +244,13 @@ def _staged(
     try:
         trainer_state.stage(ctx.con, [s for s, _ in parsed], [str(c.job.path) for _, c in parsed])
         return parsed
-    except duckdb.Error:
+    except sql.READ_ERRORS:
         pass
     kept = []
     for state, c in parsed:
         try:
             trainer_state.stage(ctx.con, [state], [str(c.job.path)])
-        except duckdb.Error as error:
+        except sql.READ_ERRORS as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             rejected.append(Rejection(c, "failed", f"could not be stored: {reason}"))
             continue
