@@ -412,7 +412,16 @@ def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolde
         run.tool_files[MLFLOW] = files
         return run
     _add_logs(run, _event_files(here, filenames), filenames, dirnames)
-    return run if run.tool_files else None
+    if not run.tool_files:
+        return None
+    # its checkpoint-<step>/ folders are its checkpoints (analytics.md's C), as a job folder's: a
+    # LLaMA-Factory run caught mid-save (the trainer state comes last) or published with its adapters
+    run.checkpoints = {
+        int(m.group(1)): name
+        for name in sorted(dirnames)
+        if (m := CHECKPOINT_DIR.match(name)) is not None and int(m.group(1)) <= MAX_STEP
+    }
+    return run
 
 
 def _files_under(folder: Path, problems: list[tuple[Path, str]]) -> list[Path]:

@@ -112,6 +112,11 @@ def _string(raw: str) -> str:
     return f"CASE WHEN starts_with({raw}, '\"') THEN substr({raw}, 2, length({raw}) - 2) END"
 
 
+def _whole_text(raw: str) -> str:
+    """Whether a field's JSON text is a whole number 0 to 2^64 - 1 (parse_line's _whole_id)."""
+    return f"(regexp_full_match({raw}, '[0-9]{{1,20}}') AND TRY_CAST({raw} AS UBIGINT) IS NOT NULL)"
+
+
 def _fast_parse(raw_fields: str, keys: str = "piece, seq") -> str:
     """The fields' checks over ``raw_fields``, a relation of (``keys``, r_<field> for each of
     _FIELDS as JSON text, gi: the GPU index's JSON text)."""
@@ -130,14 +135,17 @@ SELECT {keys}, job_id, host, CAST(gpu_index AS INTEGER) AS gpu_index,
        coalesce(NOT regexp_full_match(job_id, '[ \t\n\r\f\v]*') AND gpu_index IS NOT NULL
                 AND (iso IS NOT NULL OR epoch IS NOT NULL)
                 AND {in_range}
-                AND (r_clocks_event_reasons IS NULL OR clocks_event_reasons IS NOT NULL), false) AS clean
+                AND (r_clocks_event_reasons IS NULL OR clocks_event_reasons IS NOT NULL)
+                -- any other host, and a gpu_uuid that is no string, is dropped with a warning there
+                AND (r_host IS NULL OR r_host = 'null' OR starts_with(r_host, '"') OR {_whole_text("r_host")})
+                AND (r_gpu_uuid IS NULL OR r_gpu_uuid = 'null' OR starts_with(r_gpu_uuid, '"')), false) AS clean
 FROM (
     SELECT *,
            -- a whole number 0 to 2^64 - 1 is the id's text, as progress.json's (parse_line's _whole_id)
            coalesce({_string("r_job_id")},
-                    CASE WHEN regexp_full_match(r_job_id, '[0-9]{{1,20}}') AND TRY_CAST(r_job_id AS UBIGINT) IS NOT NULL
-                         THEN r_job_id END) AS job_id,
-           coalesce({_string("r_host")}, '') AS host,
+                    CASE WHEN {_whole_text("r_job_id")} THEN r_job_id END) AS job_id,
+           -- a whole number is the host's text (a numbered node), as a job_id's
+           coalesce({_string("r_host")}, CASE WHEN {_whole_text("r_host")} THEN r_host END, '') AS host,
            -- an empty or blank UUID is no UUID (parse_line's _BLANKS)
            CASE WHEN NOT regexp_full_match({_string("r_gpu_uuid")}, '[ \t\n\r\f\v]*')
                 THEN {_string("r_gpu_uuid")} END AS gpu_uuid,
@@ -635,8 +643,16 @@ def parse_line(line: bytes) -> tuple[dict[str, Any], list[str]]:
     gpu_index = int(written) if isinstance(written, float) and written.is_integer() else written
     if isinstance(gpu_index, bool) or not isinstance(gpu_index, int) or not 0 <= gpu_index <= INT_MAX:
         raise ValueError(f"gpu_index {_shown(written)} is not a GPU index")
-    host = _text(doc.get("host"), "host", problems)
-    uuid = _text(doc.get("gpu_uuid"), "gpu_uuid", problems)
+    host = doc.get("host")
+    if _whole_id(host):
+        host = str(host)  # a numbered node: its text, as a job_id's (two hosts never become one)
+    elif host is not None and not isinstance(host, str):
+        problems.append(f"host {_shown(host)} is not a string or a whole number")
+    host = _text(host, "host", problems)
+    uuid = doc.get("gpu_uuid")
+    if uuid is not None and not isinstance(uuid, str):
+        problems.append(f"gpu_uuid {_shown(uuid)} is not a string")
+    uuid = _text(uuid, "gpu_uuid", problems)
     row: dict[str, Any] = {
         "job_id": job_id,
         "host": host if isinstance(host, str) else "",

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,56 @@ def test_a_spool_line_duckdb_refuses_with_a_message_it_cannot_decode_is_skipped(
     summary = lab.ingest(spool_root=spool, keep_raw_days=0)
     assert [message for _, message in summary.listed_warnings] == ["line 1: not a JSON object, skipped"]
     assert lab.query("SELECT job_id FROM gpu_samples") == [("b",)]
+
+
+def test_a_spool_host_or_uuid_of_another_type_is_said_and_numbered_hosts_stay_apart(lab: Lab, tmp_path: Path) -> None:
+    """A host 1 and a host 2 both became '' silently (one GPU: the later sample overwrote the
+    other); a host ["x"] and a gpu_uuid 12345 were dropped without a warning."""
+    spool = tmp_path / "spool"
+    write(
+        spool / "a.jsonl",
+        '{"ts": 1767607200, "host": 1, "job_id": "h", "gpu_index": 0, "utilization_percent": 10}\n'
+        '{"ts": 1767607200, "host": 2, "job_id": "h", "gpu_index": 0, "utilization_percent": 90}\n'
+        '{"ts": 1767607200, "host": ["x"], "job_id": "h", "gpu_index": 1, "utilization_percent": 50}\n'
+        '{"ts": 1767607200, "host": "n", "job_id": "h", "gpu_index": 2, "gpu_uuid": 12345, "utilization_percent": 5}\n',
+    )
+    summary = lab.ingest(spool_root=spool, keep_raw_days=0)
+    assert sorted(message for _, message in summary.listed_warnings) == [
+        """line 3: host "['x']" is not a string or a whole number, dropped""",
+        "line 4: gpu_uuid '12345' is not a string, dropped",
+    ]
+    assert lab.query("SELECT host, gpu_key, utilization_percent FROM gpu_samples ORDER BY host, gpu_key") == [
+        ("", "#1", 50.0),
+        ("1", "#0", 10.0),
+        ("2", "#0", 90.0),
+        ("n", "#2", 5.0),
+    ]
+
+
+def test_a_tool_log_runs_checkpoint_folders_are_its_checkpoints(lab: Lab) -> None:
+    """A LLaMA-Factory run beside checkpoint-20/ (no trainer state yet: a trainer writes it last)
+    had no checkpoints: discovery took the folder for a tool-log run only, whose folders no reader
+    looked at, and checkpoint folders were read before the tool logs made the job."""
+    run = lab.root / "lf"
+    lines = [
+        {"current_steps": s, "total_steps": 40, "loss": 2.0 - s / 40, "elapsed_time": f"0:00:{s:02d}"}
+        for s in (10, 20, 30, 40)
+    ]
+    write(run / "trainer_log.jsonl", "".join(f"{json.dumps(line)}\n" for line in lines))
+    (run / "checkpoint-20").mkdir()
+    (run / "checkpoint-20" / "adapter_config.json").write_text("{}")
+    lab.ingest()
+    assert lab.query("SELECT job_id, step, source FROM checkpoints") == [("lf", 20, "folder")]
+    job = lab.analytics("lf") or {}
+    assert job["checkpoints"]["total_checkpoints"] == 1
+    assert job["checkpoints"]["final_checkpoint"] == "checkpoint-20"
+
+
+def test_a_lightning_csv_opened_by_a_byte_order_mark_reads_its_header(lab: Lab) -> None:
+    write(lab.root / "v" / "metrics.csv", b"\xef\xbb\xbfstep,train_loss\r\n10,2.0\r\n20,1.5\r\n")
+    summary = lab.ingest()
+    assert summary.listed_warnings == []
+    assert lab.query("SELECT step, value FROM metric_values WHERE name = 'train_loss' ORDER BY step") == [
+        (10, 2.0),
+        (20, 1.5),
+    ]

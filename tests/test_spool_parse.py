@@ -138,8 +138,9 @@ reasons = st.one_of(st.integers(0, 2**40), st.integers(-(2**63), 2**63 - 1), st.
 def documents(draw: st.DrawFn) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     fields: dict[str, st.SearchStrategy[Any]] = {
-        "ts": timestamps, "host": texts, "job_id": texts, "gpu_index": index, "index": index,
-        "gpu_uuid": texts, **dict.fromkeys(gpu_samples.RANGES, numbers), "clocks_event_reasons": reasons,
+        "ts": timestamps, "host": st.one_of(texts, numbers, st.lists(st.integers(), max_size=1)), "job_id": texts,
+        "gpu_index": index, "index": index, "gpu_uuid": st.one_of(texts, numbers),
+        **dict.fromkeys(gpu_samples.RANGES, numbers), "clocks_event_reasons": reasons,
         "extra": st.one_of(numbers, st.lists(st.integers(), max_size=2)),
     }  # fmt: skip
     for name, values in fields.items():

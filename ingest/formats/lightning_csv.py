@@ -158,6 +158,9 @@ def _libc_statx() -> Callable[..., int] | None:
     return statx
 
 
+BOM = "\ufeff"  # UTF-8's byte order mark, decoded
+
+
 def header_before(path: Path, offset: int) -> list[str] | None:
     """The header in force at ``offset``: the last header line before it (the first line, unless a
     writer appended another header further down)."""
@@ -169,7 +172,7 @@ def header_before(path: Path, offset: int) -> list[str] | None:
         stop = prefix.find(b"\n", found)
         line = prefix[start : stop if stop >= 0 else len(prefix)].removesuffix(b"\r")
         try:
-            cells = next(csv.reader([decoded(line)[0]]))
+            cells = next(csv.reader([decoded(line)[0].removeprefix(BOM) if start == 0 else decoded(line)[0]]))
         except (csv.Error, StopIteration):
             cells = []
         if start == 0 or _is_header(cells):
@@ -177,7 +180,7 @@ def header_before(path: Path, offset: int) -> list[str] | None:
         end = start
     first = prefix.split(b"\n", 1)[0].removesuffix(b"\r")
     try:
-        return [c.strip() for c in next(csv.reader([decoded(first)[0]]))]
+        return [c.strip() for c in next(csv.reader([decoded(first)[0].removeprefix(BOM)]))]
     except (csv.Error, StopIteration):
         return None
 
@@ -208,6 +211,8 @@ def parse(
         if not line.strip():
             continue
         text, bad = decoded(line)
+        if position == 0:  # a byte order mark opening the file is no part of its header
+            text = text.removeprefix(BOM)
         if bad is not None:
             if not not_utf8:
                 warned_at = len(chunk.warnings)
