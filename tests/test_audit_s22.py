@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import Lab
+from conftest import Lab, read_file
 from file_times import write
 
-from runlytics.warehouse import db
+from runlytics.warehouse import db, history
 
 JOB_COLUMNS = (
     "created_at, started_at, ended_at, updated_at, model_name, batch_size, save_steps, "
@@ -236,7 +236,7 @@ def test_the_energy_warning_says_no_sample_and_the_next_both_carry_power(lab: La
     lab.write_job("p", {"job_id": "p", "status": "completed", "history": [{"step": 1, "iteration_time": 10.0}]})
     assert lab.ingest(spool_root=spool, keep_raw_days=0).failed == 0
     job = lab.analytics("p") or {}
-    assert "energy is null: no GPU sample and the next of its GPU both carry a power reading" in job["warnings"]
+    assert "energy is null: no GPU sample and the next of its GPU both carry a finite power reading" in job["warnings"]
 
 
 def test_a_spool_line_without_ts_or_gpu_index_says_so(lab: Lab, tmp_path: Path) -> None:
@@ -339,3 +339,34 @@ def test_a_lightning_csv_opened_by_a_byte_order_mark_reads_its_header(lab: Lab) 
         (10, 2.0),
         (20, 1.5),
     ]
+
+
+def test_a_llamafactory_null_value_or_text_total_steps_is_said(lab: Lab) -> None:
+    lines = [
+        '{"current_steps": 10, "total_steps": 20, "loss": null, "lr": 0.001, "elapsed_time": "0:00:10"}',
+        '{"current_steps": 20, "total_steps": "20", "loss": 1.5, "elapsed_time": "0:00:20"}',
+    ]
+    write(lab.root / "lf" / "trainer_log.jsonl", "\n".join(lines) + "\n")
+    summary = lab.ingest()
+    assert [message for _, message in summary.listed_warnings] == [
+        "line 1: loss is null, dropped",
+        "line 2: total_steps '20' is not a whole number, ignored",
+    ]
+    # the total of the line that gives one as a number: 20/20, completed
+    assert lab.query("SELECT status, total_steps FROM jobs") == [("completed", 20)]
+
+
+def test_a_chart_of_a_job_whose_samples_retention_pruned_says_gpu_minutes(lab: Lab, tmp_path: Path) -> None:
+    """A span of more minutes than the chart's share skipped the check and said gpu_samples."""
+    spool = tmp_path / "spool"
+    samples = [
+        f'{{"ts": {1767607200 + 3600 * h}, "job_id": "q", "gpu_index": 0, "utilization_percent": {h % 100}}}\n'
+        for h in range(48)
+    ]
+    write(spool / "a.jsonl", "".join(samples))
+    lab.write_job("q", {"job_id": "q", "status": "completed", "history": [{"step": 1, "iteration_time": 1.0}]})
+    assert lab.ingest(spool_root=spool, keep_raw_days=1).failed == 0  # January: aged out
+    with read_file(lab.db) as con:
+        assert history.gpu_readings_downsampled(con, "q", None, 10).source == "gpu_minutes"
+        assert history.gpu_readings_downsampled(con, "q", None, 10_000).source == "gpu_minutes"
+    assert lab.query("SELECT count(*) < 48 FROM gpu_samples") == [(True,)]  # some pruned (a run prunes within a budget)

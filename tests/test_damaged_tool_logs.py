@@ -123,6 +123,7 @@ def test_integers_too_large_for_a_double_are_skipped_with_warnings(lab: Lab) -> 
     warned = warnings_of(summary, lab)
     assert warned["lf/trainer_log.jsonl"] == [
         f"line 2: current_steps '{D400[:40]}' is not a step, skipped",
+        f"line 3: total_steps '{D400[:40]}' is not a whole number, ignored",
         f"line 4: elapsed_time '{D400[:40]}' is not a duration, its points untimed",
     ]
     assert warned["mlruns/1/r1/meta.yaml"] == [

@@ -582,7 +582,10 @@ def _minutes_chart(
         for figure, total in zip(SAMPLE_FIGURES, bucket_sums, strict=True):
             count = row[figure]
             row[figure] = plain(total / count) if count else None
-    source = "gpu_samples" if sampled is not False else "gpu_minutes"
+    # named as the page of the same job is: gpu_minutes once retention pruned any of its samples
+    # (docs/decisions.md F9), also where the span alone chose minutes and the samples went unread
+    all_sampled = sampled if sampled is not None else _all_sampled(con, job_id)
+    source = "gpu_samples" if all_sampled else "gpu_minutes"
     if merged_samples and not merged_minutes and sampled is None:
         sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
     downsampled = merged_minutes or (merged_samples and bool(sampled))

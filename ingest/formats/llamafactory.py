@@ -313,6 +313,9 @@ def _read(
         total = whole(number(doc.get("total_steps")))
         if total is not None:
             info.total_steps = total
+        elif doc.get("total_steps") is not None:
+            shown = str(doc["total_steps"])[:40]
+            warnings.append(f"line {number_}: total_steps {shown!r} is not a whole number, ignored")
         info.current_step = max(step, info.current_step or 0)
         elapsed = duration_seconds(doc.get("elapsed_time"))
         if elapsed is None and doc.get("elapsed_time") is not None:
@@ -338,7 +341,9 @@ def _read(
             figure = number(value, FORMATTED_NUMBER)
             if figure is not None:
                 figures.append((key, figure))
-            elif value is not None:
+            elif value is None:  # (LLaMA-Factory writes none: a hand-edited or other writer's line)
+                warnings.append(f"line {number_}: {key} is null, dropped")
+            else:
                 warnings.append(f"line {number_}: {key} {str(value)[:40]!r} is not a number, dropped")
         read.append(_Line(position, step, elapsed, figures))
     started_at = _shifted(written_at, None if highest is None else -highest)

@@ -12,7 +12,7 @@ warnings of job_analytics give their true reason (session 22 audits).
   other rules' messages since revision 0040.
 - job_analytics' "end unknown" warning said the job had no step timestamps where only its last
   row lacks one; its energy warning said the samples carry no power where one sample does, but
-  no sample and the next of its GPU both do (what the energy integrates).
+  no sample and the next of its GPU both carry a finite one (what the energy integrates).
 
 Every view keeps its columns: each is replaced in place. job_results and insight_results are
 refilled.

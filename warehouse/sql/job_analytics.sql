@@ -108,7 +108,7 @@ SELECT j.job_id,
            CASE WHEN r.nonfinite_gpu_readings > 0
                 THEN CAST(r.nonfinite_gpu_readings AS VARCHAR) || ' GPU reading(s) with non-finite values left out' END,
            CASE WHEN r.gpu_samples > 0 AND en.gpus_with_power = 0
-                THEN 'energy is null: no GPU sample and the next of its GPU both carry a power reading' END,
+                THEN 'energy is null: no GPU sample and the next of its GPU both carry a finite power reading' END,
            CASE WHEN l.initial_loss = 0 THEN 'loss_reduction_percent is null: the initial loss is 0' END,
            CASE WHEN p.step_rows > 0 AND l.initial_loss IS NULL THEN 'no finite loss values' END,
            CASE WHEN c.total_checkpoints = 0 THEN 'no checkpoints' END,
