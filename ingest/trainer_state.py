@@ -273,56 +273,71 @@ FROM batch_trainer_winners w
 WHERE NOT EXISTS (SELECT 1 FROM trainer_steps t WHERE t.job_id = w.job_id AND t.step = w.step);
 """
 
-# The run summary follows the state with the highest global_step; `completed` once seen stays.
+# The run summary follows the state that ranks first: the highest global_step; of two at one
+# global_step (the final trainer_state.json and its checkpoint-<step>/ copy), the job folder's own
+# trainer_state.json (own_file) over a copy in any subfolder, then the path that sorts last; in the
+# batch and across runs alike, whatever the order they read the states in. Its completed flag and
+# summary figures are that state's (a run continued with a larger max_steps is no longer completed
+# by the first run's summary); each of its settings (max_steps, save_steps, logging_steps,
+# train_batch_size) is that state's, else the next state's in that order that has one (an old
+# trainer writes none). Before session 22 a later run's older state replaced the settings, and
+# `completed` once seen stayed.
 MERGE_RUNS = """
 CREATE OR REPLACE TEMP TABLE batch_trainer_run_winners AS
-SELECT * EXCLUDE (completed, train_runtime, train_samples_per_second, train_loss),
-       bool_or(completed) OVER (PARTITION BY job_id) AS completed,
-       max(train_runtime) OVER (PARTITION BY job_id) AS train_runtime,
-       max(train_samples_per_second) OVER (PARTITION BY job_id) AS train_samples_per_second,
-       max(train_loss) OVER (PARTITION BY job_id) AS train_loss
+SELECT * EXCLUDE (max_steps, save_steps, logging_steps, train_batch_size),
+       first_value(max_steps IGNORE NULLS) OVER ranked AS max_steps,
+       first_value(save_steps IGNORE NULLS) OVER ranked AS save_steps,
+       first_value(logging_steps IGNORE NULLS) OVER ranked AS logging_steps,
+       first_value(train_batch_size IGNORE NULLS) OVER ranked AS train_batch_size
 FROM batch_trainer_runs
--- of two states at one global_step (the final trainer_state.json and its checkpoint-<step>/ copy), the
--- job folder's own trainer_state.json (own_file) over a copy in any subfolder, then the path that sorts
--- last, whatever the runs that read them
+WINDOW ranked AS (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, source_file = own_file DESC,
+                                              source_file DESC, seq DESC
+                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS LAST, source_file = own_file DESC,
                                                         source_file DESC, seq DESC) = 1;
 
--- the stored row's state where it stands at the new one's global_step and ranks before it (the job's own
--- state over a copy, then the path that sorts last): ON CONFLICT sees the stored path and the one inserted
-INSERT INTO trainer_runs (job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size,
-                          best_model_checkpoint, best_metric, completed, train_runtime,
-                          train_samples_per_second, train_loss, source_file)
-SELECT w.job_id, w.global_step, w.max_steps, w.save_steps, w.logging_steps, w.train_batch_size,
-       w.best_model_checkpoint, w.best_metric, w.completed, w.train_runtime, w.train_samples_per_second,
-       w.train_loss,
-       CASE WHEN r.global_step = w.global_step
-                 AND ((r.source_file = w.own_file) > (w.source_file = w.own_file)
-                      OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
-                          AND r.source_file > w.source_file))
-            THEN r.source_file ELSE w.source_file END
-FROM batch_trainer_run_winners w LEFT JOIN trainer_runs r ON r.job_id = w.job_id
-ON CONFLICT (job_id) DO UPDATE SET
-    global_step = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
-                       THEN excluded.global_step ELSE trainer_runs.global_step END,
-    max_steps = coalesce(excluded.max_steps, trainer_runs.max_steps),
-    save_steps = coalesce(excluded.save_steps, trainer_runs.save_steps),
-    logging_steps = coalesce(excluded.logging_steps, trainer_runs.logging_steps),
-    train_batch_size = coalesce(excluded.train_batch_size, trainer_runs.train_batch_size),
-    best_model_checkpoint = CASE WHEN excluded.global_step >= trainer_runs.global_step
-                                      OR trainer_runs.global_step IS NULL
-                                 THEN excluded.best_model_checkpoint ELSE trainer_runs.best_model_checkpoint END,
-    best_metric = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
-                       THEN excluded.best_metric ELSE trainer_runs.best_metric END,
-    completed = excluded.completed OR trainer_runs.completed,
-    train_runtime = coalesce(excluded.train_runtime, trainer_runs.train_runtime),
-    train_samples_per_second = coalesce(excluded.train_samples_per_second, trainer_runs.train_samples_per_second),
-    train_loss = coalesce(excluded.train_loss, trainer_runs.train_loss),
-    -- the state with the highest global_step, as the steps' rows (a checkpoint read after the final state
-    -- does not take it); of two at one global_step, the one that ranks first as within a batch (the
-    -- SELECT above gives the stored one's path then)
-    source_file = CASE WHEN excluded.global_step >= trainer_runs.global_step OR trainer_runs.global_step IS NULL
-                       THEN excluded.source_file ELSE trainer_runs.source_file END;
+-- the batch's state against the stored one (new: it ranks first, or nothing is stored)
+CREATE OR REPLACE TEMP TABLE batch_trainer_run_merged AS
+SELECT w.job_id, w.own_file, r.job_id IS NULL AS fresh,
+       coalesce(r.job_id IS NULL OR r.global_step IS NULL OR w.global_step > r.global_step
+                OR (w.global_step = r.global_step
+                    AND NOT ((r.source_file = w.own_file) > (w.source_file = w.own_file)
+                             OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
+                                 AND r.source_file > w.source_file))), false) AS new,
+       w.global_step AS w_global_step, r.global_step AS r_global_step,
+       w.max_steps AS w_max_steps, r.max_steps AS r_max_steps,
+       w.save_steps AS w_save_steps, r.save_steps AS r_save_steps,
+       w.logging_steps AS w_logging_steps, r.logging_steps AS r_logging_steps,
+       w.train_batch_size AS w_train_batch_size, r.train_batch_size AS r_train_batch_size,
+       w.best_model_checkpoint AS w_best_model_checkpoint, r.best_model_checkpoint AS r_best_model_checkpoint,
+       w.best_metric AS w_best_metric, r.best_metric AS r_best_metric,
+       w.completed AS w_completed, r.completed AS r_completed,
+       w.train_runtime AS w_train_runtime, r.train_runtime AS r_train_runtime,
+       w.train_samples_per_second AS w_train_samples_per_second,
+       r.train_samples_per_second AS r_train_samples_per_second,
+       w.train_loss AS w_train_loss, r.train_loss AS r_train_loss,
+       w.source_file AS w_source_file, r.source_file AS r_source_file
+FROM batch_trainer_run_winners w LEFT JOIN trainer_runs r ON r.job_id = w.job_id;
+
+INSERT OR REPLACE INTO trainer_runs (job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size,
+                                     best_model_checkpoint, best_metric, completed, train_runtime,
+                                     train_samples_per_second, train_loss, source_file)
+SELECT job_id,
+       CASE WHEN new THEN w_global_step ELSE r_global_step END,
+       CASE WHEN new THEN coalesce(w_max_steps, r_max_steps) ELSE coalesce(r_max_steps, w_max_steps) END,
+       CASE WHEN new THEN coalesce(w_save_steps, r_save_steps) ELSE coalesce(r_save_steps, w_save_steps) END,
+       CASE WHEN new THEN coalesce(w_logging_steps, r_logging_steps)
+            ELSE coalesce(r_logging_steps, w_logging_steps) END,
+       CASE WHEN new THEN coalesce(w_train_batch_size, r_train_batch_size)
+            ELSE coalesce(r_train_batch_size, w_train_batch_size) END,
+       CASE WHEN new THEN w_best_model_checkpoint ELSE r_best_model_checkpoint END,
+       CASE WHEN new THEN w_best_metric ELSE r_best_metric END,
+       CASE WHEN new THEN w_completed ELSE r_completed END,
+       CASE WHEN new THEN w_train_runtime ELSE r_train_runtime END,
+       CASE WHEN new THEN w_train_samples_per_second ELSE r_train_samples_per_second END,
+       CASE WHEN new THEN w_train_loss ELSE r_train_loss END,
+       CASE WHEN new THEN w_source_file ELSE r_source_file END
+FROM batch_trainer_run_merged;
 
 -- A job known only from trainer states gets its job row from them; a progress.json's row wins.
 -- Its batch_size stays NULL: jobs.batch_size is the config's samples per iteration (inputs.md),

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from conftest import Lab, read_file
 from file_times import write
 
-from runlytics.warehouse import db, history
+from runlytics.warehouse import db, history, insight_list
 
 JOB_COLUMNS = (
     "created_at, started_at, ended_at, updated_at, model_name, batch_size, save_steps, "
@@ -370,3 +371,62 @@ def test_a_chart_of_a_job_whose_samples_retention_pruned_says_gpu_minutes(lab: L
         assert history.gpu_readings_downsampled(con, "q", None, 10).source == "gpu_minutes"
         assert history.gpu_readings_downsampled(con, "q", None, 10_000).source == "gpu_minutes"
     assert lab.query("SELECT count(*) < 48 FROM gpu_samples") == [(True,)]  # some pruned (a run prunes within a budget)
+
+
+# --- trainer states: the run's settings and status follow the state that ranks first ---------------
+
+
+def trainer_state(
+    path: Path, last: int, *, global_step: int, max_steps: int, save_steps: int, summary: bool = False
+) -> None:
+    history: list[dict[str, Any]] = [
+        {"step": s, "loss": 2 - s / 1000, "learning_rate": 1e-4, "epoch": s / 100} for s in range(50, last + 1, 50)
+    ]
+    if summary:
+        history.append({"step": last, "train_runtime": 100.0, "train_samples_per_second": 10.0, "train_loss": 1.9})
+    doc = {"log_history": history, "global_step": global_step, "max_steps": max_steps, "save_steps": save_steps,
+           "logging_steps": 50}  # fmt: skip
+    write(path, json.dumps(doc))
+
+
+def test_an_older_checkpoint_read_later_keeps_the_newest_states_settings(lab: Lab) -> None:
+    """A resumed run whose arguments changed: checkpoint-100/ first read after checkpoint-300/
+    replaced max_steps and save_steps with its own (total_steps 200, frequency 100)."""
+    job = lab.root / "res"
+    trainer_state(job / "checkpoint-200" / "trainer_state.json", 200, global_step=200, max_steps=200, save_steps=100)
+    trainer_state(job / "checkpoint-300" / "trainer_state.json", 300, global_step=300, max_steps=400, save_steps=50)
+    lab.ingest()
+    trainer_state(job / "checkpoint-100" / "trainer_state.json", 100, global_step=100, max_steps=200, save_steps=100)
+    lab.ingest()
+    assert lab.query("SELECT global_step, max_steps, save_steps FROM trainer_runs") == [(300, 400, 50)]
+    assert lab.query("SELECT total_steps, current_step FROM jobs") == [(400, 300)]
+    assert (lab.analytics("res") or {})["checkpoints"]["checkpoint_frequency_steps"] == 50
+
+
+def test_a_continued_run_is_not_completed_by_its_first_runs_summary(lab: Lab) -> None:
+    """A run finished at step 200 (its own state with the summary), then continued to max_steps 600:
+    checkpoint-400/ is the newest state, without a summary. It stayed completed (completed once
+    seen stayed, across the batch's states and across runs), with the old run's train_runtime."""
+    job = lab.root / "cont"
+    trainer_state(job / "checkpoint-200" / "trainer_state.json", 200, global_step=200, max_steps=200, save_steps=100)
+    trainer_state(job / "trainer_state.json", 200, global_step=200, max_steps=200, save_steps=100, summary=True)
+    lab.ingest()
+    assert lab.query("SELECT status FROM jobs") == [("completed",)]
+    trainer_state(job / "checkpoint-400" / "trainer_state.json", 400, global_step=400, max_steps=600, save_steps=200)
+    lab.ingest()
+    assert lab.query("SELECT completed, train_runtime, max_steps FROM trainer_runs") == [(False, None, 600)]
+    assert lab.query("SELECT status, current_step, total_steps FROM jobs") == [("unknown", 400, 600)]
+    (lab.root.parent / "fresh").mkdir()
+    fresh = lab.sharing(lab.root.parent / "fresh")
+    shutil.copytree(job, fresh.root / "cont")
+    fresh.ingest()
+    assert fresh.query("SELECT completed, train_runtime, max_steps FROM trainer_runs") == [(False, None, 600)]
+
+
+def test_the_fleets_insights_carry_as_of_before_any_job(lab: Lab) -> None:
+    """null before: the newest of no job's computation (insights.md: every answer carries as_of)."""
+    lab.ingest()  # a run over no job: as_of is its start
+    with read_file(lab.db) as con:
+        (as_of,) = con.execute(insight_list.FLEET_AS_OF).fetchone() or (None,)
+        (started,) = con.execute("SELECT max(started_at) FROM ingest_runs").fetchone() or (None,)
+    assert as_of is not None and as_of == started

@@ -77,7 +77,9 @@ WHERE job_id = $job_id AND ($kind IS NULL OR kind = $kind) AND ($severity IS NUL
 ORDER BY {KEY}
 """
 JOB_AS_OF = "SELECT max(as_of) FROM insight_jobs WHERE job_id = $job_id"
-FLEET_AS_OF = "SELECT max(as_of) FROM insight_jobs"
+# the newest computation's; in a warehouse with no job computed yet, insight_parameters' as_of
+# (the latest run's start, else now): every answer that lists insights carries one (insights.md)
+FLEET_AS_OF = "SELECT coalesce((SELECT max(as_of) FROM insight_jobs), (SELECT as_of FROM insight_parameters))"
 
 # The fleet's insights: jobs newest first (by the job's start, those without one last, then job
 # id, as the job list), and within a job by KEY. The keyset: the job's (start, id), then KEY.
