@@ -448,13 +448,14 @@ POSTGRES_IN_EVERY_RUN = frozenset({"test_postgres_views", "test_postgres_ingest"
 # Modules that run in deep runs only: the audits' regression tests of sessions 14 to 20 whose tests
 # cost over a second each (each a few ingests of an edge case); their rules' ordinary cases stay in
 # every run in the modules of the figures, inputs, kills and API. The cheap audit modules and
-# those that tests/mutations.py names stay in every run (docs/testing.md, "Deep runs", session 21).
+# those that tests/mutations.py names stay in every run (docs/testing.md, "Deep runs", session 21);
+# session 22 added the CLI and API audits of sessions 14-18 (67 s of an ordinary run's test time).
 DEEP_MODULES = frozenset({
-    "test_merge_s14", "test_retention_s14", "test_tool_nan_s14", "test_tool_logs_s14",
-    "test_spool_s16", "test_tool_log_tail_s16",
+    "test_merge_s14", "test_retention_s14", "test_tool_nan_s14", "test_tool_logs_s14", "test_cli_s14",
+    "test_spool_s16", "test_tool_log_tail_s16", "test_cli_s16", "test_not_utf8_s16",
     "test_archive_s17", "test_tool_logs_s17", "test_rollup_gaps_s17", "test_dashboard_s17",
     "test_publish_s17", "test_config_settings_s17", "test_kills_s17",
-    "test_inputs_s18",
+    "test_inputs_s18", "test_api_s18",
     "test_cli_seams_s20", "test_archive_s20", "test_write_failures_s20", "test_ingest_status_s20", "test_spool_s20",
     "test_audit_fixes", "test_audit_fixes2",
 })  # fmt: skip
