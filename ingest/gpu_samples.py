@@ -274,11 +274,6 @@ class Piece:
     lines: int = field(init=False)  # as bytes.splitlines counts them, the careful road's count
 
     def __post_init__(self) -> None:
-        if self.offset == 0 and self.data.startswith(BOM):
-            # a byte order mark opening the file (UTF-8 as Windows tools write it) is no part of
-            # its first line: blanks in its place keep every offset, and the piece takes the text
-            # road (DuckDB's readers of the file would see the mark, or not, by reader)
-            self.data, self.path = b"   " + self.data[len(BOM) :], None
         self.lines = len(self.data.splitlines()) if b"\r" in self.data else self.data.count(b"\n")
 
     @property
@@ -377,12 +372,20 @@ def stage(con: duckdb.DuckDBPyConnection, pieces: list[Piece]) -> list[Staged]:
     careful: list[tuple[int, int, int, bytes]] = []  # (piece, seq, line number, line)
     seq = 0
     for i, piece in enumerate(pieces):
-        data = piece.data.replace(b"\r\n", b"\n") if b"\r" in piece.data else piece.data
+        raw = piece.data
+        marked = piece.offset == 0 and raw.startswith(BOM)
+        if marked:
+            # a byte order mark opening the file (UTF-8 as Windows tools write it) is no part of its
+            # first line: blanks in its place keep every line's place, and the piece takes the text
+            # road (DuckDB's readers of the file would see the mark, or not, by reader). The piece
+            # itself keeps the file's bytes (the spool's record of the file digests them).
+            raw = b"   " + raw[len(BOM) :]
+        data = raw.replace(b"\r\n", b"\n") if b"\r" in raw else raw
         if b"\r" in data:  # a lone carriage return breaks a line for Python, not for DuckDB
-            lines = piece.data.splitlines()  # not data's: CR CR LF is two breaks, CR LF after the replace one
+            lines = raw.splitlines()  # not data's: CR CR LF is two breaks, CR LF after the replace one
             careful.extend((i, seq + k, piece.first_line + k - 1, line) for k, line in enumerate(lines, start=1))
         else:
-            whole = piece.path is not None and data is piece.data and not _GLOB.intersection(str(piece.path))
+            whole = piece.path is not None and not marked and data is raw and not _GLOB.intersection(str(piece.path))
             if whole and _csv_readable(data) and _json_readable(data):
                 documents.append(_Fast(i, data, seq, True))
             elif whole and _csv_readable(data):

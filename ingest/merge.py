@@ -214,18 +214,28 @@ QUALIFY row_number() OVER (
 
 # A value the new snapshot gives but that was refused (a bad time, a setting of the wrong type:
 # dropped with a warning) keeps the stored job's (inputs.md: a file that breaks the contract never
-# loses data already ingested); a field the snapshot leaves out, or gives as null, is replaced.
+# loses data already ingested); a field the snapshot leaves out, or gives as null, is replaced. A
+# refused config (not an object) keeps the settings read from it too. Only a row a progress.json
+# made is kept from: a trainer state's or a tool log's row of the job would make the result depend
+# on which was read first (one ingest reads the progress.json first).
 KEPT_WHEN_REFUSED = (
-    "created_at", "started_at", "ended_at", "updated_at", "config", "model_name", "batch_size", "save_steps",
-    "target_samples_per_second", "gpu_count", "current_step", "total_steps",
+    "created_at", "started_at", "ended_at", "updated_at", "config", "current_step", "total_steps",
 )  # fmt: skip
+FROM_CONFIG = ("model_name", "batch_size", "save_steps", "target_samples_per_second", "gpu_count")
 KEEP_REFUSED = (
     "UPDATE batch_job_winners w SET "
     + ", ".join(
-        f"{c} = CASE WHEN w.{c} IS NULL AND list_contains(w.present, {n}) THEN j.{c} ELSE w.{c} END"
-        for c, n in ((db.quote_identifier(name), db.quote_literal(name)) for name in KEPT_WHEN_REFUSED)
+        [
+            f"{c} = CASE WHEN w.{c} IS NULL AND list_contains(w.present, {n}) THEN j.{c} ELSE w.{c} END"
+            for c, n in ((db.quote_identifier(name), db.quote_literal(name)) for name in KEPT_WHEN_REFUSED)
+        ]
+        + [
+            f"{c} = CASE WHEN w.{c} IS NULL AND (list_contains(w.present, {n}) OR (w.config IS NULL"
+            f" AND list_contains(w.present, 'config'))) THEN j.{c} ELSE w.{c} END"
+            for c, n in ((db.quote_identifier(name), db.quote_literal(name)) for name in FROM_CONFIG)
+        ]
     )
-    + " FROM jobs j WHERE j.job_id = w.job_id"
+    + " FROM jobs j WHERE j.job_id = w.job_id AND j.source_file LIKE '%progress.json'"
 )
 
 DELETE_REPLACED_JOBS = """

@@ -273,15 +273,17 @@ FROM batch_trainer_winners w
 WHERE NOT EXISTS (SELECT 1 FROM trainer_steps t WHERE t.job_id = w.job_id AND t.step = w.step);
 """
 
-# The run summary follows the state that ranks first: the highest global_step; of two at one
-# global_step (the final trainer_state.json and its checkpoint-<step>/ copy), the job folder's own
-# trainer_state.json (own_file) over a copy in any subfolder, then the path that sorts last; in the
-# batch and across runs alike, whatever the order they read the states in. Its completed flag and
-# summary figures are that state's (a run continued with a larger max_steps is no longer completed
-# by the first run's summary); each of its settings (max_steps, save_steps, logging_steps,
-# train_batch_size) is that state's, else the next state's in that order that has one (an old
-# trainer writes none). Before session 22 a later run's older state replaced the settings, and
-# `completed` once seen stayed.
+# The run summary follows the state that ranks first: the highest global_step (a state without one
+# last); of two at one global_step (the final trainer_state.json and its checkpoint-<step>/ copy),
+# the job folder's own trainer_state.json (own_file) over a copy in any subfolder, then the path that
+# sorts last; in the batch and across runs alike, whatever the order they read the states in. Its
+# completed flag and summary figures are that state's (a run continued with a larger max_steps is no
+# longer completed by the first run's summary). Each of its settings (max_steps, save_steps,
+# logging_steps, train_batch_size) is that state's, else, in the batch, the next state's in that
+# order that has one (an old trainer writes none), and across runs the stored run's: a setting that
+# only a state ranking between the two held is then the stored one's (the stored row keeps the
+# setting, not which state gave it). Before session 22 a later run's older state replaced the
+# settings, and `completed` once seen stayed.
 MERGE_RUNS = """
 CREATE OR REPLACE TEMP TABLE batch_trainer_run_winners AS
 SELECT * EXCLUDE (max_steps, save_steps, logging_steps, train_batch_size),
@@ -299,8 +301,9 @@ QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS L
 -- the batch's state against the stored one (new: it ranks first, or nothing is stored)
 CREATE OR REPLACE TEMP TABLE batch_trainer_run_merged AS
 SELECT w.job_id, w.own_file, r.job_id IS NULL AS fresh,
-       coalesce(r.job_id IS NULL OR r.global_step IS NULL OR w.global_step > r.global_step
-                OR (w.global_step = r.global_step
+       coalesce(r.job_id IS NULL OR w.global_step > r.global_step
+                OR (r.global_step IS NULL AND w.global_step IS NOT NULL)
+                OR (w.global_step IS NOT DISTINCT FROM r.global_step
                     AND NOT ((r.source_file = w.own_file) > (w.source_file = w.own_file)
                              OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
                                  AND r.source_file > w.source_file))), false) AS new,

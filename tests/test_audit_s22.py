@@ -342,7 +342,9 @@ def test_a_lightning_csv_opened_by_a_byte_order_mark_reads_its_header(lab: Lab) 
     ]
 
 
-def test_a_llamafactory_null_value_or_text_total_steps_is_said(lab: Lab) -> None:
+def test_a_llamafactory_text_total_steps_is_said_and_a_null_is_not_logged(lab: Lab) -> None:
+    """A null is "not logged at this line" (older LogCallbacks write eval_loss: null on every line:
+    a warning each would flood the run); a total_steps that is no whole number was ignored silently."""
     lines = [
         '{"current_steps": 10, "total_steps": 20, "loss": null, "lr": 0.001, "elapsed_time": "0:00:10"}',
         '{"current_steps": 20, "total_steps": "20", "loss": 1.5, "elapsed_time": "0:00:20"}',
@@ -350,7 +352,6 @@ def test_a_llamafactory_null_value_or_text_total_steps_is_said(lab: Lab) -> None
     write(lab.root / "lf" / "trainer_log.jsonl", "\n".join(lines) + "\n")
     summary = lab.ingest()
     assert [message for _, message in summary.listed_warnings] == [
-        "line 1: loss is null, dropped",
         "line 2: total_steps '20' is not a whole number, ignored",
     ]
     # the total of the line that gives one as a number: 20/20, completed
@@ -430,3 +431,62 @@ def test_the_fleets_insights_carry_as_of_before_any_job(lab: Lab) -> None:
         (as_of,) = con.execute(insight_list.FLEET_AS_OF).fetchone() or (None,)
         (started,) = con.execute("SELECT max(started_at) FROM ingest_runs").fetchone() or (None,)
     assert as_of is not None and as_of == started
+
+
+# --- the review of session 22's own changes ----------------------------------------------------
+
+
+def test_a_refused_value_keeps_only_a_progress_json_rows_value(lab: Lab) -> None:
+    """A trainer state's row of the job is not kept from: one ingest reads the progress.json first,
+    so the result would depend on whether the state was read in an earlier run."""
+    trainer_state(lab.root / "j" / "trainer_state.json", 40, global_step=40, max_steps=100, save_steps=10)
+    lab.ingest()
+    assert lab.query("SELECT current_step, total_steps, save_steps FROM jobs") == [(40, 100, 10)]
+    lab.write_job("j", {"job_id": "j", "current_step": "x", "total_steps": "lots", "config": {"save_steps": "ten"}})
+    lab.ingest()
+    assert lab.query("SELECT current_step, total_steps, save_steps FROM jobs") == [(None, None, None)]
+
+
+def test_a_refused_config_keeps_the_settings_read_from_it(lab: Lab) -> None:
+    lab.write_job("j", {**FIRST})
+    lab.ingest()
+    lab.write_job("j", {**FIRST, "updated_at": "2026-03-01T10:01:00Z", "config": "oops"})
+    lab.ingest()
+    row = job(lab, "j")
+    assert (row["model_name"], row["batch_size"], row["save_steps"], row["gpu_count"]) == ("m", 8.0, 50, 2)
+    assert (
+        row["config"]
+        == '{"model_name":"m","batch_size":8,"save_steps":50,"target_samples_per_second":20,"gpu_count":2}'
+    )
+
+
+def test_of_two_states_without_global_step_the_jobs_own_wins_in_any_order(lab: Lab) -> None:
+    folder = lab.root / "ng"
+
+    def state(path: Path, summary: bool) -> None:
+        history: list[dict[str, Any]] = [{"step": 5, "loss": 1.0}]
+        if summary:
+            history.append({"step": 5, "train_runtime": 9.0, "train_samples_per_second": 1.0, "train_loss": 1.0})
+        write(path, json.dumps({"log_history": history}))
+
+    state(folder / "trainer_state.json", summary=True)
+    lab.ingest()
+    state(folder / "checkpoint-5" / "trainer_state.json", summary=False)
+    lab.ingest()
+    assert lab.query("SELECT completed, train_runtime, source_file FROM trainer_runs") == [
+        (True, 9.0, str(folder / "trainer_state.json"))
+    ]
+
+
+def test_a_spool_file_opened_by_a_byte_order_mark_grows_without_being_read_again(lab: Lab, tmp_path: Path) -> None:
+    """The blanks that stand for the mark entered the spool's record of the file: the next run
+    took the file for another and read it again from the start, warning of lost lines."""
+    spool = tmp_path / "spool"
+    sample = '{"ts": %d, "job_id": "b", "gpu_index": 0, "utilization_percent": 50}\n'
+    path = write(spool / "a.jsonl", b"\xef\xbb\xbf" + (sample % 1767607200 + sample % 1767607210).encode())
+    assert lab.ingest(spool_root=spool, keep_raw_days=0).listed_warnings == []
+    write(path, path.read_bytes() + (sample % 1767607220).encode())
+    summary = lab.ingest(spool_root=spool, keep_raw_days=0)
+    assert summary.listed_warnings == []
+    assert summary.gpu_samples == 1  # the new line alone
+    assert lab.query("SELECT count(*) FROM gpu_samples") == [(3,)]

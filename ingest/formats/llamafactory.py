@@ -341,9 +341,7 @@ def _read(
             figure = number(value, FORMATTED_NUMBER)
             if figure is not None:
                 figures.append((key, figure))
-            elif value is None:  # (LLaMA-Factory writes none: a hand-edited or other writer's line)
-                warnings.append(f"line {number_}: {key} is null, dropped")
-            else:
+            elif value is not None:  # null: not logged at this line (older LogCallbacks write eval_loss: null)
                 warnings.append(f"line {number_}: {key} {str(value)[:40]!r} is not a number, dropped")
         read.append(_Line(position, step, elapsed, figures))
     started_at = _shifted(written_at, None if highest is None else -highest)
