@@ -19,6 +19,8 @@ import duckdb
 
 from runlytics.warehouse import db
 
+from . import progress
+
 # Whether some (job, step) occurs more than once in the batch. Usually none does (a batch of
 # new steps): the winners are then every entry, and the ranking below is skipped.
 HAS_REPEATED_STEPS = """
@@ -221,7 +223,6 @@ QUALIFY row_number() OVER (
 KEPT_WHEN_REFUSED = (
     "created_at", "started_at", "ended_at", "updated_at", "config", "current_step", "total_steps",
 )  # fmt: skip
-FROM_CONFIG = ("model_name", "batch_size", "save_steps", "target_samples_per_second", "gpu_count")
 KEEP_REFUSED = (
     "UPDATE batch_job_winners w SET "
     + ", ".join(
@@ -232,7 +233,7 @@ KEEP_REFUSED = (
         + [
             f"{c} = CASE WHEN w.{c} IS NULL AND (list_contains(w.present, {n}) OR (w.config IS NULL"
             f" AND list_contains(w.present, 'config'))) THEN j.{c} ELSE w.{c} END"
-            for c, n in ((db.quote_identifier(name), db.quote_literal(name)) for name in FROM_CONFIG)
+            for c, n in ((db.quote_identifier(name), db.quote_literal(name)) for name in progress.JOB_SETTINGS)
         ]
     )
     + " FROM jobs j WHERE j.job_id = w.job_id AND j.source_file LIKE '%progress.json'"

@@ -106,6 +106,9 @@ FROM read_json(
 # for any other
 _STATUS_LIST = ", ".join(db.quote_literal(status) for status in STATUSES)
 _NOT_A_STATUS = db.quote_literal(f" is not one of {', '.join(STATUSES)}: kept as unknown")
+# The job row's columns read from the document's config (merge.KEEP_REFUSED keeps them with it)
+JOB_SETTINGS = ("model_name", "batch_size", "save_steps", "target_samples_per_second", "gpu_count")
+_JOB_SETTINGS_LIST = "[" + ", ".join(db.quote_literal(name) for name in JOB_SETTINGS) + "]"
 # One job row per file. A missing job_id is the job directory's name.
 BATCH_JOBS = f"""
 CREATE OR REPLACE TEMP TABLE batch_jobs AS
@@ -145,7 +148,7 @@ SELECT f.file_id,
            CASE WHEN d.current_step IS NOT NULL THEN 'current_step' END,
            CASE WHEN d.total_steps IS NOT NULL OR d.max_steps IS NOT NULL
                      OR coalesce(json_type(d.config -> '$.max_steps'), 'NULL') <> 'NULL' THEN 'total_steps' END
-       ] || list_filter(['model_name', 'batch_size', 'save_steps', 'target_samples_per_second', 'gpu_count'],
+       ] || list_filter({_JOB_SETTINGS_LIST},
                         lambda name: coalesce(json_type(json_extract(d.config, '$.' || name)), 'NULL') <> 'NULL'),
            lambda name: name IS NOT NULL) AS present,
        concat_ws('; ',

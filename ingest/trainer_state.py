@@ -299,48 +299,37 @@ QUALIFY row_number() OVER (PARTITION BY job_id ORDER BY global_step DESC NULLS L
                                                         source_file DESC, seq DESC) = 1;
 
 -- the batch's state against the stored one (new: it ranks first, or nothing is stored)
-CREATE OR REPLACE TEMP TABLE batch_trainer_run_merged AS
-SELECT w.job_id, w.own_file, r.job_id IS NULL AS fresh,
-       coalesce(r.job_id IS NULL OR w.global_step > r.global_step
-                OR (r.global_step IS NULL AND w.global_step IS NOT NULL)
-                OR (w.global_step IS NOT DISTINCT FROM r.global_step
-                    AND NOT ((r.source_file = w.own_file) > (w.source_file = w.own_file)
-                             OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
-                                 AND r.source_file > w.source_file))), false) AS new,
-       w.global_step AS w_global_step, r.global_step AS r_global_step,
-       w.max_steps AS w_max_steps, r.max_steps AS r_max_steps,
-       w.save_steps AS w_save_steps, r.save_steps AS r_save_steps,
-       w.logging_steps AS w_logging_steps, r.logging_steps AS r_logging_steps,
-       w.train_batch_size AS w_train_batch_size, r.train_batch_size AS r_train_batch_size,
-       w.best_model_checkpoint AS w_best_model_checkpoint, r.best_model_checkpoint AS r_best_model_checkpoint,
-       w.best_metric AS w_best_metric, r.best_metric AS r_best_metric,
-       w.completed AS w_completed, r.completed AS r_completed,
-       w.train_runtime AS w_train_runtime, r.train_runtime AS r_train_runtime,
-       w.train_samples_per_second AS w_train_samples_per_second,
-       r.train_samples_per_second AS r_train_samples_per_second,
-       w.train_loss AS w_train_loss, r.train_loss AS r_train_loss,
-       w.source_file AS w_source_file, r.source_file AS r_source_file
-FROM batch_trainer_run_winners w LEFT JOIN trainer_runs r ON r.job_id = w.job_id;
-
 INSERT OR REPLACE INTO trainer_runs (job_id, global_step, max_steps, save_steps, logging_steps, train_batch_size,
                                      best_model_checkpoint, best_metric, completed, train_runtime,
                                      train_samples_per_second, train_loss, source_file)
-SELECT job_id,
-       CASE WHEN new THEN w_global_step ELSE r_global_step END,
-       CASE WHEN new THEN coalesce(w_max_steps, r_max_steps) ELSE coalesce(r_max_steps, w_max_steps) END,
-       CASE WHEN new THEN coalesce(w_save_steps, r_save_steps) ELSE coalesce(r_save_steps, w_save_steps) END,
-       CASE WHEN new THEN coalesce(w_logging_steps, r_logging_steps)
-            ELSE coalesce(r_logging_steps, w_logging_steps) END,
-       CASE WHEN new THEN coalesce(w_train_batch_size, r_train_batch_size)
-            ELSE coalesce(r_train_batch_size, w_train_batch_size) END,
-       CASE WHEN new THEN w_best_model_checkpoint ELSE r_best_model_checkpoint END,
-       CASE WHEN new THEN w_best_metric ELSE r_best_metric END,
-       CASE WHEN new THEN w_completed ELSE r_completed END,
-       CASE WHEN new THEN w_train_runtime ELSE r_train_runtime END,
-       CASE WHEN new THEN w_train_samples_per_second ELSE r_train_samples_per_second END,
-       CASE WHEN new THEN w_train_loss ELSE r_train_loss END,
-       CASE WHEN new THEN w_source_file ELSE r_source_file END
-FROM batch_trainer_run_merged;
+WITH ranked AS (
+    SELECT w.job_id,
+           coalesce(r.job_id IS NULL OR w.global_step > r.global_step
+                    OR (r.global_step IS NULL AND w.global_step IS NOT NULL)
+                    OR (w.global_step IS NOT DISTINCT FROM r.global_step
+                        AND NOT ((r.source_file = w.own_file) > (w.source_file = w.own_file)
+                                 OR ((r.source_file = w.own_file) = (w.source_file = w.own_file)
+                                     AND r.source_file > w.source_file))), false) AS new
+    FROM batch_trainer_run_winners w LEFT JOIN trainer_runs r ON r.job_id = w.job_id
+)
+SELECT w.job_id,
+       CASE WHEN k.new THEN w.global_step ELSE r.global_step END,
+       CASE WHEN k.new THEN coalesce(w.max_steps, r.max_steps) ELSE coalesce(r.max_steps, w.max_steps) END,
+       CASE WHEN k.new THEN coalesce(w.save_steps, r.save_steps) ELSE coalesce(r.save_steps, w.save_steps) END,
+       CASE WHEN k.new THEN coalesce(w.logging_steps, r.logging_steps)
+            ELSE coalesce(r.logging_steps, w.logging_steps) END,
+       CASE WHEN k.new THEN coalesce(w.train_batch_size, r.train_batch_size)
+            ELSE coalesce(r.train_batch_size, w.train_batch_size) END,
+       CASE WHEN k.new THEN w.best_model_checkpoint ELSE r.best_model_checkpoint END,
+       CASE WHEN k.new THEN w.best_metric ELSE r.best_metric END,
+       CASE WHEN k.new THEN w.completed ELSE r.completed END,
+       CASE WHEN k.new THEN w.train_runtime ELSE r.train_runtime END,
+       CASE WHEN k.new THEN w.train_samples_per_second ELSE r.train_samples_per_second END,
+       CASE WHEN k.new THEN w.train_loss ELSE r.train_loss END,
+       CASE WHEN k.new THEN w.source_file ELSE r.source_file END
+FROM batch_trainer_run_winners w
+JOIN ranked k ON k.job_id = w.job_id
+LEFT JOIN trainer_runs r ON r.job_id = w.job_id;
 
 -- A job known only from trainer states gets its job row from them; a progress.json's row wins.
 -- Its batch_size stays NULL: jobs.batch_size is the config's samples per iteration (inputs.md),

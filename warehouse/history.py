@@ -584,11 +584,13 @@ def _minutes_chart(
             row[figure] = plain(total / count) if count else None
     # named as the page of the same job is: gpu_minutes once retention pruned any of its samples
     # (docs/decisions.md F9), also where the span alone chose minutes and the samples went unread
-    all_sampled = sampled if sampled is not None else _all_sampled(con, job_id)
+    if sampled is None:
+        has_samples = bool(db.one(con, HAS_SAMPLES, {"job_id": job_id})[0])
+        all_sampled = has_samples and not retention.raw_pruned(con, job_id)
+    else:
+        has_samples = all_sampled = sampled
     source = "gpu_samples" if all_sampled else "gpu_minutes"
-    if merged_samples and not merged_minutes and sampled is None:
-        sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
-    downsampled = merged_minutes or (merged_samples and bool(sampled))
+    downsampled = merged_minutes or (merged_samples and has_samples)
     return GpuReadings(source, "minute", width, rows, downsampled, extremes_kept=True)
 
 
