@@ -449,7 +449,9 @@ POSTGRES_IN_EVERY_RUN = frozenset({"test_postgres_views", "test_postgres_ingest"
 # cost over a second each (each a few ingests of an edge case); their rules' ordinary cases stay in
 # every run in the modules of the figures, inputs, kills and API. The cheap audit modules and
 # those that tests/mutations.py names stay in every run (docs/testing.md, "Deep runs", session 21);
-# session 22 added the CLI and API audits of sessions 14-18 (67 s of an ordinary run's test time).
+# session 22 added the CLI and API audits of sessions 14-18 (67 s of an ordinary run's test time);
+# session 23 the audits of sessions 16-22 and the edge cases of the merge, damaged inputs and the
+# telemetry's seals and splits, each rule's ordinary case kept in a module of every run.
 DEEP_MODULES = frozenset({
     "test_merge_s14", "test_retention_s14", "test_tool_nan_s14", "test_tool_logs_s14", "test_cli_s14",
     "test_spool_s16", "test_tool_log_tail_s16", "test_cli_s16", "test_not_utf8_s16",
@@ -458,6 +460,12 @@ DEEP_MODULES = frozenset({
     "test_inputs_s18", "test_api_s18",
     "test_cli_seams_s20", "test_archive_s20", "test_write_failures_s20", "test_ingest_status_s20", "test_spool_s20",
     "test_audit_fixes", "test_audit_fixes2",
+    # session 23 (CI took 952 s at session 22's stop): ~270 s of an ordinary run's test time
+    "test_audit_s22", "test_phantom_jobs", "test_merge_order", "test_merge_rules2", "test_damaged_values",
+    "test_unreadable_inputs", "test_damaged_tool_logs", "test_split_read", "test_seal_backlog",
+    "test_gpu_chart_spikes_s17", "test_cli_s18", "test_incremental_s19", "test_csv_incremental_s19",
+    "test_export_s16", "test_times_s19", "test_ledger_s20", "test_metrics_s16", "test_insight_messages_s17",
+    "test_analytics_s17", "test_api_s14", "test_api_s20", "test_export_s20",
 })  # fmt: skip
 
 # ``@DEEP_ONLY`` on a test, ``deep_case(...)`` for a parametrized case: it runs in deep

@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Lab
+from conftest import DEEP_ONLY, Lab
 from depth import examples
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -472,6 +472,7 @@ def test_other_timestamp_texts_are_read_alike_or_left_to_the_careful_read(
         assert mine == duck.execute("SELECT rl_iso($t)", {"t": text}).fetchone()[0], text
 
 
+@DEEP_ONLY  # a check of this module's generators (300 draws, ~11 s): they change with the module only
 def test_generated_cases_mostly_exercise_the_fast_road() -> None:
     """The generators above mean the fast road: most of what they draw must take it, else the
     comparisons compare the careful read with itself (hypothesis's statistics show the same)."""
