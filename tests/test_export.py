@@ -268,6 +268,39 @@ def test_csv_export_gives_the_warehouse_rows(fleet: Lab, module_engine: Engine, 
     assert long == long_rows(fleet)
 
 
+def _documented_csv_readers() -> str:
+    """docs/export.md's Python block that reads a CSV export (the one naming manifest.json)."""
+    text = (REPO / "docs" / "export.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    (block,) = [b for b in blocks if "manifest.json" in b and "read_csv" in b]
+    return block
+
+
+def test_the_documented_csv_readers_give_back_nulls_empty_texts_and_ids_as_text(tmp_path: Path) -> None:
+    """An id that looks like a number (every one here) stays text, and an empty field is NULL where a
+    quoted empty one is "", in the column that holds both (a column of NULLs alone passed before)."""
+    lab = Lab(tmp_path)
+    for job_id, config in (("007", {"model_name": ""}), ("123", {"model_name": "m"}), ("1e3", {})):
+        lab.write_job(job_id, {"job_id": job_id, "status": "completed", "config": config, "history": [{"step": 1}]})
+    lab.ingest(lab.root)
+    chosen = ["job_id", "model_name", "status"]
+    expected = [("007", "", "completed"), ("123", "m", "completed"), ("1e3", None, "completed")]
+    assert sorted(lab.query("SELECT job_id, model_name, status FROM jobs")) == expected
+    out = tmp_path / "out"
+    run_export(lab, out, "csv")
+    found: dict[str, Any] = {}
+    code = _documented_csv_readers().replace("OUT/", f"{out}/").replace("gpu_samples", "jobs")
+    exec(code, found)  # noqa: S102 - the docs' own code, for the table of jobs (the same for each)
+    assert sorted(found["in_duckdb"].select(*chosen).fetchall()) == expected
+
+    def plain(value: Any) -> Any:
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    in_pandas = found["in_pandas"][chosen].itertuples(index=False)
+    assert sorted(tuple(plain(v) for v in row) for row in in_pandas) == expected
+    assert sorted(found["in_polars"].select(chosen).rows()) == expected
+
+
 def test_jobs_selection(fleet: Lab, module_engine: Engine, tmp_path: Path) -> None:
     out = tmp_path / "out"
     chosen = ["alpha", "123", ODD]

@@ -216,8 +216,10 @@ def _export(
         try:
             # rows need not keep the tables' order: lets DuckDB write in parallel, in less memory
             con.execute("SET preserve_insertion_order = false")
-            rows = {table: _copy(con, table, selection, work, fmt, notes) for table in TABLES}
-            (work / MANIFEST).write_text(json.dumps(_manifest(fmt, rows, jobs, asked, work), indent=2) + "\n")
+            columns: dict[str, dict[str, str]] = {}
+            rows = {table: _copy(con, table, selection, work, fmt, notes, columns) for table in TABLES}
+            manifest = _manifest(fmt, rows, jobs, asked, work, columns)
+            (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             _install(work, out, overwrite)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
@@ -231,10 +233,14 @@ def _export(
     return Result(out, fmt, jobs, rows, time.monotonic() - started, notes)
 
 
-def _manifest(fmt: str, rows: dict[str, int], jobs: int, asked: Selection, work: Path) -> dict[str, Any]:
+def _manifest(
+    fmt: str, rows: dict[str, int], jobs: int, asked: Selection, work: Path, columns: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     tables: dict[str, dict[str, Any]] = {}
     for table, n in rows.items():
         tables[table] = {"path": table if fmt == "parquet" else f"{table}.csv", "rows": n}
+        if table in columns:  # a CSV's types, which its readers would guess (an id `007` as 7.0)
+            tables[table]["columns"] = columns[table]
         if fmt == "parquet":  # where a job's rows are, without reading the files
             partitioned = any(p.name.startswith(PARTITION_KEY) for p in (work / table).iterdir())
             tables[table]["partitioned_by"] = "job_id" if partitioned else None
@@ -305,13 +311,22 @@ JOIN (VALUES {sections}) m(metric, section) ON m.metric = u.metric"""
 
 
 def _copy(
-    con: duckdb.DuckDBPyConnection, table: str, selection: Selection, work: Path, fmt: str, notes: list[str]
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    selection: Selection,
+    work: Path,
+    fmt: str,
+    notes: list[str],
+    columns: dict[str, dict[str, str]],
 ) -> int:
+    """Write one table; a CSV's column types go to ``columns[table]`` (the manifest lists them)."""
     if fmt == "parquet" and table in PARTITIONED:
         return _copy_partitioned(con, table, selection, work / table, notes)
     query = _query(con, table, selection)
     if fmt == "csv":
         query = _csv_cells(con, query)
+        described = con.execute(f"SELECT * FROM ({query}) LIMIT 0").description
+        columns[table] = {name: str(kind) for name, kind, *_ in described}
         options, target = "FORMAT csv, HEADER", work / f"{table}.csv"
     else:
         (work / table).mkdir()
