@@ -28,7 +28,7 @@ import duckdb
 import httpx
 import pytest
 from browser import CHROMIUM, Page, launch
-from conftest import REPO, Engine, Lab
+from conftest import DEEP_ONLY, REPO, Engine, Lab
 from fastapi.testclient import TestClient
 from servers import Server, free_port, serving
 
@@ -311,6 +311,7 @@ def test_docs_render_in_chromium_under_the_csp(server: Server) -> None:
             browser.close()
 
 
+@DEEP_ONLY  # every run: test_docs_render_in_chromium_under_the_csp, and the token's own tests without a browser
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Chromium is not installed")
 def test_docs_behind_a_token_render_with_the_stored_token(fleet: Lab) -> None:
     from playwright.sync_api import sync_playwright

@@ -25,6 +25,7 @@ import pytest
 from bench import generate
 from runlytics.ingest.pipeline import ingest
 from tests.browser import CHROMIUM, REPO, Page, coloured_pixels, launch, serve
+from tests.conftest import DEEP_ONLY
 
 if not Path(CHROMIUM).exists():
     if os.environ.get("CI"):
@@ -333,6 +334,7 @@ def _asked_records(tab: Page) -> set[str]:
     }
 
 
+@DEEP_ONLY  # a regression of one quoting (7 s of its own site); the compare links' every-run test: the picker's
 def test_compare_links_quote_an_id_holding_a_comma(comma_site: dict[str, Any], tab: Page) -> None:
     # the job page's link compares that one job, not the jobs `bs=8` and `lr=1e-4`
     tab.open(comma_site["base"] + "/job?id=" + quote("bs=8,lr=1e-4", safe=""))

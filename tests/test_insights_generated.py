@@ -30,7 +30,7 @@ from runlytics.ingest import postgres as pg_ingest
 from runlytics.ingest.pipeline import ingest
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import pg_reader
-from tests.conftest import DUCKDB_ENGINE, REALDATA, Engine
+from tests.conftest import DEEP_ONLY, DUCKDB_ENGINE, REALDATA, Engine
 from tests.insight_generator import (
     KINDS,
     LOSS_RULES,
@@ -201,6 +201,7 @@ def test_every_kind_injected_is_found_and_clean_jobs_give_none(warehouse: Wareho
     check(warehouse, cases, as_of)
 
 
+@DEEP_ONLY  # every run: test_every_kind_injected_is_found_and_clean_jobs_give_none (each kind, fixed seeds)
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -371,6 +372,7 @@ def test_a_gpu_sampled_once_at_zero_is_a_straggler(warehouse: Warehouse) -> None
     assert got == [("gpu_straggler", "n", 1, 0.0, 47.5)]
 
 
+@DEEP_ONLY  # every run: test_insights.py's refreshes (peers of a changed job, the tables follow every ingest)
 def test_stored_insights_follow_changes_of_the_job_and_of_its_peers(warehouse: Warehouse) -> None:
     """insight_results is refreshed when a job's facts change, and a slow job's verdict when a peer
     arrives (its own facts unchanged): after each run it equals the view and the reference."""
