@@ -213,7 +213,8 @@ JOIN batch_files f ON f.read_path = d.filename
 """
 
 # Every step entry with its origin: the history list, then `latest`, else the legacy snapshot.
-# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at; `stand_in`
+# `latest` and legacy snapshots without a timestamp take the snapshot's updated_at (one that is a
+# timestamp: a refused one is said once, of the job); `stand_in`
 # marks an entry that did (the merge lets such a latest replace no history entry of its file:
 # updated_at says when the snapshot was written, not when the step finished; stored as
 # steps.ts_stand_in, the row counts as untimed against a later ingest of its step). A view:
@@ -222,21 +223,24 @@ JOIN batch_files f ON f.read_path = d.filename
 # history entries, whose place follows from `pos`: building a string per entry costs seconds.
 BATCH_ENTRIES = """
 CREATE OR REPLACE TEMP VIEW batch_entries AS
-WITH entries AS (
+WITH stand_ins AS (
+    -- an updated_at refused at the job level (said there) stands in for no entry's timestamp
+    SELECT *, CASE WHEN rl_timestamp(updated_at) IS NOT NULL THEN updated_at END AS stand_in FROM raw_docs
+), entries AS (
     SELECT filename, CAST(NULL AS VARCHAR) AS place, pos, false AS stand_in, e
     FROM (SELECT filename, unnest(history) AS e, generate_subscripts(history, 1) AS pos FROM raw_docs)
     UNION ALL
-    SELECT filename, 'latest', len(coalesce(history, [])) + 1, latest.timestamp IS NULL AND updated_at IS NOT NULL,
-           struct_pack(step := latest.step, timestamp := coalesce(latest.timestamp, updated_at),
+    SELECT filename, 'latest', len(coalesce(history, [])) + 1, latest.timestamp IS NULL AND stand_in IS NOT NULL,
+           struct_pack(step := latest.step, timestamp := coalesce(latest.timestamp, stand_in),
                        loss := latest.loss, eval_loss := latest.eval_loss,
                        learning_rate := latest.learning_rate,
                        samples_per_second := latest.samples_per_second,
                        iteration_time := latest.iteration_time, samples := latest.samples,
                        gpus := latest.gpus)
-    FROM raw_docs WHERE latest IS NOT NULL
+    FROM stand_ins WHERE latest IS NOT NULL
     UNION ALL
-    SELECT filename, 'snapshot', 1, timestamp IS NULL AND updated_at IS NOT NULL,
-           struct_pack(step := step, timestamp := coalesce(timestamp, updated_at),
+    SELECT filename, 'snapshot', 1, timestamp IS NULL AND stand_in IS NOT NULL,
+           struct_pack(step := step, timestamp := coalesce(timestamp, stand_in),
                        loss := loss, eval_loss := eval_loss, learning_rate := learning_rate,
                        samples_per_second := samples_per_second, iteration_time := iteration_time,
                        samples := samples,
@@ -247,7 +251,7 @@ WITH entries AS (
                                                       memory_total_mb := CAST(NULL AS JSON),
                                                       temperature_c := gpu_temperature,
                                                       power_w := CAST(NULL AS JSON))] END)
-    FROM raw_docs WHERE history IS NULL AND latest IS NULL AND step IS NOT NULL
+    FROM stand_ins WHERE history IS NULL AND latest IS NULL AND step IS NOT NULL
 )
 SELECT j.file_id, j.seq, j.job_id,
        -- history entries the fast road read (fast.py) are not in raw_docs; `latest` follows them
