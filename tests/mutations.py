@@ -136,6 +136,7 @@ def m(name: str, figures: str, edits: Edit | tuple[Edit, ...], *tests: str) -> M
 
 A = "tests/test_analytics.py::"
 API = "tests/test_api.py::"
+S23 = "tests/test_audit_s23.py::"
 GPU = "tests/test_gpu_samples.py::"
 HF = "tests/test_trainer_state.py::"
 TF = "tests/test_trainer_figures.py::"
@@ -426,6 +427,19 @@ FIGURE_MUTATIONS: tuple[Mutation, ...] = (
       view("job_efficiency", "CASE WHEN j.target_samples_per_second > 0 THEN j.target_samples_per_second",
            "CASE WHEN p.peak_samples_per_second > 0 THEN p.peak_samples_per_second"),
       A + "test_worked_example"),
+    m("throughput score of an overflowed throughput", "job.throughput_score",
+      view("job_efficiency", "CASE WHEN reference IS NOT NULL AND @finite(average_samples_per_second)",
+           "CASE WHEN reference IS NOT NULL AND average_samples_per_second IS NOT NULL"),
+      S23 + "test_a_throughput_that_overflows_is_null_with_a_warning_and_no_score"),
+    m("total_samples that overflows kept", "job.total_samples",
+      view("job_analytics", "CASE WHEN @finite(p.total_samples) THEN p.total_samples END AS total_samples",
+           "p.total_samples AS total_samples"),
+      S23 + "test_a_throughput_that_overflows_is_null_with_a_warning_and_no_score"),
+    m("average throughput that overflows kept",
+      "job.average_samples_per_second summary.average_throughput_samples_per_sec",
+      view("job_analytics", "CASE WHEN @finite(p.average_samples_per_second) THEN p.average_samples_per_second END",
+           "p.average_samples_per_second"),
+      S23 + "test_the_job_list_and_the_summary_rank_an_overflowed_throughput_as_unknown"),
     m("overall score: the higher of the two", "job.overall_score",
       view("job_efficiency", "THEN (gpu_utilization_score + throughput_score) / 2",
            "THEN greatest(gpu_utilization_score, throughput_score)"),
@@ -1178,12 +1192,16 @@ GPU_VIEW_MUTATIONS: tuple[Mutation, ...] = (
       view("job_energy", "@fdiv(g.energy_wh; @fdiv(p.total_samples; 1000))", "@fdiv(g.energy_wh; p.total_samples)"),
       GPU + "test_resource_utilization_comes_from_the_samples[duckdb]"),
     m("job_energy: every GPU is counted idle", "job_energy.idle_gpus",
-      view("job_energy", "count(*) FILTER (WHERE idle) AS idle_gpus", "count(*) AS idle_gpus"),
+      view("job_energy", "count(*) FILTER (WHERE idle) END AS idle_gpus", "count(*) END AS idle_gpus"),
       GPU + "test_resource_utilization_comes_from_the_samples[duckdb]"),
     m("job_energy: idle GPUs are those idle at all", "job_energy.idle_gpus",
       view("job_energy",
-           "count(*) FILTER (WHERE idle) AS idle_gpus", "count(*) FILTER (WHERE idle_share > 0) AS idle_gpus"),
+           "count(*) FILTER (WHERE idle) END AS idle_gpus", "count(*) FILTER (WHERE idle_share > 0) END AS idle_gpus"),
       GV + "test_idle_and_throttled_shares_count_the_time_they_are_known"),
+    m("job_energy: GPUs of unknown idleness count 0 idle", "job_energy.idle_gpus",
+      view("job_energy", "CASE WHEN count(idle) > 0 THEN count(*) FILTER (WHERE idle) END AS idle_gpus",
+           "count(*) FILTER (WHERE idle) AS idle_gpus"),
+      S23 + "test_idle_gpus_is_unknown_where_no_gpu_has_a_utilization"),
     m("job_energy: a GPU without a reasons mask throttled 0", "job_energy.average_throttled_share",
       view("job_energy", "nullif(count(throttled_share), 0)) AS average_throttled_share",
            "nullif(count(*), 0)) AS average_throttled_share"),

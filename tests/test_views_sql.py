@@ -92,7 +92,8 @@ def _model_sections() -> dict[str, type[BaseModel]]:
 
 
 def _commented_sections() -> dict[str, list[str]]:
-    """The columns under each ``-- <section>`` comment of job_analytics.sql's select list."""
+    """The columns under each ``-- <section>`` comment of job_analytics.sql's select list (a line
+    ``x.name,`` or one that ends ``AS name,``)."""
     text = (views.SQL / "job_analytics.sql").read_text()
     select = text[text.index("SELECT") : text.index("@compact_list")]
     out: dict[str, list[str]] = {}
@@ -100,8 +101,8 @@ def _commented_sections() -> dict[str, list[str]]:
     for line in select.splitlines():
         if comment := re.fullmatch(r"\s+-- (\w+).*", line):
             section = comment.group(1)
-        elif (column := re.fullmatch(r"\s+\w+\.(\w+),", line)) and section is not None:
-            out.setdefault(section, []).append(column.group(1))
+        elif (column := re.fullmatch(r"\s+(?:\w+\.(\w+)|.*\bAS (\w+)),", line)) and section is not None:
+            out.setdefault(section, []).append(column.group(1) or column.group(2))  # x.name, or ... AS name
     return out
 
 

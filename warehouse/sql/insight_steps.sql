@@ -343,8 +343,8 @@ SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, valu
 FROM nonfinite
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
-       @printf('The loss spiked to %.6g at %s, against a median of %.6g over the 20 losses just before.'; value; CASE WHEN first_step = last_step THEN @printf('step %d'; first_step)
-                   ELSE @printf('steps %d-%d'; first_step; last_step) END; reference)
+       @printf('The loss spiked to %s at %s, against a median of %s over the 20 losses just before.'; @printf(@apart_format(value; reference; '%.6g'); value); CASE WHEN first_step = last_step THEN @printf('step %d'; first_step)
+                   ELSE @printf('steps %d-%d'; first_step; last_step) END; @printf(@apart_format(value; reference; '%.6g'); reference))
 FROM spikes
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
@@ -354,15 +354,15 @@ SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, valu
 FROM divergence
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
-       @printf('The eval loss rose to %.6g by step %d while the training loss fell, against a best of %.6g.'; value; last_step; reference)
+       @printf('The eval loss rose to %s by step %d while the training loss fell, against a best of %s.'; @printf(@apart_format(value; reference; '%.6g'); value); last_step; @printf(@apart_format(value; reference; '%.6g'); reference))
 FROM overfitting
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
-       @printf('Throughput fell to %.6g samples/s over steps %d-%d, against a median of %.6g samples/s.'; value; first_step; last_step; reference) AS message
+       @printf('Throughput fell to %s samples/s over steps %d-%d, against a median of %s samples/s.'; @printf(@apart_format(value; reference; '%.6g'); value); first_step; last_step; @printf(@apart_format(value; reference; '%.6g'); reference)) AS message
 FROM drops
 UNION ALL
 SELECT job_id, kind, severity, first_step, last_step, start_time, end_time, value, reference,
-       @printf('No row was logged for %.6g s between steps %d and %d, against a median gap of %.6g s.'; value; first_step; last_step; reference)
+       @printf('No row was logged for %s s between steps %d and %d, against a median gap of %s s.'; @printf(@apart_format(value; reference; '%.6g'); value); first_step; last_step; @printf(@apart_format(value; reference; '%.6g'); reference))
 FROM stalls
 UNION ALL
 SELECT job_id, kind, 'warning', CAST(NULL AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS TIMESTAMP),

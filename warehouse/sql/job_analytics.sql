@@ -4,7 +4,9 @@
 -- figure that cannot be computed is null and the warnings say why). job_results materialises it
 -- (warehouse/results.py): a change here needs a migration that refills job_results. The trainer's
 -- own summary figures (trainer_runs) are named in a warning where the step rows leave the
--- durations and throughput unknown; they never stand in for them.
+-- durations and throughput unknown; they never stand in for them. A sum or ratio of finite values
+-- that overflows a double (a samples of 1e308 times 10 s) is no figure: NULL, named in a warning
+-- (revision 0042: it was Infinity, read as null by the API but ranked and scored as a number).
 SELECT j.job_id,
        j.status,
        j.model_name,
@@ -15,20 +17,22 @@ SELECT j.job_id,
        -- duration
        d.start_time,
        d.end_time,
-       d.total_seconds,
-       d.training_seconds,
-       d.overhead_seconds,
+       CASE WHEN @finite(d.total_seconds) THEN d.total_seconds END AS total_seconds,
+       CASE WHEN @finite(d.training_seconds) THEN d.training_seconds END AS training_seconds,
+       CASE WHEN @finite(d.total_seconds) AND @finite(d.training_seconds) THEN d.overhead_seconds END
+           AS overhead_seconds,
        -- performance
        p.total_iterations,
-       p.total_samples,
-       p.average_samples_per_second,
+       CASE WHEN @finite(p.total_samples) THEN p.total_samples END AS total_samples,
+       CASE WHEN @finite(p.average_samples_per_second) THEN p.average_samples_per_second END
+           AS average_samples_per_second,
        p.peak_samples_per_second,
-       p.average_iteration_time,
+       CASE WHEN @finite(p.average_iteration_time) THEN p.average_iteration_time END AS average_iteration_time,
        -- losses
        l.initial_loss,
        l.final_loss,
        l.best_loss,
-       l.loss_reduction_percent,
+       CASE WHEN @finite(l.loss_reduction_percent) THEN l.loss_reduction_percent END AS loss_reduction_percent,
        l.final_eval_loss,
        l.best_eval_loss,
        -- resource_utilization
@@ -70,6 +74,21 @@ SELECT j.job_id,
                              ELSE '' END END,
            CASE WHEN r.gpu_readings = 0
                 THEN 'no GPU readings: resource_utilization and gpu_utilization_score are null' END,
+           CASE WHEN NOT @finite(d.total_seconds) OR NOT @finite(d.training_seconds) OR NOT @finite(p.total_samples)
+                     OR NOT @finite(p.average_samples_per_second) OR NOT @finite(p.average_iteration_time)
+                     OR NOT @finite(l.loss_reduction_percent)
+                THEN 'null where a sum or ratio of finite values exceeds the largest double (about 1.8e308): '
+                     || concat_ws(', ',
+                               CASE WHEN NOT @finite(d.total_seconds) THEN 'total_seconds' END,
+                               CASE WHEN NOT @finite(d.training_seconds) THEN 'training_seconds' END,
+                               CASE WHEN NOT @finite(d.total_seconds) OR NOT @finite(d.training_seconds)
+                                    THEN 'overhead_seconds' END,
+                               CASE WHEN NOT @finite(p.total_samples) THEN 'total_samples' END,
+                               CASE WHEN NOT @finite(p.average_samples_per_second)
+                                    THEN 'average_samples_per_second' END,
+                               CASE WHEN NOT @finite(p.average_iteration_time) THEN 'average_iteration_time' END,
+                               CASE WHEN NOT @finite(l.loss_reduction_percent) THEN 'loss_reduction_percent' END)
+                     END,
            -- a trainer's summary and per-device batch are its own figures, not analytics.md's
            CASE WHEN p.step_rows > 0 AND p.timed_rows = 0
                      AND (t.train_runtime IS NOT NULL OR t.train_samples_per_second IS NOT NULL)
@@ -112,7 +131,7 @@ SELECT j.job_id,
            CASE WHEN l.initial_loss = 0 THEN 'loss_reduction_percent is null: the initial loss is 0' END,
            CASE WHEN p.step_rows > 0 AND l.initial_loss IS NULL THEN 'no finite loss values' END,
            CASE WHEN c.total_checkpoints = 0 THEN 'no checkpoints' END,
-           CASE WHEN e.throughput_score IS NULL AND p.average_samples_per_second IS NOT NULL
+           CASE WHEN e.throughput_score IS NULL AND @finite(p.average_samples_per_second)
                 THEN 'throughput_score is null: no positive target_samples_per_second or peak' END,
            CASE WHEN p.step_rows > 0 AND p.total_samples IS NULL
                 THEN 'total_samples is null: no step row has samples, the config no batch_size, and no row'
@@ -148,12 +167,14 @@ SELECT j.job_id,
                 THEN 'energy is null: no GPU samples (power and throttling are read from timed samples only)' END,
            CASE WHEN en.total_energy_wh IS NOT NULL AND en.energy_per_1000_samples_wh IS NULL
                 THEN 'energy_per_1000_samples_wh is null: total_samples is unknown or 0' END,
+           CASE WHEN r.gpu_samples > 0 AND en.idle_gpus IS NULL
+                THEN 'idle_gpus is null: no GPU has time with a finite utilization (between two of its samples)' END,
            CASE WHEN r.gpu_samples > 0 AND en.average_throttled_share IS NULL
                 THEN 'average_throttled_share is null: the GPU samples carry no throttle reasons' END,
            CASE WHEN c.total_checkpoints > 0 AND c.best_checkpoint IS NULL
                 THEN 'best_checkpoint is null: no eval_loss at any checkpoint and no finite training loss'
                      || ' at or before one' END,
-           CASE WHEN e.throughput_score IS NULL AND p.average_samples_per_second IS NULL
+           CASE WHEN e.throughput_score IS NULL AND NOT coalesce(@finite(p.average_samples_per_second), false)
                 THEN 'throughput_score is null: average_samples_per_second is null' END,
            CASE WHEN e.overall_score IS NULL
                 THEN 'overall_score is null: neither gpu_utilization_score nor throughput_score is known' END

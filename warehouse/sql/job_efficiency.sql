@@ -13,8 +13,9 @@ WITH scores AS (
     JOIN job_resources r ON r.job_id = j.job_id
 ), scored AS (
     SELECT job_id, gpu_utilization_score, throughput_reference, reference,
-           -- least() skips NULLs in DuckDB, so an unknown ratio is tested first
-           CASE WHEN reference IS NOT NULL AND average_samples_per_second IS NOT NULL
+           -- least() skips NULLs in DuckDB, so an unknown ratio is tested first; a throughput that
+           -- overflows a double is unknown (job_analytics), not a score of 100 (revision 0042)
+           CASE WHEN reference IS NOT NULL AND @finite(average_samples_per_second)
                 THEN least(100, @fdiv(@fmul(100; average_samples_per_second); reference)) END AS throughput_score
     FROM scores
 )
