@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import REALDATA, Lab
+from conftest import REALDATA, Engine, Lab
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
@@ -39,7 +39,8 @@ def overflowing_jobs(lab: Lab) -> None:
     lab.ingest()
 
 
-def test_a_throughput_that_overflows_is_null_with_a_warning_and_no_score(lab: Lab) -> None:
+def test_a_throughput_that_overflows_is_null_with_a_warning_and_no_score(lab: Lab, engine: Engine) -> None:
+    lab.engine = engine  # the figures read on DuckDB, then on PostgreSQL's views (a db copy)
     overflowing_jobs(lab)
     u = analytics(lab, "U", "total_samples", "average_samples_per_second", "peak_samples_per_second",
                   "throughput_score", "overall_score", "training_seconds")  # fmt: skip
@@ -69,7 +70,8 @@ def test_the_job_list_and_the_summary_rank_an_overflowed_throughput_as_unknown(l
         assert seen == ["T", "U"]  # a job without the figure last; none skipped
 
 
-def test_training_seconds_and_loss_reduction_that_overflow_are_null(lab: Lab) -> None:
+def test_training_seconds_and_loss_reduction_that_overflow_are_null(lab: Lab, engine: Engine) -> None:
+    lab.engine = engine  # the figures read on DuckDB, then on PostgreSQL's views (a db copy)
     history = [
         {"step": 10, "iteration_time": 1e308, "loss": 1e-300, "timestamp": "2026-03-01T10:00:00Z"},
         {"step": 20, "iteration_time": 1e308, "loss": 1e300, "timestamp": "2026-03-01T10:10:00Z"},
@@ -86,7 +88,8 @@ def test_training_seconds_and_loss_reduction_that_overflow_are_null(lab: Lab) ->
     ]
 
 
-def test_idle_gpus_is_unknown_where_no_gpu_has_a_utilization(lab: Lab) -> None:
+def test_idle_gpus_is_unknown_where_no_gpu_has_a_utilization(lab: Lab, engine: Engine) -> None:
+    lab.engine = engine  # the figures read on DuckDB, then on PostgreSQL's views (a db copy)
     log = REALDATA / "nvidia_smi_csv" / "power-only-50ms.csv"
     lab.write_job("p", {"job_id": "p", "status": "completed"})
     assert lab.ingest(csv_imports=[CsvImport(log, "p", "UTC", "ws-1")]).failed == 0
