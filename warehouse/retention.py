@@ -152,9 +152,27 @@ def raw_pruned(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
 WINDOW = "gpu_raw_window"
 
 
+# The last day whose raw samples were pruned: a day with sealed minutes and no sealed samples (the
+# minutes' parts hold every host of a day; both tables seal the same hours, and _seal runs first).
+# The raw window never reaches back over it, whatever this run's --keep-raw-days: a run that keeps
+# more days than the run that pruned must not recompute a pruned minute from a late sample alone
+# (audit 23: a cron run's --keep-raw-days 7, then a run with the default 30, rebuilt a minute of 3
+# samples from 1). The manifest alone is read.
+LAST_PRUNED_DAY = f"""
+SELECT max(m.day) FROM {parts.MANIFEST} m
+WHERE m.table_name = $minutes
+  AND NOT EXISTS (SELECT 1 FROM {parts.MANIFEST} s WHERE s.table_name = $samples AND s.day = m.day)
+"""
+
+
 def open_window(con: duckdb.DuckDBPyConnection, table: parts.Sealed, keep_days: int) -> date | None:
-    """Remember, on this connection, the first day of raw samples this run keeps."""
+    """Remember, on this connection, the first day of raw samples this run keeps: the window of
+    ``keep_days``, and never a day whose samples were pruned (LAST_PRUNED_DAY)."""
     first = horizon(con, table, keep_days)
+    names = {"minutes": parts.GPU_MINUTES.name, "samples": table.name}
+    pruned = db.one(con, LAST_PRUNED_DAY, names)[0] if not is_postgres(con) else None
+    if pruned is not None and (first is None or pruned >= first):
+        first = pruned + timedelta(days=1)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {WINDOW} AS SELECT CAST($first AS DATE) AS first_day", {"first": first})
     return first
 
