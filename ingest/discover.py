@@ -410,12 +410,13 @@ def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolde
             if sub in dirnames:
                 files += sorted(_files_under(here / sub, run.problems))
         run.tool_files[MLFLOW] = files
-        return run
-    _add_logs(run, _event_files(here, filenames), filenames, dirnames)
-    if not run.tool_files:
-        return None
+    else:
+        _add_logs(run, _event_files(here, filenames), filenames, dirnames)
+        if not run.tool_files:
+            return None
     # its checkpoint-<step>/ folders are its checkpoints (analytics.md's C), as a job folder's: a
-    # LLaMA-Factory run caught mid-save (the trainer state comes last) or published with its adapters
+    # LLaMA-Factory run caught mid-save (the trainer state comes last) or published with its
+    # adapters; an MLflow run's too (session 23: they were left out)
     run.checkpoints = {
         int(m.group(1)): name
         for name in sorted(dirnames)
