@@ -11,8 +11,12 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import REALDATA, Engine, Lab
 from fastapi.testclient import TestClient
 
@@ -129,3 +133,92 @@ def test_a_refused_updated_at_is_said_once_and_stands_in_for_no_entry(lab: Lab) 
         ("b", 3, None, False),
         ("c", 2, None, False),
     ]
+
+
+def sample(ts: str, utilization: float) -> str:
+    return json.dumps({"ts": ts, "host": "n1", "job_id": "j1", "gpu_index": 0, "gpu_uuid": "GPU-1",
+                       "utilization_percent": utilization, "power_w": 100.0})  # fmt: skip
+
+
+GPU_FIGURES = "SELECT samples, first_sample, average_utilization, energy_wh FROM job_gpus"
+
+
+@pytest.mark.parametrize("later_keep_days", [30, 0])
+def test_a_run_keeping_more_days_never_rebuilds_a_pruned_minute_from_a_late_sample(
+    lab: Lab, tmp_path: Path, later_keep_days: int
+) -> None:
+    """Run 1 (--keep-raw-days 1) prunes 2025-06-10; a later run with a wider window (the default
+    30, or 0: everything) got a late sample of a pruned minute and rebuilt that minute from it alone
+    (2 samples, mean 65): it is skipped with a warning, as under the first run's window."""
+    progress = {"job_id": "j1", "status": "completed", "started_at": "2025-06-10T11:59:00Z",
+                "ended_at": "2025-06-12T12:01:00Z", "history": [{"step": 10, "loss": 1.0}]}  # fmt: skip
+    lab.write_job("j1", progress)
+    first, late = tmp_path / "first", tmp_path / "late"
+    first.mkdir(), late.mkdir()
+    lines = [("2025-06-10T12:00:00Z", 10), ("2025-06-10T12:00:20Z", 20), ("2025-06-10T12:00:40Z", 30),
+             ("2025-06-12T12:00:00Z", 40)]  # fmt: skip
+    (first / "a.jsonl").write_text("".join(sample(ts, u) + "\n" for ts, u in lines))
+    lab.ingest(spool_root=first, keep_raw_days=1)
+    before = [(4, datetime(2025, 6, 10, 12), 25.0, 4800.0)]  # 100 W over 48 h
+    assert lab.query(GPU_FIGURES) == before
+    (late / "b.jsonl").write_text(sample("2025-06-10T12:00:30Z", 90) + "\n")
+    summary = lab.ingest(spool_root=late, keep_raw_days=later_keep_days)
+    assert lab.query(GPU_FIGURES) == before
+    assert [m for _, m in summary.listed_warnings if "already rolled up" in m], summary.listed_warnings
+
+
+def test_a_sample_in_a_new_minute_of_a_pruned_day_is_stored_as_one_ingest_stores_it(lab: Lab, tmp_path: Path) -> None:
+    progress = {"job_id": "j1", "status": "completed", "history": [{"step": 10, "loss": 1.0}]}
+    lab.write_job("j1", progress)
+    first, late = tmp_path / "first", tmp_path / "late"
+    first.mkdir(), late.mkdir()
+    lines = [("2025-06-10T12:00:00Z", 10), ("2025-06-10T12:00:20Z", 20), ("2025-06-10T12:00:40Z", 30),
+             ("2025-06-12T12:00:00Z", 40)]  # fmt: skip
+    (first / "a.jsonl").write_text("".join(sample(ts, u) + "\n" for ts, u in lines))
+    lab.ingest(spool_root=first, keep_raw_days=1)
+    (late / "b.jsonl").write_text(sample("2025-06-10T12:03:00Z", 90) + "\n")
+    lab.ingest(spool_root=late, keep_raw_days=30)
+    # (10 + 20 + 30 + 90 + 40) / 5; the minutes as one ingest of the five samples gives them
+    assert lab.query(GPU_FIGURES) == [(5, datetime(2025, 6, 10, 12), 38.0, 4800.0)]
+    assert lab.query("SELECT minute, samples, utilization_percent_sum FROM gpu_minutes ORDER BY minute") == [
+        (datetime(2025, 6, 10, 12, 0), 3, 60.0),
+        (datetime(2025, 6, 10, 12, 3), 1, 90.0),
+        (datetime(2025, 6, 12, 12, 0), 1, 40.0),
+    ]
+
+
+def test_an_mlflow_runs_checkpoint_folders_are_its_checkpoints(lab: Lab) -> None:
+    run = lab.root / "mlruns" / "1" / "run5"
+    (run / "metrics").mkdir(parents=True)
+    (run.parent / "meta.yaml").write_text("experiment_id: '1'\nname: e\nlifecycle_stage: active\n")
+    (run / "meta.yaml").write_text(
+        "run_id: run5\nexperiment_id: '1'\nstatus: 3\nstart_time: 1772355600000\nend_time: 1772356200000\n"
+        "lifecycle_stage: active\n"
+    )
+    (run / "metrics" / "train_loss").write_text("1772355660000 2.0 100\n1772355720000 1.5 200\n")
+    (run / "checkpoint-200").mkdir()
+    lab.ingest()
+    rows = lab.query("SELECT total_checkpoints, checkpoint_frequency_steps, final_checkpoint FROM job_results")
+    assert rows == [(1, 200.0, "checkpoint-200")]
+
+
+def test_the_trainer_summary_warning_says_no_row_has_seconds_not_no_timestamp(lab: Lab) -> None:
+    """Rows 10 and 30 have timestamps, none has seconds (row 20 between them has none): the warning
+    said "none has a timestamp or iteration_time"."""
+    history = [
+        {"step": 10, "timestamp": "2026-03-01T10:01:00Z", "loss": 2.0},
+        {"step": 20, "loss": 1.5},
+        {"step": 30, "timestamp": "2026-03-01T10:03:00Z", "loss": 1.2},
+    ]
+    lab.write_job("p", {"job_id": "p", "status": "running", "history": history})
+    state = {"global_step": 30, "max_steps": 30, "log_history": [
+        {"step": 30, "loss": 1.2}, {"step": 30, "train_runtime": 180.0, "train_samples_per_second": 3.3}]}  # fmt: skip
+    (lab.root / "p" / "trainer_state.json").write_text(json.dumps(state))
+    lab.ingest()
+    p = analytics(lab, "p", "training_seconds")
+    assert p["training_seconds"] is None
+    assert (
+        "the trainer's train_runtime and train_samples_per_second (trainer_runs) are its summary's own figures,"
+        " not used: durations and throughput come from the step rows, and none has seconds (an iteration_time,"
+        " or timestamps on it and on the row before)"
+    ) in p["warnings"]

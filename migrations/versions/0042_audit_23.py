@@ -16,6 +16,8 @@ idleness is; four insight messages tell their figures apart (session 23 audits).
   %.6g, which read alike at thresholds other than the defaults ("spiked to 1 ... against a median
   of 1"): each is printed with the first format that tells them apart, as silent_running's and
   the GPU kinds' since revisions 0040 and 0041.
+- job_analytics' warning of a trainer's unused summary said no step row "has a timestamp or
+  iteration_time" where rows had timestamps but none had seconds: it says none has seconds.
 
 Every view keeps its columns: each is replaced in place. job_results and insight_results are
 refilled.

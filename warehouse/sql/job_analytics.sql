@@ -94,7 +94,7 @@ SELECT j.job_id,
                      AND (t.train_runtime IS NOT NULL OR t.train_samples_per_second IS NOT NULL)
                 THEN 'the trainer''s train_runtime and train_samples_per_second (trainer_runs) are its'
                      || ' summary''s own figures, not used: durations and throughput come from the step rows,'
-                     || ' and none has a timestamp or iteration_time' END,
+                     || ' and none has seconds (an iteration_time, or timestamps on it and on the row before)' END,
            CASE WHEN p.step_rows > 0 AND p.total_samples IS NULL AND j.batch_size IS NULL
                      AND t.train_batch_size IS NOT NULL
                 THEN 'total_samples does not use the trainer''s train_batch_size ('
