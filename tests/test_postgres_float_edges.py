@@ -141,7 +141,8 @@ def test_loss_reduction_of_edge_losses_is_duckdbs_on_postgres(pg_url: str, tmp_p
     for job, (_, want) in LOSSES.items():
         assert _bits(duck[job]) == _bits(want), job
         assert _bits(got[job]) == _bits(want), job
-        assert _bits(stored[job]) == _bits(want), job
+        # job_analytics (and job_results) give no figure that is not finite (revision 0042)
+        assert _bits(stored[job]) == _bits(want if math.isfinite(want) else None), job
 
 
 def test_revision_0029_goes_down_and_up_on_postgres(pg_url: str) -> None:
