@@ -460,12 +460,13 @@ DEEP_MODULES = frozenset({
     "test_inputs_s18", "test_api_s18",
     "test_cli_seams_s20", "test_archive_s20", "test_write_failures_s20", "test_ingest_status_s20", "test_spool_s20",
     "test_audit_fixes", "test_audit_fixes2",
-    # session 23 (CI took 952 s at session 22's stop): ~300 s of an ordinary run's test time
+    # session 23 (CI took 952 s at session 22's stop): ~370 s of an ordinary run's test time
     "test_audit_s22", "test_phantom_jobs", "test_merge_order", "test_merge_rules2", "test_damaged_values",
     "test_unreadable_inputs", "test_damaged_tool_logs", "test_split_read", "test_seal_backlog",
     "test_gpu_chart_spikes_s17", "test_cli_s18", "test_incremental_s19", "test_csv_incremental_s19",
     "test_export_s16", "test_times_s19", "test_ledger_s20", "test_metrics_s16", "test_insight_messages_s17",
     "test_analytics_s17", "test_api_s14", "test_api_s20", "test_export_s20", "test_cli_feedback",
+    "test_api_fuzz", "test_gpu_parts",
 })  # fmt: skip
 
 # ``@DEEP_ONLY`` on a test, ``deep_case(...)`` for a parametrized case: it runs in deep

@@ -502,7 +502,7 @@ def test_plain_timestamps_take_the_fast_road() -> None:
 # --- broken bytes never crash it -----------------------------------------------------------------
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=examples(300, 1000), deadline=None)  # and `make fuzz` in CI, under the sanitizers
 @given(data=st.one_of(st.binary(max_size=200), FILE), cut=st.integers(0, 400), flip=st.integers(0, 400))
 def test_broken_bytes_never_crash_the_c_reader(data: bytes, cut: int, flip: int) -> None:
     damaged = bytearray(data[: max(cut, len(data) // 2)])
