@@ -143,13 +143,9 @@ def sample(ts: str, utilization: float) -> str:
 GPU_FIGURES = "SELECT samples, first_sample, average_utilization, energy_wh FROM job_gpus"
 
 
-@pytest.mark.parametrize("later_keep_days", [30, 0])
-def test_a_run_keeping_more_days_never_rebuilds_a_pruned_minute_from_a_late_sample(
-    lab: Lab, tmp_path: Path, later_keep_days: int
-) -> None:
-    """Run 1 (--keep-raw-days 1) prunes 2025-06-10; a later run with a wider window (the default
-    30, or 0: everything) got a late sample of a pruned minute and rebuilt that minute from it alone
-    (2 samples, mean 65): it is skipped with a warning, as under the first run's window."""
+def pruned_first_day(lab: Lab, tmp_path: Path) -> Path:
+    """A job's GPU sampled three times at 2025-06-10 12:00 and once two days later, ingested with
+    --keep-raw-days 1 (2025-06-10 pruned); the folder for a later spool."""
     progress = {"job_id": "j1", "status": "completed", "started_at": "2025-06-10T11:59:00Z",
                 "ended_at": "2025-06-12T12:01:00Z", "history": [{"step": 10, "loss": 1.0}]}  # fmt: skip
     lab.write_job("j1", progress)
@@ -159,23 +155,26 @@ def test_a_run_keeping_more_days_never_rebuilds_a_pruned_minute_from_a_late_samp
              ("2025-06-12T12:00:00Z", 40)]  # fmt: skip
     (first / "a.jsonl").write_text("".join(sample(ts, u) + "\n" for ts, u in lines))
     lab.ingest(spool_root=first, keep_raw_days=1)
-    before = [(4, datetime(2025, 6, 10, 12), 25.0, 4800.0)]  # 100 W over 48 h
-    assert lab.query(GPU_FIGURES) == before
+    assert lab.query(GPU_FIGURES) == [(4, datetime(2025, 6, 10, 12), 25.0, 4800.0)]  # 100 W over 48 h
+    return late
+
+
+@pytest.mark.parametrize("later_keep_days", [30, 0])
+def test_a_run_keeping_more_days_never_rebuilds_a_pruned_minute_from_a_late_sample(
+    lab: Lab, tmp_path: Path, later_keep_days: int
+) -> None:
+    """A later run with a wider window (the default 30, or 0: everything) got a late sample of a
+    pruned minute and rebuilt that minute from it alone (2 samples, mean 65): it is skipped with a
+    warning, as under the first run's window."""
+    late = pruned_first_day(lab, tmp_path)
     (late / "b.jsonl").write_text(sample("2025-06-10T12:00:30Z", 90) + "\n")
     summary = lab.ingest(spool_root=late, keep_raw_days=later_keep_days)
-    assert lab.query(GPU_FIGURES) == before
+    assert lab.query(GPU_FIGURES) == [(4, datetime(2025, 6, 10, 12), 25.0, 4800.0)]
     assert [m for _, m in summary.listed_warnings if "already rolled up" in m], summary.listed_warnings
 
 
 def test_a_sample_in_a_new_minute_of_a_pruned_day_is_stored_as_one_ingest_stores_it(lab: Lab, tmp_path: Path) -> None:
-    progress = {"job_id": "j1", "status": "completed", "history": [{"step": 10, "loss": 1.0}]}
-    lab.write_job("j1", progress)
-    first, late = tmp_path / "first", tmp_path / "late"
-    first.mkdir(), late.mkdir()
-    lines = [("2025-06-10T12:00:00Z", 10), ("2025-06-10T12:00:20Z", 20), ("2025-06-10T12:00:40Z", 30),
-             ("2025-06-12T12:00:00Z", 40)]  # fmt: skip
-    (first / "a.jsonl").write_text("".join(sample(ts, u) + "\n" for ts, u in lines))
-    lab.ingest(spool_root=first, keep_raw_days=1)
+    late = pruned_first_day(lab, tmp_path)
     (late / "b.jsonl").write_text(sample("2025-06-10T12:03:00Z", 90) + "\n")
     lab.ingest(spool_root=late, keep_raw_days=30)
     # (10 + 20 + 30 + 90 + 40) / 5; the minutes as one ingest of the five samples gives them
