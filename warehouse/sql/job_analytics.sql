@@ -19,7 +19,9 @@ SELECT j.job_id,
        d.end_time,
        CASE WHEN @finite(d.total_seconds) THEN d.total_seconds END AS total_seconds,
        CASE WHEN @finite(d.training_seconds) THEN d.training_seconds END AS training_seconds,
-       CASE WHEN @finite(d.total_seconds) AND @finite(d.training_seconds) THEN d.overhead_seconds END
+       -- (IS NOT FALSE: an unknown total or training time is job_duration's to say, NULL there)
+       CASE WHEN @finite(d.total_seconds) IS NOT FALSE AND @finite(d.training_seconds) IS NOT FALSE
+                THEN d.overhead_seconds END
            AS overhead_seconds,
        -- performance
        p.total_iterations,
