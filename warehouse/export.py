@@ -324,9 +324,8 @@ def _copy(
         return _copy_partitioned(con, table, selection, work / table, notes)
     query = _query(con, table, selection)
     if fmt == "csv":
-        query = _csv_cells(con, query)
-        described = con.execute(f"SELECT * FROM ({query}) LIMIT 0").description
-        columns[table] = {name: str(kind) for name, kind, *_ in described}
+        columns[table] = _column_types(con, query)
+        query = _csv_cells(con, query, types=columns[table])
         options, target = "FORMAT csv, HEADER", work / f"{table}.csv"
     else:
         (work / table).mkdir()
@@ -538,14 +537,24 @@ def _tidy(out: Path) -> list[str]:
     return notes
 
 
+def _column_types(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None) -> dict[str, str]:
+    """The query's columns and their DuckDB types, in its order (planned, not run)."""
+    return {c[0]: str(c[1]) for c in con.execute(f"SELECT * FROM ({query}) LIMIT 0", params).description}
+
+
 def _csv_cells(
-    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any] | None = None, order: Sequence[str] = ()
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    params: dict[str, Any] | None = None,
+    order: Sequence[str] = (),
+    types: dict[str, str] | None = None,
 ) -> str:
-    """The query with SAFE_CELL over each text column, in the query's order or by ``order``."""
-    columns = con.execute(f"SELECT * FROM ({query}) LIMIT 0", params).description
+    """The query with SAFE_CELL over each text column (SAFE_CELL keeps the type), in the query's
+    order or by ``order``; ``types``: the query's _column_types, when the caller has them."""
+    types = _column_types(con, query, params) if types is None else types
     cells = ", ".join(
-        SAFE_CELL.format(c=quote_identifier(c[0])) if str(c[1]) == "VARCHAR" else quote_identifier(c[0])
-        for c in columns
+        SAFE_CELL.format(c=quote_identifier(name)) if kind == "VARCHAR" else quote_identifier(name)
+        for name, kind in types.items()
     )
     by = f" ORDER BY {', '.join(f'src.{quote_identifier(c)}' for c in order)}" if order else ""
     return f"SELECT {cells} FROM ({query}) AS src{by}"

@@ -170,7 +170,7 @@ def open_window(con: duckdb.DuckDBPyConnection, table: parts.Sealed, keep_days: 
     ``keep_days``, and never a day whose samples were pruned (LAST_PRUNED_DAY)."""
     first = horizon(con, table, keep_days)
     names = {"minutes": parts.GPU_MINUTES.name, "samples": table.name}
-    pruned = db.one(con, LAST_PRUNED_DAY, names)[0] if not is_postgres(con) else None
+    (pruned,) = db.one(con, LAST_PRUNED_DAY, names)
     if pruned is not None and (first is None or pruned >= first):
         first = pruned + timedelta(days=1)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {WINDOW} AS SELECT CAST($first AS DATE) AS first_day", {"first": first})

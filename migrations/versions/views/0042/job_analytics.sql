@@ -76,11 +76,9 @@ SELECT j.job_id,
                              ELSE '' END END,
            CASE WHEN r.gpu_readings = 0
                 THEN 'no GPU readings: resource_utilization and gpu_utilization_score are null' END,
-           CASE WHEN NOT @finite(d.total_seconds) OR NOT @finite(d.training_seconds) OR NOT @finite(p.total_samples)
-                     OR NOT @finite(p.average_samples_per_second) OR NOT @finite(p.average_iteration_time)
-                     OR NOT @finite(l.loss_reduction_percent)
-                THEN 'null where a sum or ratio of finite values exceeds the largest double (about 1.8e308): '
-                     || concat_ws(', ',
+           -- (NULL when the list is empty: concat_ws skips the figures that are finite or NULL)
+           'null where a sum or ratio of finite values exceeds the largest double (about 1.8e308): '
+               || nullif(concat_ws(', ',
                                CASE WHEN NOT @finite(d.total_seconds) THEN 'total_seconds' END,
                                CASE WHEN NOT @finite(d.training_seconds) THEN 'training_seconds' END,
                                CASE WHEN NOT @finite(d.total_seconds) OR NOT @finite(d.training_seconds)
@@ -89,8 +87,8 @@ SELECT j.job_id,
                                CASE WHEN NOT @finite(p.average_samples_per_second)
                                     THEN 'average_samples_per_second' END,
                                CASE WHEN NOT @finite(p.average_iteration_time) THEN 'average_iteration_time' END,
-                               CASE WHEN NOT @finite(l.loss_reduction_percent) THEN 'loss_reduction_percent' END)
-                     END,
+                               CASE WHEN NOT @finite(l.loss_reduction_percent) THEN 'loss_reduction_percent' END),
+                         ''),
            -- a trainer's summary and per-device batch are its own figures, not analytics.md's
            CASE WHEN p.step_rows > 0 AND p.timed_rows = 0
                      AND (t.train_runtime IS NOT NULL OR t.train_samples_per_second IS NOT NULL)
