@@ -347,11 +347,11 @@ def _contents(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
 def test_upgrade_from_first_revision_with_data_equals_a_new_warehouse(lab: Lab, tmp_path: Path) -> None:
     _filled_lab(lab)  # a new warehouse at head, filled by ingest
     old = tmp_path / "old.duckdb"
-    for revision in _revisions():
+    # one upgrade per revision that gets rows, then one to head: every revision after the last of
+    # them runs on the data all the same (each upgrade call costs ~0.25 s of its own, 40 s in all)
+    for revision in sorted(FILLED_AT):
         assert migrate.upgrade(old, revision) == revision
-        tables = FILLED_AT.get(revision, ())
-        if not tables:
-            continue
+        tables = FILLED_AT[revision]
         with db.connection(old) as con:
             con.execute(f"ATTACH '{lab.db}' AS src (READ_ONLY)")
             _copy(con, tables)
@@ -360,6 +360,7 @@ def test_upgrade_from_first_revision_with_data_equals_a_new_warehouse(lab: Lab, 
                 con.execute(results.DELETE_JOBS, jobs)
                 con.execute(results.INSERT_JOBS, jobs)
             con.execute("DETACH src")
+    assert migrate.upgrade(old, "head") == _revisions()[-1]
 
     new, upgraded = _contents(lab.db), _contents(old)
     assert set(upgraded) == set(new)
