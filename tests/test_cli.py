@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import deep_case
 
 from runlytics.warehouse import db, sidefiles
 from runlytics.warehouse.lock import run_lock
@@ -229,7 +230,9 @@ def test_a_run_with_nothing_to_do_never_opens_the_warehouse(tmp_path: Path, samp
     assert heartbeat["outcome"] == "ok" and heartbeat["summary"]["unchanged"] == 3
 
 
-@pytest.mark.parametrize("change", ["file rewritten", "checkpoint folder", "warehouse written"])
+# a checkpoint folder's change in deep runs only: every run checks a rewritten file and a written
+# warehouse, and the checkpoint folders' own reading (tests/test_ingest_forms.py)
+@pytest.mark.parametrize("change", ["file rewritten", deep_case("checkpoint folder"), "warehouse written"])
 def test_any_change_takes_the_full_road(tmp_path: Path, samples: Path, change: str) -> None:
     db_file = tmp_path / "w.duckdb"
     quick_run(samples, db_file)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Engine, Lab
+from conftest import DEEP_ONLY, Engine, Lab
 from fastapi.testclient import TestClient
 from migration_steps import alembic
 
@@ -150,6 +150,7 @@ def test_step_readings_key_their_gpu_by_index(tmp_path: Path, ingest_engine: Eng
     assert lab.query("SELECT kind, host, gpu_index, gpu_key FROM insight_results") == [("gpu_idle", None, 0, "#0")]
 
 
+@DEEP_ONLY  # every revision's down and up, without data, in every run: test_migrations.py
 def test_revision_0037_down_and_up(tmp_path: Path, ingest_engine: Engine) -> None:
     lab = _build(tmp_path, ingest_engine)  # its own: the revisions change its warehouse
     columns = "SELECT column_name FROM information_schema.columns WHERE table_name = 'insight_results'"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Engine, Lab
+from conftest import DEEP_ONLY, Engine, Lab
 from migration_steps import alembic
 
 from runlytics.warehouse import health
@@ -173,6 +173,7 @@ def test_seconds_between_times_are_exact(lab: Lab) -> None:
     assert lab.query("SELECT total_seconds FROM job_analytics WHERE job_id = 'a2'") == [(3.985 + 0.5,)]
 
 
+@DEEP_ONLY  # every revision's down and up, without data, in every run: test_migrations.py
 def test_revision_0038_down_and_up(lab: Lab) -> None:
     _write_logged_jobs(lab)
     assert lab.ingest().failed == 0

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REALDATA, Engine, Lab
+from tests.conftest import DEEP_ONLY, REALDATA, Engine, Lab
 from tests.migration_steps import alembic
 
 HF = REALDATA / "hf_trainer_state"
@@ -151,6 +151,7 @@ def test_a_trainer_state_beside_timed_rows_changes_no_figure(lab: Lab) -> None:
     assert not any("trainer's train_" in w for w in job["warnings"])
 
 
+@DEEP_ONLY  # every revision's down and up, without data, in every run: test_migrations.py
 def test_revision_0036_clears_and_restores_a_trainer_jobs_batch_size(lab: Lab) -> None:
     shutil.copytree(HF / "distilbert-imdb-lora", lab.root / "d")  # train_batch_size 16, global_step 375
     assert lab.ingest().failed == 0
