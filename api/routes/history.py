@@ -71,6 +71,7 @@ def job_gpus(
     extreme (``extremes_kept`` says whether it did). A job some or all of whose raw samples
     retention pruned reads its per-minute rollups, pages and charts (source ``gpu_minutes``):
     every GPU and day of it."""
+    not_with_cursor(cursor, "max_points", max_points is not None, MAX_POINTS_NO_PAGES)
     require_job(con, job_id)
     gpus = history.gpu_history(con, job_id, gpu, cursor, limit, max_points)
     return {
