@@ -127,8 +127,8 @@ def test_progress_rows_without_timing_and_a_shared_step(lab: Lab) -> None:
     )
     # before revision 0038: 100 samples (batch 4 x 25 iterations over every row)
     assert job[:9] == (None, datetime(2026, 11, 1, 1), None, None, 80.0, 25, 3.0, 1.2, 2.2)
-    assert "training time partly unknown: 2 of 2 progress.json step rows have neither iteration_time nor" \
-           " timestamps to time them" in job[9]  # fmt: skip
+    assert "training time partly unknown: 2 of 2 progress.json step rows have no seconds (neither an" \
+           " iteration_time nor timestamps on them and on the row before, not going backwards)" in job[9]  # fmt: skip
 
 
 def test_a_job_without_progress_rows_keeps_its_rules(lab: Lab) -> None:
@@ -245,7 +245,8 @@ def test_the_end_and_the_silence_read_every_rows_time(lab: Lab) -> None:
         ("u", None, end, None, None, None),  # before: no end
     ]
     [(warnings,)] = lab.query("SELECT warnings FROM job_analytics WHERE job_id = 'u'")
-    assert "start unknown: no started_at, and the first progress.json step row has no timestamp or seconds" in warnings
+    start = "start unknown: no started_at, and the first progress.json step row has no timestamp, or no seconds"
+    assert start + " to go back from it" in warnings
     assert not any(w.startswith("end unknown") for w in warnings)
     # silent_running: as_of less the latest row time; a's is 0:25 (its trainer log), b's 0:20
     silent = "SELECT job_id, value FROM insight_results WHERE kind = 'silent_running' ORDER BY job_id"

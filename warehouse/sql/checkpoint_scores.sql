@@ -1,5 +1,7 @@
 -- checkpoint_scores: each checkpoint with what ranks it: its eval loss (its own entry's, else the step
--- row's) and the training loss of the last step at or before it that has a finite loss.
+-- row's) and the training loss of the last step at or before it that has a finite loss;
+-- nonfinite_eval_loss: its entry's eval_loss is NaN or infinite (left out, and counted by
+-- job_checkpoints: revision 0043).
 SELECT c.job_id,
        c.step,
        'checkpoint-' || CAST(c.step AS VARCHAR) AS name,
@@ -8,6 +10,7 @@ SELECT c.job_id,
             WHEN @finite(s.eval_loss) THEN s.eval_loss END AS eval_loss,
        (SELECT @first_by(t.loss; t.step DESC)
           FROM step_facts t
-         WHERE t.job_id = c.job_id AND t.step <= c.step AND @finite(t.loss)) AS train_loss
+         WHERE t.job_id = c.job_id AND t.step <= c.step AND @finite(t.loss)) AS train_loss,
+       coalesce(NOT @finite(c.eval_loss), false) AS nonfinite_eval_loss
 FROM checkpoints c
 LEFT JOIN step_facts s ON s.job_id = c.job_id AND s.step = c.step

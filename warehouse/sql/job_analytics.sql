@@ -104,14 +104,15 @@ SELECT j.job_id,
                 THEN 'training time partly unknown: ' || CAST(p.timing_rows - p.timed_rows AS VARCHAR)
                      || ' of ' || CAST(p.timing_rows AS VARCHAR)
                      || CASE WHEN p.timing_rows < p.step_rows THEN ' progress.json' ELSE '' END
-                     || ' step rows have neither iteration_time nor timestamps to time them' END,
+                     || ' step rows have no seconds (neither an iteration_time nor timestamps on them and on'
+                     || ' the row before, not going backwards)' END,
            CASE WHEN p.throughput_is_plain_mean
                 THEN 'average_samples_per_second is the plain mean of samples_per_second:'
                      || ' no step row has both samples and seconds' END,
            CASE WHEN p.step_rows > 0 AND d.start_time IS NULL
                 THEN 'start unknown: no started_at, and the first'
                      || CASE WHEN p.timing_rows < p.step_rows THEN ' progress.json' ELSE '' END
-                     || ' step row has no timestamp or seconds' END,
+                     || ' step row has no timestamp, or no seconds to go back from it' END,
            CASE WHEN d.end_time IS NULL AND p.step_rows > 0
                 THEN 'end unknown: no ended_at (of a finished job) or updated_at, and the last step row has no timestamp' END,
            CASE WHEN d.start_time IS NOT NULL AND d.end_time IS NOT NULL AND d.total_seconds IS NULL
@@ -121,6 +122,9 @@ SELECT j.job_id,
                 THEN CAST(l.nonfinite_losses AS VARCHAR) || ' non-finite loss value(s) left out' END,
            CASE WHEN l.nonfinite_eval_losses > 0
                 THEN CAST(l.nonfinite_eval_losses AS VARCHAR) || ' non-finite eval_loss value(s) left out' END,
+           CASE WHEN c.nonfinite_eval_losses > 0
+                THEN CAST(c.nonfinite_eval_losses AS VARCHAR)
+                     || ' non-finite eval_loss value(s) of checkpoint entries left out' END,
            CASE WHEN p.nonfinite_samples_per_second + p.nonfinite_iteration_time > 0
                 THEN CAST(p.nonfinite_samples_per_second + p.nonfinite_iteration_time AS VARCHAR)
                      || ' non-finite samples_per_second or iteration_time value(s) left out' END,
@@ -170,7 +174,8 @@ SELECT j.job_id,
            CASE WHEN r.gpu_samples > 0 AND en.idle_gpus IS NULL
                 THEN 'idle_gpus is null: no GPU has time with a finite utilization (between two of its samples)' END,
            CASE WHEN r.gpu_samples > 0 AND en.average_throttled_share IS NULL
-                THEN 'average_throttled_share is null: the GPU samples carry no throttle reasons' END,
+                THEN 'average_throttled_share is null: no GPU has time with known throttle reasons (a sample'
+                     || ' carrying them, followed by another of its GPU)' END,
            CASE WHEN c.total_checkpoints > 0 AND c.best_checkpoint IS NULL
                 THEN 'best_checkpoint is null: no eval_loss at any checkpoint and no finite training loss'
                      || ' at or before one' END,

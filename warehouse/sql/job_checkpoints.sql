@@ -1,6 +1,7 @@
 -- job_checkpoints: the checkpoints section, one row per job: count, frequency, final and best
 -- checkpoint. The trainer's own best_model_checkpoint wins when recorded; else the lowest eval
--- loss; else the lowest training loss.
+-- loss; else the lowest training loss. nonfinite_eval_losses: the checkpoint entries whose eval_loss
+-- is NaN or infinite, left out of the choice (revision 0043).
 WITH agg AS (
     SELECT j.job_id,
            j.save_steps,
@@ -9,7 +10,8 @@ WITH agg AS (
            @median(c.gap) AS median_gap,
            max(c.step) AS final_step,
            @first_by(c.step; c.eval_loss, c.step) FILTER (WHERE c.eval_loss IS NOT NULL) AS best_eval_step,
-           @first_by(c.step; c.train_loss, c.step) FILTER (WHERE c.train_loss IS NOT NULL) AS best_train_step
+           @first_by(c.step; c.train_loss, c.step) FILTER (WHERE c.train_loss IS NOT NULL) AS best_train_step,
+           count(*) FILTER (WHERE c.nonfinite_eval_loss) AS nonfinite_eval_losses
     FROM job_settings j
     LEFT JOIN checkpoint_scores c ON c.job_id = j.job_id
     GROUP BY j.job_id, j.save_steps, j.trainer_best_checkpoint
@@ -28,5 +30,6 @@ SELECT job_id,
             ELSE coalesce(best_eval_step, best_train_step) END AS best_checkpoint_step,
        CASE WHEN trainer_best_checkpoint IS NOT NULL THEN 'trainer'
             WHEN best_eval_step IS NOT NULL THEN 'eval_loss'
-            WHEN best_train_step IS NOT NULL THEN 'training_loss' END AS best_checkpoint_by
+            WHEN best_train_step IS NOT NULL THEN 'training_loss' END AS best_checkpoint_by,
+       nonfinite_eval_losses
 FROM agg
