@@ -137,6 +137,7 @@ def m(name: str, figures: str, edits: Edit | tuple[Edit, ...], *tests: str) -> M
 A = "tests/test_analytics.py::"
 API = "tests/test_api.py::"
 S23 = "tests/test_audit_s23.py::"
+S24 = "tests/test_audit_s24.py::"
 GPU = "tests/test_gpu_samples.py::"
 HF = "tests/test_trainer_state.py::"
 TF = "tests/test_trainer_figures.py::"
@@ -440,6 +441,18 @@ FIGURE_MUTATIONS: tuple[Mutation, ...] = (
       view("job_analytics", "CASE WHEN @finite(p.average_samples_per_second) THEN p.average_samples_per_second END",
            "p.average_samples_per_second"),
       S23 + "test_the_job_list_and_the_summary_rank_an_overflowed_throughput_as_unknown"),
+    m("a checkpoint entry's non-finite eval_loss not counted", "job.best_checkpoint",
+      view("checkpoint_scores", "coalesce(NOT @finite(c.eval_loss), false) AS nonfinite_eval_loss",
+           "false AS nonfinite_eval_loss"),
+      S24 + "test_a_checkpoint_entrys_nonfinite_eval_loss_is_left_out_and_counted[duckdb]"),
+    m("MLflow: the run's average train_loss ranks above loss", "job.initial_loss job.loss_reduction_percent",
+      view("step_facts", "('mlflow', 'loss', 'loss', 2),\n        ('mlflow', 'train_loss', 'loss', 3),",
+           "('mlflow', 'loss', 'loss', 3),\n        ('mlflow', 'train_loss', 'loss', 2),"),
+      S24 + "test_an_hf_runs_mlflow_loss_is_its_per_step_loss_not_the_run_average"),
+    m("Lightning CSV: the epoch means rank above the step series", "job.final_loss",
+      view("step_facts", "('lightning_csv', 'train/loss_step', 'loss', 6),",
+           "('lightning_csv', 'train/loss_step', 'loss', 8),"),
+      S24 + "test_lightnings_step_and_epoch_names_give_the_loss_from_its_csv_logger"),
     m("overall score: the higher of the two", "job.overall_score",
       view("job_efficiency", "THEN (gpu_utilization_score + throughput_score) / 2",
            "THEN greatest(gpu_utilization_score, throughput_score)"),
