@@ -1,10 +1,11 @@
 """Three users at once: cron ingests, the API serves, an analyst runs SQL — nobody waits or fails.
 
-For about 13 s (26 s under the deep profile) a loop appends steps to some jobs' progress.json (and
-adds a job now and then) and runs ``runlytics ingest`` every ~1 s (~2 s: as soon as the last one
-ended, on a loaded machine); meanwhile ``runlytics serve`` answers threads that hammer it over
-loopback, and ``runlytics sql`` runs every ~1 s. Every ingest must exit 0,
-every API answer must be 200, every ``sql`` must exit 0; afterwards both show the last data.
+For about 6 s (26 s under the deep profile) a loop appends steps to some of 20 jobs' progress.json
+(40 under the deep profile; and adds a job now and then) and runs ``runlytics ingest`` every ~1 s
+(~2 s: as soon as the last one ended, on a loaded machine), 3 times at least (4); meanwhile
+``runlytics serve`` answers threads that hammer it over loopback, and ``runlytics sql`` runs every
+~1 s. Every ingest must exit 0, every API answer must be 200, every ``sql`` must exit 0;
+afterwards both show the last data.
 Run with ``pytest -s`` to see the counts.
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from depth import seconds
+from depth import examples, seconds
 from servers import free_port
 
 from bench import generate
@@ -31,15 +32,15 @@ REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "runlytics"]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
-JOBS = 40
+JOBS = examples(20, 40)
 STEPS = 200
 GPUS = 2
 # seconds of concurrent work, an ingest every INGEST_PERIOD (or as soon as the last one ended), and
-# at least MIN_INGESTS of them under the readers however slow the machine; the deep profile doubles
-# the time (docs/testing.md, "Deep runs")
+# at least MIN_INGESTS of them under the readers however slow the machine; the deep profile runs
+# longer, over twice the jobs (docs/testing.md, "Deep runs")
 DURATION = seconds(6.0, 26.0)
 INGEST_PERIOD = seconds(1.0, 2.0)
-MIN_INGESTS = 4
+MIN_INGESTS = examples(3, 4)
 SQL_PERIOD = 1.0
 MAX_INGESTS = 20
 MAX_SQL_RUNS = 40
