@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -543,10 +544,11 @@ def drop_pieces(con: duckdb.DuckDBPyConnection, file_id: int) -> None:
 def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     """Why bytes that DuckDB could not read as one JSON object are not usable.
 
-    Returns ``('pending', reason)`` for a file that looks cut short (empty, or ending
-    mid-value: a writer is probably still at it), or caught half rewritten in place (a whole
-    document, then an older, longer document's tail) when it changed ``age_seconds`` ago, at
-    most ``TORN_TAIL_SECONDS``; ``('failed', reason)`` otherwise.
+    Returns ``('pending', reason)`` for a file that looks cut short (empty, or ending mid-value:
+    a writer is probably still at it), or caught half rewritten in place (a whole document, then
+    an older, longer document's tail) when it changed ``age_seconds`` ago, at most
+    ``TORN_TAIL_SECONDS``; ``('failed', reason)`` otherwise (a document that breaks before its
+    end: docs/decisions.md, "A progress.json that breaks mid-document").
     """
     text = data.decode("utf-8", errors="replace")
     if not text.strip():
@@ -556,7 +558,7 @@ def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     try:
         value = json_text.loads(text)
     except json.JSONDecodeError as error:
-        if error.msg.startswith("Unterminated string") or error.pos >= len(text.rstrip()) - 1:
+        if _cut_short(text, error):
             return "pending", f"JSON ends early at line {error.lineno} column {error.colno} (being written?)"
         fresh = age_seconds is not None and age_seconds <= TORN_TAIL_SECONDS
         if error.msg == "Extra data" and fresh and not _whole_values(text[error.pos :]):
@@ -570,6 +572,27 @@ def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     if not isinstance(value, dict):
         return "failed", f"top-level JSON value is {type(value).__name__}, not an object"
     return "failed", "JSON could not be read by DuckDB"
+
+
+# What a document cut short can end with where the parser stops: the start of a value (`tr`, `-`,
+# `-Inf`, `Na`: Python's decoder reports the error where the value starts), or the rest of a
+# number it read a shorter number from (`1.` and `1e+` read as 1, then `.` or `e+`)
+_VALUE_START = re.compile(r"-?(I(n(f(i(n(i(ty?)?)?)?)?)?)?)?|N(aN?)?|t(r(ue?)?)?|f(a(l(se?)?)?)?|n(u(ll?)?)?")
+_NUMBER_REST = re.compile(r"[.eE][0-9eE+-]*")
+
+
+def _cut_short(text: str, error: json.JSONDecodeError) -> bool:
+    """True when ``text`` is the start of a JSON document the decoder ran out of: nothing but a
+    value's first characters after where it stopped. A document followed by one more character
+    (`{...}}`) or a value missing (`"status": }`) is no cut: neither can be a document's start."""
+    if error.msg.startswith("Unterminated string"):
+        return True
+    rest = text[error.pos :].rstrip()
+    if not rest:
+        return True
+    if error.msg == "Expecting value":
+        return _VALUE_START.fullmatch(rest) is not None
+    return error.msg.startswith("Expecting") and _NUMBER_REST.fullmatch(rest) is not None
 
 
 def _whole_values(text: str) -> bool:
