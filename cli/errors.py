@@ -55,6 +55,9 @@ DOMAIN_ERRORS = {
 # DuckDB's out of memory (its memory_limit, or an allocation the process was refused), said as
 # Python's MemoryError is; named for the same reason (a run with nothing to do never imports DuckDB)
 DUCKDB_OUT_OF_MEMORY = "_duckdb.OutOfMemoryException"
+# Python's word when the system refuses a thread (its stack could not be mapped: a process memory
+# limit such as `ulimit -v` reached at a thread's start, not at an allocation)
+NO_THREAD = "can't start new thread"
 
 
 def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -80,6 +83,9 @@ def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         _say(args, error)
         return EXIT_USAGE
     except (KeyboardInterrupt, RuntimeError) as error:
+        if isinstance(error, RuntimeError) and str(error) == NO_THREAD:
+            _say(args, out_of_memory(error))
+            return EXIT_NO_MEMORY
         if not _interrupted(error):
             raise
         _say(args, "interrupted")  # named as its errors are: `runlytics db upgrade: interrupted`
