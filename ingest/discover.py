@@ -250,11 +250,19 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
     checkpoints: dict[int, str] = {}
     numbered = False  # a checkpoint-<step>/ folder, its step in range or not
     problems: list[tuple[Path, str]] = []
+    names = sorted(name for name in dirnames if not name.startswith("."))
+    # the checkpoint-<step>/ folders holding a trainer state: with one, the folder is a job anyway
+    # (not a folder named progress.json: the progress reader names it, "not a regular file")
+    with_state = {
+        name
+        for name in names
+        if CHECKPOINT_DIR.match(name) and name != PROGRESS
+        and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems)
+    }  # fmt: skip
+    job_anyway = has_progress or has_state or bool(with_state)
     states: list[str] = []
     copies = False  # a checkpoint copy (CHECKPOINT_COPY) holding a trainer state
-    for name in sorted(dirnames):
-        if name.startswith("."):
-            continue
+    for name in names:
         match = CHECKPOINT_DIR.match(name)
         if match:
             numbered = True
@@ -265,21 +273,19 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
                 problems.append((here / name, f"checkpoint step {_short(match.group(1))} is out of range (0 to 10^18): "
                                  "the folder counts as a checkpoint only at its trainer state's "
                                  "global_step, if any"))  # fmt: skip
+            if name in with_state:
+                states.append(name)
+            continue
         # (a copy matters only to a folder that is no job's without it)
         copy = (
-            match is None
-            and not (has_progress or has_state)
+            not (has_progress or has_state)
             and CHECKPOINT_COPY.match(name) is not None
             and _plain_copy(os.path.join(dirpath, name))
         )
-        # a checkpoint-<step>/ folder, a checkpoint copy such as last-checkpoint/, or, in a folder
-        # that is a job's anyway, any subfolder's trainer state (a copy under another name)
-        # (not a folder named progress.json: the progress reader names it, "not a regular file")
-        if (
-            (match or copy or has_progress or has_state)
-            and name != PROGRESS
-            and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems)
-        ):
+        # a checkpoint copy such as last-checkpoint/, or, in a folder that is a job's anyway (its
+        # progress.json, its own trainer state or a checkpoint-<step>/ one), any subfolder's trainer
+        # state (a copy under another name: final_model/, tmp-checkpoint-500/)
+        if (copy or job_anyway) and name != PROGRESS and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems):
             states.append(name)
             copies = copies or copy
     if not has_progress and not has_state and not states:

@@ -176,8 +176,12 @@ def _moved(
         if former is None or job.path in ctx.conflicts:
             continue
         # only a progress.json on record names the folder's job now: a folder whose progress.json
-        # was deleted (or is not read yet) keeps the ids it once held (docs/ingest.md)
+        # was deleted (or is not read yet) keeps the ids it once held (docs/ingest.md); and a
+        # state read as a job of its own folder's name, now a copy in a folder that became a job
+        # (its own trainer state or checkpoints came later), belongs to that folder's job
         now = progress_job_ids.get(str(job.progress)) if job.progress is not None else None
+        if now is None and path.parent != job.path and former == path.parent.name:
+            now = job.path.name
         if now is None or former == now:
             continue
         moved[str(path)] = former
