@@ -33,7 +33,7 @@ WITH live AS (
 ), rows AS (
     SELECT m.job_id, m.step, m.delta, m.seconds, m.loss,
            CASE WHEN @finite(m.samples_per_second) THEN m.samples_per_second
-                WHEN m.seconds > 0 AND @finite(m.samples) THEN m.samples / m.seconds END AS throughput,
+                WHEN m.seconds > 0 AND @finite(m.samples) THEN @fdiv(m.samples; m.seconds) END AS throughput,
            -- counted back over the timing rows only (step_metrics: a progress.json job's other
            -- rows cover no interval, and a denser tool log would crowd its timing rows out)
            m.timing_count - m.timing_no + 1 AS back
@@ -44,8 +44,10 @@ WITH live AS (
            max(step) AS max_step,
            @first_by(loss; step DESC) FILTER (WHERE @finite(loss)) AS loss,
            @first_by(throughput; step DESC) AS throughput,
-           sum(seconds) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0)
-               / sum(delta) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0)
+           -- guarded (fdiv, ordered_fsum): on PostgreSQL a float8 that overflows raises, and one
+           -- running job's iteration times of 1e308 made the whole scrape a 500
+           @fdiv(@ordered_fsum(seconds) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0);
+                 sum(delta) FILTER (WHERE back <= {RECENT_ROWS} AND seconds >= 0 AND delta > 0))
                AS seconds_per_step
     FROM rows
     GROUP BY job_id

@@ -38,15 +38,21 @@ WITH t AS (
     SELECT average_samples_per_second AS x FROM job_results
     WHERE {FILTER} AND @finite(average_samples_per_second)
 ), span AS (
-    SELECT min(x) AS lo, max(x) AS hi, CASE WHEN max(x) > min(x) THEN $bins ELSE 1 END AS n FROM t
+    SELECT min(x) AS lo, max(x) AS hi, @fsub(max(x); min(x)) AS width,
+           CASE WHEN max(x) > min(x) THEN $bins ELSE 1 END AS n
+    FROM t
 ), binned AS (
-    SELECT least(CAST(floor((x - lo) / nullif(hi - lo, 0) * n) AS BIGINT), n - 1) AS bin, count(*) AS jobs
+    SELECT least(CAST(floor(@fdiv(@fsub(x; lo); nullif(width, 0)) * n) AS BIGINT), n - 1) AS bin, count(*) AS jobs
     FROM t, span
     GROUP BY 1
 )
+-- a bound is lo + width x bin / n, else (the product beyond a double: a throughput of 1e307 in
+-- 20 bins) lo + width / n x bin; guarded operations, as PostgreSQL's float8 raises on overflow
 SELECT b.bin,
-       lo + (hi - lo) * b.bin / n AS low,
-       CASE WHEN n = 1 THEN hi ELSE lo + (hi - lo) * (b.bin + 1) / n END AS high,
+       CASE WHEN @finite(@fmul(width; b.bin)) THEN lo + width * b.bin / n ELSE lo + width / n * b.bin END AS low,
+       CASE WHEN n = 1 THEN hi
+            WHEN @finite(@fmul(width; (b.bin + 1))) THEN lo + width * (b.bin + 1) / n
+            ELSE lo + width / n * (b.bin + 1) END AS high,
        coalesce(binned.jobs, 0) AS jobs
 FROM span, generate_series(0, (SELECT n FROM span) - 1) b(bin)
 LEFT JOIN binned ON coalesce(binned.bin, 0) = b.bin
