@@ -7,18 +7,33 @@ found (revision 0043).
    as its whole loss series (initial = final, reduction 0): `loss` ranks first now.
 3. Lightning's `train/loss_step` gave a loss from TensorBoard but none from its CSV logger.
 4. Three warnings gave a false reason; `/gpus` ignored a cursor beside `max_points`.
+5. A file whose JSON broke at its last character (a document and one stray `}`, or a value
+   missing before the last brace) was "cut short" and pending for ever, with exit 0: it is a
+   torn tail (pending 5 minutes, then failed) or not JSON (failed), as docs/ingest.md says.
+6. A thread the system refused (`ulimit -v` reached at `runlytics sql`'s start) was a traceback.
+7. A job of checkpoint-<step>/ states left another subfolder's state (final_model/) unread, and
+   a state read as a job of its own folder stayed that job once its parent folder became one.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Engine, Lab
 from fastapi.testclient import TestClient
+from file_times import write
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from runlytics.api.app import create_app
+from runlytics.cli import errors
+from runlytics.ingest import progress
 
 T0 = 1796083200  # 2026-12-01 00:00:00 UTC
 
@@ -151,3 +166,130 @@ def test_warnings_give_their_true_reason_and_gpus_refuses_a_cursor_beside_max_po
             answer = client.get("/api/training/O/gpus", params={"max_points": 10, "cursor": cursor})
             assert answer.status_code == 422, answer.text
             assert answer.json()["detail"].startswith("cursor and max_points can't be given together")
+
+
+# --- a file is "cut short" only where a document can go on (docs/ingest.md, "Outcomes") --------
+
+DOCUMENT = json.dumps({
+    "job_id": "j", "status": "running", "started_at": "2026-03-01T10:00:00Z",
+    "config": {"batch_size": 8, "lr": 1e-4, "tags": ["a", "b"], "on": True, "off": False, "none": None},
+    "history": [{"step": 1, "loss": -1.5e-3, "timestamp": 1772359200.25}, {"step": 2, "loss": 2}],
+})  # fmt: skip
+
+
+@given(st.integers(1, len(DOCUMENT) - 1))
+def test_every_start_of_a_document_is_cut_short_and_pending_however_old(cut: int) -> None:
+    text = DOCUMENT[:cut]
+    assume(text.strip())
+    outcome, reason = progress.diagnose(text.encode(), age_seconds=3600.0)
+    assert (outcome, reason.startswith("JSON ends early")) == ("pending", True), text
+
+
+def test_a_document_and_one_more_character_or_a_missing_value_is_no_cut() -> None:
+    settled = progress.TORN_TAIL_SECONDS + 60
+    # a whole document, then one character of an older one's tail: torn while fresh, then failed
+    for tail in ("}", "\n}", "]"):
+        assert progress.diagnose((DOCUMENT + tail).encode(), age_seconds=1.0)[0] == "pending"
+        assert progress.diagnose((DOCUMENT + tail).encode(), age_seconds=settled) == (
+            "failed", f"invalid JSON at line {1 + tail.count(chr(10))} column "
+            f"{len(DOCUMENT) + 1 if tail[0] != chr(10) else 1}: Extra data",
+        )  # fmt: skip
+    # a value missing before the last brace cannot be a document's start: failed at once
+    assert progress.diagnose(b'{"job_id": "x", "status": }', age_seconds=1.0) == (
+        "failed", "invalid JSON at line 1 column 27: Expecting value",
+    )  # fmt: skip
+
+
+def test_a_stray_brace_after_a_document_fails_the_run_once_settled(lab: Lab) -> None:
+    path = lab.write_job("t1", None, raw='{"job_id": "t1", "history": []}}')
+    old = time.time() - progress.TORN_TAIL_SECONDS - 60
+    os.utime(path, (old, old))
+    lab.write_job("fine", {"job_id": "fine", "history": [{"step": 1}]})
+    summary = lab.ingest()
+    assert (summary.ingested, summary.pending, summary.failed) == (1, 0, 1)
+    assert [(p["outcome"], p["reason"]) for p in summary.problems] == [
+        ("failed", "invalid JSON at line 1 column 32: Extra data")  # 31 characters, then the brace
+    ]
+
+
+def test_a_thread_the_system_refuses_is_out_of_memory_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # `ulimit -v` reached when `runlytics sql` starts its timeout's thread: exit 71, not a traceback
+    def run(args: argparse.Namespace) -> int:
+        raise RuntimeError("can't start new thread")
+
+    assert errors._guarded(run, argparse.Namespace(command_name="sql")) == errors.EXIT_NO_MEMORY == 71
+    assert capsys.readouterr().err == (
+        "runlytics sql: out of memory (can't start new thread): stopped; nothing stored was lost"
+        " (every write is a transaction)\n"
+    )
+
+
+def _state(global_step: int) -> str:
+    """A trainer state logging a loss of 3 - step / 100 every 10 steps up to ``global_step``."""
+    history = [{"step": s, "loss": round(3 - s / 100, 2)} for s in range(10, global_step + 1, 10)]
+    return json.dumps({"global_step": global_step, "max_steps": 200, "log_history": history})
+
+
+def test_a_checkpoint_jobs_other_subfolders_trainer_state_is_read_as_a_copy(lab: Lab) -> None:
+    # a job by its checkpoint-100/ state alone; final_model/ holds the state at step 200 (docs/ingest.md:
+    # in a folder that is a job anyway, any subfolder's trainer_state.json is a checkpoint copy)
+    for folder, step in (("checkpoint-100", 100), ("final_model", 200)):
+        (lab.root / "run" / folder).mkdir(parents=True)
+        (lab.root / "run" / folder / "trainer_state.json").write_text(_state(step))
+    summary = lab.ingest()
+    assert (summary.files_seen, summary.ingested, summary.problems) == (2, 2, [])
+    job = analytics(lab, "run", "total_iterations", "final_loss", "total_checkpoints", "final_checkpoint")
+    # 3 - 200 / 100 = 1.0 at step 200; checkpoints at 100 (its folder) and 200 (the copy's global_step)
+    assert (job["total_iterations"], job["final_loss"], job["total_checkpoints"], job["final_checkpoint"]) == (
+        200, 1.0, 2, "checkpoint-200",
+    )  # fmt: skip
+    assert lab.query("SELECT job_id FROM jobs") == [("run",)]
+
+
+def test_a_state_read_as_its_own_job_moves_to_the_folder_that_became_a_job(lab: Lab) -> None:
+    # run 1: run/export/ alone holds a state: job `export`; run 2: run/ gets its own state (the
+    # Trainer's end), so run/ is the job and export/ a copy of it: as one ingest of both files
+    write(lab.root / "run" / "export" / "trainer_state.json", _state(150))
+    lab.ingest()
+    assert lab.query("SELECT job_id FROM jobs") == [("export",)]
+    write(lab.root / "run" / "trainer_state.json", _state(200))
+    lab.ingest()
+    assert lab.query("SELECT job_id, current_step FROM jobs") == [("run", 200)]
+    assert lab.query("SELECT job_id, count(*) FROM trainer_steps GROUP BY job_id") == [("run", 20)]
+    assert lab.query("SELECT job_id, step FROM checkpoints") == [("run", 150)]  # the copy's global_step
+    assert lab.query("SELECT job_id FROM job_results UNION ALL SELECT job_id FROM insight_jobs") == [("run",)] * 2
+    assert lab.query("SELECT DISTINCT job_id FROM ingest_files WHERE kind = 'trainer_state'") == [("run",)]
+
+
+# --- answers that PostgreSQL's float8 turned into a 500 (it raises on overflow) ----------------
+
+
+def test_the_fleet_histogram_bounds_every_bin_of_a_huge_throughput(lab: Lab, engine: Engine) -> None:
+    # 1e307 samples/s in 20 bins: lo + (hi - lo) x 20 / 20 went beyond a double (PostgreSQL: a 500;
+    # DuckDB: bins without bounds)
+    for job_id, sps in (("j1", 1.0), ("j2", 1e307)):
+        lab.write_job(
+            job_id, {"job_id": job_id, "status": "completed", "latest": {"step": 1, "samples_per_second": sps}}
+        )
+    lab.ingest()
+    with TestClient(create_app(engine.warehouse(lab.db), token=None)) as client:
+        answer = client.get("/api/training/analytics/fleet")
+        assert answer.status_code == 200, answer.text
+        bins = answer.json()["throughput_histogram"]
+    assert len(bins) == 20 and [b["jobs"] for b in bins] == [1] + [0] * 18 + [1]
+    assert all(b["low"] is not None and b["high"] is not None for b in bins)
+    # each bin 5e305 wide (1e307 / 20); bounds below 1.8e308 / 1e307 = 17 bins computed as before
+    assert (bins[0]["low"], bins[1]["low"], bins[19]["high"]) == (1.0, 1 + 1e307 / 20, 1 + 1e307 / 20 * 20)
+
+
+def test_metrics_of_a_running_job_whose_timings_overflow(lab: Lab, engine: Engine) -> None:
+    # iteration times of 1e308 (their sum is beyond a double) and samples over 1e-320 s
+    big = [{"step": s, "iteration_time": 1e308} for s in (1, 2)]
+    lab.write_job("r_big", {"job_id": "r_big", "status": "running", "history": big})
+    tiny = [{"step": 1, "samples": 1000, "iteration_time": 1e-320}]
+    lab.write_job("r_tiny", {"job_id": "r_tiny", "status": "running", "history": tiny})
+    lab.ingest()
+    with TestClient(create_app(engine.warehouse(lab.db), token=None)) as client:
+        answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    assert 'runlytics_job_step{job_id="r_big"} 2' in answer.text
