@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REALDATA, Engine, Lab
+from conftest import DEEP_ONLY, REALDATA, Engine, Lab
 from fastapi.testclient import TestClient
 
 from runlytics.api.app import create_app
@@ -74,6 +74,7 @@ def test_the_job_list_and_the_summary_rank_an_overflowed_throughput_as_unknown(l
         assert seen == ["T", "U"]  # a job without the figure last; none skipped
 
 
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_training_seconds_and_loss_reduction_that_overflow_are_null(lab: Lab, engine: Engine) -> None:
     lab.engine = engine  # the figures read on DuckDB, then on PostgreSQL's views (a db copy)
     history = [
@@ -102,6 +103,7 @@ def test_idle_gpus_is_unknown_where_no_gpu_has_a_utilization(lab: Lab, engine: E
     assert "idle_gpus is null: no GPU has time with a finite utilization (between two of its samples)" in p["warnings"]
 
 
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_the_step_kinds_messages_tell_figure_and_reference_apart_at_any_threshold(lab: Lab) -> None:
     base = 1_772_355_600  # 2026-03-01T09:00:00Z
     history = [{"step": s, "timestamp": base + 10 * s, "loss": 1.0} for s in range(1, 22)]
@@ -120,6 +122,7 @@ def test_the_step_kinds_messages_tell_figure_and_reference_apart_at_any_threshol
     }
 
 
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_a_refused_updated_at_is_said_once_and_stands_in_for_no_entry(lab: Lab) -> None:
     legacy = {"job_id": "b", "status": "running", "updated_at": "bad", "step": 3, "loss": 1.0}
     lab.write_job("b", legacy)
@@ -160,6 +163,7 @@ def pruned_first_day(lab: Lab, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("later_keep_days", [30, 0])
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_a_run_keeping_more_days_never_rebuilds_a_pruned_minute_from_a_late_sample(
     lab: Lab, tmp_path: Path, later_keep_days: int
 ) -> None:
@@ -173,6 +177,7 @@ def test_a_run_keeping_more_days_never_rebuilds_a_pruned_minute_from_a_late_samp
     assert [m for _, m in summary.listed_warnings if "already rolled up" in m], summary.listed_warnings
 
 
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_a_sample_in_a_new_minute_of_a_pruned_day_is_stored_as_one_ingest_stores_it(lab: Lab, tmp_path: Path) -> None:
     late = pruned_first_day(lab, tmp_path)
     (late / "b.jsonl").write_text(sample("2025-06-10T12:03:00Z", 90) + "\n")
@@ -186,6 +191,7 @@ def test_a_sample_in_a_new_minute_of_a_pruned_day_is_stored_as_one_ingest_stores
     ]
 
 
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_an_mlflow_runs_checkpoint_folders_are_its_checkpoints(lab: Lab) -> None:
     run = lab.root / "mlruns" / "1" / "run5"
     (run / "metrics").mkdir(parents=True)
@@ -201,6 +207,7 @@ def test_an_mlflow_runs_checkpoint_folders_are_its_checkpoints(lab: Lab) -> None
     assert rows == [(1, 200.0, "checkpoint-200")]
 
 
+@DEEP_ONLY  # an audit's edge case (docs/testing.md, "Deep runs", session 24)
 def test_the_trainer_summary_warning_says_no_row_has_seconds_not_no_timestamp(lab: Lab) -> None:
     """Rows 10 and 30 have timestamps, none has seconds (row 20 between them has none): the warning
     said "none has a timestamp or iteration_time"."""

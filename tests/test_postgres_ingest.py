@@ -454,6 +454,7 @@ def test_the_marks_a_killed_run_left_are_recomputed_by_the_next_run(fleet: Fleet
         assert con.execute("SELECT model_name, ingester FROM peer_changes").fetchall() == [("n", "x")]
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_job_another_ingester_owns_is_not_overwritten(
     fleet: Fleet, url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -579,6 +580,7 @@ def test_a_nul_character_is_published_as_a_replacement_character(
         assert config == ({"model_name": "model\x00", "note": "a\x00b"},)  # JSON's escape kept: json holds it
 
 
+@DEEP_ONLY  # 4-7 s each (docs/testing.md, "Both engines")
 def test_a_file_whose_job_changed_is_published_under_its_new_job(fleet: Fleet, url: str, tmp_path: Path) -> None:
     """A progress.json first of job a, then of job b: PostgreSQL ends, as DuckDB, with both jobs
     and one ledger row of the file, job b's (its row is replaced by path, not only by job)."""
