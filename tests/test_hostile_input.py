@@ -147,7 +147,7 @@ def test_a_file_over_max_file_mb_fails_alone(lab: Lab) -> None:
     lab.write_job("big", big)
     summary = lab.ingest(max_file_mb=0.5)
     assert (summary.ingested, summary.failed, summary.to_retry) == (2, 1, 1)  # checked again next run
-    assert problems(summary)["big"] == "larger than --max-file-mb (1 MiB > 0 MiB): not read"
+    assert problems(summary)["big"] == "larger than --max-file-mb (1 MiB > 0.5 MiB): not read"
     assert sorted(j for (j,) in lab.query("SELECT job_id FROM jobs")) == ["good-0", "good-1"]
 
 

@@ -166,8 +166,15 @@ def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: i
     if not stat.S_ISREG(mode):
         return f"not a regular file ({_file_type(mode)}): not read"
     if size > max_bytes:
-        return f"larger than --max-file-mb ({size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB): not read"
+        return f"larger than --max-file-mb ({_mib(size)} MiB > {_mib(max_bytes)} MiB): not read"
     return None
+
+
+def _mib(size: int) -> str:
+    """A size in MiB as a person reads it: whole from 10 on, else 3 significant digits (a limit of
+    0.5 read "0 MiB", and a file of 1.4 MiB over it "1 MiB")."""
+    mib = size / 2**20
+    return f"{mib:.0f}" if mib >= 10 else f"{mib:.3g}"
 
 
 def _file_type(mode: int) -> str:
