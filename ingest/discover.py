@@ -252,13 +252,11 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
     problems: list[tuple[Path, str]] = []
     names = sorted(name for name in dirnames if not name.startswith("."))
     # the checkpoint-<step>/ folders holding a trainer state: with one, the folder is a job anyway
-    # (not a folder named progress.json: the progress reader names it, "not a regular file")
     with_state = {
         name
         for name in names
-        if CHECKPOINT_DIR.match(name) and name != PROGRESS
-        and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems)
-    }  # fmt: skip
+        if CHECKPOINT_DIR.match(name) and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems)
+    }
     job_anyway = has_progress or has_state or bool(with_state)
     states: list[str] = []
     copies = False  # a checkpoint copy (CHECKPOINT_COPY) holding a trainer state

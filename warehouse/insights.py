@@ -158,21 +158,20 @@ SELECT DISTINCT job_id FROM (
 )
 """
 DELETE_PEER_KIND = "DELETE FROM insight_results WHERE kind = 'slow_vs_peers' AND job_id IN (SELECT unnest($job_ids))"
-INSERT_PEER_KIND = """
+# an insight of no GPU (a peer's or a step rule's, ``i``) as insight_results lays it out: host,
+# gpu_index and gpu_key NULL, then the run's as_of (``p``, insight_parameters)
+INSERT_NO_GPU = """
 INSERT INTO insight_results
 SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL, NULL,
        i.value, i.reference, i.message, p.as_of
-FROM batch_peer_insights i, insight_parameters p
+"""
+INSERT_PEER_KIND = f"""{INSERT_NO_GPU}FROM batch_peer_insights i, insight_parameters p
 WHERE i.job_id IN (SELECT unnest($job_ids))
 """
 # silent_running is a rule of insight_steps: read there, not through job_insights, whose union
 # with insight_peers and insight_gpus DuckDB binds and optimizes before the filter on kind prunes
 # them (~50 ms of each run that has a running job it did not change)
-INSERT_SILENT = """
-INSERT INTO insight_results
-SELECT i.job_id, i.kind, i.severity, i.first_step, i.last_step, i.start_time, i.end_time, NULL, NULL, NULL,
-       i.value, i.reference, i.message, p.as_of
-FROM insight_steps i, insight_parameters p
+INSERT_SILENT = f"""{INSERT_NO_GPU}FROM insight_steps i, insight_parameters p
 WHERE i.kind = 'silent_running' AND i.job_id IN (SELECT unnest($job_ids))
 """
 STAMP_RESULTS = (

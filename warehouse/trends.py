@@ -45,18 +45,21 @@ WITH t AS (
     SELECT least(CAST(floor(@fdiv(@fsub(x; lo); nullif(width, 0)) * n) AS BIGINT), n - 1) AS bin, count(*) AS jobs
     FROM t, span
     GROUP BY 1
+), edges AS (
+    -- the n + 1 bin edges: lo + width x e / n, else (the product beyond a double: a throughput of
+    -- 1e307 in 20 bins) lo + width / n x e; guarded, as PostgreSQL's float8 raises on overflow
+    SELECT g.e, n, hi,
+           CASE WHEN @finite(@fmul(width; g.e)) THEN lo + width * g.e / n ELSE lo + width / n * g.e END AS edge
+    FROM span, generate_series(0, (SELECT n FROM span)) g(e)
+    WHERE lo IS NOT NULL
+), bounds AS (
+    SELECT e AS bin, n, edge AS low, CASE WHEN n = 1 THEN hi ELSE lead(edge) OVER (ORDER BY e) END AS high
+    FROM edges
 )
--- a bound is lo + width x bin / n, else (the product beyond a double: a throughput of 1e307 in
--- 20 bins) lo + width / n x bin; guarded operations, as PostgreSQL's float8 raises on overflow
-SELECT b.bin,
-       CASE WHEN @finite(@fmul(width; b.bin)) THEN lo + width * b.bin / n ELSE lo + width / n * b.bin END AS low,
-       CASE WHEN n = 1 THEN hi
-            WHEN @finite(@fmul(width; (b.bin + 1))) THEN lo + width * (b.bin + 1) / n
-            ELSE lo + width / n * (b.bin + 1) END AS high,
-       coalesce(binned.jobs, 0) AS jobs
-FROM span, generate_series(0, (SELECT n FROM span) - 1) b(bin)
+SELECT b.bin, b.low, b.high, coalesce(binned.jobs, 0) AS jobs
+FROM bounds b
 LEFT JOIN binned ON coalesce(binned.bin, 0) = b.bin
-WHERE lo IS NOT NULL
+WHERE b.bin < b.n
 ORDER BY b.bin
 """
 
