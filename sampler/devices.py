@@ -84,7 +84,7 @@ def parse_devices(text: str, strict: bool = False) -> list[Key]:
     """
     keys: list[Key] = []
     for entry in (e.strip() for e in text.split(",")):
-        if entry.isdigit():
+        if entry.isascii() and entry.isdigit():  # CUDA reads ASCII digits only: '²' ends the list
             keys.append(int(entry))
         elif entry.startswith(("GPU-", "MIG-")):
             keys.append(entry)
@@ -122,6 +122,7 @@ class Listing:
         self._count: int | None = None
         self._gpus: dict[int, Device | Exception] = {}
         self._migs: dict[int, list[Device]] = {}
+        self._mig_errors: dict[int, Exception] = {}
 
     def count(self) -> int:
         if self._count is None:
@@ -143,7 +144,9 @@ class Listing:
         return found
 
     def migs(self, gpu: Device) -> list[Device]:
-        """The MIG instances of a GPU (none unless it is in MIG mode)."""
+        """The MIG instances of a GPU that answer (none unless it is in MIG mode). A slot that
+        fails (another container's instance may answer "no permission") hides only itself: its
+        error is ``mig_error``'s."""
         if gpu.index not in self._migs:
             found = []
             if self.nvml.mig_enabled(gpu):
@@ -152,9 +155,13 @@ class Listing:
                         found.append(self.nvml.mig(gpu, slot))
                     except self.nvml.error as error:
                         if not self.nvml.is_absent(error):
-                            raise
+                            self._mig_errors.setdefault(gpu.index, error)
             self._migs[gpu.index] = found
         return self._migs[gpu.index]
+
+    def mig_error(self, gpu: Device) -> Exception | None:
+        """The error of the first of the GPU's MIG slots that failed in ``migs``, if one did."""
+        return self._mig_errors.get(gpu.index)
 
     def every(self, mig: bool) -> tuple[list[Device], Exception | None]:
         """Every GPU (or every MIG instance) that answers, and the error of one that did not
@@ -174,6 +181,8 @@ class Listing:
                 # The GPU is this process's (its handle was given), whatever the error of its
                 # MIG enumeration, "no permission" too: an instance on it may be there later.
                 failed = error
+            if mig and self.mig_error(gpu) is not None:
+                failed = self.mig_error(gpu)  # the instance sought may be in the slot that failed
         return devices, failed
 
     def is_refusal(self, error: BaseException) -> bool:

@@ -256,9 +256,13 @@ class Nvml:
         reasons = self._query(missing, "clocks_event_reasons", self._clocks_event_reasons, card)
         asked = len(QUERIES) - (parent is not None)  # a MIG instance's power is not asked
         failed = [error for error in missing.values() if not isinstance(error, self._field_errors)]
-        if failed and len(missing) == asked:
+        if len(missing) == asked:
             # Not one query answered: the GPU's trouble, not a query's (lost if any error says so).
-            raise next((error for error in failed if self.is_lost(error)), failed[0])
+            # A line of nulls would only hide the job's step readings (job_resources prefers samples).
+            if failed:
+                raise next((error for error in failed if self.is_lost(error)), failed[0])
+            answers = ", ".join(sorted({type(error).__name__ for error in missing.values()}))
+            raise TransientError(f"no query answered ({answers})")
         if unavailable is not None:
             unavailable.update(missing)
         return {

@@ -72,6 +72,7 @@ class FakeMig:
     memory_reserved: int = 14 * MIB
     memory_total: int = 19968 * MIB
     readings: int = 0
+    refused: bool = False  # another container's instance: its slot's look-up answers NoPermission
 
 
 @dataclass
@@ -209,7 +210,10 @@ class FakeNvml:
         raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
 
     def nvmlDeviceGetIndex(self, handle: AnyHandle) -> int:
-        return self.gpus.index(self._whole(handle, "nvmlDeviceGetIndex"))
+        gpu = self._gpu(handle, "nvmlDeviceGetIndex")
+        if isinstance(handle, MigHandle):  # nvml.h: a MIG handle's index is its slot on the GPU
+            return gpu.instances().index(handle.mig)
+        return self.gpus.index(gpu)
 
     def nvmlDeviceGetUUID(self, handle: AnyHandle) -> str:
         gpu = self._gpu(handle, "nvmlDeviceGetUUID")
@@ -229,15 +233,19 @@ class FakeNvml:
 
     def nvmlDeviceGetMaxMigDeviceCount(self, device: AnyHandle) -> int:
         gpu = self._whole(device, "nvmlDeviceGetMaxMigDeviceCount")
-        return MAX_MIG_DEVICES if gpu.mig_capable else 0
+        return MAX_MIG_DEVICES if gpu.mig else 0  # nvml.h: zero if MIG is not supported or enabled
 
     def nvmlDeviceGetMigDeviceHandleByIndex(self, device: AnyHandle, index: int) -> MigHandle:
         gpu = self._whole(device, "nvmlDeviceGetMigDeviceHandleByIndex")
-        if not gpu.mig or not 0 <= index < MAX_MIG_DEVICES:
+        if not gpu.mig:
+            raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        if not 0 <= index < MAX_MIG_DEVICES:
             raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         instances = gpu.instances()
         if index >= len(instances):
             raise nvml_error(pynvml.NVML_ERROR_NOT_FOUND)
+        if instances[index].refused:
+            raise nvml_error(pynvml.NVML_ERROR_NO_PERMISSION)
         return MigHandle(gpu, instances[index])
 
     def nvmlDeviceIsMigDeviceHandle(self, device: AnyHandle) -> c_uint:
@@ -248,10 +256,10 @@ class FakeNvml:
         return Handle(self._mig(migDevice, "nvmlDeviceGetDeviceHandleFromMigDeviceHandle")[0])
 
     def nvmlDeviceGetGpuInstanceId(self, device: AnyHandle) -> int:
-        return self._mig(device, "nvmlDeviceGetGpuInstanceId")[1].gi_id
+        return self._mig(device, "nvmlDeviceGetGpuInstanceId", pynvml.NVML_ERROR_NOT_SUPPORTED)[1].gi_id
 
     def nvmlDeviceGetComputeInstanceId(self, device: AnyHandle) -> int:
-        return self._mig(device, "nvmlDeviceGetComputeInstanceId")[1].ci_id
+        return self._mig(device, "nvmlDeviceGetComputeInstanceId", pynvml.NVML_ERROR_NOT_SUPPORTED)[1].ci_id
 
     # --- readings ------------------------------------------------------------------------------
 
@@ -370,10 +378,13 @@ class FakeNvml:
             raise nvml_error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         return gpu
 
-    def _mig(self, handle: AnyHandle, name: str) -> tuple[FakeGpu, FakeMig]:
+    def _mig(
+        self, handle: AnyHandle, name: str, whole: int = pynvml.NVML_ERROR_INVALID_ARGUMENT
+    ) -> tuple[FakeGpu, FakeMig]:
+        """The instance of a MIG handle; ``whole``: the error a whole GPU's handle gets."""
         gpu = self._gpu(handle, name)
         if not isinstance(handle, MigHandle):
-            raise nvml_error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise nvml_error(whole)
         return gpu, handle.mig
 
     def _call(self, name: str, initialized: bool = True) -> None:
