@@ -323,7 +323,7 @@ def _job_families(jobs: list[dict[str, Any]]) -> Iterator[Metric]:
         per_step = _number(job["seconds_per_step"])
         eta = None
         if total is not None and per_step is not None:
-            eta = max(0.0, total - (step or 0.0)) * per_step
+            eta = _number(max(0.0, total - (step or 0.0)) * per_step)  # a product past a double: no figure
         values = {
             "runlytics_job_step": step,
             "runlytics_job_total_steps": total,

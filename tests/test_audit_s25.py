@@ -9,21 +9,39 @@
    instance of its GPU; it hides only itself now.
 4. The fake NVML answers as nvml.h says where it did not: the MIG slot count of a GPU not in MIG
    mode (0), a MIG handle's index (its slot), the instance ids of a whole GPU (not supported).
+5. Retention: which (host, day)s were pruned was read off the manifest (DuckDB) or a job's first
+   minute (PostgreSQL); a late sample stored on a pruned day hid it. The raw window then reached
+   back over the day (a rolled-up minute rebuilt from a later sample alone: 3 samples became 1),
+   and a job's GPU chart read its kept samples as all its readings (pruned minutes left out).
+   Revision 0044's gpu_pruned_days records each prune.
+6. /metrics: an ETA whose product passes a double's range was sent as +Inf (docs/metrics.md: an
+   unknown figure has no series).
+7. GPU charts (docs/api.md): a partly pruned job's minute chart said downsampled when it returned
+   its pages' readings; a GPU with no more readings than its share lost some; a GPU whose index
+   changed under one UUID counted as two and lost its extremes; the chart of a GPU the job does
+   not have named another source than its page.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import pynvml
 import pytest
+from conftest import Engine, Lab
 from fake_nvml import MIB, FakeMig, FakeNvml, gpus
+from fastapi.testclient import TestClient
 from test_sampler import run_cli
 from test_sampler_nvml import Rig, messages
 
+from runlytics.api import metrics
+from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.sampler import devices
 from runlytics.sampler.nvml import Nvml
+from runlytics.warehouse import history
 
 READING_CALLS = (
     "nvmlDeviceGetMemoryInfo_v2",
@@ -145,3 +163,132 @@ def test_the_fake_mig_queries_answer_as_nvml_h_says() -> None:
     for call in (fake.nvmlDeviceGetGpuInstanceId, fake.nvmlDeviceGetComputeInstanceId):
         with pytest.raises(pynvml.NVMLError_NotSupported):
             call(whole)
+
+
+# --- 5. a pruned day stays pruned --------------------------------------------------------------
+
+
+def sample(ts: str, utilization: float, job: str = "j1", host: str = "n1") -> str:
+    return json.dumps({"ts": ts, "host": host, "job_id": job, "gpu_index": 0, "gpu_uuid": f"GPU-{host}",
+                       "utilization_percent": utilization, "power_w": 100.0}) + "\n"  # fmt: skip
+
+
+GPU_FIGURES = "SELECT samples, first_sample, average_utilization, energy_wh FROM job_gpus WHERE job_id = 'j1'"
+
+
+def spool(folder: Path, *lines: str) -> Path:
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(lines))
+    return folder
+
+
+def test_a_late_sample_stored_on_a_pruned_day_does_not_reopen_the_day(ingest_engine: Engine, tmp_path: Path) -> None:
+    """2025-06-10 pruned; a sample of a minute never rolled up (12:03) is stored there, as one ingest
+    would; a later sample of the rolled-up 12:00 is still skipped with a warning, whatever the
+    window (it rebuilt 12:00 from itself alone: 3 samples, mean 73.33)."""
+    lab = Lab(tmp_path, ingest_engine)
+    lab.write_job("j1", {"job_id": "j1", "status": "completed", "started_at": "2025-06-10T11:59:00Z",
+                         "ended_at": "2025-06-12T12:01:00Z", "history": [{"step": 10, "loss": 1.0}]})  # fmt: skip
+    first = spool(tmp_path / "first", sample("2025-06-10T12:00:00Z", 10), sample("2025-06-10T12:00:20Z", 20),
+                  sample("2025-06-10T12:00:40Z", 30), sample("2025-06-12T12:00:00Z", 40))  # fmt: skip
+    lab.ingest(spool_root=first, keep_raw_days=1)
+    lab.ingest(spool_root=spool(tmp_path / "late1", sample("2025-06-10T12:03:00Z", 90)), keep_raw_days=30)
+    assert lab.query(GPU_FIGURES) == [(5, datetime(2025, 6, 10, 12), 38.0, 4800.0)]  # (10+20+30+90+40)/5
+    summary = lab.ingest(spool_root=spool(tmp_path / "late2", sample("2025-06-10T12:00:30Z", 90)), keep_raw_days=30)
+    assert lab.query(GPU_FIGURES) == [(5, datetime(2025, 6, 10, 12), 38.0, 4800.0)]
+    assert [m for _, m in summary.listed_warnings if "already rolled up" in m], summary.listed_warnings
+    assert lab.query("SELECT host, day FROM gpu_pruned_days") == [("n1", datetime(2025, 6, 10).date())]
+
+
+def test_a_jobs_chart_reads_its_minutes_after_another_jobs_sample_lands_on_its_pruned_day(
+    ingest_engine: Engine, tmp_path: Path
+) -> None:
+    """j's 2025-06-01 was pruned; job k's late sample on the same host and day made the day look
+    kept, and j's chart answered its one kept sample (gpu_samples, downsampled false)."""
+    lab = Lab(tmp_path, ingest_engine)
+    for job in ("j1", "z", "k"):
+        lab.write_job(job, {"job_id": job, "status": "completed", "history": [{"step": 1, "loss": 1.0}]})
+    lines = [sample("2025-06-01T23:59:00Z", 50), sample("2025-06-01T23:59:30Z", 70),
+             sample("2025-06-02T00:00:30Z", 90), sample("2025-06-03T12:00:00Z", 10, job="z", host="n2")]  # fmt: skip
+    first = spool(tmp_path / "first", *lines)
+    lab.ingest(spool_root=first, keep_raw_days=1)
+    lab.ingest(spool_root=spool(tmp_path / "late", sample("2025-06-01T13:00:00Z", 5, job="k")), keep_raw_days=0)
+    assert lab.query("SELECT job_id, samples FROM job_gpus WHERE job_id <> 'z' ORDER BY 1") == [("j1", 3), ("k", 1)]
+    with lab._reader() as con:
+        chart = history.gpu_readings_downsampled(con, "j1", None, 100)
+    assert chart.source == "gpu_minutes"
+
+
+# --- 6. an ETA past a double is no figure -------------------------------------------------------
+
+
+def test_an_eta_past_a_doubles_range_has_no_series(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_metrics import by_job, scrape
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.delenv(metrics.STALE_ENV, raising=False)
+    for job, seconds in (("huge", 1e308), ("large", 1e300)):
+        row = {"step": 1, "iteration_time": seconds, "loss": 1.0, "samples_per_second": 1.0}
+        lab.write_job(job, {"job_id": job, "status": "running", "total_steps": 1000, "history": [row]})
+    lab.ingest()
+    families = scrape(TestClient(create_app(lab.warehouse(), token=None)))
+    # (1000 - 1) x 1e308 is past 1.797e308: no series, never +Inf; 999 x 1e300 is a figure
+    assert by_job(families, "runlytics_job_eta_seconds") == {"large": pytest.approx(9.99e302)}
+
+
+# --- 7. GPU charts as docs/api.md says ----------------------------------------------------------
+
+
+def gpu_line(ts: float, utilization: float, index: int = 0, uuid: str = "GPU-z") -> str:
+    return json.dumps({"ts": ts, "host": "h", "job_id": "g", "gpu_index": index, "gpu_uuid": uuid,
+                       "utilization_percent": utilization, "memory_used_mb": 100.0 + utilization}) + "\n"  # fmt: skip
+
+
+def gpu_lab(ingest_engine: Engine, tmp_path: Path, lines: list[str], keep_raw_days: int = 0) -> Lab:
+    lab = Lab(tmp_path, ingest_engine)
+    lab.write_job("g", {"job_id": "g", "status": "completed", "history": [{"step": 1, "loss": 1.0}]})
+    lab.ingest(spool_root=spool(tmp_path / "spool", *lines), keep_raw_days=keep_raw_days)
+    return lab
+
+
+def chart(lab: Lab, max_points: int | None, gpu: int | None = None) -> history.GpuReadings:
+    with lab._reader() as con:
+        return history.gpu_history(con, "g", gpu, None, 1000, max_points)
+
+
+T = 1748772000.0  # 2025-06-01 10:00:00 UTC
+
+
+def test_a_partly_pruned_jobs_minute_chart_of_its_pages_readings_is_not_downsampled(
+    ingest_engine: Engine, tmp_path: Path
+) -> None:
+    # 2025-06-01 pruned (two samples in its 10:00), 2025-06-03 kept: a span of 2 days and 1 minute
+    lab = gpu_lab(ingest_engine, tmp_path, [gpu_line(T, 10), gpu_line(T + 30, 30), gpu_line(T + 2 * 86400, 50)], 1)
+    page = chart(lab, None)
+    assert (page.source, page.resolution, len(page.readings)) == ("gpu_minutes", "minute", 2)
+    for max_points in (2881, 2882):  # the span's 2,881 minutes: one-minute buckets either way
+        answer = chart(lab, max_points)
+        assert (answer.source, answer.bucket_seconds, answer.downsampled) == ("gpu_minutes", 60, False)
+        assert [r["utilization_percent"] for r in answer.readings] == [20.0, 50.0]
+    absent = chart(lab, 100, gpu=5)  # a GPU the job does not have: named as its page is
+    assert (absent.source, absent.resolution, absent.readings) == ("gpu_minutes", "minute", [])
+    assert chart(lab, None, gpu=5).source == "gpu_minutes"
+
+
+def test_a_gpu_with_no_more_readings_than_its_share_keeps_them_all(ingest_engine: Engine, tmp_path: Path) -> None:
+    lab = gpu_lab(ingest_engine, tmp_path, [gpu_line(T + i, 10 + i) for i in range(12)])
+    for max_points in (24, 12):
+        answer = chart(lab, max_points)
+        assert (answer.resolution, answer.downsampled, answer.extremes_kept) == ("sample", False, True)
+        assert [r["utilization_percent"] for r in answer.readings] == [10.0 + i for i in range(12)]
+    assert chart(lab, 11).resolution == "minute"  # a share under 12: minutes (one bucket here)
+
+
+def test_a_gpu_whose_index_changed_is_one_gpu_of_a_chart(ingest_engine: Engine, tmp_path: Path) -> None:
+    # 100 samples 6 s apart, index 0 then 3 under one UUID; a spike at sample 30, a dip at 70
+    values = [99.0 if i == 30 else 1.0 if i == 70 else 50.0 for i in range(100)]
+    lab = gpu_lab(ingest_engine, tmp_path, [gpu_line(T + 6 * i, v, 0 if i < 50 else 3) for i, v in enumerate(values)])
+    answer = chart(lab, 12)  # one GPU: a share of 12, one bucket of its extremes
+    assert (answer.resolution, answer.extremes_kept, answer.downsampled) == ("sample", True, True)
+    kept = {r["utilization_percent"] for r in answer.readings}
+    assert {99.0, 1.0} <= kept and len(answer.readings) <= 12

@@ -277,27 +277,30 @@ GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_
 SAMPLE_FIGURES = (*GPU_FIGURES, "sm_clock_mhz")
 GPU_DOWNSAMPLED = """
 WITH keyed AS (SELECT *, {x} AS x FROM ({source})),
-span AS (SELECT gpu_index, host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host, gpu_key),
+span AS (SELECT host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY host, gpu_key),
 rows AS MATERIALIZED (
     SELECT k.*, least(CAST(floor((k.x - s.lo) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT), $buckets - 1) AS bucket
-    FROM keyed k JOIN span s USING (gpu_index, host, gpu_key)
+    FROM keyed k JOIN span s USING (host, gpu_key)
 ), extremes AS (
-    SELECT gpu_index, host, gpu_key, [{extremes}] AS xs FROM rows GROUP BY gpu_index, host, gpu_key, bucket
+    SELECT host, gpu_key, [{extremes}] AS xs FROM rows GROUP BY host, gpu_key, bucket
 ), keep AS (
-    SELECT gpu_index, host, gpu_key, lo AS x FROM span
-    UNION SELECT gpu_index, host, gpu_key, hi FROM span
+    SELECT host, gpu_key, lo AS x FROM span
+    UNION SELECT host, gpu_key, hi FROM span
     {keep_extremes}
 )
-SELECT * EXCLUDE (x, bucket, gpu_key) FROM rows SEMI JOIN keep USING (gpu_index, host, gpu_key, x)
+SELECT * EXCLUDE (x, bucket, gpu_key) FROM rows SEMI JOIN keep USING (host, gpu_key, x)
 ORDER BY gpu_index, host, gpu_key, x
 LIMIT $max_points
 """
-GPU_KEEP_EXTREMES = "UNION SELECT gpu_index, host, gpu_key, unnest(xs) FROM extremes"
-# The series (a GPU of a host: its key, its UUID when known) that share an answer's max_points.
-# With them, how many readings they hold: an answer that returns fewer left some out (``downsampled``).
+GPU_KEEP_EXTREMES = "UNION SELECT host, gpu_key, unnest(xs) FROM extremes"
+# a GPU's readings that fit its share are all kept (docs/api.md: downsampled false)
+GPU_KEEP_ALL = "UNION SELECT host, gpu_key, x FROM keyed"
+# The series (a GPU of a host: its key, its UUID when known, whatever indexes it had) that share an
+# answer's max_points. With them, how many readings they hold (an answer that returns fewer left
+# some out: ``downsampled``), and the most of one.
 GPU_SERIES = """
-SELECT count(*), sum(readings) FROM (
-    SELECT gpu_index, host, gpu_key, count(*) AS readings FROM ({source}) AS source GROUP BY gpu_index, host, gpu_key
+SELECT count(*), sum(readings), max(readings) FROM (
+    SELECT host, gpu_key, count(*) AS readings FROM ({source}) AS source GROUP BY host, gpu_key
 ) AS series
 """
 # of equal extremes the earliest reading, as EXTREME
@@ -307,10 +310,11 @@ SELECT gpu_index, host, ts, gpu_uuid, utilization_percent, memory_used_mb, memor
        power_w, sm_clock_mhz, clocks_event_reasons, gpu_key
 FROM gpu_samples WHERE job_id = $job_id AND ($gpu IS NULL OR gpu_index = $gpu)
 """
-# Readings logged with steps carry the step's timestamp, so that both sources chart over time.
+# Readings logged with steps carry the step's timestamp, so that both sources chart over time; their
+# GPU is its index (a sample's key without a UUID).
 READINGS_OF_JOB = """
 SELECT g.gpu_index, '' AS host, g.step, s.ts, g.gpu_uuid, g.utilization_percent, g.memory_used_mb,
-       g.memory_total_mb, g.temperature_c, g.power_w, '' AS gpu_key
+       g.memory_total_mb, g.temperature_c, g.power_w, '#' || CAST(g.gpu_index AS VARCHAR) AS gpu_key
 FROM step_gpus g LEFT JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
 WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 """
@@ -321,19 +325,19 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 # an integer division. {columns}: the source's, but gpu_key.
 GPU_DOWNSAMPLED_PG = """
 WITH keyed AS (SELECT source.*, {x} AS x FROM ({source}) AS source),
-span AS (SELECT gpu_index, host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY gpu_index, host, gpu_key),
+span AS (SELECT host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY host, gpu_key),
 rows AS MATERIALIZED (
     SELECT k.*, least(CAST(floor(CAST(k.x - s.lo AS DOUBLE PRECISION) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT),
                       $buckets - 1) AS bucket
-    FROM keyed k JOIN span s USING (gpu_index, host, gpu_key)
+    FROM keyed k JOIN span s USING (host, gpu_key)
 ), extremes AS (
-    SELECT gpu_index, host, gpu_key, ARRAY[{extremes}] AS xs FROM rows GROUP BY gpu_index, host, gpu_key, bucket
+    SELECT host, gpu_key, ARRAY[{extremes}] AS xs FROM rows GROUP BY host, gpu_key, bucket
 ), keep AS (
-    SELECT gpu_index, host, gpu_key, lo AS x FROM span
-    UNION SELECT gpu_index, host, gpu_key, hi FROM span
+    SELECT host, gpu_key, lo AS x FROM span
+    UNION SELECT host, gpu_key, hi FROM span
     {keep_extremes}
 )
-SELECT {columns} FROM rows WHERE (gpu_index, host, gpu_key, x) IN (SELECT gpu_index, host, gpu_key, x FROM keep)
+SELECT {columns} FROM rows WHERE (host, gpu_key, x) IN (SELECT host, gpu_key, x FROM keep)
 ORDER BY gpu_index, host, gpu_key, x
 LIMIT $max_points
 """
@@ -492,22 +496,25 @@ def gpu_readings_downsampled(
         # a share too small for sample buckets charts buckets of one minute: fewer than the share
         if minutes >= share or not sampled or share < _bucket_share(SAMPLE_FIGURES):
             return _minutes_chart(con, job_id, gpu, max_points, span, share, sampled)
-    if sampled is None:
-        sampled = db.one(con, HAS_SAMPLES, {"job_id": job_id})[0]
+    if sampled is None:  # no minutes of the job (or of the GPU asked for): named as its page is
+        sampled = _all_sampled(con, job_id)
+        if not sampled and db.one(con, HAS_MINUTES, {"job_id": job_id})[0]:
+            return GpuReadings("gpu_minutes", "minute", 60, [], downsampled=False, extremes_kept=True)
     source = SAMPLES_OF_JOB if sampled else READINGS_OF_JOB
     figures = SAMPLE_FIGURES if sampled else GPU_FIGURES
     params: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "max_points": max_points}
-    series, readings = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})
+    series, readings, most = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})
     share = _share(max_points, series)
     # per bucket a minimum and a maximum of each figure: none fits a share under _bucket_share
     buckets = (share - 2) // (_bucket_share(figures) - 2)
+    keep = GPU_KEEP_ALL if (most or 0) <= share else GPU_KEEP_EXTREMES if buckets else ""
     if is_postgres(con):
         extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in figures)
         sql = sql_for(con, GPU_DOWNSAMPLED_PG).format(
             source=source,
             x="CAST(EXTRACT(EPOCH FROM ts) AS DOUBLE PRECISION)" if sampled else "step",
             extremes=sql_for(con, extremes),
-            keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
+            keep_extremes=keep,
             columns=", ".join(SAMPLE_COLUMNS if sampled else READING_COLUMNS),
         )
     else:
@@ -515,7 +522,7 @@ def gpu_readings_downsampled(
             source=source,
             x="epoch(ts)" if sampled else "step",
             extremes=", ".join(GPU_EXTREME.format(f=f) for f in figures),
-            keep_extremes=GPU_KEEP_EXTREMES if buckets else "",
+            keep_extremes=keep,
         )
     rows = records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
     if not sampled:
@@ -584,13 +591,10 @@ def _minutes_chart(
             row[figure] = plain(total / count) if count else None
     # named as the page of the same job is: gpu_minutes once retention pruned any of its samples
     # (docs/decisions.md F9), also where the span alone chose minutes and the samples went unread
-    if sampled is None:
-        has_samples = bool(db.one(con, HAS_SAMPLES, {"job_id": job_id})[0])
-        all_sampled = has_samples and not retention.raw_pruned(con, job_id)
-    else:
-        has_samples = all_sampled = sampled
+    all_sampled = _all_sampled(con, job_id) if sampled is None else sampled
     source = "gpu_samples" if all_sampled else "gpu_minutes"
-    downsampled = merged_minutes or (merged_samples and has_samples)
+    # a bucket of several samples merges readings of the pages only where the pages are samples
+    downsampled = merged_minutes or (merged_samples and all_sampled)
     return GpuReadings(source, "minute", width, rows, downsampled, extremes_kept=True)
 
 

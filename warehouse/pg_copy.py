@@ -39,6 +39,7 @@ COPIED: dict[str, str] = {
     # the hot rows and every Parquet part's, into the view's table packed per minute (pg_samples)
     pg_samples.VIEW: "gpu_samples",
     "gpu_minutes": "gpu_minutes",
+    "gpu_pruned_days": "gpu_pruned_days",  # which minutes have no raw samples left (retention)
     "job_gpu_series": "job_gpu_series",
     "ingest_files": "ingest_files",
     "ingest_runs": "ingest_runs",

@@ -162,7 +162,8 @@ ANALYZE_ROWS = 100_000
 NEWEST = "SELECT max(last_minute) FROM job_gpu_series"
 # A minute of samples goes only once it is rolled up on PostgreSQL (the horizon is a midnight: a
 # minute before it holds samples before it only). Each GPU with minutes before the horizon is one
-# probe of the packed rows' primary key (job_id, host, gpu_key, minute); the samples deleted counted.
+# probe of the packed rows' primary key (job_id, host, gpu_key, minute); the samples deleted counted,
+# their (host, day)s recorded (retention.raw_pruned reads them).
 PRUNE = f"""
 WITH gone AS (
     DELETE FROM {pg_samples.TABLE} s USING job_gpu_series j
@@ -170,10 +171,24 @@ WITH gone AS (
       AND s.job_id = j.job_id AND s.host = j.host AND s.gpu_key = j.gpu_key AND s.minute < %(before)s
       AND EXISTS (SELECT 1 FROM gpu_minutes m
                   WHERE m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key AND m.minute = s.minute)
-    RETURNING cardinality(s.offsets_us) AS samples
+    RETURNING s.host, CAST(s.minute AS DATE) AS day, cardinality(s.offsets_us) AS samples
+), recorded AS (
+    INSERT INTO {retention.PRUNED_DAYS} (host, day, pruned_at)
+    SELECT DISTINCT host, day, now() AT TIME ZONE 'UTC' FROM gone
+    ON CONFLICT DO NOTHING
 )
 SELECT coalesce(sum(samples), 0) FROM gone
 """
+
+
+# The stage's pruned (host, day)s of a span it publishes: their minutes reach PostgreSQL without
+# the raw samples the stage pruned (in the same run, or before a late sample of the day), and
+# PostgreSQL's readers must know (retention.raw_pruned).
+STAGE_PRUNED_DAYS = f"""
+SELECT host, day, pruned_at FROM {retention.PRUNED_DAYS}
+WHERE day >= CAST($span_lo AS DATE) AND day <= CAST($span_hi AS DATE)
+"""
+RECORD_PRUNED = f"INSERT INTO {retention.PRUNED_DAYS} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
 
 
 @dataclass
@@ -289,6 +304,8 @@ def _publish(
             for table, select in STAGE_SELECT.items():
                 params = {**bounds, **(jobs if table == "utilization_minutes" else gpus)}
                 copied[table] += _copy(stage, raw, table, select, params)
+            pruned = stage.execute(STAGE_PRUNED_DAYS, bounds).fetchall()
+            raw.cursor().executemany(RECORD_PRUNED, [(_nul_free(host), day, at) for host, day, at in pruned])
         result.minutes = copied["gpu_minutes"]
         result.utilization = copied["utilization_minutes"]
         every = _listed(ranges[GPU_RANGES], GPU_NAMES)

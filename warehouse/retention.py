@@ -26,7 +26,9 @@ stand-in), are merged in the same way, and that folder removed once empty.
 
 The per-minute rollups (``gpu_minutes``, sealed in parts of their own) are never pruned, and a
 (host, day) is pruned only when every (job, GPU, minute) of its samples has its rollup row (checked here, whatever the
-rollups' own guarantee): analytics never change when raw samples age out.
+rollups' own guarantee): analytics never change when raw samples age out. Each (host, day)
+pruned is recorded in ``gpu_pruned_days`` (revision 0044), which the raw window and the readers
+of a job's samples ask.
 """
 
 from __future__ import annotations
@@ -95,56 +97,53 @@ def days_before(day: date, days: int) -> date | None:
 
 # --- what a job lost: readers that must not answer its kept samples as if they were all ----------
 
-# A job's GPUs (job_gpu_series: their first and last minute) and the days of their spans that no
-# live part of samples of their host holds: the (host, day)s retention may have pruned (a whole
-# (host, day) at a time), or that hold none of the job's samples (a day without samples in its span),
-# or whose samples are still hot. The manifest alone is read: a job of kept days costs this only.
-SPAN_DAYS_WITHOUT_PARTS = f"""
-SELECT host, gpu_key, day FROM (
+# The (host, day)s whose raw samples a prune retired (revision 0044), on either engine: the manifest
+# can't say, as a late sample of such a day (of a minute never rolled up) is stored in a new part.
+PRUNED_DAYS = "gpu_pruned_days"
+RECORD_PRUNED = f"INSERT INTO {PRUNED_DAYS} (host, day, pruned_at) VALUES ($host, $day, $now) ON CONFLICT DO NOTHING"
+# A job's GPUs (job_gpu_series: their first and last minute) and the pruned days of their spans
+# (usually none: then nothing else is read).
+SPAN_DAYS_PRUNED = f"""
+SELECT d.host, d.gpu_key, d.day FROM (
     SELECT DISTINCT host, gpu_key,
            CAST(unnest(generate_series(CAST(first_minute AS DATE), CAST(last_minute AS DATE), INTERVAL 1 DAY))
                 AS DATE) AS day
     FROM job_gpu_series WHERE job_id = $job_id
 ) AS d
-WHERE NOT EXISTS (SELECT 1 FROM {parts.MANIFEST} p
-                  WHERE p.table_name = $table AND p.host = d.host AND p.day = d.day)
+JOIN {PRUNED_DAYS} p ON p.host = d.host AND p.day = d.day
 """
 # of those, the days the job's GPU has minutes on (its minute parts of those days, and the hot ones)
 MINUTE_DAYS = "SELECT DISTINCT host, gpu_key, CAST(minute AS DATE) FROM {minutes} WHERE job_id = $job_id"
-# and the days its hot samples are of (the current hour's: never a pruned day)
-HOT_DAYS = f"SELECT DISTINCT host, gpu_key, CAST(ts AS DATE) FROM {parts.GPU_SAMPLES.hot} WHERE job_id = $job_id"
-# PostgreSQL prunes the minutes before its horizon of every GPU (pg_telemetry.PRUNE): a GPU lost
-# some when its first rolled-up minute has no raw samples left, one probe of the packed samples'
-# primary key per GPU
-PG_FIRST_MINUTE_GONE = f"""
+# PostgreSQL: a rolled-up minute of the job, on a pruned day of its host, that has no raw samples
+# (one probe of the packed samples' primary key per such minute)
+PG_MINUTE_GONE = f"""
 SELECT count(*) > 0 FROM job_gpu_series s
+JOIN {PRUNED_DAYS} p ON p.host = s.host
+                    AND p.day >= CAST(s.first_minute AS DATE) AND p.day <= CAST(s.last_minute AS DATE)
+JOIN gpu_minutes m ON m.job_id = s.job_id AND m.host = s.host AND m.gpu_key = s.gpu_key
+                  AND m.minute >= p.day AND m.minute < p.day + 1
 WHERE s.job_id = $job_id
   AND NOT EXISTS (SELECT 1 FROM {pg_samples.TABLE} r
-                  WHERE r.job_id = s.job_id AND r.host = s.host AND r.gpu_key = s.gpu_key
-                    AND r.minute <= s.first_minute)
+                  WHERE r.job_id = m.job_id AND r.host = m.host AND r.gpu_key = m.gpu_key AND r.minute = m.minute)
 """
 
 
 def raw_pruned(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
     """Whether some of the job's rolled-up minutes have no raw samples left (retention pruned their
     day): its kept samples are then not all of its readings, its minutes are. No raw sample is read
-    on DuckDB: the days of each GPU's span that no live part holds (the manifest, usually none)
-    are pruned when the GPU has minutes there and no hot sample."""
+    on DuckDB: a pruned (host, day) of a GPU's span (gpu_pruned_days, usually none) counts when
+    the GPU has minutes there."""
     if is_postgres(con):
-        return bool(db.one(con, PG_FIRST_MINUTE_GONE, {"job_id": job_id})[0])
-    table = parts.GPU_SAMPLES
-    missing = set(con.execute(SPAN_DAYS_WITHOUT_PARTS, {"job_id": job_id, "table": table.name}).fetchall())
-    if not missing:
+        return bool(db.one(con, PG_MINUTE_GONE, {"job_id": job_id})[0])
+    pruned = set(con.execute(SPAN_DAYS_PRUNED, {"job_id": job_id}).fetchall())
+    if not pruned:
         return False
-    days = sorted(day for _, _, day in missing)
+    days = sorted(day for _, _, day in pruned)
     first = datetime.combine(days[0], datetime.min.time())
     last = datetime.combine(days[-1], datetime.max.time())
     minutes = sealed_reads.between(con, parts.GPU_MINUTES, first, last)
     sql = MINUTE_DAYS.format(minutes=minutes.sql)
-    missing &= set(con.execute(sql, {"job_id": job_id, **minutes.params}).fetchall())
-    if missing:
-        missing -= set(con.execute(HOT_DAYS, {"job_id": job_id}).fetchall())
-    return bool(missing)
+    return bool(pruned & set(con.execute(sql, {"job_id": job_id, **minutes.params}).fetchall()))
 
 
 # The raw window of the run, for store_staged: samples of days already past it are not stored
@@ -152,25 +151,20 @@ def raw_pruned(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
 WINDOW = "gpu_raw_window"
 
 
-# The last day whose raw samples were pruned: a day with sealed minutes and no sealed samples (the
-# minutes' parts hold every host of a day; both tables seal the same hours, and _seal runs first).
-# The raw window never reaches back over it, whatever this run's --keep-raw-days: a run that keeps
-# more days than the run that pruned must not recompute a pruned minute from a late sample alone
-# (audit 23: a cron run's --keep-raw-days 7, then a run with the default 30, rebuilt a minute of 3
-# samples from 1). The manifest alone is read.
-LAST_PRUNED_DAY = f"""
-SELECT max(m.day) FROM {parts.MANIFEST} m
-WHERE m.table_name = $minutes
-  AND NOT EXISTS (SELECT 1 FROM {parts.MANIFEST} s WHERE s.table_name = $samples AND s.day = m.day)
-"""
+# The last day whose raw samples were pruned. The raw window never reaches back over it, whatever
+# this run's --keep-raw-days: a run that keeps more days than the run that pruned must not
+# recompute a pruned minute from a late sample alone (audit 23: a cron run's --keep-raw-days 7, then
+# a run with the default 30, rebuilt a minute of 3 samples from 1; audit 25: the same once a late
+# sample of a minute never rolled up had put a part back on the day, which the manifest then showed
+# as not pruned).
+LAST_PRUNED_DAY = f"SELECT max(day) FROM {PRUNED_DAYS}"
 
 
 def open_window(con: duckdb.DuckDBPyConnection, table: parts.Sealed, keep_days: int) -> date | None:
     """Remember, on this connection, the first day of raw samples this run keeps: the window of
     ``keep_days``, and never a day whose samples were pruned (LAST_PRUNED_DAY)."""
     first = horizon(con, table, keep_days)
-    names = {"minutes": parts.GPU_MINUTES.name, "samples": table.name}
-    (pruned,) = db.one(con, LAST_PRUNED_DAY, names)
+    (pruned,) = db.one(con, LAST_PRUNED_DAY)
     if pruned is not None and (first is None or pruned >= first):
         first = pruned + timedelta(days=1)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {WINDOW} AS SELECT CAST($first AS DATE) AS first_day", {"first": first})
@@ -227,6 +221,7 @@ def prune(
         if raw_idle:
             con.execute(QUEUE_PRUNED_JOBS, {"files": db.exact_paths(files)})
         parts.retire(con, paths)
+        con.execute(RECORD_PRUNED, {"host": host, "day": day, "now": db.utc_now()})
         pruned, done = pruned + rows, done + 1
     if done:
         parts.refresh_view(con, table)

@@ -264,6 +264,16 @@ gpu_parts_retired = Table(
     Column("after_snapshot", BigInteger),
 )
 
+# The (host, day)s whose raw GPU samples retention pruned (revision 0044): a later sample of such a
+# day does not make it whole again, so readers and the raw window ask here, not the manifest.
+gpu_pruned_days = Table(
+    "gpu_pruned_days",
+    metadata,
+    Column("host", String, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("pruned_at", DateTime, nullable=False),
+)
+
 # One row per ingest run (revision 0005): written when the run starts ('running') and completed
 # when it ends; a run killed on the way stays 'running' (shown as interrupted once its lock is free).
 ingest_runs = Table(

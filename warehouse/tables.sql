@@ -72,6 +72,13 @@ CREATE TABLE gpu_parts_retired (
 	PRIMARY KEY (path)
 );
 
+CREATE TABLE gpu_pruned_days (
+	host VARCHAR NOT NULL,
+	day DATE NOT NULL,
+	pruned_at TIMESTAMP WITHOUT TIME ZONE NOT NULL,
+	PRIMARY KEY (host, day)
+);
+
 CREATE TABLE gpu_samples_hot (
 	job_id VARCHAR NOT NULL,
 	host VARCHAR NOT NULL,
