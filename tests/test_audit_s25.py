@@ -20,6 +20,9 @@
    its pages' readings; a GPU with no more readings than its share lost some; a GPU whose index
    changed under one UUID counted as two and lost its extremes; the chart of a GPU the job does
    not have named another source than its page.
+8. A trainer state read as its folder's job (the progress.json torn, or not written yet), then
+   rotated away (save_total_limit) before the progress.json could be read, kept that job for good:
+   a phantom job of the folder's name, collecting the real job's checkpoint folders.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import pytest
 from conftest import Engine, Lab
 from fake_nvml import MIB, FakeMig, FakeNvml, gpus
 from fastapi.testclient import TestClient
+from file_times import write
 from test_sampler import run_cli
 from test_sampler_nvml import Rig, messages
 
@@ -292,3 +296,38 @@ def test_a_gpu_whose_index_changed_is_one_gpu_of_a_chart(ingest_engine: Engine, 
     assert (answer.resolution, answer.extremes_kept, answer.downsampled) == ("sample", True, True)
     kept = {r["utilization_percent"] for r in answer.readings}
     assert {99.0, 1.0} <= kept and len(answer.readings) <= 12
+
+
+# --- 8. a rotated-away state does not keep a phantom job ------------------------------------------
+
+
+def trainer_state_of(global_step: int) -> str:
+    history = [{"step": s, "loss": 3 - s / 1000} for s in range(100, global_step + 1, 100)]
+    return json.dumps({"global_step": global_step, "max_steps": 1000, "save_steps": 500, "log_history": history})
+
+
+@pytest.mark.parametrize("first_progress", ["torn", "absent"])
+def test_a_state_rotated_away_before_the_progress_json_was_read_leaves_no_phantom_job(
+    ingest_engine: Engine, tmp_path: Path, first_progress: str
+) -> None:
+    lab = Lab(tmp_path, ingest_engine)
+    folder = lab.root / "job-7"
+    history = [{"step": s, "loss": 3 - s / 1000, "timestamp": 1772359200 + s} for s in range(100, 1001, 100)]
+    whole = json.dumps({"job_id": "llama-ft-7", "status": "running", "history": history})
+    if first_progress == "torn":
+        write(folder / "progress.json", whole[:100], age=10)  # caught mid-write: pending
+    write(folder / "checkpoint-500" / "trainer_state.json", trainer_state_of(500))
+    lab.ingest()
+    assert lab.query("SELECT job_id FROM jobs") == [("job-7",)]  # the folder's name, for now
+    (folder / "checkpoint-500" / "trainer_state.json").unlink()  # save_total_limit=1
+    (folder / "checkpoint-500").rmdir()
+    write(folder / "checkpoint-1000" / "trainer_state.json", trainer_state_of(1000))
+    write(folder / "progress.json", whole)
+    summary = lab.ingest()
+    # as one ingest of the final files: one job, its checkpoint 1000, the state's 10 steps
+    assert lab.query("SELECT job_id, status FROM jobs") == [("llama-ft-7", "running")]
+    assert lab.query("SELECT job_id, step FROM checkpoints") == [("llama-ft-7", 1000)]
+    assert lab.query("SELECT job_id, count(*) FROM trainer_steps GROUP BY job_id") == [("llama-ft-7", 10)]
+    assert [m for _, m in summary.listed_warnings if "gone since it was read for job job-7" in m]
+    lab.ingest()  # and it stays so
+    assert lab.query("SELECT job_id FROM jobs") == [("llama-ft-7",)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -122,7 +123,8 @@ class TrainerStateFormat:
         rejected: list[Rejection] = []
         files = [(job, path) for job in jobs for path in self.files(job)]
         candidates = changed_files(ctx, KIND, files)
-        moved = _moved(ctx, files, candidates, progress_job_ids)
+        owners = dict(ctx.con.execute(OWNERS).fetchall())
+        moved = _moved(ctx, files, candidates, progress_job_ids, owners)
         for c in candidates:
             if c.job.path in ctx.conflicts:  # its progress.json claims another folder's job
                 rejected.append(Rejection(c, "failed", ctx.conflicts[c.job.path], retry=True))
@@ -152,6 +154,7 @@ class TrainerStateFormat:
             ctx.summary.warnings += sum(len(s.warnings) for s in states)
         for r in rejected:
             not_ingested(ctx, r, KIND)
+        _retire_vanished(ctx, _vanished(ctx, jobs, files, progress_job_ids, owners))
 
 
 def _moved(
@@ -159,13 +162,13 @@ def _moved(
     files: list[tuple[JobFolder, Path]],
     candidates: list[Candidate],
     progress_job_ids: dict[str, str],
+    owners: dict[str, str],
 ) -> dict[str, str]:
     """path -> former job of each state ingested before for another job than its folder's now (a
     folder read before its progress.json existed, or while it was torn, went by its name; a
     progress.json whose job_id changed). Such a state is read again, changed or not, for the job
     it belongs to now (added to ``candidates`` in path order); ``_merge`` retires what it gave
     its former job: the warehouse then equals one that read the final files at once."""
-    owners = dict(ctx.con.execute(OWNERS).fetchall())
     if not owners:
         return {}
     seen = {c.path for c in candidates}
@@ -310,6 +313,49 @@ def _merge(
         formers = _retire_former(con, set(notes.values()) - {s.job_id for s in states})
     ctx.summary.job_ids |= formers
     ctx.summary.warnings += len(notes)
+
+
+def _vanished(
+    ctx: Context,
+    jobs: list[JobFolder],
+    files: list[tuple[JobFolder, Path]],
+    progress_job_ids: dict[str, str],
+    owners: dict[str, str],
+) -> dict[str, tuple[str, str]]:
+    """path -> (former job, job now) of each state ingested for another job than its folder's
+    progress.json names now, and gone since (a checkpoint rotated away while the progress.json
+    was torn or not yet written): ``_moved`` can't read it again for the folder's job, and its
+    record would keep the former job (its folder's name, say) a job for good (audit 25)."""
+    if not owners:
+        return {}
+    present = {str(path) for _, path in files}
+    folders = {str(job.path): job for job in jobs if job.progress is not None and job.path not in ctx.conflicts}
+    gone: dict[str, tuple[str, str]] = {}
+    for path, former in owners.items():
+        if path in present:
+            continue
+        parent = Path(path).parent
+        job = folders.get(str(parent)) or folders.get(str(parent.parent))  # its own state, a checkpoint's
+        now = progress_job_ids.get(str(job.progress)) if job is not None else None
+        if now is None or now == former or os.path.lexists(path):
+            continue
+        gone[path] = (former, now)
+    return gone
+
+
+def _retire_vanished(ctx: Context, gone: dict[str, tuple[str, str]]) -> None:
+    """Record each vanished state for its folder's job now (nothing read: its rows went with the
+    file) and retire what it gave its former job, as ``_merge`` does for a moved state."""
+    if not gone:
+        return
+    with db.atomic(ctx.con):
+        for path, (former, now) in sorted(gone.items()):
+            warning = (f"gone since it was read for job {former}; its folder is job {now}'s now (its "
+                       f"progress.json): what it gave job {former} is retired")  # fmt: skip
+            ledger.record(ctx.con, path, KIND, None, "ingested", None, now, 0, [warning])
+        formers = _retire_former(ctx.con, {former for former, _ in gone.values()})
+    ctx.summary.job_ids |= formers
+    ctx.summary.warnings += len(gone)
 
 
 def _retire_former(con: duckdb.DuckDBPyConnection, formers: set[str]) -> set[str]:
