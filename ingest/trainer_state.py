@@ -365,13 +365,24 @@ WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = r.job_id);
 # it (trainer states are read before folders); a progress.json's 'list' stays. One known without a
 # path (a `checkpoints` item naming none) takes the state's folder, as it would have the other way
 # round.
-CHECKPOINTS = """
+# Whether a checkpoint's path is its checkpoint-<step>/ folder (a state's copy elsewhere, as
+# last-checkpoint/ or a tmp-checkpoint-<step>/ renamed since, ranks below it)
+OWN_FOLDER = "regexp_matches({path}, '/checkpoint-0*' || CAST({step} AS VARCHAR) || '$')"
+# A state's checkpoint path replaces another state's that ranks below it (``_checkpoint_rank`` of
+# ingest/formats/trainer_state.py, across runs: the path does not depend on the order of reads)
+_STORED_OWN = OWN_FOLDER.format(path="checkpoints.path", step="checkpoints.step")
+_NEW_OWN = OWN_FOLDER.format(path="excluded.path", step="checkpoints.step")
+_OUTRANKS = (
+    f"(checkpoints.source = 'trainer_state' AND (({_NEW_OWN} AND NOT {_STORED_OWN}) "
+    f"OR ({_NEW_OWN} = {_STORED_OWN} AND excluded.path > checkpoints.path)))"
+)
+CHECKPOINTS = f"""
 INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT unnest($job_id), unnest($step), unnest($path), NULL, NULL, 'trainer_state'
 ON CONFLICT (job_id, step) DO UPDATE SET
     source = CASE WHEN checkpoints.source = 'folder' THEN 'trainer_state' ELSE checkpoints.source END,
-    path = coalesce(checkpoints.path, excluded.path)
-WHERE checkpoints.source = 'folder' OR checkpoints.path IS NULL
+    path = CASE WHEN checkpoints.path IS NULL OR {_OUTRANKS} THEN excluded.path ELSE checkpoints.path END
+WHERE checkpoints.source = 'folder' OR checkpoints.path IS NULL OR {_OUTRANKS}
 """
 
 

@@ -23,6 +23,8 @@
 8. A trainer state read as its folder's job (the progress.json torn, or not written yet), then
    rotated away (save_total_limit) before the progress.json could be read, kept that job for good:
    a phantom job of the folder's name, collecting the real job's checkpoint folders.
+9. A checkpoint's path depended on the order of reads when a state's copy (last-checkpoint/, a
+   tmp-checkpoint-<step>/ the trainer renamed) was read in an earlier run than its checkpoint-<step>/.
 """
 
 from __future__ import annotations
@@ -331,3 +333,23 @@ def test_a_state_rotated_away_before_the_progress_json_was_read_leaves_no_phanto
     assert [m for _, m in summary.listed_warnings if "gone since it was read for job job-7" in m]
     lab.ingest()  # and it stays so
     assert lab.query("SELECT job_id FROM jobs") == [("llama-ft-7",)]
+
+
+# --- 9. a checkpoint's path whatever the order of reads --------------------------------------------
+
+
+@pytest.mark.parametrize("copy", ["last-checkpoint", "tmp-checkpoint-30"])
+@pytest.mark.parametrize("later", ["state", "folder"])
+def test_a_checkpoints_folder_read_after_a_copy_gives_its_path(lab: Lab, copy: str, later: str) -> None:
+    folder = lab.root / "hf2"
+    state = json.dumps({"global_step": 30, "max_steps": 40, "log_history": [{"step": 30, "loss": 1.4}]})
+    write(folder / "checkpoint-10" / "trainer_state.json", json.dumps({"global_step": 10, "log_history": []}))
+    write(folder / copy / "trainer_state.json", state)
+    lab.ingest()
+    assert lab.query("SELECT step, path FROM checkpoints WHERE step = 30") == [(30, str(folder / copy))]
+    if later == "state":
+        write(folder / "checkpoint-30" / "trainer_state.json", state)
+    else:  # a checkpoint-30/ the trainer has not written its state into yet
+        (folder / "checkpoint-30").mkdir()
+    lab.ingest()
+    assert lab.query("SELECT step, path FROM checkpoints WHERE step = 30") == [(30, str(folder / "checkpoint-30"))]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runlytics.ingest import trainer_state
 from runlytics.ingest.discover import JobFolder, shown
 from runlytics.warehouse import db, results
 
@@ -34,9 +35,11 @@ INSERT INTO checkpoints (job_id, step, path, saved_at, eval_loss, source)
 SELECT DISTINCT j.job_id, f.step, f.path, NULL, NULL, 'folder'
 FROM seen_folders f
 JOIN jobs j ON j.source_dir = f.source_dir
-ON CONFLICT (job_id, step) DO UPDATE SET path = excluded.path WHERE checkpoints.path IS NULL
+ON CONFLICT (job_id, step) DO UPDATE SET path = excluded.path
+WHERE checkpoints.path IS NULL
+   OR (checkpoints.source = 'trainer_state' AND NOT {own})  -- a copy's path (last-checkpoint/): the folder's first
 RETURNING job_id
-"""
+""".format(own=trainer_state.OWN_FOLDER.format(path="checkpoints.path", step="checkpoints.step"))
 
 
 class CheckpointFolderFormat:

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from runlytics.ingest import ledger, progress, sql, trainer_state
-from runlytics.ingest.discover import TOOL_KINDS, JobFolder
+from runlytics.ingest.discover import CHECKPOINT_DIR, TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
 from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
@@ -270,7 +270,7 @@ def _staged(
 def _checkpoint_rank(path: str, step: int) -> tuple[bool, str]:
     """Which of two folders holding a state of one checkpoint gives its path: the checkpoint-<step>/
     folder first, then the path that sorts last."""
-    match = trainer_state.CHECKPOINT_NAME.search(Path(path).name)
+    match = CHECKPOINT_DIR.match(Path(path).name)  # the whole name: tmp-checkpoint-<step>/ is a copy
     return (match is not None and int(match.group(1)) == step, path)
 
 
