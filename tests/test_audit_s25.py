@@ -290,6 +290,16 @@ def test_a_gpu_with_no_more_readings_than_its_share_keeps_them_all(ingest_engine
     assert chart(lab, 11).resolution == "minute"  # a share under 12: minutes (one bucket here)
 
 
+def test_a_gpu_under_its_share_keeps_its_readings_beside_one_over_it(ingest_engine: Engine, tmp_path: Path) -> None:
+    few = [gpu_line(T + i, 10 + i, 0, "GPU-a") for i in range(12)]
+    many = [gpu_line(T + i, (i * 37) % 100, 1, "GPU-b") for i in range(200)]
+    answer = chart(gpu_lab(ingest_engine, tmp_path, few + many), 48)  # a share of 24 each
+    assert (answer.resolution, answer.downsampled, answer.extremes_kept) == ("sample", True, True)
+    a = [r["utilization_percent"] for r in answer.readings if r["gpu_uuid"] == "GPU-a"]
+    b = [r for r in answer.readings if r["gpu_uuid"] == "GPU-b"]
+    assert a == [10.0 + i for i in range(12)] and 2 < len(b) <= 24
+
+
 def test_a_gpu_whose_index_changed_is_one_gpu_of_a_chart(ingest_engine: Engine, tmp_path: Path) -> None:
     # 100 samples 6 s apart, index 0 then 3 under one UUID; a spike at sample 30, a dip at 70
     values = [99.0 if i == 30 else 1.0 if i == 70 else 50.0 for i in range(100)]

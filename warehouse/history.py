@@ -293,13 +293,16 @@ ORDER BY gpu_index, host, gpu_key, x
 LIMIT $max_points
 """
 GPU_KEEP_EXTREMES = "UNION SELECT host, gpu_key, unnest(xs) FROM extremes"
-# a GPU's readings that fit its share are all kept (docs/api.md: downsampled false)
-GPU_KEEP_ALL = "UNION SELECT host, gpu_key, x FROM keyed"
+# the readings of a GPU that has no more than its share are all kept (docs/api.md)
+GPU_KEEP_FEW = """
+UNION SELECT host, gpu_key, x FROM keyed
+WHERE (host, gpu_key) IN (SELECT host, gpu_key FROM keyed GROUP BY host, gpu_key HAVING count(*) <= $share)
+"""
 # The series (a GPU of a host: its key, its UUID when known, whatever indexes it had) that share an
-# answer's max_points. With them, how many readings they hold (an answer that returns fewer left
-# some out: ``downsampled``), and the most of one.
+# answer's max_points. With them, how many readings they hold: an answer that returns fewer left
+# some out (``downsampled``).
 GPU_SERIES = """
-SELECT count(*), sum(readings), max(readings) FROM (
+SELECT count(*), sum(readings) FROM (
     SELECT host, gpu_key, count(*) AS readings FROM ({source}) AS source GROUP BY host, gpu_key
 ) AS series
 """
@@ -503,11 +506,11 @@ def gpu_readings_downsampled(
     source = SAMPLES_OF_JOB if sampled else READINGS_OF_JOB
     figures = SAMPLE_FIGURES if sampled else GPU_FIGURES
     params: dict[str, Any] = {"job_id": job_id, "gpu": gpu, "max_points": max_points}
-    series, readings, most = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})
+    series, readings = db.one(con, GPU_SERIES.format(source=source), {"job_id": job_id, "gpu": gpu})
     share = _share(max_points, series)
     # per bucket a minimum and a maximum of each figure: none fits a share under _bucket_share
     buckets = (share - 2) // (_bucket_share(figures) - 2)
-    keep = GPU_KEEP_ALL if (most or 0) <= share else GPU_KEEP_EXTREMES if buckets else ""
+    keep = (GPU_KEEP_EXTREMES if buckets else "") + GPU_KEEP_FEW
     if is_postgres(con):
         extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in figures)
         sql = sql_for(con, GPU_DOWNSAMPLED_PG).format(
@@ -524,7 +527,7 @@ def gpu_readings_downsampled(
             extremes=", ".join(GPU_EXTREME.format(f=f) for f in figures),
             keep_extremes=keep,
         )
-    rows = records(con.execute(sql, {**params, "buckets": max(1, buckets)}))
+    rows = records(con.execute(sql, {**params, "buckets": max(1, buckets), "share": share}))
     if not sampled:
         for row in rows:
             row.pop("host")
