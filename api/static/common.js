@@ -151,6 +151,7 @@ export function pct(value) {
 
 export function duration(seconds) {
   if (seconds === null || seconds === undefined) return DASH;
+  if (Math.abs(seconds) < 59.5) return `${num(seconds, 0)} s`; // 0.3 s is never "0 s"
   const s = Math.round(seconds);
   if (s < 60) return `${s} s`;
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
@@ -182,6 +183,11 @@ export function statusBadge(status) {
  * unreachableJobId. */
 export function apiJobPath(jobId) {
   return `/api/training/${encodeURIComponent(jobId)}`;
+}
+
+/** A job's record: under /jobs/, which no other answer's path can be (an id `x/steps` or `insights`). */
+export function apiJobRecordPath(jobId) {
+  return `/api/training/jobs/${encodeURIComponent(jobId)}`;
 }
 
 /** Whether a job's answers are out of a browser's reach: its id is `.` or `..` (apiJobPath). */
@@ -601,6 +607,8 @@ export function flatten(config, prefix = "", out = {}) {
     if (prefix) out[prefix] = config;
     return out;
   }
-  for (const [key, value] of Object.entries(config)) flatten(value, prefix ? `${prefix}.${key}` : key, out);
+  const entries = Object.entries(config);
+  if (!entries.length && prefix) out[prefix] = config; // an empty object is a value: {} differs from a missing key
+  for (const [key, value] of entries) flatten(value, prefix ? `${prefix}.${key}` : key, out);
   return out;
 }

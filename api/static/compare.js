@@ -2,7 +2,7 @@
 // configs that differ, and their curves overlaid: any metric (loss by default), throughput and
 // GPU use. The URL (/compare?job_ids=a,b&metric=grad_norm&smooth=0.6&x=time) holds the choice,
 // so it can be shared; job_ids reads as the API reads it (an id holding a comma in double quotes).
-import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError, compareHref, listField, parseJobIds, apiJobPath, unreachableJobId } from "./common.js";
+import { api, chartControls, el, main, showError, ready, markNav, num, pct, duration, jobLink, lineChart, flatten, epochSeconds, PALETTE, ApiError, compareHref, listField, parseJobIds, apiJobPath, apiJobRecordPath, unreachableJobId } from "./common.js";
 
 const MAX = 10;
 const POINTS = 500; // per job
@@ -32,6 +32,12 @@ const colour = (id) => PALETTE[ids.indexOf(id) % PALETTE.length];
 /** One job's answer at `suffix` of its path; `empty` for the jobs `.` and `..`, whose path no
  * browser sends as written (common.js, apiJobPath): their rows stay in the table, without curves. */
 const jobApi = (id, suffix, query, empty) => (unreachableJobId(id) ? Promise.resolve(empty) : api(`${apiJobPath(id)}${suffix}`, query));
+// A job's record (its config) and its start as analytics.md defines it (started_at, else its first
+// row's time less that row's seconds): each job's clock on the elapsed-time axis starts there.
+const record = (id) => (unreachableJobId(id)
+  ? Promise.resolve({ job_id: id, config: null, start_time: null })
+  : Promise.all([api(apiJobRecordPath(id)), api(`${apiJobPath(id)}/analytics`)])
+    .then(([job, analytics]) => ({ ...job, start_time: analytics.duration.start_time })));
 
 function setIds(next) {
   location.assign(compareHref(next));
@@ -248,7 +254,7 @@ async function load() {
   const stepMetric = STEP_METRICS.includes(state.metric);
   const lists = () => Promise.all(ids.map((id) => jobApi(id, "/metrics", undefined, null).catch(() => null))).then(addMetrics);
   const perJob = () => Promise.all([
-    Promise.all(ids.map((id) => jobApi(id, "", undefined, { job_id: id, config: null, started_at: null }))),
+    Promise.all(ids.map(record)),
     gpuHistories(),
     stepHistories([...new Set(["loss", "samples_per_second", ...(stepMetric ? [state.metric] : [])])]),
     stepMetric ? null : lists(),
@@ -284,7 +290,7 @@ async function load() {
     throw error;
   }
   if (!state.metrics.includes(state.metric)) state.metric = "loss";
-  for (const r of records) state.t0.set(r.job_id, epochSeconds(r.started_at));
+  for (const r of records) state.t0.set(r.job_id, epochSeconds(r.start_time));
   const holders = {
     metric: el("div", { class: "chart", dataset: { chart: "compare-metric" } }),
     speed: el("div", { class: "chart", dataset: { chart: "compare-throughput" } }),

@@ -332,7 +332,7 @@ function gpuCharts(page, holder) {
   const byGpu = new Map();
   for (const r of page.readings) {
     // a GPU is its UUID when known: two containers' GPUs may share an index on one host
-    const uuid = page.source === "gpu_samples" ? r.gpu_uuid || null : null;
+    const uuid = page.source === "step_readings" ? null : r.gpu_uuid || null;
     const key = gpuName(r.host, r.gpu_index, uuid);
     if (!byGpu.has(key)) byGpu.set(key, { rows: [], host: r.host || null, index: r.gpu_index, uuid });
     byGpu.get(key).rows.push(r);
@@ -341,7 +341,8 @@ function gpuCharts(page, holder) {
     ["utilization_percent", "Utilization (%)"], ["memory_used_mb", "Memory used (MiB)"],
     ["temperature_c", "Temperature (°C)"], ["power_w", "Power (W)"],
   ];
-  const source = page.source === "gpu_samples" ? "from GPU samples" : "logged with the steps";
+  const source = page.source === "step_readings" ? "logged with the steps"
+    : page.source === "gpu_minutes" ? "from GPU samples (their per-minute rollups: retention dropped some raw samples)" : "from GPU samples";
   // at minute resolution a reading is a bucket of minutes: its mean, and thin lines for its extremes
   const banded = page.resolution === "minute";
   const bucket = banded ? ` Each point is the mean over ${shortDuration(page.bucket_seconds)}; thin dotted lines: the lowest and highest sample.` : "";
@@ -502,8 +503,8 @@ markNav("");
 load().then(ready).catch((error) => { showError(error); ready(); });
 // A running job refreshes itself (keeping the zoom the reader chose).
 every(async () => {
-  const [analytics, insights] = await Promise.all([
-    api(`${jobPath}/analytics`), api(`${jobPath}/insights`).catch(() => null),
+  const [analytics, insights, gpus] = await Promise.all([
+    api(`${jobPath}/analytics`), api(`${jobPath}/insights`).catch(() => null), api(`${jobPath}/gpus`, { max_points: GPU_POINTS }),
   ]);
   state.analytics = analytics;
   state.status = analytics.status;
@@ -512,5 +513,19 @@ every(async () => {
     document.getElementById("insights").replaceWith(insightList(insights));
   }
   document.querySelector(".cards").replaceWith(cards(analytics));
+  const shown = document.querySelector(".warnings");
+  const fresh = warnings(analytics.warnings);
+  if (shown) shown.replaceWith(...(fresh ? [fresh] : []));
+  else if (fresh) document.querySelector(".cards").after(fresh);
   await zoom(state.zoom);
+  // What the page can chart grew (a first timestamp, throughput, GPU reading): drawn again as a
+  // fresh load draws it (the zoom goes); each only turns on, so this happens once at most each.
+  const gained = (!state.hasTime && state.rows.some((r) => r.ts)) || (!state.speedKnown && hasSpeed(state.rows))
+    || (!state.gpus.readings.length && gpus.readings.length > 0);
+  if (gained) {
+    await load();
+    return;
+  }
+  state.gpus = gpus;
+  gpuCharts(gpus, state.holders.gpu);
 }, () => state.status === "running");
