@@ -327,11 +327,9 @@ def _listed(url: str) -> list[str]:
 
 
 def _asked_records(tab: Page) -> set[str]:
-    """The job ids whose records the page asked for (GET /api/training/<id>)."""
+    """The job ids whose records the page asked for (GET /api/training/jobs/<id>)."""
     paths = [urlparse(url).path for url in tab.requests]
-    return {
-        unquote(p.removeprefix("/api/training/")) for p in paths if p.startswith("/api/training/") and p.count("/") == 3
-    }
+    return {unquote(p.removeprefix("/api/training/jobs/")) for p in paths if p.startswith("/api/training/jobs/")}
 
 
 @DEEP_ONLY  # a regression of one quoting (7 s of its own site); the compare links' every-run test: the picker's

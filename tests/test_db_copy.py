@@ -45,6 +45,9 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"ts": hot + t, "host": "node-hot", "job_id": "gen-00", "gpu_index": 0, "utilization_percent": 40.0 + t}
         for t in range(5)
     ]
+    # a sample of a day retention prunes (the default 30 days): gpu_pruned_days has a row to copy
+    old = {"ts": 1735732800, "host": "node-old", "job_id": "gen-01", "gpu_index": 0, "utilization_percent": 7.0}
+    spooled.append(old)
     (lab.root.parent / "spool").mkdir()
     (lab.root.parent / "spool" / "a.jsonl").write_text("".join(json.dumps(s) + "\n" for s in spooled))
     shutil.copytree(REALDATA / "hf_trainer_state", lab.root / "hf")
