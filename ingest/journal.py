@@ -15,6 +15,9 @@ from runlytics.warehouse import sidefiles
 if TYPE_CHECKING:
     import duckdb
 
+# The runs still 'running' when a run starts (it holds the ingest lock): killed (kill -9, a power
+# cut) before they ended; their rows say so instead of 'running' for ever (audit 25)
+INTERRUPTED = "UPDATE ingest_runs SET outcome = 'interrupted' WHERE outcome = 'running'"
 START = """
 INSERT INTO ingest_runs (run_id, started_at, outcome, host, pid)
 VALUES ($run_id, now()::TIMESTAMP, 'running', $host, $pid)
@@ -30,8 +33,10 @@ WHERE run_id = $run_id
 
 
 def start(con: duckdb.DuckDBPyConnection) -> int:
-    """Record a run as started (committed at once, so a killed run leaves its trace)."""
+    """Record a run as started (committed at once, so a killed run leaves its trace), and the runs
+    killed before they ended as 'interrupted'."""
     run_id = time.time_ns()
+    con.execute(INTERRUPTED)
     con.execute(START, {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid()})
     return run_id
 

@@ -25,6 +25,9 @@
    a phantom job of the folder's name, collecting the real job's checkpoint folders.
 9. A checkpoint's path depended on the order of reads when a state's copy (last-checkpoint/, a
    tmp-checkpoint-<step>/ the trainer renamed) was read in an earlier run than its checkpoint-<step>/.
+10. After an ingest killed between its facts and its refresh, `insights set` (or `db upgrade`)
+    published the killed run's facts beside stale analytics, and the next ingest, finding no
+    marker, did not publish its refresh; a killed run's row stayed `running` for good.
 """
 
 from __future__ import annotations
@@ -45,9 +48,10 @@ from test_sampler_nvml import Rig, messages
 
 from runlytics.api import metrics
 from runlytics.api.app import TOKEN_ENV, create_app
+from runlytics.cli import main as cli_main
 from runlytics.sampler import devices
 from runlytics.sampler.nvml import Nvml
-from runlytics.warehouse import history
+from runlytics.warehouse import db, history, snapshots
 
 READING_CALLS = (
     "nvmlDeviceGetMemoryInfo_v2",
@@ -363,3 +367,28 @@ def test_a_checkpoints_folder_read_after_a_copy_gives_its_path(lab: Lab, copy: s
         (folder / "checkpoint-30").mkdir()
     lab.ingest()
     assert lab.query("SELECT step, path FROM checkpoints WHERE step = 30") == [(30, str(folder / "checkpoint-30"))]
+
+
+# --- 10. a killed run's facts are published with their refresh, and its row says it was cut short
+
+
+def test_a_writer_after_a_killed_ingest_leaves_publishing_to_the_ingest_that_completes_it(lab: Lab) -> None:
+    rows = [{"step": s, "loss": 1.0, "iteration_time": 1.0} for s in (1, 2)]
+    lab.write_job("j", {"job_id": "j", "status": "running", "history": rows})
+    lab.ingest()
+    # what a run killed after its merge and before its refresh leaves: a new step, its job queued
+    with db.connection(lab.db) as con:
+        con.execute("INSERT INTO steps (job_id, step, loss) VALUES ('j', 3, 0.5)")
+        con.execute("INSERT INTO refresh_queue VALUES ('j')")
+        con.execute("INSERT INTO ingest_runs (run_id, started_at, outcome) VALUES (1, now()::TIMESTAMP, 'running')")
+    snapshots.mark_unpublished(lab.db)
+    seen = "SELECT (SELECT count(*) FROM steps), (SELECT total_iterations FROM job_results)"
+    assert cli_main(["insights", "set", "loss_spike.mad_factor", "8", "--db", str(lab.db)]) == 0
+    with snapshots.connect_latest(lab.db) as con:
+        assert con.execute(seen).fetchone() == (2, 2)  # the snapshot before the killed run, still
+    lab.ingest()  # completes the killed run's refresh, and publishes
+    with snapshots.connect_latest(lab.db) as con:
+        assert con.execute(seen).fetchone() == (3, 3)
+        value = con.execute("SELECT value FROM insight_settings WHERE name = 'loss_spike.mad_factor'").fetchone()
+        assert value == (8.0,)
+        assert con.execute("SELECT outcome FROM ingest_runs WHERE run_id = 1").fetchone() == ("interrupted",)

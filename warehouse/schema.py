@@ -275,7 +275,7 @@ gpu_pruned_days = Table(
 )
 
 # One row per ingest run (revision 0005): written when the run starts ('running') and completed
-# when it ends; a run killed on the way stays 'running' (shown as interrupted once its lock is free).
+# when it ends; a run killed on the way stays 'running' until the next run marks it 'interrupted'.
 ingest_runs = Table(
     "ingest_runs",
     metadata,

@@ -231,7 +231,24 @@ def published_write(
         # checked, and about to commit: a kill between the commit and the copy, the next run publishes
         mark_unpublished(db_path)
         yield
-        publish(db_path)
+        # jobs still queued for their derived rows: an ingest run was killed after committing facts
+        # and before its refresh. Publishing now would show those facts beside stale results (a
+        # job's steps without its analytics): the marker stays, and the next ingest, which
+        # refreshes the queue, publishes (audit 25)
+        if not _refresh_pending(db_path):
+            publish(db_path)
+
+
+def _refresh_pending(db_path: Path) -> bool:
+    """Whether the warehouse has jobs queued for a refresh of their derived rows (``refresh_queue``)."""
+    import duckdb
+
+    with db.connection(db_path) as con:
+        try:
+            row = con.execute("SELECT count(*) FROM refresh_queue").fetchone()
+        except duckdb.CatalogException:  # a revision before the queue (an upgrade stopped early)
+            return False
+    return bool(row and row[0])
 
 
 def connect_latest(db_path: Path, wait: float = db.DEFAULT_WAIT_SECONDS) -> duckdb.DuckDBPyConnection:
