@@ -45,6 +45,7 @@ from fastapi.testclient import TestClient
 from file_times import write
 from test_sampler import run_cli
 from test_sampler_nvml import Rig, messages
+from test_sampler_s18 import READING_CALLS
 
 from runlytics.api import metrics
 from runlytics.api.app import TOKEN_ENV, create_app
@@ -52,19 +53,6 @@ from runlytics.cli import main as cli_main
 from runlytics.sampler import devices
 from runlytics.sampler.nvml import Nvml
 from runlytics.warehouse import db, history, snapshots
-
-READING_CALLS = (
-    "nvmlDeviceGetMemoryInfo_v2",
-    "nvmlDeviceGetMemoryInfo",
-    "nvmlDeviceGetUtilizationRates",
-    "nvmlDeviceGetTemperatureV",
-    "nvmlDeviceGetTemperature",
-    "nvmlDeviceGetPowerUsage",
-    "nvmlDeviceGetClockInfo",
-    "nvmlDeviceGetCurrentClocksEventReasons",
-    "nvmlDeviceGetCurrentClocksThrottleReasons",
-)
-
 
 # --- 1. a reading of no answer is skipped, whatever the errors --------------------------------
 

@@ -11,30 +11,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from test_dashboard_s17 import _card, _chart, browser, tab  # noqa: F401 (fixtures)
+from test_dashboard_s17 import _card, _chart, _iso, _write, browser, tab  # noqa: F401 (fixtures)
 
 from runlytics.ingest.pipeline import ingest
 from tests.browser import Page, serve
 
 T0 = 1_767_236_400  # 2026-01-01T03:00:00Z
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _write(root: Path, folder: str, doc: dict[str, Any]) -> None:
-    path = root / folder / "progress.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc))
 
 
 def _rows(timed: bool, n: int = 10) -> list[dict[str, Any]]:
