@@ -277,7 +277,7 @@ GPU_FIGURES = ("utilization_percent", "memory_used_mb", "temperature_c", "power_
 SAMPLE_FIGURES = (*GPU_FIGURES, "sm_clock_mhz")
 GPU_DOWNSAMPLED = """
 WITH keyed AS (SELECT *, {x} AS x FROM ({source})),
-span AS (SELECT host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY host, gpu_key),
+span AS (SELECT host, gpu_key, min(x) AS lo, max(x) AS hi, count(*) AS readings FROM keyed GROUP BY host, gpu_key),
 rows AS MATERIALIZED (
     SELECT k.*, least(CAST(floor((k.x - s.lo) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT), $buckets - 1) AS bucket
     FROM keyed k JOIN span s USING (host, gpu_key)
@@ -294,10 +294,9 @@ LIMIT $max_points
 """
 GPU_KEEP_EXTREMES = "UNION SELECT host, gpu_key, unnest(xs) FROM extremes"
 # the readings of a GPU that has no more than its share are all kept (docs/api.md)
-GPU_KEEP_FEW = """
-UNION SELECT host, gpu_key, x FROM keyed
-WHERE (host, gpu_key) IN (SELECT host, gpu_key FROM keyed GROUP BY host, gpu_key HAVING count(*) <= $share)
-"""
+GPU_KEEP_FEW = (
+    "UNION SELECT r.host, r.gpu_key, r.x FROM rows r JOIN span s USING (host, gpu_key) WHERE s.readings <= $share"
+)
 # The series (a GPU of a host: its key, its UUID when known, whatever indexes it had) that share an
 # answer's max_points. With them, how many readings they hold: an answer that returns fewer left
 # some out (``downsampled``).
@@ -328,7 +327,7 @@ WHERE g.job_id = $job_id AND ($gpu IS NULL OR g.gpu_index = $gpu)
 # an integer division. {columns}: the source's, but gpu_key.
 GPU_DOWNSAMPLED_PG = """
 WITH keyed AS (SELECT source.*, {x} AS x FROM ({source}) AS source),
-span AS (SELECT host, gpu_key, min(x) AS lo, max(x) AS hi FROM keyed GROUP BY host, gpu_key),
+span AS (SELECT host, gpu_key, min(x) AS lo, max(x) AS hi, count(*) AS readings FROM keyed GROUP BY host, gpu_key),
 rows AS MATERIALIZED (
     SELECT k.*, least(CAST(floor(CAST(k.x - s.lo AS DOUBLE PRECISION) / nullif(s.hi - s.lo, 0) * $buckets) AS BIGINT),
                       $buckets - 1) AS bucket
@@ -510,7 +509,7 @@ def gpu_readings_downsampled(
     share = _share(max_points, series)
     # per bucket a minimum and a maximum of each figure: none fits a share under _bucket_share
     buckets = (share - 2) // (_bucket_share(figures) - 2)
-    keep = (GPU_KEEP_EXTREMES if buckets else "") + GPU_KEEP_FEW
+    keep = f"{GPU_KEEP_EXTREMES if buckets else ''}\n{GPU_KEEP_FEW}"
     if is_postgres(con):
         extremes = ", ".join(GPU_EXTREME_TEMPLATE.format(f=f) for f in figures)
         sql = sql_for(con, GPU_DOWNSAMPLED_PG).format(

@@ -30,7 +30,7 @@ from typing import Any
 import duckdb
 import psycopg
 
-from . import db, pg_copy, pg_samples, postgres, retention, telemetry_outbox
+from . import db, pg_copy, pg_samples, postgres, results, retention, telemetry_outbox
 
 # pg_advisory_xact_lock's key ('rgpu'): one telemetry publish at a time on a database, so two
 # ingesters' replacements of a job's utilization minutes never interleave
@@ -84,8 +84,6 @@ DONE = f"""
 DELETE FROM {OUTBOX} o USING pg_publish_owed p
 WHERE o.job_id = p.job_id AND o.host = p.host AND o.gpu_key = p.gpu_key AND o.lo = p.lo AND o.hi = p.hi
 """
-# the stage's derived rows must be current: a run killed before its refresh leaves jobs queued
-QUEUED = "SELECT count(*) FROM refresh_queue"
 
 # per published table: the stage's rows of the ranges of one time span (the ranges bound as
 # lists: the copy reads on a cursor of its own, which sees no temporary table), and the delete
@@ -188,7 +186,7 @@ STAGE_PRUNED_DAYS = f"""
 SELECT host, day, pruned_at FROM {retention.PRUNED_DAYS}
 WHERE day >= CAST($span_lo AS DATE) AND day <= CAST($span_hi AS DATE)
 """
-RECORD_PRUNED = f"INSERT INTO {retention.PRUNED_DAYS} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
+SEND_PRUNED_DAY = f"INSERT INTO {retention.PRUNED_DAYS} VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"
 
 
 @dataclass
@@ -232,7 +230,7 @@ def publish(
     slow_vs_peers carry (``Published.peer_models``: the caller recomputes those models)."""
     began = time.monotonic()
     prepare(stage)
-    row = stage.execute(QUEUED).fetchone()
+    row = stage.execute(results.PENDING).fetchone()  # a run killed before its refresh leaves jobs queued
     if row and row[0]:
         raise db.WarehouseError(
             f"the stage has {row[0]} job(s) awaiting a refresh of their derived rows: ingest into it "
@@ -305,7 +303,8 @@ def _publish(
                 params = {**bounds, **(jobs if table == "utilization_minutes" else gpus)}
                 copied[table] += _copy(stage, raw, table, select, params)
             pruned = stage.execute(STAGE_PRUNED_DAYS, bounds).fetchall()
-            raw.cursor().executemany(RECORD_PRUNED, [(_nul_free(host), day, at) for host, day, at in pruned])
+            if pruned:
+                raw.cursor().executemany(SEND_PRUNED_DAY, [(_nul_free(host), day, at) for host, day, at in pruned])
         result.minutes = copied["gpu_minutes"]
         result.utilization = copied["utilization_minutes"]
         every = _listed(ranges[GPU_RANGES], GPU_NAMES)

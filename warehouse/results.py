@@ -68,6 +68,7 @@ UTILIZATION_INSERT_JOBS = "INSERT INTO utilization_minutes " + ROLLUP_UTILIZATIO
 ENQUEUE = "INSERT INTO refresh_queue SELECT DISTINCT unnest($job_ids) ON CONFLICT DO NOTHING"
 ENQUEUE_BATCH = "INSERT INTO refresh_queue SELECT DISTINCT job_id FROM batch_jobs ON CONFLICT DO NOTHING"
 QUEUED = "SELECT job_id FROM refresh_queue ORDER BY job_id"
+PENDING = "SELECT count(*) FROM refresh_queue"  # jobs whose derived rows a run still owes
 DEQUEUE = "DELETE FROM refresh_queue WHERE job_id IN (SELECT unnest($job_ids))"
 
 

@@ -243,9 +243,11 @@ def _refresh_pending(db_path: Path) -> bool:
     """Whether the warehouse has jobs queued for a refresh of their derived rows (``refresh_queue``)."""
     import duckdb
 
+    from .results import PENDING  # here: readers import this module, and need none of results'
+
     with db.connection(db_path) as con:
         try:
-            row = con.execute("SELECT count(*) FROM refresh_queue").fetchone()
+            row = con.execute(PENDING).fetchone()
         except duckdb.CatalogException:  # a revision before the queue (an upgrade stopped early)
             return False
     return bool(row and row[0])
