@@ -50,6 +50,9 @@ LLAMAFACTORY_LOG = "trainer_log.jsonl"
 MLFLOW_META = "meta.yaml"
 MLFLOW_RUN_FOLDERS = ("metrics", "params", "tags")
 HF_RUNS = "runs"  # a Hugging Face output folder's TensorBoard logging_dir: runs/<date>_<host>/
+# torch's SummaryWriter.add_hparams writes its record into <logdir>/<time.time()>/ (a Hugging Face
+# Trainer's TensorBoard callback does at its start): hparams, and the metrics it is given, no curve
+HPARAMS_RUN = re.compile(r"\d+\.\d+", re.ASCII)
 
 
 @dataclass
@@ -192,7 +195,7 @@ def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
             _attach_tool_logs(job, dirnames, filenames)
             if job.progress is None and not job.checkpoints and TRAINER_STATE not in filenames:
                 copies = {state.parent.name for state in job.trainer_states}
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in copies)
+                dirnames[:] = [d for d in _searched(dirnames, filenames) if d not in copies]
                 run = _tool_run(here, dirnames, filenames)
                 if run is not None:
                     _name_run(run, here, root)
@@ -205,7 +208,7 @@ def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
             blocked.update(_above(here, waiting))
             dirnames[:] = []
             continue
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = _searched(dirnames, filenames)
         run = _tool_run(here, dirnames, filenames)
         if run is not None and here not in found:
             _name_run(run, here, root)
@@ -227,6 +230,13 @@ def _walk(top: Path, root: Path, found: dict[Path, JobFolder]) -> None:
         for below in runs_below.get(job.path, []):  # a job folder is not searched further down
             found.pop(below, None)
         blocked.update(_above(job.path, waiting))
+
+
+def _searched(dirnames: list[str], filenames: list[str]) -> list[str]:
+    """The subfolders the walk goes into: not hidden ones, nor a TensorBoard run's add_hparams
+    folder (``HPARAMS_RUN``; a job of its own, with no rows, before session 26)."""
+    events = any(is_event_file(name) for name in filenames)
+    return sorted(d for d in dirnames if not d.startswith(".") and not (events and HPARAMS_RUN.fullmatch(d)))
 
 
 def _above(path: Path, folders: set[Path]) -> list[Path]:

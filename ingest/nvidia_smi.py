@@ -71,6 +71,10 @@ UNITS = {
 MISSING = {"", "n/a", "[n/a]", "not supported", "[not supported]"}
 
 SMI_TIME_FORMATS = ("%Y/%m/%d %H:%M:%S.%f", "%Y/%m/%d %H:%M:%S")
+ISO_DATE_AND_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", re.ASCII)
+# How far back a GPU's next line may go and still be read as written out of order, not a restart
+# after the clocks went back (docs/ingest.md, "The hour the clocks go back")
+OUT_OF_ORDER = timedelta(minutes=5)
 NUMBER = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-zA-Z%]*)", re.ASCII)
 # at most 9 digits: a GPU index is stored as a 32-bit INTEGER
 GPU_INDEX = re.compile(r"\d{1,9}", re.ASCII)
@@ -324,9 +328,12 @@ def _read_time(text: str) -> datetime:
         except ValueError:
             pass
     try:
-        return datetime.fromisoformat(text)
+        # (fromisoformat alone would take a date, an hour or a week date, which the spool refuses)
+        if ISO_DATE_AND_TIME.match(text):
+            return datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"timestamp {_show(text)} is not a time") from None
+        pass
+    raise ValueError(f"timestamp {_show(text)} is not a time")
 
 
 def _instants(moment: datetime, zone: ZoneInfo) -> tuple[datetime, ...]:
@@ -403,8 +410,11 @@ def _nearest(
     if anchor is None:
         return min(line.instants, key=lambda moment: abs(moment - neighbour))
     step = sign * steps.get(gpu, steps[None])
+    # A log is written in time order: of the two, one that would put the GPU's series back by more
+    # than a few minutes is a logger restarted after the clocks went back, not a line out of order
+    onward = [moment for moment in line.instants if sign * (moment - anchor) >= -OUT_OF_ORDER] or line.instants
     # (the distance to anchor + step, computed so that no datetime passes year 9999)
-    return min(line.instants, key=lambda moment: abs(moment - anchor - step))
+    return min(onward, key=lambda moment: abs(moment - anchor - step))
 
 
 def _usual_steps(lines: list[_Line]) -> dict[tuple[object, object] | None, timedelta]:

@@ -75,6 +75,10 @@ class MlflowParser(ToolLogParser):
             reason = cut_short(data)
             if reason is not None:
                 raise NotYet(f"{reason}: taken for a file being rewritten, read again next run")
+        name = _name_under(c.job.path / METRICS, c.path)
+        if name is not None and len(data) == c.stat.size - offset + 1:
+            # a settled file's last line without its newline, given one to be read (ToolLogParser.reads_lines)
+            return parse_metric(data, name, offset, lines + 1, cut_last=True)
         return self.parse(c.job, c.path, data, offset, lines)
 
     def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
@@ -153,11 +157,13 @@ def _name_under(folder: Path, path: Path) -> str | None:
         return None
 
 
-def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1) -> Chunk:
+def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1, cut_last: bool = False) -> Chunk:
     """The complete lines of metric file ``name``'s ``data``, read from the file at ``offset``.
 
     A line is ``<timestamp ms> <value> <step>``; stores from before MLflow 1.0 wrote no step
-    (step 0, as MLflow reads them).
+    (step 0, as MLflow reads them). ``cut_last``: the last line had no newline in the file (settled):
+    without its step it is a line cut short (MLflow writes each line whole, newline and all), not
+    an old store's step 0.
     """
     lines, consumed = complete_lines(data, offset)
     chunk = Chunk(consumed=consumed, lines=len(lines))
@@ -166,6 +172,10 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1) -
     for number_, (position, line) in enumerate(lines, start=first_line):
         fields = line.split()
         if not fields:
+            continue
+        if cut_last and len(fields) < 3 and number_ == first_line + len(lines) - 1:
+            shown = line[:60].decode("utf-8", errors="replace")
+            chunk.warnings.append(f"line {number_}: {shown!r} has no step nor newline: a line cut short, skipped")
             continue
         try:  # MLflow writes `<int> <float repr> <int>`: the common case without the checks below
             ms, value, step = int(fields[0]), float(fields[1]), int(fields[2])

@@ -34,10 +34,11 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, types_pb2
 
+from runlytics.ingest import ledger
 from runlytics.ingest.discover import LIGHTNING_HPARAMS, TENSORBOARD, JobFolder
 
 from . import lightning_csv
-from .base import DEFAULT_MAX_FILE_MB, examine
+from .base import DEFAULT_MAX_FILE_MB, Candidate, examine
 from .text_logs import MAX_STEP, Chunk, Events, RunInfo, utc_from_wall
 from .tool_log import ToolLogParser
 
@@ -72,6 +73,17 @@ class TensorBoardParser(ToolLogParser):
 
     def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
         return parse(data, offset)
+
+    def read(self, c: Candidate, data: bytes, offset: int, lines: int, seen: int) -> Chunk:
+        """A record cut mid-write waits for the writer; in a file that has settled it is said (a
+        writer stopped mid-write), once: the next run finds the file unchanged."""
+        chunk = self.parse(c.job, c.path, data, offset, lines)
+        if chunk.consumed < len(data) and ledger.settled(c.stat):
+            chunk.warnings.append(
+                f"offset {offset + chunk.consumed}: the last record is cut short ({len(data) - chunk.consumed} bytes)"
+                " and the file has settled: not read (read on if the file grows)"
+            )
+        return chunk
 
     def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
         """A Lightning TensorBoardLogger's ``hparams.yaml`` beside the event files is the run's config."""

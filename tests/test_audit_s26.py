@@ -1,0 +1,198 @@
+"""Audit 26: what independent readers of the contracts found.
+
+1. nvidia-smi CSV: a logger restarted after the clocks went back (its first run up to 01:39:50
+   EDT, the second from 01:20:00 EST, 40 minutes later) had the second run's repeated-hour lines
+   read on their EDT instants: 120 of its samples stored over the first run's, an hour left empty
+   (480 samples of 600, the mean utilization 46.25 for 55).
+2. nvidia-smi CSV: a timestamp that is a date alone, an hour without minutes or an ISO week date
+   was read as a time (midnight, 10:00); the spool refuses those forms.
+3. TensorBoard: torch's add_hparams, which a Hugging Face Trainer calls at its start, writes into
+   <logdir>/<time.time()>/: that folder was a job of its own (no rows, status unknown), and a
+   warehouse ingested on a schedule kept it after the output folder became the job.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Lab
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from test_tool_logs import header, records, scalar_event
+
+from runlytics.ingest import nvidia_smi
+
+NEW_YORK = "America/New_York"
+HEADER = "timestamp, index, utilization.gpu [%]"
+
+
+def smi(*lines: str) -> bytes:
+    return "".join(line + "\n" for line in (HEADER, *lines)).encode()
+
+
+def wall(first: datetime, count: int, step_s: int, value: int) -> list[str]:
+    return [f"{first + timedelta(seconds=i * step_s):%Y/%m/%d %H:%M:%S}.000, 0, {value}" for i in range(count)]
+
+
+# --- 1. a logger restarted in the repeated hour ------------------------------------------------
+
+
+def test_a_logger_restarted_after_the_clocks_went_back_reads_its_second_pass() -> None:
+    """New York, 2026-11-01: the first run logs 00:50:00-01:39:50 EDT every 10 s, the logger restarts
+    (its header again) at 01:20:00 EST and logs to 02:09:50: 600 samples at 600 instants, the
+    first run's 04:50:00Z-05:39:50Z, the second's 06:20:00Z-07:09:50Z."""
+    first = wall(datetime(2026, 11, 1, 0, 50), 300, 10, 90)
+    second = wall(datetime(2026, 11, 1, 1, 20), 300, 10, 20)
+    parsed = nvidia_smi.parse(smi(*first, HEADER, *second), timezone=NEW_YORK)
+    by_value: dict[object, list[datetime]] = {}
+    for row in parsed.rows:
+        by_value.setdefault(row["utilization_percent"], []).append(row["ts"])  # type: ignore[arg-type]
+    assert parsed.warnings == []
+    assert len(parsed.rows) == 600 and len({row["ts"] for row in parsed.rows}) == 600
+    spans = {value: (min(times), max(times)) for value, times in by_value.items()}
+    assert spans == {
+        90.0: (datetime(2026, 11, 1, 4, 50), datetime(2026, 11, 1, 5, 39, 50)),
+        20.0: (datetime(2026, 11, 1, 6, 20), datetime(2026, 11, 1, 7, 9, 50)),
+    }
+
+
+def test_a_first_run_inside_the_repeated_hour_then_a_restart_reads_the_second_pass() -> None:
+    """A log all in the repeated hour is read as its first pass (with a warning); a restart whose
+    clock is 10 minutes behind the last line is the second pass, not the first again."""
+    first = wall(datetime(2026, 11, 1, 1, 10), 4, 60, 90)  # 01:10-01:13
+    second = wall(datetime(2026, 11, 1, 1, 3), 3, 60, 20)  # 01:03-01:05, then 02:00 (EST)
+    parsed = nvidia_smi.parse(smi(*first, HEADER, *second, "2026/11/01 02:00:00.000, 0, 20"), timezone=NEW_YORK)
+    assert [row["ts"] for row in parsed.rows] == [
+        *(datetime(2026, 11, 1, 5, m) for m in (10, 11, 12, 13)),
+        *(datetime(2026, 11, 1, 6, m) for m in (3, 4, 5)),
+        datetime(2026, 11, 1, 7),
+    ]
+
+
+def test_a_line_a_minute_out_of_order_in_the_repeated_hour_stays_in_its_pass() -> None:
+    """What the rule must not change: in a log of a line a minute, 01:57 written after 01:58 EDT is
+    a line written a minute late."""
+    lines = wall(datetime(2026, 11, 1, 0, 50), 70, 60, 1)  # 00:50-01:59
+    lines[67], lines[68] = lines[68], lines[67]
+    parsed = nvidia_smi.parse(smi(*lines), timezone=NEW_YORK)
+    last = [row["ts"] for row in parsed.rows][-4:]
+    assert last == [datetime(2026, 11, 1, 5, m) for m in (56, 58, 57, 59)]
+
+
+# --- 2. what is no time in an nvidia-smi log -----------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["2026-01-10", "2026-W02-6", "2026-01-10T10", "20260110"])
+def test_a_date_an_hour_or_a_week_date_is_no_time(text: str) -> None:
+    parsed = nvidia_smi.parse(smi(f"{text}, 0, 50", "2026/01/10 10:00:00.000, 0, 60"), timezone="UTC")
+    assert [row["ts"] for row in parsed.rows] == [datetime(2026, 1, 10, 10)]
+    assert parsed.warnings == [f"line 2: timestamp {text!r} is not a time; skipped"]
+
+
+@pytest.mark.parametrize(
+    ("text", "instant"),
+    [("2026-01-10T10:00:00+08:00", datetime(2026, 1, 10, 2)), ("2026-01-10 10:00", datetime(2026, 1, 10, 10))],
+)
+def test_an_iso_date_and_time_is_still_a_time(text: str, instant: datetime) -> None:
+    parsed = nvidia_smi.parse(smi(f"{text}, 0, 50"), timezone="UTC")
+    assert ([row["ts"] for row in parsed.rows], parsed.warnings) == ([instant], [])
+
+
+# --- 3. torch's add_hparams folder -------------------------------------------------------------------
+
+
+def hparams_record(wall: float) -> bytes:
+    value = summary_pb2.Summary.Value(tag="_hparams_/experiment")
+    value.metadata.plugin_data.plugin_name = "hparams"
+    value.metadata.plugin_data.content = b"\x08\x01"
+    return records(event_pb2.Event(wall_time=wall, summary=summary_pb2.Summary(value=[value])))
+
+
+def test_the_add_hparams_folder_of_a_trainers_run_is_no_job(lab: Lab, tmp_path: Path) -> None:
+    run = lab.root / "out" / "runs" / "Nov14_22-13-20_host"
+    (run / "1700000001.2345678").mkdir(parents=True)
+    (run / "events.out.tfevents.1700000000.host.1.0").write_bytes(
+        header() + records(scalar_event("train/loss", 10, 2.0), scalar_event("train/loss", 20, 1.0))
+    )
+    (run / "1700000001.2345678" / "events.out.tfevents.1700000001.host.1.1").write_bytes(
+        header() + hparams_record(1_700_000_001.0)
+    )
+    lab.ingest(lab.root)
+    assert lab.query("SELECT job_id FROM jobs") == [("out/runs/Nov14_22-13-20_host",)]
+    # the first checkpoint: the output folder is the job, as a fresh warehouse reads it
+    (lab.root / "out" / "checkpoint-20").mkdir()
+    (lab.root / "out" / "checkpoint-20" / "trainer_state.json").write_text(
+        '{"global_step": 20, "max_steps": 40, "log_history": [{"step": 10, "loss": 2.0}, {"step": 20, "loss": 1.0}]}'
+    )
+    lab.ingest(lab.root)
+    (tmp_path / "fresh").mkdir()
+    fresh = Lab(tmp_path / "fresh")
+    fresh.ingest(lab.root)
+    assert lab.query("SELECT job_id FROM jobs") == fresh.query("SELECT job_id FROM jobs") == [("out",)]
+
+
+# --- 4. an MLflow line cut before its step ---------------------------------------------------------------
+
+MLFLOW_RUN_META = "run_id: abc\nexperiment_id: '0'\nlifecycle_stage: active\nstatus: 3\nstart_time: 1700000000000\n"
+
+
+def settle(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        os.utime(path, (1_700_000_100, 1_700_000_100))
+
+
+@pytest.mark.parametrize("reads", [1, 2])
+def test_an_mlflow_line_cut_before_its_step_is_skipped_not_step_0(lab: Lab, reads: int) -> None:
+    experiment = lab.root / "mlruns" / "0"
+    (experiment / "abc" / "metrics").mkdir(parents=True)
+    (experiment / "meta.yaml").write_text("experiment_id: '0'\nname: Default\nlifecycle_stage: active\n")
+    (experiment / "abc" / "meta.yaml").write_text(MLFLOW_RUN_META)
+    loss = experiment / "abc" / "metrics" / "loss"
+    loss.write_text("1700000010000 2.0 10\n1700000020000 1.5 20\n1700000030000 1.2 30\n")
+    if reads == 2:  # the whole lines read first, the cut one appended after
+        settle(lab.root)
+        lab.ingest(lab.root)
+    with loss.open("a") as f:
+        f.write("1700000040000 0.5")
+    settle(lab.root)
+    summary = lab.ingest(lab.root)
+    assert lab.query("SELECT step, loss FROM step_facts ORDER BY step") == [(10, 2.0), (20, 1.5), (30, 1.2)]
+    analytics = lab.analytics("mlruns/0/abc")
+    assert analytics is not None
+    assert (analytics["losses"]["initial_loss"], analytics["losses"]["loss_reduction_percent"]) == (2.0, 40.0)
+    assert [w for w in summary.listed_warnings if "cut short" in w[1]] == [
+        (str(loss), "line 4: '1700000040000 0.5' has no step nor newline: a line cut short, skipped")
+    ]
+
+
+def test_an_old_stores_line_without_a_step_is_still_step_0(lab: Lab) -> None:
+    experiment = lab.root / "mlruns" / "0"
+    (experiment / "abc" / "metrics").mkdir(parents=True)
+    (experiment / "meta.yaml").write_text("experiment_id: '0'\nname: Default\nlifecycle_stage: active\n")
+    (experiment / "abc" / "meta.yaml").write_text(MLFLOW_RUN_META)
+    (experiment / "abc" / "metrics" / "loss").write_text("1700000010000 2.0\n")
+    settle(lab.root)
+    lab.ingest(lab.root)
+    assert lab.query("SELECT step, loss FROM step_facts") == [(0, 2.0)]
+
+
+# --- 5. an event file's last record cut ------------------------------------------------------------------
+
+
+def test_a_settled_event_files_cut_last_record_is_said_once(lab: Lab) -> None:
+    run = lab.root / "run"
+    run.mkdir()
+    events = run / "events.out.tfevents.1700000000.h.1.0"
+    whole = header() + records(*(scalar_event("loss", step, 3.0 - step / 10) for step in (10, 20)))
+    cut = records(scalar_event("loss", 30, 0.0))[:-7]
+    events.write_bytes(whole + cut)
+    settle(lab.root)
+    first = lab.ingest(lab.root)
+    assert lab.query("SELECT step FROM metric_points ORDER BY step") == [(10,), (20,)]
+    assert first.listed_warnings == [
+        (str(events), f"offset {len(whole)}: the last record is cut short ({len(cut)} bytes) and the file has settled:"
+                      " not read (read on if the file grows)")
+    ]  # fmt: skip
+    assert lab.ingest(lab.root).listed_warnings == []
