@@ -114,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .args import check_warehouse_named
+    from .args import check_text_arguments, check_warehouse_named
 
+    check_text_arguments(args)
     check_warehouse_named(args)
     return int(args.run(args))
 

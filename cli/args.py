@@ -112,8 +112,46 @@ def _days(text: str) -> int:
     return _at_most(days, MAX_KEEP_DAYS, "days (100 years; 0 keeps everything)", text)
 
 
+def _path(text: str) -> Path:
+    """A file or folder named on the command line: not blank (``Path("")`` is the current folder,
+    which no one means by an empty word: an unset shell variable), valid UTF-8."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: name a file or folder")
+    if not _utf8(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8: rename it, or name another")
+    return Path(text)
+
+
+def _listen_host(text: str) -> str:
+    """serve --host: not blank (uvicorn listens on every interface for an empty host)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: name an interface (127.0.0.1, 0.0.0.0, ...)")
+    return text
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # the bytes of a non-UTF-8 argument, as Python keeps them (surrogates)
+        return False
+    return True
+
+
+def check_text_arguments(args: argparse.Namespace) -> None:
+    """UserError (exit 2) for an argument that is not valid UTF-8 (a job id, a host, a query, a
+    warehouse): no job, file name or value stored can hold it (they were tracebacks, session 26)."""
+    from .errors import UserError
+
+    for name, value in vars(args).items():
+        if name == "command":  # sample's command to run: its arguments are its own
+            continue
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _utf8(text):
+                raise UserError(f"the {name.replace('_', '-')} argument {text!r} is not valid UTF-8")
+
+
 def _readable_dir(text: str) -> Path:
-    path = Path(text).expanduser()
+    path = _path(text).expanduser()
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"not a folder: {text}")
     return path

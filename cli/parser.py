@@ -17,6 +17,8 @@ from .args import (
     _days,
     _finite_seconds,
     _job_id,
+    _listen_host,
+    _path,
     _port,
     _positive_mib,
     _positive_seconds,
@@ -206,10 +208,10 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
         "runlytics ingest --spool /var/spool/runlytics --keep-raw-days 7 --archive /data/gpu-archive",
         "runlytics ingest --db postgresql://runlytics@db-host/runlytics --spool /var/spool/runlytics /data/runs",
     ])  # fmt: skip
-    cmd.add_argument("roots", nargs="*", type=Path, help="folders holding job folders (or job folders)")
-    cmd.add_argument("--spool", type=Path, action="append", default=[], help="a GPU sampler spool folder")
+    cmd.add_argument("roots", nargs="*", type=_path, help="folders holding job folders (or job folders)")
+    cmd.add_argument("--spool", type=_path, action="append", default=[], help="a GPU sampler spool folder")
     cmd.add_argument(
-        "--nvidia-smi-csv", type=Path, action="append", default=[], metavar="FILE",
+        "--nvidia-smi-csv", type=_path, action="append", default=[], metavar="FILE",
         help="an nvidia-smi --query-gpu CSV log to import (needs --job-id)",
     )  # fmt: skip
     cmd.add_argument("--job-id", help="the job the nvidia-smi logs belong to")
@@ -234,7 +236,7 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
         "the per-minute rollups stay (0: keep everything; default: %(default)s)",
     )  # fmt: skip
     cmd.add_argument(
-        "--archive", type=Path, metavar="DIR",
+        "--archive", type=_path, metavar="DIR",
         help="move the raw GPU samples --keep-raw-days drops to DIR/day=YYYY-MM-DD/host=HOST/*.parquet instead",
     )  # fmt: skip
     cmd.add_argument(
@@ -281,7 +283,9 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "runlytics serve --host 0.0.0.0 --base-url https://runs.example.com   # with $RUNLYTICS_API_TOKEN set",
         "runlytics serve --db postgresql://api@db-primary/runlytics --read-db postgresql://api@db-replica/runlytics",
     ])  # fmt: skip
-    cmd.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    cmd.add_argument(
+        "--host", type=_listen_host, default="127.0.0.1", help="interface to listen on (default: %(default)s)"
+    )
     cmd.add_argument("--port", type=_port, default=8000, help="port, 0 to 65535 (default: %(default)s)")
     cmd.add_argument(
         "--allowed-hosts", action="append", metavar="H,H",
@@ -361,7 +365,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         "runlytics export --format csv --jobs run-41,run-42 --since 2026-01-01 --overwrite /data/export",
         "runlytics export --db postgresql://analyst@db-host/runlytics --jobs run-42 /data/export",
     ])  # fmt: skip
-    cmd.add_argument("out", type=Path, help="folder to write; must not exist or be empty unless --overwrite")
+    cmd.add_argument("out", type=_path, help="folder to write; must not exist or be empty unless --overwrite")
     cmd.add_argument(
         "--format", choices=("parquet", "csv"), default="parquet",
         help="parquet: a folder per table, the fact tables partitioned by job_id (Hive style); csv: one file "
@@ -403,7 +407,7 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     cmd.add_argument(
         "--spool",
-        type=Path,
+        type=_path,
         default=Path(os.environ.get(ENV_SPOOL, "spool")),
         help=f"folder of the spool files (default: ${ENV_SPOOL} or ./spool)",
     )

@@ -58,6 +58,7 @@ def _pg_cursor(target: db.PostgresUrl, timeout: float = pg_reader.DEFAULT_TIMEOU
     con = cast("duckdb.DuckDBPyConnection", pg_reader.Cursor(pg_reader.connect(target, timeout)))
     try:
         revision = migrate.current_revision(con)
+        migrate.check_revision(revision, target)  # a newer runlytics' database: no upgrade helps
         if revision != migrate.HEAD_REVISION:
             raise db.WarehouseError(
                 f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "

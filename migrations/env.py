@@ -12,7 +12,7 @@ from alembic import context
 from alembic.ddl.impl import DefaultImpl
 from sqlalchemy import create_engine
 
-from runlytics.warehouse import db, postgres
+from runlytics.warehouse import db, migrate, postgres
 from runlytics.warehouse.schema import metadata
 
 
@@ -34,6 +34,15 @@ def run_migrations() -> None:
             _run(conn)
             conn.commit()
         return
+    # what `runlytics db upgrade` does first (warehouse.migrate.upgrade_locked): refuse a newer
+    # runlytics' warehouse or another program's database, and name this warehouse's own parts
+    # (a warehouse moved with its parts folder: the chain failed on the old place, or read another's)
+    con = db.connect(target)
+    try:
+        migrate.check_revision(migrate.current_revision(con), target)
+        migrate.relink_parts(con)
+    finally:
+        con.close()
     engine = create_engine(f"duckdb:///{target}")
     try:
         with engine.connect() as conn:

@@ -14,14 +14,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from conftest import Lab
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from test_tool_logs import header, records, scalar_event
 
+from runlytics.cli import main
 from runlytics.ingest import nvidia_smi
 
 NEW_YORK = "America/New_York"
@@ -196,3 +199,163 @@ def test_a_settled_event_files_cut_last_record_is_said_once(lab: Lab) -> None:
                       " not read (read on if the file grows)")
     ]  # fmt: skip
     assert lab.ingest(lab.root).listed_warnings == []
+
+
+# --- 6. another program's DuckDB file -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table", ["sales", "jobs"])
+def test_a_duckdb_file_that_is_no_warehouse_is_refused_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    theirs = tmp_path / "theirs.duckdb"
+    with duckdb.connect(str(theirs)) as con:
+        con.execute(f"CREATE TABLE {table} (x INTEGER)")
+        con.execute(f"INSERT INTO {table} VALUES (42)")
+    before = theirs.read_bytes()
+    (tmp_path / "jobs" / "a").mkdir(parents=True)
+    (tmp_path / "jobs" / "a" / "progress.json").write_text('{"job_id": "a", "status": "running", "history": []}')
+    for command in (
+        ["status"],
+        ["analytics", "a"],
+        ["sql", "SELECT 1"],
+        ["db", "upgrade"],
+        ["ingest", str(tmp_path / "jobs")],
+    ):
+        capsys.readouterr()
+        code = main([*command, "--db", str(theirs)])
+        out, err = capsys.readouterr()
+        assert (code, out) == (3, ""), command
+        assert err == (
+            f"runlytics {' '.join(command[:2] if command[0] == 'db' else command[:1])}: {theirs} is not a runlytics"
+            f" warehouse: it holds 1 table(s) ('{table}') and no runlytics schema revision; name another --db"
+            " (a new file is built)\n"
+        ), command
+    assert theirs.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "theirs.duckdb", "theirs.duckdb.ingest.lock"]
+
+
+# --- 7. alembic by hand on a moved warehouse ------------------------------------------------------------------
+
+
+def test_alembic_by_hand_names_a_moved_warehouses_own_parts(tmp_path: Path) -> None:
+    from alembic.config import main as alembic_main
+
+    from runlytics.ingest.formats.nvidia_smi import CsvImport
+    from runlytics.ingest.pipeline import ingest
+    from runlytics.warehouse import db
+
+    old = tmp_path / "old"
+    (old / "jobs" / "j1").mkdir(parents=True)
+    (old / "jobs" / "j1" / "progress.json").write_text('{"job_id": "j1", "history": [{"step": 1}]}')
+    log = old / "gpu.csv"
+    log.write_text("timestamp, index, utilization.gpu [%]\n2024/01/01 00:00:00.000, 0, 50 %\n")
+    ingest(old / "w.duckdb", [old / "jobs"], csv_imports=[CsvImport(log, "j1")], wait=10)
+    new = tmp_path / "new"
+    shutil.copytree(old, new)  # the old folder still there: its parts would be read
+    repo = Path(__file__).resolve().parent.parent
+    alembic_main(["-c", str(repo / "alembic.ini"), "-x", f"db={new / 'w.duckdb'}", "upgrade", "head"])
+    with db.connection(new / "w.duckdb", read_only=True) as con:
+        views = con.execute("SELECT sql FROM duckdb_views() WHERE view_name IN ('gpu_samples', 'gpu_minutes')")
+        for (sql,) in views.fetchall():
+            assert str(new / "w.duckdb.parts") in sql and str(old) + "/" not in sql
+
+
+# --- 8. an upgrade whose publish is held back ---------------------------------------------------------------------
+
+
+def test_readers_are_refused_an_older_revisions_snapshot_the_upgrade_could_not_replace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from alembic.config import main as alembic_main
+
+    from runlytics.ingest.pipeline import ingest
+    from runlytics.warehouse import snapshots
+
+    jobs, path = tmp_path / "jobs", tmp_path / "w.duckdb"
+    (jobs / "a").mkdir(parents=True)
+    (jobs / "a" / "progress.json").write_text('{"job_id": "a", "status": "running", "history": [{"step": 1}]}')
+    ingest(path, [jobs], wait=10)
+    # an older runlytics' warehouse, its last run killed after queueing a job, before its refresh
+    repo = Path(__file__).resolve().parent.parent
+    alembic_main(["-c", str(repo / "alembic.ini"), "-x", f"db={path}", "downgrade", "0043"])
+    with duckdb.connect(str(path)) as con:
+        con.execute("INSERT INTO refresh_queue VALUES ('a')")
+    snapshots.publish(path)
+    snapshots.mark_unpublished(path)
+    refused = (
+        f"warehouse {path} is at schema revision 0044, but its newest snapshot is at 0043: an ingest run was"
+        " killed before it refreshed the jobs it queued, and the next `runlytics ingest` publishes (run it)"
+    )
+    capsys.readouterr()
+    assert main(["db", "upgrade", "--db", str(path)]) == 0
+    assert capsys.readouterr() == (f"{path}: schema at revision 0044\n", f"runlytics db upgrade: warning: {refused}\n")
+    assert main(["analytics", "a", "--db", str(path)]) == 3
+    assert capsys.readouterr() == ("", f"runlytics analytics: {refused}\n")
+    ingest(path, [jobs], wait=10)  # refreshes the queue and publishes
+    assert main(["analytics", "a", "--db", str(path)]) == 0
+
+
+# --- 9. what the command line refuses ------------------------------------------------------------------------------
+
+NOT_UTF8 = b"x\xff".decode("utf-8", "surrogateescape")  # as Python keeps such a word of argv
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["analytics", NOT_UTF8], "job-id"),
+        (["insights", "--job", NOT_UTF8], "job"),
+        (["sql", f"SELECT '{NOT_UTF8}'"], "query"),
+        (["ingest", "--nvidia-smi-csv", "gpu.csv", "--job-id", "a", "--host", NOT_UTF8], "host"),
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], name: str
+) -> None:
+    capsys.readouterr()
+    assert main([*argv, "--db", str(tmp_path / "w.duckdb")]) == 2
+    word = next(word for word in argv if NOT_UTF8 in word)
+    assert capsys.readouterr().err == f"runlytics {argv[0]}: the {name} argument {word!r} is not valid UTF-8\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warehouse_name_that_is_not_utf8_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "jobs").mkdir()
+    db = str(tmp_path / f"bad{NOT_UTF8}.duckdb")
+    assert main(["ingest", str(tmp_path / "jobs"), "--db", db]) == 2
+    assert capsys.readouterr().err == f"runlytics ingest: the db argument {db!r} is not valid UTF-8\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["jobs"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "argument"),
+    [
+        (["ingest", ""], "roots"),
+        (["ingest", "--spool", " "], "--spool"),
+        (["ingest", "--nvidia-smi-csv", "", "--job-id", "a"], "--nvidia-smi-csv"),
+        (["sql", "--allow-read", "", "SELECT 1"], "--allow-read"),
+        (["export", ""], "out"),
+    ],
+)
+def test_a_blank_path_is_a_usage_error_not_the_current_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], argument: str
+) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--db", str(tmp_path / "w.duckdb")])
+    blank = next(word for word in argv if not word.strip())
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"runlytics {argv[0]}: error: argument {argument}: {blank!r} is blank: name a file or folder"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_serve_on_a_blank_host_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--host", "", "--db", str(tmp_path / "w.duckdb")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "runlytics serve: error: argument --host: '' is blank: name an interface (127.0.0.1, 0.0.0.0, ...)"
+    )

@@ -81,15 +81,36 @@ def check_not_older(revision: str, current: str | None, path: Path | db.Postgres
         )
 
 
+# the tables of a database (DuckDB's, or PostgreSQL's through pg_reader's cursor), its catalogs left out
+USER_TABLES = """
+SELECT table_name FROM information_schema.tables
+WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY table_name
+"""
+
+
 def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The warehouse's alembic revision, or None for an empty file."""
-    exists = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'alembic_version'"
-    ).fetchone()
-    if not exists or not exists[0]:
+    """The warehouse's alembic revision, or None for an empty database. WarehouseError for one that
+    holds tables but no revision: another program's database, which a runlytics warehouse built
+    into would change (before session 26 a read command added the warehouse's tables to it)."""
+    names = [row[0] for row in con.execute(USER_TABLES).fetchall()]
+    if "alembic_version" not in names:
+        if names:
+            shown = ", ".join(repr(name) for name in names[:3]) + (", …" if len(names) > 3 else "")
+            raise db.WarehouseError(
+                f"{_database_name(con)} is not a runlytics warehouse: it holds {len(names)} table(s) ({shown}) "
+                "and no runlytics schema revision; name another --db (a new file is built)"
+            )
         return None
     row = con.execute("SELECT version_num FROM alembic_version").fetchone()
     return row[0] if row else None
+
+
+def _database_name(con: duckdb.DuckDBPyConnection) -> str:
+    try:
+        row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+    except Exception:  # (PostgreSQL, through pg_reader's cursor: no duckdb_databases)
+        return "the database"
+    return str(row[0]) if row and row[0] else "the database"
 
 
 def check_revision(revision: str | None, path: Path | db.PostgresUrl) -> None:
@@ -255,3 +276,23 @@ def ensure_current(
     else:
         # a reader's first use of an older warehouse writes it: a full disk says why a read wrote
         upgrade(path, wait=wait, what=f"upgrade of {path} to schema revision {HEAD_REVISION}, which reading it needs,")
+        check_published(path, wait)
+
+
+def check_published(path: Path, wait: float) -> None:
+    """After a reader's upgrade: the newest snapshot is at this runlytics' revision, else the
+    upgrade's publish was held back (jobs queued by an ingest killed before its refresh: the
+    ingest that refreshes them publishes) and the reader is refused, not served the older
+    revision's snapshot (audit 26: its views and tables are not this code's; a route read a
+    table the old schema lacks)."""
+    con = snapshots.connect_latest(path, wait=wait)
+    try:
+        revision = current_revision(con)
+    finally:
+        con.close()
+    if revision != HEAD_REVISION:
+        raise db.WarehouseError(
+            f"warehouse {path} is at schema revision {HEAD_REVISION}, but its newest snapshot is at {revision}: "
+            "an ingest run was killed before it refreshed the jobs it queued, and the next `runlytics ingest` "
+            "publishes (run it)"
+        )
