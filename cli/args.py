@@ -70,10 +70,11 @@ def _finite_seconds(text: str) -> float:
 
 
 def _positive_mib(text: str) -> float:
-    """--max-file-mb: a size above 0 MiB, finite."""
+    """--max-file-mb: a size above 0 MiB, finite, of a byte at least (a smaller one was 0 bytes,
+    every file over it)."""
     mib = _number(text)
-    if not 0 < mib < math.inf:
-        raise argparse.ArgumentTypeError(f"not a number of MiB above 0: {text}")
+    if not 0 < mib < math.inf or int(mib * (1 << 20)) < 1:
+        raise argparse.ArgumentTypeError(f"not a number of MiB above 0 (a byte at least): {text}")
     return _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)
 
 

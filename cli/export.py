@@ -42,7 +42,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"runlytics export: {note}", file=sys.stderr)
     if not args.quiet:
         rows = ", ".join(f"{table} {n:,}" for table, n in result.rows.items())
-        print(f"{result.out}: {result.fmt} export of {result.jobs} jobs in {result.seconds:.2f} s; rows: {rows}")
+        exported = f"{result.jobs} job{'' if result.jobs == 1 else 's'}"
+        print(f"{result.out}: {result.fmt} export of {exported} in {result.seconds:.2f} s; rows: {rows}")
     return EXIT_OK
 
 

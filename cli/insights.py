@@ -14,6 +14,8 @@ from .exits import EXIT_OK, EXIT_QUERY
 from .output import _cell, _float, _write_rows
 from .reading import _existing_warehouse, _reading
 
+FLEET_LIMIT = 100  # insights of the fleet's list at once, without --limit
+
 
 def run_insights(args: argparse.Namespace) -> int:
     from runlytics.warehouse import insight_list
@@ -21,6 +23,10 @@ def run_insights(args: argparse.Namespace) -> int:
     from runlytics.warehouse.views import STATUSES
 
     words = list(args.words)
+    fleet_only = [f"--{name}" for name in ("status", "limit") if getattr(args, name) is not None]
+    filters = [f"--{name}" for name in ("kind", "severity") if getattr(args, name)] + fleet_only
+    if words[:1] in (["set"], ["thresholds"]) and args.job is None and filters:
+        raise UserError(f"{', '.join(filters)}: for a list of insights, not `insights {words[0]}`")
     if words[:1] == ["set"] and args.job is None:
         args.command_name = "insights set"  # its messages, the lock's and the warehouse's too
         return _insights_set(args, words[1:])
@@ -30,6 +36,9 @@ def run_insights(args: argparse.Namespace) -> int:
     if len(words) > 1 or (words and args.job is not None):
         raise UserError("name one job (JOB_ID or --job), `thresholds`, or `set NAME VALUE`")
     job_id = args.job if args.job is not None else (words[0] if words else None)
+    if job_id is not None and fleet_only:  # (before session 26 they were ignored)
+        raise UserError(f"{', '.join(fleet_only)}: for the fleet's list of insights, not one job's")
+    args.limit = FLEET_LIMIT if args.limit is None else args.limit
     insight_list.checked(args.kind, args.severity)  # an unknown kind or severity: UnknownFilter, exit 2
     if args.status is not None and args.status not in (*STATUSES, "unknown"):
         raise UserError(f"unknown status {args.status!r}; known: {', '.join(STATUSES)}, unknown")

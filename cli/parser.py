@@ -351,8 +351,8 @@ def _add_insights(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument("--severity", help="only insights of this severity: critical, warning or info")
     cmd.add_argument("--status", help="the fleet's list: only jobs with this status (e.g. running)")
     cmd.add_argument(
-        "--limit", type=int, default=100,
-        help=f"the fleet's list: at most this many insights, 1 to {pages.MAX_PAGE} (default: %(default)s)",
+        "--limit", type=int,
+        help=f"the fleet's list: at most this many insights, 1 to {pages.MAX_PAGE} (default: {insights.FLEET_LIMIT})",
     )  # fmt: skip
     cmd.add_argument("--json", action="store_true", help="print the API's answer as JSON")
     cmd.set_defaults(run=insights.run_insights)
@@ -449,7 +449,10 @@ def insights_word_parsers() -> dict[str, argparse.ArgumentParser]:
     )
     setter.add_argument("name", metavar="NAME", help="a threshold's name, as `insights thresholds` lists them")
     setter.add_argument(
-        "value", metavar="VALUE", help="a finite number, at least 0 (the counts: whole numbers; docs/insights.md)"
+        "value",
+        metavar="VALUE",
+        help="a finite number, at least 0; the counts whole numbers from 1 (gpu_straggler.min_gpus from 2) to 1000000"
+        " (docs/insights.md)",
     )
     for parser in (thresholds, setter):
         parser.add_argument(

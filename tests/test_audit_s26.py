@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from datetime import datetime, timedelta
@@ -359,3 +360,66 @@ def test_serve_on_a_blank_host_is_a_usage_error(tmp_path: Path, capsys: pytest.C
     assert capsys.readouterr().err.splitlines()[-1] == (
         "runlytics serve: error: argument --host: '' is blank: name an interface (127.0.0.1, 0.0.0.0, ...)"
     )
+
+
+# --- 10. a newer runlytics' PostgreSQL database -----------------------------------------------------------------
+
+
+def test_a_reader_of_a_newer_postgresql_database_says_to_upgrade_runlytics(
+    pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import psycopg
+
+    from runlytics.warehouse import db, migrate
+
+    migrate.upgrade(db.PostgresUrl(pg_url))
+    with psycopg.connect(pg_url) as con:
+        con.execute("UPDATE alembic_version SET version_num = '9999'")
+    capsys.readouterr()
+    assert main(["analytics", "a", "--db", pg_url]) == 3
+    err = capsys.readouterr().err
+    assert "written by a newer version. Upgrade runlytics" in err and "db upgrade" not in err
+    assert len(err.splitlines()) == 1
+
+
+# --- 11. smaller ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "remedy"), [(errno.EROFS, "make its file system writable"), (errno.ENOSPC, "free some space")]
+)
+def test_a_refused_write_says_what_would_let_it_through(code: int, remedy: str) -> None:
+    from runlytics.warehouse import db
+
+    error = OSError(code, os.strerror(code), "w.duckdb")
+    with pytest.raises(db.WarehouseWriteError) as refused, db.refused_writes("ingest of w.duckdb"):
+        raise error
+    assert str(refused.value) == (
+        f"ingest of w.duckdb stopped, a write was refused: {error}. Nothing stored was lost: {remedy} and run again."
+    )
+
+
+def test_a_max_file_mb_below_a_byte_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["ingest", str(tmp_path), "--max-file-mb", "0.0000001", "--db", str(tmp_path / "w.duckdb")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "runlytics ingest: error: argument --max-file-mb: not a number of MiB above 0 (a byte at least): 0.0000001"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["a", "--status", "running"], "--status: for the fleet's list of insights, not one job's"),
+        (["--job", "a", "--limit", "5"], "--limit: for the fleet's list of insights, not one job's"),
+        (["thresholds", "--kind", "bogus"], "--kind: for a list of insights, not `insights thresholds`"),
+        (["set", "stall.factor", "3", "--severity", "info"], "--severity: for a list of insights, not `insights set`"),
+    ],
+)
+def test_insights_options_that_would_be_ignored_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    capsys.readouterr()
+    assert main(["insights", *argv, "--db", str(tmp_path / "w.duckdb")]) == 2
+    assert capsys.readouterr().err == f"runlytics insights: {message}\n"

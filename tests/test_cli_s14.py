@@ -184,14 +184,14 @@ def test_the_writers_connections_install_and_load_no_extension(tmp_path: Path) -
 # --- S3, S4, S7: numbers out of range are usage errors (exit 2) -------------------------------
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "x"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "x", "0.0000001"])
 def test_max_file_mb_must_be_a_size_above_0(
     value: str, tmp_path: Path, jobs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, err = run(capsys, "ingest", str(jobs), "--db", str(tmp_path / "w.duckdb"), "--max-file-mb", value)
     assert (code, last_line(err)) == (
         2,
-        f"runlytics ingest: error: argument --max-file-mb: not a number of MiB above 0: {value}",
+        f"runlytics ingest: error: argument --max-file-mb: not a number of MiB above 0 (a byte at least): {value}",
     )
     assert not (tmp_path / "w.duckdb").exists()
 

@@ -137,9 +137,11 @@ def refused_writes(what: str, then: str = "") -> Iterator[None]:
     except Exception as error:
         if not is_write_failure(error):
             raise
+        reason = write_failure_reason(error)
+        # a read-only file system is no full disk: the hint says what would let the write through
+        remedy = "make its file system writable" if "read-only" in reason.lower() else "free some space"
         raise WarehouseWriteError(
-            f"{what} stopped, a write was refused: {write_failure_reason(error)}. "
-            f"Nothing stored was lost: free some space and run again{then}."
+            f"{what} stopped, a write was refused: {reason}. Nothing stored was lost: {remedy} and run again{then}."
         ) from error
 
 
