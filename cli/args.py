@@ -174,3 +174,5 @@ def check_warehouse_named(args: argparse.Namespace) -> None:
     named = os.environ.get(db.ENV_DB)
     if args.db is None and named and not named.strip():
         raise UserError(f"${db.ENV_DB} {named!r} is blank: name a warehouse file or a postgresql:// URL, or unset it")
+    if args.db is None and named and not _utf8(named):
+        raise UserError(f"${db.ENV_DB} {named!r} is not valid UTF-8: name another warehouse")

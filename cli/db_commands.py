@@ -24,7 +24,6 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
     except db.WarehouseError as error:  # upgraded, not published: readers wait for the next ingest
         print(f"runlytics db upgrade: warning: {error}", file=sys.stderr)
     return EXIT_OK
-    return EXIT_OK
 
 
 def run_db_copy(args: argparse.Namespace) -> int:

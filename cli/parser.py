@@ -7,7 +7,6 @@ import os
 import re
 import sys
 import textwrap
-from pathlib import Path
 
 from runlytics.warehouse import db, pages, pg_reader, readonly
 
@@ -408,7 +407,7 @@ def _add_sample(commands: argparse._SubParsersAction) -> None:
     cmd.add_argument(
         "--spool",
         type=_path,
-        default=Path(os.environ.get(ENV_SPOOL, "spool")),
+        default=os.environ.get(ENV_SPOOL) or "spool",  # (a string: _path checks it; an empty one is unset)
         help=f"folder of the spool files (default: ${ENV_SPOOL} or ./spool)",
     )
     cmd.add_argument(

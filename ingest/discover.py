@@ -52,7 +52,7 @@ MLFLOW_RUN_FOLDERS = ("metrics", "params", "tags")
 HF_RUNS = "runs"  # a Hugging Face output folder's TensorBoard logging_dir: runs/<date>_<host>/
 # torch's SummaryWriter.add_hparams writes its record into <logdir>/<time.time()>/ (a Hugging Face
 # Trainer's TensorBoard callback does at its start): hparams, and the metrics it is given, no curve
-HPARAMS_RUN = re.compile(r"\d+\.\d+", re.ASCII)
+HPARAMS_RUN = re.compile(r"\d{9,}\.\d+", re.ASCII)  # (a sweep's 0.1/ or 1.5/ is a run)
 
 
 @dataclass

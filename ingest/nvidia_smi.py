@@ -71,7 +71,7 @@ UNITS = {
 MISSING = {"", "n/a", "[n/a]", "not supported", "[not supported]"}
 
 SMI_TIME_FORMATS = ("%Y/%m/%d %H:%M:%S.%f", "%Y/%m/%d %H:%M:%S")
-ISO_DATE_AND_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", re.ASCII)
+ISO_DATE_AND_TIME = re.compile(r"\d{4}-?\d{2}-?\d{2}[Tt ]\d{2}:?\d{2}", re.ASCII)  # a date and a time
 # How far back a GPU's next line may go and still be read as written out of order, not a restart
 # after the clocks went back (docs/ingest.md, "The hour the clocks go back")
 OUT_OF_ORDER = timedelta(minutes=5)
@@ -328,7 +328,7 @@ def _read_time(text: str) -> datetime:
         except ValueError:
             pass
     try:
-        # (fromisoformat alone would take a date, an hour or a week date, which the spool refuses)
+        # (fromisoformat alone would take a date, an hour or a week date: no time of a GPU's sample)
         if ISO_DATE_AND_TIME.match(text):
             return datetime.fromisoformat(text)
     except ValueError:

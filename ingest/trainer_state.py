@@ -141,7 +141,9 @@ def _read(path: Path, job_id: str, doc: Any, surrogates: bool) -> TrainerState:
         path=path,
         job_id=job_id,
         global_step=_top_whole(doc, "global_step", warnings),
-        max_steps=_top_whole(doc, "max_steps", warnings),
+        # 0 is TrainerState's own default, "not set" (a run whose max_steps was 0 is none):
+        # global_step >= 0 made any such state a completed run
+        max_steps=_top_whole(doc, "max_steps", warnings) or None,
         save_steps=_top_whole(doc, "save_steps", warnings),
         logging_steps=_top_whole(doc, "logging_steps", warnings),
         train_batch_size=_top_whole(doc, "train_batch_size", warnings),
@@ -176,6 +178,9 @@ def _read_entry(state: TrainerState, i: int, entry: Any, surrogates: bool = Fals
         return
     if any(key in entry for key in ("train_runtime", "train_samples_per_second")):
         state.summary = {k: v for k in SUMMARY_KEYS if (v := _number(entry.get(k))) is not None}
+        for key in SUMMARY_KEYS:  # said as a row's field is (before session 26: dropped silently)
+            if entry.get(key) is not None and key not in state.summary:
+                state.warnings.append(f"{place} (step {step}): {key} {_shown(entry[key])} is not a number, dropped")
     row = state.rows.setdefault(step, {"metrics": {}})
     for key, value in entry.items():
         if key == "step" or key in SUMMARY_KEYS:

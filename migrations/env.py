@@ -37,12 +37,14 @@ def run_migrations() -> None:
     # what `runlytics db upgrade` does first (warehouse.migrate.upgrade_locked): refuse a newer
     # runlytics' warehouse or another program's database, and name this warehouse's own parts
     # (a warehouse moved with its parts folder: the chain failed on the old place, or read another's)
-    con = db.connect(target)
-    try:
-        migrate.check_revision(migrate.current_revision(con), target)
-        migrate.relink_parts(con)
-    finally:
-        con.close()
+    cmd = getattr(context.config.cmd_opts, "cmd", None)
+    if cmd is None or getattr(cmd[0], "__name__", "") in ("upgrade", "downgrade"):  # not `alembic current`
+        con = db.connect(target)
+        try:
+            migrate.check_revision(migrate.current_revision(con), target)
+            migrate.relink_parts(con)
+        finally:
+            con.close()
     engine = create_engine(f"duckdb:///{target}")
     try:
         with engine.connect() as conn:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from datetime import datetime, timedelta
@@ -114,6 +115,16 @@ def hparams_record(wall: float) -> bytes:
     return records(event_pb2.Event(wall_time=wall, summary=summary_pb2.Summary(value=[value])))
 
 
+def test_a_sweeps_numbered_folder_under_event_files_is_still_a_run(lab: Lab) -> None:
+    for folder in ("logs", "logs/0.1"):
+        (lab.root / folder).mkdir(parents=True)
+        (lab.root / folder / "events.out.tfevents.1700000000.h.1.0").write_bytes(
+            header() + records(scalar_event("loss", 10, 1.0))
+        )
+    lab.ingest(lab.root)
+    assert lab.query("SELECT job_id FROM jobs ORDER BY job_id") == [("logs",), ("logs/0.1",)]
+
+
 def test_the_add_hparams_folder_of_a_trainers_run_is_no_job(lab: Lab, tmp_path: Path) -> None:
     run = lab.root / "out" / "runs" / "Nov14_22-13-20_host"
     (run / "1700000001.2345678").mkdir(parents=True)
@@ -147,8 +158,10 @@ def settle(folder: Path) -> None:
         os.utime(path, (1_700_000_100, 1_700_000_100))
 
 
-@pytest.mark.parametrize("reads", [1, 2])
-def test_an_mlflow_line_cut_before_its_step_is_skipped_not_step_0(lab: Lab, reads: int) -> None:
+@pytest.mark.parametrize(
+    ("reads", "cut"), [(1, "1700000040000 0.5"), (2, "1700000040000 0.5"), (1, "1700000040000 0.5 4")]
+)
+def test_an_mlflow_line_cut_before_its_step_is_skipped_not_step_0(lab: Lab, reads: int, cut: str) -> None:
     experiment = lab.root / "mlruns" / "0"
     (experiment / "abc" / "metrics").mkdir(parents=True)
     (experiment / "meta.yaml").write_text("experiment_id: '0'\nname: Default\nlifecycle_stage: active\n")
@@ -159,7 +172,7 @@ def test_an_mlflow_line_cut_before_its_step_is_skipped_not_step_0(lab: Lab, read
         settle(lab.root)
         lab.ingest(lab.root)
     with loss.open("a") as f:
-        f.write("1700000040000 0.5")
+        f.write(cut)
     settle(lab.root)
     summary = lab.ingest(lab.root)
     assert lab.query("SELECT step, loss FROM step_facts ORDER BY step") == [(10, 2.0), (20, 1.5), (30, 1.2)]
@@ -167,7 +180,7 @@ def test_an_mlflow_line_cut_before_its_step_is_skipped_not_step_0(lab: Lab, read
     assert analytics is not None
     assert (analytics["losses"]["initial_loss"], analytics["losses"]["loss_reduction_percent"]) == (2.0, 40.0)
     assert [w for w in summary.listed_warnings if "cut short" in w[1]] == [
-        (str(loss), "line 4: '1700000040000 0.5' has no step nor newline: a line cut short, skipped")
+        (str(loss), f"line 4: {cut!r} has no newline: a line cut short, skipped")
     ]
 
 
@@ -271,7 +284,7 @@ def test_readers_are_refused_an_older_revisions_snapshot_the_upgrade_could_not_r
     from alembic.config import main as alembic_main
 
     from runlytics.ingest.pipeline import ingest
-    from runlytics.warehouse import snapshots
+    from runlytics.warehouse import migrate, snapshots
 
     jobs, path = tmp_path / "jobs", tmp_path / "w.duckdb"
     (jobs / "a").mkdir(parents=True)
@@ -280,17 +293,21 @@ def test_readers_are_refused_an_older_revisions_snapshot_the_upgrade_could_not_r
     # an older runlytics' warehouse, its last run killed after queueing a job, before its refresh
     repo = Path(__file__).resolve().parent.parent
     alembic_main(["-c", str(repo / "alembic.ini"), "-x", f"db={path}", "downgrade", "0043"])
+    HEAD = migrate.HEAD_REVISION
     with duckdb.connect(str(path)) as con:
         con.execute("INSERT INTO refresh_queue VALUES ('a')")
     snapshots.publish(path)
     snapshots.mark_unpublished(path)
     refused = (
-        f"warehouse {path} is at schema revision 0044, but its newest snapshot is at 0043: an ingest run was"
+        f"warehouse {path} is at schema revision {HEAD}, but its newest snapshot is at 0043: an ingest run was"
         " killed before it refreshed the jobs it queued, and the next `runlytics ingest` publishes (run it)"
     )
     capsys.readouterr()
     assert main(["db", "upgrade", "--db", str(path)]) == 0
-    assert capsys.readouterr() == (f"{path}: schema at revision 0044\n", f"runlytics db upgrade: warning: {refused}\n")
+    assert capsys.readouterr() == (
+        f"{path}: schema at revision {HEAD}\n",
+        f"runlytics db upgrade: warning: {refused}\n",
+    )
     assert main(["analytics", "a", "--db", str(path)]) == 3
     assert capsys.readouterr() == ("", f"runlytics analytics: {refused}\n")
     ingest(path, [jobs], wait=10)  # refreshes the queue and publishes
@@ -319,6 +336,20 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(
     word = next(word for word in argv if NOT_UTF8 in word)
     assert capsys.readouterr().err == f"runlytics {argv[0]}: the {name} argument {word!r} is not valid UTF-8\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_warehouse_named_by_the_environment_that_is_not_utf8_leaves_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    named = str(tmp_path / f"bad{NOT_UTF8}.duckdb")
+    monkeypatch.setenv("RUNLYTICS_DB", named)
+    assert main(["ingest", str(tmp_path / "jobs")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"runlytics ingest: $RUNLYTICS_DB {named!r} is not valid UTF-8: name another warehouse\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["jobs"]
 
 
 def test_a_warehouse_name_that_is_not_utf8_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -423,3 +454,62 @@ def test_insights_options_that_would_be_ignored_are_usage_errors(
     capsys.readouterr()
     assert main(["insights", *argv, "--db", str(tmp_path / "w.duckdb")]) == 2
     assert capsys.readouterr().err == f"runlytics insights: {message}\n"
+
+
+# --- 12. trainer states -----------------------------------------------------------------------------------------------
+
+
+def epoch_state(global_step: int, **extra: object) -> str:
+    """A state as the Trainer writes it under save_strategy="epoch" (30 steps an epoch): its
+    save_steps is TrainingArguments' default, 500."""
+    history = [{"step": s, "loss": round(2 - s / 200, 4)} for s in range(10, global_step + 1, 10)]
+    return json.dumps(
+        {"global_step": global_step, "max_steps": 150, "save_steps": 500, "log_history": history, **extra}
+    )
+
+
+def test_a_trainers_save_steps_its_checkpoints_do_not_follow_is_no_frequency(lab: Lab) -> None:
+    history = [{"step": s, "timestamp": 1_767_225_600 + s * 10, "loss": 2 - s / 200, "iteration_time": 10.0}
+               for s in range(10, 131, 10)]  # fmt: skip
+    lab.write_job("f1", {"job_id": "f1", "status": "failed", "config": {"model_name": "m"}, "history": history})
+    for step in (30, 60):  # saved once an epoch; the run failed at 130
+        (lab.root / "f1" / f"checkpoint-{step}").mkdir()
+        (lab.root / "f1" / f"checkpoint-{step}" / "trainer_state.json").write_text(epoch_state(step))
+    for step in (30, 60, 90):  # a job of trainer states alone
+        (lab.root / "f2" / f"checkpoint-{step}").mkdir(parents=True)
+        (lab.root / "f2" / f"checkpoint-{step}" / "trainer_state.json").write_text(epoch_state(step))
+    # the Trainer's own schedule: every 20 steps, and a last save at its end (step 50)
+    for step in (20, 40, 50):
+        (lab.root / "f3" / f"checkpoint-{step}").mkdir(parents=True)
+        (lab.root / "f3" / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            json.dumps(
+                {"global_step": step, "max_steps": 50, "save_steps": 20, "log_history": [{"step": step, "loss": 1.0}]}
+            )
+        )
+    lab.ingest(lab.root)
+    frequency = dict(lab.query("SELECT job_id, checkpoint_frequency_steps FROM job_analytics"))
+    assert frequency == {"f1": 30.0, "f2": 30.0, "f3": 20.0}
+    # f1: 130 - 60 = 70 steps since its last checkpoint, more than 2 x 30
+    assert lab.query("SELECT job_id, value, reference FROM job_insights WHERE kind = 'work_at_risk'") == [
+        ("f1", 70.0, 30.0)
+    ]
+
+
+def test_a_summarys_value_that_is_no_number_is_said_and_max_steps_0_is_not_set(lab: Lab) -> None:
+    job = lab.root / "s1"
+    job.mkdir()
+    history = [
+        {"step": 10, "loss": 1.0},
+        {"step": 10, "train_runtime": "12.5", "train_loss": "0.7", "train_samples_per_second": 3.2},
+    ]
+    (job / "trainer_state.json").write_text(json.dumps({"global_step": 10, "max_steps": 0, "log_history": history}))
+    summary = lab.ingest(lab.root)
+    assert sorted(message for _, message in summary.listed_warnings) == [
+        "log_history[1] (step 10): train_loss '0.7' is not a number, dropped",
+        "log_history[1] (step 10): train_runtime '12.5' is not a number, dropped",
+    ]
+    (job / "trainer_state.json").write_text(
+        json.dumps({"global_step": 50, "max_steps": 0, "log_history": [{"step": 50, "loss": 1.0}]})
+    )
+    lab.ingest(lab.root)
+    assert lab.query("SELECT status, total_steps FROM jobs") == [("unknown", None)]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
 # Commands compare against it without loading alembic, which costs half a second of start-up.
-HEAD_REVISION = "0044"
+HEAD_REVISION = "0045"
 
 # runlytics.migrations, found without importing it (it is alembic's folder, not a library)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -91,10 +91,14 @@ WHERE table_schema NOT IN ('information_schema', 'pg_catalog') ORDER BY table_na
 def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
     """The warehouse's alembic revision, or None for an empty database. WarehouseError for one that
     holds tables but no revision: another program's database, which a runlytics warehouse built
-    into would change (before session 26 a read command added the warehouse's tables to it)."""
+    into would change (before session 26 a read command added the warehouse's tables to it). On
+    PostgreSQL, a database without the revision is None whatever other schemas hold."""
+    import duckdb
+
     names = [row[0] for row in con.execute(USER_TABLES).fetchall()]
     if "alembic_version" not in names:
-        if names:
+        # (PostgreSQL, through pg_reader's cursor: other schemas' tables are no warehouse's concern)
+        if names and isinstance(con, duckdb.DuckDBPyConnection):
             shown = ", ".join(repr(name) for name in names[:3]) + (", …" if len(names) > 3 else "")
             raise db.WarehouseError(
                 f"{_database_name(con)} is not a runlytics warehouse: it holds {len(names)} table(s) ({shown}) "
@@ -105,11 +109,11 @@ def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0] if row else None
 
 
+DATABASE_PATH = "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+
+
 def _database_name(con: duckdb.DuckDBPyConnection) -> str:
-    try:
-        row = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
-    except Exception:  # (PostgreSQL, through pg_reader's cursor: no duckdb_databases)
-        return "the database"
+    row = con.execute(DATABASE_PATH).fetchone()
     return str(row[0]) if row and row[0] else "the database"
 
 

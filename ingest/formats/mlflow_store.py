@@ -162,8 +162,8 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1, c
 
     A line is ``<timestamp ms> <value> <step>``; stores from before MLflow 1.0 wrote no step
     (step 0, as MLflow reads them). ``cut_last``: the last line had no newline in the file (settled):
-    without its step it is a line cut short (MLflow writes each line whole, newline and all), not
-    an old store's step 0.
+    a line cut short, whatever its fields (MLflow writes each line whole, newline and all: a cut
+    one is an old store's step 0 without its step, or a step cut short, 4 for 40).
     """
     lines, consumed = complete_lines(data, offset)
     chunk = Chunk(consumed=consumed, lines=len(lines))
@@ -173,9 +173,9 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1, c
         fields = line.split()
         if not fields:
             continue
-        if cut_last and len(fields) < 3 and number_ == first_line + len(lines) - 1:
+        if cut_last and number_ == first_line + len(lines) - 1:
             shown = line[:60].decode("utf-8", errors="replace")
-            chunk.warnings.append(f"line {number_}: {shown!r} has no step nor newline: a line cut short, skipped")
+            chunk.warnings.append(f"line {number_}: {shown!r} has no newline: a line cut short, skipped")
             continue
         try:  # MLflow writes `<int> <float repr> <int>`: the common case without the checks below
             ms, value, step = int(fields[0]), float(fields[1]), int(fields[2])
