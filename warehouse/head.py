@@ -109,13 +109,6 @@ def create(con: duckdb.DuckDBPyConnection, revision: str) -> None:
     con.execute(STAMP, {"revision": revision})
 
 
-# The bytes of the empty warehouse this process built, by revision: a new warehouse names no path
-# (no part yet) and depends only on the code and DuckDB, both fixed for the process, so a second
-# one is a copy (~1 ms against ~0.5 s of DDL; a process that builds many: the PostgreSQL ingest's
-# stages, the test suite's warehouses).
-_BUILT: dict[str, bytes] = {}
-
-
 def build(path: Path, revision: str) -> str:
     """Build a new warehouse at ``path`` (which must not exist) at ``revision``, the head; the
     caller holds the writer lock. Whole or absent: built under a temporary name, then renamed."""
@@ -123,16 +116,11 @@ def build(path: Path, revision: str) -> str:
     for leftover in (partial, Path(f"{partial}.wal")):  # a build killed before its rename
         leftover.unlink(missing_ok=True)
     try:
-        built = _BUILT.get(revision)
-        if built is not None:
-            _write_file(partial, built)
-        else:
-            _create_file(partial)
-            with db.connection(partial) as con:
-                with db.atomic(con):
-                    create(con, revision)
-                con.execute("CHECKPOINT")  # everything in the file, no WAL to carry along
-            _BUILT[revision] = partial.read_bytes()
+        _create_file(partial)
+        with db.connection(partial) as con:
+            with db.atomic(con):
+                create(con, revision)
+            con.execute("CHECKPOINT")  # everything in the file, no WAL to carry along
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -140,18 +128,6 @@ def build(path: Path, revision: str) -> str:
         raise
     db.fsync_dir(path.parent)  # the rename made durable (the checkpoint synced the file's bytes)
     return revision
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    """``data`` as a new file at ``path``, 0600, synced to disk before the rename names it."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-    except OSError as error:
-        raise db.WarehouseError(f"cannot create warehouse {path}: {error}") from error
 
 
 def _create_file(path: Path) -> None:
