@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import REPO, Lab, deep_case
+from conftest import DEEP_ONLY, REPO, Lab, deep_case
 
 from runlytics.warehouse import sidefiles
 from runlytics.warehouse.lock import run_lock
@@ -203,7 +203,9 @@ def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> No
 
 
 # no `reference`: this test ingests a job of its own, and a worker that runs it alone need not
-# generate and ingest the 150 jobs
+# generate and ingest the 150 jobs. Its rule in every run: test_cli.py's test_busy_lock_exits_75
+# and test_concurrent_ingests_wait_or_exit_75_and_never_corrupt below (session 26, CI's time)
+@DEEP_ONLY
 def test_second_ingest_gives_up_with_75_while_the_lock_is_held(tmp_path: Path) -> None:
     lab = Lab(tmp_path)
     lab.write_job("one", {"job_id": "one", "status": "running", "history": [{"step": 1, "loss": 1.0}]})

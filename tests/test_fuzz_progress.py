@@ -203,7 +203,7 @@ GROUPS = st.tuples(GROUP, st.lists(GROUP, max_size=2)).map(lambda parts: parts[0
 
 
 @pytest.mark.parametrize("module_ingest_engine", ["duckdb"], indirect=True)
-@settings(max_examples=examples(6, 40), deadline=None, suppress_health_check=HEALTH)
+@settings(max_examples=examples(3, 40), deadline=None, suppress_health_check=HEALTH)
 @given(files=GROUPS)
 @example(files=EMPTY_BESIDE_TWO_VALUES)
 @example(files=NUL_STRINGS)

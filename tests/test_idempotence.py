@@ -424,7 +424,7 @@ EXAMPLES = count()
 
 
 @settings(
-    max_examples=examples(2, 6),
+    max_examples=examples(1, 6),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
