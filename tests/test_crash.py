@@ -172,6 +172,7 @@ def test_kill_9_during_ingest_then_a_full_run_equals_one_clean_ingest(reference:
     assert lab.query(LEDGER_OUTCOMES) == [("ingested", JOBS)]
 
 
+@DEEP_ONLY  # its points in every run: the phase boundaries' merge:apply:after and snapshots:publish:before
 def test_kill_9_at_the_worst_moments(reference: Reference, tmp_path: Path) -> None:
     """Killed inside a batch's transaction (before and after the merge, after the ledger rows),
     and while publishing the readers' snapshot; then a full run equals one clean ingest."""

@@ -259,7 +259,7 @@ BATCHES = st.tuples(FILES, st.lists(FILES, max_size=2)).map(lambda parts: parts[
 
 
 @settings(
-    max_examples=examples(3, 12),
+    max_examples=examples(2, 12),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )

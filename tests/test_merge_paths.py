@@ -177,7 +177,7 @@ DOC = st.fixed_dictionaries(
 RUNS = st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), DOC, min_size=1), min_size=1, max_size=2)
 
 
-@settings(max_examples=examples(3, 12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(2, 12), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(runs=RUNS)
 def test_shortcuts_store_what_the_general_merge_stores_generated(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, runs: list[dict[str, dict[str, Any]]]

@@ -172,7 +172,7 @@ JOBS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f"]), st.in
 
 # the stage's batching (DuckDB's ingest, unchanged under ``ingest --db``): a publish copies its result
 # whatever the batches were, and the next test checks that copy on PostgreSQL
-@settings(max_examples=examples(3, 6), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(2, 6), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(jobs=JOBS, size=st.integers(1, 4))
 def test_batch_boundaries_do_not_change_the_facts(
     tmp_path_factory: pytest.TempPathFactory, blank: Path, jobs: list[tuple[str, int, int]], size: int

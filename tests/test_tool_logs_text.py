@@ -774,7 +774,7 @@ PIECES_CASE = st.tuples(
 # each piece for all: an ingest's fixed cost is most of an example's, so half the examples check
 # about as many runs (docs/testing.md, "Deep runs": 8 examples under the deep profile)
 @DUCKDB_ONLY_INGEST
-@settings(max_examples=examples(2, 8), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(1, 8), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(PIECES_CASE, min_size=1, max_size=3))
 def test_ingest_in_pieces(lab: Lab, cases: list[tuple[list[dict[str, object]], list[list[tuple[int, float]]],
                                                       list[int]]]) -> None:  # fmt: skip
