@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import DEEP_ONLY
 
 import runlytics
 from runlytics.ingest.pipeline import ingest
@@ -93,6 +94,7 @@ def test_importing_runlytics_imports_no_duckdb() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@DEEP_ONLY  # its reads in every run: the tests above, of the same calls (session 26, CI's time)
 def test_the_notebook_runs_from_a_fresh_kernel(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

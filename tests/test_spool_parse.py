@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
+from depth import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -197,7 +198,7 @@ line = st.one_of(
 breaks = st.sampled_from([b"\n", b"\n", b"\n", b"\r\n"])
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60, 240), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(line, breaks), min_size=1, max_size=12), st.integers(1, 10**6))
 def test_the_fast_road_gives_what_the_careful_road_gives(lines: list[tuple[bytes, bytes]], first_line: int) -> None:
     data = b"".join(text.replace(b"\n", b"").replace(b"\r", b"") + end for text, end in lines)
@@ -211,7 +212,7 @@ def _object(text: bytes) -> bool:
         return False
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30, 120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(encoded.filter(_object), min_size=1, max_size=12), st.integers(1, 10**6))
 def test_the_json_road_gives_what_the_careful_road_gives(lines: list[bytes], first_line: int) -> None:
     # lines Python reads as objects (DuckDB's JSON reader then reads the file, unless a check
