@@ -138,6 +138,7 @@ A = "tests/test_analytics.py::"
 API = "tests/test_api.py::"
 S23 = "tests/test_audit_s23.py::"
 S24 = "tests/test_audit_s24.py::"
+S26 = "tests/test_audit_s26.py::"
 GPU = "tests/test_gpu_samples.py::"
 HF = "tests/test_trainer_state.py::"
 TF = "tests/test_trainer_figures.py::"
@@ -383,10 +384,16 @@ FIGURE_MUTATIONS: tuple[Mutation, ...] = (
       view("job_checkpoints", "count(c.step) AS total_checkpoints", "count(c.train_loss) AS total_checkpoints"),
       A + "test_checkpoints_from_list_and_folders"),
     m("frequency: the median gap beats save_steps", "job.checkpoint_frequency_steps",
-      view("job_checkpoints",
-           "CASE WHEN save_steps > 0 THEN CAST(save_steps AS DOUBLE PRECISION) ELSE median_gap END",
-           "coalesce(median_gap, CAST(save_steps AS DOUBLE PRECISION))"),
+      view("job_checkpoints", "THEN CAST(save_steps AS DOUBLE PRECISION)",
+           "THEN coalesce(median_gap, CAST(save_steps AS DOUBLE PRECISION))"),
       A + "test_save_steps_beats_the_median_gap"),
+    m("frequency: a trainer's save_steps whatever its checkpoints", "job.checkpoint_frequency_steps",
+      view("job_checkpoints", "OR off_schedule - CASE WHEN last_off_schedule THEN 1 ELSE 0 END = 0)", "OR true)"),
+      S26 + "test_a_trainers_save_steps_its_checkpoints_do_not_follow_is_no_frequency"),
+    m("frequency: the trainer's last save must follow its save_steps too", "job.checkpoint_frequency_steps",
+      view("job_checkpoints", "OR off_schedule - CASE WHEN last_off_schedule THEN 1 ELSE 0 END = 0)",
+           "OR off_schedule = 0)"),
+      S26 + "test_a_trainers_save_steps_its_checkpoints_do_not_follow_is_no_frequency"),
     m("frequency: the mean gap", "job.checkpoint_frequency_steps",
       view("job_checkpoints", "@median(c.gap)", "avg(c.gap)"),
       A + "test_checkpoints_from_list_and_folders"),
