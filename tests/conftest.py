@@ -438,12 +438,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _STATE_HOME: str | None = None
 
 
-# PostgreSQL in an ordinary run: the modules that check the engine's core, every view's rows against
-# DuckDB's on generated jobs (test_postgres_views) and the schema's chain (test_postgres_schema).
-# Every other PostgreSQL test, the other test_postgres_* modules (the ingesters with kills and
-# concurrency, test_postgres_ingest, since session 26) and the [postgresql] cases of the rest,
-# runs in deep runs (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes: docs/testing.md, "Suite time".
-POSTGRES_IN_EVERY_RUN = frozenset({"test_postgres_views", "test_postgres_schema"})
+# PostgreSQL in an ordinary run: the schema's chain (test_postgres_schema). Every other PostgreSQL
+# test, the other test_postgres_* modules (every view's rows against DuckDB's, test_postgres_views,
+# and the ingesters with kills and concurrency, test_postgres_ingest, since session 26) and the
+# [postgresql] cases of the rest, runs in deep runs (HYPOTHESIS_PROFILE=deep), for CI's 15 minutes:
+# docs/testing.md, "Suite time".
+POSTGRES_IN_EVERY_RUN = frozenset({"test_postgres_schema"})
 
 # Modules that run in deep runs only: the audits' regression tests of sessions 14 to 20 whose tests
 # cost over a second each (each a few ingests of an edge case); their rules' ordinary cases stay in

@@ -128,6 +128,7 @@ def test_newer_warehouse_is_refused(tmp_path: Path) -> None:
         assert migrate.current_revision(con) == "9999_from_the_future"
 
 
+@DEEP_ONLY  # alembic by hand in every run: test_audit_s26.py (a moved warehouse); the chain: the tests above
 def test_plain_alembic_upgrade_head(tmp_path: Path) -> None:
     path = tmp_path / "plain.duckdb"
     alembic = Path(sys.executable).with_name("alembic")
