@@ -31,11 +31,16 @@ MAX_MIB = 1 << 20
 MAX_KEEP_DAYS = 36_500
 
 
+def _not_blank(text: str, then: str) -> str:
+    """``text``, unless it is empty or blank: then an error saying so, and ``then``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is blank: {then}")
+    return text
+
+
 def _job_id(text: str) -> str:
     """sample --job-id: not empty or blank (ingest skips a sample line naming no job)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is blank: no job is named so")
-    return text
+    return _not_blank(text, "no job is named so")
 
 
 def _number(text: str) -> float:
@@ -116,8 +121,7 @@ def _days(text: str) -> int:
 def _path(text: str) -> Path:
     """A file or folder named on the command line: not blank (``Path("")`` is the current folder,
     which no one means by an empty word: an unset shell variable), valid UTF-8."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is blank: name a file or folder")
+    _not_blank(text, "name a file or folder")
     if not _utf8(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not valid UTF-8: rename it, or name another")
     return Path(text)
@@ -125,9 +129,7 @@ def _path(text: str) -> Path:
 
 def _listen_host(text: str) -> str:
     """serve --host: not blank (uvicorn listens on every interface for an empty host)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is blank: name an interface (127.0.0.1, 0.0.0.0, ...)")
-    return text
+    return _not_blank(text, "name an interface (127.0.0.1, 0.0.0.0, ...)")
 
 
 def _utf8(text: str) -> bool:

@@ -34,15 +34,13 @@ def run_migrations() -> None:
             _run(conn)
             conn.commit()
         return
-    # what `runlytics db upgrade` does first (warehouse.migrate.upgrade_locked): refuse a newer
-    # runlytics' warehouse or another program's database, and name this warehouse's own parts
-    # (a warehouse moved with its parts folder: the chain failed on the old place, or read another's)
+    # what `runlytics db upgrade` does first (a warehouse moved with its parts folder: the chain
+    # failed on the old place, or read another's)
     cmd = getattr(context.config.cmd_opts, "cmd", None)
     if cmd is None or getattr(cmd[0], "__name__", "") in ("upgrade", "downgrade"):  # not `alembic current`
         con = db.connect(target)
         try:
-            migrate.check_revision(migrate.current_revision(con), target)
-            migrate.relink_parts(con)
+            migrate.before_chain(con, target)
         finally:
             con.close()
     engine = create_engine(f"duckdb:///{target}")

@@ -178,10 +178,7 @@ def upgrade_locked(
         return head.build(path, HEAD_REVISION)
     con = db.connect(path, wait=wait)  # waits for other processes, and holds the file meanwhile
     try:
-        current = current_revision(con)
-        check_revision(current, path)
-        check_not_older(revision, current, path)
-        relink_parts(con)
+        before_chain(con, path, revision)
     finally:
         con.close()
     from sqlalchemy import create_engine, event
@@ -196,6 +193,16 @@ def upgrade_locked(
             return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one()
     finally:
         engine.dispose()
+
+
+def before_chain(con: duckdb.DuckDBPyConnection, path: Path, revision: str = "head") -> None:
+    """What every upgrade of a DuckDB warehouse does before the chain (``db upgrade`` and alembic
+    by hand, migrations/env.py): refuse a newer runlytics' warehouse, another program's database
+    or a target older than the warehouse's revision, then name this warehouse's own parts."""
+    current = current_revision(con)
+    check_revision(current, path)
+    check_not_older(revision, current, path)
+    relink_parts(con)
 
 
 def _no_extensions(dbapi_con: duckdb.DuckDBPyConnection, _record: object) -> None:

@@ -75,17 +75,15 @@ class MlflowParser(ToolLogParser):
             reason = cut_short(data)
             if reason is not None:
                 raise NotYet(f"{reason}: taken for a file being rewritten, read again next run")
-        name = _name_under(c.job.path / METRICS, c.path)
-        if name is not None and len(data) == c.stat.size - offset + 1:
-            # a settled file's last line without its newline, given one to be read (ToolLogParser.reads_lines)
-            return parse_metric(data, name, offset, lines + 1, cut_last=True)
-        return self.parse(c.job, c.path, data, offset, lines)
+        # one byte past what the run found: a settled file's last line without its newline, given
+        # one to be read (ToolLogParser.reads_lines)
+        return self.parse(c.job, c.path, data, offset, lines, cut_last=len(data) == c.stat.size - offset + 1)
 
-    def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int) -> Chunk:
+    def parse(self, job: JobFolder, path: Path, data: bytes, offset: int, lines: int, cut_last: bool = False) -> Chunk:
         name = _name_under(job.path / METRICS, path)
         if name is None:  # meta.yaml, a param or a tag: read in job_info
             return Chunk(consumed=len(data))
-        return parse_metric(data, name, offset, lines + 1)
+        return parse_metric(data, name, offset, lines + 1, cut_last)
 
     def job_info(self, job: JobFolder) -> tuple[RunInfo | None, list[str]]:
         warnings: list[str] = []

@@ -11,8 +11,9 @@ WITH agg AS (
            j.save_steps,
            o.config IS NOT NULL AND o.save_steps > 0 AS save_steps_configured,
            j.trainer_best_checkpoint,
-           count(c.step) FILTER (WHERE j.save_steps > 0 AND c.step % j.save_steps <> 0) AS off_schedule,
-           max(c.step) % CASE WHEN j.save_steps > 0 THEN j.save_steps END <> 0 AS last_off_schedule,
+           -- the checkpoints below the last that are no multiple of save_steps (nullif: no division by 0)
+           count(c.step) FILTER (WHERE c.step % nullif(j.save_steps, 0) <> 0)
+               - CASE WHEN max(c.step) % nullif(j.save_steps, 0) <> 0 THEN 1 ELSE 0 END AS off_schedule,
            count(c.step) AS total_checkpoints,
            @median(c.gap) AS median_gap,
            max(c.step) AS final_step,
@@ -27,8 +28,7 @@ WITH agg AS (
 SELECT job_id,
        total_checkpoints,
        CASE WHEN save_steps > 0
-                 AND (save_steps_configured
-                      OR off_schedule - CASE WHEN last_off_schedule THEN 1 ELSE 0 END = 0)
+                 AND (save_steps_configured OR off_schedule = 0)
                 THEN CAST(save_steps AS DOUBLE PRECISION)
             ELSE median_gap END
            AS checkpoint_frequency_steps,
