@@ -496,12 +496,26 @@ def _deep_only(item: pytest.Item) -> bool:
     """Whether the test runs in deep runs only: marked so, of a DEEP_MODULES module, or a PostgreSQL
     test outside the core."""
     module = _module_name(item)
-    if item.get_closest_marker(DEEP_ONLY_MARK) is not None or module in DEEP_MODULES:
+    if item.get_closest_marker(DEEP_ONLY_MARK) is not None or _deep_only_module(module):
         return True
     if module in POSTGRES_IN_EVERY_RUN:
         return False
-    uses_server = "pg_server" in getattr(item, "fixturenames", ())
-    return module.startswith("test_postgres") or uses_server or _on_postgres(item)
+    return "pg_server" in getattr(item, "fixturenames", ()) or _on_postgres(item)
+
+
+def _deep_only_module(name: str) -> bool:
+    """Whether every test of this module runs in deep runs only."""
+    return name in DEEP_MODULES or (name.startswith("test_postgres") and name not in POSTGRES_IN_EVERY_RUN)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Outside deep runs a module whose every test would be deselected is not imported at all:
+    collecting them cost each of CI's three processes seconds (the assertion rewriting, and
+    schemathesis building its cases at import). A module named on the command line is still
+    collected, its tests then deselected as any deep-only test."""
+    if DEEP or collection_path.suffix != ".py" or not _deep_only_module(collection_path.stem):
+        return None
+    return True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

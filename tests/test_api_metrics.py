@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from conftest import REALDATA, Engine, Lab
 from fastapi.testclient import TestClient
@@ -61,9 +62,12 @@ def write_metrics(lab: Lab, job_id: str, metrics: dict[str, list[tuple[int, floa
             for name, points in metrics.items()
             for step, value in points
         ]
-        con.executemany(
-            "INSERT INTO metric_values (job_id, name, step, ts, value, source) VALUES (?, ?, ?, ?, ?, ?)", rows
+        # one Arrow table: DuckDB's executemany runs a statement per row (~10 s for these 3,000)
+        table = pa.Table.from_pylist(
+            [dict(zip(("job_id", "name", "step", "ts", "value", "source"), row, strict=True)) for row in rows]
         )
+        con.register("new_points", table)
+        con.execute("INSERT INTO metric_values (job_id, name, step, ts, value, source) SELECT * FROM new_points")
     finally:
         con.close()
 

@@ -31,6 +31,7 @@ from runlytics.ingest.pipeline import ingest
 from runlytics.ingest.summary import Summary
 from runlytics.warehouse import pg_reader
 from tests.conftest import DEEP_ONLY, DUCKDB_ENGINE, REALDATA, Engine
+from tests.depth import examples
 from tests.insight_generator import (
     KINDS,
     LOSS_RULES,
@@ -44,8 +45,9 @@ from tests.insight_generator import (
     reference_insights,
 )
 
-# each example is one ingest run (about 2 s); INSIGHTS_EXAMPLES=200 for a longer hunt
-EXAMPLES = int(os.environ.get("INSIGHTS_EXAMPLES", "3"))
+# each example is one ingest run (about 2 s): 2 in an ordinary run, 6 in deep runs (depth.py);
+# INSIGHTS_EXAMPLES=200 for a longer hunt
+EXAMPLES = int(os.environ.get("INSIGHTS_EXAMPLES", examples(2, 6)))
 COLUMNS = "job_id, kind, severity, first_step, last_step, host, gpu_index, value, reference, start_time, end_time"
 REL = 1e-9
 
