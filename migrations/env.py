@@ -12,6 +12,7 @@ from alembic import context
 from alembic.ddl.impl import DefaultImpl
 from sqlalchemy import create_engine
 
+from runlytics.migrations import derived
 from runlytics.warehouse import db, migrate, postgres
 from runlytics.warehouse.schema import metadata
 
@@ -54,8 +55,17 @@ def run_migrations() -> None:
 
 def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
-    with context.begin_transaction():
+    with context.begin_transaction(), derived.deferred(context.config, connection, _upgrading()):
         context.run_migrations()
+
+
+def _upgrading() -> bool:
+    """An upgrade: ``warehouse.migrate``'s chain (``runlytics db upgrade``, an older warehouse's
+    first ingest) or ``alembic upgrade``; not a downgrade, nor a test's own alembic command."""
+    if context.config.attributes.get(derived.UPGRADING):
+        return True
+    cmd = getattr(context.config.cmd_opts, "cmd", None)
+    return cmd is not None and getattr(cmd[0], "__name__", "") == "upgrade"
 
 
 if context.is_offline_mode():

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from test_crash import KILL_AT
 
+from runlytics.migrations import derived
 from runlytics.warehouse import db, head, insights, migrate, results, schema, snapshots, views
 from tests.conftest import DEEP_ONLY, REALDATA, Lab, deep_case
 
@@ -346,6 +349,24 @@ def _contents(path: Path) -> dict[str, tuple[list[str], list[tuple[Any, ...]]]]:
     return out
 
 
+@contextmanager
+def _statements_run() -> Iterator[list[str]]:
+    """Within: every statement SQLAlchemy sends to a database, in order."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    ran: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        ran.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        yield ran
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+
+
 def test_upgrade_from_first_revision_with_data_equals_a_new_warehouse(lab: Lab, tmp_path: Path) -> None:
     _filled_lab(lab)  # a new warehouse at head, filled by ingest
     old = tmp_path / "old.duckdb"
@@ -362,7 +383,11 @@ def test_upgrade_from_first_revision_with_data_equals_a_new_warehouse(lab: Lab, 
                 con.execute(results.DELETE_JOBS, jobs)
                 con.execute(results.INSERT_JOBS, jobs)
             con.execute("DETACH src")
-    assert migrate.upgrade(old, "head") == _revisions()[-1]
+    with _statements_run() as ran:
+        assert migrate.upgrade(old, "head") == _revisions()[-1]
+    # of the ~20 revisions since 0005 that ask to refill job_results and insight_results, the
+    # upgrade refills each once, at its end (migrations/derived.py)
+    assert [ran.count(statement) for statement in derived.DEFERRABLE] == [1, 1]
 
     new, upgraded = _contents(lab.db), _contents(old)
     assert set(upgraded) == set(new)

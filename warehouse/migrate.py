@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
 # Commands compare against it without loading alembic, which costs half a second of start-up.
-HEAD_REVISION = "0045"
+HEAD_REVISION = "0046"
 
 # runlytics.migrations, found without importing it (it is alembic's folder, not a library)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -233,8 +233,11 @@ def run_chain(conn: sa.Connection, revision: str = "head") -> None:
     connection already began, the upgrade joins it (committed or rolled back with it)."""
     from alembic import command
 
+    from ..migrations import derived
+
     config = alembic_config()
     config.attributes["connection"] = conn
+    config.attributes[derived.UPGRADING] = True  # its refills run once, at the chain's end
     command.upgrade(config, revision)
 
 
