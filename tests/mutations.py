@@ -139,6 +139,7 @@ API = "tests/test_api.py::"
 S23 = "tests/test_audit_s23.py::"
 S24 = "tests/test_audit_s24.py::"
 S26 = "tests/test_audit_s26.py::"
+S27 = "tests/test_audit_s27.py::"
 GPU = "tests/test_gpu_samples.py::"
 HF = "tests/test_trainer_state.py::"
 TF = "tests/test_trainer_figures.py::"
@@ -391,9 +392,15 @@ FIGURE_MUTATIONS: tuple[Mutation, ...] = (
       view("job_checkpoints", "OR off_schedule = 0)", "OR true)"),
       S26 + "test_a_trainers_save_steps_its_checkpoints_do_not_follow_is_no_frequency"),
     m("frequency: the trainer's last save must follow its save_steps too", "job.checkpoint_frequency_steps",
-      view("job_checkpoints", "- CASE WHEN max(c.step) % nullif(j.save_steps, 0) <> 0 THEN 1 ELSE 0 END AS",
-           "AS"),
+      view("job_checkpoints", "- CASE WHEN max(c.step) % nullif(j.save_steps, 0) <> 0 AND max(c.step) >= r.max_steps",
+           "- CASE WHEN false"),
       S26 + "test_a_trainers_save_steps_its_checkpoints_do_not_follow_is_no_frequency"),
+    m("frequency: the last checkpoint let off wherever it is", "job.checkpoint_frequency_steps",
+      view("job_checkpoints", "<> 0 AND max(c.step) >= r.max_steps THEN 1", "<> 0 THEN 1"),
+      S27 + "test_one_checkpoint_before_the_trainers_end_gives_no_frequency_of_the_trainers"),
+    m("frequency: the last checkpoint let off only past the trainer's end", "job.checkpoint_frequency_steps",
+      view("job_checkpoints", "max(c.step) >= r.max_steps THEN 1", "max(c.step) > r.max_steps THEN 1"),
+      S27 + "test_one_checkpoint_before_the_trainers_end_gives_no_frequency_of_the_trainers"),
     m("frequency: the mean gap", "job.checkpoint_frequency_steps",
       view("job_checkpoints", "@median(c.gap)", "avg(c.gap)"),
       A + "test_checkpoints_from_list_and_folders"),
@@ -460,6 +467,13 @@ FIGURE_MUTATIONS: tuple[Mutation, ...] = (
       view("step_facts", "('lightning_csv', 'train/loss_step', 'loss', 6),",
            "('lightning_csv', 'train/loss_step', 'loss', 8),"),
       S24 + "test_lightnings_step_and_epoch_names_give_the_loss_from_its_csv_logger"),
+    m("tools' logs: a name two tools logged ranked by tool", "job.final_loss job.total_iterations",
+      view("step_facts", "min(f.rank) OVER (PARTITION BY m.job_id, f.field, m.name) AS name_best",
+           "f.rank AS name_best"),
+      S27 + "test_a_name_two_tools_logged_gives_every_point_of_both"),
+    m("tools' logs: a point logged again without a time loses the stored one's", "job.training_seconds",
+      Edit("ingest/formats/tool_log.py", "    con.execute(KEEP_TIMES, {**job_ids, \"source\": source})\n", ""),
+      S27 + "test_a_name_two_tools_logged_gives_every_point_of_both"),
     m("overall score: the higher of the two", "job.overall_score",
       view("job_efficiency", "THEN (gpu_utilization_score + throughput_score) / 2",
            "THEN greatest(gpu_utilization_score, throughput_score)"),

@@ -3,17 +3,21 @@
 -- loss; else the lowest training loss. nonfinite_eval_losses: the checkpoint entries whose eval_loss
 -- is NaN or infinite, left out of the choice (revision 0043).
 -- The frequency is the config's save_steps when set; a trainer state's (a job without a config,
--- or whose config has none) only where every checkpoint below the last is a multiple of it: the
--- Trainer writes its save_steps (default 500) whatever its save_strategy, so a run saved once an
--- epoch (checkpoints 30, 60) named 500 (revision 0045); else the median gap.
+-- or whose config has none) only where every checkpoint is a multiple of it, but for a last one
+-- at or past the trainer's max_steps (its save at the end of training): the Trainer writes its
+-- save_steps (default 500) whatever its save_strategy, so a run saved once an epoch (checkpoints
+-- 30, 60) named 500 (revision 0045), and one that failed after its first epoch's save still did
+-- (revision 0046); else the median gap.
 WITH agg AS (
     SELECT j.job_id,
            j.save_steps,
            o.config IS NOT NULL AND o.save_steps > 0 AS save_steps_configured,
            j.trainer_best_checkpoint,
-           -- the checkpoints below the last that are no multiple of save_steps (nullif: no division by 0)
+           -- the checkpoints that are no multiple of save_steps (nullif: no division by 0), less the
+           -- last where it is the trainer's save at its end
            count(c.step) FILTER (WHERE c.step % nullif(j.save_steps, 0) <> 0)
-               - CASE WHEN max(c.step) % nullif(j.save_steps, 0) <> 0 THEN 1 ELSE 0 END AS off_schedule,
+               - CASE WHEN max(c.step) % nullif(j.save_steps, 0) <> 0 AND max(c.step) >= r.max_steps THEN 1 ELSE 0 END
+               AS off_schedule,
            count(c.step) AS total_checkpoints,
            @median(c.gap) AS median_gap,
            max(c.step) AS final_step,
@@ -22,8 +26,9 @@ WITH agg AS (
            count(*) FILTER (WHERE c.nonfinite_eval_loss) AS nonfinite_eval_losses
     FROM job_settings j
     JOIN jobs o ON o.job_id = j.job_id
+    LEFT JOIN trainer_runs r ON r.job_id = j.job_id
     LEFT JOIN checkpoint_scores c ON c.job_id = j.job_id
-    GROUP BY j.job_id, j.save_steps, o.config IS NOT NULL AND o.save_steps > 0, j.trainer_best_checkpoint
+    GROUP BY j.job_id, j.save_steps, o.config IS NOT NULL AND o.save_steps > 0, j.trainer_best_checkpoint, r.max_steps
 )
 SELECT job_id,
        total_checkpoints,

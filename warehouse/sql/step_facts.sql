@@ -110,13 +110,21 @@ WITH field_names (source, name, field, rank) AS (
         ('llamafactory', 'epoch', 'epoch', 1)
 ), tool_fields AS (
     -- one series per job and column: the best-ranked name the job logged at all (a run's loss is
-    -- its train_loss_step series, not that series with epoch means at the epochs' last steps)
+    -- its train_loss_step series, not that series with epoch means at the epochs' last steps), all
+    -- of its points whichever tool wrote each: a name ranks as the best of its tools rank it, and
+    -- names of one rank go by name (revision 0046: two tools logging one name into a folder, as
+    -- Lightning's TensorBoard and CSV loggers do, each (job, name, step) kept by its last writer,
+    -- lost the points of the tool that ranked the name lower)
     SELECT job_id, step, field, value, ts
     FROM (
-        SELECT m.job_id, m.step, f.field, m.value, m.ts,
-               dense_rank() OVER (PARTITION BY m.job_id, f.field ORDER BY f.rank, m.source) AS name_rank
-        FROM metric_values m
-        JOIN field_names f ON f.source = m.source AND f.name = m.name
+        SELECT job_id, step, field, value, ts,
+               dense_rank() OVER (PARTITION BY job_id, field ORDER BY name_best, name) AS name_rank
+        FROM (
+            SELECT m.job_id, m.step, m.name, f.field, m.value, m.ts,
+                   min(f.rank) OVER (PARTITION BY m.job_id, f.field, m.name) AS name_best
+            FROM metric_values m
+            JOIN field_names f ON f.source = m.source AND f.name = m.name
+        ) named
     ) ranked
     WHERE name_rank = 1
 ), tool_steps AS (

@@ -1,0 +1,82 @@
+"""Audit 27: what independent readers of the contracts found.
+
+1. A trainer state's save_steps (the Trainer writes its default, 500, under save_strategy="epoch"
+   too) was the checkpoint frequency of a job with one checkpoint: revision 0045 let the last
+   checkpoint off as the Trainer's save at its end, and with one checkpoint nothing was left to
+   check. A run saved once an epoch that failed after its first save had a frequency of 500, and
+   work_at_risk, which reads it, did not fire (revision 0046).
+2. Tools' logs: two tools writing one name into one folder (Lightning's TensorBoard and CSV
+   loggers both write train_loss under lightning_logs/version_N): each (job, name, step) is kept
+   by its last writer, and step_facts read only the points of the tool that ranks the name
+   better. A killed run whose event file (steps 49-199) was ahead of its CSV (49, 99) lost its
+   last two steps: final loss 2.0 for 1.0 (revision 0046). The CSV's points, which have no
+   time, replaced the event file's timed ones: the run had no training time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from conftest import Lab
+from test_tool_logs import header, records, scalar_event
+
+
+def state(global_step: int, max_steps: int | None, save_steps: int = 500) -> str:
+    """A trainer state saved at ``global_step``; 500: TrainingArguments' default save_steps."""
+    history = [{"step": s, "loss": round(2 - s / 200, 4)} for s in range(10, global_step + 1, 10)]
+    return json.dumps(
+        {"global_step": global_step, "max_steps": max_steps, "save_steps": save_steps, "log_history": history}
+    )
+
+
+def test_one_checkpoint_before_the_trainers_end_gives_no_frequency_of_the_trainers(lab: Lab) -> None:
+    history = [{"step": s, "timestamp": 1_767_225_600 + s * 10, "loss": 2 - s / 200, "iteration_time": 10.0}
+               for s in range(10, 131, 10)]  # fmt: skip
+    # a run saved once an epoch (30 steps of 150) that failed at 130, after its first save
+    lab.write_job("failed", {"job_id": "failed", "status": "failed", "config": {"model_name": "m"}, "history": history})
+    (lab.root / "failed" / "checkpoint-30").mkdir()
+    (lab.root / "failed" / "checkpoint-30" / "trainer_state.json").write_text(state(30, 150))
+    # a state without max_steps: nothing says its one checkpoint is the Trainer's last save
+    for job, max_steps in (("unknown-end", None), ("at-the-end", 30), ("past-the-end", 20)):
+        (lab.root / job / "checkpoint-30").mkdir(parents=True)
+        (lab.root / job / "checkpoint-30" / "trainer_state.json").write_text(state(30, max_steps, save_steps=20))
+    # no checkpoint yet: the trainer's save_steps, as analytics.md takes a configured one
+    (lab.root / "none-yet").mkdir()
+    (lab.root / "none-yet" / "trainer_state.json").write_text(state(40, 1000, save_steps=25))
+    lab.ingest(lab.root)
+    frequency = dict(lab.query("SELECT job_id, checkpoint_frequency_steps FROM job_analytics"))
+    # failed: the gap from 0 to its one checkpoint; at or past the end: the Trainer's own 20
+    assert frequency == {
+        "failed": 30.0,
+        "unknown-end": 30.0,
+        "at-the-end": 20.0,
+        "past-the-end": 20.0,
+        "none-yet": 25.0,
+    }
+    # 130 - 30 = 100 steps since its checkpoint, more than 2 x 30
+    assert lab.query("SELECT job_id, value, reference FROM job_insights WHERE kind = 'work_at_risk'") == [
+        ("failed", 100.0, 30.0)
+    ]
+
+
+def test_a_name_two_tools_logged_gives_every_point_of_both(lab: Lab) -> None:
+    run = lab.root / "lightning_logs" / "version_0"
+    run.mkdir(parents=True)
+    wall = 1_767_225_600.0
+    losses = {49: 3.0, 99: 2.0, 149: 1.5, 199: 1.0}
+    events = [scalar_event("train_loss", step, loss, wall) for step, loss in losses.items()]
+    (run / f"events.out.tfevents.{int(wall)}.host.1.0").write_bytes(header() + records(*events))
+    # the CSV logger flushes every 100 steps: a killed run's CSV is behind its event file
+    (run / "metrics.csv").write_text("epoch,step,train_loss\n0,49,3.0\n0,99,2.0\n")
+    then = time.time() - 3600
+    for path in run.iterdir():
+        os.utime(path, (then, then))
+    lab.ingest(lab.root)
+    # the steps both logged keep the event file's times (the CSV has none, and is read after it)
+    rows = lab.query("SELECT step, loss, epoch_ms(ts) / 1000 FROM step_facts ORDER BY step")
+    assert rows == [(step, loss, wall + step) for step, loss in losses.items()]
+    assert lab.query("SELECT initial_loss, final_loss, best_loss, total_iterations FROM job_analytics") == [
+        (3.0, 1.0, 1.0, 199)
+    ]
