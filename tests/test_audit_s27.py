@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 from conftest import Lab
 from test_tool_logs import header, records, scalar_event
@@ -80,3 +81,33 @@ def test_a_name_two_tools_logged_gives_every_point_of_both(lab: Lab) -> None:
     assert lab.query("SELECT initial_loss, final_loss, best_loss, total_iterations FROM job_analytics") == [
         (3.0, 1.0, 1.0, 199)
     ]
+
+
+def test_the_csv_read_again_keeps_the_times_it_took(lab: Lab, tmp_path: Path) -> None:
+    """Lightning's CSV logger rewrites metrics.csv under a wider header when a metric is first
+    logged (val_loss after the first validation): the CSV, read again whole, kept no time."""
+    wall = 1_767_225_600.0
+    steps = {49: 3.0, 99: 2.0}
+    first = "epoch,step,train_loss\n0,49,3.0\n0,99,2.0\n"
+    rewritten = "epoch,step,train_loss,val_loss\n0,49,3.0,\n0,99,2.0,\n0,99,,2.5\n"
+
+    def write(run: Path, csv: str) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        events = [scalar_event("train_loss", step, loss, wall) for step, loss in steps.items()]
+        (run / f"events.out.tfevents.{int(wall)}.host.1.0").write_bytes(header() + records(*events))
+        (run / "metrics.csv").write_text(csv)
+        then = time.time() - 3600
+        for path in run.iterdir():
+            os.utime(path, (then, then))
+
+    run = lab.root / "lightning_logs" / "version_0"
+    write(run, first)
+    lab.ingest(lab.root)
+    write(run, rewritten)
+    lab.ingest(lab.root)
+    (tmp_path / "fresh").mkdir()
+    fresh = Lab(tmp_path / "fresh")
+    write(fresh.root / "lightning_logs" / "version_0", rewritten)
+    fresh.ingest(fresh.root)
+    times = "SELECT step, loss, eval_loss, epoch_ms(ts) / 1000 FROM step_facts ORDER BY step"
+    assert lab.query(times) == fresh.query(times) == [(49, 3.0, None, wall + 49), (99, 2.0, 2.5, wall + 99)]

@@ -49,7 +49,7 @@ import numpy as np
 
 from runlytics.ingest import ledger
 from runlytics.ingest.discover import LIGHTNING_HPARAMS as HPARAMS
-from runlytics.ingest.discover import TOOL_KINDS, JobFolder
+from runlytics.ingest.discover import LLAMAFACTORY, TOOL_KINDS, JobFolder
 from runlytics.ingest.sql import CONFIG_SETTINGS
 from runlytics.warehouse import db, results
 
@@ -201,17 +201,18 @@ INSERT_NEW_POINTS = f"""
 INSERT INTO metric_values (job_id, name, step, ts, value, source)
 SELECT job_id, name, step, ts, value, $source FROM ({WINNERS})
 """
-# A point another tool logged again without a time keeps the stored point's time: Lightning's CSV
-# logger, which writes no times, beside its TensorBoard logger in one folder took the times of the
-# steps both logged, as the later writer of each (job, name, step) (the event file is read first),
-# and the figures then depended on which file an ingest read last (session 27 audit). A tool's own
-# point read again is as the new read has it (a LLaMA-Factory line's time is settled by the lines
-# after it)
+# A point logged again without a time keeps the stored point's time: Lightning's CSV logger, which
+# writes no times, beside its TensorBoard logger in one folder took the times of the steps both
+# logged, as the later writer of each (job, name, step) (the event file is read first), and the
+# figures then depended on which file an ingest read last (session 27 audit); the CSV read again
+# (rewritten under a wider header when a new metric is first logged) keeps them too. But a
+# LLaMA-Factory point read again is as the new read has it: its time is settled by the lines after
+# it (ingest/formats/llamafactory.py)
 KEEP_TIMES = """
 UPDATE batch_metric_winners w SET ts = m.ts
 FROM metric_values m
-WHERE w.ts IS NULL AND m.ts IS NOT NULL AND m.source <> $source AND m.job_id IN (SELECT unnest($job_ids))
-  AND m.job_id = w.job_id AND m.name = w.name AND m.step = w.step
+WHERE w.ts IS NULL AND m.ts IS NOT NULL AND (m.source <> $source OR $source <> $settled_by_later_lines)
+  AND m.job_id IN (SELECT unnest($job_ids)) AND m.job_id = w.job_id AND m.name = w.name AND m.step = w.step
 """
 # A stored (job, name, step) that the batch logs again gives way to the new value (deleted, then
 # inserted with the others): one hash join of the batch with the stored rows of its jobs. Only run
@@ -972,7 +973,7 @@ def _store_points(con: Any, staged: _Staged, source: str) -> None:
             con.execute(INSERT_NEW_POINTS, {"source": source})
             return
         con.execute(STAGE_WINNERS)
-    con.execute(KEEP_TIMES, {**job_ids, "source": source})
+    con.execute(KEEP_TIMES, {**job_ids, "source": source, "settled_by_later_lines": LLAMAFACTORY})
     con.execute(DELETE_REPLACED, job_ids)
     con.execute(INSERT_POINTS, {"source": source})
 

@@ -111,22 +111,29 @@ WITH field_names (source, name, field, rank) AS (
 ), tool_fields AS (
     -- one series per job and column: the best-ranked name the job logged at all (a run's loss is
     -- its train_loss_step series, not that series with epoch means at the epochs' last steps), all
-    -- of its points whichever tool wrote each: a name ranks as the best of its tools rank it, and
-    -- names of one rank go by name (revision 0046: two tools logging one name into a folder, as
-    -- Lightning's TensorBoard and CSV loggers do, each (job, name, step) kept by its last writer,
-    -- lost the points of the tool that ranked the name lower)
-    SELECT job_id, step, field, value, ts
-    FROM (
-        SELECT job_id, step, field, value, ts,
-               dense_rank() OVER (PARTITION BY job_id, field ORDER BY name_best, name) AS name_rank
+    -- of its points whichever tool wrote each: a name ranks as the best its tools rank it, and of
+    -- names of one rank, the one of the tool first by name wins (a tool ranks each name of a column
+    -- once; tool names, unlike metric names, sort alike in every collation). Revision 0046: two
+    -- tools logging one name into a folder, as Lightning's TensorBoard and CSV loggers do, each
+    -- (job, name, step) kept by its last writer, lost the points of the tool that ranked it lower.
+    SELECT m.job_id, m.step, f.field, m.value, m.ts
+    FROM metric_values m
+    JOIN field_names f ON f.source = m.source AND f.name = m.name
+    JOIN (
+        SELECT job_id, field, name
         FROM (
-            SELECT m.job_id, m.step, m.name, f.field, m.value, m.ts,
-                   min(f.rank) OVER (PARTITION BY m.job_id, f.field, m.name) AS name_best
-            FROM metric_values m
-            JOIN field_names f ON f.source = m.source AND f.name = m.name
-        ) named
-    ) ranked
-    WHERE name_rank = 1
+            SELECT job_id, field, name,
+                   row_number() OVER (PARTITION BY job_id, field ORDER BY name_best, best_tool) AS name_rank
+            FROM (
+                SELECT m.job_id, f.field, m.name, min(f.rank) AS name_best,
+                       @first_by(m.source; f.rank, m.source) AS best_tool
+                FROM metric_values m
+                JOIN field_names f ON f.source = m.source AND f.name = m.name
+                GROUP BY m.job_id, f.field, m.name
+            ) named
+        ) ranked
+        WHERE name_rank = 1
+    ) w ON w.job_id = m.job_id AND w.field = f.field AND w.name = m.name
 ), tool_steps AS (
     -- one value per job, step and column (one name, and one value per job, name and step): max()
     -- takes it on both engines (PostgreSQL 15 has no any_value)
