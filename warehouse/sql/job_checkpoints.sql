@@ -11,7 +11,8 @@
 WITH agg AS (
     SELECT j.job_id,
            j.save_steps,
-           o.config IS NOT NULL AND o.save_steps > 0 AS save_steps_configured,
+           -- a job's own save_steps is its config's, unless a trainer state gave it (no config)
+           o.save_steps > 0 AND (o.config IS NOT NULL OR r.job_id IS NULL) AS save_steps_configured,
            j.trainer_best_checkpoint,
            -- the checkpoints that are no multiple of save_steps (nullif: no division by 0), less the
            -- last where it is the trainer's save at its end
@@ -28,7 +29,8 @@ WITH agg AS (
     JOIN jobs o ON o.job_id = j.job_id
     LEFT JOIN trainer_runs r ON r.job_id = j.job_id
     LEFT JOIN checkpoint_scores c ON c.job_id = j.job_id
-    GROUP BY j.job_id, j.save_steps, o.config IS NOT NULL AND o.save_steps > 0, j.trainer_best_checkpoint, r.max_steps
+    GROUP BY j.job_id, j.save_steps, o.save_steps > 0 AND (o.config IS NOT NULL OR r.job_id IS NULL),
+             j.trainer_best_checkpoint, r.max_steps
 )
 SELECT job_id,
        total_checkpoints,
