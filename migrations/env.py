@@ -37,8 +37,7 @@ def run_migrations() -> None:
         return
     # what `runlytics db upgrade` does first (a warehouse moved with its parts folder: the chain
     # failed on the old place, or read another's)
-    cmd = getattr(context.config.cmd_opts, "cmd", None)
-    if cmd is None or getattr(cmd[0], "__name__", "") in ("upgrade", "downgrade"):  # not `alembic current`
+    if _command() in (None, "upgrade", "downgrade"):  # not `alembic current`
         con = db.connect(target)
         try:
             migrate.before_chain(con, target)
@@ -59,13 +58,17 @@ def _run(connection) -> None:
         context.run_migrations()
 
 
+def _command() -> str | None:
+    """The alembic command run from its command line (``upgrade``, ``current``...); None when
+    called from code."""
+    cmd = getattr(context.config.cmd_opts, "cmd", None)
+    return None if cmd is None else getattr(cmd[0], "__name__", "")
+
+
 def _upgrading() -> bool:
     """An upgrade: ``warehouse.migrate``'s chain (``runlytics db upgrade``, an older warehouse's
     first ingest) or ``alembic upgrade``; not a downgrade, nor a test's own alembic command."""
-    if context.config.attributes.get(derived.UPGRADING):
-        return True
-    cmd = getattr(context.config.cmd_opts, "cmd", None)
-    return cmd is not None and getattr(cmd[0], "__name__", "") == "upgrade"
+    return bool(context.config.attributes.get(derived.UPGRADING)) or _command() == "upgrade"
 
 
 if context.is_offline_mode():

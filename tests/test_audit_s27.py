@@ -15,21 +15,27 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from conftest import Lab
+from test_audit_s26 import epoch_state
 from test_tool_logs import header, records, scalar_event
 
+WALL = 1_767_225_600.0
 
-def state(global_step: int, max_steps: int | None, save_steps: int = 500) -> str:
-    """A trainer state saved at ``global_step``; 500: TrainingArguments' default save_steps."""
-    history = [{"step": s, "loss": round(2 - s / 200, 4)} for s in range(10, global_step + 1, 10)]
-    return json.dumps(
-        {"global_step": global_step, "max_steps": max_steps, "save_steps": save_steps, "log_history": history}
-    )
+
+def lightning_run(run: Path, losses: dict[int, float], csv: str) -> None:
+    """A Lightning run's folder with its TensorBoard and CSV loggers: ``losses`` in the event file
+    (wall time WALL + step), ``csv`` as metrics.csv; written an hour ago (settled)."""
+    run.mkdir(parents=True, exist_ok=True)
+    events = [scalar_event("train_loss", step, loss, WALL) for step, loss in losses.items()]
+    (run / f"events.out.tfevents.{int(WALL)}.host.1.0").write_bytes(header() + records(*events))
+    (run / "metrics.csv").write_text(csv)
+    then = time.time() - 3600
+    for path in run.iterdir():
+        os.utime(path, (then, then))
 
 
 def test_one_checkpoint_before_the_trainers_end_gives_no_frequency_of_the_trainers(lab: Lab) -> None:
@@ -38,14 +44,15 @@ def test_one_checkpoint_before_the_trainers_end_gives_no_frequency_of_the_traine
     # a run saved once an epoch (30 steps of 150) that failed at 130, after its first save
     lab.write_job("failed", {"job_id": "failed", "status": "failed", "config": {"model_name": "m"}, "history": history})
     (lab.root / "failed" / "checkpoint-30").mkdir()
-    (lab.root / "failed" / "checkpoint-30" / "trainer_state.json").write_text(state(30, 150))
+    (lab.root / "failed" / "checkpoint-30" / "trainer_state.json").write_text(epoch_state(30))
     # a state without max_steps: nothing says its one checkpoint is the Trainer's last save
     for job, max_steps in (("unknown-end", None), ("at-the-end", 30), ("past-the-end", 20)):
         (lab.root / job / "checkpoint-30").mkdir(parents=True)
-        (lab.root / job / "checkpoint-30" / "trainer_state.json").write_text(state(30, max_steps, save_steps=20))
+        state = epoch_state(30, max_steps=max_steps, save_steps=20)
+        (lab.root / job / "checkpoint-30" / "trainer_state.json").write_text(state)
     # no checkpoint yet: the trainer's save_steps, as analytics.md takes a configured one
     (lab.root / "none-yet").mkdir()
-    (lab.root / "none-yet" / "trainer_state.json").write_text(state(40, 1000, save_steps=25))
+    (lab.root / "none-yet" / "trainer_state.json").write_text(epoch_state(40, max_steps=1000, save_steps=25))
     lab.ingest(lab.root)
     frequency = dict(lab.query("SELECT job_id, checkpoint_frequency_steps FROM job_analytics"))
     # failed: the gap from 0 to its one checkpoint; at or past the end: the Trainer's own 20
@@ -63,21 +70,13 @@ def test_one_checkpoint_before_the_trainers_end_gives_no_frequency_of_the_traine
 
 
 def test_a_name_two_tools_logged_gives_every_point_of_both(lab: Lab) -> None:
-    run = lab.root / "lightning_logs" / "version_0"
-    run.mkdir(parents=True)
-    wall = 1_767_225_600.0
     losses = {49: 3.0, 99: 2.0, 149: 1.5, 199: 1.0}
-    events = [scalar_event("train_loss", step, loss, wall) for step, loss in losses.items()]
-    (run / f"events.out.tfevents.{int(wall)}.host.1.0").write_bytes(header() + records(*events))
     # the CSV logger flushes every 100 steps: a killed run's CSV is behind its event file
-    (run / "metrics.csv").write_text("epoch,step,train_loss\n0,49,3.0\n0,99,2.0\n")
-    then = time.time() - 3600
-    for path in run.iterdir():
-        os.utime(path, (then, then))
+    lightning_run(lab.root / "lightning_logs" / "version_0", losses, "epoch,step,train_loss\n0,49,3.0\n0,99,2.0\n")
     lab.ingest(lab.root)
     # the steps both logged keep the event file's times (the CSV has none, and is read after it)
     rows = lab.query("SELECT step, loss, epoch_ms(ts) / 1000 FROM step_facts ORDER BY step")
-    assert rows == [(step, loss, wall + step) for step, loss in losses.items()]
+    assert rows == [(step, loss, WALL + step) for step, loss in losses.items()]
     assert lab.query("SELECT initial_loss, final_loss, best_loss, total_iterations FROM job_analytics") == [
         (3.0, 1.0, 1.0, 199)
     ]
@@ -86,28 +85,16 @@ def test_a_name_two_tools_logged_gives_every_point_of_both(lab: Lab) -> None:
 def test_the_csv_read_again_keeps_the_times_it_took(lab: Lab, tmp_path: Path) -> None:
     """Lightning's CSV logger rewrites metrics.csv under a wider header when a metric is first
     logged (val_loss after the first validation): the CSV, read again whole, kept no time."""
-    wall = 1_767_225_600.0
-    steps = {49: 3.0, 99: 2.0}
-    first = "epoch,step,train_loss\n0,49,3.0\n0,99,2.0\n"
+    losses = {49: 3.0, 99: 2.0}
     rewritten = "epoch,step,train_loss,val_loss\n0,49,3.0,\n0,99,2.0,\n0,99,,2.5\n"
-
-    def write(run: Path, csv: str) -> None:
-        run.mkdir(parents=True, exist_ok=True)
-        events = [scalar_event("train_loss", step, loss, wall) for step, loss in steps.items()]
-        (run / f"events.out.tfevents.{int(wall)}.host.1.0").write_bytes(header() + records(*events))
-        (run / "metrics.csv").write_text(csv)
-        then = time.time() - 3600
-        for path in run.iterdir():
-            os.utime(path, (then, then))
-
     run = lab.root / "lightning_logs" / "version_0"
-    write(run, first)
+    lightning_run(run, losses, "epoch,step,train_loss\n0,49,3.0\n0,99,2.0\n")
     lab.ingest(lab.root)
-    write(run, rewritten)
+    lightning_run(run, losses, rewritten)
     lab.ingest(lab.root)
     (tmp_path / "fresh").mkdir()
     fresh = Lab(tmp_path / "fresh")
-    write(fresh.root / "lightning_logs" / "version_0", rewritten)
+    lightning_run(fresh.root / "lightning_logs" / "version_0", losses, rewritten)
     fresh.ingest(fresh.root)
     times = "SELECT step, loss, eval_loss, epoch_ms(ts) / 1000 FROM step_facts ORDER BY step"
-    assert lab.query(times) == fresh.query(times) == [(49, 3.0, None, wall + 49), (99, 2.0, 2.5, wall + 99)]
+    assert lab.query(times) == fresh.query(times) == [(49, 3.0, None, WALL + 49), (99, 2.0, 2.5, WALL + 99)]
