@@ -20,6 +20,15 @@ LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists 
 ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
 JSON_BATCH = 1000  # records encoded at a time
 CSV_QUOTED = re.compile(r'[,"\r\n]')  # what makes a CSV field quoted (and an empty text)
+# a table cell's control characters and line separators as Python's escapes: a row stays one
+# line whatever its text holds (str.splitlines' breaks included)
+CELL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, 0x85]} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
 
 
 def _write_rows(columns: list[str], rows: Iterable[Sequence[Any]], fmt: str) -> None:
@@ -70,7 +79,7 @@ def _cell(value: Any) -> str:
         return "NULL"
     if isinstance(value, float):
         return _float(value)
-    return str(value)
+    return str(value).translate(CELL_ESCAPES)
 
 
 def _float(value: float) -> str:

@@ -162,6 +162,7 @@ def test_unreachable_or_unbuilt_database(
             ["insights"],
             ["insights", "set", "stall.factor", "3"],
             ["export", str(tmp_path / "out")],
+            ["sql", "SELECT 1"],  # an unbuilt database's tables are not there: said as every read says it
         ):
             capsys.readouterr()
             assert main([*argv, "--db", url]) == EXIT_WAREHOUSE, argv
