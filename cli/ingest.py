@@ -166,8 +166,10 @@ def _ingest_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
     code = _ingest_report(args, stage, summary, published.as_dict() if args.json else None)
     if not (args.quiet or args.json):
         print(
-            f"{target}: published {_plural(published.jobs, 'job')} whole, the insights of "
-            f"{published.insights_only} running, {_plural(published.runs, 'run')} in {published.seconds:.2f} s"
+            # the insights alone: running jobs' (their silence ages), or every job's after
+            # `insights set` changed a threshold on PostgreSQL
+            f"{target}: published {_plural(published.jobs, 'job')} whole, the insights alone of "
+            f"{_plural(published.insights_only, 'job')}, {_plural(published.runs, 'run')} in {published.seconds:.2f} s"
         )
     return code
 

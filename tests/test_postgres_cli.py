@@ -9,6 +9,7 @@ with `runlytics db copy`; then each command runs on both, and its output is comp
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,22 @@ def test_unreachable_or_unbuilt_database(
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and ("cannot connect" in err or "revision None" in err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_ingest_line_counts_the_jobs_whose_insights_alone_it_published(
+    pg_server: PgServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It called them running: after ``insights set`` they are every job of the stage."""
+    samples = Path(__file__).resolve().parent.parent / "samples" / "jobs"
+    root, stage, url = tmp_path / "jobs", str(tmp_path / "stage.duckdb"), pg_server.new_database()
+    root.mkdir()
+    for name in ("llama-sft-001", "mistral-lora-002"):  # completed, running
+        shutil.copytree(samples / name, root / name)
+    ingest = ["ingest", str(root), "--db", url, "--stage", stage]
+    assert main(["db", "upgrade", "--db", url]) == EXIT_OK
+    code, out = _run(capsys, *ingest)
+    assert code == EXIT_OK and ": published 2 jobs whole, the insights alone of 0 jobs, 1 run in " in out, out
+    assert main(["insights", "set", "stall.factor", "3", "--db", url]) == EXIT_OK
+    shutil.copytree(samples / "legacy-gpt2-003", root / "legacy-gpt2-003")
+    code, out = _run(capsys, *ingest)
+    assert code == EXIT_OK and ": published 1 job whole, the insights alone of 2 jobs, 1 run in " in out, out
