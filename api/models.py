@@ -474,7 +474,10 @@ class GpuReading(BaseModel):
 
     gpu_index: int = Field(description="the GPU's index (a bucket: its last minute's)")
     host: str | None = Field(None, description="the host (GPU samples)")
-    ts: str | None = Field(None, description="the time of the reading (a bucket: of its first sample)")
+    ts: str | None = Field(
+        None,
+        description="the time of the reading (logged with a step: the step's timestamp; a bucket: its first sample's)",
+    )
     step: int | None = Field(None, description="the step it was logged with (readings logged with steps)")
     gpu_uuid: str | None = Field(description="the GPU's UUID, when known")
     utilization_percent: float | None = Field(description="GPU utilization, percent")

@@ -394,15 +394,20 @@ FROM {steps} WHERE refused IS NOT NULL
 UNION ALL
 SELECT file_id, pos, gpos,
        coalesce(place, 'history[' || CAST(pos - 1 AS VARCHAR) || ']')
-       || ' (step ' || CAST(step AS VARCHAR) || ') gpus[' || CAST(gpos - 1 AS VARCHAR) || ']: '
+       || ' (step ' || CAST(step AS VARCHAR) || ')'
+       -- a legacy snapshot's one GPU is its flat fields: named as the file names them
+       || CASE WHEN place = 'snapshot' THEN ': ' ELSE ' gpus[' || CAST(gpos - 1 AS VARCHAR) || ']: ' END
        || concat_ws('; ',
            rl_number_problem('index', refused."index", 0, 1e6, true),
            CASE WHEN refused.uuid IS NOT NULL AND rl_string(refused.uuid) IS NULL
                 THEN 'uuid ' || left(CAST(refused.uuid AS VARCHAR), 40) || ' is not a string, dropped' END,
-           rl_number_problem('utilization_percent', refused.utilization_percent, 0, 100, false),
-           rl_number_problem('memory_used_mb', refused.memory_used_mb, 0, 1e308, false),
+           rl_number_problem(CASE WHEN place = 'snapshot' THEN 'gpu_utilization' ELSE 'utilization_percent' END,
+                             refused.utilization_percent, 0, 100, false),
+           rl_number_problem(CASE WHEN place = 'snapshot' THEN 'gpu_memory_mb' ELSE 'memory_used_mb' END,
+                             refused.memory_used_mb, 0, 1e308, false),
            rl_number_problem('memory_total_mb', refused.memory_total_mb, 0, 1e308, false),
-           rl_number_problem('temperature_c', refused.temperature_c, -273.15, 1e308, false),
+           rl_number_problem(CASE WHEN place = 'snapshot' THEN 'gpu_temperature' ELSE 'temperature_c' END,
+                             refused.temperature_c, -273.15, 1e308, false),
            rl_number_problem('power_w', refused.power_w, 0, 1e308, false),
            CASE unusable WHEN 'null' THEN 'null, not a GPU reading: dropped'
                          WHEN 'empty' THEN 'no index, uuid or reading: not a GPU, dropped' END)

@@ -1145,6 +1145,12 @@ def test_gpu_readings_for_charts_carry_step_times(client: TestClient) -> None:
         (1, 10, at(HOUR + 5), 62.0),
         (1, 20, at(HOUR + 10), 66.0),
     ]
+    # and so do their pages (ts was null there: audit 28)
+    first = ok(client, "/api/training/bravo/gpus", limit=3)
+    rest = ok(client, "/api/training/bravo/gpus", cursor=first["next_cursor"])
+    assert [(r["gpu_index"], r["step"], r["ts"]) for r in first["readings"] + rest["readings"]] == [
+        (r["gpu_index"], r["step"], r["ts"]) for r in page["readings"]
+    ]
 
 
 def test_gpu_readings_downsampled_keep_every_extreme(lab: Lab, engine: Engine) -> None:

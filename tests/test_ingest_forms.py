@@ -741,8 +741,8 @@ def test_bad_legacy_values_are_dropped_with_a_warning_naming_the_snapshot(lab: L
     }
     assert ledger_row(lab, "legacy")["warnings"] == [
         'snapshot (step 12): samples_per_second "fast" is not a number, dropped',
-        "snapshot (step 12) gpus[0]: utilization_percent 140.0 is out of range, dropped; "
-        "memory_used_mb -5 is out of range, dropped",
+        # the file's own names (they named the gpus[0] of a list the file does not have)
+        "snapshot (step 12): gpu_utilization 140.0 is out of range, dropped; gpu_memory_mb -5 is out of range, dropped",
     ]
 
 

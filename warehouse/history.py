@@ -73,13 +73,15 @@ EXTREME_TEMPLATE = (
     "@first_by(step; {f} DESC, step) FILTER (WHERE @finite({f}))"
 )
 
+# with the step's timestamp, as a chart of them has (READINGS_OF_JOB)
 GPUS_PAGE = """
-SELECT gpu_index, step, gpu_uuid, utilization_percent, memory_used_mb, memory_total_mb, temperature_c, power_w
-FROM step_gpus
-WHERE job_id = $job_id
-  AND ($gpu IS NULL OR gpu_index = $gpu)
-  AND (gpu_index > $after_gpu OR (gpu_index = $after_gpu AND step > $after_step))
-ORDER BY gpu_index, step
+SELECT g.gpu_index, g.step, s.ts, g.gpu_uuid, g.utilization_percent, g.memory_used_mb, g.memory_total_mb,
+       g.temperature_c, g.power_w
+FROM step_gpus g LEFT JOIN steps s ON s.job_id = g.job_id AND s.step = g.step
+WHERE g.job_id = $job_id
+  AND ($gpu IS NULL OR g.gpu_index = $gpu)
+  AND (g.gpu_index > $after_gpu OR (g.gpu_index = $after_gpu AND g.step > $after_step))
+ORDER BY g.gpu_index, g.step
 LIMIT $limit
 """
 
