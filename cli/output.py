@@ -20,8 +20,8 @@ LISTED_WARNINGS = 20  # warnings the text summary and status list; --json lists 
 ETA_AFTER_SECONDS = 2.0  # a run that has taken this long shows how long it has left
 JSON_BATCH = 1000  # records encoded at a time
 CSV_QUOTED = re.compile(r'[,"\r\n]')  # what makes a CSV field quoted (and an empty text)
-# a table cell's control characters and line separators as Python's escapes: a row stays one
-# line whatever its text holds (str.splitlines' breaks included)
+# a table cell's (and column name's) C0 control characters, DEL and line separators as Python's
+# escapes: a row stays one line whatever its text holds (every break of str.splitlines)
 CELL_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, 0x85]} | {
     0x09: "\\t",
     0x0A: "\\n",
@@ -41,6 +41,7 @@ def _write_rows(columns: list[str], rows: Iterable[Sequence[Any]], fmt: str) -> 
             sys.stdout.write(",".join(map(_csv_field, row)) + "\n")
     else:
         cells = [[_cell(v) for v in row] for row in rows]
+        columns = [c.translate(CELL_ESCAPES) for c in columns]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
         print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
         print("  ".join("-" * w for w in widths))

@@ -141,7 +141,7 @@ class Stops:
 def _sql_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
     if args.allow_read:
         raise UserError("--allow-read reads files beside a DuckDB warehouse, not on PostgreSQL")
-    _pg_cursor(target, args.timeout).close()  # a database at another revision: WarehouseError, as every read's
+    _pg_cursor(target, args.timeout, unseen_ok=True).close()  # at another revision: WarehouseError, as every read's
     # refused (readonly.Refused) or failed (readonly.QueryFailed): one line, exit 4 (cli/errors.py);
     # Ctrl-C: psycopg cancels the query on the server before KeyboardInterrupt reaches _guarded
     columns, rows = readonly.run_postgres(target, args.query, args.timeout)

@@ -22,3 +22,6 @@ def test_a_table_row_stays_one_line_whatever_its_text_holds(capsys: pytest.Captu
         "esc\\x1b\\u2028\\x85  NULL",
         "(3 rows)",
     ]
+
+    _write_rows(["a\nb"], [("x",)], "table")
+    assert capsys.readouterr().out.splitlines() == ["a\\nb", "----", "x   ", "(1 row)"]

@@ -9,6 +9,7 @@ with `runlytics db copy`; then each command runs on both, and its output is comp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 from pg_server import PgServer
 
 from runlytics.cli import EXIT_OK, EXIT_QUERY, EXIT_USAGE, EXIT_WAREHOUSE, main
-from runlytics.warehouse import insights
+from runlytics.warehouse import insights, migrate
 from tests.test_postgres_views import generated_warehouse
 
 READ = "read_parquet($glob, hive_partitioning = true, hive_types_autocast = false)"
@@ -163,7 +164,6 @@ def test_unreachable_or_unbuilt_database(
             ["insights"],
             ["insights", "set", "stall.factor", "3"],
             ["export", str(tmp_path / "out")],
-            ["sql", "SELECT 1"],  # an unbuilt database's tables are not there: said as every read says it
         ):
             capsys.readouterr()
             assert main([*argv, "--db", url]) == EXIT_WAREHOUSE, argv
@@ -189,3 +189,32 @@ def test_the_ingest_line_counts_the_jobs_whose_insights_alone_it_published(
     shutil.copytree(samples / "legacy-gpt2-003", root / "legacy-gpt2-003")
     code, out = _run(capsys, *ingest)
     assert code == EXIT_OK and ": published 1 job whole, the insights alone of 2 jobs, 1 run in " in out, out
+
+
+def test_sql_refuses_a_database_at_another_revision_but_not_a_role_that_cannot_see_it(
+    engines: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It ran the query on any revision; a role with SELECT on the views alone still queries."""
+    import psycopg
+
+    url = engines[1]
+    role = f"analyst_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as pg:
+        try:
+            for revision, said in (("0045", "schema at revision 0045"), ("9999", "written by a newer version")):
+                pg.execute("UPDATE alembic_version SET version_num = %s", [revision])
+                assert main(["sql", "SELECT 1", "--db", url]) == EXIT_WAREHOUSE
+                assert said in capsys.readouterr().err
+        finally:
+            pg.execute("UPDATE alembic_version SET version_num = %s", [migrate.HEAD_REVISION])
+        pg.execute(f'CREATE ROLE "{role}" LOGIN')
+        try:
+            pg.execute(f'GRANT SELECT ON job_results TO "{role}"')
+            as_analyst = url.replace("postgresql://postgres@", f"postgresql://{role}@")
+            code, out = _run(
+                capsys, "sql", "SELECT count(*) AS n FROM job_results", "--db", as_analyst, "--format", "json"
+            )
+            assert code == EXIT_OK and json.loads(out)[0]["n"] > 0
+        finally:
+            pg.execute(f'DROP OWNED BY "{role}"')
+            pg.execute(f'DROP ROLE "{role}"')
