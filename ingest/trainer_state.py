@@ -254,8 +254,25 @@ SELECT unnest($job_id) AS job_id, unnest($global_step) AS global_step, unnest($m
 # as the job's trainer_runs row (MERGE_RUNS): in the batch, and across runs, where a stored row of
 # the same rank gives way unless the job's trainer_runs row (the state read with the highest
 # global_step, and of those the one that ranks first so) stands at that rank and ranks before the
-# new one: then the stored row is that state's, whatever the order the runs read them in.
+# new one: then the stored row is that state's, whatever the order the runs read them in. Unless
+# the state that gave the stored rank no longer holds it (batch_trainer_rewritten: the job's
+# trainer_runs file was read again with a lower global_step, a new training of fewer steps into
+# the same folder; or it is gone, batch_trainer_gone: a run resumed from an earlier checkpoint
+# after the later ones were removed): the stored rows then give way to the batch's, as inputs.md
+# has it without timestamps (the later ingest wins), and its trainer_runs row to the batch's first
+# state (MERGE_RUNS).
+STORED_STATES = """
+SELECT DISTINCT r.job_id, r.source_file FROM trainer_runs r JOIN batch_trainer_runs b ON b.job_id = r.job_id
+"""
+STAGE_GONE = "CREATE OR REPLACE TEMP TABLE batch_trainer_gone AS SELECT unnest(CAST($job_id AS VARCHAR[])) AS job_id"
 MERGE_STEPS = """
+CREATE OR REPLACE TEMP TABLE batch_trainer_rewritten AS
+SELECT r.job_id
+FROM trainer_runs r JOIN batch_trainer_runs b ON b.job_id = r.job_id AND b.source_file = r.source_file
+WHERE r.global_step IS NOT NULL AND (b.global_step IS NULL OR b.global_step < r.global_step)
+UNION
+SELECT job_id FROM batch_trainer_gone;
+
 CREATE OR REPLACE TEMP TABLE batch_trainer_winners AS
 SELECT * FROM batch_trainer_steps
 QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST,
@@ -265,6 +282,7 @@ QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NU
 DELETE FROM trainer_steps USING batch_trainer_winners w
 WHERE trainer_steps.job_id = w.job_id AND trainer_steps.step = w.step
   AND (trainer_steps.state_step IS NULL OR w.state_step IS NULL OR w.state_step > trainer_steps.state_step
+       OR w.job_id IN (SELECT job_id FROM batch_trainer_rewritten)
        OR (w.state_step = trainer_steps.state_step
            AND NOT EXISTS (SELECT 1 FROM trainer_runs r
                            WHERE r.job_id = w.job_id AND r.global_step = w.state_step
@@ -310,6 +328,7 @@ INSERT OR REPLACE INTO trainer_runs (job_id, global_step, max_steps, save_steps,
 WITH ranked AS (
     SELECT w.job_id,
            coalesce(r.job_id IS NULL OR w.global_step > r.global_step
+                    OR w.job_id IN (SELECT job_id FROM batch_trainer_rewritten)
                     OR (r.global_step IS NULL AND w.global_step IS NOT NULL)
                     OR (w.global_step IS NOT DISTINCT FROM r.global_step
                         AND NOT ((r.source_file = w.own_file) > (w.source_file = w.own_file)
@@ -432,5 +451,7 @@ def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dir
 
 
 def merge(con: duckdb.DuckDBPyConnection) -> None:
+    stored = con.execute(STORED_STATES).fetchall()
+    con.execute(STAGE_GONE, {"job_id": sorted({job_id for job_id, path in stored if not Path(path).exists()})})
     con.execute(MERGE_STEPS)
     con.execute(MERGE_RUNS)

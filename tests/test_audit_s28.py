@@ -2,11 +2,20 @@
 
 1. ``sql``'s plain table (and ``insights``' table) printed a text's line break as it was: a job id
    or a config text holding one split its row over two lines, under the columns of no row.
+2. A trainer state rewritten with a lower global_step (a new training of fewer steps into the same
+   output folder) kept the first run's values at the steps both logged: the stored rows' rank was
+   the global_step of the file's old content. inputs.md: without timestamps, the later ingest wins.
+   So did a run resumed from an earlier checkpoint after the later ones were removed.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+
 import pytest
+from conftest import Lab
 
 from runlytics.cli.output import _write_rows
 
@@ -25,3 +34,42 @@ def test_a_table_row_stays_one_line_whatever_its_text_holds(capsys: pytest.Captu
 
     _write_rows(["a\nb"], [("x",)], "table")
     assert capsys.readouterr().out.splitlines() == ["a\\nb", "----", "x   ", "(1 row)"]
+
+
+def test_a_trainer_state_rewritten_by_a_shorter_run_gives_the_steps_it_logs_again(lab: Lab) -> None:
+    state = lab.root / "run" / "trainer_state.json"
+    state.parent.mkdir()
+    first = {"global_step": 2, "max_steps": 2, "log_history": [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 0.5}]}
+    state.write_text(json.dumps(first))
+    os.utime(state, (1_700_000_000, 1_700_000_000))
+    lab.ingest(lab.root)
+    state.write_text(json.dumps({"global_step": 1, "max_steps": 1, "log_history": [{"step": 1, "loss": 3.0}]}))
+    lab.ingest(lab.root)
+    # step 2, which the new content does not hold, stays (steps are never deleted: docs/ingest.md)
+    assert lab.query("SELECT step, loss FROM trainer_steps ORDER BY step") == [(1, 3.0), (2, 0.5)]
+    assert lab.query("SELECT global_step, max_steps FROM trainer_runs") == [(1, 1)]
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_gives_the_steps_it_logs_again(lab: Lab) -> None:
+    def checkpoint(step: int, losses: dict[int, float]) -> None:
+        folder = lab.root / "run" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        history = [{"step": s, "loss": loss} for s, loss in losses.items()]
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": history}))
+
+    checkpoint(1, {1: 1.0})
+    checkpoint(3, {1: 1.0, 2: 0.9, 3: 0.8})
+    lab.ingest(lab.root)
+    shutil.rmtree(lab.root / "run" / "checkpoint-3")  # resumed from checkpoint-1: step 2 logged again
+    checkpoint(2, {1: 1.0, 2: 0.4})
+    lab.ingest(lab.root)
+    assert lab.query("SELECT step, loss FROM trainer_steps ORDER BY step") == [(1, 1.0), (2, 0.4), (3, 0.8)]
+    assert lab.query("SELECT best_loss FROM job_analytics") == [(0.4,)]
+    # a checkpoint copy read in a later run, its later one still there, changes nothing
+    checkpoint(4, {1: 1.0, 2: 0.4, 4: 0.3})
+    lab.ingest(lab.root)
+    (lab.root / "run" / "checkpoint-2" / "trainer_state.json").write_text(
+        json.dumps({"global_step": 2, "log_history": [{"step": 1, "loss": 9.0}, {"step": 2, "loss": 9.0}]})
+    )
+    lab.ingest(lab.root)
+    assert lab.query("SELECT step, loss FROM trainer_steps ORDER BY step") == [(1, 1.0), (2, 0.4), (3, 0.8), (4, 0.3)]
