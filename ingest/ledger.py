@@ -197,7 +197,7 @@ def forget_vanished(con: duckdb.DuckDBPyConnection, roots: Sequence[Path], jobs:
     walked = [str(root) for root in roots]
     kinds = {"kinds": list(WALKED_KINDS)}
     problems = [path for (path,) in con.execute(PROBLEM_PATHS, kinds).fetchall()]
-    gone = [path for path in problems if any(_below(path, root) for root in walked) and _gone(path)]
+    gone = [path for path in problems if any(_below(path, root) for root in walked) and is_gone(path)]
     if gone:  # a path that is not UTF-8 is recorded with U+FFFD: not there by that name, but found
         found = {shown(path) for job in jobs for path in (job.progress, *job.trainer_states, *job.tool_paths()) if path}
         gone = [path for path in gone if path not in found]
@@ -213,7 +213,7 @@ def _below(path: str, root: str) -> bool:
         return False
 
 
-def _gone(path: str) -> bool:
+def is_gone(path: str) -> bool:
     """Whether nothing is at ``path`` (a link to nothing is there); a folder above it that can't
     be searched tells nothing (discovery names that folder as a problem of its own)."""
     try:

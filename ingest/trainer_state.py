@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from . import json_text
+from . import json_text, ledger
 from .discover import MAX_STEP, TRAINER_STATE
 
 # log_history keys with a column of their own; every other numeric key goes to `metrics`.
@@ -259,8 +259,10 @@ SELECT unnest($job_id) AS job_id, unnest($global_step) AS global_step, unnest($m
 # trainer_runs file was read again with a lower global_step, a new training of fewer steps into
 # the same folder; or it is gone, batch_trainer_gone: a run resumed from an earlier checkpoint
 # after the later ones were removed): the stored rows then give way to the batch's, as inputs.md
-# has it without timestamps (the later ingest wins), and its trainer_runs row to the batch's first
-# state (MERGE_RUNS).
+# has it for steps logged again without timestamps (the later ingest wins). trainer_runs keeps
+# its rank (MERGE_RUNS): the run summary, status and step count of the furthest state read (an
+# evaluation's save_state() rewrites the final state at global_step 0; the Trainer's cleanup at
+# its end removes its newest checkpoint, and a jobs root moved makes every stored path gone).
 STORED_STATES = """
 SELECT DISTINCT r.job_id, r.source_file FROM trainer_runs r JOIN batch_trainer_runs b ON b.job_id = r.job_id
 """
@@ -328,7 +330,6 @@ INSERT OR REPLACE INTO trainer_runs (job_id, global_step, max_steps, save_steps,
 WITH ranked AS (
     SELECT w.job_id,
            coalesce(r.job_id IS NULL OR w.global_step > r.global_step
-                    OR w.job_id IN (SELECT job_id FROM batch_trainer_rewritten)
                     OR (r.global_step IS NULL AND w.global_step IS NOT NULL)
                     OR (w.global_step IS NOT DISTINCT FROM r.global_step
                         AND NOT ((r.source_file = w.own_file) > (w.source_file = w.own_file)
@@ -452,6 +453,6 @@ def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dir
 
 def merge(con: duckdb.DuckDBPyConnection) -> None:
     stored = con.execute(STORED_STATES).fetchall()
-    con.execute(STAGE_GONE, {"job_id": sorted({job_id for job_id, path in stored if not Path(path).exists()})})
+    con.execute(STAGE_GONE, {"job_id": sorted({job_id for job_id, path in stored if ledger.is_gone(path)})})
     con.execute(MERGE_STEPS)
     con.execute(MERGE_RUNS)

@@ -47,7 +47,8 @@ def test_a_trainer_state_rewritten_by_a_shorter_run_gives_the_steps_it_logs_agai
     lab.ingest(lab.root)
     # step 2, which the new content does not hold, stays (steps are never deleted: docs/ingest.md)
     assert lab.query("SELECT step, loss FROM trainer_steps ORDER BY step") == [(1, 3.0), (2, 0.5)]
-    assert lab.query("SELECT global_step, max_steps FROM trainer_runs") == [(1, 1)]
+    # the run summary stays the furthest state's (an evaluation's save_state() rewrites it at step 0)
+    assert lab.query("SELECT global_step, max_steps FROM trainer_runs") == [(2, 2)]
 
 
 def test_a_run_resumed_from_an_earlier_checkpoint_gives_the_steps_it_logs_again(lab: Lab) -> None:
@@ -73,3 +74,32 @@ def test_a_run_resumed_from_an_earlier_checkpoint_gives_the_steps_it_logs_again(
     )
     lab.ingest(lab.root)
     assert lab.query("SELECT step, loss FROM trainer_steps ORDER BY step") == [(1, 1.0), (2, 0.4), (3, 0.8), (4, 0.3)]
+
+
+def test_the_run_summary_stays_the_furthest_states_when_its_file_is_gone_or_rewritten_lower(lab: Lab) -> None:
+    """The review's cases: the Trainer's cleanup at its end removed the newest checkpoint, then the
+    jobs root moved (every stored path gone); an evaluation's save_state() rewrote the final state
+    at global_step 0. Both turned a completed job back into one of status unknown at a lower step."""
+
+    def state(global_step: int, **extra: object) -> str:
+        history = [{"step": s, "loss": 1 / s} for s in range(1, global_step + 1)]
+        return json.dumps({"global_step": global_step, "max_steps": 4, "log_history": history, **extra})
+
+    for step in (2, 4):
+        (lab.root / "a" / f"checkpoint-{step}").mkdir(parents=True)
+        (lab.root / "a" / f"checkpoint-{step}" / "trainer_state.json").write_text(state(step))
+    (lab.root / "b" / "checkpoint-4").mkdir(parents=True)
+    (lab.root / "b" / "checkpoint-4" / "trainer_state.json").write_text(state(4))
+    summary = {"step": 4, "train_runtime": 8.0, "train_loss": 0.5}
+    (lab.root / "b" / "trainer_state.json").write_text(state(4, log_history=[{"step": 4, "loss": 0.25}, summary]))
+    lab.ingest(lab.root)
+    shutil.rmtree(lab.root / "a" / "checkpoint-4")
+    (lab.root / "b" / "trainer_state.json").write_text(
+        json.dumps({"global_step": 0, "max_steps": 0, "log_history": [{"step": 0, "eval_loss": 0.7}]})
+    )
+    moved = lab.root.with_name("archive")
+    lab.root.rename(moved)
+    lab.ingest(moved)
+    furthest = "SELECT job_id, jobs.status, current_step, total_iterations FROM job_analytics JOIN jobs USING (job_id)"
+    assert sorted(lab.query(furthest)) == [("a", "completed", 4, 4), ("b", "completed", 4, 4)]
+    assert lab.query("SELECT job_id, step, eval_loss FROM trainer_steps WHERE step = 0") == [("b", 0, 0.7)]
