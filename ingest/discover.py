@@ -365,7 +365,11 @@ def _by_name(paths: list[Path]) -> list[Path]:
 
 def _attach_tool_logs(job: JobFolder, dirnames: list[str], filenames: list[str]) -> None:
     """A progress/trainer-state job's own tool logs: event files in the folder and under runs/*/
-    (a running Hugging Face job logs to them after its last checkpoint), its trainer_log.jsonl."""
+    (a running Hugging Face job logs to them after its last checkpoint), its trainer_log.jsonl;
+    the folder's MLflow run when it is one (a run folder with checkpoint-<step>/ states: read
+    fresh, its metrics were dropped, read before its first state, kept)."""
+    if _add_mlflow(job, dirnames, filenames):
+        return
     events = _event_files(job.path, filenames)
     runs = job.path / HF_RUNS if HF_RUNS in dirnames else None  # listed: no stat (nor Path) for folders without
     if runs is not None and _is_dir(runs):
@@ -414,17 +418,24 @@ def _add_logs(job: JobFolder, events: list[Path], filenames: list[str], dirnames
         job.tool_files[LLAMAFACTORY] = [job.path / LLAMAFACTORY_LOG]
 
 
+def _add_mlflow(job: JobFolder, dirnames: list[str], filenames: list[str]) -> bool:
+    """Whether the folder is an MLflow run (``meta.yaml`` beside ``metrics/``, ``params/`` or
+    ``tags/``): its files then into ``job.tool_files`` (a folder named meta.yaml: the run's meta.yaml
+    that can't be read, failed by its reader)."""
+    if not ((MLFLOW_META in filenames or MLFLOW_META in dirnames) and any(d in dirnames for d in MLFLOW_RUN_FOLDERS)):
+        return False
+    files = [job.path / MLFLOW_META]
+    for sub in MLFLOW_RUN_FOLDERS:
+        if sub in dirnames:
+            files += sorted(_files_under(job.path / sub, job.problems))
+    job.tool_files[MLFLOW] = files
+    return True
+
+
 def _tool_run(here: Path, dirnames: list[str], filenames: list[str]) -> JobFolder | None:
     """The tool-log run this folder is, or None."""
     run = JobFolder(here)
-    # (a folder named meta.yaml: the run's meta.yaml that can't be read, failed by its reader)
-    if (MLFLOW_META in filenames or MLFLOW_META in dirnames) and any(d in dirnames for d in MLFLOW_RUN_FOLDERS):
-        files = [here / MLFLOW_META]
-        for sub in MLFLOW_RUN_FOLDERS:
-            if sub in dirnames:
-                files += sorted(_files_under(here / sub, run.problems))
-        run.tool_files[MLFLOW] = files
-    else:
+    if not _add_mlflow(run, dirnames, filenames):
         _add_logs(run, _event_files(here, filenames), filenames, dirnames)
         if not run.tool_files:
             return None

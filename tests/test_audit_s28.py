@@ -6,6 +6,9 @@
    output folder) kept the first run's values at the steps both logged: the stored rows' rank was
    the global_step of the file's old content. inputs.md: without timestamps, the later ingest wins.
    So did a run resumed from an earlier checkpoint after the later ones were removed.
+3. An MLflow run folder holding checkpoint-<step>/ trainer states became a trainer-state job that
+   did not own the run's files: read fresh, its MLflow metrics and times were dropped without a
+   word; read before its first state, they were kept.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 
 import pytest
 from conftest import Lab
+from test_audit_s24 import _mlflow_run
 
 from runlytics.cli.output import _write_rows
 
@@ -103,3 +107,22 @@ def test_the_run_summary_stays_the_furthest_states_when_its_file_is_gone_or_rewr
     furthest = "SELECT job_id, jobs.status, current_step, total_iterations FROM job_analytics JOIN jobs USING (job_id)"
     assert sorted(lab.query(furthest)) == [("a", "completed", 4, 4), ("b", "completed", 4, 4)]
     assert lab.query("SELECT job_id, step, eval_loss FROM trainer_steps WHERE step = 0") == [("b", 0, 0.7)]
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_an_mlflow_run_with_trainer_states_keeps_its_metrics_read_fresh_or_not(lab: Lab, runs: int) -> None:
+    _mlflow_run(lab.root, {"loss": [(1700000010000, 2.0, 1), (1700000020000, 1.5, 2)]})
+    if runs == 2:
+        lab.ingest()
+    state = lab.root / "mlruns" / "1" / "abc" / "checkpoint-2" / "trainer_state.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"global_step": 2, "max_steps": 2, "log_history": [{"step": 2, "loss": 1.5}]}))
+    lab.ingest()
+    assert lab.query("SELECT source, name, step, value FROM metric_values ORDER BY step") == [
+        ("mlflow", "loss", 1, 2.0),
+        ("mlflow", "loss", 2, 1.5),
+    ]
+    # the run's start from its meta.yaml (a trainer state has no time)
+    assert lab.query("SELECT epoch(jobs.started_at), total_checkpoints FROM jobs JOIN job_results USING (job_id)") == [
+        (1_700_000_000.0, 1)
+    ]
