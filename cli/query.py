@@ -17,7 +17,7 @@ from runlytics.warehouse import db, migrate, queries, readonly
 from .errors import UserError
 from .exits import EXIT_OK, EXIT_QUERY
 from .output import _write_rows
-from .reading import _existing_warehouse, _pg_cursor, _reading
+from .reading import _check_pg_revision, _existing_warehouse, _reading
 
 if TYPE_CHECKING:  # the readers import DuckDB: a run with nothing to do never needs it
     import duckdb
@@ -141,10 +141,12 @@ class Stops:
 def _sql_postgres(args: argparse.Namespace, target: db.PostgresUrl) -> int:
     if args.allow_read:
         raise UserError("--allow-read reads files beside a DuckDB warehouse, not on PostgreSQL")
-    _pg_cursor(target, args.timeout, unseen_ok=True).close()  # at another revision: WarehouseError, as every read's
-    # refused (readonly.Refused) or failed (readonly.QueryFailed): one line, exit 4 (cli/errors.py);
-    # Ctrl-C: psycopg cancels the query on the server before KeyboardInterrupt reaches _guarded
-    columns, rows = readonly.run_postgres(target, args.query, args.timeout)
+    # at another revision: WarehouseError, as every read's; refused (readonly.Refused) or failed
+    # (readonly.QueryFailed): one line, exit 4 (cli/errors.py); Ctrl-C: psycopg cancels the query
+    # on the server before KeyboardInterrupt reaches _guarded
+    columns, rows = readonly.run_postgres(
+        target, args.query, args.timeout, check=lambda con: _check_pg_revision(con, target, unseen_ok=True)
+    )
     _write_rows(columns, rows, args.format or "table")
     return EXIT_OK
 

@@ -52,23 +52,26 @@ def _reading(
         con.close()
 
 
-def _pg_cursor(
-    target: db.PostgresUrl, timeout: float = pg_reader.DEFAULT_TIMEOUT_SECONDS, *, unseen_ok: bool = False
-) -> duckdb.DuckDBPyConnection:
+def _pg_cursor(target: db.PostgresUrl, timeout: float = pg_reader.DEFAULT_TIMEOUT_SECONDS) -> duckdb.DuckDBPyConnection:
     """A read-only cursor on ``target`` (typed as the DuckDB connection whose calls it answers);
-    WarehouseError when the database is at another revision than this runlytics'. ``unseen_ok``
-    (``sql``): a revision the role cannot see passes (an analyst's role may see the views alone;
-    an unbuilt database's query then fails on its own: no such table)."""
+    WarehouseError when the database is at another revision than this runlytics'."""
     con = cast("duckdb.DuckDBPyConnection", pg_reader.Cursor(pg_reader.connect(target, timeout)))
     try:
-        revision = migrate.current_revision(con)
-        migrate.check_revision(revision, target)  # a newer runlytics' database: no upgrade helps
-        if revision != migrate.HEAD_REVISION and not (unseen_ok and revision is None):
-            raise db.WarehouseError(
-                f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "
-                "run `runlytics db upgrade --db URL`"
-            )
+        _check_pg_revision(con, target)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _check_pg_revision(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl, *, unseen_ok: bool = False) -> None:
+    """WarehouseError when the database is at another revision than this runlytics'. ``unseen_ok``
+    (``sql``): a revision the role cannot see passes (an analyst's role may see the views alone;
+    an unbuilt database's query then fails on its own: no such table)."""
+    revision = migrate.current_revision(con)
+    migrate.check_revision(revision, target)  # a newer runlytics' database: no upgrade helps
+    if revision != migrate.HEAD_REVISION and not (unseen_ok and revision is None):
+        raise db.WarehouseError(
+            f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "
+            "run `runlytics db upgrade --db URL`"
+        )

@@ -255,26 +255,26 @@ SELECT unnest($job_id) AS job_id, unnest($global_step) AS global_step, unnest($m
 # the same rank gives way unless the job's trainer_runs row (the state read with the highest
 # global_step, and of those the one that ranks first so) stands at that rank and ranks before the
 # new one: then the stored row is that state's, whatever the order the runs read them in. Unless
-# the state that gave the stored rank no longer holds it (batch_trainer_rewritten: the job's
-# trainer_runs file was read again with a lower global_step, a new training of fewer steps into
-# the same folder; or it is gone, batch_trainer_gone: a run resumed from an earlier checkpoint
-# after the later ones were removed): the stored rows then give way to the batch's, as inputs.md
+# the state that gave the stored rank no longer holds it (batch_trainer_outranked, from
+# STORED_STATES: the job's trainer_runs file read again with a lower global_step, a new training
+# of fewer steps into the same folder; or gone, a run resumed from an earlier checkpoint after
+# the later ones were removed): the stored rows then give way to the batch's, as inputs.md
 # has it for steps logged again without timestamps (the later ingest wins). trainer_runs keeps
 # its rank (MERGE_RUNS): the run summary, status and step count of the furthest state read (an
 # evaluation's save_state() rewrites the final state at global_step 0; the Trainer's cleanup at
 # its end removes its newest checkpoint, and a jobs root moved makes every stored path gone).
+# The batch's jobs' stored states, and whether the batch read that file again below its rank
 STORED_STATES = """
-SELECT DISTINCT r.job_id, r.source_file FROM trainer_runs r JOIN batch_trainer_runs b ON b.job_id = r.job_id
+SELECT r.job_id, r.source_file,
+       bool_or(b.source_file = r.source_file AND r.global_step IS NOT NULL
+               AND (b.global_step IS NULL OR b.global_step < r.global_step)) AS rewritten
+FROM trainer_runs r JOIN batch_trainer_runs b ON b.job_id = r.job_id
+GROUP BY r.job_id, r.source_file
 """
-STAGE_GONE = "CREATE OR REPLACE TEMP TABLE batch_trainer_gone AS SELECT unnest(CAST($job_id AS VARCHAR[])) AS job_id"
+STAGE_OUTRANKED = (
+    "CREATE OR REPLACE TEMP TABLE batch_trainer_outranked AS SELECT unnest(CAST($job_id AS VARCHAR[])) AS job_id"
+)
 MERGE_STEPS = """
-CREATE OR REPLACE TEMP TABLE batch_trainer_rewritten AS
-SELECT r.job_id
-FROM trainer_runs r JOIN batch_trainer_runs b ON b.job_id = r.job_id AND b.source_file = r.source_file
-WHERE r.global_step IS NOT NULL AND (b.global_step IS NULL OR b.global_step < r.global_step)
-UNION
-SELECT job_id FROM batch_trainer_gone;
-
 CREATE OR REPLACE TEMP TABLE batch_trainer_winners AS
 SELECT * FROM batch_trainer_steps
 QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NULLS LAST,
@@ -284,7 +284,7 @@ QUALIFY row_number() OVER (PARTITION BY job_id, step ORDER BY state_step DESC NU
 DELETE FROM trainer_steps USING batch_trainer_winners w
 WHERE trainer_steps.job_id = w.job_id AND trainer_steps.step = w.step
   AND (trainer_steps.state_step IS NULL OR w.state_step IS NULL OR w.state_step > trainer_steps.state_step
-       OR w.job_id IN (SELECT job_id FROM batch_trainer_rewritten)
+       OR w.job_id IN (SELECT job_id FROM batch_trainer_outranked)
        OR (w.state_step = trainer_steps.state_step
            AND NOT EXISTS (SELECT 1 FROM trainer_runs r
                            WHERE r.job_id = w.job_id AND r.global_step = w.state_step
@@ -453,6 +453,7 @@ def stage(con: duckdb.DuckDBPyConnection, states: list[TrainerState], source_dir
 
 def merge(con: duckdb.DuckDBPyConnection) -> None:
     stored = con.execute(STORED_STATES).fetchall()
-    con.execute(STAGE_GONE, {"job_id": sorted({job_id for job_id, path in stored if ledger.is_gone(path)})})
+    outranked = sorted(job_id for job_id, path, rewritten in stored if rewritten or ledger.is_gone(path))
+    con.execute(STAGE_OUTRANKED, {"job_id": outranked})
     con.execute(MERGE_STEPS)
     con.execute(MERGE_RUNS)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,10 +229,15 @@ def first_keyword(sql: str) -> str:
 
 
 def run_postgres(
-    target: db.PostgresUrl, sql: str, timeout: float = DEFAULT_PG_TIMEOUT_SECONDS
+    target: db.PostgresUrl,
+    sql: str,
+    timeout: float = DEFAULT_PG_TIMEOUT_SECONDS,
+    check: Callable[[Any], None] | None = None,
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """The column names and rows of one read-only statement; ``Refused`` (several statements)
-    or ``QueryFailed`` (any error of the query, a write or the time limit) on one line."""
+    or ``QueryFailed`` (any error of the query, a write or the time limit) on one line.
+    ``check`` is called first with a ``pg_reader.Cursor`` on the same connection and transaction
+    (the schema's revision: cli/query.py)."""
     import psycopg
 
     from . import pg_reader
@@ -240,6 +245,8 @@ def run_postgres(
 
     conn = pg_reader.connect(target, timeout)
     try:
+        if check is not None:
+            check(pg_reader.Cursor(conn))
         keyword = first_keyword(sql)
         if keyword not in PG_SELECTS:
             _refuse_postgres(conn, sql, keyword)
