@@ -246,7 +246,9 @@ WITH stand_ins AS (
                        samples_per_second := samples_per_second, iteration_time := iteration_time,
                        samples := samples,
                        gpus := CASE WHEN coalesce(gpu_utilization, gpu_memory_mb, gpu_temperature) IS NOT NULL
-                                    THEN [struct_pack("index" := CAST('0' AS JSON), uuid := CAST(NULL AS JSON),
+                                    -- no index: the GPU is index 0 by its place, and one whose values
+                                    -- are all refused is no GPU (GPUS_SELECT's unusable)
+                                    THEN [struct_pack("index" := CAST(NULL AS JSON), uuid := CAST(NULL AS JSON),
                                                       utilization_percent := gpu_utilization,
                                                       memory_used_mb := gpu_memory_mb,
                                                       memory_total_mb := CAST(NULL AS JSON),
@@ -409,8 +411,10 @@ SELECT file_id, pos, gpos,
            rl_number_problem(CASE WHEN place = 'snapshot' THEN 'gpu_temperature' ELSE 'temperature_c' END,
                              refused.temperature_c, -273.15, 1e308, false),
            rl_number_problem('power_w', refused.power_w, 0, 1e308, false),
-           CASE unusable WHEN 'null' THEN 'null, not a GPU reading: dropped'
-                         WHEN 'empty' THEN 'no index, uuid or reading: not a GPU, dropped' END)
+           CASE WHEN unusable = 'null' THEN 'null, not a GPU reading: dropped'
+                -- a legacy snapshot's GPU is its values: their warnings say they were dropped
+                WHEN unusable = 'empty' AND place IS DISTINCT FROM 'snapshot'
+                THEN 'no index, uuid or reading: not a GPU, dropped' END)
 FROM {gpus} WHERE refused IS NOT NULL OR unusable IS NOT NULL
 """
 
