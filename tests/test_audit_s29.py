@@ -3,12 +3,22 @@
 1. A legacy snapshot (inputs.md: ``gpu_utilization``, ``gpu_memory_mb``, ``gpu_temperature``, one GPU,
    index 0) whose GPU values were all refused still stored a GPU reading of index 0 with no value:
    a GPU seen where the file gave none.
+2. Two machines' nvidia-smi logs of one job imported without --host: a sample is keyed by (job,
+   host, GPU, time) and the later read wins, so the second log's samples replaced the first's
+   without a word (90 % became 0 %). The import now says so; and a log imported again with its
+   --host removed what its first import stored, the other log's samples at the same keys too.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import Lab
 from test_ingest_forms import gpu_rows, ledger_row, legacy
+
+from runlytics.ingest.formats.nvidia_smi import CsvImport
+
+SMI_HEADER = "timestamp, index, utilization.gpu [%], power.draw [W]"
 
 
 def test_a_legacy_snapshot_whose_gpu_values_are_all_refused_has_no_gpu(lab: Lab) -> None:
@@ -36,3 +46,33 @@ def test_a_legacy_snapshot_whose_gpu_values_are_all_refused_has_no_gpu(lab: Lab)
         }
     }
     assert lab.query("SELECT count(*) FROM step_gpus") == [(1,)]
+
+
+def _smi_log(path: Path, utilization: int, power: int, seconds: range) -> Path:
+    lines = [SMI_HEADER] + [f"2025/11/06 10:00:{s:02d}.000, 0, {utilization} %, {power} W" for s in seconds]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_two_machines_logs_of_one_job_without_their_host_are_said_to_replace_each_other(lab: Lab) -> None:
+    node_a = _smi_log(lab.root.parent / "node-a.csv", 90, 300, range(0, 30, 10))
+    node_b = _smi_log(lab.root.parent / "node-b.csv", 0, 50, range(10, 40, 10))
+    lab.ingest(csv_imports=[CsvImport(node_a, "m")])
+    assert lab.ingest(csv_imports=[CsvImport(node_b, "m")]).listed_warnings == [
+        (
+            str(node_b),
+            "2 sample(s) (the first at line 2) replaced stored ones of job 'm', host '' at the same GPU and time "
+            "with other values (another log of the job, or the spool's samples; the later read wins): give each "
+            "machine's log its own --host",
+        )
+    ]
+    samples = "SELECT host, second(ts), utilization_percent FROM gpu_samples ORDER BY host, ts"
+    assert lab.query(samples) == [("", 0, 90.0), ("", 10, 0.0), ("", 20, 0.0), ("", 30, 0.0)]
+    # node-a imported again with its host takes away what its first import stored, not node-b's
+    lab.ingest(csv_imports=[CsvImport(node_a, "m", host="a")])
+    assert lab.query(samples) == [
+        ("", 10, 0.0), ("", 20, 0.0), ("", 30, 0.0), ("a", 0, 90.0), ("a", 10, 90.0), ("a", 20, 90.0),
+    ]  # fmt: skip
+    # the same values again (a log read whole on every change; a copy of it) are no clash
+    (node_b.parent / "copy.csv").write_bytes(node_b.read_bytes())
+    assert lab.ingest(csv_imports=[CsvImport(node_b.parent / "copy.csv", "m")]).warnings == 0

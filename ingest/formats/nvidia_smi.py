@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,13 @@ KIND = "nvidia_smi"
 PREVIOUS = """
 SELECT fingerprint, outcome, job_id, rows, read_offset, read_digest
 FROM ingest_files WHERE kind = $kind AND path = $path
+"""
+# The stored samples of a job and host within a span (_clashes): those a log's new lines are about
+# to replace. A sample's own values, in gpu_samples.COLUMNS' order after its key.
+_VALUES = gpu_samples.COLUMNS[4:]
+STORED_IN_SPAN = f"""
+SELECT gpu_key, ts, {", ".join(_VALUES)} FROM gpu_samples
+WHERE job_id = $job_id AND host = $host AND ts BETWEEN $lo AND $hi
 """
 
 
@@ -97,7 +105,12 @@ def _replace_earlier(ctx: Context, earlier: CsvImport, data: bytes) -> list[str]
         return []  # the log no longer reads with those arguments: nothing known to remove
     # all of them: those this import stores again are stored after the removal, in its transaction
     gone = [{**row, "job_id": earlier.job_id, "host": earlier.host} for row in parsed.rows]
-    removed = gpu_samples.remove(ctx.con, gone)
+    # those still holding that import's values: a sample another log stored since at the same key
+    # (another machine's log of the job, imported without its own --host) is that log's, and stays
+    stored = _stored(ctx, earlier.job_id, earlier.host, gone)
+    removed = gpu_samples.remove(
+        ctx.con, [row for row in gone if (old := stored.get(_gpu_instant(row))) is not None and _same_values(row, old)]
+    )
     said = f"imported before for job {earlier.job_id!r} with other arguments (timezone, host or columns)"
     warnings = [f"{said}: its {removed} sample(s) replaced by this import's"]
     window = retention.window_start(ctx.con)
@@ -138,6 +151,43 @@ def _remove_moved(ctx: Context, moved: list[dict[str, object]]) -> list[str]:
     return [
         f"{old} sample(s) an earlier import of this log stored at times its later lines settle otherwise"
         " (the hour the clocks go back) lie before the raw window: their minutes' rollups stay"
+    ]
+
+
+def _stored(ctx: Context, job_id: str, host: str, rows: list[dict[str, Any]]) -> dict[tuple[object, object], list[Any]]:
+    """(GPU, time) -> values of the stored raw samples of the job and host within ``rows``' span."""
+    times = [row["ts"] for row in rows if isinstance(row["ts"], datetime)]
+    if not times:
+        return {}
+    params = {"job_id": job_id, "host": host, "lo": min(times), "hi": max(times)}
+    return {(key, ts): values for key, ts, *values in ctx.con.execute(STORED_IN_SPAN, params).fetchall()}
+
+
+def _same_values(row: dict[str, Any], stored: list[Any]) -> bool:
+    """Whether a parsed sample holds the stored one's values (NaN equal to NaN)."""
+    return all(
+        a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+        for a, b in zip((row[c] for c in _VALUES), stored, strict=True)
+    )
+
+
+def _clashes(ctx: Context, item: CsvImport, rows: list[dict[str, Any]], numbers: list[int]) -> list[str]:
+    """A warning when samples of the log's new lines (``rows``, at ``numbers``) replace stored ones of
+    the job and host at the same GPU and time with other values: a sample is keyed by (job, host,
+    GPU, time) and the later read wins (inputs.md), so another machine's log of the job imported
+    without its own --host (or the spool's samples) would be overwritten without a word."""
+    stored = _stored(ctx, item.job_id, item.host, rows)
+    clashing = [
+        n
+        for row, n in zip(rows, numbers, strict=True)
+        if (old := stored.get(_gpu_instant(row))) is not None and not _same_values(row, old)
+    ]
+    if not clashing:
+        return []
+    return [
+        f"{len(clashing)} sample(s) (the first at line {min(clashing)}) replaced stored ones of job "
+        f"{item.job_id!r}, host {item.host!r} at the same GPU and time with other values (another log "
+        "of the job, or the spool's samples; the later read wins): give each machine's log its own --host"
     ]
 
 
@@ -219,6 +269,8 @@ def _import(ctx: Context, item: CsvImport) -> None:
             notes += _replace_earlier(ctx, earlier, data)
         if moved:
             notes += _remove_moved(ctx, moved)
+        fresh = [i for i, n in enumerate(parsed.numbers) if parsed.is_new(n)]
+        notes += _clashes(ctx, item, [rows[i] for i in fresh], [parsed.numbers[i] for i in fresh])
         changed = gpu_samples.store(ctx.con, rows, "nvidia-smi", skip)
         results.enqueue(ctx.con, changed)
         warnings = sorted(said + skipped, key=nvidia_smi.line_number) + notes
