@@ -7,16 +7,21 @@
    host, GPU, time) and the later read wins, so the second log's samples replaced the first's
    without a word (90 % became 0 %). The import now says so; and a log imported again with its
    --host removed what its first import stored, the other log's samples at the same keys too.
+3. A PostgreSQL URL's password given as libpq's parameter (``?password=``) showed in every message
+   and in ``status`` (the ``user:password@`` form was hidden).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import Lab
 from test_ingest_forms import gpu_rows, ledger_row, legacy
 
+from runlytics import cli
 from runlytics.ingest.formats.nvidia_smi import CsvImport
+from runlytics.warehouse import db
 
 SMI_HEADER = "timestamp, index, utilization.gpu [%], power.draw [W]"
 
@@ -76,3 +81,14 @@ def test_two_machines_logs_of_one_job_without_their_host_are_said_to_replace_eac
     # the same values again (a log read whole on every change; a copy of it) are no clash
     (node_b.parent / "copy.csv").write_bytes(node_b.read_bytes())
     assert lab.ingest(csv_imports=[CsvImport(node_b.parent / "copy.csv", "m")]).warnings == 0
+
+
+def test_a_password_given_as_a_url_parameter_never_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://runlytics@127.0.0.1:1/nowhere?sslmode=disable&password=s3cret&connect_timeout=2"
+    for argv in (["db", "upgrade", "--db", url], ["status", "--db", url], ["sql", "--db", url, "SELECT 1"]):
+        assert cli.main(argv) == cli.EXIT_WAREHOUSE  # port 1: nothing listens
+        err = capsys.readouterr().err
+        assert "s3cret" not in err and "nowhere?sslmode=disable&password=***&connect_timeout=2" in err
+    # libpq decodes a parameter's name: an encoded one is a password too
+    assert str(db.PostgresUrl("postgresql://h/d?pa%73sword=s3cret")) == "postgresql://h/d?pa%73sword=***"
+    assert str(db.PostgresUrl("postgresql://h/d?passwords=1")) == "postgresql://h/d?passwords=1"

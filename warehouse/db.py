@@ -170,10 +170,14 @@ class PostgresUrl:
 
     def __str__(self) -> str:
         """The URL without its password (messages name the warehouse by it)."""
-        return "postgresql://" + _PASSWORD.sub(r"\1:***@", self.rest)
+        return "postgresql://" + _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD.sub(r"\1:***@", self.rest))
 
 
 _PASSWORD = re.compile(r"^([^/@:]*):[^/@]*@")
+# libpq takes the password as a parameter too (``?password=…``; a key may be percent-encoded)
+_PASSWORD_PARAMETER = re.compile(
+    r"([?&]" + "".join(f"(?:{c}|%{ord(c):02x})" for c in "password") + r"=)[^&]*", re.IGNORECASE
+)
 
 
 def is_postgres_url(text: str | os.PathLike[str]) -> bool:
