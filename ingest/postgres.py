@@ -83,6 +83,10 @@ PREFIXED = {"ingest_files": "path"}
 PROBLEM_FILES = "SELECT {columns} FROM ingest_files WHERE outcome <> 'ingested' OR path IN (SELECT unnest($paths))"
 PG_PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND starts_with(path, %s)"
 PG_DELETE_FILES = "DELETE FROM ingest_files WHERE path = ANY(%s)"
+# the rows db copy brought of files not ingested as they were then: their paths are the DuckDB
+# warehouse's, absolute, with no ingester's name before them (no host name begins with "/")
+PG_COPIED_PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND starts_with(path, '/')"
+STAGE_PATHS = "SELECT path FROM ingest_files WHERE path IN (SELECT unnest($paths))"
 # the (prefixed) paths of the ledger rows of the jobs named by $job_ids: a file that now belongs to
 # one of them may still be another job's on PostgreSQL (a progress.json whose job id changed, an
 # HF run folder that became part of its job): its row there is replaced by path, not only by job
@@ -808,16 +812,22 @@ def _publish_problem_files(
     prefix = f"{ingester}:"
     with pg.cursor() as cursor:
         theirs = [path for (path,) in cursor.execute(PG_PROBLEM_PATHS, (prefix,)).fetchall()]
+        copied = [path for (path,) in cursor.execute(PG_COPIED_PROBLEM_PATHS).fetchall()]
     columns = _columns(pg, "ingest_files")
     names = [name for name, _ in columns]
     select = PROBLEM_FILES.format(columns=_expressions("ingest_files", columns))
     params = {"paths": [path[len(prefix) :] for path in theirs], "prefix": prefix, **pg_copy.NUL_PARAMS}
     mine = [row[names.index("path")] for row in con.execute(select, params).fetchall()]
-    if not theirs and not mine:
+    # a copied row is the DuckDB warehouse's word on its file: the stage's, once it has read the
+    # file (its own row, prefixed, is published here while the file is still a problem), replaces it,
+    # and so does the file's absence here (a stage whose host holds it publishes it again)
+    held = {path for (path,) in con.execute(STAGE_PATHS, {"paths": copied}).fetchall()} if copied else set()
+    superseded = [path for path in copied if path in held or not os.path.lexists(path)]
+    if not theirs and not mine and not superseded:
         pg.rollback()
         return
     with pg.cursor() as cursor:
-        cursor.execute(PG_DELETE_FILES, (sorted({*theirs, *mine}),))
+        cursor.execute(PG_DELETE_FILES, (sorted({*theirs, *mine, *superseded}),))
     copied = pg_copy.copy_rows(con, pg, "ingest_files", columns, select, params)
     pg.commit()
     result.rows["ingest_files"] = result.rows.get("ingest_files", 0) + copied

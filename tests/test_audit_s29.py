@@ -9,14 +9,18 @@
    --host removed what its first import stored, the other log's samples at the same keys too.
 3. A PostgreSQL URL's password given as libpq's parameter (``?password=``) showed in every message
    and in ``status`` (the ``user:password@`` form was hidden).
+4. After ``db copy``, the copied ledger row of a failed file (one of no job) stayed on PostgreSQL for
+   good: listed beside the stage's own row of the same file, and after the file was fixed.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
-from conftest import Lab
+from conftest import REALDATA, Lab
 from test_ingest_forms import gpu_rows, ledger_row, legacy
 
 from runlytics import cli
@@ -92,3 +96,33 @@ def test_a_password_given_as_a_url_parameter_never_shows(capsys: pytest.CaptureF
     # libpq decodes a parameter's name: an encoded one is a password too
     assert str(db.PostgresUrl("postgresql://h/d?pa%73sword=s3cret")) == "postgresql://h/d?pa%73sword=***"
     assert str(db.PostgresUrl("postgresql://h/d?passwords=1")) == "postgresql://h/d?passwords=1"
+
+
+def test_a_copied_failed_file_gives_way_to_the_stages_word_on_it(tmp_path: Path, pg_url: str) -> None:
+    runs = tmp_path / "runs"
+    (runs / "good").mkdir(parents=True)
+    (runs / "good" / "progress.json").write_text(
+        '{"status": "completed", "history": [{"step": 1, "loss": 1.0, "timestamp": "2026-12-01T00:00:00Z"}]}'
+    )
+    state = runs / "lfs" / "checkpoint-500" / "trainer_state.json"
+    state.parent.mkdir(parents=True)
+    shutil.copy(REALDATA / "hf_trainer_state" / "lfs-pointer" / "checkpoint-500" / "trainer_state.json", state)
+    gone = runs / "gone" / "progress.json"  # failed when copied, gone since
+    gone.parent.mkdir()
+    gone.write_text("{not json")
+    warehouse, stage = tmp_path / "w.duckdb", tmp_path / "stage.duckdb"
+    assert cli.main(["ingest", "--quiet", "--db", str(warehouse), str(runs)]) == cli.EXIT_FILES_FAILED
+    assert cli.main(["db", "copy", "--db", str(warehouse), "--to", pg_url]) == 0
+    problems = "SELECT path, outcome FROM ingest_files WHERE outcome <> 'ingested' ORDER BY path"
+    with psycopg.connect(pg_url) as con:
+        assert con.execute(problems).fetchall() == [(str(gone), "failed"), (str(state), "failed")]
+    gone.unlink()
+    ingest = ["ingest", "--quiet", "--db", pg_url, "--stage", str(stage), str(runs)]
+    assert cli.main(ingest) == cli.EXIT_FILES_FAILED
+    with psycopg.connect(pg_url) as con:
+        ((prefixed, outcome),) = con.execute(problems).fetchall()
+    assert prefixed.endswith(f":{stage}:{state}") and outcome == "failed"
+    shutil.copy(REALDATA / "hf_trainer_state" / "bart-samsum-old" / "checkpoint-500" / "trainer_state.json", state)
+    assert cli.main(ingest) == 0
+    with psycopg.connect(pg_url) as con:
+        assert con.execute(problems).fetchall() == []
