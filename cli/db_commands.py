@@ -36,6 +36,12 @@ def run_db_copy(args: argparse.Namespace) -> int:
     result = pg_copy.copy(path, target, wait=args.wait, on_progress=CopyProgress(sys.stderr))
     for job_id in result.unpublishable:
         print(f"runlytics db copy: warning: {_nul_job(job_id)}: not copied", file=sys.stderr)
+    for name, (was, now) in result.replaced_thresholds.items():
+        print(
+            f"runlytics db copy: warning: insight threshold {name} was {was:g} on {target}, now the copied "
+            f"warehouse's {'default' if now is None else f'{now:g}'}: set it again with `runlytics insights set`",
+            file=sys.stderr,
+        )
     total = sum(result.rows.values())
     print(
         f"{target}: copied {total:,} row{'' if total == 1 else 's'} of {len(result.rows)} tables from {path} "

@@ -11,6 +11,8 @@
    and in ``status`` (the ``user:password@`` form was hidden).
 4. After ``db copy``, the copied ledger row of a failed file (one of no job) stayed on PostgreSQL for
    good: listed beside the stage's own row of the same file, and after the file was fixed.
+5. A threshold set on an empty PostgreSQL warehouse before ``db copy`` was replaced by the source's
+   without a word.
 """
 
 from __future__ import annotations
@@ -126,3 +128,29 @@ def test_a_copied_failed_file_gives_way_to_the_stages_word_on_it(tmp_path: Path,
     assert cli.main(ingest) == 0
     with psycopg.connect(pg_url) as con:
         assert con.execute(problems).fetchall() == []
+
+
+def test_a_copy_says_which_thresholds_set_on_the_target_it_replaced(
+    tmp_path: Path, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    assert cli.main(["db", "upgrade", "--db", str(warehouse)]) == 0
+    assert cli.main(["insights", "set", "--db", str(warehouse), "stall.factor", "4"]) == 0
+    assert cli.main(["db", "upgrade", "--db", pg_url]) == 0
+    # one set back to its default, one to the source's value: nothing lost there
+    set_ = (("stall.factor", "3"), ("gpu_idle.utilization", "12"), ("gpu_idle.share", "0.7"), ("gpu_idle.share", "0.5"))
+    for name, value in (*set_, ("work_at_risk.factor", "4")):
+        assert cli.main(["insights", "set", "--db", pg_url, name, value]) == 0
+    assert cli.main(["insights", "set", "--db", str(warehouse), "work_at_risk.factor", "4"]) == 0
+    capsys.readouterr()
+    assert cli.main(["db", "copy", "--db", str(warehouse), "--to", pg_url]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    shown = str(db.PostgresUrl(pg_url))
+    assert warnings == [
+        f"runlytics db copy: warning: insight threshold gpu_idle.utilization was 12 on {shown}, now the copied "
+        "warehouse's 10: set it again with `runlytics insights set`",
+        f"runlytics db copy: warning: insight threshold stall.factor was 3 on {shown}, now the copied "
+        "warehouse's 4: set it again with `runlytics insights set`",
+    ]
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT value FROM insight_settings WHERE name = 'stall.factor'").fetchone() == (4.0,)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import psycopg
 
-from . import bounded_json, db, migrate, pg_reader, pg_samples, postgres, snapshots, times
+from . import bounded_json, db, insights, migrate, pg_reader, pg_samples, postgres, snapshots, times
 
 if TYPE_CHECKING:  # SQLAlchemy only for `db copy`: ingest's publish (copy_rows) does without its import
     import sqlalchemy as sa
@@ -63,6 +63,8 @@ NOT_COPIED: dict[str, str] = {
 }
 # filled by the upgrade itself (revision 0011's default thresholds): replaced by the source's rows
 DEFAULTS_REPLACED = ("insight_settings",)
+
+THRESHOLDS = "SELECT name, value FROM insight_settings"
 
 BATCH_ROWS = 20_000
 
@@ -118,6 +120,9 @@ class CopyResult:
     revision: str
     rows: dict[str, int] = field(default_factory=dict)
     unpublishable: list[str] = field(default_factory=list)  # job ids PostgreSQL's text cannot hold (NUL): not copied
+    # thresholds set on the target before the copy (not its defaults) that the source's replaced:
+    # name -> (the target's value, the source's)
+    replaced_thresholds: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -199,10 +204,18 @@ def _copy_into(
                 f"{target} already holds data (table {table}): "
                 "db copy fills only an empty warehouse; nothing was copied"
             )
+    # an empty warehouse's thresholds may have been set (`insights set --db URL`) before the copy
+    before = dict(conn.exec_driver_sql(THRESHOLDS).all())
     for table in DEFAULTS_REPLACED:
         conn.exec_driver_sql(f"DELETE FROM {db.quote_identifier(table)}")
     assert revision is not None
     result = CopyResult(revision, unpublishable=[job_id for (job_id,) in con.execute(NUL_JOB_IDS).fetchall()])
+    sources = dict(con.execute(THRESHOLDS).fetchall())
+    result.replaced_thresholds = {
+        name: (value, sources.get(name))
+        for name, value in sorted(before.items())
+        if value != insights.DEFAULTS.get(name) and value != sources.get(name)
+    }
     raw = conn.connection.driver_connection  # psycopg's: COPY in the same transaction
     for table, origin in COPIED.items():
         columns = _target_columns(conn, table)
