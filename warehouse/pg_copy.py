@@ -205,7 +205,7 @@ def _copy_into(
                 "db copy fills only an empty warehouse; nothing was copied"
             )
     # an empty warehouse's thresholds may have been set (`insights set --db URL`) before the copy
-    before = dict(conn.exec_driver_sql(THRESHOLDS).all())
+    before: dict[str, float] = dict(conn.exec_driver_sql(THRESHOLDS).all())
     for table in DEFAULTS_REPLACED:
         conn.exec_driver_sql(f"DELETE FROM {db.quote_identifier(table)}")
     assert revision is not None

@@ -109,7 +109,7 @@ def _replace_earlier(ctx: Context, earlier: CsvImport, data: bytes) -> list[str]
     # (another machine's log of the job, imported without its own --host) is that log's, and stays
     stored = _stored(ctx, earlier.job_id, earlier.host, gone)
     removed = gpu_samples.remove(
-        ctx.con, [row for row in gone if (old := stored.get(_gpu_instant(row))) is not None and _same_values(row, old)]
+        ctx.con, [row for row in gone if (now := stored.get(_gpu_instant(row))) is not None and _same_values(row, now)]
     )
     said = f"imported before for job {earlier.job_id!r} with other arguments (timezone, host or columns)"
     warnings = [f"{said}: its {removed} sample(s) replaced by this import's"]
