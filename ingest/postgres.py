@@ -183,6 +183,18 @@ PG_DELETE = "DELETE FROM {table} WHERE job_id = ANY(%s)"
 # the batch's rows of every per-job table, in one statement
 PG_DELETE_ALL = "WITH {deletes} SELECT 1"
 PG_DELETE_ONE = "d{n} AS (DELETE FROM {table} WHERE job_id = ANY(%(job_ids)s))"
+# a job published again keeps its slow_vs_peers rows where it is still a completed job of a model:
+# the recompute of its model replaces them after the batch (deleted here, readers saw the job
+# without them until then, and a run killed between left them out until the next); %(peers)s: those jobs
+PG_DELETE_KEEPING_PEERS = (
+    "d{n} AS (DELETE FROM {table} WHERE job_id = ANY(%(job_ids)s) "
+    "AND (kind <> 'slow_vs_peers' OR NOT job_id = ANY(%(peers)s::text[])))"
+)
+# the batch's jobs that are completed jobs of a model in the stage (as MODELS)
+PEER_JOBS = (
+    "SELECT job_id FROM jobs WHERE status = 'completed' AND model_name IS NOT NULL "
+    "AND job_id IN (SELECT unnest($job_ids))"
+)
 PG_DELETE_INSIGHTS = "DELETE FROM insight_results WHERE job_id = ANY(%s) AND kind <> 'slow_vs_peers'"
 PG_OWN = """
 INSERT INTO job_owners (job_id, ingester, published_at)
@@ -484,11 +496,11 @@ def publish(
             _publish_problem_files(con, pg, ingester, result)
             announced = _announce(con, pg, held, wait)
             for batch in _batches(held):
-                models |= _publish_jobs(con, pg, ingester, batch, result)
+                models |= _publish_jobs(con, pg, ingester, batch, result, wait)
             for batch in _batches(absent):
-                models |= _remove_jobs(con, pg, ingester, batch, result)
+                models |= _remove_jobs(con, pg, ingester, batch, result, wait)
             for batch in _batches(running):
-                _publish_insights(con, pg, ingester, batch, result)
+                _publish_insights(con, pg, ingester, batch, result, wait)
             _analyze(pg, result.rows)
             # GPU telemetry after the job facts: samples, gpu_minutes, job_gpu_series of the minutes
             # the stage stored since (its own transactions and outbox). Before the peers' recompute:
@@ -499,7 +511,7 @@ def publish(
             models |= set(result.telemetry.peer_models) | _left_marks(pg, ingester)
             if models:
                 _wait_for_publishers(pg, models | announced, wait)
-                result.peers_recomputed = _recompute_peers(pg, models)
+                result.peers_recomputed = _recompute_peers(pg, models, wait)
             if announced or models:
                 pg.execute(PG_DONE_PUBLISHING)
                 pg.commit()
@@ -507,6 +519,14 @@ def publish(
         except Exception as error:
             import psycopg
 
+            if isinstance(error, psycopg.errors.LockNotAvailable) or isinstance(
+                error.__cause__, psycopg.errors.LockNotAvailable
+            ):
+                raise db.WarehouseBusy(
+                    f"publish to {target} waited {wait:g} s (--wait) for a lock another session holds (a job's, "
+                    f"a model's or the thresholds'; docs/postgresql.md); the stage {stage} keeps what it owes, "
+                    "published by the next run"
+                ) from error
             if isinstance(error, psycopg.Error):
                 raise db.WarehouseError(
                     f"publish to {target} failed: {postgres.reason(error)}; the stage {stage} keeps what it owes, "
@@ -595,12 +615,18 @@ def _models(con: duckdb.DuckDBPyConnection, job_ids: list[str]) -> set[str]:
 
 
 def _lock_and_own(
-    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
+    con: duckdb.DuckDBPyConnection,
+    pg: psycopg.Connection[Any],
+    ingester: str,
+    batch: list[str],
+    result: Published,
+    wait: float,
 ) -> list[str]:
     """Take the batch's job locks (sorted: two ingesters never wait on each other in a circle) and
     return the jobs this ingester may write: unowned, or its own. Refused (ThresholdsMoved) when
     PostgreSQL's thresholds are no longer those the stage's insights were computed with."""
     with pg.cursor() as cursor:
+        cursor.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))  # a lock held elsewhere: --wait, then stop
         cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
         cursor.execute(PG_SHARE_THRESHOLDS)
         theirs = {name: float(value) for name, value in cursor.execute(PG_THRESHOLDS).fetchall()}
@@ -619,18 +645,24 @@ def _lock_and_own(
 
 
 def _publish_jobs(
-    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
+    con: duckdb.DuckDBPyConnection,
+    pg: psycopg.Connection[Any],
+    ingester: str,
+    batch: list[str],
+    result: Published,
+    wait: float,
 ) -> set[str]:
     """Copy these jobs whole in one transaction (those this ingester may write), which also records
     as stale the slow_vs_peers of the models of their completed jobs, before and after; those models."""
-    mine = _lock_and_own(con, pg, ingester, batch, result)
+    mine = _lock_and_own(con, pg, ingester, batch, result, wait)
     if not mine:
         pg.rollback()
         return set()
     with pg.cursor() as cursor:
         models = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()} | _models(con, mine)
         cursor.execute(PG_LOCK_PEER_ROWS, (mine,))
-        cursor.execute(_DELETE_ALL, {"job_ids": mine})
+        peers = [job_id for (job_id,) in con.execute(PEER_JOBS, {"job_ids": mine}).fetchall()]
+        cursor.execute(_DELETE_ALL, {"job_ids": mine, "peers": peers})
         paths = con.execute(JOB_FILE_PATHS, {"prefix": f"{ingester}:", "job_ids": mine}).fetchall()
         cursor.execute(PG_DELETE_FILES, ([path for (path,) in paths],))
         _copy(con, pg, PER_JOB, mine, ingester, result.rows)
@@ -643,7 +675,12 @@ def _publish_jobs(
 
 
 def _remove_jobs(
-    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
+    con: duckdb.DuckDBPyConnection,
+    pg: psycopg.Connection[Any],
+    ingester: str,
+    batch: list[str],
+    result: Published,
+    wait: float,
 ) -> set[str]:
     """Delete, in one transaction, the rows and ownership of these jobs (the stage has no job row of
     them) where PostgreSQL has them from this ingester and the stage still records every file of
@@ -654,6 +691,7 @@ def _remove_jobs(
     for a job that is not this ingester's on PostgreSQL (its publish was refused: another ingester
     owns the id): it stays there and owed (``result.waiting``) until that job is published here."""
     with pg.cursor() as cursor:
+        cursor.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))
         cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
         owners = dict(cursor.execute(PG_OWNERS, (batch,)).fetchall())
         mine = [job_id for job_id in batch if owners.get(job_id) == ingester]
@@ -674,7 +712,7 @@ def _remove_jobs(
             return set()
         models = {model for (model,) in cursor.execute(PG_MODELS, (mine,)).fetchall()}
         cursor.execute(PG_LOCK_PEER_ROWS, (mine,))
-        cursor.execute(_DELETE_ALL, {"job_ids": mine})
+        cursor.execute(_DELETE_ALL, {"job_ids": mine, "peers": []})
         cursor.execute(PG_DISOWN, (mine,))
         if models:
             cursor.execute(PG_PEERS_STALE, (sorted(models), ingester))
@@ -698,10 +736,17 @@ def _files_known(con: duckdb.DuckDBPyConnection, ingester: str, paths: list[str]
 
 
 def _publish_insights(
-    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, batch: list[str], result: Published
+    con: duckdb.DuckDBPyConnection,
+    pg: psycopg.Connection[Any],
+    ingester: str,
+    batch: list[str],
+    result: Published,
+    wait: float,
 ) -> None:
     """The insight rows of running jobs the run did not change (silent_running moves with time)."""
-    mine = [job_id for job_id in _lock_and_own(con, pg, ingester, batch, result) if job_id not in result.conflicts]
+    mine = [
+        job_id for job_id in _lock_and_own(con, pg, ingester, batch, result, wait) if job_id not in result.conflicts
+    ]
     owned = _owned(pg, mine, ingester)
     if not owned:
         pg.rollback()
@@ -781,7 +826,10 @@ def _stale(estimate: float | None, copied: int) -> bool:
 
 
 _DELETE_ALL = PG_DELETE_ALL.format(
-    deletes=", ".join(PG_DELETE_ONE.format(n=n, table=db.quote_identifier(t)) for n, t in enumerate(PER_JOB))
+    deletes=", ".join(
+        (PG_DELETE_KEEPING_PEERS if t == "insight_results" else PG_DELETE_ONE).format(n=n, table=db.quote_identifier(t))
+        for n, t in enumerate(PER_JOB)
+    )
 )
 _COLUMNS: dict[str, list[tuple[str, str]]] = {}  # every database at this revision has the same columns
 # the columns of the tables a publish writes, in order, each with its type's name (as pg_copy.COLUMNS)
@@ -812,7 +860,7 @@ def _publish_problem_files(
     prefix = f"{ingester}:"
     with pg.cursor() as cursor:
         theirs = [path for (path,) in cursor.execute(PG_PROBLEM_PATHS, (prefix,)).fetchall()]
-        copied = [path for (path,) in cursor.execute(PG_COPIED_PROBLEM_PATHS).fetchall()]
+        brought = [path for (path,) in cursor.execute(PG_COPIED_PROBLEM_PATHS).fetchall()]
     columns = _columns(pg, "ingest_files")
     names = [name for name, _ in columns]
     select = PROBLEM_FILES.format(columns=_expressions("ingest_files", columns))
@@ -821,8 +869,8 @@ def _publish_problem_files(
     # a copied row is the DuckDB warehouse's word on its file: the stage's, once it has read the
     # file (its own row, prefixed, is published here while the file is still a problem), replaces it,
     # and so does the file's absence here (a stage whose host holds it publishes it again)
-    held = {path for (path,) in con.execute(STAGE_PATHS, {"paths": copied}).fetchall()} if copied else set()
-    superseded = [path for path in copied if path in held or not os.path.lexists(path)]
+    held = {path for (path,) in con.execute(STAGE_PATHS, {"paths": brought}).fetchall()} if brought else set()
+    superseded = [path for path in brought if path in held or not os.path.lexists(path)]
     if not theirs and not mine and not superseded:
         pg.rollback()
         return
@@ -881,13 +929,14 @@ def _left_marks(pg: psycopg.Connection[Any], ingester: str) -> set[str]:
     return models
 
 
-def _recompute_peers(pg: psycopg.Connection[Any], models: set[str]) -> list[str]:
+def _recompute_peers(pg: psycopg.Connection[Any], models: set[str], wait: float) -> list[str]:
     """slow_vs_peers of every completed job of those of these models (the models of the completed
     jobs published, before and after) still recorded stale in ``peer_changes``, on PostgreSQL, in
     one transaction under each model's lock (sorted); the models recomputed. A model whose stale
     marks are gone was recomputed by a transaction that began after this run's batches committed
     (another ingester's, that took the marks and computed from every job committed): not again."""
     with pg.cursor() as cursor:
+        cursor.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))
         cursor.execute(PG_LOCK_MODELS, (MODEL_LOCK, sorted(models)))
         stale = sorted({model for (model,) in cursor.execute(PG_TAKE_STALE, (sorted(models),)).fetchall()})
         if not stale:

@@ -13,11 +13,16 @@
    good: listed beside the stage's own row of the same file, and after the file was fixed.
 5. A threshold set on an empty PostgreSQL warehouse before ``db copy`` was replaced by the source's
    without a word.
+6. PostgreSQL, three users at once: a completed job published again lost its slow_vs_peers row from
+   its batch's commit until its model's recompute committed (readers saw 1, 0, then 1 warnings; a
+   run killed between left it out until the next run), and the publish's job and model locks
+   waited without limit, whatever --wait said, behind a session holding them.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import psycopg
@@ -154,3 +159,48 @@ def test_a_copy_says_which_thresholds_set_on_the_target_it_replaced(
     ]
     with psycopg.connect(pg_url) as con:
         assert con.execute("SELECT value FROM insight_settings WHERE name = 'stall.factor'").fetchone() == (4.0,)
+
+
+def _peer_job(lab: Lab, name: str, samples_per_second: float, steps: int = 3) -> None:
+    history = [
+        {"step": i, "loss": 1.0 / i, "samples_per_second": samples_per_second, "timestamp": f"2026-12-01T00:0{i}:00Z"}
+        for i in range(1, steps + 1)
+    ]
+    lab.write_job(name, {"job_id": name, "status": "completed", "config": {"model_name": "m0", "gpu_count": 1},
+                         "history": history})  # fmt: skip
+
+
+def test_a_job_published_again_keeps_its_peer_insight_and_locks_wait_no_longer_than_asked(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from runlytics.ingest import postgres as pg_ingest
+    from runlytics.warehouse import postgres
+
+    lab = Lab(tmp_path)
+    for i in range(3):
+        _peer_job(lab, f"fast-{i}", 10.0)
+    _peer_job(lab, "slow", 3.0)
+    stage, target = tmp_path / "stage.duckdb", db.PostgresUrl(pg_url)
+    pg_ingest.ingest(target, [lab.root], stage=stage, wait=5)
+    peer_rows = "SELECT job_id FROM insight_results WHERE kind = 'slow_vs_peers'"
+    with psycopg.connect(pg_url, autocommit=True) as other:
+        assert other.execute(peer_rows).fetchall() == [("slow",)]
+        _peer_job(lab, "slow", 3.0, steps=4)  # the job again, still completed and slow
+        other.execute("SELECT pg_advisory_lock(%s, hashtext('m0'))", (pg_ingest.MODEL_LOCK,))
+        began = time.monotonic()
+        with pytest.raises(db.WarehouseBusy, match="waited 1 s"):
+            pg_ingest.ingest(target, [lab.root], stage=stage, wait=1)
+        assert time.monotonic() - began < 20
+        # the batch committed (the job's 4 steps); its model's recompute could not: the row stays
+        assert other.execute("SELECT count(*) FROM steps WHERE job_id = 'slow'").fetchone() == (4,)
+        assert other.execute(peer_rows).fetchall() == [("slow",)]
+        other.execute("SELECT pg_advisory_unlock_all()")
+        _peer_job(lab, "fast-0", 10.0, steps=4)
+        other.execute("SELECT pg_advisory_lock(%s, hashtext('fast-0'))", (postgres.JOB_LOCK,))
+        with pytest.raises(db.WarehouseBusy, match="waited 1 s"):
+            pg_ingest.ingest(target, [lab.root], stage=stage, wait=1)
+        other.execute("SELECT pg_advisory_unlock_all()")
+    pg_ingest.ingest(target, [lab.root], stage=stage, wait=5)
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'fast-0'").fetchone() == (4,)
+        assert con.execute(peer_rows).fetchall() == [("slow",)]
