@@ -16,7 +16,9 @@
 6. PostgreSQL, three users at once: a completed job published again lost its slow_vs_peers row from
    its batch's commit until its model's recompute committed (readers saw 1, 0, then 1 warnings; a
    run killed between left it out until the next run), and the publish's job and model locks
-   waited without limit, whatever --wait said, behind a session holding them.
+   waited without limit, whatever --wait said, behind a session holding them. So did an upgrade
+   behind an analyst's open transaction (every new reader of the views it replaces queued behind
+   it), and a reader arriving meanwhile failed it with "deadlock detected".
 """
 
 from __future__ import annotations
@@ -204,3 +206,19 @@ def test_a_job_published_again_keeps_its_peer_insight_and_locks_wait_no_longer_t
     with psycopg.connect(pg_url) as con:
         assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'fast-0'").fetchone() == (4,)
         assert con.execute(peer_rows).fetchall() == [("slow",)]
+
+
+def test_an_upgrade_behind_an_open_read_waits_no_longer_than_asked(pg_url: str) -> None:
+    from runlytics.warehouse import migrate
+
+    target = db.PostgresUrl(pg_url)
+    migrate.upgrade_postgres(target, "0045")  # 0046 replaces step_facts
+    with psycopg.connect(pg_url) as analyst:
+        analyst.execute("SELECT count(*) FROM step_facts").fetchone()  # its transaction stays open
+        began = time.monotonic()
+        with pytest.raises(db.WarehouseBusy, match="waited 1 s, --wait; .*lock timeout.*nothing was changed"):
+            migrate.upgrade_postgres(target, wait=1)
+        assert time.monotonic() - began < 10
+        analyst.rollback()
+        assert analyst.execute("SELECT version_num FROM alembic_version").fetchone() == ("0045",)
+    assert migrate.upgrade_postgres(target, wait=1) == migrate.HEAD_REVISION

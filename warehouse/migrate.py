@@ -244,6 +244,7 @@ def run_chain(conn: sa.Connection, revision: str = "head") -> None:
 def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
     """``upgrade`` of a PostgreSQL database: the whole chain in one transaction, so that a failure
     leaves the database as it was (PostgreSQL's DDL is transactional)."""
+    import psycopg
     import sqlalchemy as sa
 
     from . import postgres
@@ -251,6 +252,9 @@ def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float
     with postgres.connection(target) as conn:
         try:
             postgres.lock_schema(conn, target, wait)
+            # a view replaced waits for the sessions reading it (an analyst's open transaction), and
+            # every new reader of it waits behind: at most --wait, then the upgrade stops, undone
+            conn.exec_driver_sql(postgres.SET_LOCK_TIMEOUT, postgres.lock_timeout(wait))
             current = postgres.current_revision(conn)
             check_revision(current, target)
             check_not_older(revision, current, target)
@@ -258,6 +262,11 @@ def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float
             done = postgres.current_revision(conn)
             conn.commit()
         except sa.exc.DBAPIError as error:
+            if isinstance(error.orig, (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)):
+                raise db.WarehouseBusy(
+                    f"cannot upgrade {target} now: other sessions read the tables or views it changes (waited "
+                    f"{wait:g} s, --wait; {postgres.reason(error)}); nothing was changed, run it again when they end"
+                ) from error
             raise db.WarehouseError(f"cannot upgrade {target}: {postgres.reason(error)}") from error
     assert done is not None
     return done
