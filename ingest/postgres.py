@@ -319,8 +319,12 @@ def ingest(
         with run_lock(stage, wait=wait):
             _seed_or_stop(stage, target, name, wait)
         summary = pipeline.ingest(stage, roots, wait=wait, stage=True, keep_raw_days=keep_raw_days, **options)
+        # the folders and files this run read: a copied ledger row of a file gone from them is gone
+        read = [*roots, *(options.get("spools") or []), *(c.path for c in options.get("csv_imports") or [])]
         with run_lock(stage, wait=wait):  # the stage has no other writer while it publishes
-            published = publish(stage, target, name, wait=wait, keep_raw_days=keep_raw_days)
+            published = publish(
+                stage, target, name, wait=wait, keep_raw_days=keep_raw_days, read=[Path(p).resolve() for p in read]
+            )
     return summary, published
 
 
@@ -467,10 +471,12 @@ def publish(
     *,
     wait: float = db.DEFAULT_WAIT_SECONDS,
     keep_raw_days: int = retention.DEFAULT_KEEP_DAYS,
+    read: list[Path] | None = None,
 ) -> Published:
     """Publish what the stage owes ``target``: each queued job whole (but those another ingester
     owns), the insights of its running jobs (of every job, when PostgreSQL's thresholds changed),
-    slow_vs_peers of the models touched, the new runs."""
+    slow_vs_peers of the models touched, the new runs. ``read``: the folders and files the run
+    read (a ledger row db copy brought of a file gone from them gives way)."""
     began = time.monotonic()
     result = Published()
     with db.connection(stage, wait=wait) as con, _pg(target) as pg:
@@ -493,7 +499,7 @@ def publish(
         running = [job_id for job_id in running if NUL not in job_id]
         models: set[str] = set()
         try:
-            _publish_problem_files(con, pg, ingester, result)
+            _publish_problem_files(con, pg, ingester, result, read or [])
             announced = _announce(con, pg, held, wait)
             for batch in _batches(held):
                 models |= _publish_jobs(con, pg, ingester, batch, result, wait)
@@ -626,9 +632,9 @@ def _lock_and_own(
     return the jobs this ingester may write: unowned, or its own. Refused (ThresholdsMoved) when
     PostgreSQL's thresholds are no longer those the stage's insights were computed with."""
     with pg.cursor() as cursor:
-        cursor.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))  # a lock held elsewhere: --wait, then stop
-        cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
-        cursor.execute(PG_SHARE_THRESHOLDS)
+        with postgres.advisory_wait(cursor, wait):  # a lock held elsewhere: --wait, then stop
+            cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
+            cursor.execute(PG_SHARE_THRESHOLDS)
         theirs = {name: float(value) for name, value in cursor.execute(PG_THRESHOLDS).fetchall()}
     if theirs and theirs != insights.thresholds(con):
         pg.rollback()
@@ -691,8 +697,8 @@ def _remove_jobs(
     for a job that is not this ingester's on PostgreSQL (its publish was refused: another ingester
     owns the id): it stays there and owed (``result.waiting``) until that job is published here."""
     with pg.cursor() as cursor:
-        cursor.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))
-        cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
+        with postgres.advisory_wait(cursor, wait):
+            cursor.execute(PG_LOCK_JOBS, (JOB_LOCK, sorted(batch)))
         owners = dict(cursor.execute(PG_OWNERS, (batch,)).fetchall())
         mine = [job_id for job_id in batch if owners.get(job_id) == ingester]
         files: dict[str, list[str]] = {}
@@ -851,7 +857,7 @@ def _columns(pg: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
 
 
 def _publish_problem_files(
-    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, result: Published
+    con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], ingester: str, result: Published, read: list[Path]
 ) -> None:
     """The stage's ledger rows of its failed and pending files, and of the files PostgreSQL has as
     failed or pending from this ingester (those since read, or gone), replaced in one transaction.
@@ -868,9 +874,10 @@ def _publish_problem_files(
     mine = [row[names.index("path")] for row in con.execute(select, params).fetchall()]
     # a copied row is the DuckDB warehouse's word on its file: the stage's, once it has read the
     # file (its own row, prefixed, is published here while the file is still a problem), replaces it,
-    # and so does the file's absence here (a stage whose host holds it publishes it again)
+    # and so does the file's absence from what this run read (not a file of folders it did not read:
+    # another host's, a mount that is down)
     held = {path for (path,) in con.execute(STAGE_PATHS, {"paths": brought}).fetchall()} if brought else set()
-    superseded = [path for path in brought if path in held or not os.path.lexists(path)]
+    superseded = [path for path in brought if path in held or (_within(Path(path), read) and not os.path.lexists(path))]
     if not theirs and not mine and not superseded:
         pg.rollback()
         return
@@ -879,6 +886,11 @@ def _publish_problem_files(
     copied = pg_copy.copy_rows(con, pg, "ingest_files", columns, select, params)
     pg.commit()
     result.rows["ingest_files"] = result.rows.get("ingest_files", 0) + copied
+
+
+def _within(path: Path, read: list[Path]) -> bool:
+    """Whether ``path`` is one of ``read`` or lies in one of them."""
+    return any(path == place or path.is_relative_to(place) for place in read)
 
 
 def _announce(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], held: list[str], wait: float) -> set[str]:
@@ -936,8 +948,8 @@ def _recompute_peers(pg: psycopg.Connection[Any], models: set[str], wait: float)
     marks are gone was recomputed by a transaction that began after this run's batches committed
     (another ingester's, that took the marks and computed from every job committed): not again."""
     with pg.cursor() as cursor:
-        cursor.execute(PG_LOCK_TIMEOUT, postgres.lock_timeout(wait))
-        cursor.execute(PG_LOCK_MODELS, (MODEL_LOCK, sorted(models)))
+        with postgres.advisory_wait(cursor, wait):
+            cursor.execute(PG_LOCK_MODELS, (MODEL_LOCK, sorted(models)))
         stale = sorted({model for (model,) in cursor.execute(PG_TAKE_STALE, (sorted(models),)).fetchall()})
         if not stale:
             pg.commit()

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -105,6 +106,10 @@ def test_a_password_given_as_a_url_parameter_never_shows(capsys: pytest.CaptureF
     # libpq decodes a parameter's name: an encoded one is a password too
     assert str(db.PostgresUrl("postgresql://h/d?pa%73sword=s3cret")) == "postgresql://h/d?pa%73sword=***"
     assert str(db.PostgresUrl("postgresql://h/d?passwords=1")) == "postgresql://h/d?passwords=1"
+    # a client key's password (a reviewer's repro)
+    assert str(db.PostgresUrl("postgres://h/d?sslmode=verify-full&sslpassword=s3cret")) == (
+        "postgresql://h/d?sslmode=verify-full&sslpassword=***"
+    )
 
 
 def test_a_copied_failed_file_gives_way_to_the_stages_word_on_it(tmp_path: Path, pg_url: str) -> None:
@@ -119,22 +124,28 @@ def test_a_copied_failed_file_gives_way_to_the_stages_word_on_it(tmp_path: Path,
     gone = runs / "gone" / "progress.json"  # failed when copied, gone since
     gone.parent.mkdir()
     gone.write_text("{not json")
+    elsewhere = tmp_path / "other-host" / "x" / "progress.json"  # a root this stage does not read
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_text("{not json")
     warehouse, stage = tmp_path / "w.duckdb", tmp_path / "stage.duckdb"
-    assert cli.main(["ingest", "--quiet", "--db", str(warehouse), str(runs)]) == cli.EXIT_FILES_FAILED
+    both = [str(runs), str(elsewhere.parent.parent)]
+    assert cli.main(["ingest", "--quiet", "--db", str(warehouse), *both]) == cli.EXIT_FILES_FAILED
     assert cli.main(["db", "copy", "--db", str(warehouse), "--to", pg_url]) == 0
     problems = "SELECT path, outcome FROM ingest_files WHERE outcome <> 'ingested' ORDER BY path"
     with psycopg.connect(pg_url) as con:
-        assert con.execute(problems).fetchall() == [(str(gone), "failed"), (str(state), "failed")]
+        assert con.execute(problems).fetchall() == [(str(p), "failed") for p in sorted([gone, state, elsewhere])]
     gone.unlink()
+    elsewhere.unlink()  # as seen from this host: not here, nor under what it reads
     ingest = ["ingest", "--quiet", "--db", pg_url, "--stage", str(stage), str(runs)]
     assert cli.main(ingest) == cli.EXIT_FILES_FAILED
     with psycopg.connect(pg_url) as con:
-        ((prefixed, outcome),) = con.execute(problems).fetchall()
+        (kept, (prefixed, outcome)) = con.execute(problems).fetchall()
+    assert kept == (str(elsewhere), "failed")
     assert prefixed.endswith(f":{stage}:{state}") and outcome == "failed"
     shutil.copy(REALDATA / "hf_trainer_state" / "bart-samsum-old" / "checkpoint-500" / "trainer_state.json", state)
     assert cli.main(ingest) == 0
     with psycopg.connect(pg_url) as con:
-        assert con.execute(problems).fetchall() == []
+        assert con.execute(problems).fetchall() == [(str(elsewhere), "failed")]
 
 
 def test_a_copy_says_which_thresholds_set_on_the_target_it_replaced(
@@ -206,6 +217,21 @@ def test_a_job_published_again_keeps_its_peer_insight_and_locks_wait_no_longer_t
     with psycopg.connect(pg_url) as con:
         assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'fast-0'").fetchone() == (4,)
         assert con.execute(peer_rows).fetchall() == [("slow",)]
+    # rows another ingester's batch or recompute holds are waited for as before: only the advisory
+    # locks, which any session may hold at will, end at --wait (a reviewer's repro)
+    _peer_job(lab, "slow", 3.0, steps=5)
+    with psycopg.connect(pg_url) as other:
+        other.execute("SELECT 1 FROM insight_results WHERE kind = 'slow_vs_peers' FOR UPDATE").fetchall()
+        releaser = threading.Timer(3.0, other.commit)
+        releaser.start()
+        try:
+            pg_ingest.ingest(target, [lab.root], stage=stage, wait=1)
+        finally:
+            releaser.join()
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT count(*) FROM steps WHERE job_id = 'slow'").fetchone() == (5,)
+        assert con.execute(peer_rows).fetchall() == [("slow",)]
+        assert con.execute("SELECT count(*) FROM peer_changes").fetchone() == (0,)
 
 
 def test_an_upgrade_behind_an_open_read_waits_no_longer_than_asked(pg_url: str) -> None:

@@ -174,9 +174,10 @@ class PostgresUrl:
 
 
 _PASSWORD = re.compile(r"^([^/@:]*):[^/@]*@")
-# libpq takes the password as a parameter too (``?password=…``; a key may be percent-encoded)
+# libpq takes the password as a parameter too (``?password=…``, and a client key's ``sslpassword``;
+# a key may be percent-encoded)
 _PASSWORD_PARAMETER = re.compile(
-    r"([?&]" + "".join(f"(?:{c}|%{ord(c):02x})" for c in "password") + r"=)[^&]*", re.IGNORECASE
+    r"([?&](?:ssl)?" + "".join(f"(?:{c}|%{ord(c):02x})" for c in "password") + r"=)[^&]*", re.IGNORECASE
 )
 
 

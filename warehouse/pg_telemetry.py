@@ -275,9 +275,9 @@ def _publish(
     # the jobs' locks too (in job order, as every publisher takes them): the owner's publish of a
     # job replaces its utilization_minutes as this does, and two deletes that cannot see each
     # other's rows would leave both copies
-    raw.execute(postgres.SET_LOCK_TIMEOUT, postgres.lock_timeout(wait))  # held elsewhere: --wait, then stop
-    for job_id in sorted({_nul_free(r[0]) for r in ranges[JOB_RANGES]}):
-        raw.execute(postgres.LOCK_JOB, (postgres.JOB_LOCK, job_id))
+    with postgres.advisory_wait(raw, wait):  # held elsewhere: --wait, then stop
+        for job_id in sorted({_nul_free(r[0]) for r in ranges[JOB_RANGES]}):
+            raw.execute(postgres.LOCK_JOB, (postgres.JOB_LOCK, job_id))
     result = Published(ranges=len(ranges[GPU_RANGES]))
     if ranges[GPU_RANGES]:
         for table, columns in RANGE_COLUMNS.items():

@@ -41,6 +41,21 @@ def lock_timeout(wait: float) -> tuple[str]:
     return (f"{max(1, round(wait * 1000))}ms",)
 
 
+LOCK_TIMEOUT_NOW = "SELECT current_setting('lock_timeout')"
+
+
+@contextmanager
+def advisory_wait(con: psycopg.Connection[Any] | psycopg.Cursor[Any], wait: float) -> Iterator[None]:
+    """The advisory locks taken inside wait at most ``wait`` seconds (--wait; any session may hold
+    one at will, an analyst's ``pg_advisory_lock`` too): lock_timeout for them alone, then the
+    transaction's own again, so that a row another ingester's batch holds is waited for as before.
+    A statement that fails leaves the transaction aborted: nothing to set back."""
+    row = con.execute(LOCK_TIMEOUT_NOW).fetchone()
+    con.execute(SET_LOCK_TIMEOUT, lock_timeout(wait))
+    yield
+    con.execute(SET_LOCK_TIMEOUT, (row[0] if row else "0",))
+
+
 def connect(target: db.PostgresUrl, options: str = SESSION_OPTIONS, **kwargs: Any) -> psycopg.Connection[Any]:
     """A psycopg connection to ``target`` (``kwargs``: psycopg.connect's, a cursor factory, …) whose
     session options are the URL's own (else $PGOPTIONS, as libpq takes them) followed by
