@@ -19,15 +19,19 @@
    waited without limit, whatever --wait said, behind a session holding them. So did an upgrade
    behind an analyst's open transaction (every new reader of the views it replaces queued behind
    it), and a reader arriving meanwhile failed it with "deadlock detected".
+7. Hostile inputs: a tool-log run folder whose name is not UTF-8 stopped every run with a
+   traceback (its files failed cleanly, then its id was looked up with the name).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
 from pathlib import Path
 
+import duckdb
 import psycopg
 import pytest
 from conftest import REALDATA, Lab
@@ -248,3 +252,20 @@ def test_an_upgrade_behind_an_open_read_waits_no_longer_than_asked(pg_url: str) 
         analyst.rollback()
         assert analyst.execute("SELECT version_num FROM alembic_version").fetchone() == ("0045",)
     assert migrate.upgrade_postgres(target, wait=1) == migrate.HEAD_REVISION
+
+
+def test_a_tool_log_folder_whose_name_is_not_utf8_fails_alone(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "good").mkdir(parents=True)
+    (root / "good" / "progress.json").write_text('{"status": "completed", "history": [{"step": 1, "loss": 1.0}]}')
+    bad = root / os.fsdecode(b"run\xff")
+    bad.mkdir()
+    shutil.copy(REALDATA / "tool_logs2" / "llamafactory" / "qwen25-7b-eval-lines" / "trainer_log.jsonl", bad)
+    warehouse = tmp_path / "w.duckdb"
+    for _ in range(2):  # said again every run, until renamed
+        assert cli.main(["ingest", "--quiet", "--db", str(warehouse), str(root)]) == cli.EXIT_FILES_FAILED
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT job_id FROM jobs").fetchall() == [("good",)]
+        assert con.execute("SELECT path, outcome, error FROM ingest_files WHERE outcome = 'failed'").fetchall() == [
+            (f"{root}/run\ufffd/trainer_log.jsonl", "failed", "its path is not valid UTF-8: rename the folder")
+        ]

@@ -373,6 +373,9 @@ class ToolLogFormat:
         if not owned:
             return
         candidates = changed_files(ctx, self.kind, [(job, path) for job in owned for path in self.files(job)])
+        # a run folder whose path is not UTF-8 can't be stored as text: each of its files failed
+        # above (to retry, said every run), and nothing else of it is looked up
+        owned = [job for job in owned if job.name_is_utf8]
         job_ids = ledger.progress_job_ids(ctx.con)
         owners = dict(ctx.con.execute(OWNERS, {"kind": self.kind}).fetchall())
         resume = ledger.load_resume(ctx.con, self.kind)
