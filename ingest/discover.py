@@ -144,7 +144,10 @@ def root_folders(roots: list[Path]) -> list[Path]:
     (docs/decisions.md, "A file given as an ingest root")."""
     folders: list[Path] = []
     for root in roots:
-        root = root.resolve()
+        try:
+            root = root.resolve()
+        except (RuntimeError, OSError) as error:  # RuntimeError: Python 3.11's "Symlink loop"
+            raise FileNotFoundError(f"ingest root {shown(root)} can't be resolved: {error}") from None
         try:
             is_file = root.is_file()
             is_dir = root.parent.is_dir() if is_file else root.is_dir()

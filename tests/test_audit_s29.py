@@ -21,6 +21,7 @@
    it), and a reader arriving meanwhile failed it with "deadlock detected".
 7. Hostile inputs: a tool-log run folder whose name is not UTF-8 stopped every run with a
    traceback (its files failed cleanly, then its id was looked up with the name).
+   So did an ingest root that is a symbolic link looping on itself.
 """
 
 from __future__ import annotations
@@ -269,3 +270,10 @@ def test_a_tool_log_folder_whose_name_is_not_utf8_fails_alone(tmp_path: Path) ->
         assert con.execute("SELECT path, outcome, error FROM ingest_files WHERE outcome = 'failed'").fetchall() == [
             (f"{root}/run\ufffd/trainer_log.jsonl", "failed", "its path is not valid UTF-8: rename the folder")
         ]
+
+
+def test_an_ingest_root_that_loops_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert cli.main(["ingest", "--db", str(tmp_path / "w.duckdb"), str(tmp_path / "loop")]) == cli.EXIT_USAGE
+    (line,) = capsys.readouterr().err.splitlines()  # the loop as Python words it ("Symlink loop from …")
+    assert line.startswith(f"runlytics ingest: ingest root {tmp_path}/loop can't be resolved: ")
