@@ -22,10 +22,17 @@
 7. Hostile inputs: a tool-log run folder whose name is not UTF-8 stopped every run with a
    traceback (its files failed cleanly, then its id was looked up with the name).
    So did an ingest root that is a symbolic link looping on itself.
+   An MLflow meta.yaml of a few lines of YAML aliases (10^9 values once expanded) held the run for
+   hours: it is read under hparams.yaml's budget.
+8. The API on PostgreSQL: a NUL asked for is U+FFFD there (as published), so /api/training/%00-x
+   found a job `\ufffd-x`, and its analytics failed with a 500 where it had an insight (its counts
+   were looked up by the id asked for).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import threading
@@ -277,3 +284,40 @@ def test_an_ingest_root_that_loops_is_a_usage_error(tmp_path: Path, capsys: pyte
     assert cli.main(["ingest", "--db", str(tmp_path / "w.duckdb"), str(tmp_path / "loop")]) == cli.EXIT_USAGE
     (line,) = capsys.readouterr().err.splitlines()  # the loop as Python words it ("Symlink loop from …")
     assert line.startswith(f"runlytics ingest: ingest root {tmp_path}/loop can't be resolved: ")
+
+
+def test_an_mlflow_meta_yaml_of_aliases_is_refused_quickly(tmp_path: Path) -> None:
+    from runlytics.ingest.formats import mlflow_store
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    began = time.monotonic()
+    meta, warnings = mlflow_store.load_meta("\n".join([*lines, "status: 3", "run_id: r1"]).encode())
+    assert time.monotonic() - began < 5
+    assert (meta, warnings) == (
+        None,
+        ["meta.yaml: more than 100000 values once its aliases are expanded, or nested deeper than 100, not read"],
+    )
+    assert mlflow_store.load_meta(b"status: 3\nrun_id: r1\nstart_time: 17\n") == (
+        {"status": 3, "run_id": "r1", "start_time": 17},
+        [],
+    )
+
+
+def test_a_nul_asked_for_on_postgresql_finds_the_u_fffd_job_whole(tmp_path: Path, pg_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from runlytics.api.app import create_app
+
+    job = tmp_path / "root" / "j"
+    job.mkdir(parents=True)
+    history = [{"step": 10, "loss": 1.0, "iteration_time": 0.5}, {"step": 20, "loss": math.nan, "iteration_time": 0.5}]
+    (job / "progress.json").write_text(json.dumps({"job_id": "\ufffd-x", "status": "completed", "history": history}))
+    assert cli.main(["ingest", "--quiet", "--db", pg_url, "--stage", str(tmp_path / "s.duckdb"), str(job.parent)]) == 0
+    client = TestClient(create_app(db.PostgresUrl(pg_url)))
+    answer = client.get("/api/training/%00-x/analytics")
+    assert answer.status_code == 200
+    assert (answer.json()["job_id"], answer.json()["insights"]) == (
+        "\ufffd-x",
+        {"critical": 1, "warning": 0, "info": 0},
+    )

@@ -74,5 +74,6 @@ def job_analytics(job_id: JobId, con: Con) -> dict[str, Any]:
     result = queries.job_analytics(con, job_id)
     if result is None:
         raise queries.UnknownJob(job_id)
-    result["insights"] = insight_list.severity_counts(con, [job_id])[job_id]
+    stored = result["job_id"]  # on PostgreSQL a NUL asked for is U+FFFD, as published (docs/postgresql.md)
+    result["insights"] = insight_list.severity_counts(con, [stored])[stored]
     return result

@@ -34,7 +34,7 @@ from runlytics.ingest import ledger
 from runlytics.ingest.discover import MLFLOW, JobFolder
 
 from .base import Candidate, examine
-from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, load_yaml, overflows
+from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, TOO_LARGE, TooLarge, bounded, load_yaml, overflows
 from .text_logs import MAX_STEP, Chunk, Point, RunInfo, clean_strings, complete_lines, number, utc_from_ms, whole
 from .tool_log import NotYet, ToolLogParser
 
@@ -220,8 +220,13 @@ def load_meta(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [f"{META}: not YAML ({getattr(error, 'problem', None) or error})"]
     if not isinstance(doc, dict):
         return None, [f"{META}: not a YAML mapping"]
+    try:
+        # a few lines of aliases can name 10^9 values once expanded: read as hparams.yaml is
+        plain = bounded(doc)
+    except TooLarge:
+        return None, [f"{META}: {TOO_LARGE}, not read"]
     warnings: list[str] = []
-    return clean_strings(doc, f"{META}: ", warnings), warnings
+    return clean_strings(plain, f"{META}: ", warnings), warnings
 
 
 def run_info(
