@@ -268,7 +268,7 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
     with_state = {
         name
         for name in names
-        if CHECKPOINT_DIR.match(name) and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems)
+        if CHECKPOINT_DIR.match(name) and _is_entry(os.path.join(dirpath, name, TRAINER_STATE), problems)
     }
     job_anyway = has_progress or has_state or bool(with_state)
     states: list[str] = []
@@ -296,7 +296,8 @@ def _job_folder(here: Path, dirpath: str, dirnames: list[str], filenames: list[s
         # a checkpoint copy such as last-checkpoint/, or, in a folder that is a job's anyway (its
         # progress.json, its own trainer state or a checkpoint-<step>/ one), any subfolder's trainer
         # state (a copy under another name: final_model/, tmp-checkpoint-500/)
-        if (copy or job_anyway) and name != PROGRESS and _is_file(os.path.join(dirpath, name, TRAINER_STATE), problems):
+        if (copy or job_anyway) and name != PROGRESS and _is_entry(os.path.join(dirpath, name, TRAINER_STATE),
+                                                                    problems):  # fmt: skip
             states.append(name)
             copies = copies or copy
     if not has_progress and not has_state and not states:
@@ -326,16 +327,19 @@ def _plain_copy(path: str) -> bool:
     return not any(n in own or CHECKPOINT_DIR.match(n) or is_event_file(n) for n in names)
 
 
-def _is_file(path: str, problems: list[tuple[Path, str]]) -> bool:
-    """``Path(path).is_file()`` for a path as text: False where it is absent; False too where it
-    can't be looked at (a folder this user may not search), the folder and the reason then in
-    ``problems``: discovery never stops on a folder it can't read."""
+def _is_entry(path: str, problems: list[tuple[Path, str]]) -> bool:
+    """Whether a file of that name is there, for a path as text: a file, or anything else of that
+    name (a FIFO, a folder, a link to nothing or a loop: its read refuses it then, with the reason,
+    as the job's own files; until session 29 it was passed over unsaid). False where it is absent;
+    False too where it can't be looked at (a folder this user may not search), the folder and the
+    reason then in ``problems``: discovery never stops on a folder it can't read."""
     try:
-        return stat.S_ISREG(os.stat(path).st_mode)
+        os.lstat(path)
     except OSError as error:
         if error.errno not in _ABSENT:
             problems.append((Path(os.path.dirname(path)), _cannot("read folder", error)))
         return False
+    return True
 
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)

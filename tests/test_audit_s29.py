@@ -27,6 +27,8 @@
 8. The API on PostgreSQL: a NUL asked for is U+FFFD there (as published), so /api/training/%00-x
    found a job `\ufffd-x`, and its analytics failed with a 500 where it had an insight (its counts
    were looked up by the id asked for).
+9. A checkpoint's trainer_state.json, and a spool entry named *.jsonl, that is no regular file (a
+   FIFO, a link to nothing or to /dev/zero, a loop, a folder) was passed over without a word.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from test_ingest_forms import gpu_rows, ledger_row, legacy
 
 from runlytics import cli
 from runlytics.ingest.formats.nvidia_smi import CsvImport
+from runlytics.ingest.pipeline import ingest
 from runlytics.warehouse import db
 
 SMI_HEADER = "timestamp, index, utilization.gpu [%], power.draw [W]"
@@ -321,3 +324,30 @@ def test_a_nul_asked_for_on_postgresql_finds_the_u_fffd_job_whole(tmp_path: Path
         "\ufffd-x",
         {"critical": 1, "warning": 0, "info": 0},
     )
+
+
+def test_entries_that_are_no_regular_files_are_said_wherever_they_are(tmp_path: Path) -> None:
+    root, spool = tmp_path / "root", tmp_path / "spool"
+    for job in ("a", "b", "c"):
+        (root / job / "checkpoint-5").mkdir(parents=True)
+        (root / job / "progress.json").write_text('{"status": "completed", "history": [{"step": 1, "loss": 1.0}]}')
+    os.mkfifo(root / "a" / "checkpoint-5" / "trainer_state.json")
+    (root / "b" / "checkpoint-5" / "trainer_state.json").symlink_to(tmp_path / "nowhere")
+    (root / "c" / "last-checkpoint" / "trainer_state.json").mkdir(parents=True)
+    spool.mkdir()
+    (spool / "good.jsonl").write_text('{"ts": 1762423200, "job_id": "a", "gpu_index": 0, "utilization_percent": 50}\n')
+    os.mkfifo(spool / "fifo.jsonl")
+    (spool / "zero.jsonl").symlink_to("/dev/zero")
+    (spool / "loop.jsonl").symlink_to(spool / "loop.jsonl")
+    summary = ingest(tmp_path / "w.duckdb", [root], spools=[spool], wait=10)
+    assert (summary.rows, summary.gpu_samples) == (3, 1)
+    assert sorted((p["path"], p["outcome"], p["reason"]) for p in summary.problems) == [
+        (f"{root}/a/checkpoint-5/trainer_state.json", "failed", "not a regular file (a FIFO): not read"),
+        (f"{root}/b/checkpoint-5/trainer_state.json", "failed",
+         f"a symbolic link to {tmp_path}/nowhere, which does not exist: not read"),
+        (f"{root}/c/last-checkpoint/trainer_state.json", "failed", "not a regular file (a folder): not read"),
+        (f"{spool}/fifo.jsonl", "failed", "not a regular file (a FIFO): not read"),
+        (f"{spool}/loop.jsonl", "failed", "cannot stat: Too many levels of symbolic links: not read"),
+        (f"{spool}/zero.jsonl", "failed", "not a regular file (a character device): not read"),
+    ]  # fmt: skip
+    assert summary.to_retry == 6

@@ -164,7 +164,7 @@ def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: i
         if os.path.commonpath([real, str(job.root)]) != str(job.root):
             return f"a symbolic link to {shown(Path(real))}, outside the ingest root {shown(job.root)}"
     if not stat.S_ISREG(mode):
-        return f"not a regular file ({_file_type(mode)}): not read"
+        return f"not a regular file ({file_type(mode)}): not read"
     if size > max_bytes:
         return f"larger than --max-file-mb ({_mib(size)} MiB > {_mib(max_bytes)} MiB): not read"
     return None
@@ -177,7 +177,7 @@ def _mib(size: int) -> str:
     return f"{mib:.0f}" if mib >= 10 else f"{mib:.3g}"
 
 
-def _file_type(mode: int) -> str:
+def file_type(mode: int) -> str:
     for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):  # fmt: skip
         if test(mode):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import stat
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -45,7 +46,7 @@ from runlytics.ingest import gpu_samples, gpu_store, json_text, ledger
 from runlytics.ingest.discover import is_utf8, shown
 from runlytics.warehouse import db, results
 
-from .base import Context
+from .base import Context, file_type
 from .tool_log import DIGEST_BYTES, bytes_before, digest
 
 KIND = "spool"
@@ -104,8 +105,26 @@ def files(spools: list[Path]) -> list[Path]:
     for spool in spools:
         if not spool.is_dir():
             raise FileNotFoundError(f"spool {spool} is not a folder")
-        found.extend(sorted(p.resolve() for p in spool.rglob("*") if p.is_file()))
+        for p in sorted(spool.rglob("*")):
+            if p.is_file():
+                found.append(p.resolve())
+            elif p.name.endswith(SUFFIX) or _rotated(p):  # named as a spool file, yet none: ``ingest`` says so
+                found.append(p.absolute())
     return found
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why an entry named as a spool file is not read (a FIFO would block the run, a link to
+    /dev/zero never end), or None for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return f"a symbolic link to {shown(Path(os.path.realpath(path)))}, which does not exist: not read"
+        return None  # gone since it was listed: nothing to read
+    except OSError as error:  # a link that loops
+        return f"cannot stat: {error.strerror or error}: not read"
+    return None if stat.S_ISREG(mode) else f"not a regular file ({file_type(mode)}): not read"
 
 
 def _rotated(path: Path) -> bool:
@@ -157,6 +176,14 @@ class _File:
 
 
 def ingest(ctx: Context, paths: list[Path]) -> None:
+    # entries named as spool files that are none: failed, said every run while they are there
+    odd = {path: why for path in paths if not path.is_file() and (why := _not_a_file(path)) is not None}
+    for path, why in odd.items():
+        ctx.summary.files_seen += 1
+        ctx.summary.failed += 1
+        ctx.summary.to_retry += 1
+        ctx.summary.problems.append({"path": shown(path), "outcome": "failed", "reason": why})
+    paths = [path for path in paths if path.is_file()]
     found = {str(path) for path in paths}
     readable = [path for path in paths if path.name.endswith(SUFFIX) or (_rotated(path) and is_utf8(path))]
     kept = set(readable)
