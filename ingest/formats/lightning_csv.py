@@ -290,17 +290,12 @@ def load_hparams(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
     if not isinstance(doc, dict):
         return None, [f"not a YAML mapping but {type(doc).__name__}, config not read"]
     try:
-        plain = bounded(doc)
-    except TooLarge:
-        return None, [f"{TOO_LARGE}: config not read"]
+        plain = _plain(doc, [MAX_CONFIG_NODES], 0)
+    except _TooLarge:
+        return None, [f"more than {MAX_CONFIG_NODES} values once its aliases are expanded, or nested "
+                      f"deeper than {MAX_CONFIG_DEPTH}: config not read"]  # fmt: skip
     warnings: list[str] = []
     return clean_strings(plain, "", warnings), warnings
-
-
-def bounded(doc: Any) -> Any:
-    """A YAML document as plain JSON-ready data (``_plain``), refused (TooLarge) past
-    MAX_CONFIG_NODES values once its aliases are expanded or MAX_CONFIG_DEPTH levels."""
-    return _plain(doc, [MAX_CONFIG_NODES], 0)
 
 
 def load_yaml(data: bytes) -> Any:
@@ -376,13 +371,8 @@ if yaml.__with_libyaml__:
     _FAST_LOADER = _CPlainDataLoader
 
 
-class TooLarge(ValueError):
+class _TooLarge(ValueError):
     pass
-
-
-TOO_LARGE = (
-    f"more than {MAX_CONFIG_NODES} values once its aliases are expanded, or nested deeper than {MAX_CONFIG_DEPTH}"
-)
 
 
 def _plain(value: Any, budget: list[int], depth: int) -> Any:
@@ -392,7 +382,7 @@ def _plain(value: Any, budget: list[int], depth: int) -> Any:
     (or itself), so the values written out are counted against ``budget``."""
     budget[0] -= 1
     if budget[0] < 0 or depth > MAX_CONFIG_DEPTH:
-        raise TooLarge
+        raise _TooLarge
     if isinstance(value, dict):
         return {str(k): _plain(v, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):

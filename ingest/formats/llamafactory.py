@@ -88,6 +88,10 @@ class LlamaFactoryParser(ToolLogParser):
         chunk, first_elapsed, resumed = _read(data, offset, lines + 1, written, quiet)
         if offset == 0:
             chunk.info.start_unknown = resumed  # a file read whole again (replaced) drops a start stored before
+            if chunk.info.current_step is None and chunk.info.total_steps is None:
+                # no line tells of the run (a log replaced by garbage, emptied): the status and end
+                # stored stand, as a progress.json that breaks leaves its job (inputs.md)
+                return _own_status(chunk)
             return _final(chunk, None)
         chunk.info.started_at = None  # placed by the read from the file's start
         if not resumed and first_elapsed is not None:

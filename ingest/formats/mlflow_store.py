@@ -23,8 +23,10 @@ replaces the stored ones.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
+import reprlib
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from runlytics.ingest import ledger
 from runlytics.ingest.discover import MLFLOW, JobFolder
 
 from .base import Candidate, examine
-from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, TOO_LARGE, TooLarge, bounded, load_yaml, overflows
+from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, load_yaml, overflows
 from .text_logs import MAX_STEP, Chunk, Point, RunInfo, clean_strings, complete_lines, number, utc_from_ms, whole
 from .tool_log import NotYet, ToolLogParser
 
@@ -220,13 +222,24 @@ def load_meta(data: bytes) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [f"{META}: not YAML ({getattr(error, 'problem', None) or error})"]
     if not isinstance(doc, dict):
         return None, [f"{META}: not a YAML mapping"]
-    try:
-        # a few lines of aliases can name 10^9 values once expanded: read as hparams.yaml is
-        plain = bounded(doc)
-    except TooLarge:
-        return None, [f"{META}: {TOO_LARGE}, not read"]
+    # the run's facts are its top-level scalars: a list or mapping is none of them (kept as a short
+    # text, for the warning that says so), and a few lines of YAML aliases can name 10^9 values
+    # once expanded, which cleaning them whole walked for hours
+    scalars = {
+        key: value if value is None or isinstance(value, SCALARS) else _short(value) for key, value in doc.items()
+    }
     warnings: list[str] = []
-    return clean_strings(plain, f"{META}: ", warnings), warnings
+    return clean_strings(scalars, f"{META}: ", warnings), warnings
+
+
+SCALARS = (str, int, float, bool, dt.date)
+
+
+def _short(value: object) -> str:
+    """A bounded text of any structure: a few items of two levels (``[[1, 2, ...], ...]``)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxother = 2, 4, 4, 40
+    return short.repr(value)
 
 
 def run_info(
