@@ -340,8 +340,12 @@ def test_entries_that_are_no_regular_files_are_said_wherever_they_are(tmp_path: 
     os.mkfifo(spool / "fifo.jsonl")
     (spool / "zero.jsonl").symlink_to("/dev/zero")
     (spool / "loop.jsonl").symlink_to(spool / "loop.jsonl")
+    (spool / "archive.jsonl.d").mkdir()  # a folder named so is walked: its files read, no failure (a review)
+    (spool / "archive.jsonl.d" / "old.jsonl").write_text(
+        '{"ts": 1762423100, "job_id": "a", "gpu_index": 0, "utilization_percent": 40}\n'
+    )
     summary = ingest(tmp_path / "w.duckdb", [root], spools=[spool], wait=10)
-    assert (summary.rows, summary.gpu_samples) == (3, 1)
+    assert (summary.rows, summary.gpu_samples) == (3, 2)
     assert sorted((p["path"], p["outcome"], p["reason"]) for p in summary.problems) == [
         (f"{root}/a/checkpoint-5/trainer_state.json", "failed", "not a regular file (a FIFO): not read"),
         (f"{root}/b/checkpoint-5/trainer_state.json", "failed",

@@ -108,8 +108,10 @@ def files(spools: list[Path]) -> list[Path]:
         for p in sorted(spool.rglob("*")):
             if p.is_file():
                 found.append(p.resolve())
-            elif p.name.endswith(SUFFIX) or _rotated(p):  # named as a spool file, yet none: ``ingest`` says so
-                found.append(p.absolute())
+            elif (p.name.endswith(SUFFIX) or _rotated(p)) and (p.is_symlink() or not p.is_dir()):
+                # named as a spool file, yet none (a folder of that name is walked: its files are read),
+                # its folder resolved as the files' are: ``ingest`` says so
+                found.append(p.parent.resolve() / p.name)
     return found
 
 
