@@ -329,17 +329,17 @@ def _plain_copy(path: str) -> bool:
 
 def _is_entry(path: str, problems: list[tuple[Path, str]]) -> bool:
     """Whether a file of that name is there, for a path as text: a file, or anything else of that
-    name (a FIFO, a folder, a link to nothing or a loop: its read refuses it then, with the reason,
-    as the job's own files; until session 29 it was passed over unsaid). False where it is absent;
+    name but a folder (a FIFO, a link to nothing or a loop: its read refuses it then, with the
+    reason, as the job's own files; until session 29 it was passed over unsaid). False where it is absent;
     False too where it can't be looked at (a folder this user may not search), the folder and the
     reason then in ``problems``: discovery never stops on a folder it can't read."""
     try:
-        os.lstat(path)
+        mode = os.lstat(path).st_mode
     except OSError as error:
         if error.errno not in _ABSENT:
             problems.append((Path(os.path.dirname(path)), _cannot("read folder", error)))
         return False
-    return True
+    return not stat.S_ISDIR(mode)  # a folder of that name is no state (a link to one is said)
 
 
 _ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
