@@ -39,7 +39,7 @@ def run_db_copy(args: argparse.Namespace) -> int:
     for name, (was, now) in result.replaced_thresholds.items():
         print(
             f"runlytics db copy: warning: insight threshold {name} was {was:g} on {target}, now the copied "
-            f"warehouse's {'default' if now is None else f'{now:g}'}: set it again with `runlytics insights set`",
+            f"warehouse's {now:g}: set it again with `runlytics insights set`",
             file=sys.stderr,
         )
     total = sum(result.rows.values())

@@ -197,7 +197,7 @@ def forget_vanished(con: duckdb.DuckDBPyConnection, roots: Sequence[Path], jobs:
     walked = [str(root) for root in roots]
     kinds = {"kinds": list(WALKED_KINDS)}
     problems = [path for (path,) in con.execute(PROBLEM_PATHS, kinds).fetchall()]
-    gone = [path for path in problems if any(_below(path, root) for root in walked) and is_gone(path)]
+    gone = [path for path in problems if any(below(path, root) for root in walked) and is_gone(path)]
     if gone:  # a path that is not UTF-8 is recorded with U+FFFD: not there by that name, but found
         found = {shown(path) for job in jobs for path in (job.progress, *job.trainer_states, *job.tool_paths()) if path}
         gone = [path for path in gone if path not in found]
@@ -206,7 +206,8 @@ def forget_vanished(con: duckdb.DuckDBPyConnection, roots: Sequence[Path], jobs:
     return len(gone)
 
 
-def _below(path: str, root: str) -> bool:
+def below(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies in it (both as text, absolute)."""
     try:
         return os.path.commonpath([path, root]) == root
     except ValueError:  # one relative, the other absolute

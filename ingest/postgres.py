@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from runlytics.warehouse import db, insights, migrate, pg_copy, pg_reader, pg_telemetry, postgres, retention, sidefiles
 from runlytics.warehouse.lock import run_lock
 
-from . import pipeline
+from . import ledger, pipeline
 from .summary import Summary
 
 if TYPE_CHECKING:
@@ -81,11 +81,12 @@ PREFIXED = {"ingest_files": "path"}
 # and of the files PostgreSQL still has as such from this ingester ($paths, unprefixed): published
 # whole each run, whether or not a job changed, so that `runlytics status --db URL` lists them
 PROBLEM_FILES = "SELECT {columns} FROM ingest_files WHERE outcome <> 'ingested' OR path IN (SELECT unnest($paths))"
-PG_PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND starts_with(path, %s)"
+# this ingester's rows of files not ingested as they are now, and those db copy brought (their paths
+# the DuckDB warehouse's, absolute, with no ingester's name before them: no host name begins with "/")
+PG_PROBLEM_PATHS = (
+    "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND (starts_with(path, %s) OR starts_with(path, '/'))"
+)
 PG_DELETE_FILES = "DELETE FROM ingest_files WHERE path = ANY(%s)"
-# the rows db copy brought of files not ingested as they were then: their paths are the DuckDB
-# warehouse's, absolute, with no ingester's name before them (no host name begins with "/")
-PG_COPIED_PROBLEM_PATHS = "SELECT path FROM ingest_files WHERE outcome <> 'ingested' AND starts_with(path, '/')"
 STAGE_PATHS = "SELECT path FROM ingest_files WHERE path IN (SELECT unnest($paths))"
 # the (prefixed) paths of the ledger rows of the jobs named by $job_ids: a file that now belongs to
 # one of them may still be another job's on PostgreSQL (a progress.json whose job id changed, an
@@ -865,8 +866,9 @@ def _publish_problem_files(
     here first, and by its job below (the same row)."""
     prefix = f"{ingester}:"
     with pg.cursor() as cursor:
-        theirs = [path for (path,) in cursor.execute(PG_PROBLEM_PATHS, (prefix,)).fetchall()]
-        brought = [path for (path,) in cursor.execute(PG_COPIED_PROBLEM_PATHS).fetchall()]
+        found = [path for (path,) in cursor.execute(PG_PROBLEM_PATHS, (prefix,)).fetchall()]
+    theirs = [path for path in found if path.startswith(prefix)]
+    brought = [path for path in found if not path.startswith(prefix)]
     columns = _columns(pg, "ingest_files")
     names = [name for name, _ in columns]
     select = PROBLEM_FILES.format(columns=_expressions("ingest_files", columns))
@@ -877,7 +879,11 @@ def _publish_problem_files(
     # and so does the file's absence from what this run read (not a file of folders it did not read:
     # another host's, a mount that is down)
     held = {path for (path,) in con.execute(STAGE_PATHS, {"paths": brought}).fetchall()} if brought else set()
-    superseded = [path for path in brought if path in held or (_within(Path(path), read) and not os.path.lexists(path))]
+    superseded = [
+        path
+        for path in brought
+        if path in held or (any(ledger.below(path, str(place)) for place in read) and not os.path.lexists(path))
+    ]
     if not theirs and not mine and not superseded:
         pg.rollback()
         return
@@ -886,11 +892,6 @@ def _publish_problem_files(
     copied = pg_copy.copy_rows(con, pg, "ingest_files", columns, select, params)
     pg.commit()
     result.rows["ingest_files"] = result.rows.get("ingest_files", 0) + copied
-
-
-def _within(path: Path, read: list[Path]) -> bool:
-    """Whether ``path`` is one of ``read`` or lies in one of them."""
-    return any(path == place or path.is_relative_to(place) for place in read)
 
 
 def _announce(con: duckdb.DuckDBPyConnection, pg: psycopg.Connection[Any], held: list[str], wait: float) -> set[str]:

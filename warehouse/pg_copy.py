@@ -64,8 +64,6 @@ NOT_COPIED: dict[str, str] = {
 # filled by the upgrade itself (revision 0011's default thresholds): replaced by the source's rows
 DEFAULTS_REPLACED = ("insight_settings",)
 
-THRESHOLDS = "SELECT name, value FROM insight_settings"
-
 BATCH_ROWS = 20_000
 
 # JSON's NaN and infinities, as Python and DuckDB write them (in configs and trainer metrics; DuckDB
@@ -122,7 +120,7 @@ class CopyResult:
     unpublishable: list[str] = field(default_factory=list)  # job ids PostgreSQL's text cannot hold (NUL): not copied
     # thresholds set on the target before the copy (not its defaults) that the source's replaced:
     # name -> (the target's value, the source's)
-    replaced_thresholds: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    replaced_thresholds: dict[str, tuple[float, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -205,16 +203,16 @@ def _copy_into(
                 "db copy fills only an empty warehouse; nothing was copied"
             )
     # an empty warehouse's thresholds may have been set (`insights set --db URL`) before the copy
-    before: dict[str, float] = dict(conn.exec_driver_sql(THRESHOLDS).all())
+    before: dict[str, float] = dict(conn.exec_driver_sql(insights.SELECT_SETTINGS).all())
     for table in DEFAULTS_REPLACED:
         conn.exec_driver_sql(f"DELETE FROM {db.quote_identifier(table)}")
     assert revision is not None
     result = CopyResult(revision, unpublishable=[job_id for (job_id,) in con.execute(NUL_JOB_IDS).fetchall()])
-    sources = dict(con.execute(THRESHOLDS).fetchall())
+    sources = insights.thresholds(con)  # every name: each revision fills its new ones
     result.replaced_thresholds = {
-        name: (value, sources.get(name))
-        for name, value in sorted(before.items())
-        if value != insights.DEFAULTS.get(name) and value != sources.get(name)
+        name: (value, sources[name])
+        for name, value in before.items()
+        if value != insights.DEFAULTS[name] and value != sources[name]
     }
     raw = conn.connection.driver_connection  # psycopg's: COPY in the same transaction
     for table, origin in COPIED.items():

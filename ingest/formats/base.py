@@ -102,8 +102,7 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
             st, problem = examine(path, job, ctx.max_file_bytes)
         except FileNotFoundError:
             if os.path.islink(path):  # a link to nothing: say so, every run while it is there
-                where = shown(Path(os.path.realpath(path)))
-                reason = f"a symbolic link to {where}, which does not exist: not read"
+                reason = link_to_nothing(path)
                 not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", reason, True), kind)
                 continue
             ctx.summary.files_seen -= 1  # vanished between discovery and now: nothing to read
@@ -124,6 +123,11 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
 
 
 NO_STAT = ledger.Stat(0, 0, True)
+
+
+def link_to_nothing(path: Path) -> str:
+    """Why a symbolic link to nothing is not read."""
+    return f"a symbolic link to {shown(Path(os.path.realpath(path)))}, which does not exist: not read"
 
 
 def openable(files: list[tuple[JobFolder, Path]], max_file_bytes: int) -> list[Candidate]:

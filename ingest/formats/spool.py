@@ -46,7 +46,7 @@ from runlytics.ingest import gpu_samples, gpu_store, json_text, ledger
 from runlytics.ingest.discover import is_utf8, shown
 from runlytics.warehouse import db, results
 
-from .base import Context, file_type
+from .base import Context, file_type, link_to_nothing
 from .tool_log import DIGEST_BYTES, bytes_before, digest
 
 KIND = "spool"
@@ -122,7 +122,7 @@ def _not_a_file(path: Path) -> str | None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.islink(path):
-            return f"a symbolic link to {shown(Path(os.path.realpath(path)))}, which does not exist: not read"
+            return link_to_nothing(path)
         return None  # gone since it was listed: nothing to read
     except OSError as error:  # a link that loops
         return f"cannot stat: {error.strerror or error}: not read"
@@ -178,14 +178,18 @@ class _File:
 
 
 def ingest(ctx: Context, paths: list[Path]) -> None:
-    # entries named as spool files that are none: failed, said every run while they are there
-    odd = {path: why for path in paths if not path.is_file() and (why := _not_a_file(path)) is not None}
-    for path, why in odd.items():
+    # entries named as spool files that are none (``files``): failed, said every run while they are there
+    regular = []
+    for path in paths:
+        why = _not_a_file(path)
+        if why is None:
+            regular.append(path)
+            continue
         ctx.summary.files_seen += 1
         ctx.summary.failed += 1
         ctx.summary.to_retry += 1
         ctx.summary.problems.append({"path": shown(path), "outcome": "failed", "reason": why})
-    paths = [path for path in paths if path.is_file()]
+    paths = regular
     found = {str(path) for path in paths}
     readable = [path for path in paths if path.name.endswith(SUFFIX) or (_rotated(path) and is_utf8(path))]
     kept = set(readable)
