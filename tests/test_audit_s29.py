@@ -31,6 +31,9 @@
    FIFO, a link to nothing or to /dev/zero, a loop, a folder) was passed over without a word.
 10. A LLaMA-Factory log replaced by a file of no readable line turned a completed job into one of
     status unknown without an end: a log that tells nothing of the run leaves what is stored.
+11. A chain of revisions that failed left alembic's ``op`` bound to its connection (alembic removes
+    it only when the chain ends well): after a failed PostgreSQL upgrade, test_views_sql found no
+    frozen view in the same process (CI failed by the order its worker ran them in).
 """
 
 from __future__ import annotations
@@ -373,3 +376,15 @@ def test_a_llamafactory_log_replaced_by_garbage_leaves_the_status_stored(lab: La
     log.write_text(json.dumps({"current_steps": 1, "total_steps": 5, "loss": 3.0, "elapsed_time": "0:00:01"}) + "\n")
     lab.ingest()
     assert lab.query("SELECT status, ended_at FROM jobs") == [("unknown", None)]
+
+
+def test_a_failed_chain_leaves_no_migration_context_behind(pg_url: str) -> None:
+    from alembic import op
+
+    from runlytics.warehouse import migrate
+
+    with psycopg.connect(pg_url) as con:
+        con.execute("CREATE TABLE gpu_minutes (n integer)")  # revision 0015's table, taken
+    with pytest.raises(db.WarehouseError, match="gpu_minutes"):
+        migrate.upgrade_postgres(db.PostgresUrl(pg_url))
+    assert getattr(op, "_proxy", None) is None

@@ -238,7 +238,18 @@ def run_chain(conn: sa.Connection, revision: str = "head") -> None:
     config = alembic_config()
     config.attributes["connection"] = conn
     config.attributes[derived.UPGRADING] = True  # its refills run once, at the chain's end
-    command.upgrade(config, revision)
+    try:
+        command.upgrade(config, revision)
+    except BaseException:
+        # alembic's Operations.context installs its `op` proxy and removes it only when the chain
+        # ends well: a revision that failed left `op` bound to that connection, so that frozen
+        # views and engine.on_postgres() in this process answered for a failed PostgreSQL chain
+        from alembic import op
+
+        proxy = getattr(op, "_proxy", None)
+        if proxy is not None:
+            proxy._remove_proxy()
+        raise
 
 
 def upgrade_postgres(target: db.PostgresUrl, revision: str = "head", wait: float = db.DEFAULT_WAIT_SECONDS) -> str:
