@@ -38,6 +38,9 @@ class Log(NamedTuple):
     line: Callable[[int, float], str]  # the line logging the metric's value at a step
     cut: str  # the last line, cut by a writer that stopped mid-line
     warning: str  # the warning of that cut line, after two lines of the metric
+    # whether a settled last line without its newline is read as it is; MLflow writes each line
+    # whole, newline and all, so there it is a line cut short (ef496ce), skipped with this warning
+    unended: bool = True
 
 
 LOGS = {
@@ -55,7 +58,7 @@ LOGS = {
     "mlflow": Log(
         "mlruns/1/r1/metrics/loss", "mlruns/1/r1", "loss", "",
         lambda step, value: f"{1_729_486_925_000 + step} {value} {step}", "17294869",
-        "line 3: '17294869' is not '<timestamp ms> <value> <step>', skipped",
+        "line 3: '17294869' has no newline: a line cut short, skipped", unended=False,
     ),
 }  # fmt: skip
 
@@ -96,6 +99,11 @@ def warnings_of(summary: Any) -> list[str]:
     return [message for _, message in summary.listed_warnings]
 
 
+def cut_short(number: int, line: str) -> str:
+    """MLflow's warning of a settled last line without its newline."""
+    return f"line {number}: {line!r} has no newline: a line cut short, skipped"
+
+
 def later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
     """The clock ``seconds`` ahead: the files, untouched, are that much older."""
     real = time.time
@@ -110,13 +118,14 @@ def test_a_settled_logs_last_line_without_its_newline_is_read(
 ) -> None:
     path = write(lab.root / log.path, log.head + log.line(1, 2.0) + "\n" + log.line(2, 1.5), 600)
     first = lab.ingest()
-    assert values(lab, log) == [(1, 2.0), (2, 1.5)] and warnings_of(first) == []
+    read = [(1, 2.0), (2, 1.5)] if log.unended else [(1, 2.0)]
+    assert values(lab, log) == read and warnings_of(first) == ([] if log.unended else [cut_short(2, log.line(2, 1.5))])
     # read to its end, recorded with its size and time: a run opens it no more
     assert lab.own_query(FINGERPRINT, {"p": str(path.resolve())})[0][0] is not None
     opened = opened_under(lab.root.resolve(), monkeypatch)
     again = lab.ingest()
     assert opened == [] and again.ingested == 0 and again.points == 0
-    assert values(lab, log) == [(1, 2.0), (2, 1.5)]
+    assert values(lab, log) == read
 
 
 def test_a_settled_logs_cut_last_line_is_skipped_with_its_number(
@@ -151,7 +160,10 @@ def test_a_last_line_waits_is_read_whole_and_once_settled_is_read_unchanged(
     assert lab.own_query(FINGERPRINT, {"p": str(path.resolve())}) == [(None,)]  # opened again next run
     later(monkeypatch, 600)
     settled = lab.ingest()
-    assert values(lab, log) == [(1, 2.0), (2, 1.5), (3, 0.5)] and warnings_of(settled) == []
+    if log.unended:
+        assert values(lab, log) == [(1, 2.0), (2, 1.5), (3, 0.5)] and warnings_of(settled) == []
+    else:
+        assert values(lab, log) == [(1, 2.0), (2, 1.5)] and warnings_of(settled) == [cut_short(3, log.line(3, 0.5))]
     opened = opened_under(lab.root.resolve(), monkeypatch)
     again = lab.ingest()
     assert opened == [] and again.ingested == 0
