@@ -255,7 +255,7 @@ def test_steps_beyond_10_18_are_dropped_with_a_warning(lab: Lab) -> None:
         f"offset {at}: step {big} is out of range (above 10^18), the event's values dropped"
     ]
     assert warned["mlruns/1/r1/metrics/loss"] == [
-        f"line 3: '1729486931999 2.1 {2 * 10**18}' is not '<timestamp ms> <value> <step>', skipped"
+        f"line 3: '1729486931999 2.1 {2 * 10**18}': step {2 * 10**18} is out of range (above 10^18), skipped"
     ]
     assert warned["c/lightning_logs/version_0/metrics.csv"] == [f"line 3: step '{2 * 10**18}' is not a step, skipped"]
     assert [s for _, s, _ in lab.query(VALUES, {"j": "run"})] == [1, 2, 10**18]

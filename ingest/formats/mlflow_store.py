@@ -183,9 +183,9 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1, c
                 raise ValueError
         except (ValueError, IndexError):
             parsed = _metric_line(fields)
-            if parsed is None:
+            if isinstance(parsed, str):
                 shown = line[:60].decode("utf-8", errors="replace")
-                chunk.warnings.append(f"line {number_}: {shown!r} is not '<timestamp ms> <value> <step>', skipped")
+                chunk.warnings.append(f"line {number_}: {shown!r}{parsed}, skipped")
                 continue
             ms, value, step = parsed
         if overflows(value, fields[1]):
@@ -204,13 +204,28 @@ def parse_metric(data: bytes, name: str, offset: int = 0, first_line: int = 1, c
     return chunk
 
 
-def _metric_line(fields: list[bytes]) -> tuple[float, float, int] | None:
+NOT_A_LINE = " is not '<timestamp ms> <value> <step>'"
+
+
+def _metric_line(fields: list[bytes]) -> tuple[float, float, int] | str:
+    """The line's (ms, value, step), else why not: not the form, or a step that is none (a
+    negative, fractional or too large number: dropped, as progress.json's and TensorBoard's)."""
     if len(fields) not in (2, 3):
-        return None
+        return NOT_A_LINE
     ms, value = (number(f.decode("ascii", errors="replace"), numeric_text=True) for f in fields[:2])
-    step = whole(number(fields[2].decode("ascii", errors="replace"), numeric_text=True)) if len(fields) == 3 else 0
-    if ms is None or not math.isfinite(ms) or value is None or step is None:
-        return None
+    if ms is None or not math.isfinite(ms) or value is None:
+        return NOT_A_LINE
+    if len(fields) == 2:
+        return ms, value, 0
+    written = number(fields[2].decode("ascii", errors="replace"), numeric_text=True)
+    step = whole(written)
+    if written is None:
+        return NOT_A_LINE
+    if step is None:
+        shown = fields[2][:40].decode("ascii", errors="replace")
+        if written < 0:
+            return f": step {shown} is negative"
+        return f": step {shown} is out of range (above 10^18)" if written > MAX_STEP else f": step {shown} is not whole"
     return ms, value, step
 
 
