@@ -290,7 +290,14 @@ def test_downsampled_metric_points(engines: tuple[Path, str], clients: tuple[Tes
     try:
         for job_id in _job_ids(clients):
             for metric in clients[0].get(f"/api/training/{job_id}/metrics").json()["metrics"][:3]:
-                params = {"job_id": job_id, "name": metric["name"], "after": -(2**63), "to_step": None, "buckets": 4}
+                params = {
+                    "job_id": job_id,
+                    "name": metric["name"],
+                    "after": -(2**63),
+                    "to_step": None,
+                    "buckets": 4,
+                    "max_points": 0,
+                }
                 answers = [
                     con.execute(
                         history.downsampled_sql(con, metric_history.POINTS_SOURCE, "ts, value", "ts, value", ["value"]),

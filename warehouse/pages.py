@@ -51,6 +51,8 @@ def decode(kind: str, cursor: str, arity: int) -> list[Any]:
         raise BadCursor("cursor is not one this API handed out") from error
     if not isinstance(data, dict) or data.get("k") != kind:
         raise BadCursor("cursor belongs to another listing")
+    if data.keys() != {"k", "v"}:
+        raise BadCursor("cursor is not one this API handed out")
     values = data.get("v")
     if not isinstance(values, list) or len(values) != arity:
         raise BadCursor("cursor is not one this API handed out")

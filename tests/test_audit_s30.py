@@ -1,0 +1,58 @@
+"""Audit 30: what independent readers of the contracts found.
+
+1. An MLflow metric line of a negative step (``1760000001000 5.0 -1``) was skipped as "not
+   '<timestamp ms> <value> <step>'", a line of that very form: the warning names the step now, as
+   TensorBoard's does.
+2. A chart (``/steps``, ``/metrics/history`` with ``max_points``) of a range that fits left rows
+   out all the same: its buckets kept their extremes alone (2,252 of 2,900 steps at
+   ``max_points=10000``; a metric of exactly 2,000 points lost 2), and said ``downsampled``. And a
+   cursor with a key the API never writes was taken.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Lab
+from fastapi.testclient import TestClient
+
+from runlytics.api.app import TOKEN_ENV, create_app
+from runlytics.ingest.formats.mlflow_store import parse_metric
+
+
+def test_an_mlflow_line_of_a_step_that_is_none_is_said_so() -> None:
+    data = b"1760000000000 6.0 0\n1760000001000 5.0 -1\n1760000002000 4.0 1.5\n1760000003000 3.0 x\n"
+    chunk = parse_metric(data, "loss")
+    assert chunk.warnings == [
+        "line 2: '1760000001000 5.0 -1': step -1 is negative, skipped",
+        "line 3: '1760000002000 4.0 1.5': step 1.5 is not whole, skipped",
+        "line 4: '1760000003000 3.0 x' is not '<timestamp ms> <value> <step>', skipped",
+    ]
+    assert [(p.step, p.value) for p in chunk.points] == [(0, 6.0)]
+
+
+def test_a_chart_of_a_range_that_fits_keeps_every_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = Lab(tmp_path)
+    history = [{"step": s, "loss": 1.0 + (s % 7) / 10, "eval_loss": 2.0 - s / 1000} for s in range(1, 301)]
+    lab.write_job("j", {"job_id": "j", "status": "completed", "history": history})
+    mlruns = tmp_path / "runs" / "mlruns" / "1" / "r1"
+    (mlruns / "metrics").mkdir(parents=True)
+    (mlruns / "meta.yaml").write_text("run_id: r1\nstatus: 3\nstart_time: 1760000000000\nend_time: 1760000100000\n")
+    (mlruns / "metrics" / "loss").write_text("".join(f"{1760000000000 + s} {(s * 37) % 11} {s}\n" for s in range(200)))
+    assert lab.ingest().failed == 0
+    assert lab.ingest(tmp_path / "runs").failed == 0
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    client = TestClient(create_app(lab.db))
+    steps = client.get("/api/training/j/steps", params={"fields": "loss,eval_loss", "max_points": 300}).json()
+    assert [r["step"] for r in steps["steps"]] == list(range(1, 301)) and steps["downsampled"] is False
+    cut = client.get("/api/training/j/steps", params={"fields": "loss,eval_loss", "max_points": 299}).json()
+    assert len(cut["steps"]) <= 299 and cut["downsampled"] is True
+    points = client.get("/api/training/mlruns/1/r1/metrics/history", params={"name": "loss", "max_points": 200}).json()
+    assert [p["value"] for p in points["points"]] == [float((s * 37) % 11) for s in range(200)]
+    assert points["downsampled"] is False
+    forged = base64.urlsafe_b64encode(json.dumps({"k": "steps", "v": [10], "x": 1}).encode()).decode().rstrip("=")
+    answer = client.get("/api/training/j/steps", params={"cursor": forged})
+    assert answer.status_code == 422 and "cursor" in answer.json()["detail"]
