@@ -46,8 +46,9 @@ LIMIT $limit
 # and last step, and in each bucket the rows holding the min and max of every numeric field
 # asked for. Deterministic, and a spike is never averaged away. One aggregation pass finds
 # every extreme. A range of $max_points rows or fewer is kept whole (its buckets' other rows
-# were left out too, 2,252 of 2,900 at max_points=10,000). {source}: step_metrics, or another relation of (job_id, step, …) such as a
-# metric's points (warehouse/metric_history.py). downsampled_sql builds it for the engine read.
+# were left out too, 2,252 of 2,900 at max_points=10,000). {source}: step_metrics, or another
+# relation of (job_id, step, …) such as a metric's points (warehouse/metric_history.py).
+# downsampled_sql builds it for the engine read.
 STEPS_DOWNSAMPLED = """
 WITH rows AS MATERIALIZED (
     SELECT step, {columns}, ntile($buckets) OVER (ORDER BY step) AS bucket
