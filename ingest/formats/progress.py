@@ -59,6 +59,18 @@ INSERT INTO batch_warnings
 SELECT f.file_id, -1, unnest(range(len($messages))), unnest($messages) FROM batch_files f WHERE f.path = $path
 """
 MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
+# A file that names another job than it did when last read: the job it named stays the folder's
+# as stored (docs/ingest.md, "A folder keeps the ids it once held"), said once, in this read.
+JOB_ID_CHANGED = """
+INSERT INTO batch_warnings
+SELECT b.file_id, 0, 1,
+       'job_id ''' || left(b.job_id, 80) || ''' is not the ''' || left(f.job_id, 80)
+       || ''' this file named when last read: job ''' || left(f.job_id, 80)
+       || ''' stays as stored, a job of its own (a folder keeps the ids it held)'
+FROM batch_jobs b
+JOIN ingest_files f ON f.path = b.path AND f.kind = 'progress'
+WHERE f.job_id IS NOT NULL AND f.job_id <> b.job_id
+"""
 
 _FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
 
@@ -322,6 +334,7 @@ def _stage(
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
+        con.execute(JOB_ID_CHANGED)
         rejected.extend(_drop_conflicts(con, by_id))
         rejected.extend(_drop_changed(con, by_id, by_path))
     if not by_path:  # every file of the batch was dropped above: nothing was staged
