@@ -7,6 +7,13 @@
    out all the same: its buckets kept their extremes alone (2,252 of 2,900 steps at
    ``max_points=10000``; a metric of exactly 2,000 points lost 2), and said ``downsampled``. And a
    cursor with a key the API never writes was taken.
+3. A progress.json that stops naming its job id (or names another) leaves the job it named as
+   stored (docs/ingest.md: a folder keeps the ids it held), and said nothing: a job `running`
+   for good beside the folder's new one. The read that finds the change says so.
+4. memory_headroom's message printed 100 x peak / total, not the share compared: 1.2 MiB of 3 is
+   0.39999999999999997, below 0.4, and read "40 % of the 3 MiB the GPU has (below 40 %)". Two
+   neighbouring shares can be one percent too (100 x 0.39999999999999997 is 40.0): the message
+   then gives the fractions. So do gpu_idle's and gpu_throttled's (revision 0047).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from fastapi.testclient import TestClient
 
 from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.ingest.formats.mlflow_store import parse_metric
+from tests.test_insights import Facts, _samples, _trained, facts, template
+
+__all__ = ["facts", "template"]  # fixtures, used by name
 
 
 def test_an_mlflow_line_of_a_step_that_is_none_is_said_so() -> None:
@@ -56,3 +66,33 @@ def test_a_chart_of_a_range_that_fits_keeps_every_row(tmp_path: Path, monkeypatc
     forged = base64.urlsafe_b64encode(json.dumps({"k": "steps", "v": [10], "x": 1}).encode()).decode().rstrip("=")
     answer = client.get("/api/training/j/steps", params={"cursor": forged})
     assert answer.status_code == 422 and "cursor" in answer.json()["detail"]
+
+
+def test_a_progress_json_naming_another_job_says_the_old_one_stays(lab: Lab) -> None:
+    history = [{"step": 10, "timestamp": "2026-01-01T00:00:10Z", "loss": 1.0}]
+    lab.write_job("run-v", {"job_id": "V1", "status": "running", "history": history})
+    assert lab.ingest().warnings == 0
+    history.append({"step": 30, "timestamp": "2026-01-01T00:00:30Z", "loss": 0.5})
+    lab.write_job("run-v", {"status": "completed", "history": history})
+    summary = lab.ingest()
+    assert [message for _, message in summary.listed_warnings] == [
+        "job_id 'run-v' is not the 'V1' this file named when last read: job 'V1' stays as stored, "
+        "a job of its own (a folder keeps the ids it held)"
+    ]
+    assert lab.query("SELECT job_id, status FROM jobs ORDER BY job_id") == [("V1", "running"), ("run-v", "completed")]
+
+
+def test_a_share_and_its_limit_never_read_alike(facts: Facts) -> None:
+    _trained(facts, "mem", 600, [90.0], used=1.2, total=3.0)
+    ((row,),) = [facts.full("mem", "memory_headroom")]
+    assert row["value"] == 1.2 / 3.0 < 0.4
+    assert row["message"] == (
+        "Peak GPU memory was 1.2 MiB, 0.39999999999999997 of the 3 MiB the GPU has (below 0.40000000000000002)."
+    )  # before: "40 % of the 3 MiB the GPU has (below 40 %)"
+    _trained(facts, "room", 600, [90.0], used=30.0, total=100.0)
+    ((row,),) = [facts.full("room", "memory_headroom")]
+    assert row["message"] == "Peak GPU memory was 30 MiB, 30.0 % of the 100 MiB the GPU has (below 40.0 %)."
+    facts.job("idle")
+    _samples(facts, "idle", 0, [5.0] * 501 + [90.0] * 501)  # 501 of 1001 intervals idle: 0.5005
+    ((row,),) = [facts.full("idle", "gpu_idle")]
+    assert row["message"] == "GPU 0 on h was below 10 % utilization for 50.05 % of its time (limit 50 %)."

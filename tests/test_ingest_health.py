@@ -46,7 +46,7 @@ def test_runs_are_recorded_and_a_failing_file_is_reported(tmp_path: Path, ingest
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
-    assert status["schema_revision"] == migrate.HEAD_REVISION == "0046" and status["jobs"] == 2
+    assert status["schema_revision"] == migrate.HEAD_REVISION == "0047" and status["jobs"] == 2
     assert [(f["path"], f["outcome"]) for f in status["problem_files"]] == [(lab.ledger_path(bad), "failed")]
     assert "Git LFS pointer" in status["problem_files"][0]["error"]
     assert [r["outcome"] for r in status["recent_runs"]] == ["ok", "files_failed"]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # The newest revision under migrations/versions (tests/test_migrations.py keeps them equal).
 # Commands compare against it without loading alembic, which costs half a second of start-up.
-HEAD_REVISION = "0046"
+HEAD_REVISION = "0047"
 
 # runlytics.migrations, found without importing it (it is alembic's folder, not a library)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"

@@ -97,9 +97,11 @@ per_gpu AS (
 ),
 idle AS (
     SELECT g.job_id, 'gpu_idle' AS kind, g.host, g.gpu_index, g.gpu_key, g.idle_share AS value, p.gpu_idle_share AS reference,
-           @printf('GPU %d%s was below %.6g %% utilization for %s %% of its time (limit %s %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; p.gpu_idle_utilization;
-                   @printf(@apart_format(100 * g.idle_share; 100 * p.gpu_idle_share; '%.1f'); 100 * g.idle_share);
-                   @printf(@apart_format(100 * g.idle_share; 100 * p.gpu_idle_share; '%.1f'); 100 * p.gpu_idle_share)) AS message
+           @printf('GPU %d%s was below %.6g %% utilization for %s of its time (limit %s).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END; p.gpu_idle_utilization;
+                   CASE WHEN 100 * g.idle_share <> 100 * p.gpu_idle_share THEN @printf(@apart_format(100 * g.idle_share; 100 * p.gpu_idle_share; '%.1f') || ' %%'; 100 * g.idle_share)
+                        ELSE @printf(@apart_format(g.idle_share; p.gpu_idle_share; '%.6g'); g.idle_share) END;
+                   CASE WHEN 100 * g.idle_share <> 100 * p.gpu_idle_share THEN @printf(@apart_format(100 * g.idle_share; 100 * p.gpu_idle_share; '%.1f') || ' %%'; 100 * p.gpu_idle_share)
+                        ELSE @printf(@apart_format(g.idle_share; p.gpu_idle_share; '%.6g'); p.gpu_idle_share) END) AS message
     FROM per_gpu g, p
     WHERE g.idle_share > p.gpu_idle_share
 ),
@@ -119,9 +121,11 @@ stragglers AS (
 throttled AS (
     SELECT g.job_id, 'gpu_throttled' AS kind, g.host, g.gpu_index, g.gpu_key, g.throttled_share AS value,
            p.gpu_throttled_share AS reference,
-           @printf('GPU %d%s was throttled (power or thermal) %s %% of its time (limit %s %%).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END;
-                   @printf(@apart_format(100 * g.throttled_share; 100 * p.gpu_throttled_share; '%.1f'); 100 * g.throttled_share);
-                   @printf(@apart_format(100 * g.throttled_share; 100 * p.gpu_throttled_share; '%.1f'); 100 * p.gpu_throttled_share)) AS message
+           @printf('GPU %d%s was throttled (power or thermal) %s of its time (limit %s).'; g.gpu_index; CASE WHEN g.host <> '' THEN ' on ' || g.host ELSE '' END;
+                   CASE WHEN 100 * g.throttled_share <> 100 * p.gpu_throttled_share THEN @printf(@apart_format(100 * g.throttled_share; 100 * p.gpu_throttled_share; '%.1f') || ' %%'; 100 * g.throttled_share)
+                        ELSE @printf(@apart_format(g.throttled_share; p.gpu_throttled_share; '%.6g'); g.throttled_share) END;
+                   CASE WHEN 100 * g.throttled_share <> 100 * p.gpu_throttled_share THEN @printf(@apart_format(100 * g.throttled_share; 100 * p.gpu_throttled_share; '%.1f') || ' %%'; 100 * p.gpu_throttled_share)
+                        ELSE @printf(@apart_format(g.throttled_share; p.gpu_throttled_share; '%.6g'); p.gpu_throttled_share) END) AS message
     FROM per_gpu g, p
     WHERE g.throttled_share > p.gpu_throttled_share
 ),
@@ -148,17 +152,24 @@ low_utilization AS (
       AND a.training_seconds >= p.low_gpu_utilization_min_training_seconds
 ),
 headroom AS (
-    SELECT a.job_id, 'memory_headroom' AS kind, @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) AS value,
-           p.memory_headroom_fraction AS reference,
-           @printf('Peak GPU memory was %.6g MiB, %s %% of the %.6g MiB the GPU has (below %s %%).'; a.peak_gpu_memory_mb;
-                   @printf(@apart_format(@fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb); 100 * p.memory_headroom_fraction; '%.1f'); @fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb));
-                   t.memory_total_mb;
-                   @printf(@apart_format(@fdiv(@fmul(100; a.peak_gpu_memory_mb); t.memory_total_mb); 100 * p.memory_headroom_fraction; '%.1f'); 100 * p.memory_headroom_fraction)) AS message
-    FROM job_results a
-    JOIN totals t ON t.job_id = a.job_id, p
-    WHERE t.memory_total_mb > 0
-      AND @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) < p.memory_headroom_fraction
-      AND a.training_seconds >= p.memory_headroom_min_training_seconds
+    -- the share printed in percent of the share compared (100 x peak / total rounds otherwise:
+    -- 1.2 of 3 MiB is 0.39999999999999997, below 0.4, and 40.0 %)
+    SELECT h.job_id, 'memory_headroom' AS kind, h.value, h.reference,
+           @printf('Peak GPU memory was %.6g MiB, %s of the %.6g MiB the GPU has (below %s).'; h.peak;
+                   CASE WHEN 100 * h.value <> 100 * h.reference THEN @printf(@apart_format(100 * h.value; 100 * h.reference; '%.1f') || ' %%'; 100 * h.value)
+                        ELSE @printf(@apart_format(h.value; h.reference; '%.6g'); h.value) END;
+                   h.total;
+                   CASE WHEN 100 * h.value <> 100 * h.reference THEN @printf(@apart_format(100 * h.value; 100 * h.reference; '%.1f') || ' %%'; 100 * h.reference)
+                        ELSE @printf(@apart_format(h.value; h.reference; '%.6g'); h.reference) END) AS message
+    FROM (
+        SELECT a.job_id, a.peak_gpu_memory_mb AS peak, t.memory_total_mb AS total,
+               @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) AS value, p.memory_headroom_fraction AS reference
+        FROM job_results a
+        JOIN totals t ON t.job_id = a.job_id, p
+        WHERE t.memory_total_mb > 0
+          AND @fdiv(a.peak_gpu_memory_mb; t.memory_total_mb) < p.memory_headroom_fraction
+          AND a.training_seconds >= p.memory_headroom_min_training_seconds
+    ) h
 )
 SELECT job_id, kind, 'warning' AS severity, CAST(nullif(host, '') AS VARCHAR) AS host, gpu_index, CAST(gpu_key AS VARCHAR) AS gpu_key,
        value, reference, message FROM idle
