@@ -9,7 +9,9 @@
    cursor with a key the API never writes was taken.
 3. A progress.json that stops naming its job id (or names another) leaves the job it named as
    stored (docs/ingest.md: a folder keeps the ids it held), and said nothing: a job `running`
-   for good beside the folder's new one. The read that finds the change says so.
+   for good beside the folder's new one. The read that finds the change says so. So is a
+   snapshot whose updated_at is before the stored job's (a node's clock behind): its status and
+   times were not taken, without a word (a job `failed`, ending before its own last step).
 4. memory_headroom's message printed 100 x peak / total, not the share compared: 1.2 MiB of 3 is
    0.39999999999999997, below 0.4, and read "40 % of the 3 MiB the GPU has (below 40 %)". Two
    neighbouring shares can be one percent too (100 x 0.39999999999999997 is 40.0): the message
@@ -96,3 +98,21 @@ def test_a_share_and_its_limit_never_read_alike(facts: Facts) -> None:
     _samples(facts, "idle", 0, [5.0] * 501 + [90.0] * 501)  # 501 of 1001 intervals idle: 0.5005
     ((row,),) = [facts.full("idle", "gpu_idle")]
     assert row["message"] == "GPU 0 on h was below 10 % utilization for 50.05 % of its time (limit 50 %)."
+
+
+def test_a_snapshot_older_than_the_stored_job_says_its_job_fields_stay(lab: Lab) -> None:
+    started = "2026-01-01T00:59:00Z"
+    history = [{"step": 10, "timestamp": "2026-01-01T01:00:10Z", "loss": 1.0}]
+    doc = {"job_id": "j", "status": "failed", "started_at": started, "updated_at": "2026-01-01T01:00:25Z"}
+    lab.write_job("j", {**doc, "history": history})
+    assert lab.ingest().warnings == 0
+    history.append({"step": 30, "timestamp": "2026-01-01T01:00:30Z", "loss": 0.5})
+    lab.write_job("j", {**doc, "status": "running", "updated_at": "2026-01-01T01:00:21Z", "history": history})
+    summary = lab.ingest()
+    assert [message for _, message in summary.listed_warnings] == [
+        "updated_at 2026-01-01 01:00:21 UTC is before the stored job's 2026-01-01 01:00:25 UTC: its status, "
+        "times and settings stay as stored (the later updated_at wins); its step entries are read"
+    ]
+    assert lab.query("SELECT status, max(s.step) FROM jobs JOIN steps s USING (job_id) GROUP BY status") == [
+        ("failed", 30)
+    ]

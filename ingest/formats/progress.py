@@ -61,7 +61,7 @@ SELECT f.file_id, -1, unnest(range(len($messages))), unnest($messages) FROM batc
 MULTI_DOC_FILES = "SELECT filename FROM raw_docs GROUP BY filename HAVING count(*) > 1"
 # A file that names another job than it did when last read: the job it named stays the folder's
 # as stored (docs/ingest.md, "A folder keeps the ids it once held"), said once, in this read.
-JOB_ID_CHANGED = """
+JOB_ROW_KEPT = """
 INSERT INTO batch_warnings
 SELECT b.file_id, 0, 1,
        'job_id ''' || left(b.job_id, 80) || ''' is not the ''' || left(f.job_id, 80)
@@ -69,7 +69,16 @@ SELECT b.file_id, 0, 1,
        || ''' stays as stored, a job of its own (a folder keeps the ids it held)'
 FROM batch_jobs b
 JOIN ingest_files f ON f.path = b.path AND f.kind = 'progress'
-WHERE f.job_id IS NOT NULL AND f.job_id <> b.job_id
+WHERE f.job_id IS NOT NULL AND f.job_id <> b.job_id;
+-- a snapshot older than the stored job's: the job row stays (merge.DELETE_REPLACED_JOBS), said
+INSERT INTO batch_warnings
+SELECT b.file_id, 0, 2,
+       'updated_at ' || CAST(b.updated_at AS VARCHAR) || ' UTC is before the stored job''s '
+       || CAST(j.updated_at AS VARCHAR) || ' UTC: its status, times and settings stay as stored '
+       || '(the later updated_at wins); its step entries are read'
+FROM batch_jobs b
+JOIN jobs j ON j.job_id = b.job_id
+WHERE b.updated_at < j.updated_at;
 """
 
 _FILE_IN_ERROR = re.compile(r'file "([^"]+)"')
@@ -334,7 +343,7 @@ def _stage(
             if messages:
                 con.execute(ADD_WARNINGS, {"path": path, "messages": messages})
         progress.add_null_warnings(con, _files(by_path, fast_ids, rests), rests)
-        con.execute(JOB_ID_CHANGED)
+        con.execute(JOB_ROW_KEPT)
         rejected.extend(_drop_conflicts(con, by_id))
         rejected.extend(_drop_changed(con, by_id, by_path))
     if not by_path:  # every file of the batch was dropped above: nothing was staged
