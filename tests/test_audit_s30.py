@@ -16,6 +16,8 @@
    0.39999999999999997, below 0.4, and read "40 % of the 3 MiB the GPU has (below 40 %)". Two
    neighbouring shares can be one percent too (100 x 0.39999999999999997 is 40.0): the message
    then gives the fractions. So do gpu_idle's and gpu_throttled's (revision 0047).
+5. A job whose timed seconds add up past the largest double had a throughput of 0 (Σ samples /
+   inf), a figure where none is known: null now, under the overflow warning (revision 0047).
 """
 
 from __future__ import annotations
@@ -116,3 +118,17 @@ def test_a_snapshot_older_than_the_stored_job_says_its_job_fields_stay(lab: Lab)
     assert lab.query("SELECT status, max(s.step) FROM jobs JOIN steps s USING (job_id) GROUP BY status") == [
         ("failed", 30)
     ]
+
+
+def test_a_throughput_over_seconds_that_overflow_is_null_not_0(lab: Lab) -> None:
+    rows = [{"step": s, "timestamp": f"2026-01-01T00:00:0{s}Z", "iteration_time": 1e308, "samples": 10} for s in (1, 2)]
+    lab.write_job("h", {"job_id": "h", "status": "completed", "history": rows})
+    assert lab.ingest().failed == 0
+    ((throughput, score, warnings),) = lab.query(
+        "SELECT average_samples_per_second, throughput_score, warnings FROM job_analytics"
+    )
+    assert throughput is None and score is None
+    assert (
+        "null where a sum or ratio of finite values exceeds the largest double (about 1.8e308): training_seconds, "
+        "overhead_seconds, average_samples_per_second, average_iteration_time"
+    ) in warnings

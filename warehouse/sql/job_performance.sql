@@ -32,8 +32,10 @@ SELECT job_id,
             ELSE greatest(max_step, current_step) END AS total_iterations,
        total_samples,
        -- rows with both whose seconds total 0: Σ samples / 0 has no value (analytics.md takes the
-       -- plain mean only "when no row has both"), so null, and job_analytics says why
-       CASE WHEN timed_seconds > 0 THEN @fdiv(timed_samples; timed_seconds)
+       -- plain mean only "when no row has both"), so null, and job_analytics says why; seconds
+       -- whose sum overflowed leave the ratio unknown (NaN: job_analytics' overflow, not a 0)
+       CASE WHEN timed_seconds > 0 AND NOT @finite(timed_seconds) THEN CAST('NaN' AS DOUBLE PRECISION)
+            WHEN timed_seconds > 0 THEN @fdiv(timed_samples; timed_seconds)
             WHEN timed_seconds IS NOT NULL THEN NULL
             ELSE mean_samples_per_second END AS average_samples_per_second,
        timed_seconds IS NULL AND mean_samples_per_second IS NOT NULL AS throughput_is_plain_mean,

@@ -1,5 +1,5 @@
 """A share's message never reads at its limit: memory_headroom, gpu_idle and gpu_throttled
-(session 30 audit of insights.md).
+(session 30 audit of insights.md); no throughput of 0 over seconds that overflowed.
 
 The three print a share and its limit in percent, each told apart by the dialect's
 @apart_format (revision 0040). But a share and its limit can be two doubles whose percents are
@@ -9,7 +9,13 @@ times two neighbouring doubles can round to one double (0.39999999999999997 and 
 The percent is now 100 x the share compared, and where it and the limit's are one double the
 message gives the two fractions (0.39999999999999997 ... below 0.4).
 
-insight_gpus keeps its columns: replaced in place on both engines; insight_results refilled.
+job_performance (session 30 audit of docs/views.md): a job whose timed seconds add up past the
+largest double (iteration times of 1e308) had an average_samples_per_second of Σ samples / inf,
+0: a figure, "never 0 in disguise" (analytics.md), where its seconds are unknown. It is NaN there,
+which job_analytics shows as null under its overflow warning, as it does when Σ samples overflows.
+
+Both views keep their columns: replaced in place on both engines; job_results and insight_results
+refilled.
 
 Revision ID: 0047
 Revises: 0046
@@ -21,22 +27,23 @@ from __future__ import annotations
 from alembic import op
 
 from runlytics.migrations import derived, frozen
-from runlytics.warehouse import dialect, insights
+from runlytics.warehouse import dialect, insights, results
 
 revision = "0047"
 down_revision = "0046"
 branch_labels = None
 depends_on = None
 
-AFTER = {"insight_gpus": "0047"}
-BEFORE = {"insight_gpus": "0041"}
+# in dependency order: each view's copy after this revision, and before it
+AFTER = {"job_performance": "0047", "insight_gpus": "0047"}
+BEFORE = {"job_performance": "0038", "insight_gpus": "0041"}
 
 
 def _replace(copies: dict[str, str]) -> None:
     bound = dialect.for_bind(op.get_bind())
     for name, revision_of in copies.items():
         op.execute(frozen.copy(revision_of, name).create_sql(bound))
-    derived.refill(insights.REFILL)
+    derived.refill(results.REFILL, insights.REFILL)  # the insight rules read job_results
 
 
 def upgrade() -> None:
