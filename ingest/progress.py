@@ -24,7 +24,6 @@ fast.py's ``staged_steps`` and ``staged_gpus``.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -658,9 +657,8 @@ def repair(data: bytes, offset: int = 0) -> tuple[str, list[str]] | None:
         warnings.append("checkpoints is not a list: ignored")
         del doc["checkpoints"]
     elif isinstance(checkpoints, list):
-        doc["checkpoints"] = [c for c in checkpoints if isinstance(c, dict)]
-        if len(doc["checkpoints"]) < len(checkpoints):
-            warnings.append(f"checkpoints: {len(checkpoints) - len(doc['checkpoints'])} item(s) not objects, skipped")
+        # an item that is no object is one of no step, in its place: "checkpoints[1]: no step: checkpoint skipped"
+        doc["checkpoints"] = [c if isinstance(c, dict) else {} for c in checkpoints]
     return json.dumps(doc, allow_nan=True), warnings
 
 
@@ -695,34 +693,14 @@ def _repaired_entry(entry: object, place: str, warnings: list[str]) -> dict:
         warnings.append(f"{place}: gpus is not a list: dropped")
         del entry["gpus"]
     elif isinstance(gpus, list):
-        # a null stays: staged as no GPU reading, it is dropped with a warning of its own (GPUS_SELECT).
-        # A reading without an index (none, or null) keeps the index of its place in the list as
-        # written: GPUS_SELECT's fallback is its place in this list, which the items dropped here
-        # shortened. A null index so replaced is said here, as NULL_WARNINGS says it elsewhere (the
-        # entry's step in its label; an entry without a valid step is skipped: nothing to say).
-        kept: list[dict | None] = []
-        nulls: list[str] = []
-        for gpos, g in enumerate(gpus):
-            if isinstance(g, dict) and g.get("index") is None and len(kept) != gpos:
-                if "index" in g and (step := _whole_step(entry.get("step"))) is not None:
-                    nulls.append(f"{place} (step {step}) gpus[{gpos}]: index is null, dropped")
-                g["index"] = gpos
-            if g is None or isinstance(g, dict):
-                kept.append(g)
-        entry["gpus"] = kept
-        if len(kept) < len(gpus):
-            warnings.append(f"{place}: {len(gpus) - len(kept)} gpus item(s) not objects, dropped")
-        warnings += nulls
+        # An item that is no object is one that names no GPU and holds no reading, in its place:
+        # dropped with the warning of GPUS_SELECT's `unusable` ("gpus[0]: no index, uuid or
+        # reading: not a GPU, dropped"), and a reading after it without an index keeps the index
+        # of its place as written. (Session 30: such items were taken out of the list, and the
+        # readings after them given their index here: an empty one, `{}`, then named a GPU, and
+        # a null's warning named the place before its own.)
+        entry["gpus"] = [g if g is None or isinstance(g, dict) else {} for g in gpus]
     return entry
-
-
-def _whole_step(step: object) -> int | None:
-    """A step as STEPS_SELECT takes it (rl_whole: a whole number from 0 to 10^18), else None."""
-    if isinstance(step, bool) or not isinstance(step, (int, float)):
-        return None
-    if isinstance(step, float) and not (math.isfinite(step) and step == math.floor(step)):
-        return None
-    return int(step) if 0 <= step <= 10**18 else None
 
 
 # Numeric fields holding JSON null. DuckDB's reader makes a null an SQL NULL, which the SQL

@@ -18,6 +18,10 @@
    then gives the fractions. So do gpu_idle's and gpu_throttled's (revision 0047).
 5. A job whose timed seconds add up past the largest double had a throughput of 0 (Σ samples /
    inf), a figure where none is known: null now, under the overflow warning (revision 0047).
+6. A gpus list holding an item that is no object (``[5, {...}, {}]``, which DuckDB's reader
+   refuses, so the file is repaired) stored its empty item as a GPU of no reading (one GPU more),
+   and a null item's warning named the place before its own; checkpoint items that are no object
+   were said without their place.
 """
 
 from __future__ import annotations
@@ -132,3 +136,18 @@ def test_a_throughput_over_seconds_that_overflow_is_null_not_0(lab: Lab) -> None
         "null where a sum or ratio of finite values exceeds the largest double (about 1.8e308): training_seconds, "
         "overhead_seconds, average_samples_per_second, average_iteration_time"
     ) in warnings
+
+
+def test_items_that_are_no_objects_keep_their_places(lab: Lab) -> None:
+    entry = {"step": 1, "loss": 2.0, "gpus": [5, None, {"utilization_percent": 50}, {}]}
+    lab.write_job("b", {"job_id": "b", "status": "running", "history": [entry], "checkpoints": [3, {"step": 4}]})
+    summary = lab.ingest()
+    assert sorted(message for _, message in summary.listed_warnings) == [
+        "checkpoints[0]: no step: checkpoint skipped",
+        "history[0] (step 1) gpus[0]: no index, uuid or reading: not a GPU, dropped",
+        "history[0] (step 1) gpus[1]: null, not a GPU reading: dropped",
+        "history[0] (step 1) gpus[3]: no index, uuid or reading: not a GPU, dropped",
+    ]
+    assert lab.query("SELECT gpu_index, utilization_percent FROM step_gpus") == [(2, 50.0)]
+    assert lab.query("SELECT gpus_seen FROM job_resources") == [(1,)]
+    assert lab.query("SELECT step FROM checkpoints") == [(4,)]

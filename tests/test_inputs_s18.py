@@ -180,8 +180,8 @@ def test_a_repaired_gpus_list_keeps_each_reading_at_its_place(lab: Lab) -> None:
     # the reading after the null and the number is GPU 2, as without them
     assert gpus(lab, "repairedgpu") == [(1, 2, None, 5.0)]
     assert warnings(lab, "repairedgpu") == [
-        "history[0]: 1 gpus item(s) not objects, dropped",
         "history[0] (step 1) gpus[0]: null, not a GPU reading: dropped",
+        "history[0] (step 1) gpus[1]: no index, uuid or reading: not a GPU, dropped",  # each at its place (session 30)
     ]
 
 
@@ -190,7 +190,8 @@ def test_a_null_index_in_a_repaired_gpus_list_is_its_place_as_written(lab: Lab) 
     # fell back to its place in the shortened list: GPU 0)
     assert gpus(lab, "repairednull") == [(1, 2, None, 5.0)]
     assert warnings(lab, "repairednull") == [
-        "history[0]: 2 gpus item(s) not objects, dropped",
+        "history[0] (step 1) gpus[0]: no index, uuid or reading: not a GPU, dropped",
+        "history[0] (step 1) gpus[1]: no index, uuid or reading: not a GPU, dropped",
         "history[0] (step 1) gpus[2]: index is null, dropped",
     ]
 
