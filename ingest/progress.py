@@ -558,6 +558,8 @@ def diagnose(data: bytes, age_seconds: float | None = None) -> tuple[str, str]:
     ``TORN_TAIL_SECONDS``; ``('failed', reason)`` otherwise (a document that breaks before its
     end: docs/decisions.md, "A progress.json that breaks mid-document").
     """
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a Windows editor's "Unicode" (PowerShell's Out-File)
+        return "failed", "not UTF-8: UTF-16 (its byte order mark, bytes FF FE or FE FF); JSON is read as UTF-8"
     text = data.decode("utf-8", errors="replace")
     if not text.strip():
         return "pending", "file is empty (being written?)"

@@ -82,9 +82,9 @@ CREATE OR REPLACE TEMP MACRO rl_number_problem(label, x, lo, hi, integral) AS
         WHEN rl_double(x) IS NULL
             THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a number, dropped'
         WHEN isfinite(rl_double(x)) AND (rl_double(x) < lo OR rl_double(x) > hi)
-            THEN label || ' ' || CAST(x AS VARCHAR) || ' is out of range, dropped'
+            THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is out of range, dropped'
         WHEN integral AND NOT (isfinite(rl_double(x)) AND rl_double(x) = floor(rl_double(x)))
-            THEN label || ' ' || CAST(x AS VARCHAR) || ' is not a whole number, dropped'
+            THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is not a whole number, dropped'
     END;
 
 -- A whole number (a step, a count of samples) exact to its last digit: a DOUBLE holds whole
@@ -107,6 +107,9 @@ CREATE OR REPLACE TEMP MACRO rl_whole(x, lo, hi) AS rl_whole_checked(rl_exact(x)
 -- why rl_whole refused a value that is present, or NULL
 CREATE OR REPLACE TEMP MACRO rl_whole_problem(label, x, lo, hi) AS
     CASE
+        -- digits past HUGEINT's 38 (read as +-Infinity): a whole number, out of range
+        WHEN rl_exact(x) IS NULL AND regexp_full_match(CAST(x AS VARCHAR), '-?[0-9]+')
+            THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is out of range, dropped'
         WHEN rl_exact(x) IS NULL THEN rl_number_problem(label, x, lo, hi, true)
         WHEN rl_exact(x) < lo OR rl_exact(x) > hi
             THEN label || ' ' || left(CAST(x AS VARCHAR), 40) || ' is out of range, dropped'

@@ -22,6 +22,9 @@
    refuses, so the file is repaired) stored its empty item as a GPU of no reading (one GPU more),
    and a null item's warning named the place before its own; checkpoint items that are no object
    were said without their place.
+7. A number refused as out of range or not whole was echoed whole (a 4,301-digit step: a warning
+   of 4.3 KB; other refusals cut the value at 40 characters), and a UTF-16 file failed as
+   "invalid JSON at line 1 column 1".
 """
 
 from __future__ import annotations
@@ -151,3 +154,16 @@ def test_items_that_are_no_objects_keep_their_places(lab: Lab) -> None:
     assert lab.query("SELECT gpu_index, utilization_percent FROM step_gpus") == [(2, 50.0)]
     assert lab.query("SELECT gpus_seen FROM job_resources") == [(1,)]
     assert lab.query("SELECT step FROM checkpoints") == [(4,)]
+
+
+def test_a_refused_number_is_cut_and_utf16_is_named(lab: Lab) -> None:
+    raw = '{"job_id": "j", "status": "running", "history": [{"step": 2, "samples": -' + "9" * 4301 + "}]}"
+    lab.write_job("j", None, raw=raw)
+    lab.write_job("w", None, raw='{"job_id": "w", "history": []}'.encode("utf-16"))
+    summary = lab.ingest()
+    assert [message for _, message in summary.listed_warnings] == [
+        f"history[0] (step 2): samples -{'9' * 39} is out of range, dropped"
+    ]
+    assert [p["reason"] for p in summary.problems] == [
+        "not UTF-8: UTF-16 (its byte order mark, bytes FF FE or FE FF); JSON is read as UTF-8"
+    ]
