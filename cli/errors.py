@@ -55,6 +55,8 @@ DOMAIN_ERRORS = {
 # DuckDB's out of memory (its memory_limit, or an allocation the process was refused), said as
 # Python's MemoryError is; named for the same reason (a run with nothing to do never imports DuckDB)
 DUCKDB_OUT_OF_MEMORY = "_duckdb.OutOfMemoryException"
+# DuckDB's I/O error: a part file a view names that a reader can't find (parts.unreadable_part)
+DUCKDB_IO_ERROR = "_duckdb.IOException"
 # Python's word when the system refuses a thread (its stack could not be mapped: a process memory
 # limit such as `ulimit -v` reached at a thread's start, not at an allocation)
 NO_THREAD = "can't start new thread"
@@ -97,11 +99,26 @@ def _guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         if _named(error, DUCKDB_OUT_OF_MEMORY):
             _say(args, out_of_memory(error))
             return EXIT_NO_MEMORY
+        if _named(error, DUCKDB_IO_ERROR) and (said := _part_unread(args, error)) is not None:
+            _say(args, said)
+            return EXIT_WAREHOUSE
         code = _domain_exit_code(error)
         if code is None:  # a bug: its traceback
             raise
         _say(args, error)
         return code
+
+
+def _part_unread(args: argparse.Namespace, error: BaseException) -> db.WarehouseError | None:
+    """A read of a DuckDB warehouse whose views name a part that is not where they say (the
+    warehouse moved, or was copied without its `.parts` folder): its one line, else None."""
+    from runlytics.warehouse import parts
+
+    part = parts.unreadable_part(error)
+    if part is None or not hasattr(args, "db"):
+        return None
+    target = db.resolve_target(args.db)
+    return None if isinstance(target, db.PostgresUrl) else parts.parts_elsewhere(target, part)
 
 
 def out_of_memory(error: BaseException) -> str:

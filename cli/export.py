@@ -15,7 +15,7 @@ EXPORT_TIMEOUT_SECONDS = 7 * 86_400.0  # export on PostgreSQL: in effect none
 def run_export(args: argparse.Namespace) -> int:
     import duckdb
 
-    from runlytics.warehouse import export, job_lists, times
+    from runlytics.warehouse import db, export, job_lists, parts, times
     from runlytics.warehouse.fleet import UnknownJobs
 
     if args.jobs is not None and not job_lists.names_any(args.jobs):
@@ -36,6 +36,8 @@ def run_export(args: argparse.Namespace) -> int:
             raise UserError(f"no job(s) {', '.join(map(repr, error.job_ids))} in {name}", EXIT_QUERY) from error
         except (duckdb.Error, OSError) as error:
             _print_export_notes(error)
+            if isinstance(error, duckdb.IOException) and (part := parts.unreadable_part(error)) is not None:
+                raise parts.parts_elsewhere(db.resolve_path(args.db), part) from None  # exit 3: the warehouse's
             why = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(f"failed, nothing written to {args.out}: {why}", EXIT_QUERY) from error
     for note in result.notes:  # a layout the reader should know of, an earlier export restored

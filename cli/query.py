@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runlytics.warehouse import db, migrate, queries, readonly
+from runlytics.warehouse import db, migrate, parts, queries, readonly
 
 from .errors import UserError
 from .exits import EXIT_OK, EXIT_QUERY
@@ -50,7 +50,11 @@ def run_sql(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt from error  # Ctrl-C: "interrupted", exit 130 (cli/errors.py)
     except duckdb.OutOfMemoryException:
         raise  # out of memory: said as every command says it, exit 71 (cli/errors.py)
-    except duckdb.PermissionException as error:
+    except (duckdb.PermissionException, duckdb.IOException) as error:
+        if (part := parts.unreadable_part(error)) is not None:  # the warehouse's own parts, elsewhere
+            raise parts.parts_elsewhere(path, part) from None
+        if isinstance(error, duckdb.IOException):
+            raise UserError(readonly.one_line(error), EXIT_QUERY) from error
         raise UserError(f"{readonly.one_line(error)} (files: only under --allow-read folders)", EXIT_QUERY) from error
     except duckdb.Error as error:
         raise UserError(readonly.one_line(error), EXIT_QUERY) from error

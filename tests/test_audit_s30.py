@@ -25,18 +25,25 @@
 7. A number refused as out of range or not whole was echoed whole (a 4,301-digit step: a warning
    of 4.3 KB; other refusals cut the value at 40 characters), and a UTF-16 file failed as
    "invalid JSON at line 1 column 1".
+8. A warehouse moved with its `.parts` folder (docs/ingest.md: read again after the next ingest)
+   made `status` and `analytics` a traceback, `sql` a "--allow-read" refusal, the API a 500, until
+   then; one copied without its parts made `ingest` and `db upgrade` a traceback. One line now,
+   exit 3 (a 503 from the API). (And the review's: the job-id warning of 3 for a folder whose job
+   moved away with its old folder; an MLflow step of 10^18 + 1 read through a float as 10^18.)
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Lab
+from conftest import REALDATA, Lab
 from fastapi.testclient import TestClient
 
+from runlytics import cli
 from runlytics.api.app import TOKEN_ENV, create_app
 from runlytics.ingest.formats.mlflow_store import parse_metric
 from tests.test_insights import Facts, _samples, _trained, facts, template
@@ -167,3 +174,49 @@ def test_a_refused_number_is_cut_and_utf16_is_named(lab: Lab) -> None:
     assert [p["reason"] for p in summary.problems] == [
         "not UTF-8: UTF-16 (its byte order mark, bytes FF FE or FE FF); JSON is read as UTF-8"
     ]
+
+
+def test_a_folder_whose_job_moved_away_is_not_told_it_keeps_it(lab: Lab) -> None:
+    history = [{"step": 1, "timestamp": "2026-01-01T00:00:01Z", "loss": 1.0}]
+    lab.write_job("a", {"job_id": "V1", "status": "running", "history": history})
+    lab.ingest()
+    (lab.root / "a").rename(lab.root / "a2")
+    lab.ingest()
+    lab.write_job("a", {"job_id": "V5", "status": "running", "history": history})
+    assert lab.ingest().listed_warnings == []
+
+
+def test_an_mlflow_step_past_10_to_the_18_is_refused_exactly() -> None:
+    chunk = parse_metric(b"1760000001000 5.0 1000000000000000001\n1760000002000 4.0 1000000000000000000\n", "loss")
+    assert chunk.warnings == [
+        "line 1: '1760000001000 5.0 1000000000000000001': step 1000000000000000001 is out of range (above 10^18), "
+        "skipped"
+    ]
+    assert [p.step for p in chunk.points] == [10**18]
+
+
+def test_a_warehouse_moved_or_copied_apart_from_its_parts_is_said_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    smi = REALDATA / "nvidia_smi_csv" / "rtx2070-looped.csv"
+    (tmp_path / "runs" / "r3").mkdir(parents=True)
+    (tmp_path / "runs" / "r3" / "progress.json").write_text('{"job_id": "r3", "status": "completed", "history": []}')
+    ingest = ["ingest", "--quiet", str(tmp_path / "runs"), "--nvidia-smi-csv", str(smi), "--job-id", "r3"]
+    assert cli.main([*ingest, "--db", str(old / "w.duckdb")]) == 0
+    assert list((old / "w.duckdb.parts").rglob("*.parquet"))  # its samples are in parts
+    old.rename(new)
+    capsys.readouterr()
+    for command in (["status"], ["export", str(tmp_path / "out")], ["sql", "SELECT count(*) FROM gpu_samples"]):
+        assert cli.main([*command, "--db", str(new / "w.duckdb")]) == cli.EXIT_WAREHOUSE
+        said = capsys.readouterr().err
+        assert said.count("\n") == 1 and f"views name its GPU parts in another folder ({old}" in said, said
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    answer = TestClient(create_app(new / "w.duckdb")).get("/api/training/r3/gpus")
+    assert answer.status_code == 503 and "the warehouse was moved" in answer.json()["detail"]
+    shutil.copy(new / "w.duckdb", tmp_path / "copy.duckdb")  # the file alone, without its parts
+    assert cli.main([*ingest, "--db", str(tmp_path / "copy.duckdb")]) == cli.EXIT_WAREHOUSE
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and "its sealed GPU rows can't be read" in said, said
+    assert cli.main([*ingest, "--db", str(new / "w.duckdb")]) == 0  # relinked
+    assert cli.main(["status", "--db", str(new / "w.duckdb")]) == 0

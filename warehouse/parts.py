@@ -259,6 +259,33 @@ def refresh_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> None:
     con.execute(view_sql(table, root(con), live_paths(con, table)))
 
 
+# DuckDB's words for a file of a view's read_parquet that is not there, or (a `sql` reader's) that
+# lies outside the folders the reader may open: a part of a warehouse copied or moved apart
+_UNREADABLE_PART = re.compile(r'(?:No files found that match the pattern|Cannot access file) "([^"]*\.parts/[^"]*)"')
+
+
+def unreadable_part(error: BaseException) -> str | None:
+    """The part file a DuckDB error says it could not read, when it names one (a path in a
+    ``.parts`` folder), else None."""
+    match = _UNREADABLE_PART.search(str(error))
+    return match.group(1) if match else None
+
+
+def parts_elsewhere(db_path: Path, part: str) -> db.WarehouseError:
+    """A reader's one line for a part it could not read: the views name the parts of the folder
+    the warehouse was moved from (until a writer relinks them), or a part that is gone."""
+    folder = next((p for p in Path(part).parents if p.name.endswith(".parts")), Path(part).parent)
+    if folder != sidefiles.parts(db_path).resolve():
+        return db.WarehouseError(
+            f"{db_path}'s views name its GPU parts in another folder ({folder}): "
+            "the warehouse was moved; one `runlytics ingest` (or `runlytics db upgrade`) reads them where they are now"
+        )
+    return db.WarehouseError(
+        f"{db_path}: the GPU part {part} is not there: its `.parts` folder is not the one the warehouse "
+        "was written with (a copy of the file alone, or a part deleted): its sealed GPU rows can't be read"
+    )
+
+
 VIEW_TEXT = "SELECT sql FROM duckdb_views() WHERE view_name = $v"
 VIEW_COLUMNS = "SELECT column_name FROM duckdb_columns() WHERE table_name = $v ORDER BY column_index"
 
@@ -278,7 +305,13 @@ def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed, *, as_built: bool
         if as_built:
             columns = tuple(name for (name,) in con.execute(VIEW_COLUMNS, {"v": each.name}).fetchall())
             each = replace(each, columns=columns)
-        con.execute(view_sql(each, root(con), paths))
+        where = database_path(con)  # (asked before: a failed statement aborts the transaction)
+        try:
+            con.execute(view_sql(each, sidefiles.parts(where), paths))
+        except duckdb.IOException as error:
+            if (part := unreadable_part(error)) is None:
+                raise
+            raise parts_elsewhere(where, part) from None
         moved = True
     return moved
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,10 @@ def _metric_line(fields: list[bytes]) -> tuple[float, float, int] | str:
         return NOT_A_LINE
     if len(fields) == 2:
         return ms, value, 0
-    written = number(fields[2].decode("ascii", errors="replace"), numeric_text=True)
-    step = whole(written)
+    text = fields[2].decode("ascii", errors="replace")
+    # an integer's digits exactly (through a float, 10^18 + 1 would be 10^18, a step in range)
+    written = int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else number(text, numeric_text=True)
+    step = (written if 0 <= written <= MAX_STEP else None) if isinstance(written, int) else whole(written)
     if written is None:
         return NOT_A_LINE
     if step is None:

@@ -69,7 +69,9 @@ SELECT b.file_id, 0, 1,
        || ''' stays as stored, a job of its own (a folder keeps the ids it held)'
 FROM batch_jobs b
 JOIN ingest_files f ON f.path = b.path AND f.kind = 'progress'
-WHERE f.job_id IS NOT NULL AND f.job_id <> b.job_id;
+WHERE f.job_id IS NOT NULL AND f.job_id <> b.job_id
+  -- still this folder's (a folder moved away took its job along: a new file here holds nothing of it)
+  AND EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = f.job_id AND j.source_dir = b.source_dir);
 -- a snapshot older than the stored job's: the job row stays (merge.DELETE_REPLACED_JOBS), said
 INSERT INTO batch_warnings
 SELECT b.file_id, 0, 2,
