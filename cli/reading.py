@@ -72,6 +72,6 @@ def _check_pg_revision(con: duckdb.DuckDBPyConnection, target: db.PostgresUrl, *
     migrate.check_revision(revision, target)  # a newer runlytics' database: no upgrade helps
     if revision != migrate.HEAD_REVISION and not (unseen_ok and revision is None):
         raise db.WarehouseError(
-            f"{target}: schema at revision {revision}, this runlytics reads {migrate.HEAD_REVISION}: "
+            f"{target}: {migrate.schema_named(revision)}, this runlytics reads {migrate.HEAD_REVISION}: "
             "run `runlytics db upgrade --db URL`"
         )

@@ -98,7 +98,7 @@ def _print_status(r: dict[str, Any]) -> None:
             f"{_points(s.get('points') or 0)}{s.get('gpu_samples', 0)} GPU samples, "
             f"{_plural(s.get('warnings') or 0, 'warning')}, {s.get('seconds')} s"
         )
-        print(f"last success {last.get('last_success_at')}")
+        print(f"last success {last.get('last_success_at') or 'never'}")
         if last.get("error"):
             print(f"  error: {last['error']}")
     elif r["last_ingest_unreadable"]:

@@ -109,6 +109,12 @@ def current_revision(con: duckdb.DuckDBPyConnection) -> str | None:
     return row[0] if row else None
 
 
+def schema_named(revision: str | None) -> str:
+    """A warehouse's schema as a message names it: its revision, or none (a database no `db
+    upgrade` built)."""
+    return "no runlytics schema yet" if revision is None else f"schema at revision {revision}"
+
+
 DATABASE_PATH = "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
 
 

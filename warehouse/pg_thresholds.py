@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import db, insights, postgres
+from . import db, insights, migrate, postgres
 from .postgres import reason
 
 LOCK = "LOCK TABLE insight_settings, insight_results, insight_jobs IN SHARE ROW EXCLUSIVE MODE"
@@ -40,7 +40,7 @@ def set_threshold(target: db.PostgresUrl, name: str, value: float, head: str, wa
             revision = _revision(conn)
             if revision != head:
                 raise db.WarehouseError(
-                    f"{target}: schema at revision {revision}, this runlytics writes {head}: "
+                    f"{target}: {migrate.schema_named(revision)}, this runlytics writes {head}: "
                     "run `runlytics db upgrade --db URL`"
                 )
             conn.execute(postgres.SET_LOCK_TIMEOUT, postgres.lock_timeout(wait))
