@@ -108,6 +108,8 @@ def _whole(text: str) -> int | None:
 
 
 def _time_limit(text: str) -> float:
+    """A read's --timeout, ingest's --every: above 0, at most MAX_LIMIT_SECONDS (`--every 1e9`
+    was one run, then a sleep for ever)."""
     return _at_most(_positive_seconds(text), MAX_LIMIT_SECONDS, "seconds (about 23 days)", text)
 
 

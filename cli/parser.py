@@ -20,7 +20,6 @@ from .args import (
     _path,
     _port,
     _positive_mib,
-    _positive_seconds,
     _readable_dir,
     _spool_mib,
     _time_limit,
@@ -54,8 +53,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         # only where they start, and leaves those after an option over
         args.words += extra
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # argparse's own parse_args
+        # argparse's own parse_args says so with the top-level usage: the command's, as its other errors
+        command = _command_parser(parser, getattr(args, "command_name", ""))
+        command.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of the command ``name`` ("ingest", "db upgrade"); ``parser`` for none."""
+    for word in name.split():
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = subparsers.choices[word]
+    return parser
 
 
 def _option_like(word: str) -> bool:
@@ -226,8 +235,9 @@ def _add_ingest(commands: argparse._SubParsersAction) -> None:
         help="a file larger than this is not read: it fails, named in the summary (default: %(default)s)",
     )
     cmd.add_argument(
-        "--every", type=_positive_seconds, metavar="SECONDS",
-        help="run again every SECONDS until SIGTERM or SIGINT, which end it between runs (exit code: the last run's)",
+        "--every", type=_time_limit, metavar="SECONDS",
+        help="run again every SECONDS (at most 2000000) until SIGTERM or SIGINT, which end it between runs "
+        "(exit code: the last run's)",
     )  # fmt: skip
     cmd.add_argument(
         "--keep-raw-days", type=_days, default=30, metavar="N",

@@ -30,6 +30,9 @@
    then; one copied without its parts made `ingest` and `db upgrade` a traceback. One line now,
    exit 3 (a 503 from the API). (And the review's: the job-id warning of 3 for a folder whose job
    moved away with its old folder; an MLflow step of 10^18 + 1 read through a float as 10^18.)
+9. An argument a command does not take was said with the top-level usage and `runlytics: error:`
+   (README: the command's usage, then `runlytics ingest: error: …`). `ingest --every 1e9` ran once,
+   then slept for good: it is bound as --timeout is.
 """
 
 from __future__ import annotations
@@ -220,3 +223,19 @@ def test_a_warehouse_moved_or_copied_apart_from_its_parts_is_said_in_one_line(
     assert said.count("\n") == 1 and "its sealed GPU rows can't be read" in said, said
     assert cli.main([*ingest, "--db", str(new / "w.duckdb")]) == 0  # relinked
     assert cli.main(["status", "--db", str(new / "w.duckdb")]) == 0
+
+
+def test_an_argument_a_command_does_not_take_is_said_by_the_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, said in (
+        (["status", "extra"], "runlytics status: error: unrecognized arguments: extra"),
+        (["db", "upgrade", "--db", "x.duckdb", "zz"], "runlytics db upgrade: error: unrecognized arguments: zz"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and err.splitlines()[-1] == said
+        assert err.startswith(f"usage: runlytics {' '.join(argv[: 2 if argv[0] == 'db' else 1])} ")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["ingest", "--every", "1e9", "."])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("--every: at most 2000000 seconds (about 23 days): 1e9")
