@@ -62,7 +62,8 @@ def test_save_steps_0_is_no_frequency(tmp_path: Path, ingest_engine: Engine) -> 
     checkpoints = [{"step": 10}, {"step": 30}]
     settled(lab.write_job("gap", doc("gap", {"save_steps": 0}, checkpoints=checkpoints)))
     settled(lab.write_job("trainer", doc("trainer", {"save_steps": 0}, checkpoints=checkpoints)))
-    state = {"global_step": 10, "save_steps": 7, "log_history": [{"step": 10, "loss": 1.0}]}
+    # (the trainer's save_steps counts where the checkpoints follow it: revision 0045)
+    state = {"global_step": 10, "save_steps": 10, "log_history": [{"step": 10, "loss": 1.0}]}
     state_file = lab.root / "trainer" / "checkpoint-10" / "trainer_state.json"
     state_file.parent.mkdir()
     state_file.write_text(json.dumps(state))
@@ -70,4 +71,4 @@ def test_save_steps_0_is_no_frequency(tmp_path: Path, ingest_engine: Engine) -> 
     lab.ingest()
     assert warnings_of(lab)["gap/progress.json"] == ["config.save_steps 0 is not above 0, dropped"]
     frequency = dict(lab.query("SELECT job_id, checkpoint_frequency_steps FROM job_analytics"))
-    assert frequency == {"gap": 15.0, "trainer": 7.0}  # gaps 10 and 20 from step 0; the trainer's 7
+    assert frequency == {"gap": 15.0, "trainer": 10.0}  # gaps 10 and 20 from step 0; the trainer's 10
