@@ -101,8 +101,8 @@ def test_two_machines_logs_of_one_job_without_their_host_are_said_to_replace_eac
         (
             str(node_b),
             "2 sample(s) (the first at line 2) replaced stored ones of job 'm', host '' at the same GPU and time "
-            "with other values (another log of the job, or the spool's samples; the later read wins): give each "
-            "machine's log its own --host",
+            "with other values (this log rewritten, another log of the job, or the spool's samples; the later read "
+            "wins): two machines' logs need each its own --host",
         )
     ]
     samples = "SELECT host, second(ts), utilization_percent FROM gpu_samples ORDER BY host, ts"

@@ -138,7 +138,8 @@ def test_a_growing_log_counts_and_warns_of_only_the_lines_no_run_read_before(tmp
     log.write_text(log.read_text().replace(" 50 %", " 51 %", 1))
     touch(log, 3)
     rewritten = lab.ingest(csv_imports=[CsvImport(log, "j1")])
-    assert (rewritten.gpu_samples, rewritten.warnings) == (13, 1)
+    # the bad line, and (session 29) the stored sample replaced with other values
+    assert (rewritten.gpu_samples, rewritten.warnings) == (13, 2)
     # another host (a correction): other rows, counted whole, with the correction's own warning
     other = lab.ingest(csv_imports=[CsvImport(log, "j1", host="ws-2")])
     assert (other.gpu_samples, other.warnings) == (13, 2)

@@ -186,8 +186,9 @@ def _clashes(ctx: Context, item: CsvImport, rows: list[dict[str, Any]], numbers:
         return []
     return [
         f"{len(clashing)} sample(s) (the first at line {min(clashing)}) replaced stored ones of job "
-        f"{item.job_id!r}, host {item.host!r} at the same GPU and time with other values (another log "
-        "of the job, or the spool's samples; the later read wins): give each machine's log its own --host"
+        f"{item.job_id!r}, host {item.host!r} at the same GPU and time with other values (this log rewritten, "
+        "another log of the job, or the spool's samples; the later read wins): two machines' logs need "
+        "each its own --host"
     ]
 
 
