@@ -76,6 +76,10 @@ def _check_usage(args: argparse.Namespace) -> None:
         raise UserError("--nvidia-smi-csv needs --job-id (the job the log belongs to)")
     if args.nvidia_smi_csv and not args.job_id.strip():
         raise UserError(f"--job-id {args.job_id!r} is blank: no job is named so (name the job the log belongs to)")
+    if args.archive is not None and args.keep_raw_days == 0:  # else ignored without a word
+        raise UserError(
+            "--archive with --keep-raw-days 0 archives nothing: every raw sample is kept (name a window of days)"
+        )
     try:
         ZoneInfo(args.timezone)
     except (ZoneInfoNotFoundError, ValueError):

@@ -32,7 +32,8 @@
    moved away with its old folder; an MLflow step of 10^18 + 1 read through a float as 10^18.)
 9. An argument a command does not take was said with the top-level usage and `runlytics: error:`
    (README: the command's usage, then `runlytics ingest: error: …`). `ingest --every 1e9` ran once,
-   then slept for good: it is bound as --timeout is.
+   then slept for good: it is bound as --timeout is. `--archive` with `--keep-raw-days 0` was
+   taken and ignored (nothing is ever pruned): a usage error now.
 """
 
 from __future__ import annotations
@@ -239,3 +240,15 @@ def test_an_argument_a_command_does_not_take_is_said_by_the_command(capsys: pyte
         cli.main(["ingest", "--every", "1e9", "."])
     assert stopped.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("--every: at most 2000000 seconds (about 23 days): 1e9")
+
+
+def test_an_archive_that_would_never_be_written_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["ingest", "--db", str(tmp_path / "w.duckdb"), "--keep-raw-days", "0", "--archive", str(tmp_path / "a"), "."]
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert capsys.readouterr().err == (
+        "runlytics ingest: --archive with --keep-raw-days 0 archives nothing: every raw sample is kept "
+        "(name a window of days)\n"
+    )
+    assert not (tmp_path / "w.duckdb").exists()
