@@ -34,13 +34,17 @@
    (README: the command's usage, then `runlytics ingest: error: …`). `ingest --every 1e9` ran once,
    then slept for good: it is bound as --timeout is. `--archive` with `--keep-raw-days 0` was
    taken and ignored (nothing is ever pruned): a usage error now.
+10. Files ingested under one --max-file-mb and over a lower one later were "unchanged" while the
+    run took the quick road, and "failed" (exit 1) as soon as another file changed: unchanged.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -252,3 +256,16 @@ def test_an_archive_that_would_never_be_written_is_a_usage_error(
         "(name a window of days)\n"
     )
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_an_unchanged_file_over_a_lowered_limit_stays_unchanged(lab: Lab) -> None:
+    hour_ago = time.time() - 3600  # (a file changed within seconds is read again: a writer may be at it)
+    for name in ("a", "b"):
+        path = lab.write_job(name, {"job_id": name, "status": "completed", "history": [{"step": 1, "loss": 1.0}]})
+        os.utime(path, (hour_ago, hour_ago))
+    assert lab.ingest().ingested == 2
+    path = lab.write_job("b", {"job_id": "b", "status": "completed", "history": [{"step": 1, "loss": 0.5}]})
+    os.utime(path, (hour_ago + 60, hour_ago + 60))
+    summary = lab.ingest(max_file_mb=0.00001)
+    assert (summary.unchanged, summary.failed) == (1, 1)
+    assert [p["path"].rsplit("/", 2)[-2] for p in summary.problems] == ["b"]

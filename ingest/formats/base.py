@@ -111,11 +111,14 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
             not_ingested(ctx, Rejection(Candidate(path, job, NO_STAT), "failed", f"cannot stat: {error}", True), kind)
             continue
         candidate = Candidate(path, job, st)
-        if problem is not None:
+        record = known.get(str(path))
+        if problem is not None and problem.startswith(TOO_LARGE) and ledger.is_unchanged(record, st):
+            ctx.summary.unchanged += 1  # read whole under a larger limit, and not read again: unchanged
+        elif problem is not None:
             # checked again every run (it is never opened, so that costs a stat): a failure as long as
             # it is there, read once it is fixed, renamed, or (--max-file-mb raised) allowed
             not_ingested(ctx, Rejection(candidate, "failed", problem, retry=True), kind)
-        elif ledger.is_unchanged(known.get(str(path)), st):
+        elif ledger.is_unchanged(record, st):
             ctx.summary.unchanged += 1
         else:
             candidates.append(candidate)
@@ -123,6 +126,9 @@ def changed_files(ctx: Context, kind: str, files: list[tuple[JobFolder, Path]]) 
 
 
 NO_STAT = ledger.Stat(0, 0, True)
+# entry_problem's last test: a file over --max-file-mb (an unchanged one, read before under a
+# larger limit, stays unchanged: the limit is on reads, and none is due)
+TOO_LARGE = "larger than --max-file-mb"
 
 
 def link_to_nothing(path: Path) -> str:
@@ -170,7 +176,7 @@ def entry_problem(path: Path, job: JobFolder, mode: int, size: int, max_bytes: i
     if not stat.S_ISREG(mode):
         return f"not a regular file ({file_type(mode)}): not read"
     if size > max_bytes:
-        return f"larger than --max-file-mb ({_mib(size)} MiB > {_mib(max_bytes)} MiB): not read"
+        return f"{TOO_LARGE} ({_mib(size)} MiB > {_mib(max_bytes)} MiB): not read"
     return None
 
 
