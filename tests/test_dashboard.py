@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,23 @@ def test_job_page_says_why_figures_are_missing(site: dict[str, Any], tab: Page) 
     warnings = site["api"].get("/api/training/sampled/analytics").json()["warnings"]
     shown = tab.page.locator(".warnings li").all_inner_texts()
     assert len(shown) == len(warnings) > 0
-    assert [s.lower().rstrip(".") for s in shown] == [w.lower().rstrip(".") for w in warnings]
+
+    # each a sentence: capitalised, unless it starts with a column's name (session 30: "Total_samples")
+    def as_shown(w: str) -> str:
+        start = w[0].upper() + w[1:] if re.fullmatch("[a-z]+", re.split(r"[ ,:;(]", w)[0]) else w
+        return start + ("" if w.endswith(".") else ".")
+
+    assert shown == [as_shown(w) for w in warnings]
+    assert any("_" in w.split(" ")[0] for w in warnings)  # a warning that starts with a column's name
+
+
+def test_a_share_just_below_100_never_reads_100(site: dict[str, Any], tab: Page) -> None:
+    tab.open(site["base"] + "/job?id=sampled")
+    shown = tab.page.evaluate(
+        """async () => { const m = await import("/static/common.js");
+           return [99.99528, 99.94, 100, 4.72e-5, null].map(m.pct); }"""
+    )
+    assert shown == ["99.995 %", "99.9 %", "100 %", "4.72e-5 %", "—"]  # session 30: 99.99528 read "100 %"
 
 
 def test_job_page_zooms_into_a_finer_range(site: dict[str, Any], tab: Page) -> None:

@@ -146,7 +146,11 @@ export function withUnit(value, unit, digits = 2) {
 }
 
 export function pct(value) {
-  return value === null || value === undefined ? DASH : `${num(value, 1)} %`;
+  if (value === null || value === undefined) return DASH;
+  let text = num(value, 1);
+  // a share just below 100 % never reads 100: a loss reduction of 99.995 % is no final loss of 0
+  for (let digits = 2; digits <= 6 && Number(value) < 100 && text === "100"; digits++) text = num(value, digits);
+  return `${text} %`;
 }
 
 export function duration(seconds) {

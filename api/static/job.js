@@ -78,7 +78,15 @@ function warnings(list) {
   if (!list.length) return null;
   return el("section", { class: "warnings", "aria-label": "warnings" },
     el("h2", {}, "Why some figures are missing or approximate"),
-    el("ul", {}, list.filter(Boolean).map((w) => el("li", {}, w[0].toUpperCase() + w.slice(1) + (w.endsWith(".") ? "" : ".")))));
+    el("ul", {}, list.filter(Boolean).map((w) => el("li", {}, sentence(w)))));
+}
+
+// A warning as a sentence: its first word capitalised, unless it names a column ("total_samples
+// is null: …" stays so: "Total_samples" names none), and a full stop.
+function sentence(w) {
+  const first = w.split(/[ ,:;(]/)[0];
+  const start = /^[a-z]+$/.test(first) ? w[0].toUpperCase() + w.slice(1) : w;
+  return start + (w.endsWith(".") ? "" : ".");
 }
 
 // --- insights
