@@ -104,7 +104,8 @@ async def part_unreadable(request: Request, exc: duckdb.IOException) -> JSONResp
     part = parts.unreadable_part(exc)
     if part is None:
         raise exc  # any other I/O error: a 500, its traceback logged
-    return await warehouse_unavailable(request, parts.parts_elsewhere(request.app.state.reader.db_path, part))
+    moved = parts.parts_elsewhere(request.app.state.reader.db_path, part, show_paths=False)  # no old folder
+    return await warehouse_unavailable(request, moved)
 
 
 # FastAPI(exception_handlers=HANDLERS); Starlette picks the handler of the nearest class in the MRO

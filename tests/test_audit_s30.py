@@ -201,12 +201,17 @@ def test_an_mlflow_step_past_10_to_the_18_is_refused_exactly() -> None:
         "skipped"
     ]
     assert [p.step for p in chunk.points] == [10**18]
+    # more digits than int() reads (4,300): out of range too, not a traceback (the review's)
+    chunk = parse_metric(b"1760000001000 5.0 " + b"9" * 5000 + b"\n", "loss")
+    assert chunk.warnings == [
+        f"line 1: '1760000001000 5.0 {'9' * 42}': step {'9' * 40} is out of range (above 10^18), skipped"
+    ]
 
 
 def test_a_warehouse_moved_or_copied_apart_from_its_parts_is_said_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    old, new = tmp_path / "old", tmp_path / "new"
+    old, new = tmp_path / "old[1]", tmp_path / "new[1]"  # (the views name their parts glob-escaped)
     smi = REALDATA / "nvidia_smi_csv" / "rtx2070-looped.csv"
     (tmp_path / "runs" / "r3").mkdir(parents=True)
     (tmp_path / "runs" / "r3" / "progress.json").write_text('{"job_id": "r3", "status": "completed", "history": []}')
@@ -222,6 +227,12 @@ def test_a_warehouse_moved_or_copied_apart_from_its_parts_is_said_in_one_line(
     monkeypatch.delenv(TOKEN_ENV, raising=False)
     answer = TestClient(create_app(new / "w.duckdb")).get("/api/training/r3/gpus")
     assert answer.status_code == 503 and "the warehouse was moved" in answer.json()["detail"]
+    assert str(tmp_path) not in answer.json()["detail"]  # no server folder, the old one either
+    # a query's own file, missing, in a folder named like a warehouse's parts: its own error (exit 4)
+    (tmp_path / "data").mkdir()
+    own = f"SELECT * FROM read_csv('{tmp_path}/data/x.parts/gpu_samples/day=2026-01-01/a.csv')"
+    argv = ["sql", own, "--allow-read", str(tmp_path / "data"), "--db", str(new / "w.duckdb")]
+    assert cli.main(argv) == cli.EXIT_QUERY and "No files found" in capsys.readouterr().err
     shutil.copy(new / "w.duckdb", tmp_path / "copy.duckdb")  # the file alone, without its parts
     assert cli.main([*ingest, "--db", str(tmp_path / "copy.duckdb")]) == cli.EXIT_WAREHOUSE
     said = capsys.readouterr().err
@@ -269,3 +280,15 @@ def test_an_unchanged_file_over_a_lowered_limit_stays_unchanged(lab: Lab) -> Non
     summary = lab.ingest(max_file_mb=0.00001)
     assert (summary.unchanged, summary.failed) == (1, 1)
     assert [p["path"].rsplit("/", 2)[-2] for p in summary.problems] == ["b"]
+    # a file that must be read again all the same (a trainer state whose folder's job changed: the
+    # review's) is failed over the limit, not passed over as unchanged
+    state = lab.root / "f" / "trainer_state.json"
+    state.parent.mkdir()
+    history = [{"step": step, "loss": 2.0} for step in range(1, 20)]  # ~500 bytes, over the limit below
+    state.write_text(json.dumps({"global_step": 19, "log_history": history}))
+    os.utime(state, (hour_ago, hour_ago))
+    lab.ingest()
+    path = lab.write_job("f", {"job_id": "J", "status": "completed"})
+    os.utime(path, (hour_ago + 60, hour_ago + 60))
+    summary = lab.ingest(max_file_mb=0.0002)  # 209 bytes: the new progress.json is read
+    assert [p["path"].rsplit("/", 2)[-1] for p in summary.problems] == ["trainer_state.json"]

@@ -230,9 +230,10 @@ def test_a_share_just_below_100_never_reads_100(site: dict[str, Any], tab: Page)
     tab.open(site["base"] + "/job?id=sampled")
     shown = tab.page.evaluate(
         """async () => { const m = await import("/static/common.js");
-           return [99.99528, 99.94, 100, 4.72e-5, null].map(m.pct); }"""
+           return [99.99528, 99.94, 100, 4.72e-5, null, 99.9999999, -99.995].map(m.pct); }"""
     )
-    assert shown == ["99.995 %", "99.9 %", "100 %", "4.72e-5 %", "—"]  # session 30: 99.99528 read "100 %"
+    # session 30: 99.99528 read "100 %"
+    assert shown == ["99.995 %", "99.9 %", "100 %", "4.72e-5 %", "—", "99.9999999 %", "-99.995 %"]
 
 
 def test_job_page_zooms_into_a_finer_range(site: dict[str, Any], tab: Page) -> None:

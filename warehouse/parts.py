@@ -261,27 +261,39 @@ def refresh_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> None:
 
 # DuckDB's words for a file of a view's read_parquet that is not there, or (a `sql` reader's) that
 # lies outside the folders the reader may open: a part of a warehouse copied or moved apart
-_UNREADABLE_PART = re.compile(r'(?:No files found that match the pattern|Cannot access file) "([^"]*\.parts/[^"]*)"')
+_UNREADABLE_FILE = re.compile(r'(?:No files found that match the pattern|Cannot access file) "([^"]*)"')
+# a glob character bracketed by db.exact_paths, as the views name their parts
+_ESCAPED = re.compile(r"\[([[*?])\]")
 
 
-def unreadable_part(error: BaseException) -> str | None:
-    """The part file a DuckDB error says it could not read, when it names one (a path in a
-    ``.parts`` folder), else None."""
-    match = _UNREADABLE_PART.search(str(error))
-    return match.group(1) if match else None
+def unreadable_part(error: BaseException) -> tuple[Path, Path] | None:
+    """The part file a DuckDB error says it could not read and the parts folder it lies in, when
+    it names a part (``<parts>/<sealed table>/day=…/…``, as ``relative_folder`` lays them out),
+    else None (any other file: a `sql` reader's own)."""
+    match = _UNREADABLE_FILE.search(str(error))
+    if match is None:
+        return None
+    path = Path(_ESCAPED.sub(r"\1", match.group(1)))
+    names = path.parts
+    for at in range(1, len(names) - 2):
+        if names[at] in TABLES and names[at + 1].startswith("day="):
+            return path, Path(*names[:at])
+    return None
 
 
-def parts_elsewhere(db_path: Path, part: str) -> db.WarehouseError:
+def parts_elsewhere(db_path: Path, part: tuple[Path, Path], *, show_paths: bool = True) -> db.WarehouseError:
     """A reader's one line for a part it could not read: the views name the parts of the folder
-    the warehouse was moved from (until a writer relinks them), or a part that is gone."""
-    folder = next((p for p in Path(part).parents if p.name.endswith(".parts")), Path(part).parent)
-    if folder != sidefiles.parts(db_path).resolve():
+    the warehouse was moved from (until a writer relinks them), or a part that is gone.
+    ``show_paths``: name the folder moved from (not to an API's client)."""
+    path, folder = part
+    if folder.resolve() != sidefiles.parts(db_path.resolve()).resolve():
+        where = f" ({folder})" if show_paths else ""
         return db.WarehouseError(
-            f"{db_path}'s views name its GPU parts in another folder ({folder}): "
-            "the warehouse was moved; one `runlytics ingest` (or `runlytics db upgrade`) reads them where they are now"
+            f"{db_path}'s views name its GPU parts in another folder{where}: the warehouse was moved; "
+            "one `runlytics ingest` (or `runlytics db upgrade`) reads them where they are now"
         )
     return db.WarehouseError(
-        f"{db_path}: the GPU part {part} is not there: its `.parts` folder is not the one the warehouse "
+        f"{db_path}: the GPU part {path} is not there: its `.parts` folder is not the one the warehouse "
         "was written with (a copy of the file alone, or a part deleted): its sealed GPU rows can't be read"
     )
 

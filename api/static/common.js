@@ -149,7 +149,8 @@ export function pct(value) {
   if (value === null || value === undefined) return DASH;
   let text = num(value, 1);
   // a share just below 100 % never reads 100: a loss reduction of 99.995 % is no final loss of 0
-  for (let digits = 2; digits <= 6 && Number(value) < 100 && text === "100"; digits++) text = num(value, digits);
+  const near = (t) => t === "100" || t === "-100";
+  for (let digits = 2; digits <= 15 && Math.abs(Number(value)) < 100 && near(text); digits++) text = num(value, digits);
   return `${text} %`;
 }
 

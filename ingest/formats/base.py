@@ -149,6 +149,24 @@ def openable(files: list[tuple[JobFolder, Path]], max_file_bytes: int) -> list[C
     return candidates
 
 
+def read_again(ctx: Context, kind: str, job: JobFolder, path: Path) -> Candidate | None:
+    """A file ``changed_files`` counted unchanged that must be read all the same (a watched file,
+    a file whose job moved), as a Candidate; None when it can't be opened: vanished (its record
+    stands), a problem ``changed_files`` failed it for, or over a --max-file-mb it passed as
+    unchanged (failed here: a read is due)."""
+    try:
+        st, problem = examine(path, job, ctx.max_file_bytes)
+    except OSError:
+        return None
+    if problem is not None and not problem.startswith(TOO_LARGE):
+        return None
+    ctx.summary.unchanged -= 1
+    if problem is not None:
+        not_ingested(ctx, Rejection(Candidate(path, job, st), "failed", problem, retry=True), kind)
+        return None
+    return Candidate(path, job, st)
+
+
 def examine(path: Path, job: JobFolder, max_bytes: int) -> tuple[ledger.Stat, str | None]:
     """A job folder's file, with one stat in the common case: its ledger stat, and why it must not
     be opened at all (``entry_problem``), or None."""

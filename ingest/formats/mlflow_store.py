@@ -219,8 +219,14 @@ def _metric_line(fields: list[bytes]) -> tuple[float, float, int] | str:
     if len(fields) == 2:
         return ms, value, 0
     text = fields[2].decode("ascii", errors="replace")
-    # an integer's digits exactly (through a float, 10^18 + 1 would be 10^18, a step in range)
-    written = int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else number(text, numeric_text=True)
+    # an integer's digits exactly (through a float, 10^18 + 1 would be 10^18, a step in range); past
+    # 19 digits, out of range whatever they say (int() refuses more than 4,300: a traceback)
+    written: float | None
+    if re.fullmatch(r"[+-]?[0-9]+", text):
+        digits = text.lstrip("+-").lstrip("0")
+        written = int(text) if len(digits) <= 19 else (-math.inf if text.startswith("-") else math.inf)
+    else:
+        written = number(text, numeric_text=True)
     step = (written if 0 <= written <= MAX_STEP else None) if isinstance(written, int) else whole(written)
     if written is None:
         return NOT_A_LINE

@@ -53,7 +53,17 @@ from runlytics.ingest.discover import LLAMAFACTORY, TOOL_KINDS, JobFolder
 from runlytics.ingest.sql import CONFIG_SETTINGS
 from runlytics.warehouse import db, results
 
-from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
+from .base import (
+    STORED_DIRS,
+    Candidate,
+    Context,
+    Rejection,
+    changed_files,
+    examine,
+    not_ingested,
+    read_again,
+    stored_owner,
+)
 from .text_logs import Chunk, Events, Point, RunInfo, clean_strings
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/"
@@ -724,13 +734,8 @@ def _watched_changes(
         stored, now = resume[str(path)][2], watch_text(other)
         if stored == now != WATCH_FRESH:
             continue
-        try:
-            st, problem = examine(path, job, ctx.max_file_bytes)
-        except OSError:
-            continue
-        if problem is None:  # (one with a problem was failed by changed_files)
-            again.append(Candidate(path, job, st))
-            ctx.summary.unchanged -= 1
+        if (candidate := read_again(ctx, kind, job, path)) is not None:
+            again.append(candidate)
     return again
 
 

@@ -11,7 +11,16 @@ from runlytics.ingest import ledger, progress, sql, trainer_state
 from runlytics.ingest.discover import CHECKPOINT_DIR, TOOL_KINDS, JobFolder
 from runlytics.warehouse import db, results
 
-from .base import STORED_DIRS, Candidate, Context, Rejection, changed_files, examine, not_ingested, stored_owner
+from .base import (
+    STORED_DIRS,
+    Candidate,
+    Context,
+    Rejection,
+    changed_files,
+    not_ingested,
+    read_again,
+    stored_owner,
+)
 
 KIND = "trainer_state"
 
@@ -190,13 +199,8 @@ def _moved(
         moved[str(path)] = former
         if path in seen:
             continue
-        try:
-            st, problem = examine(path, job, ctx.max_file_bytes)
-        except OSError:
-            continue  # vanished or unreadable since discovery: its record stands until it is read
-        if problem is None:
-            candidates.append(Candidate(path, job, st))
-            ctx.summary.unchanged -= 1
+        if (candidate := read_again(ctx, KIND, job, path)) is not None:
+            candidates.append(candidate)
             added = True
     if added:  # discovery's order (the claims and the later-file rule read it)
         order = {path: i for i, (_, path) in enumerate(files)}
