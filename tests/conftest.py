@@ -600,3 +600,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+if __name__ == "__main__":  # `make deep-modules`: the paths of the modules that run in deep runs only
+    print(" ".join(f"tests/{name}.py" for name in sorted(DEEP_MODULES)))

@@ -263,7 +263,7 @@ def refresh_view(con: duckdb.DuckDBPyConnection, table: Sealed) -> None:
 # lies outside the folders the reader may open: a part of a warehouse copied or moved apart
 _UNREADABLE_FILE = re.compile(r'(?:No files found that match the pattern|Cannot access file) "([^"]*)"')
 # a glob character bracketed by db.exact_paths, as the views name their parts
-_ESCAPED = re.compile(r"\[([[*?])\]")
+_ESCAPED = re.compile(r"\[([\[*?])\]")
 
 
 def unreadable_part(error: BaseException) -> tuple[Path, Path] | None:
