@@ -23,7 +23,7 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, BeforeValidator
 
-from runlytics.warehouse import bounded_json, fleet, pages, pg_reader, snapshots, times
+from runlytics.warehouse import bounded_json, fleet, pages, parts, pg_reader, snapshots, times
 from runlytics.warehouse.views import STATUSES
 
 TOKEN_ENV = "RUNLYTICS_API_TOKEN"
@@ -130,6 +130,11 @@ def get_connection(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
     cursor = cast(duckdb.DuckDBPyConnection, reader.cursor())
     try:
         yield cursor
+    except duckdb.IOException as error:  # a part the views name, not there: the warehouse's, a 503
+        part = parts.unreadable_part(error)
+        if part is None:
+            raise  # any other: a bug, a 500 (api/errors.py)
+        raise parts.parts_elsewhere(request.app.state.reader.db_path, part, show_paths=False) from None
     finally:
         cursor.close()
 

@@ -12,9 +12,9 @@ one status with a ``models.Problem`` body, ``{"detail": …}``:
     db.WarehouseError      503  warehouse unavailable: … (no snapshot yet, a file that can't be opened,
                                 a stored JSON text that no parser reads (queries.job_record_config);
                                 the warehouse's folder left out of the paths it names)
-    duckdb.IOException naming a part file the views name and do not find (the warehouse moved
-    with its parts, until a writer relinks them; or copied without them: parts.parts_elsewhere)
-                           503  warehouse unavailable: …
+                                a part file the views name and do not find: the warehouse moved
+                                with its parts until a writer relinks them, or copied without them,
+                                deps.get_connection's parts.parts_elsewhere)
 
 Nothing else is mapped. A ``duckdb.Error`` out of a query is a bug (a view missing, SQL that
 does not bind), not an outage: it is a 500, and its traceback is logged (and raised in tests).
@@ -30,13 +30,12 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import duckdb
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from runlytics.warehouse import db, fleet, history, metric_history, pages, parts, queries
+from runlytics.warehouse import db, fleet, history, metric_history, pages, queries
 
 MAX_SHOWN_ID = 200  # characters of a job id echoed in a 404
 
@@ -100,14 +99,6 @@ async def warehouse_unavailable(request: Request, exc: db.WarehouseError) -> JSO
     return problem(503, f"warehouse unavailable: {without_paths(str(exc), request.app.state.reader.db_path)}")
 
 
-async def part_unreadable(request: Request, exc: duckdb.IOException) -> JSONResponse:
-    part = parts.unreadable_part(exc)
-    if part is None:
-        raise exc  # any other I/O error: a 500, its traceback logged
-    moved = parts.parts_elsewhere(request.app.state.reader.db_path, part, show_paths=False)  # no old folder
-    return await warehouse_unavailable(request, moved)
-
-
 # FastAPI(exception_handlers=HANDLERS); Starlette picks the handler of the nearest class in the MRO
 HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
     StarletteHTTPException: http_error,
@@ -118,5 +109,4 @@ HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, An
     pages.BadCursor: bad_cursor,
     history.TooFewPoints: too_few_points,
     db.WarehouseError: warehouse_unavailable,
-    duckdb.IOException: part_unreadable,
 }

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runlytics.warehouse import db, migrate, parts, queries, readonly, sidefiles
+from runlytics.warehouse import db, migrate, queries, readonly, sidefiles
 
 from .errors import UserError
 from .exits import EXIT_OK, EXIT_QUERY
@@ -51,6 +51,8 @@ def run_sql(args: argparse.Namespace) -> int:
     except duckdb.OutOfMemoryException:
         raise  # out of memory: said as every command says it, exit 71 (cli/errors.py)
     except (duckdb.PermissionException, duckdb.IOException) as error:
+        from runlytics.warehouse import parts  # (imports DuckDB: not at the start of every command)
+
         # the warehouse's own parts, elsewhere (a parts folder of its name: a user's file is no part)
         if (part := parts.unreadable_part(error)) is not None and part[1].name == sidefiles.parts(path).name:
             raise parts.parts_elsewhere(path, part) from None
