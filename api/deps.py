@@ -131,10 +131,10 @@ def get_connection(request: Request) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         yield cursor
     except duckdb.IOException as error:  # a part the views name, not there: the warehouse's, a 503
-        part = parts.unreadable_part(error)
-        if part is None:
+        said = parts.unread_part_error(error, request.app.state.reader.db_path, show_paths=False)
+        if said is None:
             raise  # any other: a bug, a 500 (api/errors.py)
-        raise parts.parts_elsewhere(request.app.state.reader.db_path, part, show_paths=False) from None
+        raise said from None
     finally:
         cursor.close()
 

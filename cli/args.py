@@ -78,12 +78,10 @@ def _positive_mib(text: str) -> float:
     """--max-file-mb: a size above 0 MiB, finite, of a byte at least (a smaller one was 0 bytes,
     every file over it)."""
     mib = _number(text)
-    if not 0 < mib < math.inf:
+    # (the bound before the bytes: 1e308 MiB in bytes is no int, a traceback)
+    if not 0 < mib < math.inf or (mib <= MAX_MIB and int(mib * (1 << 20)) < 1):
         raise argparse.ArgumentTypeError(f"not a number of MiB above 0 (a byte at least): {text}")
-    _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)  # first: 1e308 MiB in bytes is no int (a traceback)
-    if int(mib * (1 << 20)) < 1:
-        raise argparse.ArgumentTypeError(f"not a number of MiB above 0 (a byte at least): {text}")
-    return mib
+    return _at_most(mib, MAX_MIB, "MiB (1 TiB)", text)
 
 
 def _spool_mib(text: str) -> float:

@@ -55,7 +55,7 @@ DOMAIN_ERRORS = {
 # DuckDB's out of memory (its memory_limit, or an allocation the process was refused), said as
 # Python's MemoryError is; named for the same reason (a run with nothing to do never imports DuckDB)
 DUCKDB_OUT_OF_MEMORY = "_duckdb.OutOfMemoryException"
-# DuckDB's I/O error: a part file a view names that a reader can't find (parts.unreadable_part)
+# DuckDB's I/O error: a part file a view names that a reader can't find (parts.unread_part_error)
 DUCKDB_IO_ERROR = "_duckdb.IOException"
 # Python's word when the system refuses a thread (its stack could not be mapped: a process memory
 # limit such as `ulimit -v` reached at a thread's start, not at an allocation)
@@ -114,11 +114,10 @@ def _part_unread(args: argparse.Namespace, error: BaseException) -> db.Warehouse
     warehouse moved, or was copied without its `.parts` folder): its one line, else None."""
     from runlytics.warehouse import parts
 
-    part = parts.unreadable_part(error)
-    if part is None or not hasattr(args, "db"):
+    if not hasattr(args, "db"):
         return None
     target = db.resolve_target(args.db)
-    return None if isinstance(target, db.PostgresUrl) else parts.parts_elsewhere(target, part)
+    return None if isinstance(target, db.PostgresUrl) else parts.unread_part_error(error, target)
 
 
 def out_of_memory(error: BaseException) -> str:

@@ -36,8 +36,10 @@ def run_export(args: argparse.Namespace) -> int:
             raise UserError(f"no job(s) {', '.join(map(repr, error.job_ids))} in {name}", EXIT_QUERY) from error
         except (duckdb.Error, OSError) as error:
             _print_export_notes(error)
-            if isinstance(error, duckdb.IOException) and (part := parts.unreadable_part(error)) is not None:
-                raise parts.parts_elsewhere(db.resolve_path(args.db), part) from None  # exit 3: the warehouse's
+            if isinstance(error, duckdb.IOException) and (
+                said := parts.unread_part_error(error, db.resolve_path(args.db))
+            ):
+                raise said from None  # exit 3: the warehouse's
             why = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(f"failed, nothing written to {args.out}: {why}", EXIT_QUERY) from error
     for note in result.notes:  # a layout the reader should know of, an earlier export restored

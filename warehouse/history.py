@@ -46,8 +46,9 @@ LIMIT $limit
 # and last step, and in each bucket the rows holding the min and max of every numeric field
 # asked for. Deterministic, and a spike is never averaged away. One aggregation pass finds
 # every extreme. A range of $max_points rows or fewer is kept whole (its buckets' other rows
-# were left out too, 2,252 of 2,900 at max_points=10,000). {source}: step_metrics, or another
-# relation of (job_id, step, …) such as a metric's points (warehouse/metric_history.py).
+# were left out too, 2,252 of 2,900 at max_points=10,000). Each row carries the range's count
+# (range_rows): a chart that kept fewer left some out (``downsampled``). {source}: step_metrics,
+# or another relation of (job_id, step, …) such as a metric's points (warehouse/metric_history.py).
 # downsampled_sql builds it for the engine read.
 STEPS_DOWNSAMPLED = """
 WITH rows AS MATERIALIZED (
@@ -60,9 +61,11 @@ WITH rows AS MATERIALIZED (
     SELECT min(step) AS step FROM rows
     UNION SELECT max(step) FROM rows
     UNION SELECT unnest(steps) FROM extremes
+), counted AS (
+    SELECT count(*) AS range_rows FROM rows
 )
-SELECT step, {fields} FROM rows
-WHERE (SELECT count(*) FROM rows) <= $max_points OR step IN (SELECT step FROM keep)
+SELECT step, {fields}, c.range_rows FROM rows, counted AS c
+WHERE c.range_rows <= $max_points OR step IN (SELECT step FROM keep)
 ORDER BY step
 """
 # Of equal extremes, the smallest step: (value, step) compared as a pair, so that the same request
@@ -93,17 +96,6 @@ FROM (
 ) AS p
 LEFT JOIN steps s ON s.job_id = $job_id AND s.step = p.step
 ORDER BY p.gpu_index, p.step
-"""
-
-
-# The rows of a range by step, counted up to $limit: a chart that kept fewer left some out. Bounded
-# (one row past those kept), not a second full read of the range.
-RANGE_ROWS = """
-SELECT count(*) FROM (
-    SELECT step FROM {source} AS source
-    WHERE job_id = $job_id AND step > $after AND ($to_step IS NULL OR step <= $to_step)
-    LIMIT $limit
-) AS range_rows
 """
 
 
@@ -144,19 +136,17 @@ def step_history(
             f"max_points must be at least {2 + 2 * numeric} for {numeric} numeric field(s): "
             "the first and last step, and a minimum and a maximum of each field per bucket"
         )
-    rows = steps_downsampled(con, job_id, fields, after, to_step, max_points)
-    range_of = {"job_id": job_id, "after": after, "to_step": to_step}
-    return History(rows, None, left_out(con, "step_metrics", range_of, len(rows)))
+    return steps_downsampled(con, job_id, fields, after, to_step, max_points)
 
 
-def left_out(con: duckdb.DuckDBPyConnection, source: str, range_of: dict[str, Any], kept: int) -> bool:
-    """Whether a chart that ``kept`` rows of a range by step left some out: the range (``job_id``,
-    ``after``, ``to_step``, and the parameters of ``source``, a relation of (job_id, step, …))
-    holds more rows than that."""
-    if not kept:
-        return False  # a chart keeps the first and last row of a range holding any
-    (rows,) = db.one(con, RANGE_ROWS.format(source=source), {**range_of, "limit": kept + 1})
-    return bool(rows > kept)
+def chart(con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> History:
+    """The History of a downsampled_sql query: its rows, without the range's count they carry,
+    and whether they left rows of the range out."""
+    rows = records(con.execute(sql, params))
+    range_rows = rows[0]["range_rows"] if rows else 0  # a chart keeps the first and last row of any
+    for row in rows:
+        del row["range_rows"]
+    return History(rows, None, downsampled=range_rows > len(rows))
 
 
 def after_step(kind: str, cursor: str | None, from_step: int | None, before_any: int = -1) -> int:
@@ -184,7 +174,7 @@ def steps_page(
 
 def steps_downsampled(
     con: duckdb.DuckDBPyConnection, job_id: str, fields: list[str], after: int, to_step: int | None, max_points: int
-) -> list[dict[str, Any]]:
+) -> History:
     """At most about ``max_points`` rows that keep the first and last step and every extreme."""
     numeric = [f for f in _checked(fields) if f in NUMERIC_FIELDS] or ["loss"]
     buckets = max(1, (max_points - 2) // (2 * len(numeric)))
@@ -192,7 +182,7 @@ def steps_downsampled(
     columns = list(dict.fromkeys([*fields, *numeric]))
     sql = downsampled_sql(con, "step_metrics", ", ".join(fields), ", ".join(columns), numeric)
     params = {"job_id": job_id, "after": after, "to_step": to_step, "buckets": buckets, "max_points": max_points}
-    return records(con.execute(sql, params))
+    return chart(con, sql, params)
 
 
 def downsampled_sql(con: Any, source: str, fields: str, columns: str, numeric: list[str]) -> str:

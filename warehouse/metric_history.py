@@ -79,8 +79,7 @@ def metric_history(
             raise history.TooFewPoints(f"max_points must be at least {MIN_POINTS}: the first and last point, "
                                        "and a minimum and a maximum per bucket")  # fmt: skip
         sql = history.downsampled_sql(con, POINTS_SOURCE, "ts, value", "ts, value", ["value"])
-        rows = records(con.execute(sql, {**params, "buckets": max(1, (max_points - 2) // 2), "max_points": max_points}))
-        answer = history.History(rows, None, history.left_out(con, POINTS_SOURCE, params, len(rows)))
+        answer = history.chart(con, sql, {**params, "buckets": max(1, (max_points - 2) // 2), "max_points": max_points})
     else:
         rows = records(con.execute(POINTS_PAGE, {**params, "limit": limit + 1}))
         rows, next_cursor = pages.page(rows, limit, "metric", lambda row: [row["step"]])

@@ -298,6 +298,14 @@ def parts_elsewhere(db_path: Path, part: tuple[Path, Path], *, show_paths: bool 
     )
 
 
+def unread_part_error(error: BaseException, db_path: Path, *, show_paths: bool = True) -> db.WarehouseError | None:
+    """``parts_elsewhere`` of the part a DuckDB error could not read, or None when it names none:
+    what every reader of ``db_path`` says instead of DuckDB's error (a command's one line, the
+    API's 503)."""
+    part = unreadable_part(error)
+    return None if part is None else parts_elsewhere(db_path, part, show_paths=show_paths)
+
+
 VIEW_TEXT = "SELECT sql FROM duckdb_views() WHERE view_name = $v"
 VIEW_COLUMNS = "SELECT column_name FROM duckdb_columns() WHERE table_name = $v ORDER BY column_index"
 
@@ -307,23 +315,23 @@ def ensure_view(con: duckdb.DuckDBPyConnection, table: Sealed, *, as_built: bool
     moved with its parts). ``as_built``: with the columns the view has now, not today's (a
     warehouse at an older revision, before the chain upgrades it: migrate.relink_parts)."""
     moved = False
+    where = database_path(con)  # (asked first: a failed statement aborts the transaction)
     for each in (table, *FOLLOWERS.get(table.name, ())):
         paths = live_paths(con, each)
         if not paths:
             continue
         built = con.execute(VIEW_TEXT, {"v": each.name}).fetchone()
-        if built is not None and file_list(root(con), paths[:1]) in built[0]:
+        if built is not None and file_list(sidefiles.parts(where), paths[:1]) in built[0]:
             continue
         if as_built:
             columns = tuple(name for (name,) in con.execute(VIEW_COLUMNS, {"v": each.name}).fetchall())
             each = replace(each, columns=columns)
-        where = database_path(con)  # (asked before: a failed statement aborts the transaction)
         try:
             con.execute(view_sql(each, sidefiles.parts(where), paths))
         except duckdb.IOException as error:
-            if (part := unreadable_part(error)) is None:
+            if (said := unread_part_error(error, where)) is None:
                 raise
-            raise parts_elsewhere(where, part) from None
+            raise said from None
         moved = True
     return moved
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import re
 import reprlib
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,18 @@ from runlytics.ingest.discover import MLFLOW, JobFolder
 
 from .base import Candidate, examine
 from .lightning_csv import MODEL_KEYS, OUT_OF_RANGE, load_yaml, overflows
-from .text_logs import MAX_STEP, Chunk, Point, RunInfo, clean_strings, complete_lines, number, utc_from_ms, whole
+from .text_logs import (
+    MAX_STEP,
+    Chunk,
+    Point,
+    RunInfo,
+    clean_strings,
+    complete_lines,
+    number,
+    step_text,
+    utc_from_ms,
+    whole,
+)
 from .tool_log import NotYet, ToolLogParser
 
 META = "meta.yaml"
@@ -218,16 +228,8 @@ def _metric_line(fields: list[bytes]) -> tuple[float, float, int] | str:
         return NOT_A_LINE
     if len(fields) == 2:
         return ms, value, 0
-    text = fields[2].decode("ascii", errors="replace")
-    # an integer's digits exactly (through a float, 10^18 + 1 would be 10^18, a step in range); past
-    # 19 digits, out of range whatever they say (int() refuses more than 4,300: a traceback)
-    written: float | None
-    if re.fullmatch(r"[+-]?[0-9]+", text):
-        digits = text.lstrip("+-").lstrip("0")
-        written = int(text) if len(digits) <= 19 else (-math.inf if text.startswith("-") else math.inf)
-    else:
-        written = number(text, numeric_text=True)
-    step = (written if 0 <= written <= MAX_STEP else None) if isinstance(written, int) else whole(written)
+    written = step_text(fields[2].decode("ascii", errors="replace"))
+    step = whole(written)
     if written is None:
         return NOT_A_LINE
     if step is None:

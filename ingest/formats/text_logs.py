@@ -196,6 +196,22 @@ def number(value: Any, numeric_text: bool | re.Pattern[str] = False) -> float | 
     return float(value) if numeric_text.fullmatch(value) else None
 
 
+# a whole number as written: digits and a sign
+_DIGITS = re.compile(r"[+-]?[0-9]+")
+
+
+def step_text(text: str) -> float | None:
+    """A step as a log writes it, for ``whole``: an integer's digits exactly (through a float,
+    10^18 + 1 would be 10^18, a step in range), past 19 digits +-inf (out of range whatever they
+    say; ``int()`` refuses more than 4,300 digits); any other number as ``number`` reads it."""
+    text = text.strip()
+    if not _DIGITS.fullmatch(text):
+        return number(text, numeric_text=True)
+    if len(text.lstrip("+-").lstrip("0")) > 19:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
 def clean_strings(value: Any, where: str, warnings: list[str]) -> Any:
     """``value`` (a str, or a config's dicts and lists) with every lone surrogate of its keys and
     strings (a YAML or JSON ``\\udcff`` escape: no UTF-8 holds it, the warehouse refuses it) replaced
