@@ -36,6 +36,8 @@
    taken and ignored (nothing is ever pruned): a usage error now.
 10. Files ingested under one --max-file-mb and over a lower one later were "unchanged" while the
     run took the quick road, and "failed" (exit 1) as soon as another file changed: unchanged.
+11. A Lightning metrics.csv step of 10^18 + 1 was read through a float as 10^18, a step in range
+    (the re-read's: MLflow's lines had the same fault, fixed above); it is refused exactly now.
 """
 
 from __future__ import annotations
@@ -292,3 +294,14 @@ def test_an_unchanged_file_over_a_lowered_limit_stays_unchanged(lab: Lab) -> Non
     os.utime(path, (hour_ago + 60, hour_ago + 60))
     summary = lab.ingest(max_file_mb=0.0002)  # 209 bytes: the new progress.json is read
     assert [p["path"].rsplit("/", 2)[-1] for p in summary.problems] == ["trainer_state.json"]
+
+
+def test_a_lightning_step_past_10_to_the_18_is_refused_exactly(lab: Lab) -> None:
+    csv = lab.root / "c" / "lightning_logs" / "version_0" / "metrics.csv"
+    csv.parent.mkdir(parents=True)
+    csv.write_text(f"step,train_loss\n1,2.0\n{10**18 + 1},1.0\n{10**18},0.5\n")
+    hour_ago = time.time() - 3600
+    os.utime(csv, (hour_ago, hour_ago))  # settled: the last line is read
+    summary = lab.ingest()
+    assert [m for _, m in summary.listed_warnings] == [f"line 3: step '{10**18 + 1}' is not a step, skipped"]
+    assert lab.query("SELECT step FROM metric_values ORDER BY step") == [(1,), (10**18,)]

@@ -29,7 +29,7 @@ import yaml
 
 from runlytics.ingest.discover import LIGHTNING_CSV, JobFolder
 
-from .text_logs import Chunk, Point, clean_strings, complete_lines, utc_from_seconds, whole
+from .text_logs import Chunk, Point, clean_strings, complete_lines, exact_integer, utc_from_seconds, whole
 from .tool_log import ToolLogParser
 
 FILE_NAME = "metrics.csv"
@@ -234,7 +234,9 @@ def parse(
         if len(cells) != len(header):
             chunk.warnings.append(f"line {number_}: {len(cells)} cells for {len(header)} columns, skipped")
             continue
-        step = whole(_cell(cells[header.index(STEP)]))
+        written = cells[header.index(STEP)]
+        exact = exact_integer(written)
+        step = whole(exact if exact is not None else _cell(written))
         if step is None:
             chunk.warnings.append(f"line {number_}: step {cells[header.index(STEP)][:40]!r} is not a step, skipped")
             continue

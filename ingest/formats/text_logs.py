@@ -200,16 +200,23 @@ def number(value: Any, numeric_text: bool | re.Pattern[str] = False) -> float | 
 _DIGITS = re.compile(r"[+-]?[0-9]+")
 
 
-def step_text(text: str) -> float | None:
-    """A step as a log writes it, for ``whole``: an integer's digits exactly (through a float,
-    10^18 + 1 would be 10^18, a step in range), past 19 digits +-inf (out of range whatever they
-    say; ``int()`` refuses more than 4,300 digits); any other number as ``number`` reads it."""
+def exact_integer(text: str) -> float | None:
+    """An integer's digits (blanks around) exactly, for ``whole`` (through a float, 10^18 + 1 would
+    be 10^18, a step in range); past 19 digits +-inf (out of range whatever they say: ``int()``
+    refuses more than 4,300 digits); None for any other text."""
     text = text.strip()
     if not _DIGITS.fullmatch(text):
-        return number(text, numeric_text=True)
+        return None
     if len(text.lstrip("+-").lstrip("0")) > 19:
         return -math.inf if text.startswith("-") else math.inf
     return int(text)
+
+
+def step_text(text: str) -> float | None:
+    """A step as a log writes it, for ``whole``: an integer exactly (``exact_integer``), any other
+    number as ``number`` reads it."""
+    exact = exact_integer(text)
+    return exact if exact is not None else number(text, numeric_text=True)
 
 
 def clean_strings(value: Any, where: str, warnings: list[str]) -> Any:
